@@ -1,0 +1,115 @@
+//! The `sluice` command line: argument parsing and the commands.
+//!
+//! Exit status: 0 when the command (or the flow) ran to the end, 1 when a
+//! run failed, 2 when the input was wrong (a bad flow file, a bad argument).
+
+pub mod progress;
+pub mod run_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "Runs automation flows whose steps are sandboxed WebAssembly components")]
+pub struct Cli {
+    /// Where run history, reports and the compile cache live
+    /// [default: $SLUICE_DATA_DIR, else ~/.local/share/sluice]
+    #[arg(long, global = true, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a flow and run it now
+    Run(run_cmd::RunArgs),
+    /// Check a flow file and report every problem, without running anything
+    Validate {
+        /// The flow file
+        file: PathBuf,
+    },
+    /// List the built-in components
+    Components,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run_cmd::run(args, &data_dir).await,
+            Command::Validate { file } => validate(&file),
+            Command::Components => components(),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `$SLUICE_DATA_DIR`, else `$XDG_DATA_HOME/sluice`, else `~/.local/share/sluice`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("sluice");
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/sluice"),
+        None => PathBuf::from(".sluice"),
+    }
+}
+
+pub fn validation_context(overrides: &[(String, String)]) -> (Vec<&'static str>, std::collections::BTreeMap<String, String>, Vec<(String, String)>) {
+    (sluice_builtins::names(), crate::flow::process_env(), overrides.to_vec())
+}
+
+/// Loads a flow, printing its problems; `None` means exit status 2.
+pub fn load_flow(file: &std::path::Path, overrides: &[(String, String)]) -> Option<crate::flow::Flow> {
+    let builtins = sluice_builtins::names();
+    let ctx = crate::flow::Context { builtins: &builtins, env: crate::flow::process_env(), param_overrides: overrides };
+    match crate::flow::load(file, &ctx) {
+        Ok(flow) => Some(flow),
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}
+
+fn validate(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let Some(flow) = load_flow(file, &[]) else { return Ok(ExitCode::from(2)) };
+    let mut line = format!("✓ {}: flow `{}` is valid ({} step{}", file.display(), flow.name, flow.steps.len(), if flow.steps.len() == 1 { "" } else { "s" });
+    if let Some(schedule) = &flow.schedule {
+        if let Some(next) = schedule.next_after(chrono::Utc::now()) {
+            line.push_str(&format!(
+                "; scheduled `{}` {}, next at {}",
+                schedule.cron,
+                schedule.timezone,
+                next.with_timezone(&schedule.timezone).format("%a %Y-%m-%d %H:%M:%S %Z")
+            ));
+        }
+    }
+    println!("{line})");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn components() -> anyhow::Result<ExitCode> {
+    let width = sluice_builtins::BUILTINS.iter().map(|b| b.name.len()).max().unwrap_or(0);
+    for b in sluice_builtins::BUILTINS {
+        println!("{:width$}  {}", b.name, b.description);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,74 @@
+//! `sluice run FILE`: validate, run, show progress, say where the report is.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::progress::{Mode, Progress};
+use crate::engine::{Engine, EngineConfig};
+use crate::run::{Observer, RunOptions, RunOutcome, Runner, Status};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The flow file
+    pub file: PathBuf,
+    /// Override a param: `--param name=value` (a JSON value keeps its type)
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Perform reads but no writes; components report what they would do
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print nothing but errors
+    #[arg(long, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print one JSON object per event on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Also show components' debug and info log lines
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not NAME=VALUE")),
+    }
+}
+
+pub fn engine_for(data_dir: &Path) -> anyhow::Result<Arc<Engine>> {
+    Engine::new(EngineConfig { cache_dir: Some(data_dir.join("cache")), ..EngineConfig::default() })
+}
+
+pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let Some(flow) = super::load_flow(&args.file, &args.params) else { return Ok(ExitCode::from(2)) };
+    let mode = if args.json { Mode::Json } else if args.quiet { Mode::Quiet } else { Mode::Human };
+    let observer: Arc<dyn Observer> = Arc::new(Progress::new(mode, args.verbose));
+    let runner = Runner::new(engine_for(data_dir)?)?;
+    let run_id = crate::run::new_run_id();
+    let options = RunOptions { output_dir: data_dir.join("runs").join(&run_id), run_id, dry_run: args.dry_run };
+    let outcome = runner.run(&flow, &options, observer).await;
+    Ok(finish(&outcome, mode))
+}
+
+/// Prints the outcome's last words and picks the exit status.
+pub fn finish(outcome: &RunOutcome, mode: Mode) -> ExitCode {
+    match outcome.status {
+        Status::Succeeded => {
+            if mode == Mode::Human {
+                for path in &outcome.artifacts {
+                    eprintln!("  report: {}", path.display());
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        _ => {
+            if mode != Mode::Json {
+                eprintln!("error: {}", outcome.error.as_deref().unwrap_or("the run failed"));
+            }
+            ExitCode::from(1)
+        }
+    }
+}

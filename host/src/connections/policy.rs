@@ -1,0 +1,236 @@
+//! What a component may ask a connection for.
+//!
+//! A component names a path under the connection's base URL (or an absolute
+//! URL under it, such as Graph's `@odata.nextLink`). Everything else is a
+//! sandbox violation: another scheme, host or port, a path outside the base
+//! path, `..`/`.` segments written plainly or percent-encoded, encoded
+//! slashes or backslashes, control characters, and headers that carry
+//! credentials or framing. Violations are not returned to the component:
+//! they fail its step.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use url::Url;
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("the step was not granted connection `{0}`")]
+    NotGranted(String),
+    #[error("`{url}` is outside the connection's base URL {base}")]
+    OutsideBase { url: String, base: String },
+    #[error("`{0}` contains a `..` or `.` path segment, plain or encoded")]
+    DotSegment(String),
+    #[error("`{0}` contains an encoded `/`, `\\` or control character")]
+    EncodedSeparator(String),
+    #[error("`{0}` contains a control character or a backslash")]
+    BadCharacter(String),
+    #[error("header `{0}` may not be set by a component")]
+    ForbiddenHeader(String),
+    #[error("header `{0}` has a name or value that is not allowed (CR/LF or invalid characters)")]
+    BadHeader(String),
+}
+
+/// Query values are encoded strictly: everything but unreserved characters.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// Query names keep `$` (OData's `$filter`, `$select`) readable.
+const QUERY_NAME: &AsciiSet = &QUERY_VALUE.remove(b'$').remove(b'[').remove(b']');
+
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Builds the URL to send, or says why the request must not be sent.
+pub fn resolve_url(base: &Url, requested: &str, query: &[(String, String)]) -> Result<Url, Violation> {
+    if requested.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(Violation::BadCharacter(requested.escape_debug().to_string()));
+    }
+    let outside = || Violation::OutsideBase { url: requested.to_string(), base: base.to_string() };
+    let has_scheme = requested.split_once(':').is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) && !scheme.contains('/')
+    }) && !requested.starts_with('/');
+    let base_dir = base_with_slash(base);
+    let mut url = if has_scheme {
+        let url = Url::parse(requested).map_err(|_| outside())?;
+        if url.scheme() != base.scheme() || url.host() != base.host() || url.port_or_known_default() != base.port_or_known_default() {
+            return Err(outside());
+        }
+        check_segments(requested, raw_path(requested))?;
+        url
+    } else {
+        if requested.starts_with("//") {
+            return Err(outside());
+        }
+        let relative = requested.strip_prefix('/').unwrap_or(requested);
+        check_segments(requested, relative.split(['?', '#']).next().unwrap_or(""))?;
+        base_dir.join(relative).map_err(|_| outside())?
+    };
+    url.set_fragment(None);
+    if !under_base(&url, &base_dir) {
+        return Err(outside());
+    }
+    if !query.is_empty() {
+        let mut q = url.query().map(str::to_string).unwrap_or_default();
+        for (name, value) in query {
+            if !q.is_empty() {
+                q.push('&');
+            }
+            q.extend(utf8_percent_encode(name, QUERY_NAME));
+            q.push('=');
+            q.extend(utf8_percent_encode(value, QUERY_VALUE));
+        }
+        url.set_query(Some(&q));
+    }
+    Ok(url)
+}
+
+fn base_with_slash(base: &Url) -> Url {
+    let mut b = base.clone();
+    if !b.path().ends_with('/') {
+        let path = format!("{}/", b.path());
+        b.set_path(&path);
+    }
+    b.set_query(None);
+    b.set_fragment(None);
+    b
+}
+
+fn under_base(url: &Url, base_dir: &Url) -> bool {
+    url.scheme() == base_dir.scheme()
+        && url.host() == base_dir.host()
+        && url.port_or_known_default() == base_dir.port_or_known_default()
+        && (url.path().starts_with(base_dir.path()) || format!("{}/", url.path()) == base_dir.path())
+}
+
+fn raw_path(absolute: &str) -> &str {
+    let after_scheme = absolute.split_once("://").map_or(absolute, |(_, rest)| rest);
+    let path_start = after_scheme.find('/').unwrap_or(after_scheme.len());
+    after_scheme[path_start..].split(['?', '#']).next().unwrap_or("")
+}
+
+fn check_segments(requested: &str, path: &str) -> Result<(), Violation> {
+    for segment in path.split('/') {
+        if segment == ".." || segment == "." {
+            return Err(Violation::DotSegment(requested.to_string()));
+        }
+        let decoded = percent_decode_str(segment).collect::<Vec<u8>>();
+        if decoded.iter().any(|b| *b == b'/' || *b == b'\\' || b.is_ascii_control()) {
+            return Err(Violation::EncodedSeparator(requested.to_string()));
+        }
+        // Decode repeatedly: `%252e%252e` is `..` to a server that decodes twice.
+        let mut text = String::from_utf8_lossy(&decoded).into_owned();
+        for _ in 0..3 {
+            if text == ".." || text == "." {
+                return Err(Violation::DotSegment(requested.to_string()));
+            }
+            let next = percent_decode_str(&text).decode_utf8_lossy().into_owned();
+            if next == text {
+                break;
+            }
+            if next.contains(['/', '\\']) {
+                return Err(Violation::EncodedSeparator(requested.to_string()));
+            }
+            text = next;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a component's extra request headers.
+pub fn check_headers(headers: &[(String, String)], connection_headers: &[(String, String)]) -> Result<(), Violation> {
+    for (name, value) in headers {
+        let valid_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+        if !valid_name || value.contains(['\r', '\n', '\0']) {
+            return Err(Violation::BadHeader(name.escape_debug().to_string()));
+        }
+        if crate::flow::validate::is_reserved_header(name)
+            || connection_headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            return Err(Violation::ForbiddenHeader(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Response headers a component never sees.
+pub fn hidden_response_header(name: &str) -> bool {
+    matches!(name, "set-cookie" | "authorization" | "proxy-authenticate")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Url {
+        Url::parse("https://api.example.com/rest/v1.0").unwrap()
+    }
+
+    #[test]
+    fn relative_paths_and_absolute_urls_under_the_base_are_allowed() {
+        let u = resolve_url(&base(), "companies/1/users", &[("page".into(), "2".into())]).unwrap();
+        assert_eq!(u.as_str(), "https://api.example.com/rest/v1.0/companies/1/users?page=2");
+        let u = resolve_url(&base(), "/companies/1/users", &[]).unwrap();
+        assert_eq!(u.path(), "/rest/v1.0/companies/1/users");
+        let next = "https://api.example.com/rest/v1.0/groups?$skiptoken=abc%3D%3D";
+        assert_eq!(resolve_url(&base(), next, &[]).unwrap().as_str(), next);
+    }
+
+    #[test]
+    fn query_values_are_strictly_encoded() {
+        let u = resolve_url(&base(), "groups", &[("$filter".into(), "startswith(displayName,'License – M')".into())]).unwrap();
+        assert_eq!(
+            u.query(),
+            Some("$filter=startswith%28displayName%2C%27License%20%E2%80%93%20M%27%29")
+        );
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        let cases = [
+            "https://evil.example/rest/v1.0/x",
+            "http://api.example.com/rest/v1.0/x",
+            "https://api.example.com:444/rest/v1.0/x",
+            "https://api.example.com/rest/v2.0/x",
+            "https://api.example.com/rest/v1.0/../v2.0/x",
+            "../v2.0/x",
+            "a/../../v2.0",
+            "%2e%2e/v2.0",
+            "%2E%2e/v2.0",
+            "%252e%252e/v2.0",
+            "a%2fb",
+            "a%5c..",
+            "//evil.example/x",
+            "a\\..\\b",
+            "x\r\nHost: evil",
+            "file:///etc/passwd",
+            "https://api.example.com@evil.example/rest/v1.0/x",
+        ];
+        for case in cases {
+            assert!(resolve_url(&base(), case, &[]).is_err(), "{case} was allowed");
+        }
+    }
+
+    #[test]
+    fn credential_and_framing_headers_are_refused() {
+        let company = vec![("Procore-Company-Id".to_string(), "1".to_string())];
+        assert!(check_headers(&[("Accept".into(), "application/json".into())], &company).is_ok());
+        for name in ["Authorization", "authorization", "Cookie", "Host", "procore-company-id", "Content-Length"] {
+            assert_eq!(check_headers(&[(name.into(), "x".into())], &company), Err(Violation::ForbiddenHeader(name.into())));
+        }
+        assert!(matches!(check_headers(&[("X-A".into(), "a\r\nB: c".into())], &company), Err(Violation::BadHeader(_))));
+    }
+
+    #[test]
+    fn loopback_detection() {
+        for u in ["http://127.0.0.1:8080/", "http://localhost/", "http://[::1]:1/", "http://127.9.9.9/"] {
+            assert!(is_loopback(&Url::parse(u).unwrap()), "{u}");
+        }
+        for u in ["http://10.0.0.1/", "http://example.com/", "http://localhost.evil.com/"] {
+            assert!(!is_loopback(&Url::parse(u).unwrap()), "{u}");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! What a step instance's store holds, and the host side of its imports.
+//!
+//! Each call gets a fresh [`StepState`]: an empty WASI context (no
+//! preopened directories, no environment, no sockets; clocks and random
+//! only), the memory cap, and a shared [`StepContext`] naming the step, its
+//! granted connections and where its log lines and request counts go.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{connection, guest_log, sluice};
+use super::limits::MemoryCap;
+use crate::connections::{self, Connection, RequestStats, SendError};
+
+/// Log levels a component can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Receives a component's log lines: `(level, message)`.
+pub type LogSink = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
+
+/// Per-step facts shared by every instance of the step (every item).
+pub struct StepContext {
+    pub step_id: String,
+    pub component: String,
+    pub granted: BTreeMap<String, Arc<Connection>>,
+    pub dry_run: bool,
+    pub log: LogSink,
+    pub stats: Mutex<BTreeMap<String, RequestStats>>,
+}
+
+impl StepContext {
+    pub fn stats(&self) -> BTreeMap<String, RequestStats> {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Why a component's call was ended by the host rather than by itself.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SandboxViolation(pub connections::policy::Violation);
+
+pub struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) memory: MemoryCap,
+    pub(super) stderr: MemoryOutputPipe,
+    pub(super) step: Arc<StepContext>,
+}
+
+/// 64 KiB of a component's stderr is kept to explain a panic.
+const STDERR_CAPTURE: usize = 64 * 1024;
+
+impl StepState {
+    pub fn new(step: Arc<StepContext>, memory_limit: usize) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        // Nothing is granted: no preopens, no env, no args; sockets are denied
+        // by the default address check. stdout goes nowhere.
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new().stderr(stderr.clone()).allow_ip_name_lookup(false).build();
+        Self { wasi, table: ResourceTable::new(), memory: MemoryCap { limit: memory_limit }, stderr, step }
+    }
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl sluice::flow::types::Host for StepState {}
+
+impl guest_log::Host for StepState {
+    fn log(&mut self, level: guest_log::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            guest_log::Level::Debug => LogLevel::Debug,
+            guest_log::Level::Info => LogLevel::Info,
+            guest_log::Level::Warn => LogLevel::Warn,
+            guest_log::Level::Error => LogLevel::Error,
+        };
+        // One line, bounded: a log call must not flood the run's output.
+        let line: String = message.lines().next().unwrap_or("").chars().take(2000).collect();
+        (self.step.log)(level, &line);
+        Ok(())
+    }
+}
+
+impl connection::Host for StepState {
+    async fn send(
+        &mut self,
+        name: String,
+        request: connection::Request,
+    ) -> wasmtime::Result<Result<connection::Response, connection::SendError>> {
+        let Some(conn) = self.step.granted.get(&name).cloned() else {
+            return Err(wasmtime::Error::new(SandboxViolation(connections::policy::Violation::NotGranted(name))));
+        };
+        let method = match request.method {
+            connection::Method::Get => connections::Method::Get,
+            connection::Method::Head => connections::Method::Head,
+            connection::Method::Post => connections::Method::Post,
+            connection::Method::Put => connections::Method::Put,
+            connection::Method::Patch => connections::Method::Patch,
+            connection::Method::Delete => connections::Method::Delete,
+        };
+        let outgoing = connections::OutgoingRequest {
+            method,
+            url: request.url,
+            query: request.query,
+            headers: request.headers,
+            body: request.body,
+            idempotent: request.idempotent,
+        };
+        let (result, stats) = conn.send(outgoing, self.step.dry_run).await;
+        if let Ok(mut all) = self.step.stats.lock() {
+            all.entry(name).or_default().add(&stats);
+        }
+        Ok(match result {
+            Ok(r) => Ok(connection::Response { status: r.status, headers: r.headers, body: r.body }),
+            Err(SendError::Violation(v)) => return Err(wasmtime::Error::new(SandboxViolation(v))),
+            Err(SendError::DryRun(what)) => Err(connection::SendError::DryRun(what)),
+            Err(SendError::Unavailable(why)) => Err(connection::SendError::Unavailable(why)),
+            Err(SendError::AuthFailed(e)) => Err(connection::SendError::AuthFailed(e.to_string())),
+            Err(SendError::TooLarge(n)) => Err(connection::SendError::TooLarge(n)),
+        })
+    }
+}

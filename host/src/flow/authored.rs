@@ -1,0 +1,336 @@
+//! Stage one: the flow file as written.
+//!
+//! The TOML is parsed with spans kept everywhere, so every later error can
+//! point at a line and column. Structured sections (steps, connections,
+//! schedule) go through serde with `deny_unknown_fields`; free-form values
+//! (`params`, `with`, `when`) become [`Node`] trees that keep the span of
+//! every string, so a bad reference deep inside `with` is located exactly.
+//! Each section is read on its own, so one mistake does not hide the next.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::source::{Diagnostic, SourceFile};
+
+/// A TOML value with the span of every part of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+    Datetime(String),
+    Array(Vec<Spanned<Node>>),
+    Table(Vec<(Spanned<String>, Spanned<Node>)>),
+}
+
+impl Node {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Node::String(_) => "a string",
+            Node::Integer(_) => "an integer",
+            Node::Float(_) => "a float",
+            Node::Bool(_) => "a boolean",
+            Node::Datetime(_) => "a datetime",
+            Node::Array(_) => "an array",
+            Node::Table(_) => "a table",
+        }
+    }
+}
+
+/// The whole flow file as written, before any cross-checks.
+#[derive(Debug, Default)]
+pub struct AuthoredFlow {
+    pub name: Option<Spanned<String>>,
+    pub description: Option<String>,
+    pub schedule: Option<Spanned<AuthoredSchedule>>,
+    pub params: Vec<(Spanned<String>, Spanned<Node>)>,
+    pub connections: Vec<(Spanned<String>, Spanned<AuthoredConnection>)>,
+    pub steps: Vec<Spanned<AuthoredStep>>,
+    /// Span of the whole document, for problems that have no better place.
+    pub document: Range<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoredSchedule {
+    pub cron: Spanned<String>,
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoredConnection {
+    pub base_url: Spanned<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub auth: Option<Spanned<AuthoredAuth>>,
+    #[serde(default)]
+    pub rate_limit: Option<Spanned<AuthoredRateLimit>>,
+    #[serde(default)]
+    pub retry: Option<Spanned<AuthoredRetry>>,
+    #[serde(default)]
+    pub max_response_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub request_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoredAuth {
+    #[serde(default)]
+    pub oauth2_client_credentials: Option<Spanned<AuthoredOAuth2>>,
+    #[serde(default)]
+    pub bearer: Option<Spanned<AuthoredBearer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoredOAuth2 {
+    pub token_url: Spanned<String>,
+    pub client_id: Spanned<String>,
+    pub client_secret: Spanned<String>,
+    #[serde(default)]
+    pub scope: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoredBearer {
+    pub token: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoredRateLimit {
+    #[serde(default)]
+    pub per_second: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub per_minute: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub per_hour: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoredRetry {
+    #[serde(default)]
+    pub max_attempts: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub base_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_delay: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    Fail,
+    Continue,
+}
+
+/// The serde-read part of a step; `with` and `when` are [`Node`]s.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepFields {
+    pub id: Spanned<String>,
+    pub uses: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub connections: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub for_each: Option<Spanned<String>>,
+    #[serde(default)]
+    pub concurrency: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub on_error: Option<Spanned<OnError>>,
+    /// Read by hand (a table of file name → output path), not by serde.
+    #[serde(skip)]
+    pub artifacts: Vec<(Spanned<String>, Spanned<String>)>,
+}
+
+#[derive(Debug)]
+pub struct AuthoredStep {
+    pub fields: StepFields,
+    pub with: Option<Spanned<Node>>,
+    pub when: Option<Spanned<Node>>,
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &["name", "description", "schedule", "params", "connections", "step"];
+
+/// Parses the file, collecting every problem rather than stopping at the first.
+/// `None` when the TOML itself does not parse: nothing further can be checked.
+pub fn parse(source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<AuthoredFlow> {
+    let (root, errors) = DeTable::parse_recoverable(&source.text);
+    let document = 0..source.text.len();
+    if !errors.is_empty() {
+        for e in errors {
+            diags.push(
+                Diagnostic::new(e.span().unwrap_or(0..0), format!("TOML syntax: {}", first_line(e.message())))
+                    .hint("fix the TOML syntax; strings need quotes, tables need `[name]`"),
+            );
+        }
+        return None;
+    }
+    let mut flow = AuthoredFlow { document, ..Default::default() };
+    for (key, value) in root.into_inner() {
+        let key_span = key.span();
+        match key.get_ref().as_ref() {
+            "name" => flow.name = read::<String>(value, diags),
+            "description" => flow.description = read::<String>(value, diags).map(Spanned::into_inner),
+            "schedule" => flow.schedule = read::<AuthoredSchedule>(value, diags),
+            "params" => match table_entries(value, "params", diags) {
+                Some(entries) => flow.params = entries.into_iter().map(|(k, v)| (k, node(v))).collect(),
+                None => {}
+            },
+            "connections" => {
+                for (name, conn) in table_entries(value, "connections", diags).unwrap_or_default() {
+                    if let Some(conn) = read::<AuthoredConnection>(conn, diags) {
+                        flow.connections.push((name, conn));
+                    }
+                }
+            }
+            "step" => {
+                let span = value.span();
+                match value.into_inner() {
+                    DeValue::Array(items) => {
+                        for item in items {
+                            if let Some(step) = read_step(item, diags) {
+                                flow.steps.push(step);
+                            }
+                        }
+                    }
+                    _ => diags.push(
+                        Diagnostic::new(span, "`step` must be an array of tables")
+                            .hint("write each step as a `[[step]]` section"),
+                    ),
+                }
+            }
+            other => diags.push(
+                Diagnostic::new(key_span, format!("unknown key `{other}` at the top of the flow"))
+                    .hint(format!("the top level takes: {}", TOP_LEVEL_KEYS.join(", "))),
+            ),
+        }
+    }
+    Some(flow)
+}
+
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or(message).trim()
+}
+
+/// Deserialises one section with serde, turning its error into a diagnostic.
+fn read<T: for<'de> Deserialize<'de>>(value: Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Option<Spanned<T>> {
+    let span = value.span();
+    match Spanned::<T>::deserialize(ValueDeserializer::from(value)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            diags.push(serde_diagnostic(&e, span));
+            None
+        }
+    }
+}
+
+fn serde_diagnostic(e: &toml::de::Error, fallback: Range<usize>) -> Diagnostic {
+    let message = first_line(e.message()).to_string();
+    let hint = if message.starts_with("unknown field") {
+        "remove or rename the key; the expected keys are listed above"
+    } else if message.starts_with("missing field") {
+        "add the missing key"
+    } else if message.starts_with("invalid type") {
+        "change the value to the expected type"
+    } else {
+        "see the flow format in the README"
+    };
+    Diagnostic::new(e.span().unwrap_or(fallback), message).hint(hint)
+}
+
+fn table_entries<'i>(
+    value: Spanned<DeValue<'i>>,
+    what: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Vec<(Spanned<String>, Spanned<DeValue<'i>>)>> {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Table(table) => Some(
+            table
+                .into_iter()
+                .map(|(k, v)| (Spanned::new(k.span(), k.into_inner().into_owned()), v))
+                .collect(),
+        ),
+        other => {
+            diags.push(
+                Diagnostic::new(span, format!("`{what}` must be a table, not {}", other.type_str()))
+                    .hint(format!("write `[{what}]` followed by `key = value` lines")),
+            );
+            None
+        }
+    }
+}
+
+fn read_step(item: Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Option<Spanned<AuthoredStep>> {
+    let span = item.span();
+    let DeValue::Table(mut table) = item.into_inner() else {
+        diags.push(Diagnostic::new(span, "a step must be a table").hint("write it as a `[[step]]` section"));
+        return None;
+    };
+    let with = take(&mut table, "with").map(node);
+    let when = take(&mut table, "when").map(node);
+    let artifacts = take(&mut table, "artifacts");
+    let mut step = read::<StepFields>(Spanned::new(span.clone(), DeValue::Table(table)), diags)?.into_inner();
+    if let Some(artifacts) = artifacts {
+        for (name, value) in table_entries(artifacts, "artifacts", diags).unwrap_or_default() {
+            if let Some(path) = read::<String>(value, diags) {
+                step.artifacts.push((name, path));
+            }
+        }
+    }
+    Some(Spanned::new(span, AuthoredStep { fields: step, with, when }))
+}
+
+fn take<'i>(table: &mut DeTable<'i>, key: &str) -> Option<Spanned<DeValue<'i>>> {
+    let found = table.keys().find(|k| k.get_ref().as_ref() == key).cloned()?;
+    table.remove(&found)
+}
+
+/// Converts a parsed TOML value into a [`Node`], keeping spans.
+pub fn node(value: Spanned<DeValue<'_>>) -> Spanned<Node> {
+    let span = value.span();
+    let node = match value.into_inner() {
+        DeValue::String(s) => Node::String(s.into_owned()),
+        DeValue::Integer(i) => {
+            let digits = i.as_str().replace('_', "");
+            let digits = digits.trim_start_matches("0x").trim_start_matches("0o").trim_start_matches("0b");
+            i64::from_str_radix(digits, i.radix()).map_or_else(|_| Node::String(i.as_str().to_string()), Node::Integer)
+        }
+        DeValue::Float(f) => {
+            let text = f.as_str().replace('_', "");
+            let parsed = match text.trim_start_matches('+') {
+                "inf" => Some(f64::INFINITY),
+                "-inf" => Some(f64::NEG_INFINITY),
+                "nan" | "-nan" => Some(f64::NAN),
+                t => t.parse().ok(),
+            };
+            parsed.map_or_else(|| Node::String(text.clone()), Node::Float)
+        }
+        DeValue::Boolean(b) => Node::Bool(b),
+        DeValue::Datetime(d) => Node::Datetime(d.to_string()),
+        DeValue::Array(items) => Node::Array(items.into_iter().map(node).collect()),
+        DeValue::Table(table) => Node::Table(
+            table
+                .into_iter()
+                .map(|(k, v)| (Spanned::new(k.span(), k.into_inner().into_owned()), node(v)))
+                .collect(),
+        ),
+    };
+    Spanned::new(span, node)
+}

@@ -1,0 +1,146 @@
+//! Stage two: a validated flow, ready to run.
+//!
+//! Everything here has been checked: references point at params that exist
+//! and steps that run earlier, connections are declared, components are
+//! found, durations and cron expressions parse. Connection settings are
+//! resolved against the environment once, at load time.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use url::Url;
+
+use super::schedule::Schedule;
+use super::source::SourceFile;
+use super::template::Template;
+
+pub use super::authored::OnError;
+
+/// A flow that passed validation.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub name: String,
+    pub description: Option<String>,
+    pub source: SourceFile,
+    pub schedule: Option<Schedule>,
+    pub params: BTreeMap<String, Value>,
+    pub connections: BTreeMap<String, Arc<ConnectionSpec>>,
+    pub steps: Vec<Step>,
+    /// The environment as it was when the flow was loaded.
+    pub env: Arc<BTreeMap<String, String>>,
+    /// Every secret value the flow can reach, for redaction.
+    pub secrets: Vec<String>,
+}
+
+/// Where a step's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentRef {
+    Builtin(String),
+    File(PathBuf),
+}
+
+impl fmt::Display for ComponentRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ComponentRef::Builtin(name) => write!(f, "{name}"),
+            ComponentRef::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub uses: ComponentRef,
+    pub connections: Vec<String>,
+    pub with: Option<ValueTemplate>,
+    pub for_each: Option<Template>,
+    pub concurrency: usize,
+    /// All must be truthy for the step to run.
+    pub when: Vec<Template>,
+    pub timeout: Duration,
+    pub on_error: OnError,
+    /// File name in the run's output folder → path into the step's output.
+    pub artifacts: Vec<(String, Vec<String>)>,
+}
+
+/// A JSON-shaped value whose strings may hold references.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueTemplate {
+    Text(Template),
+    Literal(Value),
+    Array(Vec<ValueTemplate>),
+    Object(Vec<(String, ValueTemplate)>),
+}
+
+/// A text that must never be shown: printing it prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    OAuth2ClientCredentials { token_url: Url, client_id: String, client_secret: Secret, scope: Option<String> },
+    Bearer(Secret),
+}
+
+/// Requests per second the connection may send, at most.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Five attempts from 500 ms doubling to 30 s ride out a service restart
+    /// or a short outage without holding a run for minutes.
+    fn default() -> Self {
+        Self { max_attempts: 5, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
+    }
+}
+
+/// A connection as declared in the flow, resolved against the environment.
+#[derive(Debug, Clone)]
+pub struct ConnectionSpec {
+    pub name: String,
+    pub base_url: Url,
+    pub headers: Vec<(String, String)>,
+    pub auth: Auth,
+    pub rate_limit: Option<RateLimit>,
+    pub retry: RetryPolicy,
+    pub max_response_bytes: u64,
+    pub request_timeout: Duration,
+}
+
+/// 32 MiB: a Graph page of 999 users is ~1 MiB; anything far larger is a mistake.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
+/// Graph and Procore answer in seconds; a minute means something is wrong.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Five minutes: the slowest built-in step (reading 100k members) takes well under that.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);

@@ -1,0 +1,164 @@
+//! Turning templates into JSON values against what is known at that moment.
+//!
+//! At load time only params and the environment are known (connections are
+//! resolved then); at run time step outputs, the current `for_each` item and
+//! the run's own fields join them.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::model::ValueTemplate;
+use super::template::{Part, Reference, Root, Template};
+
+/// What references can see.
+#[derive(Debug, Default)]
+pub struct Scope<'a> {
+    pub params: Option<&'a BTreeMap<String, Value>>,
+    pub env: Option<&'a BTreeMap<String, String>>,
+    pub steps: Option<&'a BTreeMap<String, Value>>,
+    pub item: Option<&'a Value>,
+    pub run: Option<&'a Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("environment variable {0} is not set")]
+    MissingEnv(String),
+    #[error("`{0}` is not available here")]
+    Unavailable(String),
+}
+
+impl Scope<'_> {
+    pub fn resolve(&self, template: &Template) -> Result<Value, ResolveError> {
+        if let Some(reference) = template.as_single_ref() {
+            return self.lookup(reference);
+        }
+        let mut text = String::new();
+        for part in &template.parts {
+            match part {
+                Part::Literal(s) => text.push_str(s),
+                Part::Ref(r, _) => match self.lookup(r)? {
+                    Value::String(s) => text.push_str(&s),
+                    Value::Null => {}
+                    other => text.push_str(&other.to_string()),
+                },
+            }
+        }
+        Ok(Value::String(text))
+    }
+
+    pub fn resolve_string(&self, template: &Template) -> Result<String, ResolveError> {
+        Ok(match self.resolve(template)? {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        })
+    }
+
+    pub fn resolve_value(&self, template: &ValueTemplate) -> Result<Value, ResolveError> {
+        Ok(match template {
+            ValueTemplate::Text(t) => self.resolve(t)?,
+            ValueTemplate::Literal(v) => v.clone(),
+            ValueTemplate::Array(items) => {
+                Value::Array(items.iter().map(|i| self.resolve_value(i)).collect::<Result<_, _>>()?)
+            }
+            ValueTemplate::Object(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.resolve_value(v)?)))
+                    .collect::<Result<_, ResolveError>>()?,
+            ),
+        })
+    }
+
+    fn lookup(&self, reference: &Reference) -> Result<Value, ResolveError> {
+        let unavailable = |what: &str| ResolveError::Unavailable(what.to_string());
+        let root = match &reference.root {
+            Root::Param(name) => self
+                .params
+                .and_then(|p| p.get(name))
+                .cloned()
+                .ok_or_else(|| unavailable(&format!("params.{name}")))?,
+            Root::Env { name, default } => match self.env.and_then(|e| e.get(name)) {
+                Some(value) => Value::String(value.clone()),
+                None => match default {
+                    Some(d) => Value::String(self.resolve_string(d)?),
+                    None => return Err(ResolveError::MissingEnv(name.clone())),
+                },
+            },
+            // A step that was skipped or failed under `continue` reads as null.
+            Root::Step(id) => self.steps.and_then(|s| s.get(id)).cloned().unwrap_or(Value::Null),
+            Root::Item => self.item.cloned().ok_or_else(|| unavailable("item"))?,
+            Root::Run(field) => {
+                self.run.and_then(|r| r.get(field)).cloned().ok_or_else(|| unavailable(&format!("run.{field}")))?
+            }
+        };
+        Ok(walk(root, &reference.path))
+    }
+}
+
+/// Follows a dotted path; a missing field or index reads as null.
+pub fn walk(mut value: Value, path: &[String]) -> Value {
+    for segment in path {
+        value = match value {
+            Value::Object(mut map) => map.remove(segment).unwrap_or(Value::Null),
+            Value::Array(mut items) => match segment.parse::<usize>() {
+                Ok(i) if i < items.len() => items.swap_remove(i),
+                _ => Value::Null,
+            },
+            _ => Value::Null,
+        };
+    }
+    value
+}
+
+/// JSON truthiness for `when`: null, false, 0, "" and empty collections are false.
+pub fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty() && s != "false",
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn whole_reference_keeps_its_type_and_splices_as_text_otherwise() {
+        let steps = BTreeMap::from([("diff".to_string(), json!({"missing": [1, 2], "n": 2}))]);
+        let scope = Scope { steps: Some(&steps), ..Default::default() };
+        let whole = Template::parse("${steps.diff.missing}").unwrap();
+        assert_eq!(scope.resolve(&whole).unwrap(), json!([1, 2]));
+        let spliced = Template::parse("n=${steps.diff.n}").unwrap();
+        assert_eq!(scope.resolve(&spliced).unwrap(), json!("n=2"));
+        let index = Template::parse("${steps.diff.missing.1}").unwrap();
+        assert_eq!(scope.resolve(&index).unwrap(), json!(2));
+    }
+
+    #[test]
+    fn env_defaults_nest() {
+        let env = BTreeMap::from([("TENANT".to_string(), "t1".to_string())]);
+        let scope = Scope { env: Some(&env), ..Default::default() };
+        let t = Template::parse("${env.TOKEN_URL:-https://login/${env.TENANT}/token}").unwrap();
+        assert_eq!(scope.resolve(&t).unwrap(), json!("https://login/t1/token"));
+        let missing = Template::parse("${env.NOPE}").unwrap();
+        assert_eq!(scope.resolve(&missing), Err(ResolveError::MissingEnv("NOPE".into())));
+    }
+
+    #[test]
+    fn truthiness() {
+        for v in [json!(null), json!(false), json!(0), json!(""), json!([]), json!({}), json!("false")] {
+            assert!(!truthy(&v), "{v}");
+        }
+        for v in [json!(true), json!(1), json!("x"), json!([0]), json!({"a": 1})] {
+            assert!(truthy(&v), "{v}");
+        }
+    }
+}

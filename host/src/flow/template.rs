@@ -1,0 +1,285 @@
+//! `${…}` references inside flow strings.
+//!
+//! A string in a flow may hold references: `${params.x}`, `${env.X}`,
+//! `${env.X:-default}` (the default may itself hold references),
+//! `${steps.<id>.<path>}`, `${item}` and `${run.<field>}`. `$${` is a literal
+//! `${`. A string that is exactly one reference keeps the referenced JSON
+//! type; anywhere else the value is spliced in as text.
+
+use std::ops::Range;
+
+/// A parsed string: literal text and references, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Literal(String),
+    /// A reference and its byte range inside the string (for diagnostics).
+    Ref(Reference, Range<usize>),
+}
+
+/// What a `${…}` points at, plus a path into the value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    pub root: Root,
+    pub path: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Root {
+    Param(String),
+    Env { name: String, default: Option<Template> },
+    Step(String),
+    Item,
+    Run(String),
+}
+
+/// The fields of `${run.…}`.
+pub const RUN_FIELDS: &[&str] = &["id", "dry_run", "started_at", "flow", "output_dir"];
+
+/// A malformed reference, with its byte range inside the string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateError {
+    pub range: Range<usize>,
+    pub message: String,
+    pub hint: String,
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        parse_at(text, 0)
+    }
+
+    /// The reference, when the whole string is exactly one reference.
+    pub fn as_single_ref(&self) -> Option<&Reference> {
+        match self.parts.as_slice() {
+            [Part::Ref(r, _)] => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Every reference, including those nested in `env` defaults.
+    pub fn references(&self) -> Vec<(&Reference, Range<usize>)> {
+        let mut out = Vec::new();
+        for part in &self.parts {
+            if let Part::Ref(r, range) = part {
+                out.push((r, range.clone()));
+                if let Root::Env { default: Some(d), .. } = &r.root {
+                    out.extend(d.references());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+}
+
+fn parse_at(text: &str, base: usize) -> Result<Template, TemplateError> {
+    let mut parts = Vec::new();
+    let mut literal = String::new();
+    let mut i = 0;
+    let bytes = text.as_bytes();
+    while i < text.len() {
+        if text[i..].starts_with("$${") {
+            literal.push_str("${");
+            i += 3;
+        } else if text[i..].starts_with("${") {
+            let close = matching_brace(text, i + 2).ok_or_else(|| TemplateError {
+                range: base + i..base + text.len(),
+                message: "a `${` is never closed".into(),
+                hint: "close the reference with `}`, or write `$${` for a literal `${`".into(),
+            })?;
+            if !literal.is_empty() {
+                parts.push(Part::Literal(std::mem::take(&mut literal)));
+            }
+            let inner = &text[i + 2..close];
+            let range = base + i..base + close + 1;
+            let reference = parse_reference(inner, base + i + 2, range.clone())?;
+            parts.push(Part::Ref(reference, range));
+            i = close + 1;
+        } else {
+            let ch_len = text[i..].chars().next().map_or(1, char::len_utf8);
+            literal.push_str(&text[i..i + ch_len]);
+            i += ch_len;
+        }
+        debug_assert!(i <= bytes.len());
+    }
+    if !literal.is_empty() {
+        parts.push(Part::Literal(literal));
+    }
+    Ok(Template { parts })
+}
+
+/// Byte index of the `}` closing a reference whose body starts at `from`.
+fn matching_brace(text: &str, from: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = from;
+    while i < text.len() {
+        if text[i..].starts_with("${") {
+            depth += 1;
+            i += 2;
+            continue;
+        }
+        if text.as_bytes()[i] == b'}' {
+            if depth == 0 {
+                return Some(i);
+            }
+            depth -= 1;
+        }
+        i += 1;
+    }
+    None
+}
+
+fn parse_reference(inner: &str, base: usize, range: Range<usize>) -> Result<Reference, TemplateError> {
+    let err = |message: String, hint: &str| TemplateError {
+        range: range.clone(),
+        message,
+        hint: hint.to_string(),
+    };
+    let (head, default) = match inner.find(":-") {
+        Some(at) => (&inner[..at], Some(&inner[at + 2..])),
+        None => (inner, None),
+    };
+    let head = head.trim();
+    let mut segments = head.split('.');
+    let root = segments.next().unwrap_or("");
+    let rest: Vec<String> = segments.map(str::to_string).collect();
+    if let Some(bad) = rest.iter().find(|s| s.is_empty() || !s.chars().all(is_path_char)) {
+        return Err(err(
+            format!("`${{{head}}}` has an invalid path segment `{bad}`"),
+            "path segments are names or list indexes separated by dots, like `steps.diff.missing.0`",
+        ));
+    }
+    if default.is_some() && root != "env" {
+        return Err(err(
+            format!("`${{{inner}}}`: only `env` references take a `:-` default"),
+            "write `${env.NAME:-default}`",
+        ));
+    }
+    let name_and_path = |what: &str| -> Result<(String, Vec<String>), TemplateError> {
+        match rest.split_first() {
+            Some((name, path)) => Ok((name.clone(), path.to_vec())),
+            None => Err(err(
+                format!("`${{{head}}}` names no {what}"),
+                &format!("write `${{{root}.<{what}>}}`"),
+            )),
+        }
+    };
+    let reference = match root {
+        "params" => {
+            let (name, path) = name_and_path("param")?;
+            Reference { root: Root::Param(name), path }
+        }
+        "steps" => {
+            let (name, path) = name_and_path("step")?;
+            Reference { root: Root::Step(name), path }
+        }
+        "run" => {
+            let (name, path) = name_and_path("field")?;
+            if !RUN_FIELDS.contains(&name.as_str()) {
+                return Err(err(
+                    format!("`${{run.{name}}}` is not a run field"),
+                    &format!("run fields are: {}", RUN_FIELDS.join(", ")),
+                ));
+            }
+            Reference { root: Root::Run(name), path }
+        }
+        "item" => Reference { root: Root::Item, path: rest },
+        "env" => {
+            let (name, path) = name_and_path("variable")?;
+            if !path.is_empty() {
+                return Err(err(
+                    format!("`${{{head}}}`: an environment variable has no fields"),
+                    "write `${env.NAME}`",
+                ));
+            }
+            let default = match default {
+                Some(d) => {
+                    let offset = base + inner.len() - d.len();
+                    Some(parse_at(d, offset)?)
+                }
+                None => None,
+            };
+            Reference { root: Root::Env { name, default }, path: Vec::new() }
+        }
+        other => {
+            return Err(err(
+                format!("`${{{inner}}}` refers to `{other}`, which is not something a flow can reference"),
+                "references start with `params.`, `env.`, `steps.`, `item` or `run.`",
+            ));
+        }
+    };
+    Ok(reference)
+}
+
+fn is_path_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_text_stays_literal() {
+        let t = Template::parse("plain text $${not a ref}").unwrap();
+        assert_eq!(t.parts, vec![Part::Literal("plain text ${not a ref}".into())]);
+    }
+
+    #[test]
+    fn single_reference_is_recognised() {
+        let t = Template::parse("${steps.diff.missing}").unwrap();
+        let r = t.as_single_ref().unwrap();
+        assert_eq!(r.root, Root::Step("diff".into()));
+        assert_eq!(r.path, vec!["missing".to_string()]);
+    }
+
+    #[test]
+    fn env_default_may_hold_references() {
+        let t = Template::parse(
+            "${env.GRAPH_TOKEN_URL:-https://login.example/${env.GRAPH_TENANT_ID}/token}",
+        )
+        .unwrap();
+        let r = t.as_single_ref().unwrap();
+        let Root::Env { name, default: Some(default) } = &r.root else {
+            panic!("expected env with default: {r:?}");
+        };
+        assert_eq!(name, "GRAPH_TOKEN_URL");
+        assert_eq!(default.references().len(), 1);
+        assert_eq!(t.references().len(), 2);
+    }
+
+    #[test]
+    fn empty_default_is_allowed() {
+        let t = Template::parse("${env.REPORT_MAIL_TO:-}").unwrap();
+        let r = t.as_single_ref().unwrap();
+        assert!(matches!(&r.root, Root::Env { default: Some(d), .. } if d.parts.is_empty()));
+    }
+
+    #[test]
+    fn mixed_text_and_references() {
+        let t = Template::parse("${env.BASE}/rest/v1.0").unwrap();
+        assert_eq!(t.parts.len(), 2);
+        assert!(t.as_single_ref().is_none());
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = Template::parse("x ${steps.a").unwrap_err();
+        assert!(e.message.contains("never closed"));
+        assert_eq!(e.range.start, 2);
+        let e = Template::parse("${secrets.x}").unwrap_err();
+        assert!(e.message.contains("`secrets`"));
+        let e = Template::parse("${params}").unwrap_err();
+        assert!(e.message.contains("names no param"));
+        let e = Template::parse("${run.nope}").unwrap_err();
+        assert!(e.hint.contains("dry_run"));
+    }
+}

@@ -1,0 +1,15 @@
+//! Sluice: automation flows whose steps are sandboxed WebAssembly components.
+//!
+//! - [`flow`]: flow files, from TOML to a validated model (no wasmtime here)
+//! - [`engine`]: wasmtime, the step world's host side, limits, compile cache
+//! - [`connections`]: HTTP for components: auth, allow-listing, pacing, retries
+//! - [`run`]: executing a flow and the events that describe a run
+//! - [`redact`]: keeping secrets out of everything that is shown or stored
+//! - [`cli`]: the `sluice` command
+
+pub mod cli;
+pub mod connections;
+pub mod engine;
+pub mod flow;
+pub mod redact;
+pub mod run;

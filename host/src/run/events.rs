@@ -1,0 +1,81 @@
+//! What happens during a run, as events for whoever watches: the progress
+//! printer, the `--json` stream and the run history all consume the same
+//! events. Every text in an event is already redacted.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::connections::RequestStats;
+use crate::engine::LogLevel;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Succeeded,
+    Failed,
+    Skipped,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    RunStarted { run_id: String, flow: String, dry_run: bool, output_dir: PathBuf },
+    StepStarted { step: String, component: String, input: Value, items: Option<usize> },
+    ItemFinished {
+        step: String,
+        index: usize,
+        status: Status,
+        input: Value,
+        output: Option<Value>,
+        error: Option<String>,
+        #[serde(serialize_with = "millis")]
+        duration: Duration,
+        done: usize,
+        total: usize,
+        failed: usize,
+    },
+    StepFinished {
+        step: String,
+        component: String,
+        status: Status,
+        output: Option<Value>,
+        error: Option<String>,
+        #[serde(serialize_with = "millis")]
+        duration: Duration,
+        connections: BTreeMap<String, RequestStats>,
+    },
+    Log { step: String, level: LogLevel, message: String },
+    Artifact { step: String, name: String, path: PathBuf },
+    RunFinished {
+        status: Status,
+        error: Option<String>,
+        #[serde(serialize_with = "millis")]
+        duration: Duration,
+    },
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// Receives the events of a run, in order.
+pub trait Observer: Send + Sync {
+    fn event(&self, event: &RunEvent);
+}
+
+/// Sends each event to several observers.
+pub struct Fanout(pub Vec<Arc<dyn Observer>>);
+
+impl Observer for Fanout {
+    fn event(&self, event: &RunEvent) {
+        for o in &self.0 {
+            o.event(event);
+        }
+    }
+}

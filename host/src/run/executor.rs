@@ -1,0 +1,402 @@
+//! The run loop.
+//!
+//! Before any step runs, every component is loaded and pre-instantiated and
+//! every OAuth2 connection a step uses gets its token, so a wrong path or a
+//! rejected secret fails the run before anything is changed. Then steps run
+//! in file order. A step's failure fails the run unless the step says
+//! `on_error = "continue"`; inside `for_each`, `continue` records the failed
+//! item and goes on with the others, `fail` stops starting new items.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use super::events::{Observer, RunEvent, Status};
+use crate::connections::{self, Connections};
+use crate::engine::{CallError, Engine, LogLevel, Prepared, StepContext};
+use crate::flow::model::{ComponentRef, OnError};
+use crate::flow::resolve::{Scope, truthy, walk};
+use crate::flow::{Flow, Step};
+use crate::redact::Redactor;
+
+pub struct RunOptions {
+    pub run_id: String,
+    pub dry_run: bool,
+    /// The run's own folder: artifacts are written here.
+    pub output_dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub status: Status,
+    /// One paragraph naming the step and the cause; already redacted.
+    pub error: Option<String>,
+    pub output_dir: PathBuf,
+    pub artifacts: Vec<PathBuf>,
+    pub outputs: BTreeMap<String, Value>,
+    pub duration: Duration,
+}
+
+/// Runs flows on one engine with one HTTP client.
+#[derive(Clone)]
+pub struct Runner {
+    pub engine: Arc<Engine>,
+    pub http: reqwest::Client,
+}
+
+/// Why a step failed, already phrased for people.
+struct StepFailure(String);
+
+impl Runner {
+    pub fn new(engine: Arc<Engine>) -> anyhow::Result<Self> {
+        Ok(Self { engine, http: connections::http_client()? })
+    }
+
+    pub async fn run(&self, flow: &Flow, options: &RunOptions, observer: Arc<dyn Observer>) -> RunOutcome {
+        let started = Instant::now();
+        let redactor = Redactor::new(flow.secrets.iter().cloned());
+        observer.event(&RunEvent::RunStarted {
+            run_id: options.run_id.clone(),
+            flow: flow.name.clone(),
+            dry_run: options.dry_run,
+            output_dir: options.output_dir.clone(),
+        });
+        let mut run = RunState {
+            outputs: BTreeMap::new(),
+            artifacts: Vec::new(),
+            run_value: json!({
+                "id": options.run_id,
+                "dry_run": options.dry_run,
+                "started_at": chrono::Utc::now().to_rfc3339(),
+                "flow": flow.name,
+                "output_dir": options.output_dir.display().to_string(),
+            }),
+        };
+        let error = self.run_steps(flow, options, &observer, &redactor, &mut run).await.err().map(|e| redactor.redact(&e.0));
+        let status = if error.is_some() { Status::Failed } else { Status::Succeeded };
+        let duration = started.elapsed();
+        observer.event(&RunEvent::RunFinished { status, error: error.clone(), duration });
+        RunOutcome {
+            run_id: options.run_id.clone(),
+            status,
+            error,
+            output_dir: options.output_dir.clone(),
+            artifacts: run.artifacts,
+            outputs: run.outputs,
+            duration,
+        }
+    }
+
+    async fn run_steps(
+        &self,
+        flow: &Flow,
+        options: &RunOptions,
+        observer: &Arc<dyn Observer>,
+        redactor: &Redactor,
+        run: &mut RunState,
+    ) -> Result<(), StepFailure> {
+        let prepared = self.prepare_components(flow)?;
+        let connections = connections::for_flow(flow, &self.http, redactor);
+        check_credentials(flow, &connections).await?;
+        for (step, prepared) in flow.steps.iter().zip(prepared) {
+            let scope = Scope {
+                params: Some(&flow.params),
+                env: Some(&flow.env),
+                steps: Some(&run.outputs),
+                item: None,
+                run: Some(&run.run_value),
+            };
+            let component = step.uses.to_string();
+            let label = format!("step `{}` ({component})", step.id);
+            let when = step.when.iter().map(|w| scope.resolve(w)).collect::<Result<Vec<_>, _>>();
+            match when {
+                Ok(values) if values.iter().all(truthy) => {}
+                Ok(_) => {
+                    observer.event(&RunEvent::StepFinished {
+                        step: step.id.clone(),
+                        component,
+                        status: Status::Skipped,
+                        output: None,
+                        error: None,
+                        duration: Duration::ZERO,
+                        connections: BTreeMap::new(),
+                    });
+                    run.outputs.insert(step.id.clone(), Value::Null);
+                    continue;
+                }
+                Err(e) => return Err(StepFailure(format!("{label}: its `when` could not be evaluated: {e}"))),
+            }
+            let granted = step.connections.iter().filter_map(|c| connections.get(c).map(|conn| (c.clone(), conn.clone()))).collect();
+            let log_observer = observer.clone();
+            let log_redactor = redactor.clone();
+            let log_step = step.id.clone();
+            let context = Arc::new(StepContext {
+                step_id: step.id.clone(),
+                component: component.clone(),
+                granted,
+                dry_run: options.dry_run,
+                log: Arc::new(move |level: LogLevel, message: &str| {
+                    log_observer.event(&RunEvent::Log { step: log_step.clone(), level, message: log_redactor.redact(message) });
+                }),
+                stats: Mutex::new(BTreeMap::new()),
+            });
+            let started = Instant::now();
+            let result = match &step.for_each {
+                None => self.run_single(step, &prepared, &context, &scope, observer, redactor).await,
+                Some(list) => self.run_for_each(step, list, &prepared, &context, &scope, observer, redactor).await,
+            };
+            let (status, output, error) = match result {
+                Ok(output) => (Status::Succeeded, Some(output), None),
+                Err(StepFailure(why)) => (Status::Failed, None, Some(redactor.redact(&format!("{label} failed: {why}")))),
+            };
+            observer.event(&RunEvent::StepFinished {
+                step: step.id.clone(),
+                component,
+                status,
+                output: output.as_ref().map(|o| redactor.redact_json(o)),
+                error: error.clone(),
+                duration: started.elapsed(),
+                connections: context.stats(),
+            });
+            match (output, error) {
+                (Some(output), _) => {
+                    self.write_artifacts(step, &output, options, observer, run)?;
+                    run.outputs.insert(step.id.clone(), output);
+                }
+                (None, error) => {
+                    if step.on_error == OnError::Continue {
+                        run.outputs.insert(step.id.clone(), Value::Null);
+                    } else {
+                        return Err(StepFailure(error.unwrap_or_else(|| format!("{label} failed"))));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn prepare_components(&self, flow: &Flow) -> Result<Vec<Arc<Prepared>>, StepFailure> {
+        flow.steps
+            .iter()
+            .map(|step| {
+                let fail = |why: String| StepFailure(format!("step `{}` cannot load component `{}`: {why}", step.id, step.uses));
+                let bytes: std::borrow::Cow<'static, [u8]> = match &step.uses {
+                    ComponentRef::Builtin(name) => match sluice_builtins::find(name) {
+                        Some(b) => b.wasm.into(),
+                        None => return Err(fail("no such built-in".into())),
+                    },
+                    ComponentRef::File(path) => std::fs::read(path).map_err(|e| fail(e.to_string()))?.into(),
+                };
+                self.engine.prepare(&bytes).map_err(|e| fail(format!("{e:#}")))
+            })
+            .collect()
+    }
+
+    async fn run_single(
+        &self,
+        step: &Step,
+        prepared: &Arc<Prepared>,
+        context: &Arc<StepContext>,
+        scope: &Scope<'_>,
+        observer: &Arc<dyn Observer>,
+        redactor: &Redactor,
+    ) -> Result<Value, StepFailure> {
+        let input = resolve_input(step, scope)?;
+        observer.event(&RunEvent::StepStarted {
+            step: step.id.clone(),
+            component: context.component.clone(),
+            input: redactor.redact_json(&input),
+            items: None,
+        });
+        call(&self.engine, prepared, context.clone(), &input, step.timeout).await.map_err(|e| StepFailure(describe(&e)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_for_each(
+        &self,
+        step: &Step,
+        list: &crate::flow::template::Template,
+        prepared: &Arc<Prepared>,
+        context: &Arc<StepContext>,
+        scope: &Scope<'_>,
+        observer: &Arc<dyn Observer>,
+        redactor: &Redactor,
+    ) -> Result<Value, StepFailure> {
+        let items = match scope.resolve(list) {
+            Ok(Value::Array(items)) => items,
+            Ok(Value::Null) => Vec::new(),
+            Ok(other) => {
+                return Err(StepFailure(format!(
+                    "`for_each` must be a list, but it is {}",
+                    match other {
+                        Value::Object(_) => "an object",
+                        Value::String(_) => "a string",
+                        Value::Number(_) => "a number",
+                        _ => "a boolean",
+                    }
+                )));
+            }
+            Err(e) => return Err(StepFailure(format!("`for_each` could not be resolved: {e}"))),
+        };
+        let total = items.len();
+        // Inputs are resolved up front: a bad reference fails the step before any item runs.
+        let inputs = items
+            .iter()
+            .map(|item| resolve_input(step, &Scope { item: Some(item), ..*scope }))
+            .collect::<Result<Vec<_>, _>>()?;
+        observer.event(&RunEvent::StepStarted {
+            step: step.id.clone(),
+            component: context.component.clone(),
+            input: redactor.redact_json(&json!({ "items": total })),
+            items: Some(total),
+        });
+        let semaphore = Arc::new(Semaphore::new(step.concurrency));
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, (item, input)) in items.into_iter().zip(inputs).enumerate() {
+            let (engine, prepared, context, observer, redactor) =
+                (self.engine.clone(), prepared.clone(), context.clone(), observer.clone(), redactor.clone());
+            let (semaphore, stop, done, failed) = (semaphore.clone(), stop.clone(), done.clone(), failed.clone());
+            let (step_id, timeout, on_error) = (step.id.clone(), step.timeout, step.on_error);
+            tasks.spawn(async move {
+                let Ok(_permit) = semaphore.acquire_owned().await else { return (index, item, None) };
+                if stop.load(Ordering::SeqCst) {
+                    return (index, item, None);
+                }
+                let started = Instant::now();
+                let result = call(&engine, &prepared, context, &input, timeout).await;
+                if result.is_err() {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                    if on_error == OnError::Fail {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                }
+                let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
+                let (status, output, error) = match &result {
+                    Ok(v) => (Status::Succeeded, Some(redactor.redact_json(v)), None),
+                    Err(e) => (Status::Failed, None, Some(redactor.redact(&describe(e)))),
+                };
+                observer.event(&RunEvent::ItemFinished {
+                    step: step_id,
+                    index,
+                    status,
+                    input: redactor.redact_json(&input),
+                    output,
+                    error,
+                    duration: started.elapsed(),
+                    done: finished,
+                    total,
+                    failed: failed.load(Ordering::SeqCst),
+                });
+                (index, item, Some(result))
+            });
+        }
+        let mut results: Vec<(usize, Value, Option<Result<Value, CallError>>)> = Vec::with_capacity(total);
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(r) => results.push(r),
+                Err(e) => return Err(StepFailure(format!("an item's task ended unexpectedly: {e}"))),
+            }
+        }
+        results.sort_by_key(|(i, _, _)| *i);
+        let mut first_failure = None;
+        let (mut ok, mut failed_count) = (0usize, 0usize);
+        let entries: Vec<Value> = results
+            .into_iter()
+            .filter_map(|(index, item, result)| match result? {
+                Ok(output) => {
+                    ok += 1;
+                    Some(json!({ "item": item, "status": "ok", "output": output }))
+                }
+                Err(e) => {
+                    failed_count += 1;
+                    if first_failure.is_none() {
+                        first_failure = Some(format!("item {} of {total} failed: {}", index + 1, describe(&e)));
+                    }
+                    Some(json!({
+                        "item": item,
+                        "status": "failed",
+                        "error": { "code": e.code(), "message": redactor.redact(&describe(&e)), "retryable": e.retryable() },
+                    }))
+                }
+            })
+            .collect();
+        if step.on_error == OnError::Fail {
+            if let Some(why) = first_failure {
+                return Err(StepFailure(why));
+            }
+        }
+        Ok(json!({ "items": entries, "ok": ok, "failed": failed_count }))
+    }
+
+    fn write_artifacts(
+        &self,
+        step: &Step,
+        output: &Value,
+        options: &RunOptions,
+        observer: &Arc<dyn Observer>,
+        run: &mut RunState,
+    ) -> Result<(), StepFailure> {
+        for (name, path) in &step.artifacts {
+            let content = match walk(output.clone(), path) {
+                Value::String(s) => s,
+                Value::Null => continue,
+                other => serde_json::to_string_pretty(&other).unwrap_or_default(),
+            };
+            let target = options.output_dir.join(name);
+            let write = std::fs::create_dir_all(&options.output_dir).and_then(|_| std::fs::write(&target, content));
+            if let Err(e) = write {
+                return Err(StepFailure(format!("step `{}` could not write artifact {}: {e}", step.id, target.display())));
+            }
+            observer.event(&RunEvent::Artifact { step: step.id.clone(), name: name.clone(), path: target.clone() });
+            run.artifacts.push(target);
+        }
+        Ok(())
+    }
+}
+
+struct RunState {
+    outputs: BTreeMap<String, Value>,
+    artifacts: Vec<PathBuf>,
+    run_value: Value,
+}
+
+fn resolve_input(step: &Step, scope: &Scope<'_>) -> Result<Value, StepFailure> {
+    match &step.with {
+        Some(with) => scope.resolve_value(with).map_err(|e| StepFailure(format!("its input could not be resolved: {e}"))),
+        None => Ok(json!({})),
+    }
+}
+
+async fn call(engine: &Engine, prepared: &Prepared, context: Arc<StepContext>, input: &Value, timeout: Duration) -> Result<Value, CallError> {
+    let text = engine.call(prepared, context, &input.to_string(), timeout).await?;
+    serde_json::from_str(&text).map_err(|e| CallError::InvalidOutput(e.to_string()))
+}
+
+fn describe(e: &CallError) -> String {
+    e.to_string()
+}
+
+/// Fetches a token for every OAuth2 connection a step uses, concurrently.
+async fn check_credentials(flow: &Flow, connections: &Connections) -> Result<(), StepFailure> {
+    let used: std::collections::BTreeSet<&String> = flow.steps.iter().flat_map(|s| s.connections.iter()).collect();
+    let checks = used.into_iter().filter_map(|name| connections.get(name).map(|c| (name.clone(), c.clone()))).filter(|(_, c)| c.needs_token());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (name, conn) in checks {
+        tasks.spawn(async move { (name, conn.check_credentials().await) });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((name, Err(e))) = joined {
+            return Err(StepFailure(format!("connection `{name}`: {e}. Check the client id and secret the flow reads for it; no step was run")));
+        }
+    }
+    Ok(())
+}
