@@ -53,6 +53,8 @@ pub struct AuthoredFlow {
     pub steps: Vec<Spanned<AuthoredStep>>,
     /// Span of the whole document, for problems that have no better place.
     pub document: Range<usize>,
+    /// How many `[[step]]` sections were written, parsed or not.
+    pub steps_written: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +205,7 @@ pub fn parse(source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<Authore
                 let span = value.span();
                 match value.into_inner() {
                     DeValue::Array(items) => {
+                        flow.steps_written = items.len();
                         for item in items {
                             if let Some(step) = read_step(item, diags) {
                                 flow.steps.push(step);
@@ -242,16 +245,43 @@ fn read<T: for<'de> Deserialize<'de>>(value: Spanned<DeValue<'_>>, diags: &mut V
 
 fn serde_diagnostic(e: &toml::de::Error, fallback: Range<usize>) -> Diagnostic {
     let message = first_line(e.message()).to_string();
-    let hint = if message.starts_with("unknown field") {
-        "remove or rename the key; the expected keys are listed above"
-    } else if message.starts_with("missing field") {
+    let span = e.span().unwrap_or(fallback);
+    if let Some(d) = unknown_field(&message, span.clone()) {
+        return d;
+    }
+    let hint = if message.starts_with("missing field") {
         "add the missing key"
     } else if message.starts_with("invalid type") {
         "change the value to the expected type"
     } else {
         "see the flow format in the README"
     };
-    Diagnostic::new(e.span().unwrap_or(fallback), message).hint(hint)
+    Diagnostic::new(span, message).hint(hint)
+}
+
+/// Keys a step takes, including those read by hand rather than by serde.
+const STEP_KEYS: &[&str] =
+    &["id", "uses", "description", "connections", "with", "for_each", "concurrency", "when", "timeout", "on_error", "artifacts"];
+
+/// serde's "unknown field `x`, expected one of …" as a suggestion.
+fn unknown_field(message: &str, span: Range<usize>) -> Option<Diagnostic> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let mut expected: Vec<String> = rest.split('`').skip(1).step_by(2).map(str::to_string).collect();
+    if expected.first().is_some_and(|k| k == "id") {
+        expected = STEP_KEYS.iter().map(|k| k.to_string()).collect();
+    }
+    let closest = expected
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(key, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.clone());
+    let hint = match closest {
+        Some(k) => format!("did you mean `{k}`? Keys allowed here: {}", expected.join(", ")),
+        None => format!("keys allowed here: {}", expected.join(", ")),
+    };
+    Some(Diagnostic::new(span, format!("unknown key `{key}`")).hint(hint))
 }
 
 fn table_entries<'i>(

@@ -27,7 +27,12 @@ impl Schedule {
             6 | 7 => cron_text.to_string(),
             n => return Err(ScheduleError::Cron(format!("it has {n} fields; expected 5, 6 (seconds first) or 7 (with years)"))),
         };
-        let parsed = cron::Schedule::from_str(&normalised).map_err(|e| ScheduleError::Cron(e.to_string()))?;
+        // The cron crate's message repeats the expression with a caret; its last
+        // line is the reason.
+        let parsed = cron::Schedule::from_str(&normalised).map_err(|e| {
+            let text = e.to_string();
+            ScheduleError::Cron(text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(&text).trim().to_string())
+        })?;
         let timezone = match timezone {
             Some(name) => Tz::from_str(name).map_err(|_| ScheduleError::Timezone(name.to_string()))?,
             None => Tz::UTC,

@@ -76,7 +76,7 @@ pub fn validate(source: &SourceFile, authored: AuthoredFlow, ctx: &Context<'_>, 
             seen.insert(id.get_ref().clone(), id.span());
         }
     }
-    if authored.steps.is_empty() && authored.name.is_some() {
+    if authored.steps_written == 0 {
         v.error(authored.document.start..authored.document.start, "the flow has no steps", "add at least one `[[step]]` section");
     }
     // Every env value that looks like a credential is redacted too, in case a

@@ -1,0 +1,99 @@
+//! Every broken flow in `tests/flows/invalid/` is rejected by
+//! `sluice validate` with exit status 2 and exactly the message stored
+//! beside it in `NAME.expected` (file:line:column, the line, a caret, a
+//! hint). Run with `SLUICE_BLESS=1` to rewrite the expected files after an
+//! intended change, then review the diff.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn invalid_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/flows/invalid")
+}
+
+fn validate(dir: &Path, file: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.current_dir(dir).env_clear().arg("validate").arg(file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run sluice");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn each_broken_flow_is_reported_with_its_location_and_a_hint() {
+    let dir = invalid_dir();
+    let bless = std::env::var_os("SLUICE_BLESS").is_some();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("read invalid flows")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 15, "expected one broken flow per error class, found {files:?}");
+    let mut mismatches = Vec::new();
+    for file in &files {
+        let (code, stdout, stderr) = validate(&dir, file, &[]);
+        assert_eq!(code, 2, "{file}: exit status {code}\nstdout: {stdout}\nstderr: {stderr}");
+        assert!(stdout.is_empty(), "{file}: printed on stdout: {stdout}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{file}: {stderr}");
+        let expected_path = dir.join(file.replace(".toml", ".expected"));
+        if bless {
+            std::fs::write(&expected_path, &stderr).expect("write expected");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != stderr {
+            mismatches.push(format!("--- {file}: expected\n{expected}\n--- got\n{stderr}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "{} mismatches (SLUICE_BLESS=1 to update):\n{}", mismatches.len(), mismatches.join("\n"));
+}
+
+#[test]
+fn all_problems_of_a_file_are_reported_at_once() {
+    let (code, _, stderr) = validate(&invalid_dir(), "many_problems.toml", &[]);
+    assert_eq!(code, 2);
+    for needle in [
+        "many_problems.toml:2:21",
+        "`graph-grups` is not a built-in component",
+        "asks for connection `graph`",
+        "`params.prefixes` is not a param",
+        "step id `groups` is used twice",
+        "refers to step `later`, which runs later",
+        "a duration of zero is not allowed",
+        "the cron expression does not parse",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+    assert!(stderr.trim_end().ends_with("8 problems found; nothing was run"), "{stderr}");
+}
+
+#[test]
+fn the_shipped_flow_validates_with_its_environment_set() {
+    let flows = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows");
+    let env = [
+        ("GRAPH_TENANT_ID", "contoso"),
+        ("GRAPH_CLIENT_ID", "graph-app"),
+        ("GRAPH_CLIENT_SECRET", "graph-secret-value"),
+        ("PROCORE_CLIENT_ID", "procore-app"),
+        ("PROCORE_CLIENT_SECRET", "procore-secret-value"),
+        ("PROCORE_COMPANY_ID", "42"),
+    ];
+    let (code, stdout, stderr) = validate(&flows, "procore-license-sync.toml", &env);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(stdout.contains("flow `procore-license-sync` is valid"), "{stdout}");
+    assert!(stdout.contains("America/Los_Angeles"), "{stdout}");
+    assert!(!stdout.contains("graph-secret-value") && !stderr.contains("graph-secret-value"));
+    // Without them, every missing variable is named at once.
+    let (code, _, stderr) = validate(&flows, "procore-license-sync.toml", &[]);
+    assert_eq!(code, 2);
+    for var in ["GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET", "PROCORE_CLIENT_ID", "PROCORE_CLIENT_SECRET", "PROCORE_COMPANY_ID"] {
+        assert!(stderr.contains(&format!("environment variable {var} is not set")), "{var} not reported:\n{stderr}");
+    }
+}
