@@ -48,7 +48,7 @@ pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let observer: Arc<dyn Observer> = Arc::new(Progress::new(mode, args.verbose));
     let runner = Runner::new(engine_for(data_dir)?)?;
     let run_id = crate::run::new_run_id();
-    let options = RunOptions { output_dir: data_dir.join("runs").join(&run_id), run_id, dry_run: args.dry_run };
+    let options = RunOptions::new(run_id.clone(), data_dir.join("runs").join(&run_id), args.dry_run);
     let outcome = runner.run(&flow, &options, observer).await;
     Ok(finish(&outcome, mode))
 }

@@ -29,6 +29,20 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// The run's own folder: artifacts are written here.
     pub output_dir: PathBuf,
+    /// Set to stop the run gracefully: the running step (and the `for_each`
+    /// items already started) finish, nothing new starts, and the run ends
+    /// as interrupted.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl RunOptions {
+    pub fn new(run_id: String, output_dir: PathBuf, dry_run: bool) -> Self {
+        Self { run_id, dry_run, output_dir, cancel: Arc::default() }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
 }
 
 #[derive(Debug)]
@@ -50,8 +64,12 @@ pub struct Runner {
     pub http: reqwest::Client,
 }
 
-/// Why a step failed, already phrased for people.
-struct StepFailure(String);
+/// Why a run stopped early, already phrased for people.
+enum StepFailure {
+    Failed(String),
+    Interrupted(String),
+}
+
 
 impl Runner {
     pub fn new(engine: Arc<Engine>) -> anyhow::Result<Self> {
@@ -78,8 +96,11 @@ impl Runner {
                 "output_dir": options.output_dir.display().to_string(),
             }),
         };
-        let error = self.run_steps(flow, options, &observer, &redactor, &mut run).await.err().map(|e| redactor.redact(&e.0));
-        let status = if error.is_some() { Status::Failed } else { Status::Succeeded };
+        let (status, error) = match self.run_steps(flow, options, &observer, &redactor, &mut run).await {
+            Ok(()) => (Status::Succeeded, None),
+            Err(StepFailure::Failed(why)) => (Status::Failed, Some(redactor.redact(&why))),
+            Err(StepFailure::Interrupted(why)) => (Status::Interrupted, Some(redactor.redact(&why))),
+        };
         let duration = started.elapsed();
         observer.event(&RunEvent::RunFinished { status, error: error.clone(), duration });
         RunOutcome {
@@ -105,6 +126,9 @@ impl Runner {
         let connections = connections::for_flow(flow, &self.http, redactor);
         check_credentials(flow, &connections).await?;
         for (step, prepared) in flow.steps.iter().zip(prepared) {
+            if options.cancelled() {
+                return Err(StepFailure::Interrupted(format!("the run was stopped before step `{}`", step.id)));
+            }
             let scope = Scope {
                 params: Some(&flow.params),
                 env: Some(&flow.env),
@@ -130,7 +154,7 @@ impl Runner {
                     run.outputs.insert(step.id.clone(), Value::Null);
                     continue;
                 }
-                Err(e) => return Err(StepFailure(format!("{label}: its `when` could not be evaluated: {e}"))),
+                Err(e) => return Err(StepFailure::Failed(format!("{label}: its `when` could not be evaluated: {e}"))),
             }
             let granted = step.connections.iter().filter_map(|c| connections.get(c).map(|conn| (c.clone(), conn.clone()))).collect();
             let log_observer = observer.clone();
@@ -149,11 +173,12 @@ impl Runner {
             let started = Instant::now();
             let result = match &step.for_each {
                 None => self.run_single(step, &prepared, &context, &scope, observer, redactor).await,
-                Some(list) => self.run_for_each(step, list, &prepared, &context, &scope, observer, redactor).await,
+                Some(list) => self.run_for_each(step, list, &prepared, &context, &scope, observer, redactor, &options.cancel).await,
             };
             let (status, output, error) = match result {
                 Ok(output) => (Status::Succeeded, Some(output), None),
-                Err(StepFailure(why)) => (Status::Failed, None, Some(redactor.redact(&format!("{label} failed: {why}")))),
+                Err(StepFailure::Failed(why)) => (Status::Failed, None, Some(redactor.redact(&format!("{label} failed: {why}")))),
+                Err(StepFailure::Interrupted(why)) => (Status::Interrupted, None, Some(redactor.redact(&format!("{label}: {why}")))),
             };
             observer.event(&RunEvent::StepFinished {
                 step: step.id.clone(),
@@ -169,11 +194,14 @@ impl Runner {
                     self.write_artifacts(step, &output, options, observer, run)?;
                     run.outputs.insert(step.id.clone(), output);
                 }
+                (None, error) if status == Status::Interrupted => {
+                    return Err(StepFailure::Interrupted(error.unwrap_or_default()));
+                }
                 (None, error) => {
                     if step.on_error == OnError::Continue {
                         run.outputs.insert(step.id.clone(), Value::Null);
                     } else {
-                        return Err(StepFailure(error.unwrap_or_else(|| format!("{label} failed"))));
+                        return Err(StepFailure::Failed(error.unwrap_or_else(|| format!("{label} failed"))));
                     }
                 }
             }
@@ -185,7 +213,7 @@ impl Runner {
         flow.steps
             .iter()
             .map(|step| {
-                let fail = |why: String| StepFailure(format!("step `{}` cannot load component `{}`: {why}", step.id, step.uses));
+                let fail = |why: String| StepFailure::Failed(format!("step `{}` cannot load component `{}`: {why}", step.id, step.uses));
                 let bytes: std::borrow::Cow<'static, [u8]> = match &step.uses {
                     ComponentRef::Builtin(name) => match sluice_builtins::find(name) {
                         Some(b) => b.wasm.into(),
@@ -214,7 +242,7 @@ impl Runner {
             input: redactor.redact_json(&input),
             items: None,
         });
-        call(&self.engine, prepared, context.clone(), &input, step.timeout).await.map_err(|e| StepFailure(describe(&e)))
+        call(&self.engine, prepared, context.clone(), &input, step.timeout).await.map_err(|e| StepFailure::Failed(describe(&e)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -227,12 +255,13 @@ impl Runner {
         scope: &Scope<'_>,
         observer: &Arc<dyn Observer>,
         redactor: &Redactor,
+        cancel: &Arc<AtomicBool>,
     ) -> Result<Value, StepFailure> {
         let items = match scope.resolve(list) {
             Ok(Value::Array(items)) => items,
             Ok(Value::Null) => Vec::new(),
             Ok(other) => {
-                return Err(StepFailure(format!(
+                return Err(StepFailure::Failed(format!(
                     "`for_each` must be a list, but it is {}",
                     match other {
                         Value::Object(_) => "an object",
@@ -242,7 +271,7 @@ impl Runner {
                     }
                 )));
             }
-            Err(e) => return Err(StepFailure(format!("`for_each` could not be resolved: {e}"))),
+            Err(e) => return Err(StepFailure::Failed(format!("`for_each` could not be resolved: {e}"))),
         };
         let total = items.len();
         // Inputs are resolved up front: a bad reference fails the step before any item runs.
@@ -264,11 +293,11 @@ impl Runner {
         for (index, (item, input)) in items.into_iter().zip(inputs).enumerate() {
             let (engine, prepared, context, observer, redactor) =
                 (self.engine.clone(), prepared.clone(), context.clone(), observer.clone(), redactor.clone());
-            let (semaphore, stop, done, failed) = (semaphore.clone(), stop.clone(), done.clone(), failed.clone());
+            let (semaphore, stop, done, failed, cancel) = (semaphore.clone(), stop.clone(), done.clone(), failed.clone(), cancel.clone());
             let (step_id, timeout, on_error) = (step.id.clone(), step.timeout, step.on_error);
             tasks.spawn(async move {
                 let Ok(_permit) = semaphore.acquire_owned().await else { return (index, item, None) };
-                if stop.load(Ordering::SeqCst) {
+                if stop.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst) {
                     return (index, item, None);
                 }
                 let started = Instant::now();
@@ -303,10 +332,14 @@ impl Runner {
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok(r) => results.push(r),
-                Err(e) => return Err(StepFailure(format!("an item's task ended unexpectedly: {e}"))),
+                Err(e) => return Err(StepFailure::Failed(format!("an item's task ended unexpectedly: {e}"))),
             }
         }
         results.sort_by_key(|(i, _, _)| *i);
+        if cancel.load(Ordering::SeqCst) && results.iter().any(|(_, _, r)| r.is_none()) {
+            let finished = results.iter().filter(|(_, _, r)| r.is_some()).count();
+            return Err(StepFailure::Interrupted(format!("stopped after {finished} of {total} items; the rest were not started")));
+        }
         let mut first_failure = None;
         let (mut ok, mut failed_count) = (0usize, 0usize);
         let entries: Vec<Value> = results
@@ -331,7 +364,7 @@ impl Runner {
             .collect();
         if step.on_error == OnError::Fail {
             if let Some(why) = first_failure {
-                return Err(StepFailure(why));
+                return Err(StepFailure::Failed(why));
             }
         }
         Ok(json!({ "items": entries, "ok": ok, "failed": failed_count }))
@@ -354,7 +387,7 @@ impl Runner {
             let target = options.output_dir.join(name);
             let write = std::fs::create_dir_all(&options.output_dir).and_then(|_| std::fs::write(&target, content));
             if let Err(e) = write {
-                return Err(StepFailure(format!("step `{}` could not write artifact {}: {e}", step.id, target.display())));
+                return Err(StepFailure::Failed(format!("step `{}` could not write artifact {}: {e}", step.id, target.display())));
             }
             observer.event(&RunEvent::Artifact { step: step.id.clone(), name: name.clone(), path: target.clone() });
             run.artifacts.push(target);
@@ -371,7 +404,7 @@ struct RunState {
 
 fn resolve_input(step: &Step, scope: &Scope<'_>) -> Result<Value, StepFailure> {
     match &step.with {
-        Some(with) => scope.resolve_value(with).map_err(|e| StepFailure(format!("its input could not be resolved: {e}"))),
+        Some(with) => scope.resolve_value(with).map_err(|e| StepFailure::Failed(format!("its input could not be resolved: {e}"))),
         None => Ok(json!({})),
     }
 }
@@ -395,7 +428,7 @@ async fn check_credentials(flow: &Flow, connections: &Connections) -> Result<(),
     }
     while let Some(joined) = tasks.join_next().await {
         if let Ok((name, Err(e))) = joined {
-            return Err(StepFailure(format!("connection `{name}`: {e}. Check the client id and secret the flow reads for it; no step was run")));
+            return Err(StepFailure::Failed(format!("connection `{name}`: {e}. Check the client id and secret the flow reads for it; no step was run")));
         }
     }
     Ok(())

@@ -1,0 +1,219 @@
+//! `cargo bench -p sluice --bench engine`: the engine's costs, in pairs so
+//! our own layers are visible. Prints medians over many iterations:
+//! - compiling a built-in component cold vs loading it from the disk cache;
+//! - instantiate-and-call of a trivial step, raw wasmtime vs through Sluice;
+//! - one request through `connection.send` vs the same request made natively
+//!   with reqwest, against a loopback server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice::connections::Connection;
+use sluice::engine::{Engine, EngineConfig, LogLevel, StepContext};
+use sluice::flow::model::{Auth, ConnectionSpec, RetryPolicy};
+use sluice::redact::Redactor;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn show(label: &str, d: Duration) {
+    println!("{label:<58} {:>12.1} µs", d.as_secs_f64() * 1e6);
+}
+
+fn context(granted: BTreeMap<String, Arc<Connection>>) -> Arc<StepContext> {
+    Arc::new(StepContext {
+        step_id: "bench".into(),
+        component: "bench".into(),
+        granted,
+        dry_run: false,
+        log: Arc::new(|_: LogLevel, _: &str| {}),
+        stats: Mutex::new(BTreeMap::new()),
+    })
+}
+
+mod raw {
+    //! The same component driven by wasmtime directly: no limits, no epoch
+    //! callback, no output check. The floor our host's cost is compared to.
+    use wasmtime::component::{HasSelf, Linker, ResourceTable};
+    use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "step",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+
+    pub struct State {
+        wasi: WasiCtx,
+        table: ResourceTable,
+    }
+
+    impl WasiView for State {
+        fn ctx(&mut self) -> WasiCtxView<'_> {
+            WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        }
+    }
+
+    impl sluice::flow::types::Host for State {}
+
+    impl sluice::flow::log::Host for State {
+        async fn log(&mut self, _: sluice::flow::log::Level, _: String) -> wasmtime::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl sluice::flow::connection::Host for State {
+        async fn send(
+            &mut self,
+            _: String,
+            _: sluice::flow::connection::Request,
+        ) -> wasmtime::Result<Result<sluice::flow::connection::Response, sluice::flow::connection::SendError>> {
+            Ok(Err(sluice::flow::connection::SendError::Unavailable("raw".into())))
+        }
+    }
+
+    pub struct Raw {
+        engine: wasmtime::Engine,
+        pre: StepPre<State>,
+    }
+
+    impl Raw {
+        pub fn new(bytes: &[u8]) -> Raw {
+            let mut config = wasmtime::Config::new();
+            config.wasm_component_model(true);
+            let engine = wasmtime::Engine::new(&config).unwrap();
+            let mut linker = Linker::<State>::new(&engine);
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+            Step::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).unwrap();
+            let component = wasmtime::component::Component::new(&engine, bytes).unwrap();
+            let pre = StepPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+            Raw { engine, pre }
+        }
+
+        pub async fn call(&self, input: &str) -> String {
+            let state = State { wasi: wasmtime_wasi::WasiCtxBuilder::new().build(), table: ResourceTable::new() };
+            let mut store = wasmtime::Store::new(&self.engine, state);
+            let instance = self.pre.instantiate_async(&mut store).await.unwrap();
+            instance.call_run(&mut store, &input.to_string()).await.unwrap().unwrap()
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    println!("sluice engine bench (medians; {} build)\n", if cfg!(debug_assertions) { "debug" } else { "release" });
+    compile_bench();
+    call_bench().await;
+    send_bench().await;
+}
+
+fn compile_bench() {
+    let builtin = sluice_builtins::find("compare").expect("the compare built-in");
+    let cache = tempfile::tempdir().unwrap();
+    let mut cold = Vec::new();
+    for _ in 0..5 {
+        let engine = Engine::new(EngineConfig::default()).unwrap();
+        let t = Instant::now();
+        engine.prepare(builtin.wasm).unwrap();
+        cold.push(t.elapsed());
+    }
+    // Fill the cache once, then load it from a fresh engine each time.
+    Engine::new(EngineConfig { cache_dir: Some(cache.path().into()), ..Default::default() }).unwrap().prepare(builtin.wasm).unwrap();
+    let mut cached = Vec::new();
+    for _ in 0..20 {
+        let engine = Engine::new(EngineConfig { cache_dir: Some(cache.path().into()), ..Default::default() }).unwrap();
+        let t = Instant::now();
+        let p = engine.prepare(builtin.wasm).unwrap();
+        cached.push(t.elapsed());
+        assert_eq!(p.origin, sluice::engine::Origin::Cached);
+    }
+    let (cold, cached) = (median(cold), median(cached));
+    println!("compile `compare` ({} KiB)", builtin.wasm.len() / 1024);
+    show("  cold compile + pre-instantiate", cold);
+    show("  from the disk cache + pre-instantiate", cached);
+    println!("  ratio cold / cached: {:.1}x\n", cold.as_secs_f64() / cached.as_secs_f64());
+}
+
+async fn call_bench() {
+    let bytes = std::fs::read(sluice_builtins::fixture("noop").unwrap()).unwrap();
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let prepared = engine.prepare(&bytes).unwrap();
+    let raw = raw::Raw::new(&bytes);
+    let ctx = context(BTreeMap::new());
+    const N: usize = 3000;
+    for _ in 0..200 {
+        engine.call(&prepared, ctx.clone(), "{}", Duration::from_secs(5)).await.unwrap();
+        raw.call("{}").await;
+    }
+    let (mut ours, mut theirs) = (Vec::with_capacity(N), Vec::with_capacity(N));
+    // Interleaved, so drift in machine load hits both alike.
+    for _ in 0..N {
+        let t = Instant::now();
+        engine.call(&prepared, ctx.clone(), "{}", Duration::from_secs(5)).await.unwrap();
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        raw.call("{}").await;
+        theirs.push(t.elapsed());
+    }
+    let (ours, theirs) = (median(ours), median(theirs));
+    println!("instantiate-and-call of a trivial step ({N} calls each)");
+    show("  raw wasmtime", theirs);
+    show("  through sluice (limits, deadline, output check)", ours);
+    println!("  ratio sluice / raw: {:.2}\n", ours.as_secs_f64() / theirs.as_secs_f64());
+}
+
+async fn send_bench() {
+    let app = axum::Router::new().fallback(|| async { ([("content-type", "application/json")], r#"{"ok":true,"value":[1,2,3]}"#) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let http = sluice::connections::http_client().unwrap();
+    let spec = Arc::new(ConnectionSpec {
+        name: "api".into(),
+        base_url: url::Url::parse(&format!("{base}/api")).unwrap(),
+        headers: vec![],
+        auth: Auth::None,
+        rate_limit: None,
+        retry: RetryPolicy::default(),
+        max_response_bytes: 1 << 20,
+        request_timeout: Duration::from_secs(10),
+    });
+    let conn = Arc::new(Connection::new(spec, http.clone(), Redactor::default()));
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let bytes = std::fs::read(sluice_builtins::fixture("hostile").unwrap()).unwrap();
+    let prepared = engine.prepare(&bytes).unwrap();
+    let ctx = context(BTreeMap::from([("api".to_string(), conn)]));
+    const PER_CALL: usize = 50;
+    const ROUNDS: usize = 40;
+    let input = format!(r#"{{"action":"get-many","connection":"api","url":"things","count":{PER_CALL}}}"#);
+    let native_url = format!("{base}/api/things");
+    let native = || async {
+        for _ in 0..PER_CALL {
+            let r = http.get(&native_url).send().await.unwrap();
+            r.bytes().await.unwrap();
+        }
+    };
+    for _ in 0..3 {
+        engine.call(&prepared, ctx.clone(), &input, Duration::from_secs(30)).await.unwrap();
+        native().await;
+    }
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        engine.call(&prepared, ctx.clone(), &input, Duration::from_secs(30)).await.unwrap();
+        ours.push(t.elapsed() / PER_CALL as u32);
+        let t = Instant::now();
+        native().await;
+        theirs.push(t.elapsed() / PER_CALL as u32);
+    }
+    let (ours, theirs) = (median(ours), median(theirs));
+    println!("one GET to a loopback server ({} rounds of {PER_CALL} requests)", ROUNDS);
+    show("  native reqwest from the host", theirs);
+    show("  connection.send from a component", ours);
+    println!("  ratio send / native: {:.2}", ours.as_secs_f64() / theirs.as_secs_f64());
+}

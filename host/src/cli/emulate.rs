@@ -1,0 +1,107 @@
+//! `sluice emulate` and `sluice demo`: the built-in Graph and Procore
+//! emulators, served for people, or driven through the shipped flow.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use sluice_emulator::{EmulatorConfig, Scenario};
+
+use super::progress::{Mode, Progress};
+use super::run_cmd::engine_for;
+use crate::flow::{Context, SourceFile};
+use crate::run::{Observer, RunOptions, Runner, Status};
+
+/// The shipped flow, embedded so the demo works from any directory.
+pub const LICENSE_SYNC_FLOW: &str = include_str!("../../../flows/procore-license-sync.toml");
+const LICENSE_SYNC_PATH: &str = "flows/procore-license-sync.toml";
+
+#[derive(Debug, Args)]
+pub struct ScenarioArgs {
+    /// A named scenario: `demo` (about 40 people, every edge case) or `empty`
+    #[arg(long, default_value = "demo", conflicts_with = "users")]
+    pub scenario: String,
+    /// A generated tenant of this many users instead of a named scenario
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// Seed of the generated tenant
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl ScenarioArgs {
+    fn scenario(&self) -> anyhow::Result<Scenario> {
+        match self.users {
+            Some(n) => Ok(Scenario::generate(n, self.seed)),
+            None => Scenario::named(&self.scenario)
+                .ok_or_else(|| anyhow::anyhow!("there is no scenario `{}`; use `demo`, `empty` or --users N", self.scenario)),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EmulateArgs {
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Port to listen on (127.0.0.1); 0 picks a free one
+    #[arg(long, default_value_t = 8787)]
+    pub port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// Rehearse: read everything, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn emulate(args: EmulateArgs) -> anyhow::Result<ExitCode> {
+    let scenario = args.scenario.scenario()?;
+    let emulator = sluice_emulator::start(EmulatorConfig { port: args.port, scenario, ..EmulatorConfig::default() }).await?;
+    println!("Graph and Procore emulators listening on {}", emulator.base_url());
+    println!("State and request log: {}/_admin\n", emulator.base_url());
+    println!("Point the shipped flow at them with:\n");
+    for (k, v) in emulator.env_vars() {
+        println!("export {k}={}", shell_quote(&v));
+    }
+    println!("\nthen: sluice run {LICENSE_SYNC_PATH}\n\nCtrl-C stops the emulators.");
+    tokio::signal::ctrl_c().await?;
+    emulator.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn shell_quote(v: &str) -> String {
+    if v.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c)) { v.to_string() } else { format!("'{}'", v.replace('\'', r"'\''")) }
+}
+
+pub async fn demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let scenario = args.scenario.scenario()?;
+    let expected = scenario.expected_sync();
+    let emulator = sluice_emulator::start(EmulatorConfig { port: 0, scenario, ..EmulatorConfig::default() }).await?;
+    eprintln!("Started the Microsoft Graph and Procore emulators on {}.", emulator.base_url());
+    eprintln!("Running {LICENSE_SYNC_PATH} against them{}:\n", if args.dry_run { " as a dry run" } else { "" });
+    let builtins = sluice_builtins::names();
+    let env = emulator.env_vars().into_iter().collect();
+    let ctx = Context { builtins: &builtins, env, param_overrides: &[] };
+    let flow = match crate::flow::load_source(SourceFile::new(LICENSE_SYNC_PATH, LICENSE_SYNC_FLOW), &ctx) {
+        Ok(flow) => flow,
+        Err(e) => anyhow::bail!("the embedded flow does not validate:\n{e}"),
+    };
+    let runner = Runner::new(engine_for(data_dir)?)?;
+    let run_id = crate::run::new_run_id();
+    let options = RunOptions::new(run_id.clone(), data_dir.join("runs").join(&run_id), args.dry_run);
+    let observer: Arc<dyn Observer> = Arc::new(Progress::new(Mode::Human, false));
+    let outcome = runner.run(&flow, &options, observer).await;
+    let state = emulator.snapshot();
+    emulator.shutdown().await;
+    if outcome.status != Status::Succeeded {
+        eprintln!("\nerror: {}", outcome.error.as_deref().unwrap_or("the run failed"));
+        return Ok(ExitCode::from(1));
+    }
+    eprintln!();
+    super::summary::print(&outcome, &state, &expected, args.dry_run);
+    Ok(ExitCode::SUCCESS)
+}
