@@ -14,6 +14,10 @@ const SECRET: &str = "client-secret-do-not-print";
 
 /// A flow whose one step GETs (or POSTs) `path` once per item through the `api` connection.
 fn flow(server: &TestServer, items: usize, action: &str, extra_with: &str, connection_extra: &str) -> String {
+    flow_at(server, items, action, "things", extra_with, connection_extra)
+}
+
+fn flow_at(server: &TestServer, items: usize, action: &str, path: &str, extra_with: &str, connection_extra: &str) -> String {
     let hostile = fixture("hostile");
     let list: Vec<String> = (1..=items).map(|i| i.to_string()).collect();
     format!(
@@ -35,7 +39,7 @@ connections = ["api"]
 for_each = "${{params.items}}"
 concurrency = 4
 on_error = "continue"
-with = {{ action = "{action}", connection = "api", url = "things/${{item}}" {extra_with} }}
+with = {{ action = "{action}", connection = "api", url = "{path}/${{item}}" {extra_with} }}
 "#,
         list.join(", "),
         hostile.display(),
@@ -216,9 +220,9 @@ async fn a_failing_get_is_retried_but_a_post_is_not_unless_idempotent() {
     let (outcome, events) = run_flow(&flow(&server, 1, "post", r#", body = "{}""#, ""), false).await;
     assert_eq!(server.to("/api/things/1").len(), 1, "a plain POST is not repeated: {}", events.text());
     assert_eq!(outcome.outputs["call"]["items"][0]["output"]["status"], json!(500));
-    let (outcome, events) = run_flow(&flow(&server, 1, "post", r#", body = "{}", idempotent = true, url = "things/2""#, ""), false).await;
-    let _ = outcome;
-    assert_eq!(server.to("/api/things/2").len(), 2, "an idempotent POST is repeated: {}", events.text());
+    let (outcome, events) = run_flow(&flow_at(&server, 1, "post", "again", r#", body = "{}", idempotent = true"#, ""), false).await;
+    assert_eq!(server.to("/api/again/1").len(), 2, "an idempotent POST is repeated: {}", events.text());
+    assert_eq!(outcome.outputs["call"]["items"][0]["output"]["status"], json!(201));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

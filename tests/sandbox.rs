@@ -105,7 +105,7 @@ async fn leaving_the_base_url_is_a_sandbox_violation() {
         ("%2e%2e/other", "`..` or `.` path segment"),
         ("a%2f..%2fother", "encoded"),
     ] {
-        expect_contained(&format!(r#"{{ action = "escape", url = "{url}" }}"#), &["sandbox violation", needle]).await;
+        expect_contained(&format!(r#"{{ action = "escape", connection = "api", url = "{url}" }}"#), &["sandbox violation", needle]).await;
     }
 }
 

@@ -199,6 +199,7 @@ impl Connection {
             let response = match builder.send().await {
                 Ok(response) => response,
                 Err(e) => {
+                    self.throttle.finished();
                     let reason = describe_reqwest_error(&e);
                     if safe_to_repeat && failures + 1 < retry.max_attempts {
                         failures += 1;

@@ -31,6 +31,9 @@ struct State {
     next_slot: Instant,
     not_before: Instant,
     budget: Option<Budget>,
+    /// Requests sent and not yet answered: the server's next count may not
+    /// include them yet.
+    in_flight: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +49,7 @@ impl Throttle {
         let now = Instant::now();
         Self {
             interval: per_second.map(|r| Duration::from_secs_f64(1.0 / r)),
-            state: Mutex::new(State { next_slot: now, not_before: now, budget: None }),
+            state: Mutex::new(State { next_slot: now, not_before: now, budget: None, in_flight: 0 }),
         }
     }
 
@@ -78,6 +81,7 @@ impl Throttle {
                     if let Some(b) = s.budget.as_mut() {
                         b.remaining = b.remaining.saturating_sub(1);
                     }
+                    s.in_flight += 1;
                     return started.elapsed();
                 }
                 at
@@ -94,8 +98,22 @@ impl Throttle {
         }
     }
 
-    /// Reads budget headers from a response (names lower-case).
+    /// A request ended without a response.
+    pub fn finished(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// A request was answered: reads its budget headers (names lower-case).
     pub fn observe(&self, headers: &[(String, String)]) {
+        let in_flight = match self.state.lock() {
+            Ok(mut s) => {
+                s.in_flight = s.in_flight.saturating_sub(1);
+                s.in_flight
+            }
+            Err(_) => return,
+        };
         let get = |name: &str| headers.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.trim().parse::<u64>().ok());
         let (remaining, reset_at, window) = if let (Some(r), Some(reset)) = (get("x-rate-limit-remaining"), get("x-rate-limit-reset")) {
             // Procore: Reset is the Unix time at which the window resets.
@@ -110,6 +128,8 @@ impl Throttle {
         } else {
             return;
         };
+        // Requests still in flight may not be in the server's count yet.
+        let remaining = remaining.saturating_sub(in_flight);
         if let Ok(mut s) = self.state.lock() {
             s.budget = Some(match s.budget {
                 // Same window: the smaller count wins, since our own count

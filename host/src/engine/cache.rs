@@ -43,10 +43,13 @@ pub fn load_or_compile(
         return Ok((Component::new(engine, bytes).map_err(super::to_anyhow)?, Origin::Compiled));
     };
     let path = entry_path(dir, engine, digest);
-    if path.is_file() {
-        // SAFETY: the file was written by `precompile_component` of an engine
-        // with the same compatibility hash, into our own cache directory.
-        if let Ok(component) = unsafe { Component::deserialize_file(engine, &path) } {
+    // Read into memory rather than mapped: another process replacing or
+    // truncating the file must not be able to pull pages from under us.
+    if let Ok(cached) = std::fs::read(&path) {
+        // SAFETY: the file is in our own cache directory, named by the
+        // engine's compatibility hash; wasmtime checks its header and
+        // rejects artefacts of another engine or version.
+        if let Ok(component) = unsafe { Component::deserialize(engine, &cached) } {
             return Ok((component, Origin::Cached));
         }
     }

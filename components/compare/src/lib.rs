@@ -1,0 +1,5 @@
+//! The `compare` step: see [`logic`].
+
+pub mod logic;
+
+sluice_guest::step!(logic::compare_input);
