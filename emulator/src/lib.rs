@@ -1,1 +1,121 @@
-//! placeholder
+//! Faithful in-memory emulators of the Microsoft identity platform,
+//! Microsoft Graph v1.0 and Procore (login and REST v1.0), served by one
+//! axum server on loopback. They behave as the vendors document: paging,
+//! error envelopes, token expiry, 429s with Retry-After, Procore's nested
+//! bodies and rate-limit headers, so a client bug the real services would
+//! expose is exposed here too. Used by `sluice emulate`, `sluice demo` and
+//! the end-to-end tests.
+
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod faults;
+pub mod graph;
+pub mod procore;
+pub mod scenario;
+pub mod state;
+
+use axum::Router;
+use axum::routing::{get, patch, post, put};
+use tokio::sync::oneshot;
+
+pub use config::{Credentials, EmulatorConfig};
+pub use faults::{Faults, RetryAfterStyle};
+pub use scenario::{ExpectedSync, Scenario};
+pub use state::{StateSnapshot, SentMail};
+
+use state::Shared;
+
+pub struct RunningEmulator {
+    shared: Shared,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the emulators on 127.0.0.1 (`port` 0 picks one).
+pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    let shared = Shared::new(config, base_url);
+    let graph = Router::new()
+        .route("/v1.0/groups", get(graph::groups))
+        .route("/v1.0/groups/{id}/members", get(graph::members))
+        .route("/v1.0/groups/{id}/transitiveMembers", get(graph::transitive_members))
+        .route("/v1.0/users/{user}/sendMail", post(graph::send_mail))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), api::graph_gate));
+    let procore = Router::new()
+        .route("/rest/v1.0/companies/{company}/users", get(procore::active_users).post(procore::create_user))
+        .route("/rest/v1.0/companies/{company}/users/inactive", get(procore::inactive_users))
+        .route("/rest/v1.0/companies/{company}/users/{id}", patch(procore::update_user))
+        .route("/rest/v1.0/projects/{project}/users", get(procore::project_users))
+        .route("/rest/v1.0/projects/{project}/users/{id}/actions/add", post(procore::add_to_project))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), api::procore_gate));
+    let app = Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(graph::token))
+        .route("/oauth/token", post(procore::token))
+        .route("/_admin", get(admin::page))
+        .route("/_admin/state", get(admin::state))
+        .route("/_admin/faults", put(admin::set_faults))
+        .merge(graph)
+        .merge(procore)
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), api::log_requests))
+        .with_state(shared.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async { let _ = rx.await; }).await;
+    });
+    Ok(RunningEmulator { shared, shutdown: Some(tx), task })
+}
+
+pub(crate) fn snapshot_of(s: &Shared) -> StateSnapshot {
+    let d = s.lock();
+    StateSnapshot { scenario: d.scenario.clone(), mails: d.mails.clone(), requests: d.log.clone() }
+}
+
+impl RunningEmulator {
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.to_string()
+    }
+
+    /// The shipped flow's environment, pointing at this emulator.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        let base = self.base_url();
+        let d = self.shared.lock();
+        let sc = &d.scenario;
+        let c = &self.shared.config.credentials;
+        vec![
+            ("GRAPH_TENANT_ID".into(), sc.tenant_id.clone()),
+            ("GRAPH_CLIENT_ID".into(), c.graph_client_id.clone()),
+            ("GRAPH_CLIENT_SECRET".into(), c.graph_client_secret.clone()),
+            ("GRAPH_BASE_URL".into(), format!("{base}/v1.0")),
+            ("GRAPH_TOKEN_URL".into(), format!("{base}/{}/oauth2/v2.0/token", sc.tenant_id)),
+            ("PROCORE_CLIENT_ID".into(), c.procore_client_id.clone()),
+            ("PROCORE_CLIENT_SECRET".into(), c.procore_client_secret.clone()),
+            ("PROCORE_COMPANY_ID".into(), sc.company_id.to_string()),
+            ("PROCORE_BASE_URL".into(), base.clone()),
+            ("PROCORE_TOKEN_URL".into(), format!("{base}/oauth/token")),
+            ("PROCORE_PROJECT_ID".into(), sc.project_ids.first().map(|p| p.to_string()).unwrap_or_default()),
+            ("PROCORE_PERMISSION_TEMPLATE_ID".into(), sc.permission_template_ids.first().map(|p| p.to_string()).unwrap_or_default()),
+            ("REPORT_MAIL_FROM".into(), sc.mail_from.clone()),
+            ("REPORT_MAIL_TO".into(), sc.mail_to.clone()),
+        ]
+    }
+
+    pub fn snapshot(&self) -> StateSnapshot {
+        snapshot_of(&self.shared)
+    }
+
+    /// Replaces the faults; request ordinals count from 1 again.
+    pub fn set_faults(&self, faults: Faults) {
+        let mut d = self.shared.lock();
+        d.faults = faults;
+        d.api_requests = 0;
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}

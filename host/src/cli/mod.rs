@@ -3,8 +3,10 @@
 //! Exit status: 0 when the command (or the flow) ran to the end, 1 when a
 //! run failed, 2 when the input was wrong (a bad flow file, a bad argument).
 
+pub mod emulate;
 pub mod progress;
 pub mod run_cmd;
+pub mod summary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +35,10 @@ pub enum Command {
     },
     /// List the built-in components
     Components,
+    /// Serve the Microsoft Graph and Procore emulators in the foreground
+    Emulate(emulate::EmulateArgs),
+    /// Run the license sync against fresh emulators and summarise what it did
+    Demo(emulate::DemoArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -50,6 +56,8 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run_cmd::run(args, &data_dir).await,
             Command::Validate { file } => validate(&file),
             Command::Components => components(),
+            Command::Emulate(args) => emulate::emulate(args).await,
+            Command::Demo(args) => emulate::demo(args, &data_dir).await,
         }
     });
     match result {

@@ -40,7 +40,11 @@ impl Progress {
                 None => writeln!(err, "  · {step} ({component})…"),
             },
             RunEvent::ItemFinished { step, done, total, failed, .. } => {
-                let every = (*total / 10).max(1);
+                // A few progress lines for long loops; short ones just finish.
+                if *total < 20 {
+                    return;
+                }
+                let every = (*total / 5).max(1);
                 let mut last = self.last_item_line.lock().unwrap_or_else(|e| e.into_inner());
                 if done == total || *done >= *last + every {
                     *last = if done == total { 0 } else { *done };
@@ -119,10 +123,20 @@ pub fn format_duration(d: std::time::Duration) -> String {
 /// A few facts from a step's output: numbers and list sizes at the top level.
 fn summarize(output: &Value) -> String {
     let Value::Object(map) = output else { return String::new() };
+    // A component's own tally, when it has one, says it best.
+    for key in ["counts", "summary"] {
+        if let Some(Value::Object(tally)) = map.get(key) {
+            return tally
+                .iter()
+                .filter_map(|(k, v)| v.as_u64().map(|n| format!("{} {n}", k.replace('_', " "))))
+                .collect::<Vec<_>>()
+                .join(", ");
+        }
+    }
     let mut facts = Vec::new();
     for (key, value) in map {
         match value {
-            Value::Number(n) => facts.push(format!("{key} {n}")),
+            Value::Number(n) => facts.push(format!("{} {n}", key.replace('_', " "))),
             Value::Array(a) if !map.contains_key("count") || key != "items" => facts.push(format!("{key} {}", a.len())),
             Value::Object(inner) if key == "counts" || key == "summary" => {
                 for (k, v) in inner {

@@ -254,8 +254,23 @@ impl Connection {
                 }
                 continue;
             }
-            let body = read_capped(response, self.spec.max_response_bytes).await?;
-            return Ok(IncomingResponse { status, headers, body });
+            match read_capped(response, self.spec.max_response_bytes).await {
+                Ok(body) => return Ok(IncomingResponse { status, headers, body }),
+                // The connection broke mid-body: like a transport failure, the
+                // request may have been processed, so only safe ones are repeated.
+                Err(SendError::Unavailable(_)) if safe_to_repeat && failures + 1 < retry.max_attempts => {
+                    failures += 1;
+                    stats.retried += 1;
+                    tokio::time::sleep(backoff(&retry, failures)).await;
+                }
+                Err(SendError::Unavailable(reason)) if !safe_to_repeat => {
+                    return Err(SendError::Unavailable(format!(
+                        "{} {url}: {reason}; it was not retried because the write may have reached the service and is not marked idempotent",
+                        request.method
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 }

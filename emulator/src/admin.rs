@@ -1,0 +1,63 @@
+//! The admin view: the state as JSON for tests, a readable page for people,
+//! and faults set at run time. No auth: it listens on loopback only.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{Html, IntoResponse, Response};
+use html_escape::encode_text as esc;
+
+use crate::faults::Faults;
+use crate::state::Shared;
+
+pub async fn state(State(s): State<Shared>) -> Response {
+    Json(crate::snapshot_of(&s)).into_response()
+}
+
+pub async fn set_faults(State(s): State<Shared>, Json(faults): Json<Faults>) -> Response {
+    let mut d = s.lock();
+    d.faults = faults;
+    d.api_requests = 0;
+    axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
+pub async fn page(State(s): State<Shared>) -> Html<String> {
+    let snap = crate::snapshot_of(&s);
+    let sc = &snap.scenario;
+    let mut out = String::from("<!doctype html><meta charset=utf-8><title>Sluice emulators</title><style>body{font-family:sans-serif;margin:20px}td,th{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse;margin-bottom:16px}th{background:#1C6EA4;color:#fff}</style>");
+    out.push_str(&format!(
+        "<h1>Graph and Procore emulators</h1><p>{} Graph users, {} groups, {} Procore users ({} created through the API), {} mails, {} requests.</p>",
+        sc.graph_users.len(),
+        sc.groups.len(),
+        sc.procore_users.len(),
+        snap.created_users().len(),
+        snap.mails.len(),
+        snap.requests.len()
+    ));
+    out.push_str("<h2>Groups</h2><table><tr><th>Name</th><th>Members</th></tr>");
+    for g in &sc.groups {
+        out.push_str(&format!("<tr><td>{}</td><td>{}</td></tr>", esc(&g.display_name), g.members.len()));
+    }
+    out.push_str("</table><h2>Procore users</h2><table><tr><th>Id</th><th>Login</th><th>Email</th><th>Name</th><th>Active</th><th>Created by API</th></tr>");
+    for u in &sc.procore_users {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td></tr>",
+            u.id,
+            esc(&u.login),
+            esc(&u.email_address),
+            esc(&u.first_name),
+            esc(&u.last_name),
+            u.is_active,
+            u.created_by_api
+        ));
+    }
+    out.push_str("</table><h2>Mails</h2><table><tr><th>From</th><th>To</th><th>Subject</th></tr>");
+    for m in &snap.mails {
+        out.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&m.from), esc(&m.to.join(", ")), esc(&m.subject)));
+    }
+    out.push_str("</table><h2>Last requests</h2><table><tr><th>ms</th><th>Method</th><th>Path</th><th>Status</th></tr>");
+    for r in snap.requests.iter().rev().take(200) {
+        out.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", r.at_ms, esc(&r.method), esc(&r.path), r.status));
+    }
+    out.push_str("</table>");
+    Html(out)
+}

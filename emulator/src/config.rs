@@ -1,0 +1,53 @@
+//! How an emulator is set up.
+
+use crate::faults::Faults;
+use crate::scenario::Scenario;
+
+/// Client ids and secrets the emulated token endpoints accept.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub graph_client_id: String,
+    pub graph_client_secret: String,
+    pub procore_client_id: String,
+    pub procore_client_secret: String,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self {
+            graph_client_id: "5a1c3d52-8b7e-4f0a-9c61-2d4e6f8a0b13".into(),
+            graph_client_secret: "emulated-graph-secret~Q8w.3xZ".into(),
+            procore_client_id: "emulated-procore-client".into(),
+            procore_client_secret: "emulated-procore-secret-5d1f".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// 0 picks a free port; always 127.0.0.1.
+    pub port: u16,
+    pub scenario: Scenario,
+    pub faults: Faults,
+    /// Procore requests per minute; `None` is a large budget still announced in headers.
+    pub procore_rate_limit: Option<u32>,
+    /// Graph requests per minute; `None` is unlimited.
+    pub graph_rate_limit: Option<u32>,
+    /// 409 or 422 for a duplicate Procore user.
+    pub conflict_status: u16,
+    pub credentials: Credentials,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            scenario: Scenario::generate(40, 7),
+            faults: Faults::default(),
+            procore_rate_limit: None,
+            graph_rate_limit: None,
+            conflict_status: 422,
+            credentials: Credentials::default(),
+        }
+    }
+}
