@@ -24,14 +24,16 @@ fn errors(status: StatusCode, body: Value) -> Response {
 
 /// `POST /oauth/token`: JSON, form or multipart body.
 pub async fn token(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
-    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let raw_content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = raw_content_type.to_ascii_lowercase();
     let fields: HashMap<String, String> = if content_type.starts_with("application/json") {
         match serde_json::from_str::<HashMap<String, Value>>(&body) {
             Ok(map) => map.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string()))).collect(),
             Err(_) => return errors(StatusCode::BAD_REQUEST, json!("invalid JSON body")),
         }
     } else if content_type.starts_with("multipart/form-data") {
-        match content_type.split("boundary=").nth(1) {
+        // The boundary is case-sensitive: read it from the header as sent.
+        match raw_content_type.split("boundary=").nth(1) {
             Some(boundary) => multipart_fields(&body, boundary.trim_matches('"')),
             None => return errors(StatusCode::BAD_REQUEST, json!("multipart body without a boundary")),
         }
