@@ -4,6 +4,7 @@
 //! - [`engine`]: wasmtime, the step world's host side, limits, compile cache
 //! - [`connections`]: HTTP for components: auth, allow-listing, pacing, retries
 //! - [`run`]: executing a flow and the events that describe a run
+//! - [`scheduler`]: `sluice serve`, running flows at their scheduled times
 //! - [`redact`]: keeping secrets out of everything that is shown or stored
 //! - [`cli`]: the `sluice` command
 
@@ -13,3 +14,4 @@ pub mod engine;
 pub mod flow;
 pub mod redact;
 pub mod run;
+pub mod scheduler;

@@ -11,7 +11,8 @@ use sluice_emulator::{EmulatorConfig, Scenario};
 use super::progress::{Mode, Progress};
 use super::run_cmd::engine_for;
 use crate::flow::{Context, SourceFile};
-use crate::run::{Observer, RunOptions, Runner, Status};
+use crate::run::recorder::Recorder;
+use crate::run::{Fanout, Observer, RunOptions, Runner, Status};
 
 /// The shipped flow, embedded so the demo works from any directory.
 pub const LICENSE_SYNC_FLOW: &str = include_str!("../../../flows/procore-license-sync.toml");
@@ -93,7 +94,10 @@ pub async fn demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let runner = Runner::new(engine_for(data_dir)?)?;
     let run_id = crate::run::new_run_id();
     let options = RunOptions::new(run_id.clone(), data_dir.join("runs").join(&run_id), args.dry_run);
-    let observer: Arc<dyn Observer> = Arc::new(Progress::new(Mode::Human, false));
+    let progress: Arc<dyn Observer> = Arc::new(Progress::new(Mode::Human, false));
+    let history = Arc::new(sluice_history::History::open(&sluice_history::path_in(data_dir))?);
+    let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(history, LICENSE_SYNC_PATH, "demo"));
+    let observer: Arc<dyn Observer> = Arc::new(Fanout(vec![progress, recorder]));
     let outcome = runner.run(&flow, &options, observer).await;
     let state = emulator.snapshot();
     emulator.shutdown().await;

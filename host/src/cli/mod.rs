@@ -6,6 +6,8 @@
 pub mod emulate;
 pub mod progress;
 pub mod run_cmd;
+pub mod runs_cmd;
+pub mod serve_cmd;
 pub mod summary;
 
 use std::path::PathBuf;
@@ -39,6 +41,10 @@ pub enum Command {
     Emulate(emulate::EmulateArgs),
     /// Run the license sync against fresh emulators and summarise what it did
     Demo(emulate::DemoArgs),
+    /// Run scheduled flows at their times (the timer host)
+    Serve(serve_cmd::ServeArgs),
+    /// Show the run history: `runs`, `runs show ID`, `runs prune --older-than 30d`
+    Runs(runs_cmd::RunsArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -58,6 +64,8 @@ pub fn main() -> ExitCode {
             Command::Components => components(),
             Command::Emulate(args) => emulate::emulate(args).await,
             Command::Demo(args) => emulate::demo(args, &data_dir).await,
+            Command::Serve(args) => serve_cmd::serve(args, &data_dir).await,
+            Command::Runs(args) => runs_cmd::runs(args, &data_dir),
         }
     });
     match result {
@@ -78,10 +86,6 @@ pub fn default_data_dir() -> PathBuf {
         Some(home) => PathBuf::from(home).join(".local/share/sluice"),
         None => PathBuf::from(".sluice"),
     }
-}
-
-pub fn validation_context(overrides: &[(String, String)]) -> (Vec<&'static str>, std::collections::BTreeMap<String, String>, Vec<(String, String)>) {
-    (sluice_builtins::names(), crate::flow::process_env(), overrides.to_vec())
 }
 
 /// Loads a flow, printing its problems; `None` means exit status 2.

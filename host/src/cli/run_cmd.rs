@@ -8,7 +8,8 @@ use clap::Args;
 
 use super::progress::{Mode, Progress};
 use crate::engine::{Engine, EngineConfig};
-use crate::run::{Observer, RunOptions, RunOutcome, Runner, Status};
+use crate::run::recorder::Recorder;
+use crate::run::{Fanout, Observer, RunOptions, RunOutcome, Runner, Status};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -45,7 +46,10 @@ pub fn engine_for(data_dir: &Path) -> anyhow::Result<Arc<Engine>> {
 pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let Some(flow) = super::load_flow(&args.file, &args.params) else { return Ok(ExitCode::from(2)) };
     let mode = if args.json { Mode::Json } else if args.quiet { Mode::Quiet } else { Mode::Human };
-    let observer: Arc<dyn Observer> = Arc::new(Progress::new(mode, args.verbose));
+    let progress: Arc<dyn Observer> = Arc::new(Progress::new(mode, args.verbose));
+    let history = Arc::new(sluice_history::History::open(&sluice_history::path_in(data_dir))?);
+    let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(history, &args.file.display().to_string(), "manual"));
+    let observer: Arc<dyn Observer> = Arc::new(Fanout(vec![progress, recorder]));
     let runner = Runner::new(engine_for(data_dir)?)?;
     let run_id = crate::run::new_run_id();
     let options = RunOptions::new(run_id.clone(), data_dir.join("runs").join(&run_id), args.dry_run);

@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod executor;
+pub mod recorder;
 
 pub use events::{Fanout, Observer, RunEvent, Status};
 pub use executor::{RunOptions, RunOutcome, Runner};
