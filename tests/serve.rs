@@ -201,3 +201,43 @@ fn runs_can_be_listed_by_flow_and_pruned() {
     let out = sluice(data.path(), &["runs", "show", "nope"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_changed_file_is_reloaded_and_a_broken_change_keeps_the_previous_version() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let version = |v: u32| flow("reload", "* * * * * *", &step("echo", &format!(r#"{{ action = "echo", version = {v} }}"#), ""));
+    write(flows.path(), "reload.toml", &version(1));
+    let child = serve(data.path(), flows.path(), "5s");
+    let outputs = |data: &Path| -> Vec<String> {
+        let h = history(data);
+        h.list_runs(None, 100)
+            .unwrap()
+            .iter()
+            .filter(|r| r.status == "succeeded")
+            .filter_map(|r| h.run_detail(&r.id).ok().flatten())
+            .filter_map(|d| d.steps.first().and_then(|s| s.output.clone()))
+            .collect()
+    };
+    wait_for(data.path(), Duration::from_secs(20), |r| r.iter().any(|r| r.status == "succeeded"));
+    write(flows.path(), "reload.toml", &version(2));
+    let start = Instant::now();
+    while !outputs(data.path()).iter().any(|o| o.contains("\"version\":2")) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the change was never picked up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A broken edit is reported and the previous version keeps running.
+    write(flows.path(), "reload.toml", "name = \"reload\"\nschedule = { cron = \"* * * * * *\" }\n[[step]]\nid = \"x\"\nuses = \"nope\"\n");
+    let before = outputs(data.path()).len();
+    let start = Instant::now();
+    while outputs(data.path()).len() < before + 2 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the flow stopped running after a broken edit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&child, "TERM");
+    let (code, stderr) = wait_exit(child, Duration::from_secs(20));
+    assert_eq!(code, 0);
+    assert!(stderr.contains("does not validate; keeping the previous version"), "{stderr}");
+    assert!(stderr.contains("`nope` is not a built-in component"), "the reason is reported: {stderr}");
+    assert!(outputs(data.path()).iter().take(2).all(|o| o.contains("\"version\":2")), "newest runs use the last good version");
+}

@@ -82,6 +82,20 @@ mod tests {
     }
 
     #[test]
+    fn a_time_that_does_not_exist_or_happens_twice_fires_once() {
+        let s = Schedule::parse("0 30 2 * * *", Some("America/Los_Angeles")).unwrap();
+        // 2026-03-08: clocks jump from 02:00 to 03:00 PST→PDT; 02:30 does not exist that day.
+        let next = s.next_after(utc(2026, 3, 8, 9, 0)).unwrap();
+        assert_eq!(next, utc(2026, 3, 9, 9, 30), "skipped on the day it does not exist, 02:30 PDT the next day");
+        // 2026-11-01: 01:30 happens twice (PDT, then PST); it fires once.
+        let s = Schedule::parse("0 30 1 * * *", Some("America/Los_Angeles")).unwrap();
+        let first = s.next_after(utc(2026, 11, 1, 7, 0)).unwrap();
+        assert_eq!(first, utc(2026, 11, 1, 8, 30), "01:30 PDT");
+        let second = s.next_after(first).unwrap();
+        assert_eq!(second, utc(2026, 11, 2, 9, 30), "not again an hour later: next day 01:30 PST");
+    }
+
+    #[test]
     fn five_fields_fire_at_second_zero() {
         let s = Schedule::parse("30 6 * * *", None).unwrap();
         assert_eq!(s.next_after(utc(2026, 1, 1, 0, 0)), Some(utc(2026, 1, 1, 6, 30)));
