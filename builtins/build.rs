@@ -25,10 +25,20 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
-    let root = manifest_dir.parent().ok_or("builtins/ has no parent directory")?.to_path_buf();
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
+    let root = manifest_dir
+        .parent()
+        .ok_or("builtins/ has no parent directory")?
+        .to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
-    for watched in ["wit", "guest-sdk", "components", "tests/fixtures", "Cargo.lock"] {
+    for watched in [
+        "wit",
+        "guest-sdk",
+        "components",
+        "tests/fixtures",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let components = guests(&root.join("components"))?;
@@ -40,7 +50,9 @@ fn run() -> Result<(), String> {
     }
     let wasm_dir = target_dir.join(TARGET).join(PROFILE);
     let wasm_path = |g: &Guest| wasm_dir.join(format!("{}.wasm", g.package.replace('-', "_")));
-    let mut code = String::from("/// The built-in components, embedded at build time.\npub static BUILTINS: &[Builtin] = &[\n");
+    let mut code = String::from(
+        "/// The built-in components, embedded at build time.\npub static BUILTINS: &[Builtin] = &[\n",
+    );
     for g in &components {
         let path = wasm_path(g);
         let _ = writeln!(
@@ -53,7 +65,12 @@ fn run() -> Result<(), String> {
     }
     code.push_str("];\n\n/// Test fixtures: name and path of the built .wasm.\npub static FIXTURES: &[(&str, &str)] = &[\n");
     for g in &fixtures {
-        let _ = writeln!(code, "    ({:?}, {:?}),", g.package, wasm_path(g).display().to_string());
+        let _ = writeln!(
+            code,
+            "    ({:?}, {:?}),",
+            g.package,
+            wasm_path(g).display().to_string()
+        );
     }
     code.push_str("];\n");
     std::fs::write(out_dir.join("builtins.rs"), code).map_err(|e| e.to_string())?;
@@ -62,16 +79,37 @@ fn run() -> Result<(), String> {
 
 fn guests(dir: &Path) -> Result<Vec<Guest>, String> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(out) };
-    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("Cargo.toml").is_file()).collect();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .collect();
     dirs.sort();
     for d in dirs {
-        let text = std::fs::read_to_string(d.join("Cargo.toml")).map_err(|e| format!("{}: {e}", d.display()))?;
-        let manifest: toml::Table = toml::from_str(&text).map_err(|e| format!("{}/Cargo.toml: {e}", d.display()))?;
-        let package = manifest.get("package").and_then(|p| p.as_table()).ok_or(format!("{}: no [package]", d.display()))?;
-        let name = package.get("name").and_then(|n| n.as_str()).ok_or(format!("{}: no package name", d.display()))?;
-        let description = package.get("description").and_then(|n| n.as_str()).unwrap_or("").to_string();
-        out.push(Guest { package: name.to_string(), description, dir: d.clone() });
+        let text = std::fs::read_to_string(d.join("Cargo.toml"))
+            .map_err(|e| format!("{}: {e}", d.display()))?;
+        let manifest: toml::Table =
+            toml::from_str(&text).map_err(|e| format!("{}/Cargo.toml: {e}", d.display()))?;
+        let package = manifest
+            .get("package")
+            .and_then(|p| p.as_table())
+            .ok_or(format!("{}: no [package]", d.display()))?;
+        let name = package
+            .get("name")
+            .and_then(|n| n.as_str())
+            .ok_or(format!("{}: no package name", d.display()))?;
+        let description = package
+            .get("description")
+            .and_then(|n| n.as_str())
+            .unwrap_or("")
+            .to_string();
+        out.push(Guest {
+            package: name.to_string(),
+            description,
+            dir: d.clone(),
+        });
     }
     Ok(out)
 }
@@ -80,7 +118,14 @@ fn build(root: &Path, target_dir: &Path, guests: &[&Guest]) -> Result<(), String
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--target", TARGET, "--profile", PROFILE, "--target-dir"])
+        .args([
+            "build",
+            "--target",
+            TARGET,
+            "--profile",
+            PROFILE,
+            "--target-dir",
+        ])
         .arg(target_dir);
     for g in guests {
         cmd.args(["-p", &g.package]);
@@ -100,15 +145,23 @@ fn build(root: &Path, target_dir: &Path, guests: &[&Guest]) -> Result<(), String
     ] {
         cmd.env_remove(var);
     }
-    let output = cmd.output().map_err(|e| format!("could not run cargo to build the components: {e}"))?;
+    let output = cmd
+        .output()
+        .map_err(|e| format!("could not run cargo to build the components: {e}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let hint = if stderr.contains("wasm32-wasip2") && (stderr.contains("may not be installed") || stderr.contains("can't find crate for `core`") || stderr.contains("can't find crate for `std`")) {
+        let hint = if stderr.contains("wasm32-wasip2")
+            && (stderr.contains("may not be installed")
+                || stderr.contains("can't find crate for `core`")
+                || stderr.contains("can't find crate for `std`"))
+        {
             "\n\nThe wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2` (the README's commands do this for you)."
         } else {
             ""
         };
-        return Err(format!("building the guest components for {TARGET} failed:\n{stderr}{hint}"));
+        return Err(format!(
+            "building the guest components for {TARGET} failed:\n{stderr}{hint}"
+        ));
     }
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! naming the step, the component and what happened, the host stays usable
 //! for the next run, and a user's `.wasm` replaces a built-in.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -45,7 +47,10 @@ async fn expect_contained(action_with: &str, expected: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let path = write_flow(dir.path(), "flow.toml", &hostile_flow(action_with, ""));
     let flow = load(&path, &[]);
-    let config = EngineConfig { memory_limit: 64 * 1024 * 1024, ..EngineConfig::default() };
+    let config = EngineConfig {
+        memory_limit: 64 * 1024 * 1024,
+        ..EngineConfig::default()
+    };
     let runner = runner(config);
     let (outcome, events) = run(&runner, &flow, dir.path(), false).await;
     assert_eq!(outcome.status, Status::Failed, "{}", events.text());
@@ -55,9 +60,16 @@ async fn expect_contained(action_with: &str, expected: &[&str]) {
     for needle in expected {
         assert!(error.contains(needle), "expected {needle:?} in {error:?}");
     }
-    assert!(!outcome.outputs.contains_key("after"), "the flow stopped at the failed step");
+    assert!(
+        !outcome.outputs.contains_key("after"),
+        "the flow stopped at the failed step"
+    );
     // The same runner (engine, linker, caches) still works.
-    let ok = write_flow(dir.path(), "ok.toml", &hostile_flow(r#"{ action = "echo", value = 1 }"#, ""));
+    let ok = write_flow(
+        dir.path(),
+        "ok.toml",
+        &hostile_flow(r#"{ action = "echo", value = 1 }"#, ""),
+    );
     let (outcome, events) = run(&runner, &load(&ok, &[]), dir.path(), false).await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
     assert_eq!(outcome.outputs["after"]["value"], json!("still here"));
@@ -66,14 +78,22 @@ async fn expect_contained(action_with: &str, expected: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_infinite_loop_hits_the_timeout() {
     let started = std::time::Instant::now();
-    expect_contained(r#"{ action = "loop" }"#, &["ran longer than its timeout of 2s"]).await;
+    expect_contained(
+        r#"{ action = "loop" }"#,
+        &["ran longer than its timeout of 2s"],
+    )
+    .await;
     // Generous bound: the point is that it ends, not how fast.
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbounded_allocation_hits_the_memory_cap() {
-    expect_contained(r#"{ action = "hog" }"#, &["exceeded its memory limit", "limit 67108864 bytes"]).await;
+    expect_contained(
+        r#"{ action = "hog" }"#,
+        &["exceeded its memory limit", "limit 67108864 bytes"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,26 +113,44 @@ async fn a_connection_not_granted_is_a_sandbox_violation() {
         &["sandbox violation", "not granted connection `other`"],
     )
     .await;
-    expect_contained(r#"{ action = "ungranted", connection = "nonexistent" }"#, &["not granted connection `nonexistent`"]).await;
+    expect_contained(
+        r#"{ action = "ungranted", connection = "nonexistent" }"#,
+        &["not granted connection `nonexistent`"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaving_the_base_url_is_a_sandbox_violation() {
     for (url, needle) in [
-        ("https://evil.example/steal", "outside the connection's base URL"),
-        ("http://127.0.0.1:9/other/x", "outside the connection's base URL"),
+        (
+            "https://evil.example/steal",
+            "outside the connection's base URL",
+        ),
+        (
+            "http://127.0.0.1:9/other/x",
+            "outside the connection's base URL",
+        ),
         ("../other/x", "`..` or `.` path segment"),
         ("%2e%2e/other", "`..` or `.` path segment"),
         ("a%2f..%2fother", "encoded"),
     ] {
-        expect_contained(&format!(r#"{{ action = "escape", connection = "api", url = "{url}" }}"#), &["sandbox violation", needle]).await;
+        expect_contained(
+            &format!(r#"{{ action = "escape", connection = "api", url = "{url}" }}"#),
+            &["sandbox violation", needle],
+        )
+        .await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_error_continue_lets_the_flow_go_on() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_flow(dir.path(), "flow.toml", &hostile_flow(r#"{ action = "trap" }"#, r#"on_error = "continue""#));
+    let path = write_flow(
+        dir.path(),
+        "flow.toml",
+        &hostile_flow(r#"{ action = "trap" }"#, r#"on_error = "continue""#),
+    );
     let runner = runner(EngineConfig::default());
     let (outcome, events) = run(&runner, &load(&path, &[]), dir.path(), false).await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
@@ -175,15 +213,25 @@ with = {{ people = "${{params.people}}", procore_users = "${{params.procore}}" }
     let builtin = write_flow(dir.path(), "builtin.toml", &flow("compare"));
     let (outcome, events) = run(&runner, &load(&builtin, &[]), dir.path(), false).await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
-    assert_eq!(outcome.outputs["diff"]["missing"][0]["key"], json!("b@x.com"));
+    assert_eq!(
+        outcome.outputs["diff"]["missing"][0]["key"],
+        json!("b@x.com")
+    );
     assert_eq!(outcome.outputs["diff"].get("custom"), None);
     // The same flow pointing at the user's own build of compare.
-    std::fs::copy(fixture("custom-compare"), dir.path().join("my-compare.wasm")).unwrap();
+    std::fs::copy(
+        fixture("custom-compare"),
+        dir.path().join("my-compare.wasm"),
+    )
+    .unwrap();
     let custom = write_flow(dir.path(), "custom.toml", &flow("./my-compare.wasm"));
     let (outcome, events) = run(&runner, &load(&custom, &[]), dir.path(), false).await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
     assert_eq!(outcome.outputs["diff"]["custom"], json!(true));
-    assert_eq!(outcome.outputs["diff"]["missing"][0]["key"], json!("b@x.com"));
+    assert_eq!(
+        outcome.outputs["diff"]["missing"][0]["key"],
+        json!("b@x.com")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,8 +248,15 @@ async fn a_file_that_is_not_a_component_fails_before_any_step_runs() {
     let (outcome, events) = run(&runner, &load(&path, &[]), dir.path(), false).await;
     assert_eq!(outcome.status, Status::Failed);
     let error = outcome.error.unwrap();
-    assert!(error.contains("step `second` cannot load component"), "{error}");
-    assert!(!events.text().contains("step_started"), "no step may run: {}", events.text());
+    assert!(
+        error.contains("step `second` cannot load component"),
+        "{error}"
+    );
+    assert!(
+        !events.text().contains("step_started"),
+        "no step may run: {}",
+        events.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,16 +264,37 @@ async fn compiled_components_are_cached_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let bytes = std::fs::read(fixture("noop")).unwrap();
-    let first = sluice::engine::Engine::new(EngineConfig { cache_dir: Some(cache.clone()), ..Default::default() }).unwrap();
-    assert_eq!(first.prepare(&bytes).unwrap().origin, sluice::engine::Origin::Compiled);
+    let first = sluice::engine::Engine::new(EngineConfig {
+        cache_dir: Some(cache.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        first.prepare(&bytes).unwrap().origin,
+        sluice::engine::Origin::Compiled
+    );
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
     // A second process (a fresh engine) loads it instead of compiling.
-    let second = sluice::engine::Engine::new(EngineConfig { cache_dir: Some(cache.clone()), ..Default::default() }).unwrap();
-    assert_eq!(second.prepare(&bytes).unwrap().origin, sluice::engine::Origin::Cached);
+    let second = sluice::engine::Engine::new(EngineConfig {
+        cache_dir: Some(cache.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        second.prepare(&bytes).unwrap().origin,
+        sluice::engine::Origin::Cached
+    );
     // A corrupt entry is compiled again rather than trusted.
     for entry in std::fs::read_dir(&cache).unwrap() {
         std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
     }
-    let third = sluice::engine::Engine::new(EngineConfig { cache_dir: Some(cache), ..Default::default() }).unwrap();
-    assert_eq!(third.prepare(&bytes).unwrap().origin, sluice::engine::Origin::Compiled);
+    let third = sluice::engine::Engine::new(EngineConfig {
+        cache_dir: Some(cache),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        third.prepare(&bytes).unwrap().origin,
+        sluice::engine::Origin::Compiled
+    );
 }

@@ -4,6 +4,8 @@
 //! hint). Run with `SLUICE_BLESS=1` to rewrite the expected files after an
 //! intended change, then review the diff.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -35,13 +37,22 @@ fn each_broken_flow_is_reported_with_its_location_and_a_hint() {
         .filter(|n| n.ends_with(".toml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 15, "expected one broken flow per error class, found {files:?}");
+    assert!(
+        files.len() >= 15,
+        "expected one broken flow per error class, found {files:?}"
+    );
     let mut mismatches = Vec::new();
     for file in &files {
         let (code, stdout, stderr) = validate(&dir, file, &[]);
-        assert_eq!(code, 2, "{file}: exit status {code}\nstdout: {stdout}\nstderr: {stderr}");
+        assert_eq!(
+            code, 2,
+            "{file}: exit status {code}\nstdout: {stdout}\nstderr: {stderr}"
+        );
         assert!(stdout.is_empty(), "{file}: printed on stdout: {stdout}");
-        assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{file}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+            "{file}: {stderr}"
+        );
         let expected_path = dir.join(file.replace(".toml", ".expected"));
         if bless {
             std::fs::write(&expected_path, &stderr).expect("write expected");
@@ -49,10 +60,17 @@ fn each_broken_flow_is_reported_with_its_location_and_a_hint() {
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if expected != stderr {
-            mismatches.push(format!("--- {file}: expected\n{expected}\n--- got\n{stderr}"));
+            mismatches.push(format!(
+                "--- {file}: expected\n{expected}\n--- got\n{stderr}"
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "{} mismatches (SLUICE_BLESS=1 to update):\n{}", mismatches.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches (SLUICE_BLESS=1 to update):\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
 }
 
 #[test]
@@ -71,7 +89,12 @@ fn all_problems_of_a_file_are_reported_at_once() {
     ] {
         assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
     }
-    assert!(stderr.trim_end().ends_with("7 problems found; nothing was run"), "{stderr}");
+    assert!(
+        stderr
+            .trim_end()
+            .ends_with("7 problems found; nothing was run"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -87,13 +110,25 @@ fn the_shipped_flow_validates_with_its_environment_set() {
     ];
     let (code, stdout, stderr) = validate(&flows, "procore-license-sync.toml", &env);
     assert_eq!(code, 0, "stderr: {stderr}");
-    assert!(stdout.contains("flow `procore-license-sync` is valid"), "{stdout}");
+    assert!(
+        stdout.contains("flow `procore-license-sync` is valid"),
+        "{stdout}"
+    );
     assert!(stdout.contains("America/Los_Angeles"), "{stdout}");
     assert!(!stdout.contains("graph-secret-value") && !stderr.contains("graph-secret-value"));
     // Without them, every missing variable is named at once.
     let (code, _, stderr) = validate(&flows, "procore-license-sync.toml", &[]);
     assert_eq!(code, 2);
-    for var in ["GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET", "PROCORE_CLIENT_ID", "PROCORE_CLIENT_SECRET", "PROCORE_COMPANY_ID"] {
-        assert!(stderr.contains(&format!("environment variable {var} is not set")), "{var} not reported:\n{stderr}");
+    for var in [
+        "GRAPH_CLIENT_ID",
+        "GRAPH_CLIENT_SECRET",
+        "PROCORE_CLIENT_ID",
+        "PROCORE_CLIENT_SECRET",
+        "PROCORE_COMPANY_ID",
+    ] {
+        assert!(
+            stderr.contains(&format!("environment variable {var} is not set")),
+            "{var} not reported:\n{stderr}"
+        );
     }
 }

@@ -23,7 +23,9 @@ pub async fn set_faults(State(s): State<Shared>, Json(faults): Json<Faults>) -> 
 pub async fn page(State(s): State<Shared>) -> Html<String> {
     let snap = crate::snapshot_of(&s);
     let sc = &snap.scenario;
-    let mut out = String::from("<!doctype html><meta charset=utf-8><title>Sluice emulators</title><style>body{font-family:sans-serif;margin:20px}td,th{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse;margin-bottom:16px}th{background:#1C6EA4;color:#fff}</style>");
+    let mut out = String::from(
+        "<!doctype html><meta charset=utf-8><title>Sluice emulators</title><style>body{font-family:sans-serif;margin:20px}td,th{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse;margin-bottom:16px}th{background:#1C6EA4;color:#fff}</style>",
+    );
     out.push_str(&format!(
         "<h1>Graph and Procore emulators</h1><p>{} Graph users, {} groups, {} Procore users ({} created through the API), {} mails, {} requests.</p>",
         sc.graph_users.len(),
@@ -35,7 +37,11 @@ pub async fn page(State(s): State<Shared>) -> Html<String> {
     ));
     out.push_str("<h2>Groups</h2><table><tr><th>Name</th><th>Members</th></tr>");
     for g in &sc.groups {
-        out.push_str(&format!("<tr><td>{}</td><td>{}</td></tr>", esc(&g.display_name), g.members.len()));
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td></tr>",
+            esc(&g.display_name),
+            g.members.len()
+        ));
     }
     out.push_str("</table><h2>Procore users</h2><table><tr><th>Id</th><th>Login</th><th>Email</th><th>Name</th><th>Active</th><th>Created by API</th></tr>");
     for u in &sc.procore_users {
@@ -52,11 +58,22 @@ pub async fn page(State(s): State<Shared>) -> Html<String> {
     }
     out.push_str("</table><h2>Mails</h2><table><tr><th>From</th><th>To</th><th>Subject</th></tr>");
     for m in &snap.mails {
-        out.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&m.from), esc(&m.to.join(", ")), esc(&m.subject)));
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&m.from),
+            esc(&m.to.join(", ")),
+            esc(&m.subject)
+        ));
     }
     out.push_str("</table><h2>Last requests</h2><table><tr><th>ms</th><th>Method</th><th>Path</th><th>Status</th></tr>");
     for r in snap.requests.iter().rev().take(200) {
-        out.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", r.at_ms, esc(&r.method), esc(&r.path), r.status));
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r.at_ms,
+            esc(&r.method),
+            esc(&r.path),
+            r.status
+        ));
     }
     out.push_str("</table>");
     Html(out)

@@ -18,7 +18,10 @@ use crate::state::{Service, Shared};
 /// Logs every request with the status it got.
 pub async fn log_requests(State(s): State<Shared>, request: Request, next: Next) -> Response {
     let method = request.method().to_string();
-    let path = request.uri().path_and_query().map_or_else(|| request.uri().path().to_string(), |p| p.to_string());
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| request.uri().path().to_string(), |p| p.to_string());
     let response = next.run(request).await;
     s.log(&method, &path, response.status().as_u16());
     response
@@ -37,7 +40,12 @@ async fn gate(s: Shared, service: Service, request: Request, next: Next) -> Resp
         let mut d = s.lock();
         d.api_requests += 1;
         let n = d.api_requests;
-        (d.faults.decide(n), d.faults.slow_ms, d.faults.retry_after_value(), d.faults.token_expires_after_calls)
+        (
+            d.faults.decide(n),
+            d.faults.slow_ms,
+            d.faults.retry_after_value(),
+            d.faults.token_expires_after_calls,
+        )
     };
     if let Some(ms) = slow {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -46,11 +54,24 @@ async fn gate(s: Shared, service: Service, request: Request, next: Next) -> Resp
         Injected::None => {}
         Injected::Drop => return dropped_connection(),
         Injected::Unavailable => {
-            let mut r = error(service, StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "The service is temporarily unavailable.");
-            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            let mut r = error(
+                service,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The service is temporarily unavailable.",
+            );
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
             return r;
         }
-        Injected::ServerError => return error(service, StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "An internal server error occurred."),
+        Injected::ServerError => {
+            return error(
+                service,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "An internal server error occurred.",
+            );
+        }
         Injected::TooMany => return too_many(service, retry_after.as_deref(), None),
     }
     if let Err(r) = check_token(&s, service, request.headers(), expire_after) {
@@ -60,7 +81,9 @@ async fn gate(s: Shared, service: Service, request: Request, next: Next) -> Resp
         Service::Procore => Some(s.config.procore_rate_limit.unwrap_or(100_000)),
         Service::Graph => s.config.graph_rate_limit,
     };
-    let Some(limit) = budget else { return next.run(request).await };
+    let Some(limit) = budget else {
+        return next.run(request).await;
+    };
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let window = now / 60;
     let reset = (window + 1) * 60;
@@ -78,11 +101,18 @@ async fn gate(s: Shared, service: Service, request: Request, next: Next) -> Resp
     };
     let headers = [
         ("x-rate-limit-limit", limit.to_string()),
-        ("x-rate-limit-remaining", limit.saturating_sub(used).to_string()),
+        (
+            "x-rate-limit-remaining",
+            limit.saturating_sub(used).to_string(),
+        ),
         ("x-rate-limit-reset", reset.to_string()),
     ];
     let mut response = if used > limit {
-        too_many(service, Some(&(reset - now).max(1).to_string()), Some(limit))
+        too_many(
+            service,
+            Some(&(reset - now).max(1).to_string()),
+            Some(limit),
+        )
     } else {
         next.run(request).await
     };
@@ -96,11 +126,19 @@ async fn gate(s: Shared, service: Service, request: Request, next: Next) -> Resp
     response
 }
 
-fn check_token(s: &Shared, service: Service, headers: &HeaderMap, expire_after: Option<u32>) -> Result<(), Response> {
+fn check_token(
+    s: &Shared,
+    service: Service,
+    headers: &HeaderMap,
+    expire_after: Option<u32>,
+) -> Result<(), Response> {
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::to_string);
     let Some(token) = presented else {
         return Err(unauthorized(service, "Access token is empty."));
@@ -114,17 +152,32 @@ fn check_token(s: &Shared, service: Service, headers: &HeaderMap, expire_after: 
     }
     t.calls += 1;
     if Instant::now() >= t.expires_at || expire_after.is_some_and(|n| t.calls > n) {
-        return Err(unauthorized(service, "Access token has expired or is not yet valid."));
+        return Err(unauthorized(
+            service,
+            "Access token has expired or is not yet valid.",
+        ));
     }
     Ok(())
 }
 
 fn unauthorized(service: Service, message: &str) -> Response {
     match service {
-        Service::Graph => error(service, StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message),
+        Service::Graph => error(
+            service,
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            message,
+        ),
         Service::Procore => {
-            let mut r = (StatusCode::UNAUTHORIZED, axum::Json(json!({ "errors": message }))).into_response();
-            r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"Procore API\", error=\"invalid_token\""));
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({ "errors": message })),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static("Bearer realm=\"Procore API\", error=\"invalid_token\""),
+            );
             r
         }
     }
@@ -139,7 +192,14 @@ pub fn error(service: Service, status: StatusCode, code: &str, message: &str) ->
 }
 
 pub fn graph_error_body(code: &str, message: &str) -> serde_json::Value {
-    let id = format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", rand::random::<u32>(), rand::random::<u16>(), rand::random::<u16>() & 0xfff, rand::random::<u16>() & 0xfff, rand::random::<u64>() & 0xffff_ffff_ffff);
+    let id = format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        rand::random::<u32>(),
+        rand::random::<u16>(),
+        rand::random::<u16>() & 0xfff,
+        rand::random::<u16>() & 0xfff,
+        rand::random::<u64>() & 0xffff_ffff_ffff
+    );
     json!({
         "error": {
             "code": code,
@@ -163,10 +223,17 @@ fn too_many(service: Service, retry_after: Option<&str>, limit: Option<u32>) -> 
         ),
         Service::Procore => {
             let text = match limit {
-                Some(l) => format!("Rate limit of {l} requests per minute exceeded. Try again later.\n"),
+                Some(l) => {
+                    format!("Rate limit of {l} requests per minute exceeded. Try again later.\n")
+                }
                 None => "Too Many Requests\n".to_string(),
             };
-            (StatusCode::TOO_MANY_REQUESTS, [("content-type", "text/plain; charset=utf-8")], text).into_response()
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("content-type", "text/plain; charset=utf-8")],
+                text,
+            )
+                .into_response()
         }
     };
     if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -178,7 +245,11 @@ fn too_many(service: Service, retry_after: Option<&str>, limit: Option<u32>) -> 
 /// Headers, then the connection breaks before the body: what a client sees
 /// when a proxy or the network drops it.
 fn dropped_connection() -> Response {
-    let stream = futures_util::stream::once(async { Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other("connection dropped (injected fault)")) });
+    let stream = futures_util::stream::once(async {
+        Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other(
+            "connection dropped (injected fault)",
+        ))
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
@@ -188,7 +259,11 @@ fn dropped_connection() -> Response {
 
 /// Query pairs in order, percent-decoded (`+` is a space, as in forms).
 pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
-    let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     query
         .unwrap_or("")
         .split('&')
@@ -201,16 +276,31 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
 }
 
 pub fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Strict query encoding for links we hand out.
 pub fn encode_query(pairs: &[(String, String)]) -> String {
-    const SET: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'$').remove(b'[').remove(b']');
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'$')
+        .remove(b'[')
+        .remove(b']');
     pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", percent_encoding::utf8_percent_encode(k, SET), percent_encoding::utf8_percent_encode(v, SET)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                percent_encoding::utf8_percent_encode(k, SET),
+                percent_encoding::utf8_percent_encode(v, SET)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
 }

@@ -64,7 +64,10 @@ impl Faults {
             Injected::Unavailable
         } else if self.fail_500_at.contains(&ordinal) {
             Injected::ServerError
-        } else if self.rate_429_every.is_some_and(|n| n > 0 && ordinal % n == 0) {
+        } else if self
+            .rate_429_every
+            .is_some_and(|n| n > 0 && ordinal.is_multiple_of(n))
+        {
             Injected::TooMany
         } else {
             Injected::None
@@ -78,9 +81,9 @@ impl Faults {
             RetryAfterStyle::Integer => Some(secs.to_string()),
             RetryAfterStyle::Fractional => Some(format!("{secs}.25")),
             RetryAfterStyle::Absent => None,
-            RetryAfterStyle::HttpDate => {
-                Some(httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(secs + 1)))
-            }
+            RetryAfterStyle::HttpDate => Some(httpdate::fmt_http_date(
+                std::time::SystemTime::now() + std::time::Duration::from_secs(secs + 1),
+            )),
         }
     }
 }

@@ -17,8 +17,19 @@ use crate::state::{SentMail, Service, Shared};
 const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 999;
-const USER_DEFAULT_PROPERTIES: &[&str] =
-    &["businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone", "officeLocation", "preferredLanguage", "surname", "userPrincipalName", "id"];
+const USER_DEFAULT_PROPERTIES: &[&str] = &[
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+    "id",
+];
 
 fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
     let trace = format!("{:032x}", rand::random::<u128>());
@@ -38,20 +49,45 @@ pub async fn token(State(s): State<Shared>, Path(tenant): Path<String>, body: St
     let form: HashMap<String, String> = query_pairs(Some(&body)).into_iter().collect();
     let scenario_tenant = s.lock().scenario.tenant_id.clone();
     if tenant != scenario_tenant && tenant != "contoso.onmicrosoft.com" {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 90002, &format!("Tenant '{tenant}' not found."));
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            &format!("Tenant '{tenant}' not found."),
+        );
     }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return aad_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            "The app requested an unsupported grant type.",
+        );
     }
     let creds = &s.config.credentials;
     if form.get("client_id") != Some(&creds.graph_client_id) {
-        return aad_error(StatusCode::BAD_REQUEST, "unauthorized_client", 700016, "Application was not found in the directory.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            "Application was not found in the directory.",
+        );
     }
     if form.get("client_secret") != Some(&creds.graph_client_secret) {
-        return aad_error(StatusCode::UNAUTHORIZED, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.");
+        return aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
+        );
     }
     if form.get("scope").map(String::as_str) != Some(GRAPH_SCOPE) {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_scope", 1002012, "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            1002012,
+            "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.",
+        );
     }
     let (token, lifetime) = s.issue_token(Service::Graph);
     Json(json!({ "token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token })).into_response()
@@ -89,7 +125,11 @@ pub fn parse_filter(filter: &str) -> Option<Vec<String>> {
             return Some(prefixes);
         }
         let lower = rest.to_ascii_lowercase();
-        rest = if lower.starts_with("or ") { rest[3..].trim_start() } else { return None };
+        rest = if lower.starts_with("or ") {
+            rest[3..].trim_start()
+        } else {
+            return None;
+        };
     }
 }
 
@@ -102,30 +142,51 @@ fn page_size(pairs: &[(String, String)]) -> Result<usize, Response> {
                 Service::Graph,
                 StatusCode::BAD_REQUEST,
                 "Request_BadRequest",
-                &format!("Invalid page size specified: '{t}'. Must be between 1 and {MAX_PAGE} inclusive."),
+                &format!(
+                    "Invalid page size specified: '{t}'. Must be between 1 and {MAX_PAGE} inclusive."
+                ),
             )),
         },
     }
 }
 
 fn select(pairs: &[(String, String)]) -> Option<Vec<String>> {
-    get(pairs, "$select").map(|s| s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+    get(pairs, "$select").map(|s| {
+        s.split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect()
+    })
 }
 
 /// Skip tokens are opaque to clients: an offset, scrambled, and whether the
 /// (injected) empty page has been served.
 fn encode_skip(offset: usize, after_empty: bool) -> String {
-    format!("{}{:x}", if after_empty { "RFNT" } else { "X2Q" }, (offset as u64) ^ 0x5DEE_CE66_D1CE_4E5B)
+    format!(
+        "{}{:x}",
+        if after_empty { "RFNT" } else { "X2Q" },
+        (offset as u64) ^ 0x5DEE_CE66_D1CE_4E5B
+    )
 }
 
 fn decode_skip(token: &str) -> Option<(usize, bool)> {
-    let (rest, after_empty) = if let Some(r) = token.strip_prefix("RFNT") { (r, true) } else { (token.strip_prefix("X2Q")?, false) };
+    let (rest, after_empty) = if let Some(r) = token.strip_prefix("RFNT") {
+        (r, true)
+    } else {
+        (token.strip_prefix("X2Q")?, false)
+    };
     let n = u64::from_str_radix(rest, 16).ok()? ^ 0x5DEE_CE66_D1CE_4E5B;
     Some((usize::try_from(n).ok()?, after_empty))
 }
 
 /// One page of `items`, with an absolute nextLink that keeps the query.
-fn page(s: &Shared, path: &str, pairs: &[(String, String)], items: Vec<Value>, context: &str) -> Response {
+fn page(
+    s: &Shared,
+    path: &str,
+    pairs: &[(String, String)],
+    items: Vec<Value>,
+    context: &str,
+) -> Response {
     let size = match page_size(pairs) {
         Ok(n) => n,
         Err(r) => return r,
@@ -134,25 +195,44 @@ fn page(s: &Shared, path: &str, pairs: &[(String, String)], items: Vec<Value>, c
         None => (0, false),
         Some(t) => match decode_skip(t) {
             Some(v) => v,
-            None => return error(Service::Graph, StatusCode::BAD_REQUEST, "Request_BadRequest", "Invalid skip token."),
+            None => {
+                return error(
+                    Service::Graph,
+                    StatusCode::BAD_REQUEST,
+                    "Request_BadRequest",
+                    "Invalid skip token.",
+                );
+            }
         },
     };
     let empty_pages = s.lock().faults.empty_graph_pages;
-    let keep: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "$skiptoken").cloned().collect();
+    let keep: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "$skiptoken")
+        .cloned()
+        .collect();
     let link = |offset: usize, after_empty: bool| {
         let mut q = keep.clone();
         q.push(("$skiptoken".into(), encode_skip(offset, after_empty)));
         format!("{}{path}?{}", s.base_url, encode_query(&q))
     };
     let mut body = Map::new();
-    body.insert("@odata.context".into(), json!(format!("https://graph.microsoft.com/v1.0/$metadata#{context}")));
+    body.insert(
+        "@odata.context".into(),
+        json!(format!(
+            "https://graph.microsoft.com/v1.0/$metadata#{context}"
+        )),
+    );
     if empty_pages && offset == 0 && !after_empty {
         body.insert("value".into(), json!([]));
         body.insert("@odata.nextLink".into(), json!(link(0, true)));
         return Json(Value::Object(body)).into_response();
     }
     let end = (offset + size).min(items.len());
-    let value: Vec<Value> = items.get(offset..end).map(<[Value]>::to_vec).unwrap_or_default();
+    let value: Vec<Value> = items
+        .get(offset..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
     body.insert("value".into(), Value::Array(value));
     if end < items.len() {
         body.insert("@odata.nextLink".into(), json!(link(end, true)));
@@ -160,7 +240,12 @@ fn page(s: &Shared, path: &str, pairs: &[(String, String)], items: Vec<Value>, c
     Json(Value::Object(body)).into_response()
 }
 
-fn project(full: Map<String, Value>, kind: &str, selected: Option<&[String]>, defaults: Option<&[&str]>) -> Value {
+fn project(
+    full: Map<String, Value>,
+    kind: &str,
+    selected: Option<&[String]>,
+    defaults: Option<&[&str]>,
+) -> Value {
     let mut out = Map::new();
     out.insert("@odata.type".into(), json!(kind));
     for (k, v) in full {
@@ -205,7 +290,12 @@ pub async fn groups(State(s): State<Shared>, RawQuery(query): RawQuery) -> Respo
         Some(f) => match parse_filter(f) {
             Some(p) => Some(p),
             None => {
-                return error(Service::Graph, StatusCode::BAD_REQUEST, "Request_UnsupportedQuery", &format!("Unsupported or invalid query filter clause specified: '{f}'."));
+                return error(
+                    Service::Graph,
+                    StatusCode::BAD_REQUEST,
+                    "Request_UnsupportedQuery",
+                    &format!("Unsupported or invalid query filter clause specified: '{f}'."),
+                );
             }
         },
     };
@@ -233,11 +323,19 @@ pub async fn groups(State(s): State<Shared>, RawQuery(query): RawQuery) -> Respo
     page(&s, "/v1.0/groups", &pairs, items, "groups")
 }
 
-pub async fn members(State(s): State<Shared>, Path(id): Path<String>, RawQuery(query): RawQuery) -> Response {
+pub async fn members(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     list_members(s, id, query, false)
 }
 
-pub async fn transitive_members(State(s): State<Shared>, Path(id): Path<String>, RawQuery(query): RawQuery) -> Response {
+pub async fn transitive_members(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     list_members(s, id, query, true)
 }
 
@@ -248,7 +346,14 @@ fn list_members(s: Shared, id: String, query: Option<String>, transitive: bool) 
         let d = s.lock();
         let scenario = &d.scenario;
         let Some(group) = scenario.groups.iter().find(|g| g.id == id) else {
-            return error(Service::Graph, StatusCode::NOT_FOUND, "Request_ResourceNotFound", &format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."));
+            return error(
+                Service::Graph,
+                StatusCode::NOT_FOUND,
+                "Request_ResourceNotFound",
+                &format!(
+                    "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
+                ),
+            );
         };
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
@@ -261,24 +366,58 @@ fn list_members(s: Shared, id: String, query: Option<String>, transitive: bool) 
             for m in &g.members {
                 let (key, value) = match m {
                     Member::User { id } => match scenario.user(id) {
-                        Some(u) => (id.clone(), project(user_json(u), "#microsoft.graph.user", selected.as_deref(), Some(USER_DEFAULT_PROPERTIES))),
+                        Some(u) => (
+                            id.clone(),
+                            project(
+                                user_json(u),
+                                "#microsoft.graph.user",
+                                selected.as_deref(),
+                                Some(USER_DEFAULT_PROPERTIES),
+                            ),
+                        ),
                         None => continue,
                     },
                     Member::Group { id } => {
-                        let Some(inner) = scenario.groups.iter().find(|x| &x.id == id) else { continue };
+                        let Some(inner) = scenario.groups.iter().find(|x| &x.id == id) else {
+                            continue;
+                        };
                         if transitive {
                             stack.push(inner);
                         }
-                        let Value::Object(full) = json!({ "id": inner.id, "displayName": inner.display_name }) else { continue };
-                        (id.clone(), project(full, "#microsoft.graph.group", selected.as_deref(), None))
+                        let Value::Object(full) =
+                            json!({ "id": inner.id, "displayName": inner.display_name })
+                        else {
+                            continue;
+                        };
+                        (
+                            id.clone(),
+                            project(full, "#microsoft.graph.group", selected.as_deref(), None),
+                        )
                     }
                     Member::Device { id, display_name } => {
-                        let Value::Object(full) = json!({ "id": id, "displayName": display_name, "accountEnabled": true }) else { continue };
-                        (id.clone(), project(full, "#microsoft.graph.device", selected.as_deref(), None))
+                        let Value::Object(full) = json!({ "id": id, "displayName": display_name, "accountEnabled": true })
+                        else {
+                            continue;
+                        };
+                        (
+                            id.clone(),
+                            project(full, "#microsoft.graph.device", selected.as_deref(), None),
+                        )
                     }
                     Member::ServicePrincipal { id, display_name } => {
-                        let Value::Object(full) = json!({ "id": id, "displayName": display_name, "accountEnabled": true }) else { continue };
-                        (id.clone(), project(full, "#microsoft.graph.servicePrincipal", selected.as_deref(), None))
+                        let Value::Object(full) = json!({ "id": id, "displayName": display_name, "accountEnabled": true })
+                        else {
+                            continue;
+                        };
+                        (
+                            id.clone(),
+                            project(
+                                full,
+                                "#microsoft.graph.servicePrincipal",
+                                selected.as_deref(),
+                                None,
+                            ),
+                        )
                     }
                 };
                 if seen.insert(key) {
@@ -288,12 +427,26 @@ fn list_members(s: Shared, id: String, query: Option<String>, transitive: bool) 
         }
         out
     };
-    let relation = if transitive { "transitiveMembers" } else { "members" };
-    page(&s, &format!("/v1.0/groups/{id}/{relation}"), &pairs, items, "directoryObjects")
+    let relation = if transitive {
+        "transitiveMembers"
+    } else {
+        "members"
+    };
+    page(
+        &s,
+        &format!("/v1.0/groups/{id}/{relation}"),
+        &pairs,
+        items,
+        "directoryObjects",
+    )
 }
 
 /// `POST /v1.0/users/{id|upn}/sendMail` → 202, empty body; the mail is recorded.
-pub async fn send_mail(State(s): State<Shared>, Path(user): Path<String>, body: String) -> Response {
+pub async fn send_mail(
+    State(s): State<Shared>,
+    Path(user): Path<String>,
+    body: String,
+) -> Response {
     let sender = {
         let d = s.lock();
         d.scenario
@@ -302,20 +455,46 @@ pub async fn send_mail(State(s): State<Shared>, Path(user): Path<String>, body: 
             .find(|u| {
                 u.id == user
                     || u.user_principal_name.eq_ignore_ascii_case(&user)
-                    || u.mail.as_deref().is_some_and(|m| m.trim().eq_ignore_ascii_case(&user))
+                    || u.mail
+                        .as_deref()
+                        .is_some_and(|m| m.trim().eq_ignore_ascii_case(&user))
             })
             .map(|u| u.user_principal_name.clone())
     };
     let Some(sender) = sender else {
-        return error(Service::Graph, StatusCode::NOT_FOUND, "ErrorInvalidUser", &format!("The requested user '{user}' is invalid."));
+        return error(
+            Service::Graph,
+            StatusCode::NOT_FOUND,
+            "ErrorInvalidUser",
+            &format!("The requested user '{user}' is invalid."),
+        );
     };
-    let bad = |why: &str| error(Service::Graph, StatusCode::BAD_REQUEST, "ErrorInvalidRequest", why);
-    let Ok(parsed) = serde_json::from_str::<Value>(&body) else { return bad("Cannot read the request body: it is not JSON.") };
-    let Some(message) = parsed.get("message") else { return bad("Required property 'message' is missing.") };
+    let bad = |why: &str| {
+        error(
+            Service::Graph,
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            why,
+        )
+    };
+    let Ok(parsed) = serde_json::from_str::<Value>(&body) else {
+        return bad("Cannot read the request body: it is not JSON.");
+    };
+    let Some(message) = parsed.get("message") else {
+        return bad("Required property 'message' is missing.");
+    };
     let to: Vec<String> = message
         .get("toRecipients")
         .and_then(Value::as_array)
-        .map(|list| list.iter().filter_map(|r| r.pointer("/emailAddress/address").and_then(Value::as_str).map(str::to_string)).collect())
+        .map(|list| {
+            list.iter()
+                .filter_map(|r| {
+                    r.pointer("/emailAddress/address")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .collect()
+        })
         .unwrap_or_default();
     if to.is_empty() {
         return bad("At least one recipient is required, but none were found.");
@@ -323,9 +502,21 @@ pub async fn send_mail(State(s): State<Shared>, Path(user): Path<String>, body: 
     let mail = SentMail {
         from: sender,
         to,
-        subject: message.get("subject").and_then(Value::as_str).unwrap_or("").to_string(),
-        content_type: message.pointer("/body/contentType").and_then(Value::as_str).unwrap_or("Text").to_string(),
-        html: message.pointer("/body/content").and_then(Value::as_str).unwrap_or("").to_string(),
+        subject: message
+            .get("subject")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        content_type: message
+            .pointer("/body/contentType")
+            .and_then(Value::as_str)
+            .unwrap_or("Text")
+            .to_string(),
+        html: message
+            .pointer("/body/content")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
     };
     s.lock().mails.push(mail);
     StatusCode::ACCEPTED.into_response()
@@ -338,11 +529,19 @@ mod tests {
     #[test]
     fn filters_parse_with_doubled_quotes_and_dashes() {
         assert_eq!(
-            parse_filter("startswith(displayName,'License – Microsoft') or startswith(displayName,'O''Brien')"),
-            Some(vec!["License – Microsoft".to_string(), "O'Brien".to_string()])
+            parse_filter(
+                "startswith(displayName,'License – Microsoft') or startswith(displayName,'O''Brien')"
+            ),
+            Some(vec![
+                "License – Microsoft".to_string(),
+                "O'Brien".to_string()
+            ])
         );
         assert_eq!(parse_filter("displayName eq 'x'"), None);
-        assert_eq!(parse_filter("startswith(displayName,'x') and startswith(displayName,'y')"), None);
+        assert_eq!(
+            parse_filter("startswith(displayName,'x') and startswith(displayName,'y')"),
+            None
+        );
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! expose is exposed here too. Used by `sluice emulate`, `sluice demo` and
 //! the end-to-end tests.
 
+// Handlers return `Result<_, Response>` so an early error is the response
+// itself; the size of axum's Response does not matter on this path.
+#![allow(clippy::result_large_err)]
+
 pub mod admin;
 pub mod api;
 pub mod config;
@@ -22,7 +26,7 @@ use tokio::sync::oneshot;
 pub use config::{Credentials, EmulatorConfig};
 pub use faults::{Faults, RetryAfterStyle};
 pub use scenario::{ExpectedSync, Scenario};
-pub use state::{StateSnapshot, SentMail};
+pub use state::{SentMail, StateSnapshot};
 
 use state::Shared;
 
@@ -40,16 +44,40 @@ pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
     let graph = Router::new()
         .route("/v1.0/groups", get(graph::groups))
         .route("/v1.0/groups/{id}/members", get(graph::members))
-        .route("/v1.0/groups/{id}/transitiveMembers", get(graph::transitive_members))
+        .route(
+            "/v1.0/groups/{id}/transitiveMembers",
+            get(graph::transitive_members),
+        )
         .route("/v1.0/users/{user}/sendMail", post(graph::send_mail))
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), api::graph_gate));
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            api::graph_gate,
+        ));
     let procore = Router::new()
-        .route("/rest/v1.0/companies/{company}/users", get(procore::active_users).post(procore::create_user))
-        .route("/rest/v1.0/companies/{company}/users/inactive", get(procore::inactive_users))
-        .route("/rest/v1.0/companies/{company}/users/{id}", patch(procore::update_user))
-        .route("/rest/v1.0/projects/{project}/users", get(procore::project_users))
-        .route("/rest/v1.0/projects/{project}/users/{id}/actions/add", post(procore::add_to_project))
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), api::procore_gate));
+        .route(
+            "/rest/v1.0/companies/{company}/users",
+            get(procore::active_users).post(procore::create_user),
+        )
+        .route(
+            "/rest/v1.0/companies/{company}/users/inactive",
+            get(procore::inactive_users),
+        )
+        .route(
+            "/rest/v1.0/companies/{company}/users/{id}",
+            patch(procore::update_user),
+        )
+        .route(
+            "/rest/v1.0/projects/{project}/users",
+            get(procore::project_users),
+        )
+        .route(
+            "/rest/v1.0/projects/{project}/users/{id}/actions/add",
+            post(procore::add_to_project),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            api::procore_gate,
+        ));
     let app = Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(graph::token))
         .route("/oauth/token", post(procore::token))
@@ -58,18 +86,33 @@ pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
         .route("/_admin/faults", put(admin::set_faults))
         .merge(graph)
         .merge(procore)
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), api::log_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            api::log_requests,
+        ))
         .with_state(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(async { let _ = rx.await; }).await;
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
     });
-    Ok(RunningEmulator { shared, shutdown: Some(tx), task })
+    Ok(RunningEmulator {
+        shared,
+        shutdown: Some(tx),
+        task,
+    })
 }
 
 pub(crate) fn snapshot_of(s: &Shared) -> StateSnapshot {
     let d = s.lock();
-    StateSnapshot { scenario: d.scenario.clone(), mails: d.mails.clone(), requests: d.log.clone() }
+    StateSnapshot {
+        scenario: d.scenario.clone(),
+        mails: d.mails.clone(),
+        requests: d.log.clone(),
+    }
 }
 
 impl RunningEmulator {
@@ -88,14 +131,32 @@ impl RunningEmulator {
             ("GRAPH_CLIENT_ID".into(), c.graph_client_id.clone()),
             ("GRAPH_CLIENT_SECRET".into(), c.graph_client_secret.clone()),
             ("GRAPH_BASE_URL".into(), format!("{base}/v1.0")),
-            ("GRAPH_TOKEN_URL".into(), format!("{base}/{}/oauth2/v2.0/token", sc.tenant_id)),
+            (
+                "GRAPH_TOKEN_URL".into(),
+                format!("{base}/{}/oauth2/v2.0/token", sc.tenant_id),
+            ),
             ("PROCORE_CLIENT_ID".into(), c.procore_client_id.clone()),
-            ("PROCORE_CLIENT_SECRET".into(), c.procore_client_secret.clone()),
+            (
+                "PROCORE_CLIENT_SECRET".into(),
+                c.procore_client_secret.clone(),
+            ),
             ("PROCORE_COMPANY_ID".into(), sc.company_id.to_string()),
             ("PROCORE_BASE_URL".into(), base.clone()),
             ("PROCORE_TOKEN_URL".into(), format!("{base}/oauth/token")),
-            ("PROCORE_PROJECT_ID".into(), sc.project_ids.first().map(|p| p.to_string()).unwrap_or_default()),
-            ("PROCORE_PERMISSION_TEMPLATE_ID".into(), sc.permission_template_ids.first().map(|p| p.to_string()).unwrap_or_default()),
+            (
+                "PROCORE_PROJECT_ID".into(),
+                sc.project_ids
+                    .first()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "PROCORE_PERMISSION_TEMPLATE_ID".into(),
+                sc.permission_template_ids
+                    .first()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+            ),
             ("REPORT_MAIL_FROM".into(), sc.mail_from.clone()),
             ("REPORT_MAIL_TO".into(), sc.mail_to.clone()),
         ]

@@ -24,18 +24,29 @@ fn errors(status: StatusCode, body: Value) -> Response {
 
 /// `POST /oauth/token`: JSON, form or multipart body.
 pub async fn token(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
-    let raw_content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let raw_content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let content_type = raw_content_type.to_ascii_lowercase();
     let fields: HashMap<String, String> = if content_type.starts_with("application/json") {
         match serde_json::from_str::<HashMap<String, Value>>(&body) {
-            Ok(map) => map.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string()))).collect(),
+            Ok(map) => map
+                .into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
+                .collect(),
             Err(_) => return errors(StatusCode::BAD_REQUEST, json!("invalid JSON body")),
         }
     } else if content_type.starts_with("multipart/form-data") {
         // The boundary is case-sensitive: read it from the header as sent.
         match raw_content_type.split("boundary=").nth(1) {
             Some(boundary) => multipart_fields(&body, boundary.trim_matches('"')),
-            None => return errors(StatusCode::BAD_REQUEST, json!("multipart body without a boundary")),
+            None => {
+                return errors(
+                    StatusCode::BAD_REQUEST,
+                    json!("multipart body without a boundary"),
+                );
+            }
         }
     } else {
         query_pairs(Some(&body)).into_iter().collect()
@@ -58,7 +69,9 @@ pub async fn token(State(s): State<Shared>, headers: HeaderMap, body: String) ->
             .into_response();
     }
     let creds = &s.config.credentials;
-    if fields.get("client_id") != Some(&creds.procore_client_id) || fields.get("client_secret") != Some(&creds.procore_client_secret) {
+    if fields.get("client_id") != Some(&creds.procore_client_id)
+        || fields.get("client_secret") != Some(&creds.procore_client_secret)
+    {
         return invalid_client();
     }
     let (token, lifetime) = s.issue_token(Service::Procore);
@@ -69,9 +82,17 @@ fn multipart_fields(body: &str, boundary: &str) -> HashMap<String, String> {
     let delimiter = format!("--{boundary}");
     body.split(delimiter.as_str())
         .filter_map(|part| {
-            let (head, value) = part.split_once("\r\n\r\n").or_else(|| part.split_once("\n\n"))?;
+            let (head, value) = part
+                .split_once("\r\n\r\n")
+                .or_else(|| part.split_once("\n\n"))?;
             let name = head.split("name=\"").nth(1)?.split('"').next()?;
-            Some((name.to_string(), value.trim_end_matches(['\r', '\n']).trim_end_matches("--").to_string()))
+            Some((
+                name.to_string(),
+                value
+                    .trim_end_matches(['\r', '\n'])
+                    .trim_end_matches("--")
+                    .to_string(),
+            ))
         })
         .collect()
 }
@@ -79,17 +100,31 @@ fn multipart_fields(body: &str, boundary: &str) -> HashMap<String, String> {
 /// Checks the company in the path and the `Procore-Company-Id` header.
 fn company_check(s: &Shared, headers: &HeaderMap, company: Option<&str>) -> Result<(), Response> {
     let expected = s.lock().scenario.company_id.to_string();
-    match headers.get("procore-company-id").and_then(|v| v.to_str().ok()) {
-        None => return Err(errors(StatusCode::BAD_REQUEST, json!("Procore-Company-Id header is required"))),
+    match headers
+        .get("procore-company-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        None => {
+            return Err(errors(
+                StatusCode::BAD_REQUEST,
+                json!("Procore-Company-Id header is required"),
+            ));
+        }
         Some(h) if h.trim() != expected => {
-            return Err(errors(StatusCode::FORBIDDEN, json!(format!("You do not have access to company {h}"))));
+            return Err(errors(
+                StatusCode::FORBIDDEN,
+                json!(format!("You do not have access to company {h}")),
+            ));
         }
         Some(_) => {}
     }
-    if let Some(c) = company {
-        if c != expected {
-            return Err(errors(StatusCode::NOT_FOUND, json!(format!("Company {c} not found"))));
-        }
+    if let Some(c) = company
+        && c != expected
+    {
+        return Err(errors(
+            StatusCode::NOT_FOUND,
+            json!(format!("Company {c} not found")),
+        ));
     }
     Ok(())
 }
@@ -116,14 +151,24 @@ pub fn user_json(u: &ProcoreUser) -> Value {
 
 /// A bare JSON array page with `Total`, `Per-Page` and `Link`.
 fn paged(s: &Shared, path: &str, pairs: &[(String, String)], items: Vec<Value>) -> Response {
-    let per_page = get(pairs, "per_page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(DEFAULT_PER_PAGE).clamp(1, MAX_PER_PAGE);
-    let page = get(pairs, "page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let per_page = get(pairs, "per_page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_PER_PAGE)
+        .clamp(1, MAX_PER_PAGE);
+    let page = get(pairs, "page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
     let total = items.len();
     let last = total.div_ceil(per_page).max(1);
     let start = (page - 1).saturating_mul(per_page).min(total);
     let end = (start + per_page).min(total);
     let link = |p: usize| {
-        let mut q: Vec<(String, String)> = pairs.iter().filter(|(k, _)| k != "page" && k != "per_page").cloned().collect();
+        let mut q: Vec<(String, String)> = pairs
+            .iter()
+            .filter(|(k, _)| k != "page" && k != "per_page")
+            .cloned()
+            .collect();
         q.push(("page".into(), p.to_string()));
         q.push(("per_page".into(), per_page.to_string()));
         format!("<{}{path}?{}>", s.base_url, encode_query(&q))
@@ -138,7 +183,11 @@ fn paged(s: &Shared, path: &str, pairs: &[(String, String)], items: Vec<Value>) 
     links.push(format!("{}; rel=\"last\"", link(last)));
     let mut response = Json(Value::Array(items[start..end].to_vec())).into_response();
     let h = response.headers_mut();
-    for (name, value) in [("total", total.to_string()), ("per-page", per_page.to_string()), ("link", links.join(", "))] {
+    for (name, value) in [
+        ("total", total.to_string()),
+        ("per-page", per_page.to_string()),
+        ("link", links.join(", ")),
+    ] {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
         }
@@ -146,12 +195,21 @@ fn paged(s: &Shared, path: &str, pairs: &[(String, String)], items: Vec<Value>) 
     response
 }
 
-fn list(s: Shared, headers: HeaderMap, company: String, query: Option<String>, active: bool, path: String) -> Response {
+fn list(
+    s: Shared,
+    headers: HeaderMap,
+    company: String,
+    query: Option<String>,
+    active: bool,
+    path: String,
+) -> Response {
     if let Err(r) = company_check(&s, &headers, Some(&company)) {
         return r;
     }
     let pairs = query_pairs(query.as_deref());
-    let search = get(&pairs, "filters[search]").map(str::to_lowercase).filter(|q| !q.is_empty());
+    let search = get(&pairs, "filters[search]")
+        .map(str::to_lowercase)
+        .filter(|q| !q.is_empty());
     let items: Vec<Value> = {
         let d = s.lock();
         d.scenario
@@ -163,7 +221,9 @@ fn list(s: Shared, headers: HeaderMap, company: String, query: Option<String>, a
                     [&u.first_name, &u.last_name, &u.email_address, &u.login]
                         .iter()
                         .any(|f| f.to_lowercase().contains(q.as_str()))
-                        || format!("{} {}", u.first_name, u.last_name).to_lowercase().contains(q.as_str())
+                        || format!("{} {}", u.first_name, u.last_name)
+                            .to_lowercase()
+                            .contains(q.as_str())
                 })
             })
             .map(user_json)
@@ -172,30 +232,53 @@ fn list(s: Shared, headers: HeaderMap, company: String, query: Option<String>, a
     paged(&s, &path, &pairs, items)
 }
 
-pub async fn active_users(State(s): State<Shared>, headers: HeaderMap, Path(company): Path<String>, RawQuery(q): RawQuery) -> Response {
+pub async fn active_users(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(company): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let path = format!("/rest/v1.0/companies/{company}/users");
     list(s, headers, company, q, true, path)
 }
 
-pub async fn inactive_users(State(s): State<Shared>, headers: HeaderMap, Path(company): Path<String>, RawQuery(q): RawQuery) -> Response {
+pub async fn inactive_users(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(company): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let path = format!("/rest/v1.0/companies/{company}/users/inactive");
     list(s, headers, company, q, false, path)
 }
 
 fn text(v: &Value, name: &str) -> Option<String> {
-    v.get(name).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    v.get(name)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn nested_user(body: &str) -> Result<Value, Response> {
-    let parsed: Value = serde_json::from_str(body).map_err(|_| errors(StatusCode::BAD_REQUEST, json!("body is not valid JSON")))?;
+    let parsed: Value = serde_json::from_str(body)
+        .map_err(|_| errors(StatusCode::BAD_REQUEST, json!("body is not valid JSON")))?;
     match parsed.get("user") {
         Some(u) if u.is_object() => Ok(u.clone()),
-        _ => Err(errors(StatusCode::BAD_REQUEST, json!("param is missing or the value is empty: user"))),
+        _ => Err(errors(
+            StatusCode::BAD_REQUEST,
+            json!("param is missing or the value is empty: user"),
+        )),
     }
 }
 
 /// `POST /rest/v1.0/companies/{id}/users`
-pub async fn create_user(State(s): State<Shared>, headers: HeaderMap, Path(company): Path<String>, body: String) -> Response {
+pub async fn create_user(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(company): Path<String>,
+    body: String,
+) -> Response {
     if let Err(r) = company_check(&s, &headers, Some(&company)) {
         return r;
     }
@@ -214,19 +297,29 @@ pub async fn create_user(State(s): State<Shared>, headers: HeaderMap, Path(compa
     }
     let email = text(&user, "email_address").unwrap_or_default();
     let login = text(&user, "login").unwrap_or_else(|| email.clone());
-    let conflict = StatusCode::from_u16(s.config.conflict_status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+    let conflict =
+        StatusCode::from_u16(s.config.conflict_status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
     let mut d = s.lock();
     let taken = |field: &str, value: &str, d: &crate::state::Data| {
         d.scenario.procore_users.iter().any(|u| match field {
-            "login" => u.login.trim().eq_ignore_ascii_case(value) || u.email_address.trim().eq_ignore_ascii_case(value),
-            _ => u.email_address.trim().eq_ignore_ascii_case(value) || u.login.trim().eq_ignore_ascii_case(value),
+            "login" => {
+                u.login.trim().eq_ignore_ascii_case(value)
+                    || u.email_address.trim().eq_ignore_ascii_case(value)
+            }
+            _ => {
+                u.email_address.trim().eq_ignore_ascii_case(value)
+                    || u.login.trim().eq_ignore_ascii_case(value)
+            }
         })
     };
     if taken("login", &login, &d) {
         return errors(conflict, json!({ "login": ["has already been taken"] }));
     }
     if taken("email_address", &email, &d) {
-        return errors(conflict, json!({ "email_address": ["has already been taken"] }));
+        return errors(
+            conflict,
+            json!({ "email_address": ["has already been taken"] }),
+        );
     }
     let id = d.next_procore_id;
     d.next_procore_id += 1;
@@ -237,8 +330,14 @@ pub async fn create_user(State(s): State<Shared>, headers: HeaderMap, Path(compa
         email_address: email,
         first_name: text(&user, "first_name").unwrap_or_default(),
         last_name: text(&user, "last_name").unwrap_or_default(),
-        is_active: user.get("is_active").and_then(Value::as_bool).unwrap_or(true),
-        is_employee: user.get("is_employee").and_then(Value::as_bool).unwrap_or(false),
+        is_active: user
+            .get("is_active")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        is_employee: user
+            .get("is_employee")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         job_title: text(&user, "job_title"),
         created_by_api: true,
         created_at: now.clone(),
@@ -250,7 +349,12 @@ pub async fn create_user(State(s): State<Shared>, headers: HeaderMap, Path(compa
 }
 
 /// `PATCH /rest/v1.0/companies/{id}/users/{user_id}`: update; `is_active: false` deactivates.
-pub async fn update_user(State(s): State<Shared>, headers: HeaderMap, Path((company, user_id)): Path<(String, u64)>, body: String) -> Response {
+pub async fn update_user(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((company, user_id)): Path<(String, u64)>,
+    body: String,
+) -> Response {
     if let Err(r) = company_check(&s, &headers, Some(&company)) {
         return r;
     }
@@ -259,13 +363,24 @@ pub async fn update_user(State(s): State<Shared>, headers: HeaderMap, Path((comp
         Err(r) => return r,
     };
     let mut d = s.lock();
-    let Some(u) = d.scenario.procore_users.iter_mut().find(|u| u.id == user_id) else {
-        return errors(StatusCode::NOT_FOUND, json!(format!("User {user_id} not found")));
+    let Some(u) = d
+        .scenario
+        .procore_users
+        .iter_mut()
+        .find(|u| u.id == user_id)
+    else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            json!(format!("User {user_id} not found")),
+        );
     };
     if let Some(active) = changes.get("is_active").and_then(Value::as_bool) {
         u.is_active = active;
     }
-    for (field, slot) in [("first_name", &mut u.first_name), ("last_name", &mut u.last_name)] {
+    for (field, slot) in [
+        ("first_name", &mut u.first_name),
+        ("last_name", &mut u.last_name),
+    ] {
         if let Some(v) = text(&changes, field) {
             *slot = v;
         }
@@ -275,33 +390,58 @@ pub async fn update_user(State(s): State<Shared>, headers: HeaderMap, Path((comp
 }
 
 /// `GET /rest/v1.0/projects/{id}/users`
-pub async fn project_users(State(s): State<Shared>, headers: HeaderMap, Path(project): Path<u64>, RawQuery(q): RawQuery) -> Response {
+pub async fn project_users(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(project): Path<u64>,
+    RawQuery(q): RawQuery,
+) -> Response {
     if let Err(r) = company_check(&s, &headers, None) {
         return r;
     }
     let items: Vec<Value> = {
         let d = s.lock();
         if !d.scenario.project_ids.contains(&project) {
-            return errors(StatusCode::NOT_FOUND, json!(format!("Project {project} not found")));
+            return errors(
+                StatusCode::NOT_FOUND,
+                json!(format!("Project {project} not found")),
+            );
         }
         d.scenario
             .project_users
             .iter()
             .filter(|p| p.project_id == project)
-            .filter_map(|p| d.scenario.procore_users.iter().find(|u| u.id == p.user_id).map(|u| (u, p)))
+            .filter_map(|p| {
+                d.scenario
+                    .procore_users
+                    .iter()
+                    .find(|u| u.id == p.user_id)
+                    .map(|u| (u, p))
+            })
             .map(|(u, p)| {
                 let mut v = user_json(u);
-                v["permission_template"] = json!(p.permission_template_id.map(|id| json!({ "id": id })));
+                v["permission_template"] =
+                    json!(p.permission_template_id.map(|id| json!({ "id": id })));
                 v
             })
             .collect()
     };
     let pairs = query_pairs(q.as_deref());
-    paged(&s, &format!("/rest/v1.0/projects/{project}/users"), &pairs, items)
+    paged(
+        &s,
+        &format!("/rest/v1.0/projects/{project}/users"),
+        &pairs,
+        items,
+    )
 }
 
 /// `POST /rest/v1.0/projects/{id}/users/{user_id}/actions/add`
-pub async fn add_to_project(State(s): State<Shared>, headers: HeaderMap, Path((project, user_id)): Path<(u64, u64)>, body: String) -> Response {
+pub async fn add_to_project(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((project, user_id)): Path<(u64, u64)>,
+    body: String,
+) -> Response {
     if let Err(r) = company_check(&s, &headers, None) {
         return r;
     }
@@ -309,24 +449,51 @@ pub async fn add_to_project(State(s): State<Shared>, headers: HeaderMap, Path((p
         None
     } else {
         match nested_user(&body) {
-            Ok(u) => u.get("permission_template_id").and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))),
+            Ok(u) => u.get("permission_template_id").and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            }),
             Err(r) => return r,
         }
     };
     let mut d = s.lock();
     if !d.scenario.project_ids.contains(&project) {
-        return errors(StatusCode::NOT_FOUND, json!(format!("Project {project} not found")));
+        return errors(
+            StatusCode::NOT_FOUND,
+            json!(format!("Project {project} not found")),
+        );
     }
-    let Some(user) = d.scenario.procore_users.iter().find(|u| u.id == user_id).cloned() else {
-        return errors(StatusCode::NOT_FOUND, json!(format!("User {user_id} not found")));
+    let Some(user) = d
+        .scenario
+        .procore_users
+        .iter()
+        .find(|u| u.id == user_id)
+        .cloned()
+    else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            json!(format!("User {user_id} not found")),
+        );
     };
-    if let Some(t) = template {
-        if !d.scenario.permission_template_ids.contains(&t) {
-            return errors(StatusCode::UNPROCESSABLE_ENTITY, json!({ "permission_template_id": ["is invalid"] }));
-        }
+    if let Some(t) = template
+        && !d.scenario.permission_template_ids.contains(&t)
+    {
+        return errors(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "permission_template_id": ["is invalid"] }),
+        );
     }
-    if !d.scenario.project_users.iter().any(|p| p.project_id == project && p.user_id == user_id) {
-        d.scenario.project_users.push(ProjectUser { project_id: project, user_id, permission_template_id: template });
+    if !d
+        .scenario
+        .project_users
+        .iter()
+        .any(|p| p.project_id == project && p.user_id == user_id)
+    {
+        d.scenario.project_users.push(ProjectUser {
+            project_id: project,
+            user_id,
+            permission_template_id: template,
+        });
     }
     let mut v = user_json(&user);
     v["permission_template"] = json!(template.map(|id| json!({ "id": id })));

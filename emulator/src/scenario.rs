@@ -114,11 +114,20 @@ impl Scenario {
     }
 
     fn expected(&self, transitive: bool) -> ExpectedSync {
-        let users: BTreeMap<&str, &GraphUser> = self.graph_users.iter().map(|u| (u.id.as_str(), u)).collect();
-        let groups: BTreeMap<&str, &GraphGroup> = self.groups.iter().map(|g| (g.id.as_str(), g)).collect();
+        let users: BTreeMap<&str, &GraphUser> = self
+            .graph_users
+            .iter()
+            .map(|u| (u.id.as_str(), u))
+            .collect();
+        let groups: BTreeMap<&str, &GraphGroup> =
+            self.groups.iter().map(|g| (g.id.as_str(), g)).collect();
         let mut enabled = BTreeSet::new();
         let mut disabled = BTreeSet::new();
-        for g in self.groups.iter().filter(|g| LICENSE_PREFIXES.iter().any(|p| g.display_name.starts_with(p))) {
+        for g in self.groups.iter().filter(|g| {
+            LICENSE_PREFIXES
+                .iter()
+                .any(|p| g.display_name.starts_with(p))
+        }) {
             let mut stack = vec![g];
             let mut visited = BTreeSet::new();
             while let Some(group) = stack.pop() {
@@ -128,7 +137,9 @@ impl Scenario {
                 for m in &group.members {
                     match m {
                         Member::User { id } => {
-                            let Some(u) = users.get(id.as_str()) else { continue };
+                            let Some(u) = users.get(id.as_str()) else {
+                                continue;
+                            };
                             let Some(key) = identity_key(u) else { continue };
                             if u.account_enabled {
                                 enabled.insert(key);
@@ -195,12 +206,34 @@ pub fn identity_key(u: &GraphUser) -> Option<String> {
 }
 
 const FIRST: &[&str] = &[
-    "Ada", "Grace", "Alan", "Zoë", "José", "Łukasz", "Amélie", "Søren", "Priya", "Mei", "Olu", "Fatima", "Noah", "Liam",
-    "Emma", "Sofia", "Mateo", "Chidi", "Yuki", "Björn", "Ana", "Omar", "Ines", "Kai", "Lena", "Raj", "Sara", "Tom",
+    "Ada", "Grace", "Alan", "Zoë", "José", "Łukasz", "Amélie", "Søren", "Priya", "Mei", "Olu",
+    "Fatima", "Noah", "Liam", "Emma", "Sofia", "Mateo", "Chidi", "Yuki", "Björn", "Ana", "Omar",
+    "Ines", "Kai", "Lena", "Raj", "Sara", "Tom",
 ];
 const LAST: &[&str] = &[
-    "Smith", "Lovelace", "Hopper", "Turing", "García", "Kowalski", "Müller", "O'Brien", "Nguyen", "Okafor", "Haddad",
-    "Rossi", "Johansson", "Tanaka", "Silva", "Dubois", "Novák", "Fernández", "Kim", "Patel", "Brown", "Wilson", "山田",
+    "Smith",
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "García",
+    "Kowalski",
+    "Müller",
+    "O'Brien",
+    "Nguyen",
+    "Okafor",
+    "Haddad",
+    "Rossi",
+    "Johansson",
+    "Tanaka",
+    "Silva",
+    "Dubois",
+    "Novák",
+    "Fernández",
+    "Kim",
+    "Patel",
+    "Brown",
+    "Wilson",
+    "山田",
 ];
 
 struct Generator {
@@ -210,32 +243,64 @@ struct Generator {
 
 impl Generator {
     fn new(seed: u64) -> Self {
-        Self { rng: StdRng::seed_from_u64(seed), next_guid: 1 }
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            next_guid: 1,
+        }
     }
 
     fn guid(&mut self) -> String {
         let n = self.next_guid;
         self.next_guid += 1;
         let r: u64 = self.rng.random();
-        format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", (r >> 32) as u32, n & 0xffff, (r >> 8) & 0xfff, r & 0xfff, n)
+        format!(
+            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+            (r >> 32) as u32,
+            n & 0xffff,
+            (r >> 8) & 0xfff,
+            r & 0xfff,
+            n
+        )
     }
 
     fn build(mut self, n: usize) -> Scenario {
-        let license_names = ["License – Microsoft 365 E3", "License – Microsoft 365 E5", "License – Office 365 E1"];
-        let decoy_names = ["License - Microsoft 365 E3 (retired)", "Licenses – Microsoft Visio", "Microsoft License – E5 Trial", "All Staff"];
+        let license_names = [
+            "License – Microsoft 365 E3",
+            "License – Microsoft 365 E5",
+            "License – Office 365 E1",
+        ];
+        let decoy_names = [
+            "License - Microsoft 365 E3 (retired)",
+            "Licenses – Microsoft Visio",
+            "Microsoft License – E5 Trial",
+            "All Staff",
+        ];
         let mut groups: Vec<GraphGroup> = license_names
             .iter()
             .chain(decoy_names.iter())
-            .map(|name| GraphGroup { id: self.guid(), display_name: name.to_string(), members: Vec::new() })
+            .map(|name| GraphGroup {
+                id: self.guid(),
+                display_name: name.to_string(),
+                members: Vec::new(),
+            })
             .collect();
-        let nested = GraphGroup { id: self.guid(), display_name: "Field Crews".into(), members: Vec::new() };
+        let nested = GraphGroup {
+            id: self.guid(),
+            display_name: "Field Crews".into(),
+            members: Vec::new(),
+        };
         groups.push(nested);
         let nested_index = groups.len() - 1;
         let mut graph_users = Vec::with_capacity(n + 2);
         let mut procore_users = Vec::with_capacity(n + n / 10 + 4);
         let mut next_procore_id = 1000u64;
         let stamp = "2025-06-01T12:00:00Z".to_string();
-        let mut add_procore = |users: &mut Vec<ProcoreUser>, login: String, email: String, first: &str, last: &str, active: bool| {
+        let mut add_procore = |users: &mut Vec<ProcoreUser>,
+                               login: String,
+                               email: String,
+                               first: &str,
+                               last: &str,
+                               active: bool| {
             next_procore_id += 1;
             users.push(ProcoreUser {
                 id: next_procore_id,
@@ -283,7 +348,16 @@ impl Generator {
                     .collect::<String>()
                     .to_lowercase()
             };
-            let local = format!("{}.{}{}", ascii(first), if ascii(last).is_empty() { "yamada".into() } else { ascii(last) }, i);
+            let local = format!(
+                "{}.{}{}",
+                ascii(first),
+                if ascii(last).is_empty() {
+                    "yamada".into()
+                } else {
+                    ascii(last)
+                },
+                i
+            );
             let address = format!("{local}@contoso.com");
             let mut user = GraphUser {
                 id: id.clone(),
@@ -296,7 +370,11 @@ impl Generator {
                 job_title: Some("Project Engineer".into()),
             };
             // Edge cases first, then a realistic mix.
-            let case = if i < 12 { i } else { 12 + self.rng.random_range(0..100) };
+            let case = if i < 12 {
+                i
+            } else {
+                12 + self.rng.random_range(0..100)
+            };
             let mut licensed = true;
             let mut in_procore: Option<bool> = None; // Some(active)
             let mut procore_by_email_only = false;
@@ -305,7 +383,8 @@ impl Generator {
                 1 => user.mail = None,
                 2 => user.mail = Some(String::new()),
                 3 => {
-                    user.user_principal_name = format!("{local}_fabrikam.com#EXT#@contoso.onmicrosoft.com");
+                    user.user_principal_name =
+                        format!("{local}_fabrikam.com#EXT#@contoso.onmicrosoft.com");
                     user.mail = Some(format!("{local}@fabrikam.com"));
                     user.display_name = format!("{first} {last} (Fabrikam)");
                 }
@@ -355,7 +434,9 @@ impl Generator {
                 let g = self.rng.random_range(0..license_names.len());
                 groups[g].members.push(member.clone());
                 if i == 8 || self.rng.random_range(0..5) == 0 {
-                    groups[(g + 1) % license_names.len()].members.push(member.clone());
+                    groups[(g + 1) % license_names.len()]
+                        .members
+                        .push(member.clone());
                 }
             } else if self.rng.random_range(0..2) == 0 {
                 // Only in a nested group of a license group: counted only transitively.
@@ -370,8 +451,14 @@ impl Generator {
         // Nesting, devices and service principals inside license groups.
         let nested_id = groups[nested_index].id.clone();
         groups[2].members.push(Member::Group { id: nested_id });
-        let device = Member::Device { id: self.guid(), display_name: "CONTOSO-LAPTOP-17".into() };
-        let sp = Member::ServicePrincipal { id: self.guid(), display_name: "Backup Service".into() };
+        let device = Member::Device {
+            id: self.guid(),
+            display_name: "CONTOSO-LAPTOP-17".into(),
+        };
+        let sp = Member::ServicePrincipal {
+            id: self.guid(),
+            display_name: "Backup Service".into(),
+        };
         groups[0].members.push(device);
         groups[1].members.push(sp);
         // Procore-only people: subcontractors who hold no Microsoft license.
@@ -401,5 +488,13 @@ impl Generator {
 }
 
 fn mixed_case(s: &str) -> String {
-    s.char_indices().map(|(i, c)| if i % 3 == 0 { c.to_ascii_uppercase() } else { c }).collect()
+    s.char_indices()
+        .map(|(i, c)| {
+            if i % 3 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect()
 }

@@ -64,7 +64,14 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: EmulatorConfig, base_url: String) -> Self {
-        let next_procore_id = config.scenario.procore_users.iter().map(|u| u.id).max().unwrap_or(1000) + 1;
+        let next_procore_id = config
+            .scenario
+            .procore_users
+            .iter()
+            .map(|u| u.id)
+            .max()
+            .unwrap_or(1000)
+            + 1;
         let data = Data {
             scenario: config.scenario.clone(),
             mails: Vec::new(),
@@ -77,7 +84,12 @@ impl Shared {
             graph_window: (0, 0),
             token_counter: 0,
         };
-        Self { data: Arc::new(Mutex::new(data)), config: Arc::new(config), base_url: base_url.into(), started: Instant::now() }
+        Self {
+            data: Arc::new(Mutex::new(data)),
+            config: Arc::new(config),
+            base_url: base_url.into(),
+            started: Instant::now(),
+        }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Data> {
@@ -86,7 +98,12 @@ impl Shared {
 
     pub fn log(&self, method: &str, path: &str, status: u16) {
         let at_ms = self.started.elapsed().as_millis() as u64;
-        self.lock().log.push(LoggedRequest { method: method.to_string(), path: path.to_string(), status, at_ms });
+        self.lock().log.push(LoggedRequest {
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            at_ms,
+        });
     }
 
     pub fn issue_token(&self, service: Service) -> (String, u64) {
@@ -101,8 +118,19 @@ impl Shared {
             Service::Graph => "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.graph",
             Service::Procore => "procore",
         };
-        let token = format!("{prefix}-{:016x}-{}", rand::random::<u64>(), data.token_counter);
-        data.tokens.insert(token.clone(), Token { service, expires_at: Instant::now() + Duration::from_secs(lifetime), calls: 0 });
+        let token = format!(
+            "{prefix}-{:016x}-{}",
+            rand::random::<u64>(),
+            data.token_counter
+        );
+        data.tokens.insert(
+            token.clone(),
+            Token {
+                service,
+                expires_at: Instant::now() + Duration::from_secs(lifetime),
+                calls: 0,
+            },
+        );
         (token, lifetime)
     }
 }
@@ -121,7 +149,11 @@ impl StateSnapshot {
     }
 
     pub fn created_users(&self) -> Vec<&ProcoreUser> {
-        self.scenario.procore_users.iter().filter(|u| u.created_by_api).collect()
+        self.scenario
+            .procore_users
+            .iter()
+            .filter(|u| u.created_by_api)
+            .collect()
     }
 
     pub fn project_users(&self) -> &[ProjectUser] {

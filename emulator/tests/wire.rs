@@ -14,7 +14,11 @@ struct Env {
 async fn start(config: EmulatorConfig) -> Env {
     let emu = sluice_emulator::start(config).await.unwrap();
     let vars = emu.env_vars().into_iter().collect();
-    Env { emu, http: reqwest::Client::new(), vars }
+    Env {
+        emu,
+        http: reqwest::Client::new(),
+        vars,
+    }
 }
 
 impl Env {
@@ -50,7 +54,10 @@ impl Env {
             .await
             .unwrap();
         let body: Value = r.json().await.unwrap();
-        assert_eq!(body["token_type"], "bearer", "Procore says bearer in lower case");
+        assert_eq!(
+            body["token_type"], "bearer",
+            "Procore says bearer in lower case"
+        );
         body["access_token"].as_str().unwrap().to_string()
     }
 
@@ -58,9 +65,19 @@ impl Env {
         self.http.get(url).bearer_auth(token).send().await.unwrap()
     }
 
-    async fn procore(&self, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
+    async fn procore(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
         let url = format!("{}/rest/v1.0/{path}", self.var("PROCORE_BASE_URL"));
-        let mut r = self.http.request(method, url).bearer_auth(token).header("Procore-Company-Id", self.var("PROCORE_COMPANY_ID"));
+        let mut r = self
+            .http
+            .request(method, url)
+            .bearer_auth(token)
+            .header("Procore-Company-Id", self.var("PROCORE_COMPANY_ID"));
         if let Some(b) = body {
             r = r.json(&b);
         }
@@ -79,21 +96,35 @@ async fn token_endpoints_answer_with_the_real_shapes() {
     let bad = env
         .http
         .post(env.var("GRAPH_TOKEN_URL"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", env.var("GRAPH_CLIENT_ID")), ("client_secret", "nope"), ("scope", "https://graph.microsoft.com/.default")])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", env.var("GRAPH_CLIENT_ID")),
+            ("client_secret", "nope"),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(bad.status(), 401);
     let body: Value = bad.json().await.unwrap();
     assert_eq!(body["error"], "invalid_client");
-    assert!(body["error_description"].as_str().unwrap().starts_with("AADSTS7000215"));
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS7000215")
+    );
     assert_eq!(body["error_codes"], json!([7000215]));
     // Procore accepts JSON, form and multipart bodies.
     env.procore_token().await;
     let form = env
         .http
         .post(env.var("PROCORE_TOKEN_URL"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", env.var("PROCORE_CLIENT_ID")), ("client_secret", env.var("PROCORE_CLIENT_SECRET"))])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", env.var("PROCORE_CLIENT_ID")),
+            ("client_secret", env.var("PROCORE_CLIENT_SECRET")),
+        ])
         .send()
         .await
         .unwrap();
@@ -107,28 +138,59 @@ async fn token_endpoints_answer_with_the_real_shapes() {
     let mp = env
         .http
         .post(env.var("PROCORE_TOKEN_URL"))
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
         .body(multipart)
         .send()
         .await
         .unwrap();
     assert_eq!(mp.status(), 200);
-    let bad = env.http.post(env.var("PROCORE_TOKEN_URL")).json(&json!({"grant_type": "client_credentials", "client_id": "x", "client_secret": "y"})).send().await.unwrap();
+    let bad = env
+        .http
+        .post(env.var("PROCORE_TOKEN_URL"))
+        .json(&json!({"grant_type": "client_credentials", "client_id": "x", "client_secret": "y"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 401);
-    assert_eq!(bad.json::<Value>().await.unwrap()["error"], "invalid_client");
+    assert_eq!(
+        bad.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
 }
 
 #[tokio::test]
 async fn graph_pages_with_absolute_next_links_and_checks_top() {
-    let env = start(EmulatorConfig { scenario: Scenario::generate(600, 1), faults: Faults { empty_graph_pages: true, ..Default::default() }, ..Default::default() }).await;
+    let env = start(EmulatorConfig {
+        scenario: Scenario::generate(600, 1),
+        faults: Faults {
+            empty_graph_pages: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
     let token = env.graph_token().await;
-    let groups: Value = env.graph(&token, &format!("{}/groups", env.var("GRAPH_BASE_URL"))).await.json().await.unwrap();
+    let groups: Value = env
+        .graph(&token, &format!("{}/groups", env.var("GRAPH_BASE_URL")))
+        .await
+        .json()
+        .await
+        .unwrap();
     // The injected empty first page still carries a nextLink.
     assert_eq!(groups["value"], json!([]));
     let next = groups["@odata.nextLink"].as_str().unwrap();
     assert!(next.starts_with("http://127.0.0.1:"));
     let groups: Value = env.graph(&token, next).await.json().await.unwrap();
-    let license = groups["value"].as_array().unwrap().iter().find(|g| g["displayName"] == "License – Microsoft 365 E3").unwrap().clone();
+    let license = groups["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["displayName"] == "License – Microsoft 365 E3")
+        .unwrap()
+        .clone();
     let id = license["id"].as_str().unwrap();
     // Default page size 100, every page followed verbatim, @odata.type on each.
     let mut url = format!("{}/groups/{id}/members", env.var("GRAPH_BASE_URL"));
@@ -138,9 +200,17 @@ async fn graph_pages_with_absolute_next_links_and_checks_top() {
         let values = page["value"].as_array().unwrap();
         assert!(values.len() <= 100);
         for v in values {
-            assert!(v["@odata.type"].as_str().unwrap().starts_with("#microsoft.graph."));
+            assert!(
+                v["@odata.type"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("#microsoft.graph.")
+            );
             if v["@odata.type"] == "#microsoft.graph.user" {
-                assert!(v.get("accountEnabled").is_none(), "accountEnabled only when selected");
+                assert!(
+                    v.get("accountEnabled").is_none(),
+                    "accountEnabled only when selected"
+                );
                 assert!(v.get("userPrincipalName").is_some());
             }
         }
@@ -153,23 +223,57 @@ async fn graph_pages_with_absolute_next_links_and_checks_top() {
     }
     assert!(pages >= 3 && total > 150, "{pages} pages, {total} members");
     let empty: Value = env
-        .graph(&token, &format!("{}/groups/{id}/members?$select=id,mail,accountEnabled&$top=999", env.var("GRAPH_BASE_URL")))
+        .graph(
+            &token,
+            &format!(
+                "{}/groups/{id}/members?$select=id,mail,accountEnabled&$top=999",
+                env.var("GRAPH_BASE_URL")
+            ),
+        )
         .await
         .json()
         .await
         .unwrap();
-    let selected: Value = env.graph(&token, empty["@odata.nextLink"].as_str().unwrap()).await.json().await.unwrap();
-    let user = selected["value"].as_array().unwrap().iter().find(|v| v["@odata.type"] == "#microsoft.graph.user").unwrap();
+    let selected: Value = env
+        .graph(&token, empty["@odata.nextLink"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let user = selected["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["@odata.type"] == "#microsoft.graph.user")
+        .unwrap();
     assert!(user.get("accountEnabled").is_some() && user.get("displayName").is_none());
     for top in ["0", "1000"] {
-        let r = env.graph(&token, &format!("{}/groups/{id}/members?$top={top}", env.var("GRAPH_BASE_URL"))).await;
+        let r = env
+            .graph(
+                &token,
+                &format!(
+                    "{}/groups/{id}/members?$top={top}",
+                    env.var("GRAPH_BASE_URL")
+                ),
+            )
+            .await;
         assert_eq!(r.status(), 400);
         let e: Value = r.json().await.unwrap();
-        assert!(e["error"]["code"].is_string() && e["error"]["innerError"]["request-id"].is_string());
+        assert!(
+            e["error"]["code"].is_string() && e["error"]["innerError"]["request-id"].is_string()
+        );
     }
-    let missing = env.graph(&token, &format!("{}/groups/nope/members", env.var("GRAPH_BASE_URL"))).await;
+    let missing = env
+        .graph(
+            &token,
+            &format!("{}/groups/nope/members", env.var("GRAPH_BASE_URL")),
+        )
+        .await;
     assert_eq!(missing.status(), 404);
-    assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "Request_ResourceNotFound");
+    assert_eq!(
+        missing.json::<Value>().await.unwrap()["error"]["code"],
+        "Request_ResourceNotFound"
+    );
 }
 
 #[tokio::test]
@@ -182,89 +286,280 @@ async fn graph_filters_by_prefix_with_en_dash_and_doubled_quotes() {
     )
     .unwrap();
     let body: Value = env.graph(&token, url.as_str()).await.json().await.unwrap();
-    let names: Vec<&str> = body["value"].as_array().unwrap().iter().map(|g| g["displayName"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["License – Microsoft 365 E3", "License – Microsoft 365 E5"], "the hyphen decoy is not matched");
-    let bad = env.graph(&token, &format!("{}/groups?$filter=displayName%20eq%20'x'", env.var("GRAPH_BASE_URL"))).await;
+    let names: Vec<&str> = body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["displayName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["License – Microsoft 365 E3", "License – Microsoft 365 E5"],
+        "the hyphen decoy is not matched"
+    );
+    let bad = env
+        .graph(
+            &token,
+            &format!(
+                "{}/groups?$filter=displayName%20eq%20'x'",
+                env.var("GRAPH_BASE_URL")
+            ),
+        )
+        .await;
     assert_eq!(bad.status(), 400);
     // Without a token, the Graph error envelope.
-    let anon = env.http.get(format!("{}/groups", env.var("GRAPH_BASE_URL"))).send().await.unwrap();
+    let anon = env
+        .http
+        .get(format!("{}/groups", env.var("GRAPH_BASE_URL")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anon.status(), 401);
-    assert_eq!(anon.json::<Value>().await.unwrap()["error"]["code"], "InvalidAuthenticationToken");
+    assert_eq!(
+        anon.json::<Value>().await.unwrap()["error"]["code"],
+        "InvalidAuthenticationToken"
+    );
 }
 
 #[tokio::test]
 async fn transitive_members_flatten_nested_groups() {
     let scenario = Scenario::generate(200, 11);
-    let env = start(EmulatorConfig { scenario: scenario.clone(), ..Default::default() }).await;
+    let env = start(EmulatorConfig {
+        scenario: scenario.clone(),
+        ..Default::default()
+    })
+    .await;
     let token = env.graph_token().await;
-    let office = scenario.groups.iter().find(|g| g.display_name == "License – Office 365 E1").unwrap();
-    let count = |v: &Value| v["value"].as_array().unwrap().iter().filter(|m| m["@odata.type"] == "#microsoft.graph.user").count();
-    let direct: Value = env.graph(&token, &format!("{}/groups/{}/members?$top=999", env.var("GRAPH_BASE_URL"), office.id)).await.json().await.unwrap();
-    let all: Value = env.graph(&token, &format!("{}/groups/{}/transitiveMembers?$top=999", env.var("GRAPH_BASE_URL"), office.id)).await.json().await.unwrap();
+    let office = scenario
+        .groups
+        .iter()
+        .find(|g| g.display_name == "License – Office 365 E1")
+        .unwrap();
+    let count = |v: &Value| {
+        v["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["@odata.type"] == "#microsoft.graph.user")
+            .count()
+    };
+    let direct: Value = env
+        .graph(
+            &token,
+            &format!(
+                "{}/groups/{}/members?$top=999",
+                env.var("GRAPH_BASE_URL"),
+                office.id
+            ),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let all: Value = env
+        .graph(
+            &token,
+            &format!(
+                "{}/groups/{}/transitiveMembers?$top=999",
+                env.var("GRAPH_BASE_URL"),
+                office.id
+            ),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert!(count(&all) > count(&direct));
-    assert!(direct["value"].as_array().unwrap().iter().any(|m| m["@odata.type"] == "#microsoft.graph.group"));
+    assert!(
+        direct["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["@odata.type"] == "#microsoft.graph.group")
+    );
 }
 
 #[tokio::test]
 async fn send_mail_is_accepted_with_an_empty_body_and_recorded() {
     let env = start(EmulatorConfig::default()).await;
     let token = env.graph_token().await;
-    let url = format!("{}/users/{}/sendMail", env.var("GRAPH_BASE_URL"), env.var("REPORT_MAIL_FROM"));
+    let url = format!(
+        "{}/users/{}/sendMail",
+        env.var("GRAPH_BASE_URL"),
+        env.var("REPORT_MAIL_FROM")
+    );
     let mail = json!({"message": {"subject": "S", "body": {"contentType": "HTML", "content": "<p>x</p>"}, "toRecipients": [{"emailAddress": {"address": "a@x.com"}}]}, "saveToSentItems": false});
-    let r = env.http.post(&url).bearer_auth(&token).json(&mail).send().await.unwrap();
+    let r = env
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&mail)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     assert!(r.bytes().await.unwrap().is_empty());
     assert_eq!(env.emu.snapshot().mails[0].to, vec!["a@x.com"]);
-    let unknown = env.http.post(format!("{}/users/nobody@x.com/sendMail", env.var("GRAPH_BASE_URL"))).bearer_auth(&token).json(&mail).send().await.unwrap();
+    let unknown = env
+        .http
+        .post(format!(
+            "{}/users/nobody@x.com/sendMail",
+            env.var("GRAPH_BASE_URL")
+        ))
+        .bearer_auth(&token)
+        .json(&mail)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
-    let malformed = env.http.post(&url).bearer_auth(&token).json(&json!({"subject": "flat"})).send().await.unwrap();
+    let malformed = env
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&json!({"subject": "flat"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(malformed.status(), 400);
 }
 
 #[tokio::test]
 async fn procore_lists_page_with_total_per_page_and_link() {
-    let env = start(EmulatorConfig { scenario: Scenario::generate(500, 2), ..Default::default() }).await;
+    let env = start(EmulatorConfig {
+        scenario: Scenario::generate(500, 2),
+        ..Default::default()
+    })
+    .await;
     let token = env.procore_token().await;
     let c = company(&env);
-    let r = env.procore(&token, reqwest::Method::GET, &format!("companies/{c}/users?page=2&per_page=50"), None).await;
+    let r = env
+        .procore(
+            &token,
+            reqwest::Method::GET,
+            &format!("companies/{c}/users?page=2&per_page=50"),
+            None,
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let total: usize = r.headers()["total"].to_str().unwrap().parse().unwrap();
     assert_eq!(r.headers()["per-page"], "50");
     let link = r.headers()["link"].to_str().unwrap().to_string();
-    assert!(link.contains("rel=\"next\"") && link.contains("rel=\"prev\"") && link.contains("rel=\"last\"") && link.contains("page=3"), "{link}");
-    for h in ["x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset"] {
+    assert!(
+        link.contains("rel=\"next\"")
+            && link.contains("rel=\"prev\"")
+            && link.contains("rel=\"last\"")
+            && link.contains("page=3"),
+        "{link}"
+    );
+    for h in [
+        "x-rate-limit-limit",
+        "x-rate-limit-remaining",
+        "x-rate-limit-reset",
+    ] {
         assert!(r.headers().contains_key(h), "{h}");
     }
     let page: Value = r.json().await.unwrap();
     assert_eq!(page.as_array().unwrap().len(), 50, "a bare array");
-    assert!(page.as_array().unwrap().iter().all(|u| u["is_active"] == true), "the active list holds active users only");
-    let inactive: Value = env.procore(&token, reqwest::Method::GET, &format!("companies/{c}/users/inactive"), None).await.json().await.unwrap();
-    assert!(!inactive.as_array().unwrap().is_empty() && inactive.as_array().unwrap().iter().all(|u| u["is_active"] == false));
+    assert!(
+        page.as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["is_active"] == true),
+        "the active list holds active users only"
+    );
+    let inactive: Value = env
+        .procore(
+            &token,
+            reqwest::Method::GET,
+            &format!("companies/{c}/users/inactive"),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !inactive.as_array().unwrap().is_empty()
+            && inactive
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|u| u["is_active"] == false)
+    );
     let last_page = total.div_ceil(50);
-    let r = env.procore(&token, reqwest::Method::GET, &format!("companies/{c}/users?page={last_page}&per_page=50"), None).await;
-    assert!(!r.headers()["link"].to_str().unwrap().contains("rel=\"next\""));
+    let r = env
+        .procore(
+            &token,
+            reqwest::Method::GET,
+            &format!("companies/{c}/users?page={last_page}&per_page=50"),
+            None,
+        )
+        .await;
+    assert!(
+        !r.headers()["link"]
+            .to_str()
+            .unwrap()
+            .contains("rel=\"next\"")
+    );
     // filters[search] is a case-insensitive partial match.
-    let r = env.procore(&token, reqwest::Method::GET, &format!("companies/{c}/users?filters%5Bsearch%5D=BUILDRIGHT"), None).await;
+    let r = env
+        .procore(
+            &token,
+            reqwest::Method::GET,
+            &format!("companies/{c}/users?filters%5Bsearch%5D=BUILDRIGHT"),
+            None,
+        )
+        .await;
     let found: Value = r.json().await.unwrap();
     assert!(!found.as_array().unwrap().is_empty());
-    assert!(found.as_array().unwrap().iter().all(|u| u["email_address"].as_str().unwrap().contains("buildright")));
+    assert!(
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["email_address"].as_str().unwrap().contains("buildright"))
+    );
     // The company header is required even though the path names the company.
-    let r = env.http.get(format!("{}/rest/v1.0/companies/{c}/users", env.var("PROCORE_BASE_URL"))).bearer_auth(&token).send().await.unwrap();
+    let r = env
+        .http
+        .get(format!(
+            "{}/rest/v1.0/companies/{c}/users",
+            env.var("PROCORE_BASE_URL")
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status() == 400 || r.status() == 403);
 }
 
 #[tokio::test]
 async fn procore_create_wants_a_nested_body_and_refuses_duplicates() {
     let scenario = Scenario::generate(50, 3);
-    let inactive = scenario.procore_users.iter().find(|u| !u.is_active).unwrap().clone();
-    let env = start(EmulatorConfig { scenario, conflict_status: 409, ..Default::default() }).await;
+    let inactive = scenario
+        .procore_users
+        .iter()
+        .find(|u| !u.is_active)
+        .unwrap()
+        .clone();
+    let env = start(EmulatorConfig {
+        scenario,
+        conflict_status: 409,
+        ..Default::default()
+    })
+    .await;
     let token = env.procore_token().await;
     let c = company(&env);
     let users_path = format!("companies/{c}/users");
     let post = |body: Value| env.procore(&token, reqwest::Method::POST, &users_path, Some(body));
     let flat = post(json!({"last_name": "L", "email_address": "new@x.com"})).await;
     assert_eq!(flat.status(), 400);
-    assert!(flat.json::<Value>().await.unwrap()["errors"].as_str().unwrap().contains("user"));
+    assert!(
+        flat.json::<Value>().await.unwrap()["errors"]
+            .as_str()
+            .unwrap()
+            .contains("user")
+    );
     let incomplete = post(json!({"user": {"first_name": "F"}})).await;
     assert_eq!(incomplete.status(), 422);
     let e: Value = incomplete.json().await.unwrap();
@@ -275,40 +570,101 @@ async fn procore_create_wants_a_nested_body_and_refuses_duplicates() {
     assert_eq!(user["login"], "New@X.com", "login defaults to the email");
     let dup = post(json!({"user": {"last_name": "L", "email_address": "new@x.COM"}})).await;
     assert_eq!(dup.status(), 409);
-    assert!(dup.json::<Value>().await.unwrap()["errors"]["login"][0].as_str().unwrap().contains("taken"));
-    let dup_inactive = post(json!({"user": {"last_name": "L", "email_address": inactive.email_address.to_uppercase()}})).await;
-    assert_eq!(dup_inactive.status(), 409, "an inactive user's login is taken too");
+    assert!(
+        dup.json::<Value>().await.unwrap()["errors"]["login"][0]
+            .as_str()
+            .unwrap()
+            .contains("taken")
+    );
+    let dup_inactive = post(
+        json!({"user": {"last_name": "L", "email_address": inactive.email_address.to_uppercase()}}),
+    )
+    .await;
+    assert_eq!(
+        dup_inactive.status(),
+        409,
+        "an inactive user's login is taken too"
+    );
     // Deactivation is a PATCH; there is no DELETE.
     let id = user["id"].as_u64().unwrap();
-    let patched = env.procore(&token, reqwest::Method::PATCH, &format!("companies/{c}/users/{id}"), Some(json!({"user": {"is_active": false}}))).await;
+    let patched = env
+        .procore(
+            &token,
+            reqwest::Method::PATCH,
+            &format!("companies/{c}/users/{id}"),
+            Some(json!({"user": {"is_active": false}})),
+        )
+        .await;
     assert_eq!(patched.json::<Value>().await.unwrap()["is_active"], false);
-    let delete = env.procore(&token, reqwest::Method::DELETE, &format!("companies/{c}/users/{id}"), None).await;
+    let delete = env
+        .procore(
+            &token,
+            reqwest::Method::DELETE,
+            &format!("companies/{c}/users/{id}"),
+            None,
+        )
+        .await;
     assert!(delete.status() == 405 || delete.status() == 404);
     // Project membership with a permission template.
-    let add = env.procore(&token, reqwest::Method::POST, &format!("projects/1001/users/{id}/actions/add"), Some(json!({"user": {"permission_template_id": 77}}))).await;
+    let add = env
+        .procore(
+            &token,
+            reqwest::Method::POST,
+            &format!("projects/1001/users/{id}/actions/add"),
+            Some(json!({"user": {"permission_template_id": 77}})),
+        )
+        .await;
     assert!(add.status().is_success());
-    let members: Value = env.procore(&token, reqwest::Method::GET, "projects/1001/users", None).await.json().await.unwrap();
+    let members: Value = env
+        .procore(&token, reqwest::Method::GET, "projects/1001/users", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(members[0]["id"], json!(id));
-    let nowhere = env.procore(&token, reqwest::Method::POST, &format!("projects/9/users/{id}/actions/add"), None).await;
+    let nowhere = env
+        .procore(
+            &token,
+            reqwest::Method::POST,
+            &format!("projects/9/users/{id}/actions/add"),
+            None,
+        )
+        .await;
     assert_eq!(nowhere.status(), 404);
 }
 
 #[tokio::test]
 async fn procore_budget_is_enforced_with_plain_text_429s() {
-    let env = start(EmulatorConfig { procore_rate_limit: Some(5), ..Default::default() }).await;
+    let env = start(EmulatorConfig {
+        procore_rate_limit: Some(5),
+        ..Default::default()
+    })
+    .await;
     let token = env.procore_token().await;
     let c = company(&env);
     // Twelve requests: even across a minute boundary one window sees more than five.
     let mut throttled = None;
     for _ in 0..12 {
-        let r = env.procore(&token, reqwest::Method::GET, &format!("companies/{c}/users"), None).await;
+        let r = env
+            .procore(
+                &token,
+                reqwest::Method::GET,
+                &format!("companies/{c}/users"),
+                None,
+            )
+            .await;
         if r.status() == 429 {
             throttled = Some(r);
             break;
         }
     }
     let r = throttled.expect("a 429 past the budget");
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(r.headers()["x-rate-limit-remaining"], "0");
     assert!(r.text().await.unwrap().contains("Rate limit"));
@@ -319,15 +675,37 @@ async fn faults_happen_at_their_ordinals_and_writes_are_not_applied() {
     let env = start(EmulatorConfig::default()).await;
     let token = env.procore_token().await;
     let c = company(&env);
-    env.emu.set_faults(Faults { fail_500_at: vec![1], fail_503_at: vec![2], drop_connection_at: vec![3], ..Default::default() });
+    env.emu.set_faults(Faults {
+        fail_500_at: vec![1],
+        fail_503_at: vec![2],
+        drop_connection_at: vec![3],
+        ..Default::default()
+    });
     let body = json!({"user": {"last_name": "L", "email_address": "fault@x.com"}});
-    let first = env.procore(&token, reqwest::Method::POST, &format!("companies/{c}/users"), Some(body.clone())).await;
+    let first = env
+        .procore(
+            &token,
+            reqwest::Method::POST,
+            &format!("companies/{c}/users"),
+            Some(body.clone()),
+        )
+        .await;
     assert_eq!(first.status(), 500);
-    let second = env.procore(&token, reqwest::Method::POST, &format!("companies/{c}/users"), Some(body.clone())).await;
+    let second = env
+        .procore(
+            &token,
+            reqwest::Method::POST,
+            &format!("companies/{c}/users"),
+            Some(body.clone()),
+        )
+        .await;
     assert_eq!(second.status(), 503);
     let third = env
         .http
-        .post(format!("{}/rest/v1.0/companies/{c}/users", env.var("PROCORE_BASE_URL")))
+        .post(format!(
+            "{}/rest/v1.0/companies/{c}/users",
+            env.var("PROCORE_BASE_URL")
+        ))
         .bearer_auth(&token)
         .header("Procore-Company-Id", env.var("PROCORE_COMPANY_ID"))
         .json(&body)
@@ -338,8 +716,18 @@ async fn faults_happen_at_their_ordinals_and_writes_are_not_applied() {
         Ok(r) => r.bytes().await.is_err(),
     };
     assert!(dropped, "the connection was dropped");
-    assert!(env.emu.snapshot().created_users().is_empty(), "no faulted write was applied");
-    let fourth = env.procore(&token, reqwest::Method::POST, &format!("companies/{c}/users"), Some(body)).await;
+    assert!(
+        env.emu.snapshot().created_users().is_empty(),
+        "no faulted write was applied"
+    );
+    let fourth = env
+        .procore(
+            &token,
+            reqwest::Method::POST,
+            &format!("companies/{c}/users"),
+            Some(body),
+        )
+        .await;
     assert_eq!(fourth.status(), 201);
     // 429s in each Retry-After style.
     for (style, check) in [
@@ -347,41 +735,90 @@ async fn faults_happen_at_their_ordinals_and_writes_are_not_applied() {
         (RetryAfterStyle::Fractional, Some("2.25")),
         (RetryAfterStyle::Absent, None),
     ] {
-        env.emu.set_faults(Faults { rate_429_every: Some(1), retry_after: style, retry_after_secs: 2, ..Default::default() });
+        env.emu.set_faults(Faults {
+            rate_429_every: Some(1),
+            retry_after: style,
+            retry_after_secs: 2,
+            ..Default::default()
+        });
         let g = env.graph_token().await;
-        let r = env.graph(&g, &format!("{}/groups", env.var("GRAPH_BASE_URL"))).await;
+        let r = env
+            .graph(&g, &format!("{}/groups", env.var("GRAPH_BASE_URL")))
+            .await;
         assert_eq!(r.status(), 429);
-        assert_eq!(r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()).as_deref(), check);
-        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "TooManyRequests");
+        assert_eq!(
+            r.headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string())
+                .as_deref(),
+            check
+        );
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            "TooManyRequests"
+        );
     }
     // Tokens stop working after N calls.
-    env.emu.set_faults(Faults { token_expires_after_calls: Some(2), ..Default::default() });
+    env.emu.set_faults(Faults {
+        token_expires_after_calls: Some(2),
+        ..Default::default()
+    });
     let g = env.graph_token().await;
     let url = format!("{}/groups", env.var("GRAPH_BASE_URL"));
     assert_eq!(env.graph(&g, &url).await.status(), 200);
     assert_eq!(env.graph(&g, &url).await.status(), 200);
     let expired = env.graph(&g, &url).await;
     assert_eq!(expired.status(), 401);
-    assert_eq!(expired.json::<Value>().await.unwrap()["error"]["code"], "InvalidAuthenticationToken");
+    assert_eq!(
+        expired.json::<Value>().await.unwrap()["error"]["code"],
+        "InvalidAuthenticationToken"
+    );
 }
 
 #[test]
 fn scenarios_are_deterministic_large_and_consistent_with_the_rules() {
     let a = Scenario::generate(1000, 9);
     let b = Scenario::generate(1000, 9);
-    assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap()
+    );
     let big = Scenario::generate(100_000, 1);
     assert!(big.graph_users.len() > 100_000);
     let expected = big.expected_sync();
-    let share = expected.to_create.len() as f64 / (expected.to_create.len() + expected.present.len() + expected.inactive.len()) as f64;
-    assert!((0.05..0.2).contains(&share), "about 10% missing, got {share}");
+    let share = expected.to_create.len() as f64
+        / (expected.to_create.len() + expected.present.len() + expected.inactive.len()) as f64;
+    assert!(
+        (0.05..0.2).contains(&share),
+        "about 10% missing, got {share}"
+    );
     // Hand-checked edge cases of the generator: padded mixed-case mail, UPN keys, guests, disabled, inactive.
     let demo = Scenario::named("demo").unwrap();
     let e = demo.expected_sync();
-    let keys: Vec<&String> = e.to_create.iter().chain(e.present.iter()).chain(e.inactive.iter()).collect();
-    assert!(keys.iter().all(|k| k.trim() == k.as_str() && k.to_lowercase() == **k), "keys are trimmed and lower case");
-    assert!(keys.iter().any(|k| k.contains("fabrikam.com")), "the guest counts by mail");
+    let keys: Vec<&String> = e
+        .to_create
+        .iter()
+        .chain(e.present.iter())
+        .chain(e.inactive.iter())
+        .collect();
+    assert!(
+        keys.iter()
+            .all(|k| k.trim() == k.as_str() && k.to_lowercase() == **k),
+        "keys are trimmed and lower case"
+    );
+    assert!(
+        keys.iter().any(|k| k.contains("fabrikam.com")),
+        "the guest counts by mail"
+    );
     assert!(!e.inactive.is_empty() && e.skipped_disabled > 0);
-    let decoy = demo.groups.iter().find(|g| g.display_name.starts_with("License - ")).unwrap();
-    assert!(!sluice_emulator::scenario::LICENSE_PREFIXES.iter().any(|p| decoy.display_name.starts_with(p)));
+    let decoy = demo
+        .groups
+        .iter()
+        .find(|g| g.display_name.starts_with("License - "))
+        .unwrap();
+    assert!(
+        !sluice_emulator::scenario::LICENSE_PREFIXES
+            .iter()
+            .any(|p| decoy.display_name.starts_with(p))
+    );
 }

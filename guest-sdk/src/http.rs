@@ -16,7 +16,10 @@ pub struct Response {
 impl Response {
     /// The first header called `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn is_success(&self) -> bool {
@@ -28,12 +31,22 @@ impl Response {
             return Ok(Value::Null);
         }
         serde_json::from_slice(&self.body).map_err(|e| {
-            errors::fail("bad-response", format!("HTTP {}: the body is not JSON ({e}): {}", self.status, self.text_preview()))
+            errors::fail(
+                "bad-response",
+                format!(
+                    "HTTP {}: the body is not JSON ({e}): {}",
+                    self.status,
+                    self.text_preview()
+                ),
+            )
         })
     }
 
     pub fn text_preview(&self) -> String {
-        String::from_utf8_lossy(&self.body).chars().take(300).collect()
+        String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(300)
+            .collect()
     }
 }
 
@@ -49,7 +62,9 @@ pub enum Failure {
 impl From<Failure> for StepError {
     fn from(f: Failure) -> StepError {
         match f {
-            Failure::DryRun(what) => errors::fail("dry-run", format!("dry run: {what} was not sent")),
+            Failure::DryRun(what) => {
+                errors::fail("dry-run", format!("dry run: {what} was not sent"))
+            }
             Failure::Error(e) => e,
         }
     }
@@ -88,7 +103,9 @@ impl Call {
 
     pub fn json_body(mut self, body: &Value) -> Call {
         self.request.body = Some(body.to_string().into_bytes());
-        self.request.headers.push(("Content-Type".into(), "application/json".into()));
+        self.request
+            .headers
+            .push(("Content-Type".into(), "application/json".into()));
         self
     }
 
@@ -100,10 +117,18 @@ impl Call {
 
     pub fn send(&self) -> Result<Response, Failure> {
         match connection::send(&self.connection, &self.request) {
-            Ok(r) => Ok(Response { status: r.status, headers: r.headers, body: r.body }),
+            Ok(r) => Ok(Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
             Err(SendError::DryRun(what)) => Err(Failure::DryRun(what)),
-            Err(SendError::Unavailable(why)) => Err(Failure::Error(errors::retryable("unavailable", why))),
-            Err(SendError::AuthFailed(why)) => Err(Failure::Error(errors::fail("auth-failed", why))),
+            Err(SendError::Unavailable(why)) => {
+                Err(Failure::Error(errors::retryable("unavailable", why)))
+            }
+            Err(SendError::AuthFailed(why)) => {
+                Err(Failure::Error(errors::fail("auth-failed", why)))
+            }
             Err(SendError::TooLarge(limit)) => Err(Failure::Error(errors::fail(
                 "too-large",
                 format!("the response is larger than the connection's limit of {limit} bytes"),
@@ -136,7 +161,11 @@ pub fn status_error(url: &str, response: &Response) -> StepError {
         _ => "http-status",
     };
     let message = format!("HTTP {} from {url}: {detail}", response.status);
-    if retry { errors::retryable(code, message) } else { errors::fail(code, message) }
+    if retry {
+        errors::retryable(code, message)
+    } else {
+        errors::fail(code, message)
+    }
 }
 
 /// The error text a Graph or Procore error body carries, if any.
@@ -145,7 +174,11 @@ pub fn service_message(response: &Response) -> Option<String> {
     if let Some(error) = body.get("error").filter(|e| e.is_object()) {
         let code = error.get("code").and_then(Value::as_str).unwrap_or("");
         let message = error.get("message").and_then(Value::as_str).unwrap_or("");
-        return Some(if code.is_empty() { message.to_string() } else { format!("{code}: {message}") });
+        return Some(if code.is_empty() {
+            message.to_string()
+        } else {
+            format!("{code}: {message}")
+        });
     }
     let errors = body.get("errors")?;
     Some(match errors {
@@ -154,7 +187,11 @@ pub fn service_message(response: &Response) -> Option<String> {
             .iter()
             .map(|(field, problems)| {
                 let problems = match problems {
-                    Value::Array(list) => list.iter().map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string)).collect::<Vec<_>>().join(", "),
+                    Value::Array(list) => list
+                        .iter()
+                        .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
@@ -171,17 +208,36 @@ mod tests {
     use super::*;
 
     fn response(status: u16, body: &str) -> Response {
-        Response { status, headers: vec![], body: body.as_bytes().to_vec() }
+        Response {
+            status,
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+        }
     }
 
     #[test]
     fn service_messages_of_both_vendors() {
-        let graph = response(404, r#"{"error":{"code":"Request_ResourceNotFound","message":"Resource 'x' does not exist","innerError":{}}}"#);
-        assert_eq!(service_message(&graph).unwrap(), "Request_ResourceNotFound: Resource 'x' does not exist");
+        let graph = response(
+            404,
+            r#"{"error":{"code":"Request_ResourceNotFound","message":"Resource 'x' does not exist","innerError":{}}}"#,
+        );
+        assert_eq!(
+            service_message(&graph).unwrap(),
+            "Request_ResourceNotFound: Resource 'x' does not exist"
+        );
         let procore = response(422, r#"{"errors":{"login":["has already been taken"]}}"#);
-        assert_eq!(service_message(&procore).unwrap(), "login has already been taken");
-        let plain = response(400, r#"{"errors":"param is missing or the value is empty: user"}"#);
-        assert_eq!(service_message(&plain).unwrap(), "param is missing or the value is empty: user");
+        assert_eq!(
+            service_message(&procore).unwrap(),
+            "login has already been taken"
+        );
+        let plain = response(
+            400,
+            r#"{"errors":"param is missing or the value is empty: user"}"#,
+        );
+        assert_eq!(
+            service_message(&plain).unwrap(),
+            "param is missing or the value is empty: user"
+        );
         let e = status_error("users", &response(503, "down"));
         assert!(e.retryable && e.code == "service-error" && e.message.contains("down"));
     }

@@ -41,15 +41,24 @@ pub use serde_json::{self, Value, json};
 pub use wit_bindgen;
 
 /// Runs `f` on the parsed input and serialises its output; the glue behind [`step!`].
-pub fn run_json(input: &str, f: impl FnOnce(Value) -> Result<Value, StepError>) -> Result<String, StepError> {
-    let value: Value = serde_json::from_str(input).map_err(|e| bad_input(format!("the input is not JSON: {e}")))?;
+pub fn run_json(
+    input: &str,
+    f: impl FnOnce(Value) -> Result<Value, StepError>,
+) -> Result<String, StepError> {
+    let value: Value = serde_json::from_str(input)
+        .map_err(|e| bad_input(format!("the input is not JSON: {e}")))?;
     let output = f(value)?;
-    serde_json::to_string(&output).map_err(|e| fail("output", format!("the output could not be serialised: {e}")))
+    serde_json::to_string(&output)
+        .map_err(|e| fail("output", format!("the output could not be serialised: {e}")))
 }
 
 /// Reads a typed input, naming the field that is wrong.
 pub fn parse_input<T: serde::de::DeserializeOwned>(input: Value) -> Result<T, StepError> {
-    serde_json::from_value(input).map_err(|e| bad_input(format!("the step's `with` does not fit this component: {e}")))
+    serde_json::from_value(input).map_err(|e| {
+        bad_input(format!(
+            "the step's `with` does not fit this component: {e}"
+        ))
+    })
 }
 
 /// Exports `run: fn(Value) -> Result<Value, StepError>` as the component's `run`.

@@ -24,13 +24,25 @@ pub use model::*;
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     #[error("cannot open the run history at {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("cannot create the folder {path} for the run history: {source}")]
-    Folder { path: String, source: std::io::Error },
+    Folder {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the run history database failed: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("the run history at {path} was written by a newer Sluice (schema {found}, this one knows {known})")]
-    TooNew { path: String, found: i64, known: i64 },
+    #[error(
+        "the run history at {path} was written by a newer Sluice (schema {found}, this one knows {known})"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
 }
 
 pub struct History {
@@ -45,9 +57,15 @@ impl History {
     /// Opens (creating and migrating as needed) the history at `path`.
     pub fn open(path: &Path) -> Result<History, HistoryError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| HistoryError::Folder { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| HistoryError::Folder {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
-        let conn = Connection::open(path).map_err(|source| HistoryError::Open { path: path.display().to_string(), source })?;
+        let conn = Connection::open(path).map_err(|source| HistoryError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::init(conn, path.to_path_buf())
     }
 
@@ -60,7 +78,10 @@ impl History {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&conn, &path)?;
-        Ok(History { conn: Mutex::new(conn), path })
+        Ok(History {
+            conn: Mutex::new(conn),
+            path,
+        })
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {

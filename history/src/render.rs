@@ -6,25 +6,43 @@ use crate::{RunDetail, RunSummary};
 
 fn short_time(rfc3339: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
 fn duration(start: &str, end: Option<&str>) -> String {
-    let (Ok(s), Some(Ok(e))) = (chrono::DateTime::parse_from_rfc3339(start), end.map(chrono::DateTime::parse_from_rfc3339)) else {
+    let (Ok(s), Some(Ok(e))) = (
+        chrono::DateTime::parse_from_rfc3339(start),
+        end.map(chrono::DateTime::parse_from_rfc3339),
+    ) else {
         return "—".into();
     };
     let ms = (e - s).num_milliseconds().max(0);
-    if ms < 1000 { format!("{ms} ms") } else { format!("{:.1} s", ms as f64 / 1000.0) }
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
 }
 
 pub fn runs_table(runs: &[RunSummary]) -> String {
     if runs.is_empty() {
         return "No runs recorded yet.\n".into();
     }
-    let mut out = format!("{:<26} {:<24} {:<9} {:<12} {:<19} {:>8}\n", "RUN", "FLOW", "TRIGGER", "STATUS", "STARTED", "TOOK");
+    let mut out = format!(
+        "{:<26} {:<24} {:<9} {:<12} {:<19} {:>8}\n",
+        "RUN", "FLOW", "TRIGGER", "STATUS", "STARTED", "TOOK"
+    );
     for r in runs {
-        let status = if r.dry_run { format!("{} (dry)", r.status) } else { r.status.clone() };
+        let status = if r.dry_run {
+            format!("{} (dry)", r.status)
+        } else {
+            r.status.clone()
+        };
         let _ = writeln!(
             out,
             "{:<26} {:<24} {:<9} {:<12} {:<19} {:>8}",
@@ -42,10 +60,21 @@ pub fn runs_table(runs: &[RunSummary]) -> String {
 pub fn run_detail(d: &RunDetail) -> String {
     let r = &d.run;
     let mut out = String::new();
-    let _ = writeln!(out, "Run {}  {}{}", r.id, r.status.to_uppercase(), if r.dry_run { "  (dry run)" } else { "" });
+    let _ = writeln!(
+        out,
+        "Run {}  {}{}",
+        r.id,
+        r.status.to_uppercase(),
+        if r.dry_run { "  (dry run)" } else { "" }
+    );
     let _ = writeln!(out, "  flow      {} ({})", r.flow, d.flow_file);
     let _ = writeln!(out, "  trigger   {}", r.trigger);
-    let _ = writeln!(out, "  started   {}   took {}", short_time(&r.started_at), duration(&r.started_at, r.ended_at.as_deref()));
+    let _ = writeln!(
+        out,
+        "  started   {}   took {}",
+        short_time(&r.started_at),
+        duration(&r.started_at, r.ended_at.as_deref())
+    );
     if let Some(e) = &r.error {
         let _ = writeln!(out, "  error     {e}");
     }
@@ -56,14 +85,36 @@ pub fn run_detail(d: &RunDetail) -> String {
         let _ = writeln!(out, "\nSteps:");
     }
     for s in &d.steps {
-        let took = s.duration_ms.map_or("—".to_string(), |ms| if ms < 1000 { format!("{ms} ms") } else { format!("{:.1} s", ms as f64 / 1000.0) });
-        let _ = writeln!(out, "  {:<12} {:<22} {:<12} {:>8}", s.step_id, s.component.rsplit('/').next().unwrap_or(&s.component), s.status, took);
+        let took = s.duration_ms.map_or("—".to_string(), |ms| {
+            if ms < 1000 {
+                format!("{ms} ms")
+            } else {
+                format!("{:.1} s", ms as f64 / 1000.0)
+            }
+        });
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<22} {:<12} {:>8}",
+            s.step_id,
+            s.component.rsplit('/').next().unwrap_or(&s.component),
+            s.status,
+            took
+        );
         if let Some(total) = s.items_total {
             let items: Vec<_> = d.items.iter().filter(|i| i.step_id == s.step_id).collect();
             let failed = items.iter().filter(|i| i.status == "failed").count();
-            let _ = writeln!(out, "      items: {} of {total} recorded, {failed} failed", items.len());
+            let _ = writeln!(
+                out,
+                "      items: {} of {total} recorded, {failed} failed",
+                items.len()
+            );
             for i in items.iter().filter(|i| i.status == "failed").take(20) {
-                let _ = writeln!(out, "        #{} {}", i.index + 1, i.error.as_deref().unwrap_or("failed"));
+                let _ = writeln!(
+                    out,
+                    "        #{} {}",
+                    i.index + 1,
+                    i.error.as_deref().unwrap_or("failed")
+                );
             }
         }
         for (label, value) in [("input", &s.input), ("output", &s.output)] {

@@ -70,7 +70,11 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<(), HistoryError> {
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
-            return Err(HistoryError::TooNew { path: path.display().to_string(), found: version, known });
+            return Err(HistoryError::TooNew {
+                path: path.display().to_string(),
+                found: version,
+                known,
+            });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             conn.execute_batch(sql)?;

@@ -29,14 +29,33 @@ impl History {
         Ok(())
     }
 
-    pub fn finish_run(&self, id: &str, status: &str, error: Option<&str>) -> Result<(), HistoryError> {
-        self.conn().execute("UPDATE runs SET status = ?2, error = ?3, ended_at = ?4 WHERE id = ?1", params![id, status, error, now()])?;
+    pub fn finish_run(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), HistoryError> {
+        self.conn().execute(
+            "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4 WHERE id = ?1",
+            params![id, status, error, now()],
+        )?;
         Ok(())
     }
 
-    pub fn start_step(&self, run: &str, step: &str, component: &str, input: &Value, items_total: Option<usize>) -> Result<(), HistoryError> {
+    pub fn start_step(
+        &self,
+        run: &str,
+        step: &str,
+        component: &str,
+        input: &Value,
+        items_total: Option<usize>,
+    ) -> Result<(), HistoryError> {
         let conn = self.conn();
-        let position: i64 = conn.query_row("SELECT COUNT(*) FROM steps WHERE run_id = ?1", params![run], |r| r.get(0))?;
+        let position: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM steps WHERE run_id = ?1",
+            params![run],
+            |r| r.get(0),
+        )?;
         conn.execute(
             "INSERT OR REPLACE INTO steps (run_id, step_id, position, component, status, started_at, input, items_total) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7)",
             params![run, step, position, component, now(), capped(input), items_total.map(|n| n as i64)],
@@ -57,10 +76,20 @@ impl History {
         duration_ms: u64,
     ) -> Result<(), HistoryError> {
         let conn = self.conn();
-        let exists: Option<i64> = conn.query_row("SELECT 1 FROM steps WHERE run_id = ?1 AND step_id = ?2", params![run, step], |r| r.get(0)).optional()?;
+        let exists: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM steps WHERE run_id = ?1 AND step_id = ?2",
+                params![run, step],
+                |r| r.get(0),
+            )
+            .optional()?;
         if exists.is_none() {
             // A skipped step never started.
-            let position: i64 = conn.query_row("SELECT COUNT(*) FROM steps WHERE run_id = ?1", params![run], |r| r.get(0))?;
+            let position: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM steps WHERE run_id = ?1",
+                params![run],
+                |r| r.get(0),
+            )?;
             conn.execute(
                 "INSERT INTO steps (run_id, step_id, position, component, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![run, step, position, component, status, now()],
@@ -93,7 +122,10 @@ impl History {
     }
 
     pub fn add_artifact(&self, run: &str, name: &str, path: &str) -> Result<(), HistoryError> {
-        self.conn().execute("INSERT OR REPLACE INTO artifacts (run_id, name, path) VALUES (?1, ?2, ?3)", params![run, name, path])?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO artifacts (run_id, name, path) VALUES (?1, ?2, ?3)",
+            params![run, name, path],
+        )?;
         Ok(())
     }
 

@@ -55,7 +55,10 @@ mod raw {
 
     impl WasiView for State {
         fn ctx(&mut self) -> WasiCtxView<'_> {
-            WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+            WasiCtxView {
+                ctx: &mut self.wasi,
+                table: &mut self.table,
+            }
         }
     }
 
@@ -72,8 +75,12 @@ mod raw {
             &mut self,
             _: String,
             _: sluice::flow::connection::Request,
-        ) -> wasmtime::Result<Result<sluice::flow::connection::Response, sluice::flow::connection::SendError>> {
-            Ok(Err(sluice::flow::connection::SendError::Unavailable("raw".into())))
+        ) -> wasmtime::Result<
+            Result<sluice::flow::connection::Response, sluice::flow::connection::SendError>,
+        > {
+            Ok(Err(sluice::flow::connection::SendError::Unavailable(
+                "raw".into(),
+            )))
         }
     }
 
@@ -96,17 +103,31 @@ mod raw {
         }
 
         pub async fn call(&self, input: &str) -> String {
-            let state = State { wasi: wasmtime_wasi::WasiCtxBuilder::new().build(), table: ResourceTable::new() };
+            let state = State {
+                wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
+                table: ResourceTable::new(),
+            };
             let mut store = wasmtime::Store::new(&self.engine, state);
             let instance = self.pre.instantiate_async(&mut store).await.unwrap();
-            instance.call_run(&mut store, &input.to_string()).await.unwrap().unwrap()
+            instance
+                .call_run(&mut store, &input.to_string())
+                .await
+                .unwrap()
+                .unwrap()
         }
     }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    println!("sluice engine bench (medians; {} build)\n", if cfg!(debug_assertions) { "debug" } else { "release" });
+    println!(
+        "sluice engine bench (medians; {} build)\n",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
     compile_bench();
     call_bench().await;
     send_bench().await;
@@ -123,10 +144,20 @@ fn compile_bench() {
         cold.push(t.elapsed());
     }
     // Fill the cache once, then load it from a fresh engine each time.
-    Engine::new(EngineConfig { cache_dir: Some(cache.path().into()), ..Default::default() }).unwrap().prepare(builtin.wasm).unwrap();
+    Engine::new(EngineConfig {
+        cache_dir: Some(cache.path().into()),
+        ..Default::default()
+    })
+    .unwrap()
+    .prepare(builtin.wasm)
+    .unwrap();
     let mut cached = Vec::new();
     for _ in 0..20 {
-        let engine = Engine::new(EngineConfig { cache_dir: Some(cache.path().into()), ..Default::default() }).unwrap();
+        let engine = Engine::new(EngineConfig {
+            cache_dir: Some(cache.path().into()),
+            ..Default::default()
+        })
+        .unwrap();
         let t = Instant::now();
         let p = engine.prepare(builtin.wasm).unwrap();
         cached.push(t.elapsed());
@@ -136,7 +167,10 @@ fn compile_bench() {
     println!("compile `compare` ({} KiB)", builtin.wasm.len() / 1024);
     show("  cold compile + pre-instantiate", cold);
     show("  from the disk cache + pre-instantiate", cached);
-    println!("  ratio cold / cached: {:.1}x\n", cold.as_secs_f64() / cached.as_secs_f64());
+    println!(
+        "  ratio cold / cached: {:.1}x\n",
+        cold.as_secs_f64() / cached.as_secs_f64()
+    );
 }
 
 async fn call_bench() {
@@ -147,14 +181,20 @@ async fn call_bench() {
     let ctx = context(BTreeMap::new());
     const N: usize = 3000;
     for _ in 0..200 {
-        engine.call(&prepared, ctx.clone(), "{}", Duration::from_secs(5)).await.unwrap();
+        engine
+            .call(&prepared, ctx.clone(), "{}", Duration::from_secs(5))
+            .await
+            .unwrap();
         raw.call("{}").await;
     }
     let (mut ours, mut theirs) = (Vec::with_capacity(N), Vec::with_capacity(N));
     // Interleaved, so drift in machine load hits both alike.
     for _ in 0..N {
         let t = Instant::now();
-        engine.call(&prepared, ctx.clone(), "{}", Duration::from_secs(5)).await.unwrap();
+        engine
+            .call(&prepared, ctx.clone(), "{}", Duration::from_secs(5))
+            .await
+            .unwrap();
         ours.push(t.elapsed());
         let t = Instant::now();
         raw.call("{}").await;
@@ -164,11 +204,19 @@ async fn call_bench() {
     println!("instantiate-and-call of a trivial step ({N} calls each)");
     show("  raw wasmtime", theirs);
     show("  through sluice (limits, deadline, output check)", ours);
-    println!("  ratio sluice / raw: {:.2}\n", ours.as_secs_f64() / theirs.as_secs_f64());
+    println!(
+        "  ratio sluice / raw: {:.2}\n",
+        ours.as_secs_f64() / theirs.as_secs_f64()
+    );
 }
 
 async fn send_bench() {
-    let app = axum::Router::new().fallback(|| async { ([("content-type", "application/json")], r#"{"ok":true,"value":[1,2,3]}"#) });
+    let app = axum::Router::new().fallback(|| async {
+        (
+            [("content-type", "application/json")],
+            r#"{"ok":true,"value":[1,2,3]}"#,
+        )
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -190,7 +238,8 @@ async fn send_bench() {
     let ctx = context(BTreeMap::from([("api".to_string(), conn)]));
     const PER_CALL: usize = 50;
     const ROUNDS: usize = 40;
-    let input = format!(r#"{{"action":"get-many","connection":"api","url":"things","count":{PER_CALL}}}"#);
+    let input =
+        format!(r#"{{"action":"get-many","connection":"api","url":"things","count":{PER_CALL}}}"#);
     let native_url = format!("{base}/api/things");
     let native = || async {
         for _ in 0..PER_CALL {
@@ -199,21 +248,33 @@ async fn send_bench() {
         }
     };
     for _ in 0..3 {
-        engine.call(&prepared, ctx.clone(), &input, Duration::from_secs(30)).await.unwrap();
+        engine
+            .call(&prepared, ctx.clone(), &input, Duration::from_secs(30))
+            .await
+            .unwrap();
         native().await;
     }
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        engine.call(&prepared, ctx.clone(), &input, Duration::from_secs(30)).await.unwrap();
+        engine
+            .call(&prepared, ctx.clone(), &input, Duration::from_secs(30))
+            .await
+            .unwrap();
         ours.push(t.elapsed() / PER_CALL as u32);
         let t = Instant::now();
         native().await;
         theirs.push(t.elapsed() / PER_CALL as u32);
     }
     let (ours, theirs) = (median(ours), median(theirs));
-    println!("one GET to a loopback server ({} rounds of {PER_CALL} requests)", ROUNDS);
+    println!(
+        "one GET to a loopback server ({} rounds of {PER_CALL} requests)",
+        ROUNDS
+    );
     show("  native reqwest from the host", theirs);
     show("  connection.send from a component", ours);
-    println!("  ratio send / native: {:.2}", ours.as_secs_f64() / theirs.as_secs_f64());
+    println!(
+        "  ratio send / native: {:.2}",
+        ours.as_secs_f64() / theirs.as_secs_f64()
+    );
 }

@@ -31,12 +31,12 @@ impl Redactor {
         if secret.len() < MIN_SECRET_LEN {
             return;
         }
-        if let Ok(mut list) = self.secrets.write() {
-            if !list.contains(&secret) {
-                list.push(secret);
-                // Longest first, so a secret containing another is removed whole.
-                list.sort_by_key(|s| std::cmp::Reverse(s.len()));
-            }
+        if let Ok(mut list) = self.secrets.write()
+            && !list.contains(&secret)
+        {
+            list.push(secret);
+            // Longest first, so a secret containing another is removed whole.
+            list.sort_by_key(|s| std::cmp::Reverse(s.len()));
         }
     }
 
@@ -58,8 +58,14 @@ impl Redactor {
         use serde_json::Value;
         match value {
             Value::String(s) => Value::String(self.redact(s)),
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.redact_json(v)).collect()),
-            Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (self.redact(k), self.redact_json(v))).collect()),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.redact_json(v)).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (self.redact(k), self.redact_json(v)))
+                    .collect(),
+            ),
             other => other.clone(),
         }
     }
@@ -71,9 +77,19 @@ mod tests {
 
     #[test]
     fn removes_every_occurrence_longest_first() {
-        let r = Redactor::new(["s3cret".to_string(), "s3cret-extended".to_string(), "ab".to_string()]);
-        assert_eq!(r.redact("a s3cret-extended and s3cret, ab"), "a [redacted] and [redacted], ab");
+        let r = Redactor::new([
+            "s3cret".to_string(),
+            "s3cret-extended".to_string(),
+            "ab".to_string(),
+        ]);
+        assert_eq!(
+            r.redact("a s3cret-extended and s3cret, ab"),
+            "a [redacted] and [redacted], ab"
+        );
         r.add("token123".into());
-        assert_eq!(r.redact_json(&serde_json::json!({"k": ["token123"]})), serde_json::json!({"k": ["[redacted]"]}));
+        assert_eq!(
+            r.redact_json(&serde_json::json!({"k": ["token123"]})),
+            serde_json::json!({"k": ["[redacted]"]})
+        );
     }
 }

@@ -11,7 +11,9 @@ use sluice::flow::{Context, Flow};
 use sluice::run::{Observer, RunEvent, RunOptions, RunOutcome, Runner};
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(sluice_builtins::fixture(name).unwrap_or_else(|| panic!("fixture {name} was not built")))
+    PathBuf::from(
+        sluice_builtins::fixture(name).unwrap_or_else(|| panic!("fixture {name} was not built")),
+    )
 }
 
 pub fn write_flow(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -22,8 +24,15 @@ pub fn write_flow(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 pub fn load(path: &Path, env: &[(&str, &str)]) -> Flow {
     let builtins = sluice_builtins::names();
-    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let ctx = Context { builtins: &builtins, env, param_overrides: &[] };
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let ctx = Context {
+        builtins: &builtins,
+        env,
+        param_overrides: &[],
+    };
     match sluice::flow::load(path, &ctx) {
         Ok(flow) => flow,
         Err(e) => panic!("flow does not validate:\n{e}"),
@@ -45,7 +54,11 @@ impl Collector {
         self.0.lock().unwrap().clone()
     }
     pub fn text(&self) -> String {
-        self.events().iter().map(|e| serde_json::to_string(e).unwrap()).collect::<Vec<_>>().join("\n")
+        self.events()
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -53,7 +66,12 @@ pub fn runner(config: EngineConfig) -> Runner {
     Runner::new(Engine::new(config).unwrap()).unwrap()
 }
 
-pub async fn run(runner: &Runner, flow: &Flow, dir: &Path, dry_run: bool) -> (RunOutcome, Arc<Collector>) {
+pub async fn run(
+    runner: &Runner,
+    flow: &Flow,
+    dir: &Path,
+    dry_run: bool,
+) -> (RunOutcome, Arc<Collector>) {
     let collector = Arc::new(Collector::default());
     let run_id = sluice::run::new_run_id();
     let options = RunOptions::new(run_id.clone(), dir.join("runs").join(&run_id), dry_run);
@@ -74,7 +92,10 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -89,36 +110,43 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start(script: impl Fn(&Seen, &[Seen]) -> Reply + Send + Sync + 'static) -> TestServer {
+    pub async fn start(
+        script: impl Fn(&Seen, &[Seen]) -> Reply + Send + Sync + 'static,
+    ) -> TestServer {
         use axum::body::Bytes;
         use axum::http::{HeaderMap, Method, Uri};
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let script: Arc<Script> = Arc::new(script);
         let state = (seen.clone(), script);
-        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (seen, script) = state.clone();
-            async move {
-                let request = Seen {
-                    method: method.to_string(),
-                    path: uri.path().to_string(),
-                    query: uri.query().unwrap_or("").to_string(),
-                    headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string())).collect(),
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                    at: std::time::Instant::now(),
-                };
-                let (status, headers, body) = {
-                    let mut all = seen.lock().unwrap();
-                    let reply = script(&request, &all);
-                    all.push(request);
-                    reply
-                };
-                let mut response = axum::response::Response::builder().status(status);
-                for (n, v) in headers {
-                    response = response.header(n, v);
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let (seen, script) = state.clone();
+                async move {
+                    let request = Seen {
+                        method: method.to_string(),
+                        path: uri.path().to_string(),
+                        query: uri.query().unwrap_or("").to_string(),
+                        headers: headers
+                            .iter()
+                            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+                            .collect(),
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                        at: std::time::Instant::now(),
+                    };
+                    let (status, headers, body) = {
+                        let mut all = seen.lock().unwrap();
+                        let reply = script(&request, &all);
+                        all.push(request);
+                        reply
+                    };
+                    let mut response = axum::response::Response::builder().status(status);
+                    for (n, v) in headers {
+                        response = response.header(n, v);
+                    }
+                    response.body(axum::body::Body::from(body)).unwrap()
                 }
-                response.body(axum::body::Body::from(body)).unwrap()
-            }
-        });
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {
@@ -132,14 +160,24 @@ impl TestServer {
     }
 
     pub fn to(&self, path: &str) -> Vec<Seen> {
-        self.requests().into_iter().filter(|s| s.path == path).collect()
+        self.requests()
+            .into_iter()
+            .filter(|s| s.path == path)
+            .collect()
     }
 }
 
 pub fn json_reply(status: u16, body: serde_json::Value) -> Reply {
-    (status, vec![("content-type".into(), "application/json".into())], body.to_string())
+    (
+        status,
+        vec![("content-type".into(), "application/json".into())],
+        body.to_string(),
+    )
 }
 
 pub fn token_reply(token: &str, expires_in: u64) -> Reply {
-    json_reply(200, serde_json::json!({"access_token": token, "token_type": "bearer", "expires_in": expires_in}))
+    json_reply(
+        200,
+        serde_json::json!({"access_token": token, "token_type": "bearer", "expires_in": expires_in}),
+    )
 }

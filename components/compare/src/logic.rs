@@ -24,7 +24,10 @@ struct Match<'a> {
 }
 
 pub fn compare_input(input: Value) -> Result<Value, StepError> {
-    let people = input.get("people").and_then(Value::as_array).ok_or_else(|| bad_input("`people` must be a list"))?;
+    let people = input
+        .get("people")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad_input("`people` must be a list"))?;
     let users = input
         .get("procore_users")
         .and_then(Value::as_array)
@@ -36,10 +39,19 @@ pub fn compare(people: &[Value], users: &[Value]) -> Value {
     let mut index: HashMap<String, Match<'_>> = HashMap::with_capacity(users.len() * 2);
     for (i, user) in users.iter().enumerate() {
         // Procore's inactive list may omit is_active; absent means active only on the active list.
-        let active = user.get("is_active").and_then(Value::as_bool).unwrap_or(true);
-        let candidate = Match { id: user.get("id").unwrap_or(&Value::Null), active, index: i };
+        let active = user
+            .get("is_active")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let candidate = Match {
+            id: user.get("id").unwrap_or(&Value::Null),
+            active,
+            index: i,
+        };
         for field in ["login", "email_address"] {
-            let Some(value) = user.get(field).and_then(Value::as_str) else { continue };
+            let Some(value) = user.get(field).and_then(Value::as_str) else {
+                continue;
+            };
             let key = normalise(value);
             if key.is_empty() {
                 continue;
@@ -99,7 +111,12 @@ mod tests {
 
     #[test]
     fn matches_by_login_or_email_without_case_and_keeps_inactive_apart() {
-        let people = vec![person("a@x.com"), person("b@x.com"), person("c@x.com"), person("d@x.com")];
+        let people = vec![
+            person("a@x.com"),
+            person("b@x.com"),
+            person("c@x.com"),
+            person("d@x.com"),
+        ];
         let users = vec![
             user(1, " A@X.com ", "other@x.com", true),
             user(2, "bee", "B@x.COM", true),
@@ -108,14 +125,23 @@ mod tests {
         ];
         let out = compare(&people, &users);
         assert_eq!(out["missing"], json!([person("d@x.com")]));
-        assert_eq!(out["present"], json!([{"key": "a@x.com", "procore_id": 1}, {"key": "b@x.com", "procore_id": 2}]));
+        assert_eq!(
+            out["present"],
+            json!([{"key": "a@x.com", "procore_id": 1}, {"key": "b@x.com", "procore_id": 2}])
+        );
         assert_eq!(out["present_inactive"][0]["procore_id"], json!(3));
-        assert_eq!(out["counts"], json!({"people": 4, "missing": 1, "present": 2, "present_inactive": 1, "procore_only": 1}));
+        assert_eq!(
+            out["counts"],
+            json!({"people": 4, "missing": 1, "present": 2, "present_inactive": 1, "procore_only": 1})
+        );
     }
 
     #[test]
     fn an_active_account_beats_an_inactive_one() {
-        let users = vec![user(1, "a@x.com", "a@x.com", false), user(2, "a2", "A@x.com", true)];
+        let users = vec![
+            user(1, "a@x.com", "a@x.com", false),
+            user(2, "a2", "A@x.com", true),
+        ];
         let out = compare(&[person("a@x.com")], &users);
         assert_eq!(out["present"], json!([{"key": "a@x.com", "procore_id": 2}]));
         assert_eq!(out["counts"]["present_inactive"], json!(0));
@@ -130,13 +156,17 @@ mod tests {
     #[test]
     fn a_hundred_thousand_by_a_hundred_thousand() {
         let n = 100_000;
-        let people: Vec<Value> = (0..n).map(|i| person(&format!("user{i}@contoso.com"))).collect();
+        let people: Vec<Value> = (0..n)
+            .map(|i| person(&format!("user{i}@contoso.com")))
+            .collect();
         // Every tenth person is missing; every 50th present one is inactive; plus n/10 Procore-only users.
         let mut users: Vec<Value> = (0..n)
             .filter(|i| i % 10 != 0)
             .map(|i| user(i as u64, &format!("USER{i}@contoso.com"), "", i % 50 != 1))
             .collect();
-        users.extend((0..n / 10).map(|i| user((n + i) as u64, &format!("sub{i}@contractor.com"), "", true)));
+        users.extend(
+            (0..n / 10).map(|i| user((n + i) as u64, &format!("sub{i}@contractor.com"), "", true)),
+        );
         let out = compare(&people, &users);
         assert_eq!(out["counts"]["missing"], json!(n / 10));
         assert_eq!(out["counts"]["present_inactive"], json!(n / 50));

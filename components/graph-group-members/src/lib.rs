@@ -37,8 +37,16 @@ const SELECT: &str = "id,displayName,givenName,surname,mail,userPrincipalName,ac
 
 /// The identity key of a Graph user, or `None` when it has neither address.
 pub fn key(member: &Value) -> Option<String> {
-    let field = |name: &str| member.get(name).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
-    field("mail").or_else(|| field("userPrincipalName")).map(str::to_lowercase)
+    let field = |name: &str| {
+        member
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    field("mail")
+        .or_else(|| field("userPrincipalName"))
+        .map(str::to_lowercase)
 }
 
 /// Folds the members of each group into one entry per person.
@@ -78,7 +86,11 @@ impl People {
 
     pub fn finish(self) -> Value {
         // Someone disabled in one place but enabled elsewhere is still enabled.
-        let disabled = self.disabled.iter().filter(|k| !self.by_key.contains_key(*k)).count();
+        let disabled = self
+            .disabled
+            .iter()
+            .filter(|k| !self.by_key.contains_key(*k))
+            .count();
         let people: Vec<Value> = self
             .by_key
             .into_values()
@@ -97,14 +109,25 @@ fn encode(segment: &str) -> String {
 
 fn run(input: Value) -> Result<Value, StepError> {
     let input: Input = parse_input(input)?;
-    let relation = if input.transitive { "transitiveMembers" } else { "members" };
+    let relation = if input.transitive {
+        "transitiveMembers"
+    } else {
+        "members"
+    };
     let mut people = People::default();
     for group in &input.groups {
-        let first = Call::get(&input.connection, &format!("groups/{}/{relation}", encode(&group.id)))
-            .query("$select", SELECT)
-            .query("$top", "999");
+        let first = Call::get(
+            &input.connection,
+            &format!("groups/{}/{relation}", encode(&group.id)),
+        )
+        .query("$select", SELECT)
+        .query("$top", "999");
         let members = graph_all(&input.connection, first)?;
-        sluice_guest::log::info(&format!("{}: {} members", group.display_name, members.len()));
+        sluice_guest::log::info(&format!(
+            "{}: {} members",
+            group.display_name,
+            members.len()
+        ));
         for member in &members {
             people.add(&group.display_name, member);
         }
@@ -124,8 +147,14 @@ mod tests {
 
     #[test]
     fn keys_follow_the_identity_rules() {
-        assert_eq!(key(&user(Some("  Alice.Smith@Contoso.com "), "x@y", true)).unwrap(), "alice.smith@contoso.com");
-        assert_eq!(key(&user(Some("  "), "Bob@Contoso.onmicrosoft.com", true)).unwrap(), "bob@contoso.onmicrosoft.com");
+        assert_eq!(
+            key(&user(Some("  Alice.Smith@Contoso.com "), "x@y", true)).unwrap(),
+            "alice.smith@contoso.com"
+        );
+        assert_eq!(
+            key(&user(Some("  "), "Bob@Contoso.onmicrosoft.com", true)).unwrap(),
+            "bob@contoso.onmicrosoft.com"
+        );
         assert_eq!(key(&user(None, "Carl@c.com", true)).unwrap(), "carl@c.com");
         assert_eq!(key(&json!({})), None);
     }
@@ -138,14 +167,30 @@ mod tests {
         p.add("License – Office E1", &user(Some("d@x.com"), "d", false));
         p.add("License – Office E1", &user(Some("e@x.com"), "e", false));
         p.add("License – Microsoft E3", &user(Some("e@x.com"), "e", true));
-        p.add("License – Office E1", &json!({"@odata.type": "#microsoft.graph.device", "id": "dev"}));
-        p.add("License – Office E1", &json!({"@odata.type": "#microsoft.graph.group", "id": "g"}));
-        p.add("License – Office E1", &json!({"@odata.type": "#microsoft.graph.user", "mail": "f@x.com"}));
+        p.add(
+            "License – Office E1",
+            &json!({"@odata.type": "#microsoft.graph.device", "id": "dev"}),
+        );
+        p.add(
+            "License – Office E1",
+            &json!({"@odata.type": "#microsoft.graph.group", "id": "g"}),
+        );
+        p.add(
+            "License – Office E1",
+            &json!({"@odata.type": "#microsoft.graph.user", "mail": "f@x.com"}),
+        );
         let out = p.finish();
         assert_eq!(out["count"], json!(2));
         assert_eq!(out["people"][0]["key"], json!("a@x.com"));
-        assert_eq!(out["people"][0]["groups"], json!(["License – Microsoft E3", "License – Office E1"]));
-        assert_eq!(out["skipped_disabled"], json!(2), "d, and f whose accountEnabled is missing");
+        assert_eq!(
+            out["people"][0]["groups"],
+            json!(["License – Microsoft E3", "License – Office E1"])
+        );
+        assert_eq!(
+            out["skipped_disabled"],
+            json!(2),
+            "d, and f whose accountEnabled is missing"
+        );
         assert_eq!(out["skipped_non_user"], json!(2));
     }
 }

@@ -25,7 +25,11 @@ fn default_connection() -> String {
 
 /// The OData filter for the prefixes.
 pub fn filter(prefixes: &[String]) -> String {
-    prefixes.iter().map(|p| format!("startswith(displayName,'{}')", p.replace('\'', "''"))).collect::<Vec<_>>().join(" or ")
+    prefixes
+        .iter()
+        .map(|p| format!("startswith(displayName,'{}')", p.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// Keeps groups whose name starts with a prefix exactly, sorted by name.
@@ -35,7 +39,10 @@ pub fn select(groups: Vec<Value>, prefixes: &[String]) -> Vec<Value> {
         .filter_map(|g| {
             let name = g.get("displayName")?.as_str()?;
             let id = g.get("id")?.as_str()?;
-            prefixes.iter().any(|p| name.starts_with(p.as_str())).then(|| json!({ "id": id, "displayName": name }))
+            prefixes
+                .iter()
+                .any(|p| name.starts_with(p.as_str()))
+                .then(|| json!({ "id": id, "displayName": name }))
         })
         .collect();
     kept.sort_by(|a, b| a["displayName"].as_str().cmp(&b["displayName"].as_str()));
@@ -45,16 +52,26 @@ pub fn select(groups: Vec<Value>, prefixes: &[String]) -> Vec<Value> {
 
 fn run(input: Value) -> Result<Value, StepError> {
     let input: Input = parse_input(input)?;
-    let prefixes: Vec<String> = input.prefixes.into_iter().filter(|p| !p.is_empty()).collect();
+    let prefixes: Vec<String> = input
+        .prefixes
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
     if prefixes.is_empty() {
-        return Err(bad_input("`prefixes` is empty: name at least one group name prefix"));
+        return Err(bad_input(
+            "`prefixes` is empty: name at least one group name prefix",
+        ));
     }
     let first = Call::get(&input.connection, "groups")
         .query("$filter", filter(&prefixes))
         .query("$select", "id,displayName")
         .query("$top", "999");
     let groups = select(graph_all(&input.connection, first)?, &prefixes);
-    sluice_guest::log::info(&format!("{} groups match {} prefixes", groups.len(), prefixes.len()));
+    sluice_guest::log::info(&format!(
+        "{} groups match {} prefixes",
+        groups.len(),
+        prefixes.len()
+    ));
     Ok(json!({ "count": groups.len(), "groups": groups }))
 }
 
@@ -67,7 +84,10 @@ mod tests {
     #[test]
     fn filter_doubles_quotes_and_keeps_the_dash() {
         let f = filter(&["License – Microsoft".into(), "O'Brien".into()]);
-        assert_eq!(f, "startswith(displayName,'License – Microsoft') or startswith(displayName,'O''Brien')");
+        assert_eq!(
+            f,
+            "startswith(displayName,'License – Microsoft') or startswith(displayName,'O''Brien')"
+        );
     }
 
     #[test]
@@ -79,7 +99,10 @@ mod tests {
             json!({"id": "4", "displayName": "License – Office E1"}),
             json!({"id": "4", "displayName": "License – Office E1"}),
         ];
-        let kept = select(groups, &["License – Microsoft".into(), "License – Office".into()]);
+        let kept = select(
+            groups,
+            &["License – Microsoft".into(), "License – Office".into()],
+        );
         let ids: Vec<&str> = kept.iter().filter_map(|g| g["id"].as_str()).collect();
         assert_eq!(ids, vec!["1", "4"]);
     }

@@ -12,10 +12,19 @@ use sluice_guest::{StepError, Value, bad_input, json};
 pub fn recipients(to: &Value) -> Vec<String> {
     let parts: Vec<String> = match to {
         Value::String(s) => s.split([';', ',']).map(str::to_string).collect(),
-        Value::Array(items) => items.iter().filter_map(Value::as_str).flat_map(|s| s.split([';', ','])).map(str::to_string).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .flat_map(|s| s.split([';', ',']))
+            .map(str::to_string)
+            .collect(),
         _ => Vec::new(),
     };
-    parts.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 pub fn message(subject: &str, html: &str, to: &[String]) -> Value {
@@ -30,7 +39,11 @@ pub fn message(subject: &str, html: &str, to: &[String]) -> Value {
 }
 
 fn run(input: Value) -> Result<Value, StepError> {
-    let from = input.get("from").and_then(Value::as_str).map(str::trim).unwrap_or("");
+    let from = input
+        .get("from")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .unwrap_or("");
     if from.is_empty() {
         return Err(bad_input("`from` (the sending mailbox) is required"));
     }
@@ -38,11 +51,23 @@ fn run(input: Value) -> Result<Value, StepError> {
     if to.is_empty() {
         return Err(bad_input("`to` names no recipient"));
     }
-    let subject = input.get("subject").and_then(Value::as_str).unwrap_or("Sluice report");
+    let subject = input
+        .get("subject")
+        .and_then(Value::as_str)
+        .unwrap_or("Sluice report");
     let html = input.get("html").and_then(Value::as_str).unwrap_or("");
-    let connection = input.get("connection").and_then(Value::as_str).unwrap_or("graph");
-    let url = format!("users/{}/sendMail", percent_encoding::utf8_percent_encode(from, percent_encoding::NON_ALPHANUMERIC));
-    match Call::new(connection, Method::Post, &url).json_body(&message(subject, html, &to)).send() {
+    let connection = input
+        .get("connection")
+        .and_then(Value::as_str)
+        .unwrap_or("graph");
+    let url = format!(
+        "users/{}/sendMail",
+        percent_encoding::utf8_percent_encode(from, percent_encoding::NON_ALPHANUMERIC)
+    );
+    match Call::new(connection, Method::Post, &url)
+        .json_body(&message(subject, html, &to))
+        .send()
+    {
         Ok(r) if r.is_success() => Ok(json!({ "sent": true, "to": to })),
         Ok(r) => Err(status_error(&url, &r)),
         Err(Failure::DryRun(_)) => Ok(json!({ "sent": false, "would_send": true, "to": to })),
@@ -58,8 +83,14 @@ mod tests {
 
     #[test]
     fn recipients_split_and_trim() {
-        assert_eq!(recipients(&json!("a@x.com; b@x.com,,c@x.com ")), vec!["a@x.com", "b@x.com", "c@x.com"]);
-        assert_eq!(recipients(&json!(["a@x.com", " b@x.com;c@x.com"])), vec!["a@x.com", "b@x.com", "c@x.com"]);
+        assert_eq!(
+            recipients(&json!("a@x.com; b@x.com,,c@x.com ")),
+            vec!["a@x.com", "b@x.com", "c@x.com"]
+        );
+        assert_eq!(
+            recipients(&json!(["a@x.com", " b@x.com;c@x.com"])),
+            vec!["a@x.com", "b@x.com", "c@x.com"]
+        );
         assert!(recipients(&json!(null)).is_empty());
     }
 
@@ -67,6 +98,9 @@ mod tests {
     fn the_message_has_graphs_shape() {
         let m = message("S", "<p>x</p>", &["a@x.com".into()]);
         assert_eq!(m["message"]["body"]["contentType"], json!("HTML"));
-        assert_eq!(m["message"]["toRecipients"][0]["emailAddress"]["address"], json!("a@x.com"));
+        assert_eq!(
+            m["message"]["toRecipients"][0]["emailAddress"]["address"],
+            json!("a@x.com")
+        );
     }
 }

@@ -21,13 +21,21 @@ pub struct Row {
 }
 
 fn text(v: &Value, name: &str) -> String {
-    v.get(name).and_then(Value::as_str).unwrap_or("").to_string()
+    v.get(name)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 /// One row per item of the create step, then the inactive matches.
 pub fn rows(input: &Value) -> Vec<Row> {
     let mut rows = Vec::new();
-    let items = input.get("created").and_then(|c| c.get("items")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let items = input
+        .get("created")
+        .and_then(|c| c.get("items"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for entry in &items {
         let item = entry.get("item").cloned().unwrap_or(Value::Null);
         let name = text(&item, "displayName");
@@ -42,21 +50,45 @@ pub fn rows(input: &Value) -> Vec<Row> {
             };
             let mut detail = text(&output, "reason");
             if let Some(id) = output.get("procore_id").filter(|v| !v.is_null()) {
-                detail = format!("Procore id {}", id.as_str().map_or_else(|| id.to_string(), str::to_string));
+                detail = format!(
+                    "Procore id {}",
+                    id.as_str().map_or_else(|| id.to_string(), str::to_string)
+                );
             }
             let project = text(&output, "project");
             if !project.is_empty() {
                 detail = format!("{detail}; project: {}", project.replace('_', " "));
             }
-            rows.push(Row { status, name, key, detail });
+            rows.push(Row {
+                status,
+                name,
+                key,
+                detail,
+            });
         } else {
-            let message = entry.get("error").map(|e| text(e, "message")).unwrap_or_default();
-            rows.push(Row { status: "failed", name, key, detail: message });
+            let message = entry
+                .get("error")
+                .map(|e| text(e, "message"))
+                .unwrap_or_default();
+            rows.push(Row {
+                status: "failed",
+                name,
+                key,
+                detail: message,
+            });
         }
     }
-    let inactive = input.get("diff").and_then(|d| d.get("present_inactive")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let inactive = input
+        .get("diff")
+        .and_then(|d| d.get("present_inactive"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for person in &inactive {
-        let id = person.get("procore_id").map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).unwrap_or_default();
+        let id = person
+            .get("procore_id")
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .unwrap_or_default();
         rows.push(Row {
             status: "inactive in Procore",
             name: text(person, "displayName"),
@@ -69,7 +101,11 @@ pub fn rows(input: &Value) -> Vec<Row> {
 
 pub fn summary(rows: &[Row], input: &Value) -> Value {
     let count = |s: &str| rows.iter().filter(|r| r.status == s).count();
-    let counts = input.get("diff").and_then(|d| d.get("counts")).cloned().unwrap_or(Value::Null);
+    let counts = input
+        .get("diff")
+        .and_then(|d| d.get("counts"))
+        .cloned()
+        .unwrap_or(Value::Null);
     json!({
         "created": count("created"),
         "conflicts": count("conflict"),
@@ -94,7 +130,10 @@ tr:nth-child(even){background:#D0E4F5}\
 .summary td{font-weight:bold}";
 
 pub fn html(rows: &[Row], summary: &Value, input: &Value) -> String {
-    let dry_run = input.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
+    let dry_run = input
+        .get("dry_run")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let flow = text(input, "flow");
     let run_id = text(input, "run_id");
     let number = |k: &str| summary.get(k).and_then(Value::as_u64).unwrap_or(0);
@@ -105,12 +144,29 @@ pub fn html(rows: &[Row], summary: &Value, input: &Value) -> String {
     if dry_run {
         page.push_str("<p class=\"rehearsal\"><strong>Rehearsal (dry run):</strong> nothing was changed in Procore and no mail was sent. The rows show what a real run would do.</p>\n");
     }
-    page.push_str(&format!("<p>Flow <code>{}</code>, run <code>{}</code>.</p>\n", esc(&flow), esc(&run_id)));
+    page.push_str(&format!(
+        "<p>Flow <code>{}</code>, run <code>{}</code>.</p>\n",
+        esc(&flow),
+        esc(&run_id)
+    ));
     page.push_str("<table class=\"summary\"><thead><tr>");
     let columns: &[(&str, &str)] = if dry_run {
-        &[("would_create", "Would create"), ("failed", "Failed"), ("inactive_in_procore", "Inactive in Procore"), ("present", "Already in Procore"), ("skipped_disabled", "Skipped (disabled)")]
+        &[
+            ("would_create", "Would create"),
+            ("failed", "Failed"),
+            ("inactive_in_procore", "Inactive in Procore"),
+            ("present", "Already in Procore"),
+            ("skipped_disabled", "Skipped (disabled)"),
+        ]
     } else {
-        &[("created", "Created"), ("conflicts", "Conflicts"), ("failed", "Failed"), ("inactive_in_procore", "Inactive in Procore"), ("present", "Already in Procore"), ("skipped_disabled", "Skipped (disabled)")]
+        &[
+            ("created", "Created"),
+            ("conflicts", "Conflicts"),
+            ("failed", "Failed"),
+            ("inactive_in_procore", "Inactive in Procore"),
+            ("present", "Already in Procore"),
+            ("skipped_disabled", "Skipped (disabled)"),
+        ]
     };
     for (_, label) in columns {
         page.push_str(&format!("<th>{label}</th>"));
@@ -121,7 +177,9 @@ pub fn html(rows: &[Row], summary: &Value, input: &Value) -> String {
     }
     page.push_str("</tr></tbody></table>\n<h2 style=\"font-size:16px\">People</h2>\n");
     if rows.is_empty() {
-        page.push_str("<p>Nobody needed anything: every license holder is already in Procore.</p>\n");
+        page.push_str(
+            "<p>Nobody needed anything: every license holder is already in Procore.</p>\n",
+        );
     } else {
         page.push_str("<table><thead><tr><th>Status</th><th>Name</th><th>Email / login</th><th>Details</th></tr></thead><tbody>\n");
         for r in rows {
@@ -142,13 +200,25 @@ pub fn html(rows: &[Row], summary: &Value, input: &Value) -> String {
 fn run(input: Value) -> Result<Value, StepError> {
     let rows = rows(&input);
     let summary = summary(&rows, &input);
-    let dry_run = input.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
+    let dry_run = input
+        .get("dry_run")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let n = |k: &str| summary.get(k).and_then(Value::as_u64).unwrap_or(0);
     let notable = n("created") + n("failed") > 0 || (dry_run && n("would_create") > 0);
     let subject = if dry_run {
-        format!("[Rehearsal] Procore license sync: {} would be created, {} failed", n("would_create"), n("failed"))
+        format!(
+            "[Rehearsal] Procore license sync: {} would be created, {} failed",
+            n("would_create"),
+            n("failed")
+        )
     } else {
-        format!("Procore license sync: {} created, {} failed, {} conflicts", n("created"), n("failed"), n("conflicts"))
+        format!(
+            "Procore license sync: {} created, {} failed, {} conflicts",
+            n("created"),
+            n("failed"),
+            n("conflicts")
+        )
     };
     let page = html(&rows, &summary, &input);
     Ok(json!({ "html": page, "subject": subject, "summary": summary, "notable": notable }))
@@ -194,7 +264,10 @@ mod tests {
     fn summary_counts_every_outcome() {
         let i = input(false);
         let s = summary(&rows(&i), &i);
-        assert_eq!(s, json!({"created": 1, "conflicts": 1, "failed": 1, "would_create": 0, "inactive_in_procore": 1, "skipped_disabled": 2, "present": 1, "license_holders": 5}));
+        assert_eq!(
+            s,
+            json!({"created": 1, "conflicts": 1, "failed": 1, "would_create": 0, "inactive_in_procore": 1, "skipped_disabled": 2, "present": 1, "license_holders": 5})
+        );
         let out = run(i).unwrap();
         assert_eq!(out["notable"], json!(true));
         assert!(out["subject"].as_str().unwrap().contains("1 created"));
@@ -205,7 +278,12 @@ mod tests {
         let mut i = input(true);
         i["created"] = json!({"items": [{"item": {"key": "a@x.com", "displayName": "A"}, "status": "ok", "output": {"status": "would_create"}}]});
         let out = run(i).unwrap();
-        assert!(out["html"].as_str().unwrap().contains("Rehearsal (dry run)"));
+        assert!(
+            out["html"]
+                .as_str()
+                .unwrap()
+                .contains("Rehearsal (dry run)")
+        );
         assert!(out["subject"].as_str().unwrap().starts_with("[Rehearsal]"));
         assert_eq!(out["summary"]["would_create"], json!(1));
     }
@@ -214,6 +292,11 @@ mod tests {
     fn nothing_to_do_is_not_notable() {
         let out = run(json!({"diff": {"counts": {"people": 3, "present": 3}, "present_inactive": []}, "created": null})).unwrap();
         assert_eq!(out["notable"], json!(false));
-        assert!(out["html"].as_str().unwrap().contains("every license holder is already in Procore"));
+        assert!(
+            out["html"]
+                .as_str()
+                .unwrap()
+                .contains("every license holder is already in Procore")
+        );
     }
 }

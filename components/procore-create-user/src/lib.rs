@@ -21,7 +21,14 @@ use sluice_guest::{StepError, Value, bad_input, json};
 
 /// `first_name` and `last_name` for Procore, which requires a last name.
 pub fn names(person: &Value) -> (String, String) {
-    let text = |name: &str| person.get(name).and_then(Value::as_str).map(str::trim).unwrap_or("").to_string();
+    let text = |name: &str| {
+        person
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
     let (given, surname, display) = (text("givenName"), text("surname"), text("displayName"));
     let key = text("key");
     let words: Vec<&str> = display.split_whitespace().collect();
@@ -52,7 +59,8 @@ pub fn body(person: &Value, key: &str) -> Value {
 /// Whether a 409/422 error body says the login or email is already in use.
 pub fn is_taken(status: u16, message: &str) -> bool {
     let m = message.to_lowercase();
-    status == 409 || (status == 422 && (m.contains("taken") || m.contains("already") || m.contains("exists")))
+    status == 409
+        || (status == 422 && (m.contains("taken") || m.contains("already") || m.contains("exists")))
 }
 
 fn optional_id(input: &Value, name: &str) -> Option<String> {
@@ -68,21 +76,44 @@ fn encode(s: &str) -> String {
 }
 
 fn run(input: Value) -> Result<Value, StepError> {
-    let person = input.get("user").ok_or_else(|| bad_input("`user` is required"))?;
-    let company = optional_id(&input, "company_id").ok_or_else(|| bad_input("`company_id` is required"))?;
-    let connection = input.get("connection").and_then(Value::as_str).unwrap_or("procore").to_string();
-    let key = person.get("key").and_then(Value::as_str).map(|k| k.trim().to_lowercase()).unwrap_or_default();
+    let person = input
+        .get("user")
+        .ok_or_else(|| bad_input("`user` is required"))?;
+    let company =
+        optional_id(&input, "company_id").ok_or_else(|| bad_input("`company_id` is required"))?;
+    let connection = input
+        .get("connection")
+        .and_then(Value::as_str)
+        .unwrap_or("procore")
+        .to_string();
+    let key = person
+        .get("key")
+        .and_then(Value::as_str)
+        .map(|k| k.trim().to_lowercase())
+        .unwrap_or_default();
     if key.is_empty() {
-        return Err(bad_input("the user has no `key` (mail or userPrincipalName)"));
+        return Err(bad_input(
+            "the user has no `key` (mail or userPrincipalName)",
+        ));
     }
-    let display_name = person.get("displayName").and_then(Value::as_str).unwrap_or(&key).to_string();
+    let display_name = person
+        .get("displayName")
+        .and_then(Value::as_str)
+        .unwrap_or(&key)
+        .to_string();
     let mut out = json!({ "key": key, "display_name": display_name });
     let url = format!("companies/{}/users", encode(&company));
-    let response = match Call::new(&connection, Method::Post, &url).json_body(&body(person, &key)).idempotent().send() {
+    let response = match Call::new(&connection, Method::Post, &url)
+        .json_body(&body(person, &key))
+        .idempotent()
+        .send()
+    {
         Ok(r) => r,
         Err(Failure::DryRun(_)) => {
             out["status"] = json!("would_create");
-            if optional_id(&input, "project_id").is_some() && optional_id(&input, "permission_template_id").is_some() {
+            if optional_id(&input, "project_id").is_some()
+                && optional_id(&input, "permission_template_id").is_some()
+            {
                 out["project"] = json!("would_add");
             }
             return Ok(out);
@@ -108,7 +139,10 @@ fn run(input: Value) -> Result<Value, StepError> {
     let id = created.get("id").cloned().unwrap_or(Value::Null);
     out["status"] = json!("created");
     out["procore_id"] = id.clone();
-    if let (Some(project), Some(template)) = (optional_id(&input, "project_id"), optional_id(&input, "permission_template_id")) {
+    if let (Some(project), Some(template)) = (
+        optional_id(&input, "project_id"),
+        optional_id(&input, "permission_template_id"),
+    ) {
         out["project"] = json!(add_to_project(&connection, &project, &id, &template));
     }
     Ok(out)
@@ -120,12 +154,24 @@ fn add_to_project(connection: &str, project: &str, user_id: &Value, template: &s
         Value::String(s) => s.clone(),
         _ => return "failed: Procore returned no user id".into(),
     };
-    let template_value = template.parse::<u64>().map_or_else(|_| json!(template), |n| json!(n));
-    let url = format!("projects/{}/users/{}/actions/add", encode(project), encode(&user_id));
-    let call = Call::new(connection, Method::Post, &url).json_body(&json!({ "user": { "permission_template_id": template_value } })).idempotent();
+    let template_value = template
+        .parse::<u64>()
+        .map_or_else(|_| json!(template), |n| json!(n));
+    let url = format!(
+        "projects/{}/users/{}/actions/add",
+        encode(project),
+        encode(&user_id)
+    );
+    let call = Call::new(connection, Method::Post, &url)
+        .json_body(&json!({ "user": { "permission_template_id": template_value } }))
+        .idempotent();
     match call.send() {
         Ok(r) if r.is_success() => "added".into(),
-        Ok(r) => format!("failed: HTTP {}: {}", r.status, service_message(&r).unwrap_or_else(|| r.text_preview())),
+        Ok(r) => format!(
+            "failed: HTTP {}: {}",
+            r.status,
+            service_message(&r).unwrap_or_else(|| r.text_preview())
+        ),
         Err(Failure::DryRun(_)) => "would_add".into(),
         Err(Failure::Error(e)) => format!("failed: {}", e.message),
     }

@@ -33,13 +33,34 @@ pub fn id_text(value: Option<&Value>) -> Option<String> {
 }
 
 fn run(input: Value) -> Result<Value, StepError> {
-    let company = id_text(input.get("company_id")).ok_or_else(|| bad_input("`company_id` is required"))?;
-    let connection = input.get("connection").and_then(Value::as_str).unwrap_or("procore").to_string();
-    let company = percent_encoding::utf8_percent_encode(&company, percent_encoding::NON_ALPHANUMERIC).to_string();
-    let active = procore_all(&connection, &format!("companies/{company}/users"), &[], PER_PAGE)?;
-    let inactive = procore_all(&connection, &format!("companies/{company}/users/inactive"), &[], PER_PAGE)?;
+    let company =
+        id_text(input.get("company_id")).ok_or_else(|| bad_input("`company_id` is required"))?;
+    let connection = input
+        .get("connection")
+        .and_then(Value::as_str)
+        .unwrap_or("procore")
+        .to_string();
+    let company =
+        percent_encoding::utf8_percent_encode(&company, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    let active = procore_all(
+        &connection,
+        &format!("companies/{company}/users"),
+        &[],
+        PER_PAGE,
+    )?;
+    let inactive = procore_all(
+        &connection,
+        &format!("companies/{company}/users/inactive"),
+        &[],
+        PER_PAGE,
+    )?;
     let (active_count, inactive_count) = (active.len(), inactive.len());
-    let users: Vec<Value> = active.iter().map(|u| slim(u, true)).chain(inactive.iter().map(|u| slim(u, false))).collect();
+    let users: Vec<Value> = active
+        .iter()
+        .map(|u| slim(u, true))
+        .chain(inactive.iter().map(|u| slim(u, false)))
+        .collect();
     Ok(json!({ "users": users, "active_count": active_count, "inactive_count": inactive_count }))
 }
 

@@ -35,8 +35,12 @@ impl ScenarioArgs {
     fn scenario(&self) -> anyhow::Result<Scenario> {
         match self.users {
             Some(n) => Ok(Scenario::generate(n, self.seed)),
-            None => Scenario::named(&self.scenario)
-                .ok_or_else(|| anyhow::anyhow!("there is no scenario `{}`; use `demo`, `empty` or --users N", self.scenario)),
+            None => Scenario::named(&self.scenario).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "there is no scenario `{}`; use `demo`, `empty` or --users N",
+                    self.scenario
+                )
+            }),
         }
     }
 }
@@ -61,8 +65,16 @@ pub struct DemoArgs {
 
 pub async fn emulate(args: EmulateArgs) -> anyhow::Result<ExitCode> {
     let scenario = args.scenario.scenario()?;
-    let emulator = sluice_emulator::start(EmulatorConfig { port: args.port, scenario, ..EmulatorConfig::default() }).await?;
-    println!("Graph and Procore emulators listening on {}", emulator.base_url());
+    let emulator = sluice_emulator::start(EmulatorConfig {
+        port: args.port,
+        scenario,
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    println!(
+        "Graph and Procore emulators listening on {}",
+        emulator.base_url()
+    );
     println!("State and request log: {}/_admin\n", emulator.base_url());
     println!("Point the shipped flow at them with:\n");
     for (k, v) in emulator.env_vars() {
@@ -75,34 +87,66 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn shell_quote(v: &str) -> String {
-    if v.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c)) { v.to_string() } else { format!("'{}'", v.replace('\'', r"'\''")) }
+    if v.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
+    {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', r"'\''"))
+    }
 }
 
 pub async fn demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let scenario = args.scenario.scenario()?;
     let expected = scenario.expected_sync();
-    let emulator = sluice_emulator::start(EmulatorConfig { port: 0, scenario, ..EmulatorConfig::default() }).await?;
-    eprintln!("Started the Microsoft Graph and Procore emulators on {}.", emulator.base_url());
-    eprintln!("Running {LICENSE_SYNC_PATH} against them{}:\n", if args.dry_run { " as a dry run" } else { "" });
+    let emulator = sluice_emulator::start(EmulatorConfig {
+        port: 0,
+        scenario,
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    eprintln!(
+        "Started the Microsoft Graph and Procore emulators on {}.",
+        emulator.base_url()
+    );
+    eprintln!(
+        "Running {LICENSE_SYNC_PATH} against them{}:\n",
+        if args.dry_run { " as a dry run" } else { "" }
+    );
     let builtins = sluice_builtins::names();
     let env = emulator.env_vars().into_iter().collect();
-    let ctx = Context { builtins: &builtins, env, param_overrides: &[] };
-    let flow = match crate::flow::load_source(SourceFile::new(LICENSE_SYNC_PATH, LICENSE_SYNC_FLOW), &ctx) {
-        Ok(flow) => flow,
-        Err(e) => anyhow::bail!("the embedded flow does not validate:\n{e}"),
+    let ctx = Context {
+        builtins: &builtins,
+        env,
+        param_overrides: &[],
     };
+    let flow =
+        match crate::flow::load_source(SourceFile::new(LICENSE_SYNC_PATH, LICENSE_SYNC_FLOW), &ctx)
+        {
+            Ok(flow) => flow,
+            Err(e) => anyhow::bail!("the embedded flow does not validate:\n{e}"),
+        };
     let runner = Runner::new(engine_for(data_dir)?)?;
     let run_id = crate::run::new_run_id();
-    let options = RunOptions::new(run_id.clone(), data_dir.join("runs").join(&run_id), args.dry_run);
+    let options = RunOptions::new(
+        run_id.clone(),
+        data_dir.join("runs").join(&run_id),
+        args.dry_run,
+    );
     let progress: Arc<dyn Observer> = Arc::new(Progress::new(Mode::Human, false));
-    let history = Arc::new(sluice_history::History::open(&sluice_history::path_in(data_dir))?);
+    let history = Arc::new(sluice_history::History::open(&sluice_history::path_in(
+        data_dir,
+    ))?);
     let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(history, LICENSE_SYNC_PATH, "demo"));
     let observer: Arc<dyn Observer> = Arc::new(Fanout(vec![progress, recorder]));
     let outcome = runner.run(&flow, &options, observer).await;
     let state = emulator.snapshot();
     emulator.shutdown().await;
     if outcome.status != Status::Succeeded {
-        eprintln!("\nerror: {}", outcome.error.as_deref().unwrap_or("the run failed"));
+        eprintln!(
+            "\nerror: {}",
+            outcome.error.as_deref().unwrap_or("the run failed")
+        );
         return Ok(ExitCode::from(1));
     }
     eprintln!();

@@ -16,7 +16,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "Runs automation flows whose steps are sandboxed WebAssembly components")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Runs automation flows whose steps are sandboxed WebAssembly components"
+)]
 pub struct Cli {
     /// Where run history, reports and the compile cache live
     /// [default: $SLUICE_DATA_DIR, else ~/.local/share/sluice]
@@ -49,7 +53,10 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -89,9 +96,16 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 /// Loads a flow, printing its problems; `None` means exit status 2.
-pub fn load_flow(file: &std::path::Path, overrides: &[(String, String)]) -> Option<crate::flow::Flow> {
+pub fn load_flow(
+    file: &std::path::Path,
+    overrides: &[(String, String)],
+) -> Option<crate::flow::Flow> {
     let builtins = sluice_builtins::names();
-    let ctx = crate::flow::Context { builtins: &builtins, env: crate::flow::process_env(), param_overrides: overrides };
+    let ctx = crate::flow::Context {
+        builtins: &builtins,
+        env: crate::flow::process_env(),
+        param_overrides: overrides,
+    };
     match crate::flow::load(file, &ctx) {
         Ok(flow) => Some(flow),
         Err(e) => {
@@ -102,24 +116,37 @@ pub fn load_flow(file: &std::path::Path, overrides: &[(String, String)]) -> Opti
 }
 
 fn validate(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let Some(flow) = load_flow(file, &[]) else { return Ok(ExitCode::from(2)) };
-    let mut line = format!("✓ {}: flow `{}` is valid ({} step{}", file.display(), flow.name, flow.steps.len(), if flow.steps.len() == 1 { "" } else { "s" });
-    if let Some(schedule) = &flow.schedule {
-        if let Some(next) = schedule.next_after(chrono::Utc::now()) {
-            line.push_str(&format!(
-                "; scheduled `{}` {}, next at {}",
-                schedule.cron,
-                schedule.timezone,
-                next.with_timezone(&schedule.timezone).format("%a %Y-%m-%d %H:%M:%S %Z")
-            ));
-        }
+    let Some(flow) = load_flow(file, &[]) else {
+        return Ok(ExitCode::from(2));
+    };
+    let mut line = format!(
+        "✓ {}: flow `{}` is valid ({} step{}",
+        file.display(),
+        flow.name,
+        flow.steps.len(),
+        if flow.steps.len() == 1 { "" } else { "s" }
+    );
+    if let Some(schedule) = &flow.schedule
+        && let Some(next) = schedule.next_after(chrono::Utc::now())
+    {
+        line.push_str(&format!(
+            "; scheduled `{}` {}, next at {}",
+            schedule.cron,
+            schedule.timezone,
+            next.with_timezone(&schedule.timezone)
+                .format("%a %Y-%m-%d %H:%M:%S %Z")
+        ));
     }
     println!("{line})");
     Ok(ExitCode::SUCCESS)
 }
 
 fn components() -> anyhow::Result<ExitCode> {
-    let width = sluice_builtins::BUILTINS.iter().map(|b| b.name.len()).max().unwrap_or(0);
+    let width = sluice_builtins::BUILTINS
+        .iter()
+        .map(|b| b.name.len())
+        .max()
+        .unwrap_or(0);
     for b in sluice_builtins::BUILTINS {
         println!("{:width$}  {}", b.name, b.description);
     }

@@ -24,36 +24,79 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(mode: Mode, verbose: bool) -> Self {
-        Self { mode, verbose, last_item_line: Mutex::new(0) }
+        Self {
+            mode,
+            verbose,
+            last_item_line: Mutex::new(0),
+        }
     }
 
     fn human(&self, event: &RunEvent) {
         let mut err = std::io::stderr().lock();
         let _ = match event {
-            RunEvent::RunStarted { run_id, flow, dry_run, .. } => writeln!(
+            RunEvent::RunStarted {
+                run_id,
+                flow,
+                dry_run,
+                ..
+            } => writeln!(
                 err,
                 "▶ {flow}  (run {run_id}){}",
-                if *dry_run { "  — DRY RUN: reads only, nothing will be changed" } else { "" }
+                if *dry_run {
+                    "  — DRY RUN: reads only, nothing will be changed"
+                } else {
+                    ""
+                }
             ),
-            RunEvent::StepStarted { step, component, items, .. } => match items {
+            RunEvent::StepStarted {
+                step,
+                component,
+                items,
+                ..
+            } => match items {
                 Some(n) => writeln!(err, "  · {step} ({component}): {n} item{}…", plural(*n)),
                 None => writeln!(err, "  · {step} ({component})…"),
             },
-            RunEvent::ItemFinished { step, done, total, failed, .. } => {
+            RunEvent::ItemFinished {
+                step,
+                done,
+                total,
+                failed,
+                ..
+            } => {
                 // A few progress lines for long loops; short ones just finish.
                 if *total < 20 {
                     return;
                 }
                 let every = (*total / 5).max(1);
-                let mut last = self.last_item_line.lock().unwrap_or_else(|e| e.into_inner());
+                let mut last = self
+                    .last_item_line
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 if done == total || *done >= *last + every {
                     *last = if done == total { 0 } else { *done };
-                    writeln!(err, "      {step}: {done}/{total} done{}", if *failed > 0 { format!(", {failed} failed") } else { String::new() })
+                    writeln!(
+                        err,
+                        "      {step}: {done}/{total} done{}",
+                        if *failed > 0 {
+                            format!(", {failed} failed")
+                        } else {
+                            String::new()
+                        }
+                    )
                 } else {
                     Ok(())
                 }
             }
-            RunEvent::StepFinished { step, status, output, error, duration, connections, .. } => {
+            RunEvent::StepFinished {
+                step,
+                status,
+                output,
+                error,
+                duration,
+                connections,
+                ..
+            } => {
                 let requests: u64 = connections.values().map(|c| c.requests).sum();
                 let throttled: u64 = connections.values().map(|c| c.throttled).sum();
                 let retried: u64 = connections.values().map(|c| c.retried).sum();
@@ -80,15 +123,27 @@ impl Progress {
                     }
                 }
             }
-            RunEvent::Log { step, level, message } => {
+            RunEvent::Log {
+                step,
+                level,
+                message,
+            } => {
                 if self.verbose || matches!(level, LogLevel::Warn | LogLevel::Error) {
-                    writeln!(err, "      [{step}] {}: {message}", format!("{level:?}").to_lowercase())
+                    writeln!(
+                        err,
+                        "      [{step}] {}: {message}",
+                        format!("{level:?}").to_lowercase()
+                    )
                 } else {
                     Ok(())
                 }
             }
-            RunEvent::Artifact { name, path, .. } => writeln!(err, "  ↳ wrote {name}: {}", path.display()),
-            RunEvent::RunFinished { status, duration, .. } => match status {
+            RunEvent::Artifact { name, path, .. } => {
+                writeln!(err, "  ↳ wrote {name}: {}", path.display())
+            }
+            RunEvent::RunFinished {
+                status, duration, ..
+            } => match status {
                 Status::Succeeded => writeln!(err, "✓ finished in {}", format_duration(*duration)),
                 _ => writeln!(err, "✗ failed after {}", format_duration(*duration)),
             },
@@ -117,12 +172,18 @@ fn plural(n: usize) -> &'static str {
 
 pub fn format_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
-    if ms < 1000 { format!("{ms} ms") } else { format!("{:.1} s", d.as_secs_f64()) }
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 /// A few facts from a step's output: numbers and list sizes at the top level.
 fn summarize(output: &Value) -> String {
-    let Value::Object(map) = output else { return String::new() };
+    let Value::Object(map) = output else {
+        return String::new();
+    };
     // A component's own tally, when it has one, says it best.
     for key in ["counts", "summary"] {
         if let Some(Value::Object(tally)) = map.get(key) {
@@ -137,7 +198,9 @@ fn summarize(output: &Value) -> String {
     for (key, value) in map {
         match value {
             Value::Number(n) => facts.push(format!("{} {n}", key.replace('_', " "))),
-            Value::Array(a) if !map.contains_key("count") || key != "items" => facts.push(format!("{key} {}", a.len())),
+            Value::Array(a) if !map.contains_key("count") || key != "items" => {
+                facts.push(format!("{key} {}", a.len()))
+            }
             Value::Object(inner) if key == "counts" || key == "summary" => {
                 for (k, v) in inner {
                     if let Value::Number(n) = v {
@@ -145,7 +208,9 @@ fn summarize(output: &Value) -> String {
                     }
                 }
             }
-            Value::Bool(b) if key == "sent" || key == "would_send" => facts.push(format!("{key} {b}")),
+            Value::Bool(b) if key == "sent" || key == "would_send" => {
+                facts.push(format!("{key} {b}"))
+            }
             _ => {}
         }
         if facts.len() >= 8 {

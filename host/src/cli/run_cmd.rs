@@ -40,19 +40,40 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn engine_for(data_dir: &Path) -> anyhow::Result<Arc<Engine>> {
-    Engine::new(EngineConfig { cache_dir: Some(data_dir.join("cache")), ..EngineConfig::default() })
+    Engine::new(EngineConfig {
+        cache_dir: Some(data_dir.join("cache")),
+        ..EngineConfig::default()
+    })
 }
 
 pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let Some(flow) = super::load_flow(&args.file, &args.params) else { return Ok(ExitCode::from(2)) };
-    let mode = if args.json { Mode::Json } else if args.quiet { Mode::Quiet } else { Mode::Human };
+    let Some(flow) = super::load_flow(&args.file, &args.params) else {
+        return Ok(ExitCode::from(2));
+    };
+    let mode = if args.json {
+        Mode::Json
+    } else if args.quiet {
+        Mode::Quiet
+    } else {
+        Mode::Human
+    };
     let progress: Arc<dyn Observer> = Arc::new(Progress::new(mode, args.verbose));
-    let history = Arc::new(sluice_history::History::open(&sluice_history::path_in(data_dir))?);
-    let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(history, &args.file.display().to_string(), "manual"));
+    let history = Arc::new(sluice_history::History::open(&sluice_history::path_in(
+        data_dir,
+    ))?);
+    let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(
+        history,
+        &args.file.display().to_string(),
+        "manual",
+    ));
     let observer: Arc<dyn Observer> = Arc::new(Fanout(vec![progress, recorder]));
     let runner = Runner::new(engine_for(data_dir)?)?;
     let run_id = crate::run::new_run_id();
-    let options = RunOptions::new(run_id.clone(), data_dir.join("runs").join(&run_id), args.dry_run);
+    let options = RunOptions::new(
+        run_id.clone(),
+        data_dir.join("runs").join(&run_id),
+        args.dry_run,
+    );
     let outcome = runner.run(&flow, &options, observer).await;
     Ok(finish(&outcome, mode))
 }
@@ -70,7 +91,10 @@ pub fn finish(outcome: &RunOutcome, mode: Mode) -> ExitCode {
         }
         _ => {
             if mode != Mode::Json {
-                eprintln!("error: {}", outcome.error.as_deref().unwrap_or("the run failed"));
+                eprintln!(
+                    "error: {}",
+                    outcome.error.as_deref().unwrap_or("the run failed")
+                );
             }
             ExitCode::from(1)
         }

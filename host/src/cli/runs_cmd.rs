@@ -53,13 +53,20 @@ pub fn runs(args: RunsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
             Some(detail) if json => println!("{}", serde_json::to_string_pretty(&detail)?),
             Some(detail) => print!("{}", render::run_detail(&detail)),
             None => {
-                eprintln!("error: no run `{run_id}` in {}; `sluice runs` lists them", history.path.display());
+                eprintln!(
+                    "error: no run `{run_id}` in {}; `sluice runs` lists them",
+                    history.path.display()
+                );
                 return Ok(ExitCode::from(2));
             }
         },
         Some(RunsAction::Prune { older_than }) => {
             let removed = history.prune_older_than(older_than)?;
-            println!("removed {removed} run{} older than {}", if removed == 1 { "" } else { "s" }, humantime::format_duration(older_than));
+            println!(
+                "removed {removed} run{} older than {}",
+                if removed == 1 { "" } else { "s" },
+                humantime::format_duration(older_than)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

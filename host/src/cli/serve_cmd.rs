@@ -38,20 +38,45 @@ struct ServeHost {
 impl Host for ServeHost {
     fn load(&self, path: &Path) -> Result<Flow, String> {
         let builtins = sluice_builtins::names();
-        let ctx = crate::flow::Context { builtins: &builtins, env: crate::flow::process_env(), param_overrides: &[] };
+        let ctx = crate::flow::Context {
+            builtins: &builtins,
+            env: crate::flow::process_env(),
+            param_overrides: &[],
+        };
         crate::flow::load(path, &ctx).map_err(|e| e.to_string())
     }
 
-    fn observer(&self, flow: &Flow, _run_id: &str, trigger: &str, _options: &RunOptions) -> Arc<dyn Observer> {
-        let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(self.history.clone(), &flow.source.path.display().to_string(), trigger));
-        let mode = if self.verbose { Mode::Human } else { Mode::Quiet };
+    fn observer(
+        &self,
+        flow: &Flow,
+        _run_id: &str,
+        trigger: &str,
+        _options: &RunOptions,
+    ) -> Arc<dyn Observer> {
+        let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(
+            self.history.clone(),
+            &flow.source.path.display().to_string(),
+            trigger,
+        ));
+        let mode = if self.verbose {
+            Mode::Human
+        } else {
+            Mode::Quiet
+        };
         Arc::new(Fanout(vec![Arc::new(Progress::new(mode, false)), recorder]))
     }
 
     fn record_skipped(&self, flow: &Flow, reason: &str) {
         let id = crate::run::new_run_id();
         let file = flow.source.path.display().to_string();
-        let run = NewRun { id: &id, flow: &flow.name, flow_file: &file, trigger: "schedule", dry_run: false, output_dir: "" };
+        let run = NewRun {
+            id: &id,
+            flow: &flow.name,
+            flow_file: &file,
+            trigger: "schedule",
+            dry_run: false,
+            output_dir: "",
+        };
         if let Err(e) = self.history.record_skipped(&run, reason) {
             eprintln!("warning: could not record the skipped firing: {e}");
         }
@@ -75,7 +100,11 @@ impl Host for ServeHost {
 pub async fn serve(args: ServeArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let files = sources::expand(&args.paths).map_err(anyhow::Error::msg)?;
     let history = Arc::new(History::open(&sluice_history::path_in(data_dir))?);
-    let host = Arc::new(ServeHost { history, data_dir: data_dir.to_path_buf(), verbose: args.verbose });
+    let host = Arc::new(ServeHost {
+        history,
+        data_dir: data_dir.to_path_buf(),
+        verbose: args.verbose,
+    });
     let runner = Runner::new(engine_for(data_dir)?)?;
     let mut scheduler = Scheduler::new(host, runner, files);
     scheduler.grace = args.grace;
@@ -86,14 +115,21 @@ pub async fn serve(args: ServeArgs, data_dir: &Path) -> anyhow::Result<ExitCode>
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
     spawn_signal_handlers(stop_tx, reload_tx)?;
-    eprintln!("serving {} flow(s); history in {}; Ctrl-C or SIGTERM stops", scheduler.flow_count(), sluice_history::path_in(data_dir).display());
+    eprintln!(
+        "serving {} flow(s); history in {}; Ctrl-C or SIGTERM stops",
+        scheduler.flow_count(),
+        sluice_history::path_in(data_dir).display()
+    );
     scheduler.serve(stop_rx, reload_rx).await;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(unix)]
-fn spawn_signal_handlers(stop: tokio::sync::watch::Sender<bool>, reload: tokio::sync::watch::Sender<u64>) -> anyhow::Result<()> {
+fn spawn_signal_handlers(
+    stop: tokio::sync::watch::Sender<bool>,
+    reload: tokio::sync::watch::Sender<u64>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -111,7 +147,10 @@ fn spawn_signal_handlers(stop: tokio::sync::watch::Sender<bool>, reload: tokio::
 }
 
 #[cfg(not(unix))]
-fn spawn_signal_handlers(stop: tokio::sync::watch::Sender<bool>, _reload: tokio::sync::watch::Sender<u64>) -> anyhow::Result<()> {
+fn spawn_signal_handlers(
+    stop: tokio::sync::watch::Sender<bool>,
+    _reload: tokio::sync::watch::Sender<u64>,
+) -> anyhow::Result<()> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             let _ = stop.send(true);

@@ -10,17 +10,37 @@ use crate::run::RunOutcome;
 
 pub fn print(outcome: &RunOutcome, state: &StateSnapshot, expected: &ExpectedSync, dry_run: bool) {
     let created = state.created_users();
-    let summary = outcome.outputs.get("report").and_then(|r| r.get("summary")).cloned().unwrap_or(Value::Null);
+    let summary = outcome
+        .outputs
+        .get("report")
+        .and_then(|r| r.get("summary"))
+        .cloned()
+        .unwrap_or(Value::Null);
     let n = |k: &str| summary.get(k).and_then(Value::as_u64).unwrap_or(0);
     if dry_run {
-        eprintln!("Rehearsal: {} people would be created in Procore; nothing was changed.", n("would_create"));
+        eprintln!(
+            "Rehearsal: {} people would be created in Procore; nothing was changed.",
+            n("would_create")
+        );
     } else if created.is_empty() {
         eprintln!("Nothing to create: every license holder is already in Procore.");
     } else {
-        eprintln!("Created {} Procore user{}:", created.len(), if created.len() == 1 { "" } else { "s" });
-        let width = created.iter().map(|u| format!("{} {}", u.first_name, u.last_name).chars().count()).max().unwrap_or(0).min(40);
+        eprintln!(
+            "Created {} Procore user{}:",
+            created.len(),
+            if created.len() == 1 { "" } else { "s" }
+        );
+        let width = created
+            .iter()
+            .map(|u| format!("{} {}", u.first_name, u.last_name).chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(40);
         for u in &created {
-            let name: String = format!("{} {}", u.first_name, u.last_name).chars().take(40).collect();
+            let name: String = format!("{} {}", u.first_name, u.last_name)
+                .chars()
+                .take(40)
+                .collect();
             eprintln!("  + {name:<width$}  {}", u.email_address);
         }
     }
@@ -33,19 +53,43 @@ pub fn print(outcome: &RunOutcome, state: &StateSnapshot, expected: &ExpectedSyn
         n("skipped_disabled")
     );
     if !dry_run {
-        let made: BTreeSet<String> = created.iter().map(|u| u.email_address.to_lowercase()).collect();
+        let made: BTreeSet<String> = created
+            .iter()
+            .map(|u| u.email_address.to_lowercase())
+            .collect();
         if made == expected.to_create {
-            eprintln!("✓ Matches the emulator's ground truth: exactly the {} missing license holders were created.", made.len());
+            eprintln!(
+                "✓ Matches the emulator's ground truth: exactly the {} missing license holders were created.",
+                made.len()
+            );
         } else {
-            eprintln!("✗ Differs from the emulator's ground truth ({} expected, {} created).", expected.to_create.len(), made.len());
+            eprintln!(
+                "✗ Differs from the emulator's ground truth ({} expected, {} created).",
+                expected.to_create.len(),
+                made.len()
+            );
         }
     }
     match state.mails.last() {
-        Some(mail) => eprintln!("Mailed the report from {} to {}: \"{}\"", mail.from, mail.to.join(", "), mail.subject),
-        None => eprintln!("No mail sent{}.", if dry_run { " (dry run)" } else { " (nothing created or failed)" }),
+        Some(mail) => eprintln!(
+            "Mailed the report from {} to {}: \"{}\"",
+            mail.from,
+            mail.to.join(", "),
+            mail.subject
+        ),
+        None => eprintln!(
+            "No mail sent{}.",
+            if dry_run {
+                " (dry run)"
+            } else {
+                " (nothing created or failed)"
+            }
+        ),
     }
     for path in &outcome.artifacts {
         eprintln!("\nReport: {}", path.display());
     }
-    eprintln!("\nNext: `sluice emulate` serves these emulators for your own runs; set the GRAPH_* and PROCORE_* variables and `sluice run flows/procore-license-sync.toml --dry-run` to rehearse against your tenant.");
+    eprintln!(
+        "\nNext: `sluice emulate` serves these emulators for your own runs; set the GRAPH_* and PROCORE_* variables and `sluice run flows/procore-license-sync.toml --dry-run` to rehearse against your tenant."
+    );
 }

@@ -25,7 +25,11 @@ pub enum AuthError {
     /// The provider rejected the credentials; carries its `error` and
     /// `error_description`, never the secret.
     #[error("the token endpoint {endpoint} rejected the credentials ({status}): {detail}")]
-    Rejected { endpoint: String, status: u16, detail: String },
+    Rejected {
+        endpoint: String,
+        status: u16,
+        detail: String,
+    },
     #[error("could not get a token from {endpoint}: {detail}")]
     Unavailable { endpoint: String, detail: String },
 }
@@ -61,7 +65,11 @@ struct TokenErrorBody {
 
 impl TokenSource {
     pub fn new(auth: Auth, redactor: Redactor) -> Self {
-        Self { auth, cached: Mutex::new(None), redactor }
+        Self {
+            auth,
+            cached: Mutex::new(None),
+            redactor,
+        }
     }
 
     pub fn needs_token(&self) -> bool {
@@ -70,18 +78,31 @@ impl TokenSource {
 
     /// The `Authorization` header value, fetching a token when needed.
     /// Returns the value and whether a token endpoint was called.
-    pub async fn authorization(&self, http: &reqwest::Client) -> Result<Option<(Secret, bool)>, AuthError> {
+    pub async fn authorization(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<Option<(Secret, bool)>, AuthError> {
         match &self.auth {
             Auth::None => Ok(None),
-            Auth::Bearer(token) => Ok(Some((Secret::new(format!("Bearer {}", token.expose())), false))),
-            Auth::OAuth2ClientCredentials { token_url, client_id, client_secret, scope } => {
+            Auth::Bearer(token) => Ok(Some((
+                Secret::new(format!("Bearer {}", token.expose())),
+                false,
+            ))),
+            Auth::OAuth2ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            } => {
                 let mut cached = self.cached.lock().await;
-                if let Some(token) = cached.as_ref() {
-                    if Instant::now() < token.refresh_at {
-                        return Ok(Some((token.value.clone(), false)));
-                    }
+                if let Some(token) = cached.as_ref()
+                    && Instant::now() < token.refresh_at
+                {
+                    return Ok(Some((token.value.clone(), false)));
                 }
-                let token = self.fetch(http, token_url, client_id, client_secret, scope.as_deref()).await?;
+                let token = self
+                    .fetch(http, token_url, client_id, client_secret, scope.as_deref())
+                    .await?;
                 let header = token.value.clone();
                 *cached = Some(token);
                 Ok(Some((header, true)))
@@ -114,7 +135,10 @@ impl TokenSource {
         if let Some(scope) = scope {
             form.push(("scope", scope));
         }
-        let unavailable = |detail: String| AuthError::Unavailable { endpoint: endpoint.clone(), detail: self.redactor.redact(&detail) };
+        let unavailable = |detail: String| AuthError::Unavailable {
+            endpoint: endpoint.clone(),
+            detail: self.redactor.redact(&detail),
+        };
         let response = http
             .post(token_url.clone())
             .header("Accept", "application/json")
@@ -123,29 +147,48 @@ impl TokenSource {
             .await
             .map_err(|e| unavailable(crate::connections::describe_reqwest_error(&e)))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| unavailable(e.to_string()))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
         if !status.is_success() {
             let detail = match serde_json::from_slice::<TokenErrorBody>(&body) {
-                Ok(TokenErrorBody { error: Some(error), error_description }) => {
+                Ok(TokenErrorBody {
+                    error: Some(error),
+                    error_description,
+                }) => {
                     let description = error_description.unwrap_or_default();
                     let description = description.lines().next().unwrap_or("").trim().to_string();
-                    if description.is_empty() { error } else { format!("{error}: {description}") }
+                    if description.is_empty() {
+                        error
+                    } else {
+                        format!("{error}: {description}")
+                    }
                 }
                 _ => String::from_utf8_lossy(&body).chars().take(300).collect(),
             };
             let detail = self.redactor.redact(&detail);
             return Err(if status.is_client_error() {
-                AuthError::Rejected { endpoint, status: status.as_u16(), detail }
+                AuthError::Rejected {
+                    endpoint,
+                    status: status.as_u16(),
+                    detail,
+                }
             } else {
-                AuthError::Unavailable { endpoint, detail: format!("HTTP {status}: {detail}") }
+                AuthError::Unavailable {
+                    endpoint,
+                    detail: format!("HTTP {status}: {detail}"),
+                }
             });
         }
         let parsed: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| unavailable(format!("the response is not a token: {e}")))?;
-        if let Some(kind) = &parsed.token_type {
-            if !kind.eq_ignore_ascii_case("bearer") {
-                return Err(unavailable(format!("token type `{kind}` is not supported; expected bearer")));
-            }
+        if let Some(kind) = &parsed.token_type
+            && !kind.eq_ignore_ascii_case("bearer")
+        {
+            return Err(unavailable(format!(
+                "token type `{kind}` is not supported; expected bearer"
+            )));
         }
         self.redactor.add(parsed.access_token.clone());
         // Some providers send `expires_in` as a string; an absent one means an hour.

@@ -133,7 +133,16 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
 pub fn for_flow(flow: &Flow, http: &reqwest::Client, redactor: &Redactor) -> Connections {
     flow.connections
         .iter()
-        .map(|(name, spec)| (name.clone(), Arc::new(Connection::new(spec.clone(), http.clone(), redactor.clone()))))
+        .map(|(name, spec)| {
+            (
+                name.clone(),
+                Arc::new(Connection::new(
+                    spec.clone(),
+                    http.clone(),
+                    redactor.clone(),
+                )),
+            )
+        })
         .collect()
 }
 
@@ -158,7 +167,11 @@ impl Connection {
     }
 
     /// Sends a component's request. Returns the outcome and what it cost.
-    pub async fn send(&self, request: OutgoingRequest, dry_run: bool) -> (Result<IncomingResponse, SendError>, RequestStats) {
+    pub async fn send(
+        &self,
+        request: OutgoingRequest,
+        dry_run: bool,
+    ) -> (Result<IncomingResponse, SendError>, RequestStats) {
         let mut stats = RequestStats::default();
         let result = self.send_inner(request, dry_run, &mut stats).await;
         let result = result.map_err(|e| match e {
@@ -168,7 +181,12 @@ impl Connection {
         (result, stats)
     }
 
-    async fn send_inner(&self, request: OutgoingRequest, dry_run: bool, stats: &mut RequestStats) -> Result<IncomingResponse, SendError> {
+    async fn send_inner(
+        &self,
+        request: OutgoingRequest,
+        dry_run: bool,
+        stats: &mut RequestStats,
+    ) -> Result<IncomingResponse, SendError> {
         policy::check_headers(&request.headers, &self.spec.headers)?;
         let url = policy::resolve_url(&self.spec.base_url, &request.url, &request.query)?;
         if dry_run && !request.method.is_read() {
@@ -207,13 +225,20 @@ impl Connection {
                         tokio::time::sleep(backoff(&retry, failures)).await;
                         continue;
                     }
-                    let tried = if failures > 0 { format!(" after {} attempts", failures + 1) } else { String::new() };
+                    let tried = if failures > 0 {
+                        format!(" after {} attempts", failures + 1)
+                    } else {
+                        String::new()
+                    };
                     let note = if safe_to_repeat {
                         String::new()
                     } else {
                         "; it was not retried because the write may have reached the service and is not marked idempotent".to_string()
                     };
-                    return Err(SendError::Unavailable(format!("{} {url} failed{tried}: {reason}{note}", request.method)));
+                    return Err(SendError::Unavailable(format!(
+                        "{} {url} failed{tried}: {reason}{note}",
+                        request.method
+                    )));
                 }
             };
             let status = response.status().as_u16();
@@ -221,26 +246,38 @@ impl Connection {
                 .headers()
                 .iter()
                 .filter(|(n, _)| !policy::hidden_response_header(n.as_str()))
-                .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
             self.throttle.observe(&headers);
-            let retry_after = headers.iter().find(|(n, _)| n == "retry-after").and_then(|(_, v)| parse_retry_after(v));
+            let retry_after = headers
+                .iter()
+                .find(|(n, _)| n == "retry-after")
+                .and_then(|(_, v)| parse_retry_after(v));
             if status == 429 && throttled + 1 < MAX_THROTTLED_ATTEMPTS {
                 // The service did not process the request: any method may be resent.
                 throttled += 1;
                 stats.throttled += 1;
-                self.throttle.hold_for(retry_after.unwrap_or_else(|| backoff(&retry, throttled)));
+                self.throttle
+                    .hold_for(retry_after.unwrap_or_else(|| backoff(&retry, throttled)));
                 continue;
             }
-            if status == 401 && !refreshed_after_401 {
-                if let Some((header, _)) = &authorization {
-                    if matches!(self.spec.auth, crate::flow::model::Auth::OAuth2ClientCredentials { .. }) {
-                        refreshed_after_401 = true;
-                        self.tokens.invalidate(header).await;
-                        stats.retried += 1;
-                        continue;
-                    }
-                }
+            if status == 401
+                && !refreshed_after_401
+                && let Some((header, _)) = &authorization
+                && matches!(
+                    self.spec.auth,
+                    crate::flow::model::Auth::OAuth2ClientCredentials { .. }
+                )
+            {
+                refreshed_after_401 = true;
+                self.tokens.invalidate(header).await;
+                stats.retried += 1;
+                continue;
             }
             if status >= 500 && safe_to_repeat && failures + 1 < retry.max_attempts {
                 failures += 1;
@@ -255,10 +292,18 @@ impl Connection {
                 continue;
             }
             match read_capped(response, self.spec.max_response_bytes).await {
-                Ok(body) => return Ok(IncomingResponse { status, headers, body }),
+                Ok(body) => {
+                    return Ok(IncomingResponse {
+                        status,
+                        headers,
+                        body,
+                    });
+                }
                 // The connection broke mid-body: like a transport failure, the
                 // request may have been processed, so only safe ones are repeated.
-                Err(SendError::Unavailable(_)) if safe_to_repeat && failures + 1 < retry.max_attempts => {
+                Err(SendError::Unavailable(_))
+                    if safe_to_repeat && failures + 1 < retry.max_attempts =>
+                {
                     failures += 1;
                     stats.retried += 1;
                     tokio::time::sleep(backoff(&retry, failures)).await;
@@ -277,7 +322,9 @@ impl Connection {
 
 /// Exponential backoff with full jitter, between half and all of the step.
 fn backoff(policy: &crate::flow::model::RetryPolicy, attempt: u32) -> Duration {
-    let exp = policy.base_delay.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let exp = policy
+        .base_delay
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
     let capped = exp.min(policy.max_delay);
     let jitter = rand::rng().random_range(0.5..=1.0);
     capped.mul_f64(jitter)
@@ -297,7 +344,12 @@ async fn read_capped(mut response: reqwest::Response, cap: u64) -> Result<Vec<u8
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(e) => return Err(SendError::Unavailable(format!("reading the response failed: {}", describe_reqwest_error(&e)))),
+            Err(e) => {
+                return Err(SendError::Unavailable(format!(
+                    "reading the response failed: {}",
+                    describe_reqwest_error(&e)
+                )));
+            }
         }
     }
 }

@@ -31,7 +31,11 @@ pub enum Violation {
 }
 
 /// Query values are encoded strictly: everything but unreserved characters.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 /// Query names keep `$` (OData's `$filter`, `$select`) readable.
 const QUERY_NAME: &AsciiSet = &QUERY_VALUE.remove(b'$').remove(b'[').remove(b']');
 
@@ -45,18 +49,34 @@ pub fn is_loopback(url: &Url) -> bool {
 }
 
 /// Builds the URL to send, or says why the request must not be sent.
-pub fn resolve_url(base: &Url, requested: &str, query: &[(String, String)]) -> Result<Url, Violation> {
+pub fn resolve_url(
+    base: &Url,
+    requested: &str,
+    query: &[(String, String)],
+) -> Result<Url, Violation> {
     if requested.chars().any(|c| c.is_control() || c == '\\') {
-        return Err(Violation::BadCharacter(requested.escape_debug().to_string()));
+        return Err(Violation::BadCharacter(
+            requested.escape_debug().to_string(),
+        ));
     }
-    let outside = || Violation::OutsideBase { url: requested.to_string(), base: base.to_string() };
+    let outside = || Violation::OutsideBase {
+        url: requested.to_string(),
+        base: base.to_string(),
+    };
     let has_scheme = requested.split_once(':').is_some_and(|(scheme, _)| {
-        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) && !scheme.contains('/')
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && !scheme.contains('/')
     }) && !requested.starts_with('/');
     let base_dir = base_with_slash(base);
     let mut url = if has_scheme {
         let url = Url::parse(requested).map_err(|_| outside())?;
-        if url.scheme() != base.scheme() || url.host() != base.host() || url.port_or_known_default() != base.port_or_known_default() {
+        if url.scheme() != base.scheme()
+            || url.host() != base.host()
+            || url.port_or_known_default() != base.port_or_known_default()
+        {
             return Err(outside());
         }
         check_segments(requested, raw_path(requested))?;
@@ -103,13 +123,19 @@ fn under_base(url: &Url, base_dir: &Url) -> bool {
     url.scheme() == base_dir.scheme()
         && url.host() == base_dir.host()
         && url.port_or_known_default() == base_dir.port_or_known_default()
-        && (url.path().starts_with(base_dir.path()) || format!("{}/", url.path()) == base_dir.path())
+        && (url.path().starts_with(base_dir.path())
+            || format!("{}/", url.path()) == base_dir.path())
 }
 
 fn raw_path(absolute: &str) -> &str {
-    let after_scheme = absolute.split_once("://").map_or(absolute, |(_, rest)| rest);
+    let after_scheme = absolute
+        .split_once("://")
+        .map_or(absolute, |(_, rest)| rest);
     let path_start = after_scheme.find('/').unwrap_or(after_scheme.len());
-    after_scheme[path_start..].split(['?', '#']).next().unwrap_or("")
+    after_scheme[path_start..]
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
 }
 
 fn check_segments(requested: &str, path: &str) -> Result<(), Violation> {
@@ -118,7 +144,10 @@ fn check_segments(requested: &str, path: &str) -> Result<(), Violation> {
             return Err(Violation::DotSegment(requested.to_string()));
         }
         let decoded = percent_decode_str(segment).collect::<Vec<u8>>();
-        if decoded.iter().any(|b| *b == b'/' || *b == b'\\' || b.is_ascii_control()) {
+        if decoded
+            .iter()
+            .any(|b| *b == b'/' || *b == b'\\' || b.is_ascii_control())
+        {
             return Err(Violation::EncodedSeparator(requested.to_string()));
         }
         // Decode repeatedly: `%252e%252e` is `..` to a server that decodes twice.
@@ -141,14 +170,22 @@ fn check_segments(requested: &str, path: &str) -> Result<(), Violation> {
 }
 
 /// Checks a component's extra request headers.
-pub fn check_headers(headers: &[(String, String)], connection_headers: &[(String, String)]) -> Result<(), Violation> {
+pub fn check_headers(
+    headers: &[(String, String)],
+    connection_headers: &[(String, String)],
+) -> Result<(), Violation> {
     for (name, value) in headers {
-        let valid_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
         if !valid_name || value.contains(['\r', '\n', '\0']) {
             return Err(Violation::BadHeader(name.escape_debug().to_string()));
         }
         if crate::flow::validate::is_reserved_header(name)
-            || connection_headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+            || connection_headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             return Err(Violation::ForbiddenHeader(name.clone()));
         }
@@ -172,7 +209,10 @@ mod tests {
     #[test]
     fn relative_paths_and_absolute_urls_under_the_base_are_allowed() {
         let u = resolve_url(&base(), "companies/1/users", &[("page".into(), "2".into())]).unwrap();
-        assert_eq!(u.as_str(), "https://api.example.com/rest/v1.0/companies/1/users?page=2");
+        assert_eq!(
+            u.as_str(),
+            "https://api.example.com/rest/v1.0/companies/1/users?page=2"
+        );
         let u = resolve_url(&base(), "/companies/1/users", &[]).unwrap();
         assert_eq!(u.path(), "/rest/v1.0/companies/1/users");
         let next = "https://api.example.com/rest/v1.0/groups?$skiptoken=abc%3D%3D";
@@ -181,7 +221,15 @@ mod tests {
 
     #[test]
     fn query_values_are_strictly_encoded() {
-        let u = resolve_url(&base(), "groups", &[("$filter".into(), "startswith(displayName,'License – M')".into())]).unwrap();
+        let u = resolve_url(
+            &base(),
+            "groups",
+            &[(
+                "$filter".into(),
+                "startswith(displayName,'License – M')".into(),
+            )],
+        )
+        .unwrap();
         assert_eq!(
             u.query(),
             Some("$filter=startswith%28displayName%2C%27License%20%E2%80%93%20M%27%29")
@@ -210,7 +258,10 @@ mod tests {
             "https://api.example.com@evil.example/rest/v1.0/x",
         ];
         for case in cases {
-            assert!(resolve_url(&base(), case, &[]).is_err(), "{case} was allowed");
+            assert!(
+                resolve_url(&base(), case, &[]).is_err(),
+                "{case} was allowed"
+            );
         }
     }
 
@@ -218,18 +269,40 @@ mod tests {
     fn credential_and_framing_headers_are_refused() {
         let company = vec![("Procore-Company-Id".to_string(), "1".to_string())];
         assert!(check_headers(&[("Accept".into(), "application/json".into())], &company).is_ok());
-        for name in ["Authorization", "authorization", "Cookie", "Host", "procore-company-id", "Content-Length"] {
-            assert_eq!(check_headers(&[(name.into(), "x".into())], &company), Err(Violation::ForbiddenHeader(name.into())));
+        for name in [
+            "Authorization",
+            "authorization",
+            "Cookie",
+            "Host",
+            "procore-company-id",
+            "Content-Length",
+        ] {
+            assert_eq!(
+                check_headers(&[(name.into(), "x".into())], &company),
+                Err(Violation::ForbiddenHeader(name.into()))
+            );
         }
-        assert!(matches!(check_headers(&[("X-A".into(), "a\r\nB: c".into())], &company), Err(Violation::BadHeader(_))));
+        assert!(matches!(
+            check_headers(&[("X-A".into(), "a\r\nB: c".into())], &company),
+            Err(Violation::BadHeader(_))
+        ));
     }
 
     #[test]
     fn loopback_detection() {
-        for u in ["http://127.0.0.1:8080/", "http://localhost/", "http://[::1]:1/", "http://127.9.9.9/"] {
+        for u in [
+            "http://127.0.0.1:8080/",
+            "http://localhost/",
+            "http://[::1]:1/",
+            "http://127.9.9.9/",
+        ] {
             assert!(is_loopback(&Url::parse(u).unwrap()), "{u}");
         }
-        for u in ["http://10.0.0.1/", "http://example.com/", "http://localhost.evil.com/"] {
+        for u in [
+            "http://10.0.0.1/",
+            "http://example.com/",
+            "http://localhost.evil.com/",
+        ] {
             assert!(!is_loopback(&Url::parse(u).unwrap()), "{u}");
         }
     }

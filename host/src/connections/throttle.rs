@@ -49,7 +49,12 @@ impl Throttle {
         let now = Instant::now();
         Self {
             interval: per_second.map(|r| Duration::from_secs_f64(1.0 / r)),
-            state: Mutex::new(State { next_slot: now, not_before: now, budget: None, in_flight: 0 }),
+            state: Mutex::new(State {
+                next_slot: now,
+                not_before: now,
+                budget: None,
+                in_flight: 0,
+            }),
         }
     }
 
@@ -58,20 +63,22 @@ impl Throttle {
         let started = Instant::now();
         loop {
             let wait_until = {
-                let Ok(mut s) = self.state.lock() else { return started.elapsed() };
+                let Ok(mut s) = self.state.lock() else {
+                    return started.elapsed();
+                };
                 let now = Instant::now();
                 let mut at = s.not_before.max(now);
                 if self.interval.is_some() {
                     at = at.max(s.next_slot);
                 }
-                if let Some(b) = s.budget {
-                    if b.remaining == 0 {
-                        if b.reset_at > now {
-                            at = at.max(b.reset_at);
-                        } else {
-                            // The window has reset; the next response tells the new budget.
-                            s.budget = None;
-                        }
+                if let Some(b) = s.budget
+                    && b.remaining == 0
+                {
+                    if b.reset_at > now {
+                        at = at.max(b.reset_at);
+                    } else {
+                        // The window has reset; the next response tells the new budget.
+                        s.budget = None;
                     }
                 }
                 if at <= now {
@@ -114,16 +121,30 @@ impl Throttle {
             }
             Err(_) => return,
         };
-        let get = |name: &str| headers.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.trim().parse::<u64>().ok());
-        let (remaining, reset_at, window) = if let (Some(r), Some(reset)) = (get("x-rate-limit-remaining"), get("x-rate-limit-reset")) {
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        };
+        let (remaining, reset_at, window) = if let (Some(r), Some(reset)) =
+            (get("x-rate-limit-remaining"), get("x-rate-limit-reset"))
+        {
             // Procore: Reset is the Unix time at which the window resets.
-            let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let now_unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
             let delta = Duration::from_secs(reset).saturating_sub(now_unix);
             (r, Instant::now() + delta + RESET_MARGIN, reset)
-        } else if let (Some(r), Some(reset)) = (get("ratelimit-remaining"), get("ratelimit-reset")) {
+        } else if let (Some(r), Some(reset)) = (get("ratelimit-remaining"), get("ratelimit-reset"))
+        {
             // IETF draft: Reset is seconds from now.
             let reset_at = Instant::now() + Duration::from_secs(reset) + RESET_MARGIN;
-            let window = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() + reset;
+            let window = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+                + reset;
             (r, reset_at, window)
         } else {
             return;
@@ -134,8 +155,15 @@ impl Throttle {
             s.budget = Some(match s.budget {
                 // Same window: the smaller count wins, since our own count
                 // already includes requests the server has not answered yet.
-                Some(b) if b.window == window => Budget { remaining: b.remaining.min(remaining), ..b },
-                _ => Budget { remaining, reset_at, window },
+                Some(b) if b.window == window => Budget {
+                    remaining: b.remaining.min(remaining),
+                    ..b
+                },
+                _ => Budget {
+                    remaining,
+                    reset_at,
+                    window,
+                },
             });
         }
     }
@@ -146,7 +174,8 @@ impl Throttle {
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)));
+        return (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::from_secs_f64(seconds.min(86_400.0)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
@@ -159,11 +188,17 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("2.128"), Some(Duration::from_secs_f64(2.128)));
+        assert_eq!(
+            parse_retry_after("2.128"),
+            Some(Duration::from_secs_f64(2.128))
+        );
         assert_eq!(parse_retry_after("soon"), None);
         let future = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
         let d = parse_retry_after(&future).unwrap();
-        assert!(d > Duration::from_secs(28) && d <= Duration::from_secs(30), "{d:?}");
+        assert!(
+            d > Duration::from_secs(28) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
     }
 
     // These use real time with short waits: they check that waiting
@@ -175,7 +210,10 @@ mod tests {
         // Announce a window that resets at the next whole second.
         let reset = now.as_secs() + 1;
         let until_reset = Duration::from_secs(reset) - now;
-        t.observe(&[("x-rate-limit-remaining".into(), "1".into()), ("x-rate-limit-reset".into(), reset.to_string())]);
+        t.observe(&[
+            ("x-rate-limit-remaining".into(), "1".into()),
+            ("x-rate-limit-reset".into(), reset.to_string()),
+        ]);
         assert!(t.acquire().await < Duration::from_millis(50));
         let waited = t.acquire().await;
         assert!(waited >= until_reset, "{waited:?} < {until_reset:?}");
@@ -195,6 +233,10 @@ mod tests {
         for _ in 0..11 {
             t.acquire().await;
         }
-        assert!(start.elapsed() >= Duration::from_millis(200), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

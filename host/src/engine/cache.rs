@@ -40,7 +40,10 @@ pub fn load_or_compile(
     digest: &str,
 ) -> anyhow::Result<(Component, Origin)> {
     let Some(dir) = dir else {
-        return Ok((Component::new(engine, bytes).map_err(super::to_anyhow)?, Origin::Compiled));
+        return Ok((
+            Component::new(engine, bytes).map_err(super::to_anyhow)?,
+            Origin::Compiled,
+        ));
     };
     let path = entry_path(dir, engine, digest);
     // Read into memory rather than mapped: another process replacing or
@@ -53,7 +56,9 @@ pub fn load_or_compile(
             return Ok((component, Origin::Cached));
         }
     }
-    let compiled = engine.precompile_component(bytes).map_err(super::to_anyhow)?;
+    let compiled = engine
+        .precompile_component(bytes)
+        .map_err(super::to_anyhow)?;
     // A cache that cannot be written only costs time; the run goes on.
     if std::fs::create_dir_all(dir).is_ok() {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -62,6 +67,7 @@ pub fn load_or_compile(
         }
     }
     // SAFETY: `compiled` was produced just now by this engine.
-    let component = unsafe { Component::deserialize(engine, &compiled) }.map_err(super::to_anyhow)?;
+    let component =
+        unsafe { Component::deserialize(engine, &compiled) }.map_err(super::to_anyhow)?;
     Ok((component, Origin::Compiled))
 }

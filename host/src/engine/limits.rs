@@ -4,7 +4,9 @@ use std::time::Duration;
 
 /// Memory growth past the cap; the instance traps with this as its cause.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the component tried to grow its memory to {desired} bytes, over the limit of {limit} bytes")]
+#[error(
+    "the component tried to grow its memory to {desired} bytes, over the limit of {limit} bytes"
+)]
 pub struct MemoryLimitExceeded {
     pub desired: usize,
     pub limit: usize,
@@ -24,14 +26,27 @@ pub struct MemoryCap {
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
-            return Err(wasmtime::Error::new(MemoryLimitExceeded { desired, limit: self.limit }));
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                desired,
+                limit: self.limit,
+            }));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }

@@ -36,7 +36,11 @@ pub struct Prepared {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     #[error("the component returned an error [{code}]: {message}")]
-    Reported { code: String, message: String, retryable: bool },
+    Reported {
+        code: String,
+        message: String,
+        retryable: bool,
+    },
     #[error("it ran longer than its timeout of {}", humantime::format_duration(*.0))]
     Timeout(Duration),
     #[error("it exceeded its memory limit ({desired} bytes requested, limit {limit} bytes)")]
@@ -65,7 +69,13 @@ impl CallError {
     }
 
     pub fn retryable(&self) -> bool {
-        matches!(self, CallError::Reported { retryable: true, .. })
+        matches!(
+            self,
+            CallError::Reported {
+                retryable: true,
+                ..
+            }
+        )
     }
 }
 
@@ -85,9 +95,15 @@ impl Engine {
         let engine = wasmtime::Engine::new(&wasm).map_err(to_anyhow)?;
         let mut linker = Linker::<StepState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
-        bindings::Step::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s).map_err(to_anyhow)?;
+        bindings::Step::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
+            .map_err(to_anyhow)?;
         spawn_epoch_ticker(&engine, config.epoch_tick);
-        Ok(Arc::new(Engine { engine, linker, config, prepared: Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(Engine {
+            engine,
+            linker,
+            config,
+            prepared: Mutex::new(HashMap::new()),
+        }))
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -98,16 +114,31 @@ impl Engine {
     /// component; repeated calls with the same bytes are free.
     pub fn prepare(&self, bytes: &[u8]) -> anyhow::Result<Arc<Prepared>> {
         let digest = cache::digest(bytes);
-        if let Some(p) = self.prepared.lock().ok().and_then(|m| m.get(&digest).cloned()) {
+        if let Some(p) = self
+            .prepared
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned())
+        {
             return Ok(p);
         }
-        let (component, origin) = cache::load_or_compile(&self.engine, self.config.cache_dir.as_deref(), bytes, &digest)?;
+        let (component, origin) = cache::load_or_compile(
+            &self.engine,
+            self.config.cache_dir.as_deref(),
+            bytes,
+            &digest,
+        )?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             anyhow::anyhow!("it does not implement the sluice:flow step world, or imports something the host does not grant: {e}")
         })?;
-        let pre = bindings::StepPre::new(instance_pre)
-            .map_err(|e| anyhow::anyhow!("it does not export the step world's `run` function: {e}"))?;
-        let prepared = Arc::new(Prepared { pre, digest: digest.clone(), origin });
+        let pre = bindings::StepPre::new(instance_pre).map_err(|e| {
+            anyhow::anyhow!("it does not export the step world's `run` function: {e}")
+        })?;
+        let prepared = Arc::new(Prepared {
+            pre,
+            digest: digest.clone(),
+            origin,
+        });
         if let Ok(mut m) = self.prepared.lock() {
             m.insert(digest, prepared.clone());
         }
@@ -115,7 +146,13 @@ impl Engine {
     }
 
     /// Runs the component once in a fresh instance.
-    pub async fn call(&self, prepared: &Prepared, step: Arc<StepContext>, input: &str, timeout: Duration) -> Result<String, CallError> {
+    pub async fn call(
+        &self,
+        prepared: &Prepared,
+        step: Arc<StepContext>,
+        input: &str,
+        timeout: Duration,
+    ) -> Result<String, CallError> {
         let mut store = Store::new(&self.engine, StepState::new(step, self.config.memory_limit));
         store.limiter(|s| &mut s.memory);
         let deadline = Instant::now() + timeout;
@@ -133,8 +170,15 @@ impl Engine {
         // Epochs do not interrupt a guest waiting in a host call (a slow
         // request); the outer timeout covers that case.
         let run = async {
-            let instance = prepared.pre.instantiate_async(&mut store).await.map_err(|e| classify(e, &stderr, true))?;
-            instance.call_run(&mut store, &input.to_string()).await.map_err(|e| classify(e, &stderr, false))
+            let instance = prepared
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| classify(e, &stderr, true))?;
+            instance
+                .call_run(&mut store, &input.to_string())
+                .await
+                .map_err(|e| classify(e, &stderr, false))
         };
         let outcome = match tokio::time::timeout(timeout + self.config.epoch_tick * 5, run).await {
             Ok(result) => result?,
@@ -143,20 +187,34 @@ impl Engine {
         match outcome {
             Ok(output) => match serde_json::from_str::<serde_json::Value>(&output) {
                 Ok(_) => Ok(output),
-                Err(e) => Err(CallError::InvalidOutput(format!("{e} (output starts with {:?})", output.chars().take(40).collect::<String>()))),
+                Err(e) => Err(CallError::InvalidOutput(format!(
+                    "{e} (output starts with {:?})",
+                    output.chars().take(40).collect::<String>()
+                ))),
             },
-            Err(e) => Err(CallError::Reported { code: e.code, message: e.message, retryable: e.retryable }),
+            Err(e) => Err(CallError::Reported {
+                code: e.code,
+                message: e.message,
+                retryable: e.retryable,
+            }),
         }
     }
 }
 
 /// Turns a wasmtime error into what happened, in words a flow author can act on.
-fn classify(error: wasmtime::Error, stderr: &wasmtime_wasi::p2::pipe::MemoryOutputPipe, instantiating: bool) -> CallError {
+fn classify(
+    error: wasmtime::Error,
+    stderr: &wasmtime_wasi::p2::pipe::MemoryOutputPipe,
+    instantiating: bool,
+) -> CallError {
     if let Some(d) = error.downcast_ref::<DeadlineExceeded>() {
         return CallError::Timeout(d.0);
     }
     if let Some(m) = error.downcast_ref::<MemoryLimitExceeded>() {
-        return CallError::MemoryLimit { desired: m.desired, limit: m.limit };
+        return CallError::MemoryLimit {
+            desired: m.desired,
+            limit: m.limit,
+        };
     }
     if let Some(v) = error.downcast_ref::<SandboxViolation>() {
         return CallError::Violation(v.0.to_string());
@@ -164,11 +222,22 @@ fn classify(error: wasmtime::Error, stderr: &wasmtime_wasi::p2::pipe::MemoryOutp
     if instantiating {
         return CallError::Instantiate(format!("{error:#}"));
     }
-    let trap = error.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string()).unwrap_or_else(|| first_line(&format!("{error}")));
+    let trap = error
+        .downcast_ref::<wasmtime::Trap>()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| first_line(&format!("{error}")));
     // A Rust guest prints its panic message to stderr before trapping.
     let printed = String::from_utf8_lossy(&stderr.contents()).into_owned();
-    let panic = printed.lines().filter(|l| !l.trim().is_empty()).find(|l| l.contains("panicked")).map(str::to_string);
-    let last = printed.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with("note:")).map(str::to_string);
+    let panic = printed
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .find(|l| l.contains("panicked"))
+        .map(str::to_string);
+    let last = printed
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("note:"))
+        .map(str::to_string);
     match panic.or(last) {
         Some(line) => CallError::Trap(format!("{trap}; the component printed: {}", line.trim())),
         None => CallError::Trap(trap),
@@ -187,18 +256,22 @@ fn first_line(s: &str) -> String {
 /// Advances the engine's epoch every `tick` until the engine is dropped.
 fn spawn_epoch_ticker(engine: &wasmtime::Engine, tick: Duration) {
     let weak = engine.weak();
-    let spawned = std::thread::Builder::new().name("sluice-epoch".into()).spawn(move || {
-        loop {
-            std::thread::sleep(tick);
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => return,
+    let spawned = std::thread::Builder::new()
+        .name("sluice-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(tick);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
             }
-        }
-    });
+        });
     // Without the ticker deadlines would only be enforced by the outer
     // timeout; a runaway loop would then block its thread. Say so loudly.
     if let Err(e) = spawned {
-        eprintln!("warning: could not start the epoch thread ({e}); step timeouts may not interrupt busy loops");
+        eprintln!(
+            "warning: could not start the epoch thread ({e}); step timeouts may not interrupt busy loops"
+        );
     }
 }

@@ -66,14 +66,28 @@ impl StepState {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         // Nothing is granted: no preopens, no env, no args; sockets are denied
         // by the default address check. stdout goes nowhere.
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new().stderr(stderr.clone()).allow_ip_name_lookup(false).build();
-        Self { wasi, table: ResourceTable::new(), memory: MemoryCap { limit: memory_limit }, stderr, step }
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                limit: memory_limit,
+            },
+            stderr,
+            step,
+        }
     }
 }
 
 impl WasiView for StepState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -88,7 +102,13 @@ impl guest_log::Host for StepState {
             guest_log::Level::Error => LogLevel::Error,
         };
         // One line, bounded: a log call must not flood the run's output.
-        let line: String = message.lines().next().unwrap_or("").chars().take(2000).collect();
+        let line: String = message
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(2000)
+            .collect();
         (self.step.log)(level, &line);
         Ok(())
     }
@@ -101,7 +121,9 @@ impl connection::Host for StepState {
         request: connection::Request,
     ) -> wasmtime::Result<Result<connection::Response, connection::SendError>> {
         let Some(conn) = self.step.granted.get(&name).cloned() else {
-            return Err(wasmtime::Error::new(SandboxViolation(connections::policy::Violation::NotGranted(name))));
+            return Err(wasmtime::Error::new(SandboxViolation(
+                connections::policy::Violation::NotGranted(name),
+            )));
         };
         let method = match request.method {
             connection::Method::Get => connections::Method::Get,
@@ -124,7 +146,11 @@ impl connection::Host for StepState {
             all.entry(name).or_default().add(&stats);
         }
         Ok(match result {
-            Ok(r) => Ok(connection::Response { status: r.status, headers: r.headers, body: r.body }),
+            Ok(r) => Ok(connection::Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
             Err(SendError::Violation(v)) => return Err(wasmtime::Error::new(SandboxViolation(v))),
             Err(SendError::DryRun(what)) => Err(connection::SendError::DryRun(what)),
             Err(SendError::Unavailable(why)) => Err(connection::SendError::Unavailable(why)),

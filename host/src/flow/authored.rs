@@ -167,7 +167,14 @@ pub struct AuthoredStep {
     pub when: Option<Spanned<Node>>,
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &["name", "description", "schedule", "params", "connections", "step"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "schedule",
+    "params",
+    "connections",
+    "step",
+];
 
 /// Parses the file, collecting every problem rather than stopping at the first.
 /// `None` when the TOML itself does not parse: nothing further can be checked.
@@ -177,23 +184,32 @@ pub fn parse(source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<Authore
     if !errors.is_empty() {
         for e in errors {
             diags.push(
-                Diagnostic::new(e.span().unwrap_or(0..0), format!("TOML syntax: {}", first_line(e.message())))
-                    .hint("fix the TOML syntax; strings need quotes, tables need `[name]`"),
+                Diagnostic::new(
+                    e.span().unwrap_or(0..0),
+                    format!("TOML syntax: {}", first_line(e.message())),
+                )
+                .hint("fix the TOML syntax; strings need quotes, tables need `[name]`"),
             );
         }
         return None;
     }
-    let mut flow = AuthoredFlow { document, ..Default::default() };
+    let mut flow = AuthoredFlow {
+        document,
+        ..Default::default()
+    };
     for (key, value) in root.into_inner() {
         let key_span = key.span();
         match key.get_ref().as_ref() {
             "name" => flow.name = read::<String>(value, diags),
-            "description" => flow.description = read::<String>(value, diags).map(Spanned::into_inner),
+            "description" => {
+                flow.description = read::<String>(value, diags).map(Spanned::into_inner)
+            }
             "schedule" => flow.schedule = read::<AuthoredSchedule>(value, diags),
-            "params" => match table_entries(value, "params", diags) {
-                Some(entries) => flow.params = entries.into_iter().map(|(k, v)| (k, node(v))).collect(),
-                None => {}
-            },
+            "params" => {
+                if let Some(entries) = table_entries(value, "params", diags) {
+                    flow.params = entries.into_iter().map(|(k, v)| (k, node(v))).collect()
+                }
+            }
             "connections" => {
                 for (name, conn) in table_entries(value, "connections", diags).unwrap_or_default() {
                     if let Some(conn) = read::<AuthoredConnection>(conn, diags) {
@@ -219,8 +235,14 @@ pub fn parse(source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<Authore
                 }
             }
             other => diags.push(
-                Diagnostic::new(key_span, format!("unknown key `{other}` at the top of the flow"))
-                    .hint(format!("the top level takes: {}", TOP_LEVEL_KEYS.join(", "))),
+                Diagnostic::new(
+                    key_span,
+                    format!("unknown key `{other}` at the top of the flow"),
+                )
+                .hint(format!(
+                    "the top level takes: {}",
+                    TOP_LEVEL_KEYS.join(", ")
+                )),
             ),
         }
     }
@@ -232,7 +254,10 @@ fn first_line(message: &str) -> &str {
 }
 
 /// Deserialises one section with serde, turning its error into a diagnostic.
-fn read<T: for<'de> Deserialize<'de>>(value: Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Option<Spanned<T>> {
+fn read<T: for<'de> Deserialize<'de>>(
+    value: Spanned<DeValue<'_>>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Spanned<T>> {
     let span = value.span();
     match Spanned::<T>::deserialize(ValueDeserializer::from(value)) {
         Ok(v) => Some(v),
@@ -260,14 +285,30 @@ fn serde_diagnostic(e: &toml::de::Error, fallback: Range<usize>) -> Diagnostic {
 }
 
 /// Keys a step takes, including those read by hand rather than by serde.
-const STEP_KEYS: &[&str] =
-    &["id", "uses", "description", "connections", "with", "for_each", "concurrency", "when", "timeout", "on_error", "artifacts"];
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "uses",
+    "description",
+    "connections",
+    "with",
+    "for_each",
+    "concurrency",
+    "when",
+    "timeout",
+    "on_error",
+    "artifacts",
+];
 
 /// serde's "unknown field `x`, expected one of …" as a suggestion.
 fn unknown_field(message: &str, span: Range<usize>) -> Option<Diagnostic> {
     let rest = message.strip_prefix("unknown field `")?;
     let (key, rest) = rest.split_once('`')?;
-    let mut expected: Vec<String> = rest.split('`').skip(1).step_by(2).map(str::to_string).collect();
+    let mut expected: Vec<String> = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
     if expected.first().is_some_and(|k| k == "id") {
         expected = STEP_KEYS.iter().map(|k| k.to_string()).collect();
     }
@@ -278,7 +319,10 @@ fn unknown_field(message: &str, span: Range<usize>) -> Option<Diagnostic> {
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k.clone());
     let hint = match closest {
-        Some(k) => format!("did you mean `{k}`? Keys allowed here: {}", expected.join(", ")),
+        Some(k) => format!(
+            "did you mean `{k}`? Keys allowed here: {}",
+            expected.join(", ")
+        ),
         None => format!("keys allowed here: {}", expected.join(", ")),
     };
     Some(Diagnostic::new(span, format!("unknown key `{key}`")).hint(hint))
@@ -299,24 +343,34 @@ fn table_entries<'i>(
         ),
         other => {
             diags.push(
-                Diagnostic::new(span, format!("`{what}` must be a table, not {}", other.type_str()))
-                    .hint(format!("write `[{what}]` followed by `key = value` lines")),
+                Diagnostic::new(
+                    span,
+                    format!("`{what}` must be a table, not {}", other.type_str()),
+                )
+                .hint(format!("write `[{what}]` followed by `key = value` lines")),
             );
             None
         }
     }
 }
 
-fn read_step(item: Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Option<Spanned<AuthoredStep>> {
+fn read_step(
+    item: Spanned<DeValue<'_>>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Spanned<AuthoredStep>> {
     let span = item.span();
     let DeValue::Table(mut table) = item.into_inner() else {
-        diags.push(Diagnostic::new(span, "a step must be a table").hint("write it as a `[[step]]` section"));
+        diags.push(
+            Diagnostic::new(span, "a step must be a table")
+                .hint("write it as a `[[step]]` section"),
+        );
         return None;
     };
     let with = take(&mut table, "with").map(node);
     let when = take(&mut table, "when").map(node);
     let artifacts = take(&mut table, "artifacts");
-    let mut step = read::<StepFields>(Spanned::new(span.clone(), DeValue::Table(table)), diags)?.into_inner();
+    let mut step =
+        read::<StepFields>(Spanned::new(span.clone(), DeValue::Table(table)), diags)?.into_inner();
     if let Some(artifacts) = artifacts {
         for (name, value) in table_entries(artifacts, "artifacts", diags).unwrap_or_default() {
             if let Some(path) = read::<String>(value, diags) {
@@ -324,11 +378,21 @@ fn read_step(item: Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Option<
             }
         }
     }
-    Some(Spanned::new(span, AuthoredStep { fields: step, with, when }))
+    Some(Spanned::new(
+        span,
+        AuthoredStep {
+            fields: step,
+            with,
+            when,
+        },
+    ))
 }
 
 fn take<'i>(table: &mut DeTable<'i>, key: &str) -> Option<Spanned<DeValue<'i>>> {
-    let found = table.keys().find(|k| k.get_ref().as_ref() == key).cloned()?;
+    let found = table
+        .keys()
+        .find(|k| k.get_ref().as_ref() == key)
+        .cloned()?;
     table.remove(&found)
 }
 
@@ -339,8 +403,12 @@ pub fn node(value: Spanned<DeValue<'_>>) -> Spanned<Node> {
         DeValue::String(s) => Node::String(s.into_owned()),
         DeValue::Integer(i) => {
             let digits = i.as_str().replace('_', "");
-            let digits = digits.trim_start_matches("0x").trim_start_matches("0o").trim_start_matches("0b");
-            i64::from_str_radix(digits, i.radix()).map_or_else(|_| Node::String(i.as_str().to_string()), Node::Integer)
+            let digits = digits
+                .trim_start_matches("0x")
+                .trim_start_matches("0o")
+                .trim_start_matches("0b");
+            i64::from_str_radix(digits, i.radix())
+                .map_or_else(|_| Node::String(i.as_str().to_string()), Node::Integer)
         }
         DeValue::Float(f) => {
             let text = f.as_str().replace('_', "");

@@ -99,7 +99,12 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub enum Auth {
     None,
-    OAuth2ClientCredentials { token_url: Url, client_id: String, client_secret: Secret, scope: Option<String> },
+    OAuth2ClientCredentials {
+        token_url: Url,
+        client_id: String,
+        client_secret: Secret,
+        scope: Option<String>,
+    },
     Bearer(Secret),
 }
 
@@ -121,7 +126,11 @@ impl Default for RetryPolicy {
     /// Five attempts from 500 ms doubling to 30 s ride out a service restart
     /// or a short outage without holding a run for minutes.
     fn default() -> Self {
-        Self { max_attempts: 5, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
     }
 }
 

@@ -60,9 +60,12 @@ impl Scope<'_> {
         Ok(match template {
             ValueTemplate::Text(t) => self.resolve(t)?,
             ValueTemplate::Literal(v) => v.clone(),
-            ValueTemplate::Array(items) => {
-                Value::Array(items.iter().map(|i| self.resolve_value(i)).collect::<Result<_, _>>()?)
-            }
+            ValueTemplate::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.resolve_value(i))
+                    .collect::<Result<_, _>>()?,
+            ),
             ValueTemplate::Object(entries) => Value::Object(
                 entries
                     .iter()
@@ -88,11 +91,17 @@ impl Scope<'_> {
                 },
             },
             // A step that was skipped or failed under `continue` reads as null.
-            Root::Step(id) => self.steps.and_then(|s| s.get(id)).cloned().unwrap_or(Value::Null),
+            Root::Step(id) => self
+                .steps
+                .and_then(|s| s.get(id))
+                .cloned()
+                .unwrap_or(Value::Null),
             Root::Item => self.item.cloned().ok_or_else(|| unavailable("item"))?,
-            Root::Run(field) => {
-                self.run.and_then(|r| r.get(field)).cloned().ok_or_else(|| unavailable(&format!("run.{field}")))?
-            }
+            Root::Run(field) => self
+                .run
+                .and_then(|r| r.get(field))
+                .cloned()
+                .ok_or_else(|| unavailable(&format!("run.{field}")))?,
         };
         Ok(walk(root, &reference.path))
     }
@@ -133,7 +142,10 @@ mod tests {
     #[test]
     fn whole_reference_keeps_its_type_and_splices_as_text_otherwise() {
         let steps = BTreeMap::from([("diff".to_string(), json!({"missing": [1, 2], "n": 2}))]);
-        let scope = Scope { steps: Some(&steps), ..Default::default() };
+        let scope = Scope {
+            steps: Some(&steps),
+            ..Default::default()
+        };
         let whole = Template::parse("${steps.diff.missing}").unwrap();
         assert_eq!(scope.resolve(&whole).unwrap(), json!([1, 2]));
         let spliced = Template::parse("n=${steps.diff.n}").unwrap();
@@ -145,19 +157,39 @@ mod tests {
     #[test]
     fn env_defaults_nest() {
         let env = BTreeMap::from([("TENANT".to_string(), "t1".to_string())]);
-        let scope = Scope { env: Some(&env), ..Default::default() };
+        let scope = Scope {
+            env: Some(&env),
+            ..Default::default()
+        };
         let t = Template::parse("${env.TOKEN_URL:-https://login/${env.TENANT}/token}").unwrap();
         assert_eq!(scope.resolve(&t).unwrap(), json!("https://login/t1/token"));
         let missing = Template::parse("${env.NOPE}").unwrap();
-        assert_eq!(scope.resolve(&missing), Err(ResolveError::MissingEnv("NOPE".into())));
+        assert_eq!(
+            scope.resolve(&missing),
+            Err(ResolveError::MissingEnv("NOPE".into()))
+        );
     }
 
     #[test]
     fn truthiness() {
-        for v in [json!(null), json!(false), json!(0), json!(""), json!([]), json!({}), json!("false")] {
+        for v in [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(""),
+            json!([]),
+            json!({}),
+            json!("false"),
+        ] {
             assert!(!truthy(&v), "{v}");
         }
-        for v in [json!(true), json!(1), json!("x"), json!([0]), json!({"a": 1})] {
+        for v in [
+            json!(true),
+            json!(1),
+            json!("x"),
+            json!([0]),
+            json!({"a": 1}),
+        ] {
             assert!(truthy(&v), "{v}");
         }
     }

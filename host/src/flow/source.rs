@@ -17,7 +17,10 @@ pub struct SourceFile {
 
 impl SourceFile {
     pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
-        Self { path: path.into(), text: text.into() }
+        Self {
+            path: path.into(),
+            text: text.into(),
+        }
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -56,7 +59,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(span: Range<usize>, message: impl Into<String>) -> Self {
-        Self { span, message: message.into(), hint: None }
+        Self {
+            span,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -99,14 +106,20 @@ impl fmt::Display for Diagnostics {
             let gutter = line.to_string().len();
             writeln!(f, "{:gutter$} |", "")?;
             writeln!(f, "{line} | {text}")?;
-            let span_chars = self.source.text
-                [floor_char_boundary(&self.source.text, d.span.start)
-                    ..floor_char_boundary(&self.source.text, d.span.end.max(d.span.start))]
+            let span_chars = self.source.text[floor_char_boundary(&self.source.text, d.span.start)
+                ..floor_char_boundary(&self.source.text, d.span.end.max(d.span.start))]
                 .lines()
                 .next()
                 .map_or(1, |s| s.chars().count().max(1));
             let width = span_chars.min(text.chars().count().saturating_sub(col - 1).max(1));
-            write!(f, "{:gutter$} | {:pad$}{}", "", "", "^".repeat(width), pad = col - 1)?;
+            write!(
+                f,
+                "{:gutter$} | {:pad$}{}",
+                "",
+                "",
+                "^".repeat(width),
+                pad = col - 1
+            )?;
             if let Some(hint) = &d.hint {
                 write!(f, "\n{:gutter$} = hint: {hint}", "")?;
             }
@@ -115,7 +128,11 @@ impl fmt::Display for Diagnostics {
             }
         }
         let n = self.items.len();
-        write!(f, "{path}: {n} problem{} found; nothing was run", if n == 1 { "" } else { "s" })
+        write!(
+            f,
+            "{path}: {n} problem{} found; nothing was run",
+            if n == 1 { "" } else { "s" }
+        )
     }
 }
 

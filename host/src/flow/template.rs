@@ -31,7 +31,10 @@ pub struct Reference {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Root {
     Param(String),
-    Env { name: String, default: Option<Template> },
+    Env {
+        name: String,
+        default: Option<Template>,
+    },
     Step(String),
     Item,
     Run(String),
@@ -67,7 +70,10 @@ impl Template {
         for part in &self.parts {
             if let Part::Ref(r, range) = part {
                 out.push((r, range.clone()));
-                if let Root::Env { default: Some(d), .. } = &r.root {
+                if let Root::Env {
+                    default: Some(d), ..
+                } = &r.root
+                {
                     out.extend(d.references());
                 }
             }
@@ -137,7 +143,11 @@ fn matching_brace(text: &str, from: usize) -> Option<usize> {
     None
 }
 
-fn parse_reference(inner: &str, base: usize, range: Range<usize>) -> Result<Reference, TemplateError> {
+fn parse_reference(
+    inner: &str,
+    base: usize,
+    range: Range<usize>,
+) -> Result<Reference, TemplateError> {
     let err = |message: String, hint: &str| TemplateError {
         range: range.clone(),
         message,
@@ -151,7 +161,10 @@ fn parse_reference(inner: &str, base: usize, range: Range<usize>) -> Result<Refe
     let mut segments = head.split('.');
     let root = segments.next().unwrap_or("");
     let rest: Vec<String> = segments.map(str::to_string).collect();
-    if let Some(bad) = rest.iter().find(|s| s.is_empty() || !s.chars().all(is_path_char)) {
+    if let Some(bad) = rest
+        .iter()
+        .find(|s| s.is_empty() || !s.chars().all(is_path_char))
+    {
         return Err(err(
             format!("`${{{head}}}` has an invalid path segment `{bad}`"),
             "path segments are names or list indexes separated by dots, like `steps.diff.missing.0`",
@@ -175,11 +188,17 @@ fn parse_reference(inner: &str, base: usize, range: Range<usize>) -> Result<Refe
     let reference = match root {
         "params" => {
             let (name, path) = name_and_path("param")?;
-            Reference { root: Root::Param(name), path }
+            Reference {
+                root: Root::Param(name),
+                path,
+            }
         }
         "steps" => {
             let (name, path) = name_and_path("step")?;
-            Reference { root: Root::Step(name), path }
+            Reference {
+                root: Root::Step(name),
+                path,
+            }
         }
         "run" => {
             let (name, path) = name_and_path("field")?;
@@ -189,9 +208,15 @@ fn parse_reference(inner: &str, base: usize, range: Range<usize>) -> Result<Refe
                     &format!("run fields are: {}", RUN_FIELDS.join(", ")),
                 ));
             }
-            Reference { root: Root::Run(name), path }
+            Reference {
+                root: Root::Run(name),
+                path,
+            }
         }
-        "item" => Reference { root: Root::Item, path: rest },
+        "item" => Reference {
+            root: Root::Item,
+            path: rest,
+        },
         "env" => {
             let (name, path) = name_and_path("variable")?;
             if !path.is_empty() {
@@ -207,11 +232,16 @@ fn parse_reference(inner: &str, base: usize, range: Range<usize>) -> Result<Refe
                 }
                 None => None,
             };
-            Reference { root: Root::Env { name, default }, path: Vec::new() }
+            Reference {
+                root: Root::Env { name, default },
+                path: Vec::new(),
+            }
         }
         other => {
             return Err(err(
-                format!("`${{{inner}}}` refers to `{other}`, which is not something a flow can reference"),
+                format!(
+                    "`${{{inner}}}` refers to `{other}`, which is not something a flow can reference"
+                ),
                 "references start with `params.`, `env.`, `steps.`, `item` or `run.`",
             ));
         }
@@ -230,7 +260,10 @@ mod tests {
     #[test]
     fn literal_text_stays_literal() {
         let t = Template::parse("plain text $${not a ref}").unwrap();
-        assert_eq!(t.parts, vec![Part::Literal("plain text ${not a ref}".into())]);
+        assert_eq!(
+            t.parts,
+            vec![Part::Literal("plain text ${not a ref}".into())]
+        );
     }
 
     #[test]
@@ -248,7 +281,11 @@ mod tests {
         )
         .unwrap();
         let r = t.as_single_ref().unwrap();
-        let Root::Env { name, default: Some(default) } = &r.root else {
+        let Root::Env {
+            name,
+            default: Some(default),
+        } = &r.root
+        else {
             panic!("expected env with default: {r:?}");
         };
         assert_eq!(name, "GRAPH_TOKEN_URL");

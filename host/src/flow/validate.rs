@@ -31,16 +31,29 @@ pub struct Context<'a> {
     pub param_overrides: &'a [(String, String)],
 }
 
-pub fn validate(source: &SourceFile, authored: AuthoredFlow, ctx: &Context<'_>, diags: &mut Vec<Diagnostic>) -> Option<Flow> {
+pub fn validate(
+    source: &SourceFile,
+    authored: AuthoredFlow,
+    ctx: &Context<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Flow> {
     let mut v = Validator { source, diags, ctx };
     let name = match &authored.name {
         Some(n) if !n.get_ref().trim().is_empty() => n.get_ref().clone(),
         Some(n) => {
-            v.error(n.span(), "the flow's `name` is empty", "give the flow a short name, like `procore-license-sync`");
+            v.error(
+                n.span(),
+                "the flow's `name` is empty",
+                "give the flow a short name, like `procore-license-sync`",
+            );
             String::new()
         }
         None => {
-            v.error(0..0, "the flow has no `name`", "add `name = \"my-flow\"` at the top of the file");
+            v.error(
+                0..0,
+                "the flow has no `name`",
+                "add `name = \"my-flow\"` at the top of the file",
+            );
             String::new()
         }
     };
@@ -54,14 +67,28 @@ pub fn validate(source: &SourceFile, authored: AuthoredFlow, ctx: &Context<'_>, 
             connections.insert(name.get_ref().clone(), Arc::new(spec));
         }
     }
-    let declared: HashSet<&str> = authored.connections.iter().map(|(n, _)| n.get_ref().as_str()).collect();
+    let declared: HashSet<&str> = authored
+        .connections
+        .iter()
+        .map(|(n, _)| n.get_ref().as_str())
+        .collect();
     let mut steps = Vec::new();
     let mut seen: HashMap<String, Range<usize>> = HashMap::new();
-    let all_ids: Vec<String> = authored.steps.iter().map(|s| s.get_ref().fields.id.get_ref().clone()).collect();
+    let all_ids: Vec<String> = authored
+        .steps
+        .iter()
+        .map(|s| s.get_ref().fields.id.get_ref().clone())
+        .collect();
     for (index, step) in authored.steps.iter().enumerate() {
         let earlier: Vec<&str> = seen.keys().map(String::as_str).collect();
         let earlier: HashSet<&str> = earlier.into_iter().collect();
-        if let Some(s) = v.step(step.get_ref(), &params, &declared, &earlier, &all_ids[index + 1..]) {
+        if let Some(s) = v.step(
+            step.get_ref(),
+            &params,
+            &declared,
+            &earlier,
+            &all_ids[index + 1..],
+        ) {
             steps.push(s);
         }
         let id = step.get_ref().fields.id.clone();
@@ -77,13 +104,23 @@ pub fn validate(source: &SourceFile, authored: AuthoredFlow, ctx: &Context<'_>, 
         }
     }
     if authored.steps_written == 0 {
-        v.error(authored.document.start..authored.document.start, "the flow has no steps", "add at least one `[[step]]` section");
+        v.error(
+            authored.document.start..authored.document.start,
+            "the flow has no steps",
+            "add at least one `[[step]]` section",
+        );
     }
     // Every env value that looks like a credential is redacted too, in case a
     // flow passes one to a component by hand.
     for (key, value) in ctx.env.iter() {
         let upper = key.to_ascii_uppercase();
-        if ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "API_KEY", "PRIVATE"].iter().any(|w| upper.contains(w)) && value.len() >= 4 {
+        if [
+            "SECRET", "TOKEN", "PASSWORD", "PASSWD", "API_KEY", "PRIVATE",
+        ]
+        .iter()
+        .any(|w| upper.contains(w))
+            && value.len() >= 4
+        {
             secrets.push(value.clone());
         }
     }
@@ -118,11 +155,18 @@ impl Validator<'_, '_> {
 
     fn schedule(&mut self, s: &Spanned<super::authored::AuthoredSchedule>) -> Option<Schedule> {
         let s = s.get_ref();
-        match Schedule::parse(s.cron.get_ref(), s.timezone.as_ref().map(|t| t.get_ref().as_str())) {
+        match Schedule::parse(
+            s.cron.get_ref(),
+            s.timezone.as_ref().map(|t| t.get_ref().as_str()),
+        ) {
             Ok(schedule) => Some(schedule),
             Err(e @ super::schedule::ScheduleError::Timezone(_)) => {
                 let span = s.timezone.as_ref().map_or(s.cron.span(), |t| t.span());
-                self.error(span, e.to_string(), "use an IANA name such as `America/Los_Angeles` or `Europe/Paris`");
+                self.error(
+                    span,
+                    e.to_string(),
+                    "use an IANA name such as `America/Los_Angeles` or `Europe/Paris`",
+                );
                 None
             }
             Err(e) => {
@@ -137,15 +181,21 @@ impl Validator<'_, '_> {
     }
 
     fn params(&mut self, authored: &[(Spanned<String>, Spanned<Node>)]) -> BTreeMap<String, Value> {
-        let mut params: BTreeMap<String, Value> =
-            authored.iter().map(|(k, v)| (k.get_ref().clone(), literal_json(v.get_ref()))).collect();
+        let mut params: BTreeMap<String, Value> = authored
+            .iter()
+            .map(|(k, v)| (k.get_ref().clone(), literal_json(v.get_ref())))
+            .collect();
         for (key, raw) in self.ctx.param_overrides {
             if !params.contains_key(key) {
                 let known: Vec<&str> = params.keys().map(String::as_str).collect();
                 self.error(
                     0..0,
                     format!("--param {key}: the flow has no param `{key}`"),
-                    if known.is_empty() { "this flow takes no params".to_string() } else { format!("its params are: {}", known.join(", ")) },
+                    if known.is_empty() {
+                        "this flow takes no params".to_string()
+                    } else {
+                        format!("its params are: {}", known.join(", "))
+                    },
                 );
                 continue;
             }
@@ -157,7 +207,11 @@ impl Validator<'_, '_> {
     }
 
     /// Resolves a load-time string of a connection: only params and env.
-    fn load_time_string(&mut self, s: &Spanned<String>, params: &BTreeMap<String, Value>) -> Option<String> {
+    fn load_time_string(
+        &mut self,
+        s: &Spanned<String>,
+        params: &BTreeMap<String, Value>,
+    ) -> Option<String> {
         let template = self.template(s)?;
         for (r, range) in template.references() {
             if matches!(r.root, Root::Step(_) | Root::Item | Root::Run(_)) {
@@ -169,7 +223,11 @@ impl Validator<'_, '_> {
                 return None;
             }
         }
-        let scope = Scope { params: Some(params), env: Some(&self.ctx.env), ..Default::default() };
+        let scope = Scope {
+            params: Some(params),
+            env: Some(&self.ctx.env),
+            ..Default::default()
+        };
         match scope.resolve_string(&template) {
             Ok(text) => Some(text),
             Err(e) => {
@@ -191,7 +249,11 @@ impl Validator<'_, '_> {
                 format!("environment variable {name} is not set"),
                 format!("set {name}, or give a default with `${{env.{name}:-value}}`"),
             ),
-            ResolveError::Unavailable(what) => self.error(span, format!("`{what}` is not available here"), "see the flow format in the README"),
+            ResolveError::Unavailable(what) => self.error(
+                span,
+                format!("`{what}` is not available here"),
+                "see the flow format in the README",
+            ),
         }
     }
 
@@ -212,11 +274,11 @@ impl Validator<'_, '_> {
         let token = s.span();
         let raw = self.source.text.get(token.clone()).unwrap_or("");
         for quote in ["\"\"\"", "'''", "\"", "'"] {
-            if let Some(body) = raw.strip_prefix(quote).and_then(|b| b.strip_suffix(quote)) {
-                if body == s.get_ref() {
-                    let start = token.start + quote.len();
-                    return start + range.start..start + range.end;
-                }
+            if let Some(body) = raw.strip_prefix(quote).and_then(|b| b.strip_suffix(quote))
+                && body == s.get_ref()
+            {
+                let start = token.start + quote.len();
+                return start + range.start..start + range.end;
             }
         }
         token
@@ -230,23 +292,41 @@ impl Validator<'_, '_> {
         secrets: &mut Vec<String>,
     ) -> Option<ConnectionSpec> {
         if !is_identifier(name.get_ref()) {
-            self.error(name.span(), format!("connection name `{}` is not valid", name.get_ref()), "use letters, digits, `-` and `_`");
+            self.error(
+                name.span(),
+                format!("connection name `{}` is not valid", name.get_ref()),
+                "use letters, digits, `-` and `_`",
+            );
         }
         let c = conn.get_ref();
-        let base_url = self.load_time_string(&c.base_url, params).and_then(|text| self.url(&c.base_url, &text));
+        let base_url = self
+            .load_time_string(&c.base_url, params)
+            .and_then(|text| self.url(&c.base_url, &text));
         let mut headers = Vec::new();
         for (header, value) in &c.headers {
             if !is_token(header) {
-                self.error(value.span(), format!("`{header}` is not a valid header name"), "header names are letters, digits and `-`");
+                self.error(
+                    value.span(),
+                    format!("`{header}` is not a valid header name"),
+                    "header names are letters, digits and `-`",
+                );
                 continue;
             }
             if is_reserved_header(header) {
-                self.error(value.span(), format!("header `{header}` is set by the host"), "use `auth` for credentials");
+                self.error(
+                    value.span(),
+                    format!("header `{header}` is set by the host"),
+                    "use `auth` for credentials",
+                );
                 continue;
             }
             if let Some(text) = self.load_time_string(value, params) {
                 if text.contains(['\r', '\n']) {
-                    self.error(value.span(), format!("header `{header}` contains a line break"), "remove CR/LF from the value");
+                    self.error(
+                        value.span(),
+                        format!("header `{header}` contains a line break"),
+                        "remove CR/LF from the value",
+                    );
                 } else {
                     headers.push((header.clone(), text));
                 }
@@ -259,24 +339,34 @@ impl Validator<'_, '_> {
                 match (&a.oauth2_client_credentials, &a.bearer) {
                     (Some(o), None) => {
                         let o = o.get_ref();
-                        let token_url =
-                            self.load_time_string(&o.token_url, params).and_then(|t| self.url(&o.token_url, &t));
+                        let token_url = self
+                            .load_time_string(&o.token_url, params)
+                            .and_then(|t| self.url(&o.token_url, &t));
                         let client_id = self.load_time_string(&o.client_id, params);
                         let client_secret = self.load_time_string(&o.client_secret, params);
-                        let scope = o.scope.as_ref().and_then(|s| self.load_time_string(s, params));
+                        let scope = o
+                            .scope
+                            .as_ref()
+                            .and_then(|s| self.load_time_string(s, params));
                         if let Some(secret) = &client_secret {
                             if secret.is_empty() {
-                                self.error(o.client_secret.span(), "the client secret is empty", "set the variable it reads to the app's secret");
+                                self.error(
+                                    o.client_secret.span(),
+                                    "the client secret is empty",
+                                    "set the variable it reads to the app's secret",
+                                );
                             }
                             secrets.push(secret.clone());
                         }
                         match (token_url, client_id, client_secret) {
-                            (Some(token_url), Some(client_id), Some(secret)) => Auth::OAuth2ClientCredentials {
-                                token_url,
-                                client_id,
-                                client_secret: Secret::new(secret),
-                                scope,
-                            },
+                            (Some(token_url), Some(client_id), Some(secret)) => {
+                                Auth::OAuth2ClientCredentials {
+                                    token_url,
+                                    client_id,
+                                    client_secret: Secret::new(secret),
+                                    scope,
+                                }
+                            }
                             _ => Auth::None,
                         }
                     }
@@ -308,7 +398,11 @@ impl Validator<'_, '_> {
             let mut best: Option<f64> = None;
             for (value, seconds) in rates.into_iter().flatten() {
                 if !(*value.get_ref() > 0.0 && value.get_ref().is_finite()) {
-                    self.error(value.span(), "a rate limit must be a positive number", "for example `per_minute = 600`");
+                    self.error(
+                        value.span(),
+                        "a rate limit must be a positive number",
+                        "for example `per_minute = 600`",
+                    );
                     continue;
                 }
                 let per_second = value.get_ref() / seconds;
@@ -321,7 +415,11 @@ impl Validator<'_, '_> {
             let r = r.get_ref();
             if let Some(n) = &r.max_attempts {
                 if *n.get_ref() == 0 {
-                    self.error(n.span(), "`max_attempts` counts the first attempt too and must be at least 1", "use 1 to disable retries");
+                    self.error(
+                        n.span(),
+                        "`max_attempts` counts the first attempt too and must be at least 1",
+                        "use 1 to disable retries",
+                    );
                 }
                 retry.max_attempts = (*n.get_ref()).max(1);
             }
@@ -332,8 +430,15 @@ impl Validator<'_, '_> {
                 retry.max_delay = self.duration(d).unwrap_or(retry.max_delay);
             }
         }
-        let request_timeout = c.request_timeout.as_ref().and_then(|d| self.duration(d)).unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-        let max_response_bytes = c.max_response_bytes.as_ref().map_or(DEFAULT_MAX_RESPONSE_BYTES, |m| *m.get_ref());
+        let request_timeout = c
+            .request_timeout
+            .as_ref()
+            .and_then(|d| self.duration(d))
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        let max_response_bytes = c
+            .max_response_bytes
+            .as_ref()
+            .map_or(DEFAULT_MAX_RESPONSE_BYTES, |m| *m.get_ref());
         Some(ConnectionSpec {
             name: name.get_ref().clone(),
             base_url: base_url?,
@@ -350,7 +455,11 @@ impl Validator<'_, '_> {
         let url = match Url::parse(text) {
             Ok(url) => url,
             Err(e) => {
-                self.error(at.span(), format!("`{text}` is not a valid URL: {e}"), "write an absolute URL such as `https://graph.microsoft.com/v1.0`");
+                self.error(
+                    at.span(),
+                    format!("`{text}` is not a valid URL: {e}"),
+                    "write an absolute URL such as `https://graph.microsoft.com/v1.0`",
+                );
                 return None;
             }
         };
@@ -358,16 +467,28 @@ impl Validator<'_, '_> {
             "https" => {}
             "http" if crate::connections::policy::is_loopback(&url) => {}
             "http" => {
-                self.error(at.span(), format!("`{text}` uses plain http to a host that is not loopback"), "use https; http is accepted only for 127.0.0.1, ::1 and localhost");
+                self.error(
+                    at.span(),
+                    format!("`{text}` uses plain http to a host that is not loopback"),
+                    "use https; http is accepted only for 127.0.0.1, ::1 and localhost",
+                );
                 return None;
             }
             other => {
-                self.error(at.span(), format!("`{text}` has scheme `{other}`"), "use https");
+                self.error(
+                    at.span(),
+                    format!("`{text}` has scheme `{other}`"),
+                    "use https",
+                );
                 return None;
             }
         }
         if !url.username().is_empty() || url.password().is_some() {
-            self.error(at.span(), "credentials in a URL are not allowed", "use the connection's `auth` instead");
+            self.error(
+                at.span(),
+                "credentials in a URL are not allowed",
+                "use the connection's `auth` instead",
+            );
             return None;
         }
         Some(url)
@@ -377,11 +498,19 @@ impl Validator<'_, '_> {
         match humantime::parse_duration(d.get_ref()) {
             Ok(duration) if !duration.is_zero() => Some(duration),
             Ok(_) => {
-                self.error(d.span(), "a duration of zero is not allowed", "for example \"30s\", \"5m\" or \"1h\"");
+                self.error(
+                    d.span(),
+                    "a duration of zero is not allowed",
+                    "for example \"30s\", \"5m\" or \"1h\"",
+                );
                 None
             }
             Err(e) => {
-                self.error(d.span(), format!("`{}` is not a duration: {e}", d.get_ref()), "for example \"30s\", \"5m\" or \"1h\"");
+                self.error(
+                    d.span(),
+                    format!("`{}` is not a duration: {e}", d.get_ref()),
+                    "for example \"30s\", \"5m\" or \"1h\"",
+                );
                 None
             }
         }
@@ -399,7 +528,11 @@ impl Validator<'_, '_> {
         let id = f.id.get_ref().clone();
         let before = self.diags.len();
         if !is_identifier(&id) {
-            self.error(f.id.span(), format!("step id `{id}` is not valid"), "use letters, digits, `-` and `_`, like `create-users`");
+            self.error(
+                f.id.span(),
+                format!("step id `{id}` is not valid"),
+                "use letters, digits, `-` and `_`, like `create-users`",
+            );
         }
         let uses = self.uses(&f.uses);
         for c in &f.connections {
@@ -408,42 +541,88 @@ impl Validator<'_, '_> {
                 known.sort();
                 self.error(
                     c.span(),
-                    format!("step `{id}` asks for connection `{}`, which the flow does not declare", c.get_ref()),
-                    if known.is_empty() { "declare it under `[connections.NAME]`".to_string() } else { format!("declared connections: {}", known.join(", ")) },
+                    format!(
+                        "step `{id}` asks for connection `{}`, which the flow does not declare",
+                        c.get_ref()
+                    ),
+                    if known.is_empty() {
+                        "declare it under `[connections.NAME]`".to_string()
+                    } else {
+                        format!("declared connections: {}", known.join(", "))
+                    },
                 );
             }
         }
-        let refs = RefRules { params, earlier, later, step: &id, item_allowed: f.for_each.is_some() };
+        let refs = RefRules {
+            params,
+            earlier,
+            later,
+            step: &id,
+            item_allowed: f.for_each.is_some(),
+        };
         let with = step.with.as_ref().and_then(|w| {
             if !matches!(w.get_ref(), Node::Table(_)) {
-                self.error(w.span(), format!("`with` must be a table, not {}", w.get_ref().kind()), "write `with = { key = \"value\" }`");
+                self.error(
+                    w.span(),
+                    format!("`with` must be a table, not {}", w.get_ref().kind()),
+                    "write `with = { key = \"value\" }`",
+                );
                 return None;
             }
             self.value_template(w, &refs)
         });
         let for_each = f.for_each.as_ref().and_then(|fe| {
-            let t = self.checked_template(fe, &RefRules { item_allowed: false, ..refs })?;
+            let t = self.checked_template(
+                fe,
+                &RefRules {
+                    item_allowed: false,
+                    ..refs
+                },
+            )?;
             if t.as_single_ref().is_none() {
-                self.error(fe.span(), "`for_each` must be exactly one reference to a list", "for example `for_each = \"${steps.diff.missing}\"`");
+                self.error(
+                    fe.span(),
+                    "`for_each` must be exactly one reference to a list",
+                    "for example `for_each = \"${steps.diff.missing}\"`",
+                );
             }
             Some(t)
         });
         let when = match &step.when {
             None => Vec::new(),
             Some(node) => match node.get_ref() {
-                Node::String(s) => self.checked_template(&Spanned::new(node.span(), s.clone()), &refs).into_iter().collect(),
+                Node::String(s) => self
+                    .checked_template(&Spanned::new(node.span(), s.clone()), &refs)
+                    .into_iter()
+                    .collect(),
                 Node::Array(items) => items
                     .iter()
                     .filter_map(|i| match i.get_ref() {
-                        Node::String(s) => self.checked_template(&Spanned::new(i.span(), s.clone()), &refs),
+                        Node::String(s) => {
+                            self.checked_template(&Spanned::new(i.span(), s.clone()), &refs)
+                        }
                         other => {
-                            self.error(i.span(), format!("a `when` condition must be a string, not {}", other.kind()), "write `when = \"${steps.x.ok}\"`");
+                            self.error(
+                                i.span(),
+                                format!(
+                                    "a `when` condition must be a string, not {}",
+                                    other.kind()
+                                ),
+                                "write `when = \"${steps.x.ok}\"`",
+                            );
                             None
                         }
                     })
                     .collect(),
                 other => {
-                    self.error(node.span(), format!("`when` must be a string or a list of strings, not {}", other.kind()), "write `when = \"${steps.x.ok}\"`");
+                    self.error(
+                        node.span(),
+                        format!(
+                            "`when` must be a string or a list of strings, not {}",
+                            other.kind()
+                        ),
+                        "write `when = \"${steps.x.ok}\"`",
+                    );
                     Vec::new()
                 }
             },
@@ -452,27 +631,47 @@ impl Validator<'_, '_> {
             None => 1,
             Some(c) => {
                 if f.for_each.is_none() {
-                    self.error(c.span(), "`concurrency` only applies to a step with `for_each`", "remove it, or add `for_each`");
+                    self.error(
+                        c.span(),
+                        "`concurrency` only applies to a step with `for_each`",
+                        "remove it, or add `for_each`",
+                    );
                 }
                 match usize::try_from(*c.get_ref()) {
                     Ok(n @ 1..=256) => n,
                     _ => {
-                        self.error(c.span(), format!("`concurrency = {}` is out of range", c.get_ref()), "use a number from 1 to 256");
+                        self.error(
+                            c.span(),
+                            format!("`concurrency = {}` is out of range", c.get_ref()),
+                            "use a number from 1 to 256",
+                        );
                         1
                     }
                 }
             }
         };
-        let timeout = f.timeout.as_ref().and_then(|t| self.duration(t)).unwrap_or(DEFAULT_STEP_TIMEOUT);
+        let timeout = f
+            .timeout
+            .as_ref()
+            .and_then(|t| self.duration(t))
+            .unwrap_or(DEFAULT_STEP_TIMEOUT);
         let on_error = f.on_error.as_ref().map_or(OnError::Fail, |o| *o.get_ref());
         let mut artifacts = Vec::new();
         for (file, path) in &f.artifacts {
             let name = file.get_ref();
             if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-                self.error(file.span(), format!("artifact name `{name}` must be a plain file name"), "for example `report.html`");
+                self.error(
+                    file.span(),
+                    format!("artifact name `{name}` must be a plain file name"),
+                    "for example `report.html`",
+                );
                 continue;
             }
-            let segments: Vec<String> = if path.get_ref().is_empty() { Vec::new() } else { path.get_ref().split('.').map(str::to_string).collect() };
+            let segments: Vec<String> = if path.get_ref().is_empty() {
+                Vec::new()
+            } else {
+                path.get_ref().split('.').map(str::to_string).collect()
+            };
             artifacts.push((name.clone(), segments));
         }
         if self.diags.len() > before {
@@ -497,7 +696,11 @@ impl Validator<'_, '_> {
         let looks_like_path = text.ends_with(".wasm") || text.contains('/') || text.contains('\\');
         if looks_like_path {
             let path = PathBuf::from(text);
-            let path = if path.is_absolute() { path } else { self.source.dir().join(path) };
+            let path = if path.is_absolute() {
+                path
+            } else {
+                self.source.dir().join(path)
+            };
             if path.is_file() {
                 return Some(ComponentRef::File(path));
             }
@@ -514,7 +717,10 @@ impl Validator<'_, '_> {
         self.error(
             uses.span(),
             format!("`{text}` is not a built-in component"),
-            format!("built-ins are: {}; or give a path to a .wasm file", self.ctx.builtins.join(", ")),
+            format!(
+                "built-ins are: {}; or give a path to a .wasm file",
+                self.ctx.builtins.join(", ")
+            ),
         );
         None
     }
@@ -531,32 +737,58 @@ impl Validator<'_, '_> {
                     self.error(
                         span,
                         format!("`params.{name}` is not a param of this flow"),
-                        if known.is_empty() { "declare it under `[params]`".to_string() } else { format!("params are: {}", known.join(", ")) },
+                        if known.is_empty() {
+                            "declare it under `[params]`".to_string()
+                        } else {
+                            format!("params are: {}", known.join(", "))
+                        },
                     );
                 }
                 Root::Step(id) if id == rules.step => {
                     ok = false;
-                    self.error(span, format!("step `{id}` refers to its own output"), "a step can only read the output of steps before it");
+                    self.error(
+                        span,
+                        format!("step `{id}` refers to its own output"),
+                        "a step can only read the output of steps before it",
+                    );
                 }
                 Root::Step(id) if !rules.earlier.contains(id.as_str()) => {
                     ok = false;
                     if rules.later.iter().any(|l| l == id) {
-                        self.error(span, format!("step `{}` refers to step `{id}`, which runs later", rules.step), "move this step after it, or read an earlier step");
+                        self.error(
+                            span,
+                            format!(
+                                "step `{}` refers to step `{id}`, which runs later",
+                                rules.step
+                            ),
+                            "move this step after it, or read an earlier step",
+                        );
                     } else {
                         let mut known: Vec<&str> = rules.earlier.iter().copied().collect();
                         known.sort();
                         self.error(
                             span,
                             format!("there is no step `{id}` before step `{}`", rules.step),
-                            if known.is_empty() { "this is the first step; it can only use params and env".to_string() } else { format!("earlier steps: {}", known.join(", ")) },
+                            if known.is_empty() {
+                                "this is the first step; it can only use params and env".to_string()
+                            } else {
+                                format!("earlier steps: {}", known.join(", "))
+                            },
                         );
                     }
                 }
                 Root::Item if !rules.item_allowed => {
                     ok = false;
-                    self.error(span, "`${item}` is only available in a step with `for_each`", "add `for_each = \"${steps.x.list}\"` to the step");
+                    self.error(
+                        span,
+                        "`${item}` is only available in a step with `for_each`",
+                        "add `for_each = \"${steps.x.list}\"` to the step",
+                    );
                 }
-                Root::Env { name, default: None } if !self.ctx.env.contains_key(name) => {
+                Root::Env {
+                    name,
+                    default: None,
+                } if !self.ctx.env.contains_key(name) => {
                     ok = false;
                     self.error(
                         span,
@@ -570,11 +802,19 @@ impl Validator<'_, '_> {
         ok.then_some(template)
     }
 
-    fn value_template(&mut self, node: &Spanned<Node>, rules: &RefRules<'_>) -> Option<ValueTemplate> {
+    fn value_template(
+        &mut self,
+        node: &Spanned<Node>,
+        rules: &RefRules<'_>,
+    ) -> Option<ValueTemplate> {
         Some(match node.get_ref() {
             Node::String(s) => {
                 let t = self.checked_template(&Spanned::new(node.span(), s.clone()), rules)?;
-                if t.is_literal() { ValueTemplate::Literal(Value::String(text_of(&t))) } else { ValueTemplate::Text(t) }
+                if t.is_literal() {
+                    ValueTemplate::Literal(Value::String(text_of(&t)))
+                } else {
+                    ValueTemplate::Text(t)
+                }
             }
             Node::Array(items) => {
                 let mut out = Vec::new();
@@ -635,23 +875,40 @@ pub fn literal_json(node: &Node) -> Value {
         Node::Integer(i) => Value::from(*i),
         Node::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
         Node::Bool(b) => Value::Bool(*b),
-        Node::Array(items) => Value::Array(items.iter().map(|i| literal_json(i.get_ref())).collect()),
-        Node::Table(entries) => Value::Object(entries.iter().map(|(k, v)| (k.get_ref().clone(), literal_json(v.get_ref()))).collect()),
+        Node::Array(items) => {
+            Value::Array(items.iter().map(|i| literal_json(i.get_ref())).collect())
+        }
+        Node::Table(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.get_ref().clone(), literal_json(v.get_ref())))
+                .collect(),
+        ),
     }
 }
 
 fn is_identifier(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
 /// Headers only the host may set: credentials and framing.
 pub fn is_reserved_header(name: &str) -> bool {
     matches!(
         name.to_ascii_lowercase().as_str(),
-        "authorization" | "proxy-authorization" | "cookie" | "host" | "content-length" | "transfer-encoding" | "connection"
+        "authorization"
+            | "proxy-authorization"
+            | "cookie"
+            | "host"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
     )
 }

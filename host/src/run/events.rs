@@ -25,8 +25,18 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RunEvent {
-    RunStarted { run_id: String, flow: String, dry_run: bool, output_dir: PathBuf },
-    StepStarted { step: String, component: String, input: Value, items: Option<usize> },
+    RunStarted {
+        run_id: String,
+        flow: String,
+        dry_run: bool,
+        output_dir: PathBuf,
+    },
+    StepStarted {
+        step: String,
+        component: String,
+        input: Value,
+        items: Option<usize>,
+    },
     ItemFinished {
         step: String,
         index: usize,
@@ -50,8 +60,16 @@ pub enum RunEvent {
         duration: Duration,
         connections: BTreeMap<String, RequestStats>,
     },
-    Log { step: String, level: LogLevel, message: String },
-    Artifact { step: String, name: String, path: PathBuf },
+    Log {
+        step: String,
+        level: LogLevel,
+        message: String,
+    },
+    Artifact {
+        step: String,
+        name: String,
+        path: PathBuf,
+    },
     RunFinished {
         status: Status,
         error: Option<String>,

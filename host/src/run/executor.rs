@@ -37,7 +37,12 @@ pub struct RunOptions {
 
 impl RunOptions {
     pub fn new(run_id: String, output_dir: PathBuf, dry_run: bool) -> Self {
-        Self { run_id, dry_run, output_dir, cancel: Arc::default() }
+        Self {
+            run_id,
+            dry_run,
+            output_dir,
+            cancel: Arc::default(),
+        }
     }
 
     fn cancelled(&self) -> bool {
@@ -70,13 +75,20 @@ enum StepFailure {
     Interrupted(String),
 }
 
-
 impl Runner {
     pub fn new(engine: Arc<Engine>) -> anyhow::Result<Self> {
-        Ok(Self { engine, http: connections::http_client()? })
+        Ok(Self {
+            engine,
+            http: connections::http_client()?,
+        })
     }
 
-    pub async fn run(&self, flow: &Flow, options: &RunOptions, observer: Arc<dyn Observer>) -> RunOutcome {
+    pub async fn run(
+        &self,
+        flow: &Flow,
+        options: &RunOptions,
+        observer: Arc<dyn Observer>,
+    ) -> RunOutcome {
         let started = Instant::now();
         let redactor = Redactor::new(flow.secrets.iter().cloned());
         observer.event(&RunEvent::RunStarted {
@@ -96,13 +108,22 @@ impl Runner {
                 "output_dir": options.output_dir.display().to_string(),
             }),
         };
-        let (status, error) = match self.run_steps(flow, options, &observer, &redactor, &mut run).await {
+        let (status, error) = match self
+            .run_steps(flow, options, &observer, &redactor, &mut run)
+            .await
+        {
             Ok(()) => (Status::Succeeded, None),
             Err(StepFailure::Failed(why)) => (Status::Failed, Some(redactor.redact(&why))),
-            Err(StepFailure::Interrupted(why)) => (Status::Interrupted, Some(redactor.redact(&why))),
+            Err(StepFailure::Interrupted(why)) => {
+                (Status::Interrupted, Some(redactor.redact(&why)))
+            }
         };
         let duration = started.elapsed();
-        observer.event(&RunEvent::RunFinished { status, error: error.clone(), duration });
+        observer.event(&RunEvent::RunFinished {
+            status,
+            error: error.clone(),
+            duration,
+        });
         RunOutcome {
             run_id: options.run_id.clone(),
             status,
@@ -127,7 +148,10 @@ impl Runner {
         check_credentials(flow, &connections).await?;
         for (step, prepared) in flow.steps.iter().zip(prepared) {
             if options.cancelled() {
-                return Err(StepFailure::Interrupted(format!("the run was stopped before step `{}`", step.id)));
+                return Err(StepFailure::Interrupted(format!(
+                    "the run was stopped before step `{}`",
+                    step.id
+                )));
             }
             let scope = Scope {
                 params: Some(&flow.params),
@@ -138,7 +162,11 @@ impl Runner {
             };
             let component = step.uses.to_string();
             let label = format!("step `{}` ({component})", step.id);
-            let when = step.when.iter().map(|w| scope.resolve(w)).collect::<Result<Vec<_>, _>>();
+            let when = step
+                .when
+                .iter()
+                .map(|w| scope.resolve(w))
+                .collect::<Result<Vec<_>, _>>();
             match when {
                 Ok(values) if values.iter().all(truthy) => {}
                 Ok(_) => {
@@ -154,9 +182,17 @@ impl Runner {
                     run.outputs.insert(step.id.clone(), Value::Null);
                     continue;
                 }
-                Err(e) => return Err(StepFailure::Failed(format!("{label}: its `when` could not be evaluated: {e}"))),
+                Err(e) => {
+                    return Err(StepFailure::Failed(format!(
+                        "{label}: its `when` could not be evaluated: {e}"
+                    )));
+                }
             }
-            let granted = step.connections.iter().filter_map(|c| connections.get(c).map(|conn| (c.clone(), conn.clone()))).collect();
+            let granted = step
+                .connections
+                .iter()
+                .filter_map(|c| connections.get(c).map(|conn| (c.clone(), conn.clone())))
+                .collect();
             let log_observer = observer.clone();
             let log_redactor = redactor.clone();
             let log_step = step.id.clone();
@@ -166,19 +202,46 @@ impl Runner {
                 granted,
                 dry_run: options.dry_run,
                 log: Arc::new(move |level: LogLevel, message: &str| {
-                    log_observer.event(&RunEvent::Log { step: log_step.clone(), level, message: log_redactor.redact(message) });
+                    log_observer.event(&RunEvent::Log {
+                        step: log_step.clone(),
+                        level,
+                        message: log_redactor.redact(message),
+                    });
                 }),
                 stats: Mutex::new(BTreeMap::new()),
             });
             let started = Instant::now();
             let result = match &step.for_each {
-                None => self.run_single(step, &prepared, &context, &scope, observer, redactor).await,
-                Some(list) => self.run_for_each(step, list, &prepared, &context, &scope, observer, redactor, &options.cancel).await,
+                None => {
+                    self.run_single(step, &prepared, &context, &scope, observer, redactor)
+                        .await
+                }
+                Some(list) => {
+                    self.run_for_each(
+                        step,
+                        list,
+                        &prepared,
+                        &context,
+                        &scope,
+                        observer,
+                        redactor,
+                        &options.cancel,
+                    )
+                    .await
+                }
             };
             let (status, output, error) = match result {
                 Ok(output) => (Status::Succeeded, Some(output), None),
-                Err(StepFailure::Failed(why)) => (Status::Failed, None, Some(redactor.redact(&format!("{label} failed: {why}")))),
-                Err(StepFailure::Interrupted(why)) => (Status::Interrupted, None, Some(redactor.redact(&format!("{label}: {why}")))),
+                Err(StepFailure::Failed(why)) => (
+                    Status::Failed,
+                    None,
+                    Some(redactor.redact(&format!("{label} failed: {why}"))),
+                ),
+                Err(StepFailure::Interrupted(why)) => (
+                    Status::Interrupted,
+                    None,
+                    Some(redactor.redact(&format!("{label}: {why}"))),
+                ),
             };
             observer.event(&RunEvent::StepFinished {
                 step: step.id.clone(),
@@ -201,7 +264,9 @@ impl Runner {
                     if step.on_error == OnError::Continue {
                         run.outputs.insert(step.id.clone(), Value::Null);
                     } else {
-                        return Err(StepFailure::Failed(error.unwrap_or_else(|| format!("{label} failed"))));
+                        return Err(StepFailure::Failed(
+                            error.unwrap_or_else(|| format!("{label} failed")),
+                        ));
                     }
                 }
             }
@@ -213,15 +278,24 @@ impl Runner {
         flow.steps
             .iter()
             .map(|step| {
-                let fail = |why: String| StepFailure::Failed(format!("step `{}` cannot load component `{}`: {why}", step.id, step.uses));
+                let fail = |why: String| {
+                    StepFailure::Failed(format!(
+                        "step `{}` cannot load component `{}`: {why}",
+                        step.id, step.uses
+                    ))
+                };
                 let bytes: std::borrow::Cow<'static, [u8]> = match &step.uses {
                     ComponentRef::Builtin(name) => match sluice_builtins::find(name) {
                         Some(b) => b.wasm.into(),
                         None => return Err(fail("no such built-in".into())),
                     },
-                    ComponentRef::File(path) => std::fs::read(path).map_err(|e| fail(e.to_string()))?.into(),
+                    ComponentRef::File(path) => {
+                        std::fs::read(path).map_err(|e| fail(e.to_string()))?.into()
+                    }
                 };
-                self.engine.prepare(&bytes).map_err(|e| fail(format!("{e:#}")))
+                self.engine
+                    .prepare(&bytes)
+                    .map_err(|e| fail(format!("{e:#}")))
             })
             .collect()
     }
@@ -242,7 +316,15 @@ impl Runner {
             input: redactor.redact_json(&input),
             items: None,
         });
-        call(&self.engine, prepared, context.clone(), &input, step.timeout).await.map_err(|e| StepFailure::Failed(describe(&e)))
+        call(
+            &self.engine,
+            prepared,
+            context.clone(),
+            &input,
+            step.timeout,
+        )
+        .await
+        .map_err(|e| StepFailure::Failed(describe(&e)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -271,13 +353,25 @@ impl Runner {
                     }
                 )));
             }
-            Err(e) => return Err(StepFailure::Failed(format!("`for_each` could not be resolved: {e}"))),
+            Err(e) => {
+                return Err(StepFailure::Failed(format!(
+                    "`for_each` could not be resolved: {e}"
+                )));
+            }
         };
         let total = items.len();
         // Inputs are resolved up front: a bad reference fails the step before any item runs.
         let inputs = items
             .iter()
-            .map(|item| resolve_input(step, &Scope { item: Some(item), ..*scope }))
+            .map(|item| {
+                resolve_input(
+                    step,
+                    &Scope {
+                        item: Some(item),
+                        ..*scope
+                    },
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         observer.event(&RunEvent::StepStarted {
             step: step.id.clone(),
@@ -291,12 +385,25 @@ impl Runner {
         let failed = Arc::new(AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for (index, (item, input)) in items.into_iter().zip(inputs).enumerate() {
-            let (engine, prepared, context, observer, redactor) =
-                (self.engine.clone(), prepared.clone(), context.clone(), observer.clone(), redactor.clone());
-            let (semaphore, stop, done, failed, cancel) = (semaphore.clone(), stop.clone(), done.clone(), failed.clone(), cancel.clone());
+            let (engine, prepared, context, observer, redactor) = (
+                self.engine.clone(),
+                prepared.clone(),
+                context.clone(),
+                observer.clone(),
+                redactor.clone(),
+            );
+            let (semaphore, stop, done, failed, cancel) = (
+                semaphore.clone(),
+                stop.clone(),
+                done.clone(),
+                failed.clone(),
+                cancel.clone(),
+            );
             let (step_id, timeout, on_error) = (step.id.clone(), step.timeout, step.on_error);
             tasks.spawn(async move {
-                let Ok(_permit) = semaphore.acquire_owned().await else { return (index, item, None) };
+                let Ok(_permit) = semaphore.acquire_owned().await else {
+                    return (index, item, None);
+                };
                 if stop.load(Ordering::SeqCst) || cancel.load(Ordering::SeqCst) {
                     return (index, item, None);
                 }
@@ -328,17 +435,23 @@ impl Runner {
                 (index, item, Some(result))
             });
         }
-        let mut results: Vec<(usize, Value, Option<Result<Value, CallError>>)> = Vec::with_capacity(total);
+        let mut results: Vec<ItemOutcome> = Vec::with_capacity(total);
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok(r) => results.push(r),
-                Err(e) => return Err(StepFailure::Failed(format!("an item's task ended unexpectedly: {e}"))),
+                Err(e) => {
+                    return Err(StepFailure::Failed(format!(
+                        "an item's task ended unexpectedly: {e}"
+                    )));
+                }
             }
         }
         results.sort_by_key(|(i, _, _)| *i);
         if cancel.load(Ordering::SeqCst) && results.iter().any(|(_, _, r)| r.is_none()) {
             let finished = results.iter().filter(|(_, _, r)| r.is_some()).count();
-            return Err(StepFailure::Interrupted(format!("stopped after {finished} of {total} items; the rest were not started")));
+            return Err(StepFailure::Interrupted(format!(
+                "stopped after {finished} of {total} items; the rest were not started"
+            )));
         }
         let mut first_failure = None;
         let (mut ok, mut failed_count) = (0usize, 0usize);
@@ -362,10 +475,10 @@ impl Runner {
                 }
             })
             .collect();
-        if step.on_error == OnError::Fail {
-            if let Some(why) = first_failure {
-                return Err(StepFailure::Failed(why));
-            }
+        if step.on_error == OnError::Fail
+            && let Some(why) = first_failure
+        {
+            return Err(StepFailure::Failed(why));
         }
         Ok(json!({ "items": entries, "ok": ok, "failed": failed_count }))
     }
@@ -385,16 +498,28 @@ impl Runner {
                 other => serde_json::to_string_pretty(&other).unwrap_or_default(),
             };
             let target = options.output_dir.join(name);
-            let write = std::fs::create_dir_all(&options.output_dir).and_then(|_| std::fs::write(&target, content));
+            let write = std::fs::create_dir_all(&options.output_dir)
+                .and_then(|_| std::fs::write(&target, content));
             if let Err(e) = write {
-                return Err(StepFailure::Failed(format!("step `{}` could not write artifact {}: {e}", step.id, target.display())));
+                return Err(StepFailure::Failed(format!(
+                    "step `{}` could not write artifact {}: {e}",
+                    step.id,
+                    target.display()
+                )));
             }
-            observer.event(&RunEvent::Artifact { step: step.id.clone(), name: name.clone(), path: target.clone() });
+            observer.event(&RunEvent::Artifact {
+                step: step.id.clone(),
+                name: name.clone(),
+                path: target.clone(),
+            });
             run.artifacts.push(target);
         }
         Ok(())
     }
 }
+
+/// An item's index, the item, and its result (`None`: never started).
+type ItemOutcome = (usize, Value, Option<Result<Value, CallError>>);
 
 struct RunState {
     outputs: BTreeMap<String, Value>,
@@ -404,13 +529,23 @@ struct RunState {
 
 fn resolve_input(step: &Step, scope: &Scope<'_>) -> Result<Value, StepFailure> {
     match &step.with {
-        Some(with) => scope.resolve_value(with).map_err(|e| StepFailure::Failed(format!("its input could not be resolved: {e}"))),
+        Some(with) => scope
+            .resolve_value(with)
+            .map_err(|e| StepFailure::Failed(format!("its input could not be resolved: {e}"))),
         None => Ok(json!({})),
     }
 }
 
-async fn call(engine: &Engine, prepared: &Prepared, context: Arc<StepContext>, input: &Value, timeout: Duration) -> Result<Value, CallError> {
-    let text = engine.call(prepared, context, &input.to_string(), timeout).await?;
+async fn call(
+    engine: &Engine,
+    prepared: &Prepared,
+    context: Arc<StepContext>,
+    input: &Value,
+    timeout: Duration,
+) -> Result<Value, CallError> {
+    let text = engine
+        .call(prepared, context, &input.to_string(), timeout)
+        .await?;
     serde_json::from_str(&text).map_err(|e| CallError::InvalidOutput(e.to_string()))
 }
 
@@ -420,15 +555,24 @@ fn describe(e: &CallError) -> String {
 
 /// Fetches a token for every OAuth2 connection a step uses, concurrently.
 async fn check_credentials(flow: &Flow, connections: &Connections) -> Result<(), StepFailure> {
-    let used: std::collections::BTreeSet<&String> = flow.steps.iter().flat_map(|s| s.connections.iter()).collect();
-    let checks = used.into_iter().filter_map(|name| connections.get(name).map(|c| (name.clone(), c.clone()))).filter(|(_, c)| c.needs_token());
+    let used: std::collections::BTreeSet<&String> = flow
+        .steps
+        .iter()
+        .flat_map(|s| s.connections.iter())
+        .collect();
+    let checks = used
+        .into_iter()
+        .filter_map(|name| connections.get(name).map(|c| (name.clone(), c.clone())))
+        .filter(|(_, c)| c.needs_token());
     let mut tasks = tokio::task::JoinSet::new();
     for (name, conn) in checks {
         tasks.spawn(async move { (name, conn.check_credentials().await) });
     }
     while let Some(joined) = tasks.join_next().await {
         if let Ok((name, Err(e))) = joined {
-            return Err(StepFailure::Failed(format!("connection `{name}`: {e}. Check the client id and secret the flow reads for it; no step was run")));
+            return Err(StepFailure::Failed(format!(
+                "connection `{name}`: {e}. Check the client id and secret the flow reads for it; no step was run"
+            )));
         }
     }
     Ok(())

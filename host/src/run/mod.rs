@@ -12,5 +12,9 @@ pub use executor::{RunOptions, RunOutcome, Runner};
 pub fn new_run_id() -> String {
     use rand::Rng;
     let now = chrono::Utc::now();
-    format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), rand::rng().random_range(0..0x100_0000u32))
+    format!(
+        "{}-{:06x}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        rand::rng().random_range(0..0x100_0000u32)
+    )
 }

@@ -29,19 +29,28 @@ pub fn status_text(s: Status) -> &'static str {
 
 impl Recorder {
     pub fn new(history: Arc<History>, flow_file: &str, trigger: &str) -> Self {
-        Self { history, flow_file: flow_file.to_string(), trigger: trigger.to_string(), run_id: Default::default(), warned: AtomicBool::new(false) }
+        Self {
+            history,
+            flow_file: flow_file.to_string(),
+            trigger: trigger.to_string(),
+            run_id: Default::default(),
+            warned: AtomicBool::new(false),
+        }
     }
 
     fn check(&self, result: Result<(), sluice_history::HistoryError>) {
-        if let Err(e) = result {
-            if !self.warned.swap(true, Ordering::SeqCst) {
-                eprintln!("warning: the run history could not be written ({e}); the run goes on");
-            }
+        if let Err(e) = result
+            && !self.warned.swap(true, Ordering::SeqCst)
+        {
+            eprintln!("warning: the run history could not be written ({e}); the run goes on");
         }
     }
 
     fn run(&self) -> String {
-        self.run_id.lock().map(|r| r.clone().unwrap_or_default()).unwrap_or_default()
+        self.run_id
+            .lock()
+            .map(|r| r.clone().unwrap_or_default())
+            .unwrap_or_default()
     }
 }
 
@@ -49,7 +58,12 @@ impl Observer for Recorder {
     fn event(&self, event: &RunEvent) {
         let h = &self.history;
         let result = match event {
-            RunEvent::RunStarted { run_id, flow, dry_run, output_dir } => {
+            RunEvent::RunStarted {
+                run_id,
+                flow,
+                dry_run,
+                output_dir,
+            } => {
                 if let Ok(mut r) = self.run_id.lock() {
                     *r = Some(run_id.clone());
                 }
@@ -62,8 +76,22 @@ impl Observer for Recorder {
                     output_dir: &output_dir.display().to_string(),
                 })
             }
-            RunEvent::StepStarted { step, component, input, items } => h.start_step(&self.run(), step, component, input, *items),
-            RunEvent::ItemFinished { step, index, status, input, output, error, duration, .. } => h.record_item(
+            RunEvent::StepStarted {
+                step,
+                component,
+                input,
+                items,
+            } => h.start_step(&self.run(), step, component, input, *items),
+            RunEvent::ItemFinished {
+                step,
+                index,
+                status,
+                input,
+                output,
+                error,
+                duration,
+                ..
+            } => h.record_item(
                 &self.run(),
                 step,
                 *index,
@@ -73,7 +101,15 @@ impl Observer for Recorder {
                 error.as_deref(),
                 duration.as_millis() as u64,
             ),
-            RunEvent::StepFinished { step, component, status, output, error, duration, connections } => h.finish_step(
+            RunEvent::StepFinished {
+                step,
+                component,
+                status,
+                output,
+                error,
+                duration,
+                connections,
+            } => h.finish_step(
                 &self.run(),
                 step,
                 component,
@@ -83,8 +119,12 @@ impl Observer for Recorder {
                 &json!(connections),
                 duration.as_millis() as u64,
             ),
-            RunEvent::Artifact { name, path, .. } => h.add_artifact(&self.run(), name, &path.display().to_string()),
-            RunEvent::RunFinished { status, error, .. } => h.finish_run(&self.run(), status_text(*status), error.as_deref()),
+            RunEvent::Artifact { name, path, .. } => {
+                h.add_artifact(&self.run(), name, &path.display().to_string())
+            }
+            RunEvent::RunFinished { status, error, .. } => {
+                h.finish_run(&self.run(), status_text(*status), error.as_deref())
+            }
             RunEvent::Log { .. } => Ok(()),
         };
         self.check(result);

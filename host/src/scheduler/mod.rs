@@ -28,7 +28,13 @@ pub trait Host: Send + Sync + 'static {
     /// Loads and validates a flow file; the error is the full report.
     fn load(&self, path: &std::path::Path) -> Result<Flow, String>;
     /// The observer for a new run (progress and history).
-    fn observer(&self, flow: &Flow, run_id: &str, trigger: &str, options: &RunOptions) -> Arc<dyn Observer>;
+    fn observer(
+        &self,
+        flow: &Flow,
+        run_id: &str,
+        trigger: &str,
+        options: &RunOptions,
+    ) -> Arc<dyn Observer>;
     /// Records a firing skipped because the previous run was still going.
     fn record_skipped(&self, flow: &Flow, reason: &str);
     /// Records a run that was stopped without finishing.
@@ -62,7 +68,11 @@ impl<H: Host> Scheduler<H> {
         for path in files {
             match host.load(&path) {
                 Ok(flow) if flow.schedule.is_none() => {
-                    host.say(&format!("– {}: flow `{}` has no schedule; not served", path.display(), flow.name));
+                    host.say(&format!(
+                        "– {}: flow `{}` has no schedule; not served",
+                        path.display(),
+                        flow.name
+                    ));
                 }
                 Ok(flow) => entries.push(Arc::new(Entry {
                     modified: Mutex::new(modified(&path)),
@@ -74,7 +84,12 @@ impl<H: Host> Scheduler<H> {
                 Err(report) => host.say(&format!("✗ {} is skipped:\n{report}", path.display())),
             }
         }
-        Self { host, runner, entries, grace: Duration::from_secs(30) }
+        Self {
+            host,
+            runner,
+            entries,
+            grace: Duration::from_secs(30),
+        }
     }
 
     pub fn flow_count(&self) -> usize {
@@ -88,9 +103,14 @@ impl<H: Host> Scheduler<H> {
             let flow = lock(&e.flow).clone();
             if let Some(s) = &flow.schedule {
                 let next = s.next_after(Utc::now()).map_or("never".to_string(), |t| {
-                    t.with_timezone(&s.timezone).format("%a %Y-%m-%d %H:%M:%S %Z").to_string()
+                    t.with_timezone(&s.timezone)
+                        .format("%a %Y-%m-%d %H:%M:%S %Z")
+                        .to_string()
                 });
-                self.host.say(&format!("⏱ {} (`{}` {}): next run {next}", flow.name, s.cron, s.timezone));
+                self.host.say(&format!(
+                    "⏱ {} (`{}` {}): next run {next}",
+                    flow.name, s.cron, s.timezone
+                ));
             }
         }
         let mut timers = tokio::task::JoinSet::new();
@@ -137,19 +157,33 @@ impl<H: Host> Scheduler<H> {
         }
         timers.abort_all();
         // Stop gracefully: no new steps or items; the running ones finish.
-        let running: Vec<(String, Arc<AtomicBool>)> = self.entries.iter().filter_map(|e| lock(&e.current).clone()).collect();
+        let running: Vec<(String, Arc<AtomicBool>)> = self
+            .entries
+            .iter()
+            .filter_map(|e| lock(&e.current).clone())
+            .collect();
         if !running.is_empty() {
-            self.host.say(&format!("stopping: waiting up to {:?} for {} running flow(s) to finish their current step", self.grace, running.len()));
+            self.host.say(&format!(
+                "stopping: waiting up to {:?} for {} running flow(s) to finish their current step",
+                self.grace,
+                running.len()
+            ));
         }
         for (_, cancel) in &running {
             cancel.store(true, Ordering::SeqCst);
         }
-        let drained = tokio::time::timeout(self.grace, async { while runs.join_next().await.is_some() {} }).await;
+        let drained = tokio::time::timeout(self.grace, async {
+            while runs.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
             runs.abort_all();
             for e in &self.entries {
                 if let Some((run_id, _)) = lock(&e.current).take() {
-                    self.host.record_interrupted(&run_id, "the host was stopped and the grace period ran out");
+                    self.host.record_interrupted(
+                        &run_id,
+                        "the host was stopped and the grace period ran out",
+                    );
                 }
             }
         }
@@ -165,21 +199,34 @@ impl<H: Host> Scheduler<H> {
         *lock(&entry.modified) = now;
         match self.host.load(&entry.path) {
             Ok(flow) if flow.schedule.is_some() => {
-                self.host.say(&format!("↻ reloaded {}", entry.path.display()));
+                self.host
+                    .say(&format!("↻ reloaded {}", entry.path.display()));
                 *lock(&entry.flow) = Arc::new(flow);
             }
-            Ok(_) => self.host.say(&format!("✗ {} no longer has a schedule; keeping the previous version", entry.path.display())),
-            Err(report) => self.host.say(&format!("✗ {} changed but does not validate; keeping the previous version:\n{report}", entry.path.display())),
+            Ok(_) => self.host.say(&format!(
+                "✗ {} no longer has a schedule; keeping the previous version",
+                entry.path.display()
+            )),
+            Err(report) => self.host.say(&format!(
+                "✗ {} changed but does not validate; keeping the previous version:\n{report}",
+                entry.path.display()
+            )),
         }
     }
 }
 
 /// Sends the entry to the scheduler at each of its firing times.
-async fn timer(entry: Arc<Entry>, fire: tokio::sync::mpsc::UnboundedSender<Arc<Entry>>, mut stop: watch::Receiver<bool>) {
+async fn timer(
+    entry: Arc<Entry>,
+    fire: tokio::sync::mpsc::UnboundedSender<Arc<Entry>>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let next = {
             let flow = lock(&entry.flow).clone();
-            flow.schedule.as_ref().and_then(|s| s.next_after(Utc::now()))
+            flow.schedule
+                .as_ref()
+                .and_then(|s| s.next_after(Utc::now()))
         };
         let Some(next) = next else { return };
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
