@@ -13,6 +13,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use sluice::flow::connection;
-pub use sluice::flow::log as guest_log;
-pub use sluice::flow::types::StepError as GuestStepError;
+pub use self::sluice::flow::connection;
+pub use self::sluice::flow::log as guest_log;
+pub use self::sluice::flow::types::StepError as GuestStepError;
