@@ -366,3 +366,16 @@ async fn a_dry_run_reads_but_never_writes() {
     let (outcome, _) = run_flow(&flow(&server, 2, "get", "", ""), true).await;
     assert_eq!(outcome.outputs["call"]["ok"], json!(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_over_the_size_cap_is_refused() {
+    let server = TestServer::start(|seen, _| match seen.path.as_str() {
+        "/token" => token_reply("t", 3600),
+        _ => (200, vec![], "x".repeat(4096)),
+    })
+    .await;
+    let (outcome, events) = run_flow(&flow(&server, 1, "get", "", "max_response_bytes = 1024"), false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    let err = outcome.outputs["call"]["items"][0]["output"]["send_error"].as_str().unwrap_or("").to_string();
+    assert!(err.contains("larger than the connection's limit of 1024 bytes"), "{}", events.text());
+}
