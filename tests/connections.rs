@@ -374,8 +374,19 @@ async fn a_response_over_the_size_cap_is_refused() {
         _ => (200, vec![], "x".repeat(4096)),
     })
     .await;
-    let (outcome, events) = run_flow(&flow(&server, 1, "get", "", "max_response_bytes = 1024"), false).await;
+    let (outcome, events) = run_flow(
+        &flow(&server, 1, "get", "", "max_response_bytes = 1024"),
+        false,
+    )
+    .await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
-    let err = outcome.outputs["call"]["items"][0]["output"]["send_error"].as_str().unwrap_or("").to_string();
-    assert!(err.contains("larger than the connection's limit of 1024 bytes"), "{}", events.text());
+    let err = outcome.outputs["call"]["items"][0]["output"]["send_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        err.contains("larger than the connection's limit of 1024 bytes"),
+        "{}",
+        events.text()
+    );
 }

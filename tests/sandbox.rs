@@ -305,13 +305,32 @@ async fn no_filesystem_no_environment_no_sockets() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let path = write_flow(dir.path(), "flow.toml", &hostile_flow(&format!(r#"{{ action = "escape-sandbox", address = "{address}" }}"#), ""));
+    let path = write_flow(
+        dir.path(),
+        "flow.toml",
+        &hostile_flow(
+            &format!(r#"{{ action = "escape-sandbox", address = "{address}" }}"#),
+            "",
+        ),
+    );
     let runner = runner(EngineConfig::default());
-    let (outcome, events) = run(&runner, &load(&path, &[("HOME", "/root")]), dir.path(), false).await;
+    let (outcome, events) = run(
+        &runner,
+        &load(&path, &[("HOME", "/root")]),
+        dir.path(),
+        false,
+    )
+    .await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
     let out = &outcome.outputs["bad"];
-    assert!(out["read_dir"].as_str().unwrap().starts_with("Err"), "{out}");
-    assert!(out["read_file"].as_str().unwrap().starts_with("Err"), "{out}");
+    assert!(
+        out["read_dir"].as_str().unwrap().starts_with("Err"),
+        "{out}"
+    );
+    assert!(
+        out["read_file"].as_str().unwrap().starts_with("Err"),
+        "{out}"
+    );
     assert_eq!(out["env"], json!([]), "{out}");
     assert!(out["socket"].as_str().unwrap().starts_with("Err"), "{out}");
 }
@@ -319,18 +338,35 @@ async fn no_filesystem_no_environment_no_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_example_component_builds_and_runs() {
     // The fixture is the README's code, but for where it finds the WIT.
-    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
-    let fixture_src = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/readme-example/src/lib.rs")).unwrap();
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let fixture_src = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/readme-example/src/lib.rs"),
+    )
+    .unwrap();
     let body = |text: &str| -> String {
-        text.lines().filter(|l| !l.starts_with("//") && !l.contains("wit_bindgen::generate!")).collect::<Vec<_>>().join("\n").trim().to_string()
+        text.lines()
+            .filter(|l| !l.starts_with("//") && !l.contains("wit_bindgen::generate!"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .trim()
+            .to_string()
     };
     let start = readme.find("`src/lib.rs`:\n\n```rust\n").unwrap();
     let block = &readme[start..];
     let block = &block[block.find("```rust\n").unwrap() + 8..];
     let block = &block[..block.find("```").unwrap()];
-    assert_eq!(body(block), body(&fixture_src), "README example and fixture differ");
+    assert_eq!(
+        body(block),
+        body(&fixture_src),
+        "README example and fixture differ"
+    );
 
-    let server = common::TestServer::start(|_, _| common::json_reply(200, json!({"value": []}))).await;
+    let server =
+        common::TestServer::start(|_, _| common::json_reply(200, json!({"value": []}))).await;
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "name = \"readme\"\n[connections.graph]\nbase_url = \"{}/v1.0\"\n[[step]]\nid = \"mine\"\nuses = \"{}\"\nconnections = [\"graph\"]\nwith = {{ hello = \"world\" }}\n",
@@ -341,7 +377,10 @@ async fn the_readme_example_component_builds_and_runs() {
     let runner = runner(EngineConfig::default());
     let (outcome, events) = run(&runner, &load(&path, &[]), dir.path(), false).await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
-    assert_eq!(outcome.outputs["mine"], json!({"status": 200, "input": {"hello": "world"}}));
+    assert_eq!(
+        outcome.outputs["mine"],
+        json!({"status": 200, "input": {"hello": "world"}})
+    );
     assert_eq!(server.requests()[0].path, "/v1.0/groups");
     assert_eq!(server.requests()[0].query, "$top=1");
 }

@@ -6,6 +6,15 @@ use serde_json::Value;
 use crate::cap::capped;
 use crate::{History, HistoryError, NewRun};
 
+/// Where the next step of a run goes in its listing.
+fn next_position(conn: &rusqlite::Connection, run: &str) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM steps WHERE run_id = ?1",
+        params![run],
+        |r| r.get(0),
+    )
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -51,11 +60,7 @@ impl History {
         items_total: Option<usize>,
     ) -> Result<(), HistoryError> {
         let conn = self.conn();
-        let position: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM steps WHERE run_id = ?1",
-            params![run],
-            |r| r.get(0),
-        )?;
+        let position = next_position(&conn, run)?;
         conn.execute(
             "INSERT OR REPLACE INTO steps (run_id, step_id, position, component, status, started_at, input, items_total) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7)",
             params![run, step, position, component, now(), capped(input), items_total.map(|n| n as i64)],
@@ -85,11 +90,7 @@ impl History {
             .optional()?;
         if exists.is_none() {
             // A skipped step never started.
-            let position: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM steps WHERE run_id = ?1",
-                params![run],
-                |r| r.get(0),
-            )?;
+            let position = next_position(&conn, run)?;
             conn.execute(
                 "INSERT INTO steps (run_id, step_id, position, component, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![run, step, position, component, status, now()],

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sluice::connections::Connection;
 use sluice::engine::{Engine, EngineConfig, LogLevel, StepContext};
-use sluice::flow::model::{Auth, ConnectionSpec, RetryPolicy};
+use sluice::flow::model::ConnectionSpec;
 use sluice::redact::Redactor;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -221,16 +221,10 @@ async fn send_bench() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let http = sluice::connections::http_client().unwrap();
-    let spec = Arc::new(ConnectionSpec {
-        name: "api".into(),
-        base_url: url::Url::parse(&format!("{base}/api")).unwrap(),
-        headers: vec![],
-        auth: Auth::None,
-        rate_limit: None,
-        retry: RetryPolicy::default(),
-        max_response_bytes: 1 << 20,
-        request_timeout: Duration::from_secs(10),
-    });
+    let spec = Arc::new(ConnectionSpec::new(
+        "api",
+        url::Url::parse(&format!("{base}/api")).unwrap(),
+    ));
     let conn = Arc::new(Connection::new(spec, http.clone(), Redactor::default()));
     let engine = Engine::new(EngineConfig::default()).unwrap();
     let bytes = std::fs::read(sluice_builtins::fixture("hostile").unwrap()).unwrap();

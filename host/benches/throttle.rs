@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, StatusCode};
 use sluice::connections::{Connection, Method, OutgoingRequest};
-use sluice::flow::model::{Auth, ConnectionSpec, RetryPolicy};
+use sluice::flow::model::ConnectionSpec;
 use sluice::redact::Redactor;
 
 const R: u64 = 20;
@@ -45,7 +45,11 @@ async fn server(announce: bool) -> (String, Arc<AtomicU64>) {
                 refused.fetch_add(1, Ordering::SeqCst);
                 let wait = 1.0 - now.subsec_millis() as f64 / 1000.0;
                 headers.insert("retry-after", format!("{wait:.3}").parse().unwrap());
-                return (StatusCode::TOO_MANY_REQUESTS, headers, "Too Many Requests".to_string());
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    headers,
+                    "Too Many Requests".to_string(),
+                );
             }
             (StatusCode::OK, headers, "{}".to_string())
         }
@@ -58,17 +62,15 @@ async fn server(announce: bool) -> (String, Arc<AtomicU64>) {
 
 async fn run(announce: bool) {
     let (url, refused) = server(announce).await;
-    let spec = Arc::new(ConnectionSpec {
-        name: "api".into(),
-        base_url: url::Url::parse(&format!("{url}/api")).unwrap(),
-        headers: vec![],
-        auth: Auth::None,
-        rate_limit: None,
-        retry: RetryPolicy::default(),
-        max_response_bytes: 1 << 20,
-        request_timeout: Duration::from_secs(10),
-    });
-    let conn = Arc::new(Connection::new(spec, sluice::connections::http_client().unwrap(), Redactor::default()));
+    let spec = Arc::new(ConnectionSpec::new(
+        "api",
+        url::Url::parse(&format!("{url}/api")).unwrap(),
+    ));
+    let conn = Arc::new(Connection::new(
+        spec,
+        sluice::connections::http_client().unwrap(),
+        Redactor::default(),
+    ));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -76,7 +78,14 @@ async fn run(announce: bool) {
         let (conn, next) = (conn.clone(), next.clone());
         tasks.spawn(async move {
             while next.fetch_add(1, Ordering::SeqCst) < N {
-                let request = OutgoingRequest { method: Method::Get, url: "x".into(), query: vec![], headers: vec![], body: None, idempotent: false };
+                let request = OutgoingRequest {
+                    method: Method::Get,
+                    url: "x".into(),
+                    query: vec![],
+                    headers: vec![],
+                    body: None,
+                    idempotent: false,
+                };
                 let (result, _) = conn.send(request, false).await;
                 assert_eq!(result.unwrap().status, 200);
             }
@@ -87,7 +96,11 @@ async fn run(announce: bool) {
     let ideal = Duration::from_secs_f64(N as f64 / R as f64);
     println!(
         "{:<44} elapsed {:>6.2} s   ideal N/R {:>5.2} s   ratio {:.3}   429s {}",
-        if announce { "server announces its budget (X-Rate-Limit-*)" } else { "server only answers 429 + Retry-After" },
+        if announce {
+            "server announces its budget (X-Rate-Limit-*)"
+        } else {
+            "server only answers 429 + Retry-After"
+        },
         elapsed.as_secs_f64(),
         ideal.as_secs_f64(),
         elapsed.as_secs_f64() / ideal.as_secs_f64(),
@@ -97,7 +110,10 @@ async fn run(announce: bool) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    println!("N = {N} requests, budget R = {R} per 1-second window ({} per minute), {CONCURRENCY} at a time\n", R * 60);
+    println!(
+        "N = {N} requests, budget R = {R} per 1-second window ({} per minute), {CONCURRENCY} at a time\n",
+        R * 60
+    );
     run(true).await;
     run(false).await;
 }

@@ -3,16 +3,14 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Args;
 use sluice_emulator::{EmulatorConfig, Scenario};
 
 use super::progress::{Mode, Progress};
-use super::run_cmd::engine_for;
+use super::run_cmd::{engine_for, watch_and_record};
 use crate::flow::{Context, SourceFile};
-use crate::run::recorder::Recorder;
-use crate::run::{Fanout, Observer, RunOptions, Runner, Status};
+use crate::run::{RunOptions, Runner, Status};
 
 /// The shipped flow, embedded so the demo works from any directory.
 pub const LICENSE_SYNC_FLOW: &str = include_str!("../../../flows/procore-license-sync.toml");
@@ -133,12 +131,12 @@ pub async fn demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         data_dir.join("runs").join(&run_id),
         args.dry_run,
     );
-    let progress: Arc<dyn Observer> = Arc::new(Progress::new(Mode::Human, false));
-    let history = Arc::new(sluice_history::History::open(&sluice_history::path_in(
+    let observer = watch_and_record(
         data_dir,
-    ))?);
-    let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(history, LICENSE_SYNC_PATH, "demo"));
-    let observer: Arc<dyn Observer> = Arc::new(Fanout(vec![progress, recorder]));
+        Progress::new(Mode::Human, false),
+        LICENSE_SYNC_PATH,
+        "demo",
+    )?;
     let outcome = runner.run(&flow, &options, observer).await;
     let state = emulator.snapshot();
     emulator.shutdown().await;

@@ -46,6 +46,21 @@ pub fn engine_for(data_dir: &Path) -> anyhow::Result<Arc<Engine>> {
     })
 }
 
+/// What watches a run started from the command line: the progress display
+/// and the run history.
+pub fn watch_and_record(
+    data_dir: &Path,
+    progress: Progress,
+    flow_file: &str,
+    trigger: &str,
+) -> anyhow::Result<Arc<dyn Observer>> {
+    let history = Arc::new(sluice_history::History::open(&sluice_history::path_in(
+        data_dir,
+    ))?);
+    let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(history, flow_file, trigger));
+    Ok(Arc::new(Fanout(vec![Arc::new(progress), recorder])))
+}
+
 pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let Some(flow) = super::load_flow(&args.file, &args.params) else {
         return Ok(ExitCode::from(2));
@@ -57,16 +72,12 @@ pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     } else {
         Mode::Human
     };
-    let progress: Arc<dyn Observer> = Arc::new(Progress::new(mode, args.verbose));
-    let history = Arc::new(sluice_history::History::open(&sluice_history::path_in(
+    let observer = watch_and_record(
         data_dir,
-    ))?);
-    let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(
-        history,
+        Progress::new(mode, args.verbose),
         &args.file.display().to_string(),
         "manual",
-    ));
-    let observer: Arc<dyn Observer> = Arc::new(Fanout(vec![progress, recorder]));
+    )?;
     let runner = Runner::new(engine_for(data_dir)?)?;
     let run_id = crate::run::new_run_id();
     let options = RunOptions::new(

@@ -147,6 +147,22 @@ pub struct ConnectionSpec {
     pub request_timeout: Duration,
 }
 
+impl ConnectionSpec {
+    /// A connection without credentials, with the default limits.
+    pub fn new(name: &str, base_url: Url) -> Self {
+        Self {
+            name: name.to_string(),
+            base_url,
+            headers: Vec::new(),
+            auth: Auth::None,
+            rate_limit: None,
+            retry: RetryPolicy::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
 /// 32 MiB: a Graph page of 999 users is ~1 MiB; anything far larger is a mistake.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
 /// Graph and Procore answer in seconds; a minute means something is wrong.
