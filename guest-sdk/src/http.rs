@@ -5,6 +5,32 @@ use serde_json::Value;
 use crate::bindings::sluice::flow::connection::{self, Method, Request, SendError};
 use crate::{StepError, errors};
 
+/// Characters a URL path segment may carry as they are (RFC 3986
+/// `pchar` minus `/`): an address like `it@contoso.com` stays readable.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'@')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':');
+
+/// One path segment (an id, a mailbox) made safe to put in a URL path.
+pub fn segment(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
+}
+
 /// A response with helpers for headers and JSON bodies.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -213,6 +239,16 @@ mod tests {
             headers: vec![],
             body: body.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn segments_keep_addresses_readable_and_escape_separators() {
+        assert_eq!(
+            segment("it-automation@contoso.com"),
+            "it-automation@contoso.com"
+        );
+        assert_eq!(segment("a/b?c#d e%"), "a%2Fb%3Fc%23d%20e%25");
+        assert_eq!(segment(".."), "..", "the host refuses dot segments itself");
     }
 
     #[test]

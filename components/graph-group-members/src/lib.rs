@@ -103,10 +103,6 @@ impl People {
     }
 }
 
-fn encode(segment: &str) -> String {
-    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
 fn run(input: Value) -> Result<Value, StepError> {
     let input: Input = parse_input(input)?;
     let relation = if input.transitive {
@@ -118,7 +114,10 @@ fn run(input: Value) -> Result<Value, StepError> {
     for group in &input.groups {
         let first = Call::get(
             &input.connection,
-            &format!("groups/{}/{relation}", encode(&group.id)),
+            &format!(
+                "groups/{}/{relation}",
+                sluice_guest::http::segment(&group.id)
+            ),
         )
         .query("$select", SELECT)
         .query("$top", "999");

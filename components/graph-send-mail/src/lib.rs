@@ -60,10 +60,7 @@ fn run(input: Value) -> Result<Value, StepError> {
         .get("connection")
         .and_then(Value::as_str)
         .unwrap_or("graph");
-    let url = format!(
-        "users/{}/sendMail",
-        percent_encoding::utf8_percent_encode(from, percent_encoding::NON_ALPHANUMERIC)
-    );
+    let url = format!("users/{}/sendMail", sluice_guest::http::segment(from));
     match Call::new(connection, Method::Post, &url)
         .json_body(&message(subject, html, &to))
         .send()

@@ -60,7 +60,10 @@ pub fn body(person: &Value, key: &str) -> Value {
 pub fn is_taken(status: u16, message: &str) -> bool {
     let m = message.to_lowercase();
     status == 409
-        || (status == 422 && (m.contains("taken") || m.contains("already") || m.contains("exists")))
+        || (status == 422
+            && ["taken", "already", "exists", "duplicate", "in use"]
+                .iter()
+                .any(|w| m.contains(w)))
 }
 
 fn optional_id(input: &Value, name: &str) -> Option<String> {
@@ -69,10 +72,6 @@ fn optional_id(input: &Value, name: &str) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
-}
-
-fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 fn run(input: Value) -> Result<Value, StepError> {
@@ -102,7 +101,7 @@ fn run(input: Value) -> Result<Value, StepError> {
         .unwrap_or(&key)
         .to_string();
     let mut out = json!({ "key": key, "display_name": display_name });
-    let url = format!("companies/{}/users", encode(&company));
+    let url = format!("companies/{}/users", sluice_guest::http::segment(&company));
     let response = match Call::new(&connection, Method::Post, &url)
         .json_body(&body(person, &key))
         .idempotent()
@@ -159,8 +158,8 @@ fn add_to_project(connection: &str, project: &str, user_id: &Value, template: &s
         .map_or_else(|_| json!(template), |n| json!(n));
     let url = format!(
         "projects/{}/users/{}/actions/add",
-        encode(project),
-        encode(&user_id)
+        sluice_guest::http::segment(project),
+        sluice_guest::http::segment(&user_id)
     );
     let call = Call::new(connection, Method::Post, &url)
         .json_body(&json!({ "user": { "permission_template_id": template_value } }))
@@ -208,6 +207,7 @@ mod tests {
     fn taken_detection() {
         assert!(is_taken(422, "login has already been taken"));
         assert!(is_taken(409, ""));
+        assert!(is_taken(422, "email_address is already in use"));
         assert!(!is_taken(422, "last_name can't be blank"));
     }
 }

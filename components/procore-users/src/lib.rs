@@ -40,9 +40,7 @@ fn run(input: Value) -> Result<Value, StepError> {
         .and_then(Value::as_str)
         .unwrap_or("procore")
         .to_string();
-    let company =
-        percent_encoding::utf8_percent_encode(&company, percent_encoding::NON_ALPHANUMERIC)
-            .to_string();
+    let company = sluice_guest::http::segment(&company);
     let active = procore_all(
         &connection,
         &format!("companies/{company}/users"),

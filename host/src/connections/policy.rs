@@ -73,10 +73,7 @@ pub fn resolve_url(
     let base_dir = base_with_slash(base);
     let mut url = if has_scheme {
         let url = Url::parse(requested).map_err(|_| outside())?;
-        if url.scheme() != base.scheme()
-            || url.host() != base.host()
-            || url.port_or_known_default() != base.port_or_known_default()
-        {
+        if !same_origin(&url, base) {
             return Err(outside());
         }
         check_segments(requested, raw_path(requested))?;
@@ -119,10 +116,17 @@ fn base_with_slash(base: &Url) -> Url {
     b
 }
 
+/// Same scheme, host and port. On loopback, `localhost`, `127.0.0.1` and
+/// `::1` name the same machine: a local service that writes its links with
+/// another of these names is still the same service on the same port.
+fn same_origin(url: &Url, base: &Url) -> bool {
+    url.scheme() == base.scheme()
+        && url.port_or_known_default() == base.port_or_known_default()
+        && (url.host() == base.host() || (is_loopback(url) && is_loopback(base)))
+}
+
 fn under_base(url: &Url, base_dir: &Url) -> bool {
-    url.scheme() == base_dir.scheme()
-        && url.host() == base_dir.host()
-        && url.port_or_known_default() == base_dir.port_or_known_default()
+    same_origin(url, base_dir)
         && (url.path().starts_with(base_dir.path())
             || format!("{}/", url.path()) == base_dir.path())
 }
@@ -286,6 +290,14 @@ mod tests {
             check_headers(&[("X-A".into(), "a\r\nB: c".into())], &company),
             Err(Violation::BadHeader(_))
         ));
+    }
+
+    #[test]
+    fn loopback_names_are_one_origin_but_ports_still_count() {
+        let base = Url::parse("http://127.0.0.1:8787/v1.0").unwrap();
+        assert!(resolve_url(&base, "http://localhost:8787/v1.0/groups?$skiptoken=x", &[]).is_ok());
+        assert!(resolve_url(&base, "http://localhost:8788/v1.0/groups", &[]).is_err());
+        assert!(resolve_url(&base, "http://localhost:8787/v2.0/groups", &[]).is_err());
     }
 
     #[test]
