@@ -64,11 +64,8 @@ impl Progress {
                 failed,
                 ..
             } => {
-                // A few progress lines for long loops; short ones just finish.
-                if *total < 20 {
-                    return;
-                }
-                let every = (*total / 5).max(1);
+                // About five progress lines per loop, whatever its length.
+                let every = total.div_ceil(5).max(1);
                 let mut last = self
                     .last_item_line
                     .lock()
