@@ -384,7 +384,11 @@ fn a_changed_file_is_reloaded_and_a_broken_change_keeps_the_previous_version() {
             .iter()
             .filter(|r| r.status == "succeeded")
             .filter_map(|r| h.run_detail(&r.id).ok().flatten())
-            .filter_map(|d| d.steps.first().and_then(|s| s.output.clone()))
+            .filter_map(|d| {
+                d.steps
+                    .first()
+                    .and_then(|s| s.output.as_ref().map(|v| v.to_string()))
+            })
             .collect()
     };
     wait_for(data.path(), Duration::from_secs(20), |r| {

@@ -1,12 +1,19 @@
-//! Keeping stored JSON small: an input or output over the cap is replaced
-//! by a valid JSON marker with its size and the start of its text.
+//! Keeping stored records small. An input or output over [`MAX_JSON_BYTES`]
+//! is replaced by a valid JSON marker,
+//! `{"truncated": true, "bytes": N, "preview": "<start of its text>"}`, so
+//! whatever reads the history can always parse what it finds. Error texts
+//! over [`MAX_ERROR_BYTES`] are cut at a character boundary with a note.
 
 use serde_json::{Value, json};
 
 /// 64 KiB per input or output: a report's HTML fits; a 100k-user list does not.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
-const PREVIEW_CHARS: usize = 2000;
+/// Enough of a cut document to see what it was.
+pub const PREVIEW_CHARS: usize = 2000;
+/// 16 KiB per error: a message with a response body's start, not a dump.
+pub const MAX_ERROR_BYTES: usize = 16 * 1024;
 
+/// The JSON text to store for `value`: itself, or the truncation marker.
 pub fn capped(value: &Value) -> String {
     let text = value.to_string();
     if text.len() <= MAX_JSON_BYTES {
@@ -14,6 +21,34 @@ pub fn capped(value: &Value) -> String {
     }
     let preview: String = text.chars().take(PREVIEW_CHARS).collect();
     json!({ "truncated": true, "bytes": text.len(), "preview": preview }).to_string()
+}
+
+/// Whether a stored value is the truncation marker; its original size if so.
+pub fn truncated_bytes(value: &Value) -> Option<u64> {
+    if value.get("truncated") == Some(&Value::Bool(true)) {
+        value.get("bytes").and_then(Value::as_u64)
+    } else {
+        None
+    }
+}
+
+/// The error text to store: itself, or its start and a note of its size.
+pub fn capped_error(text: &str) -> String {
+    if text.len() <= MAX_ERROR_BYTES {
+        return text.to_string();
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (cut; {} bytes in all)", &text[..end], text.len())
+}
+
+/// A stored JSON text read back. Text that does not parse (written by hand
+/// or by an older build) is kept as a JSON string rather than lost.
+pub(crate) fn parse_stored(text: Option<String>) -> Option<Value> {
+    let text = text?;
+    Some(serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 #[cfg(test)]
@@ -26,7 +61,29 @@ mod tests {
         let stored: Value = serde_json::from_str(&capped(&big)).unwrap();
         assert_eq!(stored["truncated"], json!(true));
         assert!(stored["bytes"].as_u64().unwrap() > MAX_JSON_BYTES as u64);
+        assert_eq!(truncated_bytes(&stored), Some(big.to_string().len() as u64));
+        assert!(
+            stored["preview"]
+                .as_str()
+                .unwrap()
+                .starts_with("{\"users\"")
+        );
         let small = json!({"a": 1});
         assert_eq!(capped(&small), small.to_string());
+        assert_eq!(truncated_bytes(&small), None);
+    }
+
+    #[test]
+    fn multibyte_text_is_cut_on_a_boundary() {
+        let long = "é".repeat(MAX_ERROR_BYTES);
+        let cut = capped_error(&long);
+        assert!(cut.len() < MAX_ERROR_BYTES + 64);
+        assert!(cut.ends_with("bytes in all)"));
+        let big = Value::String("€".repeat(MAX_JSON_BYTES));
+        let stored: Value = serde_json::from_str(&capped(&big)).unwrap();
+        assert_eq!(
+            stored["preview"].as_str().unwrap().chars().count(),
+            PREVIEW_CHARS
+        );
     }
 }

@@ -1,63 +1,277 @@
-//! What the history holds.
+//! What the history holds: the statuses and triggers it knows, a run about
+//! to start, and the records read back.
+//!
+//! Statuses are enums on the way out and are checked on the way in: the
+//! write methods take anything that is `AsRef<str>` (an enum or its text,
+//! such as `"succeeded"`) and refuse a word the history does not know, so a
+//! typo never lands in the database. Each enum compares equal to its text
+//! (`summary.status == "failed"`) and serialises as it.
+//!
+//! Timestamps are RFC 3339 text in UTC with milliseconds
+//! (`2026-11-24T05:42:00.123Z`): fixed width, so they sort and compare as
+//! text, in SQL and in Rust alike.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-/// A run about to start.
+/// A word the history does not know where a status or trigger was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}`; expected one of: {expected}")]
+pub struct UnknownWord {
+    /// What was being read: "run status", "trigger", ….
+    pub what: &'static str,
+    /// The word given.
+    pub value: String,
+    /// The words accepted, comma-separated.
+    pub expected: String,
+}
+
+/// A closed set of lower-case words stored as text.
+macro_rules! word_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $what:literal {
+            $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in the order of the declaration.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The stored word.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownWord;
+            fn from_str(s: &str) -> Result<Self, UnknownWord> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownWord {
+                        what: $what,
+                        value: s.to_string(),
+                        expected: [$($text,)+].join(", "),
+                    }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                self.as_str()
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                value
+                    .as_str()?
+                    .parse()
+                    .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+            }
+        }
+    };
+}
+
+word_enum! {
+    /// Where a run stands.
+    RunStatus, "run status" {
+        /// Started and not finished (or its process died: see [`RunSummary::status`]).
+        Running => "running",
+        /// Ran to the end.
+        Succeeded => "succeeded",
+        /// Stopped by an error, named in the run's `error`.
+        Failed => "failed",
+        /// A scheduled firing that did not run because the previous run of
+        /// the flow was still going.
+        Skipped => "skipped",
+        /// Stopped before its end: the host was shut down, or its process died.
+        Interrupted => "interrupted",
+    }
+}
+
+word_enum! {
+    /// Where a step stands.
+    StepStatus, "step status" {
+        /// Started and not finished.
+        Running => "running",
+        /// Its component returned an output.
+        Succeeded => "succeeded",
+        /// Its component returned an error, trapped or timed out.
+        Failed => "failed",
+        /// Not run (its condition was false, or an earlier step failed).
+        Skipped => "skipped",
+        /// The run was stopped while the step ran.
+        Interrupted => "interrupted",
+    }
+}
+
+word_enum! {
+    /// How one item of a `for_each` step ended. Items are recorded when they
+    /// end, so there is no `running`.
+    ItemStatus, "item status" {
+        /// The component returned an output for it.
+        Succeeded => "succeeded",
+        /// The component returned an error for it.
+        Failed => "failed",
+        /// Not run.
+        Skipped => "skipped",
+        /// The run was stopped while the item ran.
+        Interrupted => "interrupted",
+    }
+}
+
+word_enum! {
+    /// What started a run.
+    Trigger, "trigger" {
+        /// `sluice run`.
+        Manual => "manual",
+        /// The scheduler (`sluice serve`).
+        Schedule => "schedule",
+        /// `sluice demo` against the emulators.
+        Demo => "demo",
+    }
+}
+
+impl RunStatus {
+    /// Whether the run has ended, one way or another.
+    pub fn is_finished(self) -> bool {
+        self != RunStatus::Running
+    }
+}
+
+/// A run about to start. The host makes the id ([`crate::new_run_id`]
+/// makes a suitable one) so it can name the run's output folder after it.
 #[derive(Debug, Clone)]
 pub struct NewRun<'a> {
+    /// Unique; sorts by start time if made by [`crate::new_run_id`].
     pub id: &'a str,
+    /// The flow's `name`.
     pub flow: &'a str,
+    /// The flow file, as given to Sluice.
     pub flow_file: &'a str,
-    /// `manual`, `schedule` or `demo`.
+    /// `manual`, `schedule` or `demo` ([`Trigger`]).
     pub trigger: &'a str,
     pub dry_run: bool,
+    /// The folder the run writes its report files into.
     pub output_dir: &'a str,
 }
 
+/// One line of the run list.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RunSummary {
     pub id: String,
     pub flow: String,
-    pub trigger: String,
+    pub flow_file: String,
+    pub trigger: Trigger,
     pub dry_run: bool,
-    /// As stored, except that a `running` run whose process is gone reads `interrupted`.
-    pub status: String,
+    /// As stored, except that a `running` run whose process is known to be
+    /// gone reads `interrupted`, with an `error` saying so.
+    pub status: RunStatus,
     pub error: Option<String>,
     pub started_at: String,
+    /// `None` while running, and for a run whose process died (its end is
+    /// unknown) until [`crate::History::recover_stale_runs`] sets it.
     pub ended_at: Option<String>,
+    /// From `started_at` to `ended_at`, when both are known.
+    pub duration_ms: Option<u64>,
     pub output_dir: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One step of a run, in the order the steps started.
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StepRecord {
     pub step_id: String,
+    /// The step's `uses`: a built-in's name or a `.wasm` path.
     pub component: String,
-    pub status: String,
+    pub status: StepStatus,
     pub started_at: String,
-    pub duration_ms: Option<i64>,
-    pub input: Option<String>,
-    pub output: Option<String>,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// The resolved `with` table, capped ([`crate::cap`]).
+    pub input: Option<Value>,
+    /// The component's output, capped ([`crate::cap`]).
+    pub output: Option<Value>,
     pub error: Option<String>,
-    pub connections: Option<String>,
-    pub items_total: Option<i64>,
+    /// Requests per connection:
+    /// `{"graph": {"requests": n, "retried": n, "throttled": n, "wait_ms": n}}`.
+    pub connections: Option<Value>,
+    /// For a `for_each` step, how many items it had.
+    pub items_total: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One item of a `for_each` step.
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ItemRecord {
     pub step_id: String,
-    pub index: i64,
-    pub status: String,
-    pub duration_ms: i64,
-    pub input: Option<String>,
-    pub output: Option<String>,
+    /// 0-based position in the step's list.
+    pub index: u64,
+    pub status: ItemStatus,
+    pub duration_ms: u64,
+    /// When the item ended; `None` in records written before schema 2.
+    pub ended_at: Option<String>,
+    pub input: Option<Value>,
+    pub output: Option<Value>,
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A file a run produced, such as its HTML report.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Artifact {
+    pub name: String,
+    pub path: String,
+}
+
+/// Everything recorded about one run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RunDetail {
     pub run: RunSummary,
-    pub flow_file: String,
     pub steps: Vec<StepRecord>,
+    /// Items of all `for_each` steps, by step then index.
     pub items: Vec<ItemRecord>,
-    pub artifacts: Vec<(String, String)>,
+    pub artifacts: Vec<Artifact>,
+}
+
+impl RunDetail {
+    /// The items of one step.
+    pub fn items_of<'a>(&'a self, step_id: &'a str) -> impl Iterator<Item = &'a ItemRecord> + 'a {
+        self.items.iter().filter(move |i| i.step_id == step_id)
+    }
 }

@@ -1,153 +1,304 @@
-//! Reads and pruning.
+//! Reads, pruning and recovery of runs whose process died.
+//!
+//! Reads present the record honestly: a run stored as `running` whose
+//! process is known to be gone ([`crate::process`]) reads as `interrupted`
+//! with an error saying so, and so do its running steps — without writing
+//! anything, so `sluice runs` never needs the write lock.
 
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, Row, params};
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Row, Transaction, params};
 
-use crate::{History, HistoryError, ItemRecord, RunDetail, RunSummary, StepRecord};
+use crate::cap::parse_stored;
+use crate::process::{Liveness, liveness};
+use crate::store::interrupt_steps;
+use crate::{
+    Artifact, History, HistoryError, ItemRecord, RunDetail, RunStatus, RunSummary, StepRecord,
+    StepStatus, millis_between, now_text, timestamp,
+};
 
-const RUN_COLUMNS: &str =
-    "id, flow, trigger, dry_run, status, error, started_at, ended_at, output_dir, pid";
+const RUN_COLUMNS: &str = "id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at, output_dir, pid, process_token";
 
-/// Whether the process that wrote a `running` row still exists. Only Linux
-/// can tell cheaply (/proc); elsewhere a running row is taken at its word.
-fn process_alive(pid: Option<i64>) -> bool {
+fn died(pid: Option<i64>) -> String {
     match pid {
-        Some(pid) if pid == std::process::id() as i64 => true,
-        Some(pid) if cfg!(target_os = "linux") => {
-            std::path::Path::new(&format!("/proc/{pid}")).exists()
-        }
-        _ => true,
+        Some(pid) => format!("the process that ran it (pid {pid}) ended before the run finished"),
+        None => "the process that ran it ended before the run finished".to_string(),
     }
 }
 
 fn summary(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
-    let mut status: String = row.get(4)?;
-    let mut error: Option<String> = row.get(5)?;
-    let pid: Option<i64> = row.get(9)?;
-    if status == "running" && !process_alive(pid) {
-        status = "interrupted".into();
-        error.get_or_insert_with(|| {
-            format!(
-                "the process that ran it (pid {}) ended before the run finished",
-                pid.unwrap_or(0)
-            )
-        });
+    let mut status: RunStatus = row.get(5)?;
+    let mut error: Option<String> = row.get(6)?;
+    let pid: Option<i64> = row.get(10)?;
+    let token: Option<String> = row.get(11)?;
+    if status == RunStatus::Running && liveness(pid, token.as_deref()) == Liveness::Gone {
+        status = RunStatus::Interrupted;
+        error.get_or_insert_with(|| died(pid));
     }
+    let started_at: String = row.get(7)?;
+    let ended_at: Option<String> = row.get(8)?;
     Ok(RunSummary {
         id: row.get(0)?,
         flow: row.get(1)?,
-        trigger: row.get(2)?,
-        dry_run: row.get(3)?,
+        flow_file: row.get(2)?,
+        trigger: row.get(3)?,
+        dry_run: row.get(4)?,
         status,
         error,
-        started_at: row.get(6)?,
-        ended_at: row.get(7)?,
-        output_dir: row.get(8)?,
+        duration_ms: millis_between(&started_at, ended_at.as_deref()),
+        started_at,
+        ended_at,
+        output_dir: row.get(9)?,
     })
 }
 
+fn step(r: &Row<'_>) -> rusqlite::Result<StepRecord> {
+    let started_at: String = r.get(3)?;
+    let ended_at: Option<String> = r.get(4)?;
+    let duration: Option<i64> = r.get(5)?;
+    Ok(StepRecord {
+        step_id: r.get(0)?,
+        component: r.get(1)?,
+        status: r.get(2)?,
+        duration_ms: duration
+            .and_then(|d| u64::try_from(d).ok())
+            .or_else(|| millis_between(&started_at, ended_at.as_deref())),
+        started_at,
+        ended_at,
+        input: parse_stored(r.get(6)?),
+        output: parse_stored(r.get(7)?),
+        error: r.get(8)?,
+        connections: parse_stored(r.get(9)?),
+        items_total: r
+            .get::<_, Option<i64>>(10)?
+            .and_then(|n| u64::try_from(n).ok()),
+    })
+}
+
+fn item(r: &Row<'_>) -> rusqlite::Result<ItemRecord> {
+    Ok(ItemRecord {
+        step_id: r.get(0)?,
+        index: u64::try_from(r.get::<_, i64>(1)?).unwrap_or_default(),
+        status: r.get(2)?,
+        duration_ms: u64::try_from(r.get::<_, i64>(3)?).unwrap_or_default(),
+        ended_at: r.get(4)?,
+        input: parse_stored(r.get(5)?),
+        output: parse_stored(r.get(6)?),
+        error: r.get(7)?,
+    })
+}
+
+/// Finds a run by its id, or else by a unique prefix of it.
+fn find_run(tx: &Transaction<'_>, id: &str) -> Result<Option<RunSummary>, HistoryError> {
+    let exact = tx
+        .query_row(
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+            params![id],
+            summary,
+        )
+        .optional()?;
+    if exact.is_some() || id.is_empty() {
+        return Ok(exact);
+    }
+    // substr rather than LIKE: `_` and `%` in what the user typed are literal.
+    let mut stmt = tx.prepare(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id LIMIT 4"
+    ))?;
+    let mut found = stmt
+        .query_map(params![id], summary)?
+        .collect::<Result<Vec<_>, _>>()?;
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => {
+            let count: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM runs WHERE substr(id, 1, length(?1)) = ?1",
+                params![id],
+                |r| r.get(0),
+            )?;
+            Err(HistoryError::AmbiguousRun {
+                prefix: id.to_string(),
+                count: usize::try_from(count).unwrap_or(found.len()),
+                examples: found
+                    .iter()
+                    .take(3)
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
+    }
+}
+
+/// Deletes one run and everything it recorded.
+fn delete_run(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<usize> {
+    for table in ["items", "steps", "artifacts"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE run_id = ?1"),
+            params![id],
+        )?;
+    }
+    tx.execute("DELETE FROM runs WHERE id = ?1", params![id])
+}
+
+/// `running` runs that started before `cutoff`: id, pid, token.
+type RunningRow = (String, Option<i64>, Option<String>);
+
+fn running_before(tx: &Transaction<'_>, cutoff: &str) -> rusqlite::Result<Vec<RunningRow>> {
+    let mut stmt = tx.prepare(
+        "SELECT id, pid, process_token FROM runs WHERE status = 'running' AND started_at < ?1",
+    )?;
+    stmt.query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect()
+}
+
 impl History {
-    /// Newest first.
+    /// The newest `limit` runs, of one flow (its `name`) or of all.
     pub fn list_runs(
         &self,
         flow: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RunSummary>, HistoryError> {
-        let conn = self.conn();
-        let limit = limit as i64;
-        let rows = match flow {
-            Some(f) => {
-                let mut stmt = conn.prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE flow = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2"))?;
-                stmt.query_map(params![f, limit], summary)?
-                    .collect::<Result<Vec<_>, _>>()?
-            }
-            None => {
-                let mut stmt = conn.prepare(&format!(
-                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1"
-                ))?;
-                stmt.query_map(params![limit], summary)?
-                    .collect::<Result<Vec<_>, _>>()?
-            }
-        };
-        Ok(rows)
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|tx| {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE ?1 IS NULL OR flow = ?1
+                 ORDER BY started_at DESC, id DESC LIMIT ?2"
+            ))?;
+            let runs = stmt
+                .query_map(params![flow, limit], summary)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(runs)
+        })
     }
 
-    /// A run with its steps, items and artifacts; a unique id prefix works too.
+    /// A run with its steps (in the order they started), items and report
+    /// files. A unique prefix of the id finds the run too; a prefix shared
+    /// by several runs is an [`HistoryError::AmbiguousRun`].
     pub fn run_detail(&self, id: &str) -> Result<Option<RunDetail>, HistoryError> {
-        let conn = self.conn();
-        let found: Option<(RunSummary, String)> = conn
-            .query_row(
-                &format!("SELECT {RUN_COLUMNS}, flow_file FROM runs WHERE id = ?1 OR id LIKE ?1 || '%' ORDER BY id = ?1 DESC LIMIT 1"),
-                params![id],
-                |row| Ok((summary(row)?, row.get(10)?)),
-            )
-            .optional()?;
-        let Some((run, flow_file)) = found else {
-            return Ok(None);
-        };
-        let mut stmt = conn.prepare(
-            "SELECT step_id, component, status, started_at, duration_ms, input, output, error, connections, items_total FROM steps WHERE run_id = ?1 ORDER BY position",
-        )?;
-        let mut steps = stmt
-            .query_map(params![run.id], |r| {
-                Ok(StepRecord {
-                    step_id: r.get(0)?,
-                    component: r.get(1)?,
-                    status: r.get(2)?,
-                    started_at: r.get(3)?,
-                    duration_ms: r.get(4)?,
-                    input: r.get(5)?,
-                    output: r.get(6)?,
-                    error: r.get(7)?,
-                    connections: r.get(8)?,
-                    items_total: r.get(9)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        if run.status == "interrupted" {
-            for s in steps.iter_mut().filter(|s| s.status == "running") {
-                s.status = "interrupted".into();
+        self.read(|tx| {
+            let Some(run) = find_run(tx, id)? else {
+                return Ok(None);
+            };
+            let mut stmt = tx.prepare(
+                "SELECT step_id, component, status, started_at, ended_at, duration_ms, input, output, error, connections, items_total
+                 FROM steps WHERE run_id = ?1 ORDER BY position, started_at",
+            )?;
+            let mut steps = stmt
+                .query_map(params![run.id], step)?
+                .collect::<Result<Vec<_>, _>>()?;
+            if run.status == RunStatus::Interrupted {
+                for s in steps.iter_mut().filter(|s| s.status == StepStatus::Running) {
+                    s.status = StepStatus::Interrupted;
+                }
             }
-        }
-        let mut stmt = conn.prepare("SELECT step_id, idx, status, duration_ms, input, output, error FROM items WHERE run_id = ?1 ORDER BY step_id, idx")?;
-        let items = stmt
-            .query_map(params![run.id], |r| {
-                Ok(ItemRecord {
-                    step_id: r.get(0)?,
-                    index: r.get(1)?,
-                    status: r.get(2)?,
-                    duration_ms: r.get(3)?,
-                    input: r.get(4)?,
-                    output: r.get(5)?,
-                    error: r.get(6)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut stmt =
-            conn.prepare("SELECT name, path FROM artifacts WHERE run_id = ?1 ORDER BY name")?;
-        let artifacts = stmt
-            .query_map(params![run.id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(RunDetail {
-            run,
-            flow_file,
-            steps,
-            items,
-            artifacts,
-        }))
+            let mut stmt = tx.prepare(
+                "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error
+                 FROM items WHERE run_id = ?1 ORDER BY step_id, idx",
+            )?;
+            let mut items = stmt
+                .query_map(params![run.id], item)?
+                .collect::<Result<Vec<_>, _>>()?;
+            // Items in the order of their steps, not of step names.
+            items.sort_by_key(|i| {
+                (
+                    steps.iter().position(|s| s.step_id == i.step_id),
+                    i.index,
+                )
+            });
+            let mut stmt = tx.prepare(
+                "SELECT name, path FROM artifacts WHERE run_id = ?1 ORDER BY rowid",
+            )?;
+            let artifacts = stmt
+                .query_map(params![run.id], |r| {
+                    Ok(Artifact {
+                        name: r.get(0)?,
+                        path: r.get(1)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(RunDetail {
+                run,
+                steps,
+                items,
+                artifacts,
+            }))
+        })
     }
 
-    /// Deletes runs that started more than `age` ago, with everything they
-    /// recorded. Returns how many runs were removed.
+    /// Deletes the runs that ended more than `age` ago, with their steps,
+    /// items and artifact records (the files themselves stay), and runs
+    /// whose process died that started more than `age` ago. Runs still
+    /// going are kept. Returns how many runs were deleted.
     pub fn prune_older_than(&self, age: Duration) -> Result<usize, HistoryError> {
-        let cutoff =
-            chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-        let cutoff = cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let conn = self.conn();
-        Ok(conn.execute(
-            "DELETE FROM runs WHERE started_at < ?1 AND status != 'running'",
-            params![cutoff],
-        )?)
+        let Some(cutoff) = chrono::Duration::from_std(age)
+            .ok()
+            .and_then(|age| Utc::now().checked_sub_signed(age))
+        else {
+            return Ok(0);
+        };
+        let cutoff = timestamp(cutoff);
+        self.write(|tx| {
+            let mut doomed: Vec<String> = {
+                let mut stmt =
+                    tx.prepare("SELECT id FROM runs WHERE ended_at IS NOT NULL AND ended_at < ?1")?;
+                stmt.query_map(params![cutoff], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            doomed.extend(
+                running_before(tx, &cutoff)?
+                    .into_iter()
+                    .filter(|(_, pid, token)| liveness(*pid, token.as_deref()) == Liveness::Gone)
+                    .map(|(id, _, _)| id),
+            );
+            let mut removed = 0;
+            for id in &doomed {
+                removed += delete_run(tx, id)?;
+            }
+            Ok(removed)
+        })
+    }
+
+    /// Records as `interrupted` the runs still marked `running` that started
+    /// before `current_process_start` — left by an earlier process that
+    /// died — with their running steps. Call it when a long-lived host (the
+    /// scheduler) starts, with its own start time. A run whose writer is
+    /// verifiably another live process (Linux) is left alone; where that
+    /// cannot be told, the run is marked, and its own `finish_run` later
+    /// sets the truth back. The run's end is its last sign of life (the
+    /// latest time any step or item recorded), not the time of recovery.
+    /// Returns how many runs were marked.
+    pub fn recover_stale_runs(
+        &self,
+        current_process_start: impl Into<DateTime<Utc>>,
+    ) -> Result<usize, HistoryError> {
+        let cutoff = timestamp(current_process_start.into());
+        self.write(|tx| {
+            let stale: Vec<RunningRow> = running_before(tx, &cutoff)?
+                .into_iter()
+                .filter(|(_, pid, token)| liveness(*pid, token.as_deref()) != Liveness::Alive)
+                .collect();
+            let now = now_text();
+            for (id, pid, _) in &stale {
+                let last: Option<String> = tx.query_row(
+                    "SELECT MAX(t) FROM (
+                        SELECT started_at AS t FROM runs WHERE id = ?1
+                        UNION ALL SELECT started_at FROM steps WHERE run_id = ?1
+                        UNION ALL SELECT ended_at FROM steps WHERE run_id = ?1
+                        UNION ALL SELECT ended_at FROM items WHERE run_id = ?1)",
+                    params![id],
+                    |r| r.get(0),
+                )?;
+                let last = last.unwrap_or_else(|| now.clone());
+                tx.execute(
+                    "UPDATE runs SET status = 'interrupted', ended_at = ?2, error = COALESCE(error, ?3)
+                     WHERE id = ?1",
+                    params![id, last, format!("{}; recorded as interrupted at {now}", died(*pid))],
+                )?;
+                interrupt_steps(tx, id, &last)?;
+            }
+            Ok(stale.len())
+        })
     }
 }

@@ -1,10 +1,24 @@
-//! The history as text for `sluice runs` and `sluice runs show`.
+//! The history as text for `sluice runs` (a table, newest first) and
+//! `sluice runs show` (one run: status, times, errors, where its report is,
+//! then each step with its requests and failed items). Times show in the
+//! local time zone; the CLI and the tests share these functions.
 
 use std::fmt::Write as _;
 
-use crate::{RunDetail, RunSummary};
+use serde_json::Value;
 
-fn short_time(rfc3339: &str) -> String {
+use crate::cap::truncated_bytes;
+use crate::{ItemStatus, RunDetail, RunStatus, RunSummary, StepRecord};
+
+/// How much of an input or output the detail view shows.
+const VALUE_PREVIEW_CHARS: usize = 160;
+/// Failed items listed per step before "… and N more".
+const ITEMS_LISTED: usize = 20;
+/// Width of the error column of the table.
+const TABLE_ERROR_CHARS: usize = 60;
+
+/// A stored timestamp in local time, `2026-11-24 05:42:00`.
+fn local_time(rfc3339: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .map(|t| {
             t.with_timezone(&chrono::Local)
@@ -14,122 +28,264 @@ fn short_time(rfc3339: &str) -> String {
         .unwrap_or_else(|_| rfc3339.to_string())
 }
 
-fn duration(start: &str, end: Option<&str>) -> String {
-    let (Ok(s), Some(Ok(e))) = (
-        chrono::DateTime::parse_from_rfc3339(start),
-        end.map(chrono::DateTime::parse_from_rfc3339),
-    ) else {
-        return "—".into();
-    };
-    let ms = (e - s).num_milliseconds().max(0);
-    if ms < 1000 {
-        format!("{ms} ms")
-    } else {
-        format!("{:.1} s", ms as f64 / 1000.0)
+/// `850 ms`, `12.3 s`, `4m 05s`, `2h 03m`.
+pub fn format_ms(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m {:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h {:02}m", ms / 3_600_000, ms / 60_000 % 60),
     }
 }
 
-pub fn runs_table(runs: &[RunSummary]) -> String {
+fn took(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "—".to_string(), format_ms)
+}
+
+fn cut(text: &str, chars: usize) -> String {
+    let first = text.lines().next().unwrap_or("");
+    if first.chars().count() > chars || first.len() < text.trim_end().len() {
+        let short: String = first.chars().take(chars.saturating_sub(1)).collect();
+        format!("{short}…")
+    } else {
+        first.to_string()
+    }
+}
+
+/// The run list as a table, or a sentence when there is nothing to list.
+pub fn render_runs_table(runs: &[RunSummary]) -> String {
     if runs.is_empty() {
         return "No runs recorded yet.\n".into();
     }
     let mut out = format!(
-        "{:<26} {:<24} {:<9} {:<12} {:<19} {:>8}\n",
-        "RUN", "FLOW", "TRIGGER", "STATUS", "STARTED", "TOOK"
+        "{:<24} {:<24} {:<9} {:<17} {:<19} {:>8}  {}\n",
+        "RUN", "FLOW", "TRIGGER", "STATUS", "STARTED", "TOOK", "ERROR"
     );
     for r in runs {
         let status = if r.dry_run {
-            format!("{} (dry)", r.status)
+            format!("{} (dry run)", r.status)
         } else {
-            r.status.clone()
+            r.status.to_string()
         };
-        let _ = writeln!(
-            out,
-            "{:<26} {:<24} {:<9} {:<12} {:<19} {:>8}",
+        let took = match r.status {
+            RunStatus::Running => "…".to_string(),
+            _ => took(r.duration_ms),
+        };
+        let line = format!(
+            "{:<24} {:<24} {:<9} {:<17} {:<19} {:>8}  {}",
             r.id,
-            r.flow.chars().take(24).collect::<String>(),
+            cut(&r.flow, 24),
             r.trigger,
             status,
-            short_time(&r.started_at),
-            duration(&r.started_at, r.ended_at.as_deref())
+            local_time(&r.started_at),
+            took,
+            r.error
+                .as_deref()
+                .map(|e| cut(e, TABLE_ERROR_CHARS))
+                .unwrap_or_default()
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }
 
-pub fn run_detail(d: &RunDetail) -> String {
+/// One run in full, for `sluice runs show`.
+pub fn render_run_detail(d: &RunDetail) -> String {
     let r = &d.run;
     let mut out = String::new();
     let _ = writeln!(
         out,
         "Run {}  {}{}",
         r.id,
-        r.status.to_uppercase(),
-        if r.dry_run { "  (dry run)" } else { "" }
+        r.status.as_str().to_uppercase(),
+        if r.dry_run {
+            "  (dry run: nothing was changed)"
+        } else {
+            ""
+        }
     );
-    let _ = writeln!(out, "  flow      {} ({})", r.flow, d.flow_file);
+    let _ = writeln!(out, "  flow      {} ({})", r.flow, r.flow_file);
     let _ = writeln!(out, "  trigger   {}", r.trigger);
-    let _ = writeln!(
-        out,
-        "  started   {}   took {}",
-        short_time(&r.started_at),
-        duration(&r.started_at, r.ended_at.as_deref())
-    );
-    if let Some(e) = &r.error {
-        let _ = writeln!(out, "  error     {e}");
+    let _ = writeln!(out, "  started   {}", local_time(&r.started_at));
+    match (&r.ended_at, r.status) {
+        (Some(end), _) => {
+            let _ = writeln!(
+                out,
+                "  ended     {}   took {}",
+                local_time(end),
+                took(r.duration_ms)
+            );
+        }
+        (None, RunStatus::Running) => {
+            let _ = writeln!(out, "  ended     — still running");
+        }
+        (None, _) => {
+            let _ = writeln!(
+                out,
+                "  ended     — unknown: its process stopped without recording an end"
+            );
+        }
     }
-    for (name, path) in &d.artifacts {
-        let _ = writeln!(out, "  {name:<9} {path}");
+    if let Some(e) = &r.error {
+        let _ = writeln!(out, "  error     {}", indent(e, 12));
+    }
+    if let Some(dir) = r.output_dir.as_deref().filter(|d| !d.is_empty()) {
+        let _ = writeln!(out, "  output    {dir}");
+    }
+    for a in &d.artifacts {
+        let _ = writeln!(out, "  file      {}  {}", a.name, a.path);
     }
     if !d.steps.is_empty() {
         let _ = writeln!(out, "\nSteps:");
     }
-    for s in &d.steps {
-        let took = s.duration_ms.map_or("—".to_string(), |ms| {
-            if ms < 1000 {
-                format!("{ms} ms")
-            } else {
-                format!("{:.1} s", ms as f64 / 1000.0)
-            }
-        });
-        let _ = writeln!(
-            out,
-            "  {:<12} {:<22} {:<12} {:>8}",
-            s.step_id,
-            s.component.rsplit('/').next().unwrap_or(&s.component),
-            s.status,
-            took
-        );
-        if let Some(total) = s.items_total {
-            let items: Vec<_> = d.items.iter().filter(|i| i.step_id == s.step_id).collect();
-            let failed = items.iter().filter(|i| i.status == "failed").count();
-            let _ = writeln!(
-                out,
-                "      items: {} of {total} recorded, {failed} failed",
-                items.len()
-            );
-            for i in items.iter().filter(|i| i.status == "failed").take(20) {
-                let _ = writeln!(
-                    out,
-                    "        #{} {}",
-                    i.index + 1,
-                    i.error.as_deref().unwrap_or("failed")
-                );
-            }
-        }
-        for (label, value) in [("input", &s.input), ("output", &s.output)] {
-            if let Some(v) = value.as_deref().filter(|v| !v.is_empty() && *v != "null") {
-                let short: String = v.chars().take(160).collect();
-                let more = if v.chars().count() > 160 { "…" } else { "" };
-                let _ = writeln!(out, "      {label}: {short}{more}");
-            }
-        }
-        if let Some(c) = s.connections.as_deref().filter(|c| *c != "{}") {
-            let _ = writeln!(out, "      requests: {c}");
-        }
-        if let Some(e) = &s.error {
-            let _ = writeln!(out, "      error: {e}");
-        }
+    for (n, s) in d.steps.iter().enumerate() {
+        step(&mut out, n + 1, s, d);
     }
     out
+}
+
+fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail) {
+    let _ = writeln!(
+        out,
+        "  {n}. {:<16} {:<24} {:<12} {:>8}",
+        s.step_id,
+        s.component.rsplit('/').next().unwrap_or(&s.component),
+        s.status,
+        took(s.duration_ms)
+    );
+    for (label, value) in [("input", &s.input), ("output", &s.output)] {
+        if let Some(v) = value.as_ref().filter(|v| !v.is_null()) {
+            let _ = writeln!(out, "       {label}: {}", preview(v));
+        }
+    }
+    if let Some(line) = s.connections.as_ref().and_then(requests) {
+        let _ = writeln!(out, "       requests: {line}");
+    }
+    if let Some(e) = &s.error {
+        let _ = writeln!(out, "       error: {}", indent(e, 14));
+    }
+    let items: Vec<_> = d.items_of(&s.step_id).collect();
+    if s.items_total.is_none() && items.is_empty() {
+        return;
+    }
+    let count = |st: ItemStatus| items.iter().filter(|i| i.status == st).count();
+    let failed = count(ItemStatus::Failed);
+    let total = s
+        .items_total
+        .map_or_else(|| items.len().to_string(), |t| t.to_string());
+    let mut line = format!(
+        "items: {} of {total} recorded, {failed} failed",
+        items.len()
+    );
+    for (st, word) in [
+        (ItemStatus::Skipped, "skipped"),
+        (ItemStatus::Interrupted, "interrupted"),
+    ] {
+        if count(st) > 0 {
+            let _ = write!(line, ", {} {word}", count(st));
+        }
+    }
+    let _ = writeln!(out, "       {line}");
+    let trouble: Vec<_> = items
+        .iter()
+        .filter(|i| matches!(i.status, ItemStatus::Failed | ItemStatus::Interrupted))
+        .collect();
+    for i in trouble.iter().take(ITEMS_LISTED) {
+        let _ = writeln!(
+            out,
+            "         #{} {} after {}: {}",
+            i.index + 1,
+            i.status,
+            format_ms(i.duration_ms),
+            indent(i.error.as_deref().unwrap_or("(no error recorded)"), 11)
+        );
+    }
+    if trouble.len() > ITEMS_LISTED {
+        let _ = writeln!(out, "         … and {} more", trouble.len() - ITEMS_LISTED);
+    }
+}
+
+/// A stored input or output on one line, cut; a truncated one says so.
+fn preview(v: &Value) -> String {
+    if let Some(bytes) = truncated_bytes(v) {
+        let start = v.get("preview").and_then(Value::as_str).unwrap_or("");
+        return format!(
+            "({bytes} bytes, too big to keep whole) {}",
+            cut(start, VALUE_PREVIEW_CHARS)
+        );
+    }
+    cut(&v.to_string(), VALUE_PREVIEW_CHARS)
+}
+
+/// `graph: 3 requests (1 retried, 2 throttled, waited 1.2 s)`, from the
+/// per-connection counts; other shapes print as JSON; none prints nothing.
+fn requests(v: &Value) -> Option<String> {
+    let map = v.as_object()?;
+    if map.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = map
+        .iter()
+        .map(|(name, stats)| {
+            let n = |k: &str| stats.get(k).and_then(Value::as_u64);
+            let Some(requests) = n("requests") else {
+                return format!("{name}: {stats}");
+            };
+            let mut extras = Vec::new();
+            for (key, word) in [("retried", "retried"), ("throttled", "throttled")] {
+                if let Some(c) = n(key).filter(|c| *c > 0) {
+                    extras.push(format!("{c} {word}"));
+                }
+            }
+            if let Some(ms) = n("wait_ms").filter(|ms| *ms > 0) {
+                extras.push(format!("waited {}", format_ms(ms)));
+            }
+            let plural = if requests == 1 { "" } else { "s" };
+            if extras.is_empty() {
+                format!("{name}: {requests} request{plural}")
+            } else {
+                format!("{name}: {requests} request{plural} ({})", extras.join(", "))
+            }
+        })
+        .collect();
+    Some(parts.join("; "))
+}
+
+/// Continuation lines of a multi-line text, indented under its first.
+fn indent(text: &str, by: usize) -> String {
+    text.trim_end()
+        .replace('\n', &format!("\n{}", " ".repeat(by)))
+}
+
+/// The table, under the name the CLI has used.
+pub fn runs_table(runs: &[RunSummary]) -> String {
+    render_runs_table(runs)
+}
+
+/// The detail view, under the name the CLI has used.
+pub fn run_detail(d: &RunDetail) -> String {
+    render_run_detail(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(format_ms(850), "850 ms");
+        assert_eq!(format_ms(12_340), "12.3 s");
+        assert_eq!(format_ms(245_000), "4m 05s");
+        assert_eq!(format_ms(7_380_000), "2h 03m");
+    }
+
+    #[test]
+    fn request_counts_are_summed_up_in_words() {
+        let v = serde_json::json!({"graph": {"requests": 3, "retried": 1, "throttled": 0, "wait_ms": 1200}, "procore": {"requests": 1}});
+        assert_eq!(
+            requests(&v).unwrap(),
+            "graph: 3 requests (1 retried, waited 1.2 s); procore: 1 request"
+        );
+        assert_eq!(requests(&serde_json::json!({})), None);
+    }
 }

@@ -1,6 +1,12 @@
 //! The schema, as an ordered list of migrations applied from day one.
-//! `PRAGMA user_version` records how many have run; a released migration is
-//! never edited, a new one is appended.
+//! `PRAGMA user_version` records how many have run; each migration runs in
+//! the same transaction as the version bump, so a file is never half
+//! migrated. A released migration is never edited: a new one is appended.
+//!
+//! Invariants the rest of the crate relies on: timestamps are fixed-width
+//! RFC 3339 UTC text (they compare as text); steps, items and artifacts
+//! belong to a run (`ON DELETE CASCADE`, and pruning deletes them
+//! explicitly too).
 
 use std::path::Path;
 
@@ -8,7 +14,8 @@ use rusqlite::Connection;
 
 use crate::HistoryError;
 
-const MIGRATIONS: &[&str] = &[
+/// The migrations, in order: entry `i` takes a file from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
     // 1: runs, steps, items, artifacts.
     r#"
     CREATE TABLE runs (
@@ -60,37 +67,72 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, name)
     );
     "#,
+    // 2: which process instance wrote a run (a pid alone is reused, e.g. by
+    // a container's pid 1 after a restart), when each item ended (the last
+    // sign of life of a run that died mid-step), and indexes for pruning and
+    // recovery.
+    r#"
+    ALTER TABLE runs ADD COLUMN process_token TEXT;
+    ALTER TABLE items ADD COLUMN ended_at TEXT;
+    CREATE INDEX runs_by_end ON runs(ended_at);
+    CREATE INDEX runs_by_status ON runs(status);
+    "#,
 ];
 
+/// The schema version this build writes: the number of migrations.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`SCHEMA_VERSION`]. Safe to call on every
+/// open: an up-to-date file is only read.
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), HistoryError> {
-    // Several processes (the scheduler, `sluice run`, `sluice runs`) may open
-    // a new file at once: read the version and migrate under one write lock.
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let shown = || path.display().to_string();
+    let found = version(conn).map_err(|source| HistoryError::Open {
+        path: shown(),
+        source,
+    })?;
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    // Several processes (the scheduler, `sluice run`, `sluice runs`) may
+    // open a new file at once: read the version again and migrate under one
+    // write lock, so exactly one of them does it.
+    let failed = |version: i64| {
+        move |source| HistoryError::Migrate {
+            path: shown(),
+            version,
+            source,
+        }
+    };
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(failed(found + 1))?;
     let result = (|| {
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
+        let found = version(conn).map_err(failed(found + 1))?;
+        if found > SCHEMA_VERSION {
             return Err(HistoryError::TooNew {
-                path: path.display().to_string(),
-                found: version,
-                known,
+                path: shown(),
+                found,
+                known: SCHEMA_VERSION,
             });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(sql)?;
-            conn.pragma_update(None, "user_version", i as i64 + 1)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+            let target = i as i64 + 1;
+            conn.execute_batch(sql).map_err(failed(target))?;
+            conn.pragma_update(None, "user_version", target)
+                .map_err(failed(target))?;
         }
         Ok(())
     })();
     match result {
-        Ok(()) => conn.execute_batch("COMMIT")?,
-        Err(_) => {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(failed(SCHEMA_VERSION)),
+        Err(e) => {
+            // The error that matters is the one above, not the rollback's.
             let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
         }
     }
-    result
 }
 
+/// `PRAGMA user_version`: how many migrations the file has had.
 pub fn version(conn: &Connection) -> Result<i64, rusqlite::Error> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }

@@ -1,56 +1,96 @@
-//! Writes, one commit each, as a run progresses.
+//! Writes, each its own committed transaction, as a run progresses.
+//!
+//! Status and trigger words are checked against [`crate::model`] before
+//! anything is written. Inputs, outputs and request counts go through
+//! [`crate::cap`]; errors are capped too. Nothing here redacts: the host
+//! passes text that is already free of secrets (see [`crate::redact()`]).
 
-use rusqlite::{OptionalExtension, params};
+use std::str::FromStr;
+
+use rusqlite::params;
 use serde_json::Value;
 
-use crate::cap::capped;
-use crate::{History, HistoryError, NewRun};
+use crate::cap::{capped, capped_error};
+use crate::model::UnknownWord;
+use crate::process::this_process;
+use crate::{History, HistoryError, ItemStatus, NewRun, RunStatus, StepStatus, Trigger, now_text};
 
-/// Where the next step of a run goes in its listing.
-fn next_position(conn: &rusqlite::Connection, run: &str) -> rusqlite::Result<i64> {
-    conn.query_row(
-        "SELECT COUNT(*) FROM steps WHERE run_id = ?1",
-        params![run],
-        |r| r.get(0),
-    )
+/// Parses a status or trigger word given as an enum or its text.
+fn word<T: FromStr<Err = UnknownWord>>(text: impl AsRef<str>) -> Result<T, HistoryError> {
+    Ok(text.as_ref().parse()?)
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+/// Maps a foreign-key failure (a step for a run never started) to a clear error.
+fn for_run(run: &str) -> impl Fn(rusqlite::Error) -> HistoryError + '_ {
+    move |e| match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            HistoryError::UnknownRun(run.to_string())
+        }
+        _ => HistoryError::Sql(e),
+    }
+}
+
+fn millis(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 impl History {
+    /// Records a run that starts now, as `running`.
     pub fn start_run(&self, run: &NewRun<'_>) -> Result<(), HistoryError> {
-        self.conn().execute(
-            "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, started_at, output_dir, pid) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
-            params![run.id, run.flow, run.flow_file, run.trigger, run.dry_run, now(), run.output_dir, std::process::id()],
-        )?;
-        Ok(())
+        let trigger: Trigger = word(run.trigger)?;
+        let me = this_process();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, started_at, output_dir, pid, process_token)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9)",
+                params![run.id, run.flow, run.flow_file, trigger, run.dry_run, now_text(), run.output_dir, me.pid, me.token],
+            )?;
+            Ok(())
+        })
     }
 
-    /// A firing that did not run because the previous run was still going.
+    /// A firing that did not run because the previous run of the flow was
+    /// still going: a `skipped` run that starts and ends now, with `reason`
+    /// as its error text.
     pub fn record_skipped(&self, run: &NewRun<'_>, reason: &str) -> Result<(), HistoryError> {
-        let t = now();
-        self.conn().execute(
-            "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at, pid) VALUES (?1, ?2, ?3, ?4, ?5, 'skipped', ?6, ?7, ?7, ?8)",
-            params![run.id, run.flow, run.flow_file, run.trigger, run.dry_run, reason, t, std::process::id()],
-        )?;
-        Ok(())
+        let trigger: Trigger = word(run.trigger)?;
+        let me = this_process();
+        self.write(|tx| {
+            let t = now_text();
+            tx.execute(
+                "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at, pid, process_token)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'skipped', ?6, ?7, ?7, ?8, ?9)",
+                params![run.id, run.flow, run.flow_file, trigger, run.dry_run, capped_error(reason), t, me.pid, me.token],
+            )?;
+            Ok(())
+        })
     }
 
+    /// Ends a run with `status` (a [`RunStatus`] or its text) and its error.
     pub fn finish_run(
         &self,
         id: &str,
-        status: &str,
+        status: impl AsRef<str>,
         error: Option<&str>,
     ) -> Result<(), HistoryError> {
-        self.conn().execute(
-            "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4 WHERE id = ?1",
-            params![id, status, error, now()],
-        )?;
-        Ok(())
+        let status: RunStatus = word(status)?;
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4 WHERE id = ?1",
+                params![id, status, error.map(capped_error), now_text()],
+            )?;
+            if changed == 0 {
+                return Err(HistoryError::UnknownRun(id.to_string()));
+            }
+            Ok(())
+        })
     }
 
+    /// Records that a step starts now with this (already resolved and
+    /// redacted) input; `items_total` is the length of a `for_each` list.
+    /// Starting a step again (a retry of the whole step) starts it afresh.
     pub fn start_step(
         &self,
         run: &str,
@@ -59,86 +99,148 @@ impl History {
         input: &Value,
         items_total: Option<usize>,
     ) -> Result<(), HistoryError> {
-        let conn = self.conn();
-        let position = next_position(&conn, run)?;
-        conn.execute(
-            "INSERT OR REPLACE INTO steps (run_id, step_id, position, component, status, started_at, input, items_total) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7)",
-            params![run, step, position, component, now(), capped(input), items_total.map(|n| n as i64)],
-        )?;
-        Ok(())
+        let total = items_total.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO steps (run_id, step_id, position, component, status, started_at, input, items_total)
+                 VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1), ?3, 'running', ?4, ?5, ?6)
+                 ON CONFLICT (run_id, step_id) DO UPDATE SET
+                    component = excluded.component, status = 'running',
+                    started_at = excluded.started_at, ended_at = NULL, duration_ms = NULL,
+                    input = excluded.input, output = NULL, error = NULL,
+                    connections = NULL, items_total = excluded.items_total",
+                params![run, step, component, now_text(), capped(input), total],
+            )
+            .map_err(for_run(run))?;
+            Ok(())
+        })
     }
 
+    /// Ends a step. A step that never started (skipped) is recorded here
+    /// whole, which is why `component` is asked for again. `connections`
+    /// holds the step's request counts per connection,
+    /// `{"graph": {"requests": n, "retried": n, "throttled": n, "wait_ms": n}}`.
     #[allow(clippy::too_many_arguments)]
     pub fn finish_step(
         &self,
         run: &str,
         step: &str,
         component: &str,
-        status: &str,
+        status: impl AsRef<str>,
         output: Option<&Value>,
         error: Option<&str>,
         connections: &Value,
         duration_ms: u64,
     ) -> Result<(), HistoryError> {
-        let conn = self.conn();
-        let exists: Option<i64> = conn
-            .query_row(
-                "SELECT 1 FROM steps WHERE run_id = ?1 AND step_id = ?2",
-                params![run, step],
-                |r| r.get(0),
+        let status: StepStatus = word(status)?;
+        let connections = (!connections.is_null()).then(|| capped(connections));
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO steps (run_id, step_id, position, component, status, started_at, ended_at, duration_ms, output, error, connections)
+                 VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1), ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (run_id, step_id) DO UPDATE SET
+                    status = excluded.status, ended_at = excluded.ended_at,
+                    duration_ms = excluded.duration_ms, output = excluded.output,
+                    error = excluded.error, connections = excluded.connections",
+                params![
+                    run,
+                    step,
+                    component,
+                    status,
+                    now_text(),
+                    millis(duration_ms),
+                    output.map(capped),
+                    error.map(capped_error),
+                    connections
+                ],
             )
-            .optional()?;
-        if exists.is_none() {
-            // A skipped step never started.
-            let position = next_position(&conn, run)?;
-            conn.execute(
-                "INSERT INTO steps (run_id, step_id, position, component, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run, step, position, component, status, now()],
-            )?;
-        }
-        conn.execute(
-            "UPDATE steps SET status = ?3, ended_at = ?4, duration_ms = ?5, output = ?6, error = ?7, connections = ?8 WHERE run_id = ?1 AND step_id = ?2",
-            params![run, step, status, now(), duration_ms as i64, output.map(capped), error, connections.to_string()],
-        )?;
-        Ok(())
+            .map_err(for_run(run))?;
+            Ok(())
+        })
     }
 
+    /// Records one item of a `for_each` step as it ends (`index` is 0-based).
     #[allow(clippy::too_many_arguments)]
     pub fn record_item(
         &self,
         run: &str,
         step: &str,
         index: usize,
-        status: &str,
+        status: impl AsRef<str>,
         input: &Value,
         output: Option<&Value>,
         error: Option<&str>,
         duration_ms: u64,
     ) -> Result<(), HistoryError> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO items (run_id, step_id, idx, status, duration_ms, input, output, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![run, step, index as i64, status, duration_ms as i64, capped(input), output.map(capped), error],
-        )?;
-        Ok(())
+        let status: ItemStatus = word(status)?;
+        let index = i64::try_from(index).unwrap_or(i64::MAX);
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (run_id, step_id, idx) DO UPDATE SET
+                    status = excluded.status, duration_ms = excluded.duration_ms,
+                    input = excluded.input, output = excluded.output,
+                    error = excluded.error, ended_at = excluded.ended_at",
+                params![
+                    run,
+                    step,
+                    index,
+                    status,
+                    millis(duration_ms),
+                    capped(input),
+                    output.map(capped),
+                    error.map(capped_error),
+                    now_text()
+                ],
+            )
+            .map_err(for_run(run))?;
+            Ok(())
+        })
     }
 
+    /// Records a file the run produced (its report); a name given again
+    /// points at the new path.
     pub fn add_artifact(&self, run: &str, name: &str, path: &str) -> Result<(), HistoryError> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO artifacts (run_id, name, path) VALUES (?1, ?2, ?3)",
-            params![run, name, path],
-        )?;
-        Ok(())
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO artifacts (run_id, name, path) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run_id, name) DO UPDATE SET path = excluded.path",
+                params![run, name, path],
+            )
+            .map_err(for_run(run))?;
+            Ok(())
+        })
     }
 
-    /// Marks a run that will not finish (and its running steps) as interrupted.
+    /// Marks a run that will not finish, and its running steps, as
+    /// interrupted now, with `reason` unless it already has an error (the
+    /// scheduler does this on shutdown). A run that has ended is left alone.
     pub fn mark_interrupted(&self, run: &str, reason: &str) -> Result<(), HistoryError> {
-        let conn = self.conn();
-        let t = now();
-        conn.execute(
-            "UPDATE runs SET status = 'interrupted', error = COALESCE(error, ?2), ended_at = ?3 WHERE id = ?1 AND status = 'running'",
-            params![run, reason, t],
-        )?;
-        conn.execute("UPDATE steps SET status = 'interrupted', ended_at = ?2 WHERE run_id = ?1 AND status = 'running'", params![run, t])?;
-        Ok(())
+        self.write(|tx| {
+            let t = now_text();
+            let changed = tx.execute(
+                "UPDATE runs SET status = 'interrupted', error = COALESCE(error, ?2), ended_at = ?3
+                 WHERE id = ?1 AND status = 'running'",
+                params![run, capped_error(reason), t],
+            )?;
+            if changed > 0 {
+                interrupt_steps(tx, run, &t)?;
+            }
+            Ok(())
+        })
     }
+}
+
+/// Running steps of an interrupted run end at `ended_at` as interrupted.
+pub(crate) fn interrupt_steps(
+    tx: &rusqlite::Transaction<'_>,
+    run: &str,
+    ended_at: &str,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE steps SET status = 'interrupted', ended_at = ?2
+         WHERE run_id = ?1 AND status = 'running'",
+        params![run, ended_at],
+    )
 }

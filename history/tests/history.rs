@@ -1,11 +1,17 @@
-//! The run history: migrations, a run written and read back, partial runs,
-//! pruning, rendering.
+//! The run history end to end: migrations, a run written and read back,
+//! capped JSON, runs left behind by a dead process, pruning, listing,
+//! rendering, redaction and sharing one file between handles.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use serde_json::json;
-use sluice_history::{History, NewRun, render};
+use serde_json::{Value, json};
+use sluice_history::{
+    History, HistoryError, ItemStatus, NewRun, RunStatus, SCHEMA_VERSION, StepStatus, Trigger,
+    redact, render_run_detail, render_runs_table,
+};
 
 fn new_run<'a>(id: &'a str, flow: &'a str) -> NewRun<'a> {
     NewRun {
@@ -18,20 +24,82 @@ fn new_run<'a>(id: &'a str, flow: &'a str) -> NewRun<'a> {
     }
 }
 
-#[test]
-fn migrations_run_once_and_reopen_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = sluice_history::path_in(dir.path());
-    let h = History::open(&path).unwrap();
-    h.start_run(&new_run("r1", "f")).unwrap();
-    drop(h);
-    let h = History::open(&path).unwrap();
-    assert_eq!(h.list_runs(None, 10).unwrap().len(), 1);
+fn sql(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).unwrap()
+}
+
+fn count(conn: &rusqlite::Connection, table: &str, run: &str) -> i64 {
+    conn.query_row(
+        &format!("SELECT COUNT(*) FROM {table} WHERE run_id = ?1"),
+        [run],
+        |r| r.get(0),
+    )
+    .unwrap()
 }
 
 #[test]
-fn a_run_with_steps_items_and_artifacts_reads_back() {
-    let h = History::open_in_memory().unwrap();
+fn migrations_run_from_empty_and_reopen_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sluice_history::path_in(&dir.path().join("nested/folder"));
+    let h = History::open(&path).unwrap();
+    assert_eq!(h.schema_version().unwrap(), SCHEMA_VERSION);
+    h.start_run(&new_run("r1", "f")).unwrap();
+    drop(h);
+    for _ in 0..2 {
+        let h = History::open(&path).unwrap();
+        assert_eq!(h.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(h.list_runs(None, 10).unwrap().len(), 1);
+    }
+    let mode: String = sql(&path)
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(
+        History::open_in_memory().unwrap().schema_version().unwrap(),
+        SCHEMA_VERSION
+    );
+}
+
+#[test]
+fn a_version_1_file_is_migrated_with_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sluice_history::path_in(dir.path());
+    let conn = sql(&path);
+    conn.execute_batch(sluice_history::schema::MIGRATIONS[0])
+        .unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    conn.execute(
+        "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, started_at, ended_at, pid)
+         VALUES ('old', 'sync', 'f.toml', 'schedule', 0, 'succeeded', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:02.500Z', 1)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let h = History::open(&path).unwrap();
+    assert_eq!(h.schema_version().unwrap(), SCHEMA_VERSION);
+    let run = &h.list_runs(None, 10).unwrap()[0];
+    assert_eq!(
+        (run.id.as_str(), run.status, run.trigger),
+        ("old", RunStatus::Succeeded, Trigger::Schedule)
+    );
+    assert_eq!(run.duration_ms, Some(2500));
+}
+
+#[test]
+fn a_file_from_a_newer_sluice_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sluice_history::path_in(dir.path());
+    drop(History::open(&path).unwrap());
+    sql(&path).pragma_update(None, "user_version", 99).unwrap();
+    let err = History::open(&path).unwrap_err();
+    assert!(
+        matches!(err, HistoryError::TooNew { found: 99, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("newer Sluice"), "{err}");
+}
+
+fn write_full_run(h: &History) {
     h.start_run(&new_run("r1", "sync")).unwrap();
     h.start_step("r1", "diff", "compare", &json!({"people": []}), None)
         .unwrap();
@@ -39,8 +107,8 @@ fn a_run_with_steps_items_and_artifacts_reads_back() {
         "r1",
         "diff",
         "compare",
-        "succeeded",
-        Some(&json!({"missing": [1]})),
+        StepStatus::Succeeded,
+        Some(&json!({"missing": [1, 2]})),
         None,
         &json!({}),
         12,
@@ -50,7 +118,7 @@ fn a_run_with_steps_items_and_artifacts_reads_back() {
         "r1",
         "create",
         "procore-create-user",
-        &json!({"items": 2}),
+        &json!({"user": "${item}"}),
         Some(2),
     )
     .unwrap();
@@ -58,7 +126,7 @@ fn a_run_with_steps_items_and_artifacts_reads_back() {
         "r1",
         "create",
         0,
-        "succeeded",
+        ItemStatus::Succeeded,
         &json!({"user": 1}),
         Some(&json!({"status": "created"})),
         None,
@@ -72,7 +140,7 @@ fn a_run_with_steps_items_and_artifacts_reads_back() {
         "failed",
         &json!({"user": 2}),
         None,
-        Some("HTTP 503"),
+        Some("HTTP 503 from procore"),
         7,
     )
     .unwrap();
@@ -80,13 +148,14 @@ fn a_run_with_steps_items_and_artifacts_reads_back() {
         "r1",
         "create",
         "procore-create-user",
-        "succeeded",
+        "failed",
         Some(&json!({"ok": 1, "failed": 1})),
-        None,
+        Some("1 of 2 items failed"),
         &json!({"procore": {"requests": 3, "retried": 1, "throttled": 0, "wait_ms": 0}}),
         20,
     )
     .unwrap();
+    // A step that never started is recorded whole when it ends.
     h.finish_step(
         "r1",
         "mail",
@@ -94,56 +163,231 @@ fn a_run_with_steps_items_and_artifacts_reads_back() {
         "skipped",
         None,
         None,
-        &json!({}),
+        &Value::Null,
         0,
     )
     .unwrap();
     h.add_artifact("r1", "report.html", "/tmp/out/report.html")
         .unwrap();
-    h.finish_run("r1", "succeeded", None).unwrap();
-    let d = h.run_detail("r1").unwrap().unwrap();
-    assert_eq!(d.run.status, "succeeded");
-    assert_eq!(
-        d.steps
-            .iter()
-            .map(|s| s.step_id.as_str())
-            .collect::<Vec<_>>(),
-        vec!["diff", "create", "mail"]
-    );
-    assert_eq!(d.items.len(), 2);
-    assert_eq!(d.artifacts[0].1, "/tmp/out/report.html");
-    let text = render::run_detail(&d);
-    for needle in [
-        "SUCCEEDED",
-        "report.html",
-        "/tmp/out/report.html",
-        "items: 2 of 2 recorded, 1 failed",
-        "#2 HTTP 503",
-        "\"requests\":3",
-        "skipped",
-    ] {
-        assert!(text.contains(needle), "{needle} missing:\n{text}");
-    }
-    // A prefix of the id finds the run.
-    assert!(h.run_detail("r").unwrap().is_some());
+    h.finish_run(
+        "r1",
+        RunStatus::Failed,
+        Some("step `create` failed: 1 of 2 items failed"),
+    )
+    .unwrap();
 }
 
 #[test]
-fn a_run_whose_process_died_reads_as_interrupted() {
+fn a_run_with_steps_items_and_artifacts_reads_back() {
+    let h = History::open_in_memory().unwrap();
+    write_full_run(&h);
+    let d = h.run_detail("r1").unwrap().unwrap();
+    assert_eq!(d.run.status, RunStatus::Failed);
+    assert_eq!(d.run.flow_file, "flows/x.toml");
+    assert!(d.run.ended_at.is_some() && d.run.duration_ms.is_some());
+    let ids: Vec<_> = d.steps.iter().map(|s| s.step_id.as_str()).collect();
+    assert_eq!(ids, vec!["diff", "create", "mail"]);
+    let diff = &d.steps[0];
+    assert_eq!(diff.input, Some(json!({"people": []})));
+    assert_eq!(diff.output, Some(json!({"missing": [1, 2]})));
+    assert_eq!(diff.duration_ms, Some(12));
+    let create = &d.steps[1];
+    assert_eq!(create.status, StepStatus::Failed);
+    assert_eq!(create.items_total, Some(2));
+    assert_eq!(
+        create.connections.as_ref().unwrap()["procore"]["retried"],
+        json!(1)
+    );
+    assert_eq!(d.steps[2].status, "skipped");
+    assert_eq!(d.steps[2].connections, None);
+    let items: Vec<_> = d.items_of("create").collect();
+    assert_eq!(items.len(), 2);
+    assert_eq!(
+        (items[1].index, items[1].status, items[1].duration_ms),
+        (1, ItemStatus::Failed, 7)
+    );
+    assert_eq!(items[1].error.as_deref(), Some("HTTP 503 from procore"));
+    assert_eq!(items[0].output, Some(json!({"status": "created"})));
+    assert!(items[0].ended_at.is_some());
+    assert_eq!(d.artifacts[0].path, "/tmp/out/report.html");
+    // A unique prefix of the id finds the run; a shared one is named as such.
+    assert!(h.run_detail("r").unwrap().is_some());
+    h.start_run(&new_run("r2", "sync")).unwrap();
+    let err = h.run_detail("r").unwrap_err();
+    assert!(err.to_string().contains("matches 2 runs"), "{err}");
+    assert!(h.run_detail("nope").unwrap().is_none());
+    // The JSON form (`sluice runs show --json`) carries words, not numbers.
+    let text = serde_json::to_value(&d).unwrap();
+    assert_eq!(text["run"]["status"], json!("failed"));
+    assert_eq!(text["steps"][0]["output"]["missing"], json!([1, 2]));
+}
+
+#[test]
+fn render_shows_the_key_facts() {
+    let h = History::open_in_memory().unwrap();
+    write_full_run(&h);
+    let text = render_run_detail(&h.run_detail("r1").unwrap().unwrap());
+    for needle in [
+        "Run r1  FAILED",
+        "sync (flows/x.toml)",
+        "trigger   manual",
+        "took ",
+        "error     step `create` failed",
+        "output    /tmp/out",
+        "report.html  /tmp/out/report.html",
+        "1. diff",
+        "12 ms",
+        "items: 2 of 2 recorded, 1 failed",
+        "#2 failed after 7 ms: HTTP 503 from procore",
+        "requests: procore: 3 requests (1 retried)",
+        "3. mail",
+        "skipped",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+    let table = render_runs_table(&h.list_runs(None, 10).unwrap());
+    assert!(table.starts_with("RUN"), "{table}");
+    for needle in ["r1", "sync", "manual", "failed", "step `create` failed"] {
+        assert!(table.contains(needle), "{needle:?} missing:\n{table}");
+    }
+    assert_eq!(render_runs_table(&[]), "No runs recorded yet.\n");
+}
+
+#[test]
+fn big_inputs_and_outputs_are_stored_as_valid_markers() {
+    let h = History::open_in_memory().unwrap();
+    h.start_run(&new_run("r1", "sync")).unwrap();
+    let users: Vec<Value> = (0..20_000)
+        .map(|i| json!({"mail": format!("user{i}@example.com")}))
+        .collect();
+    let big = json!({ "users": users });
+    let size = big.to_string().len() as u64;
+    h.start_step("r1", "users", "procore-users", &big, None)
+        .unwrap();
+    h.finish_step(
+        "r1",
+        "users",
+        "procore-users",
+        "succeeded",
+        Some(&big),
+        None,
+        &json!({}),
+        1,
+    )
+    .unwrap();
+    h.record_item(
+        "r1",
+        "users",
+        0,
+        "succeeded",
+        &big,
+        Some(&json!("ok")),
+        None,
+        1,
+    )
+    .unwrap();
+    let d = h.run_detail("r1").unwrap().unwrap();
+    for stored in [
+        d.steps[0].input.as_ref(),
+        d.steps[0].output.as_ref(),
+        d.items[0].input.as_ref(),
+    ] {
+        let stored = stored.unwrap();
+        assert_eq!(stored["truncated"], json!(true));
+        assert_eq!(stored["bytes"], json!(size));
+        assert!(
+            stored["preview"]
+                .as_str()
+                .unwrap()
+                .starts_with("{\"users\":[{\"mail\"")
+        );
+    }
+    let text = render_run_detail(&d);
+    assert!(
+        text.contains(&format!("({size} bytes, too big to keep whole)")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_run_left_running_is_readable_and_recovered_as_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let path = sluice_history::path_in(dir.path());
     let h = History::open(&path).unwrap();
     h.start_run(&new_run("r1", "sync")).unwrap();
     h.start_step("r1", "diff", "compare", &json!({}), None)
         .unwrap();
-    // Pretend another, now gone, process wrote it.
+    h.finish_step(
+        "r1",
+        "diff",
+        "compare",
+        "succeeded",
+        None,
+        None,
+        &json!({}),
+        3,
+    )
+    .unwrap();
+    h.start_step("r1", "create", "procore-create-user", &json!({}), Some(3))
+        .unwrap();
+    h.record_item("r1", "create", 0, "succeeded", &json!(1), None, None, 4)
+        .unwrap();
+    // The process "dies": nothing more is written.
     drop(h);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute("UPDATE runs SET pid = 999999999", []).unwrap();
-    drop(conn);
+
     let h = History::open(&path).unwrap();
+    let d = h.run_detail("r1").unwrap().unwrap();
+    assert_eq!(d.run.status, RunStatus::Running);
+    assert_eq!(d.steps[1].status, StepStatus::Running);
+    assert!(render_run_detail(&d).contains("still running"));
+    let last_sign_of_life = d.items[0].ended_at.clone().unwrap();
+
+    // A run started after the recovering process did is left alone.
+    std::thread::sleep(Duration::from_millis(5));
+    let restart = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(5));
+    h.start_run(&new_run("r2", "sync")).unwrap();
+    assert_eq!(h.recover_stale_runs(restart).unwrap(), 1);
+    assert_eq!(h.recover_stale_runs(restart).unwrap(), 0);
+
+    let d = h.run_detail("r1").unwrap().unwrap();
+    assert_eq!(d.run.status, RunStatus::Interrupted);
+    assert_eq!(d.run.ended_at.as_deref(), Some(last_sign_of_life.as_str()));
+    assert!(
+        d.run
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("ended before the run finished")
+    );
+    assert_eq!(d.steps[0].status, StepStatus::Succeeded);
+    assert_eq!(d.steps[1].status, StepStatus::Interrupted);
+    let text = render_run_detail(&d);
+    assert!(
+        text.contains("INTERRUPTED") && text.contains("ended before the run finished"),
+        "{text}"
+    );
+    assert!(text.contains("items: 1 of 3 recorded"), "{text}");
+    assert_eq!(
+        h.run_detail("r2").unwrap().unwrap().run.status,
+        RunStatus::Running
+    );
+}
+
+#[test]
+fn a_run_whose_process_is_gone_reads_as_interrupted_without_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sluice_history::path_in(dir.path());
+    let h = History::open(&path).unwrap();
+    h.start_run(&new_run("r1", "sync")).unwrap();
+    h.start_step("r1", "diff", "compare", &json!({}), None)
+        .unwrap();
+    // Pretend this process restarted with the same pid (a container's pid 1).
+    sql(&path)
+        .execute("UPDATE runs SET process_token = 'earlier'", [])
+        .unwrap();
     let runs = h.list_runs(None, 10).unwrap();
-    assert_eq!(runs[0].status, "interrupted");
+    assert_eq!(runs[0].status, RunStatus::Interrupted);
     assert!(
         runs[0]
             .error
@@ -151,59 +395,188 @@ fn a_run_whose_process_died_reads_as_interrupted() {
             .unwrap()
             .contains("ended before the run finished")
     );
-    let d = h.run_detail("r1").unwrap().unwrap();
-    assert_eq!(d.steps[0].status, "interrupted");
+    assert_eq!(
+        h.run_detail("r1").unwrap().unwrap().steps[0].status,
+        StepStatus::Interrupted
+    );
+    let stored: String = sql(&path)
+        .query_row("SELECT status FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, "running");
     // Explicit marking, as the scheduler does on shutdown.
     h.start_run(&new_run("r2", "sync")).unwrap();
-    h.mark_interrupted("r2", "stopped").unwrap();
+    h.mark_interrupted("r2", "the host was stopped").unwrap();
+    let r2 = h.run_detail("r2").unwrap().unwrap().run;
     assert_eq!(
-        h.run_detail("r2").unwrap().unwrap().run.status,
-        "interrupted"
+        (r2.status, r2.error.as_deref()),
+        (RunStatus::Interrupted, Some("the host was stopped"))
     );
 }
 
 #[test]
-fn prune_removes_only_old_runs_with_their_children() {
+fn prune_removes_only_older_runs_with_their_children() {
     let dir = tempfile::tempdir().unwrap();
     let path = sluice_history::path_in(dir.path());
     let h = History::open(&path).unwrap();
-    for id in ["old", "new"] {
+    for id in ["old", "new", "old-running", "old-dead"] {
         h.start_run(&new_run(id, "sync")).unwrap();
-        h.start_step(id, "s", "c", &json!({}), None).unwrap();
-        h.finish_run(id, "succeeded", None).unwrap();
+        h.start_step(id, "s", "c", &json!({}), Some(1)).unwrap();
+        h.record_item(id, "s", 0, "succeeded", &json!(1), None, None, 1)
+            .unwrap();
+        h.add_artifact(id, "report.html", "/tmp/r.html").unwrap();
     }
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute(
-        "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z' WHERE id = 'old'",
-        [],
+    h.finish_run("old", "succeeded", None).unwrap();
+    h.finish_run("new", "succeeded", None).unwrap();
+    let conn = sql(&path);
+    conn.execute_batch(
+        "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z' WHERE id LIKE 'old%';
+         UPDATE runs SET ended_at = '2020-01-01T00:01:00.000Z' WHERE id = 'old';
+         UPDATE runs SET process_token = 'gone' WHERE id = 'old-dead';",
     )
     .unwrap();
     assert_eq!(
-        h.prune_older_than(Duration::from_secs(30 * 86400)).unwrap(),
-        1
+        h.prune_older_than(Duration::from_secs(30 * 86_400))
+            .unwrap(),
+        2
     );
-    let runs = h.list_runs(None, 10).unwrap();
-    assert_eq!(
-        runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-        vec!["new"]
-    );
-    let orphan_steps: i64 = conn
-        .query_row("SELECT COUNT(*) FROM steps WHERE run_id = 'old'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(orphan_steps, 0);
+    let mut left: Vec<_> = h
+        .list_runs(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["new", "old-running"]);
+    for table in ["steps", "items", "artifacts"] {
+        assert_eq!(count(&conn, table, "old"), 0, "{table}");
+        assert_eq!(count(&conn, table, "old-dead"), 0, "{table}");
+        assert_eq!(count(&conn, table, "new"), 1, "{table}");
+    }
+    assert_eq!(h.prune_older_than(Duration::MAX).unwrap(), 0);
 }
 
 #[test]
-fn listing_filters_by_flow_and_limits() {
+fn listing_filters_by_flow_and_limits_newest_first() {
     let h = History::open_in_memory().unwrap();
     for i in 0..5 {
         h.start_run(&new_run(&format!("a{i}"), "alpha")).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
     }
     h.start_run(&new_run("b0", "beta")).unwrap();
-    assert_eq!(h.list_runs(Some("alpha"), 3).unwrap().len(), 3);
+    let alpha = h.list_runs(Some("alpha"), 3).unwrap();
+    assert_eq!(
+        alpha.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["a4", "a3", "a2"]
+    );
     assert_eq!(h.list_runs(Some("beta"), 10).unwrap().len(), 1);
-    let table = render::runs_table(&h.list_runs(None, 10).unwrap());
-    assert!(table.contains("alpha") && table.contains("beta") && table.starts_with("RUN"));
+    assert_eq!(h.list_runs(Some("gamma"), 10).unwrap().len(), 0);
+    assert_eq!(h.list_runs(None, 100).unwrap().len(), 6);
+    assert_eq!(h.list_runs(None, 0).unwrap().len(), 0);
+}
+
+#[test]
+fn unknown_words_and_runs_are_refused() {
+    let h = History::open_in_memory().unwrap();
+    let mut bad = new_run("r1", "sync");
+    bad.trigger = "cron";
+    let err = h.start_run(&bad).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown trigger `cron`; expected one of: manual, schedule, demo"),
+        "{err}"
+    );
+    h.start_run(&new_run("r1", "sync")).unwrap();
+    let err = h.finish_run("r1", "done", None).unwrap_err();
+    assert!(
+        err.to_string().contains("unknown run status `done`"),
+        "{err}"
+    );
+    assert!(
+        matches!(h.finish_run("zz", "failed", None), Err(HistoryError::UnknownRun(id)) if id == "zz")
+    );
+    assert!(matches!(
+        h.start_step("zz", "s", "c", &json!({}), None),
+        Err(HistoryError::UnknownRun(_))
+    ));
+}
+
+#[test]
+fn skipped_firings_are_recorded_as_ended() {
+    let h = History::open_in_memory().unwrap();
+    let mut run = new_run("s1", "sync");
+    run.trigger = "schedule";
+    h.record_skipped(&run, "the previous run is still going")
+        .unwrap();
+    let r = &h.list_runs(None, 1).unwrap()[0];
+    assert_eq!(r.status, RunStatus::Skipped);
+    assert_eq!(r.duration_ms, Some(0));
+    assert_eq!(r.error.as_deref(), Some("the previous run is still going"));
+}
+
+#[test]
+fn secrets_are_redacted_before_recording() {
+    let secrets = vec!["s3cr3t".to_string(), String::new()];
+    let error = redact("token request failed: client_secret=s3cr3t", &secrets);
+    assert_eq!(error, "token request failed: client_secret=[redacted]");
+    let input = sluice_history::redact_json(&json!({"auth": "Bearer s3cr3t"}), &secrets);
+    let h = History::open_in_memory().unwrap();
+    h.start_run(&new_run("r1", "sync")).unwrap();
+    h.start_step("r1", "s", "c", &input, None).unwrap();
+    h.finish_run("r1", "failed", Some(&error)).unwrap();
+    let d = h.run_detail("r1").unwrap().unwrap();
+    let all = serde_json::to_string(&d).unwrap();
+    assert!(
+        !all.contains("s3cr3t") && all.contains("[redacted]"),
+        "{all}"
+    );
+}
+
+#[test]
+fn two_handles_on_one_file_write_concurrently() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sluice_history::path_in(dir.path());
+    let a = Arc::new(History::open(&path).unwrap());
+    let b = Arc::new(History::open(&path).unwrap());
+    let threads: Vec<_> = [a.clone(), b.clone(), a.clone(), b]
+        .into_iter()
+        .enumerate()
+        .map(|(t, h)| {
+            std::thread::spawn(move || {
+                let id = format!("t{t}");
+                h.start_run(&new_run(&id, "sync")).unwrap();
+                h.start_step(&id, "each", "c", &json!({}), Some(25))
+                    .unwrap();
+                for i in 0..25 {
+                    h.record_item(&id, "each", i, "succeeded", &json!(i), None, None, 1)
+                        .unwrap();
+                }
+                h.finish_run(&id, "succeeded", None).unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let runs = a.list_runs(None, 10).unwrap();
+    assert_eq!(runs.len(), 4);
+    for r in runs {
+        assert_eq!(a.run_detail(&r.id).unwrap().unwrap().items.len(), 25);
+    }
+}
+
+#[test]
+fn default_data_dir_and_durations() {
+    // Only read here: the environment is process-wide and tests run in threads.
+    let dir = sluice_history::default_data_dir();
+    assert!(!dir.as_os_str().is_empty());
+    assert_eq!(
+        sluice_history::parse_duration("30d").unwrap(),
+        Duration::from_secs(30 * 86_400)
+    );
+    assert!(sluice_history::parse_duration("soon").is_err());
+    let id = sluice_history::new_run_id();
+    assert!(
+        id.len() == 23 && id.contains('T') && id.contains("Z-"),
+        "{id}"
+    );
 }

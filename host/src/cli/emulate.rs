@@ -136,7 +136,7 @@ pub async fn demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         Progress::new(Mode::Human, false),
         LICENSE_SYNC_PATH,
         "demo",
-    )?;
+    );
     let outcome = runner.run(&flow, &options, observer).await;
     let state = emulator.snapshot();
     emulator.shutdown().await;

@@ -47,18 +47,26 @@ pub fn engine_for(data_dir: &Path) -> anyhow::Result<Arc<Engine>> {
 }
 
 /// What watches a run started from the command line: the progress display
-/// and the run history.
+/// and the run history. A history that cannot be opened is reported and the
+/// run goes on without it: losing a record must not stop the work.
 pub fn watch_and_record(
     data_dir: &Path,
     progress: Progress,
     flow_file: &str,
     trigger: &str,
-) -> anyhow::Result<Arc<dyn Observer>> {
-    let history = Arc::new(sluice_history::History::open(&sluice_history::path_in(
-        data_dir,
-    ))?);
-    let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(history, flow_file, trigger));
-    Ok(Arc::new(Fanout(vec![Arc::new(progress), recorder])))
+) -> Arc<dyn Observer> {
+    let progress: Arc<dyn Observer> = Arc::new(progress);
+    match sluice_history::History::open(&sluice_history::path_in(data_dir)) {
+        Ok(history) => {
+            let recorder: Arc<dyn Observer> =
+                Arc::new(Recorder::new(Arc::new(history), flow_file, trigger));
+            Arc::new(Fanout(vec![progress, recorder]))
+        }
+        Err(e) => {
+            eprintln!("warning: {e}; this run is not recorded");
+            progress
+        }
+    }
 }
 
 pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
@@ -77,7 +85,7 @@ pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         Progress::new(mode, args.verbose),
         &args.file.display().to_string(),
         "manual",
-    )?;
+    );
     let runner = Runner::new(engine_for(data_dir)?)?;
     let run_id = crate::run::new_run_id();
     let options = RunOptions::new(
