@@ -101,6 +101,77 @@ async fn a_panic_is_a_trap_with_the_panic_message() {
     expect_contained(r#"{ action = "trap" }"#, &["it trapped", "panicked"]).await;
 }
 
+/// The hostile component recurses ever deeper and calls `then` (`log` or
+/// `send`) at the bottom each time. At some depth the host function runs
+/// with almost no WebAssembly stack left; it must still have room of its
+/// own, so the step ends with a stack-overflow trap and the host lives on.
+async fn deep_recursion_is_contained(then: &str) {
+    let server = TestServer::start(|_, _| json_reply(200, json!({"ok": true}))).await;
+    let hostile = fixture("hostile");
+    let flow = |action: &str| {
+        format!(
+            r#"
+name = "deep"
+[connections.api]
+base_url = "{}/api"
+
+[[step]]
+id = "bad"
+uses = "{}"
+connections = ["api"]
+timeout = "2m"
+with = {action}
+"#,
+            server.url,
+            hostile.display()
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let path = write_flow(
+        dir.path(),
+        "deep.toml",
+        &flow(&format!(
+            r#"{{ action = "deep", then = "{then}", connection = "api", step = 16 }}"#
+        )),
+    );
+    let (outcome, events) = run(&runner, &load(&path, &[]), dir.path(), false).await;
+    assert_eq!(outcome.status, Status::Failed, "{}", events.text());
+    let error = outcome.error.unwrap_or_default();
+    assert!(
+        error.contains("step `bad`") && error.contains("call stack exhausted"),
+        "{error}"
+    );
+    let calls = if then == "send" {
+        server.to("/api/deep").len()
+    } else {
+        events.text().matches(r#""message":"deep""#).count()
+    };
+    assert!(
+        calls > 10,
+        "{then} was called at growing depths before the stack ran out ({calls})"
+    );
+    // The same runner still runs components and sends requests.
+    let path = write_flow(
+        dir.path(),
+        "ok.toml",
+        &flow(r#"{ action = "get", connection = "api", url = "after" }"#),
+    );
+    let (outcome, events) = run(&runner, &load(&path, &[]), dir.path(), false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    assert_eq!(outcome.outputs["bad"]["status"], json!(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_then_log_is_a_stack_overflow_not_a_host_crash() {
+    deep_recursion_is_contained("log").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_then_send_is_a_stack_overflow_not_a_host_crash() {
+    deep_recursion_is_contained("send").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_json_output_is_refused() {
     expect_contained(r#"{ action = "bad-json" }"#, &["output is not valid JSON"]).await;

@@ -3,6 +3,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How the engine runs components.
+///
+/// Stacks: each step call runs on its own native stack (a wasmtime async
+/// fiber) of `max_wasm_stack + host_stack` bytes. WebAssembly may use up to
+/// `max_wasm_stack` of it and then traps with "call stack exhausted"; host
+/// functions the component calls (`log`, `connection.send`, WASI) run on
+/// the same fiber, below the WebAssembly frames, so they always need room
+/// of their own. Were the fiber no larger than `max_wasm_stack`, a
+/// component recursing to its limit and then calling the host would
+/// overflow the fiber inside host code, which aborts the whole process
+/// rather than failing the step.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Where compiled components are kept between runs. `None` compiles
@@ -12,12 +23,26 @@ pub struct EngineConfig {
     /// and lets long-running guests yield to other tasks often enough,
     /// while costing almost nothing (one atomic increment per tick).
     pub epoch_tick: Duration,
-    /// Linear memory a single step instance may use. 512 MiB holds the
-    /// 100k-user sync's largest step (compare: two lists and an index)
-    /// several times over, and stops a runaway before it hurts the host.
+    /// Linear memory one step instance may use, all its memories together.
+    /// 512 MiB holds the 100k-user sync's largest step (compare: two lists
+    /// and an index) several times over, and stops a runaway before it
+    /// hurts the host.
     pub memory_limit: usize,
     /// WebAssembly stack. 2 MiB is deep enough for serde on nested JSON.
     pub max_wasm_stack: usize,
+    /// Native stack kept for host functions beyond `max_wasm_stack` (see
+    /// the type's doc). 2 MiB is what wasmtime gives a whole fiber by
+    /// default and several times what a `connection.send` (reqwest, TLS,
+    /// our own unoptimised debug build) uses at its deepest; it is address
+    /// space, touched only as far as it is used.
+    pub host_stack: usize,
+}
+
+impl EngineConfig {
+    /// The size of each call's fiber stack: WebAssembly's part plus the host's.
+    pub fn async_stack_size(&self) -> usize {
+        self.max_wasm_stack.saturating_add(self.host_stack)
+    }
 }
 
 impl Default for EngineConfig {
@@ -27,6 +52,7 @@ impl Default for EngineConfig {
             epoch_tick: Duration::from_millis(10),
             memory_limit: 512 * 1024 * 1024,
             max_wasm_stack: 2 * 1024 * 1024,
+            host_stack: 2 * 1024 * 1024,
         }
     }
 }

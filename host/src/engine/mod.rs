@@ -91,7 +91,10 @@ impl Engine {
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
-            .max_wasm_stack(config.max_wasm_stack);
+            .max_wasm_stack(config.max_wasm_stack)
+            // Host functions run on the same fiber below the guest's frames:
+            // the fiber must be larger than the guest's share (see EngineConfig).
+            .async_stack_size(config.async_stack_size());
         let engine = wasmtime::Engine::new(&wasm).map_err(to_anyhow)?;
         let mut linker = Linker::<StepState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
@@ -167,6 +170,7 @@ impl Engine {
             }
         });
         let stderr = store.data().stderr.clone();
+        let max_stack = self.config.max_wasm_stack;
         // Epochs do not interrupt a guest waiting in a host call (a slow
         // request); the outer timeout covers that case.
         let run = async {
@@ -174,11 +178,11 @@ impl Engine {
                 .pre
                 .instantiate_async(&mut store)
                 .await
-                .map_err(|e| classify(e, &stderr, true))?;
+                .map_err(|e| classify(e, &stderr, true, max_stack))?;
             instance
                 .call_run(&mut store, &input.to_string())
                 .await
-                .map_err(|e| classify(e, &stderr, false))
+                .map_err(|e| classify(e, &stderr, false, max_stack))
         };
         let outcome = match tokio::time::timeout(timeout + self.config.epoch_tick * 5, run).await {
             Ok(result) => result?,
@@ -206,6 +210,7 @@ fn classify(
     error: wasmtime::Error,
     stderr: &wasmtime_wasi::p2::pipe::MemoryOutputPipe,
     instantiating: bool,
+    max_wasm_stack: usize,
 ) -> CallError {
     if let Some(d) = error.downcast_ref::<DeadlineExceeded>() {
         return CallError::Timeout(d.0);
@@ -222,10 +227,15 @@ fn classify(
     if instantiating {
         return CallError::Instantiate(format!("{error:#}"));
     }
-    let trap = error
-        .downcast_ref::<wasmtime::Trap>()
-        .map(|t| t.to_string())
-        .unwrap_or_else(|| first_line(&format!("{error}")));
+    let trap = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::StackOverflow) => format!(
+            "{}: it recursed deeper than the {} KiB stack a step may use",
+            wasmtime::Trap::StackOverflow,
+            max_wasm_stack / 1024
+        ),
+        Some(t) => t.to_string(),
+        None => first_line(&format!("{error}")),
+    };
     // A Rust guest prints its panic message to stderr before trapping.
     let printed = String::from_utf8_lossy(&stderr.contents()).into_owned();
     let panic = printed
