@@ -132,3 +132,24 @@ fn the_shipped_flow_validates_with_its_environment_set() {
         );
     }
 }
+
+#[test]
+fn non_ascii_text_inside_references_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flow.toml"),
+        r#"name = "dash"
+[params]
+prefixes = ["License – Microsoft"]
+
+[[step]]
+id = "echo"
+uses = "compare"
+with = { subject = "${env.SUBJECT:-License – Microsoft}", nested = "é ${env.A:-😀 ${env.B:-ü}} ß", people = "${params.prefixes}", procore_users = [] }
+"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = validate(dir.path(), "flow.toml", &[]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("flow `dash` is valid"), "{stdout}");
+}

@@ -89,14 +89,17 @@ impl Template {
 fn parse_at(text: &str, base: usize) -> Result<Template, TemplateError> {
     let mut parts = Vec::new();
     let mut literal = String::new();
-    let mut i = 0;
+    // Positions move over ASCII markers (`$`, `{`, `}`) by bytes and over
+    // everything else by whole characters, so every slice below starts and
+    // ends on a character boundary whatever the text holds.
     let bytes = text.as_bytes();
-    while i < text.len() {
-        if text[i..].starts_with("$${") {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"$${") {
             literal.push_str("${");
             i += 3;
-        } else if text[i..].starts_with("${") {
-            let close = matching_brace(text, i + 2).ok_or_else(|| TemplateError {
+        } else if bytes[i..].starts_with(b"${") {
+            let close = matching_brace(bytes, i + 2).ok_or_else(|| TemplateError {
                 range: base + i..base + text.len(),
                 message: "a `${` is never closed".into(),
                 hint: "close the reference with `}`, or write `$${` for a literal `${`".into(),
@@ -104,17 +107,19 @@ fn parse_at(text: &str, base: usize) -> Result<Template, TemplateError> {
             if !literal.is_empty() {
                 parts.push(Part::Literal(std::mem::take(&mut literal)));
             }
-            let inner = &text[i + 2..close];
+            let inner = text.get(i + 2..close).unwrap_or("");
             let range = base + i..base + close + 1;
             let reference = parse_reference(inner, base + i + 2, range.clone())?;
             parts.push(Part::Ref(reference, range));
             i = close + 1;
         } else {
-            let ch_len = text[i..].chars().next().map_or(1, char::len_utf8);
-            literal.push_str(&text[i..i + ch_len]);
+            let ch = text.get(i..).and_then(|rest| rest.chars().next());
+            let ch_len = ch.map_or(1, char::len_utf8);
+            if let Some(ch) = ch {
+                literal.push(ch);
+            }
             i += ch_len;
         }
-        debug_assert!(i <= bytes.len());
     }
     if !literal.is_empty() {
         parts.push(Part::Literal(literal));
@@ -123,16 +128,25 @@ fn parse_at(text: &str, base: usize) -> Result<Template, TemplateError> {
 }
 
 /// Byte index of the `}` closing a reference whose body starts at `from`.
-fn matching_brace(text: &str, from: usize) -> Option<usize> {
+/// Nested `${` (in an `env` default) open a level each, and so does a
+/// literal `$${`, so that `${env.A:-$${x}}` defaults to the text `${x}`.
+/// Only ASCII bytes are compared, so multi-byte characters pass through
+/// untouched and the index returned is always a character boundary.
+fn matching_brace(bytes: &[u8], from: usize) -> Option<usize> {
     let mut depth = 0usize;
     let mut i = from;
-    while i < text.len() {
-        if text[i..].starts_with("${") {
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"$${") {
+            depth += 1;
+            i += 3;
+            continue;
+        }
+        if bytes[i..].starts_with(b"${") {
             depth += 1;
             i += 2;
             continue;
         }
-        if text.as_bytes()[i] == b'}' {
+        if bytes[i] == b'}' {
             if depth == 0 {
                 return Some(i);
             }
@@ -318,5 +332,92 @@ mod tests {
         assert!(e.message.contains("names no param"));
         let e = Template::parse("${run.nope}").unwrap_err();
         assert!(e.hint.contains("dry_run"));
+    }
+
+    #[test]
+    fn non_ascii_text_inside_a_reference_default() {
+        let t = Template::parse("${env.SUBJECT:-License – Microsoft}").unwrap();
+        let r = t.as_single_ref().unwrap();
+        let Root::Env {
+            default: Some(d), ..
+        } = &r.root
+        else {
+            panic!("expected env with default: {r:?}");
+        };
+        assert_eq!(d.parts, vec![Part::Literal("License – Microsoft".into())]);
+        let t = Template::parse("é ${env.A:-😀${env.B:-ü}}ß").unwrap();
+        assert_eq!(t.parts.len(), 3);
+        assert_eq!(t.references().len(), 2);
+        let e = Template::parse("– ${env.A:-–").unwrap_err();
+        assert!(e.message.contains("never closed"), "{e:?}");
+        assert_eq!(e.range.start, "– ".len());
+    }
+
+    #[test]
+    fn literal_dollar_brace_inside_a_default() {
+        let t = Template::parse("${env.A:-$${x}}").unwrap();
+        let r = t.as_single_ref().unwrap();
+        let Root::Env {
+            default: Some(d), ..
+        } = &r.root
+        else {
+            panic!("expected env with default: {r:?}");
+        };
+        assert_eq!(d.parts, vec![Part::Literal("${x}".into())]);
+    }
+
+    /// Every string of up to four pieces drawn from awkward fragments
+    /// parses or fails cleanly, and every range it reports lies on
+    /// character boundaries inside the text.
+    #[test]
+    fn odd_input_never_panics_and_ranges_stay_on_char_boundaries() {
+        const PIECES: &[&str] = &[
+            "$", "{", "}", "${", "$${", "env.X", ":-", "–", "😀", "é", ".", "item", "a b",
+        ];
+        fn check(text: &str) {
+            let on_boundary = |r: &Range<usize>| {
+                r.start <= r.end
+                    && r.end <= text.len()
+                    && text.is_char_boundary(r.start)
+                    && text.is_char_boundary(r.end)
+            };
+            match Template::parse(text) {
+                Ok(t) => {
+                    for (_, range) in t.references() {
+                        assert!(on_boundary(&range), "{text:?}: {range:?}");
+                    }
+                }
+                Err(e) => assert!(on_boundary(&e.range), "{text:?}: {e:?}"),
+            }
+        }
+        let mut frontier = vec![String::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for prefix in &frontier {
+                for piece in PIECES {
+                    let text = format!("{prefix}{piece}");
+                    check(&text);
+                    next.push(text);
+                }
+            }
+            frontier = next;
+        }
+        for text in [
+            "${",
+            "${env.A:-",
+            "${env.A:-${env.B:-${env.C:-x}}}",
+            "${env.A:-${env.B:-${env.C:-x}}",
+            "$${env.A",
+            "$$${env.A}",
+            "}${}",
+            "${😀}",
+            "${env.😀}",
+            "${steps.a.–}",
+        ] {
+            check(text);
+        }
+        // Nested defaults resolve their references in order.
+        let t = Template::parse("${env.A:-${env.B:-${env.C:-x}}}").unwrap();
+        assert_eq!(t.references().len(), 3);
     }
 }
