@@ -390,3 +390,348 @@ async fn a_response_over_the_size_cap_is_refused() {
         events.text()
     );
 }
+
+/// The request stats a step reported for connection `api`.
+fn api_stats(events: &Collector, step: &str) -> sluice::connections::RequestStats {
+    events
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            sluice::run::RunEvent::StepFinished {
+                step: s,
+                connections,
+                ..
+            } if s == step => connections.get("api").copied(),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no stats for step {step}: {}", events.text()))
+}
+
+/// A loopback port that accepts connections and never answers.
+async fn silent_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
+fn token_flow(token_url: &str, base_url: &str, connection_extra: &str) -> String {
+    format!(
+        r#"
+name = "token"
+[connections.api]
+base_url = "{base_url}/api"
+auth.oauth2_client_credentials = {{ token_url = "{token_url}", client_id = "app", client_secret = "${{env.API_SECRET}}" }}
+{connection_extra}
+
+[[step]]
+id = "call"
+uses = "{}"
+connections = ["api"]
+with = {{ action = "get", connection = "api", url = "things" }}
+"#,
+        fixture("hostile").display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_that_never_answers_fails_the_run_in_time() {
+    let silent = silent_server().await;
+    let text = token_flow(
+        &format!("{silent}/token"),
+        &silent,
+        r#"request_timeout = "1s"
+retry = { max_attempts = 2, base_delay = "50ms", max_delay = "100ms" }"#,
+    );
+    // Without a timeout on the token request this run would never end.
+    let (outcome, events) = tokio::time::timeout(Duration::from_secs(60), run_flow(&text, false))
+        .await
+        .expect("the credential check hung");
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.unwrap();
+    assert!(
+        error.contains("connection `api`") && error.contains("is unavailable: timed out"),
+        "{error}"
+    );
+    assert!(error.contains("after 2 attempts"), "{error}");
+    assert!(!error.contains("rejected"), "{error}");
+    assert!(!events.text().contains("step_started"), "no step ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_token_response_is_refused() {
+    let server = TestServer::start(|seen, _| match seen.path.as_str() {
+        "/token" => (
+            200,
+            vec![],
+            format!("{{\"access_token\": \"{}\"}}", "x".repeat(1 << 20)),
+        ),
+        _ => ok_api(seen),
+    })
+    .await;
+    let text = token_flow(&format!("{}/token", server.url), &server.url, "");
+    let (outcome, _) = run_flow(&text, false).await;
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.unwrap();
+    assert!(
+        error.contains("did not issue a token") && error.contains("larger than 65536 bytes"),
+        "{error}"
+    );
+    assert_eq!(server.to("/token").len(), 1, "not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_that_fails_briefly_is_retried_honouring_retry_after() {
+    // 503 with Retry-After, then 429 without, then a token.
+    let server = TestServer::start(|seen, earlier| {
+        let tokens = earlier.iter().filter(|s| s.path == "/token").count();
+        match (seen.path.as_str(), tokens) {
+            ("/token", 0) => (
+                503,
+                vec![("retry-after".into(), "1".into())],
+                "down for maintenance".into(),
+            ),
+            ("/token", 1) => json_reply(429, json!({"error": "too_many_requests"})),
+            ("/token", _) => token_reply("tok", 3600),
+            _ => ok_api(seen),
+        }
+    })
+    .await;
+    let text = token_flow(&format!("{}/token", server.url), &server.url, "");
+    let (outcome, events) = run_flow(&text, false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    let tokens = server.to("/token");
+    assert_eq!(tokens.len(), 3);
+    let gap = tokens[1].at - tokens[0].at;
+    assert!(
+        gap >= Duration::from_secs(1),
+        "retried {gap:?} after Retry-After: 1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_that_stays_unavailable_is_not_called_a_rejection() {
+    for status in [429u16, 503] {
+        let server = TestServer::start(move |seen, _| match seen.path.as_str() {
+            "/token" => json_reply(status, json!({"error": "temporarily_unavailable"})),
+            _ => ok_api(seen),
+        })
+        .await;
+        let (outcome, events) = run_flow(&flow(&server, 1, "get", "", ""), false).await;
+        assert_eq!(outcome.status, Status::Failed);
+        let error = outcome.error.unwrap();
+        assert!(
+            error.contains("is unavailable")
+                && error.contains(&format!("HTTP {status}"))
+                && error.contains("after 3 attempts"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("rejected") && !error.contains("client id and secret"),
+            "{error}"
+        );
+        assert_eq!(server.to("/token").len(), 3, "max_attempts = 3");
+        assert!(!events.text().contains(SECRET));
+    }
+    // A rejection is final: asked once, and the hint names the credentials.
+    let server = TestServer::start(|seen, _| match seen.path.as_str() {
+        "/token" => json_reply(400, json!({"error": "invalid_client"})),
+        _ => ok_api(seen),
+    })
+    .await;
+    let (outcome, _) = run_flow(&flow(&server, 1, "get", "", ""), false).await;
+    let error = outcome.error.unwrap();
+    assert!(
+        error.contains("rejected the credentials (400): invalid_client")
+            && error.contains("check the client id and secret"),
+        "{error}"
+    );
+    assert_eq!(server.to("/token").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_a_write_that_is_not_retried_still_holds_the_connection() {
+    let server = TestServer::start(|seen, _| match (seen.method.as_str(), seen.path.as_str()) {
+        ("POST", "/token") => token_reply("t", 3600),
+        ("POST", _) => (503, vec![("retry-after".into(), "1".into())], "busy".into()),
+        _ => ok_api(seen),
+    })
+    .await;
+    let hostile = fixture("hostile");
+    let text = format!(
+        r#"
+name = "hold"
+[connections.api]
+base_url = "{url}/api"
+auth.oauth2_client_credentials = {{ token_url = "{url}/token", client_id = "app", client_secret = "${{env.API_SECRET}}" }}
+
+[[step]]
+id = "write"
+uses = "{h}"
+connections = ["api"]
+with = {{ action = "post", connection = "api", url = "things", body = "{{}}" }}
+
+[[step]]
+id = "read"
+uses = "{h}"
+connections = ["api"]
+with = {{ action = "get", connection = "api", url = "things" }}
+"#,
+        url = server.url,
+        h = hostile.display()
+    );
+    let (outcome, events) = run_flow(&text, false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    assert_eq!(
+        outcome.outputs["write"]["status"],
+        json!(503),
+        "not retried"
+    );
+    let post = server.to("/api/things");
+    assert_eq!(post.len(), 2, "one POST, one GET");
+    assert_eq!(
+        (post[0].method.as_str(), post[1].method.as_str()),
+        ("POST", "GET")
+    );
+    let gap = post[1].at - post[0].at;
+    assert!(
+        gap >= Duration::from_secs(1),
+        "the GET went {gap:?} after a 503 with Retry-After: 1"
+    );
+    assert!(
+        api_stats(&events, "read").wait_ms >= 900,
+        "{}",
+        events.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_expires_during_a_run_is_refreshed_within_it() {
+    // Tokens live one second; each item waits 950 ms and then sends, so
+    // every request finds the previous token past its early-refresh point.
+    let server = TestServer::start(|seen, earlier| {
+        let tokens = earlier.iter().filter(|s| s.path == "/token").count();
+        match seen.path.as_str() {
+            "/token" => token_reply(&format!("tok-{}", tokens + 1), 1),
+            _ => ok_api(seen),
+        }
+    })
+    .await;
+    let text = flow(&server, 3, "get", ", sleep_ms = 950", "")
+        .replace("concurrency = 4", "concurrency = 1");
+    let (outcome, events) = run_flow(&text, false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    assert_eq!(outcome.outputs["call"]["ok"], json!(3), "{}", events.text());
+    // One before the run (the credential check), then one per request.
+    assert_eq!(server.to("/token").len(), 4, "{}", events.text());
+    let used: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|s| s.path != "/token")
+        .map(|s| s.header("authorization").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(used, ["Bearer tok-2", "Bearer tok-3", "Bearer tok-4"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_401s_triggers_exactly_one_new_token() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const BURST: usize = 6;
+    // Every request with the first token waits until all BURST have
+    // arrived, then all are refused together: a real burst of 401s.
+    let barrier = Arc::new(tokio::sync::Barrier::new(BURST));
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (b, t, r) = (barrier.clone(), tokens.clone(), refused.clone());
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+        let (barrier, tokens, refused) = (b.clone(), t.clone(), r.clone());
+        async move {
+            use axum::response::IntoResponse;
+            if uri.path() == "/token" {
+                let n = tokens.fetch_add(1, Ordering::SeqCst) + 1;
+                return axum::Json(json!({"access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": 3600})).into_response();
+            }
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if auth == "Bearer tok-1" {
+                let all_there = tokio::time::timeout(Duration::from_secs(30), barrier.wait()).await.is_ok();
+                refused.fetch_add(1, Ordering::SeqCst);
+                let status = if all_there { 401 } else { 500 };
+                return (axum::http::StatusCode::from_u16(status).unwrap(), "expired").into_response();
+            }
+            axum::Json(json!({"ok": true})).into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let server = TestServer {
+        url,
+        seen: Default::default(),
+    };
+    let text = flow(&server, BURST, "get", "", "")
+        .replace("concurrency = 4", &format!("concurrency = {BURST}"));
+    let (outcome, events) = run_flow(&text, false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    assert_eq!(
+        outcome.outputs["call"]["ok"],
+        json!(BURST),
+        "{}",
+        events.text()
+    );
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        BURST,
+        "every first request was refused together"
+    );
+    assert_eq!(
+        tokens.load(Ordering::SeqCst),
+        2,
+        "one token before the run, one after the burst of 401s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_throttling_and_time_waited_are_counted() {
+    // 503 (retried after backoff), then 429 with Retry-After: 1, then 200.
+    let server = TestServer::start(|seen, earlier| {
+        let api = earlier.iter().filter(|s| s.path != "/token").count();
+        match (seen.path.as_str(), api) {
+            ("/token", _) => token_reply("t", 3600),
+            (_, 0) => (503, vec![], "unavailable".into()),
+            (_, 1) => (
+                429,
+                vec![("retry-after".into(), "1".into())],
+                "slow down".into(),
+            ),
+            _ => ok_api(seen),
+        }
+    })
+    .await;
+    let text = flow(&server, 1, "get", "", "").replace(
+        r#"base_delay = "50ms", max_delay = "200ms""#,
+        r#"base_delay = "400ms", max_delay = "400ms""#,
+    );
+    let (outcome, events) = run_flow(&text, false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    assert_eq!(outcome.outputs["call"]["ok"], json!(1), "{}", events.text());
+    let stats = api_stats(&events, "call");
+    assert_eq!(
+        (stats.requests, stats.retried, stats.throttled),
+        (3, 1, 1),
+        "{stats:?}"
+    );
+    // The backoff after the 503 (200–400 ms with jitter) and the 1 s hold.
+    assert!(stats.wait_ms >= 1200, "{stats:?}");
+    let api = server
+        .requests()
+        .into_iter()
+        .filter(|s| s.path != "/token")
+        .collect::<Vec<_>>();
+    assert!(api[2].at - api[1].at >= Duration::from_secs(1));
+}

@@ -205,6 +205,14 @@ async fn leaving_the_base_url_is_a_sandbox_violation() {
         ("../other/x", "`..` or `.` path segment"),
         ("%2e%2e/other", "`..` or `.` path segment"),
         ("a%2f..%2fother", "encoded"),
+        (
+            "http://user:pw@127.0.0.1:9/api/x",
+            "carries a user name or password",
+        ),
+        (
+            "http://127.0.0.2:9/api/x",
+            "outside the connection's base URL",
+        ),
     ] {
         expect_contained(
             &format!(r#"{{ action = "escape", connection = "api", url = "{url}" }}"#),

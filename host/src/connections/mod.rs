@@ -22,7 +22,7 @@ use crate::flow::model::{ConnectionSpec, Flow};
 use crate::redact::Redactor;
 use auth::{AuthError, TokenSource};
 use policy::Violation;
-use throttle::{Throttle, parse_retry_after};
+use throttle::{Hold, Throttle, parse_retry_after};
 
 /// 429s are the service asking us to wait, not failing: allow more rounds of them.
 const MAX_THROTTLED_ATTEMPTS: u32 = 10;
@@ -149,7 +149,12 @@ pub fn for_flow(flow: &Flow, http: &reqwest::Client, redactor: &Redactor) -> Con
 impl Connection {
     pub fn new(spec: Arc<ConnectionSpec>, http: reqwest::Client, redactor: Redactor) -> Self {
         Self {
-            tokens: TokenSource::new(spec.auth.clone(), redactor.clone()),
+            tokens: TokenSource::new(
+                spec.auth.clone(),
+                redactor.clone(),
+                spec.request_timeout,
+                spec.retry,
+            ),
             throttle: Throttle::new(spec.rate_limit.map(|r| r.per_second)),
             spec,
             http,
@@ -198,7 +203,13 @@ impl Connection {
         let mut throttled = 0u32;
         let mut refreshed_after_401 = false;
         loop {
-            stats.wait_ms += self.throttle.acquire().await.as_millis() as u64;
+            // The permit counts this request in flight until it is answered;
+            // dropped unanswered (no token, transport error, the step's
+            // deadline dropping this future) it gives its place back.
+            let (permit, waited) = self.throttle.acquire().await.map_err(|closed| {
+                SendError::Unavailable(format!("{} {url}: {closed}", request.method))
+            })?;
+            stats.wait_ms += millis(waited);
             let authorization = self.tokens.authorization(&self.http).await?;
             let mut builder = self
                 .http
@@ -217,12 +228,14 @@ impl Connection {
             let response = match builder.send().await {
                 Ok(response) => response,
                 Err(e) => {
-                    self.throttle.finished();
+                    drop(permit);
                     let reason = describe_reqwest_error(&e);
-                    if safe_to_repeat && failures + 1 < retry.max_attempts {
+                    // A request that could not even be built was never sent,
+                    // and sending it again would fail the same way.
+                    if !e.is_builder() && safe_to_repeat && failures + 1 < retry.max_attempts {
                         failures += 1;
                         stats.retried += 1;
-                        tokio::time::sleep(backoff(&retry, failures)).await;
+                        stats.wait_ms += sleep(backoff(&retry, failures)).await;
                         continue;
                     }
                     let tried = if failures > 0 {
@@ -230,7 +243,7 @@ impl Connection {
                     } else {
                         String::new()
                     };
-                    let note = if safe_to_repeat {
+                    let note = if safe_to_repeat || e.is_builder() {
                         String::new()
                     } else {
                         "; it was not retried because the write may have reached the service and is not marked idempotent".to_string()
@@ -253,17 +266,34 @@ impl Connection {
                     )
                 })
                 .collect();
-            self.throttle.observe(&headers);
+            permit.answered(&headers);
             let retry_after = headers
                 .iter()
                 .find(|(n, _)| n == "retry-after")
                 .and_then(|(_, v)| parse_retry_after(v));
+            // A 429 or 503 with Retry-After holds the whole connection,
+            // whether or not this request is sent again: no request of any
+            // step goes out before it has passed.
+            let mut held = false;
+            if matches!(status, 429 | 503)
+                && let Some(delay) = retry_after
+            {
+                held = true;
+                if let Hold::Closed(closed) = self.throttle.hold_for(delay) {
+                    stats.throttled += 1;
+                    return Err(SendError::Unavailable(format!(
+                        "{} {url} answered {status}: {closed}",
+                        request.method
+                    )));
+                }
+            }
             if status == 429 && throttled + 1 < MAX_THROTTLED_ATTEMPTS {
                 // The service did not process the request: any method may be resent.
                 throttled += 1;
                 stats.throttled += 1;
-                self.throttle
-                    .hold_for(retry_after.unwrap_or_else(|| backoff(&retry, throttled)));
+                if !held {
+                    self.throttle.hold_for(backoff(&retry, throttled));
+                }
                 continue;
             }
             if status == 401
@@ -282,12 +312,11 @@ impl Connection {
             if status >= 500 && safe_to_repeat && failures + 1 < retry.max_attempts {
                 failures += 1;
                 stats.retried += 1;
-                match retry_after {
-                    Some(delay) if status == 503 => {
-                        stats.throttled += 1;
-                        self.throttle.hold_for(delay);
-                    }
-                    _ => tokio::time::sleep(backoff(&retry, failures)).await,
+                if held {
+                    // The next attempt waits for the hold in `acquire`.
+                    stats.throttled += 1;
+                } else {
+                    stats.wait_ms += sleep(backoff(&retry, failures)).await;
                 }
                 continue;
             }
@@ -306,7 +335,7 @@ impl Connection {
                 {
                     failures += 1;
                     stats.retried += 1;
-                    tokio::time::sleep(backoff(&retry, failures)).await;
+                    stats.wait_ms += sleep(backoff(&retry, failures)).await;
                 }
                 Err(SendError::Unavailable(reason)) if !safe_to_repeat => {
                     return Err(SendError::Unavailable(format!(
@@ -318,6 +347,16 @@ impl Connection {
             }
         }
     }
+}
+
+/// Sleeps, and says for how long in milliseconds (for the request stats).
+async fn sleep(duration: Duration) -> u64 {
+    tokio::time::sleep(duration).await;
+    millis(duration)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Exponential backoff with full jitter, between half and all of the step.

@@ -28,6 +28,10 @@ pub enum Violation {
     ForbiddenHeader(String),
     #[error("header `{0}` has a name or value that is not allowed (CR/LF or invalid characters)")]
     BadHeader(String),
+    #[error(
+        "`{0}` carries a user name or password; credentials come only from the connection's auth"
+    )]
+    UserInfo(String),
 }
 
 /// Query values are encoded strictly: everything but unreserved characters.
@@ -73,6 +77,10 @@ pub fn resolve_url(
     let base_dir = base_with_slash(base);
     let mut url = if has_scheme {
         let url = Url::parse(requested).map_err(|_| outside())?;
+        // reqwest would turn `user:pw@` into an Authorization header.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(Violation::UserInfo(redact_userinfo(&url)));
+        }
         if !same_origin(&url, base) {
             return Err(outside());
         }
@@ -87,6 +95,9 @@ pub fn resolve_url(
         base_dir.join(relative).map_err(|_| outside())?
     };
     url.set_fragment(None);
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Violation::UserInfo(redact_userinfo(&url)));
+    }
     if !under_base(&url, &base_dir) {
         return Err(outside());
     }
@@ -116,13 +127,32 @@ fn base_with_slash(base: &Url) -> Url {
     b
 }
 
-/// Same scheme, host and port. On loopback, `localhost`, `127.0.0.1` and
-/// `::1` name the same machine: a local service that writes its links with
-/// another of these names is still the same service on the same port.
+/// The URL as text with its password (and user name) replaced, for errors.
+fn redact_userinfo(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    let _ = shown.set_username(if url.username().is_empty() { "" } else { "…" });
+    shown.to_string()
+}
+
+/// `localhost`, `127.0.0.1` or `[::1]`: the three usual names of this
+/// machine. Other loopback addresses (127.0.0.2, …) may be other services.
+fn is_local_alias(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
+        Some(url::Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
+        None => false,
+    }
+}
+
+/// Same scheme, host and port. `localhost`, `127.0.0.1` and `[::1]` name
+/// the same machine: a local service that writes its links with another of
+/// these names is still the same service on the same port.
 fn same_origin(url: &Url, base: &Url) -> bool {
     url.scheme() == base.scheme()
         && url.port_or_known_default() == base.port_or_known_default()
-        && (url.host() == base.host() || (is_loopback(url) && is_loopback(base)))
+        && (url.host() == base.host() || (is_local_alias(url) && is_local_alias(base)))
 }
 
 fn under_base(url: &Url, base_dir: &Url) -> bool {
@@ -183,7 +213,15 @@ pub fn check_headers(
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
-        if !valid_name || value.contains(['\r', '\n', '\0']) {
+        // The rules reqwest applies when it builds the request, checked here
+        // so a bad header is the component's mistake, not a transport
+        // failure to retry; and ASCII only, since bytes past it (obsolete
+        // in HTTP) reach each server as something different.
+        if !valid_name
+            || reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || reqwest::header::HeaderValue::from_str(value).is_err()
+            || !value.is_ascii()
+        {
             return Err(Violation::BadHeader(name.escape_debug().to_string()));
         }
         if crate::flow::validate::is_reserved_header(name)
@@ -260,6 +298,9 @@ mod tests {
             "x\r\nHost: evil",
             "file:///etc/passwd",
             "https://api.example.com@evil.example/rest/v1.0/x",
+            "https://user:pw@api.example.com/rest/v1.0/x",
+            "https://user@api.example.com/rest/v1.0/x",
+            "https://:pw@api.example.com/rest/v1.0/x",
         ];
         for case in cases {
             assert!(
@@ -286,10 +327,37 @@ mod tests {
                 Err(Violation::ForbiddenHeader(name.into()))
             );
         }
-        assert!(matches!(
-            check_headers(&[("X-A".into(), "a\r\nB: c".into())], &company),
-            Err(Violation::BadHeader(_))
-        ));
+        for (name, value) in [
+            ("X-A", "a\r\nB: c"),
+            ("X-A", "é"),
+            ("X-A", "a\u{7f}b"),
+            ("X-A", "a\u{1}b"),
+            ("X-A", "a\0b"),
+            ("X A", "x"),
+            ("", "x"),
+            ("X-Ä", "x"),
+        ] {
+            assert!(
+                matches!(
+                    check_headers(&[(name.into(), value.into())], &company),
+                    Err(Violation::BadHeader(_))
+                ),
+                "{name:?}: {value:?} was allowed"
+            );
+        }
+        assert!(check_headers(&[("X-A".into(), "tab\tand space ok".into())], &company).is_ok());
+    }
+
+    #[test]
+    fn user_info_is_refused_and_not_echoed() {
+        let e = resolve_url(
+            &base(),
+            "https://user:hunter2@api.example.com/rest/v1.0/x",
+            &[],
+        )
+        .unwrap_err();
+        assert!(matches!(e, Violation::UserInfo(_)), "{e:?}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]
@@ -298,6 +366,12 @@ mod tests {
         assert!(resolve_url(&base, "http://localhost:8787/v1.0/groups?$skiptoken=x", &[]).is_ok());
         assert!(resolve_url(&base, "http://localhost:8788/v1.0/groups", &[]).is_err());
         assert!(resolve_url(&base, "http://localhost:8787/v2.0/groups", &[]).is_err());
+        assert!(resolve_url(&base, "http://[::1]:8787/v1.0/groups", &[]).is_ok());
+        // Other loopback addresses may be other services.
+        assert!(resolve_url(&base, "http://127.0.0.2:8787/v1.0/groups", &[]).is_err());
+        let other = Url::parse("http://127.0.0.5:8787/v1.0").unwrap();
+        assert!(resolve_url(&other, "http://localhost:8787/v1.0/groups", &[]).is_err());
+        assert!(resolve_url(&other, "http://127.0.0.5:8787/v1.0/groups", &[]).is_ok());
     }
 
     #[test]

@@ -10,6 +10,13 @@
 //!   once the budget is spent, requests wait for the window to reset instead
 //!   of running into 429s. Requests in flight are counted against the budget
 //!   before the server reports them.
+//!
+//! Every wait comes from a remote header, so none is trusted blindly: no
+//! wait is longer than [`MAX_WAIT`]. A budget window said to reset later
+//! than that (a Reset in milliseconds, a garbled value) is ignored, as if
+//! the service had sent no budget. A `Retry-After` longer than that closes
+//! the connection until it passes: requests fail at once with a retryable
+//! error instead of holding a run for hours.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +26,21 @@ use tokio::time::Instant;
 
 /// Waiting a little past the announced reset absorbs whole-second rounding.
 const RESET_MARGIN: Duration = Duration::from_millis(250);
+
+/// The longest a request waits for its turn. Rate-limit windows are
+/// seconds to an hour long (Procore's is a minute, Graph's seconds); a
+/// longer wait is a garbled header or a service that wants us gone for
+/// the day, and is better reported than slept through.
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// `at + d`, or the furthest representable point not beyond a year from
+/// `at`: remote input must not make instant arithmetic overflow.
+fn later(at: Instant, d: Duration) -> Instant {
+    const YEAR: Duration = Duration::from_secs(366 * 24 * 3600);
+    at.checked_add(d.min(YEAR))
+        .or_else(|| at.checked_add(MAX_WAIT))
+        .unwrap_or(at)
+}
 
 #[derive(Debug)]
 pub struct Throttle {
@@ -30,9 +52,14 @@ pub struct Throttle {
 struct State {
     next_slot: Instant,
     not_before: Instant,
+    /// Set by a `Retry-After` longer than [`MAX_WAIT`]: until then every
+    /// request fails at once.
+    closed_until: Option<Instant>,
     budget: Option<Budget>,
     /// Requests sent and not yet answered: the server's next count may not
-    /// include them yet.
+    /// include them yet. Only [`Permit`]s change it, so a request that is
+    /// abandoned (its step timed out, its token could not be had) still
+    /// gives its place back.
     in_flight: u64,
 }
 
@@ -44,29 +71,93 @@ struct Budget {
     window: u64,
 }
 
+/// A request's place among those in flight; dropping it without
+/// [`Permit::answered`] means the request ended without a response.
+#[derive(Debug)]
+#[must_use]
+pub struct Permit<'a> {
+    throttle: &'a Throttle,
+    answered: bool,
+}
+
+impl Permit<'_> {
+    /// The request was answered: reads its budget headers (names lower-case).
+    pub fn answered(mut self, headers: &[(String, String)]) {
+        self.answered = true;
+        self.throttle.observe(headers);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.answered
+            && let Ok(mut s) = self.throttle.state.lock()
+        {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+/// The service asked for no requests for longer than [`MAX_WAIT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the service asked for no requests on this connection for another {}, longer than the {} Sluice waits; try again later",
+    humantime::format_duration(Duration::from_secs(self.0.as_secs())),
+    humantime::format_duration(MAX_WAIT)
+)]
+pub struct Closed(pub Duration);
+
+/// What [`Throttle::hold_for`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Requests wait until the delay has passed.
+    Wait,
+    /// The delay is longer than [`MAX_WAIT`]: requests fail until it passes.
+    Closed(Closed),
+}
+
 impl Throttle {
     pub fn new(per_second: Option<f64>) -> Self {
         let now = Instant::now();
         Self {
-            interval: per_second.map(|r| Duration::from_secs_f64(1.0 / r)),
+            // Validation keeps rates within bounds; a rate that is not
+            // (zero, negative, not finite) spaces requests by the longest wait.
+            interval: per_second.map(|r| {
+                Duration::try_from_secs_f64(1.0 / r)
+                    .unwrap_or(MAX_WAIT)
+                    .min(MAX_WAIT)
+            }),
             state: Mutex::new(State {
                 next_slot: now,
                 not_before: now,
+                closed_until: None,
                 budget: None,
                 in_flight: 0,
             }),
         }
     }
 
-    /// Waits for this request's turn; returns how long it waited.
-    pub async fn acquire(&self) -> Duration {
+    /// Waits for this request's turn; returns its permit and how long it
+    /// waited, or why the connection is closed for now.
+    pub async fn acquire(&self) -> Result<(Permit<'_>, Duration), Closed> {
         let started = Instant::now();
         loop {
             let wait_until = {
                 let Ok(mut s) = self.state.lock() else {
-                    return started.elapsed();
+                    // A poisoned lock paces nothing; the permit counts nothing.
+                    let permit = Permit {
+                        throttle: self,
+                        answered: true,
+                    };
+                    return Ok((permit, started.elapsed()));
                 };
                 let now = Instant::now();
+                if let Some(until) = s.closed_until {
+                    if until > now {
+                        return Err(Closed(until - now));
+                    }
+                    s.closed_until = None;
+                }
                 let mut at = s.not_before.max(now);
                 if self.interval.is_some() {
                     at = at.max(s.next_slot);
@@ -83,13 +174,17 @@ impl Throttle {
                 }
                 if at <= now {
                     if let Some(interval) = self.interval {
-                        s.next_slot = s.next_slot.max(now) + interval;
+                        s.next_slot = later(s.next_slot.max(now), interval);
                     }
                     if let Some(b) = s.budget.as_mut() {
                         b.remaining = b.remaining.saturating_sub(1);
                     }
                     s.in_flight += 1;
-                    return started.elapsed();
+                    let permit = Permit {
+                        throttle: self,
+                        answered: false,
+                    };
+                    return Ok((permit, started.elapsed()));
                 }
                 at
             };
@@ -97,23 +192,24 @@ impl Throttle {
         }
     }
 
-    /// Nothing is sent before `delay` from now has passed.
-    pub fn hold_for(&self, delay: Duration) {
-        if let Ok(mut s) = self.state.lock() {
-            let until = Instant::now() + delay;
-            s.not_before = s.not_before.max(until);
+    /// Nothing is sent before `delay` from now has passed. A delay longer
+    /// than [`MAX_WAIT`] closes the connection until then instead.
+    pub fn hold_for(&self, delay: Duration) -> Hold {
+        let Ok(mut s) = self.state.lock() else {
+            return Hold::Wait;
+        };
+        let now = Instant::now();
+        let until = later(now, delay);
+        if delay > MAX_WAIT {
+            s.closed_until = Some(s.closed_until.map_or(until, |c| c.max(until)));
+            return Hold::Closed(Closed(delay));
         }
+        s.not_before = s.not_before.max(until);
+        Hold::Wait
     }
 
-    /// A request ended without a response.
-    pub fn finished(&self) {
-        if let Ok(mut s) = self.state.lock() {
-            s.in_flight = s.in_flight.saturating_sub(1);
-        }
-    }
-
-    /// A request was answered: reads its budget headers (names lower-case).
-    pub fn observe(&self, headers: &[(String, String)]) {
+    /// Reads a response's budget headers; its request is no longer in flight.
+    fn observe(&self, headers: &[(String, String)]) {
         let in_flight = match self.state.lock() {
             Ok(mut s) => {
                 s.in_flight = s.in_flight.saturating_sub(1);
@@ -121,36 +217,12 @@ impl Throttle {
             }
             Err(_) => return,
         };
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-        };
-        let (remaining, reset_at, window) = if let (Some(r), Some(reset)) =
-            (get("x-rate-limit-remaining"), get("x-rate-limit-reset"))
-        {
-            // Procore: Reset is the Unix time at which the window resets.
-            let now_unix = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            let delta = Duration::from_secs(reset).saturating_sub(now_unix);
-            (r, Instant::now() + delta + RESET_MARGIN, reset)
-        } else if let (Some(r), Some(reset)) = (get("ratelimit-remaining"), get("ratelimit-reset"))
-        {
-            // IETF draft: Reset is seconds from now.
-            let reset_at = Instant::now() + Duration::from_secs(reset) + RESET_MARGIN;
-            let window = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs()
-                + reset;
-            (r, reset_at, window)
-        } else {
+        let Some((remaining, until_reset, window)) = budget_from(headers) else {
             return;
         };
         // Requests still in flight may not be in the server's count yet.
         let remaining = remaining.saturating_sub(in_flight);
+        let reset_at = later(Instant::now(), until_reset + RESET_MARGIN);
         if let Ok(mut s) = self.state.lock() {
             s.budget = Some(match s.budget {
                 // Same window: the smaller count wins, since our own count
@@ -169,13 +241,48 @@ impl Throttle {
     }
 }
 
+/// The budget a response announces: requests remaining, time until the
+/// window resets, and the window's name. `None` when it announces none,
+/// or a reset further away than [`MAX_WAIT`], which no real window is.
+fn budget_from(headers: &[(String, String)]) -> Option<(u64, Duration, u64)> {
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+    };
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let (remaining, until_reset, window) = if let (Some(r), Some(reset)) =
+        (get("x-rate-limit-remaining"), get("x-rate-limit-reset"))
+    {
+        // Procore: Reset is the Unix time (seconds) at which the window resets.
+        (
+            r,
+            Duration::from_secs(reset).saturating_sub(now_unix),
+            reset,
+        )
+    } else if let (Some(r), Some(reset)) = (get("ratelimit-remaining"), get("ratelimit-reset")) {
+        // IETF draft: Reset is seconds from now.
+        let until = Duration::from_secs(reset);
+        (r, until, now_unix.as_secs().saturating_add(reset))
+    } else {
+        return None;
+    };
+    (until_reset <= MAX_WAIT).then_some((remaining, until_reset, window))
+}
+
 /// Parses `Retry-After`: delta seconds (possibly fractional, as Graph sends)
-/// or an HTTP date.
+/// or an HTTP date. A value too large to represent reads as the longest
+/// duration, which callers treat as "longer than we wait".
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0)
-            .then(|| Duration::from_secs_f64(seconds.min(86_400.0)));
+        if seconds.is_nan() || seconds < 0.0 {
+            return None;
+        }
+        return Some(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
@@ -214,16 +321,16 @@ mod tests {
             ("x-rate-limit-remaining".into(), "1".into()),
             ("x-rate-limit-reset".into(), reset.to_string()),
         ]);
-        assert!(t.acquire().await < Duration::from_millis(50));
-        let waited = t.acquire().await;
+        assert!(t.acquire().await.unwrap().1 < Duration::from_millis(50));
+        let waited = t.acquire().await.unwrap().1;
         assert!(waited >= until_reset, "{waited:?} < {until_reset:?}");
     }
 
     #[tokio::test]
     async fn retry_after_holds_every_request() {
         let t = Throttle::new(None);
-        t.hold_for(Duration::from_millis(200));
-        assert!(t.acquire().await >= Duration::from_millis(190));
+        assert_eq!(t.hold_for(Duration::from_millis(200)), Hold::Wait);
+        assert!(t.acquire().await.unwrap().1 >= Duration::from_millis(190));
     }
 
     #[tokio::test]
@@ -231,12 +338,115 @@ mod tests {
         let t = Throttle::new(Some(50.0));
         let start = Instant::now();
         for _ in 0..11 {
-            t.acquire().await;
+            let _ = t.acquire().await.unwrap();
         }
         assert!(
             start.elapsed() >= Duration::from_millis(200),
             "{:?}",
             start.elapsed()
         );
+    }
+
+    fn unix_now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn budget(remaining: &str, reset_name: &str, reset: String) -> Vec<(String, String)> {
+        let prefix = reset_name.trim_end_matches("reset");
+        vec![
+            (format!("{prefix}remaining"), remaining.to_string()),
+            (reset_name.to_string(), reset),
+        ]
+    }
+
+    /// Goes at once (well within half a second), or the test fails.
+    async fn goes_at_once(t: &Throttle) {
+        let _permit = tokio::time::timeout(Duration::from_millis(500), t.acquire())
+            .await
+            .expect("the request was held")
+            .expect("the connection is closed");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_request_gives_its_place_back() {
+        let t = Throttle::new(None);
+        // A request whose token could not be had, or whose step timed out
+        // while it was being sent: its permit is dropped unanswered.
+        let (abandoned, _) = t.acquire().await.unwrap();
+        drop(abandoned);
+        let (answered, _) = t.acquire().await.unwrap();
+        // One request left in a window that resets in half an hour: were the
+        // abandoned request still counted in flight, that one would be spent.
+        answered.answered(&budget(
+            "1",
+            "x-rate-limit-reset",
+            (unix_now() + 1800).to_string(),
+        ));
+        goes_at_once(&t).await;
+    }
+
+    #[tokio::test]
+    async fn absurd_budget_resets_are_ignored_not_waited_for() {
+        let cases = [
+            // A reset that would overflow the clock.
+            ("x-rate-limit-reset", u64::MAX.to_string()),
+            ("ratelimit-reset", u64::MAX.to_string()),
+            // Unix time in milliseconds: millennia away when read as seconds.
+            ("x-rate-limit-reset", ((unix_now() + 1) * 1000).to_string()),
+            // More than an hour away.
+            ("ratelimit-reset", (MAX_WAIT.as_secs() + 1).to_string()),
+            ("x-rate-limit-reset", (unix_now() + 2 * 3600).to_string()),
+        ];
+        for (name, reset) in cases {
+            let t = Throttle::new(None);
+            let (p, _) = t.acquire().await.unwrap();
+            p.answered(&budget("0", name, reset.clone()));
+            assert!(budget_from(&budget("0", name, reset.clone())).is_none());
+            goes_at_once(&t).await;
+        }
+        // Within the hour, a spent budget still waits.
+        let within = budget("0", "ratelimit-reset", "600".into());
+        assert!(
+            budget_from(&within).is_some_and(|(_, until, _)| until == Duration::from_secs(600))
+        );
+    }
+
+    #[tokio::test]
+    async fn absurd_retry_after_closes_the_connection_instead_of_stalling() {
+        for value in [
+            "1e300",
+            "inf",
+            "99999999999999999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+            "7200",
+        ] {
+            let delay = parse_retry_after(value).unwrap();
+            assert!(delay > MAX_WAIT, "{value}: {delay:?}");
+            let t = Throttle::new(None);
+            let Hold::Closed(closed) = t.hold_for(delay) else {
+                panic!("{value}: a wait past the maximum held the connection");
+            };
+            let refused = tokio::time::timeout(Duration::from_millis(500), t.acquire())
+                .await
+                .expect("refused at once, not held");
+            let Err(again) = refused else {
+                panic!("{value}: a request went out");
+            };
+            assert!(again.0 > MAX_WAIT, "{again:?}");
+            assert!(closed.to_string().contains("try again later"), "{closed}");
+        }
+        assert_eq!(parse_retry_after("-5"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+    }
+
+    #[test]
+    fn tiny_and_broken_rates_do_not_panic() {
+        for rate in [1e-300, 0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
+            let t = Throttle::new(Some(rate));
+            assert!(t.interval.is_some_and(|i| i <= MAX_WAIT), "{rate}");
+        }
     }
 }

@@ -327,6 +327,13 @@ impl Validator<'_, '_> {
                         format!("header `{header}` contains a line break"),
                         "remove CR/LF from the value",
                     );
+                } else if !text.is_ascii() || reqwest::header::HeaderValue::from_str(&text).is_err()
+                {
+                    self.error(
+                        value.span(),
+                        format!("header `{header}` has a value HTTP does not allow"),
+                        "header values are printable ASCII: no accented letters, dashes other than `-`, or control characters",
+                    );
                 } else {
                     headers.push((header.clone(), text));
                 }

@@ -569,10 +569,19 @@ async fn check_credentials(flow: &Flow, connections: &Connections) -> Result<(),
         tasks.spawn(async move { (name, conn.check_credentials().await) });
     }
     while let Some(joined) = tasks.join_next().await {
-        if let Ok((name, Err(e))) = joined {
-            return Err(StepFailure::Failed(format!(
-                "connection `{name}`: {e}. Check the client id and secret the flow reads for it; no step was run"
-            )));
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(e))) => {
+                return Err(StepFailure::Failed(format!(
+                    "connection `{name}`: {e}; no step was run"
+                )));
+            }
+            // A check that panicked proved nothing.
+            Err(e) => {
+                return Err(StepFailure::Failed(format!(
+                    "a connection's credentials could not be checked ({e}); no step was run"
+                )));
+            }
         }
     }
     Ok(())
