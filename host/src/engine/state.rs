@@ -73,9 +73,7 @@ impl StepState {
         Self {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryCap {
-                limit: memory_limit,
-            },
+            memory: MemoryCap::new(memory_limit),
             stderr,
             step,
         }
