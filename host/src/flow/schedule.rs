@@ -4,6 +4,14 @@
 //! five-field expression is accepted and fires at second 0. Times are
 //! computed in the flow's zone, so "05:00 Pacific" stays 05:00 across
 //! daylight-saving changes; the `cron` crate does the calendar arithmetic.
+//!
+//! Weekday numbers differ between traditions: classic (Unix) cron counts
+//! 0–7 with 0 and 7 for Sunday and 1 for Monday; Quartz and the `cron`
+//! crate count 1–7 with 1 for Sunday. A five-field expression is classic
+//! cron, so its weekday numbers are read that way (`0 5 * * 1-5` is Monday
+//! to Friday) and handed to the crate as names. A six- or seven-field
+//! expression could be either, so numbers there are refused with a hint to
+//! write names (`Mon-Fri`), which mean the same everywhere.
 
 use std::str::FromStr;
 
@@ -21,10 +29,20 @@ impl Schedule {
     /// Parses `cron` (5, 6 or 7 fields) and an IANA zone name such as
     /// `America/Los_Angeles`; `None` means UTC.
     pub fn parse(cron_text: &str, timezone: Option<&str>) -> Result<Schedule, ScheduleError> {
-        let fields = cron_text.split_whitespace().count();
-        let normalised = match fields {
-            5 => format!("0 {cron_text}"),
-            6 | 7 => cron_text.to_string(),
+        let fields: Vec<&str> = cron_text.split_whitespace().collect();
+        let normalised = match fields.len() {
+            5 => {
+                let mut fields = fields.clone();
+                let weekdays = classic_weekdays(fields[4])?;
+                fields[4] = &weekdays;
+                format!("0 {}", fields.join(" "))
+            }
+            6 | 7 => {
+                if has_numbered_weekday(fields[5]) {
+                    return Err(ScheduleError::NumberedWeekday(fields[5].to_string()));
+                }
+                cron_text.to_string()
+            }
             n => {
                 return Err(ScheduleError::Cron(format!(
                     "it has {n} fields; expected 5, 6 (seconds first) or 7 (with years)"
@@ -71,8 +89,129 @@ impl Schedule {
 pub enum ScheduleError {
     #[error("the cron expression does not parse: {0}")]
     Cron(String),
+    #[error(
+        "day-of-week `{0}` uses numbers, which mean different days in a six- or seven-field cron expression (Quartz counts 1 as Sunday, classic cron as Monday)"
+    )]
+    NumberedWeekday(String),
     #[error("`{0}` is not an IANA time zone")]
     Timezone(String),
+}
+
+/// Day names in classic cron's order: index 0 (and 7) is Sunday.
+const DAY_NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+/// A classic day-of-week value: a number 0–7 (0 and 7 are Sunday) or a
+/// name (`Mon`, `monday`), as a number 0–6.
+fn classic_day(text: &str) -> Result<usize, ScheduleError> {
+    if let Ok(n) = text.parse::<usize>() {
+        return match n {
+            0..=6 => Ok(n),
+            7 => Ok(0),
+            _ => Err(ScheduleError::Cron(format!(
+                "day of week {n} is out of range: use 0-7 (0 and 7 are Sunday) or names such as Mon-Fri"
+            ))),
+        };
+    }
+    const FULL: [&str; 7] = [
+        "sunday",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+    ];
+    let lower = text.to_ascii_lowercase();
+    FULL.iter()
+        .position(|full| lower.len() >= 3 && full.starts_with(lower.as_str()))
+        .ok_or_else(|| ScheduleError::Cron(format!("`{text}` is not a day of the week")))
+}
+
+/// One item of a day-of-week list: `*`, `?`, a day, or a range of days,
+/// each optionally with `/step`.
+struct WeekdayItem<'a> {
+    base: &'a str,
+    step: Option<&'a str>,
+}
+
+fn weekday_items(field: &str) -> impl Iterator<Item = WeekdayItem<'_>> {
+    field.split(',').map(|item| match item.split_once('/') {
+        Some((base, step)) => WeekdayItem {
+            base,
+            step: Some(step),
+        },
+        None => WeekdayItem {
+            base: item,
+            step: None,
+        },
+    })
+}
+
+/// Whether a day-of-week field names a day by number (a step such as the
+/// `2` of `*/2` counts days, not a day, and is the same in every tradition).
+fn has_numbered_weekday(field: &str) -> bool {
+    weekday_items(field).any(|item| {
+        item.base
+            .split('-')
+            .any(|day| day.chars().next().is_some_and(|c| c.is_ascii_digit()))
+    })
+}
+
+/// A five-field (classic) day-of-week field in the `cron` crate's terms:
+/// unchanged when it has no day numbers, otherwise the days it means as a
+/// list of names.
+fn classic_weekdays(field: &str) -> Result<String, ScheduleError> {
+    if !has_numbered_weekday(field) {
+        return Ok(field.to_string());
+    }
+    let mut days = [false; 7];
+    for item in weekday_items(field) {
+        let step = match item.step {
+            None => 1,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(ScheduleError::Cron(format!(
+                        "`/{s}` in day-of-week is not a positive step"
+                    )));
+                }
+            },
+        };
+        // Positions 0–7 as classic cron numbers them; 7 folds onto Sunday.
+        let (from, to) = match item.base {
+            "*" | "?" => (0, 6),
+            base => match base.split_once('-') {
+                Some((a, b)) => {
+                    let to = match b.parse::<usize>() {
+                        Ok(7) => 7,
+                        _ => classic_day(b)?,
+                    };
+                    (classic_day(a)?, to)
+                }
+                None if item.step.is_some() => (classic_day(base)?, 7),
+                None => {
+                    let day = classic_day(base)?;
+                    (day, day)
+                }
+            },
+        };
+        if from > to {
+            return Err(ScheduleError::Cron(format!(
+                "day-of-week range `{}` runs backwards",
+                item.base
+            )));
+        }
+        for day in (from..=to).step_by(step) {
+            days[day % 7] = true;
+        }
+    }
+    Ok(DAY_NAMES
+        .iter()
+        .zip(days)
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 #[cfg(test)]
@@ -142,6 +281,65 @@ mod tests {
             s.next_after(utc(2026, 1, 1, 0, 0)),
             Some(utc(2026, 1, 1, 6, 30))
         );
+    }
+
+    /// The weekdays (0 = Sunday) on which `cron` fires in the week from
+    /// Sunday 2026-11-29, at 05:00 UTC.
+    fn fires_on(cron: &str) -> Vec<u32> {
+        use chrono::Datelike;
+        let s = Schedule::parse(cron, None).unwrap();
+        let mut at = utc(2026, 11, 28, 23, 0);
+        let mut days = Vec::new();
+        while let Some(next) = s.next_after(at) {
+            if next >= utc(2026, 12, 6, 0, 0) {
+                break;
+            }
+            assert_eq!(next.format("%H:%M").to_string(), "05:00", "{cron}");
+            days.push(next.weekday().num_days_from_sunday());
+            at = next;
+        }
+        days
+    }
+
+    #[test]
+    fn five_field_weekday_numbers_are_classic_cron() {
+        assert_eq!(fires_on("0 5 * * 1-5"), [1, 2, 3, 4, 5], "Monday to Friday");
+        assert_eq!(fires_on("0 5 * * 0"), [0], "0 is Sunday");
+        assert_eq!(fires_on("0 5 * * 7"), [0], "7 is Sunday too");
+        assert_eq!(fires_on("0 5 * * 6"), [6]);
+        assert_eq!(fires_on("0 5 * * 5-7"), [0, 5, 6]);
+        assert_eq!(fires_on("0 5 * * 1,3,5"), [1, 3, 5]);
+        assert_eq!(fires_on("0 5 * * */2"), [0, 2, 4, 6]);
+        assert_eq!(fires_on("0 5 * * 1-5/2"), [1, 3, 5]);
+        assert_eq!(fires_on("0 5 * * Mon-Fri"), [1, 2, 3, 4, 5]);
+        assert_eq!(fires_on("0 5 * * mon,5"), [1, 5]);
+        assert_eq!(fires_on("0 5 * * *"), [0, 1, 2, 3, 4, 5, 6]);
+        for bad in ["0 5 * * 8", "0 5 * * 5-2", "0 5 * * 1/0", "0 5 * * Funday"] {
+            assert!(
+                matches!(Schedule::parse(bad, None), Err(ScheduleError::Cron(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn six_field_weekdays_must_be_names() {
+        assert_eq!(fires_on("0 0 5 * * Mon-Fri"), [1, 2, 3, 4, 5]);
+        assert_eq!(fires_on("0 0 5 ? * Sun"), [0]);
+        assert_eq!(fires_on("0 0 5 * * */2"), [0, 2, 4, 6]);
+        assert_eq!(fires_on("0 0 5 * * Mon-Fri 2026"), [1, 2, 3, 4, 5]);
+        for ambiguous in [
+            "0 0 5 * * 1-5",
+            "0 0 5 * * 2",
+            "0 0 5 * * Mon,3",
+            "0 0 5 * * 1-5 2026",
+        ] {
+            let e = Schedule::parse(ambiguous, None).unwrap_err();
+            assert!(
+                matches!(e, ScheduleError::NumberedWeekday(_)),
+                "{ambiguous}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -169,6 +169,14 @@ impl Validator<'_, '_> {
                 );
                 None
             }
+            Err(e @ super::schedule::ScheduleError::NumberedWeekday(_)) => {
+                self.error(
+                    s.cron.span(),
+                    e.to_string(),
+                    "write the days as names, like `Mon-Fri` or `Sat,Sun`",
+                );
+                None
+            }
             Err(e) => {
                 self.error(
                     s.cron.span(),
