@@ -158,7 +158,10 @@ impl Engine {
     ) -> Result<String, CallError> {
         let mut store = Store::new(&self.engine, StepState::new(step, self.config.memory_limit));
         store.limiter(|s| &mut s.memory);
-        let deadline = Instant::now() + timeout;
+        // Validation caps step timeouts at a day; stay safe with any value.
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(366 * 24 * 3600));
         store.set_epoch_deadline(1);
         // Each tick: past the deadline, end the instance; otherwise yield so
         // other steps and items on this thread make progress.
@@ -184,7 +187,8 @@ impl Engine {
                 .await
                 .map_err(|e| classify(e, &stderr, false, max_stack))
         };
-        let outcome = match tokio::time::timeout(timeout + self.config.epoch_tick * 5, run).await {
+        let grace = self.config.epoch_tick.saturating_mul(5);
+        let outcome = match tokio::time::timeout(timeout.saturating_add(grace), run).await {
             Ok(result) => result?,
             Err(_) => return Err(CallError::Timeout(timeout)),
         };

@@ -5,7 +5,10 @@
 //! the same step, `${item}` outside `for_each`, unknown connections, unset
 //! environment variables without a default, components that are neither a
 //! built-in nor an existing file, bad durations, cron expressions and time
-//! zones, and connection settings (URLs, auth, limits).
+//! zones, durations and rates beyond their caps (a step timeout over a day,
+//! request timeouts and retry delays over an hour, fewer than one request
+//! an hour), `${item}` in a `for_each` step's `when`, and connection
+//! settings (URLs, auth, limits).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -141,6 +144,17 @@ pub fn validate(
         secrets,
     })
 }
+
+/// The longest step `timeout`: a step that needs more than a day is a
+/// flow of its own, and a larger value would overflow deadline arithmetic.
+const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The longest `request_timeout`: an HTTP request an hour long is a hang.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest retry `base_delay`/`max_delay`, the same hour the host
+/// waits at most for a service's `Retry-After` or rate-limit window.
+const MAX_RETRY_DELAY: Duration = crate::connections::throttle::MAX_WAIT;
+/// One request per hour: the slowest `rate_limit` (see MAX_RETRY_DELAY).
+const MIN_RATE_PER_SECOND: f64 = 1.0 / 3600.0;
 
 struct Validator<'a, 'b> {
     source: &'a SourceFile,
@@ -421,6 +435,16 @@ impl Validator<'_, '_> {
                     continue;
                 }
                 let per_second = value.get_ref() / seconds;
+                // Slower than one an hour would space requests further
+                // apart than any wait the host allows.
+                if per_second < MIN_RATE_PER_SECOND {
+                    self.error(
+                        value.span(),
+                        "a rate limit below one request per hour is not allowed",
+                        "use at least `per_hour = 1`, or remove the rate limit",
+                    );
+                    continue;
+                }
                 best = Some(best.map_or(per_second, |b: f64| b.min(per_second)));
             }
             best.map(|per_second| RateLimit { per_second })
@@ -439,16 +463,20 @@ impl Validator<'_, '_> {
                 retry.max_attempts = (*n.get_ref()).max(1);
             }
             if let Some(d) = &r.base_delay {
-                retry.base_delay = self.duration(d).unwrap_or(retry.base_delay);
+                retry.base_delay = self
+                    .duration(d, "base_delay", MAX_RETRY_DELAY)
+                    .unwrap_or(retry.base_delay);
             }
             if let Some(d) = &r.max_delay {
-                retry.max_delay = self.duration(d).unwrap_or(retry.max_delay);
+                retry.max_delay = self
+                    .duration(d, "max_delay", MAX_RETRY_DELAY)
+                    .unwrap_or(retry.max_delay);
             }
         }
         let request_timeout = c
             .request_timeout
             .as_ref()
-            .and_then(|d| self.duration(d))
+            .and_then(|d| self.duration(d, "request_timeout", MAX_REQUEST_TIMEOUT))
             .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
         let max_response_bytes = c
             .max_response_bytes
@@ -509,8 +537,22 @@ impl Validator<'_, '_> {
         Some(url)
     }
 
-    fn duration(&mut self, d: &Spanned<String>) -> Option<Duration> {
+    /// A positive duration no longer than `max`, a whole number of hours
+    /// (`what` names the setting).
+    fn duration(&mut self, d: &Spanned<String>, what: &str, max: Duration) -> Option<Duration> {
         match humantime::parse_duration(d.get_ref()) {
+            Ok(duration) if duration > max => {
+                self.error(
+                    d.span(),
+                    format!(
+                        "{what} `{}` is longer than the {}h allowed",
+                        d.get_ref(),
+                        max.as_secs() / 3600
+                    ),
+                    format!("use at most \"{}h\"", max.as_secs() / 3600),
+                );
+                None
+            }
             Ok(duration) if !duration.is_zero() => Some(duration),
             Ok(_) => {
                 self.error(
@@ -573,7 +615,11 @@ impl Validator<'_, '_> {
             earlier,
             later,
             step: &id,
-            item_allowed: f.for_each.is_some(),
+            item: if f.for_each.is_some() {
+                ItemRule::Allowed
+            } else {
+                ItemRule::OutsideForEach
+            },
         };
         let with = step.with.as_ref().and_then(|w| {
             if !matches!(w.get_ref(), Node::Table(_)) {
@@ -590,7 +636,7 @@ impl Validator<'_, '_> {
             let t = self.checked_template(
                 fe,
                 &RefRules {
-                    item_allowed: false,
+                    item: ItemRule::OutsideForEach,
                     ..refs
                 },
             )?;
@@ -603,18 +649,26 @@ impl Validator<'_, '_> {
             }
             Some(t)
         });
+        // `when` decides once whether the whole step runs, before any item.
+        let when_refs = RefRules {
+            item: match refs.item {
+                ItemRule::Allowed => ItemRule::InWhen,
+                other => other,
+            },
+            ..refs
+        };
         let when = match &step.when {
             None => Vec::new(),
             Some(node) => match node.get_ref() {
                 Node::String(s) => self
-                    .checked_template(&Spanned::new(node.span(), s.clone()), &refs)
+                    .checked_template(&Spanned::new(node.span(), s.clone()), &when_refs)
                     .into_iter()
                     .collect(),
                 Node::Array(items) => items
                     .iter()
                     .filter_map(|i| match i.get_ref() {
                         Node::String(s) => {
-                            self.checked_template(&Spanned::new(i.span(), s.clone()), &refs)
+                            self.checked_template(&Spanned::new(i.span(), s.clone()), &when_refs)
                         }
                         other => {
                             self.error(
@@ -668,7 +722,7 @@ impl Validator<'_, '_> {
         let timeout = f
             .timeout
             .as_ref()
-            .and_then(|t| self.duration(t))
+            .and_then(|t| self.duration(t, "timeout", MAX_STEP_TIMEOUT))
             .unwrap_or(DEFAULT_STEP_TIMEOUT);
         let on_error = f.on_error.as_ref().map_or(OnError::Fail, |o| *o.get_ref());
         let mut artifacts = Vec::new();
@@ -792,12 +846,23 @@ impl Validator<'_, '_> {
                         );
                     }
                 }
-                Root::Item if !rules.item_allowed => {
+                Root::Item if rules.item == ItemRule::OutsideForEach => {
                     ok = false;
                     self.error(
                         span,
                         "`${item}` is only available in a step with `for_each`",
                         "add `for_each = \"${steps.x.list}\"` to the step",
+                    );
+                }
+                Root::Item if rules.item == ItemRule::InWhen => {
+                    ok = false;
+                    self.error(
+                        span,
+                        format!(
+                            "step `{}` uses `${{item}}` in `when`, which is checked once for the whole step, before any item runs",
+                            rules.step
+                        ),
+                        "filter the list in an earlier step and give `for_each` only the items to handle, or let the component skip an item",
                     );
                 }
                 Root::Env {
@@ -870,7 +935,18 @@ struct RefRules<'a> {
     earlier: &'a HashSet<&'a str>,
     later: &'a [String],
     step: &'a str,
-    item_allowed: bool,
+    item: ItemRule,
+}
+
+/// Where `${item}` may appear.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ItemRule {
+    /// In a `for_each` step's `with`.
+    Allowed,
+    /// In a step without `for_each`, or in `for_each` itself.
+    OutsideForEach,
+    /// In a `for_each` step's `when`, which is checked before any item.
+    InWhen,
 }
 
 fn text_of(t: &Template) -> String {
