@@ -153,3 +153,31 @@ with = { subject = "${env.SUBJECT:-License – Microsoft}", nested = "é ${env.A
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("flow `dash` is valid"), "{stdout}");
 }
+
+#[test]
+fn a_root_with_a_trailing_slash_does_not_double_the_base_path() {
+    let flows = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows");
+    let builtins = sluice_builtins::names();
+    let env = [
+        ("GRAPH_TENANT_ID", "contoso"),
+        ("GRAPH_CLIENT_ID", "graph-app"),
+        ("GRAPH_CLIENT_SECRET", "graph-secret-value"),
+        ("PROCORE_CLIENT_ID", "procore-app"),
+        ("PROCORE_CLIENT_SECRET", "procore-secret-value"),
+        ("PROCORE_COMPANY_ID", "42"),
+        ("PROCORE_BASE_URL", "http://127.0.0.1:9000/"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let ctx = sluice::flow::Context {
+        builtins: &builtins,
+        env,
+        param_overrides: &[],
+    };
+    let flow = sluice::flow::load(&flows.join("procore-license-sync.toml"), &ctx).unwrap();
+    assert_eq!(
+        flow.connections["procore"].base_url.as_str(),
+        "http://127.0.0.1:9000/rest/v1.0"
+    );
+}

@@ -323,7 +323,8 @@ impl Validator<'_, '_> {
         let c = conn.get_ref();
         let base_url = self
             .load_time_string(&c.base_url, params)
-            .and_then(|text| self.url(&c.base_url, &text));
+            .and_then(|text| self.url(&c.base_url, &text))
+            .map(collapse_slashes);
         let mut headers = Vec::new();
         for (header, value) in &c.headers {
             if !is_token(header) {
@@ -978,6 +979,23 @@ pub fn literal_json(node: &Node) -> Value {
     }
 }
 
+/// The URL with runs of `/` in its path made one. A base URL is often
+/// built from a root and a path (`${env.PROCORE_BASE_URL}/rest/v1.0`), and
+/// a root written with a trailing slash would otherwise give `//rest/v1.0`,
+/// which services answer with 404s.
+fn collapse_slashes(mut url: Url) -> Url {
+    if url.path().contains("//") {
+        let mut path = String::with_capacity(url.path().len());
+        for c in url.path().chars() {
+            if !(c == '/' && path.ends_with('/')) {
+                path.push(c);
+            }
+        }
+        url.set_path(&path);
+    }
+    url
+}
+
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
@@ -1002,4 +1020,35 @@ pub fn is_reserved_header(name: &str) -> bool {
             | "transfer-encoding"
             | "connection"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_paths_lose_doubled_slashes() {
+        for (given, expected) in [
+            (
+                "http://127.0.0.1:9000//rest/v1.0",
+                "http://127.0.0.1:9000/rest/v1.0",
+            ),
+            (
+                "https://api.procore.com/rest/v1.0",
+                "https://api.procore.com/rest/v1.0",
+            ),
+            (
+                "https://graph.example/v1.0///x//",
+                "https://graph.example/v1.0/x/",
+            ),
+            (
+                "https://a.example//v1?next=//kept",
+                "https://a.example/v1?next=//kept",
+            ),
+            ("https://a.example/", "https://a.example/"),
+        ] {
+            let url = collapse_slashes(Url::parse(given).unwrap());
+            assert_eq!(url.as_str(), expected, "{given}");
+        }
+    }
 }
