@@ -239,7 +239,7 @@ impl TokenSource {
                             endpoint,
                             detail: format!(
                                 "{detail}; it asked to wait {}, longer than the connection's max_delay of {}",
-                                humantime::format_duration(Duration::from_secs(delay.as_secs())),
+                                super::throttle::readable(delay),
                                 humantime::format_duration(self.retry.max_delay)
                             ),
                         },

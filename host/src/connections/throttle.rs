@@ -102,10 +102,19 @@ impl Drop for Permit<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
     "the service asked for no requests on this connection for another {}, longer than the {} Sluice waits; try again later",
-    humantime::format_duration(Duration::from_secs(self.0.as_secs())),
+    readable(self.0),
     humantime::format_duration(MAX_WAIT)
 )]
 pub struct Closed(pub Duration);
+
+/// A wait in words, to the second; anything past a year is just that.
+pub(super) fn readable(d: Duration) -> String {
+    if d > Duration::from_secs(366 * 24 * 3600) {
+        "more than a year".to_string()
+    } else {
+        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    }
+}
 
 /// What [`Throttle::hold_for`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -437,6 +446,9 @@ mod tests {
             };
             assert!(again.0 > MAX_WAIT, "{again:?}");
             assert!(closed.to_string().contains("try again later"), "{closed}");
+            if value != "7200" {
+                assert!(closed.to_string().contains("more than a year"), "{closed}");
+            }
         }
         assert_eq!(parse_retry_after("-5"), None);
         assert_eq!(parse_retry_after("NaN"), None);
