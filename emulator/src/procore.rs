@@ -480,16 +480,20 @@ pub async fn add_to_project(
     if let Err(r) = company_check(&s, &headers, None) {
         return r;
     }
+    // The body and its `user` are optional: only a permission template may be given.
     let template = if body.trim().is_empty() {
         None
     } else {
-        match nested_user(&body) {
-            Ok(u) => u.get("permission_template_id").and_then(|v| {
+        let Ok(parsed) = serde_json::from_str::<Value>(&body) else {
+            return errors(StatusCode::BAD_REQUEST, json!("body is not valid JSON"));
+        };
+        parsed
+            .pointer("/user/permission_template_id")
+            .filter(|v| !v.is_null())
+            .and_then(|v| {
                 v.as_u64()
                     .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            }),
-            Err(r) => return r,
-        }
+            })
     };
     let mut d = s.lock();
     if !d.scenario.project_ids.contains(&project) {

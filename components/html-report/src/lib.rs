@@ -50,12 +50,20 @@ pub fn rows(input: &Value) -> Vec<Row> {
                 Some("would_create") => "would create",
                 _ => "failed",
             };
-            let mut detail = text(&output, "reason");
-            if let Some(id) = output.get("procore_id").filter(|v| !v.is_null()) {
-                detail = format!(
+            let reason = text(&output, "reason");
+            let mut detail = match output.get("procore_id").filter(|v| !v.is_null()) {
+                Some(id) => format!(
                     "Procore id {}",
                     id.as_str().map_or_else(|| id.to_string(), str::to_string)
-                );
+                ),
+                None => String::new(),
+            };
+            if !reason.is_empty() {
+                detail = if detail.is_empty() {
+                    reason
+                } else {
+                    format!("{detail}; {reason}")
+                };
             }
             let project = text(&output, "project");
             if !project.is_empty() {
@@ -271,6 +279,7 @@ mod tests {
             "created": {"items": [
                 {"item": {"key": "a@x.com", "displayName": "<img src=x onerror=alert(1)>"}, "status": "ok", "output": {"status": "created", "procore_id": 11}},
                 {"item": {"key": "b@x.com", "displayName": "B & \"Co\""}, "status": "ok", "output": {"status": "conflict", "reason": "login has already been taken"}},
+                {"item": {"key": "d@x.com", "displayName": "D"}, "status": "ok", "output": {"status": "created", "procore_id": 12, "reason": "confirmed after a retry", "project": "added"}},
                 {"item": {"key": "c@x.com", "displayName": "C"}, "status": "failed", "error": {"message": "HTTP 503 from companies/1/users"}}
             ]}
         })
@@ -286,6 +295,10 @@ mod tests {
         assert!(page.contains("Old &lt;b&gt;Timer&lt;/b&gt;"));
         assert!(page.contains("B &amp; \"Co\""));
         assert!(page.contains("#1C6EA4"));
+        assert!(
+            page.contains("<td>Procore id 12; confirmed after a retry; project: added</td>"),
+            "{page}"
+        );
     }
 
     #[test]
@@ -294,11 +307,11 @@ mod tests {
         let s = summary(&rows(&i), &i);
         assert_eq!(
             s,
-            json!({"created": 1, "conflicts": 1, "failed": 1, "would_create": 0, "inactive_in_procore": 1, "skipped_disabled": 2, "present": 1, "license_holders": 5})
+            json!({"created": 2, "conflicts": 1, "failed": 1, "would_create": 0, "inactive_in_procore": 1, "skipped_disabled": 2, "present": 1, "license_holders": 5})
         );
         let out = run(i).unwrap();
         assert_eq!(out["notable"], json!(true));
-        assert!(out["subject"].as_str().unwrap().contains("1 created"));
+        assert!(out["subject"].as_str().unwrap().contains("2 created"));
     }
 
     #[test]
