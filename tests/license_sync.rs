@@ -123,7 +123,10 @@ fn assert_in_project(state: &StateSnapshot, project: u64, template: Option<u64>)
                 .find(|l| l.contains(&format!("<td>{}</td>", u.email_address)))
         );
         assert_eq!(
-            (memberships[0].project_id, memberships[0].permission_template_id),
+            (
+                memberships[0].project_id,
+                memberships[0].permission_template_id
+            ),
             (project, template),
             "{}",
             u.email_address
@@ -220,7 +223,11 @@ async fn creates_exactly_the_missing_license_holders_and_is_idempotent() {
         .iter()
         .find(|u| u.display_name.starts_with("<img"))
         .unwrap();
-    assert!(expected.to_create.contains(&sluice_emulator::scenario::identity_key(hostile).unwrap()));
+    assert!(
+        expected
+            .to_create
+            .contains(&sluice_emulator::scenario::identity_key(hostile).unwrap())
+    );
     let before = scenario.procore_users.clone();
     let emulator = sluice_emulator::start(EmulatorConfig {
         scenario,
@@ -267,7 +274,8 @@ async fn creates_exactly_the_missing_license_holders_and_is_idempotent() {
         "unescaped hostile name in the mail"
     );
     assert!(
-        mail.html.contains("<td>&lt;img src=x onerror=alert(1)&gt;</td>"),
+        mail.html
+            .contains("<td>&lt;img src=x onerror=alert(1)&gt;</td>"),
         "the hostile person's row is in the mail, escaped"
     );
     assert_eq!(
@@ -413,8 +421,14 @@ async fn faults_do_not_change_the_result() {
             .filter(|r| r.fault == Some(kind) && pred(r))
             .count()
     };
-    assert!(fault_on("drop", &is_create) >= 1, "a create's connection was dropped");
-    assert!(fault_on("drop", &|r| r.method == "GET") >= 1, "a read's connection was dropped");
+    assert!(
+        fault_on("drop", &is_create) >= 1,
+        "a create's connection was dropped"
+    );
+    assert!(
+        fault_on("drop", &|r| r.method == "GET") >= 1,
+        "a read's connection was dropped"
+    );
     assert_eq!(fault_on("drop_after_apply", &is_create), 1);
     assert_eq!(
         fault_on("503", &|r| r.path.ends_with("/sendMail")),
@@ -497,8 +511,15 @@ async fn a_create_whose_first_attempt_went_through_is_reported_created_once() {
     let template: u64 = var(&env, "PROCORE_PERMISSION_TEMPLATE_ID").parse().unwrap();
     assert_in_project(&state, project, Some(template));
     let report = only_report(data.path());
-    assert_eq!(report.matches("<td>created</td>").count(), expected.to_create.len());
-    assert_eq!(report.matches("confirmed after a retry").count(), 2, "{report}");
+    assert_eq!(
+        report.matches("<td>created</td>").count(),
+        expected.to_create.len()
+    );
+    assert_eq!(
+        report.matches("confirmed after a retry").count(),
+        2,
+        "{report}"
+    );
     assert!(!report.contains("<td>conflict</td>"));
     emulator.shutdown().await;
 }
@@ -539,10 +560,17 @@ async fn a_login_taken_elsewhere_is_a_conflict_and_the_others_are_created() {
         .find(|l| l.contains(&format!("<td>{victim}</td>")))
         .unwrap_or_else(|| panic!("no row for {victim}:\n{report}"));
     assert!(row.starts_with("<tr><td>conflict</td>"), "{row}");
-    assert!(row.contains("taken") && row.contains("another Procore company"), "{row}");
+    assert!(
+        row.contains("taken") && row.contains("another Procore company"),
+        "{row}"
+    );
     assert_eq!(report.matches("<td>conflict</td>").count(), 1);
     assert_eq!(state.mails.len(), 1);
-    assert!(state.mails[0].subject.contains("1 conflicts"), "{}", state.mails[0].subject);
+    assert!(
+        state.mails[0].subject.contains("1 conflicts"),
+        "{}",
+        state.mails[0].subject
+    );
     emulator.shutdown().await;
 }
 
@@ -594,7 +622,11 @@ async fn one_failing_person_does_not_stop_the_others() {
     assert!(row.contains("500"), "{row}");
     // A failure is worth a mail.
     assert_eq!(state.mails.len(), 1);
-    assert!(state.mails[0].subject.contains("1 failed"), "{}", state.mails[0].subject);
+    assert!(
+        state.mails[0].subject.contains("1 failed"),
+        "{}",
+        state.mails[0].subject
+    );
     emulator.shutdown().await;
 }
 
@@ -648,7 +680,11 @@ async fn procore_lists_are_read_to_the_end_without_link_or_any_paging_header() {
     for paging in [PagingHeaders::TotalOnly, PagingHeaders::None] {
         let scenario = Scenario::generate(150, 25);
         let expected = scenario.expected_sync();
-        let active = scenario.procore_users.iter().filter(|u| u.is_active).count();
+        let active = scenario
+            .procore_users
+            .iter()
+            .filter(|u| u.is_active)
+            .count();
         // Pages of 7, whatever the flow asks for: the headers (or an empty
         // page) must say when the list ends, not the size of a page.
         let emulator = sluice_emulator::start(EmulatorConfig {
@@ -705,7 +741,11 @@ async fn no_matching_group_is_a_visible_warning_not_a_silent_success() {
         &["--param", r#"group_prefixes=["License - Office"]"#],
     )
     .await;
-    assert_eq!(run.code, 0, "a warning does not fail the run:\n{}", run.stderr);
+    assert_eq!(
+        run.code, 0,
+        "a warning does not fail the run:\n{}",
+        run.stderr
+    );
     assert!(
         run.stderr.contains("License - Office") && run.stderr.contains("EN DASH"),
         "the warning names the prefix:\n{}",
@@ -746,14 +786,21 @@ async fn a_mail_that_cannot_be_sent_fails_the_run_clearly_after_retries() {
         run.stderr
     );
     let state = emulator.snapshot();
-    assert_eq!(created_keys(&state), expected.to_create, "the users are created all the same");
+    assert_eq!(
+        created_keys(&state),
+        expected.to_create,
+        "the users are created all the same"
+    );
     assert!(state.mails.is_empty());
     let attempts = state
         .requests
         .iter()
         .filter(|r| r.path.ends_with("/sendMail"))
         .count();
-    assert!(attempts > 1, "the host retried the mail ({attempts} attempts)");
+    assert!(
+        attempts > 1,
+        "the host retried the mail ({attempts} attempts)"
+    );
     // The report was written before the mail step.
     assert!(only_report(data.path()).contains("<td>created</td>"));
     assert_no_secret(&run, &env, &state);
@@ -768,12 +815,18 @@ async fn sluice_demo_runs_the_sync_and_says_what_it_did() {
     let expected = Scenario::generate(30, 4).expected_sync();
     let n = expected.to_create.len();
     assert!(
-        run.stderr
-            .contains(&format!("Created {n} Procore user{}", if n == 1 { "" } else { "s" })),
+        run.stderr.contains(&format!(
+            "Created {n} Procore user{}",
+            if n == 1 { "" } else { "s" }
+        )),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("✓ Matches the emulator's ground truth"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("✓ Matches the emulator's ground truth"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("Mailed the report"), "{}", run.stderr);
     let report = run
         .stderr
@@ -794,8 +847,16 @@ async fn sluice_demo_runs_the_sync_and_says_what_it_did() {
     .await;
     assert_eq!(failed.code, 1, "stderr:\n{}", failed.stderr);
     assert!(failed.stderr.contains("error:"), "{}", failed.stderr);
-    assert!(failed.stderr.contains(&format!("Created {n} Procore user")), "{}", failed.stderr);
-    assert!(failed.stderr.contains("Faults injected by the emulators"), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains(&format!("Created {n} Procore user")),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("Faults injected by the emulators"),
+        "{}",
+        failed.stderr
+    );
     let partial = failed
         .stderr
         .lines()

@@ -54,7 +54,10 @@ pub enum FaultKind {
 impl FaultKind {
     /// Whether the request is handled before the fault strikes.
     pub fn after_apply(self) -> bool {
-        matches!(self, FaultKind::DropAfterApply | FaultKind::ServerErrorAfterApply)
+        matches!(
+            self,
+            FaultKind::DropAfterApply | FaultKind::ServerErrorAfterApply
+        )
     }
 
     /// The name the request log shows.
@@ -167,7 +170,10 @@ impl Faults {
             (&self.drop_after_apply_at, FaultKind::DropAfterApply),
             (&self.fail_503_at, FaultKind::Unavailable),
             (&self.fail_500_at, FaultKind::ServerError),
-            (&self.fail_500_after_apply_at, FaultKind::ServerErrorAfterApply),
+            (
+                &self.fail_500_after_apply_at,
+                FaultKind::ServerErrorAfterApply,
+            ),
         ];
         if let Some((_, kind)) = fixed.iter().find(|(at, _)| at.contains(&ordinal)) {
             return Some(*kind);
@@ -253,8 +259,14 @@ mod tests {
         assert_eq!(run(&faults(7)), run(&faults(7)));
         assert_ne!(run(&faults(7)), run(&faults(8)));
         let hits = run(&faults(7));
-        let n503 = hits.iter().filter(|h| **h == Some(FaultKind::Unavailable)).count();
-        let n429 = hits.iter().filter(|h| **h == Some(FaultKind::TooMany)).count();
+        let n503 = hits
+            .iter()
+            .filter(|h| **h == Some(FaultKind::Unavailable))
+            .count();
+        let n429 = hits
+            .iter()
+            .filter(|h| **h == Some(FaultKind::TooMany))
+            .count();
         // About 10% each (binomial, n = 2000): far from both 0 and 400.
         assert!((120..=280).contains(&n503), "{n503}");
         assert!((100..=280).contains(&n429), "{n429}");
@@ -305,7 +317,10 @@ mod tests {
         );
         assert_eq!(f.targeted_fault(&mut seen, "POST", users, ""), None);
         let mail = "/v1.0/users/a@x.com/sendMail";
-        assert_eq!(f.targeted_fault(&mut seen, "POST", mail, "to: other@"), None);
+        assert_eq!(
+            f.targeted_fault(&mut seen, "POST", mail, "to: other@"),
+            None
+        );
         for _ in 0..3 {
             assert_eq!(
                 f.targeted_fault(&mut seen, "POST", mail, "to: it-team@x.com"),

@@ -23,8 +23,8 @@ use axum::Router;
 use axum::routing::{get, patch, post, put};
 use tokio::sync::oneshot;
 
-pub use config::{Credentials, EmulatorConfig};
 pub use config::PagingHeaders;
+pub use config::{Credentials, EmulatorConfig};
 pub use faults::{FaultKind, Faults, RetryAfterStyle, TargetedFault};
 pub use scenario::{ExpectedSync, Scenario};
 pub use state::{SentMail, StateSnapshot};

@@ -877,12 +877,19 @@ async fn procore_rate_limit_headers_are_on_every_response() {
     let token = env.procore_token().await;
     let c = company(&env);
     let users = format!("companies/{c}/users");
-    let ok = env.procore(&token, reqwest::Method::GET, &users, None).await;
+    let ok = env
+        .procore(&token, reqwest::Method::GET, &users, None)
+        .await;
     assert_eq!(ok.status(), 200);
     assert_rate_limit_headers(&ok, "a list");
     assert_eq!(ok.headers()["x-rate-limit-limit"], "1000");
     let bad = env
-        .procore(&token, reqwest::Method::POST, &users, Some(json!({"flat": 1})))
+        .procore(
+            &token,
+            reqwest::Method::POST,
+            &users,
+            Some(json!({"flat": 1})),
+        )
         .await;
     assert_eq!(bad.status(), 400);
     assert_rate_limit_headers(&bad, "a 400");
@@ -911,7 +918,9 @@ async fn procore_rate_limit_headers_are_on_every_response() {
             }],
             ..Default::default()
         });
-        let r = env.procore(&token, reqwest::Method::GET, &users, None).await;
+        let r = env
+            .procore(&token, reqwest::Method::GET, &users, None)
+            .await;
         assert_eq!(r.status(), status, "{kind:?}");
         assert_rate_limit_headers(&r, &format!("injected {kind:?}"));
     }
@@ -920,7 +929,9 @@ async fn procore_rate_limit_headers_are_on_every_response() {
         token_expires_after_calls: Some(0),
         ..Default::default()
     });
-    let expired = env.procore(&token, reqwest::Method::GET, &users, None).await;
+    let expired = env
+        .procore(&token, reqwest::Method::GET, &users, None)
+        .await;
     assert_eq!(expired.status(), 401);
     assert_rate_limit_headers(&expired, "an expired token");
     // Graph has no such headers.
@@ -935,9 +946,7 @@ async fn procore_rate_limit_headers_are_on_every_response() {
 #[tokio::test]
 async fn procore_duplicates_are_422_by_default_and_logins_are_global() {
     let mut scenario = Scenario::generate(30, 4);
-    scenario
-        .taken_elsewhere
-        .push("roaming@other-gc.com".into());
+    scenario.taken_elsewhere.push("roaming@other-gc.com".into());
     let active = scenario
         .procore_users
         .iter()
@@ -1008,12 +1017,7 @@ async fn admin_endpoints_show_the_state_and_take_faults() {
         Some(json!({"user": {"last_name": "<b>Bold</b>", "email_address": "admin-view@x.com"}})),
     )
     .await;
-    let page = env
-        .http
-        .get(format!("{base}/_admin"))
-        .send()
-        .await
-        .unwrap();
+    let page = env.http.get(format!("{base}/_admin")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(
         page.headers()["content-type"]
@@ -1129,7 +1133,9 @@ async fn procore_tokens_expire_with_procores_401() {
             200
         );
     }
-    let expired = env.procore(&token, reqwest::Method::GET, &users, None).await;
+    let expired = env
+        .procore(&token, reqwest::Method::GET, &users, None)
+        .await;
     assert_eq!(expired.status(), 401);
     assert!(
         expired.headers()["www-authenticate"]
@@ -1261,7 +1267,10 @@ async fn writes_can_be_applied_and_then_lose_their_answer() {
     let env = start(EmulatorConfig::default()).await;
     let token = env.procore_token().await;
     let c = company(&env);
-    let url = format!("{}/rest/v1.0/companies/{c}/users", env.var("PROCORE_BASE_URL"));
+    let url = format!(
+        "{}/rest/v1.0/companies/{c}/users",
+        env.var("PROCORE_BASE_URL")
+    );
     env.emu.set_faults(Faults {
         targeted: vec![
             TargetedFault {
@@ -1310,7 +1319,11 @@ async fn writes_can_be_applied_and_then_lose_their_answer() {
         .iter()
         .map(|u| u.email_address.clone())
         .collect();
-    assert_eq!(created, vec!["dropped@x.com", "erred@x.com"], "both were applied");
+    assert_eq!(
+        created,
+        vec!["dropped@x.com", "erred@x.com"],
+        "both were applied"
+    );
     // A resend of each now meets its own first attempt: taken.
     for email in ["dropped@x.com", "erred@x.com"] {
         let again = env
@@ -1332,7 +1345,10 @@ async fn writes_can_be_applied_and_then_lose_their_answer() {
         .iter()
         .filter_map(|r| r.fault)
         .collect();
-    assert_eq!(faults, vec!["drop_after_apply", "500_after_apply", "500_after_apply"]);
+    assert_eq!(
+        faults,
+        vec!["drop_after_apply", "500_after_apply", "500_after_apply"]
+    );
 }
 
 #[tokio::test]
@@ -1353,7 +1369,13 @@ async fn rate_based_faults_repeat_for_a_seed() {
         let g = env.graph_token().await;
         let url = format!("{}/groups?$top=1", env.var("GRAPH_BASE_URL"));
         for _ in 0..40 {
-            let _ = env.http.get(&url).bearer_auth(&g).send().await.map(|r| r.bytes());
+            let _ = env
+                .http
+                .get(&url)
+                .bearer_auth(&g)
+                .send()
+                .await
+                .map(|r| r.bytes());
         }
         let log = env.emu.snapshot().requests;
         env.emu.shutdown().await;
@@ -1364,10 +1386,17 @@ async fn rate_based_faults_repeat_for_a_seed() {
     }
     let a = statuses(11).await;
     assert_eq!(a.len(), 40);
-    assert_eq!(a, statuses(11).await, "the same seed faults the same requests");
+    assert_eq!(
+        a,
+        statuses(11).await,
+        "the same seed faults the same requests"
+    );
     assert_ne!(a, statuses(12).await);
     for kind in ["503", "500", "429", "drop"] {
-        assert!(a.iter().any(|(_, f)| *f == Some(kind)), "{kind} never drawn: {a:?}");
+        assert!(
+            a.iter().any(|(_, f)| *f == Some(kind)),
+            "{kind} never drawn: {a:?}"
+        );
     }
     assert!(a.iter().any(|(s, f)| *s == 200 && f.is_none()));
 }
@@ -1375,7 +1404,11 @@ async fn rate_based_faults_repeat_for_a_seed() {
 #[tokio::test]
 async fn procore_paging_headers_can_be_left_out_and_pages_capped() {
     let scenario = Scenario::generate(80, 6);
-    let active = scenario.procore_users.iter().filter(|u| u.is_active).count();
+    let active = scenario
+        .procore_users
+        .iter()
+        .filter(|u| u.is_active)
+        .count();
     for paging in [
         PagingHeaders::All,
         PagingHeaders::NoLink,
@@ -1409,7 +1442,11 @@ async fn procore_paging_headers_can_be_left_out_and_pages_capped() {
             PagingHeaders::TotalOnly => (true, false, false),
             PagingHeaders::None => (false, false, false),
         };
-        assert_eq!((has("total"), has("per-page"), has("link")), expected, "{paging:?}");
+        assert_eq!(
+            (has("total"), has("per-page"), has("link")),
+            expected,
+            "{paging:?}"
+        );
         if has("total") {
             assert_eq!(h["total"].to_str().unwrap(), active.to_string());
         }
@@ -1440,14 +1477,31 @@ async fn procore_paging_headers_can_be_left_out_and_pages_capped() {
     let token = env.procore_token().await;
     let users = format!("companies/{}/users", company(&env));
     let first = env
-        .procore(&token, reqwest::Method::GET, &format!("{users}?per_page=10"), None)
+        .procore(
+            &token,
+            reqwest::Method::GET,
+            &format!("{users}?per_page=10"),
+            None,
+        )
         .await;
     let link = first.headers()["link"].to_str().unwrap().to_string();
     assert!(link.contains("rel=\"next\"") && link.contains("rel=\"last\""));
-    assert!(!link.contains("rel=\"first\"") && !link.contains("rel=\"prev\""), "{link}");
+    assert!(
+        !link.contains("rel=\"first\"") && !link.contains("rel=\"prev\""),
+        "{link}"
+    );
     let whole = env
-        .procore(&token, reqwest::Method::GET, &format!("{users}?per_page=20000"), None)
+        .procore(
+            &token,
+            reqwest::Method::GET,
+            &format!("{users}?per_page=20000"),
+            None,
+        )
         .await;
     assert!(!whole.headers().contains_key("link"), "one page, no links");
-    assert_eq!(whole.headers()["per-page"], "10000", "Procore's documented maximum");
+    assert_eq!(
+        whole.headers()["per-page"],
+        "10000",
+        "Procore's documented maximum"
+    );
 }

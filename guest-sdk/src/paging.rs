@@ -92,17 +92,19 @@ pub fn link_values(header: &str) -> Vec<(String, Vec<(String, String)>)> {
 /// The URL of the `rel="next"` link of an RFC 8288 `Link` header (`rel`
 /// may list several relation types, separated by spaces).
 pub fn link_next(header: &str) -> Option<String> {
-    link_values(header).into_iter().find_map(|(target, params)| {
-        params
-            .iter()
-            .any(|(name, value)| {
-                name == "rel"
-                    && value
-                        .split_ascii_whitespace()
-                        .any(|r| r.eq_ignore_ascii_case("next"))
-            })
-            .then_some(target)
-    })
+    link_values(header)
+        .into_iter()
+        .find_map(|(target, params)| {
+            params
+                .iter()
+                .any(|(name, value)| {
+                    name == "rel"
+                        && value
+                            .split_ascii_whitespace()
+                            .any(|r| r.eq_ignore_ascii_case("next"))
+                })
+                .then_some(target)
+        })
 }
 
 fn number_header(response: &Response, name: &str) -> Option<usize> {
@@ -247,7 +249,10 @@ mod tests {
             3
         ));
         assert!(!procore_has_next(
-            &response(&[("link", r#"<https://x/?page=1>; rel="last""#), ("total", "900")]),
+            &response(&[
+                ("link", r#"<https://x/?page=1>; rel="last""#),
+                ("total", "900")
+            ]),
             1,
             100,
             100
@@ -272,7 +277,10 @@ mod tests {
 
     #[test]
     fn without_headers_only_an_empty_page_ends_the_list() {
-        assert!(procore_has_next(&response(&[]), 1, 7, 7), "a short page is not the end");
+        assert!(
+            procore_has_next(&response(&[]), 1, 7, 7),
+            "a short page is not the end"
+        );
         assert!(procore_has_next(&response(&[]), 2, 100, 107));
         assert!(!procore_has_next(&response(&[]), 3, 0, 107));
         // An empty page ends the list even when Total overstates.

@@ -121,10 +121,17 @@ mod tests {
 
     #[test]
     fn no_matching_group_is_a_warning_naming_the_prefixes() {
-        let prefixes = vec!["License - Microsoft".to_string(), "License – Office".to_string()];
+        let prefixes = vec![
+            "License - Microsoft".to_string(),
+            "License – Office".to_string(),
+        ];
         let w = warnings(&[], &prefixes);
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("\"License - Microsoft\" or \"License – Office\""), "{}", w[0]);
+        assert!(
+            w[0].contains("\"License - Microsoft\" or \"License – Office\""),
+            "{}",
+            w[0]
+        );
         assert!(w[0].contains("EN DASH"), "{}", w[0]);
         let some = vec![json!({"id": "1", "displayName": "License – Office E1"})];
         assert!(warnings(&some, &prefixes).is_empty());

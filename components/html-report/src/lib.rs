@@ -209,7 +209,9 @@ pub fn html(rows: &[Row], summary: &Value, input: &Value) -> String {
     }
     page.push_str("</tr></tbody></table>\n<h2 style=\"font-size:16px\">People</h2>\n");
     if rows.is_empty() && !warnings.is_empty() {
-        page.push_str("<p>Nobody to show: no license holder was found (see the warning above).</p>\n");
+        page.push_str(
+            "<p>Nobody to show: no license holder was found (see the warning above).</p>\n",
+        );
     } else if rows.is_empty() {
         page.push_str(
             "<p>Nobody needed anything: every license holder is already in Procore.</p>\n",

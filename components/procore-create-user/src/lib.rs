@@ -405,7 +405,10 @@ mod tests {
         ] {
             assert!(!taken(422, body), "{body}");
         }
-        assert!(!taken(400, r#"{"errors":{"login":["has already been taken"]}}"#));
+        assert!(!taken(
+            400,
+            r#"{"errors":{"login":["has already been taken"]}}"#
+        ));
         assert!(!taken(500, "already"));
     }
 
@@ -416,7 +419,10 @@ mod tests {
         // Procore's clock a minute behind ours.
         assert!(created_by_this_run(Some("2025-06-02T08:59:00Z"), start));
         // Other offsets are the same instant.
-        assert!(created_by_this_run(Some("2025-06-02T02:00:05-07:00"), start));
+        assert!(created_by_this_run(
+            Some("2025-06-02T02:00:05-07:00"),
+            start
+        ));
         assert!(!created_by_this_run(Some("2025-06-01T12:00:00Z"), start));
         assert!(!created_by_this_run(Some("2025-06-02T08:50:00Z"), start));
         // Unknown either way: never claimed as ours.
@@ -431,8 +437,14 @@ mod tests {
             json!({"id": 1, "login": "ann.lee@x.com.au", "email_address": "ann.lee@x.com.au"}),
             json!({"id": 2, "login": "other", "email_address": " Ann.Lee@X.com "}),
         ];
-        assert_eq!(exact_match(&found, "ann.lee@x.com").unwrap()["id"], json!(2));
-        assert!(exact_match(&found, "lee@x.com").is_none(), "a partial match is not the person");
+        assert_eq!(
+            exact_match(&found, "ann.lee@x.com").unwrap()["id"],
+            json!(2)
+        );
+        assert!(
+            exact_match(&found, "lee@x.com").is_none(),
+            "a partial match is not the person"
+        );
     }
 
     #[test]

@@ -100,7 +100,11 @@ pub fn print(outcome: &RunOutcome, state: &StateSnapshot, expected: &ExpectedSyn
         eprintln!("Faults injected by the emulators: {faults} requests.");
     }
     for path in &outcome.artifacts {
-        let what = if succeeded { "Report" } else { "Partial report" };
+        let what = if succeeded {
+            "Report"
+        } else {
+            "Partial report"
+        };
         eprintln!("\n{what}: {}", path.display());
     }
     if outcome.artifacts.is_empty() {
