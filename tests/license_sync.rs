@@ -676,8 +676,12 @@ async fn the_project_is_joined_without_a_template_and_skipped_without_a_project(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn procore_lists_are_read_to_the_end_without_link_or_any_paging_header() {
-    for paging in [PagingHeaders::TotalOnly, PagingHeaders::None] {
+async fn procore_lists_are_read_to_the_end_by_every_kind_of_paging_header() {
+    for paging in [
+        PagingHeaders::SeparateLinkFields,
+        PagingHeaders::TotalOnly,
+        PagingHeaders::None,
+    ] {
         let scenario = Scenario::generate(150, 25);
         let expected = scenario.expected_sync();
         let active = scenario
@@ -714,8 +718,9 @@ async fn procore_lists_are_read_to_the_end_without_link_or_any_paging_header() {
             .count();
         let needed = active.div_ceil(7);
         let expected_pages = match paging {
-            // Total alone: stop as soon as everything was received.
-            PagingHeaders::TotalOnly => needed,
+            // `next` (in a later Link field) or Total alone: stop as soon
+            // as everything was received.
+            PagingHeaders::SeparateLinkFields | PagingHeaders::TotalOnly => needed,
             // Nothing: a short last page is not the end; the empty one after it is.
             _ => needed + 1,
         };

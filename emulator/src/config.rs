@@ -30,6 +30,10 @@ pub enum PagingHeaders {
     /// `Link`, `Total` and `Per-Page`, as documented.
     #[default]
     All,
+    /// The same, but each link in a `Link` field of its own and `next`
+    /// last, as RFC 8288 allows: a client reading only the first field
+    /// never sees `next`.
+    SeparateLinkFields,
     /// `Total` and `Per-Page`, no `Link`.
     NoLink,
     /// `Total` only.

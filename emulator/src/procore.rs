@@ -187,9 +187,14 @@ fn paged(s: &Shared, path: &str, pairs: &[(String, String)], items: Vec<Value>) 
         links.push(format!("{}; rel=\"next\"", link(page + 1)));
         links.push(format!("{}; rel=\"last\"", link(last)));
     }
+    let separate = s.config.procore_paging == PagingHeaders::SeparateLinkFields;
+    if separate {
+        // `next` goes last, so only a client that reads every field finds it.
+        links.sort_by_key(|l| l.ends_with("rel=\"next\""));
+    }
     let mut response = Json(Value::Array(items[start..end].to_vec())).into_response();
     let (with_total, with_per_page, with_link) = match s.config.procore_paging {
-        PagingHeaders::All => (true, true, true),
+        PagingHeaders::All | PagingHeaders::SeparateLinkFields => (true, true, true),
         PagingHeaders::NoLink => (true, true, false),
         PagingHeaders::TotalOnly => (true, false, false),
         PagingHeaders::None => (false, false, false),
@@ -198,10 +203,21 @@ fn paged(s: &Shared, path: &str, pairs: &[(String, String)], items: Vec<Value>) 
     for (name, value, wanted) in [
         ("total", total.to_string(), with_total),
         ("per-page", per_page.to_string(), with_per_page),
-        ("link", links.join(", "), with_link && !links.is_empty()),
+        (
+            "link",
+            links.join(", "),
+            with_link && !separate && !links.is_empty(),
+        ),
     ] {
         if let (true, Ok(v)) = (wanted, HeaderValue::from_str(&value)) {
             h.insert(name, v);
+        }
+    }
+    if separate {
+        for l in &links {
+            if let Ok(v) = HeaderValue::from_str(l) {
+                h.append("link", v);
+            }
         }
     }
     response

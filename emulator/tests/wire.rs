@@ -1411,6 +1411,7 @@ async fn procore_paging_headers_can_be_left_out_and_pages_capped() {
         .count();
     for paging in [
         PagingHeaders::All,
+        PagingHeaders::SeparateLinkFields,
         PagingHeaders::NoLink,
         PagingHeaders::TotalOnly,
         PagingHeaders::None,
@@ -1436,8 +1437,17 @@ async fn procore_paging_headers_can_be_left_out_and_pages_capped() {
         let page: Value = r.json().await.unwrap();
         assert_eq!(page.as_array().unwrap().len(), 7, "pages hold at most 7");
         let has = |n: &str| h.contains_key(n);
+        if paging == PagingHeaders::SeparateLinkFields {
+            let fields: Vec<&str> = h
+                .get_all("link")
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(fields.len(), 2, "{fields:?}");
+            assert!(fields[0].ends_with("rel=\"last\"") && fields[1].ends_with("rel=\"next\""));
+        }
         let expected = match paging {
-            PagingHeaders::All => (true, true, true),
+            PagingHeaders::All | PagingHeaders::SeparateLinkFields => (true, true, true),
             PagingHeaders::NoLink => (true, true, false),
             PagingHeaders::TotalOnly => (true, false, false),
             PagingHeaders::None => (false, false, false),
