@@ -9,7 +9,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use sluice_emulator::{EmulatorConfig, Faults, RetryAfterStyle, Scenario};
+use sluice_emulator::{
+    EmulatorConfig, FaultKind, Faults, PagingHeaders, RetryAfterStyle, Scenario, StateSnapshot,
+    TargetedFault,
+};
 
 fn flow_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/procore-license-sync.toml")
@@ -37,6 +40,126 @@ async fn sluice(env: &[(String, String)], data_dir: &Path, extra: &[&str]) -> Ru
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs the `sluice` binary with exactly the given environment and arguments.
+async fn sluice_cmd(env: &[(String, String)], data_dir: &Path, args: &[&str]) -> Run {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env_clear().args(args).env("SLUICE_DATA_DIR", data_dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("run sluice");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The report of the only run in `data_dir`.
+fn only_report(data_dir: &Path) -> String {
+    let runs: Vec<PathBuf> = std::fs::read_dir(data_dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    std::fs::read_to_string(runs[0].join("report.html")).unwrap()
+}
+
+fn var<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
+    &env.iter().find(|(k, _)| k == name).unwrap().1
+}
+
+fn without(env: &[(String, String)], names: &[&str]) -> Vec<(String, String)> {
+    env.iter()
+        .filter(|(k, _)| !names.contains(&k.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Requests to API paths (token requests left out) made by `method`.
+fn api_requests<'a>(
+    requests: &'a [sluice_emulator::state::LoggedRequest],
+    method: &str,
+) -> Vec<&'a sluice_emulator::state::LoggedRequest> {
+    requests
+        .iter()
+        .filter(|r| r.method == method && !r.path.contains("/token"))
+        .collect()
+}
+
+fn is_create(r: &sluice_emulator::state::LoggedRequest) -> bool {
+    r.method == "POST" && r.path.starts_with("/rest/v1.0/companies/") && r.path.ends_with("/users")
+}
+
+fn targeted(method: &str, path_suffix: &str, at: &[u64], fault: FaultKind) -> TargetedFault {
+    TargetedFault {
+        method: method.into(),
+        path_suffix: path_suffix.into(),
+        body_contains: None,
+        at: at.to_vec(),
+        fault,
+    }
+}
+
+/// Every created user is in `project` with `template` (`None`: without one).
+fn assert_in_project(state: &StateSnapshot, project: u64, template: Option<u64>) {
+    let report = state.mails.first().map_or("", |m| m.html.as_str());
+    for u in state.created_users() {
+        let memberships: Vec<_> = state
+            .project_users()
+            .iter()
+            .filter(|p| p.user_id == u.id)
+            .collect();
+        assert_eq!(
+            memberships.len(),
+            1,
+            "{} should be in exactly one project: {memberships:?}; its report row: {:?}",
+            u.email_address,
+            report
+                .lines()
+                .find(|l| l.contains(&format!("<td>{}</td>", u.email_address)))
+        );
+        assert_eq!(
+            (
+                memberships[0].project_id,
+                memberships[0].permission_template_id
+            ),
+            (project, template),
+            "{}",
+            u.email_address
+        );
+    }
+}
+
+/// Users who were there before the run are exactly as they were.
+fn assert_untouched(before: &[sluice_emulator::scenario::ProcoreUser], state: &StateSnapshot) {
+    for old in before {
+        let now = state
+            .procore_users()
+            .iter()
+            .find(|u| u.id == old.id)
+            .expect("nobody is deleted");
+        assert_eq!(
+            (
+                now.is_active,
+                &now.login,
+                &now.email_address,
+                &now.first_name,
+                &now.last_name,
+                &now.updated_at
+            ),
+            (
+                old.is_active,
+                &old.login,
+                &old.email_address,
+                &old.first_name,
+                &old.last_name,
+                &old.updated_at
+            )
+        );
     }
 }
 
@@ -72,6 +195,39 @@ async fn creates_exactly_the_missing_license_holders_and_is_idempotent() {
         expected.to_create.len() >= 15 && !expected.inactive.is_empty(),
         "the scenario exercises the rules"
     );
+    // The lower-case decoy holds people who hold no license: only the
+    // component's exact prefix check keeps them out (Graph's filter does not).
+    let decoy = scenario
+        .groups
+        .iter()
+        .find(|g| g.display_name == "license – microsoft old")
+        .unwrap();
+    let decoy_keys: BTreeSet<String> = decoy
+        .members
+        .iter()
+        .filter_map(|m| match m {
+            sluice_emulator::scenario::Member::User { id } => scenario.user(id),
+            _ => None,
+        })
+        .filter_map(sluice_emulator::scenario::identity_key)
+        .collect();
+    assert!(
+        decoy_keys
+            .iter()
+            .any(|k| !expected.to_create.contains(k) && !expected.present.contains(k)),
+        "the decoy holds someone a sync must not create"
+    );
+    // The hostile display name belongs to someone who will be created.
+    let hostile = scenario
+        .graph_users
+        .iter()
+        .find(|u| u.display_name.starts_with("<img"))
+        .unwrap();
+    assert!(
+        expected
+            .to_create
+            .contains(&sluice_emulator::scenario::identity_key(hostile).unwrap())
+    );
     let before = scenario.procore_users.clone();
     let emulator = sluice_emulator::start(EmulatorConfig {
         scenario,
@@ -90,6 +246,11 @@ async fn creates_exactly_the_missing_license_holders_and_is_idempotent() {
         expected.to_create,
         "exactly the expected users, no extras, none missing"
     );
+    assert_eq!(
+        state.requests.iter().filter(|r| is_create(r)).count(),
+        expected.to_create.len(),
+        "one create per missing person, none for anyone present"
+    );
     // Every created user came from a nested {"user": …} body with the fields Procore requires.
     for u in state.created_users() {
         assert_eq!(u.login, u.email_address);
@@ -97,45 +258,13 @@ async fn creates_exactly_the_missing_license_holders_and_is_idempotent() {
         assert!(u.is_employee);
         assert!(u.is_active);
     }
-    // Project membership with the configured template.
-    let project: u64 = env
-        .iter()
-        .find(|(k, _)| k == "PROCORE_PROJECT_ID")
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
-    let template: u64 = env
-        .iter()
-        .find(|(k, _)| k == "PROCORE_PERMISSION_TEMPLATE_ID")
-        .unwrap()
-        .1
-        .parse()
-        .unwrap();
-    for u in state.created_users() {
-        assert!(
-            state.project_users().iter().any(|p| p.user_id == u.id
-                && p.project_id == project
-                && p.permission_template_id == Some(template)),
-            "{} was not added to project {project}",
-            u.email_address
-        );
-    }
-    // Users who were there before, Procore-only ones included, are untouched.
-    for old in &before {
-        let now = state
-            .procore_users()
-            .iter()
-            .find(|u| u.id == old.id)
-            .expect("nobody is deleted");
-        assert_eq!(
-            (now.is_active, &now.login, &now.email_address),
-            (old.is_active, &old.login, &old.email_address)
-        );
-    }
+    let project: u64 = var(&env, "PROCORE_PROJECT_ID").parse().unwrap();
+    let template: u64 = var(&env, "PROCORE_PERMISSION_TEMPLATE_ID").parse().unwrap();
+    assert_in_project(&state, project, Some(template));
+    assert_untouched(&before, &state);
     // Inactive matches are reported, not re-created.
     assert!(created_keys(&state).is_disjoint(&expected.inactive));
-    // One mail with the report; hostile names are escaped in it.
+    // One mail with the report; the hostile name is in it, escaped.
     assert_eq!(state.mails.len(), 1);
     let mail = &state.mails[0];
     assert_eq!(mail.content_type, "HTML");
@@ -145,8 +274,13 @@ async fn creates_exactly_the_missing_license_holders_and_is_idempotent() {
         "unescaped hostile name in the mail"
     );
     assert!(
-        mail.html.contains("&lt;img src=x onerror=alert(1)&gt;")
-            || mail.html.contains("&lt;script&gt;")
+        mail.html
+            .contains("<td>&lt;img src=x onerror=alert(1)&gt;</td>"),
+        "the hostile person's row is in the mail, escaped"
+    );
+    assert_eq!(
+        mail.html.matches("<td>created</td>").count(),
+        expected.to_create.len()
     );
     assert!(
         run.stderr.contains("report.html"),
@@ -155,10 +289,25 @@ async fn creates_exactly_the_missing_license_holders_and_is_idempotent() {
     );
     assert_no_secret(&run, &env, &state);
 
-    // A second run right after creates nothing and mails nothing.
+    // A second run right after creates nothing, writes nothing, mails nothing.
+    let first_run_requests = state.requests.len();
     let again = sluice(&env, data.path(), &[]).await;
     assert_eq!(again.code, 0, "stderr:\n{}", again.stderr);
     let state = emulator.snapshot();
+    let second: Vec<_> = state.requests[first_run_requests..].to_vec();
+    assert!(
+        second.iter().any(|r| r.method == "GET"),
+        "the second run did read"
+    );
+    let writes: Vec<String> = second
+        .iter()
+        .filter(|r| r.method != "GET" && !r.path.contains("/token"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "the second run made no API POST (or any other write): {writes:?}"
+    );
     assert_eq!(created_keys(&state), expected.to_create);
     assert_eq!(state.mails.len(), 1, "nothing new, no mail");
     emulator.shutdown().await;
@@ -209,8 +358,13 @@ async fn a_dry_run_changes_nothing_and_says_what_it_would_do() {
 async fn faults_do_not_change_the_result() {
     let scenario = Scenario::generate(300, 42);
     let expected = scenario.expected_sync();
+    let before = scenario.procore_users.clone();
     let faults = Faults {
-        token_expires_after_calls: Some(9),
+        // Tokens expire every 40 calls per token: several refreshes a run.
+        // (Far fewer calls than the concurrent workers make between a 401
+        // and its retry would expire the fresh token too, which a real,
+        // time-limited token never does; the host refreshes once per request.)
+        token_expires_after_calls: Some(40),
         rate_429_every: Some(7),
         retry_after: RetryAfterStyle::Fractional,
         retry_after_secs: 0,
@@ -218,7 +372,14 @@ async fn faults_do_not_change_the_result() {
         fail_500_at: vec![12, 25],
         drop_connection_at: vec![5, 16],
         empty_graph_pages: true,
-        seed: 9,
+        targeted: vec![
+            // A create whose connection drops before Procore handles it…
+            targeted("POST", "/users", &[2], FaultKind::Drop),
+            // …one that Procore handles and whose answer is then lost…
+            targeted("POST", "/users", &[5], FaultKind::DropAfterApply),
+            // …and the report mail, refused once.
+            targeted("POST", "/sendMail", &[1], FaultKind::Unavailable),
+        ],
         ..Faults::default()
     };
     let emulator = sluice_emulator::start(EmulatorConfig {
@@ -234,7 +395,18 @@ async fn faults_do_not_change_the_result() {
     let run = sluice(&env, data.path(), &[]).await;
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let state = emulator.snapshot();
-    assert_eq!(created_keys(&state), expected.to_create);
+    let report = only_report(data.path());
+    assert_eq!(
+        created_keys(&state),
+        expected.to_create,
+        "stderr:\n{}\nreport:\n{report}",
+        run.stderr
+    );
+    assert_eq!(
+        state.created_users().len(),
+        expected.to_create.len(),
+        "nobody was created twice"
+    );
     let statuses: BTreeSet<u16> = state.requests.iter().map(|r| r.status).collect();
     for s in [401, 429, 500, 503] {
         assert!(
@@ -242,6 +414,49 @@ async fn faults_do_not_change_the_result() {
             "fault {s} was never exercised: {statuses:?}"
         );
     }
+    let fault_on = |kind: &str, pred: &dyn Fn(&sluice_emulator::state::LoggedRequest) -> bool| {
+        state
+            .requests
+            .iter()
+            .filter(|r| r.fault == Some(kind) && pred(r))
+            .count()
+    };
+    assert!(
+        fault_on("drop", &is_create) >= 1,
+        "a create's connection was dropped"
+    );
+    assert!(
+        fault_on("drop", &|r| r.method == "GET") >= 1,
+        "a read's connection was dropped"
+    );
+    assert_eq!(fault_on("drop_after_apply", &is_create), 1);
+    assert_eq!(
+        fault_on("503", &|r| r.path.ends_with("/sendMail")),
+        1,
+        "the mail was refused once"
+    );
+    // The resend of the create that went through met its own first attempt.
+    assert_eq!(
+        state
+            .requests
+            .iter()
+            .filter(|r| is_create(r) && r.status == 409)
+            .count(),
+        1
+    );
+    let project: u64 = var(&env, "PROCORE_PROJECT_ID").parse().unwrap();
+    let template: u64 = var(&env, "PROCORE_PERMISSION_TEMPLATE_ID").parse().unwrap();
+    assert_in_project(&state, project, Some(template));
+    assert_untouched(&before, &state);
+    assert_eq!(state.mails.len(), 1, "exactly one mail, after one refusal");
+    let mail = &state.mails[0].html;
+    assert_eq!(
+        mail.matches("<td>created</td>").count(),
+        expected.to_create.len(),
+        "every person reported created, the retried one included"
+    );
+    assert!(!mail.contains("<td>conflict</td>") && !mail.contains("<td>failed</td>"));
+    assert!(mail.contains("confirmed after a retry"));
     assert!(
         run.stderr.contains("throttled") && run.stderr.contains("retried"),
         "{}",
@@ -249,6 +464,414 @@ async fn faults_do_not_change_the_result() {
     );
     assert_no_secret(&run, &env, &state);
     emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_first_attempt_went_through_is_reported_created_once() {
+    let scenario = Scenario::generate(80, 21);
+    let expected = scenario.expected_sync();
+    // Default duplicate status (422). The first create is applied and its
+    // connection dropped; the second is applied and answered 500. The host
+    // resends both (the create is idempotent) and meets a 422 "taken".
+    let emulator = sluice_emulator::start(EmulatorConfig {
+        scenario,
+        faults: Faults {
+            targeted: vec![
+                targeted("POST", "/users", &[1], FaultKind::DropAfterApply),
+                targeted("POST", "/users", &[2], FaultKind::ServerErrorAfterApply),
+            ],
+            ..Faults::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let env = emulator.env_vars();
+    let data = tempfile::tempdir().unwrap();
+    let run = sluice(&env, data.path(), &[]).await;
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let state = emulator.snapshot();
+    assert_eq!(created_keys(&state), expected.to_create);
+    assert_eq!(state.created_users().len(), expected.to_create.len());
+    let taken: Vec<_> = state
+        .requests
+        .iter()
+        .filter(|r| is_create(r) && r.status == 422)
+        .collect();
+    assert_eq!(taken.len(), 2, "both resends met their first attempt");
+    assert!(
+        state
+            .requests
+            .iter()
+            .any(|r| r.method == "GET" && r.path.contains("filters[search]=")),
+        "the taken login was looked up"
+    );
+    // Both joined the project like everyone else.
+    let project: u64 = var(&env, "PROCORE_PROJECT_ID").parse().unwrap();
+    let template: u64 = var(&env, "PROCORE_PERMISSION_TEMPLATE_ID").parse().unwrap();
+    assert_in_project(&state, project, Some(template));
+    let report = only_report(data.path());
+    assert_eq!(
+        report.matches("<td>created</td>").count(),
+        expected.to_create.len()
+    );
+    assert_eq!(
+        report.matches("confirmed after a retry").count(),
+        2,
+        "{report}"
+    );
+    assert!(!report.contains("<td>conflict</td>"));
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_taken_elsewhere_is_a_conflict_and_the_others_are_created() {
+    let mut scenario = Scenario::generate(80, 22);
+    let expected = scenario.expected_sync();
+    let victim = expected.to_create.iter().next().unwrap().clone();
+    // Held by a user of another Procore company: refused (422), and not in
+    // this company's lists.
+    scenario.taken_elsewhere.push(victim.to_uppercase());
+    let emulator = sluice_emulator::start(EmulatorConfig {
+        scenario,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let env = emulator.env_vars();
+    let data = tempfile::tempdir().unwrap();
+    let run = sluice(&env, data.path(), &[]).await;
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let state = emulator.snapshot();
+    let mut others = expected.to_create.clone();
+    others.remove(&victim);
+    assert_eq!(created_keys(&state), others);
+    assert_eq!(
+        state
+            .requests
+            .iter()
+            .filter(|r| is_create(r) && r.status == 422)
+            .count(),
+        1
+    );
+    let report = only_report(data.path());
+    let row = report
+        .lines()
+        .find(|l| l.contains(&format!("<td>{victim}</td>")))
+        .unwrap_or_else(|| panic!("no row for {victim}:\n{report}"));
+    assert!(row.starts_with("<tr><td>conflict</td>"), "{row}");
+    assert!(
+        row.contains("taken") && row.contains("another Procore company"),
+        "{row}"
+    );
+    assert_eq!(report.matches("<td>conflict</td>").count(), 1);
+    assert_eq!(state.mails.len(), 1);
+    assert!(
+        state.mails[0].subject.contains("1 conflicts"),
+        "{}",
+        state.mails[0].subject
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_person_does_not_stop_the_others() {
+    let scenario = Scenario::generate(80, 23);
+    let expected = scenario.expected_sync();
+    let victim = expected.to_create.iter().nth(1).unwrap().clone();
+    // Every create of this one person fails with a 500, the host's retries
+    // included; nobody else's does.
+    let emulator = sluice_emulator::start(EmulatorConfig {
+        scenario,
+        faults: Faults {
+            targeted: vec![TargetedFault {
+                body_contains: Some(format!("\"email_address\":\"{victim}\"")),
+                ..targeted("POST", "/users", &[], FaultKind::ServerError)
+            }],
+            ..Faults::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let env = emulator.env_vars();
+    let data = tempfile::tempdir().unwrap();
+    let run = sluice(&env, data.path(), &[]).await;
+    // on_error = "continue": the run goes to the end and says so.
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    assert!(run.stderr.contains("1 failed"), "{}", run.stderr);
+    let state = emulator.snapshot();
+    let mut others = expected.to_create.clone();
+    others.remove(&victim);
+    assert_eq!(created_keys(&state), others, "everyone else was created");
+    assert!(
+        state
+            .requests
+            .iter()
+            .filter(|r| is_create(r) && r.fault == Some("500"))
+            .count()
+            > 1,
+        "the host retried the failing create"
+    );
+    let report = only_report(data.path());
+    let row = report
+        .lines()
+        .find(|l| l.contains(&format!("<td>{victim}</td>")))
+        .unwrap_or_else(|| panic!("no row for {victim}:\n{report}"));
+    assert!(row.starts_with("<tr><td>failed</td>"), "{row}");
+    assert!(row.contains("500"), "{row}");
+    // A failure is worth a mail.
+    assert_eq!(state.mails.len(), 1);
+    assert!(
+        state.mails[0].subject.contains("1 failed"),
+        "{}",
+        state.mails[0].subject
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_project_is_joined_without_a_template_and_skipped_without_a_project() {
+    // The shipped environment (project and template) is covered above; here
+    // a project without a template, then neither.
+    for keep in [&["PROCORE_PROJECT_ID"][..], &[][..]] {
+        let scenario = Scenario::generate(60, 24);
+        let expected = scenario.expected_sync();
+        let emulator = sluice_emulator::start(EmulatorConfig {
+            scenario,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let all = emulator.env_vars();
+        let dropped: Vec<&str> = ["PROCORE_PROJECT_ID", "PROCORE_PERMISSION_TEMPLATE_ID"]
+            .into_iter()
+            .filter(|k| !keep.contains(k))
+            .collect();
+        let env = without(&all, &dropped);
+        let data = tempfile::tempdir().unwrap();
+        let run = sluice(&env, data.path(), &[]).await;
+        assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+        let state = emulator.snapshot();
+        assert_eq!(created_keys(&state), expected.to_create);
+        let adds = api_requests(&state.requests, "POST")
+            .into_iter()
+            .filter(|r| r.path.ends_with("/actions/add"))
+            .count();
+        if keep.is_empty() {
+            assert_eq!(adds, 0, "no project configured, no project call");
+            assert!(state.project_users().is_empty());
+            assert!(!only_report(data.path()).contains("project:"));
+        } else {
+            let project: u64 = var(&all, "PROCORE_PROJECT_ID").parse().unwrap();
+            assert_eq!(adds, expected.to_create.len());
+            assert_in_project(&state, project, None);
+            assert_eq!(
+                only_report(data.path()).matches("project: added").count(),
+                expected.to_create.len()
+            );
+        }
+        emulator.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn procore_lists_are_read_to_the_end_by_every_kind_of_paging_header() {
+    for paging in [
+        PagingHeaders::SeparateLinkFields,
+        PagingHeaders::TotalOnly,
+        PagingHeaders::None,
+    ] {
+        let scenario = Scenario::generate(150, 25);
+        let expected = scenario.expected_sync();
+        let active = scenario
+            .procore_users
+            .iter()
+            .filter(|u| u.is_active)
+            .count();
+        // Pages of 7, whatever the flow asks for: the headers (or an empty
+        // page) must say when the list ends, not the size of a page.
+        let emulator = sluice_emulator::start(EmulatorConfig {
+            scenario,
+            procore_paging: paging,
+            procore_max_per_page: 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let env = emulator.env_vars();
+        let data = tempfile::tempdir().unwrap();
+        let run = sluice(&env, data.path(), &[]).await;
+        assert_eq!(run.code, 0, "{paging:?} stderr:\n{}", run.stderr);
+        let state = emulator.snapshot();
+        assert_eq!(created_keys(&state), expected.to_create, "{paging:?}");
+        assert_eq!(
+            state.requests.iter().filter(|r| is_create(r)).count(),
+            expected.to_create.len(),
+            "{paging:?}: nobody already in Procore was sent for creation"
+        );
+        let list_pages = state
+            .requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/users?"))
+            .filter(|r| !r.path.contains("/inactive") && !r.path.contains("filters"))
+            .count();
+        let needed = active.div_ceil(7);
+        let expected_pages = match paging {
+            // `next` (in a later Link field) or Total alone: stop as soon
+            // as everything was received.
+            PagingHeaders::SeparateLinkFields | PagingHeaders::TotalOnly => needed,
+            // Nothing: a short last page is not the end; the empty one after it is.
+            _ => needed + 1,
+        };
+        assert_eq!(list_pages, expected_pages, "{paging:?}");
+        emulator.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_matching_group_is_a_visible_warning_not_a_silent_success() {
+    let emulator = sluice_emulator::start(EmulatorConfig {
+        scenario: Scenario::generate(40, 26),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let env = emulator.env_vars();
+    let data = tempfile::tempdir().unwrap();
+    // A hyphen typed for the EN DASH.
+    let run = sluice(
+        &env,
+        data.path(),
+        &["--param", r#"group_prefixes=["License - Office"]"#],
+    )
+    .await;
+    assert_eq!(
+        run.code, 0,
+        "a warning does not fail the run:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("License - Office") && run.stderr.contains("EN DASH"),
+        "the warning names the prefix:\n{}",
+        run.stderr
+    );
+    let report = only_report(data.path());
+    assert!(
+        report.contains("<p class=\"warning\"><strong>Warning:</strong> no Graph group's name starts with \"License - Office\""),
+        "{report}"
+    );
+    assert!(!report.contains("every license holder is already in Procore"));
+    let state = emulator.snapshot();
+    assert!(state.created_users().is_empty());
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_that_cannot_be_sent_fails_the_run_clearly_after_retries() {
+    let scenario = Scenario::generate(60, 27);
+    let expected = scenario.expected_sync();
+    let emulator = sluice_emulator::start(EmulatorConfig {
+        scenario,
+        faults: Faults {
+            targeted: vec![targeted("POST", "/sendMail", &[], FaultKind::ServerError)],
+            ..Faults::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let env = emulator.env_vars();
+    let data = tempfile::tempdir().unwrap();
+    let run = sluice(&env, data.path(), &[]).await;
+    assert_eq!(run.code, 1, "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("mail") && run.stderr.contains("500"),
+        "names the step and the cause:\n{}",
+        run.stderr
+    );
+    let state = emulator.snapshot();
+    assert_eq!(
+        created_keys(&state),
+        expected.to_create,
+        "the users are created all the same"
+    );
+    assert!(state.mails.is_empty());
+    let attempts = state
+        .requests
+        .iter()
+        .filter(|r| r.path.ends_with("/sendMail"))
+        .count();
+    assert!(
+        attempts > 1,
+        "the host retried the mail ({attempts} attempts)"
+    );
+    // The report was written before the mail step.
+    assert!(only_report(data.path()).contains("<td>created</td>"));
+    assert_no_secret(&run, &env, &state);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_demo_runs_the_sync_and_says_what_it_did() {
+    let data = tempfile::tempdir().unwrap();
+    let run = sluice_cmd(&[], data.path(), &["demo", "--users", "30", "--seed", "4"]).await;
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let expected = Scenario::generate(30, 4).expected_sync();
+    let n = expected.to_create.len();
+    assert!(
+        run.stderr.contains(&format!(
+            "Created {n} Procore user{}",
+            if n == 1 { "" } else { "s" }
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("✓ Matches the emulator's ground truth"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("Mailed the report"), "{}", run.stderr);
+    let report = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Report: "))
+        .unwrap_or_else(|| panic!("no report line:\n{}", run.stderr));
+    assert!(Path::new(report).is_file(), "{report}");
+    assert!(report.starts_with(data.path().to_str().unwrap()));
+
+    // A demo that fails still says what it did and where its report is.
+    let data = tempfile::tempdir().unwrap();
+    let faults = r#"{"targeted": [{"method": "POST", "path_suffix": "/sendMail", "fault": "server_error"}]}"#;
+    let failed = sluice_cmd(
+        &[],
+        data.path(),
+        &["demo", "--users", "30", "--seed", "4", "--faults", faults],
+    )
+    .await;
+    assert_eq!(failed.code, 1, "stderr:\n{}", failed.stderr);
+    assert!(failed.stderr.contains("error:"), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains(&format!("Created {n} Procore user")),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("Faults injected by the emulators"),
+        "{}",
+        failed.stderr
+    );
+    let partial = failed
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Partial report: "))
+        .unwrap_or_else(|| panic!("no report line:\n{}", failed.stderr));
+    assert!(Path::new(partial).is_file(), "{partial}");
+    // A fault description that does not parse is refused up front.
+    let bad = sluice_cmd(&[], data.path(), &["demo", "--faults", "{\"rate_503\": "]).await;
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("--faults"), "{}", bad.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,10 +14,13 @@ pub async fn state(State(s): State<Shared>) -> Response {
 }
 
 pub async fn set_faults(State(s): State<Shared>, Json(faults): Json<Faults>) -> Response {
-    let mut d = s.lock();
-    d.faults = faults;
-    d.api_requests = 0;
+    s.set_faults(faults);
     axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
+/// The faults in force, as JSON (what `PUT /_admin/faults` takes).
+pub async fn faults(State(s): State<Shared>) -> Response {
+    Json(s.lock().faults.clone()).into_response()
 }
 
 pub async fn page(State(s): State<Shared>) -> Html<String> {
@@ -65,14 +68,15 @@ pub async fn page(State(s): State<Shared>) -> Html<String> {
             esc(&m.subject)
         ));
     }
-    out.push_str("</table><h2>Last requests</h2><table><tr><th>ms</th><th>Method</th><th>Path</th><th>Status</th></tr>");
+    out.push_str("</table><h2>Last requests</h2><table><tr><th>ms</th><th>Method</th><th>Path</th><th>Status</th><th>Injected fault</th></tr>");
     for r in snap.requests.iter().rev().take(200) {
         out.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             r.at_ms,
             esc(&r.method),
             esc(&r.path),
-            r.status
+            r.status,
+            r.fault.unwrap_or("")
         ));
     }
     out.push_str("</table>");

@@ -1,7 +1,8 @@
 //! What every API request goes through: the request log, injected faults,
-//! bearer tokens (expiry included), and the services' budgets — Procore's
-//! `X-Rate-Limit-*` headers on every response and a plain-text 429 past the
-//! budget.
+//! bearer tokens (expiry included), and the services' budgets. Procore's
+//! `X-Rate-Limit-Limit`, `-Remaining` and `-Reset` (Unix seconds) are added
+//! in one place, here, to every Procore API response whatever produced it:
+//! a handler, an expired token, the budget's own 429 or an injected fault.
 
 use std::time::{Duration, Instant};
 
@@ -12,10 +13,17 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::faults::Injected;
+use crate::faults::{FaultKind, RetryAfterStyle};
 use crate::state::{Service, Shared};
 
-/// Logs every request with the status it got.
+/// Marks a response with the fault injected into it, for the request log.
+#[derive(Debug, Clone, Copy)]
+pub struct InjectedFault(pub FaultKind);
+
+/// The largest request body a targeted fault reads to match on.
+const MAX_INSPECTED_BODY: usize = 16 * 1024 * 1024;
+
+/// Logs every request with the status it got (and the fault, if one was injected).
 pub async fn log_requests(State(s): State<Shared>, request: Request, next: Next) -> Response {
     let method = request.method().to_string();
     let path = request
@@ -23,7 +31,11 @@ pub async fn log_requests(State(s): State<Shared>, request: Request, next: Next)
         .path_and_query()
         .map_or_else(|| request.uri().path().to_string(), |p| p.to_string());
     let response = next.run(request).await;
-    s.log(&method, &path, response.status().as_u16());
+    let fault = response
+        .extensions()
+        .get::<InjectedFault>()
+        .map(|f| f.0.name());
+    s.log(&method, &path, response.status().as_u16(), fault);
     response
 }
 
@@ -35,13 +47,109 @@ pub async fn procore_gate(State(s): State<Shared>, request: Request, next: Next)
     gate(s, Service::Procore, request, next).await
 }
 
+/// Where this request stands in its service's per-minute budget.
+struct Budget {
+    limit: u32,
+    used: u32,
+    now: u64,
+    reset: u64,
+}
+
+impl Budget {
+    fn exceeded(&self) -> bool {
+        self.used > self.limit
+    }
+
+    fn wait_secs(&self) -> u64 {
+        (self.reset - self.now).max(1)
+    }
+
+    fn headers(&self) -> [(&'static str, String); 3] {
+        [
+            ("x-rate-limit-limit", self.limit.to_string()),
+            (
+                "x-rate-limit-remaining",
+                self.limit.saturating_sub(self.used).to_string(),
+            ),
+            ("x-rate-limit-reset", self.reset.to_string()),
+        ]
+    }
+}
+
+/// Counts the request against its service's budget, if the service has one.
+/// Procore always has one (a large one when none is configured), because
+/// its rate-limit headers are on every response.
+fn count_budget(s: &Shared, service: Service) -> Option<Budget> {
+    let limit = match service {
+        Service::Procore => s.config.procore_rate_limit.unwrap_or(100_000),
+        Service::Graph => s.config.graph_rate_limit?,
+    };
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let window = now / 60;
+    let mut d = s.lock();
+    let slot = match service {
+        Service::Procore => &mut d.procore_window,
+        Service::Graph => &mut d.graph_window,
+    };
+    if slot.0 != window {
+        *slot = (window, 0);
+    }
+    slot.1 += 1;
+    Some(Budget {
+        limit,
+        used: slot.1,
+        now,
+        reset: (window + 1) * 60,
+    })
+}
+
 async fn gate(s: Shared, service: Service, request: Request, next: Next) -> Response {
-    let (injected, slow, retry_after, expire_after) = {
+    let budget = count_budget(&s, service);
+    let mut response = guarded(&s, service, budget.as_ref(), request, next).await;
+    if service == Service::Procore
+        && let Some(b) = &budget
+    {
+        for (name, value) in b.headers() {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, v);
+            }
+        }
+    }
+    response
+}
+
+/// Faults, token, budget, then the handler.
+async fn guarded(
+    s: &Shared,
+    service: Service,
+    budget: Option<&Budget>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let needs_body = s.lock().faults.needs_body();
+    let (request, body_text) = if needs_body {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_INSPECTED_BODY)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        (Request::from_parts(parts, Body::from(bytes)), text)
+    } else {
+        (request, String::new())
+    };
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    let (fault, slow, retry_after, expire_after) = {
         let mut d = s.lock();
         d.api_requests += 1;
         let n = d.api_requests;
+        let mut seen = std::mem::take(&mut d.targeted_seen);
+        let targeted = d
+            .faults
+            .targeted_fault(&mut seen, &method, &path, &body_text);
+        d.targeted_seen = seen;
         (
-            d.faults.decide(n),
+            targeted.or_else(|| d.faults.decide(n)),
             d.faults.slow_ms,
             d.faults.retry_after_value(),
             d.faults.token_expires_after_calls,
@@ -50,80 +158,72 @@ async fn gate(s: Shared, service: Service, request: Request, next: Next) -> Resp
     if let Some(ms) = slow {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    match injected {
-        Injected::None => {}
-        Injected::Drop => return dropped_connection(),
-        Injected::Unavailable => {
-            let mut r = error(
-                service,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "The service is temporarily unavailable.",
-            );
-            r.headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
-            return r;
-        }
-        Injected::ServerError => {
-            return error(
+    let mark = |mut r: Response, kind: FaultKind| {
+        r.extensions_mut().insert(InjectedFault(kind));
+        r
+    };
+    if let Some(kind) = fault.filter(|k| !k.after_apply()) {
+        let r = match kind {
+            FaultKind::Drop => dropped_connection(),
+            FaultKind::Unavailable => {
+                let mut r = error(
+                    service,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The service is temporarily unavailable.",
+                );
+                r.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
+                r
+            }
+            FaultKind::TooMany => too_many(service, retry_after.as_deref(), None),
+            _ => error(
                 service,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerError",
                 "An internal server error occurred.",
-            );
-        }
-        Injected::TooMany => return too_many(service, retry_after.as_deref(), None),
+            ),
+        };
+        return mark(r, kind);
     }
-    if let Err(r) = check_token(&s, service, request.headers(), expire_after) {
+    if let Err(r) = check_token(s, service, request.headers(), expire_after) {
         return r;
     }
-    let budget = match service {
-        Service::Procore => Some(s.config.procore_rate_limit.unwrap_or(100_000)),
-        Service::Graph => s.config.graph_rate_limit,
-    };
-    let Some(limit) = budget else {
-        return next.run(request).await;
-    };
-    let now = chrono::Utc::now().timestamp().max(0) as u64;
-    let window = now / 60;
-    let reset = (window + 1) * 60;
-    let used = {
-        let mut d = s.lock();
-        let slot = match service {
-            Service::Procore => &mut d.procore_window,
-            Service::Graph => &mut d.graph_window,
-        };
-        if slot.0 != window {
-            *slot = (window, 0);
-        }
-        slot.1 += 1;
-        slot.1
-    };
-    let headers = [
-        ("x-rate-limit-limit", limit.to_string()),
-        (
-            "x-rate-limit-remaining",
-            limit.saturating_sub(used).to_string(),
-        ),
-        ("x-rate-limit-reset", reset.to_string()),
-    ];
-    let mut response = if used > limit {
-        too_many(
-            service,
-            Some(&(reset - now).max(1).to_string()),
-            Some(limit),
-        )
-    } else {
-        next.run(request).await
-    };
-    if service == Service::Procore {
-        for (name, value) in headers {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                response.headers_mut().insert(name, v);
-            }
-        }
+    if let Some(b) = budget.filter(|b| b.exceeded()) {
+        let style = s.lock().faults.retry_after;
+        let wait = budget_retry_after(service, style, b.wait_secs());
+        return too_many(service, wait.as_deref(), Some(b.limit));
     }
-    response
+    let response = next.run(request).await;
+    match fault {
+        Some(FaultKind::DropAfterApply) => mark(dropped_connection(), FaultKind::DropAfterApply),
+        Some(FaultKind::ServerErrorAfterApply) => mark(
+            error(
+                service,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "An internal server error occurred.",
+            ),
+            FaultKind::ServerErrorAfterApply,
+        ),
+        _ => response,
+    }
+}
+
+/// The Retry-After of a budget 429. Procore's says how long until its
+/// window resets, in whole seconds; Graph's follows the configured style,
+/// since Graph sends integers, fractions or nothing at all.
+fn budget_retry_after(service: Service, style: RetryAfterStyle, wait: u64) -> Option<String> {
+    match (service, style) {
+        (Service::Procore, _) | (Service::Graph, RetryAfterStyle::Integer) => {
+            Some(wait.to_string())
+        }
+        (Service::Graph, RetryAfterStyle::Fractional) => Some(format!("{wait}.128")),
+        (Service::Graph, RetryAfterStyle::Absent) => None,
+        (Service::Graph, RetryAfterStyle::HttpDate) => Some(httpdate::fmt_http_date(
+            std::time::SystemTime::now() + Duration::from_secs(wait + 1),
+        )),
+    }
 }
 
 fn check_token(

@@ -23,6 +23,29 @@ impl Default for Credentials {
     }
 }
 
+/// Which paging headers Procore list responses carry. Procore documents all
+/// three; the others let tests prove a client does not depend on one of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PagingHeaders {
+    /// `Link`, `Total` and `Per-Page`, as documented.
+    #[default]
+    All,
+    /// The same, but each link in a `Link` field of its own and `next`
+    /// last, as RFC 8288 allows: a client reading only the first field
+    /// never sees `next`.
+    SeparateLinkFields,
+    /// `Total` and `Per-Page`, no `Link`.
+    NoLink,
+    /// `Total` only.
+    TotalOnly,
+    /// None at all: only an empty page says the list is over.
+    None,
+}
+
+/// The most a Procore list hands out per page, whatever `per_page` asks:
+/// Procore's pagination guide gives 10,000 as the highest `per_page`.
+pub const PROCORE_MAX_PER_PAGE: usize = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
     /// 0 picks a free port; always 127.0.0.1.
@@ -35,6 +58,12 @@ pub struct EmulatorConfig {
     pub graph_rate_limit: Option<u32>,
     /// 409 or 422 for a duplicate Procore user.
     pub conflict_status: u16,
+    /// The paging headers of Procore lists.
+    pub procore_paging: PagingHeaders,
+    /// The most a Procore list page holds, whatever `per_page` asks (at most
+    /// [`PROCORE_MAX_PER_PAGE`]); smaller values make a server that pages
+    /// by fewer than the client asked.
+    pub procore_max_per_page: usize,
     pub credentials: Credentials,
 }
 
@@ -47,6 +76,8 @@ impl Default for EmulatorConfig {
             procore_rate_limit: None,
             graph_rate_limit: None,
             conflict_status: 422,
+            procore_paging: PagingHeaders::All,
+            procore_max_per_page: PROCORE_MAX_PER_PAGE,
             credentials: Credentials::default(),
         }
     }

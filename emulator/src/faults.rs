@@ -1,7 +1,21 @@
-//! Faults on demand, at chosen request ordinals or rates, seeded so a run
-//! repeats. Ordinals count API requests (not token or admin requests) from 1
-//! since the faults were last set. A 500, 503 or dropped connection is
-//! decided before the request is handled, so its write is never applied.
+//! Faults on demand, seeded so a run repeats.
+//!
+//! Three ways to aim a fault, checked in this order for every API request
+//! (token and admin requests are never faulted):
+//!
+//! 1. [`Faults::targeted`]: the Nth request (or every one) that matches a
+//!    method, a path suffix and optionally a piece of the body, so a test
+//!    can hit exactly "the first create POST" or "the sendMail".
+//! 2. Fixed ordinals (`fail_503_at`, …): API requests counted from 1 since
+//!    the faults were last set.
+//! 3. Rates (`rate_503`, …): each request draws from a generator seeded with
+//!    [`Faults::seed`] and its ordinal, so the same seed faults the same
+//!    ordinals on every run, whatever the timing.
+//!
+//! A 500, 503 or dropped connection "before" is decided before the request
+//! is handled: its write is never applied. The "after apply" kinds handle
+//! the request first (the user is created, the mail is sent) and then lose
+//! the answer, which is what makes a blind retry of a write dangerous.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,8 +33,78 @@ pub enum RetryAfterStyle {
     HttpDate,
 }
 
+/// What an injected fault does to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// 429 in the service's own shape, with the configured Retry-After.
+    TooMany,
+    /// 503 with `Retry-After: 1`; the write is not applied.
+    Unavailable,
+    /// 500; the write is not applied.
+    ServerError,
+    /// Headers, then the connection breaks; the write is not applied.
+    Drop,
+    /// The write is applied, then the connection breaks before the answer.
+    DropAfterApply,
+    /// The write is applied, then the answer is a 500.
+    ServerErrorAfterApply,
+}
+
+impl FaultKind {
+    /// Whether the request is handled before the fault strikes.
+    pub fn after_apply(self) -> bool {
+        matches!(
+            self,
+            FaultKind::DropAfterApply | FaultKind::ServerErrorAfterApply
+        )
+    }
+
+    /// The name the request log shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::TooMany => "429",
+            FaultKind::Unavailable => "503",
+            FaultKind::ServerError => "500",
+            FaultKind::Drop => "drop",
+            FaultKind::DropAfterApply => "drop_after_apply",
+            FaultKind::ServerErrorAfterApply => "500_after_apply",
+        }
+    }
+}
+
+/// A fault aimed at particular requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetedFault {
+    /// `GET`, `POST`, … (any case).
+    pub method: String,
+    /// The request path ends with this, e.g. `/users` for a Procore create
+    /// or `/sendMail`.
+    pub path_suffix: String,
+    /// Only requests whose body contains this text (e.g. one email address).
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// Which matching requests, counted from 1 since the faults were set;
+    /// empty means every matching request.
+    #[serde(default)]
+    pub at: Vec<u64>,
+    pub fault: FaultKind,
+}
+
+impl TargetedFault {
+    pub fn matches(&self, method: &str, path: &str, body: &str) -> bool {
+        self.method.eq_ignore_ascii_case(method)
+            && path.ends_with(self.path_suffix.as_str())
+            && self
+                .body_contains
+                .as_deref()
+                .is_none_or(|needle| body.contains(needle))
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Faults {
     /// A token stops working after this many API calls (401, real shapes).
     pub token_expires_after_calls: Option<u32>,
@@ -38,40 +122,111 @@ pub struct Faults {
     pub fail_500_at: Vec<u64>,
     /// API request ordinals whose connection is dropped mid-response, write not applied.
     pub drop_connection_at: Vec<u64>,
+    /// API request ordinals that are applied, then their connection dropped.
+    pub drop_after_apply_at: Vec<u64>,
+    /// API request ordinals that are applied, then answered 500.
+    pub fail_500_after_apply_at: Vec<u64>,
+    /// Share (0.0–1.0) of API requests answered 429, drawn from `seed`.
+    pub rate_429: f64,
+    /// Share answered 503 (write not applied), drawn from `seed`.
+    pub rate_503: f64,
+    /// Share answered 500 (write not applied), drawn from `seed`.
+    pub rate_500: f64,
+    /// Share whose connection is dropped (write not applied), drawn from `seed`.
+    pub rate_drop: f64,
+    /// Share applied and then dropped, drawn from `seed`.
+    pub rate_drop_after_apply: f64,
+    /// Faults aimed at particular requests.
+    pub targeted: Vec<TargetedFault>,
     /// Delay before every API response.
     pub slow_ms: Option<u64>,
     /// Graph collections start with an empty page that still has a nextLink.
     pub empty_graph_pages: bool,
-    /// Seed for anything random a fault does.
+    /// Seed of the rate-based faults.
     pub seed: u64,
 }
 
-/// What to do with one API request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Injected {
-    None,
-    TooMany,
-    Unavailable,
-    ServerError,
-    Drop,
+/// SplitMix64: a tiny, well-mixed hash, so each (seed, ordinal, kind) has
+/// its own independent draw.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A uniform draw in [0, 1) for one request and one kind of fault.
+fn draw(seed: u64, ordinal: u64, stream: u64) -> f64 {
+    let h = mix(mix(seed ^ mix(ordinal)) ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl Faults {
-    pub fn decide(&self, ordinal: u64) -> Injected {
-        if self.drop_connection_at.contains(&ordinal) {
-            Injected::Drop
-        } else if self.fail_503_at.contains(&ordinal) {
-            Injected::Unavailable
-        } else if self.fail_500_at.contains(&ordinal) {
-            Injected::ServerError
-        } else if self
+    /// The fault for API request number `ordinal` (from 1), if any, leaving
+    /// targeted faults aside (see [`Faults::targeted_fault`]).
+    pub fn decide(&self, ordinal: u64) -> Option<FaultKind> {
+        let fixed = [
+            (&self.drop_connection_at, FaultKind::Drop),
+            (&self.drop_after_apply_at, FaultKind::DropAfterApply),
+            (&self.fail_503_at, FaultKind::Unavailable),
+            (&self.fail_500_at, FaultKind::ServerError),
+            (
+                &self.fail_500_after_apply_at,
+                FaultKind::ServerErrorAfterApply,
+            ),
+        ];
+        if let Some((_, kind)) = fixed.iter().find(|(at, _)| at.contains(&ordinal)) {
+            return Some(*kind);
+        }
+        if self
             .rate_429_every
             .is_some_and(|n| n > 0 && ordinal.is_multiple_of(n))
         {
-            Injected::TooMany
-        } else {
-            Injected::None
+            return Some(FaultKind::TooMany);
         }
+        let rates = [
+            (self.rate_drop, FaultKind::Drop),
+            (self.rate_drop_after_apply, FaultKind::DropAfterApply),
+            (self.rate_503, FaultKind::Unavailable),
+            (self.rate_500, FaultKind::ServerError),
+            (self.rate_429, FaultKind::TooMany),
+        ];
+        rates
+            .iter()
+            .enumerate()
+            .find(|(stream, (rate, _))| {
+                *rate > 0.0 && draw(self.seed, ordinal, *stream as u64) < *rate
+            })
+            .map(|(_, (_, kind))| *kind)
+    }
+
+    /// The targeted fault for a request, given how many earlier requests
+    /// matched each target (`seen`, one counter per target, updated here).
+    pub fn targeted_fault(
+        &self,
+        seen: &mut Vec<u64>,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Option<FaultKind> {
+        seen.resize(self.targeted.len(), 0);
+        let mut hit = None;
+        for (t, count) in self.targeted.iter().zip(seen.iter_mut()) {
+            if !t.matches(method, path, body) {
+                continue;
+            }
+            *count += 1;
+            if hit.is_none() && (t.at.is_empty() || t.at.contains(count)) {
+                hit = Some(t.fault);
+            }
+        }
+        hit
+    }
+
+    /// Whether any targeted fault looks at request bodies (so the gate
+    /// knows whether to read them).
+    pub fn needs_body(&self) -> bool {
+        self.targeted.iter().any(|t| t.body_contains.is_some())
     }
 
     /// The Retry-After header value for a 429, if any.
@@ -85,5 +240,93 @@ impl Faults {
                 std::time::SystemTime::now() + std::time::Duration::from_secs(secs + 1),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_repeat_for_a_seed_and_differ_across_seeds() {
+        let faults = |seed| Faults {
+            rate_503: 0.1,
+            rate_429: 0.1,
+            seed,
+            ..Faults::default()
+        };
+        let run = |f: &Faults| (1..=2000).map(|n| f.decide(n)).collect::<Vec<_>>();
+        assert_eq!(run(&faults(7)), run(&faults(7)));
+        assert_ne!(run(&faults(7)), run(&faults(8)));
+        let hits = run(&faults(7));
+        let n503 = hits
+            .iter()
+            .filter(|h| **h == Some(FaultKind::Unavailable))
+            .count();
+        let n429 = hits
+            .iter()
+            .filter(|h| **h == Some(FaultKind::TooMany))
+            .count();
+        // About 10% each (binomial, n = 2000): far from both 0 and 400.
+        assert!((120..=280).contains(&n503), "{n503}");
+        assert!((100..=280).contains(&n429), "{n429}");
+        assert!(run(&Faults::default()).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn fixed_ordinals_come_first() {
+        let f = Faults {
+            drop_after_apply_at: vec![2],
+            fail_500_after_apply_at: vec![3],
+            rate_429: 1.0,
+            ..Faults::default()
+        };
+        assert_eq!(f.decide(2), Some(FaultKind::DropAfterApply));
+        assert_eq!(f.decide(3), Some(FaultKind::ServerErrorAfterApply));
+        assert_eq!(f.decide(4), Some(FaultKind::TooMany));
+    }
+
+    #[test]
+    fn targets_count_their_own_matches() {
+        let f = Faults {
+            targeted: vec![
+                TargetedFault {
+                    method: "post".into(),
+                    path_suffix: "/users".into(),
+                    body_contains: None,
+                    at: vec![2],
+                    fault: FaultKind::DropAfterApply,
+                },
+                TargetedFault {
+                    method: "POST".into(),
+                    path_suffix: "/sendMail".into(),
+                    body_contains: Some("it-team@".into()),
+                    at: vec![],
+                    fault: FaultKind::Unavailable,
+                },
+            ],
+            ..Faults::default()
+        };
+        let mut seen = Vec::new();
+        let users = "/rest/v1.0/companies/1/users";
+        assert_eq!(f.targeted_fault(&mut seen, "GET", users, ""), None);
+        assert_eq!(f.targeted_fault(&mut seen, "POST", users, ""), None);
+        assert_eq!(
+            f.targeted_fault(&mut seen, "POST", users, ""),
+            Some(FaultKind::DropAfterApply)
+        );
+        assert_eq!(f.targeted_fault(&mut seen, "POST", users, ""), None);
+        let mail = "/v1.0/users/a@x.com/sendMail";
+        assert_eq!(
+            f.targeted_fault(&mut seen, "POST", mail, "to: other@"),
+            None
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                f.targeted_fault(&mut seen, "POST", mail, "to: it-team@x.com"),
+                Some(FaultKind::Unavailable)
+            );
+        }
+        assert!(f.needs_body());
     }
 }

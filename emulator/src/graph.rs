@@ -1,6 +1,7 @@
 //! The Microsoft identity platform token endpoint and Graph v1.0: groups
-//! with `$filter=startswith(…)`, members and transitiveMembers with
-//! `$select`, `@odata.nextLink` paging, and `sendMail`.
+//! with `$filter=startswith(…)` (case-insensitive, as the directory
+//! compares strings), members and transitiveMembers with `$select`,
+//! `@odata.nextLink` paging, and `sendMail`.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -305,7 +306,13 @@ pub async fn groups(State(s): State<Shared>, RawQuery(query): RawQuery) -> Respo
         d.scenario
             .groups
             .iter()
-            .filter(|g| prefixes.as_ref().is_none_or(|p| p.iter().any(|p| g.display_name.starts_with(p.as_str()))))
+            // Like the directory, startswith compares without case.
+            .filter(|g| {
+                prefixes.as_ref().is_none_or(|p| {
+                    let name = g.display_name.to_lowercase();
+                    p.iter().any(|p| name.starts_with(&p.to_lowercase()))
+                })
+            })
             .map(|g| {
                 let full = json!({ "id": g.id, "displayName": g.display_name, "description": null, "mailEnabled": false, "securityEnabled": true, "groupTypes": [] });
                 let Value::Object(m) = full else { return Value::Null };

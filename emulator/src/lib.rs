@@ -23,8 +23,9 @@ use axum::Router;
 use axum::routing::{get, patch, post, put};
 use tokio::sync::oneshot;
 
+pub use config::PagingHeaders;
 pub use config::{Credentials, EmulatorConfig};
-pub use faults::{Faults, RetryAfterStyle};
+pub use faults::{FaultKind, Faults, RetryAfterStyle, TargetedFault};
 pub use scenario::{ExpectedSync, Scenario};
 pub use state::{SentMail, StateSnapshot};
 
@@ -83,7 +84,7 @@ pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
         .route("/oauth/token", post(procore::token))
         .route("/_admin", get(admin::page))
         .route("/_admin/state", get(admin::state))
-        .route("/_admin/faults", put(admin::set_faults))
+        .route("/_admin/faults", put(admin::set_faults).get(admin::faults))
         .merge(graph)
         .merge(procore)
         .layer(axum::middleware::from_fn_with_state(
@@ -166,11 +167,9 @@ impl RunningEmulator {
         snapshot_of(&self.shared)
     }
 
-    /// Replaces the faults; request ordinals count from 1 again.
+    /// Replaces the faults; request ordinals and target counts start again.
     pub fn set_faults(&self, faults: Faults) {
-        let mut d = self.shared.lock();
-        d.faults = faults;
-        d.api_requests = 0;
+        self.shared.set_faults(faults);
     }
 
     pub async fn shutdown(mut self) {

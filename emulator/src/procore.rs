@@ -12,11 +12,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::api::{encode_query, get, query_pairs};
+use crate::config::{PROCORE_MAX_PER_PAGE, PagingHeaders};
 use crate::scenario::{ProcoreUser, ProjectUser};
 use crate::state::{Service, Shared};
 
+/// Procore's page size when `per_page` is not given.
 const DEFAULT_PER_PAGE: usize = 100;
-const MAX_PER_PAGE: usize = 1000;
 
 fn errors(status: StatusCode, body: Value) -> Response {
     (status, Json(json!({ "errors": body }))).into_response()
@@ -149,12 +150,16 @@ pub fn user_json(u: &ProcoreUser) -> Value {
     })
 }
 
-/// A bare JSON array page with `Total`, `Per-Page` and `Link`.
+/// A bare JSON array page with `Total`, `Per-Page` and an RFC 8288 `Link`
+/// (as the configured [`PagingHeaders`] allow). Links follow Procore's guide:
+/// `first` and `prev` except on page 1, `next` and `last` except on the last
+/// page, so a single page has no `Link` at all.
 fn paged(s: &Shared, path: &str, pairs: &[(String, String)], items: Vec<Value>) -> Response {
+    let max = s.config.procore_max_per_page.clamp(1, PROCORE_MAX_PER_PAGE);
     let per_page = get(pairs, "per_page")
         .and_then(|p| p.parse::<usize>().ok())
         .unwrap_or(DEFAULT_PER_PAGE)
-        .clamp(1, MAX_PER_PAGE);
+        .clamp(1, max);
     let page = get(pairs, "page")
         .and_then(|p| p.parse::<usize>().ok())
         .unwrap_or(1)
@@ -173,23 +178,46 @@ fn paged(s: &Shared, path: &str, pairs: &[(String, String)], items: Vec<Value>) 
         q.push(("per_page".into(), per_page.to_string()));
         format!("<{}{path}?{}>", s.base_url, encode_query(&q))
     };
-    let mut links = vec![format!("{}; rel=\"first\"", link(1))];
+    let mut links = Vec::new();
     if page > 1 {
+        links.push(format!("{}; rel=\"first\"", link(1)));
         links.push(format!("{}; rel=\"prev\"", link((page - 1).min(last))));
     }
     if page < last {
         links.push(format!("{}; rel=\"next\"", link(page + 1)));
+        links.push(format!("{}; rel=\"last\"", link(last)));
     }
-    links.push(format!("{}; rel=\"last\"", link(last)));
+    let separate = s.config.procore_paging == PagingHeaders::SeparateLinkFields;
+    if separate {
+        // `next` goes last, so only a client that reads every field finds it.
+        links.sort_by_key(|l| l.ends_with("rel=\"next\""));
+    }
     let mut response = Json(Value::Array(items[start..end].to_vec())).into_response();
+    let (with_total, with_per_page, with_link) = match s.config.procore_paging {
+        PagingHeaders::All | PagingHeaders::SeparateLinkFields => (true, true, true),
+        PagingHeaders::NoLink => (true, true, false),
+        PagingHeaders::TotalOnly => (true, false, false),
+        PagingHeaders::None => (false, false, false),
+    };
     let h = response.headers_mut();
-    for (name, value) in [
-        ("total", total.to_string()),
-        ("per-page", per_page.to_string()),
-        ("link", links.join(", ")),
+    for (name, value, wanted) in [
+        ("total", total.to_string(), with_total),
+        ("per-page", per_page.to_string(), with_per_page),
+        (
+            "link",
+            links.join(", "),
+            with_link && !separate && !links.is_empty(),
+        ),
     ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let (true, Ok(v)) = (wanted, HeaderValue::from_str(&value)) {
             h.insert(name, v);
+        }
+    }
+    if separate {
+        for l in &links {
+            if let Ok(v) = HeaderValue::from_str(l) {
+                h.append("link", v);
+            }
         }
     }
     response
@@ -217,10 +245,17 @@ fn list(
             .iter()
             .filter(|u| u.is_active == active)
             .filter(|u| {
+                // Procore: first name, last name, email address, job title
+                // (keywords and company name are not modelled); not the login.
                 search.as_ref().is_none_or(|q| {
-                    [&u.first_name, &u.last_name, &u.email_address, &u.login]
-                        .iter()
-                        .any(|f| f.to_lowercase().contains(q.as_str()))
+                    [
+                        u.first_name.as_str(),
+                        u.last_name.as_str(),
+                        u.email_address.as_str(),
+                        u.job_title.as_deref().unwrap_or(""),
+                    ]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(q.as_str()))
                         || format!("{} {}", u.first_name, u.last_name)
                             .to_lowercase()
                             .contains(q.as_str())
@@ -312,6 +347,22 @@ pub async fn create_user(
             }
         })
     };
+    // Procore logins are global: a user of another company can hold one.
+    let elsewhere = |value: &str| {
+        d.scenario
+            .taken_elsewhere
+            .iter()
+            .any(|t| t.trim().eq_ignore_ascii_case(value))
+    };
+    if elsewhere(&login) {
+        return errors(conflict, json!({ "login": ["has already been taken"] }));
+    }
+    if elsewhere(&email) {
+        return errors(
+            conflict,
+            json!({ "email_address": ["has already been taken"] }),
+        );
+    }
     if taken("login", &login, &d) {
         return errors(conflict, json!({ "login": ["has already been taken"] }));
     }
@@ -445,16 +496,20 @@ pub async fn add_to_project(
     if let Err(r) = company_check(&s, &headers, None) {
         return r;
     }
+    // The body and its `user` are optional: only a permission template may be given.
     let template = if body.trim().is_empty() {
         None
     } else {
-        match nested_user(&body) {
-            Ok(u) => u.get("permission_template_id").and_then(|v| {
+        let Ok(parsed) = serde_json::from_str::<Value>(&body) else {
+            return errors(StatusCode::BAD_REQUEST, json!("body is not valid JSON"));
+        };
+        parsed
+            .pointer("/user/permission_template_id")
+            .filter(|v| !v.is_null())
+            .and_then(|v| {
                 v.as_u64()
                     .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            }),
-            Err(r) => return r,
-        }
+            })
     };
     let mut d = s.lock();
     if !d.scenario.project_ids.contains(&project) {

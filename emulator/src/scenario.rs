@@ -72,6 +72,10 @@ pub struct Scenario {
     /// The mailbox that sends the report (a user of the tenant).
     pub mail_from: String,
     pub mail_to: String,
+    /// Logins held by users of other Procore companies: Procore logins are
+    /// global, so creating one here is refused as taken although this
+    /// company's lists do not show it.
+    pub taken_elsewhere: Vec<String>,
 }
 
 /// The license group prefixes of the shipped flow (EN DASH).
@@ -192,7 +196,8 @@ impl Scenario {
     /// mail, no mail (UPN key), a guest, a disabled holder, a hostile name,
     /// non-ASCII names, a person in two license groups, one matched in
     /// Procore only by email, one inactive in Procore, a Procore-only
-    /// subcontractor, nested groups, devices and service principals.
+    /// subcontractor, nested groups, devices and service principals, and a
+    /// decoy group named like a license group but in lower case.
     pub fn generate(users: usize, seed: u64) -> Scenario {
         Generator::new(seed).build(users)
     }
@@ -292,6 +297,8 @@ impl Generator {
         groups.push(nested);
         let nested_index = groups.len() - 1;
         let mut graph_users = Vec::with_capacity(n + 2);
+        // People who hold no license, for the lower-case decoy group below.
+        let mut unlicensed = Vec::new();
         let mut procore_users = Vec::with_capacity(n + n / 10 + 4);
         let mut next_procore_id = 1000u64;
         let stamp = "2025-06-01T12:00:00Z".to_string();
@@ -430,6 +437,9 @@ impl Generator {
                 add_procore(&mut procore_users, login, email, first, last, active);
             }
             let member = Member::User { id: id.clone() };
+            if !licensed {
+                unlicensed.push(member.clone());
+            }
             if licensed {
                 let g = self.rng.random_range(0..license_names.len());
                 groups[g].members.push(member.clone());
@@ -472,6 +482,15 @@ impl Generator {
                 true,
             );
         }
+        // A decoy that only differs in case. The directory's startswith is
+        // case-insensitive, so the filter returns it; only the component's
+        // exact re-check keeps these people out. Made last, so the rest of
+        // the tenant is the same as before it existed.
+        groups.push(GraphGroup {
+            id: self.guid(),
+            display_name: "license – microsoft old".into(),
+            members: unlicensed,
+        });
         Scenario {
             tenant_id: "8f6c2b6e-1d3a-4c55-9a7e-5b2f0c4d9e11".into(),
             graph_users,
@@ -483,6 +502,7 @@ impl Generator {
             project_users: Vec::new(),
             mail_from: "it-automation@contoso.com".into(),
             mail_to: "it-team@contoso.com".into(),
+            taken_elsewhere: Vec::new(),
         }
     }
 }

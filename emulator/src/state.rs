@@ -25,6 +25,8 @@ pub struct LoggedRequest {
     pub path: String,
     pub status: u16,
     pub at_ms: u64,
+    /// The fault injected into this request (`503`, `drop_after_apply`, …).
+    pub fault: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,8 @@ pub struct Data {
     pub tokens: HashMap<String, Token>,
     pub faults: Faults,
     pub api_requests: u64,
+    /// Requests seen so far by each targeted fault, in `faults.targeted` order.
+    pub targeted_seen: Vec<u64>,
     pub next_procore_id: u64,
     /// Procore budget: window start (unix minute) and requests used in it.
     pub procore_window: (u64, u32),
@@ -79,6 +83,7 @@ impl Shared {
             tokens: HashMap::new(),
             faults: config.faults.clone(),
             api_requests: 0,
+            targeted_seen: Vec::new(),
             next_procore_id,
             procore_window: (0, 0),
             graph_window: (0, 0),
@@ -96,14 +101,23 @@ impl Shared {
         self.data.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn log(&self, method: &str, path: &str, status: u16) {
+    pub fn log(&self, method: &str, path: &str, status: u16, fault: Option<&'static str>) {
         let at_ms = self.started.elapsed().as_millis() as u64;
         self.lock().log.push(LoggedRequest {
             method: method.to_string(),
             path: path.to_string(),
             status,
             at_ms,
+            fault,
         });
+    }
+
+    /// Replaces the faults; request ordinals and target counts start again.
+    pub fn set_faults(&self, faults: Faults) {
+        let mut d = self.lock();
+        d.faults = faults;
+        d.api_requests = 0;
+        d.targeted_seen.clear();
     }
 
     pub fn issue_token(&self, service: Service) -> (String, u64) {

@@ -3,7 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
-use sluice_emulator::{EmulatorConfig, Faults, RetryAfterStyle, RunningEmulator, Scenario};
+use sluice_emulator::{
+    EmulatorConfig, FaultKind, Faults, PagingHeaders, RetryAfterStyle, RunningEmulator, Scenario,
+    TargetedFault,
+};
 
 struct Env {
     emu: RunningEmulator,
@@ -294,9 +297,21 @@ async fn graph_filters_by_prefix_with_en_dash_and_doubled_quotes() {
         .collect();
     assert_eq!(
         names,
-        vec!["License – Microsoft 365 E3", "License – Microsoft 365 E5"],
-        "the hyphen decoy is not matched"
+        vec![
+            "License – Microsoft 365 E3",
+            "License – Microsoft 365 E5",
+            "license – microsoft old"
+        ],
+        "startswith ignores case, as the directory's does; the hyphen decoy is not matched"
     );
+    // Case-insensitive both ways: a lower-case prefix finds the real groups.
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/groups", env.var("GRAPH_BASE_URL")),
+        &[("$filter", "startswith(displayName,'LICENSE – OFFICE')")],
+    )
+    .unwrap();
+    let body: Value = env.graph(&token, url.as_str()).await.json().await.unwrap();
+    assert_eq!(body["value"][0]["displayName"], "License – Office 365 E1");
     let bad = env
         .graph(
             &token,
@@ -820,5 +835,683 @@ fn scenarios_are_deterministic_large_and_consistent_with_the_rules() {
         !sluice_emulator::scenario::LICENSE_PREFIXES
             .iter()
             .any(|p| decoy.display_name.starts_with(p))
+    );
+}
+
+/// Procore's rate-limit headers, checked for shape: Reset is Unix seconds
+/// within the next minute.
+fn assert_rate_limit_headers(r: &reqwest::Response, what: &str) {
+    let h = r.headers();
+    for name in ["x-rate-limit-limit", "x-rate-limit-remaining"] {
+        assert!(
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.parse::<u64>().is_ok()),
+            "{what}: {name} missing or not a number: {h:?}"
+        );
+    }
+    let reset: u64 = h
+        .get("x-rate-limit-reset")
+        .unwrap_or_else(|| panic!("{what}: no x-rate-limit-reset"))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        reset >= now.saturating_sub(1) && reset <= now + 61,
+        "{what}: reset {reset} is not Unix seconds within the minute after {now}"
+    );
+}
+
+#[tokio::test]
+async fn procore_rate_limit_headers_are_on_every_response() {
+    let env = start(EmulatorConfig {
+        procore_rate_limit: Some(1000),
+        ..Default::default()
+    })
+    .await;
+    let token = env.procore_token().await;
+    let c = company(&env);
+    let users = format!("companies/{c}/users");
+    let ok = env
+        .procore(&token, reqwest::Method::GET, &users, None)
+        .await;
+    assert_eq!(ok.status(), 200);
+    assert_rate_limit_headers(&ok, "a list");
+    assert_eq!(ok.headers()["x-rate-limit-limit"], "1000");
+    let bad = env
+        .procore(
+            &token,
+            reqwest::Method::POST,
+            &users,
+            Some(json!({"flat": 1})),
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+    assert_rate_limit_headers(&bad, "a 400");
+    let anon = env
+        .http
+        .get(format!("{}/rest/v1.0/{users}", env.var("PROCORE_BASE_URL")))
+        .header("Procore-Company-Id", c.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+    assert_rate_limit_headers(&anon, "a 401 without a token");
+    for (kind, status) in [
+        (FaultKind::TooMany, 429),
+        (FaultKind::Unavailable, 503),
+        (FaultKind::ServerError, 500),
+        (FaultKind::ServerErrorAfterApply, 500),
+    ] {
+        env.emu.set_faults(Faults {
+            targeted: vec![TargetedFault {
+                method: "GET".into(),
+                path_suffix: "/users".into(),
+                body_contains: None,
+                at: vec![1],
+                fault: kind,
+            }],
+            ..Default::default()
+        });
+        let r = env
+            .procore(&token, reqwest::Method::GET, &users, None)
+            .await;
+        assert_eq!(r.status(), status, "{kind:?}");
+        assert_rate_limit_headers(&r, &format!("injected {kind:?}"));
+    }
+    // (A dropped connection has no answer to carry them.) An expired token's 401 has them too.
+    env.emu.set_faults(Faults {
+        token_expires_after_calls: Some(0),
+        ..Default::default()
+    });
+    let expired = env
+        .procore(&token, reqwest::Method::GET, &users, None)
+        .await;
+    assert_eq!(expired.status(), 401);
+    assert_rate_limit_headers(&expired, "an expired token");
+    // Graph has no such headers.
+    env.emu.set_faults(Faults::default());
+    let g = env.graph_token().await;
+    let graph = env
+        .graph(&g, &format!("{}/groups", env.var("GRAPH_BASE_URL")))
+        .await;
+    assert!(!graph.headers().contains_key("x-rate-limit-reset"));
+}
+
+#[tokio::test]
+async fn procore_duplicates_are_422_by_default_and_logins_are_global() {
+    let mut scenario = Scenario::generate(30, 4);
+    scenario.taken_elsewhere.push("roaming@other-gc.com".into());
+    let active = scenario
+        .procore_users
+        .iter()
+        .find(|u| u.is_active)
+        .unwrap()
+        .clone();
+    let env = start(EmulatorConfig {
+        scenario,
+        ..Default::default()
+    })
+    .await;
+    let token = env.procore_token().await;
+    let users = format!("companies/{}/users", company(&env));
+    let dup = env
+        .procore(
+            &token,
+            reqwest::Method::POST,
+            &users,
+            Some(json!({"user": {"last_name": "L", "email_address": format!("  {}  ", active.email_address.to_uppercase()), "login": active.login.to_uppercase()}})),
+        )
+        .await;
+    assert_eq!(dup.status(), 422);
+    assert!(
+        dup.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let e: Value = dup.json().await.unwrap();
+    assert_eq!(e, json!({"errors": {"login": ["has already been taken"]}}));
+    // Held by another company's user: refused, yet absent from this company's lists.
+    let elsewhere = env
+        .procore(
+            &token,
+            reqwest::Method::POST,
+            &users,
+            Some(json!({"user": {"last_name": "R", "email_address": "Roaming@Other-GC.com"}})),
+        )
+        .await;
+    assert_eq!(elsewhere.status(), 422);
+    for list in [users.clone(), format!("{users}/inactive")] {
+        let found: Value = env
+            .procore(
+                &token,
+                reqwest::Method::GET,
+                &format!("{list}?filters%5Bsearch%5D=roaming"),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(found, json!([]));
+    }
+    assert!(env.emu.snapshot().created_users().is_empty());
+}
+
+#[tokio::test]
+async fn admin_endpoints_show_the_state_and_take_faults() {
+    let env = start(EmulatorConfig::default()).await;
+    let base = env.emu.base_url();
+    let token = env.procore_token().await;
+    let c = company(&env);
+    env.procore(
+        &token,
+        reqwest::Method::POST,
+        &format!("companies/{c}/users"),
+        Some(json!({"user": {"last_name": "<b>Bold</b>", "email_address": "admin-view@x.com"}})),
+    )
+    .await;
+    let page = env.http.get(format!("{base}/_admin")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Graph and Procore emulators") && html.contains("admin-view@x.com"));
+    assert!(
+        html.contains("&lt;b&gt;Bold&lt;/b&gt;") && !html.contains("<b>Bold"),
+        "the admin page escapes what the API stored"
+    );
+    let state: Value = env
+        .http
+        .get(format!("{base}/_admin/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(state["scenario"]["groups"].as_array().unwrap().len() > 3);
+    assert!(state["mails"].as_array().unwrap().is_empty());
+    let requests = state["requests"].as_array().unwrap();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r["method"] == "POST" && r["status"] == 201 && r["fault"].is_null())
+    );
+    assert!(
+        state["scenario"]["procore_users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["email_address"] == "admin-view@x.com" && u["created_by_api"] == true)
+    );
+    // Faults set over HTTP take effect at once and can be read back.
+    let faults = json!({"fail_503_at": [1], "targeted": [{"method": "GET", "path_suffix": "/groups", "at": [2], "fault": "server_error"}]});
+    let put = env
+        .http
+        .put(format!("{base}/_admin/faults"))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 204);
+    let read: Value = env
+        .http
+        .get(format!("{base}/_admin/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["fail_503_at"], json!([1]));
+    assert_eq!(read["targeted"][0]["fault"], "server_error");
+    let g = env.graph_token().await;
+    let groups = format!("{}/groups", env.var("GRAPH_BASE_URL"));
+    assert_eq!(env.graph(&g, &groups).await.status(), 503);
+    assert_eq!(env.graph(&g, &groups).await.status(), 500);
+    assert_eq!(env.graph(&g, &groups).await.status(), 200);
+    let log = env.emu.snapshot().requests;
+    let faulted: Vec<Option<&str>> = log
+        .iter()
+        .filter(|r| r.path.starts_with("/v1.0/groups"))
+        .map(|r| r.fault)
+        .collect();
+    assert_eq!(faulted, vec![Some("503"), Some("500"), None]);
+    // A misspelt fault is refused, not ignored.
+    let typo = env
+        .http
+        .put(format!("{base}/_admin/faults"))
+        .json(&json!({"fail_503_att": [1]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(typo.status().is_client_error(), "{}", typo.status());
+}
+
+#[tokio::test]
+async fn slow_responses_take_at_least_their_delay() {
+    let env = start(EmulatorConfig::default()).await;
+    let g = env.graph_token().await;
+    env.emu.set_faults(Faults {
+        slow_ms: Some(400),
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let r = env
+        .graph(&g, &format!("{}/groups", env.var("GRAPH_BASE_URL")))
+        .await;
+    assert_eq!(r.status(), 200);
+    // A lower bound only: a loaded machine may take longer, never shorter.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+}
+
+#[tokio::test]
+async fn procore_tokens_expire_with_procores_401() {
+    let env = start(EmulatorConfig::default()).await;
+    env.emu.set_faults(Faults {
+        token_expires_after_calls: Some(2),
+        ..Default::default()
+    });
+    let token = env.procore_token().await;
+    let users = format!("companies/{}/users", company(&env));
+    for _ in 0..2 {
+        assert_eq!(
+            env.procore(&token, reqwest::Method::GET, &users, None)
+                .await
+                .status(),
+            200
+        );
+    }
+    let expired = env
+        .procore(&token, reqwest::Method::GET, &users, None)
+        .await;
+    assert_eq!(expired.status(), 401);
+    assert!(
+        expired.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    assert!(expired.json::<Value>().await.unwrap()["errors"].is_string());
+    // A new token works again; a Graph token is no Procore token.
+    let fresh = env.procore_token().await;
+    assert_eq!(
+        env.procore(&fresh, reqwest::Method::GET, &users, None)
+            .await
+            .status(),
+        200
+    );
+    let graph_token = env.graph_token().await;
+    assert_eq!(
+        env.procore(&graph_token, reqwest::Method::GET, &users, None)
+            .await
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn graph_budget_429s_say_when_in_each_retry_after_style() {
+    for (style, check) in [
+        (RetryAfterStyle::Integer, "integer"),
+        (RetryAfterStyle::Fractional, "fraction"),
+        (RetryAfterStyle::Absent, "absent"),
+    ] {
+        let env = start(EmulatorConfig {
+            graph_rate_limit: Some(1),
+            faults: Faults {
+                retry_after: style,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await;
+        let g = env.graph_token().await;
+        let url = format!("{}/groups", env.var("GRAPH_BASE_URL"));
+        // With a budget of one a minute, one of three requests is refused
+        // even if a minute boundary falls between them.
+        let mut refused = None;
+        for _ in 0..3 {
+            let r = env.graph(&g, &url).await;
+            if r.status() == 429 {
+                refused = Some(r);
+                break;
+            }
+        }
+        let r = refused.expect("a 429 past the budget");
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        match check {
+            "integer" => {
+                let secs: u64 = retry_after.unwrap().parse().unwrap();
+                assert!((1..=60).contains(&secs));
+            }
+            "fraction" => {
+                let v = retry_after.unwrap();
+                assert!(v.contains('.'), "{v}");
+                let secs: f64 = v.parse().unwrap();
+                assert!(secs > 0.0 && secs <= 61.0, "{secs}");
+            }
+            _ => assert_eq!(retry_after, None),
+        }
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "TooManyRequests");
+        assert!(body["error"]["innerError"]["request-id"].is_string());
+        env.emu.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn members_of_every_kind_carry_their_odata_type() {
+    let scenario = Scenario::generate(60, 8);
+    let env = start(EmulatorConfig {
+        scenario: scenario.clone(),
+        ..Default::default()
+    })
+    .await;
+    let g = env.graph_token().await;
+    let mut kinds = std::collections::BTreeSet::new();
+    for group in scenario
+        .groups
+        .iter()
+        .filter(|g| g.display_name.starts_with("License – "))
+    {
+        let mut url = format!(
+            "{}/groups/{}/members?$select=id,displayName,mail,accountEnabled",
+            env.var("GRAPH_BASE_URL"),
+            group.id
+        );
+        loop {
+            let page: Value = env.graph(&g, &url).await.json().await.unwrap();
+            for m in page["value"].as_array().unwrap() {
+                let kind = m["@odata.type"].as_str().unwrap().to_string();
+                assert!(m["id"].is_string(), "{m}");
+                if kind != "#microsoft.graph.user" {
+                    assert!(m.get("mail").is_none(), "only users have mail: {m}");
+                }
+                kinds.insert(kind);
+            }
+            match page["@odata.nextLink"].as_str() {
+                Some(n) => url = n.to_string(),
+                None => break,
+            }
+        }
+    }
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "#microsoft.graph.device",
+            "#microsoft.graph.group",
+            "#microsoft.graph.servicePrincipal",
+            "#microsoft.graph.user"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn writes_can_be_applied_and_then_lose_their_answer() {
+    let env = start(EmulatorConfig::default()).await;
+    let token = env.procore_token().await;
+    let c = company(&env);
+    let url = format!(
+        "{}/rest/v1.0/companies/{c}/users",
+        env.var("PROCORE_BASE_URL")
+    );
+    env.emu.set_faults(Faults {
+        targeted: vec![
+            TargetedFault {
+                method: "POST".into(),
+                path_suffix: "/users".into(),
+                body_contains: Some("dropped@x.com".into()),
+                at: vec![1],
+                fault: FaultKind::DropAfterApply,
+            },
+            TargetedFault {
+                method: "POST".into(),
+                path_suffix: "/users".into(),
+                body_contains: Some("erred@x.com".into()),
+                at: vec![],
+                fault: FaultKind::ServerErrorAfterApply,
+            },
+        ],
+        ..Default::default()
+    });
+    let dropped = env
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .header("Procore-Company-Id", c.as_str())
+        .json(&json!({"user": {"last_name": "D", "email_address": "dropped@x.com"}}))
+        .send()
+        .await;
+    let broke = match dropped {
+        Err(_) => true,
+        Ok(r) => r.bytes().await.is_err(),
+    };
+    assert!(broke, "the answer was lost");
+    let erred = env
+        .procore(
+            &token,
+            reqwest::Method::POST,
+            &format!("companies/{c}/users"),
+            Some(json!({"user": {"last_name": "E", "email_address": "erred@x.com"}})),
+        )
+        .await;
+    assert_eq!(erred.status(), 500);
+    let created: Vec<String> = env
+        .emu
+        .snapshot()
+        .created_users()
+        .iter()
+        .map(|u| u.email_address.clone())
+        .collect();
+    assert_eq!(
+        created,
+        vec!["dropped@x.com", "erred@x.com"],
+        "both were applied"
+    );
+    // A resend of each now meets its own first attempt: taken.
+    for email in ["dropped@x.com", "erred@x.com"] {
+        let again = env
+            .procore(
+                &token,
+                reqwest::Method::POST,
+                &format!("companies/{c}/users"),
+                Some(json!({"user": {"last_name": "X", "email_address": email}})),
+            )
+            .await;
+        let expected = if email == "erred@x.com" { 500 } else { 422 };
+        assert_eq!(again.status(), expected, "{email}");
+    }
+    assert_eq!(env.emu.snapshot().created_users().len(), 2);
+    let faults: Vec<&str> = env
+        .emu
+        .snapshot()
+        .requests
+        .iter()
+        .filter_map(|r| r.fault)
+        .collect();
+    assert_eq!(
+        faults,
+        vec!["drop_after_apply", "500_after_apply", "500_after_apply"]
+    );
+}
+
+#[tokio::test]
+async fn rate_based_faults_repeat_for_a_seed() {
+    async fn statuses(seed: u64) -> Vec<(u16, Option<&'static str>)> {
+        let env = start(EmulatorConfig {
+            faults: Faults {
+                rate_503: 0.2,
+                rate_500: 0.1,
+                rate_429: 0.2,
+                rate_drop: 0.1,
+                seed,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await;
+        let g = env.graph_token().await;
+        let url = format!("{}/groups?$top=1", env.var("GRAPH_BASE_URL"));
+        for _ in 0..40 {
+            let _ = env
+                .http
+                .get(&url)
+                .bearer_auth(&g)
+                .send()
+                .await
+                .map(|r| r.bytes());
+        }
+        let log = env.emu.snapshot().requests;
+        env.emu.shutdown().await;
+        log.iter()
+            .filter(|r| r.path.starts_with("/v1.0/"))
+            .map(|r| (r.status, r.fault))
+            .collect()
+    }
+    let a = statuses(11).await;
+    assert_eq!(a.len(), 40);
+    assert_eq!(
+        a,
+        statuses(11).await,
+        "the same seed faults the same requests"
+    );
+    assert_ne!(a, statuses(12).await);
+    for kind in ["503", "500", "429", "drop"] {
+        assert!(
+            a.iter().any(|(_, f)| *f == Some(kind)),
+            "{kind} never drawn: {a:?}"
+        );
+    }
+    assert!(a.iter().any(|(s, f)| *s == 200 && f.is_none()));
+}
+
+#[tokio::test]
+async fn procore_paging_headers_can_be_left_out_and_pages_capped() {
+    let scenario = Scenario::generate(80, 6);
+    let active = scenario
+        .procore_users
+        .iter()
+        .filter(|u| u.is_active)
+        .count();
+    for paging in [
+        PagingHeaders::All,
+        PagingHeaders::SeparateLinkFields,
+        PagingHeaders::NoLink,
+        PagingHeaders::TotalOnly,
+        PagingHeaders::None,
+    ] {
+        let env = start(EmulatorConfig {
+            scenario: scenario.clone(),
+            procore_paging: paging,
+            procore_max_per_page: 7,
+            ..Default::default()
+        })
+        .await;
+        let token = env.procore_token().await;
+        let users = format!("companies/{}/users", company(&env));
+        let r = env
+            .procore(
+                &token,
+                reqwest::Method::GET,
+                &format!("{users}?page=1&per_page=1000"),
+                None,
+            )
+            .await;
+        let h = r.headers().clone();
+        let page: Value = r.json().await.unwrap();
+        assert_eq!(page.as_array().unwrap().len(), 7, "pages hold at most 7");
+        let has = |n: &str| h.contains_key(n);
+        if paging == PagingHeaders::SeparateLinkFields {
+            let fields: Vec<&str> = h
+                .get_all("link")
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(fields.len(), 2, "{fields:?}");
+            assert!(fields[0].ends_with("rel=\"last\"") && fields[1].ends_with("rel=\"next\""));
+        }
+        let expected = match paging {
+            PagingHeaders::All | PagingHeaders::SeparateLinkFields => (true, true, true),
+            PagingHeaders::NoLink => (true, true, false),
+            PagingHeaders::TotalOnly => (true, false, false),
+            PagingHeaders::None => (false, false, false),
+        };
+        assert_eq!(
+            (has("total"), has("per-page"), has("link")),
+            expected,
+            "{paging:?}"
+        );
+        if has("total") {
+            assert_eq!(h["total"].to_str().unwrap(), active.to_string());
+        }
+        if has("per-page") {
+            assert_eq!(h["per-page"], "7");
+        }
+        // Past the end: an empty array.
+        let beyond: Value = env
+            .procore(
+                &token,
+                reqwest::Method::GET,
+                &format!("{users}?page=1000&per_page=7"),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(beyond, json!([]));
+        env.emu.shutdown().await;
+    }
+    // Links follow Procore's guide: page 1 has next and last only; a single page none.
+    let env = start(EmulatorConfig {
+        scenario: scenario.clone(),
+        ..Default::default()
+    })
+    .await;
+    let token = env.procore_token().await;
+    let users = format!("companies/{}/users", company(&env));
+    let first = env
+        .procore(
+            &token,
+            reqwest::Method::GET,
+            &format!("{users}?per_page=10"),
+            None,
+        )
+        .await;
+    let link = first.headers()["link"].to_str().unwrap().to_string();
+    assert!(link.contains("rel=\"next\"") && link.contains("rel=\"last\""));
+    assert!(
+        !link.contains("rel=\"first\"") && !link.contains("rel=\"prev\""),
+        "{link}"
+    );
+    let whole = env
+        .procore(
+            &token,
+            reqwest::Method::GET,
+            &format!("{users}?per_page=20000"),
+            None,
+        )
+        .await;
+    assert!(!whole.headers().contains_key("link"), "one page, no links");
+    assert_eq!(
+        whole.headers()["per-page"],
+        "10000",
+        "Procore's documented maximum"
     );
 }

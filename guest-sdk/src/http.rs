@@ -48,6 +48,19 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every header called `name` (any case), joined with `", "` as RFC
+    /// 9110 §5.3 allows for list-valued fields such as `Link`; `None` when
+    /// there is none.
+    pub fn header_joined(&self, name: &str) -> Option<String> {
+        let values: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    }
+
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }

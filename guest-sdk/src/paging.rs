@@ -2,8 +2,14 @@
 //!
 //! Graph: follow `@odata.nextLink` verbatim until it is absent; a page may be
 //! empty and still have one. Procore: bare JSON arrays paged with `page` and
-//! `per_page`; the `Link` header's `rel="next"` says whether there is more
-//! (`Total` is the fallback). Never stop on a short page by guesswork.
+//! `per_page`. Whether there is another page is read from the headers, in
+//! this order: the `Link` header's `rel="next"` (every `Link` field, since
+//! RFC 8288 allows several), else `Total` against `Per-Page` (or, without
+//! `Per-Page`, against what has been received so far, because a server may
+//! hand out fewer per page than asked), else — no paging headers at all —
+//! keep asking until a page comes back empty. A short page alone never ends
+//! the list; an empty one always does, so a server whose `Total` overstates
+//! cannot keep the flow asking for ever.
 
 use serde_json::Value;
 
@@ -40,38 +46,95 @@ pub fn graph_all(connection: &str, first: Call) -> Result<Vec<Value>, StepError>
     ))
 }
 
-/// The URL of the `rel="next"` link of an RFC 5988 `Link` header.
-pub fn link_next(header: &str) -> Option<String> {
-    header.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        let is_next = params.split(';').any(|p| {
-            let p = p.trim();
-            p.eq_ignore_ascii_case("rel=\"next\"") || p.eq_ignore_ascii_case("rel=next")
-        });
-        let target = target.trim();
-        (is_next && target.starts_with('<') && target.ends_with('>'))
-            .then(|| target[1..target.len() - 1].to_string())
-    })
+/// The link-values of an RFC 8288 `Link` header: each target URI with its
+/// parameters (names lower-cased, quotes removed). Commas inside `<…>` or a
+/// quoted string do not split values.
+pub fn link_values(header: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out = Vec::new();
+    let mut rest = header;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>') else {
+            break;
+        };
+        let target = rest[open + 1..open + close].trim().to_string();
+        rest = &rest[open + close + 1..];
+        // Parameters run to the next comma that is not inside quotes.
+        let mut params_text = String::new();
+        let mut in_quotes = false;
+        let mut consumed = rest.len();
+        for (i, c) in rest.char_indices() {
+            match c {
+                '"' => in_quotes = !in_quotes,
+                ',' if !in_quotes => {
+                    consumed = i + 1;
+                    break;
+                }
+                _ => {}
+            }
+            params_text.push(c);
+        }
+        rest = &rest[consumed.min(rest.len())..];
+        let params = params_text
+            .split(';')
+            .filter_map(|p| {
+                let (name, value) = p.split_once('=')?;
+                Some((
+                    name.trim().to_ascii_lowercase(),
+                    value.trim().trim_matches('"').to_string(),
+                ))
+            })
+            .collect();
+        out.push((target, params));
+    }
+    out
 }
 
-/// Whether Procore has another page after `page` (1-based) of `per_page`.
+/// The URL of the `rel="next"` link of an RFC 8288 `Link` header (`rel`
+/// may list several relation types, separated by spaces).
+pub fn link_next(header: &str) -> Option<String> {
+    link_values(header)
+        .into_iter()
+        .find_map(|(target, params)| {
+            params
+                .iter()
+                .any(|(name, value)| {
+                    name == "rel"
+                        && value
+                            .split_ascii_whitespace()
+                            .any(|r| r.eq_ignore_ascii_case("next"))
+                })
+                .then_some(target)
+        })
+}
+
+fn number_header(response: &Response, name: &str) -> Option<usize> {
+    response
+        .header(name)
+        .and_then(|v| v.trim().parse::<usize>().ok())
+}
+
+/// Whether Procore has another page after `page` (1-based), given how many
+/// items this page held and how many all pages so far held together.
 pub fn procore_has_next(
     response: &Response,
     page: usize,
-    per_page: usize,
-    received: usize,
+    on_this_page: usize,
+    so_far: usize,
 ) -> bool {
-    if let Some(link) = response.header("link") {
-        return link_next(link).is_some();
+    if on_this_page == 0 {
+        return false;
     }
-    if let Some(total) = response
-        .header("total")
-        .and_then(|t| t.trim().parse::<usize>().ok())
-    {
-        return page * per_page < total;
+    if let Some(link) = response.header_joined("link") {
+        return link_next(&link).is_some();
     }
-    // Neither header: a full page may have a successor, an empty one has not.
-    received == per_page && received > 0
+    if let Some(total) = number_header(response, "total") {
+        return match number_header(response, "per-page").filter(|n| *n > 0) {
+            Some(per_page) => page.saturating_mul(per_page) < total,
+            None => so_far < total,
+        };
+    }
+    // No paging headers at all: only an empty page says the list is over.
+    true
 }
 
 /// Every item of a Procore list endpoint, page by page.
@@ -90,7 +153,7 @@ pub fn procore_all(
             call = call.query(k, v.clone());
         }
         let response = call.send_ok()?;
-        let received = match response.json()? {
+        let on_this_page = match response.json()? {
             Value::Array(list) => {
                 let n = list.len();
                 items.extend(list);
@@ -103,7 +166,7 @@ pub fn procore_all(
                 ));
             }
         };
-        if !procore_has_next(&response, page, per_page, received) {
+        if !procore_has_next(&response, page, on_this_page, items.len()) {
             return Ok(items);
         }
     }
@@ -147,35 +210,80 @@ mod tests {
             link_next(r#"<https://x/?page=1>; rel="first", <https://x/?page=1>; rel="last""#),
             None
         );
+        // Unquoted, upper case, a relation list, and commas inside the URL.
+        assert_eq!(
+            link_next("<https://x/?ids=1,2&page=2>; REL=next").unwrap(),
+            "https://x/?ids=1,2&page=2"
+        );
+        assert_eq!(
+            link_next(r#"<https://x/?page=1>; title="a, b"; rel="prev", <https://x/?page=3>; rel="next last""#)
+                .unwrap(),
+            "https://x/?page=3"
+        );
+        assert_eq!(link_next(""), None);
+        assert_eq!(link_next("garbage, <unclosed"), None);
     }
 
     #[test]
-    fn next_page_from_link_then_total_never_from_a_short_page() {
+    fn every_link_field_is_read() {
+        // RFC 8288 lets a server send its links in several Link fields.
+        let r = response(&[
+            ("link", r#"<https://x/?page=1>; rel="first""#),
+            ("total", "250"),
+            ("link", r#"<https://x/?page=2>; rel="next""#),
+        ]);
+        assert!(procore_has_next(&r, 1, 100, 100));
+        let last = response(&[
+            ("link", r#"<https://x/?page=1>; rel="first""#),
+            ("Link", r#"<https://x/?page=2>; rel="prev""#),
+        ]);
+        assert!(!procore_has_next(&last, 3, 50, 250));
+    }
+
+    #[test]
+    fn the_link_header_decides_first() {
         assert!(procore_has_next(
             &response(&[("link", r#"<https://x/?page=2>; rel="next""#)]),
             1,
-            100,
+            3,
             3
         ));
         assert!(!procore_has_next(
-            &response(&[("link", r#"<https://x/?page=1>; rel="last""#)]),
+            &response(&[
+                ("link", r#"<https://x/?page=1>; rel="last""#),
+                ("total", "900")
+            ]),
             1,
             100,
             100
         ));
-        assert!(procore_has_next(
-            &response(&[("total", "250")]),
-            2,
-            100,
-            100
-        ));
-        assert!(!procore_has_next(
-            &response(&[("total", "250")]),
-            3,
-            100,
-            50
-        ));
+    }
+
+    #[test]
+    fn total_is_read_against_the_servers_page_size() {
+        // The server pages by 50 although 100 were asked for: Per-Page says so.
+        let r = response(&[("total", "120"), ("per-page", "50")]);
+        assert!(procore_has_next(&r, 1, 50, 50));
+        assert!(procore_has_next(&r, 2, 50, 100));
+        assert!(!procore_has_next(&r, 3, 20, 120));
+        // Without Per-Page, what has been received counts, never what was asked.
+        let r = response(&[("total", "120")]);
+        assert!(procore_has_next(&r, 1, 50, 50));
+        assert!(procore_has_next(&r, 2, 50, 100));
+        assert!(!procore_has_next(&r, 3, 20, 120));
         // A short page with a Total saying there is more: keep going.
-        assert!(procore_has_next(&response(&[("total", "250")]), 1, 100, 60));
+        assert!(procore_has_next(&response(&[("total", "250")]), 1, 60, 60));
+    }
+
+    #[test]
+    fn without_headers_only_an_empty_page_ends_the_list() {
+        assert!(
+            procore_has_next(&response(&[]), 1, 7, 7),
+            "a short page is not the end"
+        );
+        assert!(procore_has_next(&response(&[]), 2, 100, 107));
+        assert!(!procore_has_next(&response(&[]), 3, 0, 107));
+        // An empty page ends the list even when Total overstates.
+        assert!(!procore_has_next(&response(&[("total", "500")]), 2, 0, 100));
     }
 }

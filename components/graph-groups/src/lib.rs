@@ -5,8 +5,14 @@
 //! `$filter=startswith(displayName,'…') or …` (quotes doubled; the host
 //! percent-encodes, so the EN DASH survives), follows every nextLink, and
 //! checks the prefix again on what comes back: the filter is a hint, the
-//! exact, case-sensitive prefix is the rule. Output `{"groups": [{id,
-//! displayName}], "count"}` sorted by name.
+//! exact, case-sensitive prefix is the rule (the directory compares without
+//! case, so `license – microsoft old` comes back too). Output `{"groups":
+//! [{id, displayName}], "count", "warnings"}` sorted by name.
+//!
+//! No matching group at all is almost always a mistyped prefix (a hyphen
+//! typed for the EN DASH): the step still succeeds, since an empty list is a
+//! valid answer, but logs a warning naming the prefixes and returns it in
+//! `warnings` for the report to show.
 
 use sluice_guest::http::Call;
 use sluice_guest::paging::graph_all;
@@ -67,12 +73,35 @@ fn run(input: Value) -> Result<Value, StepError> {
         .query("$select", "id,displayName")
         .query("$top", "999");
     let groups = select(graph_all(&input.connection, first)?, &prefixes);
+    let warnings = warnings(&groups, &prefixes);
+    for w in &warnings {
+        sluice_guest::log::warn(w);
+    }
     sluice_guest::log::info(&format!(
         "{} groups match {} prefixes",
         groups.len(),
         prefixes.len()
     ));
-    Ok(json!({ "count": groups.len(), "groups": groups }))
+    Ok(json!({ "count": groups.len(), "groups": groups, "warnings": warnings }))
+}
+
+/// A warning when no group matched, naming the prefixes exactly as given
+/// (quoted, with any dash that is not a plain hyphen pointed out).
+pub fn warnings(groups: &[Value], prefixes: &[String]) -> Vec<String> {
+    if !groups.is_empty() {
+        return Vec::new();
+    }
+    let quoted: Vec<String> = prefixes.iter().map(|p| format!("\"{p}\"")).collect();
+    let hyphen = prefixes.iter().any(|p| p.contains(" - "));
+    let hint = if hyphen {
+        " A prefix has a hyphen (-) where license group names usually have an EN DASH (–)."
+    } else {
+        " Check the spelling, including dashes (– is not -)."
+    };
+    vec![format!(
+        "no Graph group's name starts with {}: nobody is synced.{hint}",
+        quoted.join(" or ")
+    )]
 }
 
 sluice_guest::step!(run);
@@ -88,6 +117,24 @@ mod tests {
             f,
             "startswith(displayName,'License – Microsoft') or startswith(displayName,'O''Brien')"
         );
+    }
+
+    #[test]
+    fn no_matching_group_is_a_warning_naming_the_prefixes() {
+        let prefixes = vec![
+            "License - Microsoft".to_string(),
+            "License – Office".to_string(),
+        ];
+        let w = warnings(&[], &prefixes);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("\"License - Microsoft\" or \"License – Office\""),
+            "{}",
+            w[0]
+        );
+        assert!(w[0].contains("EN DASH"), "{}", w[0]);
+        let some = vec![json!({"id": "1", "displayName": "License – Office E1"})];
+        assert!(warnings(&some, &prefixes).is_empty());
     }
 
     #[test]

@@ -4,6 +4,14 @@
 //! "html"}`. Sends `POST users/{from}/sendMail`; Graph answers 202 with an
 //! empty body. In a dry run nothing is sent. Output `{"sent", "to"}` (and
 //! `"would_send": true` in a dry run).
+//!
+//! The POST is marked idempotent although `sendMail` is not: by the time it
+//! runs, users have been created, and a mail lost to one 503 or one dropped
+//! connection would hide that from the people who must know. The host may
+//! therefore resend it, and in the rare case where the first attempt was
+//! delivered but its answer was lost the recipients get the report twice —
+//! far better than not at all. When the mail still cannot be sent after the
+//! host's retries, the step fails and so does the run, naming the cause.
 
 use sluice_guest::bindings::sluice::flow::connection::Method;
 use sluice_guest::http::{Call, Failure, status_error};
@@ -63,6 +71,7 @@ fn run(input: Value) -> Result<Value, StepError> {
     let url = format!("users/{}/sendMail", sluice_guest::http::segment(from));
     match Call::new(connection, Method::Post, &url)
         .json_body(&message(subject, html, &to))
+        .idempotent()
         .send()
     {
         Ok(r) if r.is_success() => Ok(json!({ "sent": true, "to": to })),

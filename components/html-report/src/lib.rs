@@ -4,9 +4,11 @@
 //! a #1C6EA4 header), with summary counts and one row per person acted on or
 //! worth a look. Every value is HTML-escaped. Input: `{"diff": <compare>,
 //! "created": <for_each output of procore-create-user, or null>,
-//! "skipped_disabled", "dry_run", "flow", "run_id"}`. Output `{"html",
-//! "subject", "summary": {…}, "notable"}`; `notable` is true when something
-//! was created or failed (in a dry run: would be created), which is when the
+//! "skipped_disabled", "dry_run", "flow", "run_id", "warnings"?: [text…]}`.
+//! Each warning (for example "no group matched the prefixes") is shown as a
+//! line of its own above the tables. Output `{"html", "subject", "summary":
+//! {…}, "notable", "warnings"}`; `notable` is true when something was
+//! created or failed (in a dry run: would be created), which is when the
 //! flow mails it.
 
 use html_escape::encode_text as esc;
@@ -48,12 +50,20 @@ pub fn rows(input: &Value) -> Vec<Row> {
                 Some("would_create") => "would create",
                 _ => "failed",
             };
-            let mut detail = text(&output, "reason");
-            if let Some(id) = output.get("procore_id").filter(|v| !v.is_null()) {
-                detail = format!(
+            let reason = text(&output, "reason");
+            let mut detail = match output.get("procore_id").filter(|v| !v.is_null()) {
+                Some(id) => format!(
                     "Procore id {}",
                     id.as_str().map_or_else(|| id.to_string(), str::to_string)
-                );
+                ),
+                None => String::new(),
+            };
+            if !reason.is_empty() {
+                detail = if detail.is_empty() {
+                    reason
+                } else {
+                    format!("{detail}; {reason}")
+                };
             }
             let project = text(&output, "project");
             if !project.is_empty() {
@@ -99,6 +109,20 @@ pub fn rows(input: &Value) -> Vec<Row> {
     rows
 }
 
+/// The warnings to show: non-empty strings of `warnings` (a list, or one string).
+pub fn warnings(input: &Value) -> Vec<String> {
+    let list = match input.get("warnings") {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(one)) => vec![one.as_str()],
+        _ => Vec::new(),
+    };
+    list.into_iter()
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn summary(rows: &[Row], input: &Value) -> Value {
     let count = |s: &str| rows.iter().filter(|r| r.status == s).count();
     let counts = input
@@ -121,6 +145,7 @@ pub fn summary(rows: &[Row], input: &Value) -> Value {
 const STYLE: &str = "body{font-family:Segoe UI,Helvetica,Arial,sans-serif;color:#222;margin:24px}\
 h1{font-size:20px;color:#1C6EA4}\
 .rehearsal{background:#FFF4CE;border:1px solid #E0C060;padding:8px 12px;margin:12px 0}\
+.warning{background:#FDE7E9;border:1px solid #C50F1F;color:#8A0A16;padding:8px 12px;margin:12px 0}\
 table{border:1px solid #1C6EA4;background-color:#EEEEEE;width:100%;text-align:left;border-collapse:collapse}\
 td,th{border:1px solid #AAAAAA;padding:4px 8px}\
 thead{background:#1C6EA4;border-bottom:2px solid #444444}\
@@ -143,6 +168,13 @@ pub fn html(rows: &[Row], summary: &Value, input: &Value) -> String {
     page.push_str("</style></head><body>\n<h1>Procore license sync</h1>\n");
     if dry_run {
         page.push_str("<p class=\"rehearsal\"><strong>Rehearsal (dry run):</strong> nothing was changed in Procore and no mail was sent. The rows show what a real run would do.</p>\n");
+    }
+    let warnings = warnings(input);
+    for w in &warnings {
+        page.push_str(&format!(
+            "<p class=\"warning\"><strong>Warning:</strong> {}</p>\n",
+            esc(w)
+        ));
     }
     page.push_str(&format!(
         "<p>Flow <code>{}</code>, run <code>{}</code>.</p>\n",
@@ -176,7 +208,11 @@ pub fn html(rows: &[Row], summary: &Value, input: &Value) -> String {
         page.push_str(&format!("<td>{}</td>", number(key)));
     }
     page.push_str("</tr></tbody></table>\n<h2 style=\"font-size:16px\">People</h2>\n");
-    if rows.is_empty() {
+    if rows.is_empty() && !warnings.is_empty() {
+        page.push_str(
+            "<p>Nobody to show: no license holder was found (see the warning above).</p>\n",
+        );
+    } else if rows.is_empty() {
         page.push_str(
             "<p>Nobody needed anything: every license holder is already in Procore.</p>\n",
         );
@@ -221,7 +257,9 @@ fn run(input: Value) -> Result<Value, StepError> {
         )
     };
     let page = html(&rows, &summary, &input);
-    Ok(json!({ "html": page, "subject": subject, "summary": summary, "notable": notable }))
+    Ok(
+        json!({ "html": page, "subject": subject, "summary": summary, "notable": notable, "warnings": warnings(&input) }),
+    )
 }
 
 sluice_guest::step!(run);
@@ -243,6 +281,7 @@ mod tests {
             "created": {"items": [
                 {"item": {"key": "a@x.com", "displayName": "<img src=x onerror=alert(1)>"}, "status": "ok", "output": {"status": "created", "procore_id": 11}},
                 {"item": {"key": "b@x.com", "displayName": "B & \"Co\""}, "status": "ok", "output": {"status": "conflict", "reason": "login has already been taken"}},
+                {"item": {"key": "d@x.com", "displayName": "D"}, "status": "ok", "output": {"status": "created", "procore_id": 12, "reason": "confirmed after a retry", "project": "added"}},
                 {"item": {"key": "c@x.com", "displayName": "C"}, "status": "failed", "error": {"message": "HTTP 503 from companies/1/users"}}
             ]}
         })
@@ -258,6 +297,10 @@ mod tests {
         assert!(page.contains("Old &lt;b&gt;Timer&lt;/b&gt;"));
         assert!(page.contains("B &amp; \"Co\""));
         assert!(page.contains("#1C6EA4"));
+        assert!(
+            page.contains("<td>Procore id 12; confirmed after a retry; project: added</td>"),
+            "{page}"
+        );
     }
 
     #[test]
@@ -266,11 +309,11 @@ mod tests {
         let s = summary(&rows(&i), &i);
         assert_eq!(
             s,
-            json!({"created": 1, "conflicts": 1, "failed": 1, "would_create": 0, "inactive_in_procore": 1, "skipped_disabled": 2, "present": 1, "license_holders": 5})
+            json!({"created": 2, "conflicts": 1, "failed": 1, "would_create": 0, "inactive_in_procore": 1, "skipped_disabled": 2, "present": 1, "license_holders": 5})
         );
         let out = run(i).unwrap();
         assert_eq!(out["notable"], json!(true));
-        assert!(out["subject"].as_str().unwrap().contains("1 created"));
+        assert!(out["subject"].as_str().unwrap().contains("2 created"));
     }
 
     #[test]
@@ -286,6 +329,23 @@ mod tests {
         );
         assert!(out["subject"].as_str().unwrap().starts_with("[Rehearsal]"));
         assert_eq!(out["summary"]["would_create"], json!(1));
+    }
+
+    #[test]
+    fn warnings_are_shown_escaped_and_replace_all_is_well() {
+        let out = run(json!({
+            "diff": {"counts": {"people": 0, "present": 0}, "present_inactive": []},
+            "created": null,
+            "warnings": ["no Graph group's name starts with \"License - <Microsoft>\": nobody is synced.", ""]
+        }))
+        .unwrap();
+        let html = out["html"].as_str().unwrap();
+        assert_eq!(html.matches("class=\"warning\"").count(), 1, "{html}");
+        assert!(html.contains("<strong>Warning:</strong> no Graph group's name starts with \"License - &lt;Microsoft&gt;\""));
+        assert!(!html.contains("every license holder is already in Procore"));
+        assert_eq!(out["warnings"].as_array().unwrap().len(), 1);
+        let calm = run(json!({"diff": {"counts": {}}, "created": null, "warnings": []})).unwrap();
+        assert!(!calm["html"].as_str().unwrap().contains("class=\"warning\""));
     }
 
     #[test]

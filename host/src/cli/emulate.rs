@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
-use sluice_emulator::{EmulatorConfig, Scenario};
+use sluice_emulator::{EmulatorConfig, Faults, Scenario};
 
 use super::progress::{Mode, Progress};
 use super::run_cmd::{engine_for, watch_and_record};
@@ -29,6 +29,33 @@ pub struct ScenarioArgs {
     pub seed: u64,
 }
 
+/// `--faults`: what the emulators should get wrong, to rehearse bad days.
+#[derive(Debug, Args)]
+pub struct FaultArgs {
+    /// Inject faults: JSON as `PUT /_admin/faults` takes it, or @FILE holding
+    /// it, e.g. '{"rate_503": 0.05, "rate_429": 0.05, "seed": 3}'
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub faults: Option<String>,
+}
+
+impl FaultArgs {
+    fn faults(&self) -> anyhow::Result<Faults> {
+        let Some(spec) = self.faults.as_deref() else {
+            return Ok(Faults::default());
+        };
+        let text = match spec.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--faults: cannot read {path}: {e}"))?,
+            None => spec.to_string(),
+        };
+        serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "--faults is not a valid fault description ({e}); for example '{{\"rate_503\": 0.05, \"seed\": 3}}'"
+            )
+        })
+    }
+}
+
 impl ScenarioArgs {
     fn scenario(&self) -> anyhow::Result<Scenario> {
         match self.users {
@@ -50,6 +77,8 @@ pub struct EmulateArgs {
     /// Port to listen on (127.0.0.1); 0 picks a free one
     #[arg(long, default_value_t = 8787)]
     pub port: u16,
+    #[command(flatten)]
+    pub faults: FaultArgs,
 }
 
 #[derive(Debug, Args)]
@@ -59,13 +88,17 @@ pub struct DemoArgs {
     /// Rehearse: read everything, change nothing
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub faults: FaultArgs,
 }
 
 pub async fn emulate(args: EmulateArgs) -> anyhow::Result<ExitCode> {
     let scenario = args.scenario.scenario()?;
+    let faults = args.faults.faults()?;
     let emulator = sluice_emulator::start(EmulatorConfig {
         port: args.port,
         scenario,
+        faults,
         ..EmulatorConfig::default()
     })
     .await?;
@@ -96,10 +129,12 @@ fn shell_quote(v: &str) -> String {
 
 pub async fn demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let scenario = args.scenario.scenario()?;
+    let faults = args.faults.faults()?;
     let expected = scenario.expected_sync();
     let emulator = sluice_emulator::start(EmulatorConfig {
         port: 0,
         scenario,
+        faults,
         ..EmulatorConfig::default()
     })
     .await?;
@@ -140,14 +175,19 @@ pub async fn demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let outcome = runner.run(&flow, &options, observer).await;
     let state = emulator.snapshot();
     emulator.shutdown().await;
-    if outcome.status != Status::Succeeded {
+    let succeeded = outcome.status == Status::Succeeded;
+    if !succeeded {
         eprintln!(
             "\nerror: {}",
             outcome.error.as_deref().unwrap_or("the run failed")
         );
-        return Ok(ExitCode::from(1));
     }
+    // Even a failed run says what it did and where its (partial) report is.
     eprintln!();
     super::summary::print(&outcome, &state, &expected, args.dry_run);
-    Ok(ExitCode::SUCCESS)
+    Ok(if succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -1,14 +1,17 @@
 //! The demo's last words: what the run did, checked against what the
-//! emulator's data says a correct sync does, and where the report is.
+//! emulator's data says a correct sync does, and where the report is. A run
+//! that failed gets the same account of what it changed before it stopped,
+//! and the report it managed to write, if any.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 use sluice_emulator::{ExpectedSync, StateSnapshot};
 
-use crate::run::RunOutcome;
+use crate::run::{RunOutcome, Status};
 
 pub fn print(outcome: &RunOutcome, state: &StateSnapshot, expected: &ExpectedSync, dry_run: bool) {
+    let succeeded = outcome.status == Status::Succeeded;
     let created = state.created_users();
     let summary = outcome
         .outputs
@@ -22,6 +25,8 @@ pub fn print(outcome: &RunOutcome, state: &StateSnapshot, expected: &ExpectedSyn
             "Rehearsal: {} people would be created in Procore; nothing was changed.",
             n("would_create")
         );
+    } else if created.is_empty() && !succeeded {
+        eprintln!("No Procore user was created before the run stopped.");
     } else if created.is_empty() {
         eprintln!("Nothing to create: every license holder is already in Procore.");
     } else {
@@ -44,15 +49,17 @@ pub fn print(outcome: &RunOutcome, state: &StateSnapshot, expected: &ExpectedSyn
             eprintln!("  + {name:<width$}  {}", u.email_address);
         }
     }
-    eprintln!(
-        "Already in Procore: {}   inactive there (not re-created): {}   conflicts: {}   failed: {}   disabled accounts skipped: {}",
-        n("present"),
-        n("inactive_in_procore"),
-        n("conflicts"),
-        n("failed"),
-        n("skipped_disabled")
-    );
-    if !dry_run {
+    if !summary.is_null() {
+        eprintln!(
+            "Already in Procore: {}   inactive there (not re-created): {}   conflicts: {}   failed: {}   disabled accounts skipped: {}",
+            n("present"),
+            n("inactive_in_procore"),
+            n("conflicts"),
+            n("failed"),
+            n("skipped_disabled")
+        );
+    }
+    if !dry_run && succeeded {
         let made: BTreeSet<String> = created
             .iter()
             .map(|u| u.email_address.to_lowercase())
@@ -81,15 +88,31 @@ pub fn print(outcome: &RunOutcome, state: &StateSnapshot, expected: &ExpectedSyn
             "No mail sent{}.",
             if dry_run {
                 " (dry run)"
+            } else if !succeeded {
+                ""
             } else {
                 " (nothing created or failed)"
             }
         ),
     }
-    for path in &outcome.artifacts {
-        eprintln!("\nReport: {}", path.display());
+    let faults = state.requests.iter().filter(|r| r.fault.is_some()).count();
+    if faults > 0 {
+        eprintln!("Faults injected by the emulators: {faults} requests.");
     }
-    eprintln!(
-        "\nNext: `sluice emulate` serves these emulators for your own runs; set the GRAPH_* and PROCORE_* variables and `sluice run flows/procore-license-sync.toml --dry-run` to rehearse against your tenant."
-    );
+    for path in &outcome.artifacts {
+        let what = if succeeded {
+            "Report"
+        } else {
+            "Partial report"
+        };
+        eprintln!("\n{what}: {}", path.display());
+    }
+    if outcome.artifacts.is_empty() {
+        eprintln!("\nNo report was written: the run stopped before its report step.");
+    }
+    if succeeded {
+        eprintln!(
+            "\nNext: `sluice emulate` serves these emulators for your own runs; set the GRAPH_* and PROCORE_* variables and `sluice run flows/procore-license-sync.toml --dry-run` to rehearse against your tenant."
+        );
+    }
 }
