@@ -51,6 +51,8 @@ pub async fn run<T: Clone + Send + 'static>(
     fire: mpsc::UnboundedSender<Firing<T>>,
 ) {
     let mut after = clock.now();
+    // The last time fired (or missed): never again, whatever the schedule.
+    let mut last: Option<DateTime<Utc>> = None;
     loop {
         let next = schedule
             .borrow_and_update()
@@ -61,13 +63,13 @@ pub async fn run<T: Clone + Send + 'static>(
             if schedule.changed().await.is_err() {
                 return;
             }
-            after = clock.now();
+            after = rearm_from(clock.now(), None, last);
             continue;
         };
         match wait_until(next, clock.as_ref(), &mut schedule).await {
             Wait::Reached => {}
             Wait::Changed => {
-                after = clock.now();
+                after = rearm_from(clock.now(), Some(next), last);
                 continue;
             }
             Wait::Closed => return,
@@ -88,8 +90,22 @@ pub async fn run<T: Clone + Send + 'static>(
         {
             return;
         }
+        last = Some(next);
         after = next.max(now);
     }
+}
+
+/// Where a re-armed timer counts from: just before now — or before the
+/// time that was due, if the change came as it fell due — so a time that
+/// falls due as the schedule changes is not lost; but never at or before a
+/// time already fired.
+fn rearm_from(
+    now: DateTime<Utc>,
+    due: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+) -> DateTime<Utc> {
+    let from = due.map_or(now, |d| now.min(d)) - chrono::Duration::milliseconds(1);
+    last.map_or(from, |l| from.max(l))
 }
 
 /// Sleeps in short steps until the wall clock reaches `at`, or the
@@ -191,7 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_changed_schedule_re_arms_at_once() {
-        let mut h = start(at(10, 0, 0), every("0 0 0 1 1 *"));
+        let mut h = start(at(10, 0, 1), every("0 0 0 1 1 *"));
         h.clock.until_sleeps(1).await;
         // Armed for next New Year, it sleeps no longer than a minute at once.
         h.schedule.send_replace(every("*/10 * * * * *"));
@@ -212,10 +228,38 @@ mod tests {
         h.clock.set(at(11, 30, 0));
         tokio::task::yield_now().await;
         assert_eq!(h.ticks.try_recv().ok(), None);
+        // A schedule that arrives as its time falls due still fires it.
         h.schedule.send_replace(every("0 45 11 * * *"));
-        h.clock.until_sleeps(7).await;
         h.clock.set(at(11, 45, 0));
         assert_eq!(h.next().await, Tick::Fire(at(11, 45, 0)));
+        // Reloading right after a firing does not fire the same time twice.
+        h.schedule.send_replace(every("0 45 11 * * *"));
+        h.clock
+            .set(at(11, 45, 0) + chrono::Duration::milliseconds(200));
+        h.clock.until_sleeps(8).await;
+        tokio::task::yield_now().await;
+        assert_eq!(h.ticks.try_recv().ok(), None);
+    }
+
+    #[tokio::test]
+    async fn a_reload_as_a_time_falls_due_does_not_lose_it() {
+        // What re-arming relies on: a time a millisecond ahead is next.
+        let minutely = every("0 * * * * *").unwrap();
+        assert_eq!(
+            minutely.next_after(at(10, 1, 0) - chrono::Duration::milliseconds(1)),
+            Some(at(10, 1, 0))
+        );
+        let mut h = start(at(10, 0, 0), every("0 * * * * *"));
+        h.clock.until_sleeps(1).await;
+        // The time comes and the (unchanged) schedule is reloaded before
+        // the timer runs again: whichever it sees first, 10:01 fires once.
+        h.clock
+            .set(at(10, 1, 0) + chrono::Duration::milliseconds(500));
+        h.schedule.send_replace(every("0 * * * * *"));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 1, 0)));
+        h.quiet_after(2).await;
+        h.clock.set(at(10, 2, 0));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 2, 0)));
     }
 
     #[tokio::test]
