@@ -37,6 +37,7 @@ pub enum RunsAction {
     /// Delete runs that ended longer ago than this (e.g. 30d, 12h, 2w), with
     /// their report folders; runs still going are never deleted
     Prune {
+        /// How long ago a run must have ended: 30d, 12h, 2w, 1d12h…
         #[arg(long, value_parser = sluice_history::parse_duration)]
         older_than: std::time::Duration,
     },
