@@ -1,13 +1,19 @@
 //! The timer host and the run history, through the `sluice` binary: runs at
 //! the scheduled times, skips overlapping firings, stops gracefully on
-//! SIGTERM, leaves a readable record after a crash, and never stores a secret.
+//! SIGTERM or SIGINT (at once on a second one, or when the grace period
+//! ends), reloads and picks up new files on SIGHUP, settles runs a dead
+//! process left behind, leaves a readable record after a crash, records
+//! per-item request counts, and never stores a secret — nor writes one into
+//! a report file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fixture;
@@ -47,6 +53,81 @@ fn serve(data: &Path, flows: &Path, grace: &str) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// A `sluice serve` whose stderr is read as it comes, so a test can wait
+/// for what the host says (such as its signal handlers being ready).
+struct Serving {
+    child: Child,
+    said: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Serving {
+    fn start(data: &Path, flows: &Path, grace: &str) -> Serving {
+        let mut child = serve(data, flows, grace);
+        let mut stderr = child.stderr.take().unwrap();
+        let said = Arc::new(Mutex::new(String::new()));
+        let sink = said.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let serving = Serving {
+            child,
+            said,
+            reader,
+        };
+        // Signals sent before the handlers are in place would kill it.
+        serving.wait_said("serving ", Duration::from_secs(60));
+        serving
+    }
+
+    fn said(&self) -> String {
+        self.said.lock().unwrap().clone()
+    }
+
+    fn wait_said(&self, part: &str, within: Duration) {
+        let start = Instant::now();
+        while !self.said().contains(part) {
+            assert!(
+                start.elapsed() < within,
+                "the host never said {part:?}:\n{}",
+                self.said()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        signal(&self.child, sig);
+    }
+
+    /// Waits (bounded) for the exit; the exit code and all it said.
+    fn exit(mut self, within: Duration) -> (i32, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < within,
+                "the host did not exit within {within:?}:\n{}",
+                self.said()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let said = self.said.clone();
+        self.reader.join().unwrap();
+        (status.code().unwrap_or(-1), said.lock().unwrap().clone())
+    }
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -198,6 +279,15 @@ fn an_overlapping_firing_is_skipped_and_recorded() {
 
 #[test]
 fn sigterm_mid_run_lets_the_step_finish_records_interrupted_and_exits_cleanly() {
+    stop_mid_run("TERM");
+}
+
+#[test]
+fn sigint_mid_run_stops_the_same_way() {
+    stop_mid_run("INT");
+}
+
+fn stop_mid_run(sig: &str) {
     let data = tempfile::tempdir().unwrap();
     let flows = tempfile::tempdir().unwrap();
     let steps = step(
@@ -220,7 +310,7 @@ fn sigterm_mid_run_lets_the_step_finish_records_interrupted_and_exits_cleanly() 
         r.iter().any(|r| r.status == "running")
     });
     std::thread::sleep(Duration::from_millis(1200));
-    signal(&child, "TERM");
+    signal(&child, sig);
     let (code, stderr) = wait_exit(child, Duration::from_secs(30));
     assert_eq!(code, 0, "{stderr}");
     let h = history(data.path());
@@ -243,6 +333,15 @@ fn sigterm_mid_run_lets_the_step_finish_records_interrupted_and_exits_cleanly() 
         "the running item finished, the rest never started: {finished}"
     );
     assert_eq!(detail.steps[0].status, "interrupted");
+    // The record says how far the step got.
+    let text = show(data.path(), &runs[0].id, &[]);
+    assert!(
+        text.contains(&format!(
+            "items: {finished} of 8 done, 0 failed; {} not started",
+            8 - finished
+        )),
+        "{text}"
+    );
 }
 
 #[test]
@@ -439,4 +538,456 @@ fn a_changed_file_is_reloaded_and_a_broken_change_keeps_the_previous_version() {
             .all(|o| o.contains("\"version\":2")),
         "newest runs use the last good version"
     );
+}
+
+fn contains_secret(hay: &[u8]) -> bool {
+    hay.windows(SECRET.len()).any(|w| w == SECRET.as_bytes())
+}
+
+/// The history database and its write-ahead log, as bytes on disk.
+fn history_bytes(data: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(sluice_history::path_in(data)).unwrap();
+    bytes.extend(std::fs::read(data.join("history.sqlite-wal")).unwrap_or_default());
+    bytes
+}
+
+fn run_flow(data: &Path, file: &Path) -> std::process::Output {
+    sluice(data, &["run", file.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap()
+}
+
+fn show(data: &Path, id: &str, extra: &[&str]) -> String {
+    let mut args = vec!["runs", "show", id];
+    args.extend_from_slice(extra);
+    let out = sluice(data, &args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn serve_settles_runs_a_dead_process_left_running_as_interrupted() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let steps = step(
+        "nap",
+        r#"{ action = "sleep", ms = 30000 }"#,
+        "timeout = \"1m\"",
+    );
+    let crash = flows.path().join("crash.toml");
+    std::fs::write(&crash, format!("name = \"crash\"\n{steps}")).unwrap();
+    let mut child = sluice(data.path(), &["run", crash.to_str().unwrap(), "--quiet"])
+        .spawn()
+        .unwrap();
+    wait_for(data.path(), Duration::from_secs(20), |_| {
+        h_step_running(data.path(), "nap")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let id = history(data.path()).list_runs(None, 1).unwrap()[0]
+        .id
+        .clone();
+    // Read as interrupted already (its process is gone), but not settled:
+    // its end is unknown.
+    assert_eq!(
+        history(data.path())
+            .run_detail(&id)
+            .unwrap()
+            .unwrap()
+            .run
+            .ended_at,
+        None
+    );
+    let served = tempfile::tempdir().unwrap();
+    write(
+        served.path(),
+        "yearly.toml",
+        &flow(
+            "yearly",
+            "0 0 0 1 1 *",
+            &step("s", r#"{ action = "echo" }"#, ""),
+        ),
+    );
+    let host = Serving::start(data.path(), served.path(), "5s");
+    host.signal("TERM");
+    let (code, stderr) = host.exit(Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("recorded 1 run left unfinished by a process that stopped as interrupted"),
+        "{stderr}"
+    );
+    let d = history(data.path()).run_detail(&id).unwrap().unwrap();
+    assert_eq!(d.run.status, "interrupted");
+    let error = d.run.error.unwrap();
+    assert!(
+        error.contains("ended before the run finished")
+            && error.contains("recorded as interrupted at"),
+        "{error}"
+    );
+    // It ended at its last sign of life: when its step started.
+    assert_eq!(
+        d.run.ended_at.as_deref(),
+        Some(d.steps[0].started_at.as_str())
+    );
+    assert_eq!(d.steps[0].status, "interrupted");
+}
+
+#[test]
+fn sighup_re_arms_a_changed_schedule_at_once() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let file = |cron: &str| flow("rearm", cron, &step("s", r#"{ action = "echo" }"#, ""));
+    write(flows.path(), "rearm.toml", &file("0 0 0 1 1 *"));
+    let host = Serving::start(data.path(), flows.path(), "5s");
+    // Armed for next New Year; changed to every second and reloaded.
+    write(flows.path(), "rearm.toml", &file("* * * * * *"));
+    host.signal("HUP");
+    let runs = wait_for(data.path(), Duration::from_secs(20), |r| {
+        r.iter().filter(|r| r.status == "succeeded").count() >= 2
+    });
+    host.signal("TERM");
+    let (code, stderr) = host.exit(Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("reloaded"), "{stderr}");
+    assert!(
+        runs.iter().filter(|r| r.status == "succeeded").count() >= 2,
+        "the new schedule never fired: {runs:?}\n{stderr}"
+    );
+}
+
+#[test]
+fn sighup_serves_a_flow_file_added_to_the_directory() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    write(
+        flows.path(),
+        "first.toml",
+        &flow(
+            "first",
+            "0 0 0 1 1 *",
+            &step("s", r#"{ action = "echo" }"#, ""),
+        ),
+    );
+    let host = Serving::start(data.path(), flows.path(), "5s");
+    write(
+        flows.path(),
+        "added.toml",
+        &flow(
+            "added",
+            "* * * * * *",
+            &step("s", r#"{ action = "echo" }"#, ""),
+        ),
+    );
+    host.signal("HUP");
+    let runs = wait_for(data.path(), Duration::from_secs(20), |r| {
+        r.iter()
+            .any(|r| r.flow == "added" && r.status == "succeeded")
+    });
+    host.signal("TERM");
+    let (code, stderr) = host.exit(Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        runs.iter()
+            .any(|r| r.flow == "added" && r.status == "succeeded"),
+        "the added flow never ran: {runs:?}\n{stderr}"
+    );
+    assert!(stderr.contains("⏱ added"), "{stderr}");
+}
+
+/// A flow whose first step outlasts any grace period, and a step after it.
+fn slow_flow(dir: &Path) {
+    let steps = format!(
+        "{}{}",
+        step(
+            "nap",
+            r#"{ action = "sleep", ms = 120000 }"#,
+            "timeout = \"5m\""
+        ),
+        step("after", r#"{ action = "echo" }"#, "")
+    );
+    write(dir, "slow.toml", &flow("slow", "* * * * * *", &steps));
+}
+
+fn the_interrupted_run(data: &Path) -> sluice_history::RunDetail {
+    let h = history(data);
+    let runs: Vec<_> = h
+        .list_runs(None, 10)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.status != "skipped")
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    h.run_detail(&runs[0].id).unwrap().unwrap()
+}
+
+#[test]
+fn a_run_still_going_when_the_grace_period_ends_is_recorded_interrupted() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    slow_flow(flows.path());
+    let host = Serving::start(data.path(), flows.path(), "1s");
+    wait_for(data.path(), Duration::from_secs(20), |_| {
+        h_step_running(data.path(), "nap")
+    });
+    host.signal("TERM");
+    let (code, stderr) = host.exit(Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("grace period ran out"), "{stderr}");
+    let d = the_interrupted_run(data.path());
+    assert_eq!(d.run.status, "interrupted");
+    assert!(d.run.ended_at.is_some());
+    assert!(
+        d.run
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("grace period ran out"),
+        "{:?}",
+        d.run.error
+    );
+    let steps: Vec<_> = d
+        .steps
+        .iter()
+        .map(|s| (s.step_id.as_str(), s.status.as_str(), s.error.as_deref()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("nap", "interrupted", None),
+            ("after", "skipped", Some("the run was interrupted")),
+        ]
+    );
+}
+
+#[test]
+fn a_second_stop_signal_does_not_wait_for_the_grace_period() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    slow_flow(flows.path());
+    // A grace period far longer than the test may take.
+    let host = Serving::start(data.path(), flows.path(), "1h");
+    wait_for(data.path(), Duration::from_secs(20), |_| {
+        h_step_running(data.path(), "nap")
+    });
+    host.signal("INT");
+    host.wait_said(
+        "a second Ctrl-C or SIGTERM stops at once",
+        Duration::from_secs(20),
+    );
+    host.signal("TERM");
+    let (code, stderr) = host.exit(Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
+    let d = the_interrupted_run(data.path());
+    assert_eq!(d.run.status, "interrupted");
+    assert!(
+        d.run
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("second stop signal"),
+        "{:?}",
+        d.run.error
+    );
+    assert_eq!(d.steps[0].status, "interrupted");
+}
+
+#[test]
+fn secrets_in_errors_and_failing_items_never_reach_the_history_or_a_report() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    // The component is handed the secret; its errors repeat it (an unknown
+    // action is echoed back), as does the report the first step writes.
+    let steps = format!(
+        "{}{}{}{}",
+        step(
+            "report",
+            r#"{ action = "echo", html = "<p>token ${env.API_TOKEN}</p>", actions = ["${env.API_TOKEN}", "echo"] }"#,
+            "artifacts = { \"report.html\" = \"html\" }"
+        ),
+        step(
+            "each",
+            r#"{ action = "${item}" }"#,
+            "for_each = \"${steps.report.actions}\"\non_error = \"continue\""
+        ),
+        step("fail", r#"{ action = "${env.API_TOKEN}" }"#, ""),
+        step("never", r#"{ action = "echo" }"#, ""),
+    );
+    let file = flows.path().join("leaky.toml");
+    std::fs::write(&file, format!("name = \"leaky\"\n{steps}")).unwrap();
+    let out = run_flow(data.path(), &file);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!contains_secret(&out.stderr) && !contains_secret(&out.stdout));
+    assert!(
+        !contains_secret(&history_bytes(data.path())),
+        "the secret reached the history database"
+    );
+    let h = history(data.path());
+    let id = h.list_runs(None, 1).unwrap()[0].id.clone();
+    let d = h.run_detail(&id).unwrap().unwrap();
+    // The report was written, redacted.
+    let report = std::fs::read(&d.artifacts[0].path).unwrap();
+    assert!(
+        !contains_secret(&report),
+        "the secret reached the report file"
+    );
+    assert!(String::from_utf8_lossy(&report).contains("<p>token [redacted]</p>"));
+    // What failed is recorded with its reason, redacted.
+    let items: Vec<_> = d.items_of("each").collect();
+    assert_eq!(items[0].status, "failed");
+    assert!(
+        items[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("unknown action `[redacted]`"),
+        "{:?}",
+        items[0].error
+    );
+    assert_eq!(items[1].status, "succeeded");
+    assert!(d.run.error.as_deref().unwrap().contains("[redacted]"));
+    let text = show(data.path(), &id, &["--items"]);
+    assert!(!text.contains(SECRET), "{text}");
+    for needle in [
+        "FAILED",
+        "items: 2 of 2 done, 1 failed",
+        "unknown action `[redacted]`",
+        "never",
+        "why: an earlier step failed",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+    let never = d.steps.iter().find(|s| s.step_id == "never").unwrap();
+    assert_eq!(never.status, "skipped");
+}
+
+#[test]
+fn runs_show_gives_each_items_own_request_counts() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Item 2's first request is throttled once; the others go through.
+    let server = rt.block_on(common::TestServer::start(|seen, earlier| {
+        let tries = earlier.iter().filter(|s| s.path == seen.path).count();
+        if seen.path == "/things/2" && tries == 0 {
+            (
+                429,
+                vec![("retry-after".into(), "0".into())],
+                "slow down".into(),
+            )
+        } else {
+            common::json_reply(200, serde_json::json!({"ok": true}))
+        }
+    }));
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let file = flows.path().join("counts.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"counts\"\n[params]\nthings = [1, 2, 3]\n[connections.api]\nbase_url = \"{}\"\n{}",
+            server.url,
+            step(
+                "fetch",
+                r#"{ action = "get", connection = "api", url = "things/${item}" }"#,
+                "connections = [\"api\"]\nfor_each = \"${params.things}\""
+            )
+        ),
+    )
+    .unwrap();
+    let out = run_flow(data.path(), &file);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(server.requests().len(), 4);
+    let h = history(data.path());
+    let id = h.list_runs(None, 1).unwrap()[0].id.clone();
+    let d = h.run_detail(&id).unwrap().unwrap();
+    let counts: Vec<_> = d
+        .items
+        .iter()
+        .map(|i| {
+            let c = &i.connections.as_ref().unwrap()["api"];
+            (c["requests"].as_u64(), c["throttled"].as_u64())
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        vec![(Some(1), Some(0)), (Some(2), Some(1)), (Some(1), Some(0))]
+    );
+    assert_eq!(
+        d.steps[0].connections.as_ref().unwrap()["api"]["requests"],
+        serde_json::json!(4)
+    );
+    let text = show(data.path(), &id, &["--items"]);
+    assert!(
+        text.contains("#2 succeeded after") && text.contains("api: 2 requests (1 throttled)"),
+        "{text}"
+    );
+    assert!(text.contains("api: 1 request\n"), "{text}");
+}
+
+#[test]
+fn prune_deletes_run_folders_and_an_ambiguous_id_is_a_usage_error() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let file = flows.path().join("r.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"r\"\n{}",
+            step(
+                "s",
+                r#"{ action = "echo", html = "hi" }"#,
+                "artifacts = { \"report.html\" = \"html\" }"
+            )
+        ),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        assert!(run_flow(data.path(), &file).status.success());
+    }
+    let runs = history(data.path()).list_runs(None, 10).unwrap();
+    let folders: Vec<_> = runs
+        .iter()
+        .map(|r| std::path::PathBuf::from(r.output_dir.clone().unwrap()))
+        .collect();
+    assert!(folders.iter().all(|f| f.join("report.html").is_file()));
+    // Both ids start with the year: a prefix that fits both is refused like
+    // an unknown id.
+    let out = sluice(data.path(), &["runs", "show", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("matches 2 runs"));
+    let out = sluice(data.path(), &["runs", "prune", "--older-than", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("like 30d"),
+        "{out:?}"
+    );
+    // A folder outside the data directory is never deleted, whatever the
+    // record says.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("keep"), "x").unwrap();
+    history(data.path())
+        .record_skipped(
+            &sluice_history::NewRun {
+                id: "19990101T000000Z-000000",
+                flow: "r",
+                flow_file: "r.toml",
+                trigger: "manual",
+                dry_run: false,
+                output_dir: outside.path().to_str().unwrap(),
+            },
+            "a record pointing elsewhere",
+        )
+        .unwrap();
+    // A zero age prunes every run that has ended.
+    let out = sluice(data.path(), &["runs", "prune", "--older-than", "0s"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("removed 3 runs"), "{said}");
+    assert!(said.contains("and 2 run folders"), "{said}");
+    assert!(folders.iter().all(|f| !f.exists()));
+    assert!(outside.path().join("keep").exists());
+    assert!(history(data.path()).list_runs(None, 10).unwrap().is_empty());
 }

@@ -1,52 +1,24 @@
-//! Ages for `sluice runs prune --older-than`: a number and a unit, such as
-//! `30d`, `12h`, `90m`, `45s` or `2w`, or several run together (`1d12h`).
-//! Anything else that `humantime` reads (`2days 4hours`) works too.
+//! Ages for `sluice runs prune --older-than`: `30d`, `12h`, `90m`, `45s`,
+//! `2w`, `1d12h`, `2days 4hours` — whatever `humantime` reads (note that
+//! `m` is minutes and `M` months), with an error that shows an example.
 
 use std::time::Duration;
 
 /// A text that is not a duration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a duration; write a number and a unit, like 30d, 12h, 90m or 45s")]
-pub struct DurationError(pub String);
-
-/// Parses `30d`, `12h`, `90m`, `45s`, `2w`, `1d12h`, or what `humantime` reads.
-pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    let fail = || DurationError(text.to_string());
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(fail());
-    }
-    match short_form(trimmed) {
-        Some(d) => Ok(d),
-        None => humantime::parse_duration(trimmed).map_err(|_| fail()),
-    }
+#[error("`{text}` is not a duration ({why}); write a number and a unit, like 30d, 12h, 90m or 45s")]
+pub struct DurationError {
+    pub text: String,
+    /// What `humantime` found wrong.
+    pub why: String,
 }
 
-/// `<digits><unit>` repeated; `None` when the text is not of that form.
-fn short_form(text: &str) -> Option<Duration> {
-    let mut total: u64 = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        let unit_len = rest[digits..]
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len() - digits);
-        let seconds_per = match &rest[digits..digits + unit_len] {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "w" => 7 * 86_400,
-            _ => return None,
-        };
-        total = total.checked_add(n.checked_mul(seconds_per)?)?;
-        rest = &rest[digits + unit_len..];
-    }
-    Some(Duration::from_secs(total))
+/// Parses a duration such as `30d` or `1d12h`; surrounding blanks are ignored.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(text.trim()).map_err(|e| DurationError {
+        text: text.to_string(),
+        why: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -8,23 +8,23 @@
 //!   is known to be gone reads as `interrupted`;
 //!   [`History::recover_stale_runs`] records that for good.
 //! - Inputs and outputs are capped in size ([`cap`]), always as valid JSON.
-//! - The history never stores a secret: the host redacts before calling,
-//!   passing its known secrets to [`redact()`] / [`redact_json`].
+//! - The history stores what it is given and cannot know what is secret:
+//!   the host redacts every text and value before it records it.
 //! - WAL mode and a busy timeout let the scheduler, `sluice run` and
 //!   `sluice runs` use one file at once. [`History`] is `Send + Sync`: share
 //!   it with an `Arc`; each call holds its connection only briefly.
 //!
 //! Modules: [`schema`] (migrations), [`store`] (writes), [`query`] (reads,
 //! pruning, recovery), [`render`] (text for the CLI), [`model`] (types),
-//! [`cap`] (size limits), [`redact`], [`duration`] (`30d`, `12h`),
-//! [`process`] (which process wrote a run, and whether it lives).
+//! [`cap`] (size limits), [`duration`] (`30d`, `12h`), [`process`] (which
+//! process wrote a run, and whether it lives). The crate also owns run ids
+//! ([`new_run_id`]) and where Sluice keeps its data ([`default_data_dir`]).
 
 pub mod cap;
 pub mod duration;
 pub mod model;
 pub mod process;
 pub mod query;
-pub mod redact;
 pub mod render;
 pub mod schema;
 pub mod store;
@@ -37,8 +37,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use duration::{DurationError, parse_duration};
 pub use model::*;
-pub use redact::{REDACTED, redact, redact_json};
-pub use render::{render_run_detail, render_runs_table};
+pub use render::{DetailOptions, render_run_detail, render_run_detail_with, render_runs_table};
 pub use schema::SCHEMA_VERSION;
 
 /// What can go wrong with the history. Messages name the file and what to do.

@@ -136,7 +136,8 @@ word_enum! {
         Succeeded => "succeeded",
         /// Its component returned an error, trapped or timed out.
         Failed => "failed",
-        /// Not run (its condition was false, or an earlier step failed).
+        /// Not run: its `when` was false, an earlier step failed, or the run
+        /// was interrupted first. Its `error` says which.
         Skipped => "skipped",
         /// The run was stopped while the step ran.
         Interrupted => "interrupted",
@@ -229,6 +230,7 @@ pub struct StepRecord {
     pub input: Option<Value>,
     /// The component's output, capped ([`crate::cap`]).
     pub output: Option<Value>,
+    /// Why it failed; for a skipped step, why it did not run.
     pub error: Option<String>,
     /// Requests per connection:
     /// `{"graph": {"requests": n, "retried": n, "throttled": n, "wait_ms": n}}`.
@@ -250,6 +252,18 @@ pub struct ItemRecord {
     pub input: Option<Value>,
     pub output: Option<Value>,
     pub error: Option<String>,
+    /// The item's own requests per connection, shaped as
+    /// [`StepRecord::connections`]; `None` in records written before schema 3.
+    pub connections: Option<Value>,
+}
+
+/// A run removed by [`crate::History::prune_older_than`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PrunedRun {
+    pub id: String,
+    /// The folder it wrote its files into, as recorded; the history does
+    /// not touch files, the caller decides whether to delete it.
+    pub output_dir: Option<String>,
 }
 
 /// A file a run produced, such as its HTML report.

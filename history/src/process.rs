@@ -41,7 +41,8 @@ pub enum Liveness {
     Alive,
     /// Known to be gone.
     Gone,
-    /// Cannot tell on this platform, or the row has no pid.
+    /// Cannot tell on this platform, or the row has no pid, or it has this
+    /// process's pid but no token (written before schema 2).
     Unknown,
 }
 
@@ -52,10 +53,13 @@ pub fn liveness(pid: Option<i64>, token: Option<&str>) -> Liveness {
         return Liveness::Unknown;
     };
     if pid == i64::from(me.pid) {
-        // Rows from before schema 2 have no token: same pid, taken as us.
+        // Rows from before schema 2 have no token: the same pid alone does
+        // not prove the row is ours (pids are reused), nor that its writer
+        // is gone.
         return match token {
-            Some(t) if t != me.token => Liveness::Gone,
-            _ => Liveness::ThisProcess,
+            Some(t) if t == me.token => Liveness::ThisProcess,
+            Some(_) => Liveness::Gone,
+            None => Liveness::Unknown,
         };
     }
     if cfg!(target_os = "linux") {
@@ -78,7 +82,9 @@ mod tests {
         let me = this_process();
         let pid = Some(i64::from(me.pid));
         assert_eq!(liveness(pid, Some(&me.token)), Liveness::ThisProcess);
-        assert_eq!(liveness(pid, None), Liveness::ThisProcess);
+        // A row without a token (schema 1) that carries our pid was written
+        // by an earlier process that had it, or by us: nobody can tell.
+        assert_eq!(liveness(pid, None), Liveness::Unknown);
         assert_eq!(liveness(pid, Some("1@0")), Liveness::Gone);
         assert_eq!(liveness(None, None), Liveness::Unknown);
         if cfg!(target_os = "linux") {

@@ -12,10 +12,10 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use crate::cap::parse_stored;
 use crate::process::{Liveness, liveness};
-use crate::store::interrupt_steps;
+use crate::store::end_steps;
 use crate::{
-    Artifact, History, HistoryError, ItemRecord, RunDetail, RunStatus, RunSummary, StepRecord,
-    StepStatus, millis_between, now_text, timestamp,
+    Artifact, History, HistoryError, ItemRecord, PrunedRun, RunDetail, RunStatus, RunSummary,
+    StepRecord, StepStatus, millis_between, now_text, timestamp,
 };
 
 const RUN_COLUMNS: &str = "id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at, output_dir, pid, process_token";
@@ -86,6 +86,7 @@ fn item(r: &Row<'_>) -> rusqlite::Result<ItemRecord> {
         input: parse_stored(r.get(5)?),
         output: parse_stored(r.get(6)?),
         error: r.get(7)?,
+        connections: parse_stored(r.get(8)?),
     })
 }
 
@@ -153,6 +154,36 @@ fn running_before(tx: &Transaction<'_>, cutoff: &str) -> rusqlite::Result<Vec<Ru
         .collect()
 }
 
+/// Records runs whose process stopped as interrupted, ending at their last
+/// sign of life (the latest time any step or item recorded), with their
+/// running steps.
+fn mark_stale(tx: &Transaction<'_>, stale: &[RunningRow]) -> rusqlite::Result<()> {
+    let now = now_text();
+    for (id, pid, _) in stale {
+        let last: Option<String> = tx.query_row(
+            "SELECT MAX(t) FROM (
+                SELECT started_at AS t FROM runs WHERE id = ?1
+                UNION ALL SELECT started_at FROM steps WHERE run_id = ?1
+                UNION ALL SELECT ended_at FROM steps WHERE run_id = ?1
+                UNION ALL SELECT ended_at FROM items WHERE run_id = ?1)",
+            params![id],
+            |r| r.get(0),
+        )?;
+        let last = last.unwrap_or_else(|| now.clone());
+        tx.execute(
+            "UPDATE runs SET status = 'interrupted', ended_at = ?2, error = COALESCE(error, ?3)
+             WHERE id = ?1 AND status = 'running'",
+            params![
+                id,
+                last,
+                format!("{}; recorded as interrupted at {now}", died(*pid))
+            ],
+        )?;
+        end_steps(tx, id, StepStatus::Interrupted, &last)?;
+    }
+    Ok(())
+}
+
 impl History {
     /// The newest `limit` runs, of one flow (its `name`) or of all.
     pub fn list_runs(
@@ -194,7 +225,7 @@ impl History {
                 }
             }
             let mut stmt = tx.prepare(
-                "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error
+                "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections
                  FROM items WHERE run_id = ?1 ORDER BY step_id, idx",
             )?;
             let mut items = stmt
@@ -228,35 +259,42 @@ impl History {
     }
 
     /// Deletes the runs that ended more than `age` ago, with their steps,
-    /// items and artifact records (the files themselves stay), and runs
-    /// whose process died that started more than `age` ago. Runs still
-    /// going are kept. Returns how many runs were deleted.
-    pub fn prune_older_than(&self, age: Duration) -> Result<usize, HistoryError> {
+    /// items and artifact records, and returns them so the caller can
+    /// delete their files. A run still going is never pruned. A run whose
+    /// process is known to be gone is first recorded as interrupted at its
+    /// last sign of life (as [`History::recover_stale_runs`] does), and is
+    /// then pruned by that end like any other.
+    pub fn prune_older_than(&self, age: Duration) -> Result<Vec<PrunedRun>, HistoryError> {
         let Some(cutoff) = chrono::Duration::from_std(age)
             .ok()
             .and_then(|age| Utc::now().checked_sub_signed(age))
         else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let cutoff = timestamp(cutoff);
         self.write(|tx| {
-            let mut doomed: Vec<String> = {
-                let mut stmt =
-                    tx.prepare("SELECT id FROM runs WHERE ended_at IS NOT NULL AND ended_at < ?1")?;
-                stmt.query_map(params![cutoff], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?
+            let dead: Vec<RunningRow> = running_before(tx, &cutoff)?
+                .into_iter()
+                .filter(|(_, pid, token)| liveness(*pid, token.as_deref()) == Liveness::Gone)
+                .collect();
+            mark_stale(tx, &dead)?;
+            let doomed: Vec<PrunedRun> = {
+                let mut stmt = tx.prepare(
+                    "SELECT id, output_dir FROM runs
+                     WHERE status != 'running' AND ended_at IS NOT NULL AND ended_at < ?1",
+                )?;
+                stmt.query_map(params![cutoff], |r| {
+                    Ok(PrunedRun {
+                        id: r.get(0)?,
+                        output_dir: r.get::<_, Option<String>>(1)?.filter(|d| !d.is_empty()),
+                    })
+                })?
+                .collect::<Result<_, _>>()?
             };
-            doomed.extend(
-                running_before(tx, &cutoff)?
-                    .into_iter()
-                    .filter(|(_, pid, token)| liveness(*pid, token.as_deref()) == Liveness::Gone)
-                    .map(|(id, _, _)| id),
-            );
-            let mut removed = 0;
-            for id in &doomed {
-                removed += delete_run(tx, id)?;
+            for run in &doomed {
+                delete_run(tx, &run.id)?;
             }
-            Ok(removed)
+            Ok(doomed)
         })
     }
 
@@ -279,25 +317,7 @@ impl History {
                 .into_iter()
                 .filter(|(_, pid, token)| liveness(*pid, token.as_deref()) != Liveness::Alive)
                 .collect();
-            let now = now_text();
-            for (id, pid, _) in &stale {
-                let last: Option<String> = tx.query_row(
-                    "SELECT MAX(t) FROM (
-                        SELECT started_at AS t FROM runs WHERE id = ?1
-                        UNION ALL SELECT started_at FROM steps WHERE run_id = ?1
-                        UNION ALL SELECT ended_at FROM steps WHERE run_id = ?1
-                        UNION ALL SELECT ended_at FROM items WHERE run_id = ?1)",
-                    params![id],
-                    |r| r.get(0),
-                )?;
-                let last = last.unwrap_or_else(|| now.clone());
-                tx.execute(
-                    "UPDATE runs SET status = 'interrupted', ended_at = ?2, error = COALESCE(error, ?3)
-                     WHERE id = ?1",
-                    params![id, last, format!("{}; recorded as interrupted at {now}", died(*pid))],
-                )?;
-                interrupt_steps(tx, id, &last)?;
-            }
+            mark_stale(tx, &stale)?;
             Ok(stale.len())
         })
     }

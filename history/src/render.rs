@@ -1,6 +1,7 @@
 //! The history as text for `sluice runs` (a table, newest first) and
 //! `sluice runs show` (one run: status, times, errors, where its report is,
-//! then each step with its requests and failed items). Times show in the
+//! then each step with its requests, why it was skipped, how many of its
+//! items ran, and its failed items with their own requests). Times show in the
 //! local time zone; the CLI and the tests share these functions.
 
 use std::fmt::Write as _;
@@ -8,7 +9,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::cap::truncated_bytes;
-use crate::{ItemStatus, RunDetail, RunStatus, RunSummary, StepRecord};
+use crate::{ItemRecord, ItemStatus, RunDetail, RunStatus, RunSummary, StepRecord, StepStatus};
 
 /// How much of an input or output the detail view shows.
 const VALUE_PREVIEW_CHARS: usize = 160;
@@ -89,8 +90,22 @@ pub fn render_runs_table(runs: &[RunSummary]) -> String {
     out
 }
 
-/// One run in full, for `sluice runs show`.
+/// How much of a run [`render_run_detail_with`] shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetailOptions {
+    /// List every `for_each` item, not only those that failed or were
+    /// interrupted.
+    pub all_items: bool,
+}
+
+/// One run in full, for `sluice runs show`: failed and interrupted items
+/// are listed, the others counted.
 pub fn render_run_detail(d: &RunDetail) -> String {
+    render_run_detail_with(d, DetailOptions::default())
+}
+
+/// One run in full, as `options` say.
+pub fn render_run_detail_with(d: &RunDetail, options: DetailOptions) -> String {
     let r = &d.run;
     let mut out = String::new();
     let _ = writeln!(
@@ -139,12 +154,12 @@ pub fn render_run_detail(d: &RunDetail) -> String {
         let _ = writeln!(out, "\nSteps:");
     }
     for (n, s) in d.steps.iter().enumerate() {
-        step(&mut out, n + 1, s, d);
+        step(&mut out, n + 1, s, d, options);
     }
     out
 }
 
-fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail) {
+fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail, options: DetailOptions) {
     let _ = writeln!(
         out,
         "  {n}. {:<16} {:<24} {:<12} {:>8}",
@@ -162,21 +177,68 @@ fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail) {
         let _ = writeln!(out, "       requests: {line}");
     }
     if let Some(e) = &s.error {
-        let _ = writeln!(out, "       error: {}", indent(e, 14));
+        // A skipped step's "error" is why it did not run.
+        let label = if s.status == StepStatus::Skipped {
+            "why"
+        } else {
+            "error"
+        };
+        let _ = writeln!(out, "       {label}: {}", indent(e, 9 + label.len()));
     }
     let items: Vec<_> = d.items_of(&s.step_id).collect();
     if s.items_total.is_none() && items.is_empty() {
         return;
     }
+    let _ = writeln!(out, "       {}", items_line(s, &items));
+    let listed: Vec<_> = items
+        .iter()
+        .filter(|i| {
+            options.all_items || matches!(i.status, ItemStatus::Failed | ItemStatus::Interrupted)
+        })
+        .collect();
+    for i in listed.iter().take(ITEMS_LISTED) {
+        let mut line = format!(
+            "         #{} {} after {}",
+            i.index + 1,
+            i.status,
+            format_ms(i.duration_ms)
+        );
+        if let Some(e) = &i.error {
+            let _ = write!(line, ": {}", indent(e, 11));
+        } else if i.status != ItemStatus::Succeeded {
+            line.push_str(": (no error recorded)");
+        }
+        let _ = writeln!(out, "{line}");
+        if let Some(r) = i.connections.as_ref().and_then(requests) {
+            let _ = writeln!(out, "           requests: {r}");
+        }
+    }
+    if listed.len() > ITEMS_LISTED {
+        let _ = writeln!(out, "         … and {} more", listed.len() - ITEMS_LISTED);
+    }
+    if !options.all_items && listed.len() < items.len() {
+        let _ = writeln!(
+            out,
+            "         (`sluice runs show {} --items` lists every item)",
+            d.run.id
+        );
+    }
+}
+
+/// `items: 7 of 10 done, 1 failed; 3 not started` — counted from the
+/// items recorded, so an interrupted or failed step says how many never
+/// ran; `… so far` while the step runs.
+fn items_line(s: &StepRecord, items: &[&ItemRecord]) -> String {
     let count = |st: ItemStatus| items.iter().filter(|i| i.status == st).count();
-    let failed = count(ItemStatus::Failed);
-    let total = s
-        .items_total
-        .map_or_else(|| items.len().to_string(), |t| t.to_string());
-    let mut line = format!(
-        "items: {} of {total} recorded, {failed} failed",
-        items.len()
-    );
+    let done = items.len();
+    let mut line = match s.items_total {
+        Some(total) => format!("items: {done} of {total} done"),
+        None => format!("items: {done} done"),
+    };
+    if s.status == StepStatus::Running {
+        line.push_str(" so far");
+    }
+    let _ = write!(line, ", {} failed", count(ItemStatus::Failed));
     for (st, word) in [
         (ItemStatus::Skipped, "skipped"),
         (ItemStatus::Interrupted, "interrupted"),
@@ -185,24 +247,13 @@ fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail) {
             let _ = write!(line, ", {} {word}", count(st));
         }
     }
-    let _ = writeln!(out, "       {line}");
-    let trouble: Vec<_> = items
-        .iter()
-        .filter(|i| matches!(i.status, ItemStatus::Failed | ItemStatus::Interrupted))
-        .collect();
-    for i in trouble.iter().take(ITEMS_LISTED) {
-        let _ = writeln!(
-            out,
-            "         #{} {} after {}: {}",
-            i.index + 1,
-            i.status,
-            format_ms(i.duration_ms),
-            indent(i.error.as_deref().unwrap_or("(no error recorded)"), 11)
-        );
+    if let Some(total) = s.items_total
+        && s.status != StepStatus::Running
+        && u64::try_from(done).is_ok_and(|d| d < total)
+    {
+        let _ = write!(line, "; {} not started", total - done as u64);
     }
-    if trouble.len() > ITEMS_LISTED {
-        let _ = writeln!(out, "         … and {} more", trouble.len() - ITEMS_LISTED);
-    }
+    line
 }
 
 /// A stored input or output on one line, cut; a truncated one says so.
@@ -255,16 +306,6 @@ fn requests(v: &Value) -> Option<String> {
 fn indent(text: &str, by: usize) -> String {
     text.trim_end()
         .replace('\n', &format!("\n{}", " ".repeat(by)))
-}
-
-/// The table, under the name the CLI has used.
-pub fn runs_table(runs: &[RunSummary]) -> String {
-    render_runs_table(runs)
-}
-
-/// The detail view, under the name the CLI has used.
-pub fn run_detail(d: &RunDetail) -> String {
-    render_run_detail(d)
 }
 
 #[cfg(test)]

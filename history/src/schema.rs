@@ -77,6 +77,12 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_by_end ON runs(ended_at);
     CREATE INDEX runs_by_status ON runs(status);
     "#,
+    // 3: request counts per connection for each `for_each` item, as steps
+    // have them: `{"graph": {"requests": n, "retried": n, "throttled": n,
+    // "wait_ms": n}}`.
+    r#"
+    ALTER TABLE items ADD COLUMN connections TEXT;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.

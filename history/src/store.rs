@@ -3,7 +3,7 @@
 //! Status and trigger words are checked against [`crate::model`] before
 //! anything is written. Inputs, outputs and request counts go through
 //! [`crate::cap`]; errors are capped too. Nothing here redacts: the host
-//! passes text that is already free of secrets (see [`crate::redact()`]).
+//! passes text that is already free of secrets.
 
 use std::str::FromStr;
 
@@ -159,7 +159,9 @@ impl History {
         })
     }
 
-    /// Records one item of a `for_each` step as it ends (`index` is 0-based).
+    /// Records one item of a `for_each` step as it ends (`index` is 0-based),
+    /// with its own request counts per connection (shaped as for
+    /// [`History::finish_step`]; `Value::Null` for none).
     #[allow(clippy::too_many_arguments)]
     pub fn record_item(
         &self,
@@ -170,18 +172,21 @@ impl History {
         input: &Value,
         output: Option<&Value>,
         error: Option<&str>,
+        connections: &Value,
         duration_ms: u64,
     ) -> Result<(), HistoryError> {
         let status: ItemStatus = word(status)?;
         let index = i64::try_from(index).unwrap_or(i64::MAX);
+        let connections = (!connections.is_null()).then(|| capped(connections));
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at, connections)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (run_id, step_id, idx) DO UPDATE SET
                     status = excluded.status, duration_ms = excluded.duration_ms,
                     input = excluded.input, output = excluded.output,
-                    error = excluded.error, ended_at = excluded.ended_at",
+                    error = excluded.error, ended_at = excluded.ended_at,
+                    connections = excluded.connections",
                 params![
                     run,
                     step,
@@ -191,7 +196,8 @@ impl History {
                     capped(input),
                     output.map(capped),
                     error.map(capped_error),
-                    now_text()
+                    now_text(),
+                    connections
                 ],
             )
             .map_err(for_run(run))?;
@@ -213,34 +219,78 @@ impl History {
         })
     }
 
+    /// Records as skipped, with `why`, the steps of a run that have no
+    /// record yet, after the run was cut short (its task aborted), so the
+    /// record shows the whole flow. `steps` are `(step id, component)` in
+    /// flow order; steps already recorded are left as they are.
+    pub fn skip_unrecorded_steps(
+        &self,
+        run: &str,
+        steps: &[(String, String)],
+        why: &str,
+    ) -> Result<(), HistoryError> {
+        self.write(|tx| {
+            let t = now_text();
+            for (step, component) in steps {
+                tx.execute(
+                    "INSERT INTO steps (run_id, step_id, position, component, status, started_at, ended_at, duration_ms, error)
+                     VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1), ?3, 'skipped', ?4, ?4, 0, ?5)
+                     ON CONFLICT (run_id, step_id) DO NOTHING",
+                    params![run, step, component, t, capped_error(why)],
+                )
+                .map_err(for_run(run))?;
+            }
+            Ok(())
+        })
+    }
+
     /// Marks a run that will not finish, and its running steps, as
     /// interrupted now, with `reason` unless it already has an error (the
     /// scheduler does this on shutdown). A run that has ended is left alone.
     pub fn mark_interrupted(&self, run: &str, reason: &str) -> Result<(), HistoryError> {
+        self.end_unfinished(run, RunStatus::Interrupted, StepStatus::Interrupted, reason)
+    }
+
+    /// Marks a run whose task died without ending it (a panic in the host),
+    /// and its running steps, as failed now with `reason`. A run that has
+    /// ended is left alone.
+    pub fn mark_failed(&self, run: &str, reason: &str) -> Result<(), HistoryError> {
+        self.end_unfinished(run, RunStatus::Failed, StepStatus::Failed, reason)
+    }
+
+    fn end_unfinished(
+        &self,
+        run: &str,
+        status: RunStatus,
+        step_status: StepStatus,
+        reason: &str,
+    ) -> Result<(), HistoryError> {
         self.write(|tx| {
             let t = now_text();
             let changed = tx.execute(
-                "UPDATE runs SET status = 'interrupted', error = COALESCE(error, ?2), ended_at = ?3
+                "UPDATE runs SET status = ?2, error = COALESCE(error, ?3), ended_at = ?4
                  WHERE id = ?1 AND status = 'running'",
-                params![run, capped_error(reason), t],
+                params![run, status, capped_error(reason), t],
             )?;
             if changed > 0 {
-                interrupt_steps(tx, run, &t)?;
+                end_steps(tx, run, step_status, &t)?;
             }
             Ok(())
         })
     }
 }
 
-/// Running steps of an interrupted run end at `ended_at` as interrupted.
-pub(crate) fn interrupt_steps(
+/// The running steps of a run that ended without them end at `ended_at`
+/// with `status`.
+pub(crate) fn end_steps(
     tx: &rusqlite::Transaction<'_>,
     run: &str,
+    status: StepStatus,
     ended_at: &str,
 ) -> rusqlite::Result<usize> {
     tx.execute(
-        "UPDATE steps SET status = 'interrupted', ended_at = ?2
+        "UPDATE steps SET status = ?3, ended_at = ?2
          WHERE run_id = ?1 AND status = 'running'",
-        params![run, ended_at],
+        params![run, ended_at, status],
     )
 }

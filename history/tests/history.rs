@@ -1,6 +1,6 @@
 //! The run history end to end: migrations, a run written and read back,
 //! capped JSON, runs left behind by a dead process, pruning, listing,
-//! rendering, redaction and sharing one file between handles.
+//! rendering and sharing one file between handles.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use sluice_history::{
-    History, HistoryError, ItemStatus, NewRun, RunStatus, SCHEMA_VERSION, StepStatus, Trigger,
-    redact, render_run_detail, render_runs_table,
+    DetailOptions, History, HistoryError, ItemStatus, NewRun, RunStatus, SCHEMA_VERSION,
+    StepStatus, Trigger, render_run_detail, render_run_detail_with, render_runs_table,
 };
 
 fn new_run<'a>(id: &'a str, flow: &'a str) -> NewRun<'a> {
@@ -130,6 +130,7 @@ fn write_full_run(h: &History) {
         &json!({"user": 1}),
         Some(&json!({"status": "created"})),
         None,
+        &json!({"procore": {"requests": 1, "retried": 0, "throttled": 0, "wait_ms": 0}}),
         5,
     )
     .unwrap();
@@ -141,6 +142,7 @@ fn write_full_run(h: &History) {
         &json!({"user": 2}),
         None,
         Some("HTTP 503 from procore"),
+        &json!({"procore": {"requests": 2, "retried": 1, "throttled": 1, "wait_ms": 1500}}),
         7,
     )
     .unwrap();
@@ -162,7 +164,7 @@ fn write_full_run(h: &History) {
         "graph-send-mail",
         "skipped",
         None,
-        None,
+        Some("an earlier step failed"),
         &Value::Null,
         0,
     )
@@ -199,6 +201,7 @@ fn a_run_with_steps_items_and_artifacts_reads_back() {
         json!(1)
     );
     assert_eq!(d.steps[2].status, "skipped");
+    assert_eq!(d.steps[2].error.as_deref(), Some("an earlier step failed"));
     assert_eq!(d.steps[2].connections, None);
     let items: Vec<_> = d.items_of("create").collect();
     assert_eq!(items.len(), 2);
@@ -207,6 +210,14 @@ fn a_run_with_steps_items_and_artifacts_reads_back() {
         (1, ItemStatus::Failed, 7)
     );
     assert_eq!(items[1].error.as_deref(), Some("HTTP 503 from procore"));
+    assert_eq!(
+        items[1].connections.as_ref().unwrap()["procore"]["retried"],
+        json!(1)
+    );
+    assert_eq!(
+        items[0].connections.as_ref().unwrap()["procore"]["requests"],
+        json!(1)
+    );
     assert_eq!(items[0].output, Some(json!({"status": "created"})));
     assert!(items[0].ended_at.is_some());
     assert_eq!(d.artifacts[0].path, "/tmp/out/report.html");
@@ -237,14 +248,28 @@ fn render_shows_the_key_facts() {
         "report.html  /tmp/out/report.html",
         "1. diff",
         "12 ms",
-        "items: 2 of 2 recorded, 1 failed",
+        "items: 2 of 2 done, 1 failed",
         "#2 failed after 7 ms: HTTP 503 from procore",
+        "requests: procore: 2 requests (1 retried, 1 throttled, waited 1.5 s)",
         "requests: procore: 3 requests (1 retried)",
         "3. mail",
         "skipped",
+        "why: an earlier step failed",
+        "`sluice runs show r1 --items` lists every item",
     ] {
         assert!(text.contains(needle), "{needle:?} missing:\n{text}");
     }
+    // The succeeded item is counted, not listed, unless every item is asked for.
+    assert!(!text.contains("#1 succeeded"), "{text}");
+    let all = render_run_detail_with(
+        &h.run_detail("r1").unwrap().unwrap(),
+        DetailOptions { all_items: true },
+    );
+    assert!(
+        all.contains("#1 succeeded after 5 ms\n           requests: procore: 1 request\n"),
+        "{all}"
+    );
+    assert!(!all.contains("--items"), "{all}");
     let table = render_runs_table(&h.list_runs(None, 10).unwrap());
     assert!(table.starts_with("RUN"), "{table}");
     for needle in ["r1", "sync", "manual", "failed", "step `create` failed"] {
@@ -283,6 +308,7 @@ fn big_inputs_and_outputs_are_stored_as_valid_markers() {
         &big,
         Some(&json!("ok")),
         None,
+        &Value::Null,
         1,
     )
     .unwrap();
@@ -330,8 +356,18 @@ fn a_run_left_running_is_readable_and_recovered_as_interrupted() {
     .unwrap();
     h.start_step("r1", "create", "procore-create-user", &json!({}), Some(3))
         .unwrap();
-    h.record_item("r1", "create", 0, "succeeded", &json!(1), None, None, 4)
-        .unwrap();
+    h.record_item(
+        "r1",
+        "create",
+        0,
+        "succeeded",
+        &json!(1),
+        None,
+        None,
+        &Value::Null,
+        4,
+    )
+    .unwrap();
     // The process "dies": nothing more is written.
     drop(h);
 
@@ -339,7 +375,9 @@ fn a_run_left_running_is_readable_and_recovered_as_interrupted() {
     let d = h.run_detail("r1").unwrap().unwrap();
     assert_eq!(d.run.status, RunStatus::Running);
     assert_eq!(d.steps[1].status, StepStatus::Running);
-    assert!(render_run_detail(&d).contains("still running"));
+    let text = render_run_detail(&d);
+    assert!(text.contains("still running"), "{text}");
+    assert!(text.contains("items: 1 of 3 done so far"), "{text}");
     let last_sign_of_life = d.items[0].ended_at.clone().unwrap();
 
     // A run started after the recovering process did is left alone.
@@ -367,7 +405,10 @@ fn a_run_left_running_is_readable_and_recovered_as_interrupted() {
         text.contains("INTERRUPTED") && text.contains("ended before the run finished"),
         "{text}"
     );
-    assert!(text.contains("items: 1 of 3 recorded"), "{text}");
+    assert!(
+        text.contains("items: 1 of 3 done, 0 failed; 2 not started"),
+        "{text}"
+    );
     assert_eq!(
         h.run_detail("r2").unwrap().unwrap().run.status,
         RunStatus::Running
@@ -414,30 +455,56 @@ fn a_run_whose_process_is_gone_reads_as_interrupted_without_a_write() {
 }
 
 #[test]
-fn prune_removes_only_older_runs_with_their_children() {
+fn prune_removes_only_runs_that_ended_long_ago_with_their_children() {
     let dir = tempfile::tempdir().unwrap();
     let path = sluice_history::path_in(dir.path());
     let h = History::open(&path).unwrap();
-    for id in ["old", "new", "old-running", "old-dead"] {
-        h.start_run(&new_run(id, "sync")).unwrap();
+    for id in ["old", "new", "old-running", "old-dead", "old-start-new-end"] {
+        let mut run = new_run(id, "sync");
+        let out = format!("/data/runs/{id}");
+        run.output_dir = &out;
+        h.start_run(&run).unwrap();
         h.start_step(id, "s", "c", &json!({}), Some(1)).unwrap();
-        h.record_item(id, "s", 0, "succeeded", &json!(1), None, None, 1)
-            .unwrap();
+        h.record_item(
+            id,
+            "s",
+            0,
+            "succeeded",
+            &json!(1),
+            None,
+            None,
+            &Value::Null,
+            1,
+        )
+        .unwrap();
         h.add_artifact(id, "report.html", "/tmp/r.html").unwrap();
     }
-    h.finish_run("old", "succeeded", None).unwrap();
-    h.finish_run("new", "succeeded", None).unwrap();
+    for id in ["old", "new", "old-start-new-end"] {
+        h.finish_run(id, "succeeded", None).unwrap();
+    }
     let conn = sql(&path);
+    // `old-dead`'s process is gone and its last sign of life is old too.
     conn.execute_batch(
         "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z' WHERE id LIKE 'old%';
          UPDATE runs SET ended_at = '2020-01-01T00:01:00.000Z' WHERE id = 'old';
+         UPDATE steps SET started_at = '2020-01-01T00:00:01.000Z' WHERE run_id LIKE 'old%';
+         UPDATE items SET ended_at = '2020-01-01T00:00:02.000Z' WHERE run_id LIKE 'old%';
          UPDATE runs SET process_token = 'gone' WHERE id = 'old-dead';",
     )
     .unwrap();
+    let mut pruned = h
+        .prune_older_than(Duration::from_secs(30 * 86_400))
+        .unwrap();
+    pruned.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(
-        h.prune_older_than(Duration::from_secs(30 * 86_400))
-            .unwrap(),
-        2
+        pruned
+            .iter()
+            .map(|p| (p.id.as_str(), p.output_dir.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("old", Some("/data/runs/old")),
+            ("old-dead", Some("/data/runs/old-dead"))
+        ]
     );
     let mut left: Vec<_> = h
         .list_runs(None, 10)
@@ -446,13 +513,126 @@ fn prune_removes_only_older_runs_with_their_children() {
         .map(|r| r.id)
         .collect();
     left.sort();
-    assert_eq!(left, vec!["new", "old-running"]);
+    // Started long ago but ended just now: not pruned. Still running: never.
+    assert_eq!(left, vec!["new", "old-running", "old-start-new-end"]);
     for table in ["steps", "items", "artifacts"] {
         assert_eq!(count(&conn, table, "old"), 0, "{table}");
         assert_eq!(count(&conn, table, "old-dead"), 0, "{table}");
         assert_eq!(count(&conn, table, "new"), 1, "{table}");
     }
-    assert_eq!(h.prune_older_than(Duration::MAX).unwrap(), 0);
+    assert!(h.prune_older_than(Duration::MAX).unwrap().is_empty());
+    assert!(h.prune_older_than(Duration::ZERO).unwrap().len() >= 2);
+    assert_eq!(
+        h.list_runs(None, 10).unwrap()[0].status,
+        RunStatus::Running,
+        "a running run survives any age"
+    );
+}
+
+#[test]
+fn a_version_2_file_gains_item_request_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sluice_history::path_in(dir.path());
+    let conn = sql(&path);
+    for (i, migration) in sluice_history::schema::MIGRATIONS[..2].iter().enumerate() {
+        conn.execute_batch(migration).unwrap();
+        conn.pragma_update(None, "user_version", i as i64 + 1)
+            .unwrap();
+    }
+    conn.execute_batch(
+        "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, started_at, ended_at)
+         VALUES ('v2', 'sync', 'f.toml', 'manual', 0, 'succeeded', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z');
+         INSERT INTO steps (run_id, step_id, position, component, status, started_at, items_total)
+         VALUES ('v2', 'each', 0, 'c', 'succeeded', '2026-01-01T00:00:00.000Z', 1);
+         INSERT INTO items (run_id, step_id, idx, status, duration_ms) VALUES ('v2', 'each', 0, 'succeeded', 3);",
+    )
+    .unwrap();
+    drop(conn);
+    let h = History::open(&path).unwrap();
+    assert_eq!(h.schema_version().unwrap(), 3);
+    let d = h.run_detail("v2").unwrap().unwrap();
+    assert_eq!(d.items[0].connections, None);
+    h.record_item(
+        "v2",
+        "each",
+        0,
+        "succeeded",
+        &json!(1),
+        None,
+        None,
+        &json!({"api": {"requests": 4}}),
+        3,
+    )
+    .unwrap();
+    let d = h.run_detail("v2").unwrap().unwrap();
+    assert_eq!(
+        d.items[0].connections,
+        Some(json!({"api": {"requests": 4}}))
+    );
+}
+
+#[test]
+fn a_run_whose_task_died_is_marked_failed_with_its_running_steps() {
+    let h = History::open_in_memory().unwrap();
+    h.start_run(&new_run("r1", "sync")).unwrap();
+    h.start_step("r1", "s", "c", &json!({}), None).unwrap();
+    h.mark_failed("r1", "the run stopped unexpectedly: boom")
+        .unwrap();
+    let d = h.run_detail("r1").unwrap().unwrap();
+    assert_eq!(d.run.status, RunStatus::Failed);
+    assert!(d.run.ended_at.is_some());
+    assert_eq!(
+        d.run.error.as_deref(),
+        Some("the run stopped unexpectedly: boom")
+    );
+    assert_eq!(d.steps[0].status, StepStatus::Failed);
+    // The steps it never reached are recorded as skipped, after the others.
+    let steps = [("s", "c"), ("t", "c2"), ("u", "c3")].map(|(a, b)| (a.to_string(), b.to_string()));
+    h.skip_unrecorded_steps("r1", &steps, "the run was interrupted")
+        .unwrap();
+    let d = h.run_detail("r1").unwrap().unwrap();
+    let shown: Vec<_> = d
+        .steps
+        .iter()
+        .map(|s| (s.step_id.as_str(), s.status, s.error.as_deref()))
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            ("s", StepStatus::Failed, None),
+            ("t", StepStatus::Skipped, Some("the run was interrupted")),
+            ("u", StepStatus::Skipped, Some("the run was interrupted")),
+        ]
+    );
+    // A run that has ended is left alone.
+    h.finish_run("r1", "succeeded", None).unwrap();
+    h.mark_failed("r1", "late").unwrap();
+    h.mark_interrupted("r1", "late").unwrap();
+    assert_eq!(
+        h.run_detail("r1").unwrap().unwrap().run.status,
+        RunStatus::Succeeded
+    );
+}
+
+#[test]
+fn an_old_row_with_our_pid_and_no_token_is_not_taken_as_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sluice_history::path_in(dir.path());
+    let h = History::open(&path).unwrap();
+    h.start_run(&new_run("r1", "sync")).unwrap();
+    // As a schema-1 row written by an earlier process that had our pid.
+    sql(&path)
+        .execute(
+            "UPDATE runs SET process_token = NULL, started_at = '2026-01-01T00:00:00.000Z'",
+            [],
+        )
+        .unwrap();
+    // Unknown: shown as stored, and recovered by a host that starts now.
+    assert_eq!(h.list_runs(None, 1).unwrap()[0].status, RunStatus::Running);
+    assert_eq!(h.recover_stale_runs(SystemTime::now()).unwrap(), 1);
+    let run = &h.list_runs(None, 1).unwrap()[0];
+    assert_eq!(run.status, RunStatus::Interrupted);
+    assert_eq!(run.ended_at.as_deref(), Some("2026-01-01T00:00:00.000Z"));
 }
 
 #[test]
@@ -514,24 +694,6 @@ fn skipped_firings_are_recorded_as_ended() {
 }
 
 #[test]
-fn secrets_are_redacted_before_recording() {
-    let secrets = vec!["s3cr3t".to_string(), String::new()];
-    let error = redact("token request failed: client_secret=s3cr3t", &secrets);
-    assert_eq!(error, "token request failed: client_secret=[redacted]");
-    let input = sluice_history::redact_json(&json!({"auth": "Bearer s3cr3t"}), &secrets);
-    let h = History::open_in_memory().unwrap();
-    h.start_run(&new_run("r1", "sync")).unwrap();
-    h.start_step("r1", "s", "c", &input, None).unwrap();
-    h.finish_run("r1", "failed", Some(&error)).unwrap();
-    let d = h.run_detail("r1").unwrap().unwrap();
-    let all = serde_json::to_string(&d).unwrap();
-    assert!(
-        !all.contains("s3cr3t") && all.contains("[redacted]"),
-        "{all}"
-    );
-}
-
-#[test]
 fn two_handles_on_one_file_write_concurrently() {
     let dir = tempfile::tempdir().unwrap();
     let path = sluice_history::path_in(dir.path());
@@ -547,8 +709,18 @@ fn two_handles_on_one_file_write_concurrently() {
                 h.start_step(&id, "each", "c", &json!({}), Some(25))
                     .unwrap();
                 for i in 0..25 {
-                    h.record_item(&id, "each", i, "succeeded", &json!(i), None, None, 1)
-                        .unwrap();
+                    h.record_item(
+                        &id,
+                        "each",
+                        i,
+                        "succeeded",
+                        &json!(i),
+                        None,
+                        None,
+                        &Value::Null,
+                        1,
+                    )
+                    .unwrap();
                 }
                 h.finish_run(&id, "succeeded", None).unwrap();
             })

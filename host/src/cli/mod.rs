@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     /// Where run history, reports and the compile cache live
-    /// [default: $SLUICE_DATA_DIR, else ~/.local/share/sluice]
+    /// [default: $SLUICE_DATA_DIR, else $XDG_DATA_HOME/sluice, else ~/.local/share/sluice]
     #[arg(long, global = true, env = "SLUICE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -63,7 +63,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(sluice_history::default_data_dir);
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run_cmd::run(args, &data_dir).await,
@@ -81,17 +84,6 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// `$SLUICE_DATA_DIR`, else `$XDG_DATA_HOME/sluice`, else `~/.local/share/sluice`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("sluice");
-    }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".local/share/sluice"),
-        None => PathBuf::from(".sluice"),
     }
 }
 

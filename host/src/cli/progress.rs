@@ -114,7 +114,11 @@ impl Progress {
                 facts.push(format_duration(*duration));
                 match status {
                     Status::Succeeded => writeln!(err, "  ✓ {step}  {}", facts.join(" · ")),
-                    Status::Skipped => writeln!(err, "  – {step}  skipped (its `when` is false)"),
+                    Status::Skipped => writeln!(
+                        err,
+                        "  – {step}  skipped ({})",
+                        error.as_deref().unwrap_or("its `when` is false")
+                    ),
                     Status::Failed | Status::Interrupted => {
                         writeln!(err, "  ✗ {step}  {}", error.as_deref().unwrap_or("failed"))
                     }

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::progress::{Mode, Progress};
 use crate::engine::{Engine, EngineConfig};
-use crate::run::recorder::Recorder;
+use crate::run::recorder::{HistoryWriter, Recorder};
 use crate::run::{Fanout, Observer, RunOptions, RunOutcome, Runner, Status};
 
 #[derive(Debug, Args)]
@@ -48,7 +48,9 @@ pub fn engine_for(data_dir: &Path) -> anyhow::Result<Arc<Engine>> {
 
 /// What watches a run started from the command line: the progress display
 /// and the run history. A history that cannot be opened is reported and the
-/// run goes on without it: losing a record must not stop the work.
+/// run goes on without it: losing a record must not stop the work. The
+/// history is written on a thread of its own; dropping the observer (when
+/// the run is over) waits for the last writes.
 pub fn watch_and_record(
     data_dir: &Path,
     progress: Progress,
@@ -56,10 +58,15 @@ pub fn watch_and_record(
     trigger: &str,
 ) -> Arc<dyn Observer> {
     let progress: Arc<dyn Observer> = Arc::new(progress);
-    match sluice_history::History::open(&sluice_history::path_in(data_dir)) {
-        Ok(history) => {
-            let recorder: Arc<dyn Observer> =
-                Arc::new(Recorder::new(Arc::new(history), flow_file, trigger));
+    let writer = sluice_history::History::open(&sluice_history::path_in(data_dir))
+        .map_err(|e| e.to_string())
+        .and_then(|history| {
+            HistoryWriter::start(history)
+                .map_err(|e| format!("cannot start the run history's writer: {e}"))
+        });
+    match writer {
+        Ok(writer) => {
+            let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(writer, flow_file, trigger));
             Arc::new(Fanout(vec![progress, recorder]))
         }
         Err(e) => {

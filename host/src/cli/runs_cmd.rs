@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use sluice_history::{History, render};
+use sluice_history::{DetailOptions, History, HistoryError, render};
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
@@ -30,10 +30,15 @@ pub enum RunsAction {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
+        /// List every `for_each` item with its requests, not only the failed ones
+        #[arg(long)]
+        items: bool,
     },
-    /// Delete runs that started longer ago than this (e.g. 30d, 12h)
+    /// Delete runs that ended longer ago than this (e.g. 30d, 12h, 2w), with
+    /// their report folders; runs still going are never deleted
     Prune {
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// How long ago a run must have ended: 30d, 12h, 2w, 1d12h…
+        #[arg(long, value_parser = sluice_history::parse_duration)]
         older_than: std::time::Duration,
     },
 }
@@ -46,28 +51,104 @@ pub fn runs(args: RunsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {
-                print!("{}", render::runs_table(&runs));
+                print!("{}", render::render_runs_table(&runs));
             }
         }
-        Some(RunsAction::Show { run_id, json }) => match history.run_detail(&run_id)? {
-            Some(detail) if json => println!("{}", serde_json::to_string_pretty(&detail)?),
-            Some(detail) => print!("{}", render::run_detail(&detail)),
-            None => {
+        Some(RunsAction::Show {
+            run_id,
+            json,
+            items,
+        }) => match history.run_detail(&run_id) {
+            Ok(Some(detail)) if json => println!("{}", serde_json::to_string_pretty(&detail)?),
+            Ok(Some(detail)) => print!(
+                "{}",
+                render::render_run_detail_with(&detail, DetailOptions { all_items: items })
+            ),
+            Ok(None) => {
                 eprintln!(
                     "error: no run `{run_id}` in {}; `sluice runs` lists them",
                     history.path.display()
                 );
                 return Ok(ExitCode::from(2));
             }
+            // Like an unknown id, a prefix that fits several runs is the
+            // caller's to fix.
+            Err(e @ HistoryError::AmbiguousRun { .. }) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+            Err(e) => return Err(e.into()),
         },
         Some(RunsAction::Prune { older_than }) => {
-            let removed = history.prune_older_than(older_than)?;
+            let pruned = history.prune_older_than(older_than)?;
+            let mut folders = 0;
+            for run in &pruned {
+                let Some(dir) = &run.output_dir else { continue };
+                match remove_run_folder(Path::new(dir), data_dir) {
+                    Ok(true) => folders += 1,
+                    Ok(false) => {}
+                    Err(e) => eprintln!("warning: cannot delete {dir}: {e}"),
+                }
+            }
             println!(
-                "removed {removed} run{} older than {}",
-                if removed == 1 { "" } else { "s" },
-                humantime::format_duration(older_than)
+                "removed {} run{} that ended more than {} ago, and {folders} run folder{}",
+                pruned.len(),
+                if pruned.len() == 1 { "" } else { "s" },
+                humantime::format_duration(older_than),
+                if folders == 1 { "" } else { "s" },
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes a pruned run's folder when it lies inside `data_dir/runs` once
+/// links are resolved; a folder anywhere else was not made by Sluice for
+/// the run and is left alone. `Ok(false)`: nothing was deleted.
+fn remove_run_folder(dir: &Path, data_dir: &Path) -> std::io::Result<bool> {
+    let (Ok(runs), Ok(target)) = (data_dir.join("runs").canonicalize(), dir.canonicalize()) else {
+        // No runs folder, or this one is already gone.
+        return Ok(false);
+    };
+    if target == runs || !target.starts_with(&runs) || !target.is_dir() {
+        return Ok(false);
+    }
+    std::fs::remove_dir_all(&target)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_folders_inside_the_data_directory_runs_are_deleted() {
+        let data = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let inside = data.path().join("runs/r1");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("report.html"), "x").unwrap();
+        assert!(remove_run_folder(&inside, data.path()).unwrap());
+        assert!(!inside.exists());
+        // Outside the data directory, the runs folder itself, or a path
+        // that climbs out of it: kept.
+        std::fs::create_dir_all(data.path().join("runs/r2")).unwrap();
+        for dir in [
+            elsewhere.path().to_path_buf(),
+            data.path().join("runs"),
+            data.path().join("runs/r2/../.."),
+            data.path().to_path_buf(),
+        ] {
+            assert!(!remove_run_folder(&dir, data.path()).unwrap(), "{dir:?}");
+            assert!(dir.exists(), "{dir:?}");
+        }
+        #[cfg(unix)]
+        {
+            let link = data.path().join("runs/link");
+            std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+            assert!(!remove_run_folder(&link, data.path()).unwrap());
+            assert!(elsewhere.path().exists());
+        }
+        assert!(!remove_run_folder(&data.path().join("runs/gone"), data.path()).unwrap());
+    }
 }

@@ -1,5 +1,6 @@
 //! `sluice serve DIR_OR_FILES…`: the timer host, wired to the run history
-//! and to SIGINT/SIGTERM (stop gracefully) and SIGHUP (reload).
+//! and to SIGINT/SIGTERM (stop gracefully; a second one stops at once) and
+//! SIGHUP (rescan the flow files now).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,9 +13,9 @@ use sluice_history::{History, NewRun};
 use super::progress::{Mode, Progress};
 use super::run_cmd::engine_for;
 use crate::flow::Flow;
-use crate::run::recorder::Recorder;
+use crate::run::recorder::{HistoryWriter, Recorder};
 use crate::run::{Fanout, Observer, RunOptions, Runner};
-use crate::scheduler::{Host, Scheduler, sources};
+use crate::scheduler::{Host, Scheduler, Shutdown};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -30,9 +31,17 @@ pub struct ServeArgs {
 }
 
 struct ServeHost {
-    history: Arc<History>,
+    writer: Arc<HistoryWriter>,
     data_dir: PathBuf,
     verbose: bool,
+}
+
+/// A flow's steps as the history names them: `(id, component)`.
+fn steps_of(flow: &Flow) -> Vec<(String, String)> {
+    flow.steps
+        .iter()
+        .map(|s| (s.id.clone(), s.uses.to_string()))
+        .collect()
 }
 
 impl Host for ServeHost {
@@ -54,7 +63,7 @@ impl Host for ServeHost {
         _options: &RunOptions,
     ) -> Arc<dyn Observer> {
         let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(
-            self.history.clone(),
+            self.writer.clone(),
             &flow.source.path.display().to_string(),
             trigger,
         ));
@@ -68,24 +77,43 @@ impl Host for ServeHost {
 
     fn record_skipped(&self, flow: &Flow, reason: &str) {
         let id = crate::run::new_run_id();
-        let file = flow.source.path.display().to_string();
-        let run = NewRun {
-            id: &id,
-            flow: &flow.name,
-            flow_file: &file,
-            trigger: "schedule",
-            dry_run: false,
-            output_dir: "",
-        };
-        if let Err(e) = self.history.record_skipped(&run, reason) {
-            eprintln!("warning: could not record the skipped firing: {e}");
-        }
+        let (name, file, reason) = (
+            flow.name.clone(),
+            flow.source.path.display().to_string(),
+            reason.to_string(),
+        );
+        self.writer.write(&id.clone(), move |h| {
+            let run = NewRun {
+                id: &id,
+                flow: &name,
+                flow_file: &file,
+                trigger: "schedule",
+                dry_run: false,
+                output_dir: "",
+            };
+            h.record_skipped(&run, &reason)
+        });
     }
 
-    fn record_interrupted(&self, run_id: &str, reason: &str) {
-        if let Err(e) = self.history.mark_interrupted(run_id, reason) {
-            eprintln!("warning: could not record run {run_id} as interrupted: {e}");
-        }
+    fn record_interrupted(&self, flow: &Flow, run_id: &str, reason: &str) {
+        let (run, steps, reason) = (run_id.to_string(), steps_of(flow), reason.to_string());
+        self.writer.write(run_id, move |h| {
+            h.mark_interrupted(&run, &reason)?;
+            h.skip_unrecorded_steps(&run, &steps, "the run was interrupted")
+        });
+    }
+
+    fn record_failed(&self, flow: &Flow, run_id: &str, reason: &str) {
+        let (run, steps, reason) = (run_id.to_string(), steps_of(flow), reason.to_string());
+        self.writer.write(run_id, move |h| {
+            h.mark_failed(&run, &reason)?;
+            h.skip_unrecorded_steps(&run, &steps, "the run stopped before this step")
+        });
+    }
+
+    fn flush(&self) -> impl Future<Output = ()> + Send {
+        let writer = self.writer.clone();
+        async move { writer.flush().await }
     }
 
     fn output_dir(&self, run_id: &str) -> PathBuf {
@@ -97,28 +125,58 @@ impl Host for ServeHost {
     }
 }
 
+/// Opens the history and records as interrupted the runs an earlier
+/// process left `running` when it died: this host is the one long-lived
+/// writer, so its start is when they are settled for good.
+async fn open_history(data_dir: &Path) -> anyhow::Result<History> {
+    let path = sluice_history::path_in(data_dir);
+    let started = chrono::Utc::now();
+    let (history, recovered) = tokio::task::spawn_blocking(move || {
+        History::open(&path).map(|h| {
+            let recovered = h.recover_stale_runs(started);
+            (h, recovered)
+        })
+    })
+    .await??;
+    match recovered {
+        Ok(0) => {}
+        Ok(n) => eprintln!(
+            "recorded {n} run{} left unfinished by a process that stopped as interrupted",
+            if n == 1 { "" } else { "s" }
+        ),
+        Err(e) => eprintln!("warning: could not settle runs left unfinished: {e}"),
+    }
+    Ok(history)
+}
+
 pub async fn serve(args: ServeArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let files = sources::expand(&args.paths).map_err(anyhow::Error::msg)?;
-    let history = Arc::new(History::open(&sluice_history::path_in(data_dir))?);
+    let history = open_history(data_dir).await?;
+    let history_path = history.path.clone();
     let host = Arc::new(ServeHost {
-        history,
+        writer: HistoryWriter::start(history)?,
         data_dir: data_dir.to_path_buf(),
         verbose: args.verbose,
     });
     let runner = Runner::new(engine_for(data_dir)?)?;
-    let mut scheduler = Scheduler::new(host, runner, files);
+    let mut scheduler = match Scheduler::new(host, runner, args.paths) {
+        Ok(scheduler) => scheduler,
+        Err(problems) => {
+            eprintln!("error: {problems}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     scheduler.grace = args.grace;
     if scheduler.flow_count() == 0 {
         eprintln!("error: no valid scheduled flow to serve");
         return Ok(ExitCode::from(2));
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(Shutdown::No);
     let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
     spawn_signal_handlers(stop_tx, reload_tx)?;
     eprintln!(
-        "serving {} flow(s); history in {}; Ctrl-C or SIGTERM stops",
+        "serving {} flow(s); history in {}; Ctrl-C or SIGTERM stops, SIGHUP rescans the flow files",
         scheduler.flow_count(),
-        sluice_history::path_in(data_dir).display()
+        history_path.display()
     );
     scheduler.serve(stop_rx, reload_rx).await;
     eprintln!("stopped");
@@ -127,7 +185,7 @@ pub async fn serve(args: ServeArgs, data_dir: &Path) -> anyhow::Result<ExitCode>
 
 #[cfg(unix)]
 fn spawn_signal_handlers(
-    stop: tokio::sync::watch::Sender<bool>,
+    stop: tokio::sync::watch::Sender<Shutdown>,
     reload: tokio::sync::watch::Sender<u64>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -137,9 +195,9 @@ fn spawn_signal_handlers(
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = term.recv() => { let _ = stop.send(true); }
-                _ = int.recv() => { let _ = stop.send(true); }
-                _ = hup.recv() => { reload.send_modify(|n| *n += 1); }
+                _ = term.recv() => stop.send_modify(Shutdown::escalate),
+                _ = int.recv() => stop.send_modify(Shutdown::escalate),
+                _ = hup.recv() => reload.send_modify(|n| *n += 1),
             }
         }
     });
@@ -148,12 +206,16 @@ fn spawn_signal_handlers(
 
 #[cfg(not(unix))]
 fn spawn_signal_handlers(
-    stop: tokio::sync::watch::Sender<bool>,
-    _reload: tokio::sync::watch::Sender<u64>,
+    stop: tokio::sync::watch::Sender<Shutdown>,
+    reload: tokio::sync::watch::Sender<u64>,
 ) -> anyhow::Result<()> {
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = stop.send(true);
+        // No SIGHUP here: the reload sender is kept (never used) so the
+        // scheduler's reload branch stays quiet; the periodic rescan still
+        // picks changes up.
+        let _reload = reload;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            stop.send_modify(Shutdown::escalate);
         }
     });
     Ok(())

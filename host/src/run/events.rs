@@ -49,7 +49,13 @@ pub enum RunEvent {
         done: usize,
         total: usize,
         failed: usize,
+        /// This item's own requests per connection (the step's
+        /// [`RunEvent::StepFinished`] sums every item's).
+        connections: BTreeMap<String, RequestStats>,
     },
+    /// A step ended, or will never run (`Skipped`: then `error` says why —
+    /// its `when` is false, an earlier step failed, or the run was
+    /// interrupted first).
     StepFinished {
         step: String,
         component: String,

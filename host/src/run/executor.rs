@@ -7,7 +7,7 @@
 //! `on_error = "continue"`; inside `for_each`, `continue` records the failed
 //! item and goes on with the others, `fail` stops starting new items.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,6 +100,7 @@ impl Runner {
         let mut run = RunState {
             outputs: BTreeMap::new(),
             artifacts: Vec::new(),
+            finished: HashSet::new(),
             run_value: json!({
                 "id": options.run_id,
                 "dry_run": options.dry_run,
@@ -108,10 +109,13 @@ impl Runner {
                 "output_dir": options.output_dir.display().to_string(),
             }),
         };
-        let (status, error) = match self
+        let result = self
             .run_steps(flow, options, &observer, &redactor, &mut run)
-            .await
-        {
+            .await;
+        if let Err(failure) = &result {
+            skip_the_rest(flow, failure, &run, &observer);
+        }
+        let (status, error) = match result {
             Ok(()) => (Status::Succeeded, None),
             Err(StepFailure::Failed(why)) => (Status::Failed, Some(redactor.redact(&why))),
             Err(StepFailure::Interrupted(why)) => {
@@ -175,17 +179,28 @@ impl Runner {
                         component,
                         status: Status::Skipped,
                         output: None,
-                        error: None,
+                        error: Some("its `when` is false".into()),
                         duration: Duration::ZERO,
                         connections: BTreeMap::new(),
                     });
+                    run.finished.insert(step.id.clone());
                     run.outputs.insert(step.id.clone(), Value::Null);
                     continue;
                 }
                 Err(e) => {
-                    return Err(StepFailure::Failed(format!(
-                        "{label}: its `when` could not be evaluated: {e}"
-                    )));
+                    let why = redactor
+                        .redact(&format!("{label}: its `when` could not be evaluated: {e}"));
+                    observer.event(&RunEvent::StepFinished {
+                        step: step.id.clone(),
+                        component,
+                        status: Status::Failed,
+                        output: None,
+                        error: Some(why.clone()),
+                        duration: Duration::ZERO,
+                        connections: BTreeMap::new(),
+                    });
+                    run.finished.insert(step.id.clone());
+                    return Err(StepFailure::Failed(why));
                 }
             }
             let granted = step
@@ -252,9 +267,10 @@ impl Runner {
                 duration: started.elapsed(),
                 connections: context.stats(),
             });
+            run.finished.insert(step.id.clone());
             match (output, error) {
                 (Some(output), _) => {
-                    self.write_artifacts(step, &output, options, observer, run)?;
+                    self.write_artifacts(step, &output, options, observer, redactor, run)?;
                     run.outputs.insert(step.id.clone(), output);
                 }
                 (None, error) if status == Status::Interrupted => {
@@ -408,7 +424,22 @@ impl Runner {
                     return (index, item, None);
                 }
                 let started = Instant::now();
-                let result = call(&engine, &prepared, context, &input, timeout).await;
+                // The item counts its own requests, then adds them to the step's.
+                let own = Arc::new(StepContext {
+                    step_id: context.step_id.clone(),
+                    component: context.component.clone(),
+                    granted: context.granted.clone(),
+                    dry_run: context.dry_run,
+                    log: context.log.clone(),
+                    stats: Mutex::new(BTreeMap::new()),
+                });
+                let result = call(&engine, &prepared, own.clone(), &input, timeout).await;
+                let item_stats = own.stats();
+                if let Ok(mut all) = context.stats.lock() {
+                    for (name, stats) in &item_stats {
+                        all.entry(name.clone()).or_default().add(stats);
+                    }
+                }
                 if result.is_err() {
                     failed.fetch_add(1, Ordering::SeqCst);
                     if on_error == OnError::Fail {
@@ -431,6 +462,7 @@ impl Runner {
                     done: finished,
                     total,
                     failed: failed.load(Ordering::SeqCst),
+                    connections: item_stats,
                 });
                 (index, item, Some(result))
             });
@@ -483,12 +515,15 @@ impl Runner {
         Ok(json!({ "items": entries, "ok": ok, "failed": failed_count }))
     }
 
+    /// Writes the step's artifacts, redacted: a report file is read by
+    /// people and mailed, and must not carry a secret a step saw.
     fn write_artifacts(
         &self,
         step: &Step,
         output: &Value,
         options: &RunOptions,
         observer: &Arc<dyn Observer>,
+        redactor: &Redactor,
         run: &mut RunState,
     ) -> Result<(), StepFailure> {
         for (name, path) in &step.artifacts {
@@ -497,6 +532,7 @@ impl Runner {
                 Value::Null => continue,
                 other => serde_json::to_string_pretty(&other).unwrap_or_default(),
             };
+            let content = redactor.redact(&content);
             let target = options.output_dir.join(name);
             let write = std::fs::create_dir_all(&options.output_dir)
                 .and_then(|_| std::fs::write(&target, content));
@@ -524,7 +560,30 @@ type ItemOutcome = (usize, Value, Option<Result<Value, CallError>>);
 struct RunState {
     outputs: BTreeMap<String, Value>,
     artifacts: Vec<PathBuf>,
+    /// Steps that have had their `StepFinished`.
+    finished: HashSet<String>,
     run_value: Value,
+}
+
+/// Records the steps a run that stopped early never reached as skipped,
+/// saying why, so its record shows the whole flow.
+fn skip_the_rest(flow: &Flow, failure: &StepFailure, run: &RunState, observer: &Arc<dyn Observer>) {
+    let why = match failure {
+        StepFailure::Interrupted(_) => "the run was interrupted",
+        StepFailure::Failed(_) if run.finished.is_empty() => "the run failed before its first step",
+        StepFailure::Failed(_) => "an earlier step failed",
+    };
+    for step in flow.steps.iter().filter(|s| !run.finished.contains(&s.id)) {
+        observer.event(&RunEvent::StepFinished {
+            step: step.id.clone(),
+            component: step.uses.to_string(),
+            status: Status::Skipped,
+            output: None,
+            error: Some(why.to_string()),
+            duration: Duration::ZERO,
+            connections: BTreeMap::new(),
+        });
+    }
 }
 
 fn resolve_input(step: &Step, scope: &Scope<'_>) -> Result<Value, StepFailure> {

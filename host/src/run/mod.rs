@@ -8,13 +8,5 @@ pub mod recorder;
 pub use events::{Fanout, Observer, RunEvent, Status};
 pub use executor::{RunOptions, RunOutcome, Runner};
 
-/// A run id that sorts by start time: `20261124T054200Z-3f9a1c`.
-pub fn new_run_id() -> String {
-    use rand::Rng;
-    let now = chrono::Utc::now();
-    format!(
-        "{}-{:06x}",
-        now.format("%Y%m%dT%H%M%SZ"),
-        rand::rng().random_range(0..0x100_0000u32)
-    )
-}
+/// Run ids belong to the history, which sorts and finds runs by them.
+pub use sluice_history::new_run_id;

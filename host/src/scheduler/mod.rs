@@ -1,32 +1,52 @@
 //! `sluice serve`: runs flows at the times their schedules give.
 //!
-//! Each scheduled flow gets its own timer task. At a firing the flow file is
-//! reloaded if it changed on disk (a reload that fails validation keeps the
-//! previous version and says why); a firing that comes while the flow's
-//! previous run is still going is skipped and recorded as skipped. Missed
-//! firings while the host was down are not replayed: the next one runs.
-//! SIGINT/SIGTERM stop the firing, let running steps finish for a grace
-//! period, record what did not finish as interrupted, and exit 0. SIGHUP
-//! reloads every flow now.
+//! - Each served flow file has a timer ([`timer`]) that sends its firings;
+//!   the serving loop starts the runs, so state lives in one place.
+//! - A firing that comes while the flow's previous run is still going is
+//!   skipped and recorded as skipped. Runs of different flows overlap
+//!   freely. Missed firings are not replayed ([`timer`]).
+//! - Flow files are watched by content ([`sources`]): a changed file is
+//!   reloaded at its next firing and at every rescan — each
+//!   [`Scheduler::rescan_every`] (a minute) and at once on SIGHUP. A rescan
+//!   also lists the paths again: a new (or newly fixed) file is served, a
+//!   removed one retired (a run of it in progress finishes). A change that
+//!   does not validate keeps the previous version and says why; a changed
+//!   schedule re-arms the timer at once, and a firing of the old schedule
+//!   that the new one does not have is not run.
+//! - SIGINT/SIGTERM stop the firing; running steps (and started `for_each`
+//!   items) finish within the grace period; a run still going after it, or
+//!   after a second signal, is recorded as interrupted. A run whose task
+//!   panics is recorded as failed with the panic's message, and its flow
+//!   keeps firing.
 
+pub mod clock;
 pub mod sources;
+pub mod timer;
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use chrono::Utc;
-use tokio::sync::watch;
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinError, JoinSet};
 
+use self::clock::{Clock, SystemClock};
+use self::sources::{Fingerprint, fingerprint};
+use self::timer::{Firing, Tick};
 use crate::flow::Flow;
+use crate::flow::schedule::Schedule;
+use crate::redact::Redactor;
 use crate::run::{Observer, RunOptions, Runner, Status};
 
 /// What the scheduler needs from the rest of the host: how to load a flow,
 /// how to watch and record a run, and where runs write their files.
 pub trait Host: Send + Sync + 'static {
     /// Loads and validates a flow file; the error is the full report.
-    fn load(&self, path: &std::path::Path) -> Result<Flow, String>;
+    fn load(&self, path: &Path) -> Result<Flow, String>;
     /// The observer for a new run (progress and history).
     fn observer(
         &self,
@@ -38,170 +58,488 @@ pub trait Host: Send + Sync + 'static {
     /// Records a firing skipped because the previous run was still going.
     fn record_skipped(&self, flow: &Flow, reason: &str);
     /// Records a run that was stopped without finishing.
-    fn record_interrupted(&self, run_id: &str, reason: &str);
+    fn record_interrupted(&self, flow: &Flow, run_id: &str, reason: &str);
+    /// Records a run whose task died (a panic) before it could end itself.
+    fn record_failed(&self, flow: &Flow, run_id: &str, reason: &str);
+    /// Resolves once everything recorded so far is written.
+    fn flush(&self) -> impl Future<Output = ()> + Send;
     fn output_dir(&self, run_id: &str) -> PathBuf;
     /// A line for the operator (stderr).
     fn say(&self, line: &str);
 }
 
-/// One scheduled flow and its state.
+/// How far a stop has gone: the first SIGINT/SIGTERM stops gracefully,
+/// the second at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Shutdown {
+    #[default]
+    No,
+    Graceful,
+    Now,
+}
+
+impl Shutdown {
+    /// One more stop signal.
+    pub fn escalate(&mut self) {
+        *self = match self {
+            Shutdown::No => Shutdown::Graceful,
+            _ => Shutdown::Now,
+        };
+    }
+}
+
+/// One served flow file.
 struct Entry {
     path: PathBuf,
     flow: Mutex<Arc<Flow>>,
-    modified: Mutex<Option<SystemTime>>,
+    /// The content last loaded (or tried).
+    fingerprint: Mutex<Option<Fingerprint>>,
+    /// The schedule its timer follows; replacing it re-arms the timer.
+    schedule: watch::Sender<Option<Schedule>>,
     running: AtomicBool,
-    current: Mutex<Option<(String, Arc<AtomicBool>)>>,
 }
+
+impl Entry {
+    fn new(path: &Path, flow: Flow, print: Option<Fingerprint>) -> Entry {
+        Entry {
+            path: path.to_path_buf(),
+            schedule: watch::Sender::new(flow.schedule.clone()),
+            flow: Mutex::new(Arc::new(flow)),
+            fingerprint: Mutex::new(print),
+            running: AtomicBool::new(false),
+        }
+    }
+
+    fn flow(&self) -> Arc<Flow> {
+        lock(&self.flow).clone()
+    }
+}
+
+/// Clears an entry's running flag when its run's task ends: normally, by a
+/// panic, or aborted (even before it first ran).
+struct RunningFlag(Arc<Entry>);
+
+impl Drop for RunningFlag {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::SeqCst);
+    }
+}
+
+struct Served {
+    entry: Arc<Entry>,
+    timer: Option<AbortHandle>,
+}
+
+/// A run in progress, by its task.
+struct InFlight {
+    run_id: String,
+    flow: Arc<Flow>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// What exists only while serving.
+struct Live {
+    fire: mpsc::UnboundedSender<Firing<PathBuf>>,
+    runs: JoinSet<()>,
+    inflight: HashMap<tokio::task::Id, InFlight>,
+}
+
+/// How long aborted runs get to drop their work before they are recorded
+/// as interrupted: long enough for a task between two awaits to end, so
+/// none of its events lands after the record.
+const ABORT_SETTLE: Duration = Duration::from_secs(2);
 
 pub struct Scheduler<H: Host> {
     host: Arc<H>,
     runner: Runner,
-    entries: Vec<Arc<Entry>>,
+    /// The files and directories given, listed again at each rescan.
+    paths: Vec<PathBuf>,
+    served: BTreeMap<PathBuf, Served>,
+    /// Files found but not served (invalid or unscheduled) with the content
+    /// last tried, so each is reported once per change.
+    unserved: BTreeMap<PathBuf, Option<Fingerprint>>,
+    /// What was wrong with the paths at the last rescan.
+    path_problems: Vec<String>,
     /// How long running steps may take to finish after a stop signal.
     pub grace: Duration,
+    /// How often the paths are listed again and the files checked for
+    /// changes (SIGHUP does it at once).
+    pub rescan_every: Duration,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl<H: Host> Scheduler<H> {
-    /// Loads every flow file; bad ones and unscheduled ones are reported and left out.
-    pub fn new(host: Arc<H>, runner: Runner, files: Vec<PathBuf>) -> Self {
-        let mut entries = Vec::new();
-        for path in files {
-            match host.load(&path) {
-                Ok(flow) if flow.schedule.is_none() => {
-                    host.say(&format!(
-                        "– {}: flow `{}` has no schedule; not served",
-                        path.display(),
-                        flow.name
-                    ));
-                }
-                Ok(flow) => entries.push(Arc::new(Entry {
-                    modified: Mutex::new(modified(&path)),
-                    path,
-                    flow: Mutex::new(Arc::new(flow)),
-                    running: AtomicBool::new(false),
-                    current: Mutex::new(None),
-                })),
-                Err(report) => host.say(&format!("✗ {} is skipped:\n{report}", path.display())),
-            }
+    /// Loads every flow file the paths name; bad ones and unscheduled ones
+    /// are reported and left out. A path that is neither a file nor a
+    /// readable directory is an error.
+    pub fn new(host: Arc<H>, runner: Runner, paths: Vec<PathBuf>) -> Result<Self, String> {
+        let found = sources::expand(&paths);
+        if !found.problems.is_empty() {
+            return Err(found.problems.join("\n"));
         }
-        Self {
+        let mut scheduler = Self {
             host,
             runner,
-            entries,
+            paths,
+            served: BTreeMap::new(),
+            unserved: BTreeMap::new(),
+            path_problems: Vec::new(),
             grace: Duration::from_secs(30),
+            rescan_every: Duration::from_secs(60),
+            clock: Arc::new(SystemClock),
+        };
+        for path in found.files {
+            scheduler.admit(path);
         }
+        Ok(scheduler)
     }
 
     pub fn flow_count(&self) -> usize {
-        self.entries.len()
+        self.served.len()
     }
 
-    /// Runs until `stop` turns true (or the process is signalled), then
-    /// shuts down gracefully. `reload` asks for every flow to be reloaded.
-    pub async fn serve(self, mut stop: watch::Receiver<bool>, mut reload: watch::Receiver<u64>) {
-        for e in &self.entries {
-            let flow = lock(&e.flow).clone();
-            if let Some(s) = &flow.schedule {
-                let next = s.next_after(Utc::now()).map_or("never".to_string(), |t| {
-                    t.with_timezone(&s.timezone)
-                        .format("%a %Y-%m-%d %H:%M:%S %Z")
-                        .to_string()
-                });
+    /// Loads a file not served yet: served if it validates and has a
+    /// schedule (its timer starts with [`Scheduler::arm`]), else reported.
+    fn admit(&mut self, path: PathBuf) -> bool {
+        let print = fingerprint(&path);
+        match self.host.load(&path) {
+            Ok(flow) if flow.schedule.is_none() => {
                 self.host.say(&format!(
-                    "⏱ {} (`{}` {}): next run {next}",
-                    flow.name, s.cron, s.timezone
+                    "– {}: flow `{}` has no schedule; not served",
+                    path.display(),
+                    flow.name
+                ));
+            }
+            Ok(flow) => {
+                let entry = Arc::new(Entry::new(&path, flow, print));
+                self.served.insert(path, Served { entry, timer: None });
+                return true;
+            }
+            Err(report) => self
+                .host
+                .say(&format!("✗ {} is skipped:\n{report}", path.display())),
+        }
+        self.unserved.insert(path, print);
+        false
+    }
+
+    /// Starts the timer of a served file and says when it fires next.
+    fn arm(&mut self, path: &Path, live: &Live) {
+        let Some(served) = self.served.get_mut(path) else {
+            return;
+        };
+        if let Some(old) = served.timer.take() {
+            old.abort();
+        }
+        let task = tokio::spawn(timer::run(
+            path.to_path_buf(),
+            served.entry.schedule.subscribe(),
+            self.clock.clone(),
+            live.fire.clone(),
+        ));
+        served.timer = Some(task.abort_handle());
+        let flow = served.entry.flow();
+        if let Some(s) = &flow.schedule {
+            self.host.say(&format!(
+                "⏱ {} (`{}` {}): next run {}",
+                flow.name,
+                s.cron,
+                s.timezone,
+                next_text(s, self.clock.now())
+            ));
+        }
+    }
+
+    /// Runs until a stop signal (`stop` leaves [`Shutdown::No`]), then
+    /// shuts down gracefully. A change of `reload` (SIGHUP) rescans now.
+    pub async fn serve(
+        mut self,
+        mut stop: watch::Receiver<Shutdown>,
+        mut reload: watch::Receiver<u64>,
+    ) {
+        let (fire, mut firings) = mpsc::unbounded_channel();
+        let mut live = Live {
+            fire,
+            runs: JoinSet::new(),
+            inflight: HashMap::new(),
+        };
+        let paths: Vec<PathBuf> = self.served.keys().cloned().collect();
+        for path in paths {
+            self.arm(&path, &live);
+        }
+        let mut rescan = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.rescan_every,
+            self.rescan_every,
+        );
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A channel whose sender is gone can never change again: its branch
+        // is turned off rather than polled in a loop.
+        let (mut stop_open, mut reload_open) = (true, true);
+        loop {
+            tokio::select! {
+                changed = stop.changed(), if stop_open => match changed {
+                    Ok(()) if *stop.borrow() != Shutdown::No => break,
+                    Ok(()) => {}
+                    Err(_) => stop_open = false,
+                },
+                changed = reload.changed(), if reload_open => match changed {
+                    Ok(()) => {
+                        self.host.say("↻ rescanning the flow files (SIGHUP)");
+                        self.rescan(true, &live);
+                    }
+                    Err(_) => reload_open = false,
+                },
+                _ = rescan.tick() => self.rescan(false, &live),
+                Some(firing) = firings.recv() => self.fire(firing, &mut live),
+                Some(joined) = live.runs.join_next_with_id(), if !live.runs.is_empty() => {
+                    self.joined(joined, &mut live.inflight, "the run's task was stopped");
+                }
+            }
+        }
+        self.shut_down(stop, live).await;
+    }
+
+    async fn shut_down(&mut self, mut stop: watch::Receiver<Shutdown>, mut live: Live) {
+        for served in self.served.values_mut() {
+            if let Some(timer) = served.timer.take() {
+                timer.abort();
+            }
+        }
+        // No new steps or items; the running ones finish.
+        for run in live.inflight.values() {
+            run.cancel.store(true, Ordering::SeqCst);
+        }
+        if !live.inflight.is_empty() {
+            self.host.say(&format!(
+                "stopping: waiting up to {} for {} running flow(s) to finish their current step; a second Ctrl-C or SIGTERM stops at once",
+                humantime::format_duration(self.grace),
+                live.inflight.len()
+            ));
+        }
+        let deadline = tokio::time::sleep(self.grace);
+        tokio::pin!(deadline);
+        let second = async {
+            if *stop.borrow_and_update() == Shutdown::Now {
+                return;
+            }
+            if stop.wait_for(|s| *s == Shutdown::Now).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(second);
+        let mut cut_short = None;
+        while !live.runs.is_empty() {
+            tokio::select! {
+                Some(joined) = live.runs.join_next_with_id() => {
+                    self.joined(joined, &mut live.inflight, "the host was stopped");
+                }
+                _ = &mut deadline => {
+                    cut_short = Some("the host was stopped and the grace period ran out");
+                    break;
+                }
+                _ = &mut second => {
+                    cut_short = Some("the host was stopped at once by a second stop signal");
+                    break;
+                }
+            }
+        }
+        if let Some(why) = cut_short {
+            self.host.say(&format!(
+                "stopping now ({why}): {} run(s) recorded as interrupted",
+                live.inflight.len()
+            ));
+            live.runs.abort_all();
+            let settle = async {
+                while let Some(joined) = live.runs.join_next_with_id().await {
+                    self.joined(joined, &mut live.inflight, why);
+                }
+            };
+            let _ = tokio::time::timeout(ABORT_SETTLE, settle).await;
+            for (_, run) in live.inflight.drain() {
+                self.host.record_interrupted(&run.flow, &run.run_id, why);
+            }
+        }
+        self.host.flush().await;
+    }
+
+    /// A run's task ended: a panic is recorded as a failure, an abort as an
+    /// interruption (a run that ended itself has recorded its end).
+    fn joined(
+        &self,
+        joined: Result<(tokio::task::Id, ()), JoinError>,
+        inflight: &mut HashMap<tokio::task::Id, InFlight>,
+        aborted_why: &str,
+    ) {
+        let (id, failure) = match joined {
+            Ok((id, ())) => (id, None),
+            Err(e) => (e.id(), Some(e)),
+        };
+        let Some(run) = inflight.remove(&id) else {
+            return;
+        };
+        let Some(failure) = failure else {
+            return;
+        };
+        if failure.is_panic() {
+            let text = panic_text(failure.into_panic().as_ref());
+            let why = Redactor::new(run.flow.secrets.iter().cloned())
+                .redact(&format!("the run stopped unexpectedly: {text}"));
+            self.host
+                .say(&format!("✗ {} run {}: {why}", run.flow.name, run.run_id));
+            self.host.record_failed(&run.flow, &run.run_id, &why);
+        } else {
+            self.host
+                .record_interrupted(&run.flow, &run.run_id, aborted_why);
+        }
+    }
+
+    /// A timer's tick: reload the file if it changed, then run the flow
+    /// unless its previous run is still going.
+    fn fire(&mut self, firing: Firing<PathBuf>, live: &mut Live) {
+        let Some(entry) = self.served.get(&firing.tag).map(|s| s.entry.clone()) else {
+            return; // retired since
+        };
+        let at = match firing.tick {
+            Tick::Fire(at) => at,
+            Tick::Missed(at) => {
+                let flow = entry.flow();
+                self.host.say(&format!(
+                    "⏭ {}: the firing at {} was missed (the host was stalled or the machine asleep); it is not run late",
+                    flow.name,
+                    local(flow.schedule.as_ref(), at)
+                ));
+                return;
+            }
+        };
+        self.refresh(&entry, false);
+        let flow = entry.flow();
+        let Some(schedule) = flow.schedule.as_ref() else {
+            return;
+        };
+        if !fires_at(schedule, at) {
+            self.host.say(&format!(
+                "↷ {}: its new schedule does not fire at {}; next run {}",
+                flow.name,
+                local(Some(schedule), at),
+                next_text(schedule, self.clock.now())
+            ));
+            return;
+        }
+        if entry.running.swap(true, Ordering::SeqCst) {
+            self.host.say(&format!(
+                "↷ {}: the previous run is still going; this firing is skipped",
+                flow.name
+            ));
+            self.host
+                .record_skipped(&flow, "the previous run was still going");
+            return;
+        }
+        let flag = RunningFlag(entry.clone());
+        let run_id = crate::run::new_run_id();
+        let options = RunOptions::new(run_id.clone(), self.host.output_dir(&run_id), false);
+        let observer = self.host.observer(&flow, &run_id, "schedule", &options);
+        let cancel = options.cancel.clone();
+        let (runner, host, task_flow) = (self.runner.clone(), self.host.clone(), flow.clone());
+        let task = live.runs.spawn(async move {
+            let _flag = flag;
+            let outcome = runner.run(&task_flow, &options, observer).await;
+            host.say(&match outcome.status {
+                Status::Succeeded => {
+                    format!("✓ {} run {} finished", task_flow.name, outcome.run_id)
+                }
+                _ => format!(
+                    "✗ {} run {}: {}",
+                    task_flow.name,
+                    outcome.run_id,
+                    outcome.error.as_deref().unwrap_or("failed")
+                ),
+            });
+        });
+        live.inflight.insert(
+            task.id(),
+            InFlight {
+                run_id,
+                flow,
+                cancel,
+            },
+        );
+    }
+
+    /// Lists the paths again: new or changed files are loaded, removed ones
+    /// retired. `force` (SIGHUP) reloads every file, changed or not.
+    fn rescan(&mut self, force: bool, live: &Live) {
+        let found = sources::expand(&self.paths);
+        if found.problems != self.path_problems {
+            for problem in &found.problems {
+                self.host.say(&format!("✗ {problem}"));
+            }
+            self.path_problems = found.problems;
+        }
+        let gone: Vec<PathBuf> = self
+            .served
+            .keys()
+            .filter(|p| !found.files.contains(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(served) = self.served.remove(&path) {
+                if let Some(timer) = served.timer {
+                    timer.abort();
+                }
+                self.host.say(&format!(
+                    "– {} is gone: flow `{}` is no longer served{}",
+                    path.display(),
+                    served.entry.flow().name,
+                    if served.entry.running.load(Ordering::SeqCst) {
+                        " (its current run goes on to its end)"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }
-        let mut timers = tokio::task::JoinSet::new();
-        let mut runs = tokio::task::JoinSet::new();
-        let (fire_tx, mut fire_rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Entry>>();
-        for e in &self.entries {
-            timers.spawn(timer(e.clone(), fire_tx.clone(), stop.clone()));
-        }
-        loop {
-            tokio::select! {
-                _ = stop.changed() => break,
-                changed = reload.changed() => {
-                    if changed.is_err() { continue; }
-                    for e in &self.entries {
-                        self.reload(e, true);
-                    }
-                }
-                Some(entry) = fire_rx.recv() => {
-                    self.reload(&entry, false);
-                    let flow = lock(&entry.flow).clone();
-                    if entry.running.swap(true, Ordering::SeqCst) {
-                        self.host.say(&format!("↷ {}: the previous run is still going; this firing is skipped", flow.name));
-                        self.host.record_skipped(&flow, "the previous run was still going");
-                        continue;
-                    }
-                    let run_id = crate::run::new_run_id();
-                    let options = RunOptions::new(run_id.clone(), self.host.output_dir(&run_id), false);
-                    *lock(&entry.current) = Some((run_id.clone(), options.cancel.clone()));
-                    let observer = self.host.observer(&flow, &run_id, "schedule", &options);
-                    let (runner, host, entry) = (self.runner.clone(), self.host.clone(), entry.clone());
-                    runs.spawn(async move {
-                        let outcome = runner.run(&flow, &options, observer).await;
-                        let line = match outcome.status {
-                            Status::Succeeded => format!("✓ {} run {} finished", flow.name, outcome.run_id),
-                            _ => format!("✗ {} run {}: {}", flow.name, outcome.run_id, outcome.error.as_deref().unwrap_or("failed")),
-                        };
-                        host.say(&line);
-                        *lock(&entry.current) = None;
-                        entry.running.store(false, Ordering::SeqCst);
-                    });
-                }
-                Some(_) = runs.join_next(), if !runs.is_empty() => {}
+        self.unserved.retain(|p, _| found.files.contains(p));
+        for path in found.files {
+            if let Some(served) = self.served.get(&path) {
+                let entry = served.entry.clone();
+                self.refresh(&entry, force);
+                continue;
             }
-        }
-        timers.abort_all();
-        // Stop gracefully: no new steps or items; the running ones finish.
-        let running: Vec<(String, Arc<AtomicBool>)> = self
-            .entries
-            .iter()
-            .filter_map(|e| lock(&e.current).clone())
-            .collect();
-        if !running.is_empty() {
-            self.host.say(&format!(
-                "stopping: waiting up to {:?} for {} running flow(s) to finish their current step",
-                self.grace,
-                running.len()
-            ));
-        }
-        for (_, cancel) in &running {
-            cancel.store(true, Ordering::SeqCst);
-        }
-        let drained = tokio::time::timeout(self.grace, async {
-            while runs.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            runs.abort_all();
-            for e in &self.entries {
-                if let Some((run_id, _)) = lock(&e.current).take() {
-                    self.host.record_interrupted(
-                        &run_id,
-                        "the host was stopped and the grace period ran out",
-                    );
-                }
+            if !force && self.unserved.get(&path) == Some(&fingerprint(&path)) {
+                continue; // reported already, and unchanged
+            }
+            self.unserved.remove(&path);
+            if self.admit(path.clone()) {
+                self.arm(&path, live);
             }
         }
     }
 
-    /// Reloads a flow file if it changed (or when forced); keeps the old
-    /// version when the new one does not validate.
-    fn reload(&self, entry: &Entry, force: bool) {
-        let now = modified(&entry.path);
-        if !force && now == *lock(&entry.modified) {
-            return;
+    /// Reloads a served file if its content changed (or when forced); keeps
+    /// the old version when the new one does not validate. A new schedule
+    /// re-arms the timer.
+    fn refresh(&self, entry: &Entry, force: bool) {
+        let now = fingerprint(&entry.path);
+        {
+            let mut last = lock(&entry.fingerprint);
+            if !force && now == *last {
+                return;
+            }
+            *last = now;
         }
-        *lock(&entry.modified) = now;
         match self.host.load(&entry.path) {
             Ok(flow) if flow.schedule.is_some() => {
-                self.host
-                    .say(&format!("↻ reloaded {}", entry.path.display()));
+                let schedule = flow.schedule.clone();
                 *lock(&entry.flow) = Arc::new(flow);
+                let next = schedule
+                    .as_ref()
+                    .map(|s| next_text(s, self.clock.now()))
+                    .unwrap_or_default();
+                entry.schedule.send_replace(schedule);
+                self.host.say(&format!(
+                    "↻ reloaded {}; next run {next}",
+                    entry.path.display()
+                ));
             }
             Ok(_) => self.host.say(&format!(
                 "✗ {} no longer has a schedule; keeping the previous version",
@@ -215,39 +553,287 @@ impl<H: Host> Scheduler<H> {
     }
 }
 
-/// Sends the entry to the scheduler at each of its firing times.
-async fn timer(
-    entry: Arc<Entry>,
-    fire: tokio::sync::mpsc::UnboundedSender<Arc<Entry>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let next = {
-            let flow = lock(&entry.flow).clone();
-            flow.schedule
-                .as_ref()
-                .and_then(|s| s.next_after(Utc::now()))
-        };
-        let Some(next) = next else { return };
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
-        }
-        // Sleep may wake a hair early; never fire before the instant itself.
-        while Utc::now() < next {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if fire.send(entry.clone()).is_err() {
-            return;
-        }
+/// Whether `at` is one of the schedule's times (they fall on whole seconds).
+fn fires_at(schedule: &Schedule, at: DateTime<Utc>) -> bool {
+    schedule.next_after(at - chrono::Duration::seconds(1)) == Some(at)
+}
+
+/// An instant in the schedule's zone, as the operator reads it.
+fn local(schedule: Option<&Schedule>, at: DateTime<Utc>) -> String {
+    match schedule {
+        Some(s) => at
+            .with_timezone(&s.timezone)
+            .format("%a %Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        None => at.format("%a %Y-%m-%d %H:%M:%S UTC").to_string(),
     }
 }
 
-fn modified(path: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+fn next_text(schedule: &Schedule, now: DateTime<Utc>) -> String {
+    schedule
+        .next_after(now)
+        .map_or("never".to_string(), |t| local(Some(schedule), t))
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use chrono::TimeZone;
+
+    use super::clock::manual::ManualClock;
+    use super::*;
+    use crate::engine::{Engine, EngineConfig};
+    use crate::run::RunEvent;
+
+    const SECRET: &str = "hunter2-scheduler-secret";
+
+    /// Records what the scheduler asks of its host. Every run's observer
+    /// panics at the run's first event, so a run is quick and needs no
+    /// component compiled.
+    #[derive(Default)]
+    struct FakeHost {
+        lines: Mutex<Vec<String>>,
+        started: AtomicUsize,
+        skipped: AtomicUsize,
+        failed: Mutex<Vec<(String, String)>>,
+        interrupted: Mutex<Vec<String>>,
+        out: PathBuf,
+    }
+
+    struct Explodes;
+
+    impl Observer for Explodes {
+        fn event(&self, _: &RunEvent) {
+            panic!("observer exploded near {SECRET}");
+        }
+    }
+
+    impl Host for FakeHost {
+        fn load(&self, path: &Path) -> Result<Flow, String> {
+            let builtins = sluice_builtins::names();
+            let env = [("API_TOKEN".to_string(), SECRET.to_string())].into();
+            let ctx = crate::flow::Context {
+                builtins: &builtins,
+                env,
+                param_overrides: &[],
+            };
+            crate::flow::load(path, &ctx).map_err(|e| e.to_string())
+        }
+        fn observer(&self, _: &Flow, _: &str, _: &str, _: &RunOptions) -> Arc<dyn Observer> {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            Arc::new(Explodes)
+        }
+        fn record_skipped(&self, _: &Flow, _: &str) {
+            self.skipped.fetch_add(1, Ordering::SeqCst);
+        }
+        fn record_interrupted(&self, _: &Flow, run_id: &str, _: &str) {
+            lock(&self.interrupted).push(run_id.to_string());
+        }
+        fn record_failed(&self, _: &Flow, run_id: &str, reason: &str) {
+            lock(&self.failed).push((run_id.to_string(), reason.to_string()));
+        }
+        async fn flush(&self) {}
+        fn output_dir(&self, run_id: &str) -> PathBuf {
+            self.out.join(run_id)
+        }
+        fn say(&self, line: &str) {
+            lock(&self.lines).push(line.to_string());
+        }
+    }
+
+    impl FakeHost {
+        fn said(&self, part: &str) -> bool {
+            lock(&self.lines).iter().any(|l| l.contains(part))
+        }
+    }
+
+    fn flow_text(name: &str, cron: &str) -> String {
+        format!(
+            "name = \"{name}\"\nschedule = {{ cron = \"{cron}\" }}\n[[step]]\nid = \"s\"\nuses = \"{}\"\nwith = {{ action = \"echo\" }}\n",
+            sluice_builtins::fixture("hostile").unwrap()
+        )
+    }
+
+    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, 1, h, m, s).single().unwrap()
+    }
+
+    /// Waits (bounded, on real time) until `ok` holds.
+    async fn until(what: &str, ok: impl Fn() -> bool) {
+        for _ in 0..2_000 {
+            if ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    struct Serving {
+        host: Arc<FakeHost>,
+        clock: Arc<ManualClock>,
+        stop: watch::Sender<Shutdown>,
+        reload: watch::Sender<u64>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn serve(dir: &Path) -> Serving {
+        let host = Arc::new(FakeHost {
+            out: dir.join("out"),
+            ..FakeHost::default()
+        });
+        let runner = Runner::new(Engine::new(EngineConfig::default()).unwrap()).unwrap();
+        let mut scheduler = Scheduler::new(host.clone(), runner, vec![dir.join("flows")]).unwrap();
+        let clock = Arc::new(ManualClock::new(at(10, 0, 0)));
+        scheduler.clock = clock.clone();
+        let (stop, stop_rx) = watch::channel(Shutdown::No);
+        let (reload, reload_rx) = watch::channel(0);
+        let task = tokio::spawn(scheduler.serve(stop_rx, reload_rx));
+        Serving {
+            host,
+            clock,
+            stop,
+            reload,
+            task,
+        }
+    }
+
+    impl Serving {
+        async fn stop(self) -> Arc<FakeHost> {
+            self.stop.send_replace(Shutdown::Graceful);
+            self.task.await.unwrap();
+            self.host
+        }
+    }
+
+    fn folder() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("flows")).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_run_that_panics_is_recorded_failed_and_its_flow_keeps_firing() {
+        let dir = folder();
+        std::fs::write(
+            dir.path().join("flows/boom.toml"),
+            flow_text("boom", "* * * * * *"),
+        )
+        .unwrap();
+        let s = serve(dir.path());
+        s.clock.until_sleeps(1).await;
+        s.clock.set(at(10, 0, 1));
+        until("the panic is recorded", || lock(&s.host.failed).len() == 1).await;
+        // Its flag was cleared: the next firing runs instead of being skipped.
+        s.clock.set(at(10, 0, 2));
+        until("the second run is recorded", || {
+            lock(&s.host.failed).len() == 2
+        })
+        .await;
+        let host = s.stop().await;
+        assert_eq!(host.started.load(Ordering::SeqCst), 2);
+        assert_eq!(host.skipped.load(Ordering::SeqCst), 0);
+        let failed = lock(&host.failed).clone();
+        assert_ne!(failed[0].0, failed[1].0);
+        let why = &failed[0].1;
+        assert!(
+            why.contains("the run stopped unexpectedly: observer exploded near [redacted]"),
+            "{why}"
+        );
+        assert!(!why.contains(SECRET));
+        assert!(lock(&host.interrupted).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_file_added_later_is_served_after_a_reload_and_a_removed_one_retired() {
+        let dir = folder();
+        std::fs::write(
+            dir.path().join("flows/a.toml"),
+            flow_text("a", "0 0 0 1 1 *"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("flows/bad.toml"), "name = ").unwrap();
+        let s = serve(dir.path());
+        s.clock.until_sleeps(1).await;
+        assert!(s.host.said("bad.toml is skipped"));
+        std::fs::write(
+            dir.path().join("flows/b.toml"),
+            flow_text("b", "* * * * * *"),
+        )
+        .unwrap();
+        // The broken file, fixed, is picked up too.
+        std::fs::write(
+            dir.path().join("flows/bad.toml"),
+            flow_text("fixed", "0 0 12 * * *"),
+        )
+        .unwrap();
+        s.reload.send_modify(|n| *n += 1);
+        until("b is served", || s.host.said("⏱ b ")).await;
+        assert!(s.host.said("⏱ fixed "));
+        // a (re-armed by the reload), b and the fixed file all wait.
+        s.clock.until_sleeps(4).await;
+        s.clock.set(at(10, 0, 1));
+        until("b runs", || s.host.started.load(Ordering::SeqCst) == 1).await;
+        until("b's run ends", || lock(&s.host.failed).len() == 1).await;
+        // Removed: retired at the next rescan, and never fires again.
+        std::fs::remove_file(dir.path().join("flows/b.toml")).unwrap();
+        s.reload.send_modify(|n| *n += 1);
+        until("b is retired", || s.host.said("b.toml is gone")).await;
+        s.clock.set(at(10, 0, 2));
+        s.clock.set(at(10, 0, 3));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let host = s.stop().await;
+        assert_eq!(host.started.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_firing_the_reloaded_schedule_does_not_have_is_not_run() {
+        let dir = folder();
+        let file = dir.path().join("flows/c.toml");
+        std::fs::write(&file, flow_text("c", "* * * * * *")).unwrap();
+        let s = serve(dir.path());
+        s.clock.until_sleeps(1).await;
+        // The file changes on disk (no SIGHUP) to fire only at noon; the
+        // firing at 10:00:01, armed under the old schedule, must not run.
+        std::fs::write(&file, flow_text("c", "0 0 12 * * *")).unwrap();
+        s.clock.set(at(10, 0, 1));
+        until("the firing is dropped", || {
+            s.host.said("its new schedule does not fire at")
+        })
+        .await;
+        // Re-armed for noon: nothing at 10:00:02, a run at 12:00.
+        s.clock.set(at(10, 0, 2));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(s.host.started.load(Ordering::SeqCst), 0);
+        s.clock.set(at(12, 0, 0));
+        until("the noon run", || {
+            s.host.started.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        s.stop().await;
+    }
+
+    #[test]
+    fn a_second_stop_signal_escalates() {
+        let mut s = Shutdown::No;
+        s.escalate();
+        assert_eq!(s, Shutdown::Graceful);
+        s.escalate();
+        assert_eq!(s, Shutdown::Now);
+        s.escalate();
+        assert_eq!(s, Shutdown::Now);
+    }
 }

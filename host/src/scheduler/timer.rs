@@ -1,0 +1,278 @@
+//! One flow's timer: a firing at each time its schedule gives.
+//!
+//! - The schedule comes through a watch channel: a reload that changes it
+//!   re-arms the timer at once, so the new times apply from then on.
+//! - Sleeps are short ([`super::clock::MAX_SLEEP`]) and the wall clock is
+//!   read after each, so a suspend or a clock change is noticed.
+//! - No backlog: a time found more than [`MISSED_AFTER`] in the past (the
+//!   machine slept through it, or the host was stalled) is reported as
+//!   missed, not run late, and the next time is counted from now — however
+//!   many times were missed, at most one `Missed` is sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+
+use super::clock::{Clock, MAX_SLEEP};
+use crate::flow::schedule::Schedule;
+
+/// How late a firing may be and still run.
+pub const MISSED_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tick {
+    /// Its time has come: run the flow for this scheduled instant.
+    Fire(DateTime<Utc>),
+    /// This scheduled instant passed unseen; it is not run.
+    Missed(DateTime<Utc>),
+}
+
+/// A tick of the timer tagged `tag` (the scheduler uses the flow file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firing<T> {
+    pub tag: T,
+    pub tick: Tick,
+}
+
+enum Wait {
+    Reached,
+    Changed,
+    Closed,
+}
+
+/// Sends `tag`'s firings until the schedule's sender or `fire`'s receiver
+/// is dropped.
+pub async fn run<T: Clone + Send + 'static>(
+    tag: T,
+    mut schedule: watch::Receiver<Option<Schedule>>,
+    clock: Arc<dyn Clock>,
+    fire: mpsc::UnboundedSender<Firing<T>>,
+) {
+    let mut after = clock.now();
+    // The last time fired (or missed): never again, whatever the schedule.
+    let mut last: Option<DateTime<Utc>> = None;
+    loop {
+        let next = schedule
+            .borrow_and_update()
+            .as_ref()
+            .and_then(|s| s.next_after(after));
+        let Some(next) = next else {
+            // No schedule, or one that never fires again: wait for another.
+            if schedule.changed().await.is_err() {
+                return;
+            }
+            after = rearm_from(clock.now(), None, last);
+            continue;
+        };
+        match wait_until(next, clock.as_ref(), &mut schedule).await {
+            Wait::Reached => {}
+            Wait::Changed => {
+                after = rearm_from(clock.now(), Some(next), last);
+                continue;
+            }
+            Wait::Closed => return,
+        }
+        let now = clock.now();
+        let late = (now - next).to_std().unwrap_or_default();
+        let tick = if late > MISSED_AFTER {
+            Tick::Missed(next)
+        } else {
+            Tick::Fire(next)
+        };
+        if fire
+            .send(Firing {
+                tag: tag.clone(),
+                tick,
+            })
+            .is_err()
+        {
+            return;
+        }
+        last = Some(next);
+        after = next.max(now);
+    }
+}
+
+/// Where a re-armed timer counts from: just before now — or before the
+/// time that was due, if the change came as it fell due — so a time that
+/// falls due as the schedule changes is not lost; but never at or before a
+/// time already fired.
+fn rearm_from(
+    now: DateTime<Utc>,
+    due: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+) -> DateTime<Utc> {
+    let from = due.map_or(now, |d| now.min(d)) - chrono::Duration::milliseconds(1);
+    last.map_or(from, |l| from.max(l))
+}
+
+/// Sleeps in short steps until the wall clock reaches `at`, or the
+/// schedule changes.
+async fn wait_until(
+    at: DateTime<Utc>,
+    clock: &dyn Clock,
+    schedule: &mut watch::Receiver<Option<Schedule>>,
+) -> Wait {
+    loop {
+        let now = clock.now();
+        if now >= at {
+            return Wait::Reached;
+        }
+        let wait = (at - now).to_std().unwrap_or_default().min(MAX_SLEEP);
+        tokio::select! {
+            _ = clock.sleep(wait) => {}
+            changed = schedule.changed() => {
+                return if changed.is_ok() { Wait::Changed } else { Wait::Closed };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::super::clock::manual::ManualClock;
+    use super::*;
+
+    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, 1, h, m, s).single().unwrap()
+    }
+
+    fn every(cron: &str) -> Option<Schedule> {
+        Some(Schedule::parse(cron, None).unwrap())
+    }
+
+    struct Harness {
+        clock: Arc<ManualClock>,
+        schedule: watch::Sender<Option<Schedule>>,
+        ticks: mpsc::UnboundedReceiver<Firing<&'static str>>,
+    }
+
+    fn start(now: DateTime<Utc>, schedule: Option<Schedule>) -> Harness {
+        let clock = Arc::new(ManualClock::new(now));
+        let (schedule, rx) = watch::channel(schedule);
+        let (fire, ticks) = mpsc::unbounded_channel();
+        tokio::spawn(run("flow", rx, clock.clone(), fire));
+        Harness {
+            clock,
+            schedule,
+            ticks,
+        }
+    }
+
+    impl Harness {
+        async fn next(&mut self) -> Tick {
+            self.ticks.recv().await.unwrap().tick
+        }
+        /// Nothing more was sent by the time the timer sleeps again.
+        async fn quiet_after(&mut self, sleeps: usize) {
+            self.clock.until_sleeps(sleeps).await;
+            assert_eq!(self.ticks.try_recv().ok(), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn fires_at_each_time_and_never_early() {
+        let mut h = start(at(10, 0, 30), every("0 * * * * *"));
+        h.clock.until_sleeps(1).await;
+        h.clock.set(at(10, 0, 59));
+        h.quiet_after(2).await;
+        h.clock.set(at(10, 1, 0));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 1, 0)));
+        // A little late (a loaded machine) still runs.
+        h.clock.set(at(10, 2, 40));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 2, 0)));
+        h.quiet_after(4).await;
+        h.clock.set(at(10, 3, 0));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 3, 0)));
+    }
+
+    #[tokio::test]
+    async fn a_gap_across_many_firings_is_not_replayed() {
+        let mut h = start(at(10, 0, 30), every("0 * * * * *"));
+        h.clock.until_sleeps(1).await;
+        // The machine sleeps (or the host stalls) from 10:00:30 to 10:05:30:
+        // five firings pass unseen. One is reported missed, none is run.
+        h.clock.set(at(10, 5, 30));
+        assert_eq!(h.next().await, Tick::Missed(at(10, 1, 0)));
+        h.quiet_after(2).await;
+        // The next run is the next time from now, once.
+        h.clock.set(at(10, 6, 0));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 6, 0)));
+        h.quiet_after(3).await;
+    }
+
+    #[tokio::test]
+    async fn a_changed_schedule_re_arms_at_once() {
+        let mut h = start(at(10, 0, 1), every("0 0 0 1 1 *"));
+        h.clock.until_sleeps(1).await;
+        // Armed for next New Year, it sleeps no longer than a minute at once.
+        h.schedule.send_replace(every("*/10 * * * * *"));
+        h.clock.until_sleeps(2).await;
+        h.clock.set(at(10, 0, 10));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 0, 10)));
+        // A schedule that fires later than the old one would have: the old
+        // time does not fire.
+        h.clock.until_sleeps(3).await;
+        h.schedule.send_replace(every("0 30 10 * * *"));
+        h.clock.until_sleeps(4).await;
+        h.clock.set(at(10, 0, 20));
+        h.quiet_after(5).await;
+        h.clock.set(at(10, 30, 0));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 30, 0)));
+        // No schedule at all: nothing fires until there is one again.
+        h.schedule.send_replace(None);
+        h.clock.set(at(11, 30, 0));
+        tokio::task::yield_now().await;
+        assert_eq!(h.ticks.try_recv().ok(), None);
+        // A schedule that arrives as its time falls due still fires it.
+        h.schedule.send_replace(every("0 45 11 * * *"));
+        h.clock.set(at(11, 45, 0));
+        assert_eq!(h.next().await, Tick::Fire(at(11, 45, 0)));
+        // Reloading right after a firing does not fire the same time twice.
+        h.schedule.send_replace(every("0 45 11 * * *"));
+        h.clock
+            .set(at(11, 45, 0) + chrono::Duration::milliseconds(200));
+        h.clock.until_sleeps(8).await;
+        tokio::task::yield_now().await;
+        assert_eq!(h.ticks.try_recv().ok(), None);
+    }
+
+    #[tokio::test]
+    async fn a_reload_as_a_time_falls_due_does_not_lose_it() {
+        // What re-arming relies on: a time a millisecond ahead is next.
+        let minutely = every("0 * * * * *").unwrap();
+        assert_eq!(
+            minutely.next_after(at(10, 1, 0) - chrono::Duration::milliseconds(1)),
+            Some(at(10, 1, 0))
+        );
+        let mut h = start(at(10, 0, 0), every("0 * * * * *"));
+        h.clock.until_sleeps(1).await;
+        // The time comes and the (unchanged) schedule is reloaded before
+        // the timer runs again: whichever it sees first, 10:01 fires once.
+        h.clock
+            .set(at(10, 1, 0) + chrono::Duration::milliseconds(500));
+        h.schedule.send_replace(every("0 * * * * *"));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 1, 0)));
+        h.quiet_after(2).await;
+        h.clock.set(at(10, 2, 0));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 2, 0)));
+    }
+
+    #[tokio::test]
+    async fn sleeps_are_at_most_a_minute_and_the_timer_ends_with_its_schedule() {
+        let h = start(at(10, 0, 0), every("0 0 0 1 1 *"));
+        h.clock.until_sleeps(1).await;
+        assert_eq!(h.clock.longest_sleep(), MAX_SLEEP);
+        let Harness {
+            schedule,
+            mut ticks,
+            ..
+        } = h;
+        drop(schedule);
+        assert_eq!(ticks.recv().await, None, "the timer ended");
+    }
+}
