@@ -360,11 +360,10 @@ async fn faults_do_not_change_the_result() {
     let expected = scenario.expected_sync();
     let before = scenario.procore_users.clone();
     let faults = Faults {
-        // Tokens expire every 40 calls per token: several refreshes a run.
-        // (Far fewer calls than the concurrent workers make between a 401
-        // and its retry would expire the fresh token too, which a real,
-        // time-limited token never does; the host refreshes once per request.)
-        token_expires_after_calls: Some(40),
+        // Tokens expire every 9 calls: many refreshes a run, and among
+        // concurrent workers a fresh token can be used up before a retry
+        // reaches it (the host allows two refreshes per request for that).
+        token_expires_after_calls: Some(9),
         rate_429_every: Some(7),
         retry_after: RetryAfterStyle::Fractional,
         retry_after_secs: 0,

@@ -27,6 +27,13 @@ use throttle::{Hold, Throttle, parse_retry_after};
 /// 429s are the service asking us to wait, not failing: allow more rounds of them.
 const MAX_THROTTLED_ATTEMPTS: u32 = 10;
 
+/// A 401 drops the token and sends the request again with a new one. Twice,
+/// not once: among concurrent requests, the replacement a retry picks up may
+/// itself have been revoked a moment later (a service that expires tokens by
+/// use, or a key rotation). Wrong credentials still end at the token
+/// endpoint, which refuses them.
+const MAX_TOKEN_REFRESHES_PER_REQUEST: u32 = 2;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Get,
@@ -201,7 +208,7 @@ impl Connection {
         let retry = self.spec.retry;
         let mut failures = 0u32;
         let mut throttled = 0u32;
-        let mut refreshed_after_401 = false;
+        let mut refreshed_after_401 = 0u32;
         loop {
             // The permit counts this request in flight until it is answered;
             // dropped unanswered (no token, transport error, the step's
@@ -297,14 +304,14 @@ impl Connection {
                 continue;
             }
             if status == 401
-                && !refreshed_after_401
+                && refreshed_after_401 < MAX_TOKEN_REFRESHES_PER_REQUEST
                 && let Some((header, _)) = &authorization
                 && matches!(
                     self.spec.auth,
                     crate::flow::model::Auth::OAuth2ClientCredentials { .. }
                 )
             {
-                refreshed_after_401 = true;
+                refreshed_after_401 += 1;
                 self.tokens.invalidate(header).await;
                 stats.retried += 1;
                 continue;
