@@ -603,11 +603,10 @@ with = {{ action = "get", connection = "api", url = "things" }}
         gap >= Duration::from_secs(1),
         "the GET went {gap:?} after a 503 with Retry-After: 1"
     );
-    assert!(
-        api_stats(&events, "read").wait_ms >= 900,
-        "{}",
-        events.text()
-    );
+    // The read step waited out what was left of the hold, and says so (how
+    // much depends on how long the step took to start: the gap above is
+    // the measure).
+    assert!(api_stats(&events, "read").wait_ms > 0, "{}", events.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

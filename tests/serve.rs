@@ -305,11 +305,18 @@ fn stop_mid_run(sig: &str) {
         ),
     );
     let child = serve(data.path(), flows.path(), "10s");
-    // Once the run is under way, stop the host.
-    wait_for(data.path(), Duration::from_secs(20), |r| {
-        r.iter().any(|r| r.status == "running")
+    // Once the run is under way (an item has finished: compiling and
+    // starting up are behind it), stop the host.
+    wait_for(data.path(), Duration::from_secs(60), |r| {
+        r.iter().any(|r| {
+            r.status == "running"
+                && history(data.path())
+                    .run_detail(&r.id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|d| !d.items.is_empty())
+        })
     });
-    std::thread::sleep(Duration::from_millis(1200));
     signal(&child, sig);
     let (code, stderr) = wait_exit(child, Duration::from_secs(30));
     assert_eq!(code, 0, "{stderr}");
@@ -990,4 +997,98 @@ fn prune_deletes_run_folders_and_an_ambiguous_id_is_a_usage_error() {
     assert!(folders.iter().all(|f| !f.exists()));
     assert!(outside.path().join("keep").exists());
     assert!(history(data.path()).list_runs(None, 10).unwrap().is_empty());
+}
+
+#[test]
+fn ctrl_c_stops_sluice_run_gracefully_and_its_history_is_complete() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let steps = step(
+        "each",
+        r#"{ action = "sleep", ms = 600, value = "${item}" }"#,
+        "for_each = \"${params.items}\"\nconcurrency = 1",
+    );
+    let file = flows.path().join("long.toml");
+    std::fs::write(
+        &file,
+        format!("name = \"long\"\n[params]\nitems = [1, 2, 3, 4, 5, 6, 7, 8]\n{steps}"),
+    )
+    .unwrap();
+    let child = sluice(data.path(), &["run", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once an item has been recorded, press Ctrl-C.
+    wait_for(data.path(), Duration::from_secs(60), |r| {
+        r.iter().any(|r| {
+            history(data.path())
+                .run_detail(&r.id)
+                .ok()
+                .flatten()
+                .is_some_and(|d| !d.items.is_empty())
+        })
+    });
+    signal(&child, "INT");
+    let (code, stderr) = wait_exit(child, Duration::from_secs(30));
+    assert_eq!(code, 1, "an interrupted run is not a success: {stderr}");
+    assert!(
+        stderr.contains("stopping: the running step finishes"),
+        "{stderr}"
+    );
+    let h = history(data.path());
+    let runs = h.list_runs(None, 10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, "interrupted", "{runs:?}");
+    let detail = h.run_detail(&runs[0].id).unwrap().unwrap();
+    let finished = detail
+        .items
+        .iter()
+        .filter(|i| i.status == "succeeded")
+        .count();
+    // Every item that ran is in the history (the writer was flushed), and
+    // the ones not started are counted as such.
+    assert!((1..8).contains(&finished), "{finished}");
+    let text = show(data.path(), &runs[0].id, &[]);
+    assert!(
+        text.contains(&format!(
+            "items: {finished} of 8 done, 0 failed; {} not started",
+            8 - finished
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn two_files_of_one_flow_never_run_it_twice_at_once() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    // The same flow twice (a backup copy left in the folder), each firing
+    // every second, each run taking longer than a second.
+    let body = flow(
+        "same",
+        "* * * * * *",
+        &step("nap", r#"{ action = "sleep", ms = 1500 }"#, ""),
+    );
+    write(flows.path(), "same.toml", &body);
+    write(flows.path(), "same-backup.toml", &body);
+    let child = serve(data.path(), flows.path(), "10s");
+    let runs = wait_for(data.path(), Duration::from_secs(60), |r| {
+        r.iter().filter(|r| r.status == "succeeded").count() >= 2
+    });
+    signal(&child, "TERM");
+    let (code, stderr) = wait_exit(child, Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(runs.iter().any(|r| r.status == "skipped"), "{runs:?}");
+    let mut spans: Vec<(String, String)> = history(data.path())
+        .list_runs(None, 100)
+        .unwrap()
+        .iter()
+        .filter(|r| r.status != "skipped")
+        .filter_map(|r| Some((r.started_at.clone(), r.ended_at.clone()?)))
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "runs of one flow overlap: {pair:?}");
+    }
 }

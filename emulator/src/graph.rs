@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::api::{encode_query, error, get, query_pairs};
-use crate::scenario::{GraphUser, Member};
+use crate::scenario::{GraphGroup, GraphUser, Member, Scenario};
 use crate::state::{SentMail, Service, Shared};
 
 const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
@@ -180,32 +180,53 @@ fn decode_skip(token: &str) -> Option<(usize, bool)> {
     Some((usize::try_from(n).ok()?, after_empty))
 }
 
-/// One page of `items`, with an absolute nextLink that keeps the query.
+/// Where a page starts and how long it is: `$top` and the opaque `$skiptoken`.
+struct Window {
+    size: usize,
+    offset: usize,
+    after_empty: bool,
+}
+
+fn window(pairs: &[(String, String)]) -> Result<Window, Response> {
+    let size = page_size(pairs)?;
+    let (offset, after_empty) = match get(pairs, "$skiptoken") {
+        None => (0, false),
+        Some(t) => decode_skip(t).ok_or_else(|| {
+            error(
+                Service::Graph,
+                StatusCode::BAD_REQUEST,
+                "Request_BadRequest",
+                "Invalid skip token.",
+            )
+        })?,
+    };
+    Ok(Window {
+        size,
+        offset,
+        after_empty,
+    })
+}
+
+impl Window {
+    /// The part of a collection of `total` items this page serves.
+    fn range(&self, total: usize) -> std::ops::Range<usize> {
+        self.offset.min(total)..(self.offset.saturating_add(self.size)).min(total)
+    }
+}
+
+/// One page of a collection of `total` items, whose items in
+/// `window.range(total)` are `value` (only the page is rendered: a 100k
+/// member group is served a page at a time without projecting it all), with
+/// an absolute nextLink that keeps the query.
 fn page(
     s: &Shared,
     path: &str,
     pairs: &[(String, String)],
-    items: Vec<Value>,
+    window: &Window,
+    total: usize,
+    value: Vec<Value>,
     context: &str,
 ) -> Response {
-    let size = match page_size(pairs) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let (offset, after_empty) = match get(pairs, "$skiptoken") {
-        None => (0, false),
-        Some(t) => match decode_skip(t) {
-            Some(v) => v,
-            None => {
-                return error(
-                    Service::Graph,
-                    StatusCode::BAD_REQUEST,
-                    "Request_BadRequest",
-                    "Invalid skip token.",
-                );
-            }
-        },
-    };
     let empty_pages = s.lock().faults.empty_graph_pages;
     let keep: Vec<(String, String)> = pairs
         .iter()
@@ -224,18 +245,14 @@ fn page(
             "https://graph.microsoft.com/v1.0/$metadata#{context}"
         )),
     );
-    if empty_pages && offset == 0 && !after_empty {
+    if empty_pages && window.offset == 0 && !window.after_empty {
         body.insert("value".into(), json!([]));
         body.insert("@odata.nextLink".into(), json!(link(0, true)));
         return Json(Value::Object(body)).into_response();
     }
-    let end = (offset + size).min(items.len());
-    let value: Vec<Value> = items
-        .get(offset..end)
-        .map(<[Value]>::to_vec)
-        .unwrap_or_default();
+    let end = window.range(total).end;
     body.insert("value".into(), Value::Array(value));
-    if end < items.len() {
+    if end < total {
         body.insert("@odata.nextLink".into(), json!(link(end, true)));
     }
     Json(Value::Object(body)).into_response()
@@ -301,9 +318,14 @@ pub async fn groups(State(s): State<Shared>, RawQuery(query): RawQuery) -> Respo
         },
     };
     let selected = select(&pairs);
-    let items: Vec<Value> = {
+    let window = match window(&pairs) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let (total, items): (usize, Vec<Value>) = {
         let d = s.lock();
-        d.scenario
+        let matching: Vec<&GraphGroup> = d
+            .scenario
             .groups
             .iter()
             // Like the directory, startswith compares without case.
@@ -313,6 +335,9 @@ pub async fn groups(State(s): State<Shared>, RawQuery(query): RawQuery) -> Respo
                     p.iter().any(|p| name.starts_with(&p.to_lowercase()))
                 })
             })
+            .collect();
+        let shown = matching[window.range(matching.len())]
+            .iter()
             .map(|g| {
                 let full = json!({ "id": g.id, "displayName": g.display_name, "description": null, "mailEnabled": false, "securityEnabled": true, "groupTypes": [] });
                 let Value::Object(m) = full else { return Value::Null };
@@ -325,9 +350,10 @@ pub async fn groups(State(s): State<Shared>, RawQuery(query): RawQuery) -> Respo
                 }
                 v
             })
-            .collect()
+            .collect();
+        (matching.len(), shown)
     };
-    page(&s, "/v1.0/groups", &pairs, items, "groups")
+    page(&s, "/v1.0/groups", &pairs, &window, total, items, "groups")
 }
 
 pub async fn members(
@@ -349,10 +375,14 @@ pub async fn transitive_members(
 fn list_members(s: Shared, id: String, query: Option<String>, transitive: bool) -> Response {
     let pairs = query_pairs(query.as_deref());
     let selected = select(&pairs);
-    let items = {
+    let window = match window(&pairs) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let (total, items) = {
         let d = s.lock();
         let scenario = &d.scenario;
-        let Some(group) = scenario.groups.iter().find(|g| g.id == id) else {
+        let Some(group) = scenario.group(&id) else {
             return error(
                 Service::Graph,
                 StatusCode::NOT_FOUND,
@@ -362,77 +392,12 @@ fn list_members(s: Shared, id: String, query: Option<String>, transitive: bool) 
                 ),
             );
         };
-        let mut out = Vec::new();
-        let mut seen = BTreeSet::new();
-        let mut stack = vec![group];
-        let mut visited = BTreeSet::new();
-        while let Some(g) = stack.pop() {
-            if !visited.insert(g.id.clone()) {
-                continue;
-            }
-            for m in &g.members {
-                let (key, value) = match m {
-                    Member::User { id } => match scenario.user(id) {
-                        Some(u) => (
-                            id.clone(),
-                            project(
-                                user_json(u),
-                                "#microsoft.graph.user",
-                                selected.as_deref(),
-                                Some(USER_DEFAULT_PROPERTIES),
-                            ),
-                        ),
-                        None => continue,
-                    },
-                    Member::Group { id } => {
-                        let Some(inner) = scenario.groups.iter().find(|x| &x.id == id) else {
-                            continue;
-                        };
-                        if transitive {
-                            stack.push(inner);
-                        }
-                        let Value::Object(full) =
-                            json!({ "id": inner.id, "displayName": inner.display_name })
-                        else {
-                            continue;
-                        };
-                        (
-                            id.clone(),
-                            project(full, "#microsoft.graph.group", selected.as_deref(), None),
-                        )
-                    }
-                    Member::Device { id, display_name } => {
-                        let Value::Object(full) = json!({ "id": id, "displayName": display_name, "accountEnabled": true })
-                        else {
-                            continue;
-                        };
-                        (
-                            id.clone(),
-                            project(full, "#microsoft.graph.device", selected.as_deref(), None),
-                        )
-                    }
-                    Member::ServicePrincipal { id, display_name } => {
-                        let Value::Object(full) = json!({ "id": id, "displayName": display_name, "accountEnabled": true })
-                        else {
-                            continue;
-                        };
-                        (
-                            id.clone(),
-                            project(
-                                full,
-                                "#microsoft.graph.servicePrincipal",
-                                selected.as_deref(),
-                                None,
-                            ),
-                        )
-                    }
-                };
-                if seen.insert(key) {
-                    out.push(value);
-                }
-            }
-        }
-        out
+        let members = member_list(scenario, group, transitive);
+        let shown = members[window.range(members.len())]
+            .iter()
+            .filter_map(|m| member_json(scenario, m, selected.as_deref()))
+            .collect::<Vec<_>>();
+        (members.len(), shown)
     };
     let relation = if transitive {
         "transitiveMembers"
@@ -443,12 +408,90 @@ fn list_members(s: Shared, id: String, query: Option<String>, transitive: bool) 
         &s,
         &format!("/v1.0/groups/{id}/{relation}"),
         &pairs,
+        &window,
+        total,
         items,
         "directoryObjects",
     )
 }
 
-/// `POST /v1.0/users/{id|upn}/sendMail` → 202, empty body; the mail is recorded.
+/// A group's members in a stable order, each object once; with
+/// `transitive`, the members of nested groups too (the nested groups
+/// themselves are listed, as Graph does).
+fn member_list<'a>(
+    scenario: &'a Scenario,
+    group: &'a GraphGroup,
+    transitive: bool,
+) -> Vec<&'a Member> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![group];
+    let mut visited = BTreeSet::new();
+    while let Some(g) = stack.pop() {
+        if !visited.insert(g.id.as_str()) {
+            continue;
+        }
+        for m in &g.members {
+            let id = match m {
+                Member::User { id } => {
+                    if scenario.user(id).is_none() {
+                        continue;
+                    }
+                    id
+                }
+                Member::Group { id } => {
+                    let Some(inner) = scenario.group(id) else {
+                        continue;
+                    };
+                    if transitive {
+                        stack.push(inner);
+                    }
+                    id
+                }
+                Member::Device { id, .. } | Member::ServicePrincipal { id, .. } => id,
+            };
+            if seen.insert(id.as_str()) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// One member as Graph shows it, with its `@odata.type` and `$select` applied.
+fn member_json(scenario: &Scenario, member: &Member, selected: Option<&[String]>) -> Option<Value> {
+    let object = |full: Value, kind: &str| match full {
+        Value::Object(m) => Some(project(m, kind, selected, None)),
+        _ => None,
+    };
+    match member {
+        Member::User { id } => {
+            let user = scenario.user(id)?;
+            Some(project(
+                user_json(user),
+                "#microsoft.graph.user",
+                selected,
+                Some(USER_DEFAULT_PROPERTIES),
+            ))
+        }
+        Member::Group { id } => {
+            let inner = scenario.group(id)?;
+            object(
+                json!({ "id": inner.id, "displayName": inner.display_name }),
+                "#microsoft.graph.group",
+            )
+        }
+        Member::Device { id, display_name } => object(
+            json!({ "id": id, "displayName": display_name, "accountEnabled": true }),
+            "#microsoft.graph.device",
+        ),
+        Member::ServicePrincipal { id, display_name } => object(
+            json!({ "id": id, "displayName": display_name, "accountEnabled": true }),
+            "#microsoft.graph.servicePrincipal",
+        ),
+    }
+}
+
 pub async fn send_mail(
     State(s): State<Shared>,
     Path(user): Path<String>,

@@ -154,7 +154,15 @@ pub fn user_json(u: &ProcoreUser) -> Value {
 /// (as the configured [`PagingHeaders`] allow). Links follow Procore's guide:
 /// `first` and `prev` except on page 1, `next` and `last` except on the last
 /// page, so a single page has no `Link` at all.
-fn paged(s: &Shared, path: &str, pairs: &[(String, String)], items: Vec<Value>) -> Response {
+/// One page of `items`, rendering only the items on it (a 100k-user company
+/// is served a page at a time without turning every user into JSON).
+fn paged<T>(
+    s: &Shared,
+    path: &str,
+    pairs: &[(String, String)],
+    items: &[T],
+    render: impl Fn(&T) -> Value,
+) -> Response {
     let max = s.config.procore_max_per_page.clamp(1, PROCORE_MAX_PER_PAGE);
     let per_page = get(pairs, "per_page")
         .and_then(|p| p.parse::<usize>().ok())
@@ -192,7 +200,8 @@ fn paged(s: &Shared, path: &str, pairs: &[(String, String)], items: Vec<Value>) 
         // `next` goes last, so only a client that reads every field finds it.
         links.sort_by_key(|l| l.ends_with("rel=\"next\""));
     }
-    let mut response = Json(Value::Array(items[start..end].to_vec())).into_response();
+    let page_items = items[start..end].iter().map(render).collect();
+    let mut response = Json(Value::Array(page_items)).into_response();
     let (with_total, with_per_page, with_link) = match s.config.procore_paging {
         PagingHeaders::All | PagingHeaders::SeparateLinkFields => (true, true, true),
         PagingHeaders::NoLink => (true, true, false),
@@ -238,33 +247,31 @@ fn list(
     let search = get(&pairs, "filters[search]")
         .map(str::to_lowercase)
         .filter(|q| !q.is_empty());
-    let items: Vec<Value> = {
-        let d = s.lock();
-        d.scenario
-            .procore_users
-            .iter()
-            .filter(|u| u.is_active == active)
-            .filter(|u| {
-                // Procore: first name, last name, email address, job title
-                // (keywords and company name are not modelled); not the login.
-                search.as_ref().is_none_or(|q| {
-                    [
-                        u.first_name.as_str(),
-                        u.last_name.as_str(),
-                        u.email_address.as_str(),
-                        u.job_title.as_deref().unwrap_or(""),
-                    ]
-                    .iter()
-                    .any(|f| f.to_lowercase().contains(q.as_str()))
-                        || format!("{} {}", u.first_name, u.last_name)
-                            .to_lowercase()
-                            .contains(q.as_str())
-                })
+    let d = s.lock();
+    let users: Vec<&ProcoreUser> = d
+        .scenario
+        .procore_users
+        .iter()
+        .filter(|u| u.is_active == active)
+        .filter(|u| {
+            // Procore: first name, last name, email address, job title
+            // (keywords and company name are not modelled); not the login.
+            search.as_ref().is_none_or(|q| {
+                [
+                    u.first_name.as_str(),
+                    u.last_name.as_str(),
+                    u.email_address.as_str(),
+                    u.job_title.as_deref().unwrap_or(""),
+                ]
+                .iter()
+                .any(|f| f.to_lowercase().contains(q.as_str()))
+                    || format!("{} {}", u.first_name, u.last_name)
+                        .to_lowercase()
+                        .contains(q.as_str())
             })
-            .map(user_json)
-            .collect()
-    };
-    paged(&s, &path, &pairs, items)
+        })
+        .collect();
+    paged(&s, &path, &pairs, &users, |u| user_json(u))
 }
 
 pub async fn active_users(
@@ -482,7 +489,8 @@ pub async fn project_users(
         &s,
         &format!("/rest/v1.0/projects/{project}/users"),
         &pairs,
-        items,
+        &items,
+        Value::clone,
     )
 }
 

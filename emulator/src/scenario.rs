@@ -2,7 +2,8 @@
 //! any size, and the expected outcome of a correct sync computed from the
 //! identity rules independently of the flow's components.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -76,6 +77,24 @@ pub struct Scenario {
     /// global, so creating one here is refused as taken although this
     /// company's lists do not show it.
     pub taken_elsewhere: Vec<String>,
+    /// Positions of users and groups by id, built on first look-up: a
+    /// 100k-member tenant is served without a linear search per member.
+    #[serde(skip)]
+    index: OnceLock<Index>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Index {
+    users: HashMap<String, usize>,
+    groups: HashMap<String, usize>,
+}
+
+fn position_by_id<'a>(ids: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
+    let mut positions = HashMap::new();
+    for (i, id) in ids.enumerate() {
+        positions.entry(id.to_string()).or_insert(i);
+    }
+    positions
 }
 
 /// The license group prefixes of the shipped flow (EN DASH).
@@ -103,8 +122,39 @@ impl Scenario {
         }
     }
 
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| Index {
+            users: position_by_id(self.graph_users.iter().map(|u| u.id.as_str())),
+            groups: position_by_id(self.groups.iter().map(|g| g.id.as_str())),
+        })
+    }
+
+    /// The Graph user with this id. The fields are public, so a caller may
+    /// have changed the lists since the index was built: a position that no
+    /// longer holds the id falls back to a search.
     pub fn user(&self, id: &str) -> Option<&GraphUser> {
-        self.graph_users.iter().find(|u| u.id == id)
+        let indexed = self
+            .index()
+            .users
+            .get(id)
+            .and_then(|&i| self.graph_users.get(i));
+        match indexed {
+            Some(u) if u.id == id => Some(u),
+            _ => self.graph_users.iter().find(|u| u.id == id),
+        }
+    }
+
+    /// The group with this id (see [`Scenario::user`] on the index).
+    pub fn group(&self, id: &str) -> Option<&GraphGroup> {
+        let indexed = self
+            .index()
+            .groups
+            .get(id)
+            .and_then(|&i| self.groups.get(i));
+        match indexed {
+            Some(g) if g.id == id => Some(g),
+            _ => self.groups.iter().find(|g| g.id == id),
+        }
     }
 
     /// Applies DESIGN.md's identity rules to the data (direct members).
@@ -503,6 +553,7 @@ impl Generator {
             mail_from: "it-automation@contoso.com".into(),
             mail_to: "it-team@contoso.com".into(),
             taken_elsewhere: Vec::new(),
+            index: OnceLock::new(),
         }
     }
 }

@@ -100,8 +100,53 @@ pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         data_dir.join("runs").join(&run_id),
         args.dry_run,
     );
+    stop_gracefully_on_signal(options.cancel.clone(), mode);
     let outcome = runner.run(&flow, &options, observer).await;
     Ok(finish(&outcome, mode))
+}
+
+/// Ctrl-C or SIGTERM stops a run the way `serve` does: the running step
+/// (and `for_each` items already started) finish, nothing new starts, the
+/// run is recorded as interrupted and its history written; a second signal
+/// leaves at once.
+fn stop_gracefully_on_signal(cancel: Arc<std::sync::atomic::AtomicBool>, mode: Mode) {
+    tokio::spawn(async move {
+        let mut signals = 0;
+        while stop_signal().await {
+            signals += 1;
+            if signals > 1 {
+                eprintln!("stopping without waiting: a second stop signal");
+                std::process::exit(130);
+            }
+            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            if mode != Mode::Json {
+                eprintln!(
+                    "stopping: the running step finishes and nothing new starts; Ctrl-C again stops at once"
+                );
+            }
+        }
+    });
+}
+
+/// Waits for SIGINT or SIGTERM; false when signals cannot be watched.
+#[cfg(unix)]
+async fn stop_signal() -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return false;
+    };
+    tokio::select! {
+        t = term.recv() => t.is_some(),
+        i = int.recv() => i.is_some(),
+    }
+}
+
+#[cfg(not(unix))]
+async fn stop_signal() -> bool {
+    tokio::signal::ctrl_c().await.is_ok()
 }
 
 /// Prints the outcome's last words and picks the exit status.
@@ -121,6 +166,9 @@ pub fn finish(outcome: &RunOutcome, mode: Mode) -> ExitCode {
                     "error: {}",
                     outcome.error.as_deref().unwrap_or("the run failed")
                 );
+                for path in &outcome.artifacts {
+                    eprintln!("  partial report: {}", path.display());
+                }
             }
             ExitCode::from(1)
         }

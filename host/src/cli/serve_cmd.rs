@@ -183,6 +183,17 @@ pub async fn serve(args: ServeArgs, data_dir: &Path) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// One more stop signal: graceful, then at once; a third leaves without
+/// waiting for anything (what the history has not written by then is lost,
+/// and the runs it shows as running read as interrupted later).
+fn escalate(stop: &tokio::sync::watch::Sender<Shutdown>) {
+    if *stop.borrow() == Shutdown::Now {
+        eprintln!("stopping without waiting: a third stop signal");
+        std::process::exit(130);
+    }
+    stop.send_modify(Shutdown::escalate);
+}
+
 #[cfg(unix)]
 fn spawn_signal_handlers(
     stop: tokio::sync::watch::Sender<Shutdown>,
@@ -195,8 +206,8 @@ fn spawn_signal_handlers(
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = term.recv() => stop.send_modify(Shutdown::escalate),
-                _ = int.recv() => stop.send_modify(Shutdown::escalate),
+                _ = term.recv() => escalate(&stop),
+                _ = int.recv() => escalate(&stop),
                 _ = hup.recv() => reload.send_modify(|n| *n += 1),
             }
         }
@@ -215,7 +226,7 @@ fn spawn_signal_handlers(
         // picks changes up.
         let _reload = reload;
         while tokio::signal::ctrl_c().await.is_ok() {
-            stop.send_modify(Shutdown::escalate);
+            escalate(&stop);
         }
     });
     Ok(())

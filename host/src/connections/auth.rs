@@ -35,6 +35,8 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// An absent or unreadable `expires_in`: an hour, what both providers issue.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// The shortest lifetime believed: at most one token request a second.
+const MIN_LIFETIME: Duration = Duration::from_secs(1);
 /// A token response is a few KiB (an Entra JWT is the largest); 64 KiB is
 /// many times that, and keeps a broken endpoint from filling memory.
 const MAX_TOKEN_RESPONSE: u64 = 64 * 1024;
@@ -353,8 +355,8 @@ impl TokenSource {
 }
 
 /// A token's lifetime from `expires_in` (a number, or a string as some
-/// providers send), within [0, [`MAX_LIFETIME`]]; absent or unreadable
-/// means [`DEFAULT_LIFETIME`].
+/// providers send), within [[`MIN_LIFETIME`], [`MAX_LIFETIME`]]; absent,
+/// unreadable, zero or negative means [`DEFAULT_LIFETIME`].
 fn lifetime(expires_in: Option<&serde_json::Value>) -> Duration {
     let seconds = match expires_in {
         Some(serde_json::Value::Number(n)) => n.as_f64(),
@@ -362,10 +364,12 @@ fn lifetime(expires_in: Option<&serde_json::Value>) -> Duration {
         _ => None,
     };
     match seconds {
-        Some(s) if !s.is_nan() => {
-            Duration::try_from_secs_f64(s.clamp(0.0, MAX_LIFETIME.as_secs_f64()))
-                .unwrap_or(DEFAULT_LIFETIME)
-        }
+        // Zero or less says nothing usable: without a default, every
+        // request would fetch a token. A 401 still refreshes it.
+        Some(s) if !s.is_nan() && s > 0.0 => Duration::try_from_secs_f64(
+            s.clamp(MIN_LIFETIME.as_secs_f64(), MAX_LIFETIME.as_secs_f64()),
+        )
+        .unwrap_or(DEFAULT_LIFETIME),
         _ => DEFAULT_LIFETIME,
     }
 }
@@ -455,13 +459,14 @@ mod tests {
             (json!(3599), Duration::from_secs(3599)),
             (json!("3599"), Duration::from_secs(3599)),
             (json!(1.5), Duration::from_millis(1500)),
-            (json!(0), Duration::ZERO),
-            (json!(-5), Duration::ZERO),
-            (json!("-1e300"), Duration::ZERO),
+            (json!(0.2), MIN_LIFETIME),
+            (json!(0), DEFAULT_LIFETIME),
+            (json!(-5), DEFAULT_LIFETIME),
+            (json!("-1e300"), DEFAULT_LIFETIME),
             (json!(1e300), MAX_LIFETIME),
             (json!(u64::MAX), MAX_LIFETIME),
             (json!("inf"), MAX_LIFETIME),
-            (json!("-inf"), Duration::ZERO),
+            (json!("-inf"), DEFAULT_LIFETIME),
             (json!("NaN"), DEFAULT_LIFETIME),
             (json!("soon"), DEFAULT_LIFETIME),
             (json!(null), DEFAULT_LIFETIME),

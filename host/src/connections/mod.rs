@@ -210,14 +210,21 @@ impl Connection {
         let mut throttled = 0u32;
         let mut refreshed_after_401 = 0u32;
         loop {
+            // The token first: requests queued behind a slow token fetch must
+            // not each take a slot of the rate budget and then go out at once.
+            let mut authorization = self.tokens.authorization(&self.http).await?;
             // The permit counts this request in flight until it is answered;
-            // dropped unanswered (no token, transport error, the step's
-            // deadline dropping this future) it gives its place back.
+            // dropped unanswered (transport error, the step's deadline
+            // dropping this future) it gives its place back.
             let (permit, waited) = self.throttle.acquire().await.map_err(|closed| {
                 SendError::Unavailable(format!("{} {url}: {closed}", request.method))
             })?;
             stats.wait_ms += millis(waited);
-            let authorization = self.tokens.authorization(&self.http).await?;
+            if !waited.is_zero() {
+                // A long wait may have outlasted the token: ask again (a
+                // cached token that is still good costs nothing).
+                authorization = self.tokens.authorization(&self.http).await?;
+            }
             let mut builder = self
                 .http
                 .request(request.method.as_reqwest(), url.clone())

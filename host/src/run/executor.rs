@@ -33,6 +33,10 @@ pub struct RunOptions {
     /// items already started) finish, nothing new starts, and the run ends
     /// as interrupted.
     pub cancel: Arc<AtomicBool>,
+    /// The run's redactor: the flow's secrets and every token its
+    /// connections obtain. Shared, so whoever started the run can keep
+    /// secrets out of what it reports about it (a panic's text, say).
+    pub redactor: Redactor,
 }
 
 impl RunOptions {
@@ -42,6 +46,7 @@ impl RunOptions {
             dry_run,
             output_dir,
             cancel: Arc::default(),
+            redactor: Redactor::default(),
         }
     }
 
@@ -90,7 +95,10 @@ impl Runner {
         observer: Arc<dyn Observer>,
     ) -> RunOutcome {
         let started = Instant::now();
-        let redactor = Redactor::new(flow.secrets.iter().cloned());
+        let redactor = options.redactor.clone();
+        for secret in &flow.secrets {
+            redactor.add(secret.clone());
+        }
         observer.event(&RunEvent::RunStarted {
             run_id: options.run_id.clone(),
             flow: flow.name.clone(),

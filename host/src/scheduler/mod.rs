@@ -23,7 +23,7 @@ pub mod clock;
 pub mod sources;
 pub mod timer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,7 +96,6 @@ struct Entry {
     fingerprint: Mutex<Option<Fingerprint>>,
     /// The schedule its timer follows; replacing it re-arms the timer.
     schedule: watch::Sender<Option<Schedule>>,
-    running: AtomicBool,
 }
 
 impl Entry {
@@ -106,7 +105,6 @@ impl Entry {
             schedule: watch::Sender::new(flow.schedule.clone()),
             flow: Mutex::new(Arc::new(flow)),
             fingerprint: Mutex::new(print),
-            running: AtomicBool::new(false),
         }
     }
 
@@ -115,13 +113,30 @@ impl Entry {
     }
 }
 
-/// Clears an entry's running flag when its run's task ends: normally, by a
-/// panic, or aborted (even before it first ran).
-struct RunningFlag(Arc<Entry>);
+/// The flows with a run going, by name: by name, not by file, so a copy of
+/// a flow file in a served folder cannot run the same flow twice at once.
+type RunningFlows = Arc<Mutex<HashSet<String>>>;
+
+/// Takes a flow's place among the running ones, if it is free, and gives it
+/// back when its run's task ends: normally, by a panic, or aborted (even
+/// before it first ran).
+struct RunningFlag {
+    running: RunningFlows,
+    flow: String,
+}
+
+impl RunningFlag {
+    fn take(running: &RunningFlows, flow: &str) -> Option<RunningFlag> {
+        lock(running).insert(flow.to_string()).then(|| RunningFlag {
+            running: running.clone(),
+            flow: flow.to_string(),
+        })
+    }
+}
 
 impl Drop for RunningFlag {
     fn drop(&mut self) {
-        self.0.running.store(false, Ordering::SeqCst);
+        lock(&self.running).remove(&self.flow);
     }
 }
 
@@ -135,6 +150,8 @@ struct InFlight {
     run_id: String,
     flow: Arc<Flow>,
     cancel: Arc<AtomicBool>,
+    /// The run's own redactor, which knows the tokens it obtained too.
+    redactor: Redactor,
 }
 
 /// What exists only while serving.
@@ -145,9 +162,13 @@ struct Live {
 }
 
 /// How long aborted runs get to drop their work before they are recorded
-/// as interrupted: long enough for a task between two awaits to end, so
-/// none of its events lands after the record.
+/// as interrupted. Aborting a run drops its `for_each` items unawaited; an
+/// item whose call completes in the poll that is under way may still record
+/// its end after the run is marked interrupted, which the record tolerates.
 const ABORT_SETTLE: Duration = Duration::from_secs(2);
+
+/// How long a stop at once waits for the history to write what is queued.
+const FLUSH_WHEN_STOPPING_AT_ONCE: Duration = Duration::from_secs(5);
 
 pub struct Scheduler<H: Host> {
     host: Arc<H>,
@@ -160,6 +181,7 @@ pub struct Scheduler<H: Host> {
     unserved: BTreeMap<PathBuf, Option<Fingerprint>>,
     /// What was wrong with the paths at the last rescan.
     path_problems: Vec<String>,
+    running: RunningFlows,
     /// How long running steps may take to finish after a stop signal.
     pub grace: Duration,
     /// How often the paths are listed again and the files checked for
@@ -184,6 +206,7 @@ impl<H: Host> Scheduler<H> {
             served: BTreeMap::new(),
             unserved: BTreeMap::new(),
             path_problems: Vec::new(),
+            running: RunningFlows::default(),
             grace: Duration::from_secs(30),
             rescan_every: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
@@ -358,6 +381,10 @@ impl<H: Host> Scheduler<H> {
             for (_, run) in live.inflight.drain() {
                 self.host.record_interrupted(&run.flow, &run.run_id, why);
             }
+            // Stopping at once means not waiting long on a busy database
+            // either; a run left `running` reads as interrupted later.
+            let _ = tokio::time::timeout(FLUSH_WHEN_STOPPING_AT_ONCE, self.host.flush()).await;
+            return;
         }
         self.host.flush().await;
     }
@@ -382,7 +409,11 @@ impl<H: Host> Scheduler<H> {
         };
         if failure.is_panic() {
             let text = panic_text(failure.into_panic().as_ref());
-            let why = Redactor::new(run.flow.secrets.iter().cloned())
+            for secret in &run.flow.secrets {
+                run.redactor.add(secret.clone());
+            }
+            let why = run
+                .redactor
                 .redact(&format!("the run stopped unexpectedly: {text}"));
             self.host
                 .say(&format!("✗ {} run {}: {why}", run.flow.name, run.run_id));
@@ -425,7 +456,7 @@ impl<H: Host> Scheduler<H> {
             ));
             return;
         }
-        if entry.running.swap(true, Ordering::SeqCst) {
+        let Some(flag) = RunningFlag::take(&self.running, &flow.name) else {
             self.host.say(&format!(
                 "↷ {}: the previous run is still going; this firing is skipped",
                 flow.name
@@ -433,12 +464,12 @@ impl<H: Host> Scheduler<H> {
             self.host
                 .record_skipped(&flow, "the previous run was still going");
             return;
-        }
-        let flag = RunningFlag(entry.clone());
+        };
         let run_id = crate::run::new_run_id();
         let options = RunOptions::new(run_id.clone(), self.host.output_dir(&run_id), false);
         let observer = self.host.observer(&flow, &run_id, "schedule", &options);
         let cancel = options.cancel.clone();
+        let redactor = options.redactor.clone();
         let (runner, host, task_flow) = (self.runner.clone(), self.host.clone(), flow.clone());
         let task = live.runs.spawn(async move {
             let _flag = flag;
@@ -461,6 +492,7 @@ impl<H: Host> Scheduler<H> {
                 run_id,
                 flow,
                 cancel,
+                redactor,
             },
         );
     }
@@ -490,7 +522,7 @@ impl<H: Host> Scheduler<H> {
                     "– {} is gone: flow `{}` is no longer served{}",
                     path.display(),
                     served.entry.flow().name,
-                    if served.entry.running.load(Ordering::SeqCst) {
+                    if lock(&self.running).contains(&served.entry.flow().name) {
                         " (its current run goes on to its end)"
                     } else {
                         ""

@@ -4,10 +4,11 @@
 //!   re-arms the timer at once, so the new times apply from then on.
 //! - Sleeps are short ([`super::clock::MAX_SLEEP`]) and the wall clock is
 //!   read after each, so a suspend or a clock change is noticed.
-//! - No backlog: a time found more than [`MISSED_AFTER`] in the past (the
-//!   machine slept through it, or the host was stalled) is reported as
-//!   missed, not run late, and the next time is counted from now — however
-//!   many times were missed, at most one `Missed` is sent.
+//! - No backlog: times found more than [`MISSED_AFTER`] in the past (the
+//!   machine slept through them, or the host was stalled) are not run late:
+//!   the first is reported as missed (one `Missed`, however many passed),
+//!   the latest one that has come still runs if it is less than
+//!   [`MISSED_AFTER`] late, and the next time is counted from now.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,24 +76,60 @@ pub async fn run<T: Clone + Send + 'static>(
             Wait::Closed => return,
         }
         let now = clock.now();
-        let late = (now - next).to_std().unwrap_or_default();
-        let tick = if late > MISSED_AFTER {
-            Tick::Missed(next)
+        let mut ticks = Vec::with_capacity(2);
+        let fired = if is_missed(next, now) {
+            // Times passed unseen: report the first, and run the latest one
+            // that has come if it is still recent.
+            ticks.push(Tick::Missed(next));
+            let latest = latest_due(schedule.borrow().as_ref(), next, now);
+            if latest != next && !is_missed(latest, now) {
+                ticks.push(Tick::Fire(latest));
+            }
+            latest
         } else {
-            Tick::Fire(next)
+            ticks.push(Tick::Fire(next));
+            next
         };
-        if fire
-            .send(Firing {
+        for tick in ticks {
+            let firing = Firing {
                 tag: tag.clone(),
                 tick,
-            })
-            .is_err()
-        {
-            return;
+            };
+            if fire.send(firing).is_err() {
+                return;
+            }
         }
-        last = Some(next);
-        after = next.max(now);
+        last = Some(fired);
+        after = fired.max(now);
     }
+}
+
+/// Whether a time that fell due at `at` is too late to run at `now`.
+fn is_missed(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    (now - at).to_std().unwrap_or_default() > MISSED_AFTER
+}
+
+/// Bounds the walk over times missed in a long gap (a week of a schedule
+/// that fires every second is 604 800 of them).
+const MAX_MISSED_WALK: usize = 1_000_000;
+
+/// The latest scheduled time at or before `now`, from `first` (which is).
+fn latest_due(
+    schedule: Option<&Schedule>,
+    first: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let Some(schedule) = schedule else {
+        return first;
+    };
+    let mut latest = first;
+    for _ in 0..MAX_MISSED_WALK {
+        match schedule.next_after(latest) {
+            Some(t) if t <= now => latest = t,
+            _ => break,
+        }
+    }
+    latest
 }
 
 /// Where a re-armed timer counts from: just before now — or before the
@@ -195,14 +232,29 @@ mod tests {
         let mut h = start(at(10, 0, 30), every("0 * * * * *"));
         h.clock.until_sleeps(1).await;
         // The machine sleeps (or the host stalls) from 10:00:30 to 10:05:30:
-        // five firings pass unseen. One is reported missed, none is run.
+        // five firings pass unseen. The first is reported missed; the older
+        // ones are not run; the latest, 30 s ago, still is, once.
         h.clock.set(at(10, 5, 30));
         assert_eq!(h.next().await, Tick::Missed(at(10, 1, 0)));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 5, 0)));
         h.quiet_after(2).await;
         // The next run is the next time from now, once.
         h.clock.set(at(10, 6, 0));
         assert_eq!(h.next().await, Tick::Fire(at(10, 6, 0)));
         h.quiet_after(3).await;
+    }
+
+    #[tokio::test]
+    async fn after_a_gap_the_latest_time_runs_only_if_it_is_recent() {
+        let mut h = start(at(10, 0, 30), every("0 */10 * * * *"));
+        h.clock.until_sleeps(1).await;
+        // Asleep from 10:00:30 to 10:25:30: 10:10 and 10:20 passed; 10:20 is
+        // five minutes late, too late to run.
+        h.clock.set(at(10, 25, 30));
+        assert_eq!(h.next().await, Tick::Missed(at(10, 10, 0)));
+        h.quiet_after(2).await;
+        h.clock.set(at(10, 30, 0));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 30, 0)));
     }
 
     #[tokio::test]
