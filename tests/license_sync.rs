@@ -59,6 +59,20 @@ async fn sluice_cmd(env: &[(String, String)], data_dir: &Path, args: &[&str]) ->
 }
 
 /// The report of the only run in `data_dir`.
+/// Emulators started with `config`, the environment that points the flow at
+/// them, and a fresh data directory.
+async fn emulated(
+    config: EmulatorConfig,
+) -> (
+    sluice_emulator::RunningEmulator,
+    Vec<(String, String)>,
+    tempfile::TempDir,
+) {
+    let emulator = sluice_emulator::start(config).await.unwrap();
+    let env = emulator.env_vars();
+    (emulator, env, tempfile::tempdir().unwrap())
+}
+
 fn only_report(data_dir: &Path) -> String {
     let runs: Vec<PathBuf> = std::fs::read_dir(data_dir.join("runs"))
         .unwrap()
@@ -229,14 +243,11 @@ async fn creates_exactly_the_missing_license_holders_and_is_idempotent() {
             .contains(&sluice_emulator::scenario::identity_key(hostile).unwrap())
     );
     let before = scenario.procore_users.clone();
-    let emulator = sluice_emulator::start(EmulatorConfig {
+    let (emulator, env, data) = emulated(EmulatorConfig {
         scenario,
         ..Default::default()
     })
-    .await
-    .unwrap();
-    let env = emulator.env_vars();
-    let data = tempfile::tempdir().unwrap();
+    .await;
 
     let run = sluice(&env, data.path(), &[]).await;
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
@@ -317,14 +328,11 @@ async fn creates_exactly_the_missing_license_holders_and_is_idempotent() {
 async fn a_dry_run_changes_nothing_and_says_what_it_would_do() {
     let scenario = Scenario::generate(120, 5);
     let expected = scenario.expected_sync();
-    let emulator = sluice_emulator::start(EmulatorConfig {
+    let (emulator, env, data) = emulated(EmulatorConfig {
         scenario,
         ..Default::default()
     })
-    .await
-    .unwrap();
-    let env = emulator.env_vars();
-    let data = tempfile::tempdir().unwrap();
+    .await;
     let run = sluice(&env, data.path(), &["--dry-run"]).await;
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let state = emulator.snapshot();
@@ -381,16 +389,13 @@ async fn faults_do_not_change_the_result() {
         ],
         ..Faults::default()
     };
-    let emulator = sluice_emulator::start(EmulatorConfig {
+    let (emulator, env, data) = emulated(EmulatorConfig {
         scenario,
         faults,
         conflict_status: 409,
         ..Default::default()
     })
-    .await
-    .unwrap();
-    let env = emulator.env_vars();
-    let data = tempfile::tempdir().unwrap();
+    .await;
     let run = sluice(&env, data.path(), &[]).await;
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let state = emulator.snapshot();
@@ -472,7 +477,7 @@ async fn a_create_whose_first_attempt_went_through_is_reported_created_once() {
     // Default duplicate status (422). The first create is applied and its
     // connection dropped; the second is applied and answered 500. The host
     // resends both (the create is idempotent) and meets a 422 "taken".
-    let emulator = sluice_emulator::start(EmulatorConfig {
+    let (emulator, env, data) = emulated(EmulatorConfig {
         scenario,
         faults: Faults {
             targeted: vec![
@@ -483,10 +488,7 @@ async fn a_create_whose_first_attempt_went_through_is_reported_created_once() {
         },
         ..Default::default()
     })
-    .await
-    .unwrap();
-    let env = emulator.env_vars();
-    let data = tempfile::tempdir().unwrap();
+    .await;
     let run = sluice(&env, data.path(), &[]).await;
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let state = emulator.snapshot();
@@ -531,14 +533,11 @@ async fn a_login_taken_elsewhere_is_a_conflict_and_the_others_are_created() {
     // Held by a user of another Procore company: refused (422), and not in
     // this company's lists.
     scenario.taken_elsewhere.push(victim.to_uppercase());
-    let emulator = sluice_emulator::start(EmulatorConfig {
+    let (emulator, env, data) = emulated(EmulatorConfig {
         scenario,
         ..Default::default()
     })
-    .await
-    .unwrap();
-    let env = emulator.env_vars();
-    let data = tempfile::tempdir().unwrap();
+    .await;
     let run = sluice(&env, data.path(), &[]).await;
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let state = emulator.snapshot();
@@ -580,7 +579,7 @@ async fn one_failing_person_does_not_stop_the_others() {
     let victim = expected.to_create.iter().nth(1).unwrap().clone();
     // Every create of this one person fails with a 500, the host's retries
     // included; nobody else's does.
-    let emulator = sluice_emulator::start(EmulatorConfig {
+    let (emulator, env, data) = emulated(EmulatorConfig {
         scenario,
         faults: Faults {
             targeted: vec![TargetedFault {
@@ -591,10 +590,7 @@ async fn one_failing_person_does_not_stop_the_others() {
         },
         ..Default::default()
     })
-    .await
-    .unwrap();
-    let env = emulator.env_vars();
-    let data = tempfile::tempdir().unwrap();
+    .await;
     let run = sluice(&env, data.path(), &[]).await;
     // on_error = "continue": the run goes to the end and says so.
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
@@ -690,16 +686,13 @@ async fn procore_lists_are_read_to_the_end_by_every_kind_of_paging_header() {
             .count();
         // Pages of 7, whatever the flow asks for: the headers (or an empty
         // page) must say when the list ends, not the size of a page.
-        let emulator = sluice_emulator::start(EmulatorConfig {
+        let (emulator, env, data) = emulated(EmulatorConfig {
             scenario,
             procore_paging: paging,
             procore_max_per_page: 7,
             ..Default::default()
         })
-        .await
-        .unwrap();
-        let env = emulator.env_vars();
-        let data = tempfile::tempdir().unwrap();
+        .await;
         let run = sluice(&env, data.path(), &[]).await;
         assert_eq!(run.code, 0, "{paging:?} stderr:\n{}", run.stderr);
         let state = emulator.snapshot();
@@ -730,14 +723,11 @@ async fn procore_lists_are_read_to_the_end_by_every_kind_of_paging_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_matching_group_is_a_visible_warning_not_a_silent_success() {
-    let emulator = sluice_emulator::start(EmulatorConfig {
+    let (emulator, env, data) = emulated(EmulatorConfig {
         scenario: Scenario::generate(40, 26),
         ..Default::default()
     })
-    .await
-    .unwrap();
-    let env = emulator.env_vars();
-    let data = tempfile::tempdir().unwrap();
+    .await;
     // A hyphen typed for the EN DASH.
     let run = sluice(
         &env,
@@ -770,7 +760,7 @@ async fn no_matching_group_is_a_visible_warning_not_a_silent_success() {
 async fn a_mail_that_cannot_be_sent_fails_the_run_clearly_after_retries() {
     let scenario = Scenario::generate(60, 27);
     let expected = scenario.expected_sync();
-    let emulator = sluice_emulator::start(EmulatorConfig {
+    let (emulator, env, data) = emulated(EmulatorConfig {
         scenario,
         faults: Faults {
             targeted: vec![targeted("POST", "/sendMail", &[], FaultKind::ServerError)],
@@ -778,10 +768,7 @@ async fn a_mail_that_cannot_be_sent_fails_the_run_clearly_after_retries() {
         },
         ..Default::default()
     })
-    .await
-    .unwrap();
-    let env = emulator.env_vars();
-    let data = tempfile::tempdir().unwrap();
+    .await;
     let run = sluice(&env, data.path(), &[]).await;
     assert_eq!(run.code, 1, "stderr:\n{}", run.stderr);
     assert!(

@@ -176,6 +176,21 @@ fn wait_for(
     }
 }
 
+/// Waits (bounded) until a running run has recorded an item: compiling and
+/// starting up are behind it, and it is in the middle of its work.
+fn wait_for_an_item(data: &Path) {
+    wait_for(data, Duration::from_secs(60), |r| {
+        r.iter().any(|r| {
+            r.status == "running"
+                && history(data)
+                    .run_detail(&r.id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|d| !d.items.is_empty())
+        })
+    });
+}
+
 #[test]
 fn a_schedule_every_second_runs_and_records_each_run_and_a_bad_file_is_skipped() {
     let data = tempfile::tempdir().unwrap();
@@ -305,18 +320,8 @@ fn stop_mid_run(sig: &str) {
         ),
     );
     let child = serve(data.path(), flows.path(), "10s");
-    // Once the run is under way (an item has finished: compiling and
-    // starting up are behind it), stop the host.
-    wait_for(data.path(), Duration::from_secs(60), |r| {
-        r.iter().any(|r| {
-            r.status == "running"
-                && history(data.path())
-                    .run_detail(&r.id)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|d| !d.items.is_empty())
-        })
-    });
+    // Once the run is under way, stop the host.
+    wait_for_an_item(data.path());
     signal(&child, sig);
     let (code, stderr) = wait_exit(child, Duration::from_secs(30));
     assert_eq!(code, 0, "{stderr}");
@@ -1019,16 +1024,8 @@ fn ctrl_c_stops_sluice_run_gracefully_and_its_history_is_complete() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Once an item has been recorded, press Ctrl-C.
-    wait_for(data.path(), Duration::from_secs(60), |r| {
-        r.iter().any(|r| {
-            history(data.path())
-                .run_detail(&r.id)
-                .ok()
-                .flatten()
-                .is_some_and(|d| !d.items.is_empty())
-        })
-    });
+    // Once the run is under way, press Ctrl-C.
+    wait_for_an_item(data.path());
     signal(&child, "INT");
     let (code, stderr) = wait_exit(child, Duration::from_secs(30));
     assert_eq!(code, 1, "an interrupted run is not a success: {stderr}");

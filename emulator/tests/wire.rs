@@ -86,6 +86,15 @@ impl Env {
         }
         r.send().await.unwrap()
     }
+
+    /// A Procore GET's JSON body.
+    async fn procore_json(&self, token: &str, path: &str) -> Value {
+        self.procore(token, reqwest::Method::GET, path, None)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
 }
 
 fn company(env: &Env) -> String {
@@ -483,16 +492,8 @@ async fn procore_lists_page_with_total_per_page_and_link() {
         "the active list holds active users only"
     );
     let inactive: Value = env
-        .procore(
-            &token,
-            reqwest::Method::GET,
-            &format!("companies/{c}/users/inactive"),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .procore_json(&token, &format!("companies/{c}/users/inactive"))
+        .await;
     assert!(
         !inactive.as_array().unwrap().is_empty()
             && inactive
@@ -630,12 +631,7 @@ async fn procore_create_wants_a_nested_body_and_refuses_duplicates() {
         )
         .await;
     assert!(add.status().is_success());
-    let members: Value = env
-        .procore(&token, reqwest::Method::GET, "projects/1001/users", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let members: Value = env.procore_json(&token, "projects/1001/users").await;
     assert_eq!(members[0]["id"], json!(id));
     let nowhere = env
         .procore(
@@ -989,16 +985,8 @@ async fn procore_duplicates_are_422_by_default_and_logins_are_global() {
     assert_eq!(elsewhere.status(), 422);
     for list in [users.clone(), format!("{users}/inactive")] {
         let found: Value = env
-            .procore(
-                &token,
-                reqwest::Method::GET,
-                &format!("{list}?filters%5Bsearch%5D=roaming"),
-                None,
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
+            .procore_json(&token, &format!("{list}?filters%5Bsearch%5D=roaming"))
+            .await;
         assert_eq!(found, json!([]));
     }
     assert!(env.emu.snapshot().created_users().is_empty());
@@ -1465,16 +1453,8 @@ async fn procore_paging_headers_can_be_left_out_and_pages_capped() {
         }
         // Past the end: an empty array.
         let beyond: Value = env
-            .procore(
-                &token,
-                reqwest::Method::GET,
-                &format!("{users}?page=1000&per_page=7"),
-                None,
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
+            .procore_json(&token, &format!("{users}?page=1000&per_page=7"))
+            .await;
         assert_eq!(beyond, json!([]));
         env.emu.shutdown().await;
     }

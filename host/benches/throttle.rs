@@ -1,9 +1,12 @@
-//! `cargo bench -p sluice --bench throttle`: a connection at a server's
-//! budget. The server allows R requests per one-second window and answers
-//! 429 past it; the client sends N requests, four at a time. Prints the
-//! elapsed time beside the ideal N/R and how many 429s the server sent, for
-//! a server that announces its budget (`X-Rate-Limit-*`) and for one that
-//! only says `Retry-After` when it is too late.
+//! `cargo bench -p sluice --bench throttle [-- --per-minute]`: a connection
+//! at a server's budget. The server allows R requests per fixed window (one
+//! second by default; one minute with `--per-minute`, as Procore counts)
+//! and answers 429 past it; the client sends N requests, four at a time.
+//! Prints the elapsed time beside the ideal N/R and beside the best any
+//! client can do against fixed windows (all of a window's budget at its
+//! start), and how many 429s the server sent, for a server that announces
+//! its budget (`X-Rate-Limit-*`) and for one that only says `Retry-After`
+//! when it is too late.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -16,19 +19,30 @@ use sluice::connections::{Connection, Method, OutgoingRequest};
 use sluice::flow::model::ConnectionSpec;
 use sluice::redact::Redactor;
 
-const R: u64 = 20;
-const N: u64 = 200;
 const CONCURRENCY: usize = 4;
 
-async fn server(announce: bool) -> (String, Arc<AtomicU64>) {
+/// The server's budget: `budget` requests per `window_secs`, and the run.
+#[derive(Clone, Copy)]
+struct Setup {
+    window_secs: u64,
+    budget: u64,
+    requests: u64,
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+}
+
+async fn server(setup: Setup, announce: bool) -> (String, Arc<AtomicU64>) {
     let windows: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
     let refused = Arc::new(AtomicU64::new(0));
     let r = refused.clone();
     let app = axum::Router::new().fallback(move || {
         let (windows, refused) = (windows.clone(), r.clone());
         async move {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-            let window = now.as_secs();
+            let now = unix_now();
+            let window = now.as_secs() / setup.window_secs;
+            let reset = (window + 1) * setup.window_secs;
             let used = {
                 let mut w = windows.lock().unwrap();
                 let used = w.entry(window).or_default();
@@ -37,13 +51,16 @@ async fn server(announce: bool) -> (String, Arc<AtomicU64>) {
             };
             let mut headers = HeaderMap::new();
             if announce {
-                headers.insert("x-rate-limit-limit", R.into());
-                headers.insert("x-rate-limit-remaining", R.saturating_sub(used).into());
-                headers.insert("x-rate-limit-reset", (window + 1).into());
+                headers.insert("x-rate-limit-limit", setup.budget.into());
+                headers.insert(
+                    "x-rate-limit-remaining",
+                    setup.budget.saturating_sub(used).into(),
+                );
+                headers.insert("x-rate-limit-reset", reset.into());
             }
-            if used > R {
+            if used > setup.budget {
                 refused.fetch_add(1, Ordering::SeqCst);
-                let wait = 1.0 - now.subsec_millis() as f64 / 1000.0;
+                let wait = reset as f64 - now.as_secs_f64();
                 headers.insert("retry-after", format!("{wait:.3}").parse().unwrap());
                 return (
                     StatusCode::TOO_MANY_REQUESTS,
@@ -60,8 +77,21 @@ async fn server(announce: bool) -> (String, Arc<AtomicU64>) {
     (url, refused)
 }
 
-async fn run(announce: bool) {
-    let (url, refused) = server(announce).await;
+/// The soonest the last request can go out when the run starts at `start`
+/// (Unix time): each window lets `budget` through at its start.
+fn best_possible(setup: Setup, start: Duration) -> Duration {
+    let windows_needed = setup.requests.div_ceil(setup.budget);
+    let window = Duration::from_secs(setup.window_secs);
+    let first_window_end =
+        Duration::from_secs((start.as_secs() / setup.window_secs + 1) * setup.window_secs);
+    if windows_needed <= 1 {
+        return Duration::ZERO;
+    }
+    (first_window_end - start) + window * (windows_needed as u32 - 2)
+}
+
+async fn run(setup: Setup, announce: bool) {
+    let (url, refused) = server(setup, announce).await;
     let spec = Arc::new(ConnectionSpec::new(
         "api",
         url::Url::parse(&format!("{url}/api")).unwrap(),
@@ -73,11 +103,12 @@ async fn run(announce: bool) {
     ));
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let best = best_possible(setup, unix_now());
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENCY {
         let (conn, next) = (conn.clone(), next.clone());
         tasks.spawn(async move {
-            while next.fetch_add(1, Ordering::SeqCst) < N {
+            while next.fetch_add(1, Ordering::SeqCst) < setup.requests {
                 let request = OutgoingRequest {
                     method: Method::Get,
                     url: "x".into(),
@@ -92,28 +123,44 @@ async fn run(announce: bool) {
         });
     }
     while tasks.join_next().await.is_some() {}
-    let elapsed = started.elapsed();
-    let ideal = Duration::from_secs_f64(N as f64 / R as f64);
+    let elapsed = started.elapsed().as_secs_f64();
+    let ideal = setup.requests as f64 * setup.window_secs as f64 / setup.budget as f64;
     println!(
-        "{:<44} elapsed {:>6.2} s   ideal N/R {:>5.2} s   ratio {:.3}   429s {}",
+        "{:<44} elapsed {:>7.2} s   N/R {:>7.2} s (x{:.3})   best vs fixed windows {:>7.2} s (x{:.3})   429s {}",
         if announce {
             "server announces its budget (X-Rate-Limit-*)"
         } else {
             "server only answers 429 + Retry-After"
         },
-        elapsed.as_secs_f64(),
-        ideal.as_secs_f64(),
-        elapsed.as_secs_f64() / ideal.as_secs_f64(),
+        elapsed,
+        ideal,
+        elapsed / ideal,
+        best.as_secs_f64(),
+        elapsed / best.as_secs_f64().max(f64::EPSILON),
         refused.load(Ordering::SeqCst)
     );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let per_minute = std::env::args().any(|a| a == "--per-minute");
+    let setup = if per_minute {
+        Setup {
+            window_secs: 60,
+            budget: 100,
+            requests: 300,
+        }
+    } else {
+        Setup {
+            window_secs: 1,
+            budget: 20,
+            requests: 200,
+        }
+    };
     println!(
-        "N = {N} requests, budget R = {R} per 1-second window ({} per minute), {CONCURRENCY} at a time\n",
-        R * 60
+        "N = {} requests, budget R = {} per {}-second window, {CONCURRENCY} at a time\n",
+        setup.requests, setup.budget, setup.window_secs
     );
-    run(true).await;
-    run(false).await;
+    run(setup, true).await;
+    run(setup, false).await;
 }

@@ -73,6 +73,15 @@ pub struct TokenSource {
     retry: RetryPolicy,
 }
 
+/// What a client-credentials token request sends.
+#[derive(Clone, Copy)]
+struct ClientCredentials<'a> {
+    token_url: &'a Url,
+    client_id: &'a str,
+    client_secret: &'a Secret,
+    scope: Option<&'a str>,
+}
+
 #[derive(Clone)]
 struct CachedToken {
     value: Secret,
@@ -161,16 +170,13 @@ impl TokenSource {
                 } else {
                     self.retry.max_attempts.max(1)
                 };
-                let fetched = self
-                    .fetch(
-                        http,
-                        token_url,
-                        client_id,
-                        client_secret,
-                        scope.as_deref(),
-                        attempts,
-                    )
-                    .await;
+                let credentials = ClientCredentials {
+                    token_url,
+                    client_id,
+                    client_secret,
+                    scope: scope.as_deref(),
+                };
+                let fetched = self.fetch(http, &credentials, attempts).await;
                 match (fetched, still_valid) {
                     (Ok(token), _) => {
                         let header = token.value.clone();
@@ -203,18 +209,12 @@ impl TokenSource {
     async fn fetch(
         &self,
         http: &reqwest::Client,
-        token_url: &Url,
-        client_id: &str,
-        client_secret: &Secret,
-        scope: Option<&str>,
+        credentials: &ClientCredentials<'_>,
         attempts: u32,
     ) -> Result<CachedToken, AuthError> {
         let mut attempt = 1;
         loop {
-            let failure = match self
-                .fetch_once(http, token_url, client_id, client_secret, scope)
-                .await
-            {
+            let failure = match self.fetch_once(http, credentials).await {
                 Ok(token) => return Ok(token),
                 Err(Failure::Final(e)) => return Err(e),
                 Err(Failure::Transient { error, retry_after }) => (error, retry_after),
@@ -260,11 +260,14 @@ impl TokenSource {
     async fn fetch_once(
         &self,
         http: &reqwest::Client,
-        token_url: &Url,
-        client_id: &str,
-        client_secret: &Secret,
-        scope: Option<&str>,
+        credentials: &ClientCredentials<'_>,
     ) -> Result<CachedToken, Failure> {
+        let ClientCredentials {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+        } = *credentials;
         let endpoint = token_url.to_string();
         let mut form = vec![
             ("grant_type", "client_credentials"),

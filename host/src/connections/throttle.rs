@@ -46,6 +46,9 @@ fn later(at: Instant, d: Duration) -> Instant {
 pub struct Throttle {
     interval: Option<Duration>,
     state: Mutex<State>,
+    /// Wakes waiting requests when a response gives budget back (the
+    /// server's exact count after guessing about requests in flight).
+    budget_changed: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -66,6 +69,9 @@ struct State {
 #[derive(Debug, Clone, Copy)]
 struct Budget {
     remaining: u64,
+    /// The lowest count the server has announced in this window: answers
+    /// can arrive out of order, and within a window the count only falls.
+    lowest_announced: u64,
     reset_at: Instant,
     /// The server's own name for the window, to tell a new window from an old one.
     window: u64,
@@ -136,6 +142,7 @@ impl Throttle {
                     .unwrap_or(MAX_WAIT)
                     .min(MAX_WAIT)
             }),
+            budget_changed: tokio::sync::Notify::new(),
             state: Mutex::new(State {
                 next_slot: now,
                 not_before: now,
@@ -151,6 +158,11 @@ impl Throttle {
     pub async fn acquire(&self) -> Result<(Permit<'_>, Duration), Closed> {
         let started = Instant::now();
         loop {
+            // Listening before the state is read: a change made after the
+            // read wakes this wait.
+            let changed = self.budget_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let wait_until = {
                 let Ok(mut s) = self.state.lock() else {
                     // A poisoned lock paces nothing; the permit counts nothing.
@@ -197,7 +209,10 @@ impl Throttle {
                 }
                 at
             };
-            tokio::time::sleep_until(wait_until).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(wait_until) => {}
+                _ = &mut changed => {}
+            }
         }
     }
 
@@ -219,34 +234,51 @@ impl Throttle {
 
     /// Reads a response's budget headers; its request is no longer in flight.
     fn observe(&self, headers: &[(String, String)]) {
-        let in_flight = match self.state.lock() {
-            Ok(mut s) => {
-                s.in_flight = s.in_flight.saturating_sub(1);
-                s.in_flight
-            }
-            Err(_) => return,
-        };
-        let Some((remaining, until_reset, window)) = budget_from(headers) else {
+        let announced = budget_from(headers);
+        // One critical section: what is in flight and the budget must agree.
+        let Ok(mut s) = self.state.lock() else {
             return;
         };
+        s.in_flight = s.in_flight.saturating_sub(1);
+        let Some((remaining, until_reset, window)) = announced else {
+            return;
+        };
+        let announced = remaining;
         // Requests still in flight may not be in the server's count yet.
-        let remaining = remaining.saturating_sub(in_flight);
+        let settled = s.in_flight == 0;
+        let remaining = announced.saturating_sub(s.in_flight);
         let reset_at = later(Instant::now(), until_reset + RESET_MARGIN);
-        if let Ok(mut s) = self.state.lock() {
-            s.budget = Some(match s.budget {
-                // Same window: the smaller count wins, since our own count
-                // already includes requests the server has not answered yet.
-                Some(b) if b.window == window => Budget {
-                    remaining: b.remaining.min(remaining),
+        s.budget = Some(match s.budget {
+            // A late answer from a window that has passed says nothing now.
+            Some(b) if window < b.window => b,
+            // Same window, nothing else in flight: the server's lowest count
+            // is exact, and gives back what guessing about requests in
+            // flight held back (at a window's end that is the difference
+            // between finishing now and a whole window later).
+            Some(b) if b.window == window && settled => {
+                let lowest = b.lowest_announced.min(announced);
+                Budget {
+                    remaining: lowest,
+                    lowest_announced: lowest,
                     ..b
-                },
-                _ => Budget {
-                    remaining,
-                    reset_at,
-                    window,
-                },
-            });
-        }
+                }
+            }
+            // Same window: the smaller count wins, since our own count
+            // already includes requests the server has not answered yet.
+            Some(b) if b.window == window => Budget {
+                remaining: b.remaining.min(remaining),
+                lowest_announced: b.lowest_announced.min(announced),
+                ..b
+            },
+            _ => Budget {
+                remaining,
+                lowest_announced: announced,
+                reset_at,
+                window,
+            },
+        });
+        drop(s);
+        self.budget_changed.notify_waiters();
     }
 }
 
@@ -395,6 +427,35 @@ mod tests {
             (unix_now() + 1800).to_string(),
         ));
         goes_at_once(&t).await;
+    }
+
+    #[tokio::test]
+    async fn budget_held_back_for_requests_in_flight_is_given_back_to_waiters() {
+        let t = std::sync::Arc::new(Throttle::new(None));
+        let reset = (unix_now() + 1800).to_string();
+        // Three requests in flight; the first answer says 2 remain, which
+        // (two others in flight, maybe not yet counted) leaves none to use.
+        let (first, _) = t.acquire().await.unwrap();
+        let (second, _) = t.acquire().await.unwrap();
+        let (third, _) = t.acquire().await.unwrap();
+        first.answered(&budget("2", "x-rate-limit-reset", reset.clone()));
+        // A fourth waits, for half an hour at worst…
+        let other = t.clone();
+        let waiter = tokio::spawn(async move {
+            let started = Instant::now();
+            let _ = other.acquire().await.unwrap();
+            started.elapsed()
+        });
+        tokio::task::yield_now().await;
+        // …until the others are answered and the server's count, exact now
+        // that nothing is in flight, says 1 remains.
+        second.answered(&budget("1", "x-rate-limit-reset", reset.clone()));
+        third.answered(&budget("1", "x-rate-limit-reset", reset));
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiting request was not woken")
+            .unwrap();
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
     }
 
     #[tokio::test]

@@ -61,6 +61,10 @@ pub struct StepState {
 /// 64 KiB of a component's stderr is kept to explain a panic.
 const STDERR_CAPTURE: usize = 64 * 1024;
 
+/// How much of a log line a component's `log` call hands on, in
+/// characters: far more than is shown, so the cut after redaction decides.
+const MAX_LOG_LINE_BEFORE_REDACTION: usize = 64 * 1024;
+
 impl StepState {
     pub fn new(step: Arc<StepContext>, memory_limit: usize) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
@@ -100,12 +104,14 @@ impl guest_log::Host for StepState {
             guest_log::Level::Error => LogLevel::Error,
         };
         // One line, bounded: a log call must not flood the run's output.
+        // Cut generously here; the run cuts it short after redacting, so a
+        // secret that straddles the cut is never left half shown.
         let line: String = message
             .lines()
             .next()
             .unwrap_or("")
             .chars()
-            .take(2000)
+            .take(MAX_LOG_LINE_BEFORE_REDACTION)
             .collect();
         (self.step.log)(level, &line);
         Ok(())

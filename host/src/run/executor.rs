@@ -228,7 +228,11 @@ impl Runner {
                     log_observer.event(&RunEvent::Log {
                         step: log_step.clone(),
                         level,
-                        message: log_redactor.redact(message),
+                        message: log_redactor
+                            .redact(message)
+                            .chars()
+                            .take(MAX_LOG_LINE)
+                            .collect(),
                     });
                 }),
                 stats: Mutex::new(BTreeMap::new()),
@@ -564,6 +568,9 @@ impl Runner {
 
 /// An item's index, the item, and its result (`None`: never started).
 type ItemOutcome = (usize, Value, Option<Result<Value, CallError>>);
+
+/// The longest log line shown or recorded, in characters.
+const MAX_LOG_LINE: usize = 2000;
 
 struct RunState {
     outputs: BTreeMap<String, Value>,
