@@ -26,21 +26,10 @@ struct Run {
 
 /// Runs `sluice run` on the shipped flow with exactly the given environment.
 async fn sluice(env: &[(String, String)], data_dir: &Path, extra: &[&str]) -> Run {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.env_clear()
-        .arg("run")
-        .arg(flow_path())
-        .args(extra)
-        .env("SLUICE_DATA_DIR", data_dir);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().await.expect("run sluice");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let flow = flow_path();
+    let mut args = vec!["run", flow.to_str().expect("a UTF-8 path")];
+    args.extend_from_slice(extra);
+    sluice_cmd(env, data_dir, &args).await
 }
 
 /// Runs the `sluice` binary with exactly the given environment and arguments.
@@ -58,7 +47,6 @@ async fn sluice_cmd(env: &[(String, String)], data_dir: &Path, args: &[&str]) ->
     }
 }
 
-/// The report of the only run in `data_dir`.
 /// Emulators started with `config`, the environment that points the flow at
 /// them, and a fresh data directory.
 async fn emulated(
@@ -73,6 +61,7 @@ async fn emulated(
     (emulator, env, tempfile::tempdir().unwrap())
 }
 
+/// The report of the only run in `data_dir`.
 fn only_report(data_dir: &Path) -> String {
     let runs: Vec<PathBuf> = std::fs::read_dir(data_dir.join("runs"))
         .unwrap()

@@ -3,7 +3,7 @@
 //! compares strings), members and transitiveMembers with `$select`,
 //! `@odata.nextLink` paging, and `sendMail`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
@@ -392,7 +392,7 @@ fn list_members(s: Shared, id: String, query: Option<String>, transitive: bool) 
                 ),
             );
         };
-        let members = member_list(scenario, group, transitive);
+        let members = scenario.members(group, transitive);
         let shown = members[window.range(members.len())]
             .iter()
             .filter_map(|m| member_json(scenario, m, selected.as_deref()))
@@ -413,49 +413,6 @@ fn list_members(s: Shared, id: String, query: Option<String>, transitive: bool) 
         items,
         "directoryObjects",
     )
-}
-
-/// A group's members in a stable order, each object once; with
-/// `transitive`, the members of nested groups too (the nested groups
-/// themselves are listed, as Graph does).
-fn member_list<'a>(
-    scenario: &'a Scenario,
-    group: &'a GraphGroup,
-    transitive: bool,
-) -> Vec<&'a Member> {
-    let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![group];
-    let mut visited = BTreeSet::new();
-    while let Some(g) = stack.pop() {
-        if !visited.insert(g.id.as_str()) {
-            continue;
-        }
-        for m in &g.members {
-            let id = match m {
-                Member::User { id } => {
-                    if scenario.user(id).is_none() {
-                        continue;
-                    }
-                    id
-                }
-                Member::Group { id } => {
-                    let Some(inner) = scenario.group(id) else {
-                        continue;
-                    };
-                    if transitive {
-                        stack.push(inner);
-                    }
-                    id
-                }
-                Member::Device { id, .. } | Member::ServicePrincipal { id, .. } => id,
-            };
-            if seen.insert(id.as_str()) {
-                out.push(m);
-            }
-        }
-    }
-    out
 }
 
 /// One member as Graph shows it, with its `@odata.type` and `$select` applied.

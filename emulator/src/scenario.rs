@@ -2,7 +2,7 @@
 //! any size, and the expected outcome of a correct sync computed from the
 //! identity rules independently of the flow's components.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
 
 use rand::rngs::StdRng;
@@ -167,14 +167,47 @@ impl Scenario {
         self.expected(true)
     }
 
+    /// A group's members in a stable order, each object once, as Graph
+    /// lists them; with `transitive`, the members of nested groups too (the
+    /// nested groups themselves are listed, as Graph does). Members whose
+    /// user or group does not exist are left out.
+    pub fn members<'a>(&'a self, group: &'a GraphGroup, transitive: bool) -> Vec<&'a Member> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![group];
+        let mut visited = BTreeSet::new();
+        while let Some(g) = stack.pop() {
+            if !visited.insert(g.id.as_str()) {
+                continue;
+            }
+            for m in &g.members {
+                let id = match m {
+                    Member::User { id } => {
+                        if self.user(id).is_none() {
+                            continue;
+                        }
+                        id
+                    }
+                    Member::Group { id } => {
+                        let Some(inner) = self.group(id) else {
+                            continue;
+                        };
+                        if transitive {
+                            stack.push(inner);
+                        }
+                        id
+                    }
+                    Member::Device { id, .. } | Member::ServicePrincipal { id, .. } => id,
+                };
+                if seen.insert(id.as_str()) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
     fn expected(&self, transitive: bool) -> ExpectedSync {
-        let users: BTreeMap<&str, &GraphUser> = self
-            .graph_users
-            .iter()
-            .map(|u| (u.id.as_str(), u))
-            .collect();
-        let groups: BTreeMap<&str, &GraphGroup> =
-            self.groups.iter().map(|g| (g.id.as_str(), g)).collect();
         let mut enabled = BTreeSet::new();
         let mut disabled = BTreeSet::new();
         for g in self.groups.iter().filter(|g| {
@@ -182,32 +215,16 @@ impl Scenario {
                 .iter()
                 .any(|p| g.display_name.starts_with(p))
         }) {
-            let mut stack = vec![g];
-            let mut visited = BTreeSet::new();
-            while let Some(group) = stack.pop() {
-                if !visited.insert(group.id.as_str()) {
+            for m in self.members(g, transitive) {
+                let Member::User { id } = m else { continue };
+                let Some(user) = self.user(id) else { continue };
+                let Some(key) = identity_key(user) else {
                     continue;
-                }
-                for m in &group.members {
-                    match m {
-                        Member::User { id } => {
-                            let Some(u) = users.get(id.as_str()) else {
-                                continue;
-                            };
-                            let Some(key) = identity_key(u) else { continue };
-                            if u.account_enabled {
-                                enabled.insert(key);
-                            } else {
-                                disabled.insert(key);
-                            }
-                        }
-                        Member::Group { id } if transitive => {
-                            if let Some(inner) = groups.get(id.as_str()) {
-                                stack.push(inner);
-                            }
-                        }
-                        _ => {}
-                    }
+                };
+                if user.account_enabled {
+                    enabled.insert(key);
+                } else {
+                    disabled.insert(key);
                 }
             }
         }

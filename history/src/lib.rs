@@ -110,19 +110,19 @@ impl History {
             source,
         };
         let conn = Connection::open(path).map_err(open_error)?;
-        Self::configure(&conn).map_err(open_error)?;
-        schema::migrate(&conn, path)?;
-        Ok(History {
-            conn: Mutex::new(conn),
-            path: path.to_path_buf(),
-        })
+        Self::init(conn, path)
     }
 
     /// A history that lives as long as the value: for tests and `--no-history`.
     pub fn open_in_memory() -> Result<History, HistoryError> {
-        let path = Path::new(":memory:");
-        let conn = Connection::open_in_memory()?;
-        Self::configure(&conn)?;
+        Self::init(Connection::open_in_memory()?, Path::new(":memory:"))
+    }
+
+    fn init(conn: Connection, path: &Path) -> Result<History, HistoryError> {
+        Self::configure(&conn).map_err(|source| HistoryError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         schema::migrate(&conn, path)?;
         Ok(History {
             conn: Mutex::new(conn),
@@ -181,6 +181,17 @@ impl History {
 /// The history file inside a data directory: `history.sqlite`.
 pub fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join("history.sqlite")
+}
+
+/// Where runs keep their files (reports) inside a data directory: `runs/`.
+/// Pruning deletes only folders under it.
+pub fn runs_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("runs")
+}
+
+/// One run's folder: `runs/<run id>`.
+pub fn run_dir(data_dir: &Path, run_id: &str) -> PathBuf {
+    runs_dir(data_dir).join(run_id)
 }
 
 /// Where Sluice keeps its data: `$SLUICE_DATA_DIR` if set, else

@@ -171,13 +171,6 @@ word_enum! {
     }
 }
 
-impl RunStatus {
-    /// Whether the run has ended, one way or another.
-    pub fn is_finished(self) -> bool {
-        self != RunStatus::Running
-    }
-}
-
 /// A run about to start. The host makes the id ([`crate::new_run_id`]
 /// makes a suitable one) so it can name the run's output folder after it.
 #[derive(Debug, Clone)]

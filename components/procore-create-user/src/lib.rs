@@ -37,7 +37,7 @@
 //! failed by the host.
 
 use sluice_guest::bindings::sluice::flow::connection::Method;
-use sluice_guest::http::{Call, Failure, Response, segment, service_message, status_error};
+use sluice_guest::http::{Call, Failure, segment, service_message, status_error};
 use sluice_guest::paging::procore_all;
 use sluice_guest::{StepError, Value, bad_input, json};
 
@@ -131,11 +131,7 @@ pub fn is_taken(status: u16, body: &[u8]) -> bool {
 }
 
 fn optional_id(input: &Value, name: &str) -> Option<String> {
-    match input.get(name)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    input.get(name).and_then(id_text)
 }
 
 fn id_text(id: &Value) -> Option<String> {
@@ -248,7 +244,7 @@ fn run(input: Value) -> Result<Value, StepError> {
     let created = match response.status {
         200 | 201 => response.json()?,
         s if is_taken(s, &response.body) => {
-            return taken(&target, &key, &response, &input, out);
+            return taken(&target, &key, &detail(), &input, out);
         }
         s if s == 429 || s >= 500 => return Err(status_error(&url, &response)),
         s => {
@@ -271,11 +267,10 @@ fn run(input: Value) -> Result<Value, StepError> {
 fn taken(
     target: &Target,
     key: &str,
-    response: &Response,
+    detail: &str,
     input: &Value,
     mut out: Value,
 ) -> Result<Value, StepError> {
-    let detail = service_message(response).unwrap_or_else(|| response.text_preview());
     let Some(existing) = look_up(&target.connection, &target.company, key)? else {
         out["status"] = json!("conflict");
         out["reason"] = json!(format!(

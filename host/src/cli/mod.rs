@@ -8,6 +8,7 @@ pub mod progress;
 pub mod run_cmd;
 pub mod runs_cmd;
 pub mod serve_cmd;
+pub mod signals;
 pub mod summary;
 
 use std::path::PathBuf;

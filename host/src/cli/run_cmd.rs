@@ -10,6 +10,7 @@ use super::progress::{Mode, Progress};
 use crate::engine::{Engine, EngineConfig};
 use crate::run::recorder::{HistoryWriter, Recorder};
 use crate::run::{Fanout, Observer, RunOptions, RunOutcome, Runner, Status};
+use crate::scheduler::Shutdown;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -97,10 +98,10 @@ pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let run_id = crate::run::new_run_id();
     let options = RunOptions::new(
         run_id.clone(),
-        data_dir.join("runs").join(&run_id),
+        sluice_history::run_dir(data_dir, &run_id),
         args.dry_run,
     );
-    stop_gracefully_on_signal(options.cancel.clone(), mode);
+    stop_gracefully_on_signal(options.cancel.clone(), mode)?;
     let outcome = runner.run(&flow, &options, observer).await;
     Ok(finish(&outcome, mode))
 }
@@ -109,44 +110,32 @@ pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
 /// (and `for_each` items already started) finish, nothing new starts, the
 /// run is recorded as interrupted and its history written; a second signal
 /// leaves at once.
-fn stop_gracefully_on_signal(cancel: Arc<std::sync::atomic::AtomicBool>, mode: Mode) {
+fn stop_gracefully_on_signal(
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+    mode: Mode,
+) -> anyhow::Result<()> {
+    let mut stop = super::signals::watch(false)?.stop;
     tokio::spawn(async move {
-        let mut signals = 0;
-        while stop_signal().await {
-            signals += 1;
-            if signals > 1 {
-                eprintln!("stopping without waiting: a second stop signal");
-                std::process::exit(130);
-            }
-            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
-            if mode != Mode::Json {
-                eprintln!(
-                    "stopping: the running step finishes and nothing new starts; Ctrl-C again stops at once"
-                );
+        while stop.changed().await.is_ok() {
+            let level = *stop.borrow_and_update();
+            match level {
+                Shutdown::No => {}
+                Shutdown::Graceful => {
+                    cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                    if mode != Mode::Json {
+                        eprintln!(
+                            "stopping: the running step finishes and nothing new starts; Ctrl-C again stops at once"
+                        );
+                    }
+                }
+                Shutdown::Now => {
+                    eprintln!("stopping without waiting: a second stop signal");
+                    std::process::exit(130);
+                }
             }
         }
     });
-}
-
-/// Waits for SIGINT or SIGTERM; false when signals cannot be watched.
-#[cfg(unix)]
-async fn stop_signal() -> bool {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return false;
-    };
-    tokio::select! {
-        t = term.recv() => t.is_some(),
-        i = int.recv() => i.is_some(),
-    }
-}
-
-#[cfg(not(unix))]
-async fn stop_signal() -> bool {
-    tokio::signal::ctrl_c().await.is_ok()
+    Ok(())
 }
 
 /// Prints the outcome's last words and picks the exit status.

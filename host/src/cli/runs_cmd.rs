@@ -106,7 +106,10 @@ pub fn runs(args: RunsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
 /// links are resolved; a folder anywhere else was not made by Sluice for
 /// the run and is left alone. `Ok(false)`: nothing was deleted.
 fn remove_run_folder(dir: &Path, data_dir: &Path) -> std::io::Result<bool> {
-    let (Ok(runs), Ok(target)) = (data_dir.join("runs").canonicalize(), dir.canonicalize()) else {
+    let (Ok(runs), Ok(target)) = (
+        sluice_history::runs_dir(data_dir).canonicalize(),
+        dir.canonicalize(),
+    ) else {
         // No runs folder, or this one is already gone.
         return Ok(false);
     };

@@ -15,7 +15,7 @@ use super::run_cmd::engine_for;
 use crate::flow::Flow;
 use crate::run::recorder::{HistoryWriter, Recorder};
 use crate::run::{Fanout, Observer, RunOptions, Runner};
-use crate::scheduler::{Host, Scheduler, Shutdown};
+use crate::scheduler::{Host, Scheduler};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -117,7 +117,7 @@ impl Host for ServeHost {
     }
 
     fn output_dir(&self, run_id: &str) -> PathBuf {
-        self.data_dir.join("runs").join(run_id)
+        sluice_history::run_dir(&self.data_dir, run_id)
     }
 
     fn say(&self, line: &str) {
@@ -170,64 +170,13 @@ pub async fn serve(args: ServeArgs, data_dir: &Path) -> anyhow::Result<ExitCode>
         eprintln!("error: no valid scheduled flow to serve");
         return Ok(ExitCode::from(2));
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(Shutdown::No);
-    let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
-    spawn_signal_handlers(stop_tx, reload_tx)?;
+    let signals = super::signals::watch(true)?;
     eprintln!(
         "serving {} flow(s); history in {}; Ctrl-C or SIGTERM stops, SIGHUP rescans the flow files",
         scheduler.flow_count(),
         history_path.display()
     );
-    scheduler.serve(stop_rx, reload_rx).await;
+    scheduler.serve(signals.stop, signals.reload).await;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// One more stop signal: graceful, then at once; a third leaves without
-/// waiting for anything (what the history has not written by then is lost,
-/// and the runs it shows as running read as interrupted later).
-fn escalate(stop: &tokio::sync::watch::Sender<Shutdown>) {
-    if *stop.borrow() == Shutdown::Now {
-        eprintln!("stopping without waiting: a third stop signal");
-        std::process::exit(130);
-    }
-    stop.send_modify(Shutdown::escalate);
-}
-
-#[cfg(unix)]
-fn spawn_signal_handlers(
-    stop: tokio::sync::watch::Sender<Shutdown>,
-    reload: tokio::sync::watch::Sender<u64>,
-) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => escalate(&stop),
-                _ = int.recv() => escalate(&stop),
-                _ = hup.recv() => reload.send_modify(|n| *n += 1),
-            }
-        }
-    });
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn spawn_signal_handlers(
-    stop: tokio::sync::watch::Sender<Shutdown>,
-    reload: tokio::sync::watch::Sender<u64>,
-) -> anyhow::Result<()> {
-    tokio::spawn(async move {
-        // No SIGHUP here: the reload sender is kept (never used) so the
-        // scheduler's reload branch stays quiet; the periodic rescan still
-        // picks changes up.
-        let _reload = reload;
-        while tokio::signal::ctrl_c().await.is_ok() {
-            escalate(&stop);
-        }
-    });
-    Ok(())
 }

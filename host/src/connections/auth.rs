@@ -24,6 +24,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
+use super::SendError;
 use super::throttle::parse_retry_after;
 use crate::flow::model::{Auth, RetryPolicy, Secret};
 use crate::redact::Redactor;
@@ -306,19 +307,14 @@ impl TokenSource {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = match read_capped(response).await {
+        let body = match super::read_capped(response, MAX_TOKEN_RESPONSE).await {
             Ok(body) => body,
-            Err(BodyError::TooLarge) => {
+            Err(SendError::TooLarge(_)) => {
                 return Err(bad(format!(
                     "HTTP {status} with a response larger than {MAX_TOKEN_RESPONSE} bytes"
                 )));
             }
-            Err(BodyError::Broken(reason)) => {
-                return Err(transient(
-                    format!("reading the response failed: {reason}"),
-                    None,
-                ));
-            }
+            Err(other) => return Err(transient(other.to_string(), None)),
         };
         if !status.is_success() {
             let (code, detail) = error_detail(&body);
@@ -417,37 +413,6 @@ fn rejection_hint(code: Option<&str>) -> &'static str {
             "check the client id and secret the flow reads for this connection"
         }
         _ => "check the client id, secret and scope the flow reads for this connection",
-    }
-}
-
-enum BodyError {
-    TooLarge,
-    Broken(String),
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_TOKEN_RESPONSE)
-    {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() as u64 + chunk.len() as u64 > MAX_TOKEN_RESPONSE {
-                    return Err(BodyError::TooLarge);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(e) => {
-                return Err(BodyError::Broken(
-                    crate::connections::describe_reqwest_error(&e),
-                ));
-            }
-        }
     }
 }
 

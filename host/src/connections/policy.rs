@@ -77,10 +77,9 @@ pub fn resolve_url(
     let base_dir = base_with_slash(base);
     let mut url = if has_scheme {
         let url = Url::parse(requested).map_err(|_| outside())?;
-        // reqwest would turn `user:pw@` into an Authorization header.
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(Violation::UserInfo(redact_userinfo(&url)));
-        }
+        // Userinfo first: a URL carrying a password must not be echoed as
+        // "outside the base URL" with the password in it.
+        refuse_userinfo(&url)?;
         if !same_origin(&url, base) {
             return Err(outside());
         }
@@ -95,9 +94,7 @@ pub fn resolve_url(
         base_dir.join(relative).map_err(|_| outside())?
     };
     url.set_fragment(None);
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(Violation::UserInfo(redact_userinfo(&url)));
-    }
+    refuse_userinfo(&url)?;
     if !under_base(&url, &base_dir) {
         return Err(outside());
     }
@@ -125,6 +122,35 @@ fn base_with_slash(base: &Url) -> Url {
     b.set_query(None);
     b.set_fragment(None);
     b
+}
+
+/// Whether a URL carries a user name or password, which reqwest would turn
+/// into an `Authorization` header.
+pub fn has_userinfo(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
+}
+
+fn refuse_userinfo(url: &Url) -> Result<(), Violation> {
+    if has_userinfo(url) {
+        return Err(Violation::UserInfo(redact_userinfo(url)));
+    }
+    Ok(())
+}
+
+/// Whether a header name is a valid HTTP token, as reqwest will accept it.
+pub fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+        && reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+}
+
+/// Whether a header value is one HTTP and reqwest allow: printable ASCII
+/// (bytes past it, obsolete in HTTP, reach each server as something
+/// different), no control characters.
+pub fn valid_header_value(value: &str) -> bool {
+    value.is_ascii() && reqwest::header::HeaderValue::from_str(value).is_ok()
 }
 
 /// The URL as text with its password (and user name) replaced, for errors.
@@ -209,19 +235,10 @@ pub fn check_headers(
     connection_headers: &[(String, String)],
 ) -> Result<(), Violation> {
     for (name, value) in headers {
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
         // The rules reqwest applies when it builds the request, checked here
         // so a bad header is the component's mistake, not a transport
-        // failure to retry; and ASCII only, since bytes past it (obsolete
-        // in HTTP) reach each server as something different.
-        if !valid_name
-            || reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-            || reqwest::header::HeaderValue::from_str(value).is_err()
-            || !value.is_ascii()
-        {
+        // failure to retry.
+        if !valid_header_name(name) || !valid_header_value(value) {
             return Err(Violation::BadHeader(name.escape_debug().to_string()));
         }
         if crate::flow::validate::is_reserved_header(name)

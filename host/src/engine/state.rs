@@ -43,6 +43,26 @@ impl StepContext {
     pub fn stats(&self) -> BTreeMap<String, RequestStats> {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
+
+    /// Adds what one request (or one item) did on a connection.
+    pub fn record(&self, connection: &str, stats: &RequestStats) {
+        if let Ok(mut all) = self.stats.lock() {
+            all.entry(connection.to_string()).or_default().add(stats);
+        }
+    }
+
+    /// The same step's context for one `for_each` item, counting its own
+    /// requests from zero.
+    pub fn for_item(&self) -> StepContext {
+        StepContext {
+            step_id: self.step_id.clone(),
+            component: self.component.clone(),
+            granted: self.granted.clone(),
+            dry_run: self.dry_run,
+            log: self.log.clone(),
+            stats: Mutex::new(BTreeMap::new()),
+        }
+    }
 }
 
 /// Why a component's call was ended by the host rather than by itself.
@@ -146,9 +166,7 @@ impl connection::Host for StepState {
             idempotent: request.idempotent,
         };
         let (result, stats) = conn.send(outgoing, self.step.dry_run).await;
-        if let Ok(mut all) = self.step.stats.lock() {
-            all.entry(name).or_default().add(&stats);
-        }
+        self.step.record(&name, &stats);
         Ok(match result {
             Ok(r) => Ok(connection::Response {
                 status: r.status,

@@ -327,7 +327,7 @@ impl Validator<'_, '_> {
             .map(collapse_slashes);
         let mut headers = Vec::new();
         for (header, value) in &c.headers {
-            if !is_token(header) {
+            if !crate::connections::policy::valid_header_name(header) {
                 self.error(
                     value.span(),
                     format!("`{header}` is not a valid header name"),
@@ -350,8 +350,7 @@ impl Validator<'_, '_> {
                         format!("header `{header}` contains a line break"),
                         "remove CR/LF from the value",
                     );
-                } else if !text.is_ascii() || reqwest::header::HeaderValue::from_str(&text).is_err()
-                {
+                } else if !crate::connections::policy::valid_header_value(&text) {
                     self.error(
                         value.span(),
                         format!("header `{header}` has a value HTTP does not allow"),
@@ -527,7 +526,7 @@ impl Validator<'_, '_> {
                 return None;
             }
         }
-        if !url.username().is_empty() || url.password().is_some() {
+        if crate::connections::policy::has_userinfo(&url) {
             self.error(
                 at.span(),
                 "credentials in a URL are not allowed",
@@ -1000,12 +999,6 @@ fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
 /// Headers only the host may set: credentials and framing.

@@ -437,20 +437,11 @@ impl Runner {
                 }
                 let started = Instant::now();
                 // The item counts its own requests, then adds them to the step's.
-                let own = Arc::new(StepContext {
-                    step_id: context.step_id.clone(),
-                    component: context.component.clone(),
-                    granted: context.granted.clone(),
-                    dry_run: context.dry_run,
-                    log: context.log.clone(),
-                    stats: Mutex::new(BTreeMap::new()),
-                });
+                let own = Arc::new(context.for_item());
                 let result = call(&engine, &prepared, own.clone(), &input, timeout).await;
                 let item_stats = own.stats();
-                if let Ok(mut all) = context.stats.lock() {
-                    for (name, stats) in &item_stats {
-                        all.entry(name.clone()).or_default().add(stats);
-                    }
+                for (name, stats) in &item_stats {
+                    context.record(name, stats);
                 }
                 if result.is_err() {
                     failed.fetch_add(1, Ordering::SeqCst);

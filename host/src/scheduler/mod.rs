@@ -212,7 +212,8 @@ impl<H: Host> Scheduler<H> {
             clock: Arc::new(SystemClock),
         };
         for path in found.files {
-            scheduler.admit(path);
+            let print = fingerprint(&path);
+            scheduler.admit(path, print);
         }
         Ok(scheduler)
     }
@@ -223,8 +224,7 @@ impl<H: Host> Scheduler<H> {
 
     /// Loads a file not served yet: served if it validates and has a
     /// schedule (its timer starts with [`Scheduler::arm`]), else reported.
-    fn admit(&mut self, path: PathBuf) -> bool {
-        let print = fingerprint(&path);
+    fn admit(&mut self, path: PathBuf, print: Option<Fingerprint>) -> bool {
         match self.host.load(&path) {
             Ok(flow) if flow.schedule.is_none() => {
                 self.host.say(&format!(
@@ -409,9 +409,8 @@ impl<H: Host> Scheduler<H> {
         };
         if failure.is_panic() {
             let text = panic_text(failure.into_panic().as_ref());
-            for secret in &run.flow.secrets {
-                run.redactor.add(secret.clone());
-            }
+            // The runner gave the redactor the flow's secrets before it
+            // could panic, and the tokens its connections obtained since.
             let why = run
                 .redactor
                 .redact(&format!("the run stopped unexpectedly: {text}"));
@@ -537,11 +536,12 @@ impl<H: Host> Scheduler<H> {
                 self.refresh(&entry, force);
                 continue;
             }
-            if !force && self.unserved.get(&path) == Some(&fingerprint(&path)) {
+            let print = fingerprint(&path);
+            if !force && self.unserved.get(&path) == Some(&print) {
                 continue; // reported already, and unchanged
             }
             self.unserved.remove(&path);
-            if self.admit(path.clone()) {
+            if self.admit(path.clone(), print) {
                 self.arm(&path, live);
             }
         }
