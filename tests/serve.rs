@@ -333,8 +333,15 @@ fn stop_mid_run(sig: &str) {
         .filter(|r| r.status != "skipped")
         .collect();
     assert_eq!(runs.len(), 1, "no run started after the signal: {runs:?}");
-    assert_eq!(runs[0].status, "interrupted", "{runs:?}");
-    let detail = h.run_detail(&runs[0].id).unwrap().unwrap();
+    assert_stopped_partway(data.path(), &runs[0]);
+}
+
+/// The run of eight items was stopped partway: recorded `interrupted`, the
+/// running item finished and the rest never started, and its record says
+/// how far the step got (so every item that ran was written).
+fn assert_stopped_partway(data: &Path, run: &sluice_history::RunSummary) {
+    assert_eq!(run.status, "interrupted", "{run:?}");
+    let detail = history(data).run_detail(&run.id).unwrap().unwrap();
     let finished = detail
         .items
         .iter()
@@ -345,8 +352,7 @@ fn stop_mid_run(sig: &str) {
         "the running item finished, the rest never started: {finished}"
     );
     assert_eq!(detail.steps[0].status, "interrupted");
-    // The record says how far the step got.
-    let text = show(data.path(), &runs[0].id, &[]);
+    let text = show(data, &run.id, &[]);
     assert!(
         text.contains(&format!(
             "items: {finished} of 8 done, 0 failed; {} not started",
@@ -1033,27 +1039,9 @@ fn ctrl_c_stops_sluice_run_gracefully_and_its_history_is_complete() {
         stderr.contains("stopping: the running step finishes"),
         "{stderr}"
     );
-    let h = history(data.path());
-    let runs = h.list_runs(None, 10).unwrap();
+    let runs = history(data.path()).list_runs(None, 10).unwrap();
     assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].status, "interrupted", "{runs:?}");
-    let detail = h.run_detail(&runs[0].id).unwrap().unwrap();
-    let finished = detail
-        .items
-        .iter()
-        .filter(|i| i.status == "succeeded")
-        .count();
-    // Every item that ran is in the history (the writer was flushed), and
-    // the ones not started are counted as such.
-    assert!((1..8).contains(&finished), "{finished}");
-    let text = show(data.path(), &runs[0].id, &[]);
-    assert!(
-        text.contains(&format!(
-            "items: {finished} of 8 done, 0 failed; {} not started",
-            8 - finished
-        )),
-        "{text}"
-    );
+    assert_stopped_partway(data.path(), &runs[0]);
 }
 
 #[test]
