@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fixture;
-use sluice_history::History;
+use sluice_store::History;
 
 const SECRET: &str = "hunter2-super-secret-token";
 
@@ -157,15 +157,15 @@ fn wait_exit(mut child: Child, within: Duration) -> (i32, String) {
 }
 
 fn history(data: &Path) -> History {
-    History::open(&sluice_history::path_in(data)).unwrap()
+    History::open(&sluice_store::path_in(data)).unwrap()
 }
 
 /// Waits (bounded) until the history satisfies `ok`.
 fn wait_for(
     data: &Path,
     within: Duration,
-    ok: impl Fn(&[sluice_history::RunSummary]) -> bool,
-) -> Vec<sluice_history::RunSummary> {
+    ok: impl Fn(&[sluice_store::RunSummary]) -> bool,
+) -> Vec<sluice_store::RunSummary> {
     let start = Instant::now();
     loop {
         let runs = history(data).list_runs(None, 100).unwrap();
@@ -232,7 +232,7 @@ fn a_schedule_every_second_runs_and_records_each_run_and_a_bad_file_is_skipped()
             .all(|r| r.flow == "tick" && r.trigger == "schedule")
     );
     // The step received the secret; the history never stored it.
-    let bytes = std::fs::read(sluice_history::path_in(data.path())).unwrap();
+    let bytes = std::fs::read(sluice_store::path_in(data.path())).unwrap();
     let wal = std::fs::read(data.path().join("history.sqlite-wal")).unwrap_or_default();
     let contains = |hay: &[u8]| hay.windows(SECRET.len()).any(|w| w == SECRET.as_bytes());
     assert!(
@@ -339,7 +339,7 @@ fn stop_mid_run(sig: &str) {
 /// The run of eight items was stopped partway: recorded `interrupted`, the
 /// running item finished and the rest never started, and its record says
 /// how far the step got (so every item that ran was written).
-fn assert_stopped_partway(data: &Path, run: &sluice_history::RunSummary) {
+fn assert_stopped_partway(data: &Path, run: &sluice_store::RunSummary) {
     assert_eq!(run.status, "interrupted", "{run:?}");
     let detail = history(data).run_detail(&run.id).unwrap().unwrap();
     let finished = detail
@@ -564,7 +564,7 @@ fn contains_secret(hay: &[u8]) -> bool {
 
 /// The history database and its write-ahead log, as bytes on disk.
 fn history_bytes(data: &Path) -> Vec<u8> {
-    let mut bytes = std::fs::read(sluice_history::path_in(data)).unwrap();
+    let mut bytes = std::fs::read(sluice_store::path_in(data)).unwrap();
     bytes.extend(std::fs::read(data.join("history.sqlite-wal")).unwrap_or_default());
     bytes
 }
@@ -726,7 +726,7 @@ fn slow_flow(dir: &Path) {
     write(dir, "slow.toml", &flow("slow", "* * * * * *", &steps));
 }
 
-fn the_interrupted_run(data: &Path) -> sluice_history::RunDetail {
+fn the_interrupted_run(data: &Path) -> sluice_store::RunDetail {
     let h = history(data);
     let runs: Vec<_> = h
         .list_runs(None, 10)
@@ -987,7 +987,7 @@ fn prune_deletes_run_folders_and_an_ambiguous_id_is_a_usage_error() {
     std::fs::write(outside.path().join("keep"), "x").unwrap();
     history(data.path())
         .record_skipped(
-            &sluice_history::NewRun {
+            &sluice_store::NewRun {
                 id: "19990101T000000Z-000000",
                 flow: "r",
                 flow_file: "r.toml",

@@ -163,7 +163,7 @@ pub async fn demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let run_id = crate::run::new_run_id();
     let options = RunOptions::new(
         run_id.clone(),
-        sluice_history::run_dir(data_dir, &run_id),
+        sluice_store::run_dir(data_dir, &run_id),
         args.dry_run,
     );
     let observer = watch_and_record(

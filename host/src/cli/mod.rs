@@ -67,7 +67,7 @@ pub fn main() -> ExitCode {
     let data_dir = cli
         .data_dir
         .clone()
-        .unwrap_or_else(sluice_history::default_data_dir);
+        .unwrap_or_else(sluice_store::default_data_dir);
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run_cmd::run(args, &data_dir).await,

@@ -59,7 +59,7 @@ pub fn watch_and_record(
     trigger: &str,
 ) -> Arc<dyn Observer> {
     let progress: Arc<dyn Observer> = Arc::new(progress);
-    let writer = sluice_history::History::open(&sluice_history::path_in(data_dir))
+    let writer = sluice_store::History::open(&sluice_store::path_in(data_dir))
         .map_err(|e| e.to_string())
         .and_then(|history| {
             HistoryWriter::start(history)
@@ -98,7 +98,7 @@ pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let run_id = crate::run::new_run_id();
     let options = RunOptions::new(
         run_id.clone(),
-        sluice_history::run_dir(data_dir, &run_id),
+        sluice_store::run_dir(data_dir, &run_id),
         args.dry_run,
     );
     stop_gracefully_on_signal(options.cancel.clone(), mode)?;

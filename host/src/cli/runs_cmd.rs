@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use sluice_history::{DetailOptions, History, HistoryError, render};
+use sluice_store::{DetailOptions, History, HistoryError, render};
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
@@ -38,13 +38,13 @@ pub enum RunsAction {
     /// their report folders; runs still going are never deleted
     Prune {
         /// How long ago a run must have ended: 30d, 12h, 2w, 1d12h…
-        #[arg(long, value_parser = sluice_history::parse_duration)]
+        #[arg(long, value_parser = sluice_store::parse_duration)]
         older_than: std::time::Duration,
     },
 }
 
 pub fn runs(args: RunsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let history = History::open(&sluice_history::path_in(data_dir))?;
+    let history = History::open(&sluice_store::path_in(data_dir))?;
     match args.action {
         None => {
             let runs = history.list_runs(args.flow.as_deref(), args.limit)?;
@@ -107,7 +107,7 @@ pub fn runs(args: RunsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
 /// the run and is left alone. `Ok(false)`: nothing was deleted.
 fn remove_run_folder(dir: &Path, data_dir: &Path) -> std::io::Result<bool> {
     let (Ok(runs), Ok(target)) = (
-        sluice_history::runs_dir(data_dir).canonicalize(),
+        sluice_store::runs_dir(data_dir).canonicalize(),
         dir.canonicalize(),
     ) else {
         // No runs folder, or this one is already gone.

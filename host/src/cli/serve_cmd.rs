@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use sluice_history::{History, NewRun};
+use sluice_store::{History, NewRun};
 
 use super::progress::{Mode, Progress};
 use super::run_cmd::engine_for;
@@ -117,7 +117,7 @@ impl Host for ServeHost {
     }
 
     fn output_dir(&self, run_id: &str) -> PathBuf {
-        sluice_history::run_dir(&self.data_dir, run_id)
+        sluice_store::run_dir(&self.data_dir, run_id)
     }
 
     fn say(&self, line: &str) {
@@ -129,7 +129,7 @@ impl Host for ServeHost {
 /// process left `running` when it died: this host is the one long-lived
 /// writer, so its start is when they are settled for good.
 async fn open_history(data_dir: &Path) -> anyhow::Result<History> {
-    let path = sluice_history::path_in(data_dir);
+    let path = sluice_store::path_in(data_dir);
     let started = chrono::Utc::now();
     let (history, recovered) = tokio::task::spawn_blocking(move || {
         History::open(&path).map(|h| {

@@ -9,4 +9,4 @@ pub use events::{Fanout, Observer, RunEvent, Status};
 pub use executor::{RunOptions, RunOutcome, Runner};
 
 /// Run ids belong to the history, which sorts and finds runs by them.
-pub use sluice_history::new_run_id;
+pub use sluice_store::new_run_id;

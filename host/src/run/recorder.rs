@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use sluice_history::{History, HistoryError, NewRun};
+use sluice_store::{History, HistoryError, NewRun};
 
 use super::events::{Observer, RunEvent, Status};
 
@@ -44,7 +44,7 @@ impl HistoryWriter {
         let path = history.path.clone();
         let (sender, jobs) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
-            .name("sluice-history".into())
+            .name("sluice-store".into())
             .spawn(move || {
                 let mut warned = HashSet::new();
                 for job in jobs {
@@ -242,7 +242,7 @@ mod tests {
     #[tokio::test]
     async fn writes_in_order_off_the_async_workers_and_flushes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = sluice_history::path_in(dir.path());
+        let path = sluice_store::path_in(dir.path());
         let writer = HistoryWriter::start(History::open(&path).unwrap()).unwrap();
         let recorder = Recorder::new(writer.clone(), "f.toml", "manual");
         let thread = std::thread::current().id();
@@ -290,7 +290,7 @@ mod tests {
     #[test]
     fn dropping_the_last_handle_writes_what_is_queued() {
         let dir = tempfile::tempdir().unwrap();
-        let path = sluice_history::path_in(dir.path());
+        let path = sluice_store::path_in(dir.path());
         let writer = HistoryWriter::start(History::open(&path).unwrap()).unwrap();
         for i in 0..20 {
             let id = format!("r{i}");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use sluice_history::{
+use sluice_store::{
     DetailOptions, History, HistoryError, ItemStatus, NewRun, RunStatus, SCHEMA_VERSION,
     StepStatus, Trigger, render_run_detail, render_run_detail_with, render_runs_table,
 };
@@ -40,7 +40,7 @@ fn count(conn: &rusqlite::Connection, table: &str, run: &str) -> i64 {
 #[test]
 fn migrations_run_from_empty_and_reopen_idempotently() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sluice_history::path_in(&dir.path().join("nested/folder"));
+    let path = sluice_store::path_in(&dir.path().join("nested/folder"));
     let h = History::open(&path).unwrap();
     assert_eq!(h.schema_version().unwrap(), SCHEMA_VERSION);
     h.start_run(&new_run("r1", "f")).unwrap();
@@ -63,9 +63,9 @@ fn migrations_run_from_empty_and_reopen_idempotently() {
 #[test]
 fn a_version_1_file_is_migrated_with_its_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sluice_history::path_in(dir.path());
+    let path = sluice_store::path_in(dir.path());
     let conn = sql(&path);
-    conn.execute_batch(sluice_history::schema::MIGRATIONS[0])
+    conn.execute_batch(sluice_store::schema::MIGRATIONS[0])
         .unwrap();
     conn.pragma_update(None, "user_version", 1).unwrap();
     conn.execute(
@@ -88,7 +88,7 @@ fn a_version_1_file_is_migrated_with_its_runs() {
 #[test]
 fn a_file_from_a_newer_sluice_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sluice_history::path_in(dir.path());
+    let path = sluice_store::path_in(dir.path());
     drop(History::open(&path).unwrap());
     sql(&path).pragma_update(None, "user_version", 99).unwrap();
     let err = History::open(&path).unwrap_err();
@@ -338,7 +338,7 @@ fn big_inputs_and_outputs_are_stored_as_valid_markers() {
 #[test]
 fn a_run_left_running_is_readable_and_recovered_as_interrupted() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sluice_history::path_in(dir.path());
+    let path = sluice_store::path_in(dir.path());
     let h = History::open(&path).unwrap();
     h.start_run(&new_run("r1", "sync")).unwrap();
     h.start_step("r1", "diff", "compare", &json!({}), None)
@@ -418,7 +418,7 @@ fn a_run_left_running_is_readable_and_recovered_as_interrupted() {
 #[test]
 fn a_run_whose_process_is_gone_reads_as_interrupted_without_a_write() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sluice_history::path_in(dir.path());
+    let path = sluice_store::path_in(dir.path());
     let h = History::open(&path).unwrap();
     h.start_run(&new_run("r1", "sync")).unwrap();
     h.start_step("r1", "diff", "compare", &json!({}), None)
@@ -457,7 +457,7 @@ fn a_run_whose_process_is_gone_reads_as_interrupted_without_a_write() {
 #[test]
 fn prune_removes_only_runs_that_ended_long_ago_with_their_children() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sluice_history::path_in(dir.path());
+    let path = sluice_store::path_in(dir.path());
     let h = History::open(&path).unwrap();
     for id in ["old", "new", "old-running", "old-dead", "old-start-new-end"] {
         let mut run = new_run(id, "sync");
@@ -532,9 +532,9 @@ fn prune_removes_only_runs_that_ended_long_ago_with_their_children() {
 #[test]
 fn a_version_2_file_gains_item_request_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sluice_history::path_in(dir.path());
+    let path = sluice_store::path_in(dir.path());
     let conn = sql(&path);
-    for (i, migration) in sluice_history::schema::MIGRATIONS[..2].iter().enumerate() {
+    for (i, migration) in sluice_store::schema::MIGRATIONS[..2].iter().enumerate() {
         conn.execute_batch(migration).unwrap();
         conn.pragma_update(None, "user_version", i as i64 + 1)
             .unwrap();
@@ -617,7 +617,7 @@ fn a_run_whose_task_died_is_marked_failed_with_its_running_steps() {
 #[test]
 fn an_old_row_with_our_pid_and_no_token_is_not_taken_as_ours() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sluice_history::path_in(dir.path());
+    let path = sluice_store::path_in(dir.path());
     let h = History::open(&path).unwrap();
     h.start_run(&new_run("r1", "sync")).unwrap();
     // As a schema-1 row written by an earlier process that had our pid.
@@ -696,7 +696,7 @@ fn skipped_firings_are_recorded_as_ended() {
 #[test]
 fn two_handles_on_one_file_write_concurrently() {
     let dir = tempfile::tempdir().unwrap();
-    let path = sluice_history::path_in(dir.path());
+    let path = sluice_store::path_in(dir.path());
     let a = Arc::new(History::open(&path).unwrap());
     let b = Arc::new(History::open(&path).unwrap());
     let threads: Vec<_> = [a.clone(), b.clone(), a.clone(), b]
@@ -739,14 +739,14 @@ fn two_handles_on_one_file_write_concurrently() {
 #[test]
 fn default_data_dir_and_durations() {
     // Only read here: the environment is process-wide and tests run in threads.
-    let dir = sluice_history::default_data_dir();
+    let dir = sluice_store::default_data_dir();
     assert!(!dir.as_os_str().is_empty());
     assert_eq!(
-        sluice_history::parse_duration("30d").unwrap(),
+        sluice_store::parse_duration("30d").unwrap(),
         Duration::from_secs(30 * 86_400)
     );
-    assert!(sluice_history::parse_duration("soon").is_err());
-    let id = sluice_history::new_run_id();
+    assert!(sluice_store::parse_duration("soon").is_err());
+    let id = sluice_store::new_run_id();
     assert!(
         id.len() == 23 && id.contains('T') && id.contains("Z-"),
         "{id}"
