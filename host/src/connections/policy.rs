@@ -11,6 +11,8 @@
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use url::Url;
 
+use crate::http_rules::{has_userinfo, is_reserved_header, valid_header_name, valid_header_value};
+
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
@@ -42,15 +44,6 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 /// Query names keep `$` (OData's `$filter`, `$select`) readable.
 const QUERY_NAME: &AsciiSet = &QUERY_VALUE.remove(b'$').remove(b'[').remove(b']');
-
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
 
 /// Builds the URL to send, or says why the request must not be sent.
 pub fn resolve_url(
@@ -124,33 +117,11 @@ fn base_with_slash(base: &Url) -> Url {
     b
 }
 
-/// Whether a URL carries a user name or password, which reqwest would turn
-/// into an `Authorization` header.
-pub fn has_userinfo(url: &Url) -> bool {
-    !url.username().is_empty() || url.password().is_some()
-}
-
 fn refuse_userinfo(url: &Url) -> Result<(), Violation> {
     if has_userinfo(url) {
         return Err(Violation::UserInfo(redact_userinfo(url)));
     }
     Ok(())
-}
-
-/// Whether a header name is a valid HTTP token, as reqwest will accept it.
-pub fn valid_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
-        && reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
-}
-
-/// Whether a header value is one HTTP and reqwest allow: printable ASCII
-/// (bytes past it, obsolete in HTTP, reach each server as something
-/// different), no control characters.
-pub fn valid_header_value(value: &str) -> bool {
-    value.is_ascii() && reqwest::header::HeaderValue::from_str(value).is_ok()
 }
 
 /// The URL as text with its password (and user name) replaced, for errors.
@@ -241,7 +212,7 @@ pub fn check_headers(
         if !valid_header_name(name) || !valid_header_value(value) {
             return Err(Violation::BadHeader(name.escape_debug().to_string()));
         }
-        if crate::flow::validate::is_reserved_header(name)
+        if is_reserved_header(name)
             || connection_headers
                 .iter()
                 .any(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -389,24 +360,5 @@ mod tests {
         let other = Url::parse("http://127.0.0.5:8787/v1.0").unwrap();
         assert!(resolve_url(&other, "http://localhost:8787/v1.0/groups", &[]).is_err());
         assert!(resolve_url(&other, "http://127.0.0.5:8787/v1.0/groups", &[]).is_ok());
-    }
-
-    #[test]
-    fn loopback_detection() {
-        for u in [
-            "http://127.0.0.1:8080/",
-            "http://localhost/",
-            "http://[::1]:1/",
-            "http://127.9.9.9/",
-        ] {
-            assert!(is_loopback(&Url::parse(u).unwrap()), "{u}");
-        }
-        for u in [
-            "http://10.0.0.1/",
-            "http://example.com/",
-            "http://localhost.evil.com/",
-        ] {
-            assert!(!is_loopback(&Url::parse(u).unwrap()), "{u}");
-        }
     }
 }

@@ -30,8 +30,9 @@ const RESET_MARGIN: Duration = Duration::from_millis(250);
 /// The longest a request waits for its turn. Rate-limit windows are
 /// seconds to an hour long (Procore's is a minute, Graph's seconds); a
 /// longer wait is a garbled header or a service that wants us gone for
-/// the day, and is better reported than slept through.
-pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// the day, and is better reported than slept through. Flow checking caps
+/// retry delays with the same value, so it lives in [`crate::http_rules`].
+pub const MAX_WAIT: Duration = crate::http_rules::MAX_WAIT;
 
 /// `at + d`, or the furthest representable point not beyond a year from
 /// `at`: remote input must not make instant arithmetic overflow.

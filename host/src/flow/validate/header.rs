@@ -1,0 +1,89 @@
+//! The flow's own fields: `name`, `schedule` and `[params]` (with the
+//! `--param` overrides given on the command line).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use toml::Spanned;
+
+use super::super::authored::{AuthoredFlow, AuthoredSchedule, Node};
+use super::super::schedule::{Schedule, ScheduleError};
+use super::{Validator, literal_json};
+
+impl Validator<'_, '_> {
+    pub(super) fn name(&mut self, authored: &AuthoredFlow) -> String {
+        match &authored.name {
+            Some(n) if !n.get_ref().trim().is_empty() => n.get_ref().clone(),
+            Some(n) => {
+                self.error(
+                    n.span(),
+                    "the flow's `name` is empty",
+                    "give the flow a short name, like `procore-license-sync`",
+                );
+                String::new()
+            }
+            None => {
+                self.error(
+                    0..0,
+                    "the flow has no `name`",
+                    "add `name = \"my-flow\"` at the top of the file",
+                );
+                String::new()
+            }
+        }
+    }
+
+    pub(super) fn schedule(&mut self, s: &Spanned<AuthoredSchedule>) -> Option<Schedule> {
+        let s = s.get_ref();
+        let timezone = s.timezone.as_ref();
+        let e = match Schedule::parse(s.cron.get_ref(), timezone.map(|t| t.get_ref().as_str())) {
+            Ok(schedule) => return Some(schedule),
+            Err(e) => e,
+        };
+        let (span, hint) = match &e {
+            ScheduleError::Timezone(_) => (
+                timezone.map_or(s.cron.span(), |t| t.span()),
+                "use an IANA name such as `America/Los_Angeles` or `Europe/Paris`",
+            ),
+            ScheduleError::NumberedWeekday(_) => (
+                s.cron.span(),
+                "write the days as names, like `Mon-Fri` or `Sat,Sun`",
+            ),
+            _ => (
+                s.cron.span(),
+                "fields are: second minute hour day-of-month month day-of-week, e.g. `0 0 5-17 * * Mon-Fri`",
+            ),
+        };
+        self.error(span, e.to_string(), hint);
+        None
+    }
+
+    pub(super) fn params(
+        &mut self,
+        authored: &[(Spanned<String>, Spanned<Node>)],
+    ) -> BTreeMap<String, Value> {
+        let mut params: BTreeMap<String, Value> = authored
+            .iter()
+            .map(|(k, v)| (k.get_ref().clone(), literal_json(v.get_ref())))
+            .collect();
+        for (key, raw) in self.ctx.param_overrides {
+            if !params.contains_key(key) {
+                let known: Vec<&str> = params.keys().map(String::as_str).collect();
+                self.error(
+                    0..0,
+                    format!("--param {key}: the flow has no param `{key}`"),
+                    if known.is_empty() {
+                        "this flow takes no params".to_string()
+                    } else {
+                        format!("its params are: {}", known.join(", "))
+                    },
+                );
+                continue;
+            }
+            // A JSON value (`["a","b"]`, `3`, `true`) keeps its type; anything else is a string.
+            let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone()));
+            params.insert(key.clone(), value);
+        }
+        params
+    }
+}

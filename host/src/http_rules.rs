@@ -1,0 +1,205 @@
+//! The URL and header rules that both flow checking and the connection
+//! layer apply.
+//!
+//! A flow file is checked against these rules before anything runs (a
+//! connection's base URL and static headers), and the connection layer
+//! applies the same rules to every request a component makes. Keeping them
+//! here, below both, means neither imports the other and a rule changes in
+//! one place.
+
+use std::time::Duration;
+
+use url::Url;
+
+/// The longest the host waits for a remote service: a `Retry-After`, a
+/// rate-limit window, a retry delay. Longer than an hour is an outage, and a
+/// larger value would overflow deadline arithmetic.
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// Headers only the host may set: credentials and framing.
+pub fn is_reserved_header(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "authorization"
+            | "proxy-authorization"
+            | "cookie"
+            | "host"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+    )
+}
+
+/// Whether a header name is a valid HTTP token, as reqwest will accept it.
+pub fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+        && reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+}
+
+/// Whether a header value is one HTTP and reqwest allow: printable ASCII
+/// (bytes past it, obsolete in HTTP, reach each server as something
+/// different), no control characters.
+pub fn valid_header_value(value: &str) -> bool {
+    value.is_ascii() && reqwest::header::HeaderValue::from_str(value).is_ok()
+}
+
+/// Whether the URL's host is this machine (`localhost`, `127.0.0.0/8`, `::1`).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Whether a URL carries a user name or password, which reqwest would turn
+/// into an `Authorization` header.
+pub fn has_userinfo(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
+}
+
+/// Why a text cannot be a connection's base URL (or token URL).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BaseUrlError {
+    #[error("`{text}` is not a valid URL: {reason}")]
+    Invalid { text: String, reason: String },
+    #[error("`{0}` uses plain http to a host that is not loopback")]
+    PlainHttp(String),
+    #[error("`{text}` has scheme `{scheme}`")]
+    Scheme { text: String, scheme: String },
+    #[error("credentials in a URL are not allowed")]
+    UserInfo,
+}
+
+impl BaseUrlError {
+    /// What to do about it, for a flow file's diagnostic.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            BaseUrlError::Invalid { .. } => {
+                "write an absolute URL such as `https://graph.microsoft.com/v1.0`"
+            }
+            BaseUrlError::PlainHttp(_) => {
+                "use https; http is accepted only for 127.0.0.1, ::1 and localhost"
+            }
+            BaseUrlError::Scheme { .. } => "use https",
+            BaseUrlError::UserInfo => "use the connection's `auth` instead",
+        }
+    }
+}
+
+/// Parses a URL a connection sends requests (or token requests) to: https,
+/// or http to loopback only, and no credentials in it.
+pub fn endpoint_url(text: &str) -> Result<Url, BaseUrlError> {
+    let url = Url::parse(text).map_err(|e| BaseUrlError::Invalid {
+        text: text.to_string(),
+        reason: e.to_string(),
+    })?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => return Err(BaseUrlError::PlainHttp(text.to_string())),
+        other => {
+            return Err(BaseUrlError::Scheme {
+                text: text.to_string(),
+                scheme: other.to_string(),
+            });
+        }
+    }
+    if has_userinfo(&url) {
+        return Err(BaseUrlError::UserInfo);
+    }
+    Ok(url)
+}
+
+/// The URL with runs of `/` in its path made one. A base URL is often
+/// built from a root and a path (`${env.PROCORE_BASE_URL}/rest/v1.0`), and
+/// a root written with a trailing slash would otherwise give `//rest/v1.0`,
+/// which services answer with 404s.
+pub fn collapse_slashes(mut url: Url) -> Url {
+    if url.path().contains("//") {
+        let mut path = String::with_capacity(url.path().len());
+        for c in url.path().chars() {
+            if !(c == '/' && path.ends_with('/')) {
+                path.push(c);
+            }
+        }
+        url.set_path(&path);
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_paths_lose_doubled_slashes() {
+        for (given, expected) in [
+            (
+                "http://127.0.0.1:9000//rest/v1.0",
+                "http://127.0.0.1:9000/rest/v1.0",
+            ),
+            (
+                "https://api.procore.com/rest/v1.0",
+                "https://api.procore.com/rest/v1.0",
+            ),
+            (
+                "https://graph.example/v1.0///x//",
+                "https://graph.example/v1.0/x/",
+            ),
+            (
+                "https://a.example//v1?next=//kept",
+                "https://a.example/v1?next=//kept",
+            ),
+            ("https://a.example/", "https://a.example/"),
+        ] {
+            let url = collapse_slashes(Url::parse(given).unwrap());
+            assert_eq!(url.as_str(), expected, "{given}");
+        }
+    }
+
+    #[test]
+    fn loopback_detection() {
+        for u in [
+            "http://127.0.0.1:8080/",
+            "http://localhost/",
+            "http://[::1]:1/",
+            "http://127.9.9.9/",
+        ] {
+            assert!(is_loopback(&Url::parse(u).unwrap()), "{u}");
+        }
+        for u in [
+            "http://10.0.0.1/",
+            "http://example.com/",
+            "http://localhost.evil.com/",
+        ] {
+            assert!(!is_loopback(&Url::parse(u).unwrap()), "{u}");
+        }
+    }
+
+    #[test]
+    fn endpoints_are_https_or_loopback_http_without_credentials() {
+        assert!(endpoint_url("https://graph.microsoft.com/v1.0").is_ok());
+        assert!(endpoint_url("http://127.0.0.1:8080/v1.0").is_ok());
+        assert!(matches!(
+            endpoint_url("http://graph.example/v1.0"),
+            Err(BaseUrlError::PlainHttp(_))
+        ));
+        assert!(matches!(
+            endpoint_url("ftp://graph.example/"),
+            Err(BaseUrlError::Scheme { .. })
+        ));
+        assert_eq!(
+            endpoint_url("https://u:p@graph.example/"),
+            Err(BaseUrlError::UserInfo)
+        );
+        assert!(matches!(
+            endpoint_url("graph.example"),
+            Err(BaseUrlError::Invalid { .. })
+        ));
+    }
+}
