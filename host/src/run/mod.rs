@@ -1,12 +1,27 @@
 //! Running a validated flow: steps in order, `when`, `for_each` with bounded
 //! concurrency, error policies, artifacts, and the events that describe it.
+//!
+//! - [`executor`]: the [`Runner`] and the run loop
+//! - [`context`]: the typed context every step of a run shares
+//! - [`prepare`]: what is checked before the first step
+//! - [`step`]: one step, from its `when` to its `StepFinished`
+//! - [`for_each`]: one call per item, and the typed output that lists them
+//! - [`artifacts`]: output fields written as files
+//! - [`events`] and [`recorder`]: what watchers and the run history see
 
+pub mod artifacts;
+pub mod context;
 pub mod events;
 pub mod executor;
+pub mod for_each;
+pub mod prepare;
 pub mod recorder;
+pub mod step;
 
+pub use context::RunFields;
 pub use events::{Fanout, Observer, RunEvent, Status};
 pub use executor::{RunOptions, RunOutcome, Runner};
+pub use for_each::ForEachOutput;
 
 /// Run ids belong to the history, which sorts and finds runs by them.
 pub use sluice_store::new_run_id;

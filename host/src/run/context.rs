@@ -1,0 +1,113 @@
+//! The typed context of one run, shared by every step of it.
+//!
+//! [`RunContext`] holds what does not change while a run goes on: the
+//! flow, the run's options, who watches, the redactor, the run's
+//! connections and its `${run.*}` fields. [`Results`] holds what the run
+//! has produced so far. Steps get both instead of a long list of arguments.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::events::{Observer, RunEvent};
+use super::executor::RunOptions;
+use crate::connections::Connections;
+use crate::engine::Engine;
+use crate::flow::Flow;
+use crate::flow::resolve::Scope;
+use crate::redact::Redactor;
+
+/// The `${run.*}` fields a flow can read. Their names are the contract:
+/// a field added here is readable as `${run.<name>}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunFields {
+    /// The run's id.
+    pub id: String,
+    /// Whether the run is a rehearsal.
+    pub dry_run: bool,
+    /// When the run started, RFC 3339 in UTC.
+    pub started_at: String,
+    /// The flow's name.
+    pub flow: String,
+    /// The run's own folder, where artifacts are written.
+    pub output_dir: String,
+}
+
+/// Why a run stopped early, already phrased for people.
+#[derive(Debug)]
+pub enum StepFailure {
+    Failed(String),
+    Interrupted(String),
+}
+
+/// What does not change while a run goes on.
+pub struct RunContext<'a> {
+    pub engine: &'a Arc<Engine>,
+    pub flow: &'a Flow,
+    pub options: &'a RunOptions,
+    pub observer: Arc<dyn Observer>,
+    pub redactor: Redactor,
+    pub connections: Connections,
+    pub fields: RunFields,
+    /// `fields` as the JSON references walk, built once.
+    fields_value: Value,
+}
+
+impl<'a> RunContext<'a> {
+    pub fn new(
+        engine: &'a Arc<Engine>,
+        flow: &'a Flow,
+        options: &'a RunOptions,
+        observer: Arc<dyn Observer>,
+        redactor: Redactor,
+        connections: Connections,
+        fields: RunFields,
+    ) -> Self {
+        // A struct of strings and a bool always serialises.
+        let fields_value = serde_json::to_value(&fields).unwrap_or(Value::Null);
+        Self {
+            engine,
+            flow,
+            options,
+            observer,
+            redactor,
+            connections,
+            fields,
+            fields_value,
+        }
+    }
+
+    pub fn emit(&self, event: &RunEvent) {
+        self.observer.event(event);
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.options.cancelled()
+    }
+
+    /// What references see before any item: params, the environment, the
+    /// outputs so far and the run's fields.
+    pub fn scope<'s>(&'s self, results: &'s Results) -> Scope<'s> {
+        Scope {
+            params: Some(&self.flow.params),
+            env: Some(&self.flow.env),
+            steps: Some(&results.outputs),
+            item: None,
+            run: Some(&self.fields_value),
+        }
+    }
+}
+
+/// What a run has produced so far.
+#[derive(Debug, Default)]
+pub struct Results {
+    /// Each finished step's output (null when skipped or failed under
+    /// `on_error = "continue"`).
+    pub outputs: BTreeMap<String, Value>,
+    pub artifacts: Vec<PathBuf>,
+    /// Steps that have had their `StepFinished`.
+    pub finished: HashSet<String>,
+}

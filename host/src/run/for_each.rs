@@ -1,0 +1,277 @@
+//! A `for_each` step: one call per item of a list, at most `concurrency` at
+//! once, each in its own instance, and the step's output ([`ForEachOutput`])
+//! listing every item's result in item order.
+//!
+//! Every item's input is resolved before the first item starts, so a bad
+//! reference fails the step before anything is done. Under `on_error =
+//! "fail"` the first failed item stops new items from starting (those
+//! running finish); under `continue` every item runs. A stopped run
+//! (`cancel`) starts no new item and ends the step as interrupted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::context::{RunContext, StepFailure};
+use super::events::{Observer, RunEvent, Status};
+use super::step::{call, resolve_input};
+use crate::engine::{CallError, Engine, Prepared, StepContext};
+use crate::flow::Step;
+use crate::flow::model::OnError;
+use crate::flow::resolve::Scope;
+use crate::flow::template::Template;
+use crate::redact::Redactor;
+
+/// A `for_each` step's output, as later steps read it (`${steps.<id>}`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ForEachOutput {
+    /// One entry per item that ran, in item order.
+    pub items: Vec<ItemEntry>,
+    /// How many items succeeded.
+    pub ok: usize,
+    /// How many items failed.
+    pub failed: usize,
+}
+
+/// One item and what became of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemEntry {
+    /// The item, as the list held it.
+    pub item: Value,
+    /// Its outcome, tagged by `status`.
+    #[serde(flatten)]
+    pub result: ItemResult,
+}
+
+/// `{"status": "ok", "output"}` or `{"status": "failed", "error"}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum ItemResult {
+    Ok { output: Value },
+    Failed { error: ItemError },
+}
+
+/// Why an item failed, redacted.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemError {
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// An item's index, the item, and its result (`None`: never started).
+type ItemOutcome = (usize, Value, Option<Result<Value, CallError>>);
+
+/// What every item task of one step shares.
+struct Items {
+    engine: Arc<Engine>,
+    prepared: Arc<Prepared>,
+    context: Arc<StepContext>,
+    observer: Arc<dyn Observer>,
+    redactor: Redactor,
+    step_id: String,
+    timeout: Duration,
+    on_error: OnError,
+    total: usize,
+    permits: Arc<Semaphore>,
+    /// Set by the first failure under `on_error = "fail"`.
+    stop: AtomicBool,
+    cancel: Arc<AtomicBool>,
+    done: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+/// Runs the step once per item of `list` and gathers the results.
+pub async fn run(
+    ctx: &RunContext<'_>,
+    step: &Step,
+    list: &Template,
+    prepared: &Arc<Prepared>,
+    context: &Arc<StepContext>,
+    scope: &Scope<'_>,
+) -> Result<Value, StepFailure> {
+    let items = resolve_items(list, scope)?;
+    let total = items.len();
+    let inputs = items
+        .iter()
+        .map(|item| {
+            let scope = Scope {
+                item: Some(item),
+                ..*scope
+            };
+            resolve_input(step, &scope)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    ctx.emit(&RunEvent::StepStarted {
+        step: step.id.clone(),
+        component: context.component.clone(),
+        input: serde_json::json!({ "items": total }),
+        items: Some(total),
+    });
+    let shared = Arc::new(Items {
+        engine: ctx.engine.clone(),
+        prepared: prepared.clone(),
+        context: context.clone(),
+        observer: ctx.observer.clone(),
+        redactor: ctx.redactor.clone(),
+        step_id: step.id.clone(),
+        timeout: step.timeout,
+        on_error: step.on_error,
+        total,
+        permits: Arc::new(Semaphore::new(step.concurrency)),
+        stop: AtomicBool::new(false),
+        cancel: ctx.options.cancel.clone(),
+        done: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, (item, input)) in items.into_iter().zip(inputs).enumerate() {
+        tasks.spawn(run_item(shared.clone(), index, item, input));
+    }
+    let mut outcomes: Vec<ItemOutcome> = Vec::with_capacity(total);
+    while let Some(joined) = tasks.join_next().await {
+        outcomes.push(
+            joined.map_err(|e| {
+                StepFailure::Failed(format!("an item's task ended unexpectedly: {e}"))
+            })?,
+        );
+    }
+    outcomes.sort_by_key(|(i, _, _)| *i);
+    gather(
+        outcomes,
+        step.on_error,
+        shared.cancel.load(Ordering::SeqCst),
+        &ctx.redactor,
+    )
+}
+
+/// The list `for_each` names; null is an empty list.
+fn resolve_items(list: &Template, scope: &Scope<'_>) -> Result<Vec<Value>, StepFailure> {
+    match scope.resolve(list) {
+        Ok(Value::Array(items)) => Ok(items),
+        Ok(Value::Null) => Ok(Vec::new()),
+        Ok(other) => Err(StepFailure::Failed(format!(
+            "`for_each` must be a list, but it is {}",
+            match other {
+                Value::Object(_) => "an object",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                _ => "a boolean",
+            }
+        ))),
+        Err(e) => Err(StepFailure::Failed(format!(
+            "`for_each` could not be resolved: {e}"
+        ))),
+    }
+}
+
+/// One item: waits for a permit, calls the component unless the step or the
+/// run was stopped meanwhile, and reports the item's `ItemFinished`.
+async fn run_item(shared: Arc<Items>, index: usize, item: Value, input: Value) -> ItemOutcome {
+    let Ok(_permit) = shared.permits.clone().acquire_owned().await else {
+        return (index, item, None);
+    };
+    if shared.stop.load(Ordering::SeqCst) || shared.cancel.load(Ordering::SeqCst) {
+        return (index, item, None);
+    }
+    let started = Instant::now();
+    // The item counts its own requests, then adds them to the step's.
+    let own = Arc::new(shared.context.for_item());
+    let result = call(
+        &shared.engine,
+        &shared.prepared,
+        own.clone(),
+        &input,
+        shared.timeout,
+    )
+    .await;
+    let item_stats = own.stats();
+    for (name, stats) in &item_stats {
+        shared.context.record(name, stats);
+    }
+    if result.is_err() {
+        shared.failed.fetch_add(1, Ordering::SeqCst);
+        if shared.on_error == OnError::Fail {
+            shared.stop.store(true, Ordering::SeqCst);
+        }
+    }
+    let done = shared.done.fetch_add(1, Ordering::SeqCst) + 1;
+    let redactor = &shared.redactor;
+    let (status, output, error) = match &result {
+        Ok(v) => (Status::Succeeded, Some(redactor.redact_json(v)), None),
+        Err(e) => (Status::Failed, None, Some(redactor.redact(&e.to_string()))),
+    };
+    shared.observer.event(&RunEvent::ItemFinished {
+        step: shared.step_id.clone(),
+        index,
+        status,
+        input: redactor.redact_json(&input),
+        output,
+        error,
+        duration: started.elapsed(),
+        done,
+        total: shared.total,
+        failed: shared.failed.load(Ordering::SeqCst),
+        connections: item_stats,
+    });
+    (index, item, Some(result))
+}
+
+/// The step's output from its items' outcomes, in item order; or why the
+/// step stops the run (interrupted, or a failed item under `fail`).
+fn gather(
+    outcomes: Vec<ItemOutcome>,
+    on_error: OnError,
+    cancelled: bool,
+    redactor: &Redactor,
+) -> Result<Value, StepFailure> {
+    let total = outcomes.len();
+    if cancelled && outcomes.iter().any(|(_, _, r)| r.is_none()) {
+        let finished = outcomes.iter().filter(|(_, _, r)| r.is_some()).count();
+        return Err(StepFailure::Interrupted(format!(
+            "stopped after {finished} of {total} items; the rest were not started"
+        )));
+    }
+    let mut first_failure = None;
+    let mut output = ForEachOutput {
+        items: Vec::with_capacity(total),
+        ok: 0,
+        failed: 0,
+    };
+    for (index, item, result) in outcomes {
+        let result = match result {
+            None => continue,
+            Some(Ok(output_value)) => {
+                output.ok += 1;
+                ItemResult::Ok {
+                    output: output_value,
+                }
+            }
+            Some(Err(e)) => {
+                output.failed += 1;
+                if first_failure.is_none() {
+                    first_failure = Some(format!("item {} of {total} failed: {e}", index + 1));
+                }
+                ItemResult::Failed {
+                    error: ItemError {
+                        code: e.code().to_string(),
+                        message: redactor.redact(&e.to_string()),
+                        retryable: e.retryable(),
+                    },
+                }
+            }
+        };
+        output.items.push(ItemEntry { item, result });
+    }
+    if on_error == OnError::Fail
+        && let Some(why) = first_failure
+    {
+        return Err(StepFailure::Failed(why));
+    }
+    serde_json::to_value(&output)
+        .map_err(|e| StepFailure::Failed(format!("its output could not be assembled: {e}")))
+}

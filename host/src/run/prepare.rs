@@ -1,0 +1,72 @@
+//! Everything a run checks before its first step: every component loads,
+//! and every OAuth2 connection a step uses gets a token. A wrong path or a
+//! rejected secret then fails the run before anything is changed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::context::StepFailure;
+use crate::connections::Connections;
+use crate::engine::{Engine, Prepared};
+use crate::flow::Flow;
+use crate::flow::model::ComponentRef;
+
+/// Loads (compiling or from the cache) and pre-instantiates every step's
+/// component, in step order.
+pub fn components(engine: &Engine, flow: &Flow) -> Result<Vec<Arc<Prepared>>, StepFailure> {
+    flow.steps
+        .iter()
+        .map(|step| {
+            let fail = |why: String| {
+                StepFailure::Failed(format!(
+                    "step `{}` cannot load component `{}`: {why}",
+                    step.id, step.uses
+                ))
+            };
+            let bytes: std::borrow::Cow<'static, [u8]> = match &step.uses {
+                ComponentRef::Builtin(name) => match sluice_builtins::find(name) {
+                    Some(b) => b.wasm.into(),
+                    None => return Err(fail("no such built-in".into())),
+                },
+                ComponentRef::File(path) => {
+                    std::fs::read(path).map_err(|e| fail(e.to_string()))?.into()
+                }
+            };
+            engine.prepare(&bytes).map_err(|e| fail(format!("{e:#}")))
+        })
+        .collect()
+}
+
+/// Fetches a token for every OAuth2 connection a step uses, concurrently.
+pub async fn check_credentials(flow: &Flow, connections: &Connections) -> Result<(), StepFailure> {
+    let used: BTreeSet<&String> = flow
+        .steps
+        .iter()
+        .flat_map(|s| s.connections.iter())
+        .collect();
+    let checks = used
+        .into_iter()
+        .filter_map(|name| connections.get(name).map(|c| (name.clone(), c.clone())))
+        .filter(|(_, c)| c.needs_token());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (name, conn) in checks {
+        tasks.spawn(async move { (name, conn.check_credentials().await) });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(e))) => {
+                return Err(StepFailure::Failed(format!(
+                    "connection `{name}`: {e}; no step was run"
+                )));
+            }
+            // A check that panicked proved nothing.
+            Err(e) => {
+                return Err(StepFailure::Failed(format!(
+                    "a connection's credentials could not be checked ({e}); no step was run"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

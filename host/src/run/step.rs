@@ -1,0 +1,212 @@
+//! One step of a run: its `when`, its call (once, or once per item through
+//! [`super::for_each`]), the events that describe it, its artifacts, and
+//! what a failure means for the run (its `on_error`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::context::{Results, RunContext, StepFailure};
+use super::events::{RunEvent, Status};
+use super::{artifacts, for_each};
+use crate::engine::{CallError, Engine, LogLevel, Prepared, StepContext};
+use crate::flow::Step;
+use crate::flow::model::OnError;
+use crate::flow::resolve::{Scope, truthy};
+
+/// The longest log line shown or recorded, in characters.
+const MAX_LOG_LINE: usize = 2000;
+
+/// Runs `step` and records its outcome in `results`. An error is what
+/// stops the run: a failure under `on_error = "fail"`, or an interruption.
+pub async fn run(
+    ctx: &RunContext<'_>,
+    step: &Step,
+    prepared: &Arc<Prepared>,
+    results: &mut Results,
+) -> Result<(), StepFailure> {
+    let component = step.uses.to_string();
+    match should_run(ctx, step, results) {
+        Ok(true) => {}
+        Ok(false) => {
+            finish_early(ctx, step, Status::Skipped, "its `when` is false".into());
+            results.finished.insert(step.id.clone());
+            results.outputs.insert(step.id.clone(), Value::Null);
+            return Ok(());
+        }
+        Err(why) => {
+            let why = ctx.redactor.redact(&why);
+            finish_early(ctx, step, Status::Failed, why.clone());
+            results.finished.insert(step.id.clone());
+            return Err(StepFailure::Failed(why));
+        }
+    }
+    let context = step_context(ctx, step, &component);
+    let started = Instant::now();
+    let scope = ctx.scope(results);
+    let result = match &step.for_each {
+        None => run_once(ctx, step, prepared, &context, &scope).await,
+        Some(list) => for_each::run(ctx, step, list, prepared, &context, &scope).await,
+    };
+    finish(ctx, step, &context, started, result, results)
+}
+
+/// Whether the step's `when` holds (all of its values truthy); an error
+/// names the step and why `when` could not be evaluated.
+fn should_run(ctx: &RunContext<'_>, step: &Step, results: &Results) -> Result<bool, String> {
+    let scope = ctx.scope(results);
+    let values = step
+        .when
+        .iter()
+        .map(|w| scope.resolve(w))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            format!(
+                "step `{}` ({}): its `when` could not be evaluated: {e}",
+                step.id, step.uses
+            )
+        })?;
+    Ok(values.iter().all(truthy))
+}
+
+/// The `StepFinished` of a step that never called its component.
+fn finish_early(ctx: &RunContext<'_>, step: &Step, status: Status, why: String) {
+    ctx.emit(&RunEvent::StepFinished {
+        step: step.id.clone(),
+        component: step.uses.to_string(),
+        status,
+        output: None,
+        error: Some(why),
+        duration: Duration::ZERO,
+        connections: BTreeMap::new(),
+    });
+}
+
+/// What every call of this step shares: its granted connections, the
+/// dry-run flag, where its log lines go and its request counts.
+fn step_context(ctx: &RunContext<'_>, step: &Step, component: &str) -> Arc<StepContext> {
+    let granted = step
+        .connections
+        .iter()
+        .filter_map(|c| ctx.connections.get(c).map(|conn| (c.clone(), conn.clone())))
+        .collect();
+    let (observer, redactor, step_id) =
+        (ctx.observer.clone(), ctx.redactor.clone(), step.id.clone());
+    Arc::new(StepContext {
+        step_id: step.id.clone(),
+        component: component.to_string(),
+        granted,
+        dry_run: ctx.options.dry_run,
+        log: Arc::new(move |level: LogLevel, message: &str| {
+            observer.event(&RunEvent::Log {
+                step: step_id.clone(),
+                level,
+                message: redactor
+                    .redact(message)
+                    .chars()
+                    .take(MAX_LOG_LINE)
+                    .collect(),
+            });
+        }),
+        stats: Mutex::new(BTreeMap::new()),
+    })
+}
+
+/// A step without `for_each`: one call with the resolved `with`.
+async fn run_once(
+    ctx: &RunContext<'_>,
+    step: &Step,
+    prepared: &Arc<Prepared>,
+    context: &Arc<StepContext>,
+    scope: &Scope<'_>,
+) -> Result<Value, StepFailure> {
+    let input = resolve_input(step, scope)?;
+    ctx.emit(&RunEvent::StepStarted {
+        step: step.id.clone(),
+        component: context.component.clone(),
+        input: ctx.redactor.redact_json(&input),
+        items: None,
+    });
+    call(ctx.engine, prepared, context.clone(), &input, step.timeout)
+        .await
+        .map_err(|e| StepFailure::Failed(e.to_string()))
+}
+
+/// Emits the step's `StepFinished`, writes its artifacts and keeps its
+/// output; says whether the run goes on.
+fn finish(
+    ctx: &RunContext<'_>,
+    step: &Step,
+    context: &StepContext,
+    started: Instant,
+    result: Result<Value, StepFailure>,
+    results: &mut Results,
+) -> Result<(), StepFailure> {
+    let label = format!("step `{}` ({})", step.id, context.component);
+    let (status, output, error) = match result {
+        Ok(output) => (Status::Succeeded, Some(output), None),
+        Err(StepFailure::Failed(why)) => (
+            Status::Failed,
+            None,
+            Some(ctx.redactor.redact(&format!("{label} failed: {why}"))),
+        ),
+        Err(StepFailure::Interrupted(why)) => (
+            Status::Interrupted,
+            None,
+            Some(ctx.redactor.redact(&format!("{label}: {why}"))),
+        ),
+    };
+    ctx.emit(&RunEvent::StepFinished {
+        step: step.id.clone(),
+        component: context.component.clone(),
+        status,
+        output: output.as_ref().map(|o| ctx.redactor.redact_json(o)),
+        error: error.clone(),
+        duration: started.elapsed(),
+        connections: context.stats(),
+    });
+    results.finished.insert(step.id.clone());
+    match (output, error) {
+        (Some(output), _) => {
+            artifacts::write(ctx, step, &output, results)?;
+            results.outputs.insert(step.id.clone(), output);
+            Ok(())
+        }
+        (None, error) if status == Status::Interrupted => {
+            Err(StepFailure::Interrupted(error.unwrap_or_default()))
+        }
+        (None, _) if step.on_error == OnError::Continue => {
+            results.outputs.insert(step.id.clone(), Value::Null);
+            Ok(())
+        }
+        (None, error) => Err(StepFailure::Failed(
+            error.unwrap_or_else(|| format!("{label} failed")),
+        )),
+    }
+}
+
+/// The step's `with`, resolved against `scope` (an empty object without one).
+pub fn resolve_input(step: &Step, scope: &Scope<'_>) -> Result<Value, StepFailure> {
+    match &step.with {
+        Some(with) => scope
+            .resolve_value(with)
+            .map_err(|e| StepFailure::Failed(format!("its input could not be resolved: {e}"))),
+        None => Ok(json!({})),
+    }
+}
+
+/// One call of the component, its output parsed.
+pub async fn call(
+    engine: &Engine,
+    prepared: &Prepared,
+    context: Arc<StepContext>,
+    input: &Value,
+    timeout: Duration,
+) -> Result<Value, CallError> {
+    let text = engine
+        .call(prepared, context, &input.to_string(), timeout)
+        .await?;
+    serde_json::from_str(&text).map_err(|e| CallError::InvalidOutput(e.to_string()))
+}
