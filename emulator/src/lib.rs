@@ -167,6 +167,18 @@ impl RunningEmulator {
         snapshot_of(&self.shared)
     }
 
+    /// Everything a client must never print or store: the client secrets
+    /// the token endpoints accept and every access token they issued.
+    pub fn secrets(&self) -> Vec<String> {
+        let c = &self.shared.config.credentials;
+        let mut all = vec![
+            c.graph_client_secret.clone(),
+            c.procore_client_secret.clone(),
+        ];
+        all.extend(self.shared.lock().tokens.keys().cloned());
+        all
+    }
+
     /// Replaces the faults; request ordinals and target counts start again.
     pub fn set_faults(&self, faults: Faults) {
         self.shared.set_faults(faults);

@@ -586,3 +586,168 @@ fn mixed_case(s: &str) -> String {
         })
         .collect()
 }
+
+/// Small tenants written by hand, person by person, for tests whose
+/// expected outcome is written by hand too (not computed by
+/// [`Scenario::expected_sync`]). Ids are made up in order, so the same
+/// calls give the same tenant; they stay unique while entries are only
+/// added.
+impl Scenario {
+    /// A tenant with no people and no groups but the report's mailbox,
+    /// with the ids the generated tenants use (company 4242, project 1001
+    /// with template 77).
+    pub fn hand_written() -> Scenario {
+        let mut scenario = Scenario::generate(0, 1);
+        scenario.groups.clear();
+        scenario.procore_users.clear();
+        scenario
+            .graph_users
+            .retain(|u| u.mail.as_deref() == Some(&*scenario.mail_from));
+        scenario
+    }
+
+    fn next_guid(&self) -> String {
+        let n = self.graph_users.len() + self.groups.len() + 1;
+        format!("00000000-0000-4000-8000-{n:012x}")
+    }
+
+    /// Adds a group named `display_name`; returns its id.
+    pub fn add_group(&mut self, display_name: &str) -> String {
+        let id = self.next_guid();
+        self.groups.push(GraphGroup {
+            id: id.clone(),
+            display_name: display_name.to_string(),
+            members: Vec::new(),
+        });
+        id
+    }
+
+    /// Adds an enabled Graph user with this `mail` and UPN, a direct member
+    /// of the groups with these ids; returns it for further changes
+    /// (`account_enabled`, `given_name`…). The display name's first word is
+    /// its given name, the rest its surname.
+    pub fn add_user(
+        &mut self,
+        display_name: &str,
+        mail: Option<&str>,
+        user_principal_name: &str,
+        group_ids: &[&str],
+    ) -> &mut GraphUser {
+        let id = self.next_guid();
+        for group in self
+            .groups
+            .iter_mut()
+            .filter(|g| group_ids.contains(&&*g.id))
+        {
+            group.members.push(Member::User { id: id.clone() });
+        }
+        let (given, surname) = match display_name.split_once(' ') {
+            Some((given, surname)) => (Some(given.to_string()), Some(surname.to_string())),
+            None => (Some(display_name.to_string()), None),
+        };
+        self.graph_users.push(GraphUser {
+            id,
+            display_name: display_name.to_string(),
+            given_name: given,
+            surname,
+            mail: mail.map(str::to_string),
+            user_principal_name: user_principal_name.to_string(),
+            account_enabled: true,
+            job_title: None,
+        });
+        let last = self.graph_users.len() - 1;
+        &mut self.graph_users[last]
+    }
+
+    /// Adds a user to this Procore company; returns it.
+    pub fn add_procore_user(
+        &mut self,
+        login: &str,
+        email_address: &str,
+        is_active: bool,
+    ) -> &mut ProcoreUser {
+        let id = self
+            .procore_users
+            .iter()
+            .map(|u| u.id)
+            .max()
+            .unwrap_or(2000)
+            + 1;
+        let stamp = "2025-06-01T12:00:00Z".to_string();
+        self.procore_users.push(ProcoreUser {
+            id,
+            login: login.to_string(),
+            email_address: email_address.to_string(),
+            first_name: "Existing".into(),
+            last_name: format!("User {id}"),
+            is_active,
+            is_employee: true,
+            job_title: None,
+            created_by_api: false,
+            created_at: stamp.clone(),
+            updated_at: stamp,
+        });
+        let last = self.procore_users.len() - 1;
+        &mut self.procore_users[last]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|k| k.to_string()).collect()
+    }
+
+    /// The oracle against an outcome worked out by hand from the rules.
+    #[test]
+    fn the_oracle_agrees_with_a_hand_written_outcome() {
+        let mut s = Scenario::hand_written();
+        let e3 = s.add_group("License – Microsoft 365 E3");
+        let office = s.add_group("License – Office 365 E1");
+        let hyphen = s.add_group("License - Microsoft 365 E3");
+        let lower = s.add_group("license – microsoft old");
+        s.add_user(
+            "Ana Lima",
+            Some(" Ana@Contoso.com "),
+            "ana@contoso.com",
+            &[&e3],
+        );
+        s.add_user(
+            "Ben Ode",
+            Some("ben@contoso.com"),
+            "ben@contoso.com",
+            &[&hyphen],
+        );
+        s.add_user(
+            "Cy Ray",
+            Some("cy@contoso.com"),
+            "cy@contoso.com",
+            &[&lower],
+        );
+        s.add_user("Di Fox", None, "Di@contoso.com", &[&e3, &office]);
+        s.add_user("Ed Moe", Some("ed@contoso.com"), "ed@contoso.com", &[&e3])
+            .account_enabled = false;
+        s.add_user(
+            "Flo Ng",
+            Some("flo@contoso.com"),
+            "flo@contoso.com",
+            &[&office],
+        );
+        s.add_user("Gil Bo", Some("gil@contoso.com"), "gil@contoso.com", &[&e3]);
+        s.add_procore_user("FLO@contoso.com", "flo.ng@contoso.com", true);
+        s.add_procore_user("gil.bo", "gil@contoso.com", false);
+        let expected = s.expected_sync();
+        assert_eq!(
+            expected.to_create,
+            keys(&["ana@contoso.com", "di@contoso.com"])
+        );
+        assert_eq!(expected.present, keys(&["flo@contoso.com"]));
+        assert_eq!(expected.inactive, keys(&["gil@contoso.com"]));
+        assert_eq!(expected.skipped_disabled, 1);
+        // Only what was added: the report's mailbox and these seven.
+        assert_eq!(s.graph_users.len(), 8);
+        assert_eq!((s.groups.len(), s.procore_users.len()), (4, 2));
+    }
+}
