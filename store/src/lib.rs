@@ -198,7 +198,15 @@ pub fn run_dir(data_dir: &Path, run_id: &str) -> PathBuf {
 /// `$XDG_DATA_HOME/sluice`, else `~/.local/share/sluice`, else `.sluice`
 /// in the current folder when there is no home.
 pub fn default_data_dir() -> PathBuf {
-    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    data_dir_from(|name| std::env::var_os(name))
+}
+
+/// [`default_data_dir`] with the environment given as a look-up, so its
+/// order of precedence is tested without changing the process's
+/// environment (shared by every thread of a test binary). An empty
+/// variable counts as unset.
+pub fn data_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let var = |name| env(name).filter(|v| !v.is_empty());
     if let Some(dir) = var("SLUICE_DATA_DIR") {
         return PathBuf::from(dir);
     }

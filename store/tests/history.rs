@@ -380,11 +380,17 @@ fn a_run_left_running_is_readable_and_recovered_as_interrupted() {
     assert!(text.contains("items: 1 of 3 done so far"), "{text}");
     let last_sign_of_life = d.items[0].ended_at.clone().unwrap();
 
-    // A run started after the recovering process did is left alone.
-    std::thread::sleep(Duration::from_millis(5));
-    let restart = SystemTime::now();
-    std::thread::sleep(Duration::from_millis(5));
+    // A run started after the recovering process did is left alone: r2,
+    // recorded a second after the restart.
+    let restart = chrono::Utc::now();
     h.start_run(&new_run("r2", "sync")).unwrap();
+    let after_restart = restart + chrono::Duration::seconds(1);
+    sql(&path)
+        .execute(
+            "UPDATE runs SET started_at = ?1 WHERE id = 'r2'",
+            [after_restart.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)],
+        )
+        .unwrap();
     assert_eq!(h.recover_stale_runs(restart).unwrap(), 1);
     assert_eq!(h.recover_stale_runs(restart).unwrap(), 0);
 
@@ -637,16 +643,25 @@ fn an_old_row_with_our_pid_and_no_token_is_not_taken_as_ours() {
 
 #[test]
 fn listing_filters_by_flow_and_limits_newest_first() {
-    let h = History::open_in_memory().unwrap();
-    for i in 0..5 {
-        h.start_run(&new_run(&format!("a{i}"), "alpha")).unwrap();
-        std::thread::sleep(Duration::from_millis(2));
+    let dir = tempfile::tempdir().unwrap();
+    let path = sluice_store::path_in(dir.path());
+    let h = History::open(&path).unwrap();
+    // Started at these minutes past ten: newest first is not the order of
+    // the ids, nor the order they were written in.
+    for (id, minute) in [("a0", 3), ("a1", 1), ("a2", 4), ("a3", 0), ("a4", 2)] {
+        h.start_run(&new_run(id, "alpha")).unwrap();
+        sql(&path)
+            .execute(
+                "UPDATE runs SET started_at = ?1 WHERE id = ?2",
+                [format!("2026-01-01T10:0{minute}:00.000Z"), id.to_string()],
+            )
+            .unwrap();
     }
     h.start_run(&new_run("b0", "beta")).unwrap();
     let alpha = h.list_runs(Some("alpha"), 3).unwrap();
     assert_eq!(
         alpha.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-        vec!["a4", "a3", "a2"]
+        vec!["a2", "a0", "a4"]
     );
     assert_eq!(h.list_runs(Some("beta"), 10).unwrap().len(), 1);
     assert_eq!(h.list_runs(Some("gamma"), 10).unwrap().len(), 0);
@@ -737,18 +752,44 @@ fn two_handles_on_one_file_write_concurrently() {
 }
 
 #[test]
-fn default_data_dir_and_durations() {
-    // Only read here: the environment is process-wide and tests run in threads.
-    let dir = sluice_store::default_data_dir();
-    assert!(!dir.as_os_str().is_empty());
+fn the_data_dir_comes_from_the_environment_in_order() {
+    let dir = |vars: &[(&str, &str)]| {
+        sluice_store::data_dir_from(|name| {
+            vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.into())
+        })
+    };
+    let all = [
+        ("SLUICE_DATA_DIR", "/srv/sluice"),
+        ("XDG_DATA_HOME", "/home/ops/.data"),
+        ("HOME", "/home/ops"),
+    ];
+    assert_eq!(dir(&all), Path::new("/srv/sluice"));
+    assert_eq!(dir(&all[1..]), Path::new("/home/ops/.data/sluice"));
+    assert_eq!(dir(&all[2..]), Path::new("/home/ops/.local/share/sluice"));
+    assert_eq!(dir(&[]), Path::new(".sluice"));
+    // An empty variable counts as unset.
+    let empty = [("SLUICE_DATA_DIR", ""), ("XDG_DATA_HOME", ""), all[2]];
+    assert_eq!(dir(&empty), Path::new("/home/ops/.local/share/sluice"));
+}
+
+#[test]
+fn durations_parse_and_run_ids_start_with_the_time() {
     assert_eq!(
         sluice_store::parse_duration("30d").unwrap(),
         Duration::from_secs(30 * 86_400)
     );
     assert!(sluice_store::parse_duration("soon").is_err());
+    let before = chrono::Utc::now().timestamp();
     let id = sluice_store::new_run_id();
+    let after = chrono::Utc::now().timestamp();
+    let (time, suffix) = id.split_once("Z-").unwrap();
+    let started = chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%S")
+        .unwrap()
+        .and_utc()
+        .timestamp();
+    assert!((before..=after).contains(&started), "{id}");
     assert!(
-        id.len() == 23 && id.contains('T') && id.contains("Z-"),
+        suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_hexdigit()),
         "{id}"
     );
 }
