@@ -24,8 +24,8 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
-use super::SendError;
 use super::throttle::parse_retry_after;
+use super::wire::{ReadFailure, read_capped};
 use crate::flow::model::{Auth, RetryPolicy, Secret};
 use crate::redact::Redactor;
 
@@ -250,7 +250,7 @@ impl TokenSource {
                     });
                 }
                 Some(delay) => delay,
-                None => super::backoff(&self.retry, attempt),
+                None => super::decide::backoff(&self.retry, attempt, super::jitter()),
             };
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -300,21 +300,31 @@ impl TokenSource {
             .form(&form)
             .send()
             .await
-            .map_err(|e| transient(crate::connections::describe_reqwest_error(&e), None))?;
+            .map_err(|e| {
+                transient(
+                    super::wire::describe_reqwest_error(&e, self.request_timeout),
+                    None,
+                )
+            })?;
         let status = response.status();
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = match super::read_capped(response, MAX_TOKEN_RESPONSE).await {
+        let body = match read_capped(response, MAX_TOKEN_RESPONSE, self.request_timeout).await {
             Ok(body) => body,
-            Err(SendError::TooLarge(_)) => {
+            Err(ReadFailure::TooLarge) => {
                 return Err(bad(format!(
                     "HTTP {status} with a response larger than {MAX_TOKEN_RESPONSE} bytes"
                 )));
             }
-            Err(other) => return Err(transient(other.to_string(), None)),
+            Err(ReadFailure::Broken(reason)) => {
+                return Err(transient(
+                    format!("reading the response failed: {reason}"),
+                    None,
+                ));
+            }
         };
         if !status.is_success() {
             let (code, detail) = error_detail(&body);

@@ -3,13 +3,16 @@
 //! A [`Connection`] owns one named connection of a flow: its base URL and
 //! static headers, its credentials ([`auth`]), its pacing ([`throttle`]) and
 //! its retry policy. Components hand it a request; it checks the request
-//! against [`policy`], waits its turn, authenticates, sends, retries what is
-//! safe to retry, and returns the final response. Nothing a component sends
-//! or receives ever carries a credential.
+//! against [`policy`], waits its turn, authenticates, sends over a [`wire`],
+//! and after each attempt does what [`decide`] says (send again, wait,
+//! refresh the token, give up) until it can return the final response.
+//! Nothing a component sends or receives ever carries a credential.
 
 pub mod auth;
+pub mod decide;
 pub mod policy;
 pub mod throttle;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,21 +21,13 @@ use std::time::Duration;
 use rand::Rng;
 use serde::Serialize;
 
-use crate::flow::model::{ConnectionSpec, Flow};
+use crate::flow::model::{Auth, ConnectionSpec, Flow, Secret};
 use crate::redact::Redactor;
 use auth::{AuthError, TokenSource};
+use decide::{Attempt, Decision, GiveUp, Next, Resend, Rules, Tally, decide};
 use policy::Violation;
-use throttle::{Hold, Throttle, parse_retry_after};
-
-/// 429s are the service asking us to wait, not failing: allow more rounds of them.
-const MAX_THROTTLED_ATTEMPTS: u32 = 10;
-
-/// A 401 drops the token and sends the request again with a new one. Twice,
-/// not once: among concurrent requests, the replacement a retry picks up may
-/// itself have been revoked a moment later (a service that expires tokens by
-/// use, or a key rotation). Wrong credentials still end at the token
-/// endpoint, which refuses them.
-const MAX_TOKEN_REFRESHES_PER_REQUEST: u32 = 2;
+use throttle::{Throttle, parse_retry_after};
+use wire::{ReadFailure, Wire};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -202,228 +197,269 @@ impl Connection {
         policy::check_headers(&request.headers, &self.spec.headers)?;
         let url = policy::resolve_url(&self.spec.base_url, &request.url, &request.query)?;
         if dry_run && !request.method.is_read() {
-            return Err(SendError::DryRun(format!("{} {url}", request.method)));
+            return Err(SendError::DryRun(format!(
+                "{} {}",
+                request.method,
+                shown_url(url.as_str())
+            )));
         }
-        let safe_to_repeat = request.method.is_read() || request.idempotent;
-        let retry = self.spec.retry;
-        let mut failures = 0u32;
-        let mut throttled = 0u32;
-        let mut refreshed_after_401 = 0u32;
+        self.exchange(&wire::Http(&self.http), &request, &url, stats)
+            .await
+    }
+
+    /// Sends until a decision hands a response over or gives up.
+    async fn exchange<W: Wire>(
+        &self,
+        wire: &W,
+        request: &OutgoingRequest,
+        url: &url::Url,
+        stats: &mut RequestStats,
+    ) -> Result<IncomingResponse, SendError> {
+        let rules = Rules {
+            safe_to_repeat: request.method.is_read() || request.idempotent,
+            can_refresh: matches!(self.spec.auth, Auth::OAuth2ClientCredentials { .. }),
+            retry: self.spec.retry,
+        };
+        let what = format!("{} {}", request.method, shown_url(url.as_str()));
+        let mut tally = Tally::default();
         loop {
-            // The token first: requests queued behind a slow token fetch must
-            // not each take a slot of the rate budget and then go out at once.
-            let mut authorization = self.tokens.authorization(&self.http).await?;
-            // The permit counts this request in flight until it is answered;
-            // dropped unanswered (transport error, the step's deadline
-            // dropping this future) it gives its place back.
-            let (permit, waited) = self.throttle.acquire().await.map_err(|closed| {
-                SendError::Unavailable(format!("{} {url}: {closed}", request.method))
-            })?;
-            stats.wait_ms += millis(waited);
-            if !waited.is_zero() {
-                // A long wait may have outlasted the token: ask again (a
-                // cached token that is still good costs nothing).
-                authorization = self.tokens.authorization(&self.http).await?;
-            }
-            let mut builder = self
-                .http
-                .request(request.method.as_reqwest(), url.clone())
-                .timeout(self.spec.request_timeout);
-            for (name, value) in self.spec.headers.iter().chain(request.headers.iter()) {
-                builder = builder.header(name, value);
-            }
-            if let Some((header, _)) = &authorization {
-                builder = builder.header(reqwest::header::AUTHORIZATION, header.expose());
-            }
-            if let Some(body) = &request.body {
-                builder = builder.body(body.clone());
-            }
+            let (authorization, permit) = self.turn(&what, stats).await?;
             stats.requests += 1;
-            let response = match builder.send().await {
-                Ok(response) => response,
-                Err(e) => {
+            let outgoing = self.outgoing(request, url, authorization.as_ref());
+            let head = match wire.send(outgoing).await {
+                Ok(head) => head,
+                Err(failure) => {
                     drop(permit);
-                    let reason = describe_reqwest_error(&e);
-                    // A request that could not even be built was never sent,
-                    // and sending it again would fail the same way.
-                    if !e.is_builder() && safe_to_repeat && failures + 1 < retry.max_attempts {
-                        failures += 1;
-                        stats.retried += 1;
-                        stats.wait_ms += sleep(backoff(&retry, failures)).await;
-                        continue;
-                    }
-                    let tried = if failures > 0 {
-                        format!(" after {} attempts", failures + 1)
-                    } else {
-                        String::new()
+                    let attempt = Attempt::NoAnswer {
+                        built: failure.built,
                     };
-                    let note = if safe_to_repeat || e.is_builder() {
-                        String::new()
-                    } else {
-                        "; it was not retried because the write may have reached the service and is not marked idempotent".to_string()
-                    };
-                    return Err(SendError::Unavailable(format!(
-                        "{} {url} failed{tried}: {reason}{note}",
-                        request.method
-                    )));
+                    let decision = decide(attempt, tally, &rules, jitter());
+                    let cause = Cause::NoAnswer(&failure.reason);
+                    tally = self
+                        .carry_out(decision, tally, stats, &what, cause, None)
+                        .await?;
+                    continue;
                 }
             };
-            let status = response.status().as_u16();
-            let headers: Vec<(String, String)> = response
-                .headers()
-                .iter()
-                .filter(|(n, _)| !policy::hidden_response_header(n.as_str()))
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            permit.answered(&headers);
-            let retry_after = headers
-                .iter()
-                .find(|(n, _)| n == "retry-after")
-                .and_then(|(_, v)| parse_retry_after(v));
-            // A 429 or 503 with Retry-After holds the whole connection,
-            // whether or not this request is sent again: no request of any
-            // step goes out before it has passed.
-            let mut held = false;
-            if matches!(status, 429 | 503)
-                && let Some(delay) = retry_after
-            {
-                held = true;
-                if let Hold::Closed(closed) = self.throttle.hold_for(delay) {
-                    stats.throttled += 1;
-                    return Err(SendError::Unavailable(format!(
-                        "{} {url} answered {status}: {closed}",
-                        request.method
-                    )));
-                }
-            }
-            if status == 429 && throttled + 1 < MAX_THROTTLED_ATTEMPTS {
-                // The service did not process the request: any method may be resent.
-                throttled += 1;
-                stats.throttled += 1;
-                if !held {
-                    self.throttle.hold_for(backoff(&retry, throttled));
-                }
+            permit.answered(&head.headers);
+            let attempt = Attempt::Answered {
+                status: head.status,
+                retry_after: head
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == "retry-after")
+                    .and_then(|(_, v)| parse_retry_after(v)),
+            };
+            let decision = decide(attempt, tally, &rules, jitter());
+            let cause = Cause::Status(head.status);
+            if decision.next != Next::Deliver {
+                let token = authorization.as_ref();
+                tally = self
+                    .carry_out(decision, tally, stats, &what, cause, token)
+                    .await?;
                 continue;
             }
-            if status == 401
-                && refreshed_after_401 < MAX_TOKEN_REFRESHES_PER_REQUEST
-                && let Some((header, _)) = &authorization
-                && matches!(
-                    self.spec.auth,
-                    crate::flow::model::Auth::OAuth2ClientCredentials { .. }
-                )
-            {
-                refreshed_after_401 += 1;
-                self.tokens.invalidate(header).await;
-                stats.retried += 1;
-                continue;
-            }
-            if status >= 500 && safe_to_repeat && failures + 1 < retry.max_attempts {
-                failures += 1;
-                stats.retried += 1;
-                if held {
-                    // The next attempt waits for the hold in `acquire`.
-                    stats.throttled += 1;
-                } else {
-                    stats.wait_ms += sleep(backoff(&retry, failures)).await;
-                }
-                continue;
-            }
-            match read_capped(response, self.spec.max_response_bytes).await {
+            self.hold(decision.hold);
+            let cap = self.spec.max_response_bytes;
+            match wire.read(head.body, cap, self.spec.request_timeout).await {
                 Ok(body) => {
                     return Ok(IncomingResponse {
-                        status,
-                        headers,
+                        status: head.status,
+                        headers: visible(head.headers),
                         body,
                     });
                 }
-                // The connection broke mid-body: like a transport failure, the
-                // request may have been processed, so only safe ones are repeated.
-                Err(SendError::Unavailable(_))
-                    if safe_to_repeat && failures + 1 < retry.max_attempts =>
-                {
-                    failures += 1;
-                    stats.retried += 1;
-                    stats.wait_ms += sleep(backoff(&retry, failures)).await;
+                Err(ReadFailure::TooLarge) => return Err(SendError::TooLarge(cap)),
+                Err(ReadFailure::Broken(reason)) => {
+                    let decision = decide(Attempt::BodyBroken, tally, &rules, jitter());
+                    let cause = Cause::BodyBroken(&reason);
+                    tally = self
+                        .carry_out(decision, tally, stats, &what, cause, None)
+                        .await?;
                 }
-                Err(SendError::Unavailable(reason)) if !safe_to_repeat => {
-                    return Err(SendError::Unavailable(format!(
-                        "{} {url}: {reason}; it was not retried because the write may have reached the service and is not marked idempotent",
-                        request.method
-                    )));
-                }
-                Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Waits for a request's turn: its token first (requests queued behind
+    /// a slow token fetch must not each take a slot of the rate budget and
+    /// then go out at once), then its place in the throttle. The permit
+    /// counts the request in flight until it is answered; dropped
+    /// unanswered (a transport error, the step's deadline dropping this
+    /// future) it gives its place back.
+    async fn turn(
+        &self,
+        what: &str,
+        stats: &mut RequestStats,
+    ) -> Result<(Option<Secret>, throttle::Permit<'_>), SendError> {
+        let mut authorization = self.tokens.authorization(&self.http).await?;
+        let (permit, waited) = self
+            .throttle
+            .acquire()
+            .await
+            .map_err(|closed| SendError::Unavailable(format!("{what}: {closed}")))?;
+        stats.wait_ms += millis(waited);
+        if !waited.is_zero() {
+            // A long wait may have outlasted the token: ask again (a
+            // cached token that is still good costs nothing).
+            authorization = self.tokens.authorization(&self.http).await?;
+        }
+        Ok((authorization.map(|(header, _)| header), permit))
+    }
+
+    /// The request as it goes out: the connection's headers, the
+    /// component's, and the credential.
+    fn outgoing<'a>(
+        &'a self,
+        request: &'a OutgoingRequest,
+        url: &'a url::Url,
+        authorization: Option<&'a Secret>,
+    ) -> wire::Outgoing<'a> {
+        let mut headers: Vec<(&str, &str)> = self
+            .spec
+            .headers
+            .iter()
+            .chain(request.headers.iter())
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        if let Some(header) = authorization {
+            headers.push(("authorization", header.expose()));
+        }
+        wire::Outgoing {
+            method: request.method,
+            url,
+            headers,
+            body: request.body.as_deref(),
+            timeout: self.spec.request_timeout,
+        }
+    }
+
+    /// Nothing goes out on this connection before `hold` has passed.
+    fn hold(&self, hold: Option<Duration>) {
+        if let Some(delay) = hold {
+            // A delay past the longest wait closes the connection for a
+            // while; the decision already gives this request up.
+            let _ = self.throttle.hold_for(delay);
+        }
+    }
+
+    /// Carries out a decision that does not deliver: holds the
+    /// connection, sleeps, drops a rejected token, or says why it gave up.
+    /// Returns the request's tally for its next attempt.
+    async fn carry_out(
+        &self,
+        decision: Decision,
+        tally: Tally,
+        stats: &mut RequestStats,
+        what: &str,
+        cause: Cause<'_>,
+        token: Option<&Secret>,
+    ) -> Result<Tally, SendError> {
+        self.hold(decision.hold);
+        match decision.next {
+            Next::Resend { sleep, why } => {
+                match why {
+                    Resend::Failed => stats.retried += 1,
+                    Resend::Throttled => stats.throttled += 1,
+                    Resend::FailedWhileHeld => {
+                        stats.retried += 1;
+                        stats.throttled += 1;
+                    }
+                }
+                tokio::time::sleep(sleep).await;
+                stats.wait_ms += millis(sleep);
+            }
+            Next::RefreshToken => {
+                if let Some(token) = token {
+                    self.tokens.invalidate(token).await;
+                }
+                stats.retried += 1;
+            }
+            Next::GiveUp(why) => {
+                if matches!(why, GiveUp::Closed { .. }) {
+                    stats.throttled += 1;
+                }
+                return Err(SendError::Unavailable(gave_up(what, why, cause, tally)));
+            }
+            // Delivering reads the body, which is the loop's to do.
+            Next::Deliver => {}
+        }
+        Ok(tally.after(&decision.next))
+    }
+}
+
+/// What ended an attempt, for the message when the request is given up.
+#[derive(Clone, Copy)]
+enum Cause<'a> {
+    NoAnswer(&'a str),
+    BodyBroken(&'a str),
+    Status(u16),
+}
+
+/// Why a request was given up, in one line naming it and its attempts.
+fn gave_up(what: &str, why: GiveUp, cause: Cause<'_>, tally: Tally) -> String {
+    let attempts = tally.attempts();
+    let tried = format!(
+        "after {attempts} attempt{}",
+        if attempts == 1 { "" } else { "s" }
+    );
+    let note = |unsafe_write: bool| {
+        if unsafe_write {
+            "; it was not retried because the write may have reached the service and is not marked idempotent"
+        } else {
+            ""
+        }
+    };
+    let reason = match cause {
+        Cause::NoAnswer(r) | Cause::BodyBroken(r) => r.to_string(),
+        Cause::Status(status) => format!("HTTP {status}"),
+    };
+    match why {
+        GiveUp::NoAnswer { unsafe_write } => {
+            format!("{what} failed {tried}: {reason}{}", note(unsafe_write))
+        }
+        GiveUp::BodyBroken { unsafe_write } => format!(
+            "{what}: reading the response failed {tried}: {reason}{}",
+            note(unsafe_write)
+        ),
+        GiveUp::Closed { status, delay } => {
+            format!("{what} answered {status}: {}", throttle::Closed(delay))
         }
     }
 }
 
-/// Sleeps, and says for how long in milliseconds (for the request stats).
-async fn sleep(duration: Duration) -> u64 {
-    tokio::time::sleep(duration).await;
-    millis(duration)
+/// The response headers a component may see.
+fn visible(headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .filter(|(n, _)| !policy::hidden_response_header(n))
+        .collect()
+}
+
+/// The longest URL quoted whole in a message; longer ones are cut in the
+/// middle, keeping the host and the path's end, which say most.
+const MAX_SHOWN_URL: usize = 160;
+
+/// A URL as quoted in messages: at most [`MAX_SHOWN_URL`] characters.
+pub fn shown_url(url: &str) -> String {
+    let count = url.chars().count();
+    if count <= MAX_SHOWN_URL {
+        return url.to_string();
+    }
+    let keep = MAX_SHOWN_URL - 1;
+    let head: String = url.chars().take(keep * 2 / 3).collect();
+    let tail: String = url.chars().skip(count - (keep - keep * 2 / 3)).collect();
+    format!("{head}…{tail}")
+}
+
+/// Jitter for backoff waits, within [0.5, 1] of the full step.
+fn jitter() -> f64 {
+    rand::rng().random_range(0.5..=1.0)
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Exponential backoff with full jitter, between half and all of the step.
-fn backoff(policy: &crate::flow::model::RetryPolicy, attempt: u32) -> Duration {
-    let exp = policy
-        .base_delay
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let capped = exp.min(policy.max_delay);
-    let jitter = rand::rng().random_range(0.5..=1.0);
-    capped.mul_f64(jitter)
-}
-
-async fn read_capped(mut response: reqwest::Response, cap: u64) -> Result<Vec<u8>, SendError> {
-    if response.content_length().is_some_and(|len| len > cap) {
-        return Err(SendError::TooLarge(cap));
-    }
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() as u64 + chunk.len() as u64 > cap {
-                    return Err(SendError::TooLarge(cap));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(e) => {
-                return Err(SendError::Unavailable(format!(
-                    "reading the response failed: {}",
-                    describe_reqwest_error(&e)
-                )));
-            }
-        }
-    }
-}
-
-/// A one-line reason for a transport failure, including its cause chain.
-pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "transport error"
-    };
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        causes.push(s.to_string());
-        source = s.source();
-    }
-    match causes.last() {
-        Some(root) => format!("{kind} ({root})"),
-        None => kind.to_string(),
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -350,43 +350,32 @@ mod tests {
         );
     }
 
-    // These use real time with short waits: they check that waiting
-    // happens, with lower bounds only.
-    #[tokio::test]
+    // Paused time: waits are exact, and take no real time.
+    #[tokio::test(start_paused = true)]
     async fn a_spent_budget_waits_for_the_reset() {
         let t = Throttle::new(None);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        // Announce a window that resets at the next whole second.
-        let reset = now.as_secs() + 1;
-        let until_reset = Duration::from_secs(reset) - now;
-        t.observe(&[
-            ("x-rate-limit-remaining".into(), "1".into()),
-            ("x-rate-limit-reset".into(), reset.to_string()),
-        ]);
-        assert!(t.acquire().await.unwrap().1 < Duration::from_millis(50));
+        t.observe(&budget("1", "ratelimit-reset", "30".into()));
+        assert_eq!(t.acquire().await.unwrap().1, Duration::ZERO);
         let waited = t.acquire().await.unwrap().1;
-        assert!(waited >= until_reset, "{waited:?} < {until_reset:?}");
+        assert_eq!(waited, Duration::from_secs(30) + RESET_MARGIN);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn retry_after_holds_every_request() {
         let t = Throttle::new(None);
         assert_eq!(t.hold_for(Duration::from_millis(200)), Hold::Wait);
-        assert!(t.acquire().await.unwrap().1 >= Duration::from_millis(190));
+        assert_eq!(t.acquire().await.unwrap().1, Duration::from_millis(200));
+        assert_eq!(t.acquire().await.unwrap().1, Duration::ZERO);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn rate_limit_spaces_requests() {
         let t = Throttle::new(Some(50.0));
         let start = Instant::now();
         for _ in 0..11 {
             let _ = t.acquire().await.unwrap();
         }
-        assert!(
-            start.elapsed() >= Duration::from_millis(200),
-            "{:?}",
-            start.elapsed()
-        );
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
     }
 
     fn unix_now() -> u64 {

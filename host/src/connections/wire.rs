@@ -1,0 +1,165 @@
+//! One HTTP exchange, as the send loop sees it: send a request and get its
+//! status and headers (or why none came), then read the body under a cap.
+//!
+//! [`Wire`] is the seam between the loop's decisions and the network:
+//! [`Http`] is reqwest, and tests drive the same loop with a scripted wire
+//! on paused time. Bodies arrive decompressed (gzip, deflate, brotli: the
+//! encodings the client offers) and the cap counts decompressed bytes, so a
+//! small compressed answer cannot become a large one in memory.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::Method;
+
+/// A request ready to go: every header (the connection's, the component's,
+/// the credential) is already in place.
+pub struct Outgoing<'a> {
+    pub method: Method,
+    pub url: &'a url::Url,
+    pub headers: Vec<(&'a str, &'a str)>,
+    pub body: Option<&'a [u8]>,
+    pub timeout: Duration,
+}
+
+/// A response whose status and headers have arrived; its body has not been read.
+pub struct Head<B> {
+    pub status: u16,
+    /// Names lower-case, values as text (bytes outside UTF-8 replaced).
+    pub headers: Vec<(String, String)>,
+    pub body: B,
+}
+
+/// Why no response came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoAnswer {
+    /// False when the request could not even be built (it never left).
+    pub built: bool,
+    /// One line: what failed, and its root cause.
+    pub reason: String,
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// Larger than the cap (after decompression).
+    TooLarge,
+    /// The connection broke or timed out mid-body.
+    Broken(String),
+}
+
+pub trait Wire: Sync {
+    type Body: Send;
+    fn send(
+        &self,
+        request: Outgoing<'_>,
+    ) -> impl Future<Output = Result<Head<Self::Body>, NoAnswer>> + Send;
+    /// Reads the body; `timeout` is the request's, named if it runs out.
+    fn read(
+        &self,
+        body: Self::Body,
+        cap: u64,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<u8>, ReadFailure>> + Send;
+}
+
+/// The real wire: one shared reqwest client.
+pub struct Http<'a>(pub &'a reqwest::Client);
+
+impl Wire for Http<'_> {
+    type Body = reqwest::Response;
+
+    async fn send(&self, request: Outgoing<'_>) -> Result<Head<reqwest::Response>, NoAnswer> {
+        let mut builder = self
+            .0
+            .request(request.method.as_reqwest(), request.url.clone())
+            .timeout(request.timeout);
+        for (name, value) in request.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(body) = request.body {
+            builder = builder.body(body.to_vec());
+        }
+        let response = builder.send().await.map_err(|e| NoAnswer {
+            built: !e.is_builder(),
+            reason: describe_reqwest_error(&e, request.timeout),
+        })?;
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        Ok(Head {
+            status: response.status().as_u16(),
+            headers,
+            body: response,
+        })
+    }
+
+    async fn read(
+        &self,
+        body: reqwest::Response,
+        cap: u64,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ReadFailure> {
+        read_capped(body, cap, timeout).await
+    }
+}
+
+/// Reads a body, refusing it once it passes `cap` bytes (decompressed).
+/// `timeout` is the request's, named when a read times out.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    cap: u64,
+    timeout: Duration,
+) -> Result<Vec<u8>, ReadFailure> {
+    // Only trustworthy for an uncompressed body: reqwest drops the header
+    // when it decompresses.
+    if response.content_length().is_some_and(|len| len > cap) {
+        return Err(ReadFailure::TooLarge);
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() as u64 + chunk.len() as u64 > cap {
+                    return Err(ReadFailure::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(ReadFailure::Broken(describe_reqwest_error(&e, timeout))),
+        }
+    }
+}
+
+/// A one-line reason for a transport failure, with its root cause; a
+/// timeout says how long was waited.
+pub fn describe_reqwest_error(e: &reqwest::Error, timeout: Duration) -> String {
+    let kind = if e.is_timeout() && !timeout.is_zero() {
+        format!("timed out after {}", humantime::format_duration(timeout))
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "could not connect".to_string()
+    } else if e.is_decode() {
+        "the response could not be decoded".to_string()
+    } else {
+        "transport error".to_string()
+    };
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    match causes.last() {
+        Some(root) => format!("{kind} ({root})"),
+        None => kind,
+    }
+}
