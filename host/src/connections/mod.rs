@@ -77,6 +77,8 @@ pub struct IncomingResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// For the run's log, when secrets were removed from the response.
+    pub scrubbed: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,6 +152,15 @@ pub fn for_flow(flow: &Flow, http: &reqwest::Client, redactor: &Redactor) -> Con
 
 impl Connection {
     pub fn new(spec: Arc<ConnectionSpec>, http: reqwest::Client, redactor: Redactor) -> Self {
+        // The connection's own credentials, whatever the flow declared:
+        // every response is scrubbed of them.
+        match &spec.auth {
+            Auth::OAuth2ClientCredentials { client_secret, .. } => {
+                redactor.add(client_secret.expose().to_string());
+            }
+            Auth::Bearer(token) => redactor.add(token.expose().to_string()),
+            Auth::None => {}
+        }
         Self {
             tokens: TokenSource::new(
                 spec.auth.clone(),
@@ -203,8 +214,44 @@ impl Connection {
                 shown_url(url.as_str())
             )));
         }
-        self.exchange(&wire::Http(&self.http), &request, &url, stats)
-            .await
+        let response = self
+            .exchange(&wire::Http(&self.http), &request, &url, stats)
+            .await?;
+        Ok(self.scrub(response, &request, &url))
+    }
+
+    /// Removes every secret the host holds from a response before the
+    /// component sees it: a service that echoes the request (or a gateway's
+    /// error page quoting it) would otherwise hand the component the token.
+    fn scrub(
+        &self,
+        mut response: IncomingResponse,
+        request: &OutgoingRequest,
+        url: &url::Url,
+    ) -> IncomingResponse {
+        let (body, mut found) = self.redactor.scrub(&response.body);
+        if let std::borrow::Cow::Owned(clean) = body {
+            response.body = clean;
+        }
+        for (name, value) in &mut response.headers {
+            for text in [name, value] {
+                let (clean, n) = self.redactor.scrub(text.as_bytes());
+                if n > 0 {
+                    *text = String::from_utf8_lossy(&clean).into_owned();
+                    found += n;
+                }
+            }
+        }
+        if found > 0 {
+            response.scrubbed = Some(format!(
+                "the host removed {found} secret{} from the answer to {} {} before the component saw {}",
+                if found == 1 { "" } else { "s" },
+                request.method,
+                shown_url(url.as_str()),
+                if found == 1 { "it" } else { "them" },
+            ));
+        }
+        response
     }
 
     /// Sends until a decision hands a response over or gives up.
@@ -267,6 +314,7 @@ impl Connection {
                         status: head.status,
                         headers: visible(head.headers),
                         body,
+                        scrubbed: None,
                     });
                 }
                 Err(ReadFailure::TooLarge) => return Err(SendError::TooLarge(cap)),

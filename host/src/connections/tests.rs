@@ -291,3 +291,33 @@ fn long_urls_are_cut_in_the_middle() {
     assert!(shown.ends_with("/end") && shown.contains('…'), "{shown}");
     assert_eq!(shown_url("http://a/b"), "http://a/b");
 }
+
+#[test]
+fn echoed_credentials_are_removed_from_headers_and_body() {
+    let conn = connection();
+    // Connection::new taught the redactor the connection's own token.
+    let response = IncomingResponse {
+        status: 403,
+        headers: vec![
+            ("x-echo-authorization".into(), "Bearer static-token".into()),
+            ("x-static-token".into(), "1".into()),
+            ("content-type".into(), "text/html".into()),
+        ],
+        body: b"<p>Forbidden: Authorization: Bearer static-token</p>".to_vec(),
+        scrubbed: None,
+    };
+    let url = policy::resolve_url(&conn.spec.base_url, "things", &[]).unwrap();
+    let clean = conn.scrub(response, &request(Method::Get), &url);
+    assert_eq!(
+        clean.body,
+        b"<p>Forbidden: Authorization: Bearer [redacted]</p>".to_vec()
+    );
+    assert_eq!(clean.headers[0].1, "Bearer [redacted]");
+    assert_eq!(clean.headers[1].0, "x-[redacted]");
+    assert_eq!(clean.headers[2].1, "text/html");
+    let note = clean.scrubbed.unwrap();
+    assert!(
+        note.contains("removed 3 secrets") && note.contains("GET http://127.0.0.1:9/api/things"),
+        "{note}"
+    );
+}

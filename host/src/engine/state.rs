@@ -167,6 +167,12 @@ impl connection::Host for StepState {
         };
         let (result, stats) = conn.send(outgoing, self.step.dry_run).await;
         self.step.record(&name, &stats);
+        if let Ok(r) = &result
+            && let Some(note) = &r.scrubbed
+        {
+            // The host's own line: not counted against the component's.
+            (self.step.log)(LogLevel::Warn, note);
+        }
         Ok(match result {
             Ok(r) => Ok(connection::Response {
                 status: r.status,

@@ -1,0 +1,212 @@
+//! The forms a secret takes when a service or a component passes it on.
+//!
+//! A service that echoes a request (a debugging endpoint, a gateway's error
+//! page) quotes its `Authorization` header or form body as it sees fit: as
+//! is, percent-encoded the way URLs, forms or JavaScript encode, escaped
+//! for JSON (`/` as `\/` the way PHP writes it, or every symbol as
+//! `\u00XX` the way .NET does), or in base64 (a Basic credential, a JWT's
+//! claims, a dump of the request). [`forms`] lists each of these spellings
+//! of one secret, so a plain search for all of them finds it in any.
+//!
+//! Base64 of a secret inside a longer base64 text depends on where the
+//! secret starts within a 3-byte group; the characters that encode only
+//! the secret's own bits are the same whatever comes before and after, so
+//! those (for each of the three offsets) are searched for.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// RFC 3986's unreserved characters stay as they are; everything else is
+/// encoded (what Sluice itself does to query values).
+const STRICT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// JavaScript's `encodeURIComponent` also leaves `!'()*` alone.
+const URI_COMPONENT: &AsciiSet = &STRICT
+    .remove(b'!')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*');
+/// Path encoders (Python's `quote`, most routers) leave `/` alone too.
+const PATH: &AsciiSet = &STRICT.remove(b'/');
+/// `encodeURI` and the like encode only what cannot appear in a URL.
+const URL_TEXT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'|')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'%');
+
+/// Base64 fragments shorter than this are left out: a short run of base64
+/// characters turns up by chance in any long base64 text.
+const MIN_BASE64_FRAGMENT: usize = 8;
+
+/// Every spelling of `secret` to search for, the secret itself first,
+/// without duplicates.
+pub fn forms(secret: &str) -> Vec<String> {
+    let mut all = vec![secret.to_string()];
+    let mut push = |form: String| {
+        if !form.is_empty() && !all.contains(&form) {
+            all.push(form);
+        }
+    };
+    for set in [STRICT, URI_COMPONENT, PATH, URL_TEXT] {
+        let encoded = utf8_percent_encode(secret, set).to_string();
+        push(lower_hex_escapes(&encoded, '%'));
+        push(encoded);
+    }
+    // Forms (application/x-www-form-urlencoded): space as `+`, `~` as %7E.
+    let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    push(lower_hex_escapes(&form, '%'));
+    push(form);
+    for json in json_forms(secret) {
+        push(json);
+    }
+    for b64 in base64_forms(secret.as_bytes()) {
+        push(b64);
+    }
+    all
+}
+
+/// `%2F` as `%2f`: encoders differ in the case of their hex digits.
+fn lower_hex_escapes(encoded: &str, marker: char) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut hex_left = 0;
+    for c in encoded.chars() {
+        if hex_left > 0 {
+            out.push(c.to_ascii_lowercase());
+            hex_left -= 1;
+        } else {
+            if c == marker {
+                hex_left = 2;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The secret inside a JSON string: as serde writes it, with `/` as `\/`,
+/// and with every ASCII symbol (and everything past ASCII) as `\u00XX`.
+fn json_forms(secret: &str) -> Vec<String> {
+    let quoted = serde_json::to_string(secret).unwrap_or_default();
+    let plain = quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(secret)
+        .to_string();
+    let slashed = plain.replace('/', "\\/");
+    let mut upper = String::new();
+    for c in secret.chars() {
+        if c.is_ascii_alphanumeric() {
+            upper.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                upper.push_str(&format!("\\u{unit:04X}"));
+            }
+        }
+    }
+    let lower = upper
+        .split("\\u")
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 {
+                part.to_string()
+            } else {
+                let (hex, rest) = part.split_at(4.min(part.len()));
+                format!("\\u{}{rest}", hex.to_ascii_lowercase())
+            }
+        })
+        .collect::<String>();
+    vec![plain, slashed, upper, lower]
+}
+
+/// The secret in base64, standard and URL-safe: whole (with and without
+/// padding), and the stable middle of it at each offset within a group.
+fn base64_forms(secret: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    for engine in [&STANDARD, &URL_SAFE] {
+        out.push(engine.encode(secret));
+    }
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        for offset in 0..3usize {
+            let mut shifted = vec![0u8; offset];
+            shifted.extend_from_slice(secret);
+            let encoded = engine.encode(&shifted);
+            // Characters carry 6 bits each: skip those holding any bit of
+            // the padding before, stop before any holding bits after.
+            let first = (offset * 8).div_ceil(6);
+            let last = ((offset + secret.len()) * 8) / 6;
+            if let Some(middle) = encoded.get(first..last)
+                && middle.len() >= MIN_BASE64_FRAGMENT
+            {
+                out.push(middle.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "Ab9~x/y+z=w.q_r-s!t*u(v)";
+
+    fn found(text: &str) -> bool {
+        forms(SECRET).iter().any(|f| text.contains(f.as_str()))
+    }
+
+    #[test]
+    fn every_usual_encoding_of_a_secret_is_a_form_of_it() {
+        let encodings = [
+            // Percent-encoded the strict way, then as forms do (`~` as %7E).
+            "Ab9~x%2Fy%2Bz%3Dw.q_r-s%21t%2Au%28v%29",
+            "Ab9%7Ex%2Fy%2Bz%3Dw.q_r-s%21t*u%28v%29",
+            "Ab9~x%2fy%2bz%3dw.q_r-s%21t%2au%28v%29",
+            // encodeURIComponent, and a path encoder leaving `/`.
+            "Ab9~x%2Fy%2Bz%3Dw.q_r-s!t*u(v)",
+            "Ab9~x/y%2Bz%3Dw.q_r-s%21t%2Au%28v%29",
+            // JSON, with `\/`, and .NET's \u escapes.
+            "Ab9~x\\/y+z=w.q_r-s!t*u(v)",
+            "Ab9\\u007Ex\\u002Fy\\u002Bz\\u003Dw\\u002Eq\\u005Fr\\u002Ds\\u0021t\\u002Au\\u0028v\\u0029",
+        ];
+        for encoded in encodings {
+            assert!(found(encoded), "{encoded} was not recognised");
+        }
+        // Base64, at every offset inside a longer base64 text.
+        for prefix in ["", "a", "ab", "abc", "Bearer "] {
+            let text = format!("{prefix}{SECRET} and more");
+            for engine in [&STANDARD, &URL_SAFE] {
+                let encoded = engine.encode(text.as_bytes());
+                assert!(found(&encoded), "{prefix:?}: {encoded}");
+            }
+        }
+    }
+
+    #[test]
+    fn forms_of_a_plain_token_are_few_and_distinct() {
+        let all = forms("eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.e30.sig-nature_x");
+        let unique: std::collections::BTreeSet<&String> = all.iter().collect();
+        assert_eq!(unique.len(), all.len());
+        // Plain, the two base64 alphabets whole and at three offsets.
+        assert!(all.len() <= 12, "{all:?}");
+    }
+
+    #[test]
+    fn short_secrets_have_no_base64_fragments() {
+        // Only the whole encodings: five characters would match by chance.
+        assert_eq!(base64_forms(b"abcd"), ["YWJjZA==", "YWJjZA=="]);
+    }
+}

@@ -1,0 +1,170 @@
+//! Removing secrets from anything a component, a person or a file might see.
+//!
+//! The flow knows its secrets (client secrets, bearer tokens, secret header
+//! values, credential-looking environment values), the connections add
+//! their own credentials and every access token they obtain. One
+//! [`Redactor`] knows them all, in every form listed in [`forms`] (plain,
+//! percent-, form- and JSON-encoded, base64), and is used twice:
+//! - on every response before a component sees it ([`Redactor::scrub`]), so
+//!   a service that echoes a credential cannot hand it to a component;
+//! - on every message that leaves the host — progress, logs, errors,
+//!   `--json` output, run history, report files ([`Redactor::redact`]).
+
+mod forms;
+
+use std::borrow::Cow;
+use std::sync::{Arc, RwLock};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+pub use forms::forms;
+
+/// Shared, growing list of values that must never be shown.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    known: Arc<RwLock<Known>>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.known.read().map(|k| k.secrets.len()).unwrap_or(0);
+        write!(f, "Redactor({count} secrets)")
+    }
+}
+
+#[derive(Default)]
+struct Known {
+    secrets: Vec<String>,
+    /// Every form of every secret; `None` while there are none.
+    matcher: Option<AhoCorasick>,
+}
+
+pub const REDACTED: &str = "[redacted]";
+
+/// Shorter values would redact ordinary words; no real credential is this short.
+const MIN_SECRET_LEN: usize = 4;
+
+impl Redactor {
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        let r = Self::default();
+        for s in secrets {
+            r.add(s);
+        }
+        r
+    }
+
+    /// Learns a secret (and its forms). Secrets are few and added rarely
+    /// (a flow's at the start, a token an hour), so the matcher is rebuilt
+    /// on each.
+    pub fn add(&self, secret: String) {
+        if secret.len() < MIN_SECRET_LEN {
+            return;
+        }
+        let Ok(mut known) = self.known.write() else {
+            return;
+        };
+        if known.secrets.contains(&secret) {
+            return;
+        }
+        known.secrets.push(secret);
+        let patterns: Vec<String> = known.secrets.iter().flat_map(|s| forms(s)).collect();
+        // Leftmost-longest: a secret containing another is removed whole.
+        known.matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .ok();
+    }
+
+    /// Removes every form of every secret from bytes; returns them and how
+    /// many were removed.
+    pub fn scrub<'a>(&self, bytes: &'a [u8]) -> (Cow<'a, [u8]>, usize) {
+        let Ok(known) = self.known.read() else {
+            // A poisoned lock: nothing is known to be safe.
+            return (Cow::Owned(REDACTED.as_bytes().to_vec()), 1);
+        };
+        let Some(matcher) = &known.matcher else {
+            return (Cow::Borrowed(bytes), 0);
+        };
+        let found = matcher.find_iter(bytes).count();
+        if found == 0 {
+            return (Cow::Borrowed(bytes), 0);
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        matcher.replace_all_with_bytes(bytes, &mut out, |_, _, dst| {
+            dst.extend_from_slice(REDACTED.as_bytes());
+            true
+        });
+        (Cow::Owned(out), found)
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        match self.scrub(text.as_bytes()) {
+            (Cow::Borrowed(_), _) => text.to_string(),
+            // Every form is whole UTF-8 and so is the text: a cut never
+            // falls inside a character.
+            (Cow::Owned(bytes), _) => String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        }
+    }
+
+    /// Redacts every string inside a JSON value.
+    pub fn redact_json(&self, value: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => Value::String(self.redact(s)),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.redact_json(v)).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (self.redact(k), self.redact_json(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn removes_every_occurrence_longest_first() {
+        let r = Redactor::new([
+            "s3cret".to_string(),
+            "s3cret-extended".to_string(),
+            "ab".to_string(),
+        ]);
+        assert_eq!(
+            r.redact("a s3cret-extended and s3cret, ab"),
+            "a [redacted] and [redacted], ab"
+        );
+        r.add("token123".into());
+        assert_eq!(
+            r.redact_json(&serde_json::json!({"k": ["token123"]})),
+            serde_json::json!({"k": ["[redacted]"]})
+        );
+    }
+
+    #[test]
+    fn encoded_forms_are_removed_from_bytes_and_counted() {
+        let secret = "Q8~secret/with+symbols=";
+        let r = Redactor::new([secret.to_string()]);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("id:{secret}"));
+        let body = format!(
+            r#"{{"echo":"Q8~secret\/with+symbols=","form":"client_secret=Q8%7Esecret%2Fwith%2Bsymbols%3D","basic":"{b64}"}}"#
+        );
+        let (clean, found) = r.scrub(body.as_bytes());
+        let clean = String::from_utf8(clean.into_owned()).unwrap();
+        assert_eq!(found, 3, "{clean}");
+        assert!(!clean.contains("Q8"), "{clean}");
+        assert!(
+            clean.contains(r#""form":"client_secret=[redacted]""#),
+            "{clean}"
+        );
+        let (same, none) = r.scrub(b"nothing here");
+        assert!(matches!(same, Cow::Borrowed(_)) && none == 0);
+    }
+}
