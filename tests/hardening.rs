@@ -100,3 +100,103 @@ async fn a_service_that_echoes_credentials_never_hands_them_to_the_component() {
     });
     assert!(said, "the run's log says so: {}", events.text());
 }
+
+/// A path, the headers and the bytes a [`fixed_server`] answers it with.
+type Route = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
+
+/// A loopback server answering each path with fixed headers and bytes.
+async fn fixed_server(routes: Vec<Route>) -> String {
+    let routes = std::sync::Arc::new(routes);
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let routes = routes.clone();
+        async move {
+            let Some((_, headers, body)) = routes.iter().find(|(p, _, _)| *p == uri.path()) else {
+                return axum::response::Response::builder()
+                    .status(404)
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+            };
+            let mut response = axum::response::Response::builder().status(200);
+            for (n, v) in headers {
+                response = response.header(*n, v);
+            }
+            response.body(axum::body::Body::from(body.clone())).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+fn gzip(chunks: impl Iterator<Item = Vec<u8>>) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for chunk in chunks {
+        encoder.write_all(&chunk).unwrap();
+    }
+    encoder.finish().unwrap()
+}
+
+/// Runs one GET of `path` per item against `url` with a 1 MiB response
+/// cap; returns what the component got back for each.
+async fn get_each(url: &str, paths: &[&str]) -> Vec<serde_json::Value> {
+    let list: Vec<String> = paths.iter().map(|p| format!("\"{p}\"")).collect();
+    let text = format!(
+        r#"
+name = "harden"
+[params]
+paths = [{}]
+[connections.api]
+base_url = "{url}/api"
+max_response_bytes = 1048576
+
+[[step]]
+id = "call"
+uses = "{hostile}"
+connections = ["api"]
+for_each = "${{params.paths}}"
+with = {{ action = "get", connection = "api", url = "${{item}}" }}
+"#,
+        list.join(", "),
+        hostile = fixture("hostile").display(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_flow(dir.path(), "flow.toml", &text);
+    let flow = load(&path, &[]);
+    let (outcome, events) = run(&runner(EngineConfig::default()), &flow, dir.path(), false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    outcome.outputs["call"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["output"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_answers_are_decompressed_within_the_size_cap() {
+    let small = gzip(std::iter::once(br#"{"ok":true}"#.to_vec()));
+    // 200 MiB of zeros: about 200 KiB compressed.
+    let bomb = gzip((0..200).map(|_| vec![0u8; 1024 * 1024]));
+    assert!(bomb.len() < 1024 * 1024, "{}", bomb.len());
+    let gz = || vec![("content-encoding", "gzip".to_string())];
+    let url = fixed_server(vec![
+        ("/api/small", gz(), small),
+        ("/api/bomb", gz(), bomb),
+        (
+            "/api/zstd",
+            vec![("content-encoding", "zstd".into())],
+            b"(\xb5/\xfd".to_vec(),
+        ),
+    ])
+    .await;
+    let got = get_each(&url, &["small", "bomb", "zstd"]).await;
+    assert_eq!(got[0], json!({"status": 200, "body": r#"{"ok":true}"#}));
+    let bomb_error = got[1]["send_error"].as_str().unwrap_or_default();
+    assert!(bomb_error.contains("1048576"), "{}", got[1]);
+    let zstd_error = got[2]["send_error"].as_str().unwrap_or_default();
+    assert!(zstd_error.contains("Content-Encoding `zstd`"), "{}", got[2]);
+}

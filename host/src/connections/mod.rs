@@ -309,6 +309,12 @@ impl Connection {
             self.hold(decision.hold);
             let cap = self.spec.max_response_bytes;
             match wire.read(head.body, cap, self.spec.request_timeout).await {
+                Ok(body) if !body.is_empty() && undecoded(&head.headers).is_some() => {
+                    let encoding = undecoded(&head.headers).unwrap_or_default();
+                    return Err(SendError::Unavailable(format!(
+                        "{what}: the service answered in Content-Encoding `{encoding}`, which the host does not decode (it offers gzip, deflate and br) and so cannot check for secrets"
+                    )));
+                }
                 Ok(body) => {
                     return Ok(IncomingResponse {
                         status: head.status,
@@ -474,6 +480,15 @@ fn gave_up(what: &str, why: GiveUp, cause: Cause<'_>, tally: Tally) -> String {
             format!("{what} answered {status}: {}", throttle::Closed(delay))
         }
     }
+}
+
+/// A content encoding left on a response: the HTTP client removes the
+/// header of each encoding it decoded, so one still there was not.
+fn undecoded(headers: &[(String, String)]) -> Option<&str> {
+    headers
+        .iter()
+        .find(|(n, v)| n == "content-encoding" && !v.trim().eq_ignore_ascii_case("identity"))
+        .map(|(_, v)| v.as_str())
 }
 
 /// The response headers a component may see.
