@@ -200,3 +200,125 @@ async fn compressed_answers_are_decompressed_within_the_size_cap() {
     let zstd_error = got[2]["send_error"].as_str().unwrap_or_default();
     assert!(zstd_error.contains("Content-Encoding `zstd`"), "{}", got[2]);
 }
+
+/// A flow whose one step GETs each of `urls` (one item each) on connection
+/// `api`, whose base URL is `base`, with a token from `token_url`.
+fn get_each_url(base: &str, token_url: &str, urls: &[String]) -> String {
+    let list: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        r#"
+name = "harden"
+[params]
+urls = [{}]
+[connections.api]
+base_url = "{base}"
+auth.oauth2_client_credentials = {{ token_url = "{token_url}", client_id = "app", client_secret = "${{env.API_SECRET}}" }}
+
+[[step]]
+id = "call"
+uses = "{hostile}"
+connections = ["api"]
+for_each = "${{params.urls}}"
+on_error = "continue"
+with = {{ action = "get", connection = "api", url = "${{item}}" }}
+"#,
+        list.join(", "),
+        hostile = fixture("hostile").display(),
+    )
+}
+
+/// Runs `text` and returns each item's error code (`ok` for a success).
+async fn item_codes(text: &str) -> (Vec<String>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_flow(dir.path(), "flow.toml", text);
+    let flow = load(&path, &[("API_SECRET", CLIENT_SECRET)]);
+    let (outcome, events) = run(&runner(EngineConfig::default()), &flow, dir.path(), false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    let codes = outcome.outputs["call"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| match i["status"].as_str() {
+            Some("ok") => "ok".to_string(),
+            _ => i["error"]["code"].as_str().unwrap_or("?").to_string(),
+        })
+        .collect();
+    (codes, events.text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_127_0_0_1_never_goes_to_another_loopback_name() {
+    let server = TestServer::start(|seen, _| match seen.path.as_str() {
+        "/token" => token_reply(TOKEN, 3600),
+        _ => json_reply(200, json!({})),
+    })
+    .await;
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    // Another user's service on the same port of [::1]: it counts whoever
+    // connects.
+    let squatter = tokio::net::TcpListener::bind(format!("[::1]:{port}"))
+        .await
+        .unwrap();
+    let connected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connected.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = squatter.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let urls = [
+        format!("http://[::1]:{port}/api/x"),
+        format!("http://localhost:{port}/api/x"),
+        format!("http://127.0.0.1:{port}/api/x"),
+    ];
+    let text = get_each_url(
+        &format!("{}/api", server.url),
+        &format!("{}/token", server.url),
+        &urls,
+    );
+    let (codes, events) = item_codes(&text).await;
+    assert_eq!(
+        codes,
+        ["sandbox-violation", "sandbox-violation", "ok"],
+        "{events}"
+    );
+    assert_eq!(connected.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(server.to("/api/x").len(), 1, "only the base URL's own host");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_forms_that_servers_read_as_dot_dot_are_refused() {
+    let server = TestServer::start(|seen, _| match seen.path.as_str() {
+        "/token" => token_reply(TOKEN, 3600),
+        _ => json_reply(200, json!({})),
+    })
+    .await;
+    let escapes = [
+        "..;/admin",
+        "x/..;/..;/admin",
+        "%2e%2e;/admin",
+        "\u{FF0E}\u{FF0E}/admin",
+        "%EF%BC%8E%EF%BC%8E/admin",
+        "%c0%ae%c0%ae/admin",
+        "%2525252e%2525252e/admin",
+        "users/first.last",
+    ];
+    let urls: Vec<String> = escapes.iter().map(|e| e.to_string()).collect();
+    let text = get_each_url(
+        &format!("{}/api/v1", server.url),
+        &format!("{}/token", server.url),
+        &urls,
+    );
+    let (codes, events) = item_codes(&text).await;
+    let mut expected = vec!["sandbox-violation"; escapes.len() - 1];
+    expected.push("ok");
+    assert_eq!(codes, expected, "{events}");
+    let reached: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|s| s.path != "/token")
+        .map(|s| s.path)
+        .collect();
+    assert_eq!(reached, ["/api/v1/users/first.last"]);
+}

@@ -24,6 +24,10 @@ pub enum Violation {
     DotSegment(String),
     #[error("`{0}` contains an encoded `/`, `\\` or control character")]
     EncodedSeparator(String),
+    #[error(
+        "`{0}` contains percent-encoded bytes that are not UTF-8 (such as an overlong `.` or `/`)"
+    )]
+    NotUtf8(String),
     #[error("`{0}` contains a control character or a backslash")]
     BadCharacter(String),
     #[error("header `{0}` may not be set by a component")]
@@ -52,12 +56,12 @@ pub fn resolve_url(
     query: &[(String, String)],
 ) -> Result<Url, Violation> {
     if requested.chars().any(|c| c.is_control() || c == '\\') {
-        return Err(Violation::BadCharacter(
-            requested.escape_debug().to_string(),
-        ));
+        return Err(Violation::BadCharacter(super::shown_url(
+            &requested.escape_debug().to_string(),
+        )));
     }
     let outside = || Violation::OutsideBase {
-        url: requested.to_string(),
+        url: super::shown_url(requested),
         base: base.to_string(),
     };
     let has_scheme = requested.split_once(':').is_some_and(|(scheme, _)| {
@@ -119,7 +123,7 @@ fn base_with_slash(base: &Url) -> Url {
 
 fn refuse_userinfo(url: &Url) -> Result<(), Violation> {
     if has_userinfo(url) {
-        return Err(Violation::UserInfo(redact_userinfo(url)));
+        return Err(Violation::UserInfo(super::shown_url(&redact_userinfo(url))));
     }
     Ok(())
 }
@@ -132,24 +136,13 @@ fn redact_userinfo(url: &Url) -> String {
     shown.to_string()
 }
 
-/// `localhost`, `127.0.0.1` or `[::1]`: the three usual names of this
-/// machine. Other loopback addresses (127.0.0.2, …) may be other services.
-fn is_local_alias(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
-        Some(url::Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
-        None => false,
-    }
-}
-
-/// Same scheme, host and port. `localhost`, `127.0.0.1` and `[::1]` name
-/// the same machine: a local service that writes its links with another of
-/// these names is still the same service on the same port.
+/// Same scheme, literal host and port. `localhost`, `127.0.0.1` and
+/// `[::1]` are different sockets, which different users may bind: a token
+/// meant for one must never reach another.
 fn same_origin(url: &Url, base: &Url) -> bool {
     url.scheme() == base.scheme()
         && url.port_or_known_default() == base.port_or_known_default()
-        && (url.host() == base.host() || (is_local_alias(url) && is_local_alias(base)))
+        && url.host() == base.host()
 }
 
 fn under_base(url: &Url, base_dir: &Url) -> bool {
@@ -169,35 +162,64 @@ fn raw_path(absolute: &str) -> &str {
         .unwrap_or("")
 }
 
+/// How many rounds of percent-decoding a segment may need: far more than
+/// any real path (one), enough that nesting cannot be used to hide a form.
+const MAX_DECODING_ROUNDS: usize = 16;
+
+/// Refuses path segments that some server could read as `.` or `..`, or as
+/// a separator: written plainly, percent-encoded any number of times, with
+/// a `;` parameter (`..;/` is `..` to Tomcat and Spring), in overlong UTF-8
+/// (`%c0%ae`), or with dots from other scripts (`．`, fullwidth) that
+/// Unicode normalisation turns into `.`.
 fn check_segments(requested: &str, path: &str) -> Result<(), Violation> {
+    let dot = || Violation::DotSegment(super::shown_url(requested));
+    let separator = || Violation::EncodedSeparator(super::shown_url(requested));
     for segment in path.split('/') {
-        if segment == ".." || segment == "." {
-            return Err(Violation::DotSegment(requested.to_string()));
-        }
-        let decoded = percent_decode_str(segment).collect::<Vec<u8>>();
-        if decoded
-            .iter()
-            .any(|b| *b == b'/' || *b == b'\\' || b.is_ascii_control())
-        {
-            return Err(Violation::EncodedSeparator(requested.to_string()));
-        }
-        // Decode repeatedly: `%252e%252e` is `..` to a server that decodes twice.
-        let mut text = String::from_utf8_lossy(&decoded).into_owned();
-        for _ in 0..3 {
-            if text == ".." || text == "." {
-                return Err(Violation::DotSegment(requested.to_string()));
+        let mut text = segment.to_string();
+        for round in 0.. {
+            // `..;x` is `..` to servers that strip path parameters.
+            let name = text.split(';').next().unwrap_or("");
+            if is_dot_segment(name) {
+                return Err(dot());
             }
-            let next = percent_decode_str(&text).decode_utf8_lossy().into_owned();
-            if next == text {
+            let bytes: Vec<u8> = percent_decode_str(&text).collect();
+            if bytes == text.as_bytes() {
                 break;
             }
-            if next.contains(['/', '\\']) {
-                return Err(Violation::EncodedSeparator(requested.to_string()));
+            if bytes
+                .iter()
+                .any(|b| *b == b'/' || *b == b'\\' || b.is_ascii_control())
+            {
+                return Err(separator());
+            }
+            // Overlong forms (`%c0%ae`) and other invalid UTF-8 are not
+            // text; some decoders read them as `.` or `/`.
+            let Ok(next) = String::from_utf8(bytes) else {
+                return Err(Violation::NotUtf8(super::shown_url(requested)));
+            };
+            if round + 1 >= MAX_DECODING_ROUNDS {
+                return Err(separator());
             }
             text = next;
         }
     }
     Ok(())
+}
+
+/// `.` or `..`, counting the characters Unicode compatibility
+/// normalisation (NFKC) turns into dots.
+fn is_dot_segment(name: &str) -> bool {
+    let mut dots = 0;
+    for c in name.chars() {
+        dots += match c {
+            // FULL STOP, ONE DOT LEADER, SMALL FULL STOP, FULLWIDTH FULL STOP
+            '.' | '\u{2024}' | '\u{FE52}' | '\u{FF0E}' => 1,
+            // TWO DOT LEADER
+            '\u{2025}' => 2,
+            _ => return false,
+        };
+    }
+    dots == 1 || dots == 2
 }
 
 /// Checks a component's extra request headers.
@@ -210,7 +232,9 @@ pub fn check_headers(
         // so a bad header is the component's mistake, not a transport
         // failure to retry.
         if !valid_header_name(name) || !valid_header_value(value) {
-            return Err(Violation::BadHeader(name.escape_debug().to_string()));
+            return Err(Violation::BadHeader(super::shown_url(
+                &name.escape_debug().to_string(),
+            )));
         }
         if is_reserved_header(name)
             || connection_headers
@@ -247,6 +271,17 @@ mod tests {
         assert_eq!(u.path(), "/rest/v1.0/companies/1/users");
         let next = "https://api.example.com/rest/v1.0/groups?$skiptoken=abc%3D%3D";
         assert_eq!(resolve_url(&base(), next, &[]).unwrap().as_str(), next);
+        // Dots and `;` inside names, and text past ASCII, are fine.
+        for ok in [
+            "users/first.last@example.com",
+            "files/a..b",
+            "matrix;v=1/x",
+            "users/J%C3%B6rg",
+            "files/...",
+            "users/%2525",
+        ] {
+            assert!(resolve_url(&base(), ok, &[]).is_ok(), "{ok}");
+        }
     }
 
     #[test]
@@ -289,6 +324,23 @@ mod tests {
             "https://user:pw@api.example.com/rest/v1.0/x",
             "https://user@api.example.com/rest/v1.0/x",
             "https://:pw@api.example.com/rest/v1.0/x",
+            // Forms servers normalise to `..`.
+            "..;/v2.0/x",
+            "a/..;/..;/v2.0",
+            "..;jsessionid=1/v2.0",
+            "%2e%2e;/v2.0",
+            "%2e%2e%3b/v2.0",
+            "https://api.example.com/rest/v1.0/..;/v2.0/x",
+            "\u{FF0E}\u{FF0E}/v2.0",
+            "%EF%BC%8E%EF%BC%8E/v2.0",
+            "\u{2025}/v2.0",
+            "%c0%ae%c0%ae/v2.0",
+            "%C0%AE/x",
+            "%e0%80%ae%e0%80%ae/v2.0",
+            "a%c0%afb",
+            "%25252e%25252e/v2.0",
+            "%2525252e%2525252e/v2.0",
+            "%252525252e%252525252e/v2.0",
         ];
         for case in cases {
             assert!(
@@ -349,16 +401,21 @@ mod tests {
     }
 
     #[test]
-    fn loopback_names_are_one_origin_but_ports_still_count() {
+    fn loopback_aliases_are_different_origins() {
         let base = Url::parse("http://127.0.0.1:8787/v1.0").unwrap();
-        assert!(resolve_url(&base, "http://localhost:8787/v1.0/groups?$skiptoken=x", &[]).is_ok());
-        assert!(resolve_url(&base, "http://localhost:8788/v1.0/groups", &[]).is_err());
-        assert!(resolve_url(&base, "http://localhost:8787/v2.0/groups", &[]).is_err());
-        assert!(resolve_url(&base, "http://[::1]:8787/v1.0/groups", &[]).is_ok());
-        // Other loopback addresses may be other services.
-        assert!(resolve_url(&base, "http://127.0.0.2:8787/v1.0/groups", &[]).is_err());
-        let other = Url::parse("http://127.0.0.5:8787/v1.0").unwrap();
-        assert!(resolve_url(&other, "http://localhost:8787/v1.0/groups", &[]).is_err());
-        assert!(resolve_url(&other, "http://127.0.0.5:8787/v1.0/groups", &[]).is_ok());
+        assert!(resolve_url(&base, "http://127.0.0.1:8787/v1.0/groups?$skiptoken=x", &[]).is_ok());
+        for other in [
+            "http://localhost:8787/v1.0/groups",
+            "http://[::1]:8787/v1.0/groups",
+            "http://127.0.0.2:8787/v1.0/groups",
+            "http://127.0.0.1:8788/v1.0/groups",
+            "http://LOCALHOST:8787/v1.0/groups",
+        ] {
+            assert!(resolve_url(&base, other, &[]).is_err(), "{other}");
+        }
+        let v6 = Url::parse("http://[::1]:8787/v1.0").unwrap();
+        assert!(resolve_url(&v6, "http://[::1]:8787/v1.0/groups", &[]).is_ok());
+        assert!(resolve_url(&v6, "http://127.0.0.1:8787/v1.0/groups", &[]).is_err());
+        assert!(resolve_url(&v6, "http://localhost:8787/v1.0/groups", &[]).is_err());
     }
 }
