@@ -7,80 +7,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use common::emulated::*;
 
 use sluice_emulator::{
     EmulatorConfig, FaultKind, Faults, PagingHeaders, RetryAfterStyle, Scenario, StateSnapshot,
     TargetedFault,
 };
-
-fn flow_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/procore-license-sync.toml")
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `sluice run` on the shipped flow with exactly the given environment.
-async fn sluice(env: &[(String, String)], data_dir: &Path, extra: &[&str]) -> Run {
-    let flow = flow_path();
-    let mut args = vec!["run", flow.to_str().expect("a UTF-8 path")];
-    args.extend_from_slice(extra);
-    sluice_cmd(env, data_dir, &args).await
-}
-
-/// Runs the `sluice` binary with exactly the given environment and arguments.
-async fn sluice_cmd(env: &[(String, String)], data_dir: &Path, args: &[&str]) -> Run {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.env_clear().args(args).env("SLUICE_DATA_DIR", data_dir);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().await.expect("run sluice");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Emulators started with `config`, the environment that points the flow at
-/// them, and a fresh data directory.
-async fn emulated(
-    config: EmulatorConfig,
-) -> (
-    sluice_emulator::RunningEmulator,
-    Vec<(String, String)>,
-    tempfile::TempDir,
-) {
-    let emulator = sluice_emulator::start(config).await.unwrap();
-    let env = emulator.env_vars();
-    (emulator, env, tempfile::tempdir().unwrap())
-}
-
-/// The report of the only run in `data_dir`.
-fn only_report(data_dir: &Path) -> String {
-    let runs: Vec<PathBuf> = std::fs::read_dir(data_dir.join("runs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    std::fs::read_to_string(runs[0].join("report.html")).unwrap()
-}
-
-fn var<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
-    &env.iter().find(|(k, _)| k == name).unwrap().1
-}
-
-fn without(env: &[(String, String)], names: &[&str]) -> Vec<(String, String)> {
-    env.iter()
-        .filter(|(k, _)| !names.contains(&k.as_str()))
-        .cloned()
-        .collect()
-}
 
 /// Requests to API paths (token requests left out) made by `method`.
 fn api_requests<'a>(
@@ -91,10 +25,6 @@ fn api_requests<'a>(
         .iter()
         .filter(|r| r.method == method && !r.path.contains("/token"))
         .collect()
-}
-
-fn is_create(r: &sluice_emulator::state::LoggedRequest) -> bool {
-    r.method == "POST" && r.path.starts_with("/rest/v1.0/companies/") && r.path.ends_with("/users")
 }
 
 fn targeted(method: &str, path_suffix: &str, at: &[u64], fault: FaultKind) -> TargetedFault {
@@ -135,59 +65,6 @@ fn assert_in_project(state: &StateSnapshot, project: u64, template: Option<u64>)
             u.email_address
         );
     }
-}
-
-/// Users who were there before the run are exactly as they were.
-fn assert_untouched(before: &[sluice_emulator::scenario::ProcoreUser], state: &StateSnapshot) {
-    for old in before {
-        let now = state
-            .procore_users()
-            .iter()
-            .find(|u| u.id == old.id)
-            .expect("nobody is deleted");
-        assert_eq!(
-            (
-                now.is_active,
-                &now.login,
-                &now.email_address,
-                &now.first_name,
-                &now.last_name,
-                &now.updated_at
-            ),
-            (
-                old.is_active,
-                &old.login,
-                &old.email_address,
-                &old.first_name,
-                &old.last_name,
-                &old.updated_at
-            )
-        );
-    }
-}
-
-fn created_keys(state: &sluice_emulator::StateSnapshot) -> BTreeSet<String> {
-    state
-        .created_users()
-        .iter()
-        .map(|u| u.email_address.to_lowercase())
-        .collect()
-}
-
-fn assert_no_secret(run: &Run, env: &[(String, String)], state: &sluice_emulator::StateSnapshot) {
-    for (k, v) in env {
-        if k.contains("SECRET") {
-            assert!(
-                !run.stdout.contains(v.as_str()) && !run.stderr.contains(v.as_str()),
-                "{k} leaked"
-            );
-        }
-    }
-    let _ = state;
-    assert!(
-        !run.stderr.contains("eyJ0eXAi") && !run.stdout.contains("eyJ0eXAi"),
-        "a token leaked"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,16 +155,12 @@ async fn creates_exactly_the_missing_license_holders_and_is_idempotent() {
             .contains("<td>&lt;img src=x onerror=alert(1)&gt;</td>"),
         "the hostile person's row is in the mail, escaped"
     );
-    assert_eq!(
-        mail.html.matches("<td>created</td>").count(),
-        expected.to_create.len()
-    );
     assert!(
         run.stderr.contains("report.html"),
         "prints where the report is:\n{}",
         run.stderr
     );
-    assert_no_secret(&run, &env, &state);
+    assert_no_secret(&run, &emulator.secrets(), data.path());
 
     // A second run right after creates nothing, writes nothing, mails nothing.
     let first_run_requests = state.requests.len();
@@ -322,8 +195,18 @@ async fn a_dry_run_changes_nothing_and_says_what_it_would_do() {
         ..Default::default()
     })
     .await;
-    let run = sluice(&env, data.path(), &["--dry-run"]).await;
+    let run = sluice(&env, data.path(), &["--dry-run", "--json"]).await;
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let would: BTreeSet<String> = run
+        .create_outcomes()
+        .into_iter()
+        .map(|(key, status)| {
+            assert_eq!(status, "would_create", "{key}");
+            key
+        })
+        .collect();
+    assert_eq!(would, expected.to_create, "what the run says it would do");
+    assert_eq!(run.events()[0]["dry_run"], true, "{}", run.stdout);
     let state = emulator.snapshot();
     assert!(state.created_users().is_empty(), "a dry run created users");
     assert!(state.mails.is_empty(), "a dry run sent mail");
@@ -334,20 +217,20 @@ async fn a_dry_run_changes_nothing_and_says_what_it_would_do() {
             .all(|r| r.method == "GET" || r.path.contains("/token")),
         "a write reached the emulator"
     );
-    let report = std::fs::read_dir(data.path().join("runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("report.html");
-    let html = std::fs::read_to_string(report).unwrap();
+    // The report says it was a rehearsal, row by row.
+    let html = only_report(data.path());
     assert!(html.contains("Rehearsal (dry run)"));
-    assert_eq!(
-        html.matches("<td>would create</td>").count(),
-        expected.to_create.len()
-    );
-    assert!(run.stderr.contains("DRY RUN"), "{}", run.stderr);
+    let rows = report_rows(&html);
+    let would: BTreeSet<String> = rows
+        .iter()
+        .filter(|(status, ..)| status == "would create")
+        .map(|(_, key, _)| key.clone())
+        .collect();
+    assert_eq!(would, expected.to_create);
+    let inactive = rows
+        .iter()
+        .filter(|(status, ..)| status == "inactive in Procore");
+    assert_eq!(inactive.count() + would.len(), rows.len(), "{rows:?}");
     emulator.shutdown().await;
 }
 
@@ -385,7 +268,7 @@ async fn faults_do_not_change_the_result() {
         ..Default::default()
     })
     .await;
-    let run = sluice(&env, data.path(), &[]).await;
+    let run = sluice(&env, data.path(), &["--json"]).await;
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let state = emulator.snapshot();
     let report = only_report(data.path());
@@ -442,20 +325,36 @@ async fn faults_do_not_change_the_result() {
     assert_in_project(&state, project, Some(template));
     assert_untouched(&before, &state);
     assert_eq!(state.mails.len(), 1, "exactly one mail, after one refusal");
-    let mail = &state.mails[0].html;
+    // The run says every person was created, the one whose first attempt
+    // went through included (not a conflict).
+    let outputs = run.create_outputs();
     assert_eq!(
-        mail.matches("<td>created</td>").count(),
-        expected.to_create.len(),
-        "every person reported created, the retried one included"
+        outputs.keys().cloned().collect::<BTreeSet<_>>(),
+        expected.to_create
     );
-    assert!(!mail.contains("<td>conflict</td>") && !mail.contains("<td>failed</td>"));
-    assert!(mail.contains("confirmed after a retry"));
+    for (key, output) in &outputs {
+        assert_eq!(output["status"], "created", "{key}: {output}");
+    }
+    let confirmed = outputs
+        .values()
+        .filter(|o| o["reason"].to_string().contains("confirmed after a retry"))
+        .count();
+    assert_eq!(confirmed, 1, "{outputs:?}");
+    // And it counted the throttling and the retries.
+    let total = |field: &str| -> u64 {
+        run.events()
+            .iter()
+            .filter(|e| e["event"] == "step_finished")
+            .flat_map(|e| e["connections"].as_object().cloned().unwrap_or_default())
+            .map(|(_, stats)| stats[field].as_u64().unwrap())
+            .sum()
+    };
     assert!(
-        run.stderr.contains("throttled") && run.stderr.contains("retried"),
+        total("throttled") > 0 && total("retried") > 0,
         "{}",
-        run.stderr
+        run.stdout
     );
-    assert_no_secret(&run, &env, &state);
+    assert_no_secret(&run, &emulator.secrets(), data.path());
     emulator.shutdown().await;
 }
 
@@ -478,7 +377,7 @@ async fn a_create_whose_first_attempt_went_through_is_reported_created_once() {
         ..Default::default()
     })
     .await;
-    let run = sluice(&env, data.path(), &[]).await;
+    let run = sluice(&env, data.path(), &["--json"]).await;
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let state = emulator.snapshot();
     assert_eq!(created_keys(&state), expected.to_create);
@@ -500,17 +399,19 @@ async fn a_create_whose_first_attempt_went_through_is_reported_created_once() {
     let project: u64 = var(&env, "PROCORE_PROJECT_ID").parse().unwrap();
     let template: u64 = var(&env, "PROCORE_PERMISSION_TEMPLATE_ID").parse().unwrap();
     assert_in_project(&state, project, Some(template));
-    let report = only_report(data.path());
+    let outputs = run.create_outputs();
     assert_eq!(
-        report.matches("<td>created</td>").count(),
-        expected.to_create.len()
+        outputs.keys().cloned().collect::<BTreeSet<_>>(),
+        expected.to_create
     );
-    assert_eq!(
-        report.matches("confirmed after a retry").count(),
-        2,
-        "{report}"
-    );
-    assert!(!report.contains("<td>conflict</td>"));
+    for (key, output) in &outputs {
+        assert_eq!(output["status"], "created", "{key}: {output}");
+    }
+    let confirmed = outputs
+        .values()
+        .filter(|o| o["reason"].to_string().contains("confirmed after a retry"))
+        .count();
+    assert_eq!(confirmed, 2, "{outputs:?}");
     emulator.shutdown().await;
 }
 
@@ -527,7 +428,7 @@ async fn a_login_taken_elsewhere_is_a_conflict_and_the_others_are_created() {
         ..Default::default()
     })
     .await;
-    let run = sluice(&env, data.path(), &[]).await;
+    let run = sluice(&env, data.path(), &["--json"]).await;
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let state = emulator.snapshot();
     let mut others = expected.to_create.clone();
@@ -541,17 +442,20 @@ async fn a_login_taken_elsewhere_is_a_conflict_and_the_others_are_created() {
             .count(),
         1
     );
-    let report = only_report(data.path());
-    let row = report
-        .lines()
-        .find(|l| l.contains(&format!("<td>{victim}</td>")))
-        .unwrap_or_else(|| panic!("no row for {victim}:\n{report}"));
-    assert!(row.starts_with("<tr><td>conflict</td>"), "{row}");
+    let outputs = run.create_outputs();
+    for (key, output) in &outputs {
+        let status = if *key == victim {
+            "conflict"
+        } else {
+            "created"
+        };
+        assert_eq!(output["status"], status, "{key}: {output}");
+    }
+    let reason = outputs[&victim]["reason"].as_str().unwrap();
     assert!(
-        row.contains("taken") && row.contains("another Procore company"),
-        "{row}"
+        reason.contains("taken") && reason.contains("another Procore company"),
+        "{reason}"
     );
-    assert_eq!(report.matches("<td>conflict</td>").count(), 1);
     assert_eq!(state.mails.len(), 1);
     assert!(
         state.mails[0].subject.contains("1 conflicts"),
@@ -580,10 +484,9 @@ async fn one_failing_person_does_not_stop_the_others() {
         ..Default::default()
     })
     .await;
-    let run = sluice(&env, data.path(), &[]).await;
-    // on_error = "continue": the run goes to the end and says so.
+    let run = sluice(&env, data.path(), &["--json"]).await;
+    // on_error = "continue": the run goes to the end.
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    assert!(run.stderr.contains("1 failed"), "{}", run.stderr);
     let state = emulator.snapshot();
     let mut others = expected.to_create.clone();
     others.remove(&victim);
@@ -597,13 +500,13 @@ async fn one_failing_person_does_not_stop_the_others() {
             > 1,
         "the host retried the failing create"
     );
-    let report = only_report(data.path());
-    let row = report
-        .lines()
-        .find(|l| l.contains(&format!("<td>{victim}</td>")))
-        .unwrap_or_else(|| panic!("no row for {victim}:\n{report}"));
-    assert!(row.starts_with("<tr><td>failed</td>"), "{row}");
-    assert!(row.contains("500"), "{row}");
+    // The run says so, with the cause, against that person alone.
+    let outputs = run.create_outputs();
+    for (key, output) in &outputs {
+        let status = if *key == victim { "failed" } else { "created" };
+        assert_eq!(output["status"], status, "{key}: {output}");
+    }
+    assert!(outputs[&victim].to_string().contains("500"), "{outputs:?}");
     // A failure is worth a mail.
     assert_eq!(state.mails.len(), 1);
     assert!(
@@ -634,7 +537,7 @@ async fn the_project_is_joined_without_a_template_and_skipped_without_a_project(
             .collect();
         let env = without(&all, &dropped);
         let data = tempfile::tempdir().unwrap();
-        let run = sluice(&env, data.path(), &[]).await;
+        let run = sluice(&env, data.path(), &["--json"]).await;
         assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
         let state = emulator.snapshot();
         assert_eq!(created_keys(&state), expected.to_create);
@@ -645,14 +548,23 @@ async fn the_project_is_joined_without_a_template_and_skipped_without_a_project(
         if keep.is_empty() {
             assert_eq!(adds, 0, "no project configured, no project call");
             assert!(state.project_users().is_empty());
-            assert!(!only_report(data.path()).contains("project:"));
+            assert!(
+                run.create_outputs()
+                    .values()
+                    .all(|o| o.get("project").is_none()),
+                "{}",
+                run.stdout
+            );
         } else {
             let project: u64 = var(&all, "PROCORE_PROJECT_ID").parse().unwrap();
             assert_eq!(adds, expected.to_create.len());
             assert_in_project(&state, project, None);
-            assert_eq!(
-                only_report(data.path()).matches("project: added").count(),
-                expected.to_create.len()
+            assert!(
+                run.create_outputs()
+                    .values()
+                    .all(|o| o["project"] == "added"),
+                "{}",
+                run.stdout
             );
         }
         emulator.shutdown().await;
@@ -691,21 +603,31 @@ async fn procore_lists_are_read_to_the_end_by_every_kind_of_paging_header() {
             expected.to_create.len(),
             "{paging:?}: nobody already in Procore was sent for creation"
         );
-        let list_pages = state
+        // The pages of the active list asked for, in order.
+        let pages: Vec<usize> = state
             .requests
             .iter()
             .filter(|r| r.method == "GET" && r.path.contains("/users?"))
             .filter(|r| !r.path.contains("/inactive") && !r.path.contains("filters"))
-            .count();
-        let needed = active.div_ceil(7);
-        let expected_pages = match paging {
-            // `next` (in a later Link field) or Total alone: stop as soon
-            // as everything was received.
-            PagingHeaders::SeparateLinkFields | PagingHeaders::TotalOnly => needed,
-            // Nothing: a short last page is not the end; the empty one after it is.
-            _ => needed + 1,
+            .map(|r| {
+                let query = r.path.split_once('?').unwrap().1;
+                let page = query.split('&').find_map(|p| p.strip_prefix("page="));
+                page.unwrap_or_else(|| panic!("no page in {}", r.path))
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        // Procore's paging: `page` counts from 1, each page once; a page
+        // holds what the server says (7 here, whatever was asked), so a
+        // short page is no sign of the end. The end is a Link without
+        // `next` or, without Link, the Total reached; with no header at
+        // all, the first empty page.
+        let with_users = active.div_ceil(7);
+        let last = match paging {
+            PagingHeaders::SeparateLinkFields | PagingHeaders::TotalOnly => with_users,
+            _ => with_users + 1,
         };
-        assert_eq!(list_pages, expected_pages, "{paging:?}");
+        assert_eq!(pages, (1..=last).collect::<Vec<_>>(), "{paging:?}");
         emulator.shutdown().await;
     }
 }
@@ -783,7 +705,7 @@ async fn a_mail_that_cannot_be_sent_fails_the_run_clearly_after_retries() {
     );
     // The report was written before the mail step.
     assert!(only_report(data.path()).contains("<td>created</td>"));
-    assert_no_secret(&run, &env, &state);
+    assert_no_secret(&run, &emulator.secrets(), data.path());
     emulator.shutdown().await;
 }
 

@@ -3,6 +3,8 @@
 //! whose behaviour each test scripts.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod emulated;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 

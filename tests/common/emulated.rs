@@ -1,0 +1,208 @@
+//! The shipped flow run through the `sluice` binary against the emulators:
+//! starting them, running the binary with exactly the environment given,
+//! reading what the run printed, and the checks every such test makes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sluice_emulator::scenario::ProcoreUser;
+use sluice_emulator::state::LoggedRequest;
+use sluice_emulator::{EmulatorConfig, RunningEmulator, StateSnapshot};
+
+pub fn flow_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/procore-license-sync.toml")
+}
+
+/// What one run of the binary left: its exit code and what it printed.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The events of a `--json` run, one per stdout line.
+    pub fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// What the `create` step said for each person of a `--json` run, by
+    /// key: its output (`status`, `reason`, `project`…), or for an item
+    /// that failed, `{"status": "failed", "error": …}`.
+    pub fn create_outputs(&self) -> BTreeMap<String, Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == "item_finished" && e["step"] == "create")
+            .map(|e| {
+                let key = e["input"]["user"]["key"].as_str().unwrap_or("").to_string();
+                let output = if e["status"] == "succeeded" {
+                    e["output"].clone()
+                } else {
+                    serde_json::json!({"status": "failed", "error": e["error"]})
+                };
+                (key, output)
+            })
+            .collect()
+    }
+
+    /// What the `create` step did for each person of a `--json` run, by
+    /// key: `created`, `would_create`, `conflict` or `failed`.
+    pub fn create_outcomes(&self) -> BTreeMap<String, String> {
+        self.create_outputs()
+            .into_iter()
+            .map(|(key, output)| (key, output["status"].as_str().unwrap_or("").to_string()))
+            .collect()
+    }
+
+    /// The output of step `step` of a `--json` run.
+    pub fn output_of(&self, step: &str) -> Value {
+        self.events()
+            .into_iter()
+            .find(|e| e["event"] == "step_finished" && e["step"] == step)
+            .map(|e| e["output"].clone())
+            .unwrap_or_else(|| panic!("no step_finished for {step}:\n{}", self.stdout))
+    }
+}
+
+/// Runs `sluice run` on the shipped flow with exactly the given environment.
+pub async fn sluice(env: &[(String, String)], data_dir: &Path, extra: &[&str]) -> Run {
+    let flow = flow_path();
+    let mut args = vec!["run", flow.to_str().expect("a UTF-8 path")];
+    args.extend_from_slice(extra);
+    sluice_cmd(env, data_dir, &args).await
+}
+
+/// Runs the `sluice` binary with exactly the given environment and arguments.
+pub async fn sluice_cmd(env: &[(String, String)], data_dir: &Path, args: &[&str]) -> Run {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env_clear().args(args).env("SLUICE_DATA_DIR", data_dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("run sluice");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Emulators started with `config`, the environment that points the flow at
+/// them, and a fresh data directory.
+pub async fn emulated(
+    config: EmulatorConfig,
+) -> (RunningEmulator, Vec<(String, String)>, tempfile::TempDir) {
+    let emulator = sluice_emulator::start(config).await.unwrap();
+    let env = emulator.env_vars();
+    (emulator, env, tempfile::tempdir().unwrap())
+}
+
+/// The report of the only run in `data_dir`.
+pub fn only_report(data_dir: &Path) -> String {
+    let runs: Vec<PathBuf> = std::fs::read_dir(data_dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    std::fs::read_to_string(runs[0].join("report.html")).unwrap()
+}
+
+/// The people rows of a report: `(status, email or login, details)`.
+pub fn report_rows(html: &str) -> Vec<(String, String, String)> {
+    html.lines()
+        .filter_map(|l| l.strip_prefix("<tr><td>")?.strip_suffix("</td></tr>"))
+        .map(|l| l.split("</td><td>").collect::<Vec<_>>())
+        .filter(|cells| cells.len() == 4)
+        .map(|c| (c[0].to_string(), c[2].to_string(), c[3].to_string()))
+        .collect()
+}
+
+pub fn var<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
+    &env.iter().find(|(k, _)| k == name).unwrap().1
+}
+
+pub fn without(env: &[(String, String)], names: &[&str]) -> Vec<(String, String)> {
+    env.iter()
+        .filter(|(k, _)| !names.contains(&k.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// A request creating a Procore company user.
+pub fn is_create(r: &LoggedRequest) -> bool {
+    r.method == "POST" && r.path.starts_with("/rest/v1.0/companies/") && r.path.ends_with("/users")
+}
+
+/// The keys (lower-cased email addresses) of the users created through the API.
+pub fn created_keys(state: &StateSnapshot) -> BTreeSet<String> {
+    state
+        .created_users()
+        .iter()
+        .map(|u| u.email_address.to_lowercase())
+        .collect()
+}
+
+/// Users who were there before the run are exactly as they were.
+pub fn assert_untouched(before: &[ProcoreUser], state: &StateSnapshot) {
+    for old in before {
+        let now = state
+            .procore_users()
+            .iter()
+            .find(|u| u.id == old.id)
+            .expect("nobody is deleted");
+        assert_eq!(
+            (
+                now.is_active,
+                &now.login,
+                &now.email_address,
+                &now.first_name,
+                &now.last_name,
+                &now.updated_at
+            ),
+            (
+                old.is_active,
+                &old.login,
+                &old.email_address,
+                &old.first_name,
+                &old.last_name,
+                &old.updated_at
+            )
+        );
+    }
+}
+
+/// None of `secrets` (the emulator's client secrets and every token it
+/// issued) is in what the run printed or in any file it left in
+/// `data_dir`: the history database and its log, the run folders, reports.
+pub fn assert_no_secret(run: &Run, secrets: &[String], data_dir: &Path) {
+    assert!(secrets.len() > 2, "no token was issued: {secrets:?}");
+    let mut places = vec![
+        ("stdout".to_string(), run.stdout.as_bytes().to_vec()),
+        ("stderr".to_string(), run.stderr.as_bytes().to_vec()),
+    ];
+    let mut folders = vec![data_dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                places.push((path.display().to_string(), bytes));
+            }
+        }
+    }
+    for (i, secret) in secrets.iter().enumerate() {
+        for (place, bytes) in &places {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "secret #{i} of the emulator's {} leaked into {place}",
+                secrets.len()
+            );
+        }
+    }
+}
