@@ -322,3 +322,62 @@ async fn path_forms_that_servers_read_as_dot_dot_are_refused() {
         .collect();
     assert_eq!(reached, ["/api/v1/users/first.last"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_read_cannot_be_turned_into_a_write() {
+    use sluice::connections::{Connection, Method, OutgoingRequest, SendError};
+    use sluice::flow::model::ConnectionSpec;
+    let server = TestServer::start(|_, _| json_reply(200, json!({}))).await;
+    let spec = ConnectionSpec::new(
+        "api",
+        url::Url::parse(&format!("{}/api", server.url)).unwrap(),
+    );
+    let conn = Connection::new(
+        std::sync::Arc::new(spec),
+        sluice::connections::http_client().unwrap(),
+        sluice::redact::Redactor::default(),
+    );
+    let get = |headers: Vec<(&str, &str)>, body: Option<&[u8]>| OutgoingRequest {
+        method: Method::Get,
+        url: "things/1".into(),
+        query: vec![],
+        headers: headers
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body: body.map(<[u8]>::to_vec),
+        idempotent: false,
+    };
+    let mut refused = vec![get(vec![], Some(br#"{"delete": true}"#))];
+    for name in [
+        "X-HTTP-Method-Override",
+        "X-Method-Override",
+        "X-HTTP-Method",
+        "Upgrade",
+        "TE",
+        "Expect",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "Connection",
+        "Forwarded",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "Via",
+    ] {
+        refused.push(get(vec![(name, "DELETE")], None));
+    }
+    for request in refused {
+        let what = format!("{:?} {:?}", request.headers, request.body);
+        let (result, _) = conn.send(request, true).await;
+        assert!(
+            matches!(result, Err(SendError::Violation(_))),
+            "{what}: {result:?}"
+        );
+    }
+    assert!(server.requests().is_empty(), "nothing was sent");
+    // A plain read still goes out in a dry run.
+    let (result, _) = conn
+        .send(get(vec![("Accept", "application/json")], None), true)
+        .await;
+    assert_eq!(result.unwrap().status, 200);
+}

@@ -16,18 +16,37 @@ use url::Url;
 /// larger value would overflow deadline arithmetic.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);
 
-/// Headers only the host may set: credentials and framing.
+/// Headers only the host may set: credentials, framing, content encoding
+/// (the host decodes responses and checks them for secrets), hop-by-hop
+/// headers (they speak to proxies and to the connection, not the service),
+/// forwarding headers (a service may trust them to say who is calling), and
+/// method overrides (`GET` with `X-HTTP-Method-Override: DELETE` is a
+/// delete to many services, and would slip past a dry run).
 pub fn is_reserved_header(name: &str) -> bool {
-    matches!(
-        name.to_ascii_lowercase().as_str(),
-        "authorization"
-            | "proxy-authorization"
-            | "cookie"
-            | "host"
-            | "content-length"
-            | "transfer-encoding"
-            | "connection"
-    )
+    let name = name.to_ascii_lowercase();
+    name.starts_with("x-forwarded-")
+        || matches!(
+            name.as_str(),
+            "authorization"
+                | "proxy-authorization"
+                | "cookie"
+                | "host"
+                | "content-length"
+                | "transfer-encoding"
+                | "accept-encoding"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "upgrade"
+                | "te"
+                | "trailer"
+                | "expect"
+                | "forwarded"
+                | "via"
+                | "x-http-method-override"
+                | "x-http-method"
+                | "x-method-override"
+        )
 }
 
 /// Whether a header name is a valid HTTP token, as reqwest will accept it.
@@ -135,6 +154,38 @@ pub fn collapse_slashes(mut url: Url) -> Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_hop_by_hop_and_forwarding_headers_are_the_hosts() {
+        for name in [
+            "X-HTTP-Method-Override",
+            "x-method-override",
+            "X-HTTP-Method",
+            "Upgrade",
+            "TE",
+            "Expect",
+            "Keep-Alive",
+            "Proxy-Connection",
+            "Connection",
+            "Forwarded",
+            "X-Forwarded-For",
+            "x-forwarded-host",
+            "Via",
+            "Accept-Encoding",
+            "Authorization",
+        ] {
+            assert!(is_reserved_header(name), "{name}");
+        }
+        for name in [
+            "Accept",
+            "Content-Type",
+            "Prefer",
+            "ConsistencyLevel",
+            "If-Match",
+        ] {
+            assert!(!is_reserved_header(name), "{name}");
+        }
+    }
 
     #[test]
     fn base_url_paths_lose_doubled_slashes() {

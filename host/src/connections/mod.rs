@@ -206,6 +206,7 @@ impl Connection {
         stats: &mut RequestStats,
     ) -> Result<IncomingResponse, SendError> {
         policy::check_headers(&request.headers, &self.spec.headers)?;
+        policy::check_body(request.method, request.body.as_deref())?;
         let url = policy::resolve_url(&self.spec.base_url, &request.url, &request.query)?;
         if dry_run && !request.method.is_read() {
             return Err(SendError::DryRun(format!(

@@ -32,6 +32,8 @@ pub enum Violation {
     BadCharacter(String),
     #[error("header `{0}` may not be set by a component")]
     ForbiddenHeader(String),
+    #[error("a {0} request may not carry a body (services may read one as another method)")]
+    BodyOnRead(String),
     #[error("header `{0}` has a name or value that is not allowed (CR/LF or invalid characters)")]
     BadHeader(String),
     #[error(
@@ -220,6 +222,17 @@ fn is_dot_segment(name: &str) -> bool {
         };
     }
     dots == 1 || dots == 2
+}
+
+/// Refuses a body on GET and HEAD: a read that carries one is a write to
+/// some services, and would go out during a dry run.
+pub fn check_body(method: super::Method, body: Option<&[u8]>) -> Result<(), Violation> {
+    match body {
+        Some(body) if method.is_read() && !body.is_empty() => {
+            Err(Violation::BodyOnRead(method.to_string()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks a component's extra request headers.
