@@ -112,12 +112,12 @@ async fn one_token_serves_many_requests_and_never_reaches_the_component() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_token_is_refreshed_and_a_401_gets_one_fresh_token() {
-    // Tokens live one second; the API also rejects the very first token once.
+async fn a_401_gets_exactly_one_fresh_token_for_the_requests_it_refused() {
+    // The API rejects the first token, for every request that carries it.
     let server = TestServer::start(|seen, earlier| {
         let tokens = earlier.iter().filter(|s| s.path == "/token").count();
         match seen.path.as_str() {
-            "/token" => token_reply(&format!("tok-{}", tokens + 1), 1),
+            "/token" => token_reply(&format!("tok-{}", tokens + 1), 3600),
             _ if seen.header("authorization") == Some("Bearer tok-1") => {
                 json_reply(401, json!({"error": "expired"}))
             }
@@ -125,24 +125,25 @@ async fn an_expired_token_is_refreshed_and_a_401_gets_one_fresh_token() {
         }
     })
     .await;
-    let text = flow(&server, 3, "get", "", "");
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_flow(dir.path(), "flow.toml", &text);
-    let flow = load(&path, &[("API_SECRET", SECRET)]);
-    let runner = runner(EngineConfig::default());
-    let (outcome, events) = run(&runner, &flow, dir.path(), false).await;
+    let (outcome, events) = run_flow(&flow(&server, 3, "get", "", ""), false).await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
     assert_eq!(outcome.outputs["call"]["ok"], json!(3), "{}", events.text());
-    let after_first = server.to("/token").len();
-    assert!(after_first >= 2, "a 401 led to a fresh token");
-    // Past the lifetime, the next run's requests use a new token.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (outcome, _) = run(&runner, &flow, dir.path(), false).await;
-    assert_eq!(outcome.status, Status::Succeeded);
-    assert!(
-        server.to("/token").len() > after_first,
-        "the expired token was refreshed"
-    );
+    // The credential check's token, then one for every request it failed,
+    // however their 401s interleaved with the fetch of the new one.
+    assert_eq!(server.to("/token").len(), 2, "{}", events.text());
+    let api: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|s| s.path != "/token")
+        .map(|s| s.header("authorization").unwrap_or("").to_string())
+        .collect();
+    // Each request that carried the first token was refused and sent again
+    // with the second (how many went out before the first 401 came back
+    // is up to the scheduler); every item ended with the second.
+    let refused = api.iter().filter(|a| *a == "Bearer tok-1").count();
+    assert!(refused >= 1, "{api:?}");
+    assert_eq!(api.len(), 3 + refused, "{api:?}");
+    assert_eq!(api.iter().filter(|a| *a == "Bearer tok-2").count(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,32 +610,69 @@ with = {{ action = "get", connection = "api", url = "things" }}
     assert!(api_stats(&events, "read").wait_ms > 0, "{}", events.text());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_that_expires_during_a_run_is_refreshed_within_it() {
-    // Tokens live one second; each item waits 950 ms and then sends, so
-    // every request finds the previous token past its early-refresh point.
-    let server = TestServer::start(|seen, earlier| {
-        let tokens = earlier.iter().filter(|s| s.path == "/token").count();
-        match seen.path.as_str() {
-            "/token" => token_reply(&format!("tok-{}", tokens + 1), 1),
-            _ => ok_api(seen),
-        }
-    })
-    .await;
-    let text = flow(&server, 3, "get", ", sleep_ms = 950", "")
-        .replace("concurrency = 4", "concurrency = 1");
+/// Moves tokio's clock, which the host reads for token lifetimes and
+/// request pacing, `by` forward at once, as if that long had passed.
+/// Needs the current-thread runtime (`#[tokio::test]`). The clock is paused
+/// only for the jump: paused throughout, tokio would move it to the next
+/// timer whenever every task waits, a request's timeout included, while
+/// the reply is still on its way over loopback.
+async fn let_time_pass(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refreshed_within_the_run() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Tokens live 30 s, refreshed from 27 s on. The first API answer
+    // takes 28 s of the host's clock, so the next request finds its token
+    // past the refresh point; the second takes 31 s, so the third finds its
+    // token expired. (Each stays within the request's and the step's
+    // timeouts, which run on the same clock.)
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let used: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (t, u) = (tokens.clone(), used.clone());
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+            let (tokens, used) = (t.clone(), u.clone());
+            async move {
+                use axum::response::IntoResponse;
+                if uri.path() == "/token" {
+                    let n = tokens.fetch_add(1, Ordering::SeqCst) + 1;
+                    let token = json!({"access_token": format!("tok-{n}"), "token_type": "bearer", "expires_in": 30});
+                    return axum::Json(token).into_response();
+                }
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+                let answered = {
+                    let mut used = used.lock().unwrap();
+                    used.push(auth.unwrap_or("").to_string());
+                    used.len()
+                };
+                let took = if answered == 1 { 28 } else { 31 };
+                let_time_pass(Duration::from_secs(took)).await;
+                axum::Json(json!({"ok": true})).into_response()
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let server = TestServer {
+        url,
+        seen: Default::default(),
+    };
+    let text = flow(&server, 3, "get", "", "").replace("concurrency = 4", "concurrency = 1");
     let (outcome, events) = run_flow(&text, false).await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
     assert_eq!(outcome.outputs["call"]["ok"], json!(3), "{}", events.text());
-    // One before the run (the credential check), then one per request.
-    assert_eq!(server.to("/token").len(), 4, "{}", events.text());
-    let used: Vec<String> = server
-        .requests()
-        .iter()
-        .filter(|s| s.path != "/token")
-        .map(|s| s.header("authorization").unwrap_or("").to_string())
-        .collect();
-    assert_eq!(used, ["Bearer tok-2", "Bearer tok-3", "Bearer tok-4"]);
+    // One before the run (the credential check), then one per later request.
+    assert_eq!(tokens.load(Ordering::SeqCst), 3, "{}", events.text());
+    assert_eq!(
+        *used.lock().unwrap(),
+        ["Bearer tok-1", "Bearer tok-2", "Bearer tok-3"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,7 @@ use crate::redact::Redactor;
 use auth::{AuthError, TokenSource};
 use decide::{Attempt, Decision, GiveUp, Next, Resend, Rules, Tally, decide};
 use policy::Violation;
-use throttle::{Throttle, parse_retry_after};
+use throttle::Throttle;
 use wire::{ReadFailure, Wire};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,7 +296,7 @@ impl Connection {
                     .headers
                     .iter()
                     .find(|(n, _)| n == "retry-after")
-                    .and_then(|(_, v)| parse_retry_after(v)),
+                    .and_then(|(_, v)| self.throttle.retry_after(v)),
             };
             let decision = decide(attempt, tally, &rules, jitter());
             let cause = Cause::Status(head.status);

@@ -17,12 +17,48 @@
 //! the service had sent no budget. A `Retry-After` longer than that closes
 //! the connection until it passes: requests fail at once with a retryable
 //! error instead of holding a run for hours.
+//!
+//! Time: every wait is measured on tokio's clock, and the Unix time that
+//! Procore's `X-Rate-Limit-Reset` is read against comes from a
+//! [`WallClock`]. A test pauses tokio's clock and gives the throttle a wall
+//! clock that follows it, so every clock the throttle reads stands still or
+//! moves together, and waits are exact.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-// tokio's clock, so tests can run with paused time.
 use tokio::time::Instant;
+
+/// Where a [`Throttle`] reads the Unix time.
+#[derive(Debug, Clone, Copy)]
+pub enum WallClock {
+    /// The system's clock, read each time: right across suspends and clock
+    /// changes, which a clock derived from a monotonic one would not be.
+    System,
+    /// `unix` (since the epoch) at tokio's instant `at`, moving with tokio's
+    /// clock from there: paused and advanced with it.
+    FollowsTokio { at: Instant, unix: Duration },
+}
+
+impl WallClock {
+    /// A clock that says `unix` now and then moves with tokio's clock.
+    pub fn following_tokio(unix: Duration) -> WallClock {
+        WallClock::FollowsTokio {
+            at: Instant::now(),
+            unix,
+        }
+    }
+
+    /// Time since the Unix epoch.
+    pub fn now(&self) -> Duration {
+        match self {
+            WallClock::System => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+            WallClock::FollowsTokio { at, unix } => unix.saturating_add(at.elapsed()),
+        }
+    }
+}
 
 /// Waiting a little past the announced reset absorbs whole-second rounding.
 const RESET_MARGIN: Duration = Duration::from_millis(250);
@@ -46,6 +82,7 @@ fn later(at: Instant, d: Duration) -> Instant {
 #[derive(Debug)]
 pub struct Throttle {
     interval: Option<Duration>,
+    wall: WallClock,
     state: Mutex<State>,
     /// Wakes waiting requests when a response gives budget back (the
     /// server's exact count after guessing about requests in flight).
@@ -134,8 +171,15 @@ pub enum Hold {
 
 impl Throttle {
     pub fn new(per_second: Option<f64>) -> Self {
+        Self::with_wall_clock(per_second, WallClock::System)
+    }
+
+    /// A throttle that reads Unix time from `wall` (tests: a clock that
+    /// follows tokio's paused one).
+    pub fn with_wall_clock(per_second: Option<f64>, wall: WallClock) -> Self {
         let now = Instant::now();
         Self {
+            wall,
             // Validation keeps rates within bounds; a rate that is not
             // (zero, negative, not finite) spaces requests by the longest wait.
             interval: per_second.map(|r| {
@@ -233,9 +277,14 @@ impl Throttle {
         Hold::Wait
     }
 
+    /// A response's `Retry-After`, a date read on this throttle's wall clock.
+    pub fn retry_after(&self, value: &str) -> Option<Duration> {
+        parse_retry_after_at(value, self.wall.now())
+    }
+
     /// Reads a response's budget headers; its request is no longer in flight.
     fn observe(&self, headers: &[(String, String)]) {
-        let announced = budget_from(headers);
+        let announced = budget_from(headers, self.wall.now());
         // One critical section: what is in flight and the budget must agree.
         let Ok(mut s) = self.state.lock() else {
             return;
@@ -286,16 +335,14 @@ impl Throttle {
 /// The budget a response announces: requests remaining, time until the
 /// window resets, and the window's name. `None` when it announces none,
 /// or a reset further away than [`MAX_WAIT`], which no real window is.
-fn budget_from(headers: &[(String, String)]) -> Option<(u64, Duration, u64)> {
+/// `now_unix` is the time since the Unix epoch.
+fn budget_from(headers: &[(String, String)], now_unix: Duration) -> Option<(u64, Duration, u64)> {
     let get = |name: &str| {
         headers
             .iter()
             .find(|(n, _)| n == name)
             .and_then(|(_, v)| v.trim().parse::<u64>().ok())
     };
-    let now_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
     let (remaining, until_reset, window) = if let (Some(r), Some(reset)) =
         (get("x-rate-limit-remaining"), get("x-rate-limit-reset"))
     {
@@ -319,6 +366,12 @@ fn budget_from(headers: &[(String, String)]) -> Option<(u64, Duration, u64)> {
 /// or an HTTP date. A value too large to represent reads as the longest
 /// duration, which callers treat as "longer than we wait".
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    parse_retry_after_at(value, WallClock::System.now())
+}
+
+/// [`parse_retry_after`] with a date read against `now_unix` (time since
+/// the Unix epoch).
+fn parse_retry_after_at(value: &str, now_unix: Duration) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<f64>() {
         if seconds.is_nan() || seconds < 0.0 {
@@ -327,7 +380,8 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+    let at = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Some(at.saturating_sub(now_unix))
 }
 
 #[cfg(test)]
@@ -348,6 +402,21 @@ mod tests {
             d > Duration::from_secs(28) && d <= Duration::from_secs(30),
             "{d:?}"
         );
+    }
+
+    /// A Retry-After date is read on the throttle's wall clock, which
+    /// follows tokio's paused clock in tests.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_date_is_read_on_the_clock_tests_pause() {
+        let t = at_start();
+        let date = UNIX_EPOCH + Duration::from_secs(START + 90);
+        let date = httpdate::fmt_http_date(date);
+        assert_eq!(t.retry_after(&date), Some(Duration::from_secs(90)));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(t.retry_after(&date), Some(Duration::from_secs(30)));
+        assert_eq!(t.retry_after("2.5"), Some(Duration::from_millis(2500)));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(t.retry_after(&date), Some(Duration::ZERO), "a date past");
     }
 
     // Paused time: waits are exact, and take no real time.
@@ -378,11 +447,27 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(200));
     }
 
-    fn unix_now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+    /// The Unix second the tests' wall clock starts at (2026-05-28).
+    const START: u64 = 1_780_000_000;
+
+    /// A throttle whose wall clock says [`START`] now and follows tokio's
+    /// (paused) clock from there.
+    fn at_start() -> Throttle {
+        Throttle::with_wall_clock(None, WallClock::following_tokio(Duration::from_secs(START)))
+    }
+
+    /// Procore's Unix-seconds reset moves with tokio's clock: a window
+    /// announced to reset in a minute, 40 s later, is waited out for 20 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_unix_reset_is_read_on_the_clock_tests_pause() {
+        let t = at_start();
+        let (p, _) = t.acquire().await.unwrap();
+        p.answered(&budget("0", "x-rate-limit-reset", (START + 60).to_string()));
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert_eq!(t.wall.now(), Duration::from_secs(START + 40));
+        let waited = t.acquire().await.unwrap().1;
+        assert_eq!(waited, Duration::from_secs(20) + RESET_MARGIN);
+        assert_eq!(t.wall.now(), Duration::from_secs(START + 60) + RESET_MARGIN);
     }
 
     fn budget(remaining: &str, reset_name: &str, reset: String) -> Vec<(String, String)> {
@@ -401,9 +486,9 @@ mod tests {
             .expect("the connection is closed");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_abandoned_request_gives_its_place_back() {
-        let t = Throttle::new(None);
+        let t = at_start();
         // A request whose token could not be had, or whose step timed out
         // while it was being sent: its permit is dropped unanswered.
         let (abandoned, _) = t.acquire().await.unwrap();
@@ -414,15 +499,15 @@ mod tests {
         answered.answered(&budget(
             "1",
             "x-rate-limit-reset",
-            (unix_now() + 1800).to_string(),
+            (START + 1800).to_string(),
         ));
         goes_at_once(&t).await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn budget_held_back_for_requests_in_flight_is_given_back_to_waiters() {
-        let t = std::sync::Arc::new(Throttle::new(None));
-        let reset = (unix_now() + 1800).to_string();
+        let t = std::sync::Arc::new(at_start());
+        let reset = (START + 1800).to_string();
         // Three requests in flight; the first answer says 2 remain, which
         // (two others in flight, maybe not yet counted) leaves none to use.
         let (first, _) = t.acquire().await.unwrap();
@@ -441,40 +526,44 @@ mod tests {
         // that nothing is in flight, says 1 remains.
         second.answered(&budget("1", "x-rate-limit-reset", reset.clone()));
         third.answered(&budget("1", "x-rate-limit-reset", reset));
-        let waited = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("the waiting request was not woken")
-            .unwrap();
-        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        // Woken at once, not at the window's reset half an hour on.
+        assert_eq!(waiter.await.unwrap(), Duration::ZERO);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn absurd_budget_resets_are_ignored_not_waited_for() {
         let cases = [
             // A reset that would overflow the clock.
             ("x-rate-limit-reset", u64::MAX.to_string()),
             ("ratelimit-reset", u64::MAX.to_string()),
             // Unix time in milliseconds: millennia away when read as seconds.
-            ("x-rate-limit-reset", ((unix_now() + 1) * 1000).to_string()),
+            ("x-rate-limit-reset", ((START + 1) * 1000).to_string()),
             // More than an hour away.
             ("ratelimit-reset", (MAX_WAIT.as_secs() + 1).to_string()),
-            ("x-rate-limit-reset", (unix_now() + 2 * 3600).to_string()),
+            ("x-rate-limit-reset", (START + 2 * 3600).to_string()),
         ];
+        let now = Duration::from_secs(START);
         for (name, reset) in cases {
-            let t = Throttle::new(None);
+            let t = at_start();
             let (p, _) = t.acquire().await.unwrap();
             p.answered(&budget("0", name, reset.clone()));
-            assert!(budget_from(&budget("0", name, reset.clone())).is_none());
+            assert!(budget_from(&budget("0", name, reset.clone()), now).is_none());
             goes_at_once(&t).await;
         }
         // Within the hour, a spent budget still waits.
-        let within = budget("0", "ratelimit-reset", "600".into());
-        assert!(
-            budget_from(&within).is_some_and(|(_, until, _)| until == Duration::from_secs(600))
-        );
+        for (name, reset) in [
+            ("ratelimit-reset", "600".to_string()),
+            ("x-rate-limit-reset", (START + 600).to_string()),
+        ] {
+            let within = budget("0", name, reset);
+            assert!(
+                budget_from(&within, now)
+                    .is_some_and(|(_, until, _)| until == Duration::from_secs(600))
+            );
+        }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn absurd_retry_after_closes_the_connection_instead_of_stalling() {
         for value in [
             "1e300",
