@@ -703,13 +703,21 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 6, 1, h, m, s).single().unwrap()
     }
 
-    /// Waits (bounded, on real time) until `ok` holds.
+    /// Lets every task run until all of them wait: the tests run on
+    /// paused time, which moves to the next timer only when nothing else
+    /// can run (nor a blocking task is under way), so whatever the last
+    /// move of the manual clock set off has happened when this returns.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    /// Settles until `ok` holds (bounded).
     async fn until(what: &str, ok: impl Fn() -> bool) {
         for _ in 0..2_000 {
             if ok() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            settle().await;
         }
         panic!("timed out waiting until {what}");
     }
@@ -757,7 +765,7 @@ mod tests {
         dir
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_run_that_panics_is_recorded_failed_and_its_flow_keeps_firing() {
         let dir = folder();
         std::fs::write(
@@ -789,7 +797,7 @@ mod tests {
         assert!(lock(&host.interrupted).is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_file_added_later_is_served_after_a_reload_and_a_removed_one_retired() {
         let dir = folder();
         std::fs::write(
@@ -826,12 +834,12 @@ mod tests {
         until("b is retired", || s.host.said("b.toml is gone")).await;
         s.clock.set(at(10, 0, 2));
         s.clock.set(at(10, 0, 3));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        settle().await;
         let host = s.stop().await;
         assert_eq!(host.started.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_firing_the_reloaded_schedule_does_not_have_is_not_run() {
         let dir = folder();
         let file = dir.path().join("flows/c.toml");
@@ -848,7 +856,7 @@ mod tests {
         .await;
         // Re-armed for noon: nothing at 10:00:02, a run at 12:00.
         s.clock.set(at(10, 0, 2));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        settle().await;
         assert_eq!(s.host.started.load(Ordering::SeqCst), 0);
         s.clock.set(at(12, 0, 0));
         until("the noon run", || {
