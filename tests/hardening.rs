@@ -381,3 +381,98 @@ async fn a_dry_run_read_cannot_be_turned_into_a_write() {
         .await;
     assert_eq!(result.unwrap().status, 200);
 }
+
+/// Runs the `sluice` binary with `args` on data directory `data`; returns
+/// its exit status, stdout and stderr.
+fn sluice(data: &std::path::Path, args: &[&str]) -> (i32, Vec<u8>, Vec<u8>) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("SLUICE_DATA_DIR")
+        .output()
+        .expect("run sluice");
+    (out.status.code().unwrap_or(-1), out.stdout, out.stderr)
+}
+
+/// Bytes a terminal obeys: C0 controls but the line feed, DEL, C1 (as
+/// UTF-8), and the right-to-left override.
+fn active_bytes(out: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(out);
+    text.chars()
+        .filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202E}')
+        .map(|c| format!("{c:?}"))
+        .collect()
+}
+
+#[test]
+fn what_components_and_flows_write_reaches_the_terminal_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The flow's name, an output key and the component's error all try to
+    // rewrite the line, set the clipboard (OSC 52), plant a link (OSC 8),
+    // use a C1 CSI and reverse the text.
+    let attack = r"\u001b[2K\r\u001b]52;c;aGk=\u0007\u009b32m\u001b]8;;http://evil\u0007\u202e";
+    let text = format!(
+        r#"
+name = "plain{attack}✓ all good"
+
+[[step]]
+id = "echo"
+uses = "{hostile}"
+with = {{ action = "echo", "{attack}count" = 1 }}
+
+[[step]]
+id = "fail"
+uses = "{hostile}"
+with = {{ action = "{attack}✓ fail done\nsecond paragraph" }}
+"#,
+        hostile = fixture("hostile").display(),
+    );
+    let flow = write_flow(dir.path(), "flow.toml", &text);
+    let flow = flow.to_str().unwrap();
+    let mut seen = Vec::new();
+    let (status, out, err) = sluice(&data, &["run", flow]);
+    assert_eq!(status, 1, "{}", String::from_utf8_lossy(&err));
+    let err_text = String::from_utf8_lossy(&err).into_owned();
+    assert!(
+        err_text.contains("\\u{1b}[2K"),
+        "shown, not obeyed: {err_text}"
+    );
+    let last = err_text.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: ") && last.contains("second paragraph"),
+        "the error is one paragraph: {err_text}"
+    );
+    seen.push(("run", out, err));
+    let (_, out, err) = sluice(&data, &["run", flow, "--json"]);
+    seen.push(("run --json", out, err));
+    let (_, out, err) = sluice(&data, &["runs"]);
+    seen.push(("runs", out, err));
+    let (_, listed, _) = sluice(&data, &["runs", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+    let id = runs[0]["run_id"]
+        .as_str()
+        .or_else(|| runs[0]["id"].as_str())
+        .unwrap()
+        .to_string();
+    seen.push(("runs --json", listed, Vec::new()));
+    for args in [
+        vec!["runs", "show", id.as_str()],
+        vec!["runs", "show", id.as_str(), "--items"],
+        vec!["runs", "show", id.as_str(), "--json"],
+    ] {
+        let (_, out, err) = sluice(&data, &args);
+        seen.push(("runs show", out, err));
+    }
+    for (what, out, err) in &seen {
+        for (stream, bytes) in [("stdout", out), ("stderr", err)] {
+            let active = active_bytes(bytes);
+            assert!(
+                active.is_empty(),
+                "{what} {stream} has {active:?}: {}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+}

@@ -179,7 +179,7 @@ pub async fn demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     if !succeeded {
         eprintln!(
             "\nerror: {}",
-            outcome.error.as_deref().unwrap_or("the run failed")
+            super::terminal::line(outcome.error.as_deref().unwrap_or("the run failed"))
         );
     }
     // Even a failed run says what it did and where its (partial) report is.

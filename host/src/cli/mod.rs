@@ -10,6 +10,7 @@ pub mod runs_cmd;
 pub mod serve_cmd;
 pub mod signals;
 pub mod summary;
+pub mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,7 +83,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", terminal::line(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -102,7 +103,7 @@ pub fn load_flow(
     match crate::flow::load(file, &ctx) {
         Ok(flow) => Some(flow),
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", terminal::lines(&e.to_string()));
             None
         }
     }
@@ -130,7 +131,7 @@ fn validate(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                 .format("%a %Y-%m-%d %H:%M:%S %Z")
         ));
     }
-    println!("{line})");
+    println!("{})", terminal::line(&line));
     Ok(ExitCode::SUCCESS)
 }
 

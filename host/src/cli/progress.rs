@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
+use super::terminal;
 use crate::engine::LogLevel;
 use crate::run::{Observer, RunEvent, Status};
 
@@ -32,59 +33,45 @@ impl Progress {
     }
 
     fn human(&self, event: &RunEvent) {
-        let mut err = std::io::stderr().lock();
-        let _ = match event {
+        if let Some(line) = self.human_line(event) {
+            // What a component or a service wrote is in it: escaped, so a
+            // terminal shows it rather than obeys it.
+            let _ = writeln!(std::io::stderr().lock(), "{}", terminal::line(&line));
+        }
+    }
+
+    /// The line an event shows as, if any.
+    fn human_line(&self, event: &RunEvent) -> Option<String> {
+        match event {
             RunEvent::RunStarted {
                 run_id,
                 flow,
                 dry_run,
                 ..
-            } => writeln!(
-                err,
+            } => Some(format!(
                 "▶ {flow}  (run {run_id}){}",
                 if *dry_run {
                     "  — DRY RUN: reads only, nothing will be changed"
                 } else {
                     ""
                 }
-            ),
+            )),
             RunEvent::StepStarted {
                 step,
                 component,
                 items,
                 ..
-            } => match items {
-                Some(n) => writeln!(err, "  · {step} ({component}): {n} item{}…", plural(*n)),
-                None => writeln!(err, "  · {step} ({component})…"),
-            },
+            } => Some(match items {
+                Some(n) => format!("  · {step} ({component}): {n} item{}…", plural(*n)),
+                None => format!("  · {step} ({component})…"),
+            }),
             RunEvent::ItemFinished {
                 step,
                 done,
                 total,
                 failed,
                 ..
-            } => {
-                // About five progress lines per loop, whatever its length.
-                let every = total.div_ceil(5).max(1);
-                let mut last = self
-                    .last_item_line
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if done == total || *done >= *last + every {
-                    *last = if done == total { 0 } else { *done };
-                    writeln!(
-                        err,
-                        "      {step}: {done}/{total} done{}",
-                        if *failed > 0 {
-                            format!(", {failed} failed")
-                        } else {
-                            String::new()
-                        }
-                    )
-                } else {
-                    Ok(())
-                }
-            }
+            } => self.item_line(step, *done, *total, *failed),
             RunEvent::StepFinished {
                 step,
                 status,
@@ -93,62 +80,92 @@ impl Progress {
                 duration,
                 connections,
                 ..
-            } => {
-                let requests: u64 = connections.values().map(|c| c.requests).sum();
-                let throttled: u64 = connections.values().map(|c| c.throttled).sum();
-                let retried: u64 = connections.values().map(|c| c.retried).sum();
-                let mut facts = Vec::new();
-                if let Some(summary) = output.as_ref().map(summarize).filter(|s| !s.is_empty()) {
-                    facts.push(summary);
-                }
-                if requests > 0 {
-                    let mut r = format!("{requests} request{}", plural(requests as usize));
-                    if retried > 0 {
-                        r.push_str(&format!(", {retried} retried"));
-                    }
-                    if throttled > 0 {
-                        r.push_str(&format!(", {throttled} throttled"));
-                    }
-                    facts.push(r);
-                }
-                facts.push(format_duration(*duration));
-                match status {
-                    Status::Succeeded => writeln!(err, "  ✓ {step}  {}", facts.join(" · ")),
-                    Status::Skipped => writeln!(
-                        err,
-                        "  – {step}  skipped ({})",
-                        error.as_deref().unwrap_or("its `when` is false")
-                    ),
-                    Status::Failed | Status::Interrupted => {
-                        writeln!(err, "  ✗ {step}  {}", error.as_deref().unwrap_or("failed"))
-                    }
-                }
-            }
+            } => Some(step_line(
+                step,
+                *status,
+                output.as_ref(),
+                error.as_deref(),
+                *duration,
+                connections,
+            )),
             RunEvent::Log {
                 step,
                 level,
                 message,
-            } => {
-                if self.verbose || matches!(level, LogLevel::Warn | LogLevel::Error) {
-                    writeln!(
-                        err,
-                        "      [{step}] {}: {message}",
-                        format!("{level:?}").to_lowercase()
-                    )
-                } else {
-                    Ok(())
-                }
-            }
+            } => (self.verbose || matches!(level, LogLevel::Warn | LogLevel::Error)).then(|| {
+                format!(
+                    "      [{step}] {}: {message}",
+                    format!("{level:?}").to_lowercase()
+                )
+            }),
             RunEvent::Artifact { name, path, .. } => {
-                writeln!(err, "  ↳ wrote {name}: {}", path.display())
+                Some(format!("  ↳ wrote {name}: {}", path.display()))
             }
             RunEvent::RunFinished {
                 status, duration, ..
-            } => match status {
-                Status::Succeeded => writeln!(err, "✓ finished in {}", format_duration(*duration)),
-                _ => writeln!(err, "✗ failed after {}", format_duration(*duration)),
-            },
+            } => Some(match status {
+                Status::Succeeded => format!("✓ finished in {}", format_duration(*duration)),
+                _ => format!("✗ failed after {}", format_duration(*duration)),
+            }),
+        }
+    }
+
+    /// About five progress lines per loop, whatever its length.
+    fn item_line(&self, step: &str, done: usize, total: usize, failed: usize) -> Option<String> {
+        let every = total.div_ceil(5).max(1);
+        let mut last = self
+            .last_item_line
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if done != total && done < *last + every {
+            return None;
+        }
+        *last = if done == total { 0 } else { done };
+        let failed = if failed > 0 {
+            format!(", {failed} failed")
+        } else {
+            String::new()
         };
+        Some(format!("      {step}: {done}/{total} done{failed}"))
+    }
+}
+
+/// A finished step: its summary, requests and time, or why it did not succeed.
+fn step_line(
+    step: &str,
+    status: Status,
+    output: Option<&Value>,
+    error: Option<&str>,
+    duration: std::time::Duration,
+    connections: &std::collections::BTreeMap<String, crate::connections::RequestStats>,
+) -> String {
+    let requests: u64 = connections.values().map(|c| c.requests).sum();
+    let throttled: u64 = connections.values().map(|c| c.throttled).sum();
+    let retried: u64 = connections.values().map(|c| c.retried).sum();
+    let mut facts = Vec::new();
+    if let Some(summary) = output.map(summarize).filter(|s| !s.is_empty()) {
+        facts.push(summary);
+    }
+    if requests > 0 {
+        let mut r = format!("{requests} request{}", plural(requests as usize));
+        if retried > 0 {
+            r.push_str(&format!(", {retried} retried"));
+        }
+        if throttled > 0 {
+            r.push_str(&format!(", {throttled} throttled"));
+        }
+        facts.push(r);
+    }
+    facts.push(format_duration(duration));
+    match status {
+        Status::Succeeded => format!("  ✓ {step}  {}", facts.join(" · ")),
+        Status::Skipped => format!(
+            "  – {step}  skipped ({})",
+            error.unwrap_or("its `when` is false")
+        ),
+        Status::Failed | Status::Interrupted => {
+            format!("  ✗ {step}  {}", error.unwrap_or("failed"))
+        }
     }
 }
 
@@ -160,7 +177,7 @@ impl Observer for Progress {
             Mode::Json => {
                 if let Ok(line) = serde_json::to_string(event) {
                     let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{line}");
+                    let _ = writeln!(out, "{}", terminal::json(&line));
                 }
             }
         }

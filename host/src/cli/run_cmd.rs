@@ -71,7 +71,10 @@ pub fn watch_and_record(
             Arc::new(Fanout(vec![progress, recorder]))
         }
         Err(e) => {
-            eprintln!("warning: {e}; this run is not recorded");
+            eprintln!(
+                "warning: {}; this run is not recorded",
+                super::terminal::line(&e)
+            );
             progress
         }
     }
@@ -144,22 +147,28 @@ pub fn finish(outcome: &RunOutcome, mode: Mode) -> ExitCode {
         Status::Succeeded => {
             if mode == Mode::Human {
                 for path in &outcome.artifacts {
-                    eprintln!("  report: {}", path.display());
+                    eprintln!("  report: {}", shown(path));
                 }
             }
             ExitCode::SUCCESS
         }
         _ => {
             if mode != Mode::Json {
+                // One paragraph, whatever the component or service wrote.
                 eprintln!(
                     "error: {}",
-                    outcome.error.as_deref().unwrap_or("the run failed")
+                    super::terminal::line(outcome.error.as_deref().unwrap_or("the run failed"))
                 );
                 for path in &outcome.artifacts {
-                    eprintln!("  partial report: {}", path.display());
+                    eprintln!("  partial report: {}", shown(path));
                 }
             }
             ExitCode::from(1)
         }
     }
+}
+
+/// A path as printed: its characters escaped like any other text.
+fn shown(path: &Path) -> String {
+    super::terminal::line(&path.display().to_string()).into_owned()
 }

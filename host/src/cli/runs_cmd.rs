@@ -4,6 +4,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+
+use super::terminal;
 use sluice_store::{DetailOptions, History, HistoryError, render};
 
 #[derive(Debug, Args)]
@@ -49,9 +51,9 @@ pub fn runs(args: RunsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         None => {
             let runs = history.list_runs(args.flow.as_deref(), args.limit)?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
+                println!("{}", terminal::json(&serde_json::to_string_pretty(&runs)?));
             } else {
-                print!("{}", render::render_runs_table(&runs));
+                print!("{}", terminal::lines(&render::render_runs_table(&runs)));
             }
         }
         Some(RunsAction::Show {
@@ -59,22 +61,31 @@ pub fn runs(args: RunsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
             json,
             items,
         }) => match history.run_detail(&run_id) {
-            Ok(Some(detail)) if json => println!("{}", serde_json::to_string_pretty(&detail)?),
+            Ok(Some(detail)) if json => println!(
+                "{}",
+                terminal::json(&serde_json::to_string_pretty(&detail)?)
+            ),
             Ok(Some(detail)) => print!(
                 "{}",
-                render::render_run_detail_with(&detail, DetailOptions { all_items: items })
+                terminal::lines(&render::render_run_detail_with(
+                    &detail,
+                    DetailOptions { all_items: items }
+                ))
             ),
             Ok(None) => {
                 eprintln!(
-                    "error: no run `{run_id}` in {}; `sluice runs` lists them",
-                    history.path.display()
+                    "error: {}",
+                    terminal::line(&format!(
+                        "no run `{run_id}` in {}; `sluice runs` lists them",
+                        history.path.display()
+                    ))
                 );
                 return Ok(ExitCode::from(2));
             }
             // Like an unknown id, a prefix that fits several runs is the
             // caller's to fix.
             Err(e @ HistoryError::AmbiguousRun { .. }) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", terminal::line(&e.to_string()));
                 return Ok(ExitCode::from(2));
             }
             Err(e) => return Err(e.into()),

@@ -121,7 +121,8 @@ impl Host for ServeHost {
     }
 
     fn say(&self, line: &str) {
-        eprintln!("{line}");
+        // Diagnostics span lines; everything else in them is escaped.
+        eprintln!("{}", super::terminal::lines(line));
     }
 }
 
@@ -161,7 +162,7 @@ pub async fn serve(args: ServeArgs, data_dir: &Path) -> anyhow::Result<ExitCode>
     let mut scheduler = match Scheduler::new(host, runner, args.paths) {
         Ok(scheduler) => scheduler,
         Err(problems) => {
-            eprintln!("error: {problems}");
+            eprintln!("error: {}", super::terminal::lines(&problems.to_string()));
             return Ok(ExitCode::from(2));
         }
     };
