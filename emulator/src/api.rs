@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -138,7 +138,12 @@ async fn guarded(
         (request, String::new())
     };
     let method = request.method().to_string();
-    let path = request.uri().path().to_string();
+    // Routers nested under `/v1.0` or `/rest/v1.0` see the path without it.
+    let path = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| request.uri().path(), |o| o.path())
+        .to_string();
     let (fault, slow, retry_after, expire_after) = {
         let mut d = s.lock();
         d.api_requests += 1;
@@ -260,14 +265,24 @@ fn check_token(
     Ok(())
 }
 
+/// Graph's 401 names the authority to get a token from, as Graph does.
+const GRAPH_CHALLENGE: &str = "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"00000003-0000-0000-c000-000000000000\"";
+
 fn unauthorized(service: Service, message: &str) -> Response {
     match service {
-        Service::Graph => error(
-            service,
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            message,
-        ),
+        Service::Graph => {
+            let mut r = error(
+                service,
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                message,
+            );
+            r.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static(GRAPH_CHALLENGE),
+            );
+            r
+        }
         Service::Procore => {
             let mut r = (
                 StatusCode::UNAUTHORIZED,

@@ -20,7 +20,7 @@ pub mod scenario;
 pub mod state;
 
 use axum::Router;
-use axum::routing::{get, patch, post, put};
+use axum::routing::{get, post, put};
 use tokio::sync::oneshot;
 
 pub use config::PagingHeaders;
@@ -42,51 +42,14 @@ pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
     let base_url = format!("http://{}", listener.local_addr()?);
     let shared = Shared::new(config, base_url);
-    let graph = Router::new()
-        .route("/v1.0/groups", get(graph::groups))
-        .route("/v1.0/groups/{id}/members", get(graph::members))
-        .route(
-            "/v1.0/groups/{id}/transitiveMembers",
-            get(graph::transitive_members),
-        )
-        .route("/v1.0/users/{user}/sendMail", post(graph::send_mail))
-        .layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
-            api::graph_gate,
-        ));
-    let procore = Router::new()
-        .route(
-            "/rest/v1.0/companies/{company}/users",
-            get(procore::active_users).post(procore::create_user),
-        )
-        .route(
-            "/rest/v1.0/companies/{company}/users/inactive",
-            get(procore::inactive_users),
-        )
-        .route(
-            "/rest/v1.0/companies/{company}/users/{id}",
-            patch(procore::update_user),
-        )
-        .route(
-            "/rest/v1.0/projects/{project}/users",
-            get(procore::project_users),
-        )
-        .route(
-            "/rest/v1.0/projects/{project}/users/{id}/actions/add",
-            post(procore::add_to_project),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
-            api::procore_gate,
-        ));
     let app = Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(graph::token))
         .route("/oauth/token", post(procore::token))
         .route("/_admin", get(admin::page))
         .route("/_admin/state", get(admin::state))
         .route("/_admin/faults", put(admin::set_faults).get(admin::faults))
-        .merge(graph)
-        .merge(procore)
+        .nest("/v1.0", graph::router(shared.clone()))
+        .nest("/rest/v1.0", procore::router(shared.clone()))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             api::log_requests,

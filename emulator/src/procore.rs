@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{self, patch, post};
+use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::api::{encode_query, get, query_pairs};
@@ -18,6 +19,32 @@ use crate::state::{Service, Shared};
 
 /// Procore's page size when `per_page` is not given.
 const DEFAULT_PER_PAGE: usize = 100;
+
+/// Procore's REST routes, to be nested under `/rest/v1.0`, behind the
+/// Procore gate (faults, token, budget, rate-limit headers), which also
+/// guards the answer to a path Procore does not have.
+pub fn router(shared: Shared) -> Router<Shared> {
+    Router::new()
+        .route(
+            "/companies/{company}/users",
+            routing::get(active_users).post(create_user),
+        )
+        .route(
+            "/companies/{company}/users/inactive",
+            routing::get(inactive_users),
+        )
+        .route("/companies/{company}/users/{id}", patch(update_user))
+        .route("/projects/{project}/users", routing::get(project_users))
+        .route(
+            "/projects/{project}/users/{id}/actions/add",
+            post(add_to_project),
+        )
+        .fallback(|| async { errors(StatusCode::NOT_FOUND, json!("Not Found")) })
+        .layer(axum::middleware::from_fn_with_state(
+            shared,
+            crate::api::procore_gate,
+        ))
+}
 
 fn errors(status: StatusCode, body: Value) -> Response {
     (status, Json(json!({ "errors": body }))).into_response()
