@@ -1,5 +1,6 @@
 //! The admin view: the state as JSON for tests, a readable page for people,
-//! and faults set at run time. No auth: it listens on loopback only.
+//! and faults set at run time. No auth: it listens on loopback only, and
+//! answers only requests addressed to it (see [`crate::addressing`]).
 
 use axum::Json;
 use axum::extract::State;

@@ -10,6 +10,7 @@
 // itself; the size of axum's Response does not matter on this path.
 #![allow(clippy::result_large_err)]
 
+pub mod addressing;
 pub mod admin;
 pub mod api;
 pub mod config;
@@ -40,7 +41,8 @@ pub struct RunningEmulator {
 /// Starts the emulators on 127.0.0.1 (`port` 0 picks one).
 pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
-    let base_url = format!("http://{}", listener.local_addr()?);
+    let bound = listener.local_addr()?;
+    let base_url = format!("http://{bound}");
     let shared = Shared::new(config, base_url);
     let app = Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(graph::token))
@@ -54,7 +56,11 @@ pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
             shared.clone(),
             api::log_requests,
         ))
-        .with_state(shared.clone());
+        .with_state(shared.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            addressing::BoundPort(bound.port()),
+            addressing::only_addressed_to_us,
+        ));
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)

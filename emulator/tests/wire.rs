@@ -1410,3 +1410,59 @@ async fn procore_paging_headers_can_be_left_out_and_pages_capped() {
         "Procore's documented maximum"
     );
 }
+
+#[tokio::test]
+async fn requests_addressed_to_another_host_are_refused_against_dns_rebinding() {
+    let env = start(EmulatorConfig::default()).await;
+    let base = env.emu.base_url();
+    let port = base.rsplit(':').next().unwrap().to_string();
+    let with_host = |method: reqwest::Method, path: &str, host: &str| {
+        env.http
+            .request(method, format!("{base}{path}"))
+            .header("host", host)
+    };
+    // A page of evil.example, its name re-pointed at 127.0.0.1, reaches the
+    // port with its own name in Host: nothing is shown or changed.
+    let evil = format!("evil.example:{port}");
+    for (method, path) in [
+        (reqwest::Method::GET, "/_admin"),
+        (reqwest::Method::GET, "/_admin/state"),
+        (reqwest::Method::GET, "/_admin/faults"),
+        (reqwest::Method::POST, "/oauth/token"),
+    ] {
+        let r = with_host(method, path, &evil).send().await.unwrap();
+        assert_eq!(r.status(), 421, "{path}");
+    }
+    let put = with_host(reqwest::Method::PUT, "/_admin/faults", &evil)
+        .json(&json!({"fail_503_at": [1]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 421);
+    let faults: Value = env
+        .http
+        .get(format!("{base}/_admin/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        faults["fail_503_at"],
+        json!([]),
+        "the refused PUT changed nothing"
+    );
+    assert!(
+        env.emu.snapshot().requests.iter().all(|r| r.status != 421),
+        "refused requests reach nothing, not even the log"
+    );
+    // The bound address, by number or as localhost, is answered.
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let r = with_host(reqwest::Method::GET, "/_admin/state", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+    }
+}
