@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fixture;
-use sluice_store::History;
+use sluice_store::{Location, Store, StoreError};
 
 const SECRET: &str = "hunter2-super-secret-token";
 
@@ -156,8 +156,35 @@ fn wait_exit(mut child: Child, within: Duration) -> (i32, String) {
     }
 }
 
-fn history(data: &Path) -> History {
-    History::open(&sluice_store::path_in(data)).unwrap()
+/// The store of a data directory, read from these synchronous tests on a
+/// small runtime of their own.
+struct Records {
+    rt: tokio::runtime::Runtime,
+    store: Store,
+}
+
+impl Records {
+    fn list_runs(
+        &self,
+        flow: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<sluice_store::RunSummary>, StoreError> {
+        self.rt.block_on(self.store.list_runs(flow, limit))
+    }
+
+    fn run_detail(&self, id: &str) -> Result<Option<sluice_store::RunDetail>, StoreError> {
+        self.rt.block_on(self.store.run_detail(id))
+    }
+}
+
+fn history(data: &Path) -> Records {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let location = Location::Sqlite(sluice_store::path_in(data));
+    let store = rt.block_on(Store::open(&location)).unwrap();
+    Records { rt, store }
 }
 
 /// Waits (bounded) until the history satisfies `ok`.
@@ -985,18 +1012,23 @@ fn prune_deletes_run_folders_and_an_ambiguous_id_is_a_usage_error() {
     // record says.
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("keep"), "x").unwrap();
-    history(data.path())
-        .record_skipped(
-            &sluice_store::NewRun {
-                id: "19990101T000000Z-000000",
-                flow: "r",
-                flow_file: "r.toml",
-                trigger: "manual",
-                dry_run: false,
-                output_dir: outside.path().to_str().unwrap(),
-            },
-            "a record pointing elsewhere",
-        )
+    let records = history(data.path());
+    let elsewhere = sluice_store::HistoryWrite::Skipped {
+        run: sluice_store::NewRun {
+            id: "19990101T000000Z-000000".into(),
+            flow: "r".into(),
+            flow_file: "r.toml".into(),
+            trigger: sluice_store::Trigger::Manual,
+            dry_run: false,
+            output_dir: outside.path().to_str().unwrap().into(),
+            replica: None,
+        },
+        reason: "a record pointing elsewhere".into(),
+    };
+    let run = sluice_store::RunRef::unfenced("19990101T000000Z-000000", "r");
+    records
+        .rt
+        .block_on(records.store.write_one(&run, elsewhere))
         .unwrap();
     // A zero age prunes every run that has ended.
     let out = sluice(data.path(), &["runs", "prune", "--older-than", "0s"])

@@ -1,184 +1,64 @@
-//! Run history: every run of a flow — scheduled or by hand — with its steps,
-//! `for_each` items, inputs and outputs, errors, request counts and report
-//! files, in an embedded SQLite database (`history.sqlite` in the data
-//! directory).
+//! Sluice's storage: the run history (every run with its steps, `for_each`
+//! items, inputs and outputs, errors, request counts and report files),
+//! the flow state store, and the rows replicas coordinate through (claimed
+//! firings, leases with fencing numbers) — behind one interface,
+//! [`Backend`], with two backends:
 //!
-//! - Each write is its own transaction, committed as the run progresses, so
-//!   a crash leaves an honest partial record. A `running` run whose process
-//!   is known to be gone reads as `interrupted`;
-//!   [`History::recover_stale_runs`] records that for good.
+//! - **SQLite** (the default): `history.sqlite` in the data directory, or
+//!   any file (`--database sqlite:PATH`); for one host.
+//! - **PostgreSQL** (`--database postgres://…` / `SLUICE_DATABASE_URL`):
+//!   shared by any number of `sluice serve` replicas.
+//!
+//! Invariants both keep:
+//! - Each history write (or batch of writes for one run) is one committed
+//!   transaction, made as the run progresses, so a crash leaves an honest
+//!   partial record. A `running` run whose process (on this host) is known
+//!   to be gone reads as `interrupted`; [`Backend::recover_stale_runs`]
+//!   records that for good, and a replica whose lease expired has its run
+//!   recorded interrupted by another ([`lease`]).
 //! - Inputs and outputs are capped in size ([`cap`]), always as valid JSON.
-//! - The history stores what it is given and cannot know what is secret:
-//!   the host redacts every text and value before it records it.
-//! - WAL mode and a busy timeout let the scheduler, `sluice run` and
-//!   `sluice runs` use one file at once. [`History`] is `Send + Sync`: share
-//!   it with an `Arc`; each call holds its connection only briefly.
+//! - The store keeps what it is given and cannot know what is secret: the
+//!   host redacts every text and value before it records it.
+//! - Versioned migrations run when a store opens, once, however many
+//!   processes open an empty database at once.
 //!
-//! Modules: [`schema`] (migrations), [`store`] (writes), [`query`] (reads,
-//! pruning, recovery), [`render`] (text for the CLI), [`model`] (types),
-//! [`cap`] (size limits), [`duration`] (`30d`, `12h`), [`process`] (which
-//! process wrote a run, and whether it lives). The crate also owns run ids
-//! ([`new_run_id`]) and where Sluice keeps its data ([`default_data_dir`]).
+//! Modules: [`backend`] (the interface and the [`Store`] handle),
+//! [`location`] (`--database`), [`sqlite`] and [`postgres`] (the
+//! backends and their migrations), [`model`] (history types), [`state`]
+//! (flow state types), [`lease`] (replica coordination), [`render`] (text
+//! for the CLI), [`cap`] (size limits), [`duration`] (`30d`, `12h`),
+//! [`process`] (which process wrote a run, and whether it lives). The crate
+//! also owns run ids ([`new_run_id`]) and where Sluice keeps its data
+//! ([`default_data_dir`]).
 
+pub mod backend;
 pub mod cap;
 pub mod duration;
+pub mod error;
+pub mod lease;
+pub mod location;
 pub mod model;
+pub mod postgres;
 pub mod process;
-pub mod query;
 pub mod render;
-pub mod schema;
-pub mod store;
+pub mod sqlite;
+pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
-
+pub use backend::{Backend, Store};
 pub use duration::{DurationError, parse_duration};
+pub use error::StoreError;
+pub use lease::{Acquired, Claim, Firing, LeaseGrant, Takeover};
+pub use location::{Location, LocationError};
 pub use model::*;
 pub use render::{DetailOptions, render_run_detail, render_run_detail_with, render_runs_table};
-pub use schema::SCHEMA_VERSION;
+pub use state::{StateBatch, StateEntry, StateError, StateKey, StatePage, StateQuery, StateWrite};
 
-/// What can go wrong with the history. Messages name the file and what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
-    #[error("cannot open the run history at {path}: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
-    #[error("cannot create the folder {path} for the run history: {source}")]
-    Folder {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot migrate the run history at {path} to schema {version}: {source}")]
-    Migrate {
-        path: String,
-        version: i64,
-        source: rusqlite::Error,
-    },
-    #[error(
-        "the run history at {path} was written by a newer Sluice (schema {found}; this one knows up to {known}); upgrade Sluice or point --data-dir elsewhere"
-    )]
-    TooNew {
-        path: String,
-        found: i64,
-        known: i64,
-    },
-    #[error("the run history has no run `{0}`")]
-    UnknownRun(String),
-    #[error(
-        "the run id prefix `{prefix}` matches {count} runs (such as {examples}); give more of it"
-    )]
-    AmbiguousRun {
-        prefix: String,
-        count: usize,
-        examples: String,
-    },
-    #[error("cannot record in the run history: {0}")]
-    Word(#[from] UnknownWord),
-    #[error("the run history database failed: {0}")]
-    Sql(#[from] rusqlite::Error),
-}
-
-/// The run history: one SQLite connection behind a mutex.
-#[derive(Debug)]
-pub struct History {
-    conn: Mutex<Connection>,
-    /// The database file (`:memory:` for [`History::open_in_memory`]).
-    pub path: PathBuf,
-}
-
-/// Waiting this long for another process's write lock lets `serve`, `run`
-/// and `sluice runs` share the file; every write holds it for milliseconds.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-impl History {
-    /// Opens the history at `path`, creating the file and its folder and
-    /// migrating the schema as needed.
-    pub fn open(path: &Path) -> Result<History, HistoryError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| HistoryError::Folder {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
-        let open_error = |source| HistoryError::Open {
-            path: path.display().to_string(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(open_error)?;
-        Self::init(conn, path)
-    }
-
-    /// A history that lives as long as the value: for tests and `--no-history`.
-    pub fn open_in_memory() -> Result<History, HistoryError> {
-        Self::init(Connection::open_in_memory()?, Path::new(":memory:"))
-    }
-
-    fn init(conn: Connection, path: &Path) -> Result<History, HistoryError> {
-        Self::configure(&conn).map_err(|source| HistoryError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
-        schema::migrate(&conn, path)?;
-        Ok(History {
-            conn: Mutex::new(conn),
-            path: path.to_path_buf(),
-        })
-    }
-
-    fn configure(conn: &Connection) -> rusqlite::Result<()> {
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        // WAL: readers never block the writer, nor the writer readers.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // In WAL mode NORMAL survives a crash of the process (what the
-        // history must survive) without an fsync per item.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(())
-    }
-
-    /// The schema version of the open file (`PRAGMA user_version`).
-    pub fn schema_version(&self) -> Result<i64, HistoryError> {
-        Ok(schema::version(&self.conn())?)
-    }
-
-    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves no half-done transaction
-        // behind (it rolls back on drop), so the connection is still good.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Runs `f` in one write transaction, taken up front (`IMMEDIATE`) so
-    /// that a concurrent writer makes it wait rather than fail midway.
-    pub(crate) fn write<T>(
-        &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, HistoryError>,
-    ) -> Result<T, HistoryError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
-    }
-
-    /// Runs `f` over one consistent snapshot.
-    pub(crate) fn read<T>(
-        &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, HistoryError>,
-    ) -> Result<T, HistoryError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let value = f(&tx)?;
-        tx.finish()?;
-        Ok(value)
-    }
-}
-
-/// The history file inside a data directory: `history.sqlite`.
+/// The default SQLite file inside a data directory: `history.sqlite` (the
+/// name it had before it held more than history).
 pub fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join("history.sqlite")
 }
@@ -245,7 +125,8 @@ pub(crate) fn now_text() -> String {
     timestamp(chrono::Utc::now())
 }
 
-pub(crate) fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+/// A time as the history writes it: RFC 3339, UTC, milliseconds.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -270,8 +151,8 @@ mod tests {
     }
 
     #[test]
-    fn history_is_shareable_across_threads() {
-        fn check<T: Send + Sync>() {}
-        check::<History>();
+    fn the_store_is_shareable_across_threads() {
+        fn check<T: Send + Sync + Clone>() {}
+        check::<Store>();
     }
 }

@@ -1,15 +1,15 @@
-//! What the history holds: the statuses and triggers it knows, a run about
-//! to start, and the records read back.
+//! What the history holds: the statuses and triggers it knows, the writes
+//! it takes ([`HistoryWrite`]), and the records read back.
 //!
-//! Statuses are enums on the way out and are checked on the way in: the
-//! write methods take anything that is `AsRef<str>` (an enum or its text,
-//! such as `"succeeded"`) and refuse a word the history does not know, so a
-//! typo never lands in the database. Each enum compares equal to its text
-//! (`summary.status == "failed"`) and serialises as it.
+//! Statuses are enums both ways; a word read back that the history does
+//! not know (a hand-edited row) is an [`UnknownWord`] error, and a word
+//! typed by a user parses with `FromStr`. Each enum compares equal to its
+//! text (`summary.status == "failed"`) and serialises as it.
 //!
 //! Timestamps are RFC 3339 text in UTC with milliseconds
 //! (`2026-11-24T05:42:00.123Z`): fixed width, so they sort and compare as
-//! text, in SQL and in Rust alike.
+//! text, in SQL and in Rust alike (PostgreSQL keeps `timestamptz` and
+//! reads back the same text).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -113,7 +113,7 @@ macro_rules! word_enum {
 word_enum! {
     /// Where a run stands.
     RunStatus, "run status" {
-        /// Started and not finished (or its process died: see [`RunSummary::status`]).
+        /// Started and not finished (or its process died, or its replica lost its lease: see [`RunSummary::status`]).
         Running => "running",
         /// Ran to the end.
         Succeeded => "succeeded",
@@ -122,8 +122,20 @@ word_enum! {
         /// A scheduled firing that did not run because the previous run of
         /// the flow was still going.
         Skipped => "skipped",
-        /// Stopped before its end: the host was shut down, or its process died.
+        /// Stopped before its end: the host was shut down, its process died,
+        /// or its replica stopped renewing the flow's lease.
         Interrupted => "interrupted",
+    }
+}
+
+impl RunStatus {
+    /// The status a run's running steps take when the run ends unfinished
+    /// with this one: failed with a failed run, else interrupted.
+    pub fn unfinished_steps(self) -> StepStatus {
+        match self {
+            RunStatus::Failed => StepStatus::Failed,
+            _ => StepStatus::Interrupted,
+        }
     }
 }
 
@@ -173,19 +185,129 @@ word_enum! {
 
 /// A run about to start. The host makes the id ([`crate::new_run_id`]
 /// makes a suitable one) so it can name the run's output folder after it.
-#[derive(Debug, Clone)]
-pub struct NewRun<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRun {
     /// Unique; sorts by start time if made by [`crate::new_run_id`].
-    pub id: &'a str,
+    pub id: String,
     /// The flow's `name`.
-    pub flow: &'a str,
+    pub flow: String,
     /// The flow file, as given to Sluice.
-    pub flow_file: &'a str,
-    /// `manual`, `schedule` or `demo` ([`Trigger`]).
-    pub trigger: &'a str,
+    pub flow_file: String,
+    pub trigger: Trigger,
     pub dry_run: bool,
-    /// The folder the run writes its report files into.
-    pub output_dir: &'a str,
+    /// The folder the run writes its report files into (empty: none).
+    pub output_dir: String,
+    /// The replica that runs it (`--replica`, or the host name).
+    pub replica: Option<String>,
+}
+
+/// Which run a history write is for, and the fencing number of the flow's
+/// lease when the run holds one: a write whose number is no longer the
+/// flow's is refused ([`crate::StoreError::Fenced`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRef {
+    pub id: String,
+    /// The flow's `name` (the lease is the flow's).
+    pub flow: String,
+    pub fence: Option<i64>,
+}
+
+impl RunRef {
+    /// A run written without a lease (`sluice run`, a test).
+    pub fn unfenced(id: impl Into<String>, flow: impl Into<String>) -> RunRef {
+        RunRef {
+            id: id.into(),
+            flow: flow.into(),
+            fence: None,
+        }
+    }
+}
+
+/// A step that starts now with this (already resolved and redacted) input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepStart {
+    pub step: String,
+    pub component: String,
+    pub input: Value,
+    /// For a `for_each` step, the length of its list.
+    pub items_total: Option<usize>,
+}
+
+/// A step that ends now. A step that never started (skipped) is recorded
+/// whole from this, which is why the component is given again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepEnd {
+    pub step: String,
+    pub component: String,
+    pub status: StepStatus,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    /// Requests per connection,
+    /// `{"graph": {"requests": n, "retried": n, "throttled": n, "wait_ms": n}}`
+    /// (`Value::Null` for none).
+    pub connections: Value,
+    pub duration_ms: u64,
+}
+
+/// One item of a `for_each` step, recorded as it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemEnd {
+    pub step: String,
+    /// 0-based position in the step's list.
+    pub index: usize,
+    pub status: ItemStatus,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    /// The item's own requests per connection, shaped as for [`StepEnd`].
+    pub connections: Value,
+    pub duration_ms: u64,
+}
+
+/// One write to the run history. A list of them for one run is applied in
+/// one transaction ([`crate::Backend::write`]), in order, after one check
+/// of the run's fencing number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryWrite {
+    /// Records a run that starts now, as `running`.
+    StartRun(NewRun),
+    /// A firing that did not run (the previous run was still going): a
+    /// `skipped` run that starts and ends now, `reason` as its error.
+    Skipped {
+        run: NewRun,
+        reason: String,
+    },
+    /// Ends a run with its status and error.
+    FinishRun {
+        status: RunStatus,
+        error: Option<String>,
+    },
+    /// A step starts; starting it again (a retry of the whole step) starts
+    /// it afresh.
+    StartStep(StepStart),
+    FinishStep(StepEnd),
+    /// An item ends; a given index written again replaces it.
+    Item(ItemEnd),
+    /// A file the run produced (its report); a name given again points at
+    /// the new path.
+    Artifact {
+        name: String,
+        path: String,
+    },
+    /// The steps `(id, component)`, in flow order, that have no record yet
+    /// are recorded as skipped with `why` (after a run was cut short, so the
+    /// record shows the whole flow); recorded ones are left as they are.
+    SkipUnrecorded {
+        steps: Vec<(String, String)>,
+        why: String,
+    },
+    /// A run that will not finish, and its running steps, end now with
+    /// `status` (interrupted, or failed when its task died), `reason` as
+    /// the error unless it has one. A run that has ended is left alone.
+    EndUnfinished {
+        status: RunStatus,
+        reason: String,
+    },
 }
 
 /// One line of the run list.
@@ -202,11 +324,15 @@ pub struct RunSummary {
     pub error: Option<String>,
     pub started_at: String,
     /// `None` while running, and for a run whose process died (its end is
-    /// unknown) until [`crate::History::recover_stale_runs`] sets it.
+    /// unknown) until [`crate::Store::recover_stale_runs`] sets it.
     pub ended_at: Option<String>,
     /// From `started_at` to `ended_at`, when both are known.
     pub duration_ms: Option<u64>,
     pub output_dir: Option<String>,
+    /// The replica that ran it; `None` for runs recorded before schema 5.
+    pub replica: Option<String>,
+    /// The fencing number of the flow's lease it ran under (`sluice serve`).
+    pub fence: Option<i64>,
 }
 
 /// One step of a run, in the order the steps started.
@@ -250,7 +376,7 @@ pub struct ItemRecord {
     pub connections: Option<Value>,
 }
 
-/// A run removed by [`crate::History::prune_older_than`].
+/// A run removed by [`crate::Store::prune_older_than`].
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PrunedRun {
     pub id: String,

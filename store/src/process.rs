@@ -1,7 +1,10 @@
 //! Which process wrote a run, and whether it is still alive.
 //!
-//! A run row carries the writer's pid and a token naming this process
-//! instance (pid plus the time the process first used the history). The
+//! A run row carries the writer's host name, pid and a token naming this
+//! process instance (pid plus the time the process first used the
+//! history). Only a row written on this host can be judged here: a run of
+//! another replica reads as [`Liveness::OtherHost`], and its lease says
+//! whether it lives ([`crate::lease`]). The
 //! token tells a restarted process that reuses an old pid — a container's
 //! pid 1 — from the one that wrote the row. Whether another pid is alive is
 //! known only on Linux (via `/proc`); elsewhere the answer is
@@ -17,6 +20,19 @@ use std::sync::OnceLock;
 pub struct ProcessMark {
     pub pid: u32,
     pub token: String,
+    /// The host name ([`host_name`]).
+    pub host: String,
+}
+
+/// This machine's name (in a container, the pod's): the kernel's, else
+/// `$HOSTNAME`, else `localhost`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// The mark of the current process, fixed on first use.
@@ -28,6 +44,7 @@ pub fn this_process() -> &'static ProcessMark {
         ProcessMark {
             pid,
             token: format!("{pid}@{nanos}"),
+            host: host_name(),
         }
     })
 }
@@ -41,17 +58,25 @@ pub enum Liveness {
     Alive,
     /// Known to be gone.
     Gone,
-    /// Cannot tell on this platform, or the row has no pid, or it has this
-    /// process's pid but no token (written before schema 2).
+    /// Written on another host: its lease, not this host, says whether it
+    /// lives.
+    OtherHost,
+    /// Cannot tell: this platform has no `/proc`, or the row has no pid,
+    /// or it has this process's pid but no token (written before schema 2).
     Unknown,
 }
 
-/// Judges the writer of a row from its pid and token.
-pub fn liveness(pid: Option<i64>, token: Option<&str>) -> Liveness {
+/// Judges the writer of a row from its host, pid and token. A row without
+/// a host (written before schema 5) was written on the one host that used
+/// the file.
+pub fn liveness(host: Option<&str>, pid: Option<i64>, token: Option<&str>) -> Liveness {
     let me = this_process();
     let Some(pid) = pid else {
         return Liveness::Unknown;
     };
+    if host.is_some_and(|h| h != me.host) {
+        return Liveness::OtherHost;
+    }
     if pid == i64::from(me.pid) {
         // Rows from before schema 2 have no token: the same pid alone does
         // not prove the row is ours (pids are reused), nor that its writer
@@ -81,14 +106,20 @@ mod tests {
     fn judges_writers() {
         let me = this_process();
         let pid = Some(i64::from(me.pid));
-        assert_eq!(liveness(pid, Some(&me.token)), Liveness::ThisProcess);
+        let here = Some(me.host.as_str());
+        assert_eq!(liveness(here, pid, Some(&me.token)), Liveness::ThisProcess);
         // A row without a token (schema 1) that carries our pid was written
         // by an earlier process that had it, or by us: nobody can tell.
-        assert_eq!(liveness(pid, None), Liveness::Unknown);
-        assert_eq!(liveness(pid, Some("1@0")), Liveness::Gone);
-        assert_eq!(liveness(None, None), Liveness::Unknown);
+        assert_eq!(liveness(None, pid, None), Liveness::Unknown);
+        assert_eq!(liveness(here, pid, Some("1@0")), Liveness::Gone);
+        assert_eq!(liveness(None, None, None), Liveness::Unknown);
+        // Another machine's process cannot be looked up from here.
+        assert_eq!(
+            liveness(Some("elsewhere"), Some(999_999_999), None),
+            Liveness::OtherHost
+        );
         if cfg!(target_os = "linux") {
-            assert_eq!(liveness(Some(999_999_999), None), Liveness::Gone);
+            assert_eq!(liveness(here, Some(999_999_999), None), Liveness::Gone);
         }
     }
 }

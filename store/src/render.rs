@@ -1,7 +1,8 @@
 //! The history as text for `sluice runs` (a table, newest first) and
 //! `sluice runs show` (one run: status, times, errors, where its report is,
 //! then each step with its requests, why it was skipped, how many of its
-//! items ran, and its failed items with their own requests). Times show in the
+//! items ran, and its failed items with their own requests), each run with
+//! the replica that ran it. Times show in the
 //! local time zone; the CLI and the tests share these functions.
 
 use std::fmt::Write as _;
@@ -59,8 +60,8 @@ pub fn render_runs_table(runs: &[RunSummary]) -> String {
         return "No runs recorded yet.\n".into();
     }
     let mut out = format!(
-        "{:<24} {:<24} {:<9} {:<17} {:<19} {:>8}  {}\n",
-        "RUN", "FLOW", "TRIGGER", "STATUS", "STARTED", "TOOK", "ERROR"
+        "{:<24} {:<24} {:<9} {:<16} {:<17} {:<19} {:>8}  {}\n",
+        "RUN", "FLOW", "TRIGGER", "REPLICA", "STATUS", "STARTED", "TOOK", "ERROR"
     );
     for r in runs {
         let status = if r.dry_run {
@@ -73,10 +74,11 @@ pub fn render_runs_table(runs: &[RunSummary]) -> String {
             _ => took(r.duration_ms),
         };
         let line = format!(
-            "{:<24} {:<24} {:<9} {:<17} {:<19} {:>8}  {}",
+            "{:<24} {:<24} {:<9} {:<16} {:<17} {:<19} {:>8}  {}",
             r.id,
             cut(&r.flow, 24),
             r.trigger,
+            cut(r.replica.as_deref().unwrap_or("—"), 16),
             status,
             local_time(&r.started_at),
             took,
@@ -121,6 +123,13 @@ pub fn render_run_detail_with(d: &RunDetail, options: DetailOptions) -> String {
     );
     let _ = writeln!(out, "  flow      {} ({})", r.flow, r.flow_file);
     let _ = writeln!(out, "  trigger   {}", r.trigger);
+    if let Some(replica) = &r.replica {
+        match r.fence {
+            Some(fence) => writeln!(out, "  replica   {replica} (lease fence {fence})"),
+            None => writeln!(out, "  replica   {replica}"),
+        }
+        .unwrap_or_default();
+    }
     let _ = writeln!(out, "  started   {}", local_time(&r.started_at));
     match (&r.ended_at, r.status) {
         (Some(end), _) => {

@@ -1,191 +1,222 @@
-//! The run history end to end: migrations, a run written and read back,
+//! The run history end to end, each test once per backend (SQLite and
+//! PostgreSQL) from one body: migrations, a run written and read back,
 //! capped JSON, runs left behind by a dead process, pruning, listing,
-//! rendering and sharing one file between handles.
+//! rendering and concurrent writers. SQLite's upgrades from older files
+//! are at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+#[macro_use]
+mod common;
 
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{Db, Kind};
 use serde_json::{Value, json};
 use sluice_store::{
-    DetailOptions, History, HistoryError, ItemStatus, NewRun, RunStatus, SCHEMA_VERSION,
-    StepStatus, Trigger, render_run_detail, render_run_detail_with, render_runs_table,
+    DetailOptions, HistoryWrite, ItemEnd, ItemStatus, Location, NewRun, RunRef, RunStatus, StepEnd,
+    StepStart, StepStatus, Store, StoreError, Trigger, render_run_detail, render_run_detail_with,
+    render_runs_table,
 };
 
-fn new_run<'a>(id: &'a str, flow: &'a str) -> NewRun<'a> {
+fn new_run(id: &str, flow: &str) -> NewRun {
     NewRun {
-        id,
-        flow,
-        flow_file: "flows/x.toml",
-        trigger: "manual",
+        id: id.into(),
+        flow: flow.into(),
+        flow_file: "flows/x.toml".into(),
+        trigger: Trigger::Manual,
         dry_run: false,
-        output_dir: "/tmp/out",
+        output_dir: "/tmp/out".into(),
+        replica: Some("replica-a".into()),
     }
 }
 
-fn sql(path: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(path).unwrap()
+fn run(id: &str) -> RunRef {
+    RunRef::unfenced(id, "sync")
 }
 
-fn count(conn: &rusqlite::Connection, table: &str, run: &str) -> i64 {
-    conn.query_row(
-        &format!("SELECT COUNT(*) FROM {table} WHERE run_id = ?1"),
-        [run],
-        |r| r.get(0),
-    )
-    .unwrap()
+async fn start(s: &Store, id: &str) {
+    s.write_one(&run(id), HistoryWrite::StartRun(new_run(id, "sync")))
+        .await
+        .unwrap();
 }
 
-#[test]
-fn migrations_run_from_empty_and_reopen_idempotently() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = sluice_store::path_in(&dir.path().join("nested/folder"));
-    let h = History::open(&path).unwrap();
-    assert_eq!(h.schema_version().unwrap(), SCHEMA_VERSION);
-    h.start_run(&new_run("r1", "f")).unwrap();
-    drop(h);
+async fn start_step(s: &Store, id: &str, step: &str, input: Value, items: Option<usize>) {
+    let w = HistoryWrite::StartStep(StepStart {
+        step: step.into(),
+        component: "c".into(),
+        input,
+        items_total: items,
+    });
+    s.write_one(&run(id), w).await.unwrap();
+}
+
+fn end_step(step: &str, component: &str, status: StepStatus) -> StepEnd {
+    StepEnd {
+        step: step.into(),
+        component: component.into(),
+        status,
+        output: None,
+        error: None,
+        connections: Value::Null,
+        duration_ms: 0,
+    }
+}
+
+fn item(step: &str, index: usize, status: ItemStatus, input: Value) -> ItemEnd {
+    ItemEnd {
+        step: step.into(),
+        index,
+        status,
+        input,
+        output: None,
+        error: None,
+        connections: Value::Null,
+        duration_ms: 1,
+    }
+}
+
+async fn finish(s: &Store, id: &str, status: RunStatus) {
+    let w = HistoryWrite::FinishRun {
+        status,
+        error: None,
+    };
+    s.write_one(&run(id), w).await.unwrap();
+}
+
+both!(
+    migrations_run_from_empty_and_reopen_idempotently,
+    a_database_from_a_newer_sluice_is_refused_clearly,
+    a_run_with_steps_items_and_artifacts_reads_back,
+    render_shows_the_key_facts,
+    big_inputs_and_outputs_are_stored_as_valid_markers,
+    a_run_left_running_is_readable_and_recovered_as_interrupted,
+    a_run_whose_process_is_gone_reads_as_interrupted_without_a_write,
+    a_run_of_another_host_is_left_to_its_lease,
+    prune_removes_only_runs_that_ended_long_ago_with_their_children,
+    a_run_whose_task_died_is_marked_failed_with_its_running_steps,
+    an_old_row_with_our_pid_and_no_token_is_not_taken_as_ours,
+    listing_filters_by_flow_and_limits_newest_first,
+    unknown_runs_are_refused,
+    skipped_firings_are_recorded_as_ended,
+    two_handles_write_concurrently,
+);
+
+async fn migrations_run_from_empty_and_reopen_idempotently(db: Db) {
+    let version = db.store.schema_version().await.unwrap();
+    let expected = match db.kind {
+        Kind::Sqlite => sluice_store::sqlite::schema::SCHEMA_VERSION,
+        Kind::Postgres => sluice_store::postgres::schema::SCHEMA_VERSION,
+    };
+    assert_eq!(version, expected);
+    start(&db.store, "r1").await;
     for _ in 0..2 {
-        let h = History::open(&path).unwrap();
-        assert_eq!(h.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(h.list_runs(None, 10).unwrap().len(), 1);
+        let again = db.reopen().await;
+        assert_eq!(again.schema_version().await.unwrap(), expected);
+        assert_eq!(again.list_runs(None, 10).await.unwrap().len(), 1);
     }
-    let mode: String = sql(&path)
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
+    match db.kind {
+        Kind::Sqlite => assert_eq!(db.text("PRAGMA journal_mode").await, "wal"),
+        Kind::Postgres => assert_eq!(
+            db.count("SELECT count(*) FROM sluice_schema").await,
+            expected
+        ),
+    }
+    let memory = Store::in_memory().await.unwrap();
     assert_eq!(
-        History::open_in_memory().unwrap().schema_version().unwrap(),
-        SCHEMA_VERSION
+        memory.schema_version().await.unwrap(),
+        sluice_store::sqlite::schema::SCHEMA_VERSION
     );
 }
 
-#[test]
-fn a_version_1_file_is_migrated_with_its_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = sluice_store::path_in(dir.path());
-    let conn = sql(&path);
-    conn.execute_batch(sluice_store::schema::MIGRATIONS[0])
-        .unwrap();
-    conn.pragma_update(None, "user_version", 1).unwrap();
-    conn.execute(
-        "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, started_at, ended_at, pid)
-         VALUES ('old', 'sync', 'f.toml', 'schedule', 0, 'succeeded', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:02.500Z', 1)",
-        [],
-    )
-    .unwrap();
-    drop(conn);
-    let h = History::open(&path).unwrap();
-    assert_eq!(h.schema_version().unwrap(), SCHEMA_VERSION);
-    let run = &h.list_runs(None, 10).unwrap()[0];
-    assert_eq!(
-        (run.id.as_str(), run.status, run.trigger),
-        ("old", RunStatus::Succeeded, Trigger::Schedule)
-    );
-    assert_eq!(run.duration_ms, Some(2500));
-}
-
-#[test]
-fn a_file_from_a_newer_sluice_is_refused_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = sluice_store::path_in(dir.path());
-    drop(History::open(&path).unwrap());
-    sql(&path).pragma_update(None, "user_version", 99).unwrap();
-    let err = History::open(&path).unwrap_err();
+async fn a_database_from_a_newer_sluice_is_refused_clearly(db: Db) {
+    match db.kind {
+        Kind::Sqlite => db.sql("PRAGMA user_version = 99").await,
+        Kind::Postgres => {
+            db.sql("INSERT INTO sluice_schema (version, applied_by) VALUES (99, 'the future')")
+                .await
+        }
+    }
+    let err = Store::open(&db.location).await.unwrap_err();
     assert!(
-        matches!(err, HistoryError::TooNew { found: 99, .. }),
+        matches!(err, StoreError::TooNew { found: 99, .. }),
         "{err:?}"
     );
     assert!(err.to_string().contains("newer Sluice"), "{err}");
 }
 
-fn write_full_run(h: &History) {
-    h.start_run(&new_run("r1", "sync")).unwrap();
-    h.start_step("r1", "diff", "compare", &json!({"people": []}), None)
-        .unwrap();
-    h.finish_step(
-        "r1",
-        "diff",
-        "compare",
-        StepStatus::Succeeded,
-        Some(&json!({"missing": [1, 2]})),
-        None,
-        &json!({}),
-        12,
-    )
-    .unwrap();
-    h.start_step(
-        "r1",
-        "create",
-        "procore-create-user",
-        &json!({"user": "${item}"}),
-        Some(2),
-    )
-    .unwrap();
-    h.record_item(
-        "r1",
-        "create",
-        0,
-        ItemStatus::Succeeded,
-        &json!({"user": 1}),
-        Some(&json!({"status": "created"})),
-        None,
-        &json!({"procore": {"requests": 1, "retried": 0, "throttled": 0, "wait_ms": 0}}),
-        5,
-    )
-    .unwrap();
-    h.record_item(
-        "r1",
-        "create",
-        1,
-        "failed",
-        &json!({"user": 2}),
-        None,
-        Some("HTTP 503 from procore"),
-        &json!({"procore": {"requests": 2, "retried": 1, "throttled": 1, "wait_ms": 1500}}),
-        7,
-    )
-    .unwrap();
-    h.finish_step(
-        "r1",
-        "create",
-        "procore-create-user",
-        "failed",
-        Some(&json!({"ok": 1, "failed": 1})),
-        Some("1 of 2 items failed"),
-        &json!({"procore": {"requests": 3, "retried": 1, "throttled": 0, "wait_ms": 0}}),
-        20,
-    )
-    .unwrap();
+async fn write_full_run(s: &Store) {
+    let r = run("r1");
+    let counts = |requests, retried, throttled, wait| json!({"procore": {"requests": requests, "retried": retried, "throttled": throttled, "wait_ms": wait}});
+    let writes = vec![
+        HistoryWrite::StartRun(new_run("r1", "sync")),
+        HistoryWrite::StartStep(StepStart {
+            step: "diff".into(),
+            component: "compare".into(),
+            input: json!({"people": []}),
+            items_total: None,
+        }),
+        HistoryWrite::FinishStep(StepEnd {
+            output: Some(json!({"missing": [1, 2]})),
+            connections: json!({}),
+            duration_ms: 12,
+            ..end_step("diff", "compare", StepStatus::Succeeded)
+        }),
+        HistoryWrite::StartStep(StepStart {
+            step: "create".into(),
+            component: "procore-create-user".into(),
+            input: json!({"user": "${item}"}),
+            items_total: Some(2),
+        }),
+        HistoryWrite::Item(ItemEnd {
+            output: Some(json!({"status": "created"})),
+            connections: counts(1, 0, 0, 0),
+            duration_ms: 5,
+            ..item("create", 0, ItemStatus::Succeeded, json!({"user": 1}))
+        }),
+        HistoryWrite::Item(ItemEnd {
+            error: Some("HTTP 503 from procore".into()),
+            connections: counts(2, 1, 1, 1500),
+            duration_ms: 7,
+            ..item("create", 1, ItemStatus::Failed, json!({"user": 2}))
+        }),
+        HistoryWrite::FinishStep(StepEnd {
+            output: Some(json!({"ok": 1, "failed": 1})),
+            error: Some("1 of 2 items failed".into()),
+            connections: counts(3, 1, 0, 0),
+            duration_ms: 20,
+            ..end_step("create", "procore-create-user", StepStatus::Failed)
+        }),
+    ];
+    s.write(&r, writes).await.unwrap();
     // A step that never started is recorded whole when it ends.
-    h.finish_step(
-        "r1",
-        "mail",
-        "graph-send-mail",
-        "skipped",
-        None,
-        Some("an earlier step failed"),
-        &Value::Null,
-        0,
-    )
-    .unwrap();
-    h.add_artifact("r1", "report.html", "/tmp/out/report.html")
+    let skipped = StepEnd {
+        error: Some("an earlier step failed".into()),
+        ..end_step("mail", "graph-send-mail", StepStatus::Skipped)
+    };
+    s.write_one(&r, HistoryWrite::FinishStep(skipped))
+        .await
         .unwrap();
-    h.finish_run(
-        "r1",
-        RunStatus::Failed,
-        Some("step `create` failed: 1 of 2 items failed"),
-    )
-    .unwrap();
+    let artifact = HistoryWrite::Artifact {
+        name: "report.html".into(),
+        path: "/tmp/out/report.html".into(),
+    };
+    s.write_one(&r, artifact).await.unwrap();
+    let end = HistoryWrite::FinishRun {
+        status: RunStatus::Failed,
+        error: Some("step `create` failed: 1 of 2 items failed".into()),
+    };
+    s.write_one(&r, end).await.unwrap();
 }
 
-#[test]
-fn a_run_with_steps_items_and_artifacts_reads_back() {
-    let h = History::open_in_memory().unwrap();
-    write_full_run(&h);
-    let d = h.run_detail("r1").unwrap().unwrap();
+async fn a_run_with_steps_items_and_artifacts_reads_back(db: Db) {
+    let h = &db.store;
+    write_full_run(h).await;
+    let d = h.run_detail("r1").await.unwrap().unwrap();
     assert_eq!(d.run.status, RunStatus::Failed);
     assert_eq!(d.run.flow_file, "flows/x.toml");
+    assert_eq!(d.run.replica.as_deref(), Some("replica-a"));
     assert!(d.run.ended_at.is_some() && d.run.duration_ms.is_some());
     let ids: Vec<_> = d.steps.iter().map(|s| s.step_id.as_str()).collect();
     assert_eq!(ids, vec!["diff", "create", "mail"]);
@@ -214,34 +245,36 @@ fn a_run_with_steps_items_and_artifacts_reads_back() {
         items[1].connections.as_ref().unwrap()["procore"]["retried"],
         json!(1)
     );
-    assert_eq!(
-        items[0].connections.as_ref().unwrap()["procore"]["requests"],
-        json!(1)
-    );
     assert_eq!(items[0].output, Some(json!({"status": "created"})));
     assert!(items[0].ended_at.is_some());
     assert_eq!(d.artifacts[0].path, "/tmp/out/report.html");
+    // Times read back as fixed-width RFC 3339 text on both backends.
+    assert_eq!(d.run.started_at.len(), "2026-11-24T05:42:00.123Z".len());
+    assert!(d.run.started_at.ends_with('Z'));
     // A unique prefix of the id finds the run; a shared one is named as such.
-    assert!(h.run_detail("r").unwrap().is_some());
-    h.start_run(&new_run("r2", "sync")).unwrap();
-    let err = h.run_detail("r").unwrap_err();
+    assert!(h.run_detail("r").await.unwrap().is_some());
+    start(h, "r2").await;
+    let err = h.run_detail("r").await.unwrap_err();
     assert!(err.to_string().contains("matches 2 runs"), "{err}");
-    assert!(h.run_detail("nope").unwrap().is_none());
+    // `_` is no wildcard.
+    assert!(h.run_detail("_").await.unwrap().is_none());
+    assert!(h.run_detail("nope").await.unwrap().is_none());
     // The JSON form (`sluice runs show --json`) carries words, not numbers.
     let text = serde_json::to_value(&d).unwrap();
     assert_eq!(text["run"]["status"], json!("failed"));
     assert_eq!(text["steps"][0]["output"]["missing"], json!([1, 2]));
 }
 
-#[test]
-fn render_shows_the_key_facts() {
-    let h = History::open_in_memory().unwrap();
-    write_full_run(&h);
-    let text = render_run_detail(&h.run_detail("r1").unwrap().unwrap());
+async fn render_shows_the_key_facts(db: Db) {
+    let h = &db.store;
+    write_full_run(h).await;
+    let detail = h.run_detail("r1").await.unwrap().unwrap();
+    let text = render_run_detail(&detail);
     for needle in [
         "Run r1  FAILED",
         "sync (flows/x.toml)",
         "trigger   manual",
+        "replica   replica-a",
         "took ",
         "error     step `create` failed",
         "output    /tmp/out",
@@ -261,58 +294,52 @@ fn render_shows_the_key_facts() {
     }
     // The succeeded item is counted, not listed, unless every item is asked for.
     assert!(!text.contains("#1 succeeded"), "{text}");
-    let all = render_run_detail_with(
-        &h.run_detail("r1").unwrap().unwrap(),
-        DetailOptions { all_items: true },
-    );
+    let all = render_run_detail_with(&detail, DetailOptions { all_items: true });
     assert!(
         all.contains("#1 succeeded after 5 ms\n           requests: procore: 1 request\n"),
         "{all}"
     );
     assert!(!all.contains("--items"), "{all}");
-    let table = render_runs_table(&h.list_runs(None, 10).unwrap());
+    let table = render_runs_table(&h.list_runs(None, 10).await.unwrap());
     assert!(table.starts_with("RUN"), "{table}");
-    for needle in ["r1", "sync", "manual", "failed", "step `create` failed"] {
+    for needle in [
+        "REPLICA",
+        "r1",
+        "sync",
+        "manual",
+        "replica-a",
+        "failed",
+        "step `create` failed",
+    ] {
         assert!(table.contains(needle), "{needle:?} missing:\n{table}");
     }
     assert_eq!(render_runs_table(&[]), "No runs recorded yet.\n");
 }
 
-#[test]
-fn big_inputs_and_outputs_are_stored_as_valid_markers() {
-    let h = History::open_in_memory().unwrap();
-    h.start_run(&new_run("r1", "sync")).unwrap();
+async fn big_inputs_and_outputs_are_stored_as_valid_markers(db: Db) {
+    let h = &db.store;
+    start(h, "r1").await;
     let users: Vec<Value> = (0..20_000)
         .map(|i| json!({"mail": format!("user{i}@example.com")}))
         .collect();
     let big = json!({ "users": users });
     let size = big.to_string().len() as u64;
-    h.start_step("r1", "users", "procore-users", &big, None)
+    start_step(h, "r1", "users", big.clone(), None).await;
+    let end = StepEnd {
+        output: Some(big.clone()),
+        ..end_step("users", "c", StepStatus::Succeeded)
+    };
+    h.write_one(&run("r1"), HistoryWrite::FinishStep(end))
+        .await
         .unwrap();
-    h.finish_step(
-        "r1",
-        "users",
-        "procore-users",
-        "succeeded",
-        Some(&big),
-        None,
-        &json!({}),
-        1,
-    )
-    .unwrap();
-    h.record_item(
-        "r1",
-        "users",
-        0,
-        "succeeded",
-        &big,
-        Some(&json!("ok")),
-        None,
-        &Value::Null,
-        1,
-    )
-    .unwrap();
-    let d = h.run_detail("r1").unwrap().unwrap();
+    let it = ItemEnd {
+        output: Some(json!("ok")),
+        ..item("users", 0, ItemStatus::Succeeded, big)
+    };
+    h.write_one(&run("r1"), HistoryWrite::Item(it))
+        .await
+        .unwrap();
+    let d = h.run_detail("r1").await.unwrap().unwrap();
     for stored in [
         d.steps[0].input.as_ref(),
         d.steps[0].output.as_ref(),
@@ -335,171 +362,160 @@ fn big_inputs_and_outputs_are_stored_as_valid_markers() {
     );
 }
 
-#[test]
-fn a_run_left_running_is_readable_and_recovered_as_interrupted() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = sluice_store::path_in(dir.path());
-    let h = History::open(&path).unwrap();
-    h.start_run(&new_run("r1", "sync")).unwrap();
-    h.start_step("r1", "diff", "compare", &json!({}), None)
-        .unwrap();
-    h.finish_step(
-        "r1",
-        "diff",
-        "compare",
-        "succeeded",
-        None,
-        None,
-        &json!({}),
-        3,
-    )
-    .unwrap();
-    h.start_step("r1", "create", "procore-create-user", &json!({}), Some(3))
-        .unwrap();
-    h.record_item(
-        "r1",
-        "create",
-        0,
-        "succeeded",
-        &json!(1),
-        None,
-        None,
-        &Value::Null,
-        4,
-    )
-    .unwrap();
-    // The process "dies": nothing more is written.
-    drop(h);
+/// Makes the run's rows look written by an earlier process on this host.
+async fn written_by_a_dead_process(db: &Db, id: &str) {
+    db.sql(&format!(
+        "UPDATE runs SET process_token = 'earlier' WHERE id = '{id}'"
+    ))
+    .await;
+}
 
-    let h = History::open(&path).unwrap();
-    let d = h.run_detail("r1").unwrap().unwrap();
+async fn a_run_left_running_is_readable_and_recovered_as_interrupted(db: Db) {
+    let h = &db.store;
+    start(h, "r1").await;
+    start_step(h, "r1", "diff", json!({}), None).await;
+    let done = HistoryWrite::FinishStep(StepEnd {
+        duration_ms: 3,
+        ..end_step("diff", "compare", StepStatus::Succeeded)
+    });
+    h.write_one(&run("r1"), done).await.unwrap();
+    start_step(h, "r1", "create", json!({}), Some(3)).await;
+    let first = HistoryWrite::Item(item("create", 0, ItemStatus::Succeeded, json!(1)));
+    h.write_one(&run("r1"), first).await.unwrap();
+    let d = h.run_detail("r1").await.unwrap().unwrap();
     assert_eq!(d.run.status, RunStatus::Running);
     assert_eq!(d.steps[1].status, StepStatus::Running);
     let text = render_run_detail(&d);
     assert!(text.contains("still running"), "{text}");
     assert!(text.contains("items: 1 of 3 done so far"), "{text}");
     let last_sign_of_life = d.items[0].ended_at.clone().unwrap();
+    // The process "dies": nothing more is written, and its token is gone.
+    written_by_a_dead_process(&db, "r1").await;
 
-    // A run started after the recovering process did is left alone: r2,
-    // recorded a second after the restart.
-    let restart = chrono::Utc::now();
-    h.start_run(&new_run("r2", "sync")).unwrap();
-    let after_restart = restart + chrono::Duration::seconds(1);
-    sql(&path)
-        .execute(
-            "UPDATE runs SET started_at = ?1 WHERE id = 'r2'",
-            [after_restart.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)],
-        )
-        .unwrap();
-    assert_eq!(h.recover_stale_runs(restart).unwrap(), 1);
-    assert_eq!(h.recover_stale_runs(restart).unwrap(), 0);
+    // A run started after the recovering process did is left alone.
+    let restart = Utc::now() + chrono::Duration::milliseconds(1);
+    db.sql(&format!(
+        "UPDATE runs SET started_at = '{}' WHERE id = 'r1'",
+        sluice_store::timestamp(restart - chrono::Duration::seconds(5))
+    ))
+    .await;
+    let h = db.reopen().await;
+    h.write_one(
+        &run("r2"),
+        HistoryWrite::StartRun(NewRun {
+            ..new_run("r2", "sync")
+        }),
+    )
+    .await
+    .unwrap();
+    db.sql(&format!(
+        "UPDATE runs SET started_at = '{}' WHERE id = 'r2'",
+        sluice_store::timestamp(restart + chrono::Duration::seconds(1))
+    ))
+    .await;
+    assert_eq!(h.recover_stale_runs(restart).await.unwrap(), 1);
+    assert_eq!(h.recover_stale_runs(restart).await.unwrap(), 0);
 
-    let d = h.run_detail("r1").unwrap().unwrap();
+    let d = h.run_detail("r1").await.unwrap().unwrap();
     assert_eq!(d.run.status, RunStatus::Interrupted);
     assert_eq!(d.run.ended_at.as_deref(), Some(last_sign_of_life.as_str()));
-    assert!(
-        d.run
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("ended before the run finished")
-    );
+    let error = d.run.error.as_deref().unwrap();
+    assert!(error.contains("ended before the run finished"), "{error}");
     assert_eq!(d.steps[0].status, StepStatus::Succeeded);
     assert_eq!(d.steps[1].status, StepStatus::Interrupted);
     let text = render_run_detail(&d);
-    assert!(
-        text.contains("INTERRUPTED") && text.contains("ended before the run finished"),
-        "{text}"
-    );
+    assert!(text.contains("INTERRUPTED"), "{text}");
     assert!(
         text.contains("items: 1 of 3 done, 0 failed; 2 not started"),
         "{text}"
     );
-    assert_eq!(
-        h.run_detail("r2").unwrap().unwrap().run.status,
-        RunStatus::Running
-    );
+    let r2 = h.run_detail("r2").await.unwrap().unwrap();
+    assert_eq!(r2.run.status, RunStatus::Running);
 }
 
-#[test]
-fn a_run_whose_process_is_gone_reads_as_interrupted_without_a_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = sluice_store::path_in(dir.path());
-    let h = History::open(&path).unwrap();
-    h.start_run(&new_run("r1", "sync")).unwrap();
-    h.start_step("r1", "diff", "compare", &json!({}), None)
-        .unwrap();
-    // Pretend this process restarted with the same pid (a container's pid 1).
-    sql(&path)
-        .execute("UPDATE runs SET process_token = 'earlier'", [])
-        .unwrap();
-    let runs = h.list_runs(None, 10).unwrap();
+async fn a_run_whose_process_is_gone_reads_as_interrupted_without_a_write(db: Db) {
+    let h = &db.store;
+    start(h, "r1").await;
+    start_step(h, "r1", "diff", json!({}), None).await;
+    // As if this process restarted with the same pid (a container's pid 1).
+    written_by_a_dead_process(&db, "r1").await;
+    let runs = h.list_runs(None, 10).await.unwrap();
     assert_eq!(runs[0].status, RunStatus::Interrupted);
-    assert!(
-        runs[0]
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("ended before the run finished")
-    );
-    assert_eq!(
-        h.run_detail("r1").unwrap().unwrap().steps[0].status,
-        StepStatus::Interrupted
-    );
-    let stored: String = sql(&path)
-        .query_row("SELECT status FROM runs", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(stored, "running");
+    let error = runs[0].error.as_deref().unwrap();
+    assert!(error.contains("ended before the run finished"), "{error}");
+    let d = h.run_detail("r1").await.unwrap().unwrap();
+    assert_eq!(d.steps[0].status, StepStatus::Interrupted);
+    assert_eq!(db.text("SELECT status FROM runs").await, "running");
     // Explicit marking, as the scheduler does on shutdown.
-    h.start_run(&new_run("r2", "sync")).unwrap();
-    h.mark_interrupted("r2", "the host was stopped").unwrap();
-    let r2 = h.run_detail("r2").unwrap().unwrap().run;
+    start(h, "r2").await;
+    let stop = HistoryWrite::EndUnfinished {
+        status: RunStatus::Interrupted,
+        reason: "the host was stopped".into(),
+    };
+    h.write_one(&run("r2"), stop).await.unwrap();
+    let r2 = h.run_detail("r2").await.unwrap().unwrap().run;
     assert_eq!(
         (r2.status, r2.error.as_deref()),
         (RunStatus::Interrupted, Some("the host was stopped"))
     );
 }
 
-#[test]
-fn prune_removes_only_runs_that_ended_long_ago_with_their_children() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = sluice_store::path_in(dir.path());
-    let h = History::open(&path).unwrap();
+async fn a_run_of_another_host_is_left_to_its_lease(db: Db) {
+    let h = &db.store;
+    start(h, "r1").await;
+    // Another host, and a pid that does not exist here: nothing can be
+    // told from this host, so the run stays as stored.
+    db.sql(
+        "UPDATE runs SET host = 'another-host', pid = 999999999, process_token = 'x',
+                started_at = '2020-01-01T00:00:00.000Z'",
+    )
+    .await;
+    assert_eq!(
+        h.list_runs(None, 1).await.unwrap()[0].status,
+        RunStatus::Running
+    );
+    assert_eq!(h.recover_stale_runs(Utc::now()).await.unwrap(), 0);
+    assert_eq!(db.text("SELECT status FROM runs").await, "running");
+}
+
+async fn prune_removes_only_runs_that_ended_long_ago_with_their_children(db: Db) {
+    let h = &db.store;
     for id in ["old", "new", "old-running", "old-dead", "old-start-new-end"] {
-        let mut run = new_run(id, "sync");
-        let out = format!("/data/runs/{id}");
-        run.output_dir = &out;
-        h.start_run(&run).unwrap();
-        h.start_step(id, "s", "c", &json!({}), Some(1)).unwrap();
-        h.record_item(
-            id,
-            "s",
-            0,
-            "succeeded",
-            &json!(1),
-            None,
-            None,
-            &Value::Null,
-            1,
-        )
-        .unwrap();
-        h.add_artifact(id, "report.html", "/tmp/r.html").unwrap();
+        let new = NewRun {
+            output_dir: format!("/data/runs/{id}"),
+            ..new_run(id, "sync")
+        };
+        let writes = vec![
+            HistoryWrite::StartRun(new),
+            HistoryWrite::StartStep(StepStart {
+                step: "s".into(),
+                component: "c".into(),
+                input: json!({}),
+                items_total: Some(1),
+            }),
+            HistoryWrite::Item(item("s", 0, ItemStatus::Succeeded, json!(1))),
+            HistoryWrite::Artifact {
+                name: "report.html".into(),
+                path: "/tmp/r.html".into(),
+            },
+        ];
+        h.write(&run(id), writes).await.unwrap();
     }
     for id in ["old", "new", "old-start-new-end"] {
-        h.finish_run(id, "succeeded", None).unwrap();
+        finish(h, id, RunStatus::Succeeded).await;
     }
-    let conn = sql(&path);
     // `old-dead`'s process is gone and its last sign of life is old too.
-    conn.execute_batch(
+    db.sql(
         "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z' WHERE id LIKE 'old%';
          UPDATE runs SET ended_at = '2020-01-01T00:01:00.000Z' WHERE id = 'old';
          UPDATE steps SET started_at = '2020-01-01T00:00:01.000Z' WHERE run_id LIKE 'old%';
          UPDATE items SET ended_at = '2020-01-01T00:00:02.000Z' WHERE run_id LIKE 'old%';
          UPDATE runs SET process_token = 'gone' WHERE id = 'old-dead';",
     )
-    .unwrap();
+    .await;
     let mut pruned = h
         .prune_older_than(Duration::from_secs(30 * 86_400))
+        .await
         .unwrap();
     pruned.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(
@@ -514,6 +530,7 @@ fn prune_removes_only_runs_that_ended_long_ago_with_their_children() {
     );
     let mut left: Vec<_> = h
         .list_runs(None, 10)
+        .await
         .unwrap()
         .into_iter()
         .map(|r| r.id)
@@ -522,69 +539,30 @@ fn prune_removes_only_runs_that_ended_long_ago_with_their_children() {
     // Started long ago but ended just now: not pruned. Still running: never.
     assert_eq!(left, vec!["new", "old-running", "old-start-new-end"]);
     for table in ["steps", "items", "artifacts"] {
-        assert_eq!(count(&conn, table, "old"), 0, "{table}");
-        assert_eq!(count(&conn, table, "old-dead"), 0, "{table}");
-        assert_eq!(count(&conn, table, "new"), 1, "{table}");
+        for (id, n) in [("old", 0), ("old-dead", 0), ("new", 1)] {
+            let q = format!("SELECT count(*) FROM {table} WHERE run_id = '{id}'");
+            assert_eq!(db.count(&q).await, n, "{table} of {id}");
+        }
     }
-    assert!(h.prune_older_than(Duration::MAX).unwrap().is_empty());
-    assert!(h.prune_older_than(Duration::ZERO).unwrap().len() >= 2);
+    assert!(h.prune_older_than(Duration::MAX).await.unwrap().is_empty());
+    assert!(h.prune_older_than(Duration::ZERO).await.unwrap().len() >= 2);
     assert_eq!(
-        h.list_runs(None, 10).unwrap()[0].status,
+        h.list_runs(None, 10).await.unwrap()[0].status,
         RunStatus::Running,
         "a running run survives any age"
     );
 }
 
-#[test]
-fn a_version_2_file_gains_item_request_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = sluice_store::path_in(dir.path());
-    let conn = sql(&path);
-    for (i, migration) in sluice_store::schema::MIGRATIONS[..2].iter().enumerate() {
-        conn.execute_batch(migration).unwrap();
-        conn.pragma_update(None, "user_version", i as i64 + 1)
-            .unwrap();
-    }
-    conn.execute_batch(
-        "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, started_at, ended_at)
-         VALUES ('v2', 'sync', 'f.toml', 'manual', 0, 'succeeded', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z');
-         INSERT INTO steps (run_id, step_id, position, component, status, started_at, items_total)
-         VALUES ('v2', 'each', 0, 'c', 'succeeded', '2026-01-01T00:00:00.000Z', 1);
-         INSERT INTO items (run_id, step_id, idx, status, duration_ms) VALUES ('v2', 'each', 0, 'succeeded', 3);",
-    )
-    .unwrap();
-    drop(conn);
-    let h = History::open(&path).unwrap();
-    assert_eq!(h.schema_version().unwrap(), 3);
-    let d = h.run_detail("v2").unwrap().unwrap();
-    assert_eq!(d.items[0].connections, None);
-    h.record_item(
-        "v2",
-        "each",
-        0,
-        "succeeded",
-        &json!(1),
-        None,
-        None,
-        &json!({"api": {"requests": 4}}),
-        3,
-    )
-    .unwrap();
-    let d = h.run_detail("v2").unwrap().unwrap();
-    assert_eq!(
-        d.items[0].connections,
-        Some(json!({"api": {"requests": 4}}))
-    );
-}
-
-#[test]
-fn a_run_whose_task_died_is_marked_failed_with_its_running_steps() {
-    let h = History::open_in_memory().unwrap();
-    h.start_run(&new_run("r1", "sync")).unwrap();
-    h.start_step("r1", "s", "c", &json!({}), None).unwrap();
-    h.mark_failed("r1", "the run stopped unexpectedly: boom")
-        .unwrap();
-    let d = h.run_detail("r1").unwrap().unwrap();
+async fn a_run_whose_task_died_is_marked_failed_with_its_running_steps(db: Db) {
+    let h = &db.store;
+    start(h, "r1").await;
+    start_step(h, "r1", "s", json!({}), None).await;
+    let died = HistoryWrite::EndUnfinished {
+        status: RunStatus::Failed,
+        reason: "the run stopped unexpectedly: boom".into(),
+    };
+    h.write_one(&run("r1"), died).await.unwrap();
+    let d = h.run_detail("r1").await.unwrap().unwrap();
     assert_eq!(d.run.status, RunStatus::Failed);
     assert!(d.run.ended_at.is_some());
     assert_eq!(
@@ -594,9 +572,12 @@ fn a_run_whose_task_died_is_marked_failed_with_its_running_steps() {
     assert_eq!(d.steps[0].status, StepStatus::Failed);
     // The steps it never reached are recorded as skipped, after the others.
     let steps = [("s", "c"), ("t", "c2"), ("u", "c3")].map(|(a, b)| (a.to_string(), b.to_string()));
-    h.skip_unrecorded_steps("r1", &steps, "the run was interrupted")
-        .unwrap();
-    let d = h.run_detail("r1").unwrap().unwrap();
+    let skip = HistoryWrite::SkipUnrecorded {
+        steps: steps.to_vec(),
+        why: "the run was interrupted".into(),
+    };
+    h.write_one(&run("r1"), skip).await.unwrap();
+    let d = h.run_detail("r1").await.unwrap().unwrap();
     let shown: Vec<_> = d
         .steps
         .iter()
@@ -611,144 +592,213 @@ fn a_run_whose_task_died_is_marked_failed_with_its_running_steps() {
         ]
     );
     // A run that has ended is left alone.
-    h.finish_run("r1", "succeeded", None).unwrap();
-    h.mark_failed("r1", "late").unwrap();
-    h.mark_interrupted("r1", "late").unwrap();
-    assert_eq!(
-        h.run_detail("r1").unwrap().unwrap().run.status,
-        RunStatus::Succeeded
-    );
+    finish(h, "r1", RunStatus::Succeeded).await;
+    for status in [RunStatus::Failed, RunStatus::Interrupted] {
+        let late = HistoryWrite::EndUnfinished {
+            status,
+            reason: "late".into(),
+        };
+        h.write_one(&run("r1"), late).await.unwrap();
+    }
+    let d = h.run_detail("r1").await.unwrap().unwrap();
+    assert_eq!(d.run.status, RunStatus::Succeeded);
 }
 
-#[test]
-fn an_old_row_with_our_pid_and_no_token_is_not_taken_as_ours() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = sluice_store::path_in(dir.path());
-    let h = History::open(&path).unwrap();
-    h.start_run(&new_run("r1", "sync")).unwrap();
+async fn an_old_row_with_our_pid_and_no_token_is_not_taken_as_ours(db: Db) {
+    let h = &db.store;
+    start(h, "r1").await;
     // As a schema-1 row written by an earlier process that had our pid.
-    sql(&path)
-        .execute(
-            "UPDATE runs SET process_token = NULL, started_at = '2026-01-01T00:00:00.000Z'",
-            [],
-        )
-        .unwrap();
+    db.sql(
+        "UPDATE runs SET process_token = NULL, host = NULL, started_at = '2026-01-01T00:00:00.000Z'",
+    )
+    .await;
     // Unknown: shown as stored, and recovered by a host that starts now.
-    assert_eq!(h.list_runs(None, 1).unwrap()[0].status, RunStatus::Running);
-    assert_eq!(h.recover_stale_runs(SystemTime::now()).unwrap(), 1);
-    let run = &h.list_runs(None, 1).unwrap()[0];
+    let runs = h.list_runs(None, 1).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Running);
+    assert_eq!(h.recover_stale_runs(Utc::now()).await.unwrap(), 1);
+    let run = &h.list_runs(None, 1).await.unwrap()[0];
     assert_eq!(run.status, RunStatus::Interrupted);
     assert_eq!(run.ended_at.as_deref(), Some("2026-01-01T00:00:00.000Z"));
 }
 
-#[test]
-fn listing_filters_by_flow_and_limits_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = sluice_store::path_in(dir.path());
-    let h = History::open(&path).unwrap();
+async fn listing_filters_by_flow_and_limits_newest_first(db: Db) {
+    let h = &db.store;
     // Started at these minutes past ten: newest first is not the order of
     // the ids, nor the order they were written in.
     for (id, minute) in [("a0", 3), ("a1", 1), ("a2", 4), ("a3", 0), ("a4", 2)] {
-        h.start_run(&new_run(id, "alpha")).unwrap();
-        sql(&path)
-            .execute(
-                "UPDATE runs SET started_at = ?1 WHERE id = ?2",
-                [format!("2026-01-01T10:0{minute}:00.000Z"), id.to_string()],
-            )
+        let w = HistoryWrite::StartRun(new_run(id, "alpha"));
+        h.write_one(&RunRef::unfenced(id, "alpha"), w)
+            .await
             .unwrap();
+        db.sql(&format!(
+            "UPDATE runs SET started_at = '2026-01-01T10:0{minute}:00.000Z' WHERE id = '{id}'"
+        ))
+        .await;
     }
-    h.start_run(&new_run("b0", "beta")).unwrap();
-    let alpha = h.list_runs(Some("alpha"), 3).unwrap();
+    let w = HistoryWrite::StartRun(new_run("b0", "beta"));
+    h.write_one(&RunRef::unfenced("b0", "beta"), w)
+        .await
+        .unwrap();
+    let alpha = h.list_runs(Some("alpha"), 3).await.unwrap();
     assert_eq!(
         alpha.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         vec!["a2", "a0", "a4"]
     );
-    assert_eq!(h.list_runs(Some("beta"), 10).unwrap().len(), 1);
-    assert_eq!(h.list_runs(Some("gamma"), 10).unwrap().len(), 0);
-    assert_eq!(h.list_runs(None, 100).unwrap().len(), 6);
-    assert_eq!(h.list_runs(None, 0).unwrap().len(), 0);
+    assert_eq!(h.list_runs(Some("beta"), 10).await.unwrap().len(), 1);
+    assert_eq!(h.list_runs(Some("gamma"), 10).await.unwrap().len(), 0);
+    assert_eq!(h.list_runs(None, 100).await.unwrap().len(), 6);
+    assert_eq!(h.list_runs(None, 0).await.unwrap().len(), 0);
 }
 
-#[test]
-fn unknown_words_and_runs_are_refused() {
-    let h = History::open_in_memory().unwrap();
-    let mut bad = new_run("r1", "sync");
-    bad.trigger = "cron";
-    let err = h.start_run(&bad).unwrap_err();
+async fn unknown_runs_are_refused(db: Db) {
+    let h = &db.store;
+    let end = HistoryWrite::FinishRun {
+        status: RunStatus::Failed,
+        error: None,
+    };
+    let err = h.write_one(&run("zz"), end).await.unwrap_err();
     assert!(
-        err.to_string()
-            .contains("unknown trigger `cron`; expected one of: manual, schedule, demo"),
-        "{err}"
+        matches!(&err, StoreError::UnknownRun(id) if id == "zz"),
+        "{err:?}"
     );
-    h.start_run(&new_run("r1", "sync")).unwrap();
-    let err = h.finish_run("r1", "done", None).unwrap_err();
+    let step = HistoryWrite::StartStep(StepStart {
+        step: "s".into(),
+        component: "c".into(),
+        input: json!({}),
+        items_total: None,
+    });
+    let err = h.write_one(&run("zz"), step).await.unwrap_err();
+    assert!(matches!(err, StoreError::UnknownRun(_)), "{err:?}");
+    // A word no Sluice writes, put there by hand, is refused on the way out.
+    start(h, "r1").await;
+    db.sql("UPDATE runs SET status = 'done'").await;
+    let err = h.list_runs(None, 1).await.unwrap_err();
     assert!(
         err.to_string().contains("unknown run status `done`"),
         "{err}"
     );
-    assert!(
-        matches!(h.finish_run("zz", "failed", None), Err(HistoryError::UnknownRun(id)) if id == "zz")
-    );
-    assert!(matches!(
-        h.start_step("zz", "s", "c", &json!({}), None),
-        Err(HistoryError::UnknownRun(_))
-    ));
 }
 
-#[test]
-fn skipped_firings_are_recorded_as_ended() {
-    let h = History::open_in_memory().unwrap();
-    let mut run = new_run("s1", "sync");
-    run.trigger = "schedule";
-    h.record_skipped(&run, "the previous run is still going")
-        .unwrap();
-    let r = &h.list_runs(None, 1).unwrap()[0];
+async fn skipped_firings_are_recorded_as_ended(db: Db) {
+    let h = &db.store;
+    let run_new = NewRun {
+        trigger: Trigger::Schedule,
+        ..new_run("s1", "sync")
+    };
+    let w = HistoryWrite::Skipped {
+        run: run_new,
+        reason: "the previous run is still going".into(),
+    };
+    h.write_one(&run("s1"), w).await.unwrap();
+    let r = &h.list_runs(None, 1).await.unwrap()[0];
     assert_eq!(r.status, RunStatus::Skipped);
+    assert_eq!(r.trigger, Trigger::Schedule);
     assert_eq!(r.duration_ms, Some(0));
     assert_eq!(r.error.as_deref(), Some("the previous run is still going"));
 }
 
-#[test]
-fn two_handles_on_one_file_write_concurrently() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = sluice_store::path_in(dir.path());
-    let a = Arc::new(History::open(&path).unwrap());
-    let b = Arc::new(History::open(&path).unwrap());
-    let threads: Vec<_> = [a.clone(), b.clone(), a.clone(), b]
+async fn two_handles_write_concurrently(db: Db) {
+    let a = db.store.clone();
+    let b = db.reopen().await;
+    let tasks: Vec<_> = [a.clone(), b.clone(), a.clone(), b]
         .into_iter()
         .enumerate()
         .map(|(t, h)| {
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 let id = format!("t{t}");
-                h.start_run(&new_run(&id, "sync")).unwrap();
-                h.start_step(&id, "each", "c", &json!({}), Some(25))
-                    .unwrap();
+                start(&h, &id).await;
+                start_step(&h, &id, "each", json!({}), Some(25)).await;
                 for i in 0..25 {
-                    h.record_item(
-                        &id,
-                        "each",
-                        i,
-                        "succeeded",
-                        &json!(i),
-                        None,
-                        None,
-                        &Value::Null,
-                        1,
-                    )
-                    .unwrap();
+                    let w = HistoryWrite::Item(item("each", i, ItemStatus::Succeeded, json!(i)));
+                    h.write_one(&run(&id), w).await.unwrap();
                 }
-                h.finish_run(&id, "succeeded", None).unwrap();
+                finish(&h, &id, RunStatus::Succeeded).await;
             })
         })
         .collect();
-    for t in threads {
-        t.join().unwrap();
+    for t in tasks {
+        t.await.unwrap();
     }
-    let runs = a.list_runs(None, 10).unwrap();
+    let runs = a.list_runs(None, 10).await.unwrap();
     assert_eq!(runs.len(), 4);
     for r in runs {
-        assert_eq!(a.run_detail(&r.id).unwrap().unwrap().items.len(), 25);
+        let d = a.run_detail(&r.id).await.unwrap().unwrap();
+        assert_eq!(d.items.len(), 25);
     }
+}
+
+// ---- SQLite only: files written by older Sluice versions ------------------
+
+fn sql(path: &std::path::Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).unwrap()
+}
+
+#[tokio::test]
+async fn a_version_1_sqlite_file_is_migrated_with_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sluice_store::path_in(dir.path());
+    let conn = sql(&path);
+    conn.execute_batch(sluice_store::sqlite::schema::MIGRATIONS[0])
+        .unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    conn.execute(
+        "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, started_at, ended_at, pid)
+         VALUES ('old', 'sync', 'f.toml', 'schedule', 0, 'succeeded', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:02.500Z', 1)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let h = Store::open(&Location::Sqlite(path)).await.unwrap();
+    assert_eq!(
+        h.schema_version().await.unwrap(),
+        sluice_store::sqlite::schema::SCHEMA_VERSION
+    );
+    let run = &h.list_runs(None, 10).await.unwrap()[0];
+    assert_eq!(
+        (run.id.as_str(), run.status, run.trigger),
+        ("old", RunStatus::Succeeded, Trigger::Schedule)
+    );
+    assert_eq!(run.duration_ms, Some(2500));
+    assert_eq!(run.replica, None);
+}
+
+#[tokio::test]
+async fn a_version_2_sqlite_file_gains_item_request_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sluice_store::path_in(dir.path());
+    let conn = sql(&path);
+    for (i, migration) in sluice_store::sqlite::schema::MIGRATIONS[..2]
+        .iter()
+        .enumerate()
+    {
+        conn.execute_batch(migration).unwrap();
+        conn.pragma_update(None, "user_version", i as i64 + 1)
+            .unwrap();
+    }
+    conn.execute_batch(
+        "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, started_at, ended_at)
+         VALUES ('v2', 'sync', 'f.toml', 'manual', 0, 'succeeded', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z');
+         INSERT INTO steps (run_id, step_id, position, component, status, started_at, items_total)
+         VALUES ('v2', 'each', 0, 'c', 'succeeded', '2026-01-01T00:00:00.000Z', 1);
+         INSERT INTO items (run_id, step_id, idx, status, duration_ms) VALUES ('v2', 'each', 0, 'succeeded', 3);",
+    )
+    .unwrap();
+    drop(conn);
+    let h = Store::open(&Location::Sqlite(path)).await.unwrap();
+    let d = h.run_detail("v2").await.unwrap().unwrap();
+    assert_eq!(d.items[0].connections, None);
+    let w = HistoryWrite::Item(ItemEnd {
+        connections: json!({"api": {"requests": 4}}),
+        ..item("each", 0, ItemStatus::Succeeded, json!(1))
+    });
+    h.write_one(&RunRef::unfenced("v2", "sync"), w)
+        .await
+        .unwrap();
+    let d = h.run_detail("v2").await.unwrap().unwrap();
+    assert_eq!(
+        d.items[0].connections,
+        Some(json!({"api": {"requests": 4}}))
+    );
 }
 
 #[test]

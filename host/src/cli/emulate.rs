@@ -127,7 +127,11 @@ fn shell_quote(v: &str) -> String {
     }
 }
 
-pub async fn demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+pub async fn demo(
+    args: DemoArgs,
+    data_dir: &Path,
+    database: &sluice_store::Location,
+) -> anyhow::Result<ExitCode> {
     let scenario = args.scenario.scenario()?;
     let faults = args.faults.faults()?;
     let expected = scenario.expected_sync();
@@ -166,13 +170,17 @@ pub async fn demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         sluice_store::run_dir(data_dir, &run_id),
         args.dry_run,
     );
-    let observer = watch_and_record(
-        data_dir,
+    let recording = watch_and_record(
+        database,
         Progress::new(Mode::Human, false),
         LICENSE_SYNC_PATH,
-        "demo",
-    );
-    let outcome = runner.run(&flow, &options, observer).await;
+        sluice_store::Trigger::Demo,
+    )
+    .await;
+    let outcome = runner
+        .run(&flow, &options, recording.observer.clone())
+        .await;
+    recording.finish().await;
     let state = emulator.snapshot();
     emulator.shutdown().await;
     let succeeded = outcome.status == Status::Succeeded;

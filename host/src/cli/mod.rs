@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sluice_store::Location;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +29,16 @@ pub struct Cli {
     /// [default: $SLUICE_DATA_DIR, else $XDG_DATA_HOME/sluice, else ~/.local/share/sluice]
     #[arg(long, global = true, env = "SLUICE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The database of run history and flow state: postgres://USER@HOST:PORT/DB
+    /// for one shared by several hosts, sqlite:PATH for a file
+    /// [default: history.sqlite in the data directory]
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -69,15 +80,24 @@ pub fn main() -> ExitCode {
         .data_dir
         .clone()
         .unwrap_or_else(sluice_store::default_data_dir);
+    // Parsed here rather than by clap, whose error would echo the URL and
+    // its password; this error hides it.
+    let database = match Location::from_option(cli.database.as_deref(), &data_dir) {
+        Ok(database) => database,
+        Err(e) => {
+            eprintln!("error: --database: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) => run_cmd::run(args, &data_dir).await,
+            Command::Run(args) => run_cmd::run(args, &data_dir, &database).await,
             Command::Validate { file } => validate(&file),
             Command::Components => components(),
             Command::Emulate(args) => emulate::emulate(args).await,
-            Command::Demo(args) => emulate::demo(args, &data_dir).await,
-            Command::Serve(args) => serve_cmd::serve(args, &data_dir).await,
-            Command::Runs(args) => runs_cmd::runs(args, &data_dir),
+            Command::Demo(args) => emulate::demo(args, &data_dir, &database).await,
+            Command::Serve(args) => serve_cmd::serve(args, &data_dir, &database).await,
+            Command::Runs(args) => runs_cmd::runs(args, &data_dir, &database).await,
         }
     });
     match result {
@@ -87,6 +107,16 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The name this process records its runs under: `$SLUICE_REPLICA`, else
+/// the host name (in Kubernetes, the pod's).
+pub fn replica_name() -> String {
+    std::env::var("SLUICE_REPLICA")
+        .ok()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(sluice_store::process::host_name)
 }
 
 /// Loads a flow, printing its problems; `None` means exit status 2.

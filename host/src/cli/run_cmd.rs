@@ -8,7 +8,9 @@ use clap::Args;
 
 use super::progress::{Mode, Progress};
 use crate::engine::{Engine, EngineConfig};
-use crate::run::recorder::{HistoryWriter, Recorder};
+use sluice_store::{Location, Store, Trigger};
+
+use crate::run::recorder::{HistoryWriter, RecordAs, Recorder};
 use crate::run::{Fanout, Observer, RunOptions, RunOutcome, Runner, Status};
 use crate::scheduler::Shutdown;
 
@@ -48,39 +50,61 @@ pub fn engine_for(data_dir: &Path) -> anyhow::Result<Arc<Engine>> {
 }
 
 /// What watches a run started from the command line: the progress display
-/// and the run history. A history that cannot be opened is reported and the
-/// run goes on without it: losing a record must not stop the work. The
-/// history is written on a thread of its own; dropping the observer (when
-/// the run is over) waits for the last writes.
-pub fn watch_and_record(
-    data_dir: &Path,
-    progress: Progress,
-    flow_file: &str,
-    trigger: &str,
-) -> Arc<dyn Observer> {
-    let progress: Arc<dyn Observer> = Arc::new(progress);
-    let writer = sluice_store::History::open(&sluice_store::path_in(data_dir))
-        .map_err(|e| e.to_string())
-        .and_then(|history| {
-            HistoryWriter::start(history)
-                .map_err(|e| format!("cannot start the run history's writer: {e}"))
-        });
-    match writer {
-        Ok(writer) => {
-            let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(writer, flow_file, trigger));
-            Arc::new(Fanout(vec![progress, recorder]))
-        }
-        Err(e) => {
-            eprintln!(
-                "warning: {}; this run is not recorded",
-                super::terminal::line(&e)
-            );
-            progress
+/// and the run history. [`Recording::finish`] waits for the last history
+/// writes.
+pub struct Recording {
+    pub observer: Arc<dyn Observer>,
+    writer: Option<Arc<HistoryWriter>>,
+}
+
+impl Recording {
+    /// Waits until the run's history is written.
+    pub async fn finish(&self) {
+        if let Some(writer) = &self.writer {
+            writer.flush().await;
         }
     }
 }
 
-pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+/// Starts recording a command-line run. A store that cannot be opened is
+/// reported and the run goes on without it: losing a record must not stop
+/// the work.
+pub async fn watch_and_record(
+    database: &Location,
+    progress: Progress,
+    flow_file: &str,
+    trigger: Trigger,
+) -> Recording {
+    let progress: Arc<dyn Observer> = Arc::new(progress);
+    match Store::open(database).await {
+        Ok(store) => {
+            let writer = HistoryWriter::start(store);
+            let record_as = RecordAs {
+                flow_file: flow_file.to_string(),
+                trigger,
+                replica: Some(super::replica_name()),
+                fence: None,
+            };
+            let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(writer.clone(), record_as));
+            Recording {
+                observer: Arc::new(Fanout(vec![progress, recorder])),
+                writer: Some(writer),
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: {}; this run is not recorded",
+                super::terminal::line(&e.to_string())
+            );
+            Recording {
+                observer: progress,
+                writer: None,
+            }
+        }
+    }
+}
+
+pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow::Result<ExitCode> {
     let Some(flow) = super::load_flow(&args.file, &args.params) else {
         return Ok(ExitCode::from(2));
     };
@@ -91,12 +115,13 @@ pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     } else {
         Mode::Human
     };
-    let observer = watch_and_record(
-        data_dir,
+    let recording = watch_and_record(
+        database,
         Progress::new(mode, args.verbose),
         &args.file.display().to_string(),
-        "manual",
-    );
+        Trigger::Manual,
+    )
+    .await;
     let runner = Runner::new(engine_for(data_dir)?)?;
     let run_id = crate::run::new_run_id();
     let options = RunOptions::new(
@@ -105,7 +130,10 @@ pub async fn run(args: RunArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
         args.dry_run,
     );
     stop_gracefully_on_signal(options.cancel.clone(), mode)?;
-    let outcome = runner.run(&flow, &options, observer).await;
+    let outcome = runner
+        .run(&flow, &options, recording.observer.clone())
+        .await;
+    recording.finish().await;
     Ok(finish(&outcome, mode))
 }
 

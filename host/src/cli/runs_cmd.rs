@@ -4,9 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use sluice_store::{DetailOptions, Location, Store, StoreError, render};
 
 use super::terminal;
-use sluice_store::{DetailOptions, History, HistoryError, render};
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
@@ -45,11 +45,15 @@ pub enum RunsAction {
     },
 }
 
-pub fn runs(args: RunsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let history = History::open(&sluice_store::path_in(data_dir))?;
+pub async fn runs(
+    args: RunsArgs,
+    data_dir: &Path,
+    database: &Location,
+) -> anyhow::Result<ExitCode> {
+    let store = Store::open(database).await?;
     match args.action {
         None => {
-            let runs = history.list_runs(args.flow.as_deref(), args.limit)?;
+            let runs = store.list_runs(args.flow.as_deref(), args.limit).await?;
             if args.json {
                 println!("{}", terminal::json(&serde_json::to_string_pretty(&runs)?));
             } else {
@@ -60,7 +64,7 @@ pub fn runs(args: RunsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
             run_id,
             json,
             items,
-        }) => match history.run_detail(&run_id) {
+        }) => match store.run_detail(&run_id).await {
             Ok(Some(detail)) if json => println!(
                 "{}",
                 terminal::json(&serde_json::to_string_pretty(&detail)?)
@@ -77,21 +81,21 @@ pub fn runs(args: RunsArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
                     "error: {}",
                     terminal::line(&format!(
                         "no run `{run_id}` in {}; `sluice runs` lists them",
-                        history.path.display()
+                        store.location()
                     ))
                 );
                 return Ok(ExitCode::from(2));
             }
             // Like an unknown id, a prefix that fits several runs is the
             // caller's to fix.
-            Err(e @ HistoryError::AmbiguousRun { .. }) => {
+            Err(e @ StoreError::AmbiguousRun { .. }) => {
                 eprintln!("error: {}", terminal::line(&e.to_string()));
                 return Ok(ExitCode::from(2));
             }
             Err(e) => return Err(e.into()),
         },
         Some(RunsAction::Prune { older_than }) => {
-            let pruned = history.prune_older_than(older_than)?;
+            let pruned = store.prune_older_than(older_than).await?;
             let mut folders = 0;
             for run in &pruned {
                 let Some(dir) = &run.output_dir else { continue };

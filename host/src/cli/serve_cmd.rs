@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use sluice_store::{History, NewRun};
+use sluice_store::{HistoryWrite, Location, NewRun, RunRef, RunStatus, Store, Trigger};
 
 use super::progress::{Mode, Progress};
 use super::run_cmd::engine_for;
 use crate::flow::Flow;
-use crate::run::recorder::{HistoryWriter, Recorder};
+use crate::run::recorder::{HistoryWriter, RecordAs, Recorder};
 use crate::run::{Fanout, Observer, RunOptions, Runner};
 use crate::scheduler::{Host, Scheduler};
 
@@ -28,11 +28,15 @@ pub struct ServeArgs {
     /// Show each run's steps as they happen
     #[arg(long, short)]
     pub verbose: bool,
+    /// The name this replica records its runs under [default: the host name]
+    #[arg(long, env = "SLUICE_REPLICA", default_value_t = sluice_store::process::host_name())]
+    pub replica: String,
 }
 
 struct ServeHost {
     writer: Arc<HistoryWriter>,
     data_dir: PathBuf,
+    replica: String,
     verbose: bool,
 }
 
@@ -62,11 +66,13 @@ impl Host for ServeHost {
         trigger: &str,
         _options: &RunOptions,
     ) -> Arc<dyn Observer> {
-        let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(
-            self.writer.clone(),
-            &flow.source.path.display().to_string(),
-            trigger,
-        ));
+        let record_as = RecordAs {
+            flow_file: flow.source.path.display().to_string(),
+            trigger: trigger.parse().unwrap_or(Trigger::Schedule),
+            replica: Some(self.replica.clone()),
+            fence: None,
+        };
+        let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(self.writer.clone(), record_as));
         let mode = if self.verbose {
             Mode::Human
         } else {
@@ -77,38 +83,30 @@ impl Host for ServeHost {
 
     fn record_skipped(&self, flow: &Flow, reason: &str) {
         let id = crate::run::new_run_id();
-        let (name, file, reason) = (
-            flow.name.clone(),
-            flow.source.path.display().to_string(),
-            reason.to_string(),
+        let run = NewRun {
+            id: id.clone(),
+            flow: flow.name.clone(),
+            flow_file: flow.source.path.display().to_string(),
+            trigger: Trigger::Schedule,
+            dry_run: false,
+            output_dir: String::new(),
+            replica: Some(self.replica.clone()),
+        };
+        self.writer.write(
+            &RunRef::unfenced(id, &flow.name),
+            vec![HistoryWrite::Skipped {
+                run,
+                reason: reason.to_string(),
+            }],
         );
-        self.writer.write(&id.clone(), move |h| {
-            let run = NewRun {
-                id: &id,
-                flow: &name,
-                flow_file: &file,
-                trigger: "schedule",
-                dry_run: false,
-                output_dir: "",
-            };
-            h.record_skipped(&run, &reason)
-        });
     }
 
     fn record_interrupted(&self, flow: &Flow, run_id: &str, reason: &str) {
-        let (run, steps, reason) = (run_id.to_string(), steps_of(flow), reason.to_string());
-        self.writer.write(run_id, move |h| {
-            h.mark_interrupted(&run, &reason)?;
-            h.skip_unrecorded_steps(&run, &steps, "the run was interrupted")
-        });
+        self.end_unfinished(flow, run_id, RunStatus::Interrupted, reason);
     }
 
     fn record_failed(&self, flow: &Flow, run_id: &str, reason: &str) {
-        let (run, steps, reason) = (run_id.to_string(), steps_of(flow), reason.to_string());
-        self.writer.write(run_id, move |h| {
-            h.mark_failed(&run, &reason)?;
-            h.skip_unrecorded_steps(&run, &steps, "the run stopped before this step")
-        });
+        self.end_unfinished(flow, run_id, RunStatus::Failed, reason);
     }
 
     fn flush(&self) -> impl Future<Output = ()> + Send {
@@ -126,20 +124,37 @@ impl Host for ServeHost {
     }
 }
 
-/// Opens the history and records as interrupted the runs an earlier
-/// process left `running` when it died: this host is the one long-lived
-/// writer, so its start is when they are settled for good.
-async fn open_history(data_dir: &Path) -> anyhow::Result<History> {
-    let path = sluice_store::path_in(data_dir);
+impl ServeHost {
+    /// Ends a run that will not finish, recording its unrecorded steps as
+    /// skipped so the record shows the whole flow.
+    fn end_unfinished(&self, flow: &Flow, run_id: &str, status: RunStatus, reason: &str) {
+        let why = match status {
+            RunStatus::Failed => "the run stopped before this step",
+            _ => "the run was interrupted",
+        };
+        self.writer.write(
+            &RunRef::unfenced(run_id, &flow.name),
+            vec![
+                HistoryWrite::EndUnfinished {
+                    status,
+                    reason: reason.to_string(),
+                },
+                HistoryWrite::SkipUnrecorded {
+                    steps: steps_of(flow),
+                    why: why.to_string(),
+                },
+            ],
+        );
+    }
+}
+
+/// Opens the store and records as interrupted the runs an earlier process
+/// on this host left `running` when it died: this host is the one
+/// long-lived writer here, so its start is when they are settled for good.
+async fn open_store(database: &Location) -> anyhow::Result<Store> {
     let started = chrono::Utc::now();
-    let (history, recovered) = tokio::task::spawn_blocking(move || {
-        History::open(&path).map(|h| {
-            let recovered = h.recover_stale_runs(started);
-            (h, recovered)
-        })
-    })
-    .await??;
-    match recovered {
+    let store = Store::open(database).await?;
+    match store.recover_stale_runs(started).await {
         Ok(0) => {}
         Ok(n) => eprintln!(
             "recorded {n} run{} left unfinished by a process that stopped as interrupted",
@@ -147,15 +162,19 @@ async fn open_history(data_dir: &Path) -> anyhow::Result<History> {
         ),
         Err(e) => eprintln!("warning: could not settle runs left unfinished: {e}"),
     }
-    Ok(history)
+    Ok(store)
 }
 
-pub async fn serve(args: ServeArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let history = open_history(data_dir).await?;
-    let history_path = history.path.clone();
+pub async fn serve(
+    args: ServeArgs,
+    data_dir: &Path,
+    database: &Location,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(database).await?;
     let host = Arc::new(ServeHost {
-        writer: HistoryWriter::start(history)?,
+        writer: HistoryWriter::start(store),
         data_dir: data_dir.to_path_buf(),
+        replica: args.replica.clone(),
         verbose: args.verbose,
     });
     let runner = Runner::new(engine_for(data_dir)?)?;
@@ -175,7 +194,7 @@ pub async fn serve(args: ServeArgs, data_dir: &Path) -> anyhow::Result<ExitCode>
     eprintln!(
         "serving {} flow(s); history in {}; Ctrl-C or SIGTERM stops, SIGHUP rescans the flow files",
         scheduler.flow_count(),
-        history_path.display()
+        database
     );
     scheduler.serve(signals.stop, signals.reload).await;
     eprintln!("stopped");

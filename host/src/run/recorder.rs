@@ -1,140 +1,204 @@
-//! Writes a run's events into the run history as they happen, so a crash
-//! leaves an honest partial record.
+//! Writes a run's events into the store's run history as they happen, so a
+//! crash leaves an honest partial record.
 //!
-//! SQLite calls block (a write may wait up to the history's busy timeout
-//! for another process's lock), so they never run on the async workers:
-//! every write goes, in the order it was made, to one thread of its own
-//! ([`HistoryWriter`]). Whoever needs the record complete — the scheduler
-//! after a run, `sluice serve` before it exits — awaits
-//! [`HistoryWriter::flush`]; dropping the last handle writes what is queued
-//! before the thread ends, so a `sluice run` that returns has written
-//! everything. A history that cannot be written is reported once per run,
-//! and the run goes on: losing a record must not lose work.
+//! Observers are called synchronously from the run; store calls are async
+//! and may wait (on SQLite's lock, on PostgreSQL's network). So every write
+//! goes, in the order it was made, through a channel to one task of its
+//! own ([`HistoryWriter`]), which applies the writes queued for one run
+//! together in one transaction. Whoever needs the record complete — the
+//! scheduler after a run, `sluice run` before it exits — awaits
+//! [`HistoryWriter::flush`]. A history that cannot be written is reported
+//! once per run, and the run goes on: losing a record must not lose work.
+//! A run whose replica lost the flow's lease has its writes refused by the
+//! store ([`sluice_store::StoreError::Fenced`]), which is reported the same way.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
-use sluice_store::{History, HistoryError, NewRun};
+use sluice_store::{
+    HistoryWrite, ItemEnd, ItemStatus, NewRun, RunRef, RunStatus, StepEnd, StepStart, StepStatus,
+    Store, StoreError, Trigger,
+};
+use tokio::sync::{mpsc, oneshot};
 
 use super::events::{Observer, RunEvent, Status};
 
-type Write = Box<dyn FnOnce(&History) -> Result<(), HistoryError> + Send>;
+/// The most writes applied in one transaction: enough to absorb a burst
+/// of `for_each` items, small enough that one transaction stays short.
+const MAX_BATCH: usize = 256;
 
 enum Job {
-    /// A write for one run (named in the warning if it fails).
-    Write { run: String, write: Write },
+    /// Writes for one run (named in the warning if they fail).
+    Write {
+        run: RunRef,
+        writes: Vec<HistoryWrite>,
+    },
     /// Answered once every job sent before it is done.
-    Flush(tokio::sync::oneshot::Sender<()>),
+    Flush(oneshot::Sender<()>),
 }
 
-/// The one thread that writes to the history, fed in order by a channel.
+/// The one task that writes to the history, fed in order by a channel.
 pub struct HistoryWriter {
-    sender: Mutex<Option<mpsc::Sender<Job>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// The history file, for messages.
-    pub path: PathBuf,
+    sender: mpsc::UnboundedSender<Job>,
+    store: Store,
 }
 
 impl HistoryWriter {
-    /// Starts the writer thread; it owns the history from now on.
-    pub fn start(history: History) -> std::io::Result<Arc<HistoryWriter>> {
-        let path = history.path.clone();
-        let (sender, jobs) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new()
-            .name("sluice-store".into())
-            .spawn(move || {
-                let mut warned = HashSet::new();
-                for job in jobs {
-                    match job {
-                        Job::Write { run, write } => {
-                            if let Err(e) = write(&history)
-                                && warned.insert(run.clone())
-                            {
-                                eprintln!(
-                                    "warning: the run history could not be written for run {run} ({e}); the run goes on"
-                                );
-                            }
-                        }
-                        Job::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            })?;
-        Ok(Arc::new(HistoryWriter {
-            sender: Mutex::new(Some(sender)),
-            thread: Mutex::new(Some(thread)),
-            path,
-        }))
+    /// Starts the writer task (on the current tokio runtime).
+    pub fn start(store: Store) -> Arc<HistoryWriter> {
+        let (sender, jobs) = mpsc::unbounded_channel();
+        tokio::spawn(drain(store.clone(), jobs));
+        Arc::new(HistoryWriter { sender, store })
+    }
+
+    /// The store written to.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     fn send(&self, job: Job) {
-        let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(sender) = sender.as_ref() {
-            // The thread ends only when the sender is dropped: a failed send
-            // means it panicked, and the history is lost either way.
-            let _ = sender.send(job);
-        }
+        // The task ends only when every sender is gone, or with its
+        // runtime: a failed send means the history is lost either way.
+        let _ = self.sender.send(job);
     }
 
-    /// Queues a write for `run`; it is made after every write queued before.
-    pub fn write(
-        &self,
-        run: &str,
-        write: impl FnOnce(&History) -> Result<(), HistoryError> + Send + 'static,
-    ) {
+    /// Queues writes for `run`; they are made after every write queued before.
+    pub fn write(&self, run: &RunRef, writes: Vec<HistoryWrite>) {
         self.send(Job::Write {
-            run: run.to_string(),
-            write: Box::new(write),
+            run: run.clone(),
+            writes,
         });
     }
 
     /// Waits until every write queued so far is made.
     pub async fn flush(&self) {
-        let (done, wait) = tokio::sync::oneshot::channel();
+        let (done, wait) = oneshot::channel();
         self.send(Job::Flush(done));
         let _ = wait.await;
     }
 }
 
-impl Drop for HistoryWriter {
-    /// Writes what is queued, then ends the thread.
-    fn drop(&mut self) {
-        drop(self.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = thread.join();
+/// Applies the jobs in order; consecutive writes for one run go together.
+async fn drain(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut warned = HashSet::new();
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let (run, mut writes) = match job {
+            Job::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+            Job::Write { run, writes } => (run, writes),
+        };
+        while writes.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(Job::Write { run: r, writes: w }) if r == run => writes.extend(w),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = write_batch(&store, &run, writes).await
+            && warned.insert(run.id.clone())
+        {
+            eprintln!(
+                "warning: the run history could not be written for run {} ({e}); the run goes on",
+                run.id
+            );
         }
     }
+}
+
+/// Writes a batch in one transaction; if that fails for another reason
+/// than the lease, each write is tried on its own, so one bad write does
+/// not take the others with it.
+async fn write_batch(
+    store: &Store,
+    run: &RunRef,
+    writes: Vec<HistoryWrite>,
+) -> Result<(), StoreError> {
+    if writes.len() == 1 {
+        return store.write(run, writes).await;
+    }
+    match store.write(run, writes.clone()).await {
+        Ok(()) => Ok(()),
+        Err(e @ StoreError::Fenced { .. }) => Err(e),
+        Err(_) => {
+            let mut first = Ok(());
+            for w in writes {
+                if let Err(e) = store.write_one(run, w).await
+                    && first.is_ok()
+                {
+                    first = Err(e);
+                }
+            }
+            first
+        }
+    }
+}
+
+/// How a run is recorded: its file, trigger, replica and fencing number.
+#[derive(Debug, Clone)]
+pub struct RecordAs {
+    pub flow_file: String,
+    pub trigger: Trigger,
+    /// The replica running it.
+    pub replica: Option<String>,
+    /// The fencing number of the flow's lease, when the run holds one.
+    pub fence: Option<i64>,
 }
 
 /// Records one run's events through a [`HistoryWriter`].
 pub struct Recorder {
     writer: Arc<HistoryWriter>,
-    flow_file: Arc<str>,
-    trigger: Arc<str>,
-    run_id: Mutex<String>,
-}
-
-pub fn status_text(s: Status) -> &'static str {
-    match s {
-        Status::Succeeded => "succeeded",
-        Status::Failed => "failed",
-        Status::Skipped => "skipped",
-        Status::Interrupted => "interrupted",
-    }
+    record_as: RecordAs,
+    run: Mutex<Option<RunRef>>,
 }
 
 impl Recorder {
-    pub fn new(writer: Arc<HistoryWriter>, flow_file: &str, trigger: &str) -> Self {
+    pub fn new(writer: Arc<HistoryWriter>, record_as: RecordAs) -> Self {
         Self {
             writer,
-            flow_file: flow_file.into(),
-            trigger: trigger.into(),
-            run_id: Mutex::new(String::new()),
+            record_as,
+            run: Mutex::new(None),
         }
+    }
+}
+
+fn step_status(s: Status) -> StepStatus {
+    match s {
+        Status::Succeeded => StepStatus::Succeeded,
+        Status::Failed => StepStatus::Failed,
+        Status::Skipped => StepStatus::Skipped,
+        Status::Interrupted => StepStatus::Interrupted,
+    }
+}
+
+fn item_status(s: Status) -> ItemStatus {
+    match s {
+        Status::Succeeded => ItemStatus::Succeeded,
+        Status::Failed => ItemStatus::Failed,
+        Status::Skipped => ItemStatus::Skipped,
+        Status::Interrupted => ItemStatus::Interrupted,
+    }
+}
+
+fn run_status(s: Status) -> RunStatus {
+    match s {
+        Status::Succeeded => RunStatus::Succeeded,
+        Status::Failed => RunStatus::Failed,
+        Status::Skipped => RunStatus::Skipped,
+        Status::Interrupted => RunStatus::Interrupted,
     }
 }
 
@@ -144,48 +208,52 @@ impl Observer for Recorder {
             return;
         }
         let run = {
-            let mut id = self.run_id.lock().unwrap_or_else(|e| e.into_inner());
-            if let RunEvent::RunStarted { run_id, .. } = event {
-                *id = run_id.clone();
+            let mut run = self.run.lock().unwrap_or_else(|e| e.into_inner());
+            if let RunEvent::RunStarted { run_id, flow, .. } = event {
+                *run = Some(RunRef {
+                    id: run_id.clone(),
+                    flow: flow.clone(),
+                    fence: self.record_as.fence,
+                });
             }
-            id.clone()
+            run.clone()
         };
-        let (flow_file, trigger) = (self.flow_file.clone(), self.trigger.clone());
-        let event = event.clone();
-        let id = run.clone();
-        self.writer
-            .write(&run, move |h| record(h, &id, &flow_file, &trigger, &event));
+        // Events before the run started have no run to belong to.
+        let (Some(run), Some(write)) = (run, history_write(&self.record_as, event)) else {
+            return;
+        };
+        self.writer.write(&run, vec![write]);
     }
 }
 
-/// One event as history writes.
-fn record(
-    h: &History,
-    run: &str,
-    flow_file: &str,
-    trigger: &str,
-    event: &RunEvent,
-) -> Result<(), HistoryError> {
-    match event {
+/// One event as a history write.
+fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite> {
+    Some(match event {
         RunEvent::RunStarted {
             run_id,
             flow,
             dry_run,
             output_dir,
-        } => h.start_run(&NewRun {
-            id: run_id,
-            flow,
-            flow_file,
-            trigger,
+        } => HistoryWrite::StartRun(NewRun {
+            id: run_id.clone(),
+            flow: flow.clone(),
+            flow_file: record_as.flow_file.clone(),
+            trigger: record_as.trigger,
             dry_run: *dry_run,
-            output_dir: &output_dir.display().to_string(),
+            output_dir: output_dir.display().to_string(),
+            replica: record_as.replica.clone(),
         }),
         RunEvent::StepStarted {
             step,
             component,
             input,
             items,
-        } => h.start_step(run, step, component, input, *items),
+        } => HistoryWrite::StartStep(StepStart {
+            step: step.clone(),
+            component: component.clone(),
+            input: input.clone(),
+            items_total: *items,
+        }),
         RunEvent::ItemFinished {
             step,
             index,
@@ -196,17 +264,16 @@ fn record(
             duration,
             connections,
             ..
-        } => h.record_item(
-            run,
-            step,
-            *index,
-            status_text(*status),
-            input,
-            output.as_ref(),
-            error.as_deref(),
-            &json!(connections),
-            duration.as_millis() as u64,
-        ),
+        } => HistoryWrite::Item(ItemEnd {
+            step: step.clone(),
+            index: *index,
+            status: item_status(*status),
+            input: input.clone(),
+            output: output.clone(),
+            error: error.clone(),
+            connections: json!(connections),
+            duration_ms: duration.as_millis() as u64,
+        }),
         RunEvent::StepFinished {
             step,
             component,
@@ -215,43 +282,46 @@ fn record(
             error,
             duration,
             connections,
-        } => h.finish_step(
-            run,
-            step,
-            component,
-            status_text(*status),
-            output.as_ref(),
-            error.as_deref(),
-            &json!(connections),
-            duration.as_millis() as u64,
-        ),
-        RunEvent::Artifact { name, path, .. } => {
-            h.add_artifact(run, name, &path.display().to_string())
-        }
-        RunEvent::RunFinished { status, error, .. } => {
-            h.finish_run(run, status_text(*status), error.as_deref())
-        }
-        RunEvent::Log { .. } => Ok(()),
-    }
+        } => HistoryWrite::FinishStep(StepEnd {
+            step: step.clone(),
+            component: component.clone(),
+            status: step_status(*status),
+            output: output.clone(),
+            error: error.clone(),
+            connections: json!(connections),
+            duration_ms: duration.as_millis() as u64,
+        }),
+        RunEvent::Artifact { name, path, .. } => HistoryWrite::Artifact {
+            name: name.clone(),
+            path: path.display().to_string(),
+        },
+        RunEvent::RunFinished { status, error, .. } => HistoryWrite::FinishRun {
+            status: run_status(*status),
+            error: error.clone(),
+        },
+        RunEvent::Log { .. } => return None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn record_as() -> RecordAs {
+        RecordAs {
+            flow_file: "f.toml".into(),
+            trigger: Trigger::Manual,
+            replica: Some("here".into()),
+            fence: None,
+        }
+    }
+
     #[tokio::test]
-    async fn writes_in_order_off_the_async_workers_and_flushes() {
+    async fn writes_in_order_and_flushes() {
+        let store = Store::in_memory().await.unwrap();
+        let writer = HistoryWriter::start(store.clone());
         let dir = tempfile::tempdir().unwrap();
-        let path = sluice_store::path_in(dir.path());
-        let writer = HistoryWriter::start(History::open(&path).unwrap()).unwrap();
-        let recorder = Recorder::new(writer.clone(), "f.toml", "manual");
-        let thread = std::thread::current().id();
-        let seen = Arc::new(Mutex::new(None));
-        let seen2 = seen.clone();
-        writer.write("x", move |_| {
-            *seen2.lock().unwrap() = Some(std::thread::current().id());
-            Ok(())
-        });
+        let recorder = Recorder::new(writer.clone(), record_as());
         recorder.event(&RunEvent::RunStarted {
             run_id: "r1".into(),
             flow: "f".into(),
@@ -279,34 +349,46 @@ mod tests {
             duration: std::time::Duration::from_millis(60),
         });
         writer.flush().await;
-        let seen = seen.lock().unwrap().unwrap();
-        assert_ne!(seen, thread, "written on the writer's own thread");
-        let reader = History::open(&path).unwrap();
-        let d = reader.run_detail("r1").unwrap().unwrap();
+        let d = store.run_detail("r1").await.unwrap().unwrap();
         assert_eq!(d.run.status, "succeeded");
+        assert_eq!(d.run.replica.as_deref(), Some("here"));
         assert_eq!(d.items.len(), 50);
     }
 
-    #[test]
-    fn dropping_the_last_handle_writes_what_is_queued() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = sluice_store::path_in(dir.path());
-        let writer = HistoryWriter::start(History::open(&path).unwrap()).unwrap();
-        for i in 0..20 {
-            let id = format!("r{i}");
-            writer.write(&id.clone(), move |h| {
-                h.start_run(&NewRun {
-                    id: &id,
-                    flow: "f",
-                    flow_file: "f.toml",
-                    trigger: "manual",
-                    dry_run: false,
-                    output_dir: "",
-                })
-            });
-        }
-        drop(writer);
-        let reader = History::open(&path).unwrap();
-        assert_eq!(reader.list_runs(None, 100).unwrap().len(), 20);
+    #[tokio::test]
+    async fn one_bad_write_in_a_batch_does_not_lose_the_others() {
+        let store = Store::in_memory().await.unwrap();
+        let writer = HistoryWriter::start(store.clone());
+        let run = RunRef::unfenced("r2", "f");
+        let start = HistoryWrite::StartRun(NewRun {
+            id: "r2".into(),
+            flow: "f".into(),
+            flow_file: "f.toml".into(),
+            trigger: Trigger::Manual,
+            dry_run: false,
+            output_dir: String::new(),
+            replica: None,
+        });
+        // Finishing a run that does not exist fails; the start beside it lands.
+        let bad = RunRef::unfenced("nope", "f");
+        writer.write(&run, vec![start]);
+        writer.write(
+            &bad,
+            vec![HistoryWrite::FinishRun {
+                status: RunStatus::Succeeded,
+                error: None,
+            }],
+        );
+        writer.write(
+            &run,
+            vec![HistoryWrite::FinishRun {
+                status: RunStatus::Succeeded,
+                error: None,
+            }],
+        );
+        writer.flush().await;
+        let runs = store.list_runs(None, 10).await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, "succeeded");
     }
 }

@@ -1,4 +1,4 @@
-//! The schema, as an ordered list of migrations applied from day one.
+//! The SQLite schema, as an ordered list of migrations applied from day one.
 //! `PRAGMA user_version` records how many have run; each migration runs in
 //! the same transaction as the version bump, so a file is never half
 //! migrated. A released migration is never edited: a new one is appended.
@@ -12,7 +12,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use crate::HistoryError;
+use crate::StoreError;
 
 /// The migrations, in order: entry `i` takes a file from version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -83,6 +83,42 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE items ADD COLUMN connections TEXT;
     "#,
+    // 4: the flow state store: a JSON value per (flow, key). Keys compare
+    // by their bytes (BINARY, SQLite's default), as `list` pages them.
+    r#"
+    CREATE TABLE flow_state (
+        flow        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        run_id      TEXT,
+        PRIMARY KEY (flow, key)
+    ) WITHOUT ROWID;
+    "#,
+    // 5: replicas. Which replica (and host) ran a run under which fencing
+    // number; a lease per flow; one row per claimed firing.
+    r#"
+    ALTER TABLE runs ADD COLUMN replica TEXT;
+    ALTER TABLE runs ADD COLUMN host TEXT;
+    ALTER TABLE runs ADD COLUMN fence INTEGER;
+    CREATE TABLE leases (
+        flow         TEXT PRIMARY KEY,
+        fence        INTEGER NOT NULL,
+        holder       TEXT,
+        holder_token TEXT,
+        run_id       TEXT,
+        expires_at   TEXT NOT NULL
+    );
+    CREATE TABLE firings (
+        flow         TEXT NOT NULL,
+        scheduled_at TEXT NOT NULL,
+        replica      TEXT NOT NULL,
+        run_id       TEXT NOT NULL,
+        claimed_at   TEXT NOT NULL,
+        PRIMARY KEY (flow, scheduled_at)
+    );
+    CREATE INDEX firings_by_claim ON firings(claimed_at);
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.
@@ -90,11 +126,11 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the database up to [`SCHEMA_VERSION`]. Safe to call on every
 /// open: an up-to-date file is only read.
-pub fn migrate(conn: &Connection, path: &Path) -> Result<(), HistoryError> {
+pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let shown = || path.display().to_string();
-    let found = version(conn).map_err(|source| HistoryError::Open {
-        path: shown(),
-        source,
+    let found = version(conn).map_err(|e| StoreError::Open {
+        location: shown(),
+        why: e.to_string(),
     })?;
     if found == SCHEMA_VERSION {
         return Ok(());
@@ -103,10 +139,10 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<(), HistoryError> {
     // open a new file at once: read the version again and migrate under one
     // write lock, so exactly one of them does it.
     let failed = |version: i64| {
-        move |source| HistoryError::Migrate {
-            path: shown(),
+        move |e: rusqlite::Error| StoreError::Migrate {
+            location: shown(),
             version,
-            source,
+            why: e.to_string(),
         }
     };
     conn.execute_batch("BEGIN IMMEDIATE")
@@ -114,8 +150,8 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<(), HistoryError> {
     let result = (|| {
         let found = version(conn).map_err(failed(found + 1))?;
         if found > SCHEMA_VERSION {
-            return Err(HistoryError::TooNew {
-                path: shown(),
+            return Err(StoreError::TooNew {
+                location: shown(),
                 found,
                 known: SCHEMA_VERSION,
             });

@@ -1,0 +1,144 @@
+//! The one storage interface ([`Backend`]) and the handle the host holds
+//! ([`Store`]). Both backends — SQLite ([`crate::sqlite`]) and PostgreSQL
+//! ([`crate::postgres`]) — implement every method with the same meaning,
+//! and the store's tests run one body against each.
+//!
+//! The interface is async: PostgreSQL's client is, and SQLite's blocking
+//! calls go to tokio's blocking threads, so no caller ever blocks an async
+//! worker. Arguments are owned where a backend moves them to another thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::lease::{Acquired, Claim, Firing, LeaseGrant, Takeover};
+use crate::{
+    HistoryWrite, Location, PrunedRun, RunDetail, RunRef, RunSummary, StateBatch, StateKey,
+    StatePage, StateQuery, StoreError,
+};
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Where the data lives, safe to show (no password).
+    fn location(&self) -> &Location;
+
+    /// How many migrations the database has had.
+    async fn schema_version(&self) -> Result<i64, StoreError>;
+
+    // ---- run history -------------------------------------------------
+
+    /// Applies `writes` for one run, in order, in one transaction, after
+    /// checking the run's fencing number against the flow's lease
+    /// ([`StoreError::Fenced`] when another replica took it over).
+    async fn write(&self, run: &RunRef, writes: Vec<HistoryWrite>) -> Result<(), StoreError>;
+
+    /// The newest `limit` runs, of one flow (its `name`) or of all.
+    async fn list_runs(
+        &self,
+        flow: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// A run with its steps (in the order they started), items and report
+    /// files. A unique prefix of the id finds the run too; a prefix shared
+    /// by several runs is a [`StoreError::AmbiguousRun`].
+    async fn run_detail(&self, id: &str) -> Result<Option<RunDetail>, StoreError>;
+
+    /// Deletes the runs that ended more than `age` ago, with everything
+    /// they recorded, and returns them so the caller can delete their
+    /// files. A run still going is never pruned; one whose process (on
+    /// this host) is known to be gone is first recorded as interrupted.
+    async fn prune_older_than(&self, age: Duration) -> Result<Vec<PrunedRun>, StoreError>;
+
+    /// Records as `interrupted` the runs this host left `running` before
+    /// `since` (the start of the current process) whose process is gone,
+    /// ending them at their last sign of life. Returns how many.
+    async fn recover_stale_runs(&self, since: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    // ---- flow state ---------------------------------------------------
+
+    /// The value of a flow's key, if set.
+    async fn state_get(&self, flow: &str, key: &StateKey) -> Result<Option<Value>, StoreError>;
+
+    /// A page of a flow's keys that start with a prefix, in byte order.
+    async fn state_list(&self, flow: &str, query: &StateQuery) -> Result<StatePage, StoreError>;
+
+    /// Applies a batch of sets and deletes in one transaction (all or none),
+    /// checking its fencing number first when it has one.
+    async fn state_apply(&self, flow: &str, batch: &StateBatch) -> Result<(), StoreError>;
+
+    // ---- replicas: firings and leases ----------------------------------
+
+    /// Claims one firing of a flow (its scheduled time) for `replica`,
+    /// which will run it as `run_id`: exactly one caller per firing gets
+    /// [`Claim::Won`], however many replicas ask at once.
+    async fn claim_firing(&self, firing: &Firing) -> Result<Claim, StoreError>;
+
+    /// Takes the flow's lease for a run, for `ttl`, when it is free or has
+    /// expired (the run it covered is then recorded interrupted, in the
+    /// same transaction); the new fencing number is one more than the last.
+    async fn acquire_lease(
+        &self,
+        grant: &LeaseGrant,
+        ttl: Duration,
+    ) -> Result<Acquired, StoreError>;
+
+    /// Extends the lease by `ttl` from now if `fence` still holds it;
+    /// `false` when another replica took it over.
+    async fn renew_lease(&self, flow: &str, fence: i64, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Frees the lease if `fence` still holds it (the run ended).
+    async fn release_lease(&self, flow: &str, fence: i64) -> Result<(), StoreError>;
+
+    /// Takes over every expired lease that still covers a run, recording
+    /// each run interrupted on behalf of `replica`; returns what was done.
+    async fn take_over_expired(&self, replica: &str) -> Result<Vec<Takeover>, StoreError>;
+}
+
+/// The store the host holds: a cheap, shareable handle on one backend.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.backend.location())
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn Backend;
+
+    fn deref(&self) -> &(dyn Backend + 'static) {
+        &*self.backend
+    }
+}
+
+impl Store {
+    /// Opens the store at `location`, creating and migrating it as needed.
+    /// Safe when several processes open an empty database at once: exactly
+    /// one of them migrates it.
+    pub async fn open(location: &Location) -> Result<Store, StoreError> {
+        let backend: Arc<dyn Backend> = match location {
+            Location::Sqlite(_) | Location::SqliteMemory => {
+                Arc::new(crate::sqlite::SqliteBackend::open(location.clone()).await?)
+            }
+            Location::Postgres(url) => Arc::new(crate::postgres::PgBackend::open(url).await?),
+        };
+        Ok(Store { backend })
+    }
+
+    /// A store that lives as long as the value: for tests and tools.
+    pub async fn in_memory() -> Result<Store, StoreError> {
+        Store::open(&Location::SqliteMemory).await
+    }
+
+    /// One history write for one run.
+    pub async fn write_one(&self, run: &RunRef, write: HistoryWrite) -> Result<(), StoreError> {
+        self.backend.write(run, vec![write]).await
+    }
+}

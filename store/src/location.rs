@@ -1,0 +1,147 @@
+//! Where the store lives: `--database URL` / `SLUICE_DATABASE_URL`.
+//!
+//! - unset: SQLite, `history.sqlite` in the data directory (the default);
+//! - `sqlite:PATH` or `sqlite://PATH`: SQLite at that file;
+//! - `postgres://…` or `postgresql://…`: PostgreSQL (libpq's URL form, as
+//!   `tokio-postgres` reads it: user, password, host, port, database and
+//!   options such as `connect_timeout`).
+//!
+//! A URL may hold a password: [`Location`] shows itself without it, so it
+//! is safe in messages and logs.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A database location that is not one of the accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{shown}` is not a database Sluice can use ({why}); give postgres://USER@HOST:PORT/DB, sqlite:PATH, or nothing for history.sqlite in the data directory"
+)]
+pub struct LocationError {
+    /// The value, its password hidden.
+    pub shown: String,
+    pub why: String,
+}
+
+/// The database the store opens.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite file (created with its folder when missing).
+    Sqlite(PathBuf),
+    /// An SQLite database that lives as long as the store: for tests.
+    SqliteMemory,
+    /// A PostgreSQL server; the URL as given (it may hold a password).
+    Postgres(String),
+}
+
+impl Location {
+    /// The location `--database` names, or the default SQLite file in
+    /// `data_dir` when it names none.
+    pub fn from_option(url: Option<&str>, data_dir: &Path) -> Result<Location, LocationError> {
+        match url.map(str::trim).filter(|u| !u.is_empty()) {
+            None => Ok(Location::Sqlite(crate::path_in(data_dir))),
+            Some(url) => url.parse(),
+        }
+    }
+
+    /// Whether this is a PostgreSQL server.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Location::Postgres(_))
+    }
+}
+
+impl std::str::FromStr for Location {
+    type Err = LocationError;
+
+    fn from_str(text: &str) -> Result<Location, LocationError> {
+        let refuse = |why: &str| LocationError {
+            shown: hide_password(text),
+            why: why.to_string(),
+        };
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            text.parse::<tokio_postgres::Config>()
+                .map_err(|e| refuse(&e.to_string()))?;
+            return Ok(Location::Postgres(text.to_string()));
+        }
+        if let Some(path) = text
+            .strip_prefix("sqlite://")
+            .or_else(|| text.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(refuse("the sqlite: form needs a file path"));
+            }
+            return Ok(Location::Sqlite(PathBuf::from(path)));
+        }
+        Err(refuse("unknown scheme"))
+    }
+}
+
+/// The URL with any password replaced by `***`.
+fn hide_password(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        // Not a URL: it cannot be told where a password would be, so only
+        // the scheme is shown.
+        Err(_) => text
+            .split_once("://")
+            .map_or("(unreadable)".to_string(), |(s, _)| format!("{s}://…")),
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Sqlite(path) => write!(f, "{}", path.display()),
+            Location::SqliteMemory => f.write_str(":memory:"),
+            Location::Postgres(url) => f.write_str(&hide_password(url)),
+        }
+    }
+}
+
+/// Debug shows what Display shows: never the password.
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Location({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_each_form_and_never_shows_the_password() {
+        let dir = Path::new("/data");
+        assert_eq!(
+            Location::from_option(None, dir).unwrap(),
+            Location::Sqlite(PathBuf::from("/data/history.sqlite"))
+        );
+        assert_eq!(
+            Location::from_option(Some("  "), dir).unwrap(),
+            Location::Sqlite(PathBuf::from("/data/history.sqlite"))
+        );
+        assert_eq!(
+            "sqlite:/x/h.db".parse::<Location>().unwrap(),
+            Location::Sqlite(PathBuf::from("/x/h.db"))
+        );
+        assert_eq!(
+            "sqlite://rel.db".parse::<Location>().unwrap(),
+            Location::Sqlite(PathBuf::from("rel.db"))
+        );
+        let pg: Location = "postgres://sluice:s3cret-pw@db:5432/sluice"
+            .parse()
+            .unwrap();
+        assert!(pg.is_postgres());
+        let shown = format!("{pg} {pg:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("postgres://sluice:***@db:5432/sluice"));
+        let err = "mysql://root:hunter2@db/x".parse::<Location>().unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("postgres://USER@HOST"), "{err}");
+        assert!("sqlite:".parse::<Location>().is_err());
+    }
+}

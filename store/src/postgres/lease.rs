@@ -1,0 +1,197 @@
+//! Claimed firings and flow leases on PostgreSQL, by the server's clock
+//! (see [`crate::lease`] for the protocol). Each decision locks the rows
+//! it reads for its transaction only.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{GenericClient, Transaction};
+
+use super::history::end_unfinished;
+use crate::lease::{FIRINGS_KEPT, lapsed};
+use crate::{Acquired, Claim, Firing, LeaseGrant, RunStatus, StoreError, Takeover, timestamp};
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+pub(crate) async fn claim_firing(c: &impl GenericClient, f: &Firing) -> Result<Claim> {
+    let inserted = c
+        .execute(
+            "INSERT INTO firings (flow, scheduled_at, replica, run_id) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (flow, scheduled_at) DO NOTHING",
+            &[&f.flow, &f.scheduled_at, &f.replica, &f.run_id],
+        )
+        .await?;
+    if inserted == 1 {
+        c.execute(
+            "DELETE FROM firings WHERE claimed_at < now() - make_interval(secs => $1)",
+            &[&seconds(FIRINGS_KEPT)],
+        )
+        .await?;
+        return Ok(Claim::Won);
+    }
+    let replica: String = c
+        .query_one(
+            "SELECT replica FROM firings WHERE flow = $1 AND scheduled_at = $2",
+            &[&f.flow, &f.scheduled_at],
+        )
+        .await?
+        .try_get(0)?;
+    Ok(Claim::Lost { replica })
+}
+
+/// A flow's lease row, locked for the transaction.
+struct Lease {
+    fence: i64,
+    holder: Option<String>,
+    run_id: Option<String>,
+    expires_at: DateTime<Utc>,
+    live: bool,
+}
+
+async fn lock_lease(tx: &Transaction<'_>, flow: &str) -> Result<Option<Lease>> {
+    let row = tx
+        .query_opt(
+            "SELECT fence, holder, run_id, expires_at, expires_at > now()
+             FROM leases WHERE flow = $1 FOR UPDATE",
+            &[&flow],
+        )
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(Lease {
+        fence: r.try_get(0)?,
+        holder: r.try_get(1)?,
+        run_id: r.try_get(2)?,
+        expires_at: r.try_get(3)?,
+        live: r.try_get(4)?,
+    }))
+}
+
+/// Records the run an expired lease covered as interrupted.
+async fn settle_lapsed(
+    tx: &Transaction<'_>,
+    flow: &str,
+    lease: &Lease,
+    by: &str,
+    fence: i64,
+) -> Result<Takeover> {
+    let from = lease.holder.clone().unwrap_or_default();
+    let expired_at = timestamp(lease.expires_at);
+    if let Some(run) = &lease.run_id {
+        let why = lapsed(&from, &expired_at, by);
+        end_unfinished(tx, run, RunStatus::Interrupted, &why, Utc::now()).await?;
+    }
+    Ok(Takeover {
+        flow: flow.to_string(),
+        run_id: lease.run_id.clone(),
+        from_replica: from,
+        expired_at,
+        fence,
+    })
+}
+
+pub(crate) async fn acquire(
+    tx: &Transaction<'_>,
+    grant: &LeaseGrant,
+    ttl: Duration,
+) -> Result<Acquired> {
+    // A free row at fence 0 the first time, so there is always a row to lock.
+    tx.execute(
+        "INSERT INTO leases (flow, fence, expires_at) VALUES ($1, 0, now())
+         ON CONFLICT (flow) DO NOTHING",
+        &[&grant.flow],
+    )
+    .await?;
+    let Some(lease) = lock_lease(tx, &grant.flow).await? else {
+        return Err(StoreError::Task(format!(
+            "the lease row of flow `{}` vanished",
+            grant.flow
+        )));
+    };
+    let fence = lease.fence + 1;
+    let took_over = match &lease.holder {
+        None => None,
+        Some(holder) if lease.live => {
+            return Ok(Acquired::Held {
+                replica: holder.clone(),
+                run_id: lease.run_id,
+            });
+        }
+        Some(_) => Some(settle_lapsed(tx, &grant.flow, &lease, &grant.replica, fence).await?),
+    };
+    tx.execute(
+        "UPDATE leases SET fence = $2, holder = $3, holder_token = $4, run_id = $5,
+                expires_at = now() + make_interval(secs => $6)
+         WHERE flow = $1",
+        &[
+            &grant.flow,
+            &fence,
+            &grant.replica,
+            &grant.token,
+            &grant.run_id,
+            &seconds(ttl),
+        ],
+    )
+    .await?;
+    Ok(Acquired::Granted { fence, took_over })
+}
+
+pub(crate) async fn renew(
+    c: &impl GenericClient,
+    flow: &str,
+    fence: i64,
+    ttl: Duration,
+) -> Result<bool> {
+    let changed = c
+        .execute(
+            "UPDATE leases SET expires_at = now() + make_interval(secs => $3)
+             WHERE flow = $1 AND fence = $2 AND holder IS NOT NULL",
+            &[&flow, &fence, &seconds(ttl)],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
+pub(crate) async fn release(c: &impl GenericClient, flow: &str, fence: i64) -> Result<()> {
+    c.execute(
+        "UPDATE leases SET holder = NULL, holder_token = NULL, run_id = NULL, expires_at = now()
+         WHERE flow = $1 AND fence = $2",
+        &[&flow, &fence],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn take_over_expired(
+    tx: &Transaction<'_>,
+    replica: &str,
+) -> Result<Vec<Takeover>> {
+    // SKIP LOCKED: replicas sweeping at once split the expired leases
+    // between them instead of queueing on the same rows.
+    let rows = tx
+        .query(
+            "SELECT flow FROM leases WHERE holder IS NOT NULL AND expires_at < now()
+             ORDER BY flow FOR UPDATE SKIP LOCKED",
+            &[],
+        )
+        .await?;
+    let mut taken = Vec::new();
+    for row in rows {
+        let flow: String = row.try_get(0)?;
+        let Some(lease) = lock_lease(tx, &flow).await? else {
+            continue;
+        };
+        let fence = lease.fence + 1;
+        taken.push(settle_lapsed(tx, &flow, &lease, replica, fence).await?);
+        tx.execute(
+            "UPDATE leases SET fence = $2, holder = NULL, holder_token = NULL, run_id = NULL
+             WHERE flow = $1",
+            &[&flow, &fence],
+        )
+        .await?;
+    }
+    Ok(taken)
+}

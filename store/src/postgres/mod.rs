@@ -1,0 +1,204 @@
+//! The PostgreSQL backend: one database shared by any number of replicas.
+//!
+//! - `tokio-postgres` (async; the sync `postgres` crate would start a
+//!   runtime of its own inside ours) through a `deadpool` pool, so the
+//!   history writer, lease renewals and reads each get a connection.
+//! - Transactions run at READ COMMITTED (PostgreSQL's default); where a
+//!   decision needs a row to stand still, the row is locked for the
+//!   transaction (`FOR UPDATE`, `FOR SHARE`), never for the session.
+//! - Times are `timestamptz`, read back as the same RFC 3339 text SQLite
+//!   keeps; lease expiry is judged by the server's clock (`now()`).
+//! - JSON inputs, outputs and state values are kept as `text`, not
+//!   `jsonb`: `jsonb` reorders keys, and the store never queries inside
+//!   them. State keys use the `"C"` collation, so they sort by their bytes
+//!   as on SQLite, whatever the database's locale.
+//! - Connections are plain TCP (or a Unix socket): a server beyond the
+//!   local network is reached through a TLS-terminating proxy or sidecar.
+//!
+//! Modules: [`schema`] (migrations), [`history`] (run writes), [`query`]
+//! (reads, pruning, recovery), [`state`] (flow state), [`lease`] (firings
+//! and leases).
+
+pub mod history;
+pub mod lease;
+pub mod query;
+pub mod schema;
+pub mod state;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use serde_json::Value;
+use tokio_postgres::NoTls;
+
+use crate::{
+    Acquired, Backend, Claim, Firing, HistoryWrite, LeaseGrant, Location, PrunedRun, RunDetail,
+    RunRef, RunSummary, StateBatch, StateKey, StatePage, StateQuery, StoreError, Takeover,
+};
+
+/// Connections per process: the history writer, a lease renewal per
+/// running flow, the sweep and a few readers. PostgreSQL's default of 100
+/// connections then serves a dozen replicas.
+const POOL_SIZE: usize = 8;
+/// How long to wait for a connection from a busy pool.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+/// How long a new connection may take when the URL does not say
+/// (`connect_timeout`): an unreachable server fails clearly, not never.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The PostgreSQL backend.
+pub struct PgBackend {
+    pool: Pool,
+    location: Location,
+}
+
+impl PgBackend {
+    /// Connects, then migrates the database if it needs it.
+    pub async fn open(url: &str) -> Result<PgBackend, StoreError> {
+        let location = Location::Postgres(url.to_string());
+        let shown = location.to_string();
+        let open_error = |why: String| StoreError::Open {
+            location: shown.clone(),
+            why,
+        };
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| open_error(e.to_string()))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("sluice");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(|e| open_error(e.to_string()))?;
+        let backend = PgBackend { pool, location };
+        let mut client = backend
+            .client()
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        schema::migrate(&mut client, &backend.location).await?;
+        Ok(backend)
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    fn location(&self) -> &Location {
+        &self.location
+    }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(schema::version(&**self.client().await?).await?)
+    }
+
+    async fn write(&self, run: &RunRef, writes: Vec<HistoryWrite>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        history::apply(&tx, run, &writes).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn list_runs(
+        &self,
+        flow: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunSummary>, StoreError> {
+        query::list_runs(&**self.client().await?, flow, limit).await
+    }
+
+    async fn run_detail(&self, id: &str) -> Result<Option<RunDetail>, StoreError> {
+        let mut client = self.client().await?;
+        // One snapshot for the run and its children.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        #[allow(clippy::explicit_auto_deref)] // generic: no auto-deref
+        let detail = query::run_detail(&*tx, id).await?;
+        tx.commit().await?;
+        Ok(detail)
+    }
+
+    async fn prune_older_than(&self, age: Duration) -> Result<Vec<PrunedRun>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let pruned = query::prune_older_than(&tx, age).await?;
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
+    async fn recover_stale_runs(&self, since: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = query::recover_stale_runs(&tx, since).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn state_get(&self, flow: &str, key: &StateKey) -> Result<Option<Value>, StoreError> {
+        state::get(&**self.client().await?, flow, key).await
+    }
+
+    async fn state_list(&self, flow: &str, query: &StateQuery) -> Result<StatePage, StoreError> {
+        state::list(&**self.client().await?, flow, query).await
+    }
+
+    async fn state_apply(&self, flow: &str, batch: &StateBatch) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        state::apply(&tx, flow, batch).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn claim_firing(&self, firing: &Firing) -> Result<Claim, StoreError> {
+        lease::claim_firing(&**self.client().await?, firing).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        grant: &LeaseGrant,
+        ttl: Duration,
+    ) -> Result<Acquired, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let acquired = lease::acquire(&tx, grant, ttl).await?;
+        tx.commit().await?;
+        Ok(acquired)
+    }
+
+    async fn renew_lease(&self, flow: &str, fence: i64, ttl: Duration) -> Result<bool, StoreError> {
+        lease::renew(&**self.client().await?, flow, fence, ttl).await
+    }
+
+    async fn release_lease(&self, flow: &str, fence: i64) -> Result<(), StoreError> {
+        lease::release(&**self.client().await?, flow, fence).await
+    }
+
+    async fn take_over_expired(&self, replica: &str) -> Result<Vec<Takeover>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let taken = lease::take_over_expired(&tx, replica).await?;
+        tx.commit().await?;
+        Ok(taken)
+    }
+}

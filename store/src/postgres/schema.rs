@@ -1,0 +1,192 @@
+//! The PostgreSQL schema, as an ordered list of migrations (numbered on
+//! their own: this list is not SQLite's). A released migration is never
+//! edited; a new one is appended.
+//!
+//! `sluice_schema` has one row per migration applied. Several replicas may
+//! start at once on an empty database: each creates `sluice_schema` if it
+//! is missing (a lost race to create it is ignored), then migrates inside
+//! one transaction that first locks that table (`LOCK TABLE … EXCLUSIVE`,
+//! held until the transaction ends), reads the version again and applies
+//! what is still missing. DDL is transactional in PostgreSQL, so the others
+//! wait, find the work done, and change nothing; a failed migration leaves
+//! nothing behind. No session-level lock is involved, so this works through
+//! a pooler in transaction mode.
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, GenericClient};
+
+use crate::{Location, StoreError};
+
+/// The migrations, in order: entry `i` takes the database from version `i`
+/// to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the run history, flow state, leases and claimed firings, as SQLite
+    // has them at its schema 5.
+    r#"
+    CREATE TABLE runs (
+        id            text PRIMARY KEY,
+        flow          text NOT NULL,
+        flow_file     text NOT NULL,
+        trigger       text NOT NULL,
+        dry_run       boolean NOT NULL,
+        status        text NOT NULL,
+        error         text,
+        started_at    timestamptz NOT NULL,
+        ended_at      timestamptz,
+        output_dir    text,
+        pid           bigint,
+        process_token text,
+        host          text,
+        replica       text,
+        fence         bigint
+    );
+    CREATE INDEX runs_by_flow ON runs (flow, started_at);
+    CREATE INDEX runs_by_start ON runs (started_at);
+    CREATE INDEX runs_by_end ON runs (ended_at);
+    CREATE INDEX runs_by_status ON runs (status);
+    CREATE TABLE steps (
+        run_id      text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        step_id     text NOT NULL,
+        position    bigint NOT NULL,
+        component   text NOT NULL,
+        status      text NOT NULL,
+        started_at  timestamptz NOT NULL,
+        ended_at    timestamptz,
+        duration_ms bigint,
+        input       text,
+        output      text,
+        error       text,
+        connections text,
+        items_total bigint,
+        PRIMARY KEY (run_id, step_id)
+    );
+    CREATE TABLE items (
+        run_id      text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        step_id     text NOT NULL,
+        idx         bigint NOT NULL,
+        status      text NOT NULL,
+        duration_ms bigint NOT NULL,
+        input       text,
+        output      text,
+        error       text,
+        ended_at    timestamptz,
+        connections text,
+        PRIMARY KEY (run_id, step_id, idx)
+    );
+    CREATE TABLE artifacts (
+        run_id text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        name   text NOT NULL,
+        path   text NOT NULL,
+        seq    bigint GENERATED ALWAYS AS IDENTITY,
+        PRIMARY KEY (run_id, name)
+    );
+    CREATE TABLE flow_state (
+        flow       text NOT NULL,
+        key        text COLLATE "C" NOT NULL,
+        value      text NOT NULL,
+        updated_at timestamptz NOT NULL,
+        run_id     text,
+        PRIMARY KEY (flow, key)
+    );
+    CREATE TABLE leases (
+        flow         text PRIMARY KEY,
+        fence        bigint NOT NULL,
+        holder       text,
+        holder_token text,
+        run_id       text,
+        expires_at   timestamptz NOT NULL
+    );
+    CREATE TABLE firings (
+        flow         text NOT NULL,
+        scheduled_at timestamptz NOT NULL,
+        replica      text NOT NULL,
+        run_id       text NOT NULL,
+        claimed_at   timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (flow, scheduled_at)
+    );
+    CREATE INDEX firings_by_claim ON firings (claimed_at);
+    "#,
+];
+
+/// The schema version this build writes: the number of migrations.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`SCHEMA_VERSION`]; see the module docs for
+/// how concurrent starts are made safe.
+pub async fn migrate(client: &mut Client, location: &Location) -> Result<(), StoreError> {
+    let failed = |version: i64| {
+        move |e: tokio_postgres::Error| StoreError::Migrate {
+            location: location.to_string(),
+            version,
+            why: describe(&e),
+        }
+    };
+    create_schema_table(client).await.map_err(failed(0))?;
+    if version(&*client).await.map_err(failed(0))? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = client.transaction().await.map_err(failed(0))?;
+    tx.batch_execute("LOCK TABLE sluice_schema IN EXCLUSIVE MODE")
+        .await
+        .map_err(failed(0))?;
+    let found = version(&tx).await.map_err(failed(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            location: location.to_string(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    let me = crate::process::this_process();
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let target = i as i64 + 1;
+        tx.batch_execute(sql).await.map_err(failed(target))?;
+        tx.execute(
+            "INSERT INTO sluice_schema (version, applied_by) VALUES ($1, $2)",
+            &[&target, &format!("{}/{}", me.host, me.token)],
+        )
+        .await
+        .map_err(failed(target))?;
+    }
+    tx.commit().await.map_err(failed(SCHEMA_VERSION))
+}
+
+/// Creates the version table when missing. Two replicas may both find it
+/// missing; the loser's error (the table or its type already exists) means
+/// the work is done.
+async fn create_schema_table(client: &Client) -> Result<(), tokio_postgres::Error> {
+    let result = client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS sluice_schema (
+                version    bigint PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                applied_by text NOT NULL
+            )",
+        )
+        .await;
+    match result {
+        Err(e)
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// How many migrations the database has had.
+pub async fn version(c: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
+    let row = c
+        .query_one("SELECT coalesce(max(version), 0) FROM sluice_schema", &[])
+        .await?;
+    row.try_get(0)
+}
+
+/// A server error with its detail, for messages.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,261 @@
+//! Run history writes on SQLite: a list of [`HistoryWrite`]s for one run,
+//! applied in one transaction after the run's fencing number is checked.
+//!
+//! Inputs, outputs and request counts go through [`crate::cap`]; errors
+//! are capped too. Nothing here redacts: the host passes text that is
+//! already free of secrets.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::Value;
+
+use crate::cap::{capped, capped_error};
+use crate::process::this_process;
+use crate::{
+    HistoryWrite, ItemEnd, NewRun, RunRef, RunStatus, StepEnd, StepStart, StepStatus, StoreError,
+    now_text,
+};
+
+/// Applies `writes` for `run`, in order.
+pub(crate) fn apply(
+    tx: &Transaction<'_>,
+    run: &RunRef,
+    writes: &[HistoryWrite],
+) -> Result<(), StoreError> {
+    check_fence(tx, run)?;
+    for w in writes {
+        apply_one(tx, run, w)?;
+    }
+    Ok(())
+}
+
+/// Refuses a write whose fencing number is no longer the flow's lease's.
+pub(crate) fn check_fence(tx: &Transaction<'_>, run: &RunRef) -> Result<(), StoreError> {
+    let Some(fence) = run.fence else {
+        return Ok(());
+    };
+    let current: Option<i64> = tx
+        .query_row(
+            "SELECT fence FROM leases WHERE flow = ?1",
+            params![run.flow],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if current == Some(fence) {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced {
+            flow: run.flow.clone(),
+            run: run.id.clone(),
+            fence,
+        })
+    }
+}
+
+fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Result<(), StoreError> {
+    let id = run.id.as_str();
+    match w {
+        HistoryWrite::StartRun(new) => insert_run(tx, new, run.fence, "running", None)?,
+        HistoryWrite::Skipped { run: new, reason } => {
+            insert_run(tx, new, None, "skipped", Some(reason))?
+        }
+        HistoryWrite::FinishRun { status, error } => {
+            let changed = tx.execute(
+                "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4 WHERE id = ?1",
+                params![id, status, error.as_deref().map(capped_error), now_text()],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::UnknownRun(id.to_string()));
+            }
+        }
+        HistoryWrite::StartStep(step) => {
+            start_step(tx, id, step).map_err(for_run(id))?;
+        }
+        HistoryWrite::FinishStep(step) => {
+            finish_step(tx, id, step).map_err(for_run(id))?;
+        }
+        HistoryWrite::Item(item) => {
+            record_item(tx, id, item).map_err(for_run(id))?;
+        }
+        HistoryWrite::Artifact { name, path } => {
+            tx.execute(
+                "INSERT INTO artifacts (run_id, name, path) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run_id, name) DO UPDATE SET path = excluded.path",
+                params![id, name, path],
+            )
+            .map_err(for_run(id))?;
+        }
+        HistoryWrite::SkipUnrecorded { steps, why } => {
+            skip_unrecorded(tx, id, steps, why).map_err(for_run(id))?
+        }
+        HistoryWrite::EndUnfinished { status, reason } => end_unfinished(tx, id, *status, reason)?,
+    }
+    Ok(())
+}
+
+/// Maps a foreign-key failure (a step for a run never started) to a clear error.
+fn for_run(run: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |e| match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            StoreError::UnknownRun(run.to_string())
+        }
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+pub(crate) fn millis(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// Request counts to store: none for `null`.
+pub(crate) fn counts(connections: &Value) -> Option<String> {
+    (!connections.is_null()).then(|| capped(connections))
+}
+
+fn insert_run(
+    tx: &Transaction<'_>,
+    run: &NewRun,
+    fence: Option<i64>,
+    status: &str,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    let me = this_process();
+    let t = now_text();
+    let ended = (status != "running").then_some(&t);
+    tx.execute(
+        "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at,
+                           output_dir, pid, process_token, replica, host, fence)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        params![
+            run.id,
+            run.flow,
+            run.flow_file,
+            run.trigger,
+            run.dry_run,
+            status,
+            reason.map(capped_error),
+            t,
+            ended,
+            run.output_dir,
+            me.pid,
+            me.token,
+            run.replica,
+            me.host,
+            fence
+        ],
+    )?;
+    Ok(())
+}
+
+fn start_step(tx: &Transaction<'_>, run: &str, s: &StepStart) -> rusqlite::Result<usize> {
+    let total = s.items_total.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    tx.execute(
+        "INSERT INTO steps (run_id, step_id, position, component, status, started_at, input, items_total)
+         VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1), ?3, 'running', ?4, ?5, ?6)
+         ON CONFLICT (run_id, step_id) DO UPDATE SET
+            component = excluded.component, status = 'running',
+            started_at = excluded.started_at, ended_at = NULL, duration_ms = NULL,
+            input = excluded.input, output = NULL, error = NULL,
+            connections = NULL, items_total = excluded.items_total",
+        params![run, s.step, s.component, now_text(), capped(&s.input), total],
+    )
+}
+
+fn finish_step(tx: &Transaction<'_>, run: &str, s: &StepEnd) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO steps (run_id, step_id, position, component, status, started_at, ended_at, duration_ms, output, error, connections)
+         VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1), ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (run_id, step_id) DO UPDATE SET
+            status = excluded.status, ended_at = excluded.ended_at,
+            duration_ms = excluded.duration_ms, output = excluded.output,
+            error = excluded.error, connections = excluded.connections",
+        params![
+            run,
+            s.step,
+            s.component,
+            s.status,
+            now_text(),
+            millis(s.duration_ms),
+            s.output.as_ref().map(capped),
+            s.error.as_deref().map(capped_error),
+            counts(&s.connections)
+        ],
+    )
+}
+
+fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at, connections)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (run_id, step_id, idx) DO UPDATE SET
+            status = excluded.status, duration_ms = excluded.duration_ms,
+            input = excluded.input, output = excluded.output,
+            error = excluded.error, ended_at = excluded.ended_at,
+            connections = excluded.connections",
+        params![
+            run,
+            i.step,
+            i64::try_from(i.index).unwrap_or(i64::MAX),
+            i.status,
+            millis(i.duration_ms),
+            capped(&i.input),
+            i.output.as_ref().map(capped),
+            i.error.as_deref().map(capped_error),
+            now_text(),
+            counts(&i.connections)
+        ],
+    )
+}
+
+fn skip_unrecorded(
+    tx: &Transaction<'_>,
+    run: &str,
+    steps: &[(String, String)],
+    why: &str,
+) -> rusqlite::Result<()> {
+    let t = now_text();
+    for (step, component) in steps {
+        tx.execute(
+            "INSERT INTO steps (run_id, step_id, position, component, status, started_at, ended_at, duration_ms, error)
+             VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1), ?3, 'skipped', ?4, ?4, 0, ?5)
+             ON CONFLICT (run_id, step_id) DO NOTHING",
+            params![run, step, component, t, capped_error(why)],
+        )?;
+    }
+    Ok(())
+}
+
+/// Ends a run still `running`, and its running steps, with `status`.
+pub(crate) fn end_unfinished(
+    tx: &Transaction<'_>,
+    run: &str,
+    status: RunStatus,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let t = now_text();
+    let changed = tx.execute(
+        "UPDATE runs SET status = ?2, error = COALESCE(error, ?3), ended_at = ?4
+         WHERE id = ?1 AND status = 'running'",
+        params![run, status, capped_error(reason), t],
+    )?;
+    if changed > 0 {
+        end_steps(tx, run, status.unfinished_steps(), &t)?;
+    }
+    Ok(())
+}
+
+/// The running steps of a run that ended without them end at `ended_at`
+/// with `status`.
+pub(crate) fn end_steps(
+    tx: &Transaction<'_>,
+    run: &str,
+    status: StepStatus,
+    ended_at: &str,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE steps SET status = ?3, ended_at = ?2
+         WHERE run_id = ?1 AND status = 'running'",
+        params![run, ended_at, status],
+    )
+}

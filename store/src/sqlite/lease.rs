@@ -1,0 +1,178 @@
+//! Claimed firings and flow leases on SQLite, by this host's clock (see
+//! [`crate::lease`] for the protocol; every function runs inside one
+//! `BEGIN IMMEDIATE` transaction, so each decision is atomic).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::history::end_unfinished;
+use crate::lease::{FIRINGS_KEPT, lapsed};
+use crate::{Acquired, Claim, Firing, LeaseGrant, RunStatus, StoreError, Takeover, timestamp};
+
+fn after(now: DateTime<Utc>, ttl: Duration) -> String {
+    timestamp(now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX))
+}
+
+pub(crate) fn claim_firing(tx: &Transaction<'_>, f: &Firing) -> Result<Claim, StoreError> {
+    let now = Utc::now();
+    let inserted = tx.execute(
+        "INSERT INTO firings (flow, scheduled_at, replica, run_id, claimed_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (flow, scheduled_at) DO NOTHING",
+        params![f.flow, timestamp(f.scheduled_at), f.replica, f.run_id, timestamp(now)],
+    )?;
+    if inserted == 1 {
+        let kept = chrono::Duration::from_std(FIRINGS_KEPT).unwrap_or(chrono::Duration::MAX);
+        tx.execute(
+            "DELETE FROM firings WHERE claimed_at < ?1",
+            params![timestamp(now - kept)],
+        )?;
+        return Ok(Claim::Won);
+    }
+    let replica: String = tx.query_row(
+        "SELECT replica FROM firings WHERE flow = ?1 AND scheduled_at = ?2",
+        params![f.flow, timestamp(f.scheduled_at)],
+        |r| r.get(0),
+    )?;
+    Ok(Claim::Lost { replica })
+}
+
+/// The lease row of a flow.
+struct Lease {
+    fence: i64,
+    holder: Option<String>,
+    run_id: Option<String>,
+    expires_at: String,
+}
+
+fn lease_of(tx: &Transaction<'_>, flow: &str) -> rusqlite::Result<Option<Lease>> {
+    tx.query_row(
+        "SELECT fence, holder, run_id, expires_at FROM leases WHERE flow = ?1",
+        params![flow],
+        |r| {
+            Ok(Lease {
+                fence: r.get(0)?,
+                holder: r.get(1)?,
+                run_id: r.get(2)?,
+                expires_at: r.get(3)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Records the run an expired lease covered as interrupted.
+fn settle_lapsed(
+    tx: &Transaction<'_>,
+    flow: &str,
+    lease: &Lease,
+    by: &str,
+    fence: i64,
+) -> Result<Takeover, StoreError> {
+    let from = lease.holder.clone().unwrap_or_default();
+    if let Some(run) = &lease.run_id {
+        end_unfinished(
+            tx,
+            run,
+            RunStatus::Interrupted,
+            &lapsed(&from, &lease.expires_at, by),
+        )?;
+    }
+    Ok(Takeover {
+        flow: flow.to_string(),
+        run_id: lease.run_id.clone(),
+        from_replica: from,
+        expired_at: lease.expires_at.clone(),
+        fence,
+    })
+}
+
+pub(crate) fn acquire(
+    tx: &Transaction<'_>,
+    grant: &LeaseGrant,
+    ttl: Duration,
+) -> Result<Acquired, StoreError> {
+    let now = Utc::now();
+    let (fence, took_over) = match lease_of(tx, &grant.flow)? {
+        None => (1, None),
+        Some(lease) if lease.holder.is_none() => (lease.fence + 1, None),
+        Some(lease) if lease.expires_at > timestamp(now) => {
+            return Ok(Acquired::Held {
+                replica: lease.holder.unwrap_or_default(),
+                run_id: lease.run_id,
+            });
+        }
+        Some(lease) => {
+            let fence = lease.fence + 1;
+            let took = settle_lapsed(tx, &grant.flow, &lease, &grant.replica, fence)?;
+            (fence, Some(took))
+        }
+    };
+    tx.execute(
+        "INSERT INTO leases (flow, fence, holder, holder_token, run_id, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (flow) DO UPDATE SET
+            fence = excluded.fence, holder = excluded.holder, holder_token = excluded.holder_token,
+            run_id = excluded.run_id, expires_at = excluded.expires_at",
+        params![
+            grant.flow,
+            fence,
+            grant.replica,
+            grant.token,
+            grant.run_id,
+            after(now, ttl)
+        ],
+    )?;
+    Ok(Acquired::Granted { fence, took_over })
+}
+
+pub(crate) fn renew(
+    tx: &Transaction<'_>,
+    flow: &str,
+    fence: i64,
+    ttl: Duration,
+) -> Result<bool, StoreError> {
+    let changed = tx.execute(
+        "UPDATE leases SET expires_at = ?3 WHERE flow = ?1 AND fence = ?2 AND holder IS NOT NULL",
+        params![flow, fence, after(Utc::now(), ttl)],
+    )?;
+    Ok(changed == 1)
+}
+
+pub(crate) fn release(tx: &Transaction<'_>, flow: &str, fence: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE leases SET holder = NULL, holder_token = NULL, run_id = NULL, expires_at = ?3
+         WHERE flow = ?1 AND fence = ?2",
+        params![flow, fence, timestamp(Utc::now())],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn take_over_expired(
+    tx: &Transaction<'_>,
+    replica: &str,
+) -> Result<Vec<Takeover>, StoreError> {
+    let now = timestamp(Utc::now());
+    let flows: Vec<String> = {
+        let mut stmt = tx.prepare(
+            "SELECT flow FROM leases WHERE holder IS NOT NULL AND expires_at < ?1 ORDER BY flow",
+        )?;
+        stmt.query_map(params![now], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+    };
+    let mut taken = Vec::new();
+    for flow in flows {
+        let Some(lease) = lease_of(tx, &flow)? else {
+            continue;
+        };
+        let fence = lease.fence + 1;
+        taken.push(settle_lapsed(tx, &flow, &lease, replica, fence)?);
+        tx.execute(
+            "UPDATE leases SET fence = ?2, holder = NULL, holder_token = NULL, run_id = NULL
+             WHERE flow = ?1",
+            params![flow, fence],
+        )?;
+    }
+    Ok(taken)
+}

@@ -1,0 +1,221 @@
+//! The SQLite backend: one file (WAL mode) for one host.
+//!
+//! - One connection behind a mutex; every call runs on tokio's blocking
+//!   threads ([`SqliteBackend::call`]), so async callers never block.
+//! - WAL mode and a busy timeout let `sluice serve`, `sluice run` and
+//!   `sluice runs` use one file at once; a write takes the write lock up
+//!   front (`BEGIN IMMEDIATE`) so a concurrent writer makes it wait rather
+//!   than fail midway.
+//! - Leases work as on PostgreSQL, by this host's clock: two `sluice serve`
+//!   on one data directory never run a flow twice at once.
+//!
+//! Modules: [`schema`] (migrations), [`history`] (run writes), [`query`]
+//! (reads, pruning, recovery), [`state`] (flow state), [`lease`] (firings
+//! and leases).
+
+pub mod history;
+pub mod lease;
+pub mod query;
+pub mod schema;
+pub mod state;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use serde_json::Value;
+
+use crate::{
+    Acquired, Backend, Claim, Firing, HistoryWrite, LeaseGrant, Location, PrunedRun, RunDetail,
+    RunRef, RunSummary, StateBatch, StateKey, StatePage, StateQuery, StoreError, Takeover,
+};
+
+/// Waiting this long for another process's write lock lets `serve`, `run`
+/// and `sluice runs` share the file; every write holds it for milliseconds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SQLite backend.
+pub struct SqliteBackend {
+    conn: Arc<Mutex<Connection>>,
+    location: Location,
+}
+
+impl SqliteBackend {
+    /// Opens (creating the file and its folder) and migrates.
+    pub async fn open(location: Location) -> Result<SqliteBackend, StoreError> {
+        tokio::task::spawn_blocking(move || Self::open_now(location)).await?
+    }
+
+    fn open_now(location: Location) -> Result<SqliteBackend, StoreError> {
+        let open_error = |e: &dyn std::fmt::Display| StoreError::Open {
+            location: location.to_string(),
+            why: e.to_string(),
+        };
+        let (conn, path) = match &location {
+            Location::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                        location: location.to_string(),
+                        why: format!("cannot create the folder {}: {e}", dir.display()),
+                    })?;
+                }
+                (Connection::open(path), path.as_path())
+            }
+            Location::SqliteMemory => (Connection::open_in_memory(), Path::new(":memory:")),
+            Location::Postgres(_) => return Err(open_error(&"not an SQLite location")),
+        };
+        let conn = conn.map_err(|e| open_error(&e))?;
+        configure(&conn).map_err(|e| open_error(&e))?;
+        schema::migrate(&conn, path)?;
+        Ok(SqliteBackend {
+            conn: Arc::new(Mutex::new(conn)),
+            location,
+        })
+    }
+
+    /// Runs `f` with the connection on a blocking thread.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&conn))).await?
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL: readers never block the writer, nor the writer readers.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // In WAL mode NORMAL survives a crash of the process (what the
+    // history must survive) without an fsync per item.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock leaves no half-done transaction
+    // behind (it rolls back on drop), so the connection is still good.
+    conn.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `f` in one write transaction, taken up front (`IMMEDIATE`).
+pub(crate) fn write<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let value = f(&tx)?;
+    tx.commit()?;
+    Ok(value)
+}
+
+/// Runs `f` over one consistent snapshot.
+pub(crate) fn read<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let tx = conn.transaction()?;
+    let value = f(&tx)?;
+    tx.finish()?;
+    Ok(value)
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    fn location(&self) -> &Location {
+        &self.location
+    }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.call(|c| Ok(schema::version(c)?)).await
+    }
+
+    async fn write(&self, run: &RunRef, writes: Vec<HistoryWrite>) -> Result<(), StoreError> {
+        let run = run.clone();
+        self.call(move |c| write(c, |tx| history::apply(tx, &run, &writes)))
+            .await
+    }
+
+    async fn list_runs(
+        &self,
+        flow: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunSummary>, StoreError> {
+        let flow = flow.map(str::to_string);
+        self.call(move |c| read(c, |tx| query::list_runs(tx, flow.as_deref(), limit)))
+            .await
+    }
+
+    async fn run_detail(&self, id: &str) -> Result<Option<RunDetail>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| read(c, |tx| query::run_detail(tx, &id)))
+            .await
+    }
+
+    async fn prune_older_than(&self, age: Duration) -> Result<Vec<PrunedRun>, StoreError> {
+        self.call(move |c| write(c, |tx| query::prune_older_than(tx, age)))
+            .await
+    }
+
+    async fn recover_stale_runs(&self, since: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.call(move |c| write(c, |tx| query::recover_stale_runs(tx, since)))
+            .await
+    }
+
+    async fn state_get(&self, flow: &str, key: &StateKey) -> Result<Option<Value>, StoreError> {
+        let (flow, key) = (flow.to_string(), key.clone());
+        self.call(move |c| read(c, |tx| state::get(tx, &flow, &key)))
+            .await
+    }
+
+    async fn state_list(&self, flow: &str, query: &StateQuery) -> Result<StatePage, StoreError> {
+        let (flow, query) = (flow.to_string(), query.clone());
+        self.call(move |c| read(c, |tx| state::list(tx, &flow, &query)))
+            .await
+    }
+
+    async fn state_apply(&self, flow: &str, batch: &StateBatch) -> Result<(), StoreError> {
+        let (flow, batch) = (flow.to_string(), batch.clone());
+        self.call(move |c| write(c, |tx| state::apply(tx, &flow, &batch)))
+            .await
+    }
+
+    async fn claim_firing(&self, firing: &Firing) -> Result<Claim, StoreError> {
+        let firing = firing.clone();
+        self.call(move |c| write(c, |tx| lease::claim_firing(tx, &firing)))
+            .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        grant: &LeaseGrant,
+        ttl: Duration,
+    ) -> Result<Acquired, StoreError> {
+        let grant = grant.clone();
+        self.call(move |c| write(c, |tx| lease::acquire(tx, &grant, ttl)))
+            .await
+    }
+
+    async fn renew_lease(&self, flow: &str, fence: i64, ttl: Duration) -> Result<bool, StoreError> {
+        let flow = flow.to_string();
+        self.call(move |c| write(c, |tx| lease::renew(tx, &flow, fence, ttl)))
+            .await
+    }
+
+    async fn release_lease(&self, flow: &str, fence: i64) -> Result<(), StoreError> {
+        let flow = flow.to_string();
+        self.call(move |c| write(c, |tx| lease::release(tx, &flow, fence)))
+            .await
+    }
+
+    async fn take_over_expired(&self, replica: &str) -> Result<Vec<Takeover>, StoreError> {
+        let replica = replica.to_string();
+        self.call(move |c| write(c, |tx| lease::take_over_expired(tx, &replica)))
+            .await
+    }
+}

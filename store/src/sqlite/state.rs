@@ -1,0 +1,91 @@
+//! The flow state store on SQLite.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::Value;
+
+use crate::state::{StateEntry, parse_value};
+use crate::{RunRef, StateBatch, StateKey, StatePage, StateQuery, StoreError, now_text};
+
+pub(crate) fn get(
+    tx: &Transaction<'_>,
+    flow: &str,
+    key: &StateKey,
+) -> Result<Option<Value>, StoreError> {
+    let text: Option<String> = tx
+        .query_row(
+            "SELECT value FROM flow_state WHERE flow = ?1 AND key = ?2",
+            params![flow, key.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(text.map(parse_value))
+}
+
+pub(crate) fn list(
+    tx: &Transaction<'_>,
+    flow: &str,
+    q: &StateQuery,
+) -> Result<StatePage, StoreError> {
+    let size = q.page_size();
+    // The larger of the prefix and `start_after` bounds the scan from below
+    // (`key > start_after` is applied too, so an equal key is left out).
+    let from = match &q.start_after {
+        Some(after) if after.as_str() > q.prefix.as_str() => after.as_str(),
+        _ => q.prefix.as_str(),
+    };
+    let mut stmt = tx.prepare(
+        "SELECT key, value FROM flow_state
+         WHERE flow = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3) AND (?4 IS NULL OR key > ?4)
+         ORDER BY key LIMIT ?5",
+    )?;
+    let rows = stmt
+        .query_map(
+            params![
+                flow,
+                from,
+                q.prefix_end(),
+                q.start_after,
+                i64::try_from(size + 1).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                Ok(StateEntry {
+                    key: r.get(0)?,
+                    value: parse_value(r.get(1)?),
+                })
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(StatePage::from_rows(rows, size))
+}
+
+pub(crate) fn apply(
+    tx: &Transaction<'_>,
+    flow: &str,
+    batch: &StateBatch,
+) -> Result<(), StoreError> {
+    let texts = batch.texts()?;
+    if let Some(fence) = batch.fence {
+        let run = RunRef {
+            id: batch.run_id.clone().unwrap_or_default(),
+            flow: flow.to_string(),
+            fence: Some(fence),
+        };
+        super::history::check_fence(tx, &run)?;
+    }
+    let t = now_text();
+    for (key, value) in texts {
+        match value {
+            Some(value) => tx.execute(
+                "INSERT INTO flow_state (flow, key, value, updated_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (flow, key) DO UPDATE SET
+                    value = excluded.value, updated_at = excluded.updated_at, run_id = excluded.run_id",
+                params![flow, key, value, t, batch.run_id],
+            )?,
+            None => tx.execute(
+                "DELETE FROM flow_state WHERE flow = ?1 AND key = ?2",
+                params![flow, key],
+            )?,
+        };
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! The flow state store: a small key/value store per flow that components
+//! reach through the `state` import (`get`, `set`, `delete`, `list`).
+//!
+//! - Keys are UTF-8 text of 1 to [`MAX_KEY_BYTES`] bytes without NUL (a
+//!   PostgreSQL `text` cannot hold one); they sort by their bytes in both
+//!   backends, so paging by `start_after` is the same everywhere.
+//! - Values are JSON documents of at most [`MAX_VALUE_BYTES`], stored as
+//!   their text (key order kept).
+//! - Writes arrive as a [`StateBatch`] applied in one transaction: all of
+//!   it or none. The host collects a step's (or a `for_each` item's) writes
+//!   and applies them when it succeeds, never in a dry run; the same key
+//!   written by two batches is last-writer-wins. A batch written under a
+//!   lease carries the lease's fencing number and is refused once another
+//!   replica has taken the flow over.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// The largest value, as JSON text: state is for bookkeeping (who was seen
+/// when, a cursor), not for documents.
+pub const MAX_VALUE_BYTES: usize = 256 * 1024;
+/// The most entries one `list` call returns, whatever limit it asks for.
+pub const MAX_PAGE: usize = 1000;
+
+/// A key or value the state store refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("a state key cannot be empty")]
+    EmptyKey,
+    #[error(
+        "the state key `{shown}…` is {bytes} bytes long; keys are at most {MAX_KEY_BYTES} bytes"
+    )]
+    KeyTooLong { shown: String, bytes: usize },
+    #[error("the state key `{0}` contains a NUL character")]
+    NulInKey(String),
+    #[error(
+        "the value for state key `{key}` is {bytes} bytes of JSON; values are at most {MAX_VALUE_BYTES} bytes"
+    )]
+    ValueTooLarge { key: String, bytes: usize },
+}
+
+/// A checked state key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StateKey(String);
+
+impl StateKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for StateKey {
+    type Error = StateError;
+
+    fn try_from(key: String) -> Result<StateKey, StateError> {
+        if key.is_empty() {
+            return Err(StateError::EmptyKey);
+        }
+        if key.len() > MAX_KEY_BYTES {
+            let shown: String = key.chars().take(40).collect();
+            return Err(StateError::KeyTooLong {
+                shown,
+                bytes: key.len(),
+            });
+        }
+        if key.contains('\0') {
+            return Err(StateError::NulInKey(key.replace('\0', "\\0")));
+        }
+        Ok(StateKey(key))
+    }
+}
+
+impl TryFrom<&str> for StateKey {
+    type Error = StateError;
+
+    fn try_from(key: &str) -> Result<StateKey, StateError> {
+        StateKey::try_from(key.to_string())
+    }
+}
+
+impl From<StateKey> for String {
+    fn from(key: StateKey) -> String {
+        key.0
+    }
+}
+
+impl std::fmt::Display for StateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateWrite {
+    Set { key: StateKey, value: Value },
+    Delete { key: StateKey },
+}
+
+impl StateWrite {
+    pub fn key(&self) -> &StateKey {
+        match self {
+            StateWrite::Set { key, .. } | StateWrite::Delete { key } => key,
+        }
+    }
+}
+
+/// Writes applied together, in order, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StateBatch {
+    pub writes: Vec<StateWrite>,
+    /// The run that made them, kept beside each key it sets.
+    pub run_id: Option<String>,
+    /// The lease's fencing number when the run holds one.
+    pub fence: Option<i64>,
+}
+
+impl StateBatch {
+    /// Each value as the JSON text to store, checked for size.
+    pub(crate) fn texts(&self) -> Result<Vec<(&str, Option<String>)>, StateError> {
+        self.writes
+            .iter()
+            .map(|w| match w {
+                StateWrite::Set { key, value } => {
+                    let text = value.to_string();
+                    if text.len() > MAX_VALUE_BYTES {
+                        return Err(StateError::ValueTooLarge {
+                            key: key.to_string(),
+                            bytes: text.len(),
+                        });
+                    }
+                    Ok((key.as_str(), Some(text)))
+                }
+                StateWrite::Delete { key } => Ok((key.as_str(), None)),
+            })
+            .collect()
+    }
+}
+
+/// A `list` call: keys starting with `prefix` (empty: all), after
+/// `start_after` when given, in byte order, at most `limit` of them
+/// (capped at [`MAX_PAGE`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateQuery {
+    pub prefix: String,
+    pub start_after: Option<String>,
+    pub limit: usize,
+}
+
+impl StateQuery {
+    pub(crate) fn page_size(&self) -> usize {
+        self.limit.clamp(1, MAX_PAGE)
+    }
+
+    /// The smallest key above every key that starts with the prefix, when
+    /// there is one: the range `prefix <= key < end` is the prefix's keys
+    /// in byte (code point) order, which an index scans directly.
+    pub(crate) fn prefix_end(&self) -> Option<String> {
+        let mut chars: Vec<char> = self.prefix.chars().collect();
+        while let Some(last) = chars.pop() {
+            let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+            if let Some(next) = next {
+                chars.push(next);
+                return Some(chars.into_iter().collect());
+            }
+        }
+        None
+    }
+}
+
+/// One stored entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateEntry {
+    pub key: String,
+    pub value: Value,
+}
+
+/// A page of a `list`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatePage {
+    pub entries: Vec<StateEntry>,
+    /// Whether more keys follow the last one; ask again with it as
+    /// `start_after`.
+    pub more: bool,
+}
+
+impl StatePage {
+    /// Builds a page from up to `size + 1` rows read.
+    pub(crate) fn from_rows(mut entries: Vec<StateEntry>, size: usize) -> StatePage {
+        let more = entries.len() > size;
+        entries.truncate(size);
+        StatePage { entries, more }
+    }
+}
+
+/// A stored value read back: text that does not parse (written by hand)
+/// comes back as a JSON string rather than an error.
+pub(crate) fn parse_value(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        assert!(StateKey::try_from("a").is_ok());
+        assert!(StateKey::try_from("é".repeat(256)).is_ok());
+        assert_eq!(StateKey::try_from(""), Err(StateError::EmptyKey));
+        let long = StateKey::try_from("x".repeat(513)).unwrap_err();
+        assert!(long.to_string().contains("513 bytes"), "{long}");
+        assert!(matches!(
+            StateKey::try_from("a\0b"),
+            Err(StateError::NulInKey(_))
+        ));
+    }
+
+    #[test]
+    fn a_prefix_ends_where_its_keys_do() {
+        let q = |p: &str| StateQuery {
+            prefix: p.into(),
+            ..StateQuery::default()
+        };
+        assert_eq!(q("user:").prefix_end().as_deref(), Some("user;"));
+        assert_eq!(q("").prefix_end(), None);
+        assert_eq!(q("a\u{10FFFF}").prefix_end().as_deref(), Some("b"));
+        // The next code point after the surrogate gap.
+        assert_eq!(q("\u{D7FF}").prefix_end().as_deref(), Some("\u{E000}"));
+    }
+
+    #[test]
+    fn large_values_are_refused() {
+        let key = StateKey::try_from("k").unwrap();
+        let batch = StateBatch {
+            writes: vec![StateWrite::Set {
+                key,
+                value: Value::String("x".repeat(MAX_VALUE_BYTES)),
+            }],
+            ..StateBatch::default()
+        };
+        assert!(matches!(
+            batch.texts(),
+            Err(StateError::ValueTooLarge { .. })
+        ));
+    }
+}

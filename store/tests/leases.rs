@@ -1,0 +1,303 @@
+//! Replica coordination in the store, each test once per backend from one
+//! body: a firing claimed by exactly one of many at once, a lease held,
+//! renewed, freed and taken over when it expires (its run recorded
+//! interrupted), writes fenced by the lease's number, and migrations when
+//! several processes open an empty database at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use common::{Db, Kind};
+use sluice_store::{
+    Acquired, Claim, Firing, HistoryWrite, LeaseGrant, NewRun, RunRef, RunStatus, StepStart,
+    StepStatus, Store, StoreError, Trigger,
+};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn grant(flow: &str, replica: &str, run: &str) -> LeaseGrant {
+    LeaseGrant {
+        flow: flow.into(),
+        replica: replica.into(),
+        token: format!("{replica}-token"),
+        run_id: run.into(),
+    }
+}
+
+fn new_run(id: &str, replica: &str) -> NewRun {
+    NewRun {
+        id: id.into(),
+        flow: "f".into(),
+        flow_file: "f.toml".into(),
+        trigger: Trigger::Schedule,
+        dry_run: false,
+        output_dir: String::new(),
+        replica: Some(replica.into()),
+    }
+}
+
+async fn granted(s: &Store, g: &LeaseGrant, ttl: Duration) -> i64 {
+    match s.acquire_lease(g, ttl).await.unwrap() {
+        Acquired::Granted { fence, .. } => fence,
+        held => panic!("expected the lease, got {held:?}"),
+    }
+}
+
+both!(
+    a_firing_is_claimed_by_exactly_one_of_many_at_once,
+    a_lease_is_held_renewed_freed_and_numbered,
+    an_expired_lease_is_taken_over_and_its_run_recorded_interrupted,
+    writes_of_a_run_whose_lease_moved_on_are_refused,
+    processes_opening_an_empty_database_at_once_migrate_it_once,
+);
+
+async fn a_firing_is_claimed_by_exactly_one_of_many_at_once(db: Db) {
+    let at = Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).unwrap();
+    let mut tasks = Vec::new();
+    for r in 0..6 {
+        // Each replica with a store of its own, as separate processes have.
+        let store = db.reopen().await;
+        tasks.push(tokio::spawn(async move {
+            let firing = Firing {
+                flow: "f".into(),
+                scheduled_at: at,
+                replica: format!("r{r}"),
+                run_id: format!("run-{r}"),
+            };
+            (r, store.claim_firing(&firing).await.unwrap())
+        }));
+    }
+    let mut won = Vec::new();
+    let mut lost_to = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (r, Claim::Won) => won.push(format!("r{r}")),
+            (_, Claim::Lost { replica }) => lost_to.push(replica),
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    assert_eq!(lost_to.len(), 5);
+    assert!(lost_to.iter().all(|r| *r == won[0]), "{lost_to:?}");
+    // The next second is a firing of its own; another flow's too.
+    let next = Firing {
+        flow: "f".into(),
+        scheduled_at: at + chrono::Duration::seconds(1),
+        replica: "r9".into(),
+        run_id: "run-9".into(),
+    };
+    assert_eq!(db.store.claim_firing(&next).await.unwrap(), Claim::Won);
+    let other = Firing {
+        flow: "g".into(),
+        ..next.clone()
+    };
+    assert_eq!(db.store.claim_firing(&other).await.unwrap(), Claim::Won);
+    assert_eq!(db.count("SELECT count(*) FROM firings").await, 3);
+}
+
+async fn a_lease_is_held_renewed_freed_and_numbered(db: Db) {
+    let s = &db.store;
+    let first = granted(s, &grant("f", "a", "r1"), MINUTE).await;
+    assert_eq!(first, 1);
+    // Held: another replica, or a second run here, is told who has it.
+    match s
+        .acquire_lease(&grant("f", "b", "r2"), MINUTE)
+        .await
+        .unwrap()
+    {
+        Acquired::Held { replica, run_id } => {
+            assert_eq!((replica.as_str(), run_id.as_deref()), ("a", Some("r1")))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another flow's lease is its own.
+    assert_eq!(granted(s, &grant("g", "b", "r3"), MINUTE).await, 1);
+    assert!(s.renew_lease("f", first, MINUTE).await.unwrap());
+    assert!(!s.renew_lease("f", first + 1, MINUTE).await.unwrap());
+    // A stale release changes nothing; the holder's frees it.
+    s.release_lease("f", first + 7).await.unwrap();
+    assert!(matches!(
+        s.acquire_lease(&grant("f", "b", "r2"), MINUTE)
+            .await
+            .unwrap(),
+        Acquired::Held { .. }
+    ));
+    s.release_lease("f", first).await.unwrap();
+    assert!(!s.renew_lease("f", first, MINUTE).await.unwrap());
+    let second = granted(s, &grant("f", "b", "r2"), MINUTE).await;
+    assert_eq!(second, first + 1);
+    // Nothing had expired: the sweep takes nothing.
+    assert!(s.take_over_expired("c").await.unwrap().is_empty());
+}
+
+async fn an_expired_lease_is_taken_over_and_its_run_recorded_interrupted(db: Db) {
+    let s = &db.store;
+    // A lease of no time has expired at once: no clock needs to be waited for.
+    let fence = granted(s, &grant("f", "a", "r1"), Duration::ZERO).await;
+    let run = RunRef {
+        id: "r1".into(),
+        flow: "f".into(),
+        fence: Some(fence),
+    };
+    let writes = vec![
+        HistoryWrite::StartRun(new_run("r1", "a")),
+        HistoryWrite::StartStep(StepStart {
+            step: "long".into(),
+            component: "c".into(),
+            input: serde_json::json!({}),
+            items_total: None,
+        }),
+    ];
+    s.write(&run, writes).await.unwrap();
+    let taken = s.take_over_expired("b").await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        (taken[0].run_id.as_deref(), taken[0].from_replica.as_str()),
+        (Some("r1"), "a")
+    );
+    assert_eq!(taken[0].fence, fence + 1);
+    let d = s.run_detail("r1").await.unwrap().unwrap();
+    assert_eq!(d.run.status, RunStatus::Interrupted);
+    let error = d.run.error.unwrap();
+    assert!(
+        error.contains("replica a stopped renewing the flow's lease")
+            && error.contains("recorded as interrupted by replica b"),
+        "{error}"
+    );
+    assert_eq!(d.steps[0].status, StepStatus::Interrupted);
+    // Taken once: the lease is free now, and the next run takes it.
+    assert!(s.take_over_expired("c").await.unwrap().is_empty());
+    assert_eq!(granted(s, &grant("f", "c", "r2"), MINUTE).await, fence + 2);
+    // An expired lease found by the next taker is settled the same way.
+    let h = granted(s, &grant("h", "a", "r3"), Duration::ZERO).await;
+    let r3 = RunRef {
+        id: "r3".into(),
+        flow: "h".into(),
+        fence: Some(h),
+    };
+    let mut r3_new = new_run("r3", "a");
+    r3_new.flow = "h".into();
+    s.write_one(&r3, HistoryWrite::StartRun(r3_new))
+        .await
+        .unwrap();
+    match s
+        .acquire_lease(&grant("h", "b", "r4"), MINUTE)
+        .await
+        .unwrap()
+    {
+        Acquired::Granted { fence, took_over } => {
+            assert_eq!(fence, h + 1);
+            let t = took_over.unwrap();
+            assert_eq!(
+                (t.run_id.as_deref(), t.from_replica.as_str()),
+                (Some("r3"), "a")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let r3 = s.run_detail("r3").await.unwrap().unwrap();
+    assert_eq!(r3.run.status, RunStatus::Interrupted);
+}
+
+async fn writes_of_a_run_whose_lease_moved_on_are_refused(db: Db) {
+    let s = &db.store;
+    let fence = granted(s, &grant("f", "a", "r1"), Duration::ZERO).await;
+    let stale = RunRef {
+        id: "r1".into(),
+        flow: "f".into(),
+        fence: Some(fence),
+    };
+    s.write_one(&stale, HistoryWrite::StartRun(new_run("r1", "a")))
+        .await
+        .unwrap();
+    s.take_over_expired("b").await.unwrap();
+    let next = granted(s, &grant("f", "b", "r2"), MINUTE).await;
+    let owner = RunRef {
+        id: "r2".into(),
+        flow: "f".into(),
+        fence: Some(next),
+    };
+    s.write_one(&owner, HistoryWrite::StartRun(new_run("r2", "b")))
+        .await
+        .unwrap();
+    // The paused replica wakes and tries to finish its run, start a new
+    // one, or write into the new owner's run: all refused.
+    for (target, write) in [
+        (
+            stale.clone(),
+            HistoryWrite::FinishRun {
+                status: RunStatus::Succeeded,
+                error: None,
+            },
+        ),
+        (
+            RunRef {
+                id: "r9".into(),
+                ..stale.clone()
+            },
+            HistoryWrite::StartRun(new_run("r9", "a")),
+        ),
+        (
+            RunRef {
+                id: "r2".into(),
+                ..stale.clone()
+            },
+            HistoryWrite::FinishRun {
+                status: RunStatus::Failed,
+                error: Some("stale".into()),
+            },
+        ),
+    ] {
+        let err = s.write_one(&target, write).await.unwrap_err();
+        assert!(matches!(err, StoreError::Fenced { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("no longer holds the flow's lease"),
+            "{err}"
+        );
+    }
+    let r1 = s.run_detail("r1").await.unwrap().unwrap().run;
+    assert_eq!(r1.status, RunStatus::Interrupted);
+    assert_eq!(r1.fence, Some(fence));
+    let r2 = s.run_detail("r2").await.unwrap().unwrap().run;
+    assert_eq!((r2.status, r2.fence), (RunStatus::Running, Some(next)));
+    assert!(s.run_detail("r9").await.unwrap().is_none());
+    // The owner's own writes land.
+    let end = HistoryWrite::FinishRun {
+        status: RunStatus::Succeeded,
+        error: None,
+    };
+    s.write_one(&owner, end).await.unwrap();
+}
+
+async fn processes_opening_an_empty_database_at_once_migrate_it_once(db: Db) {
+    // A second, empty database of the same kind.
+    let location = match db.kind {
+        Kind::Sqlite => {
+            let dir = tempfile::tempdir().unwrap().keep();
+            sluice_store::Location::Sqlite(sluice_store::path_in(&dir))
+        }
+        Kind::Postgres => sluice_store::Location::Postgres(
+            sluice_store::testing::TempPostgres::shared()
+                .new_database()
+                .await,
+        ),
+    };
+    let opens: Vec<_> = (0..3)
+        .map(|_| {
+            let location = location.clone();
+            tokio::spawn(async move { Store::open(&location).await })
+        })
+        .collect();
+    for open in opens {
+        let store = open.await.unwrap().unwrap();
+        assert!(store.schema_version().await.unwrap() > 0);
+    }
+    if db.kind == Kind::Postgres {
+        let store = Store::open(&location).await.unwrap();
+        let version = store.schema_version().await.unwrap();
+        assert_eq!(version, sluice_store::postgres::schema::SCHEMA_VERSION);
+    }
+}
