@@ -152,8 +152,9 @@ pub async fn migrate(client: &mut Client, location: &Location) -> Result<(), Sto
 }
 
 /// Creates the version table when missing. Two replicas may both find it
-/// missing; the loser's error (the table or its type already exists) means
-/// the work is done.
+/// missing; the loser's error (the table, its type or its index already
+/// exists: PostgreSQL reports the race in several ways) means the work is
+/// done, which the table being there now confirms.
 async fn create_schema_table(client: &Client) -> Result<(), tokio_postgres::Error> {
     let result = client
         .batch_execute(
@@ -164,15 +165,20 @@ async fn create_schema_table(client: &Client) -> Result<(), tokio_postgres::Erro
             )",
         )
         .await;
-    match result {
-        Err(e)
-            if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
-        {
-            Ok(())
-        }
-        other => other,
+    let Err(e) = result else { return Ok(()) };
+    let raced = [
+        SqlState::UNIQUE_VIOLATION,
+        SqlState::DUPLICATE_TABLE,
+        SqlState::DUPLICATE_OBJECT,
+    ];
+    if !e.code().is_some_and(|c| raced.contains(c)) {
+        return Err(e);
     }
+    let exists: bool = client
+        .query_one("SELECT to_regclass('sluice_schema') IS NOT NULL", &[])
+        .await?
+        .try_get(0)?;
+    if exists { Ok(()) } else { Err(e) }
 }
 
 /// How many migrations the database has had.
