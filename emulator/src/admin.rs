@@ -1,11 +1,15 @@
 //! The admin view: the state as JSON for tests, a readable page for people,
-//! and faults set at run time. No auth: it listens on loopback only, and
+//! faults set at run time, and changes to the Entra tenant between runs (a
+//! member leaves or joins a group, an account is disabled, a user deleted).
+//! No auth: it listens on loopback only, and
 //! answers only requests addressed to it (see [`crate::addressing`]).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use html_escape::encode_text as esc;
+use serde::Deserialize;
 
 use crate::faults::Faults;
 use crate::state::Shared;
@@ -16,7 +20,7 @@ pub async fn state(State(s): State<Shared>) -> Response {
 
 pub async fn set_faults(State(s): State<Shared>, Json(faults): Json<Faults>) -> Response {
     s.set_faults(faults);
-    axum::http::StatusCode::NO_CONTENT.into_response()
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// The faults in force, as JSON (what `PUT /_admin/faults` takes).
@@ -82,4 +86,54 @@ pub async fn page(State(s): State<Shared>) -> Html<String> {
     }
     out.push_str("</table>");
     Html(out)
+}
+
+fn done(found: bool) -> Response {
+    if found {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}
+
+/// `POST /_admin/groups/{group}/members/{user}`: the user joins the group.
+pub async fn add_member(
+    State(s): State<Shared>,
+    Path((group, user)): Path<(String, String)>,
+) -> Response {
+    done(s.lock().add_member(&group, &user))
+}
+
+/// `DELETE /_admin/groups/{group}/members/{member}`: the member leaves it.
+pub async fn remove_member(
+    State(s): State<Shared>,
+    Path((group, member)): Path<(String, String)>,
+) -> Response {
+    done(s.lock().remove_member(&group, &member))
+}
+
+/// What `PATCH /_admin/users/{id}` may change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UserChange {
+    pub account_enabled: bool,
+}
+
+/// `PATCH /_admin/users/{id}` with `{"accountEnabled": false}` disables the
+/// Entra account (`true` enables it again).
+pub async fn change_user(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    Json(change): Json<UserChange>,
+) -> Response {
+    done(
+        s.lock()
+            .scenario
+            .set_account_enabled(&id, change.account_enabled),
+    )
+}
+
+/// `DELETE /_admin/users/{id}`: the Entra user is deleted and leaves every group.
+pub async fn delete_user(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    done(s.lock().delete_user(&id))
 }

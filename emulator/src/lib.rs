@@ -21,7 +21,7 @@ pub mod scenario;
 pub mod state;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use tokio::sync::oneshot;
 
 pub use config::PagingHeaders;
@@ -50,6 +50,14 @@ pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
         .route("/_admin", get(admin::page))
         .route("/_admin/state", get(admin::state))
         .route("/_admin/faults", put(admin::set_faults).get(admin::faults))
+        .route(
+            "/_admin/groups/{group}/members/{member}",
+            post(admin::add_member).delete(admin::remove_member),
+        )
+        .route(
+            "/_admin/users/{id}",
+            patch(admin::change_user).delete(admin::delete_user),
+        )
         .nest("/v1.0", graph::router(shared.clone()))
         .nest("/rest/v1.0", procore::router(shared.clone()))
         .layer(axum::middleware::from_fn_with_state(
@@ -151,6 +159,33 @@ impl RunningEmulator {
     /// Replaces the faults; request ordinals and target counts start again.
     pub fn set_faults(&self, faults: Faults) {
         self.shared.set_faults(faults);
+    }
+
+    /// Removes a member (by object id) from a group's direct members, as an
+    /// admin does in Entra between runs; false when there is no such
+    /// group or member.
+    pub fn remove_member(&self, group_id: &str, member_id: &str) -> bool {
+        self.shared.lock().remove_member(group_id, member_id)
+    }
+
+    /// Makes an existing user a direct member of a group again; false when
+    /// either does not exist or the user already is one.
+    pub fn add_member(&self, group_id: &str, user_id: &str) -> bool {
+        self.shared.lock().add_member(group_id, user_id)
+    }
+
+    /// Disables (or enables) an Entra account; false when there is no such user.
+    pub fn set_account_enabled(&self, user_id: &str, enabled: bool) -> bool {
+        self.shared
+            .lock()
+            .scenario
+            .set_account_enabled(user_id, enabled)
+    }
+
+    /// Deletes an Entra user, who leaves every group; false when there is
+    /// no such user.
+    pub fn delete_user(&self, user_id: &str) -> bool {
+        self.shared.lock().delete_user(user_id)
     }
 
     pub async fn shutdown(mut self) {

@@ -692,6 +692,80 @@ impl Scenario {
     }
 }
 
+/// Changes to the directory between runs, as an admin makes them: a member
+/// leaves or joins a group, an account is disabled, a user is deleted.
+impl Scenario {
+    /// Removes `member_id` from the group's direct members; false when the
+    /// group does not exist or does not hold it.
+    pub fn remove_member(&mut self, group_id: &str, member_id: &str) -> bool {
+        let Some(group) = self.groups.iter_mut().find(|g| g.id == group_id) else {
+            return false;
+        };
+        let before = group.members.len();
+        group.members.retain(|m| m.id() != member_id);
+        group.members.len() != before
+    }
+
+    /// Makes an existing user a direct member of the group; false when
+    /// either does not exist or the user is already a member.
+    pub fn add_member(&mut self, group_id: &str, user_id: &str) -> bool {
+        if self.user(user_id).is_none() {
+            return false;
+        }
+        let Some(group) = self.groups.iter_mut().find(|g| g.id == group_id) else {
+            return false;
+        };
+        if group.members.iter().any(|m| m.id() == user_id) {
+            return false;
+        }
+        group.members.push(Member::User {
+            id: user_id.to_string(),
+        });
+        true
+    }
+
+    /// Enables or disables an Entra account; false when there is no such user.
+    pub fn set_account_enabled(&mut self, user_id: &str, enabled: bool) -> bool {
+        match self.graph_users.iter_mut().find(|u| u.id == user_id) {
+            Some(u) => {
+                u.account_enabled = enabled;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deletes a user, who leaves every group as in Entra; returns the ids
+    /// of the groups it left, or `None` when there is no such user.
+    pub fn delete_user(&mut self, user_id: &str) -> Option<Vec<String>> {
+        let position = self.graph_users.iter().position(|u| u.id == user_id)?;
+        self.graph_users.remove(position);
+        // Positions after it moved: look-ups must not fall back to scans.
+        self.index = OnceLock::new();
+        let mut left = Vec::new();
+        for group in &mut self.groups {
+            let before = group.members.len();
+            group.members.retain(|m| m.id() != user_id);
+            if group.members.len() != before {
+                left.push(group.id.clone());
+            }
+        }
+        Some(left)
+    }
+}
+
+impl Member {
+    /// The member's object id.
+    pub fn id(&self) -> &str {
+        match self {
+            Member::User { id }
+            | Member::Group { id }
+            | Member::Device { id, .. }
+            | Member::ServicePrincipal { id, .. } => id,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

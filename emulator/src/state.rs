@@ -1,6 +1,6 @@
 //! The emulators' shared, in-memory state and the request log.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::config::EmulatorConfig;
 use crate::faults::Faults;
-use crate::scenario::{ProcoreUser, ProjectUser, Scenario};
+use crate::scenario::{Member, ProcoreUser, ProjectUser, Scenario};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SentMail {
@@ -42,8 +42,70 @@ pub struct Token {
     pub calls: u32,
 }
 
+/// Look-ups that would otherwise scan every Procore user: where each user
+/// is by id, every login and email address taken (trimmed, lower case; in
+/// this company or, for logins, another), and who is on which project. A
+/// 100k-user company is created into and served without a scan per request.
+#[derive(Debug, Default)]
+pub struct ProcoreIndex {
+    positions: HashMap<u64, usize>,
+    taken: HashSet<String>,
+    memberships: HashSet<(u64, u64)>,
+}
+
+fn key(value: &str) -> String {
+    value.trim().to_lowercase()
+}
+
+impl ProcoreIndex {
+    fn of(scenario: &Scenario) -> Self {
+        let mut index = ProcoreIndex::default();
+        for (i, u) in scenario.procore_users.iter().enumerate() {
+            index.add_user(i, u);
+        }
+        index
+            .taken
+            .extend(scenario.taken_elsewhere.iter().map(|t| key(t)));
+        index.memberships = scenario
+            .project_users
+            .iter()
+            .map(|p| (p.project_id, p.user_id))
+            .collect();
+        index
+    }
+
+    fn add_user(&mut self, position: usize, u: &ProcoreUser) {
+        self.positions.entry(u.id).or_insert(position);
+        for value in [&u.login, &u.email_address] {
+            if !value.trim().is_empty() {
+                self.taken.insert(key(value));
+            }
+        }
+    }
+
+    /// Whether a login or email address is held by any Procore user.
+    pub fn is_taken(&self, value: &str) -> bool {
+        self.taken.contains(&key(value))
+    }
+}
+
+/// A change to a group's direct members, kept in order for Graph delta.
+#[derive(Debug, Clone)]
+pub struct MembershipChange {
+    pub group_id: String,
+    pub member: Member,
+    /// Joined, or left (removed, or the object deleted).
+    pub joined: bool,
+}
+
 pub struct Data {
     pub scenario: Scenario,
+    /// Every membership change since the emulator started; a change's
+    /// sequence number is its position plus one.
+    pub membership_changes: Vec<MembershipChange>,
+    /// Bumped to expire every delta token issued so far.
+    pub delta_epoch: u64,
+    pub procore_index: ProcoreIndex,
     pub mails: Vec<SentMail>,
     pub log: Vec<LoggedRequest>,
     pub tokens: HashMap<String, Token>,
@@ -56,6 +118,109 @@ pub struct Data {
     pub procore_window: (u64, u32),
     pub graph_window: (u64, u32),
     pub token_counter: u64,
+}
+
+/// Directory changes between runs, recorded for delta.
+impl Data {
+    pub fn remove_member(&mut self, group_id: &str, member_id: &str) -> bool {
+        let member = self
+            .scenario
+            .group(group_id)
+            .and_then(|g| g.members.iter().find(|m| m.id() == member_id))
+            .cloned();
+        let Some(member) = member else {
+            return false;
+        };
+        self.scenario.remove_member(group_id, member_id);
+        self.membership_changes.push(MembershipChange {
+            group_id: group_id.to_string(),
+            member,
+            joined: false,
+        });
+        true
+    }
+
+    pub fn add_member(&mut self, group_id: &str, user_id: &str) -> bool {
+        if !self.scenario.add_member(group_id, user_id) {
+            return false;
+        }
+        self.membership_changes.push(MembershipChange {
+            group_id: group_id.to_string(),
+            member: Member::User {
+                id: user_id.to_string(),
+            },
+            joined: true,
+        });
+        true
+    }
+
+    pub fn delete_user(&mut self, user_id: &str) -> bool {
+        let Some(left) = self.scenario.delete_user(user_id) else {
+            return false;
+        };
+        for group_id in left {
+            self.membership_changes.push(MembershipChange {
+                group_id,
+                member: Member::User {
+                    id: user_id.to_string(),
+                },
+                joined: false,
+            });
+        }
+        true
+    }
+}
+
+impl Data {
+    pub fn procore_user(&self, id: u64) -> Option<&ProcoreUser> {
+        let &i = self.procore_index.positions.get(&id)?;
+        self.scenario.procore_users.get(i).filter(|u| u.id == id)
+    }
+
+    pub fn procore_user_mut(&mut self, id: u64) -> Option<&mut ProcoreUser> {
+        let &i = self.procore_index.positions.get(&id)?;
+        self.scenario
+            .procore_users
+            .get_mut(i)
+            .filter(|u| u.id == id)
+    }
+
+    pub fn add_procore_user(&mut self, user: ProcoreUser) {
+        let position = self.scenario.procore_users.len();
+        self.procore_index.add_user(position, &user);
+        self.scenario.procore_users.push(user);
+    }
+
+    /// Puts a user on a project, unless already there; returns the
+    /// membership as it stands.
+    pub fn add_to_project(&mut self, member: ProjectUser) -> ProjectUser {
+        let key = (member.project_id, member.user_id);
+        if self.procore_index.memberships.insert(key) {
+            self.scenario.project_users.push(member.clone());
+            return member;
+        }
+        self.scenario
+            .project_users
+            .iter()
+            .find(|p| (p.project_id, p.user_id) == key)
+            .cloned()
+            .unwrap_or(member)
+    }
+
+    /// Takes a user off a project; false when not on it.
+    pub fn remove_from_project(&mut self, project_id: u64, user_id: u64) -> bool {
+        if !self
+            .procore_index
+            .memberships
+            .remove(&(project_id, user_id))
+        {
+            return false;
+        }
+        self.scenario
+            .project_users
+            .retain(|p| (p.project_id, p.user_id) != (project_id, user_id));
+        true
+    }
 }
 
 #[derive(Clone)]
@@ -77,6 +242,9 @@ impl Shared {
             .unwrap_or(1000)
             + 1;
         let data = Data {
+            membership_changes: Vec::new(),
+            delta_epoch: 0,
+            procore_index: ProcoreIndex::of(&config.scenario),
             scenario: config.scenario.clone(),
             mails: Vec::new(),
             log: Vec::new(),

@@ -1,0 +1,206 @@
+//! The company directory: active and inactive users, create with the
+//! nested `{"user": …}` body, update (`is_active: false` deactivates) and
+//! reactivation.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::paging::paged;
+use super::{company_check, errors, nested_user, text, user_json};
+use crate::api::{get, query_pairs};
+use crate::scenario::ProcoreUser;
+use crate::state::Shared;
+
+fn list(
+    s: Shared,
+    headers: HeaderMap,
+    company: String,
+    query: Option<String>,
+    active: bool,
+    path: String,
+) -> Response {
+    if let Err(r) = company_check(&s, &headers, Some(&company)) {
+        return r;
+    }
+    let pairs = query_pairs(query.as_deref());
+    let search = get(&pairs, "filters[search]")
+        .map(str::to_lowercase)
+        .filter(|q| !q.is_empty());
+    let d = s.lock();
+    let users: Vec<&ProcoreUser> = d
+        .scenario
+        .procore_users
+        .iter()
+        .filter(|u| u.is_active == active)
+        .filter(|u| {
+            // Procore: first name, last name, email address, job title
+            // (keywords and company name are not modelled); not the login.
+            search.as_ref().is_none_or(|q| {
+                [
+                    u.first_name.as_str(),
+                    u.last_name.as_str(),
+                    u.email_address.as_str(),
+                    u.job_title.as_deref().unwrap_or(""),
+                ]
+                .iter()
+                .any(|f| f.to_lowercase().contains(q.as_str()))
+                    || format!("{} {}", u.first_name, u.last_name)
+                        .to_lowercase()
+                        .contains(q.as_str())
+            })
+        })
+        .collect();
+    paged(&s, &path, &pairs, &users, |u| user_json(u))
+}
+
+pub async fn active(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(company): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let path = format!("/rest/v1.0/companies/{company}/users");
+    list(s, headers, company, q, true, path)
+}
+
+pub async fn inactive(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(company): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let path = format!("/rest/v1.0/companies/{company}/users/inactive");
+    list(s, headers, company, q, false, path)
+}
+
+/// The fields of a user to create, checked as Procore checks them.
+fn new_user(body: &str) -> Result<(String, String, Value), Response> {
+    let user = nested_user(body)?;
+    let mut missing = serde_json::Map::new();
+    for field in ["last_name", "email_address"] {
+        if text(&user, field).is_none() {
+            missing.insert(field.into(), json!(["can't be blank"]));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(errors(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Value::Object(missing),
+        ));
+    }
+    let email = text(&user, "email_address").unwrap_or_default();
+    let login = text(&user, "login").unwrap_or_else(|| email.clone());
+    Ok((login, email, user))
+}
+
+/// `POST /rest/v1.0/companies/{company_id}/users`: 201 with the user, or
+/// the configured conflict status when the login or the email address is
+/// taken (logins are global: a user of another company may hold one).
+pub async fn create(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(company): Path<String>,
+    body: String,
+) -> Response {
+    if let Err(r) = company_check(&s, &headers, Some(&company)) {
+        return r;
+    }
+    let (login, email, user) = match new_user(&body) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let conflict =
+        StatusCode::from_u16(s.config.conflict_status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+    let mut d = s.lock();
+    for (field, value) in [("login", &login), ("email_address", &email)] {
+        if d.procore_index.is_taken(value) {
+            return errors(conflict, json!({ field: ["has already been taken"] }));
+        }
+    }
+    let id = d.next_procore_id;
+    d.next_procore_id += 1;
+    let now = chrono::Utc::now().to_rfc3339();
+    let flag =
+        |name: &str, default: bool| user.get(name).and_then(Value::as_bool).unwrap_or(default);
+    let created = ProcoreUser {
+        id,
+        login,
+        email_address: email,
+        first_name: text(&user, "first_name").unwrap_or_default(),
+        last_name: text(&user, "last_name").unwrap_or_default(),
+        is_active: flag("is_active", true),
+        is_employee: flag("is_employee", false),
+        job_title: text(&user, "job_title"),
+        created_by_api: true,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let body = user_json(&created);
+    d.add_procore_user(created);
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// `PATCH /rest/v1.0/companies/{company_id}/users/{id}` with
+/// `{"user": {…}}`: updates names and `is_active`; `is_active: false`
+/// deactivates (the user moves to the inactive list and keeps its project
+/// memberships, as in Procore). 200 with the user.
+pub async fn update(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((company, user_id)): Path<(String, u64)>,
+    body: String,
+) -> Response {
+    if let Err(r) = company_check(&s, &headers, Some(&company)) {
+        return r;
+    }
+    let changes = match nested_user(&body) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let mut d = s.lock();
+    let Some(u) = d.procore_user_mut(user_id) else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            json!(format!("User {user_id} not found")),
+        );
+    };
+    if let Some(active) = changes.get("is_active").and_then(Value::as_bool) {
+        u.is_active = active;
+    }
+    for (field, slot) in [
+        ("first_name", &mut u.first_name),
+        ("last_name", &mut u.last_name),
+    ] {
+        if let Some(v) = text(&changes, field) {
+            *slot = v;
+        }
+    }
+    u.updated_at = chrono::Utc::now().to_rfc3339();
+    Json(user_json(u)).into_response()
+}
+
+/// `PATCH /rest/v1.0/companies/{company_id}/users/inactive/{id}` (no
+/// body): Procore's "Reactivate company user". 200 with the user; a user
+/// who is not on the inactive list (unknown, or active) is a 404.
+pub async fn reactivate(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((company, user_id)): Path<(String, u64)>,
+) -> Response {
+    if let Err(r) = company_check(&s, &headers, Some(&company)) {
+        return r;
+    }
+    let mut d = s.lock();
+    let Some(u) = d.procore_user_mut(user_id).filter(|u| !u.is_active) else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            json!(format!("Inactive user {user_id} not found")),
+        );
+    };
+    u.is_active = true;
+    u.updated_at = chrono::Utc::now().to_rfc3339();
+    Json(user_json(u)).into_response()
+}
