@@ -354,7 +354,7 @@ fn stop_mid_run(sig: &str) {
     assert_eq!(code, 0, "{stderr}");
     let h = history(data.path());
     let runs: Vec<_> = h
-        .list_runs(None, 10)
+        .list_runs(None, 100)
         .unwrap()
         .into_iter()
         .filter(|r| r.status != "skipped")
@@ -449,18 +449,19 @@ fn a_killed_run_leaves_a_readable_partial_record() {
     );
 }
 
+/// Whether a running run is in `step` (the newest runs may be skipped
+/// firings, recorded while it goes).
 fn h_step_running(data: &Path, step: &str) -> bool {
     let h = history(data);
-    let Ok(runs) = h.list_runs(None, 1) else {
+    let Ok(runs) = h.list_runs(None, 50) else {
         return false;
     };
-    let Some(run) = runs.first() else {
-        return false;
-    };
-    h.run_detail(&run.id).ok().flatten().is_some_and(|d| {
-        d.steps
-            .iter()
-            .any(|s| s.step_id == step && s.status == "running")
+    runs.iter().filter(|r| r.status == "running").any(|run| {
+        h.run_detail(&run.id).ok().flatten().is_some_and(|d| {
+            d.steps
+                .iter()
+                .any(|s| s.step_id == step && s.status == "running")
+        })
     })
 }
 
@@ -756,7 +757,7 @@ fn slow_flow(dir: &Path) {
 fn the_interrupted_run(data: &Path) -> sluice_store::RunDetail {
     let h = history(data);
     let runs: Vec<_> = h
-        .list_runs(None, 10)
+        .list_runs(None, 100)
         .unwrap()
         .into_iter()
         .filter(|r| r.status != "skipped")

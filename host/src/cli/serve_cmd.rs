@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::Args;
@@ -15,6 +16,7 @@ use super::run_cmd::engine_for;
 use crate::flow::Flow;
 use crate::run::recorder::{HistoryWriter, RecordAs, Recorder};
 use crate::run::{Fanout, Observer, RunOptions, Runner};
+use crate::scheduler::replicas::Replica;
 use crate::scheduler::{Host, Scheduler};
 
 #[derive(Debug, Args)]
@@ -31,12 +33,26 @@ pub struct ServeArgs {
     /// The name this replica records its runs under [default: the host name]
     #[arg(long, env = "SLUICE_REPLICA", default_value_t = sluice_store::process::host_name())]
     pub replica: String,
+    /// How long a flow's lease lasts unless renewed: a replica that dies
+    /// mid-run has its run taken over (recorded interrupted) after about this
+    #[arg(long, env = "SLUICE_LEASE", default_value = "30s", value_parser = parse_lease)]
+    pub lease: Duration,
+}
+
+/// A lease of at least a second: renewals every third of it must be able
+/// to reach the store in time.
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if lease < Duration::from_secs(1) {
+        return Err(format!("`{text}` is too short; a lease lasts at least 1s"));
+    }
+    Ok(lease)
 }
 
 struct ServeHost {
     writer: Arc<HistoryWriter>,
+    replica: Arc<Replica>,
     data_dir: PathBuf,
-    replica: String,
     verbose: bool,
 }
 
@@ -62,15 +78,15 @@ impl Host for ServeHost {
     fn observer(
         &self,
         flow: &Flow,
-        _run_id: &str,
+        run_id: &str,
         trigger: &str,
         _options: &RunOptions,
     ) -> Arc<dyn Observer> {
         let record_as = RecordAs {
             flow_file: flow.source.path.display().to_string(),
             trigger: trigger.parse().unwrap_or(Trigger::Schedule),
-            replica: Some(self.replica.clone()),
-            fence: None,
+            replica: Some(self.replica.name.clone()),
+            fence: self.replica.fence_of(run_id),
         };
         let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(self.writer.clone(), record_as));
         let mode = if self.verbose {
@@ -81,8 +97,32 @@ impl Host for ServeHost {
         Arc::new(Fanout(vec![Arc::new(Progress::new(mode, false)), recorder]))
     }
 
-    fn record_skipped(&self, flow: &Flow, reason: &str) {
-        let id = crate::run::new_run_id();
+    async fn claim(&self, flow: &Flow, at: chrono::DateTime<chrono::Utc>, run_id: &str) -> bool {
+        self.replica.claim(&flow.name, at, run_id).await
+    }
+
+    async fn begin(
+        &self,
+        flow: &Flow,
+        run_id: &str,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<(), String> {
+        self.replica
+            .begin(&flow.name, run_id, cancel)
+            .await
+            .map(|_| ())
+            .map_err(|busy| busy.0)
+    }
+
+    async fn end(&self, run_id: &str) {
+        // The run's record first: once the lease is free, another replica
+        // may take it, and a write still queued would then be refused.
+        self.writer.flush().await;
+        self.replica.end(run_id).await;
+    }
+
+    fn record_skipped(&self, flow: &Flow, run_id: &str, reason: &str) {
+        let id = run_id.to_string();
         let run = NewRun {
             id: id.clone(),
             flow: flow.name.clone(),
@@ -90,7 +130,7 @@ impl Host for ServeHost {
             trigger: Trigger::Schedule,
             dry_run: false,
             output_dir: String::new(),
-            replica: Some(self.replica.clone()),
+            replica: Some(self.replica.name.clone()),
         };
         self.writer.write(
             &RunRef::unfenced(id, &flow.name),
@@ -110,8 +150,11 @@ impl Host for ServeHost {
     }
 
     fn flush(&self) -> impl Future<Output = ()> + Send {
-        let writer = self.writer.clone();
-        async move { writer.flush().await }
+        let (writer, replica) = (self.writer.clone(), self.replica.clone());
+        async move {
+            writer.flush().await;
+            replica.end_all().await;
+        }
     }
 
     fn output_dir(&self, run_id: &str) -> PathBuf {
@@ -132,8 +175,13 @@ impl ServeHost {
             RunStatus::Failed => "the run stopped before this step",
             _ => "the run was interrupted",
         };
+        let run = RunRef {
+            id: run_id.to_string(),
+            flow: flow.name.clone(),
+            fence: self.replica.fence_of(run_id),
+        };
         self.writer.write(
-            &RunRef::unfenced(run_id, &flow.name),
+            &run,
             vec![
                 HistoryWrite::EndUnfinished {
                     status,
@@ -171,10 +219,19 @@ pub async fn serve(
     database: &Location,
 ) -> anyhow::Result<ExitCode> {
     let store = open_store(database).await?;
+    let say: Arc<dyn Fn(String) + Send + Sync> =
+        Arc::new(|line: String| eprintln!("{}", super::terminal::lines(&line)));
+    let replica = Arc::new(Replica::new(
+        store.clone(),
+        args.replica.clone(),
+        args.lease,
+        say,
+    ));
+    let sweep = replica.sweep();
     let host = Arc::new(ServeHost {
         writer: HistoryWriter::start(store),
+        replica,
         data_dir: data_dir.to_path_buf(),
-        replica: args.replica.clone(),
         verbose: args.verbose,
     });
     let runner = Runner::new(engine_for(data_dir)?)?;
@@ -192,11 +249,14 @@ pub async fn serve(
     }
     let signals = super::signals::watch(true)?;
     eprintln!(
-        "serving {} flow(s); history in {}; Ctrl-C or SIGTERM stops, SIGHUP rescans the flow files",
+        "serving {} flow(s) as replica {} (leases of {}); history in {}; Ctrl-C or SIGTERM stops, SIGHUP rescans the flow files",
         scheduler.flow_count(),
+        super::terminal::line(&args.replica),
+        humantime::format_duration(args.lease),
         database
     );
     scheduler.serve(signals.stop, signals.reload).await;
+    sweep.abort();
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,10 @@
 //! - Each served flow file has a timer ([`timer`]) that sends its firings;
 //!   the serving loop starts the runs, so state lives in one place.
 //! - A firing that comes while the flow's previous run is still going is
-//!   skipped and recorded as skipped. Runs of different flows overlap
+//!   skipped and recorded as skipped.
+//! - Several replicas may serve the same flows on one store: each firing
+//!   is claimed by exactly one of them, and a run holds its flow's lease
+//!   while it goes ([`replicas`]; the [`Host`] asks the store). Runs of different flows overlap
 //!   freely. Missed firings are not replayed ([`timer`]).
 //! - Flow files are watched by content ([`sources`]): a changed file is
 //!   reloaded at its next firing and at every rescan — each
@@ -20,6 +23,7 @@
 //!   keeps firing.
 
 pub mod clock;
+pub mod replicas;
 pub mod sources;
 pub mod timer;
 
@@ -55,13 +59,35 @@ pub trait Host: Send + Sync + 'static {
         trigger: &str,
         options: &RunOptions,
     ) -> Arc<dyn Observer>;
-    /// Records a firing skipped because the previous run was still going.
-    fn record_skipped(&self, flow: &Flow, reason: &str);
+    /// Whether this host takes the firing of `flow` at `at`, to run it as
+    /// `run_id` (of several replicas on one store, exactly one does).
+    fn claim(
+        &self,
+        flow: &Flow,
+        at: DateTime<Utc>,
+        run_id: &str,
+    ) -> impl Future<Output = bool> + Send;
+    /// Takes what a run needs before it starts (the flow's lease, kept
+    /// while it runs; `cancel` stops the run if it is lost); `Err` says
+    /// why the run cannot start now.
+    fn begin(
+        &self,
+        flow: &Flow,
+        run_id: &str,
+        cancel: Arc<AtomicBool>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// A run's task is over: once its record is written, what
+    /// [`Host::begin`] took is given back.
+    fn end(&self, run_id: &str) -> impl Future<Output = ()> + Send;
+    /// Records a firing skipped because the previous run was still going,
+    /// as run `run_id` (the id its claim named).
+    fn record_skipped(&self, flow: &Flow, run_id: &str, reason: &str);
     /// Records a run that was stopped without finishing.
     fn record_interrupted(&self, flow: &Flow, run_id: &str, reason: &str);
     /// Records a run whose task died (a panic) before it could end itself.
     fn record_failed(&self, flow: &Flow, run_id: &str, reason: &str);
-    /// Resolves once everything recorded so far is written.
+    /// Resolves once everything recorded so far is written (when the host
+    /// stops, it also gives back what runs still hold).
     fn flush(&self) -> impl Future<Output = ()> + Send;
     fn output_dir(&self, run_id: &str) -> PathBuf;
     /// A line for the operator (stderr).
@@ -152,6 +178,9 @@ struct InFlight {
     cancel: Arc<AtomicBool>,
     /// The run's own redactor, which knows the tokens it obtained too.
     redactor: Redactor,
+    /// Whether the run started: a firing another replica claimed, or one
+    /// skipped, has no run to record.
+    started: Arc<AtomicBool>,
 }
 
 /// What exists only while serving.
@@ -379,7 +408,9 @@ impl<H: Host> Scheduler<H> {
             };
             let _ = tokio::time::timeout(ABORT_SETTLE, settle).await;
             for (_, run) in live.inflight.drain() {
-                self.host.record_interrupted(&run.flow, &run.run_id, why);
+                if run.started.load(Ordering::SeqCst) {
+                    self.host.record_interrupted(&run.flow, &run.run_id, why);
+                }
             }
             // Stopping at once means not waiting long on a busy database
             // either; a run left `running` reads as interrupted later.
@@ -407,6 +438,9 @@ impl<H: Host> Scheduler<H> {
         let Some(failure) = failure else {
             return;
         };
+        if !run.started.load(Ordering::SeqCst) {
+            return;
+        }
         if failure.is_panic() {
             let text = panic_text(failure.into_panic().as_ref());
             // The runner gave the redactor the flow's secrets before it
@@ -421,6 +455,9 @@ impl<H: Host> Scheduler<H> {
             self.host
                 .record_interrupted(&run.flow, &run.run_id, aborted_why);
         }
+        // The task ended without giving back what its run held.
+        let host = self.host.clone();
+        tokio::spawn(async move { host.end(&run.run_id).await });
     }
 
     /// A timer's tick: reload the file if it changed, then run the flow
@@ -455,36 +492,19 @@ impl<H: Host> Scheduler<H> {
             ));
             return;
         }
-        let Some(flag) = RunningFlag::take(&self.running, &flow.name) else {
-            self.host.say(&format!(
-                "↷ {}: the previous run is still going; this firing is skipped",
-                flow.name
-            ));
-            self.host
-                .record_skipped(&flow, "the previous run was still going");
-            return;
-        };
         let run_id = crate::run::new_run_id();
         let options = RunOptions::new(run_id.clone(), self.host.output_dir(&run_id), false);
-        let observer = self.host.observer(&flow, &run_id, "schedule", &options);
-        let cancel = options.cancel.clone();
-        let redactor = options.redactor.clone();
-        let (runner, host, task_flow) = (self.runner.clone(), self.host.clone(), flow.clone());
-        let task = live.runs.spawn(async move {
-            let _flag = flag;
-            let outcome = runner.run(&task_flow, &options, observer).await;
-            host.say(&match outcome.status {
-                Status::Succeeded => {
-                    format!("✓ {} run {} finished", task_flow.name, outcome.run_id)
-                }
-                _ => format!(
-                    "✗ {} run {}: {}",
-                    task_flow.name,
-                    outcome.run_id,
-                    outcome.error.as_deref().unwrap_or("failed")
-                ),
-            });
-        });
+        let started = Arc::new(AtomicBool::new(false));
+        let firing = FiringTask {
+            host: self.host.clone(),
+            runner: self.runner.clone(),
+            flow: flow.clone(),
+            running: self.running.clone(),
+            started: started.clone(),
+            at,
+        };
+        let (cancel, redactor) = (options.cancel.clone(), options.redactor.clone());
+        let task = live.runs.spawn(firing.run(options));
         live.inflight.insert(
             task.id(),
             InFlight {
@@ -492,6 +512,7 @@ impl<H: Host> Scheduler<H> {
                 flow,
                 cancel,
                 redactor,
+                started,
             },
         );
     }
@@ -585,6 +606,63 @@ impl<H: Host> Scheduler<H> {
     }
 }
 
+/// One firing, from its claim to the end of its run.
+struct FiringTask<H: Host> {
+    host: Arc<H>,
+    runner: Runner,
+    flow: Arc<Flow>,
+    running: RunningFlows,
+    started: Arc<AtomicBool>,
+    at: DateTime<Utc>,
+}
+
+impl<H: Host> FiringTask<H> {
+    /// Claims the firing, then runs the flow unless its previous run (here
+    /// or on another replica) is still going, which is recorded as a skip.
+    async fn run(self, options: RunOptions) {
+        let FiringTask {
+            host,
+            runner,
+            flow,
+            running,
+            started,
+            at,
+        } = self;
+        if !host.claim(&flow, at, &options.run_id).await {
+            return; // another replica's, to run or to skip
+        }
+        let Some(_flag) = RunningFlag::take(&running, &flow.name) else {
+            host.say(&format!(
+                "↷ {}: the previous run is still going; this firing is skipped",
+                flow.name
+            ));
+            host.record_skipped(&flow, &options.run_id, "the previous run was still going");
+            return;
+        };
+        if let Err(why) = host
+            .begin(&flow, &options.run_id, options.cancel.clone())
+            .await
+        {
+            host.say(&format!("↷ {}: {why}; this firing is skipped", flow.name));
+            host.record_skipped(&flow, &options.run_id, &why);
+            return;
+        }
+        started.store(true, Ordering::SeqCst);
+        let observer = host.observer(&flow, &options.run_id, "schedule", &options);
+        let outcome = runner.run(&flow, &options, observer).await;
+        host.say(&match outcome.status {
+            Status::Succeeded => format!("✓ {} run {} finished", flow.name, outcome.run_id),
+            _ => format!(
+                "✗ {} run {}: {}",
+                flow.name,
+                outcome.run_id,
+                outcome.error.as_deref().unwrap_or("failed")
+            ),
+        });
+        host.end(&options.run_id).await;
+    }
+}
+
 /// Whether `at` is one of the schedule's times (they fall on whole seconds).
 fn fires_at(schedule: &Schedule, at: DateTime<Utc>) -> bool {
     schedule.next_after(at - chrono::Duration::seconds(1)) == Some(at)
@@ -668,7 +746,14 @@ mod tests {
             self.started.fetch_add(1, Ordering::SeqCst);
             Arc::new(Explodes)
         }
-        fn record_skipped(&self, _: &Flow, _: &str) {
+        async fn claim(&self, _: &Flow, _: DateTime<Utc>, _: &str) -> bool {
+            true
+        }
+        async fn begin(&self, _: &Flow, _: &str, _: Arc<AtomicBool>) -> Result<(), String> {
+            Ok(())
+        }
+        async fn end(&self, _: &str) {}
+        fn record_skipped(&self, _: &Flow, _: &str, _: &str) {
             self.skipped.fetch_add(1, Ordering::SeqCst);
         }
         fn record_interrupted(&self, _: &Flow, run_id: &str, _: &str) {

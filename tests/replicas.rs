@@ -1,0 +1,549 @@
+//! Several `sluice serve` replicas on one real PostgreSQL (a throwaway
+//! cluster this test process starts), through the binary: they migrate an
+//! empty database once, run every firing exactly once and never two runs
+//! of a flow at once; a replica killed mid-run has its run recorded
+//! interrupted by another once its lease expires, and the flow goes on; a
+//! replica paused past its lease and resumed cannot record anything into
+//! the flow's runs. Each run's steps mark their start and end on a loopback
+//! test server, whose log the test reads.
+//!
+//! The figures of the closing note (firings claimed and run per replica,
+//! the gap between a replica's death and the next run) are printed: run
+//! with `--nocapture` to see them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Seen, TestServer, fixture};
+use sluice_store::testing::TempPostgres;
+
+/// A loopback server that answers every request with `{}` and keeps them.
+async fn marker_server() -> TestServer {
+    TestServer::start(|_, _| {
+        (
+            200,
+            vec![("content-type".into(), "application/json".into())],
+            "{}".into(),
+        )
+    })
+    .await
+}
+
+/// A flow firing on `cron` whose run marks its start, works for
+/// `work_ms`, then marks its end.
+fn flow_text(name: &str, cron: &str, server: &str, work_ms: u64) -> String {
+    let hostile = fixture("hostile");
+    format!(
+        r#"
+name = "{name}"
+schedule = {{ cron = "{cron}" }}
+
+[connections.marks]
+base_url = "{server}"
+
+[[step]]
+id = "begin"
+uses = "{hostile}"
+connections = ["marks"]
+with = {{ action = "get", connection = "marks", url = "/start/${{run.id}}" }}
+
+[[step]]
+id = "work"
+uses = "{hostile}"
+with = {{ action = "sleep", ms = {work_ms} }}
+
+[[step]]
+id = "end"
+uses = "{hostile}"
+connections = ["marks"]
+with = {{ action = "get", connection = "marks", url = "/end/${{run.id}}" }}
+"#,
+        hostile = hostile.display()
+    )
+}
+
+/// One `sluice serve` replica, its stderr read as it comes.
+struct Replica {
+    name: String,
+    child: Child,
+    said: Arc<Mutex<String>>,
+}
+
+impl Replica {
+    fn start(name: &str, data: &Path, flows: &Path, database: &str, lease: &str) -> Replica {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .env_clear()
+            .env("SLUICE_DATA_DIR", data)
+            .env("SLUICE_DATABASE_URL", database)
+            .args(["serve", flows.to_str().unwrap(), "--grace", "10s"])
+            .args(["--replica", name, "--lease", lease])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let said = Arc::new(Mutex::new(String::new()));
+        let (mut err, sink) = (child.stderr.take().unwrap(), said.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Replica {
+            name: name.to_string(),
+            child,
+            said,
+        }
+    }
+
+    fn said(&self) -> String {
+        self.said.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until the replica has said `part`.
+    fn wait_said(&self, part: &str, within: Duration) {
+        let start = Instant::now();
+        while !self.said().contains(part) {
+            assert!(
+                start.elapsed() < within,
+                "{} did not say {part:?} within {within:?}:\n{}",
+                self.name,
+                self.said()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Stops it with SIGTERM and waits for it to exit.
+    fn stop(mut self) -> String {
+        self.signal("TERM");
+        let start = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} did not stop",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.said()
+    }
+}
+
+/// The database under the replicas, read directly.
+struct Db {
+    client: tokio_postgres::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Db {
+    fn connect(url: &str) -> Db {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+        });
+        Db { client, rt }
+    }
+
+    fn rows(&self, sql: &str) -> Vec<tokio_postgres::Row> {
+        self.rt.block_on(self.client.query(sql, &[])).unwrap()
+    }
+
+    /// `(id, replica, status, fence, error)` of every run of `flow`, oldest first.
+    fn runs(&self, flow: &str) -> Vec<RunRow> {
+        self.rows(&format!(
+            "SELECT id, replica, status, fence, error FROM runs WHERE flow = '{flow}' ORDER BY started_at"
+        ))
+        .iter()
+        .map(|r| RunRow {
+            id: r.get(0),
+            replica: r.get(1),
+            status: r.get(2),
+            fence: r.get(3),
+            error: r.get(4),
+        })
+        .collect()
+    }
+
+    /// Waits (bounded) until `ok` holds of `flow`'s runs; returns them.
+    fn wait_runs(
+        &self,
+        flow: &str,
+        within: Duration,
+        ok: impl Fn(&[RunRow]) -> bool,
+    ) -> Vec<RunRow> {
+        let start = Instant::now();
+        loop {
+            let runs = self.runs(flow);
+            if ok(&runs) {
+                return runs;
+            }
+            assert!(start.elapsed() < within, "timed out; runs: {runs:#?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn step_status(&self, run: &str, step: &str) -> Option<String> {
+        self.rows(&format!(
+            "SELECT status FROM steps WHERE run_id = '{run}' AND step_id = '{step}'"
+        ))
+        .first()
+        .map(|r| r.get(0))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RunRow {
+    id: String,
+    replica: Option<String>,
+    status: String,
+    fence: Option<i64>,
+    error: Option<String>,
+}
+
+fn setup(
+    name: &str,
+    cron: &str,
+    work_ms: u64,
+) -> (String, TestServer, tempfile::TempDir, tempfile::TempDir) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let database = rt.block_on(TempPostgres::shared().new_database());
+    let server = rt.block_on(marker_server());
+    // The server's runtime lives as long as the test.
+    std::mem::forget(rt);
+    let (data, flows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let text = flow_text(name, cron, &server.url, work_ms);
+    std::fs::write(flows.path().join(format!("{name}.toml")), text).unwrap();
+    (database, server, data, flows)
+}
+
+/// Marks on the server, by run id: `(start, end)` times.
+fn marks(seen: &[Seen]) -> BTreeMap<String, (Vec<Instant>, Vec<Instant>)> {
+    let mut by_run: BTreeMap<String, (Vec<Instant>, Vec<Instant>)> = BTreeMap::new();
+    for s in seen {
+        let mut parts = s.path.trim_start_matches('/').splitn(2, '/');
+        let (Some(kind), Some(run)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let entry = by_run.entry(run.to_string()).or_default();
+        match kind {
+            "start" => entry.0.push(s.at),
+            "end" => entry.1.push(s.at),
+            _ => {}
+        }
+    }
+    by_run
+}
+
+#[test]
+fn three_replicas_started_at_once_migrate_once_and_run_each_firing_exactly_once() {
+    let (database, server, data, flows) = setup("tick", "* * * * * *", 200);
+    let replicas: Vec<Replica> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|r| Replica::start(r, data.path(), flows.path(), &database, "5s"))
+        .collect();
+    for r in &replicas {
+        r.wait_said("serving 1 flow(s) as replica", Duration::from_secs(60));
+    }
+    // Twenty seconds of firings, one a second, shared by three replicas.
+    std::thread::sleep(Duration::from_secs(20));
+    let said: Vec<String> = replicas.into_iter().map(Replica::stop).collect();
+    let db = Db::connect(&database);
+
+    // Migrated once: one row per migration, though three started at once.
+    let versions = db.rows("SELECT version, applied_by FROM sluice_schema ORDER BY version");
+    assert_eq!(
+        versions.len() as i64,
+        sluice_store::postgres::schema::SCHEMA_VERSION
+    );
+
+    // Every firing claimed exactly once (the key makes two impossible),
+    // and no second of the window without its firing.
+    let firings = db.rows(
+        "SELECT extract(epoch FROM scheduled_at)::bigint, replica, run_id FROM firings
+         WHERE flow = 'tick' ORDER BY scheduled_at",
+    );
+    let seconds: Vec<i64> = firings.iter().map(|r| r.get(0)).collect();
+    assert!(
+        seconds.len() >= 10,
+        "too few firings: {seconds:?}\n{said:#?}"
+    );
+    for pair in seconds.windows(2) {
+        assert_eq!(pair[1] - pair[0], 1, "a firing was lost between {pair:?}");
+    }
+    // Each claimed firing has exactly one run record, under its claim's id
+    // and by the replica that claimed it; every record belongs to a firing.
+    let runs = db.runs("tick");
+    let by_id: BTreeMap<&str, &RunRow> = runs.iter().map(|r| (r.id.as_str(), r)).collect();
+    assert_eq!(runs.len(), firings.len(), "{runs:#?}");
+    let mut claimed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ran: BTreeMap<String, usize> = BTreeMap::new();
+    let mut skipped = 0;
+    for f in &firings {
+        let (replica, run_id): (String, String) = (f.get(1), f.get(2));
+        *claimed.entry(replica.clone()).or_default() += 1;
+        let run = by_id.get(run_id.as_str()).expect("the firing's run");
+        assert_eq!(run.replica.as_deref(), Some(replica.as_str()));
+        match run.status.as_str() {
+            "succeeded" => *ran.entry(replica).or_default() += 1,
+            // A run slowed past a second by the machine: the next firing
+            // is skipped, and says by whom.
+            "skipped" => skipped += 1,
+            other => panic!("run {} ended {other}: {:?}", run.id, run.error),
+        }
+    }
+    // The work was shared: more than one replica ran the flow.
+    assert!(ran.len() >= 2, "ran: {ran:?}");
+    // Never two at once: by the marks the steps left on the server, each
+    // run started and ended once, and the next began after it ended.
+    let marks = marks(&server.seen.lock().unwrap());
+    let mut spans: Vec<(Instant, Instant, &str)> = Vec::new();
+    for run in runs.iter().filter(|r| r.status == "succeeded") {
+        let (starts, ends) = marks.get(&run.id).expect("marks of a run");
+        assert_eq!((starts.len(), ends.len()), (1, 1), "run {}", run.id);
+        spans.push((starts[0], ends[0], &run.id));
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "runs {} and {} overlapped",
+            pair[0].2,
+            pair[1].2
+        );
+    }
+    let figures: Vec<String> = claimed
+        .iter()
+        .map(|(r, n)| format!("{r}: claimed {n}, ran {}", ran.get(r).copied().unwrap_or(0)))
+        .collect();
+    println!(
+        "FIGURES 3 replicas x 20 s, one firing a second: {} firings, {} runs, {skipped} skipped; {}",
+        firings.len(),
+        spans.len(),
+        figures.join("; ")
+    );
+}
+
+/// The run of `flow` that `who` is in the middle of (its `work` step running).
+fn working(db: &Db, flow: &str, within: Duration) -> RunRow {
+    let runs = db.wait_runs(flow, within, |runs| {
+        runs.iter().any(|r| {
+            r.status == "running" && db.step_status(&r.id, "work").as_deref() == Some("running")
+        })
+    });
+    runs.into_iter()
+        .find(|r| {
+            r.status == "running" && db.step_status(&r.id, "work").as_deref() == Some("running")
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_replica_killed_mid_run_is_recorded_interrupted_by_another_and_the_flow_goes_on() {
+    let lease = Duration::from_secs(2);
+    let (database, _server, data, flows) = setup("long", "*/2 * * * * *", 4000);
+    let mut replicas: Vec<Replica> = ["a", "b"]
+        .iter()
+        .map(|r| Replica::start(r, data.path(), flows.path(), &database, "2s"))
+        .collect();
+    for r in &replicas {
+        r.wait_said("serving 1 flow(s) as replica", Duration::from_secs(60));
+    }
+    let db = Db::connect(&database);
+    let victim_run = working(&db, "long", Duration::from_secs(60));
+    let victim = victim_run.replica.clone().unwrap();
+    let at = replicas.iter().position(|r| r.name == victim).unwrap();
+    let mut dead = replicas.remove(at);
+    dead.signal("KILL");
+    let killed = Instant::now();
+    let killed_at = chrono::Utc::now();
+    let _ = dead.child.wait();
+    let survivor = replicas.pop().unwrap();
+
+    // Recorded interrupted in the database (not only shown so) by the
+    // survivor, once the lease has expired and a sweep has seen it.
+    let runs = db.wait_runs("long", Duration::from_secs(20), |runs| {
+        runs.iter()
+            .any(|r| r.id == victim_run.id && r.status == "interrupted")
+    });
+    let interrupted_after = killed.elapsed();
+    let record = runs.iter().find(|r| r.id == victim_run.id).unwrap();
+    let error = record.error.clone().unwrap();
+    assert!(
+        error.contains(&format!(
+            "replica {victim} stopped renewing the flow's lease"
+        )) && error.contains(&format!(
+            "recorded as interrupted by replica {}",
+            survivor.name
+        )),
+        "{error}"
+    );
+    // Within the lease, plus a sweep (a third of it), plus slack for a
+    // loaded machine.
+    assert!(
+        interrupted_after <= lease + lease / 3 + Duration::from_secs(3),
+        "recorded after {interrupted_after:?}"
+    );
+    assert_eq!(
+        db.step_status(&victim_run.id, "work").as_deref(),
+        Some("interrupted")
+    );
+    // A later firing runs normally, on the survivor.
+    let runs = db.wait_runs("long", Duration::from_secs(30), |runs| {
+        runs.iter()
+            .any(|r| r.fence > victim_run.fence && r.status == "succeeded")
+    });
+    let next = runs
+        .iter()
+        .find(|r| r.fence > victim_run.fence && r.status != "skipped")
+        .unwrap();
+    assert_eq!(next.replica.as_deref(), Some(survivor.name.as_str()));
+    // The next run's start as recorded (this machine's clock, as here).
+    let next_started: chrono::DateTime<chrono::Utc> = db.rows(&format!(
+        "SELECT started_at FROM runs WHERE id = '{}'",
+        next.id
+    ))[0]
+        .get(0);
+    let gap = (next_started - killed_at).num_milliseconds() as f64 / 1000.0;
+    println!(
+        "FIGURES kill -9 of replica {victim} mid-run (lease {lease:?}): recorded interrupted after {:.1} s; next run of the flow started {gap:.1} s after the death",
+        interrupted_after.as_secs_f64(),
+    );
+    let told = format!(
+        "its run {} is recorded as interrupted by {}",
+        victim_run.id, survivor.name
+    );
+    let said = survivor.stop();
+    assert!(said.contains(&told), "{said}");
+}
+
+#[test]
+fn a_replica_paused_past_its_lease_cannot_record_into_the_flows_runs_when_resumed() {
+    let (database, _server, data, flows) = setup("paused", "*/2 * * * * *", 3000);
+    let mut replicas: Vec<Replica> = ["a", "b"]
+        .iter()
+        .map(|r| Replica::start(r, data.path(), flows.path(), &database, "2s"))
+        .collect();
+    for r in &replicas {
+        r.wait_said("serving 1 flow(s) as replica", Duration::from_secs(60));
+    }
+    let db = Db::connect(&database);
+    let stale = working(&db, "paused", Duration::from_secs(60));
+    let name = stale.replica.clone().unwrap();
+    let at = replicas.iter().position(|r| r.name == name).unwrap();
+    let paused = replicas.remove(at);
+    let owner = replicas.pop().unwrap();
+    paused.signal("STOP");
+    // The other replica takes the flow over and starts a run of its own.
+    let runs = db.wait_runs("paused", Duration::from_secs(30), |runs| {
+        runs.iter()
+            .any(|r| r.id == stale.id && r.status == "interrupted")
+            && runs.iter().any(|r| {
+                r.replica.as_deref() == Some(owner.name.as_str())
+                    && r.fence > stale.fence
+                    && r.status != "skipped"
+            })
+    });
+    let taken: Vec<RunRow> = runs
+        .iter()
+        .filter(|r| r.replica.as_deref() == Some(owner.name.as_str()) && r.fence > stale.fence)
+        .cloned()
+        .collect();
+    let before = snapshot(&db, &stale.id);
+    // Resumed: its step's sleep is long over, so it goes on at once and
+    // tries to record; the store refuses, and it learns its lease is gone.
+    paused.signal("CONT");
+    paused.wait_said("no longer holds the flow's lease", Duration::from_secs(20));
+    paused.wait_said(
+        "another replica took its lease over",
+        Duration::from_secs(20),
+    );
+    // Nothing it wrote landed: its run reads as the takeover left it, and
+    // the owner's runs are the owner's.
+    assert_eq!(snapshot(&db, &stale.id), before);
+    assert_eq!(
+        db.step_status(&stale.id, "work").as_deref(),
+        Some("interrupted")
+    );
+    assert_eq!(db.step_status(&stale.id, "end"), None);
+    let stale_fence = stale.fence.unwrap();
+    let foreign = db.rows(&format!(
+        "SELECT id FROM runs WHERE flow = 'paused' AND replica = '{name}' AND fence > {stale_fence}"
+    ));
+    assert!(
+        foreign.is_empty(),
+        "the paused replica started a run after losing its lease"
+    );
+    for run in &taken {
+        let now = db
+            .runs("paused")
+            .into_iter()
+            .find(|r| r.id == run.id)
+            .unwrap();
+        assert_eq!(now.replica, run.replica);
+        assert!(now.error.is_none() || now.status == "skipped", "{now:?}");
+    }
+    owner.stop();
+    paused.stop();
+}
+
+/// Everything recorded about one run, as text, to compare before and after.
+fn snapshot(db: &Db, run: &str) -> String {
+    let run_row = db.rows(&format!(
+        "SELECT status, coalesce(error, ''), coalesce(ended_at::text, '') FROM runs WHERE id = '{run}'"
+    ));
+    let steps = db.rows(&format!(
+        "SELECT step_id, status, coalesce(ended_at::text, ''), coalesce(error, '') FROM steps WHERE run_id = '{run}' ORDER BY position"
+    ));
+    let mut text = String::new();
+    for r in run_row {
+        text.push_str(&format!(
+            "{} {} {}\n",
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, String>(2)
+        ));
+    }
+    for s in steps {
+        text.push_str(&format!(
+            "{} {} {} {}\n",
+            s.get::<_, String>(0),
+            s.get::<_, String>(1),
+            s.get::<_, String>(2),
+            s.get::<_, String>(3)
+        ));
+    }
+    text
+}
