@@ -48,9 +48,12 @@ name = "conn"
 [params]
 items = [{}]
 
+[secrets]
+api_secret = {{ env = "API_SECRET" }}
+
 [connections.api]
 base_url = "{url}/api"
-auth.oauth2_client_credentials = {{ token_url = "{url}/token", client_id = "app", client_secret = "${{env.API_SECRET}}", scope = "api/.default" }}
+auth.oauth2_client_credentials = {{ token_url = "{url}/token", client_id = "app", client_secret = "${{secrets.api_secret}}", scope = "api/.default" }}
 retry = {{ max_attempts = 3, base_delay = "50ms", max_delay = "200ms" }}
 {connection_extra}
 
@@ -425,9 +428,11 @@ fn token_flow(token_url: &str, base_url: &str, connection_extra: &str) -> String
     format!(
         r#"
 name = "token"
+[secrets]
+api_secret = {{ env = "API_SECRET" }}
 [connections.api]
 base_url = "{base_url}/api"
-auth.oauth2_client_credentials = {{ token_url = "{token_url}", client_id = "app", client_secret = "${{env.API_SECRET}}" }}
+auth.oauth2_client_credentials = {{ token_url = "{token_url}", client_id = "app", client_secret = "${{secrets.api_secret}}" }}
 {connection_extra}
 
 [[step]]
@@ -567,9 +572,11 @@ async fn retry_after_on_a_write_that_is_not_retried_still_holds_the_connection()
     let text = format!(
         r#"
 name = "hold"
+[secrets]
+api_secret = {{ env = "API_SECRET" }}
 [connections.api]
 base_url = "{url}/api"
-auth.oauth2_client_credentials = {{ token_url = "{url}/token", client_id = "app", client_secret = "${{env.API_SECRET}}" }}
+auth.oauth2_client_credentials = {{ token_url = "{url}/token", client_id = "app", client_secret = "${{secrets.api_secret}}" }}
 
 [[step]]
 id = "write"

@@ -22,9 +22,11 @@ fn one_get(server: &TestServer, path: &str) -> String {
     format!(
         r#"
 name = "harden"
+[secrets]
+api_secret = {{ env = "API_SECRET" }}
 [connections.api]
 base_url = "{url}/api"
-auth.oauth2_client_credentials = {{ token_url = "{url}/token", client_id = "app", client_secret = "${{env.API_SECRET}}" }}
+auth.oauth2_client_credentials = {{ token_url = "{url}/token", client_id = "app", client_secret = "${{secrets.api_secret}}" }}
 retry = {{ max_attempts = 2, base_delay = "10ms", max_delay = "20ms" }}
 
 [[step]]
@@ -210,9 +212,11 @@ fn get_each_url(base: &str, token_url: &str, urls: &[String]) -> String {
 name = "harden"
 [params]
 urls = [{}]
+[secrets]
+api_secret = {{ env = "API_SECRET" }}
 [connections.api]
 base_url = "{base}"
-auth.oauth2_client_credentials = {{ token_url = "{token_url}", client_id = "app", client_secret = "${{env.API_SECRET}}" }}
+auth.oauth2_client_credentials = {{ token_url = "{token_url}", client_id = "app", client_secret = "${{secrets.api_secret}}" }}
 
 [[step]]
 id = "call"

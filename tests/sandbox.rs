@@ -328,7 +328,13 @@ with = {{ people = "${{params.people}}", procore_users = "${{params.procore}}" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_is_not_a_component_fails_before_any_step_runs() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("junk.wasm"), b"\0asm not really").unwrap();
+    // A component's header, so that the flow compiles; junk after it, which
+    // the engine refuses when the run loads it.
+    std::fs::write(
+        dir.path().join("junk.wasm"),
+        b"\0asm\x0d\x00\x01\x00 not really",
+    )
+    .unwrap();
     let hostile = fixture("hostile");
     let text = format!(
         "name = \"junk\"\n[[step]]\nid = \"first\"\nuses = \"{}\"\nwith = {{ action = \"echo\" }}\n[[step]]\nid = \"second\"\nuses = \"junk.wasm\"\n",

@@ -38,6 +38,23 @@ fn step(id: &str, with: &str, extra: &str) -> String {
     )
 }
 
+/// A loopback service that echoes the bearer token it is sent (as a
+/// careless service or a gateway's error page might), and the flow text
+/// that declares the secret and a connection to it: the only way a secret
+/// can reach a component's output.
+fn echoing_service(rt: &tokio::runtime::Runtime) -> (common::TestServer, String) {
+    let server = rt.block_on(common::TestServer::start(|seen, _| {
+        let auth = seen.header("authorization").unwrap_or_default();
+        let token = auth.strip_prefix("Bearer ").unwrap_or(auth);
+        (200, vec![], token.to_string())
+    }));
+    let tables = format!(
+        "\n[secrets]\napi_token = {{ env = \"API_TOKEN\" }}\n[connections.api]\nbase_url = \"{}/\"\nauth.bearer = {{ token = \"${{secrets.api_token}}\" }}\n",
+        server.url
+    );
+    (server, tables)
+}
+
 fn sluice(data: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
     cmd.env_clear()
@@ -220,6 +237,8 @@ fn wait_for_an_item(data: &Path) {
 
 #[test]
 fn a_schedule_every_second_runs_and_records_each_run_and_a_bad_file_is_skipped() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_service, tables) = echoing_service(&rt);
     let data = tempfile::tempdir().unwrap();
     let flows = tempfile::tempdir().unwrap();
     write(
@@ -228,10 +247,13 @@ fn a_schedule_every_second_runs_and_records_each_run_and_a_bad_file_is_skipped()
         &flow(
             "tick",
             "* * * * * *",
-            &step(
-                "echo",
-                r#"{ action = "echo", token = "${env.API_TOKEN}" }"#,
-                "",
+            &format!(
+                "{tables}{}",
+                step(
+                    "echo",
+                    r#"{ action = "get", connection = "api", url = "whoami" }"#,
+                    "connections = [\"api\"]",
+                )
             ),
         ),
     );
@@ -258,7 +280,7 @@ fn a_schedule_every_second_runs_and_records_each_run_and_a_bad_file_is_skipped()
         ok.iter()
             .all(|r| r.flow == "tick" && r.trigger == "schedule")
     );
-    // The step received the secret; the history never stored it.
+    // The service handed the component the secret; the history never stored it.
     let bytes = std::fs::read(sluice_store::path_in(data.path())).unwrap();
     let wal = std::fs::read(data.path().join("history.sqlite-wal")).unwrap_or_default();
     let contains = |hay: &[u8]| hay.windows(SECRET.len()).any(|w| w == SECRET.as_bytes());
@@ -839,15 +861,23 @@ fn a_second_stop_signal_does_not_wait_for_the_grace_period() {
 
 #[test]
 fn secrets_in_errors_and_failing_items_never_reach_the_history_or_a_report() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_service, tables) = echoing_service(&rt);
     let data = tempfile::tempdir().unwrap();
     let flows = tempfile::tempdir().unwrap();
-    // The component is handed the secret; its errors repeat it (an unknown
-    // action is echoed back), as does the report the first step writes.
+    // A service echoes the secret to the component; the component's errors
+    // repeat it (an unknown action is echoed back), as does the report the
+    // second step writes.
     let steps = format!(
-        "{}{}{}{}",
+        "{tables}{}{}{}{}{}",
+        step(
+            "leak",
+            r#"{ action = "get", connection = "api", url = "whoami" }"#,
+            "connections = [\"api\"]"
+        ),
         step(
             "report",
-            r#"{ action = "echo", html = "<p>token ${env.API_TOKEN}</p>", actions = ["${env.API_TOKEN}", "echo"] }"#,
+            r#"{ action = "echo", html = "<p>token ${steps.leak.body}</p>", actions = ["${steps.leak.body}", "echo"] }"#,
             "artifacts = { \"report.html\" = \"html\" }"
         ),
         step(
@@ -855,7 +885,7 @@ fn secrets_in_errors_and_failing_items_never_reach_the_history_or_a_report() {
             r#"{ action = "${item}" }"#,
             "for_each = \"${steps.report.actions}\"\non_error = \"continue\""
         ),
-        step("fail", r#"{ action = "${env.API_TOKEN}" }"#, ""),
+        step("fail", r#"{ action = "${steps.leak.body}" }"#, ""),
         step("never", r#"{ action = "echo" }"#, ""),
     );
     let file = flows.path().join("leaky.toml");

@@ -1,8 +1,11 @@
 //! Every broken flow in `tests/flows/invalid/` is rejected by
 //! `sluice validate` with exit status 2 and exactly the message stored
 //! beside it in `NAME.expected` (file:line:column, the line, a caret, a
-//! hint). Run with `SLUICE_BLESS=1` to rewrite the expected files after an
-//! intended change, then review the diff.
+//! hint), with no environment variable set. A flow whose first line is
+//! `# validate --env` is validated with `--env` (its problems are found
+//! when it is bound to that empty environment). Run with `SLUICE_BLESS=1`
+//! to rewrite the expected files after an intended change, then review the
+//! diff.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,8 +17,13 @@ fn invalid_dir() -> PathBuf {
 }
 
 fn validate(dir: &Path, file: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    sluice(dir, &["validate", file], env)
+}
+
+/// Runs `sluice ARGS` in `dir` with exactly the variables `env`.
+fn sluice(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.current_dir(dir).env_clear().arg("validate").arg(file);
+    cmd.current_dir(dir).env_clear().args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -43,7 +51,13 @@ fn each_broken_flow_is_reported_with_its_location_and_a_hint() {
     );
     let mut mismatches = Vec::new();
     for file in &files {
-        let (code, stdout, stderr) = validate(&dir, file, &[]);
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let args: &[&str] = if text.starts_with("# validate --env") {
+            &["validate", "--env", file]
+        } else {
+            &["validate", file]
+        };
+        let (code, stdout, stderr) = sluice(&dir, args, &[]);
         assert_eq!(
             code, 2,
             "{file}: exit status {code}\nstdout: {stdout}\nstderr: {stderr}"
@@ -97,40 +111,84 @@ fn all_problems_of_a_file_are_reported_at_once() {
     );
 }
 
+const SHIPPED_ENV: [(&str, &str); 6] = [
+    ("GRAPH_TENANT_ID", "contoso"),
+    ("GRAPH_CLIENT_ID", "graph-app"),
+    ("GRAPH_CLIENT_SECRET", "graph-secret-value"),
+    ("PROCORE_CLIENT_ID", "procore-app"),
+    ("PROCORE_CLIENT_SECRET", "procore-secret-value"),
+    ("PROCORE_COMPANY_ID", "42"),
+];
+
+fn shipped_flows() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows")
+}
+
 #[test]
-fn the_shipped_flow_validates_with_its_environment_set() {
-    let flows = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows");
-    let env = [
-        ("GRAPH_TENANT_ID", "contoso"),
-        ("GRAPH_CLIENT_ID", "graph-app"),
-        ("GRAPH_CLIENT_SECRET", "graph-secret-value"),
-        ("PROCORE_CLIENT_ID", "procore-app"),
-        ("PROCORE_CLIENT_SECRET", "procore-secret-value"),
-        ("PROCORE_COMPANY_ID", "42"),
-    ];
-    let (code, stdout, stderr) = validate(&flows, "procore-license-sync.toml", &env);
+fn the_shipped_flow_validates_with_no_environment_variables_set() {
+    let (code, stdout, stderr) = validate(&shipped_flows(), "procore-license-sync.toml", &[]);
     assert_eq!(code, 0, "stderr: {stderr}");
     assert!(
-        stdout.contains("flow `procore-license-sync` is valid"),
+        stdout.contains("flow `procore-license-sync` is valid (7 steps"),
         "{stdout}"
     );
     assert!(stdout.contains("America/Los_Angeles"), "{stdout}");
+    // It names what `--env` would check: exactly the variables it reads.
+    assert!(
+        stdout.contains(
+            "reads GRAPH_BASE_URL, GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET, GRAPH_TENANT_ID, \
+             GRAPH_TOKEN_URL, PROCORE_BASE_URL, PROCORE_CLIENT_ID, PROCORE_CLIENT_SECRET, \
+             PROCORE_COMPANY_ID, PROCORE_PERMISSION_TEMPLATE_ID, PROCORE_PROJECT_ID, \
+             PROCORE_TOKEN_URL, REPORT_MAIL_FROM, REPORT_MAIL_TO;"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_env_binds_the_shipped_flow_to_its_environment() {
+    let flows = shipped_flows();
+    let (code, stdout, stderr) = sluice(
+        &flows,
+        &["validate", "--env", "procore-license-sync.toml"],
+        &SHIPPED_ENV,
+    );
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(stdout.contains("is valid") && stdout.contains("bound to this environment"));
     assert!(!stdout.contains("graph-secret-value") && !stderr.contains("graph-secret-value"));
-    // Without them, every missing variable is named at once.
-    let (code, _, stderr) = validate(&flows, "procore-license-sync.toml", &[]);
+    // Without them, every missing variable and secret is named at once.
+    let (code, _, stderr) = sluice(
+        &flows,
+        &["validate", "--env", "procore-license-sync.toml"],
+        &[],
+    );
     assert_eq!(code, 2);
     for var in [
         "GRAPH_CLIENT_ID",
-        "GRAPH_CLIENT_SECRET",
         "PROCORE_CLIENT_ID",
-        "PROCORE_CLIENT_SECRET",
         "PROCORE_COMPANY_ID",
+        "GRAPH_TENANT_ID",
     ] {
         assert!(
             stderr.contains(&format!("environment variable {var} is not set")),
             "{var} not reported:\n{stderr}"
         );
     }
+    for (secret, var) in [
+        ("graph_client_secret", "GRAPH_CLIENT_SECRET"),
+        ("procore_client_secret", "PROCORE_CLIENT_SECRET"),
+    ] {
+        assert!(
+            stderr.contains(&format!("secret `{secret}` reads {var}, which is not set")),
+            "{secret} not reported:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr
+            .trim_end()
+            .ends_with("8 problems found; nothing was run"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -156,26 +214,19 @@ with = { subject = "${env.SUBJECT:-License – Microsoft}", nested = "é ${env.A
 
 #[test]
 fn a_root_with_a_trailing_slash_does_not_double_the_base_path() {
-    let flows = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows");
     let builtins = sluice_builtins::names();
-    let env = [
-        ("GRAPH_TENANT_ID", "contoso"),
-        ("GRAPH_CLIENT_ID", "graph-app"),
-        ("GRAPH_CLIENT_SECRET", "graph-secret-value"),
-        ("PROCORE_CLIENT_ID", "procore-app"),
-        ("PROCORE_CLIENT_SECRET", "procore-secret-value"),
-        ("PROCORE_COMPANY_ID", "42"),
-        ("PROCORE_BASE_URL", "http://127.0.0.1:9000/"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let env: std::collections::BTreeMap<String, String> = SHIPPED_ENV
+        .iter()
+        .chain(&[("PROCORE_BASE_URL", "http://127.0.0.1:9000/")])
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let ctx = sluice::flow::Context {
         builtins: &builtins,
-        env,
+        catalog: &sluice::flow::Undescribed,
         param_overrides: &[],
     };
-    let flow = sluice::flow::load(&flows.join("procore-license-sync.toml"), &ctx).unwrap();
+    let path = shipped_flows().join("procore-license-sync.toml");
+    let flow = sluice::flow::load(&path, &ctx, &env).unwrap();
     assert_eq!(
         flow.connections["procore"].base_url.as_str(),
         "http://127.0.0.1:9000/rest/v1.0"

@@ -92,6 +92,9 @@ pub enum BaseUrlError {
     Scheme { text: String, scheme: String },
     #[error("credentials in a URL are not allowed")]
     UserInfo,
+    /// The query itself is not shown: it is where services put keys.
+    #[error("a base URL cannot carry a query (`?…`)")]
+    Query,
 }
 
 impl BaseUrlError {
@@ -106,6 +109,9 @@ impl BaseUrlError {
             }
             BaseUrlError::Scheme { .. } => "use https",
             BaseUrlError::UserInfo => "use the connection's `auth` instead",
+            BaseUrlError::Query => {
+                "requests would not carry it, and URLs are shown in errors: put a key in `auth` or `headers` (from `[secrets]`), other values in each request"
+            }
         }
     }
 }
@@ -132,6 +138,35 @@ pub fn endpoint_url(text: &str) -> Result<Url, BaseUrlError> {
         return Err(BaseUrlError::UserInfo);
     }
     Ok(url)
+}
+
+/// Parses a connection's base URL: an [`endpoint_url`] without a query
+/// (requests are built from its path; a query there would be dropped, and
+/// is where services put keys that errors would then print).
+pub fn base_url(text: &str) -> Result<Url, BaseUrlError> {
+    let url = endpoint_url(text)?;
+    match url.query() {
+        Some(_) => Err(BaseUrlError::Query),
+        None => Ok(url),
+    }
+}
+
+/// Checks a static header value a connection sends: the message and hint
+/// of the problem, if any.
+pub fn header_value(name: &str, value: &str) -> Result<(), (String, &'static str)> {
+    if value.contains(['\r', '\n']) {
+        Err((
+            format!("header `{name}` contains a line break"),
+            "remove CR/LF from the value",
+        ))
+    } else if !valid_header_value(value) {
+        Err((
+            format!("header `{name}` has a value HTTP does not allow"),
+            "header values are printable ASCII: no accented letters, dashes other than `-`, or control characters",
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// The URL with runs of `/` in its path made one. A base URL is often
@@ -252,5 +287,15 @@ mod tests {
             endpoint_url("graph.example"),
             Err(BaseUrlError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn a_base_url_with_a_query_is_refused_without_echoing_it() {
+        let e = base_url("https://api.example.com/v1?api_key=hunter2").unwrap_err();
+        assert_eq!(e, BaseUrlError::Query);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(base_url("https://api.example.com/v1").is_ok());
+        // A token URL may carry one (Azure AD B2C names its policy so).
+        assert!(endpoint_url("https://login.example/token?p=b2c_1_signin").is_ok());
     }
 }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sluice::engine::{Engine, EngineConfig};
-use sluice::flow::{Context, Flow};
+use std::collections::BTreeMap;
+
+use sluice::flow::{Context, Flow, Undescribed};
 use sluice::run::{Observer, RunEvent, RunOptions, RunOutcome, Runner};
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -26,16 +28,16 @@ pub fn write_flow(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 pub fn load(path: &Path, env: &[(&str, &str)]) -> Flow {
     let builtins = sluice_builtins::names();
-    let env = env
+    let env: BTreeMap<String, String> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let ctx = Context {
         builtins: &builtins,
-        env,
+        catalog: &Undescribed,
         param_overrides: &[],
     };
-    match sluice::flow::load(path, &ctx) {
+    match sluice::flow::load(path, &ctx, &env) {
         Ok(flow) => flow,
         Err(e) => panic!("flow does not validate:\n{e}"),
     }

@@ -1,6 +1,7 @@
 //! `sluice emulate` and `sluice demo`: the built-in Graph and Procore
 //! emulators, served for people, or driven through the shipped flow.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -9,7 +10,7 @@ use sluice_emulator::{EmulatorConfig, Faults, Scenario};
 
 use super::progress::{Mode, Progress};
 use super::run_cmd::{engine_for, watch_and_record};
-use crate::flow::{Context, SourceFile};
+use crate::flow::SourceFile;
 use crate::run::{RunOptions, Runner, Status};
 
 /// The shipped flow, embedded so the demo works from any directory.
@@ -150,19 +151,12 @@ pub async fn demo(
         "Running {LICENSE_SYNC_PATH} against them{}:\n",
         if args.dry_run { " as a dry run" } else { "" }
     );
-    let builtins = sluice_builtins::names();
-    let env = emulator.env_vars().into_iter().collect();
-    let ctx = Context {
-        builtins: &builtins,
-        env,
-        param_overrides: &[],
+    let env: BTreeMap<String, String> = emulator.env_vars().into_iter().collect();
+    let source = SourceFile::new(LICENSE_SYNC_PATH, LICENSE_SYNC_FLOW);
+    let flow = match super::with_context(&[], |ctx| crate::flow::load_source(source, ctx, &env)) {
+        Ok(flow) => flow,
+        Err(e) => anyhow::bail!("the embedded flow does not validate:\n{e}"),
     };
-    let flow =
-        match crate::flow::load_source(SourceFile::new(LICENSE_SYNC_PATH, LICENSE_SYNC_FLOW), &ctx)
-        {
-            Ok(flow) => flow,
-            Err(e) => anyhow::bail!("the embedded flow does not validate:\n{e}"),
-        };
     let runner = Runner::new(engine_for(data_dir)?)?;
     let run_id = crate::run::new_run_id();
     let options = RunOptions::new(

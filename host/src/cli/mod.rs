@@ -47,10 +47,16 @@ pub struct Cli {
 pub enum Command {
     /// Validate a flow and run it now
     Run(run_cmd::RunArgs),
-    /// Check a flow file and report every problem, without running anything
+    /// Check a flow file and report every problem, without running anything.
+    /// Needs no environment unless `--env` is given
     Validate {
         /// The flow file
         file: PathBuf,
+        /// Also bind the flow to this environment: every variable and
+        /// secret it reads must be set, connection URLs and headers are
+        /// checked with their real values
+        #[arg(long)]
+        env: bool,
     },
     /// List the built-in components
     Components,
@@ -92,7 +98,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run_cmd::run(args, &data_dir, &database).await,
-            Command::Validate { file } => validate(&file),
+            Command::Validate { file, env } => validate(&file, env),
             Command::Components => components(),
             Command::Emulate(args) => emulate::emulate(args).await,
             Command::Demo(args) => emulate::demo(args, &data_dir, &database).await,
@@ -119,38 +125,60 @@ pub fn replica_name() -> String {
         .unwrap_or_else(sluice_store::process::host_name)
 }
 
-/// Loads a flow, printing its problems; `None` means exit status 2.
+/// What compiling a flow is told about the components: the built-ins by
+/// name, and the catalog that reads their descriptions.
+pub fn with_context<T>(
+    overrides: &[(String, String)],
+    f: impl FnOnce(&crate::flow::Context<'_>) -> T,
+) -> T {
+    let builtins = sluice_builtins::names();
+    let ctx = crate::flow::Context {
+        builtins: &builtins,
+        catalog: &crate::flow::Undescribed,
+        param_overrides: overrides,
+    };
+    f(&ctx)
+}
+
+/// Loads a flow and binds it to the process environment, printing its
+/// problems; `None` means exit status 2.
 pub fn load_flow(
     file: &std::path::Path,
     overrides: &[(String, String)],
 ) -> Option<crate::flow::Flow> {
-    let builtins = sluice_builtins::names();
-    let ctx = crate::flow::Context {
-        builtins: &builtins,
-        env: crate::flow::process_env(),
-        param_overrides: overrides,
-    };
-    match crate::flow::load(file, &ctx) {
-        Ok(flow) => Some(flow),
-        Err(e) => {
-            eprintln!("{}", terminal::lines(&e.to_string()));
-            None
-        }
-    }
+    with_context(overrides, |ctx| {
+        crate::flow::load(file, ctx, &crate::flow::ProcessEnv)
+    })
+    .map_err(|e| eprintln!("{}", terminal::lines(&e.to_string())))
+    .ok()
 }
 
-fn validate(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let Some(flow) = load_flow(file, &[]) else {
-        return Ok(ExitCode::from(2));
+/// `sluice validate [--env] FILE`.
+fn validate(file: &std::path::Path, bind: bool) -> anyhow::Result<ExitCode> {
+    let compiled = with_context(&[], |ctx| crate::flow::compile_file(file, ctx));
+    let compiled = match compiled {
+        Ok(compiled) => compiled,
+        Err(e) => {
+            eprintln!("{}", terminal::lines(&e.to_string()));
+            return Ok(ExitCode::from(2));
+        }
     };
-    let mut line = format!(
-        "✓ {}: flow `{}` is valid ({} step{}",
-        file.display(),
-        flow.name,
-        flow.steps.len(),
-        if flow.steps.len() == 1 { "" } else { "s" }
+    let variables: Vec<String> = compiled.variables().iter().map(|v| v.to_string()).collect();
+    let (name, steps, schedule) = (
+        compiled.name.clone(),
+        compiled.steps.len(),
+        compiled.schedule.clone(),
     );
-    if let Some(schedule) = &flow.schedule
+    if bind && let Err(e) = crate::flow::bind_flow(compiled, &crate::flow::ProcessEnv) {
+        eprintln!("{}", terminal::lines(&e.to_string()));
+        return Ok(ExitCode::from(2));
+    }
+    let mut line = format!(
+        "✓ {}: flow `{name}` is valid ({steps} step{}",
+        file.display(),
+        if steps == 1 { "" } else { "s" }
+    );
+    if let Some(schedule) = &schedule
         && let Some(next) = schedule.next_after(chrono::Utc::now())
     {
         line.push_str(&format!(
@@ -162,6 +190,16 @@ fn validate(file: &std::path::Path) -> anyhow::Result<ExitCode> {
         ));
     }
     println!("{})", terminal::line(&line));
+    match (bind, variables.is_empty()) {
+        (true, _) => {
+            println!("  bound to this environment: every variable and secret it reads is set")
+        }
+        (false, true) => {}
+        (false, false) => println!(
+            "  reads {}; `sluice validate --env` also checks them",
+            terminal::line(&variables.join(", "))
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

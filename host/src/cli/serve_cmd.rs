@@ -66,13 +66,10 @@ fn steps_of(flow: &Flow) -> Vec<(String, String)> {
 
 impl Host for ServeHost {
     fn load(&self, path: &Path) -> Result<Flow, String> {
-        let builtins = sluice_builtins::names();
-        let ctx = crate::flow::Context {
-            builtins: &builtins,
-            env: crate::flow::process_env(),
-            param_overrides: &[],
-        };
-        crate::flow::load(path, &ctx).map_err(|e| e.to_string())
+        super::with_context(&[], |ctx| {
+            crate::flow::load(path, ctx, &crate::flow::ProcessEnv)
+        })
+        .map_err(|e| e.to_string())
     }
 
     fn observer(

@@ -49,6 +49,7 @@ pub struct AuthoredFlow {
     pub description: Option<String>,
     pub schedule: Option<Spanned<AuthoredSchedule>>,
     pub params: Vec<(Spanned<String>, Spanned<Node>)>,
+    pub secrets: Vec<(Spanned<String>, Spanned<AuthoredSecret>)>,
     pub connections: Vec<(Spanned<String>, Spanned<AuthoredConnection>)>,
     pub steps: Vec<Spanned<AuthoredStep>>,
     /// Span of the whole document, for problems that have no better place.
@@ -63,6 +64,14 @@ pub struct AuthoredSchedule {
     pub cron: Spanned<String>,
     #[serde(default)]
     pub timezone: Option<Spanned<String>>,
+}
+
+/// Where a declared secret's value comes from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoredSecret {
+    /// The environment variable that holds it.
+    pub env: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,7 +155,7 @@ pub struct StepFields {
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
-    pub connections: Vec<Spanned<String>>,
+    pub retry: Option<Spanned<AuthoredRetry>>,
     #[serde(default)]
     pub for_each: Option<Spanned<String>>,
     #[serde(default)]
@@ -158,6 +167,18 @@ pub struct StepFields {
     /// Read by hand (a table of file name → output path), not by serde.
     #[serde(skip)]
     pub artifacts: Vec<(Spanned<String>, Spanned<String>)>,
+    /// Read by hand: a list of connections or a table of role → connection.
+    #[serde(skip)]
+    pub connections: Vec<AuthoredGrant>,
+}
+
+/// One connection a step is granted: `"graph"` in a list (the role is the
+/// connection's name, or the component's only role) or `graph = "graph_prod"`
+/// in a table.
+#[derive(Debug, Clone)]
+pub struct AuthoredGrant {
+    pub role: Option<Spanned<String>>,
+    pub connection: Spanned<String>,
 }
 
 #[derive(Debug)]
@@ -172,6 +193,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "description",
     "schedule",
     "params",
+    "secrets",
     "connections",
     "step",
 ];
@@ -208,6 +230,13 @@ pub fn parse(source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<Authore
             "params" => {
                 if let Some(entries) = table_entries(value, "params", diags) {
                     flow.params = entries.into_iter().map(|(k, v)| (k, node(v))).collect()
+                }
+            }
+            "secrets" => {
+                for (name, secret) in table_entries(value, "secrets", diags).unwrap_or_default() {
+                    if let Some(secret) = read::<AuthoredSecret>(secret, diags) {
+                        flow.secrets.push((name, secret));
+                    }
                 }
             }
             "connections" => {
@@ -292,6 +321,7 @@ const STEP_KEYS: &[&str] = &[
     "connections",
     "with",
     "for_each",
+    "retry",
     "concurrency",
     "when",
     "timeout",
@@ -369,6 +399,7 @@ fn read_step(
     let with = take(&mut table, "with").map(node);
     let when = take(&mut table, "when").map(node);
     let artifacts = take(&mut table, "artifacts");
+    let connections = take(&mut table, "connections");
     let mut step =
         read::<StepFields>(Spanned::new(span.clone(), DeValue::Table(table)), diags)?.into_inner();
     if let Some(artifacts) = artifacts {
@@ -378,6 +409,9 @@ fn read_step(
             }
         }
     }
+    if let Some(connections) = connections {
+        step.connections = read_grants(connections, diags);
+    }
     Some(Spanned::new(
         span,
         AuthoredStep {
@@ -386,6 +420,45 @@ fn read_step(
             when,
         },
     ))
+}
+
+/// `connections = ["graph"]` or `connections = { graph = "graph_prod" }`.
+fn read_grants(value: Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<AuthoredGrant> {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Array(items) => items
+            .into_iter()
+            .filter_map(|item| read::<String>(item, diags))
+            .map(|connection| AuthoredGrant {
+                role: None,
+                connection,
+            })
+            .collect(),
+        DeValue::Table(table) => table
+            .into_iter()
+            .filter_map(|(role, value)| {
+                let role = Spanned::new(role.span(), role.into_inner().into_owned());
+                let connection = read::<String>(value, diags)?;
+                Some(AuthoredGrant {
+                    role: Some(role),
+                    connection,
+                })
+            })
+            .collect(),
+        other => {
+            diags.push(
+                Diagnostic::new(
+                    span,
+                    format!(
+                        "`connections` must be a list or a table, not a {}",
+                        other.type_str()
+                    ),
+                )
+                .hint("write `connections = [\"graph\"]`, or `connections = { graph = \"graph_prod\" }` to bind a role to a connection"),
+            );
+            Vec::new()
+        }
+    }
 }
 
 fn take<'i>(table: &mut DeTable<'i>, key: &str) -> Option<Spanned<DeValue<'i>>> {

@@ -1,9 +1,10 @@
-//! Stage two: a validated flow, ready to run.
+//! Stage three: a bound flow, ready to run.
 //!
 //! Everything here has been checked: references point at params that exist
 //! and steps that run earlier, connections are declared, components are
-//! found, durations and cron expressions parse. Connection settings are
-//! resolved against the environment once, at load time.
+//! found and their inputs fit their schemas, durations and cron expressions
+//! parse. Binding resolved connection settings, declared secrets and every
+//! `${env.…}` against the environment once; the flow keeps no copy of it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,7 +15,9 @@ use std::time::Duration;
 use serde_json::Value;
 use url::Url;
 
+use super::catalog::Description;
 use super::schedule::Schedule;
+use super::schema::InputSchema;
 use super::source::SourceFile;
 use super::template::Template;
 
@@ -30,10 +33,9 @@ pub struct Flow {
     pub params: BTreeMap<String, Value>,
     pub connections: BTreeMap<String, Arc<ConnectionSpec>>,
     pub steps: Vec<Step>,
-    /// The environment as it was when the flow was loaded.
-    pub env: Arc<BTreeMap<String, String>>,
-    /// Every secret value the flow can reach, for redaction.
-    pub secrets: Vec<String>,
+    /// The values of the flow's declared secrets (and of the headers built
+    /// from them), for redaction.
+    pub secrets: Vec<Secret>,
 }
 
 /// Where a step's component comes from.
@@ -52,11 +54,27 @@ impl fmt::Display for ComponentRef {
     }
 }
 
+/// A connection a step may use, under the role its component knows it by
+/// (for a component without `describe`, the role is the connection's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionGrant {
+    pub role: String,
+    pub connection: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Step {
     pub id: String,
     pub uses: ComponentRef,
-    pub connections: Vec<String>,
+    pub connections: Vec<ConnectionGrant>,
+    /// What the component says about itself, when it exports `describe`.
+    pub description: Option<Arc<Description>>,
+    /// The component's input schema, checked against the resolved `with`
+    /// before the component is called.
+    pub input_schema: Option<Arc<InputSchema>>,
+    /// Retries of a step whose component failed with an `unavailable` or
+    /// `rate-limited` error; `None` runs it once.
+    pub retry: Option<RetryPolicy>,
     pub with: Option<ValueTemplate>,
     pub for_each: Option<Template>,
     pub concurrency: usize,
@@ -66,6 +84,17 @@ pub struct Step {
     pub on_error: OnError,
     /// File name in the run's output folder → path into the step's output.
     pub artifacts: Vec<(String, Vec<String>)>,
+}
+
+impl Step {
+    /// Checks a resolved input against the component's input schema (when
+    /// it has one), before the component is called.
+    pub fn check_input(&self, input: &Value) -> Result<(), super::schema::InputMismatch> {
+        match &self.input_schema {
+            Some(schema) => schema.check(input),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A JSON-shaped value whose strings may hold references.
@@ -78,7 +107,7 @@ pub enum ValueTemplate {
 }
 
 /// A text that must never be shown: printing it prints `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Secret(String);
 
 impl Secret {

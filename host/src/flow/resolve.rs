@@ -1,21 +1,26 @@
 //! Turning templates into JSON values against what is known at that moment.
 //!
-//! At load time only params and the environment are known (connections are
-//! resolved then); at run time step outputs, the current `for_each` item and
-//! the run's own fields join them.
+//! When a flow is bound, params, the environment and the declared secrets
+//! are known (connections are resolved then, and every `${env.…}` in a step
+//! is replaced by its value); at run time params, step outputs, the current
+//! `for_each` item and the run's own fields are. A `${env.X:-default}` whose
+//! variable was unset when the flow was bound reads its default.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::environment::Environment;
 use super::model::ValueTemplate;
 use super::template::{Part, Reference, Root, Template};
 
 /// What references can see.
-#[derive(Debug, Default)]
+#[derive(Default, Clone, Copy)]
 pub struct Scope<'a> {
     pub params: Option<&'a BTreeMap<String, Value>>,
-    pub env: Option<&'a BTreeMap<String, String>>,
+    pub env: Option<&'a dyn Environment>,
+    /// Declared secrets' values: seen only by connection settings.
+    pub secrets: Option<&'a BTreeMap<String, String>>,
     pub steps: Option<&'a BTreeMap<String, Value>>,
     pub item: Option<&'a Value>,
     pub run: Option<&'a Value>,
@@ -83,13 +88,18 @@ impl Scope<'_> {
                 .and_then(|p| p.get(name))
                 .cloned()
                 .ok_or_else(|| unavailable(&format!("params.{name}")))?,
-            Root::Env { name, default } => match self.env.and_then(|e| e.get(name)) {
-                Some(value) => Value::String(value.clone()),
+            Root::Env { name, default } => match self.env.and_then(|e| e.var(name)) {
+                Some(value) => Value::String(value),
                 None => match default {
                     Some(d) => Value::String(self.resolve_string(d)?),
                     None => return Err(ResolveError::MissingEnv(name.clone())),
                 },
             },
+            Root::Secret(name) => self
+                .secrets
+                .and_then(|s| s.get(name))
+                .map(|v| Value::String(v.clone()))
+                .ok_or_else(|| unavailable(&format!("secrets.{name}")))?,
             // A step that was skipped or failed under `continue` reads as null.
             Root::Step(id) => self
                 .steps

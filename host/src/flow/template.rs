@@ -2,7 +2,7 @@
 //!
 //! A string in a flow may hold references: `${params.x}`, `${env.X}`,
 //! `${env.X:-default}` (the default may itself hold references),
-//! `${steps.<id>.<path>}`, `${item}` and `${run.<field>}`. `$${` is a literal
+//! `${secrets.NAME}`, `${steps.<id>.<path>}`, `${item}` and `${run.<field>}`. `$${` is a literal
 //! `${`. A string that is exactly one reference keeps the referenced JSON
 //! type; anywhere else the value is spliced in as text.
 
@@ -35,6 +35,8 @@ pub enum Root {
         name: String,
         default: Option<Template>,
     },
+    /// A secret the flow declares under `[secrets]`.
+    Secret(String),
     Step(String),
     Item,
     Run(String),
@@ -207,6 +209,19 @@ fn parse_reference(
                 path,
             }
         }
+        "secrets" => {
+            let (name, path) = name_and_path("secret")?;
+            if !path.is_empty() {
+                return Err(err(
+                    format!("`${{{head}}}`: a secret has no fields"),
+                    "write `${secrets.NAME}`",
+                ));
+            }
+            Reference {
+                root: Root::Secret(name),
+                path,
+            }
+        }
         "steps" => {
             let (name, path) = name_and_path("step")?;
             Reference {
@@ -256,7 +271,7 @@ fn parse_reference(
                 format!(
                     "`${{{inner}}}` refers to `{other}`, which is not something a flow can reference"
                 ),
-                "references start with `params.`, `env.`, `steps.`, `item` or `run.`",
+                "references start with `params.`, `env.`, `secrets.`, `steps.`, `item` or `run.`",
             ));
         }
     };
@@ -326,8 +341,12 @@ mod tests {
         let e = Template::parse("x ${steps.a").unwrap_err();
         assert!(e.message.contains("never closed"));
         assert_eq!(e.range.start, 2);
-        let e = Template::parse("${secrets.x}").unwrap_err();
-        assert!(e.message.contains("`secrets`"));
+        let e = Template::parse("${vault.x}").unwrap_err();
+        assert!(e.message.contains("`vault`"));
+        let t = Template::parse("${secrets.x}").unwrap();
+        assert_eq!(t.as_single_ref().unwrap().root, Root::Secret("x".into()));
+        let e = Template::parse("${secrets.x.y}").unwrap_err();
+        assert!(e.message.contains("a secret has no fields"));
         let e = Template::parse("${params}").unwrap_err();
         assert!(e.message.contains("names no param"));
         let e = Template::parse("${run.nope}").unwrap_err();

@@ -88,15 +88,15 @@ impl<'a> RunContext<'a> {
         self.options.cancelled()
     }
 
-    /// What references see before any item: params, the environment, the
-    /// outputs so far and the run's fields.
+    /// What references see before any item: params, the outputs so far
+    /// and the run's fields (the environment was read when the flow was
+    /// bound).
     pub fn scope<'s>(&'s self, results: &'s Results) -> Scope<'s> {
         Scope {
             params: Some(&self.flow.params),
-            env: Some(&self.flow.env),
             steps: Some(&results.outputs),
-            item: None,
             run: Some(&self.fields_value),
+            ..Default::default()
         }
     }
 }

@@ -91,7 +91,7 @@ impl Runner {
         let started = Instant::now();
         let redactor = options.redactor.clone();
         for secret in &flow.secrets {
-            redactor.add(secret.clone());
+            redactor.add(secret.expose().to_string());
         }
         observer.event(&RunEvent::RunStarted {
             run_id: options.run_id.clone(),

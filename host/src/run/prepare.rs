@@ -42,7 +42,7 @@ pub async fn check_credentials(flow: &Flow, connections: &Connections) -> Result
     let used: BTreeSet<&String> = flow
         .steps
         .iter()
-        .flat_map(|s| s.connections.iter())
+        .flat_map(|s| s.connections.iter().map(|g| &g.connection))
         .collect();
     let checks = used
         .into_iter()

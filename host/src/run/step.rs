@@ -87,10 +87,14 @@ fn finish_early(ctx: &RunContext<'_>, step: &Step, status: Status, why: String) 
 /// What every call of this step shares: its granted connections, the
 /// dry-run flag, where its log lines go and its request counts.
 fn step_context(ctx: &RunContext<'_>, step: &Step, component: &str) -> Arc<StepContext> {
+    // The component names each connection by its role.
     let granted = step
         .connections
         .iter()
-        .filter_map(|c| ctx.connections.get(c).map(|conn| (c.clone(), conn.clone())))
+        .filter_map(|g| {
+            let conn = ctx.connections.get(&g.connection)?;
+            Some((g.role.clone(), conn.clone()))
+        })
         .collect();
     let (observer, redactor, step_id) =
         (ctx.observer.clone(), ctx.redactor.clone(), step.id.clone());
@@ -187,14 +191,19 @@ fn finish(
     }
 }
 
-/// The step's `with`, resolved against `scope` (an empty object without one).
+/// The step's `with`, resolved against `scope` (an empty object without
+/// one) and checked against its component's input schema, before the
+/// component is called.
 pub fn resolve_input(step: &Step, scope: &Scope<'_>) -> Result<Value, StepFailure> {
-    match &step.with {
+    let input = match &step.with {
         Some(with) => scope
             .resolve_value(with)
-            .map_err(|e| StepFailure::Failed(format!("its input could not be resolved: {e}"))),
-        None => Ok(json!({})),
-    }
+            .map_err(|e| StepFailure::Failed(format!("its input could not be resolved: {e}")))?,
+        None => json!({}),
+    };
+    step.check_input(&input)
+        .map_err(|e| StepFailure::Failed(format!("its input does not fit: {e}")))?;
+    Ok(input)
 }
 
 /// One call of the component, its output parsed.

@@ -734,13 +734,14 @@ mod tests {
     impl Host for FakeHost {
         fn load(&self, path: &Path) -> Result<Flow, String> {
             let builtins = sluice_builtins::names();
-            let env = [("API_TOKEN".to_string(), SECRET.to_string())].into();
+            let env: std::collections::BTreeMap<String, String> =
+                [("API_TOKEN".to_string(), SECRET.to_string())].into();
             let ctx = crate::flow::Context {
                 builtins: &builtins,
-                env,
+                catalog: &crate::flow::Undescribed,
                 param_overrides: &[],
             };
-            crate::flow::load(path, &ctx).map_err(|e| e.to_string())
+            crate::flow::load(path, &ctx, &env).map_err(|e| e.to_string())
         }
         fn observer(&self, _: &Flow, _: &str, _: &str, _: &RunOptions) -> Arc<dyn Observer> {
             self.started.fetch_add(1, Ordering::SeqCst);
@@ -779,7 +780,7 @@ mod tests {
 
     fn flow_text(name: &str, cron: &str) -> String {
         format!(
-            "name = \"{name}\"\nschedule = {{ cron = \"{cron}\" }}\n[[step]]\nid = \"s\"\nuses = \"{}\"\nwith = {{ action = \"echo\" }}\n",
+            "name = \"{name}\"\nschedule = {{ cron = \"{cron}\" }}\n[secrets]\napi_token = {{ env = \"API_TOKEN\" }}\n[[step]]\nid = \"s\"\nuses = \"{}\"\nwith = {{ action = \"echo\" }}\n",
             sluice_builtins::fixture("hostile").unwrap()
         )
     }

@@ -1,34 +1,35 @@
 //! `[connections.NAME]`: base URL, static headers, auth, rate limit, retry
-//! policy and limits, resolved against params and the environment.
+//! policy and limits. What the file alone determines is checked here (a
+//! literal URL, a literal header); what comes from the environment is
+//! checked when the flow is bound.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 use toml::Spanned;
-use url::Url;
 
 use super::super::authored::{
     AuthoredAuth, AuthoredConnection, AuthoredFlow, AuthoredOAuth2, AuthoredRateLimit,
     AuthoredRetry,
 };
+use super::super::compiled::{CompiledAuth, CompiledConnection, LocatedTemplate};
 use super::super::model::*;
-use super::{MAX_REQUEST_TIMEOUT, MAX_RETRY_DELAY, MIN_RATE_PER_SECOND, Validator, is_identifier};
+use super::super::template::Root;
+use super::references::Place;
+use super::{Compiler, MAX_REQUEST_TIMEOUT, MAX_RETRY_DELAY, MIN_RATE_PER_SECOND, is_identifier};
 use crate::http_rules;
 
-impl Validator<'_, '_> {
+impl Compiler<'_, '_> {
     pub(super) fn connections(
         &mut self,
         authored: &AuthoredFlow,
         params: &BTreeMap<String, Value>,
-        secrets: &mut Vec<String>,
-    ) -> BTreeMap<String, ConnectionSpec> {
-        let mut connections = BTreeMap::new();
-        for (name, conn) in &authored.connections {
-            if let Some(spec) = self.connection(name, conn.get_ref(), params, secrets) {
-                connections.insert(name.get_ref().clone(), spec);
-            }
-        }
-        connections
+    ) -> Vec<CompiledConnection> {
+        authored
+            .connections
+            .iter()
+            .filter_map(|(name, conn)| self.connection(name, conn.get_ref(), params))
+            .collect()
     }
 
     fn connection(
@@ -36,8 +37,7 @@ impl Validator<'_, '_> {
         name: &Spanned<String>,
         c: &AuthoredConnection,
         params: &BTreeMap<String, Value>,
-        secrets: &mut Vec<String>,
-    ) -> Option<ConnectionSpec> {
+    ) -> Option<CompiledConnection> {
         if !is_identifier(name.get_ref()) {
             self.error(
                 name.span(),
@@ -45,14 +45,11 @@ impl Validator<'_, '_> {
                 "use letters, digits, `-` and `_`",
             );
         }
-        let base_url = self
-            .load_time_string(&c.base_url, params)
-            .and_then(|text| self.url(&c.base_url, &text))
-            .map(http_rules::collapse_slashes);
+        let base_url = self.url(&c.base_url, params, true);
         let headers = self.headers(c, params);
         let auth = match &c.auth {
-            None => Auth::None,
-            Some(auth) => self.auth(auth, params, secrets),
+            None => Some(CompiledAuth::None),
+            Some(auth) => self.auth(auth, params),
         };
         let rate_limit = c.rate_limit.as_ref().and_then(|r| self.rate_limit(r));
         let retry = c
@@ -68,11 +65,11 @@ impl Validator<'_, '_> {
             .max_response_bytes
             .as_ref()
             .map_or(DEFAULT_MAX_RESPONSE_BYTES, |m| *m.get_ref());
-        Some(ConnectionSpec {
+        Some(CompiledConnection {
             name: name.get_ref().clone(),
             base_url: base_url?,
             headers,
-            auth,
+            auth: auth?,
             rate_limit,
             retry,
             max_response_bytes,
@@ -80,11 +77,34 @@ impl Validator<'_, '_> {
         })
     }
 
+    /// A base (`base`) or token URL: no secret in it, and checked now when
+    /// the file alone determines it (a variable's default included).
+    fn url(
+        &mut self,
+        s: &Spanned<String>,
+        params: &BTreeMap<String, Value>,
+        base: bool,
+    ) -> Option<LocatedTemplate> {
+        let located = self.located_template(s, Place::Connection { params, url: true })?;
+        let check = if base {
+            http_rules::base_url
+        } else {
+            http_rules::endpoint_url
+        };
+        if let Some(text) = self.static_text(&located, params)
+            && let Err(e) = check(&text)
+        {
+            self.error(s.span(), e.to_string(), e.hint());
+            return None;
+        }
+        Some(located)
+    }
+
     fn headers(
         &mut self,
         c: &AuthoredConnection,
         params: &BTreeMap<String, Value>,
-    ) -> Vec<(String, String)> {
+    ) -> Vec<(String, LocatedTemplate)> {
         let mut headers = Vec::new();
         for (header, value) in &c.headers {
             if !http_rules::valid_header_name(header) {
@@ -103,24 +123,17 @@ impl Validator<'_, '_> {
                 );
                 continue;
             }
-            let Some(text) = self.load_time_string(value, params) else {
+            let place = Place::Connection { params, url: false };
+            let Some(located) = self.located_template(value, place) else {
                 continue;
             };
-            if text.contains(['\r', '\n']) {
-                self.error(
-                    value.span(),
-                    format!("header `{header}` contains a line break"),
-                    "remove CR/LF from the value",
-                );
-            } else if !http_rules::valid_header_value(&text) {
-                self.error(
-                    value.span(),
-                    format!("header `{header}` has a value HTTP does not allow"),
-                    "header values are printable ASCII: no accented letters, dashes other than `-`, or control characters",
-                );
-            } else {
-                headers.push((header.clone(), text));
+            if let Some(text) = self.static_text(&located, params)
+                && let Err((message, hint)) = http_rules::header_value(header, &text)
+            {
+                self.error(value.span(), message, hint);
+                continue;
             }
+            headers.push((header.clone(), located));
         }
         headers
     }
@@ -129,25 +142,22 @@ impl Validator<'_, '_> {
         &mut self,
         auth: &Spanned<AuthoredAuth>,
         params: &BTreeMap<String, Value>,
-        secrets: &mut Vec<String>,
-    ) -> Auth {
+    ) -> Option<CompiledAuth> {
         let a = auth.get_ref();
         match (&a.oauth2_client_credentials, &a.bearer) {
-            (Some(o), None) => self.oauth2(o.get_ref(), params, secrets),
-            (None, Some(b)) => match self.load_time_string(&b.get_ref().token, params) {
-                Some(token) => {
-                    secrets.push(token.clone());
-                    Auth::Bearer(Secret::new(token))
-                }
-                None => Auth::None,
-            },
+            (Some(o), None) => self.oauth2(o.get_ref(), params),
+            (None, Some(b)) => Some(CompiledAuth::Bearer(self.credential(
+                &b.get_ref().token,
+                "bearer token",
+                params,
+            )?)),
             _ => {
                 self.error(
                     auth.span(),
                     "`auth` must name exactly one method",
-                    "use `auth.oauth2_client_credentials = {…}` or `auth.bearer = { token = \"${env.TOKEN}\" }`",
+                    "use `auth.oauth2_client_credentials = {…}` or `auth.bearer = { token = \"${secrets.NAME}\" }`",
                 );
-                Auth::None
+                None
             }
         }
     }
@@ -156,36 +166,44 @@ impl Validator<'_, '_> {
         &mut self,
         o: &AuthoredOAuth2,
         params: &BTreeMap<String, Value>,
-        secrets: &mut Vec<String>,
-    ) -> Auth {
-        let token_url = self
-            .load_time_string(&o.token_url, params)
-            .and_then(|t| self.url(&o.token_url, &t));
-        let client_id = self.load_time_string(&o.client_id, params);
-        let client_secret = self.load_time_string(&o.client_secret, params);
-        let scope = o
-            .scope
-            .as_ref()
-            .and_then(|s| self.load_time_string(s, params));
-        if let Some(secret) = &client_secret {
-            if secret.is_empty() {
-                self.error(
-                    o.client_secret.span(),
-                    "the client secret is empty",
-                    "set the variable it reads to the app's secret",
-                );
-            }
-            secrets.push(secret.clone());
+    ) -> Option<CompiledAuth> {
+        let place = Place::Connection { params, url: false };
+        let token_url = self.url(&o.token_url, params, false);
+        let client_id = self.located_template(&o.client_id, place);
+        let client_secret = self.credential(&o.client_secret, "client secret", params);
+        let scope = match &o.scope {
+            Some(s) => Some(self.located_template(s, place)?),
+            None => None,
+        };
+        Some(CompiledAuth::OAuth2ClientCredentials {
+            token_url: token_url?,
+            client_id: client_id?,
+            client_secret: client_secret?,
+            scope,
+        })
+    }
+
+    /// A client secret or bearer token: exactly one declared secret.
+    fn credential(
+        &mut self,
+        s: &Spanned<String>,
+        what: &str,
+        params: &BTreeMap<String, Value>,
+    ) -> Option<LocatedTemplate> {
+        let located = self.located_template(s, Place::Connection { params, url: false })?;
+        let is_secret = located
+            .template
+            .as_single_ref()
+            .is_some_and(|r| matches!(r.root, Root::Secret(_)));
+        if !is_secret {
+            self.error(
+                s.span(),
+                format!("the {what} must be a declared secret"),
+                "declare it under `[secrets]` (`name = { env = \"VARIABLE\" }`) and write `\"${secrets.name}\"` here",
+            );
+            return None;
         }
-        match (token_url, client_id, client_secret) {
-            (Some(token_url), Some(client_id), Some(secret)) => Auth::OAuth2ClientCredentials {
-                token_url,
-                client_id,
-                client_secret: Secret::new(secret),
-                scope,
-            },
-            _ => Auth::None,
-        }
+        Some(located)
     }
 
     fn rate_limit(&mut self, r: &Spanned<AuthoredRateLimit>) -> Option<RateLimit> {
@@ -221,7 +239,7 @@ impl Validator<'_, '_> {
         best.map(|per_second| RateLimit { per_second })
     }
 
-    fn retry(&mut self, r: &Spanned<AuthoredRetry>) -> RetryPolicy {
+    pub(super) fn retry(&mut self, r: &Spanned<AuthoredRetry>) -> RetryPolicy {
         let r = r.get_ref();
         let mut retry = RetryPolicy::default();
         if let Some(n) = &r.max_attempts {
@@ -245,15 +263,5 @@ impl Validator<'_, '_> {
                 .unwrap_or(retry.max_delay);
         }
         retry
-    }
-
-    fn url(&mut self, at: &Spanned<String>, text: &str) -> Option<Url> {
-        match http_rules::endpoint_url(text) {
-            Ok(url) => Some(url),
-            Err(e) => {
-                self.error(at.span(), e.to_string(), e.hint());
-                None
-            }
-        }
     }
 }

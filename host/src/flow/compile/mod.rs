@@ -1,93 +1,82 @@
-//! From the authored flow to a validated [`Flow`], finding every problem.
+//! From the authored flow to a [`CompiledFlow`], finding every problem that
+//! can be found without the environment.
 //!
 //! Checks, each reported with its location and a hint: duplicate or
-//! malformed step ids, references to unknown params, to unknown, later or
-//! the same step, `${item}` outside `for_each`, unknown connections, unset
-//! environment variables without a default, components that are neither a
-//! built-in nor an existing file, bad durations, cron expressions and time
-//! zones, durations and rates beyond their caps (a step timeout over a day,
-//! request timeouts and retry delays over an hour, fewer than one request
-//! an hour), `${item}` in a `for_each` step's `when`, and connection
-//! settings (URLs, auth, limits).
+//! malformed step ids, references to unknown params, secrets, or unknown,
+//! later or the same step, `${item}` outside `for_each` (or in its `when`),
+//! secrets anywhere but credentials, unknown connections and connection
+//! roles, components that are neither a built-in nor a component file, a
+//! `with` that its component's input schema refuses, bad durations, cron
+//! expressions and time zones, durations and rates beyond their caps, and
+//! connection settings (URLs, headers, auth, limits) as far as they are
+//! written in the file.
 //!
 //! One module per part of the file: [`header`] (name, schedule, params),
-//! [`connection`], [`step`]; [`references`] checks what a `${…}` may point
-//! at and [`text`] turns strings into templates and durations.
+//! [`secrets`], [`connection`], [`step`] with [`grants`] and [`inputs`];
+//! [`references`] checks what a `${…}` may point at and [`text`] turns
+//! strings into templates and durations.
 
 mod connection;
+mod grants;
 mod header;
+mod inputs;
 mod references;
+mod secrets;
 mod step;
 mod text;
 
-use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::authored::{AuthoredFlow, Node};
-use super::model::Flow;
+use super::catalog::ComponentCatalog;
+use super::compiled::{CompiledFlow, EnvUse, SecretDecl};
 use super::source::{Diagnostic, SourceFile};
 
-/// What the validator needs to know about the world outside the file.
+/// What compiling needs to know about the world outside the file: never
+/// the environment.
 pub struct Context<'a> {
     pub builtins: &'a [&'a str],
-    pub env: BTreeMap<String, String>,
+    /// Loads components and reads their `describe`.
+    pub catalog: &'a dyn ComponentCatalog,
+    /// `--param NAME=VALUE` given on the command line.
     pub param_overrides: &'a [(String, String)],
 }
 
-pub fn validate(
+/// Compiles as much of the flow as is right; the problems go to `diags`.
+/// The flow returned is whole only when no problem was found.
+pub fn compile(
     source: &SourceFile,
     authored: AuthoredFlow,
     ctx: &Context<'_>,
     diags: &mut Vec<Diagnostic>,
-) -> Option<Flow> {
-    let mut v = Validator { source, diags, ctx };
-    let name = v.name(&authored);
-    let schedule = authored.schedule.as_ref().and_then(|s| v.schedule(s));
-    let params = v.params(&authored.params);
-    let mut secrets = Vec::new();
-    let connections = v.connections(&authored, &params, &mut secrets);
-    let steps = v.steps(&authored, &params);
-    secrets.extend(credential_looking_env(&ctx.env));
-    secrets.sort();
-    secrets.dedup();
-    if !v.diags.is_empty() {
-        return None;
-    }
-    Some(Flow {
+) -> CompiledFlow {
+    let mut c = Compiler {
+        source,
+        diags,
+        ctx,
+        secrets: Vec::new(),
+        env_uses: Vec::new(),
+    };
+    let name = c.name(&authored);
+    let schedule = authored.schedule.as_ref().and_then(|s| c.schedule(s));
+    let params = c.params(&authored.params);
+    c.secrets = c.secret_decls(&authored.secrets);
+    let connections = c.connections(&authored, &params);
+    let steps = c.steps(&authored, &params);
+    CompiledFlow {
         name,
         description: authored.description,
         source: source.clone(),
         schedule,
         params,
-        connections: connections
-            .into_iter()
-            .map(|(k, spec)| (k, Arc::new(spec)))
-            .collect(),
+        secrets: c.secrets,
+        connections,
         steps,
-        env: Arc::new(ctx.env.clone()),
-        secrets,
-    })
-}
-
-/// Every env value that looks like a credential is redacted too, in case a
-/// flow passes one to a component by hand.
-fn credential_looking_env(env: &BTreeMap<String, String>) -> Vec<String> {
-    env.iter()
-        .filter(|(key, value)| {
-            let upper = key.to_ascii_uppercase();
-            [
-                "SECRET", "TOKEN", "PASSWORD", "PASSWD", "API_KEY", "PRIVATE",
-            ]
-            .iter()
-            .any(|w| upper.contains(w))
-                && value.len() >= 4
-        })
-        .map(|(_, value)| value.clone())
-        .collect()
+        env_uses: c.env_uses,
+    }
 }
 
 /// The longest step `timeout`: a step that needs more than a day is a
@@ -102,13 +91,17 @@ const MAX_RETRY_DELAY: Duration = crate::http_rules::MAX_WAIT;
 const MIN_RATE_PER_SECOND: f64 = 1.0 / 3600.0;
 
 /// Walks the authored flow, collecting diagnostics as it goes.
-struct Validator<'a, 'b> {
+struct Compiler<'a, 'b> {
     source: &'a SourceFile,
     diags: &'a mut Vec<Diagnostic>,
     ctx: &'a Context<'b>,
+    /// The flow's declared secrets, once read.
+    secrets: Vec<SecretDecl>,
+    /// Every `${env.…}` met so far.
+    env_uses: Vec<EnvUse>,
 }
 
-impl Validator<'_, '_> {
+impl Compiler<'_, '_> {
     fn error(&mut self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
         self.diags.push(Diagnostic::new(span, message).hint(hint));
     }

@@ -8,9 +8,9 @@ use toml::Spanned;
 
 use super::super::authored::{AuthoredFlow, AuthoredSchedule, Node};
 use super::super::schedule::{Schedule, ScheduleError};
-use super::{Validator, literal_json};
+use super::{Compiler, literal_json};
 
-impl Validator<'_, '_> {
+impl Compiler<'_, '_> {
     pub(super) fn name(&mut self, authored: &AuthoredFlow) -> String {
         match &authored.name {
             Some(n) if !n.get_ref().trim().is_empty() => n.get_ref().clone(),

@@ -1,20 +1,25 @@
 //! `[[step]]` sections: ids, components, granted connections, `with`,
-//! `for_each`, `when`, concurrency, timeout and artifacts.
+//! `for_each`, `when`, concurrency, timeout, retry and artifacts.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde_json::Value;
 use toml::Spanned;
 
 use super::super::authored::{AuthoredFlow, AuthoredStep, Node, OnError, StepFields};
+use super::super::catalog::Description;
+use super::super::component_file;
 use super::super::model::*;
+use super::super::schema::InputSchema;
 use super::super::template::Template;
+use super::inputs::{Known, StepShape};
 use super::references::{ItemRule, RefRules};
-use super::{MAX_STEP_TIMEOUT, Validator, is_identifier};
+use super::{Compiler, MAX_STEP_TIMEOUT, is_identifier};
 
-impl Validator<'_, '_> {
+impl Compiler<'_, '_> {
     /// Every step, in order; each may read only the steps before it.
     pub(super) fn steps(
         &mut self,
@@ -33,6 +38,7 @@ impl Validator<'_, '_> {
             .collect();
         let mut steps = Vec::new();
         let mut seen: HashMap<String, Range<usize>> = HashMap::new();
+        let mut shapes: BTreeMap<String, StepShape> = BTreeMap::new();
         for (index, step) in authored.steps.iter().enumerate() {
             let earlier: HashSet<&str> = seen.keys().map(String::as_str).collect();
             let context = StepContext {
@@ -40,8 +46,10 @@ impl Validator<'_, '_> {
                 declared: &declared,
                 earlier: &earlier,
                 later: &all_ids[index + 1..],
+                shapes: &shapes,
             };
             if let Some(s) = self.step(step.get_ref(), &context) {
+                shapes.insert(s.id.clone(), StepShape::of(&s));
                 steps.push(s);
             }
             let id = &step.get_ref().fields.id;
@@ -78,8 +86,9 @@ impl Validator<'_, '_> {
                 "use letters, digits, `-` and `_`, like `create-users`",
             );
         }
-        let uses = self.uses(&f.uses);
-        self.grants(f, at.declared);
+        let component = self.component(&f.uses);
+        let description = component.as_ref().and_then(|(_, d, _)| d.clone());
+        let connections = self.grants(f, at.declared, description.as_deref());
         let refs = RefRules {
             params: at.params,
             earlier: at.earlier,
@@ -97,52 +106,46 @@ impl Validator<'_, '_> {
             .when
             .as_ref()
             .map_or_else(Vec::new, |w| self.when(w, &refs));
-        let concurrency = self.concurrency(f);
-        let timeout = f
-            .timeout
-            .as_ref()
-            .and_then(|t| self.duration(t, "timeout", MAX_STEP_TIMEOUT))
-            .unwrap_or(DEFAULT_STEP_TIMEOUT);
-        let on_error = f.on_error.as_ref().map_or(OnError::Fail, |o| *o.get_ref());
-        let artifacts = self.artifacts(f);
+        let input_schema = component.as_ref().and_then(|(_, _, s)| s.clone());
+        if let Some(schema) = &input_schema
+            && self.diags.len() == before
+        {
+            let known = Known::new(at.params, at.shapes, for_each.as_ref());
+            self.check_inputs(f, step.with.as_ref(), schema, &known);
+        }
+        let fields = self.step_fields(f);
         if self.diags.len() > before {
             return None;
         }
         Some(Step {
             id,
-            uses: uses?,
-            connections: f.connections.iter().map(|c| c.get_ref().clone()).collect(),
+            uses: component?.0,
+            connections,
+            description,
+            input_schema,
+            retry: fields.retry,
             with,
             for_each,
-            concurrency,
+            concurrency: fields.concurrency,
             when,
-            timeout,
-            on_error,
-            artifacts,
+            timeout: fields.timeout,
+            on_error: fields.on_error,
+            artifacts: fields.artifacts,
         })
     }
 
-    /// Each connection a step asks for is declared by the flow.
-    fn grants(&mut self, f: &StepFields, declared: &HashSet<&str>) {
-        let id = f.id.get_ref();
-        for c in &f.connections {
-            if declared.contains(c.get_ref().as_str()) {
-                continue;
-            }
-            let mut known: Vec<&str> = declared.iter().copied().collect();
-            known.sort();
-            self.error(
-                c.span(),
-                format!(
-                    "step `{id}` asks for connection `{}`, which the flow does not declare",
-                    c.get_ref()
-                ),
-                if known.is_empty() {
-                    "declare it under `[connections.NAME]`".to_string()
-                } else {
-                    format!("declared connections: {}", known.join(", "))
-                },
-            );
+    /// The step's settings that stand alone.
+    fn step_fields(&mut self, f: &StepFields) -> Fields {
+        Fields {
+            concurrency: self.concurrency(f),
+            timeout: f
+                .timeout
+                .as_ref()
+                .and_then(|t| self.duration(t, "timeout", MAX_STEP_TIMEOUT))
+                .unwrap_or(DEFAULT_STEP_TIMEOUT),
+            on_error: f.on_error.as_ref().map_or(OnError::Fail, |o| *o.get_ref()),
+            retry: f.retry.as_ref().map(|r| self.retry(r)),
+            artifacts: self.artifacts(f),
         }
     }
 
@@ -163,7 +166,7 @@ impl Validator<'_, '_> {
             item: ItemRule::OutsideForEach,
             ..*refs
         };
-        let t = self.checked_template(fe, &rules)?;
+        let t = self.checked_template(fe, &rules, "for_each")?;
         if t.as_single_ref().is_none() {
             self.error(
                 fe.span(),
@@ -186,14 +189,14 @@ impl Validator<'_, '_> {
         let hint = "write `when = \"${steps.x.ok}\"`";
         match node.get_ref() {
             Node::String(s) => self
-                .checked_template(&Spanned::new(node.span(), s.clone()), &rules)
+                .checked_template(&Spanned::new(node.span(), s.clone()), &rules, "when")
                 .into_iter()
                 .collect(),
             Node::Array(items) => items
                 .iter()
                 .filter_map(|i| match i.get_ref() {
                     Node::String(s) => {
-                        self.checked_template(&Spanned::new(i.span(), s.clone()), &rules)
+                        self.checked_template(&Spanned::new(i.span(), s.clone()), &rules, "when")
                     }
                     other => {
                         let message =
@@ -242,6 +245,9 @@ impl Validator<'_, '_> {
         let mut artifacts = Vec::new();
         for (file, path) in &f.artifacts {
             let name = file.get_ref();
+            if self.reference_in_artifact(file) || self.reference_in_artifact(path) {
+                continue;
+            }
             if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
                 self.error(
                     file.span(),
@@ -260,6 +266,62 @@ impl Validator<'_, '_> {
         artifacts
     }
 
+    /// `artifacts` name files and paths into the output: no references,
+    /// and above all no secret.
+    fn reference_in_artifact(&mut self, s: &Spanned<String>) -> bool {
+        let Ok(template) = Template::parse(s.get_ref()) else {
+            return false;
+        };
+        let Some((r, range)) = template.references().into_iter().next() else {
+            return false;
+        };
+        let span = self.inner_span(s, range);
+        match &r.root {
+            super::super::template::Root::Secret(name) => self.error(
+                span,
+                format!("secret `{name}` cannot be used in a step's `artifacts`"),
+                "secrets go only where credentials go (a connection's `auth` or `headers`)",
+            ),
+            _ => self.error(
+                span,
+                "`artifacts` take a file name and a path into the step's output, not references",
+                "for example `artifacts = { \"report.html\" = \"html\" }`",
+            ),
+        }
+        true
+    }
+
+    /// The step's component, what it says about itself and its input schema.
+    fn component(&mut self, uses: &Spanned<String>) -> Option<Component> {
+        let component = self.uses(uses)?;
+        let description = match self.ctx.catalog.describe(&component) {
+            Ok(d) => d.map(Arc::new),
+            Err(e) => {
+                self.error(
+                    uses.span(),
+                    format!("component `{component}` cannot be used: {}", e.message),
+                    e.hint,
+                );
+                return None;
+            }
+        };
+        let schema = match &description {
+            Some(d) => match InputSchema::new(&d.name, &d.input_schema) {
+                Ok(schema) => Some(Arc::new(schema)),
+                Err(e) => {
+                    self.error(
+                        uses.span(),
+                        format!("component `{component}` describes its input with a schema that is not valid: {e}"),
+                        "fix the component's `describe`: its input schema must be JSON Schema draft 2020-12",
+                    );
+                    return None;
+                }
+            },
+            None => None,
+        };
+        Some((component, description, schema))
+    }
+
     fn uses(&mut self, uses: &Spanned<String>) -> Option<ComponentRef> {
         let text = uses.get_ref();
         let looks_like_path = text.ends_with(".wasm") || text.contains('/') || text.contains('\\');
@@ -270,15 +332,13 @@ impl Validator<'_, '_> {
             } else {
                 self.source.dir().join(path)
             };
-            if path.is_file() {
-                return Some(ComponentRef::File(path));
-            }
-            self.error(
-                uses.span(),
-                format!("component file `{}` does not exist", path.display()),
-                "paths in `uses` are relative to the flow file; build the component with `cargo build --target wasm32-wasip2`",
-            );
-            return None;
+            return match component_file::check(&path) {
+                Ok(()) => Some(ComponentRef::File(path)),
+                Err(e) => {
+                    self.error(uses.span(), e.to_string(), e.hint());
+                    None
+                }
+            };
         }
         if self.ctx.builtins.contains(&text.as_str()) {
             return Some(ComponentRef::Builtin(text.clone()));
@@ -295,10 +355,27 @@ impl Validator<'_, '_> {
     }
 }
 
+type Component = (
+    ComponentRef,
+    Option<Arc<Description>>,
+    Option<Arc<InputSchema>>,
+);
+
+/// A step's settings that need nothing but themselves.
+struct Fields {
+    concurrency: usize,
+    timeout: std::time::Duration,
+    on_error: OnError,
+    retry: Option<RetryPolicy>,
+    artifacts: Vec<(String, Vec<String>)>,
+}
+
 /// What a step may refer to, from where it stands in the flow.
 struct StepContext<'a> {
     params: &'a BTreeMap<String, Value>,
     declared: &'a HashSet<&'a str>,
     earlier: &'a HashSet<&'a str>,
     later: &'a [String],
+    /// What is known of the earlier steps' outputs.
+    shapes: &'a BTreeMap<String, StepShape>,
 }

@@ -1,0 +1,289 @@
+//! Stage three: binding a compiled flow to an environment.
+//!
+//! Reads only the variables the flow names: each declared secret's source,
+//! and each `${env.…}`. A variable needed without a default and not set is
+//! reported where it is written, as is a secret whose variable is unset or
+//! empty. Connections are resolved (URLs and headers checked again with
+//! their real values), and every `${env.…}` in a step is replaced by its
+//! value, so the bound [`Flow`] keeps no copy of the environment.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use url::Url;
+
+use super::compiled::{CompiledAuth, CompiledConnection, CompiledFlow, LocatedTemplate};
+use super::environment::Environment;
+use super::model::{Auth, ConnectionSpec, Flow, Secret, Step, ValueTemplate};
+use super::resolve::Scope;
+use super::source::Diagnostic;
+use super::template::{Part, Root, Template};
+use crate::http_rules;
+
+/// Binds `flow` to `env`; the problems go to `diags`.
+pub fn bind(flow: CompiledFlow, env: &dyn Environment, diags: &mut Vec<Diagnostic>) -> Flow {
+    let mut b = Binder { env, diags };
+    b.check_env_uses(&flow);
+    let secrets = b.secrets(&flow);
+    let scope = Scope {
+        params: Some(&flow.params),
+        env: Some(env),
+        secrets: Some(&secrets),
+        ..Default::default()
+    };
+    let mut redacted: Vec<Secret> = secrets.values().cloned().map(Secret::new).collect();
+    let connections = flow
+        .connections
+        .iter()
+        .filter_map(|c| b.connection(c, &scope, &mut redacted))
+        .map(|spec| (spec.name.clone(), Arc::new(spec)))
+        .collect();
+    redacted.sort();
+    redacted.dedup();
+    Flow {
+        name: flow.name,
+        description: flow.description,
+        source: flow.source,
+        schedule: flow.schedule,
+        params: flow.params,
+        connections,
+        steps: flow.steps.into_iter().map(|s| bind_step(s, env)).collect(),
+        secrets: redacted,
+    }
+}
+
+struct Binder<'a> {
+    env: &'a dyn Environment,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Binder<'_> {
+    fn error(&mut self, span: std::ops::Range<usize>, message: String, hint: impl Into<String>) {
+        self.diags.push(Diagnostic::new(span, message).hint(hint));
+    }
+
+    /// Every variable needed without a default is set.
+    fn check_env_uses(&mut self, flow: &CompiledFlow) {
+        for u in &flow.env_uses {
+            let needed = !u.has_default
+                && u.inside_defaults_of
+                    .iter()
+                    .all(|v| self.env.var(v).is_none());
+            if needed && self.env.var(&u.name).is_none() {
+                let name = &u.name;
+                self.error(
+                    u.span.clone(),
+                    format!("environment variable {name} is not set"),
+                    format!("set {name}, or give a default with `${{env.{name}:-value}}`"),
+                );
+            }
+        }
+    }
+
+    /// Each declared secret's value, read from its variable.
+    fn secrets(&mut self, flow: &CompiledFlow) -> BTreeMap<String, String> {
+        let mut values = BTreeMap::new();
+        for s in &flow.secrets {
+            match self.env.var(&s.env) {
+                Some(v) if !v.is_empty() => {
+                    values.insert(s.name.clone(), v);
+                }
+                found => self.error(
+                    s.span.clone(),
+                    format!(
+                        "secret `{}` reads {}, which is {}",
+                        s.name,
+                        s.env,
+                        if found.is_some() { "empty" } else { "not set" }
+                    ),
+                    format!("set {} to the secret's value", s.env),
+                ),
+            }
+        }
+        values
+    }
+
+    fn connection(
+        &mut self,
+        c: &CompiledConnection,
+        scope: &Scope<'_>,
+        redacted: &mut Vec<Secret>,
+    ) -> Option<ConnectionSpec> {
+        let base_url = self.url(&c.base_url, scope, http_rules::base_url);
+        let mut headers = Vec::new();
+        for (name, value) in &c.headers {
+            let Some(text) = self.text(value, scope) else {
+                continue;
+            };
+            if let Err((message, hint)) = http_rules::header_value(name, &text) {
+                self.error(value.token.clone(), message, hint);
+                continue;
+            }
+            if has_secret(&value.template) {
+                redacted.push(Secret::new(text.clone()));
+            }
+            headers.push((name.clone(), text));
+        }
+        let auth = self.auth(&c.auth, scope)?;
+        Some(ConnectionSpec {
+            name: c.name.clone(),
+            base_url: base_url.map(http_rules::collapse_slashes)?,
+            headers,
+            auth,
+            rate_limit: c.rate_limit,
+            retry: c.retry,
+            max_response_bytes: c.max_response_bytes,
+            request_timeout: c.request_timeout,
+        })
+    }
+
+    fn auth(&mut self, auth: &CompiledAuth, scope: &Scope<'_>) -> Option<Auth> {
+        Some(match auth {
+            CompiledAuth::None => Auth::None,
+            CompiledAuth::Bearer(token) => Auth::Bearer(Secret::new(self.text(token, scope)?)),
+            CompiledAuth::OAuth2ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scope: wanted,
+            } => {
+                let token_url = self.url(token_url, scope, http_rules::endpoint_url);
+                let client_id = self.text(client_id, scope);
+                let client_secret = self.text(client_secret, scope);
+                let wanted = match wanted {
+                    Some(w) => Some(self.text(w, scope)?),
+                    None => None,
+                };
+                Auth::OAuth2ClientCredentials {
+                    token_url: token_url?,
+                    client_id: client_id?,
+                    client_secret: Secret::new(client_secret?),
+                    scope: wanted,
+                }
+            }
+        })
+    }
+
+    fn url(
+        &mut self,
+        at: &LocatedTemplate,
+        scope: &Scope<'_>,
+        check: fn(&str) -> Result<Url, http_rules::BaseUrlError>,
+    ) -> Option<Url> {
+        let text = self.text(at, scope)?;
+        match check(&text) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                self.error(at.token.clone(), e.to_string(), e.hint());
+                None
+            }
+        }
+    }
+
+    /// The text of a setting; a missing variable was reported already.
+    fn text(&mut self, at: &LocatedTemplate, scope: &Scope<'_>) -> Option<String> {
+        scope.resolve_string(&at.template).ok()
+    }
+}
+
+fn has_secret(t: &Template) -> bool {
+    t.references()
+        .iter()
+        .any(|(r, _)| matches!(r.root, Root::Secret(_)))
+}
+
+/// The step with every `${env.…}` replaced by its value.
+fn bind_step(mut step: Step, env: &dyn Environment) -> Step {
+    step.with = step.with.map(|w| bind_value(w, env));
+    step.for_each = step.for_each.map(|t| bind_template(&t, env));
+    step.when = step.when.iter().map(|t| bind_template(t, env)).collect();
+    step
+}
+
+fn bind_value(value: ValueTemplate, env: &dyn Environment) -> ValueTemplate {
+    match value {
+        ValueTemplate::Text(t) => {
+            let bound = bind_template(&t, env);
+            if bound.is_literal() {
+                let text = bound
+                    .parts
+                    .iter()
+                    .map(|p| match p {
+                        Part::Literal(s) => s.as_str(),
+                        Part::Ref(..) => "",
+                    })
+                    .collect();
+                ValueTemplate::Literal(serde_json::Value::String(text))
+            } else {
+                ValueTemplate::Text(bound)
+            }
+        }
+        ValueTemplate::Array(items) => {
+            ValueTemplate::Array(items.into_iter().map(|i| bind_value(i, env)).collect())
+        }
+        ValueTemplate::Object(entries) => ValueTemplate::Object(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k, bind_value(v, env)))
+                .collect(),
+        ),
+        literal @ ValueTemplate::Literal(_) => literal,
+    }
+}
+
+/// A set variable becomes its text; an unset one with a default keeps the
+/// reference (its default, itself bound, is read at run time).
+fn bind_template(t: &Template, env: &dyn Environment) -> Template {
+    let mut parts: Vec<Part> = Vec::new();
+    for part in &t.parts {
+        let bound = match part {
+            Part::Ref(r, range) => match &r.root {
+                Root::Env { name, default } => match env.var(name) {
+                    Some(value) => Part::Literal(value),
+                    None => {
+                        let mut r = r.clone();
+                        r.root = Root::Env {
+                            name: name.clone(),
+                            default: default.as_ref().map(|d| bind_template(d, env)),
+                        };
+                        Part::Ref(r, range.clone())
+                    }
+                },
+                _ => part.clone(),
+            },
+            Part::Literal(_) => part.clone(),
+        };
+        match (parts.last_mut(), bound) {
+            (Some(Part::Literal(prev)), Part::Literal(next)) => prev.push_str(&next),
+            (_, bound) => parts.push(bound),
+        }
+    }
+    Template { parts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn set_variables_become_text_and_unset_ones_keep_their_default() {
+        let env = BTreeMap::from([("A".to_string(), "alpha".to_string())]);
+        let t = Template::parse("x-${env.A}-${env.B:-${env.A}!}").unwrap();
+        let bound = bind_template(&t, &env);
+        // No environment at run time: the default, bound already, is read.
+        let scope = Scope::default();
+        assert_eq!(scope.resolve(&bound).unwrap(), json!("x-alpha-alpha!"));
+        assert!(
+            !bound
+                .references()
+                .iter()
+                .any(|(r, _)| matches!(&r.root, Root::Env { name, .. } if name == "A"))
+        );
+        let whole = bind_value(
+            ValueTemplate::Text(Template::parse("${env.A}").unwrap()),
+            &env,
+        );
+        assert_eq!(whole, ValueTemplate::Literal(json!("alpha")));
+    }
+}

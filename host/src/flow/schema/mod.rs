@@ -1,0 +1,329 @@
+//! A component's input schema, and what a `with` that does not fit it is
+//! told.
+//!
+//! [`InputSchema`] compiles a component's input JSON Schema (draft 2020-12,
+//! with the `jsonschema` crate) once, when the flow is compiled. Before the
+//! component is called, the run loop checks the resolved input with
+//! [`InputSchema::check`]; while compiling, the flow checks what it already
+//! knows of a `with` (its literal parts, params) with
+//! [`InputSchema::known_mismatches`], and what its references are known to
+//! be (another step's output schema) with the walker in [`shape`]. Both
+//! describe a problem as a [`Mismatch`]: the path of the offending key and
+//! the same one-line message.
+
+pub mod shape;
+
+use std::fmt;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use serde_json::Value;
+
+/// One step of a path into a JSON value: a key or a list index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// A path into a step's input, shown as `with.user.email` or `with.users.3`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InputPath(pub Vec<Segment>);
+
+impl InputPath {
+    fn from_pointer(pointer: &str) -> Self {
+        let segments = pointer
+            .split('/')
+            .skip(1)
+            .map(|s| s.replace("~1", "/").replace("~0", "~"))
+            .map(|s| match s.parse::<usize>() {
+                Ok(i) => Segment::Index(i),
+                Err(_) => Segment::Key(s),
+            })
+            .collect();
+        Self(segments)
+    }
+
+    fn child(&self, key: &str) -> Self {
+        let mut path = self.clone();
+        path.0.push(Segment::Key(key.to_string()));
+        path
+    }
+
+    /// Whether `self` is `other` or lies inside it.
+    pub fn starts_with(&self, other: &InputPath) -> bool {
+        self.0.starts_with(&other.0)
+    }
+}
+
+impl fmt::Display for InputPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("with")?;
+        for segment in &self.0 {
+            match segment {
+                Segment::Key(k) => write!(f, ".{k}")?,
+                Segment::Index(i) => write!(f, ".{i}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A part of a step's input that its component's schema refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The offending key (or the object missing a required key).
+    pub path: InputPath,
+    pub message: String,
+    pub hint: String,
+}
+
+/// Every mismatch of one input, as the run loop reports it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(|m| m.message.as_str()).collect::<Vec<_>>().join("; "))]
+pub struct InputMismatch(pub Vec<Mismatch>);
+
+/// A component's input schema, compiled.
+pub struct InputSchema {
+    component: String,
+    schema: Value,
+    validator: jsonschema::Validator,
+}
+
+impl fmt::Debug for InputSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InputSchema")
+            .field("component", &self.component)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InputSchema {
+    /// Compiles `schema`; the error says why it is not a usable schema.
+    pub fn new(component: &str, schema: &Value) -> Result<Self, String> {
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(schema)
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            component: component.to_string(),
+            schema: schema.clone(),
+            validator,
+        })
+    }
+
+    /// The schema as the component gave it.
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// The run-time check, made before the component is called.
+    pub fn check(&self, input: &Value) -> Result<(), InputMismatch> {
+        let found = self.mismatches(input, &[]);
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(InputMismatch(found))
+        }
+    }
+
+    /// The mismatches of an input only partly known: the parts at
+    /// `unknown` hold placeholders, and nothing said about them (or about a
+    /// value that contains them) counts, except missing and unexpected keys.
+    pub fn known_mismatches(&self, input: &Value, unknown: &[InputPath]) -> Vec<Mismatch> {
+        self.mismatches(input, unknown)
+    }
+
+    fn mismatches(&self, input: &Value, unknown: &[InputPath]) -> Vec<Mismatch> {
+        let mut out = Vec::new();
+        for error in self.validator.iter_errors(input) {
+            let path = InputPath::from_pointer(error.instance_path().as_str());
+            let about_keys = matches!(
+                error.kind(),
+                ValidationErrorKind::Required { .. }
+                    | ValidationErrorKind::AdditionalProperties { .. }
+            );
+            let touches_unknown = unknown
+                .iter()
+                .any(|u| u.starts_with(&path) || path.starts_with(u));
+            if touches_unknown && !about_keys {
+                continue;
+            }
+            let text = error.to_string();
+            out.extend(self.describe(&path, error.kind(), error.instance(), &text));
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out.dedup();
+        out
+    }
+
+    fn describe(
+        &self,
+        path: &InputPath,
+        kind: &ValidationErrorKind,
+        found: &Value,
+        text: &str,
+    ) -> Vec<Mismatch> {
+        let c = &self.component;
+        let one = |path: InputPath, message: String, hint: String| {
+            vec![Mismatch {
+                path,
+                message,
+                hint,
+            }]
+        };
+        match kind {
+            ValidationErrorKind::Type { kind } => one(
+                path.clone(),
+                type_message(path, &expected_types(kind), kind_of(found), c),
+                format!("give `{path}` {}", expected_types(kind)),
+            ),
+            ValidationErrorKind::Required { property } => {
+                let key = property.as_str().unwrap_or_default();
+                one(
+                    path.clone(),
+                    format!("`{path}` has no `{key}`, which `{c}` requires"),
+                    format!("add `{key}` to `{path}`"),
+                )
+            }
+            ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
+                .iter()
+                .map(|key| Mismatch {
+                    path: path.child(key),
+                    message: format!("`{}` is not an input of `{c}`", path.child(key)),
+                    hint: self.known_keys_hint(path),
+                })
+                .collect(),
+            ValidationErrorKind::Enum { options } => one(
+                path.clone(),
+                format!("`{path}` must be one of {options} (input of `{c}`)"),
+                "use one of the values listed".to_string(),
+            ),
+            ValidationErrorKind::Constant { expected_value } => one(
+                path.clone(),
+                format!("`{path}` must be {expected_value} (input of `{c}`)"),
+                format!("set it to {expected_value}"),
+            ),
+            _ => one(
+                path.clone(),
+                format!(
+                    "`{path}` does not fit the input of `{c}`: {}",
+                    first_line(text)
+                ),
+                "see the component's input schema".to_string(),
+            ),
+        }
+    }
+
+    /// The keys the schema allows at `path`, as a hint.
+    fn known_keys_hint(&self, path: &InputPath) -> String {
+        let keys = shape::property_names(&self.schema, &path.0);
+        if keys.is_empty() {
+            "remove it".to_string()
+        } else {
+            format!("remove it; `{}` takes: {}", self.component, keys.join(", "))
+        }
+    }
+}
+
+/// "`with.x` must be an integer, not a string (input of `c`)".
+pub fn type_message(path: &InputPath, expected: &str, found: &str, component: &str) -> String {
+    format!("`{path}` must be {expected}, not {found} (input of `{component}`)")
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+fn expected_types(kind: &TypeKind) -> String {
+    let names: Vec<&str> = match kind {
+        TypeKind::Single(t) => vec![t.as_str()],
+        TypeKind::Multiple(set) => set.iter().map(|t| t.as_str()).collect(),
+    };
+    shape::type_names(names.iter().copied())
+}
+
+/// "a string", "an integer", … for a JSON value.
+pub fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> InputSchema {
+        InputSchema::new(
+            "procore-users",
+            &json!({
+                "type": "object",
+                "properties": {
+                    "company_id": { "type": "integer" },
+                    "mode": { "enum": ["all", "active"] },
+                    "user": { "$ref": "#/$defs/User" }
+                },
+                "required": ["company_id"],
+                "additionalProperties": false,
+                "$defs": { "User": { "type": "object", "properties": { "email": { "type": "string" } } } }
+            }),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_fitting_input_passes() {
+        assert_eq!(
+            schema().check(&json!({"company_id": 42, "mode": "all"})),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn each_mismatch_names_its_path_and_the_expected_type() {
+        let e = schema()
+            .check(&json!({"company_id": "42", "user": {"email": 5}, "extra": 1}))
+            .unwrap_err();
+        let messages: Vec<&str> = e.0.iter().map(|m| m.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "`with.company_id` must be an integer, not a string (input of `procore-users`)",
+                "`with.extra` is not an input of `procore-users`",
+                "`with.user.email` must be a string, not an integer (input of `procore-users`)",
+            ]
+        );
+        assert_eq!(
+            e.0[1].hint,
+            "remove it; `procore-users` takes: company_id, mode, user"
+        );
+        let e = schema().check(&json!({})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`with` has no `company_id`, which `procore-users` requires"
+        );
+    }
+
+    #[test]
+    fn unknown_parts_are_not_judged_but_their_keys_are() {
+        let unknown = [InputPath(vec![Segment::Key("company_id".into())])];
+        let found = schema().known_mismatches(&json!({"company_id": null, "nope": 1}), &unknown);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            found[0].message,
+            "`with.nope` is not an input of `procore-users`"
+        );
+    }
+
+    #[test]
+    fn an_invalid_schema_is_refused() {
+        assert!(InputSchema::new("x", &json!({"type": 5})).is_err());
+    }
+}
