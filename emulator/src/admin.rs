@@ -137,3 +137,32 @@ pub async fn change_user(
 pub async fn delete_user(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     done(s.lock().delete_user(&id))
 }
+
+/// The emulator's own work so far: requests answered and the time spent
+/// answering them, so a benchmark can tell the emulator's cost from its
+/// client's.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Stats {
+    pub requests: u64,
+    pub service_time_ms: f64,
+}
+
+pub fn stats_of(s: &Shared) -> Stats {
+    let d = s.lock();
+    Stats {
+        requests: d.served,
+        service_time_ms: d.service_time.as_secs_f64() * 1000.0,
+    }
+}
+
+/// `GET /_admin/stats`
+pub async fn stats(State(s): State<Shared>) -> Response {
+    Json(stats_of(&s)).into_response()
+}
+
+/// `POST /_admin/delta/expire`: every Graph delta token issued so far is
+/// answered 410 Gone from now on, as when Graph's seven days have passed.
+pub async fn expire_delta_tokens(State(s): State<Shared>) -> Response {
+    s.lock().delta_epoch += 1;
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -23,14 +23,24 @@ pub struct InjectedFault(pub FaultKind);
 /// The largest request body a targeted fault reads to match on.
 const MAX_INSPECTED_BODY: usize = 16 * 1024 * 1024;
 
-/// Logs every request with the status it got (and the fault, if one was injected).
+/// Logs every request with the status it got (and the fault, if one was
+/// injected), and adds the time spent answering it to the emulator's own
+/// service time (from the request's arrival to its response's headers; an
+/// injected `slow_ms` counts too).
 pub async fn log_requests(State(s): State<Shared>, request: Request, next: Next) -> Response {
     let method = request.method().to_string();
     let path = request
         .uri()
         .path_and_query()
         .map_or_else(|| request.uri().path().to_string(), |p| p.to_string());
+    let started = Instant::now();
     let response = next.run(request).await;
+    let spent = started.elapsed();
+    {
+        let mut d = s.lock();
+        d.served += 1;
+        d.service_time += spent;
+    }
     let fault = response
         .extensions()
         .get::<InjectedFault>()

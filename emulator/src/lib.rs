@@ -54,6 +54,8 @@ pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
             "/_admin/groups/{group}/members/{member}",
             post(admin::add_member).delete(admin::remove_member),
         )
+        .route("/_admin/stats", get(admin::stats))
+        .route("/_admin/delta/expire", post(admin::expire_delta_tokens))
         .route(
             "/_admin/users/{id}",
             patch(admin::change_user).delete(admin::delete_user),
@@ -186,6 +188,17 @@ impl RunningEmulator {
     /// no such user.
     pub fn delete_user(&self, user_id: &str) -> bool {
         self.shared.lock().delete_user(user_id)
+    }
+
+    /// Expires every Graph delta token issued so far: following one is
+    /// answered 410 Gone, as after Graph's seven days.
+    pub fn expire_delta_tokens(&self) {
+        self.shared.lock().delta_epoch += 1;
+    }
+
+    /// Requests answered so far and the time the emulator spent on them.
+    pub fn stats(&self) -> admin::Stats {
+        admin::stats_of(&self.shared)
     }
 
     pub async fn shutdown(mut self) {

@@ -105,6 +105,10 @@ pub struct Data {
     pub membership_changes: Vec<MembershipChange>,
     /// Bumped to expire every delta token issued so far.
     pub delta_epoch: u64,
+    pub delta_tokens: crate::graph::delta::DeltaTokens,
+    /// Requests answered, and the time the emulator spent answering them.
+    pub served: u64,
+    pub service_time: Duration,
     pub procore_index: ProcoreIndex,
     pub mails: Vec<SentMail>,
     pub log: Vec<LoggedRequest>,
@@ -244,6 +248,9 @@ impl Shared {
         let data = Data {
             membership_changes: Vec::new(),
             delta_epoch: 0,
+            delta_tokens: Default::default(),
+            served: 0,
+            service_time: Duration::ZERO,
             procore_index: ProcoreIndex::of(&config.scenario),
             scenario: config.scenario.clone(),
             mails: Vec::new(),

@@ -10,6 +10,7 @@
 //! segment …") and a method it does not take included — so a Graph SDK
 //! reads every answer as it reads Graph's.
 
+pub(crate) mod delta;
 mod directory;
 mod filter;
 mod mail;
@@ -33,6 +34,7 @@ pub use token::token;
 /// path may hold them; an id may stand between them.
 const KNOWN_SEGMENTS: &[&str] = &[
     "groups",
+    "delta",
     "users",
     "members",
     "transitiveMembers",
@@ -44,6 +46,8 @@ const KNOWN_SEGMENTS: &[&str] = &[
 pub fn router(shared: Shared) -> Router<Shared> {
     Router::new()
         .route("/groups", get(directory::groups))
+        .route("/groups/delta", get(delta::groups_delta))
+        .route("/groups/microsoft.graph.delta()", get(delta::groups_delta))
         .route("/groups/{id}", get(directory::group))
         .route("/groups/{id}/members", get(directory::members))
         .route(

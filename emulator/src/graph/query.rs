@@ -46,7 +46,7 @@ impl Listing {
     }
 
     /// The property's canonical name if any type of this listing has it.
-    fn property(self, name: &str) -> Result<&'static str, Response> {
+    pub fn property(self, name: &str) -> Result<&'static str, Response> {
         self.kinds()
             .iter()
             .find_map(|k| k.property(name))

@@ -223,6 +223,16 @@ pub fn group(g: &GraphGroup) -> Object {
     )
 }
 
+/// The type of a member object.
+pub fn member_kind(member: &Member) -> Kind {
+    match member {
+        Member::User { .. } => Kind::User,
+        Member::Group { .. } => Kind::Group,
+        Member::Device { .. } => Kind::Device,
+        Member::ServicePrincipal { .. } => Kind::ServicePrincipal,
+    }
+}
+
 /// A member as the directory holds it; `None` for a member whose user or
 /// group no longer exists.
 pub fn member(scenario: &Scenario, member: &Member) -> Option<Object> {

@@ -1,0 +1,343 @@
+//! Graph delta for groups with members, on the wire: a first round that
+//! lists every member, rounds that list only changes (`@removed` for a
+//! member who left), large groups split across pages, and 410 Gone for a
+//! token that expired or was never issued.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+use sluice_emulator::{EmulatorConfig, Faults, Scenario};
+
+mod common;
+
+use common::{Env, start};
+
+/// One `members@delta` entry: the member's id, its type, and whether it left.
+type Entry = (String, String, bool);
+
+/// Everything a round said, merged per group across its pages.
+struct Round {
+    groups: BTreeMap<String, Vec<Entry>>,
+    names: BTreeMap<String, String>,
+    pages: usize,
+    delta_link: String,
+}
+
+async fn read_round(env: &Env, token: &str, first: &str) -> Round {
+    let mut round = Round {
+        groups: BTreeMap::new(),
+        names: BTreeMap::new(),
+        pages: 0,
+        delta_link: String::new(),
+    };
+    let mut url = first.to_string();
+    loop {
+        let r = env.graph(token, &url).await;
+        assert_eq!(r.status(), 200, "{url}");
+        let page: Value = r.json().await.unwrap();
+        round.pages += 1;
+        for group in page["value"].as_array().unwrap() {
+            let id = group["id"].as_str().unwrap().to_string();
+            if let Some(name) = group["displayName"].as_str() {
+                round.names.insert(id.clone(), name.to_string());
+            }
+            let entries = round.groups.entry(id).or_default();
+            for m in group["members@delta"].as_array().into_iter().flatten() {
+                entries.push((
+                    m["id"].as_str().unwrap().to_string(),
+                    m["@odata.type"].as_str().unwrap().to_string(),
+                    m.get("@removed").is_some(),
+                ));
+                if let Some(removed) = m.get("@removed") {
+                    assert_eq!(removed, &json!({"reason": "deleted"}));
+                }
+            }
+        }
+        match (
+            page["@odata.nextLink"].as_str(),
+            page["@odata.deltaLink"].as_str(),
+        ) {
+            (Some(next), None) => url = next.to_string(),
+            (None, Some(delta)) => {
+                round.delta_link = delta.to_string();
+                return round;
+            }
+            other => panic!("a page has a nextLink or a deltaLink, not {other:?}"),
+        }
+    }
+}
+
+/// The direct members of each group as the emulator holds them.
+fn membership(scenario: &Scenario, groups: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    groups
+        .iter()
+        .map(|id| {
+            let members = scenario.group(id).unwrap().members.iter();
+            (
+                id.to_string(),
+                members.map(|m| m.id().to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Applies a round to what a client knew.
+fn apply(known: &mut BTreeMap<String, BTreeSet<String>>, round: &Round) {
+    for (group, entries) in &round.groups {
+        let members = known.entry(group.clone()).or_default();
+        for (id, _, removed) in entries {
+            if *removed {
+                members.remove(id);
+            } else {
+                members.insert(id.clone());
+            }
+        }
+    }
+}
+
+fn license_groups(scenario: &Scenario) -> Vec<String> {
+    scenario
+        .groups
+        .iter()
+        .filter(|g| g.display_name.starts_with("License – "))
+        .map(|g| g.id.clone())
+        .collect()
+}
+
+fn filtered_url(env: &Env, groups: &[String]) -> String {
+    let filter = groups
+        .iter()
+        .map(|g| format!("id eq '{g}'"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    reqwest::Url::parse_with_params(
+        &format!("{}/groups/delta", env.var("GRAPH_BASE_URL")),
+        &[("$select", "displayName,members"), ("$filter", &filter)],
+    )
+    .unwrap()
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_first_round_lists_every_member_splitting_large_groups_across_pages() {
+    let scenario = Scenario::generate(3000, 9);
+    let groups = license_groups(&scenario);
+    let largest = groups
+        .iter()
+        .map(|g| scenario.group(g).unwrap().members.len())
+        .max()
+        .unwrap();
+    assert!(largest > 1000, "a group larger than one page: {largest}");
+    let env = start(EmulatorConfig {
+        scenario: scenario.clone(),
+        ..Default::default()
+    })
+    .await;
+    let token = env.graph_token().await;
+    let round = read_round(&env, &token, &filtered_url(&env, &groups)).await;
+    assert!(round.pages >= 3, "{} pages", round.pages);
+    let mut known = BTreeMap::new();
+    apply(&mut known, &round);
+    let ids: Vec<&str> = groups.iter().map(String::as_str).collect();
+    assert_eq!(
+        known,
+        membership(&scenario, &ids),
+        "only the filtered groups, every member"
+    );
+    for (group, name) in &round.names {
+        assert_eq!(name, &scenario.group(group).unwrap().display_name);
+    }
+    let kinds: BTreeSet<&str> = round
+        .groups
+        .values()
+        .flatten()
+        .map(|(_, kind, _)| kind.as_str())
+        .collect();
+    assert!(kinds.contains("#microsoft.graph.user") && kinds.contains("#microsoft.graph.group"));
+    assert!(
+        round
+            .groups
+            .values()
+            .flatten()
+            .all(|(_, _, removed)| !removed)
+    );
+    // Nothing changed: the deltaLink gives an empty round.
+    let again = read_round(&env, &token, &round.delta_link).await;
+    assert!(again.groups.is_empty() && again.pages == 1);
+    // Without a filter, every group; the only filter delta takes is on id.
+    let all = read_round(
+        &env,
+        &token,
+        &format!(
+            "{}/groups/delta?$select=displayName",
+            env.var("GRAPH_BASE_URL")
+        ),
+    )
+    .await;
+    assert_eq!(all.groups.len(), scenario.groups.len());
+    assert!(
+        all.groups.values().all(Vec::is_empty),
+        "members only when selected"
+    );
+    let by_name = env
+        .graph(
+            &token,
+            &format!(
+                "{}/groups/delta?$filter=startswith(displayName,'License')",
+                env.var("GRAPH_BASE_URL")
+            ),
+        )
+        .await;
+    assert_eq!(by_name.status(), 400);
+}
+
+#[tokio::test]
+async fn later_rounds_list_only_joins_and_leaves_with_removed() {
+    let scenario = Scenario::generate(200, 4);
+    let groups = license_groups(&scenario);
+    let users: Vec<String> = scenario.graph_users.iter().map(|u| u.id.clone()).collect();
+    let env = start(EmulatorConfig {
+        scenario: scenario.clone(),
+        // Each round starts with an empty page that has a nextLink.
+        faults: Faults {
+            empty_graph_pages: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let token = env.graph_token().await;
+    let first = read_round(&env, &token, &filtered_url(&env, &groups)).await;
+    let mut known = BTreeMap::new();
+    apply(&mut known, &first);
+    // Between runs: one leaves a group, one is deleted, one is disabled
+    // (not a membership change), one joins, one leaves and comes back.
+    let g = &groups[0];
+    let member_of_g = |i: usize| scenario.group(g).unwrap().members[i].id().to_string();
+    let (leaver, deleted, bounced) = (member_of_g(1), member_of_g(2), member_of_g(3));
+    let joiner = users
+        .iter()
+        .find(|u| !known[g].contains(*u))
+        .unwrap()
+        .clone();
+    assert!(env.emu.remove_member(g, &leaver));
+    assert!(env.emu.delete_user(&deleted));
+    assert!(env.emu.set_account_enabled(&member_of_g(4), false));
+    assert!(env.emu.add_member(g, &joiner));
+    assert!(env.emu.remove_member(g, &bounced) && env.emu.add_member(g, &bounced));
+    let changes = read_round(&env, &token, &first.delta_link).await;
+    let entries: BTreeSet<(String, bool)> = changes.groups[g]
+        .iter()
+        .map(|(id, _, removed)| (id.clone(), *removed))
+        .collect();
+    assert!(entries.contains(&(leaver.clone(), true)));
+    assert!(entries.contains(&(joiner.clone(), false)));
+    assert!(
+        entries.contains(&(bounced.clone(), false)),
+        "net: still a member"
+    );
+    assert!(
+        changes
+            .groups
+            .values()
+            .flatten()
+            .any(|(id, _, removed)| *id == deleted && *removed),
+        "a deleted user leaves its groups"
+    );
+    assert!(
+        changes.groups.keys().all(|id| groups.contains(id)),
+        "only the filtered groups"
+    );
+    apply(&mut known, &changes);
+    let now = env.emu.snapshot().scenario;
+    let ids: Vec<&str> = groups.iter().map(String::as_str).collect();
+    assert_eq!(
+        known,
+        membership(&now, &ids),
+        "the merged rounds equal a full read"
+    );
+    // A round after everything settled lists nothing.
+    let settled = read_round(&env, &token, &changes.delta_link).await;
+    assert!(settled.groups.is_empty());
+}
+
+#[tokio::test]
+async fn expired_or_unknown_tokens_are_410_gone_with_where_to_start_again() {
+    let env = start(EmulatorConfig::default()).await;
+    let token = env.graph_token().await;
+    let base = env.var("GRAPH_BASE_URL").to_string();
+    let first = read_round(
+        &env,
+        &token,
+        &format!("{base}/groups/delta?$select=displayName,members"),
+    )
+    .await;
+    for (url, restart) in [
+        (
+            format!("{base}/groups/delta?$deltatoken=never-issued"),
+            format!("{base}/groups/delta"),
+        ),
+        (
+            format!("{base}/groups/delta?$skiptoken=never-issued"),
+            format!("{base}/groups/delta"),
+        ),
+    ] {
+        let r = env.graph(&token, &url).await;
+        assert_eq!(r.status(), 410);
+        assert_eq!(r.headers()["location"].to_str().unwrap(), restart);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "syncStateNotFound");
+    }
+    // Expired (as after Graph's seven days): a full read starts again from
+    // the Location, which keeps the round's options.
+    env.emu.expire_delta_tokens();
+    let r = env.graph(&token, &first.delta_link).await;
+    assert_eq!(r.status(), 410);
+    let restart = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        restart.contains("$select=displayName%2Cmembers")
+            || restart.contains("$select=displayName,members"),
+        "{restart}"
+    );
+    let again = read_round(&env, &token, &restart).await;
+    assert!(!again.groups.is_empty());
+    // $deltatoken=latest: no objects, a link for changes from now on.
+    let latest: Value = env
+        .graph(&token, &format!("{base}/groups/delta?$deltatoken=latest"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(latest["value"], json!([]));
+    assert!(latest["@odata.deltaLink"].is_string());
+}
+
+#[tokio::test]
+async fn the_emulator_reports_its_own_service_time() {
+    let env = start(EmulatorConfig::default()).await;
+    let token = env.graph_token().await;
+    for _ in 0..3 {
+        env.graph(&token, &format!("{}/groups", env.var("GRAPH_BASE_URL")))
+            .await;
+    }
+    let stats = env.emu.stats();
+    assert_eq!(stats.requests, 4, "the token request and three lists");
+    assert!(stats.service_time_ms > 0.0);
+    let over_http: Value = env
+        .http
+        .get(format!("{}/_admin/stats", env.emu.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(over_http["requests"], json!(4));
+    let over_http_ms = over_http["service_time_ms"].as_f64().unwrap();
+    // JSON numbers are read back to within a rounding of the f64.
+    assert!(
+        over_http_ms >= stats.service_time_ms - 1e-9,
+        "{over_http_ms} {stats:?}"
+    );
+}
