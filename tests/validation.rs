@@ -232,3 +232,100 @@ fn a_root_with_a_trailing_slash_does_not_double_the_base_path() {
         "http://127.0.0.1:9000/rest/v1.0"
     );
 }
+
+/// A catalog read from `tests/flows/described/catalog.json`: what the
+/// built-ins say about themselves through `describe`, written by hand, so
+/// that the checks which need descriptions are tested on their own.
+struct JsonCatalog(std::collections::BTreeMap<String, sluice::flow::Description>);
+
+impl sluice::flow::ComponentCatalog for JsonCatalog {
+    fn describe(
+        &self,
+        component: &sluice::flow::ComponentRef,
+    ) -> Result<Option<sluice::flow::Description>, sluice::flow::CatalogError> {
+        Ok(match component {
+            sluice::flow::ComponentRef::Builtin(name) => self.0.get(name).cloned(),
+            sluice::flow::ComponentRef::File(_) => None,
+        })
+    }
+}
+
+fn described_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/flows/described")
+}
+
+/// Compiles `file` (in `tests/flows/described/`) against the JSON catalog,
+/// with no environment: the rendered problems, or `None` when it compiles.
+fn compile_described(file: &str) -> Option<String> {
+    let dir = described_dir();
+    let catalog: std::collections::BTreeMap<String, sluice::flow::Description> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("catalog.json")).unwrap()).unwrap();
+    let names: Vec<&str> = catalog.keys().map(String::as_str).collect();
+    let catalog = JsonCatalog(catalog.clone());
+    let ctx = sluice::flow::Context {
+        builtins: &names,
+        catalog: &catalog,
+        param_overrides: &[],
+    };
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    let source = sluice::flow::SourceFile::new(file, text);
+    sluice::flow::compile_source(source, &ctx)
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// Each flow of `tests/flows/described/` but `fits.toml` is refused with
+/// exactly the problems stored beside it (`SLUICE_BLESS=1` rewrites them).
+#[test]
+fn inputs_that_do_not_fit_their_schema_and_unknown_roles_are_reported_where_written() {
+    let dir = described_dir();
+    let bless = std::env::var_os("SLUICE_BLESS").is_some();
+    let mut mismatches = Vec::new();
+    for file in [
+        "schema_literal.toml",
+        "schema_reference.toml",
+        "unknown_role.toml",
+    ] {
+        let got = compile_described(file).unwrap_or_default() + "\n";
+        let expected_path = dir.join(file.replace(".toml", ".expected"));
+        if bless {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != got {
+            mismatches.push(format!("--- {file}: expected\n{expected}\n--- got\n{got}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn a_schema_mismatch_names_the_key_its_line_and_column_and_the_type_expected() {
+    let text = compile_described("schema_literal.toml").unwrap();
+    assert!(
+        text.contains(
+            "error: `with.company_id` must be an integer or a string, not a boolean (input of `procore-users`)\n  --> schema_literal.toml:10:10"
+        ),
+        "{text}"
+    );
+    let text = compile_described("schema_reference.toml").unwrap();
+    assert!(
+        text.contains(
+            "error: `with.people` must be an array, but `${steps.groups.count}` (output of `graph-groups`) is an integer\n  --> schema_reference.toml:18:10"
+        ),
+        "{text}"
+    );
+    let text = compile_described("unknown_role.toml").unwrap();
+    assert!(
+        text.contains(
+            "error: component `graph-groups` has no connection role `mail`\n  --> unknown_role.toml:12:17"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_flow_that_fits_its_components_schemas_compiles_with_no_environment() {
+    assert_eq!(compile_described("fits.toml"), None);
+}

@@ -208,7 +208,7 @@ impl Compiler<'_, '_> {
     }
 
     fn shape_of(&mut self, r: &Reference, s: &Spanned<String>, known: &Known<'_>) -> Shape {
-        let text = |t: &str| Shape::Types([t.to_string()].into(), String::new());
+        let run_field = |t: &str| Shape::Types([t.to_string()].into(), "a run field".into());
         match &r.root {
             Root::Param(name) => known
                 .params
@@ -218,8 +218,8 @@ impl Compiler<'_, '_> {
                 ["string".into()].into(),
                 "environment variables are text".into(),
             ),
-            Root::Run(field) if field == "dry_run" => text("boolean"),
-            Root::Run(_) => text("string"),
+            Root::Run(field) if field == "dry_run" => run_field("boolean"),
+            Root::Run(_) => run_field("string"),
             Root::Step(id) => self.output_shape(id, &r.path, s, known),
             Root::Item => match &known.item {
                 Some((id, path)) => {
