@@ -7,7 +7,9 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::progress::{Mode, Progress};
+use crate::connections::tape::{RunId, Tapes};
 use crate::engine::{Engine, EngineConfig};
+use crate::redact::Redactor;
 use sluice_store::{Location, Store, Trigger};
 
 use crate::run::recorder::{HistoryWriter, RecordAs, Recorder};
@@ -33,6 +35,14 @@ pub struct RunArgs {
     /// Also show components' debug and info log lines
     #[arg(long, short)]
     pub verbose: bool,
+    /// Write every exchange of every connection to DIR, one cassette per
+    /// connection (DIR/CONNECTION.yml, Ruby VCR layout), secrets removed
+    #[arg(long, value_name = "DIR", conflicts_with = "replay")]
+    pub record: Option<PathBuf>,
+    /// Answer every request from the cassettes in DIR instead of the
+    /// network: no token is fetched and nothing is changed anywhere
+    #[arg(long, value_name = "DIR")]
+    pub replay: Option<PathBuf>,
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -122,19 +132,76 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         Trigger::Manual,
     )
     .await;
-    let runner = Runner::new(engine_for(data_dir)?)?;
     let run_id = crate::run::new_run_id();
-    let options = RunOptions::new(
+    let tapes = match tapes(&args, &flow, &run_id) {
+        Ok(tapes) => tapes,
+        Err(e) => {
+            eprintln!("error: {}", super::terminal::line(&e.to_string()));
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let runner = Runner::new(engine_for(data_dir)?)?;
+    let mut options = RunOptions::new(
         run_id.clone(),
         sluice_store::run_dir(data_dir, &run_id),
         args.dry_run,
     );
+    options.tapes = tapes.clone();
     stop_gracefully_on_signal(options.cancel.clone(), mode)?;
     let outcome = runner
         .run(&flow, &options, recording.observer.clone())
         .await;
     recording.finish().await;
-    Ok(finish(&outcome, mode))
+    let taped = match &tapes {
+        Some(tapes) => after_tape(tapes, args.record.is_some(), &options.redactor, mode),
+        None => true,
+    };
+    Ok(match finish(&outcome, mode) {
+        code if code == ExitCode::SUCCESS && !taped => ExitCode::from(1),
+        code => code,
+    })
+}
+
+/// The run's cassettes, for `--record` or `--replay`: one per connection
+/// the flow declares.
+fn tapes(
+    args: &RunArgs,
+    flow: &crate::flow::Flow,
+    run_id: &str,
+) -> anyhow::Result<Option<Arc<Tapes>>> {
+    let connections = flow.connections.keys();
+    let run = RunId::new(run_id);
+    Ok(match (&args.record, &args.replay) {
+        (Some(dir), _) => Some(Arc::new(Tapes::record(dir, connections, &run)?)),
+        (None, Some(dir)) => Some(Arc::new(Tapes::replay(dir, connections, &run)?)),
+        (None, None) => None,
+    })
+}
+
+/// Writes a recording's cassettes, or reports the requests a replay had
+/// no answer for. False when a cassette could not be written or a
+/// replayed request went unanswered: the run did not do what was asked.
+fn after_tape(tapes: &Tapes, recorded: bool, redactor: &Redactor, mode: Mode) -> bool {
+    let quiet = mode != Mode::Human;
+    if recorded {
+        return match tapes.save(redactor) {
+            Ok(paths) => {
+                for path in paths.iter().filter(|_| !quiet) {
+                    eprintln!("  cassette: {}", shown(path));
+                }
+                true
+            }
+            Err(e) => {
+                eprintln!("error: {}", super::terminal::line(&e.to_string()));
+                false
+            }
+        };
+    }
+    let misses = tapes.misses();
+    for miss in &misses {
+        eprintln!("error: {}", super::terminal::line(&redactor.redact(miss)));
+    }
+    misses.is_empty()
 }
 
 /// Ctrl-C or SIGTERM stops a run the way `serve` does: the running step

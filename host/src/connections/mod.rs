@@ -6,11 +6,13 @@
 //! against [`policy`], waits its turn, authenticates, sends over a [`wire`],
 //! and after each attempt does what [`decide`] says (send again, wait,
 //! refresh the token, give up) until it can return the final response.
-//! Nothing a component sends or receives ever carries a credential.
+//! Nothing a component sends or receives ever carries a credential. A run
+//! may record every exchange, or answer them from a recording ([`tape`]).
 
 pub mod auth;
 pub mod decide;
 pub mod policy;
+pub mod tape;
 pub mod throttle;
 pub mod wire;
 
@@ -26,6 +28,7 @@ use crate::redact::Redactor;
 use auth::{AuthError, TokenSource};
 use decide::{Attempt, Decision, GiveUp, Next, Resend, Rules, Tally, decide};
 use policy::Violation;
+use tape::{Tape, Tapes};
 use throttle::Throttle;
 use wire::{ReadFailure, Wire};
 
@@ -119,6 +122,7 @@ pub struct Connection {
     throttle: Throttle,
     http: reqwest::Client,
     redactor: Redactor,
+    tape: Tape,
 }
 
 /// All connections of one run, by name.
@@ -134,18 +138,19 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-pub fn for_flow(flow: &Flow, http: &reqwest::Client, redactor: &Redactor) -> Connections {
+/// The connections of a flow's run; with `tapes`, recording or replaying.
+pub fn for_flow(
+    flow: &Flow,
+    http: &reqwest::Client,
+    redactor: &Redactor,
+    tapes: Option<&Tapes>,
+) -> Connections {
     flow.connections
         .iter()
         .map(|(name, spec)| {
-            (
-                name.clone(),
-                Arc::new(Connection::new(
-                    spec.clone(),
-                    http.clone(),
-                    redactor.clone(),
-                )),
-            )
+            let connection = Connection::new(spec.clone(), http.clone(), redactor.clone());
+            let tape = tapes.map(|t| t.for_connection(name)).unwrap_or_default();
+            (name.clone(), Arc::new(connection.on_tape(tape)))
         })
         .collect()
 }
@@ -172,11 +177,22 @@ impl Connection {
             spec,
             http,
             redactor,
+            tape: Tape::Live,
         }
     }
 
+    /// Records this connection's exchanges, or answers them from a recording.
+    pub fn on_tape(mut self, tape: Tape) -> Self {
+        self.tape = tape;
+        self
+    }
+
     /// Fetches a token now, so bad credentials fail a run before any step.
+    /// A replayed connection needs none and calls no token endpoint.
     pub async fn check_credentials(&self) -> Result<(), AuthError> {
+        if self.tape.is_replay() {
+            return Ok(());
+        }
         self.tokens.authorization(&self.http).await.map(|_| ())
     }
 
@@ -215,9 +231,26 @@ impl Connection {
                 shown_url(url.as_str())
             )));
         }
-        let response = self
-            .exchange(&wire::Http(&self.http), &request, &url, stats)
-            .await?;
+        let http = wire::Http(&self.http);
+        let response = match &self.tape {
+            Tape::Live => self.exchange(&http, &request, &url, stats).await?,
+            Tape::Record(recorder) => {
+                let wire = tape::record::Recording {
+                    http,
+                    recorder,
+                    redactor: &self.redactor,
+                    cap: self.spec.max_response_bytes,
+                };
+                self.exchange(&wire, &request, &url, stats).await?
+            }
+            Tape::Replay(player) => {
+                let wire = tape::replay::Replaying {
+                    player,
+                    redactor: &self.redactor,
+                };
+                self.exchange(&wire, &request, &url, stats).await?
+            }
+        };
         Ok(self.scrub(response, &request, &url))
     }
 
@@ -347,14 +380,19 @@ impl Connection {
         what: &str,
         stats: &mut RequestStats,
     ) -> Result<(Option<Secret>, throttle::Permit<'_>), SendError> {
-        let mut authorization = self.tokens.authorization(&self.http).await?;
+        // A replayed request goes nowhere: it carries no credential.
+        let replay = self.tape.is_replay();
+        let mut authorization = match replay {
+            true => None,
+            false => self.tokens.authorization(&self.http).await?,
+        };
         let (permit, waited) = self
             .throttle
             .acquire()
             .await
             .map_err(|closed| SendError::Unavailable(format!("{what}: {closed}")))?;
         stats.wait_ms += millis(waited);
-        if !waited.is_zero() {
+        if !waited.is_zero() && !replay {
             // A long wait may have outlasted the token: ask again (a
             // cached token that is still good costs nothing).
             authorization = self.tokens.authorization(&self.http).await?;

@@ -20,6 +20,7 @@ use super::context::{Results, RunContext, RunFields, StepFailure};
 use super::events::{Observer, RunEvent, Status};
 use super::{prepare, step};
 use crate::connections;
+use crate::connections::tape::Tapes;
 use crate::engine::Engine;
 use crate::flow::Flow;
 use crate::redact::Redactor;
@@ -37,6 +38,8 @@ pub struct RunOptions {
     /// connections obtain. Shared, so whoever started the run can keep
     /// secrets out of what it reports about it (a panic's text, say).
     pub redactor: Redactor,
+    /// Records the run's exchanges, or answers them from a recording.
+    pub tapes: Option<Arc<Tapes>>,
 }
 
 impl RunOptions {
@@ -47,6 +50,7 @@ impl RunOptions {
             output_dir,
             cancel: Arc::default(),
             redactor: Redactor::default(),
+            tapes: None,
         }
     }
 
@@ -139,7 +143,8 @@ impl Runner {
         results: &mut Results,
     ) -> Result<(), StepFailure> {
         let prepared = prepare::components(&self.engine, flow)?;
-        let connections = connections::for_flow(flow, &self.http, redactor);
+        let tapes = options.tapes.as_deref();
+        let connections = connections::for_flow(flow, &self.http, redactor, tapes);
         prepare::check_credentials(flow, &connections).await?;
         let fields = RunFields {
             id: options.run_id.clone(),
