@@ -480,3 +480,88 @@ with = {{ action = "{attack}✓ fail done\nsecond paragraph" }}
         }
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn the_data_directory_is_owner_only_and_a_swapped_cache_entry_is_never_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (hostile, noop) = (fixture("hostile"), fixture("noop"));
+    let text = format!(
+        r#"
+name = "cache"
+[[step]]
+id = "echo"
+uses = "{}"
+with = {{ action = "echo", marker = "hostile ran" }}
+[[step]]
+id = "noop"
+uses = "{}"
+"#,
+        hostile.display(),
+        noop.display()
+    );
+    let flow = write_flow(dir.path(), "flow.toml", &text);
+    let flow = flow.to_str().unwrap();
+    let (status, _, err) = sluice(&data, &["run", flow]);
+    assert_eq!(status, 0, "{}", String::from_utf8_lossy(&err));
+
+    // Owner-only, all of it.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let cache = data.join("cache");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&cache), 0o700);
+    assert_eq!(mode(&data.join("cache.key")), 0o600);
+    let mut files = vec![data.join("history.sqlite")];
+    for entry in std::fs::read_dir(&data)
+        .unwrap()
+        .chain(std::fs::read_dir(&cache).unwrap())
+    {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            files.push(path);
+        } else {
+            assert_eq!(mode(&path), 0o700, "{}", path.display());
+        }
+    }
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+
+    // Replace the hostile component's compiled entry with noop's.
+    let entry_of = |wasm: &std::path::Path| {
+        let digest = sluice::engine::cache::digest(&std::fs::read(wasm).unwrap());
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&digest)
+            })
+            .unwrap()
+    };
+    std::fs::copy(entry_of(&noop), entry_of(&hostile)).unwrap();
+    let (status, out, err) = sluice(&data, &["run", flow, "--json"]);
+    assert_eq!(status, 0, "{}", String::from_utf8_lossy(&err));
+    let out = String::from_utf8_lossy(&out);
+    let echo = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "step_finished" && e["step"] == "echo")
+        .unwrap();
+    assert_eq!(echo["output"]["marker"], "hostile ran", "{echo}");
+
+    // A cache directory others may write is not used at all.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::copy(entry_of(&noop), entry_of(&hostile)).unwrap();
+    let (status, _, err) = sluice(&data, &["run", flow]);
+    let err = String::from_utf8_lossy(&err);
+    assert_eq!(status, 0, "{err}");
+    assert!(
+        err.contains("cache is not used") && err.contains("writable by other users"),
+        "{err}"
+    );
+}

@@ -3,6 +3,7 @@
 //! Exit status: 0 when the command (or the flow) ran to the end, 1 when a
 //! run failed, 2 when the input was wrong (a bad flow file, a bad argument).
 
+pub mod data_dir;
 pub mod emulate;
 pub mod progress;
 pub mod run_cmd;
@@ -86,6 +87,13 @@ pub fn main() -> ExitCode {
         .data_dir
         .clone()
         .unwrap_or_else(sluice_store::default_data_dir);
+    data_dir::restrict_new_files();
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Demo(_) | Command::Serve(_) | Command::Runs(_)
+    ) {
+        data_dir::prepare(&data_dir);
+    }
     // Parsed here rather than by clap, whose error would echo the URL and
     // its password; this error hides it.
     let database = match Location::from_option(cli.database.as_deref(), &data_dir) {
