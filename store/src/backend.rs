@@ -14,7 +14,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::approval::{
+    DecisionOutcome, DecisionRequest, GateUpdate, PlanDetail, PlanQuery, PlanSummary, Settled,
+};
 use crate::lease::{Acquired, Claim, Firing, LeaseGrant, Takeover};
+use crate::ledger::{LedgerEntry, LedgerKeysPage, LedgerKeysQuery};
 use crate::{
     HistoryWrite, Location, PrunedRun, RunDetail, RunRef, RunSummary, StateBatch, StateKey,
     StatePage, StateQuery, StoreError,
@@ -69,6 +73,39 @@ pub trait Backend: Send + Sync + 'static {
     /// Applies a batch of sets and deletes in one transaction (all or none),
     /// checking its fencing number first when it has one.
     async fn state_apply(&self, flow: &str, batch: &StateBatch) -> Result<(), StoreError>;
+
+    // ---- approvals -------------------------------------------------------
+
+    /// The open plan of a flow's step, with its items and decisions.
+    async fn open_plan(&self, flow: &str, step: &str) -> Result<Option<PlanDetail>, StoreError>;
+
+    /// Records what a run's approval gate held back and which keys left
+    /// the step's items ([`GateUpdate`]), in one transaction; the plan
+    /// after it, or `None` when there was none and nothing was held.
+    async fn record_gate(&self, update: &GateUpdate) -> Result<Option<PlanSummary>, StoreError>;
+
+    /// Marks items of a plan that ran as done (their approval is spent),
+    /// and closes the plan if nothing in it is left.
+    async fn settle_items(&self, plan_id: &str, settled: &[Settled]) -> Result<(), StoreError>;
+
+    /// Plans, open ones first, then newest first.
+    async fn list_plans(&self, query: &PlanQuery) -> Result<Vec<PlanSummary>, StoreError>;
+
+    /// One plan with its items and decisions.
+    async fn plan_detail(&self, id: &str) -> Result<Option<PlanDetail>, StoreError>;
+
+    /// Records a person's decision about a plan, all of it or nothing
+    /// ([`StoreError::Approval`] says why not).
+    async fn decide(&self, request: &DecisionRequest) -> Result<DecisionOutcome, StoreError>;
+
+    // ---- the ledger --------------------------------------------------------
+
+    /// Everything recorded about one key (case-insensitive), of one flow
+    /// or all, oldest first.
+    async fn ledger(&self, key: &str, flow: Option<&str>) -> Result<Vec<LedgerEntry>, StoreError>;
+
+    /// A page of a flow's keys, each with its latest state.
+    async fn ledger_keys(&self, query: &LedgerKeysQuery) -> Result<LedgerKeysPage, StoreError>;
 
     // ---- replicas: firings and leases ----------------------------------
 

@@ -1,6 +1,7 @@
 //! What can go wrong with the store. Messages say where (the SQLite file or
 //! the PostgreSQL server, never its password) and what to do.
 
+use crate::approval::ApprovalError;
 use crate::model::UnknownWord;
 use crate::state::StateError;
 
@@ -46,6 +47,9 @@ pub enum StoreError {
     Word(#[from] UnknownWord),
     #[error(transparent)]
     State(#[from] StateError),
+    /// A decision about an approval plan that cannot be made.
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
     #[error("the SQLite store failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("the PostgreSQL store failed: {0}")]

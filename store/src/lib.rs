@@ -1,7 +1,9 @@
 //! Sluice's storage: the run history (every run with its steps, `for_each`
-//! items, inputs and outputs, errors, request counts and report files),
-//! the flow state store, and the rows replicas coordinate through (claimed
-//! firings, leases with fencing numbers) — behind one interface,
+//! items with their keys, inputs and outputs, errors, request counts and
+//! report files), the flow state store, approval plans and the decisions
+//! made about them, the ledger (an index of items by key), and the rows
+//! replicas coordinate through (claimed firings, leases with fencing
+//! numbers) — behind one interface,
 //! [`Backend`], with two backends:
 //!
 //! - **SQLite** (the default): `history.sqlite` in the data directory, or
@@ -25,17 +27,20 @@
 //! Modules: [`backend`] (the interface and the [`Store`] handle),
 //! [`location`] (`--database`), [`sqlite`] and [`postgres`] (the
 //! backends and their migrations), [`model`] (history types), [`state`]
-//! (flow state types), [`lease`] (replica coordination), [`render`] (text
+//! (flow state types), [`approval`] (plans and decisions), [`ledger`]
+//! (a key's story), [`lease`] (replica coordination), [`render`] (text
 //! for the CLI), [`cap`] (size limits), [`duration`] (`30d`, `12h`),
 //! [`process`] (which process wrote a run, and whether it lives). The crate
 //! also owns run ids ([`new_run_id`]) and where Sluice keeps its data
 //! ([`default_data_dir`]).
 
+pub mod approval;
 pub mod backend;
 pub mod cap;
 pub mod duration;
 pub mod error;
 pub mod lease;
+pub mod ledger;
 pub mod location;
 pub mod model;
 pub mod postgres;
@@ -48,10 +53,18 @@ pub mod testing;
 
 use std::path::{Path, PathBuf};
 
+pub use approval::{
+    ApprovalError, Decision, DecisionOutcome, DecisionRecord, DecisionRequest, GateUpdate,
+    HeldItem, PlanCounts, PlanDetail, PlanItem, PlanItemOutcome, PlanItemState, PlanQuery,
+    PlanStatus, PlanSummary, Settled, key_norm,
+};
 pub use backend::{Backend, Store};
 pub use duration::{DurationError, parse_duration};
 pub use error::StoreError;
 pub use lease::{Acquired, Claim, Firing, LeaseGrant, Takeover};
+pub use ledger::{
+    KeyApproval, LedgerEntry, LedgerEvent, LedgerKey, LedgerKeysPage, LedgerKeysQuery,
+};
 pub use location::{Location, LocationError};
 pub use model::*;
 pub use render::{DetailOptions, render_run_detail, render_run_detail_with, render_runs_table};

@@ -54,11 +54,11 @@ macro_rules! word_enum {
         }
 
         impl std::str::FromStr for $name {
-            type Err = UnknownWord;
-            fn from_str(s: &str) -> Result<Self, UnknownWord> {
+            type Err = $crate::model::UnknownWord;
+            fn from_str(s: &str) -> Result<Self, $crate::model::UnknownWord> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    _ => Err(UnknownWord {
+                    _ => Err($crate::model::UnknownWord {
                         what: $what,
                         value: s.to_string(),
                         expected: [$($text,)+].join(", "),
@@ -109,6 +109,8 @@ macro_rules! word_enum {
         }
     };
 }
+
+pub(crate) use word_enum;
 
 word_enum! {
     /// Where a run stands.
@@ -168,6 +170,18 @@ word_enum! {
         Skipped => "skipped",
         /// The run was stopped while the item ran.
         Interrupted => "interrupted",
+        /// Not run: its step needs approval and its key has none yet
+        /// (it is pending in the step's approval plan).
+        Waiting => "waiting",
+        /// Not run: its key was rejected in the step's approval plan.
+        Rejected => "rejected",
+    }
+}
+
+impl ItemStatus {
+    /// Whether the item was held back by its step's approval gate.
+    pub fn is_held(self) -> bool {
+        matches!(self, ItemStatus::Waiting | ItemStatus::Rejected)
     }
 }
 
@@ -249,12 +263,16 @@ pub struct StepEnd {
     pub duration_ms: u64,
 }
 
-/// One item of a `for_each` step, recorded as it ends.
+/// One item of a `for_each` step, recorded as it ends (or as its step's
+/// approval gate holds it back).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemEnd {
     pub step: String,
     /// 0-based position in the step's list.
     pub index: usize,
+    /// The item's key (its step's `for_each_key`): what the ledger and
+    /// approvals know it by.
+    pub key: Option<String>,
     pub status: ItemStatus,
     pub input: Value,
     pub output: Option<Value>,
@@ -288,6 +306,9 @@ pub enum HistoryWrite {
     FinishStep(StepEnd),
     /// An item ends; a given index written again replaces it.
     Item(ItemEnd),
+    /// What a step's approval gate did in this run; given again for the
+    /// same step, it replaces the earlier one.
+    Gate(GateRecord),
     /// A file the run produced (its report); a name given again points at
     /// the new path.
     Artifact {
@@ -358,12 +379,37 @@ pub struct StepRecord {
     pub items_total: Option<u64>,
 }
 
+/// What one step's approval gate did in one run: which plan holds what
+/// it held back, and how many items it ran, held and closed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct GateRecord {
+    pub step: String,
+    /// The flow's open plan for the step after this run, or the plan whose
+    /// approved items ran.
+    pub plan_id: Option<String>,
+    /// Why the step needed approval in this run, when it did.
+    pub reason: Option<String>,
+    /// Approved items that ran.
+    pub approved: u64,
+    /// Items that ran without needing approval (under the threshold).
+    pub unapproved: u64,
+    /// Items held for a decision.
+    pub waiting: u64,
+    /// Items held because they were rejected.
+    pub rejected: u64,
+    /// Approved or pending keys closed: no longer among the items.
+    pub closed: u64,
+}
+
 /// One item of a `for_each` step.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ItemRecord {
     pub step_id: String,
     /// 0-based position in the step's list.
     pub index: u64,
+    /// The item's key, when its step names one; `None` in records written
+    /// before schema 6.
+    pub key: Option<String>,
     pub status: ItemStatus,
     pub duration_ms: u64,
     /// When the item ended; `None` in records written before schema 2.
@@ -400,6 +446,8 @@ pub struct RunDetail {
     /// Items of all `for_each` steps, by step then index.
     pub items: Vec<ItemRecord>,
     pub artifacts: Vec<Artifact>,
+    /// What each step's approval gate did, in step order.
+    pub gates: Vec<GateRecord>,
 }
 
 impl RunDetail {

@@ -10,7 +10,9 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::cap::truncated_bytes;
-use crate::{ItemRecord, ItemStatus, RunDetail, RunStatus, RunSummary, StepRecord, StepStatus};
+use crate::{
+    GateRecord, ItemRecord, ItemStatus, RunDetail, RunStatus, RunSummary, StepRecord, StepStatus,
+};
 
 /// How much of an input or output the detail view shows.
 const VALUE_PREVIEW_CHARS: usize = 160;
@@ -20,7 +22,7 @@ const ITEMS_LISTED: usize = 20;
 const TABLE_ERROR_CHARS: usize = 60;
 
 /// A stored timestamp in local time, `2026-11-24 05:42:00`.
-fn local_time(rfc3339: &str) -> String {
+pub fn local_time(rfc3339: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .map(|t| {
             t.with_timezone(&chrono::Local)
@@ -194,6 +196,9 @@ fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail, options: Deta
         };
         let _ = writeln!(out, "       {label}: {}", indent(e, 9 + label.len()));
     }
+    if let Some(g) = d.gates.iter().find(|g| g.step == s.step_id) {
+        gate(out, g);
+    }
     let items: Vec<_> = d.items_of(&s.step_id).collect();
     if s.items_total.is_none() && items.is_empty() {
         return;
@@ -206,15 +211,16 @@ fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail, options: Deta
         })
         .collect();
     for i in listed.iter().take(ITEMS_LISTED) {
-        let mut line = format!(
-            "         #{} {} after {}",
-            i.index + 1,
-            i.status,
-            format_ms(i.duration_ms)
-        );
+        let mut line = match &i.key {
+            Some(key) => format!("         #{} {key} {}", i.index + 1, i.status),
+            None => format!("         #{} {}", i.index + 1, i.status),
+        };
+        if !i.status.is_held() {
+            let _ = write!(line, " after {}", format_ms(i.duration_ms));
+        }
         if let Some(e) = &i.error {
             let _ = write!(line, ": {}", indent(e, 11));
-        } else if i.status != ItemStatus::Succeeded {
+        } else if !matches!(i.status, ItemStatus::Succeeded) && !i.status.is_held() {
             line.push_str(": (no error recorded)");
         }
         let _ = writeln!(out, "{line}");
@@ -234,12 +240,43 @@ fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail, options: Deta
     }
 }
 
+/// What a step's approval gate did: the plan, how many items it ran,
+/// held and closed, why, and the command that approves what waits.
+fn gate(out: &mut String, g: &GateRecord) {
+    let mut parts = Vec::new();
+    for (n, word) in [
+        (g.approved, "approved item(s) ran"),
+        (g.unapproved, "ran without approval (within the threshold)"),
+        (g.waiting, "waiting for approval"),
+        (g.rejected, "held: rejected"),
+        (g.closed, "closed: no longer needed"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {word}"));
+        }
+    }
+    let plan = g.plan_id.as_deref().unwrap_or("—");
+    let _ = writeln!(out, "       approval: plan {plan}: {}", parts.join(", "));
+    if let Some(why) = &g.reason {
+        let _ = writeln!(out, "         why: {}", indent(why, 14));
+    }
+    if g.waiting > 0
+        && let Some(id) = &g.plan_id
+    {
+        let _ = writeln!(
+            out,
+            "         approve with `sluice approve {id}` (or `sluice approvals show {id}` first)"
+        );
+    }
+}
+
 /// `items: 7 of 10 done, 1 failed; 3 not started` — counted from the
 /// items recorded, so an interrupted or failed step says how many never
 /// ran; `… so far` while the step runs.
 fn items_line(s: &StepRecord, items: &[&ItemRecord]) -> String {
     let count = |st: ItemStatus| items.iter().filter(|i| i.status == st).count();
-    let done = items.len();
+    let recorded = items.len();
+    let done = items.iter().filter(|i| !i.status.is_held()).count();
     let mut line = match s.items_total {
         Some(total) => format!("items: {done} of {total} done"),
         None => format!("items: {done} done"),
@@ -251,6 +288,8 @@ fn items_line(s: &StepRecord, items: &[&ItemRecord]) -> String {
     for (st, word) in [
         (ItemStatus::Skipped, "skipped"),
         (ItemStatus::Interrupted, "interrupted"),
+        (ItemStatus::Waiting, "waiting for approval"),
+        (ItemStatus::Rejected, "held: rejected"),
     ] {
         if count(st) > 0 {
             let _ = write!(line, ", {} {word}", count(st));
@@ -258,9 +297,9 @@ fn items_line(s: &StepRecord, items: &[&ItemRecord]) -> String {
     }
     if let Some(total) = s.items_total
         && s.status != StepStatus::Running
-        && u64::try_from(done).is_ok_and(|d| d < total)
+        && u64::try_from(recorded).is_ok_and(|d| d < total)
     {
-        let _ = write!(line, "; {} not started", total - done as u64);
+        let _ = write!(line, "; {} not started", total - recorded as u64);
     }
     line
 }

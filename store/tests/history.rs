@@ -68,6 +68,7 @@ fn item(step: &str, index: usize, status: ItemStatus, input: Value) -> ItemEnd {
     ItemEnd {
         step: step.into(),
         index,
+        key: None,
         status,
         input,
         output: None,

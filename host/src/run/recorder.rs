@@ -267,6 +267,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
         } => HistoryWrite::Item(ItemEnd {
             step: step.clone(),
             index: *index,
+            key: None,
             status: item_status(*status),
             input: input.clone(),
             output: output.clone(),

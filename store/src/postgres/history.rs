@@ -8,9 +8,12 @@ use serde_json::Value;
 use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 
+use crate::approval::key_norm;
 use crate::cap::{capped, capped_error};
 use crate::process::this_process;
-use crate::{HistoryWrite, ItemEnd, NewRun, RunRef, RunStatus, StepEnd, StepStart, StoreError};
+use crate::{
+    GateRecord, HistoryWrite, ItemEnd, NewRun, RunRef, RunStatus, StepEnd, StepStart, StoreError,
+};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -97,6 +100,7 @@ async fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Resu
         HistoryWrite::StartStep(step) => start_step(tx, id, step, now).await?,
         HistoryWrite::FinishStep(step) => finish_step(tx, id, step, now).await?,
         HistoryWrite::Item(item) => record_item(tx, id, item, now).await?,
+        HistoryWrite::Gate(gate) => record_gate(tx, id, gate).await?,
         HistoryWrite::Artifact { name, path } => {
             tx.execute(
                 "INSERT INTO artifacts (run_id, name, path) VALUES ($1, $2, $3)
@@ -216,13 +220,14 @@ async fn record_item(
     now: DateTime<Utc>,
 ) -> Result<()> {
     tx.execute(
-        "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at, connections)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at, connections, item_key, key_norm)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (run_id, step_id, idx) DO UPDATE SET
             status = excluded.status, duration_ms = excluded.duration_ms,
             input = excluded.input, output = excluded.output,
             error = excluded.error, ended_at = excluded.ended_at,
-            connections = excluded.connections",
+            connections = excluded.connections, item_key = excluded.item_key,
+            key_norm = excluded.key_norm",
         &[
             &run,
             &i.step,
@@ -234,6 +239,33 @@ async fn record_item(
             &i.error.as_deref().map(capped_error),
             &now,
             &counts(&i.connections),
+            &i.key,
+            &i.key.as_deref().map(key_norm),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn record_gate(tx: &Transaction<'_>, run: &str, g: &GateRecord) -> Result<()> {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT INTO approval_gates (run_id, step_id, position, plan_id, reason, approved, unapproved, waiting, rejected, closed)
+         VALUES ($1, $2, (SELECT count(*) FROM approval_gates WHERE run_id = $1), $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (run_id, step_id) DO UPDATE SET
+            plan_id = excluded.plan_id, reason = excluded.reason,
+            approved = excluded.approved, unapproved = excluded.unapproved,
+            waiting = excluded.waiting, rejected = excluded.rejected, closed = excluded.closed",
+        &[
+            &run,
+            &g.step,
+            &g.plan_id,
+            &g.reason.as_deref().map(capped_error),
+            &n(g.approved),
+            &n(g.unapproved),
+            &n(g.waiting),
+            &n(g.rejected),
+            &n(g.closed),
         ],
     )
     .await?;

@@ -16,11 +16,14 @@
 //!   local network is reached through a TLS-terminating proxy or sidecar.
 //!
 //! Modules: [`schema`] (migrations), [`history`] (run writes), [`query`]
-//! (reads, pruning, recovery), [`state`] (flow state), [`lease`] (firings
+//! (reads, pruning, recovery), [`state`] (flow state), [`approval`]
+//! (plans and decisions), [`ledger`] (a key's story), [`lease`] (firings
 //! and leases).
 
+pub mod approval;
 pub mod history;
 pub mod lease;
+pub mod ledger;
 pub mod query;
 pub mod schema;
 pub mod state;
@@ -34,8 +37,10 @@ use serde_json::Value;
 use tokio_postgres::NoTls;
 
 use crate::{
-    Acquired, Backend, Claim, Firing, HistoryWrite, LeaseGrant, Location, PrunedRun, RunDetail,
-    RunRef, RunSummary, StateBatch, StateKey, StatePage, StateQuery, StoreError, Takeover,
+    Acquired, Backend, Claim, DecisionOutcome, DecisionRequest, Firing, GateUpdate, HistoryWrite,
+    LeaseGrant, LedgerEntry, LedgerKeysPage, LedgerKeysQuery, Location, PlanDetail, PlanQuery,
+    PlanSummary, PrunedRun, RunDetail, RunRef, RunSummary, Settled, StateBatch, StateKey,
+    StatePage, StateQuery, StoreError, Takeover,
 };
 
 /// Connections per process: the history writer, a lease renewal per
@@ -168,6 +173,60 @@ impl Backend for PgBackend {
         let tx = client.transaction().await?;
         state::apply(&tx, flow, batch).await?;
         Ok(tx.commit().await?)
+    }
+
+    async fn open_plan(&self, flow: &str, step: &str) -> Result<Option<PlanDetail>, StoreError> {
+        approval::open_plan(&**self.client().await?, flow, step).await
+    }
+
+    async fn record_gate(&self, update: &GateUpdate) -> Result<Option<PlanSummary>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let plan = approval::record_gate(&tx, update).await?;
+        tx.commit().await?;
+        Ok(plan)
+    }
+
+    async fn settle_items(&self, plan_id: &str, settled: &[Settled]) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        approval::settle(&tx, plan_id, settled).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn list_plans(&self, query: &PlanQuery) -> Result<Vec<PlanSummary>, StoreError> {
+        approval::list_plans(&**self.client().await?, query).await
+    }
+
+    async fn plan_detail(&self, id: &str) -> Result<Option<PlanDetail>, StoreError> {
+        let mut client = self.client().await?;
+        // One snapshot for the plan, its items and decisions.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        #[allow(clippy::explicit_auto_deref)] // generic: no auto-deref
+        let detail = approval::plan_detail(&*tx, id).await?;
+        tx.commit().await?;
+        Ok(detail)
+    }
+
+    async fn decide(&self, request: &DecisionRequest) -> Result<DecisionOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let outcome = approval::decide(&tx, request).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn ledger(&self, key: &str, flow: Option<&str>) -> Result<Vec<LedgerEntry>, StoreError> {
+        ledger::ledger(&**self.client().await?, key, flow).await
+    }
+
+    async fn ledger_keys(&self, query: &LedgerKeysQuery) -> Result<LedgerKeysPage, StoreError> {
+        ledger::ledger_keys(&**self.client().await?, query).await
     }
 
     async fn claim_firing(&self, firing: &Firing) -> Result<Claim, StoreError> {

@@ -12,23 +12,26 @@ use crate::cap::parse_stored;
 use crate::process::{Liveness, liveness};
 use crate::sqlite::query::died;
 use crate::{
-    Artifact, ItemRecord, PrunedRun, RunDetail, RunStatus, RunSummary, StepRecord, StepStatus,
-    StoreError, millis_between, timestamp,
+    Artifact, GateRecord, ItemRecord, PrunedRun, RunDetail, RunStatus, RunSummary, StepRecord,
+    StepStatus, StoreError, millis_between, timestamp,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;
 
 const RUN_COLUMNS: &str = "id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at, output_dir, pid, process_token, host, replica, fence";
 
-fn time(row: &Row, i: usize) -> Result<String> {
+pub(crate) fn time(row: &Row, i: usize) -> Result<String> {
     Ok(timestamp(row.try_get::<_, DateTime<Utc>>(i)?))
 }
 
-fn time_opt(row: &Row, i: usize) -> Result<Option<String>> {
+pub(crate) fn time_opt(row: &Row, i: usize) -> Result<Option<String>> {
     Ok(row.try_get::<_, Option<DateTime<Utc>>>(i)?.map(timestamp))
 }
 
-fn word<T: std::str::FromStr<Err = crate::UnknownWord>>(row: &Row, i: usize) -> Result<T> {
+pub(crate) fn word<T: std::str::FromStr<Err = crate::UnknownWord>>(
+    row: &Row,
+    i: usize,
+) -> Result<T> {
     Ok(row.try_get::<_, &str>(i)?.parse()?)
 }
 
@@ -95,6 +98,23 @@ fn item(r: &Row) -> Result<ItemRecord> {
         output: parse_stored(r.try_get(6)?),
         error: r.try_get(7)?,
         connections: parse_stored(r.try_get(8)?),
+        key: r.try_get(9)?,
+    })
+}
+
+fn gate(r: &Row) -> Result<GateRecord> {
+    let n = |i: usize| -> Result<u64> {
+        Ok(u64::try_from(r.try_get::<_, i64>(i)?).unwrap_or_default())
+    };
+    Ok(GateRecord {
+        step: r.try_get(0)?,
+        plan_id: r.try_get(1)?,
+        reason: r.try_get(2)?,
+        approved: n(3)?,
+        unapproved: n(4)?,
+        waiting: n(5)?,
+        rejected: n(6)?,
+        closed: n(7)?,
     })
 }
 
@@ -186,7 +206,7 @@ pub(crate) async fn run_detail(c: &impl GenericClient, id: &str) -> Result<Optio
     }
     let mut items = c
         .query(
-            "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections
+            "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections, item_key
              FROM items WHERE run_id = $1 ORDER BY step_id, idx",
             &[&run.id],
         )
@@ -210,11 +230,22 @@ pub(crate) async fn run_detail(c: &impl GenericClient, id: &str) -> Result<Optio
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let gates = c
+        .query(
+            "SELECT step_id, plan_id, reason, approved, unapproved, waiting, rejected, closed
+             FROM approval_gates WHERE run_id = $1 ORDER BY position",
+            &[&run.id],
+        )
+        .await?
+        .iter()
+        .map(gate)
+        .collect::<Result<Vec<_>>>()?;
     Ok(Some(RunDetail {
         run,
         steps,
         items,
         artifacts,
+        gates,
     }))
 }
 
@@ -302,14 +333,17 @@ pub(crate) async fn prune_older_than(
             &[&cutoff],
         )
         .await?;
-    rows.iter()
+    let pruned = rows
+        .iter()
         .map(|r| {
             Ok(PrunedRun {
                 id: r.try_get(0)?,
                 output_dir: r.try_get::<_, Option<String>>(1)?.filter(|d| !d.is_empty()),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    super::approval::prune_closed(tx, cutoff).await?;
+    Ok(pruned)
 }
 
 pub(crate) async fn recover_stale_runs(

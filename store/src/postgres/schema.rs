@@ -106,6 +106,75 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX firings_by_claim ON firings (claimed_at);
     "#,
+    // 2: approvals and the ledger, as SQLite has them at its schema 6. Each
+    // item keeps its key (as written, and lower-cased for look-ups); a plan
+    // per flow and step (at most one open), its items, every decision, and
+    // what each run's gate did. Keys sort by their bytes, as on SQLite.
+    r#"
+    ALTER TABLE items ADD COLUMN item_key text;
+    ALTER TABLE items ADD COLUMN key_norm text COLLATE "C";
+    CREATE INDEX items_by_key ON items (key_norm) WHERE key_norm IS NOT NULL;
+    CREATE TABLE approval_plans (
+        id              text PRIMARY KEY,
+        flow            text NOT NULL,
+        step            text NOT NULL,
+        status          text NOT NULL,
+        reason          text NOT NULL,
+        flow_file       text NOT NULL,
+        created_at      timestamptz NOT NULL,
+        created_by_run  text NOT NULL,
+        updated_at      timestamptz NOT NULL,
+        updated_by_run  text NOT NULL,
+        closed_at       timestamptz
+    );
+    CREATE UNIQUE INDEX approval_plans_open ON approval_plans (flow, step) WHERE status = 'open';
+    CREATE INDEX approval_plans_by_flow ON approval_plans (flow, created_at);
+    CREATE TABLE approval_items (
+        plan_id         text NOT NULL REFERENCES approval_plans (id) ON DELETE CASCADE,
+        key_norm        text COLLATE "C" NOT NULL,
+        item_key        text NOT NULL,
+        position        bigint NOT NULL,
+        input           text NOT NULL,
+        state           text NOT NULL,
+        first_seen_run  text NOT NULL,
+        last_seen_run   text NOT NULL,
+        last_seen_at    timestamptz NOT NULL,
+        decided_by      text,
+        decided_at      timestamptz,
+        note            text,
+        outcome         text,
+        outcome_run     text,
+        outcome_at      timestamptz,
+        outcome_detail  text,
+        PRIMARY KEY (plan_id, key_norm)
+    );
+    CREATE INDEX approval_items_by_key ON approval_items (key_norm);
+    CREATE TABLE approval_decisions (
+        seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        plan_id         text NOT NULL REFERENCES approval_plans (id) ON DELETE CASCADE,
+        key_norm        text NOT NULL,
+        item_key        text NOT NULL,
+        decision        text NOT NULL,
+        decided_by      text NOT NULL,
+        decided_at      timestamptz NOT NULL,
+        note            text
+    );
+    CREATE INDEX approval_decisions_by_key ON approval_decisions (key_norm);
+    CREATE INDEX approval_decisions_by_plan ON approval_decisions (plan_id, seq);
+    CREATE TABLE approval_gates (
+        run_id      text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        step_id     text NOT NULL,
+        position    bigint NOT NULL,
+        plan_id     text,
+        reason      text,
+        approved    bigint NOT NULL,
+        unapproved  bigint NOT NULL,
+        waiting     bigint NOT NULL,
+        rejected    bigint NOT NULL,
+        closed      bigint NOT NULL,
+        PRIMARY KEY (run_id, step_id)
+    );
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.

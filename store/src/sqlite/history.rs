@@ -8,11 +8,12 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
+use crate::approval::key_norm;
 use crate::cap::{capped, capped_error};
 use crate::process::this_process;
 use crate::{
-    HistoryWrite, ItemEnd, NewRun, RunRef, RunStatus, StepEnd, StepStart, StepStatus, StoreError,
-    now_text,
+    GateRecord, HistoryWrite, ItemEnd, NewRun, RunRef, RunStatus, StepEnd, StepStart, StepStatus,
+    StoreError, now_text,
 };
 
 /// Applies `writes` for `run`, in order.
@@ -75,6 +76,9 @@ fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Result<(),
         }
         HistoryWrite::Item(item) => {
             record_item(tx, id, item).map_err(for_run(id))?;
+        }
+        HistoryWrite::Gate(gate) => {
+            record_gate(tx, id, gate).map_err(for_run(id))?;
         }
         HistoryWrite::Artifact { name, path } => {
             tx.execute(
@@ -186,13 +190,14 @@ fn finish_step(tx: &Transaction<'_>, run: &str, s: &StepEnd) -> rusqlite::Result
 
 fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> rusqlite::Result<usize> {
     tx.execute(
-        "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at, connections)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at, connections, item_key, key_norm)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (run_id, step_id, idx) DO UPDATE SET
             status = excluded.status, duration_ms = excluded.duration_ms,
             input = excluded.input, output = excluded.output,
             error = excluded.error, ended_at = excluded.ended_at,
-            connections = excluded.connections",
+            connections = excluded.connections, item_key = excluded.item_key,
+            key_norm = excluded.key_norm",
         params![
             run,
             i.step,
@@ -203,7 +208,32 @@ fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> rusqlite::Result
             i.output.as_ref().map(capped),
             i.error.as_deref().map(capped_error),
             now_text(),
-            counts(&i.connections)
+            counts(&i.connections),
+            i.key,
+            i.key.as_deref().map(key_norm)
+        ],
+    )
+}
+
+fn record_gate(tx: &Transaction<'_>, run: &str, g: &GateRecord) -> rusqlite::Result<usize> {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT INTO approval_gates (run_id, step_id, position, plan_id, reason, approved, unapproved, waiting, rejected, closed)
+         VALUES (?1, ?2, (SELECT COUNT(*) FROM approval_gates WHERE run_id = ?1), ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (run_id, step_id) DO UPDATE SET
+            plan_id = excluded.plan_id, reason = excluded.reason,
+            approved = excluded.approved, unapproved = excluded.unapproved,
+            waiting = excluded.waiting, rejected = excluded.rejected, closed = excluded.closed",
+        params![
+            run,
+            g.step,
+            g.plan_id,
+            g.reason.as_deref().map(capped_error),
+            n(g.approved),
+            n(g.unapproved),
+            n(g.waiting),
+            n(g.rejected),
+            n(g.closed)
         ],
     )
 }

@@ -10,11 +10,14 @@
 //!   on one data directory never run a flow twice at once.
 //!
 //! Modules: [`schema`] (migrations), [`history`] (run writes), [`query`]
-//! (reads, pruning, recovery), [`state`] (flow state), [`lease`] (firings
+//! (reads, pruning, recovery), [`state`] (flow state), [`approval`]
+//! (plans and decisions), [`ledger`] (a key's story), [`lease`] (firings
 //! and leases).
 
+pub mod approval;
 pub mod history;
 pub mod lease;
+pub mod ledger;
 pub mod query;
 pub mod schema;
 pub mod state;
@@ -29,8 +32,10 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde_json::Value;
 
 use crate::{
-    Acquired, Backend, Claim, Firing, HistoryWrite, LeaseGrant, Location, PrunedRun, RunDetail,
-    RunRef, RunSummary, StateBatch, StateKey, StatePage, StateQuery, StoreError, Takeover,
+    Acquired, Backend, Claim, DecisionOutcome, DecisionRequest, Firing, GateUpdate, HistoryWrite,
+    LeaseGrant, LedgerEntry, LedgerKeysPage, LedgerKeysQuery, Location, PlanDetail, PlanQuery,
+    PlanSummary, PrunedRun, RunDetail, RunRef, RunSummary, Settled, StateBatch, StateKey,
+    StatePage, StateQuery, StoreError, Takeover,
 };
 
 /// Waiting this long for another process's write lock lets `serve`, `run`
@@ -182,6 +187,54 @@ impl Backend for SqliteBackend {
     async fn state_apply(&self, flow: &str, batch: &StateBatch) -> Result<(), StoreError> {
         let (flow, batch) = (flow.to_string(), batch.clone());
         self.call(move |c| write(c, |tx| state::apply(tx, &flow, &batch)))
+            .await
+    }
+
+    async fn open_plan(&self, flow: &str, step: &str) -> Result<Option<PlanDetail>, StoreError> {
+        let (flow, step) = (flow.to_string(), step.to_string());
+        self.call(move |c| read(c, |tx| approval::open_plan(tx, &flow, &step)))
+            .await
+    }
+
+    async fn record_gate(&self, update: &GateUpdate) -> Result<Option<PlanSummary>, StoreError> {
+        let update = update.clone();
+        self.call(move |c| write(c, |tx| approval::record_gate(tx, &update)))
+            .await
+    }
+
+    async fn settle_items(&self, plan_id: &str, settled: &[Settled]) -> Result<(), StoreError> {
+        let (plan, settled) = (plan_id.to_string(), settled.to_vec());
+        self.call(move |c| write(c, |tx| approval::settle(tx, &plan, &settled)))
+            .await
+    }
+
+    async fn list_plans(&self, query: &PlanQuery) -> Result<Vec<PlanSummary>, StoreError> {
+        let query = query.clone();
+        self.call(move |c| read(c, |tx| approval::list_plans(tx, &query)))
+            .await
+    }
+
+    async fn plan_detail(&self, id: &str) -> Result<Option<PlanDetail>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| read(c, |tx| approval::plan_detail(tx, &id)))
+            .await
+    }
+
+    async fn decide(&self, request: &DecisionRequest) -> Result<DecisionOutcome, StoreError> {
+        let request = request.clone();
+        self.call(move |c| write(c, |tx| approval::decide(tx, &request)))
+            .await
+    }
+
+    async fn ledger(&self, key: &str, flow: Option<&str>) -> Result<Vec<LedgerEntry>, StoreError> {
+        let (key, flow) = (key.to_string(), flow.map(str::to_string));
+        self.call(move |c| read(c, |tx| ledger::ledger(tx, &key, flow.as_deref())))
+            .await
+    }
+
+    async fn ledger_keys(&self, query: &LedgerKeysQuery) -> Result<LedgerKeysPage, StoreError> {
+        let query = query.clone();
+        self.call(move |c| read(c, |tx| ledger::ledger_keys(tx, &query)))
             .await
     }
 

@@ -14,8 +14,8 @@ use super::history::end_steps;
 use crate::cap::parse_stored;
 use crate::process::{Liveness, liveness};
 use crate::{
-    Artifact, ItemRecord, PrunedRun, RunDetail, RunStatus, RunSummary, StepRecord, StepStatus,
-    StoreError, millis_between, now_text, timestamp,
+    Artifact, GateRecord, ItemRecord, PrunedRun, RunDetail, RunStatus, RunSummary, StepRecord,
+    StepStatus, StoreError, millis_between, now_text, timestamp,
 };
 
 const RUN_COLUMNS: &str = "id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at, output_dir, pid, process_token, host, replica, fence";
@@ -92,6 +92,23 @@ fn item(r: &Row<'_>) -> rusqlite::Result<ItemRecord> {
         output: parse_stored(r.get(6)?),
         error: r.get(7)?,
         connections: parse_stored(r.get(8)?),
+        key: r.get(9)?,
+    })
+}
+
+fn gate(r: &Row<'_>) -> rusqlite::Result<GateRecord> {
+    let n = |i: usize| -> rusqlite::Result<u64> {
+        Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or_default())
+    };
+    Ok(GateRecord {
+        step: r.get(0)?,
+        plan_id: r.get(1)?,
+        reason: r.get(2)?,
+        approved: n(3)?,
+        unapproved: n(4)?,
+        waiting: n(5)?,
+        rejected: n(6)?,
+        closed: n(7)?,
     })
 }
 
@@ -139,7 +156,7 @@ fn find_run(tx: &Transaction<'_>, id: &str) -> Result<Option<RunSummary>, StoreE
 
 /// Deletes one run and everything it recorded.
 fn delete_run(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<usize> {
-    for table in ["items", "steps", "artifacts"] {
+    for table in ["items", "steps", "artifacts", "approval_gates"] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE run_id = ?1"),
             params![id],
@@ -241,7 +258,7 @@ pub(crate) fn run_detail(tx: &Transaction<'_>, id: &str) -> Result<Option<RunDet
             }
         }
         let mut stmt = tx.prepare(
-            "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections
+            "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections, item_key
              FROM items WHERE run_id = ?1 ORDER BY step_id, idx",
         )?;
         let mut items = stmt
@@ -259,11 +276,19 @@ pub(crate) fn run_detail(tx: &Transaction<'_>, id: &str) -> Result<Option<RunDet
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = tx.prepare(
+            "SELECT step_id, plan_id, reason, approved, unapproved, waiting, rejected, closed
+             FROM approval_gates WHERE run_id = ?1 ORDER BY position",
+        )?;
+        let gates = stmt
+            .query_map(params![run.id], gate)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(RunDetail {
             run,
             steps,
             items,
             artifacts,
+            gates,
         }))
     }
 }
@@ -307,6 +332,7 @@ pub(crate) fn prune_older_than(
         for run in &doomed {
             delete_run(tx, &run.id)?;
         }
+        super::approval::prune_closed(tx, &cutoff)?;
         Ok(doomed)
     }
 }

@@ -6,7 +6,8 @@
 //! Invariants the rest of the crate relies on: timestamps are fixed-width
 //! RFC 3339 UTC text (they compare as text); steps, items and artifacts
 //! belong to a run (`ON DELETE CASCADE`, and pruning deletes them
-//! explicitly too).
+//! explicitly too), and so do approval gates; approval items and
+//! decisions belong to their plan.
 
 use std::path::Path;
 
@@ -118,6 +119,76 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (flow, scheduled_at)
     );
     CREATE INDEX firings_by_claim ON firings(claimed_at);
+    "#,
+    // 6: approvals and the ledger. Each `for_each` item keeps its key (as
+    // written, and lower-cased for look-ups: the ledger is this index over
+    // the items). A plan per flow and step holds what its gate held back
+    // (at most one open: a partial unique index), its items and every
+    // decision; `approval_gates` says what each run's gate did.
+    r#"
+    ALTER TABLE items ADD COLUMN item_key TEXT;
+    ALTER TABLE items ADD COLUMN key_norm TEXT;
+    CREATE INDEX items_by_key ON items(key_norm) WHERE key_norm IS NOT NULL;
+    CREATE TABLE approval_plans (
+        id              TEXT PRIMARY KEY,
+        flow            TEXT NOT NULL,
+        step            TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        reason          TEXT NOT NULL,
+        flow_file       TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        created_by_run  TEXT NOT NULL,
+        updated_at      TEXT NOT NULL,
+        updated_by_run  TEXT NOT NULL,
+        closed_at       TEXT
+    );
+    CREATE UNIQUE INDEX approval_plans_open ON approval_plans(flow, step) WHERE status = 'open';
+    CREATE INDEX approval_plans_by_flow ON approval_plans(flow, created_at);
+    CREATE TABLE approval_items (
+        plan_id         TEXT NOT NULL REFERENCES approval_plans(id) ON DELETE CASCADE,
+        key_norm        TEXT NOT NULL,
+        item_key        TEXT NOT NULL,
+        position        INTEGER NOT NULL,
+        input           TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        first_seen_run  TEXT NOT NULL,
+        last_seen_run   TEXT NOT NULL,
+        last_seen_at    TEXT NOT NULL,
+        decided_by      TEXT,
+        decided_at      TEXT,
+        note            TEXT,
+        outcome         TEXT,
+        outcome_run     TEXT,
+        outcome_at      TEXT,
+        outcome_detail  TEXT,
+        PRIMARY KEY (plan_id, key_norm)
+    );
+    CREATE INDEX approval_items_by_key ON approval_items(key_norm);
+    CREATE TABLE approval_decisions (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        plan_id         TEXT NOT NULL REFERENCES approval_plans(id) ON DELETE CASCADE,
+        key_norm        TEXT NOT NULL,
+        item_key        TEXT NOT NULL,
+        decision        TEXT NOT NULL,
+        decided_by      TEXT NOT NULL,
+        decided_at      TEXT NOT NULL,
+        note            TEXT
+    );
+    CREATE INDEX approval_decisions_by_key ON approval_decisions(key_norm);
+    CREATE INDEX approval_decisions_by_plan ON approval_decisions(plan_id, seq);
+    CREATE TABLE approval_gates (
+        run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step_id     TEXT NOT NULL,
+        position    INTEGER NOT NULL,
+        plan_id     TEXT,
+        reason      TEXT,
+        approved    INTEGER NOT NULL,
+        unapproved  INTEGER NOT NULL,
+        waiting     INTEGER NOT NULL,
+        rejected    INTEGER NOT NULL,
+        closed      INTEGER NOT NULL,
+        PRIMARY KEY (run_id, step_id)
+    );
     "#,
 ];
 

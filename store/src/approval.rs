@@ -1,0 +1,472 @@
+//! Approvals: what a step held back for a person to decide, and what was
+//! decided. The types both backends read and write; the rules they keep:
+//!
+//! - A **plan** gathers the items one step of one flow held back, keyed
+//!   by the step's `for_each_key`. At most one plan per flow and step is
+//!   [`PlanStatus::Open`] (a unique index says so), and every run of the
+//!   flow updates that one ([`GateUpdate`]) rather than adding another.
+//! - Each item of a plan has a [`PlanItemState`]: `pending` until someone
+//!   decides, then `approved` or `rejected` (either may be changed again
+//!   until the item is used); `done` once an approved item has run
+//!   (succeeded, or failed for good: the approval is spent); `closed` once
+//!   its key left the step's items (no longer needed).
+//! - A plan closes when none of its items is pending, approved or
+//!   rejected. A closed plan takes no decision.
+//! - A run never changes a decision: it adds new keys as `pending`, brings
+//!   the inputs of the keys it saw up to date, closes the keys it no
+//!   longer has and settles the approved items it ran. So a decision made
+//!   while a run is going is never lost; that run simply does not see it.
+//! - Keys compare case-insensitively ([`key_norm`]); the key as first
+//!   written is what is shown.
+//!
+//! Every decision is kept ([`DecisionRecord`]: who, when, a note) and
+//! shown in the ledger beside the runs of its key.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::ItemStatus;
+
+/// A key as it is compared and indexed: Unicode lower case, so
+/// `Ann.Lee@X.com` and `ann.lee@x.com` are one key.
+pub fn key_norm(key: &str) -> String {
+    key.trim().to_lowercase()
+}
+
+/// A new plan id, `ap-` and six hex digits (`ap-3f9a1c`): short enough to
+/// type, random enough that two plans of one store rarely draw the same
+/// (the store draws again when they do).
+pub fn new_plan_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_i64(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+    h.write_u32(std::process::id());
+    format!("ap-{:06x}", h.finish() & 0xff_ffff)
+}
+
+crate::model::word_enum! {
+    /// Where a plan stands.
+    PlanStatus, "plan status" {
+        /// Some item waits for a decision, waits to run, or is held rejected.
+        Open => "open",
+        /// Every item has run or left the step's items.
+        Closed => "closed",
+    }
+}
+
+crate::model::word_enum! {
+    /// Where one item of a plan stands.
+    PlanItemState, "plan item state" {
+        /// Waiting for a decision.
+        Pending => "pending",
+        /// Approved; runs at the flow's next run if its key is still an item.
+        Approved => "approved",
+        /// Rejected; held back while its key is an item, until approved.
+        Rejected => "rejected",
+        /// Approved and run: the approval is spent.
+        Done => "done",
+        /// Its key is no longer among the step's items: no longer needed.
+        Closed => "closed",
+    }
+}
+
+crate::model::word_enum! {
+    /// A decision a person makes about items of a plan.
+    Decision, "decision" {
+        Approved => "approved",
+        Rejected => "rejected",
+    }
+}
+
+impl PlanItemState {
+    /// Whether the item still counts for its plan (the plan stays open).
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            PlanItemState::Pending | PlanItemState::Approved | PlanItemState::Rejected
+        )
+    }
+}
+
+impl Decision {
+    /// The item state this decision puts an item in.
+    pub fn state(self) -> PlanItemState {
+        match self {
+            Decision::Approved => PlanItemState::Approved,
+            Decision::Rejected => PlanItemState::Rejected,
+        }
+    }
+
+    /// `approve` or `reject`, as the command is named.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Decision::Approved => "approve",
+            Decision::Rejected => "reject",
+        }
+    }
+}
+
+/// How many items of a plan are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PlanCounts {
+    pub pending: u64,
+    pub approved: u64,
+    pub rejected: u64,
+    pub done: u64,
+    pub closed: u64,
+}
+
+impl PlanCounts {
+    pub fn add(&mut self, state: PlanItemState, n: u64) {
+        let slot = match state {
+            PlanItemState::Pending => &mut self.pending,
+            PlanItemState::Approved => &mut self.approved,
+            PlanItemState::Rejected => &mut self.rejected,
+            PlanItemState::Done => &mut self.done,
+            PlanItemState::Closed => &mut self.closed,
+        };
+        *slot += n;
+    }
+
+    /// Items that keep the plan open.
+    pub fn live(&self) -> u64 {
+        self.pending + self.approved + self.rejected
+    }
+}
+
+/// A plan without its items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanSummary {
+    pub id: String,
+    pub flow: String,
+    pub step: String,
+    pub status: PlanStatus,
+    /// Why the step needed approval, as the latest run found it.
+    pub reason: String,
+    /// The flow file of the run that last updated the plan (what
+    /// `sluice approve --run` runs).
+    pub flow_file: String,
+    pub created_at: String,
+    pub created_by_run: String,
+    pub updated_at: String,
+    pub updated_by_run: String,
+    pub closed_at: Option<String>,
+    pub counts: PlanCounts,
+}
+
+/// How an approved item's run ended, or why an item was closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanItemOutcome {
+    /// `succeeded` or `failed` for an item that ran; `closed` for one
+    /// that left the step's items.
+    pub outcome: String,
+    pub run_id: String,
+    pub at: String,
+    /// Why the item failed, or why it was closed.
+    pub detail: Option<String>,
+}
+
+/// One item of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanItem {
+    /// The key as first written.
+    pub key: String,
+    /// The item's input as the latest run that held it resolved it
+    /// (redacted, capped).
+    pub input: Value,
+    pub state: PlanItemState,
+    pub first_seen_run: String,
+    pub last_seen_run: String,
+    pub last_seen_at: String,
+    /// The latest decision's author, time and note.
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    pub note: Option<String>,
+    pub outcome: Option<PlanItemOutcome>,
+}
+
+/// A decision as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionRecord {
+    pub plan_id: String,
+    pub flow: String,
+    pub step: String,
+    pub key: String,
+    pub decision: Decision,
+    pub by: String,
+    pub at: String,
+    pub note: Option<String>,
+}
+
+/// A plan with its items (in the order they first appeared) and every
+/// decision made about them (oldest first).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanDetail {
+    pub plan: PlanSummary,
+    pub items: Vec<PlanItem>,
+    pub decisions: Vec<DecisionRecord>,
+}
+
+impl PlanDetail {
+    /// The item with this key (compared case-insensitively).
+    pub fn item(&self, key: &str) -> Option<&PlanItem> {
+        let norm = key_norm(key);
+        self.items.iter().find(|i| key_norm(&i.key) == norm)
+    }
+}
+
+/// An item a step held back in this run, with its current input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldItem {
+    pub key: String,
+    pub input: Value,
+}
+
+/// What one run's approval gate of one step records in the flow's open
+/// plan, in one transaction:
+///
+/// - `held`: keys added as `pending` when new; every held key's input and
+///   "last seen" are brought up to date, its state left alone (a decision
+///   made meanwhile stands). When there is no open plan and something is
+///   held, a plan is opened.
+/// - `gone`: keys no longer among the step's items. Those still pending,
+///   approved or rejected are closed as no longer needed.
+///
+/// The plan then closes if nothing in it is live. With `fence`, the
+/// write is refused once the flow's lease moved on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateUpdate {
+    pub flow: String,
+    pub step: String,
+    pub run_id: String,
+    pub flow_file: String,
+    /// Why the step needs approval in this run.
+    pub reason: String,
+    pub held: Vec<HeldItem>,
+    pub gone: Vec<String>,
+    pub fence: Option<i64>,
+}
+
+/// An approved item that ran: its approval is spent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    pub key: String,
+    /// `Succeeded`, or `Failed` for good.
+    pub status: ItemStatus,
+    pub run_id: String,
+    pub error: Option<String>,
+}
+
+/// Which plans to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanQuery {
+    /// Only this flow's (its `name`).
+    pub flow: Option<String>,
+    /// Closed plans too, newest first after the open ones.
+    pub include_closed: bool,
+    /// At most this many (0: no limit).
+    pub limit: usize,
+}
+
+/// A person's decision about a plan: every pending item (`keys` empty),
+/// or exactly the items with these keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRequest {
+    pub plan_id: String,
+    pub keys: Vec<String>,
+    pub decision: Decision,
+    pub by: String,
+    pub note: Option<String>,
+}
+
+/// What a decision changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionOutcome {
+    /// The plan after the decision.
+    pub plan: PlanSummary,
+    /// Keys whose state the decision changed.
+    pub changed: Vec<String>,
+    /// Keys that were in that state already (nothing recorded for them).
+    pub unchanged: Vec<String>,
+}
+
+/// A decision the store refuses, phrased for the person who asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("there is no approval plan `{0}`; `sluice approvals` lists the pending ones")]
+    UnknownPlan(String),
+    #[error(
+        "plan {id} is closed (since {closed_at}): {done} of its items ran and {closed} are no longer needed, so there is nothing left to {verb}; `sluice approvals` lists the pending plans"
+    )]
+    PlanClosed {
+        id: String,
+        closed_at: String,
+        done: u64,
+        closed: u64,
+        verb: &'static str,
+    },
+    #[error("plan {plan} has no item with key `{key}`; its keys: {keys}")]
+    KeyNotInPlan {
+        plan: String,
+        key: String,
+        /// Some of the plan's keys, for the message.
+        keys: String,
+    },
+    #[error(
+        "`{key}` in plan {plan} was already approved and run (run {run}, {outcome}); an approval is used once"
+    )]
+    KeySpent {
+        plan: String,
+        key: String,
+        run: String,
+        outcome: String,
+    },
+    #[error(
+        "`{key}` in plan {plan} is no longer among the step's items (closed by run {run}), so there is nothing to {verb}"
+    )]
+    KeyClosed {
+        plan: String,
+        key: String,
+        run: String,
+        verb: &'static str,
+    },
+    #[error(
+        "plan {plan} has no pending item ({approved} approved, {rejected} rejected); name items with --only KEY to change a decision"
+    )]
+    NothingPending {
+        plan: String,
+        approved: u64,
+        rejected: u64,
+    },
+    #[error("a decision needs the name of who makes it (--by NAME)")]
+    NoAuthor,
+}
+
+/// One item's state as a decision needs it.
+pub(crate) struct DecisionTarget {
+    pub norm: String,
+    pub key: String,
+    pub state: PlanItemState,
+    pub outcome_run: Option<String>,
+    pub outcome: Option<String>,
+}
+
+/// The items a decision is about, or why it is refused.
+pub(crate) fn choose<'a>(
+    plan: &PlanSummary,
+    items: &'a [DecisionTarget],
+    req: &DecisionRequest,
+) -> Result<Vec<&'a DecisionTarget>, ApprovalError> {
+    if req.by.trim().is_empty() {
+        return Err(ApprovalError::NoAuthor);
+    }
+    if plan.status == PlanStatus::Closed {
+        return Err(ApprovalError::PlanClosed {
+            id: plan.id.clone(),
+            closed_at: plan.closed_at.clone().unwrap_or_default(),
+            done: plan.counts.done,
+            closed: plan.counts.closed,
+            verb: req.decision.verb(),
+        });
+    }
+    if req.keys.is_empty() {
+        let pending: Vec<&DecisionTarget> = items
+            .iter()
+            .filter(|i| i.state == PlanItemState::Pending)
+            .collect();
+        if pending.is_empty() {
+            return Err(ApprovalError::NothingPending {
+                plan: plan.id.clone(),
+                approved: plan.counts.approved,
+                rejected: plan.counts.rejected,
+            });
+        }
+        return Ok(pending);
+    }
+    let mut chosen: Vec<&DecisionTarget> = Vec::new();
+    for key in &req.keys {
+        let norm = key_norm(key);
+        let Some(item) = items.iter().find(|i| i.norm == norm) else {
+            let keys: Vec<String> = items
+                .iter()
+                .filter(|i| i.state.is_live())
+                .map(|i| i.key.clone())
+                .collect();
+            return Err(ApprovalError::KeyNotInPlan {
+                plan: plan.id.clone(),
+                key: key.clone(),
+                keys: some_keys(&keys),
+            });
+        };
+        match item.state {
+            PlanItemState::Done => {
+                return Err(ApprovalError::KeySpent {
+                    plan: plan.id.clone(),
+                    key: item.key.clone(),
+                    run: item.outcome_run.clone().unwrap_or_default(),
+                    outcome: item.outcome.clone().unwrap_or_default(),
+                });
+            }
+            PlanItemState::Closed => {
+                return Err(ApprovalError::KeyClosed {
+                    plan: plan.id.clone(),
+                    key: item.key.clone(),
+                    run: item.outcome_run.clone().unwrap_or_default(),
+                    verb: req.decision.verb(),
+                });
+            }
+            _ if chosen.iter().any(|c| c.norm == item.norm) => {}
+            _ => chosen.push(item),
+        }
+    }
+    Ok(chosen)
+}
+
+/// The message's list of keys: the first few, and how many more.
+pub(crate) fn some_keys(keys: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut text = keys
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > SHOWN {
+        text.push_str(&format!(" and {} more", keys.len() - SHOWN));
+    }
+    if text.is_empty() {
+        text = "(none)".into();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_without_case_or_surrounding_space() {
+        assert_eq!(key_norm(" Ann.Lee@X.com "), "ann.lee@x.com");
+        assert_eq!(key_norm("ZOË@x.com"), "zoë@x.com");
+    }
+
+    #[test]
+    fn plan_ids_are_short_and_differ() {
+        let a = new_plan_id();
+        assert_eq!(a.len(), "ap-3f9a1c".len());
+        assert!(a.starts_with("ap-"));
+        assert_ne!(a, new_plan_id());
+    }
+
+    #[test]
+    fn words_round_trip() {
+        for s in ["pending", "approved", "rejected", "done", "closed"] {
+            assert_eq!(s.parse::<PlanItemState>().unwrap().as_str(), s);
+        }
+        assert!("spent".parse::<PlanItemState>().is_err());
+        assert_eq!(Decision::Rejected.state(), PlanItemState::Rejected);
+    }
+}

@@ -1,0 +1,866 @@
+//! Approval plans and the ledger, each test once per backend from one
+//! body: one open plan per flow and step, updated by every run and never
+//! duplicated (even when two gates race); decisions with who, when and a
+//! note, refused clearly when they cannot be made; a decision made while
+//! a run goes on stands; approvals spent once; keys that leave closed as
+//! no longer needed; the ledger of a key across runs and decisions,
+//! case-insensitive, still right after pruning; what a run's gate did in
+//! `runs show`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::Db;
+use serde_json::{Value, json};
+use sluice_store::{
+    Acquired, ApprovalError, Decision, DecisionRequest, GateRecord, GateUpdate, HeldItem,
+    HistoryWrite, ItemEnd, ItemStatus, LeaseGrant, LedgerEvent, LedgerKeysQuery, NewRun,
+    PlanItemState, PlanQuery, PlanStatus, RunRef, RunStatus, Settled, StepEnd, StepStart,
+    StepStatus, Store, StoreError, Trigger,
+};
+
+both!(
+    a_gate_opens_one_plan_and_every_run_updates_it,
+    decisions_record_who_when_and_why_and_refuse_what_cannot_be,
+    a_decision_made_while_a_run_goes_on_stands,
+    an_approval_is_spent_once_and_a_spent_plan_takes_no_decision,
+    keys_that_leave_are_closed_and_a_key_that_returns_waits_again,
+    racing_gates_open_one_plan,
+    a_fenced_gate_is_refused,
+    the_ledger_tells_a_keys_story_oldest_first_and_survives_pruning,
+    the_ledger_lists_each_keys_latest_state,
+    runs_show_what_their_gates_did,
+);
+
+const FLOW: &str = "sync";
+const STEP: &str = "deactivate";
+
+fn held(keys: &[&str]) -> Vec<HeldItem> {
+    keys.iter()
+        .map(|k| HeldItem {
+            key: k.to_string(),
+            input: json!({ "user": k }),
+        })
+        .collect()
+}
+
+fn gate(run: &str, keys: &[&str], gone: &[&str]) -> GateUpdate {
+    GateUpdate {
+        flow: FLOW.into(),
+        step: STEP.into(),
+        run_id: run.into(),
+        flow_file: "flows/sync.toml".into(),
+        reason: "approval is always required".into(),
+        held: held(keys),
+        gone: gone.iter().map(|k| k.to_string()).collect(),
+        fence: None,
+    }
+}
+
+fn decide(plan: &str, keys: &[&str], decision: Decision, by: &str) -> DecisionRequest {
+    DecisionRequest {
+        plan_id: plan.into(),
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+        decision,
+        by: by.into(),
+        note: Some(format!("{by} checked")),
+    }
+}
+
+fn approval_error(e: StoreError) -> ApprovalError {
+    match e {
+        StoreError::Approval(a) => a,
+        other => panic!("expected an approval error, got {other}"),
+    }
+}
+
+async fn state_of(s: &Store, plan: &str, key: &str) -> PlanItemState {
+    s.plan_detail(plan)
+        .await
+        .unwrap()
+        .unwrap()
+        .item(key)
+        .unwrap_or_else(|| panic!("{key} not in {plan}"))
+        .state
+}
+
+async fn a_gate_opens_one_plan_and_every_run_updates_it(db: Db) {
+    let s = &db.store;
+    // Nothing held and no plan: nothing is written.
+    assert_eq!(s.record_gate(&gate("r0", &[], &[])).await.unwrap(), None);
+    assert!(
+        s.list_plans(&PlanQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let first = s
+        .record_gate(&gate("r1", &["a@x.com", "b@x.com", "c@x.com"], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.status, PlanStatus::Open);
+    assert_eq!(first.counts.pending, 3);
+    assert_eq!(first.created_by_run, "r1");
+
+    // The next run holds one more, with a changed input for b: the same plan.
+    let mut next = gate("r2", &["a@x.com", "B@X.com", "c@x.com", "d@x.com"], &[]);
+    next.held[1].input = json!({"user": "b", "changed": true});
+    next.reason = "4 items, more than the 3 allowed without approval".into();
+    let second = s.record_gate(&next).await.unwrap().unwrap();
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.counts.pending, 4);
+    assert_eq!(second.updated_by_run, "r2");
+    assert_eq!(second.reason, next.reason);
+
+    let plans = s.list_plans(&PlanQuery::default()).await.unwrap();
+    assert_eq!(plans.len(), 1, "{plans:?}");
+    let detail = s.open_plan(FLOW, STEP).await.unwrap().unwrap();
+    let keys: Vec<&str> = detail.items.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, ["a@x.com", "b@x.com", "c@x.com", "d@x.com"]);
+    let b = detail.item("b@x.com").unwrap();
+    assert_eq!(b.input, json!({"user": "b", "changed": true}));
+    assert_eq!(
+        (b.first_seen_run.as_str(), b.last_seen_run.as_str()),
+        ("r1", "r2")
+    );
+    // Another step of the flow, or another flow, has a plan of its own.
+    let mut other = gate("r2", &["a@x.com"], &[]);
+    other.step = "create".into();
+    let other = s.record_gate(&other).await.unwrap().unwrap();
+    assert_ne!(other.id, first.id);
+    let only_sync = PlanQuery {
+        flow: Some("elsewhere".into()),
+        ..PlanQuery::default()
+    };
+    assert!(s.list_plans(&only_sync).await.unwrap().is_empty());
+    assert_eq!(s.list_plans(&PlanQuery::default()).await.unwrap().len(), 2);
+}
+
+async fn decisions_record_who_when_and_why_and_refuse_what_cannot_be(db: Db) {
+    let s = &db.store;
+    let plan = s
+        .record_gate(&gate(
+            "r1",
+            &["a@x.com", "b@x.com", "c@x.com", "d@x.com"],
+            &[],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    // Keys are matched without regard to case.
+    let out = s
+        .decide(&decide(
+            &plan.id,
+            &["A@X.COM", "b@x.com"],
+            Decision::Approved,
+            "alice",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.changed, ["a@x.com", "b@x.com"]);
+    assert_eq!(out.plan.counts.approved, 2);
+    assert_eq!(out.plan.counts.pending, 2);
+    let out = s
+        .decide(&decide(&plan.id, &["c@x.com"], Decision::Rejected, "bob"))
+        .await
+        .unwrap();
+    assert_eq!(out.changed, ["c@x.com"]);
+    // Approving an approved key again changes nothing and records nothing.
+    let again = s
+        .decide(&decide(&plan.id, &["a@x.com"], Decision::Approved, "carol"))
+        .await
+        .unwrap();
+    assert!(again.changed.is_empty());
+    assert_eq!(again.unchanged, ["a@x.com"]);
+
+    let detail = s
+        .plan_detail(&plan.id.to_uppercase())
+        .await
+        .unwrap()
+        .unwrap();
+    let a = detail.item("a@x.com").unwrap();
+    assert_eq!(a.state, PlanItemState::Approved);
+    assert_eq!(a.decided_by.as_deref(), Some("alice"));
+    assert_eq!(a.note.as_deref(), Some("alice checked"));
+    assert!(a.decided_at.as_deref().unwrap().ends_with('Z'));
+    let who: Vec<(&str, &str, Decision)> = detail
+        .decisions
+        .iter()
+        .map(|d| (d.key.as_str(), d.by.as_str(), d.decision))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            ("a@x.com", "alice", Decision::Approved),
+            ("b@x.com", "alice", Decision::Approved),
+            ("c@x.com", "bob", Decision::Rejected),
+        ]
+    );
+
+    // Refusals change nothing, not even the keys before the bad one.
+    let e = s
+        .decide(&decide(
+            &plan.id,
+            &["d@x.com", "zed@x.com"],
+            Decision::Approved,
+            "eve",
+        ))
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(approval_error(e), ApprovalError::KeyNotInPlan { ref key, .. } if key == "zed@x.com"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("d@x.com"),
+        "the message lists the plan's keys: {msg}"
+    );
+    assert_eq!(
+        state_of(s, &plan.id, "d@x.com").await,
+        PlanItemState::Pending
+    );
+    let e = s
+        .decide(&decide("ap-000000", &[], Decision::Approved, "eve"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        approval_error(e),
+        ApprovalError::UnknownPlan("ap-000000".into())
+    );
+    let e = s
+        .decide(&decide(&plan.id, &[], Decision::Approved, " "))
+        .await
+        .unwrap_err();
+    assert_eq!(approval_error(e), ApprovalError::NoAuthor);
+
+    // No keys: every pending item; then nothing is pending any more.
+    let all = s
+        .decide(&decide(&plan.id, &[], Decision::Approved, "dave"))
+        .await
+        .unwrap();
+    assert_eq!(all.changed, ["d@x.com"]);
+    let e = s
+        .decide(&decide(&plan.id, &[], Decision::Rejected, "dave"))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        approval_error(e),
+        ApprovalError::NothingPending {
+            approved: 3,
+            rejected: 1,
+            ..
+        }
+    ));
+    // A rejected key is approved by naming it, and the reverse.
+    s.decide(&decide(&plan.id, &["c@x.com"], Decision::Approved, "bob"))
+        .await
+        .unwrap();
+    s.decide(&decide(&plan.id, &["b@x.com"], Decision::Rejected, "bob"))
+        .await
+        .unwrap();
+    assert_eq!(
+        state_of(s, &plan.id, "c@x.com").await,
+        PlanItemState::Approved
+    );
+    assert_eq!(
+        state_of(s, &plan.id, "b@x.com").await,
+        PlanItemState::Rejected
+    );
+}
+
+async fn a_decision_made_while_a_run_goes_on_stands(db: Db) {
+    let s = &db.store;
+    let plan = s
+        .record_gate(&gate("r1", &["a@x.com", "b@x.com"], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    // Run r2 read the plan (both pending) and holds both; meanwhile a
+    // person approves one and rejects the other.
+    let seen_by_r2 = s.open_plan(FLOW, STEP).await.unwrap().unwrap();
+    assert_eq!(seen_by_r2.plan.counts.pending, 2);
+    let other_process = db.reopen().await;
+    other_process
+        .decide(&decide(&plan.id, &["a@x.com"], Decision::Approved, "alice"))
+        .await
+        .unwrap();
+    other_process
+        .decide(&decide(&plan.id, &["b@x.com"], Decision::Rejected, "alice"))
+        .await
+        .unwrap();
+    s.record_gate(&gate("r2", &["a@x.com", "b@x.com"], &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        state_of(s, &plan.id, "a@x.com").await,
+        PlanItemState::Approved
+    );
+    assert_eq!(
+        state_of(s, &plan.id, "b@x.com").await,
+        PlanItemState::Rejected
+    );
+}
+
+async fn an_approval_is_spent_once_and_a_spent_plan_takes_no_decision(db: Db) {
+    let s = &db.store;
+    let plan = s
+        .record_gate(&gate("r1", &["a@x.com", "b@x.com"], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    s.decide(&decide(&plan.id, &[], Decision::Approved, "alice"))
+        .await
+        .unwrap();
+    let ran = |key: &str, status: ItemStatus| Settled {
+        key: key.into(),
+        status,
+        run_id: "r2".into(),
+        error: (status == ItemStatus::Failed).then(|| "403 forbidden".to_string()),
+    };
+    s.settle_items(&plan.id, &[ran("A@x.com", ItemStatus::Succeeded)])
+        .await
+        .unwrap();
+    let detail = s.plan_detail(&plan.id).await.unwrap().unwrap();
+    let a = detail.item("a@x.com").unwrap();
+    assert_eq!(a.state, PlanItemState::Done);
+    let outcome = a.outcome.as_ref().unwrap();
+    assert_eq!(
+        (outcome.outcome.as_str(), outcome.run_id.as_str()),
+        ("succeeded", "r2")
+    );
+    assert_eq!(detail.plan.status, PlanStatus::Open);
+    // A spent key cannot be approved again.
+    let e = s
+        .decide(&decide(&plan.id, &["a@x.com"], Decision::Approved, "alice"))
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(approval_error(e), ApprovalError::KeySpent { ref run, .. } if run == "r2"),
+        "{msg}"
+    );
+    assert!(msg.contains("used once"), "{msg}");
+    // The last one fails for good: spent too, and the plan closes.
+    s.settle_items(&plan.id, &[ran("b@x.com", ItemStatus::Failed)])
+        .await
+        .unwrap();
+    let detail = s.plan_detail(&plan.id).await.unwrap().unwrap();
+    assert_eq!(detail.plan.status, PlanStatus::Closed);
+    assert!(detail.plan.closed_at.is_some());
+    let b = detail.item("b@x.com").unwrap().outcome.clone().unwrap();
+    assert_eq!(b.detail.as_deref(), Some("403 forbidden"));
+    assert!(s.open_plan(FLOW, STEP).await.unwrap().is_none());
+    assert!(
+        s.list_plans(&PlanQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let with_closed = PlanQuery {
+        include_closed: true,
+        ..PlanQuery::default()
+    };
+    assert_eq!(s.list_plans(&with_closed).await.unwrap().len(), 1);
+    // A second approval of the spent plan is a clear error.
+    let e = s
+        .decide(&decide(&plan.id, &[], Decision::Approved, "alice"))
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(approval_error(e), ApprovalError::PlanClosed { done: 2, .. }),
+        "{msg}"
+    );
+    assert!(msg.contains(&plan.id) && msg.contains("closed"), "{msg}");
+    // The next run that holds something opens a new plan.
+    let fresh = s
+        .record_gate(&gate("r3", &["c@x.com"], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(fresh.id, plan.id);
+}
+
+async fn keys_that_leave_are_closed_and_a_key_that_returns_waits_again(db: Db) {
+    let s = &db.store;
+    let plan = s
+        .record_gate(&gate("r1", &["a@x.com", "b@x.com", "c@x.com"], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    s.decide(&decide(&plan.id, &["a@x.com"], Decision::Approved, "alice"))
+        .await
+        .unwrap();
+    s.decide(&decide(&plan.id, &["b@x.com"], Decision::Rejected, "alice"))
+        .await
+        .unwrap();
+    // a came back before the next run; b left too; c still waits.
+    let after = s
+        .record_gate(&gate("r2", &["c@x.com"], &["a@x.com", "B@x.com"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.counts.closed, 2);
+    assert_eq!(after.counts.pending, 1);
+    let detail = s.plan_detail(&plan.id).await.unwrap().unwrap();
+    let a = detail.item("a@x.com").unwrap();
+    assert_eq!(a.state, PlanItemState::Closed);
+    let outcome = a.outcome.as_ref().unwrap();
+    assert_eq!(outcome.run_id, "r2");
+    assert!(
+        outcome
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("no longer needed")
+    );
+    let e = s
+        .decide(&decide(&plan.id, &["a@x.com"], Decision::Approved, "alice"))
+        .await
+        .unwrap_err();
+    assert!(matches!(approval_error(e), ApprovalError::KeyClosed { .. }));
+    // a leaves again: a new request, pending, without the old decision.
+    s.record_gate(&gate("r3", &["a@x.com", "c@x.com"], &[]))
+        .await
+        .unwrap();
+    let a = s.plan_detail(&plan.id).await.unwrap().unwrap();
+    let a = a.item("a@x.com").unwrap();
+    assert_eq!(a.state, PlanItemState::Pending);
+    assert_eq!((a.decided_by.clone(), a.outcome.clone()), (None, None));
+    // Everything leaves: the plan closes.
+    let closed = s
+        .record_gate(&gate("r4", &[], &["a@x.com", "c@x.com"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.status, PlanStatus::Closed);
+}
+
+async fn racing_gates_open_one_plan(db: Db) {
+    let handles: Vec<Store> = vec![db.store.clone(), db.reopen().await, db.reopen().await];
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, s) in handles.into_iter().enumerate() {
+        tasks.spawn(async move {
+            let key = format!("k{i}@x.com");
+            s.record_gate(&gate(
+                &format!("r{i}"),
+                &[key.as_str(), "shared@x.com"],
+                &[],
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(id) = tasks.join_next().await {
+        ids.push(id.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let plan = db.store.plan_detail(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(plan.items.len(), 4);
+}
+
+async fn a_fenced_gate_is_refused(db: Db) {
+    let s = &db.store;
+    let grant = |run: &str| LeaseGrant {
+        flow: FLOW.into(),
+        replica: "one".into(),
+        token: "t".into(),
+        run_id: run.into(),
+    };
+    let ttl = Duration::from_secs(60);
+    let Acquired::Granted { fence, .. } = s.acquire_lease(&grant("r1"), ttl).await.unwrap() else {
+        panic!("the lease was free")
+    };
+    let mut fenced = gate("r1", &["a@x.com"], &[]);
+    fenced.fence = Some(fence);
+    s.record_gate(&fenced).await.unwrap().unwrap();
+    s.release_lease(FLOW, fence).await.unwrap();
+    let Acquired::Granted { .. } = s.acquire_lease(&grant("r2"), ttl).await.unwrap() else {
+        panic!("the lease was released")
+    };
+    let mut late = gate("r1", &["b@x.com"], &[]);
+    late.fence = Some(fence);
+    let e = s.record_gate(&late).await.unwrap_err();
+    assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
+    let plan = s.open_plan(FLOW, STEP).await.unwrap().unwrap();
+    assert!(plan.item("b@x.com").is_none());
+}
+
+fn new_run(id: &str, dry_run: bool) -> NewRun {
+    NewRun {
+        id: id.into(),
+        flow: FLOW.into(),
+        flow_file: "flows/sync.toml".into(),
+        trigger: Trigger::Manual,
+        dry_run,
+        output_dir: String::new(),
+        replica: None,
+    }
+}
+
+fn keyed(step: &str, index: usize, key: &str, status: ItemStatus, output: Value) -> HistoryWrite {
+    HistoryWrite::Item(ItemEnd {
+        step: step.into(),
+        index,
+        key: Some(key.into()),
+        status,
+        input: json!({ "key": key }),
+        output: Some(output),
+        error: None,
+        connections: Value::Null,
+        duration_ms: 1,
+    })
+}
+
+/// Records a finished run with these item writes.
+async fn run_with(s: &Store, id: &str, dry_run: bool, items: Vec<HistoryWrite>) {
+    let mut writes = vec![HistoryWrite::StartRun(new_run(id, dry_run))];
+    writes.extend(items);
+    writes.push(HistoryWrite::FinishRun {
+        status: RunStatus::Succeeded,
+        error: None,
+    });
+    s.write(&RunRef::unfenced(id, FLOW), writes).await.unwrap();
+}
+
+/// A short pause, so that what comes next has a later timestamp (they
+/// have millisecond resolution).
+async fn tick() {
+    tokio::time::sleep(Duration::from_millis(3)).await;
+}
+
+async fn the_ledger_tells_a_keys_story_oldest_first_and_survives_pruning(db: Db) {
+    let s = &db.store;
+    run_with(
+        s,
+        "r1",
+        false,
+        vec![
+            keyed(
+                "adopt",
+                0,
+                "Ann@X.com",
+                ItemStatus::Succeeded,
+                json!({"action": "adopted", "procore_id": 7}),
+            ),
+            keyed(
+                "adopt",
+                1,
+                "bob@x.com",
+                ItemStatus::Succeeded,
+                json!({"action": "adopted"}),
+            ),
+        ],
+    )
+    .await;
+    tick().await;
+    run_with(
+        s,
+        "r2",
+        false,
+        vec![keyed(
+            "deactivate",
+            0,
+            "ann@x.com",
+            ItemStatus::Waiting,
+            Value::Null,
+        )],
+    )
+    .await;
+    let plan = s
+        .record_gate(&gate("r2", &["ann@x.com"], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    tick().await;
+    s.decide(&decide(
+        &plan.id,
+        &["ANN@x.com"],
+        Decision::Approved,
+        "alice",
+    ))
+    .await
+    .unwrap();
+    tick().await;
+    run_with(
+        s,
+        "r3",
+        true,
+        vec![keyed(
+            "deactivate",
+            0,
+            "ann@x.com",
+            ItemStatus::Succeeded,
+            json!({"action": "would deactivate"}),
+        )],
+    )
+    .await;
+    tick().await;
+    run_with(
+        s,
+        "r4",
+        false,
+        vec![keyed(
+            "deactivate",
+            0,
+            "ann@x.com",
+            ItemStatus::Succeeded,
+            json!({"action": "deactivated", "procore_id": 7}),
+        )],
+    )
+    .await;
+
+    let story = s.ledger("aNN@x.COM", None).await.unwrap();
+    let lines: Vec<String> = story
+        .iter()
+        .map(|e| match &e.event {
+            LedgerEvent::Item {
+                run_id,
+                status,
+                dry_run,
+                ..
+            } => {
+                format!(
+                    "{} {run_id} {status}{}",
+                    e.step,
+                    if *dry_run { " (dry)" } else { "" }
+                )
+            }
+            LedgerEvent::Decision { decision, by, .. } => format!("{} {decision} by {by}", e.step),
+            LedgerEvent::Closed { run_id, .. } => format!("{} closed by {run_id}", e.step),
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "adopt r1 succeeded",
+            "deactivate r2 waiting",
+            "deactivate approved by alice",
+            "deactivate r3 succeeded (dry)",
+            "deactivate r4 succeeded",
+        ]
+    );
+    assert_eq!(story[0].key, "Ann@X.com", "the key as that entry wrote it");
+    let LedgerEvent::Item { output, .. } = &story[4].event else {
+        panic!("{story:?}")
+    };
+    assert_eq!(output.as_ref().unwrap()["action"], "deactivated");
+    assert!(story.windows(2).all(|w| w[0].at <= w[1].at));
+    assert!(
+        s.ledger("ann@x.com", Some("other"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.ledger("nobody@x.com", None).await.unwrap().is_empty());
+
+    // Runs r1 and r2 are pruned: the ledger keeps the rest, and the
+    // decision (its plan is still open).
+    db.sql(
+        "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z', ended_at = '2020-01-01T00:01:00.000Z'
+         WHERE id IN ('r1', 'r2')",
+    )
+    .await;
+    let pruned = s
+        .prune_older_than(Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    assert_eq!(pruned.len(), 2);
+    let after: Vec<&str> = s
+        .ledger("ann@x.com", None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| match &e.event {
+            LedgerEvent::Item { run_id, .. } => run_id.as_str(),
+            LedgerEvent::Decision { .. } => "decision",
+            LedgerEvent::Closed { .. } => "closed",
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|s| match s {
+            "decision" => "decision",
+            "closed" => "closed",
+            "r3" => "r3",
+            "r4" => "r4",
+            other => panic!("pruned run {other} still in the ledger"),
+        })
+        .collect();
+    assert_eq!(after, ["decision", "r3", "r4"]);
+    // A closed plan goes with the runs of its time.
+    s.settle_items(
+        &plan.id,
+        &[Settled {
+            key: "ann@x.com".into(),
+            status: ItemStatus::Succeeded,
+            run_id: "r4".into(),
+            error: None,
+        }],
+    )
+    .await
+    .unwrap();
+    db.sql(&format!(
+        "UPDATE approval_plans SET closed_at = '2020-01-01T00:00:00.000Z' WHERE id = '{}'",
+        plan.id
+    ))
+    .await;
+    s.prune_older_than(Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    assert!(s.plan_detail(&plan.id).await.unwrap().is_none());
+    assert_eq!(s.ledger("ann@x.com", None).await.unwrap().len(), 2);
+}
+
+async fn the_ledger_lists_each_keys_latest_state(db: Db) {
+    let s = &db.store;
+    run_with(
+        s,
+        "r1",
+        false,
+        vec![
+            keyed(
+                "adopt",
+                0,
+                "c@x.com",
+                ItemStatus::Succeeded,
+                json!({"action": "adopted"}),
+            ),
+            keyed(
+                "adopt",
+                1,
+                "A@x.com",
+                ItemStatus::Succeeded,
+                json!({"action": "adopted"}),
+            ),
+            keyed(
+                "adopt",
+                2,
+                "b@x.com",
+                ItemStatus::Succeeded,
+                json!({"action": "adopted"}),
+            ),
+        ],
+    )
+    .await;
+    tick().await;
+    run_with(
+        s,
+        "r2",
+        false,
+        vec![keyed(
+            "deactivate",
+            0,
+            "a@x.com",
+            ItemStatus::Waiting,
+            Value::Null,
+        )],
+    )
+    .await;
+    let plan = s
+        .record_gate(&gate("r2", &["a@x.com"], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    s.decide(&decide(&plan.id, &[], Decision::Approved, "alice"))
+        .await
+        .unwrap();
+    tick().await;
+    // A dry run changes nobody's state.
+    run_with(
+        s,
+        "r3",
+        true,
+        vec![keyed(
+            "deactivate",
+            0,
+            "b@x.com",
+            ItemStatus::Succeeded,
+            json!({"action": "would deactivate"}),
+        )],
+    )
+    .await;
+    let first = s
+        .ledger_keys(&LedgerKeysQuery {
+            flow: FLOW.into(),
+            after: None,
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert!(first.more);
+    let shown: Vec<(&str, &str, ItemStatus)> = first
+        .keys
+        .iter()
+        .map(|k| (k.key.as_str(), k.step.as_str(), k.status))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("a@x.com", "deactivate", ItemStatus::Waiting),
+            ("b@x.com", "adopt", ItemStatus::Succeeded),
+        ]
+    );
+    let a = &first.keys[0];
+    assert_eq!(a.approvals.len(), 1);
+    assert_eq!(a.approvals[0].state, PlanItemState::Approved);
+    assert_eq!(a.approvals[0].by.as_deref(), Some("alice"));
+    let rest = s
+        .ledger_keys(&LedgerKeysQuery {
+            flow: FLOW.into(),
+            after: Some("B@x.com".into()),
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert!(!rest.more);
+    assert_eq!(rest.keys.len(), 1);
+    assert_eq!(rest.keys[0].key, "c@x.com");
+}
+
+async fn runs_show_what_their_gates_did(db: Db) {
+    let s = &db.store;
+    let record = GateRecord {
+        step: STEP.into(),
+        plan_id: Some("ap-123abc".into()),
+        reason: Some("approval is always required".into()),
+        approved: 2,
+        unapproved: 0,
+        waiting: 3,
+        rejected: 1,
+        closed: 1,
+    };
+    let writes = vec![
+        HistoryWrite::StartStep(StepStart {
+            step: STEP.into(),
+            component: "deactivate".into(),
+            input: Value::Null,
+            items_total: Some(6),
+        }),
+        HistoryWrite::Gate(record.clone()),
+        HistoryWrite::FinishStep(StepEnd {
+            step: STEP.into(),
+            component: "deactivate".into(),
+            status: StepStatus::Succeeded,
+            output: None,
+            error: None,
+            connections: Value::Null,
+            duration_ms: 1,
+        }),
+    ];
+    run_with(s, "r1", false, writes).await;
+    let detail = s.run_detail("r1").await.unwrap().unwrap();
+    assert_eq!(detail.gates, [record]);
+    let text = sluice_store::render_run_detail(&detail);
+    assert!(text.contains("ap-123abc"), "{text}");
+    assert!(text.contains("sluice approve ap-123abc"), "{text}");
+}
