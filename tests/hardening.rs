@@ -565,3 +565,138 @@ uses = "{}"
         "{err}"
     );
 }
+
+/// Runs `sluice` with `args` and the flow's secret in its environment, off
+/// the async runtime (the test's server answers on it meanwhile).
+async fn sluice_with_secret(data: &std::path::Path, args: &[&str]) -> (String, Vec<u8>) {
+    let data = data.to_path_buf();
+    let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(&owned)
+            .env_remove("SLUICE_DATA_DIR")
+            .env_remove("SLUICE_DATABASE_URL")
+            .env("API_SECRET", CLIENT_SECRET)
+            .output()
+            .expect("run sluice")
+    })
+    .await
+    .unwrap();
+    let mut printed = out.stdout;
+    printed.extend_from_slice(&out.stderr);
+    (args.join(" "), printed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_byte_a_run_leaves_is_free_of_every_secret_in_every_encoding() {
+    // The service echoes the request's Authorization header, the token and
+    // the client secret in every encoding, in its body and its headers; the
+    // component hands what it got to its output, an artifact, an item's
+    // output and its own error message.
+    let server = TestServer::start(|seen, _| match seen.path.as_str() {
+        "/token" => token_reply(TOKEN, 3600),
+        _ => {
+            let auth = seen.header("authorization").unwrap_or("").to_string();
+            let mut forms = common::secrets::secret_forms(&auth);
+            forms.extend(common::secrets::secret_forms(TOKEN));
+            forms.extend(common::secrets::secret_forms(CLIENT_SECRET));
+            let mut reply = json_reply(200, json!({ "echo": forms }));
+            reply.1.push(("x-debug-authorization".into(), auth));
+            reply
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        one_get(&server, "echo").replacen("[secrets]", "[params]\nitems = [1, 2]\n\n[secrets]", 1)
+            + &format!(
+                r#"artifacts = {{ "echo.txt" = "body" }}
+
+[[step]]
+id = "items"
+uses = "{hostile}"
+connections = ["api"]
+for_each = "${{params.items}}"
+concurrency = 2
+with = {{ action = "get", connection = "api", url = "echo?item=${{item}}" }}
+
+[[step]]
+id = "fail"
+uses = "{hostile}"
+on_error = "continue"
+with = {{ action = "${{steps.call.body}}" }}
+"#,
+                hostile = fixture("hostile").display(),
+            );
+    let flow = write_flow(dir.path(), "flow.toml", &text);
+    let flow = flow.to_str().unwrap();
+    let data = dir.path().join("data");
+    let tapes = dir.path().join("tapes");
+    let tapes_arg = tapes.to_str().unwrap();
+    let mut printed = Vec::new();
+    printed.push(sluice_with_secret(&data, &["run", flow, "-v", "--record", tapes_arg]).await);
+    printed.push(sluice_with_secret(&data, &["run", flow, "--json"]).await);
+    printed.push(sluice_with_secret(&data, &["run", flow, "--dry-run", "-v"]).await);
+    let (_, listed) = sluice_with_secret(&data, &["runs", "--json"]).await;
+    printed.push(sluice_with_secret(&data, &["runs"]).await);
+    let runs: serde_json::Value = serde_json::from_slice(&listed)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&listed)));
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    for run in runs {
+        let id = run["run_id"]
+            .as_str()
+            .or_else(|| run["id"].as_str())
+            .unwrap();
+        for extra in [&[][..], &["--items"], &["--json"]] {
+            let mut args = vec!["runs", "show", id];
+            args.extend_from_slice(extra);
+            printed.push(sluice_with_secret(&data, &args).await);
+        }
+    }
+    printed.push(("runs --json".into(), listed));
+
+    // The service did echo the live token, so there was something to leak.
+    let echoed = server.to("/api/echo");
+    assert!(echoed.len() >= 3 * 3, "{} requests", echoed.len());
+    let bearer = format!("Bearer {TOKEN}");
+    assert!(
+        echoed
+            .iter()
+            .all(|s| s.header("authorization") == Some(&bearer))
+    );
+    let shown = String::from_utf8_lossy(&printed[1].1).into_owned();
+    assert!(shown.contains("[redacted]"), "{shown}");
+    let first = String::from_utf8_lossy(&printed[0].1).into_owned();
+    assert!(
+        first.contains("removed"),
+        "the run says it removed secrets: {first}"
+    );
+
+    let mut places = printed;
+    places.extend(common::secrets::files_under(&data));
+    places.extend(common::secrets::files_under(&tapes));
+    let names: Vec<&str> = places.iter().map(|(n, _)| n.as_str()).collect();
+    for expected in ["history.sqlite", "echo.txt", ".yml"] {
+        assert!(
+            names.iter().any(|n| n.contains(expected)),
+            "nothing named {expected} was scanned: {names:?}"
+        );
+    }
+    let secrets = [TOKEN.to_string(), CLIENT_SECRET.to_string(), bearer];
+    // The scan finds what it looks for: the token base64-encoded inside a
+    // longer text at each offset, and form-encoded.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for prefix in ["", "a", "ab"] {
+        let planted = format!("x{}y", b64.encode(format!("{prefix}{TOKEN}.")));
+        let planted = [("planted".to_string(), planted.into_bytes())];
+        assert!(!common::secrets::secrets_found(&planted, &secrets).is_empty());
+    }
+    let planted: String = form_urlencoded::byte_serialize(TOKEN.as_bytes()).collect();
+    let planted = [("planted".to_string(), planted.into_bytes())];
+    assert!(!common::secrets::secrets_found(&planted, &secrets).is_empty());
+    let found = common::secrets::secrets_found(&places, &secrets);
+    assert!(found.is_empty(), "leaked: {found:#?}");
+}

@@ -176,33 +176,20 @@ pub fn assert_untouched(before: &[ProcoreUser], state: &StateSnapshot) {
 }
 
 /// None of `secrets` (the emulator's client secrets and every token it
-/// issued) is in what the run printed or in any file it left in
-/// `data_dir`: the history database and its log, the run folders, reports.
+/// issued), in any encoding ([`super::secrets::secret_forms`]), is in what
+/// the run printed or in any file it left in `data_dir`: the history
+/// database and its log, the run folders, reports.
 pub fn assert_no_secret(run: &Run, secrets: &[String], data_dir: &Path) {
     assert!(secrets.len() > 2, "no token was issued: {secrets:?}");
     let mut places = vec![
         ("stdout".to_string(), run.stdout.as_bytes().to_vec()),
         ("stderr".to_string(), run.stderr.as_bytes().to_vec()),
     ];
-    let mut folders = vec![data_dir.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                folders.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap_or_default();
-                places.push((path.display().to_string(), bytes));
-            }
-        }
-    }
-    for (i, secret) in secrets.iter().enumerate() {
-        for (place, bytes) in &places {
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "secret #{i} of the emulator's {} leaked into {place}",
-                secrets.len()
-            );
-        }
-    }
+    places.extend(super::secrets::files_under(data_dir));
+    let found = super::secrets::secrets_found(&places, secrets);
+    assert!(
+        found.is_empty(),
+        "of the emulator's {} secrets, leaked: {found:#?}",
+        secrets.len()
+    );
 }

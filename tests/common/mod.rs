@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod emulated;
+pub mod secrets;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -5,8 +5,10 @@
 //! is, percent-encoded the way URLs, forms or JavaScript encode, escaped
 //! for JSON (`/` as `\/` the way PHP writes it, or every symbol as
 //! `\u00XX` the way .NET does), or in base64 (a Basic credential, a JWT's
-//! claims, a dump of the request). [`forms`] lists each of these spellings
-//! of one secret, so a plain search for all of them finds it in any.
+//! claims, a dump of the request); and, answering in JSON, it writes each
+//! of those inside a JSON string, escaped once more (`\/` as `\\/`).
+//! [`forms`] lists each of these spellings of one secret, so a plain
+//! search for all of them finds it in any.
 //!
 //! Base64 of a secret inside a longer base64 text depends on where the
 //! secret starts within a 3-byte group; the characters that encode only
@@ -74,6 +76,19 @@ pub fn forms(secret: &str) -> Vec<String> {
     }
     for b64 in base64_forms(secret.as_bytes()) {
         push(b64);
+    }
+    // Each spelling with a `\` or `"` in it, as it stands inside a JSON
+    // string: a JSON service that echoes `tok\/en` writes `"tok\\/en"`,
+    // which a component parses back to `tok\/en`.
+    let in_json: Vec<String> = all
+        .iter()
+        .filter(|f| f.contains(['\\', '"']))
+        .map(|f| f.replace('\\', "\\\\").replace('"', "\\\""))
+        .collect();
+    for form in in_json {
+        if !all.contains(&form) {
+            all.push(form);
+        }
     }
     all
 }
@@ -181,6 +196,10 @@ mod tests {
             // JSON, with `\/`, and .NET's \u escapes.
             "Ab9~x\\/y+z=w.q_r-s!t*u(v)",
             "Ab9\\u007Ex\\u002Fy\\u002Bz\\u003Dw\\u002Eq\\u005Fr\\u002Ds\\u0021t\\u002Au\\u0028v\\u0029",
+            // Those two once more inside a JSON string, as an echoing JSON
+            // service writes them.
+            "Ab9~x\\\\/y+z=w.q_r-s!t*u(v)",
+            "Ab9\\\\u007ex\\\\u002fy\\\\u002bz\\\\u003dw\\\\u002eq\\\\u005fr\\\\u002ds\\\\u0021t\\\\u002au\\\\u0028v\\\\u0029",
         ];
         for encoded in encodings {
             assert!(found(encoded), "{encoded} was not recognised");
