@@ -5,10 +5,12 @@
 
 pub mod data_dir;
 pub mod emulate;
+pub mod log_lines;
 pub mod progress;
 pub mod run_cmd;
 pub mod runs_cmd;
 pub mod serve_cmd;
+pub mod serve_log;
 pub mod signals;
 pub mod summary;
 pub mod terminal;

@@ -1,6 +1,7 @@
 //! `sluice serve DIR_OR_FILES…`: the timer host, wired to the run history
 //! and to SIGINT/SIGTERM (stop gracefully; a second one stops at once) and
-//! SIGHUP (rescan the flow files now).
+//! SIGHUP (rescan the flow files now). What it has to say goes to the log
+//! ([`super::serve_log`]): text or JSON lines on stderr.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,13 +12,14 @@ use std::time::Duration;
 use clap::Args;
 use sluice_store::{HistoryWrite, Location, NewRun, RunRef, RunStatus, Store, Trigger};
 
-use super::progress::{Mode, Progress};
+use super::log_lines::LogFormat;
 use super::run_cmd::engine_for;
+use super::serve_log::{self, RunLog};
 use crate::flow::Flow;
 use crate::run::recorder::{HistoryWriter, RecordAs, Recorder};
 use crate::run::{Fanout, Observer, RunOptions, Runner};
 use crate::scheduler::replicas::Replica;
-use crate::scheduler::{Host, Scheduler};
+use crate::scheduler::{Host, Scheduler, ServeEvent};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -27,12 +29,17 @@ pub struct ServeArgs {
     /// How long running steps may take to finish after SIGINT/SIGTERM
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
-    /// Show each run's steps as they happen
+    /// Also log each run's steps, failed items and component log lines
     #[arg(long, short)]
     pub verbose: bool,
     /// The name this replica records its runs under [default: the host name]
     #[arg(long, env = "SLUICE_REPLICA", default_value_t = sluice_store::process::host_name())]
     pub replica: String,
+    /// How the log on stderr reads: `text` for a person, `json` (one
+    /// object per line: time, level, event, flow, run_id, step, error,
+    /// message…) for a log shipper
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// How long a flow's lease lasts unless renewed: a replica that dies
     /// mid-run has its run taken over (recorded interrupted) after about this
     #[arg(long, env = "SLUICE_LEASE", default_value = "30s", value_parser = parse_lease)]
@@ -86,12 +93,10 @@ impl Host for ServeHost {
             fence: self.replica.fence_of(run_id),
         };
         let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(self.writer.clone(), record_as));
-        let mode = if self.verbose {
-            Mode::Human
-        } else {
-            Mode::Quiet
-        };
-        Arc::new(Fanout(vec![Arc::new(Progress::new(mode, false)), recorder]))
+        if !self.verbose {
+            return recorder;
+        }
+        Arc::new(Fanout(vec![RunLog::new(&flow.name, run_id), recorder]))
     }
 
     async fn claim(&self, flow: &Flow, at: chrono::DateTime<chrono::Utc>, run_id: &str) -> bool {
@@ -158,9 +163,8 @@ impl Host for ServeHost {
         sluice_store::run_dir(&self.data_dir, run_id)
     }
 
-    fn say(&self, line: &str) {
-        // Diagnostics span lines; everything else in them is escaped.
-        eprintln!("{}", super::terminal::lines(line));
+    fn event(&self, event: ServeEvent) {
+        serve_log::emit(&event);
     }
 }
 
@@ -201,11 +205,10 @@ async fn open_store(database: &Location) -> anyhow::Result<Store> {
     let store = Store::open(database).await?;
     match store.recover_stale_runs(started).await {
         Ok(0) => {}
-        Ok(n) => eprintln!(
-            "recorded {n} run{} left unfinished by a process that stopped as interrupted",
-            if n == 1 { "" } else { "s" }
-        ),
-        Err(e) => eprintln!("warning: could not settle runs left unfinished: {e}"),
+        Ok(runs) => serve_log::emit(&ServeEvent::Recovered { runs }),
+        Err(e) => serve_log::emit(&ServeEvent::RecoveryFailed {
+            error: e.to_string(),
+        }),
     }
     Ok(store)
 }
@@ -215,9 +218,10 @@ pub async fn serve(
     data_dir: &Path,
     database: &Location,
 ) -> anyhow::Result<ExitCode> {
+    super::log_lines::init(args.log_format)?;
     let store = open_store(database).await?;
     let say: Arc<dyn Fn(String) + Send + Sync> =
-        Arc::new(|line: String| eprintln!("{}", super::terminal::lines(&line)));
+        Arc::new(|message: String| serve_log::emit(&ServeEvent::Replica { message }));
     let replica = Arc::new(Replica::new(
         store.clone(),
         args.replica.clone(),
@@ -245,15 +249,14 @@ pub async fn serve(
         return Ok(ExitCode::from(2));
     }
     let signals = super::signals::watch(true)?;
-    eprintln!(
-        "serving {} flow(s) as replica {} (leases of {}); history in {}; Ctrl-C or SIGTERM stops, SIGHUP rescans the flow files",
-        scheduler.flow_count(),
-        super::terminal::line(&args.replica),
-        humantime::format_duration(args.lease),
-        database
-    );
+    serve_log::emit(&ServeEvent::Serving {
+        flows: scheduler.flow_count(),
+        replica: args.replica.clone(),
+        lease: args.lease,
+        history: database.to_string(),
+    });
     scheduler.serve(signals.stop, signals.reload).await;
     sweep.abort();
-    eprintln!("stopped");
+    serve_log::emit(&ServeEvent::Stopped);
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,7 @@
 //!   keeps firing.
 
 pub mod clock;
+pub mod events;
 pub mod replicas;
 pub mod sources;
 pub mod timer;
@@ -35,10 +36,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 
 use self::clock::{Clock, SystemClock};
+pub use self::events::ServeEvent;
 use self::sources::{Fingerprint, fingerprint};
 use self::timer::{Firing, Tick};
 use crate::flow::Flow;
@@ -90,8 +93,8 @@ pub trait Host: Send + Sync + 'static {
     /// stops, it also gives back what runs still hold).
     fn flush(&self) -> impl Future<Output = ()> + Send;
     fn output_dir(&self, run_id: &str) -> PathBuf;
-    /// A line for the operator (stderr).
-    fn say(&self, line: &str);
+    /// Something the operator should know.
+    fn event(&self, event: ServeEvent);
 }
 
 /// How far a stop has gone: the first SIGINT/SIGTERM stops gracefully,
@@ -256,20 +259,20 @@ impl<H: Host> Scheduler<H> {
     fn admit(&mut self, path: PathBuf, print: Option<Fingerprint>) -> bool {
         match self.host.load(&path) {
             Ok(flow) if flow.schedule.is_none() => {
-                self.host.say(&format!(
-                    "– {}: flow `{}` has no schedule; not served",
-                    path.display(),
-                    flow.name
-                ));
+                self.host.event(ServeEvent::FlowNotScheduled {
+                    file: path.clone(),
+                    flow: flow.name.clone(),
+                });
             }
             Ok(flow) => {
                 let entry = Arc::new(Entry::new(&path, flow, print));
                 self.served.insert(path, Served { entry, timer: None });
                 return true;
             }
-            Err(report) => self
-                .host
-                .say(&format!("✗ {} is skipped:\n{report}", path.display())),
+            Err(report) => self.host.event(ServeEvent::FlowRejected {
+                file: path.clone(),
+                error: report,
+            }),
         }
         self.unserved.insert(path, print);
         false
@@ -292,13 +295,12 @@ impl<H: Host> Scheduler<H> {
         served.timer = Some(task.abort_handle());
         let flow = served.entry.flow();
         if let Some(s) = &flow.schedule {
-            self.host.say(&format!(
-                "⏱ {} (`{}` {}): next run {}",
-                flow.name,
-                s.cron,
-                s.timezone,
-                next_text(s, self.clock.now())
-            ));
+            self.host.event(ServeEvent::FlowLoaded {
+                file: path.to_path_buf(),
+                flow: flow.name.clone(),
+                cron: s.cron.clone(),
+                next: next_local(s, self.clock.now()),
+            });
         }
     }
 
@@ -336,7 +338,7 @@ impl<H: Host> Scheduler<H> {
                 },
                 changed = reload.changed(), if reload_open => match changed {
                     Ok(()) => {
-                        self.host.say("↻ rescanning the flow files (SIGHUP)");
+                        self.host.event(ServeEvent::Rescanning);
                         self.rescan(true, &live);
                     }
                     Err(_) => reload_open = false,
@@ -362,11 +364,10 @@ impl<H: Host> Scheduler<H> {
             run.cancel.store(true, Ordering::SeqCst);
         }
         if !live.inflight.is_empty() {
-            self.host.say(&format!(
-                "stopping: waiting up to {} for {} running flow(s) to finish their current step; a second Ctrl-C or SIGTERM stops at once",
-                humantime::format_duration(self.grace),
-                live.inflight.len()
-            ));
+            self.host.event(ServeEvent::Stopping {
+                running: live.inflight.len(),
+                grace: self.grace,
+            });
         }
         let deadline = tokio::time::sleep(self.grace);
         tokio::pin!(deadline);
@@ -396,10 +397,10 @@ impl<H: Host> Scheduler<H> {
             }
         }
         if let Some(why) = cut_short {
-            self.host.say(&format!(
-                "stopping now ({why}): {} run(s) recorded as interrupted",
-                live.inflight.len()
-            ));
+            self.host.event(ServeEvent::StoppingNow {
+                reason: why.to_string(),
+                interrupted: live.inflight.len(),
+            });
             live.runs.abort_all();
             let settle = async {
                 while let Some(joined) = live.runs.join_next_with_id().await {
@@ -410,6 +411,12 @@ impl<H: Host> Scheduler<H> {
             for (_, run) in live.inflight.drain() {
                 if run.started.load(Ordering::SeqCst) {
                     self.host.record_interrupted(&run.flow, &run.run_id, why);
+                    self.host.event(ServeEvent::RunFinished {
+                        flow: run.flow.name.clone(),
+                        run_id: run.run_id.clone(),
+                        status: Status::Interrupted,
+                        error: Some(why.to_string()),
+                    });
                 }
             }
             // Stopping at once means not waiting long on a busy database
@@ -448,12 +455,22 @@ impl<H: Host> Scheduler<H> {
             let why = run
                 .redactor
                 .redact(&format!("the run stopped unexpectedly: {text}"));
-            self.host
-                .say(&format!("✗ {} run {}: {why}", run.flow.name, run.run_id));
             self.host.record_failed(&run.flow, &run.run_id, &why);
+            self.host.event(ServeEvent::RunFinished {
+                flow: run.flow.name.clone(),
+                run_id: run.run_id,
+                status: Status::Failed,
+                error: Some(why),
+            });
         } else {
             self.host
                 .record_interrupted(&run.flow, &run.run_id, aborted_why);
+            self.host.event(ServeEvent::RunFinished {
+                flow: run.flow.name.clone(),
+                run_id: run.run_id,
+                status: Status::Interrupted,
+                error: Some(aborted_why.to_string()),
+            });
         }
         // The task ended without giving back what its run held.
         let host = self.host.clone();
@@ -470,11 +487,10 @@ impl<H: Host> Scheduler<H> {
             Tick::Fire(at) => at,
             Tick::Missed(at) => {
                 let flow = entry.flow();
-                self.host.say(&format!(
-                    "⏭ {}: the firing at {} was missed (the host was stalled or the machine asleep); it is not run late",
-                    flow.name,
-                    local(flow.schedule.as_ref(), at)
-                ));
+                self.host.event(ServeEvent::Missed {
+                    flow: flow.name.clone(),
+                    at: in_zone(flow.schedule.as_ref(), at),
+                });
                 return;
             }
         };
@@ -483,13 +499,13 @@ impl<H: Host> Scheduler<H> {
         let Some(schedule) = flow.schedule.as_ref() else {
             return;
         };
-        if !fires_at(schedule, at) {
-            self.host.say(&format!(
-                "↷ {}: its new schedule does not fire at {}; next run {}",
-                flow.name,
-                local(Some(schedule), at),
-                next_text(schedule, self.clock.now())
-            ));
+        let at = in_zone(Some(schedule), at);
+        if !fires_at(schedule, at.to_utc()) {
+            self.host.event(ServeEvent::NotInSchedule {
+                flow: flow.name.clone(),
+                at,
+                next: next_local(schedule, self.clock.now()),
+            });
             return;
         }
         let run_id = crate::run::new_run_id();
@@ -501,7 +517,7 @@ impl<H: Host> Scheduler<H> {
             flow: flow.clone(),
             running: self.running.clone(),
             started: started.clone(),
-            at,
+            at: at.to_utc(),
         };
         let (cancel, redactor) = (options.cancel.clone(), options.redactor.clone());
         let task = live.runs.spawn(firing.run(options));
@@ -523,7 +539,9 @@ impl<H: Host> Scheduler<H> {
         let found = sources::expand(&self.paths);
         if found.problems != self.path_problems {
             for problem in &found.problems {
-                self.host.say(&format!("✗ {problem}"));
+                self.host.event(ServeEvent::PathUnreadable {
+                    error: problem.clone(),
+                });
             }
             self.path_problems = found.problems;
         }
@@ -538,16 +556,13 @@ impl<H: Host> Scheduler<H> {
                 if let Some(timer) = served.timer {
                     timer.abort();
                 }
-                self.host.say(&format!(
-                    "– {} is gone: flow `{}` is no longer served{}",
-                    path.display(),
-                    served.entry.flow().name,
-                    if lock(&self.running).contains(&served.entry.flow().name) {
-                        " (its current run goes on to its end)"
-                    } else {
-                        ""
-                    }
-                ));
+                let flow = served.entry.flow().name.clone();
+                let run_goes_on = lock(&self.running).contains(&flow);
+                self.host.event(ServeEvent::FlowRetired {
+                    file: path.clone(),
+                    flow,
+                    run_goes_on,
+                });
             }
         }
         self.unserved.retain(|p, _| found.files.contains(p));
@@ -583,25 +598,28 @@ impl<H: Host> Scheduler<H> {
         match self.host.load(&entry.path) {
             Ok(flow) if flow.schedule.is_some() => {
                 let schedule = flow.schedule.clone();
+                let name = flow.name.clone();
                 *lock(&entry.flow) = Arc::new(flow);
                 let next = schedule
                     .as_ref()
-                    .map(|s| next_text(s, self.clock.now()))
-                    .unwrap_or_default();
+                    .and_then(|s| next_local(s, self.clock.now()));
                 entry.schedule.send_replace(schedule);
-                self.host.say(&format!(
-                    "↻ reloaded {}; next run {next}",
-                    entry.path.display()
-                ));
+                self.host.event(ServeEvent::FlowReloaded {
+                    file: entry.path.clone(),
+                    flow: name,
+                    next,
+                });
             }
-            Ok(_) => self.host.say(&format!(
-                "✗ {} no longer has a schedule; keeping the previous version",
-                entry.path.display()
-            )),
-            Err(report) => self.host.say(&format!(
-                "✗ {} changed but does not validate; keeping the previous version:\n{report}",
-                entry.path.display()
-            )),
+            Ok(_) => self.host.event(ServeEvent::ReloadRejected {
+                file: entry.path.clone(),
+                flow: entry.flow().name.clone(),
+                error: "the new version has no schedule".to_string(),
+            }),
+            Err(report) => self.host.event(ServeEvent::ReloadRejected {
+                file: entry.path.clone(),
+                flow: entry.flow().name.clone(),
+                error: report,
+            }),
         }
     }
 }
@@ -631,33 +649,39 @@ impl<H: Host> FiringTask<H> {
         if !host.claim(&flow, at, &options.run_id).await {
             return; // another replica's, to run or to skip
         }
+        let at_local = in_zone(flow.schedule.as_ref(), at);
+        let skipped = |reason: String| ServeEvent::SkippedStillRunning {
+            flow: flow.name.clone(),
+            at: at_local,
+            reason,
+        };
         let Some(_flag) = RunningFlag::take(&running, &flow.name) else {
-            host.say(&format!(
-                "↷ {}: the previous run is still going; this firing is skipped",
-                flow.name
-            ));
-            host.record_skipped(&flow, &options.run_id, "the previous run was still going");
+            let reason = "the previous run was still going";
+            host.event(skipped(reason.to_string()));
+            host.record_skipped(&flow, &options.run_id, reason);
             return;
         };
         if let Err(why) = host
             .begin(&flow, &options.run_id, options.cancel.clone())
             .await
         {
-            host.say(&format!("↷ {}: {why}; this firing is skipped", flow.name));
+            host.event(skipped(why.clone()));
             host.record_skipped(&flow, &options.run_id, &why);
             return;
         }
         started.store(true, Ordering::SeqCst);
+        host.event(ServeEvent::Firing {
+            flow: flow.name.clone(),
+            run_id: options.run_id.clone(),
+            at: at_local,
+        });
         let observer = host.observer(&flow, &options.run_id, "schedule", &options);
         let outcome = runner.run(&flow, &options, observer).await;
-        host.say(&match outcome.status {
-            Status::Succeeded => format!("✓ {} run {} finished", flow.name, outcome.run_id),
-            _ => format!(
-                "✗ {} run {}: {}",
-                flow.name,
-                outcome.run_id,
-                outcome.error.as_deref().unwrap_or("failed")
-            ),
+        host.event(ServeEvent::RunFinished {
+            flow: flow.name.clone(),
+            run_id: outcome.run_id,
+            status: outcome.status,
+            error: outcome.error,
         });
         host.end(&options.run_id).await;
     }
@@ -668,21 +692,15 @@ fn fires_at(schedule: &Schedule, at: DateTime<Utc>) -> bool {
     schedule.next_after(at - chrono::Duration::seconds(1)) == Some(at)
 }
 
-/// An instant in the schedule's zone, as the operator reads it.
-fn local(schedule: Option<&Schedule>, at: DateTime<Utc>) -> String {
-    match schedule {
-        Some(s) => at
-            .with_timezone(&s.timezone)
-            .format("%a %Y-%m-%d %H:%M:%S %Z")
-            .to_string(),
-        None => at.format("%a %Y-%m-%d %H:%M:%S UTC").to_string(),
-    }
+/// An instant in the schedule's zone (UTC without one), as its times are
+/// written.
+fn in_zone(schedule: Option<&Schedule>, at: DateTime<Utc>) -> DateTime<Tz> {
+    at.with_timezone(&schedule.map_or(Tz::UTC, |s| s.timezone))
 }
 
-fn next_text(schedule: &Schedule, now: DateTime<Utc>) -> String {
-    schedule
-        .next_after(now)
-        .map_or("never".to_string(), |t| local(Some(schedule), t))
+/// The schedule's next time after `now`, in its zone; `None`: never.
+fn next_local(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Tz>> {
+    schedule.next_after(now).map(|t| in_zone(Some(schedule), t))
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -715,7 +733,7 @@ mod tests {
     /// component compiled.
     #[derive(Default)]
     struct FakeHost {
-        lines: Mutex<Vec<String>>,
+        events: Mutex<Vec<ServeEvent>>,
         started: AtomicUsize,
         skipped: AtomicUsize,
         failed: Mutex<Vec<(String, String)>>,
@@ -767,14 +785,19 @@ mod tests {
         fn output_dir(&self, run_id: &str) -> PathBuf {
             self.out.join(run_id)
         }
-        fn say(&self, line: &str) {
-            lock(&self.lines).push(line.to_string());
+        fn event(&self, event: ServeEvent) {
+            lock(&self.events).push(event);
         }
     }
 
     impl FakeHost {
-        fn said(&self, part: &str) -> bool {
-            lock(&self.lines).iter().any(|l| l.contains(part))
+        fn saw(&self, what: impl Fn(&ServeEvent) -> bool) -> bool {
+            lock(&self.events).iter().any(what)
+        }
+
+        /// Whether flow `name` was loaded (its timer armed).
+        fn loaded(&self, name: &str) -> bool {
+            self.saw(|e| matches!(e, ServeEvent::FlowLoaded { flow, .. } if flow == name))
         }
     }
 
@@ -894,7 +917,9 @@ mod tests {
         std::fs::write(dir.path().join("flows/bad.toml"), "name = ").unwrap();
         let s = serve(dir.path());
         s.clock.until_sleeps(1).await;
-        assert!(s.host.said("bad.toml is skipped"));
+        assert!(s.host.saw(
+            |e| matches!(e, ServeEvent::FlowRejected { file, .. } if file.ends_with("bad.toml"))
+        ));
         std::fs::write(
             dir.path().join("flows/b.toml"),
             flow_text("b", "* * * * * *"),
@@ -907,8 +932,8 @@ mod tests {
         )
         .unwrap();
         s.reload.send_modify(|n| *n += 1);
-        until("b is served", || s.host.said("⏱ b ")).await;
-        assert!(s.host.said("⏱ fixed "));
+        until("b is served", || s.host.loaded("b")).await;
+        assert!(s.host.loaded("fixed"));
         // a (re-armed by the reload), b and the fixed file all wait.
         s.clock.until_sleeps(4).await;
         s.clock.set(at(10, 0, 1));
@@ -917,7 +942,11 @@ mod tests {
         // Removed: retired at the next rescan, and never fires again.
         std::fs::remove_file(dir.path().join("flows/b.toml")).unwrap();
         s.reload.send_modify(|n| *n += 1);
-        until("b is retired", || s.host.said("b.toml is gone")).await;
+        until("b is retired", || {
+            s.host
+                .saw(|e| matches!(e, ServeEvent::FlowRetired { flow, .. } if flow == "b"))
+        })
+        .await;
         s.clock.set(at(10, 0, 2));
         s.clock.set(at(10, 0, 3));
         settle().await;
@@ -937,7 +966,10 @@ mod tests {
         std::fs::write(&file, flow_text("c", "0 0 12 * * *")).unwrap();
         s.clock.set(at(10, 0, 1));
         until("the firing is dropped", || {
-            s.host.said("its new schedule does not fire at")
+            let dropped = at(10, 0, 1);
+            s.host.saw(
+                |e| matches!(e, ServeEvent::NotInSchedule { at, .. } if at.to_utc() == dropped),
+            )
         })
         .await;
         // Re-armed for noon: nothing at 10:00:02, a run at 12:00.
