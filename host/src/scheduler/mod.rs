@@ -458,7 +458,7 @@ impl<H: Host> Scheduler<H> {
             self.host.record_failed(&run.flow, &run.run_id, &why);
             self.host.event(ServeEvent::RunFinished {
                 flow: run.flow.name.clone(),
-                run_id: run.run_id,
+                run_id: run.run_id.clone(),
                 status: Status::Failed,
                 error: Some(why),
             });
@@ -467,7 +467,7 @@ impl<H: Host> Scheduler<H> {
                 .record_interrupted(&run.flow, &run.run_id, aborted_why);
             self.host.event(ServeEvent::RunFinished {
                 flow: run.flow.name.clone(),
-                run_id: run.run_id,
+                run_id: run.run_id.clone(),
                 status: Status::Interrupted,
                 error: Some(aborted_why.to_string()),
             });
