@@ -779,3 +779,109 @@ async fn retries_throttling_and_time_waited_are_counted() {
         .collect::<Vec<_>>();
     assert!(api[2].at - api[1].at >= Duration::from_secs(1));
 }
+
+/// A flow named `name` reading Procore's company users `items` times, four
+/// at a time, through a connection to `emulator`'s Procore.
+fn procore_reader(emulator: &sluice_emulator::RunningEmulator, name: &str, items: usize) -> String {
+    let env: std::collections::HashMap<String, String> = emulator.env_vars().into_iter().collect();
+    let list: Vec<String> = (1..=items).map(|i| i.to_string()).collect();
+    format!(
+        r#"
+name = "{name}"
+[params]
+items = [{items}]
+
+[secrets]
+procore = {{ env = "PROCORE_CLIENT_SECRET" }}
+
+[connections.procore]
+base_url = "{base}/rest/v1.0"
+headers = {{ "Procore-Company-Id" = "{company}" }}
+auth.oauth2_client_credentials = {{ token_url = "{base}/oauth/token", client_id = "{client}", client_secret = "${{secrets.procore}}" }}
+
+[[step]]
+id = "read"
+uses = "{hostile}"
+connections = ["procore"]
+for_each = "${{params.items}}"
+concurrency = 4
+with = {{ action = "get", connection = "procore", url = "companies/{company}/users" }}
+"#,
+        items = list.join(", "),
+        base = env["PROCORE_BASE_URL"],
+        company = env["PROCORE_COMPANY_ID"],
+        client = env["PROCORE_CLIENT_ID"],
+        hostile = fixture("hostile").display(),
+    )
+}
+
+/// Issue 12: a connection is its API (token endpoint, client id, scope,
+/// base URL), and every run in the process shares its token and budget.
+/// Two flows on one Procore app, started together against a Procore that
+/// allows 10 requests a second: one token between them, and their 24
+/// requests paced by the budget both see, so that none is refused. (With a
+/// token and a budget per run, each run fetched its own token, and each
+/// sent into the window what the other had already spent.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_flows_on_one_procore_app_share_one_token_and_one_budget() {
+    let emulator = sluice_emulator::start(sluice_emulator::EmulatorConfig {
+        procore_rate_limit: Some(10),
+        rate_window_secs: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let secret: String = emulator
+        .env_vars()
+        .into_iter()
+        .find(|(k, _)| k == "PROCORE_CLIENT_SECRET")
+        .unwrap()
+        .1;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("PROCORE_CLIENT_SECRET", secret.as_str())];
+    let a = load(
+        &write_flow(
+            dir.path(),
+            "a.toml",
+            &procore_reader(&emulator, "reader-a", 12),
+        ),
+        &env,
+    );
+    let b = load(
+        &write_flow(
+            dir.path(),
+            "b.toml",
+            &procore_reader(&emulator, "reader-b", 12),
+        ),
+        &env,
+    );
+    let runner = runner(EngineConfig::default());
+    let ((first, first_events), (second, second_events)) = tokio::join!(
+        run(&runner, &a, dir.path(), false),
+        run(&runner, &b, dir.path(), false)
+    );
+    for (outcome, events) in [(&first, &first_events), (&second, &second_events)] {
+        assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+        assert_eq!(
+            outcome.outputs["read"]["ok"],
+            json!(12),
+            "{}",
+            events.text()
+        );
+    }
+    let requests = emulator.snapshot().requests;
+    let to = |path: &str| requests.iter().filter(|r| r.path.starts_with(path)).count();
+    assert_eq!(
+        to("/oauth/token"),
+        1,
+        "one token for both flows: {requests:?}"
+    );
+    assert_eq!(to("/rest/v1.0/"), 24, "{requests:?}");
+    let refused: Vec<_> = requests.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        refused.is_empty(),
+        "{} requests were refused: {refused:?}",
+        refused.len()
+    );
+    emulator.shutdown().await;
+}

@@ -95,7 +95,8 @@ fn count_budget(s: &Shared, service: Service) -> Option<Budget> {
         Service::Graph => s.config.graph_rate_limit?,
     };
     let now = chrono::Utc::now().timestamp().max(0) as u64;
-    let window = now / 60;
+    let length = s.config.rate_window_secs.max(1);
+    let window = now / length;
     let mut d = s.lock();
     let slot = match service {
         Service::Procore => &mut d.procore_window,
@@ -109,7 +110,7 @@ fn count_budget(s: &Shared, service: Service) -> Option<Budget> {
         limit,
         used: slot.1,
         now,
-        reset: (window + 1) * 60,
+        reset: (window + 1) * length,
     })
 }
 

@@ -56,6 +56,10 @@ pub struct EmulatorConfig {
     pub procore_rate_limit: Option<u32>,
     /// Graph requests per minute; `None` is unlimited.
     pub graph_rate_limit: Option<u32>,
+    /// The length of a rate-limit window in seconds: 60, as Procore counts
+    /// (and "per minute" above means); tests shorten it to see several
+    /// windows in a few seconds.
+    pub rate_window_secs: u64,
     /// 409 or 422 for a duplicate Procore user.
     pub conflict_status: u16,
     /// The paging headers of Procore lists.
@@ -75,6 +79,7 @@ impl Default for EmulatorConfig {
             faults: Faults::default(),
             procore_rate_limit: None,
             graph_rate_limit: None,
+            rate_window_secs: 60,
             conflict_status: 422,
             procore_paging: PagingHeaders::All,
             procore_max_per_page: PROCORE_MAX_PER_PAGE,

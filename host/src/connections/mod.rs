@@ -12,12 +12,13 @@
 pub mod auth;
 pub mod decide;
 pub mod policy;
+pub mod services;
 pub mod tape;
 pub mod throttle;
 pub mod wire;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -28,8 +29,9 @@ use crate::redact::Redactor;
 use auth::{AuthError, TokenSource};
 use decide::{Attempt, Decision, GiveUp, Next, Resend, Rules, Tally, decide};
 use policy::Violation;
+pub use services::Services;
 use tape::{Tape, Tapes};
-use throttle::Throttle;
+use throttle::{Pace, Throttle};
 use wire::{ReadFailure, Wire};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,11 +120,19 @@ impl RequestStats {
 
 pub struct Connection {
     pub spec: Arc<ConnectionSpec>,
-    tokens: TokenSource,
-    throttle: Throttle,
+    /// The API's token, shared with every connection to it ([`Services`]).
+    tokens: Arc<TokenSource>,
+    /// The API's budget, shared likewise.
+    throttle: Arc<Throttle>,
+    /// This connection's own `rate_limit` on the shared budget.
+    _pace: Option<Pace>,
     http: reqwest::Client,
+    /// The run's redactor.
     redactor: Redactor,
     tape: Tape,
+    /// The last access token taught to the run's redactor: the token may
+    /// have been obtained by another run's request.
+    learned: Mutex<Option<String>>,
 }
 
 /// All connections of one run, by name.
@@ -138,17 +148,18 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// The connections of a flow's run; with `tapes`, recording or replaying.
+/// A run's connections, on the process's shared tokens and budgets; with
+/// `tapes`, recording or replaying.
 pub fn for_flow(
     flow: &Flow,
-    http: &reqwest::Client,
+    services: &Services,
     redactor: &Redactor,
     tapes: Option<&Tapes>,
 ) -> Connections {
     flow.connections
         .iter()
         .map(|(name, spec)| {
-            let connection = Connection::new(spec.clone(), http.clone(), redactor.clone());
+            let connection = services.connect(spec.clone(), redactor.clone());
             let tape = tapes.map(|t| t.for_connection(name)).unwrap_or_default();
             (name.clone(), Arc::new(connection.on_tape(tape)))
         })
@@ -156,7 +167,27 @@ pub fn for_flow(
 }
 
 impl Connection {
+    /// A connection with a token and a budget of its own, shared with no
+    /// other (tests and benchmarks; runs use [`Services::connect`]).
     pub fn new(spec: Arc<ConnectionSpec>, http: reqwest::Client, redactor: Redactor) -> Self {
+        let tokens = Arc::new(TokenSource::new(
+            spec.auth.clone(),
+            redactor.clone(),
+            spec.request_timeout,
+            spec.retry,
+        ));
+        let throttle = Arc::new(Throttle::new(None));
+        Self::on_services(spec, http, redactor, tokens, throttle)
+    }
+
+    /// A connection for `spec` on the given token source and budget.
+    fn on_services(
+        spec: Arc<ConnectionSpec>,
+        http: reqwest::Client,
+        redactor: Redactor,
+        tokens: Arc<TokenSource>,
+        throttle: Arc<Throttle>,
+    ) -> Self {
         // The connection's own credentials, whatever the flow declared:
         // every response is scrubbed of them.
         match &spec.auth {
@@ -167,17 +198,14 @@ impl Connection {
             Auth::None => {}
         }
         Self {
-            tokens: TokenSource::new(
-                spec.auth.clone(),
-                redactor.clone(),
-                spec.request_timeout,
-                spec.retry,
-            ),
-            throttle: Throttle::new(spec.rate_limit.map(|r| r.per_second)),
+            _pace: throttle.pace(spec.rate_limit.map(|r| r.per_second)),
+            tokens,
+            throttle,
             spec,
             http,
             redactor,
             tape: Tape::Live,
+            learned: Mutex::new(None),
         }
     }
 
@@ -187,13 +215,29 @@ impl Connection {
         self
     }
 
+    /// The `Authorization` header, its token taught to the run's redactor
+    /// (it may come from another run's request on the shared source).
+    async fn authorization(&self) -> Result<Option<Secret>, AuthError> {
+        let Some((header, _)) = self.tokens.authorization(&self.http).await? else {
+            return Ok(None);
+        };
+        let token = header.expose();
+        let token = token.strip_prefix("Bearer ").unwrap_or(token);
+        let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        if learned.as_deref() != Some(token) {
+            self.redactor.add(token.to_string());
+            *learned = Some(token.to_string());
+        }
+        Ok(Some(header))
+    }
+
     /// Fetches a token now, so bad credentials fail a run before any step.
     /// A replayed connection needs none and calls no token endpoint.
     pub async fn check_credentials(&self) -> Result<(), AuthError> {
         if self.tape.is_replay() {
             return Ok(());
         }
-        self.tokens.authorization(&self.http).await.map(|_| ())
+        self.authorization().await.map(|_| ())
     }
 
     pub fn needs_token(&self) -> bool {
@@ -384,7 +428,7 @@ impl Connection {
         let replay = self.tape.is_replay();
         let mut authorization = match replay {
             true => None,
-            false => self.tokens.authorization(&self.http).await?,
+            false => self.authorization().await?,
         };
         let (permit, waited) = self
             .throttle
@@ -395,9 +439,9 @@ impl Connection {
         if !waited.is_zero() && !replay {
             // A long wait may have outlasted the token: ask again (a
             // cached token that is still good costs nothing).
-            authorization = self.tokens.authorization(&self.http).await?;
+            authorization = self.authorization().await?;
         }
-        Ok((authorization.map(|(header, _)| header), permit))
+        Ok((authorization, permit))
     }
 
     /// The request as it goes out: the connection's headers, the

@@ -24,7 +24,8 @@
 //! clock that follows it, so every clock the throttle reads stands still or
 //! moves together, and waits are exact.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -81,7 +82,11 @@ fn later(at: Instant, d: Duration) -> Instant {
 
 #[derive(Debug)]
 pub struct Throttle {
+    /// The pace given at creation; connections sharing the throttle add
+    /// their own ([`Throttle::pace`]) and the slowest of all applies.
     interval: Option<Duration>,
+    /// Names the next [`Pace`].
+    next_pace: AtomicU64,
     wall: WallClock,
     state: Mutex<State>,
     /// Wakes waiting requests when a response gives budget back (the
@@ -102,6 +107,8 @@ struct State {
     /// abandoned (its step timed out, its token could not be had) still
     /// gives its place back.
     in_flight: u64,
+    /// The `rate_limit` of each connection using the throttle now.
+    paces: Vec<(u64, Duration)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -142,6 +149,31 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// One connection's own `rate_limit` on a throttle it shares with others:
+/// in force while the connection holds it.
+#[derive(Debug)]
+pub struct Pace {
+    throttle: Arc<Throttle>,
+    id: u64,
+}
+
+impl Drop for Pace {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.throttle.state.lock() {
+            s.paces.retain(|(id, _)| *id != self.id);
+        }
+    }
+}
+
+/// Requests `per_second` apart, within [`MAX_WAIT`]. Validation keeps rates
+/// within bounds; a rate that is not (zero, negative, not finite) spaces
+/// requests by the longest wait.
+fn spacing(per_second: f64) -> Duration {
+    Duration::try_from_secs_f64(1.0 / per_second)
+        .unwrap_or(MAX_WAIT)
+        .min(MAX_WAIT)
+}
+
 /// The service asked for no requests for longer than [`MAX_WAIT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -180,13 +212,8 @@ impl Throttle {
         let now = Instant::now();
         Self {
             wall,
-            // Validation keeps rates within bounds; a rate that is not
-            // (zero, negative, not finite) spaces requests by the longest wait.
-            interval: per_second.map(|r| {
-                Duration::try_from_secs_f64(1.0 / r)
-                    .unwrap_or(MAX_WAIT)
-                    .min(MAX_WAIT)
-            }),
+            interval: per_second.map(spacing),
+            next_pace: AtomicU64::new(0),
             budget_changed: tokio::sync::Notify::new(),
             state: Mutex::new(State {
                 next_slot: now,
@@ -194,8 +221,31 @@ impl Throttle {
                 closed_until: None,
                 budget: None,
                 in_flight: 0,
+                paces: Vec::new(),
             }),
         }
+    }
+
+    /// Adds a connection's own `rate_limit` to a shared throttle for as
+    /// long as the returned [`Pace`] lives. Requests are spaced by the
+    /// slowest pace in force: every connection sharing the throttle talks
+    /// to the same API, and the strictest limit anyone declared for it is
+    /// the one that keeps all of them within it.
+    pub fn pace(self: &Arc<Self>, per_second: Option<f64>) -> Option<Pace> {
+        let interval = spacing(per_second?);
+        let id = self.next_pace.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut s) = self.state.lock() {
+            s.paces.push((id, interval));
+        }
+        Some(Pace {
+            throttle: self.clone(),
+            id,
+        })
+    }
+
+    /// The spacing in force: the slowest of the throttle's own and every pace.
+    fn interval(&self, s: &State) -> Option<Duration> {
+        s.paces.iter().map(|(_, i)| *i).chain(self.interval).max()
     }
 
     /// Waits for this request's turn; returns its permit and how long it
@@ -225,7 +275,8 @@ impl Throttle {
                     s.closed_until = None;
                 }
                 let mut at = s.not_before.max(now);
-                if self.interval.is_some() {
+                let interval = self.interval(&s);
+                if interval.is_some() {
                     at = at.max(s.next_slot);
                 }
                 if let Some(b) = s.budget
@@ -239,7 +290,7 @@ impl Throttle {
                     }
                 }
                 if at <= now {
-                    if let Some(interval) = self.interval {
+                    if let Some(interval) = interval {
                         s.next_slot = later(s.next_slot.max(now), interval);
                     }
                     if let Some(b) = s.budget.as_mut() {
@@ -445,6 +496,34 @@ mod tests {
             let _ = t.acquire().await.unwrap();
         }
         assert_eq!(start.elapsed(), Duration::from_millis(200));
+    }
+
+    /// Connections sharing a throttle: the slowest pace in force spaces
+    /// every request, and a pace ends with the connection that set it.
+    #[tokio::test(start_paused = true)]
+    async fn the_slowest_pace_of_the_connections_sharing_a_throttle_applies() {
+        let t = std::sync::Arc::new(Throttle::new(None));
+        let fast = t.pace(Some(100.0));
+        let slow = t.pace(Some(10.0));
+        assert!(t.pace(None).is_none(), "no rate_limit, no pace");
+        let start = Instant::now();
+        for _ in 0..3 {
+            let _ = t.acquire().await.unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
+        drop(slow);
+        // The slot after the last one taken at the slow pace, then the fast pace.
+        let start = Instant::now();
+        for _ in 0..3 {
+            let _ = t.acquire().await.unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(120));
+        drop(fast);
+        let start = Instant::now();
+        for _ in 0..3 {
+            let _ = t.acquire().await.unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "no pace left: at once");
     }
 
     /// The Unix second the tests' wall clock starts at (2026-05-28).

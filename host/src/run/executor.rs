@@ -19,8 +19,8 @@ use serde_json::Value;
 use super::context::{Results, RunContext, RunFields, StepFailure};
 use super::events::{Observer, RunEvent, Status};
 use super::{prepare, step};
-use crate::connections;
 use crate::connections::tape::Tapes;
+use crate::connections::{self, Services};
 use crate::engine::Engine;
 use crate::flow::Flow;
 use crate::redact::Redactor;
@@ -71,18 +71,19 @@ pub struct RunOutcome {
     pub duration: Duration,
 }
 
-/// Runs flows on one engine with one HTTP client.
+/// Runs flows on one engine, with one HTTP client and one token and rate
+/// budget per API ([`Services`]) for every run it makes.
 #[derive(Clone)]
 pub struct Runner {
     pub engine: Arc<Engine>,
-    pub http: reqwest::Client,
+    pub services: Arc<Services>,
 }
 
 impl Runner {
     pub fn new(engine: Arc<Engine>) -> anyhow::Result<Self> {
         Ok(Self {
             engine,
-            http: connections::http_client()?,
+            services: Arc::new(Services::new(connections::http_client()?)),
         })
     }
 
@@ -144,7 +145,7 @@ impl Runner {
     ) -> Result<(), StepFailure> {
         let prepared = prepare::components(&self.engine, flow)?;
         let tapes = options.tapes.as_deref();
-        let connections = connections::for_flow(flow, &self.http, redactor, tapes);
+        let connections = connections::for_flow(flow, &self.services, redactor, tapes);
         prepare::check_credentials(flow, &connections).await?;
         let fields = RunFields {
             id: options.run_id.clone(),
