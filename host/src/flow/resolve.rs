@@ -80,41 +80,63 @@ impl Scope<'_> {
         })
     }
 
+    /// The value a reference names. The path is followed on the value where
+    /// it lives and only what it reaches is copied: `${steps.members.
+    /// skipped_disabled}` copies that field, not a list of a million people
+    /// beside it.
     fn lookup(&self, reference: &Reference) -> Result<Value, ResolveError> {
         let unavailable = |what: &str| ResolveError::Unavailable(what.to_string());
-        let root = match &reference.root {
-            Root::Param(name) => self
-                .params
-                .and_then(|p| p.get(name))
+        let within = |root: &Value| {
+            walk_ref(root, &reference.path)
                 .cloned()
-                .ok_or_else(|| unavailable(&format!("params.{name}")))?,
+                .unwrap_or(Value::Null)
+        };
+        Ok(match &reference.root {
+            Root::Param(name) => within(
+                self.params
+                    .and_then(|p| p.get(name))
+                    .ok_or_else(|| unavailable(&format!("params.{name}")))?,
+            ),
             Root::Env { name, default } => match self.env.and_then(|e| e.var(name)) {
-                Some(value) => Value::String(value),
+                Some(value) => walk(Value::String(value), &reference.path),
                 None => match default {
-                    Some(d) => Value::String(self.resolve_string(d)?),
+                    Some(d) => walk(Value::String(self.resolve_string(d)?), &reference.path),
                     None => return Err(ResolveError::MissingEnv(name.clone())),
                 },
             },
-            Root::Secret(name) => self
-                .secrets
-                .and_then(|s| s.get(name))
-                .map(|v| Value::String(v.clone()))
-                .ok_or_else(|| unavailable(&format!("secrets.{name}")))?,
+            Root::Secret(name) => walk(
+                self.secrets
+                    .and_then(|s| s.get(name))
+                    .map(|v| Value::String(v.clone()))
+                    .ok_or_else(|| unavailable(&format!("secrets.{name}")))?,
+                &reference.path,
+            ),
             // A step that was skipped or failed under `continue` reads as null.
             Root::Step(id) => self
                 .steps
                 .and_then(|s| s.get(id))
-                .cloned()
-                .unwrap_or(Value::Null),
-            Root::Item => self.item.cloned().ok_or_else(|| unavailable("item"))?,
-            Root::Run(field) => self
-                .run
-                .and_then(|r| r.get(field))
-                .cloned()
-                .ok_or_else(|| unavailable(&format!("run.{field}")))?,
-        };
-        Ok(walk(root, &reference.path))
+                .map_or(Value::Null, within),
+            Root::Item => within(self.item.ok_or_else(|| unavailable("item"))?),
+            Root::Run(field) => within(
+                self.run
+                    .and_then(|r| r.get(field))
+                    .ok_or_else(|| unavailable(&format!("run.{field}")))?,
+            ),
+        })
     }
+}
+
+/// Follows a dotted path on a borrowed value; a missing field or index is
+/// `None`.
+pub fn walk_ref<'v>(mut value: &'v Value, path: &[String]) -> Option<&'v Value> {
+    for segment in path {
+        value = match value {
+            Value::Object(map) => map.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(value)
 }
 
 /// Follows a dotted path; a missing field or index reads as null.
@@ -162,6 +184,27 @@ mod tests {
         assert_eq!(scope.resolve(&spliced).unwrap(), json!("n=2"));
         let index = Template::parse("${steps.diff.missing.1}").unwrap();
         assert_eq!(scope.resolve(&index).unwrap(), json!(2));
+    }
+
+    /// Following a path on the borrowed value reaches what following it on a
+    /// copy does, for fields, indexes and what is missing.
+    #[test]
+    fn a_path_followed_by_reference_reaches_what_a_copy_does() {
+        let value = json!({"a": {"b": [10, {"c": "x"}]}, "n": 1});
+        for path in [
+            "", "a", "a.b", "a.b.0", "a.b.1.c", "a.b.2", "a.b.x", "n.m", "zz", "a.b.-1",
+        ] {
+            let path: Vec<String> = path
+                .split('.')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            assert_eq!(
+                walk_ref(&value, &path).cloned().unwrap_or(Value::Null),
+                walk(value.clone(), &path),
+                "{path:?}"
+            );
+        }
     }
 
     #[test]

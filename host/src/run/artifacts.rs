@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::context::{Results, RunContext, StepFailure};
 use super::events::RunEvent;
 use crate::flow::Step;
-use crate::flow::resolve::walk;
+use crate::flow::resolve::walk_ref;
 
 /// Writes each of the step's artifacts that its output has (a missing or
 /// null field writes nothing).
@@ -19,10 +19,10 @@ pub fn write(
 ) -> Result<(), StepFailure> {
     let dir = &ctx.options.output_dir;
     for (name, path) in &step.artifacts {
-        let content = match walk(output.clone(), path) {
-            Value::String(s) => s,
-            Value::Null => continue,
-            other => serde_json::to_string_pretty(&other).unwrap_or_default(),
+        let content = match walk_ref(output, path) {
+            Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => continue,
+            Some(other) => serde_json::to_string_pretty(other).unwrap_or_default(),
         };
         let content = ctx.redactor.redact(&content);
         let target = dir.join(name);
