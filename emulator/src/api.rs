@@ -192,7 +192,7 @@ async fn guarded(
                     .insert("retry-after", HeaderValue::from_static("1"));
                 r
             }
-            FaultKind::TooMany => too_many(service, retry_after.as_deref(), None),
+            FaultKind::TooMany => too_many(service, retry_after.as_deref()),
             _ => error(
                 service,
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -208,7 +208,7 @@ async fn guarded(
     if let Some(b) = budget.filter(|b| b.exceeded()) {
         let style = s.lock().faults.retry_after;
         let wait = budget_retry_after(service, style, b.wait_secs());
-        return too_many(service, wait.as_deref(), Some(b.limit));
+        return too_many(service, wait.as_deref());
     }
     let response = next.run(request).await;
     match fault {
@@ -317,15 +317,23 @@ pub fn error(service: Service, status: StatusCode, code: &str, message: &str) ->
     }
 }
 
-pub fn graph_error_body(code: &str, message: &str) -> serde_json::Value {
-    let id = format!(
+/// What Procore's 429 says, word for word from its rate-limiting guide.
+pub const PROCORE_RATE_LIMITED: &str = "You have surpassed the max number of requests for an hour. Please wait until your limit resets.";
+
+/// A random request id in Graph's GUID form.
+fn request_id() -> String {
+    format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
         rand::random::<u32>(),
         rand::random::<u16>(),
         rand::random::<u16>() & 0xfff,
         rand::random::<u16>() & 0xfff,
         rand::random::<u64>() & 0xffff_ffff_ffff
-    );
+    )
+}
+
+pub fn graph_error_body(code: &str, message: &str) -> serde_json::Value {
+    let id = request_id();
     json!({
         "error": {
             "code": code,
@@ -339,28 +347,35 @@ pub fn graph_error_body(code: &str, message: &str) -> serde_json::Value {
     })
 }
 
-fn too_many(service: Service, retry_after: Option<&str>, limit: Option<u32>) -> Response {
+fn too_many(service: Service, retry_after: Option<&str>) -> Response {
     let mut response = match service {
-        Service::Graph => error(
-            service,
+        // Graph's throttling guide: this innerError carries the status as
+        // `code` and `status` and a `message` of its own.
+        Service::Graph => (
             StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            "Too many requests have been made; please wait and try again.",
-        ),
-        Service::Procore => {
-            let text = match limit {
-                Some(l) => {
-                    format!("Rate limit of {l} requests per minute exceeded. Try again later.\n")
+            axum::Json(json!({
+                "error": {
+                    "code": "TooManyRequests",
+                    "message": "Please retry again later.",
+                    "innerError": {
+                        "code": "429",
+                        "date": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
+                        "message": "Please retry after",
+                        "request-id": request_id(),
+                        "status": "429",
+                    }
                 }
-                None => "Too Many Requests\n".to_string(),
-            };
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("content-type", "text/plain; charset=utf-8")],
-                text,
-            )
-                .into_response()
-        }
+            })),
+        )
+            .into_response(),
+        // Procore's rate-limiting guide: the same sentence for the hourly
+        // and the spike limits, as text.
+        Service::Procore => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("content-type", "text/plain; charset=utf-8")],
+            PROCORE_RATE_LIMITED,
+        )
+            .into_response(),
     };
     if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(v).ok()) {
         response.headers_mut().insert("retry-after", v);

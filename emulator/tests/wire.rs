@@ -385,11 +385,13 @@ async fn procore_lists_page_with_total_per_page_and_link() {
     let link = r.headers()["link"].to_str().unwrap().to_string();
     assert!(
         link.contains("rel=\"next\"")
-            && link.contains("rel=\"prev\"")
+            && link.contains("rel=\"first\"")
             && link.contains("rel=\"last\"")
             && link.contains("page=3"),
         "{link}"
     );
+    // Procore's guide: page 2 has first, next and last, no prev.
+    assert!(!link.contains("rel=\"prev\""), "{link}");
     for h in [
         "x-rate-limit-limit",
         "x-rate-limit-remaining",
@@ -593,7 +595,13 @@ async fn procore_budget_is_enforced_with_plain_text_429s() {
     );
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(r.headers()["x-rate-limit-remaining"], "0");
-    assert!(r.text().await.unwrap().contains("Rate limit"));
+    // Procore's rate-limiting guide gives this sentence for every 429.
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .starts_with("You have surpassed the max number of requests for an hour.")
+    );
 }
 
 #[tokio::test]

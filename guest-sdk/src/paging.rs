@@ -26,17 +26,15 @@ pub fn graph_all(connection: &str, first: Call) -> Result<Vec<Value>, StepError>
     let mut call = first;
     for _ in 0..MAX_PAGES {
         let response = call.send_ok()?;
-        let page = response.json()?;
-        if let Some(values) = page.get("value").and_then(Value::as_array) {
-            items.extend(values.iter().cloned());
-        } else {
+        let Some((values, next)) = graph_page(response.json()?) else {
             return Err(errors::fail(
                 "bad-response",
                 format!("{}: the response has no `value` list", call.request.url),
             ));
-        }
-        match page.get("@odata.nextLink").and_then(Value::as_str) {
-            Some(next) => call = Call::get(connection, next),
+        };
+        items.extend(values);
+        match next {
+            Some(next) => call = Call::get(connection, &next),
             None => return Ok(items),
         }
     }
@@ -44,6 +42,23 @@ pub fn graph_all(connection: &str, first: Call) -> Result<Vec<Value>, StepError>
         "paging",
         "more than 100000 pages: the service keeps returning a nextLink",
     ))
+}
+
+/// The items of one page of a Graph collection and its `@odata.nextLink`,
+/// verbatim; no link on the last page (of a delta round too, which has an
+/// `@odata.deltaLink` instead). `None` when the page has no `value` list.
+pub fn graph_page(page: Value) -> Option<(Vec<Value>, Option<String>)> {
+    let Value::Object(mut page) = page else {
+        return None;
+    };
+    let next = match page.remove("@odata.nextLink") {
+        Some(Value::String(link)) => Some(link),
+        _ => None,
+    };
+    match page.remove("value") {
+        Some(Value::Array(values)) => Some((values, next)),
+        _ => None,
+    }
 }
 
 /// The link-values of an RFC 8288 `Link` header: each target URI with its
@@ -273,6 +288,94 @@ mod tests {
         assert!(!procore_has_next(&r, 3, 20, 120));
         // A short page with a Total saying there is more: keep going.
         assert!(procore_has_next(&response(&[("total", "250")]), 1, 60, 60));
+    }
+
+    /// A documented example kept with the emulator's tests, where its
+    /// source (page, repository, path, commit) is named.
+    fn documented(name: &str) -> Value {
+        let path = format!(
+            "{}/../emulator/tests/documented/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn graph_pages_are_read_as_the_documented_examples_give_them() {
+        let read = |name: &str| graph_page(documented(name)["body"].clone()).unwrap();
+        let (members, next) = read("graph_list_members");
+        assert_eq!(members[0]["mail"], "user1@contoso.com");
+        assert_eq!(next, None, "no nextLink: the last page");
+        let (members, _) = read("graph_list_transitive_members");
+        assert_eq!(members[0]["@odata.type"], "#microsoft.graph.user");
+        let (groups, next) = read("graph_groups_delta_initial");
+        assert_eq!(groups.len(), 2);
+        assert_eq!(
+            next.as_deref(),
+            Some(
+                "https://graph.microsoft.com/v1.0/groups/delta?$skiptoken=pqwSUjGYvb3jQpbwVAwEL7yuI3dU1LecfkkfLPtnIjvB7XnF_yllFsCrZJ"
+            ),
+            "followed verbatim"
+        );
+        let (groups, next) = read("graph_groups_delta_final");
+        assert_eq!(
+            (groups.len(), next),
+            (2, None),
+            "a deltaLink ends the round"
+        );
+        let (changes, _) = read("graph_groups_delta_changes");
+        assert_eq!(
+            changes[0]["members@delta"][0]["@removed"]["reason"],
+            "deleted"
+        );
+        assert!(graph_page(documented("graph_throttled")["body"].clone()).is_none());
+    }
+
+    #[test]
+    fn procore_paging_reads_the_documented_headers() {
+        let example = documented("procore_pagination");
+        let headers: Vec<(String, String)> = example["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        let third = Response {
+            status: 200,
+            headers: headers.clone(),
+            body: vec![],
+        };
+        assert_eq!(
+            link_next(third.header("link").unwrap()).as_deref(),
+            Some("https://api.procore.com/rest/v1.0/punch_items?page=4&per_page=5")
+        );
+        assert!(procore_has_next(&third, 3, 5, 15));
+        // The last page (30 × 5 = 150, the documented Total) has no next link.
+        let last = Response {
+            status: 200,
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| match k.as_str() {
+                    "Link" => (
+                        k,
+                        "<https://api.procore.com/rest/v1.0/punch_items?page=1&per_page=5>; rel=\"first\"".into(),
+                    ),
+                    _ => (k, v),
+                })
+                .collect(),
+            body: vec![],
+        };
+        assert!(!procore_has_next(&last, 30, 5, 150));
+        let without_link = Response {
+            status: 200,
+            headers: vec![
+                ("Total".into(), "150".into()),
+                ("Per-Page".into(), "5".into()),
+            ],
+            body: vec![],
+        };
+        assert!(procore_has_next(&without_link, 29, 5, 145));
+        assert!(!procore_has_next(&without_link, 30, 5, 150));
     }
 
     #[test]

@@ -209,6 +209,8 @@ pub fn user(u: &GraphUser) -> Object {
     )
 }
 
+/// A group as Graph lists it by default: the emulated groups are security
+/// groups without mail, so `mail` is null; `mailNickname` Graph always has.
 pub fn group(g: &GraphGroup) -> Object {
     object(
         Kind::Group,
@@ -216,11 +218,28 @@ pub fn group(g: &GraphGroup) -> Object {
             "id": g.id,
             "displayName": g.display_name,
             "description": null,
-            "mailEnabled": false,
-            "securityEnabled": true,
             "groupTypes": [],
+            "mail": null,
+            "mailEnabled": false,
+            "mailNickname": mail_nickname(g),
+            "securityEnabled": true,
         }),
     )
+}
+
+/// What Entra ID proposes as a group's mail nickname: its display name
+/// without the characters a nickname cannot hold.
+fn mail_nickname(g: &GraphGroup) -> String {
+    let nickname: String = g
+        .display_name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    if nickname.is_empty() {
+        g.id.chars().take(8).collect()
+    } else {
+        nickname
+    }
 }
 
 /// The type of a member object.

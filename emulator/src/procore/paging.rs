@@ -14,9 +14,9 @@ use crate::state::Shared;
 const DEFAULT_PER_PAGE: usize = 100;
 
 /// A bare JSON array page with `Total`, `Per-Page` and an RFC 8288 `Link`
-/// (as the configured [`PagingHeaders`] allow). Links follow Procore's guide:
-/// `first` and `prev` except on page 1, `next` and `last` except on the last
-/// page, so a single page has no `Link` at all.
+/// (as the configured [`PagingHeaders`] allow). Links follow Procore's
+/// pagination guide: `first` from page 2, `prev` from page 3, `last` and
+/// `next` except on the last page, so a single page has no `Link` at all.
 /// One page of `items`, rendering only the items on it (a 100k-user company
 /// is served a page at a time without turning every user into JSON).
 pub fn paged<T>(
@@ -49,14 +49,18 @@ pub fn paged<T>(
         q.push(("per_page".into(), per_page.to_string()));
         format!("<{}{path}?{}>", s.base_url, encode_query(&q))
     };
+    // The guide's order (first, prev, last, next), and its rule that page 2
+    // has no `prev`: the first page is already linked as `first`.
     let mut links = Vec::new();
     if page > 1 {
         links.push(format!("{}; rel=\"first\"", link(1)));
+    }
+    if page > 2 {
         links.push(format!("{}; rel=\"prev\"", link((page - 1).min(last))));
     }
     if page < last {
-        links.push(format!("{}; rel=\"next\"", link(page + 1)));
         links.push(format!("{}; rel=\"last\"", link(last)));
+        links.push(format!("{}; rel=\"next\"", link(page + 1)));
     }
     let separate = s.config.procore_paging == PagingHeaders::SeparateLinkFields;
     if separate {
@@ -65,6 +69,11 @@ pub fn paged<T>(
     }
     let page_items = items[start..end].iter().map(render).collect();
     let mut response = Json(Value::Array(page_items)).into_response();
+    // As the pagination guide shows Procore's lists, with the charset.
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     let (with_total, with_per_page, with_link) = match s.config.procore_paging {
         PagingHeaders::All | PagingHeaders::SeparateLinkFields => (true, true, true),
         PagingHeaders::NoLink => (true, true, false),
