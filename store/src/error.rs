@@ -36,7 +36,8 @@ pub enum StoreError {
     /// A write carried a fencing number that is no longer the flow's: the
     /// lease was taken over by another replica, which owns the flow now.
     #[error(
-        "flow `{flow}`: this replica no longer holds the flow's lease (fence {fence}; another replica took it over), so the write for run {run} was refused"
+        "flow `{flow}`: {}, so the write for run {run} was refused",
+        crate::lease::lost(*fence)
     )]
     Fenced {
         flow: String,

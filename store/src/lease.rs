@@ -94,6 +94,14 @@ pub struct Takeover {
     pub fence: i64,
 }
 
+/// What a replica is told once its lease under `fence` was taken over:
+/// the same words whether a refused write or a renewal finds it out.
+pub fn lost(fence: i64) -> String {
+    format!(
+        "this replica no longer holds the flow's lease (fence {fence}; another replica took it over)"
+    )
+}
+
 /// The error recorded on a run whose replica stopped renewing its lease.
 pub(crate) fn lapsed(from: &str, expired_at: &str, by: &str) -> String {
     format!(

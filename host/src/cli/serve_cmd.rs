@@ -17,7 +17,7 @@ use super::run_cmd::engine_for;
 use super::serve_log::{self, RunLog};
 use crate::flow::Flow;
 use crate::run::recorder::{HistoryWriter, RecordAs, Recorder};
-use crate::run::{Fanout, Observer, RunOptions, Runner};
+use crate::run::{Fanout, Observer, RunGuard, RunOptions, Runner};
 use crate::scheduler::replicas::Replica;
 use crate::scheduler::{Host, Scheduler, ServeEvent};
 
@@ -108,11 +108,11 @@ impl Host for ServeHost {
         flow: &Flow,
         run_id: &str,
         cancel: Arc<AtomicBool>,
-    ) -> Result<(), String> {
+    ) -> Result<Option<Arc<dyn RunGuard>>, String> {
         self.replica
             .begin(&flow.name, run_id, cancel)
             .await
-            .map(|_| ())
+            .map(|(_, guard)| Some(guard))
             .map_err(|busy| busy.0)
     }
 

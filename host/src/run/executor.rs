@@ -9,7 +9,9 @@
 //! goes on with the others, `fail` stops starting new items.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +26,15 @@ use crate::connections::{self, Services};
 use crate::engine::Engine;
 use crate::flow::Flow;
 use crate::redact::Redactor;
+
+/// What must still hold each time a run starts a step or a `for_each`
+/// item; for a replica, that it holds the flow's lease. Asked at each
+/// start, so a process resumed after a pause finds out it lost the flow
+/// before it acts again, not at its next background renewal.
+pub trait RunGuard: Send + Sync {
+    /// `Err` says why the run must stop: nothing new starts.
+    fn may_go_on(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+}
 
 pub struct RunOptions {
     pub run_id: String,
@@ -40,6 +51,8 @@ pub struct RunOptions {
     pub redactor: Redactor,
     /// Records the run's exchanges, or answers them from a recording.
     pub tapes: Option<Arc<Tapes>>,
+    /// Asked before each step and item starts (see [`RunGuard`]).
+    pub guard: Option<Arc<dyn RunGuard>>,
 }
 
 impl RunOptions {
@@ -51,11 +64,24 @@ impl RunOptions {
             cancel: Arc::default(),
             redactor: Redactor::default(),
             tapes: None,
+            guard: None,
         }
     }
 
     pub(super) fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// Why nothing new may start now, if so: the run's guard says it
+    /// must stop (which cancels the run), or it was cancelled.
+    pub(super) async fn stopped(&self) -> Option<String> {
+        if let Some(guard) = &self.guard
+            && let Err(why) = guard.may_go_on().await
+        {
+            self.cancel.store(true, Ordering::SeqCst);
+            return Some(why);
+        }
+        self.cancelled().then(String::new)
     }
 }
 
@@ -164,9 +190,14 @@ impl Runner {
             fields,
         );
         for (step, prepared) in flow.steps.iter().zip(prepared) {
-            if ctx.cancelled() {
+            if let Some(why) = ctx.options.stopped().await {
+                let why = if why.is_empty() {
+                    why
+                } else {
+                    format!(": {why}")
+                };
                 return Err(StepFailure::Interrupted(format!(
-                    "the run was stopped before step `{}`",
+                    "the run was stopped before step `{}`{why}",
                     step.id
                 )));
             }

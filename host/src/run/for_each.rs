@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::context::{RunContext, StepFailure};
 use super::events::{Observer, RunEvent, Status};
+use super::executor::RunGuard;
 use super::step::{call, resolve_input};
 use crate::engine::{CallError, Engine, Prepared, StepContext};
 use crate::flow::Step;
@@ -81,6 +82,8 @@ struct Items {
     /// Set by the first failure under `on_error = "fail"`.
     stop: AtomicBool,
     cancel: Arc<AtomicBool>,
+    /// The run's guard, asked before each item starts.
+    guard: Option<Arc<dyn RunGuard>>,
     done: AtomicUsize,
     failed: AtomicUsize,
 }
@@ -125,6 +128,7 @@ pub async fn run(
         permits: Arc::new(Semaphore::new(step.concurrency)),
         stop: AtomicBool::new(false),
         cancel: ctx.options.cancel.clone(),
+        guard: ctx.options.guard.clone(),
         done: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
     });
@@ -176,6 +180,12 @@ async fn run_item(shared: Arc<Items>, index: usize, item: Value, input: Value) -
         return (index, item, None);
     };
     if shared.stop.load(Ordering::SeqCst) || shared.cancel.load(Ordering::SeqCst) {
+        return (index, item, None);
+    }
+    if let Some(guard) = &shared.guard
+        && guard.may_go_on().await.is_err()
+    {
+        shared.cancel.store(true, Ordering::SeqCst);
         return (index, item, None);
     }
     let started = Instant::now();

@@ -20,7 +20,7 @@ pub mod step;
 
 pub use context::RunFields;
 pub use events::{Fanout, Observer, RunEvent, Status};
-pub use executor::{RunOptions, RunOutcome, Runner};
+pub use executor::{RunGuard, RunOptions, RunOutcome, Runner};
 pub use for_each::ForEachOutput;
 
 /// Run ids belong to the history, which sorts and finds runs by them.

@@ -10,7 +10,8 @@
 //! [`HistoryWriter::flush`]. A history that cannot be written is reported
 //! once per run, and the run goes on: losing a record must not lose work.
 //! A run whose replica lost the flow's lease has its writes refused by the
-//! store ([`sluice_store::StoreError::Fenced`]), which is reported the same way.
+//! store ([`sluice_store::StoreError::Fenced`]); that is reported once too,
+//! and the run stops before its next step (its lease guard finds out).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -111,11 +112,24 @@ async fn drain(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
         if let Err(e) = write_batch(&store, &run, writes).await
             && warned.insert(run.id.clone())
         {
-            eprintln!(
-                "warning: the run history could not be written for run {} ({e}); the run goes on",
-                run.id
-            );
+            eprintln!("warning: {}", not_written(&run, &e));
         }
+    }
+}
+
+/// Why a run's record stops here, and what becomes of the run.
+fn not_written(run: &RunRef, e: &StoreError) -> String {
+    match e {
+        // The lease is gone, so the run stops before its next step (its
+        // guard asks the store) and the record is the new owner's.
+        StoreError::Fenced { .. } => format!(
+            "run {} is no longer recorded here ({e}); the run stops before its next step and its record is left to the flow's new owner",
+            run.id
+        ),
+        _ => format!(
+            "the run history could not be written for run {} ({e}); the run goes on",
+            run.id
+        ),
     }
 }
 

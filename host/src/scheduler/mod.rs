@@ -47,7 +47,7 @@ use self::timer::{Firing, Tick};
 use crate::flow::Flow;
 use crate::flow::schedule::Schedule;
 use crate::redact::Redactor;
-use crate::run::{Observer, RunOptions, Runner, Status};
+use crate::run::{Observer, RunGuard, RunOptions, Runner, Status};
 
 /// What the scheduler needs from the rest of the host: how to load a flow,
 /// how to watch and record a run, and where runs write their files.
@@ -71,14 +71,15 @@ pub trait Host: Send + Sync + 'static {
         run_id: &str,
     ) -> impl Future<Output = bool> + Send;
     /// Takes what a run needs before it starts (the flow's lease, kept
-    /// while it runs; `cancel` stops the run if it is lost); `Err` says
-    /// why the run cannot start now.
+    /// while it runs; `cancel` stops the run if it is lost), and the guard
+    /// the run asks before each step, if any; `Err` says why the run
+    /// cannot start now.
     fn begin(
         &self,
         flow: &Flow,
         run_id: &str,
         cancel: Arc<AtomicBool>,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<Option<Arc<dyn RunGuard>>, String>> + Send;
     /// A run's task is over: once its record is written, what
     /// [`Host::begin`] took is given back.
     fn end(&self, run_id: &str) -> impl Future<Output = ()> + Send;
@@ -637,7 +638,7 @@ struct FiringTask<H: Host> {
 impl<H: Host> FiringTask<H> {
     /// Claims the firing, then runs the flow unless its previous run (here
     /// or on another replica) is still going, which is recorded as a skip.
-    async fn run(self, options: RunOptions) {
+    async fn run(self, mut options: RunOptions) {
         let FiringTask {
             host,
             runner,
@@ -661,13 +662,16 @@ impl<H: Host> FiringTask<H> {
             host.record_skipped(&flow, &options.run_id, reason);
             return;
         };
-        if let Err(why) = host
+        match host
             .begin(&flow, &options.run_id, options.cancel.clone())
             .await
         {
-            host.event(skipped(why.clone()));
-            host.record_skipped(&flow, &options.run_id, &why);
-            return;
+            Ok(guard) => options.guard = guard,
+            Err(why) => {
+                host.event(skipped(why.clone()));
+                host.record_skipped(&flow, &options.run_id, &why);
+                return;
+            }
         }
         started.store(true, Ordering::SeqCst);
         host.event(ServeEvent::Firing {
@@ -768,8 +772,13 @@ mod tests {
         async fn claim(&self, _: &Flow, _: DateTime<Utc>, _: &str) -> bool {
             true
         }
-        async fn begin(&self, _: &Flow, _: &str, _: Arc<AtomicBool>) -> Result<(), String> {
-            Ok(())
+        async fn begin(
+            &self,
+            _: &Flow,
+            _: &str,
+            _: Arc<AtomicBool>,
+        ) -> Result<Option<Arc<dyn RunGuard>>, String> {
+            Ok(None)
         }
         async fn end(&self, _: &str) {}
         fn record_skipped(&self, _: &Flow, _: &str, _: &str) {

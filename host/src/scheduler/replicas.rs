@@ -8,12 +8,18 @@
 //!   or none succeeds for a whole lease time (the store unreachable), the
 //!   run is cancelled — no new step or item starts — since another replica
 //!   may own the flow by then, and the store refuses its writes anyway.
+//! - Before each step or item starts, the run asks its [`RunGuard`]: if the
+//!   lease has not been renewed for its whole time (the process was paused,
+//!   say), the store is asked again first, so a replica resumed after
+//!   another took its flow over stops before it acts, not a renewal later.
 //! - A sweep, every third of the lease's time, takes over the expired
 //!   leases of replicas that died or stalled, recording their runs
 //!   interrupted, so the next firing of those flows runs normally.
 //! - On SQLite the same rows serve the processes of one host.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,12 +27,89 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sluice_store::{Acquired, Claim, Firing, LeaseGrant, Store, StoreError};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::run::RunGuard;
 
 /// A lease held by a run of this replica.
 struct Held {
+    hold: Arc<Hold>,
+    renewal: JoinHandle<()>,
+}
+
+/// One run's hold on its flow's lease: renewed in the background, and
+/// checked before each step or item starts ([`RunGuard`]).
+struct Hold {
+    store: Store,
     flow: String,
     fence: i64,
-    renewal: JoinHandle<()>,
+    ttl: Duration,
+    /// Until when the lease is known to be ours: the last grant or
+    /// renewal, counted from when it was asked, plus its time. No other
+    /// replica can take it before then.
+    until: Mutex<Instant>,
+    /// Why the lease was lost, once it was.
+    lost: Mutex<Option<String>>,
+    cancel: Arc<AtomicBool>,
+    say: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+impl Hold {
+    /// Renews the lease; `false` when another replica took it over.
+    async fn renew(&self) -> Result<bool, StoreError> {
+        let asked = Instant::now();
+        let renewed = self
+            .store
+            .renew_lease(&self.flow, self.fence, self.ttl)
+            .await?;
+        if renewed {
+            let mut until = lock(&self.until);
+            *until = (*until).max(asked + self.ttl);
+        }
+        Ok(renewed)
+    }
+
+    /// Whether the lease may have lapsed: not renewed for its whole time.
+    fn lapsed(&self) -> bool {
+        Instant::now() >= *lock(&self.until)
+    }
+
+    /// The lease is lost: the run stops (said once); returns why.
+    fn lose(&self, why: String) -> String {
+        let mut lost = lock(&self.lost);
+        if let Some(before) = &*lost {
+            return before.clone();
+        }
+        self.cancel.store(true, Ordering::SeqCst);
+        (self.say)(format!(
+            "✗ {}: {why}; the run stops here (nothing new starts) and its record is left to the flow's new owner",
+            self.flow
+        ));
+        *lost = Some(why.clone());
+        why
+    }
+
+    /// Why the lease is lost, if a renewal found out or it lapsed and the
+    /// store does not renew it now.
+    async fn check(&self) -> Result<(), String> {
+        if let Some(why) = lock(&self.lost).clone() {
+            return Err(why);
+        }
+        if !self.lapsed() {
+            return Ok(());
+        }
+        match self.renew().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.lose(sluice_store::lease::lost(self.fence))),
+            Err(e) => Err(self.lose(unreachable_text(&e, self.ttl))),
+        }
+    }
+}
+
+impl RunGuard for Hold {
+    fn may_go_on(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(self.check())
+    }
 }
 
 /// This replica: its name, its store, and the leases its runs hold.
@@ -88,19 +171,21 @@ impl Replica {
     }
 
     /// Takes `flow`'s lease for `run_id` and starts renewing it; `cancel`
-    /// stops the run if the lease is lost. The fencing number, or why not.
+    /// stops the run if the lease is lost. The fencing number and the
+    /// guard the run asks before each step, or why not.
     pub async fn begin(
         &self,
         flow: &str,
         run_id: &str,
         cancel: Arc<AtomicBool>,
-    ) -> Result<i64, Busy> {
+    ) -> Result<(i64, Arc<dyn RunGuard>), Busy> {
         let grant = LeaseGrant {
             flow: flow.to_string(),
             replica: self.name.clone(),
             token: sluice_store::process::this_process().token.clone(),
             run_id: run_id.to_string(),
         };
+        let asked = Instant::now();
         let fence = match self.store.acquire_lease(&grant, self.ttl).await {
             Ok(Acquired::Granted { fence, took_over }) => {
                 if let Some(t) = took_over {
@@ -116,29 +201,30 @@ impl Replica {
             }
             Err(e) => return Err(Busy(format!("the flow's lease could not be taken ({e})"))),
         };
-        let renewal = tokio::spawn(renew(
-            self.store.clone(),
-            flow.to_string(),
+        let hold = Arc::new(Hold {
+            store: self.store.clone(),
+            flow: flow.to_string(),
             fence,
-            self.ttl,
-            self.renew_every(),
+            ttl: self.ttl,
+            until: Mutex::new(asked + self.ttl),
+            lost: Mutex::new(None),
             cancel,
-            self.say.clone(),
-        ));
+            say: self.say.clone(),
+        });
+        let renewal = tokio::spawn(renew(hold.clone(), self.renew_every()));
         lock(&self.held).insert(
             run_id.to_string(),
             Held {
-                flow: flow.to_string(),
-                fence,
+                hold: hold.clone(),
                 renewal,
             },
         );
-        Ok(fence)
+        Ok((fence, hold))
     }
 
     /// The fencing number of a run's lease, while it holds one.
     pub fn fence_of(&self, run_id: &str) -> Option<i64> {
-        lock(&self.held).get(run_id).map(|h| h.fence)
+        lock(&self.held).get(run_id).map(|h| h.hold.fence)
     }
 
     /// Stops renewing a run's lease and frees it. Call it once the run's
@@ -149,10 +235,10 @@ impl Replica {
             return;
         };
         held.renewal.abort();
-        if let Err(e) = self.store.release_lease(&held.flow, held.fence).await {
+        let Hold { flow, fence, .. } = &*held.hold;
+        if let Err(e) = self.store.release_lease(flow, *fence).await {
             (self.say)(format!(
-                "warning: {}: the lease could not be freed ({e}); it frees itself in {}",
-                held.flow,
+                "warning: {flow}: the lease could not be freed ({e}); it frees itself in {}",
                 humantime::format_duration(self.ttl)
             ));
         }
@@ -204,31 +290,15 @@ fn took_over_text(t: &sluice_store::Takeover, me: &str) -> String {
 
 /// Renews a lease until aborted; cancels the run when the lease is lost,
 /// or when no renewal has succeeded for a whole lease time.
-async fn renew(
-    store: Store,
-    flow: String,
-    fence: i64,
-    ttl: Duration,
-    every: Duration,
-    cancel: Arc<AtomicBool>,
-    say: Arc<dyn Fn(String) + Send + Sync>,
-) {
-    let mut last_ok = tokio::time::Instant::now();
+async fn renew(hold: Arc<Hold>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        let lost = match store.renew_lease(&flow, fence, ttl).await {
-            Ok(true) => {
-                last_ok = tokio::time::Instant::now();
-                continue;
-            }
-            Ok(false) => "another replica took its lease over".to_string(),
-            Err(e) if last_ok.elapsed() >= ttl => unreachable_text(&e, ttl),
+        match hold.renew().await {
+            Ok(true) => continue,
+            Ok(false) => hold.lose(sluice_store::lease::lost(hold.fence)),
+            Err(e) if hold.lapsed() => hold.lose(unreachable_text(&e, hold.ttl)),
             Err(_) => continue,
         };
-        cancel.store(true, Ordering::SeqCst);
-        say(format!(
-            "✗ {flow}: {lost}; the run stops here (nothing new starts) and its record is left to the flow's new owner"
-        ));
         return;
     }
 }
