@@ -169,11 +169,12 @@ pub(crate) async fn take_over_expired(
     tx: &Transaction<'_>,
     replica: &str,
 ) -> Result<Vec<Takeover>> {
-    // SKIP LOCKED: replicas sweeping at once split the expired leases
+    // Expired at its instant (`acquire` counts a lease live only before
+    // it). SKIP LOCKED: replicas sweeping at once split the expired leases
     // between them instead of queueing on the same rows.
     let rows = tx
         .query(
-            "SELECT flow FROM leases WHERE holder IS NOT NULL AND expires_at < now()
+            "SELECT flow FROM leases WHERE holder IS NOT NULL AND expires_at <= now()
              ORDER BY flow FOR UPDATE SKIP LOCKED",
             &[],
         )

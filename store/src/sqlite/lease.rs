@@ -156,7 +156,7 @@ pub(crate) fn take_over_expired(
     let now = timestamp(Utc::now());
     let flows: Vec<String> = {
         let mut stmt = tx.prepare(
-            "SELECT flow FROM leases WHERE holder IS NOT NULL AND expires_at < ?1 ORDER BY flow",
+            "SELECT flow FROM leases WHERE holder IS NOT NULL AND expires_at <= ?1 ORDER BY flow",
         )?;
         stmt.query_map(params![now], |r| r.get(0))?
             .collect::<Result<_, _>>()?
