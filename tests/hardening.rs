@@ -700,3 +700,192 @@ with = {{ action = "${{steps.call.body}}" }}
     let found = common::secrets::secrets_found(&places, &secrets);
     assert!(found.is_empty(), "leaked: {found:#?}");
 }
+
+const MIB: usize = 1024 * 1024;
+
+/// A flow of hostile steps, each `(id, extra keys)`; no connections.
+/// `${params.two}`, `four` and `five` are lists of that many numbers.
+fn hostile_steps(steps: &[(&str, &str)]) -> String {
+    let hostile = fixture("hostile");
+    let mut text = "name = \"limits\"\n\n[params]\ntwo = [1, 2]\nfour = [1, 2, 3, 4]\nfive = [1, 2, 3, 4, 5]\n"
+        .to_string();
+    for (id, keys) in steps {
+        text.push_str(&format!(
+            "\n[[step]]\nid = \"{id}\"\nuses = \"{}\"\n{keys}\n",
+            hostile.display()
+        ));
+    }
+    text
+}
+
+/// The `StepFinished` error of `step`, or "" when it has none.
+fn step_error(events: &[RunEvent], step: &str) -> String {
+    events
+        .iter()
+        .find_map(|e| match e {
+            RunEvent::StepFinished { step: s, error, .. } if s == step => {
+                Some(error.clone().unwrap_or_default())
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_items_share_one_memory_budget() {
+    // Four items of 100 MiB at once would take 400 MiB; the budget is 160.
+    let dir = tempfile::tempdir().unwrap();
+    let text = hostile_steps(&[
+        (
+            "hold",
+            "for_each = \"${params.four}\"\nconcurrency = 4\nwith = { action = \"hold\", mib = 100 }",
+        ),
+        ("greedy", "with = { action = \"hold\", mib = 200 }"),
+    ]);
+    let flow = load(&write_flow(dir.path(), "flow.toml", &text), &[]);
+    let runner = runner(EngineConfig {
+        memory_budget: 160 * MIB,
+        ..EngineConfig::default()
+    });
+    let (outcome, events) = run(&runner, &flow, dir.path(), false).await;
+    let events = events.events();
+    // Each item waited for memory another gave back: all four succeeded.
+    let held = &outcome.outputs["hold"];
+    assert_eq!(held["ok"], 4, "{held}");
+    let peak = runner.engine.memory_budget().peak();
+    assert!(
+        (100 * MIB..=160 * MIB).contains(&peak),
+        "peak {} MiB",
+        peak / MIB
+    );
+    // One instance wanting more than the whole budget fails at once, clearly.
+    assert_eq!(outcome.status, Status::Failed);
+    let error = step_error(&events, "greedy");
+    assert!(
+        error.contains("memory budget of 160 MiB") && error.contains("SLUICE_MEMORY_BUDGET"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_over_their_caps_fail_their_step_or_item() {
+    let dir = tempfile::tempdir().unwrap();
+    // `big` returns {"data": "x…"}: 11 bytes around the data.
+    let text = hostile_steps(&[
+        (
+            "step",
+            "on_error = \"continue\"\nmax_output_bytes = 1000\nwith = { action = \"big\", bytes = 2000 }",
+        ),
+        (
+            "each",
+            "on_error = \"continue\"\nfor_each = \"${params.two}\"\nmax_item_output_bytes = 500\nwith = { action = \"big\", bytes = 600 }",
+        ),
+        (
+            "together",
+            "on_error = \"continue\"\nfor_each = \"${params.five}\"\nmax_output_bytes = 1000\nwith = { action = \"big\", bytes = 300 }",
+        ),
+    ]);
+    let flow = load(&write_flow(dir.path(), "flow.toml", &text), &[]);
+    let (outcome, events) = run(&runner(EngineConfig::default()), &flow, dir.path(), false).await;
+    let events = events.events();
+    let error = step_error(&events, "step");
+    assert!(
+        error.contains(
+            "its output is 2011 bytes, over the limit of 1000 bytes (`max_output_bytes`)"
+        ),
+        "{error}"
+    );
+    let each = &outcome.outputs["each"];
+    assert_eq!(
+        (each["ok"].as_u64(), each["failed"].as_u64()),
+        (Some(0), Some(2)),
+        "{each}"
+    );
+    assert_eq!(each["items"][0]["error"]["code"], "output-too-large");
+    assert!(
+        each["items"][0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 500 bytes (`max_item_output_bytes`)"),
+        "{each}"
+    );
+    // Items run one at a time: the fourth takes the total past 1000 bytes
+    // and the fifth is never started; the step fails despite `continue`.
+    let ran = events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::ItemFinished { step, .. } if step == "together"))
+        .count();
+    assert_eq!(ran, 4);
+    let error = step_error(&events, "together");
+    assert!(
+        error.contains("its items' outputs together reached 1244 bytes, over the limit of 1000 bytes (`max_output_bytes`)"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_exits_is_said_to_have_exited() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = hostile_steps(&[
+        (
+            "fails",
+            "on_error = \"continue\"\nwith = { action = \"exit\", code = 3 }",
+        ),
+        ("succeeds", "with = { action = \"exit\", code = 0 }"),
+    ]);
+    let flow = load(&write_flow(dir.path(), "flow.toml", &text), &[]);
+    let (_, events) = run(&runner(EngineConfig::default()), &flow, dir.path(), false).await;
+    let events = events.events();
+    for (step, status) in [("fails", 1), ("succeeds", 0)] {
+        let error = step_error(&events, step);
+        assert!(
+            error.contains(&format!(
+                "it exited with status {status} instead of returning"
+            )) && error.contains("exit()")
+                && !error.contains("backtrace")
+                && !error.contains("trapped"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_log_lines_is_cut_with_one_line_saying_how_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = hostile_steps(&[
+        ("step", "with = { action = \"flood\", lines = 5000 }"),
+        (
+            "items",
+            "for_each = \"${params.two}\"\nwith = { action = \"flood\", lines = 1500 }",
+        ),
+    ]);
+    let flow = load(&write_flow(dir.path(), "flow.toml", &text), &[]);
+    let (outcome, events) = run(&runner(EngineConfig::default()), &flow, dir.path(), false).await;
+    assert_eq!(outcome.status, Status::Succeeded);
+    let lines = |step: &str| -> Vec<String> {
+        events
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                RunEvent::Log {
+                    step: s, message, ..
+                } if s == step => Some(message),
+                _ => None,
+            })
+            .collect()
+    };
+    let step = lines("step");
+    assert_eq!(step.len(), 1001);
+    assert_eq!(
+        step.last().unwrap(),
+        "4000 more log lines were dropped: a step or item logs at most 1000"
+    );
+    // Each item has its own thousand.
+    let items = lines("items");
+    assert_eq!(items.len(), 2 * 1001);
+    let notes = items
+        .iter()
+        .filter(|l| l.starts_with("500 more log lines"))
+        .count();
+    assert_eq!(notes, 2);
+}

@@ -11,7 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice::connections::Connection;
-use sluice::engine::{Engine, EngineConfig, LogLevel, StepContext};
+use sluice::engine::{Engine, EngineConfig, LogLevel, OutputCap, StepContext};
+
+/// The bench's outputs are small; no cap is measured.
+const NO_CAP: OutputCap = OutputCap {
+    bytes: usize::MAX,
+    key: "max_output_bytes",
+};
 use sluice::flow::model::ConnectionSpec;
 use sluice::redact::Redactor;
 
@@ -182,7 +188,7 @@ async fn call_bench() {
     const N: usize = 3000;
     for _ in 0..200 {
         engine
-            .call(&prepared, ctx.clone(), "{}", Duration::from_secs(5))
+            .call(&prepared, ctx.clone(), "{}", Duration::from_secs(5), NO_CAP)
             .await
             .unwrap();
         raw.call("{}").await;
@@ -192,7 +198,7 @@ async fn call_bench() {
     for _ in 0..N {
         let t = Instant::now();
         engine
-            .call(&prepared, ctx.clone(), "{}", Duration::from_secs(5))
+            .call(&prepared, ctx.clone(), "{}", Duration::from_secs(5), NO_CAP)
             .await
             .unwrap();
         ours.push(t.elapsed());
@@ -243,7 +249,13 @@ async fn send_bench() {
     };
     for _ in 0..3 {
         engine
-            .call(&prepared, ctx.clone(), &input, Duration::from_secs(30))
+            .call(
+                &prepared,
+                ctx.clone(),
+                &input,
+                Duration::from_secs(30),
+                NO_CAP,
+            )
             .await
             .unwrap();
         native().await;
@@ -252,7 +264,13 @@ async fn send_bench() {
     for _ in 0..ROUNDS {
         let t = Instant::now();
         engine
-            .call(&prepared, ctx.clone(), &input, Duration::from_secs(30))
+            .call(
+                &prepared,
+                ctx.clone(),
+                &input,
+                Duration::from_secs(30),
+                NO_CAP,
+            )
             .await
             .unwrap();
         ours.push(t.elapsed() / PER_CALL as u32);

@@ -53,10 +53,39 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn engine_for(data_dir: &Path) -> anyhow::Result<Arc<Engine>> {
+    let defaults = EngineConfig::default();
     Engine::new(EngineConfig {
         cache_dir: Some(data_dir.join("cache")),
-        ..EngineConfig::default()
+        memory_budget: memory_budget(defaults.memory_budget)?,
+        ..defaults
     })
+}
+
+/// `SLUICE_MEMORY_BUDGET`: the memory all running steps share, in MiB
+/// (`4096`) or with a unit (`4GiB`, `512MiB`); `default` when unset.
+fn memory_budget(default: usize) -> anyhow::Result<usize> {
+    const VAR: &str = "SLUICE_MEMORY_BUDGET";
+    let Ok(text) = std::env::var(VAR) else {
+        return Ok(default);
+    };
+    let trimmed = text.trim();
+    let (number, unit) = match trimmed.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => trimmed.split_at(at),
+        None => (trimmed, "MiB"),
+    };
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        _ => 0,
+    };
+    match number.parse::<usize>() {
+        Ok(n) if n > 0 && scale > 0 => n
+            .checked_mul(scale)
+            .ok_or_else(|| anyhow::anyhow!("{VAR}={text} is too large")),
+        _ => Err(anyhow::anyhow!(
+            "{VAR}={text} is not a size: write MiB as a number (`4096`) or with a unit (`4GiB`, `512MiB`)"
+        )),
+    }
 }
 
 /// What watches a run started from the command line: the progress display

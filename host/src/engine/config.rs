@@ -28,6 +28,12 @@ pub struct EngineConfig {
     /// and an index) several times over, and stops a runaway before it
     /// hurts the host.
     pub memory_limit: usize,
+    /// Linear memory all live instances may use together (every step and
+    /// `for_each` item running at once, in every flow of a `serve`). A
+    /// growth past it waits for another instance to end, or fails the call
+    /// when none can (see [`super::budget`]). 2 GiB lets four instances
+    /// use their whole cap at once; `SLUICE_MEMORY_BUDGET` sets it.
+    pub memory_budget: usize,
     /// WebAssembly stack. 2 MiB is deep enough for serde on nested JSON.
     pub max_wasm_stack: usize,
     /// Native stack kept for host functions beyond `max_wasm_stack` (see
@@ -51,6 +57,7 @@ impl Default for EngineConfig {
             cache_dir: None,
             epoch_tick: Duration::from_millis(10),
             memory_limit: 512 * 1024 * 1024,
+            memory_budget: 2 * 1024 * 1024 * 1024,
             max_wasm_stack: 2 * 1024 * 1024,
             host_stack: 2 * 1024 * 1024,
         }

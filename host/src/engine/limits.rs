@@ -5,7 +5,10 @@
 //! caps here apply to the whole store, so splitting an allocation over
 //! several memories or instances gains nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::budget::MemoryBudget;
 
 /// Memory growth past the cap; the instance traps with this as its cause.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -36,9 +39,12 @@ pub const MAX_TABLES: usize = 64;
 pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 /// Caps the linear memory and table elements of one store, all memories
-/// and tables together, and how many instances, memories and tables it has.
+/// and tables together, and how many instances, memories and tables it
+/// has; and counts its memory against the process's shared budget, given
+/// back when the store is dropped.
 pub struct MemoryCap {
     limit: usize,
+    budget: Arc<MemoryBudget>,
     /// Bytes of every linear memory of the store together.
     memory_bytes: usize,
     /// Elements of every table of the store together.
@@ -46,32 +52,43 @@ pub struct MemoryCap {
 }
 
 impl MemoryCap {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(limit: usize, budget: Arc<MemoryBudget>) -> Self {
         Self {
             limit,
+            budget,
             memory_bytes: 0,
             table_elements: 0,
         }
     }
 }
 
-impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(
+impl Drop for MemoryCap {
+    fn drop(&mut self) {
+        self.budget.release(self.memory_bytes);
+    }
+}
+
+#[async_trait::async_trait]
+impl wasmtime::ResourceLimiterAsync for MemoryCap {
+    async fn memory_growing(
         &mut self,
         current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         // A new memory arrives as growth from 0 to its initial size.
-        let total = self
-            .memory_bytes
-            .saturating_add(desired.saturating_sub(current));
+        let more = desired.saturating_sub(current);
+        let total = self.memory_bytes.saturating_add(more);
         if total > self.limit {
             return Err(wasmtime::Error::new(MemoryLimitExceeded {
                 desired: total,
                 limit: self.limit,
             }));
         }
+        self.budget
+            .reserve(self.memory_bytes, more)
+            .await
+            .map_err(wasmtime::Error::new)?;
         // A growth allowed here that the memory then refuses (its own
         // maximum, or the system out of memory) stays counted: the store
         // lives for one call, and erring strict keeps the cap a cap.
@@ -79,7 +96,7 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(
+    async fn table_growing(
         &mut self,
         current: usize,
         desired: usize,
@@ -145,8 +162,9 @@ mod tests {
     }
 
     fn store(engine: &wasmtime::Engine, limit: usize) -> wasmtime::Store<MemoryCap> {
-        let mut store = wasmtime::Store::new(engine, MemoryCap::new(limit));
-        store.limiter(|cap| cap);
+        let budget = Arc::new(MemoryBudget::new(usize::MAX));
+        let mut store = wasmtime::Store::new(engine, MemoryCap::new(limit, budget));
+        store.limiter_async(|cap| cap);
         store
     }
 
@@ -154,7 +172,10 @@ mod tests {
         store: &mut wasmtime::Store<MemoryCap>,
         module: &wasmtime::Module,
     ) -> wasmtime::Result<wasmtime::Instance> {
-        wasmtime::Instance::new(store, module, &[])
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(wasmtime::Error::new)?;
+        runtime.block_on(wasmtime::Instance::new_async(store, module, &[]))
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! linked or compiled on that path, and no state survives between calls.
 
 pub mod bindings;
+pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod limits;
@@ -19,10 +20,13 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store, UpdateDeadline};
 
+use budget::{BudgetExhausted, MemoryBudget};
 pub use cache::Origin;
 pub use config::EngineConfig;
-use limits::{DeadlineExceeded, MemoryLimitExceeded};
-pub use state::{LogLevel, LogSink, SandboxViolation, StepContext, StepState};
+use limits::{DeadlineExceeded, MemoryCap, MemoryLimitExceeded};
+pub use state::{
+    LogLevel, LogSink, MAX_LOG_LINES, OutputCap, SandboxViolation, StepContext, StepState,
+};
 
 /// A component ready to instantiate.
 pub struct Prepared {
@@ -45,6 +49,22 @@ pub enum CallError {
     Timeout(Duration),
     #[error("it exceeded its memory limit ({desired} bytes requested, limit {limit} bytes)")]
     MemoryLimit { desired: usize, limit: usize },
+    /// The process's shared memory budget could not hold a growth.
+    #[error("{0}; run fewer items at once (a lower `concurrency`) or raise SLUICE_MEMORY_BUDGET")]
+    MemoryBudget(BudgetExhausted),
+    /// The component called WASI's `exit` instead of returning.
+    #[error(
+        "it exited with status {0} instead of returning a result or an error (the component called exit(), e.g. std::process::exit)"
+    )]
+    Exited(i32),
+    /// Its output, as JSON text, is over the step's cap.
+    #[error("its output is {size} bytes, over the limit of {limit} bytes (`{key}`)")]
+    OutputTooLarge {
+        size: usize,
+        limit: usize,
+        /// The flow key that sets the limit.
+        key: &'static str,
+    },
     #[error("sandbox violation: {0}")]
     Violation(String),
     #[error("it trapped: {0}")]
@@ -61,6 +81,9 @@ impl CallError {
             CallError::Reported { code, .. } => code,
             CallError::Timeout(_) => "timeout",
             CallError::MemoryLimit { .. } => "memory-limit",
+            CallError::MemoryBudget(_) => "memory-budget",
+            CallError::Exited(_) => "exited",
+            CallError::OutputTooLarge { .. } => "output-too-large",
             CallError::Violation(_) => "sandbox-violation",
             CallError::Trap(_) => "trap",
             CallError::InvalidOutput(_) => "invalid-output",
@@ -83,6 +106,7 @@ pub struct Engine {
     engine: wasmtime::Engine,
     linker: Linker<StepState>,
     config: EngineConfig,
+    budget: Arc<MemoryBudget>,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
 }
 
@@ -104,6 +128,7 @@ impl Engine {
         Ok(Arc::new(Engine {
             engine,
             linker,
+            budget: Arc::new(MemoryBudget::new(config.memory_budget)),
             config,
             prepared: Mutex::new(HashMap::new()),
         }))
@@ -111,6 +136,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// The linear memory every live instance of this engine shares.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// Compiles (or loads from the on-disk cache) and pre-instantiates a
@@ -148,16 +178,20 @@ impl Engine {
         Ok(prepared)
     }
 
-    /// Runs the component once in a fresh instance.
+    /// Runs the component once in a fresh instance; its output (JSON text)
+    /// may be at most `cap`. The instance's memory counts against its own
+    /// cap and the engine's budget, given back when the store is dropped.
     pub async fn call(
         &self,
         prepared: &Prepared,
         step: Arc<StepContext>,
         input: &str,
         timeout: Duration,
+        cap: OutputCap,
     ) -> Result<String, CallError> {
-        let mut store = Store::new(&self.engine, StepState::new(step, self.config.memory_limit));
-        store.limiter(|s| &mut s.memory);
+        let memory = MemoryCap::new(self.config.memory_limit, self.budget.clone());
+        let mut store = Store::new(&self.engine, StepState::new(step, memory));
+        store.limiter_async(|s| &mut s.memory);
         // Validation caps step timeouts at a day; stay safe with any value.
         let deadline = Instant::now()
             .checked_add(timeout)
@@ -188,11 +222,18 @@ impl Engine {
                 .map_err(|e| classify(e, &stderr, false, max_stack))
         };
         let grace = self.config.epoch_tick.saturating_mul(5);
-        let outcome = match tokio::time::timeout(timeout.saturating_add(grace), run).await {
+        let ended = tokio::time::timeout(timeout.saturating_add(grace), run).await;
+        store.data().report_dropped_lines();
+        let outcome = match ended {
             Ok(result) => result?,
             Err(_) => return Err(CallError::Timeout(timeout)),
         };
         match outcome {
+            Ok(output) if output.len() > cap.bytes => Err(CallError::OutputTooLarge {
+                size: output.len(),
+                limit: cap.bytes,
+                key: cap.key,
+            }),
             Ok(output) => match serde_json::from_str::<serde_json::Value>(&output) {
                 Ok(_) => Ok(output),
                 Err(e) => Err(CallError::InvalidOutput(format!(
@@ -225,8 +266,14 @@ fn classify(
             limit: m.limit,
         };
     }
+    if let Some(b) = error.downcast_ref::<BudgetExhausted>() {
+        return CallError::MemoryBudget(*b);
+    }
     if let Some(v) = error.downcast_ref::<SandboxViolation>() {
         return CallError::Violation(v.0.to_string());
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return CallError::Exited(exit.0);
     }
     if instantiating {
         return CallError::Instantiate(format!("{error:#}"));

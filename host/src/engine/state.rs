@@ -76,7 +76,25 @@ pub struct StepState {
     pub(super) memory: MemoryCap,
     pub(super) stderr: MemoryOutputPipe,
     pub(super) step: Arc<StepContext>,
+    /// Log lines the component wrote, and how many of them were dropped
+    /// past [`MAX_LOG_LINES`].
+    logged: u64,
+    dropped: u64,
 }
+
+/// The most a call's output may be, as JSON text, and the flow key that
+/// says so (named when the cap is hit).
+#[derive(Debug, Clone, Copy)]
+pub struct OutputCap {
+    pub bytes: usize,
+    pub key: &'static str,
+}
+
+/// Log lines one call (a step, or one `for_each` item) may write; the rest
+/// are counted and reported in one line when the call ends. A thousand is
+/// far more than anyone reads of one item, and a million are refused
+/// without filling the history.
+pub const MAX_LOG_LINES: u64 = 1000;
 
 /// 64 KiB of a component's stderr is kept to explain a panic.
 const STDERR_CAPTURE: usize = 64 * 1024;
@@ -86,7 +104,7 @@ const STDERR_CAPTURE: usize = 64 * 1024;
 const MAX_LOG_LINE_BEFORE_REDACTION: usize = 64 * 1024;
 
 impl StepState {
-    pub fn new(step: Arc<StepContext>, memory_limit: usize) -> Self {
+    pub fn new(step: Arc<StepContext>, memory: MemoryCap) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         // Nothing is granted: no preopens, no env, no args; sockets are denied
         // by the default address check. stdout goes nowhere.
@@ -97,9 +115,22 @@ impl StepState {
         Self {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryCap::new(memory_limit),
+            memory,
             stderr,
             step,
+            logged: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Says once, when the call ends, how many log lines were dropped.
+    pub(super) fn report_dropped_lines(&self) {
+        if self.dropped > 0 {
+            let note = format!(
+                "{} more log lines were dropped: a step or item logs at most {MAX_LOG_LINES}",
+                self.dropped
+            );
+            (self.step.log)(LogLevel::Warn, &note);
         }
     }
 }
@@ -123,6 +154,11 @@ impl guest_log::Host for StepState {
             guest_log::Level::Warn => LogLevel::Warn,
             guest_log::Level::Error => LogLevel::Error,
         };
+        self.logged += 1;
+        if self.logged > MAX_LOG_LINES {
+            self.dropped += 1;
+            return Ok(());
+        }
         // One line, bounded: a log call must not flood the run's output.
         // Cut generously here; the run cuts it short after redacting, so a
         // secret that straddles the cut is never left half shown.

@@ -164,6 +164,10 @@ pub struct StepFields {
     pub timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub on_error: Option<Spanned<OnError>>,
+    #[serde(default)]
+    pub max_output_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_item_output_bytes: Option<Spanned<i64>>,
     /// Read by hand (a table of file name → output path), not by serde.
     #[serde(skip)]
     pub artifacts: Vec<(Spanned<String>, Spanned<String>)>,
@@ -327,6 +331,8 @@ const STEP_KEYS: &[&str] = &[
     "timeout",
     "on_error",
     "artifacts",
+    "max_output_bytes",
+    "max_item_output_bytes",
 ];
 
 /// serde's "unknown field `x`, expected one of …" as a suggestion.

@@ -84,6 +84,11 @@ pub struct Step {
     pub on_error: OnError,
     /// File name in the run's output folder → path into the step's output.
     pub artifacts: Vec<(String, Vec<String>)>,
+    /// The most the step's output may be, as JSON text; for a `for_each`
+    /// step, its items' outputs together.
+    pub max_output: usize,
+    /// The most one `for_each` item's output may be, as JSON text.
+    pub max_item_output: usize,
 }
 
 impl Step {
@@ -196,5 +201,14 @@ impl ConnectionSpec {
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
 /// Graph and Procore answer in seconds; a minute means something is wrong.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// 256 MiB of JSON: several times the license sync's largest output at
+/// 100k users (every Procore user), and a bound on what one step can make
+/// the host hold (its parsed form takes a few times its text).
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 256 * 1024 * 1024;
+/// 16 MiB: an item is one thing done (a user created); ten items of
+/// 100 MB each are a runaway, not a result.
+pub const DEFAULT_MAX_ITEM_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+/// The largest output cap a flow may set: 1 GiB.
+pub const MAX_OUTPUT_CAP: usize = 1024 * 1024 * 1024;
 /// Five minutes: the slowest built-in step (reading 100k members) takes well under that.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);

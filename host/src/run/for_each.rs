@@ -20,7 +20,7 @@ use super::context::{RunContext, StepFailure};
 use super::events::{Observer, RunEvent, Status};
 use super::executor::RunGuard;
 use super::step::{call, resolve_input};
-use crate::engine::{CallError, Engine, Prepared, StepContext};
+use crate::engine::{CallError, Engine, OutputCap, Prepared, StepContext};
 use crate::flow::Step;
 use crate::flow::model::OnError;
 use crate::flow::resolve::Scope;
@@ -77,6 +77,11 @@ struct Items {
     step_id: String,
     timeout: Duration,
     on_error: OnError,
+    /// Each item's output cap, and all items' together.
+    item_cap: OutputCap,
+    max_output: usize,
+    /// The items' outputs so far, as JSON text, against `max_output`.
+    output_bytes: AtomicUsize,
     total: usize,
     permits: Arc<Semaphore>,
     /// Set by the first failure under `on_error = "fail"`.
@@ -124,6 +129,12 @@ pub async fn run(
         step_id: step.id.clone(),
         timeout: step.timeout,
         on_error: step.on_error,
+        item_cap: OutputCap {
+            bytes: step.max_item_output,
+            key: "max_item_output_bytes",
+        },
+        max_output: step.max_output,
+        output_bytes: AtomicUsize::new(0),
         total,
         permits: Arc::new(Semaphore::new(step.concurrency)),
         stop: AtomicBool::new(false),
@@ -145,12 +156,31 @@ pub async fn run(
         );
     }
     outcomes.sort_by_key(|(i, _, _)| *i);
+    // Over the cap, the items' outputs are not kept as the step's output
+    // (each is in its item's record); the step fails whatever `on_error`.
+    if let Some(why) = shared.over_cap() {
+        return Err(StepFailure::Failed(why));
+    }
     gather(
         outcomes,
         step.on_error,
         shared.cancel.load(Ordering::SeqCst),
         &ctx.redactor,
     )
+}
+
+impl Items {
+    /// When the items' outputs together are over the step's cap: why no
+    /// further item starts and the step fails.
+    fn over_cap(&self) -> Option<String> {
+        let total = self.output_bytes.load(Ordering::SeqCst);
+        (total > self.max_output).then(|| {
+            format!(
+                "its items' outputs together reached {total} bytes, over the limit of {} bytes (`max_output_bytes`); no item was started after that",
+                self.max_output
+            )
+        })
+    }
 }
 
 /// The list `for_each` names; null is an empty list.
@@ -179,7 +209,10 @@ async fn run_item(shared: Arc<Items>, index: usize, item: Value, input: Value) -
     let Ok(_permit) = shared.permits.clone().acquire_owned().await else {
         return (index, item, None);
     };
-    if shared.stop.load(Ordering::SeqCst) || shared.cancel.load(Ordering::SeqCst) {
+    if shared.stop.load(Ordering::SeqCst)
+        || shared.cancel.load(Ordering::SeqCst)
+        || shared.over_cap().is_some()
+    {
         return (index, item, None);
     }
     if let Some(guard) = &shared.guard
@@ -197,8 +230,13 @@ async fn run_item(shared: Arc<Items>, index: usize, item: Value, input: Value) -
         own.clone(),
         &input,
         shared.timeout,
+        shared.item_cap,
     )
-    .await;
+    .await
+    .map(|(output, bytes)| {
+        shared.output_bytes.fetch_add(bytes, Ordering::SeqCst);
+        output
+    });
     let item_stats = own.stats();
     for (name, stats) in &item_stats {
         shared.context.record(name, stats);

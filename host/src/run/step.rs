@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::context::{Results, RunContext, StepFailure};
 use super::events::{RunEvent, Status};
 use super::{artifacts, for_each};
-use crate::engine::{CallError, Engine, LogLevel, Prepared, StepContext};
+use crate::engine::{CallError, Engine, LogLevel, OutputCap, Prepared, StepContext};
 use crate::flow::Step;
 use crate::flow::model::OnError;
 use crate::flow::resolve::{Scope, truthy};
@@ -133,9 +133,21 @@ async fn run_once(
         input: ctx.redactor.redact_json(&input),
         items: None,
     });
-    call(ctx.engine, prepared, context.clone(), &input, step.timeout)
-        .await
-        .map_err(|e| StepFailure::Failed(e.to_string()))
+    let cap = OutputCap {
+        bytes: step.max_output,
+        key: "max_output_bytes",
+    };
+    call(
+        ctx.engine,
+        prepared,
+        context.clone(),
+        &input,
+        step.timeout,
+        cap,
+    )
+    .await
+    .map(|(output, _)| output)
+    .map_err(|e| StepFailure::Failed(e.to_string()))
 }
 
 /// Emits the step's `StepFinished`, writes its artifacts and keeps its
@@ -206,16 +218,20 @@ pub fn resolve_input(step: &Step, scope: &Scope<'_>) -> Result<Value, StepFailur
     Ok(input)
 }
 
-/// One call of the component, its output parsed.
+/// One call of the component: its output parsed, and its size as the
+/// component returned it (JSON text, at most `cap`).
 pub async fn call(
     engine: &Engine,
     prepared: &Prepared,
     context: Arc<StepContext>,
     input: &Value,
     timeout: Duration,
-) -> Result<Value, CallError> {
+    cap: OutputCap,
+) -> Result<(Value, usize), CallError> {
     let text = engine
-        .call(prepared, context, &input.to_string(), timeout)
+        .call(prepared, context, &input.to_string(), timeout, cap)
         .await?;
-    serde_json::from_str(&text).map_err(|e| CallError::InvalidOutput(e.to_string()))
+    let output =
+        serde_json::from_str(&text).map_err(|e| CallError::InvalidOutput(e.to_string()))?;
+    Ok((output, text.len()))
 }

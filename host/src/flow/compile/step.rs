@@ -131,6 +131,8 @@ impl Compiler<'_, '_> {
             timeout: fields.timeout,
             on_error: fields.on_error,
             artifacts: fields.artifacts,
+            max_output: fields.max_output,
+            max_item_output: fields.max_item_output,
         })
     }
 
@@ -146,6 +148,40 @@ impl Compiler<'_, '_> {
             on_error: f.on_error.as_ref().map_or(OnError::Fail, |o| *o.get_ref()),
             retry: f.retry.as_ref().map(|r| self.retry(r)),
             artifacts: self.artifacts(f),
+            max_output: f
+                .max_output_bytes
+                .as_ref()
+                .map_or(DEFAULT_MAX_OUTPUT_BYTES, |m| {
+                    self.output_cap(m, "max_output_bytes")
+                }),
+            max_item_output: match &f.max_item_output_bytes {
+                None => DEFAULT_MAX_ITEM_OUTPUT_BYTES,
+                Some(m) => {
+                    if f.for_each.is_none() {
+                        self.error(
+                            m.span(),
+                            "`max_item_output_bytes` only applies to a step with `for_each`",
+                            "remove it, or use `max_output_bytes` for the step's output",
+                        );
+                    }
+                    self.output_cap(m, "max_item_output_bytes")
+                }
+            },
+        }
+    }
+
+    /// An output cap in bytes: from 1 to [`MAX_OUTPUT_CAP`].
+    fn output_cap(&mut self, m: &Spanned<i64>, key: &str) -> usize {
+        match usize::try_from(*m.get_ref()) {
+            Ok(n @ 1..=MAX_OUTPUT_CAP) => n,
+            _ => {
+                self.error(
+                    m.span(),
+                    format!("`{key} = {}` is out of range", m.get_ref()),
+                    format!("use a number of bytes from 1 to {MAX_OUTPUT_CAP} (1 GiB)"),
+                );
+                DEFAULT_MAX_OUTPUT_BYTES
+            }
         }
     }
 
@@ -368,6 +404,8 @@ struct Fields {
     on_error: OnError,
     retry: Option<RetryPolicy>,
     artifacts: Vec<(String, Vec<String>)>,
+    max_output: usize,
+    max_item_output: usize,
 }
 
 /// What a step may refer to, from where it stands in the flow.
