@@ -224,6 +224,7 @@ fn a_root_with_a_trailing_slash_does_not_double_the_base_path() {
         builtins: &builtins,
         catalog: &sluice::flow::Undescribed,
         param_overrides: &[],
+        remote: &sluice::flow::NoRegistry,
     };
     let path = shipped_flows().join("procore-license-sync.toml");
     let flow = sluice::flow::load(&path, &ctx, &env).unwrap();
@@ -266,6 +267,7 @@ fn compile_described(file: &str) -> Option<String> {
         builtins: &names,
         catalog: &catalog,
         param_overrides: &[],
+        remote: &sluice::flow::NoRegistry,
     };
     let text = std::fs::read_to_string(dir.join(file)).unwrap();
     let source = sluice::flow::SourceFile::new(file, text);

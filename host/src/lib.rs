@@ -5,6 +5,7 @@
 //! - [`connections`]: HTTP for components: auth, allow-listing, pacing, retries
 //! - [`run`]: executing a flow and the events that describe a run
 //! - [`scheduler`]: `sluice serve`, running flows at their scheduled times
+//! - [`oci`]: components pulled from OCI registries, pinned in `sluice.lock`
 //! - [`http_rules`]: URL and header rules shared by flow checking and connections
 //! - [`redact`]: keeping secrets out of everything that is shown or stored
 //! - [`cli`]: the `sluice` command
@@ -14,6 +15,7 @@ pub mod connections;
 pub mod engine;
 pub mod flow;
 pub mod http_rules;
+pub mod oci;
 pub mod redact;
 pub mod run;
 pub mod scheduler;

@@ -37,6 +37,7 @@ pub fn load(path: &Path, env: &[(&str, &str)]) -> Flow {
         builtins: &builtins,
         catalog: &Undescribed,
         param_overrides: &[],
+        remote: &sluice::flow::NoRegistry,
     };
     match sluice::flow::load(path, &ctx, &env) {
         Ok(flow) => flow,

@@ -153,7 +153,9 @@ pub async fn demo(
     );
     let env: BTreeMap<String, String> = emulator.env_vars().into_iter().collect();
     let source = SourceFile::new(LICENSE_SYNC_PATH, LICENSE_SYNC_FLOW);
-    let flow = match super::with_context(&[], |ctx| crate::flow::load_source(source, ctx, &env)) {
+    let flow = match super::with_context(data_dir, &[], |ctx| {
+        crate::flow::load_source(source, ctx, &env)
+    }) {
         Ok(flow) => flow,
         Err(e) => anyhow::bail!("the embedded flow does not validate:\n{e}"),
     };

@@ -3,6 +3,7 @@
 //! Exit status: 0 when the command (or the flow) ran to the end, 1 when a
 //! run failed, 2 when the input was wrong (a bad flow file, a bad argument).
 
+pub mod components_cmd;
 pub mod data_dir;
 pub mod emulate;
 pub mod log_lines;
@@ -15,7 +16,7 @@ pub mod signals;
 pub mod summary;
 pub mod terminal;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -61,8 +62,9 @@ pub enum Command {
         #[arg(long)]
         env: bool,
     },
-    /// List the built-in components
-    Components,
+    /// List the built-in components; pull, update and push components in
+    /// OCI registries
+    Components(components_cmd::ComponentsArgs),
     /// Serve the Microsoft Graph and Procore emulators in the foreground
     Emulate(emulate::EmulateArgs),
     /// Run the license sync against fresh emulators and summarise what it did
@@ -108,8 +110,8 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run_cmd::run(args, &data_dir, &database).await,
-            Command::Validate { file, env } => validate(&file, env),
-            Command::Components => components(),
+            Command::Validate { file, env } => validate(&file, &data_dir, env),
+            Command::Components(args) => components_cmd::components(args, &data_dir).await,
             Command::Emulate(args) => emulate::emulate(args).await,
             Command::Demo(args) => emulate::demo(args, &data_dir, &database).await,
             Command::Serve(args) => serve_cmd::serve(args, &data_dir, &database).await,
@@ -136,8 +138,20 @@ pub fn replica_name() -> String {
 }
 
 /// What compiling a flow is told about the components: the built-ins by
-/// name, and the catalog that reads their descriptions.
+/// name, the catalog that reads their descriptions, and the registry
+/// resolver (components pulled into `data_dir`, pinned in `sluice.lock`).
 pub fn with_context<T>(
+    data_dir: &Path,
+    overrides: &[(String, String)],
+    f: impl FnOnce(&crate::flow::Context<'_>) -> T,
+) -> T {
+    let remote = crate::oci::Resolver::new(data_dir, crate::oci::Mode::Locked);
+    with_resolver(&remote, overrides, f)
+}
+
+/// [`with_context`] with a resolver of the caller's.
+pub fn with_resolver<T>(
+    remote: &crate::oci::Resolver,
     overrides: &[(String, String)],
     f: impl FnOnce(&crate::flow::Context<'_>) -> T,
 ) -> T {
@@ -146,6 +160,7 @@ pub fn with_context<T>(
         builtins: &builtins,
         catalog: &crate::flow::Undescribed,
         param_overrides: overrides,
+        remote,
     };
     f(&ctx)
 }
@@ -153,10 +168,11 @@ pub fn with_context<T>(
 /// Loads a flow and binds it to the process environment, printing its
 /// problems; `None` means exit status 2.
 pub fn load_flow(
-    file: &std::path::Path,
+    file: &Path,
+    data_dir: &Path,
     overrides: &[(String, String)],
 ) -> Option<crate::flow::Flow> {
-    with_context(overrides, |ctx| {
+    with_context(data_dir, overrides, |ctx| {
         crate::flow::load(file, ctx, &crate::flow::ProcessEnv)
     })
     .map_err(|e| eprintln!("{}", terminal::lines(&e.to_string())))
@@ -164,8 +180,8 @@ pub fn load_flow(
 }
 
 /// `sluice validate [--env] FILE`.
-fn validate(file: &std::path::Path, bind: bool) -> anyhow::Result<ExitCode> {
-    let compiled = with_context(&[], |ctx| crate::flow::compile_file(file, ctx));
+fn validate(file: &Path, data_dir: &Path, bind: bool) -> anyhow::Result<ExitCode> {
+    let compiled = with_context(data_dir, &[], |ctx| crate::flow::compile_file(file, ctx));
     let compiled = match compiled {
         Ok(compiled) => compiled,
         Err(e) => {
@@ -209,18 +225,6 @@ fn validate(file: &std::path::Path, bind: bool) -> anyhow::Result<ExitCode> {
             "  reads {}; `sluice validate --env` also checks them",
             terminal::line(&variables.join(", "))
         ),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn components() -> anyhow::Result<ExitCode> {
-    let width = sluice_builtins::BUILTINS
-        .iter()
-        .map(|b| b.name.len())
-        .max()
-        .unwrap_or(0);
-    for b in sluice_builtins::BUILTINS {
-        println!("{:width$}  {}", b.name, b.description);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -144,7 +144,7 @@ pub async fn watch_and_record(
 }
 
 pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow::Result<ExitCode> {
-    let Some(flow) = super::load_flow(&args.file, &args.params) else {
+    let Some(flow) = super::load_flow(&args.file, data_dir, &args.params) else {
         return Ok(ExitCode::from(2));
     };
     let mode = if args.json {

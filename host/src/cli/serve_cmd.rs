@@ -73,7 +73,7 @@ fn steps_of(flow: &Flow) -> Vec<(String, String)> {
 
 impl Host for ServeHost {
     fn load(&self, path: &Path) -> Result<Flow, String> {
-        super::with_context(&[], |ctx| {
+        super::with_context(&self.data_dir, &[], |ctx| {
             crate::flow::load(path, ctx, &crate::flow::ProcessEnv)
         })
         .map_err(|e| e.to_string())

@@ -87,10 +87,16 @@ pub fn check(path: &Path) -> Result<(), ComponentFileError> {
     let mut header = [0u8; 8];
     let mut file = File::open(path).map_err(|e| unreadable(&shown, &e))?;
     let read = read_up_to(&mut file, &mut header).map_err(|e| unreadable(&shown, &e))?;
-    match &header[..read] {
+    check_bytes(&header[..read], &shown)
+}
+
+/// Checks that `bytes` (all of a component, or its first bytes) start
+/// with the component header; `shown` names them in the error.
+pub fn check_bytes(bytes: &[u8], shown: &str) -> Result<(), ComponentFileError> {
+    match bytes.get(..COMPONENT_HEADER.len()).unwrap_or(bytes) {
         h if h == COMPONENT_HEADER => Ok(()),
-        h if h == MODULE_HEADER => Err(ComponentFileError::CoreModule(shown)),
-        _ => Err(ComponentFileError::NotAComponent(shown)),
+        h if h == MODULE_HEADER => Err(ComponentFileError::CoreModule(shown.to_string())),
+        _ => Err(ComponentFileError::NotAComponent(shown.to_string())),
     }
 }
 

@@ -21,6 +21,7 @@ pub mod compiled;
 pub mod component_file;
 pub mod environment;
 pub mod model;
+pub mod remote;
 pub mod resolve;
 pub mod schedule;
 pub mod schema;
@@ -34,6 +35,7 @@ pub use compile::Context;
 pub use compiled::CompiledFlow;
 pub use environment::{Environment, ProcessEnv};
 pub use model::{ComponentRef, ConnectionGrant, Flow, Step};
+pub use remote::{NoRegistry, RemoteComponents, RemoteError};
 pub use source::{Diagnostic, Diagnostics, SourceFile};
 
 #[derive(Debug, thiserror::Error)]

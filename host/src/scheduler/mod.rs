@@ -762,6 +762,7 @@ mod tests {
                 builtins: &builtins,
                 catalog: &crate::flow::Undescribed,
                 param_overrides: &[],
+                remote: &crate::flow::NoRegistry,
             };
             crate::flow::load(path, &ctx, &env).map_err(|e| e.to_string())
         }

@@ -5,7 +5,8 @@
 //! malformed step ids, references to unknown params, secrets, or unknown,
 //! later or the same step, `${item}` outside `for_each` (or in its `when`),
 //! secrets anywhere but credentials, unknown connections and connection
-//! roles, components that are neither a built-in nor a component file, a
+//! roles, components that are neither a built-in, a component file nor a
+//! registry reference that resolves (see [`super::remote`]), a
 //! `with` that its component's input schema refuses, bad durations, cron
 //! expressions and time zones, durations and rates beyond their caps, and
 //! connection settings (URLs, headers, auth, limits) as far as they are
@@ -33,6 +34,7 @@ use serde_json::Value;
 use super::authored::{AuthoredFlow, Node};
 use super::catalog::ComponentCatalog;
 use super::compiled::{CompiledFlow, EnvUse, SecretDecl};
+use super::remote::RemoteComponents;
 use super::source::{Diagnostic, SourceFile};
 
 /// What compiling needs to know about the world outside the file: never
@@ -43,6 +45,8 @@ pub struct Context<'a> {
     pub catalog: &'a dyn ComponentCatalog,
     /// `--param NAME=VALUE` given on the command line.
     pub param_overrides: &'a [(String, String)],
+    /// Turns `oci://` references in `uses` into component files.
+    pub remote: &'a dyn RemoteComponents,
 }
 
 /// Compiles as much of the flow as is right; the problems go to `diags`.

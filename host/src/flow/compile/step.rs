@@ -13,6 +13,7 @@ use super::super::authored::{AuthoredFlow, AuthoredStep, Node, OnError, StepFiel
 use super::super::catalog::Description;
 use super::super::component_file;
 use super::super::model::*;
+use super::super::remote::OCI_SCHEME;
 use super::super::schema::InputSchema;
 use super::super::template::Template;
 use super::inputs::{Known, StepShape};
@@ -360,6 +361,15 @@ impl Compiler<'_, '_> {
 
     fn uses(&mut self, uses: &Spanned<String>) -> Option<ComponentRef> {
         let text = uses.get_ref();
+        if text.starts_with(OCI_SCHEME) {
+            return match self.ctx.remote.resolve(text, &self.source.path) {
+                Ok(path) => Some(ComponentRef::File(path)),
+                Err(e) => {
+                    self.error(uses.span(), e.message, e.hint);
+                    None
+                }
+            };
+        }
         let looks_like_path = text.ends_with(".wasm") || text.contains('/') || text.contains('\\');
         if looks_like_path {
             let path = PathBuf::from(text);
@@ -383,7 +393,7 @@ impl Compiler<'_, '_> {
             uses.span(),
             format!("`{text}` is not a built-in component"),
             format!(
-                "built-ins are: {}; or give a path to a .wasm file",
+                "built-ins are: {}; or give a path to a .wasm file, or `oci://REGISTRY/REPO:TAG`",
                 self.ctx.builtins.join(", ")
             ),
         );

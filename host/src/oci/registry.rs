@@ -1,0 +1,173 @@
+//! Talking to an OCI registry: resolving a tag, pulling a manifest and its
+//! wasm layer by digest, publishing a component.
+//!
+//! Credentials come from `SLUICE_REGISTRY_USERNAME` and
+//! `SLUICE_REGISTRY_PASSWORD`, else from the Docker config file
+//! (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`, with its
+//! credential helpers); without either, pulls are anonymous. Never from the
+//! flow file. Plain http is used only for a registry on this machine.
+
+use std::time::Duration;
+
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use super::cache::sha256;
+use super::manifest::{self, ManifestError};
+use super::reference::is_loopback;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry {registry}: {reason}")]
+    Request { registry: String, reason: String },
+    #[error("{reference}: the registry served a manifest that does not hash to {expected}")]
+    ManifestDigest { reference: String, expected: String },
+    #[error("{reference}: the registry served a component that does not hash to {expected}")]
+    LayerDigest { reference: String, expected: String },
+    #[error("{reference} is not a component: {source}")]
+    Manifest {
+        reference: String,
+        source: ManifestError,
+    },
+}
+
+/// A manifest and its component, both verified.
+pub struct Pulled {
+    pub digest: String,
+    pub manifest: Vec<u8>,
+    pub wasm: Vec<u8>,
+}
+
+/// A client for the registry of one reference.
+pub struct Registry {
+    client: Client,
+    auth: RegistryAuth,
+    registry: String,
+}
+
+impl Registry {
+    pub fn for_registry(registry: &str) -> Self {
+        let protocol = if is_loopback(registry) {
+            ClientProtocol::HttpsExcept(vec![registry.to_string()])
+        } else {
+            ClientProtocol::Https
+        };
+        let client = Client::new(ClientConfig {
+            protocol,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(60)),
+            ..ClientConfig::default()
+        });
+        Registry {
+            client,
+            auth: credentials(registry),
+            registry: registry.to_string(),
+        }
+    }
+
+    fn failed(&self, e: impl std::fmt::Display) -> RegistryError {
+        RegistryError::Request {
+            registry: self.registry.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// The digest a tag (or digest) reference points at now.
+    pub async fn resolve(&self, reference: &Reference) -> Result<String, RegistryError> {
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(reference, &self.auth, manifest::ACCEPTED)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(sha256(&bytes))
+    }
+
+    /// The manifest at `digest` in `reference`'s repository and its wasm
+    /// layer, each checked against its digest.
+    pub async fn pull(&self, reference: &Reference, digest: &str) -> Result<Pulled, RegistryError> {
+        let at = Reference::with_digest(
+            reference.registry().to_string(),
+            reference.repository().to_string(),
+            digest.to_string(),
+        );
+        let (manifest_bytes, _) = self
+            .client
+            .pull_manifest_raw(&at, &self.auth, manifest::ACCEPTED)
+            .await
+            .map_err(|e| self.failed(e))?;
+        if sha256(&manifest_bytes) != digest {
+            return Err(RegistryError::ManifestDigest {
+                reference: at.whole(),
+                expected: digest.to_string(),
+            });
+        }
+        let layer =
+            manifest::wasm_layer(&manifest_bytes).map_err(|source| RegistryError::Manifest {
+                reference: at.whole(),
+                source,
+            })?;
+        let mut wasm = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0));
+        self.client
+            .pull_blob(&at, &layer, &mut wasm)
+            .await
+            .map_err(|e| self.failed(e))?;
+        if sha256(&wasm) != layer.digest {
+            return Err(RegistryError::LayerDigest {
+                reference: at.whole(),
+                expected: layer.digest,
+            });
+        }
+        Ok(Pulled {
+            digest: digest.to_string(),
+            manifest: manifest_bytes,
+            wasm,
+        })
+    }
+
+    /// Publishes `wasm` at `reference` in the `wkg oci push` layout and
+    /// returns the manifest's digest.
+    pub async fn push(
+        &self,
+        reference: &Reference,
+        wasm: Vec<u8>,
+    ) -> Result<String, RegistryError> {
+        let config = serde_json::json!({
+            "created": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "architecture": "wasm",
+            "os": "wasip2",
+            "layerDigests": [sha256(&wasm)],
+        });
+        let config = Config::new(
+            config.to_string().into_bytes(),
+            manifest::WASM_CONFIG.into(),
+            None,
+        );
+        let layer = ImageLayer::new(wasm, manifest::WASM_LAYER.into(), None);
+        self.client
+            .push(reference, &[layer], config, &self.auth, None)
+            .await
+            .map_err(|e| self.failed(e))?;
+        self.resolve(reference).await
+    }
+}
+
+/// The credentials for `registry`: the environment first, then Docker's.
+fn credentials(registry: &str) -> RegistryAuth {
+    if let (Ok(user), Ok(password)) = (
+        std::env::var("SLUICE_REGISTRY_USERNAME"),
+        std::env::var("SLUICE_REGISTRY_PASSWORD"),
+    ) {
+        return RegistryAuth::Basic(user, password);
+    }
+    match docker_credential::get_credential(registry) {
+        Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
+            RegistryAuth::Basic(user, password)
+        }
+        // An identity token is exchanged by Docker's own flow, which this
+        // client does not speak; a missing file or entry means anonymous.
+        Ok(docker_credential::DockerCredential::IdentityToken(_)) | Err(_) => {
+            RegistryAuth::Anonymous
+        }
+    }
+}

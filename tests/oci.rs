@@ -1,0 +1,243 @@
+//! Components from an OCI registry, against a real one on loopback: the
+//! `docker-registry` package's server (Distribution), started on a temp
+//! directory by each test. `sluice components push` publishes, a flow uses
+//! the component by tag, `sluice.lock` pins the digest, a component
+//! re-published under the same tag is not run until `sluice components
+//! update`, and a pulled component runs with the registry stopped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::emulated::*;
+use serde_json::Value;
+use sluice_emulator::{EmulatorConfig, Scenario};
+
+/// A Distribution registry serving a temp directory on a loopback port;
+/// stopped when dropped.
+struct Registry {
+    child: Child,
+    host: String,
+    _storage: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let binary = ["docker-registry", "/usr/bin/docker-registry"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok())
+            .expect("docker-registry is not installed: run scripts/test-deps");
+        let storage = tempfile::tempdir().unwrap();
+        // A port the system just handed out; the registry binds it next.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+                storage.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .args(["serve", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let registry = Registry {
+            child,
+            host,
+            _storage: storage,
+        };
+        registry.wait_until_up();
+        registry
+    }
+
+    /// Waits for `/v2/` to answer; the deadline is generous for a loaded machine.
+    fn wait_until_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(&self.host) {
+                use std::io::{Read, Write};
+                let _ = write!(s, "GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", self.host);
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.") && answer.contains(" 200 ") {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The shipped flow in `dir`, its `compare` step using `uses`.
+fn flow_using(dir: &Path, uses: &str) -> PathBuf {
+    let text = std::fs::read_to_string(flow_path()).unwrap();
+    let text = text.replace("uses = \"compare\"", &format!("uses = \"{uses}\""));
+    assert!(text.contains(uses));
+    let path = dir.join("sync.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn builtin_compare(dir: &Path) -> PathBuf {
+    let path = dir.join("compare.wasm");
+    std::fs::write(&path, sluice_builtins::find("compare").unwrap().wasm).unwrap();
+    path
+}
+
+fn custom_compare() -> PathBuf {
+    PathBuf::from(sluice_builtins::fixture("custom-compare").unwrap())
+}
+
+/// `sluice components push`, returning the digest it printed.
+async fn push(data: &Path, wasm: &Path, reference: &str) -> String {
+    let run = sluice_cmd(
+        &[],
+        data,
+        &["components", "push", wasm.to_str().unwrap(), reference],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let digest = run.stdout.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(digest.starts_with("sha256:"), "{}", run.stdout);
+    digest
+}
+
+fn pinned(flow: &Path, reference: &str) -> String {
+    let text = std::fs::read_to_string(flow.parent().unwrap().join("sluice.lock")).unwrap();
+    let lock: toml::Table = toml::from_str(&text).unwrap();
+    lock["components"][reference].as_str().unwrap().to_string()
+}
+
+/// Runs the flow; `Some(true)` when the custom build of compare ran.
+async fn run_custom(env: &[(String, String)], data: &Path, flow: &Path) -> Option<bool> {
+    let run = sluice_cmd(env, data, &["run", flow.to_str().unwrap(), "--json"]).await;
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    run.output_of("diff").get("custom").and_then(Value::as_bool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_component_is_pinned_on_first_use_and_a_moved_tag_waits_for_update() {
+    let mut registry = Registry::start();
+    let (_emulator, env, data) = emulated(EmulatorConfig {
+        scenario: Scenario::generate(20, 3),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let reference = format!("oci://{}/sluice/compare:1", registry.host);
+    let first = push(data.path(), &builtin_compare(dir.path()), &reference).await;
+    let flow = flow_using(dir.path(), &reference);
+
+    // First use: pulled, pinned, run.
+    assert_eq!(run_custom(&env, data.path(), &flow).await, None);
+    assert_eq!(pinned(&flow, &reference), first);
+
+    // Someone re-publishes the tag: the locked flow keeps its digest, even
+    // with nothing cached.
+    let second = push(data.path(), &custom_compare(), &reference).await;
+    assert_ne!(first, second);
+    let fresh = tempfile::tempdir().unwrap();
+    assert_eq!(run_custom(&env, fresh.path(), &flow).await, None);
+    assert_eq!(pinned(&flow, &reference), first);
+
+    // `components update` pins what the tag points at now.
+    let update = sluice_cmd(
+        &[],
+        data.path(),
+        &["components", "update", flow.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(update.code, 0, "{}", update.stderr);
+    assert!(
+        update
+            .stdout
+            .contains(&format!("pinned {second} (was {first})")),
+        "{}",
+        update.stdout
+    );
+    assert_eq!(pinned(&flow, &reference), second);
+    assert_eq!(run_custom(&env, data.path(), &flow).await, Some(true));
+
+    // With the registry gone, the pinned component runs from the cache.
+    registry.stop();
+    assert_eq!(run_custom(&env, data.path(), &flow).await, Some(true));
+    // A pin that was never pulled cannot be: the error says what to do.
+    let offline = tempfile::tempdir().unwrap();
+    let run = sluice_cmd(&env, offline.path(), &["run", flow.to_str().unwrap()]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("sluice components pull"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_pull_fetches_ahead_and_changed_cached_bytes_are_refused() {
+    let registry = Registry::start();
+    let (_emulator, env, data) = emulated(EmulatorConfig {
+        scenario: Scenario::generate(10, 5),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("oci://{}/sluice/compare:custom", registry.host);
+    let digest = push(data.path(), &custom_compare(), &tag).await;
+    // By digest: nothing to pin, and the lock stays empty of it.
+    let by_digest = format!("oci://{}/sluice/compare@{digest}", registry.host);
+    let flow = flow_using(dir.path(), &by_digest);
+    let pull = sluice_cmd(
+        &[],
+        data.path(),
+        &["components", "pull", flow.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(pull.code, 0, "{}", pull.stderr);
+    assert!(
+        pull.stdout.contains(&format!("pulled {digest}")),
+        "{}",
+        pull.stdout
+    );
+    assert_eq!(run_custom(&env, data.path(), &flow).await, Some(true));
+
+    // The cached component is changed behind sluice's back: refused.
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    let cached = data
+        .path()
+        .join("components/sha256")
+        .join(hex)
+        .join("component.wasm");
+    std::fs::copy(builtin_compare(dir.path()), &cached).unwrap();
+    let run = sluice_cmd(&env, data.path(), &["run", flow.to_str().unwrap()]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("does not match its digest"),
+        "{}",
+        run.stderr
+    );
+}
