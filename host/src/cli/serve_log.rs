@@ -282,6 +282,12 @@ fn firing_entry(event: &ServeEvent, base: Entry) -> Entry {
             at: Some(at.to_rfc3339()),
             ..base
         },
+        ServeEvent::RunNow { flow, run_id } => Entry {
+            message: format!("{flow}: run {run_id} starts (run now, from the console)"),
+            flow: Some(flow.clone()),
+            run_id: Some(run_id.clone()),
+            ..base
+        },
         ServeEvent::SkippedStillRunning { flow, at, reason } => Entry {
             level: Level::WARN,
             message: format!(

@@ -70,6 +70,8 @@ pub enum ServeEvent {
         run_id: String,
         at: DateTime<Tz>,
     },
+    /// A run asked for by hand (the console's "run now") starts.
+    RunNow { flow: String, run_id: String },
     /// A firing came while the flow's previous run was still going (here
     /// or on another replica): `reason` says which.
     SkippedStillRunning {
@@ -119,6 +121,7 @@ impl ServeEvent {
             ServeEvent::ReloadRejected { .. } => "reload_rejected",
             ServeEvent::FlowRetired { .. } => "flow_retired",
             ServeEvent::Firing { .. } => "firing",
+            ServeEvent::RunNow { .. } => "run_now",
             ServeEvent::SkippedStillRunning { .. } => "skipped_still_running",
             ServeEvent::Missed { .. } => "missed",
             ServeEvent::NotInSchedule { .. } => "not_in_schedule",

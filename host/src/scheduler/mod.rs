@@ -21,8 +21,11 @@
 //!   after a second signal, is recorded as interrupted. A run whose task
 //!   panics is recorded as failed with the panic's message, and its flow
 //!   keeps firing.
+//! - A [`control::Control`] handle (the web console's) lists the served
+//!   flows, starts a run now, and checks that the serving loop answers.
 
 pub mod clock;
+pub mod control;
 pub mod events;
 pub mod replicas;
 pub mod sources;
@@ -37,10 +40,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 
 use self::clock::{Clock, SystemClock};
+use self::control::{Control, Request, RunNowRefused, ServedFlow};
 pub use self::events::ServeEvent;
 use self::sources::{Fingerprint, fingerprint};
 use self::timer::{Firing, Tick};
@@ -221,6 +225,10 @@ pub struct Scheduler<H: Host> {
     /// changes (SIGHUP does it at once).
     pub rescan_every: Duration,
     pub clock: Arc<dyn Clock>,
+    /// Requests from a [`Control`] handle, if one was made.
+    requests: Option<mpsc::Receiver<Request>>,
+    /// The served flows, published for [`Control::flows`].
+    published: watch::Sender<Vec<ServedFlow>>,
 }
 
 impl<H: Host> Scheduler<H> {
@@ -243,6 +251,8 @@ impl<H: Host> Scheduler<H> {
             grace: Duration::from_secs(30),
             rescan_every: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
+            requests: None,
+            published: watch::Sender::new(Vec::new()),
         };
         for path in found.files {
             let print = fingerprint(&path);
@@ -253,6 +263,37 @@ impl<H: Host> Scheduler<H> {
 
     pub fn flow_count(&self) -> usize {
         self.served.len()
+    }
+
+    /// A handle to list the served flows, run one now, and check that the
+    /// serving loop answers. Requests are answered once [`Scheduler::serve`]
+    /// runs; a second call replaces the first handle's channel.
+    pub fn control(&mut self) -> Control {
+        let (requests, receiver) = mpsc::channel(control::QUEUE);
+        self.requests = Some(receiver);
+        self.publish();
+        Control {
+            requests,
+            flows: self.published.subscribe(),
+        }
+    }
+
+    /// Publishes the served flows for [`Control::flows`].
+    fn publish(&self) {
+        let flows = self
+            .served
+            .values()
+            .map(|served| {
+                let flow = served.entry.flow();
+                ServedFlow {
+                    name: flow.name.clone(),
+                    description: flow.description.clone(),
+                    path: served.entry.path.clone(),
+                    schedule: flow.schedule.clone(),
+                }
+            })
+            .collect();
+        self.published.send_replace(flows);
     }
 
     /// Loads a file not served yet: served if it validates and has a
@@ -303,6 +344,7 @@ impl<H: Host> Scheduler<H> {
                 next: next_local(s, self.clock.now()),
             });
         }
+        self.publish();
     }
 
     /// Runs until a stop signal (`stop` leaves [`Shutdown::No`]), then
@@ -330,6 +372,7 @@ impl<H: Host> Scheduler<H> {
         // A channel whose sender is gone can never change again: its branch
         // is turned off rather than polled in a loop.
         let (mut stop_open, mut reload_open) = (true, true);
+        let mut requests = self.requests.take();
         loop {
             tokio::select! {
                 changed = stop.changed(), if stop_open => match changed {
@@ -346,6 +389,7 @@ impl<H: Host> Scheduler<H> {
                 },
                 _ = rescan.tick() => self.rescan(false, &live),
                 Some(firing) = firings.recv() => self.fire(firing, &mut live),
+                Some(request) = next_request(&mut requests) => self.answer(request, &mut live),
                 Some(joined) = live.runs.join_next_with_id(), if !live.runs.is_empty() => {
                     self.joined(joined, &mut live.inflight, "the run's task was stopped");
                 }
@@ -509,6 +553,18 @@ impl<H: Host> Scheduler<H> {
             });
             return;
         }
+        self.spawn(flow, Some(at.to_utc()), None, live);
+    }
+
+    /// Starts the task of a firing (`at`), or of a run by hand (`reply`
+    /// then learns whether it started).
+    fn spawn(
+        &self,
+        flow: Arc<Flow>,
+        at: Option<DateTime<Utc>>,
+        reply: Option<Reply>,
+        live: &mut Live,
+    ) {
         let run_id = crate::run::new_run_id();
         let options = RunOptions::new(run_id.clone(), self.host.output_dir(&run_id), false);
         let started = Arc::new(AtomicBool::new(false));
@@ -518,7 +574,8 @@ impl<H: Host> Scheduler<H> {
             flow: flow.clone(),
             running: self.running.clone(),
             started: started.clone(),
-            at: at.to_utc(),
+            at,
+            reply,
         };
         let (cancel, redactor) = (options.cancel.clone(), options.redactor.clone());
         let task = live.runs.spawn(firing.run(options));
@@ -532,6 +589,40 @@ impl<H: Host> Scheduler<H> {
                 started,
             },
         );
+    }
+
+    /// A request from a [`Control`] handle.
+    fn answer(&mut self, request: Request, live: &mut Live) {
+        match request {
+            Request::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            Request::RunNow { flow, reply } => match self.served_named(&flow) {
+                Ok(entry) => {
+                    self.refresh(&entry, false);
+                    self.spawn(entry.flow(), None, Some(reply), live);
+                }
+                Err(refused) => {
+                    let _ = reply.send(Err(refused));
+                }
+            },
+        }
+    }
+
+    /// The one served file of the flow named `name`.
+    fn served_named(&self, name: &str) -> Result<Arc<Entry>, RunNowRefused> {
+        let mut entries = self
+            .served
+            .values()
+            .map(|s| s.entry.clone())
+            .filter(|e| e.flow().name == name);
+        let entry = entries
+            .next()
+            .ok_or_else(|| RunNowRefused::Unknown(name.to_string()))?;
+        if entries.next().is_some() {
+            return Err(RunNowRefused::Ambiguous(name.to_string()));
+        }
+        Ok(entry)
     }
 
     /// Lists the paths again: new or changed files are loaded, removed ones
@@ -554,6 +645,7 @@ impl<H: Host> Scheduler<H> {
             .collect();
         for path in gone {
             if let Some(served) = self.served.remove(&path) {
+                self.publish();
                 if let Some(timer) = served.timer {
                     timer.abort();
                 }
@@ -605,6 +697,7 @@ impl<H: Host> Scheduler<H> {
                     .as_ref()
                     .and_then(|s| next_local(s, self.clock.now()));
                 entry.schedule.send_replace(schedule);
+                self.publish();
                 self.host.event(ServeEvent::FlowReloaded {
                     file: entry.path.clone(),
                     flow: name,
@@ -625,19 +718,26 @@ impl<H: Host> Scheduler<H> {
     }
 }
 
-/// One firing, from its claim to the end of its run.
+/// Where a run started by hand learns whether it started, and its id.
+type Reply = oneshot::Sender<Result<String, RunNowRefused>>;
+
+/// One firing, from its claim to the end of its run; or one run by hand.
 struct FiringTask<H: Host> {
     host: Arc<H>,
     runner: Runner,
     flow: Arc<Flow>,
     running: RunningFlows,
     started: Arc<AtomicBool>,
-    at: DateTime<Utc>,
+    /// The firing's time; `None` for a run by hand, which claims nothing.
+    at: Option<DateTime<Utc>>,
+    /// For a run by hand: told whether it started.
+    reply: Option<Reply>,
 }
 
 impl<H: Host> FiringTask<H> {
     /// Claims the firing, then runs the flow unless its previous run (here
-    /// or on another replica) is still going, which is recorded as a skip.
+    /// or on another replica) is still going, which is recorded as a skip
+    /// (a run by hand is refused instead).
     async fn run(self, mut options: RunOptions) {
         let FiringTask {
             host,
@@ -646,21 +746,17 @@ impl<H: Host> FiringTask<H> {
             running,
             started,
             at,
+            reply,
         } = self;
-        if !host.claim(&flow, at, &options.run_id).await {
+        if let Some(at) = at
+            && !host.claim(&flow, at, &options.run_id).await
+        {
             return; // another replica's, to run or to skip
         }
-        let at_local = in_zone(flow.schedule.as_ref(), at);
-        let skipped = |reason: String| ServeEvent::SkippedStillRunning {
-            flow: flow.name.clone(),
-            at: at_local,
-            reason,
-        };
+        let at_local = at.map(|at| in_zone(flow.schedule.as_ref(), at));
         let Some(_flag) = RunningFlag::take(&running, &flow.name) else {
-            let reason = "the previous run was still going";
-            host.event(skipped(reason.to_string()));
-            host.record_skipped(&flow, &options.run_id, reason);
-            return;
+            let why = "the previous run was still going";
+            return refuse(&*host, &flow, &options.run_id, (reply, at_local), why);
         };
         match host
             .begin(&flow, &options.run_id, options.cancel.clone())
@@ -668,18 +764,31 @@ impl<H: Host> FiringTask<H> {
         {
             Ok(guard) => options.guard = guard,
             Err(why) => {
-                host.event(skipped(why.clone()));
-                host.record_skipped(&flow, &options.run_id, &why);
-                return;
+                return refuse(&*host, &flow, &options.run_id, (reply, at_local), &why);
             }
         }
         started.store(true, Ordering::SeqCst);
-        host.event(ServeEvent::Firing {
-            flow: flow.name.clone(),
-            run_id: options.run_id.clone(),
-            at: at_local,
-        });
-        let observer = host.observer(&flow, &options.run_id, "schedule", &options);
+        let trigger = match (reply, at_local) {
+            (Some(reply), _) => {
+                host.event(ServeEvent::RunNow {
+                    flow: flow.name.clone(),
+                    run_id: options.run_id.clone(),
+                });
+                let _ = reply.send(Ok(options.run_id.clone()));
+                "manual"
+            }
+            (None, at) => {
+                if let Some(at) = at {
+                    host.event(ServeEvent::Firing {
+                        flow: flow.name.clone(),
+                        run_id: options.run_id.clone(),
+                        at,
+                    });
+                }
+                "schedule"
+            }
+        };
+        let observer = host.observer(&flow, &options.run_id, trigger, &options);
         let outcome = runner.run(&flow, &options, observer).await;
         host.event(ServeEvent::RunFinished {
             flow: flow.name.clone(),
@@ -688,6 +797,40 @@ impl<H: Host> FiringTask<H> {
             error: outcome.error,
         });
         host.end(&options.run_id).await;
+    }
+}
+
+/// A firing that cannot run now is recorded as skipped; a run by hand is
+/// refused, with the reason.
+fn refuse<H: Host>(
+    host: &H,
+    flow: &Flow,
+    run_id: &str,
+    (reply, at): (Option<Reply>, Option<DateTime<Tz>>),
+    why: &str,
+) {
+    if let Some(reply) = reply {
+        let _ = reply.send(Err(RunNowRefused::Busy {
+            flow: flow.name.clone(),
+            why: why.to_string(),
+        }));
+        return;
+    }
+    if let Some(at) = at {
+        host.event(ServeEvent::SkippedStillRunning {
+            flow: flow.name.clone(),
+            at,
+            reason: why.to_string(),
+        });
+    }
+    host.record_skipped(flow, run_id, why);
+}
+
+/// The next request of a [`Control`] handle; never, without one.
+async fn next_request(requests: &mut Option<mpsc::Receiver<Request>>) -> Option<Request> {
+    match requests {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -847,6 +990,7 @@ mod tests {
         stop: watch::Sender<Shutdown>,
         reload: watch::Sender<u64>,
         task: tokio::task::JoinHandle<()>,
+        control: Control,
     }
 
     fn serve(dir: &Path) -> Serving {
@@ -858,6 +1002,7 @@ mod tests {
         let mut scheduler = Scheduler::new(host.clone(), runner, vec![dir.join("flows")]).unwrap();
         let clock = Arc::new(ManualClock::new(at(10, 0, 0)));
         scheduler.clock = clock.clone();
+        let control = scheduler.control();
         let (stop, stop_rx) = watch::channel(Shutdown::No);
         let (reload, reload_rx) = watch::channel(0);
         let task = tokio::spawn(scheduler.serve(stop_rx, reload_rx));
@@ -867,6 +1012,7 @@ mod tests {
             stop,
             reload,
             task,
+            control,
         }
     }
 
@@ -992,6 +1138,39 @@ mod tests {
         })
         .await;
         s.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_control_handle_lists_flows_runs_one_now_and_answers_pings() {
+        let dir = folder();
+        std::fs::write(
+            dir.path().join("flows/a.toml"),
+            flow_text("a", "0 0 0 1 1 *"),
+        )
+        .unwrap();
+        let s = serve(dir.path());
+        s.clock.until_sleeps(1).await;
+        let flows = s.control.flows();
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows[0].name, "a");
+        assert!(flows[0].schedule.is_some());
+        assert!(s.control.ping(Duration::from_secs(5)).await);
+        let wait = Duration::from_secs(5);
+        let run_id = s.control.run_now("a", wait).await.unwrap();
+        until("the run is recorded", || lock(&s.host.failed).len() == 1).await;
+        assert_eq!(lock(&s.host.failed)[0].0, run_id);
+        assert_eq!(
+            s.control.run_now("nope", wait).await,
+            Err(RunNowRefused::Unknown("nope".into()))
+        );
+        let control = s.control.clone();
+        let host = s.stop().await;
+        assert_eq!(host.started.load(Ordering::SeqCst), 1);
+        assert!(!control.ping(Duration::from_millis(100)).await);
+        assert_eq!(
+            control.run_now("a", wait).await,
+            Err(RunNowRefused::Unavailable)
+        );
     }
 
     #[test]
