@@ -17,6 +17,9 @@ use serde_json::Value;
 use crate::approval::{
     DecisionOutcome, DecisionRequest, GateUpdate, PlanDetail, PlanQuery, PlanSummary, Settled,
 };
+use crate::browse::{
+    FlowLatest, ItemCount, ItemFilter, ItemMention, ItemPage, RunFilter, RunOverview, RunPage,
+};
 use crate::lease::{Acquired, Claim, Firing, LeaseGrant, Takeover};
 use crate::ledger::{LedgerEntry, LedgerKeysPage, LedgerKeysQuery};
 use crate::{
@@ -61,6 +64,50 @@ pub trait Backend: Send + Sync + 'static {
     /// `since` (the start of the current process) whose process is gone,
     /// ending them at their last sign of life. Returns how many.
     async fn recover_stale_runs(&self, since: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    // ---- browsing (the web console; see [`crate::browse`]) -------------
+
+    /// A page of runs, newest first, by flow and status, after a cursor (a
+    /// cursor that names no run lists from the newest).
+    async fn runs_page(&self, filter: &RunFilter) -> Result<RunPage, StoreError>;
+
+    /// One run by its exact id, with its steps, how many items of each
+    /// step ended how, and its report files — without the items.
+    async fn run_overview(&self, id: &str) -> Result<Option<RunOverview>, StoreError>;
+
+    /// For each of `runs` (in order), how many items of each step ended
+    /// how; an unknown run has none.
+    async fn item_counts(&self, runs: &[String]) -> Result<Vec<Vec<ItemCount>>, StoreError>;
+
+    /// A page of one step's items matching a text, failed ones first, then
+    /// interrupted, then the rest, each by position.
+    async fn items_page(
+        &self,
+        run: &str,
+        step: &str,
+        filter: &ItemFilter,
+    ) -> Result<ItemPage, StoreError>;
+
+    /// Each flow that has runs, with its newest run and the end of its
+    /// latest success, by name.
+    async fn flows_latest(&self) -> Result<Vec<FlowLatest>, StoreError>;
+
+    /// The runs whose id is at least `floor`, by id: those that started
+    /// since then, as ids begin with the start time.
+    async fn runs_from(&self, floor: &str) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// The runs with these exact ids that exist.
+    async fn runs_by_id(&self, ids: &[String]) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// The items (of any run) whose key, input or output contains `text`
+    /// (ASCII letters compared case-insensitively), oldest first, at most
+    /// `max`. It reads every item, so it also finds a person named only in
+    /// the data (the ledger index answers by exact key).
+    async fn items_mentioning(
+        &self,
+        text: &str,
+        max: usize,
+    ) -> Result<Vec<ItemMention>, StoreError>;
 
     // ---- flow state ---------------------------------------------------
 

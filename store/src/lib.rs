@@ -25,6 +25,7 @@
 //!   processes open an empty database at once.
 //!
 //! Modules: [`backend`] (the interface and the [`Store`] handle),
+//! [`browse`] (what the web console reads),
 //! [`location`] (`--database`), [`sqlite`] and [`postgres`] (the
 //! backends and their migrations), [`model`] (history types), [`state`]
 //! (flow state types), [`approval`] (plans and decisions), [`ledger`]
@@ -36,6 +37,7 @@
 
 pub mod approval;
 pub mod backend;
+pub mod browse;
 pub mod cap;
 pub mod duration;
 pub mod error;

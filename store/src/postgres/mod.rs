@@ -18,9 +18,10 @@
 //! Modules: [`schema`] (migrations), [`history`] (run writes), [`query`]
 //! (reads, pruning, recovery), [`state`] (flow state), [`approval`]
 //! (plans and decisions), [`ledger`] (a key's story), [`lease`] (firings
-//! and leases).
+//! and leases), [`browse`] (the web console's reads).
 
 pub mod approval;
+pub mod browse;
 pub mod history;
 pub mod lease;
 pub mod ledger;
@@ -36,6 +37,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use serde_json::Value;
 use tokio_postgres::NoTls;
 
+use crate::browse::{
+    FlowLatest, ItemCount, ItemFilter, ItemMention, ItemPage, RunFilter, RunOverview, RunPage,
+};
 use crate::{
     Acquired, Backend, Claim, DecisionOutcome, DecisionRequest, Firing, GateUpdate, HistoryWrite,
     LeaseGrant, LedgerEntry, LedgerKeysPage, LedgerKeysQuery, Location, PlanDetail, PlanQuery,
@@ -158,6 +162,58 @@ impl Backend for PgBackend {
         let n = query::recover_stale_runs(&tx, since).await?;
         tx.commit().await?;
         Ok(n)
+    }
+
+    async fn runs_page(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
+        browse::runs_page(&**self.client().await?, filter).await
+    }
+
+    async fn run_overview(&self, id: &str) -> Result<Option<RunOverview>, StoreError> {
+        let mut client = self.client().await?;
+        // One snapshot for the run and its children.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        #[allow(clippy::explicit_auto_deref)] // generic: no auto-deref
+        let overview = browse::run_overview(&*tx, id).await?;
+        tx.commit().await?;
+        Ok(overview)
+    }
+
+    async fn item_counts(&self, runs: &[String]) -> Result<Vec<Vec<ItemCount>>, StoreError> {
+        browse::item_counts(&**self.client().await?, runs).await
+    }
+
+    async fn items_page(
+        &self,
+        run: &str,
+        step: &str,
+        filter: &ItemFilter,
+    ) -> Result<ItemPage, StoreError> {
+        browse::items_page(&**self.client().await?, run, step, filter).await
+    }
+
+    async fn flows_latest(&self) -> Result<Vec<FlowLatest>, StoreError> {
+        browse::flows_latest(&**self.client().await?).await
+    }
+
+    async fn runs_from(&self, floor: &str) -> Result<Vec<RunSummary>, StoreError> {
+        browse::runs_from(&**self.client().await?, floor).await
+    }
+
+    async fn runs_by_id(&self, ids: &[String]) -> Result<Vec<RunSummary>, StoreError> {
+        browse::runs_by_id(&**self.client().await?, ids).await
+    }
+
+    async fn items_mentioning(
+        &self,
+        text: &str,
+        max: usize,
+    ) -> Result<Vec<ItemMention>, StoreError> {
+        browse::items_mentioning(&**self.client().await?, text, max).await
     }
 
     async fn state_get(&self, flow: &str, key: &StateKey) -> Result<Option<Value>, StoreError> {

@@ -18,7 +18,7 @@ use crate::{
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-const RUN_COLUMNS: &str = "id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at, output_dir, pid, process_token, host, replica, fence";
+pub(crate) const RUN_COLUMNS: &str = "id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at, output_dir, pid, process_token, host, replica, fence";
 
 pub(crate) fn time(row: &Row, i: usize) -> Result<String> {
     Ok(timestamp(row.try_get::<_, DateTime<Utc>>(i)?))
@@ -35,7 +35,7 @@ pub(crate) fn word<T: std::str::FromStr<Err = crate::UnknownWord>>(
     Ok(row.try_get::<_, &str>(i)?.parse()?)
 }
 
-fn summary(row: &Row) -> Result<RunSummary> {
+pub(crate) fn summary(row: &Row) -> Result<RunSummary> {
     let mut status: RunStatus = word(row, 5)?;
     let mut error: Option<String> = row.try_get(6)?;
     let pid: Option<i64> = row.try_get(10)?;
@@ -64,7 +64,7 @@ fn summary(row: &Row) -> Result<RunSummary> {
     })
 }
 
-fn step(r: &Row) -> Result<StepRecord> {
+pub(crate) fn step(r: &Row) -> Result<StepRecord> {
     let started_at = time(r, 3)?;
     let ended_at = time_opt(r, 4)?;
     let duration: Option<i64> = r.try_get(5)?;
@@ -87,7 +87,7 @@ fn step(r: &Row) -> Result<StepRecord> {
     })
 }
 
-fn item(r: &Row) -> Result<ItemRecord> {
+pub(crate) fn item(r: &Row) -> Result<ItemRecord> {
     Ok(ItemRecord {
         step_id: r.try_get(0)?,
         index: u64::try_from(r.try_get::<_, i64>(1)?).unwrap_or_default(),

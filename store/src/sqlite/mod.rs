@@ -12,9 +12,10 @@
 //! Modules: [`schema`] (migrations), [`history`] (run writes), [`query`]
 //! (reads, pruning, recovery), [`state`] (flow state), [`approval`]
 //! (plans and decisions), [`ledger`] (a key's story), [`lease`] (firings
-//! and leases).
+//! and leases), [`browse`] (the web console's reads).
 
 pub mod approval;
+pub mod browse;
 pub mod history;
 pub mod lease;
 pub mod ledger;
@@ -31,6 +32,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde_json::Value;
 
+use crate::browse::{
+    FlowLatest, ItemCount, ItemFilter, ItemMention, ItemPage, RunFilter, RunOverview, RunPage,
+};
 use crate::{
     Acquired, Backend, Claim, DecisionOutcome, DecisionRequest, Firing, GateUpdate, HistoryWrite,
     LeaseGrant, LedgerEntry, LedgerKeysPage, LedgerKeysQuery, Location, PlanDetail, PlanQuery,
@@ -169,6 +173,61 @@ impl Backend for SqliteBackend {
 
     async fn recover_stale_runs(&self, since: DateTime<Utc>) -> Result<usize, StoreError> {
         self.call(move |c| write(c, |tx| query::recover_stale_runs(tx, since)))
+            .await
+    }
+
+    async fn runs_page(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
+        let filter = filter.clone();
+        self.call(move |c| read(c, |tx| browse::runs_page(tx, &filter)))
+            .await
+    }
+
+    async fn run_overview(&self, id: &str) -> Result<Option<RunOverview>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| read(c, |tx| browse::run_overview(tx, &id)))
+            .await
+    }
+
+    async fn item_counts(&self, runs: &[String]) -> Result<Vec<Vec<ItemCount>>, StoreError> {
+        let runs = runs.to_vec();
+        self.call(move |c| read(c, |tx| browse::item_counts(tx, &runs)))
+            .await
+    }
+
+    async fn items_page(
+        &self,
+        run: &str,
+        step: &str,
+        filter: &ItemFilter,
+    ) -> Result<ItemPage, StoreError> {
+        let (run, step, filter) = (run.to_string(), step.to_string(), filter.clone());
+        self.call(move |c| read(c, |tx| browse::items_page(tx, &run, &step, &filter)))
+            .await
+    }
+
+    async fn flows_latest(&self) -> Result<Vec<FlowLatest>, StoreError> {
+        self.call(|c| read(c, browse::flows_latest)).await
+    }
+
+    async fn runs_from(&self, floor: &str) -> Result<Vec<RunSummary>, StoreError> {
+        let floor = floor.to_string();
+        self.call(move |c| read(c, |tx| browse::runs_from(tx, &floor)))
+            .await
+    }
+
+    async fn runs_by_id(&self, ids: &[String]) -> Result<Vec<RunSummary>, StoreError> {
+        let ids = ids.to_vec();
+        self.call(move |c| read(c, |tx| browse::runs_by_id(tx, &ids)))
+            .await
+    }
+
+    async fn items_mentioning(
+        &self,
+        text: &str,
+        max: usize,
+    ) -> Result<Vec<ItemMention>, StoreError> {
+        let text = text.to_string();
+        self.call(move |c| read(c, |tx| browse::items_mentioning(tx, &text, max)))
             .await
     }
 

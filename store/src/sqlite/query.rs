@@ -18,7 +18,7 @@ use crate::{
     StepStatus, StoreError, millis_between, now_text, timestamp,
 };
 
-const RUN_COLUMNS: &str = "id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at, output_dir, pid, process_token, host, replica, fence";
+pub(crate) const RUN_COLUMNS: &str = "id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at, output_dir, pid, process_token, host, replica, fence";
 
 pub(crate) fn died(pid: Option<i64>) -> String {
     match pid {
@@ -27,7 +27,7 @@ pub(crate) fn died(pid: Option<i64>) -> String {
     }
 }
 
-fn summary(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
+pub(crate) fn summary(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
     let mut status: RunStatus = row.get(5)?;
     let mut error: Option<String> = row.get(6)?;
     let pid: Option<i64> = row.get(10)?;
@@ -58,7 +58,7 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
     })
 }
 
-fn step(r: &Row<'_>) -> rusqlite::Result<StepRecord> {
+pub(crate) fn step(r: &Row<'_>) -> rusqlite::Result<StepRecord> {
     let started_at: String = r.get(3)?;
     let ended_at: Option<String> = r.get(4)?;
     let duration: Option<i64> = r.get(5)?;
@@ -81,7 +81,7 @@ fn step(r: &Row<'_>) -> rusqlite::Result<StepRecord> {
     })
 }
 
-fn item(r: &Row<'_>) -> rusqlite::Result<ItemRecord> {
+pub(crate) fn item(r: &Row<'_>) -> rusqlite::Result<ItemRecord> {
     Ok(ItemRecord {
         step_id: r.get(0)?,
         index: u64::try_from(r.get::<_, i64>(1)?).unwrap_or_default(),
