@@ -161,7 +161,7 @@ pub async fn demo(
     };
     let runner = Runner::new(engine_for(data_dir)?)?;
     let run_id = crate::run::new_run_id();
-    let options = RunOptions::new(
+    let mut options = RunOptions::new(
         run_id.clone(),
         sluice_store::run_dir(data_dir, &run_id),
         args.dry_run,
@@ -173,6 +173,7 @@ pub async fn demo(
         sluice_store::Trigger::Demo,
     )
     .await;
+    options.approvals = recording.approvals(LICENSE_SYNC_PATH);
     let outcome = runner
         .run(&flow, &options, recording.observer.clone())
         .await;

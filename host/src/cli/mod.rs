@@ -3,9 +3,11 @@
 //! Exit status: 0 when the command (or the flow) ran to the end, 1 when a
 //! run failed, 2 when the input was wrong (a bad flow file, a bad argument).
 
+pub mod approvals_cmd;
 pub mod components_cmd;
 pub mod data_dir;
 pub mod emulate;
+pub mod ledger_cmd;
 pub mod log_lines;
 pub mod progress;
 pub mod run_cmd;
@@ -73,6 +75,16 @@ pub enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Show the run history: `runs`, `runs show ID`, `runs prune --older-than 30d`
     Runs(runs_cmd::RunsArgs),
+    /// List the approval plans waiting for a decision, or show one
+    Approvals(approvals_cmd::ApprovalsArgs),
+    /// Approve a plan's items (all pending ones, or `--only KEY`); they run
+    /// at the flow's next run
+    Approve(approvals_cmd::ApproveArgs),
+    /// Reject a plan's items; they are left alone until approved
+    Reject(approvals_cmd::DecideArgs),
+    /// Everything that happened to one key (person) across runs, or each
+    /// key's latest state with `--flow`
+    Ledger(ledger_cmd::LedgerArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -94,7 +106,12 @@ pub fn main() -> ExitCode {
     data_dir::restrict_new_files();
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Demo(_) | Command::Serve(_) | Command::Runs(_)
+        Command::Run(_)
+            | Command::Demo(_)
+            | Command::Serve(_)
+            | Command::Runs(_)
+            | Command::Approve(_)
+            | Command::Reject(_)
     ) {
         data_dir::prepare(&data_dir);
     }
@@ -116,6 +133,10 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => emulate::demo(args, &data_dir, &database).await,
             Command::Serve(args) => serve_cmd::serve(args, &data_dir, &database).await,
             Command::Runs(args) => runs_cmd::runs(args, &data_dir, &database).await,
+            Command::Approvals(args) => approvals_cmd::approvals(args, &database).await,
+            Command::Approve(args) => approvals_cmd::approve(args, &data_dir, &database).await,
+            Command::Reject(args) => approvals_cmd::reject(args, &database).await,
+            Command::Ledger(args) => ledger_cmd::ledger(args, &database).await,
         }
     });
     match result {

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::terminal;
 use crate::engine::LogLevel;
-use crate::run::{Observer, RunEvent, Status};
+use crate::run::approval::Held;
+use crate::run::{GateSummary, Observer, RunEvent, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -20,6 +21,9 @@ pub enum Mode {
 pub struct Progress {
     mode: Mode,
     verbose: bool,
+    /// Show every keyed item with what it returned (`run --only`: the
+    /// people asked about, traced through the steps).
+    trace: bool,
     last_item_line: Mutex<usize>,
 }
 
@@ -28,11 +32,23 @@ impl Progress {
         Self {
             mode,
             verbose,
+            trace: false,
             last_item_line: Mutex::new(0),
         }
     }
 
+    /// The same, showing each keyed item and its output.
+    pub fn tracing(self, trace: bool) -> Self {
+        Self { trace, ..self }
+    }
+
     fn human(&self, event: &RunEvent) {
+        if let RunEvent::ApprovalGate { summary } = event {
+            // Laid out over lines here; what came from elsewhere (the
+            // reason, keys) is escaped inside.
+            let _ = writeln!(std::io::stderr().lock(), "{}", gate_lines(summary));
+            return;
+        }
         if let Some(line) = self.human_line(event) {
             // What a component or a service wrote is in it: escaped, so a
             // terminal shows it rather than obeys it.
@@ -67,11 +83,32 @@ impl Progress {
             }),
             RunEvent::ItemFinished {
                 step,
+                key: Some(key),
+                status,
+                output,
+                error,
+                ..
+            } if self.trace => Some(traced_item(
+                step,
+                key,
+                *status,
+                output.as_ref(),
+                error.as_deref(),
+            )),
+            RunEvent::ItemFinished {
+                step,
                 done,
                 total,
                 failed,
                 ..
             } => self.item_line(step, *done, *total, *failed),
+            RunEvent::ItemHeld {
+                step, key, held, ..
+            } => (self.trace || self.verbose).then(|| match held {
+                Held::Waiting => format!("      {step}: {key} waits for approval"),
+                Held::Rejected => format!("      {step}: {key} held: rejected"),
+            }),
+            RunEvent::ApprovalGate { .. } => None,
             RunEvent::StepFinished {
                 step,
                 status,
@@ -128,6 +165,78 @@ impl Progress {
         };
         Some(format!("      {step}: {done}/{total} done{failed}"))
     }
+}
+
+/// One keyed item and what its component returned, for `run --only`.
+fn traced_item(
+    step: &str,
+    key: &str,
+    status: Status,
+    output: Option<&Value>,
+    error: Option<&str>,
+) -> String {
+    const SHOWN: usize = 400;
+    let said = match (output, error) {
+        (_, Some(e)) => e.to_string(),
+        (Some(o), None) => o.to_string(),
+        (None, None) => String::new(),
+    };
+    let mut said: String = said.chars().take(SHOWN).collect();
+    if said.len() >= SHOWN {
+        said.push('…');
+    }
+    let word = match status {
+        Status::Succeeded => "✓",
+        Status::Skipped => "–",
+        Status::Failed | Status::Interrupted => "✗",
+    };
+    format!("      {word} {step}: {key}  {said}")
+}
+
+/// What a step's approval gate decided: what ran, what waits and why, and
+/// the command that approves it.
+fn gate_lines(g: &GateSummary) -> String {
+    let mut facts = Vec::new();
+    let would = if g.dry_run { "would " } else { "" };
+    if g.approved > 0 {
+        facts.push(format!(
+            "{} approved item{} {would}run",
+            g.approved,
+            plural(g.approved as usize)
+        ));
+    }
+    if !g.waiting.is_empty() {
+        facts.push(format!("{} {would}wait for approval", g.waiting.len()));
+    }
+    if !g.rejected.is_empty() {
+        facts.push(format!("{} rejected (left alone)", g.rejected.len()));
+    }
+    if g.closed > 0 {
+        facts.push(format!("{} no longer needed (closed)", g.closed));
+    }
+    if facts.is_empty() {
+        facts.push("nothing waits".into());
+    }
+    let plan = match &g.plan {
+        Some(id) => format!("plan {id}"),
+        None if g.dry_run => "a new plan".into(),
+        None => "no plan".into(),
+    };
+    let mut text = format!(
+        "  ⏸ {}: approval ({plan}): {}",
+        terminal::line(&g.step),
+        facts.join(", ")
+    );
+    if let Some(why) = g.reason.as_ref().filter(|_| !g.waiting.is_empty()) {
+        text.push_str(&format!("\n      why: {}", terminal::line(why)));
+    }
+    if let Some(cmd) = &g.approve {
+        text.push_str(&format!(
+            "\n      to approve: `{cmd}` (or `{cmd} --only KEY`); to look first: `sluice approvals show {}`",
+            g.plan.as_deref().unwrap_or_default()
+        ));
+    }
+    text
 }
 
 /// A finished step: its summary, requests and time, or why it did not succeed.

@@ -13,7 +13,9 @@ use crate::redact::Redactor;
 use sluice_store::{Location, Store, Trigger};
 
 use crate::run::recorder::{HistoryWriter, RecordAs, Recorder};
-use crate::run::{Fanout, Observer, RunOptions, RunOutcome, Runner, Status};
+use crate::run::{
+    ApprovalStore, Fanout, GateSummary, Observer, RunOptions, RunOutcome, Runner, Status,
+};
 use crate::scheduler::Shutdown;
 
 #[derive(Debug, Args)]
@@ -43,6 +45,27 @@ pub struct RunArgs {
     /// network: no token is fetched and nothing is changed anywhere
     #[arg(long, value_name = "DIR")]
     pub replay: Option<PathBuf>,
+    /// Only the items with this key in each `for_each` step (repeatable):
+    /// every read as usual, and each of these items shown step by step
+    #[arg(long = "only", value_name = "KEY")]
+    pub only: Vec<String>,
+}
+
+impl RunArgs {
+    /// `sluice run FILE`, nothing else said.
+    pub fn of(file: PathBuf) -> Self {
+        Self {
+            file,
+            params: Vec::new(),
+            dry_run: false,
+            quiet: false,
+            json: false,
+            verbose: false,
+            record: None,
+            replay: None,
+            only: Vec::new(),
+        }
+    }
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -97,6 +120,16 @@ pub struct Recording {
 }
 
 impl Recording {
+    /// Where approval plans are kept for this run: the store its history
+    /// goes to (none when the store could not be opened).
+    pub fn approvals(&self, flow_file: &str) -> Option<ApprovalStore> {
+        self.writer.as_ref().map(|w| ApprovalStore {
+            store: w.store().clone(),
+            flow_file: flow_file.to_string(),
+            fence: None,
+        })
+    }
+
     /// Waits until the run's history is written.
     pub async fn finish(&self) {
         if let Some(writer) = &self.writer {
@@ -154,13 +187,9 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     } else {
         Mode::Human
     };
-    let recording = watch_and_record(
-        database,
-        Progress::new(mode, args.verbose),
-        &args.file.display().to_string(),
-        Trigger::Manual,
-    )
-    .await;
+    let flow_file = args.file.display().to_string();
+    let progress = Progress::new(mode, args.verbose).tracing(!args.only.is_empty());
+    let recording = watch_and_record(database, progress, &flow_file, Trigger::Manual).await;
     let run_id = crate::run::new_run_id();
     let tapes = match tapes(&args, &flow, &run_id) {
         Ok(tapes) => tapes,
@@ -176,6 +205,8 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         args.dry_run,
     );
     options.tapes = tapes.clone();
+    options.approvals = recording.approvals(&flow_file);
+    options.only = args.only.clone();
     stop_gracefully_on_signal(options.cancel.clone(), mode)?;
     let outcome = runner
         .run(&flow, &options, recording.observer.clone())
@@ -267,6 +298,9 @@ fn stop_gracefully_on_signal(
 
 /// Prints the outcome's last words and picks the exit status.
 pub fn finish(outcome: &RunOutcome, mode: Mode) -> ExitCode {
+    if mode == Mode::Human {
+        waiting_lines(outcome);
+    }
     match outcome.status {
         Status::Succeeded => {
             if mode == Mode::Human {
@@ -289,6 +323,30 @@ pub fn finish(outcome: &RunOutcome, mode: Mode) -> ExitCode {
             }
             ExitCode::from(1)
         }
+    }
+}
+
+/// What waits for approval after the run, with the command that approves
+/// it: the last words of a run that held something back.
+fn waiting_lines(outcome: &RunOutcome) {
+    for (step, output) in &outcome.outputs {
+        let Some(gate) = output
+            .get("approval")
+            .and_then(|a| serde_json::from_value::<GateSummary>(a.clone()).ok())
+        else {
+            continue;
+        };
+        let (Some(plan), Some(cmd)) = (&gate.plan, &gate.approve) else {
+            continue;
+        };
+        eprintln!(
+            "  waiting for approval: {} item{} of step {} in plan {}; approve with `{}`",
+            gate.waiting.len(),
+            if gate.waiting.len() == 1 { "" } else { "s" },
+            super::terminal::line(step),
+            super::terminal::line(plan),
+            super::terminal::line(cmd),
+        );
     }
 }
 

@@ -99,6 +99,14 @@ impl Host for ServeHost {
         Arc::new(Fanout(vec![RunLog::new(&flow.name, run_id), recorder]))
     }
 
+    fn approvals(&self, flow: &Flow, run_id: &str) -> Option<crate::run::ApprovalStore> {
+        Some(crate::run::ApprovalStore {
+            store: self.writer.store().clone(),
+            flow_file: flow.source.path.display().to_string(),
+            fence: self.replica.fence_of(run_id),
+        })
+    }
+
     async fn claim(&self, flow: &Flow, at: chrono::DateTime<chrono::Utc>, run_id: &str) -> bool {
         self.replica.claim(&flow.name, at, run_id).await
     }

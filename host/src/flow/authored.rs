@@ -158,6 +158,10 @@ pub struct StepFields {
     pub retry: Option<Spanned<AuthoredRetry>>,
     #[serde(default)]
     pub for_each: Option<Spanned<String>>,
+    /// A template over `${item}` naming each item (for approvals, the
+    /// ledger and `--only`).
+    #[serde(default)]
+    pub for_each_key: Option<Spanned<String>>,
     #[serde(default)]
     pub concurrency: Option<Spanned<i64>>,
     #[serde(default)]
@@ -190,6 +194,8 @@ pub struct AuthoredStep {
     pub fields: StepFields,
     pub with: Option<Spanned<Node>>,
     pub when: Option<Spanned<Node>>,
+    /// `"always"` or a table (`{ above = N, when = "…" }`).
+    pub approval: Option<Spanned<Node>>,
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -325,6 +331,8 @@ const STEP_KEYS: &[&str] = &[
     "connections",
     "with",
     "for_each",
+    "for_each_key",
+    "approval",
     "retry",
     "concurrency",
     "when",
@@ -404,6 +412,7 @@ fn read_step(
     };
     let with = take(&mut table, "with").map(node);
     let when = take(&mut table, "when").map(node);
+    let approval = take(&mut table, "approval").map(node);
     let artifacts = take(&mut table, "artifacts");
     let connections = take(&mut table, "connections");
     let mut step =
@@ -424,6 +433,7 @@ fn read_step(
             fields: step,
             with,
             when,
+            approval,
         },
     ))
 }

@@ -14,7 +14,7 @@ use url::Url;
 
 use super::compiled::{CompiledAuth, CompiledConnection, CompiledFlow, LocatedTemplate};
 use super::environment::Environment;
-use super::model::{Auth, ConnectionSpec, Flow, Secret, Step, ValueTemplate};
+use super::model::{Auth, ConnectionSpec, Flow, Secret, Step, Threshold, ValueTemplate};
 use super::resolve::Scope;
 use super::source::Diagnostic;
 use super::template::{Part, Root, Template};
@@ -196,6 +196,13 @@ fn has_secret(t: &Template) -> bool {
 fn bind_step(mut step: Step, env: &dyn Environment) -> Step {
     step.with = step.with.map(|w| bind_value(w, env));
     step.for_each = step.for_each.map(|t| bind_template(&t, env));
+    step.for_each_key = step.for_each_key.map(|t| bind_template(&t, env));
+    if let Some(approval) = &mut step.approval {
+        approval.when = approval.when.as_ref().map(|t| bind_template(t, env));
+        if let Some(Threshold::Reference(t)) = &approval.above {
+            approval.above = Some(Threshold::Reference(bind_template(t, env)));
+        }
+    }
     step.when = step.when.iter().map(|t| bind_template(t, env)).collect();
     step
 }

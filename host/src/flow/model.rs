@@ -77,6 +77,11 @@ pub struct Step {
     pub retry: Option<RetryPolicy>,
     pub with: Option<ValueTemplate>,
     pub for_each: Option<Template>,
+    /// Names each item of `for_each` (a template over `${item}`): what
+    /// approvals, the ledger and `--only` know it by.
+    pub for_each_key: Option<Template>,
+    /// When the step's items wait for a person's approval.
+    pub approval: Option<Approval>,
     pub concurrency: usize,
     /// All must be truthy for the step to run.
     pub when: Vec<Template>,
@@ -99,6 +104,42 @@ impl Step {
             Some(schema) => schema.check(input),
             None => Ok(()),
         }
+    }
+}
+
+/// When a `for_each` step's items need a person's approval before they
+/// run (`approval = "always"` or `approval = { above = N, when = "…" }`).
+/// An item whose key was approved always runs; one whose key was rejected
+/// never does; the others run, or wait in the step's approval plan, as
+/// this says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approval {
+    /// Every item without an approval waits.
+    pub always: bool,
+    /// More items without an approval than this: all of them wait (as a
+    /// mass-change threshold holds the whole batch). A number, or a
+    /// reference (`${params.max_unapproved_creates}`) resolved at run time.
+    pub above: Option<Threshold>,
+    /// A guard an earlier step computes: when it is truthy, every item
+    /// without an approval waits in this run, whatever `above` says; a
+    /// text value is the reason shown.
+    pub when: Option<Template>,
+}
+
+/// `above = N`: a whole number, written or referred to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Threshold {
+    Count(u64),
+    Reference(Template),
+}
+
+/// A JSON value as a whole number from 0 up: an integer, or text of
+/// digits (an environment variable, a `--param`).
+pub fn whole_number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::approval::{GateSummary, Held};
 use crate::connections::RequestStats;
 use crate::engine::LogLevel;
 
@@ -40,6 +41,8 @@ pub enum RunEvent {
     ItemFinished {
         step: String,
         index: usize,
+        /// The item's key (its step's `for_each_key`).
+        key: Option<String>,
         status: Status,
         input: Value,
         output: Option<Value>,
@@ -53,6 +56,18 @@ pub enum RunEvent {
         /// [`RunEvent::StepFinished`] sums every item's).
         connections: BTreeMap<String, RequestStats>,
     },
+    /// An item its step's approval gate holds back: it does not run in
+    /// this run (it waits for a decision, or its key was rejected).
+    ItemHeld {
+        step: String,
+        index: usize,
+        key: String,
+        held: Held,
+        input: Value,
+    },
+    /// What a step's approval gate decided: the plan, why, what ran and
+    /// what waits, and the command that approves it.
+    ApprovalGate { summary: GateSummary },
     /// A step ended, or will never run (`Skipped`: then `error` says why —
     /// its `when` is false, an earlier step failed, or the run was
     /// interrupted first).

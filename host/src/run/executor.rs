@@ -53,6 +53,12 @@ pub struct RunOptions {
     pub tapes: Option<Arc<Tapes>>,
     /// Asked before each step and item starts (see [`RunGuard`]).
     pub guard: Option<Arc<dyn RunGuard>>,
+    /// Where approval plans are kept, for steps with `approval`; without
+    /// it such a step fails and runs nothing.
+    pub approvals: Option<super::approval::ApprovalStore>,
+    /// `--only KEY`: in each `for_each` step, only the items with these
+    /// keys (compared without case); empty: every item.
+    pub only: Vec<String>,
 }
 
 impl RunOptions {
@@ -63,6 +69,8 @@ impl RunOptions {
             output_dir,
             cancel: Arc::default(),
             redactor: Redactor::default(),
+            approvals: None,
+            only: Vec::new(),
             tapes: None,
             guard: None,
         }

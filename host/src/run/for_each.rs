@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
+use super::approval::{self, Gate};
 use super::context::{RunContext, StepFailure};
 use super::events::{Observer, RunEvent, Status};
 use super::executor::RunGuard;
@@ -67,6 +68,9 @@ pub struct ItemError {
 /// An item's index, the item, and its result (`None`: never started).
 type ItemOutcome = (usize, Value, Option<Result<Value, CallError>>);
 
+/// An item to run: its index, the item and its key.
+type ItemToRun = (usize, Value, Option<String>);
+
 /// What every item task of one step shares.
 struct Items {
     engine: Arc<Engine>,
@@ -93,7 +97,9 @@ struct Items {
     failed: AtomicUsize,
 }
 
-/// Runs the step once per item of `list` and gathers the results.
+/// Runs the step once per item of `list` and gathers the results. With
+/// `--only`, items whose key is not named are left out; with `approval`,
+/// the gate ([`super::approval`]) decides which items run and which wait.
 pub async fn run(
     ctx: &RunContext<'_>,
     step: &Step,
@@ -102,8 +108,13 @@ pub async fn run(
     context: &Arc<StepContext>,
     scope: &Scope<'_>,
 ) -> Result<Value, StepFailure> {
-    let items = resolve_items(list, scope)?;
-    let total = items.len();
+    let mut items = resolve_items(list, scope)?;
+    let all_keys = approval::keys(step, &items, scope)?;
+    let mut keys = all_keys.clone();
+    if let Some(kept) = approval::only(ctx, &keys) {
+        items = kept.iter().map(|&i| items[i].clone()).collect();
+        keys = kept.iter().map(|&i| keys[i].clone()).collect();
+    }
     let inputs = items
         .iter()
         .map(|item| {
@@ -114,12 +125,18 @@ pub async fn run(
             resolve_input(step, &scope)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let gate = Gate::decide(ctx, step, &keys, &inputs, &all_keys, scope).await?;
     ctx.emit(&RunEvent::StepStarted {
         step: step.id.clone(),
         component: context.component.clone(),
-        input: serde_json::json!({ "items": total }),
-        items: Some(total),
+        input: serde_json::json!({ "items": items.len() }),
+        items: Some(items.len()),
     });
+    let runs = |i: usize| gate.as_ref().is_none_or(|g| g.runs(i));
+    if let Some(gate) = &gate {
+        held_events(ctx, step, gate, &keys, &inputs);
+    }
+    let total = (0..items.len()).filter(|&i| runs(i)).count();
     let shared = Arc::new(Items {
         engine: ctx.engine.clone(),
         prepared: prepared.clone(),
@@ -144,8 +161,11 @@ pub async fn run(
         failed: AtomicUsize::new(0),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, (item, input)) in items.into_iter().zip(inputs).enumerate() {
-        tasks.spawn(run_item(shared.clone(), index, item, input));
+    for (index, ((item, input), key)) in items.iter().zip(inputs).zip(&keys).enumerate() {
+        if runs(index) {
+            let item = (index, item.clone(), key.clone());
+            tasks.spawn(run_item(shared.clone(), item, input));
+        }
     }
     let mut outcomes: Vec<ItemOutcome> = Vec::with_capacity(total);
     while let Some(joined) = tasks.join_next().await {
@@ -156,17 +176,75 @@ pub async fn run(
         );
     }
     outcomes.sort_by_key(|(i, _, _)| *i);
+    let summary = match &gate {
+        Some(gate) => Some(settle(ctx, gate, &keys, &items, &outcomes).await),
+        None => None,
+    };
     // Over the cap, the items' outputs are not kept as the step's output
     // (each is in its item's record); the step fails whatever `on_error`.
     if let Some(why) = shared.over_cap() {
         return Err(StepFailure::Failed(why));
     }
-    gather(
+    let mut output = gather(
         outcomes,
         step.on_error,
         shared.cancel.load(Ordering::SeqCst),
         &ctx.redactor,
-    )
+    )?;
+    if let Some(summary) = &summary {
+        approval::annotate(&mut output, summary);
+    }
+    Ok(output)
+}
+
+/// Spends the approvals of the items that ran and says what the gate did.
+async fn settle(
+    ctx: &RunContext<'_>,
+    gate: &Gate,
+    keys: &[Option<String>],
+    items: &[Value],
+    outcomes: &[ItemOutcome],
+) -> approval::GateSummary {
+    let ran: Vec<(usize, Result<(), String>)> = outcomes
+        .iter()
+        .filter_map(|(i, _, r)| {
+            let r = r.as_ref()?;
+            Some((
+                *i,
+                r.as_ref()
+                    .map(|_| ())
+                    .map_err(|e| ctx.redactor.redact(&e.to_string())),
+            ))
+        })
+        .collect();
+    gate.settle(ctx, keys, &ran).await;
+    let summary = gate.summary(keys, items);
+    ctx.emit(&RunEvent::ApprovalGate {
+        summary: summary.clone(),
+    });
+    summary
+}
+
+/// The `ItemHeld` of every item the gate holds back.
+fn held_events(
+    ctx: &RunContext<'_>,
+    step: &Step,
+    gate: &Gate,
+    keys: &[Option<String>],
+    inputs: &[Value],
+) {
+    for (index, held) in gate.held.iter().enumerate() {
+        let (Some(held), Some(Some(key))) = (held, keys.get(index)) else {
+            continue;
+        };
+        ctx.emit(&RunEvent::ItemHeld {
+            step: step.id.clone(),
+            index,
+            key: key.clone(),
+            held: *held,
+            input: ctx.redactor.redact_json(&inputs[index]),
+        });
+    }
 }
 
 impl Items {
@@ -205,7 +283,8 @@ fn resolve_items(list: &Template, scope: &Scope<'_>) -> Result<Vec<Value>, StepF
 
 /// One item: waits for a permit, calls the component unless the step or the
 /// run was stopped meanwhile, and reports the item's `ItemFinished`.
-async fn run_item(shared: Arc<Items>, index: usize, item: Value, input: Value) -> ItemOutcome {
+async fn run_item(shared: Arc<Items>, item: ItemToRun, input: Value) -> ItemOutcome {
+    let (index, item, key) = item;
     let Ok(_permit) = shared.permits.clone().acquire_owned().await else {
         return (index, item, None);
     };
@@ -256,6 +335,7 @@ async fn run_item(shared: Arc<Items>, index: usize, item: Value, input: Value) -
     shared.observer.event(&RunEvent::ItemFinished {
         step: shared.step_id.clone(),
         index,
+        key,
         status,
         input: redactor.redact_json(&input),
         output,

@@ -6,9 +6,11 @@
 //! - [`prepare`]: what is checked before the first step
 //! - [`step`]: one step, from its `when` to its `StepFinished`
 //! - [`for_each`]: one call per item, and the typed output that lists them
+//! - [`approval`]: the approval gate of a `for_each` step with `approval`
 //! - [`artifacts`]: output fields written as files
 //! - [`events`] and [`recorder`]: what watchers and the run history see
 
+pub mod approval;
 pub mod artifacts;
 pub mod context;
 pub mod events;
@@ -18,6 +20,7 @@ pub mod prepare;
 pub mod recorder;
 pub mod step;
 
+pub use approval::{ApprovalStore, GateSummary};
 pub use context::RunFields;
 pub use events::{Fanout, Observer, RunEvent, Status};
 pub use executor::{RunGuard, RunOptions, RunOutcome, Runner};

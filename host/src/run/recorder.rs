@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use sluice_store::{
-    HistoryWrite, ItemEnd, ItemStatus, NewRun, RunRef, RunStatus, StepEnd, StepStart, StepStatus,
-    Store, StoreError, Trigger,
+    GateRecord, HistoryWrite, ItemEnd, ItemStatus, NewRun, RunRef, RunStatus, StepEnd, StepStart,
+    StepStatus, Store, StoreError, Trigger,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -271,6 +271,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
         RunEvent::ItemFinished {
             step,
             index,
+            key,
             status,
             input,
             output,
@@ -281,7 +282,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
         } => HistoryWrite::Item(ItemEnd {
             step: step.clone(),
             index: *index,
-            key: None,
+            key: key.clone(),
             status: item_status(*status),
             input: input.clone(),
             output: output.clone(),
@@ -314,6 +315,33 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             status: run_status(*status),
             error: error.clone(),
         },
+        RunEvent::ItemHeld {
+            step,
+            index,
+            key,
+            held,
+            input,
+        } => HistoryWrite::Item(ItemEnd {
+            step: step.clone(),
+            index: *index,
+            key: Some(key.clone()),
+            status: held.item_status(),
+            input: input.clone(),
+            output: None,
+            error: None,
+            connections: json!({}),
+            duration_ms: 0,
+        }),
+        RunEvent::ApprovalGate { summary } => HistoryWrite::Gate(GateRecord {
+            step: summary.step.clone(),
+            plan_id: summary.plan.clone(),
+            reason: summary.reason.clone(),
+            approved: summary.approved,
+            unapproved: summary.unapproved,
+            waiting: summary.waiting.len() as u64,
+            rejected: summary.rejected.len() as u64,
+            closed: summary.closed,
+        }),
         RunEvent::Log { .. } => return None,
     })
 }
@@ -347,6 +375,7 @@ mod tests {
             recorder.event(&RunEvent::ItemFinished {
                 step: "each".into(),
                 index: i,
+                key: None,
                 status: Status::Succeeded,
                 input: json!(i),
                 output: None,

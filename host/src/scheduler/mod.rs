@@ -100,6 +100,12 @@ pub trait Host: Send + Sync + 'static {
     fn output_dir(&self, run_id: &str) -> PathBuf;
     /// Something the operator should know.
     fn event(&self, event: ServeEvent);
+    /// Where a run keeps approval plans (the store its history goes to,
+    /// with the run's fencing number); `None`: a step with `approval`
+    /// fails and runs nothing.
+    fn approvals(&self, _flow: &Flow, _run_id: &str) -> Option<crate::run::ApprovalStore> {
+        None
+    }
 }
 
 /// How far a stop has gone: the first SIGINT/SIGTERM stops gracefully,
@@ -788,6 +794,7 @@ impl<H: Host> FiringTask<H> {
                 "schedule"
             }
         };
+        options.approvals = host.approvals(&flow, &options.run_id);
         let observer = host.observer(&flow, &options.run_id, trigger, &options);
         let outcome = runner.run(&flow, &options, observer).await;
         host.event(ServeEvent::RunFinished {

@@ -13,10 +13,12 @@
 //! written in the file.
 //!
 //! One module per part of the file: [`header`] (name, schedule, params),
-//! [`secrets`], [`connection`], [`step`] with [`grants`] and [`inputs`];
+//! [`secrets`], [`connection`], [`step`] with [`grants`], [`inputs`] and
+//! [`approval`] (`for_each_key`, `approval`);
 //! [`references`] checks what a `${…}` may point at and [`text`] turns
 //! strings into templates and durations.
 
+mod approval;
 mod connection;
 mod grants;
 mod header;

@@ -1,5 +1,6 @@
 //! `[[step]]` sections: ids, components, granted connections, `with`,
-//! `for_each`, `when`, concurrency, timeout, retry and artifacts.
+//! `for_each` (with `for_each_key` and `approval`: see [`super::approval`]),
+//! `when`, concurrency, timeout, retry and artifacts.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -103,6 +104,8 @@ impl Compiler<'_, '_> {
         };
         let with = step.with.as_ref().and_then(|w| self.with(w, &refs));
         let for_each = f.for_each.as_ref().and_then(|fe| self.for_each(fe, &refs));
+        let for_each_key = self.for_each_key(step, &refs);
+        let approval = self.approval(step, &refs, for_each_key.is_some());
         let when = step
             .when
             .as_ref()
@@ -127,6 +130,8 @@ impl Compiler<'_, '_> {
             retry: fields.retry,
             with,
             for_each,
+            for_each_key,
+            approval,
             concurrency: fields.concurrency,
             when,
             timeout: fields.timeout,

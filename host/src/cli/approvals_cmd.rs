@@ -1,0 +1,379 @@
+//! `sluice approvals`, `sluice approvals show ID`, `sluice approve ID` and
+//! `sluice reject ID`: reading approval plans and recording decisions.
+//!
+//! A decision names who made it (`--by`, by default the user running the
+//! command) and may carry a note. Decisions the store refuses (an unknown
+//! plan or key, a plan whose approvals are spent) exit with status 2 and
+//! one paragraph saying why and what to do. `approve --run` then runs the
+//! flow file that found the plan, as `sluice run FILE` would.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use sluice_store::{
+    Decision, DecisionOutcome, DecisionRequest, Location, PlanDetail, PlanItemState, PlanQuery,
+    PlanSummary, Store, StoreError,
+};
+
+use sluice_store::render::local_time;
+
+use super::terminal;
+
+#[derive(Debug, Args)]
+pub struct ApprovalsArgs {
+    #[command(subcommand)]
+    pub action: Option<ApprovalsAction>,
+    /// Only plans of this flow (its `name`)
+    #[arg(long)]
+    pub flow: Option<String>,
+    /// Closed plans too (their approvals spent or no longer needed)
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsAction {
+    /// One plan: each item with its key, state, decision and input
+    Show {
+        /// The plan id (`ap-…`)
+        id: String,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `sluice approve` and `sluice reject`.
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The plan id (`ap-…`), as `sluice approvals` lists it
+    pub id: String,
+    /// Only the item with this key (repeatable); without it, every pending item
+    #[arg(long = "only", value_name = "KEY")]
+    pub only: Vec<String>,
+    /// Why, kept with the decision
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Who decides [default: the user running this command]
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    pub decide: DecideArgs,
+    /// Then run the flow now (the file of the run that found the plan)
+    #[arg(long)]
+    pub run: bool,
+}
+
+pub async fn approvals(args: ApprovalsArgs, database: &Location) -> anyhow::Result<ExitCode> {
+    let store = Store::open(database).await?;
+    match args.action {
+        None => {
+            let query = PlanQuery {
+                flow: args.flow.clone(),
+                include_closed: args.all,
+                limit: 0,
+            };
+            let plans = store.list_plans(&query).await?;
+            if args.json {
+                println!("{}", terminal::json(&serde_json::to_string_pretty(&plans)?));
+            } else {
+                print!("{}", terminal::lines(&plans_table(&plans, args.all)));
+            }
+        }
+        Some(ApprovalsAction::Show { id, json }) => {
+            let Some(plan) = store.plan_detail(&id).await? else {
+                return refused(&sluice_store::ApprovalError::UnknownPlan(id).to_string());
+            };
+            if json {
+                println!("{}", terminal::json(&serde_json::to_string_pretty(&plan)?));
+            } else {
+                print!("{}", terminal::lines(&plan_text(&plan)));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn approve(
+    args: ApproveArgs,
+    data_dir: &Path,
+    database: &Location,
+) -> anyhow::Result<ExitCode> {
+    let store = Store::open(database).await?;
+    let outcome = match decide(&store, args.decide, Decision::Approved).await? {
+        Ok(outcome) => outcome,
+        Err(code) => return Ok(code),
+    };
+    if !args.run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let file = std::path::PathBuf::from(&outcome.plan.flow_file);
+    eprintln!("running {} now", terminal::line(&outcome.plan.flow_file));
+    drop(store);
+    super::run_cmd::run(super::run_cmd::RunArgs::of(file), data_dir, database).await
+}
+
+pub async fn reject(args: DecideArgs, database: &Location) -> anyhow::Result<ExitCode> {
+    let store = Store::open(database).await?;
+    Ok(match decide(&store, args, Decision::Rejected).await? {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(code) => code,
+    })
+}
+
+/// Records the decision and says what it changed; a refusal is printed
+/// and becomes exit status 2.
+async fn decide(
+    store: &Store,
+    args: DecideArgs,
+    decision: Decision,
+) -> anyhow::Result<Result<DecisionOutcome, ExitCode>> {
+    let request = DecisionRequest {
+        plan_id: args.id,
+        keys: args.only,
+        decision,
+        by: args.by.unwrap_or_else(os_user),
+        note: args.note,
+    };
+    match store.decide(&request).await {
+        Ok(outcome) => {
+            print!("{}", terminal::lines(&decided_text(&request, &outcome)));
+            Ok(Ok(outcome))
+        }
+        Err(StoreError::Approval(e)) => Ok(Err(refused(&e.to_string())?)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn refused(why: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("error: {}", terminal::line(why));
+    Ok(ExitCode::from(2))
+}
+
+/// Who runs this command: `$USER` (or `$LOGNAME`), else the name of this
+/// process's user id in `/etc/passwd`, else the id.
+pub fn os_user() -> String {
+    for var in ["USER", "LOGNAME", "USERNAME"] {
+        if let Some(name) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
+            return name;
+        }
+    }
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        });
+    let Some(uid) = uid else {
+        return "unknown user".into();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|l| {
+                let fields: Vec<&str> = l.split(':').collect();
+                (fields.get(2) == Some(&uid.as_str())).then(|| fields[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// What a decision did, and what happens next.
+fn decided_text(request: &DecisionRequest, outcome: &DecisionOutcome) -> String {
+    let plan = &outcome.plan;
+    let mut out = String::new();
+    let verb = match request.decision {
+        Decision::Approved => "approved",
+        Decision::Rejected => "rejected",
+    };
+    let _ = writeln!(
+        out,
+        "{} {} item{} of plan {} (flow {}, step {}) as {}{}",
+        verb,
+        outcome.changed.len(),
+        plural(outcome.changed.len()),
+        plan.id,
+        plan.flow,
+        plan.step,
+        request.by,
+        request
+            .note
+            .as_deref()
+            .map(|n| format!(": \"{n}\""))
+            .unwrap_or_default()
+    );
+    for key in &outcome.changed {
+        let _ = writeln!(out, "  {key}");
+    }
+    for key in &outcome.unchanged {
+        let _ = writeln!(out, "  {key} (already {verb})");
+    }
+    let c = &plan.counts;
+    let _ = writeln!(
+        out,
+        "The plan now has {} approved, {} pending and {} rejected.",
+        c.approved, c.pending, c.rejected
+    );
+    if request.decision == Decision::Approved {
+        let _ = writeln!(
+            out,
+            "The approved items run at the flow's next run, if they are still among the step's items: `sluice run {}` (or `sluice approve {} --run`).",
+            plan.flow_file, plan.id
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "Rejected items are left alone at every run until someone approves them or they leave the step's items."
+        );
+    }
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// The plans as a table, or a sentence when there are none.
+pub fn plans_table(plans: &[PlanSummary], all: bool) -> String {
+    if plans.is_empty() {
+        return if all {
+            "No approval plans recorded.\n".into()
+        } else {
+            "No pending approvals.\n".into()
+        };
+    }
+    let mut out = format!(
+        "{:<10} {:<24} {:<14} {:<7} {:>7} {:>8} {:>8} {:>5}  {:<19}  {}\n",
+        "PLAN",
+        "FLOW",
+        "STEP",
+        "STATUS",
+        "PENDING",
+        "APPROVED",
+        "REJECTED",
+        "DONE",
+        "UPDATED",
+        "WHY"
+    );
+    for p in plans {
+        let c = &p.counts;
+        let line = format!(
+            "{:<10} {:<24} {:<14} {:<7} {:>7} {:>8} {:>8} {:>5}  {:<19}  {}",
+            p.id,
+            p.flow,
+            p.step,
+            p.status,
+            c.pending,
+            c.approved,
+            c.rejected,
+            c.done,
+            local_time(&p.updated_at),
+            p.reason
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    if let Some(p) = plans.iter().find(|p| p.counts.pending > 0) {
+        let _ = writeln!(
+            out,
+            "\n`sluice approvals show {}` lists its items; `sluice approve {}` approves them (`--only KEY` for some), `sluice reject {}` rejects them.",
+            p.id, p.id, p.id
+        );
+    }
+    out
+}
+
+/// One plan and its items, for `sluice approvals show`.
+pub fn plan_text(d: &PlanDetail) -> String {
+    let p = &d.plan;
+    let mut out = String::new();
+    let _ = writeln!(out, "Plan {}  {}", p.id, p.status.as_str().to_uppercase());
+    let _ = writeln!(out, "  flow      {} ({})", p.flow, p.flow_file);
+    let _ = writeln!(out, "  step      {}", p.step);
+    let _ = writeln!(out, "  why       {}", p.reason);
+    let _ = writeln!(
+        out,
+        "  found     {} by run {}",
+        local_time(&p.created_at),
+        p.created_by_run
+    );
+    let _ = writeln!(
+        out,
+        "  updated   {} by run {}",
+        local_time(&p.updated_at),
+        p.updated_by_run
+    );
+    if let Some(closed) = &p.closed_at {
+        let _ = writeln!(out, "  closed    {}", local_time(closed));
+    }
+    let c = &p.counts;
+    let _ = writeln!(
+        out,
+        "  items     {} pending, {} approved, {} rejected, {} done, {} no longer needed",
+        c.pending, c.approved, c.rejected, c.done, c.closed
+    );
+    let width = d
+        .items
+        .iter()
+        .map(|i| i.key.chars().count())
+        .max()
+        .unwrap_or(3)
+        .clamp(3, 48);
+    let _ = writeln!(out, "\n  {:<width$}  {:<9} DETAIL", "KEY", "STATE");
+    for item in &d.items {
+        let detail = match (item.state, &item.decided_by, &item.outcome) {
+            (PlanItemState::Done | PlanItemState::Closed, _, Some(o)) => format!(
+                "{} in run {}{}",
+                o.outcome,
+                o.run_id,
+                o.detail
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            ),
+            (_, Some(by), _) => format!(
+                "by {by} at {}{}",
+                item.decided_at
+                    .as_deref()
+                    .map(local_time)
+                    .unwrap_or_default(),
+                item.note
+                    .as_deref()
+                    .map(|n| format!(": \"{n}\""))
+                    .unwrap_or_default()
+            ),
+            _ => format!("input {}", cut(&item.input.to_string(), 100)),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {:<9} {detail}",
+            item.key,
+            item.state.as_str()
+        );
+    }
+    if p.status == sluice_store::PlanStatus::Open && c.pending > 0 {
+        let _ = writeln!(
+            out,
+            "\nApprove: sluice approve {id} [--only KEY]... [--note TEXT]\nReject:  sluice reject {id} [--only KEY]... [--note TEXT]",
+            id = p.id
+        );
+    }
+    out
+}
+
+fn cut(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        return text.to_string();
+    }
+    let short: String = text.chars().take(chars.saturating_sub(1)).collect();
+    format!("{short}…")
+}

@@ -1,0 +1,245 @@
+//! `sluice ledger KEY [--flow NAME]` — everything that happened to one key
+//! (one person) across runs, oldest first: each item run or held with the
+//! details its component returned, each approval decision with who made
+//! it, each approval closed as no longer needed — and `sluice ledger
+//! --flow NAME`, each key's latest state. Keys are looked up without
+//! regard to case.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::Value;
+use sluice_store::render::local_time;
+use sluice_store::{
+    LedgerEntry, LedgerEvent, LedgerKey, LedgerKeysQuery, Location, PlanItemState, Store,
+};
+
+use super::terminal;
+
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// The key (for the license sync: the person's mail or UPN); without
+    /// it, `--flow` lists every key's latest state
+    pub key: Option<String>,
+    /// Only this flow (its `name`)
+    #[arg(long)]
+    pub flow: Option<String>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Keys read per page when listing a flow's keys.
+const PAGE: usize = 1000;
+
+pub async fn ledger(args: LedgerArgs, database: &Location) -> anyhow::Result<ExitCode> {
+    let store = Store::open(database).await?;
+    match (&args.key, &args.flow) {
+        (Some(key), flow) => {
+            let entries = store.ledger(key, flow.as_deref()).await?;
+            if args.json {
+                println!(
+                    "{}",
+                    terminal::json(&serde_json::to_string_pretty(&entries)?)
+                );
+            } else {
+                print!("{}", terminal::lines(&story_text(key, &entries)));
+            }
+        }
+        (None, Some(flow)) => {
+            let keys = all_keys(&store, flow).await?;
+            if args.json {
+                println!("{}", terminal::json(&serde_json::to_string_pretty(&keys)?));
+            } else {
+                print!("{}", terminal::lines(&keys_text(flow, &keys)));
+            }
+        }
+        (None, None) => {
+            eprintln!(
+                "error: give a KEY (`sluice ledger ann.lee@example.com`), or `--flow NAME` to list each key's latest state"
+            );
+            return Ok(ExitCode::from(2));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn all_keys(store: &Store, flow: &str) -> anyhow::Result<Vec<LedgerKey>> {
+    let mut keys = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .ledger_keys(&LedgerKeysQuery {
+                flow: flow.to_string(),
+                after: after.take(),
+                limit: PAGE,
+            })
+            .await?;
+        after = page.keys.last().map(|k| k.key.clone());
+        keys.extend(page.keys);
+        if !page.more {
+            return Ok(keys);
+        }
+    }
+}
+
+/// One key's story, oldest first.
+pub fn story_text(key: &str, entries: &[LedgerEntry]) -> String {
+    if entries.is_empty() {
+        return format!(
+            "Nothing is recorded for `{key}` (keys are compared without case; runs pruned with `sluice runs prune` are gone from the ledger).\n"
+        );
+    }
+    let mut out = format!(
+        "{} — {} entr{}, oldest first\n",
+        entries[0].key,
+        entries.len(),
+        if entries.len() == 1 { "y" } else { "ies" }
+    );
+    let _ = writeln!(
+        out,
+        "{:<19}  {:<24}  {:<36}  WHAT",
+        "TIME", "RUN", "FLOW / STEP"
+    );
+    for e in entries {
+        let (run, what) = match &e.event {
+            LedgerEvent::Item {
+                run_id,
+                dry_run,
+                status,
+                output,
+                error,
+                ..
+            } => {
+                let mut what = status.to_string();
+                if *dry_run {
+                    what.push_str(" (dry run: nothing changed)");
+                }
+                if let Some(details) = output.as_ref().and_then(details) {
+                    let _ = write!(what, ": {details}");
+                }
+                if let Some(error) = error {
+                    let _ = write!(what, ": {}", first_line(error));
+                }
+                (run_id.as_str(), what)
+            }
+            LedgerEvent::Decision {
+                plan_id,
+                decision,
+                by,
+                note,
+            } => (
+                "—",
+                format!(
+                    "{decision} by {by} (plan {plan_id}){}",
+                    note.as_deref()
+                        .map(|n| format!(": \"{n}\""))
+                        .unwrap_or_default()
+                ),
+            ),
+            LedgerEvent::Closed {
+                plan_id,
+                run_id,
+                detail,
+            } => (
+                run_id.as_str(),
+                format!(
+                    "approval closed (plan {plan_id}): {}",
+                    detail.as_deref().unwrap_or("no longer needed")
+                ),
+            ),
+        };
+        let line = format!(
+            "{:<19}  {:<24}  {:<36}  {what}",
+            local_time(&e.at),
+            run,
+            format!("{} / {}", e.flow, e.step)
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
+}
+
+/// Each key's latest state in a flow.
+pub fn keys_text(flow: &str, keys: &[LedgerKey]) -> String {
+    if keys.is_empty() {
+        return format!("No keyed items are recorded for flow `{flow}`.\n");
+    }
+    let width = keys
+        .iter()
+        .map(|k| k.key.chars().count())
+        .max()
+        .unwrap_or(3)
+        .clamp(3, 48);
+    let mut out = format!(
+        "{:<width$}  {:<19}  {:<14}  {:<10}  LATEST\n",
+        "KEY", "TIME", "STEP", "STATUS"
+    );
+    for k in keys {
+        let mut what = k.output.as_ref().and_then(details).unwrap_or_default();
+        if let Some(error) = &k.error {
+            what = first_line(error).to_string();
+        }
+        for a in &k.approvals {
+            let by =
+                a.by.as_deref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default();
+            let state = match a.state {
+                PlanItemState::Pending => "waiting for approval",
+                other => other.as_str(),
+            };
+            let _ = write!(what, " [{}: {state}{by} in plan {}]", a.step, a.plan_id);
+        }
+        let line = format!(
+            "{:<width$}  {:<19}  {:<14}  {:<10}  {}",
+            k.key,
+            local_time(&k.at),
+            k.step,
+            k.status,
+            what.trim()
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    let _ = writeln!(
+        out,
+        "{} key{}",
+        keys.len(),
+        if keys.len() == 1 { "" } else { "s" }
+    );
+    out
+}
+
+/// The details a component returned, on one line: its output's plain
+/// fields (`status=deactivated, procore_id=42, …`), or the output itself.
+fn details(output: &Value) -> Option<String> {
+    const LONGEST: usize = 240;
+    let text = match output {
+        Value::Null => return None,
+        Value::Object(fields) => fields
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Value::String(s) if !s.is_empty() => Some(format!("{k}={s}")),
+                Value::Number(n) => Some(format!("{k}={n}")),
+                Value::Bool(b) => Some(format!("{k}={b}")),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    };
+    if text.is_empty() {
+        return None;
+    }
+    Some(if text.chars().count() > LONGEST {
+        let cut: String = text.chars().take(LONGEST - 1).collect();
+        format!("{cut}…")
+    } else {
+        text
+    })
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}

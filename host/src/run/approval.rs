@@ -1,0 +1,466 @@
+//! The approval gate of a `for_each` step with `approval`: which items run
+//! now and which wait for a person.
+//!
+//! Before any item runs, the gate reads the step's open approval plan and
+//! sorts the items by their key (`for_each_key`):
+//!
+//! - an **approved** key runs (with its current input), and its approval
+//!   is spent once it has run (succeeded, or failed for good);
+//! - a **rejected** key never runs; it is held and reported until someone
+//!   approves it or it leaves the list;
+//! - every other key runs only when the step does not need approval in
+//!   this run: `approval = "always"` always does; `{ above = N }` does
+//!   when more than N such keys are left (then **none** of them runs: the
+//!   whole batch waits, as a mass-change threshold holds it); `when = …`
+//!   does whenever that guard is truthy. Approved keys never count
+//!   against `above`.
+//!
+//! What waits is recorded in the plan (new keys pending; inputs brought up
+//! to date; a decision made meanwhile stands), approved or pending keys no
+//! longer among the items are closed as no longer needed, and the run goes
+//! on. A dry run decides the same way but writes nothing: it says what
+//! would run and what would wait.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sluice_store::{
+    GateRecord, GateUpdate, HeldItem, ItemStatus, PlanDetail, PlanItemState, Settled, Store,
+    key_norm,
+};
+
+use super::context::{RunContext, StepFailure};
+use super::events::RunEvent;
+use crate::flow::Step;
+use crate::flow::model::{Threshold, whole_number};
+use crate::flow::resolve::{Scope, truthy};
+
+/// Where a run keeps approval plans: the run history's store, the flow
+/// file (what `sluice approve --run` runs again) and the run's fencing
+/// number when it holds the flow's lease.
+#[derive(Clone)]
+pub struct ApprovalStore {
+    pub store: Store,
+    pub flow_file: String,
+    pub fence: Option<i64>,
+}
+
+/// Each item's key, from the step's `for_each_key` (`None` without one).
+/// A key must be a non-empty text or a number, and with `approval` two
+/// items may not share one: an approval names exactly one item.
+pub fn keys(
+    step: &Step,
+    items: &[Value],
+    scope: &Scope<'_>,
+) -> Result<Vec<Option<String>>, StepFailure> {
+    let Some(template) = &step.for_each_key else {
+        return Ok(vec![None; items.len()]);
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut keys = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let scope = Scope {
+            item: Some(item),
+            ..*scope
+        };
+        let value = scope.resolve(template).map_err(|e| {
+            StepFailure::Failed(format!(
+                "item {}: `for_each_key` could not be resolved: {e}",
+                index + 1
+            ))
+        })?;
+        let key = match value {
+            Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                return Err(StepFailure::Failed(format!(
+                    "item {}: `for_each_key` gave {}, not a key; each item needs a non-empty text or number",
+                    index + 1,
+                    if other.is_null() {
+                        "nothing".to_string()
+                    } else {
+                        other.to_string()
+                    }
+                )));
+            }
+        };
+        if step.approval.is_some()
+            && let Some(first) = seen.insert(key_norm(&key), index)
+        {
+            return Err(StepFailure::Failed(format!(
+                "items {} and {} have the same key `{key}`; with `approval` each item needs its own key (check `for_each_key`)",
+                first + 1,
+                index + 1
+            )));
+        }
+        keys.push(Some(key));
+    }
+    Ok(keys)
+}
+
+/// `--only KEY`: the indexes of the items to keep. A step without
+/// `for_each_key` keeps none: its items cannot be told apart, and a run
+/// for some people must not act on everyone.
+pub fn only(ctx: &RunContext<'_>, keys: &[Option<String>]) -> Option<Vec<usize>> {
+    if ctx.options.only.is_empty() {
+        return None;
+    }
+    let wanted: Vec<String> = ctx.options.only.iter().map(|k| key_norm(k)).collect();
+    Some(
+        keys.iter()
+            .enumerate()
+            .filter(|(_, k)| k.as_ref().is_some_and(|k| wanted.contains(&key_norm(k))))
+            .map(|(i, _)| i)
+            .collect(),
+    )
+}
+
+/// Why an item does not run in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Held {
+    /// Its key has no decision yet: it waits in the plan.
+    Waiting,
+    /// Its key was rejected.
+    Rejected,
+}
+
+impl Held {
+    pub fn item_status(self) -> ItemStatus {
+        match self {
+            Held::Waiting => ItemStatus::Waiting,
+            Held::Rejected => ItemStatus::Rejected,
+        }
+    }
+}
+
+/// What the gate of one step decided, and what it settles after the items ran.
+pub struct Gate {
+    /// For each item (by index): `None` runs, `Some` is held.
+    pub held: Vec<Option<Held>>,
+    /// Keys (normalised) that were in the open plan as approved or pending
+    /// and run now: their plan item is settled once they have run.
+    in_plan: HashMap<String, PlanItemState>,
+    plan_id: Option<String>,
+    pub record: GateRecord,
+    dry_run: bool,
+}
+
+/// The gate's decision as later steps read it, in the step's output
+/// under `approval`, and as the run's outcome lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GateSummary {
+    pub step: String,
+    /// The plan that holds what waits (none in a dry run that would open one).
+    pub plan: Option<String>,
+    /// Why the step needed approval in this run, when it did.
+    pub reason: Option<String>,
+    /// The command that approves what waits.
+    pub approve: Option<String>,
+    pub approved: u64,
+    pub unapproved: u64,
+    pub waiting: Vec<HeldEntry>,
+    pub rejected: Vec<HeldEntry>,
+    pub closed: u64,
+    pub dry_run: bool,
+}
+
+/// An item the gate held, with its key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeldEntry {
+    pub key: String,
+    pub item: Value,
+}
+
+impl Gate {
+    /// Sorts the step's items (their keys and inputs) into those that run
+    /// and those held, and records what waits in the step's plan.
+    /// `all_keys` are the keys of every item of the list, also those
+    /// `--only` leaves out: a key among them has not left the step.
+    pub async fn decide(
+        ctx: &RunContext<'_>,
+        step: &Step,
+        keys: &[Option<String>],
+        inputs: &[Value],
+        all_keys: &[Option<String>],
+        scope: &Scope<'_>,
+    ) -> Result<Option<Gate>, StepFailure> {
+        let Some(rule) = &step.approval else {
+            return Ok(None);
+        };
+        let Some(approvals) = &ctx.options.approvals else {
+            return Err(StepFailure::Failed(
+                "the step needs approval, but this run has no run history to keep approvals in, so nothing was run".into(),
+            ));
+        };
+        let plan = approvals
+            .store
+            .open_plan(&ctx.flow.name, &step.id)
+            .await
+            .map_err(|e| {
+                StepFailure::Failed(format!(
+                    "its approval plan could not be read ({e}), so nothing was run"
+                ))
+            })?;
+        let states = plan_states(plan.as_ref());
+        let state_of =
+            |k: &Option<String>| k.as_ref().and_then(|k| states.get(&key_norm(k)).copied());
+        let unapproved = keys
+            .iter()
+            .filter(|k| {
+                !matches!(
+                    state_of(k),
+                    Some(PlanItemState::Approved | PlanItemState::Rejected)
+                )
+            })
+            .count();
+        let reason = needs_approval(rule, unapproved, scope)?;
+        let mut gate = Gate {
+            held: Vec::with_capacity(keys.len()),
+            in_plan: HashMap::new(),
+            plan_id: plan.as_ref().map(|p| p.plan.id.clone()),
+            record: GateRecord {
+                step: step.id.clone(),
+                reason: reason.clone(),
+                ..GateRecord::default()
+            },
+            dry_run: ctx.options.dry_run,
+        };
+        for key in keys {
+            let state = state_of(key);
+            let held = match state {
+                Some(PlanItemState::Rejected) => Some(Held::Rejected),
+                Some(PlanItemState::Approved) => None,
+                _ if reason.is_some() => Some(Held::Waiting),
+                _ => None,
+            };
+            match (held, state) {
+                (Some(Held::Waiting), _) => gate.record.waiting += 1,
+                (Some(Held::Rejected), _) => gate.record.rejected += 1,
+                (None, Some(PlanItemState::Approved)) => gate.record.approved += 1,
+                (None, _) => gate.record.unapproved += 1,
+            }
+            if held.is_none()
+                && let (Some(k), Some(s @ (PlanItemState::Approved | PlanItemState::Pending))) =
+                    (key, state)
+            {
+                gate.in_plan.insert(key_norm(k), s);
+            }
+            gate.held.push(held);
+        }
+        let gone = gone_keys(plan.as_ref(), all_keys);
+        gate.record.closed = gone.len() as u64;
+        if !gate.dry_run {
+            gate.write(ctx, approvals, step, keys, inputs, gone).await?;
+        }
+        gate.record.plan_id = gate.plan_id.clone();
+        Ok(Some(gate))
+    }
+
+    /// Records what waits (and which keys left) in the step's plan.
+    async fn write(
+        &mut self,
+        ctx: &RunContext<'_>,
+        approvals: &ApprovalStore,
+        step: &Step,
+        keys: &[Option<String>],
+        inputs: &[Value],
+        gone: Vec<String>,
+    ) -> Result<(), StepFailure> {
+        let held = keys
+            .iter()
+            .zip(inputs)
+            .zip(&self.held)
+            .filter_map(|((k, input), h)| {
+                h.and(k.as_ref()).map(|k| HeldItem {
+                    key: k.clone(),
+                    input: ctx.redactor.redact_json(input),
+                })
+            })
+            .collect();
+        let update = GateUpdate {
+            flow: ctx.flow.name.clone(),
+            step: step.id.clone(),
+            run_id: ctx.fields.id.clone(),
+            flow_file: approvals.flow_file.clone(),
+            reason: self
+                .record
+                .reason
+                .clone()
+                .unwrap_or_else(|| "rejected items stay held until approved".into()),
+            held,
+            gone,
+            fence: approvals.fence,
+        };
+        let plan = approvals.store.record_gate(&update).await.map_err(|e| {
+            StepFailure::Failed(format!(
+                "what waits for approval could not be recorded ({e}), so nothing was run"
+            ))
+        })?;
+        if let Some(plan) = plan {
+            self.plan_id = Some(plan.id);
+        }
+        Ok(())
+    }
+
+    /// Whether the item at `index` runs.
+    pub fn runs(&self, index: usize) -> bool {
+        self.held.get(index).is_some_and(Option::is_none)
+    }
+
+    /// Spends the approvals of the plan items that ran: `results` holds
+    /// each item that ran, by index, with whether it succeeded and why not.
+    /// Items never started keep their approval.
+    pub async fn settle(
+        &self,
+        ctx: &RunContext<'_>,
+        keys: &[Option<String>],
+        results: &[(usize, Result<(), String>)],
+    ) {
+        let (Some(plan), Some(approvals), false) =
+            (&self.plan_id, &ctx.options.approvals, self.dry_run)
+        else {
+            return;
+        };
+        let settled: Vec<Settled> = results
+            .iter()
+            .filter_map(|(index, result)| {
+                let key = keys.get(*index)?.as_ref()?;
+                self.in_plan.contains_key(&key_norm(key)).then(|| Settled {
+                    key: key.clone(),
+                    status: match result {
+                        Ok(()) => ItemStatus::Succeeded,
+                        Err(_) => ItemStatus::Failed,
+                    },
+                    run_id: ctx.fields.id.clone(),
+                    error: result.as_ref().err().cloned(),
+                })
+            })
+            .collect();
+        if settled.is_empty() {
+            return;
+        }
+        if let Err(e) = approvals.store.settle_items(plan, &settled).await {
+            // The items ran; their approvals stay open, so the next run
+            // would run them again only if they are still items then.
+            ctx.emit(&RunEvent::Log {
+                step: self.record.step.clone(),
+                level: crate::engine::LogLevel::Warn,
+                message: ctx.redactor.redact(&format!(
+                    "the approvals of the items that ran could not be marked as used: {e}"
+                )),
+            });
+        }
+    }
+
+    /// What the gate decided, for the step's output and the run's outcome.
+    pub fn summary(&self, keys: &[Option<String>], items: &[Value]) -> GateSummary {
+        let held = |want: Held| -> Vec<HeldEntry> {
+            self.held
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| **h == Some(want))
+                .filter_map(|(i, _)| {
+                    Some(HeldEntry {
+                        key: keys.get(i)?.clone()?,
+                        item: items.get(i)?.clone(),
+                    })
+                })
+                .collect()
+        };
+        let waiting = held(Held::Waiting);
+        GateSummary {
+            step: self.record.step.clone(),
+            plan: self.plan_id.clone(),
+            reason: self.record.reason.clone(),
+            approve: match (&self.plan_id, waiting.is_empty()) {
+                (Some(id), false) => Some(format!("sluice approve {id}")),
+                _ => None,
+            },
+            approved: self.record.approved,
+            unapproved: self.record.unapproved,
+            waiting,
+            rejected: held(Held::Rejected),
+            closed: self.record.closed,
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+/// Each key's state in the open plan, by normalised key.
+fn plan_states(plan: Option<&PlanDetail>) -> HashMap<String, PlanItemState> {
+    plan.map(|p| {
+        p.items
+            .iter()
+            .map(|i| (key_norm(&i.key), i.state))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Keys still live in the open plan that are no longer among the items.
+fn gone_keys(plan: Option<&PlanDetail>, keys: &[Option<String>]) -> Vec<String> {
+    let Some(plan) = plan else {
+        return Vec::new();
+    };
+    let now: std::collections::HashSet<String> =
+        keys.iter().flatten().map(|k| key_norm(k)).collect();
+    plan.items
+        .iter()
+        .filter(|i| i.state.is_live() && !now.contains(&key_norm(&i.key)))
+        .map(|i| i.key.clone())
+        .collect()
+}
+
+/// Why the step's unapproved items need approval in this run, or `None`.
+fn needs_approval(
+    rule: &crate::flow::model::Approval,
+    unapproved: usize,
+    scope: &Scope<'_>,
+) -> Result<Option<String>, StepFailure> {
+    if rule.always {
+        return Ok(Some("this step always needs approval".into()));
+    }
+    if let Some(guard) = &rule.when {
+        let value = scope.resolve(guard).map_err(|e| {
+            StepFailure::Failed(format!(
+                "its approval `when` could not be evaluated ({e}), so nothing was run"
+            ))
+        })?;
+        if truthy(&value) {
+            return Ok(Some(match value {
+                Value::String(why) => why,
+                _ => "its approval guard (`when`) holds in this run".into(),
+            }));
+        }
+    }
+    let Some(threshold) = &rule.above else {
+        return Ok(None);
+    };
+    let limit = match threshold {
+        Threshold::Count(n) => *n,
+        Threshold::Reference(t) => {
+            let value = scope.resolve(t).map_err(|e| {
+                StepFailure::Failed(format!(
+                    "its approval threshold could not be resolved ({e}), so nothing was run"
+                ))
+            })?;
+            whole_number(&value).ok_or_else(|| {
+                StepFailure::Failed(format!(
+                    "its approval threshold `above` is {value}, not a whole number, so nothing was run"
+                ))
+            })?
+        }
+    };
+    Ok((unapproved as u64 > limit).then(|| {
+        format!("{unapproved} items without approval is more than the {limit} this step may run unapproved (approval above {limit})")
+    }))
+}
+
+/// The step's output with what the gate decided under `approval`.
+pub fn annotate(output: &mut Value, summary: &GateSummary) {
+    if let Value::Object(map) = output {
+        map.insert("approval".into(), json!(summary));
+    }
+}

@@ -1,0 +1,469 @@
+//! The approval gate, end to end through the `sluice` binary with a real
+//! component (the `noop` fixture) and the run history's SQLite store in a
+//! temporary data directory: a step with `approval` holds its items in one
+//! pending plan that every run updates; `sluice approve` / `reject` decide
+//! by key with who and a note; the next run runs exactly the approved keys
+//! still among the items; approvals are spent once; keys that leave are
+//! closed; rejected keys stay held; `{ above = N }` holds the whole batch;
+//! a guard forces approval; `--dry-run` changes no approval; `--only`
+//! narrows a run to some keys; `sluice ledger` tells a key's story; and a
+//! run without a store to keep approvals in runs nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::emulated::{Run, sluice_cmd};
+use serde_json::Value;
+
+/// A flow whose `act` step runs `noop` once per person, under `approval`.
+fn flow(dir: &Path, approval: &str) -> PathBuf {
+    let noop = common::fixture("noop");
+    let text = format!(
+        r#"name = "people"
+
+[params]
+people = [{{ key = "Ann@x.com" }}, {{ key = "bob@x.com" }}, {{ key = "cy@x.com" }}]
+max = 2
+guard = ""
+
+[[step]]
+id = "act"
+uses = "{}"
+for_each = "${{params.people}}"
+for_each_key = "${{item.key}}"
+approval = {approval}
+with = {{ who = "${{item.key}}" }}
+"#,
+        noop.display()
+    );
+    common::write_flow(dir, "people.toml", &text)
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl Env {
+    fn new(approval: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let file = flow(dir.path(), approval);
+        Env { dir, file }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    async fn sluice(&self, args: &[&str]) -> Run {
+        sluice_cmd(&[], &self.data(), args).await
+    }
+
+    /// `sluice run` on the flow, with more arguments; it must succeed.
+    async fn run(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["run", self.file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let run = self.sluice(&args).await;
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        run
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let run = self.sluice(args).await;
+        assert_eq!(run.code, 0, "{args:?}: {}\n{}", run.stdout, run.stderr);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    }
+
+    /// The pending plans.
+    async fn plans(&self) -> Vec<Value> {
+        self.json(&["approvals", "--json"])
+            .await
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// The only pending plan's id.
+    async fn plan_id(&self) -> String {
+        let plans = self.plans().await;
+        assert_eq!(plans.len(), 1, "{plans:?}");
+        plans[0]["id"].as_str().unwrap().to_string()
+    }
+
+    /// Each item of a plan: `(key, state)`.
+    async fn items(&self, id: &str) -> Vec<(String, String)> {
+        let plan = self.json(&["approvals", "show", id, "--json"]).await;
+        plan["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["key"].as_str().unwrap().to_string(),
+                    i["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// What a key's ledger says, as `(kind, status or decision, by)`.
+    async fn ledger(&self, key: &str) -> Vec<(String, String, String)> {
+        let entries = self.json(&["ledger", key, "--json"]).await;
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let what = e["status"]
+                    .as_str()
+                    .or(e["decision"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                (
+                    e["kind"].as_str().unwrap().to_string(),
+                    what,
+                    e["by"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn s(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+fn entry(kind: &str, what: &str, by: &str) -> (String, String, String) {
+    (kind.into(), what.into(), by.into())
+}
+
+#[tokio::test]
+async fn approval_always_holds_every_item_in_one_plan_and_runs_exactly_the_approved_keys() {
+    let env = Env::new(r#""always""#);
+    let first = env.run(&[]).await;
+    let id = env.plan_id().await;
+    assert!(
+        first.stderr.contains(&format!("sluice approve {id}")),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first.stderr.contains("3 wait for approval"),
+        "{}",
+        first.stderr
+    );
+    // A second run updates the plan; it does not add one.
+    env.run(&[]).await;
+    assert_eq!(env.plan_id().await, id);
+    assert_eq!(
+        env.items(&id).await,
+        s(&[
+            ("Ann@x.com", "pending"),
+            ("bob@x.com", "pending"),
+            ("cy@x.com", "pending")
+        ])
+    );
+    // Keys are matched without case.
+    let approve = env
+        .sluice(&[
+            "approve",
+            &id,
+            "--only",
+            "ANN@X.COM",
+            "--by",
+            "alice",
+            "--note",
+            "left in May",
+        ])
+        .await;
+    assert_eq!(approve.code, 0, "{}", approve.stderr);
+    assert!(
+        approve.stdout.contains("approved 1 item"),
+        "{}",
+        approve.stdout
+    );
+    let applied = env.run(&[]).await;
+    assert!(
+        applied.stderr.contains("1 approved item run"),
+        "{}",
+        applied.stderr
+    );
+    assert_eq!(
+        env.items(&id).await,
+        s(&[
+            ("Ann@x.com", "done"),
+            ("bob@x.com", "pending"),
+            ("cy@x.com", "pending")
+        ])
+    );
+    assert_eq!(
+        env.ledger("ann@x.com").await,
+        [
+            entry("item", "waiting", ""),
+            entry("item", "waiting", ""),
+            entry("decision", "approved", "alice"),
+            entry("item", "succeeded", ""),
+        ]
+    );
+    // The approval is spent: approving it again is refused, clearly.
+    let again = env.sluice(&["approve", &id, "--only", "ann@x.com"]).await;
+    assert_eq!(again.code, 2);
+    assert!(
+        again.stderr.contains("already approved and run"),
+        "{}",
+        again.stderr
+    );
+    // And a later run does not run it again.
+    env.run(&[]).await;
+    let ann = env.ledger("ann@x.com").await;
+    assert_eq!(
+        ann.iter().filter(|e| e.1 == "succeeded").count(),
+        1,
+        "{ann:?}"
+    );
+    assert_eq!(ann.last().unwrap().1, "waiting", "a new request: {ann:?}");
+    // runs show names the plan and the approve command.
+    let runs = env.json(&["runs", "--json"]).await;
+    let last = runs[0]["id"].as_str().unwrap().to_string();
+    let show = env.sluice(&["runs", "show", &last]).await;
+    assert!(
+        show.stdout.contains(&format!("sluice approve {id}")),
+        "{}",
+        show.stdout
+    );
+}
+
+#[tokio::test]
+async fn keys_that_leave_are_closed_and_rejected_keys_stay_held() {
+    let env = Env::new(r#""always""#);
+    env.run(&[]).await;
+    let id = env.plan_id().await;
+    for (verb, key) in [("approve", "ann@x.com"), ("reject", "bob@x.com")] {
+        let r = env
+            .sluice(&[verb, &id, "--only", key, "--by", "alice"])
+            .await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    // Ann is no longer among the items before the next run.
+    let fewer = r#"[{"key": "bob@x.com"}, {"key": "cy@x.com"}]"#;
+    let run = env.run(&["--param", &format!("people={fewer}")]).await;
+    assert!(run.stderr.contains("1 rejected"), "{}", run.stderr);
+    assert!(run.stderr.contains("1 no longer needed"), "{}", run.stderr);
+    assert_eq!(
+        env.items(&id).await,
+        s(&[
+            ("Ann@x.com", "closed"),
+            ("bob@x.com", "rejected"),
+            ("cy@x.com", "pending")
+        ])
+    );
+    let ann = env.ledger("ann@x.com").await;
+    assert_eq!(ann.last().unwrap().0, "closed", "{ann:?}");
+    assert!(!ann.iter().any(|e| e.1 == "succeeded"), "{ann:?}");
+    // A closed key cannot be approved.
+    let closed = env.sluice(&["approve", &id, "--only", "ann@x.com"]).await;
+    assert_eq!(closed.code, 2);
+    assert!(
+        closed.stderr.contains("no longer among"),
+        "{}",
+        closed.stderr
+    );
+    // Rejected stays rejected at every run, and never runs; Ann, back
+    // among the items, is a new request and waits again.
+    env.run(&[]).await;
+    assert_eq!(
+        env.items(&id).await,
+        s(&[
+            ("Ann@x.com", "pending"),
+            ("bob@x.com", "rejected"),
+            ("cy@x.com", "pending")
+        ])
+    );
+    let bob = env.ledger("bob@x.com").await;
+    assert_eq!(
+        bob,
+        [
+            entry("item", "waiting", ""),
+            entry("decision", "rejected", "alice"),
+            entry("item", "rejected", ""),
+            entry("item", "rejected", ""),
+        ]
+    );
+    // An unknown key or plan is named.
+    let unknown = env.sluice(&["approve", &id, "--only", "zed@x.com"]).await;
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown.stderr.contains("no item with key `zed@x.com`"),
+        "{}",
+        unknown.stderr
+    );
+    let no_plan = env.sluice(&["reject", "ap-000000"]).await;
+    assert_eq!(no_plan.code, 2);
+    assert!(
+        no_plan.stderr.contains("no approval plan `ap-000000`"),
+        "{}",
+        no_plan.stderr
+    );
+}
+
+#[tokio::test]
+async fn above_a_threshold_the_whole_batch_waits_and_approved_keys_do_not_count() {
+    let env = Env::new(r#"{ above = "${params.max}" }"#);
+    // Three unapproved items, more than 2: none runs.
+    let run = env.run(&[]).await;
+    assert!(run.stderr.contains("more than the 2"), "{}", run.stderr);
+    let id = env.plan_id().await;
+    assert_eq!(env.ledger("cy@x.com").await, [entry("item", "waiting", "")]);
+    // One approved: two unapproved are left, within the threshold, so all run.
+    let r = env
+        .sluice(&["approve", &id, "--only", "cy@x.com", "--by", "bo"])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    env.run(&[]).await;
+    for key in ["ann@x.com", "bob@x.com", "cy@x.com"] {
+        let story = env.ledger(key).await;
+        assert_eq!(story.last().unwrap().1, "succeeded", "{key}: {story:?}");
+    }
+    // Everything ran: the plan is closed and nothing waits.
+    assert!(env.plans().await.is_empty());
+    // With the threshold raised, no plan is opened at all.
+    env.run(&["--param", "max=10"]).await;
+    assert!(env.plans().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_guard_computed_earlier_makes_everything_wait_whatever_the_threshold() {
+    let env = Env::new(r#"{ above = 100, when = "${params.guard}" }"#);
+    // The guard is empty (false): under the threshold everything runs.
+    env.run(&[]).await;
+    assert!(env.plans().await.is_empty());
+    let why = "license holders fell from 10 to 3 since the last run";
+    let run = env.run(&["--param", &format!("guard={why}")]).await;
+    assert!(run.stderr.contains(why), "{}", run.stderr);
+    let id = env.plan_id().await;
+    let plan = env.json(&["approvals", "show", &id, "--json"]).await;
+    assert_eq!(plan["plan"]["reason"], why);
+    assert_eq!(plan["items"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_dry_run_says_what_would_run_and_wait_and_changes_no_approval() {
+    let env = Env::new(r#""always""#);
+    env.run(&[]).await;
+    let id = env.plan_id().await;
+    let r = env
+        .sluice(&["approve", &id, "--only", "bob@x.com", "--by", "alice"])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = env.json(&["approvals", "show", &id, "--json"]).await;
+    let dry = env.run(&["--dry-run"]).await;
+    assert!(
+        dry.stderr.contains("1 approved item would run"),
+        "{}",
+        dry.stderr
+    );
+    assert!(
+        dry.stderr.contains("2 would wait for approval"),
+        "{}",
+        dry.stderr
+    );
+    let after = env.json(&["approvals", "show", &id, "--json"]).await;
+    assert_eq!(
+        before["items"], after["items"],
+        "a dry run changed the plan"
+    );
+    // The approval is still there for the real run.
+    env.run(&[]).await;
+    assert_eq!(
+        env.items(&id).await,
+        s(&[
+            ("Ann@x.com", "pending"),
+            ("bob@x.com", "done"),
+            ("cy@x.com", "pending")
+        ])
+    );
+}
+
+#[tokio::test]
+async fn only_runs_the_named_keys_and_closes_nothing_it_left_out() {
+    let env = Env::new(r#"{ above = 5 }"#);
+    let only = env.run(&["--only", "BOB@x.com"]).await;
+    assert!(only.stderr.contains("act: bob@x.com"), "{}", only.stderr);
+    assert_eq!(
+        env.ledger("bob@x.com").await,
+        [entry("item", "succeeded", "")]
+    );
+    assert!(env.ledger("ann@x.com").await.is_empty());
+    // Under `always`, --only holds just that key, and leaves the rest alone.
+    let always = Env::new(r#""always""#);
+    always.run(&[]).await;
+    let id = always.plan_id().await;
+    let r = always
+        .sluice(&["approve", &id, "--only", "cy@x.com", "--by", "al"])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    always.run(&["--only", "ann@x.com"]).await;
+    assert_eq!(
+        always.items(&id).await,
+        s(&[
+            ("Ann@x.com", "pending"),
+            ("bob@x.com", "pending"),
+            ("cy@x.com", "approved")
+        ])
+    );
+}
+
+#[tokio::test]
+async fn the_ledger_lists_each_keys_latest_state_by_flow() {
+    let env = Env::new(r#""always""#);
+    env.run(&[]).await;
+    let keys = env.json(&["ledger", "--flow", "people", "--json"]).await;
+    let listed: Vec<(&str, &str)> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["key"].as_str().unwrap(), k["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("Ann@x.com", "waiting"),
+            ("bob@x.com", "waiting"),
+            ("cy@x.com", "waiting")
+        ]
+    );
+    let text = env.sluice(&["ledger", "ann@x.com"]).await;
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(text.stdout.contains("waiting"), "{}", text.stdout);
+}
+
+#[tokio::test]
+async fn without_a_store_for_approvals_the_step_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = flow(dir.path(), r#""always""#);
+    let flow = common::load(&file, &[]);
+    let runner = common::runner(sluice::engine::EngineConfig::default());
+    let (outcome, events) = common::run(&runner, &flow, dir.path(), false).await;
+    let events = events.events();
+    assert_eq!(outcome.status, sluice::run::Status::Failed);
+    assert!(
+        outcome
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no run history to keep approvals in"),
+        "{:?}",
+        outcome.error
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, sluice::run::RunEvent::ItemFinished { .. })),
+        "an item ran"
+    );
+}
