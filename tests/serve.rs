@@ -201,13 +201,20 @@ impl Records {
 }
 
 fn history(data: &Path) -> Records {
+    try_history(data).unwrap()
+}
+
+/// Opens the history, or says why not: while `serve` is still creating and
+/// migrating a fresh database, opening it beside it may be refused for a
+/// moment, which a poll treats as "not yet".
+fn try_history(data: &Path) -> Result<Records, StoreError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let location = Location::Sqlite(sluice_store::path_in(data));
-    let store = rt.block_on(Store::open(&location)).unwrap();
-    Records { rt, store }
+    let store = rt.block_on(Store::open(&location))?;
+    Ok(Records { rt, store })
 }
 
 /// Waits (bounded) until the history satisfies `ok`.
@@ -218,7 +225,14 @@ fn wait_for(
 ) -> Vec<sluice_store::RunSummary> {
     let start = Instant::now();
     loop {
-        let runs = history(data).list_runs(None, 100).unwrap();
+        let runs = match try_history(data).and_then(|h| h.list_runs(None, 100)) {
+            Ok(runs) => runs,
+            Err(_) if start.elapsed() <= within => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Err(e) => panic!("the history could not be read: {e}"),
+        };
         if ok(&runs) || start.elapsed() > within {
             return runs;
         }
