@@ -35,6 +35,9 @@ fn run() -> Result<(), String> {
     for watched in [
         "wit",
         "guest-sdk",
+        "guest-services",
+        "contract",
+        "identity",
         "components",
         "tests/fixtures",
         "Cargo.lock",

@@ -76,11 +76,19 @@ async fn run_flow(
     text: &str,
     dry_run: bool,
 ) -> (sluice::run::RunOutcome, std::sync::Arc<Collector>) {
+    run_on(&runner(EngineConfig::default()), text, dry_run).await
+}
+
+/// Like [`run_flow`], on a runner that has its components compiled already.
+async fn run_on(
+    runner: &sluice::run::Runner,
+    text: &str,
+    dry_run: bool,
+) -> (sluice::run::RunOutcome, std::sync::Arc<Collector>) {
     let dir = tempfile::tempdir().unwrap();
     let path = write_flow(dir.path(), "flow.toml", text);
     let flow = load(&path, &[("API_SECRET", SECRET)]);
-    let runner = runner(EngineConfig::default());
-    run(&runner, &flow, dir.path(), dry_run).await
+    run(runner, &flow, dir.path(), dry_run).await
 }
 
 fn ok_api(seen: &Seen) -> Reply {
@@ -336,6 +344,67 @@ async fn a_failing_get_is_retried_but_a_post_is_not_unless_idempotent() {
         outcome.outputs["call"]["items"][0]["output"]["status"],
         json!(201)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_marked_retry_when_not_acted_goes_again_only_when_the_service_did_not_act() {
+    // Each path answers its status the first time, then 202.
+    let server = TestServer::start(|seen, earlier| {
+        let first = !earlier.iter().any(|s| s.path == seen.path);
+        let status = seen.path.rsplit('/').nth(1).and_then(|s| s.parse().ok());
+        match (seen.path.as_str(), status) {
+            ("/token", _) => token_reply("t", 3600),
+            (_, Some(status)) if first => (status, vec![], "no".into()),
+            _ => json_reply(202, json!({})),
+        }
+    })
+    .await;
+    let runner = runner(EngineConfig::default());
+    let flagged = r#", body = "{}", retry_when_not_acted = true"#;
+    for (status, sent, answer) in [(503, 2, 202), (500, 1, 500), (502, 1, 502), (504, 1, 504)] {
+        let text = flow_at(&server, 1, "post", &status.to_string(), flagged, "");
+        let (outcome, events) = run_on(&runner, &text, false).await;
+        let path = format!("/api/{status}/1");
+        assert_eq!(server.to(&path).len(), sent, "{status}: {}", events.text());
+        assert_eq!(
+            outcome.outputs["call"]["items"][0]["output"]["status"],
+            json!(answer),
+            "{status}"
+        );
+    }
+    // The same 503 to a plain POST is the component's to read.
+    let text = flow_at(&server, 1, "post", "plain/503", r#", body = "{}""#, "");
+    run_on(&runner, &text, false).await;
+    assert_eq!(server.to("/api/plain/503/1").len(), 1);
+
+    // Nothing listening: no connection, so nothing was sent; the flagged
+    // write goes again (three attempts in all), a plain one does not.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    for (extra, attempts) in [
+        (flagged, "after 3 attempts"),
+        (r#", body = "{}""#, "after 1 attempt:"),
+    ] {
+        let text = format!(
+            r#"
+name = "dead"
+[connections.api]
+base_url = "{dead}/api"
+retry = {{ max_attempts = 3, base_delay = "10ms", max_delay = "20ms" }}
+
+[[step]]
+id = "call"
+uses = "{}"
+connections = ["api"]
+with = {{ action = "post", connection = "api", url = "things" {extra} }}
+"#,
+            fixture("hostile").display()
+        );
+        let (outcome, events) = run_on(&runner, &text, false).await;
+        let error = outcome.outputs["call"]["send_error"].as_str().unwrap_or("");
+        assert!(error.contains(attempts), "{attempts}: {}", events.text());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

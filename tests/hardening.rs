@@ -351,6 +351,7 @@ async fn a_dry_run_read_cannot_be_turned_into_a_write() {
             .collect(),
         body: body.map(<[u8]>::to_vec),
         idempotent: false,
+        retry_when_not_acted: false,
     };
     let mut refused = vec![get(vec![], Some(br#"{"delete": true}"#))];
     for name in [

@@ -466,18 +466,32 @@ async fn the_readme_example_component_builds_and_runs() {
         common::TestServer::start(|_, _| common::json_reply(200, json!({"value": []}))).await;
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "name = \"readme\"\n[connections.graph]\nbase_url = \"{}/v1.0\"\n[[step]]\nid = \"mine\"\nuses = \"{}\"\nconnections = [\"graph\"]\nwith = {{ hello = \"world\" }}\n",
+        "name = \"readme\"\n[connections.graph]\nbase_url = \"{}/v1.0\"\n[[step]]\nid = \"mine\"\nuses = \"{}\"\nconnections = [\"graph\"]\nwith = {{ name = \"Ada\" }}\n",
         server.url,
         fixture("readme-example").display()
     );
     let path = write_flow(dir.path(), "flow.toml", &text);
+    let flow = load(&path, &[]);
     let runner = runner(EngineConfig::default());
-    let (outcome, events) = run(&runner, &load(&path, &[]), dir.path(), false).await;
-    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
-    assert_eq!(
-        outcome.outputs["mine"],
-        json!({"status": 200, "input": {"hello": "world"}})
-    );
+    // Two runs count two greetings; a rehearsal in between sees the count
+    // and keeps nothing.
+    for (dry_run, times) in [(false, 1), (true, 2), (false, 2)] {
+        let (outcome, events) = run(&runner, &flow, dir.path(), dry_run).await;
+        assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+        assert_eq!(
+            outcome.outputs["mine"],
+            json!({"greeting": "Hello, Ada!", "times": times, "graph_status": 200}),
+            "dry run: {dry_run}"
+        );
+    }
     assert_eq!(server.requests()[0].path, "/v1.0/groups");
     assert_eq!(server.requests()[0].query, "$top=1");
+    // What `describe` says, from the types and the crate.
+    let bytes = std::fs::read(fixture("readme-example")).unwrap();
+    let prepared = runner.engine.prepare(&bytes).unwrap();
+    let described = runner.engine.describe(&prepared).await.unwrap().unwrap();
+    assert_eq!(described.name, "readme-example");
+    assert_eq!(described.connections[0].role, "graph");
+    assert_eq!(described.input_schema["required"], json!(["name"]));
+    assert_eq!(described.input_schema["additionalProperties"], json!(false));
 }

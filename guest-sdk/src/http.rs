@@ -1,9 +1,66 @@
-//! Requests through the flow's named connections.
+//! Requests through the flow's connections.
+//!
+//! A [`Call`] names the connection role it goes through (as the component's
+//! `describe` declares it) and is built up and sent:
+//!
+//! ```ignore
+//! let groups = Call::get("graph", "groups").query("$top", "999").read_ok()?;
+//! match Call::post("procore", "companies/1/users").json(&body)?.idempotent().send()? {
+//!     Sent::Response(r) => { /* the service's answer, any status */ }
+//!     Sent::WouldSend(w) => { /* a dry run: report `w` as what would be done */ }
+//! }
+//! ```
+//!
+//! The host retries reads itself; writes only as their flags allow
+//! ([`Call::idempotent`], [`Call::retry_when_not_acted`]).
 
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::bindings::sluice::flow::connection::{self, Method, Request, SendError};
-use crate::{StepError, errors};
+use crate::__bindings::sluice::flow::connection::{self, Request, SendError};
+use crate::StepError;
+
+/// An HTTP method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET: a read.
+    Get,
+    /// HEAD: a read.
+    Head,
+    /// POST: a write.
+    Post,
+    /// PUT: a write.
+    Put,
+    /// PATCH: a write.
+    Patch,
+    /// DELETE: a write.
+    Delete,
+}
+
+impl Method {
+    fn to_wit(self) -> connection::Method {
+        match self {
+            Method::Get => connection::Method::Get,
+            Method::Head => connection::Method::Head,
+            Method::Post => connection::Method::Post,
+            Method::Put => connection::Method::Put,
+            Method::Patch => connection::Method::Patch,
+            Method::Delete => connection::Method::Delete,
+        }
+    }
+
+    /// The method's name (`GET`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
 
 /// Characters a URL path segment may carry as they are (RFC 3986
 /// `pchar` minus `/`): an address like `it@contoso.com` stays readable.
@@ -31,11 +88,14 @@ pub fn segment(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
 }
 
-/// A response with helpers for headers and JSON bodies.
+/// The service's answer.
 #[derive(Debug, Clone)]
 pub struct Response {
+    /// The HTTP status.
     pub status: u16,
+    /// Headers, lower-case names, in the order received.
     pub headers: Vec<(String, String)>,
+    /// The body, decompressed.
     pub body: Vec<u8>,
 }
 
@@ -61,26 +121,29 @@ impl Response {
         (!values.is_empty()).then(|| values.join(", "))
     }
 
+    /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
-    pub fn json(&self) -> Result<Value, StepError> {
-        if self.body.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&self.body).map_err(|e| {
-            errors::fail(
-                "bad-response",
-                format!(
-                    "HTTP {}: the body is not JSON ({e}): {}",
-                    self.status,
-                    self.text_preview()
-                ),
-            )
+    /// The body as JSON of type `T` (an empty body reads as `null`).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, StepError> {
+        let body: &[u8] = if self.body.is_empty() {
+            b"null"
+        } else {
+            &self.body
+        };
+        serde_json::from_slice(body).map_err(|e| {
+            StepError::internal(format!(
+                "HTTP {}: the body is not the JSON expected ({e}): {}",
+                self.status,
+                self.text_preview()
+            ))
+            .with_code("bad-response")
         })
     }
 
+    /// The first 300 characters of the body, for messages.
     pub fn text_preview(&self) -> String {
         String::from_utf8_lossy(&self.body)
             .chars()
@@ -89,170 +152,209 @@ impl Response {
     }
 }
 
-/// What a send can come back with, besides a response.
+/// A write a dry run did not send: what it would have been. Serialises
+/// as `{"method": "POST", "url": "https://…/users"}`, ready to put in the
+/// step's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct WouldSend {
+    /// The method.
+    pub method: String,
+    /// The URL as the host resolved it (or the host's description of the
+    /// request).
+    pub url: String,
+}
+
+/// What sending a request came to: the service's response, or, in a dry
+/// run, the write that was not sent.
 #[derive(Debug, Clone)]
-pub enum Failure {
-    /// A dry run: the write was not sent. Carries its description.
-    DryRun(String),
-    /// Anything else, already a step error.
-    Error(StepError),
+pub enum Sent {
+    /// The service answered (any status).
+    Response(Response),
+    /// A dry run: the write was not sent.
+    WouldSend(WouldSend),
 }
 
-impl From<Failure> for StepError {
-    fn from(f: Failure) -> StepError {
-        match f {
-            Failure::DryRun(what) => {
-                errors::fail("dry-run", format!("dry run: {what} was not sent"))
-            }
-            Failure::Error(e) => e,
-        }
-    }
-}
-
-/// A request on one named connection.
+/// A request through one connection role.
 #[derive(Debug, Clone)]
 pub struct Call {
-    pub connection: String,
-    pub request: Request,
+    connection: String,
+    method: Method,
+    request: Request,
 }
 
 impl Call {
+    /// A request with `method` to `url` (relative to the connection's base
+    /// URL, or an absolute URL under it) through `connection`.
     pub fn new(connection: &str, method: Method, url: &str) -> Call {
         Call {
             connection: connection.to_string(),
+            method,
             request: Request {
-                method,
+                method: method.to_wit(),
                 url: url.to_string(),
                 query: Vec::new(),
                 headers: vec![("Accept".into(), "application/json".into())],
                 body: None,
                 idempotent: false,
+                retry_when_not_acted: false,
             },
         }
     }
 
+    /// A GET.
     pub fn get(connection: &str, url: &str) -> Call {
         Call::new(connection, Method::Get, url)
     }
 
+    /// A POST.
+    pub fn post(connection: &str, url: &str) -> Call {
+        Call::new(connection, Method::Post, url)
+    }
+
+    /// A PUT.
+    pub fn put(connection: &str, url: &str) -> Call {
+        Call::new(connection, Method::Put, url)
+    }
+
+    /// A PATCH.
+    pub fn patch(connection: &str, url: &str) -> Call {
+        Call::new(connection, Method::Patch, url)
+    }
+
+    /// A DELETE.
+    pub fn delete(connection: &str, url: &str) -> Call {
+        Call::new(connection, Method::Delete, url)
+    }
+
+    /// The request's method.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// The request's URL, as given.
+    pub fn url(&self) -> &str {
+        &self.request.url
+    }
+
+    /// Adds a query parameter (unencoded: the host encodes it).
     pub fn query(mut self, name: &str, value: impl Into<String>) -> Call {
         self.request.query.push((name.to_string(), value.into()));
         self
     }
 
-    pub fn json_body(mut self, body: &Value) -> Call {
-        self.request.body = Some(body.to_string().into_bytes());
-        self.request
-            .headers
-            .push(("Content-Type".into(), "application/json".into()));
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Call {
+        self.request.headers.push((name.to_string(), value.into()));
         self
     }
 
-    /// Marks a write as safe to send twice, so the host may retry it.
+    /// Sets a JSON body (and its `Content-Type`).
+    pub fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Result<Call, StepError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| {
+            StepError::internal(format!("the request body could not be serialised: {e}"))
+        })?;
+        self.request.body = Some(bytes);
+        self.request
+            .headers
+            .push(("Content-Type".into(), "application/json".into()));
+        Ok(self)
+    }
+
+    /// Marks a write the service applies at most once however often it
+    /// arrives (a PUT of a value, a DELETE, a create the service refuses as
+    /// a duplicate the second time): the host may send it again after any
+    /// 5xx or lost connection, as it does a read.
     pub fn idempotent(mut self) -> Call {
         self.request.idempotent = true;
         self
     }
 
-    pub fn send(&self) -> Result<Response, Failure> {
+    /// Marks a write that must not take effect twice (a mail) but may be
+    /// sent again when the service's answer proves it did not act: a 503,
+    /// or a connection that could not be opened. Never after a 500, 502,
+    /// 504, a timeout or a connection lost after sending.
+    pub fn retry_when_not_acted(mut self) -> Call {
+        self.request.retry_when_not_acted = true;
+        self
+    }
+
+    /// Sends the request: the service's response, whatever its status, or
+    /// in a dry run, for a write, what would have been sent.
+    pub fn send(&self) -> Result<Sent, StepError> {
         match connection::send(&self.connection, &self.request) {
-            Ok(r) => Ok(Response {
+            Ok(r) => Ok(Sent::Response(Response {
                 status: r.status,
                 headers: r.headers,
                 body: r.body,
-            }),
-            Err(SendError::DryRun(what)) => Err(Failure::DryRun(what)),
-            Err(SendError::Unavailable(why)) => {
-                Err(Failure::Error(errors::retryable("unavailable", why)))
-            }
+            })),
+            Err(SendError::DryRun(what)) => Ok(Sent::WouldSend(WouldSend {
+                method: self.method.as_str().to_string(),
+                url: what
+                    .strip_prefix(self.method.as_str())
+                    .map(str::trim)
+                    .unwrap_or(&what)
+                    .to_string(),
+            })),
+            Err(SendError::Unavailable(why)) => Err(StepError::unavailable(why)),
             Err(SendError::AuthFailed(why)) => {
-                Err(Failure::Error(errors::fail("auth-failed", why)))
+                Err(StepError::forbidden(why).with_code("auth-failed"))
             }
-            Err(SendError::TooLarge(limit)) => Err(Failure::Error(errors::fail(
-                "too-large",
-                format!("the response is larger than the connection's limit of {limit} bytes"),
-            ))),
+            Err(SendError::TooLarge(limit)) => Err(StepError::internal(format!(
+                "the response to {} {} is larger than the connection's limit of {limit} bytes",
+                self.method.as_str(),
+                self.request.url
+            ))
+            .with_code("too-large")),
         }
     }
 
-    /// Sends and insists on a 2xx, turning anything else into a step error.
-    pub fn send_ok(&self) -> Result<Response, StepError> {
-        let response = self.send()?;
+    /// Sends and insists on a 2xx; any other status is an error of the
+    /// kind it means ([`StepError::from_status`]).
+    pub fn send_ok(&self) -> Result<Sent, StepError> {
+        match self.send()? {
+            Sent::Response(r) if !r.is_success() => Err(self.status_error(&r)),
+            sent => Ok(sent),
+        }
+    }
+
+    /// Sends a read (GET or HEAD) and returns the response, any status. A
+    /// read is never held back by a dry run; a write sent this way in a
+    /// dry run is an `internal` error (send writes with [`Call::send`]).
+    pub fn read(&self) -> Result<Response, StepError> {
+        match self.send()? {
+            Sent::Response(r) => Ok(r),
+            Sent::WouldSend(w) => Err(StepError::internal(format!(
+                "{} {} was not sent (dry run): send writes with `send`, which reports what would be done",
+                w.method, w.url
+            ))
+            .with_code("dry-run")),
+        }
+    }
+
+    /// Like [`Call::read`], insisting on a 2xx.
+    pub fn read_ok(&self) -> Result<Response, StepError> {
+        let response = self.read()?;
         if response.is_success() {
             Ok(response)
         } else {
-            Err(status_error(&self.request.url, &response))
+            Err(self.status_error(&response))
         }
     }
-}
 
-/// A step error from a non-2xx response, using the service's own words:
-/// Graph's `{"error": {"code", "message"}}` or Procore's `{"errors": …}`.
-pub fn status_error(url: &str, response: &Response) -> StepError {
-    let detail = service_message(response).unwrap_or_else(|| response.text_preview());
-    let retry = response.status == 429 || response.status >= 500;
-    let code = match response.status {
-        401 | 403 => "forbidden",
-        404 => "not-found",
-        409 | 422 => "conflict",
-        429 => "throttled",
-        s if s >= 500 => "service-error",
-        _ => "http-status",
-    };
-    let message = format!("HTTP {} from {url}: {detail}", response.status);
-    if retry {
-        errors::retryable(code, message)
-    } else {
-        errors::fail(code, message)
+    /// The error a non-2xx answer to this request means, with the start
+    /// of its body as the detail.
+    pub fn status_error(&self, response: &Response) -> StepError {
+        StepError::from_status(
+            response.status,
+            &format!("{} {}", self.method.as_str(), self.request.url),
+            &response.text_preview(),
+        )
     }
-}
-
-/// The error text a Graph or Procore error body carries, if any.
-pub fn service_message(response: &Response) -> Option<String> {
-    let body: Value = serde_json::from_slice(&response.body).ok()?;
-    if let Some(error) = body.get("error").filter(|e| e.is_object()) {
-        let code = error.get("code").and_then(Value::as_str).unwrap_or("");
-        let message = error.get("message").and_then(Value::as_str).unwrap_or("");
-        return Some(if code.is_empty() {
-            message.to_string()
-        } else {
-            format!("{code}: {message}")
-        });
-    }
-    let errors = body.get("errors")?;
-    Some(match errors {
-        Value::String(s) => s.clone(),
-        Value::Object(fields) => fields
-            .iter()
-            .map(|(field, problems)| {
-                let problems = match problems {
-                    Value::Array(list) => list
-                        .iter()
-                        .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                format!("{field} {problems}")
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-        other => other.to_string(),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn response(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            headers: vec![],
-            body: body.as_bytes().to_vec(),
-        }
-    }
 
     #[test]
     fn segments_keep_addresses_readable_and_escape_separators() {
@@ -265,29 +367,28 @@ mod tests {
     }
 
     #[test]
-    fn service_messages_of_both_vendors() {
-        let graph = response(
-            404,
-            r#"{"error":{"code":"Request_ResourceNotFound","message":"Resource 'x' does not exist","innerError":{}}}"#,
-        );
+    fn bodies_read_as_typed_json() {
+        let r = Response {
+            status: 200,
+            headers: vec![("Link".into(), "a".into()), ("link".into(), "b".into())],
+            body: br#"{"n": 3}"#.to_vec(),
+        };
+        #[derive(serde::Deserialize)]
+        struct N {
+            n: u32,
+        }
+        assert_eq!(r.json::<N>().unwrap().n, 3);
+        assert_eq!(r.header_joined("LINK").unwrap(), "a, b");
+        let empty = Response {
+            status: 202,
+            headers: vec![],
+            body: vec![],
+        };
         assert_eq!(
-            service_message(&graph).unwrap(),
-            "Request_ResourceNotFound: Resource 'x' does not exist"
+            empty.json::<serde_json::Value>().unwrap(),
+            serde_json::Value::Null
         );
-        let procore = response(422, r#"{"errors":{"login":["has already been taken"]}}"#);
-        assert_eq!(
-            service_message(&procore).unwrap(),
-            "login has already been taken"
-        );
-        let plain = response(
-            400,
-            r#"{"errors":"param is missing or the value is empty: user"}"#,
-        );
-        assert_eq!(
-            service_message(&plain).unwrap(),
-            "param is missing or the value is empty: user"
-        );
-        let e = status_error("users", &response(503, "down"));
-        assert!(e.retryable && e.code == "service-error" && e.message.contains("down"));
+        let bad = r.json::<Vec<u32>>().unwrap_err();
+        assert_eq!(bad.code, "bad-response");
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice::connections::Connection;
-use sluice::engine::{Engine, EngineConfig, LogLevel, OutputCap, StepContext};
+use sluice::engine::{Call, Engine, EngineConfig, Invocation, LogLevel, OutputCap, StepContext};
 
 /// The bench's outputs are small; no cap is measured.
 const NO_CAP: OutputCap = OutputCap {
@@ -20,6 +20,7 @@ const NO_CAP: OutputCap = OutputCap {
 };
 use sluice::flow::model::ConnectionSpec;
 use sluice::redact::Redactor;
+use sluice::state::{CallState, MemoryStore, StateStore};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -39,6 +40,30 @@ fn context(granted: BTreeMap<String, Arc<Connection>>) -> Arc<StepContext> {
         log: Arc::new(|_: LogLevel, _: &str| {}),
         stats: Mutex::new(BTreeMap::new()),
     })
+}
+
+/// The run context both benches pass.
+fn invocation() -> Invocation {
+    Invocation {
+        run_id: "bench".into(),
+        flow: "bench".into(),
+        step: "bench".into(),
+        item_index: None,
+        item_key: None,
+        dry_run: false,
+        started_at: "2025-01-01T00:00:00+00:00".into(),
+        attempt: 1,
+    }
+}
+
+/// One call as the run makes it: the step's context, the run context and
+/// a view of the (empty) state.
+fn call(step: &Arc<StepContext>, state: &Arc<dyn StateStore>) -> Call {
+    Call {
+        step: step.clone(),
+        invocation: invocation(),
+        state: CallState::new(state.clone(), "bench", None),
+    }
 }
 
 mod raw {
@@ -76,6 +101,40 @@ mod raw {
         }
     }
 
+    impl sluice::flow::state::Host for State {
+        async fn get(
+            &mut self,
+            _: String,
+        ) -> wasmtime::Result<Result<Option<String>, sluice::flow::state::StateError>> {
+            Ok(Ok(None))
+        }
+        async fn set(
+            &mut self,
+            _: String,
+            _: String,
+        ) -> wasmtime::Result<Result<(), sluice::flow::state::StateError>> {
+            Ok(Ok(()))
+        }
+        async fn delete(
+            &mut self,
+            _: String,
+        ) -> wasmtime::Result<Result<(), sluice::flow::state::StateError>> {
+            Ok(Ok(()))
+        }
+        async fn list(
+            &mut self,
+            _: String,
+            _: Option<String>,
+            _: u32,
+        ) -> wasmtime::Result<Result<sluice::flow::state::Page, sluice::flow::state::StateError>>
+        {
+            Ok(Ok(sluice::flow::state::Page {
+                entries: vec![],
+                next: None,
+            }))
+        }
+    }
+
     impl sluice::flow::connection::Host for State {
         async fn send(
             &mut self,
@@ -109,6 +168,16 @@ mod raw {
         }
 
         pub async fn call(&self, input: &str) -> String {
+            let context = sluice::flow::types::RunContext {
+                run_id: "bench".into(),
+                flow: "bench".into(),
+                step: "bench".into(),
+                item_index: None,
+                item_key: None,
+                dry_run: false,
+                started_at: "2025-01-01T00:00:00+00:00".into(),
+                attempt: 1,
+            };
             let state = State {
                 wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
                 table: ResourceTable::new(),
@@ -116,7 +185,7 @@ mod raw {
             let mut store = wasmtime::Store::new(&self.engine, state);
             let instance = self.pre.instantiate_async(&mut store).await.unwrap();
             instance
-                .call_run(&mut store, &input.to_string())
+                .call_run(&mut store, &input.to_string(), &context)
                 .await
                 .unwrap()
                 .unwrap()
@@ -185,10 +254,17 @@ async fn call_bench() {
     let prepared = engine.prepare(&bytes).unwrap();
     let raw = raw::Raw::new(&bytes);
     let ctx = context(BTreeMap::new());
+    let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
     const N: usize = 3000;
     for _ in 0..200 {
         engine
-            .call(&prepared, ctx.clone(), "{}", Duration::from_secs(5), NO_CAP)
+            .call(
+                &prepared,
+                call(&ctx, &state),
+                "{}".into(),
+                Duration::from_secs(5),
+                NO_CAP,
+            )
             .await
             .unwrap();
         raw.call("{}").await;
@@ -198,7 +274,13 @@ async fn call_bench() {
     for _ in 0..N {
         let t = Instant::now();
         engine
-            .call(&prepared, ctx.clone(), "{}", Duration::from_secs(5), NO_CAP)
+            .call(
+                &prepared,
+                call(&ctx, &state),
+                "{}".into(),
+                Duration::from_secs(5),
+                NO_CAP,
+            )
             .await
             .unwrap();
         ours.push(t.elapsed());
@@ -209,7 +291,10 @@ async fn call_bench() {
     let (ours, theirs) = (median(ours), median(theirs));
     println!("instantiate-and-call of a trivial step ({N} calls each)");
     show("  raw wasmtime", theirs);
-    show("  through sluice (limits, deadline, output check)", ours);
+    show(
+        "  through sluice (limits, deadline, state view, output parsed)",
+        ours,
+    );
     println!(
         "  ratio sluice / raw: {:.2}\n",
         ours.as_secs_f64() / theirs.as_secs_f64()
@@ -236,6 +321,7 @@ async fn send_bench() {
     let bytes = std::fs::read(sluice_builtins::fixture("hostile").unwrap()).unwrap();
     let prepared = engine.prepare(&bytes).unwrap();
     let ctx = context(BTreeMap::from([("api".to_string(), conn)]));
+    let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
     const PER_CALL: usize = 50;
     const ROUNDS: usize = 40;
     let input =
@@ -251,8 +337,8 @@ async fn send_bench() {
         engine
             .call(
                 &prepared,
-                ctx.clone(),
-                &input,
+                call(&ctx, &state),
+                input.clone(),
                 Duration::from_secs(30),
                 NO_CAP,
             )
@@ -266,8 +352,8 @@ async fn send_bench() {
         engine
             .call(
                 &prepared,
-                ctx.clone(),
-                &input,
+                call(&ctx, &state),
+                input.clone(),
                 Duration::from_secs(30),
                 NO_CAP,
             )

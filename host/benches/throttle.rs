@@ -116,6 +116,7 @@ async fn run(setup: Setup, announce: bool) {
                     headers: vec![],
                     body: None,
                     idempotent: false,
+                    retry_when_not_acted: false,
                 };
                 let (result, _) = conn.send(request, false).await;
                 assert_eq!(result.unwrap().status, 200);

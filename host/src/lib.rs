@@ -6,6 +6,7 @@
 //! - [`run`]: executing a flow and the events that describe a run
 //! - [`scheduler`]: `sluice serve`, running flows at their scheduled times
 //! - [`oci`]: components pulled from OCI registries, pinned in `sluice.lock`
+//! - [`state`]: the key-value store a flow keeps between runs
 //! - [`http_rules`]: URL and header rules shared by flow checking and connections
 //! - [`redact`]: keeping secrets out of everything that is shown or stored
 //! - [`cli`]: the `sluice` command
@@ -19,3 +20,4 @@ pub mod oci;
 pub mod redact;
 pub mod run;
 pub mod scheduler;
+pub mod state;

@@ -1,59 +1,62 @@
 //! The `graph-group-members` step: the people in the license groups.
 //!
-//! Input `{"groups": [{id, displayName}…], "transitive": false}`. Reads each
+//! Input `{"groups": [{id, displayName}…], "transitive": false}`; reads
+//! through the `graph` connection role. Reads each
 //! group's `members` (or `transitiveMembers`) with `$select` including
 //! `accountEnabled` (Graph returns it only when asked) and `$top=999`, every
-//! page. Keeps enabled `#microsoft.graph.user` objects; the key is `mail`
-//! trimmed and lower-cased, or the `userPrincipalName` where mail is empty.
+//! page. Keeps enabled `#microsoft.graph.user` objects, keyed by the
+//! identity rule (`sluice-identity`: mail, else UPN, trimmed, lower-cased).
 //! The same person in several groups is one entry listing every group.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sluice_guest::http::Call;
-use sluice_guest::paging::graph_all;
-use sluice_guest::{StepError, Value, json, parse_input};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_guest::{Call, Context, JsonSchema, StepError};
+use sluice_guest_services::graph::{self, Group};
+use sluice_guest_services::sync::Person;
+use sluice_identity::Key;
 
-#[derive(serde::Deserialize)]
+/// The groups to read.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct Input {
+    /// The license groups (as `graph-groups` lists them).
     groups: Vec<Group>,
+    /// Also follow nested groups (`transitiveMembers`).
     #[serde(default)]
     transitive: bool,
-    #[serde(default = "default_connection")]
-    connection: String,
 }
 
-#[derive(serde::Deserialize)]
-struct Group {
-    id: String,
-    #[serde(rename = "displayName", default)]
-    display_name: String,
+/// The license holders, one entry per person.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Output {
+    /// How many people.
+    pub count: usize,
+    /// The people, sorted by key.
+    pub people: Vec<Person>,
+    /// Members with a disabled account (and enabled nowhere else).
+    pub skipped_disabled: usize,
+    /// Members that are not users (devices, groups, service principals).
+    pub skipped_non_user: usize,
 }
 
-fn default_connection() -> String {
-    "graph".into()
-}
+/// The connection role this component reads through.
+const GRAPH: &str = "graph";
 
 const SELECT: &str = "id,displayName,givenName,surname,mail,userPrincipalName,accountEnabled";
 
 /// The identity key of a Graph user, or `None` when it has neither address.
-pub fn key(member: &Value) -> Option<String> {
-    let field = |name: &str| {
-        member
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-    };
-    field("mail")
-        .or_else(|| field("userPrincipalName"))
-        .map(str::to_lowercase)
+pub fn key(member: &Value) -> Option<Key> {
+    let text = |name: &str| member.get(name).and_then(Value::as_str);
+    Key::of_graph_user(text("mail"), text("userPrincipalName"))
 }
 
 /// Folds the members of each group into one entry per person.
 #[derive(Default)]
 pub struct People {
-    by_key: BTreeMap<String, (Value, BTreeSet<String>)>,
-    disabled: BTreeSet<String>,
+    by_key: BTreeMap<Key, (Person, BTreeSet<String>)>,
+    disabled: BTreeSet<Key>,
     non_users: usize,
 }
 
@@ -69,42 +72,47 @@ impl People {
             return;
         }
         let entry = self.by_key.entry(key.clone()).or_insert_with(|| {
-            let text = |name: &str| member.get(name).cloned().unwrap_or(Value::Null);
-            let person = json!({
-                "key": key,
-                "id": text("id"),
-                "mail": text("mail"),
-                "userPrincipalName": text("userPrincipalName"),
-                "displayName": text("displayName"),
-                "givenName": text("givenName"),
-                "surname": text("surname"),
-            });
+            let text = |name: &str| member.get(name).and_then(Value::as_str).map(str::to_string);
+            let person = Person {
+                key: key.into_string(),
+                id: text("id"),
+                mail: text("mail"),
+                user_principal_name: text("userPrincipalName"),
+                display_name: text("displayName"),
+                given_name: text("givenName"),
+                surname: text("surname"),
+                groups: Vec::new(),
+            };
             (person, BTreeSet::new())
         });
         entry.1.insert(group.to_string());
     }
 
-    pub fn finish(self) -> Value {
+    pub fn finish(self) -> Output {
         // Someone disabled in one place but enabled elsewhere is still enabled.
         let disabled = self
             .disabled
             .iter()
             .filter(|k| !self.by_key.contains_key(*k))
             .count();
-        let people: Vec<Value> = self
+        let people: Vec<Person> = self
             .by_key
             .into_values()
             .map(|(mut person, groups)| {
-                person["groups"] = json!(groups);
+                person.groups = groups.into_iter().collect();
                 person
             })
             .collect();
-        json!({ "count": people.len(), "people": people, "skipped_disabled": disabled, "skipped_non_user": self.non_users })
+        Output {
+            count: people.len(),
+            people,
+            skipped_disabled: disabled,
+            skipped_non_user: self.non_users,
+        }
     }
 }
 
-fn run(input: Value) -> Result<Value, StepError> {
-    let input: Input = parse_input(input)?;
+fn run(input: Input, _context: &Context) -> Result<Output, StepError> {
     let relation = if input.transitive {
         "transitiveMembers"
     } else {
@@ -113,7 +121,7 @@ fn run(input: Value) -> Result<Value, StepError> {
     let mut people = People::default();
     for group in &input.groups {
         let first = Call::get(
-            &input.connection,
+            GRAPH,
             &format!(
                 "groups/{}/{relation}",
                 sluice_guest::http::segment(&group.id)
@@ -121,7 +129,7 @@ fn run(input: Value) -> Result<Value, StepError> {
         )
         .query("$select", SELECT)
         .query("$top", "999");
-        let members = graph_all(&input.connection, first)?;
+        let members = graph::all(GRAPH, first)?;
         sluice_guest::log::info(&format!(
             "{}: {} members",
             group.display_name,
@@ -134,11 +142,14 @@ fn run(input: Value) -> Result<Value, StepError> {
     Ok(people.finish())
 }
 
-sluice_guest::step!(run);
+sluice_guest::step!(run, connections: {
+    "graph": "Microsoft Graph: reads the members of the license groups (GroupMember.Read.All, User.Read.All)",
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn user(mail: Option<&str>, upn: &str, enabled: bool) -> Value {
         json!({"@odata.type": "#microsoft.graph.user", "id": upn, "mail": mail, "userPrincipalName": upn, "accountEnabled": enabled, "givenName": "G", "surname": "S", "displayName": "G S"})
@@ -146,15 +157,16 @@ mod tests {
 
     #[test]
     fn keys_follow_the_identity_rules() {
+        let k = |v: &Value| key(v).unwrap().into_string();
         assert_eq!(
-            key(&user(Some("  Alice.Smith@Contoso.com "), "x@y", true)).unwrap(),
+            k(&user(Some("  Alice.Smith@Contoso.com "), "x@y", true)),
             "alice.smith@contoso.com"
         );
         assert_eq!(
-            key(&user(Some("  "), "Bob@Contoso.onmicrosoft.com", true)).unwrap(),
+            k(&user(Some("  "), "Bob@Contoso.onmicrosoft.com", true)),
             "bob@contoso.onmicrosoft.com"
         );
-        assert_eq!(key(&user(None, "Carl@c.com", true)).unwrap(), "carl@c.com");
+        assert_eq!(k(&user(None, "Carl@c.com", true)), "carl@c.com");
         assert_eq!(key(&json!({})), None);
     }
 
@@ -179,17 +191,16 @@ mod tests {
             &json!({"@odata.type": "#microsoft.graph.user", "mail": "f@x.com"}),
         );
         let out = p.finish();
-        assert_eq!(out["count"], json!(2));
-        assert_eq!(out["people"][0]["key"], json!("a@x.com"));
+        assert_eq!(out.count, 2);
+        assert_eq!(out.people[0].key, "a@x.com");
         assert_eq!(
-            out["people"][0]["groups"],
-            json!(["License – Microsoft E3", "License – Office E1"])
+            out.people[0].groups,
+            ["License – Microsoft E3", "License – Office E1"]
         );
         assert_eq!(
-            out["skipped_disabled"],
-            json!(2),
+            out.skipped_disabled, 2,
             "d, and f whose accountEnabled is missing"
         );
-        assert_eq!(out["skipped_non_user"], json!(2));
+        assert_eq!(out.skipped_non_user, 2);
     }
 }

@@ -1,7 +1,8 @@
 //! The `graph-groups` step: Graph groups whose `displayName` starts with one
 //! of the given prefixes.
 //!
-//! Input `{"prefixes": ["License – Microsoft", …]}`. Asks Graph with
+//! Input `{"prefixes": ["License – Microsoft", …]}`; reads through the
+//! `graph` connection role. Asks Graph with
 //! `$filter=startswith(displayName,'…') or …` (quotes doubled; the host
 //! percent-encodes, so the EN DASH survives), follows every nextLink, and
 //! checks the prefix again on what comes back: the filter is a hint, the
@@ -14,19 +15,28 @@
 //! valid answer, but logs a warning naming the prefixes and returns it in
 //! `warnings` for the report to show.
 
-use sluice_guest::http::Call;
-use sluice_guest::paging::graph_all;
-use sluice_guest::{StepError, Value, bad_input, json, parse_input};
+use serde::{Deserialize, Serialize};
+use sluice_guest::{Call, Context, JsonSchema, StepError};
+use sluice_guest_services::graph::{self, Group};
 
-#[derive(serde::Deserialize)]
+/// Which groups to read.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct Input {
+    /// Group name prefixes, matched exactly from the start (mind the EN
+    /// DASH in `License – Microsoft`).
     prefixes: Vec<String>,
-    #[serde(default = "default_connection")]
-    connection: String,
 }
 
-fn default_connection() -> String {
-    "graph".into()
+/// The matching groups, sorted by name.
+#[derive(Serialize, JsonSchema)]
+struct Output {
+    /// How many groups matched.
+    count: usize,
+    /// The groups.
+    groups: Vec<Group>,
+    /// Warnings for the report (no group matched).
+    warnings: Vec<String>,
 }
 
 /// The OData filter for the prefixes.
@@ -39,40 +49,38 @@ pub fn filter(prefixes: &[String]) -> String {
 }
 
 /// Keeps groups whose name starts with a prefix exactly, sorted by name.
-pub fn select(groups: Vec<Value>, prefixes: &[String]) -> Vec<Value> {
-    let mut kept: Vec<Value> = groups
+/// A group Graph returns without an id or a name is not one to sync.
+pub fn select(groups: Vec<serde_json::Value>, prefixes: &[String]) -> Vec<Group> {
+    let mut kept: Vec<Group> = groups
         .into_iter()
-        .filter_map(|g| {
-            let name = g.get("displayName")?.as_str()?;
-            let id = g.get("id")?.as_str()?;
+        .filter_map(|g| serde_json::from_value::<Group>(g).ok())
+        .filter(|g| {
             prefixes
                 .iter()
-                .any(|p| name.starts_with(p.as_str()))
-                .then(|| json!({ "id": id, "displayName": name }))
+                .any(|p| g.display_name.starts_with(p.as_str()))
         })
         .collect();
-    kept.sort_by(|a, b| a["displayName"].as_str().cmp(&b["displayName"].as_str()));
-    kept.dedup_by(|a, b| a["id"] == b["id"]);
+    kept.sort_by(|a, b| a.display_name.cmp(&b.display_name));
+    kept.dedup_by(|a, b| a.id == b.id);
     kept
 }
 
-fn run(input: Value) -> Result<Value, StepError> {
-    let input: Input = parse_input(input)?;
+fn run(input: Input, _context: &Context) -> Result<Output, StepError> {
     let prefixes: Vec<String> = input
         .prefixes
         .into_iter()
         .filter(|p| !p.is_empty())
         .collect();
     if prefixes.is_empty() {
-        return Err(bad_input(
+        return Err(StepError::bad_input(
             "`prefixes` is empty: name at least one group name prefix",
         ));
     }
-    let first = Call::get(&input.connection, "groups")
+    let first = Call::get(GRAPH, "groups")
         .query("$filter", filter(&prefixes))
         .query("$select", "id,displayName")
         .query("$top", "999");
-    let groups = select(graph_all(&input.connection, first)?, &prefixes);
+    let groups = select(graph::all(GRAPH, first)?, &prefixes);
     let warnings = warnings(&groups, &prefixes);
     for w in &warnings {
         sluice_guest::log::warn(w);
@@ -82,12 +90,16 @@ fn run(input: Value) -> Result<Value, StepError> {
         groups.len(),
         prefixes.len()
     ));
-    Ok(json!({ "count": groups.len(), "groups": groups, "warnings": warnings }))
+    Ok(Output {
+        count: groups.len(),
+        groups,
+        warnings,
+    })
 }
 
 /// A warning when no group matched, naming the prefixes exactly as given
 /// (quoted, with any dash that is not a plain hyphen pointed out).
-pub fn warnings(groups: &[Value], prefixes: &[String]) -> Vec<String> {
+pub fn warnings(groups: &[Group], prefixes: &[String]) -> Vec<String> {
     if !groups.is_empty() {
         return Vec::new();
     }
@@ -104,11 +116,18 @@ pub fn warnings(groups: &[Value], prefixes: &[String]) -> Vec<String> {
     )]
 }
 
-sluice_guest::step!(run);
+/// The connection role this component reads through.
+const GRAPH: &str = "graph";
+
+sluice_guest::step!(run, connections: {
+    "graph": "Microsoft Graph: lists groups by name (Group.Read.All or GroupMember.Read.All)",
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use serde_json::json;
 
     #[test]
     fn filter_doubles_quotes_and_keeps_the_dash() {
@@ -133,7 +152,10 @@ mod tests {
             w[0]
         );
         assert!(w[0].contains("EN DASH"), "{}", w[0]);
-        let some = vec![json!({"id": "1", "displayName": "License – Office E1"})];
+        let some = vec![Group {
+            id: "1".into(),
+            display_name: "License – Office E1".into(),
+        }];
         assert!(warnings(&some, &prefixes).is_empty());
     }
 
@@ -150,7 +172,7 @@ mod tests {
             groups,
             &["License – Microsoft".into(), "License – Office".into()],
         );
-        let ids: Vec<&str> = kept.iter().filter_map(|g| g["id"].as_str()).collect();
+        let ids: Vec<&str> = kept.iter().map(|g| g.id.as_str()).collect();
         assert_eq!(ids, vec!["1", "4"]);
     }
 }

@@ -3,35 +3,80 @@
 //! Input `{"from": mailbox, "to": "a@x.com; b@x.com" or a list, "subject",
 //! "html"}`. Sends `POST users/{from}/sendMail`; Graph answers 202 with an
 //! empty body. In a dry run nothing is sent. Output `{"sent", "to"}` (and
-//! `"would_send": true` in a dry run).
+//! in a dry run `"would_send": {"method", "url"}`).
 //!
-//! The POST is marked idempotent although `sendMail` is not: by the time it
-//! runs, users have been created, and a mail lost to one 503 or one dropped
-//! connection would hide that from the people who must know. The host may
-//! therefore resend it, and in the rare case where the first attempt was
-//! delivered but its answer was lost the recipients get the report twice —
-//! far better than not at all. When the mail still cannot be sent after the
-//! host's retries, the step fails and so does the run, naming the cause.
+//! `sendMail` is not idempotent: a resend after the first attempt was
+//! delivered mails the recipients twice. The POST is therefore marked
+//! `retry_when_not_acted`: the host sends it again only when Graph's answer
+//! proves the mail was not accepted (a 503, which Graph sends when
+//! throttling or down; a 429; a connection that could not be opened), and
+//! never after a 500, a 502, a 504 or a connection lost after sending.
+//! When the mail still cannot be sent, the step fails (and with it the
+//! run, naming the cause), so the people who must know that users were
+//! created learn that the report did not reach them.
 
-use sluice_guest::bindings::sluice::flow::connection::Method;
-use sluice_guest::http::{Call, Failure, status_error};
-use sluice_guest::{StepError, Value, bad_input, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sluice_guest::{Call, Context, JsonSchema, Sent, StepError, WouldSend};
+use sluice_guest_services::status_error;
 
-pub fn recipients(to: &Value) -> Vec<String> {
-    let parts: Vec<String> = match to {
-        Value::String(s) => s.split([';', ',']).map(str::to_string).collect(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .flat_map(|s| s.split([';', ',']))
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
+/// The connection role this component sends through.
+const GRAPH: &str = "graph";
+
+/// The mail to send.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    /// The sending mailbox (its address or object id).
+    from: String,
+    /// Recipients: `"a@x.com; b@x.com"` (`;` or `,` between them) or a list.
+    to: Recipients,
+    /// The subject.
+    #[serde(default = "default_subject")]
+    subject: String,
+    /// The HTML body.
+    #[serde(default)]
+    html: String,
+}
+
+fn default_subject() -> String {
+    "Sluice report".into()
+}
+
+/// One text of addresses, or a list of them.
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Recipients {
+    /// `"a@x.com; b@x.com"`.
+    Text(String),
+    /// `["a@x.com", "b@x.com"]`.
+    List(Vec<String>),
+}
+
+/// What was done.
+#[derive(Serialize, JsonSchema)]
+struct Output {
+    /// Whether Graph accepted the mail.
+    sent: bool,
+    /// The recipients, one address each.
+    to: Vec<String>,
+    /// In a dry run: the request that was not sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would_send: Option<WouldSend>,
+}
+
+/// Each address of `to`, trimmed, without empty ones.
+pub fn recipients(to: &Recipients) -> Vec<String> {
+    let texts: Vec<&str> = match to {
+        Recipients::Text(s) => vec![s.as_str()],
+        Recipients::List(items) => items.iter().map(String::as_str).collect(),
     };
-    parts
+    texts
         .into_iter()
-        .map(|s| s.trim().to_string())
+        .flat_map(|s| s.split([';', ',']))
+        .map(str::trim)
         .filter(|s| !s.is_empty())
+        .map(str::to_string)
         .collect()
 }
 
@@ -46,42 +91,39 @@ pub fn message(subject: &str, html: &str, to: &[String]) -> Value {
     })
 }
 
-fn run(input: Value) -> Result<Value, StepError> {
-    let from = input
-        .get("from")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .unwrap_or("");
+fn run(input: Input, _context: &Context) -> Result<Output, StepError> {
+    let from = input.from.trim();
     if from.is_empty() {
-        return Err(bad_input("`from` (the sending mailbox) is required"));
+        return Err(StepError::bad_input(
+            "`from` (the sending mailbox) is required",
+        ));
     }
-    let to = recipients(input.get("to").unwrap_or(&Value::Null));
+    let to = recipients(&input.to);
     if to.is_empty() {
-        return Err(bad_input("`to` names no recipient"));
+        return Err(StepError::bad_input("`to` names no recipient"));
     }
-    let subject = input
-        .get("subject")
-        .and_then(Value::as_str)
-        .unwrap_or("Sluice report");
-    let html = input.get("html").and_then(Value::as_str).unwrap_or("");
-    let connection = input
-        .get("connection")
-        .and_then(Value::as_str)
-        .unwrap_or("graph");
     let url = format!("users/{}/sendMail", sluice_guest::http::segment(from));
-    match Call::new(connection, Method::Post, &url)
-        .json_body(&message(subject, html, &to))
-        .idempotent()
-        .send()
-    {
-        Ok(r) if r.is_success() => Ok(json!({ "sent": true, "to": to })),
-        Ok(r) => Err(status_error(&url, &r)),
-        Err(Failure::DryRun(_)) => Ok(json!({ "sent": false, "would_send": true, "to": to })),
-        Err(Failure::Error(e)) => Err(e),
+    let call = Call::post(GRAPH, &url)
+        .json(&message(&input.subject, &input.html, &to))?
+        .retry_when_not_acted();
+    match call.send()? {
+        Sent::Response(r) if r.is_success() => Ok(Output {
+            sent: true,
+            to,
+            would_send: None,
+        }),
+        Sent::Response(r) => Err(status_error(&call, &r)),
+        Sent::WouldSend(w) => Ok(Output {
+            sent: false,
+            to,
+            would_send: Some(w),
+        }),
     }
 }
 
-sluice_guest::step!(run);
+sluice_guest::step!(run, connections: {
+    "graph": "Microsoft Graph: sends the report from a mailbox (Mail.Send)",
+});
 
 #[cfg(test)]
 mod tests {
@@ -90,14 +132,17 @@ mod tests {
     #[test]
     fn recipients_split_and_trim() {
         assert_eq!(
-            recipients(&json!("a@x.com; b@x.com,,c@x.com ")),
+            recipients(&Recipients::Text("a@x.com; b@x.com,,c@x.com ".into())),
             vec!["a@x.com", "b@x.com", "c@x.com"]
         );
         assert_eq!(
-            recipients(&json!(["a@x.com", " b@x.com;c@x.com"])),
+            recipients(&Recipients::List(vec![
+                "a@x.com".into(),
+                " b@x.com;c@x.com".into()
+            ])),
             vec!["a@x.com", "b@x.com", "c@x.com"]
         );
-        assert!(recipients(&json!(null)).is_empty());
+        assert!(recipients(&Recipients::List(vec![])).is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The `procore-create-user` step: one Procore company user per call.
 //!
 //! Input `{"user": <person>, "company_id", "project_id"?,
-//! "permission_template_id"?, "run_started_at"?}`. Sends `POST
+//! "permission_template_id"?}` (an empty id means none); writes through the
+//! `procore` connection role. Sends `POST
 //! companies/{id}/users` with the nested `{"user": {…}}` body Procore
 //! requires. When a project is configured the user then joins it through
 //! `POST projects/{project_id}/users/{id}/actions/add`, with the permission
@@ -17,29 +18,54 @@
 //! rule is:
 //!
 //! - Found, and Procore says it was created at or after this run started
-//!   (`run_started_at`, less [`CLOCK_SKEW_SECS`] for clocks that disagree):
+//!   (the run context's `started_at`, less [`CLOCK_SKEW_SECS`] for clocks
+//!   that disagree):
 //!   the person was missing when this run read Procore moments earlier, so
 //!   this run's own first attempt made it. Reported `created` with its id
 //!   (the reason says it was confirmed after a retry) and added to the
 //!   project like any new user. A person someone else created in the same
 //!   seconds would be reported the same way; nothing on the wire tells the
 //!   two apart.
-//! - Found, but older than the run (or the run's start is unknown): a real
+//! - Found, but older than the run (or its creation time is unknown): a real
 //!   conflict. Reported `conflict` with the existing `procore_id`; the
 //!   project is left alone, because the flow only changes users it creates.
 //! - Not found in this company (Procore logins are global, so another
 //!   company's user can hold it): `conflict` without an id.
 //!
 //! Output `{"key", "display_name", "status": "created" | "conflict" |
-//! "failed" | "would_create", "procore_id"?, "reason"?, "project"?}`. A
+//! "failed" | "would_create", "procore_id"?, "reason"?, "project"?,
+//! "would_send"?}`. A
 //! service error that a later run could fix (5xx, throttled, unreachable) is
 //! returned as a retryable step error instead, so the item is recorded as
 //! failed by the host.
 
-use sluice_guest::bindings::sluice::flow::connection::Method;
-use sluice_guest::http::{Call, Failure, segment, service_message, status_error};
-use sluice_guest::paging::procore_all;
-use sluice_guest::{StepError, Value, bad_input, json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_guest::http::segment;
+use sluice_guest::{Call, Context, JsonSchema, Response, Sent, StepError};
+use sluice_guest_services::procore::{self, Id};
+use sluice_guest_services::sync::{CreateStatus, Created, Person};
+use sluice_guest_services::{service_message, status_error};
+use sluice_identity::Key;
+
+/// The connection role this component writes through.
+const PROCORE: &str = "procore";
+
+/// Who to create, and where.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    /// The person (as `compare` lists the missing ones).
+    user: Person,
+    /// The Procore company id.
+    company_id: Id,
+    /// Also add the new user to this project; empty or absent: no project.
+    #[serde(default)]
+    project_id: Option<Id>,
+    /// The project permission template; empty or absent: none.
+    #[serde(default)]
+    permission_template_id: Option<Id>,
+}
 
 /// How far Procore's clock may trail ours before a user this run created
 /// looks older than the run. The run reads Procore after it starts, so a
@@ -51,17 +77,14 @@ pub const CLOCK_SKEW_SECS: i64 = 300;
 const LOOKUP_PER_PAGE: usize = 100;
 
 /// `first_name` and `last_name` for Procore, which requires a last name.
-pub fn names(person: &Value) -> (String, String) {
-    let text = |name: &str| {
-        person
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .unwrap_or("")
-            .to_string()
-    };
-    let (given, surname, display) = (text("givenName"), text("surname"), text("displayName"));
-    let key = text("key");
+pub fn names(person: &Person) -> (String, String) {
+    let text = |value: &Option<String>| value.as_deref().map(str::trim).unwrap_or("").to_string();
+    let (given, surname, display) = (
+        text(&person.given_name),
+        text(&person.surname),
+        text(&person.display_name),
+    );
+    let key = person.key.trim().to_string();
     let words: Vec<&str> = display.split_whitespace().collect();
     let last = if !surname.is_empty() {
         surname
@@ -82,7 +105,7 @@ pub fn names(person: &Value) -> (String, String) {
     (first, last)
 }
 
-pub fn body(person: &Value, key: &str) -> Value {
+pub fn body(person: &Person, key: &str) -> Value {
     let (first, last) = names(person);
     json!({ "user": { "first_name": first, "last_name": last, "email_address": key, "login": key, "is_employee": true } })
 }
@@ -130,18 +153,6 @@ pub fn is_taken(status: u16, body: &[u8]) -> bool {
     }
 }
 
-fn optional_id(input: &Value, name: &str) -> Option<String> {
-    input.get(name).and_then(id_text)
-}
-
-fn id_text(id: &Value) -> Option<String> {
-    match id {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        _ => None,
-    }
-}
-
 /// Seconds since the Unix epoch of an RFC 3339 time, if it is one.
 fn epoch(text: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(text.trim())
@@ -158,23 +169,21 @@ pub fn created_by_this_run(created_at: Option<&str>, run_started_at: Option<&str
     }
 }
 
-/// The user among `candidates` whose login or email is `key`, without case.
-pub fn exact_match<'a>(candidates: &'a [Value], key: &str) -> Option<&'a Value> {
+/// The user among `candidates` whose login or email is `key` (the
+/// identity rule: trimmed, without case).
+pub fn exact_match<'a>(candidates: &'a [Value], key: &Key) -> Option<&'a Value> {
     candidates.iter().find(|u| {
-        ["login", "email_address"].iter().any(|f| {
-            u.get(*f)
-                .and_then(Value::as_str)
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case(key))
-        })
+        let text = |f: &str| u.get(f).and_then(Value::as_str);
+        key.matches_procore(text("login"), text("email_address"))
     })
 }
 
 /// Finds the company user whose login or email is `key`, active or not.
-fn look_up(connection: &str, company: &str, key: &str) -> Result<Option<Value>, StepError> {
+fn look_up(company: &str, key: &Key) -> Result<Option<Value>, StepError> {
     for list in ["users", "users/inactive"] {
         let url = format!("companies/{}/{list}", segment(company));
-        let found = procore_all(
-            connection,
+        let found = procore::all(
+            PROCORE,
             &url,
             &[("filters[search]", key.to_string())],
             LOOKUP_PER_PAGE,
@@ -186,122 +195,129 @@ fn look_up(connection: &str, company: &str, key: &str) -> Result<Option<Value>, 
     Ok(None)
 }
 
+/// Where the user goes.
 struct Target {
-    connection: String,
     company: String,
     project: Option<String>,
     template: Option<String>,
 }
 
-fn run(input: Value) -> Result<Value, StepError> {
-    let person = input
-        .get("user")
-        .ok_or_else(|| bad_input("`user` is required"))?;
-    let target = Target {
-        company: optional_id(&input, "company_id")
-            .ok_or_else(|| bad_input("`company_id` is required"))?,
-        connection: input
-            .get("connection")
-            .and_then(Value::as_str)
-            .unwrap_or("procore")
-            .to_string(),
-        project: optional_id(&input, "project_id"),
-        template: optional_id(&input, "permission_template_id"),
-    };
-    let key = person
-        .get("key")
-        .and_then(Value::as_str)
-        .map(|k| k.trim().to_lowercase())
-        .unwrap_or_default();
-    if key.is_empty() {
-        return Err(bad_input(
-            "the user has no `key` (mail or userPrincipalName)",
-        ));
+impl Target {
+    fn of(input: &Input) -> Result<Target, StepError> {
+        let id = |id: &Option<Id>| id.as_ref().and_then(Id::text);
+        Ok(Target {
+            company: input
+                .company_id
+                .text()
+                .ok_or_else(|| StepError::bad_input("`company_id` is empty"))?,
+            project: id(&input.project_id),
+            template: id(&input.permission_template_id),
+        })
     }
-    let display_name = person
-        .get("displayName")
-        .and_then(Value::as_str)
-        .unwrap_or(&key)
-        .to_string();
-    let mut out = json!({ "key": key, "display_name": display_name });
+}
+
+/// The output for `person`, with nothing decided yet.
+fn created(person: &Person, key: &Key, status: CreateStatus) -> Created {
+    Created {
+        key: key.to_string(),
+        display_name: person.name().to_string(),
+        status,
+        procore_id: None,
+        reason: None,
+        project: None,
+        would_send: None,
+    }
+}
+
+fn run(input: Input, context: &Context) -> Result<Created, StepError> {
+    let target = Target::of(&input)?;
+    let person = &input.user;
+    let key = Key::of(&person.key)
+        .ok_or_else(|| StepError::bad_input("the user has no `key` (mail or userPrincipalName)"))?;
     let url = format!("companies/{}/users", segment(&target.company));
-    let response = match Call::new(&target.connection, Method::Post, &url)
-        .json_body(&body(person, &key))
-        .idempotent()
-        .send()
-    {
-        Ok(r) => r,
-        Err(Failure::DryRun(_)) => {
-            out["status"] = json!("would_create");
-            if target.project.is_some() {
-                out["project"] = json!("would_add");
-            }
+    let call = Call::post(PROCORE, &url)
+        .json(&body(person, key.as_str()))?
+        .idempotent();
+    let response = match call.send()? {
+        Sent::Response(r) => r,
+        Sent::WouldSend(w) => {
+            let mut out = created(person, &key, CreateStatus::WouldCreate);
+            out.project = target.project.as_ref().map(|_| "would_add".to_string());
+            out.would_send = Some(w);
             return Ok(out);
         }
-        Err(Failure::Error(e)) => return Err(e),
     };
-    let detail = || service_message(&response).unwrap_or_else(|| response.text_preview());
-    let created = match response.status {
-        200 | 201 => response.json()?,
+    match response.status {
+        200 | 201 => {}
         s if is_taken(s, &response.body) => {
-            return taken(&target, &key, &detail(), &input, out);
+            let detail = detail(&response);
+            return taken(&target, person, &key, &detail, context);
         }
-        s if s == 429 || s >= 500 => return Err(status_error(&url, &response)),
+        s if s == 429 || s >= 500 => return Err(status_error(&call, &response)),
         s => {
-            out["status"] = json!("failed");
-            out["reason"] = json!(format!("HTTP {s}: {}", detail()));
+            let mut out = created(person, &key, CreateStatus::Failed);
+            out.reason = Some(format!("HTTP {s}: {}", detail(&response)));
             return Ok(out);
         }
-    };
-    let id = created.get("id").cloned().unwrap_or(Value::Null);
-    out["status"] = json!("created");
-    out["procore_id"] = id.clone();
+    }
+    let new: Value = response.json()?;
+    let mut out = created(person, &key, CreateStatus::Created);
+    out.procore_id = new
+        .get("id")
+        .cloned()
+        .and_then(|id| serde_json::from_value(id).ok());
     if let Some(project) = &target.project {
-        out["project"] = json!(add_to_project(&target, project, &id));
+        out.project = Some(add_to_project(&target, project, out.procore_id.as_ref()));
     }
     Ok(out)
+}
+
+/// What the service said about a refusal, in its own words if it has them.
+fn detail(response: &Response) -> String {
+    service_message(response).unwrap_or_else(|| response.text_preview())
 }
 
 /// A create refused as a duplicate: find out whose login it is (see the
 /// module's rule).
 fn taken(
     target: &Target,
-    key: &str,
+    person: &Person,
+    key: &Key,
     detail: &str,
-    input: &Value,
-    mut out: Value,
-) -> Result<Value, StepError> {
-    let Some(existing) = look_up(&target.connection, &target.company, key)? else {
-        out["status"] = json!("conflict");
-        out["reason"] = json!(format!(
+    context: &Context,
+) -> Result<Created, StepError> {
+    let Some(existing) = look_up(&target.company, key)? else {
+        let mut out = created(person, key, CreateStatus::Conflict);
+        out.reason = Some(format!(
             "Procore refused the login as taken ({detail}), and no user of this company has it: it may belong to another Procore company"
         ));
         return Ok(out);
     };
-    let id = existing.get("id").cloned().unwrap_or(Value::Null);
+    let id: Option<Id> = existing
+        .get("id")
+        .cloned()
+        .and_then(|id| serde_json::from_value(id).ok());
     let created_at = existing.get("created_at").and_then(Value::as_str);
-    let started = input.get("run_started_at").and_then(Value::as_str);
-    out["procore_id"] = id.clone();
-    if created_by_this_run(created_at, started) {
-        out["status"] = json!("created");
-        out["reason"] = json!(format!(
+    if created_by_this_run(created_at, Some(context.started_at())) {
+        let mut out = created(person, key, CreateStatus::Created);
+        out.reason = Some(format!(
             "confirmed after a retry: the first attempt was applied (Procore created the user at {})",
             created_at.unwrap_or("?")
         ));
         if let Some(project) = &target.project {
-            out["project"] = json!(add_to_project(target, project, &id));
+            out.project = Some(add_to_project(target, project, id.as_ref()));
         }
-    } else {
-        let active = existing
-            .get("is_active")
-            .and_then(Value::as_bool)
-            .map_or("", |a| if a { "" } else { " (inactive)" });
-        out["status"] = json!("conflict");
-        out["reason"] = json!(format!(
-            "already in Procore{active}, created {}: {detail}",
-            created_at.unwrap_or("at an unknown time")
-        ));
+        out.procore_id = id;
+        return Ok(out);
     }
+    let inactive = existing.get("is_active").and_then(Value::as_bool) == Some(false);
+    let mut out = created(person, key, CreateStatus::Conflict);
+    out.procore_id = id;
+    out.reason = Some(format!(
+        "already in Procore{}, created {}: {detail}",
+        if inactive { " (inactive)" } else { "" },
+        created_at.unwrap_or("at an unknown time")
+    ));
     Ok(out)
 }
 
@@ -316,8 +332,8 @@ pub fn project_body(template: Option<&str>) -> Value {
     }
 }
 
-fn add_to_project(target: &Target, project: &str, user_id: &Value) -> String {
-    let Some(user_id) = id_text(user_id) else {
+fn add_to_project(target: &Target, project: &str, user_id: Option<&Id>) -> String {
+    let Some(user_id) = user_id.and_then(Id::text) else {
         return "failed: Procore returned no user id".into();
     };
     let url = format!(
@@ -326,42 +342,48 @@ fn add_to_project(target: &Target, project: &str, user_id: &Value) -> String {
         segment(&user_id)
     );
     // Adding a member twice leaves one membership: safe to resend.
-    let call = Call::new(&target.connection, Method::Post, &url)
-        .json_body(&project_body(target.template.as_deref()))
-        .idempotent();
-    match call.send() {
-        Ok(r) if r.is_success() => "added".into(),
-        Ok(r) => format!(
-            "failed: HTTP {}: {}",
-            r.status,
-            service_message(&r).unwrap_or_else(|| r.text_preview())
-        ),
-        Err(Failure::DryRun(_)) => "would_add".into(),
-        Err(Failure::Error(e)) => format!("failed: {}", e.message),
+    let sent = Call::post(PROCORE, &url)
+        .json(&project_body(target.template.as_deref()))
+        .and_then(|call| call.idempotent().send());
+    match sent {
+        Ok(Sent::Response(r)) if r.is_success() => "added".into(),
+        Ok(Sent::Response(r)) => format!("failed: HTTP {}: {}", r.status, detail(&r)),
+        Ok(Sent::WouldSend(_)) => "would_add".into(),
+        Err(e) => format!("failed: {}", e.message),
     }
 }
 
-sluice_guest::step!(run);
+sluice_guest::step!(run, connections: {
+    "procore": "Procore: creates company users, adds them to a project, and looks a user up when a create is refused as taken",
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn person(value: Value) -> Person {
+        serde_json::from_value(value).unwrap()
+    }
+
     #[test]
     fn names_fall_back_sensibly() {
-        let p = json!({"key": "a@x.com", "givenName": "Ada", "surname": "Lovelace", "displayName": "Ada Lovelace"});
+        let p = person(
+            json!({"key": "a@x.com", "givenName": "Ada", "surname": "Lovelace", "displayName": "Ada Lovelace"}),
+        );
         assert_eq!(names(&p), ("Ada".into(), "Lovelace".into()));
-        let p = json!({"key": "a@x.com", "givenName": null, "surname": "", "displayName": "Grace Brewster Hopper"});
+        let p = person(
+            json!({"key": "a@x.com", "givenName": null, "surname": "", "displayName": "Grace Brewster Hopper"}),
+        );
         assert_eq!(names(&p), ("Grace Brewster".into(), "Hopper".into()));
-        let p = json!({"key": "a@x.com", "displayName": "Cher"});
+        let p = person(json!({"key": "a@x.com", "displayName": "Cher"}));
         assert_eq!(names(&p), ("".into(), "Cher".into()));
-        let p = json!({"key": "zoe.smith@x.com", "displayName": ""});
+        let p = person(json!({"key": "zoe.smith@x.com", "displayName": ""}));
         assert_eq!(names(&p), ("".into(), "zoe.smith".into()));
     }
 
     #[test]
     fn the_body_is_nested_and_keyed() {
-        let p = json!({"key": "a@x.com", "givenName": "Ada", "surname": "L"});
+        let p = person(json!({"key": "a@x.com", "givenName": "Ada", "surname": "L"}));
         assert_eq!(
             body(&p, "a@x.com"),
             json!({"user": {"first_name": "Ada", "last_name": "L", "email_address": "a@x.com", "login": "a@x.com", "is_employee": true}})
@@ -432,12 +454,13 @@ mod tests {
             json!({"id": 1, "login": "ann.lee@x.com.au", "email_address": "ann.lee@x.com.au"}),
             json!({"id": 2, "login": "other", "email_address": " Ann.Lee@X.com "}),
         ];
+        let key = |k: &str| Key::of(k).unwrap();
         assert_eq!(
-            exact_match(&found, "ann.lee@x.com").unwrap()["id"],
+            exact_match(&found, &key("ann.lee@x.com")).unwrap()["id"],
             json!(2)
         );
         assert!(
-            exact_match(&found, "lee@x.com").is_none(),
+            exact_match(&found, &key("lee@x.com")).is_none(),
             "a partial match is not the person"
         );
     }

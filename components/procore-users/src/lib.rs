@@ -3,12 +3,15 @@
 //! Procore lists active company users at `companies/{id}/users` and inactive
 //! ones separately at `companies/{id}/users/inactive`; both are read, every
 //! page (by the `Link` header, then `Total`, else until an empty page).
-//! Input `{"company_id"}`.
+//! Input `{"company_id"}`; reads through the `procore` connection role.
 //! Output `{"users": [{id, login, email_address, first_name, last_name,
 //! is_active}], "active_count", "inactive_count"}`.
 
-use sluice_guest::paging::procore_all;
-use sluice_guest::{StepError, Value, bad_input, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_guest::{Context, JsonSchema, StepError};
+use sluice_guest_services::procore::{self, Id};
+use sluice_guest_services::sync::ProcoreUser;
 
 /// Well under the 10,000 Procore documents as the most `per_page` may ask
 /// (and the 2,000 it recommends), so a 100k-user company costs about a
@@ -16,69 +19,90 @@ use sluice_guest::{StepError, Value, bad_input, json};
 /// that pages by fewer is fine: the paging headers say when to stop.
 const PER_PAGE: usize = 1000;
 
-pub fn slim(user: &Value, active: bool) -> Value {
-    let field = |name: &str| user.get(name).cloned().unwrap_or(Value::Null);
-    json!({
-        "id": field("id"),
-        "login": field("login"),
-        "email_address": field("email_address"),
-        "first_name": field("first_name"),
-        "last_name": field("last_name"),
-        "is_active": user.get("is_active").and_then(Value::as_bool).unwrap_or(active),
-    })
+/// The connection role this component reads through.
+const PROCORE: &str = "procore";
+
+/// Which company.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    /// The Procore company id.
+    company_id: Id,
 }
 
-pub fn id_text(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+/// Every company user.
+#[derive(Serialize, JsonSchema)]
+struct Output {
+    /// Active users first, then inactive ones.
+    users: Vec<ProcoreUser>,
+    /// How many are active.
+    active_count: usize,
+    /// How many are inactive.
+    inactive_count: usize,
 }
 
-fn run(input: Value) -> Result<Value, StepError> {
-    let company =
-        id_text(input.get("company_id")).ok_or_else(|| bad_input("`company_id` is required"))?;
-    let connection = input
-        .get("connection")
-        .and_then(Value::as_str)
-        .unwrap_or("procore")
-        .to_string();
+/// A user from one of the two lists; the inactive list may leave out
+/// `is_active`, which the list then decides.
+pub fn slim(user: Value, active: bool) -> Result<ProcoreUser, StepError> {
+    let stated = user.get("is_active").and_then(Value::as_bool);
+    let mut slim: ProcoreUser = serde_json::from_value(user).map_err(|e| {
+        StepError::internal(format!("Procore listed a user this step cannot read: {e}"))
+            .with_code("bad-response")
+    })?;
+    slim.is_active = stated.unwrap_or(active);
+    Ok(slim)
+}
+
+fn run(input: Input, _context: &Context) -> Result<Output, StepError> {
+    let company = input
+        .company_id
+        .text()
+        .ok_or_else(|| StepError::bad_input("`company_id` is empty"))?;
     let company = sluice_guest::http::segment(&company);
-    let active = procore_all(
-        &connection,
+    let active = procore::all(
+        PROCORE,
         &format!("companies/{company}/users"),
         &[],
         PER_PAGE,
     )?;
-    let inactive = procore_all(
-        &connection,
+    let inactive = procore::all(
+        PROCORE,
         &format!("companies/{company}/users/inactive"),
         &[],
         PER_PAGE,
     )?;
     let (active_count, inactive_count) = (active.len(), inactive.len());
-    let users: Vec<Value> = active
-        .iter()
+    let users = active
+        .into_iter()
         .map(|u| slim(u, true))
-        .chain(inactive.iter().map(|u| slim(u, false)))
-        .collect();
-    Ok(json!({ "users": users, "active_count": active_count, "inactive_count": inactive_count }))
+        .chain(inactive.into_iter().map(|u| slim(u, false)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Output {
+        users,
+        active_count,
+        inactive_count,
+    })
 }
 
-sluice_guest::step!(run);
+sluice_guest::step!(run, connections: {
+    "procore": "Procore: lists the company's users, active and inactive",
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn inactive_list_entries_are_inactive_even_without_the_flag() {
         let u = json!({"id": 7, "login": "a@x.com", "email_address": "a@x.com", "first_name": "A", "last_name": "B", "vendor": {}});
-        assert_eq!(slim(&u, false)["is_active"], json!(false));
-        assert_eq!(slim(&u, true)["is_active"], json!(true));
-        assert_eq!(id_text(Some(&json!(42))).unwrap(), "42");
-        assert_eq!(id_text(Some(&json!(" 42 "))).unwrap(), "42");
-        assert_eq!(id_text(Some(&json!(""))), None);
+        assert!(!slim(u.clone(), false).unwrap().is_active);
+        assert!(slim(u.clone(), true).unwrap().is_active);
+        let mut stated = u;
+        stated["is_active"] = json!(false);
+        assert!(!slim(stated, true).unwrap().is_active);
+        assert_eq!(Id::Number(42).text().unwrap(), "42");
+        assert_eq!(Id::Text(" 42 ".into()).text().unwrap(), "42");
+        assert_eq!(Id::Text("".into()).text(), None);
     }
 }

@@ -21,6 +21,11 @@
 //! - A 5xx, a transport failure or a body that broke off is sent again only
 //!   when the request is safe to repeat (a read, or a write marked
 //!   idempotent), up to the connection's `max_attempts`.
+//! - A write marked `retry_when_not_acted` is also sent again, within the
+//!   same allowance, after the answers that prove the service did not act
+//!   on it: a 503, or a connection that could not be opened (nothing was
+//!   sent). Never after another 5xx, a timeout or a connection lost after
+//!   sending: the service may have acted.
 //! - Everything else is the component's to read.
 
 use std::time::Duration;
@@ -42,8 +47,10 @@ pub const MAX_TOKEN_REFRESHES_PER_REQUEST: u32 = 2;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Attempt {
     /// No answer: the request failed in transport. `built` is false when it
-    /// could not even be built, so it never left and would fail again.
-    NoAnswer { built: bool },
+    /// could not even be built, so it never left and would fail again;
+    /// `connected` is false when no connection could be opened, so nothing
+    /// was sent.
+    NoAnswer { built: bool, connected: bool },
     /// The status line and headers arrived.
     Answered {
         status: u16,
@@ -95,6 +102,9 @@ impl Tally {
 pub struct Rules {
     /// A read, or a write marked idempotent: sending it twice does no harm.
     pub safe_to_repeat: bool,
+    /// A write marked `retry_when_not_acted`: it may go again when the
+    /// answer proves the service did not act (a 503, no connection).
+    pub resend_when_not_acted: bool,
     /// The connection fetches its own tokens (OAuth2), so a 401 may be a
     /// token that expired or was revoked.
     pub can_refresh: bool,
@@ -160,21 +170,23 @@ impl Decision {
 pub fn decide(attempt: Attempt, tally: Tally, rules: &Rules, jitter: f64) -> Decision {
     let failures_left = tally.failures + 1 < rules.retry.max_attempts;
     let may_repeat = rules.safe_to_repeat && failures_left;
+    // Only where nothing can have happened: a 503, or no connection.
+    let may_repeat_unacted = may_repeat || (rules.resend_when_not_acted && failures_left);
     let unsafe_write = !rules.safe_to_repeat;
     let backoff_after_failure = || backoff(&rules.retry, tally.failures + 1, jitter);
     let (status, retry_after) = match attempt {
-        Attempt::NoAnswer { built: false } => {
+        Attempt::NoAnswer { built: false, .. } => {
             return Decision::next(Next::GiveUp(GiveUp::NoAnswer {
                 unsafe_write: false,
             }));
         }
-        Attempt::NoAnswer { built: true } if may_repeat => {
+        Attempt::NoAnswer { connected, .. } if may_repeat || (!connected && may_repeat_unacted) => {
             return Decision::next(Next::Resend {
                 sleep: backoff_after_failure(),
                 why: Resend::Failed,
             });
         }
-        Attempt::NoAnswer { built: true } => {
+        Attempt::NoAnswer { .. } => {
             return Decision::next(Next::GiveUp(GiveUp::NoAnswer { unsafe_write }));
         }
         Attempt::BodyBroken if may_repeat => {
@@ -219,7 +231,12 @@ pub fn decide(attempt: Attempt, tally: Tally, rules: &Rules, jitter: f64) -> Dec
             next: Next::RefreshToken,
         };
     }
-    let next = if status >= 500 && may_repeat {
+    let repeat = if status == 503 {
+        may_repeat_unacted
+    } else {
+        may_repeat
+    };
+    let next = if status >= 500 && repeat {
         match hold {
             // The next turn waits for the hold.
             Some(_) => Next::Resend {
@@ -255,6 +272,7 @@ mod tests {
     fn rules(safe_to_repeat: bool, can_refresh: bool) -> Rules {
         Rules {
             safe_to_repeat,
+            resend_when_not_acted: false,
             can_refresh,
             // 1 s doubling to 8 s; three attempts in all.
             retry: RetryPolicy {
@@ -308,8 +326,22 @@ mod tests {
         let read = rules(true, true);
         let write = rules(false, true);
         let read_static_token = rules(true, false);
-        let no_answer = Attempt::NoAnswer { built: true };
-        let unbuilt = Attempt::NoAnswer { built: false };
+        let unacted_write = Rules {
+            resend_when_not_acted: true,
+            ..write
+        };
+        let no_answer = Attempt::NoAnswer {
+            built: true,
+            connected: true,
+        };
+        let no_connection = Attempt::NoAnswer {
+            built: true,
+            connected: false,
+        };
+        let unbuilt = Attempt::NoAnswer {
+            built: false,
+            connected: false,
+        };
         let far = MAX_WAIT.as_secs() + 1;
         let far_closed = |status| {
             held(
@@ -334,6 +366,21 @@ mod tests {
             ("no answer, write", no_answer, fresh, write, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: true }))),
             ("not built", unbuilt, fresh, read, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: false }))),
             ("not built, write", unbuilt, fresh, write, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: false }))),
+            ("no connection, write", no_connection, fresh, write, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: true }))),
+            ("no connection, read", no_connection, fresh, read, plain(resend(S, Resend::Failed))),
+            // A write that may go again when the service did not act: only
+            // after a 503 or a connection that never opened.
+            ("no connection, unacted write", no_connection, fresh, unacted_write, plain(resend(S, Resend::Failed))),
+            ("no connection, unacted write, spent", no_connection, failed_out, unacted_write, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: true }))),
+            ("no answer, unacted write", no_answer, fresh, unacted_write, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: true }))),
+            ("broken body, unacted write", Attempt::BodyBroken, fresh, unacted_write, plain(Next::GiveUp(GiveUp::BodyBroken { unsafe_write: true }))),
+            ("503, unacted write", answered(503, None), fresh, unacted_write, plain(resend(S, Resend::Failed))),
+            ("503 + RA, unacted write", answered(503, Some(7)), fresh, unacted_write, held(7, resend(Duration::ZERO, Resend::FailedWhileHeld))),
+            ("503, unacted write, spent", answered(503, None), failed_out, unacted_write, plain(Next::Deliver)),
+            ("500, unacted write", answered(500, None), fresh, unacted_write, plain(Next::Deliver)),
+            ("502, unacted write", answered(502, None), fresh, unacted_write, plain(Next::Deliver)),
+            ("504, unacted write", answered(504, None), fresh, unacted_write, plain(Next::Deliver)),
+            ("429, unacted write", answered(429, None), fresh, unacted_write, held(1, resend(Duration::ZERO, Resend::Throttled))),
             // A body that broke off: like no answer.
             ("broken body, read", Attempt::BodyBroken, fresh, read, plain(resend(S, Resend::Failed))),
             ("broken body, read, spent", Attempt::BodyBroken, failed_out, read, plain(Next::GiveUp(GiveUp::BodyBroken { unsafe_write: false }))),
@@ -388,7 +435,10 @@ mod tests {
             (answered(429, None), rules(false, true), 10, Next::Deliver),
             (answered(401, None), rules(true, true), 3, Next::Deliver),
             (
-                Attempt::NoAnswer { built: true },
+                Attempt::NoAnswer {
+                    built: true,
+                    connected: true,
+                },
                 rules(true, true),
                 3,
                 Next::GiveUp(GiveUp::NoAnswer {

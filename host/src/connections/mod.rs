@@ -74,7 +74,11 @@ pub struct OutgoingRequest {
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
+    /// The service applies it at most once: repeat it like a read.
     pub idempotent: bool,
+    /// Repeat it only after answers that prove the service did not act
+    /// (see [`decide`]).
+    pub retry_when_not_acted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +346,7 @@ impl Connection {
     ) -> Result<IncomingResponse, SendError> {
         let rules = Rules {
             safe_to_repeat: request.method.is_read() || request.idempotent,
+            resend_when_not_acted: request.retry_when_not_acted,
             can_refresh: matches!(self.spec.auth, Auth::OAuth2ClientCredentials { .. }),
             retry: self.spec.retry,
         };
@@ -357,6 +362,7 @@ impl Connection {
                     drop(permit);
                     let attempt = Attempt::NoAnswer {
                         built: failure.built,
+                        connected: failure.connected,
                     };
                     let decision = decide(attempt, tally, &rules, jitter());
                     let cause = Cause::NoAnswer(&failure.reason);

@@ -56,6 +56,7 @@ impl Wire for Scripted {
             Answer::None { built } => {
                 return Err(NoAnswer {
                     built: *built,
+                    connected: true,
                     reason: "timed out after 1m (operation timed out)".into(),
                 });
             }
@@ -100,6 +101,7 @@ fn request(method: Method) -> OutgoingRequest {
         headers: vec![],
         body: None,
         idempotent: false,
+        retry_when_not_acted: false,
     }
 }
 

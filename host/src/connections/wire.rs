@@ -35,6 +35,8 @@ pub struct Head<B> {
 pub struct NoAnswer {
     /// False when the request could not even be built (it never left).
     pub built: bool,
+    /// False when no connection could be opened: nothing was sent.
+    pub connected: bool,
     /// One line: what failed, and its root cause.
     pub reason: String,
 }
@@ -82,6 +84,7 @@ impl Wire for Http<'_> {
         }
         let response = builder.send().await.map_err(|e| NoAnswer {
             built: !e.is_builder(),
+            connected: !e.is_connect(),
             reason: describe_reqwest_error(&e, request.timeout),
         })?;
         let headers = response

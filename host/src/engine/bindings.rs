@@ -1,13 +1,19 @@
-//! Host-side bindings of the `sluice:flow` step world.
+//! Host-side bindings of the `sluice:flow@0.2.0` step world.
 //!
-//! `connection.send` is the one import that blocks, so it is async (and
-//! trappable: a sandbox violation ends the instance). `log` is synchronous.
+//! `connection.send` blocks on the network and `state.get`/`state.list`
+//! on the state store (SQLite): they are async, so a call waiting on them
+//! never holds a worker thread. `send` is trappable (a sandbox violation
+//! ends the instance); the rest are synchronous and trappable too, so a
+//! host-side breach can end the call. `describe` is not part of the `step`
+//! world (it is optional): [`super::describe`] finds it by name.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "step",
     imports: {
         "sluice:flow/connection.send": async | trappable,
+        "sluice:flow/state.get": async | trappable,
+        "sluice:flow/state.list": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -15,4 +21,5 @@ wasmtime::component::bindgen!({
 
 pub use self::sluice::flow::connection;
 pub use self::sluice::flow::log as guest_log;
-pub use self::sluice::flow::types::StepError as GuestStepError;
+pub use self::sluice::flow::state as guest_state;
+pub use self::sluice::flow::types;

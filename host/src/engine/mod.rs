@@ -5,102 +5,71 @@
 //! imports, and a cache of pre-instantiated components keyed by content
 //! digest. Running a step is `Store::new` + instantiate + call: nothing is
 //! linked or compiled on that path, and no state survives between calls.
+//!
+//! - [`bindings`]: the `sluice:flow@0.2.0` world, host side; [`imports`]
+//!   serves its imports ([`instance`] is what each instance holds)
+//! - [`contract`]: a component built for another contract version is
+//!   refused when it is prepared, naming both versions
+//! - [`describe`]: the optional `describe` export, asked once per component
+//! - [`error`]: why a call produced no output
+//! - [`cache`], [`config`], [`limits`]: compiled components on disk, the
+//!   engine's knobs, and what one instance may use
 
 pub mod bindings;
 pub mod budget;
 pub mod cache;
 pub mod config;
+pub mod contract;
+pub mod describe;
+pub mod error;
+mod imports;
+pub mod instance;
 pub mod limits;
-pub mod state;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{ComponentExportIndex, HasSelf, Linker};
 use wasmtime::{Store, UpdateDeadline};
 
-use budget::{BudgetExhausted, MemoryBudget};
+use budget::MemoryBudget;
 pub use cache::Origin;
 pub use config::EngineConfig;
-use limits::{DeadlineExceeded, MemoryCap, MemoryLimitExceeded};
-pub use state::{
-    LogLevel, LogSink, MAX_LOG_LINES, OutputCap, SandboxViolation, StepContext, StepState,
+pub use describe::{ConnectionRole, Description};
+pub use error::CallError;
+use error::classify;
+pub use instance::{
+    Call, Invocation, LogLevel, LogSink, MAX_LOG_LINES, OutputCap, SandboxViolation,
+    StepContext, StepState,
 };
+use limits::{DeadlineExceeded, MemoryCap};
 
 /// A component ready to instantiate.
 pub struct Prepared {
     pre: bindings::StepPre<StepState>,
+    /// Where its `describe` export is, if it has one.
+    describe: Option<ComponentExportIndex>,
+    /// What `describe` said, once asked.
+    described: tokio::sync::OnceCell<Result<Option<Arc<Description>>, CallError>>,
     pub digest: String,
     pub origin: Origin,
 }
 
-/// Why a step call produced no output. The engine's own failures (a trap, a
-/// limit) and the component's reported error are kept apart.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    #[error("the component returned an error [{code}]: {message}")]
-    Reported {
-        code: String,
-        message: String,
-        retryable: bool,
-    },
-    #[error("it ran longer than its timeout of {}", humantime::format_duration(*.0))]
-    Timeout(Duration),
-    #[error("it exceeded its memory limit ({desired} bytes requested, limit {limit} bytes)")]
-    MemoryLimit { desired: usize, limit: usize },
-    /// The process's shared memory budget could not hold a growth.
-    #[error("{0}; run fewer items at once (a lower `concurrency`) or raise SLUICE_MEMORY_BUDGET")]
-    MemoryBudget(BudgetExhausted),
-    /// The component called WASI's `exit` instead of returning.
-    #[error(
-        "it exited with status {0} instead of returning a result or an error (the component called exit(), e.g. std::process::exit)"
-    )]
-    Exited(i32),
-    /// Its output, as JSON text, is over the step's cap.
-    #[error("its output is {size} bytes, over the limit of {limit} bytes (`{key}`)")]
-    OutputTooLarge {
-        size: usize,
-        limit: usize,
-        /// The flow key that sets the limit.
-        key: &'static str,
-    },
-    #[error("sandbox violation: {0}")]
-    Violation(String),
-    #[error("it trapped: {0}")]
-    Trap(String),
-    #[error("its output is not valid JSON: {0}")]
-    InvalidOutput(String),
-    #[error("it could not be instantiated: {0}")]
-    Instantiate(String),
+/// What a successful call left behind.
+#[derive(Debug)]
+pub struct CallOutput {
+    /// The component's output, parsed.
+    pub output: serde_json::Value,
+    /// Its size as the component returned it (JSON text).
+    pub bytes: usize,
+    /// The flow state it wrote, for the run to keep (see [`crate::state`]).
+    pub writes: crate::state::Writes,
 }
 
-impl CallError {
-    pub fn code(&self) -> &str {
-        match self {
-            CallError::Reported { code, .. } => code,
-            CallError::Timeout(_) => "timeout",
-            CallError::MemoryLimit { .. } => "memory-limit",
-            CallError::MemoryBudget(_) => "memory-budget",
-            CallError::Exited(_) => "exited",
-            CallError::OutputTooLarge { .. } => "output-too-large",
-            CallError::Violation(_) => "sandbox-violation",
-            CallError::Trap(_) => "trap",
-            CallError::InvalidOutput(_) => "invalid-output",
-            CallError::Instantiate(_) => "instantiate",
-        }
-    }
-
-    pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            CallError::Reported {
-                retryable: true,
-                ..
-            }
-        )
-    }
-}
+/// `describe` returns constant data: a second is thousands of times what
+/// that takes, and bounds a component that loops in it.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Engine {
     engine: wasmtime::Engine,
@@ -144,7 +113,8 @@ impl Engine {
     }
 
     /// Compiles (or loads from the on-disk cache) and pre-instantiates a
-    /// component; repeated calls with the same bytes are free.
+    /// component; repeated calls with the same bytes are free. A component
+    /// built for another version of the step contract is refused here.
     pub fn prepare(&self, bytes: &[u8]) -> anyhow::Result<Arc<Prepared>> {
         let digest = cache::digest(bytes);
         if let Some(p) = self
@@ -161,14 +131,18 @@ impl Engine {
             bytes,
             &digest,
         )?;
+        contract::check(&component, &self.engine)?;
+        let describe = component.get_export_index(None, "describe");
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            anyhow::anyhow!("it does not implement the sluice:flow step world, or imports something the host does not grant: {e}")
+            anyhow::anyhow!("it does not implement the sluice:flow@{} step world, or imports something the host does not grant: {e}", contract::SPOKEN)
         })?;
         let pre = bindings::StepPre::new(instance_pre).map_err(|e| {
             anyhow::anyhow!("it does not export the step world's `run` function: {e}")
         })?;
         let prepared = Arc::new(Prepared {
             pre,
+            describe,
+            described: tokio::sync::OnceCell::new(),
             digest: digest.clone(),
             origin,
         });
@@ -178,27 +152,20 @@ impl Engine {
         Ok(prepared)
     }
 
-    /// Runs the component once in a fresh instance; its output (JSON text)
-    /// may be at most `cap`. The instance's memory counts against its own
-    /// cap and the engine's budget, given back when the store is dropped.
-    pub async fn call(
-        &self,
-        prepared: &Prepared,
-        step: Arc<StepContext>,
-        input: &str,
-        timeout: Duration,
-        cap: OutputCap,
-    ) -> Result<String, CallError> {
+    /// A store for one instance: the memory cap (its own, and the engine's
+    /// budget, given back when the store is dropped), and a deadline
+    /// enforced by epochs (each tick past it ends the instance; before it,
+    /// the guest yields so other steps and items on this thread make
+    /// progress).
+    fn store(&self, call: Option<Call>, timeout: Duration) -> Store<StepState> {
         let memory = MemoryCap::new(self.config.memory_limit, self.budget.clone());
-        let mut store = Store::new(&self.engine, StepState::new(step, memory));
+        let mut store = Store::new(&self.engine, StepState::new(call, memory));
         store.limiter_async(|s| &mut s.memory);
         // Validation caps step timeouts at a day; stay safe with any value.
         let deadline = Instant::now()
             .checked_add(timeout)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(366 * 24 * 3600));
         store.set_epoch_deadline(1);
-        // Each tick: past the deadline, end the instance; otherwise yield so
-        // other steps and items on this thread make progress.
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded(timeout)))
@@ -206,6 +173,21 @@ impl Engine {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
+        store
+    }
+
+    /// Runs the component once in a fresh instance; its output (JSON text)
+    /// may be at most `cap`.
+    pub async fn call(
+        &self,
+        prepared: &Prepared,
+        call: Call,
+        input: String,
+        timeout: Duration,
+        cap: OutputCap,
+    ) -> Result<CallOutput, CallError> {
+        let context = run_context(&call.invocation);
+        let mut store = self.store(Some(call), timeout);
         let stderr = store.data().stderr.clone();
         let max_stack = self.config.max_wasm_stack;
         // Epochs do not interrupt a guest waiting in a host call (a slow
@@ -217,101 +199,135 @@ impl Engine {
                 .await
                 .map_err(|e| classify(e, &stderr, true, max_stack))?;
             instance
-                .call_run(&mut store, &input.to_string())
+                .call_run(&mut store, &input, &context)
                 .await
                 .map_err(|e| classify(e, &stderr, false, max_stack))
         };
         let grace = self.config.epoch_tick.saturating_mul(5);
         let ended = tokio::time::timeout(timeout.saturating_add(grace), run).await;
         store.data().report_dropped_lines();
-        let outcome = match ended {
-            Ok(result) => result?,
+        let output = match ended {
+            Ok(Ok(Ok(output))) if output.len() > cap.bytes => {
+                return Err(CallError::OutputTooLarge {
+                    size: output.len(),
+                    limit: cap.bytes,
+                    key: cap.key,
+                });
+            }
+            Ok(Ok(Ok(output))) => output,
+            Ok(Ok(Err(reported))) => return Err(reported_error(reported)),
+            Ok(Err(e)) => return Err(e),
             Err(_) => return Err(CallError::Timeout(timeout)),
         };
-        match outcome {
-            Ok(output) if output.len() > cap.bytes => Err(CallError::OutputTooLarge {
-                size: output.len(),
-                limit: cap.bytes,
-                key: cap.key,
-            }),
-            Ok(output) => match serde_json::from_str::<serde_json::Value>(&output) {
-                Ok(_) => Ok(output),
-                Err(e) => Err(CallError::InvalidOutput(format!(
-                    "{e} (output starts with {:?})",
-                    output.chars().take(40).collect::<String>()
-                ))),
-            },
-            Err(e) => Err(CallError::Reported {
-                code: e.code,
-                message: e.message,
-                retryable: e.retryable,
-            }),
-        }
+        let bytes = output.len();
+        let output = serde_json::from_str(&output).map_err(|e| {
+            CallError::InvalidOutput(format!(
+                "{e} (output starts with {:?})",
+                output.chars().take(40).collect::<String>()
+            ))
+        })?;
+        let writes = store
+            .into_data()
+            .into_call()
+            .map(|c| c.state.into_writes())
+            .unwrap_or_default();
+        Ok(CallOutput {
+            output,
+            bytes,
+            writes,
+        })
+    }
+
+    /// The component's description, from its `describe` export, or `None`
+    /// when it has none. Asked once per component: the answer (or the
+    /// failure) is kept with the prepared component.
+    pub async fn describe(
+        &self,
+        prepared: &Prepared,
+    ) -> Result<Option<Arc<Description>>, CallError> {
+        prepared
+            .described
+            .get_or_init(|| self.call_describe(prepared))
+            .await
+            .clone()
+    }
+
+    async fn call_describe(
+        &self,
+        prepared: &Prepared,
+    ) -> Result<Option<Arc<Description>>, CallError> {
+        let Some(index) = prepared.describe else {
+            return Ok(None);
+        };
+        let mut store = self.store(None, DESCRIBE_TIMEOUT);
+        let stderr = store.data().stderr.clone();
+        let max_stack = self.config.max_wasm_stack;
+        let run = async {
+            let instance = prepared
+                .pre
+                .instance_pre()
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| classify(e, &stderr, true, max_stack))?;
+            let func = instance
+                .get_typed_func::<(), (bindings::types::Description,)>(&mut store, &index)
+                .map_err(|e| {
+                    CallError::Instantiate(format!(
+                        "its `describe` export is not the sluice:flow@{} one: {e}",
+                        contract::SPOKEN
+                    ))
+                })?;
+            func.call_async(&mut store, ())
+                .await
+                .map_err(|e| classify(e, &stderr, false, max_stack))
+        };
+        let (wit,) = match tokio::time::timeout(DESCRIBE_TIMEOUT, run).await {
+            Ok(result) => result?,
+            Err(_) => return Err(CallError::Timeout(DESCRIBE_TIMEOUT)),
+        };
+        describe::from_wit(wit)
+            .map(|d| Some(Arc::new(d)))
+            .map_err(|why| CallError::InvalidOutput(format!("its `describe`: {why}")))
     }
 }
 
-/// Turns a wasmtime error into what happened, in words a flow author can act on.
-fn classify(
-    error: wasmtime::Error,
-    stderr: &wasmtime_wasi::p2::pipe::MemoryOutputPipe,
-    instantiating: bool,
-    max_wasm_stack: usize,
-) -> CallError {
-    if let Some(d) = error.downcast_ref::<DeadlineExceeded>() {
-        return CallError::Timeout(d.0);
+/// The run context as the component receives it.
+fn run_context(i: &Invocation) -> bindings::types::RunContext {
+    bindings::types::RunContext {
+        run_id: i.run_id.clone(),
+        flow: i.flow.clone(),
+        step: i.step.clone(),
+        item_index: i.item_index,
+        item_key: i.item_key.clone(),
+        dry_run: i.dry_run,
+        started_at: i.started_at.clone(),
+        attempt: i.attempt,
     }
-    if let Some(m) = error.downcast_ref::<MemoryLimitExceeded>() {
-        return CallError::MemoryLimit {
-            desired: m.desired,
-            limit: m.limit,
-        };
-    }
-    if let Some(b) = error.downcast_ref::<BudgetExhausted>() {
-        return CallError::MemoryBudget(*b);
-    }
-    if let Some(v) = error.downcast_ref::<SandboxViolation>() {
-        return CallError::Violation(v.0.to_string());
-    }
-    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        return CallError::Exited(exit.0);
-    }
-    if instantiating {
-        return CallError::Instantiate(format!("{error:#}"));
-    }
-    let trap = match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::StackOverflow) => format!(
-            "{}: it recursed deeper than the {} KiB stack a step may use",
-            wasmtime::Trap::StackOverflow,
-            max_wasm_stack / 1024
-        ),
-        Some(t) => t.to_string(),
-        None => first_line(&format!("{error}")),
+}
+
+/// The component's own error, with its kind as the contract crate spells it.
+fn reported_error(e: bindings::types::StepError) -> CallError {
+    use bindings::types::ErrorKind as Wit;
+    use sluice_contract::ErrorKind;
+    let kind = match e.kind {
+        Wit::BadInput => ErrorKind::BadInput,
+        Wit::NotFound => ErrorKind::NotFound,
+        Wit::Conflict => ErrorKind::Conflict,
+        Wit::Forbidden => ErrorKind::Forbidden,
+        Wit::Unavailable => ErrorKind::Unavailable,
+        Wit::RateLimited => ErrorKind::RateLimited,
+        Wit::Internal => ErrorKind::Internal,
     };
-    // A Rust guest prints its panic message to stderr before trapping.
-    let printed = String::from_utf8_lossy(&stderr.contents()).into_owned();
-    let panic = printed
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .find(|l| l.contains("panicked"))
-        .map(str::to_string);
-    let last = printed
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty() && !l.starts_with("note:"))
-        .map(str::to_string);
-    match panic.or(last) {
-        Some(line) => CallError::Trap(format!("{trap}; the component printed: {}", line.trim())),
-        None => CallError::Trap(trap),
+    CallError::Reported {
+        kind,
+        code: e.code,
+        message: e.message,
     }
 }
 
 /// wasmtime has its own error type; its text (with causes) is what we keep.
 pub(crate) fn to_anyhow(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{e:#}")
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).to_string()
 }
 
 /// Advances the engine's epoch every `tick` until the engine is dropped.

@@ -2,8 +2,8 @@
 //!
 //! [`RunContext`] holds what does not change while a run goes on: the
 //! flow, the run's options, who watches, the redactor, the run's
-//! connections and its `${run.*}` fields. [`Results`] holds what the run
-//! has produced so far. Steps get both instead of a long list of arguments.
+//! connections, its `${run.*}` fields and where the flow's state lives.
+//! [`Results`] holds what the run has produced so far. Steps get both instead of a long list of arguments.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -19,6 +19,7 @@ use crate::engine::Engine;
 use crate::flow::Flow;
 use crate::flow::resolve::Scope;
 use crate::redact::Redactor;
+use crate::state::{Overlay, StateStore};
 
 /// The `${run.*}` fields a flow can read. Their names are the contract:
 /// a field added here is readable as `${run.<name>}`.
@@ -52,8 +53,20 @@ pub struct RunContext<'a> {
     pub redactor: Redactor,
     pub connections: Connections,
     pub fields: RunFields,
+    /// Where the flow's state lives.
+    pub state: Arc<dyn StateStore>,
+    /// A dry run's state writes, seen by the rest of the run only.
+    pub overlay: Option<Arc<Overlay>>,
     /// `fields` as the JSON references walk, built once.
     fields_value: Value,
+}
+
+/// What a run is given besides its flow and options.
+pub struct RunServices {
+    pub observer: Arc<dyn Observer>,
+    pub redactor: Redactor,
+    pub connections: Connections,
+    pub state: Arc<dyn StateStore>,
 }
 
 impl<'a> RunContext<'a> {
@@ -61,9 +74,7 @@ impl<'a> RunContext<'a> {
         engine: &'a Arc<Engine>,
         flow: &'a Flow,
         options: &'a RunOptions,
-        observer: Arc<dyn Observer>,
-        redactor: Redactor,
-        connections: Connections,
+        services: RunServices,
         fields: RunFields,
     ) -> Self {
         // A struct of strings and a bool always serialises.
@@ -72,9 +83,11 @@ impl<'a> RunContext<'a> {
             engine,
             flow,
             options,
-            observer,
-            redactor,
-            connections,
+            observer: services.observer,
+            redactor: services.redactor,
+            connections: services.connections,
+            state: services.state,
+            overlay: options.dry_run.then(Arc::default),
             fields,
             fields_value,
         }

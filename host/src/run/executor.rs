@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::context::{Results, RunContext, RunFields, StepFailure};
+use super::context::{Results, RunContext, RunFields, RunServices, StepFailure};
 use super::events::{Observer, RunEvent, Status};
 use super::{prepare, step};
 use crate::connections::tape::Tapes;
@@ -26,6 +26,7 @@ use crate::connections::{self, Services};
 use crate::engine::Engine;
 use crate::flow::Flow;
 use crate::redact::Redactor;
+use crate::state::{MemoryStore, StateStore};
 
 /// What must still hold each time a run starts a step or a `for_each`
 /// item; for a replica, that it holds the flow's lease. Asked at each
@@ -106,19 +107,28 @@ pub struct RunOutcome {
 }
 
 /// Runs flows on one engine, with one HTTP client and one token and rate
-/// budget per API ([`Services`]) for every run it makes.
+/// budget per API ([`Services`]) for every run it makes, and one flow
+/// state store.
 #[derive(Clone)]
 pub struct Runner {
     pub engine: Arc<Engine>,
     pub services: Arc<Services>,
+    pub state: Arc<dyn StateStore>,
 }
 
 impl Runner {
+    /// A runner whose flow state lives in memory, as long as the runner.
     pub fn new(engine: Arc<Engine>) -> anyhow::Result<Self> {
         Ok(Self {
             engine,
             services: Arc::new(Services::new(connections::http_client()?)),
+            state: Arc::new(MemoryStore::default()),
         })
+    }
+
+    /// The same runner, keeping flow state in `state`.
+    pub fn with_state(self, state: Arc<dyn StateStore>) -> Self {
+        Self { state, ..self }
     }
 
     pub async fn run(
@@ -188,15 +198,13 @@ impl Runner {
             flow: flow.name.clone(),
             output_dir: options.output_dir.display().to_string(),
         };
-        let ctx = RunContext::new(
-            &self.engine,
-            flow,
-            options,
-            observer.clone(),
-            redactor.clone(),
+        let services = RunServices {
+            observer: observer.clone(),
+            redactor: redactor.clone(),
             connections,
-            fields,
-        );
+            state: self.state.clone(),
+        };
+        let ctx = RunContext::new(&self.engine, flow, options, services, fields);
         for (step, prepared) in flow.steps.iter().zip(prepared) {
             if let Some(why) = ctx.options.stopped().await {
                 let why = if why.is_empty() {

@@ -1,6 +1,8 @@
 //! A `for_each` step: one call per item of a list, at most `concurrency` at
-//! once, each in its own instance, and the step's output ([`ForEachOutput`])
-//! listing every item's result in item order.
+//! once, each in its own instance with its own state writes (kept when that
+//! item succeeds), and the step's output ([`ForEachOutput`], shared with
+//! components through `sluice-contract`) listing every item's result in
+//! item order.
 //!
 //! Every item's input is resolved before the first item starts, so a bad
 //! reference fails the step before anything is done. Under `on_error =
@@ -10,60 +12,24 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::Serialize;
 use serde_json::Value;
+use sluice_contract::{ForEachOutput, ItemEntry, ItemError, ItemResult};
 use tokio::sync::Semaphore;
 
 use super::approval::{self, Gate};
+use super::call::{Caller, ItemId};
 use super::context::{RunContext, StepFailure};
 use super::events::{Observer, RunEvent, Status};
 use super::executor::RunGuard;
-use super::step::{call, resolve_input};
-use crate::engine::{CallError, Engine, OutputCap, Prepared, StepContext};
+use super::step::resolve_input;
+use crate::engine::{CallError, OutputCap, StepContext};
 use crate::flow::Step;
 use crate::flow::model::OnError;
 use crate::flow::resolve::Scope;
 use crate::flow::template::Template;
 use crate::redact::Redactor;
-
-/// A `for_each` step's output, as later steps read it (`${steps.<id>}`).
-#[derive(Debug, Clone, Serialize)]
-pub struct ForEachOutput {
-    /// One entry per item that ran, in item order.
-    pub items: Vec<ItemEntry>,
-    /// How many items succeeded.
-    pub ok: usize,
-    /// How many items failed.
-    pub failed: usize,
-}
-
-/// One item and what became of it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ItemEntry {
-    /// The item, as the list held it.
-    pub item: Value,
-    /// Its outcome, tagged by `status`.
-    #[serde(flatten)]
-    pub result: ItemResult,
-}
-
-/// `{"status": "ok", "output"}` or `{"status": "failed", "error"}`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
-pub enum ItemResult {
-    Ok { output: Value },
-    Failed { error: ItemError },
-}
-
-/// Why an item failed, redacted.
-#[derive(Debug, Clone, Serialize)]
-pub struct ItemError {
-    pub code: String,
-    pub message: String,
-    pub retryable: bool,
-}
 
 /// An item's index, the item, and its result (`None`: never started).
 type ItemOutcome = (usize, Value, Option<Result<Value, CallError>>);
@@ -73,13 +39,11 @@ type ItemToRun = (usize, Value, Option<String>);
 
 /// What every item task of one step shares.
 struct Items {
-    engine: Arc<Engine>,
-    prepared: Arc<Prepared>,
+    caller: Arc<Caller>,
     context: Arc<StepContext>,
     observer: Arc<dyn Observer>,
     redactor: Redactor,
     step_id: String,
-    timeout: Duration,
     on_error: OnError,
     /// Each item's output cap, and all items' together.
     item_cap: OutputCap,
@@ -104,7 +68,7 @@ pub async fn run(
     ctx: &RunContext<'_>,
     step: &Step,
     list: &Template,
-    prepared: &Arc<Prepared>,
+    caller: &Arc<Caller>,
     context: &Arc<StepContext>,
     scope: &Scope<'_>,
 ) -> Result<Value, StepFailure> {
@@ -138,13 +102,11 @@ pub async fn run(
     }
     let total = (0..items.len()).filter(|&i| runs(i)).count();
     let shared = Arc::new(Items {
-        engine: ctx.engine.clone(),
-        prepared: prepared.clone(),
+        caller: caller.clone(),
         context: context.clone(),
         observer: ctx.observer.clone(),
         redactor: ctx.redactor.clone(),
         step_id: step.id.clone(),
-        timeout: step.timeout,
         on_error: step.on_error,
         item_cap: OutputCap {
             bytes: step.max_item_output,
@@ -303,19 +265,15 @@ async fn run_item(shared: Arc<Items>, item: ItemToRun, input: Value) -> ItemOutc
     let started = Instant::now();
     // The item counts its own requests, then adds them to the step's.
     let own = Arc::new(shared.context.for_item());
-    let result = call(
-        &shared.engine,
-        &shared.prepared,
-        own.clone(),
-        &input,
-        shared.timeout,
-        shared.item_cap,
-    )
-    .await
-    .map(|(output, bytes)| {
-        shared.output_bytes.fetch_add(bytes, Ordering::SeqCst);
-        output
-    });
+    let id = ItemId::of(index, &item);
+    let result = shared
+        .caller
+        .call(own.clone(), &input, Some(&id), shared.item_cap)
+        .await
+        .map(|(output, bytes)| {
+            shared.output_bytes.fetch_add(bytes, Ordering::SeqCst);
+            output
+        });
     let item_stats = own.stats();
     for (name, stats) in &item_stats {
         shared.context.record(name, stats);
@@ -365,7 +323,7 @@ fn gather(
         )));
     }
     let mut first_failure = None;
-    let mut output = ForEachOutput {
+    let mut output: ForEachOutput = ForEachOutput {
         items: Vec::with_capacity(total),
         ok: 0,
         failed: 0,
@@ -386,6 +344,7 @@ fn gather(
                 }
                 ItemResult::Failed {
                     error: ItemError {
+                        kind: e.kind(),
                         code: e.code().to_string(),
                         message: redactor.redact(&e.to_string()),
                         retryable: e.retryable(),

@@ -5,6 +5,7 @@
 //! - [`context`]: the typed context every step of a run shares
 //! - [`prepare`]: what is checked before the first step
 //! - [`step`]: one step, from its `when` to its `StepFinished`
+//! - [`call`]: one call of a component: its run context, its state
 //! - [`for_each`]: one call per item, and the typed output that lists them
 //! - [`approval`]: the approval gate of a `for_each` step with `approval`
 //! - [`artifacts`]: output fields written as files
@@ -12,6 +13,7 @@
 
 pub mod approval;
 pub mod artifacts;
+pub mod call;
 pub mod context;
 pub mod events;
 pub mod executor;
@@ -24,7 +26,7 @@ pub use approval::{ApprovalStore, GateSummary};
 pub use context::RunFields;
 pub use events::{Fanout, Observer, RunEvent, Status};
 pub use executor::{RunGuard, RunOptions, RunOutcome, Runner};
-pub use for_each::ForEachOutput;
+pub use sluice_contract::ForEachOutput;
 
 /// Run ids belong to the history, which sorts and finds runs by them.
 pub use sluice_store::new_run_id;

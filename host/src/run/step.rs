@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::call::Caller;
 use super::context::{Results, RunContext, StepFailure};
 use super::events::{RunEvent, Status};
 use super::{artifacts, for_each};
-use crate::engine::{CallError, Engine, LogLevel, OutputCap, Prepared, StepContext};
+use crate::engine::{Invocation, LogLevel, OutputCap, Prepared, StepContext};
 use crate::flow::Step;
 use crate::flow::model::OnError;
 use crate::flow::resolve::{Scope, truthy};
@@ -44,11 +45,12 @@ pub async fn run(
         }
     }
     let context = step_context(ctx, step, &component);
+    let caller = Arc::new(caller(ctx, step, prepared));
     let started = Instant::now();
     let scope = ctx.scope(results);
     let result = match &step.for_each {
-        None => run_once(ctx, step, prepared, &context, &scope).await,
-        Some(list) => for_each::run(ctx, step, list, prepared, &context, &scope).await,
+        None => run_once(ctx, step, &caller, &context, &scope).await,
+        Some(list) => for_each::run(ctx, step, list, &caller, &context, &scope).await,
     };
     finish(ctx, step, &context, started, result, results)
 }
@@ -118,11 +120,33 @@ fn step_context(ctx: &RunContext<'_>, step: &Step, component: &str) -> Arc<StepC
     })
 }
 
+/// How this step's component is called: the run context it receives
+/// (before any item), its state, its deadline.
+fn caller(ctx: &RunContext<'_>, step: &Step, prepared: &Arc<Prepared>) -> Caller {
+    Caller {
+        engine: ctx.engine.clone(),
+        prepared: prepared.clone(),
+        state: ctx.state.clone(),
+        overlay: ctx.overlay.clone(),
+        invocation: Invocation {
+            run_id: ctx.fields.id.clone(),
+            flow: ctx.fields.flow.clone(),
+            step: step.id.clone(),
+            item_index: None,
+            item_key: None,
+            dry_run: ctx.fields.dry_run,
+            started_at: ctx.fields.started_at.clone(),
+            attempt: 1,
+        },
+        timeout: step.timeout,
+    }
+}
+
 /// A step without `for_each`: one call with the resolved `with`.
 async fn run_once(
     ctx: &RunContext<'_>,
     step: &Step,
-    prepared: &Arc<Prepared>,
+    caller: &Caller,
     context: &Arc<StepContext>,
     scope: &Scope<'_>,
 ) -> Result<Value, StepFailure> {
@@ -137,17 +161,11 @@ async fn run_once(
         bytes: step.max_output,
         key: "max_output_bytes",
     };
-    call(
-        ctx.engine,
-        prepared,
-        context.clone(),
-        &input,
-        step.timeout,
-        cap,
-    )
-    .await
-    .map(|(output, _)| output)
-    .map_err(|e| StepFailure::Failed(e.to_string()))
+    caller
+        .call(context.clone(), &input, None, cap)
+        .await
+        .map(|(output, _)| output)
+        .map_err(|e| StepFailure::Failed(e.to_string()))
 }
 
 /// Emits the step's `StepFinished`, writes its artifacts and keeps its
@@ -216,22 +234,4 @@ pub fn resolve_input(step: &Step, scope: &Scope<'_>) -> Result<Value, StepFailur
     step.check_input(&input)
         .map_err(|e| StepFailure::Failed(format!("its input does not fit: {e}")))?;
     Ok(input)
-}
-
-/// One call of the component: its output parsed, and its size as the
-/// component returned it (JSON text, at most `cap`).
-pub async fn call(
-    engine: &Engine,
-    prepared: &Prepared,
-    context: Arc<StepContext>,
-    input: &Value,
-    timeout: Duration,
-    cap: OutputCap,
-) -> Result<(Value, usize), CallError> {
-    let text = engine
-        .call(prepared, context, &input.to_string(), timeout, cap)
-        .await?;
-    let output =
-        serde_json::from_str(&text).map_err(|e| CallError::InvalidOutput(e.to_string()))?;
-    Ok((output, text.len()))
 }

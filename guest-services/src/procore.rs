@@ -1,63 +1,53 @@
-//! Reading every page of a list, the way each vendor documents it.
+//! Procore: bare JSON arrays paged with `page` and `per_page`, and its
+//! error body `{"errors": …}`.
 //!
-//! Graph: follow `@odata.nextLink` verbatim until it is absent; a page may be
-//! empty and still have one. Procore: bare JSON arrays paged with `page` and
-//! `per_page`. Whether there is another page is read from the headers, in
-//! this order: the `Link` header's `rel="next"` (every `Link` field, since
-//! RFC 8288 allows several), else `Total` against `Per-Page` (or, without
+//! Whether there is another page is read from the headers, in this order:
+//! the `Link` header's `rel="next"` (every `Link` field, since RFC 8288
+//! allows several), else `Total` against `Per-Page` (or, without
 //! `Per-Page`, against what has been received so far, because a server may
 //! hand out fewer per page than asked), else — no paging headers at all —
 //! keep asking until a page comes back empty. A short page alone never ends
 //! the list; an empty one always does, so a server whose `Total` overstates
 //! cannot keep the flow asking for ever.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sluice_guest::{Call, JsonSchema, Response, StepError};
 
-use crate::StepError;
-use crate::errors;
-use crate::http::{Call, Response};
+use crate::{MAX_PAGES, read_ok};
 
-/// Far beyond any real tenant; stops a service that pages forever.
-const MAX_PAGES: usize = 100_000;
-
-/// Every item of a Graph collection.
-pub fn graph_all(connection: &str, first: Call) -> Result<Vec<Value>, StepError> {
-    let mut items = Vec::new();
-    let mut call = first;
-    for _ in 0..MAX_PAGES {
-        let response = call.send_ok()?;
-        let Some((values, next)) = graph_page(response.json()?) else {
-            return Err(errors::fail(
-                "bad-response",
-                format!("{}: the response has no `value` list", call.request.url),
-            ));
-        };
-        items.extend(values);
-        match next {
-            Some(next) => call = Call::get(connection, &next),
-            None => return Ok(items),
-        }
-    }
-    Err(errors::fail(
-        "paging",
-        "more than 100000 pages: the service keeps returning a nextLink",
-    ))
+/// A Procore id: a number as Procore sends it, or text as the environment
+/// gives it (`PROCORE_COMPANY_ID`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Id {
+    /// A number.
+    Number(u64),
+    /// Text; empty (or only spaces) means no id.
+    Text(String),
 }
 
-/// The items of one page of a Graph collection and its `@odata.nextLink`,
-/// verbatim; no link on the last page (of a delta round too, which has an
-/// `@odata.deltaLink` instead). `None` when the page has no `value` list.
-pub fn graph_page(page: Value) -> Option<(Vec<Value>, Option<String>)> {
-    let Value::Object(mut page) = page else {
-        return None;
-    };
-    let next = match page.remove("@odata.nextLink") {
-        Some(Value::String(link)) => Some(link),
-        _ => None,
-    };
-    match page.remove("value") {
-        Some(Value::Array(values)) => Some((values, next)),
-        _ => None,
+impl Id {
+    /// The id as text, trimmed, or `None` when it is empty.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Id::Number(n) => Some(n.to_string()),
+            Id::Text(t) => Some(t.trim().to_string()).filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// The id, unless it is empty text (an unset optional variable).
+    pub fn present(self) -> Option<Id> {
+        self.text().is_some().then_some(self)
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Id::Number(n) => write!(f, "{n}"),
+            Id::Text(t) => f.write_str(t.trim()),
+        }
     }
 }
 
@@ -130,12 +120,7 @@ fn number_header(response: &Response, name: &str) -> Option<usize> {
 
 /// Whether Procore has another page after `page` (1-based), given how many
 /// items this page held and how many all pages so far held together.
-pub fn procore_has_next(
-    response: &Response,
-    page: usize,
-    on_this_page: usize,
-    so_far: usize,
-) -> bool {
+pub fn has_next(response: &Response, page: usize, on_this_page: usize, so_far: usize) -> bool {
     if on_this_page == 0 {
         return false;
     }
@@ -153,7 +138,7 @@ pub fn procore_has_next(
 }
 
 /// Every item of a Procore list endpoint, page by page.
-pub fn procore_all(
+pub fn all(
     connection: &str,
     url: &str,
     query: &[(&str, String)],
@@ -167,7 +152,7 @@ pub fn procore_all(
         for (k, v) in query {
             call = call.query(k, v.clone());
         }
-        let response = call.send_ok()?;
+        let response = read_ok(&call)?;
         let on_this_page = match response.json()? {
             Value::Array(list) => {
                 let n = list.len();
@@ -175,17 +160,18 @@ pub fn procore_all(
                 n
             }
             other => {
-                return Err(errors::fail(
-                    "bad-response",
-                    format!("{url}: expected a JSON array, got {}", kind(&other)),
-                ));
+                return Err(StepError::internal(format!(
+                    "{url}: expected a JSON array, got {}",
+                    kind(&other)
+                ))
+                .with_code("bad-response"));
             }
         };
-        if !procore_has_next(&response, page, on_this_page, items.len()) {
+        if !has_next(&response, page, on_this_page, items.len()) {
             return Ok(items);
         }
     }
-    Err(errors::fail("paging", "more than 100000 pages"))
+    Err(StepError::internal(format!("more than {MAX_PAGES} pages")).with_code("paging"))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -197,6 +183,33 @@ fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// The text of a Procore `errors` body (`login has already been taken`),
+/// if the body is one.
+pub fn error_message(response: &Response) -> Option<String> {
+    let body: Value = serde_json::from_slice(&response.body).ok()?;
+    let errors = body.get("errors")?;
+    Some(match errors {
+        Value::String(s) => s.clone(),
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(field, problems)| {
+                let problems = match problems {
+                    Value::Array(list) => list
+                        .iter()
+                        .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                format!("{field} {problems}")
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -212,6 +225,30 @@ mod tests {
                 .collect(),
             body: vec![],
         }
+    }
+
+    #[test]
+    fn the_errors_body_in_each_shape() {
+        let body = |text: &str| Response {
+            status: 422,
+            headers: vec![],
+            body: text.as_bytes().to_vec(),
+        };
+        assert_eq!(
+            error_message(&body(
+                r#"{"errors":{"login":["has already been taken"],"last_name":"can't be blank"}}"#
+            ))
+            .unwrap(),
+            "login has already been taken; last_name can't be blank"
+        );
+        assert_eq!(
+            error_message(&body(
+                r#"{"errors":"param is missing or the value is empty: user"}"#
+            ))
+            .unwrap(),
+            "param is missing or the value is empty: user"
+        );
+        assert_eq!(error_message(&body("plain text")), None);
     }
 
     #[test]
@@ -247,23 +284,23 @@ mod tests {
             ("total", "250"),
             ("link", r#"<https://x/?page=2>; rel="next""#),
         ]);
-        assert!(procore_has_next(&r, 1, 100, 100));
+        assert!(has_next(&r, 1, 100, 100));
         let last = response(&[
             ("link", r#"<https://x/?page=1>; rel="first""#),
             ("Link", r#"<https://x/?page=2>; rel="prev""#),
         ]);
-        assert!(!procore_has_next(&last, 3, 50, 250));
+        assert!(!has_next(&last, 3, 50, 250));
     }
 
     #[test]
     fn the_link_header_decides_first() {
-        assert!(procore_has_next(
+        assert!(has_next(
             &response(&[("link", r#"<https://x/?page=2>; rel="next""#)]),
             1,
             3,
             3
         ));
-        assert!(!procore_has_next(
+        assert!(!has_next(
             &response(&[
                 ("link", r#"<https://x/?page=1>; rel="last""#),
                 ("total", "900")
@@ -278,62 +315,21 @@ mod tests {
     fn total_is_read_against_the_servers_page_size() {
         // The server pages by 50 although 100 were asked for: Per-Page says so.
         let r = response(&[("total", "120"), ("per-page", "50")]);
-        assert!(procore_has_next(&r, 1, 50, 50));
-        assert!(procore_has_next(&r, 2, 50, 100));
-        assert!(!procore_has_next(&r, 3, 20, 120));
+        assert!(has_next(&r, 1, 50, 50));
+        assert!(has_next(&r, 2, 50, 100));
+        assert!(!has_next(&r, 3, 20, 120));
         // Without Per-Page, what has been received counts, never what was asked.
         let r = response(&[("total", "120")]);
-        assert!(procore_has_next(&r, 1, 50, 50));
-        assert!(procore_has_next(&r, 2, 50, 100));
-        assert!(!procore_has_next(&r, 3, 20, 120));
+        assert!(has_next(&r, 1, 50, 50));
+        assert!(has_next(&r, 2, 50, 100));
+        assert!(!has_next(&r, 3, 20, 120));
         // A short page with a Total saying there is more: keep going.
-        assert!(procore_has_next(&response(&[("total", "250")]), 1, 60, 60));
-    }
-
-    /// A documented example kept with the emulator's tests, where its
-    /// source (page, repository, path, commit) is named.
-    fn documented(name: &str) -> Value {
-        let path = format!(
-            "{}/../emulator/tests/documented/{name}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn graph_pages_are_read_as_the_documented_examples_give_them() {
-        let read = |name: &str| graph_page(documented(name)["body"].clone()).unwrap();
-        let (members, next) = read("graph_list_members");
-        assert_eq!(members[0]["mail"], "user1@contoso.com");
-        assert_eq!(next, None, "no nextLink: the last page");
-        let (members, _) = read("graph_list_transitive_members");
-        assert_eq!(members[0]["@odata.type"], "#microsoft.graph.user");
-        let (groups, next) = read("graph_groups_delta_initial");
-        assert_eq!(groups.len(), 2);
-        assert_eq!(
-            next.as_deref(),
-            Some(
-                "https://graph.microsoft.com/v1.0/groups/delta?$skiptoken=pqwSUjGYvb3jQpbwVAwEL7yuI3dU1LecfkkfLPtnIjvB7XnF_yllFsCrZJ"
-            ),
-            "followed verbatim"
-        );
-        let (groups, next) = read("graph_groups_delta_final");
-        assert_eq!(
-            (groups.len(), next),
-            (2, None),
-            "a deltaLink ends the round"
-        );
-        let (changes, _) = read("graph_groups_delta_changes");
-        assert_eq!(
-            changes[0]["members@delta"][0]["@removed"]["reason"],
-            "deleted"
-        );
-        assert!(graph_page(documented("graph_throttled")["body"].clone()).is_none());
+        assert!(has_next(&response(&[("total", "250")]), 1, 60, 60));
     }
 
     #[test]
     fn procore_paging_reads_the_documented_headers() {
-        let example = documented("procore_pagination");
+        let example = crate::tests::documented("procore_pagination");
         let headers: Vec<(String, String)> = example["headers"]
             .as_object()
             .unwrap()
@@ -349,7 +345,7 @@ mod tests {
             link_next(third.header("link").unwrap()).as_deref(),
             Some("https://api.procore.com/rest/v1.0/punch_items?page=4&per_page=5")
         );
-        assert!(procore_has_next(&third, 3, 5, 15));
+        assert!(has_next(&third, 3, 5, 15));
         // The last page (30 × 5 = 150, the documented Total) has no next link.
         let last = Response {
             status: 200,
@@ -365,7 +361,7 @@ mod tests {
                 .collect(),
             body: vec![],
         };
-        assert!(!procore_has_next(&last, 30, 5, 150));
+        assert!(!has_next(&last, 30, 5, 150));
         let without_link = Response {
             status: 200,
             headers: vec![
@@ -374,19 +370,19 @@ mod tests {
             ],
             body: vec![],
         };
-        assert!(procore_has_next(&without_link, 29, 5, 145));
-        assert!(!procore_has_next(&without_link, 30, 5, 150));
+        assert!(has_next(&without_link, 29, 5, 145));
+        assert!(!has_next(&without_link, 30, 5, 150));
     }
 
     #[test]
     fn without_headers_only_an_empty_page_ends_the_list() {
         assert!(
-            procore_has_next(&response(&[]), 1, 7, 7),
+            has_next(&response(&[]), 1, 7, 7),
             "a short page is not the end"
         );
-        assert!(procore_has_next(&response(&[]), 2, 100, 107));
-        assert!(!procore_has_next(&response(&[]), 3, 0, 107));
+        assert!(has_next(&response(&[]), 2, 100, 107));
+        assert!(!has_next(&response(&[]), 3, 0, 107));
         // An empty page ends the list even when Total overstates.
-        assert!(!procore_has_next(&response(&[("total", "500")]), 2, 0, 100));
+        assert!(!has_next(&response(&[("total", "500")]), 2, 0, 100));
     }
 }

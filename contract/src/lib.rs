@@ -1,0 +1,185 @@
+//! JSON shapes of the step contract that both sides use.
+//!
+//! The host writes them and components read them, so they are defined
+//! once, here: the kind of a step's error ([`ErrorKind`], the WIT's
+//! `error-kind` as JSON) and a `for_each` step's output ([`ForEachOutput`]),
+//! which later steps read as `${steps.<id>}`. With the `schema` feature each
+//! also has a JSON Schema, for a component's `describe`.
+#![deny(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What kind of failure a step reported (the WIT's `error-kind`). Only
+/// `unavailable` and `rate-limited` are retried by a step's `retry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The step's input is wrong.
+    BadInput,
+    /// Something the step needed does not exist.
+    NotFound,
+    /// The change clashes with what is already there.
+    Conflict,
+    /// The service refused the connection's credentials or lacks a permission.
+    Forbidden,
+    /// The service could not be reached or failed. Retryable.
+    Unavailable,
+    /// The service asked to slow down. Retryable.
+    RateLimited,
+    /// Anything else, a failure of the component or of the host.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, in the WIT's order.
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::BadInput,
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::Forbidden,
+        ErrorKind::Unavailable,
+        ErrorKind::RateLimited,
+        ErrorKind::Internal,
+    ];
+
+    /// Whether a step's `retry` policy may call the step again.
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::RateLimited)
+    }
+
+    /// The kind's name as the WIT and JSON spell it (`bad-input`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadInput => "bad-input",
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::RateLimited => "rate-limited",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `for_each` step's output: every item that ran, in item order, with
+/// its output or its error, and the counts. `O` is the component's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(bound(serialize = "O: Serialize", deserialize = "O: Deserialize<'de>"))]
+pub struct ForEachOutput<O = Value> {
+    /// One entry per item that ran, in item order.
+    pub items: Vec<ItemEntry<O>>,
+    /// How many items succeeded.
+    pub ok: usize,
+    /// How many items failed.
+    pub failed: usize,
+}
+
+/// One item of a `for_each` step and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(bound(serialize = "O: Serialize", deserialize = "O: Deserialize<'de>"))]
+pub struct ItemEntry<O = Value> {
+    /// The item, as the list held it.
+    pub item: Value,
+    /// Its outcome, tagged by `status`.
+    #[serde(flatten)]
+    pub result: ItemResult<O>,
+}
+
+/// `{"status": "ok", "output": …}` or `{"status": "failed", "error": …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(tag = "status", rename_all = "lowercase")]
+#[serde(bound(serialize = "O: Serialize", deserialize = "O: Deserialize<'de>"))]
+pub enum ItemResult<O = Value> {
+    /// The item's call returned this output.
+    Ok {
+        /// The component's output for this item.
+        output: O,
+    },
+    /// The item's call failed.
+    Failed {
+        /// Why.
+        error: ItemError,
+    },
+}
+
+/// Why one item failed, as the run records it (redacted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ItemError {
+    /// The kind of failure: the component's own, or `internal` for a
+    /// failure the host saw (a trap, a timeout, a limit, bad output).
+    pub kind: ErrorKind,
+    /// The component's code, or the host's (`timeout`, `trap`, …).
+    pub code: String,
+    /// What happened, for people.
+    pub message: String,
+    /// Whether a later attempt could succeed (the kind is `unavailable`
+    /// or `rate-limited`).
+    pub retryable: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_for_each_output_has_its_documented_shape() {
+        let output: ForEachOutput = ForEachOutput {
+            items: vec![
+                ItemEntry {
+                    item: json!("a"),
+                    result: ItemResult::Ok {
+                        output: json!({"n": 1}),
+                    },
+                },
+                ItemEntry {
+                    item: json!("b"),
+                    result: ItemResult::Failed {
+                        error: ItemError {
+                            kind: ErrorKind::Unavailable,
+                            code: "http-503".into(),
+                            message: "down".into(),
+                            retryable: true,
+                        },
+                    },
+                },
+            ],
+            ok: 1,
+            failed: 1,
+        };
+        let text = serde_json::to_value(&output).unwrap();
+        assert_eq!(
+            text,
+            json!({"items": [
+                {"item": "a", "status": "ok", "output": {"n": 1}},
+                {"item": "b", "status": "failed", "error": {"kind": "unavailable", "code": "http-503", "message": "down", "retryable": true}}
+            ], "ok": 1, "failed": 1})
+        );
+        let back: ForEachOutput = serde_json::from_value(text).unwrap();
+        assert_eq!(back, output);
+    }
+
+    #[test]
+    fn kinds_spell_as_the_wit_does_and_two_are_retryable() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
+        }
+        let retryable: Vec<_> = ErrorKind::ALL.iter().filter(|k| k.retryable()).collect();
+        assert_eq!(
+            retryable,
+            [&ErrorKind::Unavailable, &ErrorKind::RateLimited]
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! What [`step!`](crate::step) expands to: JSON in and out around a typed
+//! step function, and `describe` from its types. Not for direct use.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::__bindings::sluice::flow::types::{ConnectionRole, ErrorKind as WitKind};
+use crate::__bindings::{self, Description, RunContext};
+use crate::{Context, ErrorKind, StepError};
+
+/// The crate a component is built from, as its `Cargo.toml` says.
+pub struct Package {
+    /// `CARGO_PKG_NAME`.
+    pub name: &'static str,
+    /// `CARGO_PKG_VERSION`.
+    pub version: &'static str,
+    /// `CARGO_PKG_DESCRIPTION`.
+    pub summary: &'static str,
+}
+
+/// Parses the input, calls the step, serialises the output.
+pub fn run<I, O, F>(
+    input: &str,
+    context: RunContext,
+    step: F,
+) -> Result<String, __bindings::StepError>
+where
+    I: DeserializeOwned,
+    O: Serialize,
+    F: FnOnce(I, &Context) -> Result<O, StepError>,
+{
+    run_typed(input, &Context::new(context), step).map_err(to_wit)
+}
+
+fn run_typed<I, O, F>(input: &str, context: &Context, step: F) -> Result<String, StepError>
+where
+    I: DeserializeOwned,
+    O: Serialize,
+    F: FnOnce(I, &Context) -> Result<O, StepError>,
+{
+    let input: I = serde_json::from_str(input).map_err(|e| {
+        StepError::bad_input(format!(
+            "the step's `with` does not fit this component: {e}"
+        ))
+    })?;
+    let output = step(input, context)?;
+    serde_json::to_string(&output).map_err(|e| {
+        StepError::internal(format!("the output could not be serialised: {e}"))
+            .with_code("bad-output")
+    })
+}
+
+/// The component's description, from its package and its step's types.
+pub fn describe<I, O, F>(_step: F, package: Package, roles: &[(&str, &str)]) -> Description
+where
+    I: JsonSchema,
+    O: JsonSchema,
+    F: FnOnce(I, &Context) -> Result<O, StepError>,
+{
+    Description {
+        name: package.name.to_string(),
+        version: package.version.to_string(),
+        summary: package.summary.to_string(),
+        input_schema: schema::<I>(),
+        output_schema: schema::<O>(),
+        connections: roles
+            .iter()
+            .map(|(role, summary)| ConnectionRole {
+                role: role.to_string(),
+                summary: summary.to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// The JSON Schema (draft 2020-12, schemars' default) of `T`, as text.
+pub fn schema<T: JsonSchema>() -> String {
+    schemars::schema_for!(T).as_value().to_string()
+}
+
+/// The SDK's error as the WIT's.
+pub fn to_wit(e: StepError) -> __bindings::StepError {
+    use WitKind as Wit;
+    let kind = match e.kind {
+        ErrorKind::BadInput => Wit::BadInput,
+        ErrorKind::NotFound => Wit::NotFound,
+        ErrorKind::Conflict => Wit::Conflict,
+        ErrorKind::Forbidden => Wit::Forbidden,
+        ErrorKind::Unavailable => Wit::Unavailable,
+        ErrorKind::RateLimited => Wit::RateLimited,
+        ErrorKind::Internal => Wit::Internal,
+    };
+    __bindings::StepError {
+        kind,
+        code: e.code,
+        message: e.message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, JsonSchema)]
+    struct In {
+        name: String,
+    }
+
+    #[derive(Serialize, JsonSchema)]
+    struct Out {
+        greeting: String,
+    }
+
+    fn greet(input: In, _: &Context) -> Result<Out, StepError> {
+        Ok(Out {
+            greeting: format!("hi {}", input.name),
+        })
+    }
+
+    fn context() -> Context {
+        Context::new(RunContext {
+            run_id: "r".into(),
+            flow: "f".into(),
+            step: "s".into(),
+            item_index: None,
+            item_key: None,
+            dry_run: false,
+            started_at: "2025-01-01T00:00:00+00:00".into(),
+            attempt: 1,
+        })
+    }
+
+    #[test]
+    fn typed_in_and_out_and_a_clear_bad_input() {
+        let out = run_typed(r#"{"name": "Ada"}"#, &context(), greet).unwrap();
+        assert_eq!(out, r#"{"greeting":"hi Ada"}"#);
+        let e = run_typed(r#"{"nom": "Ada"}"#, &context(), greet).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadInput);
+        assert!(e.message.contains("missing field `name`"), "{}", e.message);
+    }
+
+    #[test]
+    fn describe_carries_draft_2020_12_schemas_and_roles() {
+        let d = describe(
+            greet,
+            Package {
+                name: "greet",
+                version: "1.0.0",
+                summary: "Greets",
+            },
+            &[("api", "reads names")],
+        );
+        let input: serde_json::Value = serde_json::from_str(&d.input_schema).unwrap();
+        assert_eq!(
+            input["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert_eq!(input["required"], serde_json::json!(["name"]));
+        let output: serde_json::Value = serde_json::from_str(&d.output_schema).unwrap();
+        assert_eq!(output["properties"]["greeting"]["type"], "string");
+        assert_eq!(d.connections[0].role, "api");
+        assert_eq!((d.name.as_str(), d.version.as_str()), ("greet", "1.0.0"));
+    }
+}

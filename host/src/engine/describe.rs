@@ -1,0 +1,75 @@
+//! A component's `describe` export: what it is, the JSON Schemas of its
+//! input and output, and the connection roles it uses. Optional in the
+//! contract; called at most once per component (the engine caches the
+//! answer with the prepared component), in an instance of its own that can
+//! call nothing.
+
+use serde_json::Value;
+
+use super::bindings::types;
+
+/// What a component says it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Description {
+    pub name: String,
+    pub version: String,
+    pub summary: String,
+    /// JSON Schema (draft 2020-12) of the input.
+    pub input_schema: Value,
+    /// JSON Schema (draft 2020-12) of the output.
+    pub output_schema: Value,
+    pub connections: Vec<ConnectionRole>,
+}
+
+/// One role a component's connections play.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRole {
+    pub role: String,
+    pub summary: String,
+}
+
+/// Checks what `describe` returned: both schemas must be JSON objects (or
+/// `true`), and roles must be distinct names a flow can write.
+pub(super) fn from_wit(d: types::Description) -> Result<Description, String> {
+    let schema = |which: &str, text: &str| -> Result<Value, String> {
+        match serde_json::from_str::<Value>(text) {
+            Ok(v @ (Value::Object(_) | Value::Bool(true))) => Ok(v),
+            Ok(_) => Err(format!("its {which} schema is not a JSON Schema object")),
+            Err(e) => Err(format!("its {which} schema is not JSON: {e}")),
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &d.connections {
+        if !valid_role(&c.role) {
+            return Err(format!(
+                "its connection role `{}` is not lower-case letters, digits, `-` and `_`",
+                c.role
+            ));
+        }
+        if !seen.insert(c.role.as_str()) {
+            return Err(format!("it declares connection role `{}` twice", c.role));
+        }
+    }
+    Ok(Description {
+        input_schema: schema("input", &d.input_schema)?,
+        output_schema: schema("output", &d.output_schema)?,
+        connections: d
+            .connections
+            .into_iter()
+            .map(|c| ConnectionRole {
+                role: c.role,
+                summary: c.summary,
+            })
+            .collect(),
+        name: d.name,
+        version: d.version,
+        summary: d.summary,
+    })
+}
+
+fn valid_role(role: &str) -> bool {
+    !role.is_empty()
+        && role
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}

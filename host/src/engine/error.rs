@@ -1,0 +1,151 @@
+//! Why a call of a component produced no output, and how a wasmtime error
+//! becomes one of those reasons in words a flow author can act on.
+
+use std::time::Duration;
+
+use sluice_contract::ErrorKind;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use super::budget::BudgetExhausted;
+use super::instance::SandboxViolation;
+use super::limits::{DeadlineExceeded, MemoryLimitExceeded};
+
+/// Why a step call produced no output. The engine's own failures (a trap, a
+/// limit) and the component's reported error are kept apart.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("the component reported {kind} [{code}]: {message}")]
+    Reported {
+        kind: ErrorKind,
+        code: String,
+        message: String,
+    },
+    #[error("it ran longer than its timeout of {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("it exceeded its memory limit ({desired} bytes requested, limit {limit} bytes)")]
+    MemoryLimit { desired: usize, limit: usize },
+    /// The process's shared memory budget could not hold a growth.
+    #[error("{0}; run fewer items at once (a lower `concurrency`) or raise SLUICE_MEMORY_BUDGET")]
+    MemoryBudget(BudgetExhausted),
+    /// The component called WASI's `exit` instead of returning.
+    #[error(
+        "it exited with status {0} instead of returning a result or an error (the component called exit(), e.g. std::process::exit)"
+    )]
+    Exited(i32),
+    /// Its output, as JSON text, is over the step's cap.
+    #[error("its output is {size} bytes, over the limit of {limit} bytes (`{key}`)")]
+    OutputTooLarge {
+        size: usize,
+        limit: usize,
+        /// The flow key that sets the limit.
+        key: &'static str,
+    },
+    #[error("sandbox violation: {0}")]
+    Violation(String),
+    #[error("it trapped: {0}")]
+    Trap(String),
+    #[error("its output is not valid JSON: {0}")]
+    InvalidOutput(String),
+    #[error("it could not be instantiated: {0}")]
+    Instantiate(String),
+    /// The flow's state could not be made durable after the call succeeded.
+    #[error("its state could not be saved: {0}")]
+    State(String),
+}
+
+impl CallError {
+    /// The component's code, or the host's name for what happened.
+    pub fn code(&self) -> &str {
+        match self {
+            CallError::Reported { code, .. } => code,
+            CallError::Timeout(_) => "timeout",
+            CallError::MemoryLimit { .. } => "memory-limit",
+            CallError::MemoryBudget(_) => "memory-budget",
+            CallError::Exited(_) => "exited",
+            CallError::OutputTooLarge { .. } => "output-too-large",
+            CallError::Violation(_) => "sandbox-violation",
+            CallError::Trap(_) => "trap",
+            CallError::InvalidOutput(_) => "invalid-output",
+            CallError::Instantiate(_) => "instantiate",
+            CallError::State(_) => "state",
+        }
+    }
+
+    /// The component's kind; whatever the host stopped is `internal`
+    /// (a timeout or a trap would happen again: no retry policy applies).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CallError::Reported { kind, .. } => *kind,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether a step's `retry` may call again.
+    pub fn retryable(&self) -> bool {
+        self.kind().retryable()
+    }
+}
+
+/// Turns a wasmtime error into what happened. `stderr` is the instance's
+/// captured standard error, where a Rust guest prints its panic.
+pub(super) fn classify(
+    error: wasmtime::Error,
+    stderr: &MemoryOutputPipe,
+    instantiating: bool,
+    max_wasm_stack: usize,
+) -> CallError {
+    if let Some(d) = error.downcast_ref::<DeadlineExceeded>() {
+        return CallError::Timeout(d.0);
+    }
+    if let Some(m) = error.downcast_ref::<MemoryLimitExceeded>() {
+        return CallError::MemoryLimit {
+            desired: m.desired,
+            limit: m.limit,
+        };
+    }
+    if let Some(b) = error.downcast_ref::<BudgetExhausted>() {
+        return CallError::MemoryBudget(*b);
+    }
+    if let Some(v) = error.downcast_ref::<SandboxViolation>() {
+        return CallError::Violation(v.0.clone());
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return CallError::Exited(exit.0);
+    }
+    if instantiating {
+        return CallError::Instantiate(format!("{error:#}"));
+    }
+    let trap = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::StackOverflow) => format!(
+            "{}: it recursed deeper than the {} KiB stack a step may use",
+            wasmtime::Trap::StackOverflow,
+            max_wasm_stack / 1024
+        ),
+        Some(t) => t.to_string(),
+        None => first_line(&format!("{error}")),
+    };
+    match printed_panic(stderr) {
+        Some(line) => CallError::Trap(format!("{trap}; the component printed: {line}")),
+        None => CallError::Trap(trap),
+    }
+}
+
+/// The line a Rust guest's panic printed, else the last line it printed.
+fn printed_panic(stderr: &MemoryOutputPipe) -> Option<String> {
+    let printed = String::from_utf8_lossy(&stderr.contents()).into_owned();
+    let panic = printed
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .find(|l| l.contains("panicked"))
+        .map(str::to_string);
+    let last = printed
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("note:"))
+        .map(str::to_string);
+    panic.or(last).map(|l| l.trim().to_string())
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}

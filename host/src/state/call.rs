@@ -1,0 +1,238 @@
+//! What one call of a component sees of its flow's state, and the writes
+//! it leaves for the run to make durable (or, in a dry run, to show the
+//! rest of the run).
+//!
+//! Reads look in three layers, top first: the call's own writes, the dry
+//! run's [`Overlay`] (a dry run only), the store. A key deleted in an upper
+//! layer is absent whatever a lower one holds.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use super::{MAX_PAGE, MAX_WRITES_PER_CALL, Refused, StateStore, StoreError, Writes};
+
+/// The writes of a dry run's calls that succeeded: what later steps and
+/// items of the same run see instead of the store. Dropped with the run.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    writes: Mutex<Writes>,
+}
+
+impl Overlay {
+    /// Adds a successful call's writes; later ones win.
+    pub fn apply(&self, writes: Writes) {
+        let mut all = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        all.extend(writes);
+    }
+
+    fn get(&self, key: &str) -> Option<Option<Value>> {
+        let all = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(key).cloned()
+    }
+
+    /// Writes whose keys start with `prefix` and sort after `start_after`.
+    fn range(&self, prefix: &str, start_after: Option<&str>) -> Writes {
+        let all = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        in_range(&all, prefix, start_after)
+    }
+}
+
+/// One page of `list`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub entries: Vec<(String, Value)>,
+    /// The last key of this page, when more may follow.
+    pub next: Option<String>,
+}
+
+/// One call's view of its flow's state.
+pub struct CallState {
+    store: Arc<dyn StateStore>,
+    flow: String,
+    overlay: Option<Arc<Overlay>>,
+    writes: Writes,
+}
+
+impl CallState {
+    /// A call of `flow`'s step; `overlay` is the run's in a dry run.
+    pub fn new(store: Arc<dyn StateStore>, flow: &str, overlay: Option<Arc<Overlay>>) -> Self {
+        Self {
+            store,
+            flow: flow.to_string(),
+            overlay,
+            writes: Writes::new(),
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        if let Some(value) = self.writes.get(key) {
+            return Ok(value.clone());
+        }
+        if let Some(value) = self.overlay.as_ref().and_then(|o| o.get(key)) {
+            return Ok(value);
+        }
+        self.store.get(&self.flow, key).await
+    }
+
+    pub fn set(&mut self, key: String, value: Value) -> Result<(), Refused> {
+        self.write(key, Some(value))
+    }
+
+    pub fn delete(&mut self, key: String) -> Result<(), Refused> {
+        self.write(key, None)
+    }
+
+    fn write(&mut self, key: String, value: Option<Value>) -> Result<(), Refused> {
+        if !self.writes.contains_key(&key) && self.writes.len() >= MAX_WRITES_PER_CALL {
+            return Err(Refused::TooManyWrites);
+        }
+        self.writes.insert(key, value);
+        Ok(())
+    }
+
+    /// Up to `limit` entries (0 or more than [`MAX_PAGE`]: that many) whose
+    /// keys start with `prefix`, after `start_after`, all layers merged.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let limit = if limit == 0 {
+            MAX_PAGE
+        } else {
+            limit.min(MAX_PAGE)
+        };
+        let mut upper = self
+            .overlay
+            .as_ref()
+            .map(|o| o.range(prefix, start_after))
+            .unwrap_or_default();
+        upper.extend(in_range(&self.writes, prefix, start_after));
+        // Each key deleted above may hide one of the store's: ask for that
+        // many more (within a store's page), so `limit` survivors are there
+        // if the store has them.
+        let deleted = upper.values().filter(|v| v.is_none()).count();
+        let asked = (limit + deleted).min(MAX_PAGE);
+        let stored = self
+            .store
+            .list(&self.flow, prefix, start_after, asked)
+            .await?;
+        // A full page may have more after it: nothing past its last key is
+        // known to come next.
+        let horizon = (stored.len() == asked).then(|| stored.last().map(|(k, _)| k.clone()));
+        let mut merged: BTreeMap<String, Value> = stored
+            .into_iter()
+            .filter(|(k, _)| !upper.contains_key(k))
+            .collect();
+        merged.extend(upper.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        if let Some(Some(last)) = &horizon {
+            merged.retain(|k, _| k <= last);
+        }
+        let more = horizon.is_some() || merged.len() > limit;
+        let entries: Vec<(String, Value)> = merged.into_iter().take(limit).collect();
+        let next = entries.last().map(|(k, _)| k.clone()).filter(|_| more);
+        Ok(Page { entries, next })
+    }
+
+    /// The writes the call made, for the run to keep if it succeeded.
+    pub fn into_writes(self) -> Writes {
+        self.writes
+    }
+}
+
+/// The entries of `writes` whose keys start with `prefix`, after `start_after`.
+fn in_range(writes: &Writes, prefix: &str, start_after: Option<&str>) -> Writes {
+    let lower = match start_after {
+        Some(after) if after >= prefix => Bound::Excluded(after.to_string()),
+        _ => Bound::Included(prefix.to_string()),
+    };
+    writes
+        .range((lower, Bound::Unbounded))
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{MemoryStore, Write};
+    use super::*;
+    use serde_json::json;
+
+    async fn store(entries: &[(&str, Value)]) -> Arc<dyn StateStore> {
+        let store = MemoryStore::default();
+        let writes: Vec<Write> = entries
+            .iter()
+            .map(|(k, v)| Write::Set(k.to_string(), v.clone()))
+            .collect();
+        store.apply("f", "r", writes).await.unwrap();
+        Arc::new(store)
+    }
+
+    fn keys(page: &Page) -> Vec<&str> {
+        page.entries.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_call_sees_its_own_writes_over_the_store() {
+        let mut call = CallState::new(store(&[("a", json!(1)), ("b", json!(2))]).await, "f", None);
+        call.set("a".into(), json!(10)).unwrap();
+        call.delete("b".into()).unwrap();
+        assert_eq!(call.get("a").await.unwrap(), Some(json!(10)));
+        assert_eq!(call.get("b").await.unwrap(), None);
+        let other_flow = CallState::new(store(&[("a", json!(1))]).await, "g", None);
+        assert_eq!(
+            other_flow.get("a").await.unwrap(),
+            None,
+            "scoped to the flow"
+        );
+    }
+
+    #[tokio::test]
+    async fn pages_merge_every_layer_and_say_when_more_may_follow() {
+        let stored: Vec<(String, Value)> = (0..10).map(|i| (format!("k{i}"), json!(i))).collect();
+        let stored: Vec<(&str, Value)> = stored
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let overlay = Arc::new(Overlay::default());
+        overlay.apply(Writes::from([
+            ("k0".to_string(), None),
+            ("k05".to_string(), Some(json!("o"))),
+        ]));
+        let mut call = CallState::new(store(&stored).await, "f", Some(overlay));
+        call.delete("k1".into()).unwrap();
+        call.delete("k2".into()).unwrap();
+        call.set("k05".into(), json!("mine")).unwrap();
+        call.set("other".into(), json!(0)).unwrap();
+        let page = call.list("k", None, 3).await.unwrap();
+        assert_eq!(keys(&page), ["k05", "k3", "k4"]);
+        assert_eq!(page.entries[0].1, json!("mine"));
+        assert_eq!(page.next.as_deref(), Some("k4"));
+        let page = call.list("k", Some("k4"), 10).await.unwrap();
+        assert_eq!(keys(&page), ["k5", "k6", "k7", "k8", "k9"]);
+        assert_eq!(page.next, None);
+        let everything = call.list("", None, 0).await.unwrap();
+        assert_eq!(everything.entries.len(), 9);
+        assert_eq!(everything.entries.last().unwrap().0, "other");
+    }
+
+    #[tokio::test]
+    async fn a_call_may_write_so_many_keys_and_no_more() {
+        let mut call = CallState::new(store(&[]).await, "f", None);
+        for i in 0..MAX_WRITES_PER_CALL {
+            call.set(format!("k{i}"), json!(i)).unwrap();
+        }
+        assert_eq!(
+            call.set("one-more".into(), json!(0)),
+            Err(Refused::TooManyWrites)
+        );
+        call.set("k0".into(), json!("again")).unwrap();
+        call.delete("k1".into()).unwrap();
+        assert_eq!(call.into_writes().len(), MAX_WRITES_PER_CALL);
+    }
+}

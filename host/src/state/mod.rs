@@ -1,0 +1,132 @@
+//! Flow state: the key-value store a flow keeps from one run to the next
+//! (the WIT's `state` interface), host side.
+//!
+//! - [`StateStore`]: where state lives, scoped by flow name: get, a page of
+//!   a prefix, and a batch of writes applied in one transaction. The run
+//!   history's database implements it for real runs; [`MemoryStore`] keeps
+//!   it in memory (tests, and a runner without a data directory).
+//! - [`CallState`]: what one call of a component sees — its own buffered
+//!   writes over the run's (in a dry run) over the store — and the writes
+//!   it leaves behind for the run to make durable on success.
+//! - [`Overlay`]: a dry run's successful writes, seen by the rest of that
+//!   run and never stored.
+//!
+//! Invariants: a call's writes reach the store together or not at all, and
+//! only when the call succeeded; a dry run never writes to the store. Two
+//! calls' batches are applied in the order they finish, so the same key is
+//! last-writer-wins.
+
+mod call;
+mod memory;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+pub use call::{CallState, Overlay, Page};
+pub use memory::MemoryStore;
+
+/// Longest key, in bytes. Long enough for a prefix and an address or a
+/// URL-sized id; short enough to index cheaply.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Largest value, as JSON text: a delta link or a person's record fits many
+/// times over; a whole tenant belongs in a step's output, not in state.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Distinct keys one call may write: bounds what a call holds in memory
+/// before it succeeds (with values, at most 10 GiB in theory, in practice
+/// the call's own memory cap bounds what it can produce first).
+pub const MAX_WRITES_PER_CALL: usize = 10_000;
+/// Most entries one `list` returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// A change to one key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Set(String, Value),
+    Delete(String),
+}
+
+impl Write {
+    pub fn key(&self) -> &str {
+        match self {
+            Write::Set(k, _) | Write::Delete(k) => k,
+        }
+    }
+}
+
+/// A call's writes, by key: `None` deletes.
+pub type Writes = BTreeMap<String, Option<Value>>;
+
+/// The store could not be read or written.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the flow state store failed: {0}")]
+pub struct StoreError(pub String);
+
+/// Where flow state lives. Implementations never block an async worker.
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync {
+    /// The value under `key` in `flow`'s state.
+    async fn get(&self, flow: &str, key: &str) -> Result<Option<Value>, StoreError>;
+
+    /// Up to `limit` entries of `flow` whose keys start with `prefix` and
+    /// sort after `start_after` (bytewise), in ascending key order. A store
+    /// may return fewer than `limit` (never more) only when no more exist
+    /// or when `limit` exceeds [`MAX_PAGE`].
+    async fn list(
+        &self,
+        flow: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Value)>, StoreError>;
+
+    /// Applies every write, in order, in one transaction; `run` is the run
+    /// that made them.
+    async fn apply(&self, flow: &str, run: &str, writes: Vec<Write>) -> Result<(), StoreError>;
+}
+
+/// Why a key or a value is refused, in the words the component gets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("a state key must not be empty")]
+    EmptyKey,
+    #[error("a state key is at most {MAX_KEY_BYTES} bytes; this one is {0}")]
+    LongKey(usize),
+    #[error("a state key may not contain a NUL character")]
+    NulInKey,
+    #[error("a state value must be a JSON document: {0}")]
+    NotJson(String),
+    #[error("a state value is at most {MAX_VALUE_BYTES} bytes of JSON; this one is {0}")]
+    LargeValue(usize),
+    #[error("one call may write at most {MAX_WRITES_PER_CALL} state keys")]
+    TooManyWrites,
+}
+
+/// Checks a key against the contract's limits.
+pub fn check_key(key: &str) -> Result<(), Refused> {
+    match key.len() {
+        0 => Err(Refused::EmptyKey),
+        n if n > MAX_KEY_BYTES => Err(Refused::LongKey(n)),
+        _ if key.contains('\0') => Err(Refused::NulInKey),
+        _ => Ok(()),
+    }
+}
+
+/// Parses a value the component sent, within the contract's limits.
+pub fn parse_value(text: &str) -> Result<Value, Refused> {
+    if text.len() > MAX_VALUE_BYTES {
+        return Err(Refused::LargeValue(text.len()));
+    }
+    serde_json::from_str(text).map_err(|e| Refused::NotJson(e.to_string()))
+}
+
+/// `writes` as the store applies them.
+pub fn batch(writes: Writes) -> Vec<Write> {
+    writes
+        .into_iter()
+        .map(|(k, v)| match v {
+            Some(v) => Write::Set(k, v),
+            None => Write::Delete(k),
+        })
+        .collect()
+}
