@@ -1,6 +1,7 @@
 //! Tenants to emulate: the data, a seeded generator of realistic tenants of
 //! any size, and the expected outcome of a correct sync computed from the
-//! identity rules independently of the flow's components.
+//! identity rule (the one the components share, `sluice-identity`) and the
+//! tenant data alone, independently of the components' code.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
@@ -8,6 +9,7 @@ use std::sync::OnceLock;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use sluice_identity::Key;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct GraphUser {
@@ -232,10 +234,9 @@ impl Scenario {
         let mut inactive_keys = BTreeSet::new();
         for p in &self.procore_users {
             for k in [&p.login, &p.email_address] {
-                let k = k.trim().to_lowercase();
-                if k.is_empty() {
+                let Some(k) = Key::of(k).map(Key::into_string) else {
                     continue;
-                }
+                };
                 if p.is_active {
                     active_keys.insert(k);
                 } else {
@@ -270,11 +271,10 @@ impl Scenario {
     }
 }
 
-/// The key of a Graph user: mail trimmed and lower-cased, else the UPN.
+/// The key of a Graph user, by the identity rule the components use
+/// (`sluice-identity`): mail trimmed and lower-cased, else the UPN.
 pub fn identity_key(u: &GraphUser) -> Option<String> {
-    let mail = u.mail.as_deref().map(str::trim).filter(|m| !m.is_empty());
-    let upn = Some(u.user_principal_name.trim()).filter(|m| !m.is_empty());
-    mail.or(upn).map(str::to_lowercase)
+    Key::of_graph_user(u.mail.as_deref(), Some(&u.user_principal_name)).map(Key::into_string)
 }
 
 const FIRST: &[&str] = &[
