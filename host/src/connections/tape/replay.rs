@@ -172,6 +172,7 @@ impl Wire for Replaying<'_> {
         // would find no answer either.
         let recorded = self.player.answer(&key).map_err(|reason| NoAnswer {
             built: false,
+            connected: false,
             reason,
         })?;
         let response = &recorded.response;
@@ -186,6 +187,7 @@ impl Wire for Replaying<'_> {
             .collect();
         let body = response.body.bytes().ok_or_else(|| NoAnswer {
             built: false,
+            connected: false,
             reason: format!(
                 "replay: the recorded answer to {} in {} has a body that is not valid base64",
                 shown(&key),
