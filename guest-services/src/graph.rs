@@ -62,7 +62,6 @@ pub fn page(page: Value) -> Option<(Vec<Value>, Option<String>)> {
     }
 }
 
-
 /// `code: message` of a Graph error body, if the body is one.
 pub fn error_message(response: &Response) -> Option<String> {
     let body: Value = serde_json::from_slice(&response.body).ok()?;
