@@ -40,8 +40,8 @@ pub use describe::{ConnectionRole, Description};
 pub use error::CallError;
 use error::classify;
 pub use instance::{
-    Call, Invocation, LogLevel, LogSink, MAX_LOG_LINES, OutputCap, SandboxViolation,
-    StepContext, StepState,
+    Call, Invocation, LogLevel, LogSink, MAX_LOG_LINES, OutputCap, SandboxViolation, StepContext,
+    StepState,
 };
 use limits::{DeadlineExceeded, MemoryCap};
 
