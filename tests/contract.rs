@@ -325,3 +325,122 @@ async fn every_built_in_describes_itself_once_with_schemas_and_roles() {
     let prepared = runner.engine.prepare(&bytes).unwrap();
     assert!(runner.engine.describe(&prepared).await.unwrap().is_none());
 }
+
+/// `sluice run [--dry-run] FILE` in `data`, its store at `database`;
+/// fails the test unless it exits with `code`.
+fn sluice_run(
+    data: &std::path::Path,
+    database: &str,
+    flow: &std::path::Path,
+    dry: bool,
+    code: i32,
+) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env_clear()
+        .env("SLUICE_DATA_DIR", data)
+        .env("SLUICE_DATABASE_URL", database)
+        .args(["run", "--quiet"]);
+    if dry {
+        cmd.arg("--dry-run");
+    }
+    let out = cmd.arg(flow).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every key of the flow's state in the store at `database`.
+async fn stored_in(database: &str) -> Vec<(String, Value)> {
+    let location: sluice_store::Location = database.parse().unwrap();
+    let store = sluice_store::Store::open(&location).await.unwrap();
+    let query = sluice_store::StateQuery {
+        prefix: String::new(),
+        start_after: None,
+        limit: 1000,
+    };
+    let page = store.state_list(FLOW, &query).await.unwrap();
+    page.entries.into_iter().map(|e| (e.key, e.value)).collect()
+}
+
+/// State kept by `sluice run` in the store: run 2 reads what run 1 wrote, a
+/// dry run leaves no trace, a failed item's and a failed step's writes are
+/// dropped, the items that succeeded all land.
+async fn state_is_kept_in_the_store_between_runs_of_the_binary(database: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let count = write_flow(
+        dir.path(),
+        "count.toml",
+        &flow_with(
+            r#"
+[[step]]
+id = "count"
+uses = "FIXTURE"
+with = { increment = "runs" }
+"#,
+        ),
+    );
+    sluice_run(&data, database, &count, false, 0);
+    assert_eq!(stored_in(database).await, vec![("runs".into(), json!(1))]);
+    // Run 2 (another process) read run 1's value to write 2.
+    sluice_run(&data, database, &count, false, 0);
+    assert_eq!(stored_in(database).await, vec![("runs".into(), json!(2))]);
+    sluice_run(&data, database, &count, true, 0);
+    assert_eq!(
+        stored_in(database).await,
+        vec![("runs".into(), json!(2))],
+        "a dry run leaves the store as it was"
+    );
+
+    let items = write_flow(
+        dir.path(),
+        "items.toml",
+        &flow_with(
+            r#"
+[params]
+items = [{ key = "a" }, { key = "b", fail = { kind = "internal" } }, { key = "c", panic = true }, { key = "d" }]
+
+[[step]]
+id = "each"
+uses = "FIXTURE"
+for_each = "${params.items}"
+concurrency = 4
+on_error = "continue"
+with = { write_own = "${item.key}", fail = "${item.fail}", panic = "${item.panic}" }
+
+[[step]]
+id = "fails"
+uses = "FIXTURE"
+with = { write = { never = 1 }, fail = { kind = "conflict" } }
+"#,
+        ),
+    );
+    sluice_run(&data, database, &items, false, 1);
+    assert_eq!(
+        stored_in(database).await,
+        vec![
+            ("item/a".into(), json!("a")),
+            ("item/d".into(), json!("d")),
+            ("runs".into(), json!(2)),
+        ],
+        "only the items that succeeded kept their writes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_kept_between_runs_of_the_binary_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite:{}", dir.path().join("store.sqlite").display());
+    state_is_kept_in_the_store_between_runs_of_the_binary(&database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_kept_between_runs_of_the_binary_on_postgres() {
+    let database = sluice_store::testing::TempPostgres::shared()
+        .new_database()
+        .await;
+    state_is_kept_in_the_store_between_runs_of_the_binary(&database).await;
+}

@@ -1,7 +1,7 @@
 //! The flow's key-value store, kept from one run to the next.
 //!
 //! Scoped to the flow's name; keys are 1 to 512 bytes, values JSON of at
-//! most 1 MiB. Writes become durable when this call (the step, or this
+//! most 256 KiB. Writes become durable when this call (the step, or this
 //! `for_each` item) succeeds, and never in a dry run, where they are seen
 //! by the rest of the run and then discarded. Two items writing different
 //! keys both land; the same key is last-writer-wins. Key per-item state by

@@ -174,6 +174,9 @@ pub async fn demo(
     )
     .await;
     options.approvals = recording.approvals(LICENSE_SYNC_PATH);
+    // The flow's state stays in memory: the emulated tenant is new each
+    // time, and what a demo remembers must not reach the real flow's
+    // state, which has the same name.
     let outcome = runner
         .run(&flow, &options, recording.observer.clone())
         .await;

@@ -130,6 +130,16 @@ impl Recording {
         })
     }
 
+    /// Where the run keeps its flow's state: the store its history goes to
+    /// (none when the store could not be opened: the run's state then
+    /// lives in memory and is gone when it ends).
+    pub fn state(&self) -> Option<Arc<dyn crate::state::StateStore>> {
+        self.writer.as_ref().map(|w| {
+            let store = crate::state::DurableStore::new(w.store().clone(), None);
+            Arc::new(store) as Arc<dyn crate::state::StateStore>
+        })
+    }
+
     /// Waits until the run's history is written.
     pub async fn finish(&self) {
         if let Some(writer) = &self.writer {
@@ -206,6 +216,7 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     );
     options.tapes = tapes.clone();
     options.approvals = recording.approvals(&flow_file);
+    options.state = recording.state();
     options.only = args.only.clone();
     stop_gracefully_on_signal(options.cancel.clone(), mode)?;
     let outcome = runner

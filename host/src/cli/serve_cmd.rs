@@ -107,6 +107,12 @@ impl Host for ServeHost {
         })
     }
 
+    fn state(&self, _flow: &Flow, run_id: &str) -> Option<Arc<dyn crate::state::StateStore>> {
+        let store = self.writer.store().clone();
+        let fence = self.replica.fence_of(run_id);
+        Some(Arc::new(crate::state::DurableStore::new(store, fence)))
+    }
+
     async fn claim(&self, flow: &Flow, at: chrono::DateTime<chrono::Utc>, run_id: &str) -> bool {
         self.replica.claim(&flow.name, at, run_id).await
     }

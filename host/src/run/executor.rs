@@ -60,6 +60,9 @@ pub struct RunOptions {
     /// `--only KEY`: in each `for_each` step, only the items with these
     /// keys (compared without case); empty: every item.
     pub only: Vec<String>,
+    /// Where this run's flow state lives (the store its history goes to,
+    /// with the run's fencing number); `None`: the runner's own, in memory.
+    pub state: Option<Arc<dyn StateStore>>,
 }
 
 impl RunOptions {
@@ -72,6 +75,7 @@ impl RunOptions {
             redactor: Redactor::default(),
             approvals: None,
             only: Vec::new(),
+            state: None,
             tapes: None,
             guard: None,
         }
@@ -117,7 +121,8 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// A runner whose flow state lives in memory, as long as the runner.
+    /// A runner whose flow state lives in memory, as long as the runner
+    /// (a run given a store in [`RunOptions::state`] uses that instead).
     pub fn new(engine: Arc<Engine>) -> anyhow::Result<Self> {
         Ok(Self {
             engine,
@@ -202,7 +207,7 @@ impl Runner {
             observer: observer.clone(),
             redactor: redactor.clone(),
             connections,
-            state: self.state.clone(),
+            state: options.state.clone().unwrap_or_else(|| self.state.clone()),
         };
         let ctx = RunContext::new(&self.engine, flow, options, services, fields);
         for (step, prepared) in flow.steps.iter().zip(prepared) {

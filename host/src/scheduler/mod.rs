@@ -106,6 +106,11 @@ pub trait Host: Send + Sync + 'static {
     fn approvals(&self, _flow: &Flow, _run_id: &str) -> Option<crate::run::ApprovalStore> {
         None
     }
+    /// Where a run keeps its flow's state (the store its history goes to,
+    /// with the run's fencing number); `None`: the runner's, in memory.
+    fn state(&self, _flow: &Flow, _run_id: &str) -> Option<Arc<dyn crate::state::StateStore>> {
+        None
+    }
 }
 
 /// How far a stop has gone: the first SIGINT/SIGTERM stops gracefully,
@@ -795,6 +800,7 @@ impl<H: Host> FiringTask<H> {
             }
         };
         options.approvals = host.approvals(&flow, &options.run_id);
+        options.state = host.state(&flow, &options.run_id);
         let observer = host.observer(&flow, &options.run_id, trigger, &options);
         let outcome = runner.run(&flow, &options, observer).await;
         host.event(ServeEvent::RunFinished {

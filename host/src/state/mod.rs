@@ -2,9 +2,11 @@
 //! (the WIT's `state` interface), host side.
 //!
 //! - [`StateStore`]: where state lives, scoped by flow name: get, a page of
-//!   a prefix, and a batch of writes applied in one transaction. The run
-//!   history's database implements it for real runs; [`MemoryStore`] keeps
-//!   it in memory (tests, and a runner without a data directory).
+//!   a prefix, and a batch of writes applied in one transaction.
+//!   [`DurableStore`] keeps it in the run history's store (SQLite or
+//!   PostgreSQL) for every recorded run; [`MemoryStore`] keeps it in memory
+//!   (tests, and a run with no store, whose state lasts as long as the
+//!   process).
 //! - [`CallState`]: what one call of a component sees — its own buffered
 //!   writes over the run's (in a dry run) over the store — and the writes
 //!   it leaves behind for the run to make durable on success.
@@ -17,6 +19,7 @@
 //! last-writer-wins.
 
 mod call;
+mod durable;
 mod memory;
 
 use std::collections::BTreeMap;
@@ -24,14 +27,16 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 pub use call::{CallState, Overlay, Page};
+pub use durable::DurableStore;
 pub use memory::MemoryStore;
 
-/// Longest key, in bytes. Long enough for a prefix and an address or a
-/// URL-sized id; short enough to index cheaply.
-pub const MAX_KEY_BYTES: usize = 512;
-/// Largest value, as JSON text: a delta link or a person's record fits many
-/// times over; a whole tenant belongs in a step's output, not in state.
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Longest key, in bytes (the store's limit). Long enough for a prefix and
+/// an address or a URL-sized id; short enough to index cheaply.
+pub const MAX_KEY_BYTES: usize = sluice_store::state::MAX_KEY_BYTES;
+/// Largest value, as JSON text (the store's limit, 256 KiB): a delta link or
+/// a person's record fits many times over; a whole tenant belongs in a
+/// step's output, not in state.
+pub const MAX_VALUE_BYTES: usize = sluice_store::state::MAX_VALUE_BYTES;
 /// Distinct keys one call may write: bounds what a call holds in memory
 /// before it succeeds (with values, at most 10 GiB in theory, in practice
 /// the call's own memory cap bounds what it can produce first).
