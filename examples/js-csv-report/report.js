@@ -1,0 +1,132 @@
+// `csv-report` in JavaScript: the license sync's report as CSV.
+//
+// A drop-in for the built-in `html-report`: the same input (`diff` from
+// compare, `created` from procore-create-user's for_each, `skipped_disabled`,
+// `warnings`) and the fields the flow's mail step reads (`subject`, `html`,
+// `notable`), plus `csv`: one row per person acted on or worth a look,
+// `status,name,key,detail`, quoted as RFC 4180 says. The run's id and
+// whether it is a dry run come from the run context.
+
+const VERSION = "0.1.0";
+
+const INPUT_SCHEMA = {
+  $schema: "https://json-schema.org/draft/2020-12/schema",
+  type: "object",
+  required: ["diff"],
+  additionalProperties: false,
+  properties: {
+    diff: { type: "object", required: ["missing", "present", "present_inactive"] },
+    created: { type: ["object", "null"] },
+    skipped_disabled: { type: "integer", minimum: 0 },
+    warnings: { type: "array", items: { type: "string" } },
+  },
+};
+
+const OUTPUT_SCHEMA = {
+  $schema: "https://json-schema.org/draft/2020-12/schema",
+  type: "object",
+  required: ["csv", "rows", "subject", "html", "notable"],
+  properties: {
+    csv: { type: "string" },
+    rows: { type: "integer" },
+    subject: { type: "string" },
+    html: { type: "string" },
+    notable: { type: "boolean" },
+    summary: { type: "object" },
+  },
+};
+
+/** One CSV field: quoted when it holds a comma, quote or line break. */
+function field(value) {
+  const text = value === null || value === undefined ? "" : String(value);
+  // A leading = + - @ would be read as a formula by spreadsheets.
+  const safe = /^[=+\-@]/.test(text) ? `'${text}` : text;
+  return /[",\r\n]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
+}
+
+function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+const STATUS = {
+  created: "created",
+  conflict: "conflict",
+  would_create: "would create",
+  failed: "failed",
+};
+
+/** One row per item of the create step, then the inactive matches. */
+function rowsOf(input) {
+  const rows = [];
+  const items = (input.created && input.created.items) || [];
+  for (const entry of items) {
+    const person = entry.item || {};
+    if (entry.status === "ok") {
+      const out = entry.output || {};
+      const detail = [];
+      if (out.procore_id !== undefined && out.procore_id !== null) detail.push(`Procore id ${out.procore_id}`);
+      if (out.reason) detail.push(out.reason);
+      if (out.project) detail.push(`project: ${String(out.project).replace(/_/g, " ")}`);
+      rows.push([STATUS[out.status] || out.status, person.displayName, person.key, detail.join("; ")]);
+    } else {
+      rows.push(["failed", person.displayName, person.key, (entry.error && entry.error.message) || ""]);
+    }
+  }
+  for (const inactive of input.diff.present_inactive || []) {
+    rows.push([
+      "inactive in Procore",
+      inactive.displayName,
+      inactive.key,
+      `holds a license but Procore user ${inactive.procore_id} is inactive; not created again`,
+    ]);
+  }
+  return rows;
+}
+
+function badInput(message) {
+  const error = { kind: "bad-input", code: "bad-input", message };
+  return Object.assign(new Error(message), { payload: error }, error);
+}
+
+export function describe() {
+  return {
+    name: "js-csv-report",
+    version: VERSION,
+    summary: "The license sync's report as CSV (JavaScript)",
+    inputSchema: JSON.stringify(INPUT_SCHEMA),
+    outputSchema: JSON.stringify(OUTPUT_SCHEMA),
+    connections: [],
+  };
+}
+
+export function run(inputText, context) {
+  let input;
+  try {
+    input = JSON.parse(inputText);
+  } catch (e) {
+    throw badInput(`the input is not JSON: ${e.message}`);
+  }
+  if (!input || typeof input.diff !== "object" || input.diff === null) {
+    throw badInput("expected {diff, created?, skipped_disabled?, warnings?}");
+  }
+  const rows = rowsOf(input);
+  const csv = [["status", "name", "key", "detail"], ...rows]
+    .map((row) => row.map(field).join(","))
+    .join("\r\n") + "\r\n";
+  const count = (status) => rows.filter((r) => r[0] === status).length;
+  const summary = {
+    created: count("created"),
+    conflicts: count("conflict"),
+    failed: count("failed"),
+    would_create: count("would create"),
+    inactive_in_procore: count("inactive in Procore"),
+    skipped_disabled: input.skipped_disabled || 0,
+    present: (input.diff.present || []).length,
+  };
+  const notable = summary.created + summary.failed + summary.would_create > 0;
+  const prefix = context.dryRun ? "[dry run] " : "";
+  const subject = `${prefix}Procore license sync: ${summary.created} created, ${summary.failed} failed`;
+  const html = `<!doctype html><meta charset="utf-8"><title>${escapeHtml(subject)}</title>` +
+    `<p>Run ${escapeHtml(context.runId)}</p><pre>${escapeHtml(csv)}</pre>`;
+  return JSON.stringify({ csv, rows: rows.length, subject, html, notable, summary });
+}

@@ -1,0 +1,149 @@
+"""`compare` in Python: who of the license holders is missing from Procore.
+
+The built-in matches a person's key (mail, else userPrincipalName) against
+each Procore user's login and email address. This variant also matches the
+person's second address, the userPrincipalName, so someone whose Procore
+login is their UPN while Graph lists their mail is found, not created twice.
+Its output has the built-in's shape (missing, present, present_inactive,
+counts), plus `matched_by_upn`: the keys found only through the UPN.
+"""
+
+import json
+
+import wit_world
+from wit_world.imports import types
+from componentize_py_types import Err
+
+VERSION = "0.1.0"
+
+PERSON = {
+    "type": "object",
+    "required": ["key"],
+    "properties": {
+        "key": {"type": "string"},
+        "mail": {"type": ["string", "null"]},
+        "userPrincipalName": {"type": ["string", "null"]},
+    },
+}
+INPUT_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["people", "procore_users"],
+    "additionalProperties": False,
+    "properties": {
+        "people": {"type": "array", "items": PERSON},
+        "procore_users": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id"],
+                "properties": {
+                    "id": {"type": ["integer", "string"]},
+                    "login": {"type": ["string", "null"]},
+                    "email_address": {"type": ["string", "null"]},
+                    "is_active": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+OUTPUT_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["missing", "present", "present_inactive", "counts", "matched_by_upn"],
+    "properties": {
+        "missing": {"type": "array", "items": PERSON},
+        "present": {"type": "array"},
+        "present_inactive": {"type": "array"},
+        "counts": {"type": "object"},
+        "matched_by_upn": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def key_of(text):
+    """The identity rule: trimmed, without case; empty is no key."""
+    if not isinstance(text, str):
+        return None
+    text = text.strip().lower()
+    return text or None
+
+
+def index(users):
+    """Every login and email address to its user; active beats inactive."""
+    found = {}
+    for position, user in enumerate(users):
+        candidate = (user["id"], user.get("is_active", True), position)
+        for field in ("login", "email_address"):
+            key = key_of(user.get(field))
+            if key is None:
+                continue
+            held = found.setdefault(key, candidate)
+            if candidate[1] and not held[1]:
+                found[key] = candidate
+    return found
+
+
+def compare(people, users):
+    by_address = index(users)
+    missing, present, inactive, by_upn = [], [], [], []
+    matched, seen = set(), set()
+    for person in people:
+        key = key_of(person.get("key"))
+        if key is None or key in seen:
+            continue
+        seen.add(key)
+        hit = by_address.get(key)
+        upn = key_of(person.get("userPrincipalName"))
+        if hit is None and upn is not None and upn != key:
+            hit = by_address.get(upn)
+            if hit is not None:
+                by_upn.append(key)
+        if hit is None:
+            missing.append(person)
+            continue
+        procore_id, active, position = hit
+        matched.add(position)
+        if active:
+            present.append({"key": key, "procore_id": procore_id})
+        else:
+            inactive.append(dict(person, procore_id=procore_id))
+    return {
+        "missing": missing,
+        "present": present,
+        "present_inactive": inactive,
+        "counts": {
+            "people": len(seen),
+            "missing": len(missing),
+            "present": len(present),
+            "present_inactive": len(inactive),
+            "procore_only": len(users) - len(matched),
+        },
+        "matched_by_upn": by_upn,
+    }
+
+
+def bad_input(message):
+    return Err(types.StepError(kind=types.ErrorKind.BAD_INPUT, code="bad-input", message=message))
+
+
+class WitWorld(wit_world.WitWorld):
+    def describe(self) -> types.Description:
+        return types.Description(
+            name="python-compare",
+            version=VERSION,
+            summary="Who is missing from Procore, also matching the userPrincipalName (Python)",
+            input_schema=json.dumps(INPUT_SCHEMA),
+            output_schema=json.dumps(OUTPUT_SCHEMA),
+            connections=[],
+        )
+
+    def run(self, input: str, context: types.RunContext) -> str:
+        try:
+            data = json.loads(input)
+            people, users = data["people"], data["procore_users"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise bad_input(f"expected {{people, procore_users}}: {e}")
+        if not isinstance(people, list) or not isinstance(users, list):
+            raise bad_input("people and procore_users must be lists")
+        return json.dumps(compare(people, users))
