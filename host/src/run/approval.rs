@@ -135,6 +135,10 @@ impl Held {
     }
 }
 
+/// An item's input by its index, made when asked: a `for_each` keeps no
+/// list of every item's input (only the held items' are ever needed here).
+pub type InputOf<'a> = dyn Fn(usize) -> Result<Value, StepFailure> + Send + Sync + 'a;
+
 /// What the gate of one step decided, and what it settles after the items ran.
 pub struct Gate {
     /// For each item (by index): `None` runs, `Some` is held.
@@ -182,7 +186,7 @@ impl Gate {
         ctx: &RunContext<'_>,
         step: &Step,
         keys: &[Option<String>],
-        inputs: &[Value],
+        inputs: &InputOf<'_>,
         all_keys: &[Option<String>],
         scope: &Scope<'_>,
     ) -> Result<Option<Gate>, StepFailure> {
@@ -265,20 +269,18 @@ impl Gate {
         approvals: &ApprovalStore,
         step: &Step,
         keys: &[Option<String>],
-        inputs: &[Value],
+        inputs: &InputOf<'_>,
         gone: Vec<String>,
     ) -> Result<(), StepFailure> {
-        let held = keys
-            .iter()
-            .zip(inputs)
-            .zip(&self.held)
-            .filter_map(|((k, input), h)| {
-                h.and(k.as_ref()).map(|k| HeldItem {
+        let mut held = Vec::new();
+        for (index, (k, h)) in keys.iter().zip(&self.held).enumerate() {
+            if let Some(k) = h.and(k.as_ref()) {
+                held.push(HeldItem {
                     key: k.clone(),
-                    input: ctx.redactor.redact_json(input),
-                })
-            })
-            .collect();
+                    input: ctx.redactor.redact_json(&inputs(index)?),
+                });
+            }
+        }
         let update = GateUpdate {
             flow: ctx.flow.name.clone(),
             step: step.id.clone(),

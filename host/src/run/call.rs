@@ -49,13 +49,13 @@ impl ItemId {
 }
 
 impl Caller {
-    /// Calls the component once with `input`, its output (JSON text) at
-    /// most `cap`, and keeps the state it wrote if it succeeded. Returns
-    /// the output and its size as the component returned it.
+    /// Calls the component once with `input` (JSON text), its output (JSON
+    /// text) at most `cap`, and keeps the state it wrote if it succeeded.
+    /// Returns the output and its size as the component returned it.
     pub async fn call(
         &self,
         step: Arc<StepContext>,
-        input: &Value,
+        input: String,
         item: Option<&ItemId>,
         cap: OutputCap,
     ) -> Result<(Value, usize), CallError> {
@@ -71,7 +71,7 @@ impl Caller {
         };
         let done = self
             .engine
-            .call(&self.prepared, call, input.to_string(), self.timeout, cap)
+            .call(&self.prepared, call, input, self.timeout, cap)
             .await?;
         self.keep(done.writes).await?;
         Ok((done.output, done.bytes))

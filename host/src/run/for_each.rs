@@ -4,11 +4,15 @@
 //! components through `sluice-contract`) listing every item's result in
 //! item order.
 //!
-//! Every item's input is resolved before the first item starts, so a bad
-//! reference fails the step before anything is done. Under `on_error =
-//! "fail"` the first failed item stops new items from starting (those
-//! running finish); under `continue` every item runs. A stopped run
-//! (`cancel`) starts no new item and ends the step as interrupted.
+//! Items are a bounded stream: an item's input is made when a place among
+//! the `concurrency` running items is free, and its task is started then,
+//! so at most `concurrency` inputs are alive at once however long the list.
+//! Every item's input is still resolved once before the first item starts
+//! (and dropped), so a bad reference fails the step before anything is
+//! done. Under `on_error = "fail"` the first failed item stops new items
+//! from starting (those running finish); under `continue` every item runs.
+//! A stopped run (`cancel`) starts no new item and ends the step as
+//! interrupted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,7 +20,8 @@ use std::time::Instant;
 
 use serde_json::Value;
 use sluice_contract::{ForEachOutput, ItemEntry, ItemError, ItemResult};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 
 use super::approval::{self, Gate};
 use super::call::{Caller, ItemId};
@@ -79,17 +84,13 @@ pub async fn run(
         items = kept.iter().map(|&i| items[i].clone()).collect();
         keys = kept.iter().map(|&i| keys[i].clone()).collect();
     }
-    let inputs = items
-        .iter()
-        .map(|item| {
-            let scope = Scope {
-                item: Some(item),
-                ..*scope
-            };
-            resolve_input(step, &scope)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let gate = Gate::decide(ctx, step, &keys, &inputs, &all_keys, scope).await?;
+    // Each input is resolved once here and dropped, so that a bad
+    // reference fails the step before any item has done anything.
+    for item in &items {
+        input_of(step, scope, item)?;
+    }
+    let input = |i: usize| input_of(step, scope, &items[i]);
+    let gate = Gate::decide(ctx, step, &keys, &input, &all_keys, scope).await?;
     ctx.emit(&RunEvent::StepStarted {
         step: step.id.clone(),
         component: context.component.clone(),
@@ -98,8 +99,11 @@ pub async fn run(
     });
     let runs = |i: usize| gate.as_ref().is_none_or(|g| g.runs(i));
     if let Some(gate) = &gate {
-        held_events(ctx, step, gate, &keys, &inputs);
+        held_events(ctx, step, gate, &keys, &input)?;
     }
+    // What the gate held is known before any item runs; the items then go
+    // to the stream (and come back in the outcomes).
+    let summary = gate.as_ref().map(|g| g.summary(&keys, &items));
     let total = (0..items.len()).filter(|&i| runs(i)).count();
     let shared = Arc::new(Items {
         caller: caller.clone(),
@@ -122,26 +126,18 @@ pub async fn run(
         done: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
     });
-    let mut tasks = tokio::task::JoinSet::new();
-    for (index, ((item, input), key)) in items.iter().zip(inputs).zip(&keys).enumerate() {
-        if runs(index) {
-            let item = (index, item.clone(), key.clone());
-            tasks.spawn(run_item(shared.clone(), item, input));
-        }
-    }
-    let mut outcomes: Vec<ItemOutcome> = Vec::with_capacity(total);
-    while let Some(joined) = tasks.join_next().await {
-        outcomes.push(
-            joined.map_err(|e| {
-                StepFailure::Failed(format!("an item's task ended unexpectedly: {e}"))
-            })?,
-        );
-    }
+    let to_run: Vec<ItemToRun> = items
+        .into_iter()
+        .zip(keys.iter().cloned())
+        .enumerate()
+        .filter(|(i, _)| runs(*i))
+        .map(|(i, (item, key))| (i, item, key))
+        .collect();
+    let mut outcomes = stream(&shared, step, scope, to_run).await?;
     outcomes.sort_by_key(|(i, _, _)| *i);
-    let summary = match &gate {
-        Some(gate) => Some(settle(ctx, gate, &keys, &items, &outcomes).await),
-        None => None,
-    };
+    if let (Some(gate), Some(summary)) = (&gate, &summary) {
+        settle(ctx, gate, &keys, &outcomes, summary).await;
+    }
     // Over the cap, the items' outputs are not kept as the step's output
     // (each is in its item's record); the step fails whatever `on_error`.
     if let Some(why) = shared.over_cap() {
@@ -164,9 +160,9 @@ async fn settle(
     ctx: &RunContext<'_>,
     gate: &Gate,
     keys: &[Option<String>],
-    items: &[Value],
     outcomes: &[ItemOutcome],
-) -> approval::GateSummary {
+    summary: &approval::GateSummary,
+) {
     let ran: Vec<(usize, Result<(), String>)> = outcomes
         .iter()
         .filter_map(|(i, _, r)| {
@@ -180,21 +176,19 @@ async fn settle(
         })
         .collect();
     gate.settle(ctx, keys, &ran).await;
-    let summary = gate.summary(keys, items);
     ctx.emit(&RunEvent::ApprovalGate {
         summary: summary.clone(),
     });
-    summary
 }
 
-/// The `ItemHeld` of every item the gate holds back.
+/// The `ItemHeld` of every item the gate holds back, each with its input.
 fn held_events(
     ctx: &RunContext<'_>,
     step: &Step,
     gate: &Gate,
     keys: &[Option<String>],
-    inputs: &[Value],
-) {
+    input: &approval::InputOf<'_>,
+) -> Result<(), StepFailure> {
     for (index, held) in gate.held.iter().enumerate() {
         let (Some(held), Some(Some(key))) = (held, keys.get(index)) else {
             continue;
@@ -204,9 +198,10 @@ fn held_events(
             index,
             key: key.clone(),
             held: *held,
-            input: ctx.redactor.redact_json(&inputs[index]),
+            input: ctx.redactor.redact_json(&input(index)?),
         });
     }
+    Ok(())
 }
 
 impl Items {
@@ -221,6 +216,54 @@ impl Items {
             )
         })
     }
+}
+
+/// Starts each item when a place among the running ones is free, its input
+/// made only then, and gathers every item's outcome (in any order). Once
+/// the step is stopped (a failure under `fail`, the run's cancel, the
+/// outputs' cap) the items left are never started.
+async fn stream(
+    shared: &Arc<Items>,
+    step: &Step,
+    scope: &Scope<'_>,
+    items: Vec<ItemToRun>,
+) -> Result<Vec<ItemOutcome>, StepFailure> {
+    let mut outcomes: Vec<ItemOutcome> = Vec::with_capacity(items.len());
+    let mut tasks = JoinSet::new();
+    let mut items = items.into_iter();
+    for (index, item, key) in items.by_ref() {
+        let permit = shared.permits.clone().acquire_owned().await;
+        while let Some(joined) = tasks.try_join_next() {
+            outcomes.push(joined.map_err(ended)?);
+        }
+        let stopped = shared.stop.load(Ordering::SeqCst)
+            || shared.cancel.load(Ordering::SeqCst)
+            || shared.over_cap().is_some();
+        let (Ok(permit), false) = (permit, stopped) else {
+            outcomes.push((index, item, None));
+            break;
+        };
+        let input = input_of(step, scope, &item)?;
+        tasks.spawn(run_item(shared.clone(), permit, (index, item, key), input));
+    }
+    outcomes.extend(items.map(|(index, item, _)| (index, item, None)));
+    while let Some(joined) = tasks.join_next().await {
+        outcomes.push(joined.map_err(ended)?);
+    }
+    Ok(outcomes)
+}
+
+fn ended(e: tokio::task::JoinError) -> StepFailure {
+    StepFailure::Failed(format!("an item's task ended unexpectedly: {e}"))
+}
+
+/// The step's input for one item.
+fn input_of(step: &Step, scope: &Scope<'_>, item: &Value) -> Result<Value, StepFailure> {
+    let scope = Scope {
+        item: Some(item),
+        ..*scope
+    };
+    resolve_input(step, &scope)
 }
 
 /// The list `for_each` names; null is an empty list.
@@ -243,19 +286,15 @@ fn resolve_items(list: &Template, scope: &Scope<'_>) -> Result<Vec<Value>, StepF
     }
 }
 
-/// One item: waits for a permit, calls the component unless the step or the
-/// run was stopped meanwhile, and reports the item's `ItemFinished`.
-async fn run_item(shared: Arc<Items>, item: ItemToRun, input: Value) -> ItemOutcome {
+/// One item, holding its place among the running ones until it ends: calls
+/// the component and reports the item's `ItemFinished`.
+async fn run_item(
+    shared: Arc<Items>,
+    _place: OwnedSemaphorePermit,
+    item: ItemToRun,
+    input: Value,
+) -> ItemOutcome {
     let (index, item, key) = item;
-    let Ok(_permit) = shared.permits.clone().acquire_owned().await else {
-        return (index, item, None);
-    };
-    if shared.stop.load(Ordering::SeqCst)
-        || shared.cancel.load(Ordering::SeqCst)
-        || shared.over_cap().is_some()
-    {
-        return (index, item, None);
-    }
     if let Some(guard) = &shared.guard
         && guard.may_go_on().await.is_err()
     {
@@ -268,7 +307,7 @@ async fn run_item(shared: Arc<Items>, item: ItemToRun, input: Value) -> ItemOutc
     let id = ItemId::of(index, &item);
     let result = shared
         .caller
-        .call(own.clone(), &input, Some(&id), shared.item_cap)
+        .call(own.clone(), input.to_string(), Some(&id), shared.item_cap)
         .await
         .map(|(output, bytes)| {
             shared.output_bytes.fetch_add(bytes, Ordering::SeqCst);

@@ -161,8 +161,12 @@ async fn run_once(
         bytes: step.max_output,
         key: "max_output_bytes",
     };
+    // The component reads text: the tree is not kept while it runs (at
+    // 100k members the compare step's input is hundreds of MiB as a tree).
+    let text = input.to_string();
+    drop(input);
     caller
-        .call(context.clone(), &input, None, cap)
+        .call(context.clone(), text, None, cap)
         .await
         .map(|(output, _)| output)
         .map_err(|e| StepFailure::Failed(e.to_string()))
