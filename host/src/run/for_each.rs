@@ -363,10 +363,16 @@ fn gather(
     }
     let mut first_failure = None;
     let mut output: ForEachOutput = ForEachOutput {
-        items: Vec::with_capacity(total),
+        items: Vec::new(),
         ok: 0,
         failed: 0,
     };
+    // Each entry becomes JSON as it is taken from the outcomes: the list is
+    // never held twice (as entries and as JSON) however many items ran.
+    let assembled = |e: serde_json::Error| {
+        StepFailure::Failed(format!("its output could not be assembled: {e}"))
+    };
+    let mut items = Vec::with_capacity(total);
     for (index, item, result) in outcomes {
         let result = match result {
             None => continue,
@@ -391,13 +397,16 @@ fn gather(
                 }
             }
         };
-        output.items.push(ItemEntry { item, result });
+        items.push(serde_json::to_value(ItemEntry { item, result }).map_err(assembled)?);
     }
     if on_error == OnError::Fail
         && let Some(why) = first_failure
     {
         return Err(StepFailure::Failed(why));
     }
-    serde_json::to_value(&output)
-        .map_err(|e| StepFailure::Failed(format!("its output could not be assembled: {e}")))
+    let mut value = serde_json::to_value(&output).map_err(assembled)?;
+    if let Some(slot) = value.get_mut("items") {
+        *slot = Value::Array(items);
+    }
+    Ok(value)
 }
