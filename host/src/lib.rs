@@ -9,10 +9,12 @@
 //! - [`state`]: the key-value store a flow keeps between runs
 //! - [`http_rules`]: URL and header rules shared by flow checking and connections
 //! - [`redact`]: keeping secrets out of everything that is shown or stored
+//! - [`console`]: the web console, `/metrics` and `/healthz`
 //! - [`cli`]: the `sluice` command
 
 pub mod cli;
 pub mod connections;
+pub mod console;
 pub mod engine;
 pub mod flow;
 pub mod http_rules;

@@ -5,6 +5,7 @@
 
 pub mod approvals_cmd;
 pub mod components_cmd;
+pub mod console_cmd;
 pub mod data_dir;
 pub mod emulate;
 pub mod ledger_cmd;
@@ -73,6 +74,8 @@ pub enum Command {
     Demo(emulate::DemoArgs),
     /// Run scheduled flows at their times (the timer host)
     Serve(serve_cmd::ServeArgs),
+    /// Serve the web console over the data directory's run history
+    Console(console_cmd::ConsoleArgs),
     /// Show the run history: `runs`, `runs show ID`, `runs prune --older-than 30d`
     Runs(runs_cmd::RunsArgs),
     /// List the approval plans waiting for a decision, or show one
@@ -137,6 +140,7 @@ pub fn main() -> ExitCode {
             Command::Approve(args) => approvals_cmd::approve(args, &data_dir, &database).await,
             Command::Reject(args) => approvals_cmd::reject(args, &database).await,
             Command::Ledger(args) => ledger_cmd::ledger(args, &database).await,
+            Command::Console(args) => console_cmd::console(args, &data_dir, &database).await,
         }
     });
     match result {
@@ -193,11 +197,20 @@ pub fn load_flow(
     data_dir: &Path,
     overrides: &[(String, String)],
 ) -> Option<crate::flow::Flow> {
+    try_load_flow(file, data_dir, overrides)
+        .map_err(|e| eprintln!("{}", terminal::lines(&e.to_string())))
+        .ok()
+}
+
+/// Loads a flow and binds it to the process environment.
+pub fn try_load_flow(
+    file: &Path,
+    data_dir: &Path,
+    overrides: &[(String, String)],
+) -> Result<crate::flow::Flow, crate::flow::LoadError> {
     with_context(data_dir, overrides, |ctx| {
         crate::flow::load(file, ctx, &crate::flow::ProcessEnv)
     })
-    .map_err(|e| eprintln!("{}", terminal::lines(&e.to_string())))
-    .ok()
 }
 
 /// `sluice validate [--env] FILE`.

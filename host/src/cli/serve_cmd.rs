@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// mid-run has its run taken over (recorded interrupted) after about this
     #[arg(long, env = "SLUICE_LEASE", default_value = "30s", value_parser = parse_lease)]
     pub lease: Duration,
+    /// Also serve the web console on this address (e.g. 127.0.0.1:8700)
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub console: super::console_cmd::HttpArgs,
 }
 
 /// A lease of at least a second: renewals every third of it must be able
@@ -233,6 +238,18 @@ pub async fn serve(
     database: &Location,
 ) -> anyhow::Result<ExitCode> {
     super::log_lines::init(args.log_format)?;
+    // A console that may not listen where asked stops everything before
+    // a flow is loaded.
+    let console = match args.http {
+        Some(addr) => match super::console_cmd::options(addr, &args.console, database) {
+            Ok(options) => Some(options),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => None,
+    };
     let store = open_store(database).await?;
     let say: Arc<dyn Fn(String) + Send + Sync> =
         Arc::new(|message: String| serve_log::emit(&ServeEvent::Replica { message }));
@@ -262,6 +279,21 @@ pub async fn serve(
         eprintln!("error: no valid scheduled flow to serve");
         return Ok(ExitCode::from(2));
     }
+    let console = match console {
+        Some(options) => {
+            let control = scheduler.control();
+            match super::console_cmd::start(options, Some(control), Vec::new()).await? {
+                Ok(running) => {
+                    serve_log::emit(&ServeEvent::ConsoleListening {
+                        url: format!("http://{}/", running.addr),
+                    });
+                    Some(running)
+                }
+                Err(code) => return Ok(code),
+            }
+        }
+        None => None,
+    };
     let signals = super::signals::watch(true)?;
     serve_log::emit(&ServeEvent::Serving {
         flows: scheduler.flow_count(),
@@ -271,6 +303,9 @@ pub async fn serve(
     });
     scheduler.serve(signals.stop, signals.reload).await;
     sweep.abort();
+    if let Some(console) = console {
+        console.stop().await;
+    }
     serve_log::emit(&ServeEvent::Stopped);
     Ok(ExitCode::SUCCESS)
 }

@@ -101,6 +101,7 @@ pub fn entry(event: &ServeEvent) -> Entry {
     let base = Entry::new(event.name());
     match event {
         ServeEvent::Serving { .. }
+        | ServeEvent::ConsoleListening { .. }
         | ServeEvent::Replica { .. }
         | ServeEvent::Recovered { .. }
         | ServeEvent::RecoveryFailed { .. }
@@ -133,6 +134,10 @@ fn host_entry(event: &ServeEvent, base: Entry) -> Entry {
                 plural(*flows),
                 humantime::format_duration(*lease),
             ),
+            ..base
+        },
+        ServeEvent::ConsoleListening { url } => Entry {
+            message: format!("console at {url}"),
             ..base
         },
         ServeEvent::Replica { message } => Entry {

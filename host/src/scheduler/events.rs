@@ -21,6 +21,8 @@ pub enum ServeEvent {
         lease: Duration,
         history: String,
     },
+    /// The web console (`--http`) listens at `url`.
+    ConsoleListening { url: String },
     /// What the replicas' coordination says: a lease taken over from a
     /// replica gone quiet, or lost, with what follows for the run.
     Replica { message: String },
@@ -109,6 +111,7 @@ impl ServeEvent {
     pub fn name(&self) -> &'static str {
         match self {
             ServeEvent::Serving { .. } => "serving",
+            ServeEvent::ConsoleListening { .. } => "console_listening",
             ServeEvent::Recovered { .. } => "recovered",
             ServeEvent::Replica { .. } => "replica",
             ServeEvent::RecoveryFailed { .. } => "recovery_failed",

@@ -1,0 +1,121 @@
+//! `sluice console --http ADDR [FLOWS…]`: the web console alone over a data
+//! directory, and the `--http` options `sluice serve` shares with it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use sluice_store::Location;
+
+use crate::console::{self, ConsoleError, Options, Running, access};
+use crate::scheduler::control::{Control, ServedFlow};
+
+/// How the console listens and who may use it.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// A file whose first line is the console token (or set SLUICE_CONSOLE_TOKEN);
+    /// with a token every page asks for it, and the console may listen beyond loopback
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve /metrics and /healthz without the token on any address
+    #[arg(long)]
+    pub metrics_public: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Where the console listens
+    #[arg(long, value_name = "ADDR", default_value = console::DEFAULT_ADDR)]
+    pub http: SocketAddr,
+    #[command(flatten)]
+    pub access: HttpArgs,
+    /// Flow files, or directories of them, whose schedules the Flows page
+    /// shows (runs come from the history either way)
+    pub paths: Vec<PathBuf>,
+}
+
+/// The console's options from the command line and `SLUICE_CONSOLE_TOKEN`.
+pub fn options(
+    addr: SocketAddr,
+    args: &HttpArgs,
+    database: &Location,
+) -> Result<Options, access::AccessError> {
+    let env = std::env::var("SLUICE_CONSOLE_TOKEN").ok();
+    let token = access::load_token(env, args.token_file.as_deref())?;
+    access::check_address(addr, token.as_ref())?;
+    Ok(Options {
+        addr,
+        token,
+        metrics_public: args.metrics_public,
+        database: database.clone(),
+    })
+}
+
+/// Starts the console (the caller says where it listens); a refusal
+/// (address, token) is printed and means exit status 2.
+pub async fn start(
+    options: Options,
+    scheduler: Option<Control>,
+    described: Vec<ServedFlow>,
+) -> anyhow::Result<Result<Running, ExitCode>> {
+    match console::start(options, scheduler, described).await {
+        Ok(running) => Ok(Ok(running)),
+        Err(ConsoleError::Access(e)) => {
+            eprintln!("error: {e}");
+            Ok(Err(ExitCode::from(2)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The flows of the files given, for their schedules; a file that does
+/// not load is named and left out.
+fn describe(paths: &[PathBuf], data_dir: &Path) -> Vec<ServedFlow> {
+    let found = crate::scheduler::sources::expand(paths);
+    for problem in &found.problems {
+        eprintln!("warning: {problem}");
+    }
+    found
+        .files
+        .iter()
+        .filter_map(|path| match super::try_load_flow(path, data_dir, &[]) {
+            Ok(flow) => Some(ServedFlow {
+                name: flow.name.clone(),
+                description: flow.description.clone(),
+                path: path.clone(),
+                schedule: flow.schedule.clone(),
+            }),
+            Err(_) => {
+                eprintln!(
+                    "warning: {} does not validate here (`sluice validate` says why); its runs are still shown",
+                    path.display()
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+pub async fn console(
+    args: ConsoleArgs,
+    data_dir: &Path,
+    database: &Location,
+) -> anyhow::Result<ExitCode> {
+    let options = match options(args.http, &args.access, database) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let running = match start(options, None, describe(&args.paths, data_dir)).await? {
+        Ok(running) => running,
+        Err(code) => return Ok(code),
+    };
+    eprintln!("console at http://{}/", running.addr);
+    let mut signals = super::signals::watch(false)?;
+    let _ = signals.stop.changed().await;
+    running.stop().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,288 @@
+//! Who may reach the console, and how they prove it.
+//!
+//! - Without a console token the console listens only on loopback, and
+//!   answers only requests whose `Host` names a loopback address: a page
+//!   of another site that rebinds its own name to 127.0.0.1 cannot read the
+//!   console or post to it. The viewer is the OS user.
+//! - With a token, every page needs it: a login form (name and token) sets
+//!   a session cookie (HttpOnly, SameSite=Strict) signed with the token, or
+//!   a request carries `Authorization: Bearer TOKEN`. Tokens are compared in
+//!   constant time, by their SHA-256 digests so their lengths do not show
+//!   either. The token itself is never stored in a cookie, shown or logged;
+//!   changing it ends every session.
+//! - `/metrics` and `/healthz` are open without the token when the console
+//!   listens on loopback, or with `--metrics-public`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Shorter tokens are refused: the token guards who can approve changes
+/// to people, and a guessable one would be no guard at all.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// How long a login lasts.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// The longest approver name a login may give.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// The console token. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token([redacted])")
+    }
+}
+
+impl Token {
+    /// Whether `given` is this token, in constant time.
+    pub fn matches(&self, given: &str) -> bool {
+        let a = Sha256::digest(self.0.as_bytes());
+        let b = Sha256::digest(given.as_bytes());
+        a.ct_eq(&b).into()
+    }
+
+    /// The MAC that signs sessions, keyed by the token (HMAC takes a key
+    /// of any length, so this is always `Some`).
+    fn mac(&self) -> Option<Hmac<Sha256>> {
+        <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_bytes()).ok()
+    }
+}
+
+/// What is wrong with how the console was asked to listen.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error(
+        "the console would listen on {addr}, which is not a loopback address, without a console token; set SLUICE_CONSOLE_TOKEN or pass --token-file FILE (then every page asks for the token), or listen on 127.0.0.1"
+    )]
+    OpenToNetwork { addr: SocketAddr },
+    #[error("cannot read the console token file {path}: {source}")]
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the console token ({from}) is too short: use at least {MIN_TOKEN_CHARS} characters, for example from `openssl rand -hex 32`"
+    )]
+    WeakToken { from: String },
+    #[error("both SLUICE_CONSOLE_TOKEN and --token-file are set; keep one")]
+    TwoTokens,
+}
+
+/// Reads the console token from `SLUICE_CONSOLE_TOKEN` (given as `env`) or
+/// from a file (its first line, trimmed); none configured is `Ok(None)`.
+pub fn load_token(env: Option<String>, file: Option<&Path>) -> Result<Option<Token>, AccessError> {
+    let env = env.filter(|t| !t.trim().is_empty());
+    let (text, from) = match (env, file) {
+        (Some(_), Some(_)) => return Err(AccessError::TwoTokens),
+        (Some(t), None) => (t, "SLUICE_CONSOLE_TOKEN".to_string()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|source| AccessError::TokenFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+            (text, path.display().to_string())
+        }
+        (None, None) => return Ok(None),
+    };
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.chars().count() < MIN_TOKEN_CHARS {
+        return Err(AccessError::WeakToken { from });
+    }
+    Ok(Some(Token(token)))
+}
+
+/// Refuses a non-loopback address unless a token is configured.
+pub fn check_address(addr: SocketAddr, token: Option<&Token>) -> Result<(), AccessError> {
+    if addr.ip().is_loopback() || token.is_some() {
+        Ok(())
+    } else {
+        Err(AccessError::OpenToNetwork { addr })
+    }
+}
+
+/// Whether a `Host` header names this machine's loopback: `localhost`,
+/// `127.x.y.z` or `[::1]`, with any port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether an approver name is acceptable: 1 to [`MAX_NAME_CHARS`]
+/// characters, none of them control characters.
+pub fn valid_name(name: &str) -> bool {
+    let n = name.chars().count();
+    (1..=MAX_NAME_CHARS).contains(&n) && !name.chars().any(char::is_control)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A session cookie's value for `name`: `EXPIRY.NAME_HEX.MAC_HEX`, where
+/// the MAC (HMAC-SHA256 keyed by the token) covers the expiry and name.
+pub fn sign_session(token: &Token, name: &str) -> Option<String> {
+    let expires = now_secs() + SESSION_LIFETIME.as_secs();
+    signed(
+        token,
+        &format!("{expires}.{}", hex::encode(name.as_bytes())),
+    )
+}
+
+fn signed(token: &Token, body: &str) -> Option<String> {
+    let mut mac = token.mac()?;
+    mac.update(body.as_bytes());
+    Some(format!(
+        "{body}.{}",
+        hex::encode(mac.finalize().into_bytes())
+    ))
+}
+
+/// The name a session cookie was signed for, if its MAC is right and it
+/// has not expired.
+pub fn verify_session(token: &Token, value: &str) -> Option<String> {
+    let (body, mac_hex) = value.rsplit_once('.')?;
+    let mut mac = token.mac()?;
+    mac.update(body.as_bytes());
+    mac.verify_slice(&hex::decode(mac_hex).ok()?).ok()?;
+    let (expires, name_hex) = body.split_once('.')?;
+    if expires.parse::<u64>().ok()? <= now_secs() {
+        return None;
+    }
+    String::from_utf8(hex::decode(name_hex).ok()?)
+        .ok()
+        .filter(|n| valid_name(n))
+}
+
+/// A new random value for a CSRF cookie: 32 bytes from the OS's
+/// generator, in hex.
+pub fn new_csrf_value() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Whether a submitted CSRF token equals the cookie's, in constant time.
+pub fn csrf_matches(cookie: &str, submitted: &str) -> bool {
+    !cookie.is_empty() && cookie.as_bytes().ct_eq(submitted.as_bytes()).into()
+}
+
+/// The OS user, as approvals made on an open loopback console name their
+/// approver.
+pub fn os_user() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|n| valid_name(n))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> Token {
+        Token("0123456789abcdef-token".into())
+    }
+
+    #[test]
+    fn tokens_compare_whole_and_never_print() {
+        let t = token();
+        assert!(t.matches("0123456789abcdef-token"));
+        assert!(!t.matches("0123456789abcdef-toke"));
+        assert!(!t.matches(""));
+        assert!(!format!("{t:?}").contains("0123"));
+    }
+
+    #[test]
+    fn weak_or_doubled_tokens_are_refused() {
+        assert!(matches!(
+            load_token(Some("short".into()), None),
+            Err(AccessError::WeakToken { .. })
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "a-long-enough-token-value\nignored").unwrap();
+        let t = load_token(None, Some(&file)).unwrap().unwrap();
+        assert!(t.matches("a-long-enough-token-value"));
+        assert!(matches!(
+            load_token(Some("a-long-enough-token-value".into()), Some(&file)),
+            Err(AccessError::TwoTokens)
+        ));
+        assert!(load_token(Some(" ".into()), None).unwrap().is_none());
+    }
+
+    #[test]
+    fn only_loopback_listens_without_a_token() {
+        let open: SocketAddr = "0.0.0.0:8700".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:8700".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:8700".parse().unwrap();
+        assert!(check_address(lo, None).is_ok());
+        assert!(check_address(lo6, None).is_ok());
+        let e = check_address(open, None).unwrap_err().to_string();
+        assert!(e.contains("SLUICE_CONSOLE_TOKEN"), "{e}");
+        assert!(check_address(open, Some(&token())).is_ok());
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:8700",
+            "127.0.0.1:1",
+            "127.9.9.9",
+            "[::1]:8700",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:8700",
+            "10.0.0.1:8700",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn sessions_are_signed_by_the_token_and_carry_the_name() {
+        let t = token();
+        let cookie = sign_session(&t, "Zoë <admin>").unwrap();
+        assert_eq!(verify_session(&t, &cookie).as_deref(), Some("Zoë <admin>"));
+        let other = Token("another-token-of-enough-length".into());
+        assert_eq!(verify_session(&other, &cookie), None);
+        let forged = cookie.replacen('.', "0.", 1);
+        assert_eq!(verify_session(&t, &forged), None);
+        assert_eq!(verify_session(&t, "garbage"), None);
+        // Expired: the MAC covers the expiry, so it cannot be extended.
+        let old = signed(&t, &format!("1.{}", hex::encode("x"))).unwrap();
+        assert_eq!(verify_session(&t, &old), None);
+    }
+
+    #[test]
+    fn csrf_values_compare_exactly() {
+        let v = new_csrf_value();
+        assert_eq!(v.len(), 64);
+        assert!(csrf_matches(&v, &v));
+        assert!(!csrf_matches(&v, &v[1..]));
+        assert!(!csrf_matches("", ""));
+    }
+}

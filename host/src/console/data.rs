@@ -1,0 +1,105 @@
+//! Every read the console makes from the storage layer, in one place so
+//! that a change of storage is a change here only.
+//!
+//! The console opens its own store (its own connections), so its reads
+//! never queue behind the runs' writes in this process. An SQLite store is
+//! one connection, so a few are kept and taken in turn, and one slow page
+//! does not hold up the others (WAL lets them read while runs write); a
+//! PostgreSQL store is a pool already.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sluice_store::browse::{
+    FlowLatest, ItemFilter, ItemMention, ItemPage, RunFilter, RunOverview, RunPage,
+};
+use sluice_store::{Location, RunSummary, Store, StoreError};
+
+/// SQLite connections kept open for the console's reads.
+const SQLITE_CONNECTIONS: usize = 4;
+
+/// A storage read failed.
+pub type DataError = StoreError;
+
+/// The console's way into the storage layer.
+pub struct Data {
+    stores: Vec<Store>,
+    next: AtomicUsize,
+}
+
+impl Data {
+    /// Opens the store (creating and migrating it if need be).
+    pub async fn open(location: &Location) -> Result<Data, StoreError> {
+        let count = match location {
+            Location::Postgres(_) => 1,
+            _ => SQLITE_CONNECTIONS,
+        };
+        let mut stores = Vec::with_capacity(count);
+        for _ in 0..count {
+            stores.push(Store::open(location).await?);
+        }
+        Ok(Data {
+            stores,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn store(&self) -> &Store {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.stores.len();
+        &self.stores[i]
+    }
+
+    /// Proves the database answers.
+    pub async fn ping(&self) -> Result<(), DataError> {
+        self.store().schema_version().await.map(|_| ())
+    }
+
+    pub async fn runs_page(&self, filter: RunFilter) -> Result<RunPage, DataError> {
+        self.store().runs_page(&filter).await
+    }
+
+    /// How many items each run of `runs` has, and how many of them failed.
+    pub async fn item_totals(&self, runs: Vec<String>) -> Result<Vec<(u64, u64)>, DataError> {
+        let counts = self.store().item_counts(&runs).await?;
+        Ok(counts
+            .iter()
+            .map(|run| {
+                let total = run.iter().map(|c| c.count).sum();
+                let failed = run
+                    .iter()
+                    .filter(|c| c.status == sluice_store::ItemStatus::Failed)
+                    .map(|c| c.count)
+                    .sum();
+                (total, failed)
+            })
+            .collect())
+    }
+
+    pub async fn overview(&self, id: String) -> Result<Option<RunOverview>, DataError> {
+        self.store().run_overview(&id).await
+    }
+
+    pub async fn items_page(
+        &self,
+        run: String,
+        step: String,
+        filter: ItemFilter,
+    ) -> Result<ItemPage, DataError> {
+        self.store().items_page(&run, &step, &filter).await
+    }
+
+    pub async fn flows_latest(&self) -> Result<Vec<FlowLatest>, DataError> {
+        self.store().flows_latest().await
+    }
+
+    pub async fn mentions(&self, text: String, max: usize) -> Result<Vec<ItemMention>, DataError> {
+        self.store().items_mentioning(&text, max).await
+    }
+
+    pub async fn runs_from(&self, floor: String) -> Result<Vec<RunSummary>, DataError> {
+        self.store().runs_from(&floor).await
+    }
+
+    pub async fn runs_by_id(&self, ids: Vec<String>) -> Result<Vec<RunSummary>, DataError> {
+        self.store().runs_by_id(&ids).await
+    }
+}

@@ -1,0 +1,336 @@
+//! The gate every request passes ([`guard`]): the loopback `Host` check,
+//! who is asking (session cookie, bearer token, or the OS user on an open
+//! loopback console), the CSRF check of every POST, and the security
+//! headers of every response.
+//!
+//! CSRF: each browser gets a random value in an HttpOnly, SameSite=Strict
+//! cookie; every form carries the same value in a hidden `csrf` field (or
+//! a request sends it as `X-CSRF-Token`). A POST whose field does not
+//! equal its cookie is refused before any handler sees it.
+
+use std::sync::Arc;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use cookie::{Cookie, SameSite};
+
+use super::Console;
+use super::access;
+use super::view::{Chrome, ErrorPage, href, render};
+
+pub const SESSION_COOKIE: &str = "sluice_session";
+pub const CSRF_COOKIE: &str = "sluice_csrf";
+const CSRF_FIELD: &str = "csrf";
+const CSRF_HEADER: &str = "x-csrf-token";
+/// Forms are small; a bigger body is refused before it is read.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// The policy of every page: nothing from elsewhere, scripts and styles
+/// only from the console's own files, no inline script or style, frames
+/// only of its own (the sandboxed report), and never framed by others.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Who is looking at the console.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// The name approvals are recorded under.
+    pub name: String,
+    pub how: Via,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// An open console on loopback: the OS user.
+    Loopback,
+    /// The login form's session cookie.
+    Session,
+    /// `Authorization: Bearer`.
+    Bearer,
+}
+
+/// This browser's CSRF value.
+#[derive(Debug, Clone)]
+pub struct Csrf(pub String);
+
+/// What the guard knows of a request, for handlers: who, and the CSRF
+/// value for their forms.
+pub struct Seen {
+    pub viewer: Option<Viewer>,
+    pub csrf: String,
+}
+
+impl Seen {
+    pub fn chrome(&self) -> Chrome {
+        Chrome {
+            who: self
+                .viewer
+                .as_ref()
+                .map(|v| v.name.clone())
+                .unwrap_or_default(),
+            csrf: self.csrf.clone(),
+            signed_in: self.viewer.as_ref().is_some_and(|v| v.how == Via::Session),
+            notice: None,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Seen {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Seen {
+            viewer: parts.extensions.get::<Viewer>().cloned(),
+            csrf: parts
+                .extensions
+                .get::<Csrf>()
+                .map(|c| c.0.clone())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// What a path is, for the guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Stylesheet, script, icon: open to all, no CSRF.
+    Asset,
+    /// The login form: open, with CSRF.
+    Login,
+    /// `/metrics`, `/healthz`.
+    Operations,
+    /// Everything else.
+    Page,
+}
+
+fn kind(path: &str) -> Kind {
+    match path {
+        "/login" => Kind::Login,
+        "/metrics" | "/healthz" => Kind::Operations,
+        p if p.starts_with("/static/") => Kind::Asset,
+        _ => Kind::Page,
+    }
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
+}
+
+/// A cookie the console sets: HttpOnly, SameSite=Strict, for the whole
+/// console; `max_age` 0 deletes it.
+pub fn set_cookie(name: &str, value: &str, max_age: Option<std::time::Duration>) -> HeaderValue {
+    let mut c = Cookie::build((name.to_string(), value.to_string()))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/");
+    if let Some(age) = max_age {
+        let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+        c = c.max_age(cookie::time::Duration::seconds(secs));
+    }
+    // Names and values are ours: hex, digits and dots.
+    HeaderValue::from_str(&c.build().to_string()).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// Who a request comes from, or why it is refused (a wrong bearer token).
+fn identify(console: &Console, headers: &HeaderMap) -> Result<Option<Viewer>, ()> {
+    let Some(token) = &console.token else {
+        return Ok(Some(Viewer {
+            name: console.os_user.clone(),
+            how: Via::Loopback,
+        }));
+    };
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let given = auth.to_str().ok().and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+        });
+        return match given {
+            Some(given) if token.matches(given.trim()) => Ok(Some(Viewer {
+                name: "api".to_string(),
+                how: Via::Bearer,
+            })),
+            _ => Err(()),
+        };
+    }
+    Ok(cookie(headers, SESSION_COOKIE)
+        .and_then(|v| access::verify_session(token, &v))
+        .map(|name| Viewer {
+            name,
+            how: Via::Session,
+        }))
+}
+
+/// A short refusal page for a request that cannot be shown the console.
+fn refusal(status: StatusCode, title: &str, message: &str) -> Response {
+    let page = ErrorPage {
+        chrome: Chrome::default(),
+        title: title.to_string(),
+        message: message.to_string(),
+    };
+    match render(&page) {
+        Ok(html) => (status, axum::response::Html(html)).into_response(),
+        Err(_) => (status, message.to_string()).into_response(),
+    }
+}
+
+/// Where to go after signing in: only a path on this console.
+pub fn safe_next(next: &str) -> String {
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control);
+    if ok {
+        next.to_string()
+    } else {
+        "/".to_string()
+    }
+}
+
+/// Checks the CSRF value of a POST, reading (a bounded) body and handing
+/// it on unchanged.
+async fn check_csrf(request: Request, expected: &str) -> Result<Request, Response> {
+    let (parts, body) = request.into_parts();
+    let refused = || {
+        refusal(
+            StatusCode::FORBIDDEN,
+            "Form refused",
+            "This form did not carry the console's CSRF token (it may be old, or it came from another site). Reload the page and try again.",
+        )
+    };
+    if let Some(given) = parts.headers.get(CSRF_HEADER) {
+        let given = given.to_str().unwrap_or("");
+        return if access::csrf_matches(expected, given) {
+            Ok(Request::from_parts(parts, body))
+        } else {
+            Err(refused())
+        };
+    }
+    let bytes = to_bytes(body, MAX_FORM_BYTES).await.map_err(|_| {
+        refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Form too large",
+            "The form sent more than the console accepts.",
+        )
+    })?;
+    let given = url::form_urlencoded::parse(&bytes)
+        .find(|(k, _)| k == CSRF_FIELD)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    if access::csrf_matches(expected, &given) {
+        Ok(Request::from_parts(parts, Body::from(bytes)))
+    } else {
+        Err(refused())
+    }
+}
+
+fn secure_headers(response: &mut Response) {
+    let headers = response.headers_mut();
+    let defaults = [
+        (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    for (name, value) in defaults {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+}
+
+/// The middleware in front of every route.
+pub async fn guard(State(console): State<Arc<Console>>, request: Request, next: Next) -> Response {
+    let mut response = pass(&console, request, next).await;
+    secure_headers(&mut response);
+    response
+}
+
+async fn pass(console: &Console, mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    if console.token.is_none() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !access::is_loopback_host(host) {
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "Not on this address",
+                "This console answers only at a loopback address (127.0.0.1, [::1] or localhost) while no console token is configured.",
+            );
+        }
+    }
+    let kind = kind(request.uri().path());
+    let viewer = match identify(console, headers) {
+        Ok(viewer) => viewer,
+        Err(()) => {
+            return refusal(
+                StatusCode::UNAUTHORIZED,
+                "Wrong token",
+                "The bearer token is not the console token.",
+            );
+        }
+    };
+    match kind {
+        Kind::Asset => return next.run(request).await,
+        Kind::Operations if console.operations_open || viewer.is_some() => {
+            return next.run(request).await;
+        }
+        Kind::Operations => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs the console token (Authorization: Bearer …) or --metrics-public\n",
+            )
+                .into_response();
+        }
+        Kind::Page if viewer.is_none() => return sign_in_first(&request),
+        Kind::Page | Kind::Login => {}
+    }
+    let (csrf, fresh) = match cookie(headers, CSRF_COOKIE) {
+        Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => (v, false),
+        _ => (access::new_csrf_value(), true),
+    };
+    if request.method() == Method::POST {
+        request = match check_csrf(request, if fresh { "" } else { &csrf }).await {
+            Ok(request) => request,
+            Err(refused) => return refused,
+        };
+    }
+    if let Some(viewer) = viewer {
+        request.extensions_mut().insert(viewer);
+    }
+    request.extensions_mut().insert(Csrf(csrf.clone()));
+    let mut response = next.run(request).await;
+    if fresh {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &csrf, None));
+    }
+    response
+}
+
+/// A page asked for without signing in: a browser is sent to the login
+/// form (and back afterwards); anything else is told it is unauthorized.
+fn sign_in_first(request: &Request) -> Response {
+    if request.method() == Method::GET {
+        let next = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        return Redirect::to(&href("/login", &[("next", next)])).into_response();
+    }
+    refusal(
+        StatusCode::UNAUTHORIZED,
+        "Sign in first",
+        "This console needs its token: sign in at /login, or send Authorization: Bearer TOKEN.",
+    )
+}

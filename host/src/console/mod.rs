@@ -1,0 +1,188 @@
+//! The web console: the run history, reports and the ledger in a browser,
+//! served by `sluice serve --http ADDR` (beside the timer host, which also
+//! gives it "run now") and `sluice console --http ADDR` (alone over a data
+//! directory), with `/metrics` and `/healthz` for operations.
+//!
+//! Pages are rendered on the server from templates compiled into the
+//! binary; the only script updates a running run's steps. Nothing is
+//! fetched from elsewhere, so the console works without a network.
+//!
+//! - [`access`]: who may listen where, tokens, sessions, CSRF values
+//! - [`guard`]: the middleware every request passes (host check, sign-in,
+//!   CSRF, security headers)
+//! - [`data`]: every read from the storage layer
+//! - [`pages`], [`run_page`], [`session`], [`ops`]: the routes
+//! - [`view`]: templates and formatting; [`words`]: schedules in words
+//! - [`metrics`]: the Prometheus metrics, following the history
+
+pub mod access;
+pub mod data;
+pub mod guard;
+pub mod metrics;
+pub mod ops;
+pub mod pages;
+pub mod run_page;
+pub mod session;
+pub mod view;
+pub mod words;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use sluice_store::Location;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use self::access::{AccessError, Token};
+use self::data::Data;
+use self::metrics::Metrics;
+use crate::scheduler::control::{Control, ServedFlow};
+
+/// The address the console listens on unless told otherwise.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8700";
+
+/// How long open connections (live pages) get to close when the console
+/// stops, before they are cut.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How the console is asked to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub addr: SocketAddr,
+    pub token: Option<Token>,
+    /// `/metrics` and `/healthz` without the token on any address.
+    pub metrics_public: bool,
+    /// The store holding the run history.
+    pub database: Location,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error("the console cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] sluice_store::StoreError),
+    #[error("the console's metrics could not be set up: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// What the routes share.
+pub struct Console {
+    data: Data,
+    token: Option<Token>,
+    /// `/metrics` and `/healthz` need no token.
+    operations_open: bool,
+    os_user: String,
+    metrics: Metrics,
+    /// The timer host's handle, under `sluice serve --http`.
+    scheduler: Option<Control>,
+    /// Flow files given to `sluice console` to describe their schedules.
+    described: Vec<ServedFlow>,
+}
+
+impl Console {
+    /// The flows served here (or described, without a scheduler).
+    fn known_flows(&self) -> Vec<ServedFlow> {
+        match &self.scheduler {
+            Some(control) => control.flows(),
+            None => self.described.clone(),
+        }
+    }
+}
+
+/// A console that is serving.
+pub struct Running {
+    /// Where it listens (the port is known even when 0 was asked for).
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops listening; open connections get a moment to close.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(STOP_GRACE, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// The routes, behind the guard.
+pub fn router(console: Arc<Console>) -> Router {
+    Router::new()
+        .route("/", get(pages::flows))
+        .route("/flows/{name}/run", post(pages::run_now))
+        .route("/runs", get(pages::runs))
+        .route("/runs/{id}", get(run_page::run))
+        .route("/runs/{id}/live", get(run_page::live))
+        .route("/runs/{id}/files/{name}", get(run_page::file))
+        .route("/ledger", get(pages::ledger))
+        .route("/login", get(session::form).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/static/{name}", get(ops::asset))
+        .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            console.clone(),
+            guard::guard,
+        ))
+        .with_state(console)
+}
+
+/// Checks the address against the token rule, opens the history, binds,
+/// and serves until [`Running::stop`].
+pub async fn start(
+    options: Options,
+    scheduler: Option<Control>,
+    described: Vec<ServedFlow>,
+) -> Result<Running, ConsoleError> {
+    access::check_address(options.addr, options.token.as_ref())?;
+    let data = Data::open(&options.database).await?;
+    let console = Arc::new(Console {
+        data,
+        token: options.token,
+        operations_open: options.addr.ip().is_loopback() || options.metrics_public,
+        os_user: access::os_user(),
+        metrics: Metrics::new()?,
+        scheduler,
+        described,
+    });
+    let bind_error = |source| ConsoleError::Bind {
+        addr: options.addr,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = router(console);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(e) = served.await {
+            eprintln!("console: stopped serving: {e}");
+        }
+    });
+    Ok(Running {
+        addr,
+        stop: Some(stop),
+        task,
+    })
+}

@@ -1,0 +1,342 @@
+//! The list pages: Flows, Runs and the Ledger, "run now", and the pages
+//! for what cannot be shown (unknown paths and ids, failed reads).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use sluice_store::browse::RunFilter;
+use sluice_store::{RunStatus, RunSummary};
+
+use super::data::DataError;
+use super::guard::Seen;
+use super::view::{
+    self, Choice, ErrorPage, FlowRow, FlowsPage, LedgerEntry, LedgerPage, RunLink, RunsPage, href,
+    render, run_href, segment, short_json, utc,
+};
+use super::{Console, words};
+use crate::scheduler::control::RunNowRefused;
+
+/// Runs per page of the run list.
+const RUNS_PER_PAGE: usize = 50;
+/// Entries the ledger page shows at most.
+const LEDGER_MAX: usize = 500;
+/// The longest id or name a path may carry; longer is not ours.
+const MAX_ID_CHARS: usize = 200;
+
+/// Why a page is not shown.
+pub enum Failure {
+    NotFound(String),
+    BadRequest(String),
+    Conflict(String),
+    Internal(String),
+}
+
+impl From<DataError> for Failure {
+    fn from(e: DataError) -> Self {
+        eprintln!("console: {e}");
+        Failure::Internal(
+            "The run history could not be read; the console's log says why.".to_string(),
+        )
+    }
+}
+
+/// An HTML page, or its error page when it cannot be rendered.
+pub fn page(status: StatusCode, template: &impl askama::Template) -> Response {
+    match render(template) {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            eprintln!("console: a page could not be rendered: {e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+impl Failure {
+    pub fn page(self, seen: &Seen) -> Response {
+        let (status, title, message) = match self {
+            Failure::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m),
+            Failure::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m),
+            Failure::Conflict(m) => (StatusCode::CONFLICT, "Not done", m),
+            Failure::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "Something failed", m),
+        };
+        page(
+            status,
+            &ErrorPage {
+                chrome: seen.chrome(),
+                title: title.to_string(),
+                message,
+            },
+        )
+    }
+}
+
+/// Refuses ids that cannot be ours before asking the history.
+pub fn plausible(id: &str) -> Result<(), Failure> {
+    if id.is_empty() || id.chars().count() > MAX_ID_CHARS || id.chars().any(char::is_control) {
+        return Err(Failure::NotFound("There is no such page.".to_string()));
+    }
+    Ok(())
+}
+
+/// Any path the console does not have.
+pub async fn not_found(seen: Seen) -> Response {
+    Failure::NotFound("There is no such page.".to_string()).page(&seen)
+}
+
+pub async fn flows(State(console): State<Arc<Console>>, seen: Seen) -> Response {
+    match flow_rows(&console).await {
+        Ok(flows) => page(
+            StatusCode::OK,
+            &FlowsPage {
+                chrome: seen.chrome(),
+                flows,
+                can_run: console.scheduler.is_some(),
+            },
+        ),
+        Err(f) => f.page(&seen),
+    }
+}
+
+/// The flows served (or described) here first, then the others the
+/// history knows, by name.
+async fn flow_rows(console: &Console) -> Result<Vec<FlowRow>, Failure> {
+    let latest = console.data.flows_latest().await?;
+    let mut latest: BTreeMap<String, _> = latest.into_iter().map(|f| (f.flow.clone(), f)).collect();
+    let now = chrono::Utc::now();
+    let mut rows = Vec::new();
+    for f in console.known_flows() {
+        let last = latest.remove(&f.name);
+        let mut row = flow_row(&f.name, last.as_ref());
+        row.description = f.description.clone();
+        row.file = Some(f.path.display().to_string());
+        row.served = console.scheduler.is_some();
+        if let Some(s) = &f.schedule {
+            row.schedule_words = words::describe(s);
+            row.cron = Some(s.cron.clone());
+            row.next = words::next_firing(s, now);
+        }
+        rows.push(row);
+    }
+    for (name, last) in latest {
+        let mut row = flow_row(&name, Some(&last));
+        row.file = Some(last.last_run.flow_file.clone());
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn flow_row(name: &str, latest: Option<&sluice_store::browse::FlowLatest>) -> FlowRow {
+    FlowRow {
+        name: name.to_string(),
+        description: None,
+        file: None,
+        schedule_words: "not served here".to_string(),
+        cron: None,
+        next: "—".to_string(),
+        last_run: latest.map(|l| RunLink {
+            href: run_href(&l.last_run.id),
+            status: l.last_run.status.to_string(),
+            started: utc(&l.last_run.started_at),
+        }),
+        last_success: latest
+            .and_then(|l| l.last_success.as_deref())
+            .map_or("—".to_string(), utc),
+        served: false,
+        runs_href: href("/runs", &[("flow", name)]),
+        run_href: format!("/flows/{}/run", segment(name)),
+    }
+}
+
+/// `POST /flows/NAME/run`: starts a run now (serve only) and shows it.
+pub async fn run_now(
+    State(console): State<Arc<Console>>,
+    seen: Seen,
+    Path(name): Path<String>,
+) -> Response {
+    let Some(control) = &console.scheduler else {
+        return Failure::NotFound(
+            "This console does not run flows; use `sluice serve --http` for a \"run now\" button."
+                .to_string(),
+        )
+        .page(&seen);
+    };
+    match control.run_now(&name, Duration::from_secs(10)).await {
+        Ok(run_id) => Redirect::to(&run_href(&run_id)).into_response(),
+        Err(RunNowRefused::Unknown(_)) => {
+            Failure::NotFound(format!("No served flow is named {name}.")).page(&seen)
+        }
+        Err(e) => Failure::Conflict(e.to_string()).page(&seen),
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RunsQuery {
+    #[serde(default)]
+    flow: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    after: String,
+}
+
+pub async fn runs(
+    State(console): State<Arc<Console>>,
+    seen: Seen,
+    Query(q): Query<RunsQuery>,
+) -> Response {
+    match runs_page(&console, &seen, q).await {
+        Ok(p) => page(StatusCode::OK, &p),
+        Err(f) => f.page(&seen),
+    }
+}
+
+async fn runs_page(console: &Console, seen: &Seen, q: RunsQuery) -> Result<RunsPage, Failure> {
+    let status = match q.status.as_str() {
+        "" => None,
+        s => Some(
+            s.parse::<RunStatus>()
+                .map_err(|e| Failure::BadRequest(e.to_string()))?,
+        ),
+    };
+    let filter = RunFilter {
+        flow: Some(q.flow.clone()).filter(|f| !f.is_empty()),
+        status,
+        after: Some(q.after.clone()).filter(|a| !a.is_empty()),
+        limit: RUNS_PER_PAGE,
+    };
+    let found = console.data.runs_page(filter).await?;
+    let ids = found.runs.iter().map(|r| r.id.clone()).collect();
+    let totals = console.data.item_totals(ids).await?;
+    let runs = found
+        .runs
+        .iter()
+        .zip(totals)
+        .map(|(r, (total, failed))| {
+            let mut row = view::run_row(r);
+            row.items = match (total, failed) {
+                (0, _) => "—".to_string(),
+                (t, 0) => format!("{t}"),
+                (t, f) => format!("{t} ({f} failed)"),
+            };
+            row
+        })
+        .collect();
+    let mut flows: Vec<String> = console
+        .data
+        .flows_latest()
+        .await?
+        .into_iter()
+        .map(|f| f.flow)
+        .collect();
+    if !q.flow.is_empty() && !flows.contains(&q.flow) {
+        flows.push(q.flow.clone());
+    }
+    let pairs = |after: &str| {
+        href(
+            "/runs",
+            &[("flow", &q.flow), ("status", &q.status), ("after", after)],
+        )
+    };
+    Ok(RunsPage {
+        chrome: seen.chrome(),
+        flow_options: flows
+            .into_iter()
+            .map(|f| Choice {
+                selected: f == q.flow,
+                value: f,
+            })
+            .collect(),
+        status_options: RunStatus::ALL
+            .iter()
+            .map(|s| Choice {
+                value: s.to_string(),
+                selected: s.as_str() == q.status,
+            })
+            .collect(),
+        runs,
+        filtered: !q.flow.is_empty() || !q.status.is_empty(),
+        first_href: (!q.after.is_empty()).then(|| pairs("")),
+        next_href: found
+            .more
+            .then(|| found.runs.last().map(|r: &RunSummary| pairs(&r.id)))
+            .flatten(),
+    })
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct LedgerQuery {
+    #[serde(default)]
+    email: String,
+}
+
+/// `GET /ledger?email=…`: every recorded item that mentions the address,
+/// oldest first.
+pub async fn ledger(
+    State(console): State<Arc<Console>>,
+    seen: Seen,
+    Query(q): Query<LedgerQuery>,
+) -> Response {
+    let email = q.email.trim().to_string();
+    if email.chars().count() > MAX_ID_CHARS {
+        return Failure::BadRequest("That address is too long.".to_string()).page(&seen);
+    }
+    let found = if email.is_empty() {
+        Vec::new()
+    } else {
+        match console.data.mentions(email.clone(), LEDGER_MAX + 1).await {
+            Ok(found) => found,
+            Err(e) => return Failure::from(e).page(&seen),
+        }
+    };
+    let truncated = found.len() > LEDGER_MAX;
+    let entries = found
+        .into_iter()
+        .take(LEDGER_MAX)
+        .map(|m| {
+            let detail = m.item.output.clone().or(m.item.input.clone());
+            let detail = detail.unwrap_or(serde_json::Value::Null);
+            LedgerEntry {
+                when: m.item.ended_at.as_deref().map_or("—".to_string(), utc),
+                flow: m.flow,
+                run_href: run_href(&m.run_id),
+                run_id: m.run_id,
+                dry_run: m.dry_run,
+                step: m.item.step_id.clone(),
+                status: m.item.status.to_string(),
+                outcome: outcome(&m.item),
+                error: m.item.error.clone(),
+                detail_short: short_json(&detail, 120),
+                detail: view::pretty_json(&detail),
+            }
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &LedgerPage {
+            chrome: seen.chrome(),
+            email,
+            entries,
+            truncated,
+        },
+    )
+}
+
+/// What a step did for the person, when its output says so (`action`,
+/// `outcome` or `status`, as the built-in components write it).
+fn outcome(item: &sluice_store::ItemRecord) -> String {
+    let output = item.output.as_ref();
+    ["action", "outcome", "status"]
+        .iter()
+        .find_map(|k| output.and_then(|o| o.get(k)).and_then(|v| v.as_str()))
+        .unwrap_or("")
+        .to_string()
+}

@@ -1,0 +1,904 @@
+//! The web console over HTTP: every page, and every refusal — a wrong or
+//! missing token, a POST without its CSRF token, a non-loopback address
+//! without a token, a foreign `Host` on an open console, unknown paths and
+//! ids — with hostile names shown as text; live updates of a running run;
+//! `sluice serve --http` running a flow now and reporting its health; and
+//! `/metrics` after a real license sync, read by a Prometheus parser.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap};
+use serde_json::Value;
+use serde_json::json;
+use sluice::console::access::load_token;
+use sluice::console::{Options, Running};
+use sluice_store::{
+    HistoryWrite, ItemEnd, ItemStatus, Location, NewRun, RunRef, RunStatus, StepEnd, StepStart,
+    StepStatus, Store, Trigger,
+};
+
+const HOSTILE: &str = "<script>alert(\"x\")</script> & 'co'";
+const TOKEN: &str = "console-token-0123456789-abcdef";
+
+/// A data directory whose history holds one finished run of a flow with a
+/// hostile name: a `for_each` step with a failed item, request counts and
+/// an HTML report in the run's folder.
+struct Seeded {
+    dir: tempfile::TempDir,
+    run: String,
+}
+
+/// Writes one run's history, as a run does.
+struct Writer {
+    store: Store,
+    run: RunRef,
+}
+
+impl Writer {
+    async fn open(data: &Path, run: &str, flow: &str) -> Writer {
+        let location = Location::Sqlite(sluice_store::path_in(data));
+        Writer {
+            store: Store::open(&location).await.unwrap(),
+            run: RunRef::unfenced(run, flow),
+        }
+    }
+
+    async fn w(&self, write: HistoryWrite) {
+        self.store.write_one(&self.run, write).await.unwrap();
+    }
+
+    async fn start(&self, flow_file: &str, output_dir: &str) {
+        self.w(HistoryWrite::StartRun(NewRun {
+            id: self.run.id.clone(),
+            flow: self.run.flow.clone(),
+            flow_file: flow_file.into(),
+            trigger: Trigger::Manual,
+            dry_run: false,
+            output_dir: output_dir.into(),
+            replica: None,
+        }))
+        .await;
+    }
+
+    async fn step(&self, step: &str, component: &str, items: Option<usize>) {
+        self.w(HistoryWrite::StartStep(StepStart {
+            step: step.into(),
+            component: component.into(),
+            input: json!({}),
+            items_total: items,
+        }))
+        .await;
+    }
+
+    async fn end_step(&self, step: &str, status: StepStatus, error: Option<&str>, conns: Value) {
+        self.w(HistoryWrite::FinishStep(StepEnd {
+            step: step.into(),
+            component: "procore-create-user".into(),
+            status,
+            output: None,
+            error: error.map(String::from),
+            connections: conns,
+            duration_ms: 60,
+        }))
+        .await;
+    }
+
+    async fn finish(&self, status: RunStatus, error: Option<&str>) {
+        self.w(HistoryWrite::FinishRun {
+            status,
+            error: error.map(String::from),
+        })
+        .await;
+    }
+}
+
+fn item(
+    index: usize,
+    status: ItemStatus,
+    input: Value,
+    output: Option<Value>,
+    error: Option<&str>,
+    conns: Value,
+) -> HistoryWrite {
+    HistoryWrite::Item(ItemEnd {
+        step: "create".into(),
+        index,
+        key: None,
+        status,
+        input,
+        output,
+        error: error.map(String::from),
+        connections: conns,
+        duration_ms: 20,
+    })
+}
+
+async fn seeded() -> Seeded {
+    let dir = tempfile::tempdir().unwrap();
+    let run = sluice_store::new_run_id();
+    let out = sluice_store::run_dir(dir.path(), &run);
+    std::fs::create_dir_all(&out).unwrap();
+    let w = Writer::open(dir.path(), &run, HOSTILE).await;
+    w.start("flows/<evil>.toml", out.to_str().unwrap()).await;
+    w.step("create", "procore-create-user", Some(2)).await;
+    let conns = json!({"procore": {"requests": 3, "retried": 1, "throttled": 1, "wait_ms": 1500}});
+    w.w(item(
+        0,
+        ItemStatus::Succeeded,
+        json!({"key": "ann@example.com", "name": HOSTILE}),
+        Some(json!({"status": "created", "id": 7})),
+        None,
+        conns.clone(),
+    ))
+    .await;
+    w.w(item(
+        1,
+        ItemStatus::Failed,
+        json!({"key": "bob@example.com"}),
+        None,
+        Some("HTTP 422: <b>login taken</b>"),
+        json!({}),
+    ))
+    .await;
+    w.end_step(
+        "create",
+        StepStatus::Failed,
+        Some("1 of 2 items failed"),
+        conns,
+    )
+    .await;
+    let report = out.join("report.html");
+    std::fs::write(&report, "<html><body><h1>Report</h1></body></html>").unwrap();
+    w.w(HistoryWrite::Artifact {
+        name: "report.html".into(),
+        path: report.to_str().unwrap().into(),
+    })
+    .await;
+    w.finish(
+        RunStatus::Failed,
+        Some("step `create` failed: <b>1 of 2</b>"),
+    )
+    .await;
+    Seeded { dir, run }
+}
+
+async fn console(data: &Path, addr: &str, token: Option<&str>, metrics_public: bool) -> Running {
+    let token = load_token(token.map(String::from), None).unwrap();
+    sluice::console::start(
+        Options {
+            addr: addr.parse().unwrap(),
+            token,
+            metrics_public,
+            database: Location::Sqlite(sluice_store::path_in(data)),
+        },
+        None,
+        Vec::new(),
+    )
+    .await
+    .unwrap()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", addr.port())
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+async fn get(addr: SocketAddr, path: &str, cookies: &str) -> Page {
+    let mut req = client().get(url(addr, path));
+    if !cookies.is_empty() {
+        req = req.header(header::COOKIE, cookies);
+    }
+    read(req.send().await.unwrap()).await
+}
+
+async fn post(addr: SocketAddr, path: &str, cookies: &str, form: &[(&str, &str)]) -> Page {
+    let mut req = client().post(url(addr, path)).form(form);
+    if !cookies.is_empty() {
+        req = req.header(header::COOKIE, cookies);
+    }
+    read(req.send().await.unwrap()).await
+}
+
+async fn read(r: reqwest::Response) -> Page {
+    Page {
+        status: r.status(),
+        headers: r.headers().clone(),
+        body: r.text().await.unwrap(),
+    }
+}
+
+/// `name=value` pairs of the response's Set-Cookie headers, and the full lines.
+fn set_cookies(p: &Page) -> BTreeMap<String, String> {
+    p.headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| {
+            let line = v.to_str().unwrap().to_string();
+            let name = line.split('=').next().unwrap().to_string();
+            (name, line)
+        })
+        .collect()
+}
+
+fn cookie_value(line: &str) -> &str {
+    line.split(';').next().unwrap().split_once('=').unwrap().1
+}
+
+/// The CSRF value of the hidden field of a page's forms.
+fn csrf_field(body: &str) -> String {
+    let at = body
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF field");
+    let rest = &body[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+fn assert_page(p: &Page, status: StatusCode, what: &str) {
+    assert_eq!(p.status, status, "{what}: {}", p.body);
+    let csp = p.headers.get(header::CONTENT_SECURITY_POLICY).unwrap();
+    assert!(
+        csp.to_str().unwrap().contains("default-src 'none'"),
+        "{what}"
+    );
+    assert_eq!(
+        p.headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
+        "nosniff"
+    );
+}
+
+fn assert_hostile_is_text(p: &Page, what: &str) {
+    assert!(!p.body.contains("<script>alert"), "{what}: raw script tag");
+    assert!(
+        !p.body.contains("<b>"),
+        "{what}: raw markup from the history"
+    );
+}
+
+#[tokio::test]
+async fn every_page_shows_the_history_with_hostile_names_as_text() {
+    let s = seeded().await;
+    let c = console(s.dir.path(), "127.0.0.1:0", None, false).await;
+    let run = sluice::console::view::run_href(&s.run);
+    let flow = url::form_urlencoded::byte_serialize(HOSTILE.as_bytes()).collect::<String>();
+    let pages = [
+        ("/", "flows"),
+        ("/runs", "runs"),
+        (
+            &*format!("/runs?flow={flow}&status=failed"),
+            "runs filtered",
+        ),
+        (&*run, "run"),
+        (
+            &*format!("{run}?step=create&q=BOB@"),
+            "run with an item search",
+        ),
+        ("/ledger?email=ANN@example.com", "ledger"),
+    ];
+    for (path, what) in pages {
+        let p = get(c.addr, path, "").await;
+        assert_page(&p, StatusCode::OK, what);
+        assert_hostile_is_text(&p, what);
+        assert!(
+            p.body.contains("&#60;script&#62;"),
+            "{what} names the flow as text"
+        );
+    }
+    let r = get(c.addr, &run, "").await.body;
+    assert!(
+        r.contains("step `create` failed: &#60;b&#62;1 of 2&#60;/b&#62;"),
+        "the error in full"
+    );
+    assert!(
+        r.contains("HTTP 422: &#60;b&#62;login taken&#60;/b&#62;"),
+        "the item's error"
+    );
+    assert!(
+        r.find("bob@example.com").unwrap() < r.find("ann@example.com").unwrap(),
+        "failed first"
+    );
+    assert!(
+        r.contains("<td>procore</td><td>3</td><td>1</td><td>1</td><td>1.5 s</td>"),
+        "{r}"
+    );
+    assert!(
+        r.contains("<iframe class=\"report\" sandbox"),
+        "the report inline"
+    );
+    let searched = get(c.addr, &format!("{run}?step=create&q=BOB@"), "")
+        .await
+        .body;
+    assert!(searched.contains("1 items match") && !searched.contains("ann@example.com"));
+    let ledger = get(c.addr, "/ledger?email=ANN@example.com", "").await.body;
+    assert!(
+        ledger.contains("created") && ledger.contains(&s.run),
+        "{ledger}"
+    );
+    // The report: served sandboxed, framed only by the console.
+    let report = get(c.addr, &format!("{run}/files/report.html"), "").await;
+    assert_eq!(report.status, StatusCode::OK);
+    let csp = report.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.starts_with("sandbox;") && csp.contains("frame-ancestors 'self'"),
+        "{csp}"
+    );
+    let css = get(c.addr, "/static/console.css", "").await;
+    assert_eq!(css.headers[header::CONTENT_TYPE], "text/css; charset=utf-8");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_and_ids_get_a_404_page() {
+    let s = seeded().await;
+    let c = console(s.dir.path(), "127.0.0.1:0", None, false).await;
+    let run = sluice::console::view::run_href(&s.run);
+    let long = format!("/runs/{}", "x".repeat(500));
+    for path in [
+        "/nope",
+        "/runs/20260101T000000Z-000000",
+        "/runs/%3Cscript%3E",
+        &*long,
+        &*format!("{run}/files/nope.html"),
+        &*format!("{run}/files/..%2F..%2Fhistory.sqlite"),
+        "/runs/20260101T000000Z-000000/live",
+    ] {
+        let p = get(c.addr, path, "").await;
+        assert_page(&p, StatusCode::NOT_FOUND, path);
+        assert!(
+            p.body.contains("Not found"),
+            "{path}: a page, not a bare status"
+        );
+        assert!(!p.body.contains("<script>"), "{path}");
+    }
+    let bad = get(c.addr, "/runs?status=exploded", "").await;
+    assert_page(
+        &bad,
+        StatusCode::BAD_REQUEST,
+        "a status that does not exist",
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_console_answers_only_to_loopback_host_names() {
+    let s = seeded().await;
+    let c = console(s.dir.path(), "127.0.0.1:0", None, false).await;
+    let p = client()
+        .get(url(c.addr, "/runs"))
+        .header(header::HOST, "rebound.example:8700")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(p.status(), StatusCode::FORBIDDEN);
+    let ok = client()
+        .get(url(c.addr, "/runs"))
+        .header(header::HOST, format!("localhost:{}", c.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_console_with_a_token_asks_for_it_on_every_page() {
+    let s = seeded().await;
+    let c = console(s.dir.path(), "127.0.0.1:0", Some(TOKEN), false).await;
+    let run = sluice::console::view::run_href(&s.run);
+    // Without it: browsers go to the login form, and come back after.
+    for path in ["/", "/runs", &*run, "/ledger?email=a", "/nope"] {
+        let p = get(c.addr, path, "").await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{path}");
+        let to = p.headers[header::LOCATION].to_str().unwrap();
+        assert!(to.starts_with("/login?next="), "{path}: {to}");
+    }
+    let bearer = |t: &str| {
+        let run = run.clone();
+        let t = t.to_string();
+        let addr = c.addr;
+        async move {
+            client()
+                .get(url(addr, &run))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        bearer("wrong-token-0123456789").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(bearer(TOKEN).await, StatusCode::OK);
+
+    // The login form: a wrong token is refused, and no session is set.
+    let form = get(c.addr, "/login?next=/runs", "").await;
+    assert_page(&form, StatusCode::OK, "login form");
+    let csrf_cookie = set_cookies(&form)["sluice_csrf"].clone();
+    assert!(csrf_cookie.contains("HttpOnly") && csrf_cookie.contains("SameSite=Strict"));
+    let jar = format!("sluice_csrf={}", cookie_value(&csrf_cookie));
+    let csrf = csrf_field(&form.body);
+    let wrong = post(
+        c.addr,
+        "/login",
+        &jar,
+        &[
+            ("csrf", &csrf),
+            ("name", "Dana"),
+            ("token", "wrong-token-0123456789"),
+            ("next", "/runs"),
+        ],
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(!set_cookies(&wrong).contains_key("sluice_session"));
+    assert!(wrong.body.contains("not the console token"));
+    // The right one: a session cookie, HttpOnly and SameSite=Strict, and back to `next`.
+    let ok = post(
+        c.addr,
+        "/login",
+        &jar,
+        &[
+            ("csrf", &csrf),
+            ("name", "Dana <ops>"),
+            ("token", TOKEN),
+            ("next", "/runs"),
+        ],
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    assert_eq!(ok.headers[header::LOCATION], "/runs");
+    let session = set_cookies(&ok)["sluice_session"].clone();
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    assert!(!session.contains(TOKEN));
+    let jar = format!("{jar}; sluice_session={}", cookie_value(&session));
+    let runs = get(c.addr, "/runs", &jar).await;
+    assert_page(&runs, StatusCode::OK, "runs, signed in");
+    assert!(
+        runs.body.contains("Dana &#60;ops&#62;"),
+        "the viewer's name, as text"
+    );
+    for p in [&form, &wrong, &ok, &runs] {
+        assert!(!p.body.contains(TOKEN));
+    }
+    // A tampered session is no session.
+    let forged = jar.replace("sluice_session=", "sluice_session=9");
+    assert_eq!(
+        get(c.addr, "/runs", &forged).await.status,
+        StatusCode::SEE_OTHER
+    );
+    // An open redirect is not: `next` stays on the console.
+    let away = post(
+        c.addr,
+        "/login",
+        &jar,
+        &[
+            ("csrf", &csrf),
+            ("name", "Dana"),
+            ("token", TOKEN),
+            ("next", "//evil.example/"),
+        ],
+    )
+    .await;
+    assert_eq!(away.headers[header::LOCATION], "/");
+    // Signing out ends the session in the browser.
+    let out = post(c.addr, "/logout", &jar, &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(set_cookies(&out)["sluice_session"].contains("Max-Age=0"));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_post_without_its_csrf_token_is_refused() {
+    let s = seeded().await;
+    let c = console(s.dir.path(), "127.0.0.1:0", Some(TOKEN), false).await;
+    let form = get(c.addr, "/login", "").await;
+    let cookie = set_cookies(&form)["sluice_csrf"].clone();
+    let jar = format!("sluice_csrf={}", cookie_value(&cookie));
+    let login = [("name", "Dana"), ("token", TOKEN)];
+    // No field, no cookie, a field that is not the cookie's: all refused.
+    let none = post(c.addr, "/login", &jar, &login).await;
+    assert_page(&none, StatusCode::FORBIDDEN, "no CSRF field");
+    assert!(none.body.contains("CSRF"));
+    let csrf = csrf_field(&form.body);
+    let mut with = login.to_vec();
+    with.push(("csrf", &csrf));
+    let no_cookie = post(c.addr, "/login", "", &with).await;
+    assert_eq!(no_cookie.status, StatusCode::FORBIDDEN);
+    let other = "0".repeat(64);
+    let mut forged = login.to_vec();
+    forged.push(("csrf", &other));
+    assert_eq!(
+        post(c.addr, "/login", &jar, &forged).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert!(!set_cookies(&none).contains_key("sluice_session"));
+    // The same form with its token goes through.
+    assert_eq!(
+        post(c.addr, "/login", &jar, &with).await.status,
+        StatusCode::SEE_OTHER
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_and_health_need_the_token_off_loopback_unless_public() {
+    let s = seeded().await;
+    // Listening on every address (reached here through loopback).
+    let closed = console(s.dir.path(), "0.0.0.0:0", Some(TOKEN), false).await;
+    for path in ["/metrics", "/healthz"] {
+        let p = get(closed.addr, path, "").await;
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{path}");
+        let with = client()
+            .get(url(closed.addr, path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(with.status(), StatusCode::OK, "{path}");
+    }
+    closed.stop().await;
+    let public = console(s.dir.path(), "0.0.0.0:0", Some(TOKEN), true).await;
+    let health = get(public.addr, "/healthz", "").await;
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (StatusCode::OK, "database: ok\n")
+    );
+    assert_eq!(
+        get(public.addr, "/metrics", "").await.status,
+        StatusCode::OK
+    );
+    // Pages still need the token.
+    assert_eq!(
+        get(public.addr, "/runs", "").await.status,
+        StatusCode::SEE_OTHER
+    );
+    public.stop().await;
+    // On loopback they are open even with a token.
+    let lo = console(s.dir.path(), "127.0.0.1:0", Some(TOKEN), false).await;
+    assert_eq!(get(lo.addr, "/metrics", "").await.status, StatusCode::OK);
+    lo.stop().await;
+}
+
+fn sluice(data: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env_clear().env("SLUICE_DATA_DIR", data).args(args);
+    cmd
+}
+
+#[test]
+fn a_non_loopback_address_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    for args in [
+        vec!["console", "--http", "0.0.0.0:0"],
+        vec!["serve", flows.to_str().unwrap(), "--http", "0.0.0.0:0"],
+    ] {
+        let out = sluice(dir.path(), &args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("not a loopback address") && stderr.contains("SLUICE_CONSOLE_TOKEN"),
+            "{stderr}"
+        );
+    }
+    // A token too short to guard anything is refused too.
+    let out = sluice(dir.path(), &["console", "--http", "0.0.0.0:0"])
+        .env("SLUICE_CONSOLE_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("too short") && !stderr.contains("short\n"),
+        "{stderr}"
+    );
+}
+
+/// Reads server-sent events until `until` holds for the text so far.
+async fn events_until(r: &mut reqwest::Response, until: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !until(&text) {
+        let chunk = tokio::time::timeout_at(deadline, r.chunk())
+            .await
+            .expect("the event came in time")
+            .unwrap()
+            .expect("the stream is still open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_running_run_updates_live_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = sluice_store::new_run_id();
+    let w = Writer::open(dir.path(), &run, "live").await;
+    w.start("live.toml", "").await;
+    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+    let page = get(c.addr, &sluice::console::view::run_href(&run), "").await;
+    assert!(
+        page.body.contains("data-live=\"/runs/"),
+        "a running run's page listens"
+    );
+    let mut r = client()
+        .get(url(c.addr, &format!("/runs/{run}/live")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "text/event-stream");
+    // The run writes while the console reads.
+    w.step("fetch", "graph-groups", None).await;
+    let seen = events_until(&mut r, |t| t.contains("step-fetch")).await;
+    assert!(seen.contains("event: steps"), "{seen}");
+    w.end_step("fetch", StepStatus::Succeeded, None, json!({}))
+        .await;
+    w.finish(RunStatus::Succeeded, None).await;
+    let seen = events_until(&mut r, |t| t.contains("event: end")).await;
+    assert!(seen.contains("data: succeeded"), "{seen}");
+    c.stop().await;
+}
+
+/// A `sluice serve` child whose stderr is collected as it comes.
+struct Child {
+    child: std::process::Child,
+    said: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Child {
+    fn spawn(mut cmd: Command) -> Child {
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = said.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Child { child, said }
+    }
+
+    /// The console's address, once it says where it listens.
+    async fn console_addr(&self) -> SocketAddr {
+        for _ in 0..600 {
+            let said = self.said.lock().unwrap().clone();
+            if let Some(rest) = said.split("console at http://").nth(1) {
+                return rest.split('/').next().unwrap().parse().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the console never said where it listens: {}",
+            self.said.lock().unwrap()
+        );
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_with_http_runs_a_flow_now_and_reports_its_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    std::fs::write(
+        flows.join("echo.toml"),
+        format!(
+            "name = \"echo\"\nschedule = {{ cron = \"0 0 5 * * Mon-Fri\", timezone = \"America/Los_Angeles\" }}\n[[step]]\nid = \"say\"\nuses = \"{}\"\nwith = {{ action = \"echo\" }}\n",
+            common::fixture("hostile").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = sluice(
+        dir.path(),
+        &["serve", flows.to_str().unwrap(), "--http", "127.0.0.1:0"],
+    );
+    cmd.env("USER", "ops-person");
+    let serving = Child::spawn(cmd);
+    let addr = serving.console_addr().await;
+    let health = get(addr, "/healthz", "").await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    assert_eq!(health.body, "database: ok\nscheduler: ok\n");
+    let flows_page = get(addr, "/", "").await;
+    assert_page(&flows_page, StatusCode::OK, "flows");
+    let body = &flows_page.body;
+    assert!(
+        body.contains(
+            "At 05:00, on Monday, Tuesday, Wednesday, Thursday, and Friday, in America/Los_Angeles"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("PST") || body.contains("PDT"),
+        "the next firing in the flow's zone"
+    );
+    assert!(
+        body.contains("ops-person"),
+        "the OS user is the viewer on loopback"
+    );
+    let jar = format!(
+        "sluice_csrf={}",
+        cookie_value(&set_cookies(&flows_page)["sluice_csrf"])
+    );
+    let csrf = csrf_field(body);
+    // Without its CSRF token nothing runs.
+    assert_eq!(
+        post(addr, "/flows/echo/run", &jar, &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let started = post(addr, "/flows/echo/run", &jar, &[("csrf", &csrf)]).await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+    let run_path = started.headers[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut status = String::new();
+    for _ in 0..600 {
+        let p = get(addr, &run_path, "").await;
+        if p.body.contains("id=\"run-status\">succeeded") {
+            status = "succeeded".into();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status, "succeeded",
+        "the run started from the console ended"
+    );
+    let run = get(addr, &run_path, "").await.body;
+    assert!(run.contains("<dt>Trigger</dt><dd>manual</dd>"), "{run}");
+    let unknown = post(addr, "/flows/nope/run", &jar, &[("csrf", &csrf)]).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    drop(serving);
+    // `sluice console` alone has no "run now".
+    let alone = Child::spawn(sluice(dir.path(), &["console", "--http", "127.0.0.1:0"]));
+    let addr = alone.console_addr().await;
+    let page = get(addr, "/", "").await;
+    assert!(page.body.contains("echo") && !page.body.contains("Run now"));
+    assert_eq!(get(addr, "/healthz", "").await.body, "database: ok\n");
+    let refused = post(addr, "/flows/echo/run", &jar, &[("csrf", &csrf)]).await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);
+    assert!(refused.body.contains("does not run flows"));
+}
+
+fn flow_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/procore-license-sync.toml")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_a_license_sync_have_the_expected_series() {
+    let emulator = sluice_emulator::start(sluice_emulator::EmulatorConfig::default())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = sluice(
+        data.path(),
+        &["run", flow_path().to_str().unwrap(), "--quiet"],
+    );
+    for (k, v) in emulator.env_vars() {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = console(data.path(), "127.0.0.1:0", None, false).await;
+    let p = get(c.addr, "/metrics", "").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(
+        p.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let lines = p.body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let flow = "procore-license-sync";
+    let find = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{}", p.body))
+            .value
+            .clone()
+    };
+    use prometheus_parse::Value as V;
+    let counter = |v: V| match v {
+        V::Counter(n) | V::Gauge(n) | V::Untyped(n) => n,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        counter(find(
+            "sluice_runs_total",
+            &[("flow", flow), ("status", "succeeded")]
+        )),
+        1.0
+    );
+    match find(
+        "sluice_run_duration_seconds",
+        &[("flow", flow), ("status", "succeeded")],
+    ) {
+        V::Histogram(buckets) => assert!(buckets.iter().any(|b| b.count == 1.0)),
+        other => panic!("{other:?}"),
+    }
+    match find(
+        "sluice_step_duration_seconds",
+        &[("flow", flow), ("step", "create")],
+    ) {
+        V::Histogram(buckets) => assert_eq!(buckets.last().unwrap().count, 1.0),
+        other => panic!("{other:?}"),
+    }
+    for connection in ["graph", "procore"] {
+        let labels = [("flow", flow), ("connection", connection)];
+        assert!(
+            counter(find("sluice_connection_requests_total", &labels)) >= 2.0,
+            "{connection}"
+        );
+        counter(find("sluice_connection_retries_total", &labels));
+        counter(find("sluice_connection_throttled_total", &labels));
+        counter(find("sluice_connection_wait_seconds_total", &labels));
+    }
+    let last = counter(find(
+        "sluice_last_success_timestamp_seconds",
+        &[("flow", flow)],
+    ));
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(now - last < 600.0 && last <= now + 1.0, "{last} vs {now}");
+    // A second scrape counts nothing twice.
+    let again = get(c.addr, "/metrics", "").await.body;
+    assert!(
+        again.contains(&format!(
+            "sluice_runs_total{{flow=\"{flow}\",status=\"succeeded\"}} 1"
+        )),
+        "{again}"
+    );
+    c.stop().await;
+}
