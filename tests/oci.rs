@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use common::emulated::*;
 use serde_json::Value;
 use sluice_emulator::{EmulatorConfig, Scenario};
@@ -27,6 +28,16 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Registry::serve(None)
+    }
+
+    /// A registry that lets in only `user` with `password` (htpasswd
+    /// authentication; its bcrypt entry made by Apache's `htpasswd`).
+    fn with_login(user: &str, password: &str) -> Registry {
+        Registry::serve(Some((user, password)))
+    }
+
+    fn serve(login: Option<(&str, &str)>) -> Registry {
         let binary = ["docker-registry", "/usr/bin/docker-registry"]
             .into_iter()
             .find(|b| Command::new(b).arg("--version").output().is_ok())
@@ -40,14 +51,24 @@ impl Registry {
             .port();
         let host = format!("127.0.0.1:{port}");
         let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
-                storage.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+            storage.path().join("data").display()
+        );
+        if let Some((user, password)) = login {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd is not installed (apache2-utils): run scripts/test-deps");
+            assert!(out.status.success());
+            let htpasswd = storage.path().join("htpasswd");
+            std::fs::write(&htpasswd, out.stdout).unwrap();
+            text += &format!(
+                "auth:\n  htpasswd:\n    realm: sluice-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
+        std::fs::write(&config, text).unwrap();
         let child = Command::new(binary)
             .args(["serve", config.to_str().unwrap()])
             .stdout(Stdio::null())
@@ -72,7 +93,10 @@ impl Registry {
                 let _ = write!(s, "GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", self.host);
                 let mut answer = String::new();
                 let _ = s.read_to_string(&mut answer);
-                if answer.starts_with("HTTP/1.") && answer.contains(" 200 ") {
+                // 401: up, and asking for credentials.
+                if answer.starts_with("HTTP/1.")
+                    && (answer.contains(" 200 ") || answer.contains(" 401 "))
+                {
                     return;
                 }
             }
@@ -240,4 +264,97 @@ async fn components_pull_fetches_ahead_and_changed_cached_bytes_are_refused() {
         "{}",
         run.stderr
     );
+}
+
+/// Both ways of giving credentials to a registry that wants them, and
+/// what the registry refuses: anonymous requests and a wrong password,
+/// each with an error saying what to do. The password is never shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_login_comes_from_the_environment_or_the_docker_config_and_is_never_shown() {
+    const USER: &str = "sluice-ci";
+    const PASSWORD: &str = "Reg1stry-Pa55word/with+symbols";
+    const WRONG: &str = "Not-The-Pa55word";
+    let registry = Registry::with_login(USER, PASSWORD);
+    let (_emulator, env, data) = emulated(EmulatorConfig {
+        scenario: Scenario::generate(10, 9),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = custom_compare();
+    let reference = format!("oci://{}/sluice/compare:1", registry.host);
+    let push = |env: Vec<(String, String)>| {
+        let data = data.path().to_path_buf();
+        let (wasm, reference) = (wasm.clone(), reference.clone());
+        async move {
+            let args = ["components", "push", wasm.to_str().unwrap(), &reference];
+            sluice_cmd(&env, &data, &args).await
+        }
+    };
+    let login = |password: &str| {
+        vec![
+            ("SLUICE_REGISTRY_USERNAME".to_string(), USER.to_string()),
+            ("SLUICE_REGISTRY_PASSWORD".to_string(), password.to_string()),
+        ]
+    };
+    let mut printed = Vec::new();
+
+    let anonymous = push(vec![]).await;
+    assert_eq!(anonymous.code, 1, "{}", anonymous.stderr);
+    let refused = format!("registry {} refused an anonymous request", registry.host);
+    assert!(anonymous.stderr.contains(&refused), "{}", anonymous.stderr);
+    assert!(anonymous.stderr.contains("SLUICE_REGISTRY_PASSWORD"));
+    assert!(anonymous.stderr.contains("docker login"));
+    let wrong = push(login(WRONG)).await;
+    assert_eq!(wrong.code, 1, "{}", wrong.stderr);
+    assert!(
+        wrong
+            .stderr
+            .contains("refused the credentials in SLUICE_REGISTRY_USERNAME"),
+        "{}",
+        wrong.stderr
+    );
+    let pushed = push(login(PASSWORD)).await;
+    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+    printed.extend([anonymous, wrong, pushed]);
+
+    // Pulling anonymously is refused before anything runs.
+    let flow = flow_using(dir.path(), &reference);
+    let flow_arg = flow.to_str().unwrap();
+    let anonymous = sluice_cmd(&env, data.path(), &["run", flow_arg]).await;
+    assert_eq!(anonymous.code, 2, "{}", anonymous.stderr);
+    assert!(anonymous.stderr.contains(&refused), "{}", anonymous.stderr);
+    assert!(!dir.path().join("sluice.lock").exists());
+
+    // The Docker config file's login, as `docker login` writes it.
+    let docker = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(
+        docker.path().join("config.json"),
+        serde_json::json!({ "auths": { &registry.host: { "auth": auth } } }).to_string(),
+    )
+    .unwrap();
+    let mut with_config = env.clone();
+    with_config.push(("DOCKER_CONFIG".into(), docker.path().display().to_string()));
+    let run = sluice_cmd(&with_config, data.path(), &["run", flow_arg, "--json"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.output_of("diff")["custom"], true);
+    assert!(dir.path().join("sluice.lock").exists());
+    printed.extend([anonymous, run]);
+
+    // Nothing printed or written holds the password or the wrong one, in
+    // any encoding.
+    let mut places: Vec<(String, Vec<u8>)> = printed
+        .iter()
+        .flat_map(|r| {
+            [
+                ("stdout".to_string(), r.stdout.clone().into_bytes()),
+                ("stderr".to_string(), r.stderr.clone().into_bytes()),
+            ]
+        })
+        .collect();
+    places.extend(common::secrets::files_under(data.path()));
+    places.extend(common::secrets::files_under(dir.path()));
+    let found = common::secrets::secrets_found(&places, &[PASSWORD.into(), WRONG.into()]);
+    assert!(found.is_empty(), "leaked: {found:#?}");
 }

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
@@ -21,6 +22,11 @@ use super::reference::is_loopback;
 pub enum RegistryError {
     #[error("registry {registry}: {reason}")]
     Request { registry: String, reason: String },
+    #[error("registry {registry} refused {}: {}", .credentials.refused(), .credentials.hint(.registry))]
+    Unauthorized {
+        registry: String,
+        credentials: CredentialSource,
+    },
     #[error("{reference}: the registry served a manifest that does not hash to {expected}")]
     ManifestDigest { reference: String, expected: String },
     #[error("{reference}: the registry served a component that does not hash to {expected}")]
@@ -39,10 +45,44 @@ pub struct Pulled {
     pub wasm: Vec<u8>,
 }
 
+/// Where the credentials for a registry came from: said when the registry
+/// refuses them, never with the credentials themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    Environment,
+    DockerConfig,
+    Anonymous,
+}
+
+impl CredentialSource {
+    fn refused(self) -> &'static str {
+        match self {
+            CredentialSource::Environment => {
+                "the credentials in SLUICE_REGISTRY_USERNAME and SLUICE_REGISTRY_PASSWORD"
+            }
+            CredentialSource::DockerConfig => "the credentials of the Docker config file",
+            CredentialSource::Anonymous => "an anonymous request (it needs credentials)",
+        }
+    }
+
+    fn hint(self, registry: &str) -> String {
+        match self {
+            CredentialSource::Anonymous => format!(
+                "set SLUICE_REGISTRY_USERNAME and SLUICE_REGISTRY_PASSWORD, or log in with \
+                 `docker login {registry}` (Sluice reads $DOCKER_CONFIG/config.json, else \
+                 ~/.docker/config.json)"
+            ),
+            _ => "check the user name and password, and that the user may use this repository"
+                .to_string(),
+        }
+    }
+}
+
 /// A client for the registry of one reference.
 pub struct Registry {
     client: Client,
     auth: RegistryAuth,
+    source: CredentialSource,
     registry: String,
 }
 
@@ -59,14 +99,22 @@ impl Registry {
             read_timeout: Some(Duration::from_secs(60)),
             ..ClientConfig::default()
         });
+        let (auth, source) = credentials(registry);
         Registry {
             client,
-            auth: credentials(registry),
+            auth,
+            source,
             registry: registry.to_string(),
         }
     }
 
-    fn failed(&self, e: impl std::fmt::Display) -> RegistryError {
+    fn failed(&self, e: OciDistributionError) -> RegistryError {
+        if refused(&e) {
+            return RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                credentials: self.source,
+            };
+        }
         RegistryError::Request {
             registry: self.registry.clone(),
             reason: e.to_string(),
@@ -152,22 +200,41 @@ impl Registry {
     }
 }
 
+/// Whether the registry refused the request for want of (valid)
+/// credentials: 401, 403, or the spec's UNAUTHORIZED and DENIED codes.
+fn refused(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => true,
+        OciDistributionError::ServerError { code, .. } => matches!(code, 401 | 403),
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+        _ => false,
+    }
+}
+
 /// The credentials for `registry`: the environment first, then Docker's.
-fn credentials(registry: &str) -> RegistryAuth {
+fn credentials(registry: &str) -> (RegistryAuth, CredentialSource) {
     if let (Ok(user), Ok(password)) = (
         std::env::var("SLUICE_REGISTRY_USERNAME"),
         std::env::var("SLUICE_REGISTRY_PASSWORD"),
     ) {
-        return RegistryAuth::Basic(user, password);
+        return (
+            RegistryAuth::Basic(user, password),
+            CredentialSource::Environment,
+        );
     }
     match docker_credential::get_credential(registry) {
-        Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
-            RegistryAuth::Basic(user, password)
-        }
+        Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => (
+            RegistryAuth::Basic(user, password),
+            CredentialSource::DockerConfig,
+        ),
         // An identity token is exchanged by Docker's own flow, which this
         // client does not speak; a missing file or entry means anonymous.
         Ok(docker_credential::DockerCredential::IdentityToken(_)) | Err(_) => {
-            RegistryAuth::Anonymous
+            (RegistryAuth::Anonymous, CredentialSource::Anonymous)
         }
     }
 }
