@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::emulated::*;
+use common::examples::upn_scenario;
 use serde_json::Value;
 use sluice_emulator::{EmulatorConfig, Scenario};
 
@@ -268,4 +269,54 @@ async fn a_replay_without_a_cassette_for_a_connection_is_refused_before_it_runs(
         "{}",
         run.stderr
     );
+}
+
+/// A replay runs the flow's components as they are now, against the
+/// recorded services: a run recorded with the built-in `compare`, replayed
+/// with the Python one (examples/python-compare, which also matches the
+/// userPrincipalName), decides differently and sends only the requests of
+/// its own decision, each answered from the cassette.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_with_a_changed_component_shows_the_changed_outcome() {
+    let python = &common::examples::examples().python;
+    let (emulator, env, data) = common::examples::emulated_with(upn_scenario()).await;
+    // The mail's body is the report, which the change alters: leave it out.
+    let env = without(&env, &["REPORT_MAIL_FROM", "REPORT_MAIL_TO"]);
+    let cassettes = tempfile::tempdir().unwrap();
+    let record = cassettes.path().to_str().unwrap();
+    let recorded = sluice(&env, data.path(), &["--json", "--record", record]).await;
+    assert_eq!(recorded.code, 0, "stderr:\n{}", recorded.stderr);
+    let both = BTreeSet::from([
+        "ann.lee@contoso.com".to_string(),
+        "bob.ray@contoso.com".into(),
+    ]);
+    assert_eq!(created_keys(&emulator.snapshot()), both);
+    emulator.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let uses = format!("uses = \"{}\"", python.display());
+    let flow = common::examples::flow_with(dir.path(), &[("uses = \"compare\"", &uses)]);
+    let replay_data = common::examples::data_dir();
+    let replayed = sluice_cmd(
+        &env,
+        replay_data.path(),
+        &["run", flow.to_str().unwrap(), "--json", "--replay", record],
+    )
+    .await;
+    assert_eq!(replayed.code, 0, "stderr:\n{}", replayed.stderr);
+    let diff = replayed.output_of("diff");
+    assert_eq!(
+        diff["matched_by_upn"],
+        serde_json::json!(["ann.lee@contoso.com"])
+    );
+    let outcomes = replayed.create_outcomes();
+    assert_eq!(
+        outcomes,
+        [("bob.ray@contoso.com".to_string(), "created".to_string())].into()
+    );
+    assert_eq!(recorded.create_outcomes().len(), 2);
+    let report = |run: &Run| run.output_of("report")["summary"].clone();
+    assert_eq!(report(&recorded)["created"], 2);
+    assert_eq!(report(&replayed)["created"], 1);
+    assert_eq!(report(&replayed)["present"], 1);
 }

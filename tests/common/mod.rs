@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod emulated;
+pub mod examples;
 pub mod secrets;
 
 use std::path::{Path, PathBuf};
