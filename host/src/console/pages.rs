@@ -27,6 +27,11 @@ const RUNS_PER_PAGE: usize = 50;
 const LEDGER_MAX: usize = 500;
 /// The longest id or name a path may carry; longer is not ours.
 const MAX_ID_CHARS: usize = 200;
+/// How long "run now" waits for the run's record before sending the
+/// browser to its page.
+const RECORD_WAIT: Duration = Duration::from_secs(60);
+/// How often it looks.
+const RECORD_POLL: Duration = Duration::from_millis(50);
 
 /// Why a page is not shown.
 pub enum Failure {
@@ -170,11 +175,28 @@ pub async fn run_now(
         .page(&seen);
     };
     match control.run_now(&name, Duration::from_secs(10)).await {
-        Ok(run_id) => Redirect::to(&run_href(&run_id)).into_response(),
+        Ok(run_id) => {
+            recorded(&console, &run_id).await;
+            Redirect::to(&run_href(&run_id)).into_response()
+        }
         Err(RunNowRefused::Unknown(_)) => {
             Failure::NotFound(format!("No served flow is named {name}.")).page(&seen)
         }
         Err(e) => Failure::Conflict(e.to_string()).page(&seen),
+    }
+}
+
+/// Waits until a run just started is in the history (its record is
+/// written by the run's own task, just after the scheduler answers), so
+/// the page the browser is sent to shows it rather than "no such run".
+/// Gives up after [`RECORD_WAIT`]: the run page then says what it knows.
+async fn recorded(console: &Console, run_id: &str) {
+    let deadline = tokio::time::Instant::now() + RECORD_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = console.data.overview(run_id.to_string()).await {
+            return;
+        }
+        tokio::time::sleep(RECORD_POLL).await;
     }
 }
 
