@@ -23,8 +23,8 @@ use serde_json::json;
 use sluice::console::access::load_token;
 use sluice::console::{Options, Running};
 use sluice_store::{
-    HistoryWrite, ItemEnd, ItemStatus, Location, NewRun, RunRef, RunStatus, StepEnd, StepStart,
-    StepStatus, Store, Trigger,
+    GateUpdate, HeldItem, HistoryWrite, ItemEnd, ItemStatus, Location, NewRun, PlanItemState,
+    RunRef, RunStatus, StepEnd, StepStart, StepStatus, Store, Trigger,
 };
 
 const HOSTILE: &str = "<script>alert(\"x\")</script> & 'co'";
@@ -900,5 +900,121 @@ async fn metrics_after_a_license_sync_have_the_expected_series() {
         )),
         "{again}"
     );
+    c.stop().await;
+}
+
+/// Three deactivations held back for approval, one with a hostile key.
+async fn held_plan(data: &Path) -> String {
+    let store = Store::open(&Location::Sqlite(sluice_store::path_in(data)))
+        .await
+        .unwrap();
+    let held = ["ann@example.com", "bob@example.com", HOSTILE_KEY]
+        .iter()
+        .map(|k| HeldItem {
+            key: k.to_string(),
+            input: json!({"email": k, "action": "deactivate"}),
+        })
+        .collect();
+    let update = GateUpdate {
+        flow: "offboard".into(),
+        step: "deactivate".into(),
+        run_id: "20260101T000000Z-aaaaaa".into(),
+        flow_file: "flows/offboard.toml".into(),
+        reason: "3 deactivations exceed the limit of 2".into(),
+        held,
+        gone: Vec::new(),
+        fence: None,
+    };
+    store.record_gate(&update).await.unwrap().unwrap().id
+}
+
+const HOSTILE_KEY: &str = "<b>eve</b>\"'&@example.com";
+
+#[tokio::test]
+async fn approvals_are_decided_in_part_with_a_note_and_recorded_under_the_viewer() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = held_plan(dir.path()).await;
+    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+    let list = get(c.addr, "/approvals", "").await;
+    assert_page(&list, StatusCode::OK, "approvals");
+    assert!(list.body.contains(&plan), "{}", list.body);
+    assert!(list.body.contains("3 deactivations exceed the limit of 2"));
+    let page = get(c.addr, &format!("/approvals/{plan}"), "").await;
+    assert_page(&page, StatusCode::OK, "plan");
+    assert!(!page.body.contains("<b>eve</b>"), "a key is shown as text");
+    assert!(page.body.contains("&#60;b&#62;eve&#60;/b&#62;"));
+    let jar = set_cookies(&page);
+    let cookies = format!("sluice_csrf={}", cookie_value(&jar["sluice_csrf"]));
+    let csrf = csrf_field(&page.body);
+    let action = format!("/approvals/{plan}/decide");
+
+    // Without the CSRF token, or with nothing ticked, nothing is decided.
+    let forged = post(
+        c.addr,
+        &action,
+        &cookies,
+        &[("decision", "approved"), ("all", "1")],
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let nothing = post(
+        c.addr,
+        &action,
+        &cookies,
+        &[("csrf", &csrf), ("decision", "approved")],
+    )
+    .await;
+    assert_eq!(nothing.status, StatusCode::BAD_REQUEST);
+
+    let two = [
+        ("csrf", csrf.as_str()),
+        ("decision", "approved"),
+        ("key", "ann@example.com"),
+        ("key", "BOB@example.com"),
+        ("note", "left on Friday <ok>"),
+    ];
+    let decided = post(c.addr, &action, &cookies, &two).await;
+    assert_eq!(decided.status, StatusCode::SEE_OTHER, "{}", decided.body);
+    let after = get(c.addr, &format!("/approvals/{plan}"), &cookies).await;
+    let who = sluice::console::access::os_user();
+    assert!(after.body.contains("2 approved"), "{}", after.body);
+    assert!(after.body.contains("1 pending"), "{}", after.body);
+    assert!(after.body.contains(&who), "the approver is the OS user");
+    assert!(after.body.contains("left on Friday &#60;ok&#62;"));
+
+    let store = Store::open(&Location::Sqlite(sluice_store::path_in(dir.path())))
+        .await
+        .unwrap();
+    let detail = store.plan_detail(&plan).await.unwrap().unwrap();
+    let states: Vec<_> = detail.items.iter().map(|i| i.state).collect();
+    assert_eq!(
+        states,
+        [
+            PlanItemState::Approved,
+            PlanItemState::Approved,
+            PlanItemState::Pending
+        ]
+    );
+    assert_eq!(detail.decisions.len(), 2);
+    assert!(detail.decisions.iter().all(|d| d.by == who));
+
+    let metrics = get(c.addr, "/metrics", "").await;
+    let parsed =
+        prometheus_parse::Scrape::parse(metrics.body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let pending = parsed
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "sluice_approvals_pending" && s.labels.get("flow") == Some("offboard")
+        })
+        .expect("pending approvals by flow");
+    assert!(
+        matches!(pending.value, prometheus_parse::Value::Gauge(n) | prometheus_parse::Value::Untyped(n) if n == 1.0),
+        "{:?}",
+        pending.value
+    );
+
+    let unknown = post(c.addr, "/approvals/ap-000000/decide", &cookies, &two).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     c.stop().await;
 }

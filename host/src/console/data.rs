@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use sluice_store::browse::{
     FlowLatest, ItemFilter, ItemMention, ItemPage, RunFilter, RunOverview, RunPage,
 };
-use sluice_store::{Location, RunSummary, Store, StoreError};
+use sluice_store::{
+    DecisionOutcome, DecisionRequest, Location, PlanDetail, PlanQuery, PlanSummary, RunSummary,
+    Store, StoreError,
+};
 
 /// SQLite connections kept open for the console's reads.
 const SQLITE_CONNECTIONS: usize = 4;
@@ -101,5 +104,19 @@ impl Data {
 
     pub async fn runs_by_id(&self, ids: Vec<String>) -> Result<Vec<RunSummary>, DataError> {
         self.store().runs_by_id(&ids).await
+    }
+
+    /// Approval plans, open ones first, then newest first.
+    pub async fn plans(&self, query: PlanQuery) -> Result<Vec<PlanSummary>, DataError> {
+        self.store().list_plans(&query).await
+    }
+
+    pub async fn plan(&self, id: String) -> Result<Option<PlanDetail>, DataError> {
+        self.store().plan_detail(&id).await
+    }
+
+    /// Records a decision (the store refuses one that cannot apply).
+    pub async fn decide(&self, request: DecisionRequest) -> Result<DecisionOutcome, DataError> {
+        self.store().decide(&request).await
     }
 }

@@ -24,7 +24,7 @@ use prometheus::{
 };
 use serde_json::Value;
 use sluice_store::browse::RunOverview;
-use sluice_store::{RunStatus, RunSummary, StepStatus};
+use sluice_store::{PlanQuery, RunStatus, RunSummary, StepStatus};
 use tokio::sync::Mutex;
 
 use super::data::{Data, DataError};
@@ -57,6 +57,7 @@ struct Series {
     throttled: IntCounterVec,
     wait_seconds: CounterVec,
     last_success: GaugeVec,
+    approvals_pending: IntGaugeVec,
 }
 
 /// Where the reading of the history stands.
@@ -169,6 +170,16 @@ impl Series {
                     Opts::new(
                         "sluice_last_success_timestamp_seconds",
                         "When the latest succeeded run of each flow ended (Unix seconds).",
+                    ),
+                    &["flow"],
+                ),
+            )?,
+            approvals_pending: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "sluice_approvals_pending",
+                        "Items of open approval plans waiting for a decision, by flow.",
                     ),
                     &["flow"],
                 ),
@@ -293,6 +304,26 @@ impl Metrics {
         self.series.running.reset();
         for flow in follow.running.values() {
             self.series.running.with_label_values(&[flow]).inc();
+        }
+        drop(follow);
+        self.count_pending(data).await
+    }
+
+    /// Sets the pending approvals from the open plans.
+    async fn count_pending(&self, data: &Data) -> Result<(), DataError> {
+        let open = PlanQuery {
+            flow: None,
+            include_closed: false,
+            limit: 0,
+        };
+        let plans = data.plans(open).await?;
+        self.series.approvals_pending.reset();
+        for plan in plans {
+            let pending = i64::try_from(plan.counts.pending).unwrap_or(i64::MAX);
+            self.series
+                .approvals_pending
+                .with_label_values(&[&plan.flow])
+                .add(pending);
         }
         Ok(())
     }

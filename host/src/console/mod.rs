@@ -1,4 +1,4 @@
-//! The web console: the run history, reports and the ledger in a browser,
+//! The web console: the run history, reports, the ledger and approvals in a browser,
 //! served by `sluice serve --http ADDR` (beside the timer host, which also
 //! gives it "run now") and `sluice console --http ADDR` (alone over a data
 //! directory), with `/metrics` and `/healthz` for operations.
@@ -11,11 +11,12 @@
 //! - [`guard`]: the middleware every request passes (host check, sign-in,
 //!   CSRF, security headers)
 //! - [`data`]: every read from the storage layer
-//! - [`pages`], [`run_page`], [`session`], [`ops`]: the routes
+//! - [`pages`], [`run_page`], [`approvals`], [`session`], [`ops`]: the routes
 //! - [`view`]: templates and formatting; [`words`]: schedules in words
 //! - [`metrics`]: the Prometheus metrics, following the history
 
 pub mod access;
+pub mod approvals;
 pub mod data;
 pub mod guard;
 pub mod metrics;
@@ -131,6 +132,9 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/runs/{id}/live", get(run_page::live))
         .route("/runs/{id}/files/{name}", get(run_page::file))
         .route("/ledger", get(pages::ledger))
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/{id}", get(approvals::plan))
+        .route("/approvals/{id}/decide", post(approvals::decide))
         .route("/login", get(session::form).post(session::login))
         .route("/logout", post(session::logout))
         .route("/metrics", get(ops::metrics))

@@ -286,6 +286,66 @@ pub fn render(template: &impl Template) -> Result<String, askama::Error> {
     template.render()
 }
 
+#[derive(Template)]
+#[template(path = "approvals.html")]
+pub struct ApprovalsPage {
+    pub chrome: Chrome,
+    pub open: Vec<PlanRow>,
+    pub closed: Vec<PlanRow>,
+}
+
+/// An approval plan in a list, and at the top of its own page.
+pub struct PlanRow {
+    pub id: String,
+    pub href: String,
+    pub flow: String,
+    pub step: String,
+    pub reason: String,
+    pub open: bool,
+    pub pending: u64,
+    pub approved: u64,
+    pub rejected: u64,
+    pub done: u64,
+    pub closed: u64,
+    pub updated: String,
+    pub closed_at: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "plan.html")]
+pub struct PlanPage {
+    pub chrome: Chrome,
+    pub plan: PlanRow,
+    /// Where the decision form posts.
+    pub action: String,
+    pub items: Vec<PlanItemView>,
+    /// Newest first.
+    pub decisions: Vec<DecisionView>,
+}
+
+pub struct PlanItemView {
+    pub key: String,
+    pub state: String,
+    /// Pending, approved or rejected: a decision may still change it.
+    pub decidable: bool,
+    pub pending: bool,
+    pub what_short: String,
+    pub what: String,
+    /// Who decided last, and when.
+    pub decided: String,
+    pub note: Option<String>,
+    pub last_seen_run: String,
+    pub last_seen_href: String,
+}
+
+pub struct DecisionView {
+    pub key: String,
+    pub decision: String,
+    pub by: String,
+    pub at: String,
+    pub note: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,218 @@
+//! Approvals: the plans a step held back for a person to decide, each
+//! with its items (key, what would be done, why), the form to approve or
+//! reject all of them or some with a note, and the decisions made (who,
+//! when, the note). A decision is recorded under the viewer's name (the
+//! login's, or the OS user on an open loopback console); the flow's next
+//! run applies what was approved.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use sluice_store::{
+    ApprovalError, Decision, DecisionRequest, PlanDetail, PlanItemState, PlanQuery, PlanStatus,
+    PlanSummary, StoreError,
+};
+
+use super::Console;
+use super::guard::Seen;
+use super::pages::{Failure, page, plausible};
+use super::view::{
+    ApprovalsPage, DecisionView, PlanItemView, PlanPage, PlanRow, pretty_json, run_href, segment,
+    short_json, utc,
+};
+
+/// Plans the list shows (open ones first, then the latest closed).
+const PLANS_SHOWN: usize = 100;
+/// The longest note a decision may carry.
+const MAX_NOTE_CHARS: usize = 2000;
+
+fn plan_href(id: &str) -> String {
+    format!("/approvals/{}", segment(id))
+}
+
+fn row(p: &PlanSummary) -> PlanRow {
+    PlanRow {
+        href: plan_href(&p.id),
+        id: p.id.clone(),
+        flow: p.flow.clone(),
+        step: p.step.clone(),
+        reason: p.reason.clone(),
+        open: p.status == PlanStatus::Open,
+        pending: p.counts.pending,
+        approved: p.counts.approved,
+        rejected: p.counts.rejected,
+        done: p.counts.done,
+        closed: p.counts.closed,
+        updated: utc(&p.updated_at),
+        closed_at: p.closed_at.as_deref().map(utc),
+    }
+}
+
+/// `GET /approvals`: open plans, then decided (closed) ones.
+pub async fn list(State(console): State<Arc<Console>>, seen: Seen) -> Response {
+    let query = PlanQuery {
+        flow: None,
+        include_closed: true,
+        limit: PLANS_SHOWN,
+    };
+    match console.data.plans(query).await {
+        Ok(plans) => {
+            let (open, closed): (Vec<_>, Vec<_>) = plans.iter().map(row).partition(|p| p.open);
+            page(
+                StatusCode::OK,
+                &ApprovalsPage {
+                    chrome: seen.chrome(),
+                    open,
+                    closed,
+                },
+            )
+        }
+        Err(e) => Failure::from(e).page(&seen),
+    }
+}
+
+async fn detail(console: &Console, id: &str) -> Result<PlanDetail, Failure> {
+    plausible(id)?;
+    console
+        .data
+        .plan(id.to_string())
+        .await?
+        .ok_or_else(|| Failure::NotFound(format!("There is no approval plan {id}.")))
+}
+
+/// `GET /approvals/ID`: one plan, its items and every decision about it.
+pub async fn plan(
+    State(console): State<Arc<Console>>,
+    seen: Seen,
+    Path(id): Path<String>,
+) -> Response {
+    match detail(&console, &id).await {
+        Ok(d) => page(StatusCode::OK, &plan_page(&seen, &d, None)),
+        Err(f) => f.page(&seen),
+    }
+}
+
+fn plan_page(seen: &Seen, d: &PlanDetail, notice: Option<String>) -> PlanPage {
+    let mut chrome = seen.chrome();
+    chrome.notice = notice;
+    let mut items: Vec<PlanItemView> = d
+        .items
+        .iter()
+        .map(|i| PlanItemView {
+            key: i.key.clone(),
+            state: i.state.to_string(),
+            decidable: i.state.is_live(),
+            pending: i.state == PlanItemState::Pending,
+            what_short: short_json(&i.input, 120),
+            what: pretty_json(&i.input),
+            decided: match (&i.decided_by, &i.decided_at) {
+                (Some(by), Some(at)) => format!("{by}, {}", utc(at)),
+                _ => String::new(),
+            },
+            note: i.note.clone(),
+            last_seen_href: run_href(&i.last_seen_run),
+            last_seen_run: i.last_seen_run.clone(),
+        })
+        .collect();
+    // Pending ones first: they are what the page is for.
+    items.sort_by_key(|i| !i.pending);
+    PlanPage {
+        chrome,
+        plan: row(&d.plan),
+        action: format!("{}/decide", plan_href(&d.plan.id)),
+        items,
+        decisions: d
+            .decisions
+            .iter()
+            .rev()
+            .map(|r| DecisionView {
+                key: r.key.clone(),
+                decision: r.decision.to_string(),
+                by: r.by.clone(),
+                at: utc(&r.at),
+                note: r.note.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+/// What the decision form sent.
+struct DecisionForm {
+    decision: Decision,
+    keys: Vec<String>,
+    all: bool,
+    note: Option<String>,
+}
+
+/// Reads the form: `decision`, the `key`s ticked (repeated), `all`, `note`.
+fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
+    let (mut decision, mut keys, mut all, mut note) = (None, Vec::new(), false, None);
+    for (k, v) in url::form_urlencoded::parse(body) {
+        match k.as_ref() {
+            "decision" => decision = Some(v.into_owned()),
+            "key" => keys.push(v.into_owned()),
+            "all" => all = v == "1",
+            "note" => note = Some(v.trim().to_string()).filter(|n| !n.is_empty()),
+            _ => {}
+        }
+    }
+    let decision = match decision.as_deref() {
+        Some("approved") => Decision::Approved,
+        Some("rejected") => Decision::Rejected,
+        _ => return Err(Failure::BadRequest("Choose approve or reject.".into())),
+    };
+    if keys.is_empty() && !all {
+        return Err(Failure::BadRequest(
+            "Tick the items to decide, or \"every pending item\"; nothing was decided.".into(),
+        ));
+    }
+    if note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+    {
+        return Err(Failure::BadRequest(format!(
+            "The note is longer than {MAX_NOTE_CHARS} characters."
+        )));
+    }
+    Ok(DecisionForm {
+        decision,
+        keys,
+        all,
+        note,
+    })
+}
+
+/// `POST /approvals/ID/decide`: approves or rejects the items ticked (or
+/// every pending one), recorded under the viewer's name with the note.
+pub async fn decide(
+    State(console): State<Arc<Console>>,
+    seen: Seen,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(viewer) = &seen.viewer else {
+        return Failure::BadRequest("Sign in first.".into()).page(&seen);
+    };
+    let form = match plausible(&id).and_then(|()| read_form(&body)) {
+        Ok(form) => form,
+        Err(f) => return f.page(&seen),
+    };
+    let request = DecisionRequest {
+        plan_id: id.clone(),
+        keys: if form.all { Vec::new() } else { form.keys },
+        decision: form.decision,
+        by: viewer.name.clone(),
+        note: form.note,
+    };
+    match console.data.decide(request).await {
+        Ok(_) => Redirect::to(&plan_href(&id)).into_response(),
+        Err(StoreError::Approval(ApprovalError::UnknownPlan(_))) => {
+            Failure::NotFound(format!("There is no approval plan {id}.")).page(&seen)
+        }
+        Err(StoreError::Approval(refused)) => Failure::Conflict(refused.to_string()).page(&seen),
+        Err(e) => Failure::from(e).page(&seen),
+    }
+}
