@@ -3,7 +3,10 @@
 //! console token serves the shipped license sync against the emulators;
 //! the browser signs in, runs the flow from the Flows page, watches its run
 //! to the end, opens the report, the runs list and the items, and finds a
-//! person in the ledger. Every page is saved as a screenshot under the
+//! person in the ledger. A second admin approves, from the Approvals
+//! page, two of the people a gated copy of the flow held back instead of
+//! creating, runs the flow again, and sees exactly those two created in
+//! the emulated Procore and the others still pending. Every page is saved as a screenshot under the
 //! test's output folder (`target/tmp/console-browser/`), and any message
 //! the browser's console logs as an error (a CSP violation, a failed
 //! request, a script error) fails the test.
@@ -289,7 +292,24 @@ impl Drop for Serving {
 /// The shipped flow, with a schedule that cannot fire during the test.
 fn shipped_flow(dir: &Path) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/procore-license-sync.toml");
+    write_flow(dir, &std::fs::read_to_string(shipped).unwrap())
+}
+
+/// The shipped flow whose `create` step waits for a person to approve
+/// each new user (keyed by the person's identity key).
+fn gated_flow(dir: &Path) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/procore-license-sync.toml");
     let text = std::fs::read_to_string(shipped).unwrap();
+    let each = "for_each = \"${steps.diff.missing}\"\n";
+    assert!(
+        text.contains(each),
+        "the shipped flow creates each missing person"
+    );
+    let gated = format!("{each}for_each_key = \"${{item.key}}\"\napproval = \"always\"\n");
+    write_flow(dir, &text.replace(each, &gated))
+}
+
+fn write_flow(dir: &Path, text: &str) -> PathBuf {
     let line = text
         .lines()
         .find(|l| l.starts_with("schedule = "))
@@ -389,5 +409,112 @@ async fn an_admin_signs_in_runs_the_sync_and_follows_a_person() {
     b.client.goto(&format!("{base}/")).await.unwrap();
     b.click("nav form button").await;
     b.wait_text("h1", "Sluice console").await;
+    let _ = b.client.clone().close().await;
+}
+
+/// Signs in with the token under `name`, from the login form.
+async fn sign_in(b: &Browser, base: &str, name: &str) {
+    b.client.goto(&format!("{base}/approvals")).await.unwrap();
+    b.wait_text("h1", "Sluice console").await;
+    b.fill("#name", name).await;
+    b.fill("#token", TOKEN).await;
+    b.click("#sign-in").await;
+    b.wait_text("h1", "Approvals").await;
+}
+
+/// Runs the only served flow from the Flows page and waits for its end.
+async fn run_now(b: &Browser, base: &str) {
+    b.client.goto(&format!("{base}/")).await.unwrap();
+    b.click("button.run-now").await;
+    b.wait_text("h1", "Run ").await;
+    b.wait_text("#run-status", "succeeded").await;
+}
+
+/// The identity keys of the people the emulated Procore got through its API.
+fn created(emulator: &sluice_emulator::RunningEmulator) -> Vec<String> {
+    let state = emulator.snapshot();
+    let mut keys: Vec<String> = state
+        .created_users()
+        .iter()
+        .map(|u| u.email_address.trim().to_lowercase())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_approves_two_of_the_held_creations_and_only_those_run() {
+    let emulator = sluice_emulator::start(sluice_emulator::EmulatorConfig::default())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let flow = gated_flow(data.path());
+    let mut serving = Serving::start(data.path(), &flow, &emulator.env_vars());
+    let base = format!("http://{}", serving.addr().await);
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-browser-approvals");
+    let b = Browser::start(shots).await;
+    sign_in(&b, &base, "Dana Admin").await;
+    b.wait_text("#no-open", "No plan waits").await;
+
+    // The first run holds every creation in a plan; nobody is created.
+    run_now(&b, &base).await;
+    assert_eq!(created(&emulator), Vec::<String>::new());
+    b.client.goto(&format!("{base}/approvals")).await.unwrap();
+    b.wait_text("#open-plans", "procore-license-sync").await;
+    b.check("approvals").await;
+    b.click("#open-plans a").await;
+    b.wait_text("#plan-status", "open").await;
+    let boxes = b
+        .client
+        .find_all(Locator::Css("#plan-items input[name=key]"))
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    for checkbox in &boxes {
+        keys.push(checkbox.attr("value").await.unwrap().unwrap());
+    }
+    assert!(keys.len() >= 3, "three or more people wait: {keys:?}");
+    let status = b.text("#plan-status").await;
+    assert!(
+        status.contains(&format!("{} pending, 0 approved", keys.len())),
+        "{status}"
+    );
+    b.check("plan").await;
+
+    // Two of them approved, with a note, under the login's name.
+    boxes[0].click().await.unwrap();
+    boxes[1].click().await.unwrap();
+    b.fill("#note", "new starters, confirmed with HR").await;
+    b.click("#approve").await;
+    b.wait_text("#plan-status", "2 approved").await;
+    let decisions = b.text("#decisions").await;
+    assert!(
+        decisions.contains("Dana Admin") && decisions.contains("new starters, confirmed with HR"),
+        "{decisions}"
+    );
+    for key in &keys[..2] {
+        assert!(decisions.contains(key.as_str()), "{key}: {decisions}");
+    }
+    b.check("plan-decided").await;
+
+    // The next run creates exactly those two; the others still wait.
+    run_now(&b, &base).await;
+    let mut approved: Vec<String> = keys[..2].iter().map(|k| k.to_lowercase()).collect();
+    approved.sort();
+    assert_eq!(created(&emulator), approved);
+    b.client.goto(&format!("{base}/approvals")).await.unwrap();
+    b.wait_text("#open-plans", "procore-license-sync").await;
+    b.click("#open-plans a").await;
+    b.wait_text("#plan-status", "2 ran").await;
+    let status = b.text("#plan-status").await;
+    assert!(
+        status.contains(&format!("open: {} pending, 0 approved", keys.len() - 2)),
+        "{status}"
+    );
+    let rows = b.text("#plan-items").await;
+    for key in &keys[2..] {
+        assert!(rows.contains(key.as_str()), "{key} still waits: {rows}");
+    }
+    b.check("plan-after-run").await;
     let _ = b.client.clone().close().await;
 }
