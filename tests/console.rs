@@ -553,7 +553,7 @@ async fn metrics_and_health_need_the_token_off_loopback_unless_public() {
     let s = seeded().await;
     // Listening on every address (reached here through loopback).
     let closed = console(s.dir.path(), "0.0.0.0:0", Some(TOKEN), false).await;
-    for path in ["/metrics", "/healthz"] {
+    for path in ["/metrics", "/healthz", "/readyz"] {
         let p = get(closed.addr, path, "").await;
         assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{path}");
         let with = client()
@@ -698,12 +698,16 @@ impl Child {
         Child { child, said }
     }
 
-    /// The console's address, once it says where it listens.
+    /// The console's address, once it says where it listens (the whole
+    /// address: a line may arrive in pieces).
     async fn console_addr(&self) -> SocketAddr {
-        for _ in 0..600 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        while std::time::Instant::now() < deadline {
             let said = self.said.lock().unwrap().clone();
-            if let Some(rest) = said.split("console at http://").nth(1) {
-                return rest.split('/').next().unwrap().parse().unwrap();
+            if let Some(rest) = said.split("console at http://").nth(1)
+                && let Some((addr, _)) = rest.split_once('/')
+            {
+                return addr.parse().unwrap();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -744,6 +748,9 @@ async fn serve_with_http_runs_a_flow_now_and_reports_its_health() {
     let health = get(addr, "/healthz", "").await;
     assert_eq!(health.status, StatusCode::OK, "{}", health.body);
     assert_eq!(health.body, "database: ok\nscheduler: ok\n");
+    let ready = get(addr, "/readyz", "").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert_eq!(ready.body, "store: ok\nscheduler: ok\n");
     let flows_page = get(addr, "/", "").await;
     assert_page(&flows_page, StatusCode::OK, "flows");
     let body = &flows_page.body;
@@ -1016,5 +1023,39 @@ async fn approvals_are_decided_in_part_with_a_note_and_recorded_under_the_viewer
 
     let unknown = post(c.addr, "/approvals/ap-000000/decide", &cookies, &two).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    c.stop().await;
+}
+
+/// Liveness and readiness differ: once a newer `sluice` has migrated the
+/// store past this binary's schema, the console is still alive (`/healthz`
+/// 200) but no longer ready (`/readyz` 503, saying why).
+#[tokio::test]
+async fn readiness_needs_the_store_at_this_binarys_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+    let ready = get(c.addr, "/readyz", "").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert_eq!(ready.body, "store: ok\n");
+
+    let known = sluice_store::sqlite::schema::SCHEMA_VERSION;
+    let db = rusqlite::Connection::open(sluice_store::path_in(dir.path())).unwrap();
+    db.pragma_update(None, "user_version", known + 1).unwrap();
+    drop(db);
+    let ready = get(c.addr, "/readyz", "").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.body
+    );
+    assert_eq!(
+        ready.body,
+        format!(
+            "store: at schema version {}, this sluice works with version {known}\n",
+            known + 1
+        )
+    );
+    let health = get(c.addr, "/healthz", "").await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
     c.stop().await;
 }

@@ -27,14 +27,19 @@ pub type DataError = StoreError;
 pub struct Data {
     stores: Vec<Store>,
     next: AtomicUsize,
+    /// The schema version this binary migrates its backend to.
+    schema: i64,
 }
 
 impl Data {
     /// Opens the store (creating and migrating it if need be).
     pub async fn open(location: &Location) -> Result<Data, StoreError> {
-        let count = match location {
-            Location::Postgres(_) => 1,
-            _ => SQLITE_CONNECTIONS,
+        let (count, schema) = match location {
+            Location::Postgres(_) => (1, sluice_store::postgres::schema::SCHEMA_VERSION),
+            _ => (
+                SQLITE_CONNECTIONS,
+                sluice_store::sqlite::schema::SCHEMA_VERSION,
+            ),
         };
         let mut stores = Vec::with_capacity(count);
         for _ in 0..count {
@@ -43,6 +48,7 @@ impl Data {
         Ok(Data {
             stores,
             next: AtomicUsize::new(0),
+            schema,
         })
     }
 
@@ -53,7 +59,14 @@ impl Data {
 
     /// Proves the database answers.
     pub async fn ping(&self) -> Result<(), DataError> {
-        self.store().schema_version().await.map(|_| ())
+        self.schema().await.map(|_| ())
+    }
+
+    /// The schema version the database is at, and the one this binary
+    /// works with (they differ once a newer `sluice` migrated it).
+    pub async fn schema(&self) -> Result<(i64, i64), DataError> {
+        let found = self.store().schema_version().await?;
+        Ok((found, self.schema))
     }
 
     pub async fn runs_page(&self, filter: RunFilter) -> Result<RunPage, DataError> {

@@ -101,7 +101,7 @@ enum Kind {
     Asset,
     /// The login form: open, with CSRF.
     Login,
-    /// `/metrics`, `/healthz`.
+    /// `/metrics`, `/healthz`, `/readyz`.
     Operations,
     /// Everything else.
     Page,
@@ -110,7 +110,7 @@ enum Kind {
 fn kind(path: &str) -> Kind {
     match path {
         "/login" => Kind::Login,
-        "/metrics" | "/healthz" => Kind::Operations,
+        "/metrics" | "/healthz" | "/readyz" => Kind::Operations,
         p if p.starts_with("/static/") => Kind::Asset,
         _ => Kind::Page,
     }

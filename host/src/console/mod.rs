@@ -1,7 +1,7 @@
 //! The web console: the run history, reports, the ledger and approvals in a browser,
 //! served by `sluice serve --http ADDR` (beside the timer host, which also
 //! gives it "run now") and `sluice console --http ADDR` (alone over a data
-//! directory), with `/metrics` and `/healthz` for operations.
+//! directory), with `/metrics`, `/healthz` and `/readyz` for operations.
 //!
 //! Pages are rendered on the server from templates compiled into the
 //! binary; the only script updates a running run's steps. Nothing is
@@ -54,7 +54,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 pub struct Options {
     pub addr: SocketAddr,
     pub token: Option<Token>,
-    /// `/metrics` and `/healthz` without the token on any address.
+    /// `/metrics`, `/healthz` and `/readyz` without the token on any address.
     pub metrics_public: bool,
     /// The store holding the run history.
     pub database: Location,
@@ -139,6 +139,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/logout", post(session::logout))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/static/{name}", get(ops::asset))
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn_with_state(

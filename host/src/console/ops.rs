@@ -1,7 +1,8 @@
-//! For operations: `GET /metrics` (Prometheus text), `GET /healthz` (200
-//! when the database answers and, under `sluice serve`, the scheduler's
-//! loop does too; 503 naming what does not), and the console's embedded
-//! stylesheet, script and icon.
+//! For operations: `GET /metrics` (Prometheus text), `GET /healthz`
+//! (liveness: 200 when the database answers and, under `sluice serve`, the
+//! scheduler's loop does too; 503 naming what does not), `GET /readyz`
+//! (readiness: as alive, and the store at this binary's schema version),
+//! and the console's embedded stylesheet, script and icon.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,22 +35,34 @@ pub async fn metrics(State(console): State<Arc<Console>>) -> Response {
     }
 }
 
-pub async fn healthz(State(console): State<Arc<Console>>) -> Response {
-    let database = matches!(
-        tokio::time::timeout(HEALTH_WAIT, console.data.ping()).await,
-        Ok(Ok(()))
-    );
-    let scheduler = match &console.scheduler {
-        Some(control) => Some(control.ping(HEALTH_WAIT).await),
-        None => None,
-    };
-    let word = |ok: bool| if ok { "ok" } else { "not answering" };
-    let mut text = format!("database: {}\n", word(database));
-    if let Some(ok) = scheduler {
-        text.push_str(&format!("scheduler: {}\n", word(ok)));
+/// One line of a health or readiness answer: what was checked, and what
+/// is wrong with it (`None`: ok).
+struct Check {
+    what: &'static str,
+    problem: Option<String>,
+}
+
+/// Whether the scheduler's loop answers, under `sluice serve` (`None`
+/// for `sluice console`, which has none).
+async fn scheduler_check(console: &Console) -> Option<Check> {
+    let control = console.scheduler.as_ref()?;
+    let ok = control.ping(HEALTH_WAIT).await;
+    Some(Check {
+        what: "scheduler",
+        problem: (!ok).then(|| NOT_ANSWERING.to_string()),
+    })
+}
+
+const NOT_ANSWERING: &str = "not answering";
+
+/// 200 with a line per check when every one is ok, else 503.
+fn answer(checks: Vec<Check>) -> Response {
+    let mut text = String::new();
+    for c in &checks {
+        let state = c.problem.as_deref().unwrap_or("ok");
+        text.push_str(&format!("{}: {state}\n", c.what));
     }
-    let healthy = database && scheduler.unwrap_or(true);
-    let status = if healthy {
+    let status = if checks.iter().all(|c| c.problem.is_none()) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -60,6 +73,43 @@ pub async fn healthz(State(console): State<Arc<Console>>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// `GET /healthz`, liveness: the database answers and, under `sluice
+/// serve`, so does the scheduler's loop.
+pub async fn healthz(State(console): State<Arc<Console>>) -> Response {
+    let database = matches!(
+        tokio::time::timeout(HEALTH_WAIT, console.data.ping()).await,
+        Ok(Ok(()))
+    );
+    let mut checks = vec![Check {
+        what: "database",
+        problem: (!database).then(|| NOT_ANSWERING.to_string()),
+    }];
+    checks.extend(scheduler_check(&console).await);
+    answer(checks)
+}
+
+/// `GET /readyz`, readiness: this process can do its work now. Beyond
+/// liveness, the store must be at the schema version this binary works
+/// with: once a newer `sluice` has migrated a shared database, this one
+/// stays alive (its history still reads) but is no longer ready, so a load
+/// balancer or an orchestrator sends work to the upgraded replicas.
+pub async fn readyz(State(console): State<Arc<Console>>) -> Response {
+    let store = match tokio::time::timeout(HEALTH_WAIT, console.data.schema()).await {
+        Ok(Ok((found, known))) if found == known => None,
+        Ok(Ok((found, known))) => Some(format!(
+            "at schema version {found}, this sluice works with version {known}"
+        )),
+        // The error is not shown: it may name the database's address.
+        Ok(Err(_)) | Err(_) => Some(NOT_ANSWERING.to_string()),
+    };
+    let mut checks = vec![Check {
+        what: "store",
+        problem: store,
+    }];
+    checks.extend(scheduler_check(&console).await);
+    answer(checks)
 }
 
 /// The console's own files, compiled into the binary.
