@@ -300,13 +300,13 @@ fn shipped_flow(dir: &Path) -> PathBuf {
 fn gated_flow(dir: &Path) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/procore-license-sync.toml");
     let text = std::fs::read_to_string(shipped).unwrap();
-    let each = "for_each = \"${steps.diff.missing}\"\n";
+    // The shipped flow holds creates only above `max_unapproved_creates`.
+    let guard = "approval = { above = \"${params.max_unapproved_creates}\" }\n";
     assert!(
-        text.contains(each),
-        "the shipped flow creates each missing person"
+        text.contains(guard),
+        "the shipped flow guards its creates by key"
     );
-    let gated = format!("{each}for_each_key = \"${{item.key}}\"\napproval = \"always\"\n");
-    write_flow(dir, &text.replace(each, &gated))
+    write_flow(dir, &text.replace(guard, "approval = \"always\"\n"))
 }
 
 fn write_flow(dir: &Path, text: &str) -> PathBuf {

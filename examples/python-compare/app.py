@@ -6,6 +6,11 @@ person's second address, the userPrincipalName, so someone whose Procore
 login is their UPN while Graph lists their mail is found, not created twice.
 Its output has the built-in's shape (missing, present, present_inactive,
 counts), plus `matched_by_upn`: the keys found only through the UPN.
+
+It keeps no managed people, so it finds no leavers and no returners: it
+takes the built-in's lifecycle inputs (license_groups, disabled, gone,
+managed_domains, leaver_grace) and answers empty lists and an open guard,
+so the shipped flow's deactivate and reactivate steps have nothing to do.
 """
 
 import json
@@ -32,6 +37,12 @@ INPUT_SCHEMA = {
     "additionalProperties": False,
     "properties": {
         "people": {"type": "array", "items": PERSON},
+        # The built-in's lifecycle inputs: taken, not used.
+        "license_groups": {"type": ["integer", "null"]},
+        "disabled": {"type": "array", "items": {"type": "string"}},
+        "gone": {"type": "array", "items": {"type": "string"}},
+        "managed_domains": {"type": "array", "items": {"type": "string"}},
+        "leaver_grace": {"type": ["string", "null"]},
         "procore_users": {
             "type": "array",
             "items": {
@@ -120,6 +131,12 @@ def compare(people, users):
             "procore_only": len(users) - len(matched),
         },
         "matched_by_upn": by_upn,
+        # No managed people: nobody leaves or returns through this compare.
+        "leavers": [],
+        "leaving": [],
+        "returners": [],
+        "inactive_unmanaged": [],
+        "guard": {"hold": False, "reason": ""},
     }
 
 

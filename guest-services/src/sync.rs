@@ -1,11 +1,15 @@
 //! The shapes the license sync's built-ins pass each other: a person who
 //! holds a license (from `graph-group-members`), a Procore user (from
-//! `procore-users`), who is missing (from `compare`) and what creating
-//! someone came to (from `procore-create-user`, read by `html-report`).
+//! `procore-users`), who is missing, who left and who came back (from
+//! `compare`), what creating, deactivating or reactivating someone came to
+//! (from `procore-create-user`, `procore-deactivate-user` and
+//! `procore-reactivate-user`, read by `html-report`), and the record the
+//! flow keeps of each person it manages (its state store, `managed/<key>`).
 //! Defined once, so a step's output and the next step's input cannot drift,
 //! and so each component's `describe` schema says exactly this.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use sluice_guest::JsonSchema;
 
 use crate::procore::Id;
@@ -48,6 +52,17 @@ impl Person {
             .filter(|n| !n.trim().is_empty())
             .unwrap_or(&self.key)
     }
+
+    /// Whether the key came from the mail (the identity rule's first
+    /// choice) or, for someone without one, the UPN.
+    pub fn matched_by(&self) -> MatchedBy {
+        let mail = self.mail.as_deref().and_then(sluice_identity::Key::of);
+        if mail.is_some() && mail == sluice_identity::Key::of(&self.key) {
+            MatchedBy::Mail
+        } else {
+            MatchedBy::Upn
+        }
+    }
 }
 
 /// A Procore company user, active or inactive.
@@ -88,6 +103,325 @@ pub struct Diff {
     pub present_inactive: Vec<InactivePerson>,
     /// The counts.
     pub counts: Counts,
+    /// Managed, active Procore users who hold no license now: to be
+    /// deactivated (after approval).
+    #[serde(default)]
+    pub leavers: Vec<Leaver>,
+    /// Managed people who hold no license, still inside `leaver_grace`.
+    #[serde(default)]
+    pub leaving: Vec<Leaving>,
+    /// Inactive Procore users the flow deactivated who hold a license
+    /// again: to be reactivated.
+    #[serde(default)]
+    pub returners: Vec<Returner>,
+    /// Inactive Procore users the flow did not deactivate: reported,
+    /// never touched.
+    #[serde(default)]
+    pub inactive_unmanaged: Vec<InactiveUnmanaged>,
+    /// Whether this run's reads look too thin to trust for deactivations.
+    #[serde(default)]
+    pub guard: Guard,
+}
+
+/// Why a managed person is a leaver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum LeaveReason {
+    /// The person is in no license group any more.
+    #[serde(rename = "no license group")]
+    NoLicenseGroup,
+    /// The Entra account is disabled.
+    #[serde(rename = "account disabled")]
+    AccountDisabled,
+    /// The Entra user no longer exists.
+    #[serde(rename = "user gone")]
+    UserGone,
+}
+
+impl LeaveReason {
+    /// The reason as people read it (and as it is spelled in JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::NoLicenseGroup => "no license group",
+            LeaveReason::AccountDisabled => "account disabled",
+            LeaveReason::UserGone => "user gone",
+        }
+    }
+}
+
+/// Which Graph field gave a person's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchedBy {
+    /// `mail`.
+    Mail,
+    /// `userPrincipalName` (the person has no mail).
+    Upn,
+}
+
+impl MatchedBy {
+    /// How people read it: `mail` or `UPN`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchedBy::Mail => "mail",
+            MatchedBy::Upn => "UPN",
+        }
+    }
+}
+
+/// A managed, active Procore user who holds no license now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Leaver {
+    /// The person's key (the Procore login or email, normalised).
+    pub key: String,
+    /// The Procore user to deactivate.
+    pub procore_id: Id,
+    /// The Procore user's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The Procore user's email address.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The Procore user's login.
+    #[serde(default)]
+    pub login: Option<String>,
+    /// Why the person is a leaver.
+    pub reason: LeaveReason,
+}
+
+/// A managed person without a license, not yet past `leaver_grace`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Leaving {
+    /// The person's key.
+    pub key: String,
+    /// The Procore user.
+    pub procore_id: Id,
+    /// Since when the person holds no license (RFC 3339).
+    pub since: String,
+    /// Why the person is leaving.
+    pub reason: LeaveReason,
+}
+
+/// An inactive Procore user the flow deactivated who holds a license again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Returner {
+    /// The person's key.
+    pub key: String,
+    /// The inactive Procore user to reactivate.
+    pub procore_id: Id,
+    /// The person's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The email address.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The Procore login.
+    #[serde(default)]
+    pub login: Option<String>,
+    /// The license group that grants access again (the first, by name).
+    #[serde(default)]
+    pub license_group: Option<String>,
+    /// Whether the key came from the person's mail or UPN.
+    pub matched_by: MatchedBy,
+}
+
+/// An inactive Procore user the flow did not deactivate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InactiveUnmanaged {
+    /// The person's key.
+    pub key: String,
+    /// The Procore user.
+    pub procore_id: Id,
+    /// The Procore login.
+    #[serde(default)]
+    pub login: Option<String>,
+}
+
+/// Holds deactivations back for a person to look at, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Guard {
+    /// Whether every deactivation must wait for approval in this run.
+    pub hold: bool,
+    /// Why (empty when not holding).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// What deactivating one leaver came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeactivateStatus {
+    /// Procore deactivated the user.
+    Deactivated,
+    /// A dry run: would be deactivated.
+    WouldDeactivate,
+}
+
+/// What became of a deactivated user's project membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectRemoval {
+    /// Removed from the project.
+    Removed,
+    /// Was not on the project (Procore answered 404): nothing to remove.
+    NotOnProject,
+    /// A dry run: would be removed.
+    WouldRemove,
+    /// Procore refused the removal (the user is deactivated all the same;
+    /// `problem` says why).
+    Failed,
+}
+
+/// `procore-deactivate-user`'s output for one leaver: the facts the
+/// report and the ledger show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Deactivated {
+    /// The person's key.
+    pub key: String,
+    /// The person's name, when known.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The Procore user.
+    pub procore_id: Id,
+    /// What happened.
+    pub status: DeactivateStatus,
+    /// Whether Procore now has the user inactive.
+    pub deactivated: bool,
+    /// With a project configured: what became of the membership.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_from_project: Option<ProjectRemoval>,
+    /// Why the project removal failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Why the person was a leaver.
+    pub reason: LeaveReason,
+    /// In a dry run: the writes that were not sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub would_send: Vec<sluice_guest::WouldSend>,
+}
+
+/// What reactivating one returner came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReactivateStatus {
+    /// Procore reactivated the user.
+    Reactivated,
+    /// Procore had the user active already (reactivated by someone else,
+    /// or by an earlier attempt of this call): nothing was changed.
+    AlreadyActive,
+    /// A dry run: would be reactivated.
+    WouldReactivate,
+}
+
+/// `procore-reactivate-user`'s output for one returner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Reactivated {
+    /// The person's key.
+    pub key: String,
+    /// The person's name, when known.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The Procore user.
+    pub procore_id: Id,
+    /// What happened.
+    pub status: ReactivateStatus,
+    /// Whether Procore now has the user active.
+    pub reactivated: bool,
+    /// With a project configured: `added`, `would_add` or `failed: …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The license group that grants access again.
+    #[serde(default)]
+    pub license_group: Option<String>,
+    /// Whether the key came from the person's mail or UPN.
+    pub matched_by: MatchedBy,
+    /// In a dry run: the writes that were not sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub would_send: Vec<sluice_guest::WouldSend>,
+}
+
+/// The state key of the record of a managed person.
+pub fn managed_key(key: &str) -> String {
+    format!("{MANAGED_PREFIX}{key}")
+}
+
+/// Records that the flow left the managed person `key` (Procore user
+/// `procore_id`) `status`, keeping the rest of the record; `now` (RFC
+/// 3339) starts a record the flow had not kept yet. A person who is no
+/// longer a leaver loses `leaving_since`. Written when the step (or its
+/// item) succeeds; never in a dry run.
+pub fn mark_managed(
+    key: &str,
+    procore_id: &Id,
+    status: ManagedStatus,
+    now: &str,
+) -> Result<Managed, sluice_guest::StepError> {
+    let state_key = managed_key(key);
+    let record = match sluice_guest::state::get::<Managed>(&state_key)? {
+        Some(mut record) => {
+            record.procore_id = procore_id.clone();
+            record.status = status;
+            record
+        }
+        None => Managed {
+            procore_id: procore_id.clone(),
+            origin: Origin::Adopted,
+            status,
+            since: now.to_string(),
+            leaving_since: None,
+            other: Map::new(),
+        },
+    };
+    let record = match status {
+        ManagedStatus::Active => Managed {
+            leaving_since: None,
+            ..record
+        },
+        ManagedStatus::Deactivated => record,
+    };
+    sluice_guest::state::set(&state_key, &record)?;
+    Ok(record)
+}
+
+/// How the flow came to manage a Procore user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The flow created the user.
+    Created,
+    /// Matched to a license holder in an earlier run (or first acted on by
+    /// the flow without a record).
+    Adopted,
+    /// Active with a login in one of the `managed_domains`.
+    Domain,
+}
+
+/// Whether a managed user is active in Procore, as the flow left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagedStatus {
+    /// Active.
+    Active,
+    /// Deactivated by the flow.
+    Deactivated,
+}
+
+/// The record of a managed person (state `managed/<key>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Managed {
+    /// The Procore user.
+    pub procore_id: Id,
+    /// How the flow came to manage them.
+    pub origin: Origin,
+    /// Active or deactivated.
+    pub status: ManagedStatus,
+    /// When the flow began to manage them (RFC 3339).
+    pub since: String,
+    /// Since when they have been a leaver (RFC 3339), while they are one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaving_since: Option<String>,
+    /// Fields other components keep in the record, carried over as they are.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
 }
 
 /// A license holder matched to an active Procore user.
@@ -120,8 +454,37 @@ pub struct Counts {
     pub present: usize,
     /// Present but inactive.
     pub present_inactive: usize,
-    /// Procore users who hold no license (left alone).
+    /// Procore users who hold no license (left alone unless managed).
     pub procore_only: usize,
+    /// People adopted by this run (matched, now managed).
+    #[serde(default)]
+    pub adopted: usize,
+    /// Matches left to adopt on a later run (one run writes a bounded
+    /// number of state entries).
+    #[serde(default)]
+    pub adoption_deferred: usize,
+    /// Leavers.
+    #[serde(default)]
+    pub leavers: usize,
+    /// Returners.
+    #[serde(default)]
+    pub returners: usize,
+}
+
+/// The state key of the license-holder count of the last complete read
+/// ([`Holders`]), for the mass-change guard.
+pub const HOLDERS_KEY: &str = "meta/holders";
+
+/// The prefix of every managed person's state key.
+pub const MANAGED_PREFIX: &str = "managed/";
+
+/// How many license holders a complete read found, and when (`meta/holders`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Holders {
+    /// Distinct license holders.
+    pub count: usize,
+    /// When (the run's start, RFC 3339).
+    pub at: String,
 }
 
 /// What creating one person came to.

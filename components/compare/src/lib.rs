@@ -1,5 +1,7 @@
-//! The `compare` step: see [`logic`].
+//! The `compare` step: see [`logic`] (the match) and [`lifecycle`]
+//! (leavers, returners, adoption).
 
+pub mod lifecycle;
 pub mod logic;
 
 sluice_guest::step!(logic::compare_input);

@@ -1,22 +1,31 @@
-//! Who is missing from Procore.
+//! Who is missing from Procore, and who leaves or returns.
 //!
 //! Input: `{"people": [person…], "procore_users": [{id, login,
-//! email_address, is_active, …}…]}`. A person matches a Procore user when its
-//! key equals the user's login or email address, trimmed and without case,
-//! active or not (the identity rule, `sluice-identity`). Output: `missing` (people to
-//! create), `present` (`{key, procore_id}`), `present_inactive` (the person
-//! plus `procore_id`: reported, never created again) and `counts`. One hash
-//! index makes it linear in both lists.
+//! email_address, is_active, …}…]}` and the lifecycle settings (below). A
+//! person matches a Procore user when its key equals the user's login or
+//! email address, trimmed and without case, active or not (the identity
+//! rule, `sluice-identity`). Output: `missing` (people to create),
+//! `present` (`{key, procore_id}`), `present_inactive` (the person plus
+//! `procore_id`: reported, never created again), `counts`, and the
+//! lifecycle half [`crate::lifecycle`] computes from the managed-people
+//! records in the flow's state: `leavers`, `leaving`, `returners`,
+//! `inactive_unmanaged` and the mass-change `guard`. One hash index makes
+//! the match linear in both lists.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
-use sluice_guest::{Context, JsonSchema, StepError};
+use sluice_guest::{Context, JsonSchema, StepError, state};
 use sluice_guest_services::procore::Id;
-use sluice_guest_services::sync::{Counts, Diff, InactivePerson, Person, Present, ProcoreUser};
+use sluice_guest_services::sync::{
+    Counts, Diff, HOLDERS_KEY, Holders, InactivePerson, MANAGED_PREFIX, Managed, Person, Present,
+    ProcoreUser, managed_key,
+};
 use sluice_identity::Key;
 
-/// The people and the Procore users to match.
+use crate::lifecycle::{self, Known, Policy, Write};
+
+/// The people and the Procore users to match, and the lifecycle settings.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
@@ -24,6 +33,26 @@ pub struct Input {
     pub people: Vec<Person>,
     /// Every Procore company user, active and inactive.
     pub procore_users: Vec<ProcoreUser>,
+    /// How many license groups matched (`graph-groups`' `count`): none at
+    /// all holds every deactivation for an admin.
+    #[serde(default)]
+    pub license_groups: Option<usize>,
+    /// Keys of license-group members whose Entra account is disabled
+    /// (`graph-group-members`' `disabled`).
+    #[serde(default)]
+    pub disabled: Vec<String>,
+    /// Keys of managed people whose Entra user is gone
+    /// (`graph-group-members`' `gone`).
+    #[serde(default)]
+    pub gone: Vec<String>,
+    /// Every active Procore user whose login is in one of these domains is
+    /// managed (deactivated when it holds no license).
+    #[serde(default)]
+    pub managed_domains: Vec<String>,
+    /// How long someone holds no license before being a leaver, such as
+    /// `0s`, `12h` or `3days`.
+    #[serde(default)]
+    pub leaver_grace: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -33,8 +62,81 @@ struct Match<'a> {
     index: usize,
 }
 
-pub fn compare_input(input: Input, _context: &Context) -> Result<Diff, StepError> {
-    Ok(compare(&input.people, &input.procore_users))
+pub fn compare_input(input: Input, context: &Context) -> Result<Diff, StepError> {
+    let policy = policy(&input, context)?;
+    let known = read_known()?;
+    let mut diff = compare(&input.people, &input.procore_users);
+    let writes = lifecycle::apply(
+        &mut diff,
+        &input.people,
+        &input.procore_users,
+        &known,
+        &policy,
+    );
+    for write in writes {
+        match write {
+            Write::Managed(key, record) => state::set(&managed_key(&key), &record)?,
+            Write::Holders(holders) => state::set(HOLDERS_KEY, &holders)?,
+        }
+    }
+    if diff.counts.adoption_deferred > 0 {
+        sluice_guest::log::info(&format!(
+            "adopted {} people; {} more are adopted on the next runs",
+            diff.counts.adopted, diff.counts.adoption_deferred
+        ));
+    }
+    Ok(diff)
+}
+
+/// The lifecycle settings of `input`, checked.
+pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
+    let now = lifecycle::parse_time(context.started_at()).ok_or_else(|| {
+        StepError::internal(format!(
+            "the run's start time `{}` is not RFC 3339",
+            context.started_at()
+        ))
+    })?;
+    let grace = match input.leaver_grace.as_deref().map(str::trim) {
+        None | Some("") => std::time::Duration::ZERO,
+        Some(text) => humantime::parse_duration(text).map_err(|e| {
+            StepError::bad_input(format!(
+                "`leaver_grace = \"{text}\"` is not a duration ({e}); write for example `0s`, `12h` or `3days`"
+            ))
+        })?,
+    };
+    let keys = |list: &[String]| {
+        list.iter()
+            .filter_map(|k| Key::of(k))
+            .collect::<HashSet<_>>()
+    };
+    Ok(Policy {
+        domains: input
+            .managed_domains
+            .iter()
+            .map(|d| d.trim().trim_start_matches('@').to_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect(),
+        grace,
+        license_groups: input.license_groups,
+        disabled: keys(&input.disabled),
+        gone: keys(&input.gone),
+        now,
+    })
+}
+
+/// The managed-people records and the holder count, from the flow's state.
+fn read_known() -> Result<Known, StepError> {
+    let mut managed_people = BTreeMap::new();
+    for entry in state::entries::<Managed>(MANAGED_PREFIX) {
+        let (state_key, record) = entry?;
+        if let Some(key) = state_key.strip_prefix(MANAGED_PREFIX) {
+            managed_people.insert(key.to_string(), record);
+        }
+    }
+    Ok(Known {
+        managed: managed_people,
+        holders: state::get::<Holders>(HOLDERS_KEY)?,
+    })
 }
 
 /// Every Procore login and email address, keyed, to the user it belongs
@@ -96,6 +198,7 @@ pub fn compare(people: &[Person], users: &[ProcoreUser]) -> Diff {
         present: diff.present.len(),
         present_inactive: diff.present_inactive.len(),
         procore_only: users.len() - matched.len(),
+        ..Counts::default()
     };
     diff
 }
@@ -163,7 +266,8 @@ mod tests {
                 missing: 1,
                 present: 2,
                 present_inactive: 1,
-                procore_only: 1
+                procore_only: 1,
+                ..Counts::default()
             }
         );
     }

@@ -7,14 +7,23 @@
 //! page. Keeps enabled `#microsoft.graph.user` objects, keyed by the
 //! identity rule (`sluice-identity`: mail, else UPN, trimmed, lower-cased).
 //! The same person in several groups is one entry listing every group.
+//!
+//! For the license sync's leavers it also says why someone who held a
+//! license holds none now: `disabled` lists the keys of members whose
+//! account is disabled, and `gone` the keys of people the flow manages
+//! (its state's `managed/<key>` records, with the Entra id) who are in no
+//! license group and whose Entra user no longer exists (`GET users/{id}`
+//! answers 404). A look-up that fails otherwise fails the step: a read
+//! that did not finish never makes anyone a leaver.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sluice_guest::state;
 use sluice_guest::{Call, Context, JsonSchema, StepError};
 use sluice_guest_services::graph::{self, Group};
-use sluice_guest_services::sync::Person;
+use sluice_guest_services::sync::{MANAGED_PREFIX, Managed, ManagedStatus, Person};
 use sluice_identity::Key;
 
 /// The groups to read.
@@ -37,6 +46,10 @@ pub struct Output {
     pub people: Vec<Person>,
     /// Members with a disabled account (and enabled nowhere else).
     pub skipped_disabled: usize,
+    /// Their keys, sorted.
+    pub disabled: Vec<String>,
+    /// Keys of managed people in no license group whose Entra user is gone.
+    pub gone: Vec<String>,
     /// Members that are not users (devices, groups, service principals).
     pub skipped_non_user: usize,
 }
@@ -90,11 +103,12 @@ impl People {
 
     pub fn finish(self) -> Output {
         // Someone disabled in one place but enabled elsewhere is still enabled.
-        let disabled = self
+        let disabled: Vec<String> = self
             .disabled
             .iter()
             .filter(|k| !self.by_key.contains_key(*k))
-            .count();
+            .map(|k| k.to_string())
+            .collect();
         let people: Vec<Person> = self
             .by_key
             .into_values()
@@ -106,7 +120,9 @@ impl People {
         Output {
             count: people.len(),
             people,
-            skipped_disabled: disabled,
+            skipped_disabled: disabled.len(),
+            disabled,
+            gone: Vec::new(),
             skipped_non_user: self.non_users,
         }
     }
@@ -139,7 +155,46 @@ fn run(input: Input, _context: &Context) -> Result<Output, StepError> {
             people.add(&group.display_name, member);
         }
     }
-    Ok(people.finish())
+    let mut out = people.finish();
+    out.gone = gone(&out)?;
+    Ok(out)
+}
+
+/// The managed people (state `managed/<key>`, active, with an Entra id)
+/// who are in no license group and whose Entra user Graph no longer has.
+fn gone(out: &Output) -> Result<Vec<String>, StepError> {
+    let held: BTreeSet<&str> = out
+        .people
+        .iter()
+        .map(|p| p.key.as_str())
+        .chain(out.disabled.iter().map(String::as_str))
+        .collect();
+    let mut gone = Vec::new();
+    for entry in state::entries::<Managed>(MANAGED_PREFIX) {
+        let (state_key, record) = entry?;
+        let Some(key) = state_key.strip_prefix(MANAGED_PREFIX) else {
+            continue;
+        };
+        let entra_id = record.other.get("entra_id").and_then(Value::as_str);
+        let (Some(entra_id), ManagedStatus::Active) = (entra_id, record.status) else {
+            continue;
+        };
+        if held.contains(key) {
+            continue;
+        }
+        let call = Call::get(
+            GRAPH,
+            &format!("users/{}", sluice_guest::http::segment(entra_id)),
+        )
+        .query("$select", "id,accountEnabled");
+        let response = call.read()?;
+        match response.status {
+            404 => gone.push(key.to_string()),
+            s if (200..300).contains(&s) => {}
+            _ => return Err(sluice_guest_services::status_error(&call, &response)),
+        }
+    }
+    Ok(gone)
 }
 
 sluice_guest::step!(run, connections: {

@@ -32,6 +32,10 @@
 //! - Not found in this company (Procore logins are global, so another
 //!   company's user can hold it): `conflict` without an id.
 //!
+//! A person created (or confirmed created) is recorded in the flow's state
+//! as managed (`managed/<key>`, origin `created`): the flow may deactivate
+//! them when they leave.
+//!
 //! Output `{"key", "display_name", "status": "created" | "conflict" |
 //! "failed" | "would_create", "procore_id"?, "reason"?, "project"?,
 //! "would_send"?}`. A
@@ -44,7 +48,9 @@ use serde_json::{Value, json};
 use sluice_guest::http::segment;
 use sluice_guest::{Call, Context, JsonSchema, Response, Sent, StepError};
 use sluice_guest_services::procore::{self, Id};
-use sluice_guest_services::sync::{CreateStatus, Created, Person};
+use sluice_guest_services::sync::{
+    CreateStatus, Created, Managed, ManagedStatus, Origin, Person, managed_key,
+};
 use sluice_guest_services::{service_message, status_error};
 use sluice_identity::Key;
 
@@ -269,7 +275,25 @@ fn run(input: Input, context: &Context) -> Result<Created, StepError> {
     if let Some(project) = &target.project {
         out.project = Some(add_to_project(&target, project, out.procore_id.as_ref()));
     }
+    remember(&out, context)?;
     Ok(out)
+}
+
+/// Records a person this run created as managed (origin `created`), so a
+/// later run deactivates them when they leave.
+fn remember(out: &Created, context: &Context) -> Result<(), StepError> {
+    let Some(id) = out.procore_id.clone() else {
+        return Ok(());
+    };
+    let record = Managed {
+        procore_id: id,
+        origin: Origin::Created,
+        status: ManagedStatus::Active,
+        since: context.started_at().to_string(),
+        leaving_since: None,
+        other: serde_json::Map::new(),
+    };
+    sluice_guest::state::set(&managed_key(&out.key), &record)
 }
 
 /// What the service said about a refusal, in its own words if it has them.
@@ -308,6 +332,7 @@ fn taken(
             out.project = Some(add_to_project(target, project, id.as_ref()));
         }
         out.procore_id = id;
+        remember(&out, context)?;
         return Ok(out);
     }
     let inactive = existing.get("is_active").and_then(Value::as_bool) == Some(false);

@@ -1,0 +1,666 @@
+//! Leavers, returners and adoption: what the managed-people records
+//! (`managed/<key>` in the flow's state, [`Managed`]) and this run's match
+//! say.
+//!
+//! Pure: it takes what the flow's state holds and returns the state writes
+//! to make, so the rules are tested natively.
+//!
+//! - **Adopt** every license holder matched to an active Procore user that
+//!   no record names yet (at most [`ADOPT_PER_RUN`] a run: one call writes a
+//!   bounded number of state entries; the rest are adopted next run and are
+//!   simply not managed until then). A first run therefore changes nobody.
+//! - **Leaver**: a managed Procore user who is active and whom no license
+//!   holder matches now, once `leaver_grace` has passed since the first run
+//!   that saw it so; with `managed_domains`, also every active user whose
+//!   login is in one of them. Someone in another license group still
+//!   matches, so is not a leaver.
+//! - **Returner**: a license holder matched to an inactive Procore user the
+//!   flow deactivated. Inactive matches the flow did not deactivate are
+//!   `inactive_unmanaged`: reported, never touched.
+//! - **Guard**: deactivations wait for an admin whatever the threshold
+//!   says when no license group matched, or when the license holders fell
+//!   by more than half since the last complete read.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Map;
+use sluice_guest_services::sync::{
+    Diff, Guard, Holders, InactiveUnmanaged, LeaveReason, Leaver, Leaving, Managed,
+    ManagedStatus as Status, Origin, Person, ProcoreUser, Returner,
+};
+use sluice_identity::Key;
+
+/// The most people one run adopts: a call may write 10,000 state entries,
+/// and the run also writes leavers' `leaving_since` and the holder count.
+pub const ADOPT_PER_RUN: usize = 9_000;
+
+/// The field of a managed record (`other`) that keeps the Entra object id,
+/// by which `graph-group-members` tells a deleted user from one who left
+/// the groups.
+pub const ENTRA_ID: &str = "entra_id";
+
+/// What the flow's state says before this run.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Managed people by identity key.
+    pub managed: BTreeMap<String, Managed>,
+    /// The license holders of the last complete read.
+    pub holders: Option<Holders>,
+}
+
+/// The flow's lifecycle settings and this run's facts besides the match.
+#[derive(Debug, Default)]
+pub struct Policy {
+    /// Logins in these domains (lower case, no `@`) are managed.
+    pub domains: Vec<String>,
+    /// How long someone holds no license before being a leaver.
+    pub grace: Duration,
+    /// How many license groups matched, when the flow says.
+    pub license_groups: Option<usize>,
+    /// Keys of license-group members whose Entra account is disabled.
+    pub disabled: HashSet<Key>,
+    /// Keys of managed people whose Entra user no longer exists.
+    pub gone: HashSet<Key>,
+    /// When this run started.
+    pub now: DateTime<Utc>,
+}
+
+/// A state write the run makes when the step succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// `managed/<key>`.
+    Managed(String, Managed),
+    /// `meta/holders`.
+    Holders(Holders),
+}
+
+/// Fills the lifecycle half of `diff` (from the match already in it) and
+/// says what to write.
+pub fn apply(
+    diff: &mut Diff,
+    people: &[Person],
+    users: &[ProcoreUser],
+    known: &Known,
+    policy: &Policy,
+) -> Vec<Write> {
+    let mut run = Run::new(people, users, known, policy);
+    run.adopt(diff);
+    run.returners(diff);
+    run.leavers(diff);
+    run.guard(diff);
+    diff.counts.leavers = diff.leavers.len();
+    diff.counts.returners = diff.returners.len();
+    run.writes
+}
+
+struct Run<'a> {
+    people: HashMap<String, &'a Person>,
+    users: HashMap<String, &'a ProcoreUser>,
+    /// Managed records by Procore id: (key, record).
+    by_id: HashMap<String, (&'a str, &'a Managed)>,
+    known: &'a Known,
+    policy: &'a Policy,
+    now: String,
+    /// Procore ids some license holder matches now.
+    held: HashSet<String>,
+    writes: Vec<Write>,
+}
+
+fn id_text(id: &sluice_guest_services::procore::Id) -> String {
+    id.text().unwrap_or_default()
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        people: &'a [Person],
+        users: &'a [ProcoreUser],
+        known: &'a Known,
+        policy: &'a Policy,
+    ) -> Self {
+        let people = people
+            .iter()
+            .filter_map(|p| Some((Key::of(&p.key)?.into_string(), p)))
+            .collect();
+        let users = users.iter().map(|u| (id_text(&u.id), u)).collect();
+        let by_id = known
+            .managed
+            .iter()
+            .map(|(k, m)| (id_text(&m.procore_id), (k.as_str(), m)))
+            .collect();
+        Run {
+            people,
+            users,
+            by_id,
+            known,
+            policy,
+            now: policy.now.to_rfc3339(),
+            held: HashSet::new(),
+            writes: Vec::new(),
+        }
+    }
+
+    fn in_domain(&self, user: &ProcoreUser) -> bool {
+        let login = user.login.as_deref().or(user.email_address.as_deref());
+        login
+            .and_then(|l| l.trim().rsplit_once('@'))
+            .is_some_and(|(_, domain)| {
+                let domain = domain.to_lowercase();
+                self.policy.domains.contains(&domain)
+            })
+    }
+
+    fn record(&self, user: &ProcoreUser, origin: Origin, entra_id: Option<String>) -> Managed {
+        let mut other = Map::new();
+        if let Some(id) = entra_id {
+            other.insert(ENTRA_ID.into(), id.into());
+        }
+        Managed {
+            procore_id: user.id.clone(),
+            origin,
+            status: Status::Active,
+            since: self.now.clone(),
+            leaving_since: None,
+            other,
+        }
+    }
+
+    /// Adopts unmanaged active matches; a managed one holding a license
+    /// again loses its `leaving_since`.
+    fn adopt(&mut self, diff: &mut Diff) {
+        for present in &diff.present {
+            let id = id_text(&present.procore_id);
+            self.held.insert(id.clone());
+            if let Some((key, record)) = self.by_id.get(&id) {
+                if record.leaving_since.is_some() || record.status != Status::Active {
+                    let mut record = (*record).clone();
+                    record.leaving_since = None;
+                    record.status = Status::Active;
+                    self.writes.push(Write::Managed(key.to_string(), record));
+                }
+                continue;
+            }
+            if self.known.managed.contains_key(&present.key) {
+                continue;
+            }
+            if diff.counts.adopted >= ADOPT_PER_RUN {
+                diff.counts.adoption_deferred += 1;
+                continue;
+            }
+            let Some(user) = self.users.get(&id) else {
+                continue;
+            };
+            let origin = if self.in_domain(user) {
+                Origin::Domain
+            } else {
+                Origin::Adopted
+            };
+            let entra = self.people.get(&present.key).and_then(|p| p.id.clone());
+            let record = self.record(user, origin, entra);
+            self.writes
+                .push(Write::Managed(present.key.clone(), record));
+            diff.counts.adopted += 1;
+        }
+    }
+
+    /// Splits the inactive matches into returners and the rest.
+    fn returners(&mut self, diff: &mut Diff) {
+        let inactive = std::mem::take(&mut diff.present_inactive);
+        for found in inactive {
+            let id = id_text(&found.procore_id);
+            self.held.insert(id.clone());
+            let user = self.users.get(&id);
+            let login = user.and_then(|u| u.login.clone());
+            match self.by_id.get(&id) {
+                Some((_, record)) if record.status == Status::Deactivated => {
+                    diff.returners.push(Returner {
+                        key: found.person.key.clone(),
+                        procore_id: found.procore_id.clone(),
+                        name: Some(found.person.name().to_string()),
+                        email: user.and_then(|u| u.email_address.clone()),
+                        login,
+                        license_group: found.person.groups.first().cloned(),
+                        matched_by: found.person.matched_by(),
+                    });
+                }
+                _ => {
+                    diff.inactive_unmanaged.push(InactiveUnmanaged {
+                        key: found.person.key.clone(),
+                        procore_id: found.procore_id.clone(),
+                        login,
+                    });
+                    diff.present_inactive.push(found);
+                }
+            }
+        }
+    }
+
+    /// Managed (or in-domain) active users whom no license holder matches.
+    fn leavers(&mut self, diff: &mut Diff) {
+        let mut candidates: Vec<(String, Managed, &ProcoreUser)> = Vec::new();
+        for (key, record) in &self.known.managed {
+            let id = id_text(&record.procore_id);
+            match self.users.get(&id) {
+                Some(user) if user.is_active && !self.held.contains(&id) => {
+                    candidates.push((key.clone(), record.clone(), user));
+                }
+                _ => {}
+            }
+        }
+        if !self.policy.domains.is_empty() {
+            for (id, user) in &self.users {
+                if !user.is_active || self.held.contains(id) || self.by_id.contains_key(id) {
+                    continue;
+                }
+                let Some(key) = [&user.login, &user.email_address]
+                    .into_iter()
+                    .find_map(|f| f.as_deref().and_then(Key::of))
+                else {
+                    continue;
+                };
+                if self.in_domain(user) {
+                    let record = self.record(user, Origin::Domain, None);
+                    candidates.push((key.into_string(), record, user));
+                }
+            }
+            candidates.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        for (key, record, user) in candidates {
+            self.leaver(diff, key, record, user);
+        }
+    }
+
+    fn leaver(&mut self, diff: &mut Diff, key: String, mut record: Managed, user: &ProcoreUser) {
+        let reason = self.reason(&key, user);
+        let since = match record.leaving_since.as_deref().and_then(parse_time) {
+            Some(since) => since,
+            None => {
+                record.leaving_since = Some(self.now.clone());
+                self.writes
+                    .push(Write::Managed(key.clone(), record.clone()));
+                self.policy.now
+            }
+        };
+        let waited = (self.policy.now - since).to_std().unwrap_or_default();
+        if waited < self.policy.grace {
+            diff.leaving.push(Leaving {
+                key,
+                procore_id: record.procore_id,
+                since: since.to_rfc3339(),
+                reason,
+            });
+            return;
+        }
+        diff.leavers.push(Leaver {
+            key,
+            procore_id: record.procore_id,
+            name: procore_name(user),
+            email: user.email_address.clone(),
+            login: user.login.clone(),
+            reason,
+        });
+    }
+
+    fn reason(&self, key: &str, user: &ProcoreUser) -> LeaveReason {
+        let keys: Vec<Key> = [
+            Some(key),
+            user.login.as_deref(),
+            user.email_address.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(Key::of)
+        .collect();
+        if keys.iter().any(|k| self.policy.gone.contains(k)) {
+            LeaveReason::UserGone
+        } else if keys.iter().any(|k| self.policy.disabled.contains(k)) {
+            LeaveReason::AccountDisabled
+        } else {
+            LeaveReason::NoLicenseGroup
+        }
+    }
+
+    /// The mass-change guard, and the holder count kept for the next run.
+    fn guard(&mut self, diff: &mut Diff) {
+        let count = diff.counts.people;
+        let reason = if self.policy.license_groups == Some(0) {
+            Some(
+                "no license group matched the group prefixes, so nobody is deactivated in this run (check the prefixes; approve the plan to deactivate anyway)"
+                    .to_string(),
+            )
+        } else {
+            self.known
+                .holders
+                .as_ref()
+                .filter(|h| count * 2 < h.count)
+                .map(|h| {
+                    format!(
+                        "license holders fell from {} to {count} (more than half) since the run of {}, so nobody is deactivated without approval",
+                        h.count, h.at
+                    )
+                })
+        };
+        if reason.is_none() || diff.leavers.is_empty() {
+            // A held run keeps the old count, so the guard keeps holding
+            // until the deactivations it held are decided.
+            self.writes.push(Write::Holders(Holders {
+                count,
+                at: self.now.clone(),
+            }));
+        }
+        diff.guard = match reason {
+            Some(reason) => Guard { hold: true, reason },
+            None => Guard::default(),
+        };
+    }
+}
+
+fn procore_name(user: &ProcoreUser) -> Option<String> {
+    let name = [&user.first_name, &user.last_name]
+        .into_iter()
+        .flatten()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if name.is_empty() {
+        user.login.clone().or_else(|| user.email_address.clone())
+    } else {
+        Some(name)
+    }
+}
+
+/// An RFC 3339 time, in UTC.
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logic::compare;
+    use sluice_guest_services::procore::Id;
+
+    fn person(key: &str, mail: bool) -> Person {
+        Person {
+            key: key.to_string(),
+            id: Some(format!("entra-{key}")),
+            mail: mail.then(|| key.to_string()),
+            user_principal_name: Some(key.to_string()),
+            display_name: Some(format!("Name {key}")),
+            given_name: None,
+            surname: None,
+            groups: vec!["License – Microsoft E3".to_string()],
+        }
+    }
+
+    fn user(id: u64, login: &str, active: bool) -> ProcoreUser {
+        ProcoreUser {
+            id: Id::Number(id),
+            login: Some(login.to_string()),
+            email_address: Some(login.to_string()),
+            first_name: Some("First".into()),
+            last_name: Some(format!("L{id}")),
+            is_active: active,
+        }
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        parse_time(text).unwrap()
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            license_groups: Some(2),
+            now: at("2026-03-01T12:00:00Z"),
+            ..Policy::default()
+        }
+    }
+
+    fn managed(id: u64, status: Status) -> Managed {
+        Managed {
+            procore_id: Id::Number(id),
+            origin: Origin::Adopted,
+            status,
+            since: "2026-01-01T00:00:00Z".into(),
+            leaving_since: None,
+            other: Map::new(),
+        }
+    }
+
+    fn known(records: &[(&str, Managed)]) -> Known {
+        Known {
+            managed: records
+                .iter()
+                .map(|(k, m)| (k.to_string(), m.clone()))
+                .collect(),
+            holders: None,
+        }
+    }
+
+    fn run(
+        people: &[Person],
+        users: &[ProcoreUser],
+        known: &Known,
+        p: &Policy,
+    ) -> (Diff, Vec<Write>) {
+        let mut diff = compare(people, users);
+        let writes = apply(&mut diff, people, users, known, p);
+        (diff, writes)
+    }
+
+    fn managed_writes(writes: &[Write]) -> Vec<(&str, &Managed)> {
+        writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Managed(k, m) => Some((k.as_str(), m)),
+                Write::Holders(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_first_run_adopts_every_match_and_deactivates_nobody() {
+        let people = [person("a@x.com", true), person("b@x.com", false)];
+        let users = [
+            user(1, "a@x.com", true),
+            user(2, "B@x.com", true),
+            user(3, "external@sub.com", true),
+        ];
+        let (diff, writes) = run(&people, &users, &Known::default(), &policy());
+        assert!(diff.leavers.is_empty() && diff.returners.is_empty());
+        assert_eq!(diff.counts.adopted, 2);
+        let adopted = managed_writes(&writes);
+        assert_eq!(adopted.len(), 2);
+        assert_eq!(adopted[0].0, "a@x.com");
+        assert_eq!(adopted[0].1.origin, Origin::Adopted);
+        assert_eq!(adopted[0].1.other[ENTRA_ID], "entra-a@x.com");
+        assert!(writes.contains(&Write::Holders(Holders {
+            count: 2,
+            at: policy().now.to_rfc3339()
+        })));
+    }
+
+    #[test]
+    fn managed_people_without_a_license_leave_with_their_reason() {
+        let people = [person("a@x.com", true)];
+        let users = [
+            user(1, "a@x.com", true),
+            user(2, "b@x.com", true),
+            user(3, "c@x.com", true),
+            user(4, "d@x.com", true),
+            user(5, "e@x.com", false),
+            user(6, "stranger@x.com", true),
+        ];
+        let k = known(&[
+            ("a@x.com", managed(1, Status::Active)),
+            ("b@x.com", managed(2, Status::Active)),
+            ("c@x.com", managed(3, Status::Active)),
+            ("d@x.com", managed(4, Status::Active)),
+            ("e@x.com", managed(5, Status::Deactivated)),
+        ]);
+        let mut p = policy();
+        p.disabled = HashSet::from([Key::of("c@x.com").unwrap()]);
+        p.gone = HashSet::from([Key::of("D@x.com").unwrap()]);
+        let (diff, writes) = run(&people, &users, &k, &p);
+        let got: Vec<(&str, LeaveReason)> = diff
+            .leavers
+            .iter()
+            .map(|l| (l.key.as_str(), l.reason))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("b@x.com", LeaveReason::NoLicenseGroup),
+                ("c@x.com", LeaveReason::AccountDisabled),
+                ("d@x.com", LeaveReason::UserGone),
+            ],
+            "the stranger is not managed; the deactivated one is inactive"
+        );
+        assert_eq!(diff.leavers[0].name.as_deref(), Some("First L2"));
+        assert_eq!(diff.leavers[0].login.as_deref(), Some("b@x.com"));
+        // Each leaver's record learns since when it holds no license.
+        let marked = managed_writes(&writes);
+        assert_eq!(marked.len(), 3);
+        assert!(marked.iter().all(|(_, m)| m.leaving_since.is_some()));
+        assert_eq!(diff.counts.adopted, 0);
+    }
+
+    #[test]
+    fn someone_in_another_license_group_is_not_a_leaver() {
+        let mut moved = person("a@x.com", true);
+        moved.groups = vec!["License – Office E1".into()];
+        let k = known(&[("a@x.com", managed(1, Status::Active))]);
+        let (diff, writes) = run(&[moved], &[user(1, "a@x.com", true)], &k, &policy());
+        assert!(diff.leavers.is_empty());
+        assert!(managed_writes(&writes).is_empty(), "nothing to change");
+    }
+
+    #[test]
+    fn grace_counts_from_the_first_run_without_a_license() {
+        let mut p = policy();
+        p.grace = Duration::from_secs(24 * 3600);
+        let users = [user(1, "a@x.com", true)];
+        let k = known(&[("a@x.com", managed(1, Status::Active))]);
+        let (diff, writes) = run(&[], &users, &k, &p);
+        assert!(diff.leavers.is_empty());
+        assert_eq!(diff.leaving[0].key, "a@x.com");
+        let Write::Managed(_, marked) = &writes[0] else {
+            panic!("{writes:?}")
+        };
+        let mut later = known(&[("a@x.com", marked.clone())]);
+        p.now = at("2026-03-02T11:00:00Z");
+        assert!(
+            run(&[], &users, &later, &p).0.leavers.is_empty(),
+            "23 hours"
+        );
+        p.now = at("2026-03-02T12:00:00Z");
+        let (diff, writes) = run(&[], &users, &later, &p);
+        assert_eq!(diff.leavers[0].key, "a@x.com");
+        assert!(managed_writes(&writes).is_empty(), "the start is kept");
+        // The license comes back: the mark is cleared.
+        later.managed.get_mut("a@x.com").unwrap().leaving_since = marked.leaving_since.clone();
+        let (diff, writes) = run(&[person("a@x.com", true)], &users, &later, &p);
+        assert!(diff.leavers.is_empty() && diff.leaving.is_empty());
+        assert_eq!(managed_writes(&writes)[0].1.leaving_since, None);
+    }
+
+    #[test]
+    fn returners_are_those_the_flow_deactivated_and_the_rest_is_reported() {
+        let people = [person("a@x.com", true), person("b@x.com", false)];
+        let users = [user(1, "a@x.com", false), user(2, "b@x.com", false)];
+        let k = known(&[("a@x.com", managed(1, Status::Deactivated))]);
+        let (diff, _) = run(&people, &users, &k, &policy());
+        assert_eq!(diff.returners.len(), 1);
+        let r = &diff.returners[0];
+        assert_eq!(
+            (r.key.as_str(), r.matched_by),
+            ("a@x.com", sluice_guest_services::sync::MatchedBy::Mail)
+        );
+        assert_eq!(r.license_group.as_deref(), Some("License – Microsoft E3"));
+        assert_eq!(diff.inactive_unmanaged.len(), 1);
+        assert_eq!(diff.inactive_unmanaged[0].key, "b@x.com");
+        assert_eq!(diff.present_inactive.len(), 1, "only the unmanaged one");
+        assert!(diff.leavers.is_empty());
+    }
+
+    #[test]
+    fn managed_domains_make_unlicensed_users_in_them_leavers_from_the_first_run() {
+        let users = [
+            user(1, "a@corp.com", true),
+            user(2, "old@Corp.com", true),
+            user(3, "sub@partner.com", true),
+        ];
+        let mut p = policy();
+        p.domains = vec!["corp.com".into()];
+        let (diff, writes) = run(&[person("a@corp.com", true)], &users, &Known::default(), &p);
+        let keys: Vec<&str> = diff.leavers.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["old@corp.com"]);
+        let records = managed_writes(&writes);
+        assert!(
+            records
+                .iter()
+                .any(|(k, m)| *k == "old@corp.com" && m.origin == Origin::Domain)
+        );
+        assert!(
+            records
+                .iter()
+                .any(|(k, m)| *k == "a@corp.com" && m.origin == Origin::Domain)
+        );
+    }
+
+    #[test]
+    fn no_license_group_or_a_halved_count_holds_deactivations() {
+        let users = [user(1, "a@x.com", true)];
+        let k = known(&[("a@x.com", managed(1, Status::Active))]);
+        let mut p = policy();
+        p.license_groups = Some(0);
+        let (diff, writes) = run(&[], &users, &k, &p);
+        assert!(diff.guard.hold);
+        assert!(diff.guard.reason.contains("no license group"));
+        assert_eq!(diff.leavers.len(), 1, "listed, to wait for an admin");
+        assert!(!writes.iter().any(|w| matches!(w, Write::Holders(_))));
+
+        let people: Vec<Person> = (0..4)
+            .map(|i| person(&format!("p{i}@x.com"), true))
+            .collect();
+        let mut k = k;
+        k.holders = Some(Holders {
+            count: 9,
+            at: "2026-02-28T12:00:00Z".into(),
+        });
+        let (diff, _) = run(&people, &users, &k, &policy());
+        assert!(diff.guard.hold, "4 of 9");
+        assert!(
+            diff.guard.reason.contains("from 9 to 4"),
+            "{}",
+            diff.guard.reason
+        );
+        k.holders.as_mut().unwrap().count = 8;
+        let (diff, writes) = run(&people, &users, &k, &policy());
+        assert!(!diff.guard.hold, "4 of 8 is half, not more");
+        assert!(
+            writes
+                .iter()
+                .any(|w| matches!(w, Write::Holders(h) if h.count == 4))
+        );
+    }
+
+    #[test]
+    fn adoption_is_bounded_per_run() {
+        let n = ADOPT_PER_RUN + 10;
+        let people: Vec<Person> = (0..n)
+            .map(|i| person(&format!("u{i}@x.com"), true))
+            .collect();
+        let users: Vec<ProcoreUser> = (0..n)
+            .map(|i| user(i as u64, &format!("u{i}@x.com"), true))
+            .collect();
+        let (diff, writes) = run(&people, &users, &Known::default(), &policy());
+        assert_eq!(diff.counts.adopted, ADOPT_PER_RUN);
+        assert_eq!(diff.counts.adoption_deferred, 10);
+        assert_eq!(writes.len(), ADOPT_PER_RUN + 1);
+    }
+}

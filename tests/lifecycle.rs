@@ -1,0 +1,352 @@
+//! The shipped flow's lifecycle, end to end through the `sluice` binary
+//! against the emulators, with the run history (approvals, the ledger and
+//! the flow's state) in a temporary data directory: a first run adopts and
+//! changes nobody; leavers wait in one plan and exactly the approved ones
+//! are deactivated (and taken off the project); rejected ones stay as they
+//! are; a settled run writes nothing; nobody unmanaged is touched (unless
+//! `managed_domains` says so); a failed read or no license group
+//! deactivates nobody; creates above `max_unapproved_creates` wait.
+//!
+//! Every expected outcome is written by hand from the tenant each test
+//! builds person by person.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::emulated::{Run, sluice, sluice_cmd};
+use serde_json::Value;
+use sluice_emulator::faults::{FaultKind, Faults, TargetedFault};
+use sluice_emulator::scenario::ProjectUser;
+use sluice_emulator::state::LoggedRequest;
+use sluice_emulator::{EmulatorConfig, RunningEmulator, Scenario};
+
+const E3: &str = "License – Microsoft E3";
+const O1: &str = "License – Office E1";
+
+/// One person of a hand-written tenant: the Entra and Procore ids.
+#[derive(Clone)]
+struct Person {
+    graph_id: String,
+    procore_id: u64,
+}
+
+/// A tenant built person by person, its emulators, and a data directory.
+struct Tenant {
+    emu: RunningEmulator,
+    env: Vec<(String, String)>,
+    data: tempfile::TempDir,
+    people: BTreeMap<String, Person>,
+    groups: BTreeMap<&'static str, String>,
+}
+
+/// Who is in the tenant: `(mail, groups)`; each also has an active
+/// Procore user on the project. `unlicensed` are Procore users only;
+/// `missing` hold an E3 license and have no Procore user.
+struct Plan<'a> {
+    licensed: &'a [(&'a str, &'a [&'static str])],
+    unlicensed: &'a [&'a str],
+    missing: &'a [&'a str],
+}
+
+impl Tenant {
+    async fn new(plan: Plan<'_>) -> Tenant {
+        let mut sc = Scenario::hand_written();
+        let mut groups = BTreeMap::new();
+        for name in [E3, O1] {
+            groups.insert(name, sc.add_group(name));
+        }
+        let project = sc.project_ids[0];
+        let mut people = BTreeMap::new();
+        for (mail, in_groups) in plan.licensed {
+            let ids: Vec<&str> = in_groups.iter().map(|g| groups[g].as_str()).collect();
+            let name = format!("Person {}", mail.split('@').next().unwrap());
+            let graph_id = sc.add_user(&name, Some(mail), mail, &ids).id.clone();
+            let procore_id = sc.add_procore_user(mail, mail, true).id;
+            sc.project_users.push(ProjectUser {
+                project_id: project,
+                user_id: procore_id,
+                permission_template_id: None,
+            });
+            people.insert(
+                mail.to_string(),
+                Person {
+                    graph_id,
+                    procore_id,
+                },
+            );
+        }
+        for mail in plan.missing {
+            let name = format!("New {}", mail.split('@').next().unwrap());
+            sc.add_user(&name, Some(mail), mail, &[groups[E3].as_str()]);
+        }
+        for login in plan.unlicensed {
+            let procore_id = sc.add_procore_user(login, login, true).id;
+            people.insert(
+                login.to_string(),
+                Person {
+                    graph_id: String::new(),
+                    procore_id,
+                },
+            );
+        }
+        let emu = sluice_emulator::start(EmulatorConfig {
+            scenario: sc,
+            ..EmulatorConfig::default()
+        })
+        .await
+        .unwrap();
+        let env = emu.env_vars();
+        Tenant {
+            emu,
+            env,
+            data: tempfile::tempdir().unwrap(),
+            people,
+            groups,
+        }
+    }
+
+    fn id(&self, mail: &str) -> u64 {
+        self.people[mail].procore_id
+    }
+
+    fn graph_id(&self, mail: &str) -> &str {
+        &self.people[mail].graph_id
+    }
+
+    /// Takes `mail` out of the license group `group`.
+    fn leave_group(&self, mail: &str, group: &str) {
+        assert!(
+            self.emu
+                .remove_member(&self.groups[group], self.graph_id(mail))
+        );
+    }
+
+    /// `sluice run` on the shipped flow; returns the run and the Procore
+    /// requests it made.
+    async fn run(&self, extra: &[&str]) -> (Run, Vec<LoggedRequest>) {
+        let before = self.emu.snapshot().requests.len();
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let run = sluice(&self.env, self.data.path(), &args).await;
+        let requests = self.emu.snapshot().requests[before..]
+            .iter()
+            .filter(|r| r.path.starts_with("/rest/"))
+            .cloned()
+            .collect();
+        (run, requests)
+    }
+
+    /// A run that must succeed.
+    async fn run_ok(&self, extra: &[&str]) -> (Run, Vec<LoggedRequest>) {
+        let (run, requests) = self.run(extra).await;
+        assert_eq!(run.code, 0, "{}\n{}", run.stderr, tail(&run.stdout));
+        (run, requests)
+    }
+
+    async fn cli(&self, args: &[&str]) -> Run {
+        sluice_cmd(&self.env, self.data.path(), args).await
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let run = self.cli(args).await;
+        assert_eq!(run.code, 0, "{args:?}: {}\n{}", run.stdout, run.stderr);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    }
+
+    /// The pending plans, as `(id, step)`.
+    async fn plans(&self) -> Vec<(String, String)> {
+        let plans = self.json(&["approvals", "--json"]).await;
+        plans
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_str().unwrap().to_string(),
+                    p["step"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Each item of a plan, by key: its state.
+    async fn items(&self, id: &str) -> BTreeMap<String, String> {
+        let plan = self.json(&["approvals", "show", id, "--json"]).await;
+        plan["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["key"].as_str().unwrap().to_string(),
+                    i["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    async fn decide(&self, verb: &str, id: &str, keys: &[&str]) {
+        let mut args = vec![verb, id, "--by", "Dana Admin"];
+        for key in keys {
+            args.extend(["--only", key]);
+        }
+        let r = self.cli(&args).await;
+        assert_eq!(r.code, 0, "{args:?}: {}\n{}", r.stdout, r.stderr);
+    }
+
+    fn active(&self, mail: &str) -> bool {
+        let id = self.id(mail);
+        let snapshot = self.emu.snapshot();
+        let user = snapshot.procore_users().iter().find(|u| u.id == id);
+        user.unwrap().is_active
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// The Procore writes among `requests`, as `METHOD path status`.
+fn writes(requests: &[LoggedRequest]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect()
+}
+
+/// Each leaver `compare` found, by key: its reason.
+fn leavers(run: &Run) -> BTreeMap<String, String> {
+    run.output_of("diff")["leavers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["key"].as_str().unwrap().to_string(),
+                l["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+const ANN: &str = "ann@contoso.com";
+const BOB: &str = "bob@contoso.com";
+const CY: &str = "cy@contoso.com";
+const DEE: &str = "dee@contoso.com";
+const GIL: &str = "gil@contoso.com";
+const EVE: &str = "eve@contoso.com";
+const FAY: &str = "fay@contoso.com";
+const SUB: &str = "sub@partner.com";
+
+/// Ann stays; Bob moves to another license group; Cy, Dee and Gil leave
+/// their group; Eve's account is disabled; Fay is deleted. Sub, of a
+/// partner, holds no license and is not managed.
+async fn five_leavers() -> Tenant {
+    let t = Tenant::new(Plan {
+        licensed: &[
+            (ANN, &[E3]),
+            (BOB, &[E3, O1]),
+            (CY, &[E3]),
+            (DEE, &[E3]),
+            (GIL, &[O1]),
+            (EVE, &[E3]),
+            (FAY, &[E3]),
+        ],
+        unlicensed: &[SUB],
+        missing: &[],
+    })
+    .await;
+    // The first run adopts every match and changes nobody.
+    let (first, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert_eq!(first.output_of("diff")["counts"]["adopted"], 7);
+    assert!(leavers(&first).is_empty());
+    t.leave_group(BOB, E3);
+    for (mail, group) in [(CY, E3), (DEE, E3), (GIL, O1)] {
+        t.leave_group(mail, group);
+    }
+    assert!(t.emu.set_account_enabled(t.graph_id(EVE), false));
+    assert!(t.emu.delete_user(t.graph_id(FAY)));
+    t
+}
+
+/// Every request `GET …path_suffix` fails with a 503, retries included.
+fn failing(path_suffix: &str) -> Faults {
+    Faults {
+        targeted: vec![TargetedFault {
+            method: "GET".into(),
+            path_suffix: path_suffix.into(),
+            body_contains: None,
+            at: Vec::new(),
+            fault: FaultKind::Unavailable,
+        }],
+        ..Faults::default()
+    }
+}
+
+#[tokio::test]
+async fn a_read_failing_on_every_retry_fails_the_run_naming_it_and_deactivates_nobody() {
+    let t = five_leavers().await;
+    for (suffix, step) in [("/members", "members"), ("/users/inactive", "procore")] {
+        t.emu.set_faults(failing(suffix));
+        let (run, requests) = t.run(&[]).await;
+        assert_ne!(run.code, 0, "{}", tail(&run.stdout));
+        // The run fails at the read, naming it; compare never runs.
+        let events = run.events();
+        let finished = |status: &str| -> Vec<String> {
+            events
+                .iter()
+                .filter(|e| e["event"] == "step_finished" && e["status"] == status)
+                .map(|e| e["step"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(finished("failed"), [step], "{}", tail(&run.stdout));
+        assert!(!finished("succeeded").contains(&"diff".to_string()));
+        let end = events.last().unwrap();
+        assert!(
+            end["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("step `{step}`")),
+            "{end}"
+        );
+        assert_eq!(writes(&requests), Vec::<String>::new());
+        assert!(t.plans().await.is_empty(), "no plan from a failed read");
+    }
+    for mail in [CY, DEE, EVE, FAY, GIL] {
+        assert!(t.active(mail));
+    }
+}
+
+#[tokio::test]
+async fn more_creates_than_max_unapproved_creates_wait_until_approved() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3])],
+        unlicensed: &[],
+        missing: &[
+            "m1@contoso.com",
+            "m2@contoso.com",
+            "m3@contoso.com",
+            "m4@contoso.com",
+            "m5@contoso.com",
+        ],
+    })
+    .await;
+    let (run, requests) = t.run_ok(&["--param", "max_unapproved_creates=3"]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new(), "{}", run.stderr);
+    let plans = t.plans().await;
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].1, "create");
+    assert_eq!(t.items(&plans[0].0).await.len(), 5);
+    t.decide("approve", &plans[0].0, &[]).await;
+    let (_, requests) = t.run_ok(&["--param", "max_unapproved_creates=3"]).await;
+    let creates = writes(&requests)
+        .iter()
+        .filter(|w| w.starts_with("POST") && w.ends_with("/users 201"))
+        .count();
+    assert_eq!(creates, 5, "{:?}", writes(&requests));
+}
