@@ -10,10 +10,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -668,62 +667,7 @@ async fn a_running_run_updates_live_until_it_ends() {
     c.stop().await;
 }
 
-/// A `sluice serve` child whose stderr is collected as it comes.
-struct Child {
-    child: std::process::Child,
-    said: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Child {
-    fn spawn(mut cmd: Command) -> Child {
-        let mut child = cmd
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = said.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Child { child, said }
-    }
-
-    /// The console's address, once it says where it listens (the whole
-    /// address: a line may arrive in pieces).
-    async fn console_addr(&self) -> SocketAddr {
-        let deadline = std::time::Instant::now() + Duration::from_secs(300);
-        while std::time::Instant::now() < deadline {
-            let said = self.said.lock().unwrap().clone();
-            if let Some(rest) = said.split("console at http://").nth(1)
-                && let Some((addr, _)) = rest.split_once('/')
-            {
-                return addr.parse().unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "the console never said where it listens: {}",
-            self.said.lock().unwrap()
-        );
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::console_child::ConsoleChild as Child;
 
 #[tokio::test]
 async fn serve_with_http_runs_a_flow_now_and_reports_its_health() {
@@ -743,7 +687,7 @@ async fn serve_with_http_runs_a_flow_now_and_reports_its_health() {
         &["serve", flows.to_str().unwrap(), "--http", "127.0.0.1:0"],
     );
     cmd.env("USER", "ops-person");
-    let serving = Child::spawn(cmd);
+    let mut serving = Child::spawn(cmd);
     let addr = serving.console_addr().await;
     let health = get(addr, "/healthz", "").await;
     assert_eq!(health.status, StatusCode::OK, "{}", health.body);
@@ -803,7 +747,7 @@ async fn serve_with_http_runs_a_flow_now_and_reports_its_health() {
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     drop(serving);
     // `sluice console` alone has no "run now".
-    let alone = Child::spawn(sluice(dir.path(), &["console", "--http", "127.0.0.1:0"]));
+    let mut alone = Child::spawn(sluice(dir.path(), &["console", "--http", "127.0.0.1:0"]));
     let addr = alone.console_addr().await;
     let page = get(addr, "/", "").await;
     assert!(page.body.contains("echo") && !page.body.contains("Run now"));

@@ -20,13 +20,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::console_child::ConsoleChild;
 use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -228,65 +229,16 @@ impl Drop for Browser {
 
 /// `sluice serve FLOW --http 127.0.0.1:0` with the console token, its
 /// stderr collected.
-struct Serving {
-    child: Child,
-    said: Arc<Mutex<String>>,
-}
-
-impl Serving {
-    fn start(data: &Path, flow: &Path, env: &[(String, String)]) -> Serving {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.env_clear()
-            .env("SLUICE_DATA_DIR", data)
-            .env("SLUICE_CONSOLE_TOKEN", TOKEN)
-            .args(["serve", flow.to_str().unwrap(), "--http", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let said = Arc::new(Mutex::new(String::new()));
-        let sink = said.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Serving { child, said }
+fn serve(data: &Path, flow: &Path, env: &[(String, String)]) -> ConsoleChild {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env_clear()
+        .env("SLUICE_DATA_DIR", data)
+        .env("SLUICE_CONSOLE_TOKEN", TOKEN)
+        .args(["serve", flow.to_str().unwrap(), "--http", "127.0.0.1:0"]);
+    for (k, v) in env {
+        cmd.env(k, v);
     }
-
-    /// The console's address, once `sluice serve` says where it listens.
-    async fn addr(&mut self) -> SocketAddr {
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            let said = self.said.lock().unwrap().clone();
-            if let Some(rest) = said.split("console at http://").nth(1)
-                && let Some((addr, _)) = rest.split_once('/')
-            {
-                return addr.parse().unwrap();
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("sluice serve ended ({status}): {said}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        panic!("no console in {PATIENCE:?}: {}", self.said.lock().unwrap());
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    ConsoleChild::spawn(cmd)
 }
 
 /// The shipped flow, with a schedule that cannot fire during the test.
@@ -330,8 +282,8 @@ async fn an_admin_signs_in_runs_the_sync_and_follows_a_person() {
         .unwrap();
     let data = tempfile::tempdir().unwrap();
     let flow = shipped_flow(data.path());
-    let mut serving = Serving::start(data.path(), &flow, &emulator.env_vars());
-    let base = format!("http://{}", serving.addr().await);
+    let mut serving = serve(data.path(), &flow, &emulator.env_vars());
+    let base = format!("http://{}", serving.console_addr().await);
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-browser");
     let b = Browser::start(shots).await;
 
@@ -449,8 +401,8 @@ async fn an_admin_approves_two_of_the_held_creations_and_only_those_run() {
         .unwrap();
     let data = tempfile::tempdir().unwrap();
     let flow = gated_flow(data.path());
-    let mut serving = Serving::start(data.path(), &flow, &emulator.env_vars());
-    let base = format!("http://{}", serving.addr().await);
+    let mut serving = serve(data.path(), &flow, &emulator.env_vars());
+    let base = format!("http://{}", serving.console_addr().await);
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-browser-approvals");
     let b = Browser::start(shots).await;
     sign_in(&b, &base, "Dana Admin").await;

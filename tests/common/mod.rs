@@ -3,6 +3,7 @@
 //! whose behaviour each test scripts.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod console_child;
 pub mod emulated;
 pub mod examples;
 pub mod secrets;
