@@ -11,8 +11,10 @@
 //! cannot keep the flow asking for ever.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use sluice_guest::{Call, JsonSchema, Response, StepError};
+use serde_json::{Value, json};
+use sluice_guest::http::segment;
+use sluice_guest::{Call, JsonSchema, Response, Sent, StepError};
+use sluice_identity::Key;
 
 use crate::{MAX_PAGES, read_ok};
 
@@ -212,9 +214,102 @@ pub fn error_message(response: &Response) -> Option<String> {
     })
 }
 
+/// The user among `candidates` whose login or email is `key` (the
+/// identity rule: trimmed, without case).
+pub fn exact_match<'a>(candidates: &'a [Value], key: &Key) -> Option<&'a Value> {
+    candidates.iter().find(|u| {
+        let text = |f: &str| u.get(f).and_then(Value::as_str);
+        key.matches_procore(text("login"), text("email_address"))
+    })
+}
+
+/// Finds the company user whose login or email is `key`, in the active
+/// list and then the inactive one (`filters[search]`, matched exactly with
+/// [`exact_match`]), `per_page` at a time.
+pub fn find_user(
+    connection: &str,
+    company: &str,
+    key: &Key,
+    per_page: usize,
+) -> Result<Option<Value>, StepError> {
+    for list in ["users", "users/inactive"] {
+        let url = format!("companies/{}/{list}", segment(company));
+        let found = all(
+            connection,
+            &url,
+            &[("filters[search]", key.to_string())],
+            per_page,
+        )?;
+        if let Some(user) = exact_match(&found, key) {
+            return Ok(Some(user.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// The `actions/add` body: the permission template only when one is
+/// configured (Procore documents it as optional); a numeric template id is
+/// sent as a number.
+pub fn project_body(template: Option<&str>) -> Value {
+    match template {
+        Some(t) => {
+            let value = t.parse::<u64>().map_or_else(|_| json!(t), |n| json!(n));
+            json!({ "user": { "permission_template_id": value } })
+        }
+        None => json!({}),
+    }
+}
+
+/// Adds the company user `user_id` to `project` through `POST
+/// projects/{project}/users/{id}/actions/add`, with the permission
+/// `template` when there is one. What came of it, as the sync's outputs
+/// report it: `added`, `would_add` (a dry run) or `failed: …`. Adding a
+/// member twice leaves one membership, so the host may resend it.
+pub fn add_to_project(
+    connection: &str,
+    project: &str,
+    user_id: Option<&Id>,
+    template: Option<&str>,
+) -> String {
+    let Some(user_id) = user_id.and_then(Id::text) else {
+        return "failed: Procore returned no user id".into();
+    };
+    let url = format!(
+        "projects/{}/users/{}/actions/add",
+        segment(project),
+        segment(&user_id)
+    );
+    let sent = Call::post(connection, &url)
+        .json(&project_body(template))
+        .and_then(|call| call.idempotent().send());
+    match sent {
+        Ok(Sent::Response(r)) if r.is_success() => "added".into(),
+        Ok(Sent::Response(r)) => format!(
+            "failed: HTTP {}: {}",
+            r.status,
+            crate::service_message(&r).unwrap_or_else(|| r.text_preview())
+        ),
+        Ok(Sent::WouldSend(_)) => "would_add".into(),
+        Err(e) => format!("failed: {}", e.message),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_template_is_sent_only_when_set() {
+        assert_eq!(
+            project_body(Some("77")),
+            json!({"user": {"permission_template_id": 77}})
+        );
+        assert_eq!(
+            project_body(Some("tpl-a")),
+            json!({"user": {"permission_template_id": "tpl-a"}})
+        );
+        assert_eq!(project_body(None), json!({}));
+    }
 
     fn response(headers: &[(&str, &str)]) -> Response {
         Response {

@@ -175,30 +175,9 @@ pub fn created_by_this_run(created_at: Option<&str>, run_started_at: Option<&str
     }
 }
 
-/// The user among `candidates` whose login or email is `key` (the
-/// identity rule: trimmed, without case).
-pub fn exact_match<'a>(candidates: &'a [Value], key: &Key) -> Option<&'a Value> {
-    candidates.iter().find(|u| {
-        let text = |f: &str| u.get(f).and_then(Value::as_str);
-        key.matches_procore(text("login"), text("email_address"))
-    })
-}
-
 /// Finds the company user whose login or email is `key`, active or not.
 fn look_up(company: &str, key: &Key) -> Result<Option<Value>, StepError> {
-    for list in ["users", "users/inactive"] {
-        let url = format!("companies/{}/{list}", segment(company));
-        let found = procore::all(
-            PROCORE,
-            &url,
-            &[("filters[search]", key.to_string())],
-            LOOKUP_PER_PAGE,
-        )?;
-        if let Some(user) = exact_match(&found, key) {
-            return Ok(Some(user.clone()));
-        }
-    }
-    Ok(None)
+    procore::find_user(PROCORE, company, key, LOOKUP_PER_PAGE)
 }
 
 /// Where the user goes.
@@ -346,36 +325,8 @@ fn taken(
     Ok(out)
 }
 
-/// The `actions/add` body: the template only when one is configured.
-pub fn project_body(template: Option<&str>) -> Value {
-    match template {
-        Some(t) => {
-            let value = t.parse::<u64>().map_or_else(|_| json!(t), |n| json!(n));
-            json!({ "user": { "permission_template_id": value } })
-        }
-        None => json!({}),
-    }
-}
-
 fn add_to_project(target: &Target, project: &str, user_id: Option<&Id>) -> String {
-    let Some(user_id) = user_id.and_then(Id::text) else {
-        return "failed: Procore returned no user id".into();
-    };
-    let url = format!(
-        "projects/{}/users/{}/actions/add",
-        segment(project),
-        segment(&user_id)
-    );
-    // Adding a member twice leaves one membership: safe to resend.
-    let sent = Call::post(PROCORE, &url)
-        .json(&project_body(target.template.as_deref()))
-        .and_then(|call| call.idempotent().send());
-    match sent {
-        Ok(Sent::Response(r)) if r.is_success() => "added".into(),
-        Ok(Sent::Response(r)) => format!("failed: HTTP {}: {}", r.status, detail(&r)),
-        Ok(Sent::WouldSend(_)) => "would_add".into(),
-        Err(e) => format!("failed: {}", e.message),
-    }
+    procore::add_to_project(PROCORE, project, user_id, target.template.as_deref())
 }
 
 sluice_guest::step!(run, connections: {
@@ -481,21 +432,12 @@ mod tests {
         ];
         let key = |k: &str| Key::of(k).unwrap();
         assert_eq!(
-            exact_match(&found, &key("ann.lee@x.com")).unwrap()["id"],
+            procore::exact_match(&found, &key("ann.lee@x.com")).unwrap()["id"],
             json!(2)
         );
         assert!(
-            exact_match(&found, &key("lee@x.com")).is_none(),
+            procore::exact_match(&found, &key("lee@x.com")).is_none(),
             "a partial match is not the person"
         );
-    }
-
-    #[test]
-    fn the_template_is_sent_only_when_set() {
-        assert_eq!(
-            project_body(Some("77")),
-            json!({"user": {"permission_template_id": 77}})
-        );
-        assert_eq!(project_body(None), json!({}));
     }
 }
