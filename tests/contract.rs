@@ -286,7 +286,10 @@ async fn every_built_in_describes_itself_once_with_schemas_and_roles() {
     let roles = |name: &str| -> Vec<&str> {
         match name {
             "graph-groups" | "graph-group-members" | "graph-send-mail" => vec!["graph"],
-            "procore-users" | "procore-create-user" => vec!["procore"],
+            "procore-users"
+            | "procore-create-user"
+            | "procore-deactivate-user"
+            | "procore-reactivate-user" => vec!["procore"],
             _ => vec![],
         }
     };

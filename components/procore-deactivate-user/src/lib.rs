@@ -1,0 +1,296 @@
+//! The `procore-deactivate-user` step: one leaver per call.
+//!
+//! Input `{"user": <leaver>, "company_id", "project_id"?}` (a leaver as
+//! `compare` lists them: `{key, procore_id, name, email, login, reason}`; an
+//! empty project id means none); writes through the `procore` connection
+//! role, whose connection carries the `Procore-Company-Id` header Procore
+//! wants on every request (the host refuses a component header that the
+//! connection already sets, so the flow's connection owns it).
+//!
+//! 1. `PATCH companies/{company_id}/users/{id}` with `{"user": {"is_active":
+//!    false}}`: Procore has no DELETE of a company user; deactivation keeps
+//!    the user and their history. Sending it twice leaves the user inactive,
+//!    so the host may resend it after a lost connection or a 5xx. Any other
+//!    answer than a 2xx fails the item with the step error its status means
+//!    (404 not-found, 401/403 forbidden, 429 rate-limited, 5xx unavailable …),
+//!    and nothing is recorded.
+//! 2. With a project: `DELETE projects/{project_id}/users/{id}/actions/remove`
+//!    (deactivation does not end project memberships). A 404 means the person
+//!    was not on the project, which is fine. Any other refusal, or a service
+//!    that cannot be reached, is reported (`removed_from_project: failed`,
+//!    with the `problem`) rather than failing the item: the person *is*
+//!    deactivated, and that must be recorded.
+//! 3. The flow's record of the person (state `managed/<key>`) gets
+//!    `status: "deactivated"`, so a later run knows the flow deactivated
+//!    them (and may reactivate them when they hold a license again).
+//!
+//! In a dry run nothing is sent or recorded, and the output says what would
+//! have been done. Output: [`Deactivated`] (`procore_id`, `deactivated`,
+//! `removed_from_project`, `reason`, …), the facts the report and the
+//! ledger show.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_guest::http::segment;
+use sluice_guest::{Call, Context, JsonSchema, Response, Sent, StepError};
+use sluice_guest_services::procore::Id;
+use sluice_guest_services::sync::{
+    DeactivateStatus, Deactivated, Leaver, ManagedStatus, ProjectRemoval, mark_managed,
+};
+use sluice_guest_services::{service_message, status_error};
+
+/// The connection role this component writes through.
+const PROCORE: &str = "procore";
+
+/// Who to deactivate, and where.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    /// The leaver (as `compare` lists them).
+    user: Leaver,
+    /// The Procore company id.
+    company_id: Id,
+    /// Also remove the user from this project; empty or absent: no project.
+    #[serde(default)]
+    project_id: Option<Id>,
+}
+
+/// The body that deactivates a company user (Procore's nested form).
+pub fn body() -> Value {
+    json!({ "user": { "is_active": false } })
+}
+
+/// The company user's address.
+pub fn user_url(company: &str, user: &str) -> String {
+    format!("companies/{}/users/{}", segment(company), segment(user))
+}
+
+/// The documented route that takes a user off a project.
+pub fn removal_url(project: &str, user: &str) -> String {
+    format!(
+        "projects/{}/users/{}/actions/remove",
+        segment(project),
+        segment(user)
+    )
+}
+
+/// What a project removal's answer means: removed, not on the project
+/// (404), or refused with the service's words.
+pub fn removal(status: u16, detail: impl FnOnce() -> String) -> Result<ProjectRemoval, String> {
+    match status {
+        200..=299 => Ok(ProjectRemoval::Removed),
+        404 => Ok(ProjectRemoval::NotOnProject),
+        s => Err(format!("HTTP {s}: {}", detail())),
+    }
+}
+
+/// A 2xx whose user is still active is not a deactivation: Procore
+/// ignored the change (a field it did not take), and saying "deactivated"
+/// would be a lie.
+pub fn still_active(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|user| user.get("is_active").and_then(Value::as_bool))
+        == Some(true)
+}
+
+fn detail(response: &Response) -> String {
+    service_message(response).unwrap_or_else(|| response.text_preview())
+}
+
+/// The ids as text, or a bad-input error naming the empty one.
+fn ids(input: &Input) -> Result<(String, String, Option<String>), StepError> {
+    let company = input
+        .company_id
+        .text()
+        .ok_or_else(|| StepError::bad_input("`company_id` is empty"))?;
+    let user = input
+        .user
+        .procore_id
+        .text()
+        .ok_or_else(|| StepError::bad_input("the leaver has no `procore_id`"))?;
+    let project = input.project_id.as_ref().and_then(Id::text);
+    Ok((company, user, project))
+}
+
+fn output(leaver: &Leaver, status: DeactivateStatus) -> Deactivated {
+    Deactivated {
+        key: leaver.key.clone(),
+        name: leaver.name.clone(),
+        procore_id: leaver.procore_id.clone(),
+        status,
+        deactivated: status == DeactivateStatus::Deactivated,
+        removed_from_project: None,
+        problem: None,
+        reason: leaver.reason,
+        would_send: Vec::new(),
+    }
+}
+
+fn run(input: Input, context: &Context) -> Result<Deactivated, StepError> {
+    let (company, user, project) = ids(&input)?;
+    let leaver = &input.user;
+    let call = Call::patch(PROCORE, &user_url(&company, &user))
+        .json(&body())?
+        .idempotent();
+    let mut out = match call.send()? {
+        Sent::Response(response) => {
+            deactivated(&call, &response, &user)?;
+            output(leaver, DeactivateStatus::Deactivated)
+        }
+        Sent::WouldSend(w) => {
+            let mut out = output(leaver, DeactivateStatus::WouldDeactivate);
+            out.would_send.push(w);
+            out
+        }
+    };
+    if let Some(project) = &project {
+        remove_from_project(&mut out, project, &user);
+    }
+    if out.deactivated {
+        mark_managed(
+            &leaver.key,
+            &leaver.procore_id,
+            ManagedStatus::Deactivated,
+            context.started_at(),
+        )?;
+    }
+    Ok(out)
+}
+
+/// Insists that Procore deactivated the user: a 2xx whose user is not
+/// still active.
+fn deactivated(call: &Call, response: &Response, user: &str) -> Result<(), StepError> {
+    if !response.is_success() {
+        return Err(status_error(call, response));
+    }
+    if still_active(&response.body) {
+        return Err(StepError::internal(format!(
+            "Procore answered HTTP {} to the deactivation of user {user} but still has them active",
+            response.status
+        ))
+        .with_code("still-active"));
+    }
+    Ok(())
+}
+
+/// Takes the user off `project` (in a dry run: says it would).
+fn remove_from_project(out: &mut Deactivated, project: &str, user: &str) {
+    // Removing someone who is gone already is a 404, which counts as done.
+    // A removal that fails, even after the host's retries, is reported, not
+    // raised: the deactivation happened and must be recorded.
+    let call = Call::delete(PROCORE, &removal_url(project, user)).idempotent();
+    let problem = match call.send() {
+        Ok(Sent::Response(r)) => match removal(r.status, || detail(&r)) {
+            Ok(done) => {
+                out.removed_from_project = Some(done);
+                return;
+            }
+            Err(problem) => problem,
+        },
+        Ok(Sent::WouldSend(w)) => {
+            out.removed_from_project = Some(ProjectRemoval::WouldRemove);
+            out.would_send.push(w);
+            return;
+        }
+        Err(e) => e.message,
+    };
+    out.removed_from_project = Some(ProjectRemoval::Failed);
+    out.problem = Some(format!(
+        "deactivated, but not removed from project {project}: {problem}"
+    ));
+}
+
+sluice_guest::step!(run, connections: {
+    "procore": "Procore: deactivates company users who left and removes them from a project",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_guest_services::sync::LeaveReason;
+
+    fn leaver() -> Leaver {
+        serde_json::from_value(json!({
+            "key": "ann@x.com", "procore_id": 42, "name": "Ann Lee",
+            "email": "ann@x.com", "login": "ann@x.com", "reason": "account disabled"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_patch_is_procores_nested_deactivation() {
+        assert_eq!(body(), json!({"user": {"is_active": false}}));
+        assert_eq!(user_url("9", "42"), "companies/9/users/42");
+        assert_eq!(removal_url("7", "42"), "projects/7/users/42/actions/remove");
+        // An id from the environment cannot leave its path segment.
+        assert_eq!(user_url("9/../x", "42"), "companies/9%2F..%2Fx/users/42");
+    }
+
+    #[test]
+    fn a_404_on_removal_means_not_on_the_project() {
+        let detail = || "Not Found".to_string();
+        assert_eq!(removal(204, detail), Ok(ProjectRemoval::Removed));
+        assert_eq!(removal(200, detail), Ok(ProjectRemoval::Removed));
+        assert_eq!(removal(404, detail), Ok(ProjectRemoval::NotOnProject));
+        assert_eq!(
+            removal(403, || "no permission".into()),
+            Err("HTTP 403: no permission".into())
+        );
+    }
+
+    #[test]
+    fn a_success_that_leaves_the_user_active_is_not_a_deactivation() {
+        assert!(still_active(br#"{"id": 42, "is_active": true}"#));
+        assert!(!still_active(br#"{"id": 42, "is_active": false}"#));
+        // Procore's answer without the field, or no body: trusted.
+        assert!(!still_active(br#"{"id": 42}"#));
+        assert!(!still_active(b""));
+    }
+
+    #[test]
+    fn the_input_is_a_leaver_as_compare_lists_it() {
+        let input: Input = serde_json::from_value(json!({
+            "user": {"key": "ann@x.com", "procore_id": 42, "name": "Ann Lee",
+                     "email": "ann@x.com", "login": "ann@x.com", "reason": "no license group"},
+            "company_id": "9", "project_id": ""
+        }))
+        .unwrap();
+        let (company, user, project) = ids(&input).unwrap();
+        assert_eq!(
+            (company.as_str(), user.as_str(), project),
+            ("9", "42", None)
+        );
+        assert_eq!(input.user.reason, LeaveReason::NoLicenseGroup);
+        let empty: Input = serde_json::from_value(json!({
+            "user": leaver(), "company_id": " "
+        }))
+        .unwrap();
+        assert_eq!(
+            ids(&empty).unwrap_err().kind,
+            sluice_guest::ErrorKind::BadInput
+        );
+        let unknown = serde_json::from_value::<Input>(json!({
+            "user": leaver(), "company_id": 9, "dry": true
+        }));
+        assert!(unknown.is_err(), "a misspelt `with` key is refused");
+    }
+
+    #[test]
+    fn the_output_carries_the_ledgers_facts() {
+        let mut out = output(&leaver(), DeactivateStatus::Deactivated);
+        out.removed_from_project = Some(ProjectRemoval::NotOnProject);
+        assert_eq!(
+            serde_json::to_value(&out).unwrap(),
+            json!({"key": "ann@x.com", "name": "Ann Lee", "procore_id": 42,
+                   "status": "deactivated", "deactivated": true,
+                   "removed_from_project": "not_on_project", "reason": "account disabled"})
+        );
+        let mut dry = output(&leaver(), DeactivateStatus::WouldDeactivate);
+        dry.removed_from_project = Some(ProjectRemoval::WouldRemove);
+        let dry = serde_json::to_value(&dry).unwrap();
+        assert_eq!(dry["status"], "would_deactivate");
+        assert_eq!(dry["deactivated"], false);
+        assert_eq!(dry["removed_from_project"], "would_remove");
+    }
+}
