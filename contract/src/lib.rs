@@ -3,7 +3,9 @@
 //! The host writes them and components read them, so they are defined
 //! once, here: the kind of a step's error ([`ErrorKind`], the WIT's
 //! `error-kind` as JSON) and a `for_each` step's output ([`ForEachOutput`]),
-//! which later steps read as `${steps.<id>}`. With the `schema` feature each
+//! which later steps read as `${steps.<id>}`, with what its approval gate
+//! held back ([`GateSummary`]): a report after a gated step lists who waits
+//! for approval, who was rejected, and the command that approves them. With the `schema` feature each
 //! also has a JSON Schema, for a component's `describe`.
 #![deny(missing_docs)]
 
@@ -81,6 +83,50 @@ pub struct ForEachOutput<O = Value> {
     pub ok: usize,
     /// How many items failed.
     pub failed: usize,
+    /// With `approval` on the step: what its gate decided (which items
+    /// wait, which were rejected, the approve command). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<GateSummary>,
+}
+
+/// What the approval gate of a `for_each` step decided in one run: the
+/// step's output carries it under `approval`, and the run's outcome and
+/// events show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct GateSummary {
+    /// The step's id.
+    pub step: String,
+    /// The approval plan that holds what waits (none in a dry run that
+    /// would open one, or when nothing waits and no plan was open).
+    pub plan: Option<String>,
+    /// Why the step needed approval in this run, when it did.
+    pub reason: Option<String>,
+    /// The command that approves what waits (`sluice approve ap-…`), when
+    /// something waits in a plan.
+    pub approve: Option<String>,
+    /// How many approved items ran (or would run, in a dry run).
+    pub approved: u64,
+    /// How many items ran without needing approval.
+    pub unapproved: u64,
+    /// Items waiting for a decision, with their keys.
+    pub waiting: Vec<HeldEntry>,
+    /// Items whose key was rejected: not run, and left alone.
+    pub rejected: Vec<HeldEntry>,
+    /// Plan items closed because their key is no longer among the items.
+    pub closed: u64,
+    /// Whether this was a dry run (nothing was recorded in the plan).
+    pub dry_run: bool,
+}
+
+/// An item an approval gate held back, with its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct HeldEntry {
+    /// The item's key (`for_each_key`).
+    pub key: String,
+    /// The item, as the list held it.
+    pub item: Value,
 }
 
 /// One item of a `for_each` step and what became of it.
@@ -158,6 +204,7 @@ mod tests {
             ],
             ok: 1,
             failed: 1,
+            approval: None,
         };
         let text = serde_json::to_value(&output).unwrap();
         assert_eq!(
@@ -169,6 +216,21 @@ mod tests {
         );
         let back: ForEachOutput = serde_json::from_value(text).unwrap();
         assert_eq!(back, output);
+    }
+
+    #[test]
+    fn a_gated_steps_output_says_who_waits_and_how_to_approve() {
+        let text = json!({"items": [], "ok": 0, "failed": 0, "approval": {
+            "step": "deactivate", "plan": "ap-1", "reason": "this step always needs approval",
+            "approve": "sluice approve ap-1", "approved": 0, "unapproved": 0,
+            "waiting": [{"key": "ann@x.com", "item": {"key": "ann@x.com"}}],
+            "rejected": [], "closed": 0, "dry_run": false
+        }});
+        let output: ForEachOutput = serde_json::from_value(text.clone()).unwrap();
+        let gate = output.approval.as_ref().unwrap();
+        assert_eq!(gate.waiting[0].key, "ann@x.com");
+        assert_eq!(gate.approve.as_deref(), Some("sluice approve ap-1"));
+        assert_eq!(serde_json::to_value(&output).unwrap(), text);
     }
 
     #[test]

@@ -77,7 +77,9 @@ pub use http::{Call, Method, Response, Sent, WouldSend};
 pub use schemars::{self, JsonSchema};
 pub use serde_json::{self, Value, json};
 pub use sluice_contract::ErrorKind;
-pub use sluice_contract::{ForEachOutput, ItemEntry, ItemError, ItemResult};
+pub use sluice_contract::{
+    ForEachOutput, GateSummary, HeldEntry, ItemEntry, ItemError, ItemResult,
+};
 
 /// Exports a typed step function as the component's `run`, and implements
 /// `describe` from its input and output types.

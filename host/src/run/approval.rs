@@ -23,8 +23,8 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use sluice_store::{
     GateRecord, GateUpdate, HeldItem, ItemStatus, PlanDetail, PlanItemState, Settled, Store,
     key_norm,
@@ -151,31 +151,10 @@ pub struct Gate {
     dry_run: bool,
 }
 
-/// The gate's decision as later steps read it, in the step's output
-/// under `approval`, and as the run's outcome lists it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct GateSummary {
-    pub step: String,
-    /// The plan that holds what waits (none in a dry run that would open one).
-    pub plan: Option<String>,
-    /// Why the step needed approval in this run, when it did.
-    pub reason: Option<String>,
-    /// The command that approves what waits.
-    pub approve: Option<String>,
-    pub approved: u64,
-    pub unapproved: u64,
-    pub waiting: Vec<HeldEntry>,
-    pub rejected: Vec<HeldEntry>,
-    pub closed: u64,
-    pub dry_run: bool,
-}
-
-/// An item the gate held, with its key.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct HeldEntry {
-    pub key: String,
-    pub item: Value,
-}
+/// The gate's decision as later steps read it (the step's output under
+/// `approval`) and as the run's outcome lists it: shared with components
+/// through `sluice-contract`.
+pub use sluice_contract::{GateSummary, HeldEntry};
 
 impl Gate {
     /// Sorts the step's items (their keys and inputs) into those that run
@@ -458,11 +437,4 @@ fn needs_approval(
     Ok((unapproved as u64 > limit).then(|| {
         format!("{unapproved} items without approval is more than the {limit} this step may run unapproved (approval above {limit})")
     }))
-}
-
-/// The step's output with what the gate decided under `approval`.
-pub fn annotate(output: &mut Value, summary: &GateSummary) {
-    if let Value::Object(map) = output {
-        map.insert("approval".into(), json!(summary));
-    }
 }

@@ -143,16 +143,13 @@ pub async fn run(
     if let Some(why) = shared.over_cap() {
         return Err(StepFailure::Failed(why));
     }
-    let mut output = gather(
+    gather(
         outcomes,
         step.on_error,
         shared.cancel.load(Ordering::SeqCst),
         &ctx.redactor,
-    )?;
-    if let Some(summary) = &summary {
-        approval::annotate(&mut output, summary);
-    }
-    Ok(output)
+        summary,
+    )
 }
 
 /// Spends the approvals of the items that ran and says what the gate did.
@@ -346,13 +343,15 @@ async fn run_item(
     (index, item, Some(result))
 }
 
-/// The step's output from its items' outcomes, in item order; or why the
-/// step stops the run (interrupted, or a failed item under `fail`).
+/// The step's output from its items' outcomes, in item order, with what
+/// its approval gate decided; or why the step stops the run (interrupted,
+/// or a failed item under `fail`).
 fn gather(
     outcomes: Vec<ItemOutcome>,
     on_error: OnError,
     cancelled: bool,
     redactor: &Redactor,
+    approval: Option<approval::GateSummary>,
 ) -> Result<Value, StepFailure> {
     let total = outcomes.len();
     if cancelled && outcomes.iter().any(|(_, _, r)| r.is_none()) {
@@ -366,6 +365,7 @@ fn gather(
         items: Vec::new(),
         ok: 0,
         failed: 0,
+        approval: None,
     };
     // Each entry becomes JSON as it is taken from the outcomes: the list is
     // never held twice (as entries and as JSON) however many items ran.
@@ -404,6 +404,7 @@ fn gather(
     {
         return Err(StepFailure::Failed(why));
     }
+    output.approval = approval;
     let mut value = serde_json::to_value(&output).map_err(assembled)?;
     if let Some(slot) = value.get_mut("items") {
         *slot = Value::Array(items);
