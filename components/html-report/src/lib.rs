@@ -1,20 +1,38 @@
 //! The `html-report` step: the sync's report as one self-contained page.
 //!
 //! In the spirit of the Power Automate flow it replaces (a styled table with
-//! a #1C6EA4 header), with summary counts and one row per person acted on or
-//! worth a look. Every value is HTML-escaped. Input: `{"diff": <compare>,
-//! "created": <for_each output of procore-create-user, or null>,
-//! "skipped_disabled", "warnings"?: [text…]}`; the run's id, its flow and
-//! whether it is a dry run come from the run context. Each warning (for
-//! example "no group matched the prefixes") is shown as a line of its own
-//! above the tables. Output `{"html", "subject", "summary": {…}, "notable",
-//! "warnings"}`; `notable` is true when something was created or failed (in
-//! a dry run: would be created), which is when the flow mails it.
+//! a #1C6EA4 header), with summary counts and a table per section
+//! ([`sections`]): new users, leavers (deactivated, waiting for approval,
+//! rejected, with the exact `sluice approve ap-…` command when something
+//! waits), returners (reactivated), and inactive Procore users the flow does
+//! not manage (reported, never touched). Each row says why: the license
+//! group and whether the person was matched by mail or UPN, or why they
+//! left. Every value is HTML-escaped.
+//!
+//! Input: `{"diff": <compare>, "created": <for_each output of
+//! procore-create-user, or null>, "deactivated": <for_each output of
+//! procore-deactivate-user, or null>, "reactivated": <… of
+//! procore-reactivate-user, or null>, "skipped_disabled", "warnings"?:
+//! [text…]}`. Who waits for approval and who was rejected is read from the
+//! deactivate step's own output (`approval`, which the host adds to a gated
+//! step's output). The run's id, its flow and whether it is a dry run come
+//! from the run context. Each warning (for example "no group matched the
+//! prefixes"), and the reason when `compare`'s guard holds deactivations
+//! back, is shown as a line of its own above the tables.
+//!
+//! Output `{"html", "subject", "summary": {…}, "notable", "warnings"}`;
+//! `notable` is true when anything was done (created, deactivated,
+//! reactivated), failed, or waits for approval (in a dry run: would be
+//! done), which is when the flow mails it — and only then.
 
-use html_escape::encode_text as esc;
+pub mod page;
+pub mod sections;
+
 use serde::{Deserialize, Serialize};
-use sluice_guest::{Context, ForEachOutput, ItemResult, JsonSchema, StepError};
-use sluice_guest_services::sync::{CreateStatus, Created, Diff};
+use sluice_guest::{Context, ForEachOutput, JsonSchema, StepError};
+use sluice_guest_services::sync::{Created, Deactivated, Diff, Reactivated};
+
+use sections::{Row, Section, status};
 
 /// What to report.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -25,6 +43,13 @@ pub struct Input {
     /// The `procore-create-user` step's output (null when it did not run).
     #[serde(default)]
     pub created: Option<ForEachOutput<Created>>,
+    /// The `procore-deactivate-user` step's output, with its approval
+    /// gate's decision (null when it did not run).
+    #[serde(default)]
+    pub deactivated: Option<ForEachOutput<Deactivated>>,
+    /// The `procore-reactivate-user` step's output (null when it did not run).
+    #[serde(default)]
+    pub reactivated: Option<ForEachOutput<Reactivated>>,
     /// How many license group members were skipped as disabled.
     #[serde(default)]
     pub skipped_disabled: usize,
@@ -49,15 +74,15 @@ pub struct Output {
     pub subject: String,
     /// The counts.
     pub summary: Summary,
-    /// Whether something was created or failed (in a dry run: would be
-    /// created): when the flow mails the report.
+    /// Whether anything was done, failed or waits for approval (in a dry
+    /// run: would be done): when the flow mails the report.
     pub notable: bool,
     /// The warnings shown.
     pub warnings: Vec<String>,
 }
 
 /// The counts at the top of the report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, JsonSchema)]
 pub struct Summary {
     pub created: usize,
     pub conflicts: usize,
@@ -67,224 +92,108 @@ pub struct Summary {
     pub skipped_disabled: usize,
     pub present: usize,
     pub license_holders: usize,
+    pub deactivated: usize,
+    pub would_deactivate: usize,
+    pub waiting_for_approval: usize,
+    pub rejected: usize,
+    pub reactivated: usize,
+    pub would_reactivate: usize,
+    pub inactive_not_managed: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub status: &'static str,
-    pub name: String,
-    pub key: String,
-    pub detail: String,
+/// Every section of the report, in the order shown.
+pub fn sections(input: &Input) -> Vec<Section> {
+    vec![
+        sections::joiners(input),
+        sections::leavers(input),
+        sections::returners(input),
+        sections::not_managed(input),
+    ]
 }
 
-fn display_name(item: &serde_json::Value) -> String {
-    let text = |name: &str| item.get(name).and_then(serde_json::Value::as_str);
-    text("displayName").unwrap_or("").to_string()
-}
-
-fn key_of(item: &serde_json::Value) -> String {
-    item.get("key")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("")
-        .to_string()
-}
-
-/// The row of one person the create step handled.
-fn created_row(item: &serde_json::Value, output: &Created) -> Row {
-    let status = match output.status {
-        CreateStatus::Created => "created",
-        CreateStatus::Conflict => "conflict",
-        CreateStatus::WouldCreate => "would create",
-        CreateStatus::Failed => "failed",
-    };
-    let mut parts = Vec::new();
-    if let Some(id) = &output.procore_id {
-        parts.push(format!("Procore id {id}"));
-    }
-    if let Some(reason) = output.reason.as_deref().filter(|r| !r.is_empty()) {
-        parts.push(reason.to_string());
-    }
-    let mut detail = parts.join("; ");
-    if let Some(project) = output.project.as_deref().filter(|p| !p.is_empty()) {
-        detail = format!("{detail}; project: {}", project.replace('_', " "));
-    }
-    Row {
-        status,
-        name: display_name(item),
-        key: key_of(item),
-        detail,
-    }
-}
-
-/// One row per item of the create step, then the inactive matches.
-pub fn rows(input: &Input) -> Vec<Row> {
-    let mut rows = Vec::new();
-    let items = input.created.iter().flat_map(|c| c.items.iter());
-    for entry in items {
-        rows.push(match &entry.result {
-            ItemResult::Ok { output } => created_row(&entry.item, output),
-            ItemResult::Failed { error } => Row {
-                status: "failed",
-                name: display_name(&entry.item),
-                key: key_of(&entry.item),
-                detail: error.message.clone(),
-            },
-        });
-    }
-    for inactive in &input.diff.present_inactive {
-        rows.push(Row {
-            status: "inactive in Procore",
-            name: inactive.person.display_name.clone().unwrap_or_default(),
-            key: inactive.person.key.clone(),
-            detail: format!(
-                "holds a license but Procore user {} is inactive; not created again",
-                inactive.procore_id
-            ),
-        });
-    }
-    rows
-}
-
-/// The warnings to show: the non-empty ones, trimmed.
+/// The warnings to show: the non-empty ones, trimmed, then the guard's
+/// reason when it holds deactivations back.
 pub fn warnings(input: &Input) -> Vec<String> {
+    let guard = &input.diff.guard;
+    let held = guard.hold.then(|| {
+        format!(
+            "deactivations are held for approval in this run: {}",
+            guard.reason.trim()
+        )
+    });
     input
         .warnings
         .iter()
         .map(|w| w.trim())
         .filter(|w| !w.is_empty())
         .map(str::to_string)
+        .chain(held)
         .collect()
 }
 
-pub fn summary(rows: &[Row], input: &Input) -> Summary {
+pub fn summary(sections: &[Section], input: &Input) -> Summary {
+    let rows: Vec<&Row> = sections.iter().flat_map(|s| s.rows.iter()).collect();
     let count = |s: &str| rows.iter().filter(|r| r.status == s).count();
     Summary {
-        created: count("created"),
-        conflicts: count("conflict"),
-        failed: count("failed"),
-        would_create: count("would create"),
-        inactive_in_procore: count("inactive in Procore"),
+        created: count(status::CREATED),
+        conflicts: count(status::CONFLICT),
+        failed: count(status::FAILED) + count(status::DEACTIVATED_NOT_REMOVED),
+        would_create: count(status::WOULD_CREATE),
+        inactive_in_procore: count(status::INACTIVE),
         skipped_disabled: input.skipped_disabled,
         present: input.diff.counts.present,
         license_holders: input.diff.counts.people,
+        deactivated: count(status::DEACTIVATED) + count(status::DEACTIVATED_NOT_REMOVED),
+        would_deactivate: count(status::WOULD_DEACTIVATE),
+        waiting_for_approval: count(status::WAITING),
+        rejected: count(status::REJECTED),
+        reactivated: count(status::REACTIVATED) + count(status::ALREADY_ACTIVE),
+        would_reactivate: count(status::WOULD_REACTIVATE),
+        inactive_not_managed: count(status::NOT_MANAGED),
     }
 }
 
-const STYLE: &str = "body{font-family:Segoe UI,Helvetica,Arial,sans-serif;color:#222;margin:24px}\
-h1{font-size:20px;color:#1C6EA4}\
-.rehearsal{background:#FFF4CE;border:1px solid #E0C060;padding:8px 12px;margin:12px 0}\
-.warning{background:#FDE7E9;border:1px solid #C50F1F;color:#8A0A16;padding:8px 12px;margin:12px 0}\
-table{border:1px solid #1C6EA4;background-color:#EEEEEE;width:100%;text-align:left;border-collapse:collapse}\
-td,th{border:1px solid #AAAAAA;padding:4px 8px}\
-thead{background:#1C6EA4;border-bottom:2px solid #444444}\
-thead th{font-size:15px;font-weight:bold;color:#FFFFFF;border-left:2px solid #D0E4F5}\
-tbody td{font-size:13px}\
-tr:nth-child(even){background:#D0E4F5}\
-.summary td{font-weight:bold}";
-
-/// The summary table; a rehearsal shows what would be created instead of
-/// what was created and the conflicts met.
-fn summary_table(summary: &Summary, dry_run: bool) -> String {
-    let mut columns = if dry_run {
-        vec![("Would create", summary.would_create)]
-    } else {
-        vec![
-            ("Created", summary.created),
-            ("Conflicts", summary.conflicts),
-        ]
-    };
-    columns.extend([
-        ("Failed", summary.failed),
-        ("Inactive in Procore", summary.inactive_in_procore),
-        ("Already in Procore", summary.present),
-        ("Skipped (disabled)", summary.skipped_disabled),
-    ]);
-    let mut table = String::from("<table class=\"summary\"><thead><tr>");
-    for (label, _) in &columns {
-        table.push_str(&format!("<th>{label}</th>"));
-    }
-    table.push_str("</tr></thead><tbody><tr>");
-    for (_, value) in &columns {
-        table.push_str(&format!("<td>{value}</td>"));
-    }
-    table.push_str("</tr></tbody></table>\n");
-    table
+/// Whether the report is worth a mail: anything done, failed or waiting
+/// (in a dry run: anything that would be done).
+pub fn notable(s: &Summary, dry_run: bool) -> bool {
+    let done = s.created + s.deactivated + s.reactivated;
+    let would = s.would_create + s.would_deactivate + s.would_reactivate;
+    done + s.failed + s.waiting_for_approval > 0 || (dry_run && would > 0)
 }
 
-fn people_table(rows: &[Row], warned: bool) -> String {
-    if rows.is_empty() && warned {
-        return "<p>Nobody to show: no license holder was found (see the warning above).</p>\n"
-            .into();
+fn subject(s: &Summary, dry_run: bool) -> String {
+    if dry_run {
+        return format!(
+            "[Rehearsal] Procore license sync: {} would be created, {} deactivated, {} reactivated, {} failed",
+            s.would_create, s.would_deactivate, s.would_reactivate, s.failed
+        );
     }
-    if rows.is_empty() {
-        return "<p>Nobody needed anything: every license holder is already in Procore.</p>\n"
-            .into();
-    }
-    let mut table = String::from(
-        "<table><thead><tr><th>Status</th><th>Name</th><th>Email / login</th><th>Details</th></tr></thead><tbody>\n",
+    let mut subject = format!(
+        "Procore license sync: {} created, {} failed, {} conflicts",
+        s.created, s.failed, s.conflicts
     );
-    for r in rows {
-        table.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            esc(r.status),
-            esc(&r.name),
-            esc(&r.key),
-            esc(&r.detail)
-        ));
+    for (n, what) in [
+        (s.deactivated, "deactivated"),
+        (s.reactivated, "reactivated"),
+        (s.waiting_for_approval, "waiting for approval"),
+    ] {
+        if n > 0 {
+            subject.push_str(&format!(", {n} {what}"));
+        }
     }
-    table.push_str("</tbody></table>\n");
-    table
-}
-
-pub fn html(rows: &[Row], summary: &Summary, warnings: &[String], about: &About<'_>) -> String {
-    let mut page = String::new();
-    page.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Procore license sync</title><style>");
-    page.push_str(STYLE);
-    page.push_str("</style></head><body>\n<h1>Procore license sync</h1>\n");
-    if about.dry_run {
-        page.push_str("<p class=\"rehearsal\"><strong>Rehearsal (dry run):</strong> nothing was changed in Procore and no mail was sent. The rows show what a real run would do.</p>\n");
-    }
-    for w in warnings {
-        page.push_str(&format!(
-            "<p class=\"warning\"><strong>Warning:</strong> {}</p>\n",
-            esc(w)
-        ));
-    }
-    page.push_str(&format!(
-        "<p>Flow <code>{}</code>, run <code>{}</code>.</p>\n",
-        esc(about.flow),
-        esc(about.run_id)
-    ));
-    page.push_str(&summary_table(summary, about.dry_run));
-    page.push_str("<h2 style=\"font-size:16px\">People</h2>\n");
-    page.push_str(&people_table(rows, !warnings.is_empty()));
-    page.push_str("</body></html>\n");
-    page
+    subject
 }
 
 /// The report for `input` about the run `about`.
 pub fn report(input: &Input, about: &About<'_>) -> Output {
-    let rows = rows(input);
-    let summary = summary(&rows, input);
+    let sections = sections(input);
+    let summary = summary(&sections, input);
     let warnings = warnings(input);
-    let notable =
-        summary.created + summary.failed > 0 || (about.dry_run && summary.would_create > 0);
-    let subject = if about.dry_run {
-        format!(
-            "[Rehearsal] Procore license sync: {} would be created, {} failed",
-            summary.would_create, summary.failed
-        )
-    } else {
-        format!(
-            "Procore license sync: {} created, {} failed, {} conflicts",
-            summary.created, summary.failed, summary.conflicts
-        )
-    };
     Output {
-        html: html(&rows, &summary, &warnings, about),
-        subject,
+        html: page::html(&sections, &summary, &warnings, about),
+        subject: subject(&summary, about.dry_run),
+        notable: notable(&summary, about.dry_run),
         summary,
-        notable,
         warnings,
     }
 }
@@ -304,6 +213,8 @@ sluice_guest::step!(run);
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+    use sluice_guest::ItemResult;
+    use sluice_guest_services::sync::ProjectRemoval;
 
     fn input(value: Value) -> Input {
         serde_json::from_value(value).unwrap()
@@ -371,7 +282,8 @@ mod tests {
                 inactive_in_procore: 1,
                 skipped_disabled: 2,
                 present: 1,
-                license_holders: 5
+                license_holders: 5,
+                ..Summary::default()
             }
         );
         assert!(out.notable);
@@ -388,6 +300,7 @@ mod tests {
         let out = report(&i, &about(true));
         assert!(out.html.contains("Rehearsal (dry run)"));
         assert!(out.html.contains("<th>Would create</th>"));
+        assert!(out.html.contains("<th>Would deactivate</th>"));
         assert!(out.subject.starts_with("[Rehearsal]"));
         assert_eq!(out.summary.would_create, 1);
     }
@@ -420,5 +333,169 @@ mod tests {
             out.html
                 .contains("every license holder is already in Procore")
         );
+    }
+
+    fn leavers_input(gate: Value) -> Input {
+        input(json!({
+            "diff": {
+                "missing": [], "present": [], "present_inactive": [
+                    {"key": "bo@x.com", "displayName": "Bo", "procore_id": 7}
+                ],
+                "counts": {"people": 4, "missing": 0, "present": 2, "present_inactive": 1, "procore_only": 3},
+                "leavers": [], "returners": [
+                    {"key": "bo@x.com", "procore_id": 7, "name": "Bo", "license_group": "License – Office", "matched_by": "upn"}
+                ],
+                "inactive_unmanaged": [{"key": "ext@sub.com", "procore_id": 99, "login": "ext@sub.com"}],
+                "guard": {"hold": false, "reason": ""}
+            },
+            "created": {"ok": 1, "failed": 0, "items": [
+                {"item": {"key": "new@x.com", "displayName": "New", "mail": "New@x.com", "groups": ["License – Microsoft E3"]},
+                 "status": "ok", "output": {"key": "new@x.com", "display_name": "New", "status": "created", "procore_id": 31}}
+            ]},
+            "deactivated": {"ok": 1, "failed": 0, "approval": gate, "items": [
+                {"item": {"key": "ann@x.com", "procore_id": 42, "name": "Ann", "reason": "user gone"},
+                 "status": "ok", "output": {"key": "ann@x.com", "name": "Ann", "procore_id": 42, "status": "deactivated",
+                   "deactivated": true, "removed_from_project": "removed", "reason": "user gone"}}
+            ]},
+            "reactivated": {"ok": 1, "failed": 0, "items": [
+                {"item": {"key": "bo@x.com", "procore_id": 7}, "status": "ok", "output": {
+                  "key": "bo@x.com", "name": "Bo", "procore_id": 7, "status": "reactivated", "reactivated": true,
+                  "project": "added", "license_group": "License – Office", "matched_by": "upn"}}
+            ]}
+        }))
+    }
+
+    fn gate(waiting: Value, rejected: Value) -> Value {
+        json!({"step": "deactivate", "plan": "ap-7", "reason": "this step always needs approval",
+               "approve": "sluice approve ap-7", "approved": 1, "unapproved": 0,
+               "waiting": waiting, "rejected": rejected, "closed": 0, "dry_run": false})
+    }
+
+    fn row<'a>(sections: &'a [Section], key: &str) -> &'a Row {
+        sections
+            .iter()
+            .flat_map(|s| s.rows.iter())
+            .find(|r| r.key == key)
+            .unwrap()
+    }
+
+    #[test]
+    fn leavers_waiting_and_rejected_are_listed_with_the_approve_command() {
+        let i = leavers_input(gate(
+            json!([{"key": "cy@x.com", "item": {"key": "cy@x.com", "procore_id": 43, "name": "Cy", "reason": "no license group"}}]),
+            json!([{"key": "di@x.com", "item": {"key": "di@x.com", "procore_id": 44, "name": "Di", "reason": "account disabled"}}]),
+        ));
+        let all = sections(&i);
+        let leavers = all.iter().find(|s| s.title == "Leavers").unwrap();
+        let statuses: Vec<(&str, &str, &str)> = leavers
+            .rows
+            .iter()
+            .map(|r| (r.key.as_str(), r.status, r.why.as_str()))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("ann@x.com", "deactivated", "user gone"),
+                ("cy@x.com", "waiting for approval", "no license group"),
+                ("di@x.com", "rejected", "account disabled"),
+            ]
+        );
+        let note = leavers.note.as_deref().unwrap();
+        assert!(note.contains("Approve with: sluice approve ap-7"), "{note}");
+        assert!(note.contains("sluice approvals show ap-7"), "{note}");
+        assert_eq!(
+            row(&all, "ann@x.com").detail,
+            "Procore id 42; removed from the project"
+        );
+        let out = report(&i, &about(false));
+        assert!(out.html.contains("<h2>Leavers</h2>"));
+        assert!(out.html.contains("sluice approve ap-7"));
+        assert_eq!(
+            (
+                out.summary.deactivated,
+                out.summary.waiting_for_approval,
+                out.summary.rejected
+            ),
+            (1, 1, 1)
+        );
+        assert!(
+            out.subject.contains("1 deactivated") && out.subject.contains("1 waiting for approval")
+        );
+        assert!(out.notable);
+    }
+
+    #[test]
+    fn returners_and_unmanaged_inactive_users_have_their_own_sections() {
+        let i = leavers_input(gate(json!([]), json!([])));
+        let all = sections(&i);
+        let bo = row(&all, "bo@x.com");
+        assert_eq!(
+            bo.status, "reactivated",
+            "a returner is not also an inactive row"
+        );
+        assert_eq!(bo.why, "License – Office (matched by UPN)");
+        assert_eq!(bo.detail, "Procore id 7; project: added");
+        let ext = row(&all, "ext@sub.com");
+        assert_eq!(ext.status, "inactive, not managed");
+        assert!(ext.detail.contains("left alone"), "{}", ext.detail);
+        assert_eq!(
+            row(&all, "new@x.com").why,
+            "License – Microsoft E3 (matched by mail)"
+        );
+        let out = report(&i, &about(false));
+        assert!(out.html.contains("<h2>Returners</h2>"));
+        assert!(
+            out.html
+                .contains("<h2>Inactive in Procore, not managed by this flow</h2>")
+        );
+        assert_eq!(
+            (out.summary.reactivated, out.summary.inactive_not_managed),
+            (1, 1)
+        );
+        assert_eq!(out.summary.inactive_in_procore, 0);
+        assert!(
+            all.iter().all(|s| s.note.is_none()),
+            "nothing waits: no approve line"
+        );
+    }
+
+    #[test]
+    fn only_waiting_is_notable_but_only_rejected_is_not() {
+        let nothing_done = |g: Value| {
+            let mut i = leavers_input(g);
+            i.created = None;
+            i.reactivated = None;
+            if let Some(d) = i.deactivated.as_mut() {
+                d.items.clear();
+            }
+            i
+        };
+        let held = json!([{"key": "cy@x.com", "item": {"key": "cy@x.com", "procore_id": 43, "reason": "no license group"}}]);
+        let waiting = report(&nothing_done(gate(held.clone(), json!([]))), &about(false));
+        assert!(waiting.notable);
+        let rejected = report(&nothing_done(gate(json!([]), held)), &about(false));
+        assert!(!rejected.notable, "a standing rejection is no news");
+    }
+
+    #[test]
+    fn the_guard_and_a_failed_project_removal_are_reported() {
+        let mut i = leavers_input(gate(json!([]), json!([])));
+        i.diff.guard.hold = true;
+        i.diff.guard.reason = "license holders fell from 100 to 10".into();
+        let d = i.deactivated.as_mut().unwrap();
+        if let ItemResult::Ok { output } = &mut d.items[0].result {
+            output.removed_from_project = Some(ProjectRemoval::Failed);
+            output.problem =
+                Some("deactivated, but not removed from project 5: HTTP 403: no".into());
+        }
+        let out = report(&i, &about(false));
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.contains("fell from 100 to 10"))
+        );
+        assert!(out.html.contains("held for approval in this run"));
+        assert_eq!((out.summary.deactivated, out.summary.failed), (1, 1));
+        assert!(out.html.contains("not removed from project 5: HTTP 403"));
     }
 }

@@ -1,0 +1,125 @@
+//! The page: style, warnings, the summary table and a table per section.
+//! Every value from elsewhere is HTML-escaped.
+
+use html_escape::encode_text as esc;
+
+use crate::sections::Section;
+use crate::{About, Summary};
+
+const STYLE: &str = "body{font-family:Segoe UI,Helvetica,Arial,sans-serif;color:#222;margin:24px}\
+h1{font-size:20px;color:#1C6EA4}\
+h2{font-size:16px}\
+.rehearsal{background:#FFF4CE;border:1px solid #E0C060;padding:8px 12px;margin:12px 0}\
+.warning{background:#FDE7E9;border:1px solid #C50F1F;color:#8A0A16;padding:8px 12px;margin:12px 0}\
+.approve{background:#FFF4CE;border:1px solid #E0C060;padding:8px 12px;margin:12px 0}\
+table{border:1px solid #1C6EA4;background-color:#EEEEEE;width:100%;text-align:left;border-collapse:collapse}\
+td,th{border:1px solid #AAAAAA;padding:4px 8px}\
+thead{background:#1C6EA4;border-bottom:2px solid #444444}\
+thead th{font-size:15px;font-weight:bold;color:#FFFFFF;border-left:2px solid #D0E4F5}\
+tbody td{font-size:13px}\
+tr:nth-child(even){background:#D0E4F5}\
+.summary td{font-weight:bold}";
+
+/// The summary table; a rehearsal shows what would be done instead of
+/// what was done.
+fn summary_table(s: &Summary, dry_run: bool) -> String {
+    let mut columns = if dry_run {
+        vec![
+            ("Would create", s.would_create),
+            ("Would deactivate", s.would_deactivate),
+            ("Would reactivate", s.would_reactivate),
+        ]
+    } else {
+        vec![
+            ("Created", s.created),
+            ("Conflicts", s.conflicts),
+            ("Deactivated", s.deactivated),
+            ("Reactivated", s.reactivated),
+        ]
+    };
+    columns.extend([
+        ("Waiting for approval", s.waiting_for_approval),
+        ("Rejected", s.rejected),
+        ("Failed", s.failed),
+        ("Inactive in Procore", s.inactive_in_procore),
+        ("Inactive, not managed", s.inactive_not_managed),
+        ("Already in Procore", s.present),
+        ("Skipped (disabled)", s.skipped_disabled),
+    ]);
+    let mut table = String::from("<table class=\"summary\"><thead><tr>");
+    for (label, _) in &columns {
+        table.push_str(&format!("<th>{label}</th>"));
+    }
+    table.push_str("</tr></thead><tbody><tr>");
+    for (_, value) in &columns {
+        table.push_str(&format!("<td>{value}</td>"));
+    }
+    table.push_str("</tr></tbody></table>\n");
+    table
+}
+
+fn section_table(section: &Section) -> String {
+    let mut out = format!("<h2>{}</h2>\n", esc(section.title));
+    if let Some(note) = &section.note {
+        out.push_str(&format!("<p class=\"approve\">{}</p>\n", esc(note)));
+    }
+    out.push_str(
+        "<table><thead><tr><th>Status</th><th>Name</th><th>Email / login</th><th>Details</th><th>Why</th></tr></thead><tbody>\n",
+    );
+    for r in &section.rows {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            esc(r.status),
+            esc(&r.name),
+            esc(&r.key),
+            esc(&r.detail),
+            esc(&r.why)
+        ));
+    }
+    out.push_str("</tbody></table>\n");
+    out
+}
+
+/// The whole page. Sections without rows are left out; with none at all,
+/// one line says why the report is empty.
+pub fn html(
+    sections: &[Section],
+    summary: &Summary,
+    warnings: &[String],
+    about: &About<'_>,
+) -> String {
+    let mut page = String::new();
+    page.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Procore license sync</title><style>");
+    page.push_str(STYLE);
+    page.push_str("</style></head><body>\n<h1>Procore license sync</h1>\n");
+    if about.dry_run {
+        page.push_str("<p class=\"rehearsal\"><strong>Rehearsal (dry run):</strong> nothing was changed in Procore and no mail was sent. The rows show what a real run would do.</p>\n");
+    }
+    for w in warnings {
+        page.push_str(&format!(
+            "<p class=\"warning\"><strong>Warning:</strong> {}</p>\n",
+            esc(w)
+        ));
+    }
+    page.push_str(&format!(
+        "<p>Flow <code>{}</code>, run <code>{}</code>.</p>\n",
+        esc(about.flow),
+        esc(about.run_id)
+    ));
+    page.push_str(&summary_table(summary, about.dry_run));
+    let shown: Vec<&Section> = sections.iter().filter(|s| !s.rows.is_empty()).collect();
+    if shown.is_empty() && !warnings.is_empty() {
+        page.push_str(
+            "<p>Nobody to show: no license holder was found (see the warning above).</p>\n",
+        );
+    } else if shown.is_empty() {
+        page.push_str(
+            "<p>Nobody needed anything: every license holder is already in Procore.</p>\n",
+        );
+    }
+    for section in shown {
+        page.push_str(&section_table(section));
+    }
+    page.push_str("</body></html>\n");
+    page
+}

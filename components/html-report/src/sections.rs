@@ -1,0 +1,349 @@
+//! The report's people, one table per section: new users, leavers,
+//! returners, and inactive Procore users the flow does not manage. Each
+//! row says what was done (or waits), and why: the license group and
+//! whether the person was matched by mail or UPN, or why they left.
+
+use serde_json::Value;
+use sluice_guest::{ForEachOutput, GateSummary, HeldEntry, ItemResult};
+use sluice_guest_services::sync::{
+    CreateStatus, Created, DeactivateStatus, Deactivated, Leaver, Person, ProjectRemoval,
+    ReactivateStatus, Reactivated,
+};
+
+use crate::Input;
+
+/// What a row says was done (or waits), as the report shows it.
+pub mod status {
+    pub const CREATED: &str = "created";
+    pub const CONFLICT: &str = "conflict";
+    pub const FAILED: &str = "failed";
+    pub const WOULD_CREATE: &str = "would create";
+    pub const INACTIVE: &str = "inactive in Procore";
+    pub const DEACTIVATED: &str = "deactivated";
+    /// Deactivated, but Procore refused the project removal: counts as
+    /// deactivated and as failed.
+    pub const DEACTIVATED_NOT_REMOVED: &str = "deactivated, not removed from project";
+    pub const WOULD_DEACTIVATE: &str = "would deactivate";
+    pub const WAITING: &str = "waiting for approval";
+    pub const REJECTED: &str = "rejected";
+    pub const NOT_ACTED_ON: &str = "leaver (not acted on)";
+    pub const REACTIVATED: &str = "reactivated";
+    pub const ALREADY_ACTIVE: &str = "already active";
+    pub const WOULD_REACTIVATE: &str = "would reactivate";
+    pub const NOT_MANAGED: &str = "inactive, not managed";
+}
+
+/// One person in one section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub status: &'static str,
+    pub name: String,
+    pub key: String,
+    /// Why: license group and how matched, or why they left.
+    pub why: String,
+    pub detail: String,
+}
+
+/// A titled table of people, with a line under the title when there is
+/// something to say (the approve command).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Section {
+    pub title: &'static str,
+    pub note: Option<String>,
+    pub rows: Vec<Row>,
+}
+
+fn text(item: &Value, name: &str) -> String {
+    item.get(name)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// "License – Microsoft E3 (matched by mail)".
+fn licensed(groups: &[String], matched_by: &str) -> String {
+    match groups.join(", ") {
+        g if g.is_empty() => format!("matched by {matched_by}"),
+        g => format!("{g} (matched by {matched_by})"),
+    }
+}
+
+fn person_why(item: &Value) -> String {
+    serde_json::from_value::<Person>(item.clone())
+        .map(|p| licensed(&p.groups, p.matched_by().as_str()))
+        .unwrap_or_default()
+}
+
+/// The row of one person the create step handled.
+fn created_row(item: &Value, output: &Created) -> Row {
+    let status = match output.status {
+        CreateStatus::Created => status::CREATED,
+        CreateStatus::Conflict => status::CONFLICT,
+        CreateStatus::WouldCreate => status::WOULD_CREATE,
+        CreateStatus::Failed => status::FAILED,
+    };
+    let mut parts = Vec::new();
+    if let Some(id) = &output.procore_id {
+        parts.push(format!("Procore id {id}"));
+    }
+    if let Some(reason) = output.reason.as_deref().filter(|r| !r.is_empty()) {
+        parts.push(reason.to_string());
+    }
+    let mut detail = parts.join("; ");
+    if let Some(project) = output.project.as_deref().filter(|p| !p.is_empty()) {
+        detail = format!("{detail}; project: {}", project.replace('_', " "));
+    }
+    Row {
+        status,
+        name: text(item, "displayName"),
+        key: text(item, "key"),
+        why: person_why(item),
+        detail,
+    }
+}
+
+/// Rows of a `for_each` step's items: its own row for each output, a
+/// failed row for each error.
+fn item_rows<O>(
+    step: Option<&ForEachOutput<O>>,
+    name_of: &str,
+    why: impl Fn(&Value) -> String,
+    row: impl Fn(&Value, &O) -> Row,
+) -> Vec<Row> {
+    let items = step.into_iter().flat_map(|s| s.items.iter());
+    items
+        .map(|entry| match &entry.result {
+            ItemResult::Ok { output } => row(&entry.item, output),
+            ItemResult::Failed { error } => Row {
+                status: status::FAILED,
+                name: text(&entry.item, name_of),
+                key: text(&entry.item, "key"),
+                why: why(&entry.item),
+                detail: error.message.clone(),
+            },
+        })
+        .collect()
+}
+
+/// New users: what the create step did, then license holders whose
+/// Procore user is inactive and who are not returners.
+pub fn joiners(input: &Input) -> Section {
+    let mut rows = item_rows(
+        input.created.as_ref(),
+        "displayName",
+        person_why,
+        created_row,
+    );
+    let returning = |key: &str| input.diff.returners.iter().any(|r| r.key == key);
+    for inactive in &input.diff.present_inactive {
+        if returning(&inactive.person.key) {
+            continue;
+        }
+        let person = &inactive.person;
+        rows.push(Row {
+            status: status::INACTIVE,
+            name: person.display_name.clone().unwrap_or_default(),
+            key: person.key.clone(),
+            why: licensed(&person.groups, person.matched_by().as_str()),
+            detail: format!(
+                "holds a license but Procore user {} is inactive; not created again",
+                inactive.procore_id
+            ),
+        });
+    }
+    Section {
+        title: "New users",
+        note: None,
+        rows,
+    }
+}
+
+fn leaver_why(item: &Value) -> String {
+    serde_json::from_value::<Leaver>(item.clone())
+        .map(|l| l.reason.as_str().to_string())
+        .unwrap_or_default()
+}
+
+fn deactivated_row(item: &Value, out: &Deactivated) -> Row {
+    let status = match (out.status, out.removed_from_project) {
+        (DeactivateStatus::Deactivated, Some(ProjectRemoval::Failed)) => {
+            status::DEACTIVATED_NOT_REMOVED
+        }
+        (DeactivateStatus::Deactivated, _) => status::DEACTIVATED,
+        (DeactivateStatus::WouldDeactivate, _) => status::WOULD_DEACTIVATE,
+    };
+    let mut detail = format!("Procore id {}", out.procore_id);
+    let project = match out.removed_from_project {
+        Some(ProjectRemoval::Removed) => Some("removed from the project"),
+        Some(ProjectRemoval::NotOnProject) => Some("was not on the project"),
+        Some(ProjectRemoval::WouldRemove) => Some("would be removed from the project"),
+        Some(ProjectRemoval::Failed) => None,
+        None => None,
+    };
+    for part in project
+        .map(str::to_string)
+        .into_iter()
+        .chain(out.problem.clone())
+    {
+        detail.push_str("; ");
+        detail.push_str(&part);
+    }
+    Row {
+        status,
+        name: out.name.clone().unwrap_or_else(|| text(item, "name")),
+        key: out.key.clone(),
+        why: out.reason.as_str().to_string(),
+        detail,
+    }
+}
+
+fn held_row(entry: &HeldEntry, status: &'static str, detail: &str) -> Row {
+    let leaver = serde_json::from_value::<Leaver>(entry.item.clone()).ok();
+    Row {
+        status,
+        name: leaver
+            .as_ref()
+            .and_then(|l| l.name.clone())
+            .unwrap_or_default(),
+        key: entry.key.clone(),
+        why: leaver_why(&entry.item),
+        detail: match leaver {
+            Some(l) => format!("Procore id {}; {detail}", l.procore_id),
+            None => detail.to_string(),
+        },
+    }
+}
+
+/// The line that says how to approve what waits (or that a real run
+/// would wait).
+fn approve_note(gate: &GateSummary) -> Option<String> {
+    if gate.waiting.is_empty() {
+        return None;
+    }
+    let n = gate.waiting.len();
+    let why = gate
+        .reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    Some(match (&gate.approve, &gate.plan) {
+        (Some(cmd), Some(plan)) => format!(
+            "{n} waiting for approval{why}. Approve with: {cmd} (one person: {cmd} --only KEY; look first: sluice approvals show {plan})"
+        ),
+        _ => format!("{n} would wait for approval{why}."),
+    })
+}
+
+/// Leavers: deactivated (or failed), waiting for approval, rejected; and,
+/// when the flow has no deactivate step that ran, leavers not acted on.
+pub fn leavers(input: &Input) -> Section {
+    let step = input.deactivated.as_ref();
+    let mut rows = item_rows(step, "name", leaver_why, deactivated_row);
+    let gate = step.and_then(|s| s.approval.as_ref());
+    if let Some(gate) = gate {
+        rows.extend(
+            gate.waiting
+                .iter()
+                .map(|e| held_row(e, status::WAITING, "not deactivated until someone approves")),
+        );
+        rows.extend(
+            gate.rejected
+                .iter()
+                .map(|e| held_row(e, status::REJECTED, "rejected: left active until approved")),
+        );
+    }
+    if step.is_none() {
+        rows.extend(input.diff.leavers.iter().map(|l| Row {
+            status: status::NOT_ACTED_ON,
+            name: l.name.clone().unwrap_or_default(),
+            key: l.key.clone(),
+            why: l.reason.as_str().to_string(),
+            detail: format!(
+                "Procore id {}; the deactivate step did not run",
+                l.procore_id
+            ),
+        }));
+    }
+    Section {
+        title: "Leavers",
+        note: gate.and_then(approve_note),
+        rows,
+    }
+}
+
+fn returner_why(item: &Value) -> String {
+    let group = text(item, "license_group");
+    let by = match text(item, "matched_by").as_str() {
+        "upn" => "UPN",
+        _ => "mail",
+    };
+    licensed(
+        &[group]
+            .into_iter()
+            .filter(|g| !g.is_empty())
+            .collect::<Vec<_>>(),
+        by,
+    )
+}
+
+fn reactivated_row(_item: &Value, out: &Reactivated) -> Row {
+    let status = match out.status {
+        ReactivateStatus::Reactivated => status::REACTIVATED,
+        ReactivateStatus::AlreadyActive => status::ALREADY_ACTIVE,
+        ReactivateStatus::WouldReactivate => status::WOULD_REACTIVATE,
+    };
+    let mut detail = format!("Procore id {}", out.procore_id);
+    if let Some(project) = out.project.as_deref().filter(|p| !p.is_empty()) {
+        detail.push_str(&format!("; project: {}", project.replace('_', " ")));
+    }
+    let groups: Vec<String> = out.license_group.clone().into_iter().collect();
+    Row {
+        status,
+        name: out.name.clone().unwrap_or_default(),
+        key: out.key.clone(),
+        why: licensed(&groups, out.matched_by.as_str()),
+        detail,
+    }
+}
+
+/// Returners: people the flow deactivated who hold a license again.
+pub fn returners(input: &Input) -> Section {
+    Section {
+        title: "Returners",
+        note: None,
+        rows: item_rows(
+            input.reactivated.as_ref(),
+            "name",
+            returner_why,
+            reactivated_row,
+        ),
+    }
+}
+
+/// Inactive Procore users this flow did not deactivate: reported, never
+/// touched.
+pub fn not_managed(input: &Input) -> Section {
+    Section {
+        title: "Inactive in Procore, not managed by this flow",
+        note: None,
+        rows: input
+            .diff
+            .inactive_unmanaged
+            .iter()
+            .map(|u| Row {
+                status: status::NOT_MANAGED,
+                name: String::new(),
+                key: u.key.clone(),
+                why: String::new(),
+                detail: format!(
+                    "Procore id {}{}; left alone: this flow did not deactivate them",
+                    u.procore_id,
+                    u.login
+                        .as_deref()
+                        .map(|l| format!(", login {l}"))
+                        .unwrap_or_default()
+                ),
+            })
+            .collect(),
+    }
+}
