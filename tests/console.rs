@@ -871,6 +871,7 @@ async fn held_plan(data: &Path) -> String {
         step: "deactivate".into(),
         run_id: "20260101T000000Z-aaaaaa".into(),
         flow_file: "flows/offboard.toml".into(),
+        params: Vec::new(),
         reason: "3 deactivations exceed the limit of 2".into(),
         held,
         gone: Vec::new(),

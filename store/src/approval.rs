@@ -33,6 +33,17 @@ pub fn key_norm(key: &str) -> String {
     key.trim().to_lowercase()
 }
 
+/// A plan's `--param` overrides as stored: a JSON list of `[name, value]`.
+pub(crate) fn params_text(params: &[(String, String)]) -> String {
+    serde_json::to_string(params).unwrap_or_else(|_| "[]".into())
+}
+
+/// The stored overrides; a plan written before they were kept has none.
+pub(crate) fn params_from(text: Option<String>) -> Vec<(String, String)> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
 /// A new plan id, `ap-` and six hex digits (`ap-3f9a1c`): short enough to
 /// type, random enough that two plans of one store rarely draw the same
 /// (the store draws again when they do).
@@ -149,6 +160,9 @@ pub struct PlanSummary {
     /// The flow file of the run that last updated the plan (what
     /// `sluice approve --run` runs).
     pub flow_file: String,
+    /// The `--param NAME=VALUE` overrides that run was given, in order
+    /// (what `sluice approve --run` gives the flow again).
+    pub params: Vec<(String, String)>,
     pub created_at: String,
     pub created_by_run: String,
     pub updated_at: String,
@@ -243,6 +257,8 @@ pub struct GateUpdate {
     pub step: String,
     pub run_id: String,
     pub flow_file: String,
+    /// The run's `--param` overrides, kept with the plan for `approve --run`.
+    pub params: Vec<(String, String)>,
     /// Why the step needs approval in this run.
     pub reason: String,
     pub held: Vec<HeldItem>,

@@ -53,6 +53,7 @@ fn gate(run: &str, keys: &[&str], gone: &[&str]) -> GateUpdate {
         step: STEP.into(),
         run_id: run.into(),
         flow_file: "flows/sync.toml".into(),
+        params: vec![("region".into(), "\"west\"".into())],
         reason: "approval is always required".into(),
         held: held(keys),
         gone: gone.iter().map(|k| k.to_string()).collect(),
@@ -106,16 +107,23 @@ async fn a_gate_opens_one_plan_and_every_run_updates_it(db: Db) {
     assert_eq!(first.status, PlanStatus::Open);
     assert_eq!(first.counts.pending, 3);
     assert_eq!(first.created_by_run, "r1");
+    let west = vec![("region".to_string(), "\"west\"".to_string())];
+    assert_eq!(first.params, west, "the run's --param overrides are kept");
 
     // The next run holds one more, with a changed input for b: the same plan.
     let mut next = gate("r2", &["a@x.com", "B@X.com", "c@x.com", "d@x.com"], &[]);
     next.held[1].input = json!({"user": "b", "changed": true});
     next.reason = "4 items, more than the 3 allowed without approval".into();
+    next.params = vec![("region".into(), "east".into())];
     let second = s.record_gate(&next).await.unwrap().unwrap();
     assert_eq!(second.id, first.id);
     assert_eq!(second.counts.pending, 4);
     assert_eq!(second.updated_by_run, "r2");
     assert_eq!(second.reason, next.reason);
+    assert_eq!(
+        second.params, next.params,
+        "`approve --run` runs as the latest run was run"
+    );
 
     let plans = s.list_plans(&PlanQuery::default()).await.unwrap();
     assert_eq!(plans.len(), 1, "{plans:?}");

@@ -5,7 +5,8 @@
 //! command) and may carry a note. Decisions the store refuses (an unknown
 //! plan or key, a plan whose approvals are spent) exit with status 2 and
 //! one paragraph saying why and what to do. `approve --run` then runs the
-//! flow file that found the plan, as `sluice run FILE` would.
+//! flow file that found the plan, as `sluice run FILE` would, with the
+//! `--param` overrides that run was given (kept with the plan).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -116,10 +117,21 @@ pub async fn approve(
     if !args.run {
         return Ok(ExitCode::SUCCESS);
     }
-    let file = std::path::PathBuf::from(&outcome.plan.flow_file);
-    eprintln!("running {} now", terminal::line(&outcome.plan.flow_file));
+    let plan = &outcome.plan;
+    let mut run = super::run_cmd::RunArgs::of(std::path::PathBuf::from(&plan.flow_file));
+    run.params = plan.params.clone();
+    let with: Vec<String> = run
+        .params
+        .iter()
+        .map(|(k, v)| format!(" --param {k}={v}"))
+        .collect();
+    eprintln!(
+        "running {}{} now",
+        terminal::line(&plan.flow_file),
+        terminal::line(&with.concat())
+    );
     drop(store);
-    super::run_cmd::run(super::run_cmd::RunArgs::of(file), data_dir, database).await
+    super::run_cmd::run(run, data_dir, database).await
 }
 
 pub async fn reject(args: DecideArgs, database: &Location) -> anyhow::Result<ExitCode> {

@@ -173,7 +173,7 @@ pub async fn demo(
         sluice_store::Trigger::Demo,
     )
     .await;
-    options.approvals = recording.approvals(LICENSE_SYNC_PATH);
+    options.approvals = recording.approvals(LICENSE_SYNC_PATH, &[]);
     // The flow's state stays in memory: the emulated tenant is new each
     // time, and what a demo remembers must not reach the real flow's
     // state, which has the same name.

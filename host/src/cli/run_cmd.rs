@@ -121,11 +121,13 @@ pub struct Recording {
 
 impl Recording {
     /// Where approval plans are kept for this run: the store its history
-    /// goes to (none when the store could not be opened).
-    pub fn approvals(&self, flow_file: &str) -> Option<ApprovalStore> {
+    /// goes to (none when the store could not be opened), with the run's
+    /// flow file and `--param` overrides for `approve --run`.
+    pub fn approvals(&self, flow_file: &str, params: &[(String, String)]) -> Option<ApprovalStore> {
         self.writer.as_ref().map(|w| ApprovalStore {
             store: w.store().clone(),
             flow_file: flow_file.to_string(),
+            params: params.to_vec(),
             fence: None,
         })
     }
@@ -215,7 +217,7 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         args.dry_run,
     );
     options.tapes = tapes.clone();
-    options.approvals = recording.approvals(&flow_file);
+    options.approvals = recording.approvals(&flow_file, &args.params);
     options.state = recording.state();
     options.only = args.only.clone();
     stop_gracefully_on_signal(options.cancel.clone(), mode)?;

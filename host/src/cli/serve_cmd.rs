@@ -108,6 +108,8 @@ impl Host for ServeHost {
         Some(crate::run::ApprovalStore {
             store: self.writer.store().clone(),
             flow_file: flow.source.path.display().to_string(),
+            // A scheduled run has no `--param` overrides.
+            params: Vec::new(),
             fence: self.replica.fence_of(run_id),
         })
     }

@@ -43,6 +43,9 @@ use crate::flow::resolve::{Scope, truthy};
 pub struct ApprovalStore {
     pub store: Store,
     pub flow_file: String,
+    /// The run's `--param NAME=VALUE` overrides, kept with the plan so
+    /// `sluice approve --run` runs the flow with them again.
+    pub params: Vec<(String, String)>,
     pub fence: Option<i64>,
 }
 
@@ -265,6 +268,7 @@ impl Gate {
             step: step.id.clone(),
             run_id: ctx.fields.id.clone(),
             flow_file: approvals.flow_file.clone(),
+            params: approvals.params.clone(),
             reason: self
                 .record
                 .reason

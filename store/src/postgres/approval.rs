@@ -11,12 +11,13 @@ use tokio_postgres::{GenericClient, Row, Transaction};
 
 use super::query::{time, time_opt, word};
 use crate::approval::*;
+use crate::approval::{params_from, params_text};
 use crate::cap::{capped, capped_error, parse_stored};
 use crate::{RunRef, StoreError};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-const PLAN_COLUMNS: &str = "id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run, closed_at";
+const PLAN_COLUMNS: &str = "id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run, closed_at, params";
 
 fn plan_row(r: &Row) -> Result<PlanSummary> {
     Ok(PlanSummary {
@@ -31,6 +32,7 @@ fn plan_row(r: &Row) -> Result<PlanSummary> {
         updated_at: time(r, 8)?,
         updated_by_run: r.try_get(9)?,
         closed_at: time_opt(r, 10)?,
+        params: params_from(r.try_get(11)?),
         counts: PlanCounts::default(),
     })
 }
@@ -198,9 +200,9 @@ async fn open_or_create(
         let id = new_plan_id();
         let inserted = tx
             .execute(
-                "INSERT INTO approval_plans (id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run)
-                 VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $6, $7) ON CONFLICT DO NOTHING",
-                &[&id, &u.flow, &u.step, &capped_error(&u.reason), &u.flow_file, &now, &u.run_id],
+                "INSERT INTO approval_plans (id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run, params)
+                 VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $6, $7, $8) ON CONFLICT DO NOTHING",
+                &[&id, &u.flow, &u.step, &capped_error(&u.reason), &u.flow_file, &now, &u.run_id, &params_text(&u.params)],
             )
             .await?;
         if inserted == 1 {
@@ -232,8 +234,8 @@ pub(crate) async fn record_gate(
     };
     if !u.held.is_empty() {
         tx.execute(
-            "UPDATE approval_plans SET reason = $2, flow_file = $3, updated_at = $4, updated_by_run = $5 WHERE id = $1",
-            &[&id, &capped_error(&u.reason), &u.flow_file, &now, &u.run_id],
+            "UPDATE approval_plans SET reason = $2, flow_file = $3, updated_at = $4, updated_by_run = $5, params = $6 WHERE id = $1",
+            &[&id, &capped_error(&u.reason), &u.flow_file, &now, &u.run_id, &params_text(&u.params)],
         )
         .await?;
     }

@@ -175,6 +175,11 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, step_id)
     );
     "#,
+    // 3: the `--param` overrides of the run that last updated a plan, as
+    // SQLite has them at its schema 7.
+    r#"
+    ALTER TABLE approval_plans ADD COLUMN params text;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.

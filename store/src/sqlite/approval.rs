@@ -6,10 +6,11 @@
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use crate::approval::*;
+use crate::approval::{params_from, params_text};
 use crate::cap::{capped, capped_error, parse_stored};
 use crate::{RunRef, StoreError, now_text};
 
-const PLAN_COLUMNS: &str = "id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run, closed_at";
+const PLAN_COLUMNS: &str = "id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run, closed_at, params";
 
 fn plan_row(r: &Row<'_>) -> rusqlite::Result<PlanSummary> {
     Ok(PlanSummary {
@@ -24,6 +25,7 @@ fn plan_row(r: &Row<'_>) -> rusqlite::Result<PlanSummary> {
         updated_at: r.get(8)?,
         updated_by_run: r.get(9)?,
         closed_at: r.get(10)?,
+        params: params_from(r.get(11)?),
         counts: PlanCounts::default(),
     })
 }
@@ -177,9 +179,9 @@ fn create_plan(tx: &Transaction<'_>, u: &GateUpdate, t: &str) -> Result<String, 
     for _ in 0..8 {
         let id = new_plan_id();
         let inserted = tx.execute(
-            "INSERT INTO approval_plans (id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run)
-             VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?6, ?7) ON CONFLICT (id) DO NOTHING",
-            params![id, u.flow, u.step, capped_error(&u.reason), u.flow_file, t, u.run_id],
+            "INSERT INTO approval_plans (id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run, params)
+             VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+            params![id, u.flow, u.step, capped_error(&u.reason), u.flow_file, t, u.run_id, params_text(&u.params)],
         )?;
         if inserted == 1 {
             return Ok(id);
@@ -212,8 +214,8 @@ pub(crate) fn record_gate(
     };
     if !u.held.is_empty() {
         tx.execute(
-            "UPDATE approval_plans SET reason = ?2, flow_file = ?3, updated_at = ?4, updated_by_run = ?5 WHERE id = ?1",
-            params![id, capped_error(&u.reason), u.flow_file, t, u.run_id],
+            "UPDATE approval_plans SET reason = ?2, flow_file = ?3, updated_at = ?4, updated_by_run = ?5, params = ?6 WHERE id = ?1",
+            params![id, capped_error(&u.reason), u.flow_file, t, u.run_id, params_text(&u.params)],
         )?;
     }
     let next: i64 = tx.query_row(

@@ -190,6 +190,11 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, step_id)
     );
     "#,
+    // 7: the `--param` overrides of the run that last updated a plan, so
+    // `sluice approve --run` runs the flow as it was run.
+    r#"
+    ALTER TABLE approval_plans ADD COLUMN params TEXT;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.
