@@ -10,6 +10,7 @@ pub mod data_dir;
 pub mod emulate;
 pub mod ledger_cmd;
 pub mod log_lines;
+pub mod narrative;
 pub mod progress;
 pub mod run_cmd;
 pub mod runs_cmd;

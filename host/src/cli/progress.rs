@@ -21,8 +21,8 @@ pub enum Mode {
 pub struct Progress {
     mode: Mode,
     verbose: bool,
-    /// Show every keyed item with what it returned (`run --only`: the
-    /// people asked about, traced through the steps).
+    /// Show every keyed item as it finishes (`run --only`: the people
+    /// asked about; their stories follow the run).
     trace: bool,
     last_item_line: Mutex<usize>,
 }
@@ -85,16 +85,9 @@ impl Progress {
                 step,
                 key: Some(key),
                 status,
-                output,
                 error,
                 ..
-            } if self.trace => Some(traced_item(
-                step,
-                key,
-                *status,
-                output.as_ref(),
-                error.as_deref(),
-            )),
+            } if self.trace => Some(traced_item(step, key, *status, error.as_deref())),
             RunEvent::ItemFinished {
                 step,
                 done,
@@ -167,30 +160,18 @@ impl Progress {
     }
 }
 
-/// One keyed item and what its component returned, for `run --only`.
-fn traced_item(
-    step: &str,
-    key: &str,
-    status: Status,
-    output: Option<&Value>,
-    error: Option<&str>,
-) -> String {
-    const SHOWN: usize = 400;
-    let said = match (output, error) {
-        (_, Some(e)) => e.to_string(),
-        (Some(o), None) => o.to_string(),
-        (None, None) => String::new(),
-    };
-    let mut said: String = said.chars().take(SHOWN).collect();
-    if said.len() >= SHOWN {
-        said.push('…');
-    }
+/// One keyed item and whether it ran well, for `run --only` (the person's
+/// story, told from the outputs, follows when the run is over).
+fn traced_item(step: &str, key: &str, status: Status, error: Option<&str>) -> String {
     let word = match status {
         Status::Succeeded => "✓",
         Status::Skipped => "–",
         Status::Failed | Status::Interrupted => "✗",
     };
-    format!("      {word} {step}: {key}  {said}")
+    match error {
+        Some(e) => format!("      {word} {step}: {key}  {e}"),
+        None => format!("      {word} {step}: {key}"),
+    }
 }
 
 /// What a step's approval gate decided: what ran, what waits and why, and

@@ -225,6 +225,9 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         .run(&flow, &options, recording.observer.clone())
         .await;
     recording.finish().await;
+    if mode == Mode::Human {
+        super::narrative::print_stories(&flow, &outcome, &args.only);
+    }
     let taped = match &tapes {
         Some(tapes) => after_tape(tapes, args.record.is_some(), &options.redactor, mode),
         None => true,
