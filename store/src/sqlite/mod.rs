@@ -5,7 +5,8 @@
 //! - WAL mode and a busy timeout let `sluice serve`, `sluice run` and
 //!   `sluice runs` use one file at once; a write takes the write lock up
 //!   front (`BEGIN IMMEDIATE`) so a concurrent writer makes it wait rather
-//!   than fail midway.
+//!   than fail midway. Switching a fresh file to WAL, which SQLite does not
+//!   wait for, is retried for as long ([`use_wal`]).
 //! - Leases work as on PostgreSQL, by this host's clock: two `sluice serve`
 //!   on one data directory never run a flow twice at once.
 //!
@@ -25,7 +26,7 @@ pub mod state;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -45,6 +46,8 @@ use crate::{
 /// Waiting this long for another process's write lock lets `serve`, `run`
 /// and `sluice runs` share the file; every write holds it for milliseconds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause between two tries at switching a file to WAL.
+const WAL_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// The SQLite backend.
 pub struct SqliteBackend {
@@ -98,12 +101,40 @@ impl SqliteBackend {
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // WAL: readers never block the writer, nor the writer readers.
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    use_wal(conn, BUSY_TIMEOUT)?;
     // In WAL mode NORMAL survives a crash of the process (what the
     // history must survive) without an fsync per item.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
+}
+
+/// Puts the file in WAL mode, waiting up to `patience` for another
+/// connection that holds its write lock.
+///
+/// SQLite does not apply the busy timeout here. Switching a file that is
+/// still in rollback mode (a fresh one) upgrades a read lock to the write
+/// lock, and SQLite refuses such an upgrade at once ("database is locked")
+/// rather than risk a deadlock. So when two processes create the history
+/// together (`serve` starting while `sluice runs` looks), the one that
+/// asks second is refused while the first switches or migrates the file.
+/// Asking again once the read lock is let go is safe: the holder finishes.
+fn use_wal(conn: &Connection, patience: Duration) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + patience;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(WAL_RETRY_PAUSE);
+            }
+            done => return done,
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
