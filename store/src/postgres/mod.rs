@@ -108,6 +108,17 @@ impl PgBackend {
     }
 }
 
+/// A read-only transaction on one snapshot (REPEATABLE READ), for reads
+/// of a row and its children that must agree with each other.
+async fn snapshot(client: &mut Object) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
 #[async_trait]
 impl Backend for PgBackend {
     fn location(&self) -> &Location {
@@ -136,12 +147,7 @@ impl Backend for PgBackend {
     async fn run_detail(&self, id: &str) -> Result<Option<RunDetail>, StoreError> {
         let mut client = self.client().await?;
         // One snapshot for the run and its children.
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(&mut client).await?;
         #[allow(clippy::explicit_auto_deref)] // generic: no auto-deref
         let detail = query::run_detail(&*tx, id).await?;
         tx.commit().await?;
@@ -171,12 +177,7 @@ impl Backend for PgBackend {
     async fn run_overview(&self, id: &str) -> Result<Option<RunOverview>, StoreError> {
         let mut client = self.client().await?;
         // One snapshot for the run and its children.
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(&mut client).await?;
         #[allow(clippy::explicit_auto_deref)] // generic: no auto-deref
         let overview = browse::run_overview(&*tx, id).await?;
         tx.commit().await?;
@@ -257,12 +258,7 @@ impl Backend for PgBackend {
     async fn plan_detail(&self, id: &str) -> Result<Option<PlanDetail>, StoreError> {
         let mut client = self.client().await?;
         // One snapshot for the plan, its items and decisions.
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(&mut client).await?;
         #[allow(clippy::explicit_auto_deref)] // generic: no auto-deref
         let detail = approval::plan_detail(&*tx, id).await?;
         tx.commit().await?;
