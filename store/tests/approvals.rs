@@ -541,14 +541,50 @@ async fn run_with(s: &Store, id: &str, dry_run: bool, items: Vec<HistoryWrite>) 
     s.write(&RunRef::unfenced(id, FLOW), writes).await.unwrap();
 }
 
-/// A short pause, so that what comes next has a later timestamp (they
-/// have millisecond resolution).
-async fn tick() {
-    tokio::time::sleep(Duration::from_millis(3)).await;
+/// A manual clock for what the ledger orders by time. The store stamps
+/// each write with the wall clock to the millisecond, so writes a test
+/// makes one after another may share a timestamp; the clock re-dates what
+/// was just written a second after what it dated before (starting an hour
+/// ago: recent, so pruning by age keeps it).
+struct Clock {
+    next: chrono::DateTime<chrono::Utc>,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            next: chrono::Utc::now() - chrono::Duration::hours(1),
+        }
+    }
+
+    fn tick(&mut self) -> String {
+        self.next += chrono::Duration::seconds(1);
+        sluice_store::timestamp(self.next)
+    }
+
+    /// Dates run `id` and its items now.
+    async fn run(&mut self, db: &Db, id: &str) {
+        let t = self.tick();
+        db.sql(&format!(
+            "UPDATE runs SET started_at = '{t}', ended_at = '{t}' WHERE id = '{id}';
+             UPDATE items SET ended_at = '{t}' WHERE run_id = '{id}';"
+        ))
+        .await;
+    }
+
+    /// Dates the decisions made on plan `id` now.
+    async fn decisions(&mut self, db: &Db, id: &str) {
+        let t = self.tick();
+        db.sql(&format!(
+            "UPDATE approval_decisions SET decided_at = '{t}' WHERE plan_id = '{id}'"
+        ))
+        .await;
+    }
 }
 
 async fn the_ledger_tells_a_keys_story_oldest_first_and_survives_pruning(db: Db) {
     let s = &db.store;
+    let mut clock = Clock::new();
     run_with(
         s,
         "r1",
@@ -571,7 +607,7 @@ async fn the_ledger_tells_a_keys_story_oldest_first_and_survives_pruning(db: Db)
         ],
     )
     .await;
-    tick().await;
+    clock.run(&db, "r1").await;
     run_with(
         s,
         "r2",
@@ -590,7 +626,7 @@ async fn the_ledger_tells_a_keys_story_oldest_first_and_survives_pruning(db: Db)
         .await
         .unwrap()
         .unwrap();
-    tick().await;
+    clock.run(&db, "r2").await;
     s.decide(&decide(
         &plan.id,
         &["ANN@x.com"],
@@ -599,7 +635,7 @@ async fn the_ledger_tells_a_keys_story_oldest_first_and_survives_pruning(db: Db)
     ))
     .await
     .unwrap();
-    tick().await;
+    clock.decisions(&db, &plan.id).await;
     run_with(
         s,
         "r3",
@@ -613,7 +649,7 @@ async fn the_ledger_tells_a_keys_story_oldest_first_and_survives_pruning(db: Db)
         )],
     )
     .await;
-    tick().await;
+    clock.run(&db, "r3").await;
     run_with(
         s,
         "r4",
@@ -628,6 +664,7 @@ async fn the_ledger_tells_a_keys_story_oldest_first_and_survives_pruning(db: Db)
     )
     .await;
 
+    clock.run(&db, "r4").await;
     let story = s.ledger("aNN@x.COM", None).await.unwrap();
     let lines: Vec<String> = story
         .iter()
@@ -731,6 +768,7 @@ async fn the_ledger_tells_a_keys_story_oldest_first_and_survives_pruning(db: Db)
 
 async fn the_ledger_lists_each_keys_latest_state(db: Db) {
     let s = &db.store;
+    let mut clock = Clock::new();
     run_with(
         s,
         "r1",
@@ -760,7 +798,7 @@ async fn the_ledger_lists_each_keys_latest_state(db: Db) {
         ],
     )
     .await;
-    tick().await;
+    clock.run(&db, "r1").await;
     run_with(
         s,
         "r2",
@@ -782,7 +820,7 @@ async fn the_ledger_lists_each_keys_latest_state(db: Db) {
     s.decide(&decide(&plan.id, &[], Decision::Approved, "alice"))
         .await
         .unwrap();
-    tick().await;
+    clock.run(&db, "r2").await;
     // A dry run changes nobody's state.
     run_with(
         s,
