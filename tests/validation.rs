@@ -331,3 +331,27 @@ fn a_schema_mismatch_names_the_key_its_line_and_column_and_the_type_expected() {
 fn a_flow_that_fits_its_components_schemas_compiles_with_no_environment() {
     assert_eq!(compile_described("fits.toml"), None);
 }
+
+/// A component built for the 0.1 contract is refused by `sluice validate`
+/// (the engine loads each component to read its `describe`), at its `uses`,
+/// naming the version it targets and the one the host speaks.
+#[test]
+fn a_component_built_for_0_1_is_refused_at_its_uses_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = sluice_builtins::fixture("contract-0-1").expect("fixture contract-0-1 was built");
+    std::fs::copy(old, dir.path().join("old.wasm")).unwrap();
+    let flow = "name = \"old\"\n\n[[step]]\nid = \"old\"\nuses = \"old.wasm\"\n";
+    std::fs::write(dir.path().join("old.toml"), flow).unwrap();
+    let (code, stdout, stderr) = validate(dir.path(), "old.toml", &[]);
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
+    let expected = "\
+error: component `old.wasm` cannot be used: it was built for the step contract sluice:flow@0.1.0, and this host speaks sluice:flow@0.2.0: rebuild it against sluice:flow@0.2.0 (the WIT in Sluice's wit/ folder, or the sluice-guest SDK)
+  --> old.toml:5:8
+  |
+5 | uses = \"old.wasm\"
+  |        ^^^^^^^^^^
+  = hint: `uses` takes a component built for the step contract sluice:flow@0.2.0 (wasm32-wasip2)
+old.toml: 1 problem found; nothing was run
+";
+    assert_eq!(stderr, expected);
+}

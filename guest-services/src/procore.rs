@@ -20,7 +20,7 @@ use crate::{MAX_PAGES, read_ok};
 
 /// A Procore id: a number as Procore sends it, or text as the environment
 /// gives it (`PROCORE_COMPANY_ID`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Id {
     /// A number.
@@ -41,6 +41,27 @@ impl Id {
     /// The id, unless it is empty text (an unset optional variable).
     pub fn present(self) -> Option<Id> {
         self.text().is_some().then_some(self)
+    }
+}
+
+/// One `type` list, inline, rather than the derived `anyOf` of two
+/// definitions: a wrong value is then reported as "must be an integer or a
+/// string, not a boolean".
+impl JsonSchema for Id {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ProcoreId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["integer", "string"],
+            "minimum": 0,
+            "description": "A Procore id: a number, or its digits as text (an environment variable); empty text means none."
+        })
     }
 }
 
@@ -309,6 +330,16 @@ mod tests {
             json!({"user": {"permission_template_id": "tpl-a"}})
         );
         assert_eq!(project_body(None), json!({}));
+    }
+
+    #[test]
+    fn an_id_is_a_number_or_text_in_one_inline_schema() {
+        let schema = schemars::schema_for!(Id);
+        let types = serde_json::json!(["integer", "string"]);
+        assert_eq!(schema.get("type"), Some(&types));
+        let id: Id = serde_json::from_str("\" 42 \"").unwrap();
+        assert_eq!(id.text().as_deref(), Some("42"));
+        assert_eq!(serde_json::from_str::<Id>("7").unwrap(), Id::Number(7));
     }
 
     fn response(headers: &[(&str, &str)]) -> Response {

@@ -63,10 +63,14 @@ fn list() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Compiles the flow with a resolver, which pulls and pins as it goes.
+/// Compiles the flow with a resolver, which pulls and pins as it goes
+/// (components are not described: `sluice validate` checks them).
 fn pin(file: &Path, data_dir: &Path, mode: Mode) -> ExitCode {
     let resolver = Resolver::new(data_dir, mode);
-    let compiled = super::with_resolver(&resolver, &[], |ctx| crate::flow::compile_file(file, ctx));
+    let catalog = crate::flow::Undescribed;
+    let compiled = super::with_resolver(&resolver, &catalog, &[], |ctx| {
+        crate::flow::compile_file(file, ctx)
+    });
     for r in resolver.resolved() {
         let how = match (&r.replaced, r.pulled) {
             (Some(old), _) => format!("pinned {} (was {old})", r.digest),

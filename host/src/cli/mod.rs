@@ -164,27 +164,42 @@ pub fn replica_name() -> String {
 }
 
 /// What compiling a flow is told about the components: the built-ins by
-/// name, the catalog that reads their descriptions, and the registry
-/// resolver (components pulled into `data_dir`, pinned in `sluice.lock`).
+/// name, the engine that loads each component and reads its `describe`
+/// (so inputs and roles are checked before anything runs), and the
+/// registry resolver (components pulled into `data_dir`, pinned in
+/// `sluice.lock`).
 pub fn with_context<T>(
     data_dir: &Path,
     overrides: &[(String, String)],
     f: impl FnOnce(&crate::flow::Context<'_>) -> T,
 ) -> T {
     let remote = crate::oci::Resolver::new(data_dir, crate::oci::Mode::Locked);
-    with_resolver(&remote, overrides, f)
+    match run_cmd::engine_for(data_dir) {
+        Ok(engine) => {
+            let catalog = crate::engine::catalog::EngineCatalog::new(engine);
+            with_resolver(&remote, &catalog, overrides, f)
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: components cannot be loaded ({}); their inputs and connection roles are not checked",
+                terminal::line(&format!("{e:#}"))
+            );
+            with_resolver(&remote, &crate::flow::Undescribed, overrides, f)
+        }
+    }
 }
 
-/// [`with_context`] with a resolver of the caller's.
+/// [`with_context`] with a resolver and a catalog of the caller's.
 pub fn with_resolver<T>(
     remote: &crate::oci::Resolver,
+    catalog: &dyn crate::flow::ComponentCatalog,
     overrides: &[(String, String)],
     f: impl FnOnce(&crate::flow::Context<'_>) -> T,
 ) -> T {
     let builtins = sluice_builtins::names();
     let ctx = crate::flow::Context {
         builtins: &builtins,
-        catalog: &crate::flow::Undescribed,
+        catalog,
         param_overrides: overrides,
         remote,
     };

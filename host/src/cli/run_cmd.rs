@@ -75,13 +75,22 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The process's one engine: the components a flow's checks compiled and
+/// described are not compiled again for its runs. Compiled components are
+/// cached in the data directory's `cache/` when the directory exists
+/// (`sluice validate` creates nothing).
 pub fn engine_for(data_dir: &Path) -> anyhow::Result<Arc<Engine>> {
+    static ENGINE: std::sync::OnceLock<Arc<Engine>> = std::sync::OnceLock::new();
+    if let Some(engine) = ENGINE.get() {
+        return Ok(engine.clone());
+    }
     let defaults = EngineConfig::default();
-    Engine::new(EngineConfig {
-        cache_dir: Some(data_dir.join("cache")),
+    let engine = Engine::new(EngineConfig {
+        cache_dir: data_dir.is_dir().then(|| data_dir.join("cache")),
         memory_budget: memory_budget(defaults.memory_budget)?,
         ..defaults
-    })
+    })?;
+    Ok(ENGINE.get_or_init(|| engine).clone())
 }
 
 /// `SLUICE_MEMORY_BUDGET`: the memory all running steps share, in MiB

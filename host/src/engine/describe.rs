@@ -2,31 +2,13 @@
 //! input and output, and the connection roles it uses. Optional in the
 //! contract; called at most once per component (the engine caches the
 //! answer with the prepared component), in an instance of its own that can
-//! call nothing.
+//! call nothing. The answer is the flow's [`Description`]: what validation
+//! checks a step against is exactly what the component said.
 
 use serde_json::Value;
 
 use super::bindings::types;
-
-/// What a component says it is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Description {
-    pub name: String,
-    pub version: String,
-    pub summary: String,
-    /// JSON Schema (draft 2020-12) of the input.
-    pub input_schema: Value,
-    /// JSON Schema (draft 2020-12) of the output.
-    pub output_schema: Value,
-    pub connections: Vec<ConnectionRole>,
-}
-
-/// One role a component's connections play.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionRole {
-    pub role: String,
-    pub summary: String,
-}
+use crate::flow::{ConnectionRole, Description};
 
 /// Checks what `describe` returned: both schemas must be JSON objects (or
 /// `true`), and roles must be distinct names a flow can write.

@@ -11,6 +11,8 @@
 //! - [`contract`]: a component built for another contract version is
 //!   refused when it is prepared, naming both versions
 //! - [`describe`]: the optional `describe` export, asked once per component
+//! - [`catalog`]: components read, prepared and described for the flow's
+//!   checks (the engine as the flow's `ComponentCatalog`) and for runs
 //! - [`error`]: why a call produced no output
 //! - [`cache`], [`config`], [`limits`]: compiled components on disk, the
 //!   engine's knobs, and what one instance may use
@@ -18,6 +20,7 @@
 pub mod bindings;
 pub mod budget;
 pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod contract;
 pub mod describe;
@@ -33,10 +36,10 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{ComponentExportIndex, HasSelf, Linker};
 use wasmtime::{Store, UpdateDeadline};
 
+pub use crate::flow::{ConnectionRole, Description};
 use budget::MemoryBudget;
 pub use cache::Origin;
 pub use config::EngineConfig;
-pub use describe::{ConnectionRole, Description};
 pub use error::CallError;
 use error::classify;
 pub use instance::{

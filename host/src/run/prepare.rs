@@ -7,32 +7,21 @@ use std::sync::Arc;
 
 use super::context::StepFailure;
 use crate::connections::Connections;
-use crate::engine::{Engine, Prepared};
+use crate::engine::{Engine, Prepared, catalog};
 use crate::flow::Flow;
-use crate::flow::model::ComponentRef;
 
 /// Loads (compiling or from the cache) and pre-instantiates every step's
-/// component, in step order.
+/// component, in step order, as validation did ([`catalog::prepare`]).
 pub fn components(engine: &Engine, flow: &Flow) -> Result<Vec<Arc<Prepared>>, StepFailure> {
     flow.steps
         .iter()
         .map(|step| {
-            let fail = |why: String| {
+            catalog::prepare(engine, &step.uses).map_err(|e| {
                 StepFailure::Failed(format!(
-                    "step `{}` cannot load component `{}`: {why}",
-                    step.id, step.uses
+                    "step `{}` cannot load component `{}`: {}",
+                    step.id, step.uses, e.message
                 ))
-            };
-            let bytes: std::borrow::Cow<'static, [u8]> = match &step.uses {
-                ComponentRef::Builtin(name) => match sluice_builtins::find(name) {
-                    Some(b) => b.wasm.into(),
-                    None => return Err(fail("no such built-in".into())),
-                },
-                ComponentRef::File(path) => {
-                    std::fs::read(path).map_err(|e| fail(e.to_string()))?.into()
-                }
-            };
-            engine.prepare(&bytes).map_err(|e| fail(format!("{e:#}")))
+            })
         })
         .collect()
 }
