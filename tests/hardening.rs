@@ -422,14 +422,20 @@ fn what_components_and_flows_write_reaches_the_terminal_escaped() {
         r#"
 name = "plain{attack}✓ all good"
 
+# The hostile component declares the role `api`; these steps send nothing.
+[connections.api]
+base_url = "https://api.example.com"
+
 [[step]]
 id = "echo"
 uses = "{hostile}"
+connections = ["api"]
 with = {{ action = "echo", "{attack}count" = 1 }}
 
 [[step]]
 id = "fail"
 uses = "{hostile}"
+connections = ["api"]
 with = {{ action = "{attack}✓ fail done\nsecond paragraph" }}
 "#,
         hostile = fixture("hostile").display(),
@@ -492,9 +498,12 @@ fn the_data_directory_is_owner_only_and_a_swapped_cache_entry_is_never_run() {
     let text = format!(
         r#"
 name = "cache"
+[connections.api]
+base_url = "https://api.example.com"
 [[step]]
 id = "echo"
 uses = "{}"
+connections = ["api"]
 with = {{ action = "echo", marker = "hostile ran" }}
 [[step]]
 id = "noop"
@@ -626,6 +635,7 @@ with = {{ action = "get", connection = "api", url = "echo?item=${{item}}" }}
 [[step]]
 id = "fail"
 uses = "{hostile}"
+connections = ["api"]
 on_error = "continue"
 with = {{ action = "${{steps.call.body}}" }}
 "#,

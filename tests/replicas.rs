@@ -53,18 +53,19 @@ base_url = "{server}"
 id = "begin"
 uses = "{hostile}"
 connections = ["marks"]
-with = {{ action = "get", connection = "marks", url = "/start/${{run.id}}" }}
+with = {{ action = "get", connection = "api", url = "/start/${{run.id}}" }}
 
 [[step]]
 id = "work"
 uses = "{hostile}"
+connections = ["marks"]
 with = {{ action = "sleep", ms = {work_ms} }}
 
 [[step]]
 id = "end"
 uses = "{hostile}"
 connections = ["marks"]
-with = {{ action = "get", connection = "marks", url = "/end/${{run.id}}" }}
+with = {{ action = "get", connection = "api", url = "/end/${{run.id}}" }}
 "#,
         hostile = hostile.display()
     )

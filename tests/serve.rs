@@ -22,8 +22,22 @@ use sluice_store::{Location, Store, StoreError};
 const SECRET: &str = "hunter2-super-secret-token";
 
 fn write(dir: &Path, name: &str, body: &str) {
-    std::fs::write(dir.join(name), body).unwrap();
+    write_file(&dir.join(name), body);
 }
+
+/// Writes a flow file; a flow with a step that sends nothing gets the
+/// connection its `api` role is bound to (the hostile component declares
+/// that role, and every role must be bound).
+fn write_file(path: &Path, body: &str) {
+    let mut body = body.to_string();
+    if body.contains(IDLE_GRANT) {
+        body.push_str("\n[connections.idle]\nbase_url = \"https://idle.invalid\"\n");
+    }
+    std::fs::write(path, body).unwrap();
+}
+
+/// How a step of the hostile component that sends nothing binds its role.
+const IDLE_GRANT: &str = "connections = { api = \"idle\" }";
 
 fn flow(name: &str, cron: &str, steps: &str) -> String {
     format!(
@@ -32,8 +46,13 @@ fn flow(name: &str, cron: &str, steps: &str) -> String {
 }
 
 fn step(id: &str, with: &str, extra: &str) -> String {
+    let grant = if extra.contains("connections") {
+        ""
+    } else {
+        IDLE_GRANT
+    };
     format!(
-        "\n[[step]]\nid = \"{id}\"\nuses = \"{}\"\nwith = {with}\n{extra}\n",
+        "\n[[step]]\nid = \"{id}\"\nuses = \"{}\"\nwith = {with}\n{grant}\n{extra}\n",
         fixture("hostile").display()
     )
 }
@@ -663,7 +682,7 @@ fn serve_settles_runs_a_dead_process_left_running_as_interrupted() {
         "timeout = \"1m\"",
     );
     let crash = flows.path().join("crash.toml");
-    std::fs::write(&crash, format!("name = \"crash\"\n{steps}")).unwrap();
+    write_file(&crash, &format!("name = \"crash\"\n{steps}"));
     let mut child = sluice(data.path(), &["run", crash.to_str().unwrap(), "--quiet"])
         .spawn()
         .unwrap();
@@ -911,7 +930,7 @@ fn secrets_in_errors_and_failing_items_never_reach_the_history_or_a_report() {
         step("never", r#"{ action = "echo" }"#, ""),
     );
     let file = flows.path().join("leaky.toml");
-    std::fs::write(&file, format!("name = \"leaky\"\n{steps}")).unwrap();
+    write_file(&file, &format!("name = \"leaky\"\n{steps}"));
     let out = run_flow(data.path(), &file);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(!contains_secret(&out.stderr) && !contains_secret(&out.stdout));
@@ -1025,9 +1044,9 @@ fn prune_deletes_run_folders_and_an_ambiguous_id_is_a_usage_error() {
     let data = tempfile::tempdir().unwrap();
     let flows = tempfile::tempdir().unwrap();
     let file = flows.path().join("r.toml");
-    std::fs::write(
+    write_file(
         &file,
-        format!(
+        &format!(
             "name = \"r\"\n{}",
             step(
                 "s",
@@ -1035,8 +1054,7 @@ fn prune_deletes_run_folders_and_an_ambiguous_id_is_a_usage_error() {
                 "artifacts = { \"report.html\" = \"html\" }"
             )
         ),
-    )
-    .unwrap();
+    );
     for _ in 0..2 {
         assert!(run_flow(data.path(), &file).status.success());
     }
@@ -1105,11 +1123,10 @@ fn ctrl_c_stops_sluice_run_gracefully_and_its_history_is_complete() {
         "for_each = \"${params.items}\"\nconcurrency = 1",
     );
     let file = flows.path().join("long.toml");
-    std::fs::write(
+    write_file(
         &file,
-        format!("name = \"long\"\n[params]\nitems = [1, 2, 3, 4, 5, 6, 7, 8]\n{steps}"),
-    )
-    .unwrap();
+        &format!("name = \"long\"\n[params]\nitems = [1, 2, 3, 4, 5, 6, 7, 8]\n{steps}"),
+    );
     let child = sluice(data.path(), &["run", file.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -194,17 +194,21 @@ fn validate_env_binds_the_shipped_flow_to_its_environment() {
 #[test]
 fn non_ascii_text_inside_references_validates() {
     let dir = tempfile::tempdir().unwrap();
+    // A component without `describe`: any input is its to judge.
+    let component = sluice_builtins::fixture("contract-0-2").expect("fixture contract-0-2");
     std::fs::write(
         dir.path().join("flow.toml"),
-        r#"name = "dash"
+        format!(
+            r#"name = "dash"
 [params]
 prefixes = ["License – Microsoft"]
 
 [[step]]
 id = "echo"
-uses = "compare"
-with = { subject = "${env.SUBJECT:-License – Microsoft}", nested = "é ${env.A:-😀 ${env.B:-ü}} ß", people = "${params.prefixes}", procore_users = [] }
-"#,
+uses = "{component}"
+with = {{ subject = "${{env.SUBJECT:-License – Microsoft}}", nested = "é ${{env.A:-😀 ${{env.B:-ü}}}} ß", people = "${{params.prefixes}}", procore_users = [] }}
+"#
+        ),
     )
     .unwrap();
     let (code, stdout, stderr) = validate(dir.path(), "flow.toml", &[]);
