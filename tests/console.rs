@@ -677,7 +677,8 @@ async fn serve_with_http_runs_a_flow_now_and_reports_its_health() {
     std::fs::write(
         flows.join("echo.toml"),
         format!(
-            "name = \"echo\"\nschedule = {{ cron = \"0 0 5 * * Mon-Fri\", timezone = \"America/Los_Angeles\" }}\n[[step]]\nid = \"say\"\nuses = \"{}\"\nwith = {{ action = \"echo\" }}\n",
+            // The hostile component's role `api` is bound to a connection it never uses.
+            "name = \"echo\"\nschedule = {{ cron = \"0 0 5 * * Mon-Fri\", timezone = \"America/Los_Angeles\" }}\n[connections.idle]\nbase_url = \"https://idle.invalid\"\n[[step]]\nid = \"say\"\nuses = \"{}\"\nconnections = {{ api = \"idle\" }}\nwith = {{ action = \"echo\" }}\n",
             common::fixture("hostile").display()
         ),
     )
