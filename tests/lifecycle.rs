@@ -196,6 +196,12 @@ impl Tenant {
         assert_eq!(r.code, 0, "{args:?}: {}\n{}", r.stdout, r.stderr);
     }
 
+    fn on_project(&self, mail: &str) -> bool {
+        let id = self.id(mail);
+        let snapshot = self.emu.snapshot();
+        snapshot.project_users().iter().any(|m| m.user_id == id)
+    }
+
     fn active(&self, mail: &str) -> bool {
         let id = self.id(mail);
         let snapshot = self.emu.snapshot();
@@ -230,6 +236,13 @@ fn leavers(run: &Run) -> BTreeMap<String, String> {
                 l["reason"].as_str().unwrap().to_string(),
             )
         })
+        .collect()
+}
+
+fn map(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 
@@ -272,6 +285,178 @@ async fn five_leavers() -> Tenant {
     assert!(t.emu.set_account_enabled(t.graph_id(EVE), false));
     assert!(t.emu.delete_user(t.graph_id(FAY)));
     t
+}
+
+#[tokio::test]
+async fn five_leavers_wait_in_one_plan_and_exactly_the_approved_ones_are_deactivated() {
+    let t = five_leavers().await;
+    // Nobody is deactivated before an admin says so: one plan of five.
+    let (found, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert_eq!(
+        leavers(&found),
+        map(&[
+            (CY, "no license group"),
+            (DEE, "no license group"),
+            (EVE, "account disabled"),
+            (FAY, "user gone"),
+            (GIL, "no license group"),
+        ]),
+        "Bob is still in another license group"
+    );
+    let plans = t.plans().await;
+    assert_eq!(plans.len(), 1, "{plans:?}");
+    let (id, step) = plans[0].clone();
+    assert_eq!(step, "deactivate");
+    let pending = |keys: &[&str]| -> Vec<(String, String)> {
+        keys.iter()
+            .map(|k| (k.to_string(), "pending".to_string()))
+            .collect()
+    };
+    assert_eq!(
+        t.items(&id).await,
+        pending(&[CY, DEE, EVE, FAY, GIL]).into_iter().collect()
+    );
+    assert_eq!(
+        found.output_of("deactivate")["approval"]["approve"],
+        format!("sluice approve {id}")
+    );
+
+    // Approve two: exactly those two are deactivated and leave the project.
+    t.decide("approve", &id, &[CY, EVE]).await;
+    let (_, requests) = t.run_ok(&[]).await;
+    let project = t.emu.snapshot().scenario.project_ids[0];
+    let company = t.emu.snapshot().scenario.company_id;
+    let mut expected = Vec::new();
+    for mail in [CY, EVE] {
+        let id = t.id(mail);
+        expected.push(format!("PATCH /rest/v1.0/companies/{company}/users/{id} 200"));
+        expected.push(format!(
+            "DELETE /rest/v1.0/projects/{project}/users/{id}/actions/remove 204"
+        ));
+    }
+    let mut got = writes(&requests);
+    got.sort();
+    expected.sort();
+    // The emulator answers a flat body 400: a 200 is Procore's nested
+    // `{"user": {"is_active": false}}`.
+    assert_eq!(got, expected);
+    for mail in [CY, EVE] {
+        assert!(!t.active(mail) && !t.on_project(mail), "{mail}");
+    }
+    for mail in [ANN, BOB, DEE, FAY, GIL, SUB] {
+        assert!(t.active(mail), "{mail} is untouched");
+    }
+    let items = t.items(&id).await;
+    assert_eq!(
+        (&items[CY], &items[EVE], &items[DEE], &items[FAY], &items[GIL]),
+        (
+            &"done".to_string(),
+            &"done".to_string(),
+            &"pending".to_string(),
+            &"pending".to_string(),
+            &"pending".to_string()
+        )
+    );
+
+    // A rejected leaver stays as they are, run after run.
+    t.decide("reject", &id, &[DEE]).await;
+    t.decide("approve", &id, &[FAY, GIL]).await;
+    let (_, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests).len(), 4, "{:?}", writes(&requests));
+    assert!(t.active(DEE) && t.on_project(DEE));
+    assert!(!t.active(FAY) && !t.active(GIL));
+    // Settled: nothing left to do, nothing written.
+    let (settled, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert_eq!(leavers(&settled), map(&[(DEE, "no license group")]));
+    assert!(t.active(DEE));
+    assert_eq!(t.items(&id).await[DEE], "rejected");
+}
+
+#[tokio::test]
+async fn the_ledger_tells_one_leavers_story_with_the_approver() {
+    let t = five_leavers().await;
+    t.run_ok(&[]).await;
+    let (id, _) = t.plans().await[0].clone();
+    t.decide("approve", &id, &[EVE]).await;
+    t.run_ok(&[]).await;
+    // Eve's account is enabled again: she returns, once, and rejoins the project.
+    assert!(t.emu.set_account_enabled(t.graph_id(EVE), true));
+    let (_, requests) = t.run_ok(&[]).await;
+    let company = t.emu.snapshot().scenario.company_id;
+    let eve = t.id(EVE);
+    assert!(
+        writes(&requests).contains(&format!(
+            "PATCH /rest/v1.0/companies/{company}/users/inactive/{eve} 200"
+        )),
+        "{:?}",
+        writes(&requests)
+    );
+    assert!(t.active(EVE) && t.on_project(EVE));
+    let (_, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new(), "reactivated once");
+    let ledger = t.json(&["ledger", EVE, "--json"]).await;
+    let story: Vec<(String, String, String)> = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap_or("").to_string(),
+                e["status"]
+                    .as_str()
+                    .or(e["decision"].as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                e["by"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let entry = |s: &str, w: &str, b: &str| (s.to_string(), w.to_string(), b.to_string());
+    assert_eq!(
+        story,
+        [
+            entry("deactivate", "waiting", ""),
+            entry("deactivate", "approved", "Dana Admin"),
+            entry("deactivate", "succeeded", ""),
+            entry("reactivate", "succeeded", ""),
+        ],
+        "{ledger:#}"
+    );
+    let text = t.cli(&["ledger", EVE]).await;
+    assert!(text.stdout.contains("Dana Admin"), "{}", text.stdout);
+}
+
+#[tokio::test]
+async fn unmanaged_users_are_never_touched_unless_their_domain_is_managed() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3])],
+        unlicensed: &[SUB, "old@contoso.com"],
+        missing: &[],
+    })
+    .await;
+    for _ in 0..2 {
+        let (run, requests) = t.run_ok(&[]).await;
+        assert!(leavers(&run).is_empty());
+        assert_eq!(writes(&requests), Vec::<String>::new());
+    }
+    assert!(t.plans().await.is_empty());
+    // With the company's domain managed, its unlicensed user is a leaver
+    // (and waits for approval); the partner's is still left alone.
+    let (run, requests) = t
+        .run_ok(&["--param", r#"managed_domains=["contoso.com"]"#])
+        .await;
+    assert_eq!(leavers(&run), map(&[("old@contoso.com", "no license group")]));
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    let (id, _) = t.plans().await[0].clone();
+    t.decide("approve", &id, &["old@contoso.com"]).await;
+    let (_, requests) = t
+        .run_ok(&["--param", r#"managed_domains=["contoso.com"]"#])
+        .await;
+    assert_eq!(writes(&requests).len(), 2, "{:?}", writes(&requests));
+    assert!(!t.active("old@contoso.com"));
+    assert!(t.active(SUB) && t.active(ANN));
 }
 
 /// Every request `GET …path_suffix` fails with a 503, retries included.
@@ -319,6 +504,36 @@ async fn a_read_failing_on_every_retry_fails_the_run_naming_it_and_deactivates_n
     }
     for mail in [CY, DEE, EVE, FAY, GIL] {
         assert!(t.active(mail));
+    }
+}
+
+#[tokio::test]
+async fn no_matching_license_group_holds_every_deactivation_and_says_why() {
+    let t = five_leavers().await;
+    // Even a flow that lets deactivations run unapproved holds them all.
+    let (run, requests) = t
+        .run_ok(&[
+            "--param",
+            r#"group_prefixes=["License – Nothing"]"#,
+            "--param",
+            "max_unapproved_deactivations=100",
+        ])
+        .await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    let guard = &run.output_of("diff")["guard"];
+    assert_eq!(guard["hold"], true);
+    assert!(
+        guard["reason"].as_str().unwrap().contains("no license group"),
+        "{guard}"
+    );
+    let gate = &run.output_of("deactivate")["approval"];
+    assert!(
+        gate["reason"].as_str().unwrap().contains("no license group"),
+        "{gate}"
+    );
+    assert_eq!(gate["waiting"].as_array().unwrap().len(), 7, "{gate}");
+    for mail in [ANN, BOB, CY, DEE, EVE, FAY, GIL] {
+        assert!(t.active(mail), "{mail}");
     }
 }
 

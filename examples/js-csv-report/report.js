@@ -1,7 +1,8 @@
 // `csv-report` in JavaScript: the license sync's report as CSV.
 //
 // A drop-in for the built-in `html-report`: the same input (`diff` from
-// compare, `created` from procore-create-user's for_each, `skipped_disabled`,
+// compare, `created` from procore-create-user's for_each, `deactivated` and
+// `reactivated` from the leavers' and returners' steps, `skipped_disabled`,
 // `warnings`) and the fields the flow's mail step reads (`subject`, `html`,
 // `notable`), plus `csv`: one row per person acted on or worth a look,
 // `status,name,key,detail`, quoted as RFC 4180 says. The run's id and
@@ -17,6 +18,8 @@ const INPUT_SCHEMA = {
   properties: {
     diff: { type: "object", required: ["missing", "present", "present_inactive"] },
     created: { type: ["object", "null"] },
+    deactivated: { type: ["object", "null"] },
+    reactivated: { type: ["object", "null"] },
     skipped_disabled: { type: "integer", minimum: 0 },
     warnings: { type: "array", items: { type: "string" } },
   },
@@ -70,6 +73,20 @@ function rowsOf(input) {
       rows.push([STATUS[out.status] || out.status, person.displayName, person.key, detail.join("; ")]);
     } else {
       rows.push(["failed", person.displayName, person.key, (entry.error && entry.error.message) || ""]);
+    }
+  }
+  for (const step of ["deactivated", "reactivated"]) {
+    const done = input[step] || {};
+    for (const entry of done.items || []) {
+      const person = entry.item || {};
+      const out = entry.output || {};
+      const status = entry.status === "ok" ? String(out.status || step).replace(/_/g, " ") : "failed";
+      const detail = entry.status === "ok" ? `Procore id ${person.procore_id}` : (entry.error && entry.error.message) || "";
+      rows.push([status, person.name, person.key, detail]);
+    }
+    const gate = done.approval || {};
+    for (const held of gate.waiting || []) {
+      rows.push(["waits for approval", (held.item || {}).name, held.key, gate.approve || ""]);
     }
   }
   for (const inactive of input.diff.present_inactive || []) {
