@@ -330,6 +330,15 @@ pub fn not_managed(input: &Input) -> Section {
             .diff
             .inactive_unmanaged
             .iter()
+            // A license holder whose Procore user is inactive already has
+            // its row under "inactive in Procore": one row per person.
+            .filter(|u| {
+                !input
+                    .diff
+                    .present_inactive
+                    .iter()
+                    .any(|i| i.person.key == u.key)
+            })
             .map(|u| Row {
                 status: status::NOT_MANAGED,
                 name: String::new(),
