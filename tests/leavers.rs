@@ -164,14 +164,22 @@ impl Env {
 
     /// Every run's report, oldest first.
     fn reports(&self) -> Vec<String> {
-        let mut runs: Vec<PathBuf> = std::fs::read_dir(self.data().join("runs"))
+        let runs: Vec<PathBuf> = std::fs::read_dir(self.data().join("runs"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
-        runs.sort();
-        runs.iter()
-            .filter_map(|r| std::fs::read_to_string(r.join("report.html")).ok())
-            .collect()
+        // Oldest first by when each report was written: run ids do not sort
+        // by time.
+        let mut reports: Vec<(std::time::SystemTime, String)> = runs
+            .iter()
+            .filter_map(|r| {
+                let path = r.join("report.html");
+                let written = std::fs::metadata(&path).ok()?.modified().ok()?;
+                Some((written, std::fs::read_to_string(path).ok()?))
+            })
+            .collect();
+        reports.sort_by_key(|(written, _)| *written);
+        reports.into_iter().map(|(_, text)| text).collect()
     }
 
     /// The only pending plan's id.

@@ -330,7 +330,9 @@ async fn five_leavers_wait_in_one_plan_and_exactly_the_approved_ones_are_deactiv
     let mut expected = Vec::new();
     for mail in [CY, EVE] {
         let id = t.id(mail);
-        expected.push(format!("PATCH /rest/v1.0/companies/{company}/users/{id} 200"));
+        expected.push(format!(
+            "PATCH /rest/v1.0/companies/{company}/users/{id} 200"
+        ));
         expected.push(format!(
             "DELETE /rest/v1.0/projects/{project}/users/{id}/actions/remove 204"
         ));
@@ -349,7 +351,13 @@ async fn five_leavers_wait_in_one_plan_and_exactly_the_approved_ones_are_deactiv
     }
     let items = t.items(&id).await;
     assert_eq!(
-        (&items[CY], &items[EVE], &items[DEE], &items[FAY], &items[GIL]),
+        (
+            &items[CY],
+            &items[EVE],
+            &items[DEE],
+            &items[FAY],
+            &items[GIL]
+        ),
         (
             &"done".to_string(),
             &"done".to_string(),
@@ -447,7 +455,10 @@ async fn unmanaged_users_are_never_touched_unless_their_domain_is_managed() {
     let (run, requests) = t
         .run_ok(&["--param", r#"managed_domains=["contoso.com"]"#])
         .await;
-    assert_eq!(leavers(&run), map(&[("old@contoso.com", "no license group")]));
+    assert_eq!(
+        leavers(&run),
+        map(&[("old@contoso.com", "no license group")])
+    );
     assert_eq!(writes(&requests), Vec::<String>::new());
     let (id, _) = t.plans().await[0].clone();
     t.decide("approve", &id, &["old@contoso.com"]).await;
@@ -523,12 +534,18 @@ async fn no_matching_license_group_holds_every_deactivation_and_says_why() {
     let guard = &run.output_of("diff")["guard"];
     assert_eq!(guard["hold"], true);
     assert!(
-        guard["reason"].as_str().unwrap().contains("no license group"),
+        guard["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no license group"),
         "{guard}"
     );
     let gate = &run.output_of("deactivate")["approval"];
     assert!(
-        gate["reason"].as_str().unwrap().contains("no license group"),
+        gate["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no license group"),
         "{gate}"
     );
     assert_eq!(gate["waiting"].as_array().unwrap().len(), 7, "{gate}");

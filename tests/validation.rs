@@ -129,7 +129,7 @@ fn the_shipped_flow_validates_with_no_environment_variables_set() {
     let (code, stdout, stderr) = validate(&shipped_flows(), "procore-license-sync.toml", &[]);
     assert_eq!(code, 0, "stderr: {stderr}");
     assert!(
-        stdout.contains("flow `procore-license-sync` is valid (7 steps"),
+        stdout.contains("flow `procore-license-sync` is valid (9 steps"),
         "{stdout}"
     );
     assert!(stdout.contains("America/Los_Angeles"), "{stdout}");
@@ -186,7 +186,7 @@ fn validate_env_binds_the_shipped_flow_to_its_environment() {
     assert!(
         stderr
             .trim_end()
-            .ends_with("8 problems found; nothing was run"),
+            .ends_with("10 problems found; nothing was run"),
         "{stderr}"
     );
 }

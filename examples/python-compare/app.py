@@ -68,6 +68,14 @@ OUTPUT_SCHEMA = {
         "present_inactive": {"type": "array"},
         "counts": {"type": "object"},
         "matched_by_upn": {"type": "array", "items": {"type": "string"}},
+        "leavers": {"type": "array"},
+        "leaving": {"type": "array"},
+        "returners": {"type": "array"},
+        "inactive_unmanaged": {"type": "array"},
+        "guard": {
+            "type": "object",
+            "properties": {"hold": {"type": "boolean"}, "reason": {"type": "string"}},
+        },
     },
 }
 
