@@ -3,10 +3,14 @@
 //! console token serves the shipped license sync against the emulators;
 //! the browser signs in, runs the flow from the Flows page, watches its run
 //! to the end, opens the report, the runs list and the items, and finds a
-//! person in the ledger. A second admin approves, from the Approvals
-//! page, two of the people a gated copy of the flow held back instead of
-//! creating, runs the flow again, and sees exactly those two created in
-//! the emulated Procore and the others still pending. Every page is saved as a screenshot under the
+//! person in the ledger. A second scenario is the one an admin is mailed
+//! about: on a tenant the first run adopted, three people lose their
+//! license (two leave the group, one account is disabled) and the next
+//! run holds their deactivations; from the Approvals page the admin
+//! approves two of the three with a note, runs the flow, and sees exactly
+//! those two deactivated and taken off the project in the emulated
+//! Procore, the third still pending, and a leaver's story in the ledger.
+//! Every page is saved as a screenshot under the
 //! test's output folder (`target/tmp/console-browser/`), and any message
 //! the browser's console logs as an error (a CSP violation, a failed
 //! request, a script error) fails the test.
@@ -31,6 +35,8 @@ use common::console_child::ConsoleChild;
 use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
+use sluice_emulator::Scenario;
+use sluice_emulator::scenario::ProjectUser;
 
 const TOKEN: &str = "browser-test-token-0123456789abcdef";
 
@@ -247,20 +253,6 @@ fn shipped_flow(dir: &Path) -> PathBuf {
     write_flow(dir, &std::fs::read_to_string(shipped).unwrap())
 }
 
-/// The shipped flow whose `create` step waits for a person to approve
-/// each new user (keyed by the person's identity key).
-fn gated_flow(dir: &Path) -> PathBuf {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/procore-license-sync.toml");
-    let text = std::fs::read_to_string(shipped).unwrap();
-    // The shipped flow holds creates only above `max_unapproved_creates`.
-    let guard = "approval = { above = \"${params.max_unapproved_creates}\" }\n";
-    assert!(
-        text.contains(guard),
-        "the shipped flow guards its creates by key"
-    );
-    write_flow(dir, &text.replace(guard, "approval = \"always\"\n"))
-}
-
 fn write_flow(dir: &Path, text: &str) -> PathBuf {
     let line = text
         .lines()
@@ -382,91 +374,203 @@ async fn run_now(b: &Browser, base: &str) {
     b.wait_text("#run-status", "succeeded").await;
 }
 
-/// The identity keys of the people the emulated Procore got through its API.
-fn created(emulator: &sluice_emulator::RunningEmulator) -> Vec<String> {
+const LICENSE: &str = "License – Microsoft E3";
+const ANN: &str = "ann@contoso.com";
+const BOB: &str = "bob@contoso.com";
+const FLO: &str = "flo@contoso.com";
+const GUS: &str = "gus@contoso.com";
+const CY: &str = "cy@contoso.com";
+const DEE: &str = "dee@contoso.com";
+const EVE: &str = "eve@contoso.com";
+
+/// A tenant of seven licensed people, each with an active Procore user on
+/// the project: `(mail, Entra id, Procore id)`. Three of them leaving
+/// leaves more than half the holders, so compare's guard stays quiet and
+/// the plan is the flow's ordinary one: every deactivation waits.
+async fn seven_licensed() -> (
+    sluice_emulator::RunningEmulator,
+    Vec<(&'static str, String, u64)>,
+    String,
+) {
+    let mut scenario = Scenario::hand_written();
+    let group = scenario.add_group(LICENSE);
+    let project = scenario.project_ids[0];
+    let mut people = Vec::new();
+    for mail in [ANN, BOB, CY, DEE, EVE, FLO, GUS] {
+        let name = format!("Person {}", mail.split('@').next().unwrap());
+        let graph_id = scenario
+            .add_user(&name, Some(mail), mail, &[group.as_str()])
+            .id
+            .clone();
+        let procore_id = scenario.add_procore_user(mail, mail, true).id;
+        scenario.project_users.push(ProjectUser {
+            project_id: project,
+            user_id: procore_id,
+            permission_template_id: None,
+        });
+        people.push((mail, graph_id, procore_id));
+    }
+    let emulator = sluice_emulator::start(sluice_emulator::EmulatorConfig {
+        scenario,
+        ..sluice_emulator::EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    (emulator, people, group)
+}
+
+/// Whether the emulated Procore user `id` is active, and on the project.
+fn active_on_project(emulator: &sluice_emulator::RunningEmulator, id: u64) -> (bool, bool) {
     let state = emulator.snapshot();
-    let mut keys: Vec<String> = state
-        .created_users()
+    let active = state
+        .procore_users()
         .iter()
-        .map(|u| u.email_address.trim().to_lowercase())
-        .collect();
-    keys.sort();
-    keys
+        .find(|u| u.id == id)
+        .unwrap()
+        .is_active;
+    let member = state.project_users().iter().any(|m| m.user_id == id);
+    (active, member)
+}
+
+/// The Procore writes the emulator answered so far, as `METHOD path`.
+fn procore_writes(emulator: &sluice_emulator::RunningEmulator) -> Vec<String> {
+    emulator
+        .snapshot()
+        .requests
+        .iter()
+        .filter(|r| r.method != "GET" && r.path.starts_with("/rest/"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admin_approves_two_of_the_held_creations_and_only_those_run() {
-    let emulator = sluice_emulator::start(sluice_emulator::EmulatorConfig::default())
-        .await
-        .unwrap();
+async fn an_admin_approves_two_of_three_deactivations_and_only_those_are_applied() {
+    let (emulator, people, group) = seven_licensed().await;
     let data = tempfile::tempdir().unwrap();
-    let flow = gated_flow(data.path());
+    let flow = shipped_flow(data.path());
     let mut serving = serve(data.path(), &flow, &emulator.env_vars());
     let base = format!("http://{}", serving.console_addr().await);
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-browser-approvals");
     let b = Browser::start(shots).await;
     sign_in(&b, &base, "Dana Admin").await;
     b.wait_text("#no-open", "No plan waits").await;
+    b.check("approvals-none").await;
 
-    // The first run holds every creation in a plan; nobody is created.
+    // The first run adopts the seven matches and changes nobody.
     run_now(&b, &base).await;
-    assert_eq!(created(&emulator), Vec::<String>::new());
+    assert_eq!(procore_writes(&emulator), Vec::<String>::new());
+
+    // Cy and Dee leave the license group; Eve's account is disabled. The
+    // next run holds all three deactivations for an admin (by default
+    // every deactivation waits) and writes nothing.
+    for (mail, graph_id, _) in &people {
+        if [CY, DEE].contains(mail) {
+            assert!(emulator.remove_member(&group, graph_id));
+        }
+        if *mail == EVE {
+            assert!(emulator.set_account_enabled(graph_id, false));
+        }
+    }
+    run_now(&b, &base).await;
+    b.wait_text("#steps", "deactivate").await;
+    b.check("run-held").await;
+    assert_eq!(procore_writes(&emulator), Vec::<String>::new());
+
     b.client.goto(&format!("{base}/approvals")).await.unwrap();
-    b.wait_text("#open-plans", "procore-license-sync").await;
+    b.wait_text("#open-plans", "deactivate").await;
     b.check("approvals").await;
     b.click("#open-plans a").await;
-    b.wait_text("#plan-status", "open").await;
-    let boxes = b
-        .client
-        .find_all(Locator::Css("#plan-items input[name=key]"))
-        .await
-        .unwrap();
-    let mut keys = Vec::new();
-    for checkbox in &boxes {
-        keys.push(checkbox.attr("value").await.unwrap().unwrap());
+    b.wait_text("#plan-status", "open: 3 pending, 0 approved")
+        .await;
+    let rows = b.text("#plan-items").await;
+    for mail in [CY, DEE, EVE] {
+        assert!(rows.contains(mail), "{mail} waits: {rows}");
     }
-    assert!(keys.len() >= 3, "three or more people wait: {keys:?}");
-    let status = b.text("#plan-status").await;
+    for mail in [ANN, BOB, FLO, GUS] {
+        assert!(!rows.contains(mail), "{mail} still holds a license: {rows}");
+    }
+    let reason = b.text("#reason").await;
     assert!(
-        status.contains(&format!("{} pending, 0 approved", keys.len())),
-        "{status}"
+        reason.contains("more than the 0 this step may run unapproved"),
+        "{reason}"
     );
     b.check("plan").await;
 
-    // Two of them approved, with a note, under the login's name.
-    boxes[0].click().await.unwrap();
-    boxes[1].click().await.unwrap();
-    b.fill("#note", "new starters, confirmed with HR").await;
+    // Cy and Eve approved, with a note, under the login's name.
+    for mail in [CY, EVE] {
+        b.click(&format!("#plan-items input[name=key][value=\"{mail}\"]"))
+            .await;
+    }
+    b.fill("#note", "left the company, confirmed with HR").await;
     b.click("#approve").await;
-    b.wait_text("#plan-status", "2 approved").await;
+    b.wait_text("#plan-status", "1 pending, 2 approved").await;
     let decisions = b.text("#decisions").await;
     assert!(
-        decisions.contains("Dana Admin") && decisions.contains("new starters, confirmed with HR"),
+        decisions.contains("Dana Admin")
+            && decisions.contains("left the company, confirmed with HR"),
         "{decisions}"
     );
-    for key in &keys[..2] {
-        assert!(decisions.contains(key.as_str()), "{key}: {decisions}");
+    for mail in [CY, EVE] {
+        assert!(decisions.contains(mail), "{mail}: {decisions}");
     }
+    assert!(!decisions.contains(DEE), "{decisions}");
     b.check("plan-decided").await;
 
-    // The next run creates exactly those two; the others still wait.
+    // The next run deactivates exactly those two and takes them off the
+    // project; Dee still waits, active.
     run_now(&b, &base).await;
-    let mut approved: Vec<String> = keys[..2].iter().map(|k| k.to_lowercase()).collect();
-    approved.sort();
-    assert_eq!(created(&emulator), approved);
-    b.client.goto(&format!("{base}/approvals")).await.unwrap();
-    b.wait_text("#open-plans", "procore-license-sync").await;
-    b.click("#open-plans a").await;
-    b.wait_text("#plan-status", "2 ran").await;
-    let status = b.text("#plan-status").await;
-    assert!(
-        status.contains(&format!("open: {} pending, 0 approved", keys.len() - 2)),
-        "{status}"
-    );
-    let rows = b.text("#plan-items").await;
-    for key in &keys[2..] {
-        assert!(rows.contains(key.as_str()), "{key} still waits: {rows}");
+    b.check("run-applied").await;
+    let id = |mail: &str| people.iter().find(|p| p.0 == mail).unwrap().2;
+    let (company, project) = {
+        let state = emulator.snapshot();
+        (state.scenario.company_id, state.scenario.project_ids[0])
+    };
+    let mut expected = Vec::new();
+    for mail in [CY, EVE] {
+        expected.push(format!(
+            "PATCH /rest/v1.0/companies/{company}/users/{}",
+            id(mail)
+        ));
+        expected.push(format!(
+            "DELETE /rest/v1.0/projects/{project}/users/{}/actions/remove",
+            id(mail)
+        ));
     }
+    let mut writes = procore_writes(&emulator);
+    writes.sort();
+    expected.sort();
+    assert_eq!(writes, expected);
+    for mail in [CY, EVE] {
+        assert_eq!(
+            active_on_project(&emulator, id(mail)),
+            (false, false),
+            "{mail}"
+        );
+    }
+    for mail in [ANN, BOB, DEE, FLO, GUS] {
+        assert_eq!(
+            active_on_project(&emulator, id(mail)),
+            (true, true),
+            "{mail}"
+        );
+    }
+    b.client.goto(&format!("{base}/approvals")).await.unwrap();
+    b.wait_text("#open-plans", "deactivate").await;
+    b.click("#open-plans a").await;
+    b.wait_text(
+        "#plan-status",
+        "open: 1 pending, 0 approved, 0 rejected, 2 ran",
+    )
+    .await;
+    let pending = b.text("#plan-items tr.pending").await;
+    assert!(pending.contains(DEE), "Dee still waits: {pending}");
     b.check("plan-after-run").await;
+
+    // Eve's story in the ledger, found by mail in any case.
+    b.client.goto(&format!("{base}/ledger")).await.unwrap();
+    b.fill("#email", &EVE.to_uppercase()).await;
+    b.click("#find").await;
+    b.wait_text("#story", "deactivate").await;
+    b.check("ledger-leaver").await;
     let _ = b.client.clone().close().await;
 }
