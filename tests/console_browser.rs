@@ -32,11 +32,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::console_child::ConsoleChild;
+use common::emulated::{Licensed, licensed_tenant};
 use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use sluice_emulator::Scenario;
-use sluice_emulator::scenario::ProjectUser;
 
 const TOKEN: &str = "browser-test-token-0123456789abcdef";
 
@@ -383,33 +382,12 @@ const CY: &str = "cy@contoso.com";
 const DEE: &str = "dee@contoso.com";
 const EVE: &str = "eve@contoso.com";
 
-/// A tenant of seven licensed people, each with an active Procore user on
-/// the project: `(mail, Entra id, Procore id)`. Three of them leaving
-/// leaves more than half the holders, so compare's guard stays quiet and
-/// the plan is the flow's ordinary one: every deactivation waits.
-async fn seven_licensed() -> (
-    sluice_emulator::RunningEmulator,
-    Vec<(&'static str, String, u64)>,
-    String,
-) {
-    let mut scenario = Scenario::hand_written();
-    let group = scenario.add_group(LICENSE);
-    let project = scenario.project_ids[0];
-    let mut people = Vec::new();
-    for mail in [ANN, BOB, CY, DEE, EVE, FLO, GUS] {
-        let name = format!("Person {}", mail.split('@').next().unwrap());
-        let graph_id = scenario
-            .add_user(&name, Some(mail), mail, &[group.as_str()])
-            .id
-            .clone();
-        let procore_id = scenario.add_procore_user(mail, mail, true).id;
-        scenario.project_users.push(ProjectUser {
-            project_id: project,
-            user_id: procore_id,
-            permission_template_id: None,
-        });
-        people.push((mail, graph_id, procore_id));
-    }
+/// Seven licensed people, each with an active Procore user on the
+/// project. Three of them leaving leaves more than half the holders, so
+/// compare's guard stays quiet and the plan is the flow's ordinary one:
+/// every deactivation waits.
+async fn seven_licensed() -> (sluice_emulator::RunningEmulator, Vec<Licensed>, String) {
+    let (scenario, group, people) = licensed_tenant(LICENSE, &[ANN, BOB, CY, DEE, EVE, FLO, GUS]);
     let emulator = sluice_emulator::start(sluice_emulator::EmulatorConfig {
         scenario,
         ..sluice_emulator::EmulatorConfig::default()
@@ -463,12 +441,12 @@ async fn an_admin_approves_two_of_three_deactivations_and_only_those_are_applied
     // Cy and Dee leave the license group; Eve's account is disabled. The
     // next run holds all three deactivations for an admin (by default
     // every deactivation waits) and writes nothing.
-    for (mail, graph_id, _) in &people {
-        if [CY, DEE].contains(mail) {
-            assert!(emulator.remove_member(&group, graph_id));
+    for p in &people {
+        if [CY, DEE].contains(&p.mail) {
+            assert!(emulator.remove_member(&group, &p.graph_id));
         }
-        if *mail == EVE {
-            assert!(emulator.set_account_enabled(graph_id, false));
+        if p.mail == EVE {
+            assert!(emulator.set_account_enabled(&p.graph_id, false));
         }
     }
     run_now(&b, &base).await;
@@ -520,7 +498,7 @@ async fn an_admin_approves_two_of_three_deactivations_and_only_those_are_applied
     // project; Dee still waits, active.
     run_now(&b, &base).await;
     b.check("run-applied").await;
-    let id = |mail: &str| people.iter().find(|p| p.0 == mail).unwrap().2;
+    let id = |mail: &str| people.iter().find(|p| p.mail == mail).unwrap().procore_id;
     let (company, project) = {
         let state = emulator.snapshot();
         (state.scenario.company_id, state.scenario.project_ids[0])

@@ -194,3 +194,46 @@ pub fn assert_no_secret(run: &Run, secrets: &[String], data_dir: &Path) {
         secrets.len()
     );
 }
+
+/// One person of [`licensed_tenant`]: their mail (the key), Entra id and
+/// Procore id.
+pub struct Licensed {
+    pub mail: &'static str,
+    pub graph_id: String,
+    pub procore_id: u64,
+}
+
+/// A hand-written tenant in which each of `mails` is in the license group
+/// `group` and has an active Procore user on the project: the scenario,
+/// the group's id and the people. A first run of the shipped flow adopts
+/// them all.
+pub fn licensed_tenant(
+    group: &str,
+    mails: &[&'static str],
+) -> (sluice_emulator::Scenario, String, Vec<Licensed>) {
+    let mut scenario = sluice_emulator::Scenario::hand_written();
+    let group = scenario.add_group(group);
+    let project = scenario.project_ids[0];
+    let mut people = Vec::new();
+    for &mail in mails {
+        let name = format!("Person {}", mail.split('@').next().unwrap());
+        let graph_id = scenario
+            .add_user(&name, Some(mail), mail, &[group.as_str()])
+            .id
+            .clone();
+        let procore_id = scenario.add_procore_user(mail, mail, true).id;
+        scenario
+            .project_users
+            .push(sluice_emulator::scenario::ProjectUser {
+                project_id: project,
+                user_id: procore_id,
+                permission_template_id: None,
+            });
+        people.push(Licensed {
+            mail,
+            graph_id,
+            procore_id,
+        });
+    }
+    (scenario, group, people)
+}
