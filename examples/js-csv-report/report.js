@@ -79,14 +79,23 @@ function rowsOf(input) {
     const done = input[step] || {};
     for (const entry of done.items || []) {
       const person = entry.item || {};
-      const out = entry.output || {};
-      const status = entry.status === "ok" ? String(out.status || step).replace(/_/g, " ") : "failed";
-      const detail = entry.status === "ok" ? `Procore id ${person.procore_id}` : (entry.error && entry.error.message) || "";
-      rows.push([status, person.name, person.key, detail]);
+      if (entry.status === "ok") {
+        const out = entry.output || {};
+        rows.push([String(out.status || step).replace(/_/g, " "), out.name || person.name, person.key, lifecycleDetail(out)]);
+      } else {
+        rows.push(["failed", person.name, person.key, (entry.error && entry.error.message) || ""]);
+      }
     }
+    // Leavers an admin has not decided on yet, and those they rejected.
     const gate = done.approval || {};
     for (const held of gate.waiting || []) {
-      rows.push(["waits for approval", (held.item || {}).name, held.key, gate.approve || ""]);
+      const person = held.item || {};
+      const approve = gate.approve ? `approve with: ${gate.approve} --only ${held.key}` : "";
+      rows.push(["waits for approval", person.name, held.key, [person.reason, approve].filter(Boolean).join("; ")]);
+    }
+    for (const held of gate.rejected || []) {
+      const person = held.item || {};
+      rows.push(["rejected", person.name, held.key, person.reason || ""]);
     }
   }
   for (const inactive of input.diff.present_inactive || []) {
@@ -98,6 +107,18 @@ function rowsOf(input) {
     ]);
   }
   return rows;
+}
+
+/** What a leaver's or returner's step output says beyond its status. */
+function lifecycleDetail(out) {
+  const detail = [];
+  if (out.procore_id !== undefined && out.procore_id !== null) detail.push(`Procore id ${out.procore_id}`);
+  if (out.reason) detail.push(out.reason);
+  if (out.removed_from_project) detail.push(`project: ${String(out.removed_from_project).replace(/_/g, " ")}`);
+  if (out.problem) detail.push(out.problem);
+  if (out.license_group) detail.push(`license group ${out.license_group}`);
+  if (out.project) detail.push(`project: ${String(out.project).replace(/_/g, " ")}`);
+  return detail.join("; ");
 }
 
 function badInput(message) {
@@ -124,7 +145,7 @@ export function run(inputText, context) {
     throw badInput(`the input is not JSON: ${e.message}`);
   }
   if (!input || typeof input.diff !== "object" || input.diff === null) {
-    throw badInput("expected {diff, created?, skipped_disabled?, warnings?}");
+    throw badInput("expected {diff, created?, deactivated?, reactivated?, skipped_disabled?, warnings?}");
   }
   const rows = rowsOf(input);
   const csv = [["status", "name", "key", "detail"], ...rows]
@@ -136,13 +157,20 @@ export function run(inputText, context) {
     conflicts: count("conflict"),
     failed: count("failed"),
     would_create: count("would create"),
+    deactivated: count("deactivated"),
+    reactivated: count("reactivated"),
+    waiting_for_approval: count("waits for approval"),
     inactive_in_procore: count("inactive in Procore"),
     skipped_disabled: input.skipped_disabled || 0,
     present: (input.diff.present || []).length,
   };
-  const notable = summary.created + summary.failed + summary.would_create > 0;
+  const acted = summary.created + summary.failed + summary.would_create +
+    summary.deactivated + summary.reactivated + count("would deactivate") + count("would reactivate");
+  const notable = acted + summary.waiting_for_approval > 0;
   const prefix = context.dryRun ? "[dry run] " : "";
-  const subject = `${prefix}Procore license sync: ${summary.created} created, ${summary.failed} failed`;
+  const waits = summary.waiting_for_approval ? `, ${summary.waiting_for_approval} waiting for approval` : "";
+  const subject = `${prefix}Procore license sync: ${summary.created} created, ` +
+    `${summary.deactivated} deactivated, ${summary.reactivated} reactivated, ${summary.failed} failed${waits}`;
   const html = `<!doctype html><meta charset="utf-8"><title>${escapeHtml(subject)}</title>` +
     `<p>Run ${escapeHtml(context.runId)}</p><pre>${escapeHtml(csv)}</pre>`;
   return JSON.stringify({ csv, rows: rows.length, subject, html, notable, summary });
