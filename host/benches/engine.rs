@@ -6,65 +6,18 @@
 //!   with reqwest, against a loopback server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice::connections::Connection;
-use sluice::engine::{Call, Engine, EngineConfig, Invocation, LogLevel, OutputCap, StepContext};
-
-/// The bench's outputs are small; no cap is measured.
-const NO_CAP: OutputCap = OutputCap {
-    bytes: usize::MAX,
-    key: "max_output_bytes",
-};
+use sluice::engine::{Engine, EngineConfig};
 use sluice::flow::model::ConnectionSpec;
 use sluice::redact::Redactor;
-use sluice::state::{CallState, MemoryStore, StateStore};
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn show(label: &str, d: Duration) {
-    println!("{label:<58} {:>12.1} µs", d.as_secs_f64() * 1e6);
-}
-
-fn context(granted: BTreeMap<String, Arc<Connection>>) -> Arc<StepContext> {
-    Arc::new(StepContext {
-        step_id: "bench".into(),
-        component: "bench".into(),
-        granted,
-        dry_run: false,
-        log: Arc::new(|_: LogLevel, _: &str| {}),
-        stats: Mutex::new(BTreeMap::new()),
-    })
-}
-
-/// The run context both benches pass.
-fn invocation() -> Invocation {
-    Invocation {
-        run_id: "bench".into(),
-        flow: "bench".into(),
-        step: "bench".into(),
-        item_index: None,
-        item_key: None,
-        dry_run: false,
-        started_at: "2025-01-01T00:00:00+00:00".into(),
-        attempt: 1,
-    }
-}
-
-/// One call as the run makes it: the step's context, the run context and
-/// a view of the (empty) state.
-fn call(step: &Arc<StepContext>, state: &Arc<dyn StateStore>) -> Call {
-    Call {
-        step: step.clone(),
-        invocation: invocation(),
-        state: CallState::new(state.clone(), "bench", None),
-    }
-}
+use sluice::state::{MemoryStore, StateStore};
+use support::{NO_CAP, call, context, median, show};
 
 mod raw {
     //! The same component driven by wasmtime directly: no limits, no epoch
