@@ -88,6 +88,7 @@ impl Writer {
             error: error.map(String::from),
             connections: conns,
             duration_ms: 60,
+            attempts: None,
         }))
         .await;
     }
@@ -119,6 +120,7 @@ fn item(
         error: error.map(String::from),
         connections: conns,
         duration_ms: 20,
+        attempts: None,
     })
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::*;
 use serde_json::{Value, json};
 use sluice::engine::EngineConfig;
-use sluice::run::{Runner, Status};
+use sluice::run::{RunEvent, Runner, Status};
 
 const FLOW: &str = "contract";
 
@@ -446,4 +446,321 @@ async fn state_is_kept_between_runs_of_the_binary_on_postgres() {
         .new_database()
         .await;
     state_is_kept_in_the_store_between_runs_of_the_binary(&database).await;
+}
+
+/// The attempts a step's `StepFinished` reports.
+fn step_attempts(events: &Collector, step: &str) -> sluice_store::Attempts {
+    events
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            RunEvent::StepFinished {
+                step: s, attempts, ..
+            } if s == step => attempts,
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no attempts for step {step}: {}", events.text()))
+}
+
+/// Each item's attempts, by item index, from the `ItemFinished` events.
+fn item_attempts(events: &Collector) -> Vec<(usize, sluice_store::Attempts)> {
+    let mut found: Vec<_> = events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            RunEvent::ItemFinished {
+                index, attempts, ..
+            } => Some((index, attempts)),
+            _ => None,
+        })
+        .collect();
+    found.sort_by_key(|(i, _)| *i);
+    found
+}
+
+/// `(attempt, kind, code)` of each failed attempt, and that its message
+/// is the component's own, from that attempt.
+fn failures(a: &sluice_store::Attempts) -> Vec<(u32, String, String)> {
+    for f in &a.failed {
+        assert!(
+            f.message.ends_with(&format!("(attempt {})", f.attempt)),
+            "{f:?}"
+        );
+    }
+    a.failed
+        .iter()
+        .map(|f| (f.attempt, f.kind.clone(), f.code.clone()))
+        .collect()
+}
+
+/// A step (as a rehearsal too) failing `unavailable` twice then
+/// succeeding, under a retry of three attempts: the component sees
+/// attempts 1, 2 and 3, the step succeeds, the failed attempts' writes are
+/// dropped, and the step's event says how each earlier attempt failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_retry_calls_again_on_unavailable_until_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let text = flow_with(
+        r#"
+[[step]]
+id = "flaky"
+uses = "FIXTURE"
+retry = { max_attempts = 3, base_delay = "1ms", max_delay = "4ms" }
+with = { increment = "tries", fail = { kind = "unavailable", code = "busy", until_attempt = 3 } }
+"#,
+    );
+    for dry_run in [true, false] {
+        let (outcome, events) = run_text(&runner, dir.path(), &text, dry_run).await;
+        assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+        let output = &outcome.outputs["flaky"];
+        assert_eq!(output["context"]["attempt"], json!(3));
+        assert_eq!(output["context"]["dry_run"], json!(dry_run));
+        // Each attempt read 0: what attempts 1 and 2 wrote was dropped.
+        assert_eq!(output["counter"], json!(1));
+        let attempts = step_attempts(&events, "flaky");
+        assert_eq!(attempts.made, 3);
+        assert_eq!(
+            failures(&attempts),
+            vec![
+                (1, "unavailable".into(), "busy".into()),
+                (2, "unavailable".into(), "busy".into())
+            ]
+        );
+    }
+    assert_eq!(
+        stored(&runner).await,
+        vec![("tries".into(), json!(1))],
+        "the rehearsal kept nothing; the run kept its last attempt's write"
+    );
+}
+
+/// Under a retry of three attempts, only `unavailable` and `rate-limited`
+/// items are called again (each a fresh instance, its attempt counted);
+/// `bad-input`, `conflict`, `internal` and a trap are final at once, even
+/// though a second attempt would succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_unavailable_and_rate_limited_items_are_retried_and_traps_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let text = flow_with(
+        r#"
+[params]
+items = [
+  { key = "a", fail = { kind = "unavailable", until_attempt = 2 } },
+  { key = "b", fail = { kind = "rate-limited", until_attempt = 3 } },
+  { key = "c", fail = { kind = "bad-input", until_attempt = 2 } },
+  { key = "d", fail = { kind = "conflict", until_attempt = 2 } },
+  { key = "e", fail = { kind = "internal", until_attempt = 2 } },
+  { key = "f", panic = true },
+  { key = "g" },
+]
+
+[[step]]
+id = "each"
+uses = "FIXTURE"
+for_each = "${params.items}"
+concurrency = 3
+on_error = "continue"
+retry = { max_attempts = 3, base_delay = "1ms", max_delay = "2ms" }
+with = { write_own = "${item.key}", fail = "${item.fail}", panic = "${item.panic}" }
+"#,
+    );
+    let (outcome, events) = run_text(&runner, dir.path(), &text, false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    let items = outcome.outputs["each"]["items"].as_array().unwrap().clone();
+    let status: Vec<&str> = items
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        status,
+        ["ok", "ok", "failed", "failed", "failed", "failed", "ok"]
+    );
+    assert_eq!(items[0]["output"]["context"]["attempt"], json!(2));
+    assert_eq!(items[1]["output"]["context"]["attempt"], json!(3));
+    assert_eq!(items[6]["output"]["context"]["attempt"], json!(1));
+    let made: Vec<u32> = item_attempts(&events).iter().map(|(_, a)| a.made).collect();
+    assert_eq!(made, [2, 3, 1, 1, 1, 1, 1], "{}", events.text());
+    let attempts = item_attempts(&events);
+    assert_eq!(
+        failures(&attempts[1].1),
+        vec![
+            (1, "rate-limited".into(), "rate-limited".into()),
+            (2, "rate-limited".into(), "rate-limited".into())
+        ]
+    );
+    for (index, kind) in [(2, "bad-input"), (3, "conflict"), (4, "internal")] {
+        let error = &items[index]["error"];
+        assert_eq!(error["kind"], json!(kind));
+        let message = error["message"].as_str().unwrap();
+        assert!(message.ends_with("(attempt 1)"), "{kind}: {message}");
+    }
+    assert!(
+        items[5]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("trapped"),
+        "{}",
+        items[5]
+    );
+    let kept: Vec<String> = stored(&runner).await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kept, ["item/a", "item/b", "item/g"]);
+}
+
+/// When every attempt fails, the step fails naming how many were made,
+/// and its event lists why each earlier one failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_fails_every_attempt_fails_naming_the_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let text = flow_with(
+        r#"
+[[step]]
+id = "down"
+uses = "FIXTURE"
+retry = { max_attempts = 4, base_delay = "1ms", max_delay = "2ms" }
+with = { write = { never = 1 }, fail = { kind = "unavailable", code = "down", message = "service down" } }
+"#,
+    );
+    let (outcome, events) = run_text(&runner, dir.path(), &text, false).await;
+    assert_eq!(outcome.status, Status::Failed, "{}", events.text());
+    let error = outcome.error.unwrap();
+    assert!(
+        error.contains("step `down`")
+            && error.contains("reported unavailable [down]: service down (attempt 4)")
+            && error.contains("gave up after 4 attempts"),
+        "{error}"
+    );
+    let attempts = step_attempts(&events, "down");
+    assert_eq!(attempts.made, 4);
+    assert_eq!(
+        failures(&attempts)
+            .iter()
+            .map(|(n, _, _)| *n)
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(stored(&runner).await.is_empty());
+}
+
+/// `sluice ARGS…` in `data` with its store at `database`; its standard
+/// output, failing the test unless it exits with `code`.
+fn sluice_out(data: &std::path::Path, database: &str, args: &[&str], code: i32) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .env("SLUICE_DATA_DIR", data)
+        .env("SLUICE_DATABASE_URL", database)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A retried step and a retried item, run by the binary: `--json` events,
+/// the run history (`sluice runs show`, text and `--json`) say how many
+/// attempts each took and why the earlier ones failed.
+async fn retries_are_in_the_history(database: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let flow = write_flow(
+        dir.path(),
+        "retry.toml",
+        &flow_with(
+            r#"
+[params]
+items = [{ key = "steady" }, { key = "flaky", fail = { kind = "rate-limited", code = "slow-down", until_attempt = 2 } }]
+
+[[step]]
+id = "flaky"
+uses = "FIXTURE"
+retry = { max_attempts = 3, base_delay = "1ms", max_delay = "2ms" }
+with = { fail = { kind = "unavailable", code = "busy", message = "try later", until_attempt = 3 } }
+
+[[step]]
+id = "each"
+uses = "FIXTURE"
+for_each = "${params.items}"
+retry = { max_attempts = 2, base_delay = "1ms" }
+with = { fail = "${item.fail}" }
+"#,
+        ),
+    );
+    let flow = flow.display().to_string();
+    let events = sluice_out(&data, database, &["run", "--json", &flow], 0);
+    let events: Vec<Value> = events
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let finished = events
+        .iter()
+        .find(|e| e["event"] == "step_finished" && e["step"] == "flaky")
+        .unwrap();
+    assert_eq!(finished["attempts"]["made"], json!(3), "{finished}");
+    assert_eq!(
+        finished["attempts"]["failed"][1],
+        json!({"attempt": 2, "kind": "unavailable", "code": "busy", "message": "try later (attempt 2)"})
+    );
+    let run_id = events.iter().find(|e| e["event"] == "run_started").unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let shown = sluice_out(&data, database, &["runs", "show", &run_id, "--items"], 0);
+    for line in [
+        "attempts: 3",
+        "1. unavailable [busy]: try later (attempt 1)",
+        "2. unavailable [busy]: try later (attempt 2)",
+        "attempts: 2",
+        "1. rate-limited [slow-down]: asked to fail with rate-limited (attempt 1)",
+    ] {
+        assert!(shown.contains(line), "`{line}` not in:\n{shown}");
+    }
+    let detail: Value = serde_json::from_str(&sluice_out(
+        &data,
+        database,
+        &["runs", "show", &run_id, "--json"],
+        0,
+    ))
+    .unwrap();
+    let step = detail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step_id"] == "flaky")
+        .unwrap();
+    assert_eq!(step["attempts"]["made"], json!(3));
+    assert_eq!(step["attempts"]["failed"].as_array().unwrap().len(), 2);
+    let items = detail["items"].as_array().unwrap();
+    assert_eq!(
+        items[0]["attempts"],
+        Value::Null,
+        "one attempt is not listed"
+    );
+    assert_eq!(items[1]["attempts"]["made"], json!(2));
+    assert_eq!(
+        items[1]["attempts"]["failed"][0]["code"],
+        json!("slow-down")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_in_the_history_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite:{}", dir.path().join("store.sqlite").display());
+    retries_are_in_the_history(&database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_in_the_history_on_postgres() {
+    let database = sluice_store::testing::TempPostgres::shared()
+        .new_database()
+        .await;
+    retries_are_in_the_history(&database).await;
 }

@@ -6,6 +6,8 @@
 
 use serde_json::{Value, json};
 
+use crate::model::{Attempts, FailedAttempt};
+
 /// 64 KiB per input or output: a report's HTML fits; a 100k-user list does not.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
 /// Enough of a cut document to see what it was.
@@ -49,6 +51,34 @@ pub fn capped_error(text: &str) -> String {
 pub(crate) fn parse_stored(text: Option<String>) -> Option<Value> {
     let text = text?;
     Some(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// The most failed attempts of one step or item kept: the last ones (their
+/// numbers say which they were).
+pub const MAX_FAILED_ATTEMPTS: usize = 32;
+
+/// The attempts to store (none for a single attempt): the last
+/// [`MAX_FAILED_ATTEMPTS`] failures, each message capped as an error.
+pub(crate) fn attempts_text(attempts: Option<&Attempts>) -> Option<String> {
+    let a = attempts.filter(|a| a.made > 1)?;
+    let skip = a.failed.len().saturating_sub(MAX_FAILED_ATTEMPTS);
+    let failed: Vec<FailedAttempt> = a.failed[skip..]
+        .iter()
+        .map(|f| FailedAttempt {
+            message: capped_error(&f.message),
+            ..f.clone()
+        })
+        .collect();
+    serde_json::to_string(&Attempts {
+        made: a.made,
+        failed,
+    })
+    .ok()
+}
+
+/// Attempts read back; a value this build cannot read is left out.
+pub(crate) fn parse_attempts(text: Option<String>) -> Option<Attempts> {
+    serde_json::from_str(&text?).ok()
 }
 
 #[cfg(test)]

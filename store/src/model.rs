@@ -261,6 +261,29 @@ pub struct StepEnd {
     /// (`Value::Null` for none).
     pub connections: Value,
     pub duration_ms: u64,
+    /// Its attempts under the step's `retry`, when there were several.
+    pub attempts: Option<Attempts>,
+}
+
+/// The attempts of a step (or `for_each` item) its `retry` policy called
+/// again: how many were made, and why each one before the last failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attempts {
+    /// Attempts made, the first included.
+    pub made: u32,
+    /// Every attempt but the last, in order (each one failed).
+    pub failed: Vec<FailedAttempt>,
+}
+
+/// Why one attempt failed: the component's error, already redacted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FailedAttempt {
+    /// Its number, from 1.
+    pub attempt: u32,
+    /// The error's kind (`unavailable`, `rate-limited`).
+    pub kind: String,
+    pub code: String,
+    pub message: String,
 }
 
 /// One item of a `for_each` step, recorded as it ends (or as its step's
@@ -280,6 +303,8 @@ pub struct ItemEnd {
     /// The item's own requests per connection, shaped as for [`StepEnd`].
     pub connections: Value,
     pub duration_ms: u64,
+    /// Its attempts under the step's `retry`, when there were several.
+    pub attempts: Option<Attempts>,
 }
 
 /// One write to the run history. A list of them for one run is applied in
@@ -377,6 +402,8 @@ pub struct StepRecord {
     pub connections: Option<Value>,
     /// For a `for_each` step, how many items it had.
     pub items_total: Option<u64>,
+    /// Its attempts under its `retry`, when there were several (schema 8).
+    pub attempts: Option<Attempts>,
 }
 
 /// What one step's approval gate did in one run: which plan holds what
@@ -420,6 +447,9 @@ pub struct ItemRecord {
     /// The item's own requests per connection, shaped as
     /// [`StepRecord::connections`]; `None` in records written before schema 3.
     pub connections: Option<Value>,
+    /// Its attempts under its step's `retry`, when there were several
+    /// (schema 8).
+    pub attempts: Option<Attempts>,
 }
 
 /// A run removed by [`crate::Store::prune_older_than`].

@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use crate::cap::truncated_bytes;
 use crate::{
-    GateRecord, ItemRecord, ItemStatus, RunDetail, RunStatus, RunSummary, StepRecord, StepStatus,
+    Attempts, GateRecord, ItemRecord, ItemStatus, RunDetail, RunStatus, RunSummary, StepRecord,
+    StepStatus,
 };
 
 /// How much of an input or output the detail view shows.
@@ -187,6 +188,9 @@ fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail, options: Deta
     if let Some(line) = s.connections.as_ref().and_then(requests) {
         let _ = writeln!(out, "       requests: {line}");
     }
+    if let Some(a) = &s.attempts {
+        attempts(out, a, 7);
+    }
     if let Some(e) = &s.error {
         // A skipped step's "error" is why it did not run.
         let label = if s.status == StepStatus::Skipped {
@@ -227,6 +231,9 @@ fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail, options: Deta
         if let Some(r) = i.connections.as_ref().and_then(requests) {
             let _ = writeln!(out, "           requests: {r}");
         }
+        if let Some(a) = &i.attempts {
+            attempts(out, a, 11);
+        }
     }
     if listed.len() > ITEMS_LISTED {
         let _ = writeln!(out, "         … and {} more", listed.len() - ITEMS_LISTED);
@@ -237,6 +244,16 @@ fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail, options: Deta
             "         (`sluice runs show {} --items` lists every item)",
             d.run.id
         );
+    }
+}
+
+/// `attempts: 3`, then why each earlier one failed, one a line.
+fn attempts(out: &mut String, a: &Attempts, by: usize) {
+    let pad = " ".repeat(by);
+    let _ = writeln!(out, "{pad}attempts: {}", a.made);
+    for f in &a.failed {
+        let head = format!("{pad}  {}. {} [{}]: ", f.attempt, f.kind, f.code);
+        let _ = writeln!(out, "{head}{}", indent(&f.message, head.chars().count()));
     }
 }
 

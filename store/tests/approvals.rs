@@ -527,6 +527,7 @@ fn keyed(step: &str, index: usize, key: &str, status: ItemStatus, output: Value)
         error: None,
         connections: Value::Null,
         duration_ms: 1,
+        attempts: None,
     })
 }
 
@@ -901,6 +902,7 @@ async fn runs_show_what_their_gates_did(db: Db) {
             error: None,
             connections: Value::Null,
             duration_ms: 1,
+            attempts: None,
         }),
     ];
     run_with(s, "r1", false, writes).await;

@@ -122,6 +122,7 @@ async fn item(s: &Store, run: &str, index: usize, status: ItemStatus, input: Val
         error: (status == ItemStatus::Failed).then(|| "boom".to_string()),
         connections: json!({"procore": {"requests": 1, "retried": 0, "throttled": 0, "wait_ms": 0}}),
         duration_ms: 5,
+        attempts: None,
     };
     w(s, run, "f", HistoryWrite::Item(end)).await;
 }
@@ -267,6 +268,7 @@ async fn flows_latest_runs_since_and_mentions(db: Db) {
         error: None,
         connections: json!({}),
         duration_ms: 5,
+        attempts: None,
     };
     w(s, "r10", "f", HistoryWrite::Item(keyed)).await;
     let found = s.items_mentioning("dave@example.COM", 10).await.unwrap();

@@ -61,6 +61,7 @@ fn end_step(step: &str, component: &str, status: StepStatus) -> StepEnd {
         error: None,
         connections: Value::Null,
         duration_ms: 0,
+        attempts: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn item(step: &str, index: usize, status: ItemStatus, input: Value) -> ItemEnd {
         error: None,
         connections: Value::Null,
         duration_ms: 1,
+        attempts: None,
     }
 }
 

@@ -109,6 +109,7 @@ impl Progress {
                 error,
                 duration,
                 connections,
+                attempts,
                 ..
             } => Some(step_line(
                 step,
@@ -117,6 +118,7 @@ impl Progress {
                 error.as_deref(),
                 *duration,
                 connections,
+                attempts.as_ref().map_or(1, |a| a.made),
             )),
             RunEvent::Log {
                 step,
@@ -228,6 +230,7 @@ fn step_line(
     error: Option<&str>,
     duration: std::time::Duration,
     connections: &std::collections::BTreeMap<String, crate::connections::RequestStats>,
+    attempts: u32,
 ) -> String {
     let requests: u64 = connections.values().map(|c| c.requests).sum();
     let throttled: u64 = connections.values().map(|c| c.throttled).sum();
@@ -245,6 +248,9 @@ fn step_line(
             r.push_str(&format!(", {throttled} throttled"));
         }
         facts.push(r);
+    }
+    if attempts > 1 {
+        facts.push(format!("{attempts} attempts"));
     }
     facts.push(format_duration(duration));
     match status {

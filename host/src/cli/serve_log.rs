@@ -559,6 +559,7 @@ mod tests {
                 error: Some("bad input".into()),
                 duration: Duration::from_millis(1500),
                 connections: Default::default(),
+                attempts: None,
             })
             .unwrap();
         assert_eq!(

@@ -2,14 +2,33 @@
 //! the component receives, its view of the flow's state, and what happens
 //! to the state it wrote — kept when the call succeeds (in the store, or
 //! in a dry run only for the rest of the run), dropped when it fails.
+//!
+//! A step with a `retry` policy calls again, in a fresh instance, when an
+//! attempt fails with a retryable kind (`unavailable`, `rate-limited`):
+//! after `base_delay`·2^(n−1), at most `max_delay`, up to `max_attempts`
+//! in all. The run context's `attempt` counts them from 1. Every other
+//! failure (the other kinds; traps, timeouts and limits, which are
+//! `internal`) is final. A failed attempt's state writes are dropped like
+//! any failed call's; a stopped run (or one whose lease is lost) makes no
+//! further attempt.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
+use sluice_store::{Attempts, FailedAttempt};
 
+use super::executor::RunGuard;
+use crate::connections::decide::backoff;
 use crate::engine::{Call, CallError, Engine, Invocation, OutputCap, Prepared, StepContext};
+use crate::flow::model::RetryPolicy;
+use crate::redact::Redactor;
 use crate::state::{self, CallState, Overlay, StateStore, Writes};
+
+/// The longest wait between two checks of whether the run was stopped
+/// while it waits to try again.
+const WAIT_SLICE: Duration = Duration::from_secs(1);
 
 /// Everything needed to call one step's component, shareable with the
 /// tasks of its `for_each` items.
@@ -22,6 +41,70 @@ pub struct Caller {
     /// The run context every call of the step shares (no item, attempt 1).
     pub invocation: Invocation,
     pub timeout: Duration,
+    /// The step's `retry`; `None` calls once.
+    pub retry: Option<RetryPolicy>,
+    /// The run's stop flag and lease guard, asked before each new attempt.
+    pub cancel: Arc<AtomicBool>,
+    pub guard: Option<Arc<dyn RunGuard>>,
+}
+
+/// A call that succeeded: the output, its size as the component returned
+/// it, and the attempts it took.
+pub struct Called {
+    pub output: Value,
+    pub bytes: usize,
+    pub tries: Tries,
+}
+
+/// The attempts of one call: how many were made, and the error of each
+/// one that failed before the last.
+#[derive(Debug, Clone)]
+pub struct Tries {
+    pub made: u32,
+    pub failed: Vec<(u32, CallError)>,
+}
+
+impl Tries {
+    /// As the run history keeps them, every text redacted.
+    pub fn record(&self, redactor: &Redactor) -> Attempts {
+        let failed = self
+            .failed
+            .iter()
+            .map(|(attempt, e)| FailedAttempt {
+                attempt: *attempt,
+                kind: e.kind().to_string(),
+                code: redactor.redact(e.code()),
+                message: redactor.redact(&match e {
+                    CallError::Reported { message, .. } => message.clone(),
+                    other => other.to_string(),
+                }),
+            })
+            .collect();
+        Attempts {
+            made: self.made,
+            failed,
+        }
+    }
+}
+
+/// A call that failed, after every attempt its step's `retry` allowed.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    /// The last attempt's error.
+    pub error: CallError,
+    pub tries: Tries,
+}
+
+impl std::fmt::Display for Failed {
+    /// The last error, and how many attempts were made when more than one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)?;
+        match self.tries.made {
+            0 | 1 => Ok(()),
+            n if self.error.retryable() => write!(f, " (gave up after {n} attempts)"),
+            n => write!(f, " (attempt {n}: {} is not retried)", self.error.kind()),
+        }
+    }
 }
 
 /// Which item of a `for_each` a call is for.
@@ -49,17 +132,92 @@ impl ItemId {
 }
 
 impl Caller {
-    /// Calls the component once with `input` (JSON text), its output (JSON
-    /// text) at most `cap`, and keeps the state it wrote if it succeeded.
-    /// Returns the output and its size as the component returned it.
+    /// Calls the component with `input` (JSON text), its output (JSON text)
+    /// at most `cap`, again while its step's `retry` allows (see the module
+    /// docs), and keeps the state the successful attempt wrote.
     pub async fn call(
         &self,
         step: Arc<StepContext>,
         input: String,
         item: Option<&ItemId>,
         cap: OutputCap,
+    ) -> Result<Called, Failed> {
+        let policy = self.retry.unwrap_or(RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        });
+        let mut failed = Vec::new();
+        let mut input = input;
+        let mut attempt = 1;
+        loop {
+            // The input is copied only while another attempt may follow
+            // (a compare step's input can be hundreds of MiB).
+            let text = if attempt < policy.max_attempts {
+                input.clone()
+            } else {
+                std::mem::take(&mut input)
+            };
+            let result = self.attempt(step.clone(), text, item, cap, attempt).await;
+            let error = match result {
+                Ok((output, bytes)) => {
+                    let tries = Tries {
+                        made: attempt,
+                        failed,
+                    };
+                    return Ok(Called {
+                        output,
+                        bytes,
+                        tries,
+                    });
+                }
+                Err(e) => e,
+            };
+            if !error.retryable()
+                || attempt >= policy.max_attempts
+                || !self.wait(backoff(&policy, attempt, 1.0)).await
+            {
+                let tries = Tries {
+                    made: attempt,
+                    failed,
+                };
+                return Err(Failed { error, tries });
+            }
+            failed.push((attempt, error));
+            attempt += 1;
+        }
+    }
+
+    /// Waits `delay` before another attempt; false when the run was
+    /// stopped (or its lease lost) meanwhile: no attempt follows.
+    async fn wait(&self, delay: Duration) -> bool {
+        let mut left = delay;
+        while !left.is_zero() {
+            if self.cancel.load(Ordering::SeqCst) {
+                return false;
+            }
+            let slice = left.min(WAIT_SLICE);
+            tokio::time::sleep(slice).await;
+            left -= slice;
+        }
+        if let Some(guard) = &self.guard
+            && guard.may_go_on().await.is_err()
+        {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+        !self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// One attempt, in a fresh instance, numbered `attempt` in its run context.
+    async fn attempt(
+        &self,
+        step: Arc<StepContext>,
+        input: String,
+        item: Option<&ItemId>,
+        cap: OutputCap,
+        attempt: u32,
     ) -> Result<(Value, usize), CallError> {
         let mut invocation = self.invocation.clone();
+        invocation.attempt = attempt;
         if let Some(item) = item {
             invocation.item_index = Some(item.index);
             invocation.item_key = item.key.clone();

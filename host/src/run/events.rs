@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
+use sluice_store::Attempts;
 
 use super::approval::{GateSummary, Held};
 use crate::connections::RequestStats;
@@ -55,6 +56,8 @@ pub enum RunEvent {
         /// This item's own requests per connection (the step's
         /// [`RunEvent::StepFinished`] sums every item's).
         connections: BTreeMap<String, RequestStats>,
+        /// How many attempts it took, and why each earlier one failed.
+        attempts: Attempts,
     },
     /// An item its step's approval gate holds back: it does not run in
     /// this run (it waits for a decision, or its key was rejected).
@@ -80,6 +83,9 @@ pub enum RunEvent {
         #[serde(serialize_with = "millis")]
         duration: Duration,
         connections: BTreeMap<String, RequestStats>,
+        /// How many attempts its call took, and why each earlier one
+        /// failed; `None` for a step that never called, or called per item.
+        attempts: Option<Attempts>,
     },
     Log {
         step: String,

@@ -251,6 +251,7 @@ fn skip_the_rest(flow: &Flow, failure: &StepFailure, results: &Results, observer
             error: Some(why.to_string()),
             duration: Duration::ZERO,
             connections: BTreeMap::new(),
+            attempts: None,
         });
     }
 }

@@ -24,12 +24,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::approval::{self, Gate};
-use super::call::{Caller, ItemId};
+use super::call::{Caller, Failed, ItemId};
 use super::context::{RunContext, StepFailure};
 use super::events::{Observer, RunEvent, Status};
 use super::executor::RunGuard;
 use super::step::resolve_input;
-use crate::engine::{CallError, OutputCap, StepContext};
+use crate::engine::{OutputCap, StepContext};
 use crate::flow::Step;
 use crate::flow::model::OnError;
 use crate::flow::resolve::Scope;
@@ -37,7 +37,7 @@ use crate::flow::template::Template;
 use crate::redact::Redactor;
 
 /// An item's index, the item, and its result (`None`: never started).
-type ItemOutcome = (usize, Value, Option<Result<Value, CallError>>);
+type ItemOutcome = (usize, Value, Option<Result<Value, Failed>>);
 
 /// An item to run: its index, the item and its key.
 type ItemToRun = (usize, Value, Option<String>);
@@ -302,14 +302,18 @@ async fn run_item(
     // The item counts its own requests, then adds them to the step's.
     let own = Arc::new(shared.context.for_item());
     let id = ItemId::of(index, &item);
-    let result = shared
+    let called = shared
         .caller
         .call(own.clone(), input.to_string(), Some(&id), shared.item_cap)
-        .await
-        .map(|(output, bytes)| {
-            shared.output_bytes.fetch_add(bytes, Ordering::SeqCst);
-            output
-        });
+        .await;
+    let tries = match &called {
+        Ok(c) => c.tries.record(&shared.redactor),
+        Err(f) => f.tries.record(&shared.redactor),
+    };
+    let result = called.map(|c| {
+        shared.output_bytes.fetch_add(c.bytes, Ordering::SeqCst);
+        c.output
+    });
     let item_stats = own.stats();
     for (name, stats) in &item_stats {
         shared.context.record(name, stats);
@@ -339,6 +343,7 @@ async fn run_item(
         total: shared.total,
         failed: shared.failed.load(Ordering::SeqCst),
         connections: item_stats,
+        attempts: tries,
     });
     (index, item, Some(result))
 }
@@ -389,10 +394,10 @@ fn gather(
                 }
                 ItemResult::Failed {
                     error: ItemError {
-                        kind: e.kind(),
-                        code: e.code().to_string(),
+                        kind: e.error.kind(),
+                        code: e.error.code().to_string(),
                         message: redactor.redact(&e.to_string()),
-                        retryable: e.retryable(),
+                        retryable: e.error.retryable(),
                     },
                 }
             }

@@ -278,6 +278,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             error,
             duration,
             connections,
+            attempts,
             ..
         } => HistoryWrite::Item(ItemEnd {
             step: step.clone(),
@@ -289,6 +290,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             error: error.clone(),
             connections: json!(connections),
             duration_ms: duration.as_millis() as u64,
+            attempts: Some(attempts.clone()),
         }),
         RunEvent::StepFinished {
             step,
@@ -298,6 +300,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             error,
             duration,
             connections,
+            attempts,
         } => HistoryWrite::FinishStep(StepEnd {
             step: step.clone(),
             component: component.clone(),
@@ -306,6 +309,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             error: error.clone(),
             connections: json!(connections),
             duration_ms: duration.as_millis() as u64,
+            attempts: attempts.clone(),
         }),
         RunEvent::Artifact { name, path, .. } => HistoryWrite::Artifact {
             name: name.clone(),
@@ -331,6 +335,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             error: None,
             connections: json!({}),
             duration_ms: 0,
+            attempts: None,
         }),
         RunEvent::ApprovalGate { summary } => HistoryWrite::Gate(GateRecord {
             step: summary.step.clone(),
@@ -385,6 +390,10 @@ mod tests {
                 total: 50,
                 failed: 0,
                 connections: Default::default(),
+                attempts: sluice_store::Attempts {
+                    made: 1,
+                    failed: Vec::new(),
+                },
             });
         }
         recorder.event(&RunEvent::RunFinished {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sluice_store::Attempts;
 
 use super::call::Caller;
 use super::context::{Results, RunContext, StepFailure};
@@ -48,11 +49,19 @@ pub async fn run(
     let caller = Arc::new(caller(ctx, step, prepared));
     let started = Instant::now();
     let scope = ctx.scope(results);
-    let result = match &step.for_each {
+    let (result, attempts) = match &step.for_each {
         None => run_once(ctx, step, &caller, &context, &scope).await,
-        Some(list) => for_each::run(ctx, step, list, &caller, &context, &scope).await,
+        Some(list) => (
+            for_each::run(ctx, step, list, &caller, &context, &scope).await,
+            None,
+        ),
     };
-    finish(ctx, step, &context, started, result, results)
+    let ended = Ended {
+        started,
+        result,
+        attempts,
+    };
+    finish(ctx, step, &context, ended, results)
 }
 
 /// Whether the step's `when` holds (all of its values truthy); an error
@@ -83,6 +92,7 @@ fn finish_early(ctx: &RunContext<'_>, step: &Step, status: Status, why: String) 
         error: Some(why),
         duration: Duration::ZERO,
         connections: BTreeMap::new(),
+        attempts: None,
     });
 }
 
@@ -121,7 +131,7 @@ fn step_context(ctx: &RunContext<'_>, step: &Step, component: &str) -> Arc<StepC
 }
 
 /// How this step's component is called: the run context it receives
-/// (before any item), its state, its deadline.
+/// (before any item), its state, its deadline and its `retry`.
 fn caller(ctx: &RunContext<'_>, step: &Step, prepared: &Arc<Prepared>) -> Caller {
     Caller {
         engine: ctx.engine.clone(),
@@ -139,18 +149,25 @@ fn caller(ctx: &RunContext<'_>, step: &Step, prepared: &Arc<Prepared>) -> Caller
             attempt: 1,
         },
         timeout: step.timeout,
+        retry: step.retry,
+        cancel: ctx.options.cancel.clone(),
+        guard: ctx.options.guard.clone(),
     }
 }
 
-/// A step without `for_each`: one call with the resolved `with`.
+/// A step without `for_each`: one call with the resolved `with` (more
+/// than one attempt under its `retry`), and its attempts when it called.
 async fn run_once(
     ctx: &RunContext<'_>,
     step: &Step,
     caller: &Caller,
     context: &Arc<StepContext>,
     scope: &Scope<'_>,
-) -> Result<Value, StepFailure> {
-    let input = resolve_input(step, scope)?;
+) -> (Result<Value, StepFailure>, Option<Attempts>) {
+    let input = match resolve_input(step, scope) {
+        Ok(input) => input,
+        Err(e) => return (Err(e), None),
+    };
     ctx.emit(&RunEvent::StepStarted {
         step: step.id.clone(),
         component: context.component.clone(),
@@ -165,11 +182,21 @@ async fn run_once(
     // 100k members the compare step's input is hundreds of MiB as a tree).
     let text = input.to_string();
     drop(input);
-    caller
-        .call(context.clone(), text, None, cap)
-        .await
-        .map(|(output, _)| output)
-        .map_err(|e| StepFailure::Failed(e.to_string()))
+    match caller.call(context.clone(), text, None, cap).await {
+        Ok(called) => (Ok(called.output), Some(called.tries.record(&ctx.redactor))),
+        Err(failed) => (
+            Err(StepFailure::Failed(failed.to_string())),
+            Some(failed.tries.record(&ctx.redactor)),
+        ),
+    }
+}
+
+/// How a step ended: when it started, its result, and its attempts when
+/// it called its component once (not per item).
+struct Ended {
+    started: Instant,
+    result: Result<Value, StepFailure>,
+    attempts: Option<Attempts>,
 }
 
 /// Emits the step's `StepFinished`, writes its artifacts and keeps its
@@ -178,12 +205,11 @@ fn finish(
     ctx: &RunContext<'_>,
     step: &Step,
     context: &StepContext,
-    started: Instant,
-    result: Result<Value, StepFailure>,
+    ended: Ended,
     results: &mut Results,
 ) -> Result<(), StepFailure> {
     let label = format!("step `{}` ({})", step.id, context.component);
-    let (status, output, error) = match result {
+    let (status, output, error) = match ended.result {
         Ok(output) => (Status::Succeeded, Some(output), None),
         Err(StepFailure::Failed(why)) => (
             Status::Failed,
@@ -202,8 +228,9 @@ fn finish(
         status,
         output: output.as_ref().map(|o| ctx.redactor.redact_json(o)),
         error: error.clone(),
-        duration: started.elapsed(),
+        duration: ended.started.elapsed(),
         connections: context.stats(),
+        attempts: ended.attempts,
     });
     results.finished.insert(step.id.clone());
     match (output, error) {

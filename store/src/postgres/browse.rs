@@ -115,7 +115,7 @@ pub(crate) async fn run_overview(c: &impl GenericClient, id: &str) -> Result<Opt
     let run = summary(&row)?;
     let mut steps = c
         .query(
-            "SELECT step_id, component, status, started_at, ended_at, duration_ms, input, output, error, connections, items_total
+            "SELECT step_id, component, status, started_at, ended_at, duration_ms, input, output, error, connections, items_total, attempts
              FROM steps WHERE run_id = $1 ORDER BY position, started_at",
             &[&id],
         )
@@ -174,7 +174,7 @@ pub(crate) async fn items_page(
     let items = c
         .query(
             &format!(
-                "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections, item_key
+                "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections, item_key, attempts
                  FROM items WHERE {matches}
                  ORDER BY CASE status WHEN 'failed' THEN 0 WHEN 'interrupted' THEN 1 ELSE 2 END, idx
                  LIMIT $4 OFFSET $5"
@@ -249,7 +249,7 @@ pub(crate) async fn items_mentioning(
     max: usize,
 ) -> Result<Vec<ItemMention>> {
     c.query(
-        "SELECT i.step_id, i.idx, i.status, i.duration_ms, i.ended_at, i.input, i.output, i.error, i.connections, i.item_key,
+        "SELECT i.step_id, i.idx, i.status, i.duration_ms, i.ended_at, i.input, i.output, i.error, i.connections, i.item_key, i.attempts,
                 r.id, r.flow, r.dry_run
          FROM items i JOIN runs r ON r.id = i.run_id
          WHERE strpos(lower(coalesce(i.item_key, '') || chr(10) || coalesce(i.input, '') || chr(10) || coalesce(i.output, '')), lower($1)) > 0
@@ -261,9 +261,9 @@ pub(crate) async fn items_mentioning(
     .map(|r| {
         Ok(ItemMention {
             item: item(r)?,
-            run_id: r.try_get(10)?,
-            flow: r.try_get(11)?,
-            dry_run: r.try_get(12)?,
+            run_id: r.try_get(11)?,
+            flow: r.try_get(12)?,
+            dry_run: r.try_get(13)?,
         })
     })
     .collect()

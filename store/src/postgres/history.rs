@@ -9,7 +9,7 @@ use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 
 use crate::approval::key_norm;
-use crate::cap::{capped, capped_error};
+use crate::cap::{attempts_text, capped, capped_error};
 use crate::process::this_process;
 use crate::{
     GateRecord, HistoryWrite, ItemEnd, NewRun, RunRef, RunStatus, StepEnd, StepStart, StoreError,
@@ -177,7 +177,7 @@ async fn start_step(
             component = excluded.component, status = 'running',
             started_at = excluded.started_at, ended_at = NULL, duration_ms = NULL,
             input = excluded.input, output = NULL, error = NULL,
-            connections = NULL, items_total = excluded.items_total",
+            connections = NULL, attempts = NULL, items_total = excluded.items_total",
         &[&run, &s.step, &s.component, &now, &capped(&s.input), &total],
     )
     .await?;
@@ -191,12 +191,13 @@ async fn finish_step(
     now: DateTime<Utc>,
 ) -> Result<()> {
     tx.execute(
-        "INSERT INTO steps (run_id, step_id, position, component, status, started_at, ended_at, duration_ms, output, error, connections)
-         VALUES ($1, $2, (SELECT count(*) FROM steps WHERE run_id = $1), $3, $4, $5, $5, $6, $7, $8, $9)
+        "INSERT INTO steps (run_id, step_id, position, component, status, started_at, ended_at, duration_ms, output, error, connections, attempts)
+         VALUES ($1, $2, (SELECT count(*) FROM steps WHERE run_id = $1), $3, $4, $5, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (run_id, step_id) DO UPDATE SET
             status = excluded.status, ended_at = excluded.ended_at,
             duration_ms = excluded.duration_ms, output = excluded.output,
-            error = excluded.error, connections = excluded.connections",
+            error = excluded.error, connections = excluded.connections,
+            attempts = excluded.attempts",
         &[
             &run,
             &s.step,
@@ -207,6 +208,7 @@ async fn finish_step(
             &s.output.as_ref().map(capped),
             &s.error.as_deref().map(capped_error),
             &counts(&s.connections),
+            &attempts_text(s.attempts.as_ref()),
         ],
     )
     .await?;
@@ -220,14 +222,14 @@ async fn record_item(
     now: DateTime<Utc>,
 ) -> Result<()> {
     tx.execute(
-        "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at, connections, item_key, key_norm)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at, connections, item_key, key_norm, attempts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          ON CONFLICT (run_id, step_id, idx) DO UPDATE SET
             status = excluded.status, duration_ms = excluded.duration_ms,
             input = excluded.input, output = excluded.output,
             error = excluded.error, ended_at = excluded.ended_at,
             connections = excluded.connections, item_key = excluded.item_key,
-            key_norm = excluded.key_norm",
+            key_norm = excluded.key_norm, attempts = excluded.attempts",
         &[
             &run,
             &i.step,
@@ -241,6 +243,7 @@ async fn record_item(
             &counts(&i.connections),
             &i.key,
             &i.key.as_deref().map(key_norm),
+            &attempts_text(i.attempts.as_ref()),
         ],
     )
     .await?;

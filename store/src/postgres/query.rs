@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, Row, Transaction};
 
-use crate::cap::parse_stored;
+use crate::cap::{parse_attempts, parse_stored};
 use crate::process::{Liveness, liveness};
 use crate::sqlite::query::died;
 use crate::{
@@ -84,6 +84,7 @@ pub(crate) fn step(r: &Row) -> Result<StepRecord> {
         items_total: r
             .try_get::<_, Option<i64>>(10)?
             .and_then(|n| u64::try_from(n).ok()),
+        attempts: parse_attempts(r.try_get(11)?),
     })
 }
 
@@ -99,6 +100,7 @@ pub(crate) fn item(r: &Row) -> Result<ItemRecord> {
         error: r.try_get(7)?,
         connections: parse_stored(r.try_get(8)?),
         key: r.try_get(9)?,
+        attempts: parse_attempts(r.try_get(10)?),
     })
 }
 
@@ -191,7 +193,7 @@ pub(crate) async fn run_detail(c: &impl GenericClient, id: &str) -> Result<Optio
     };
     let mut steps = c
         .query(
-            "SELECT step_id, component, status, started_at, ended_at, duration_ms, input, output, error, connections, items_total
+            "SELECT step_id, component, status, started_at, ended_at, duration_ms, input, output, error, connections, items_total, attempts
              FROM steps WHERE run_id = $1 ORDER BY position, started_at",
             &[&run.id],
         )
@@ -206,7 +208,7 @@ pub(crate) async fn run_detail(c: &impl GenericClient, id: &str) -> Result<Optio
     }
     let mut items = c
         .query(
-            "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections, item_key
+            "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections, item_key, attempts
              FROM items WHERE run_id = $1 ORDER BY step_id, idx",
             &[&run.id],
         )

@@ -180,6 +180,12 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE approval_plans ADD COLUMN params text;
     "#,
+    // 4: the attempts of a step or item its `retry` called again, as
+    // SQLite has them at its schema 8.
+    r#"
+    ALTER TABLE steps ADD COLUMN attempts text;
+    ALTER TABLE items ADD COLUMN attempts text;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.

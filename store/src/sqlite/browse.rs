@@ -91,7 +91,7 @@ pub(crate) fn run_overview(tx: &Transaction<'_>, id: &str) -> Result<Option<RunO
         Err(e) => return Err(e.into()),
     };
     let mut stmt = tx.prepare(
-        "SELECT step_id, component, status, started_at, ended_at, duration_ms, input, output, error, connections, items_total
+        "SELECT step_id, component, status, started_at, ended_at, duration_ms, input, output, error, connections, items_total, attempts
          FROM steps WHERE run_id = ?1 ORDER BY position, started_at",
     )?;
     let mut steps = stmt
@@ -140,7 +140,7 @@ pub(crate) fn items_page(
         |r| r.get(0),
     )?;
     let mut stmt = tx.prepare(&format!(
-        "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections, item_key
+        "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections, item_key, attempts
          FROM items WHERE {matches}
          ORDER BY CASE status WHEN 'failed' THEN 0 WHEN 'interrupted' THEN 1 ELSE 2 END, idx
          LIMIT ?4 OFFSET ?5"
@@ -211,7 +211,7 @@ pub(crate) fn items_mentioning(
     max: usize,
 ) -> Result<Vec<ItemMention>> {
     let mut stmt = tx.prepare(
-        "SELECT i.step_id, i.idx, i.status, i.duration_ms, i.ended_at, i.input, i.output, i.error, i.connections, i.item_key,
+        "SELECT i.step_id, i.idx, i.status, i.duration_ms, i.ended_at, i.input, i.output, i.error, i.connections, i.item_key, i.attempts,
                 r.id, r.flow, r.dry_run
          FROM items i JOIN runs r ON r.id = i.run_id
          WHERE instr(lower(coalesce(i.item_key, '') || char(10) || coalesce(i.input, '') || char(10) || coalesce(i.output, '')), lower(?1)) > 0
@@ -221,9 +221,9 @@ pub(crate) fn items_mentioning(
         .query_map(params![text, limit(max)], |r| {
             Ok(ItemMention {
                 item: item(r)?,
-                run_id: r.get(10)?,
-                flow: r.get(11)?,
-                dry_run: r.get(12)?,
+                run_id: r.get(11)?,
+                flow: r.get(12)?,
+                dry_run: r.get(13)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

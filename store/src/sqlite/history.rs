@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use crate::approval::key_norm;
-use crate::cap::{capped, capped_error};
+use crate::cap::{attempts_text, capped, capped_error};
 use crate::process::this_process;
 use crate::{
     GateRecord, HistoryWrite, ItemEnd, NewRun, RunRef, RunStatus, StepEnd, StepStart, StepStatus,
@@ -161,19 +161,20 @@ fn start_step(tx: &Transaction<'_>, run: &str, s: &StepStart) -> rusqlite::Resul
             component = excluded.component, status = 'running',
             started_at = excluded.started_at, ended_at = NULL, duration_ms = NULL,
             input = excluded.input, output = NULL, error = NULL,
-            connections = NULL, items_total = excluded.items_total",
+            connections = NULL, attempts = NULL, items_total = excluded.items_total",
         params![run, s.step, s.component, now_text(), capped(&s.input), total],
     )
 }
 
 fn finish_step(tx: &Transaction<'_>, run: &str, s: &StepEnd) -> rusqlite::Result<usize> {
     tx.execute(
-        "INSERT INTO steps (run_id, step_id, position, component, status, started_at, ended_at, duration_ms, output, error, connections)
-         VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1), ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO steps (run_id, step_id, position, component, status, started_at, ended_at, duration_ms, output, error, connections, attempts)
+         VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1), ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (run_id, step_id) DO UPDATE SET
             status = excluded.status, ended_at = excluded.ended_at,
             duration_ms = excluded.duration_ms, output = excluded.output,
-            error = excluded.error, connections = excluded.connections",
+            error = excluded.error, connections = excluded.connections,
+            attempts = excluded.attempts",
         params![
             run,
             s.step,
@@ -183,21 +184,22 @@ fn finish_step(tx: &Transaction<'_>, run: &str, s: &StepEnd) -> rusqlite::Result
             millis(s.duration_ms),
             s.output.as_ref().map(capped),
             s.error.as_deref().map(capped_error),
-            counts(&s.connections)
+            counts(&s.connections),
+            attempts_text(s.attempts.as_ref())
         ],
     )
 }
 
 fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> rusqlite::Result<usize> {
     tx.execute(
-        "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at, connections, item_key, key_norm)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+        "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at, connections, item_key, key_norm, attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (run_id, step_id, idx) DO UPDATE SET
             status = excluded.status, duration_ms = excluded.duration_ms,
             input = excluded.input, output = excluded.output,
             error = excluded.error, ended_at = excluded.ended_at,
             connections = excluded.connections, item_key = excluded.item_key,
-            key_norm = excluded.key_norm",
+            key_norm = excluded.key_norm, attempts = excluded.attempts",
         params![
             run,
             i.step,
@@ -210,7 +212,8 @@ fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> rusqlite::Result
             now_text(),
             counts(&i.connections),
             i.key,
-            i.key.as_deref().map(key_norm)
+            i.key.as_deref().map(key_norm),
+            attempts_text(i.attempts.as_ref())
         ],
     )
 }

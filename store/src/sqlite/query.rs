@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::history::end_steps;
-use crate::cap::parse_stored;
+use crate::cap::{parse_attempts, parse_stored};
 use crate::process::{Liveness, liveness};
 use crate::{
     Artifact, GateRecord, ItemRecord, PrunedRun, RunDetail, RunStatus, RunSummary, StepRecord,
@@ -78,6 +78,7 @@ pub(crate) fn step(r: &Row<'_>) -> rusqlite::Result<StepRecord> {
         items_total: r
             .get::<_, Option<i64>>(10)?
             .and_then(|n| u64::try_from(n).ok()),
+        attempts: parse_attempts(r.get(11)?),
     })
 }
 
@@ -93,6 +94,7 @@ pub(crate) fn item(r: &Row<'_>) -> rusqlite::Result<ItemRecord> {
         error: r.get(7)?,
         connections: parse_stored(r.get(8)?),
         key: r.get(9)?,
+        attempts: parse_attempts(r.get(10)?),
     })
 }
 
@@ -246,7 +248,7 @@ pub(crate) fn run_detail(tx: &Transaction<'_>, id: &str) -> Result<Option<RunDet
             return Ok(None);
         };
         let mut stmt = tx.prepare(
-            "SELECT step_id, component, status, started_at, ended_at, duration_ms, input, output, error, connections, items_total
+            "SELECT step_id, component, status, started_at, ended_at, duration_ms, input, output, error, connections, items_total, attempts
              FROM steps WHERE run_id = ?1 ORDER BY position, started_at",
         )?;
         let mut steps = stmt
@@ -258,7 +260,7 @@ pub(crate) fn run_detail(tx: &Transaction<'_>, id: &str) -> Result<Option<RunDet
             }
         }
         let mut stmt = tx.prepare(
-            "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections, item_key
+            "SELECT step_id, idx, status, duration_ms, ended_at, input, output, error, connections, item_key, attempts
              FROM items WHERE run_id = ?1 ORDER BY step_id, idx",
         )?;
         let mut items = stmt

@@ -195,6 +195,13 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE approval_plans ADD COLUMN params TEXT;
     "#,
+    // 8: the attempts of a step or item its `retry` called again, as JSON
+    // `{"made": n, "failed": [{"attempt", "kind", "code", "message"}]}`
+    // (NULL when it ran once).
+    r#"
+    ALTER TABLE steps ADD COLUMN attempts TEXT;
+    ALTER TABLE items ADD COLUMN attempts TEXT;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.
