@@ -329,8 +329,8 @@ async fn every_built_in_describes_itself_once_with_schemas_and_roles() {
     assert!(runner.engine.describe(&prepared).await.unwrap().is_none());
 }
 
-/// `sluice run [--dry-run] FILE` in `data`, its store at `database`;
-/// fails the test unless it exits with `code`.
+/// `sluice run --quiet [--dry-run] FILE` in `data`, its store at
+/// `database`; fails the test unless it exits with `code`.
 fn sluice_run(
     data: &std::path::Path,
     database: &str,
@@ -338,21 +338,32 @@ fn sluice_run(
     dry: bool,
     code: i32,
 ) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.env_clear()
+    let flow = flow.display().to_string();
+    let mut args = vec!["run", "--quiet"];
+    if dry {
+        args.push("--dry-run");
+    }
+    args.push(&flow);
+    sluice_out(data, database, &args, code);
+}
+
+/// `sluice ARGS…` in `data` with its store at `database`; its standard
+/// output, failing the test unless it exits with `code`.
+fn sluice_out(data: &std::path::Path, database: &str, args: &[&str], code: i32) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
         .env("SLUICE_DATA_DIR", data)
         .env("SLUICE_DATABASE_URL", database)
-        .args(["run", "--quiet"]);
-    if dry {
-        cmd.arg("--dry-run");
-    }
-    let out = cmd.arg(flow).output().unwrap();
+        .args(args)
+        .output()
+        .unwrap();
     assert_eq!(
         out.status.code(),
         Some(code),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Every key of the flow's state in the store at `database`.
@@ -366,6 +377,27 @@ async fn stored_in(database: &str) -> Vec<(String, Value)> {
     };
     let page = store.state_list(FLOW, &query).await.unwrap();
     page.entries.into_iter().map(|e| (e.key, e.value)).collect()
+}
+
+/// Two tests of `check(database)`: one on a fresh SQLite file, one on a
+/// fresh PostgreSQL database.
+macro_rules! on_sqlite_and_postgres {
+    ($check:ident: $sqlite:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let dir = tempfile::tempdir().unwrap();
+            let database = format!("sqlite:{}", dir.path().join("store.sqlite").display());
+            $check(&database).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let database = sluice_store::testing::TempPostgres::shared()
+                .new_database()
+                .await;
+            $check(&database).await;
+        }
+    };
 }
 
 /// State kept by `sluice run` in the store: run 2 reads what run 1 wrote, a
@@ -433,20 +465,11 @@ with = { write = { never = 1 }, fail = { kind = "conflict" } }
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_is_kept_between_runs_of_the_binary_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite:{}", dir.path().join("store.sqlite").display());
-    state_is_kept_in_the_store_between_runs_of_the_binary(&database).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_is_kept_between_runs_of_the_binary_on_postgres() {
-    let database = sluice_store::testing::TempPostgres::shared()
-        .new_database()
-        .await;
-    state_is_kept_in_the_store_between_runs_of_the_binary(&database).await;
-}
+on_sqlite_and_postgres!(
+    state_is_kept_in_the_store_between_runs_of_the_binary:
+    state_is_kept_between_runs_of_the_binary_on_sqlite,
+    state_is_kept_between_runs_of_the_binary_on_postgres
+);
 
 /// The attempts a step's `StepFinished` reports.
 fn step_attempts(events: &Collector, step: &str) -> sluice_store::Attempts {
@@ -644,25 +667,6 @@ with = { write = { never = 1 }, fail = { kind = "unavailable", code = "down", me
     assert!(stored(&runner).await.is_empty());
 }
 
-/// `sluice ARGS…` in `data` with its store at `database`; its standard
-/// output, failing the test unless it exits with `code`.
-fn sluice_out(data: &std::path::Path, database: &str, args: &[&str], code: i32) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .env_clear()
-        .env("SLUICE_DATA_DIR", data)
-        .env("SLUICE_DATABASE_URL", database)
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// A retried step and a retried item, run by the binary: `--json` events,
 /// the run history (`sluice runs show`, text and `--json`) say how many
 /// attempts each took and why the earlier ones failed.
@@ -750,17 +754,99 @@ with = { fail = "${item.fail}" }
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_are_in_the_history_on_sqlite() {
+on_sqlite_and_postgres!(
+    retries_are_in_the_history:
+    retries_are_in_the_history_on_sqlite,
+    retries_are_in_the_history_on_postgres
+);
+
+/// A run whose replica lost the flow's lease cannot write the flow's
+/// state: its batch carries the stale fencing number, the store refuses
+/// it, the step fails saying so (not retried: the refusal is final) and
+/// the state is left as the lease's new owner sees it.
+async fn a_replica_that_lost_its_lease_cannot_write_state(database: &str) {
+    use sluice_store::{Acquired, LeaseGrant, Store};
     let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite:{}", dir.path().join("store.sqlite").display());
-    retries_are_in_the_history(&database).await;
+    let runner = runner(EngineConfig::default());
+    let store = Store::open(&database.parse().unwrap()).await.unwrap();
+    let path = write_flow(
+        dir.path(),
+        "count.toml",
+        &flow_with(
+            r#"
+[[step]]
+id = "count"
+uses = "FIXTURE"
+retry = { max_attempts = 3, base_delay = "1ms" }
+with = { increment = "runs" }
+"#,
+        ),
+    );
+    let flow = load(&path, &[]);
+    let lease = |replica: &str, run: &str| LeaseGrant {
+        flow: FLOW.into(),
+        replica: replica.into(),
+        token: format!("{replica}-process"),
+        run_id: run.into(),
+    };
+    let ttl = std::time::Duration::from_secs(600);
+    let granted = |a: Acquired| match a {
+        Acquired::Granted { fence, .. } => fence,
+        held => panic!("the lease was not granted: {held:?}"),
+    };
+    // Runs under `fence`, as the replica holding it would.
+    let run_under = |fence: i64| {
+        let (runner, store, flow, dir) = (&runner, store.clone(), &flow, dir.path());
+        async move {
+            let run_id = sluice::run::new_run_id();
+            let mut options =
+                sluice::run::RunOptions::new(run_id.clone(), dir.join("runs").join(&run_id), false);
+            options.state = Some(Arc::new(sluice::state::DurableStore::new(
+                store,
+                Some(fence),
+            )));
+            let events = Arc::new(Collector::default());
+            let outcome = runner.run(flow, &options, events.clone()).await;
+            (outcome, events)
+        }
+    };
+
+    let old = granted(store.acquire_lease(&lease("one", "r1"), ttl).await.unwrap());
+    let (first, events) = run_under(old).await;
+    assert_eq!(first.status, Status::Succeeded, "{}", events.text());
+    assert_eq!(stored_in(database).await, vec![("runs".into(), json!(1))]);
+
+    // The lease changes hands: replica two holds it under a new number.
+    store.release_lease(FLOW, old).await.unwrap();
+    let new = granted(store.acquire_lease(&lease("two", "r2"), ttl).await.unwrap());
+    assert!(new > old);
+
+    let (stale, events) = run_under(old).await;
+    assert_eq!(stale.status, Status::Failed, "{}", events.text());
+    let error = stale.error.unwrap();
+    assert!(
+        error.contains("its state could not be saved")
+            && error.contains(&sluice_store::lease::lost(old)),
+        "{error}"
+    );
+    assert_eq!(
+        step_attempts(&events, "count").made,
+        1,
+        "a refusal is final"
+    );
+    assert_eq!(
+        stored_in(database).await,
+        vec![("runs".into(), json!(1))],
+        "the stale replica wrote nothing"
+    );
+
+    let (owner, events) = run_under(new).await;
+    assert_eq!(owner.status, Status::Succeeded, "{}", events.text());
+    assert_eq!(stored_in(database).await, vec![("runs".into(), json!(2))]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_are_in_the_history_on_postgres() {
-    let database = sluice_store::testing::TempPostgres::shared()
-        .new_database()
-        .await;
-    retries_are_in_the_history(&database).await;
-}
+on_sqlite_and_postgres!(
+    a_replica_that_lost_its_lease_cannot_write_state:
+    a_replica_that_lost_its_lease_cannot_write_state_on_sqlite,
+    a_replica_that_lost_its_lease_cannot_write_state_on_postgres
+);

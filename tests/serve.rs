@@ -1272,3 +1272,67 @@ fn the_json_log_is_one_object_per_line_with_stable_fields() {
     assert!(finished.get("error").is_none(), "{finished}");
     assert_eq!(lines.last().unwrap()["event"], "stopped", "{stderr}");
 }
+
+/// Flow state through `sluice serve` on its SQLite store: a flow fired
+/// every second counts its runs in the state store; each run reads the
+/// count the run before it kept, so the second firing sees the first's.
+#[test]
+fn a_served_flow_keeps_its_state_from_one_firing_to_the_next() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    write(
+        flows.path(),
+        "counter.toml",
+        &flow(
+            "counter",
+            "* * * * * *",
+            &format!(
+                "\n[[step]]\nid = \"count\"\nuses = \"{}\"\nwith = {{ read = [\"runs\"], increment = \"runs\" }}\n",
+                fixture("contract-0-2").display()
+            ),
+        ),
+    );
+    let child = serve(data.path(), flows.path(), "5s");
+    let runs = wait_for(data.path(), Duration::from_secs(60), |r| {
+        r.iter().filter(|r| r.status == "succeeded").count() >= 2
+    });
+    signal(&child, "TERM");
+    let (code, stderr) = wait_exit(child, Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    let h = history(data.path());
+    let mut all = h.list_runs(Some("counter"), 100).unwrap();
+    all.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    // Each run whose step succeeded kept its count, whatever became of
+    // the run after (the stop may interrupt the last one).
+    let outputs: Vec<serde_json::Value> = all
+        .iter()
+        .filter_map(|r| {
+            let detail = h.run_detail(&r.id).unwrap()?;
+            let step = detail.steps.into_iter().next()?;
+            (step.status == "succeeded").then_some(step.output?)
+        })
+        .collect();
+    assert!(outputs.len() >= 2, "{runs:?}\n{stderr}");
+    for (n, output) in outputs.iter().enumerate() {
+        // The run before this one kept n; this one read it and kept n + 1.
+        let read = match n {
+            0 => serde_json::Value::Null,
+            n => serde_json::json!(n),
+        };
+        assert_eq!(output["read"]["runs"], read, "{output}");
+        assert_eq!(output["counter"], serde_json::json!(n + 1), "{output}");
+    }
+    let query = sluice_store::StateQuery {
+        prefix: String::new(),
+        start_after: None,
+        limit: 10,
+    };
+    let page =
+        h.rt.block_on(h.store.state_list("counter", &query))
+            .unwrap();
+    let kept: Vec<_> = page.entries.into_iter().map(|e| (e.key, e.value)).collect();
+    assert_eq!(
+        kept,
+        vec![("runs".to_string(), serde_json::json!(outputs.len()))]
+    );
+}
