@@ -910,7 +910,7 @@ fn secrets_in_errors_and_failing_items_never_reach_the_history_or_a_report() {
     // repeat it (an unknown action is echoed back), as does the report the
     // second step writes.
     let steps = format!(
-        "{tables}{}{}{}{}{}",
+        "{tables}{}{}{}{}{}{}",
         step(
             "leak",
             r#"{ action = "get", connection = "api", url = "whoami" }"#,
@@ -925,6 +925,11 @@ fn secrets_in_errors_and_failing_items_never_reach_the_history_or_a_report() {
             "each",
             r#"{ action = "${item}" }"#,
             "for_each = \"${steps.report.actions}\"\non_error = \"continue\""
+        ),
+        step(
+            "flaky",
+            r#"{ action = "unavailable", code = "c-${steps.leak.body}", message = "down: ${steps.leak.body}" }"#,
+            "retry = { max_attempts = 2, base_delay = \"1ms\" }\non_error = \"continue\""
         ),
         step("fail", r#"{ action = "${steps.leak.body}" }"#, ""),
         step("never", r#"{ action = "echo" }"#, ""),
@@ -975,6 +980,19 @@ fn secrets_in_errors_and_failing_items_never_reach_the_history_or_a_report() {
     }
     let never = d.steps.iter().find(|s| s.step_id == "never").unwrap();
     assert_eq!(never.status, "skipped");
+    // A retried step's failed attempts are recorded redacted too.
+    let flaky = d.steps.iter().find(|s| s.step_id == "flaky").unwrap();
+    let attempts = flaky.attempts.as_ref().unwrap();
+    assert_eq!(attempts.made, 2);
+    let first = &attempts.failed[0];
+    assert_eq!(
+        (first.code.as_str(), first.message.as_str()),
+        ("c-[redacted]", "down: [redacted]")
+    );
+    assert!(
+        text.contains("1. unavailable [c-[redacted]]: down: [redacted]"),
+        "{text}"
+    );
 }
 
 #[test]
