@@ -615,3 +615,91 @@ fn snapshot(db: &Db, run: &str) -> String {
     }
     text
 }
+
+#[test]
+fn sluice_run_takes_the_flows_lease_so_a_second_job_of_a_cronjob_is_refused() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let database = rt.block_on(TempPostgres::shared().new_database());
+    let store = rt
+        .block_on(sluice_store::Store::open(
+            &sluice_store::Location::Postgres(database.clone()),
+        ))
+        .unwrap();
+    let (data, flows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let file = flows.path().join("once.toml");
+    // The hostile fixture asks for a connection; this step sends nothing.
+    let text = format!(
+        r#"
+name = "once"
+
+[connections.unused]
+base_url = "http://127.0.0.1:9"
+
+[[step]]
+id = "s"
+uses = "{}"
+connections = ["unused"]
+with = {{ action = "echo" }}
+"#,
+        fixture("hostile").display()
+    );
+    std::fs::write(&file, text).unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .env_clear()
+            .env("SLUICE_DATA_DIR", data.path())
+            .env("SLUICE_DATABASE_URL", &database)
+            .env("SLUICE_REPLICA", "job-2")
+            .arg("run")
+            .arg(&file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // The first Job's run holds the flow's lease.
+    let first = sluice_store::LeaseGrant {
+        flow: "once".into(),
+        replica: "job-1".into(),
+        token: "job-1".into(),
+        run_id: "first".into(),
+    };
+    let acquired = rt
+        .block_on(store.acquire_lease(&first, Duration::from_secs(60)))
+        .unwrap();
+    let sluice_store::Acquired::Granted { fence, .. } = acquired else {
+        panic!("{acquired:?}")
+    };
+    let out = run(&[]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(
+            "flow `once` was not run: the previous run is still going on replica job-1 (run first)"
+        ),
+        "{said}"
+    );
+    // A dry run changes nothing and needs no lease.
+    let out = run(&["--dry-run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Once the first has ended, the next runs under the next fencing number.
+    rt.block_on(store.release_lease("once", fence)).unwrap();
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = rt.block_on(store.list_runs(Some("once"), 10)).unwrap();
+    let real: Vec<_> = runs.iter().filter(|r| !r.dry_run).collect();
+    assert_eq!(real.len(), 1, "{runs:?}");
+    assert_eq!(real[0].status, sluice_store::RunStatus::Succeeded);
+    assert_eq!(real[0].fence, Some(fence + 1));
+    assert_eq!(real[0].replica.as_deref(), Some("job-2"));
+}

@@ -166,13 +166,17 @@ pub async fn demo(
         sluice_store::run_dir(data_dir, &run_id),
         args.dry_run,
     );
+    // The demo works on its own emulators: it takes no lease, so it never
+    // waits for (nor blocks) the real flow of the same name.
     let recording = watch_and_record(
         database,
         Progress::new(Mode::Human, false),
         LICENSE_SYNC_PATH,
         sluice_store::Trigger::Demo,
+        None,
     )
-    .await;
+    .await
+    .map_err(anyhow::Error::msg)?;
     options.approvals = recording.approvals(LICENSE_SYNC_PATH, &[]);
     // The flow's state stays in memory: the emulated tenant is new each
     // time, and what a demo remembers must not reach the real flow's

@@ -163,6 +163,16 @@ pub fn replica_name() -> String {
         .unwrap_or_else(sluice_store::process::host_name)
 }
 
+/// A lease of at least a second (`--lease`): renewals every third of it
+/// must be able to reach the store in time.
+pub fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
+    let lease = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if lease < std::time::Duration::from_secs(1) {
+        return Err(format!("`{text}` is too short; a lease lasts at least 1s"));
+    }
+    Ok(lease)
+}
+
 /// What compiling a flow is told about the components: the built-ins by
 /// name, the engine that loads each component and reads its `describe`
 /// (so inputs and roles are checked before anything runs), and the

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -14,9 +16,11 @@ use sluice_store::{Location, Store, Trigger};
 
 use crate::run::recorder::{HistoryWriter, RecordAs, Recorder};
 use crate::run::{
-    ApprovalStore, Fanout, GateSummary, Observer, RunOptions, RunOutcome, Runner, Status,
+    ApprovalStore, Fanout, GateSummary, Observer, RunGuard, RunOptions, RunOutcome, Runner,
+    Status,
 };
 use crate::scheduler::Shutdown;
+use crate::scheduler::replicas::Replica;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -121,80 +125,120 @@ fn memory_budget(default: usize) -> anyhow::Result<usize> {
 }
 
 /// What watches a run started from the command line: the progress display
-/// and the run history. [`Recording::finish`] waits for the last history
-/// writes.
+/// and the run history; with [`Lease`], the flow's lease the run holds.
+/// [`Recording::finish`] waits for the last history writes, then frees the
+/// lease.
 pub struct Recording {
     pub observer: Arc<dyn Observer>,
     writer: Option<Arc<HistoryWriter>>,
+    lease: Option<(Arc<Replica>, String)>,
+    /// The lease's guard, for the run's options: asked before each step.
+    pub guard: Option<Arc<dyn RunGuard>>,
+    /// The lease's fencing number, carried by the run's writes.
+    fence: Option<i64>,
 }
 
 impl Recording {
     /// Where approval plans are kept for this run: the store its history
     /// goes to (none when the store could not be opened), with the run's
-    /// flow file and `--param` overrides for `approve --run`.
+    /// flow file and `--param` overrides for `approve --run`, written under
+    /// the run's fencing number when it holds the flow's lease.
     pub fn approvals(&self, flow_file: &str, params: &[(String, String)]) -> Option<ApprovalStore> {
         self.writer.as_ref().map(|w| ApprovalStore {
             store: w.store().clone(),
             flow_file: flow_file.to_string(),
             params: params.to_vec(),
-            fence: None,
+            fence: self.fence,
         })
     }
 
-    /// Where the run keeps its flow's state: the store its history goes to
-    /// (none when the store could not be opened: the run's state then
-    /// lives in memory and is gone when it ends).
+    /// Where the run keeps its flow's state: the store its history goes to,
+    /// written under the lease's fencing number when the run holds it (none
+    /// when the store could not be opened: the run's state then lives in
+    /// memory and is gone when it ends).
     pub fn state(&self) -> Option<Arc<dyn crate::state::StateStore>> {
         self.writer.as_ref().map(|w| {
-            let store = crate::state::DurableStore::new(w.store().clone(), None);
+            let store = crate::state::DurableStore::new(w.store().clone(), self.fence);
             Arc::new(store) as Arc<dyn crate::state::StateStore>
         })
     }
 
-    /// Waits until the run's history is written.
+    /// Waits until the run's history is written; frees the flow's lease.
     pub async fn finish(&self) {
         if let Some(writer) = &self.writer {
             writer.flush().await;
         }
+        if let Some((replica, run_id)) = &self.lease {
+            replica.end(run_id).await;
+        }
     }
 }
 
-/// Starts recording a command-line run. A store that cannot be opened is
-/// reported and the run goes on without it: losing a record must not stop
-/// the work.
+/// The flow's lease a command-line run takes, as a `sluice serve` run
+/// does, so it never runs while the flow runs elsewhere (a replica, a
+/// CronJob's second Job).
+pub struct Lease<'a> {
+    pub flow: &'a str,
+    pub run_id: &'a str,
+    pub ttl: Duration,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// Starts recording a command-line run, taking `lease` first if asked. A
+/// store that cannot be opened is reported and the run goes on without it:
+/// losing a record must not stop the work. `Err`: the flow runs elsewhere.
 pub async fn watch_and_record(
     database: &Location,
     progress: Progress,
     flow_file: &str,
     trigger: Trigger,
-) -> Recording {
+    lease: Option<Lease<'_>>,
+) -> Result<Recording, String> {
     let progress: Arc<dyn Observer> = Arc::new(progress);
-    match Store::open(database).await {
-        Ok(store) => {
-            let writer = HistoryWriter::start(store);
-            let record_as = RecordAs {
-                flow_file: flow_file.to_string(),
-                trigger,
-                replica: Some(super::replica_name()),
-                fence: None,
-            };
-            let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(writer.clone(), record_as));
-            Recording {
-                observer: Arc::new(Fanout(vec![progress, recorder])),
-                writer: Some(writer),
-            }
-        }
+    let store = match Store::open(database).await {
+        Ok(store) => store,
         Err(e) => {
             eprintln!(
                 "warning: {}; this run is not recorded",
                 super::terminal::line(&e.to_string())
             );
-            Recording {
+            return Ok(Recording {
                 observer: progress,
                 writer: None,
-            }
+                lease: None,
+                guard: None,
+                fence: None,
+            });
         }
+    };
+    let name = super::replica_name();
+    let (mut fence, mut held, mut guard) = (None, None, None);
+    if let Some(l) = lease {
+        let say: Arc<dyn Fn(String) + Send + Sync> =
+            Arc::new(|line: String| eprintln!("{}", super::terminal::line(&line)));
+        let replica = Arc::new(Replica::new(store.clone(), name.clone(), l.ttl, say));
+        let (taken, held_by) = replica
+            .begin(l.flow, l.run_id, l.cancel)
+            .await
+            .map_err(|busy| busy.0)?;
+        (fence, guard) = (Some(taken), Some(held_by));
+        held = Some((replica, l.run_id.to_string()));
     }
+    let writer = HistoryWriter::start(store);
+    let record_as = RecordAs {
+        flow_file: flow_file.to_string(),
+        trigger,
+        replica: Some(name),
+        fence,
+    };
+    let recorder: Arc<dyn Observer> = Arc::new(Recorder::new(writer.clone(), record_as));
+    Ok(Recording {
+        observer: Arc::new(Fanout(vec![progress, recorder])),
+        writer: Some(writer),
+        lease: held,
+        guard,
+        fence,
+    })
 }
 
 pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow::Result<ExitCode> {
@@ -209,8 +253,6 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         Mode::Human
     };
     let flow_file = args.file.display().to_string();
-    let progress = Progress::new(mode, args.verbose).tracing(!args.only.is_empty());
-    let recording = watch_and_record(database, progress, &flow_file, Trigger::Manual).await;
     let run_id = crate::run::new_run_id();
     let tapes = match tapes(&args, &flow, &run_id) {
         Ok(tapes) => tapes,
@@ -226,6 +268,30 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         args.dry_run,
     );
     options.tapes = tapes.clone();
+    // A dry run or a replay changes nothing, so it needs no lease.
+    let lease = (!args.dry_run && args.replay.is_none()).then(|| Lease {
+        flow: &flow.name,
+        run_id: &run_id,
+        ttl: args.lease,
+        cancel: options.cancel.clone(),
+    });
+    let progress = Progress::new(mode, args.verbose).tracing(!args.only.is_empty());
+    let recording = match watch_and_record(database, progress, &flow_file, Trigger::Manual, lease)
+        .await
+    {
+        Ok(recording) => recording,
+        Err(busy) => {
+            eprintln!(
+                "error: {}",
+                super::terminal::line(&format!(
+                    "flow `{}` was not run: {busy}; try again when it has finished",
+                    flow.name
+                ))
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
+    options.guard = recording.guard.clone();
     options.approvals = recording.approvals(&flow_file, &args.params);
     options.state = recording.state();
     options.only = args.only.clone();

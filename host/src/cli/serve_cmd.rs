@@ -42,23 +42,13 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     /// How long a flow's lease lasts unless renewed: a replica that dies
     /// mid-run has its run taken over (recorded interrupted) after about this
-    #[arg(long, env = "SLUICE_LEASE", default_value = "30s", value_parser = parse_lease)]
+    #[arg(long, env = "SLUICE_LEASE", default_value = "30s", value_parser = super::parse_lease)]
     pub lease: Duration,
     /// Also serve the web console on this address (e.g. 127.0.0.1:8700)
     #[arg(long, value_name = "ADDR")]
     pub http: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub console: super::console_cmd::HttpArgs,
-}
-
-/// A lease of at least a second: renewals every third of it must be able
-/// to reach the store in time.
-fn parse_lease(text: &str) -> Result<Duration, String> {
-    let lease = humantime::parse_duration(text).map_err(|e| e.to_string())?;
-    if lease < Duration::from_secs(1) {
-        return Err(format!("`{text}` is too short; a lease lasts at least 1s"));
-    }
-    Ok(lease)
 }
 
 struct ServeHost {
