@@ -30,6 +30,5 @@ COPY flows /etc/sluice/flows
 ENV SLUICE_DATA_DIR=/var/lib/sluice
 USER 65532:65532
 VOLUME ["/var/lib/sluice"]
-EXPOSE 8700
 ENTRYPOINT ["/usr/local/bin/sluice"]
 CMD ["serve", "/etc/sluice/flows"]

@@ -4,8 +4,9 @@
 //! broken copy of each does not, so the checks can fail. Both tools come
 //! from PyPI, installed by `scripts/test-deps` into `<target>/deploy-venv`.
 //! Then what the files must say: two replicas on PostgreSQL with secrets
-//! from a Secret and a liveness probe on /healthz; a CronJob that forbids
-//! overlap and has a starting deadline; a non-root, multi-stage image.
+//! from a Secret; a CronJob that forbids overlap and has a starting
+//! deadline; a non-root, multi-stage image; and arguments that this
+//! `sluice` accepts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -115,7 +116,7 @@ fn the_kubernetes_manifests_validate_against_the_schemas_and_broken_ones_do_not(
 }
 
 #[test]
-fn the_deployment_runs_two_replicas_on_postgres_with_secrets_and_a_liveness_probe() {
+fn the_deployment_runs_two_replicas_on_postgres_with_secrets_from_a_secret() {
     let d = read("deploy/kubernetes/deployment.yaml");
     for needle in [
         "kind: Deployment",
@@ -124,7 +125,6 @@ fn the_deployment_runs_two_replicas_on_postgres_with_secrets_and_a_liveness_prob
         "secretRef:\n                name: sluice",
         "name: SLUICE_REPLICA",
         "fieldPath: metadata.name",
-        "livenessProbe:\n            httpGet:\n              path: /healthz",
         "runAsNonRoot: true",
         "readOnlyRootFilesystem: true",
     ] {
@@ -158,4 +158,38 @@ fn the_cronjob_forbids_overlap_has_a_deadline_and_the_image_runs_as_non_root() {
     assert!(docker.contains("USER 65532:65532"));
     assert!(docker.contains("COPY flows /etc/sluice/flows"));
     assert!(read(".dockerignore").lines().any(|l| l == "target"));
+}
+
+/// The container arguments a manifest gives `sluice`: the items of its
+/// `args:` list.
+fn container_args(manifest: &str) -> Vec<String> {
+    let mut lines = manifest.lines().skip_while(|l| l.trim() != "args:");
+    lines.next();
+    lines
+        .map(str::trim)
+        .take_while(|l| l.starts_with("- "))
+        .map(|l| l.trim_start_matches("- ").to_string())
+        .collect()
+}
+
+#[test]
+fn the_manifests_give_sluice_arguments_it_accepts() {
+    for (file, command) in [("deployment.yaml", "serve"), ("cronjob.yaml", "run")] {
+        let args = container_args(&read(&format!("deploy/kubernetes/{file}")));
+        assert_eq!(args.first().map(String::as_str), Some(command), "{file}");
+        // `--help` after them: the arguments are parsed, nothing is run.
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{file}: {args:?}: {}", text(&out));
+        // And one it does not know is refused, so the check can fail.
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(&args)
+            .args(["--no-such-flag", "--help"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{file}: an unknown flag passed");
+    }
 }

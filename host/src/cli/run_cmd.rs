@@ -16,8 +16,7 @@ use sluice_store::{Location, Store, Trigger};
 
 use crate::run::recorder::{HistoryWriter, RecordAs, Recorder};
 use crate::run::{
-    ApprovalStore, Fanout, GateSummary, Observer, RunGuard, RunOptions, RunOutcome, Runner,
-    Status,
+    ApprovalStore, Fanout, GateSummary, Observer, RunGuard, RunOptions, RunOutcome, Runner, Status,
 };
 use crate::scheduler::Shutdown;
 use crate::scheduler::replicas::Replica;
@@ -53,11 +52,18 @@ pub struct RunArgs {
     /// every read as usual, and each of these items shown step by step
     #[arg(long = "only", value_name = "KEY")]
     pub only: Vec<String>,
+    /// How long the flow's lease lasts unless renewed (as for `serve`)
+    #[arg(long, env = "SLUICE_LEASE", default_value = DEFAULT_LEASE, value_parser = super::parse_lease)]
+    pub lease: Duration,
 }
 
+/// The lease of a run unless `--lease` or `SLUICE_LEASE` says otherwise.
+const DEFAULT_LEASE: &str = "30s";
+
 impl RunArgs {
-    /// `sluice run FILE`, nothing else said.
+    /// `sluice run FILE`, nothing else said (`SLUICE_LEASE` still counts).
     pub fn of(file: PathBuf) -> Self {
+        let lease = std::env::var("SLUICE_LEASE").unwrap_or_else(|_| DEFAULT_LEASE.to_string());
         Self {
             file,
             params: Vec::new(),
@@ -68,6 +74,7 @@ impl RunArgs {
             record: None,
             replay: None,
             only: Vec::new(),
+            lease: super::parse_lease(&lease).unwrap_or(Duration::from_secs(30)),
         }
     }
 }
@@ -276,21 +283,20 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         cancel: options.cancel.clone(),
     });
     let progress = Progress::new(mode, args.verbose).tracing(!args.only.is_empty());
-    let recording = match watch_and_record(database, progress, &flow_file, Trigger::Manual, lease)
-        .await
-    {
-        Ok(recording) => recording,
-        Err(busy) => {
-            eprintln!(
-                "error: {}",
-                super::terminal::line(&format!(
-                    "flow `{}` was not run: {busy}; try again when it has finished",
-                    flow.name
-                ))
-            );
-            return Ok(ExitCode::from(1));
-        }
-    };
+    let recording =
+        match watch_and_record(database, progress, &flow_file, Trigger::Manual, lease).await {
+            Ok(recording) => recording,
+            Err(busy) => {
+                eprintln!(
+                    "error: {}",
+                    super::terminal::line(&format!(
+                        "flow `{}` was not run: {busy}; try again when it has finished",
+                        flow.name
+                    ))
+                );
+                return Ok(ExitCode::from(1));
+            }
+        };
     options.guard = recording.guard.clone();
     options.approvals = recording.approvals(&flow_file, &args.params);
     options.state = recording.state();
