@@ -107,10 +107,16 @@ pub fn engine_for(data_dir: &Path) -> anyhow::Result<Arc<Engine>> {
 /// `SLUICE_MEMORY_BUDGET`: the memory all running steps share, in MiB
 /// (`4096`) or with a unit (`4GiB`, `512MiB`); `default` when unset.
 fn memory_budget(default: usize) -> anyhow::Result<usize> {
-    const VAR: &str = "SLUICE_MEMORY_BUDGET";
-    let Ok(text) = std::env::var(VAR) else {
-        return Ok(default);
-    };
+    match std::env::var(BUDGET_VAR) {
+        Ok(text) => parse_memory_budget(&text),
+        Err(_) => Ok(default),
+    }
+}
+
+const BUDGET_VAR: &str = "SLUICE_MEMORY_BUDGET";
+
+/// A memory size in MiB (`4096`) or with a unit (`4GiB`, `512MiB`).
+fn parse_memory_budget(text: &str) -> anyhow::Result<usize> {
     let trimmed = text.trim();
     let (number, unit) = match trimmed.find(|c: char| !c.is_ascii_digit()) {
         Some(at) => trimmed.split_at(at),
@@ -124,9 +130,9 @@ fn memory_budget(default: usize) -> anyhow::Result<usize> {
     match number.parse::<usize>() {
         Ok(n) if n > 0 && scale > 0 => n
             .checked_mul(scale)
-            .ok_or_else(|| anyhow::anyhow!("{VAR}={text} is too large")),
+            .ok_or_else(|| anyhow::anyhow!("{BUDGET_VAR}={text} is too large")),
         _ => Err(anyhow::anyhow!(
-            "{VAR}={text} is not a size: write MiB as a number (`4096`) or with a unit (`4GiB`, `512MiB`)"
+            "{BUDGET_VAR}={text} is not a size: write MiB as a number (`4096`) or with a unit (`4GiB`, `512MiB`)"
         )),
     }
 }
@@ -450,4 +456,32 @@ fn waiting_lines(outcome: &RunOutcome) {
 /// A path as printed: its characters escaped like any other text.
 fn shown(path: &Path) -> String {
     super::terminal::line(&path.display().to_string()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_memory_budget;
+
+    #[test]
+    fn a_memory_budget_is_mib_or_a_size_with_its_unit() {
+        let mib = 1024 * 1024;
+        for (text, bytes) in [
+            ("4096", 4096 * mib),
+            ("4GiB", 4096 * mib),
+            ("4 GiB", 4096 * mib),
+            ("512MiB", 512 * mib),
+            ("512m", 512 * mib),
+            ("2g", 2048 * mib),
+        ] {
+            assert_eq!(parse_memory_budget(text).ok(), Some(bytes), "{text}");
+        }
+        for text in ["", "0", "-1", "4TB", "GiB", "1.5GiB"] {
+            let e = parse_memory_budget(text).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref()
+                    .is_some_and(|e| e.contains("SLUICE_MEMORY_BUDGET") && e.contains("4GiB")),
+                "{text}: {e:?}"
+            );
+        }
+    }
 }
