@@ -56,6 +56,7 @@ fn run_writes(id: &str) -> Vec<Vec<HistoryWrite>> {
                 key: Some(format!("user{i}@example.com")),
                 connections: json!({"procore": {"requests": 1, "retried": 0, "throttled": 0, "wait_ms": 0}}),
                 duration_ms: 12,
+                attempts: None,
             }));
         }
         writes.push(HistoryWrite::FinishStep(StepEnd {
@@ -66,6 +67,7 @@ fn run_writes(id: &str) -> Vec<Vec<HistoryWrite>> {
             error: None,
             connections: json!({}),
             duration_ms: 40,
+            attempts: None,
         }));
         steps.push(writes);
     }
