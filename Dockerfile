@@ -30,5 +30,7 @@ COPY flows /etc/sluice/flows
 ENV SLUICE_DATA_DIR=/var/lib/sluice
 USER 65532:65532
 VOLUME ["/var/lib/sluice"]
+# The console and its probes, when serve is given --http 0.0.0.0:8700.
+EXPOSE 8700
 ENTRYPOINT ["/usr/local/bin/sluice"]
 CMD ["serve", "/etc/sluice/flows"]
