@@ -7,7 +7,8 @@
 //! closed; rejected keys stay held; `{ above = N }` holds the whole batch;
 //! a guard forces approval; `--dry-run` changes no approval; `--only`
 //! narrows a run to some keys; `sluice ledger` tells a key's story; and a
-//! run without a store to keep approvals in runs nothing.
+//! run without a store to keep approvals in runs nothing. The first test
+//! runs on PostgreSQL too (a throwaway cluster this process starts).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -44,13 +45,31 @@ with = {{ who = "${{item.key}}" }}
 struct Env {
     dir: tempfile::TempDir,
     file: PathBuf,
+    /// The environment every command gets: `SLUICE_DATABASE_URL` on
+    /// PostgreSQL, nothing on SQLite (the data directory's store).
+    vars: Vec<(String, String)>,
 }
 
 impl Env {
     fn new(approval: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let file = flow(dir.path(), approval);
-        Env { dir, file }
+        Env {
+            dir,
+            file,
+            vars: Vec::new(),
+        }
+    }
+
+    /// The same, every command on a new database of this process's
+    /// throwaway PostgreSQL.
+    async fn on_postgres(approval: &str) -> Env {
+        let url = sluice_store::testing::TempPostgres::shared()
+            .new_database()
+            .await;
+        let mut env = Env::new(approval);
+        env.vars = vec![("SLUICE_DATABASE_URL".to_string(), url)];
+        env
     }
 
     fn data(&self) -> PathBuf {
@@ -58,7 +77,7 @@ impl Env {
     }
 
     async fn sluice(&self, args: &[&str]) -> Run {
-        sluice_cmd(&[], &self.data(), args).await
+        sluice_cmd(&self.vars, &self.data(), args).await
     }
 
     /// `sluice run` on the flow, with more arguments; it must succeed.
@@ -144,7 +163,20 @@ fn entry(kind: &str, what: &str, by: &str) -> (String, String, String) {
 
 #[tokio::test]
 async fn approval_always_holds_every_item_in_one_plan_and_runs_exactly_the_approved_keys() {
-    let env = Env::new(r#""always""#);
+    approval_always_holds_every_item_and_runs_exactly_the_approved_keys(Env::new(r#""always""#))
+        .await;
+}
+
+/// The same commands (`run`, `approvals`, `approvals show`, `approve`,
+/// `ledger`, `runs`, `runs show`) on PostgreSQL: nothing is kept in the
+/// data directory's SQLite store.
+#[tokio::test]
+async fn approvals_ledger_and_runs_commands_work_the_same_on_postgres() {
+    let env = Env::on_postgres(r#""always""#).await;
+    approval_always_holds_every_item_and_runs_exactly_the_approved_keys(env).await;
+}
+
+async fn approval_always_holds_every_item_and_runs_exactly_the_approved_keys(env: Env) {
     let first = env.run(&[]).await;
     let id = env.plan_id().await;
     assert!(
@@ -236,6 +268,9 @@ async fn approval_always_holds_every_item_in_one_plan_and_runs_exactly_the_appro
         "{}",
         show.stdout
     );
+    // Everything came from the store the environment names.
+    let sqlite = sluice_store::path_in(&env.data());
+    assert_eq!(sqlite.exists(), env.vars.is_empty(), "{}", sqlite.display());
 }
 
 #[tokio::test]
