@@ -866,7 +866,7 @@ async fn held_plan(data: &Path) -> String {
         .iter()
         .map(|k| HeldItem {
             key: k.to_string(),
-            input: json!({"email": k, "action": "deactivate"}),
+            input: json!({"user": {"email": k, "reason": "no license group"}, "action": "deactivate"}),
         })
         .collect();
     let update = GateUpdate {
@@ -898,6 +898,12 @@ async fn approvals_are_decided_in_part_with_a_note_and_recorded_under_the_viewer
     assert_page(&page, StatusCode::OK, "plan");
     assert!(!page.body.contains("<b>eve</b>"), "a key is shown as text");
     assert!(page.body.contains("&#60;b&#62;eve&#60;/b&#62;"));
+    assert!(
+        page.body
+            .contains("<td class=\"why\">no license group</td>"),
+        "each item says why it waits: {}",
+        page.body
+    );
     let jar = set_cookies(&page);
     let cookies = format!("sluice_csrf={}", cookie_value(&jar["sluice_csrf"]));
     let csrf = csrf_field(&page.body);
@@ -952,6 +958,20 @@ async fn approvals_are_decided_in_part_with_a_note_and_recorded_under_the_viewer
     );
     assert_eq!(detail.decisions.len(), 2);
     assert!(detail.decisions.iter().all(|d| d.by == who));
+
+    // The decision is part of the person's story in the ledger, found in
+    // any case, linked to its plan.
+    let story = get(c.addr, "/ledger?email=BOB%40EXAMPLE.COM", &cookies).await;
+    assert_page(&story, StatusCode::OK, "ledger");
+    assert!(
+        story
+            .body
+            .contains(&format!("by {who}: left on Friday &#60;ok&#62;"))
+            && story.body.contains(&format!("href=\"/approvals/{plan}\""))
+            && story.body.contains(">approved<"),
+        "{}",
+        story.body
+    );
 
     let metrics = get(c.addr, "/metrics", "").await;
     let parsed =

@@ -467,6 +467,16 @@ async fn an_admin_approves_two_of_three_deactivations_and_only_those_are_applied
     for mail in [ANN, BOB, FLO, GUS] {
         assert!(!rows.contains(mail), "{mail} still holds a license: {rows}");
     }
+    for (mail, why) in [
+        (CY, "no license group"),
+        (DEE, "no license group"),
+        (EVE, "account disabled"),
+    ] {
+        let row = b
+            .text(&format!("#plan-items tr:has(input[value=\"{mail}\"])"))
+            .await;
+        assert!(row.contains(why), "{mail} waits because {why}: {row}");
+    }
     let reason = b.text("#reason").await;
     assert!(
         reason.contains("more than the 0 this step may run unapproved"),
@@ -548,7 +558,12 @@ async fn an_admin_approves_two_of_three_deactivations_and_only_those_are_applied
     b.client.goto(&format!("{base}/ledger")).await.unwrap();
     b.fill("#email", &EVE.to_uppercase()).await;
     b.click("#find").await;
-    b.wait_text("#story", "deactivate").await;
+    b.wait_text("#story", "deactivated").await;
+    let story = b.text("#story").await;
+    assert!(
+        story.contains("approved by Dana Admin: left the company, confirmed with HR"),
+        "the approval is part of Eve's story: {story}"
+    );
     b.check("ledger-leaver").await;
     let _ = b.client.clone().close().await;
 }

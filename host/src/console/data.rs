@@ -111,6 +111,19 @@ impl Data {
         self.store().items_mentioning(&text, max).await
     }
 
+    /// What people decided about a key (any case) in approval plans, and
+    /// the plan items closed as no longer needed, oldest first.
+    pub async fn decisions(
+        &self,
+        key: String,
+    ) -> Result<Vec<sluice_store::LedgerEntry>, DataError> {
+        let entries = self.store().ledger(&key, None).await?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| !matches!(e.event, sluice_store::LedgerEvent::Item { .. }))
+            .collect())
+    }
+
     pub async fn runs_from(&self, floor: String) -> Result<Vec<RunSummary>, DataError> {
         self.store().runs_from(&floor).await
     }

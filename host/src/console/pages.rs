@@ -300,8 +300,8 @@ pub struct LedgerQuery {
     email: String,
 }
 
-/// `GET /ledger?email=…`: every recorded item that mentions the address,
-/// oldest first.
+/// `GET /ledger?email=…`: every recorded item that mentions the address
+/// and every approval decision about it, oldest first.
 pub async fn ledger(
     State(console): State<Arc<Console>>,
     seen: Seen,
@@ -311,45 +311,103 @@ pub async fn ledger(
     if email.chars().count() > MAX_ID_CHARS {
         return Failure::BadRequest("That address is too long.".to_string()).page(&seen);
     }
-    let found = if email.is_empty() {
-        Vec::new()
+    let (found, decided) = if email.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
-        match console.data.mentions(email.clone(), LEDGER_MAX + 1).await {
-            Ok(found) => found,
-            Err(e) => return Failure::from(e).page(&seen),
+        let found = console.data.mentions(email.clone(), LEDGER_MAX + 1).await;
+        let decided = console.data.decisions(email.clone()).await;
+        match (found, decided) {
+            (Ok(found), Ok(decided)) => (found, decided),
+            (Err(e), _) | (_, Err(e)) => return Failure::from(e).page(&seen),
         }
     };
     let truncated = found.len() > LEDGER_MAX;
-    let entries = found
+    let mut timed: Vec<(Option<i64>, LedgerEntry)> = found
         .into_iter()
         .take(LEDGER_MAX)
-        .map(|m| {
-            let detail = m.item.output.clone().or(m.item.input.clone());
-            let detail = detail.unwrap_or(serde_json::Value::Null);
-            LedgerEntry {
-                when: m.item.ended_at.as_deref().map_or("—".to_string(), utc),
-                flow: m.flow,
-                run_href: run_href(&m.run_id),
-                run_id: m.run_id,
-                dry_run: m.dry_run,
-                step: m.item.step_id.clone(),
-                status: m.item.status.to_string(),
-                outcome: outcome(&m.item),
-                error: m.item.error.clone(),
-                detail_short: short_json(&detail, 120),
-                detail: view::pretty_json(&detail),
-            }
-        })
+        .map(|m| (instant(m.item.ended_at.as_deref()), item_entry(m)))
+        .chain(
+            decided
+                .into_iter()
+                .map(|e| (instant(Some(&e.at)), decision_entry(e))),
+        )
         .collect();
+    // Stable: entries of one instant keep the store's order.
+    timed.sort_by_key(|(at, _)| *at);
     page(
         StatusCode::OK,
         &LedgerPage {
             chrome: seen.chrome(),
             email,
-            entries,
+            entries: timed.into_iter().map(|(_, e)| e).collect(),
             truncated,
         },
     )
+}
+
+/// An RFC 3339 time as nanoseconds since the epoch, to order entries that
+/// different tables recorded.
+fn instant(rfc3339: Option<&str>) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339?)
+        .ok()?
+        .timestamp_nanos_opt()
+}
+
+/// An item of a run that mentions the person.
+fn item_entry(m: sluice_store::browse::ItemMention) -> LedgerEntry {
+    let detail = m.item.output.clone().or(m.item.input.clone());
+    let detail = detail.unwrap_or(serde_json::Value::Null);
+    LedgerEntry {
+        when: m.item.ended_at.as_deref().map_or("—".to_string(), utc),
+        flow: m.flow,
+        run_href: run_href(&m.run_id),
+        run_id: m.run_id,
+        dry_run: m.dry_run,
+        step: m.item.step_id.clone(),
+        status: m.item.status.to_string(),
+        outcome: outcome(&m.item),
+        error: m.item.error.clone(),
+        detail_short: short_json(&detail, 120),
+        detail: view::pretty_json(&detail),
+    }
+}
+
+/// A decision about the person in an approval plan (who, and their note),
+/// or their plan item closed as no longer needed; linked to the plan.
+fn decision_entry(e: sluice_store::LedgerEntry) -> LedgerEntry {
+    let (plan_id, status, outcome) = match e.event {
+        sluice_store::LedgerEvent::Decision {
+            plan_id,
+            decision,
+            by,
+            note,
+        } => {
+            let note = note.map(|n| format!(": {n}")).unwrap_or_default();
+            (plan_id, decision.to_string(), format!("by {by}{note}"))
+        }
+        sluice_store::LedgerEvent::Closed {
+            plan_id, detail, ..
+        } => (
+            plan_id,
+            "closed".to_string(),
+            detail.unwrap_or_else(|| "no longer needed".to_string()),
+        ),
+        // Items come from `mentions`; `Data::decisions` leaves them out.
+        sluice_store::LedgerEvent::Item { run_id, .. } => (run_id, String::new(), String::new()),
+    };
+    LedgerEntry {
+        when: utc(&e.at),
+        flow: e.flow,
+        run_href: format!("/approvals/{}", segment(&plan_id)),
+        run_id: plan_id,
+        dry_run: false,
+        step: e.step,
+        status,
+        outcome,
+        error: None,
+        detail_short: String::new(),
+        detail: String::new(),
+    }
 }
 
 /// What a step did for the person, when its output says so (`action`,

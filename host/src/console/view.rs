@@ -329,6 +329,8 @@ pub struct PlanItemView {
     /// Pending, approved or rejected: a decision may still change it.
     pub decidable: bool,
     pub pending: bool,
+    /// Why the item is in the plan, when its input says.
+    pub why: String,
     pub what_short: String,
     pub what: String,
     /// Who decided last, and when.
