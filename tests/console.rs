@@ -1027,3 +1027,51 @@ async fn readiness_needs_the_store_at_this_binarys_schema() {
     assert_eq!(health.status, StatusCode::OK, "{}", health.body);
     c.stop().await;
 }
+
+/// The run ids a runs page lists, in its order.
+fn listed_runs(body: &str) -> Vec<String> {
+    body.split("<td class=\"mono\"><a href=\"/runs/")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_string())
+        .collect()
+}
+
+/// The runs list is paged, 50 to a page, newest first: "Older runs" leads
+/// to the rest, and no run is on two pages or missing.
+#[tokio::test]
+async fn the_runs_list_pages_newest_first_through_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut written = Vec::new();
+    for _ in 0..53 {
+        let run = sluice_store::new_run_id();
+        let w = Writer::open(dir.path(), &run, "paged").await;
+        w.start("flows/paged.toml", dir.path().to_str().unwrap())
+            .await;
+        w.finish(RunStatus::Succeeded, None).await;
+        written.push(run);
+    }
+    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+    let first = get(c.addr, "/runs", "").await;
+    assert_page(&first, StatusCode::OK, "runs");
+    let page_one = listed_runs(&first.body);
+    assert_eq!(page_one.len(), 50, "{}", first.body);
+    assert_eq!(page_one[0], written[52], "the newest run comes first");
+    let older = first
+        .body
+        .split("id=\"older\"")
+        .next()
+        .and_then(|b| b.rsplit("<a href=\"").next())
+        .and_then(|h| h.split('"').next())
+        .expect("a link to older runs")
+        .replace("&amp;", "&");
+    let second = get(c.addr, &older, "").await;
+    assert_page(&second, StatusCode::OK, "older runs");
+    let page_two = listed_runs(&second.body);
+    assert!(!second.body.contains("id=\"older\""), "the last page");
+    let mut all: Vec<String> = page_one.into_iter().chain(page_two).collect();
+    assert_eq!(all.len(), 53, "no run twice");
+    all.sort();
+    written.sort();
+    assert_eq!(all, written);
+    c.stop().await;
+}
