@@ -2,7 +2,10 @@
 //! body: a firing claimed by exactly one of many at once, a lease held,
 //! renewed, freed and taken over when it expires (its run recorded
 //! interrupted), writes fenced by the lease's number, and migrations when
-//! several processes open an empty database at once.
+//! several stores (each with its own connections, as replicas have) open
+//! an empty database at once. The same with separate processes is
+//! `sqlite_open.rs` (SQLite) and the replicas test of `sluice serve`
+//! (PostgreSQL).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -52,7 +55,7 @@ both!(
     a_lease_is_held_renewed_freed_and_numbered,
     an_expired_lease_is_taken_over_and_its_run_recorded_interrupted,
     writes_of_a_run_whose_lease_moved_on_are_refused,
-    processes_opening_an_empty_database_at_once_migrate_it_once,
+    stores_opening_an_empty_database_at_once_migrate_it_once,
 );
 
 async fn a_firing_is_claimed_by_exactly_one_of_many_at_once(db: Db) {
@@ -272,13 +275,12 @@ async fn writes_of_a_run_whose_lease_moved_on_are_refused(db: Db) {
     s.write_one(&owner, end).await.unwrap();
 }
 
-async fn processes_opening_an_empty_database_at_once_migrate_it_once(db: Db) {
-    // A second, empty database of the same kind.
+async fn stores_opening_an_empty_database_at_once_migrate_it_once(db: Db) {
+    // A second, empty database of the same kind (its folder removed when
+    // the test ends).
+    let dir = tempfile::tempdir().unwrap();
     let location = match db.kind {
-        Kind::Sqlite => {
-            let dir = tempfile::tempdir().unwrap().keep();
-            sluice_store::Location::Sqlite(sluice_store::path_in(&dir))
-        }
+        Kind::Sqlite => sluice_store::Location::Sqlite(sluice_store::path_in(dir.path())),
         Kind::Postgres => sluice_store::Location::Postgres(
             sluice_store::testing::TempPostgres::shared()
                 .new_database()
