@@ -281,6 +281,9 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         args.dry_run,
     );
     options.tapes = tapes.clone();
+    // Before the lease is taken: nothing may return early while it is held
+    // but not yet freed by `Recording::finish`.
+    stop_gracefully_on_signal(options.cancel.clone(), mode)?;
     // A dry run or a replay changes nothing, so it needs no lease.
     let lease = (!args.dry_run && args.replay.is_none()).then(|| Lease {
         flow: &flow.name,
@@ -307,7 +310,6 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     options.approvals = recording.approvals(&flow_file, &args.params);
     options.state = recording.state();
     options.only = args.only.clone();
-    stop_gracefully_on_signal(options.cancel.clone(), mode)?;
     let outcome = runner
         .run(&flow, &options, recording.observer.clone())
         .await;
