@@ -667,6 +667,100 @@ with = { write = { never = 1 }, fail = { kind = "unavailable", code = "down", me
     assert!(stored(&runner).await.is_empty());
 }
 
+/// A guard that lets the run go on `allowed` times; after that it stops
+/// the run (`cancel`), or says the flow's lease was lost.
+struct StopsAfter {
+    allowed: std::sync::atomic::AtomicUsize,
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl sluice::run::RunGuard for StopsAfter {
+    fn may_go_on(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let go_on = self
+            .allowed
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let result = match &self.cancel {
+            _ if go_on => Ok(()),
+            Some(cancel) => {
+                cancel.store(true, SeqCst);
+                Ok(())
+            }
+            None => Err("the flow's lease was lost".to_string()),
+        };
+        Box::pin(async move { result })
+    }
+}
+
+/// A retry whose wait is cut short, by a lost lease (a step) or a stop (an
+/// item), ends the step as interrupted after one attempt: not as a failure
+/// that "gave up", and no further attempt is made. The guard is asked
+/// before the step, before each item, and at the end of each wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_wait_cut_short_by_a_stop_or_a_lost_lease_is_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let once = r#"
+[[step]]
+id = "down"
+uses = "FIXTURE"
+retry = { max_attempts = 5, base_delay = "1ms" }
+with = { fail = { kind = "unavailable", code = "down" } }
+"#;
+    let each = r#"
+[params]
+items = ["only"]
+
+[[step]]
+id = "down"
+uses = "FIXTURE"
+for_each = "${params.items}"
+retry = { max_attempts = 5, base_delay = "1ms" }
+with = { fail = { kind = "rate-limited", code = "slow" } }
+"#;
+    for (steps, allowed, stop, why) in [
+        (once, 1, false, "the flow's lease was lost"),
+        (
+            each,
+            2,
+            true,
+            "the run was stopped while it waited to try again",
+        ),
+    ] {
+        let path = write_flow(dir.path(), "flow.toml", &flow_with(steps));
+        let flow = load(&path, &[]);
+        let events = Arc::new(Collector::default());
+        let run_id = sluice::run::new_run_id();
+        let mut options =
+            sluice::run::RunOptions::new(run_id.clone(), dir.path().join(&run_id), false);
+        options.guard = Some(Arc::new(StopsAfter {
+            allowed: allowed.into(),
+            cancel: stop.then(|| options.cancel.clone()),
+        }));
+        let outcome = runner.run(&flow, &options, events.clone()).await;
+        assert_eq!(outcome.status, Status::Interrupted, "{}", events.text());
+        let error = outcome.error.unwrap();
+        assert!(!error.contains("gave up"), "{error}");
+        let attempts = if stop {
+            let finished = events.events().into_iter().find_map(|e| match e {
+                RunEvent::ItemFinished { status, error, .. } => Some((status, error)),
+                _ => None,
+            });
+            let (status, item_error) = finished.unwrap();
+            assert_eq!(status, Status::Interrupted, "{}", events.text());
+            assert!(item_error.unwrap().contains(why), "{}", events.text());
+            item_attempts(&events)[0].1.clone()
+        } else {
+            assert!(error.contains(why), "{error}");
+            step_attempts(&events, "down")
+        };
+        assert_eq!(attempts.made, 1, "{}", events.text());
+    }
+}
+
 /// A retried step and a retried item, run by the binary: `--json` events,
 /// the run history (`sluice runs show`, text and `--json`) say how many
 /// attempts each took and why the earlier ones failed.

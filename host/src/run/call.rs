@@ -10,7 +10,8 @@
 //! failure (the other kinds; traps, timeouts and limits, which are
 //! `internal`) is final. A failed attempt's state writes are dropped like
 //! any failed call's; a stopped run (or one whose lease is lost) makes no
-//! further attempt.
+//! further attempt, and a call stopped while it waited to try again ends
+//! as interrupted (its step, or item, too), not as having given up.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,18 +88,27 @@ impl Tries {
     }
 }
 
-/// A call that failed, after every attempt its step's `retry` allowed.
+/// A call that failed, after every attempt its step's `retry` allowed, or
+/// while it waited to try again.
 #[derive(Debug, Clone)]
 pub struct Failed {
     /// The last attempt's error.
     pub error: CallError,
     pub tries: Tries,
+    /// Why no further attempt was made though one was due: the run was
+    /// stopped, or its lease lost, while it waited. The call then ends as
+    /// interrupted, not as a failure.
+    pub stopped: Option<String>,
 }
 
 impl std::fmt::Display for Failed {
     /// The last error, and how many attempts were made when more than one.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.error)?;
+        if let Some(why) = &self.stopped {
+            let n = self.tries.made;
+            return write!(f, " (attempt {n}; no further attempt: {why})");
+        }
         match self.tries.made {
             0 | 1 => Ok(()),
             n if self.error.retryable() => write!(f, " (gave up after {n} attempts)"),
@@ -172,39 +182,52 @@ impl Caller {
                 }
                 Err(e) => e,
             };
-            if !error.retryable()
-                || attempt >= policy.max_attempts
-                || !self.wait(backoff(&policy, attempt, 1.0)).await
-            {
-                let tries = Tries {
-                    made: attempt,
-                    failed,
-                };
-                return Err(Failed { error, tries });
+            let mut stopped = None;
+            if error.retryable() && attempt < policy.max_attempts {
+                match self.wait(backoff(&policy, attempt, 1.0)).await {
+                    Ok(()) => {
+                        failed.push((attempt, error));
+                        attempt += 1;
+                        continue;
+                    }
+                    Err(why) => stopped = Some(why),
+                }
             }
-            failed.push((attempt, error));
-            attempt += 1;
+            let tries = Tries {
+                made: attempt,
+                failed,
+            };
+            return Err(Failed {
+                error,
+                tries,
+                stopped,
+            });
         }
     }
 
-    /// Waits `delay` before another attempt; false when the run was
-    /// stopped (or its lease lost) meanwhile: no attempt follows.
-    async fn wait(&self, delay: Duration) -> bool {
+    /// Waits `delay` before another attempt; `Err` says why no attempt
+    /// follows: the run was stopped, or its lease lost, meanwhile.
+    async fn wait(&self, delay: Duration) -> Result<(), String> {
+        let stopped = || "the run was stopped while it waited to try again".to_string();
         let mut left = delay;
         while !left.is_zero() {
             if self.cancel.load(Ordering::SeqCst) {
-                return false;
+                return Err(stopped());
             }
             let slice = left.min(WAIT_SLICE);
             tokio::time::sleep(slice).await;
             left -= slice;
         }
         if let Some(guard) = &self.guard
-            && guard.may_go_on().await.is_err()
+            && let Err(why) = guard.may_go_on().await
         {
             self.cancel.store(true, Ordering::SeqCst);
+            return Err(why);
         }
-        !self.cancel.load(Ordering::SeqCst)
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(stopped());
+        }
+        Ok(())
     }
 
     /// One attempt, in a fresh instance, numbered `attempt` in its run context.

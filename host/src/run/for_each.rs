@@ -318,7 +318,8 @@ async fn run_item(
     for (name, stats) in &item_stats {
         shared.context.record(name, stats);
     }
-    if result.is_err() {
+    let stopped = matches!(&result, Err(f) if f.stopped.is_some());
+    if result.is_err() && !stopped {
         shared.failed.fetch_add(1, Ordering::SeqCst);
         if shared.on_error == OnError::Fail {
             shared.stop.store(true, Ordering::SeqCst);
@@ -328,6 +329,11 @@ async fn run_item(
     let redactor = &shared.redactor;
     let (status, output, error) = match &result {
         Ok(v) => (Status::Succeeded, Some(redactor.redact_json(v)), None),
+        Err(e) if stopped => (
+            Status::Interrupted,
+            None,
+            Some(redactor.redact(&e.to_string())),
+        ),
         Err(e) => (Status::Failed, None, Some(redactor.redact(&e.to_string()))),
     };
     shared.observer.event(&RunEvent::ItemFinished {
@@ -359,10 +365,16 @@ fn gather(
     approval: Option<approval::GateSummary>,
 ) -> Result<Value, StepFailure> {
     let total = outcomes.len();
-    if cancelled && outcomes.iter().any(|(_, _, r)| r.is_none()) {
-        let finished = outcomes.iter().filter(|(_, _, r)| r.is_some()).count();
+    // An item stopped while it waited to try again did not finish either.
+    let unfinished = |r: &Option<Result<Value, Failed>>| match r {
+        None => true,
+        Some(Err(f)) => f.stopped.is_some(),
+        Some(Ok(_)) => false,
+    };
+    if cancelled && outcomes.iter().any(|(_, _, r)| unfinished(r)) {
+        let finished = outcomes.iter().filter(|(_, _, r)| !unfinished(r)).count();
         return Err(StepFailure::Interrupted(format!(
-            "stopped after {finished} of {total} items; the rest were not started"
+            "stopped after {finished} of {total} items; the rest were not started or not finished"
         )));
     }
     let mut first_failure = None;

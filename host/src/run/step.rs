@@ -184,10 +184,13 @@ async fn run_once(
     drop(input);
     match caller.call(context.clone(), text, None, cap).await {
         Ok(called) => (Ok(called.output), Some(called.tries.record(&ctx.redactor))),
-        Err(failed) => (
-            Err(StepFailure::Failed(failed.to_string())),
-            Some(failed.tries.record(&ctx.redactor)),
-        ),
+        Err(failed) => {
+            let tries = Some(failed.tries.record(&ctx.redactor));
+            match failed.stopped {
+                Some(_) => (Err(StepFailure::Interrupted(failed.to_string())), tries),
+                None => (Err(StepFailure::Failed(failed.to_string())), tries),
+            }
+        }
     }
 }
 
