@@ -16,7 +16,10 @@ use super::super::compiled::{CompiledAuth, CompiledConnection, LocatedTemplate};
 use super::super::model::*;
 use super::super::template::Root;
 use super::references::Place;
-use super::{Compiler, MAX_REQUEST_TIMEOUT, MAX_RETRY_DELAY, MIN_RATE_PER_SECOND, is_identifier};
+use super::{
+    Compiler, MAX_ATTEMPTS, MAX_REQUEST_TIMEOUT, MAX_RETRY_DELAY, MIN_RATE_PER_SECOND,
+    is_identifier,
+};
 use crate::http_rules;
 
 impl Compiler<'_, '_> {
@@ -250,7 +253,19 @@ impl Compiler<'_, '_> {
                     "use 1 to disable retries",
                 );
             }
-            retry.max_attempts = (*n.get_ref()).max(1);
+            if *n.get_ref() > MAX_ATTEMPTS {
+                self.error(
+                    n.span(),
+                    format!(
+                        "`max_attempts` is {}, more than the {MAX_ATTEMPTS} allowed",
+                        n.get_ref()
+                    ),
+                    format!(
+                        "use at most {MAX_ATTEMPTS}; a longer `max_delay` (up to 1h) waits longer between attempts"
+                    ),
+                );
+            }
+            retry.max_attempts = (*n.get_ref()).clamp(1, MAX_ATTEMPTS);
         }
         if let Some(d) = &r.base_delay {
             retry.base_delay = self

@@ -93,6 +93,10 @@ const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The longest retry `base_delay`/`max_delay`, the same hour the host
 /// waits at most for a service's `Retry-After` or rate-limit window.
 const MAX_RETRY_DELAY: Duration = crate::http_rules::MAX_WAIT;
+/// The most attempts a `retry` (a step's or a connection's) may make: 20
+/// waits of up to an hour each already span most of a day, and a larger
+/// count is a typo more often than a plan.
+const MAX_ATTEMPTS: u32 = 20;
 /// One request per hour: the slowest `rate_limit` (see MAX_RETRY_DELAY).
 const MIN_RATE_PER_SECOND: f64 = 1.0 / 3600.0;
 
