@@ -669,6 +669,89 @@ async fn a_running_run_updates_live_until_it_ends() {
     c.stop().await;
 }
 
+/// Attempts as the history keeps them: `made`, and the earlier failures.
+fn attempts(made: u32, code: &str) -> sluice_store::Attempts {
+    sluice_store::Attempts {
+        made,
+        failed: (1..made)
+            .map(|attempt| sluice_store::FailedAttempt {
+                attempt,
+                kind: "unavailable".into(),
+                code: code.into(),
+                message: format!("<b>busy</b> (attempt {attempt})"),
+            })
+            .collect(),
+    }
+}
+
+/// The run page shows how many attempts a retried step and a retried item
+/// took and why each earlier one failed (as text); a step or item called
+/// once shows no attempts.
+#[tokio::test]
+async fn the_run_page_shows_the_attempts_of_retried_steps_and_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = sluice_store::new_run_id();
+    let w = Writer::open(dir.path(), &run, "retried").await;
+    w.start("retried.toml", "").await;
+    w.step("fetch", "graph-groups", None).await;
+    w.w(HistoryWrite::FinishStep(StepEnd {
+        step: "fetch".into(),
+        component: "graph-groups".into(),
+        status: StepStatus::Succeeded,
+        output: None,
+        error: None,
+        connections: json!({}),
+        duration_ms: 60,
+        attempts: Some(attempts(3, "step-busy")),
+    }))
+    .await;
+    w.step("create", "procore-create-user", Some(2)).await;
+    let mut retried = item(
+        0,
+        ItemStatus::Succeeded,
+        json!({"key": "ann"}),
+        None,
+        None,
+        json!({}),
+    );
+    if let HistoryWrite::Item(end) = &mut retried {
+        end.attempts = Some(attempts(2, "item-busy"));
+    }
+    w.w(retried).await;
+    w.w(item(
+        1,
+        ItemStatus::Succeeded,
+        json!({"key": "bob"}),
+        None,
+        None,
+        json!({}),
+    ))
+    .await;
+    w.end_step("create", StepStatus::Succeeded, None, json!({}))
+        .await;
+    w.finish(RunStatus::Succeeded, None).await;
+    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+    let page = get(c.addr, &sluice::console::view::run_href(&run), "").await;
+    assert_page(&page, StatusCode::OK, "run");
+    for shown in [
+        "3 attempts",
+        "1. unavailable [step-busy]: &#60;b&#62;busy&#60;/b&#62; (attempt 1)",
+        "2. unavailable [step-busy]: &#60;b&#62;busy&#60;/b&#62; (attempt 2)",
+        "2 attempts",
+        "1. unavailable [item-busy]: &#60;b&#62;busy&#60;/b&#62; (attempt 1)",
+    ] {
+        assert!(
+            page.body.contains(shown),
+            "`{shown}` not in:\n{}",
+            page.body
+        );
+    }
+    let shown = page.body.matches("class=\"sub attempts\"").count();
+    assert_eq!(shown, 2, "only the retried step and item: {}", page.body);
+    assert!(!page.body.contains("<b>busy"), "{}", page.body);
+    c.stop().await;
+}
+
 use common::console_child::ConsoleChild as Child;
 
 #[tokio::test]

@@ -333,3 +333,30 @@ fn summarize(output: &Value) -> String {
     }
     facts.join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A step its `retry` called three times says so; one called once
+    /// says nothing of attempts.
+    #[test]
+    fn a_retried_step_line_says_how_many_attempts_it_took() {
+        let line = |attempts| {
+            step_line(
+                "fetch",
+                Status::Succeeded,
+                None,
+                None,
+                Duration::from_millis(5),
+                &BTreeMap::new(),
+                attempts,
+            )
+        };
+        assert_eq!(line(3), "  ✓ fetch  3 attempts · 5 ms");
+        assert_eq!(line(1), "  ✓ fetch  5 ms");
+    }
+}

@@ -21,8 +21,8 @@ use super::Console;
 use super::guard::Seen;
 use super::pages::{Failure, page, plausible};
 use super::view::{
-    self, ArtifactView, ConnectionView, ItemGroup, ItemView, RunPage, StepView, StepsFragment,
-    href, pretty_json, render, run_href, segment, short_json, took,
+    self, ArtifactView, AttemptsView, ConnectionView, ItemGroup, ItemView, RunPage, StepView,
+    StepsFragment, href, pretty_json, render, run_href, segment, short_json, took,
 };
 
 /// Items per page of a step's items.
@@ -166,6 +166,7 @@ fn step_view(
         items: s.items_total.map(|total| items_line(o, &s.step_id, total)),
         connections: connections(s.connections.as_ref()),
         error: s.error.clone(),
+        attempts: AttemptsView::of(s.attempts.as_ref()),
     }
 }
 
@@ -272,6 +273,7 @@ fn item_view(i: &sluice_store::ItemRecord) -> ItemView {
             .map_or(String::new(), |o| short_json(o, 100)),
         output: i.output.as_ref().map(pretty_json),
         error: i.error.clone(),
+        attempts: AttemptsView::of(i.attempts.as_ref()),
     }
 }
 

@@ -135,6 +135,28 @@ pub struct StepView {
     pub items: Option<String>,
     pub connections: Vec<ConnectionView>,
     pub error: Option<String>,
+    pub attempts: Option<AttemptsView>,
+}
+
+/// A step's or item's attempts under its `retry`, when there were several:
+/// how many, and why each earlier one failed (one line each).
+pub struct AttemptsView {
+    pub made: u32,
+    pub failed: Vec<String>,
+}
+
+impl AttemptsView {
+    pub fn of(attempts: Option<&sluice_store::Attempts>) -> Option<AttemptsView> {
+        let a = attempts.filter(|a| a.made > 1)?;
+        Some(AttemptsView {
+            made: a.made,
+            failed: a
+                .failed
+                .iter()
+                .map(|f| format!("{}. {} [{}]: {}", f.attempt, f.kind, f.code, f.message))
+                .collect(),
+        })
+    }
 }
 
 pub struct ConnectionView {
@@ -164,6 +186,7 @@ pub struct ItemView {
     pub output_short: String,
     pub output: Option<String>,
     pub error: Option<String>,
+    pub attempts: Option<AttemptsView>,
 }
 
 pub struct ArtifactView {
