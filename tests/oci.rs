@@ -326,6 +326,24 @@ async fn a_registry_login_comes_from_the_environment_or_the_docker_config_and_is
     assert!(anonymous.stderr.contains(&refused), "{}", anonymous.stderr);
     assert!(!dir.path().join("sluice.lock").exists());
 
+    // A Docker config file that is not JSON: the pull is anonymous, and the
+    // refusal says the file could not be read rather than "log in".
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(broken.path().join("config.json"), "{\"auths\": {").unwrap();
+    let mut with_broken = env.clone();
+    with_broken.push(("DOCKER_CONFIG".into(), broken.path().display().to_string()));
+    let unread = sluice_cmd(&with_broken, data.path(), &["run", flow_arg]).await;
+    assert_eq!(unread.code, 2, "{}", unread.stderr);
+    assert!(
+        unread.stderr.contains(&format!(
+            "registry {} refused an anonymous request, made because the Docker config file could not be read",
+            registry.host
+        )) && unread.stderr.contains("not valid JSON"),
+        "{}",
+        unread.stderr
+    );
+    printed.push(unread);
+
     // The Docker config file's login, as `docker login` writes it.
     let docker = tempfile::tempdir().unwrap();
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));

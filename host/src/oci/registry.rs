@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use docker_credential::CredentialRetrievalError;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
@@ -52,6 +53,9 @@ pub enum CredentialSource {
     Environment,
     DockerConfig,
     Anonymous,
+    /// Anonymous because the Docker config file exists but could not be
+    /// read or parsed (or its credential helper failed).
+    UnreadableDockerConfig,
 }
 
 impl CredentialSource {
@@ -62,6 +66,9 @@ impl CredentialSource {
             }
             CredentialSource::DockerConfig => "the credentials of the Docker config file",
             CredentialSource::Anonymous => "an anonymous request (it needs credentials)",
+            CredentialSource::UnreadableDockerConfig => {
+                "an anonymous request, made because the Docker config file could not be read"
+            }
         }
     }
 
@@ -71,6 +78,11 @@ impl CredentialSource {
                 "set SLUICE_REGISTRY_USERNAME and SLUICE_REGISTRY_PASSWORD, or log in with \
                  `docker login {registry}` (Sluice reads $DOCKER_CONFIG/config.json, else \
                  ~/.docker/config.json)"
+            ),
+            CredentialSource::UnreadableDockerConfig => format!(
+                "fix $DOCKER_CONFIG/config.json (else ~/.docker/config.json): it is unreadable \
+                 or not valid JSON, or its credential helper failed (`docker login {registry}` \
+                 rewrites it); or set SLUICE_REGISTRY_USERNAME and SLUICE_REGISTRY_PASSWORD"
             ),
             _ => "check the user name and password, and that the user may use this repository"
                 .to_string(),
@@ -233,8 +245,30 @@ fn credentials(registry: &str) -> (RegistryAuth, CredentialSource) {
         ),
         // An identity token is exchanged by Docker's own flow, which this
         // client does not speak; a missing file or entry means anonymous.
-        Ok(docker_credential::DockerCredential::IdentityToken(_)) | Err(_) => {
+        Ok(docker_credential::DockerCredential::IdentityToken(_))
+        | Err(
+            CredentialRetrievalError::NoCredentialConfigured
+            | CredentialRetrievalError::ConfigNotFound,
+        ) => (RegistryAuth::Anonymous, CredentialSource::Anonymous),
+        // The crate says ConfigReadError for a missing file too.
+        Err(CredentialRetrievalError::ConfigReadError) if !docker_config_exists() => {
             (RegistryAuth::Anonymous, CredentialSource::Anonymous)
         }
+        // A broken config still pulls anonymously (public repositories
+        // work), but a refusal says why no login was sent.
+        Err(_) => (
+            RegistryAuth::Anonymous,
+            CredentialSource::UnreadableDockerConfig,
+        ),
     }
+}
+
+/// Whether the Docker config file exists where docker_credential looks:
+/// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+fn docker_config_exists() -> bool {
+    let home = || std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker"));
+    std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(home)
+        .is_some_and(|dir| dir.join("config.json").exists())
 }
