@@ -41,6 +41,48 @@ async fn stored(runner: &Runner) -> Vec<(String, Value)> {
     runner.state.list(FLOW, "", None, 1000).await.unwrap()
 }
 
+/// One call writes far more than 10,000 keys (a first run adopting a large
+/// tenant records everyone at once): all kept when it succeeds, none when
+/// it fails after writing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_keeps_twelve_thousand_keys_or_none_when_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let writes: Vec<String> = (0..12_000)
+        .map(|i| format!("\"managed/p{i:05}\" = {i}"))
+        .collect();
+    let flow = |extra: &str| {
+        flow_with(&format!(
+            "[[step]]\nid = \"adopt\"\nuses = \"FIXTURE\"\nwith = {{ write = {{ {} }}{extra} }}\n",
+            writes.join(", ")
+        ))
+    };
+    let failing = flow(r#", fail = { kind = "internal" }"#);
+    let (failed, events) = run_text(&runner, dir.path(), &failing, false).await;
+    assert_eq!(failed.status, Status::Failed, "{}", events.text());
+    assert!(
+        stored(&runner).await.is_empty(),
+        "a failed call keeps nothing"
+    );
+
+    let (done, events) = run_text(&runner, dir.path(), &flow(""), false).await;
+    assert_eq!(done.status, Status::Succeeded, "{}", events.text());
+    let mut kept = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = runner
+            .state
+            .list(FLOW, "managed/", after.as_deref(), 1000)
+            .await
+            .unwrap();
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        kept.extend(page);
+    }
+    assert_eq!(kept.len(), 12_000);
+    assert_eq!(kept[11_999], ("managed/p11999".to_string(), json!(11_999)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_lasts_across_runs_and_a_dry_run_sees_its_writes_and_keeps_none() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,7 +105,10 @@ with = { read = ["runs", "note", "gone"] }
         .apply(
             FLOW,
             "setup",
-            vec![sluice::state::Write::Set("gone".into(), json!(true))],
+            vec![sluice::state::Write::Set(
+                "gone".into(),
+                sluice::state::Json::of(&json!(true)),
+            )],
         )
         .await
         .unwrap();

@@ -26,10 +26,10 @@ fn to_step_error(e: StateError) -> StepError {
     match e {
         StateError::InvalidKey(why) => StepError::internal(why).with_code("state-key"),
         StateError::InvalidValue(why) => StepError::internal(why).with_code("state-value"),
-        StateError::TooManyWrites(limit) => {
-            StepError::internal(format!("more than {limit} state keys written in one call"))
-                .with_code("state-writes")
-        }
+        StateError::TooManyWrites(mib) => StepError::internal(format!(
+            "the state writes of one call would hold more than the host's {mib} MiB"
+        ))
+        .with_code("state-writes"),
         StateError::Unavailable(why) => StepError::unavailable(why).with_code("state-unavailable"),
     }
 }

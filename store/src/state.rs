@@ -13,6 +13,8 @@
 //!   lease carries the lease's fencing number and is refused once another
 //!   replica has taken the flow over.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -96,17 +98,34 @@ impl std::fmt::Display for StateKey {
 /// One write of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StateWrite {
-    Set { key: StateKey, value: Value },
-    Delete { key: StateKey },
+    Set {
+        key: StateKey,
+        value: Value,
+    },
+    /// A value already held as JSON text (the host keeps a component's
+    /// pending writes so: a parsed value takes several times the memory).
+    /// Stored as it is; the text must be one JSON document.
+    SetText {
+        key: StateKey,
+        text: String,
+    },
+    Delete {
+        key: StateKey,
+    },
 }
 
 impl StateWrite {
     pub fn key(&self) -> &StateKey {
         match self {
-            StateWrite::Set { key, .. } | StateWrite::Delete { key } => key,
+            StateWrite::Set { key, .. }
+            | StateWrite::SetText { key, .. }
+            | StateWrite::Delete { key } => key,
         }
     }
 }
+
+/// A key and the text to store under it (`None`: delete it).
+pub(crate) type KeyText<'a> = (&'a str, Option<Cow<'a, str>>);
 
 /// Writes applied together, in order, in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -120,21 +139,23 @@ pub struct StateBatch {
 
 impl StateBatch {
     /// Each value as the JSON text to store, checked for size.
-    pub(crate) fn texts(&self) -> Result<Vec<(&str, Option<String>)>, StateError> {
+    pub(crate) fn texts(&self) -> Result<Vec<KeyText<'_>>, StateError> {
         self.writes
             .iter()
-            .map(|w| match w {
-                StateWrite::Set { key, value } => {
-                    let text = value.to_string();
-                    if text.len() > MAX_VALUE_BYTES {
-                        return Err(StateError::ValueTooLarge {
-                            key: key.to_string(),
-                            bytes: text.len(),
-                        });
-                    }
-                    Ok((key.as_str(), Some(text)))
+            .map(|w| {
+                let text = match w {
+                    StateWrite::Set { value, .. } => Cow::Owned(value.to_string()),
+                    StateWrite::SetText { text, .. } => Cow::Borrowed(text.as_str()),
+                    StateWrite::Delete { key } => return Ok((key.as_str(), None)),
+                };
+                let key = w.key();
+                if text.len() > MAX_VALUE_BYTES {
+                    return Err(StateError::ValueTooLarge {
+                        key: key.to_string(),
+                        bytes: text.len(),
+                    });
                 }
-                StateWrite::Delete { key } => Ok((key.as_str(), None)),
+                Ok((key.as_str(), Some(text)))
             })
             .collect()
     }

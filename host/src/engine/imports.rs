@@ -108,7 +108,8 @@ fn refused(r: Refused) -> guest_state::StateError {
             guest_state::StateError::InvalidValue(r.to_string())
         }
         Refused::TooManyWrites => {
-            guest_state::StateError::TooManyWrites(state::MAX_WRITES_PER_CALL as u32)
+            let mib = state::MAX_WRITE_BYTES_PER_CALL / (1024 * 1024);
+            guest_state::StateError::TooManyWrites(u32::try_from(mib).unwrap_or(u32::MAX))
         }
     }
 }

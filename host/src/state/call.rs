@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use super::{MAX_PAGE, MAX_WRITES_PER_CALL, Refused, StateStore, StoreError, Writes};
+use super::{
+    Json, MAX_PAGE, MAX_WRITE_BYTES_PER_CALL, Refused, StateStore, StoreError, Writes, held_bytes,
+};
 
 /// The writes of a dry run's calls that succeeded: what later steps and
 /// items of the same run see instead of the store. Dropped with the run.
@@ -30,7 +32,7 @@ impl Overlay {
 
     fn get(&self, key: &str) -> Option<Option<Value>> {
         let all = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-        all.get(key).cloned()
+        all.get(key).map(|v| v.as_ref().map(Json::value))
     }
 
     /// Writes whose keys start with `prefix` and sort after `start_after`.
@@ -54,6 +56,10 @@ pub struct CallState {
     flow: String,
     overlay: Option<Arc<Overlay>>,
     writes: Writes,
+    /// What `writes` holds, by [`held_bytes`].
+    held: usize,
+    /// The most `writes` may hold.
+    limit: usize,
 }
 
 impl CallState {
@@ -64,12 +70,20 @@ impl CallState {
             flow: flow.to_string(),
             overlay,
             writes: Writes::new(),
+            held: 0,
+            limit: MAX_WRITE_BYTES_PER_CALL,
         }
+    }
+
+    /// The same call with a smaller memory limit for its writes.
+    #[cfg(test)]
+    fn with_limit(self, limit: usize) -> Self {
+        Self { limit, ..self }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
         if let Some(value) = self.writes.get(key) {
-            return Ok(value.clone());
+            return Ok(value.as_ref().map(Json::value));
         }
         if let Some(value) = self.overlay.as_ref().and_then(|o| o.get(key)) {
             return Ok(value);
@@ -77,7 +91,7 @@ impl CallState {
         self.store.get(&self.flow, key).await
     }
 
-    pub fn set(&mut self, key: String, value: Value) -> Result<(), Refused> {
+    pub fn set(&mut self, key: String, value: Json) -> Result<(), Refused> {
         self.write(key, Some(value))
     }
 
@@ -85,10 +99,19 @@ impl CallState {
         self.write(key, None)
     }
 
-    fn write(&mut self, key: String, value: Option<Value>) -> Result<(), Refused> {
-        if !self.writes.contains_key(&key) && self.writes.len() >= MAX_WRITES_PER_CALL {
+    /// Buffers a write, refused when the call's writes would hold more
+    /// than its limit ([`MAX_WRITE_BYTES_PER_CALL`]; a write over the same key
+    /// replaces what it held).
+    fn write(&mut self, key: String, value: Option<Json>) -> Result<(), Refused> {
+        let before = self
+            .writes
+            .get(&key)
+            .map_or(0, |old| held_bytes(&key, old.as_ref()));
+        let held = self.held - before + held_bytes(&key, value.as_ref());
+        if held > self.limit {
             return Err(Refused::TooManyWrites);
         }
+        self.held = held;
         self.writes.insert(key, value);
         Ok(())
     }
@@ -128,7 +151,7 @@ impl CallState {
             .into_iter()
             .filter(|(k, _)| !upper.contains_key(k))
             .collect();
-        merged.extend(upper.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        merged.extend(upper.into_iter().filter_map(|(k, v)| Some((k, v?.value()))));
         if let Some(Some(last)) = &horizon {
             merged.retain(|k, _| k <= last);
         }
@@ -159,7 +182,7 @@ fn in_range(writes: &Writes, prefix: &str, start_after: Option<&str>) -> Writes 
 
 #[cfg(test)]
 mod tests {
-    use super::super::{MemoryStore, Write};
+    use super::super::{MemoryStore, Write, held_bytes};
     use super::*;
     use serde_json::json;
 
@@ -167,7 +190,7 @@ mod tests {
         let store = MemoryStore::default();
         let writes: Vec<Write> = entries
             .iter()
-            .map(|(k, v)| Write::Set(k.to_string(), v.clone()))
+            .map(|(k, v)| Write::Set(k.to_string(), Json::of(v)))
             .collect();
         store.apply("f", "r", writes).await.unwrap();
         Arc::new(store)
@@ -180,7 +203,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_sees_its_own_writes_over_the_store() {
         let mut call = CallState::new(store(&[("a", json!(1)), ("b", json!(2))]).await, "f", None);
-        call.set("a".into(), json!(10)).unwrap();
+        call.set("a".into(), Json::of(&json!(10))).unwrap();
         call.delete("b".into()).unwrap();
         assert_eq!(call.get("a").await.unwrap(), Some(json!(10)));
         assert_eq!(call.get("b").await.unwrap(), None);
@@ -202,13 +225,13 @@ mod tests {
         let overlay = Arc::new(Overlay::default());
         overlay.apply(Writes::from([
             ("k0".to_string(), None),
-            ("k05".to_string(), Some(json!("o"))),
+            ("k05".to_string(), Some(Json::of(&json!("o")))),
         ]));
         let mut call = CallState::new(store(&stored).await, "f", Some(overlay));
         call.delete("k1".into()).unwrap();
         call.delete("k2".into()).unwrap();
-        call.set("k05".into(), json!("mine")).unwrap();
-        call.set("other".into(), json!(0)).unwrap();
+        call.set("k05".into(), Json::of(&json!("mine"))).unwrap();
+        call.set("other".into(), Json::of(&json!(0))).unwrap();
         let page = call.list("k", None, 3).await.unwrap();
         assert_eq!(keys(&page), ["k05", "k3", "k4"]);
         assert_eq!(page.entries[0].1, json!("mine"));
@@ -222,17 +245,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_call_may_write_so_many_keys_and_no_more() {
-        let mut call = CallState::new(store(&[]).await, "f", None);
-        for i in 0..MAX_WRITES_PER_CALL {
-            call.set(format!("k{i}"), json!(i)).unwrap();
+    async fn a_call_writes_as_much_as_its_memory_limit_and_no_more() {
+        let value = Json::of(&json!("0123456789"));
+        let one = held_bytes("k00", Some(&value));
+        let mut call = CallState::new(store(&[]).await, "f", None).with_limit(10 * one);
+        for i in 0..10 {
+            call.set(format!("k{i:02}"), value.clone()).unwrap();
         }
         assert_eq!(
-            call.set("one-more".into(), json!(0)),
+            call.set("k10".into(), value.clone()),
             Err(Refused::TooManyWrites)
         );
-        call.set("k0".into(), json!("again")).unwrap();
-        call.delete("k1".into()).unwrap();
-        assert_eq!(call.into_writes().len(), MAX_WRITES_PER_CALL);
+        // Writing a key again replaces what it held; a delete holds less.
+        call.set("k00".into(), value.clone()).unwrap();
+        call.delete("k01".into()).unwrap();
+        assert_eq!(
+            call.set("k00".into(), Json::of(&json!("a longer value than before"))),
+            Err(Refused::TooManyWrites)
+        );
+        assert_eq!(call.held, 10 * one - value.as_str().len());
+        assert_eq!(call.into_writes().len(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_call_may_write_many_more_keys_than_ten_thousand() {
+        let mut call = CallState::new(store(&[]).await, "f", None);
+        let record = json!({"procore_id": 123456, "origin": "adopted", "status": "active"});
+        for i in 0..50_000 {
+            call.set(format!("managed/person{i}@example.com"), Json::of(&record))
+                .unwrap();
+        }
+        // About 0.15 KiB a record: a million fit well under the limit.
+        assert!(call.held < 10 * 1024 * 1024, "{}", call.held);
+        assert!(call.held * 20 < MAX_WRITE_BYTES_PER_CALL);
+        assert_eq!(call.into_writes().len(), 50_000);
     }
 }

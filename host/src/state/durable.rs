@@ -60,9 +60,9 @@ impl StateStore for DurableStore {
             .into_iter()
             .map(|w| {
                 Ok(match w {
-                    Write::Set(k, value) => StateWrite::Set {
+                    Write::Set(k, value) => StateWrite::SetText {
                         key: key(&k)?,
-                        value,
+                        text: value.into_string(),
                     },
                     Write::Delete(k) => StateWrite::Delete { key: key(&k)? },
                 })
@@ -79,6 +79,7 @@ impl StateStore for DurableStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Json;
     use super::*;
     use serde_json::json;
 
@@ -87,7 +88,7 @@ mod tests {
         let store = Store::in_memory().await.unwrap();
         let state = DurableStore::new(store.clone(), None);
         let writes = (0..5)
-            .map(|i| Write::Set(format!("k{i}"), json!(i)))
+            .map(|i| Write::Set(format!("k{i}"), Json::of(&json!(i))))
             .chain([Write::Delete("k0".into())])
             .collect();
         state.apply("f", "r1", writes).await.unwrap();

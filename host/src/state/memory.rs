@@ -47,7 +47,7 @@ impl StateStore for MemoryStore {
         for write in writes {
             let id = (flow.to_string(), write.key().to_string());
             match write {
-                Write::Set(_, value) => entries.insert(id, value),
+                Write::Set(_, value) => entries.insert(id, value.value()),
                 Write::Delete(_) => entries.remove(&id),
             };
         }

@@ -9,7 +9,10 @@
 //!   process).
 //! - [`CallState`]: what one call of a component sees — its own buffered
 //!   writes over the run's (in a dry run) over the store — and the writes
-//!   it leaves behind for the run to make durable on success.
+//!   it leaves behind for the run to make durable on success. A call's
+//!   pending writes are bounded by the memory they hold
+//!   ([`MAX_WRITE_BYTES_PER_CALL`]), not by a count of keys, and are held
+//!   as compact JSON text ([`Json`]) all the way to the store.
 //! - [`Overlay`]: a dry run's successful writes, seen by the rest of that
 //!   run and never stored.
 //!
@@ -37,17 +40,48 @@ pub const MAX_KEY_BYTES: usize = sluice_store::state::MAX_KEY_BYTES;
 /// a person's record fits many times over; a whole tenant belongs in a
 /// step's output, not in state.
 pub const MAX_VALUE_BYTES: usize = sluice_store::state::MAX_VALUE_BYTES;
-/// Distinct keys one call may write: bounds what a call holds in memory
-/// before it succeeds (with values, at most 10 GiB in theory, in practice
-/// the call's own memory cap bounds what it can produce first).
-pub const MAX_WRITES_PER_CALL: usize = 10_000;
+/// Host memory one call's pending writes may hold until the call ends, in
+/// bytes ([`held_bytes`]): keys, values as compact JSON text, and a fixed
+/// cost per key. A first run of the license sync records every person of
+/// the tenant in one call (about 0.25 KiB each: a million people fit),
+/// and a call that fails keeps none of it.
+pub const MAX_WRITE_BYTES_PER_CALL: usize = 512 * 1024 * 1024;
+/// What each pending write costs besides its key and value text (the map's
+/// node and the two headers), so a flood of tiny writes is bounded too.
+const WRITE_OVERHEAD: usize = 64;
 /// Most entries one `list` returns.
 pub const MAX_PAGE: usize = 1000;
+
+/// A JSON document as compact text, checked to parse and to fit
+/// [`MAX_VALUE_BYTES`]: how the host holds a value between a component's
+/// `set` and the store (a parsed value takes several times the memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Json(Box<str>);
+
+impl Json {
+    /// `value` as compact text.
+    pub fn of(value: &Value) -> Json {
+        Json(value.to_string().into_boxed_str())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The document, parsed (it was checked to parse).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+
+    pub fn into_string(self) -> String {
+        self.0.into_string()
+    }
+}
 
 /// A change to one key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
-    Set(String, Value),
+    Set(String, Json),
     Delete(String),
 }
 
@@ -60,7 +94,7 @@ impl Write {
 }
 
 /// A call's writes, by key: `None` deletes.
-pub type Writes = BTreeMap<String, Option<Value>>;
+pub type Writes = BTreeMap<String, Option<Json>>;
 
 /// The store could not be read or written.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -103,7 +137,10 @@ pub enum Refused {
     NotJson(String),
     #[error("a state value is at most {MAX_VALUE_BYTES} bytes of JSON; this one is {0}")]
     LargeValue(usize),
-    #[error("one call may write at most {MAX_WRITES_PER_CALL} state keys")]
+    #[error(
+        "one call's pending state writes may hold at most {} MiB of the host's memory",
+        MAX_WRITE_BYTES_PER_CALL / (1024 * 1024)
+    )]
     TooManyWrites,
 }
 
@@ -117,12 +154,20 @@ pub fn check_key(key: &str) -> Result<(), Refused> {
     }
 }
 
-/// Parses a value the component sent, within the contract's limits.
-pub fn parse_value(text: &str) -> Result<Value, Refused> {
+/// Checks a value the component sent against the contract's limits, and
+/// keeps it as compact text.
+pub fn parse_value(text: &str) -> Result<Json, Refused> {
     if text.len() > MAX_VALUE_BYTES {
         return Err(Refused::LargeValue(text.len()));
     }
-    serde_json::from_str(text).map_err(|e| Refused::NotJson(e.to_string()))
+    let value: Value = serde_json::from_str(text).map_err(|e| Refused::NotJson(e.to_string()))?;
+    Ok(Json::of(&value))
+}
+
+/// The host memory one pending write holds: its key, its value's text and
+/// a fixed cost for the entry.
+pub fn held_bytes(key: &str, value: Option<&Json>) -> usize {
+    WRITE_OVERHEAD + key.len() + value.map_or(0, |v| v.as_str().len())
 }
 
 /// `writes` as the store applies them.

@@ -69,24 +69,25 @@ pub(crate) async fn apply(tx: &Transaction<'_>, flow: &str, batch: &StateBatch) 
         super::history::check_fence(tx, &run).await?;
     }
     let now = Utc::now();
+    // Prepared once: a first run may set a key per person of the tenant.
+    let set = tx
+        .prepare(
+            "INSERT INTO flow_state (flow, key, value, updated_at, run_id) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (flow, key) DO UPDATE SET
+                value = excluded.value, updated_at = excluded.updated_at, run_id = excluded.run_id",
+        )
+        .await?;
+    let delete = tx
+        .prepare("DELETE FROM flow_state WHERE flow = $1 AND key = $2")
+        .await?;
     for (key, value) in texts {
         match value {
             Some(value) => {
-                tx.execute(
-                    "INSERT INTO flow_state (flow, key, value, updated_at, run_id) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (flow, key) DO UPDATE SET
-                        value = excluded.value, updated_at = excluded.updated_at, run_id = excluded.run_id",
-                    &[&flow, &key, &value, &now, &batch.run_id],
-                )
-                .await?
+                let value: &str = &value;
+                tx.execute(&set, &[&flow, &key, &value, &now, &batch.run_id])
+                    .await?
             }
-            None => {
-                tx.execute(
-                    "DELETE FROM flow_state WHERE flow = $1 AND key = $2",
-                    &[&flow, &key],
-                )
-                .await?
-            }
+            None => tx.execute(&delete, &[&flow, &key]).await?,
         };
     }
     Ok(())

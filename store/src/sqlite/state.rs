@@ -73,18 +73,17 @@ pub(crate) fn apply(
         super::history::check_fence(tx, &run)?;
     }
     let t = now_text();
+    // Prepared once: a first run may set a key per person of the tenant.
+    let mut set = tx.prepare(
+        "INSERT INTO flow_state (flow, key, value, updated_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (flow, key) DO UPDATE SET
+            value = excluded.value, updated_at = excluded.updated_at, run_id = excluded.run_id",
+    )?;
+    let mut delete = tx.prepare("DELETE FROM flow_state WHERE flow = ?1 AND key = ?2")?;
     for (key, value) in texts {
         match value {
-            Some(value) => tx.execute(
-                "INSERT INTO flow_state (flow, key, value, updated_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (flow, key) DO UPDATE SET
-                    value = excluded.value, updated_at = excluded.updated_at, run_id = excluded.run_id",
-                params![flow, key, value, t, batch.run_id],
-            )?,
-            None => tx.execute(
-                "DELETE FROM flow_state WHERE flow = ?1 AND key = ?2",
-                params![flow, key],
-            )?,
+            Some(value) => set.execute(params![flow, key, value.as_ref(), t, batch.run_id])?,
+            None => delete.execute(params![flow, key])?,
         };
     }
     Ok(())
