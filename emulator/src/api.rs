@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::faults::{FaultKind, RetryAfterStyle};
-use crate::state::{Service, Shared};
+use crate::state::{LoggedRequest, MAX_LOGGED_BODY, Service, Shared};
 
 /// Marks a response with the fault injected into it, for the request log.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +33,7 @@ pub async fn log_requests(State(s): State<Shared>, request: Request, next: Next)
         .uri()
         .path_and_query()
         .map_or_else(|| request.uri().path().to_string(), |p| p.to_string());
+    let (request, body) = json_body(request).await;
     let started = Instant::now();
     let response = next.run(request).await;
     let spent = started.elapsed();
@@ -45,8 +46,35 @@ pub async fn log_requests(State(s): State<Shared>, request: Request, next: Next)
         .extensions()
         .get::<InjectedFault>()
         .map(|f| f.0.name());
-    s.log(&method, &path, response.status().as_u16(), fault);
+    s.log(LoggedRequest {
+        method,
+        path,
+        status: response.status().as_u16(),
+        at_ms: s.elapsed_ms(),
+        fault,
+        body,
+    });
     response
+}
+
+/// A JSON request's body, for the log, and the request to pass on (with
+/// the same body). Other bodies are not read here.
+async fn json_body(request: Request) -> (Request, Option<String>) {
+    let json = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !json {
+        return (request, None);
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_INSPECTED_BODY)
+        .await
+        .unwrap_or_default();
+    let text =
+        (bytes.len() <= MAX_LOGGED_BODY).then(|| String::from_utf8_lossy(&bytes).into_owned());
+    (Request::from_parts(parts, Body::from(bytes)), text)
 }
 
 pub async fn graph_gate(State(s): State<Shared>, request: Request, next: Next) -> Response {

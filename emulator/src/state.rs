@@ -27,7 +27,15 @@ pub struct LoggedRequest {
     pub at_ms: u64,
     /// The fault injected into this request (`503`, `drop_after_apply`, …).
     pub fault: Option<&'static str>,
+    /// The request's body as sent, when it is JSON (`Content-Type:
+    /// application/json`) of at most [`MAX_LOGGED_BODY`] bytes: what a
+    /// test checks a write sent. Token requests are form-encoded (they
+    /// carry client secrets) and are never logged.
+    pub body: Option<String>,
 }
+
+/// The longest JSON request body the log keeps.
+pub const MAX_LOGGED_BODY: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
@@ -276,15 +284,13 @@ impl Shared {
         self.data.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn log(&self, method: &str, path: &str, status: u16, fault: Option<&'static str>) {
-        let at_ms = self.started.elapsed().as_millis() as u64;
-        self.lock().log.push(LoggedRequest {
-            method: method.to_string(),
-            path: path.to_string(),
-            status,
-            at_ms,
-            fault,
-        });
+    pub fn log(&self, request: LoggedRequest) {
+        self.lock().log.push(request);
+    }
+
+    /// Milliseconds since the emulator started: a logged request's `at_ms`.
+    pub fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// Replaces the faults; request ordinals and target counts start again.
