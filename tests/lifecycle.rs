@@ -16,7 +16,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::emulated::{Run, sluice, sluice_cmd};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sluice_emulator::faults::{FaultKind, Faults, TargetedFault};
 use sluice_emulator::scenario::ProjectUser;
 use sluice_emulator::state::LoggedRequest;
@@ -340,9 +340,23 @@ async fn five_leavers_wait_in_one_plan_and_exactly_the_approved_ones_are_deactiv
     let mut got = writes(&requests);
     got.sort();
     expected.sort();
-    // The emulator answers a flat body 400: a 200 is Procore's nested
-    // `{"user": {"is_active": false}}`.
     assert_eq!(got, expected);
+    // Each PATCH sent exactly Procore's nested body; the removals none.
+    for r in requests.iter().filter(|r| r.method != "GET") {
+        let body = r
+            .body
+            .as_deref()
+            .map(|b| serde_json::from_str::<Value>(b).unwrap());
+        match r.method.as_str() {
+            "PATCH" => assert_eq!(
+                body,
+                Some(json!({"user": {"is_active": false}})),
+                "{}",
+                r.path
+            ),
+            _ => assert_eq!(body, None, "{} {}", r.method, r.path),
+        }
+    }
     for mail in [CY, EVE] {
         assert!(!t.active(mail) && !t.on_project(mail), "{mail}");
     }
@@ -401,6 +415,11 @@ async fn the_ledger_tells_one_leavers_story_with_the_approver() {
         "{:?}",
         writes(&requests)
     );
+    let reactivation = requests
+        .iter()
+        .find(|r| r.path == format!("/rest/v1.0/companies/{company}/users/inactive/{eve}"))
+        .unwrap();
+    assert_eq!(reactivation.body.as_deref().unwrap_or(""), "", "no body");
     assert!(t.active(EVE) && t.on_project(EVE));
     let (_, requests) = t.run_ok(&[]).await;
     assert_eq!(writes(&requests), Vec::<String>::new(), "reactivated once");
@@ -425,6 +444,7 @@ async fn the_ledger_tells_one_leavers_story_with_the_approver() {
     assert_eq!(
         story,
         [
+            entry("diff", "succeeded", ""),
             entry("deactivate", "waiting", ""),
             entry("deactivate", "approved", "Dana Admin"),
             entry("deactivate", "succeeded", ""),
@@ -432,8 +452,24 @@ async fn the_ledger_tells_one_leavers_story_with_the_approver() {
         ],
         "{ledger:#}"
     );
+    // The first run adopted her, matched by mail, with the Procore id.
+    let adopted = &ledger[0]["output"];
+    assert_eq!(
+        (
+            &adopted["status"],
+            &adopted["matched_by"],
+            &adopted["procore_id"]
+        ),
+        (&json!("adopted"), &json!("mail"), &json!(eve)),
+        "{ledger:#}"
+    );
     let text = t.cli(&["ledger", EVE]).await;
     assert!(text.stdout.contains("Dana Admin"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("status=adopted") && text.stdout.contains("matched_by=mail"),
+        "{}",
+        text.stdout
+    );
 }
 
 #[tokio::test]
@@ -581,4 +617,63 @@ async fn more_creates_than_max_unapproved_creates_wait_until_approved() {
         .filter(|w| w.starts_with("POST") && w.ends_with("/users 201"))
         .count();
     assert_eq!(creates, 5, "{:?}", writes(&requests));
+}
+
+/// The holders-halved guard keeps the count of the last run it trusted
+/// while any deactivation it held waits for a decision; once an admin has
+/// rejected (or approved) them all, the new count is trusted: later runs
+/// do not fire it again for the same drop, and a new drop fires it again.
+#[tokio::test]
+async fn rejecting_what_the_guard_held_makes_the_new_count_the_one_it_trusts() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3]), (BOB, &[E3]), (CY, &[E3]), (DEE, &[E3])],
+        unlicensed: &[],
+        missing: &[],
+    })
+    .await;
+    // Deactivations would run without approval but for the guard.
+    let params = ["--param", "max_unapproved_deactivations=10"];
+    let guard = |run: &Run| run.output_of("diff")["guard"]["hold"] == json!(true);
+    let (first, _) = t.run_ok(&params).await;
+    assert_eq!(first.output_of("diff")["counts"]["adopted"], 4);
+    // Three of four leave their group at once: more than half.
+    for mail in [BOB, CY, DEE] {
+        t.leave_group(mail, E3);
+    }
+    let (held, requests) = t.run_ok(&params).await;
+    assert!(guard(&held), "{}", held.output_of("diff")["guard"]);
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    let (id, _) = t.plans().await[0].clone();
+    // Two rejected, one still waiting: the guard still holds.
+    t.decide("reject", &id, &[BOB, CY]).await;
+    let (run, requests) = t.run_ok(&params).await;
+    assert!(guard(&run));
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    // All three rejected: this run still says why it held them…
+    t.decide("reject", &id, &[DEE]).await;
+    let (run, requests) = t.run_ok(&params).await;
+    assert!(guard(&run));
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    // …and from the next run on, one holder is the count it trusts: no
+    // guard, and the rejected three are left as they are.
+    let (run, requests) = t.run_ok(&params).await;
+    assert!(!guard(&run), "{}", run.output_of("diff")["guard"]);
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    for mail in [ANN, BOB, CY, DEE] {
+        assert!(t.active(mail), "{mail}");
+    }
+    // A new drop from that count fires it again.
+    t.leave_group(ANN, E3);
+    let (run, requests) = t.run_ok(&params).await;
+    assert!(guard(&run));
+    assert!(
+        run.output_of("diff")["guard"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("from 1 to 0"),
+        "{}",
+        run.output_of("diff")["guard"]
+    );
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert!(t.active(ANN));
 }

@@ -103,6 +103,10 @@ pub struct Diff {
     pub present_inactive: Vec<InactivePerson>,
     /// The counts.
     pub counts: Counts,
+    /// License holders this run began to manage (adopted): the shipped
+    /// flow's `ledger` records each in the person's story.
+    #[serde(default)]
+    pub adopted: Vec<Adopted>,
     /// Managed, active Procore users who hold no license now: to be
     /// deactivated (after approval).
     #[serde(default)]
@@ -424,6 +428,33 @@ pub struct Managed {
     pub other: Map<String, Value>,
 }
 
+/// A license holder this run began to manage: matched to an active
+/// Procore user no record named yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Adopted {
+    /// The person's key.
+    pub key: String,
+    /// `adopted`: how a ledger line names what happened.
+    pub status: AdoptedStatus,
+    /// The Procore user now managed.
+    pub procore_id: Id,
+    /// Whether the key came from the person's mail or UPN.
+    pub matched_by: MatchedBy,
+    /// The license group that grants access (the first, by name).
+    #[serde(default)]
+    pub license_group: Option<String>,
+    /// `adopted`, or `domain` when the login is in `managed_domains`.
+    pub origin: Origin,
+}
+
+/// What [`Adopted`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AdoptedStatus {
+    /// The flow manages them from this run on.
+    Adopted,
+}
+
 /// A license holder matched to an active Procore user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Present {
@@ -459,10 +490,6 @@ pub struct Counts {
     /// People adopted by this run (matched, now managed).
     #[serde(default)]
     pub adopted: usize,
-    /// Matches left to adopt on a later run (one run writes a bounded
-    /// number of state entries).
-    #[serde(default)]
-    pub adoption_deferred: usize,
     /// Leavers.
     #[serde(default)]
     pub leavers: usize,

@@ -6,9 +6,10 @@
 //! to make, so the rules are tested natively.
 //!
 //! - **Adopt** every license holder matched to an active Procore user that
-//!   no record names yet (at most [`ADOPT_PER_RUN`] a run: one call writes a
-//!   bounded number of state entries; the rest are adopted next run and are
-//!   simply not managed until then). A first run therefore changes nobody.
+//!   no record names yet, all in the run that first sees them (one record
+//!   each: the host bounds a call's writes by memory, about 0.25 KiB a
+//!   record, so a tenant of a million fits). A first run therefore changes
+//!   nobody.
 //! - **Leaver**: a managed Procore user who is active and whom no license
 //!   holder matches now, once `leaver_grace` has passed since the first run
 //!   that saw it so; with `managed_domains`, also every active user whose
@@ -27,14 +28,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Map;
 use sluice_guest_services::sync::{
-    Diff, Guard, Holders, InactiveUnmanaged, LeaveReason, Leaver, Leaving, Managed,
-    ManagedStatus as Status, Origin, Person, ProcoreUser, Returner,
+    Adopted, AdoptedStatus, Diff, Guard, Holders, InactiveUnmanaged, LeaveReason, Leaver, Leaving,
+    Managed, ManagedStatus as Status, MatchedBy, Origin, Person, ProcoreUser, Returner,
 };
 use sluice_identity::Key;
-
-/// The most people one run adopts: a call may write 10,000 state entries,
-/// and the run also writes leavers' `leaving_since` and the holder count.
-pub const ADOPT_PER_RUN: usize = 9_000;
 
 /// The field of a managed record (`other`) that keeps the Entra object id,
 /// by which `graph-group-members` tells a deleted user from one who left
@@ -63,6 +60,8 @@ pub struct Policy {
     pub disabled: HashSet<Key>,
     /// Keys of managed people whose Entra user no longer exists.
     pub gone: HashSet<Key>,
+    /// Keys whose deactivation an admin rejected.
+    pub rejected: HashSet<Key>,
     /// When this run started.
     pub now: DateTime<Utc>,
 }
@@ -184,10 +183,6 @@ impl<'a> Run<'a> {
             if self.known.managed.contains_key(&present.key) {
                 continue;
             }
-            if diff.counts.adopted >= ADOPT_PER_RUN {
-                diff.counts.adoption_deferred += 1;
-                continue;
-            }
             let Some(user) = self.users.get(&id) else {
                 continue;
             };
@@ -196,10 +191,19 @@ impl<'a> Run<'a> {
             } else {
                 Origin::Adopted
             };
-            let entra = self.people.get(&present.key).and_then(|p| p.id.clone());
+            let person = self.people.get(&present.key).copied();
+            let entra = person.and_then(|p| p.id.clone());
             let record = self.record(user, origin, entra);
             self.writes
                 .push(Write::Managed(present.key.clone(), record));
+            diff.adopted.push(Adopted {
+                key: present.key.clone(),
+                status: AdoptedStatus::Adopted,
+                procore_id: present.procore_id.clone(),
+                matched_by: person.map_or(MatchedBy::Mail, Person::matched_by),
+                license_group: person.and_then(|p| p.groups.first().cloned()),
+                origin,
+            });
             diff.counts.adopted += 1;
         }
     }
@@ -341,9 +345,16 @@ impl<'a> Run<'a> {
                     )
                 })
         };
-        if reason.is_none() || diff.leavers.is_empty() {
-            // A held run keeps the old count, so the guard keeps holding
-            // until the deactivations it held are decided.
+        // A held run keeps the old count, so the guard keeps holding until
+        // every deactivation it held is decided: approved ones leave the
+        // leavers once done, rejected ones stay leavers but count as
+        // decided. Then the new count is the one an admin has seen, and a
+        // later drop is measured from it.
+        let undecided = diff
+            .leavers
+            .iter()
+            .any(|l| Key::of(&l.key).is_none_or(|k| !self.policy.rejected.contains(&k)));
+        if reason.is_none() || !undecided {
             self.writes.push(Write::Holders(Holders {
                 count,
                 at: self.now.clone(),
@@ -650,8 +661,58 @@ mod tests {
     }
 
     #[test]
-    fn adoption_is_bounded_per_run() {
-        let n = ADOPT_PER_RUN + 10;
+    fn the_guard_keeps_its_old_count_until_every_held_leaver_is_decided() {
+        // Nine holders last time; now one, and two managed people left.
+        let users = [
+            user(1, "a@x.com", true),
+            user(2, "b@x.com", true),
+            user(3, "c@x.com", true),
+        ];
+        let mut k = known(&[
+            ("a@x.com", managed(1, Status::Active)),
+            ("b@x.com", managed(2, Status::Active)),
+            ("c@x.com", managed(3, Status::Active)),
+        ]);
+        k.holders = Some(Holders {
+            count: 9,
+            at: "2026-02-28T12:00:00Z".into(),
+        });
+        let people = [person("a@x.com", true)];
+        let holders = |writes: &[Write]| {
+            writes.iter().find_map(|w| match w {
+                Write::Holders(h) => Some(h.count),
+                _ => None,
+            })
+        };
+        // Nothing decided yet: the guard holds and keeps the old count.
+        let (diff, writes) = run(&people, &users, &k, &policy());
+        assert!(diff.guard.hold);
+        assert_eq!(holders(&writes), None);
+        // One rejected, one still waiting: the count is kept.
+        let mut p = policy();
+        p.rejected = [Key::of("B@x.com").unwrap()].into();
+        let (diff, writes) = run(&people, &users, &k, &p);
+        assert!(diff.guard.hold);
+        assert_eq!(holders(&writes), None, "c@x.com is not decided");
+        // Both rejected: this run still says why it held, but the count an
+        // admin has now seen is kept, so the next run does not fire again…
+        p.rejected.insert(Key::of("c@x.com").unwrap());
+        let (diff, writes) = run(&people, &users, &k, &p);
+        assert!(diff.guard.hold);
+        assert_eq!(holders(&writes), Some(1));
+        k.holders.as_mut().unwrap().count = 1;
+        let (diff, _) = run(&people, &users, &k, &p);
+        assert!(!diff.guard.hold, "{}", diff.guard.reason);
+        assert_eq!(diff.leavers.len(), 2, "rejected leavers are still listed");
+        // …and a new drop from that count fires it again.
+        let (diff, writes) = run(&[], &users, &k, &p);
+        assert!(diff.guard.hold, "from 1 to 0");
+        assert_eq!(holders(&writes), None, "a@x.com is not decided");
+    }
+
+    #[test]
+    fn a_first_run_adopts_a_large_tenant_at_once() {
+        let n = 25_000;
         let people: Vec<Person> = (0..n)
             .map(|i| person(&format!("u{i}@x.com"), true))
             .collect();
@@ -659,8 +720,8 @@ mod tests {
             .map(|i| user(i as u64, &format!("u{i}@x.com"), true))
             .collect();
         let (diff, writes) = run(&people, &users, &Known::default(), &policy());
-        assert_eq!(diff.counts.adopted, ADOPT_PER_RUN);
-        assert_eq!(diff.counts.adoption_deferred, 10);
-        assert_eq!(writes.len(), ADOPT_PER_RUN + 1);
+        assert_eq!(diff.counts.adopted, n);
+        assert_eq!(writes.len(), n + 1, "a record each and the holder count");
+        assert!(diff.leavers.is_empty());
     }
 }

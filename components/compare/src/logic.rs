@@ -53,6 +53,11 @@ pub struct Input {
     /// `0s`, `12h` or `3days`.
     #[serde(default)]
     pub leaver_grace: Option<String>,
+    /// Keys whose deactivation an admin rejected (the deactivate step's
+    /// open plan, `${run.approvals.deactivate.rejected}`): decided, so they
+    /// do not keep the guard's old holder count.
+    #[serde(default)]
+    pub rejected: Vec<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -78,12 +83,6 @@ pub fn compare_input(input: Input, context: &Context) -> Result<Diff, StepError>
             Write::Managed(key, record) => state::set(&managed_key(&key), &record)?,
             Write::Holders(holders) => state::set(HOLDERS_KEY, &holders)?,
         }
-    }
-    if diff.counts.adoption_deferred > 0 {
-        sluice_guest::log::info(&format!(
-            "adopted {} people; {} more are adopted on the next runs",
-            diff.counts.adopted, diff.counts.adoption_deferred
-        ));
     }
     Ok(diff)
 }
@@ -120,6 +119,7 @@ pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
         license_groups: input.license_groups,
         disabled: keys(&input.disabled),
         gone: keys(&input.gone),
+        rejected: keys(&input.rejected),
         now,
     })
 }

@@ -102,6 +102,7 @@ impl Progress {
                 Held::Rejected => format!("      {step}: {key} held: rejected"),
             }),
             RunEvent::ApprovalGate { .. } => None,
+            RunEvent::Keyed { .. } => None,
             RunEvent::StepFinished {
                 step,
                 status,

@@ -172,6 +172,10 @@ pub struct StepFields {
     pub max_output_bytes: Option<Spanned<i64>>,
     #[serde(default)]
     pub max_item_output_bytes: Option<Spanned<i64>>,
+    /// A path into the step's output to a list of `{key, …}` entries the
+    /// ledger records as the step's items (a step without `for_each`).
+    #[serde(default)]
+    pub ledger: Option<Spanned<String>>,
     /// Read by hand (a table of file name → output path), not by serde.
     #[serde(skip)]
     pub artifacts: Vec<(Spanned<String>, Spanned<String>)>,
@@ -341,6 +345,7 @@ const STEP_KEYS: &[&str] = &[
     "artifacts",
     "max_output_bytes",
     "max_item_output_bytes",
+    "ledger",
 ];
 
 /// serde's "unknown field `x`, expected one of …" as a suggestion.

@@ -94,6 +94,11 @@ pub struct Step {
     pub max_output: usize,
     /// The most one `for_each` item's output may be, as JSON text.
     pub max_item_output: usize,
+    /// A path into the output (a step without `for_each`) to a list of
+    /// `{key, …}` entries, each recorded as an item of the step with that
+    /// key: how a step that handles many people at once (the license
+    /// sync's compare adopting them) tells the ledger about each.
+    pub ledger: Option<Vec<String>>,
 }
 
 impl Step {

@@ -43,7 +43,14 @@ pub enum Root {
 }
 
 /// The fields of `${run.…}`.
-pub const RUN_FIELDS: &[&str] = &["id", "dry_run", "started_at", "flow", "output_dir"];
+pub const RUN_FIELDS: &[&str] = &[
+    "id",
+    "dry_run",
+    "started_at",
+    "flow",
+    "output_dir",
+    "approvals",
+];
 
 /// A malformed reference, with its byte range inside the string.
 #[derive(Debug, Clone, PartialEq)]

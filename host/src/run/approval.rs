@@ -36,6 +36,46 @@ use crate::flow::Step;
 use crate::flow::model::{Threshold, whole_number};
 use crate::flow::resolve::{Scope, truthy};
 
+/// The keys of a step's open plan by state (`${run.approvals.STEP.…}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KeysByState {
+    pub pending: Vec<String>,
+    pub approved: Vec<String>,
+    pub rejected: Vec<String>,
+}
+
+/// Each step with `approval`: its open plan's keys by state (all empty
+/// when it has none, or when the run keeps no approvals).
+pub async fn open_keys(
+    approvals: Option<&ApprovalStore>,
+    flow: &crate::flow::Flow,
+) -> Result<std::collections::BTreeMap<String, KeysByState>, StepFailure> {
+    let mut all = std::collections::BTreeMap::new();
+    for step in flow.steps.iter().filter(|s| s.approval.is_some()) {
+        let mut keys = KeysByState::default();
+        let plan = match approvals {
+            Some(a) => a.store.open_plan(&flow.name, &step.id).await.map_err(|e| {
+                StepFailure::Failed(format!(
+                    "the approval plan of step `{}` could not be read ({e}), so nothing was run",
+                    step.id
+                ))
+            })?,
+            None => None,
+        };
+        for item in plan.iter().flat_map(|p| &p.items) {
+            let list = match item.state {
+                PlanItemState::Pending => &mut keys.pending,
+                PlanItemState::Approved => &mut keys.approved,
+                PlanItemState::Rejected => &mut keys.rejected,
+                _ => continue,
+            };
+            list.push(item.key.clone());
+        }
+        all.insert(step.id.clone(), keys);
+    }
+    Ok(all)
+}
+
 /// Where a run keeps approval plans: the run history's store, the flow
 /// file (what `sluice approve --run` runs again) and the run's fencing
 /// number when it holds the flow's lease.

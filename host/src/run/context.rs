@@ -35,6 +35,10 @@ pub struct RunFields {
     pub flow: String,
     /// The run's own folder, where artifacts are written.
     pub output_dir: String,
+    /// For each step with `approval`, the keys of its open plan by state
+    /// as the run starts: what an earlier step may take into account (the
+    /// license sync's compare: which leavers an admin rejected).
+    pub approvals: BTreeMap<String, super::approval::KeysByState>,
 }
 
 /// Why a run stopped early, already phrased for people.
@@ -77,7 +81,7 @@ impl<'a> RunContext<'a> {
         services: RunServices,
         fields: RunFields,
     ) -> Self {
-        // A struct of strings and a bool always serialises.
+        // Strings, a bool and maps of string lists always serialise.
         let fields_value = serde_json::to_value(&fields).unwrap_or(Value::Null);
         Self {
             engine,

@@ -68,6 +68,12 @@ pub enum RunEvent {
         held: Held,
         input: Value,
     },
+    /// What a step without `for_each` said about each key it handled (its
+    /// `ledger` entries): recorded as the step's items, for the ledger.
+    Keyed {
+        step: String,
+        entries: Vec<super::ledger::KeyedEntry>,
+    },
     /// What a step's approval gate decided: the plan, why, what ran and
     /// what waits, and the command that approves it.
     ApprovalGate { summary: GateSummary },

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::context::{Results, RunContext, RunFields, RunServices, StepFailure};
 use super::events::{Observer, RunEvent, Status};
-use super::{prepare, step};
+use super::{approval, prepare, step};
 use crate::connections::tape::Tapes;
 use crate::connections::{self, Services};
 use crate::engine::Engine;
@@ -202,6 +202,7 @@ impl Runner {
             started_at: chrono::Utc::now().to_rfc3339(),
             flow: flow.name.clone(),
             output_dir: options.output_dir.display().to_string(),
+            approvals: approval::open_keys(options.approvals.as_ref(), flow).await?,
         };
         let services = RunServices {
             observer: observer.clone(),

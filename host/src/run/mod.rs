@@ -18,6 +18,7 @@ pub mod context;
 pub mod events;
 pub mod executor;
 pub mod for_each;
+pub mod ledger;
 pub mod prepare;
 pub mod recorder;
 pub mod step;

@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use sluice_store::{
     GateRecord, HistoryWrite, ItemEnd, ItemStatus, NewRun, RunRef, RunStatus, StepEnd, StepStart,
     StepStatus, Store, StoreError, Trigger,
@@ -24,6 +24,7 @@ use sluice_store::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::{Observer, RunEvent, Status};
+use super::ledger::KeyedEntry;
 
 /// The most writes applied in one transaction: enough to absorb a burst
 /// of `for_each` items, small enough that one transaction stays short.
@@ -233,11 +234,43 @@ impl Observer for Recorder {
             run.clone()
         };
         // Events before the run started have no run to belong to.
-        let (Some(run), Some(write)) = (run, history_write(&self.record_as, event)) else {
+        let Some(run) = run else {
             return;
         };
-        self.writer.write(&run, vec![write]);
+        if let RunEvent::Keyed { step, entries } = event {
+            // Many at once (a first run adopts a whole tenant): sent in
+            // batches, so each of the writer's transactions stays short.
+            let items: Vec<HistoryWrite> = keyed_items(step, entries).collect();
+            for batch in items.chunks(MAX_BATCH) {
+                self.writer.write(&run, batch.to_vec());
+            }
+            return;
+        }
+        if let Some(write) = history_write(&self.record_as, event) {
+            self.writer.write(&run, vec![write]);
+        }
     }
+}
+
+/// A step's ledger entries as its items, in order.
+fn keyed_items<'a>(
+    step: &'a str,
+    entries: &'a [KeyedEntry],
+) -> impl Iterator<Item = HistoryWrite> + 'a {
+    entries.iter().enumerate().map(move |(index, e)| {
+        HistoryWrite::Item(ItemEnd {
+            step: step.to_string(),
+            index,
+            key: Some(e.key.clone()),
+            status: ItemStatus::Succeeded,
+            input: Value::Null,
+            output: Some(e.detail.clone()),
+            error: None,
+            connections: json!({}),
+            duration_ms: 0,
+            attempts: None,
+        })
+    })
 }
 
 /// One event as a history write.
@@ -347,7 +380,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             rejected: summary.rejected.len() as u64,
             closed: summary.closed,
         }),
-        RunEvent::Log { .. } => return None,
+        RunEvent::Log { .. } | RunEvent::Keyed { .. } => return None,
     })
 }
 

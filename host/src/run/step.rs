@@ -12,7 +12,7 @@ use sluice_store::Attempts;
 use super::call::Caller;
 use super::context::{Results, RunContext, StepFailure};
 use super::events::{RunEvent, Status};
-use super::{artifacts, for_each};
+use super::{artifacts, for_each, ledger};
 use crate::engine::{Invocation, LogLevel, OutputCap, Prepared, StepContext};
 use crate::flow::Step;
 use crate::flow::model::OnError;
@@ -238,6 +238,7 @@ fn finish(
     results.finished.insert(step.id.clone());
     match (output, error) {
         (Some(output), _) => {
+            ledger::emit(ctx, step, &output);
             artifacts::write(ctx, step, &output, results)?;
             results.outputs.insert(step.id.clone(), output);
             Ok(())

@@ -219,6 +219,7 @@ impl Compiler<'_, '_> {
                 "environment variables are text".into(),
             ),
             Root::Run(field) if field == "dry_run" => run_field("boolean"),
+            Root::Run(field) if field == "approvals" => Shape::Unknown,
             Root::Run(_) => run_field("string"),
             Root::Step(id) => self.output_shape(id, &r.path, s, known),
             Root::Item => match &known.item {

@@ -139,6 +139,7 @@ impl Compiler<'_, '_> {
             artifacts: fields.artifacts,
             max_output: fields.max_output,
             max_item_output: fields.max_item_output,
+            ledger: fields.ledger,
         })
     }
 
@@ -160,6 +161,7 @@ impl Compiler<'_, '_> {
                 .map_or(DEFAULT_MAX_OUTPUT_BYTES, |m| {
                     self.output_cap(m, "max_output_bytes")
                 }),
+            ledger: self.ledger(f),
             max_item_output: match &f.max_item_output_bytes {
                 None => DEFAULT_MAX_ITEM_OUTPUT_BYTES,
                 Some(m) => {
@@ -308,6 +310,30 @@ impl Compiler<'_, '_> {
         artifacts
     }
 
+    /// `ledger`: a dotted path into the output of a step without
+    /// `for_each` (whose items the ledger records already).
+    fn ledger(&mut self, f: &StepFields) -> Option<Vec<String>> {
+        let path = f.ledger.as_ref()?;
+        if f.for_each.is_some() {
+            self.error(
+                path.span(),
+                "`ledger` only applies to a step without `for_each`",
+                "a `for_each` step's items are in the ledger already, by their `for_each_key`",
+            );
+            return None;
+        }
+        let segments: Vec<String> = path.get_ref().split('.').map(str::to_string).collect();
+        if segments.iter().any(|s| !is_identifier(s)) {
+            self.error(
+                path.span(),
+                format!("`ledger = \"{}\"` is not a path into the step's output", path.get_ref()),
+                "name a list in the output whose entries have a `key`, for example `ledger = \"adopted\"`",
+            );
+            return None;
+        }
+        Some(segments)
+    }
+
     /// `artifacts` name files and paths into the output: no references,
     /// and above all no secret.
     fn reference_in_artifact(&mut self, s: &Spanned<String>) -> bool {
@@ -421,6 +447,7 @@ struct Fields {
     artifacts: Vec<(String, Vec<String>)>,
     max_output: usize,
     max_item_output: usize,
+    ledger: Option<Vec<String>>,
 }
 
 /// What a step may refer to, from where it stands in the flow.
