@@ -126,11 +126,7 @@ pub async fn change_user(
     Path(id): Path<String>,
     Json(change): Json<UserChange>,
 ) -> Response {
-    done(
-        s.lock()
-            .scenario
-            .set_account_enabled(&id, change.account_enabled),
-    )
+    done(s.lock().set_account_enabled(&id, change.account_enabled))
 }
 
 /// `DELETE /_admin/users/{id}`: the Entra user is deleted and leaves every group.

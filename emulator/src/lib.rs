@@ -178,10 +178,7 @@ impl RunningEmulator {
 
     /// Disables (or enables) an Entra account; false when there is no such user.
     pub fn set_account_enabled(&self, user_id: &str, enabled: bool) -> bool {
-        self.shared
-            .lock()
-            .scenario
-            .set_account_enabled(user_id, enabled)
+        self.shared.lock().set_account_enabled(user_id, enabled)
     }
 
     /// Deletes an Entra user, who leaves every group; false when there is

@@ -114,6 +114,10 @@ pub struct Data {
     /// Bumped to expire every delta token issued so far.
     pub delta_epoch: u64,
     pub delta_tokens: crate::graph::delta::DeltaTokens,
+    /// The ids of users changed (enabled, disabled, deleted), in order, for
+    /// users delta; a change's sequence number is its position plus one.
+    pub user_changes: Vec<String>,
+    pub user_deltas: crate::graph::user_delta::UserDeltaTokens,
     /// Requests answered, and the time the emulator spent answering them.
     pub served: u64,
     pub service_time: Duration,
@@ -166,10 +170,20 @@ impl Data {
         true
     }
 
+    /// Enables or disables an account; false when there is no such user.
+    pub fn set_account_enabled(&mut self, user_id: &str, enabled: bool) -> bool {
+        if !self.scenario.set_account_enabled(user_id, enabled) {
+            return false;
+        }
+        self.user_changes.push(user_id.to_string());
+        true
+    }
+
     pub fn delete_user(&mut self, user_id: &str) -> bool {
         let Some(left) = self.scenario.delete_user(user_id) else {
             return false;
         };
+        self.user_changes.push(user_id.to_string());
         for group_id in left {
             self.membership_changes.push(MembershipChange {
                 group_id,
@@ -257,6 +271,8 @@ impl Shared {
             membership_changes: Vec::new(),
             delta_epoch: 0,
             delta_tokens: Default::default(),
+            user_changes: Vec::new(),
+            user_deltas: Default::default(),
             served: 0,
             service_time: Duration::ZERO,
             procore_index: ProcoreIndex::of(&config.scenario),

@@ -236,6 +236,24 @@ async fn graph_group_delta_pages_and_changes_are_as_documented() {
 }
 
 #[tokio::test]
+async fn graph_user_delta_pages_are_as_documented() {
+    let env = start(EmulatorConfig {
+        scenario: Scenario::generate(3000, 9),
+        ..Default::default()
+    })
+    .await;
+    let token = env.graph_token().await;
+    let url = format!("{}/users/delta", env.var("GRAPH_BASE_URL"));
+    let first: Value = env.graph(&token, &url).await.json().await.unwrap();
+    let mut doc = example("graph_users_delta").body;
+    // The tenant's users have no phone numbers: an empty list of them.
+    doc["value"][0]["businessPhones"] = json!([]);
+    assert_shape("graph_users_delta", &doc, &first);
+    let next = first["@odata.nextLink"].as_str().unwrap();
+    assert!(next.contains("/users/delta?$skiptoken="), "{next}");
+}
+
+#[tokio::test]
 async fn graph_throttling_answers_with_the_documented_body_and_retry_after() {
     let env = start(EmulatorConfig {
         scenario: tenant(),

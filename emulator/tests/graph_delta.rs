@@ -341,3 +341,90 @@ async fn the_emulator_reports_its_own_service_time() {
         "{over_http_ms} {stats:?}"
     );
 }
+
+/// Every page of a users delta round: the users it listed and its deltaLink.
+async fn read_user_round(env: &Env, token: &str, first: &str) -> (Vec<Value>, String, usize) {
+    let (mut users, mut url, mut pages) = (Vec::new(), first.to_string(), 0);
+    loop {
+        let r = env.graph(token, &url).await;
+        assert_eq!(r.status(), 200, "{url}");
+        let page: Value = r.json().await.unwrap();
+        pages += 1;
+        users.extend(page["value"].as_array().unwrap().iter().cloned());
+        match (
+            page["@odata.nextLink"].as_str(),
+            page["@odata.deltaLink"].as_str(),
+        ) {
+            (Some(next), None) => url = next.to_string(),
+            (None, Some(delta)) => return (users, delta.to_string(), pages),
+            other => panic!("a page has a nextLink or a deltaLink, not {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn users_delta_lists_every_user_then_only_disabled_and_deleted_ones() {
+    let scenario = Scenario::generate(1000, 4);
+    let env = start(EmulatorConfig {
+        scenario: scenario.clone(),
+        ..Default::default()
+    })
+    .await;
+    let token = env.graph_token().await;
+    let base = env.var("GRAPH_BASE_URL").to_string();
+    let select = "id,mail,userPrincipalName,accountEnabled";
+    let first = format!("{base}/users/delta?$select={select}");
+    let (users, link, pages) = read_user_round(&env, &token, &first).await;
+    assert!(
+        pages > 1,
+        "a tenant of {} users is several pages",
+        users.len()
+    );
+    let ids: BTreeSet<&str> = users.iter().map(|u| u["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), scenario.graph_users.len(), "each user once");
+    assert!(
+        users.iter().all(|u| u.get("displayName").is_none()),
+        "$select kept"
+    );
+    // A link for now, without reading every user.
+    let latest: Value = env
+        .graph(&token, &format!("{first}&$deltatoken=latest"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(latest["value"], json!([]));
+    let latest_link = latest["@odata.deltaLink"].as_str().unwrap().to_string();
+
+    let (disabled, deleted) = (&scenario.graph_users[3].id, &scenario.graph_users[5].id);
+    assert!(env.emu.set_account_enabled(disabled, false));
+    assert!(env.emu.delete_user(deleted));
+    for link in [&link, &latest_link] {
+        let (changed, _, pages) = read_user_round(&env, &token, link).await;
+        assert_eq!(pages, 1);
+        assert_eq!(changed.len(), 2, "{changed:?}");
+        assert_eq!(changed[0]["id"], json!(disabled));
+        assert_eq!(changed[0]["accountEnabled"], json!(false));
+        assert!(changed[0].get("displayName").is_none(), "$select kept");
+        assert_eq!(
+            changed[1],
+            json!({"id": deleted, "@removed": {"reason": "changed"}})
+        );
+    }
+    // Nothing changed since the last round: an empty round.
+    let (_, next_link, _) = read_user_round(&env, &token, &link).await;
+    let (changed, _, _) = read_user_round(&env, &token, &next_link).await;
+    assert_eq!(changed, Vec::<Value>::new());
+    // Expired: 410 Gone, Location the round's first request.
+    env.emu.expire_delta_tokens();
+    let r = env.graph(&token, &next_link).await;
+    assert_eq!(r.status(), 410);
+    let restart = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        restart.starts_with(&format!("{base}/users/delta?")),
+        "{restart}"
+    );
+    assert!(restart.contains("accountEnabled"), "{restart}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "syncStateNotFound");
+}

@@ -32,7 +32,7 @@ use crate::api::{encode_query, error, get, query_pairs};
 use crate::state::{Data, MembershipChange, Service, Shared};
 
 /// Graph keeps delta tokens of directory objects for seven days.
-const TOKEN_LIFETIME_SECS: u64 = 7 * 24 * 3600;
+pub(crate) const TOKEN_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 /// At most this many `members@delta` entries on one page.
 const PAGE_MEMBERS: usize = 1000;
 /// At most this many group objects on one page.
@@ -80,7 +80,7 @@ impl DeltaTokens {
     }
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     chrono::Utc::now().timestamp().max(0) as u64
 }
 
@@ -153,23 +153,19 @@ fn delta_query(pairs: Vec<(String, String)>) -> Result<DeltaQuery, Response> {
     })
 }
 
-/// 410 Gone: the token cannot be used; start again from `Location`.
-fn gone(s: &Shared, query: Option<&DeltaQuery>) -> Response {
+/// 410 Gone: the token cannot be used; start again from `Location`, the
+/// round's first request (`path` under `/v1.0`, with its options).
+pub(crate) fn gone(s: &Shared, path: &str, pairs: &[(String, String)]) -> Response {
     let mut response = error(
         Service::Graph,
         StatusCode::GONE,
         "syncStateNotFound",
         "The delta token is expired or not valid. Start again with a full synchronization.",
     );
-    let restart = match query {
-        Some(q) if !q.pairs.is_empty() => {
-            format!(
-                "{}/v1.0/groups/delta?{}",
-                s.base_url,
-                encode_query(&q.pairs)
-            )
-        }
-        _ => format!("{}/v1.0/groups/delta", s.base_url),
+    let restart = if pairs.is_empty() {
+        format!("{}/v1.0/{path}", s.base_url)
+    } else {
+        format!("{}/v1.0/{path}?{}", s.base_url, encode_query(pairs))
     };
     if let Ok(v) = HeaderValue::from_str(&restart) {
         response.headers_mut().insert("location", v);
@@ -215,10 +211,10 @@ pub async fn groups_delta(State(s): State<Shared>, RawQuery(raw): RawQuery) -> R
 /// The cursor a token names, if it is still good.
 fn resume(s: &Shared, d: &Data, token: &str) -> Result<Cursor, Response> {
     let Some(found) = d.delta_tokens.0.get(token) else {
-        return Err(gone(s, None));
+        return Err(gone(s, "groups/delta", &[]));
     };
     if found.epoch != d.delta_epoch || now().saturating_sub(found.issued) > TOKEN_LIFETIME_SECS {
-        return Err(gone(s, Some(&found.query)));
+        return Err(gone(s, "groups/delta", &found.query.pairs));
     }
     Ok(found.clone())
 }

@@ -18,6 +18,7 @@ mod paging;
 mod query;
 mod schema;
 mod token;
+pub(crate) mod user_delta;
 
 use axum::Router;
 use axum::extract::Request;
@@ -55,6 +56,11 @@ pub fn router(shared: Shared) -> Router<Shared> {
             get(directory::transitive_members),
         )
         .route("/users", get(directory::users))
+        .route("/users/delta", get(user_delta::users_delta))
+        .route(
+            "/users/microsoft.graph.delta()",
+            get(user_delta::users_delta),
+        )
         .route("/users/{id}", get(directory::user))
         .route("/users/{user}/sendMail", post(mail::send_mail))
         .fallback(unknown_path)

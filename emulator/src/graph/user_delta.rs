@@ -1,0 +1,197 @@
+//! Graph delta for users (`GET /v1.0/users/delta`), as Graph documents it:
+//! a first round lists every user, page after page through
+//! `@odata.nextLink`, and ends with an `@odata.deltaLink`; following that
+//! link later lists only the users changed since (with their selected
+//! properties; Graph promises at least the changed ones), a deleted user
+//! as `{"id", "@removed": {"reason": "changed"}}` (deleted users stay
+//! restorable for 30 days, which Graph reports as `changed`).
+//! `$deltatoken=latest` gives a deltaLink for now without reading. Tokens
+//! expire as the groups' do (see [`super::delta`]): 410 Gone with
+//! `syncStateNotFound`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::delta::{TOKEN_LIFETIME_SECS, gone, now};
+use super::query::Listing;
+use super::schema;
+use crate::api::{encode_query, get, query_pairs};
+use crate::state::{Data, Shared};
+
+/// At most this many users on one page.
+const PAGE_USERS: usize = 200;
+const PATH: &str = "users/delta";
+const CONTEXT: &str = "https://graph.microsoft.com/v1.0/$metadata#users";
+
+/// Where a users round stands.
+#[derive(Debug, Clone)]
+pub struct UserCursor {
+    /// The first request's options (for a 410's `Location`).
+    pairs: Arc<Vec<(String, String)>>,
+    select: Option<Arc<Vec<&'static str>>>,
+    /// Changes after this sequence number; `None` lists every user.
+    since: Option<usize>,
+    upto: usize,
+    /// Position of the next page's first user (or changed id).
+    next: usize,
+    issued: u64,
+    epoch: u64,
+}
+
+/// The users delta tokens issued.
+#[derive(Debug, Default)]
+pub struct UserDeltaTokens(HashMap<String, UserCursor>);
+
+impl UserDeltaTokens {
+    fn issue(&mut self, cursor: UserCursor) -> String {
+        let token = format!("{:032x}", rand::random::<u128>());
+        self.0.insert(token.clone(), cursor);
+        token
+    }
+}
+
+fn link(s: &Shared, name: &str, token: &str) -> String {
+    format!(
+        "{}/v1.0/{PATH}?{}",
+        s.base_url,
+        encode_query(&[(name.to_string(), token.to_string())])
+    )
+}
+
+/// `GET /v1.0/users/delta` (also `/users/microsoft.graph.delta()`).
+pub async fn users_delta(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Response {
+    let pairs = query_pairs(raw.as_deref());
+    let skip = get(&pairs, "$skiptoken").map(str::to_string);
+    let delta = get(&pairs, "$deltatoken").map(str::to_string);
+    let mut d = s.lock();
+    let upto = d.user_changes.len();
+    let cursor = match (skip, delta) {
+        (Some(token), _) => resume(&s, &d, &token),
+        (None, Some(token)) if token == "latest" => {
+            let options: Vec<_> = pairs
+                .into_iter()
+                .filter(|(k, _)| k != "$deltatoken")
+                .collect();
+            return match first_cursor(&d, options) {
+                Ok(c) => {
+                    let token = d.user_deltas.issue(UserCursor { since: None, ..c });
+                    Json(json!({
+                        "@odata.context": CONTEXT,
+                        "@odata.deltaLink": link(&s, "$deltatoken", &token),
+                        "value": [],
+                    }))
+                    .into_response()
+                }
+                Err(r) => r,
+            };
+        }
+        (None, Some(token)) => resume(&s, &d, &token).map(|c| UserCursor {
+            since: Some(c.upto),
+            upto,
+            next: 0,
+            ..c
+        }),
+        (None, None) => first_cursor(&d, pairs).map(|c| UserCursor { since: None, ..c }),
+    };
+    match cursor {
+        Ok(c) => page(&s, &mut d, c),
+        Err(r) => r,
+    }
+}
+
+/// The cursor of a round's first request (`since` set by the caller).
+fn first_cursor(d: &Data, pairs: Vec<(String, String)>) -> Result<UserCursor, Response> {
+    let select = match get(&pairs, "$select") {
+        None => None,
+        Some(list) => {
+            let mut names = Vec::new();
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                names.push(Listing::Users.property(name)?);
+            }
+            Some(Arc::new(names))
+        }
+    };
+    Ok(UserCursor {
+        pairs: Arc::new(pairs),
+        select,
+        since: None,
+        upto: d.user_changes.len(),
+        next: 0,
+        issued: now(),
+        epoch: d.delta_epoch,
+    })
+}
+
+fn resume(s: &Shared, d: &Data, token: &str) -> Result<UserCursor, Response> {
+    let Some(found) = d.user_deltas.0.get(token) else {
+        return Err(gone(s, PATH, &[]));
+    };
+    if found.epoch != d.delta_epoch || now().saturating_sub(found.issued) > TOKEN_LIFETIME_SECS {
+        return Err(gone(s, PATH, &found.pairs));
+    }
+    Ok(found.clone())
+}
+
+/// The ids of the users changed in `changes`, each once, in the order they
+/// first changed.
+fn changed_ids(changes: &[String]) -> Vec<&str> {
+    let mut seen = HashSet::new();
+    changes
+        .iter()
+        .map(String::as_str)
+        .filter(|id| seen.insert(*id))
+        .collect()
+}
+
+fn page(s: &Shared, d: &mut Data, cursor: UserCursor) -> Response {
+    let select = cursor.select.as_deref().map(Vec::as_slice);
+    let render = |u: &crate::scenario::GraphUser| schema::user(u).render(select, false);
+    let (value, total): (Vec<Value>, usize) =
+        match cursor.since {
+            None => {
+                let users = &d.scenario.graph_users;
+                let shown = users.iter().skip(cursor.next).take(PAGE_USERS);
+                (shown.map(render).collect(), users.len())
+            }
+            Some(since) => {
+                let ids = changed_ids(&d.user_changes[since.min(cursor.upto)..cursor.upto]);
+                let shown = ids.iter().skip(cursor.next).take(PAGE_USERS).map(|id| {
+                    match d.scenario.user(id) {
+                        Some(u) => render(u),
+                        None => json!({ "id": id, "@removed": { "reason": "changed" } }),
+                    }
+                });
+                (shown.collect(), ids.len())
+            }
+        };
+    let end = cursor.next + value.len();
+    let mut body = Map::new();
+    body.insert("@odata.context".into(), json!(CONTEXT));
+    if end < total {
+        let token = d.user_deltas.issue(UserCursor {
+            next: end,
+            ..cursor
+        });
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(link(s, "$skiptoken", &token)),
+        );
+    } else {
+        let token = d.user_deltas.issue(UserCursor {
+            next: 0,
+            issued: now(),
+            ..cursor
+        });
+        body.insert(
+            "@odata.deltaLink".into(),
+            json!(link(s, "$deltatoken", &token)),
+        );
+    }
+    body.insert("value".into(), Value::Array(value));
+    Json(Value::Object(body)).into_response()
+}
