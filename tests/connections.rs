@@ -88,7 +88,7 @@ async fn run_on(
     let dir = tempfile::tempdir().unwrap();
     let path = write_flow(dir.path(), "flow.toml", text);
     let flow = load(&path, &[("API_SECRET", SECRET)]);
-    run(runner, &flow, dir.path(), dry_run).await
+    run_keeping_items(runner, &flow, dir.path(), dry_run).await
 }
 
 fn ok_api(seen: &Seen) -> Reply {

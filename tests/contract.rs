@@ -33,7 +33,7 @@ async fn run_text(
     dry_run: bool,
 ) -> (sluice::run::RunOutcome, Arc<Collector>) {
     let path = write_flow(dir, "flow.toml", text);
-    run(runner, &load(&path, &[]), dir, dry_run).await
+    run_keeping_items(runner, &load(&path, &[]), dir, dry_run).await
 }
 
 /// Every key of the flow's state, with its value.

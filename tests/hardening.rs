@@ -168,7 +168,8 @@ with = {{ action = "get", connection = "api", url = "${{item}}" }}
     let dir = tempfile::tempdir().unwrap();
     let path = write_flow(dir.path(), "flow.toml", &text);
     let flow = load(&path, &[]);
-    let (outcome, events) = run(&runner(EngineConfig::default()), &flow, dir.path(), false).await;
+    let (outcome, events) =
+        run_keeping_items(&runner(EngineConfig::default()), &flow, dir.path(), false).await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
     outcome.outputs["call"]["items"]
         .as_array()
@@ -797,7 +798,8 @@ async fn outputs_over_their_caps_fail_their_step_or_item() {
         ),
     ]);
     let flow = load(&write_flow(dir.path(), "flow.toml", &text), &[]);
-    let (outcome, events) = run(&runner(EngineConfig::default()), &flow, dir.path(), false).await;
+    let (outcome, events) =
+        run_keeping_items(&runner(EngineConfig::default()), &flow, dir.path(), false).await;
     let events = events.events();
     let error = step_error(&events, "step");
     assert!(
@@ -899,4 +901,88 @@ async fn a_flood_of_log_lines_is_cut_with_one_line_saying_how_many() {
         .filter(|l| l.starts_with("500 more log lines"))
         .count();
     assert_eq!(notes, 2);
+}
+
+/// A `for_each` step whose items' outputs no later step reads keeps none
+/// of them in its output: each is in its item's `ItemFinished` (its
+/// record) only, and the items' outputs together are not held to
+/// `max_output_bytes` (nothing holds them). The same step read by a later
+/// step (`${steps.ID.items}`, or `${steps.ID}` whole) keeps every output,
+/// under the cap as before; reading only its counts keeps none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn for_each_outputs_no_later_step_reads_are_not_kept_in_the_step_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let each = |bytes: usize| {
+        format!(
+            "on_error = \"continue\"\nfor_each = \"${{params.five}}\"\nmax_output_bytes = 1000\nwith = {{ action = \"big\", bytes = {bytes} }}"
+        )
+    };
+    let text = hostile_steps(&[
+        ("unread", &each(300)),
+        ("listed", &each(300)),
+        ("whole", &each(10)),
+        (
+            "reader",
+            "with = { action = \"echo\", ok = \"${steps.unread.ok}\", listed = \"${steps.listed.items}\", whole = \"${steps.whole}\" }",
+        ),
+    ]);
+    let flow = load(&write_flow(dir.path(), "flow.toml", &text), &[]);
+    let read: Vec<(&str, bool)> = flow
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.items_read))
+        .collect();
+    assert_eq!(
+        read,
+        [
+            ("unread", false),
+            ("listed", true),
+            ("whole", true),
+            ("reader", false)
+        ]
+    );
+    let (outcome, events) = run(&runner(EngineConfig::default()), &flow, dir.path(), false).await;
+    let events = events.events();
+    // Five outputs of 311 bytes: over the 1000 the step's output may hold,
+    // but it holds none of them, and the step succeeds.
+    let unread = &outcome.outputs["unread"];
+    assert_eq!(
+        (unread["ok"].as_u64(), unread["failed"].as_u64()),
+        (Some(5), Some(0)),
+        "{unread}"
+    );
+    let items = unread["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5, "{unread}");
+    for entry in items {
+        assert_eq!(entry["status"], "ok", "{entry}");
+        assert_eq!(entry["output"], serde_json::Value::Null, "{entry}");
+    }
+    assert!(unread.to_string().len() < 500, "{unread}");
+    // Each item's record has its output.
+    let recorded: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::ItemFinished { step, output, .. } if step == "unread" => {
+                Some(output.as_ref()?["data"].as_str()?.len())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded, [300; 5]);
+    // Read by a later step: the cap holds as before.
+    let error = step_error(&events, "listed");
+    assert!(
+        error.contains("over the limit of 1000 bytes (`max_output_bytes`)"),
+        "{error}"
+    );
+    let whole = &outcome.outputs["whole"]["items"];
+    for entry in whole.as_array().unwrap() {
+        assert_eq!(
+            entry["output"]["data"].as_str().map(str::len),
+            Some(10),
+            "{whole}"
+        );
+    }
+    assert_eq!(outcome.outputs["reader"]["whole"]["ok"], 5);
+    assert_eq!(outcome.outputs["reader"]["ok"], 5);
 }

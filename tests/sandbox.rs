@@ -271,7 +271,7 @@ with = {{ action = "counter", item = "${{item}}" }}
     );
     let path = write_flow(dir.path(), "flow.toml", &text);
     let runner = runner(EngineConfig::default());
-    let (outcome, events) = run(&runner, &load(&path, &[]), dir.path(), false).await;
+    let (outcome, events) = run_keeping_items(&runner, &load(&path, &[]), dir.path(), false).await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
     let items = outcome.outputs["each"]["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 8);

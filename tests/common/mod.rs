@@ -87,6 +87,22 @@ pub async fn run(
     (outcome, collector)
 }
 
+/// [`run`], keeping every `for_each` item's output in its step's output
+/// (in `RunOutcome::outputs`) whether or not a later step reads them.
+pub async fn run_keeping_items(
+    runner: &Runner,
+    flow: &Flow,
+    dir: &Path,
+    dry_run: bool,
+) -> (RunOutcome, Arc<Collector>) {
+    let collector = Arc::new(Collector::default());
+    let run_id = sluice::run::new_run_id();
+    let mut options = RunOptions::new(run_id.clone(), dir.join("runs").join(&run_id), dry_run);
+    options.keep_item_outputs = true;
+    let outcome = runner.run(flow, &options, collector.clone()).await;
+    (outcome, collector)
+}
+
 /// One request as the test server saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {

@@ -21,6 +21,7 @@ pub mod compiled;
 pub mod component_file;
 pub mod environment;
 pub mod model;
+pub mod reads;
 pub mod remote;
 pub mod resolve;
 pub mod schedule;

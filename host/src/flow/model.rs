@@ -99,6 +99,10 @@ pub struct Step {
     /// key: how a step that handles many people at once (the license
     /// sync's compare adopting them) tells the ledger about each.
     pub ledger: Option<Vec<String>>,
+    /// Whether a later step or the step's own artifacts read its items
+    /// (see [`super::reads`]); when not, a `for_each` step's output keeps
+    /// no item's output: each is in its item's record only.
+    pub items_read: bool,
 }
 
 impl Step {

@@ -60,6 +60,10 @@ pub struct RunOptions {
     /// `--only KEY`: in each `for_each` step, only the items with these
     /// keys (compared without case); empty: every item.
     pub only: Vec<String>,
+    /// Keep every `for_each` item's output in its step's output (and so in
+    /// [`RunOutcome::outputs`]) even when no later step reads them; by
+    /// default only their records have them (see [`super::for_each`]).
+    pub keep_item_outputs: bool,
     /// Where this run's flow state lives (the store its history goes to,
     /// with the run's fencing number); `None`: the runner's own, in memory.
     pub state: Option<Arc<dyn StateStore>>,
@@ -75,6 +79,7 @@ impl RunOptions {
             redactor: Redactor::default(),
             approvals: None,
             only: Vec::new(),
+            keep_item_outputs: false,
             state: None,
             tapes: None,
             guard: None,

@@ -13,6 +13,16 @@
 //! from starting (those running finish); under `continue` every item runs.
 //! A stopped run (`cancel`) starts no new item and ends the step as
 //! interrupted.
+//!
+//! When no later step reads the items (`Step::items_read`, decided when
+//! the flow is compiled; see [`crate::flow::reads`]), the run is not
+//! limited to named items (`--only`, whose story reads them) and its
+//! caller did not ask for them (`RunOptions::keep_item_outputs`), each item's
+//! output goes to its `ItemFinished` (its record) and is then dropped: the
+//! step's output lists every item with its status and a failed one's
+//! error, but `output` is null, and the items' outputs together are not
+//! held to `max_output_bytes` (nothing holds them; each item still is to
+//! `max_item_output_bytes`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -55,6 +65,9 @@ struct Items {
     max_output: usize,
     /// The items' outputs so far, as JSON text, against `max_output`.
     output_bytes: AtomicUsize,
+    /// Whether the step's output keeps each item's output (see the
+    /// module docs); when not, `max_output` does not apply.
+    keep_outputs: bool,
     total: usize,
     permits: Arc<Semaphore>,
     /// Set by the first failure under `on_error = "fail"`.
@@ -118,6 +131,9 @@ pub async fn run(
         },
         max_output: step.max_output,
         output_bytes: AtomicUsize::new(0),
+        keep_outputs: step.items_read
+            || ctx.options.keep_item_outputs
+            || !ctx.options.only.is_empty(),
         total,
         permits: Arc::new(Semaphore::new(step.concurrency)),
         stop: AtomicBool::new(false),
@@ -206,7 +222,7 @@ impl Items {
     /// further item starts and the step fails.
     fn over_cap(&self) -> Option<String> {
         let total = self.output_bytes.load(Ordering::SeqCst);
-        (total > self.max_output).then(|| {
+        (self.keep_outputs && total > self.max_output).then(|| {
             format!(
                 "its items' outputs together reached {total} bytes, over the limit of {} bytes (`max_output_bytes`); no item was started after that",
                 self.max_output
@@ -351,6 +367,11 @@ async fn run_item(
         connections: item_stats,
         attempts: tries,
     });
+    // Its record has the output; the step's keeps it only when read.
+    let result = match result {
+        Ok(_) if !shared.keep_outputs => Ok(Value::Null),
+        other => other,
+    };
     (index, item, Some(result))
 }
 

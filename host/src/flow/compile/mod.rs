@@ -71,7 +71,8 @@ pub fn compile(
     let params = c.params(&authored.params);
     c.secrets = c.secret_decls(&authored.secrets);
     let connections = c.connections(&authored, &params);
-    let steps = c.steps(&authored, &params);
+    let mut steps = c.steps(&authored, &params);
+    super::reads::mark_items_read(&mut steps);
     CompiledFlow {
         name,
         description: authored.description,

@@ -140,6 +140,8 @@ impl Compiler<'_, '_> {
             max_output: fields.max_output,
             max_item_output: fields.max_item_output,
             ledger: fields.ledger,
+            // Set once every step is known (`mark_items_read`).
+            items_read: true,
         })
     }
 
