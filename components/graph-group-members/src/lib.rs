@@ -1,12 +1,23 @@
 //! The `graph-group-members` step: the people in the license groups.
 //!
-//! Input `{"groups": [{id, displayName}…], "transitive": false}`; reads
-//! through the `graph` connection role. Reads each
-//! group's `members` (or `transitiveMembers`) with `$select` including
-//! `accountEnabled` (Graph returns it only when asked) and `$top=999`, every
-//! page. Keeps enabled `#microsoft.graph.user` objects, keyed by the
-//! identity rule (`sluice-identity`: mail, else UPN, trimmed, lower-cased).
-//! The same person in several groups is one entry listing every group.
+//! Input `{"groups": [{id, displayName}…], "transitive": false,
+//! "incremental": true, "full_sync_every": "24h"}`; reads through the
+//! `graph` connection role. A full read reads each group's `members` (or
+//! `transitiveMembers`) with `$select` including `accountEnabled` (Graph
+//! returns it only when asked) and `$top=999`, every page. Keeps enabled
+//! `#microsoft.graph.user` objects, keyed by the identity rule
+//! (`sluice-identity`: mail, else UPN, trimmed, lower-cased). The same
+//! person in several groups is one entry listing every group.
+//!
+//! Incremental (the default): the step keeps the members it read and Graph
+//! delta links in the flow's state ([`known`], [`delta`]) and later runs
+//! read only the changes since. It reads fully instead, and says why in
+//! `full_because`, on the first run, when the license groups changed, when
+//! the kept link is older than three days (Graph keeps them seven), when
+//! Graph refuses the link (410 Gone) or delta altogether, and at least
+//! every `full_sync_every` as a safety net, as Entra's own provisioning
+//! does. `transitive = true` always reads fully (Graph has no delta for
+//! nested membership) and warns so.
 //!
 //! For the license sync's leavers it also says why someone who held a
 //! license holds none now: `disabled` lists the keys of members whose
@@ -16,7 +27,12 @@
 //! answers 404). A look-up that fails otherwise fails the step: a read
 //! that did not finish never makes anyone a leaver.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod delta;
+mod known;
+mod people;
+mod plan;
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,7 +40,9 @@ use sluice_guest::state;
 use sluice_guest::{Call, Context, JsonSchema, StepError};
 use sluice_guest_services::graph::{self, Group};
 use sluice_guest_services::sync::{MANAGED_PREFIX, Managed, ManagedStatus, Person};
-use sluice_identity::Key;
+
+use known::Known;
+use plan::Meta;
 
 /// The groups to read.
 #[derive(Deserialize, JsonSchema)]
@@ -32,9 +50,30 @@ use sluice_identity::Key;
 struct Input {
     /// The license groups (as `graph-groups` lists them).
     groups: Vec<Group>,
-    /// Also follow nested groups (`transitiveMembers`).
+    /// Also follow nested groups (`transitiveMembers`); always a full read.
     #[serde(default)]
     transitive: bool,
+    /// Read only the changes since the last run through Graph delta
+    /// (default true); false reads every member every run.
+    #[serde(default = "yes")]
+    incremental: bool,
+    /// A full read at least this often (default "24h"), e.g. "12h", "7days".
+    #[serde(default)]
+    full_sync_every: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How the members were read.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Read {
+    /// Every member of every group.
+    Full,
+    /// Only the changes since the last run (Graph delta).
+    Incremental,
 }
 
 /// The license holders, one entry per person.
@@ -52,6 +91,13 @@ pub struct Output {
     pub gone: Vec<String>,
     /// Members that are not users (devices, groups, service principals).
     pub skipped_non_user: usize,
+    /// `full` or `incremental`.
+    pub read: Read,
+    /// Why the read was full, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_because: Option<String>,
+    /// What an admin should know (delta refused, transitive reads fully).
+    pub warnings: Vec<String>,
 }
 
 /// The connection role this component reads through.
@@ -59,105 +105,183 @@ const GRAPH: &str = "graph";
 
 const SELECT: &str = "id,displayName,givenName,surname,mail,userPrincipalName,accountEnabled";
 
-/// The identity key of a Graph user, or `None` when it has neither address.
-pub fn key(member: &Value) -> Option<Key> {
-    let text = |name: &str| member.get(name).and_then(Value::as_str);
-    Key::of_graph_user(text("mail"), text("userPrincipalName"))
+/// The groups read: ids sorted (a member's groups are positions in
+/// them), and each one's display name.
+struct Tracked {
+    ids: Vec<String>,
+    names: Vec<String>,
 }
 
-/// Folds the members of each group into one entry per person.
-#[derive(Default)]
-pub struct People {
-    by_key: BTreeMap<Key, (Person, BTreeSet<String>)>,
-    disabled: BTreeSet<Key>,
-    non_users: usize,
-}
-
-impl People {
-    pub fn add(&mut self, group: &str, member: &Value) {
-        if member.get("@odata.type").and_then(Value::as_str) != Some("#microsoft.graph.user") {
-            self.non_users += 1;
-            return;
+impl Tracked {
+    fn of(groups: &[Group]) -> Result<Tracked, StepError> {
+        let mut sorted: Vec<&Group> = groups.iter().collect();
+        sorted.sort_by(|a, b| a.id.cmp(&b.id));
+        sorted.dedup_by(|a, b| a.id == b.id);
+        if sorted.len() > usize::from(u16::MAX) {
+            return Err(StepError::bad_input("more than 65535 groups"));
         }
-        let Some(key) = key(member) else { return };
-        if member.get("accountEnabled").and_then(Value::as_bool) != Some(true) {
-            self.disabled.insert(key);
-            return;
-        }
-        let entry = self.by_key.entry(key.clone()).or_insert_with(|| {
-            let text = |name: &str| member.get(name).and_then(Value::as_str).map(str::to_string);
-            let person = Person {
-                key: key.into_string(),
-                id: text("id"),
-                mail: text("mail"),
-                user_principal_name: text("userPrincipalName"),
-                display_name: text("displayName"),
-                given_name: text("givenName"),
-                surname: text("surname"),
-                groups: Vec::new(),
-            };
-            (person, BTreeSet::new())
-        });
-        entry.1.insert(group.to_string());
-    }
-
-    pub fn finish(self) -> Output {
-        // Someone disabled in one place but enabled elsewhere is still enabled.
-        let disabled: Vec<String> = self
-            .disabled
-            .iter()
-            .filter(|k| !self.by_key.contains_key(*k))
-            .map(|k| k.to_string())
-            .collect();
-        let people: Vec<Person> = self
-            .by_key
-            .into_values()
-            .map(|(mut person, groups)| {
-                person.groups = groups.into_iter().collect();
-                person
-            })
-            .collect();
-        Output {
-            count: people.len(),
-            people,
-            skipped_disabled: disabled.len(),
-            disabled,
-            gone: Vec::new(),
-            skipped_non_user: self.non_users,
-        }
+        Ok(Tracked {
+            ids: sorted.iter().map(|g| g.id.clone()).collect(),
+            names: sorted.iter().map(|g| g.display_name.clone()).collect(),
+        })
     }
 }
 
-fn run(input: Input, _context: &Context) -> Result<Output, StepError> {
-    let relation = if input.transitive {
+/// Every member of every group.
+fn full_read(tracked: &Tracked, transitive: bool) -> Result<Known, StepError> {
+    let relation = if transitive {
         "transitiveMembers"
     } else {
         "members"
     };
-    let mut people = People::default();
-    for group in &input.groups {
-        let first = Call::get(
-            GRAPH,
-            &format!(
-                "groups/{}/{relation}",
-                sluice_guest::http::segment(&group.id)
-            ),
-        )
-        .query("$select", SELECT)
-        .query("$top", "999");
+    let mut known = Known::new();
+    for (g, (id, name)) in tracked.ids.iter().zip(&tracked.names).enumerate() {
+        let path = format!("groups/{}/{relation}", sluice_guest::http::segment(id));
+        let first = Call::get(GRAPH, &path)
+            .query("$select", SELECT)
+            .query("$top", "999");
         let members = graph::all(GRAPH, first)?;
-        sluice_guest::log::info(&format!(
-            "{}: {} members",
-            group.display_name,
-            members.len()
-        ));
+        sluice_guest::log::info(&format!("{name}: {} members", members.len()));
         for member in &members {
-            people.add(&group.display_name, member);
+            let Some(member_id) = member.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            known
+                .entry(member_id.to_string())
+                .or_insert_with(|| known::Entry::of(member))
+                .groups
+                .insert(g as u16);
         }
     }
-    let mut out = people.finish();
+    Ok(known)
+}
+
+/// How a run read the members.
+struct Outcome {
+    known: Known,
+    read: Read,
+    full_because: Option<String>,
+    warnings: Vec<String>,
+}
+
+fn run(input: Input, context: &Context) -> Result<Output, StepError> {
+    let tracked = Tracked::of(&input.groups)?;
+    let outcome = if input.transitive {
+        let warning = "transitive = true: Graph has no delta for nested group membership, \
+                       so every member was read (a full read)";
+        sluice_guest::log::warn(warning);
+        Outcome {
+            known: full_read(&tracked, true)?,
+            read: Read::Full,
+            full_because: Some("transitive membership".into()),
+            warnings: vec![warning.into()],
+        }
+    } else if !input.incremental {
+        Outcome {
+            known: full_read(&tracked, false)?,
+            read: Read::Full,
+            full_because: Some("incremental = false".into()),
+            warnings: Vec::new(),
+        }
+    } else {
+        synced(&tracked, &input, context)?
+    };
+    let mut out = known::people(&outcome.known, &tracked.names).finish();
+    out.read = outcome.read;
+    out.full_because = outcome.full_because;
+    out.warnings = outcome.warnings;
     out.gone = gone(&out)?;
     Ok(out)
+}
+
+/// The incremental read, or a full one that keeps what the next run needs.
+fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome, StepError> {
+    let now = plan::parse_time(context.started_at()).ok_or_else(|| {
+        StepError::internal(format!(
+            "the run's start `{}` is not an RFC 3339 time",
+            context.started_at()
+        ))
+    })?;
+    let every = plan::full_sync_every(input.full_sync_every.as_deref())?;
+    let meta = plan::load_meta()?;
+    let mut warnings = Vec::new();
+    let why = match plan::decide(meta.as_ref(), &tracked.ids, now, every) {
+        Err(why) => why,
+        Ok((meta, links)) => match changes_since(meta, links, now)? {
+            Ok(known) => {
+                return Ok(Outcome {
+                    known,
+                    read: Read::Incremental,
+                    full_because: None,
+                    warnings,
+                });
+            }
+            Err(delta::Refused(why)) => {
+                let warning =
+                    format!("Graph delta could not be used, so every member was read: {why}");
+                sluice_guest::log::warn(&warning);
+                warnings.push(warning);
+                why
+            }
+        },
+    };
+    sluice_guest::log::info(&format!("full read of the members: {why}"));
+    let links = match delta::latest(&tracked.ids) {
+        Ok(links) => Some(links),
+        Err(delta::Refused(refused)) => {
+            let warning = format!(
+                "Graph delta is not available, so the next run reads every member again: {refused}"
+            );
+            sluice_guest::log::warn(&warning);
+            warnings.push(warning);
+            None
+        }
+    };
+    let known = full_read(tracked, false)?;
+    if let Some(links) = links {
+        let before = meta.as_ref().map_or(0, |m| m.chunks);
+        let chunks = known::save(&known, before, None)?;
+        plan::save_meta(&Meta::after_full(tracked.ids.clone(), links, now, chunks))?;
+    }
+    Ok(Outcome {
+        known,
+        read: Read::Full,
+        full_because: Some(why),
+        warnings,
+    })
+}
+
+/// The members now, from the kept ones and the changes since `links`;
+/// keeps them and the new links. `Err(Refused)` when delta cannot be used
+/// (the caller reads fully); a failure of the flow's state fails the step.
+fn changes_since(
+    meta: &Meta,
+    links: &delta::Links,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Result<Known, delta::Refused>, StepError> {
+    let changes = match delta::read(links) {
+        Ok(changes) => changes,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let Some(mut known) = known::load(meta.chunks)? else {
+        let why = "the members kept by the last run are missing or unreadable";
+        return Ok(Err(delta::Refused(why.into())));
+    };
+    let mut changed = BTreeSet::new();
+    let pending = delta::apply(&mut known, &meta.groups, &changes, &mut changed);
+    let joined = pending.len();
+    if let Err(e) = delta::look_up(&mut known, pending) {
+        let why = format!("looking up the users who joined failed: {e}");
+        return Ok(Err(delta::Refused(why)));
+    }
+    let chunks = known::save(&known, meta.chunks, Some(&changed))?;
+    plan::save_meta(&meta.relinked(changes.links, now, chunks))?;
+    sluice_guest::log::info(&format!(
+        "Graph delta: {} membership changes, {} user changes, {joined} users looked up",
+        changes.members.len(),
+        changes.users.len()
+    ));
+    Ok(Ok(known))
 }
 
 /// The managed people (state `managed/<key>`, active, with an Entra id)
@@ -200,62 +324,3 @@ fn gone(out: &Output) -> Result<Vec<String>, StepError> {
 sluice_guest::step!(run, connections: {
     "graph": "Microsoft Graph: reads the members of the license groups (GroupMember.Read.All, User.Read.All)",
 });
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn user(mail: Option<&str>, upn: &str, enabled: bool) -> Value {
-        json!({"@odata.type": "#microsoft.graph.user", "id": upn, "mail": mail, "userPrincipalName": upn, "accountEnabled": enabled, "givenName": "G", "surname": "S", "displayName": "G S"})
-    }
-
-    #[test]
-    fn keys_follow_the_identity_rules() {
-        let k = |v: &Value| key(v).unwrap().into_string();
-        assert_eq!(
-            k(&user(Some("  Alice.Smith@Contoso.com "), "x@y", true)),
-            "alice.smith@contoso.com"
-        );
-        assert_eq!(
-            k(&user(Some("  "), "Bob@Contoso.onmicrosoft.com", true)),
-            "bob@contoso.onmicrosoft.com"
-        );
-        assert_eq!(k(&user(None, "Carl@c.com", true)), "carl@c.com");
-        assert_eq!(key(&json!({})), None);
-    }
-
-    #[test]
-    fn one_entry_per_person_only_enabled_users() {
-        let mut p = People::default();
-        p.add("License – Microsoft E3", &user(Some("a@x.com"), "a", true));
-        p.add("License – Office E1", &user(Some("A@X.com"), "a", true));
-        p.add("License – Office E1", &user(Some("d@x.com"), "d", false));
-        p.add("License – Office E1", &user(Some("e@x.com"), "e", false));
-        p.add("License – Microsoft E3", &user(Some("e@x.com"), "e", true));
-        p.add(
-            "License – Office E1",
-            &json!({"@odata.type": "#microsoft.graph.device", "id": "dev"}),
-        );
-        p.add(
-            "License – Office E1",
-            &json!({"@odata.type": "#microsoft.graph.group", "id": "g"}),
-        );
-        p.add(
-            "License – Office E1",
-            &json!({"@odata.type": "#microsoft.graph.user", "mail": "f@x.com"}),
-        );
-        let out = p.finish();
-        assert_eq!(out.count, 2);
-        assert_eq!(out.people[0].key, "a@x.com");
-        assert_eq!(
-            out.people[0].groups,
-            ["License – Microsoft E3", "License – Office E1"]
-        );
-        assert_eq!(
-            out.skipped_disabled, 2,
-            "d, and f whose accountEnabled is missing"
-        );
-        assert_eq!(out.skipped_non_user, 2);
-    }
-}

@@ -1,0 +1,357 @@
+//! The members step's incremental read through Graph delta, end to end: the
+//! real `sluice` binary runs the real `graph-groups` and
+//! `graph-group-members` components against the emulator on loopback, with
+//! the flow's state in a temporary data directory. A first run reads every
+//! member and keeps delta links; later runs read only joins, leaves
+//! (`@removed`), disables and deletions; an expired link (410 Gone), a
+//! Graph that refuses delta, `full_sync_every` and `transitive` send a run
+//! back to a full read. The property test applies random directory changes
+//! and checks after every run that the incremental read and a full read
+//! give the same people.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::emulated::{Run, sluice_cmd};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use sluice_emulator::faults::{FaultKind, Faults, TargetedFault};
+use sluice_emulator::scenario::{GraphGroup, Member};
+use sluice_emulator::{EmulatorConfig, RunningEmulator, Scenario};
+
+const E3: &str = "License – Microsoft E3";
+const O1: &str = "License – Office E1";
+
+const FLOW: &str = r#"
+name = "members-delta"
+
+[params]
+incremental = true
+full_sync_every = "24h"
+transitive = false
+
+[secrets]
+graph_client_secret = { env = "GRAPH_CLIENT_SECRET" }
+
+[connections.graph]
+base_url = "${env.GRAPH_BASE_URL}"
+auth.oauth2_client_credentials = { token_url = "${env.GRAPH_TOKEN_URL}", client_id = "${env.GRAPH_CLIENT_ID}", client_secret = "${secrets.graph_client_secret}", scope = "https://graph.microsoft.com/.default" }
+
+[[step]]
+id = "groups"
+uses = "graph-groups"
+connections = ["graph"]
+with = { prefixes = ["License – Microsoft", "License – Office"] }
+
+[[step]]
+id = "members"
+uses = "graph-group-members"
+connections = ["graph"]
+with = { groups = "${steps.groups.groups}", transitive = "${params.transitive}", incremental = "${params.incremental}", full_sync_every = "${params.full_sync_every}" }
+"#;
+
+/// A tenant, its emulator, the flow and its data directory.
+struct Tenant {
+    emu: RunningEmulator,
+    env: Vec<(String, String)>,
+    data: tempfile::TempDir,
+    flow: PathBuf,
+    /// The license groups' ids, E3 then O1.
+    groups: Vec<String>,
+    /// Every user's id, in the order added.
+    users: Vec<String>,
+}
+
+/// `n` users, each in E3, O1, both or neither by position, and a device in O1.
+async fn tenant(n: usize) -> Tenant {
+    let mut sc = Scenario::hand_written();
+    let groups = vec![sc.add_group(E3), sc.add_group(O1)];
+    let mut users = Vec::new();
+    for i in 0..n {
+        let mail = format!("person{i}@contoso.com");
+        let ids: Vec<&str> = match i % 4 {
+            0 => vec![&groups[0]],
+            1 => vec![&groups[1]],
+            2 => vec![&groups[0], &groups[1]],
+            _ => vec![],
+        };
+        users.push(
+            sc.add_user(&format!("Person {i}"), Some(&mail), &mail, &ids)
+                .id
+                .clone(),
+        );
+    }
+    let o1: &mut GraphGroup = sc.groups.iter_mut().find(|g| g.display_name == O1).unwrap();
+    o1.members.push(Member::Device {
+        id: "00000000-0000-4000-9000-000000000001".into(),
+        display_name: "Kiosk".into(),
+    });
+    let emu = sluice_emulator::start(EmulatorConfig {
+        scenario: sc,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let env = emu.env_vars();
+    let data = tempfile::tempdir().unwrap();
+    let flow = common::write_flow(data.path(), "members-delta.toml", FLOW);
+    Tenant {
+        emu,
+        env,
+        data,
+        flow,
+        groups,
+        users,
+    }
+}
+
+/// One run's members output and the Graph paths it asked for.
+struct Members {
+    output: Value,
+    paths: Vec<String>,
+}
+
+impl Members {
+    fn read(&self) -> &str {
+        self.output["read"].as_str().unwrap()
+    }
+
+    /// The people, the disabled and the non-users: what must not depend on
+    /// how the members were read.
+    fn people(&self) -> Value {
+        let o = &self.output;
+        serde_json::json!({
+            "people": o["people"], "disabled": o["disabled"],
+            "skipped_disabled": o["skipped_disabled"], "skipped_non_user": o["skipped_non_user"],
+        })
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let people = self.output["people"].as_array().unwrap();
+        people
+            .iter()
+            .map(|p| p["key"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn asked(&self, fragment: &str) -> usize {
+        self.paths.iter().filter(|p| p.contains(fragment)).count()
+    }
+}
+
+impl Tenant {
+    async fn run(&self, params: &[&str]) -> Members {
+        let before = self.emu.snapshot().requests.len();
+        let mut args = vec!["run", self.flow.to_str().unwrap(), "--json"];
+        for p in params {
+            args.extend(["--param", p]);
+        }
+        let run: Run = sluice_cmd(&self.env, self.data.path(), &args).await;
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        let paths = self.emu.snapshot().requests[before..]
+            .iter()
+            .filter(|r| r.path.starts_with("/v1.0/"))
+            .map(|r| r.path.clone())
+            .collect();
+        Members {
+            output: run.output_of("members"),
+            paths,
+        }
+    }
+
+    fn mail(&self, user: usize) -> String {
+        format!("person{user}@contoso.com")
+    }
+}
+
+#[tokio::test]
+async fn a_first_run_reads_fully_and_later_runs_only_joins_and_leaves() {
+    let t = tenant(8).await;
+    let first = t.run(&[]).await;
+    assert_eq!(first.read(), "full");
+    assert!(
+        first.output["full_because"]
+            .as_str()
+            .unwrap()
+            .contains("first")
+    );
+    assert_eq!(first.asked("/members"), 2, "{:?}", first.paths);
+    assert_eq!(first.keys().len(), 6, "users 3 and 7 hold no license");
+    // User 3 joins E3; user 0 leaves it (their only group).
+    assert!(t.emu.add_member(&t.groups[0], &t.users[3]));
+    assert!(t.emu.remove_member(&t.groups[0], &t.users[0]));
+    let second = t.run(&[]).await;
+    assert_eq!(second.read(), "incremental", "{}", second.output);
+    assert_eq!(second.asked("/members"), 0, "{:?}", second.paths);
+    assert_eq!(second.asked("/groups/delta"), 1);
+    assert_eq!(second.asked("/users/delta"), 1);
+    let keys = second.keys();
+    assert!(
+        keys.contains(&t.mail(3)) && !keys.contains(&t.mail(0)),
+        "{keys:?}"
+    );
+    let person3 = &second.output["people"].as_array().unwrap()
+        [keys.iter().position(|k| *k == t.mail(3)).unwrap()];
+    assert_eq!(person3["groups"], serde_json::json!([E3]));
+    assert_eq!(
+        person3["displayName"], "Person 3",
+        "looked up once it joined"
+    );
+    // Nothing changed: an incremental run that changes nothing.
+    let third = t.run(&[]).await;
+    assert_eq!(third.read(), "incremental");
+    assert_eq!(third.people(), second.people());
+    assert_eq!(t.run(&["incremental=false"]).await.people(), third.people());
+}
+
+#[tokio::test]
+async fn removed_members_disabled_and_deleted_users_leave_the_people() {
+    let t = tenant(8).await;
+    t.run(&[]).await;
+    // User 2 leaves O1 but stays in E3; user 4 is disabled; user 5 deleted.
+    assert!(t.emu.remove_member(&t.groups[1], &t.users[2]));
+    assert!(t.emu.set_account_enabled(&t.users[4], false));
+    assert!(t.emu.delete_user(&t.users[5]));
+    let after = t.run(&[]).await;
+    assert_eq!(after.read(), "incremental", "{}", after.output);
+    let keys = after.keys();
+    assert!(
+        !keys.contains(&t.mail(4)) && !keys.contains(&t.mail(5)),
+        "{keys:?}"
+    );
+    assert_eq!(after.output["disabled"], serde_json::json!([t.mail(4)]));
+    let person2 = &after.output["people"].as_array().unwrap()
+        [keys.iter().position(|k| *k == t.mail(2)).unwrap()];
+    assert_eq!(person2["groups"], serde_json::json!([E3]));
+    assert_eq!(after.people(), t.run(&["incremental=false"]).await.people());
+    // Enabled again: back among the people.
+    assert!(t.emu.set_account_enabled(&t.users[4], true));
+    let again = t.run(&[]).await;
+    assert!(again.keys().contains(&t.mail(4)));
+    assert_eq!(again.output["disabled"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn an_expired_link_is_410_gone_and_the_run_reads_fully() {
+    let t = tenant(6).await;
+    t.run(&[]).await;
+    t.emu.expire_delta_tokens();
+    assert!(t.emu.remove_member(&t.groups[0], &t.users[0]));
+    let after = t.run(&[]).await;
+    assert_eq!(after.read(), "full");
+    let warnings = after.output["warnings"].to_string();
+    assert!(warnings.contains("410 Gone"), "{warnings}");
+    assert!(!after.keys().contains(&t.mail(0)));
+    // The full read kept new links: the next run is incremental again.
+    assert_eq!(t.run(&[]).await.read(), "incremental");
+}
+
+#[tokio::test]
+async fn full_sync_every_forces_a_full_read() {
+    let t = tenant(6).await;
+    t.run(&[]).await;
+    let forced = t.run(&["full_sync_every=0s"]).await;
+    assert_eq!(forced.read(), "full");
+    let why = forced.output["full_because"].as_str().unwrap();
+    assert!(why.contains("full_sync_every"), "{why}");
+    assert_eq!(forced.asked("/members"), 2);
+    assert_eq!(t.run(&["full_sync_every=1h"]).await.read(), "incremental");
+}
+
+#[tokio::test]
+async fn transitive_reads_fully_and_says_so() {
+    let t = tenant(6).await;
+    t.run(&[]).await;
+    let nested = t.run(&["transitive=true"]).await;
+    assert_eq!(nested.read(), "full");
+    assert_eq!(nested.asked("/transitiveMembers"), 2);
+    let warnings = nested.output["warnings"].to_string();
+    assert!(warnings.contains("transitive"), "{warnings}");
+    assert_eq!(
+        t.run(&[]).await.read(),
+        "incremental",
+        "state left as it was"
+    );
+}
+
+#[tokio::test]
+async fn a_graph_that_refuses_delta_is_read_fully_every_run() {
+    let t = tenant(6).await;
+    t.emu.set_faults(Faults {
+        targeted: vec![TargetedFault {
+            method: "GET".into(),
+            path_suffix: "/users/delta".into(),
+            body_contains: None,
+            at: Vec::new(),
+            fault: FaultKind::ServerError,
+        }],
+        ..Default::default()
+    });
+    for _ in 0..2 {
+        let run = t.run(&[]).await;
+        assert_eq!(run.read(), "full");
+        assert_eq!(run.keys().len(), 5);
+        let warnings = run.output["warnings"].to_string();
+        assert!(warnings.contains("delta is not available"), "{warnings}");
+    }
+}
+
+/// One random directory change: a join, a leave, a disable or enable, or
+/// a deletion.
+fn change(t: &Tenant, rng: &mut StdRng, deleted: &mut Vec<usize>) -> String {
+    let user = rng.random_range(0..t.users.len());
+    let group = rng.random_range(0..t.groups.len());
+    if deleted.contains(&user) {
+        return format!("nothing (user {user} was deleted)");
+    }
+    let id = &t.users[user];
+    match rng.random_range(0..8) {
+        0..=2 => format!(
+            "join {user} {group}: {}",
+            t.emu.add_member(&t.groups[group], id)
+        ),
+        3..=4 => format!(
+            "leave {user} {group}: {}",
+            t.emu.remove_member(&t.groups[group], id)
+        ),
+        5 => format!("disable {user}: {}", t.emu.set_account_enabled(id, false)),
+        6 => format!("enable {user}: {}", t.emu.set_account_enabled(id, true)),
+        _ => {
+            deleted.push(user);
+            format!("delete {user}: {}", t.emu.delete_user(id))
+        }
+    }
+}
+
+/// Random sequences of joins, leaves, disables and deletions: after every
+/// run, the incremental read gives the same people as a full read.
+/// `MEMBERS_DELTA_CASES` runs more sequences (the default keeps CI fast).
+#[tokio::test]
+async fn incremental_and_full_reads_give_the_same_people_after_random_changes() {
+    let cases: u64 = std::env::var("MEMBERS_DELTA_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(2);
+    for seed in 0..cases {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let t = tenant(10).await;
+        t.run(&[]).await;
+        let (mut log, mut deleted) = (Vec::new(), Vec::new());
+        for round in 0..4 {
+            for _ in 0..rng.random_range(1..=5) {
+                log.push(change(&t, &mut rng, &mut deleted));
+            }
+            let incremental = t.run(&[]).await;
+            assert_eq!(incremental.read(), "incremental", "seed {seed}: {log:#?}");
+            let full = t.run(&["incremental=false"]).await;
+            assert_eq!(
+                incremental.people(),
+                full.people(),
+                "seed {seed}, round {round}, after {log:#?}"
+            );
+        }
+    }
+}
