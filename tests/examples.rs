@@ -316,7 +316,7 @@ async fn validate_checks_each_examples_with_against_its_describe() {
     // An input the Python compare does not take, and a count below the JS
     // report's minimum of 0.
     let dir = tempfile::tempdir().unwrap();
-    let grace = "leaver_grace = \"${params.leaver_grace}\" }";
+    let rejected = "rejected = \"${run.approvals.deactivate.rejected}\" }";
     let skipped = "skipped_disabled = \"${steps.members.skipped_disabled}\"";
     let flow = flow_with(
         dir.path(),
@@ -324,8 +324,8 @@ async fn validate_checks_each_examples_with_against_its_describe() {
             swaps[0],
             swaps[1],
             (
-                grace,
-                "leaver_grace = \"${params.leaver_grace}\", colour = \"blue\" }",
+                rejected,
+                "rejected = \"${run.approvals.deactivate.rejected}\", colour = \"blue\" }",
             ),
             (skipped, "skipped_disabled = -1"),
         ],

@@ -9,8 +9,9 @@ counts), plus `matched_by_upn`: the keys found only through the UPN.
 
 It keeps no managed people, so it finds no leavers and no returners: it
 takes the built-in's lifecycle inputs (license_groups, disabled, gone,
-managed_domains, leaver_grace) and answers empty lists and an open guard,
-so the shipped flow's deactivate and reactivate steps have nothing to do.
+managed_domains, leaver_grace, rejected) and answers empty lists and an
+open guard, so the shipped flow's deactivate and reactivate steps have
+nothing to do.
 """
 
 import json
@@ -43,6 +44,8 @@ INPUT_SCHEMA = {
         "gone": {"type": "array", "items": {"type": "string"}},
         "managed_domains": {"type": "array", "items": {"type": "string"}},
         "leaver_grace": {"type": ["string", "null"]},
+        # Keys whose deactivation an admin rejected.
+        "rejected": {"type": "array", "items": {"type": "string"}},
         "procore_users": {
             "type": "array",
             "items": {
