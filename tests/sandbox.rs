@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -494,4 +495,93 @@ async fn the_readme_example_component_builds_and_runs() {
     assert_eq!(described.connections[0].role, "graph");
     assert_eq!(described.input_schema["required"], json!(["name"]));
     assert_eq!(described.input_schema["additionalProperties"], json!(false));
+}
+
+/// The step context and run context of a call made on the engine directly.
+fn direct_call(state: &Arc<dyn sluice::state::StateStore>) -> sluice::engine::Call {
+    let step = Arc::new(sluice::engine::StepContext {
+        step_id: "pool".into(),
+        component: "hostile".into(),
+        granted: Default::default(),
+        dry_run: false,
+        log: Arc::new(|_: sluice::engine::LogLevel, _: &str| {}),
+        stats: Default::default(),
+    });
+    sluice::engine::Call {
+        step,
+        invocation: sluice::engine::Invocation {
+            run_id: "pool".into(),
+            flow: "pool".into(),
+            step: "pool".into(),
+            item_index: None,
+            item_key: None,
+            dry_run: false,
+            started_at: "2025-01-01T00:00:00+00:00".into(),
+            attempt: 1,
+        },
+        state: sluice::state::CallState::new(state.clone(), "pool", None),
+    }
+}
+
+/// A pool of one instance: while a call holds its slot, the next call is
+/// served by the on-demand allocator and succeeds; once the slot is free
+/// again, the pool serves the call after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_serves_the_next_call_on_demand() {
+    use sluice::engine::{Engine, OutputCap, PoolSize};
+    let engine = Engine::new(EngineConfig {
+        pool: PoolSize { instances: 1 },
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let hostile = engine
+        .prepare(&std::fs::read(fixture("hostile")).unwrap())
+        .unwrap();
+    let state: Arc<dyn sluice::state::StateStore> = Arc::new(sluice::state::MemoryStore::default());
+    let cap = OutputCap {
+        bytes: 1 << 20,
+        key: "max_output_bytes",
+    };
+    let call = |input: &str| {
+        let (engine, hostile, state) = (engine.clone(), hostile.clone(), state.clone());
+        let input = input.to_string();
+        async move {
+            engine
+                .call(
+                    &hostile,
+                    direct_call(&state),
+                    input,
+                    Duration::from_secs(600),
+                    cap,
+                )
+                .await
+        }
+    };
+    // The first call sleeps (in the host, on WASI's clock) holding the slot.
+    let holder = tokio::spawn(call(r#"{"action":"sleep","ms":600000}"#));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while engine.pool_stats().in_use == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first call never took the slot"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = call(r#"{"action":"echo","value":"on demand"}"#)
+        .await
+        .unwrap();
+    assert_eq!(second.output["value"], "on demand");
+    let stats = engine.pool_stats();
+    assert_eq!((stats.in_use, stats.on_demand), (1, 1), "{stats:?}");
+    holder.abort();
+    assert!(holder.await.unwrap_err().is_cancelled());
+    assert_eq!(engine.pool_stats().in_use, 0);
+    let third = call(r#"{"action":"echo","value":"pooled"}"#).await.unwrap();
+    assert_eq!(third.output["value"], "pooled");
+    let stats = engine.pool_stats();
+    assert_eq!(
+        (stats.pooled, stats.on_demand, stats.in_use),
+        (2, 1, 0),
+        "{stats:?}"
+    );
 }

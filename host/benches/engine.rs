@@ -1,7 +1,9 @@
 //! `cargo bench -p sluice --bench engine`: the engine's costs, in pairs so
 //! our own layers are visible. Prints medians over many iterations:
 //! - compiling a built-in component cold vs loading it from the disk cache;
-//! - instantiate-and-call of a trivial step, raw wasmtime vs through Sluice;
+//! - instantiate-and-call of a trivial step: raw wasmtime and Sluice, each
+//!   with the pooling allocator (the same pool configuration) and with the
+//!   on-demand allocator;
 //! - one request through `connection.send` vs the same request made natively
 //!   with reqwest, against a loopback server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,15 +15,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice::connections::Connection;
-use sluice::engine::{Engine, EngineConfig};
+use sluice::engine::{Engine, EngineConfig, PoolSize};
 use sluice::flow::model::ConnectionSpec;
 use sluice::redact::Redactor;
 use sluice::state::{MemoryStore, StateStore};
 use support::{NO_CAP, call, context, median, show};
 
 mod raw {
-    //! The same component driven by wasmtime directly: no limits, no epoch
-    //! callback, no output check. The floor our host's cost is compared to.
+    //! The same component driven by wasmtime directly, compiled and
+    //! allocated as Sluice's engine does (epoch checks, stacks, the same
+    //! pool), but with no limits, no deadline callback, no state view and
+    //! no output check. The floor our host's cost is compared to.
     use wasmtime::component::{HasSelf, Linker, ResourceTable};
     use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -108,9 +112,20 @@ mod raw {
     }
 
     impl Raw {
-        pub fn new(bytes: &[u8]) -> Raw {
+        pub fn new(bytes: &[u8], pool: Option<super::PoolSize>) -> Raw {
+            let engine_config = super::EngineConfig::default();
             let mut config = wasmtime::Config::new();
-            config.wasm_component_model(true);
+            config
+                .wasm_component_model(true)
+                .epoch_interruption(true)
+                .max_wasm_stack(engine_config.max_wasm_stack)
+                .async_stack_size(engine_config.async_stack_size())
+                .memory_init_cow(true);
+            if let Some(pool) = pool {
+                config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+                    pool.wasmtime(engine_config.memory_limit),
+                ));
+            }
             let engine = wasmtime::Engine::new(&config).unwrap();
             let mut linker = Linker::<State>::new(&engine);
             wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
@@ -136,6 +151,7 @@ mod raw {
                 table: ResourceTable::new(),
             };
             let mut store = wasmtime::Store::new(&self.engine, state);
+            store.set_epoch_deadline(u64::MAX);
             let instance = self.pre.instantiate_async(&mut store).await.unwrap();
             instance
                 .call_run(&mut store, &input.to_string(), &context)
@@ -201,56 +217,79 @@ fn compile_bench() {
     );
 }
 
+/// One instantiate-and-call on raw wasmtime, timed.
+async fn timed(raw: &raw::Raw) -> Duration {
+    let t = Instant::now();
+    raw.call("{}").await;
+    t.elapsed()
+}
+
 async fn call_bench() {
     let bytes = std::fs::read(sluice_builtins::fixture("noop").unwrap()).unwrap();
-    let engine = Engine::new(EngineConfig::default()).unwrap();
-    let prepared = engine.prepare(&bytes).unwrap();
-    let raw = raw::Raw::new(&bytes);
+    let pool = PoolSize::DEFAULT;
+    let pooled = Engine::new(EngineConfig {
+        pool,
+        ..Default::default()
+    })
+    .unwrap();
+    let on_demand = Engine::new(EngineConfig {
+        pool: PoolSize { instances: 0 },
+        ..Default::default()
+    })
+    .unwrap();
+    let (p_pooled, p_on_demand) = (
+        pooled.prepare(&bytes).unwrap(),
+        on_demand.prepare(&bytes).unwrap(),
+    );
+    let raw_pooled = raw::Raw::new(&bytes, Some(pool));
+    let raw_on_demand = raw::Raw::new(&bytes, None);
     let ctx = context(BTreeMap::new());
     let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
+    let ours = |engine: &Arc<Engine>, prepared: &Arc<sluice::engine::Prepared>| {
+        let (engine, prepared, call) = (engine.clone(), prepared.clone(), call(&ctx, &state));
+        async move {
+            let t = Instant::now();
+            engine
+                .call(&prepared, call, "{}".into(), Duration::from_secs(5), NO_CAP)
+                .await
+                .unwrap();
+            t.elapsed()
+        }
+    };
     const N: usize = 3000;
     for _ in 0..200 {
-        engine
-            .call(
-                &prepared,
-                call(&ctx, &state),
-                "{}".into(),
-                Duration::from_secs(5),
-                NO_CAP,
-            )
-            .await
-            .unwrap();
-        raw.call("{}").await;
+        ours(&pooled, &p_pooled).await;
+        ours(&on_demand, &p_on_demand).await;
+        timed(&raw_pooled).await;
+        timed(&raw_on_demand).await;
     }
-    let (mut ours, mut theirs) = (Vec::with_capacity(N), Vec::with_capacity(N));
-    // Interleaved, so drift in machine load hits both alike.
+    let mut samples: [Vec<Duration>; 4] = Default::default();
+    // Interleaved, so drift in machine load hits all four alike.
     for _ in 0..N {
-        let t = Instant::now();
-        engine
-            .call(
-                &prepared,
-                call(&ctx, &state),
-                "{}".into(),
-                Duration::from_secs(5),
-                NO_CAP,
-            )
-            .await
-            .unwrap();
-        ours.push(t.elapsed());
-        let t = Instant::now();
-        raw.call("{}").await;
-        theirs.push(t.elapsed());
+        samples[0].push(timed(&raw_pooled).await);
+        samples[1].push(ours(&pooled, &p_pooled).await);
+        samples[2].push(timed(&raw_on_demand).await);
+        samples[3].push(ours(&on_demand, &p_on_demand).await);
     }
-    let (ours, theirs) = (median(ours), median(theirs));
-    println!("instantiate-and-call of a trivial step ({N} calls each)");
-    show("  raw wasmtime", theirs);
-    show(
-        "  through sluice (limits, deadline, state view, output parsed)",
-        ours,
+    let [raw_p, ours_p, raw_o, ours_o] = samples.map(median);
+    let stats = pooled.pool_stats();
+    assert_eq!(stats.on_demand, 0, "every pooled call found a slot");
+    println!(
+        "instantiate-and-call of a trivial step ({N} calls each; pool of {} instances)",
+        pool.instances
+    );
+    show("  raw wasmtime, pooling allocator", raw_p);
+    show("  through sluice, pooling allocator", ours_p);
+    show("  raw wasmtime, on-demand allocator", raw_o);
+    show("  through sluice, on-demand allocator", ours_o);
+    println!(
+        "  ratio sluice / raw (pooled): {:.2}   (on demand): {:.2}",
+        ours_p.as_secs_f64() / raw_p.as_secs_f64(),
+        ours_o.as_secs_f64() / raw_o.as_secs_f64()
     );
     println!(
-        "  ratio sluice / raw: {:.2}\n",
-        ours.as_secs_f64() / theirs.as_secs_f64()
+        "  ratio sluice on-demand / sluice pooled: {:.2}\n",
+        ours_o.as_secs_f64() / ours_p.as_secs_f64()
     );
 }
 

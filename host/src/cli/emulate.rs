@@ -9,7 +9,7 @@ use clap::Args;
 use sluice_emulator::{EmulatorConfig, Faults, Scenario};
 
 use super::progress::{Mode, Progress};
-use super::run_cmd::{engine_for, watch_and_record};
+use super::run_cmd::{engine_for, pool_for, watch_and_record};
 use crate::flow::SourceFile;
 use crate::run::{RunOptions, Runner, Status};
 
@@ -159,7 +159,9 @@ pub async fn demo(
         Ok(flow) => flow,
         Err(e) => anyhow::bail!("the embedded flow does not validate:\n{e}"),
     };
-    let runner = Runner::new(engine_for(data_dir)?)?;
+    let engine = engine_for(data_dir)?;
+    engine.size_pool(pool_for(&flow));
+    let runner = Runner::new(engine)?;
     let run_id = crate::run::new_run_id();
     let mut options = RunOptions::new(
         run_id.clone(),

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::progress::{Mode, Progress};
 use crate::connections::tape::{RunId, Tapes};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, PoolSize};
 use crate::redact::Redactor;
 use sluice_store::{Location, Store, Trigger};
 
@@ -102,6 +102,13 @@ pub fn engine_for(data_dir: &Path) -> anyhow::Result<Arc<Engine>> {
         ..defaults
     })?;
     Ok(ENGINE.get_or_init(|| engine).clone())
+}
+
+/// The instance pool for one run of `flow`: its steps run one at a time,
+/// so the most instances alive at once is its largest `concurrency`.
+pub fn pool_for(flow: &crate::flow::Flow) -> PoolSize {
+    let most = flow.steps.iter().map(|s| s.concurrency).max().unwrap_or(1);
+    PoolSize::for_concurrency(most)
 }
 
 /// `SLUICE_MEMORY_BUDGET`: the memory all running steps share, in MiB
@@ -274,7 +281,9 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
             return Ok(ExitCode::from(2));
         }
     };
-    let runner = Runner::new(engine_for(data_dir)?)?;
+    let engine = engine_for(data_dir)?;
+    engine.size_pool(pool_for(&flow));
+    let runner = Runner::new(engine)?;
     let mut options = RunOptions::new(
         run_id.clone(),
         sluice_store::run_dir(data_dir, &run_id),

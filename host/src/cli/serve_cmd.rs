@@ -258,7 +258,8 @@ pub async fn serve(
         data_dir: data_dir.to_path_buf(),
         verbose: args.verbose,
     });
-    let runner = Runner::new(engine_for(data_dir)?)?;
+    let engine = engine_for(data_dir)?;
+    let runner = Runner::new(engine.clone())?;
     let mut scheduler = match Scheduler::new(host, runner, args.paths) {
         Ok(scheduler) => scheduler,
         Err(problems) => {
@@ -266,6 +267,11 @@ pub async fn serve(
             return Ok(ExitCode::from(2));
         }
     };
+    // Sized for the flows found now; a flow added later whose instances
+    // find the pool full gets them on demand.
+    engine.size_pool(crate::engine::PoolSize::for_concurrency(
+        scheduler.concurrency(),
+    ));
     scheduler.grace = args.grace;
     if scheduler.flow_count() == 0 {
         eprintln!("error: no valid scheduled flow to serve");

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::pool::PoolSize;
+
 /// How the engine runs components.
 ///
 /// Stacks: each step call runs on its own native stack (a wasmtime async
@@ -42,6 +44,11 @@ pub struct EngineConfig {
     /// our own unoptimised debug build) uses at its deepest; it is address
     /// space, touched only as far as it is used.
     pub host_stack: usize,
+    /// Instances the pooling allocator keeps slots for (see
+    /// [`super::pool`]); a call beyond them is served on demand. `sluice
+    /// run` sizes it from the flow's largest `concurrency`;
+    /// [`PoolSize::DEFAULT`] otherwise. `instances: 0` turns it off.
+    pub pool: PoolSize,
 }
 
 impl EngineConfig {
@@ -60,6 +67,7 @@ impl Default for EngineConfig {
             memory_budget: 2 * 1024 * 1024 * 1024,
             max_wasm_stack: 2 * 1024 * 1024,
             host_stack: 2 * 1024 * 1024,
+            pool: PoolSize::DEFAULT,
         }
     }
 }

@@ -16,6 +16,8 @@
 //! - [`error`]: why a call produced no output
 //! - [`cache`], [`config`], [`limits`]: compiled components on disk, the
 //!   engine's knobs, and what one instance may use
+//! - [`pool`], [`runtime`]: instances from wasmtime's pooling allocator
+//!   (copy-on-write memory images), on demand when the pool is full
 
 pub mod bindings;
 pub mod budget;
@@ -28,12 +30,15 @@ pub mod error;
 mod imports;
 pub mod instance;
 pub mod limits;
+pub mod pool;
+mod runtime;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{ComponentExportIndex, HasSelf, Linker};
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::component::Instance;
 use wasmtime::{Store, UpdateDeadline};
 
 pub use crate::flow::{ConnectionRole, Description};
@@ -47,12 +52,17 @@ pub use instance::{
     StepState,
 };
 use limits::{DeadlineExceeded, MemoryCap};
+pub use pool::{PoolSize, PoolStats};
+use runtime::{Ready, Runtime};
 
 /// A component ready to instantiate.
 pub struct Prepared {
-    pre: bindings::StepPre<StepState>,
-    /// Where its `describe` export is, if it has one.
-    describe: Option<ComponentExportIndex>,
+    /// On the on-demand runtime.
+    ready: Ready,
+    /// The same component on the pool's runtime, made by its first pooled
+    /// call; `None` when it does not fit the pool's slots (its calls are
+    /// then all served on demand).
+    pooled: OnceLock<Option<Ready>>,
     /// What `describe` said, once asked.
     described: tokio::sync::OnceCell<Result<Option<Arc<Description>>, CallError>>,
     pub digest: String,
@@ -70,13 +80,25 @@ pub struct CallOutput {
     pub writes: crate::state::Writes,
 }
 
+/// A live instance, its store, and the pool slot it holds (none when it
+/// was made on demand): the slot goes back when this is dropped.
+struct Live<'a> {
+    store: Store<StepState>,
+    instance: Instance,
+    ready: &'a Ready,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
 /// `describe` returns constant data: a second is thousands of times what
 /// that takes, and bounds a component that loops in it.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Engine {
-    engine: wasmtime::Engine,
-    linker: Linker<StepState>,
+    /// Compiles every component, answers `describe`, and serves the calls
+    /// the pool cannot.
+    on_demand: Runtime,
+    /// Where calls take their instances first (see [`pool`]).
+    pool: pool::Pool,
     config: EngineConfig,
     budget: Arc<MemoryBudget>,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
@@ -84,22 +106,9 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: EngineConfig) -> anyhow::Result<Arc<Engine>> {
-        let mut wasm = wasmtime::Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(config.max_wasm_stack)
-            // Host functions run on the same fiber below the guest's frames:
-            // the fiber must be larger than the guest's share (see EngineConfig).
-            .async_stack_size(config.async_stack_size());
-        let engine = wasmtime::Engine::new(&wasm).map_err(to_anyhow)?;
-        let mut linker = Linker::<StepState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
-        bindings::Step::add_to_linker::<StepState, HasSelf<StepState>>(&mut linker, |s| s)
-            .map_err(to_anyhow)?;
-        spawn_epoch_ticker(&engine, config.epoch_tick);
         Ok(Arc::new(Engine {
-            engine,
-            linker,
+            on_demand: Runtime::new(&config, None)?,
+            pool: pool::Pool::new(config.pool),
             budget: Arc::new(MemoryBudget::new(config.memory_budget)),
             config,
             prepared: Mutex::new(HashMap::new()),
@@ -108,6 +117,19 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Sizes the instance pool (for the flows this process is about to
+    /// run); `false` once a call has made the pool, whose size is then
+    /// fixed.
+    pub fn size_pool(&self, size: PoolSize) -> bool {
+        self.pool.resize(size)
+    }
+
+    /// How many calls the pool and the on-demand allocator served, and how
+    /// many pooled instances are alive now.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
     }
 
     /// The linear memory every live instance of this engine shares.
@@ -129,22 +151,15 @@ impl Engine {
             return Ok(p);
         }
         let (component, origin) = cache::load_or_compile(
-            &self.engine,
+            &self.on_demand.engine,
             self.config.cache_dir.as_deref(),
             bytes,
             &digest,
         )?;
-        contract::check(&component, &self.engine)?;
-        let describe = component.get_export_index(None, "describe");
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            anyhow::anyhow!("it does not implement the sluice:flow@{} step world, or imports something the host does not grant: {e}", contract::SPOKEN)
-        })?;
-        let pre = bindings::StepPre::new(instance_pre).map_err(|e| {
-            anyhow::anyhow!("it does not export the step world's `run` function: {e}")
-        })?;
+        contract::check(&component, &self.on_demand.engine)?;
         let prepared = Arc::new(Prepared {
-            pre,
-            describe,
+            ready: Ready::new(&self.on_demand, &component)?,
+            pooled: OnceLock::new(),
             described: tokio::sync::OnceCell::new(),
             digest: digest.clone(),
             origin,
@@ -155,14 +170,18 @@ impl Engine {
         Ok(prepared)
     }
 
-    /// A store for one instance: the memory cap (its own, and the engine's
-    /// budget, given back when the store is dropped), and a deadline
-    /// enforced by epochs (each tick past it ends the instance; before it,
-    /// the guest yields so other steps and items on this thread make
-    /// progress).
-    fn store(&self, call: Option<Call>, timeout: Duration) -> Store<StepState> {
+    /// A store for one call: memory capped per instance and against the
+    /// engine-wide budget, and the step's deadline enforced by epochs (each
+    /// tick past it ends the instance; before it, the guest yields so other
+    /// steps and items on this thread make progress).
+    fn store(
+        &self,
+        engine: &wasmtime::Engine,
+        call: Option<Call>,
+        timeout: Duration,
+    ) -> Store<StepState> {
         let memory = MemoryCap::new(self.config.memory_limit, self.budget.clone());
-        let mut store = Store::new(&self.engine, StepState::new(call, memory));
+        let mut store = Store::new(engine, StepState::new(call, memory));
         store.limiter_async(|s| &mut s.memory);
         // Validation caps step timeouts at a day; stay safe with any value.
         let deadline = Instant::now()
@@ -179,6 +198,69 @@ impl Engine {
         store
     }
 
+    /// A fresh instance of the component for `call`: from the pool when a
+    /// slot is free and the component fits it, else on demand (see
+    /// [`pool`]).
+    async fn instantiate<'a>(
+        &self,
+        prepared: &'a Prepared,
+        mut call: Option<Call>,
+        timeout: Duration,
+    ) -> Result<Live<'a>, CallError> {
+        let max_stack = self.config.max_wasm_stack;
+        if let Some(pool) = self.pool.get(&self.config)
+            && let Some(slot) = pool.slot()
+            && let Some(ready) = prepared
+                .pooled
+                .get_or_init(|| pool.runtime.adopt(prepared.ready.pre.component()).ok())
+        {
+            let mut store = self.store(&pool.runtime.engine, call, timeout);
+            match ready.pre.instantiate_async(&mut store).await {
+                Ok(instance) => {
+                    self.pool.count(true);
+                    return Ok(Live {
+                        store,
+                        instance,
+                        ready,
+                        _slot: Some(slot),
+                    });
+                }
+                // The pool's totals ran out before its slots did (a
+                // component with more parts than a slot's share).
+                Err(e) if pool::pool_full(&e) => call = store.into_data().into_call(),
+                Err(e) => {
+                    let stderr = store.data().stderr.clone();
+                    return Err(classify(e, &stderr, true, max_stack));
+                }
+            }
+        }
+        self.pool.count(false);
+        self.on_demand_instance(prepared, call, timeout).await
+    }
+
+    /// A fresh instance from the on-demand allocator.
+    async fn on_demand_instance<'a>(
+        &self,
+        prepared: &'a Prepared,
+        call: Option<Call>,
+        timeout: Duration,
+    ) -> Result<Live<'a>, CallError> {
+        let mut store = self.store(&self.on_demand.engine, call, timeout);
+        let stderr = store.data().stderr.clone();
+        let instance = prepared
+            .ready
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| classify(e, &stderr, true, self.config.max_wasm_stack))?;
+        Ok(Live {
+            store,
+            instance,
+            ready: &prepared.ready,
+            _slot: None,
+        })
+    }
+
     /// Runs the component once in a fresh instance; its output (JSON text)
     /// may be at most `cap`.
     pub async fn call(
@@ -190,37 +272,42 @@ impl Engine {
         cap: OutputCap,
     ) -> Result<CallOutput, CallError> {
         let context = run_context(&call.invocation);
-        let mut store = self.store(Some(call), timeout);
-        let stderr = store.data().stderr.clone();
         let max_stack = self.config.max_wasm_stack;
         // Epochs do not interrupt a guest waiting in a host call (a slow
         // request); the outer timeout covers that case.
         let run = async {
-            let instance = prepared
-                .pre
-                .instantiate_async(&mut store)
-                .await
+            let mut live = self.instantiate(prepared, Some(call), timeout).await?;
+            let stderr = live.store.data().stderr.clone();
+            let step = live
+                .ready
+                .indices
+                .load(&mut live.store, &live.instance)
                 .map_err(|e| classify(e, &stderr, true, max_stack))?;
-            instance
-                .call_run(&mut store, &input, &context)
+            let output = step
+                .call_run(&mut live.store, &input, &context)
                 .await
-                .map_err(|e| classify(e, &stderr, false, max_stack))
+                .map_err(|e| classify(e, &stderr, false, max_stack));
+            live.store.data().report_dropped_lines();
+            // The pool slot goes back with the store, not before.
+            Ok::<_, CallError>((live, output?))
         };
         let grace = self.config.epoch_tick.saturating_mul(5);
         let ended = tokio::time::timeout(timeout.saturating_add(grace), run).await;
-        store.data().report_dropped_lines();
-        let output = match ended {
-            Ok(Ok(Ok(output))) if output.len() > cap.bytes => {
+        let (live, output) = match ended {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(CallError::Timeout(timeout)),
+        };
+        let output = match output {
+            Ok(output) if output.len() > cap.bytes => {
                 return Err(CallError::OutputTooLarge {
                     size: output.len(),
                     limit: cap.bytes,
                     key: cap.key,
                 });
             }
-            Ok(Ok(Ok(output))) => output,
-            Ok(Ok(Err(reported))) => return Err(reported_error(reported)),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(CallError::Timeout(timeout)),
+            Ok(output) => output,
+            Err(reported) => return Err(reported_error(reported)),
         };
         let bytes = output.len();
         let output = serde_json::from_str(&output).map_err(|e| {
@@ -229,7 +316,8 @@ impl Engine {
                 output.chars().take(40).collect::<String>()
             ))
         })?;
-        let writes = store
+        let writes = live
+            .store
             .into_data()
             .into_call()
             .map(|c| c.state.into_writes())
@@ -259,28 +347,27 @@ impl Engine {
         &self,
         prepared: &Prepared,
     ) -> Result<Option<Arc<Description>>, CallError> {
-        let Some(index) = prepared.describe else {
+        let Some(index) = prepared.ready.describe else {
             return Ok(None);
         };
-        let mut store = self.store(None, DESCRIBE_TIMEOUT);
-        let stderr = store.data().stderr.clone();
         let max_stack = self.config.max_wasm_stack;
         let run = async {
-            let instance = prepared
-                .pre
-                .instance_pre()
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| classify(e, &stderr, true, max_stack))?;
-            let func = instance
-                .get_typed_func::<(), (bindings::types::Description,)>(&mut store, &index)
+            // Never from the pool: describing is done before a run sizes it.
+            let mut live = self
+                .on_demand_instance(prepared, None, DESCRIBE_TIMEOUT)
+                .await?;
+            let stderr = live.store.data().stderr.clone();
+            let store = &mut live.store;
+            let func = live
+                .instance
+                .get_typed_func::<(), (bindings::types::Description,)>(&mut *store, &index)
                 .map_err(|e| {
                     CallError::Instantiate(format!(
                         "its `describe` export is not the sluice:flow@{} one: {e}",
                         contract::SPOKEN
                     ))
                 })?;
-            func.call_async(&mut store, ())
+            func.call_async(&mut *store, ())
                 .await
                 .map_err(|e| classify(e, &stderr, false, max_stack))
         };
@@ -331,27 +418,4 @@ fn reported_error(e: bindings::types::StepError) -> CallError {
 /// wasmtime has its own error type; its text (with causes) is what we keep.
 pub(crate) fn to_anyhow(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{e:#}")
-}
-
-/// Advances the engine's epoch every `tick` until the engine is dropped.
-fn spawn_epoch_ticker(engine: &wasmtime::Engine, tick: Duration) {
-    let weak = engine.weak();
-    let spawned = std::thread::Builder::new()
-        .name("sluice-epoch".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(tick);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => return,
-                }
-            }
-        });
-    // Without the ticker deadlines would only be enforced by the outer
-    // timeout; a runaway loop would then block its thread. Say so loudly.
-    if let Err(e) = spawned {
-        eprintln!(
-            "warning: could not start the epoch thread ({e}); step timeouts may not interrupt busy loops"
-        );
-    }
 }

@@ -276,6 +276,18 @@ impl<H: Host> Scheduler<H> {
         self.served.len()
     }
 
+    /// The most step instances the served flows run at once when they all
+    /// run together: the sum of each flow's largest `concurrency`.
+    pub fn concurrency(&self) -> usize {
+        self.served
+            .values()
+            .map(|served| {
+                let steps = &served.entry.flow().steps;
+                steps.iter().map(|s| s.concurrency).max().unwrap_or(1)
+            })
+            .sum()
+    }
+
     /// A handle to list the served flows, run one now, and check that the
     /// serving loop answers. Requests are answered once [`Scheduler::serve`]
     /// runs; a second call replaces the first handle's channel.
