@@ -80,11 +80,7 @@ pub async fn run(
     dir: &Path,
     dry_run: bool,
 ) -> (RunOutcome, Arc<Collector>) {
-    let collector = Arc::new(Collector::default());
-    let run_id = sluice::run::new_run_id();
-    let options = RunOptions::new(run_id.clone(), dir.join("runs").join(&run_id), dry_run);
-    let outcome = runner.run(flow, &options, collector.clone()).await;
-    (outcome, collector)
+    run_with(runner, flow, dir, dry_run, false).await
 }
 
 /// [`run`], keeping every `for_each` item's output in its step's output
@@ -95,10 +91,20 @@ pub async fn run_keeping_items(
     dir: &Path,
     dry_run: bool,
 ) -> (RunOutcome, Arc<Collector>) {
+    run_with(runner, flow, dir, dry_run, true).await
+}
+
+async fn run_with(
+    runner: &Runner,
+    flow: &Flow,
+    dir: &Path,
+    dry_run: bool,
+    keep_item_outputs: bool,
+) -> (RunOutcome, Arc<Collector>) {
     let collector = Arc::new(Collector::default());
     let run_id = sluice::run::new_run_id();
     let mut options = RunOptions::new(run_id.clone(), dir.join("runs").join(&run_id), dry_run);
-    options.keep_item_outputs = true;
+    options.keep_item_outputs = keep_item_outputs;
     let outcome = runner.run(flow, &options, collector.clone()).await;
     (outcome, collector)
 }
