@@ -104,6 +104,57 @@ async fn send_mail_reads_property_names_without_regard_to_case() {
     );
 }
 
+/// A sendMail body of `size` bytes: a message whose HTML is padded to it.
+fn mail_of_size(size: usize) -> String {
+    let with = |content: &str| {
+        json!({"message": {"subject": "Big", "body": {"contentType": "HTML", "content": content},
+            "toRecipients": [{"emailAddress": {"address": "a@x.com"}}]}, "saveToSentItems": false})
+        .to_string()
+    };
+    let body = with(&"x".repeat(size - with("").len()));
+    assert_eq!(body.len(), size);
+    body
+}
+
+#[tokio::test]
+async fn send_mail_takes_up_to_graphs_4_mb_and_refuses_more_with_413() {
+    let env = start(EmulatorConfig::default()).await;
+    let token = env.graph_token().await;
+    let url = format!(
+        "{}/users/{}/sendMail",
+        env.var("GRAPH_BASE_URL"),
+        env.var("REPORT_MAIL_FROM")
+    );
+    let limit = sluice_emulator::graph::SEND_MAIL_MAX_BYTES;
+    assert_eq!(limit, 4 * 1024 * 1024);
+    let post = |body: String| {
+        env.http
+            .post(&url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Above axum's 2 MB default and up to the limit: accepted.
+    let at_limit = post(mail_of_size(limit)).await.unwrap();
+    assert_eq!(at_limit.status(), 202);
+    assert_eq!(env.emu.snapshot().mails.len(), 1);
+    // One byte more, or far more: 413 in Graph's envelope, nothing sent.
+    for size in [limit + 1, 3 * limit] {
+        let (status, code, message) = error_of(post(mail_of_size(size)).await.unwrap()).await;
+        assert_eq!(
+            (status, code.as_str(), message.as_str()),
+            (
+                413,
+                "RequestEntityTooLarge",
+                "The maximum request length supported is 4MB."
+            ),
+            "{size} bytes"
+        );
+    }
+    assert_eq!(env.emu.snapshot().mails.len(), 1);
+}
+
 #[tokio::test]
 async fn member_counts_are_given_for_advanced_queries_only() {
     let scenario = tenant();

@@ -29,6 +29,7 @@ use axum::routing::{get, post};
 use crate::api::{self, error};
 use crate::state::{Service, Shared};
 
+pub use mail::SEND_MAIL_MAX_BYTES;
 pub use token::token;
 
 /// The path segments under `/v1.0` that the emulator serves, in the order a
