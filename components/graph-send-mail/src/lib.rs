@@ -14,6 +14,12 @@
 //! When the mail still cannot be sent, the step fails (and with it the
 //! run, naming the cause), so the people who must know that users were
 //! created learn that the report did not reach them.
+//!
+//! Graph takes at most 4 MB in one sendMail request (the whole JSON body;
+//! more is refused with 413). A larger mail is refused here, before
+//! anything is sent, as `bad-input` with code `mail-too-large`, naming its
+//! size: mail a summary (html-report's `mail_html`) and keep the whole
+//! report as the run's file.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -22,6 +28,9 @@ use sluice_guest_services::status_error;
 
 /// The connection role this component sends through.
 const GRAPH: &str = "graph";
+
+/// The largest sendMail request Graph takes: 4 MB (4,096 KiB) of JSON.
+pub const SEND_MAIL_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// The mail to send.
 #[derive(Deserialize, JsonSchema)]
@@ -91,6 +100,21 @@ pub fn message(subject: &str, html: &str, to: &[String]) -> Value {
     })
 }
 
+/// The request body, refused when Graph would refuse it for its size.
+fn within_graphs_limit(body: &Value) -> Result<(), StepError> {
+    let size = serde_json::to_vec(body)
+        .map_err(|e| StepError::internal(format!("the mail could not be serialised: {e}")))?
+        .len();
+    if size <= SEND_MAIL_MAX_BYTES {
+        return Ok(());
+    }
+    Err(StepError::bad_input(format!(
+        "the mail is {:.1} MiB ({size} bytes) as a sendMail request, over Graph's 4 MiB ({SEND_MAIL_MAX_BYTES} bytes) limit; nothing was sent. Mail a shorter body (html-report's `mail_html` is a bounded summary) and keep the whole report as a file of the run",
+        size as f64 / (1024.0 * 1024.0)
+    ))
+    .with_code("mail-too-large"))
+}
+
 fn run(input: Input, _context: &Context) -> Result<Output, StepError> {
     let from = input.from.trim();
     if from.is_empty() {
@@ -103,9 +127,9 @@ fn run(input: Input, _context: &Context) -> Result<Output, StepError> {
         return Err(StepError::bad_input("`to` names no recipient"));
     }
     let url = format!("users/{}/sendMail", sluice_guest::http::segment(from));
-    let call = Call::post(GRAPH, &url)
-        .json(&message(&input.subject, &input.html, &to))?
-        .retry_when_not_acted();
+    let body = message(&input.subject, &input.html, &to);
+    within_graphs_limit(&body)?;
+    let call = Call::post(GRAPH, &url).json(&body)?.retry_when_not_acted();
     match call.send()? {
         Sent::Response(r) if r.is_success() => Ok(Output {
             sent: true,
@@ -143,6 +167,25 @@ mod tests {
             vec!["a@x.com", "b@x.com", "c@x.com"]
         );
         assert!(recipients(&Recipients::List(vec![])).is_empty());
+    }
+
+    #[test]
+    fn a_mail_over_graphs_limit_is_refused_as_bad_input_naming_its_size() {
+        let to = ["a@x.com".to_string()];
+        let overhead = serde_json::to_vec(&message("S", "", &to)).unwrap().len();
+        let fits = message("S", &"x".repeat(SEND_MAIL_MAX_BYTES - overhead), &to);
+        assert!(within_graphs_limit(&fits).is_ok());
+        let over = message("S", &"x".repeat(SEND_MAIL_MAX_BYTES - overhead + 1), &to);
+        let e = within_graphs_limit(&over).unwrap_err();
+        assert_eq!(e.kind, sluice_guest::ErrorKind::BadInput);
+        assert_eq!(e.code, "mail-too-large");
+        assert!(
+            e.message
+                .contains(&format!("({} bytes)", SEND_MAIL_MAX_BYTES + 1))
+                && e.message.contains("nothing was sent"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
