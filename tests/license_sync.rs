@@ -712,6 +712,94 @@ async fn a_mail_that_cannot_be_sent_fails_the_run_clearly_after_retries() {
     emulator.shutdown().await;
 }
 
+/// The shipped flow with the report's mail showing `rows` rows a section.
+fn flow_mailing_rows(dir: &Path, rows: usize) -> std::path::PathBuf {
+    let shipped = std::fs::read_to_string(flow_path()).unwrap();
+    let report_with = "warnings = \"${steps.groups.warnings}\" }";
+    assert_eq!(shipped.matches(report_with).count(), 1);
+    let text = shipped.replace(
+        report_with,
+        &format!("warnings = \"${{steps.groups.warnings}}\", mail_rows = {rows} }}"),
+    );
+    let path = dir.join("sync.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A report larger than the mail: the mail carries the counts, the first
+/// rows and where the report is; the report file keeps every row. (The
+/// shipped flow mails 100 rows a section; 5 here keeps the tenant small.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_larger_than_the_mail_is_mailed_as_a_summary_and_kept_whole() {
+    let scenario = Scenario::generate(300, 42);
+    let expected = scenario.expected_sync();
+    assert!(
+        expected.to_create.len() > 10,
+        "more new users than mailed rows"
+    );
+    let (emulator, env, data) = emulated(EmulatorConfig {
+        scenario,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let flow = flow_mailing_rows(dir.path(), 5);
+    let run = sluice_cmd(&env, data.path(), &["run", flow.to_str().unwrap()]).await;
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let state = emulator.snapshot();
+    assert_eq!(created_keys(&state), expected.to_create);
+    // The report file: a row for every person created.
+    let report = only_report(data.path());
+    let created_rows: BTreeSet<String> = report_rows(&report)
+        .into_iter()
+        .filter(|(status, _, _)| status == "created")
+        .map(|(_, key, _)| key)
+        .collect();
+    assert_eq!(created_rows, expected.to_create);
+    // The mail: five rows of the new users, how many more, the counts and
+    // where the whole report is.
+    assert_eq!(state.mails.len(), 1);
+    let mail = &state.mails[0].html;
+    // First run: the new users' section, and inactive users not managed.
+    let new_users = report_rows(&report)
+        .iter()
+        .filter(|(status, _, _)| status != "inactive, not managed")
+        .count();
+    let mailed = report_rows(mail);
+    assert_eq!(
+        mailed
+            .iter()
+            .filter(|(status, _, _)| status == "created")
+            .count(),
+        5,
+        "{mail}"
+    );
+    assert!(
+        mail.contains(&format!("… and {} more in this section", new_users - 5)),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(&format!("<td>{}</td>", expected.to_create.len())),
+        "the created count: {mail}"
+    );
+    let runs = data.path().join("runs");
+    let run_id = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let run_id = run_id.to_str().unwrap();
+    assert!(
+        mail.contains(&format!("sluice runs show {run_id}")),
+        "{mail}"
+    );
+    assert!(mail.contains("<code>report.html</code>"), "{mail}");
+    assert!(mail.len() < report.len());
+    assert!(mailed.len() < report_rows(&report).len());
+    emulator.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sluice_demo_runs_the_sync_and_says_what_it_did() {
     let data = tempfile::tempdir().unwrap();

@@ -172,13 +172,21 @@ fn missing<'a>(people: &'a BTreeMap<String, Value>, users: &[procore::User]) -> 
         .collect()
 }
 
-/// The report mail: one row per person the run acted on.
+/// Rows the report mail shows, as the flow's `html-report` mails them.
+const MAIL_ROWS: usize = 100;
+
+/// The report mail: the counts and the first [`MAIL_ROWS`] people the run
+/// acted on (a mail of every row is over Graph's 4 MB at a million members).
 async fn send_report(graph: &Api, outcomes: &[Result<String, String>]) -> anyhow::Result<()> {
     let (Ok(from), Ok(to)) = (env("REPORT_MAIL_FROM"), env("REPORT_MAIL_TO")) else {
         return Ok(());
     };
-    let mut html = String::from("<table><tr><th>Person</th><th>Outcome</th></tr>");
-    for outcome in outcomes {
+    let failed = outcomes.iter().filter(|o| o.is_err()).count();
+    let mut html = format!(
+        "<p>{} created, {failed} failed.</p><table><tr><th>Person</th><th>Outcome</th></tr>",
+        outcomes.len() - failed
+    );
+    for outcome in outcomes.iter().take(MAIL_ROWS) {
         let (who, what) = match outcome {
             Ok(key) => (key.as_str(), "created"),
             Err(key) => (key.as_str(), "failed"),
@@ -186,6 +194,12 @@ async fn send_report(graph: &Api, outcomes: &[Result<String, String>]) -> anyhow
         html.push_str(&format!("<tr><td>{who}</td><td>{what}</td></tr>"));
     }
     html.push_str("</table>");
+    if outcomes.len() > MAIL_ROWS {
+        html.push_str(&format!(
+            "<p>… and {} more.</p>",
+            outcomes.len() - MAIL_ROWS
+        ));
+    }
     let message = json!({ "message": {
         "subject": "Procore license sync",
         "body": { "contentType": "HTML", "content": html },

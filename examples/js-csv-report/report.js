@@ -3,12 +3,18 @@
 // A drop-in for the built-in `html-report`: the same input (`diff` from
 // compare, `created` from procore-create-user's for_each, `deactivated` and
 // `reactivated` from the leavers' and returners' steps, `skipped_disabled`,
-// `warnings`) and the fields the flow's mail step reads (`subject`, `html`,
-// `notable`), plus `csv`: one row per person acted on or worth a look,
-// `status,name,key,detail`, quoted as RFC 4180 says. The run's id and
-// whether it is a dry run come from the run context.
+// `warnings`) and the fields the flow's mail step reads (`subject`,
+// `mail_html`, `notable`), plus `csv`: one row per person acted on or worth
+// a look, `status,name,key,detail`, quoted as RFC 4180 says, and `html`, the
+// whole CSV in a page. `mail_html` is bounded whatever the tenant's size:
+// the first MAIL_ROWS rows (failures and people waiting for approval first)
+// and how many more the full CSV has. The run's id and whether it is a dry
+// run come from the run context.
 
 const VERSION = "0.1.0";
+
+/** Rows the mail body shows; the CSV keeps them all. */
+const MAIL_ROWS = 100;
 
 const INPUT_SCHEMA = {
   $schema: "https://json-schema.org/draft/2020-12/schema",
@@ -28,12 +34,13 @@ const INPUT_SCHEMA = {
 const OUTPUT_SCHEMA = {
   $schema: "https://json-schema.org/draft/2020-12/schema",
   type: "object",
-  required: ["csv", "rows", "subject", "html", "notable"],
+  required: ["csv", "rows", "subject", "html", "mail_html", "notable"],
   properties: {
     csv: { type: "string" },
     rows: { type: "integer" },
     subject: { type: "string" },
     html: { type: "string" },
+    mail_html: { type: "string" },
     notable: { type: "boolean" },
     summary: { type: "object" },
   },
@@ -171,7 +178,32 @@ export function run(inputText, context) {
   const waits = summary.waiting_for_approval ? `, ${summary.waiting_for_approval} waiting for approval` : "";
   const subject = `${prefix}Procore license sync: ${summary.created} created, ` +
     `${summary.deactivated} deactivated, ${summary.reactivated} reactivated, ${summary.failed} failed${waits}`;
-  const html = `<!doctype html><meta charset="utf-8"><title>${escapeHtml(subject)}</title>` +
-    `<p>Run ${escapeHtml(context.runId)}</p><pre>${escapeHtml(csv)}</pre>`;
-  return JSON.stringify({ csv, rows: rows.length, subject, html, notable, summary });
+  const head = `<!doctype html><meta charset="utf-8"><title>${escapeHtml(subject)}</title>` +
+    `<p>Run ${escapeHtml(context.runId)}</p>`;
+  const html = `${head}<pre>${escapeHtml(csv)}</pre>`;
+  const mail_html = mailBody(head, rows, context.runId);
+  return JSON.stringify({ csv, rows: rows.length, subject, html, mail_html, notable, summary });
+}
+
+/** What needs someone first: failures, then people waiting for approval. */
+function urgency(row) {
+  return row[0] === "failed" ? 0 : row[0] === "waits for approval" ? 1 : 2;
+}
+
+/** The first MAIL_ROWS rows, most urgent first, and where the rest are. */
+function mailBody(head, rows, runId) {
+  const shown = rows
+    .map((row, at) => [urgency(row), at, row])
+    .sort((a, b) => a[0] - b[0] || a[1] - b[1])
+    .slice(0, MAIL_ROWS)
+    .map(([, , row]) => row);
+  const csv = [["status", "name", "key", "detail"], ...shown]
+    .map((row) => row.map(field).join(","))
+    .join("\r\n");
+  const more = rows.length - shown.length;
+  const where = more > 0
+    ? `${more} more rows are only in the full CSV: report.csv in the folder of run ${runId}; ` +
+      `sluice runs show ${runId} shows where it is.`
+    : `All ${rows.length} rows; the CSV is report.csv in the folder of run ${runId}.`;
+  return `${head}<pre>${escapeHtml(csv)}</pre><p>${escapeHtml(where)}</p>`;
 }

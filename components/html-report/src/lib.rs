@@ -20,11 +20,17 @@
 //! prefixes"), and the reason when `compare`'s guard holds deactivations
 //! back, is shown as a line of its own above the tables.
 //!
-//! Output `{"html", "subject", "summary": {…}, "notable", "warnings"}`;
-//! `notable` is true when anything was done (created, deactivated,
-//! reactivated), failed, or waits for approval (in a dry run: would be
-//! done), which is when the flow mails it — and only then.
+//! Output `{"html", "mail_html", "mail_rows_left_out", "subject",
+//! "summary": {…}, "notable", "warnings"}`. `html` is the whole page, a row
+//! per person, which the flow keeps as the run's `report.html`;
+//! `mail_html` is the body the flow mails ([`mail`]): the counts, what
+//! needs someone first, where the full report is, and at most `mail_rows`
+//! (input, default 100) rows of each section, so it stays small whatever
+//! the tenant's size. `notable` is true when anything was done (created,
+//! deactivated, reactivated), failed, or waits for approval (in a dry run:
+//! would be done), which is when the flow mails it — and only then.
 
+pub mod mail;
 pub mod page;
 pub mod sections;
 
@@ -56,6 +62,14 @@ pub struct Input {
     /// Lines to show above the tables; empty ones are left out.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// How many rows of each section the mail body shows (the page shows
+    /// them all).
+    #[serde(default = "default_mail_rows")]
+    pub mail_rows: usize,
+}
+
+fn default_mail_rows() -> usize {
+    mail::DEFAULT_MAIL_ROWS
 }
 
 /// Which run the report is about.
@@ -68,8 +82,14 @@ pub struct About<'a> {
 /// The report.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Output {
-    /// The page.
+    /// The page: every row (the run's report file).
     pub html: String,
+    /// The mail body: warnings and what needs someone first, the counts,
+    /// where the full report is, and the first `mail_rows` rows of each
+    /// section; at most 1 MiB whatever the number of people.
+    pub mail_html: String,
+    /// How many rows of the page the mail body leaves out.
+    pub mail_rows_left_out: usize,
     /// A subject line for mailing it.
     pub subject: String,
     /// The counts.
@@ -189,8 +209,11 @@ pub fn report(input: &Input, about: &About<'_>) -> Output {
     let sections = sections(input);
     let summary = summary(&sections, input);
     let warnings = warnings(input);
+    let mail = mail::body(&sections, &summary, &warnings, about, input.mail_rows);
     Output {
         html: page::html(&sections, &summary, &warnings, about),
+        mail_html: mail.html,
+        mail_rows_left_out: mail.left_out,
         subject: subject(&summary, about.dry_run),
         notable: notable(&summary, about.dry_run),
         summary,
@@ -497,5 +520,117 @@ mod tests {
         assert!(out.html.contains("held for approval in this run"));
         assert_eq!((out.summary.deactivated, out.summary.failed), (1, 1));
         assert!(out.html.contains("not removed from project 5: HTTP 403"));
+    }
+
+    /// A first run at scale: `n` people created, three failed, and two
+    /// leavers waiting for approval.
+    fn many(n: usize) -> Input {
+        let mut items: Vec<Value> = (0..n)
+            .map(|i| {
+                let key = format!("user{i}@x.com");
+                json!({"item": {"key": key, "displayName": format!("User {i}")}, "status": "ok",
+                       "output": {"key": key, "display_name": format!("User {i}"), "status": "created", "procore_id": i}})
+            })
+            .collect();
+        for i in 0..3 {
+            items.push(
+                json!({"item": {"key": format!("broken{i}@x.com"), "displayName": "Broken"},
+                "status": "failed", "error": error(&format!("HTTP 503 number {i}"))}),
+            );
+        }
+        let mut i = leavers_input(gate(
+            json!([
+                {"key": "cy@x.com", "item": {"key": "cy@x.com", "procore_id": 43, "name": "Cy", "reason": "no license group"}},
+                {"key": "dee@x.com", "item": {"key": "dee@x.com", "procore_id": 44, "name": "Dee", "reason": "no license group"}}
+            ]),
+            json!([]),
+        ));
+        i.created = serde_json::from_value(json!({"ok": n, "failed": 3, "items": items})).unwrap();
+        i
+    }
+
+    #[test]
+    fn the_mail_of_a_large_run_is_bounded_and_says_how_many_more_the_report_has() {
+        let n = 20_000;
+        let out = report(&many(n), &about(false));
+        // The page keeps every row.
+        assert_eq!(out.html.matches("<tr><td>created</td>").count(), n);
+        assert!(out.html.len() > mail::MAIL_MAX_BYTES, "{}", out.html.len());
+        // The mail: the first 100 rows of a section, and how many more.
+        let mail = &out.mail_html;
+        assert!(mail.len() < 64 * 1024, "{} bytes", mail.len());
+        assert_eq!(mail.matches("<tr><td>created</td>").count(), 97);
+        assert_eq!(out.mail_rows_left_out, n + 3 - 100);
+        assert!(
+            mail.contains(&format!("… and {} more in this section", n + 3 - 100)),
+            "{mail}"
+        );
+        // The counts of every section, and where the full report is.
+        assert!(mail.contains(&format!("<td>{n}</td>")), "the created count");
+        assert!(mail.contains("<code>report.html</code> in the folder of run <code>r1</code>"));
+        assert!(mail.contains("sluice runs show r1"));
+        // What needs someone comes first: the failures (before any created
+        // row) and the approve command, above the counts.
+        let first = |needle: &str| {
+            mail.find(needle)
+                .unwrap_or_else(|| panic!("{needle}: {mail}"))
+        };
+        assert!(first("Needs your attention") < first("<table class=\"summary\">"));
+        assert!(first("3 people failed") < first("<table class=\"summary\">"));
+        assert!(first("Approve with: sluice approve ap-7") < first("<table class=\"summary\">"));
+        assert!(first("HTTP 503 number 2") < first("<tr><td>created</td>"));
+        assert!(first("<tr><td>waiting for approval</td>") < first("<tr><td>deactivated</td>"));
+    }
+
+    #[test]
+    fn the_mail_rows_are_an_input_and_a_small_report_is_mailed_whole() {
+        let out = report(&sample(), &about(false));
+        assert_eq!(out.mail_rows_left_out, 0);
+        assert!(
+            out.mail_html.contains("This mail lists all 5 rows."),
+            "{}",
+            out.mail_html
+        );
+        for key in ["a@x.com", "b@x.com", "c@x.com", "d@x.com", "old@x.com"] {
+            assert!(out.mail_html.contains(key), "{key}");
+        }
+        let mut two = sample();
+        two.mail_rows = 2;
+        let out = report(&two, &about(false));
+        assert_eq!(out.mail_rows_left_out, 3);
+        assert!(
+            out.mail_html
+                .contains("the first 2 rows of each section; 3 more are only in the full report")
+        );
+        assert_eq!(
+            out.html,
+            report(&sample(), &about(false)).html,
+            "the page is unchanged"
+        );
+    }
+
+    #[test]
+    fn a_mail_that_would_weigh_too_much_shows_fewer_rows_and_long_cells_are_cut() {
+        let mut i = many(20_000);
+        i.mail_rows = usize::MAX;
+        i.warnings = (0..50)
+            .map(|n| format!("warning {n} {}", "w".repeat(5_000)))
+            .collect();
+        let out = report(&i, &about(false));
+        assert!(
+            out.mail_html.len() <= mail::MAIL_MAX_BYTES,
+            "{}",
+            out.mail_html.len()
+        );
+        assert!(out.mail_rows_left_out > 0);
+        assert!(out.mail_html.contains("and 30 more warnings"));
+        assert!(
+            !out.mail_html
+                .contains(&"w".repeat(mail::MAX_CELL_CHARS + 1))
+        );
+        assert!(
+            out.html.contains(&"w".repeat(5_000)),
+            "the page keeps them whole"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use html_escape::encode_text as esc;
 
-use crate::sections::Section;
+use crate::sections::{Row, Section};
 use crate::{About, Summary};
 
 const STYLE: &str = "body{font-family:Segoe UI,Helvetica,Arial,sans-serif;color:#222;margin:24px}\
@@ -22,7 +22,7 @@ tr:nth-child(even){background:#D0E4F5}\
 
 /// The summary table; a rehearsal shows what would be done instead of
 /// what was done.
-fn summary_table(s: &Summary, dry_run: bool) -> String {
+pub(crate) fn summary_table(s: &Summary, dry_run: bool) -> String {
     let mut columns = if dry_run {
         vec![
             ("Would create", s.would_create),
@@ -58,26 +58,84 @@ fn summary_table(s: &Summary, dry_run: bool) -> String {
     table
 }
 
-fn section_table(section: &Section) -> String {
-    let mut out = format!("<h2>{}</h2>\n", esc(section.title));
-    if let Some(note) = &section.note {
-        out.push_str(&format!("<p class=\"approve\">{}</p>\n", esc(note)));
-    }
-    out.push_str(
+/// A table of `rows`, each cell shown through `cell` (the mail shortens
+/// long cells; the page shows them whole).
+pub(crate) fn rows_table<'a>(
+    rows: impl Iterator<Item = &'a Row>,
+    cell: impl Fn(&str) -> String,
+) -> String {
+    let mut out = String::from(
         "<table><thead><tr><th>Status</th><th>Name</th><th>Email / login</th><th>Details</th><th>Why</th></tr></thead><tbody>\n",
     );
-    for r in &section.rows {
+    for r in rows {
         out.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            esc(r.status),
-            esc(&r.name),
-            esc(&r.key),
-            esc(&r.detail),
-            esc(&r.why)
+            esc(&cell(r.status)),
+            esc(&cell(&r.name)),
+            esc(&cell(&r.key)),
+            esc(&cell(&r.detail)),
+            esc(&cell(&r.why))
         ));
     }
     out.push_str("</tbody></table>\n");
     out
+}
+
+/// A section's title and its note (the approve command).
+fn section_heading(section: &Section) -> String {
+    let mut out = format!("<h2>{}</h2>\n", esc(section.title));
+    if let Some(note) = &section.note {
+        out.push_str(&approve_line(note));
+    }
+    out
+}
+
+pub(crate) fn approve_line(note: &str) -> String {
+    format!("<p class=\"approve\">{}</p>\n", esc(note))
+}
+
+fn section_table(section: &Section) -> String {
+    section_heading(section) + &rows_table(section.rows.iter(), str::to_string)
+}
+
+pub(crate) fn warning_line(warning: &str) -> String {
+    format!(
+        "<p class=\"warning\"><strong>Warning:</strong> {}</p>\n",
+        esc(warning)
+    )
+}
+
+/// The document's start: style, title, and the rehearsal banner.
+pub(crate) fn head(about: &About<'_>) -> String {
+    let mut page = String::new();
+    page.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Procore license sync</title><style>");
+    page.push_str(STYLE);
+    page.push_str("</style></head><body>\n<h1>Procore license sync</h1>\n");
+    if about.dry_run {
+        page.push_str("<p class=\"rehearsal\"><strong>Rehearsal (dry run):</strong> nothing was changed in Procore and no mail was sent. The rows show what a real run would do.</p>\n");
+    }
+    page
+}
+
+/// "Flow `…`, run `…`."
+pub(crate) fn about_line(about: &About<'_>) -> String {
+    format!(
+        "<p>Flow <code>{}</code>, run <code>{}</code>.</p>\n",
+        esc(about.flow),
+        esc(about.run_id)
+    )
+}
+
+/// The line that stands for the tables when nobody is to be shown.
+pub(crate) fn nobody_line(sections: &[Section], warnings: &[String]) -> Option<&'static str> {
+    if sections.iter().any(|s| !s.rows.is_empty()) {
+        return None;
+    }
+    Some(if warnings.is_empty() {
+        "<p>Nobody needed anything: every license holder is already in Procore.</p>\n"
+    } else {
+        "<p>Nobody to show: no license holder was found (see the warning above).</p>\n"
+    })
 }
 
 /// The whole page. Sections without rows are left out; with none at all,
@@ -88,36 +146,14 @@ pub fn html(
     warnings: &[String],
     about: &About<'_>,
 ) -> String {
-    let mut page = String::new();
-    page.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Procore license sync</title><style>");
-    page.push_str(STYLE);
-    page.push_str("</style></head><body>\n<h1>Procore license sync</h1>\n");
-    if about.dry_run {
-        page.push_str("<p class=\"rehearsal\"><strong>Rehearsal (dry run):</strong> nothing was changed in Procore and no mail was sent. The rows show what a real run would do.</p>\n");
-    }
+    let mut page = head(about);
     for w in warnings {
-        page.push_str(&format!(
-            "<p class=\"warning\"><strong>Warning:</strong> {}</p>\n",
-            esc(w)
-        ));
+        page.push_str(&warning_line(w));
     }
-    page.push_str(&format!(
-        "<p>Flow <code>{}</code>, run <code>{}</code>.</p>\n",
-        esc(about.flow),
-        esc(about.run_id)
-    ));
+    page.push_str(&about_line(about));
     page.push_str(&summary_table(summary, about.dry_run));
-    let shown: Vec<&Section> = sections.iter().filter(|s| !s.rows.is_empty()).collect();
-    if shown.is_empty() && !warnings.is_empty() {
-        page.push_str(
-            "<p>Nobody to show: no license holder was found (see the warning above).</p>\n",
-        );
-    } else if shown.is_empty() {
-        page.push_str(
-            "<p>Nobody needed anything: every license holder is already in Procore.</p>\n",
-        );
-    }
-    for section in shown {
+    page.extend(nobody_line(sections, warnings));
+    for section in sections.iter().filter(|s| !s.rows.is_empty()) {
         page.push_str(&section_table(section));
     }
     page.push_str("</body></html>\n");

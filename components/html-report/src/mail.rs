@@ -1,0 +1,180 @@
+//! The mail body: what the flow sends, bounded whatever the tenant's size.
+//!
+//! The page ([`crate::page`]) has a row per person and is kept whole as the
+//! run's report file; at 100,000 members it is several megabytes, more than
+//! Graph takes in one sendMail request (4 MB) and more than anyone reads in
+//! a mail. The mail carries instead, in this order: the warnings, what
+//! needs someone (how many failed, who waits for approval and the approve
+//! command), the counts of every section, where the full report is (the
+//! run's id, `report.html` in the run's folder, `sluice runs show RUN`),
+//! then the first rows of each section, failures and people waiting first,
+//! each section ending with how many more the full report lists.
+//!
+//! Bounded: at most `rows` rows a section (the step's `mail_rows` input),
+//! each cell cut to [`MAX_CELL_CHARS`], at most [`MAX_WARNINGS`] warnings;
+//! and should that still weigh more than [`MAIL_MAX_BYTES`], the rows a
+//! section are halved until it does not (down to none: counts only).
+
+use html_escape::encode_text as esc;
+
+use crate::page;
+use crate::sections::{Row, Section, status};
+use crate::{About, Summary};
+
+/// Rows of each section the mail shows unless the step says otherwise.
+pub const DEFAULT_MAIL_ROWS: usize = 100;
+
+/// The most the mail body may weigh: a quarter of Graph's 4 MB sendMail
+/// request, leaving room for JSON escaping and the recipients.
+pub const MAIL_MAX_BYTES: usize = 1024 * 1024;
+
+/// Longer cells (an error message, a long name) are cut, with "…".
+pub const MAX_CELL_CHARS: usize = 200;
+
+/// More warnings than this are counted, not shown.
+pub const MAX_WARNINGS: usize = 20;
+
+/// The name the shipped flow gives the full page in the run's folder.
+pub const REPORT_FILE: &str = "report.html";
+
+/// The mail body, and how many rows of the full report it leaves out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mail {
+    pub html: String,
+    pub left_out: usize,
+}
+
+/// The mail body with at most `rows` rows a section (fewer if that would
+/// weigh more than [`MAIL_MAX_BYTES`]).
+pub fn body(
+    sections: &[Section],
+    summary: &Summary,
+    warnings: &[String],
+    about: &About<'_>,
+    rows: usize,
+) -> Mail {
+    let longest = sections.iter().map(|s| s.rows.len()).max().unwrap_or(0);
+    let mut rows = rows.min(longest);
+    loop {
+        let mail = render(sections, summary, warnings, about, rows);
+        if mail.html.len() <= MAIL_MAX_BYTES || rows == 0 {
+            return mail;
+        }
+        rows /= 2;
+    }
+}
+
+/// A cell cut to [`MAX_CELL_CHARS`] characters.
+fn cell(text: &str) -> String {
+    match text.char_indices().nth(MAX_CELL_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// Who needs someone comes first: failures, then people waiting for
+/// approval, then conflicts, then everyone else (in the page's order).
+fn urgency(row: &Row) -> u8 {
+    match row.status {
+        status::FAILED | status::DEACTIVATED_NOT_REMOVED => 0,
+        status::WAITING => 1,
+        status::CONFLICT => 2,
+        _ => 3,
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Warnings, failures and approvals: what someone has to act on.
+fn attention(sections: &[Section], summary: &Summary, warnings: &[String]) -> String {
+    let mut out = String::new();
+    for w in warnings.iter().take(MAX_WARNINGS) {
+        out.push_str(&page::warning_line(&cell(w)));
+    }
+    if warnings.len() > MAX_WARNINGS {
+        let more = warnings.len() - MAX_WARNINGS;
+        out.push_str(&page::warning_line(&format!(
+            "and {} (see the full report)",
+            plural(more, "more warning", "more warnings")
+        )));
+    }
+    let notes: Vec<&String> = sections.iter().filter_map(|s| s.note.as_ref()).collect();
+    if summary.failed == 0 && notes.is_empty() {
+        return out;
+    }
+    out.push_str("<h2>Needs your attention</h2>\n");
+    if summary.failed > 0 {
+        out.push_str(&page::warning_line(&format!(
+            "{} failed: listed first in their sections below, with why.",
+            plural(summary.failed, "person", "people")
+        )));
+    }
+    for note in notes {
+        // Whole: a count, the gate's reason and the commands to run.
+        out.push_str(&page::approve_line(note));
+    }
+    out
+}
+
+/// Where the full report is, and how much of it this mail shows.
+fn where_line(about: &About<'_>, total: usize, left_out: usize, rows: usize) -> String {
+    let run = esc(about.run_id);
+    let shown = if left_out == 0 {
+        format!("This mail lists all {}.", plural(total, "row", "rows"))
+    } else {
+        format!(
+            "This mail shows the first {} of each section; {} more {} only in the full report.",
+            plural(rows, "row", "rows"),
+            left_out,
+            if left_out == 1 { "is" } else { "are" }
+        )
+    };
+    format!(
+        "<p>{shown} The full report, with all {total} rows, is <code>{REPORT_FILE}</code> in the folder of run <code>{run}</code> (<code>runs/{run}/</code> in Sluice's data directory); <code>sluice runs show {run}</code> shows the run and where its report is.</p>\n"
+    )
+}
+
+/// One section: its heading, its first `rows` rows by urgency, and how
+/// many more there are.
+fn section(section: &Section, rows: usize) -> String {
+    let mut ordered: Vec<&Row> = section.rows.iter().collect();
+    ordered.sort_by_key(|r| urgency(r));
+    let mut out = format!("<h2>{}</h2>\n", esc(section.title));
+    if rows > 0 {
+        out.push_str(&page::rows_table(ordered.iter().copied().take(rows), cell));
+    }
+    let more = section.rows.len().saturating_sub(rows);
+    if more > 0 {
+        out.push_str(&format!(
+            "<p>… and {more} more in this section (see the full report).</p>\n"
+        ));
+    }
+    out
+}
+
+fn render(
+    sections: &[Section],
+    summary: &Summary,
+    warnings: &[String],
+    about: &About<'_>,
+    rows: usize,
+) -> Mail {
+    let total: usize = sections.iter().map(|s| s.rows.len()).sum();
+    let left_out: usize = sections
+        .iter()
+        .map(|s| s.rows.len().saturating_sub(rows))
+        .sum();
+    let mut html = page::head(about);
+    html.push_str(&attention(sections, summary, warnings));
+    html.push_str(&page::about_line(about));
+    html.push_str(&page::summary_table(summary, about.dry_run));
+    html.push_str(&where_line(about, total, left_out, rows));
+    html.extend(page::nobody_line(sections, warnings));
+    for s in sections.iter().filter(|s| !s.rows.is_empty()) {
+        html.push_str(&section(s, rows));
+    }
+    html.push_str("</body></html>\n");
+    Mail { html, left_out }
+}
