@@ -68,11 +68,7 @@ async fn error_of(response: reqwest::Response) -> (u16, String, String) {
 async fn send_mail_reads_property_names_without_regard_to_case() {
     let env = start(EmulatorConfig::default()).await;
     let token = env.graph_token().await;
-    let url = format!(
-        "{}/users/{}/sendMail",
-        env.var("GRAPH_BASE_URL"),
-        env.var("REPORT_MAIL_FROM")
-    );
+    let url = env.send_mail_url();
     // As the Graph SDKs send it: the action's parameter names as Graph's
     // metadata spells them, and the body type's enum in lower case.
     let sdk = json!({"Message": {"subject": "From the SDK", "body": {"contentType": "html", "content": "<p>x</p>"},
@@ -120,11 +116,7 @@ fn mail_of_size(size: usize) -> String {
 async fn send_mail_takes_up_to_graphs_4_mb_and_refuses_more_with_413() {
     let env = start(EmulatorConfig::default()).await;
     let token = env.graph_token().await;
-    let url = format!(
-        "{}/users/{}/sendMail",
-        env.var("GRAPH_BASE_URL"),
-        env.var("REPORT_MAIL_FROM")
-    );
+    let url = env.send_mail_url();
     let limit = sluice_emulator::graph::SEND_MAIL_MAX_BYTES;
     assert_eq!(limit, 4 * 1024 * 1024);
     let post = |body: String| {

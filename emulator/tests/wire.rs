@@ -322,11 +322,7 @@ async fn transitive_members_flatten_nested_groups() {
 async fn send_mail_is_accepted_with_an_empty_body_and_recorded() {
     let env = start(EmulatorConfig::default()).await;
     let token = env.graph_token().await;
-    let url = format!(
-        "{}/users/{}/sendMail",
-        env.var("GRAPH_BASE_URL"),
-        env.var("REPORT_MAIL_FROM")
-    );
+    let url = env.send_mail_url();
     let mail = json!({"message": {"subject": "S", "body": {"contentType": "HTML", "content": "<p>x</p>"}, "toRecipients": [{"emailAddress": {"address": "a@x.com"}}]}, "saveToSentItems": false});
     let r = env
         .http

@@ -26,6 +26,15 @@ impl Env {
         &self.vars[k]
     }
 
+    /// Graph's sendMail for the report's sending mailbox.
+    pub fn send_mail_url(&self) -> String {
+        format!(
+            "{}/users/{}/sendMail",
+            self.var("GRAPH_BASE_URL"),
+            self.var("REPORT_MAIL_FROM")
+        )
+    }
+
     pub async fn graph_token(&self) -> String {
         let r = self
             .http
