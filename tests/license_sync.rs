@@ -800,6 +800,84 @@ async fn a_report_larger_than_the_mail_is_mailed_as_a_summary_and_kept_whole() {
     emulator.shutdown().await;
 }
 
+/// A flow of one step: graph-send-mail with an HTML body of `size` bytes.
+fn flow_mailing_bytes(dir: &Path, size: usize) -> std::path::PathBuf {
+    let text = format!(
+        r#"name = "big-mail"
+
+[params]
+body = "{body}"
+
+[secrets]
+graph_client_secret = {{ env = "GRAPH_CLIENT_SECRET" }}
+
+[connections.graph]
+base_url = "${{env.GRAPH_BASE_URL}}"
+auth.oauth2_client_credentials = {{ token_url = "${{env.GRAPH_TOKEN_URL}}", client_id = "${{env.GRAPH_CLIENT_ID}}", client_secret = "${{secrets.graph_client_secret}}", scope = "https://graph.microsoft.com/.default" }}
+
+[[step]]
+id = "mail"
+uses = "graph-send-mail"
+connections = ["graph"]
+with = {{ from = "${{env.REPORT_MAIL_FROM}}", to = "${{env.REPORT_MAIL_TO}}", subject = "Big", html = "${{params.body}}" }}
+"#,
+        body = "x".repeat(size)
+    );
+    let path = dir.join(format!("mail-{size}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Through the host against the emulator: a 3 MiB mail (over axum's 2 MB
+/// default, under Graph's 4 MB) is sent; a 5 MiB one is refused by the step
+/// as bad input, before any request reaches Graph.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_over_graphs_4_mb_is_refused_before_sending_and_one_under_it_is_sent() {
+    let (emulator, env, data) = emulated(EmulatorConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run_flow = |size: usize| {
+        let flow = flow_mailing_bytes(dir.path(), size);
+        let (env, data) = (env.clone(), data.path().to_path_buf());
+        async move { sluice_cmd(&env, &data, &["run", "--json", flow.to_str().unwrap()]).await }
+    };
+    let sent = run_flow(3 * 1024 * 1024).await;
+    assert_eq!(sent.code, 0, "stderr:\n{}", sent.stderr);
+    let state = emulator.snapshot();
+    assert_eq!(state.mails.len(), 1);
+    assert_eq!(state.mails[0].html.len(), 3 * 1024 * 1024);
+
+    let refused = run_flow(5 * 1024 * 1024).await;
+    assert_eq!(refused.code, 1, "stderr:\n{}", refused.stderr);
+    let step = refused
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "step_finished" && e["step"] == "mail")
+        .unwrap();
+    let error = step["error"].as_str().unwrap();
+    assert!(
+        error.contains("bad-input [mail-too-large]: the mail is 5.0 MiB")
+            && error.contains("over Graph's 4 MiB (4194304 bytes) limit; nothing was sent"),
+        "{step}"
+    );
+    assert_eq!(
+        step["connections"],
+        serde_json::json!({}),
+        "no request: {step}"
+    );
+    let state = emulator.snapshot();
+    let posts = state
+        .requests
+        .iter()
+        .filter(|r| r.path.ends_with("/sendMail"))
+        .count();
+    assert_eq!(
+        (posts, state.mails.len()),
+        (1, 1),
+        "only the first mail reached Graph"
+    );
+    emulator.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sluice_demo_runs_the_sync_and_says_what_it_did() {
     let data = tempfile::tempdir().unwrap();
