@@ -2,8 +2,9 @@
 //! (`managed/<key>` in the flow's state, [`Managed`]) and this run's match
 //! say.
 //!
-//! Pure: it takes what the flow's state holds and returns the state writes
-//! to make, so the rules are tested natively.
+//! Pure: it takes what the flow's state holds and hands the state writes
+//! to make to its caller one at a time (never all held at once), so the
+//! rules are tested natively.
 //!
 //! - **Adopt** every license holder matched to an active Procore user that
 //!   no record names yet, all in the run that first sees them (one record
@@ -22,16 +23,20 @@
 //!   says when no license group matched, or when the license holders fell
 //!   by more than half since the last complete read.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Map;
+use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
     Adopted, AdoptedStatus, Diff, Guard, Holders, InactiveUnmanaged, LeaveReason, Leaver, Leaving,
     Managed, ManagedStatus as Status, MatchedBy, Origin, Person, ProcoreUser, Returner,
 };
 use sluice_identity::Key;
+
+use crate::keys::{self, IdKey};
 
 /// The field of a managed record (`other`) that keeps the Entra object id,
 /// by which `graph-group-members` tells a deleted user from one who left
@@ -75,8 +80,8 @@ pub enum Write {
     Holders(Holders),
 }
 
-/// Fills the lifecycle half of `diff` (from the match already in it) and
-/// says what to write.
+/// [`apply_with`], collecting the writes (for tests).
+#[cfg(test)]
 pub fn apply(
     diff: &mut Diff,
     people: &[Person],
@@ -84,63 +89,101 @@ pub fn apply(
     known: &Known,
     policy: &Policy,
 ) -> Vec<Write> {
-    let mut run = Run::new(people, users, known, policy);
+    let mut writes = Vec::new();
+    apply_with(diff, people, users, known, policy, &mut |w| writes.push(w));
+    writes
+}
+
+/// Fills the lifecycle half of `diff` (from the match already in it) and
+/// hands each state write to `write` as it is made, rather than holding
+/// them all.
+pub fn apply_with(
+    diff: &mut Diff,
+    people: &[Person],
+    users: &[ProcoreUser],
+    known: &Known,
+    policy: &Policy,
+    write: &mut dyn FnMut(Write),
+) {
+    let mut run = Run::new(people, users, known, policy, write);
     run.adopt(diff);
     run.returners(diff);
     run.leavers(diff);
     run.guard(diff);
     diff.counts.leavers = diff.leavers.len();
     diff.counts.returners = diff.returners.len();
-    run.writes
 }
 
-struct Run<'a> {
-    people: HashMap<String, &'a Person>,
-    users: HashMap<String, &'a ProcoreUser>,
+struct Run<'a, 'w> {
+    /// License holders by identity key.
+    people: HashMap<Cow<'a, str>, &'a Person>,
+    /// This run's Procore users, and where each id is among them.
+    list: &'a [ProcoreUser],
+    users: HashMap<IdKey<'a>, usize>,
     /// Managed records by Procore id: (key, record).
-    by_id: HashMap<String, (&'a str, &'a Managed)>,
+    by_id: HashMap<IdKey<'a>, (&'a str, &'a Managed)>,
     known: &'a Known,
     policy: &'a Policy,
     now: String,
     /// Procore ids some license holder matches now.
-    held: HashSet<String>,
-    writes: Vec<Write>,
+    held: HashSet<IdKey<'a>>,
+    write: &'w mut dyn FnMut(Write),
 }
 
-fn id_text(id: &sluice_guest_services::procore::Id) -> String {
-    id.text().unwrap_or_default()
-}
-
-impl<'a> Run<'a> {
+impl<'a, 'w> Run<'a, 'w> {
     fn new(
         people: &'a [Person],
         users: &'a [ProcoreUser],
         known: &'a Known,
         policy: &'a Policy,
+        write: &'w mut dyn FnMut(Write),
     ) -> Self {
         let people = people
             .iter()
-            .filter_map(|p| Some((Key::of(&p.key)?.into_string(), p)))
+            .filter_map(|p| Some((keys::normal(&p.key)?, p)))
             .collect();
-        let users = users.iter().map(|u| (id_text(&u.id), u)).collect();
+        let list = users;
+        let users = list
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (IdKey::of(&u.id), i))
+            .collect();
         let by_id = known
             .managed
             .iter()
-            .map(|(k, m)| (id_text(&m.procore_id), (k.as_str(), m)))
+            .map(|(k, m)| (IdKey::of(&m.procore_id), (k.as_str(), m)))
             .collect();
         Run {
             people,
+            list,
             users,
             by_id,
             known,
             policy,
             now: policy.now.to_rfc3339(),
             held: HashSet::new(),
-            writes: Vec::new(),
+            write,
+        }
+    }
+
+    /// This run's Procore user with the id `id`.
+    fn user(&self, id: &IdKey<'_>) -> Option<&'a ProcoreUser> {
+        let list = self.list;
+        self.users.get(id).map(|&i| &list[i])
+    }
+
+    /// Marks the Procore user `id` as matched by a license holder (only
+    /// ids of this run's users are ever asked about).
+    fn hold(&mut self, id: &Id) {
+        if let Some(user) = self.user(&IdKey::of(id)) {
+            self.held.insert(IdKey::of(&user.id));
         }
     }
 
     fn in_domain(&self, user: &ProcoreUser) -> bool {
+        if self.policy.domains.is_empty() {
+            return false;
+        }
         let login = user.login.as_deref().or(user.email_address.as_deref());
         login
             .and_then(|l| l.trim().rsplit_once('@'))
@@ -169,21 +212,21 @@ impl<'a> Run<'a> {
     /// again loses its `leaving_since`.
     fn adopt(&mut self, diff: &mut Diff) {
         for present in &diff.present {
-            let id = id_text(&present.procore_id);
-            self.held.insert(id.clone());
+            self.hold(&present.procore_id);
+            let id = IdKey::of(&present.procore_id);
             if let Some((key, record)) = self.by_id.get(&id) {
                 if record.leaving_since.is_some() || record.status != Status::Active {
                     let mut record = (*record).clone();
                     record.leaving_since = None;
                     record.status = Status::Active;
-                    self.writes.push(Write::Managed(key.to_string(), record));
+                    (self.write)(Write::Managed(key.to_string(), record));
                 }
                 continue;
             }
             if self.known.managed.contains_key(&present.key) {
                 continue;
             }
-            let Some(user) = self.users.get(&id) else {
+            let Some(user) = self.user(&id) else {
                 continue;
             };
             let origin = if self.in_domain(user) {
@@ -191,11 +234,10 @@ impl<'a> Run<'a> {
             } else {
                 Origin::Adopted
             };
-            let person = self.people.get(&present.key).copied();
+            let person = self.people.get(present.key.as_str()).copied();
             let entra = person.and_then(|p| p.id.clone());
             let record = self.record(user, origin, entra);
-            self.writes
-                .push(Write::Managed(present.key.clone(), record));
+            (self.write)(Write::Managed(present.key.clone(), record));
             diff.adopted.push(Adopted {
                 key: present.key.clone(),
                 status: AdoptedStatus::Adopted,
@@ -212,9 +254,9 @@ impl<'a> Run<'a> {
     fn returners(&mut self, diff: &mut Diff) {
         let inactive = std::mem::take(&mut diff.present_inactive);
         for found in inactive {
-            let id = id_text(&found.procore_id);
-            self.held.insert(id.clone());
-            let user = self.users.get(&id);
+            self.hold(&found.procore_id);
+            let id = IdKey::of(&found.procore_id);
+            let user = self.user(&id);
             let login = user.and_then(|u| u.login.clone());
             match self.by_id.get(&id) {
                 Some((_, record)) if record.status == Status::Deactivated => {
@@ -244,8 +286,8 @@ impl<'a> Run<'a> {
     fn leavers(&mut self, diff: &mut Diff) {
         let mut candidates: Vec<(String, Managed, &ProcoreUser)> = Vec::new();
         for (key, record) in &self.known.managed {
-            let id = id_text(&record.procore_id);
-            match self.users.get(&id) {
+            let id = IdKey::of(&record.procore_id);
+            match self.user(&id) {
                 Some(user) if user.is_active && !self.held.contains(&id) => {
                     candidates.push((key.clone(), record.clone(), user));
                 }
@@ -253,7 +295,12 @@ impl<'a> Run<'a> {
             }
         }
         if !self.policy.domains.is_empty() {
-            for (id, user) in &self.users {
+            for (i, user) in self.list.iter().enumerate() {
+                let id = &IdKey::of(&user.id);
+                // A repeated id counts once, as its last user.
+                if self.users.get(id) != Some(&i) {
+                    continue;
+                }
                 if !user.is_active || self.held.contains(id) || self.by_id.contains_key(id) {
                     continue;
                 }
@@ -281,8 +328,7 @@ impl<'a> Run<'a> {
             Some(since) => since,
             None => {
                 record.leaving_since = Some(self.now.clone());
-                self.writes
-                    .push(Write::Managed(key.clone(), record.clone()));
+                (self.write)(Write::Managed(key.clone(), record.clone()));
                 self.policy.now
             }
         };
@@ -355,7 +401,7 @@ impl<'a> Run<'a> {
             .iter()
             .any(|l| Key::of(&l.key).is_none_or(|k| !self.policy.rejected.contains(&k)));
         if reason.is_none() || !undecided {
-            self.writes.push(Write::Holders(Holders {
+            (self.write)(Write::Holders(Holders {
                 count,
                 at: self.now.clone(),
             }));
@@ -393,7 +439,6 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 mod tests {
     use super::*;
     use crate::logic::compare;
-    use sluice_guest_services::procore::Id;
 
     fn person(key: &str, mail: bool) -> Person {
         Person {

@@ -12,6 +12,7 @@
 //! `inactive_unmanaged` and the mass-change `guard`. One hash index makes
 //! the match linear in both lists.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
@@ -23,6 +24,7 @@ use sluice_guest_services::sync::{
 };
 use sluice_identity::Key;
 
+use crate::keys;
 use crate::lifecycle::{self, Known, Policy, Write};
 
 /// The people and the Procore users to match, and the lifecycle settings.
@@ -71,20 +73,30 @@ pub fn compare_input(input: Input, context: &Context) -> Result<Diff, StepError>
     let policy = policy(&input, context)?;
     let known = read_known()?;
     let mut diff = compare(&input.people, &input.procore_users);
-    let writes = lifecycle::apply(
+    // Each write goes to the host as it is made: a first run adopts every
+    // match, and 100k records held at once would be tens of MiB.
+    let mut failed = None;
+    lifecycle::apply_with(
         &mut diff,
         &input.people,
         &input.procore_users,
         &known,
         &policy,
+        &mut |write| {
+            if failed.is_some() {
+                return;
+            }
+            let written = match write {
+                Write::Managed(key, record) => state::set(&managed_key(&key), &record),
+                Write::Holders(holders) => state::set(HOLDERS_KEY, &holders),
+            };
+            failed = written.err();
+        },
     );
-    for write in writes {
-        match write {
-            Write::Managed(key, record) => state::set(&managed_key(&key), &record)?,
-            Write::Holders(holders) => state::set(HOLDERS_KEY, &holders)?,
-        }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(diff),
     }
-    Ok(diff)
 }
 
 /// The lifecycle settings of `input`, checked.
@@ -141,8 +153,8 @@ fn read_known() -> Result<Known, StepError> {
 
 /// Every Procore login and email address, keyed, to the user it belongs
 /// to; an active account wins over an inactive one with the same address.
-fn index(users: &[ProcoreUser]) -> HashMap<Key, Match<'_>> {
-    let mut index: HashMap<Key, Match<'_>> = HashMap::with_capacity(users.len() * 2);
+fn index(users: &[ProcoreUser]) -> HashMap<Cow<'_, str>, Match<'_>> {
+    let mut index: HashMap<Cow<'_, str>, Match<'_>> = HashMap::with_capacity(users.len() * 2);
     for (i, user) in users.iter().enumerate() {
         let candidate = Match {
             id: &user.id,
@@ -150,7 +162,7 @@ fn index(users: &[ProcoreUser]) -> HashMap<Key, Match<'_>> {
             index: i,
         };
         for field in [&user.login, &user.email_address] {
-            let Some(key) = field.as_deref().and_then(Key::of) else {
+            let Some(key) = field.as_deref().and_then(keys::normal) else {
                 continue;
             };
             let entry = index.entry(key).or_insert(candidate);
@@ -165,21 +177,21 @@ fn index(users: &[ProcoreUser]) -> HashMap<Key, Match<'_>> {
 pub fn compare(people: &[Person], users: &[ProcoreUser]) -> Diff {
     let index = index(users);
     let mut diff = Diff::default();
-    let mut matched: HashSet<usize> = HashSet::new();
-    let mut seen: HashSet<Key> = HashSet::new();
+    let mut matched = vec![false; users.len()];
+    let mut seen: HashSet<Cow<'_, str>> = HashSet::with_capacity(people.len());
     for person in people {
-        let Some(key) = Key::of(&person.key) else {
+        let Some(key) = keys::normal(&person.key) else {
             continue;
         };
-        if !seen.insert(key.clone()) {
+        if seen.contains(&key) {
             continue;
         }
         match index.get(&key) {
             Some(m) => {
-                matched.insert(m.index);
+                matched[m.index] = true;
                 if m.active {
                     diff.present.push(Present {
-                        key: key.into_string(),
+                        key: key.to_string(),
                         procore_id: m.id.clone(),
                     });
                 } else {
@@ -191,13 +203,14 @@ pub fn compare(people: &[Person], users: &[ProcoreUser]) -> Diff {
             }
             None => diff.missing.push(person.clone()),
         }
+        seen.insert(key);
     }
     diff.counts = Counts {
         people: seen.len(),
         missing: diff.missing.len(),
         present: diff.present.len(),
         present_inactive: diff.present_inactive.len(),
-        procore_only: users.len() - matched.len(),
+        procore_only: matched.iter().filter(|m| !**m).count(),
         ..Counts::default()
     };
     diff
