@@ -173,7 +173,7 @@ fn missing<'a>(people: &'a BTreeMap<String, Value>, users: &[procore::User]) -> 
 }
 
 /// Rows the report mail shows, as the flow's `html-report` mails them.
-const MAIL_ROWS: usize = 100;
+const MAIL_ROWS: usize = 1000;
 
 /// The report mail: the counts and the first [`MAIL_ROWS`] people the run
 /// acted on (a mail of every row is over Graph's 4 MB at a million members).

@@ -21,8 +21,10 @@ use crate::page;
 use crate::sections::{Row, Section, status};
 use crate::{About, Summary};
 
-/// Rows of each section the mail shows unless the step says otherwise.
-pub const DEFAULT_MAIL_ROWS: usize = 100;
+/// Rows of each section the mail shows unless the step says otherwise:
+/// every row of all but the largest runs (a first run on a big tenant),
+/// so an ordinary run's mail still lists everyone it acted on.
+pub const DEFAULT_MAIL_ROWS: usize = 1000;
 
 /// The most the mail body may weigh: a quarter of Graph's 4 MB sendMail
 /// request, leaving room for JSON escaping and the recipients.
