@@ -963,7 +963,7 @@ async fn for_each_outputs_no_later_step_reads_are_not_kept_in_the_step_output() 
         .iter()
         .filter_map(|e| match e {
             RunEvent::ItemFinished { step, output, .. } if step == "unread" => {
-                Some(output.as_ref()?["data"].as_str()?.len())
+                Some(output.as_ref()?.redacted()["data"].as_str()?.len())
             }
             _ => None,
         })

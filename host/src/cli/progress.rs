@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::terminal;
 use crate::engine::LogLevel;
 use crate::run::approval::Held;
-use crate::run::{GateSummary, Observer, RunEvent, Status};
+use crate::run::{GateSummary, Observer, Payload, RunEvent, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -227,7 +227,7 @@ fn gate_lines(g: &GateSummary) -> String {
 fn step_line(
     step: &str,
     status: Status,
-    output: Option<&Value>,
+    output: Option<&Payload>,
     error: Option<&str>,
     duration: std::time::Duration,
     connections: &std::collections::BTreeMap<String, crate::connections::RequestStats>,
@@ -237,7 +237,10 @@ fn step_line(
     let throttled: u64 = connections.values().map(|c| c.throttled).sum();
     let retried: u64 = connections.values().map(|c| c.retried).sum();
     let mut facts = Vec::new();
-    if let Some(summary) = output.map(summarize).filter(|s| !s.is_empty()) {
+    // Numbers and sizes from the output as the run holds it (no redacted
+    // copy of a large list), the line itself redacted.
+    let summary = output.and_then(|o| Some(o.redact(&summarize(o.unredacted()?))));
+    if let Some(summary) = summary.filter(|s| !s.is_empty()) {
         facts.push(summary);
     }
     if requests > 0 {

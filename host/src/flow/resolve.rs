@@ -7,6 +7,7 @@
 //! variable was unset when the flow was bound reads its default.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -21,7 +22,8 @@ pub struct Scope<'a> {
     pub env: Option<&'a dyn Environment>,
     /// Declared secrets' values: seen only by connection settings.
     pub secrets: Option<&'a BTreeMap<String, String>>,
-    pub steps: Option<&'a BTreeMap<String, Value>>,
+    /// Each finished step's output, shared with the run.
+    pub steps: Option<&'a BTreeMap<String, Arc<Value>>>,
     pub item: Option<&'a Value>,
     pub run: Option<&'a Value>,
 }
@@ -115,7 +117,7 @@ impl Scope<'_> {
             Root::Step(id) => self
                 .steps
                 .and_then(|s| s.get(id))
-                .map_or(Value::Null, within),
+                .map_or(Value::Null, |output| within(output)),
             Root::Item => within(self.item.ok_or_else(|| unavailable("item"))?),
             Root::Run(field) => within(
                 self.run
@@ -173,7 +175,10 @@ mod tests {
 
     #[test]
     fn whole_reference_keeps_its_type_and_splices_as_text_otherwise() {
-        let steps = BTreeMap::from([("diff".to_string(), json!({"missing": [1, 2], "n": 2}))]);
+        let steps = BTreeMap::from([(
+            "diff".to_string(),
+            Arc::new(json!({"missing": [1, 2], "n": 2})),
+        )]);
         let scope = Scope {
             steps: Some(&steps),
             ..Default::default()

@@ -122,8 +122,8 @@ impl<'a> RunContext<'a> {
 #[derive(Debug, Default)]
 pub struct Results {
     /// Each finished step's output (null when skipped or failed under
-    /// `on_error = "continue"`).
-    pub outputs: BTreeMap<String, Value>,
+    /// `on_error = "continue"`), shared with the events that show it.
+    pub outputs: BTreeMap<String, Arc<Value>>,
     pub artifacts: Vec<PathBuf>,
     /// Steps that have had their `StepFinished`.
     pub finished: HashSet<String>,

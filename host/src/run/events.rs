@@ -1,6 +1,8 @@
 //! What happens during a run, as events for whoever watches: the progress
 //! printer, the `--json` stream and the run history all consume the same
-//! events. Every text in an event is already redacted.
+//! events. Every text in an event is already redacted; a step's inputs
+//! and outputs are shared with the run and redacted as they are written
+//! ([`Payload`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 use sluice_store::Attempts;
 
 use super::approval::{GateSummary, Held};
+use super::payload::Payload;
 use crate::connections::RequestStats;
 use crate::engine::LogLevel;
 
@@ -36,7 +38,7 @@ pub enum RunEvent {
     StepStarted {
         step: String,
         component: String,
-        input: Value,
+        input: Payload,
         items: Option<usize>,
     },
     ItemFinished {
@@ -45,8 +47,8 @@ pub enum RunEvent {
         /// The item's key (its step's `for_each_key`).
         key: Option<String>,
         status: Status,
-        input: Value,
-        output: Option<Value>,
+        input: Payload,
+        output: Option<Payload>,
         error: Option<String>,
         #[serde(serialize_with = "millis")]
         duration: Duration,
@@ -66,7 +68,7 @@ pub enum RunEvent {
         index: usize,
         key: String,
         held: Held,
-        input: Value,
+        input: Payload,
     },
     /// What a step without `for_each` said about each key it handled (its
     /// `ledger` entries): recorded as the step's items, for the ledger.
@@ -84,7 +86,7 @@ pub enum RunEvent {
         step: String,
         component: String,
         status: Status,
-        output: Option<Value>,
+        output: Option<Payload>,
         error: Option<String>,
         #[serde(serialize_with = "millis")]
         duration: Duration,

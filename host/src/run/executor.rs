@@ -184,7 +184,12 @@ impl Runner {
             error,
             output_dir: options.output_dir.clone(),
             artifacts: results.artifacts,
-            outputs: results.outputs,
+            // The run's events are gone: each output is the run's alone.
+            outputs: results
+                .outputs
+                .into_iter()
+                .map(|(step, output)| (step, Arc::unwrap_or_clone(output)))
+                .collect(),
             duration,
         }
     }

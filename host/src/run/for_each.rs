@@ -38,6 +38,7 @@ use super::call::{Caller, Failed, ItemId};
 use super::context::{RunContext, StepFailure};
 use super::events::{Observer, RunEvent, Status};
 use super::executor::RunGuard;
+use super::payload::Payload;
 use super::step::resolve_input;
 use crate::engine::{OutputCap, StepContext};
 use crate::flow::Step;
@@ -107,7 +108,10 @@ pub async fn run(
     ctx.emit(&RunEvent::StepStarted {
         step: step.id.clone(),
         component: context.component.clone(),
-        input: serde_json::json!({ "items": items.len() }),
+        input: Payload::tree(
+            Arc::new(serde_json::json!({ "items": items.len() })),
+            &ctx.redactor,
+        ),
         items: Some(items.len()),
     });
     let runs = |i: usize| gate.as_ref().is_none_or(|g| g.runs(i));
@@ -211,7 +215,7 @@ fn held_events(
             index,
             key: key.clone(),
             held: *held,
-            input: ctx.redactor.redact_json(&input(index)?),
+            input: Payload::tree(Arc::new(input(index)?), &ctx.redactor),
         });
     }
     Ok(())
@@ -322,13 +326,14 @@ async fn run_item(
         .caller
         .call(own.clone(), input.to_string(), Some(&id), shared.item_cap)
         .await;
+    let input = Payload::tree(Arc::new(input), &shared.redactor);
     let tries = match &called {
         Ok(c) => c.tries.record(&shared.redactor),
         Err(f) => f.tries.record(&shared.redactor),
     };
     let result = called.map(|c| {
         shared.output_bytes.fetch_add(c.bytes, Ordering::SeqCst);
-        c.output
+        Arc::new(c.output)
     });
     let item_stats = own.stats();
     for (name, stats) in &item_stats {
@@ -344,7 +349,11 @@ async fn run_item(
     let done = shared.done.fetch_add(1, Ordering::SeqCst) + 1;
     let redactor = &shared.redactor;
     let (status, output, error) = match &result {
-        Ok(v) => (Status::Succeeded, Some(redactor.redact_json(v)), None),
+        Ok(v) => (
+            Status::Succeeded,
+            Some(Payload::tree(v.clone(), redactor)),
+            None,
+        ),
         Err(e) if stopped => (
             Status::Interrupted,
             None,
@@ -357,7 +366,7 @@ async fn run_item(
         index,
         key,
         status,
-        input: redactor.redact_json(&input),
+        input,
         output,
         error,
         duration: started.elapsed(),
@@ -367,10 +376,11 @@ async fn run_item(
         connections: item_stats,
         attempts: tries,
     });
-    // Its record has the output; the step's keeps it only when read.
+    // Its record has the output; the step's keeps it only when read
+    // (watchers have written what they show: the output is the step's).
     let result = match result {
         Ok(_) if !shared.keep_outputs => Ok(Value::Null),
-        other => other,
+        other => other.map(Arc::unwrap_or_clone),
     };
     (index, item, Some(result))
 }

@@ -9,7 +9,8 @@
 //! - [`for_each`]: one call per item, and the typed output that lists them
 //! - [`approval`]: the approval gate of a `for_each` step with `approval`
 //! - [`artifacts`]: output fields written as files
-//! - [`events`] and [`recorder`]: what watchers and the run history see
+//! - [`events`] and [`recorder`]: what watchers and the run history see;
+//!   [`payload`]: the inputs and outputs they carry, shared, redacted when shown
 
 pub mod approval;
 pub mod artifacts;
@@ -19,6 +20,7 @@ pub mod events;
 pub mod executor;
 pub mod for_each;
 pub mod ledger;
+pub mod payload;
 pub mod prepare;
 pub mod recorder;
 pub mod step;
@@ -27,6 +29,7 @@ pub use approval::{ApprovalStore, GateSummary};
 pub use context::RunFields;
 pub use events::{Fanout, Observer, RunEvent, Status};
 pub use executor::{RunGuard, RunOptions, RunOutcome, Runner};
+pub use payload::Payload;
 pub use sluice_contract::ForEachOutput;
 
 /// Run ids belong to the history, which sorts and finds runs by them.

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::events::{Observer, RunEvent, Status};
 use super::ledger::KeyedEntry;
+use super::payload::Payload;
 
 /// The most writes applied in one transaction: enough to absorb a burst
 /// of `for_each` items, small enough that one transaction stays short.
@@ -239,10 +240,11 @@ impl Observer for Recorder {
         };
         if let RunEvent::Keyed { step, entries } = event {
             // Many at once (a first run adopts a whole tenant): sent in
-            // batches, so each of the writer's transactions stays short.
-            let items: Vec<HistoryWrite> = keyed_items(step, entries).collect();
-            for batch in items.chunks(MAX_BATCH) {
-                self.writer.write(&run, batch.to_vec());
+            // batches, so each of the writer's transactions stays short,
+            // each batch made only as it is sent.
+            for (n, batch) in entries.chunks(MAX_BATCH).enumerate() {
+                let items = keyed_items(step, batch, n * MAX_BATCH).collect();
+                self.writer.write(&run, items);
             }
             return;
         }
@@ -252,15 +254,16 @@ impl Observer for Recorder {
     }
 }
 
-/// A step's ledger entries as its items, in order.
+/// A step's ledger entries as its items, in order, the first at `first`.
 fn keyed_items<'a>(
     step: &'a str,
     entries: &'a [KeyedEntry],
+    first: usize,
 ) -> impl Iterator<Item = HistoryWrite> + 'a {
-    entries.iter().enumerate().map(move |(index, e)| {
+    entries.iter().enumerate().map(move |(n, e)| {
         HistoryWrite::Item(ItemEnd {
             step: step.to_string(),
-            index,
+            index: first + n,
             key: Some(e.key.clone()),
             status: ItemStatus::Succeeded,
             input: Value::Null,
@@ -298,7 +301,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
         } => HistoryWrite::StartStep(StepStart {
             step: step.clone(),
             component: component.clone(),
-            input: input.clone(),
+            input: input.capped(),
             items_total: *items,
         }),
         RunEvent::ItemFinished {
@@ -318,8 +321,8 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             index: *index,
             key: key.clone(),
             status: item_status(*status),
-            input: input.clone(),
-            output: output.clone(),
+            input: input.capped(),
+            output: output.as_ref().map(Payload::capped),
             error: error.clone(),
             connections: json!(connections),
             duration_ms: duration.as_millis() as u64,
@@ -338,7 +341,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             step: step.clone(),
             component: component.clone(),
             status: step_status(*status),
-            output: output.clone(),
+            output: output.as_ref().map(Payload::capped),
             error: error.clone(),
             connections: json!(connections),
             duration_ms: duration.as_millis() as u64,
@@ -363,7 +366,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             index: *index,
             key: Some(key.clone()),
             status: held.item_status(),
-            input: input.clone(),
+            input: input.capped(),
             output: None,
             error: None,
             connections: json!({}),
@@ -415,7 +418,7 @@ mod tests {
                 index: i,
                 key: None,
                 status: Status::Succeeded,
-                input: json!(i),
+                input: Payload::tree(Arc::new(json!(i)), &Default::default()),
                 output: None,
                 error: None,
                 duration: std::time::Duration::from_millis(1),

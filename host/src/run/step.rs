@@ -12,6 +12,7 @@ use sluice_store::Attempts;
 use super::call::Caller;
 use super::context::{Results, RunContext, StepFailure};
 use super::events::{RunEvent, Status};
+use super::payload::Payload;
 use super::{artifacts, for_each, ledger};
 use crate::engine::{Invocation, LogLevel, OutputCap, Prepared, StepContext};
 use crate::flow::Step;
@@ -35,7 +36,9 @@ pub async fn run(
         Ok(false) => {
             finish_early(ctx, step, Status::Skipped, "its `when` is false".into());
             results.finished.insert(step.id.clone());
-            results.outputs.insert(step.id.clone(), Value::Null);
+            results
+                .outputs
+                .insert(step.id.clone(), Arc::new(Value::Null));
             return Ok(());
         }
         Err(why) => {
@@ -168,20 +171,22 @@ async fn run_once(
         Ok(input) => input,
         Err(e) => return (Err(e), None),
     };
+    // The component reads text: the tree is not kept while it runs (at
+    // 100k members the compare step's input is hundreds of MiB as a tree).
+    let text = Arc::new(input.to_string());
+    drop(input);
     ctx.emit(&RunEvent::StepStarted {
         step: step.id.clone(),
         component: context.component.clone(),
-        input: ctx.redactor.redact_json(&input),
+        input: Payload::text(text.clone(), &ctx.redactor),
         items: None,
     });
+    // Watchers have written what they show: the text is the call's.
+    let text = Arc::unwrap_or_clone(text);
     let cap = OutputCap {
         bytes: step.max_output,
         key: "max_output_bytes",
     };
-    // The component reads text: the tree is not kept while it runs (at
-    // 100k members the compare step's input is hundreds of MiB as a tree).
-    let text = input.to_string();
-    drop(input);
     match caller.call(context.clone(), text, None, cap).await {
         Ok(called) => (Ok(called.output), Some(called.tries.record(&ctx.redactor))),
         Err(failed) => {
@@ -213,7 +218,7 @@ fn finish(
 ) -> Result<(), StepFailure> {
     let label = format!("step `{}` ({})", step.id, context.component);
     let (status, output, error) = match ended.result {
-        Ok(output) => (Status::Succeeded, Some(output), None),
+        Ok(output) => (Status::Succeeded, Some(Arc::new(output)), None),
         Err(StepFailure::Failed(why)) => (
             Status::Failed,
             None,
@@ -229,7 +234,9 @@ fn finish(
         step: step.id.clone(),
         component: context.component.clone(),
         status,
-        output: output.as_ref().map(|o| ctx.redactor.redact_json(o)),
+        output: output
+            .as_ref()
+            .map(|o| Payload::tree(o.clone(), &ctx.redactor)),
         error: error.clone(),
         duration: ended.started.elapsed(),
         connections: context.stats(),
@@ -247,7 +254,9 @@ fn finish(
             Err(StepFailure::Interrupted(error.unwrap_or_default()))
         }
         (None, _) if step.on_error == OnError::Continue => {
-            results.outputs.insert(step.id.clone(), Value::Null);
+            results
+                .outputs
+                .insert(step.id.clone(), Arc::new(Value::Null));
             Ok(())
         }
         (None, error) => Err(StepFailure::Failed(

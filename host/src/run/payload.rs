@@ -1,0 +1,250 @@
+//! A step's input or output as run events carry it: shared with the run,
+//! never copied, and redacted only as it is written out.
+//!
+//! At 100k members a step's output is a list of a hundred thousand people.
+//! An event used to carry a redacted deep copy of it, which the history
+//! then copied again only to keep its first 64 KiB. A [`Payload`] holds
+//! the run's own value (an `Arc` of the output, or the input's JSON text
+//! as the component receives it) with the run's [`Redactor`]:
+//! - serialised (`--json`, tests), it writes every string redacted, with
+//!   no copy of the tree: the output is the redacted value's JSON, as
+//!   before;
+//! - for the run history, [`Payload::capped`] writes at most what the
+//!   history keeps ([`MAX_JSON_BYTES`]) and only counts the
+//!   rest, giving what the store would have made of the whole redacted
+//!   value: the value itself, or its truncation marker.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::{Value, json};
+use sluice_store::cap::{MAX_JSON_BYTES, PREVIEW_CHARS};
+
+use crate::redact::Redactor;
+
+/// A JSON value of the run, shared, shown redacted.
+#[derive(Clone)]
+pub struct Payload {
+    json: Json,
+    redactor: Redactor,
+}
+
+#[derive(Clone)]
+enum Json {
+    /// A parsed value (an output, an item's input).
+    Tree(Arc<Value>),
+    /// JSON text (a step's input, as its component reads it).
+    Text(Arc<String>),
+}
+
+impl Payload {
+    /// A parsed value, redacted by `redactor` when shown.
+    pub fn tree(value: Arc<Value>, redactor: &Redactor) -> Self {
+        Self {
+            json: Json::Tree(value),
+            redactor: redactor.clone(),
+        }
+    }
+
+    /// Valid JSON text, redacted by `redactor` when shown.
+    pub fn text(text: Arc<String>, redactor: &Redactor) -> Self {
+        Self {
+            json: Json::Text(text),
+            redactor: redactor.clone(),
+        }
+    }
+
+    /// The value, redacted: a copy, for a reader that needs a tree (tests;
+    /// nothing on a run's path calls this on a large value).
+    pub fn redacted(&self) -> Value {
+        match &self.json {
+            Json::Tree(value) => self.redactor.redact_json(value),
+            Json::Text(text) => serde_json::from_str(&self.redactor.redact(text))
+                .unwrap_or_else(|_| Value::String(self.redactor.redact(text))),
+        }
+    }
+
+    /// The value before redaction, when it is parsed: for a reader that
+    /// takes only numbers and sizes from it and redacts what it shows.
+    pub fn unredacted(&self) -> Option<&Value> {
+        match &self.json {
+            Json::Tree(value) => Some(value),
+            Json::Text(_) => None,
+        }
+    }
+
+    /// `text` redacted with this payload's redactor.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
+    }
+
+    /// What the run history keeps of the redacted value: the value itself
+    /// when its JSON text fits in [`MAX_JSON_BYTES`], else the store's
+    /// truncation marker (its size and the start of its text). Only what
+    /// is kept is held in memory while the rest is counted.
+    pub fn capped(&self) -> Value {
+        let mut out = Capped::default();
+        match &self.json {
+            Json::Tree(value) => {
+                let shown = Shown {
+                    value,
+                    redactor: &self.redactor,
+                };
+                // Writing to memory fails only on a map key that is not a
+                // string, which a `Value` does not have.
+                if serde_json::to_writer(&mut out, &shown).is_err() {
+                    return Value::Null;
+                }
+            }
+            Json::Text(text) => {
+                let (bytes, _) = self.redactor.scrub(text.as_bytes());
+                out.push(&bytes);
+            }
+        }
+        out.into_value()
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.json {
+            Json::Tree(value) => Shown {
+                value,
+                redactor: &self.redactor,
+            }
+            .serialize(serializer),
+            // Written in full only by a `--json` run or a test.
+            Json::Text(_) => self.redacted().serialize(serializer),
+        }
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.capped())
+    }
+}
+
+/// A value serialised with every string (and key) redacted.
+struct Shown<'a> {
+    value: &'a Value,
+    redactor: &'a Redactor,
+}
+
+impl Serialize for Shown<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let shown = |value| Shown {
+            value,
+            redactor: self.redactor,
+        };
+        match self.value {
+            Value::String(s) => serializer.serialize_str(&redacted(self.redactor, s)),
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&shown(item))?;
+                }
+                seq.end()
+            }
+            Value::Object(entries) => {
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    map.serialize_entry(&*redacted(self.redactor, key), &shown(value))?;
+                }
+                map.end()
+            }
+            other => other.serialize(serializer),
+        }
+    }
+}
+
+/// `text` redacted, borrowed when there is nothing to redact.
+fn redacted<'a>(redactor: &Redactor, text: &'a str) -> Cow<'a, str> {
+    match redactor.scrub(text.as_bytes()) {
+        (Cow::Borrowed(_), _) => Cow::Borrowed(text),
+        (Cow::Owned(_), _) => Cow::Owned(redactor.redact(text)),
+    }
+}
+
+/// JSON text as the history keeps it: the first bytes, up to one past the
+/// cap, and how many were written in all.
+#[derive(Default)]
+struct Capped {
+    kept: Vec<u8>,
+    total: usize,
+}
+
+impl Capped {
+    fn push(&mut self, bytes: &[u8]) {
+        let room = (MAX_JSON_BYTES + 1).saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.total += bytes.len();
+    }
+
+    /// The value, or the truncation marker (as `sluice_store::cap::capped`
+    /// makes it from the whole text).
+    fn into_value(self) -> Value {
+        if self.total <= MAX_JSON_BYTES {
+            return serde_json::from_slice(&self.kept).unwrap_or(Value::Null);
+        }
+        let preview: String = String::from_utf8_lossy(&self.kept)
+            .chars()
+            .take(PREVIEW_CHARS)
+            .collect();
+        json!({ "truncated": true, "bytes": self.total, "preview": preview })
+    }
+}
+
+impl Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.push(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redactor() -> Redactor {
+        Redactor::new(["s3cret-value".to_string()])
+    }
+
+    /// Serialised, a payload is the redacted value's JSON, keys included,
+    /// whether it holds a tree or text.
+    #[test]
+    fn a_payload_serialises_as_its_redacted_value() {
+        let r = redactor();
+        let value = json!({"a": ["x s3cret-value y", 1, null, true], "s3cret-value": {"n": 2.5}});
+        let expected = serde_json::to_string(&r.redact_json(&value)).unwrap();
+        let tree = Payload::tree(Arc::new(value.clone()), &r);
+        assert_eq!(serde_json::to_string(&tree).unwrap(), expected);
+        let text = Payload::text(Arc::new(value.to_string()), &r);
+        assert_eq!(serde_json::to_string(&text).unwrap(), expected);
+        assert_eq!(tree.redacted(), r.redact_json(&value));
+        assert!(!expected.contains("s3cret"));
+    }
+
+    /// What the history keeps is what the store made of the whole
+    /// redacted value: itself when small, the same marker when large.
+    #[test]
+    fn capped_is_what_the_store_keeps_of_the_redacted_value() {
+        let r = redactor();
+        let small = json!({"k": "s3cret-value", "n": [1, 2]});
+        let big = json!({"users": vec!["someone s3cret-value é@example.com"; 10_000]});
+        for value in [small, big] {
+            let whole = sluice_store::cap::capped(&r.redact_json(&value));
+            let tree = Payload::tree(Arc::new(value.clone()), &r);
+            assert_eq!(tree.capped().to_string(), whole);
+            let text = Payload::text(Arc::new(value.to_string()), &r);
+            assert_eq!(text.capped().to_string(), whole);
+        }
+    }
+}
