@@ -114,6 +114,18 @@ impl Step {
             None => Ok(()),
         }
     }
+
+    /// The same check of an input object given as its entries, each value
+    /// where it lives (see [`super::schema::InputSchema::check_entries`]).
+    pub fn check_input_entries(
+        &self,
+        entries: &[(&str, &Value)],
+    ) -> Result<(), super::schema::InputMismatch> {
+        match &self.input_schema {
+            Some(schema) => schema.check_entries(entries),
+            None => Ok(()),
+        }
+    }
 }
 
 /// When a `for_each` step's items need a person's approval before they

@@ -6,6 +6,7 @@
 //! `for_each` item and the run's own fields are. A `${env.X:-default}` whose
 //! variable was unset when the flow was bound reads its default.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -36,7 +37,10 @@ pub enum ResolveError {
     Unavailable(String),
 }
 
-impl Scope<'_> {
+/// What a reference to nothing reads as.
+static NULL: Value = Value::Null;
+
+impl<'a> Scope<'a> {
     pub fn resolve(&self, template: &Template) -> Result<Value, ResolveError> {
         if let Some(reference) = template.as_single_ref() {
             return self.lookup(reference);
@@ -82,17 +86,43 @@ impl Scope<'_> {
         })
     }
 
-    /// The value a reference names. The path is followed on the value where
-    /// it lives and only what it reaches is copied: `${steps.members.
-    /// skipped_disabled}` copies that field, not a list of a million people
-    /// beside it.
+    /// A value template resolved, borrowed from where it lives when it is
+    /// one whole reference to a param, a step's output, the item or a run
+    /// field: `${steps.members.people}` is read in place, not copied.
+    pub fn resolve_borrowed(
+        &self,
+        template: &ValueTemplate,
+    ) -> Result<Cow<'a, Value>, ResolveError> {
+        match template {
+            ValueTemplate::Text(t) => self.resolve_in_place(t),
+            other => self.resolve_value(other).map(Cow::Owned),
+        }
+    }
+
+    /// A template resolved, borrowed when it is one whole reference (see
+    /// [`Self::resolve_borrowed`]).
+    pub fn resolve_in_place(&self, template: &Template) -> Result<Cow<'a, Value>, ResolveError> {
+        match template.as_single_ref() {
+            Some(reference) => self.lookup_ref(reference),
+            None => self.resolve(template).map(Cow::Owned),
+        }
+    }
+
+    /// The value a reference names, as a copy of what it reaches.
     fn lookup(&self, reference: &Reference) -> Result<Value, ResolveError> {
+        self.lookup_ref(reference).map(Cow::into_owned)
+    }
+
+    /// The value a reference names. The path is followed on the value where
+    /// it lives and what it reaches is borrowed: `${steps.members.
+    /// skipped_disabled}` reaches that field, not a list of a million people
+    /// beside it. Only the environment and secrets, read as text, are new
+    /// values.
+    fn lookup_ref(&self, reference: &Reference) -> Result<Cow<'a, Value>, ResolveError> {
         let unavailable = |what: &str| ResolveError::Unavailable(what.to_string());
-        let within = |root: &Value| {
-            walk_ref(root, &reference.path)
-                .cloned()
-                .unwrap_or(Value::Null)
-        };
+        let path = &reference.path;
+        let within = |root: &'a Value| Cow::Borrowed(walk_ref(root, path).unwrap_or(&NULL));
+        let owned = |value: Value| Cow::Owned(walk(value, path));
         Ok(match &reference.root {
             Root::Param(name) => within(
                 self.params
@@ -100,24 +130,23 @@ impl Scope<'_> {
                     .ok_or_else(|| unavailable(&format!("params.{name}")))?,
             ),
             Root::Env { name, default } => match self.env.and_then(|e| e.var(name)) {
-                Some(value) => walk(Value::String(value), &reference.path),
+                Some(value) => owned(Value::String(value)),
                 None => match default {
-                    Some(d) => walk(Value::String(self.resolve_string(d)?), &reference.path),
+                    Some(d) => owned(Value::String(self.resolve_string(d)?)),
                     None => return Err(ResolveError::MissingEnv(name.clone())),
                 },
             },
-            Root::Secret(name) => walk(
+            Root::Secret(name) => owned(
                 self.secrets
                     .and_then(|s| s.get(name))
                     .map(|v| Value::String(v.clone()))
                     .ok_or_else(|| unavailable(&format!("secrets.{name}")))?,
-                &reference.path,
             ),
             // A step that was skipped or failed under `continue` reads as null.
             Root::Step(id) => self
                 .steps
                 .and_then(|s| s.get(id))
-                .map_or(Value::Null, |output| within(output)),
+                .map_or(Cow::Borrowed(&NULL), |output| within(output)),
             Root::Item => within(self.item.ok_or_else(|| unavailable("item"))?),
             Root::Run(field) => within(
                 self.run

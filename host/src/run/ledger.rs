@@ -21,10 +21,11 @@ pub struct KeyedEntry {
     pub detail: Value,
 }
 
-/// The entries at the step's `ledger` path in `output`: each object with
-/// a non-empty string `key`, and a warning when anything else is there
-/// (so a component that changed its output's shape is noticed).
-pub fn entries(step: &Step, output: &Value) -> (Vec<KeyedEntry>, Option<String>) {
+/// The entries at the step's `ledger` path in `output`, borrowed from it:
+/// each object with a non-empty string `key`, and a warning when anything
+/// else is there (so a component that changed its output's shape is
+/// noticed).
+pub fn entries<'o>(step: &Step, output: &'o Value) -> (Vec<(&'o str, &'o Value)>, Option<String>) {
     let Some(segments) = &step.ledger else {
         return (Vec::new(), None);
     };
@@ -40,14 +41,11 @@ pub fn entries(step: &Step, output: &Value) -> (Vec<KeyedEntry>, Option<String>)
             return (Vec::new(), Some(why));
         }
     };
-    let entries: Vec<KeyedEntry> = list
+    let entries: Vec<(&str, &Value)> = list
         .iter()
         .filter_map(|entry| {
             let key = entry.get("key").and_then(Value::as_str)?;
-            (!key.trim().is_empty()).then(|| KeyedEntry {
-                key: key.to_string(),
-                detail: entry.clone(),
-            })
+            (!key.trim().is_empty()).then_some((key, entry))
         })
         .collect();
     let skipped = list.len() - entries.len();
@@ -88,9 +86,9 @@ pub fn emit(ctx: &RunContext<'_>, step: &Step, output: &Value) {
         step: step.id.clone(),
         entries: entries
             .into_iter()
-            .map(|e| KeyedEntry {
-                detail: ctx.redactor.redact_json(&e.detail),
-                key: e.key,
+            .map(|(key, detail)| KeyedEntry {
+                key: key.to_string(),
+                detail: ctx.redactor.redact_json(detail),
             })
             .collect(),
     });

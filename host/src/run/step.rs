@@ -17,7 +17,9 @@ use super::{artifacts, for_each, ledger};
 use crate::engine::{Invocation, LogLevel, OutputCap, Prepared, StepContext};
 use crate::flow::Step;
 use crate::flow::model::OnError;
-use crate::flow::resolve::{Scope, truthy};
+use crate::flow::model::ValueTemplate;
+use crate::flow::resolve::{ResolveError, Scope, truthy};
+use crate::flow::schema::InputMismatch;
 
 /// The longest log line shown or recorded, in characters.
 const MAX_LOG_LINE: usize = 2000;
@@ -71,10 +73,11 @@ pub async fn run(
 /// names the step and why `when` could not be evaluated.
 fn should_run(ctx: &RunContext<'_>, step: &Step, results: &Results) -> Result<bool, String> {
     let scope = ctx.scope(results);
+    // Read in place: `when = "${steps.diff.missing}"` copies no list.
     let values = step
         .when
         .iter()
-        .map(|w| scope.resolve(w))
+        .map(|w| scope.resolve_in_place(w))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
             format!(
@@ -82,7 +85,7 @@ fn should_run(ctx: &RunContext<'_>, step: &Step, results: &Results) -> Result<bo
                 step.id, step.uses
             )
         })?;
-    Ok(values.iter().all(truthy))
+    Ok(values.iter().all(|v| truthy(v)))
 }
 
 /// The `StepFinished` of a step that never called its component.
@@ -167,14 +170,10 @@ async fn run_once(
     context: &Arc<StepContext>,
     scope: &Scope<'_>,
 ) -> (Result<Value, StepFailure>, Option<Attempts>) {
-    let input = match resolve_input(step, scope) {
-        Ok(input) => input,
+    let text = match input_text(step, scope) {
+        Ok(text) => Arc::new(text),
         Err(e) => return (Err(e), None),
     };
-    // The component reads text: the tree is not kept while it runs (at
-    // 100k members the compare step's input is hundreds of MiB as a tree).
-    let text = Arc::new(input.to_string());
-    drop(input);
     ctx.emit(&RunEvent::StepStarted {
         step: step.id.clone(),
         component: context.component.clone(),
@@ -270,12 +269,46 @@ fn finish(
 /// component is called.
 pub fn resolve_input(step: &Step, scope: &Scope<'_>) -> Result<Value, StepFailure> {
     let input = match &step.with {
-        Some(with) => scope
-            .resolve_value(with)
-            .map_err(|e| StepFailure::Failed(format!("its input could not be resolved: {e}")))?,
+        Some(with) => scope.resolve_value(with).map_err(unresolved)?,
         None => json!({}),
     };
-    step.check_input(&input)
-        .map_err(|e| StepFailure::Failed(format!("its input does not fit: {e}")))?;
+    step.check_input(&input).map_err(misfit)?;
     Ok(input)
+}
+
+/// The same input as the JSON text its component reads. A `with` table is
+/// never made one value: each entry is read where it lives (a whole
+/// reference to another step's output is borrowed, not copied), checked
+/// there, and written out (at 100k members the compare step's input is
+/// two lists of a hundred thousand people).
+pub fn input_text(step: &Step, scope: &Scope<'_>) -> Result<String, StepFailure> {
+    let Some(ValueTemplate::Object(entries)) = &step.with else {
+        return resolve_input(step, scope).map(|input| input.to_string());
+    };
+    let resolved = entries
+        .iter()
+        .map(|(key, value)| Ok((key.as_str(), scope.resolve_borrowed(value)?)))
+        .collect::<Result<Vec<_>, ResolveError>>()
+        .map_err(unresolved)?;
+    let entries: Vec<(&str, &Value)> = resolved.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    step.check_input_entries(&entries).map_err(misfit)?;
+    serde_json::to_string(&Entries(&entries))
+        .map_err(|e| StepFailure::Failed(format!("its input could not be written: {e}")))
+}
+
+/// An object's entries, written as that object.
+struct Entries<'a>(&'a [(&'a str, &'a Value)]);
+
+impl serde::Serialize for Entries<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+fn unresolved(e: ResolveError) -> StepFailure {
+    StepFailure::Failed(format!("its input could not be resolved: {e}"))
+}
+
+fn misfit(e: InputMismatch) -> StepFailure {
+    StepFailure::Failed(format!("its input does not fit: {e}"))
 }

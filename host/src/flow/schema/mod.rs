@@ -87,6 +87,111 @@ pub struct InputSchema {
     component: String,
     schema: Value,
     validator: jsonschema::Validator,
+    /// The same schema split by key, when it allows that.
+    split: Option<Split>,
+}
+
+/// A schema that says nothing about an input object but which keys it
+/// has and what each key's value must be (keywords `type: object`,
+/// `properties`, `required`, `additionalProperties` true or false, and
+/// `$defs` that only `$ref`s of the form `#/$defs/…` use, as schemars
+/// writes them), compiled in parts: its keys, and each property's value
+/// on its own, with the root's `$defs`. Checking an input part by part finds what checking it whole finds,
+/// without the input ever being one value: a step's input can then be
+/// written from the outputs it refers to, never copied.
+struct Split {
+    /// The schema with every property's schema `true`: checks the keys.
+    keys: jsonschema::Validator,
+    properties: std::collections::BTreeMap<String, jsonschema::Validator>,
+}
+
+/// The top-level keywords a split schema may have.
+const SPLIT_KEYWORDS: [&str; 12] = [
+    "$schema",
+    "$id",
+    "$comment",
+    "$defs",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+];
+
+/// Keywords that tie a part of a schema to another part, or name one, in
+/// ways a part compiled on its own would not see.
+const TIES: [&str; 5] = [
+    "$id",
+    "$anchor",
+    "$dynamicRef",
+    "$dynamicAnchor",
+    "$recursiveRef",
+];
+
+/// Whether `schema` (below the root) refers to nothing but `#/$defs/…`
+/// and names no part of itself.
+fn self_contained(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map.iter().all(|(k, v)| {
+            let tie = TIES.contains(&k.as_str())
+                || (k == "$ref" && !v.as_str().is_some_and(|r| r.starts_with("#/$defs/")));
+            !tie && self_contained(v)
+        }),
+        Value::Array(items) => items.iter().all(self_contained),
+        _ => true,
+    }
+}
+
+fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(schema)
+        .map_err(|e| e.to_string())
+}
+
+impl Split {
+    /// The schema in parts, or `None` when it does not allow that.
+    fn of(schema: &Value) -> Option<Split> {
+        let root = schema.as_object()?;
+        let plain = root.keys().all(|k| SPLIT_KEYWORDS.contains(&k.as_str()))
+            && root.get("type").is_none_or(|t| t == "object")
+            && root
+                .get("additionalProperties")
+                .is_none_or(Value::is_boolean);
+        let below = root.iter().filter(|(k, _)| k.as_str() != "$id");
+        if !plain || !below.map(|(_, v)| v).all(self_contained) {
+            return None;
+        }
+        let empty = serde_json::Map::new();
+        let properties = match root.get("properties") {
+            None => &empty,
+            Some(p) => p.as_object()?,
+        };
+        let mut keys = schema.clone();
+        if let Some(Value::Object(p)) = keys.get_mut("properties") {
+            p.values_mut().for_each(|v| *v = Value::Bool(true));
+        }
+        let defs = root.get("$defs");
+        let part = |schema: &Value| match (schema, defs) {
+            (Value::Object(map), Some(defs)) if !map.contains_key("$defs") => {
+                let mut map = map.clone();
+                map.insert("$defs".to_string(), defs.clone());
+                compile(&Value::Object(map)).ok()
+            }
+            (Value::Object(_), Some(_)) => None,
+            _ => compile(schema).ok(),
+        };
+        Some(Split {
+            keys: compile(&keys).ok()?,
+            properties: properties
+                .iter()
+                .map(|(k, v)| Some((k.clone(), part(v)?)))
+                .collect::<Option<_>>()?,
+        })
+    }
 }
 
 impl fmt::Debug for InputSchema {
@@ -100,14 +205,12 @@ impl fmt::Debug for InputSchema {
 impl InputSchema {
     /// Compiles `schema`; the error says why it is not a usable schema.
     pub fn new(component: &str, schema: &Value) -> Result<Self, String> {
-        let validator = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .build(schema)
-            .map_err(|e| e.to_string())?;
+        let validator = compile(schema)?;
         Ok(Self {
             component: component.to_string(),
             schema: schema.clone(),
             validator,
+            split: Split::of(schema),
         })
     }
 
@@ -126,6 +229,38 @@ impl InputSchema {
         }
     }
 
+    /// The run-time check of an input object given as its entries (each
+    /// value where it lives): part by part when the schema allows it (see
+    /// [`Split`]), else on a copy made whole. It finds what [`Self::check`]
+    /// finds on the object.
+    pub fn check_entries(&self, entries: &[(&str, &Value)]) -> Result<(), InputMismatch> {
+        let Some(split) = &self.split else {
+            let whole = entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), (*v).clone()))
+                .collect();
+            return self.check(&Value::Object(whole));
+        };
+        let keys = entries
+            .iter()
+            .map(|(k, _)| (k.to_string(), Value::Null))
+            .collect();
+        let root = InputPath::default();
+        let mut found = self.found(&split.keys, &Value::Object(keys), &root, &[]);
+        for (key, value) in entries {
+            if let Some(validator) = split.properties.get(*key) {
+                found.extend(self.found(validator, value, &root.child(key), &[]));
+            }
+        }
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        found.dedup();
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(InputMismatch(found))
+        }
+    }
+
     /// The mismatches of an input only partly known: the parts at
     /// `unknown` hold placeholders, and nothing said about them (or about a
     /// value that contains them) counts, except missing and unexpected keys.
@@ -134,9 +269,26 @@ impl InputSchema {
     }
 
     fn mismatches(&self, input: &Value, unknown: &[InputPath]) -> Vec<Mismatch> {
+        let mut out = self.found(&self.validator, input, &InputPath::default(), unknown);
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out.dedup();
+        out
+    }
+
+    /// What `validator` finds in `input`, which lies at `at` in the step's
+    /// input, unsorted.
+    fn found(
+        &self,
+        validator: &jsonschema::Validator,
+        input: &Value,
+        at: &InputPath,
+        unknown: &[InputPath],
+    ) -> Vec<Mismatch> {
         let mut out = Vec::new();
-        for error in self.validator.iter_errors(input) {
-            let path = InputPath::from_pointer(error.instance_path().as_str());
+        for error in validator.iter_errors(input) {
+            let mut path = at.clone();
+            path.0
+                .extend(InputPath::from_pointer(error.instance_path().as_str()).0);
             let about_keys = matches!(
                 error.kind(),
                 ValidationErrorKind::Required { .. }
@@ -151,8 +303,6 @@ impl InputSchema {
             let text = error.to_string();
             out.extend(self.describe(&path, error.kind(), error.instance(), &text));
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        out.dedup();
         out
     }
 
@@ -325,5 +475,54 @@ mod tests {
     #[test]
     fn an_invalid_schema_is_refused() {
         assert!(InputSchema::new("x", &json!({"type": 5})).is_err());
+    }
+
+    /// Checked by its entries, an input gets exactly what checking it
+    /// whole gets: split when the schema allows it (schemars' shape, with
+    /// `$defs`), whole otherwise.
+    #[test]
+    fn checking_entries_finds_what_checking_the_whole_finds() {
+        let person = json!({"type": "object", "properties": {"email": {"type": "string"}}, "required": ["email"]});
+        let split = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "Input",
+            "type": "object",
+            "properties": {
+                "people": {"type": "array", "items": {"$ref": "#/$defs/Person"}},
+                "count": {"type": "integer", "minimum": 0},
+                "mode": {"enum": ["all", "active"]},
+                "anything": true
+            },
+            "required": ["people", "count"],
+            "additionalProperties": false,
+            "$defs": {"Person": person}
+        });
+        let mut whole_only = split.clone();
+        whole_only["allOf"] = json!([{"required": ["mode"]}]);
+        let inputs = [
+            json!({"people": [{"email": "a@x"}], "count": 1}),
+            json!({"people": [{"email": 5}, {}], "count": -1, "mode": "x", "extra": 1}),
+            json!({"people": "none", "anything": [1]}),
+            json!({}),
+        ];
+        for (schema, splits) in [(split, true), (whole_only, false)] {
+            let schema = InputSchema::new("compare", &schema).unwrap();
+            assert_eq!(schema.split.is_some(), splits);
+            for input in &inputs {
+                let entries: Vec<(&str, &Value)> = input
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v))
+                    .collect();
+                assert_eq!(
+                    schema.check_entries(&entries),
+                    schema.check(input),
+                    "{input}"
+                );
+            }
+        }
+        let referring = json!({"properties": {"a": {"$ref": "#/properties/b"}, "b": {}}});
+        assert!(InputSchema::new("x", &referring).unwrap().split.is_none());
     }
 }
