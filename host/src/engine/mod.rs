@@ -309,6 +309,14 @@ impl Engine {
             Ok(output) => output,
             Err(reported) => return Err(reported_error(reported)),
         };
+        let writes = live
+            .store
+            .into_data()
+            .into_call()
+            .map(|c| c.state.into_writes())
+            .unwrap_or_default();
+        // The instance (its linear memory, hundreds of MiB for a compare
+        // at 100k members) is gone before the output becomes a tree.
         let bytes = output.len();
         let output = serde_json::from_str(&output).map_err(|e| {
             CallError::InvalidOutput(format!(
@@ -316,12 +324,6 @@ impl Engine {
                 output.chars().take(40).collect::<String>()
             ))
         })?;
-        let writes = live
-            .store
-            .into_data()
-            .into_call()
-            .map(|c| c.state.into_writes())
-            .unwrap_or_default();
         Ok(CallOutput {
             output,
             bytes,
