@@ -523,11 +523,19 @@ fn direct_call(state: &Arc<dyn sluice::state::StateStore>) -> sluice::engine::Ca
     }
 }
 
-/// A pool of one instance: while a call holds its slot, the next call is
-/// served by the on-demand allocator and succeeds; once the slot is free
-/// again, the pool serves the call after.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_pool_serves_the_next_call_on_demand() {
+/// A call of a component, as a future that owns what it uses (so it can
+/// be spawned).
+type PendingCall = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<sluice::engine::CallOutput, sluice::engine::CallError>,
+            > + Send,
+    >,
+>;
+
+/// The hostile fixture on an engine whose pool holds one instance, and a
+/// call of it with the given input.
+fn hostile_on_a_pool_of_one() -> (Arc<sluice::engine::Engine>, impl Fn(&str) -> PendingCall) {
     use sluice::engine::{Engine, OutputCap, PoolSize};
     let engine = Engine::new(EngineConfig {
         pool: PoolSize { instances: 1 },
@@ -542,10 +550,11 @@ async fn a_full_pool_serves_the_next_call_on_demand() {
         bytes: 1 << 20,
         key: "max_output_bytes",
     };
-    let call = |input: &str| {
-        let (engine, hostile, state) = (engine.clone(), hostile.clone(), state.clone());
+    let on = engine.clone();
+    let call = move |input: &str| {
+        let (engine, hostile, state) = (on.clone(), hostile.clone(), state.clone());
         let input = input.to_string();
-        async move {
+        Box::pin(async move {
             engine
                 .call(
                     &hostile,
@@ -555,8 +564,17 @@ async fn a_full_pool_serves_the_next_call_on_demand() {
                     cap,
                 )
                 .await
-        }
+        }) as PendingCall
     };
+    (engine, call)
+}
+
+/// A pool of one instance: while a call holds its slot, the next call is
+/// served by the on-demand allocator and succeeds; once the slot is free
+/// again, the pool serves the call after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_serves_the_next_call_on_demand() {
+    let (engine, call) = hostile_on_a_pool_of_one();
     // The first call sleeps (in the host, on WASI's clock) holding the slot.
     let holder = tokio::spawn(call(r#"{"action":"sleep","ms":600000}"#));
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -582,6 +600,33 @@ async fn a_full_pool_serves_the_next_call_on_demand() {
     assert_eq!(
         (stats.pooled, stats.on_demand, stats.in_use),
         (2, 1, 0),
+        "{stats:?}"
+    );
+}
+
+/// A pool of one instance, reused by every call: whatever an instance
+/// wrote (a static counter, megabytes of heap, the state of a trap) is
+/// gone when the next one starts in the same slot, whether the slot was
+/// reset in place or unmapped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_pool_slot_starts_from_the_components_image() {
+    use sluice::engine::CallError;
+    let (engine, call) = hostile_on_a_pool_of_one();
+    let counter = r#"{"action":"counter"}"#;
+    for round in 0..3 {
+        // More written than a slot keeps resident, then less.
+        let held = call(r#"{"action":"hold","mib":4}"#).await.unwrap();
+        assert_eq!(held.output["held_mib"], 4, "round {round}");
+        assert_eq!(call(counter).await.unwrap().output["calls"], 1);
+        assert_eq!(call(counter).await.unwrap().output["calls"], 1);
+        let trapped = call(r#"{"action":"trap"}"#).await.unwrap_err();
+        assert!(matches!(trapped, CallError::Trap(_)), "{trapped:?}");
+        assert_eq!(call(counter).await.unwrap().output["calls"], 1);
+    }
+    let stats = engine.pool_stats();
+    assert_eq!(
+        (stats.pooled, stats.on_demand, stats.in_use),
+        (15, 0, 0),
         "{stats:?}"
     );
 }

@@ -2,8 +2,8 @@
 //! our own layers are visible. Prints medians over many iterations:
 //! - compiling a built-in component cold vs loading it from the disk cache;
 //! - instantiate-and-call of a trivial step: raw wasmtime and Sluice, each
-//!   with the pooling allocator (the same pool configuration) and with the
-//!   on-demand allocator;
+//!   with the pooling allocator (the same pool configuration, from
+//!   `PoolSize::wasmtime`) and with the on-demand allocator;
 //! - one request through `connection.send` vs the same request made natively
 //!   with reqwest, against a loopback server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -277,6 +277,14 @@ async fn call_bench() {
     println!(
         "instantiate-and-call of a trivial step ({N} calls each; pool of {} instances)",
         pool.instances
+    );
+    println!(
+        "  pool slots reset in place (Linux PAGEMAP_SCAN): {}",
+        if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+            "yes"
+        } else {
+            "no, the pages an instance wrote are unmapped"
+        }
     );
     show("  raw wasmtime, pooling allocator", raw_p);
     show("  through sluice, pooling allocator", ours_p);

@@ -5,7 +5,8 @@
 //!
 //! Each step call and each `for_each` item is a fresh instance. From the
 //! pool, its memories, tables and fiber stack are slots reserved once per
-//! process and reset when it ends; the memory's initial contents are
+//! process and reset when it ends (in place, where Linux can say which
+//! pages it wrote: see [`PoolSize::wasmtime`]); the memory's initial contents are
 //! mapped copy-on-write from the component's image, so a call copies
 //! nothing it does not write. The pool is made by the first call, at the
 //! size the process set by then from its flows (`sluice run`: the flow's
@@ -68,9 +69,33 @@ impl PoolSize {
             // none (see `Pool::slot`), so one stack per instance suffices.
             .total_stacks(n)
             .max_memory_size(memory_limit);
+        // When an instance ends, its slot is reset for the next one. By
+        // default wasmtime unmaps the pages it wrote (`madvise`), so the
+        // next instance page-faults on each again, and each `madvise`
+        // stalls every thread of the process: more than half of a
+        // trivial step's cost. Linux 6.7+ can say which pages were
+        // written (PAGEMAP_SCAN): up to the amounts below, those are
+        // then reset in place from the component's image and stay
+        // mapped. Without that scan, keeping pages resident would mean a
+        // memset of the whole amount at every reset, slower than the
+        // `madvise` it saves, so the slots are then reset as before.
+        if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+            pool.pagemap_scan(wasmtime::Enabled::Yes)
+                .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+                .table_keep_resident(KEEP_RESIDENT_TABLE);
+        }
         pool
     }
 }
+
+/// Written bytes of a slot's memory reset in place rather than unmapped
+/// (see [`PoolSize::wasmtime`]): a small step writes a few hundred KiB
+/// (its stack's top, its data, its heap); a larger one has the rest
+/// unmapped. An idle pool keeps at most this much resident per slot
+/// (32 MiB for the default 32 instances).
+const KEEP_RESIDENT_MEMORY: usize = 1024 * 1024;
+/// The same for each table: 8192 function references.
+const KEEP_RESIDENT_TABLE: usize = 64 * 1024;
 
 /// Core instances, memories and tables one pooled instance may have (a
 /// Rust step component has one memory; the shims' tables are small).
