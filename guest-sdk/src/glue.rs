@@ -2,8 +2,7 @@
 //! step function, and `describe` from its types. Not for direct use.
 
 use schemars::JsonSchema;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::__bindings::sluice::flow::types::{ConnectionRole, ErrorKind as WitKind};
 use crate::__bindings::{self, Description, RunContext};
@@ -19,23 +18,25 @@ pub struct Package {
     pub summary: &'static str,
 }
 
-/// Parses the input, calls the step, serialises the output.
-pub fn run<I, O, F>(
-    input: &str,
+/// Parses the input, calls the step, serialises the output. The input
+/// type may borrow from the input's text (`#[serde(borrow)]`), so a step
+/// reading a large list need not copy every string of it.
+pub fn run<'a, I, O, F>(
+    input: &'a str,
     context: RunContext,
     step: F,
 ) -> Result<String, __bindings::StepError>
 where
-    I: DeserializeOwned,
+    I: Deserialize<'a>,
     O: Serialize,
     F: FnOnce(I, &Context) -> Result<O, StepError>,
 {
     run_typed(input, &Context::new(context), step).map_err(to_wit)
 }
 
-fn run_typed<I, O, F>(input: &str, context: &Context, step: F) -> Result<String, StepError>
+fn run_typed<'a, I, O, F>(input: &'a str, context: &Context, step: F) -> Result<String, StepError>
 where
-    I: DeserializeOwned,
+    I: Deserialize<'a>,
     O: Serialize,
     F: FnOnce(I, &Context) -> Result<O, StepError>,
 {

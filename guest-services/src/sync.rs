@@ -56,12 +56,7 @@ impl Person {
     /// Whether the key came from the mail (the identity rule's first
     /// choice) or, for someone without one, the UPN.
     pub fn matched_by(&self) -> MatchedBy {
-        let mail = self.mail.as_deref().and_then(sluice_identity::Key::of);
-        if mail.is_some() && mail == sluice_identity::Key::of(&self.key) {
-            MatchedBy::Mail
-        } else {
-            MatchedBy::Upn
-        }
+        MatchedBy::of(&self.key, self.mail.as_deref())
     }
 }
 
@@ -163,6 +158,17 @@ pub enum MatchedBy {
 }
 
 impl MatchedBy {
+    /// Which field gave `key`, for a person with this `mail`: the mail
+    /// when it is the key, else the UPN.
+    pub fn of(key: &str, mail: Option<&str>) -> MatchedBy {
+        let mail = mail.and_then(sluice_identity::Key::of);
+        if mail.is_some() && mail == sluice_identity::Key::of(key) {
+            MatchedBy::Mail
+        } else {
+            MatchedBy::Upn
+        }
+    }
+
     /// How people read it: `mail` or `UPN`.
     pub fn as_str(self) -> &'static str {
         match self {
