@@ -1,6 +1,7 @@
 //! The `compare` step: see [`logic`] (the match) and [`lifecycle`]
 //! (leavers, returners, adoption).
 
+mod input;
 mod keys;
 pub mod lifecycle;
 pub mod logic;

@@ -32,10 +32,11 @@ use serde_json::Map;
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
     Adopted, AdoptedStatus, Diff, Guard, Holders, InactiveUnmanaged, LeaveReason, Leaver, Leaving,
-    Managed, ManagedStatus as Status, MatchedBy, Origin, Person, ProcoreUser, Returner,
+    Managed, ManagedStatus as Status, MatchedBy, Origin, Returner,
 };
 use sluice_identity::Key;
 
+use crate::input::{PersonRef, UserRef};
 use crate::keys::{self, IdKey};
 
 /// The field of a managed record (`other`) that keeps the Entra object id,
@@ -84,8 +85,8 @@ pub enum Write {
 #[cfg(test)]
 pub fn apply(
     diff: &mut Diff,
-    people: &[Person],
-    users: &[ProcoreUser],
+    people: &[PersonRef<'_>],
+    users: &[UserRef<'_>],
     known: &Known,
     policy: &Policy,
 ) -> Vec<Write> {
@@ -99,8 +100,8 @@ pub fn apply(
 /// them all.
 pub fn apply_with(
     diff: &mut Diff,
-    people: &[Person],
-    users: &[ProcoreUser],
+    people: &[PersonRef<'_>],
+    users: &[UserRef<'_>],
     known: &Known,
     policy: &Policy,
     write: &mut dyn FnMut(Write),
@@ -114,11 +115,11 @@ pub fn apply_with(
     diff.counts.returners = diff.returners.len();
 }
 
-struct Run<'a, 'w> {
+struct Run<'a, 'i, 'w> {
     /// License holders by identity key.
-    people: HashMap<Cow<'a, str>, &'a Person>,
+    people: HashMap<Cow<'a, str>, &'a PersonRef<'i>>,
     /// This run's Procore users, and where each id is among them.
-    list: &'a [ProcoreUser],
+    list: &'a [UserRef<'i>],
     users: HashMap<IdKey<'a>, usize>,
     /// Managed records by Procore id: (key, record).
     by_id: HashMap<IdKey<'a>, (&'a str, &'a Managed)>,
@@ -130,10 +131,10 @@ struct Run<'a, 'w> {
     write: &'w mut dyn FnMut(Write),
 }
 
-impl<'a, 'w> Run<'a, 'w> {
+impl<'a, 'i, 'w> Run<'a, 'i, 'w> {
     fn new(
-        people: &'a [Person],
-        users: &'a [ProcoreUser],
+        people: &'a [PersonRef<'i>],
+        users: &'a [UserRef<'i>],
         known: &'a Known,
         policy: &'a Policy,
         write: &'w mut dyn FnMut(Write),
@@ -167,7 +168,7 @@ impl<'a, 'w> Run<'a, 'w> {
     }
 
     /// This run's Procore user with the id `id`.
-    fn user(&self, id: &IdKey<'_>) -> Option<&'a ProcoreUser> {
+    fn user(&self, id: &IdKey<'_>) -> Option<&'a UserRef<'i>> {
         let list = self.list;
         self.users.get(id).map(|&i| &list[i])
     }
@@ -180,7 +181,7 @@ impl<'a, 'w> Run<'a, 'w> {
         }
     }
 
-    fn in_domain(&self, user: &ProcoreUser) -> bool {
+    fn in_domain(&self, user: &UserRef<'_>) -> bool {
         if self.policy.domains.is_empty() {
             return false;
         }
@@ -193,7 +194,7 @@ impl<'a, 'w> Run<'a, 'w> {
             })
     }
 
-    fn record(&self, user: &ProcoreUser, origin: Origin, entra_id: Option<String>) -> Managed {
+    fn record(&self, user: &UserRef<'_>, origin: Origin, entra_id: Option<String>) -> Managed {
         let mut other = Map::new();
         if let Some(id) = entra_id {
             other.insert(ENTRA_ID.into(), id.into());
@@ -235,15 +236,15 @@ impl<'a, 'w> Run<'a, 'w> {
                 Origin::Adopted
             };
             let person = self.people.get(present.key.as_str()).copied();
-            let entra = person.and_then(|p| p.id.clone());
+            let entra = person.and_then(|p| p.id.as_deref().map(str::to_string));
             let record = self.record(user, origin, entra);
             (self.write)(Write::Managed(present.key.clone(), record));
             diff.adopted.push(Adopted {
                 key: present.key.clone(),
                 status: AdoptedStatus::Adopted,
                 procore_id: present.procore_id.clone(),
-                matched_by: person.map_or(MatchedBy::Mail, Person::matched_by),
-                license_group: person.and_then(|p| p.groups.first().cloned()),
+                matched_by: person.map_or(MatchedBy::Mail, PersonRef::matched_by),
+                license_group: person.and_then(PersonRef::license_group),
                 origin,
             });
             diff.counts.adopted += 1;
@@ -257,14 +258,14 @@ impl<'a, 'w> Run<'a, 'w> {
             self.hold(&found.procore_id);
             let id = IdKey::of(&found.procore_id);
             let user = self.user(&id);
-            let login = user.and_then(|u| u.login.clone());
+            let login = user.and_then(UserRef::login);
             match self.by_id.get(&id) {
                 Some((_, record)) if record.status == Status::Deactivated => {
                     diff.returners.push(Returner {
                         key: found.person.key.clone(),
                         procore_id: found.procore_id.clone(),
                         name: Some(found.person.name().to_string()),
-                        email: user.and_then(|u| u.email_address.clone()),
+                        email: user.and_then(UserRef::email_address),
                         login,
                         license_group: found.person.groups.first().cloned(),
                         matched_by: found.person.matched_by(),
@@ -284,7 +285,7 @@ impl<'a, 'w> Run<'a, 'w> {
 
     /// Managed (or in-domain) active users whom no license holder matches.
     fn leavers(&mut self, diff: &mut Diff) {
-        let mut candidates: Vec<(String, Managed, &ProcoreUser)> = Vec::new();
+        let mut candidates: Vec<(String, Managed, &UserRef<'_>)> = Vec::new();
         for (key, record) in &self.known.managed {
             let id = IdKey::of(&record.procore_id);
             match self.user(&id) {
@@ -322,7 +323,7 @@ impl<'a, 'w> Run<'a, 'w> {
         }
     }
 
-    fn leaver(&mut self, diff: &mut Diff, key: String, mut record: Managed, user: &ProcoreUser) {
+    fn leaver(&mut self, diff: &mut Diff, key: String, mut record: Managed, user: &UserRef<'_>) {
         let reason = self.reason(&key, user);
         let since = match record.leaving_since.as_deref().and_then(parse_time) {
             Some(since) => since,
@@ -346,13 +347,13 @@ impl<'a, 'w> Run<'a, 'w> {
             key,
             procore_id: record.procore_id,
             name: procore_name(user),
-            email: user.email_address.clone(),
-            login: user.login.clone(),
+            email: user.email_address(),
+            login: user.login(),
             reason,
         });
     }
 
-    fn reason(&self, key: &str, user: &ProcoreUser) -> LeaveReason {
+    fn reason(&self, key: &str, user: &UserRef<'_>) -> LeaveReason {
         let keys: Vec<Key> = [
             Some(key),
             user.login.as_deref(),
@@ -413,7 +414,7 @@ impl<'a, 'w> Run<'a, 'w> {
     }
 }
 
-fn procore_name(user: &ProcoreUser) -> Option<String> {
+fn procore_name(user: &UserRef<'_>) -> Option<String> {
     let name = [&user.first_name, &user.last_name]
         .into_iter()
         .flatten()
@@ -422,7 +423,7 @@ fn procore_name(user: &ProcoreUser) -> Option<String> {
         .collect::<Vec<_>>()
         .join(" ");
     if name.is_empty() {
-        user.login.clone().or_else(|| user.email_address.clone())
+        user.login().or_else(|| user.email_address())
     } else {
         Some(name)
     }
@@ -438,7 +439,9 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logic::compare;
+    use crate::input::from_owned;
+    use crate::logic::diff as compare;
+    use sluice_guest_services::sync::{Person, ProcoreUser};
 
     fn person(key: &str, mail: bool) -> Person {
         Person {
@@ -504,7 +507,9 @@ mod tests {
         p: &Policy,
     ) -> (Diff, Vec<Write>) {
         let mut diff = compare(people, users);
-        let writes = apply(&mut diff, people, users, known, p);
+        let people: Vec<PersonRef> = people.iter().map(from_owned::person).collect();
+        let users: Vec<UserRef> = users.iter().map(from_owned::user).collect();
+        let writes = apply(&mut diff, &people, &users, known, p);
         (diff, writes)
     }
 

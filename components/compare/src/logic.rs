@@ -24,17 +24,24 @@ use sluice_guest_services::sync::{
 };
 use sluice_identity::Key;
 
+use crate::input::{PersonRef, UserRef};
 use crate::keys;
 use crate::lifecycle::{self, Known, Policy, Write};
 
 /// The people and the Procore users to match, and the lifecycle settings.
+// Both lists are read in place (`crate::input`); the schema says what they
+// hold, as the shared types define it.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Input {
+pub struct Input<'a> {
     /// License holders (as `graph-group-members` lists them).
-    pub people: Vec<Person>,
+    #[serde(borrow)]
+    #[schemars(with = "Vec<Person>")]
+    pub people: Vec<PersonRef<'a>>,
     /// Every Procore company user, active and inactive.
-    pub procore_users: Vec<ProcoreUser>,
+    #[serde(borrow)]
+    #[schemars(with = "Vec<ProcoreUser>")]
+    pub procore_users: Vec<UserRef<'a>>,
     /// How many license groups matched (`graph-groups`' `count`): none at
     /// all holds every deactivation for an admin.
     #[serde(default)]
@@ -69,7 +76,7 @@ struct Match<'a> {
     index: usize,
 }
 
-pub fn compare_input(input: Input, context: &Context) -> Result<Diff, StepError> {
+pub fn compare_input(input: Input<'_>, context: &Context) -> Result<Diff, StepError> {
     let policy = policy(&input, context)?;
     let known = read_known()?;
     let mut diff = compare(&input.people, &input.procore_users);
@@ -100,7 +107,7 @@ pub fn compare_input(input: Input, context: &Context) -> Result<Diff, StepError>
 }
 
 /// The lifecycle settings of `input`, checked.
-pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
+pub fn policy(input: &Input<'_>, context: &Context) -> Result<Policy, StepError> {
     let now = lifecycle::parse_time(context.started_at()).ok_or_else(|| {
         StepError::internal(format!(
             "the run's start time `{}` is not RFC 3339",
@@ -153,8 +160,8 @@ fn read_known() -> Result<Known, StepError> {
 
 /// Every Procore login and email address, keyed, to the user it belongs
 /// to; an active account wins over an inactive one with the same address.
-fn index(users: &[ProcoreUser]) -> HashMap<Cow<'_, str>, Match<'_>> {
-    let mut index: HashMap<Cow<'_, str>, Match<'_>> = HashMap::with_capacity(users.len() * 2);
+fn index<'a>(users: &'a [UserRef<'_>]) -> HashMap<Cow<'a, str>, Match<'a>> {
+    let mut index: HashMap<Cow<'a, str>, Match<'a>> = HashMap::with_capacity(users.len() * 2);
     for (i, user) in users.iter().enumerate() {
         let candidate = Match {
             id: &user.id,
@@ -174,7 +181,7 @@ fn index(users: &[ProcoreUser]) -> HashMap<Cow<'_, str>, Match<'_>> {
     index
 }
 
-pub fn compare(people: &[Person], users: &[ProcoreUser]) -> Diff {
+pub fn compare(people: &[PersonRef<'_>], users: &[UserRef<'_>]) -> Diff {
     let index = index(users);
     let mut diff = Diff::default();
     let mut matched = vec![false; users.len()];
@@ -196,12 +203,12 @@ pub fn compare(people: &[Person], users: &[ProcoreUser]) -> Diff {
                     });
                 } else {
                     diff.present_inactive.push(InactivePerson {
-                        person: person.clone(),
+                        person: person.to_person(),
                         procore_id: m.id.clone(),
                     });
                 }
             }
-            None => diff.missing.push(person.clone()),
+            None => diff.missing.push(person.to_person()),
         }
         seen.insert(key);
     }
@@ -214,6 +221,15 @@ pub fn compare(people: &[Person], users: &[ProcoreUser]) -> Diff {
         ..Counts::default()
     };
     diff
+}
+
+/// [`compare`] of the owned forms, for tests.
+#[cfg(test)]
+pub fn diff(people: &[Person], users: &[ProcoreUser]) -> Diff {
+    use crate::input::from_owned;
+    let people: Vec<PersonRef> = people.iter().map(from_owned::person).collect();
+    let users: Vec<UserRef> = users.iter().map(from_owned::user).collect();
+    compare(&people, &users)
 }
 
 #[cfg(test)]
@@ -265,7 +281,7 @@ mod tests {
             user(3, "c@x.com", "c@x.com", false),
             user(4, "sub@contractor.com", "sub@contractor.com", true),
         ];
-        let out = compare(&people, &users);
+        let out = diff(&people, &users);
         assert_eq!(out.missing, vec![person("d@x.com")]);
         assert_eq!(
             out.present,
@@ -286,19 +302,34 @@ mod tests {
     }
 
     #[test]
+    fn the_input_schema_is_the_shared_types() {
+        // The lists are read through borrowed types; `describe` must still
+        // say what `graph-group-members` and `procore-users` write.
+        let text = sluice_guest::glue::schema::<Input>();
+        let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let items = |field: &str| schema["properties"][field]["items"]["$ref"].clone();
+        assert_eq!(items("people"), "#/$defs/Person");
+        assert_eq!(items("procore_users"), "#/$defs/ProcoreUser");
+        let person = &schema["$defs"]["Person"];
+        assert_eq!(person["required"], serde_json::json!(["key"]));
+        assert!(person["properties"]["userPrincipalName"].is_object());
+        assert!(schema["$defs"]["ProcoreUser"]["properties"]["is_active"].is_object());
+    }
+
+    #[test]
     fn an_active_account_beats_an_inactive_one() {
         let users = vec![
             user(1, "a@x.com", "a@x.com", false),
             user(2, "a2", "A@x.com", true),
         ];
-        let out = compare(&[person("a@x.com")], &users);
+        let out = diff(&[person("a@x.com")], &users);
         assert_eq!(out.present, vec![present("a@x.com", 2)]);
         assert_eq!(out.counts.present_inactive, 0);
     }
 
     #[test]
     fn the_same_person_twice_is_one_person() {
-        let out = compare(&[person("a@x.com"), person(" A@x.com")], &[]);
+        let out = diff(&[person("a@x.com"), person(" A@x.com")], &[]);
         assert_eq!(out.counts.missing, 1);
     }
 
@@ -316,7 +347,7 @@ mod tests {
         users.extend(
             (0..n / 10).map(|i| user((n + i) as u64, &format!("sub{i}@contractor.com"), "", true)),
         );
-        let out = compare(&people, &users);
+        let out = diff(&people, &users);
         assert_eq!(out.counts.missing, n / 10);
         assert_eq!(out.counts.present_inactive, n / 50);
         assert_eq!(out.counts.procore_only, n / 10);

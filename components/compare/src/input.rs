@@ -1,0 +1,234 @@
+//! The license holders and Procore users of the step's input, read in
+//! place: their text is borrowed from the input wherever JSON has no
+//! escape in it. At 100k members the owned forms ([`Person`],
+//! `ProcoreUser`) are about a million allocations and 70 MB, which in
+//! the guest cost more time than the match; only the people the output
+//! carries whole (missing, inactive in Procore) become owned.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use sluice_guest_services::procore::Id;
+use sluice_guest_services::sync::{MatchedBy, Person};
+
+/// A JSON string of the input: borrowed unless it had to be unescaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text<'a>(Cow<'a, str>);
+
+impl Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor<'a>(PhantomData<&'a str>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+            type Value = Text<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(text.to_string())))
+            }
+
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+
+        deserializer.deserialize_str(TextVisitor(PhantomData))
+    }
+}
+
+fn owned(text: &Option<Text<'_>>) -> Option<String> {
+    text.as_deref().map(str::to_string)
+}
+
+/// A [`Person`] (a license holder), borrowed from the input.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonRef<'a> {
+    #[serde(borrow)]
+    pub key: Text<'a>,
+    #[serde(default, borrow)]
+    pub id: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub mail: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub user_principal_name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub display_name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub given_name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub surname: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub groups: Vec<Text<'a>>,
+}
+
+impl PersonRef<'_> {
+    /// The person as the output carries them.
+    pub fn to_person(&self) -> Person {
+        Person {
+            key: self.key.to_string(),
+            id: owned(&self.id),
+            mail: owned(&self.mail),
+            user_principal_name: owned(&self.user_principal_name),
+            display_name: owned(&self.display_name),
+            given_name: owned(&self.given_name),
+            surname: owned(&self.surname),
+            groups: self.groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    /// [`Person::matched_by`].
+    pub fn matched_by(&self) -> MatchedBy {
+        MatchedBy::of(&self.key, self.mail.as_deref())
+    }
+
+    /// The first license group, by name.
+    pub fn license_group(&self) -> Option<String> {
+        self.groups.first().map(|g| g.to_string())
+    }
+}
+
+/// A Procore user (`sync::ProcoreUser`), borrowed from the input.
+#[derive(Debug, Deserialize)]
+pub struct UserRef<'a> {
+    pub id: Id,
+    #[serde(default, borrow)]
+    pub login: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub email_address: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub first_name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub last_name: Option<Text<'a>>,
+    #[serde(default = "active")]
+    pub is_active: bool,
+}
+
+fn active() -> bool {
+    true
+}
+
+impl UserRef<'_> {
+    /// The login, owned.
+    pub fn login(&self) -> Option<String> {
+        owned(&self.login)
+    }
+
+    /// The email address, owned.
+    pub fn email_address(&self) -> Option<String> {
+        owned(&self.email_address)
+    }
+}
+
+/// The borrowed forms of owned values, for tests written with the shared
+/// types.
+#[cfg(test)]
+pub mod from_owned {
+    use super::*;
+    use sluice_guest_services::sync::ProcoreUser;
+
+    fn text(s: &Option<String>) -> Option<Text<'_>> {
+        s.as_deref().map(|s| Text(Cow::Borrowed(s)))
+    }
+
+    pub fn person(p: &Person) -> PersonRef<'_> {
+        PersonRef {
+            key: Text(Cow::Borrowed(&p.key)),
+            id: text(&p.id),
+            mail: text(&p.mail),
+            user_principal_name: text(&p.user_principal_name),
+            display_name: text(&p.display_name),
+            given_name: text(&p.given_name),
+            surname: text(&p.surname),
+            groups: p.groups.iter().map(|g| Text(Cow::Borrowed(g))).collect(),
+        }
+    }
+
+    pub fn user(u: &ProcoreUser) -> UserRef<'_> {
+        UserRef {
+            id: u.id.clone(),
+            login: text(&u.login),
+            email_address: text(&u.email_address),
+            first_name: text(&u.first_name),
+            last_name: text(&u.last_name),
+            is_active: u.is_active,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_guest_services::sync::ProcoreUser;
+
+    #[test]
+    fn reads_what_the_owned_types_read_and_borrows_plain_text() {
+        let people = r#"[
+            {"key": "a@x.com", "id": "e1", "mail": "A@x.com", "userPrincipalName": "a@x.onmicrosoft.com",
+             "displayName": "Ann \"Nan\" O\u2019Neil", "givenName": null, "groups": ["License – E3", "G\\2"]},
+            {"key": "b@x.com", "other": 5}
+        ]"#;
+        let borrowed: Vec<PersonRef> = serde_json::from_str(people).unwrap();
+        let expected: Vec<Person> = serde_json::from_str(people).unwrap();
+        let converted: Vec<Person> = borrowed.iter().map(PersonRef::to_person).collect();
+        assert_eq!(converted, expected);
+        assert!(matches!(borrowed[0].key.0, Cow::Borrowed(_)));
+        assert!(matches!(
+            borrowed[0].display_name.as_ref().map(|t| &t.0),
+            Some(Cow::Owned(_))
+        ));
+        assert_eq!(borrowed[0].matched_by(), expected[0].matched_by());
+        assert_eq!(borrowed[1].matched_by(), expected[1].matched_by());
+
+        let users = r#"[
+            {"id": 7, "login": "A@x.com", "email_address": "a@x.com", "first_name": "A\tB", "is_active": false, "vendor": {}},
+            {"id": "8"}
+        ]"#;
+        let borrowed: Vec<UserRef> = serde_json::from_str(users).unwrap();
+        let expected: Vec<ProcoreUser> = serde_json::from_str(users).unwrap();
+        for (b, o) in borrowed.iter().zip(&expected) {
+            assert_eq!(
+                (
+                    b.login(),
+                    b.email_address(),
+                    owned(&b.first_name),
+                    b.is_active
+                ),
+                (
+                    o.login.clone(),
+                    o.email_address.clone(),
+                    o.first_name.clone(),
+                    o.is_active
+                )
+            );
+            assert_eq!(b.id, o.id);
+        }
+    }
+
+    #[test]
+    fn a_wrong_type_is_refused_as_the_owned_types_refuse_it() {
+        let text = r#"[{"key": 5}]"#;
+        let borrowed = serde_json::from_str::<Vec<PersonRef>>(text).unwrap_err();
+        let owned = serde_json::from_str::<Vec<Person>>(text).unwrap_err();
+        assert_eq!(borrowed.to_string(), owned.to_string());
+    }
+}
