@@ -58,7 +58,14 @@ pub fn set<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<(), StepError>
             "the state for `{key}` could not be serialised: {e}"
         ))
     })?;
-    wit::set(key, &text).map_err(to_step_error)
+    set_json(key, &text)
+}
+
+/// Stores `json`, a value already serialised as JSON text (the host checks
+/// that it is), under `key` when this call succeeds: for a component that
+/// serialised it anyway, to check its size.
+pub fn set_json(key: &str, json: &str) -> Result<(), StepError> {
+    wit::set(key, json).map_err(to_step_error)
 }
 
 /// Removes `key` when this call succeeds.

@@ -4,6 +4,7 @@
 //! A collection is read by following `@odata.nextLink` verbatim until it is
 //! absent; a page may be empty and still have one.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_guest::{Call, JsonSchema, Response, StepError};
@@ -24,42 +25,46 @@ pub struct Group {
 /// `connection`), page after page.
 pub fn all(connection: &str, first: Call) -> Result<Vec<Value>, StepError> {
     let mut items = Vec::new();
+    each(connection, first, |item: Value| items.push(item))?;
+    Ok(items)
+}
+
+/// One page of a collection, typed: only its items and its nextLink are
+/// read, so a large page is never held as a JSON tree.
+#[derive(Deserialize)]
+struct TypedPage<T> {
+    value: Option<Vec<T>>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
+}
+
+/// Hands every item of a Graph collection, read as `T`, to `each`, page
+/// after page: only one page is held at a time.
+pub fn each<T: DeserializeOwned>(
+    connection: &str,
+    first: Call,
+    mut each: impl FnMut(T),
+) -> Result<(), StepError> {
     let mut call = first;
     for _ in 0..MAX_PAGES {
-        let Some((values, next)) = page(read_ok(&call)?.json()?) else {
+        let page: TypedPage<T> = read_ok(&call)?.json()?;
+        let Some(values) = page.value else {
             return Err(StepError::internal(format!(
                 "{}: the response has no `value` list",
                 call.url()
             ))
             .with_code("bad-response"));
         };
-        items.extend(values);
-        match next {
+        values.into_iter().for_each(&mut each);
+        match page.next_link {
             Some(next) => call = Call::get(connection, &next),
-            None => return Ok(items),
+            None => return Ok(()),
         }
     }
     Err(StepError::internal(format!(
         "more than {MAX_PAGES} pages: the service keeps returning a nextLink"
     ))
     .with_code("paging"))
-}
-
-/// The items of one page of a Graph collection and its `@odata.nextLink`,
-/// verbatim; no link on the last page (of a delta round too, which has an
-/// `@odata.deltaLink` instead). `None` when the page has no `value` list.
-pub fn page(page: Value) -> Option<(Vec<Value>, Option<String>)> {
-    let Value::Object(mut page) = page else {
-        return None;
-    };
-    let next = match page.remove("@odata.nextLink") {
-        Some(Value::String(link)) => Some(link),
-        _ => None,
-    };
-    match page.remove("value") {
-        Some(Value::Array(values)) => Some((values, next)),
-        _ => None,
-    }
 }
 
 /// `code: message` of a Graph error body, if the body is one.
@@ -81,7 +86,15 @@ mod tests {
 
     #[test]
     fn graph_pages_are_read_as_the_documented_examples_give_them() {
-        let read = |name: &str| page(crate::tests::documented(name)["body"].clone()).unwrap();
+        let page = |name: &str| {
+            let body = crate::tests::documented(name)["body"].clone();
+            let page: TypedPage<Value> = serde_json::from_value(body).unwrap();
+            page
+        };
+        let read = |name: &str| {
+            let page = page(name);
+            (page.value.unwrap(), page.next_link)
+        };
         let (members, next) = read("graph_list_members");
         assert_eq!(members[0]["mail"], "user1@contoso.com");
         assert_eq!(next, None, "no nextLink: the last page");
@@ -107,6 +120,6 @@ mod tests {
             changes[0]["members@delta"][0]["@removed"]["reason"],
             "deleted"
         );
-        assert!(page(crate::tests::documented("graph_throttled")["body"].clone()).is_none());
+        assert!(page("graph_throttled").value.is_none());
     }
 }

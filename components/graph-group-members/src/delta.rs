@@ -19,7 +19,7 @@ use serde_json::Value;
 use sluice_guest::{Call, StepError};
 
 use crate::GRAPH;
-use crate::known::{Entry, FIELDS, Known, USER};
+use crate::known::{Entry, FIELDS, Known, Member, USER};
 
 /// Graph's delta `$filter` names at most 50 objects.
 pub const MAX_FILTERED_GROUPS: usize = 50;
@@ -120,7 +120,7 @@ pub struct Changes {
     /// Per group id, in order: member id, its type, and whether it left.
     pub members: Vec<(String, String, String, bool)>,
     /// Users changed (with the properties Graph sent) or deleted.
-    pub users: Vec<Value>,
+    pub users: Vec<Member>,
     pub links: Links,
 }
 
@@ -141,7 +141,9 @@ pub fn read(links: &Links) -> Result<Changes, Refused> {
         }
     })?;
     let mut users = Vec::new();
-    let users_link = round(Call::get(GRAPH, &links.users), |u| users.push(u))?;
+    let users_link = round(Call::get(GRAPH, &links.users), |u| {
+        users.extend(Member::of(&u));
+    })?;
     Ok(Changes {
         members,
         users,
@@ -186,17 +188,17 @@ pub fn apply(
         } else if kind == USER {
             pending.entry(id.clone()).or_default().insert(g);
         } else {
-            let mut entry = Entry::of(&serde_json::json!({ "@odata.type": kind }));
+            let mut entry = Entry::other(kind);
             entry.groups.insert(g);
             known.insert(id.clone(), entry);
         }
     }
     pending.retain(|_, joined| !joined.is_empty());
     for user in &changes.users {
-        let Some(id) = user.get("id").and_then(Value::as_str) else {
+        let Some(id) = user.id() else {
             continue;
         };
-        if user.get("@removed").is_some() {
+        if user.removed {
             if known.remove(id).is_some() {
                 changed.insert(id.to_string());
             }
@@ -205,8 +207,8 @@ pub fn apply(
             entry.merge(user);
             changed.insert(id.to_string());
         } else if let Some(joined) = pending.remove(id) {
-            if FIELDS.iter().all(|f| user.get(*f).is_some()) {
-                let mut entry = Entry::of(user);
+            if user.is_complete() {
+                let mut entry = Entry::of(user.clone());
                 entry.groups = joined;
                 known.insert(id.to_string(), entry);
             } else {
@@ -230,16 +232,16 @@ pub fn look_up(known: &mut Known, pending: Pending) -> Result<(), StepError> {
         let first = Call::get(GRAPH, "users")
             .query("$filter", format!("id in ({list})"))
             .query("$select", select_users());
-        for user in sluice_guest_services::graph::all(GRAPH, first)? {
-            let Some(id) = user.get("id").and_then(Value::as_str) else {
-                continue;
+        sluice_guest_services::graph::each(GRAPH, first, |mut user: Member| {
+            let Some(Some(id)) = user.id.take() else {
+                return;
             };
-            if let Some(joined) = pending.get(id) {
-                let mut entry = Entry::of(&user);
+            if let Some(joined) = pending.get(&id) {
+                let mut entry = Entry::of(user);
                 entry.groups = joined.clone();
-                known.insert(id.to_string(), entry);
+                known.insert(id, entry);
             }
-        }
+        })?;
     }
     Ok(())
 }
@@ -260,7 +262,7 @@ mod tests {
         let groups = vec!["g0".to_string(), "g1".to_string()];
         let mut known = Known::new();
         for id in ["a", "b", "c"] {
-            let mut e = Entry::of(&user(id, true));
+            let mut e = Entry::of(Member::of(&user(id, true)).unwrap());
             e.groups.insert(0);
             known.insert(id.into(), e);
         }
@@ -276,11 +278,14 @@ mod tests {
                 change("g1", "dev", "#microsoft.graph.device", false),
                 change("other", "c", USER, true),
             ],
-            users: vec![
+            users: [
                 json!({"id": "b", "accountEnabled": false}),
                 json!({"id": "c", "@removed": {"reason": "changed"}}),
                 user("later", true),
-            ],
+            ]
+            .iter()
+            .filter_map(Member::of)
+            .collect(),
             links: Links {
                 groups: String::new(),
                 users: String::new(),
@@ -290,7 +295,8 @@ mod tests {
         let pending = apply(&mut known, &groups, &changes, &mut changed);
         assert!(!known.contains_key("a"), "left its only group");
         assert_eq!(known["b"].groups, BTreeSet::from([0, 1]));
-        assert_eq!(known["b"].props[5], json!(false), "disabled");
+        let b = known["b"].user.as_ref().unwrap();
+        assert_eq!(b.account_enabled, Some(false), "disabled");
         assert!(!known.contains_key("c"), "deleted");
         assert_eq!(
             known["later"].groups,

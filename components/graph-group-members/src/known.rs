@@ -11,8 +11,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::de::{Deserializer, IgnoredAny};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sluice_guest::{StepError, state};
 
 use crate::people::People;
@@ -34,6 +35,139 @@ const CHUNK_PREFIX: &str = "members-delta/chunk/";
 const PER_CHUNK: usize = 500;
 const MAX_CHUNK_BYTES: usize = 200 * 1024;
 
+/// A member object as a members page, a users look-up or a users delta
+/// entry gives it, read straight from the page (never as a JSON tree). A
+/// property is `None` when absent and `Some(None)` when null (or not of
+/// its type): a users delta entry carries only what changed.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Member {
+    #[serde(rename = "@odata.type", default, deserialize_with = "text")]
+    pub kind: Option<Option<String>>,
+    #[serde(default, deserialize_with = "text")]
+    pub id: Option<Option<String>>,
+    /// A users delta entry for a deleted user.
+    #[serde(rename = "@removed", default, deserialize_with = "present")]
+    pub removed: bool,
+    #[serde(rename = "displayName", default, deserialize_with = "text")]
+    display_name: Option<Option<String>>,
+    #[serde(rename = "givenName", default, deserialize_with = "text")]
+    given_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "text")]
+    surname: Option<Option<String>>,
+    #[serde(default, deserialize_with = "text")]
+    mail: Option<Option<String>>,
+    #[serde(rename = "userPrincipalName", default, deserialize_with = "text")]
+    user_principal_name: Option<Option<String>>,
+    #[serde(rename = "accountEnabled", default, deserialize_with = "flag")]
+    account_enabled: Option<Option<bool>>,
+}
+
+/// A present property: its text, or `None` for null or another type.
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Ok(Some(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    }))
+}
+
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<bool>>, D::Error> {
+    Ok(Some(Value::deserialize(d)?.as_bool()))
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d)?;
+    Ok(true)
+}
+
+impl Member {
+    /// One object of a JSON list (a delta round's items are read as JSON).
+    pub fn of(value: &Value) -> Option<Member> {
+        Member::deserialize(value).ok()
+    }
+
+    /// Its id, when it has one.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_ref().and_then(Option::as_deref)
+    }
+
+    /// Its `@odata.type`, when it has one.
+    pub fn kind(&self) -> Option<&str> {
+        self.kind.as_ref().and_then(Option::as_deref)
+    }
+
+    /// Whether it carries every one of [`FIELDS`].
+    pub fn is_complete(&self) -> bool {
+        self.display_name.is_some()
+            && self.given_name.is_some()
+            && self.surname.is_some()
+            && self.mail.is_some()
+            && self.user_principal_name.is_some()
+            && self.account_enabled.is_some()
+    }
+
+    /// Its properties; an absent one is null.
+    fn user(self) -> User {
+        User {
+            display_name: self.display_name.flatten(),
+            given_name: self.given_name.flatten(),
+            surname: self.surname.flatten(),
+            mail: self.mail.flatten(),
+            user_principal_name: self.user_principal_name.flatten(),
+            account_enabled: self.account_enabled.flatten(),
+        }
+    }
+}
+
+/// A user's [`FIELDS`]; kept in the state as an array in that order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct User {
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub surname: Option<String>,
+    pub mail: Option<String>,
+    pub user_principal_name: Option<String>,
+    pub account_enabled: Option<bool>,
+}
+
+impl Serialize for User {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (
+            &self.display_name,
+            &self.given_name,
+            &self.surname,
+            &self.mail,
+            &self.user_principal_name,
+            &self.account_enabled,
+        )
+            .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for User {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<User, D::Error> {
+        let (display_name, given_name, surname, mail, user_principal_name, enabled): (
+            Value,
+            Value,
+            Value,
+            Value,
+            Value,
+            Value,
+        ) = Deserialize::deserialize(d)?;
+        let text = |v: Value| match v {
+            Value::String(s) => Some(s),
+            _ => None,
+        };
+        Ok(User {
+            display_name: text(display_name),
+            given_name: text(given_name),
+            surname: text(surname),
+            mail: text(mail),
+            user_principal_name: text(user_principal_name),
+            account_enabled: enabled.as_bool(),
+        })
+    }
+}
+
 /// One member object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -44,72 +178,70 @@ pub struct Entry {
     /// sorted group ids the state was written for).
     #[serde(rename = "g")]
     pub groups: BTreeSet<u16>,
-    /// A user's [`FIELDS`], in order (`null` when Graph gave none).
-    #[serde(rename = "p", default, skip_serializing_if = "Vec::is_empty")]
-    pub props: Vec<Value>,
+    /// A user's properties.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
 }
 
 impl Entry {
     /// An object as a members list (or a user look-up) gives it.
-    pub fn of(member: &Value) -> Entry {
-        let kind = member.get("@odata.type").and_then(Value::as_str);
-        match kind {
+    pub fn of(member: Member) -> Entry {
+        match member.kind() {
             Some(USER) | None => Entry {
                 kind: None,
                 groups: BTreeSet::new(),
-                props: FIELDS
-                    .iter()
-                    .map(|f| member.get(*f).cloned().unwrap_or(Value::Null))
-                    .collect(),
+                user: Some(member.user()),
             },
-            Some(other) => Entry {
-                kind: Some(other.to_string()),
-                groups: BTreeSet::new(),
-                props: Vec::new(),
-            },
+            Some(other) => Entry::other(other),
+        }
+    }
+
+    /// An object that is not a user (a device, a group…).
+    pub fn other(kind: &str) -> Entry {
+        Entry {
+            kind: Some(kind.to_string()),
+            groups: BTreeSet::new(),
+            user: None,
         }
     }
 
     /// Takes the properties a users delta entry has (Graph sends at least
     /// the changed ones).
-    pub fn merge(&mut self, user: &Value) {
+    pub fn merge(&mut self, change: &Member) {
         if self.kind.is_some() {
             return;
         }
-        self.props.resize(FIELDS.len(), Value::Null);
-        for (slot, field) in self.props.iter_mut().zip(FIELDS) {
-            if let Some(v) = user.get(field) {
-                *slot = v.clone();
+        let user = self.user.get_or_insert_default();
+        let set = |slot: &mut Option<String>, v: &Option<Option<String>>| {
+            if let Some(v) = v {
+                slot.clone_from(v);
             }
+        };
+        set(&mut user.display_name, &change.display_name);
+        set(&mut user.given_name, &change.given_name);
+        set(&mut user.surname, &change.surname);
+        set(&mut user.mail, &change.mail);
+        set(&mut user.user_principal_name, &change.user_principal_name);
+        if let Some(enabled) = change.account_enabled {
+            user.account_enabled = enabled;
         }
-    }
-
-    /// The object as a members list shows it, for [`People::add`].
-    fn member(&self, id: &str) -> Value {
-        let mut m = Map::new();
-        let kind = self.kind.as_deref().unwrap_or(USER);
-        m.insert("@odata.type".into(), Value::from(kind));
-        m.insert("id".into(), Value::from(id));
-        for (field, v) in FIELDS.iter().zip(&self.props) {
-            m.insert((*field).to_string(), v.clone());
-        }
-        Value::Object(m)
     }
 }
 
 /// Every member object, by id.
 pub type Known = BTreeMap<String, Entry>;
 
-/// The people in `known`; `names[i]` is the display name of tracked group `i`.
-pub fn people(known: &Known, names: &[String]) -> People {
+/// The people in `known`, which it consumes; `names[i]` is the display
+/// name of tracked group `i`.
+pub fn people(known: Known, names: &[String]) -> People<'_> {
     let mut people = People::default();
     for (id, entry) in known {
-        let member = entry.member(id);
-        for &g in &entry.groups {
-            if let Some(name) = names.get(usize::from(g)) {
-                people.add(name, &member);
-            }
-        }
+        let groups: Vec<&str> = entry
+            .groups
+            .iter()
+            .filter_map(|&g| names.get(usize::from(g)).map(String::as_str))
+            .collect();
+        people.add(id, entry, groups);
     }
     people
 }
@@ -124,22 +256,34 @@ fn chunk_of(id: &str, chunks: u32) -> u32 {
     (h % u64::from(chunks.max(1))) as u32
 }
 
-type Parts<'a> = Vec<BTreeMap<&'a str, &'a Entry>>;
-
-/// `known` split into `chunks` parts, and whether each fits in a value.
-fn split(known: &Known, chunks: u32) -> Result<(Parts<'_>, bool), StepError> {
-    let mut parts: Parts<'_> = vec![BTreeMap::new(); chunks as usize];
+/// The serialised chunk `n` of `known` split into `chunks` parts, for
+/// each `n` that `wanted`; `None` when one is too large for a value.
+fn serialise(
+    known: &Known,
+    chunks: u32,
+    wanted: impl Fn(u32) -> bool,
+) -> Result<Option<Vec<(u32, String)>>, StepError> {
+    let mut parts: Vec<BTreeMap<&str, &Entry>> = vec![BTreeMap::new(); chunks as usize];
     for (id, entry) in known {
-        parts[chunk_of(id, chunks) as usize].insert(id, entry);
+        let n = chunk_of(id, chunks);
+        if wanted(n) {
+            parts[n as usize].insert(id, entry);
+        }
     }
-    let mut fits = true;
-    for part in &parts {
-        let bytes = serde_json::to_vec(part).map_err(|e| {
+    let mut texts = Vec::new();
+    for (n, part) in (0..chunks).zip(&parts) {
+        if !wanted(n) {
+            continue;
+        }
+        let text = serde_json::to_string(part).map_err(|e| {
             StepError::internal(format!("the members could not be serialised: {e}"))
         })?;
-        fits &= bytes.len() <= MAX_CHUNK_BYTES;
+        if text.len() > MAX_CHUNK_BYTES {
+            return Ok(None);
+        }
+        texts.push((n, text));
     }
-    Ok((parts, fits))
+    Ok(Some(texts))
 }
 
 /// Reads the `chunks` chunks; `None` when one is missing or not this shape
@@ -160,8 +304,9 @@ pub fn load(chunks: u32) -> Result<Option<Known>, StepError> {
 }
 
 /// Writes `known`: every chunk, or (`changed`, with the same number of
-/// chunks as before) only the chunks of the objects that changed. Deletes
-/// chunks past the new count. Returns the number of chunks.
+/// chunks as before) only the chunks of the objects that changed; each
+/// chunk is serialised once. Deletes chunks past the new count. Returns
+/// the number of chunks.
 pub fn save(
     known: &Known,
     before: u32,
@@ -172,20 +317,18 @@ pub fn save(
     } else {
         known.len().div_ceil(PER_CHUNK).max(1) as u32
     };
-    let (mut parts, mut fits) = split(known, chunks)?;
-    let mut changed = changed;
-    while !fits {
-        chunks *= 2;
-        (parts, fits) = split(known, chunks)?;
-        changed = None;
-    }
     let dirty: Option<BTreeSet<u32>> =
         changed.map(|ids| ids.iter().map(|id| chunk_of(id, chunks)).collect());
-    for (n, part) in parts.iter().enumerate() {
-        let n = n as u32;
-        if dirty.as_ref().is_none_or(|d| d.contains(&n)) {
-            state::set(&format!("{CHUNK_PREFIX}{n}"), part)?;
-        }
+    let mut texts = serialise(known, chunks, |n| {
+        dirty.as_ref().is_none_or(|d| d.contains(&n))
+    })?;
+    // A chunk too large: twice as many, every one written anew.
+    while texts.is_none() {
+        chunks *= 2;
+        texts = serialise(known, chunks, |_| true)?;
+    }
+    for (n, text) in texts.into_iter().flatten() {
+        state::set_json(&format!("{CHUNK_PREFIX}{n}"), &text)?;
     }
     for n in chunks..before {
         state::delete(&format!("{CHUNK_PREFIX}{n}"))?;
@@ -198,37 +341,86 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn member(value: Value) -> Member {
+        Member::of(&value).unwrap()
+    }
+
     #[test]
     fn an_entry_keeps_a_users_fields_and_merges_a_change() {
-        let member = json!({"@odata.type": USER, "id": "u1", "mail": "A@x.com",
-            "userPrincipalName": "a@x", "accountEnabled": true, "displayName": "A"});
-        let mut e = Entry::of(&member);
-        assert_eq!(e.props.len(), FIELDS.len());
-        e.merge(&json!({"id": "u1", "accountEnabled": false}));
-        let back = e.member("u1");
-        assert_eq!(back["accountEnabled"], json!(false));
-        assert_eq!(back["mail"], json!("A@x.com"), "unchanged fields stay");
-        let device = Entry::of(&json!({"@odata.type": "#microsoft.graph.device", "id": "d"}));
-        assert_eq!(device.member("d")["@odata.type"], "#microsoft.graph.device");
-        assert!(device.props.is_empty());
+        let m = member(json!({"@odata.type": USER, "id": "u1", "mail": "A@x.com",
+            "userPrincipalName": "a@x", "accountEnabled": true, "displayName": "A"}));
+        assert_eq!(m.id(), Some("u1"));
+        assert!(!m.is_complete(), "givenName and surname are absent");
+        let mut e = Entry::of(m);
+        e.groups.insert(0);
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"g": [0], "p": ["A", null, null, "A@x.com", "a@x", true]}),
+            "kept as the earlier releases kept it"
+        );
+        e.merge(&member(
+            json!({"id": "u1", "accountEnabled": false, "surname": "S"}),
+        ));
+        let user = e.user.as_ref().unwrap();
+        assert_eq!(user.account_enabled, Some(false));
+        assert_eq!(user.surname.as_deref(), Some("S"));
+        assert_eq!(
+            user.mail.as_deref(),
+            Some("A@x.com"),
+            "unchanged fields stay"
+        );
+        e.merge(&member(json!({"id": "u1", "mail": null})));
+        assert_eq!(e.user.as_ref().unwrap().mail, None, "null clears");
+        let device = Entry::of(member(
+            json!({"@odata.type": "#microsoft.graph.device", "id": "d", "displayName": "D"}),
+        ));
+        assert_eq!(device.kind.as_deref(), Some("#microsoft.graph.device"));
+        assert_eq!(
+            serde_json::to_value(&device).unwrap(),
+            json!({"t": "#microsoft.graph.device", "g": []})
+        );
+        let removed = member(json!({"id": "u2", "@removed": {"reason": "changed"}}));
+        assert!(removed.removed && !member(json!({"id": "u3"})).removed);
+    }
+
+    #[test]
+    fn a_kept_entry_reads_back_leniently() {
+        let e: Entry =
+            serde_json::from_value(json!({"g": [1, 2], "p": ["A", 5, null, "a@x", null, "yes"]}))
+                .unwrap();
+        let user = e.user.unwrap();
+        assert_eq!(user.display_name.as_deref(), Some("A"));
+        assert_eq!((user.given_name, user.account_enabled), (None, None));
+        assert_eq!(e.groups, BTreeSet::from([1, 2]));
     }
 
     #[test]
     fn chunks_are_stable_and_bounded() {
         let mut known = Known::new();
         for i in 0..5000 {
-            let member = json!({"@odata.type": USER, "mail": format!("person{i}@contoso.com"),
+            let m = member(
+                json!({"@odata.type": USER, "mail": format!("person{i}@contoso.com"),
                 "userPrincipalName": format!("person{i}@contoso.onmicrosoft.com"),
                 "displayName": "Zoë Müller-Lüdenscheidt", "givenName": "Zoë",
-                "surname": "Müller-Lüdenscheidt", "accountEnabled": true});
-            let mut e = Entry::of(&member);
+                "surname": "Müller-Lüdenscheidt", "accountEnabled": true}),
+            );
+            let mut e = Entry::of(m);
             e.groups.insert(0);
             known.insert(format!("{i:08x}-0000-4000-8000-000000000000"), e);
         }
-        let (parts, fits) = split(&known, 10).unwrap();
-        assert!(fits, "500 people of long names fit in a value");
+        let texts = serialise(&known, 10, |_| true).unwrap();
+        let texts = texts.expect("500 people of long names fit in a value");
         assert_eq!(chunk_of("abc", 10), chunk_of("abc", 10));
-        let back: usize = parts.iter().map(BTreeMap::len).sum();
+        let back: usize = texts
+            .iter()
+            .map(|(_, t)| serde_json::from_str::<Known>(t).unwrap().len())
+            .sum();
         assert_eq!(back, known.len());
+        let some = serialise(&known, 10, |n| n == 3).unwrap().unwrap();
+        assert_eq!(some.len(), 1, "only the chunks asked for");
+        assert!(
+            serialise(&known, 1, |_| true).unwrap().is_none(),
+            "too large"
+        );
     }
 }

@@ -140,18 +140,19 @@ fn full_read(tracked: &Tracked, transitive: bool) -> Result<Known, StepError> {
         let first = Call::get(GRAPH, &path)
             .query("$select", SELECT)
             .query("$top", "999");
-        let members = graph::all(GRAPH, first)?;
-        sluice_guest::log::info(&format!("{name}: {} members", members.len()));
-        for member in &members {
-            let Some(member_id) = member.get("id").and_then(Value::as_str) else {
-                continue;
+        let mut count = 0usize;
+        graph::each(GRAPH, first, |mut member: known::Member| {
+            count += 1;
+            let Some(Some(member_id)) = member.id.take() else {
+                return;
             };
             known
-                .entry(member_id.to_string())
+                .entry(member_id)
                 .or_insert_with(|| known::Entry::of(member))
                 .groups
                 .insert(g as u16);
-        }
+        })?;
+        sluice_guest::log::info(&format!("{name}: {count} members"));
     }
     Ok(known)
 }
@@ -186,7 +187,7 @@ fn run(input: Input, context: &Context) -> Result<Output, StepError> {
     } else {
         synced(&tracked, &input, context)?
     };
-    let mut out = known::people(&outcome.known, &tracked.names).finish();
+    let mut out = known::people(outcome.known, &tracked.names).finish();
     out.read = outcome.read;
     out.full_because = outcome.full_because;
     out.warnings = outcome.warnings;

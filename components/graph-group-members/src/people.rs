@@ -5,67 +5,73 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value;
 use sluice_guest_services::sync::Person;
 use sluice_identity::Key;
 
 use crate::Output;
+use crate::known::{Entry, User};
 
 /// The identity key of a Graph user, or `None` when it has neither address.
-pub fn key(member: &Value) -> Option<Key> {
-    let text = |name: &str| member.get(name).and_then(Value::as_str);
-    Key::of_graph_user(text("mail"), text("userPrincipalName"))
+pub fn key(user: &User) -> Option<Key> {
+    Key::of_graph_user(user.mail.as_deref(), user.user_principal_name.as_deref())
 }
 
-/// Folds the members of each group into one entry per person.
+/// Folds the member objects into one entry per person.
 #[derive(Default)]
-pub struct People {
-    by_key: BTreeMap<Key, (Person, BTreeSet<String>)>,
+pub struct People<'a> {
+    by_key: BTreeMap<Key, (Person, BTreeSet<&'a str>)>,
     disabled: BTreeSet<Key>,
     non_users: usize,
 }
 
-impl People {
-    pub fn add(&mut self, group: &str, member: &Value) {
-        if member.get("@odata.type").and_then(Value::as_str) != Some("#microsoft.graph.user") {
-            self.non_users += 1;
+impl<'a> People<'a> {
+    /// Adds the object `id`, a member of the groups named `groups`. The
+    /// first object of a person (in the order added) gives their names.
+    pub fn add(&mut self, id: String, entry: Entry, groups: Vec<&'a str>) {
+        if groups.is_empty() {
             return;
         }
-        let Some(key) = key(member) else { return };
-        if member.get("accountEnabled").and_then(Value::as_bool) != Some(true) {
+        if entry.kind.is_some() {
+            // Counted once per group it is in, as a members list shows it.
+            self.non_users += groups.len();
+            return;
+        }
+        let Some(user) = entry.user else { return };
+        let Some(key) = key(&user) else { return };
+        if user.account_enabled != Some(true) {
             self.disabled.insert(key);
             return;
         }
-        let entry = self.by_key.entry(key.clone()).or_insert_with(|| {
-            let text = |name: &str| member.get(name).and_then(Value::as_str).map(str::to_string);
+        let held = &mut self.by_key;
+        let (_, named) = held.entry(key).or_insert_with_key(|key| {
             let person = Person {
-                key: key.into_string(),
-                id: text("id"),
-                mail: text("mail"),
-                user_principal_name: text("userPrincipalName"),
-                display_name: text("displayName"),
-                given_name: text("givenName"),
-                surname: text("surname"),
+                key: key.to_string(),
+                id: Some(id),
+                mail: user.mail,
+                user_principal_name: user.user_principal_name,
+                display_name: user.display_name,
+                given_name: user.given_name,
+                surname: user.surname,
                 groups: Vec::new(),
             };
             (person, BTreeSet::new())
         });
-        entry.1.insert(group.to_string());
+        named.extend(groups);
     }
 
     pub fn finish(self) -> Output {
         // Someone disabled in one place but enabled elsewhere is still enabled.
         let disabled: Vec<String> = self
             .disabled
-            .iter()
-            .filter(|k| !self.by_key.contains_key(*k))
-            .map(|k| k.to_string())
+            .into_iter()
+            .filter(|k| !self.by_key.contains_key(k))
+            .map(Key::into_string)
             .collect();
         let people: Vec<Person> = self
             .by_key
             .into_values()
             .map(|(mut person, groups)| {
-                person.groups = groups.into_iter().collect();
+                person.groups = groups.into_iter().map(str::to_string).collect();
                 person
             })
             .collect();
@@ -86,58 +92,62 @@ impl People {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::known::Member;
+    use serde_json::{Value, json};
 
-    fn user(mail: Option<&str>, upn: &str, enabled: bool) -> Value {
-        json!({"@odata.type": "#microsoft.graph.user", "id": upn, "mail": mail, "userPrincipalName": upn, "accountEnabled": enabled, "givenName": "G", "surname": "S", "displayName": "G S"})
+    fn entry(value: Value) -> Entry {
+        Entry::of(Member::of(&value).unwrap())
+    }
+
+    fn user(mail: Option<&str>, upn: &str, enabled: bool) -> Entry {
+        entry(
+            json!({"@odata.type": "#microsoft.graph.user", "id": upn, "mail": mail, "userPrincipalName": upn, "accountEnabled": enabled, "givenName": "G", "surname": "S", "displayName": "G S"}),
+        )
     }
 
     #[test]
     fn keys_follow_the_identity_rules() {
-        let k = |v: &Value| key(v).unwrap().into_string();
+        let k = |e: Entry| key(&e.user.unwrap()).unwrap().into_string();
         assert_eq!(
-            k(&user(Some("  Alice.Smith@Contoso.com "), "x@y", true)),
+            k(user(Some("  Alice.Smith@Contoso.com "), "x@y", true)),
             "alice.smith@contoso.com"
         );
         assert_eq!(
-            k(&user(Some("  "), "Bob@Contoso.onmicrosoft.com", true)),
+            k(user(Some("  "), "Bob@Contoso.onmicrosoft.com", true)),
             "bob@contoso.onmicrosoft.com"
         );
-        assert_eq!(k(&user(None, "Carl@c.com", true)), "carl@c.com");
-        assert_eq!(key(&json!({})), None);
+        assert_eq!(k(user(None, "Carl@c.com", true)), "carl@c.com");
+        assert_eq!(key(&entry(json!({})).user.unwrap()), None);
     }
 
     #[test]
     fn one_entry_per_person_only_enabled_users() {
+        const E3: &str = "License – Microsoft E3";
+        const E1: &str = "License – Office E1";
         let mut p = People::default();
-        p.add("License – Microsoft E3", &user(Some("a@x.com"), "a", true));
-        p.add("License – Office E1", &user(Some("A@X.com"), "a", true));
-        p.add("License – Office E1", &user(Some("d@x.com"), "d", false));
-        p.add("License – Office E1", &user(Some("e@x.com"), "e", false));
-        p.add("License – Microsoft E3", &user(Some("e@x.com"), "e", true));
-        p.add(
-            "License – Office E1",
-            &json!({"@odata.type": "#microsoft.graph.device", "id": "dev"}),
-        );
-        p.add(
-            "License – Office E1",
-            &json!({"@odata.type": "#microsoft.graph.group", "id": "g"}),
-        );
-        p.add(
-            "License – Office E1",
-            &json!({"@odata.type": "#microsoft.graph.user", "mail": "f@x.com"}),
-        );
+        p.add("a1".into(), user(Some("a@x.com"), "a", true), vec![E3]);
+        p.add("a2".into(), user(Some("A@X.com"), "a", true), vec![E1]);
+        p.add("d".into(), user(Some("d@x.com"), "d", false), vec![E1]);
+        p.add("e1".into(), user(Some("e@x.com"), "e", false), vec![E1]);
+        p.add("e2".into(), user(Some("e@x.com"), "e", true), vec![E3]);
+        let device = entry(json!({"@odata.type": "#microsoft.graph.device", "id": "dev"}));
+        p.add("dev".into(), device, vec![E1, E3]);
+        let group = entry(json!({"@odata.type": "#microsoft.graph.group", "id": "g"}));
+        p.add("g".into(), group, vec![E1]);
+        let f = entry(json!({"@odata.type": "#microsoft.graph.user", "mail": "f@x.com"}));
+        p.add("f".into(), f, vec![E1]);
+        p.add("z".into(), user(Some("z@x.com"), "z", true), vec![]);
         let out = p.finish();
         assert_eq!(out.count, 2);
         assert_eq!(out.people[0].key, "a@x.com");
-        assert_eq!(
-            out.people[0].groups,
-            ["License – Microsoft E3", "License – Office E1"]
-        );
+        assert_eq!(out.people[0].id.as_deref(), Some("a1"), "the first one's");
+        assert_eq!(out.people[0].groups, [E3, E1]);
+        assert_eq!(out.people[1].key, "e@x.com");
+        assert_eq!(out.disabled, ["d@x.com", "f@x.com"]);
         assert_eq!(
             out.skipped_disabled, 2,
             "d, and f whose accountEnabled is missing"
         );
-        assert_eq!(out.skipped_non_user, 2);
+        assert_eq!(out.skipped_non_user, 3, "once per group");
     }
 }
