@@ -415,6 +415,80 @@ async fn a_create_whose_first_attempt_went_through_is_reported_created_once() {
     emulator.shutdown().await;
 }
 
+/// Procore's "Create company user" field table (name → type, required),
+/// as the emulator's documented fixture stores it with its source.
+fn documented_create_fields() -> Vec<(String, String, bool)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../emulator/tests/documented/procore_create_company_user.json"
+    );
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(file["request_body"]["name"], "user");
+    file["request_body"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let name = f["name"].as_str().unwrap().to_string();
+            (
+                name,
+                f["type"].as_str().unwrap().to_string(),
+                f["required"] == true,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_create_body_sent_has_only_procore_documented_fields_at_their_types() {
+    let scenario = Scenario::generate(80, 31);
+    let expected = scenario.expected_sync();
+    assert!(!expected.to_create.is_empty());
+    let (emulator, env, data) = emulated(EmulatorConfig {
+        scenario,
+        ..Default::default()
+    })
+    .await;
+    let run = sluice(&env, data.path(), &[]).await;
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let table = documented_create_fields();
+    let state = emulator.snapshot();
+    let creates: Vec<_> = state.requests.iter().filter(|r| is_create(r)).collect();
+    assert_eq!(creates.len(), expected.to_create.len());
+    for r in creates {
+        let body: serde_json::Value =
+            serde_json::from_str(r.body.as_deref().expect("a JSON body")).unwrap();
+        let top: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(top, ["user"], "{body}");
+        let user = body["user"].as_object().unwrap();
+        for (name, value) in user {
+            let (_, kind, _) = table
+                .iter()
+                .find(|(documented, _, _)| documented == name)
+                .unwrap_or_else(|| panic!("`{name}` is not a documented field: {body}"));
+            let fits = match kind.as_str() {
+                "string" => value.is_string(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "boolean" => value.is_boolean(),
+                other => panic!("{other}"),
+            };
+            assert!(fits, "`{name}` should be {kind}: {body}");
+        }
+        for (name, _, required) in &table {
+            if *required {
+                let given = user.get(name).and_then(|v| v.as_str());
+                assert!(
+                    given.is_some_and(|v| !v.trim().is_empty()),
+                    "`{name}` is required: {body}"
+                );
+            }
+        }
+    }
+    assert_eq!(created_keys(&state), expected.to_create);
+    emulator.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_taken_elsewhere_is_a_conflict_and_the_others_are_created() {
     let mut scenario = Scenario::generate(80, 22);

@@ -104,7 +104,7 @@ async fn create(api: &Api, target: &Target, person: &Value) -> anyhow::Result<()
     let last = Some(text("surname"))
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| text("displayName"));
-    let body = json!({ "user": { "first_name": text("givenName"), "last_name": last, "email_address": key, "login": key, "is_employee": true } });
+    let body = json!({ "user": { "first_name": text("givenName"), "last_name": last, "email_address": key, "is_employee": true } });
     let url = format!("companies/{}/users", segment(&target.company));
     let answer = api.post(&url, &body).await?;
     if !matches!(answer.status, 200 | 201) {

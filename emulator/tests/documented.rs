@@ -25,7 +25,8 @@ struct Example {
     body: Value,
 }
 
-fn example(name: &str) -> Example {
+/// A documented file, checked to name its source.
+fn documented(name: &str) -> Value {
     let path = format!(
         "{}/tests/documented/{name}.json",
         env!("CARGO_MANIFEST_DIR")
@@ -35,6 +36,11 @@ fn example(name: &str) -> Example {
     for key in ["page", "repository", "path", "commit", "example"] {
         assert!(file["source"][key].is_string(), "{path} names its {key}");
     }
+    file
+}
+
+fn example(name: &str) -> Example {
+    let file = documented(name);
     Example {
         status: file["status"].as_u64().map(|s| s as u16),
         headers: file["headers"].as_object().cloned().unwrap_or_default(),
@@ -435,4 +441,243 @@ async fn procore_rate_limiting_answers_with_the_documented_message_and_headers()
         assert!(value.parse::<u64>().is_ok(), "{name}: {value}");
     }
     assert_eq!(r.text().await.unwrap(), doc.body.as_str().unwrap());
+}
+
+/// Procore's "Create company user": the `user` fields and the 201 answer's
+/// fields as its reference tables them (no example body is documented),
+/// and the causes its error reference gives for each refusal status.
+struct CreateUser {
+    fields: Vec<Value>,
+    answer: Vec<Value>,
+    refusals: Value,
+}
+
+fn create_user_tables() -> CreateUser {
+    let file = documented("procore_create_company_user");
+    for key in ["page", "repository", "path", "commit", "example"] {
+        assert!(
+            file["refusals"]["source"][key].is_string(),
+            "refusals: {key}"
+        );
+    }
+    assert_eq!(file["request_body"]["name"], "user");
+    assert_eq!(file["request_body"]["required"], true);
+    CreateUser {
+        fields: file["request_body"]["fields"].as_array().unwrap().clone(),
+        answer: file["response_fields"].as_array().unwrap().clone(),
+        refusals: file["refusals"].clone(),
+    }
+}
+
+/// Whether `value` is of the documented type (`string`, `integer`, …).
+fn of_type(documented: &str, value: &Value) -> bool {
+    match documented {
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "boolean" => value.is_boolean(),
+        "object" => value.is_object(),
+        other => panic!("a type the table does not use: {other}"),
+    }
+}
+
+/// A value of the documented type for field number `i`.
+fn value_of(field: &Value, i: usize) -> Value {
+    match (
+        field["name"].as_str().unwrap(),
+        field["type"].as_str().unwrap(),
+    ) {
+        ("email_address", _) => json!("every.field@example.com"),
+        (_, "string") => json!(format!("value {i}")),
+        (_, "integer") => json!(i + 1),
+        (_, "boolean") => json!(true),
+        (name, other) => panic!("{name}: {other}"),
+    }
+}
+
+/// A value of another type than the documented one.
+fn wrong_value(field: &Value) -> Value {
+    match field["type"].as_str().unwrap() {
+        "string" => json!(7),
+        "integer" => json!("7"),
+        "boolean" => json!("true"),
+        other => panic!("{other}"),
+    }
+}
+
+async fn create(env: &Env, token: &str, body: Value) -> reqwest::Response {
+    let users = format!("companies/{}/users", env.var("PROCORE_COMPANY_ID"));
+    env.procore(token, reqwest::Method::POST, &users, Some(body))
+        .await
+}
+
+#[tokio::test]
+async fn procore_create_company_user_takes_every_documented_field_and_answers_in_the_documented_types()
+ {
+    let table = create_user_tables();
+    // The emulator checks bodies against its own copy of the table: the same
+    // fields, in the same order, with the same types and required fields.
+    let ours: Vec<(String, String, bool)> = sluice_emulator::procore::user_fields::FIELDS
+        .iter()
+        .map(|(name, kind)| {
+            let required = sluice_emulator::procore::user_fields::REQUIRED.contains(name);
+            (
+                name.to_string(),
+                format!("{kind:?}").to_lowercase(),
+                required,
+            )
+        })
+        .collect();
+    let documented: Vec<(String, String, bool)> = table
+        .fields
+        .iter()
+        .map(|f| {
+            let name = f["name"].as_str().unwrap().to_string();
+            (
+                name,
+                f["type"].as_str().unwrap().to_string(),
+                f["required"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(ours, documented);
+
+    let env = start(EmulatorConfig {
+        scenario: tenant(),
+        ..Default::default()
+    })
+    .await;
+    let token = env.procore_token().await;
+    let user: serde_json::Map<String, Value> = table
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f["name"].as_str().unwrap().to_string(), value_of(f, i)))
+        .collect();
+    let r = create(&env, &token, json!({ "user": user })).await;
+    assert_eq!(r.status(), 201);
+    assert!(content_type(&r).starts_with("application/json"));
+    let answer: Value = r.json().await.unwrap();
+    // Every field of the answer that the table lists has the listed type
+    // (or is null: the emulator does not model addresses, phones, vendors).
+    let listed: BTreeSet<&str> = table
+        .answer
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    for f in &table.answer {
+        let name = f["name"].as_str().unwrap();
+        if let Some(v) = answer.get(name).filter(|v| !v.is_null()) {
+            assert!(of_type(f["type"].as_str().unwrap(), v), "{name}: {v}");
+        }
+    }
+    // What the components read is there, with what was sent.
+    for name in ["id", "name", "created_at", "updated_at"] {
+        assert!(!answer[name].is_null(), "{name}: {answer:#}");
+    }
+    for name in [
+        "first_name",
+        "last_name",
+        "email_address",
+        "job_title",
+        "is_active",
+        "is_employee",
+    ] {
+        assert_eq!(answer[name], user[name], "{name}");
+    }
+    // Beyond the table, only the login the emulator's user lists carry.
+    let beyond: Vec<&str> = keys(&answer)
+        .into_iter()
+        .filter(|k| !listed.contains(k))
+        .collect();
+    assert_eq!(beyond, ["login"], "{answer:#}");
+}
+
+#[tokio::test]
+async fn procore_create_company_user_refuses_what_procore_documents_as_refused() {
+    let table = create_user_tables();
+    let env = start(EmulatorConfig {
+        scenario: tenant(),
+        ..Default::default()
+    })
+    .await;
+    let token = env.procore_token().await;
+    let bad_request = table.refusals["400"].as_str().unwrap();
+    assert!(
+        bad_request.contains("missing required fields")
+            && bad_request.contains("invalid parameter values"),
+        "{bad_request}"
+    );
+    // Each refusal: the status, and a body with `errors` (Procore: a 4xx
+    // body "often contains a `message` or `errors` field").
+    let refused = |r: reqwest::Response, status: u16, field: Option<&'static str>| async move {
+        assert_eq!(r.status().as_u16(), status);
+        let body: Value = r.json().await.unwrap();
+        assert!(body.get("errors").is_some(), "{body}");
+        if let Some(field) = field {
+            assert!(body["errors"][field].is_array(), "{field}: {body}");
+        }
+    };
+    let valid = json!({"last_name": "Doe", "email_address": "jane.doe@example.com"});
+    // The `user` object is required.
+    refused(create(&env, &token, valid.clone()).await, 400, None).await;
+    // So are its last name and email address.
+    for missing in ["last_name", "email_address"] {
+        let mut user = valid.clone();
+        user.as_object_mut().unwrap().remove(missing);
+        let r = create(&env, &token, json!({ "user": user })).await;
+        refused(r, 400, Some(missing)).await;
+    }
+    // Every documented field at another type is an invalid value.
+    for f in &table.fields {
+        let name = f["name"].as_str().unwrap();
+        let mut user = valid.clone();
+        user[name] = wrong_value(f);
+        let r = create(&env, &token, json!({ "user": user })).await;
+        assert_eq!(r.status(), 400, "{name}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["errors"][name].is_array(), "{name}: {body}");
+    }
+    assert!(
+        env.emu.snapshot().created_users().is_empty(),
+        "nothing refused was created"
+    );
+    // No token, or one Procore did not issue: 401.
+    let users = format!(
+        "{}/rest/v1.0/companies/{}/users",
+        env.var("PROCORE_BASE_URL"),
+        env.var("PROCORE_COMPANY_ID")
+    );
+    let send = |token: Option<&str>| {
+        let mut request = env
+            .http
+            .post(&users)
+            .header("Procore-Company-Id", env.var("PROCORE_COMPANY_ID"))
+            .json(&json!({ "user": valid }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    refused(send(None).await.unwrap(), 401, None).await;
+    refused(send(Some("not-a-token")).await.unwrap(), 401, None).await;
+    // A company that is not there: 404.
+    let r = env
+        .procore(
+            &token,
+            reqwest::Method::POST,
+            "companies/999999999/users",
+            Some(json!({ "user": valid })),
+        )
+        .await;
+    refused(r, 404, None).await;
+    // Procore's reference is silent on fields it does not list: a body with
+    // one is taken, and the field is not used (a new user's login is its
+    // email address).
+    let mut user = valid.clone();
+    user["login"] = json!("someone-else");
+    user["favourite_colour"] = json!("green");
+    let r = create(&env, &token, json!({ "user": user })).await;
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["login"], "jane.doe@example.com");
 }

@@ -489,8 +489,9 @@ async fn procore_create_wants_a_nested_body_and_refuses_duplicates() {
             .unwrap()
             .contains("user")
     );
+    // Procore lists a missing required field as a 400 Bad Request.
     let incomplete = post(json!({"user": {"first_name": "F"}})).await;
-    assert_eq!(incomplete.status(), 422);
+    assert_eq!(incomplete.status(), 400);
     let e: Value = incomplete.json().await.unwrap();
     assert!(e["errors"]["last_name"].is_array() && e["errors"]["email_address"].is_array());
     let created = post(json!({"user": {"last_name": "L", "email_address": "New@X.com"}})).await;

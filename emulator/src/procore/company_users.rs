@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::paging::paged;
-use super::{company_check, errors, nested_user, text, user_json};
+use super::{company_check, errors, nested_user, text, user_fields, user_json};
 use crate::api::{get, query_pairs};
 use crate::scenario::ProcoreUser;
 use crate::state::Shared;
@@ -76,24 +76,18 @@ pub async fn inactive(
     list(s, headers, company, q, false, path)
 }
 
-/// The fields of a user to create, checked as Procore checks them.
-fn new_user(body: &str) -> Result<(String, String, Value), Response> {
+/// The fields of a user to create, checked against Procore's documented
+/// table ([`user_fields`]): a missing required field or a value of another
+/// type is a 400, as Procore's reference lists. Fields it does not list are
+/// ignored; a new user's login is its email address.
+fn new_user(body: &str) -> Result<(String, Value), Response> {
     let user = nested_user(body)?;
-    let mut missing = serde_json::Map::new();
-    for field in ["last_name", "email_address"] {
-        if text(&user, field).is_none() {
-            missing.insert(field.into(), json!(["can't be blank"]));
-        }
-    }
-    if !missing.is_empty() {
-        return Err(errors(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Value::Object(missing),
-        ));
+    let problems = user_fields::problems(&user);
+    if !problems.is_empty() {
+        return Err(errors(StatusCode::BAD_REQUEST, Value::Object(problems)));
     }
     let email = text(&user, "email_address").unwrap_or_default();
-    let login = text(&user, "login").unwrap_or_else(|| email.clone());
-    Ok((login, email, user))
+    Ok((email, user))
 }
 
 /// `POST /rest/v1.0/companies/{company_id}/users`: 201 with the user, or
@@ -108,17 +102,17 @@ pub async fn create(
     if let Err(r) = company_check(&s, &headers, Some(&company)) {
         return r;
     }
-    let (login, email, user) = match new_user(&body) {
+    let (email, user) = match new_user(&body) {
         Ok(u) => u,
         Err(r) => return r,
     };
     let conflict =
         StatusCode::from_u16(s.config.conflict_status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
     let mut d = s.lock();
-    for (field, value) in [("login", &login), ("email_address", &email)] {
-        if d.procore_index.is_taken(value) {
-            return errors(conflict, json!({ field: ["has already been taken"] }));
-        }
+    // The email address is the new user's login: taken when it is any
+    // user's login or email address.
+    if d.procore_index.is_taken(&email) {
+        return errors(conflict, json!({ "login": ["has already been taken"] }));
     }
     let id = d.next_procore_id;
     d.next_procore_id += 1;
@@ -127,7 +121,7 @@ pub async fn create(
         |name: &str, default: bool| user.get(name).and_then(Value::as_bool).unwrap_or(default);
     let created = ProcoreUser {
         id,
-        login,
+        login: email.clone(),
         email_address: email,
         first_name: text(&user, "first_name").unwrap_or_default(),
         last_name: text(&user, "last_name").unwrap_or_default(),

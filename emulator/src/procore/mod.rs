@@ -1,15 +1,16 @@
 //! Procore: `login.procore.com`-style tokens and REST v1.0, served under
 //! `/rest/v1.0`: company users (active and inactive lists, create with the
-//! nested `{"user": …}` body, update — `is_active: false` deactivates —
-//! and reactivation) and project users (list, add, remove), paged with
-//! `page`/`per_page`, `Total`, `Per-Page` and an RFC 8288 `Link` header.
-//! Every request must carry `Procore-Company-Id`; errors are
-//! `{"errors": …}`.
+//! nested `{"user": …}` body checked against Procore's documented fields,
+//! update — `is_active: false` deactivates — and reactivation) and project
+//! users (list, add, remove), paged with `page`/`per_page`, `Total`,
+//! `Per-Page` and an RFC 8288 `Link` header. Every request must carry
+//! `Procore-Company-Id`; errors are `{"errors": …}`.
 
 mod company_users;
 mod paging;
 mod project_users;
 mod token;
+pub mod user_fields;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
