@@ -68,12 +68,20 @@ pub struct Cursor {
     after_empty: bool,
 }
 
-/// The delta tokens issued: each skip or delta token names a cursor.
-#[derive(Debug, Default)]
-pub struct DeltaTokens(HashMap<String, Cursor>);
+/// The delta tokens issued: each skip or delta token names a cursor (a
+/// groups round's [`Cursor`], or a users round's).
+#[derive(Debug)]
+pub struct DeltaTokens<C = Cursor>(pub(super) HashMap<String, C>);
 
-impl DeltaTokens {
-    fn issue(&mut self, cursor: Cursor) -> String {
+impl<C> Default for DeltaTokens<C> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<C> DeltaTokens<C> {
+    /// A new random token naming `cursor`.
+    pub(super) fn issue(&mut self, cursor: C) -> String {
         let token = format!("{:032x}", rand::random::<u128>());
         self.0.insert(token.clone(), cursor);
         token

@@ -9,7 +9,7 @@
 //! expire as the groups' do (see [`super::delta`]): 410 Gone with
 //! `syncStateNotFound`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Json;
@@ -17,7 +17,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::delta::{TOKEN_LIFETIME_SECS, gone, now};
+use super::delta::{DeltaTokens, TOKEN_LIFETIME_SECS, gone, now};
 use super::query::Listing;
 use super::schema;
 use crate::api::{encode_query, get, query_pairs};
@@ -44,16 +44,7 @@ pub struct UserCursor {
 }
 
 /// The users delta tokens issued.
-#[derive(Debug, Default)]
-pub struct UserDeltaTokens(HashMap<String, UserCursor>);
-
-impl UserDeltaTokens {
-    fn issue(&mut self, cursor: UserCursor) -> String {
-        let token = format!("{:032x}", rand::random::<u128>());
-        self.0.insert(token.clone(), cursor);
-        token
-    }
-}
+pub type UserDeltaTokens = DeltaTokens<UserCursor>;
 
 fn link(s: &Shared, name: &str, token: &str) -> String {
     format!(
