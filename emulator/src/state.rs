@@ -118,6 +118,8 @@ pub struct Data {
     /// users delta; a change's sequence number is its position plus one.
     pub user_changes: Vec<String>,
     pub user_deltas: crate::graph::user_delta::UserDeltaTokens,
+    /// Groups' member lists, kept while no change is recorded above.
+    pub member_lists: crate::graph::member_lists::MemberLists,
     /// Requests answered, and the time the emulator spent answering them.
     pub served: u64,
     pub service_time: Duration,
@@ -273,6 +275,7 @@ impl Shared {
             delta_tokens: Default::default(),
             user_changes: Vec::new(),
             user_deltas: Default::default(),
+            member_lists: Default::default(),
             served: 0,
             service_time: Duration::ZERO,
             procore_index: ProcoreIndex::of(&config.scenario),

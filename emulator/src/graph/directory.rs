@@ -192,12 +192,14 @@ fn list_members(
         Err(r) => return r,
     };
     let (total, items) = {
-        let d = s.lock();
+        let mut d = s.lock();
+        let stamp = (d.membership_changes.len(), d.user_changes.len());
+        let d = &mut *d;
         let scenario = &d.scenario;
         let Some(group) = scenario.group(&id) else {
             return not_found(&id);
         };
-        let members = scenario.members(group, transitive);
+        let members = d.member_lists.of(scenario, stamp, group, transitive);
         select_page(&query, &members, |m| schema::member(scenario, m), true)
     };
     let relation = if transitive {

@@ -14,6 +14,7 @@ pub(crate) mod delta;
 mod directory;
 mod filter;
 mod mail;
+pub(crate) mod member_lists;
 mod paging;
 mod query;
 mod schema;
