@@ -46,10 +46,38 @@ where
         ))
     })?;
     let output = step(input, context)?;
-    serde_json::to_string(&output).map_err(|e| {
+    to_text(&output)
+}
+
+/// The output as JSON text, allocated once at its size: a text grown by
+/// doubling may reserve twice what it holds, and a large output (the
+/// people of a million-member tenant) must fit under the instance's cap
+/// beside what it was written from. Serialising twice costs far less
+/// than the step that built it.
+fn to_text<O: Serialize>(output: &O) -> Result<String, StepError> {
+    let bad = |e: &dyn std::fmt::Display| {
         StepError::internal(format!("the output could not be serialised: {e}"))
             .with_code("bad-output")
-    })
+    };
+    let mut size = Counted(0);
+    serde_json::to_writer(&mut size, output).map_err(|e| bad(&e))?;
+    let mut text = Vec::with_capacity(size.0);
+    serde_json::to_writer(&mut text, output).map_err(|e| bad(&e))?;
+    String::from_utf8(text).map_err(|e| bad(&e))
+}
+
+/// A writer that only counts what is written to it.
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The component's description, from its package and its step's types.
@@ -139,6 +167,14 @@ mod tests {
         let e = run_typed(r#"{"nom": "Ada"}"#, &context(), greet).unwrap_err();
         assert_eq!(e.kind, ErrorKind::BadInput);
         assert!(e.message.contains("missing field `name`"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_output_text_is_allocated_at_its_size() {
+        let people: Vec<String> = (0..5000).map(|i| format!("person \"{i}\"")).collect();
+        let text = to_text(&people).unwrap();
+        assert_eq!(text, serde_json::to_string(&people).unwrap());
+        assert_eq!(text.capacity(), text.len(), "nothing reserved beyond it");
     }
 
     #[test]
