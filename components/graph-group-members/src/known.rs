@@ -106,37 +106,107 @@ impl Member {
     }
 
     /// Its properties; an absent one is null.
-    fn user(self) -> User {
-        User {
-            display_name: self.display_name.flatten(),
-            given_name: self.given_name.flatten(),
-            surname: self.surname.flatten(),
-            mail: self.mail.flatten(),
-            user_principal_name: self.user_principal_name.flatten(),
-            account_enabled: self.account_enabled.flatten(),
+    fn user(&self) -> User {
+        fn text(t: &Option<Option<String>>) -> Option<&str> {
+            t.as_ref().and_then(Option::as_deref)
         }
+        User::new(
+            [
+                text(&self.display_name),
+                text(&self.given_name),
+                text(&self.surname),
+                text(&self.mail),
+                text(&self.user_principal_name),
+            ],
+            self.account_enabled.flatten(),
+        )
     }
 }
 
-/// A user's [`FIELDS`]; kept in the state as an array in that order.
+/// How many of [`FIELDS`] are texts (all but `accountEnabled`).
+const TEXTS: usize = 5;
+
+/// A user's [`FIELDS`], kept in the state as an array in that order. The
+/// texts share one allocation: the step holds one of these per member (a
+/// million at the largest tenants), and five strings each cost several
+/// times their text.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct User {
-    pub display_name: Option<String>,
-    pub given_name: Option<String>,
-    pub surname: Option<String>,
-    pub mail: Option<String>,
-    pub user_principal_name: Option<String>,
+    /// The texts back to back.
+    text: Box<str>,
+    /// Where each text ends in `text`.
+    ends: [u32; TEXTS],
+    /// Bit `i`: text `i` is null.
+    nulls: u8,
     pub account_enabled: Option<bool>,
+}
+
+impl User {
+    /// `texts` in [`FIELDS`]' order (display name, given name, surname,
+    /// mail, user principal name).
+    pub fn new(texts: [Option<&str>; TEXTS], account_enabled: Option<bool>) -> User {
+        let mut text = String::with_capacity(texts.iter().flatten().map(|t| t.len()).sum());
+        let mut ends = [0; TEXTS];
+        let mut nulls = 0;
+        for (i, t) in texts.iter().enumerate() {
+            match t {
+                Some(t) => text.push_str(t),
+                None => nulls |= 1 << i,
+            }
+            // A member's texts are far below 4 GiB (wasm32 holds less).
+            ends[i] = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        User {
+            text: text.into_boxed_str(),
+            ends,
+            nulls,
+            account_enabled,
+        }
+    }
+
+    fn text(&self, i: usize) -> Option<&str> {
+        if self.nulls & (1 << i) != 0 {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..self.ends[i] as usize)
+    }
+
+    /// The texts, in [`FIELDS`]' order.
+    pub fn texts(&self) -> [Option<&str>; TEXTS] {
+        std::array::from_fn(|i| self.text(i))
+    }
+
+    pub fn display_name(&self) -> Option<&str> {
+        self.text(0)
+    }
+
+    pub fn given_name(&self) -> Option<&str> {
+        self.text(1)
+    }
+
+    pub fn surname(&self) -> Option<&str> {
+        self.text(2)
+    }
+
+    pub fn mail(&self) -> Option<&str> {
+        self.text(3)
+    }
+
+    pub fn user_principal_name(&self) -> Option<&str> {
+        self.text(4)
+    }
 }
 
 impl Serialize for User {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let [display_name, given_name, surname, mail, upn] = self.texts();
         (
-            &self.display_name,
-            &self.given_name,
-            &self.surname,
-            &self.mail,
-            &self.user_principal_name,
+            display_name,
+            given_name,
+            surname,
+            mail,
+            upn,
             &self.account_enabled,
         )
             .serialize(s)
@@ -153,18 +223,84 @@ impl<'de> Deserialize<'de> for User {
             Value,
             Value,
         ) = Deserialize::deserialize(d)?;
-        let text = |v: Value| match v {
-            Value::String(s) => Some(s),
-            _ => None,
-        };
-        Ok(User {
-            display_name: text(display_name),
-            given_name: text(given_name),
-            surname: text(surname),
-            mail: text(mail),
-            user_principal_name: text(user_principal_name),
-            account_enabled: enabled.as_bool(),
-        })
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        let texts = [
+            text(&display_name),
+            text(&given_name),
+            text(&surname),
+            text(&mail),
+            text(&user_principal_name),
+        ];
+        Ok(User::new(
+            std::array::from_fn(|i| texts[i].as_deref()),
+            enabled.as_bool(),
+        ))
+    }
+}
+
+/// The tracked groups an object is a direct member of, as positions in the
+/// sorted group ids: a bit each for the first 64 (a set costs an allocation
+/// per member), a set (empty, so unallocated, for most) for the rest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Groups {
+    low: u64,
+    more: BTreeSet<u16>,
+}
+
+impl Groups {
+    pub fn insert(&mut self, g: u16) {
+        match g {
+            0..64 => self.low |= 1 << g,
+            _ => {
+                self.more.insert(g);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, g: u16) {
+        match g {
+            0..64 => self.low &= !(1 << g),
+            _ => {
+                self.more.remove(&g);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.low == 0 && self.more.is_empty()
+    }
+
+    /// Adds every position of `other`.
+    pub fn extend(&mut self, other: &Groups) {
+        self.low |= other.low;
+        self.more.extend(&other.more);
+    }
+
+    /// The positions, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..64u16)
+            .filter(|g| self.low & (1 << g) != 0)
+            .chain(self.more.iter().copied())
+    }
+}
+
+impl FromIterator<u16> for Groups {
+    fn from_iter<I: IntoIterator<Item = u16>>(items: I) -> Groups {
+        let mut groups = Groups::default();
+        items.into_iter().for_each(|g| groups.insert(g));
+        groups
+    }
+}
+
+impl Serialize for Groups {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Groups {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Groups, D::Error> {
+        Ok(Vec::<u16>::deserialize(d)?.into_iter().collect())
     }
 }
 
@@ -173,11 +309,11 @@ impl<'de> Deserialize<'de> for User {
 pub struct Entry {
     /// Its `@odata.type` when it is not a user.
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
+    pub kind: Option<Box<str>>,
     /// The tracked groups it is a direct member of (positions in the
     /// sorted group ids the state was written for).
     #[serde(rename = "g")]
-    pub groups: BTreeSet<u16>,
+    pub groups: Groups,
     /// A user's properties.
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub user: Option<User>,
@@ -185,11 +321,11 @@ pub struct Entry {
 
 impl Entry {
     /// An object as a members list (or a user look-up) gives it.
-    pub fn of(member: Member) -> Entry {
+    pub fn of(member: &Member) -> Entry {
         match member.kind() {
             Some(USER) | None => Entry {
                 kind: None,
-                groups: BTreeSet::new(),
+                groups: Groups::default(),
                 user: Some(member.user()),
             },
             Some(other) => Entry::other(other),
@@ -199,8 +335,8 @@ impl Entry {
     /// An object that is not a user (a device, a group…).
     pub fn other(kind: &str) -> Entry {
         Entry {
-            kind: Some(kind.to_string()),
-            groups: BTreeSet::new(),
+            kind: Some(kind.into()),
+            groups: Groups::default(),
             user: None,
         }
     }
@@ -212,36 +348,35 @@ impl Entry {
             return;
         }
         let user = self.user.get_or_insert_default();
-        let set = |slot: &mut Option<String>, v: &Option<Option<String>>| {
-            if let Some(v) = v {
-                slot.clone_from(v);
-            }
+        let was = user.texts();
+        let changes = [
+            &change.display_name,
+            &change.given_name,
+            &change.surname,
+            &change.mail,
+            &change.user_principal_name,
+        ];
+        let texts: [Option<&str>; TEXTS] = std::array::from_fn(|i| match changes[i] {
+            Some(now) => now.as_deref(),
+            None => was[i],
+        });
+        let enabled = match change.account_enabled {
+            Some(enabled) => enabled,
+            None => user.account_enabled,
         };
-        set(&mut user.display_name, &change.display_name);
-        set(&mut user.given_name, &change.given_name);
-        set(&mut user.surname, &change.surname);
-        set(&mut user.mail, &change.mail);
-        set(&mut user.user_principal_name, &change.user_principal_name);
-        if let Some(enabled) = change.account_enabled {
-            user.account_enabled = enabled;
-        }
+        *user = User::new(texts, enabled);
     }
 }
 
 /// Every member object, by id.
-pub type Known = BTreeMap<String, Entry>;
+pub type Known = BTreeMap<Box<str>, Entry>;
 
 /// The people in `known`, which it consumes; `names[i]` is the display
 /// name of tracked group `i`.
-pub fn people(known: Known, names: &[String]) -> People<'_> {
-    let mut people = People::default();
+pub fn people(known: Known, names: &[String]) -> People {
+    let mut people = People::new(names.to_vec());
     for (id, entry) in known {
-        let groups: Vec<&str> = entry
-            .groups
-            .iter()
-            .filter_map(|&g| names.get(usize::from(g)).map(String::as_str))
-            .collect();
-        people.add(id, entry, groups);
+        people.add(id, entry);
     }
     people
 }
@@ -256,34 +391,49 @@ fn chunk_of(id: &str, chunks: u32) -> u32 {
     (h % u64::from(chunks.max(1))) as u32
 }
 
-/// The serialised chunk `n` of `known` split into `chunks` parts, for
-/// each `n` that `wanted`; `None` when one is too large for a value.
+/// One chunk's objects, in id order: written as the map the state keeps.
+struct Part<'a>(Vec<(&'a str, &'a Entry)>);
+
+impl Serialize for Part<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().copied())
+    }
+}
+
+/// Hands `each` the text of chunk `n` of `known` split into `chunks`
+/// parts, for each `n` that `wanted`, one at a time (a million members
+/// are never all held as text at once); false, and no more chunks, when
+/// one is too large for a value.
 fn serialise(
     known: &Known,
     chunks: u32,
     wanted: impl Fn(u32) -> bool,
-) -> Result<Option<Vec<(u32, String)>>, StepError> {
-    let mut parts: Vec<BTreeMap<&str, &Entry>> = vec![BTreeMap::new(); chunks as usize];
+    mut each: impl FnMut(u32, &str) -> Result<(), StepError>,
+) -> Result<bool, StepError> {
+    let mut parts: Vec<Part<'_>> = (0..chunks).map(|_| Part(Vec::new())).collect();
     for (id, entry) in known {
         let n = chunk_of(id, chunks);
         if wanted(n) {
-            parts[n as usize].insert(id, entry);
+            parts[n as usize].0.push((id, entry));
         }
     }
-    let mut texts = Vec::new();
+    let mut text = Vec::new();
     for (n, part) in (0..chunks).zip(&parts) {
         if !wanted(n) {
             continue;
         }
-        let text = serde_json::to_string(part).map_err(|e| {
+        text.clear();
+        serde_json::to_writer(&mut text, part).map_err(|e| {
             StepError::internal(format!("the members could not be serialised: {e}"))
         })?;
         if text.len() > MAX_CHUNK_BYTES {
-            return Ok(None);
+            return Ok(false);
         }
-        texts.push((n, text));
+        let text = std::str::from_utf8(&text)
+            .map_err(|e| StepError::internal(format!("a chunk is not UTF-8: {e}")))?;
+        each(n, text)?;
     }
-    Ok(Some(texts))
+    Ok(true)
 }
 
 /// Reads the `chunks` chunks; `None` when one is missing or not this shape
@@ -319,16 +469,18 @@ pub fn save(
     };
     let dirty: Option<BTreeSet<u32>> =
         changed.map(|ids| ids.iter().map(|id| chunk_of(id, chunks)).collect());
-    let mut texts = serialise(known, chunks, |n| {
-        dirty.as_ref().is_none_or(|d| d.contains(&n))
-    })?;
-    // A chunk too large: twice as many, every one written anew.
-    while texts.is_none() {
+    let write = |n: u32, text: &str| state::set_json(&format!("{CHUNK_PREFIX}{n}"), text);
+    let mut fits = serialise(
+        known,
+        chunks,
+        |n| dirty.as_ref().is_none_or(|d| d.contains(&n)),
+        write,
+    )?;
+    // A chunk too large: twice as many, every one written anew (what was
+    // written already is overwritten, as the count kept says).
+    while !fits {
         chunks *= 2;
-        texts = serialise(known, chunks, |_| true)?;
-    }
-    for (n, text) in texts.into_iter().flatten() {
-        state::set_json(&format!("{CHUNK_PREFIX}{n}"), &text)?;
+        fits = serialise(known, chunks, |_| true, write)?;
     }
     for n in chunks..before {
         state::delete(&format!("{CHUNK_PREFIX}{n}"))?;
@@ -351,7 +503,7 @@ mod tests {
             "userPrincipalName": "a@x", "accountEnabled": true, "displayName": "A"}));
         assert_eq!(m.id(), Some("u1"));
         assert!(!m.is_complete(), "givenName and surname are absent");
-        let mut e = Entry::of(m);
+        let mut e = Entry::of(&m);
         e.groups.insert(0);
         assert_eq!(
             serde_json::to_value(&e).unwrap(),
@@ -363,15 +515,11 @@ mod tests {
         ));
         let user = e.user.as_ref().unwrap();
         assert_eq!(user.account_enabled, Some(false));
-        assert_eq!(user.surname.as_deref(), Some("S"));
-        assert_eq!(
-            user.mail.as_deref(),
-            Some("A@x.com"),
-            "unchanged fields stay"
-        );
+        assert_eq!(user.surname(), Some("S"));
+        assert_eq!(user.mail(), Some("A@x.com"), "unchanged fields stay");
         e.merge(&member(json!({"id": "u1", "mail": null})));
-        assert_eq!(e.user.as_ref().unwrap().mail, None, "null clears");
-        let device = Entry::of(member(
+        assert_eq!(e.user.as_ref().unwrap().mail(), None, "null clears");
+        let device = Entry::of(&member(
             json!({"@odata.type": "#microsoft.graph.device", "id": "d", "displayName": "D"}),
         ));
         assert_eq!(device.kind.as_deref(), Some("#microsoft.graph.device"));
@@ -384,14 +532,39 @@ mod tests {
     }
 
     #[test]
+    fn groups_past_64_and_packed_texts_keep_their_shape() {
+        let mut g = Groups::default();
+        for p in [70, 3, 63, 64, 0, 3] {
+            g.insert(p);
+        }
+        assert_eq!(g.iter().collect::<Vec<_>>(), [0, 3, 63, 64, 70]);
+        assert_eq!(serde_json::to_string(&g).unwrap(), "[0,3,63,64,70]");
+        g.remove(70);
+        g.remove(64);
+        assert!(g.more.is_empty());
+        let mut back: Groups = serde_json::from_str("[100,5]").unwrap();
+        back.extend(&g);
+        assert_eq!(back.iter().collect::<Vec<_>>(), [0, 3, 5, 63, 100]);
+        back.iter().for_each(|p| g.remove(p));
+        assert!(g.is_empty());
+        let texts = [Some(""), None, Some("Ng"), Some("a@x"), None];
+        let u = User::new(texts, Some(true));
+        assert_eq!(u.texts(), texts, "empty and null told apart");
+        assert_eq!(
+            serde_json::to_string(&u).unwrap(),
+            r#"["",null,"Ng","a@x",null,true]"#
+        );
+    }
+
+    #[test]
     fn a_kept_entry_reads_back_leniently() {
         let e: Entry =
             serde_json::from_value(json!({"g": [1, 2], "p": ["A", 5, null, "a@x", null, "yes"]}))
                 .unwrap();
         let user = e.user.unwrap();
-        assert_eq!(user.display_name.as_deref(), Some("A"));
-        assert_eq!((user.given_name, user.account_enabled), (None, None));
-        assert_eq!(e.groups, BTreeSet::from([1, 2]));
+        assert_eq!(user.display_name(), Some("A"));
+        assert_eq!((user.given_name(), user.account_enabled), (None, None));
+        assert_eq!(e.groups.iter().collect::<Vec<_>>(), [1, 2]);
     }
 
     #[test]
@@ -404,23 +577,40 @@ mod tests {
                 "displayName": "Zoë Müller-Lüdenscheidt", "givenName": "Zoë",
                 "surname": "Müller-Lüdenscheidt", "accountEnabled": true}),
             );
-            let mut e = Entry::of(m);
+            let mut e = Entry::of(&m);
             e.groups.insert(0);
-            known.insert(format!("{i:08x}-0000-4000-8000-000000000000"), e);
+            known.insert(format!("{i:08x}-0000-4000-8000-000000000000").into(), e);
         }
-        let texts = serialise(&known, 10, |_| true).unwrap();
-        let texts = texts.expect("500 people of long names fit in a value");
+        let collect = |chunks: u32, wanted: &dyn Fn(u32) -> bool| {
+            let mut texts = Vec::new();
+            let fits = serialise(&known, chunks, wanted, |n, t| {
+                texts.push((n, t.to_string()));
+                Ok(())
+            })
+            .unwrap();
+            fits.then_some(texts)
+        };
+        let texts = collect(10, &|_| true).expect("500 people of long names fit in a value");
         assert_eq!(chunk_of("abc", 10), chunk_of("abc", 10));
         let back: usize = texts
             .iter()
             .map(|(_, t)| serde_json::from_str::<Known>(t).unwrap().len())
             .sum();
         assert_eq!(back, known.len());
-        let some = serialise(&known, 10, |n| n == 3).unwrap().unwrap();
-        assert_eq!(some.len(), 1, "only the chunks asked for");
-        assert!(
-            serialise(&known, 1, |_| true).unwrap().is_none(),
-            "too large"
+        let part: Known = serde_json::from_str(&texts[3].1).unwrap();
+        let same: BTreeMap<&str, &Entry> = known
+            .iter()
+            .filter(|(id, _)| chunk_of(id, 10) == 3)
+            .map(|(id, e)| (&**id, e))
+            .collect();
+        assert_eq!(
+            texts[3].1,
+            serde_json::to_string(&same).unwrap(),
+            "a map by id"
         );
+        assert_eq!(part.len(), same.len());
+        let some = collect(10, &|n| n == 3).unwrap();
+        assert_eq!(some.len(), 1, "only the chunks asked for");
+        assert!(collect(1, &|_| true).is_none(), "too large");
     }
 }

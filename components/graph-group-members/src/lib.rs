@@ -82,7 +82,8 @@ pub struct Output {
     /// How many people.
     pub count: usize,
     /// The people, sorted by key.
-    pub people: Vec<Person>,
+    #[schemars(with = "Vec<Person>")]
+    pub people: people::Roster,
     /// Members with a disabled account (and enabled nowhere else).
     pub skipped_disabled: usize,
     /// Their keys, sorted.
@@ -147,8 +148,8 @@ fn full_read(tracked: &Tracked, transitive: bool) -> Result<Known, StepError> {
                 return;
             };
             known
-                .entry(member_id)
-                .or_insert_with(|| known::Entry::of(member))
+                .entry(member_id.into_boxed_str())
+                .or_insert_with(|| known::Entry::of(&member))
                 .groups
                 .insert(g as u16);
         })?;
@@ -290,8 +291,7 @@ fn changes_since(
 fn gone(out: &Output) -> Result<Vec<String>, StepError> {
     let held: BTreeSet<&str> = out
         .people
-        .iter()
-        .map(|p| p.key.as_str())
+        .keys()
         .chain(out.disabled.iter().map(String::as_str))
         .collect();
     let mut gone = Vec::new();

@@ -3,37 +3,64 @@
 //! (`sluice-identity`: mail, else UPN, trimmed, lower-cased); the same
 //! person in several groups is one entry listing every group.
 
+use std::collections::btree_map::Entry as Slotted;
 use std::collections::{BTreeMap, BTreeSet};
 
-use sluice_guest_services::sync::Person;
+use serde::{Serialize, Serializer};
 use sluice_identity::Key;
 
 use crate::Output;
-use crate::known::{Entry, User};
+use crate::known::{Entry, Groups, User};
 
 /// The identity key of a Graph user, or `None` when it has neither address.
 pub fn key(user: &User) -> Option<Key> {
-    Key::of_graph_user(user.mail.as_deref(), user.user_principal_name.as_deref())
+    Key::of_graph_user(user.mail(), user.user_principal_name())
 }
 
 /// Folds the member objects into one entry per person.
-#[derive(Default)]
-pub struct People<'a> {
-    by_key: BTreeMap<Key, (Person, BTreeSet<&'a str>)>,
+pub struct People {
+    /// The tracked groups' display names, by position.
+    names: Vec<String>,
+    by_key: BTreeMap<Key, Held>,
     disabled: BTreeSet<Key>,
     non_users: usize,
 }
 
-impl<'a> People<'a> {
-    /// Adds the object `id`, a member of the groups named `groups`. The
-    /// first object of a person (in the order added) gives their names.
-    pub fn add(&mut self, id: String, entry: Entry, groups: Vec<&'a str>) {
+/// A person as held until the output is written: the first object's id
+/// and properties (moved, not copied), and the groups of all of them.
+#[derive(Debug)]
+struct Held {
+    id: Box<str>,
+    user: User,
+    groups: Groups,
+}
+
+impl People {
+    /// `names[i]` is the display name of tracked group `i`.
+    pub fn new(names: Vec<String>) -> People {
+        People {
+            names,
+            by_key: BTreeMap::new(),
+            disabled: BTreeSet::new(),
+            non_users: 0,
+        }
+    }
+
+    /// Adds the object `id` (in the groups its entry lists). The first
+    /// object of a person (in the order added) gives their names.
+    pub fn add(&mut self, id: Box<str>, entry: Entry) {
+        let tracked = self.names.len();
+        let groups: Groups = entry
+            .groups
+            .iter()
+            .filter(|&g| usize::from(g) < tracked)
+            .collect();
         if groups.is_empty() {
             return;
         }
         if entry.kind.is_some() {
             // Counted once per group it is in, as a members list shows it.
-            self.non_users += groups.len();
+            self.non_users += groups.iter().count();
             return;
         }
         let Some(user) = entry.user else { return };
@@ -42,21 +69,12 @@ impl<'a> People<'a> {
             self.disabled.insert(key);
             return;
         }
-        let held = &mut self.by_key;
-        let (_, named) = held.entry(key).or_insert_with_key(|key| {
-            let person = Person {
-                key: key.to_string(),
-                id: Some(id),
-                mail: user.mail,
-                user_principal_name: user.user_principal_name,
-                display_name: user.display_name,
-                given_name: user.given_name,
-                surname: user.surname,
-                groups: Vec::new(),
-            };
-            (person, BTreeSet::new())
-        });
-        named.extend(groups);
+        match self.by_key.entry(key) {
+            Slotted::Vacant(slot) => {
+                slot.insert(Held { id, user, groups });
+            }
+            Slotted::Occupied(mut slot) => slot.get_mut().groups.extend(&groups),
+        }
     }
 
     pub fn finish(self) -> Output {
@@ -67,14 +85,10 @@ impl<'a> People<'a> {
             .filter(|k| !self.by_key.contains_key(k))
             .map(Key::into_string)
             .collect();
-        let people: Vec<Person> = self
-            .by_key
-            .into_values()
-            .map(|(mut person, groups)| {
-                person.groups = groups.into_iter().map(str::to_string).collect();
-                person
-            })
-            .collect();
+        let people = Roster {
+            names: self.names,
+            people: self.by_key,
+        };
         Output {
             count: people.len(),
             people,
@@ -89,19 +103,85 @@ impl<'a> People<'a> {
     }
 }
 
+/// The people of the output, sorted by key. Written as a list of
+/// `Person` (the shape `compare` reads) straight from what was held: a
+/// tenant of a million members has no second copy of its people in memory
+/// beside the output text.
+#[derive(Debug)]
+pub struct Roster {
+    names: Vec<String>,
+    people: BTreeMap<Key, Held>,
+}
+
+impl Roster {
+    pub fn len(&self) -> usize {
+        self.people.len()
+    }
+
+    /// The people's keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.people.keys().map(Key::as_ref)
+    }
+}
+
+/// A `Person` (`sluice_guest_services::sync`) borrowed from what was held:
+/// the same fields in the same order, so the text is the one `Person`
+/// writes.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PersonText<'a> {
+    key: &'a str,
+    id: Option<&'a str>,
+    mail: Option<&'a str>,
+    user_principal_name: Option<&'a str>,
+    display_name: Option<&'a str>,
+    given_name: Option<&'a str>,
+    surname: Option<&'a str>,
+    groups: Vec<&'a str>,
+}
+
+impl Serialize for Roster {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.people.iter().map(|(key, held)| {
+            let mut groups: Vec<&str> = held
+                .groups
+                .iter()
+                .filter_map(|g| self.names.get(usize::from(g)).map(String::as_str))
+                .collect();
+            groups.sort_unstable();
+            groups.dedup();
+            let user = &held.user;
+            PersonText {
+                key: key.as_ref(),
+                id: Some(&held.id),
+                mail: user.mail(),
+                user_principal_name: user.user_principal_name(),
+                display_name: user.display_name(),
+                given_name: user.given_name(),
+                surname: user.surname(),
+                groups,
+            }
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::known::Member;
     use serde_json::{Value, json};
+    use sluice_guest_services::sync::Person;
 
-    fn entry(value: Value) -> Entry {
-        Entry::of(Member::of(&value).unwrap())
+    fn entry(value: Value, groups: &[u16]) -> Entry {
+        let mut e = Entry::of(&Member::of(&value).unwrap());
+        groups.iter().for_each(|&g| e.groups.insert(g));
+        e
     }
 
-    fn user(mail: Option<&str>, upn: &str, enabled: bool) -> Entry {
+    fn user(mail: Option<&str>, upn: &str, enabled: bool, groups: &[u16]) -> Entry {
         entry(
             json!({"@odata.type": "#microsoft.graph.user", "id": upn, "mail": mail, "userPrincipalName": upn, "accountEnabled": enabled, "givenName": "G", "surname": "S", "displayName": "G S"}),
+            groups,
         )
     }
 
@@ -109,45 +189,90 @@ mod tests {
     fn keys_follow_the_identity_rules() {
         let k = |e: Entry| key(&e.user.unwrap()).unwrap().into_string();
         assert_eq!(
-            k(user(Some("  Alice.Smith@Contoso.com "), "x@y", true)),
+            k(user(Some("  Alice.Smith@Contoso.com "), "x@y", true, &[])),
             "alice.smith@contoso.com"
         );
         assert_eq!(
-            k(user(Some("  "), "Bob@Contoso.onmicrosoft.com", true)),
+            k(user(Some("  "), "Bob@Contoso.onmicrosoft.com", true, &[])),
             "bob@contoso.onmicrosoft.com"
         );
-        assert_eq!(k(user(None, "Carl@c.com", true)), "carl@c.com");
-        assert_eq!(key(&entry(json!({})).user.unwrap()), None);
+        assert_eq!(k(user(None, "Carl@c.com", true, &[])), "carl@c.com");
+        assert_eq!(key(&entry(json!({}), &[]).user.unwrap()), None);
     }
 
     #[test]
     fn one_entry_per_person_only_enabled_users() {
         const E3: &str = "License – Microsoft E3";
         const E1: &str = "License – Office E1";
-        let mut p = People::default();
-        p.add("a1".into(), user(Some("a@x.com"), "a", true), vec![E3]);
-        p.add("a2".into(), user(Some("A@X.com"), "a", true), vec![E1]);
-        p.add("d".into(), user(Some("d@x.com"), "d", false), vec![E1]);
-        p.add("e1".into(), user(Some("e@x.com"), "e", false), vec![E1]);
-        p.add("e2".into(), user(Some("e@x.com"), "e", true), vec![E3]);
-        let device = entry(json!({"@odata.type": "#microsoft.graph.device", "id": "dev"}));
-        p.add("dev".into(), device, vec![E1, E3]);
-        let group = entry(json!({"@odata.type": "#microsoft.graph.group", "id": "g"}));
-        p.add("g".into(), group, vec![E1]);
-        let f = entry(json!({"@odata.type": "#microsoft.graph.user", "mail": "f@x.com"}));
-        p.add("f".into(), f, vec![E1]);
-        p.add("z".into(), user(Some("z@x.com"), "z", true), vec![]);
+        // Positions follow the group ids, not the names: E1 is group 0.
+        let mut p = People::new(vec![E1.into(), E3.into()]);
+        p.add("a1".into(), user(Some("a@x.com"), "a", true, &[1]));
+        p.add("a2".into(), user(Some("A@X.com"), "a", true, &[0]));
+        p.add("d".into(), user(Some("d@x.com"), "d", false, &[0]));
+        p.add("e1".into(), user(Some("e@x.com"), "e", false, &[0]));
+        p.add("e2".into(), user(Some("e@x.com"), "e", true, &[1]));
+        let device = entry(
+            json!({"@odata.type": "#microsoft.graph.device", "id": "dev"}),
+            &[0, 1],
+        );
+        p.add("dev".into(), device);
+        let group = entry(
+            json!({"@odata.type": "#microsoft.graph.group", "id": "g"}),
+            &[0],
+        );
+        p.add("g".into(), group);
+        let f = entry(
+            json!({"@odata.type": "#microsoft.graph.user", "mail": "f@x.com"}),
+            &[0],
+        );
+        p.add("f".into(), f);
+        p.add("z".into(), user(Some("z@x.com"), "z", true, &[]));
+        p.add("y".into(), user(Some("y@x.com"), "y", true, &[7]));
         let out = p.finish();
         assert_eq!(out.count, 2);
-        assert_eq!(out.people[0].key, "a@x.com");
-        assert_eq!(out.people[0].id.as_deref(), Some("a1"), "the first one's");
-        assert_eq!(out.people[0].groups, [E3, E1]);
-        assert_eq!(out.people[1].key, "e@x.com");
+        let people: Vec<Person> =
+            serde_json::from_str(&serde_json::to_string(&out.people).unwrap()).unwrap();
+        assert_eq!(people[0].key, "a@x.com");
+        assert_eq!(people[0].id.as_deref(), Some("a1"), "the first one's");
+        assert_eq!(people[0].groups, [E3, E1], "by name");
+        assert_eq!(people[1].key, "e@x.com");
+        assert_eq!(
+            out.people.keys().collect::<Vec<_>>(),
+            ["a@x.com", "e@x.com"]
+        );
         assert_eq!(out.disabled, ["d@x.com", "f@x.com"]);
         assert_eq!(
             out.skipped_disabled, 2,
             "d, and f whose accountEnabled is missing"
         );
         assert_eq!(out.skipped_non_user, 3, "once per group");
+    }
+
+    #[test]
+    fn the_roster_is_written_as_people_are() {
+        let mut p = People::new(vec!["G1".into(), "G0".into()]);
+        let mut e = Entry::of(
+            &Member::of(
+                &json!({"id": "u", "mail": "M@x.com", "displayName": "Zoë \"Q\" Ng",
+                "givenName": null, "surname": "Ng", "userPrincipalName": "m@x",
+                "accountEnabled": true}),
+            )
+            .unwrap(),
+        );
+        e.groups.insert(0);
+        e.groups.insert(1);
+        p.add("u".into(), e);
+        let written = serde_json::to_string(&p.finish().people).unwrap();
+        let person = Person {
+            key: "m@x.com".into(),
+            id: Some("u".into()),
+            mail: Some("M@x.com".into()),
+            user_principal_name: Some("m@x".into()),
+            display_name: Some("Zoë \"Q\" Ng".into()),
+            given_name: None,
+            surname: Some("Ng".into()),
+            groups: vec!["G0".into(), "G1".into()],
+        };
+        assert_eq!(written, serde_json::to_string(&vec![person]).unwrap());
     }
 }
