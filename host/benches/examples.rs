@@ -145,7 +145,9 @@ async fn timed_call(engine: &Engine, prepared: &Prepared, input: &str) -> (Durat
         )
         .await
         .unwrap();
-    (t.elapsed(), out.output)
+    // Parsed inside the timing, as the engine used to parse it.
+    let output = out.value();
+    (t.elapsed(), output)
 }
 
 /// `PEOPLE` license holders and as many Procore users: every tenth holder

@@ -9,7 +9,8 @@ use serde_json::Value;
 use super::terminal;
 use crate::engine::LogLevel;
 use crate::run::approval::Held;
-use crate::run::{GateSummary, Observer, Payload, RunEvent, Status};
+use crate::run::output::Kind;
+use crate::run::{GateSummary, Json, Observer, Payload, RunEvent, Status, StepOutput};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -298,13 +299,15 @@ pub fn format_duration(d: std::time::Duration) -> String {
 }
 
 /// A few facts from a step's output: numbers and list sizes at the top level.
-fn summarize(output: &Value) -> String {
-    let Value::Object(map) = output else {
+/// Numbers, counts of lists and a few flags from the top of a step's
+/// output, read from its text (no tree of a large list is made).
+fn summarize(output: &StepOutput) -> String {
+    if output.json().kind() != Kind::Object {
         return String::new();
-    };
+    }
     // A component's own tally, when it has one, says it best.
     for key in ["counts", "summary"] {
-        if let Some(Value::Object(tally)) = map.get(key) {
+        if let Some(Value::Object(tally)) = output.field(key).map(Json::to_value) {
             return tally
                 .iter()
                 .filter_map(|(k, v)| v.as_u64().map(|n| format!("{} {n}", k.replace('_', " "))))
@@ -312,22 +315,16 @@ fn summarize(output: &Value) -> String {
                 .join(", ");
         }
     }
+    let has_count = output.field("count").is_some();
     let mut facts = Vec::new();
-    for (key, value) in map {
-        match value {
-            Value::Number(n) => facts.push(format!("{} {n}", key.replace('_', " "))),
-            Value::Array(a) if !map.contains_key("count") || key != "items" => {
-                facts.push(format!("{key} {}", a.len()))
+    for (key, value) in output.fields() {
+        match value.kind() {
+            Kind::Number => facts.push(format!("{} {}", key.replace('_', " "), value.to_value())),
+            Kind::Array if !has_count || key != "items" => {
+                facts.push(format!("{key} {}", value.len()))
             }
-            Value::Object(inner) if key == "counts" || key == "summary" => {
-                for (k, v) in inner {
-                    if let Value::Number(n) = v {
-                        facts.push(format!("{k} {n}"));
-                    }
-                }
-            }
-            Value::Bool(b) if key == "sent" || key == "would_send" => {
-                facts.push(format!("{key} {b}"))
+            Kind::Bool if key == "sent" || key == "would_send" => {
+                facts.push(format!("{key} {}", value.to_value()))
             }
             _ => {}
         }

@@ -443,10 +443,10 @@ pub fn finish(outcome: &RunOutcome, mode: Mode) -> ExitCode {
 /// What waits for approval after the run, with the command that approves
 /// it: the last words of a run that held something back.
 fn waiting_lines(outcome: &RunOutcome) {
-    for (step, output) in &outcome.outputs {
+    for (step, output) in outcome.outputs.iter() {
         let Some(gate) = output
-            .get("approval")
-            .and_then(|a| serde_json::from_value::<GateSummary>(a.clone()).ok())
+            .field("approval")
+            .and_then(|a| serde_json::from_str::<GateSummary>(a.text()).ok())
         else {
             continue;
         };

@@ -72,12 +72,18 @@ pub struct Prepared {
 /// What a successful call left behind.
 #[derive(Debug)]
 pub struct CallOutput {
-    /// The component's output, parsed.
-    pub output: serde_json::Value,
-    /// Its size as the component returned it (JSON text).
-    pub bytes: usize,
+    /// The component's output, its JSON text as returned (the run checks
+    /// and indexes it once: see `crate::run::output`).
+    pub output: String,
     /// The flow state it wrote, for the run to keep (see [`crate::state`]).
     pub writes: crate::state::Writes,
+}
+
+impl CallOutput {
+    /// The output as a tree: for tests and callers of small components.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.output).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// A live instance, its store, and the pool slot it holds (none when it
@@ -316,19 +322,8 @@ impl Engine {
             .map(|c| c.state.into_writes())
             .unwrap_or_default();
         // The instance (its linear memory, hundreds of MiB for a compare
-        // at 100k members) is gone before the output becomes a tree.
-        let bytes = output.len();
-        let output = serde_json::from_str(&output).map_err(|e| {
-            CallError::InvalidOutput(format!(
-                "{e} (output starts with {:?})",
-                output.chars().take(40).collect::<String>()
-            ))
-        })?;
-        Ok(CallOutput {
-            output,
-            bytes,
-            writes,
-        })
+        // at 100k members) is gone before the output is read.
+        Ok(CallOutput { output, writes })
     }
 
     /// The component's description, from its `describe` export, or `None`

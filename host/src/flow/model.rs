@@ -119,7 +119,7 @@ impl Step {
     /// where it lives (see [`super::schema::InputSchema::check_entries`]).
     pub fn check_input_entries(
         &self,
-        entries: &[(&str, &Value)],
+        entries: &[(&str, super::resolve::Found<'_>)],
     ) -> Result<(), super::schema::InputMismatch> {
         match &self.input_schema {
             Some(schema) => schema.check_entries(entries),

@@ -8,13 +8,13 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::environment::Environment;
 use super::model::ValueTemplate;
 use super::template::{Part, Reference, Root, Template};
+use crate::run::output::{Json, ListItems, StepOutput};
 
 /// What references can see.
 #[derive(Default, Clone, Copy)]
@@ -23,8 +23,8 @@ pub struct Scope<'a> {
     pub env: Option<&'a dyn Environment>,
     /// Declared secrets' values: seen only by connection settings.
     pub secrets: Option<&'a BTreeMap<String, String>>,
-    /// Each finished step's output, shared with the run.
-    pub steps: Option<&'a BTreeMap<String, Arc<Value>>>,
+    /// Each finished step's output, as the run holds it (JSON text).
+    pub steps: Option<&'a BTreeMap<String, StepOutput>>,
     pub item: Option<&'a Value>,
     pub run: Option<&'a Value>,
 }
@@ -40,23 +40,75 @@ pub enum ResolveError {
 /// What a reference to nothing reads as.
 static NULL: Value = Value::Null;
 
+/// What a template resolved to, borrowed where it lives: a value (a param,
+/// the item, a run field, or one made from text), or the JSON text of a
+/// part of a step's output, never made a tree here.
+#[derive(Debug, Clone)]
+pub enum Found<'a> {
+    Value(Cow<'a, Value>),
+    Json(Json<'a>),
+}
+
+impl<'a> Found<'a> {
+    /// As a value: a copy of what lives elsewhere, a tree of JSON text.
+    pub fn into_value(self) -> Value {
+        match self {
+            Found::Value(v) => v.into_owned(),
+            Found::Json(j) => j.to_value(),
+        }
+    }
+
+    /// JSON truthiness (see [`truthy`]).
+    pub fn truthy(&self) -> bool {
+        match self {
+            Found::Value(v) => truthy(v),
+            Found::Json(j) => j.truthy(),
+        }
+    }
+
+    /// Appends its JSON text to `out`: a step's output as it was written.
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Found::Value(v) => out.push_str(&v.to_string()),
+            Found::Json(j) => out.push_str(j.text()),
+        }
+    }
+
+    /// Text as a spliced template reads it: a string's own text, nothing
+    /// for null, JSON text for anything else.
+    fn splice_into(&self, out: &mut String) {
+        match self {
+            Found::Value(v) => match v.as_ref() {
+                Value::String(s) => out.push_str(s),
+                Value::Null => {}
+                other => out.push_str(&other.to_string()),
+            },
+            Found::Json(j) => match j.kind() {
+                crate::run::output::Kind::String => {
+                    out.push_str(&j.as_string().unwrap_or_default())
+                }
+                crate::run::output::Kind::Null => {}
+                _ => out.push_str(&j.to_value().to_string()),
+            },
+        }
+    }
+}
+
 impl<'a> Scope<'a> {
     pub fn resolve(&self, template: &Template) -> Result<Value, ResolveError> {
-        if let Some(reference) = template.as_single_ref() {
-            return self.lookup(reference);
-        }
+        self.resolve_in_place(template).map(Found::into_value)
+    }
+
+    /// A template that is not one whole reference: its parts as text.
+    fn splice(&self, template: &Template) -> Result<String, ResolveError> {
         let mut text = String::new();
         for part in &template.parts {
             match part {
                 Part::Literal(s) => text.push_str(s),
-                Part::Ref(r, _) => match self.lookup(r)? {
-                    Value::String(s) => text.push_str(&s),
-                    Value::Null => {}
-                    other => text.push_str(&other.to_string()),
-                },
+                Part::Ref(r, _) => self.lookup_ref(r)?.splice_into(&mut text),
             }
         }
-        Ok(Value::String(text))
+        Ok(text)
     }
 
     pub fn resolve_string(&self, template: &Template) -> Result<String, ResolveError> {
@@ -89,40 +141,51 @@ impl<'a> Scope<'a> {
     /// A value template resolved, borrowed from where it lives when it is
     /// one whole reference to a param, a step's output, the item or a run
     /// field: `${steps.members.people}` is read in place, not copied.
-    pub fn resolve_borrowed(
-        &self,
-        template: &ValueTemplate,
-    ) -> Result<Cow<'a, Value>, ResolveError> {
+    pub fn resolve_borrowed(&self, template: &ValueTemplate) -> Result<Found<'a>, ResolveError> {
         match template {
             ValueTemplate::Text(t) => self.resolve_in_place(t),
-            other => self.resolve_value(other).map(Cow::Owned),
+            other => self
+                .resolve_value(other)
+                .map(|v| Found::Value(Cow::Owned(v))),
         }
     }
 
     /// A template resolved, borrowed when it is one whole reference (see
     /// [`Self::resolve_borrowed`]).
-    pub fn resolve_in_place(&self, template: &Template) -> Result<Cow<'a, Value>, ResolveError> {
+    pub fn resolve_in_place(&self, template: &Template) -> Result<Found<'a>, ResolveError> {
         match template.as_single_ref() {
             Some(reference) => self.lookup_ref(reference),
-            None => self.resolve(template).map(Cow::Owned),
+            None => Ok(Found::Value(Cow::Owned(Value::String(
+                self.splice(template)?,
+            )))),
         }
     }
 
-    /// The value a reference names, as a copy of what it reaches.
-    fn lookup(&self, reference: &Reference) -> Result<Value, ResolveError> {
-        self.lookup_ref(reference).map(Cow::into_owned)
+    /// The items of the list a value template reaches when it is one whole
+    /// reference into a step's output (`${steps.members.people}`), shared
+    /// with that output; `None` for anything else (then resolve it).
+    pub fn list(&self, template: &ValueTemplate) -> Option<ListItems> {
+        let ValueTemplate::Text(t) = template else {
+            return None;
+        };
+        let reference = t.as_single_ref()?;
+        let Root::Step(id) = &reference.root else {
+            return None;
+        };
+        self.steps?.get(id)?.list_at(&reference.path)
     }
 
-    /// The value a reference names. The path is followed on the value where
-    /// it lives and what it reaches is borrowed: `${steps.members.
-    /// skipped_disabled}` reaches that field, not a list of a million people
-    /// beside it. Only the environment and secrets, read as text, are new
-    /// values.
-    fn lookup_ref(&self, reference: &Reference) -> Result<Cow<'a, Value>, ResolveError> {
+    /// What a reference names. The path is followed where the value lives
+    /// and what it reaches is borrowed: `${steps.members.skipped_disabled}`
+    /// reaches that field of the output's text, not a list of a million
+    /// people beside it. Only the environment and secrets, read as text,
+    /// are new values.
+    fn lookup_ref(&self, reference: &Reference) -> Result<Found<'a>, ResolveError> {
         let unavailable = |what: &str| ResolveError::Unavailable(what.to_string());
         let path = &reference.path;
-        let within = |root: &'a Value| Cow::Borrowed(walk_ref(root, path).unwrap_or(&NULL));
-        let owned = |value: Value| Cow::Owned(walk(value, path));
+        let within =
+            |root: &'a Value| Found::Value(Cow::Borrowed(walk_ref(root, path).unwrap_or(&NULL)));
+        let owned = |value: Value| Found::Value(Cow::Owned(walk(value, path)));
         Ok(match &reference.root {
             Root::Param(name) => within(
                 self.params
@@ -143,10 +206,12 @@ impl<'a> Scope<'a> {
                     .ok_or_else(|| unavailable(&format!("secrets.{name}")))?,
             ),
             // A step that was skipped or failed under `continue` reads as null.
-            Root::Step(id) => self
-                .steps
-                .and_then(|s| s.get(id))
-                .map_or(Cow::Borrowed(&NULL), |output| within(output)),
+            Root::Step(id) => match self.steps.and_then(|s| s.get(id)) {
+                Some(output) => output
+                    .walk(path)
+                    .map_or(Found::Value(Cow::Borrowed(&NULL)), Found::Json),
+                None => Found::Value(Cow::Borrowed(&NULL)),
+            },
             Root::Item => within(self.item.ok_or_else(|| unavailable("item"))?),
             Root::Run(field) => within(
                 self.run
@@ -206,7 +271,7 @@ mod tests {
     fn whole_reference_keeps_its_type_and_splices_as_text_otherwise() {
         let steps = BTreeMap::from([(
             "diff".to_string(),
-            Arc::new(json!({"missing": [1, 2], "n": 2})),
+            StepOutput::of(&json!({"missing": [1, 2], "n": 2, "s": "t", "z": null})),
         )]);
         let scope = Scope {
             steps: Some(&steps),
@@ -218,6 +283,12 @@ mod tests {
         assert_eq!(scope.resolve(&spliced).unwrap(), json!("n=2"));
         let index = Template::parse("${steps.diff.missing.1}").unwrap();
         assert_eq!(scope.resolve(&index).unwrap(), json!(2));
+        let texts = Template::parse("${steps.diff.s}-${steps.diff.z}-${steps.diff.missing}");
+        assert_eq!(scope.resolve(&texts.unwrap()).unwrap(), json!("t--[1,2]"));
+        let missing = Template::parse("${steps.diff.nope}").unwrap();
+        assert_eq!(scope.resolve(&missing).unwrap(), json!(null));
+        let skipped = Template::parse("${steps.other.x}").unwrap();
+        assert_eq!(scope.resolve(&skipped).unwrap(), json!(null));
     }
 
     /// Following a path on the borrowed value reaches what following it on a

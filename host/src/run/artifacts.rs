@@ -2,27 +2,28 @@
 //! run's folder, redacted, because a report file is read by people and
 //! mailed and must not carry a secret a step saw.
 
-use serde_json::Value;
-
 use super::context::{Results, RunContext, StepFailure};
 use super::events::RunEvent;
+use super::output::{Kind, StepOutput};
 use crate::flow::Step;
-use crate::flow::resolve::walk_ref;
 
 /// Writes each of the step's artifacts that its output has (a missing or
 /// null field writes nothing).
 pub fn write(
     ctx: &RunContext<'_>,
     step: &Step,
-    output: &Value,
+    output: &StepOutput,
     results: &mut Results,
 ) -> Result<(), StepFailure> {
     let dir = &ctx.options.output_dir;
     for (name, path) in &step.artifacts {
-        let content = match walk_ref(output, path) {
-            Some(Value::String(s)) => s.clone(),
-            None | Some(Value::Null) => continue,
-            Some(other) => serde_json::to_string_pretty(other).unwrap_or_default(),
+        let content = match output.walk(path) {
+            None => continue,
+            Some(field) => match field.kind() {
+                Kind::Null => continue,
+                Kind::String => field.as_string().unwrap_or_default(),
+                _ => serde_json::to_string_pretty(&field.to_value()).unwrap_or_default(),
+            },
         };
         let content = ctx.redactor.redact(&content);
         let target = dir.join(name);

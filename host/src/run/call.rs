@@ -21,6 +21,7 @@ use serde_json::Value;
 use sluice_store::{Attempts, FailedAttempt};
 
 use super::executor::RunGuard;
+use super::output::StepOutput;
 use crate::connections::decide::backoff;
 use crate::engine::{Call, CallError, Engine, Invocation, OutputCap, Prepared, StepContext};
 use crate::flow::model::RetryPolicy;
@@ -49,11 +50,10 @@ pub struct Caller {
     pub guard: Option<Arc<dyn RunGuard>>,
 }
 
-/// A call that succeeded: the output, its size as the component returned
-/// it, and the attempts it took.
+/// A call that succeeded: the output (its size is its text's) and the
+/// attempts it took.
 pub struct Called {
-    pub output: Value,
-    pub bytes: usize,
+    pub output: StepOutput,
     pub tries: Tries,
 }
 
@@ -169,16 +169,12 @@ impl Caller {
             };
             let result = self.attempt(step.clone(), text, item, cap, attempt).await;
             let error = match result {
-                Ok((output, bytes)) => {
+                Ok(output) => {
                     let tries = Tries {
                         made: attempt,
                         failed,
                     };
-                    return Ok(Called {
-                        output,
-                        bytes,
-                        tries,
-                    });
+                    return Ok(Called { output, tries });
                 }
                 Err(e) => e,
             };
@@ -238,7 +234,7 @@ impl Caller {
         item: Option<&ItemId>,
         cap: OutputCap,
         attempt: u32,
-    ) -> Result<(Value, usize), CallError> {
+    ) -> Result<StepOutput, CallError> {
         let mut invocation = self.invocation.clone();
         invocation.attempt = attempt;
         if let Some(item) = item {
@@ -254,8 +250,13 @@ impl Caller {
             .engine
             .call(&self.prepared, call, input, self.timeout, cap)
             .await?;
+        // Checked before its writes are kept: an unreadable output fails
+        // the call like any other failure.
+        let start: String = done.output.chars().take(40).collect();
+        let output = StepOutput::parse(done.output)
+            .map_err(|e| CallError::InvalidOutput(format!("{e} (output starts with {start:?})")))?;
         self.keep(done.writes).await?;
-        Ok((done.output, done.bytes))
+        Ok(output)
     }
 
     /// Makes a successful call's writes durable, or in a dry run visible to

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::events::{Observer, RunEvent};
 use super::executor::RunOptions;
+use super::output::StepOutput;
 use crate::connections::Connections;
 use crate::engine::Engine;
 use crate::flow::Flow;
@@ -122,8 +123,9 @@ impl<'a> RunContext<'a> {
 #[derive(Debug, Default)]
 pub struct Results {
     /// Each finished step's output (null when skipped or failed under
-    /// `on_error = "continue"`), shared with the events that show it.
-    pub outputs: BTreeMap<String, Arc<Value>>,
+    /// `on_error = "continue"`), its JSON text shared with the events that
+    /// show it.
+    pub outputs: BTreeMap<String, StepOutput>,
     pub artifacts: Vec<PathBuf>,
     /// Steps that have had their `StepFinished`.
     pub finished: HashSet<String>,

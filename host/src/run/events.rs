@@ -74,7 +74,8 @@ pub enum RunEvent {
     /// `ledger` entries): recorded as the step's items, for the ledger.
     Keyed {
         step: String,
-        entries: Vec<super::ledger::KeyedEntry>,
+        /// Made as they are read (a first run adopts a whole tenant).
+        entries: super::ledger::KeyedEntries,
     },
     /// What a step's approval gate decided: the plan, why, what ran and
     /// what waits, and the command that approves it.

@@ -16,10 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::context::{Results, RunContext, RunFields, RunServices, StepFailure};
 use super::events::{Observer, RunEvent, Status};
+use super::output::Outputs;
 use super::{approval, prepare, step};
 use crate::connections::tape::Tapes;
 use crate::connections::{self, Services};
@@ -111,7 +110,8 @@ pub struct RunOutcome {
     pub error: Option<String>,
     pub output_dir: PathBuf,
     pub artifacts: Vec<PathBuf>,
-    pub outputs: BTreeMap<String, Value>,
+    /// Each step's output, made a tree only when read.
+    pub outputs: Outputs,
     pub duration: Duration,
 }
 
@@ -184,12 +184,13 @@ impl Runner {
             error,
             output_dir: options.output_dir.clone(),
             artifacts: results.artifacts,
-            // The run's events are gone: each output is the run's alone.
-            outputs: results
-                .outputs
-                .into_iter()
-                .map(|(step, output)| (step, Arc::unwrap_or_clone(output)))
-                .collect(),
+            outputs: results.outputs.into_iter().fold(
+                Outputs::default(),
+                |mut outputs, (step, output)| {
+                    outputs.insert(step, output);
+                    outputs
+                },
+            ),
             duration,
         }
     }

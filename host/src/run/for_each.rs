@@ -38,12 +38,13 @@ use super::call::{Caller, Failed, ItemId};
 use super::context::{RunContext, StepFailure};
 use super::events::{Observer, RunEvent, Status};
 use super::executor::RunGuard;
+use super::output::{Kind, StepOutput};
 use super::payload::Payload;
-use super::step::resolve_input;
+use super::step::{input_text, resolve_input};
 use crate::engine::{OutputCap, StepContext};
 use crate::flow::Step;
 use crate::flow::model::OnError;
-use crate::flow::resolve::Scope;
+use crate::flow::resolve::{Found, Scope};
 use crate::flow::template::Template;
 use crate::redact::Redactor;
 
@@ -90,7 +91,7 @@ pub async fn run(
     caller: &Arc<Caller>,
     context: &Arc<StepContext>,
     scope: &Scope<'_>,
-) -> Result<Value, StepFailure> {
+) -> Result<StepOutput, StepFailure> {
     let mut items = resolve_items(list, scope)?;
     let all_keys = approval::keys(step, &items, scope)?;
     let mut keys = all_keys.clone();
@@ -103,7 +104,7 @@ pub async fn run(
     for item in &items {
         input_of(step, scope, item)?;
     }
-    let input = |i: usize| input_of(step, scope, &items[i]);
+    let input = |i: usize| value_of(step, scope, &items[i]);
     let gate = Gate::decide(ctx, step, &keys, &input, &all_keys, scope).await?;
     ctx.emit(&RunEvent::StepStarted {
         step: step.id.clone(),
@@ -170,6 +171,7 @@ pub async fn run(
         &ctx.redactor,
         summary,
     )
+    .map(|output| StepOutput::of(&output))
 }
 
 /// Spends the approvals of the items that ran and says what the gate did.
@@ -274,8 +276,18 @@ fn ended(e: tokio::task::JoinError) -> StepFailure {
     StepFailure::Failed(format!("an item's task ended unexpectedly: {e}"))
 }
 
-/// The step's input for one item.
-fn input_of(step: &Step, scope: &Scope<'_>, item: &Value) -> Result<Value, StepFailure> {
+/// The step's input for one item, as the JSON text its component reads.
+fn input_of(step: &Step, scope: &Scope<'_>, item: &Value) -> Result<String, StepFailure> {
+    let scope = Scope {
+        item: Some(item),
+        ..*scope
+    };
+    input_text(step, &scope)
+}
+
+/// The step's input for one item, as a value (an item an approval gate
+/// holds back keeps it in its plan).
+fn value_of(step: &Step, scope: &Scope<'_>, item: &Value) -> Result<Value, StepFailure> {
     let scope = Scope {
         item: Some(item),
         ..*scope
@@ -283,23 +295,37 @@ fn input_of(step: &Step, scope: &Scope<'_>, item: &Value) -> Result<Value, StepF
     resolve_input(step, &scope)
 }
 
-/// The list `for_each` names; null is an empty list.
+/// The list `for_each` names; null is an empty list. A list in a step's
+/// output is read item by item from its text: only the list's items
+/// become values, not the output around them.
 fn resolve_items(list: &Template, scope: &Scope<'_>) -> Result<Vec<Value>, StepFailure> {
-    match scope.resolve(list) {
-        Ok(Value::Array(items)) => Ok(items),
-        Ok(Value::Null) => Ok(Vec::new()),
-        Ok(other) => Err(StepFailure::Failed(format!(
-            "`for_each` must be a list, but it is {}",
-            match other {
-                Value::Object(_) => "an object",
-                Value::String(_) => "a string",
-                Value::Number(_) => "a number",
-                _ => "a boolean",
-            }
-        ))),
-        Err(e) => Err(StepFailure::Failed(format!(
-            "`for_each` could not be resolved: {e}"
-        ))),
+    let found = scope
+        .resolve_in_place(list)
+        .map_err(|e| StepFailure::Failed(format!("`for_each` could not be resolved: {e}")))?;
+    let not_a_list =
+        |what: &str| StepFailure::Failed(format!("`for_each` must be a list, but it is {what}"));
+    match found {
+        Found::Json(json) => match json.kind() {
+            Kind::Array => Ok(json
+                .items()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|item| item.to_value())
+                .collect()),
+            Kind::Null => Ok(Vec::new()),
+            Kind::Object => Err(not_a_list("an object")),
+            Kind::String => Err(not_a_list("a string")),
+            Kind::Number => Err(not_a_list("a number")),
+            Kind::Bool => Err(not_a_list("a boolean")),
+        },
+        Found::Value(value) => match value.into_owned() {
+            Value::Array(items) => Ok(items),
+            Value::Null => Ok(Vec::new()),
+            Value::Object(_) => Err(not_a_list("an object")),
+            Value::String(_) => Err(not_a_list("a string")),
+            Value::Number(_) => Err(not_a_list("a number")),
+            Value::Bool(_) => Err(not_a_list("a boolean")),
+        },
     }
 }
 
@@ -309,7 +335,7 @@ async fn run_item(
     shared: Arc<Items>,
     _place: OwnedSemaphorePermit,
     item: ItemToRun,
-    input: Value,
+    input: String,
 ) -> ItemOutcome {
     let (index, item, key) = item;
     if let Some(guard) = &shared.guard
@@ -322,18 +348,21 @@ async fn run_item(
     // The item counts its own requests, then adds them to the step's.
     let own = Arc::new(shared.context.for_item());
     let id = ItemId::of(index, &item);
+    let input = Arc::new(input);
     let called = shared
         .caller
-        .call(own.clone(), input.to_string(), Some(&id), shared.item_cap)
+        .call(own.clone(), (*input).clone(), Some(&id), shared.item_cap)
         .await;
-    let input = Payload::tree(Arc::new(input), &shared.redactor);
+    let input = Payload::text(input, &shared.redactor);
     let tries = match &called {
         Ok(c) => c.tries.record(&shared.redactor),
         Err(f) => f.tries.record(&shared.redactor),
     };
     let result = called.map(|c| {
-        shared.output_bytes.fetch_add(c.bytes, Ordering::SeqCst);
-        Arc::new(c.output)
+        shared
+            .output_bytes
+            .fetch_add(c.output.text().len(), Ordering::SeqCst);
+        c.output
     });
     let item_stats = own.stats();
     for (name, stats) in &item_stats {
@@ -351,7 +380,7 @@ async fn run_item(
     let (status, output, error) = match &result {
         Ok(v) => (
             Status::Succeeded,
-            Some(Payload::tree(v.clone(), redactor)),
+            Some(Payload::output(v.clone(), redactor)),
             None,
         ),
         Err(e) if stopped => (
@@ -380,7 +409,7 @@ async fn run_item(
     // (watchers have written what they show: the output is the step's).
     let result = match result {
         Ok(_) if !shared.keep_outputs => Ok(Value::Null),
-        other => other.map(Arc::unwrap_or_clone),
+        other => other.map(|output| output.to_value()),
     };
     (index, item, Some(result))
 }

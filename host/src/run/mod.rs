@@ -8,7 +8,10 @@
 //! - [`call`]: one call of a component: its run context, its state
 //! - [`for_each`]: one call per item, and the typed output that lists them
 //! - [`approval`]: the approval gate of a `for_each` step with `approval`
+//! - [`output`]: a step's output as the run holds it (its JSON text) and
+//!   the references that read it
 //! - [`artifacts`]: output fields written as files
+//! - [`ledger`]: what a step says about each key it handled
 //! - [`events`] and [`recorder`]: what watchers and the run history see;
 //!   [`payload`]: the inputs and outputs they carry, shared, redacted when shown
 
@@ -20,6 +23,7 @@ pub mod events;
 pub mod executor;
 pub mod for_each;
 pub mod ledger;
+pub mod output;
 pub mod payload;
 pub mod prepare;
 pub mod recorder;
@@ -29,6 +33,7 @@ pub use approval::{ApprovalStore, GateSummary};
 pub use context::RunFields;
 pub use events::{Fanout, Observer, RunEvent, Status};
 pub use executor::{RunGuard, RunOptions, RunOutcome, Runner};
+pub use output::{Json, ListItems, Outputs, StepOutput};
 pub use payload::Payload;
 pub use sluice_contract::ForEachOutput;
 

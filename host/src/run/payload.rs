@@ -23,6 +23,7 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Value, json};
 use sluice_store::cap::{MAX_JSON_BYTES, PREVIEW_CHARS};
 
+use super::output::StepOutput;
 use crate::redact::Redactor;
 
 /// A JSON value of the run, shared, shown redacted.
@@ -34,10 +35,12 @@ pub struct Payload {
 
 #[derive(Clone)]
 enum Json {
-    /// A parsed value (an output, an item's input).
+    /// A parsed value (an item's input held back by an approval gate).
     Tree(Arc<Value>),
     /// JSON text (a step's input, as its component reads it).
     Text(Arc<String>),
+    /// A step's (or an item's) output, as the run holds it.
+    Output(StepOutput),
 }
 
 impl Payload {
@@ -57,22 +60,35 @@ impl Payload {
         }
     }
 
-    /// The value, redacted: a copy, for a reader that needs a tree (tests;
-    /// nothing on a run's path calls this on a large value).
-    pub fn redacted(&self) -> Value {
-        match &self.json {
-            Json::Tree(value) => self.redactor.redact_json(value),
-            Json::Text(text) => serde_json::from_str(&self.redactor.redact(text))
-                .unwrap_or_else(|_| Value::String(self.redactor.redact(text))),
+    /// A step's output, redacted by `redactor` when shown.
+    pub fn output(output: StepOutput, redactor: &Redactor) -> Self {
+        Self {
+            json: Json::Output(output),
+            redactor: redactor.clone(),
         }
     }
 
-    /// The value before redaction, when it is parsed: for a reader that
-    /// takes only numbers and sizes from it and redacts what it shows.
-    pub fn unredacted(&self) -> Option<&Value> {
+    /// The value, redacted: a copy, for a reader that needs a tree (tests,
+    /// `--json`; nothing else on a run's path calls this on a large value).
+    pub fn redacted(&self) -> Value {
         match &self.json {
-            Json::Tree(value) => Some(value),
-            Json::Text(_) => None,
+            Json::Tree(value) => self.redactor.redact_json(value),
+            Json::Text(text) => self.redacted_text(text),
+            Json::Output(output) => self.redacted_text(output.text()),
+        }
+    }
+
+    fn redacted_text(&self, text: &str) -> Value {
+        serde_json::from_str(&self.redactor.redact(text))
+            .unwrap_or_else(|_| Value::String(self.redactor.redact(text)))
+    }
+
+    /// The step output before redaction, when this is one: for a reader
+    /// that takes only numbers and sizes from it and redacts what it shows.
+    pub fn unredacted(&self) -> Option<&StepOutput> {
+        match &self.json {
+            Json::Output(output) => Some(output),
+            Json::Tree(_) | Json::Text(_) => None,
         }
     }
 
@@ -103,6 +119,10 @@ impl Payload {
                 let (bytes, _) = self.redactor.scrub(text.as_bytes());
                 out.push(&bytes);
             }
+            Json::Output(output) => {
+                let (bytes, _) = self.redactor.scrub(output.text().as_bytes());
+                out.push(&bytes);
+            }
         }
         out.into_value()
     }
@@ -117,7 +137,7 @@ impl Serialize for Payload {
             }
             .serialize(serializer),
             // Written in full only by a `--json` run or a test.
-            Json::Text(_) => self.redacted().serialize(serializer),
+            Json::Text(_) | Json::Output(_) => self.redacted().serialize(serializer),
         }
     }
 }
@@ -228,7 +248,10 @@ mod tests {
         assert_eq!(serde_json::to_string(&tree).unwrap(), expected);
         let text = Payload::text(Arc::new(value.to_string()), &r);
         assert_eq!(serde_json::to_string(&text).unwrap(), expected);
+        let output = Payload::output(StepOutput::of(&value), &r);
+        assert_eq!(serde_json::to_string(&output).unwrap(), expected);
         assert_eq!(tree.redacted(), r.redact_json(&value));
+        assert_eq!(output.redacted(), r.redact_json(&value));
         assert!(!expected.contains("s3cret"));
     }
 
@@ -245,6 +268,8 @@ mod tests {
             assert_eq!(tree.capped().to_string(), whole);
             let text = Payload::text(Arc::new(value.to_string()), &r);
             assert_eq!(text.capped().to_string(), whole);
+            let output = Payload::output(StepOutput::of(&value), &r);
+            assert_eq!(output.capped().to_string(), whole);
         }
     }
 }

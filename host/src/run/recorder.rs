@@ -24,7 +24,7 @@ use sluice_store::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::events::{Observer, RunEvent, Status};
-use super::ledger::KeyedEntry;
+use super::ledger::{KeyedEntries, KeyedEntry};
 use super::payload::Payload;
 
 /// The most writes applied in one transaction: enough to absorb a burst
@@ -36,6 +36,12 @@ enum Job {
     Write {
         run: RunRef,
         writes: Vec<HistoryWrite>,
+    },
+    /// A step's ledger entries, made and written a batch at a time.
+    Keyed {
+        run: RunRef,
+        step: String,
+        entries: KeyedEntries,
     },
     /// Answered once every job sent before it is done.
     Flush(oneshot::Sender<()>),
@@ -99,6 +105,10 @@ async fn drain(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
                 let _ = done.send(());
                 continue;
             }
+            Job::Keyed { run, step, entries } => {
+                write_keyed(&store, &run, &step, &entries, &mut warned).await;
+                continue;
+            }
             Job::Write { run, writes } => (run, writes),
         };
         while writes.len() < MAX_BATCH {
@@ -115,6 +125,27 @@ async fn drain(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
             && warned.insert(run.id.clone())
         {
             eprintln!("warning: {}", not_written(&run, &e));
+        }
+    }
+}
+
+/// A step's ledger entries as its items, [`MAX_BATCH`] to a transaction,
+/// each batch made only as it is written: however many there are, only
+/// one batch of them is ever a tree.
+async fn write_keyed(
+    store: &Store,
+    run: &RunRef,
+    step: &str,
+    entries: &KeyedEntries,
+    warned: &mut HashSet<String>,
+) {
+    for first in (0..entries.len()).step_by(MAX_BATCH) {
+        let batch = entries.page(first, MAX_BATCH);
+        let writes = keyed_items(step, batch, first).collect();
+        if let Err(e) = write_batch(store, run, writes).await
+            && warned.insert(run.id.clone())
+        {
+            eprintln!("warning: {}", not_written(run, &e));
         }
     }
 }
@@ -239,13 +270,13 @@ impl Observer for Recorder {
             return;
         };
         if let RunEvent::Keyed { step, entries } = event {
-            // Many at once (a first run adopts a whole tenant): sent in
-            // batches, so each of the writer's transactions stays short,
-            // each batch made only as it is sent.
-            for (n, batch) in entries.chunks(MAX_BATCH).enumerate() {
-                let items = keyed_items(step, batch, n * MAX_BATCH).collect();
-                self.writer.write(&run, items);
-            }
+            // Many at once (a first run adopts a whole tenant): the writer
+            // makes and writes them in batches (see `write_keyed`).
+            self.writer.send(Job::Keyed {
+                run,
+                step: step.clone(),
+                entries: entries.clone(),
+            });
             return;
         }
         if let Some(write) = history_write(&self.record_as, event) {
@@ -257,17 +288,17 @@ impl Observer for Recorder {
 /// A step's ledger entries as its items, in order, the first at `first`.
 fn keyed_items<'a>(
     step: &'a str,
-    entries: &'a [KeyedEntry],
+    entries: impl Iterator<Item = KeyedEntry> + 'a,
     first: usize,
 ) -> impl Iterator<Item = HistoryWrite> + 'a {
-    entries.iter().enumerate().map(move |(n, e)| {
+    entries.enumerate().map(move |(n, e)| {
         HistoryWrite::Item(ItemEnd {
             step: step.to_string(),
             index: first + n,
-            key: Some(e.key.clone()),
+            key: Some(e.key),
             status: ItemStatus::Succeeded,
             input: Value::Null,
-            output: Some(e.detail.clone()),
+            output: Some(e.detail),
             error: None,
             connections: json!({}),
             duration_ms: 0,

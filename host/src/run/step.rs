@@ -12,13 +12,14 @@ use sluice_store::Attempts;
 use super::call::Caller;
 use super::context::{Results, RunContext, StepFailure};
 use super::events::{RunEvent, Status};
+use super::output::StepOutput;
 use super::payload::Payload;
 use super::{artifacts, for_each, ledger};
 use crate::engine::{Invocation, LogLevel, OutputCap, Prepared, StepContext};
 use crate::flow::Step;
 use crate::flow::model::OnError;
 use crate::flow::model::ValueTemplate;
-use crate::flow::resolve::{ResolveError, Scope, truthy};
+use crate::flow::resolve::{Found, ResolveError, Scope};
 use crate::flow::schema::InputMismatch;
 
 /// The longest log line shown or recorded, in characters.
@@ -38,9 +39,7 @@ pub async fn run(
         Ok(false) => {
             finish_early(ctx, step, Status::Skipped, "its `when` is false".into());
             results.finished.insert(step.id.clone());
-            results
-                .outputs
-                .insert(step.id.clone(), Arc::new(Value::Null));
+            results.outputs.insert(step.id.clone(), StepOutput::null());
             return Ok(());
         }
         Err(why) => {
@@ -85,7 +84,7 @@ fn should_run(ctx: &RunContext<'_>, step: &Step, results: &Results) -> Result<bo
                 step.id, step.uses
             )
         })?;
-    Ok(values.iter().all(|v| truthy(v)))
+    Ok(values.iter().all(Found::truthy))
 }
 
 /// The `StepFinished` of a step that never called its component.
@@ -169,7 +168,7 @@ async fn run_once(
     caller: &Caller,
     context: &Arc<StepContext>,
     scope: &Scope<'_>,
-) -> (Result<Value, StepFailure>, Option<Attempts>) {
+) -> (Result<StepOutput, StepFailure>, Option<Attempts>) {
     let text = match input_text(step, scope) {
         Ok(text) => Arc::new(text),
         Err(e) => return (Err(e), None),
@@ -202,7 +201,7 @@ async fn run_once(
 /// it called its component once (not per item).
 struct Ended {
     started: Instant,
-    result: Result<Value, StepFailure>,
+    result: Result<StepOutput, StepFailure>,
     attempts: Option<Attempts>,
 }
 
@@ -217,7 +216,7 @@ fn finish(
 ) -> Result<(), StepFailure> {
     let label = format!("step `{}` ({})", step.id, context.component);
     let (status, output, error) = match ended.result {
-        Ok(output) => (Status::Succeeded, Some(Arc::new(output)), None),
+        Ok(output) => (Status::Succeeded, Some(output), None),
         Err(StepFailure::Failed(why)) => (
             Status::Failed,
             None,
@@ -235,7 +234,7 @@ fn finish(
         status,
         output: output
             .as_ref()
-            .map(|o| Payload::tree(o.clone(), &ctx.redactor)),
+            .map(|o| Payload::output(o.clone(), &ctx.redactor)),
         error: error.clone(),
         duration: ended.started.elapsed(),
         connections: context.stats(),
@@ -253,9 +252,7 @@ fn finish(
             Err(StepFailure::Interrupted(error.unwrap_or_default()))
         }
         (None, _) if step.on_error == OnError::Continue => {
-            results
-                .outputs
-                .insert(step.id.clone(), Arc::new(Value::Null));
+            results.outputs.insert(step.id.clone(), StepOutput::null());
             Ok(())
         }
         (None, error) => Err(StepFailure::Failed(
@@ -277,10 +274,10 @@ pub fn resolve_input(step: &Step, scope: &Scope<'_>) -> Result<Value, StepFailur
 }
 
 /// The same input as the JSON text its component reads. A `with` table is
-/// never made one value: each entry is read where it lives (a whole
-/// reference to another step's output is borrowed, not copied), checked
-/// there, and written out (at 100k members the compare step's input is
-/// two lists of a hundred thousand people).
+/// never made one value: each entry is read where it lives (a reference
+/// into another step's output is that output's own text), checked there,
+/// and written out (at 100k members the compare step's input is two lists
+/// of a hundred thousand people).
 pub fn input_text(step: &Step, scope: &Scope<'_>) -> Result<String, StepFailure> {
     let Some(ValueTemplate::Object(entries)) = &step.with else {
         return resolve_input(step, scope).map(|input| input.to_string());
@@ -290,19 +287,23 @@ pub fn input_text(step: &Step, scope: &Scope<'_>) -> Result<String, StepFailure>
         .map(|(key, value)| Ok((key.as_str(), scope.resolve_borrowed(value)?)))
         .collect::<Result<Vec<_>, ResolveError>>()
         .map_err(unresolved)?;
-    let entries: Vec<(&str, &Value)> = resolved.iter().map(|(k, v)| (*k, v.as_ref())).collect();
-    step.check_input_entries(&entries).map_err(misfit)?;
-    serde_json::to_string(&Entries(&entries))
-        .map_err(|e| StepFailure::Failed(format!("its input could not be written: {e}")))
+    step.check_input_entries(&resolved).map_err(misfit)?;
+    Ok(object_text(&resolved))
 }
 
-/// An object's entries, written as that object.
-struct Entries<'a>(&'a [(&'a str, &'a Value)]);
-
-impl serde::Serialize for Entries<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+/// An object's entries, written as that object's JSON text.
+fn object_text(entries: &[(&str, Found<'_>)]) -> String {
+    let mut text = String::from("{");
+    for (n, (key, value)) in entries.iter().enumerate() {
+        if n > 0 {
+            text.push(',');
+        }
+        text.push_str(&Value::from(*key).to_string());
+        text.push(':');
+        value.write_json(&mut text);
     }
+    text.push('}');
+    text
 }
 
 fn unresolved(e: ResolveError) -> StepFailure {

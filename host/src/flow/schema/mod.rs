@@ -18,6 +18,8 @@ use std::fmt;
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::Value;
 
+use super::resolve::Found;
+
 /// One step of a path into a JSON value: a key or a list index.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Segment {
@@ -233,11 +235,11 @@ impl InputSchema {
     /// value where it lives): part by part when the schema allows it (see
     /// [`Split`]), else on a copy made whole. It finds what [`Self::check`]
     /// finds on the object.
-    pub fn check_entries(&self, entries: &[(&str, &Value)]) -> Result<(), InputMismatch> {
+    pub fn check_entries(&self, entries: &[(&str, Found<'_>)]) -> Result<(), InputMismatch> {
         let Some(split) = &self.split else {
             let whole = entries
                 .iter()
-                .map(|(k, v)| (k.to_string(), (*v).clone()))
+                .map(|(k, v)| (k.to_string(), v.clone().into_value()))
                 .collect();
             return self.check(&Value::Object(whole));
         };
@@ -249,7 +251,12 @@ impl InputSchema {
         let mut found = self.found(&split.keys, &Value::Object(keys), &root, &[]);
         for (key, value) in entries {
             if let Some(validator) = split.properties.get(*key) {
-                found.extend(self.found(validator, value, &root.child(key), &[]));
+                let at = root.child(key);
+                match value {
+                    Found::Value(v) => found.extend(self.found(validator, v, &at, &[])),
+                    // A tree only while it is checked.
+                    Found::Json(j) => found.extend(self.found(validator, &j.to_value(), &at, &[])),
+                }
             }
         }
         found.sort_by(|a, b| a.path.cmp(&b.path));
@@ -408,7 +415,9 @@ pub fn kind_of(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::output::StepOutput;
     use serde_json::json;
+    use std::borrow::Cow;
 
     fn schema() -> InputSchema {
         InputSchema::new(
@@ -509,12 +518,21 @@ mod tests {
             let schema = InputSchema::new("compare", &schema).unwrap();
             assert_eq!(schema.split.is_some(), splits);
             for input in &inputs {
-                let entries: Vec<(&str, &Value)> = input
+                let entries: Vec<(&str, Found)> = input
                     .as_object()
                     .unwrap()
                     .iter()
-                    .map(|(k, v)| (k.as_str(), v))
+                    .map(|(k, v)| (k.as_str(), Found::Value(Cow::Borrowed(v))))
                     .collect();
+                assert_eq!(
+                    schema.check_entries(&entries),
+                    schema.check(input),
+                    "{input}"
+                );
+                // The same entries as JSON text, as a step's output holds them.
+                let output = StepOutput::of(input);
+                let entries: Vec<(&str, Found)> =
+                    output.fields().map(|(k, j)| (k, Found::Json(j))).collect();
                 assert_eq!(
                     schema.check_entries(&entries),
                     schema.check(input),
