@@ -52,13 +52,18 @@ pub struct Token {
 
 /// Look-ups that would otherwise scan every Procore user: where each user
 /// is by id, every login and email address taken (trimmed, lower case; in
-/// this company or, for logins, another), and who is on which project. A
-/// 100k-user company is created into and served without a scan per request.
+/// this company or, for logins, another), who is on which project, and who
+/// is on the active and on the inactive list. A million-user company is
+/// created into and served without a scan per request.
 #[derive(Debug, Default)]
 pub struct ProcoreIndex {
     positions: HashMap<u64, usize>,
     taken: HashSet<String>,
     memberships: HashSet<(u64, u64)>,
+    /// The positions of the active users and of the inactive ones, in
+    /// list order; built when a list is served, dropped when a user may
+    /// have changed lists (a new user is added to its list).
+    lists: Option<[Vec<usize>; 2]>,
 }
 
 fn key(value: &str) -> String {
@@ -89,6 +94,18 @@ impl ProcoreIndex {
                 self.taken.insert(key(value));
             }
         }
+    }
+
+    /// The positions of the active (or inactive) users, in list order.
+    pub fn list(&mut self, users: &[ProcoreUser], active: bool) -> &[usize] {
+        let lists = self.lists.get_or_insert_with(|| {
+            let mut lists = [Vec::new(), Vec::new()];
+            for (i, u) in users.iter().enumerate() {
+                lists[usize::from(!u.is_active)].push(i);
+            }
+            lists
+        });
+        &lists[usize::from(!active)]
     }
 
     /// Whether a login or email address is held by any Procore user.
@@ -200,13 +217,23 @@ impl Data {
 }
 
 impl Data {
+    /// The positions of the active (or inactive) Procore users, in list
+    /// order, and the users they point into.
+    pub fn procore_list(&mut self, active: bool) -> (&[usize], &[ProcoreUser]) {
+        let users = &self.scenario.procore_users;
+        (self.procore_index.list(users, active), users)
+    }
+
     pub fn procore_user(&self, id: u64) -> Option<&ProcoreUser> {
         let &i = self.procore_index.positions.get(&id)?;
         self.scenario.procore_users.get(i).filter(|u| u.id == id)
     }
 
+    /// A user to change; the active and inactive lists are built again
+    /// when next served, since the change may move the user between them.
     pub fn procore_user_mut(&mut self, id: u64) -> Option<&mut ProcoreUser> {
         let &i = self.procore_index.positions.get(&id)?;
+        self.procore_index.lists = None;
         self.scenario
             .procore_users
             .get_mut(i)
@@ -216,6 +243,9 @@ impl Data {
     pub fn add_procore_user(&mut self, user: ProcoreUser) {
         let position = self.scenario.procore_users.len();
         self.procore_index.add_user(position, &user);
+        if let Some(lists) = &mut self.procore_index.lists {
+            lists[usize::from(!user.is_active)].push(position);
+        }
         self.scenario.procore_users.push(user);
     }
 
@@ -372,5 +402,45 @@ impl StateSnapshot {
 
     pub fn project_users(&self) -> &[ProjectUser] {
         &self.scenario.project_users
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lists as a scan of every user gives them.
+    fn scanned(d: &Data, active: bool) -> Vec<usize> {
+        let users = &d.scenario.procore_users;
+        (0..users.len())
+            .filter(|&i| users[i].is_active == active)
+            .collect()
+    }
+
+    fn indexed(d: &mut Data, active: bool) -> Vec<usize> {
+        d.procore_list(active).0.to_vec()
+    }
+
+    #[test]
+    fn the_indexed_lists_follow_every_change_to_a_user() {
+        let shared = Shared::new(EmulatorConfig::default(), "http://127.0.0.1".into());
+        let mut d = shared.lock();
+        for active in [true, false] {
+            assert_eq!(indexed(&mut d, active), scanned(&d, active));
+        }
+        let mut new = d.scenario.procore_users[0].clone();
+        (new.id, new.is_active) = (d.next_procore_id, false);
+        d.add_procore_user(new);
+        let first = d.scenario.procore_users[0].id;
+        if let Some(u) = d.procore_user_mut(first) {
+            u.is_active = !u.is_active;
+        }
+        for active in [true, false] {
+            let lists = indexed(&mut d, active);
+            assert_eq!(lists, scanned(&d, active));
+            assert!(!lists.is_empty());
+        }
+        let last = d.scenario.procore_users.len() - 1;
+        assert_eq!(indexed(&mut d, false).last(), Some(&last), "added in order");
     }
 }

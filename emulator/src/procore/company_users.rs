@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::paging::paged;
-use super::{company_check, errors, nested_user, text, user_fields, user_json};
+use super::{UserJson, company_check, errors, nested_user, text, user_fields, user_json};
 use crate::api::{get, query_pairs};
 use crate::scenario::ProcoreUser;
 use crate::state::Shared;
@@ -29,31 +29,37 @@ fn list(
     let search = get(&pairs, "filters[search]")
         .map(str::to_lowercase)
         .filter(|q| !q.is_empty());
-    let d = s.lock();
-    let users: Vec<&ProcoreUser> = d
-        .scenario
-        .procore_users
-        .iter()
-        .filter(|u| u.is_active == active)
-        .filter(|u| {
-            // Procore: first name, last name, email address, job title
-            // (keywords and company name are not modelled); not the login.
-            search.as_ref().is_none_or(|q| {
-                [
-                    u.first_name.as_str(),
-                    u.last_name.as_str(),
-                    u.email_address.as_str(),
-                    u.job_title.as_deref().unwrap_or(""),
-                ]
+    let mut d = s.lock();
+    let (list, users) = d.procore_list(active);
+    let found: Vec<usize>;
+    let list = match &search {
+        None => list,
+        Some(q) => {
+            found = list
                 .iter()
-                .any(|f| f.to_lowercase().contains(q.as_str()))
-                    || format!("{} {}", u.first_name, u.last_name)
-                        .to_lowercase()
-                        .contains(q.as_str())
-            })
-        })
-        .collect();
-    paged(&s, &path, &pairs, &users, |u| user_json(u))
+                .copied()
+                .filter(|&i| matches_search(&users[i], q))
+                .collect();
+            &found
+        }
+    };
+    paged(&s, &path, &pairs, list, |&i| UserJson::of(&users[i]))
+}
+
+/// Procore's `filters[search]`: first name, last name, email address, job
+/// title (keywords and company name are not modelled); not the login.
+/// `query` is lower case.
+fn matches_search(u: &ProcoreUser, query: &str) -> bool {
+    let has = |field: &str| field.to_lowercase().contains(query);
+    [
+        u.first_name.as_str(),
+        u.last_name.as_str(),
+        u.email_address.as_str(),
+        u.job_title.as_deref().unwrap_or(""),
+    ]
+    .into_iter()
+    .any(has)
+        || has(&format!("{} {}", u.first_name, u.last_name))
 }
 
 pub async fn active(

@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::scenario::ProcoreUser;
@@ -96,24 +97,54 @@ fn company_check(s: &Shared, headers: &HeaderMap, company: Option<&str>) -> Resu
     Ok(())
 }
 
+/// A company user as Procore's list and show answers give it (the fields
+/// the emulator models), written straight from the user: a page of a
+/// million-user company is rendered without a JSON tree per user.
+#[derive(Serialize)]
+pub struct UserJson<'a> {
+    id: u64,
+    login: &'a str,
+    email_address: &'a str,
+    first_name: &'a str,
+    last_name: &'a str,
+    name: String,
+    is_active: bool,
+    is_employee: bool,
+    job_title: Option<&'a str>,
+    business_phone: Option<&'a str>,
+    mobile_phone: Option<&'a str>,
+    employee_id: Option<&'a str>,
+    vendor: Option<Value>,
+    created_at: &'a str,
+    updated_at: &'a str,
+}
+
+impl<'a> UserJson<'a> {
+    pub fn of(u: &'a ProcoreUser) -> UserJson<'a> {
+        UserJson {
+            id: u.id,
+            login: &u.login,
+            email_address: &u.email_address,
+            first_name: &u.first_name,
+            last_name: &u.last_name,
+            name: format!("{} {}", u.first_name, u.last_name)
+                .trim()
+                .to_string(),
+            is_active: u.is_active,
+            is_employee: u.is_employee,
+            job_title: u.job_title.as_deref(),
+            business_phone: None,
+            mobile_phone: None,
+            employee_id: None,
+            vendor: None,
+            created_at: &u.created_at,
+            updated_at: &u.updated_at,
+        }
+    }
+}
+
 pub fn user_json(u: &ProcoreUser) -> Value {
-    json!({
-        "id": u.id,
-        "login": u.login,
-        "email_address": u.email_address,
-        "first_name": u.first_name,
-        "last_name": u.last_name,
-        "name": format!("{} {}", u.first_name, u.last_name).trim().to_string(),
-        "is_active": u.is_active,
-        "is_employee": u.is_employee,
-        "job_title": u.job_title,
-        "business_phone": null,
-        "mobile_phone": null,
-        "employee_id": null,
-        "vendor": null,
-        "created_at": u.created_at,
-        "updated_at": u.updated_at,
-    })
+    serde_json::to_value(UserJson::of(u)).unwrap_or(Value::Null)
 }
 
 fn text(v: &Value, name: &str) -> Option<String> {

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::api::{encode_query, get};
 use crate::config::{PROCORE_MAX_PER_PAGE, PagingHeaders};
@@ -19,12 +19,12 @@ const DEFAULT_PER_PAGE: usize = 100;
 /// `next` except on the last page, so a single page has no `Link` at all.
 /// One page of `items`, rendering only the items on it (a 100k-user company
 /// is served a page at a time without turning every user into JSON).
-pub fn paged<T>(
+pub fn paged<T, R: Serialize>(
     s: &Shared,
     path: &str,
     pairs: &[(String, String)],
     items: &[T],
-    render: impl Fn(&T) -> Value,
+    render: impl Fn(&T) -> R,
 ) -> Response {
     let max = s.config.procore_max_per_page.clamp(1, PROCORE_MAX_PER_PAGE);
     let per_page = get(pairs, "per_page")
@@ -67,8 +67,8 @@ pub fn paged<T>(
         // `next` goes last, so only a client that reads every field finds it.
         links.sort_by_key(|l| l.ends_with("rel=\"next\""));
     }
-    let page_items = items[start..end].iter().map(render).collect();
-    let mut response = Json(Value::Array(page_items)).into_response();
+    let page_items: Vec<R> = items[start..end].iter().map(render).collect();
+    let mut response = Json(page_items).into_response();
     // As the pagination guide shows Procore's lists, with the charset.
     response.headers_mut().insert(
         "content-type",
