@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::__bindings::sluice::flow::types::{ConnectionRole, ErrorKind as WitKind};
 use crate::__bindings::{self, Description, RunContext};
-use crate::{Context, ErrorKind, StepError};
+use crate::{Context, ErrorKind, StepError, StepOutput};
 
 /// The crate a component is built from, as its `Cargo.toml` says.
 pub struct Package {
@@ -18,9 +18,10 @@ pub struct Package {
     pub summary: &'static str,
 }
 
-/// Parses the input, calls the step, serialises the output. The input
-/// type may borrow from the input's text (`#[serde(borrow)]`), so a step
-/// reading a large list need not copy every string of it.
+/// Parses the input, calls the step, serialises the output (or hands on
+/// the text of a [`JsonText`](crate::JsonText) output). The input type may
+/// borrow from the input's text (`#[serde(borrow)]`), so a step reading a
+/// large list need not copy every string of it.
 pub fn run<'a, I, O, F>(
     input: &'a str,
     context: RunContext,
@@ -28,7 +29,7 @@ pub fn run<'a, I, O, F>(
 ) -> Result<String, __bindings::StepError>
 where
     I: Deserialize<'a>,
-    O: Serialize,
+    O: StepOutput,
     F: FnOnce(I, &Context) -> Result<O, StepError>,
 {
     run_typed(input, &Context::new(context), step).map_err(to_wit)
@@ -37,7 +38,7 @@ where
 fn run_typed<'a, I, O, F>(input: &'a str, context: &Context, step: F) -> Result<String, StepError>
 where
     I: Deserialize<'a>,
-    O: Serialize,
+    O: StepOutput,
     F: FnOnce(I, &Context) -> Result<O, StepError>,
 {
     let input: I = serde_json::from_str(input).map_err(|e| {
@@ -45,8 +46,7 @@ where
             "the step's `with` does not fit this component: {e}"
         ))
     })?;
-    let output = step(input, context)?;
-    to_text(&output)
+    step(input, context)?.into_text()
 }
 
 /// The output as JSON text, allocated once at its size: a text grown by
@@ -54,7 +54,7 @@ where
 /// people of a million-member tenant) must fit under the instance's cap
 /// beside what it was written from. Serialising twice costs far less
 /// than the step that built it.
-fn to_text<O: Serialize>(output: &O) -> Result<String, StepError> {
+pub(crate) fn to_text<O: Serialize>(output: &O) -> Result<String, StepError> {
     let bad = |e: &dyn std::fmt::Display| {
         StepError::internal(format!("the output could not be serialised: {e}"))
             .with_code("bad-output")
@@ -198,5 +198,28 @@ mod tests {
         assert_eq!(output["properties"]["greeting"]["type"], "string");
         assert_eq!(d.connections[0].role, "api");
         assert_eq!((d.name.as_str(), d.version.as_str()), ("greet", "1.0.0"));
+    }
+
+    fn greet_as_text(input: In, _: &Context) -> Result<crate::JsonText<Out>, StepError> {
+        let greeting = serde_json::to_string(&format!("hi {}", input.name)).unwrap();
+        Ok(crate::JsonText::new(format!(
+            r#"{{"greeting":{greeting}}}"#
+        )))
+    }
+
+    #[test]
+    fn an_output_written_as_text_is_handed_on_as_it_is_with_its_shapes_schema() {
+        let text = run_typed(r#"{"name": "Ada"}"#, &context(), greet_as_text).unwrap();
+        let typed = run_typed(r#"{"name": "Ada"}"#, &context(), greet).unwrap();
+        assert_eq!(text, typed);
+        let package = || Package {
+            name: "greet",
+            version: "1.0.0",
+            summary: "Greets",
+        };
+        assert_eq!(
+            describe(greet_as_text, package(), &[]).output_schema,
+            describe(greet, package(), &[]).output_schema
+        );
     }
 }

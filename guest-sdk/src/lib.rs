@@ -52,6 +52,7 @@ mod error;
 pub mod glue;
 pub mod http;
 pub mod log;
+mod output;
 pub mod state;
 
 /// The generated bindings of the `described-step` world. Not part of the
@@ -74,6 +75,7 @@ pub use wit_bindgen as __wit_bindgen;
 pub use context::Context;
 pub use error::StepError;
 pub use http::{Call, Method, Response, Sent, WouldSend};
+pub use output::{JsonText, StepOutput};
 pub use schemars::{self, JsonSchema};
 pub use serde_json::{self, Value, json};
 pub use sluice_contract::ErrorKind;
@@ -86,7 +88,9 @@ pub use sluice_contract::{
 ///
 /// The function is `fn(Input, &Context) -> Result<Output, StepError>`,
 /// where `Input: Deserialize + JsonSchema` and `Output: Serialize +
-/// JsonSchema` (`serde_json::Value` works for either, with an open schema).
+/// JsonSchema` (`serde_json::Value` works for either, with an open schema),
+/// or a [`JsonText`] the step wrote itself (for an output too large to
+/// hold twice while it is serialised).
 /// `describe` reports the crate's `name`, `version` and `description` from
 /// its `Cargo.toml`, the two schemas, and the connection roles given as
 /// `connections: { "role": "what the component does through it", … }`.

@@ -10,6 +10,7 @@
 //! the list; an empty one always does, so a server whose `Total` overstates
 //! cannot keep the flow asking for ever.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_guest::http::segment;
@@ -160,6 +161,109 @@ pub fn has_next(response: &Response, page: usize, on_this_page: usize, so_far: u
     true
 }
 
+/// One page of a Procore list, read as `T`.
+#[derive(Debug)]
+pub struct Page<T> {
+    /// The items on this page.
+    pub items: Vec<T>,
+    /// The list's length by the `Total` header, when the server sends it.
+    pub total: Option<usize>,
+}
+
+/// A Procore list endpoint, read one page at a time, so that a caller
+/// holds no more than one page of the service's full records.
+pub struct Pages<'a> {
+    connection: &'a str,
+    url: String,
+    query: &'a [(&'a str, String)],
+    per_page: usize,
+    /// The last page read (1-based); 0 before the first.
+    page: usize,
+    /// Items on the pages read so far.
+    so_far: usize,
+    done: bool,
+}
+
+impl<'a> Pages<'a> {
+    /// The list at `url` (relative to the connection), with `query`
+    /// added to every page's `page` and `per_page`.
+    pub fn new(
+        connection: &'a str,
+        url: &str,
+        query: &'a [(&'a str, String)],
+        per_page: usize,
+    ) -> Pages<'a> {
+        Pages {
+            connection,
+            url: url.to_string(),
+            query,
+            per_page,
+            page: 0,
+            so_far: 0,
+            done: false,
+        }
+    }
+
+    /// The next page, or `None` once the paging headers (or an empty
+    /// page) said the list is over.
+    pub fn next_page<T: DeserializeOwned>(&mut self) -> Result<Option<Page<T>>, StepError> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.page >= MAX_PAGES {
+            return Err(
+                StepError::internal(format!("more than {MAX_PAGES} pages")).with_code("paging")
+            );
+        }
+        self.page += 1;
+        let mut call = Call::get(self.connection, &self.url)
+            .query("page", self.page.to_string())
+            .query("per_page", self.per_page.to_string());
+        for (k, v) in self.query {
+            call = call.query(k, v.clone());
+        }
+        let response = read_ok(&call)?;
+        let items: Vec<T> = page_items(&self.url, &response.body)?;
+        self.so_far += items.len();
+        self.done = !has_next(&response, self.page, items.len(), self.so_far);
+        Ok(Some(Page {
+            items,
+            total: number_header(&response, "total"),
+        }))
+    }
+}
+
+/// A page's body: a bare JSON array of `T`. Read typed, so a page of
+/// full records is never held as a JSON tree.
+fn page_items<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<Vec<T>, StepError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let message = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(_)) => {
+                format!("{url}: Procore listed an item this step cannot read: {e}")
+            }
+            Ok(other) => format!("{url}: expected a JSON array, got {}", kind(&other)),
+            Err(e) => format!("{url}: the body is not JSON: {e}"),
+        };
+        StepError::internal(message).with_code("bad-response")
+    })
+}
+
+/// Hands every item of a Procore list endpoint, read as `T`, to `each`,
+/// page after page: only one page is held at a time.
+pub fn each<T: DeserializeOwned>(
+    connection: &str,
+    url: &str,
+    query: &[(&str, String)],
+    per_page: usize,
+    mut each: impl FnMut(T),
+) -> Result<(), StepError> {
+    let mut pages = Pages::new(connection, url, query, per_page);
+    while let Some(page) = pages.next_page::<T>()? {
+        page.items.into_iter().for_each(&mut each);
+    }
+    Ok(())
+}
+
 /// Every item of a Procore list endpoint, page by page.
 pub fn all(
     connection: &str,
@@ -168,33 +272,10 @@ pub fn all(
     per_page: usize,
 ) -> Result<Vec<Value>, StepError> {
     let mut items = Vec::new();
-    for page in 1..=MAX_PAGES {
-        let mut call = Call::get(connection, url)
-            .query("page", page.to_string())
-            .query("per_page", per_page.to_string());
-        for (k, v) in query {
-            call = call.query(k, v.clone());
-        }
-        let response = read_ok(&call)?;
-        let on_this_page = match response.json()? {
-            Value::Array(list) => {
-                let n = list.len();
-                items.extend(list);
-                n
-            }
-            other => {
-                return Err(StepError::internal(format!(
-                    "{url}: expected a JSON array, got {}",
-                    kind(&other)
-                ))
-                .with_code("bad-response"));
-            }
-        };
-        if !has_next(&response, page, on_this_page, items.len()) {
-            return Ok(items);
-        }
-    }
-    Err(StepError::internal(format!("more than {MAX_PAGES} pages")).with_code("paging"))
+    each(connection, url, query, per_page, |item: Value| {
+        items.push(item)
+    })?;
+    Ok(items)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -498,6 +579,36 @@ mod tests {
         };
         assert!(has_next(&without_link, 29, 5, 145));
         assert!(!has_next(&without_link, 30, 5, 150));
+    }
+
+    #[test]
+    fn a_page_is_read_typed_and_a_page_that_is_not_a_list_says_what_it_is() {
+        #[derive(Debug, Deserialize)]
+        struct Slim {
+            id: u64,
+        }
+        let body = br#"[{"id": 1, "vendor": {"id": 9}, "name": "A"}, {"id": 2}]"#;
+        let items: Vec<Slim> = page_items("u", body).unwrap();
+        assert_eq!(items.iter().map(|s| s.id).collect::<Vec<_>>(), [1, 2]);
+        let e = page_items::<Slim>("companies/1/users", br#"{"errors": "x"}"#).unwrap_err();
+        assert_eq!(e.code, "bad-response");
+        assert_eq!(
+            e.message,
+            "companies/1/users: expected a JSON array, got an object"
+        );
+        let e = page_items::<Slim>("u", br#"[{"id": "seven"}]"#).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("u: Procore listed an item this step cannot read: invalid type"),
+            "{}",
+            e.message
+        );
+        let e = page_items::<Slim>("u", b"<html>").unwrap_err();
+        assert!(
+            e.message.starts_with("u: the body is not JSON"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

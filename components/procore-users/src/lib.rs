@@ -6,12 +6,21 @@
 //! Input `{"company_id"}`; reads through the `procore` connection role.
 //! Output `{"users": [{id, login, email_address, first_name, last_name,
 //! is_active}], "active_count", "inactive_count"}`.
+//!
+//! Memory: a Procore user record has some thirty fields, of which the sync
+//! needs six. Each page is read typed into those six and written at once
+//! into the output's text ([`text`]), so the step holds one page of full
+//! records and the slim output, never every full record, and never the
+//! output twice (it hands its text to the host as it is).
+
+mod text;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use sluice_guest::{Context, JsonSchema, StepError};
-use sluice_guest_services::procore::{self, Id};
+use sluice_guest::{Context, JsonSchema, JsonText, StepError};
+use sluice_guest_services::procore::{Id, Pages};
 use sluice_guest_services::sync::ProcoreUser;
+
+use text::Written;
 
 /// Well under the 10,000 Procore documents as the most `per_page` may ask
 /// (and the 2,000 it recommends), so a 100k-user company costs about a
@@ -30,8 +39,10 @@ struct Input {
     company_id: Id,
 }
 
-/// Every company user.
+/// Every company user: the output's shape, whose text [`Written`] writes
+/// (only its schema and, in tests, its serialisation are used).
 #[derive(Serialize, JsonSchema)]
+#[cfg_attr(not(test), allow(dead_code))]
 struct Output {
     /// Active users first, then inactive ones.
     users: Vec<ProcoreUser>,
@@ -41,47 +52,65 @@ struct Output {
     inactive_count: usize,
 }
 
-/// A user from one of the two lists; the inactive list may leave out
-/// `is_active`, which the list then decides.
-pub fn slim(user: Value, active: bool) -> Result<ProcoreUser, StepError> {
-    let stated = user.get("is_active").and_then(Value::as_bool);
-    let mut slim: ProcoreUser = serde_json::from_value(user).map_err(|e| {
-        StepError::internal(format!("Procore listed a user this step cannot read: {e}"))
-            .with_code("bad-response")
-    })?;
-    slim.is_active = stated.unwrap_or(active);
-    Ok(slim)
+/// A user as either list gives it: the fields the sync reads (the rest of
+/// the record is skipped as it is parsed), and `is_active` as stated.
+#[derive(Deserialize)]
+pub struct Listed {
+    id: Id,
+    #[serde(default)]
+    login: Option<String>,
+    #[serde(default)]
+    email_address: Option<String>,
+    #[serde(default)]
+    first_name: Option<String>,
+    #[serde(default)]
+    last_name: Option<String>,
+    #[serde(default)]
+    is_active: Option<bool>,
 }
 
-fn run(input: Input, _context: &Context) -> Result<Output, StepError> {
+impl Listed {
+    /// The user, from the list that says whether it is `active`: the
+    /// inactive list may leave out `is_active`, which the list then decides.
+    pub fn slim(self, active: bool) -> ProcoreUser {
+        ProcoreUser {
+            id: self.id,
+            login: self.login,
+            email_address: self.email_address,
+            first_name: self.first_name,
+            last_name: self.last_name,
+            is_active: self.is_active.unwrap_or(active),
+        }
+    }
+}
+
+fn run(input: Input, _context: &Context) -> Result<JsonText<Output>, StepError> {
     let company = input
         .company_id
         .text()
         .ok_or_else(|| StepError::bad_input("`company_id` is empty"))?;
     let company = sluice_guest::http::segment(&company);
-    let active = procore::all(
-        PROCORE,
-        &format!("companies/{company}/users"),
-        &[],
-        PER_PAGE,
-    )?;
-    let inactive = procore::all(
-        PROCORE,
-        &format!("companies/{company}/users/inactive"),
-        &[],
-        PER_PAGE,
-    )?;
-    let (active_count, inactive_count) = (active.len(), inactive.len());
-    let users = active
-        .into_iter()
-        .map(|u| slim(u, true))
-        .chain(inactive.into_iter().map(|u| slim(u, false)))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Output {
-        users,
-        active_count,
-        inactive_count,
-    })
+    let active_url = format!("companies/{company}/users");
+    let inactive_url = format!("companies/{company}/users/inactive");
+    let mut active = Pages::new(PROCORE, &active_url, &[], PER_PAGE);
+    let mut inactive = Pages::new(PROCORE, &inactive_url, &[], PER_PAGE);
+    // The first page of each list says how long both are (`Total`), so the
+    // output's buffer is sized once, before the rest is written.
+    let first_active = active.next_page::<Listed>()?;
+    let first_inactive = inactive.next_page::<Listed>()?;
+    let (mut out, first_inactive) = Written::sized_for(first_active, first_inactive)?;
+    while let Some(page) = active.next_page::<Listed>()? {
+        out.users(slim(page.items, true), true)?;
+    }
+    out.users(first_inactive, false)?;
+    while let Some(page) = inactive.next_page::<Listed>()? {
+        out.users(slim(page.items, false), false)?;
+    }
+    Ok(JsonText::new(out.finish()?))
+}
+
+fn slim(page: Vec<Listed>, active: bool) -> Vec<ProcoreUser> {
+    page.into_iter().map(|u| u.slim(active)).collect()
 }
 
 sluice_guest::step!(run, connections: {
@@ -91,18 +120,34 @@ sluice_guest::step!(run, connections: {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn listed(text: &str) -> Listed {
+        serde_json::from_str(text).unwrap()
+    }
 
     #[test]
     fn inactive_list_entries_are_inactive_even_without_the_flag() {
-        let u = json!({"id": 7, "login": "a@x.com", "email_address": "a@x.com", "first_name": "A", "last_name": "B", "vendor": {}});
-        assert!(!slim(u.clone(), false).unwrap().is_active);
-        assert!(slim(u.clone(), true).unwrap().is_active);
-        let mut stated = u;
-        stated["is_active"] = json!(false);
-        assert!(!slim(stated, true).unwrap().is_active);
+        let u = r#"{"id": 7, "login": "a@x.com", "email_address": "a@x.com", "first_name": "A", "last_name": "B", "vendor": {}}"#;
+        assert!(!listed(u).slim(false).is_active);
+        assert!(listed(u).slim(true).is_active);
+        let stated = u.replace(r#""id": 7"#, r#""id": 7, "is_active": false"#);
+        assert!(!listed(&stated).slim(true).is_active);
         assert_eq!(Id::Number(42).text().unwrap(), "42");
         assert_eq!(Id::Text(" 42 ".into()).text().unwrap(), "42");
         assert_eq!(Id::Text("".into()).text(), None);
+    }
+
+    #[test]
+    fn a_full_record_is_read_into_the_six_fields_and_nulls_are_absent() {
+        let full = r#"{"id": 9, "login": null, "email_address": "b@x.com", "name": "B",
+            "first_name": "B", "last_name": null, "is_employee": true, "job_title": "Super",
+            "business_phone": null, "vendor": {"id": 1, "name": "V"}, "origin_data": null,
+            "permission_template": {"id": 3}, "created_at": "2025-06-01T12:00:00Z"}"#;
+        let user = listed(full).slim(true);
+        assert_eq!(user.id, Id::Number(9));
+        assert_eq!(
+            (user.login, user.email_address.as_deref(), user.last_name),
+            (None, Some("b@x.com"), None)
+        );
     }
 }
