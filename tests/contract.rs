@@ -2,7 +2,10 @@
 //! against the WIT by a tiny crate (tests/fixtures/contract-0-2, no SDK)
 //! uses state across runs, sees the run context (dry run, item index and
 //! key), and returns each error kind; the built-ins describe themselves; a
-//! component built for 0.1 is refused with both versions named.
+//! component built for 0.1 is refused with both versions named. The 0.2
+//! fixture is built against the archived 0.2.0 WIT: it runs on this 0.2.1
+//! host unchanged. A list marked paged is read through the host in pages
+//! (tests/fixtures/paged).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -315,7 +318,7 @@ async fn a_component_built_for_0_1_is_refused_naming_both_versions() {
     assert!(
         error.contains("step `old` cannot load component")
             && error.contains("built for the step contract sluice:flow@0.1.0")
-            && error.contains("this host speaks sluice:flow@0.2.0"),
+            && error.contains("this host speaks sluice:flow@0.2.1"),
         "{error}"
     );
     assert!(
@@ -989,3 +992,137 @@ on_sqlite_and_postgres!(
     a_replica_that_lost_its_lease_cannot_write_state_on_sqlite,
     a_replica_that_lost_its_lease_cannot_write_state_on_postgres
 );
+
+/// The contract 0.2 fixture is built against `wit/archive/0.2.0`: every
+/// `sluice:flow` interface it imports is a 0.2.0 one, and this host
+/// (0.2.1) links and runs it (the other tests here run it throughout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_built_for_0_2_0_links_to_the_0_2_1_host() {
+    let bytes = std::fs::read(fixture("contract-0-2")).unwrap();
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::new(&engine, &bytes).unwrap();
+    let ours: Vec<String> = component
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.to_string())
+        .filter(|name| name.starts_with("sluice:flow/"))
+        .collect();
+    assert!(
+        ours.contains(&"sluice:flow/state@0.2.0".to_string()),
+        "{ours:?}"
+    );
+    assert!(ours.iter().all(|n| n.ends_with("@0.2.0")), "{ours:?}");
+    assert_eq!(sluice::engine::contract::SPOKEN, "0.2.1");
+
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let text =
+        flow_with("[[step]]\nid = \"old\"\nuses = \"FIXTURE\"\nwith = { increment = \"n\" }\n");
+    let (outcome, events) = run_text(&runner, dir.path(), &text, false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    assert_eq!(outcome.outputs["old"]["counter"], json!(1));
+}
+
+/// A flow of the paged fixture: `make` outputs people, `read` reads them.
+fn paged_flow(make: &str, read: &str) -> String {
+    let fixture = fixture("paged").display().to_string();
+    format!(
+        "name = \"paged\"\n[[step]]\nid = \"make\"\nuses = \"{fixture}\"\nwith = {{ {make} }}\n\n\
+         [[step]]\nid = \"read\"\nuses = \"{fixture}\"\nwith = {{ {read} }}\n"
+    )
+}
+
+async fn run_described(
+    runner: &Runner,
+    dir: &std::path::Path,
+    text: &str,
+) -> (sluice::run::RunOutcome, Arc<Collector>) {
+    let path = write_flow(dir, "flow.toml", text);
+    run(runner, &load_described(&path, &[], runner), dir, false).await
+}
+
+/// The input text the `read` step's component was given.
+fn read_input(events: &Collector) -> String {
+    events
+        .events()
+        .iter()
+        .find_map(|e| match e {
+            RunEvent::StepStarted { step, input, .. } if step == "read" => {
+                Some(input.redacted().to_string())
+            }
+            _ => None,
+        })
+        .expect("the read step started")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_marked_paged_is_left_out_of_the_input_and_read_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let text = paged_flow(
+        "make = 2500",
+        r#"people = "${steps.make.people}", page_size = 1000"#,
+    );
+    let (outcome, events) = run_described(&runner, dir.path(), &text).await;
+    assert_eq!(
+        outcome.status,
+        Status::Succeeded,
+        "{}",
+        outcome.error.unwrap_or_default()
+    );
+    let read = &outcome.outputs["read"];
+    assert_eq!(read["length"], json!(2500));
+    assert_eq!(read["count"], json!(2500));
+    assert_eq!(read["by_item"], json!(2500));
+    assert_eq!(read["pages"], json!(3));
+    assert_eq!(read["sum"], json!(2500 * 2499 / 2));
+    assert_eq!(
+        (&read["first"], &read["last"]),
+        (&json!("p0"), &json!("p2499"))
+    );
+    // The input names the list; none of its items is in the text.
+    let input = read_input(&events);
+    assert!(
+        input.contains(r#""people":{"x-sluice-paged":"people","length":2500}"#),
+        "{}",
+        &input[..input.len().min(300)]
+    );
+    assert!(input.len() < 200, "{}", &input[..300]);
+
+    // A list written in the flow is paged the same way.
+    let text = paged_flow(
+        "make = 0",
+        r#"people = [{ key = "a", n = 1 }, { key = "b", n = 2 }], page_size = 1"#,
+    );
+    let (outcome, events) = run_described(&runner, dir.path(), &text).await;
+    assert_eq!(
+        outcome.status,
+        Status::Succeeded,
+        "{}",
+        outcome.error.unwrap_or_default()
+    );
+    assert_eq!(outcome.outputs["read"]["pages"], json!(2));
+    assert_eq!(outcome.outputs["read"]["sum"], json!(3));
+    assert!(!read_input(&events).contains(r#""key":"a""#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_item_that_does_not_fit_fails_the_step_when_it_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let text = paged_flow(
+        "make = 2500, bad_at = 1500",
+        r#"people = "${steps.make.people}", page_size = 1000"#,
+    );
+    let (outcome, _) = run_described(&runner, dir.path(), &text).await;
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.unwrap();
+    assert!(
+        error.contains("step `read`") && error.contains("with.people.1500"),
+        "{error}"
+    );
+    assert!(
+        error.contains("bad-input") || error.contains("bad input"),
+        "{error}"
+    );
+}

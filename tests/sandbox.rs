@@ -520,6 +520,7 @@ fn direct_call(state: &Arc<dyn sluice::state::StateStore>) -> sluice::engine::Ca
             attempt: 1,
         },
         state: sluice::state::CallState::new(state.clone(), "pool", None),
+        paged: Default::default(),
     }
 }
 

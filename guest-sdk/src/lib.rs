@@ -1,4 +1,4 @@
-//! The Rust SDK for Sluice step components (contract `sluice:flow@0.2.0`).
+//! The Rust SDK for Sluice step components (contract `sluice:flow@0.2.1`).
 //!
 //! A step is a function from a typed input to a typed output. The SDK
 //! reads the input from JSON, writes the output to JSON, derives both JSON
@@ -34,6 +34,8 @@
 //! - [`http`]: requests through the flow's connections ([`Call`]); in a dry
 //!   run a write comes back as a [`WouldSend`] to report, not as a failure
 //! - [`state`]: the flow's key-value store, kept between runs
+//! - [`paged`]: an input list read from the host a page at a time
+//!   ([`Paged`]), for lists too large to hold as JSON text
 //! - [`log`]: the run's log
 //! - [`Context`]: which run, step and item this is; whether it is a dry run
 //! - [`StepError`]: a failure with its [`ErrorKind`], which decides whether
@@ -53,6 +55,7 @@ pub mod glue;
 pub mod http;
 pub mod log;
 mod output;
+pub mod paged;
 pub mod state;
 
 /// The generated bindings of the `described-step` world. Not part of the
@@ -76,6 +79,7 @@ pub use context::Context;
 pub use error::StepError;
 pub use http::{Call, Method, Response, Sent, WouldSend};
 pub use output::{JsonText, StepOutput};
+pub use paged::Paged;
 pub use schemars::{self, JsonSchema};
 pub use serde_json::{self, Value, json};
 pub use sluice_contract::ErrorKind;

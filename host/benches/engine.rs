@@ -106,6 +106,23 @@ mod raw {
         }
     }
 
+    impl sluice::flow::paged::Host for State {
+        async fn length(
+            &mut self,
+            name: String,
+        ) -> wasmtime::Result<Result<u64, sluice::flow::paged::PageError>> {
+            Ok(Err(sluice::flow::paged::PageError::UnknownList(name)))
+        }
+        async fn page(
+            &mut self,
+            name: String,
+            _: u64,
+            _: u32,
+        ) -> wasmtime::Result<Result<String, sluice::flow::paged::PageError>> {
+            Ok(Err(sluice::flow::paged::PageError::UnknownList(name)))
+        }
+    }
+
     pub struct Raw {
         engine: wasmtime::Engine,
         pre: StepPre<State>,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use sluice::engine::{Engine, EngineConfig};
 use std::collections::BTreeMap;
 
-use sluice::flow::{Context, Flow, Undescribed};
+use sluice::flow::{ComponentCatalog, Context, Flow, Undescribed};
 use sluice::run::{Observer, RunEvent, RunOptions, RunOutcome, Runner};
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -30,6 +30,18 @@ pub fn write_flow(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 pub fn load(path: &Path, env: &[(&str, &str)]) -> Flow {
+    load_with(path, env, &Undescribed)
+}
+
+/// [`load`] as `sluice run` loads a flow: each component describes itself
+/// through `runner`'s engine, and the flow keeps its input schemas (a list
+/// marked paged is then read in pages).
+pub fn load_described(path: &Path, env: &[(&str, &str)], runner: &Runner) -> Flow {
+    let catalog = sluice::engine::catalog::EngineCatalog::new(runner.engine.clone());
+    load_with(path, env, &catalog)
+}
+
+fn load_with(path: &Path, env: &[(&str, &str)], catalog: &dyn ComponentCatalog) -> Flow {
     let builtins = sluice_builtins::names();
     let env: BTreeMap<String, String> = env
         .iter()
@@ -37,7 +49,7 @@ pub fn load(path: &Path, env: &[(&str, &str)]) -> Flow {
         .collect();
     let ctx = Context {
         builtins: &builtins,
-        catalog: &Undescribed,
+        catalog,
         param_overrides: &[],
         remote: &sluice::flow::NoRegistry,
     };

@@ -56,5 +56,6 @@ pub fn call(step: &Arc<StepContext>, state: &Arc<dyn StateStore>) -> Call {
         step: step.clone(),
         invocation: invocation(),
         state: CallState::new(state.clone(), "bench", None),
+        paged: Default::default(),
     }
 }

@@ -1,9 +1,10 @@
-//! The host side of the step world's imports: `log`, `connection.send` and
-//! `state`. Each serves the [`Call`](super::instance::Call) its instance
+//! The host side of the step world's imports: `log`, `connection.send`,
+//! `state` and `paged`. Each serves the [`Call`](super::instance::Call) its instance
 //! was created for; in a `describe` instance each one traps.
 
-use super::bindings::{connection, guest_log, guest_state, sluice};
+use super::bindings::{connection, guest_log, guest_paged, guest_state, sluice};
 use super::instance::{LogLevel, MAX_LOG_LINES, SandboxViolation, StepState};
+use super::paged;
 use crate::connections::{self, SendError};
 use crate::state::{self, Refused};
 
@@ -175,5 +176,27 @@ impl guest_state::Host for StepState {
                 Err(e) => Err(unavailable(e)),
             },
         )
+    }
+}
+
+type PageResult<T> = wasmtime::Result<Result<T, guest_paged::PageError>>;
+
+impl guest_paged::Host for StepState {
+    fn length(&mut self, name: String) -> PageResult<u64> {
+        let call = self.call("paged.length")?;
+        Ok(match call.paged.get(&name) {
+            Some(list) => Ok(list.len()),
+            None => Err(guest_paged::PageError::UnknownList(name)),
+        })
+    }
+
+    fn page(&mut self, name: String, start: u64, limit: u32) -> PageResult<String> {
+        let call = self.call("paged.page")?;
+        let Some(list) = call.paged.get(&name) else {
+            return Ok(Err(guest_paged::PageError::UnknownList(name)));
+        };
+        Ok(list
+            .page(start, paged::page_size(limit))
+            .map_err(|e| guest_paged::PageError::BadItem(e.0)))
     }
 }

@@ -16,6 +16,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::MemoryCap;
+use super::paged::PagedInputs;
 use crate::connections::{self, Connection, RequestStats};
 use crate::state::CallState;
 
@@ -85,11 +86,13 @@ pub struct Invocation {
     pub attempt: u32,
 }
 
-/// One call of a component: whose, for what, and its view of the state.
+/// One call of a component: whose, for what, its view of the state and
+/// the lists of its input it reads in pages.
 pub struct Call {
     pub step: Arc<StepContext>,
     pub invocation: Invocation,
     pub state: CallState,
+    pub paged: PagedInputs,
 }
 
 /// Why a component's call was ended by the host rather than by itself.

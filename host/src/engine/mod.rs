@@ -6,8 +6,9 @@
 //! digest. Running a step is `Store::new` + instantiate + call: nothing is
 //! linked or compiled on that path, and no state survives between calls.
 //!
-//! - [`bindings`]: the `sluice:flow@0.2.0` world, host side; [`imports`]
-//!   serves its imports ([`instance`] is what each instance holds)
+//! - [`bindings`]: the `sluice:flow@0.2.1` world, host side; [`imports`]
+//!   serves its imports ([`instance`] is what each instance holds;
+//!   [`paged`] the lists a call reads in pages)
 //! - [`contract`]: a component built for another contract version is
 //!   refused when it is prepared, naming both versions
 //! - [`describe`]: the optional `describe` export, asked once per component
@@ -30,6 +31,7 @@ pub mod error;
 mod imports;
 pub mod instance;
 pub mod limits;
+pub mod paged;
 pub mod pool;
 mod runtime;
 
@@ -52,6 +54,7 @@ pub use instance::{
     StepState,
 };
 use limits::{DeadlineExceeded, MemoryCap};
+pub use paged::{PagedInputs, PagedList, StepInput};
 pub use pool::{PoolSize, PoolStats};
 use runtime::{Ready, Runtime};
 

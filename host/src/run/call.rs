@@ -23,7 +23,9 @@ use sluice_store::{Attempts, FailedAttempt};
 use super::executor::RunGuard;
 use super::output::StepOutput;
 use crate::connections::decide::backoff;
-use crate::engine::{Call, CallError, Engine, Invocation, OutputCap, Prepared, StepContext};
+use crate::engine::{
+    Call, CallError, Engine, Invocation, OutputCap, Prepared, StepContext, StepInput,
+};
 use crate::flow::model::RetryPolicy;
 use crate::redact::Redactor;
 use crate::state::{self, CallState, Overlay, StateStore, Writes};
@@ -142,13 +144,14 @@ impl ItemId {
 }
 
 impl Caller {
-    /// Calls the component with `input` (JSON text), its output (JSON text)
+    /// Calls the component with `input` (JSON text, and the lists it reads
+    /// in pages), its output (JSON text)
     /// at most `cap`, again while its step's `retry` allows (see the module
     /// docs), and keeps the state the successful attempt wrote.
     pub async fn call(
         &self,
         step: Arc<StepContext>,
-        input: String,
+        input: impl Into<StepInput>,
         item: Option<&ItemId>,
         cap: OutputCap,
     ) -> Result<Called, Failed> {
@@ -157,7 +160,7 @@ impl Caller {
             ..RetryPolicy::default()
         });
         let mut failed = Vec::new();
-        let mut input = input;
+        let mut input = input.into();
         let mut attempt = 1;
         loop {
             // The input is copied only while another attempt may follow
@@ -230,7 +233,7 @@ impl Caller {
     async fn attempt(
         &self,
         step: Arc<StepContext>,
-        input: String,
+        input: StepInput,
         item: Option<&ItemId>,
         cap: OutputCap,
         attempt: u32,
@@ -245,10 +248,11 @@ impl Caller {
             step,
             state: CallState::new(self.state.clone(), &invocation.flow, self.overlay.clone()),
             invocation,
+            paged: input.paged,
         };
         let done = self
             .engine
-            .call(&self.prepared, call, input, self.timeout, cap)
+            .call(&self.prepared, call, input.text, self.timeout, cap)
             .await?;
         // Checked before its writes are kept: an unreadable output fails
         // the call like any other failure.

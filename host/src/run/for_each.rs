@@ -41,7 +41,7 @@ use super::executor::RunGuard;
 use super::output::{Kind, StepOutput};
 use super::payload::Payload;
 use super::step::{input_text, resolve_input};
-use crate::engine::{OutputCap, StepContext};
+use crate::engine::{OutputCap, StepContext, StepInput};
 use crate::flow::Step;
 use crate::flow::model::OnError;
 use crate::flow::resolve::{Found, Scope};
@@ -277,7 +277,7 @@ fn ended(e: tokio::task::JoinError) -> StepFailure {
 }
 
 /// The step's input for one item, as the JSON text its component reads.
-fn input_of(step: &Step, scope: &Scope<'_>, item: &Value) -> Result<String, StepFailure> {
+fn input_of(step: &Step, scope: &Scope<'_>, item: &Value) -> Result<StepInput, StepFailure> {
     let scope = Scope {
         item: Some(item),
         ..*scope
@@ -335,7 +335,7 @@ async fn run_item(
     shared: Arc<Items>,
     _place: OwnedSemaphorePermit,
     item: ItemToRun,
-    input: String,
+    input: StepInput,
 ) -> ItemOutcome {
     let (index, item, key) = item;
     if let Some(guard) = &shared.guard
@@ -348,12 +348,12 @@ async fn run_item(
     // The item counts its own requests, then adds them to the step's.
     let own = Arc::new(shared.context.for_item());
     let id = ItemId::of(index, &item);
-    let input = Arc::new(input);
+    let text = Arc::new(input.text.clone());
     let called = shared
         .caller
-        .call(own.clone(), (*input).clone(), Some(&id), shared.item_cap)
+        .call(own.clone(), input, Some(&id), shared.item_cap)
         .await;
-    let input = Payload::text(input, &shared.redactor);
+    let input = Payload::text(text, &shared.redactor);
     let tries = match &called {
         Ok(c) => c.tries.record(&shared.redactor),
         Err(f) => f.tries.record(&shared.redactor),

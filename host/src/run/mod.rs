@@ -5,7 +5,8 @@
 //! - [`context`]: the typed context every step of a run shares
 //! - [`prepare`]: what is checked before the first step
 //! - [`step`]: one step, from its `when` to its `StepFinished`
-//! - [`call`]: one call of a component: its run context, its state
+//! - [`call`]: one call of a component: its run context, its state;
+//!   [`paged`]: the lists of its input it reads in pages
 //! - [`for_each`]: one call per item, and the typed output that lists them
 //! - [`approval`]: the approval gate of a `for_each` step with `approval`
 //! - [`output`]: a step's output as the run holds it (its JSON text) and
@@ -24,6 +25,7 @@ pub mod executor;
 pub mod for_each;
 pub mod ledger;
 pub mod output;
+pub mod paged;
 pub mod payload;
 pub mod prepare;
 pub mod recorder;

@@ -2,6 +2,7 @@
 //! [`super::for_each`]), the events that describe it, its artifacts, and
 //! what a failure means for the run (its `on_error`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,8 +15,8 @@ use super::context::{Results, RunContext, StepFailure};
 use super::events::{RunEvent, Status};
 use super::output::StepOutput;
 use super::payload::Payload;
-use super::{artifacts, for_each, ledger};
-use crate::engine::{Invocation, LogLevel, OutputCap, Prepared, StepContext};
+use super::{artifacts, for_each, ledger, paged};
+use crate::engine::{Invocation, LogLevel, OutputCap, Prepared, StepContext, StepInput};
 use crate::flow::Step;
 use crate::flow::model::OnError;
 use crate::flow::model::ValueTemplate;
@@ -169,8 +170,8 @@ async fn run_once(
     context: &Arc<StepContext>,
     scope: &Scope<'_>,
 ) -> (Result<StepOutput, StepFailure>, Option<Attempts>) {
-    let text = match input_text(step, scope) {
-        Ok(text) => Arc::new(text),
+    let (text, paged) = match input_text(step, scope) {
+        Ok(input) => (Arc::new(input.text), input.paged),
         Err(e) => return (Err(e), None),
     };
     ctx.emit(&RunEvent::StepStarted {
@@ -180,12 +181,15 @@ async fn run_once(
         items: None,
     });
     // Watchers have written what they show: the text is the call's.
-    let text = Arc::unwrap_or_clone(text);
+    let input = StepInput {
+        text: Arc::unwrap_or_clone(text),
+        paged,
+    };
     let cap = OutputCap {
         bytes: step.max_output,
         key: "max_output_bytes",
     };
-    match caller.call(context.clone(), text, None, cap).await {
+    match caller.call(context.clone(), input, None, cap).await {
         Ok(called) => (Ok(called.output), Some(called.tries.record(&ctx.redactor))),
         Err(failed) => {
             let tries = Some(failed.tries.record(&ctx.redactor));
@@ -277,18 +281,34 @@ pub fn resolve_input(step: &Step, scope: &Scope<'_>) -> Result<Value, StepFailur
 /// never made one value: each entry is read where it lives (a reference
 /// into another step's output is that output's own text), checked there,
 /// and written out (at 100k members the compare step's input is two lists
-/// of a hundred thousand people).
-pub fn input_text(step: &Step, scope: &Scope<'_>) -> Result<String, StepFailure> {
+/// of a hundred thousand people). A list the component reads in pages is
+/// not written: the text names it, and the call serves it (see [`paged`]).
+pub fn input_text(step: &Step, scope: &Scope<'_>) -> Result<StepInput, StepFailure> {
     let Some(ValueTemplate::Object(entries)) = &step.with else {
-        return resolve_input(step, scope).map(|input| input.to_string());
+        return resolve_input(step, scope).map(|input| input.to_string().into());
     };
     let resolved = entries
         .iter()
         .map(|(key, value)| Ok((key.as_str(), scope.resolve_borrowed(value)?)))
         .collect::<Result<Vec<_>, ResolveError>>()
         .map_err(unresolved)?;
-    step.check_input_entries(&resolved).map_err(misfit)?;
-    Ok(object_text(&resolved))
+    let (placeholders, lists) = paged::split(step, scope, entries, &resolved);
+    if let Some(schema) = &step.input_schema {
+        let names: Vec<&str> = placeholders.iter().map(|(k, _)| k.as_str()).collect();
+        schema
+            .check_entries_paged(&resolved, &names)
+            .map_err(misfit)?;
+    }
+    let mut written = resolved;
+    for (key, value) in &placeholders {
+        if let Some(entry) = written.iter_mut().find(|(k, _)| *k == key) {
+            entry.1 = Found::Value(Cow::Borrowed(value));
+        }
+    }
+    Ok(StepInput {
+        text: object_text(&written),
+        paged: lists,
+    })
 }
 
 /// An object's entries, written as that object's JSON text.

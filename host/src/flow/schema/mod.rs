@@ -105,6 +105,10 @@ struct Split {
     /// The schema with every property's schema `true`: checks the keys.
     keys: jsonschema::Validator,
     properties: std::collections::BTreeMap<String, jsonschema::Validator>,
+    /// The properties marked `"x-sluice-paged": true` (lists the component
+    /// reads in pages), each with its `items` schema: their items are
+    /// checked one by one as they are served, not before the call.
+    paged: std::collections::BTreeMap<String, jsonschema::Validator>,
 }
 
 /// The top-level keywords a split schema may have.
@@ -154,6 +158,25 @@ fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Whether a property's schema marks a list the component reads in pages:
+/// `{"type": "array", "items": {…}, "x-sluice-paged": true}`.
+fn paged_list(schema: &Value) -> bool {
+    schema.get(PAGED_KEYWORD) == Some(&Value::Bool(true))
+        && schema.get("type").is_some_and(|t| t == "array")
+        && schema.get("items").is_some_and(Value::is_object)
+}
+
+/// Whether a resolved entry is a list.
+fn is_list(value: &Found<'_>) -> bool {
+    match value {
+        Found::Value(v) => v.is_array(),
+        Found::Json(j) => j.kind() == crate::run::output::Kind::Array,
+    }
+}
+
+/// The keyword of a paged property (the WIT's `paged` interface).
+pub const PAGED_KEYWORD: &str = "x-sluice-paged";
+
 impl Split {
     /// The schema in parts, or `None` when it does not allow that.
     fn of(schema: &Value) -> Option<Split> {
@@ -186,12 +209,18 @@ impl Split {
             (Value::Object(_), Some(_)) => None,
             _ => compile(schema).ok(),
         };
+        let paged = properties
+            .iter()
+            .filter(|(_, v)| paged_list(v))
+            .filter_map(|(k, v)| Some((k.clone(), part(v.get("items")?)?)))
+            .collect();
         Some(Split {
             keys: compile(&keys).ok()?,
             properties: properties
                 .iter()
                 .map(|(k, v)| Some((k.clone(), part(v)?)))
                 .collect::<Option<_>>()?,
+            paged,
         })
     }
 }
@@ -236,6 +265,25 @@ impl InputSchema {
     /// [`Split`]), else on a copy made whole. It finds what [`Self::check`]
     /// finds on the object.
     pub fn check_entries(&self, entries: &[(&str, Found<'_>)]) -> Result<(), InputMismatch> {
+        self.check_entries_paged(entries, &[])
+    }
+
+    /// The properties whose lists the component reads in pages (see the
+    /// WIT's `paged`); none when the schema cannot be checked in parts.
+    pub fn paged(&self) -> impl Iterator<Item = &str> {
+        self.split
+            .iter()
+            .flat_map(|s| s.paged.keys().map(String::as_str))
+    }
+
+    /// [`Self::check_entries`], except that the entries named in `paged`
+    /// (lists, among [`Self::paged`]) are left to [`Self::check_item`]:
+    /// their items are checked as they are served.
+    pub fn check_entries_paged(
+        &self,
+        entries: &[(&str, Found<'_>)],
+        paged: &[&str],
+    ) -> Result<(), InputMismatch> {
         let Some(split) = &self.split else {
             let whole = entries
                 .iter()
@@ -250,6 +298,9 @@ impl InputSchema {
         let root = InputPath::default();
         let mut found = self.found(&split.keys, &Value::Object(keys), &root, &[]);
         for (key, value) in entries {
+            if paged.contains(key) && split.paged.contains_key(*key) && is_list(value) {
+                continue;
+            }
             if let Some(validator) = split.properties.get(*key) {
                 let at = root.child(key);
                 match value {
@@ -261,6 +312,22 @@ impl InputSchema {
         }
         found.sort_by(|a, b| a.path.cmp(&b.path));
         found.dedup();
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(InputMismatch(found))
+        }
+    }
+
+    /// Checks `item`, at `index` in the paged list `key`, against the
+    /// list's `items` schema.
+    pub fn check_item(&self, key: &str, index: usize, item: &Value) -> Result<(), InputMismatch> {
+        let Some(validator) = self.split.as_ref().and_then(|s| s.paged.get(key)) else {
+            return Ok(());
+        };
+        let mut at = InputPath::default().child(key);
+        at.0.push(Segment::Index(index));
+        let found = self.found(validator, item, &at, &[]);
         if found.is_empty() {
             Ok(())
         } else {
@@ -542,5 +609,42 @@ mod tests {
         }
         let referring = json!({"properties": {"a": {"$ref": "#/properties/b"}, "b": {}}});
         assert!(InputSchema::new("x", &referring).unwrap().split.is_none());
+    }
+
+    /// A list marked `x-sluice-paged` is left out of the check before the
+    /// call, and each item is checked against its `items` schema (with the
+    /// root's `$defs`) as it is served, named by its index.
+    #[test]
+    fn a_paged_list_is_checked_item_by_item() {
+        let schema = InputSchema::new(
+            "compare",
+            &json!({
+                "type": "object",
+                "properties": {
+                    "people": {"type": "array", "items": {"$ref": "#/$defs/Person"}, "x-sluice-paged": true},
+                    "others": {"type": "array", "items": {"$ref": "#/$defs/Person"}},
+                    "count": {"type": "integer"}
+                },
+                "$defs": {"Person": {"type": "object", "required": ["email"]}}
+            }),
+        )
+        .unwrap();
+        assert_eq!(schema.paged().collect::<Vec<_>>(), ["people"]);
+        let bad = json!([{"email": "a"}, {}]);
+        let count = json!("x");
+        let entries = [
+            ("people", Found::Value(Cow::Borrowed(&bad))),
+            ("count", Found::Value(Cow::Borrowed(&count))),
+        ];
+        let found = schema
+            .check_entries_paged(&entries, &["people"])
+            .unwrap_err();
+        assert_eq!(found.0.len(), 1, "{found}");
+        assert!(found.to_string().contains("with.count"), "{found}");
+        assert!(schema.check_entries(&entries).is_err());
+        assert!(schema.check_item("people", 0, &bad[0]).is_ok());
+        let e = schema.check_item("people", 1, &bad[1]).unwrap_err();
+        assert_eq!(e.0[0].path.to_string(), "with.people.1", "{e}");
+        assert!(e.to_string().contains("email"), "{e}");
     }
 }

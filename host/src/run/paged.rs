@@ -1,0 +1,98 @@
+//! The lists of a step's input its component reads in pages (the WIT's
+//! `paged`): which entries of the `with` they are, what the input text
+//! holds in their place, and the list each one serves, checked item by
+//! item against its component's `items` schema.
+//!
+//! A list that is one whole reference into another step's output
+//! (`people = "${steps.members.people}"`) is served from that output's
+//! text, shared ([`ListItems`]): nothing is copied. Any other list (a
+//! literal, a param) is written once and held by the call.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::output::{ListItems, StepOutput};
+use crate::engine::PagedInputs;
+use crate::engine::paged::{BadItem, PagedList, placeholder};
+use crate::flow::Step;
+use crate::flow::model::ValueTemplate;
+use crate::flow::resolve::{Found, Scope};
+use crate::flow::schema::InputSchema;
+
+/// A list where it lives, and how to check its items.
+struct Held {
+    items: ListItems,
+    key: String,
+    schema: Arc<InputSchema>,
+}
+
+impl PagedList for Held {
+    fn len(&self) -> u64 {
+        self.items.len() as u64
+    }
+
+    fn page(&self, start: u64, limit: usize) -> Result<String, BadItem> {
+        let start = usize::try_from(start).unwrap_or(usize::MAX);
+        let mut text = String::from("[");
+        for (i, item) in self.items.page(start, limit).enumerate() {
+            let value: Value = serde_json::from_str(item).map_err(|e| BadItem(e.to_string()))?;
+            self.schema
+                .check_item(&self.key, start + i, &value)
+                .map_err(|e| BadItem(e.to_string()))?;
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(item);
+        }
+        text.push(']');
+        Ok(text)
+    }
+}
+
+/// The entries of `with` (resolved as `resolved`) that the component reads
+/// in pages: those its input schema marks, whose value is a list. Returns
+/// what the input text holds in place of each, and the lists.
+pub fn split(
+    step: &Step,
+    scope: &Scope<'_>,
+    with: &[(String, ValueTemplate)],
+    resolved: &[(&str, Found<'_>)],
+) -> (Vec<(String, Value)>, PagedInputs) {
+    let mut placeholders = Vec::new();
+    let mut lists = PagedInputs::default();
+    let Some(schema) = &step.input_schema else {
+        return (placeholders, lists);
+    };
+    for key in schema.paged() {
+        let Some((_, found)) = resolved.iter().find(|(k, _)| *k == key) else {
+            continue;
+        };
+        let template = with.iter().find(|(k, _)| k == key).map(|(_, t)| t);
+        let Some(items) = template
+            .and_then(|t| scope.list(t))
+            .or_else(|| held_apart(found))
+        else {
+            continue;
+        };
+        placeholders.push((key.to_string(), placeholder(key, items.len() as u64)));
+        let held = Held {
+            items,
+            key: key.to_string(),
+            schema: schema.clone(),
+        };
+        lists.insert(key, Arc::new(held));
+    }
+    (placeholders, lists)
+}
+
+/// A list that is not part of a step's output, written once to be served;
+/// `None` when the value is not a list.
+fn held_apart(found: &Found<'_>) -> Option<ListItems> {
+    let value = match found {
+        Found::Value(v) if v.is_array() => v.as_ref().clone(),
+        Found::Json(j) if j.kind() == super::output::Kind::Array => j.to_value(),
+        _ => return None,
+    };
+    StepOutput::of(&value).list_at(&[])
+}
