@@ -289,11 +289,6 @@ fn changes_since(
 /// The managed people (state `managed/<key>`, active, with an Entra id)
 /// who are in no license group and whose Entra user Graph no longer has.
 fn gone(out: &Output) -> Result<Vec<String>, StepError> {
-    let held: BTreeSet<&str> = out
-        .people
-        .keys()
-        .chain(out.disabled.iter().map(String::as_str))
-        .collect();
     let mut gone = Vec::new();
     for entry in state::entries::<Managed>(MANAGED_PREFIX) {
         let (state_key, record) = entry?;
@@ -304,7 +299,13 @@ fn gone(out: &Output) -> Result<Vec<String>, StepError> {
         let (Some(entra_id), ManagedStatus::Active) = (entra_id, record.status) else {
             continue;
         };
-        if held.contains(key) {
+        // `disabled` is sorted, as the people are.
+        if out.people.contains(key)
+            || out
+                .disabled
+                .binary_search_by(|d| d.as_str().cmp(key))
+                .is_ok()
+        {
             continue;
         }
         let call = Call::get(

@@ -21,7 +21,10 @@ pub fn key(user: &User) -> Option<Key> {
 pub struct People {
     /// The tracked groups' display names, by position.
     names: Vec<String>,
-    by_key: BTreeMap<Key, Held>,
+    /// By key (a `Key`'s text: the same order). Its nodes are the size of
+    /// the kept members' nodes, which the fold frees as it consumes them,
+    /// so the people take their place instead of new memory.
+    by_key: BTreeMap<Box<str>, Held>,
     disabled: BTreeSet<Key>,
     non_users: usize,
 }
@@ -69,7 +72,7 @@ impl People {
             self.disabled.insert(key);
             return;
         }
-        match self.by_key.entry(key) {
+        match self.by_key.entry(key.into_string().into_boxed_str()) {
             Slotted::Vacant(slot) => {
                 slot.insert(Held { id, user, groups });
             }
@@ -82,7 +85,7 @@ impl People {
         let disabled: Vec<String> = self
             .disabled
             .into_iter()
-            .filter(|k| !self.by_key.contains_key(k))
+            .filter(|k| !self.by_key.contains_key(k.as_ref()))
             .map(Key::into_string)
             .collect();
         let people = Roster {
@@ -110,7 +113,7 @@ impl People {
 #[derive(Debug)]
 pub struct Roster {
     names: Vec<String>,
-    people: BTreeMap<Key, Held>,
+    people: BTreeMap<Box<str>, Held>,
 }
 
 impl Roster {
@@ -118,9 +121,14 @@ impl Roster {
         self.people.len()
     }
 
+    /// Whether someone has this key.
+    pub fn contains(&self, key: &str) -> bool {
+        self.people.contains_key(key)
+    }
+
     /// The people's keys, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.people.keys().map(Key::as_ref)
+        self.people.keys().map(|k| &**k)
     }
 }
 
@@ -152,7 +160,7 @@ impl Serialize for Roster {
             groups.dedup();
             let user = &held.user;
             PersonText {
-                key: key.as_ref(),
+                key,
                 id: Some(&held.id),
                 mail: user.mail(),
                 user_principal_name: user.user_principal_name(),
