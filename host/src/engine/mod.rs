@@ -192,6 +192,11 @@ impl Engine {
         let memory = MemoryCap::new(self.config.memory_limit, self.budget.clone());
         let mut store = Store::new(engine, StepState::new(call, memory));
         store.limiter_async(|s| &mut s.memory);
+        // What a guest hands the host at once (its output above all) is
+        // bounded by its memory cap; wasmtime's own default of 128 MiB
+        // would trap a step whose output is larger (the people of a
+        // million-member tenant are about 230 MB of text).
+        store.set_hostcall_fuel(self.config.memory_limit);
         // Validation caps step timeouts at a day; stay safe with any value.
         let deadline = Instant::now()
             .checked_add(timeout)
@@ -418,4 +423,20 @@ fn reported_error(e: bindings::types::StepError) -> CallError {
 /// wasmtime has its own error type; its text (with causes) is what we keep.
 pub(crate) fn to_anyhow(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{e:#}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_may_hand_over_as_much_as_its_memory_holds() {
+        let engine = Engine::new(EngineConfig::default()).unwrap();
+        let store = engine.store(&engine.on_demand.engine, None, Duration::from_secs(1));
+        assert_eq!(store.hostcall_fuel(), engine.config.memory_limit);
+        assert!(
+            store.hostcall_fuel() > 128 << 20,
+            "above wasmtime's default"
+        );
+    }
 }
