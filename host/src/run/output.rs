@@ -317,7 +317,8 @@ impl<'de> Visitor<'de> for AllFields {
 pub struct StepOutput(Arc<Inner>);
 
 struct Inner {
-    text: Arc<str>,
+    /// The component's text itself (no copy of it is made).
+    text: String,
     /// The top-level object's fields, in order; empty for anything else.
     fields: Vec<(String, Range<usize>)>,
 }
@@ -327,10 +328,10 @@ impl StepOutput {
     pub fn parse(text: String) -> Result<StepOutput, serde_json::Error> {
         let len = Json::parse(&text)?.text().len();
         // Whitespace around the value (JSON's is ASCII) is not kept.
-        let text: Arc<str> = if len == text.len() {
-            Arc::from(text)
+        let text = if len == text.len() {
+            text
         } else {
-            Arc::from(text.trim())
+            text.trim().to_string()
         };
         let fields = Json(&text)
             .fields()
@@ -351,7 +352,7 @@ impl StepOutput {
     /// `on_error = "continue"`.
     pub fn null() -> StepOutput {
         StepOutput(Arc::new(Inner {
-            text: Arc::from("null"),
+            text: "null".to_string(),
             fields: Vec::new(),
         }))
     }
@@ -413,7 +414,7 @@ impl StepOutput {
             .map(|item| item.range_in(&self.0.text))
             .collect::<Option<Vec<_>>>()?;
         Some(ListItems {
-            text: self.0.text.clone(),
+            output: self.clone(),
             items: items.into(),
         })
     }
@@ -435,7 +436,7 @@ impl PartialEq<Value> for StepOutput {
 /// shared with the output (nothing is copied).
 #[derive(Clone)]
 pub struct ListItems {
-    text: Arc<str>,
+    output: StepOutput,
     items: Arc<[Range<usize>]>,
 }
 
@@ -450,14 +451,15 @@ impl ListItems {
 
     /// The JSON text of the item at `index`.
     pub fn get(&self, index: usize) -> Option<&str> {
-        self.text.get(self.items.get(index)?.clone())
+        self.output.text().get(self.items.get(index)?.clone())
     }
 
     /// The items from `start`, at most `limit` of them (a page).
     pub fn page(&self, start: usize, limit: usize) -> impl Iterator<Item = &str> {
         let end = start.saturating_add(limit).min(self.items.len());
         let page = self.items.get(start.min(end)..end).unwrap_or(&[]);
-        page.iter().filter_map(|r| self.text.get(r.clone()))
+        page.iter()
+            .filter_map(|r| self.output.text().get(r.clone()))
     }
 }
 
@@ -467,11 +469,11 @@ impl ListItems {
         let items: Vec<Range<usize>> = self
             .items
             .iter()
-            .filter(|r| self.text.get((*r).clone()).is_some_and(&mut keep))
+            .filter(|r| self.output.text().get((*r).clone()).is_some_and(&mut keep))
             .cloned()
             .collect();
         ListItems {
-            text: self.text.clone(),
+            output: self.output.clone(),
             items: items.into(),
         }
     }

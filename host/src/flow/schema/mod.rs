@@ -11,6 +11,7 @@
 //! describe a problem as a [`Mismatch`]: the path of the offending key and
 //! the same one-line message.
 
+mod parts;
 pub mod shape;
 
 use std::fmt;
@@ -48,6 +49,12 @@ impl InputPath {
     fn child(&self, key: &str) -> Self {
         let mut path = self.clone();
         path.0.push(Segment::Key(key.to_string()));
+        path
+    }
+
+    fn index(&self, index: usize) -> Self {
+        let mut path = self.clone();
+        path.0.push(Segment::Index(index));
         path
     }
 
@@ -98,13 +105,15 @@ pub struct InputSchema {
 /// `properties`, `required`, `additionalProperties` true or false, and
 /// `$defs` that only `$ref`s of the form `#/$defs/…` use, as schemars
 /// writes them), compiled in parts: its keys, and each property's value
-/// on its own, with the root's `$defs`. Checking an input part by part finds what checking it whole finds,
-/// without the input ever being one value: a step's input can then be
-/// written from the outputs it refers to, never copied.
+/// on its own, with the root's `$defs` (a value given as JSON text is
+/// checked in smaller parts still: see [`parts`]). Checking an input part
+/// by part finds what checking it whole finds, without the input ever
+/// being one value: a step's input can then be written from the outputs
+/// it refers to, never copied.
 struct Split {
     /// The schema with every property's schema `true`: checks the keys.
     keys: jsonschema::Validator,
-    properties: std::collections::BTreeMap<String, jsonschema::Validator>,
+    properties: std::collections::BTreeMap<String, parts::Part>,
     /// The properties marked `"x-sluice-paged": true` (lists the component
     /// reads in pages), each with its `items` schema: their items are
     /// checked one by one as they are served, not before the call.
@@ -200,25 +209,16 @@ impl Split {
             p.values_mut().for_each(|v| *v = Value::Bool(true));
         }
         let defs = root.get("$defs");
-        let part = |schema: &Value| match (schema, defs) {
-            (Value::Object(map), Some(defs)) if !map.contains_key("$defs") => {
-                let mut map = map.clone();
-                map.insert("$defs".to_string(), defs.clone());
-                compile(&Value::Object(map)).ok()
-            }
-            (Value::Object(_), Some(_)) => None,
-            _ => compile(schema).ok(),
-        };
         let paged = properties
             .iter()
             .filter(|(_, v)| paged_list(v))
-            .filter_map(|(k, v)| Some((k.clone(), part(v.get("items")?)?)))
+            .filter_map(|(k, v)| Some((k.clone(), parts::with_defs(v.get("items")?, defs)?)))
             .collect();
         Some(Split {
             keys: compile(&keys).ok()?,
             properties: properties
                 .iter()
-                .map(|(k, v)| Some((k.clone(), part(v)?)))
+                .map(|(k, v)| Some((k.clone(), parts::Part::of(v, defs)?)))
                 .collect::<Option<_>>()?,
             paged,
         })
@@ -301,12 +301,18 @@ impl InputSchema {
             if paged.contains(key) && split.paged.contains_key(*key) && is_list(value) {
                 continue;
             }
-            if let Some(validator) = split.properties.get(*key) {
-                let at = root.child(key);
-                match value {
-                    Found::Value(v) => found.extend(self.found(validator, v, &at, &[])),
-                    // A tree only while it is checked.
-                    Found::Json(j) => found.extend(self.found(validator, &j.to_value(), &at, &[])),
+            let Some(part) = split.properties.get(*key) else {
+                continue;
+            };
+            let at = root.child(key);
+            match value {
+                Found::Value(v) => found.extend(self.found(part.whole(), v, &at, &[])),
+                // In parts: only what is checked whole becomes a tree, one
+                // at a time (an item of a list, say).
+                Found::Json(json) => {
+                    part.check(parts::Checked { json: *json, at }, &mut |validator, c| {
+                        found.extend(self.found(validator, &c.json.to_value(), &c.at, &[]))
+                    })
                 }
             }
         }
@@ -646,5 +652,68 @@ mod tests {
         let e = schema.check_item("people", 1, &bad[1]).unwrap_err();
         assert_eq!(e.0[0].path.to_string(), "with.people.1", "{e}");
         assert!(e.to_string().contains("email"), "{e}");
+    }
+
+    /// A value given as JSON text is checked in parts (lists item by
+    /// item, objects field by field, through `$ref`s) and gets exactly
+    /// what checking the whole input gets, whatever is wrong where.
+    #[test]
+    fn checking_text_in_parts_finds_what_checking_the_whole_finds() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "diff": {"$ref": "#/$defs/Diff", "description": "compare's output"},
+                "people": {"type": "array", "items": {"$ref": "#/$defs/Person"}, "minItems": 1},
+                "tags": {"type": ["array", "null"], "items": {"type": "string"}, "maxItems": 2},
+                "odd": {"type": "array", "items": {"type": "integer"}, "uniqueItems": true}
+            },
+            "additionalProperties": false,
+            "$defs": {
+                "Person": {"type": "object", "properties": {"email": {"type": "string"},
+                    "n": {"enum": [1, 2]}}, "required": ["email"], "additionalProperties": false},
+                "Diff": {"type": "object", "properties": {
+                    "missing": {"type": "array", "items": {"$ref": "#/$defs/Person"}},
+                    "count": {"type": "integer", "minimum": 0},
+                    "inner": {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+                }, "required": ["missing"]}
+            }
+        });
+        let schema = InputSchema::new("compare", &schema).unwrap();
+        let split = schema.split.as_ref().unwrap();
+        assert!(matches!(
+            split.properties["diff"],
+            parts::Part::Object { .. }
+        ));
+        assert!(matches!(
+            split.properties["people"],
+            parts::Part::List { .. }
+        ));
+        assert!(matches!(split.properties["tags"], parts::Part::List { .. }));
+        assert!(matches!(split.properties["odd"], parts::Part::Whole(_)));
+        let inputs = [
+            json!({"diff": {"missing": [{"email": "a"}], "count": 1}, "people": [{"email": "b", "n": 1}],
+                "tags": ["x"], "odd": [1, 2]}),
+            json!({"diff": {"missing": [{"email": 5}, {}, {"email": "c", "zz": 1}], "count": -1,
+                "inner": {"ok": "yes"}, "more": true}, "people": [{"email": "b", "n": 3}, "p"],
+                "tags": ["x", 2, "z"], "odd": [1, 1, "k"]}),
+            json!({"diff": {"count": 2}, "people": [], "tags": null, "odd": {}}),
+            json!({"diff": [], "people": "none", "tags": "t", "odd": null}),
+            json!({"diff": null, "people": {"email": "x"}}),
+        ];
+        for input in &inputs {
+            let output = StepOutput::of(input);
+            let entries: Vec<(&str, Found)> =
+                output.fields().map(|(k, j)| (k, Found::Json(j))).collect();
+            let whole = schema.check(input);
+            assert_eq!(schema.check_entries(&entries), whole, "{input}");
+        }
+        assert!(schema.check(&inputs[0]).is_ok());
+        assert!(schema.check(&inputs[1]).unwrap_err().0.len() > 8);
+    }
+
+    #[test]
+    fn a_schema_with_a_foreign_reference_is_not_split() {
+        let referring = json!({"properties": {"a": {"$ref": "#/properties/b"}, "b": {}}});
+        assert!(InputSchema::new("x", &referring).unwrap().split.is_none());
     }
 }
