@@ -159,6 +159,11 @@ impl Scenario {
         }
     }
 
+    /// The Procore users created through the API.
+    pub fn created_users(&self) -> impl Iterator<Item = &ProcoreUser> {
+        self.procore_users.iter().filter(|u| u.created_by_api)
+    }
+
     /// Applies DESIGN.md's identity rules to the data (direct members).
     pub fn expected_sync(&self) -> ExpectedSync {
         self.expected(false)

@@ -963,6 +963,19 @@ async fn admin_endpoints_show_the_state_and_take_faults() {
             .iter()
             .any(|u| u["email_address"] == "admin-view@x.com" && u["created_by_api"] == true)
     );
+    // The stats count the same creations, without the whole state.
+    let stats: Value = env
+        .http
+        .get(format!("{base}/_admin/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let created = env.emu.snapshot().created_users().len();
+    assert_eq!(created, 1);
+    assert_eq!(stats["created_users"], json!(created));
     // Faults set over HTTP take effect at once and can be read back.
     let faults = json!({"fail_503_at": [1], "targeted": [{"method": "GET", "path_suffix": "/groups", "at": [2], "fault": "server_error"}]});
     let put = env
