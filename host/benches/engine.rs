@@ -1,11 +1,14 @@
-//! `cargo bench -p sluice --bench engine`: the engine's costs, in pairs so
-//! our own layers are visible. Prints medians over many iterations:
+//! `cargo bench -p sluice --bench engine [-- compile|call|send]`: the
+//! engine's costs, in pairs so our own layers are visible. Prints medians
+//! over many iterations:
 //! - compiling a built-in component cold vs loading it from the disk cache;
 //! - instantiate-and-call of a trivial step: raw wasmtime and Sluice, each
 //!   with the pooling allocator (the same pool configuration, from
 //!   `PoolSize::wasmtime`) and with the on-demand allocator;
 //! - one request through `connection.send` vs the same request made natively
-//!   with reqwest, against a loopback server.
+//!   with reqwest, against a loopback server, and through the host's
+//!   `Connection::send` alone (without a component), to tell the
+//!   connection's cost from the component boundary's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -14,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice::connections::Connection;
+use sluice::connections::{Connection, Method, OutgoingRequest};
 use sluice::engine::{Engine, EngineConfig, PoolSize};
 use sluice::flow::model::ConnectionSpec;
 use sluice::redact::Redactor;
@@ -189,9 +192,19 @@ async fn main() {
             "release"
         }
     );
-    compile_bench();
-    call_bench().await;
-    send_bench().await;
+    // `cargo bench --bench engine -- send` runs only the benches whose name
+    // holds `send` (`compile`, `call`, `send`): to profile one of them.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
+    if wanted("compile") {
+        compile_bench();
+    }
+    if wanted("call") {
+        call_bench().await;
+    }
+    if wanted("send") {
+        send_bench().await;
+    }
 }
 
 fn compile_bench() {
@@ -318,6 +331,16 @@ async fn call_bench() {
     );
 }
 
+/// The sides of the send bench, each run once a round in a rotating order
+/// so that none always runs first (a warm connection pool, a just-woken
+/// server task).
+const SIDES: [&str; 4] = [
+    "native reqwest from the host",
+    "native reqwest, with the connection's request timeout",
+    "Connection::send from the host (no component)",
+    "connection.send from a component",
+];
+
 async fn send_bench() {
     let app = axum::Router::new().fallback(|| async {
         (
@@ -333,63 +356,110 @@ async fn send_bench() {
         "api",
         url::Url::parse(&format!("{base}/api")).unwrap(),
     ));
+    let timeout = spec.request_timeout;
     let conn = Arc::new(Connection::new(spec, http.clone(), Redactor::default()));
     let engine = Engine::new(EngineConfig::default()).unwrap();
     let bytes = std::fs::read(sluice_builtins::fixture("hostile").unwrap()).unwrap();
     let prepared = engine.prepare(&bytes).unwrap();
-    let ctx = context(BTreeMap::from([("api".to_string(), conn)]));
+    let ctx = context(BTreeMap::from([("api".to_string(), conn.clone())]));
     let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
-    const PER_CALL: usize = 50;
-    const ROUNDS: usize = 40;
+    // Many requests per call: the instance's creation and the step's own
+    // input and output are shared by all of them, not measured per send.
+    const PER_CALL: usize = 200;
+    const ROUNDS: usize = 61;
     let input =
         format!(r#"{{"action":"get-many","connection":"api","url":"things","count":{PER_CALL}}}"#);
     let native_url = format!("{base}/api/things");
-    let native = || async {
-        for _ in 0..PER_CALL {
-            let r = http.get(&native_url).send().await.unwrap();
-            r.bytes().await.unwrap();
+    // Each side makes PER_CALL requests and returns the time per request.
+    let side = |which: usize| {
+        let (http, conn, native_url) = (&http, &conn, &native_url);
+        let (engine, prepared, ctx, state, input) = (&engine, &prepared, &ctx, &state, &input);
+        async move {
+            let t = Instant::now();
+            match which {
+                0 | 1 => {
+                    for _ in 0..PER_CALL {
+                        let mut request = http.get(native_url);
+                        if which == 1 {
+                            request = request.timeout(timeout);
+                        }
+                        request.send().await.unwrap().bytes().await.unwrap();
+                    }
+                }
+                2 => {
+                    for _ in 0..PER_CALL {
+                        let (r, _) = conn.send(get("things"), false).await;
+                        assert_eq!(r.unwrap().status, 200);
+                    }
+                }
+                _ => {
+                    let out = engine
+                        .call(
+                            prepared,
+                            call(ctx, state),
+                            input.clone(),
+                            Duration::from_secs(60),
+                            NO_CAP,
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(out.value()["ok"], PER_CALL, "every request succeeded");
+                }
+            }
+            t.elapsed() / PER_CALL as u32
         }
     };
     for _ in 0..3 {
-        engine
-            .call(
-                &prepared,
-                call(&ctx, &state),
-                input.clone(),
-                Duration::from_secs(30),
-                NO_CAP,
-            )
-            .await
-            .unwrap();
-        native().await;
+        for which in 0..SIDES.len() {
+            side(which).await;
+        }
     }
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let t = Instant::now();
-        engine
-            .call(
-                &prepared,
-                call(&ctx, &state),
-                input.clone(),
-                Duration::from_secs(30),
-                NO_CAP,
-            )
-            .await
-            .unwrap();
-        ours.push(t.elapsed() / PER_CALL as u32);
-        let t = Instant::now();
-        native().await;
-        theirs.push(t.elapsed() / PER_CALL as u32);
+    // Interleaved round by round, so drift in the machine's load hits every
+    // side alike; ratios are taken within each round, then their median.
+    let mut samples: [Vec<Duration>; SIDES.len()] = Default::default();
+    let (mut to_native, mut to_timed) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let mut this = [Duration::ZERO; SIDES.len()];
+        for k in 0..SIDES.len() {
+            let which = (round + k) % SIDES.len();
+            this[which] = side(which).await;
+        }
+        for (all, one) in samples.iter_mut().zip(this) {
+            all.push(one);
+        }
+        to_native.push(this[3].as_secs_f64() / this[0].as_secs_f64());
+        to_timed.push(this[3].as_secs_f64() / this[1].as_secs_f64());
     }
-    let (ours, theirs) = (median(ours), median(theirs));
+    println!("one GET to a loopback server ({ROUNDS} interleaved rounds of {PER_CALL} requests)");
+    for (label, samples) in SIDES.iter().zip(samples) {
+        show(&format!("  {label}"), median(samples));
+    }
+    let (m, q1, q3) = spread(to_native);
     println!(
-        "one GET to a loopback server ({} rounds of {PER_CALL} requests)",
-        ROUNDS
+        "  ratio send / native, median of the rounds' ratios: {m:.2}   (quartiles {q1:.2}-{q3:.2})"
     );
-    show("  native reqwest from the host", theirs);
-    show("  connection.send from a component", ours);
+    let (m, q1, q3) = spread(to_timed);
     println!(
-        "  ratio send / native: {:.2}",
-        ours.as_secs_f64() / theirs.as_secs_f64()
+        "  ratio send / native with the same timeout:         {m:.2}   (quartiles {q1:.2}-{q3:.2})"
     );
+}
+
+/// The median and quartiles of ratios.
+fn spread(mut ratios: Vec<f64>) -> (f64, f64, f64) {
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: usize| ratios[(ratios.len() - 1) * q / 4];
+    (at(2), at(1), at(3))
+}
+
+/// A plain GET, as a component sends it.
+fn get(url: &str) -> OutgoingRequest {
+    OutgoingRequest {
+        method: Method::Get,
+        url: url.into(),
+        query: Vec::new(),
+        headers: Vec::new(),
+        body: None,
+        idempotent: false,
+        retry_when_not_acted: false,
+    }
 }

@@ -124,6 +124,8 @@ impl RequestStats {
 
 pub struct Connection {
     pub spec: Arc<ConnectionSpec>,
+    /// `spec.base_url`, ready to resolve requests in.
+    base: policy::Base,
     /// The API's token, shared with every connection to it ([`Services`]).
     tokens: Arc<TokenSource>,
     /// The API's budget, shared likewise.
@@ -203,6 +205,7 @@ impl Connection {
         }
         Self {
             _pace: throttle.pace(spec.rate_limit.map(|r| r.per_second)),
+            base: policy::Base::new(&spec.base_url),
             tokens,
             throttle,
             spec,
@@ -271,7 +274,7 @@ impl Connection {
     ) -> Result<IncomingResponse, SendError> {
         policy::check_headers(&request.headers, &self.spec.headers)?;
         policy::check_body(request.method, request.body.as_deref())?;
-        let url = policy::resolve_url(&self.spec.base_url, &request.url, &request.query)?;
+        let url = self.base.resolve(&request.url, &request.query)?;
         if dry_run && !request.method.is_read() {
             return Err(SendError::DryRun(format!(
                 "{} {}",
@@ -350,7 +353,11 @@ impl Connection {
             can_refresh: matches!(self.spec.auth, Auth::OAuth2ClientCredentials { .. }),
             retry: self.spec.retry,
         };
-        let what = format!("{} {}", request.method, shown_url(url.as_str()));
+        // Named only in messages: most requests never need the text.
+        let what = Named {
+            method: request.method,
+            url,
+        };
         let mut tally = Tally::default();
         loop {
             let (authorization, permit) = self.turn(&what, stats).await?;
@@ -427,7 +434,7 @@ impl Connection {
     /// future) it gives its place back.
     async fn turn(
         &self,
-        what: &str,
+        what: &Named<'_>,
         stats: &mut RequestStats,
     ) -> Result<(Option<Secret>, throttle::Permit<'_>), SendError> {
         // A replayed request goes nowhere: it carries no credential.
@@ -494,7 +501,7 @@ impl Connection {
         decision: Decision,
         tally: Tally,
         stats: &mut RequestStats,
-        what: &str,
+        what: &Named<'_>,
         cause: Cause<'_>,
         token: Option<&Secret>,
     ) -> Result<Tally, SendError> {
@@ -531,6 +538,19 @@ impl Connection {
     }
 }
 
+/// A request as messages name it: its method and its URL (cut to
+/// [`MAX_SHOWN_URL`]), written out only when a message needs it.
+struct Named<'a> {
+    method: Method,
+    url: &'a url::Url,
+}
+
+impl std::fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, shown_url(self.url.as_str()))
+    }
+}
+
 /// What ended an attempt, for the message when the request is given up.
 #[derive(Clone, Copy)]
 enum Cause<'a> {
@@ -540,7 +560,7 @@ enum Cause<'a> {
 }
 
 /// Why a request was given up, in one line naming it and its attempts.
-fn gave_up(what: &str, why: GiveUp, cause: Cause<'_>, tally: Tally) -> String {
+fn gave_up(what: &Named<'_>, why: GiveUp, cause: Cause<'_>, tally: Tally) -> String {
     let attempts = tally.attempts();
     let tried = format!(
         "after {attempts} attempt{}",

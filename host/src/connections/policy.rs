@@ -57,6 +57,37 @@ pub fn resolve_url(
     requested: &str,
     query: &[(String, String)],
 ) -> Result<Url, Violation> {
+    Base::new(base).resolve(requested, query)
+}
+
+/// A connection's base URL and the directory its requests resolve in,
+/// worked out once per connection rather than once per request.
+#[derive(Debug, Clone)]
+pub struct Base {
+    url: Url,
+    dir: Url,
+}
+
+impl Base {
+    pub fn new(url: &Url) -> Base {
+        Base {
+            url: url.clone(),
+            dir: base_with_slash(url),
+        }
+    }
+
+    /// [`resolve_url`] against this base.
+    pub fn resolve(&self, requested: &str, query: &[(String, String)]) -> Result<Url, Violation> {
+        resolve_in(&self.url, &self.dir, requested, query)
+    }
+}
+
+fn resolve_in(
+    base: &Url,
+    base_dir: &Url,
+    requested: &str,
+    query: &[(String, String)],
+) -> Result<Url, Violation> {
     if requested.chars().any(|c| c.is_control() || c == '\\') {
         return Err(Violation::BadCharacter(super::shown_url(
             &requested.escape_debug().to_string(),
@@ -73,7 +104,6 @@ pub fn resolve_url(
                 .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
             && !scheme.contains('/')
     }) && !requested.starts_with('/');
-    let base_dir = base_with_slash(base);
     let mut url = if has_scheme {
         let url = Url::parse(requested).map_err(|_| outside())?;
         // Userinfo first: a URL carrying a password must not be echoed as
@@ -92,9 +122,11 @@ pub fn resolve_url(
         check_segments(requested, relative.split(['?', '#']).next().unwrap_or(""))?;
         base_dir.join(relative).map_err(|_| outside())?
     };
-    url.set_fragment(None);
+    if url.fragment().is_some() {
+        url.set_fragment(None);
+    }
     refuse_userinfo(&url)?;
-    if !under_base(&url, &base_dir) {
+    if !under_base(&url, base_dir) {
         return Err(outside());
     }
     if !query.is_empty() {
