@@ -119,7 +119,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Applies a batch of sets and deletes in one transaction (all or none),
     /// checking its fencing number first when it has one.
-    async fn state_apply(&self, flow: &str, batch: &StateBatch) -> Result<(), StoreError>;
+    async fn state_apply(&self, flow: &str, batch: StateBatch) -> Result<(), StoreError>;
 
     // ---- approvals -------------------------------------------------------
 

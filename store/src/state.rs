@@ -161,6 +161,65 @@ impl StateBatch {
     }
 }
 
+/// Writes one statement can apply: consecutive sets (or deletes) of a
+/// batch, in order, none repeating a key (PostgreSQL refuses an `INSERT …
+/// ON CONFLICT` that touches one row twice), at most `most` of them.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Run<'a> {
+    Set {
+        keys: Vec<&'a str>,
+        values: Vec<&'a str>,
+    },
+    Delete {
+        keys: Vec<&'a str>,
+    },
+}
+
+impl<'a> Run<'a> {
+    fn keys(&self) -> &[&'a str] {
+        match self {
+            Run::Set { keys, .. } | Run::Delete { keys } => keys,
+        }
+    }
+
+    /// Whether a write of this kind goes on at the end of this run.
+    fn takes(&self, is_set: bool) -> bool {
+        matches!(self, Run::Set { .. }) == is_set
+    }
+}
+
+/// A batch's writes cut into [`Run`]s, in order: applying the runs one
+/// after another is applying the writes one after another.
+pub(crate) fn runs<'a>(texts: &'a [KeyText<'a>], most: usize) -> Vec<Run<'a>> {
+    let mut out: Vec<Run<'a>> = Vec::new();
+    let mut in_run = std::collections::HashSet::new();
+    for (key, value) in texts {
+        let goes_on = out.last().is_some_and(|run| {
+            run.takes(value.is_some()) && run.keys().len() < most && !in_run.contains(key)
+        });
+        if !goes_on {
+            in_run.clear();
+            out.push(match value {
+                Some(_) => Run::Set {
+                    keys: Vec::new(),
+                    values: Vec::new(),
+                },
+                None => Run::Delete { keys: Vec::new() },
+            });
+        }
+        in_run.insert(*key);
+        match (out.last_mut(), value) {
+            (Some(Run::Set { keys, values }), Some(text)) => {
+                keys.push(key);
+                values.push(text.as_ref());
+            }
+            (Some(Run::Delete { keys }), None) => keys.push(key),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// A `list` call: keys starting with `prefix` (empty: all), after
 /// `start_after` when given, in byte order, at most `limit` of them
 /// (capped at [`MAX_PAGE`]).
@@ -251,6 +310,35 @@ mod tests {
         assert_eq!(q("a\u{10FFFF}").prefix_end().as_deref(), Some("b"));
         // The next code point after the surrogate gap.
         assert_eq!(q("\u{D7FF}").prefix_end().as_deref(), Some("\u{E000}"));
+    }
+
+    #[test]
+    fn a_batch_is_cut_into_runs_that_apply_in_its_order() {
+        let set = |k: &'static str, v: &'static str| (k, Some(Cow::Borrowed(v)));
+        let texts: Vec<KeyText<'_>> = vec![
+            set("a", "1"),
+            set("b", "2"),
+            set("a", "3"),
+            ("b", None),
+            ("c", None),
+            set("c", "4"),
+            set("d", "5"),
+            set("e", "6"),
+        ];
+        let sets = |keys: Vec<&'static str>, values: Vec<&'static str>| Run::Set { keys, values };
+        assert_eq!(
+            runs(&texts, 2),
+            vec![
+                sets(vec!["a", "b"], vec!["1", "2"]),
+                sets(vec!["a"], vec!["3"]),
+                Run::Delete {
+                    keys: vec!["b", "c"]
+                },
+                sets(vec!["c", "d"], vec!["4", "5"]),
+                sets(vec!["e"], vec!["6"]),
+            ]
+        );
+        assert_eq!(runs(&[], 2), vec![]);
     }
 
     #[test]

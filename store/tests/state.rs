@@ -46,12 +46,13 @@ both!(
     a_prefix_is_listed_in_byte_order_in_pages,
     a_batch_lands_whole_or_not_at_all,
     a_fenced_batch_is_refused_once_the_lease_moved_on,
+    a_large_batch_writing_keys_twice_applies_in_its_order,
 );
 
 async fn values_are_set_read_and_deleted_per_flow(db: Db) {
     let s = &db.store;
     let doc = json!({"z": 1, "a": [true, null, "é"], "m": {"k": 1.5}});
-    s.state_apply("sync", &batch(vec![set("person:ada", doc.clone())]))
+    s.state_apply("sync", batch(vec![set("person:ada", doc.clone())]))
         .await
         .unwrap();
     let got = s.state_get("sync", &key("person:ada")).await.unwrap();
@@ -64,7 +65,7 @@ async fn values_are_set_read_and_deleted_per_flow(db: Db) {
         None
     );
     // A set again replaces; a delete removes; deleting nothing is fine.
-    s.state_apply("sync", &batch(vec![set("person:ada", json!(2))]))
+    s.state_apply("sync", batch(vec![set("person:ada", json!(2))]))
         .await
         .unwrap();
     assert_eq!(
@@ -79,11 +80,11 @@ async fn values_are_set_read_and_deleted_per_flow(db: Db) {
             key: key("never-set"),
         },
     ];
-    s.state_apply("sync", &batch(deletes)).await.unwrap();
+    s.state_apply("sync", batch(deletes)).await.unwrap();
     assert_eq!(s.state_get("sync", &key("person:ada")).await.unwrap(), None);
     // The longest key there may be, in multi-byte characters.
     let long = "é".repeat(256);
-    s.state_apply("sync", &batch(vec![set(&long, json!("x"))]))
+    s.state_apply("sync", batch(vec![set(&long, json!("x"))]))
         .await
         .unwrap();
     assert_eq!(
@@ -114,7 +115,7 @@ async fn a_prefix_is_listed_in_byte_order_in_pages(db: Db) {
         "x",
     ];
     let writes = keys.iter().map(|k| set(k, json!(k))).collect();
-    s.state_apply("f", &batch(writes)).await.unwrap();
+    s.state_apply("f", batch(writes)).await.unwrap();
     let page = s.state_list("f", &query("user:", None, 100)).await.unwrap();
     let listed: Vec<&str> = page.entries.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(
@@ -168,12 +169,12 @@ async fn a_prefix_is_listed_in_byte_order_in_pages(db: Db) {
 
 async fn a_batch_lands_whole_or_not_at_all(db: Db) {
     let s = &db.store;
-    s.state_apply("f", &batch(vec![set("a", json!(1))]))
+    s.state_apply("f", batch(vec![set("a", json!(1))]))
         .await
         .unwrap();
     let big = Value::String("x".repeat(sluice_store::state::MAX_VALUE_BYTES));
     let err = s
-        .state_apply("f", &batch(vec![set("a", json!(2)), set("b", big)]))
+        .state_apply("f", batch(vec![set("a", json!(2)), set("b", big)]))
         .await
         .unwrap_err();
     assert!(
@@ -184,7 +185,7 @@ async fn a_batch_lands_whole_or_not_at_all(db: Db) {
     assert_eq!(s.state_get("f", &key("b")).await.unwrap(), None);
     // In order: a set then a delete of one key leaves nothing.
     let writes = vec![set("c", json!(1)), StateWrite::Delete { key: key("c") }];
-    s.state_apply("f", &batch(writes)).await.unwrap();
+    s.state_apply("f", batch(writes)).await.unwrap();
     assert_eq!(s.state_get("f", &key("c")).await.unwrap(), None);
     // Keys are checked where they are made.
     assert!(StateKey::try_from("k".repeat(513)).is_err());
@@ -207,7 +208,7 @@ async fn a_fenced_batch_is_refused_once_the_lease_moved_on(db: Db) {
         fence: Some(f),
         ..batch(vec![set("k", json!("first"))])
     };
-    s.state_apply("f", &fenced(fence)).await.unwrap();
+    s.state_apply("f", fenced(fence)).await.unwrap();
     s.release_lease("f", fence).await.unwrap();
     let Acquired::Granted { fence: next, .. } = s.acquire_lease(&grant("r2"), ttl).await.unwrap()
     else {
@@ -218,10 +219,50 @@ async fn a_fenced_batch_is_refused_once_the_lease_moved_on(db: Db) {
         fence: Some(fence),
         ..batch(vec![set("k", json!("late"))])
     };
-    let err = s.state_apply("f", &late).await.unwrap_err();
+    let err = s.state_apply("f", late).await.unwrap_err();
     assert!(matches!(err, StoreError::Fenced { .. }), "{err:?}");
     assert_eq!(
         s.state_get("f", &key("k")).await.unwrap(),
         Some(json!("first"))
     );
+}
+
+/// A first run's shape: more keys than one statement takes (PostgreSQL
+/// writes a run of keys per statement), then keys written again, deleted,
+/// and set after their delete, all in one batch.
+async fn a_large_batch_writing_keys_twice_applies_in_its_order(db: Db) {
+    let s = &db.store;
+    let mut writes: Vec<StateWrite> = (0..25_000)
+        .map(|i| set(&format!("managed/{i:05}"), json!({"procore_id": i})))
+        .collect();
+    let delete = |k: &str| StateWrite::Delete { key: key(k) };
+    writes.extend([
+        set("managed/00005", json!("again")),
+        delete("managed/00006"),
+        set("managed/00006", json!("back")),
+        delete("managed/00007"),
+        set("managed/00005", json!("last")),
+    ]);
+    s.state_apply("f", batch(writes)).await.unwrap();
+    let get = |k: &'static str| async move { s.state_get("f", &key(k)).await.unwrap() };
+    assert_eq!(get("managed/00005").await, Some(json!("last")));
+    assert_eq!(get("managed/00006").await, Some(json!("back")));
+    assert_eq!(get("managed/00007").await, None);
+    assert_eq!(
+        get("managed/24999").await,
+        Some(json!({"procore_id": 24999}))
+    );
+    let (mut count, mut after) = (0, None);
+    loop {
+        let page = s
+            .state_list("f", &query("managed/", after.as_deref(), 1000))
+            .await
+            .unwrap();
+        count += page.entries.len();
+        after = page.entries.last().map(|e| e.key.clone());
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(count, 24_999);
 }

@@ -29,8 +29,8 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
-fn key(key: &str) -> Result<StateKey, StoreError> {
-    StateKey::try_from(key).map_err(failed)
+fn key(key: impl Into<String>) -> Result<StateKey, StoreError> {
+    StateKey::try_from(key.into()).map_err(failed)
 }
 
 #[async_trait::async_trait]
@@ -61,10 +61,10 @@ impl StateStore for DurableStore {
             .map(|w| {
                 Ok(match w {
                     Write::Set(k, value) => StateWrite::SetText {
-                        key: key(&k)?,
+                        key: key(k)?,
                         text: value.into_string(),
                     },
-                    Write::Delete(k) => StateWrite::Delete { key: key(&k)? },
+                    Write::Delete(k) => StateWrite::Delete { key: key(k)? },
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -73,7 +73,7 @@ impl StateStore for DurableStore {
             run_id: Some(run.to_string()),
             fence: self.fence,
         };
-        self.store.state_apply(flow, &batch).await.map_err(failed)
+        self.store.state_apply(flow, batch).await.map_err(failed)
     }
 }
 

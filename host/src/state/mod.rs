@@ -12,7 +12,9 @@
 //!   it leaves behind for the run to make durable on success. A call's
 //!   pending writes are bounded by the memory they hold
 //!   ([`MAX_WRITE_BYTES_PER_CALL`]), not by a count of keys, and are held
-//!   as compact JSON text ([`Json`]) all the way to the store.
+//!   as compact JSON text ([`Json`], checked once without being parsed
+//!   into a tree) all the way to the store, which applies them in one
+//!   transaction.
 //! - [`Overlay`]: a dry run's successful writes, seen by the rest of that
 //!   run and never stored.
 //!
@@ -23,6 +25,7 @@
 
 mod call;
 mod durable;
+mod json;
 mod memory;
 
 use std::collections::BTreeMap;
@@ -31,6 +34,7 @@ use serde_json::Value;
 
 pub use call::{CallState, Overlay, Page};
 pub use durable::DurableStore;
+pub use json::{Json, parse_value};
 pub use memory::MemoryStore;
 
 /// Longest key, in bytes (the store's limit). Long enough for a prefix and
@@ -51,32 +55,6 @@ pub const MAX_WRITE_BYTES_PER_CALL: usize = 512 * 1024 * 1024;
 const WRITE_OVERHEAD: usize = 64;
 /// Most entries one `list` returns.
 pub const MAX_PAGE: usize = 1000;
-
-/// A JSON document as compact text, checked to parse and to fit
-/// [`MAX_VALUE_BYTES`]: how the host holds a value between a component's
-/// `set` and the store (a parsed value takes several times the memory).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Json(Box<str>);
-
-impl Json {
-    /// `value` as compact text.
-    pub fn of(value: &Value) -> Json {
-        Json(value.to_string().into_boxed_str())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The document, parsed (it was checked to parse).
-    pub fn value(&self) -> Value {
-        serde_json::from_str(&self.0).unwrap_or(Value::Null)
-    }
-
-    pub fn into_string(self) -> String {
-        self.0.into_string()
-    }
-}
 
 /// A change to one key.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,16 +130,6 @@ pub fn check_key(key: &str) -> Result<(), Refused> {
         _ if key.contains('\0') => Err(Refused::NulInKey),
         _ => Ok(()),
     }
-}
-
-/// Checks a value the component sent against the contract's limits, and
-/// keeps it as compact text.
-pub fn parse_value(text: &str) -> Result<Json, Refused> {
-    if text.len() > MAX_VALUE_BYTES {
-        return Err(Refused::LargeValue(text.len()));
-    }
-    let value: Value = serde_json::from_str(text).map_err(|e| Refused::NotJson(e.to_string()))?;
-    Ok(Json::of(&value))
 }
 
 /// The host memory one pending write holds: its key, its value's text and

@@ -225,10 +225,10 @@ impl Backend for PgBackend {
         state::list(&**self.client().await?, flow, query).await
     }
 
-    async fn state_apply(&self, flow: &str, batch: &StateBatch) -> Result<(), StoreError> {
+    async fn state_apply(&self, flow: &str, batch: StateBatch) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        state::apply(&tx, flow, batch).await?;
+        state::apply(&tx, flow, &batch).await?;
         Ok(tx.commit().await?)
     }
 

@@ -5,10 +5,13 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio_postgres::{GenericClient, Transaction};
 
-use crate::state::{StateEntry, parse_value};
+use crate::state::{Run, StateEntry, parse_value, runs};
 use crate::{RunRef, StateBatch, StateKey, StatePage, StateQuery, StoreError};
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// The most keys one statement of a batch writes (as two arrays of text).
+const ROWS_PER_STATEMENT: usize = 10_000;
 
 pub(crate) async fn get(
     c: &impl GenericClient,
@@ -69,25 +72,28 @@ pub(crate) async fn apply(tx: &Transaction<'_>, flow: &str, batch: &StateBatch) 
         super::history::check_fence(tx, &run).await?;
     }
     let now = Utc::now();
-    // Prepared once: a first run may set a key per person of the tenant.
+    // A first run may set a key per person of the tenant: each statement
+    // takes a run of up to ROWS_PER_STATEMENT keys as two arrays, rather
+    // than one round trip to the server per key.
     let set = tx
         .prepare(
-            "INSERT INTO flow_state (flow, key, value, updated_at, run_id) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO flow_state (flow, key, value, updated_at, run_id)
+             SELECT $1::text, k, v, $4::timestamptz, $5::text
+             FROM unnest($2::text[], $3::text[]) AS t(k, v)
              ON CONFLICT (flow, key) DO UPDATE SET
                 value = excluded.value, updated_at = excluded.updated_at, run_id = excluded.run_id",
         )
         .await?;
     let delete = tx
-        .prepare("DELETE FROM flow_state WHERE flow = $1 AND key = $2")
+        .prepare("DELETE FROM flow_state WHERE flow = $1 AND key = ANY($2::text[])")
         .await?;
-    for (key, value) in texts {
-        match value {
-            Some(value) => {
-                let value: &str = &value;
-                tx.execute(&set, &[&flow, &key, &value, &now, &batch.run_id])
+    for run in runs(&texts, ROWS_PER_STATEMENT) {
+        match run {
+            Run::Set { keys, values } => {
+                tx.execute(&set, &[&flow, &keys, &values, &now, &batch.run_id])
                     .await?
             }
-            None => tx.execute(&delete, &[&flow, &key]).await?,
+            Run::Delete { keys } => tx.execute(&delete, &[&flow, &keys]).await?,
         };
     }
     Ok(())

@@ -274,8 +274,8 @@ impl Backend for SqliteBackend {
             .await
     }
 
-    async fn state_apply(&self, flow: &str, batch: &StateBatch) -> Result<(), StoreError> {
-        let (flow, batch) = (flow.to_string(), batch.clone());
+    async fn state_apply(&self, flow: &str, batch: StateBatch) -> Result<(), StoreError> {
+        let flow = flow.to_string();
         self.call(move |c| write(c, |tx| state::apply(tx, &flow, &batch)))
             .await
     }
