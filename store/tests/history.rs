@@ -766,6 +766,48 @@ async fn a_version_1_sqlite_file_is_migrated_with_its_runs() {
 }
 
 #[tokio::test]
+async fn a_version_8_sqlite_file_keeps_its_flow_state_in_a_rowid_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sluice_store::path_in(dir.path());
+    let conn = sql(&path);
+    for (i, migration) in sluice_store::sqlite::schema::MIGRATIONS[..8]
+        .iter()
+        .enumerate()
+    {
+        conn.execute_batch(migration).unwrap();
+        conn.pragma_update(None, "user_version", i as i64 + 1)
+            .unwrap();
+    }
+    conn.execute_batch(
+        "INSERT INTO flow_state (flow, key, value, updated_at, run_id)
+         VALUES ('sync', 'person:b', '{\"n\":2}', '2026-01-01T00:00:00.000Z', NULL),
+                ('sync', 'person:a', '{\"n\":1}', '2026-01-01T00:00:00.000Z', 'r1');",
+    )
+    .unwrap();
+    drop(conn);
+    let h = Store::open(&Location::Sqlite(path.clone())).await.unwrap();
+    let key = |k: &str| sluice_store::StateKey::try_from(k).unwrap();
+    assert_eq!(
+        h.state_get("sync", &key("person:a")).await.unwrap(),
+        Some(json!({"n": 1}))
+    );
+    assert_eq!(
+        h.state_get("sync", &key("person:b")).await.unwrap(),
+        Some(json!({"n": 2}))
+    );
+    drop(h);
+    let table: String = sql(&path)
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'flow_state'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!table.contains("WITHOUT ROWID"), "{table}");
+    assert!(table.contains("UNIQUE (flow, key)"), "{table}");
+}
+
+#[tokio::test]
 async fn a_version_2_sqlite_file_gains_item_request_counts() {
     let dir = tempfile::tempdir().unwrap();
     let path = sluice_store::path_in(dir.path());

@@ -202,6 +202,26 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE steps ADD COLUMN attempts TEXT;
     ALTER TABLE items ADD COLUMN attempts TEXT;
     "#,
+    // 9: the flow state as an ordinary table with a unique (flow, key)
+    // index, no longer WITHOUT ROWID. There each row lives whole in its
+    // key's B-tree cell, so every key search that passed a large value (a
+    // members chunk, up to 256 KiB) read that value in full: a first run's
+    // 74k state writes at 100k members spent seconds in it. The index keeps
+    // the keys' byte order (BINARY), which `list` pages by.
+    r#"
+    CREATE TABLE flow_state_rows (
+        flow        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        run_id      TEXT,
+        UNIQUE (flow, key)
+    );
+    INSERT INTO flow_state_rows (flow, key, value, updated_at, run_id)
+        SELECT flow, key, value, updated_at, run_id FROM flow_state;
+    DROP TABLE flow_state;
+    ALTER TABLE flow_state_rows RENAME TO flow_state;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.
