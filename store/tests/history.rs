@@ -736,6 +736,20 @@ fn sql(path: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
 }
 
+/// A SQLite file at `path` as a build at schema `version` left it.
+fn sqlite_at_version(path: &std::path::Path, version: usize) -> rusqlite::Connection {
+    let conn = sql(path);
+    for (i, migration) in sluice_store::sqlite::schema::MIGRATIONS[..version]
+        .iter()
+        .enumerate()
+    {
+        conn.execute_batch(migration).unwrap();
+        conn.pragma_update(None, "user_version", i as i64 + 1)
+            .unwrap();
+    }
+    conn
+}
+
 #[tokio::test]
 async fn a_version_1_sqlite_file_is_migrated_with_its_runs() {
     let dir = tempfile::tempdir().unwrap();
@@ -769,15 +783,7 @@ async fn a_version_1_sqlite_file_is_migrated_with_its_runs() {
 async fn a_version_8_sqlite_file_keeps_its_flow_state_in_a_rowid_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = sluice_store::path_in(dir.path());
-    let conn = sql(&path);
-    for (i, migration) in sluice_store::sqlite::schema::MIGRATIONS[..8]
-        .iter()
-        .enumerate()
-    {
-        conn.execute_batch(migration).unwrap();
-        conn.pragma_update(None, "user_version", i as i64 + 1)
-            .unwrap();
-    }
+    let conn = sqlite_at_version(&path, 8);
     conn.execute_batch(
         "INSERT INTO flow_state (flow, key, value, updated_at, run_id)
          VALUES ('sync', 'person:b', '{\"n\":2}', '2026-01-01T00:00:00.000Z', NULL),
@@ -811,15 +817,7 @@ async fn a_version_8_sqlite_file_keeps_its_flow_state_in_a_rowid_table() {
 async fn a_version_2_sqlite_file_gains_item_request_counts() {
     let dir = tempfile::tempdir().unwrap();
     let path = sluice_store::path_in(dir.path());
-    let conn = sql(&path);
-    for (i, migration) in sluice_store::sqlite::schema::MIGRATIONS[..2]
-        .iter()
-        .enumerate()
-    {
-        conn.execute_batch(migration).unwrap();
-        conn.pragma_update(None, "user_version", i as i64 + 1)
-            .unwrap();
-    }
+    let conn = sqlite_at_version(&path, 2);
     conn.execute_batch(
         "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, started_at, ended_at)
          VALUES ('v2', 'sync', 'f.toml', 'manual', 0, 'succeeded', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z');
