@@ -589,14 +589,14 @@ async fn a_full_pool_serves_the_next_call_on_demand() {
     let second = call(r#"{"action":"echo","value":"on demand"}"#)
         .await
         .unwrap();
-    assert_eq!(second.value()["value"], "on demand");
+    assert_eq!(second.value().unwrap()["value"], "on demand");
     let stats = engine.pool_stats();
     assert_eq!((stats.in_use, stats.on_demand), (1, 1), "{stats:?}");
     holder.abort();
     assert!(holder.await.unwrap_err().is_cancelled());
     assert_eq!(engine.pool_stats().in_use, 0);
     let third = call(r#"{"action":"echo","value":"pooled"}"#).await.unwrap();
-    assert_eq!(third.value()["value"], "pooled");
+    assert_eq!(third.value().unwrap()["value"], "pooled");
     let stats = engine.pool_stats();
     assert_eq!(
         (stats.pooled, stats.on_demand, stats.in_use),
@@ -617,12 +617,12 @@ async fn a_reused_pool_slot_starts_from_the_components_image() {
     for round in 0..3 {
         // More written than a slot keeps resident, then less.
         let held = call(r#"{"action":"hold","mib":4}"#).await.unwrap();
-        assert_eq!(held.value()["held_mib"], 4, "round {round}");
-        assert_eq!(call(counter).await.unwrap().value()["calls"], 1);
-        assert_eq!(call(counter).await.unwrap().value()["calls"], 1);
+        assert_eq!(held.value().unwrap()["held_mib"], 4, "round {round}");
+        assert_eq!(call(counter).await.unwrap().value().unwrap()["calls"], 1);
+        assert_eq!(call(counter).await.unwrap().value().unwrap()["calls"], 1);
         let trapped = call(r#"{"action":"trap"}"#).await.unwrap_err();
         assert!(matches!(trapped, CallError::Trap(_)), "{trapped:?}");
-        assert_eq!(call(counter).await.unwrap().value()["calls"], 1);
+        assert_eq!(call(counter).await.unwrap().value().unwrap()["calls"], 1);
     }
     let stats = engine.pool_stats();
     assert_eq!(

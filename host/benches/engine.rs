@@ -403,7 +403,11 @@ async fn send_bench() {
                         )
                         .await
                         .unwrap();
-                    assert_eq!(out.value()["ok"], PER_CALL, "every request succeeded");
+                    assert_eq!(
+                        out.value().unwrap()["ok"],
+                        PER_CALL,
+                        "every request succeeded"
+                    );
                 }
             }
             t.elapsed() / PER_CALL as u32

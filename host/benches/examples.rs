@@ -146,7 +146,7 @@ async fn timed_call(engine: &Engine, prepared: &Prepared, input: &str) -> (Durat
         .await
         .unwrap();
     // Parsed inside the timing, as the engine used to parse it.
-    let output = out.value();
+    let output = out.value().unwrap();
     (t.elapsed(), output)
 }
 

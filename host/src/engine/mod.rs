@@ -84,8 +84,9 @@ pub struct CallOutput {
 
 impl CallOutput {
     /// The output as a tree: for tests and callers of small components.
-    pub fn value(&self) -> serde_json::Value {
-        serde_json::from_str(&self.output).unwrap_or(serde_json::Value::Null)
+    /// (A run checks and parses outputs itself; see `crate::run::output`.)
+    pub fn value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.output)
     }
 }
 
