@@ -55,7 +55,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-fn owned(text: &Option<Text<'_>>) -> Option<String> {
+/// The text, owned.
+pub fn owned(text: &Option<Text<'_>>) -> Option<String> {
     text.as_deref().map(str::to_string)
 }
 
@@ -136,42 +137,6 @@ impl UserRef<'_> {
     /// The email address, owned.
     pub fn email_address(&self) -> Option<String> {
         owned(&self.email_address)
-    }
-}
-
-/// The borrowed forms of owned values, for tests written with the shared
-/// types.
-#[cfg(test)]
-pub mod from_owned {
-    use super::*;
-    use sluice_guest_services::sync::ProcoreUser;
-
-    fn text(s: &Option<String>) -> Option<Text<'_>> {
-        s.as_deref().map(|s| Text(Cow::Borrowed(s)))
-    }
-
-    pub fn person(p: &Person) -> PersonRef<'_> {
-        PersonRef {
-            key: Text(Cow::Borrowed(&p.key)),
-            id: text(&p.id),
-            mail: text(&p.mail),
-            user_principal_name: text(&p.user_principal_name),
-            display_name: text(&p.display_name),
-            given_name: text(&p.given_name),
-            surname: text(&p.surname),
-            groups: p.groups.iter().map(|g| Text(Cow::Borrowed(g))).collect(),
-        }
-    }
-
-    pub fn user(u: &ProcoreUser) -> UserRef<'_> {
-        UserRef {
-            id: u.id.clone(),
-            login: text(&u.login),
-            email_address: text(&u.email_address),
-            first_name: text(&u.first_name),
-            last_name: text(&u.last_name),
-            is_active: u.is_active,
-        }
     }
 }
 

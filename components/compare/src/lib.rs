@@ -1,9 +1,12 @@
 //! The `compare` step: see [`logic`] (the match) and [`lifecycle`]
-//! (leavers, returners, adoption).
+//! (leavers, returners, adoption); [`users`] holds the Procore users
+//! compactly, [`output`] writes the output as it is decided.
 
 mod input;
 mod keys;
 pub mod lifecycle;
 pub mod logic;
+mod output;
+mod users;
 
 sluice_guest::step!(logic::compare_input);

@@ -2,9 +2,11 @@
 //! (`managed/<key>` in the flow's state, [`Managed`]) and this run's match
 //! say.
 //!
-//! Pure: it takes what the flow's state holds and hands the state writes
-//! to make to its caller one at a time (never all held at once), so the
-//! rules are tested natively.
+//! It takes what the flow's state holds and hands the state writes to
+//! make to its caller one at a time (never all held at once), so the
+//! rules are tested natively. Adoption is decided person by person as the
+//! match finds them ([`Run::adopt`]); the rest once every license holder
+//! has been read ([`Run::finish`]).
 //!
 //! - **Adopt** every license holder matched to an active Procore user that
 //!   no record names yet, all in the run that first sees them (one record
@@ -23,21 +25,24 @@
 //!   says when no license group matched, or when the license holders fell
 //!   by more than half since the last complete read.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hashbrown::HashMap;
 use serde_json::Map;
+use sluice_guest::{Paged, StepError};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Adopted, AdoptedStatus, Diff, Guard, Holders, InactiveUnmanaged, LeaveReason, Leaver, Leaving,
-    Managed, ManagedStatus as Status, MatchedBy, Origin, Returner,
+    Adopted, AdoptedStatus, Guard, Holders, InactiveUnmanaged, LeaveReason, Leaver, Leaving,
+    Managed, ManagedStatus as Status, Origin, ProcoreUser, Returner,
 };
 use sluice_identity::Key;
 
-use crate::input::{PersonRef, UserRef};
-use crate::keys::{self, IdKey};
+use crate::input::PersonRef;
+use crate::keys::IdKey;
+use crate::output::Written;
+use crate::users::{Details, User, Users};
 
 /// The field of a managed record (`other`) that keeps the Entra object id,
 /// by which `graph-group-members` tells a deleted user from one who left
@@ -81,120 +86,46 @@ pub enum Write {
     Holders(Holders),
 }
 
-/// [`apply_with`], collecting the writes (for tests).
-#[cfg(test)]
-pub fn apply(
-    diff: &mut Diff,
-    people: &[PersonRef<'_>],
-    users: &[UserRef<'_>],
-    known: &Known,
-    policy: &Policy,
-) -> Vec<Write> {
-    let mut writes = Vec::new();
-    apply_with(diff, people, users, known, policy, &mut |w| writes.push(w));
-    writes
-}
-
-/// Fills the lifecycle half of `diff` (from the match already in it) and
-/// hands each state write to `write` as it is made, rather than holding
-/// them all.
-pub fn apply_with(
-    diff: &mut Diff,
-    people: &[PersonRef<'_>],
-    users: &[UserRef<'_>],
-    known: &Known,
-    policy: &Policy,
-    write: &mut dyn FnMut(Write),
-) {
-    let mut run = Run::new(people, users, known, policy, write);
-    run.adopt(diff);
-    run.returners(diff);
-    run.leavers(diff);
-    run.guard(diff);
-    diff.counts.leavers = diff.leavers.len();
-    diff.counts.returners = diff.returners.len();
-}
-
-struct Run<'a, 'i, 'w> {
-    /// License holders by identity key.
-    people: HashMap<Cow<'a, str>, &'a PersonRef<'i>>,
-    /// This run's Procore users, and where each id is among them.
-    list: &'a [UserRef<'i>],
-    users: HashMap<IdKey<'a>, usize>,
+/// The lifecycle of one run.
+pub struct Run<'a, 'w> {
     /// Managed records by Procore id: (key, record).
     by_id: HashMap<IdKey<'a>, (&'a str, &'a Managed)>,
     known: &'a Known,
     policy: &'a Policy,
     now: String,
-    /// Procore ids some license holder matches now.
-    held: HashSet<IdKey<'a>>,
-    write: &'w mut dyn FnMut(Write),
+    /// Where each state write goes, as it is made.
+    write: &'w mut dyn FnMut(Write) -> Result<(), StepError>,
 }
 
-impl<'a, 'i, 'w> Run<'a, 'i, 'w> {
-    fn new(
-        people: &'a [PersonRef<'i>],
-        users: &'a [UserRef<'i>],
+impl<'a, 'w> Run<'a, 'w> {
+    pub fn new(
         known: &'a Known,
         policy: &'a Policy,
-        write: &'w mut dyn FnMut(Write),
+        write: &'w mut dyn FnMut(Write) -> Result<(), StepError>,
     ) -> Self {
-        let people = people
-            .iter()
-            .filter_map(|p| Some((keys::normal(&p.key)?, p)))
-            .collect();
-        let list = users;
-        let users = list
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (IdKey::of(&u.id), i))
-            .collect();
         let by_id = known
             .managed
             .iter()
             .map(|(k, m)| (IdKey::of(&m.procore_id), (k.as_str(), m)))
             .collect();
         Run {
-            people,
-            list,
-            users,
             by_id,
             known,
             policy,
             now: policy.now.to_rfc3339(),
-            held: HashSet::new(),
             write,
         }
     }
 
-    /// This run's Procore user with the id `id`.
-    fn user(&self, id: &IdKey<'_>) -> Option<&'a UserRef<'i>> {
-        let list = self.list;
-        self.users.get(id).map(|&i| &list[i])
-    }
-
     /// Marks the Procore user `id` as matched by a license holder (only
     /// ids of this run's users are ever asked about).
-    fn hold(&mut self, id: &Id) {
-        if let Some(user) = self.user(&IdKey::of(id)) {
-            self.held.insert(IdKey::of(&user.id));
+    fn hold(users: &mut Users, id: &Id) {
+        if let Some(user) = users.by_id(IdKey::of(id)) {
+            users.hold(user);
         }
     }
 
-    fn in_domain(&self, user: &UserRef<'_>) -> bool {
-        if self.policy.domains.is_empty() {
-            return false;
-        }
-        let login = user.login.as_deref().or(user.email_address.as_deref());
-        login
-            .and_then(|l| l.trim().rsplit_once('@'))
-            .is_some_and(|(_, domain)| {
-                let domain = domain.to_lowercase();
-                self.policy.domains.contains(&domain)
-            })
-    }
-
-    fn record(&self, user: &UserRef<'_>, origin: Origin, entra_id: Option<String>) -> Managed {
+    fn record(&self, user: &User, origin: Origin, entra_id: Option<String>) -> Managed {
         let mut other = Map::new();
         if let Some(id) = entra_id {
             other.insert(ENTRA_ID.into(), id.into());
@@ -209,151 +140,216 @@ impl<'a, 'i, 'w> Run<'a, 'i, 'w> {
         }
     }
 
-    /// Adopts unmanaged active matches; a managed one holding a license
-    /// again loses its `leaving_since`.
-    fn adopt(&mut self, diff: &mut Diff) {
-        for present in &diff.present {
-            self.hold(&present.procore_id);
-            let id = IdKey::of(&present.procore_id);
-            if let Some((key, record)) = self.by_id.get(&id) {
-                if record.leaving_since.is_some() || record.status != Status::Active {
-                    let mut record = (*record).clone();
-                    record.leaving_since = None;
-                    record.status = Status::Active;
-                    (self.write)(Write::Managed(key.to_string(), record));
-                }
-                continue;
+    /// `person` (key `key`) matches the active Procore user `procore_id`:
+    /// adopts them unless managed; a managed one holding a license again
+    /// loses its `leaving_since`. The person is the first entry of their
+    /// key (`graph-group-members` gives one entry a person).
+    pub fn adopt(
+        &mut self,
+        users: &mut Users,
+        out: &mut Written,
+        key: &str,
+        procore_id: &Id,
+        person: &PersonRef<'_>,
+    ) -> Result<(), StepError> {
+        Self::hold(users, procore_id);
+        let id = IdKey::of(procore_id);
+        if let Some((key, record)) = self.by_id.get(&id) {
+            if record.leaving_since.is_some() || record.status != Status::Active {
+                let mut record = (*record).clone();
+                record.leaving_since = None;
+                record.status = Status::Active;
+                (self.write)(Write::Managed(key.to_string(), record))?;
             }
-            if self.known.managed.contains_key(&present.key) {
-                continue;
-            }
-            let Some(user) = self.user(&id) else {
-                continue;
-            };
-            let origin = if self.in_domain(user) {
-                Origin::Domain
-            } else {
-                Origin::Adopted
-            };
-            let person = self.people.get(present.key.as_str()).copied();
-            let entra = person.and_then(|p| p.id.as_deref().map(str::to_string));
-            let record = self.record(user, origin, entra);
-            (self.write)(Write::Managed(present.key.clone(), record));
-            diff.adopted.push(Adopted {
-                key: present.key.clone(),
-                status: AdoptedStatus::Adopted,
-                procore_id: present.procore_id.clone(),
-                matched_by: person.map_or(MatchedBy::Mail, PersonRef::matched_by),
-                license_group: person.and_then(PersonRef::license_group),
-                origin,
-            });
-            diff.counts.adopted += 1;
+            return Ok(());
         }
+        if self.known.managed.contains_key(key) {
+            return Ok(());
+        }
+        let Some(user) = users.by_id(id) else {
+            return Ok(());
+        };
+        let user = users.get(user);
+        let origin = if user.in_domain {
+            Origin::Domain
+        } else {
+            Origin::Adopted
+        };
+        let entra = person.id.as_deref().map(str::to_string);
+        let record = self.record(user, origin, entra);
+        (self.write)(Write::Managed(key.to_string(), record))?;
+        out.adopted.push(&Adopted {
+            key: key.to_string(),
+            status: AdoptedStatus::Adopted,
+            procore_id: procore_id.clone(),
+            matched_by: person.matched_by(),
+            license_group: person.license_group(),
+            origin,
+        })?;
+        out.counts.adopted += 1;
+        Ok(())
+    }
+
+    /// Once every license holder is matched (and adopted): returners,
+    /// leavers and the guard. `list` is the Procore users' list, read
+    /// again for the names of leavers.
+    pub fn finish(
+        mut self,
+        users: &mut Users,
+        list: &Paged<ProcoreUser>,
+        out: &mut Written,
+    ) -> Result<(), StepError> {
+        self.returners(users, list, out)?;
+        self.leavers(users, list, out)?;
+        self.guard(out)?;
+        out.counts.leavers = out.leavers.len();
+        out.counts.returners = out.returners.len();
+        Ok(())
     }
 
     /// Splits the inactive matches into returners and the rest.
-    fn returners(&mut self, diff: &mut Diff) {
-        let inactive = std::mem::take(&mut diff.present_inactive);
+    fn returners(
+        &mut self,
+        users: &mut Users,
+        list: &Paged<ProcoreUser>,
+        out: &mut Written,
+    ) -> Result<(), StepError> {
+        let inactive = std::mem::take(&mut out.present_inactive);
+        let named: Vec<u32> = inactive
+            .iter()
+            .filter_map(|found| users.by_id(IdKey::of(&found.procore_id)))
+            .collect();
+        users.fetch_details(list, named)?;
         for found in inactive {
-            self.hold(&found.procore_id);
+            Self::hold(users, &found.procore_id);
             let id = IdKey::of(&found.procore_id);
-            let user = self.user(&id);
-            let login = user.and_then(UserRef::login);
+            let details = users.by_id(id).and_then(|i| users.details(i));
+            let login = details.and_then(|d| d.login.clone());
             match self.by_id.get(&id) {
                 Some((_, record)) if record.status == Status::Deactivated => {
-                    diff.returners.push(Returner {
+                    out.returners.push(Returner {
                         key: found.person.key.clone(),
                         procore_id: found.procore_id.clone(),
                         name: Some(found.person.name().to_string()),
-                        email: user.and_then(UserRef::email_address),
+                        email: details.and_then(|d| d.email_address.clone()),
                         login,
                         license_group: found.person.groups.first().cloned(),
                         matched_by: found.person.matched_by(),
                     });
                 }
                 _ => {
-                    diff.inactive_unmanaged.push(InactiveUnmanaged {
+                    out.inactive_unmanaged.push(InactiveUnmanaged {
                         key: found.person.key.clone(),
                         procore_id: found.procore_id.clone(),
                         login,
                     });
-                    diff.present_inactive.push(found);
+                    out.present_inactive.push(found);
                 }
             }
         }
+        Ok(())
     }
 
     /// Managed (or in-domain) active users whom no license holder matches.
-    fn leavers(&mut self, diff: &mut Diff) {
-        let mut candidates: Vec<(String, Managed, &UserRef<'_>)> = Vec::new();
-        for (key, record) in &self.known.managed {
-            let id = IdKey::of(&record.procore_id);
-            match self.user(&id) {
-                Some(user) if user.is_active && !self.held.contains(&id) => {
-                    candidates.push((key.clone(), record.clone(), user));
-                }
-                _ => {}
+    fn leavers(
+        &mut self,
+        users: &mut Users,
+        list: &Paged<ProcoreUser>,
+        out: &mut Written,
+    ) -> Result<(), StepError> {
+        let known = self.known;
+        let mut managed: Vec<(&str, &Managed, u32)> = Vec::new();
+        for (key, record) in &known.managed {
+            let Some(i) = users.by_id(IdKey::of(&record.procore_id)) else {
+                continue;
+            };
+            let user = users.get(i);
+            if user.active && !user.held {
+                managed.push((key, record, i));
             }
         }
+        let mut in_domains = Vec::new();
         if !self.policy.domains.is_empty() {
-            for (i, user) in self.list.iter().enumerate() {
-                let id = &IdKey::of(&user.id);
+            for (i, user) in users.iter() {
+                let id = IdKey::of(&user.id);
                 // A repeated id counts once, as its last user.
-                if self.users.get(id) != Some(&i) {
+                if users.by_id(id) != Some(i) {
                     continue;
                 }
-                if !user.is_active || self.held.contains(id) || self.by_id.contains_key(id) {
-                    continue;
+                if user.active && !user.held && !self.by_id.contains_key(&id) && user.in_domain {
+                    in_domains.push(i);
                 }
-                let Some(key) = [&user.login, &user.email_address]
+            }
+        }
+        let wanted = managed
+            .iter()
+            .map(|(_, _, i)| *i)
+            .chain(in_domains.iter().copied());
+        let wanted: Vec<u32> = wanted.collect();
+        users.fetch_details(list, wanted)?;
+        let details = |i: u32| users.details(i).cloned().unwrap_or_default();
+        let mut candidates: Vec<(String, Managed, Details)> = managed
+            .into_iter()
+            .map(|(key, record, i)| (key.to_string(), record.clone(), details(i)))
+            .collect();
+        if !self.policy.domains.is_empty() {
+            for i in in_domains {
+                let found = details(i);
+                let Some(key) = [&found.login, &found.email_address]
                     .into_iter()
                     .find_map(|f| f.as_deref().and_then(Key::of))
                 else {
                     continue;
                 };
-                if self.in_domain(user) {
-                    let record = self.record(user, Origin::Domain, None);
-                    candidates.push((key.into_string(), record, user));
-                }
+                let record = self.record(users.get(i), Origin::Domain, None);
+                candidates.push((key.into_string(), record, found));
             }
             candidates.sort_by(|a, b| a.0.cmp(&b.0));
         }
         for (key, record, user) in candidates {
-            self.leaver(diff, key, record, user);
+            self.leaver(out, key, record, &user)?;
         }
+        Ok(())
     }
 
-    fn leaver(&mut self, diff: &mut Diff, key: String, mut record: Managed, user: &UserRef<'_>) {
+    fn leaver(
+        &mut self,
+        out: &mut Written,
+        key: String,
+        mut record: Managed,
+        user: &Details,
+    ) -> Result<(), StepError> {
         let reason = self.reason(&key, user);
         let since = match record.leaving_since.as_deref().and_then(parse_time) {
             Some(since) => since,
             None => {
                 record.leaving_since = Some(self.now.clone());
-                (self.write)(Write::Managed(key.clone(), record.clone()));
+                (self.write)(Write::Managed(key.clone(), record.clone()))?;
                 self.policy.now
             }
         };
         let waited = (self.policy.now - since).to_std().unwrap_or_default();
         if waited < self.policy.grace {
-            diff.leaving.push(Leaving {
+            out.leaving.push(Leaving {
                 key,
                 procore_id: record.procore_id,
                 since: since.to_rfc3339(),
                 reason,
             });
-            return;
+            return Ok(());
         }
-        diff.leavers.push(Leaver {
+        out.leavers.push(Leaver {
             key,
             procore_id: record.procore_id,
             name: procore_name(user),
-            email: user.email_address(),
-            login: user.login(),
+            email: user.email_address.clone(),
+            login: user.login.clone(),
             reason,
         });
+        Ok(())
     }
 
-    fn reason(&self, key: &str, user: &UserRef<'_>) -> LeaveReason {
+    fn reason(&self, key: &str, user: &Details) -> LeaveReason {
         let keys: Vec<Key> = [
             Some(key),
             user.login.as_deref(),
@@ -373,8 +369,8 @@ impl<'a, 'i, 'w> Run<'a, 'i, 'w> {
     }
 
     /// The mass-change guard, and the holder count kept for the next run.
-    fn guard(&mut self, diff: &mut Diff) {
-        let count = diff.counts.people;
+    fn guard(&mut self, out: &mut Written) -> Result<(), StepError> {
+        let count = out.counts.people;
         let reason = if self.policy.license_groups == Some(0) {
             Some(
                 "no license group matched the group prefixes, so nobody is deactivated in this run (check the prefixes; approve the plan to deactivate anyway)"
@@ -397,7 +393,7 @@ impl<'a, 'i, 'w> Run<'a, 'i, 'w> {
         // leavers once done, rejected ones stay leavers but count as
         // decided. Then the new count is the one an admin has seen, and a
         // later drop is measured from it.
-        let undecided = diff
+        let undecided = out
             .leavers
             .iter()
             .any(|l| Key::of(&l.key).is_none_or(|k| !self.policy.rejected.contains(&k)));
@@ -405,16 +401,17 @@ impl<'a, 'i, 'w> Run<'a, 'i, 'w> {
             (self.write)(Write::Holders(Holders {
                 count,
                 at: self.now.clone(),
-            }));
+            }))?;
         }
-        diff.guard = match reason {
+        out.guard = match reason {
             Some(reason) => Guard { hold: true, reason },
             None => Guard::default(),
         };
+        Ok(())
     }
 }
 
-fn procore_name(user: &UserRef<'_>) -> Option<String> {
+fn procore_name(user: &Details) -> Option<String> {
     let name = [&user.first_name, &user.last_name]
         .into_iter()
         .flatten()
@@ -423,7 +420,7 @@ fn procore_name(user: &UserRef<'_>) -> Option<String> {
         .collect::<Vec<_>>()
         .join(" ");
     if name.is_empty() {
-        user.login().or_else(|| user.email_address())
+        user.login.clone().or_else(|| user.email_address.clone())
     } else {
         Some(name)
     }
@@ -439,9 +436,9 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::from_owned;
-    use crate::logic::diff as compare;
-    use sluice_guest_services::sync::{Person, ProcoreUser};
+    use crate::logic::{paged, sync};
+    use crate::output::parsed;
+    use sluice_guest_services::sync::{Diff, Person};
 
     fn person(key: &str, mail: bool) -> Person {
         Person {
@@ -506,11 +503,13 @@ mod tests {
         known: &Known,
         p: &Policy,
     ) -> (Diff, Vec<Write>) {
-        let mut diff = compare(people, users);
-        let people: Vec<PersonRef> = people.iter().map(from_owned::person).collect();
-        let users: Vec<UserRef> = users.iter().map(from_owned::user).collect();
-        let writes = apply(&mut diff, &people, &users, known, p);
-        (diff, writes)
+        let mut writes = Vec::new();
+        let mut write = |w| {
+            writes.push(w);
+            Ok(())
+        };
+        let out = sync(&paged(people), &paged(users), known, p, &mut write).unwrap();
+        (parsed(out), writes)
     }
 
     fn managed_writes(writes: &[Write]) -> Vec<(&str, &Managed)> {

@@ -9,14 +9,20 @@
 //! `procore_id`: reported, never created again), `counts`, and the
 //! lifecycle half [`crate::lifecycle`] computes from the managed-people
 //! records in the flow's state: `leavers`, `leaving`, `returners`,
-//! `inactive_unmanaged` and the mass-change `guard`. One hash index makes
-//! the match linear in both lists.
+//! `inactive_unmanaged` and the mass-change `guard`.
+//!
+//! Both lists are read a page at a time (`Paged`: a million license
+//! holders and their Procore users are some 600 MB of JSON, more than an
+//! instance may hold): first the Procore users, into a compact index
+//! ([`crate::users`]), then the people, each decided as its page is read
+//! and written straight into the output ([`crate::output`]). One hash
+//! index makes the match linear in both lists.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
-use sluice_guest::{Context, JsonSchema, StepError, state};
+use sluice_guest::{Context, JsonSchema, JsonText, Paged, StepError, state};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
     Counts, Diff, HOLDERS_KEY, Holders, InactivePerson, MANAGED_PREFIX, Managed, Person, Present,
@@ -24,24 +30,22 @@ use sluice_guest_services::sync::{
 };
 use sluice_identity::Key;
 
-use crate::input::{PersonRef, UserRef};
+use crate::input::PersonRef;
 use crate::keys;
-use crate::lifecycle::{self, Known, Policy, Write};
+use crate::lifecycle::{self, Known, Policy, Run, Write};
+use crate::output::Written;
+use crate::users::{self, Found, Users};
 
 /// The people and the Procore users to match, and the lifecycle settings.
-// Both lists are read in place (`crate::input`); the schema says what they
-// hold, as the shared types define it.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Input<'a> {
-    /// License holders (as `graph-group-members` lists them).
-    #[serde(borrow)]
-    #[schemars(with = "Vec<Person>")]
-    pub people: Vec<PersonRef<'a>>,
-    /// Every Procore company user, active and inactive.
-    #[serde(borrow)]
-    #[schemars(with = "Vec<ProcoreUser>")]
-    pub procore_users: Vec<UserRef<'a>>,
+pub struct Input {
+    /// License holders (as `graph-group-members` lists them), read a page
+    /// at a time.
+    pub people: Paged<Person>,
+    /// Every Procore company user, active and inactive, read a page at a
+    /// time.
+    pub procore_users: Paged<ProcoreUser>,
     /// How many license groups matched (`graph-groups`' `count`): none at
     /// all holds every deactivation for an admin.
     #[serde(default)]
@@ -69,45 +73,138 @@ pub struct Input<'a> {
     pub rejected: Vec<String>,
 }
 
-#[derive(Clone, Copy)]
-struct Match<'a> {
-    id: &'a Id,
-    active: bool,
-    index: usize,
-}
-
-pub fn compare_input(input: Input<'_>, context: &Context) -> Result<Diff, StepError> {
+pub fn compare_input(input: Input, context: &Context) -> Result<JsonText<Diff>, StepError> {
     let policy = policy(&input, context)?;
     let known = read_known()?;
-    let mut diff = compare(&input.people, &input.procore_users);
     // Each write goes to the host as it is made: a first run adopts every
-    // match, and 100k records held at once would be tens of MiB.
-    let mut failed = None;
-    lifecycle::apply_with(
-        &mut diff,
+    // match, and a million records held at once would be hundreds of MiB.
+    let mut write = |write: Write| match write {
+        Write::Managed(key, record) => state::set(&managed_key(&key), &record),
+        Write::Holders(holders) => state::set(HOLDERS_KEY, &holders),
+    };
+    let written = sync(
         &input.people,
         &input.procore_users,
         &known,
         &policy,
-        &mut |write| {
-            if failed.is_some() {
-                return;
+        &mut write,
+    )?;
+    Ok(JsonText::new(written.finish()?))
+}
+
+/// The match and the lifecycle of one run: the whole output, the state
+/// writes handed to `write` as they are made.
+pub fn sync(
+    people: &Paged<Person>,
+    list: &Paged<ProcoreUser>,
+    known: &Known,
+    policy: &Policy,
+    write: &mut dyn FnMut(Write) -> Result<(), StepError>,
+) -> Result<Written, StepError> {
+    let mut users = Users::read(list, &policy.domains)?;
+    let mut run = Run::new(known, policy, write);
+    let mut out = Written::default();
+    let mut matcher = Matcher::default();
+    each_person(people, |person| {
+        if let Some((key, procore_id)) = matcher.person(&mut users, person, &mut out)? {
+            run.adopt(&mut users, &mut out, &key, &procore_id, person)?;
+        }
+        Ok(())
+    })?;
+    matcher.count(&users, &mut out);
+    run.finish(&mut users, list, &mut out)?;
+    Ok(out)
+}
+
+/// Calls `f` with each person of `people`, read a page at a time and
+/// borrowed from the page's text.
+fn each_person(
+    people: &Paged<Person>,
+    mut f: impl FnMut(&PersonRef<'_>) -> Result<(), StepError>,
+) -> Result<(), StepError> {
+    for page in people.pages(users::PAGE) {
+        let page = page?;
+        let batch: Vec<PersonRef> =
+            serde_json::from_str(&page).map_err(|e| users::bad_page("people", e))?;
+        for person in &batch {
+            f(person)?;
+        }
+    }
+    Ok(())
+}
+
+/// The match, person by person.
+#[derive(Default)]
+struct Matcher {
+    /// Keys of the people whom no Procore user matches (the matched ones'
+    /// keys are marked in the index).
+    missing: HashSet<String>,
+    /// Distinct license holders.
+    people: usize,
+}
+
+impl Matcher {
+    /// Matches `person` and writes the match's part of the output: a
+    /// person missing from Procore, present, or present but inactive (the
+    /// first entry of a key counts; later ones are the same person).
+    /// Returns the key and the user's id of an active match.
+    fn person(
+        &mut self,
+        users: &mut Users,
+        person: &PersonRef<'_>,
+        out: &mut Written,
+    ) -> Result<Option<(String, Id)>, StepError> {
+        let Some(key) = keys::normal(&person.key) else {
+            return Ok(None);
+        };
+        match users.find_key(&key) {
+            Found::Again => Ok(None),
+            Found::Nobody => {
+                if self.missing.contains(key.as_ref()) {
+                    return Ok(None);
+                }
+                self.missing.insert(key.into_owned());
+                self.people += 1;
+                out.missing.push(&person.to_person())?;
+                Ok(None)
             }
-            let written = match write {
-                Write::Managed(key, record) => state::set(&managed_key(&key), &record),
-                Write::Holders(holders) => state::set(HOLDERS_KEY, &holders),
-            };
-            failed = written.err();
-        },
-    );
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(diff),
+            Found::User(user) => {
+                self.people += 1;
+                let user = users.get(user);
+                if user.active {
+                    let key = Cow::into_owned(key);
+                    let present = Present {
+                        key,
+                        procore_id: user.id.clone(),
+                    };
+                    out.present.push(&present)?;
+                    Ok(Some((present.key, present.procore_id)))
+                } else {
+                    out.present_inactive.push(InactivePerson {
+                        person: person.to_person(),
+                        procore_id: user.id.clone(),
+                    });
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// The match's counts.
+    fn count(&self, users: &Users, out: &mut Written) {
+        out.counts = Counts {
+            people: self.people,
+            missing: out.missing.len(),
+            present: out.present.len(),
+            present_inactive: out.present_inactive.len(),
+            procore_only: users.iter().filter(|(_, u)| !u.matched).count(),
+            ..out.counts
+        };
     }
 }
 
 /// The lifecycle settings of `input`, checked.
-pub fn policy(input: &Input<'_>, context: &Context) -> Result<Policy, StepError> {
+pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
     let now = lifecycle::parse_time(context.started_at()).ok_or_else(|| {
         StepError::internal(format!(
             "the run's start time `{}` is not RFC 3339",
@@ -158,78 +255,25 @@ fn read_known() -> Result<Known, StepError> {
     })
 }
 
-/// Every Procore login and email address, keyed, to the user it belongs
-/// to; an active account wins over an inactive one with the same address.
-fn index<'a>(users: &'a [UserRef<'_>]) -> HashMap<Cow<'a, str>, Match<'a>> {
-    let mut index: HashMap<Cow<'a, str>, Match<'a>> = HashMap::with_capacity(users.len() * 2);
-    for (i, user) in users.iter().enumerate() {
-        let candidate = Match {
-            id: &user.id,
-            active: user.is_active,
-            index: i,
-        };
-        for field in [&user.login, &user.email_address] {
-            let Some(key) = field.as_deref().and_then(keys::normal) else {
-                continue;
-            };
-            let entry = index.entry(key).or_insert(candidate);
-            if candidate.active && !entry.active {
-                *entry = candidate;
-            }
-        }
-    }
-    index
+/// A list as the host would hand it inline, for tests.
+#[cfg(test)]
+pub fn paged<T: serde::Serialize>(items: &[T]) -> Paged<T> {
+    serde_json::from_str(&serde_json::to_string(items).unwrap()).unwrap()
 }
 
-pub fn compare(people: &[PersonRef<'_>], users: &[UserRef<'_>]) -> Diff {
-    let index = index(users);
-    let mut diff = Diff::default();
-    let mut matched = vec![false; users.len()];
-    let mut seen: HashSet<Cow<'_, str>> = HashSet::with_capacity(people.len());
-    for person in people {
-        let Some(key) = keys::normal(&person.key) else {
-            continue;
-        };
-        if seen.contains(&key) {
-            continue;
-        }
-        match index.get(&key) {
-            Some(m) => {
-                matched[m.index] = true;
-                if m.active {
-                    diff.present.push(Present {
-                        key: key.to_string(),
-                        procore_id: m.id.clone(),
-                    });
-                } else {
-                    diff.present_inactive.push(InactivePerson {
-                        person: person.to_person(),
-                        procore_id: m.id.clone(),
-                    });
-                }
-            }
-            None => diff.missing.push(person.to_person()),
-        }
-        seen.insert(key);
-    }
-    diff.counts = Counts {
-        people: seen.len(),
-        missing: diff.missing.len(),
-        present: diff.present.len(),
-        present_inactive: diff.present_inactive.len(),
-        procore_only: matched.iter().filter(|m| !**m).count(),
-        ..Counts::default()
-    };
-    diff
-}
-
-/// [`compare`] of the owned forms, for tests.
+/// The match alone, of the owned forms (the lifecycle left out), for
+/// tests.
 #[cfg(test)]
 pub fn diff(people: &[Person], users: &[ProcoreUser]) -> Diff {
-    use crate::input::from_owned;
-    let people: Vec<PersonRef> = people.iter().map(from_owned::person).collect();
-    let users: Vec<UserRef> = users.iter().map(from_owned::user).collect();
-    compare(&people, &users)
+    let mut index = Users::read(&paged(users), &[]).unwrap();
+    let mut out = Written::default();
+    let mut matcher = Matcher::default();
+    each_person(&paged(people), |person| {
+        matcher.person(&mut index, person, &mut out).map(drop)
+    })
+    .unwrap();
+    matcher.count(&index, &mut out);
+    crate::output::parsed(out)
 }
 
 #[cfg(test)]
@@ -304,12 +348,16 @@ mod tests {
     #[test]
     fn the_input_schema_is_the_shared_types() {
         // The lists are read through borrowed types; `describe` must still
-        // say what `graph-group-members` and `procore-users` write.
+        // say what `graph-group-members` and `procore-users` write, and
+        // mark both lists for the host to serve a page at a time.
         let text = sluice_guest::glue::schema::<Input>();
         let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
         let items = |field: &str| schema["properties"][field]["items"]["$ref"].clone();
         assert_eq!(items("people"), "#/$defs/Person");
         assert_eq!(items("procore_users"), "#/$defs/ProcoreUser");
+        for list in ["people", "procore_users"] {
+            assert_eq!(schema["properties"][list]["x-sluice-paged"], true, "{list}");
+        }
         let person = &schema["$defs"]["Person"];
         assert_eq!(person["required"], serde_json::json!(["key"]));
         assert!(person["properties"]["userPrincipalName"].is_object());
