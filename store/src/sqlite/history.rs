@@ -34,12 +34,11 @@ pub(crate) fn check_fence(tx: &Transaction<'_>, run: &RunRef) -> Result<(), Stor
     let Some(fence) = run.fence else {
         return Ok(());
     };
+    // Cached: asked before every fenced write (each item's state, each
+    // batch of its history).
     let current: Option<i64> = tx
-        .query_row(
-            "SELECT fence FROM leases WHERE flow = ?1",
-            params![run.flow],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT fence FROM leases WHERE flow = ?1")?
+        .query_row(params![run.flow], |r| r.get(0))
         .optional()?;
     if current == Some(fence) {
         Ok(())
@@ -191,7 +190,10 @@ fn finish_step(tx: &Transaction<'_>, run: &str, s: &StepEnd) -> rusqlite::Result
 }
 
 fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> rusqlite::Result<usize> {
-    tx.execute(
+    // Cached: a run writes a row per item (and per ledger entry: a first
+    // run adopts a whole tenant), and parsing this statement afresh each
+    // time cost more than running it.
+    tx.prepare_cached(
         "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at, connections, item_key, key_norm, attempts)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (run_id, step_id, idx) DO UPDATE SET
@@ -200,7 +202,8 @@ fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> rusqlite::Result
             error = excluded.error, ended_at = excluded.ended_at,
             connections = excluded.connections, item_key = excluded.item_key,
             key_norm = excluded.key_norm, attempts = excluded.attempts",
-        params![
+    )?
+    .execute(params![
             run,
             i.step,
             i64::try_from(i.index).unwrap_or(i64::MAX),

@@ -12,11 +12,8 @@ pub(crate) fn get(
     key: &StateKey,
 ) -> Result<Option<Value>, StoreError> {
     let text: Option<String> = tx
-        .query_row(
-            "SELECT value FROM flow_state WHERE flow = ?1 AND key = ?2",
-            params![flow, key.as_str()],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT value FROM flow_state WHERE flow = ?1 AND key = ?2")?
+        .query_row(params![flow, key.as_str()], |r| r.get(0))
         .optional()?;
     Ok(text.map(parse_value))
 }
@@ -33,7 +30,7 @@ pub(crate) fn list(
         Some(after) if after.as_str() > q.prefix.as_str() => after.as_str(),
         _ => q.prefix.as_str(),
     };
-    let mut stmt = tx.prepare(
+    let mut stmt = tx.prepare_cached(
         "SELECT key, value FROM flow_state
          WHERE flow = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3) AND (?4 IS NULL OR key > ?4)
          ORDER BY key LIMIT ?5",
@@ -73,13 +70,14 @@ pub(crate) fn apply(
         super::history::check_fence(tx, &run)?;
     }
     let t = now_text();
-    // Prepared once: a first run may set a key per person of the tenant.
-    let mut set = tx.prepare(
+    // Prepared once per connection (cached): a first run may set a key per
+    // person of the tenant, and each `for_each` item applies its own batch.
+    let mut set = tx.prepare_cached(
         "INSERT INTO flow_state (flow, key, value, updated_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (flow, key) DO UPDATE SET
             value = excluded.value, updated_at = excluded.updated_at, run_id = excluded.run_id",
     )?;
-    let mut delete = tx.prepare("DELETE FROM flow_state WHERE flow = ?1 AND key = ?2")?;
+    let mut delete = tx.prepare_cached("DELETE FROM flow_state WHERE flow = ?1 AND key = ?2")?;
     for (key, value) in texts {
         match value {
             Some(value) => set.execute(params![flow, key, value.as_ref(), t, batch.run_id])?,
