@@ -283,6 +283,68 @@ with = {{ action = "counter", item = "${{item}}" }}
     }
 }
 
+/// Each step's end says how much linear memory its instances held beside
+/// their cap: one call's, and under `for_each` the largest item's (not
+/// their sum: each item has its own instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steps_end_says_how_near_its_memory_cap_it_came() {
+    const MIB: usize = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = fixture("hostile");
+    let text = format!(
+        r#"
+name = "memory"
+[params]
+sizes = [2, 40, 8]
+
+[[step]]
+id = "once"
+uses = "{hostile}"
+with = {{ action = "hold", mib = 20 }}
+
+[[step]]
+id = "each"
+uses = "{hostile}"
+for_each = "${{params.sizes}}"
+concurrency = 1
+with = {{ action = "hold", mib = "${{item}}" }}
+"#,
+        hostile = hostile.display()
+    );
+    let path = write_flow(dir.path(), "flow.toml", &text);
+    let config = EngineConfig {
+        memory_limit: 64 * MIB,
+        ..EngineConfig::default()
+    };
+    let (outcome, events) = run(&runner(config), &load(&path, &[]), dir.path(), false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    let memory = |step: &str| {
+        events
+            .events()
+            .into_iter()
+            .find_map(|e| match e {
+                RunEvent::StepFinished {
+                    step: s, memory, ..
+                } if s == step => memory,
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no memory for step {step}: {}", events.text()))
+    };
+    let once = memory("once");
+    assert_eq!(once.limit, 64 * MIB);
+    // What it held, and less than that plus the component's own few MiB.
+    assert!((20 * MIB..30 * MIB).contains(&once.peak), "{once:?}");
+    let each = memory("each");
+    assert!((40 * MIB..50 * MIB).contains(&each.peak), "{each:?}");
+    // `--json` and the serve log carry it as the event's field.
+    let json = format!(
+        "\"memory\":{{\"peak\":{},\"limit\":{}}}",
+        each.peak,
+        64 * MIB
+    );
+    assert!(events.text().contains(&json), "{}", events.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_component_replaces_a_built_in() {
     let dir = tempfile::tempdir().unwrap();
@@ -506,6 +568,7 @@ fn direct_call(state: &Arc<dyn sluice::state::StateStore>) -> sluice::engine::Ca
         dry_run: false,
         log: Arc::new(|_: sluice::engine::LogLevel, _: &str| {}),
         stats: Default::default(),
+        memory: Default::default(),
     });
     sluice::engine::Call {
         step,

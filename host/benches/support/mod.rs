@@ -33,6 +33,7 @@ pub fn context(granted: BTreeMap<String, Arc<Connection>>) -> Arc<StepContext> {
         dry_run: false,
         log: Arc::new(|_: LogLevel, _: &str| {}),
         stats: Mutex::new(BTreeMap::new()),
+        memory: Default::default(),
     })
 }
 

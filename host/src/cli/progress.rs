@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use serde_json::Value;
 
 use super::terminal;
-use crate::engine::LogLevel;
+use crate::engine::{LogLevel, MemoryUse};
 use crate::run::approval::Held;
 use crate::run::output::Kind;
 use crate::run::{GateSummary, Json, Observer, Payload, RunEvent, Status, StepOutput};
@@ -112,15 +112,19 @@ impl Progress {
                 duration,
                 connections,
                 attempts,
+                memory,
                 ..
             } => Some(step_line(
                 step,
                 *status,
                 output.as_ref(),
                 error.as_deref(),
-                *duration,
-                connections,
-                attempts.as_ref().map_or(1, |a| a.made),
+                &Measured {
+                    duration: *duration,
+                    connections,
+                    attempts: attempts.as_ref().map_or(1, |a| a.made),
+                    memory: *memory,
+                },
             )),
             RunEvent::Log {
                 step,
@@ -225,15 +229,28 @@ fn gate_lines(g: &GateSummary) -> String {
 }
 
 /// A finished step: its summary, requests and time, or why it did not succeed.
+/// What a step's line reports of how its run went.
+struct Measured<'a> {
+    duration: std::time::Duration,
+    connections: &'a std::collections::BTreeMap<String, crate::connections::RequestStats>,
+    /// Attempts of its call; 1 when it called once or per item.
+    attempts: u32,
+    memory: Option<MemoryUse>,
+}
+
 fn step_line(
     step: &str,
     status: Status,
     output: Option<&Payload>,
     error: Option<&str>,
-    duration: std::time::Duration,
-    connections: &std::collections::BTreeMap<String, crate::connections::RequestStats>,
-    attempts: u32,
+    measured: &Measured<'_>,
 ) -> String {
+    let Measured {
+        duration,
+        connections,
+        attempts,
+        memory,
+    } = *measured;
     let requests: u64 = connections.values().map(|c| c.requests).sum();
     let throttled: u64 = connections.values().map(|c| c.throttled).sum();
     let retried: u64 = connections.values().map(|c| c.retried).sum();
@@ -258,6 +275,9 @@ fn step_line(
         facts.push(format!("{attempts} attempts"));
     }
     facts.push(format_duration(duration));
+    if let Some(memory) = memory {
+        facts.push(memory_fact(memory));
+    }
     match status {
         Status::Succeeded => format!("  ✓ {step}  {}", facts.join(" · ")),
         Status::Skipped => format!(
@@ -268,6 +288,16 @@ fn step_line(
             format!("  ✗ {step}  {}", error.unwrap_or("failed"))
         }
     }
+}
+
+/// How near the step's instances came to their memory cap, in MiB.
+fn memory_fact(memory: MemoryUse) -> String {
+    const MIB: usize = 1024 * 1024;
+    format!(
+        "memory {} of {} MiB",
+        memory.peak.div_ceil(MIB),
+        memory.limit / MIB
+    )
 }
 
 impl Observer for Progress {
@@ -352,12 +382,38 @@ mod tests {
                 Status::Succeeded,
                 None,
                 None,
-                Duration::from_millis(5),
-                &BTreeMap::new(),
-                attempts,
+                &Measured {
+                    duration: Duration::from_millis(5),
+                    connections: &BTreeMap::new(),
+                    attempts,
+                    memory: None,
+                },
             )
         };
         assert_eq!(line(3), "  ✓ fetch  3 attempts · 5 ms");
         assert_eq!(line(1), "  ✓ fetch  5 ms");
+    }
+
+    /// The step's peak linear memory is shown beside its cap, rounded up
+    /// to whole MiB (a step at 511.2 MiB of 512 is near its cap).
+    #[test]
+    fn a_step_line_says_how_near_its_memory_cap_the_step_came() {
+        const MIB: usize = 1024 * 1024;
+        let line = step_line(
+            "diff",
+            Status::Succeeded,
+            None,
+            None,
+            &Measured {
+                duration: Duration::from_millis(5),
+                connections: &BTreeMap::new(),
+                attempts: 1,
+                memory: Some(MemoryUse {
+                    peak: 511 * MIB + 200_000,
+                    limit: 512 * MIB,
+                }),
+            },
+        );
+        assert_eq!(line, "  ✓ diff  5 ms · memory 512 of 512 MiB");
     }
 }

@@ -560,6 +560,7 @@ mod tests {
                 duration: Duration::from_millis(1500),
                 connections: Default::default(),
                 attempts: None,
+                memory: None,
             })
             .unwrap();
         assert_eq!(

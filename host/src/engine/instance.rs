@@ -9,6 +9,7 @@
 //! call at all: any import it makes traps.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::ResourceTable;
@@ -43,6 +44,42 @@ pub struct StepContext {
     pub dry_run: bool,
     pub log: LogSink,
     pub stats: Mutex<BTreeMap<String, RequestStats>>,
+    /// The most linear memory any of the step's instances held (every
+    /// item's too): how near the step came to its memory cap.
+    pub memory: Arc<MemoryPeak>,
+}
+
+/// The most linear memory a step's instances held, and the cap each had.
+/// Linear memory only grows, so an instance's size when its call ends is
+/// its peak.
+#[derive(Debug, Default)]
+pub struct MemoryPeak {
+    peak: AtomicUsize,
+    limit: AtomicUsize,
+}
+
+/// A step's peak linear memory beside its cap, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryUse {
+    pub peak: usize,
+    pub limit: usize,
+}
+
+impl MemoryPeak {
+    /// Counts one instance that held `bytes` under a cap of `limit`.
+    pub fn record(&self, bytes: usize, limit: usize) {
+        self.peak.fetch_max(bytes, Ordering::Relaxed);
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// `None` until an instance was counted.
+    pub fn get(&self) -> Option<MemoryUse> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        (limit > 0).then(|| MemoryUse {
+            peak: self.peak.load(Ordering::Relaxed),
+            limit,
+        })
+    }
 }
 
 impl StepContext {
@@ -67,6 +104,7 @@ impl StepContext {
             dry_run: self.dry_run,
             log: self.log.clone(),
             stats: Mutex::new(BTreeMap::new()),
+            memory: self.memory.clone(),
         }
     }
 }
@@ -177,6 +215,15 @@ impl StepState {
                 "`describe` called `{import}`; it must return constant data and call nothing"
             )))
         })
+    }
+
+    /// Counts this instance's linear memory in its step's peak.
+    pub(super) fn record_memory(&self) {
+        if let Some(call) = &self.call {
+            call.step
+                .memory
+                .record(self.memory.memory_bytes(), self.memory.limit());
+        }
     }
 
     /// The call's state writes, once the instance is done.

@@ -60,6 +60,16 @@ impl MemoryCap {
             table_elements: 0,
         }
     }
+
+    /// Bytes of every linear memory of the store together, now.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+
+    /// The cap on [`Self::memory_bytes`].
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
 }
 
 impl Drop for MemoryCap {

@@ -50,8 +50,8 @@ pub use config::EngineConfig;
 pub use error::CallError;
 use error::classify;
 pub use instance::{
-    Call, Invocation, LogLevel, LogSink, MAX_LOG_LINES, OutputCap, SandboxViolation, StepContext,
-    StepState,
+    Call, Invocation, LogLevel, LogSink, MAX_LOG_LINES, MemoryPeak, MemoryUse, OutputCap,
+    SandboxViolation, StepContext, StepState,
 };
 use limits::{DeadlineExceeded, MemoryCap};
 pub use paged::{PagedInputs, PagedList, StepInput};
@@ -303,6 +303,7 @@ impl Engine {
                 .await
                 .map_err(|e| classify(e, &stderr, false, max_stack));
             live.store.data().report_dropped_lines();
+            live.store.data().record_memory();
             // The pool slot goes back with the store, not before.
             Ok::<_, CallError>((live, output?))
         };

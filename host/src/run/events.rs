@@ -15,7 +15,7 @@ use sluice_store::Attempts;
 use super::approval::{GateSummary, Held};
 use super::payload::Payload;
 use crate::connections::RequestStats;
-use crate::engine::LogLevel;
+use crate::engine::{LogLevel, MemoryUse};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,6 +95,10 @@ pub enum RunEvent {
         /// How many attempts its call took, and why each earlier one
         /// failed; `None` for a step that never called, or called per item.
         attempts: Option<Attempts>,
+        /// The most linear memory its instances held (the largest item's,
+        /// under `for_each`), beside their cap; `None` for a step that
+        /// never called its component.
+        memory: Option<MemoryUse>,
     },
     Log {
         step: String,

@@ -264,6 +264,7 @@ fn skip_the_rest(flow: &Flow, failure: &StepFailure, results: &Results, observer
             duration: Duration::ZERO,
             connections: BTreeMap::new(),
             attempts: None,
+            memory: None,
         });
     }
 }

@@ -368,6 +368,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             duration,
             connections,
             attempts,
+            ..
         } => HistoryWrite::FinishStep(StepEnd {
             step: step.clone(),
             component: component.clone(),

@@ -99,6 +99,7 @@ fn finish_early(ctx: &RunContext<'_>, step: &Step, status: Status, why: String) 
         duration: Duration::ZERO,
         connections: BTreeMap::new(),
         attempts: None,
+        memory: None,
     });
 }
 
@@ -133,6 +134,7 @@ fn step_context(ctx: &RunContext<'_>, step: &Step, component: &str) -> Arc<StepC
             });
         }),
         stats: Mutex::new(BTreeMap::new()),
+        memory: Default::default(),
     })
 }
 
@@ -243,6 +245,7 @@ fn finish(
         duration: ended.started.elapsed(),
         connections: context.stats(),
         attempts: ended.attempts,
+        memory: context.memory.get(),
     });
     results.finished.insert(step.id.clone());
     match (output, error) {
