@@ -14,8 +14,7 @@
 //! The host retries reads itself; writes only as their flags allow
 //! ([`Call::idempotent`], [`Call::retry_when_not_acted`]).
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::__bindings::sluice::flow::connection::{self, Request, SendError};
 use crate::StepError;
@@ -126,8 +125,10 @@ impl Response {
         (200..300).contains(&self.status)
     }
 
-    /// The body as JSON of type `T` (an empty body reads as `null`).
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, StepError> {
+    /// The body as JSON of type `T` (an empty body reads as `null`). `T`
+    /// may borrow its strings from the body (`Cow<str>`, `&str`), so a
+    /// large page is read without copying each text out of it.
+    pub fn json<'a, T: Deserialize<'a>>(&'a self) -> Result<T, StepError> {
         let body: &[u8] = if self.body.is_empty() {
             b"null"
         } else {

@@ -30,12 +30,51 @@ pub fn all(connection: &str, first: Call) -> Result<Vec<Value>, StepError> {
 }
 
 /// One page of a collection, typed: only its items and its nextLink are
-/// read, so a large page is never held as a JSON tree.
+/// read, so a large page is never held as a JSON tree. Its items may
+/// borrow their strings from the response's body.
 #[derive(Deserialize)]
-struct TypedPage<T> {
+pub struct Page<T> {
     value: Option<Vec<T>>,
     #[serde(rename = "@odata.nextLink")]
     next_link: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The items and the nextLink of this page, an answer to `call`; a
+    /// page without a `value` list is not a collection's.
+    pub fn into_parts(self, call: &Call) -> Result<(Vec<T>, Option<String>), StepError> {
+        match self.value {
+            Some(items) => Ok((items, self.next_link)),
+            None => Err(StepError::internal(format!(
+                "{}: the response has no `value` list",
+                call.url()
+            ))
+            .with_code("bad-response")),
+        }
+    }
+}
+
+/// Hands every page of a Graph collection to `read`, starting with
+/// `first` (a GET through `connection`), until `read` returns no nextLink:
+/// only one page is held at a time. `read` gets the call each page
+/// answers, for its messages.
+pub fn pages(
+    connection: &str,
+    first: Call,
+    mut read: impl FnMut(&Call, &Response) -> Result<Option<String>, StepError>,
+) -> Result<(), StepError> {
+    let mut call = first;
+    for _ in 0..MAX_PAGES {
+        let response = read_ok(&call)?;
+        match read(&call, &response)? {
+            Some(next) => call = Call::get(connection, &next),
+            None => return Ok(()),
+        }
+    }
+    Err(StepError::internal(format!(
+        "more than {MAX_PAGES} pages: the service keeps returning a nextLink"
+    ))
+    .with_code("paging"))
 }
 
 /// Hands every item of a Graph collection, read as `T`, to `each`, page
@@ -45,26 +84,11 @@ pub fn each<T: DeserializeOwned>(
     first: Call,
     mut each: impl FnMut(T),
 ) -> Result<(), StepError> {
-    let mut call = first;
-    for _ in 0..MAX_PAGES {
-        let page: TypedPage<T> = read_ok(&call)?.json()?;
-        let Some(values) = page.value else {
-            return Err(StepError::internal(format!(
-                "{}: the response has no `value` list",
-                call.url()
-            ))
-            .with_code("bad-response"));
-        };
-        values.into_iter().for_each(&mut each);
-        match page.next_link {
-            Some(next) => call = Call::get(connection, &next),
-            None => return Ok(()),
-        }
-    }
-    Err(StepError::internal(format!(
-        "more than {MAX_PAGES} pages: the service keeps returning a nextLink"
-    ))
-    .with_code("paging"))
+    pages(connection, first, |call, response| {
+        let (items, next) = response.json::<Page<T>>()?.into_parts(call)?;
+        items.into_iter().for_each(&mut each);
+        Ok(next)
+    })
 }
 
 /// `code: message` of a Graph error body, if the body is one.
@@ -88,7 +112,7 @@ mod tests {
     fn graph_pages_are_read_as_the_documented_examples_give_them() {
         let page = |name: &str| {
             let body = crate::tests::documented(name)["body"].clone();
-            let page: TypedPage<Value> = serde_json::from_value(body).unwrap();
+            let page: Page<Value> = serde_json::from_value(body).unwrap();
             page
         };
         let read = |name: &str| {
