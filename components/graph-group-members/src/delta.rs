@@ -19,7 +19,9 @@ use serde_json::Value;
 use sluice_guest::{Call, StepError};
 
 use crate::GRAPH;
-use crate::known::{Entry, FIELDS, Known, Member, USER};
+use crate::id::Id;
+use crate::known::{Entry, FIELDS, Known, USER};
+use crate::member::{self, Member};
 
 /// Graph's delta `$filter` names at most 50 objects.
 pub const MAX_FILTERED_GROUPS: usize = 50;
@@ -120,7 +122,7 @@ pub struct Changes {
     /// Per group id, in order: member id, its type, and whether it left.
     pub members: Vec<(String, String, String, bool)>,
     /// Users changed (with the properties Graph sent) or deleted.
-    pub users: Vec<Member>,
+    pub users: Vec<Member<'static>>,
     pub links: Links,
 }
 
@@ -142,7 +144,7 @@ pub fn read(links: &Links) -> Result<Changes, Refused> {
     })?;
     let mut users = Vec::new();
     let users_link = round(Call::get(GRAPH, &links.users), |u| {
-        users.extend(Member::of(&u));
+        users.extend(Member::owned(u));
     })?;
     Ok(Changes {
         members,
@@ -173,24 +175,25 @@ pub fn apply(
         };
         let g = g as u16;
         changed.insert(id.clone());
+        let object = Id::new(id);
         if *left {
-            if let Some(entry) = known.get_mut(id.as_str()) {
+            if let Some(entry) = known.get_mut(&object) {
                 entry.groups.remove(g);
                 if entry.groups.is_empty() {
-                    known.remove(id.as_str());
+                    known.remove(&object);
                 }
             }
             if let Some(joined) = pending.get_mut(id) {
                 joined.remove(&g);
             }
-        } else if let Some(entry) = known.get_mut(id.as_str()) {
+        } else if let Some(entry) = known.get_mut(&object) {
             entry.groups.insert(g);
         } else if kind == USER {
             pending.entry(id.clone()).or_default().insert(g);
         } else {
             let mut entry = Entry::other(kind);
             entry.groups.insert(g);
-            known.insert(id.as_str().into(), entry);
+            known.insert(object, entry);
         }
     }
     pending.retain(|_, joined| !joined.is_empty());
@@ -198,19 +201,20 @@ pub fn apply(
         let Some(id) = user.id() else {
             continue;
         };
+        let object = Id::new(id);
         if user.removed {
-            if known.remove(id).is_some() {
+            if known.remove(&object).is_some() {
                 changed.insert(id.to_string());
             }
             pending.remove(id);
-        } else if let Some(entry) = known.get_mut(id) {
+        } else if let Some(entry) = known.get_mut(&object) {
             entry.merge(user);
             changed.insert(id.to_string());
         } else if let Some(joined) = pending.remove(id) {
             if user.is_complete() {
                 let mut entry = Entry::of(user);
                 entry.groups = joined.into_iter().collect();
-                known.insert(id.into(), entry);
+                known.insert(object, entry);
             } else {
                 pending.insert(id.to_string(), joined);
             }
@@ -232,14 +236,14 @@ pub fn look_up(known: &mut Known, pending: Pending) -> Result<(), StepError> {
         let first = Call::get(GRAPH, "users")
             .query("$filter", format!("id in ({list})"))
             .query("$select", select_users());
-        sluice_guest_services::graph::each(GRAPH, first, |mut user: Member| {
-            let Some(Some(id)) = user.id.take() else {
+        member::each(first, |user| {
+            let Some(id) = user.id() else {
                 return;
             };
-            if let Some(joined) = pending.get(&id) {
+            if let Some(joined) = pending.get(id) {
                 let mut entry = Entry::of(&user);
                 entry.groups = joined.iter().copied().collect();
-                known.insert(id.into_boxed_str(), entry);
+                known.insert(Id::new(id), entry);
             }
         })?;
     }
@@ -262,9 +266,9 @@ mod tests {
         let groups = vec!["g0".to_string(), "g1".to_string()];
         let mut known = Known::new();
         for id in ["a", "b", "c"] {
-            let mut e = Entry::of(&Member::of(&user(id, true)).unwrap());
+            let mut e = Entry::of(&Member::owned(user(id, true)).unwrap());
             e.groups.insert(0);
-            known.insert(id.into(), e);
+            known.insert(Id::new(id), e);
         }
         let change = |g: &str, id: &str, kind: &str, left: bool| {
             (g.to_string(), id.to_string(), kind.to_string(), left)
@@ -283,8 +287,8 @@ mod tests {
                 json!({"id": "c", "@removed": {"reason": "changed"}}),
                 user("later", true),
             ]
-            .iter()
-            .filter_map(Member::of)
+            .into_iter()
+            .filter_map(Member::owned)
             .collect(),
             links: Links {
                 groups: String::new(),
@@ -293,15 +297,15 @@ mod tests {
         };
         let mut changed = BTreeSet::new();
         let pending = apply(&mut known, &groups, &changes, &mut changed);
-        assert!(!known.contains_key("a"), "left its only group");
-        let groups_of = |id: &str| known[id].groups.iter().collect::<Vec<_>>();
+        assert!(!known.contains_key(&Id::new("a")), "left its only group");
+        let groups_of = |id: &str| known[&Id::new(id)].groups.iter().collect::<Vec<_>>();
         assert_eq!(groups_of("b"), [0, 1]);
-        let b = known["b"].user.as_ref().unwrap();
-        assert_eq!(b.account_enabled, Some(false), "disabled");
-        assert!(!known.contains_key("c"), "deleted");
+        let b = known[&Id::new("b")].user.as_ref().unwrap();
+        assert_eq!(b.account_enabled(), Some(false), "disabled");
+        assert!(!known.contains_key(&Id::new("c")), "deleted");
         assert_eq!(groups_of("later"), [1], "from users delta");
         assert_eq!(
-            known["dev"].kind.as_deref(),
+            known[&Id::new("dev")].kind.as_deref(),
             Some("#microsoft.graph.device")
         );
         assert_eq!(pending.keys().collect::<Vec<_>>(), ["new"]);

@@ -11,12 +11,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::de::{Deserializer, IgnoredAny};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sluice_guest::{StepError, state};
 
+use crate::id::Id;
+use crate::member::Member;
 use crate::people::People;
+use crate::user::{TEXTS, User};
 
 /// The user properties kept, in this order; with `id`, what is asked of Graph.
 pub const FIELDS: [&str; 6] = [
@@ -35,252 +37,57 @@ const CHUNK_PREFIX: &str = "members-delta/chunk/";
 const PER_CHUNK: usize = 500;
 const MAX_CHUNK_BYTES: usize = 200 * 1024;
 
-/// A member object as a members page, a users look-up or a users delta
-/// entry gives it, read straight from the page (never as a JSON tree). A
-/// property is `None` when absent and `Some(None)` when null (or not of
-/// its type): a users delta entry carries only what changed.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Member {
-    #[serde(rename = "@odata.type", default, deserialize_with = "text")]
-    pub kind: Option<Option<String>>,
-    #[serde(default, deserialize_with = "text")]
-    pub id: Option<Option<String>>,
-    /// A users delta entry for a deleted user.
-    #[serde(rename = "@removed", default, deserialize_with = "present")]
-    pub removed: bool,
-    #[serde(rename = "displayName", default, deserialize_with = "text")]
-    display_name: Option<Option<String>>,
-    #[serde(rename = "givenName", default, deserialize_with = "text")]
-    given_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "text")]
-    surname: Option<Option<String>>,
-    #[serde(default, deserialize_with = "text")]
-    mail: Option<Option<String>>,
-    #[serde(rename = "userPrincipalName", default, deserialize_with = "text")]
-    user_principal_name: Option<Option<String>>,
-    #[serde(rename = "accountEnabled", default, deserialize_with = "flag")]
-    account_enabled: Option<Option<bool>>,
-}
-
-/// A present property: its text, or `None` for null or another type.
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Ok(Some(match Value::deserialize(d)? {
-        Value::String(s) => Some(s),
-        _ => None,
-    }))
-}
-
-fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<bool>>, D::Error> {
-    Ok(Some(Value::deserialize(d)?.as_bool()))
-}
-
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    IgnoredAny::deserialize(d)?;
-    Ok(true)
-}
-
-impl Member {
-    /// One object of a JSON list (a delta round's items are read as JSON).
-    pub fn of(value: &Value) -> Option<Member> {
-        Member::deserialize(value).ok()
-    }
-
-    /// Its id, when it has one.
-    pub fn id(&self) -> Option<&str> {
-        self.id.as_ref().and_then(Option::as_deref)
-    }
-
-    /// Its `@odata.type`, when it has one.
-    pub fn kind(&self) -> Option<&str> {
-        self.kind.as_ref().and_then(Option::as_deref)
-    }
-
-    /// Whether it carries every one of [`FIELDS`].
-    pub fn is_complete(&self) -> bool {
-        self.display_name.is_some()
-            && self.given_name.is_some()
-            && self.surname.is_some()
-            && self.mail.is_some()
-            && self.user_principal_name.is_some()
-            && self.account_enabled.is_some()
-    }
-
-    /// Its properties; an absent one is null.
-    fn user(&self) -> User {
-        fn text(t: &Option<Option<String>>) -> Option<&str> {
-            t.as_ref().and_then(Option::as_deref)
-        }
-        User::new(
-            [
-                text(&self.display_name),
-                text(&self.given_name),
-                text(&self.surname),
-                text(&self.mail),
-                text(&self.user_principal_name),
-            ],
-            self.account_enabled.flatten(),
-        )
-    }
-}
-
-/// How many of [`FIELDS`] are texts (all but `accountEnabled`).
-const TEXTS: usize = 5;
-
-/// A user's [`FIELDS`], kept in the state as an array in that order. The
-/// texts share one allocation: the step holds one of these per member (a
-/// million at the largest tenants), and five strings each cost several
-/// times their text.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct User {
-    /// The texts back to back.
-    text: Box<str>,
-    /// Where each text ends in `text`.
-    ends: [u32; TEXTS],
-    /// Bit `i`: text `i` is null.
-    nulls: u8,
-    pub account_enabled: Option<bool>,
-}
-
-impl User {
-    /// `texts` in [`FIELDS`]' order (display name, given name, surname,
-    /// mail, user principal name).
-    pub fn new(texts: [Option<&str>; TEXTS], account_enabled: Option<bool>) -> User {
-        let mut text = String::with_capacity(texts.iter().flatten().map(|t| t.len()).sum());
-        let mut ends = [0; TEXTS];
-        let mut nulls = 0;
-        for (i, t) in texts.iter().enumerate() {
-            match t {
-                Some(t) => text.push_str(t),
-                None => nulls |= 1 << i,
-            }
-            // A member's texts are far below 4 GiB (wasm32 holds less).
-            ends[i] = u32::try_from(text.len()).unwrap_or(u32::MAX);
-        }
-        User {
-            text: text.into_boxed_str(),
-            ends,
-            nulls,
-            account_enabled,
-        }
-    }
-
-    fn text(&self, i: usize) -> Option<&str> {
-        if self.nulls & (1 << i) != 0 {
-            return None;
-        }
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        self.text.get(start..self.ends[i] as usize)
-    }
-
-    /// The texts, in [`FIELDS`]' order.
-    pub fn texts(&self) -> [Option<&str>; TEXTS] {
-        std::array::from_fn(|i| self.text(i))
-    }
-
-    pub fn display_name(&self) -> Option<&str> {
-        self.text(0)
-    }
-
-    pub fn given_name(&self) -> Option<&str> {
-        self.text(1)
-    }
-
-    pub fn surname(&self) -> Option<&str> {
-        self.text(2)
-    }
-
-    pub fn mail(&self) -> Option<&str> {
-        self.text(3)
-    }
-
-    pub fn user_principal_name(&self) -> Option<&str> {
-        self.text(4)
-    }
-}
-
-impl Serialize for User {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let [display_name, given_name, surname, mail, upn] = self.texts();
-        (
-            display_name,
-            given_name,
-            surname,
-            mail,
-            upn,
-            &self.account_enabled,
-        )
-            .serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for User {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<User, D::Error> {
-        let (display_name, given_name, surname, mail, user_principal_name, enabled): (
-            Value,
-            Value,
-            Value,
-            Value,
-            Value,
-            Value,
-        ) = Deserialize::deserialize(d)?;
-        let text = |v: &Value| v.as_str().map(str::to_string);
-        let texts = [
-            text(&display_name),
-            text(&given_name),
-            text(&surname),
-            text(&mail),
-            text(&user_principal_name),
-        ];
-        Ok(User::new(
-            std::array::from_fn(|i| texts[i].as_deref()),
-            enabled.as_bool(),
-        ))
-    }
-}
-
 /// The tracked groups an object is a direct member of, as positions in the
-/// sorted group ids: a bit each for the first 64 (a set costs an allocation
-/// per member), a set (empty, so unallocated, for most) for the rest.
+/// sorted group ids: a bit each for the first 32 (a set costs an allocation
+/// per member), a set (absent, so unallocated, for most) for the rest.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Groups {
-    low: u64,
-    more: BTreeSet<u16>,
+    low: u32,
+    /// Boxed: one word in every member's entry instead of a set's three.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<BTreeSet<u16>>>,
 }
+
+/// Positions below this are bits of `low`.
+const LOW: u16 = u32::BITS as u16;
 
 impl Groups {
     pub fn insert(&mut self, g: u16) {
-        match g {
-            0..64 => self.low |= 1 << g,
-            _ => {
-                self.more.insert(g);
-            }
+        if g < LOW {
+            self.low |= 1 << g;
+        } else {
+            self.more.get_or_insert_default().insert(g);
         }
     }
 
     pub fn remove(&mut self, g: u16) {
-        match g {
-            0..64 => self.low &= !(1 << g),
-            _ => {
-                self.more.remove(&g);
+        if g < LOW {
+            self.low &= !(1 << g);
+        } else if let Some(more) = &mut self.more {
+            more.remove(&g);
+            if more.is_empty() {
+                self.more = None;
             }
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.low == 0 && self.more.is_empty()
+        self.low == 0 && self.more.is_none()
     }
 
     /// Adds every position of `other`.
     pub fn extend(&mut self, other: &Groups) {
         self.low |= other.low;
-        self.more.extend(&other.more);
+        if let Some(theirs) = &other.more {
+            self.more.get_or_insert_default().extend(theirs.iter());
+        }
     }
 
     /// The positions, in order.
     pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
-        (0..64u16)
+        (0..LOW)
             .filter(|g| self.low & (1 << g) != 0)
-            .chain(self.more.iter().copied())
+            .chain(self.more.iter().flat_map(|more| more.iter().copied()))
     }
 }
 
@@ -321,7 +128,7 @@ pub struct Entry {
 
 impl Entry {
     /// An object as a members list (or a user look-up) gives it.
-    pub fn of(member: &Member) -> Entry {
+    pub fn of(member: &Member<'_>) -> Entry {
         match member.kind() {
             Some(USER) | None => Entry {
                 kind: None,
@@ -343,38 +150,26 @@ impl Entry {
 
     /// Takes the properties a users delta entry has (Graph sends at least
     /// the changed ones).
-    pub fn merge(&mut self, change: &Member) {
+    pub fn merge(&mut self, change: &Member<'_>) {
         if self.kind.is_some() {
             return;
         }
         let user = self.user.get_or_insert_default();
         let was = user.texts();
-        let changes = [
-            &change.display_name,
-            &change.given_name,
-            &change.surname,
-            &change.mail,
-            &change.user_principal_name,
-        ];
-        let texts: [Option<&str>; TEXTS] = std::array::from_fn(|i| match changes[i] {
-            Some(now) => now.as_deref(),
-            None => was[i],
-        });
-        let enabled = match change.account_enabled {
-            Some(enabled) => enabled,
-            None => user.account_enabled,
-        };
+        let changes = change.texts();
+        let texts: [Option<&str>; TEXTS] = std::array::from_fn(|i| changes[i].unwrap_or(was[i]));
+        let enabled = change.account_enabled().unwrap_or(user.account_enabled());
         *user = User::new(texts, enabled);
     }
 }
 
 /// Every member object, by id.
-pub type Known = BTreeMap<Box<str>, Entry>;
+pub type Known = BTreeMap<Id, Entry>;
 
 /// The people in `known`, which it consumes; `names[i]` is the display
 /// name of tracked group `i`.
 pub fn people(known: Known, names: &[String]) -> People {
-    let mut people = People::new(names.to_vec());
+    let mut people = People::with_capacity(names.to_vec(), known.len());
     for (id, entry) in known {
         people.add(id, entry);
     }
@@ -392,7 +187,7 @@ fn chunk_of(id: &str, chunks: u32) -> u32 {
 }
 
 /// One chunk's objects, in id order: written as the map the state keeps.
-struct Part<'a>(Vec<(&'a str, &'a Entry)>);
+struct Part<'a>(Vec<(&'a Id, &'a Entry)>);
 
 impl Serialize for Part<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -412,7 +207,7 @@ fn serialise(
 ) -> Result<bool, StepError> {
     let mut parts: Vec<Part<'_>> = (0..chunks).map(|_| Part(Vec::new())).collect();
     for (id, entry) in known {
-        let n = chunk_of(id, chunks);
+        let n = id.with_text(|id| chunk_of(id, chunks));
         if wanted(n) {
             parts[n as usize].0.push((id, entry));
         }
@@ -491,10 +286,10 @@ pub fn save(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
-    fn member(value: Value) -> Member {
-        Member::of(&value).unwrap()
+    fn member(value: Value) -> Member<'static> {
+        Member::owned(value).unwrap()
     }
 
     #[test]
@@ -514,7 +309,7 @@ mod tests {
             json!({"id": "u1", "accountEnabled": false, "surname": "S"}),
         ));
         let user = e.user.as_ref().unwrap();
-        assert_eq!(user.account_enabled, Some(false));
+        assert_eq!(user.account_enabled(), Some(false));
         assert_eq!(user.surname(), Some("S"));
         assert_eq!(user.mail(), Some("A@x.com"), "unchanged fields stay");
         e.merge(&member(json!({"id": "u1", "mail": null})));
@@ -532,28 +327,22 @@ mod tests {
     }
 
     #[test]
-    fn groups_past_64_and_packed_texts_keep_their_shape() {
+    fn groups_past_32_keep_their_shape() {
         let mut g = Groups::default();
-        for p in [70, 3, 63, 64, 0, 3] {
+        for p in [70, 3, 31, 32, 0, 3] {
             g.insert(p);
         }
-        assert_eq!(g.iter().collect::<Vec<_>>(), [0, 3, 63, 64, 70]);
-        assert_eq!(serde_json::to_string(&g).unwrap(), "[0,3,63,64,70]");
+        assert_eq!(g.iter().collect::<Vec<_>>(), [0, 3, 31, 32, 70]);
+        assert_eq!(serde_json::to_string(&g).unwrap(), "[0,3,31,32,70]");
         g.remove(70);
-        g.remove(64);
-        assert!(g.more.is_empty());
+        g.remove(32);
+        assert!(g.more.is_none(), "no set kept for nothing");
         let mut back: Groups = serde_json::from_str("[100,5]").unwrap();
         back.extend(&g);
-        assert_eq!(back.iter().collect::<Vec<_>>(), [0, 3, 5, 63, 100]);
+        assert_eq!(back.iter().collect::<Vec<_>>(), [0, 3, 5, 31, 100]);
         back.iter().for_each(|p| g.remove(p));
         assert!(g.is_empty());
-        let texts = [Some(""), None, Some("Ng"), Some("a@x"), None];
-        let u = User::new(texts, Some(true));
-        assert_eq!(u.texts(), texts, "empty and null told apart");
-        assert_eq!(
-            serde_json::to_string(&u).unwrap(),
-            r#"["",null,"Ng","a@x",null,true]"#
-        );
+        assert_eq!(g, Groups::default());
     }
 
     #[test]
@@ -563,7 +352,7 @@ mod tests {
                 .unwrap();
         let user = e.user.unwrap();
         assert_eq!(user.display_name(), Some("A"));
-        assert_eq!((user.given_name(), user.account_enabled), (None, None));
+        assert_eq!((user.given_name(), user.account_enabled()), (None, None));
         assert_eq!(e.groups.iter().collect::<Vec<_>>(), [1, 2]);
     }
 
@@ -579,7 +368,7 @@ mod tests {
             );
             let mut e = Entry::of(&m);
             e.groups.insert(0);
-            known.insert(format!("{i:08x}-0000-4000-8000-000000000000").into(), e);
+            known.insert(Id::new(&format!("{i:08x}-0000-4000-8000-000000000000")), e);
         }
         let collect = |chunks: u32, wanted: &dyn Fn(u32) -> bool| {
             let mut texts = Vec::new();
@@ -598,10 +387,10 @@ mod tests {
             .sum();
         assert_eq!(back, known.len());
         let part: Known = serde_json::from_str(&texts[3].1).unwrap();
-        let same: BTreeMap<&str, &Entry> = known
+        let same: BTreeMap<String, &Entry> = known
             .iter()
+            .map(|(id, e)| (id.to_string(), e))
             .filter(|(id, _)| chunk_of(id, 10) == 3)
-            .map(|(id, e)| (&**id, e))
             .collect();
         assert_eq!(
             texts[3].1,

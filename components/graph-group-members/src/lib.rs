@@ -28,9 +28,12 @@
 //! that did not finish never makes anyone a leaver.
 
 mod delta;
+mod id;
 mod known;
+mod member;
 mod people;
 mod plan;
+mod user;
 
 use std::collections::BTreeSet;
 
@@ -38,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_guest::state;
 use sluice_guest::{Call, Context, JsonSchema, StepError};
-use sluice_guest_services::graph::{self, Group};
+use sluice_guest_services::graph::Group;
 use sluice_guest_services::sync::{MANAGED_PREFIX, Managed, ManagedStatus, Person};
 
 use known::Known;
@@ -142,13 +145,13 @@ fn full_read(tracked: &Tracked, transitive: bool) -> Result<Known, StepError> {
             .query("$select", SELECT)
             .query("$top", "999");
         let mut count = 0usize;
-        graph::each(GRAPH, first, |mut member: known::Member| {
+        member::each(first, |member| {
             count += 1;
-            let Some(Some(member_id)) = member.id.take() else {
+            let Some(member_id) = member.id() else {
                 return;
             };
             known
-                .entry(member_id.into_boxed_str())
+                .entry(id::Id::new(member_id))
                 .or_insert_with(|| known::Entry::of(&member))
                 .groups
                 .insert(g as u16);

@@ -3,14 +3,16 @@
 //! (`sluice-identity`: mail, else UPN, trimmed, lower-cased); the same
 //! person in several groups is one entry listing every group.
 
-use std::collections::btree_map::Entry as Slotted;
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
 
 use serde::{Serialize, Serializer};
 use sluice_identity::Key;
 
 use crate::Output;
-use crate::known::{Entry, Groups, User};
+use crate::id::Id;
+use crate::known::{Entry, Groups};
+use crate::user::User;
 
 /// The identity key of a Graph user, or `None` when it has neither address.
 pub fn key(user: &User) -> Option<Key> {
@@ -21,10 +23,10 @@ pub fn key(user: &User) -> Option<Key> {
 pub struct People {
     /// The tracked groups' display names, by position.
     names: Vec<String>,
-    /// By key (a `Key`'s text: the same order). Its nodes are the size of
-    /// the kept members' nodes, which the fold frees as it consumes them,
-    /// so the people take their place instead of new memory.
-    by_key: BTreeMap<Box<str>, Held>,
+    /// Every enabled user with a key, in the order added; sorted by key
+    /// and merged per person at the end (a million inserts into a tree by
+    /// key would read a key's text at every step down the tree).
+    held: Vec<Held>,
     disabled: BTreeSet<Key>,
     non_users: usize,
 }
@@ -33,25 +35,79 @@ pub struct People {
 /// and properties (moved, not copied), and the groups of all of them.
 #[derive(Debug)]
 struct Held {
-    id: Box<str>,
+    /// The key's first 16 bytes (zero after its end) as big-endian
+    /// numbers: they order as the key does, so most comparisons while
+    /// sorting never read the key's text.
+    head: [u32; 4],
+    /// The key, unless it is the user's mail as it is (most are).
+    own_key: Option<Box<str>>,
+    id: Id,
     user: User,
     groups: Groups,
 }
 
+impl Held {
+    fn new(key: Key, id: Id, user: User, groups: Groups) -> Held {
+        let head = head_of(key.as_str());
+        let own_key = (user.mail() != Some(key.as_str())).then(|| key.into_string().into());
+        Held {
+            head,
+            own_key,
+            id,
+            user,
+            groups,
+        }
+    }
+
+    fn key(&self) -> &str {
+        match &self.own_key {
+            Some(key) => key,
+            None => self.user.mail().unwrap_or_default(),
+        }
+    }
+
+    fn by_key(&self, other: &Held) -> Ordering {
+        self.head
+            .cmp(&other.head)
+            .then_with(|| self.key().cmp(other.key()))
+    }
+}
+
+fn head_of(key: &str) -> [u32; 4] {
+    let mut bytes = [0u8; 16];
+    let n = key.len().min(16);
+    bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
+    std::array::from_fn(|i| {
+        u32::from_be_bytes([
+            bytes[4 * i],
+            bytes[4 * i + 1],
+            bytes[4 * i + 2],
+            bytes[4 * i + 3],
+        ])
+    })
+}
+
 impl People {
     /// `names[i]` is the display name of tracked group `i`.
+    #[cfg(test)]
     pub fn new(names: Vec<String>) -> People {
+        People::with_capacity(names, 0)
+    }
+
+    /// Room for `objects` objects, so the list is not grown (and held
+    /// twice while it grows) as they are added.
+    pub fn with_capacity(names: Vec<String>, objects: usize) -> People {
         People {
             names,
-            by_key: BTreeMap::new(),
+            held: Vec::with_capacity(objects),
             disabled: BTreeSet::new(),
             non_users: 0,
         }
     }
 
-    /// Adds the object `id` (in the groups its entry lists). The first
-    /// object of a person (in the order added) gives their names.
-    pub fn add(&mut self, id: Box<str>, entry: Entry) {
+    /// Adds the object `id` (in the groups its entry lists). Of the objects
+    /// of one person, the one with the first id gives their names.
+    pub fn add(&mut self, id: Id, entry: Entry) {
         let tracked = self.names.len();
         let groups: Groups = entry
             .groups
@@ -68,30 +124,36 @@ impl People {
         }
         let Some(user) = entry.user else { return };
         let Some(key) = key(&user) else { return };
-        if user.account_enabled != Some(true) {
+        if user.account_enabled() != Some(true) {
             self.disabled.insert(key);
             return;
         }
-        match self.by_key.entry(key.into_string().into_boxed_str()) {
-            Slotted::Vacant(slot) => {
-                slot.insert(Held { id, user, groups });
-            }
-            Slotted::Occupied(mut slot) => slot.get_mut().groups.extend(&groups),
-        }
+        self.held.push(Held::new(key, id, user, groups));
     }
 
-    pub fn finish(self) -> Output {
+    pub fn finish(mut self) -> Output {
+        self.held
+            .sort_unstable_by(|a, b| a.by_key(b).then_with(|| a.id.cmp(&b.id)));
+        // `dedup_by` hands each later object with the one kept before it.
+        self.held.dedup_by(|later, first| {
+            let same = later.by_key(first) == Ordering::Equal;
+            if same {
+                first.groups.extend(&later.groups);
+            }
+            same
+        });
+        self.held.shrink_to_fit();
+        let people = Roster {
+            names: self.names,
+            people: self.held,
+        };
         // Someone disabled in one place but enabled elsewhere is still enabled.
         let disabled: Vec<String> = self
             .disabled
             .into_iter()
-            .filter(|k| !self.by_key.contains_key(k.as_ref()))
+            .filter(|k| !people.contains(k.as_str()))
             .map(Key::into_string)
             .collect();
-        let people = Roster {
-            names: self.names,
-            people: self.by_key,
-        };
         Output {
             count: people.len(),
             people,
@@ -113,7 +175,8 @@ impl People {
 #[derive(Debug)]
 pub struct Roster {
     names: Vec<String>,
-    people: BTreeMap<Box<str>, Held>,
+    /// Sorted by key, one per key.
+    people: Vec<Held>,
 }
 
 impl Roster {
@@ -123,12 +186,39 @@ impl Roster {
 
     /// Whether someone has this key.
     pub fn contains(&self, key: &str) -> bool {
-        self.people.contains_key(key)
+        let head = head_of(key);
+        self.people
+            .binary_search_by(|held| held.head.cmp(&head).then_with(|| held.key().cmp(key)))
+            .is_ok()
     }
 
     /// The people's keys, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.people.keys().map(|k| &**k)
+        self.people.iter().map(Held::key)
+    }
+
+    /// The people, in key order, as `Person`s borrowed from what was held.
+    pub fn persons(&self) -> impl Iterator<Item = PersonText<'_>> {
+        self.people.iter().map(|held| {
+            let mut groups: Vec<&str> = held
+                .groups
+                .iter()
+                .filter_map(|g| self.names.get(usize::from(g)).map(String::as_str))
+                .collect();
+            groups.sort_unstable();
+            groups.dedup();
+            let [display_name, given_name, surname, mail, user_principal_name] = held.user.texts();
+            PersonText {
+                key: held.key(),
+                id: Some(&held.id),
+                mail,
+                user_principal_name,
+                display_name,
+                given_name,
+                surname,
+                groups,
+            }
+        })
     }
 }
 
@@ -137,9 +227,9 @@ impl Roster {
 /// writes.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PersonText<'a> {
+pub struct PersonText<'a> {
     key: &'a str,
-    id: Option<&'a str>,
+    id: Option<&'a Id>,
     mail: Option<&'a str>,
     user_principal_name: Option<&'a str>,
     display_name: Option<&'a str>,
@@ -150,38 +240,19 @@ struct PersonText<'a> {
 
 impl Serialize for Roster {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.people.iter().map(|(key, held)| {
-            let mut groups: Vec<&str> = held
-                .groups
-                .iter()
-                .filter_map(|g| self.names.get(usize::from(g)).map(String::as_str))
-                .collect();
-            groups.sort_unstable();
-            groups.dedup();
-            let user = &held.user;
-            PersonText {
-                key,
-                id: Some(&held.id),
-                mail: user.mail(),
-                user_principal_name: user.user_principal_name(),
-                display_name: user.display_name(),
-                given_name: user.given_name(),
-                surname: user.surname(),
-                groups,
-            }
-        }))
+        s.collect_seq(self.persons())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::known::Member;
+    use crate::member::Member;
     use serde_json::{Value, json};
     use sluice_guest_services::sync::Person;
 
     fn entry(value: Value, groups: &[u16]) -> Entry {
-        let mut e = Entry::of(&Member::of(&value).unwrap());
+        let mut e = Entry::of(&Member::owned(value).unwrap());
         groups.iter().for_each(|&g| e.groups.insert(g));
         e
     }
@@ -260,8 +331,8 @@ mod tests {
     fn the_roster_is_written_as_people_are() {
         let mut p = People::new(vec!["G1".into(), "G0".into()]);
         let mut e = Entry::of(
-            &Member::of(
-                &json!({"id": "u", "mail": "M@x.com", "displayName": "Zoë \"Q\" Ng",
+            &Member::owned(
+                json!({"id": "u", "mail": "M@x.com", "displayName": "Zoë \"Q\" Ng",
                 "givenName": null, "surname": "Ng", "userPrincipalName": "m@x",
                 "accountEnabled": true}),
             )
