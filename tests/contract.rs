@@ -1106,6 +1106,33 @@ async fn a_list_marked_paged_is_left_out_of_the_input_and_read_in_pages() {
     assert!(!read_input(&events).contains(r#""key":"a""#));
 }
 
+/// A reference to a list that is not there (a skipped step's, a field the
+/// output lacks) reads as null; a paged list given null is served as no
+/// items, as `for_each` takes null, instead of failing the input check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_list_given_null_is_served_as_no_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let text = paged_flow(
+        "make = 3",
+        r#"people = "${steps.make.nobody}", page_size = 1000"#,
+    );
+    let (outcome, events) = run_described(&runner, dir.path(), &text).await;
+    assert_eq!(
+        outcome.status,
+        Status::Succeeded,
+        "{}",
+        outcome.error.unwrap_or_default()
+    );
+    let read = &outcome.outputs["read"];
+    assert_eq!((&read["length"], &read["count"]), (&json!(0), &json!(0)));
+    let input = read_input(&events);
+    assert!(
+        input.contains(r#""people":{"x-sluice-paged":"people","length":0}"#),
+        "{input}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paged_item_that_does_not_fit_fails_the_step_when_it_is_served() {
     let dir = tempfile::tempdir().unwrap();

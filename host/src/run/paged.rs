@@ -6,7 +6,8 @@
 //! A list that is one whole reference into another step's output
 //! (`people = "${steps.members.people}"`) is served from that output's
 //! text, shared ([`ListItems`]): nothing is copied. Any other list (a
-//! literal, a param) is written once and held by the call.
+//! literal, a param) is written once and held by the call. Null (a
+//! skipped step's list) is an empty list.
 
 use std::sync::Arc;
 
@@ -87,11 +88,15 @@ pub fn split(
 }
 
 /// A list that is not part of a step's output, written once to be served;
-/// `None` when the value is not a list.
+/// `None` when the value is not a list. Null (what a reference to a
+/// skipped step's list reads as) is served as no items, as `for_each`
+/// takes null for no items.
 fn held_apart(found: &Found<'_>) -> Option<ListItems> {
     let value = match found {
         Found::Value(v) if v.is_array() => v.as_ref().clone(),
         Found::Json(j) if j.kind() == super::output::Kind::Array => j.to_value(),
+        Found::Value(v) if v.is_null() => Value::Array(Vec::new()),
+        Found::Json(j) if j.kind() == super::output::Kind::Null => Value::Array(Vec::new()),
         _ => return None,
     };
     StepOutput::of(&value).list_at(&[])

@@ -175,11 +175,13 @@ fn paged_list(schema: &Value) -> bool {
         && schema.get("items").is_some_and(Value::is_object)
 }
 
-/// Whether a resolved entry is a list.
-fn is_list(value: &Found<'_>) -> bool {
+/// Whether a resolved entry is a list, or null: what a paged list may be
+/// (null is served as no items).
+fn is_list_or_null(value: &Found<'_>) -> bool {
+    use crate::run::output::Kind;
     match value {
-        Found::Value(v) => v.is_array(),
-        Found::Json(j) => j.kind() == crate::run::output::Kind::Array,
+        Found::Value(v) => v.is_array() || v.is_null(),
+        Found::Json(j) => matches!(j.kind(), Kind::Array | Kind::Null),
     }
 }
 
@@ -298,7 +300,7 @@ impl InputSchema {
         let root = InputPath::default();
         let mut found = self.found(&split.keys, &Value::Object(keys), &root, &[]);
         for (key, value) in entries {
-            if paged.contains(key) && split.paged.contains_key(*key) && is_list(value) {
+            if paged.contains(key) && split.paged.contains_key(*key) && is_list_or_null(value) {
                 continue;
             }
             let Some(part) = split.properties.get(*key) else {
@@ -647,6 +649,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(found.0.len(), 1, "{found}");
         assert!(found.to_string().contains("with.count"), "{found}");
+        assert!(schema.check_entries(&entries).is_err());
+        // Null, served as no items, is left to the call too.
+        let null = json!(null);
+        let entries = [("people", Found::Value(Cow::Borrowed(&null)))];
+        assert!(schema.check_entries_paged(&entries, &["people"]).is_ok());
         assert!(schema.check_entries(&entries).is_err());
         assert!(schema.check_item("people", 0, &bad[0]).is_ok());
         let e = schema.check_item("people", 1, &bad[1]).unwrap_err();
