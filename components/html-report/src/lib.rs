@@ -9,16 +9,21 @@
 //! group and whether the person was matched by mail or UPN, or why they
 //! left. Every value is HTML-escaped.
 //!
-//! Input: `{"diff": <compare>, "created": <for_each output of
-//! procore-create-user, or null>, "deactivated": <for_each output of
-//! procore-deactivate-user, or null>, "reactivated": <… of
-//! procore-reactivate-user, or null>, "skipped_disabled", "warnings"?:
-//! [text…]}`. Who waits for approval and who was rejected is read from the
-//! deactivate step's own output (`approval`, which the host adds to a gated
-//! step's output). The run's id, its flow and whether it is a dry run come
-//! from the run context. Each warning (for example "no group matched the
-//! prefixes"), and the reason when `compare`'s guard holds deactivations
-//! back, is shown as a line of its own above the tables.
+//! Input ([`input`]): the compare step's parts (`counts`, `guard`, and
+//! the lists `present_inactive`, `leavers`, `returners`,
+//! `inactive_unmanaged`), the create step's items (`created_items`), the
+//! `for_each` outputs of procore-deactivate-user and
+//! procore-reactivate-user (`deactivated`, `reactivated`, or null),
+//! `skipped_disabled` and `warnings`. The lists are read from the host a
+//! page at a time (contract 0.2.1), so a million members' report holds
+//! one page of them at once. The earlier shape, `diff` (the whole compare
+//! output) and `created` (the whole create output), still works. Who waits
+//! for approval and who was rejected is read from the deactivate step's
+//! own output (`approval`, which the host adds to a gated step's output).
+//! The run's id, its flow and whether it is a dry run come from the run
+//! context. Each warning (for example "no group matched the prefixes"),
+//! and the reason when `compare`'s guard holds deactivations back, is
+//! shown as a line of its own above the tables.
 //!
 //! Output `{"html", "mail_html", "mail_rows_left_out", "subject",
 //! "summary": {…}, "notable", "warnings"}`. `html` is the whole page, a row
@@ -26,51 +31,27 @@
 //! `mail_html` is the body the flow mails ([`mail`]): the counts, what
 //! needs someone first, where the full report is, and at most `mail_rows`
 //! (input, default 1000) rows of each section, so it stays small whatever
-//! the tenant's size. `notable` is true when anything was done (created,
+//! the tenant's size. The rows are made one at a time ([`assemble`]):
+//! written into the page, counted, and kept for the mail only as far as
+//! it can show them; the page is written into the output text once
+//! ([`Report::into_text`]). `notable` is true when anything was done (created,
 //! deactivated, reactivated), failed, or waits for approval (in a dry run:
 //! would be done), which is when the flow mails it — and only then.
 
+pub mod assemble;
+pub mod input;
+pub mod json;
 pub mod mail;
 pub mod page;
 pub mod sections;
 
-use serde::{Deserialize, Serialize};
-use sluice_guest::{Context, ForEachOutput, JsonSchema, StepError};
-use sluice_guest_services::sync::{Created, Deactivated, Diff, Reactivated};
+use serde::Serialize;
+use sluice_guest::{Context, JsonSchema, JsonText, StepError};
 
-use sections::{Row, Section, status};
-
-/// What to report.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Input {
-    /// The `compare` step's output.
-    pub diff: Diff,
-    /// The `procore-create-user` step's output (null when it did not run).
-    #[serde(default)]
-    pub created: Option<ForEachOutput<Created>>,
-    /// The `procore-deactivate-user` step's output, with its approval
-    /// gate's decision (null when it did not run).
-    #[serde(default)]
-    pub deactivated: Option<ForEachOutput<Deactivated>>,
-    /// The `procore-reactivate-user` step's output (null when it did not run).
-    #[serde(default)]
-    pub reactivated: Option<ForEachOutput<Reactivated>>,
-    /// How many license group members were skipped as disabled.
-    #[serde(default)]
-    pub skipped_disabled: usize,
-    /// Lines to show above the tables; empty ones are left out.
-    #[serde(default)]
-    pub warnings: Vec<String>,
-    /// How many rows of each section the mail body shows (the page shows
-    /// them all).
-    #[serde(default = "default_mail_rows")]
-    pub mail_rows: usize,
-}
-
-fn default_mail_rows() -> usize {
-    mail::DEFAULT_MAIL_ROWS
-}
+use assemble::{Assembled, Assembler};
+pub use input::Input;
+use page::Page;
+use sections::status;
 
 /// Which run the report is about.
 pub struct About<'a> {
@@ -79,11 +60,18 @@ pub struct About<'a> {
     pub run_id: &'a str,
 }
 
-/// The report.
+/// The report (the step's output; written by [`Report::into_text`]).
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Output {
     /// The page: every row (the run's report file).
     pub html: String,
+    #[serde(flatten)]
+    pub rest: Rest,
+}
+
+/// The output but the page.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Rest {
     /// The mail body: warnings and what needs someone first, the counts,
     /// where the full report is, and the first `mail_rows` rows of each
     /// section; at most 1 MiB whatever the number of people.
@@ -99,6 +87,44 @@ pub struct Output {
     pub notable: bool,
     /// The warnings shown.
     pub warnings: Vec<String>,
+}
+
+/// The report: the page, in parts, and the rest of the output.
+pub struct Report {
+    pub page: Page,
+    pub rest: Rest,
+}
+
+impl Report {
+    /// The whole page.
+    pub fn html(&self) -> String {
+        self.page.text()
+    }
+
+    /// The step's output as JSON text: the page escaped straight into a
+    /// text allocated once at its size, so the page (most of the output)
+    /// is never held twice.
+    pub fn into_text(self) -> Result<String, StepError> {
+        let rest = serde_json::to_string(&self.rest).map_err(|e| {
+            StepError::internal(format!("the output could not be serialised: {e}"))
+                .with_code("bad-output")
+        })?;
+        // `rest` is an object: its fields follow the page's.
+        let rest = rest.strip_prefix('{').unwrap_or(&rest);
+        let parts = self.page.parts();
+        let page_len: usize = parts.iter().map(|p| json::escaped_len(p)).sum();
+        let mut text = String::with_capacity(page_len + rest.len() + 16);
+        text.push_str("{\"html\":\"");
+        for part in parts {
+            json::escape_into(&mut text, part);
+        }
+        text.push('"');
+        if rest != "}" {
+            text.push(',');
+        }
+        text.push_str(rest);
+        Ok(text)
+    }
 }
 
 /// The counts at the top of the report.
@@ -121,48 +147,46 @@ pub struct Summary {
     pub inactive_not_managed: usize,
 }
 
-/// Every section of the report, in the order shown.
-pub fn sections(input: &Input) -> Vec<Section> {
-    vec![
-        sections::joiners(input),
-        sections::leavers(input),
-        sections::returners(input),
-        sections::not_managed(input),
-    ]
+/// Every section, in the order shown, with every row: for a caller that
+/// wants them all (the step itself never holds them at once).
+pub fn sections(input: &Input) -> Result<Vec<sections::Section>, StepError> {
+    let mut all = sections::AllRows::default();
+    sections::write(input, &mut all)?;
+    Ok(all.0)
 }
 
 /// The warnings to show: the non-empty ones, trimmed, then the guard's
 /// reason when it holds deactivations back.
-pub fn warnings(input: &Input) -> Vec<String> {
-    let guard = &input.diff.guard;
+pub fn warnings(input: &Input) -> Result<Vec<String>, StepError> {
+    let guard = input.parts()?.guard;
     let held = guard.hold.then(|| {
         format!(
             "deactivations are held for approval in this run: {}",
             guard.reason.trim()
         )
     });
-    input
+    Ok(input
         .warnings
         .iter()
         .map(|w| w.trim())
         .filter(|w| !w.is_empty())
         .map(str::to_string)
         .chain(held)
-        .collect()
+        .collect())
 }
 
-pub fn summary(sections: &[Section], input: &Input) -> Summary {
-    let rows: Vec<&Row> = sections.iter().flat_map(|s| s.rows.iter()).collect();
-    let count = |s: &str| rows.iter().filter(|r| r.status == s).count();
-    Summary {
+fn summary(rows: &Assembled, input: &Input) -> Result<Summary, StepError> {
+    let count = |s: &str| rows.count(s);
+    let counts = input.parts()?.counts;
+    Ok(Summary {
         created: count(status::CREATED),
         conflicts: count(status::CONFLICT),
         failed: count(status::FAILED) + count(status::DEACTIVATED_NOT_REMOVED),
         would_create: count(status::WOULD_CREATE),
         inactive_in_procore: count(status::INACTIVE),
         skipped_disabled: input.skipped_disabled,
-        present: input.diff.counts.present,
-        license_holders: input.diff.counts.people,
+        present: counts.present,
+        license_holders: counts.people,
         deactivated: count(status::DEACTIVATED) + count(status::DEACTIVATED_NOT_REMOVED),
         would_deactivate: count(status::WOULD_DEACTIVATE),
         waiting_for_approval: count(status::WAITING),
@@ -170,7 +194,7 @@ pub fn summary(sections: &[Section], input: &Input) -> Summary {
         reactivated: count(status::REACTIVATED) + count(status::ALREADY_ACTIVE),
         would_reactivate: count(status::WOULD_REACTIVATE),
         inactive_not_managed: count(status::NOT_MANAGED),
-    }
+    })
 }
 
 /// Whether the report is worth a mail: anything done, failed or waiting
@@ -204,30 +228,37 @@ fn subject(s: &Summary, dry_run: bool) -> String {
     subject
 }
 
-/// The report for `input` about the run `about`.
-pub fn report(input: &Input, about: &About<'_>) -> Output {
-    let sections = sections(input);
-    let summary = summary(&sections, input);
-    let warnings = warnings(input);
-    let mail = mail::body(&sections, &summary, &warnings, about, input.mail_rows);
-    Output {
-        html: page::html(&sections, &summary, &warnings, about),
-        mail_html: mail.html,
-        mail_rows_left_out: mail.left_out,
-        subject: subject(&summary, about.dry_run),
-        notable: notable(&summary, about.dry_run),
-        summary,
-        warnings,
-    }
+/// The report for `input` about the run `about`: one pass over the rows
+/// (the paged lists read a page at a time).
+pub fn report(input: &Input, about: &About<'_>) -> Result<Report, StepError> {
+    let mut assembler = Assembler::new(input.mail_rows);
+    sections::write(input, &mut assembler)?;
+    let rows = assembler.finish();
+    let summary = summary(&rows, input)?;
+    let warnings = warnings(input)?;
+    let mail = mail::body(&rows.sections, &summary, &warnings, about, input.mail_rows);
+    let anyone = rows.anyone();
+    let page = Page::new(rows.tables, anyone, &summary, &warnings, about);
+    Ok(Report {
+        page,
+        rest: Rest {
+            mail_html: mail.html,
+            mail_rows_left_out: mail.left_out,
+            subject: subject(&summary, about.dry_run),
+            notable: notable(&summary, about.dry_run),
+            summary,
+            warnings,
+        },
+    })
 }
 
-fn run(input: Input, context: &Context) -> Result<Output, StepError> {
+fn run(input: Input, context: &Context) -> Result<JsonText<Output>, StepError> {
     let about = About {
         dry_run: context.dry_run(),
         flow: context.flow(),
         run_id: context.run_id(),
     };
-    Ok(report(&input, &about))
+    Ok(JsonText::new(report(&input, &about)?.into_text()?))
 }
 
 sluice_guest::step!(run);
@@ -235,12 +266,45 @@ sluice_guest::step!(run);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sections::{Row, Section};
     use serde_json::{Value, json};
     use sluice_guest::ItemResult;
     use sluice_guest_services::sync::ProjectRemoval;
 
     fn input(value: Value) -> Input {
         serde_json::from_value(value).unwrap()
+    }
+
+    /// The step's output, the page whole.
+    struct Out {
+        html: String,
+        mail_html: String,
+        mail_rows_left_out: usize,
+        subject: String,
+        summary: Summary,
+        notable: bool,
+        warnings: Vec<String>,
+    }
+
+    fn report(input: &Input, about: &About<'_>) -> Out {
+        let report = super::report(input, about).unwrap();
+        let Rest {
+            mail_html,
+            mail_rows_left_out,
+            subject,
+            summary,
+            notable,
+            warnings,
+        } = report.rest;
+        Out {
+            html: report.page.text(),
+            mail_html,
+            mail_rows_left_out,
+            subject,
+            summary,
+            notable,
+            warnings,
+        }
     }
 
     fn about(dry_run: bool) -> About<'static> {
@@ -359,7 +423,11 @@ mod tests {
     }
 
     fn leavers_input(gate: Value) -> Input {
-        input(json!({
+        input(leavers_value(gate))
+    }
+
+    fn leavers_value(gate: Value) -> Value {
+        json!({
             "diff": {
                 "missing": [], "present": [], "present_inactive": [
                     {"key": "bo@x.com", "displayName": "Bo", "procore_id": 7}
@@ -385,7 +453,7 @@ mod tests {
                   "key": "bo@x.com", "name": "Bo", "procore_id": 7, "status": "reactivated", "reactivated": true,
                   "project": "added", "license_group": "License – Office", "matched_by": "upn"}}
             ]}
-        }))
+        })
     }
 
     fn gate(waiting: Value, rejected: Value) -> Value {
@@ -408,7 +476,7 @@ mod tests {
             json!([{"key": "cy@x.com", "item": {"key": "cy@x.com", "procore_id": 43, "name": "Cy", "reason": "no license group"}}]),
             json!([{"key": "di@x.com", "item": {"key": "di@x.com", "procore_id": 44, "name": "Di", "reason": "account disabled"}}]),
         ));
-        let all = sections(&i);
+        let all = sections(&i).unwrap();
         let leavers = all.iter().find(|s| s.title == "Leavers").unwrap();
         let statuses: Vec<(&str, &str, &str)> = leavers
             .rows
@@ -450,7 +518,7 @@ mod tests {
     #[test]
     fn returners_and_unmanaged_inactive_users_have_their_own_sections() {
         let i = leavers_input(gate(json!([]), json!([])));
-        let all = sections(&i);
+        let all = sections(&i).unwrap();
         let bo = row(&all, "bo@x.com");
         assert_eq!(
             bo.status, "reactivated",
@@ -503,8 +571,9 @@ mod tests {
     #[test]
     fn the_guard_and_a_failed_project_removal_are_reported() {
         let mut i = leavers_input(gate(json!([]), json!([])));
-        i.diff.guard.hold = true;
-        i.diff.guard.reason = "license holders fell from 100 to 10".into();
+        let diff = i.diff.as_mut().unwrap();
+        diff.guard.hold = true;
+        diff.guard.reason = "license holders fell from 100 to 10".into();
         let d = i.deactivated.as_mut().unwrap();
         if let ItemResult::Ok { output } = &mut d.items[0].result {
             output.removed_from_project = Some(ProjectRemoval::Failed);
@@ -633,5 +702,134 @@ mod tests {
             out.html.contains(&"w".repeat(5_000)),
             "the page keeps them whole"
         );
+    }
+
+    /// The same report given in the shipped flow's shape: the compare
+    /// output's parts and the create step's items, each its own input.
+    fn in_parts(whole: &Value) -> Value {
+        let mut parts = whole.clone();
+        let parts_of = parts.as_object_mut().unwrap();
+        let diff = parts_of.remove("diff").unwrap();
+        for key in [
+            "counts",
+            "guard",
+            "present_inactive",
+            "leavers",
+            "returners",
+            "inactive_unmanaged",
+        ] {
+            if let Some(value) = diff.get(key) {
+                parts_of.insert(key.into(), value.clone());
+            }
+        }
+        if let Some(created) = parts_of.remove("created") {
+            parts_of.insert("created_items".into(), created["items"].clone());
+        }
+        parts
+    }
+
+    #[test]
+    fn the_compare_outputs_parts_give_the_report_its_whole_output_gives() {
+        let mut whole = leavers_value(gate(
+            json!([{"key": "cy@x.com", "item": {"key": "cy@x.com", "procore_id": 43, "name": "Cy", "reason": "no license group"}}]),
+            json!([]),
+        ));
+        // Bo's Procore user is inactive and unmanaged too: one row, as a
+        // returner.
+        whole["diff"]["inactive_unmanaged"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"key": "bo@x.com", "procore_id": 7}));
+        whole["diff"]["guard"] = json!({"hold": true, "reason": "no license group matched"});
+        let parts = in_parts(&whole);
+        assert!(parts.get("diff").is_none() && parts["created_items"].is_array());
+        let (whole, parts) = (input(whole), input(parts));
+        for dry_run in [false, true] {
+            let (a, b) = (
+                report(&whole, &about(dry_run)),
+                report(&parts, &about(dry_run)),
+            );
+            assert_eq!(a.html, b.html);
+            assert_eq!(a.mail_html, b.mail_html);
+            assert_eq!(
+                (&a.summary, &a.subject, a.notable, &a.warnings),
+                (&b.summary, &b.subject, b.notable, &b.warnings)
+            );
+        }
+        let out = report(&parts, &about(false));
+        assert_eq!(out.html.matches("<td>bo@x.com</td>").count(), 1);
+        assert_eq!(
+            (
+                out.summary.created,
+                out.summary.reactivated,
+                out.summary.inactive_not_managed
+            ),
+            (1, 1, 1)
+        );
+        assert!(
+            out.html
+                .contains("held for approval in this run: no license group matched")
+        );
+    }
+
+    #[test]
+    fn a_list_given_whole_and_in_parts_is_refused_naming_both() {
+        let whole = leavers_value(gate(json!([]), json!([])));
+        let mut both = whole.clone();
+        both["present_inactive"] = json!([]);
+        both["counts"] = whole["diff"]["counts"].clone();
+        let e = super::report(&input(both), &about(false)).err().unwrap();
+        assert_eq!(e.code, "both-shapes");
+        assert!(e.message.contains("`diff` and `counts`"), "{}", e.message);
+        let mut both = whole.clone();
+        both["created_items"] = whole["created"]["items"].clone();
+        let e = super::report(&input(both), &about(false)).err().unwrap();
+        assert!(
+            e.message.contains("`created` and `created_items`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn the_output_text_is_the_report_with_its_page_escaped_once() {
+        let sample = sample();
+        let report = super::report(&sample, &about(false)).unwrap();
+        let page = report.html();
+        let mail = report.rest.mail_html.clone();
+        let text = report.into_text().unwrap();
+        let output: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(output["html"], json!(page));
+        assert_eq!(output["mail_html"], json!(mail));
+        assert_eq!(output["summary"]["created"], json!(2));
+        assert_eq!(output["notable"], json!(true));
+        let fields: Vec<&String> = output.as_object().unwrap().keys().collect();
+        assert_eq!(fields.len(), 7, "{fields:?}");
+    }
+
+    #[test]
+    fn the_mail_keeps_no_more_rows_than_it_could_ever_show() {
+        let mut keeper = mail::Keeper::new(usize::MAX);
+        let n = mail::MOST_ROWS * 2;
+        for i in 0..n {
+            let failed = i % 1000 == 999;
+            keeper.offer(&sections::Row {
+                status: if failed {
+                    status::FAILED
+                } else {
+                    status::CREATED
+                },
+                name: format!("User {i}"),
+                key: format!("u{i}@x.com"),
+                why: String::new(),
+                detail: String::new(),
+            });
+        }
+        let section = keeper.section("New users", None);
+        assert_eq!(section.total, n);
+        assert_eq!(section.rows.len(), mail::MOST_ROWS);
+        // The failures first, in the page's order.
+        assert_eq!(section.rows[0].key, "u999@x.com");
+        assert_eq!(section.rows[n / 1000].status, status::CREATED);
     }
 }

@@ -18,7 +18,7 @@
 use html_escape::encode_text as esc;
 
 use crate::page;
-use crate::sections::{Row, Section, status};
+use crate::sections::{Row, status};
 use crate::{About, Summary};
 
 /// Rows of each section the mail shows unless the step says otherwise:
@@ -39,6 +39,66 @@ pub const MAX_WARNINGS: usize = 20;
 /// The name the shipped flow gives the full page in the run's folder.
 pub const REPORT_FILE: &str = "report.html";
 
+/// Most rows a section can show in a mail of [`MAIL_MAX_BYTES`]: a row
+/// is at least its five empty cells and a status. No more are kept.
+pub const MOST_ROWS: usize = MAIL_MAX_BYTES / 64;
+
+/// A section as the mail sees it: its first rows by urgency (failures and
+/// people waiting first), and how many it has in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Section {
+    pub title: &'static str,
+    pub note: Option<String>,
+    /// The rows the mail may show, most urgent first, page order within.
+    pub rows: Vec<Row>,
+    /// Every row of the section on the page.
+    pub total: usize,
+}
+
+/// A section's rows as they come, keeping the first `keep` of each
+/// urgency: enough for the mail's first `keep` by urgency, whatever the
+/// section's size.
+#[derive(Debug)]
+pub struct Keeper {
+    keep: usize,
+    by_urgency: [Vec<Row>; 4],
+    total: usize,
+}
+
+impl Keeper {
+    pub fn new(keep: usize) -> Keeper {
+        Keeper {
+            keep: keep.min(MOST_ROWS),
+            by_urgency: Default::default(),
+            total: 0,
+        }
+    }
+
+    /// Whether no row was offered yet.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    pub fn offer(&mut self, row: &Row) {
+        self.total += 1;
+        let kept = &mut self.by_urgency[usize::from(urgency(row))];
+        if kept.len() < self.keep {
+            kept.push(row.clone());
+        }
+    }
+
+    pub fn section(self, title: &'static str, note: Option<String>) -> Section {
+        let keep = self.keep;
+        let rows = self.by_urgency.into_iter().flatten().take(keep).collect();
+        Section {
+            title,
+            note,
+            rows,
+            total: self.total,
+        }
+    }
+}
+
 /// The mail body, and how many rows of the full report it leaves out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mail {
@@ -55,7 +115,7 @@ pub fn body(
     about: &About<'_>,
     rows: usize,
 ) -> Mail {
-    let longest = sections.iter().map(|s| s.rows.len()).max().unwrap_or(0);
+    let longest = sections.iter().map(|s| s.total).max().unwrap_or(0);
     let mut rows = rows.min(longest);
     loop {
         let mail = render(sections, summary, warnings, about, rows);
@@ -141,13 +201,12 @@ fn where_line(about: &About<'_>, total: usize, left_out: usize, rows: usize) -> 
 /// One section: its heading, its first `rows` rows by urgency, and how
 /// many more there are.
 fn section(section: &Section, rows: usize) -> String {
-    let mut ordered: Vec<&Row> = section.rows.iter().collect();
-    ordered.sort_by_key(|r| urgency(r));
     let mut out = format!("<h2>{}</h2>\n", esc(section.title));
-    if rows > 0 {
-        out.push_str(&page::rows_table(ordered.iter().copied().take(rows), cell));
+    let shown = rows.min(section.rows.len());
+    if shown > 0 {
+        out.push_str(&page::rows_table(section.rows.iter().take(shown), cell));
     }
-    let more = section.rows.len().saturating_sub(rows);
+    let more = section.total - shown;
     if more > 0 {
         out.push_str(&format!(
             "<p>… and {more} more in this section (see the full report).</p>\n"
@@ -163,18 +222,18 @@ fn render(
     about: &About<'_>,
     rows: usize,
 ) -> Mail {
-    let total: usize = sections.iter().map(|s| s.rows.len()).sum();
+    let total: usize = sections.iter().map(|s| s.total).sum();
     let left_out: usize = sections
         .iter()
-        .map(|s| s.rows.len().saturating_sub(rows))
+        .map(|s| s.total - rows.min(s.rows.len()))
         .sum();
     let mut html = page::head(about);
     html.push_str(&attention(sections, summary, warnings));
     html.push_str(&page::about_line(about));
     html.push_str(&page::summary_table(summary, about.dry_run));
     html.push_str(&where_line(about, total, left_out, rows));
-    html.extend(page::nobody_line(sections, warnings));
-    for s in sections.iter().filter(|s| !s.rows.is_empty()) {
+    html.extend(page::nobody_line(total > 0, warnings));
+    for s in sections.iter().filter(|s| s.total > 0) {
         html.push_str(&section(s, rows));
     }
     html.push_str("</body></html>\n");

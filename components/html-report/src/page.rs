@@ -3,7 +3,7 @@
 
 use html_escape::encode_text as esc;
 
-use crate::sections::{Row, Section};
+use crate::sections::Row;
 use crate::{About, Summary};
 
 const STYLE: &str = "body{font-family:Segoe UI,Helvetica,Arial,sans-serif;color:#222;margin:24px}\
@@ -58,44 +58,51 @@ pub(crate) fn summary_table(s: &Summary, dry_run: bool) -> String {
     table
 }
 
-/// A table of `rows`, each cell shown through `cell` (the mail shortens
-/// long cells; the page shows them whole).
+/// A table's start: its header row.
+pub(crate) const TABLE_START: &str = "<table><thead><tr><th>Status</th><th>Name</th><th>Email / login</th><th>Details</th><th>Why</th></tr></thead><tbody>\n";
+
+/// A table's end.
+pub(crate) const TABLE_END: &str = "</tbody></table>\n";
+
+/// One row, each cell shown through `cell` (the mail shortens long cells;
+/// the page shows them whole), escaped.
+pub(crate) fn write_row(out: &mut String, r: &Row, cell: impl Fn(&str) -> String) {
+    for (n, value) in [r.status, &r.name, &r.key, &r.detail, &r.why]
+        .into_iter()
+        .enumerate()
+    {
+        out.push_str(if n == 0 { "<tr><td>" } else { "</td><td>" });
+        out.push_str(&esc(&cell(value)));
+    }
+    out.push_str("</td></tr>\n");
+}
+
+/// A table of `rows`, each cell shown through `cell`.
 pub(crate) fn rows_table<'a>(
     rows: impl Iterator<Item = &'a Row>,
     cell: impl Fn(&str) -> String,
 ) -> String {
-    let mut out = String::from(
-        "<table><thead><tr><th>Status</th><th>Name</th><th>Email / login</th><th>Details</th><th>Why</th></tr></thead><tbody>\n",
-    );
+    let mut out = String::from(TABLE_START);
     for r in rows {
-        out.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            esc(&cell(r.status)),
-            esc(&cell(&r.name)),
-            esc(&cell(&r.key)),
-            esc(&cell(&r.detail)),
-            esc(&cell(&r.why))
-        ));
+        write_row(&mut out, r, &cell);
     }
-    out.push_str("</tbody></table>\n");
+    out.push_str(TABLE_END);
     out
 }
 
-/// A section's title and its note (the approve command).
-fn section_heading(section: &Section) -> String {
-    let mut out = format!("<h2>{}</h2>\n", esc(section.title));
-    if let Some(note) = &section.note {
+/// A section's title and its note (the approve command), then its
+/// table's start.
+pub(crate) fn section_start(title: &str, note: Option<&str>) -> String {
+    let mut out = format!("<h2>{}</h2>\n", esc(title));
+    if let Some(note) = note {
         out.push_str(&approve_line(note));
     }
+    out.push_str(TABLE_START);
     out
 }
 
 pub(crate) fn approve_line(note: &str) -> String {
     format!("<p class=\"approve\">{}</p>\n", esc(note))
-}
-
-fn section_table(section: &Section) -> String {
-    section_heading(section) + &rows_table(section.rows.iter(), str::to_string)
 }
 
 pub(crate) fn warning_line(warning: &str) -> String {
@@ -127,8 +134,8 @@ pub(crate) fn about_line(about: &About<'_>) -> String {
 }
 
 /// The line that stands for the tables when nobody is to be shown.
-pub(crate) fn nobody_line(sections: &[Section], warnings: &[String]) -> Option<&'static str> {
-    if sections.iter().any(|s| !s.rows.is_empty()) {
+pub(crate) fn nobody_line(anyone: bool, warnings: &[String]) -> Option<&'static str> {
+    if anyone {
         return None;
     }
     Some(if warnings.is_empty() {
@@ -138,24 +145,47 @@ pub(crate) fn nobody_line(sections: &[Section], warnings: &[String]) -> Option<&
     })
 }
 
-/// The whole page. Sections without rows are left out; with none at all,
-/// one line says why the report is empty.
-pub fn html(
-    sections: &[Section],
-    summary: &Summary,
-    warnings: &[String],
-    about: &About<'_>,
-) -> String {
-    let mut page = head(about);
-    for w in warnings {
-        page.push_str(&warning_line(w));
+/// The whole page, in its parts: what comes before the sections' tables
+/// (known only once every row is counted), the tables, the end. Sections
+/// without rows are left out; with none at all, one line says why the
+/// report is empty. Kept in parts so the tables, the bulk of it, are
+/// written into the step's output once, never copied into a whole page
+/// first.
+pub struct Page {
+    pub before: String,
+    pub tables: String,
+    pub after: &'static str,
+}
+
+impl Page {
+    pub fn new(
+        tables: String,
+        anyone: bool,
+        summary: &Summary,
+        warnings: &[String],
+        about: &About<'_>,
+    ) -> Page {
+        let mut before = head(about);
+        for w in warnings {
+            before.push_str(&warning_line(w));
+        }
+        before.push_str(&about_line(about));
+        before.push_str(&summary_table(summary, about.dry_run));
+        before.extend(nobody_line(anyone, warnings));
+        Page {
+            before,
+            tables,
+            after: "</body></html>\n",
+        }
     }
-    page.push_str(&about_line(about));
-    page.push_str(&summary_table(summary, about.dry_run));
-    page.extend(nobody_line(sections, warnings));
-    for section in sections.iter().filter(|s| !s.rows.is_empty()) {
-        page.push_str(&section_table(section));
+
+    /// The parts, in order.
+    pub fn parts(&self) -> [&str; 3] {
+        [&self.before, &self.tables, self.after]
     }
-    page.push_str("</body></html>\n");
-    page
+
+    /// The page as one text.
+    pub fn text(&self) -> String {
+        self.parts().concat()
+    }
 }

@@ -3,14 +3,16 @@
 //! row says what was done (or waits), and why: the license group and
 //! whether the person was matched by mail or UPN, or why they left.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
-use sluice_guest::{ForEachOutput, GateSummary, HeldEntry, ItemResult};
+use sluice_guest::{ForEachOutput, GateSummary, HeldEntry, ItemEntry, ItemResult, StepError};
 use sluice_guest_services::sync::{
     CreateStatus, Created, DeactivateStatus, Deactivated, Leaver, Person, ProjectRemoval,
     ReactivateStatus, Reactivated,
 };
 
-use crate::Input;
+use crate::input::{CreateItems, Input, Parts};
 
 /// What a row says was done (or waits), as the report shows it.
 pub mod status {
@@ -45,12 +47,61 @@ pub struct Row {
 }
 
 /// A titled table of people, with a line under the title when there is
-/// something to say (the approve command).
+/// something to say (the approve command): every row, as [`all`] collects
+/// them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Section {
     pub title: &'static str,
     pub note: Option<String>,
     pub rows: Vec<Row>,
+}
+
+/// Where the rows go as they are made, one at a time, section by section
+/// (the page, the mail and the counts; or a list of every row): at a
+/// million members the rows are never all held at once.
+pub trait Sink {
+    /// A section begins; the rows until the next one are its own.
+    fn section(&mut self, title: &'static str, note: Option<String>);
+    /// A row of the current section.
+    fn row(&mut self, row: Row);
+}
+
+/// Every row, each in its section: for a caller that wants them all.
+#[derive(Default)]
+pub struct AllRows(pub Vec<Section>);
+
+impl Sink for AllRows {
+    fn section(&mut self, title: &'static str, note: Option<String>) {
+        self.0.push(Section {
+            title,
+            note,
+            rows: Vec::new(),
+        });
+    }
+
+    fn row(&mut self, row: Row) {
+        if let Some(section) = self.0.last_mut() {
+            section.rows.push(row);
+        }
+    }
+}
+
+/// Every section, in the order shown, each row handed to `sink`. The
+/// paged lists are read a page at a time; a page that cannot be read
+/// ends the report with the error.
+pub fn write(input: &Input, sink: &mut impl Sink) -> Result<(), StepError> {
+    let parts = input.parts()?;
+    // Keys only, so a returner's inactive row and an unmanaged user who
+    // holds a license are left out without comparing every pair.
+    let returning = parts
+        .returners
+        .iter()
+        .map(|r| r.map(|r| r.key))
+        .collect::<Result<HashSet<String>, _>>()?;
+    let inactive_keys = joiners(&parts, &returning, sink)?;
+    leavers(input, &parts, sink)?;
+    returners(input, sink);
+    not_managed(&parts, &inactive_keys, sink)
 }
 
 fn text(item: &Value, name: &str) -> String {
@@ -102,60 +153,75 @@ fn created_row(item: &Value, output: &Created) -> Row {
     }
 }
 
-/// Rows of a `for_each` step's items: its own row for each output, a
-/// failed row for each error.
+/// The row of one item of a `for_each` step: its own row for an output,
+/// a failed row for an error.
+fn item_row<O>(
+    entry: &ItemEntry<O>,
+    name_of: &str,
+    why: impl Fn(&Value) -> String,
+    row: impl Fn(&Value, &O) -> Row,
+) -> Row {
+    match &entry.result {
+        ItemResult::Ok { output } => row(&entry.item, output),
+        ItemResult::Failed { error } => Row {
+            status: status::FAILED,
+            name: text(&entry.item, name_of),
+            key: text(&entry.item, "key"),
+            why: why(&entry.item),
+            detail: error.message.clone(),
+        },
+    }
+}
+
+/// Rows of a `for_each` step's output.
 fn item_rows<O>(
     step: Option<&ForEachOutput<O>>,
     name_of: &str,
     why: impl Fn(&Value) -> String,
     row: impl Fn(&Value, &O) -> Row,
-) -> Vec<Row> {
-    let items = step.into_iter().flat_map(|s| s.items.iter());
-    items
-        .map(|entry| match &entry.result {
-            ItemResult::Ok { output } => row(&entry.item, output),
-            ItemResult::Failed { error } => Row {
-                status: status::FAILED,
-                name: text(&entry.item, name_of),
-                key: text(&entry.item, "key"),
-                why: why(&entry.item),
-                detail: error.message.clone(),
-            },
-        })
-        .collect()
+    sink: &mut impl Sink,
+) {
+    for entry in step.into_iter().flat_map(|s| s.items.iter()) {
+        sink.row(item_row(entry, name_of, &why, &row));
+    }
 }
 
 /// New users: what the create step did, then license holders whose
-/// Procore user is inactive and who are not returners.
-pub fn joiners(input: &Input) -> Section {
-    let mut rows = item_rows(
-        input.created.as_ref(),
-        "displayName",
-        person_why,
-        created_row,
-    );
-    let returning = |key: &str| input.diff.returners.iter().any(|r| r.key == key);
-    for inactive in &input.diff.present_inactive {
-        if returning(&inactive.person.key) {
-            continue;
+/// Procore user is inactive and who are not returners. Returns the keys
+/// of every license holder whose Procore user is inactive.
+fn joiners(
+    parts: &Parts<'_>,
+    returning: &HashSet<String>,
+    sink: &mut impl Sink,
+) -> Result<HashSet<String>, StepError> {
+    sink.section("New users", None);
+    match parts.created {
+        CreateItems::Whole(step) => item_rows(step, "displayName", person_why, created_row, sink),
+        CreateItems::Items(items) => {
+            for entry in items.iter() {
+                sink.row(item_row(&entry?, "displayName", person_why, created_row));
+            }
         }
-        let person = &inactive.person;
-        rows.push(Row {
-            status: status::INACTIVE,
-            name: person.display_name.clone().unwrap_or_default(),
-            key: person.key.clone(),
-            why: licensed(&person.groups, person.matched_by().as_str()),
-            detail: format!(
-                "holds a license but Procore user {} is inactive; not created again",
-                inactive.procore_id
-            ),
-        });
     }
-    Section {
-        title: "New users",
-        note: None,
-        rows,
+    let mut inactive_keys = HashSet::new();
+    for inactive in parts.present_inactive.iter() {
+        let inactive = inactive?;
+        let person = inactive.person;
+        if !returning.contains(&person.key) {
+            sink.row(Row {
+                status: status::INACTIVE,
+                why: licensed(&person.groups, person.matched_by().as_str()),
+                name: person.display_name.unwrap_or_default(),
+                key: person.key.clone(),
+                detail: format!(
+                    "holds a license but Procore user {} is inactive; not created again",
+                    inactive.procore_id
+                ),
+            });
+        }
+        inactive_keys.insert(person.key);
     }
+    Ok(inactive_keys)
 }
 
 fn leaver_why(item: &Value) -> String {
@@ -236,39 +302,43 @@ fn approve_note(gate: &GateSummary) -> Option<String> {
 
 /// Leavers: deactivated (or failed), waiting for approval, rejected; and,
 /// when the flow has no deactivate step that ran, leavers not acted on.
-pub fn leavers(input: &Input) -> Section {
+fn leavers(input: &Input, parts: &Parts<'_>, sink: &mut impl Sink) -> Result<(), StepError> {
     let step = input.deactivated.as_ref();
-    let mut rows = item_rows(step, "name", leaver_why, deactivated_row);
     let gate = step.and_then(|s| s.approval.as_ref());
+    sink.section("Leavers", gate.and_then(approve_note));
+    item_rows(step, "name", leaver_why, deactivated_row, sink);
     if let Some(gate) = gate {
-        rows.extend(
-            gate.waiting
-                .iter()
-                .map(|e| held_row(e, status::WAITING, "not deactivated until someone approves")),
-        );
-        rows.extend(
-            gate.rejected
-                .iter()
-                .map(|e| held_row(e, status::REJECTED, "rejected: left active until approved")),
-        );
+        for e in &gate.waiting {
+            sink.row(held_row(
+                e,
+                status::WAITING,
+                "not deactivated until someone approves",
+            ));
+        }
+        for e in &gate.rejected {
+            sink.row(held_row(
+                e,
+                status::REJECTED,
+                "rejected: left active until approved",
+            ));
+        }
     }
     if step.is_none() {
-        rows.extend(input.diff.leavers.iter().map(|l| Row {
-            status: status::NOT_ACTED_ON,
-            name: l.name.clone().unwrap_or_default(),
-            key: l.key.clone(),
-            why: l.reason.as_str().to_string(),
-            detail: format!(
-                "Procore id {}; the deactivate step did not run",
-                l.procore_id
-            ),
-        }));
+        for l in parts.leavers.iter() {
+            let l = l?;
+            sink.row(Row {
+                status: status::NOT_ACTED_ON,
+                name: l.name.unwrap_or_default(),
+                why: l.reason.as_str().to_string(),
+                detail: format!(
+                    "Procore id {}; the deactivate step did not run",
+                    l.procore_id
+                ),
+                key: l.key,
+            });
+        }
     }
-    Section {
-        title: "Leavers",
-        note: gate.and_then(approve_note),
-        rows,
-    }
+    Ok(())
 }
 
 fn returner_why(item: &Value) -> String {
@@ -307,52 +377,46 @@ fn reactivated_row(_item: &Value, out: &Reactivated) -> Row {
 }
 
 /// Returners: people the flow deactivated who hold a license again.
-pub fn returners(input: &Input) -> Section {
-    Section {
-        title: "Returners",
-        note: None,
-        rows: item_rows(
-            input.reactivated.as_ref(),
-            "name",
-            returner_why,
-            reactivated_row,
-        ),
-    }
+fn returners(input: &Input, sink: &mut impl Sink) {
+    sink.section("Returners", None);
+    item_rows(
+        input.reactivated.as_ref(),
+        "name",
+        returner_why,
+        reactivated_row,
+        sink,
+    );
 }
 
 /// Inactive Procore users this flow did not deactivate: reported, never
-/// touched.
-pub fn not_managed(input: &Input) -> Section {
-    Section {
-        title: "Inactive in Procore, not managed by this flow",
-        note: None,
-        rows: input
-            .diff
-            .inactive_unmanaged
-            .iter()
-            // A license holder whose Procore user is inactive already has
-            // its row under "inactive in Procore": one row per person.
-            .filter(|u| {
-                !input
-                    .diff
-                    .present_inactive
-                    .iter()
-                    .any(|i| i.person.key == u.key)
-            })
-            .map(|u| Row {
-                status: status::NOT_MANAGED,
-                name: String::new(),
-                key: u.key.clone(),
-                why: String::new(),
-                detail: format!(
-                    "Procore id {}{}; left alone: this flow did not deactivate them",
-                    u.procore_id,
-                    u.login
-                        .as_deref()
-                        .map(|l| format!(", login {l}"))
-                        .unwrap_or_default()
-                ),
-            })
-            .collect(),
+/// touched. A license holder whose Procore user is inactive already has
+/// its row under "inactive in Procore" (`inactive_keys`): one row per
+/// person.
+fn not_managed(
+    parts: &Parts<'_>,
+    inactive_keys: &HashSet<String>,
+    sink: &mut impl Sink,
+) -> Result<(), StepError> {
+    sink.section("Inactive in Procore, not managed by this flow", None);
+    for u in parts.inactive_unmanaged.iter() {
+        let u = u?;
+        if inactive_keys.contains(&u.key) {
+            continue;
+        }
+        sink.row(Row {
+            status: status::NOT_MANAGED,
+            name: String::new(),
+            why: String::new(),
+            detail: format!(
+                "Procore id {}{}; left alone: this flow did not deactivate them",
+                u.procore_id,
+                u.login
+                    .as_deref()
+                    .map(|l| format!(", login {l}"))
+                    .unwrap_or_default()
+            ),
+            key: u.key,
+        });
     }
+    Ok(())
 }

@@ -1,0 +1,176 @@
+//! What the report reads, in either of its two shapes.
+//!
+//! The shipped flow gives the compare step's parts one by one, each list a
+//! top-level input read a page at a time (contract 0.2.1, [`Paged`]):
+//! `counts`, `guard`, `present_inactive`, `leavers`, `returners`,
+//! `inactive_unmanaged`, and the create step's items as `created_items`. At
+//! a million members the compare output holds some 900,000 people the
+//! report only counts (`present`, `missing`); read whole they would fill
+//! most of an instance's memory.
+//!
+//! A flow written before may still give `diff = "${steps.diff}"` (the whole
+//! compare output) and `created = "${steps.create}"` (the whole `for_each`
+//! output): those are read as they always were, inline, fine for tenants
+//! of some hundred thousand; their `present` and `missing` are skipped
+//! unread. Giving a list both ways is refused, naming both.
+
+use serde::Deserialize;
+use sluice_guest::{ForEachOutput, ItemEntry, JsonSchema, Paged, StepError};
+use sluice_guest_services::sync::{
+    Counts, Created, Deactivated, Guard, InactivePerson, InactiveUnmanaged, Leaver, Reactivated,
+    Returner,
+};
+
+use crate::mail;
+
+/// What to report.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// The `compare` step's output, whole (`${steps.diff}`): the earlier
+    /// shape, read inline. Its `present` and `missing` are not read. Give
+    /// either this or the parts below (`counts` … `inactive_unmanaged`).
+    #[serde(default)]
+    pub diff: Option<DiffParts>,
+    /// The compare step's counts (`${steps.diff.counts}`).
+    #[serde(default)]
+    pub counts: Option<Counts>,
+    /// The compare step's guard (`${steps.diff.guard}`).
+    #[serde(default)]
+    pub guard: Option<Guard>,
+    /// License holders whose Procore user is inactive
+    /// (`${steps.diff.present_inactive}`).
+    #[serde(default)]
+    pub present_inactive: Paged<InactivePerson>,
+    /// Leavers (`${steps.diff.leavers}`): shown as not acted on when no
+    /// `deactivated` is given.
+    #[serde(default)]
+    pub leavers: Paged<Leaver>,
+    /// Returners (`${steps.diff.returners}`).
+    #[serde(default)]
+    pub returners: Paged<Returner>,
+    /// Inactive Procore users the flow does not manage
+    /// (`${steps.diff.inactive_unmanaged}`).
+    #[serde(default)]
+    pub inactive_unmanaged: Paged<InactiveUnmanaged>,
+    /// The `procore-create-user` step's output, whole (`${steps.create}`):
+    /// the earlier shape, read inline. Or give `created_items`.
+    #[serde(default)]
+    pub created: Option<ForEachOutput<Created>>,
+    /// The `procore-create-user` step's items (`${steps.create.items}`).
+    #[serde(default)]
+    pub created_items: Paged<ItemEntry<Created>>,
+    /// The `procore-deactivate-user` step's output, with its approval
+    /// gate's decision (null when it did not run).
+    #[serde(default)]
+    pub deactivated: Option<ForEachOutput<Deactivated>>,
+    /// The `procore-reactivate-user` step's output (null when it did not run).
+    #[serde(default)]
+    pub reactivated: Option<ForEachOutput<Reactivated>>,
+    /// How many license group members were skipped as disabled.
+    #[serde(default)]
+    pub skipped_disabled: usize,
+    /// Lines to show above the tables; empty ones are left out.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// How many rows of each section the mail body shows (the page shows
+    /// them all).
+    #[serde(default = "default_mail_rows")]
+    pub mail_rows: usize,
+}
+
+fn default_mail_rows() -> usize {
+    mail::DEFAULT_MAIL_ROWS
+}
+
+/// The parts of the compare step's output the report reads; the rest
+/// (`present`, `missing`, `adopted`, …) is skipped without being built.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct DiffParts {
+    /// The counts.
+    #[serde(default)]
+    pub counts: Counts,
+    /// The guard.
+    #[serde(default)]
+    pub guard: Guard,
+    /// License holders whose Procore user is inactive.
+    #[serde(default)]
+    pub present_inactive: Paged<InactivePerson>,
+    /// Leavers.
+    #[serde(default)]
+    pub leavers: Paged<Leaver>,
+    /// Returners.
+    #[serde(default)]
+    pub returners: Paged<Returner>,
+    /// Inactive Procore users the flow does not manage.
+    #[serde(default)]
+    pub inactive_unmanaged: Paged<InactiveUnmanaged>,
+}
+
+/// The lists and figures to report, wherever the input gave them.
+pub struct Parts<'a> {
+    pub counts: Counts,
+    pub guard: Guard,
+    pub present_inactive: &'a Paged<InactivePerson>,
+    pub leavers: &'a Paged<Leaver>,
+    pub returners: &'a Paged<Returner>,
+    pub inactive_unmanaged: &'a Paged<InactiveUnmanaged>,
+    pub created: CreateItems<'a>,
+}
+
+/// The create step's items: its whole output, or its items alone.
+#[derive(Clone, Copy)]
+pub enum CreateItems<'a> {
+    Whole(Option<&'a ForEachOutput<Created>>),
+    Items(&'a Paged<ItemEntry<Created>>),
+}
+
+fn both(whole: &str, part: &str) -> StepError {
+    StepError::bad_input(format!(
+        "the input gives `{whole}` and `{part}`: give the whole output or its parts, not both"
+    ))
+    .with_code("both-shapes")
+}
+
+impl Input {
+    /// The parts to report; an error when a list is given both ways.
+    pub fn parts(&self) -> Result<Parts<'_>, StepError> {
+        let created = match (&self.created, self.created_items.is_empty()) {
+            (Some(_), false) => return Err(both("created", "created_items")),
+            (Some(whole), true) => CreateItems::Whole(Some(whole)),
+            (None, false) => CreateItems::Items(&self.created_items),
+            (None, true) => CreateItems::Whole(None),
+        };
+        let Some(diff) = &self.diff else {
+            return Ok(Parts {
+                counts: self.counts.unwrap_or_default(),
+                guard: self.guard.clone().unwrap_or_default(),
+                present_inactive: &self.present_inactive,
+                leavers: &self.leavers,
+                returners: &self.returners,
+                inactive_unmanaged: &self.inactive_unmanaged,
+                created,
+            });
+        };
+        let given = [
+            ("counts", self.counts.is_some()),
+            ("guard", self.guard.is_some()),
+            ("present_inactive", !self.present_inactive.is_empty()),
+            ("leavers", !self.leavers.is_empty()),
+            ("returners", !self.returners.is_empty()),
+            ("inactive_unmanaged", !self.inactive_unmanaged.is_empty()),
+        ];
+        if let Some((part, _)) = given.iter().find(|(_, given)| *given) {
+            return Err(both("diff", part));
+        }
+        Ok(Parts {
+            counts: diff.counts,
+            guard: diff.guard.clone(),
+            present_inactive: &diff.present_inactive,
+            leavers: &diff.leavers,
+            returners: &diff.returners,
+            inactive_unmanaged: &diff.inactive_unmanaged,
+            created,
+        })
+    }
+}
