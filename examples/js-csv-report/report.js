@@ -1,9 +1,10 @@
 // `csv-report` in JavaScript: the license sync's report as CSV.
 //
-// A drop-in for the built-in `html-report`: the same input (`diff` from
-// compare, `created` from procore-create-user's for_each, `deactivated` and
-// `reactivated` from the leavers' and returners' steps, `skipped_disabled`,
-// `warnings`) and the fields the flow's mail step reads (`subject`,
+// A drop-in for the built-in `html-report`: the same input (compare's
+// parts `counts`, `present_inactive`, … or its whole output as `diff`; the
+// create step's items as `created_items`, or its whole output as `created`;
+// `deactivated` and `reactivated` from the leavers' and returners' steps,
+// `skipped_disabled`, `warnings`) and the fields the flow's mail step reads (`subject`,
 // `mail_html`, `notable`), plus `csv`: one row per person acted on or worth
 // a look, `status,name,key,detail`, quoted as RFC 4180 says, and `html`, the
 // whole CSV in a page. `mail_html` is bounded whatever the tenant's size:
@@ -19,11 +20,17 @@ const MAIL_ROWS = 100;
 const INPUT_SCHEMA = {
   $schema: "https://json-schema.org/draft/2020-12/schema",
   type: "object",
-  required: ["diff"],
   additionalProperties: false,
   properties: {
     diff: { type: "object", required: ["missing", "present", "present_inactive"] },
+    counts: { type: ["object", "null"] },
+    guard: { type: ["object", "null"] },
+    present_inactive: { type: ["array", "null"] },
+    leavers: { type: ["array", "null"] },
+    returners: { type: ["array", "null"] },
+    inactive_unmanaged: { type: ["array", "null"] },
     created: { type: ["object", "null"] },
+    created_items: { type: ["array", "null"] },
     deactivated: { type: ["object", "null"] },
     reactivated: { type: ["object", "null"] },
     skipped_disabled: { type: "integer", minimum: 0 },
@@ -68,7 +75,7 @@ const STATUS = {
 /** One row per item of the create step, then the inactive matches. */
 function rowsOf(input) {
   const rows = [];
-  const items = (input.created && input.created.items) || [];
+  const items = input.created_items || (input.created && input.created.items) || [];
   for (const entry of items) {
     const person = entry.item || {};
     if (entry.status === "ok") {
@@ -105,7 +112,7 @@ function rowsOf(input) {
       rows.push(["rejected", person.name, held.key, person.reason || ""]);
     }
   }
-  for (const inactive of input.diff.present_inactive || []) {
+  for (const inactive of compareOutput(input).present_inactive || []) {
     rows.push([
       "inactive in Procore",
       inactive.displayName,
@@ -114,6 +121,17 @@ function rowsOf(input) {
     ]);
   }
   return rows;
+}
+
+/** The compare step's output: whole (`diff`), or its parts in the input. */
+function compareOutput(input) {
+  return input.diff || input;
+}
+
+/** How many license holders are in Procore and active. */
+function presentCount(diff) {
+  if (Array.isArray(diff.present)) return diff.present.length;
+  return (diff.counts && diff.counts.present) || 0;
 }
 
 /** What a leaver's or returner's step output says beyond its status. */
@@ -151,8 +169,8 @@ export function run(inputText, context) {
   } catch (e) {
     throw badInput(`the input is not JSON: ${e.message}`);
   }
-  if (!input || typeof input.diff !== "object" || input.diff === null) {
-    throw badInput("expected {diff, created?, deactivated?, reactivated?, skipped_disabled?, warnings?}");
+  if (!input || typeof input !== "object" || Array.isArray(input)) {
+    throw badInput("expected {counts?, present_inactive?, created_items?, deactivated?, reactivated?, skipped_disabled?, warnings?}");
   }
   const rows = rowsOf(input);
   const csv = [["status", "name", "key", "detail"], ...rows]
@@ -169,7 +187,7 @@ export function run(inputText, context) {
     waiting_for_approval: count("waits for approval"),
     inactive_in_procore: count("inactive in Procore"),
     skipped_disabled: input.skipped_disabled || 0,
-    present: (input.diff.present || []).length,
+    present: presentCount(compareOutput(input)),
   };
   const acted = summary.created + summary.failed + summary.would_create +
     summary.deactivated + summary.reactivated + count("would deactivate") + count("would reactivate");
