@@ -1153,3 +1153,31 @@ async fn a_paged_item_that_does_not_fit_fails_the_step_when_it_is_served() {
         "{error}"
     );
 }
+
+/// Every item's input is checked against the component's schema before the
+/// first item runs (and not again as each runs): an item that does not fit
+/// fails the step with no item started, however late in the list it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_input_that_does_not_fit_fails_the_step_before_any_item_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let fixture = fixture("paged").display().to_string();
+    let text = format!(
+        "name = \"paged\"\n[params]\nsizes = [1, 2, \"three\"]\n\n\
+         [[step]]\nid = \"each\"\nuses = \"{fixture}\"\nfor_each = \"${{params.sizes}}\"\n\
+         concurrency = 1\nwith = {{ make = \"${{item}}\" }}\n"
+    );
+    let (outcome, events) = run_described(&runner, dir.path(), &text).await;
+    assert_eq!(outcome.status, Status::Failed, "{}", events.text());
+    let error = outcome.error.unwrap();
+    assert!(
+        error.contains("step `each`") && error.contains("does not fit") && error.contains("make"),
+        "{error}"
+    );
+    let started = events
+        .events()
+        .iter()
+        .filter(|e| matches!(e, RunEvent::ItemFinished { .. }))
+        .count();
+    assert_eq!(started, 0, "no item ran: {}", events.text());
+}

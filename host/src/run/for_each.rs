@@ -7,9 +7,10 @@
 //! Items are a bounded stream: an item's input is made when a place among
 //! the `concurrency` running items is free, and its task is started then,
 //! so at most `concurrency` inputs are alive at once however long the list.
-//! Every item's input is still resolved once before the first item starts
-//! (and dropped), so a bad reference fails the step before anything is
-//! done. Under `on_error = "fail"` the first failed item stops new items
+//! Every item's input is still resolved and checked against the schema
+//! once before the first item starts (and dropped), so a bad reference
+//! fails the step before anything is done; when the item runs its input is
+//! made again, unchecked. Under `on_error = "fail"` the first failed item stops new items
 //! from starting (those running finish); under `continue` every item runs.
 //! A stopped run (`cancel`) starts no new item and ends the step as
 //! interrupted.
@@ -40,7 +41,7 @@ use super::events::{Observer, RunEvent, Status};
 use super::executor::RunGuard;
 use super::output::{Kind, StepOutput};
 use super::payload::Payload;
-use super::step::{input_text, resolve_input};
+use super::step::{Check, input_text, resolve_input};
 use crate::engine::{OutputCap, StepContext, StepInput};
 use crate::flow::Step;
 use crate::flow::model::OnError;
@@ -99,10 +100,10 @@ pub async fn run(
         items = kept.iter().map(|&i| items[i].clone()).collect();
         keys = kept.iter().map(|&i| keys[i].clone()).collect();
     }
-    // Each input is resolved once here and dropped, so that a bad
-    // reference fails the step before any item has done anything.
+    // Each input is resolved and checked once here and dropped, so that a
+    // bad reference fails the step before any item has done anything.
     for item in &items {
-        input_of(step, scope, item)?;
+        input_of(step, scope, item, Check::Schema)?;
     }
     let input = |i: usize| value_of(step, scope, &items[i]);
     let gate = Gate::decide(ctx, step, &keys, &input, &all_keys, scope).await?;
@@ -262,7 +263,8 @@ async fn stream(
             outcomes.push((index, item, None));
             break;
         };
-        let input = input_of(step, scope, &item)?;
+        // Checked with every item's before the first started.
+        let input = input_of(step, scope, &item, Check::Done)?;
         tasks.spawn(run_item(shared.clone(), permit, (index, item, key), input));
     }
     outcomes.extend(items.map(|(index, item, _)| (index, item, None)));
@@ -277,12 +279,17 @@ fn ended(e: tokio::task::JoinError) -> StepFailure {
 }
 
 /// The step's input for one item, as the JSON text its component reads.
-fn input_of(step: &Step, scope: &Scope<'_>, item: &Value) -> Result<StepInput, StepFailure> {
+fn input_of(
+    step: &Step,
+    scope: &Scope<'_>,
+    item: &Value,
+    check: Check,
+) -> Result<StepInput, StepFailure> {
     let scope = Scope {
         item: Some(item),
         ..*scope
     };
-    input_text(step, &scope)
+    input_text(step, &scope, check)
 }
 
 /// The step's input for one item, as a value (an item an approval gate

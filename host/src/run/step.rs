@@ -172,7 +172,7 @@ async fn run_once(
     context: &Arc<StepContext>,
     scope: &Scope<'_>,
 ) -> (Result<StepOutput, StepFailure>, Option<Attempts>) {
-    let (text, paged) = match input_text(step, scope) {
+    let (text, paged) = match input_text(step, scope, Check::Schema) {
         Ok(input) => (Arc::new(input.text), input.paged),
         Err(e) => return (Err(e), None),
     };
@@ -280,15 +280,31 @@ pub fn resolve_input(step: &Step, scope: &Scope<'_>) -> Result<Value, StepFailur
     Ok(input)
 }
 
+/// Whether [`input_text`] checks the input against its component's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Schema,
+    /// This very input (same step, same scope, same item) passed the check
+    /// already: a `for_each` item's input is checked with every other
+    /// item's before the first item starts, and need not be again when the
+    /// item runs (the check costs more than the rest of making the input).
+    Done,
+}
+
 /// The same input as the JSON text its component reads. A `with` table is
 /// never made one value: each entry is read where it lives (a reference
 /// into another step's output is that output's own text), checked there,
 /// and written out (at 100k members the compare step's input is two lists
 /// of a hundred thousand people). A list the component reads in pages is
 /// not written: the text names it, and the call serves it (see [`paged`]).
-pub fn input_text(step: &Step, scope: &Scope<'_>) -> Result<StepInput, StepFailure> {
+pub fn input_text(step: &Step, scope: &Scope<'_>, check: Check) -> Result<StepInput, StepFailure> {
     let Some(ValueTemplate::Object(entries)) = &step.with else {
-        return resolve_input(step, scope).map(|input| input.to_string().into());
+        let input = match (check, &step.with) {
+            (Check::Schema, _) => resolve_input(step, scope)?,
+            (Check::Done, Some(with)) => scope.resolve_value(with).map_err(unresolved)?,
+            (Check::Done, None) => json!({}),
+        };
+        return Ok(input.to_string().into());
     };
     let resolved = entries
         .iter()
@@ -296,7 +312,7 @@ pub fn input_text(step: &Step, scope: &Scope<'_>) -> Result<StepInput, StepFailu
         .collect::<Result<Vec<_>, ResolveError>>()
         .map_err(unresolved)?;
     let (placeholders, lists) = paged::split(step, scope, entries, &resolved);
-    if let Some(schema) = &step.input_schema {
+    if let (Some(schema), Check::Schema) = (&step.input_schema, check) {
         let names: Vec<&str> = placeholders.iter().map(|(k, _)| k.as_str()).collect();
         schema
             .check_entries_paged(&resolved, &names)
