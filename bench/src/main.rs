@@ -12,7 +12,8 @@
 //! It is a yardstick, not a second implementation to maintain: no retries
 //! beyond one token refresh and honouring a 429's `Retry-After`, no dry
 //! run, no history. It prints one JSON line: wall time, requests, people,
-//! missing, created.
+//! missing, created, and each phase's time (`phases_ms`: graph, procore,
+//! diff, create, report), the floor of the flow's matching steps.
 
 mod api;
 mod graph;
@@ -79,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "flows/procore-license-sync.toml".into());
     let settings = flow_settings(&flow_path)?;
     let started = Instant::now();
+    let mut phases = Phases::new();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
@@ -86,9 +88,12 @@ async fn main() -> anyhow::Result<()> {
     let procore = Arc::new(procore_api(&http)?);
     let groups = graph::license_groups(&graph, &settings.prefixes).await?;
     let people = graph::license_holders(&graph, &groups).await?;
+    phases.end("graph");
     let company = env("PROCORE_COMPANY_ID")?;
     let users = procore::company_users(&procore, &company).await?;
+    phases.end("procore");
     let missing = missing(&people, &users);
+    phases.end("diff");
     let target = procore::Target {
         company,
         project: std::env::var("PROCORE_PROJECT_ID")
@@ -106,7 +111,9 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
     let created = outcomes.iter().filter(|o| o.is_ok()).count();
+    phases.end("create");
     send_report(&graph, &outcomes).await?;
+    phases.end("report");
     let requests =
         graph.requests.load(Ordering::Relaxed) + procore.requests.load(Ordering::Relaxed);
     println!(
@@ -117,9 +124,33 @@ async fn main() -> anyhow::Result<()> {
             "people": people.len(),
             "missing": missing.len(),
             "created": created,
+            "phases_ms": phases.done,
         })
     );
     Ok(())
+}
+
+/// How long each phase took, in milliseconds, in order: the floor each of
+/// the flow's steps is compared with.
+struct Phases {
+    since: Instant,
+    done: serde_json::Map<String, Value>,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            since: Instant::now(),
+            done: serde_json::Map::new(),
+        }
+    }
+
+    /// Ends the phase called `name` now; the next starts.
+    fn end(&mut self, name: &str) {
+        let ms = self.since.elapsed().as_millis() as u64;
+        self.done.insert(name.to_string(), json!(ms));
+        self.since = Instant::now();
+    }
 }
 
 fn graph_api(http: &reqwest::Client) -> anyhow::Result<Api> {
