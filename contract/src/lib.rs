@@ -6,11 +6,33 @@
 //! which later steps read as `${steps.<id>}`, with what its approval gate
 //! held back ([`GateSummary`]): a report after a gated step lists who waits
 //! for approval, who was rejected, and the command that approves them. With the `schema` feature each
-//! also has a JSON Schema, for a component's `describe`.
+//! also has a JSON Schema, for a component's `describe`. And what an
+//! input or output text holds in place of a list handed over in pages
+//! ([`PagedPlaceholder`], the WIT's `paged` and `paged-output`).
 #![deny(missing_docs)]
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// The keyword that marks a top-level list property of a component's
+/// input schema (read in pages, contract 0.2.1) or output schema (handed
+/// over in pages, 0.2.2) as `"x-sluice-paged": true`, and names the list
+/// in its placeholder.
+pub const PAGED_KEYWORD: &str = "x-sluice-paged";
+
+/// What a step's input or output text holds in place of a list handed
+/// over in pages: `{"x-sluice-paged": "people", "length": 85069}`. The
+/// host writes it in an input; a component writes it in its output once
+/// it appended the list's items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagedPlaceholder {
+    /// The list's name: its property's.
+    #[serde(rename = "x-sluice-paged")]
+    pub name: String,
+    /// How many items it holds.
+    pub length: u64,
+}
 
 /// What kind of failure a step reported (the WIT's `error-kind`). Only
 /// `unavailable` and `rate-limited` are retried by a step's `retry`.
@@ -231,6 +253,23 @@ mod tests {
         assert_eq!(gate.waiting[0].key, "ann@x.com");
         assert_eq!(gate.approve.as_deref(), Some("sluice approve ap-1"));
         assert_eq!(serde_json::to_value(&output).unwrap(), text);
+    }
+
+    #[test]
+    fn a_placeholder_is_the_keyword_and_the_length_and_nothing_else() {
+        let placeholder = PagedPlaceholder {
+            name: "people".into(),
+            length: 3,
+        };
+        let text = r#"{"x-sluice-paged":"people","length":3}"#;
+        assert_eq!(serde_json::to_string(&placeholder).unwrap(), text);
+        assert_eq!(
+            serde_json::from_str::<PagedPlaceholder>(text).unwrap(),
+            placeholder
+        );
+        let more = r#"{"x-sluice-paged":"people","length":3,"items":[]}"#;
+        assert!(serde_json::from_str::<PagedPlaceholder>(more).is_err());
+        assert!(serde_json::from_str::<PagedPlaceholder>(r#"{"length":3}"#).is_err());
     }
 
     #[test]

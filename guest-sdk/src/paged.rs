@@ -37,7 +37,7 @@ use crate::StepError;
 
 /// The keyword that marks a paged property, and names the list in the
 /// input text's placeholder.
-pub const KEYWORD: &str = "x-sluice-paged";
+pub const KEYWORD: &str = sluice_contract::PAGED_KEYWORD;
 
 /// The items one page read asks for.
 pub const PAGE: u32 = 1000;

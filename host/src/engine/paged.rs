@@ -17,7 +17,7 @@ pub const MAX_PAGE: usize = 10_000;
 pub const DEFAULT_PAGE: usize = 1000;
 /// The keyword that marks a paged property in an input schema, and the
 /// key of the placeholder the input text holds in its place.
-pub const KEYWORD: &str = "x-sluice-paged";
+pub const KEYWORD: &str = sluice_contract::PAGED_KEYWORD;
 
 /// Why an item could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
