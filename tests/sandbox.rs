@@ -560,7 +560,10 @@ async fn the_readme_example_component_builds_and_runs() {
 }
 
 /// The step context and run context of a call made on the engine directly.
-fn direct_call(state: &Arc<dyn sluice::state::StateStore>) -> sluice::engine::Call {
+fn direct_call(
+    state: &Arc<dyn sluice::state::StateStore>,
+    cap: sluice::engine::OutputCap,
+) -> sluice::engine::Call {
     let step = Arc::new(sluice::engine::StepContext {
         step_id: "pool".into(),
         component: "hostile".into(),
@@ -584,6 +587,7 @@ fn direct_call(state: &Arc<dyn sluice::state::StateStore>) -> sluice::engine::Ca
         },
         state: sluice::state::CallState::new(state.clone(), "pool", None),
         paged: Default::default(),
+        outputs: sluice::engine::OutputLists::none(cap),
     }
 }
 
@@ -622,10 +626,9 @@ fn hostile_on_a_pool_of_one() -> (Arc<sluice::engine::Engine>, impl Fn(&str) -> 
             engine
                 .call(
                     &hostile,
-                    direct_call(&state),
+                    direct_call(&state, cap),
                     input,
                     Duration::from_secs(600),
-                    cap,
                 )
                 .await
         }) as PendingCall

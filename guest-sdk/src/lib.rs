@@ -1,4 +1,4 @@
-//! The Rust SDK for Sluice step components (contract `sluice:flow@0.2.1`).
+//! The Rust SDK for Sluice step components (contract `sluice:flow@0.2.2`).
 //!
 //! A step is a function from a typed input to a typed output. The SDK
 //! reads the input from JSON, writes the output to JSON, derives both JSON
@@ -36,6 +36,8 @@
 //! - [`state`]: the flow's key-value store, kept between runs
 //! - [`paged`]: an input list read from the host a page at a time
 //!   ([`Paged`]), for lists too large to hold as JSON text
+//! - [`output_list`]: an output list handed to the host a page at a time
+//!   ([`OutputList`]), the same for what a step outputs
 //! - [`log`]: the run's log
 //! - [`Context`]: which run, step and item this is; whether it is a dry run
 //! - [`StepError`]: a failure with its [`ErrorKind`], which decides whether
@@ -55,6 +57,7 @@ pub mod glue;
 pub mod http;
 pub mod log;
 mod output;
+pub mod output_list;
 pub mod paged;
 pub mod state;
 
@@ -79,6 +82,7 @@ pub use context::Context;
 pub use error::StepError;
 pub use http::{Call, Method, Response, Sent, WouldSend};
 pub use output::{JsonText, StepOutput};
+pub use output_list::OutputList;
 pub use paged::Paged;
 pub use schemars::{self, JsonSchema};
 pub use serde_json::{self, Value, json};

@@ -22,7 +22,7 @@ use sluice::engine::{Engine, EngineConfig, PoolSize};
 use sluice::flow::model::ConnectionSpec;
 use sluice::redact::Redactor;
 use sluice::state::{MemoryStore, StateStore};
-use support::{NO_CAP, call, context, median, show};
+use support::{call, context, median, show};
 
 mod raw {
     //! The same component driven by wasmtime directly, compiled and
@@ -123,6 +123,18 @@ mod raw {
             _: u32,
         ) -> wasmtime::Result<Result<String, sluice::flow::paged::PageError>> {
             Ok(Err(sluice::flow::paged::PageError::UnknownList(name)))
+        }
+    }
+
+    impl sluice::flow::paged_output::Host for State {
+        async fn append(
+            &mut self,
+            name: String,
+            _: String,
+        ) -> wasmtime::Result<Result<(), sluice::flow::paged_output::AppendError>> {
+            Ok(Err(sluice::flow::paged_output::AppendError::UnknownList(
+                name,
+            )))
         }
     }
 
@@ -280,7 +292,7 @@ async fn call_bench() {
         async move {
             let t = Instant::now();
             engine
-                .call(&prepared, call, "{}".into(), Duration::from_secs(5), NO_CAP)
+                .call(&prepared, call, "{}".into(), Duration::from_secs(5))
                 .await
                 .unwrap();
             t.elapsed()
@@ -399,7 +411,6 @@ async fn send_bench() {
                             call(ctx, state),
                             input.clone(),
                             Duration::from_secs(60),
-                            NO_CAP,
                         )
                         .await
                         .unwrap();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice::engine::{Engine, EngineConfig, Prepared};
 use sluice::state::{MemoryStore, StateStore};
-use support::{NO_CAP, call, context, median, show};
+use support::{call, context, median, show};
 
 /// License holders in the bench's tenant; as many Procore users, a tenth
 /// of the holders missing from Procore.
@@ -141,7 +141,6 @@ async fn timed_call(engine: &Engine, prepared: &Prepared, input: &str) -> (Durat
             call(&ctx, &state),
             input.to_string(),
             Duration::from_secs(60),
-            NO_CAP,
         )
         .await
         .unwrap();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice::connections::Connection;
-use sluice::engine::{Call, Invocation, LogLevel, OutputCap, StepContext};
+use sluice::engine::{Call, Invocation, LogLevel, OutputCap, OutputLists, StepContext};
 use sluice::state::{CallState, StateStore};
 
 /// The benches' outputs are not capped: no cap is measured.
@@ -58,5 +58,6 @@ pub fn call(step: &Arc<StepContext>, state: &Arc<dyn StateStore>) -> Call {
         invocation: invocation(),
         state: CallState::new(state.clone(), "bench", None),
         paged: Default::default(),
+        outputs: OutputLists::none(NO_CAP),
     }
 }

@@ -1,4 +1,4 @@
-//! Host-side bindings of the `sluice:flow@0.2.1` step world.
+//! Host-side bindings of the `sluice:flow@0.2.2` step world.
 //!
 //! `connection.send` blocks on the network and `state.get`/`state.list`
 //! on the state store (SQLite): they are async, so a call waiting on them
@@ -22,5 +22,6 @@ wasmtime::component::bindgen!({
 pub use self::sluice::flow::connection;
 pub use self::sluice::flow::log as guest_log;
 pub use self::sluice::flow::paged as guest_paged;
+pub use self::sluice::flow::paged_output as guest_paged_output;
 pub use self::sluice::flow::state as guest_state;
 pub use self::sluice::flow::types;

@@ -9,6 +9,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use super::budget::BudgetExhausted;
 use super::instance::SandboxViolation;
 use super::limits::{DeadlineExceeded, MemoryLimitExceeded};
+use super::paged_output::ListsTooLarge;
 
 /// Why a step call produced no output. The engine's own failures (a trap, a
 /// limit) and the component's reported error are kept apart.
@@ -105,6 +106,13 @@ pub(super) fn classify(
     }
     if let Some(b) = error.downcast_ref::<BudgetExhausted>() {
         return CallError::MemoryBudget(*b);
+    }
+    if let Some(l) = error.downcast_ref::<ListsTooLarge>() {
+        return CallError::OutputTooLarge {
+            size: l.size,
+            limit: l.limit,
+            key: l.key,
+        };
     }
     if let Some(v) = error.downcast_ref::<SandboxViolation>() {
         return CallError::Violation(v.0.clone());

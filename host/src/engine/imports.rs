@@ -1,10 +1,13 @@
 //! The host side of the step world's imports: `log`, `connection.send`,
-//! `state` and `paged`. Each serves the [`Call`](super::instance::Call) its instance
+//! `state`, `paged` and `paged-output`. Each serves the [`Call`](super::instance::Call) its instance
 //! was created for; in a `describe` instance each one traps.
 
-use super::bindings::{connection, guest_log, guest_paged, guest_state, sluice};
+use super::bindings::{
+    connection, guest_log, guest_paged, guest_paged_output, guest_state, sluice,
+};
 use super::instance::{LogLevel, MAX_LOG_LINES, SandboxViolation, StepState};
 use super::paged;
+use super::paged_output::Refused as AppendRefused;
 use crate::connections::{self, SendError};
 use crate::state::{self, Refused};
 
@@ -198,5 +201,25 @@ impl guest_paged::Host for StepState {
         Ok(list
             .page(start, paged::page_size(limit))
             .map_err(|e| guest_paged::PageError::BadItem(e.0)))
+    }
+}
+
+impl guest_paged_output::Host for StepState {
+    fn append(
+        &mut self,
+        name: String,
+        items: String,
+    ) -> wasmtime::Result<Result<(), guest_paged_output::AppendError>> {
+        use guest_paged_output::AppendError;
+        let call = self.call("paged-output.append")?;
+        let appended = call
+            .outputs
+            .append(&name, &items)
+            .map_err(wasmtime::Error::new)?;
+        Ok(appended.map_err(|refused| match refused {
+            AppendRefused::UnknownList(name) => AppendError::UnknownList(name),
+            e @ AppendRefused::NotAList { .. } => AppendError::NotAList(e.to_string()),
+            e @ AppendRefused::BadItem { .. } => AppendError::BadItem(e.to_string()),
+        }))
     }
 }

@@ -18,6 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::MemoryCap;
 use super::paged::PagedInputs;
+use super::paged_output::OutputLists;
 use crate::connections::{self, Connection, RequestStats};
 use crate::state::CallState;
 
@@ -124,13 +125,15 @@ pub struct Invocation {
     pub attempt: u32,
 }
 
-/// One call of a component: whose, for what, its view of the state and
-/// the lists of its input it reads in pages.
+/// One call of a component: whose, for what, its view of the state, the
+/// lists of its input it reads in pages and those of its output it hands
+/// over in pages.
 pub struct Call {
     pub step: Arc<StepContext>,
     pub invocation: Invocation,
     pub state: CallState,
     pub paged: PagedInputs,
+    pub outputs: OutputLists,
 }
 
 /// Why a component's call was ended by the host rather than by itself.

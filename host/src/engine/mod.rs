@@ -6,9 +6,10 @@
 //! digest. Running a step is `Store::new` + instantiate + call: nothing is
 //! linked or compiled on that path, and no state survives between calls.
 //!
-//! - [`bindings`]: the `sluice:flow@0.2.1` world, host side; [`imports`]
+//! - [`bindings`]: the `sluice:flow@0.2.2` world, host side; [`imports`]
 //!   serves its imports ([`instance`] is what each instance holds;
-//!   [`paged`] the lists a call reads in pages)
+//!   [`paged`] the lists a call reads in pages, [`paged_output`] those it
+//!   hands over in pages)
 //! - [`contract`]: a component built for another contract version is
 //!   refused when it is prepared, naming both versions
 //! - [`describe`]: the optional `describe` export, asked once per component
@@ -32,6 +33,7 @@ mod imports;
 pub mod instance;
 pub mod limits;
 pub mod paged;
+pub mod paged_output;
 pub mod pool;
 mod runtime;
 
@@ -55,6 +57,7 @@ pub use instance::{
 };
 use limits::{DeadlineExceeded, MemoryCap};
 pub use paged::{PagedInputs, PagedList, StepInput};
+pub use paged_output::{AppendedList, AppendedLists, ListRules, OutputLists};
 pub use pool::{PoolSize, PoolStats};
 use runtime::{Ready, Runtime};
 
@@ -80,6 +83,9 @@ pub struct CallOutput {
     pub output: String,
     /// The flow state it wrote, for the run to keep (see [`crate::state`]).
     pub writes: crate::state::Writes,
+    /// The lists it handed over in pages, for the run to put in the
+    /// output's placeholders (see [`paged_output`]).
+    pub lists: AppendedLists,
 }
 
 impl CallOutput {
@@ -276,16 +282,17 @@ impl Engine {
         })
     }
 
-    /// Runs the component once in a fresh instance; its output (JSON text)
-    /// may be at most `cap`.
+    /// Runs the component once in a fresh instance; its output (JSON text,
+    /// with the lists it appended) may be at most the call's output cap
+    /// (`call.outputs`).
     pub async fn call(
         &self,
         prepared: &Prepared,
         call: Call,
         input: String,
         timeout: Duration,
-        cap: OutputCap,
     ) -> Result<CallOutput, CallError> {
+        let cap = call.outputs.cap();
         let context = run_context(&call.invocation);
         let max_stack = self.config.max_wasm_stack;
         // Epochs do not interrupt a guest waiting in a host call (a slow
@@ -315,25 +322,29 @@ impl Engine {
             Err(_) => return Err(CallError::Timeout(timeout)),
         };
         let output = match output {
-            Ok(output) if output.len() > cap.bytes => {
-                return Err(CallError::OutputTooLarge {
-                    size: output.len(),
-                    limit: cap.bytes,
-                    key: cap.key,
-                });
-            }
             Ok(output) => output,
             Err(reported) => return Err(reported_error(reported)),
         };
-        let writes = live
-            .store
-            .into_data()
-            .into_call()
-            .map(|c| c.state.into_writes())
-            .unwrap_or_default();
+        // A run's instance always holds its call; `describe`'s has none.
+        let (writes, lists) = match live.store.into_data().into_call() {
+            Some(call) => (call.state.into_writes(), call.outputs),
+            None => (Default::default(), OutputLists::none(cap)),
+        };
+        let size = output.len().saturating_add(lists.bytes());
+        if size > cap.bytes {
+            return Err(CallError::OutputTooLarge {
+                size,
+                limit: cap.bytes,
+                key: cap.key,
+            });
+        }
         // The instance (its linear memory, hundreds of MiB for a compare
         // at 100k members) is gone before the output is read.
-        Ok(CallOutput { output, writes })
+        Ok(CallOutput {
+            output,
+            writes,
+            lists: lists.into_lists(),
+        })
     }
 
     /// The component's description, from its `describe` export, or `None`

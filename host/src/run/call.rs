@@ -22,9 +22,11 @@ use sluice_store::{Attempts, FailedAttempt};
 
 use super::executor::RunGuard;
 use super::output::StepOutput;
+use super::splice::{self, SpliceError};
 use crate::connections::decide::backoff;
 use crate::engine::{
-    Call, CallError, Engine, Invocation, OutputCap, Prepared, StepContext, StepInput,
+    Call, CallError, Engine, Invocation, ListRules, OutputCap, OutputLists, Prepared, StepContext,
+    StepInput,
 };
 use crate::flow::model::RetryPolicy;
 use crate::redact::Redactor;
@@ -45,6 +47,9 @@ pub struct Caller {
     /// The run context every call of the step shares (no item, attempt 1).
     pub invocation: Invocation,
     pub timeout: Duration,
+    /// The lists of its output the component may hand over in pages (see
+    /// [`super::paged::output_rules`]); `None`: none.
+    pub lists: Option<Arc<dyn ListRules>>,
     /// The step's `retry`; `None` calls once.
     pub retry: Option<RetryPolicy>,
     /// The run's stop flag and lease guard, asked before each new attempt.
@@ -145,8 +150,8 @@ impl ItemId {
 
 impl Caller {
     /// Calls the component with `input` (JSON text, and the lists it reads
-    /// in pages), its output (JSON text)
-    /// at most `cap`, again while its step's `retry` allows (see the module
+    /// in pages), its output (JSON text, with the lists it hands over in
+    /// pages) at most `cap`, again while its step's `retry` allows (see the module
     /// docs), and keeps the state the successful attempt wrote.
     pub async fn call(
         &self,
@@ -249,16 +254,21 @@ impl Caller {
             state: CallState::new(self.state.clone(), &invocation.flow, self.overlay.clone()),
             invocation,
             paged: input.paged,
+            outputs: OutputLists::new(self.lists.clone(), cap),
         };
         let done = self
             .engine
-            .call(&self.prepared, call, input.text, self.timeout, cap)
+            .call(&self.prepared, call, input.text, self.timeout)
             .await?;
         // Checked before its writes are kept: an unreadable output fails
         // the call like any other failure.
         let start: String = done.output.chars().take(40).collect();
-        let output = StepOutput::parse(done.output)
-            .map_err(|e| CallError::InvalidOutput(format!("{e} (output starts with {start:?})")))?;
+        let output = splice::spliced(done.output, done.lists).map_err(|e| match e {
+            SpliceError::Json(e) => {
+                CallError::InvalidOutput(format!("{e} (output starts with {start:?})"))
+            }
+            other => CallError::InvalidOutput(other.to_string()),
+        })?;
         self.keep(done.writes).await?;
         Ok(output)
     }

@@ -10,7 +10,8 @@
 //! - [`for_each`]: one call per item, and the typed output that lists them
 //! - [`approval`]: the approval gate of a `for_each` step with `approval`
 //! - [`output`]: a step's output as the run holds it (its JSON text) and
-//!   the references that read it
+//!   the references that read it; [`splice`]: the lists a component
+//!   handed over in pages, put in its output
 //! - [`artifacts`]: output fields written as files
 //! - [`ledger`]: what a step says about each key it handled
 //! - [`events`] and [`recorder`]: what watchers and the run history see;
@@ -29,6 +30,7 @@ pub mod paged;
 pub mod payload;
 pub mod prepare;
 pub mod recorder;
+pub mod splice;
 pub mod step;
 
 pub use approval::{ApprovalStore, GateSummary};

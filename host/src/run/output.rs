@@ -310,6 +310,9 @@ impl<'de> Visitor<'de> for AllFields {
     }
 }
 
+/// An output's top-level fields, each with its place in the text.
+pub(super) type Fields = Vec<(String, Range<usize>)>;
+
 /// A step's output: its JSON text, shared, and where each of its
 /// top-level fields lies in it (so `${steps.x.field}` does not read
 /// through the rest).
@@ -340,6 +343,23 @@ impl StepOutput {
             .filter_map(|(key, value)| Some((key, value.range_in(&text)?)))
             .collect();
         Ok(StepOutput(Arc::new(Inner { text, fields })))
+    }
+
+    /// An output from its parts, which the caller vouches for: `text` is
+    /// one valid JSON value without whitespace around it, and `fields`
+    /// are its top-level fields' places, as [`Self::parse`] finds them
+    /// (see [`super::splice`], which builds a text from checked parts).
+    pub(super) fn from_parts(text: String, fields: Fields) -> StepOutput {
+        StepOutput(Arc::new(Inner { text, fields }))
+    }
+
+    /// The text and its fields' places, taken apart when nothing else
+    /// holds this output (else the output itself, unchanged).
+    pub(super) fn into_parts(self) -> Result<(String, Fields), StepOutput> {
+        match Arc::try_unwrap(self.0) {
+            Ok(inner) => Ok((inner.text, inner.fields)),
+            Err(shared) => Err(StepOutput(shared)),
+        }
     }
 
     /// The output of a value the host made (a `for_each` step's).

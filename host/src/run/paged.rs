@@ -1,7 +1,9 @@
 //! The lists of a step's input its component reads in pages (the WIT's
 //! `paged`): which entries of the `with` they are, what the input text
 //! holds in their place, and the list each one serves, checked item by
-//! item against its component's `items` schema.
+//! item against its component's `items` schema. And the lists of its
+//! output it hands over in pages (`paged-output`): which names its output
+//! schema marks, and what their items must be ([`output_rules`]).
 //!
 //! A list that is one whole reference into another step's output
 //! (`people = "${steps.members.people}"`) is served from that output's
@@ -14,12 +16,15 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::output::{ListItems, StepOutput};
-use crate::engine::PagedInputs;
+use serde_json::value::RawValue;
+
 use crate::engine::paged::{BadItem, PagedList, placeholder};
-use crate::flow::Step;
+use crate::engine::{ListRules, PagedInputs};
 use crate::flow::model::ValueTemplate;
 use crate::flow::resolve::{Found, Scope};
 use crate::flow::schema::InputSchema;
+use crate::flow::schema::paged_output::OutputListSchemas;
+use crate::flow::{Description, Step};
 
 /// A list where it lives, and how to check its items.
 struct Held {
@@ -100,4 +105,30 @@ fn held_apart(found: &Found<'_>) -> Option<ListItems> {
         _ => return None,
     };
     StepOutput::of(&value).list_at(&[])
+}
+
+/// The lists a step's component may hand over in pages: those its output
+/// schema marks. `None` when it marks none (or describes nothing).
+pub fn output_rules(step: &Step) -> Option<Arc<dyn ListRules>> {
+    list_rules(step.description.as_ref()?)
+}
+
+/// The lists a component's output schema marks (see [`output_rules`]).
+pub fn list_rules(description: &Description) -> Option<Arc<dyn ListRules>> {
+    let schemas = OutputListSchemas::of(&description.name, &description.output_schema)?;
+    Some(Arc::new(OutputRules(schemas)))
+}
+
+/// An output schema's marked lists, as the engine asks about them.
+struct OutputRules(OutputListSchemas);
+
+impl ListRules for OutputRules {
+    fn names(&self) -> Vec<String> {
+        self.0.names().map(str::to_string).collect()
+    }
+
+    fn check(&self, name: &str, index: u64, item: &RawValue) -> Result<(), String> {
+        let value: Value = serde_json::from_str(item.get()).map_err(|e| e.to_string())?;
+        self.0.check(name, index, &value)
+    }
 }

@@ -157,6 +157,7 @@ fn caller(ctx: &RunContext<'_>, step: &Step, prepared: &Arc<Prepared>) -> Caller
             attempt: 1,
         },
         timeout: step.timeout,
+        lists: paged::output_rules(step),
         retry: step.retry,
         cancel: ctx.options.cancel.clone(),
         guard: ctx.options.guard.clone(),

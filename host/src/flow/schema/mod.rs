@@ -9,8 +9,10 @@
 //! [`InputSchema::known_mismatches`], and what its references are known to
 //! be (another step's output schema) with the walker in [`shape`]. Both
 //! describe a problem as a [`Mismatch`]: the path of the offending key and
-//! the same one-line message.
+//! the same one-line message. [`paged_output`] reads the lists a
+//! component's output schema marks as handed over in pages.
 
+pub mod paged_output;
 mod parts;
 pub mod shape;
 
