@@ -22,10 +22,10 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
-use sluice_guest::{Context, JsonSchema, JsonText, Paged, StepError, state};
+use sluice_guest::{Context, JsonSchema, Paged, StepError, state};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Counts, Diff, HOLDERS_KEY, Holders, InactivePerson, MANAGED_PREFIX, Managed, Person, Present,
+    Counts, HOLDERS_KEY, Holders, InactivePerson, MANAGED_PREFIX, Managed, Person, Present,
     ProcoreUser, managed_key,
 };
 use sluice_identity::Key;
@@ -73,7 +73,7 @@ pub struct Input {
     pub rejected: Vec<String>,
 }
 
-pub fn compare_input(input: Input, context: &Context) -> Result<JsonText<Diff>, StepError> {
+pub fn compare_input(input: Input, context: &Context) -> Result<Written, StepError> {
     let policy = policy(&input, context)?;
     let known = read_known()?;
     // Each write goes to the host as it is made: a first run adopts every
@@ -82,14 +82,14 @@ pub fn compare_input(input: Input, context: &Context) -> Result<JsonText<Diff>, 
         Write::Managed(key, record) => state::set(&managed_key(&key), &record),
         Write::Holders(holders) => state::set(HOLDERS_KEY, &holders),
     };
-    let written = sync(
+    sync(
         &input.people,
         &input.procore_users,
         &known,
         &policy,
         &mut write,
-    )?;
-    Ok(JsonText::new(written.finish()?))
+    )?
+    .finish()
 }
 
 /// The match and the lifecycle of one run: the whole output, the state
@@ -141,6 +141,8 @@ struct Matcher {
     missing: HashSet<String>,
     /// Distinct license holders.
     people: usize,
+    /// License holders with an active Procore user.
+    present: usize,
 }
 
 impl Matcher {
@@ -178,6 +180,7 @@ impl Matcher {
                         procore_id: user.id.clone(),
                     };
                     out.present.push(&present)?;
+                    self.present += 1;
                     Ok(Some((present.key, present.procore_id)))
                 } else {
                     out.present_inactive.push(InactivePerson {
@@ -194,8 +197,8 @@ impl Matcher {
     fn count(&self, users: &Users, out: &mut Written) {
         out.counts = Counts {
             people: self.people,
-            missing: out.missing.len(),
-            present: out.present.len(),
+            missing: self.missing.len(),
+            present: self.present,
             present_inactive: out.present_inactive.len(),
             procore_only: users.iter().filter(|(_, u)| !u.matched).count(),
             ..out.counts
@@ -264,7 +267,7 @@ pub fn paged<T: serde::Serialize>(items: &[T]) -> Paged<T> {
 /// The match alone, of the owned forms (the lifecycle left out), for
 /// tests.
 #[cfg(test)]
-pub fn diff(people: &[Person], users: &[ProcoreUser]) -> Diff {
+pub fn diff(people: &[Person], users: &[ProcoreUser]) -> sluice_guest_services::sync::Diff {
     let mut index = Users::read(&paged(users), &[]).unwrap();
     let mut out = Written::default();
     let mut matcher = Matcher::default();

@@ -1,147 +1,86 @@
-//! The step's output ([`Diff`](sluice_guest_services::sync::Diff)), written as it is decided. The three lists
-//! that grow with the tenant (`missing`, `present`, `adopted`: at a
-//! million members some 200 MB of JSON) are written entry by entry as
-//! JSON text and never held as records; the rest is small and stays typed
-//! until [`Written::finish`] writes the whole text.
-
-use std::marker::PhantomData;
+//! The step's output: [`Diff`](sluice_guest_services::sync::Diff)'s
+//! shape, written as it is decided. The three lists that grow with the
+//! tenant (`missing`, `present`, `adopted`: at a million members some
+//! 200 MB of JSON) are [`OutputList`]s, handed to the host a page at a
+//! time as entries are pushed, so the step never holds them; the rest is
+//! small and stays typed.
 
 use serde::Serialize;
-use sluice_guest::StepError;
+use sluice_guest::{JsonSchema, OutputList, StepError};
 use sluice_guest_services::sync::{
     Adopted, Counts, Guard, InactivePerson, InactiveUnmanaged, Leaver, Leaving, Person, Present,
     Returner,
 };
 
-/// A list of the output, as the JSON text of its items so far.
-pub struct List<T> {
-    text: Vec<u8>,
-    len: usize,
-    _items: PhantomData<fn(&T)>,
-}
-
-impl<T> Default for List<T> {
-    fn default() -> Self {
-        List {
-            text: Vec::new(),
-            len: 0,
-            _items: PhantomData,
-        }
-    }
-}
-
-impl<T: Serialize> List<T> {
-    /// Writes `item` at the end of the list.
-    pub fn push(&mut self, item: &T) -> Result<(), StepError> {
-        if self.len > 0 {
-            self.text.push(b',');
-        }
-        serde_json::to_writer(&mut self.text, item).map_err(|e| {
-            StepError::internal(format!("an output entry could not be written: {e}"))
-                .with_code("bad-output")
-        })?;
-        self.len += 1;
-        Ok(())
-    }
-
-    /// How many items the list holds.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// The list's JSON text.
-    fn write_to(self, out: &mut Vec<u8>) {
-        out.push(b'[');
-        out.extend_from_slice(&self.text);
-        out.push(b']');
-    }
-}
-
-/// The output so far (the fields are [`Diff`](sluice_guest_services::sync::Diff)'s).
-#[derive(Default)]
+/// Who is missing from Procore, who is there, who leaves and who returns:
+/// `Diff`'s fields, in its order, with its three large lists paged.
+#[derive(Serialize, JsonSchema)]
 pub struct Written {
-    pub missing: List<Person>,
-    pub present: List<Present>,
+    /// License holders with no Procore user: to be created.
+    pub missing: OutputList<Person>,
+    /// License holders with an active Procore user.
+    pub present: OutputList<Present>,
+    /// License holders whose Procore user is inactive: reported, never
+    /// created again.
     pub present_inactive: Vec<InactivePerson>,
+    /// The counts.
     pub counts: Counts,
-    pub adopted: List<Adopted>,
+    /// License holders this run began to manage (adopted): the shipped
+    /// flow's `ledger` records each in the person's story.
+    pub adopted: OutputList<Adopted>,
+    /// Managed, active Procore users who hold no license now: to be
+    /// deactivated (after approval).
+    #[serde(default)]
     pub leavers: Vec<Leaver>,
+    /// Managed people who hold no license, still inside `leaver_grace`.
+    #[serde(default)]
     pub leaving: Vec<Leaving>,
+    /// Inactive Procore users the flow deactivated who hold a license
+    /// again: to be reactivated.
+    #[serde(default)]
     pub returners: Vec<Returner>,
+    /// Inactive Procore users the flow did not deactivate: reported,
+    /// never touched.
+    #[serde(default)]
     pub inactive_unmanaged: Vec<InactiveUnmanaged>,
+    /// Whether this run's reads look too thin to trust for deactivations.
+    #[serde(default)]
     pub guard: Guard,
 }
 
-impl Written {
-    /// The output's text: a `Diff`, its fields in their order.
-    pub fn finish(self) -> Result<String, StepError> {
-        let present_inactive = small(&self.present_inactive)?;
-        let counts = small(&self.counts)?;
-        let leavers = small(&self.leavers)?;
-        let leaving = small(&self.leaving)?;
-        let returners = small(&self.returners)?;
-        let inactive_unmanaged = small(&self.inactive_unmanaged)?;
-        let guard = small(&self.guard)?;
-        let size = 200
-            + self.missing.text.len()
-            + self.present.text.len()
-            + self.adopted.text.len()
-            + [
-                &present_inactive,
-                &counts,
-                &leavers,
-                &leaving,
-                &returners,
-                &inactive_unmanaged,
-                &guard,
-            ]
-            .iter()
-            .map(|t| t.len())
-            .sum::<usize>();
-        let mut out = Vec::with_capacity(size);
-        out.extend_from_slice(b"{\"missing\":");
-        self.missing.write_to(&mut out);
-        out.extend_from_slice(b",\"present\":");
-        self.present.write_to(&mut out);
-        for (name, text) in [("present_inactive", present_inactive), ("counts", counts)] {
-            field(&mut out, name, &text);
+impl Default for Written {
+    fn default() -> Self {
+        Written {
+            missing: OutputList::new("missing"),
+            present: OutputList::new("present"),
+            present_inactive: Vec::new(),
+            counts: Counts::default(),
+            adopted: OutputList::new("adopted"),
+            leavers: Vec::new(),
+            leaving: Vec::new(),
+            returners: Vec::new(),
+            inactive_unmanaged: Vec::new(),
+            guard: Guard::default(),
         }
-        out.extend_from_slice(b",\"adopted\":");
-        self.adopted.write_to(&mut out);
-        for (name, text) in [
-            ("leavers", leavers),
-            ("leaving", leaving),
-            ("returners", returners),
-            ("inactive_unmanaged", inactive_unmanaged),
-            ("guard", guard),
-        ] {
-            field(&mut out, name, &text);
-        }
-        out.push(b'}');
-        String::from_utf8(out).map_err(|e| {
-            StepError::internal(format!("the output is not UTF-8: {e}")).with_code("bad-output")
-        })
     }
 }
 
-fn field(out: &mut Vec<u8>, name: &str, text: &[u8]) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-    out.extend_from_slice(text);
+impl Written {
+    /// The output, every list handed over.
+    pub fn finish(mut self) -> Result<Written, StepError> {
+        self.missing.finish()?;
+        self.present.finish()?;
+        self.adopted.finish()?;
+        Ok(self)
+    }
 }
 
-/// A small field's text, written whole.
-fn small<T: Serialize>(value: &T) -> Result<Vec<u8>, StepError> {
-    serde_json::to_vec(value).map_err(|e| {
-        StepError::internal(format!("the output could not be written: {e}")).with_code("bad-output")
-    })
-}
-
-/// The whole output as a [`Diff`], for tests.
+/// The whole output as a `Diff`, for tests (natively the lists are
+/// written whole).
 #[cfg(test)]
 pub fn parsed(written: Written) -> sluice_guest_services::sync::Diff {
-    serde_json::from_str(&written.finish().unwrap()).unwrap()
+    let text = serde_json::to_string(&written.finish().unwrap()).unwrap();
+    serde_json::from_str(&text).unwrap()
 }
 
 #[cfg(test)]
@@ -149,6 +88,34 @@ mod tests {
     use super::*;
     use sluice_guest_services::procore::Id;
     use sluice_guest_services::sync::{AdoptedStatus, Diff, LeaveReason, MatchedBy, Origin};
+
+    #[test]
+    fn the_schema_is_the_diffs_with_its_three_large_lists_paged() {
+        let written: serde_json::Value =
+            serde_json::from_str(&sluice_guest::glue::schema::<Written>()).unwrap();
+        let diff: serde_json::Value =
+            serde_json::from_str(&sluice_guest::glue::schema::<Diff>()).unwrap();
+        let paged = |field: &str| written["properties"][field]["x-sluice-paged"] == true;
+        for field in ["missing", "present", "adopted"] {
+            assert!(paged(field), "{field}");
+            assert_eq!(
+                written["properties"][field]["items"],
+                diff["properties"][field]["items"]
+            );
+        }
+        for field in [
+            "present_inactive",
+            "counts",
+            "leavers",
+            "leaving",
+            "returners",
+            "guard",
+        ] {
+            assert!(!paged(field), "{field}");
+            assert_eq!(written["properties"][field], diff["properties"][field]);
+        }
+        assert_eq!(written["$defs"], diff["$defs"]);
+    }
 
     #[test]
     fn the_text_is_the_diff_serialised() {
@@ -216,7 +183,7 @@ mod tests {
         written.leavers = expected.leavers.clone();
         written.guard = expected.guard.clone();
         assert_eq!(written.missing.len(), 2);
-        let text = written.finish().unwrap();
+        let text = serde_json::to_string(&written.finish().unwrap()).unwrap();
         assert_eq!(text, serde_json::to_string(&expected).unwrap());
     }
 }
