@@ -40,7 +40,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_guest::state;
-use sluice_guest::{Call, Context, JsonSchema, StepError};
+use sluice_guest::{Call, Context, JsonSchema, OutputList, StepError};
 use sluice_guest_services::graph::Group;
 use sluice_guest_services::sync::{MANAGED_PREFIX, Managed, ManagedStatus, Person};
 
@@ -84,9 +84,11 @@ pub enum Read {
 pub struct Output {
     /// How many people.
     pub count: usize,
-    /// The people, sorted by key.
-    #[schemars(with = "Vec<Person>")]
-    pub people: people::Roster,
+    /// The people, sorted by key: handed to the host a page at a time
+    /// (a million people are some 250 MB of text), so this is the list's
+    /// placeholder (the list itself in unit tests).
+    #[schemars(with = "OutputList<Person>")]
+    pub people: Value,
     /// Members with a disabled account (and enabled nowhere else).
     pub skipped_disabled: usize,
     /// Their keys, sorted.
@@ -191,11 +193,19 @@ fn run(input: Input, context: &Context) -> Result<Output, StepError> {
     } else {
         synced(&tracked, &input, context)?
     };
-    let mut out = known::people(outcome.known, &tracked.names).finish();
+    let (roster, mut out) = known::people(outcome.known, &tracked.names).finish();
     out.read = outcome.read;
     out.full_because = outcome.full_because;
     out.warnings = outcome.warnings;
-    out.gone = gone(&out)?;
+    out.gone = gone(&roster, &out.disabled)?;
+    let mut people = OutputList::new("people");
+    for person in roster.persons() {
+        people.push(&person)?;
+    }
+    people.finish()?;
+    out.people = serde_json::to_value(&people).map_err(|e| {
+        StepError::internal(format!("the people could not be written: {e}")).with_code("bad-output")
+    })?;
     Ok(out)
 }
 
@@ -291,7 +301,7 @@ fn changes_since(
 
 /// The managed people (state `managed/<key>`, active, with an Entra id)
 /// who are in no license group and whose Entra user Graph no longer has.
-fn gone(out: &Output) -> Result<Vec<String>, StepError> {
+fn gone(people: &people::Roster, disabled: &[String]) -> Result<Vec<String>, StepError> {
     let mut gone = Vec::new();
     for entry in state::entries::<Managed>(MANAGED_PREFIX) {
         let (state_key, record) = entry?;
@@ -303,12 +313,7 @@ fn gone(out: &Output) -> Result<Vec<String>, StepError> {
             continue;
         };
         // `disabled` is sorted, as the people are.
-        if out.people.contains(key)
-            || out
-                .disabled
-                .binary_search_by(|d| d.as_str().cmp(key))
-                .is_ok()
-        {
+        if people.contains(key) || disabled.binary_search_by(|d| d.as_str().cmp(key)).is_ok() {
             continue;
         }
         let call = Call::get(

@@ -8,19 +8,15 @@
 //! is_active}], "active_count", "inactive_count"}`.
 //!
 //! Memory: a Procore user record has some thirty fields, of which the sync
-//! needs six. Each page is read typed into those six and written at once
-//! into the output's text ([`text`]), so the step holds one page of full
-//! records and the slim output, never every full record, and never the
-//! output twice (it hands its text to the host as it is).
-
-mod text;
+//! needs six. Each page is read typed into those six and handed to the
+//! host at once as part of the `users` list (an [`OutputList`], paged
+//! output), so the step holds one page of records, never every user, and
+//! never the output's text.
 
 use serde::{Deserialize, Serialize};
-use sluice_guest::{Context, JsonSchema, JsonText, StepError};
+use sluice_guest::{Context, JsonSchema, OutputList, StepError};
 use sluice_guest_services::procore::{Id, Pages};
 use sluice_guest_services::sync::ProcoreUser;
-
-use text::Written;
 
 /// Well under the 10,000 Procore documents as the most `per_page` may ask
 /// (and the 2,000 it recommends), so a 100k-user company costs about a
@@ -39,13 +35,11 @@ struct Input {
     company_id: Id,
 }
 
-/// Every company user: the output's shape, whose text [`Written`] writes
-/// (only its schema and, in tests, its serialisation are used).
+/// Every company user.
 #[derive(Serialize, JsonSchema)]
-#[cfg_attr(not(test), allow(dead_code))]
 struct Output {
     /// Active users first, then inactive ones.
-    users: Vec<ProcoreUser>,
+    users: OutputList<ProcoreUser>,
     /// How many are active.
     active_count: usize,
     /// How many are inactive.
@@ -84,33 +78,37 @@ impl Listed {
     }
 }
 
-fn run(input: Input, _context: &Context) -> Result<JsonText<Output>, StepError> {
+fn run(input: Input, _context: &Context) -> Result<Output, StepError> {
     let company = input
         .company_id
         .text()
         .ok_or_else(|| StepError::bad_input("`company_id` is empty"))?;
     let company = sluice_guest::http::segment(&company);
+    let mut users = OutputList::new("users");
     let active_url = format!("companies/{company}/users");
+    let active_count = read(&mut users, &active_url, true)?;
     let inactive_url = format!("companies/{company}/users/inactive");
-    let mut active = Pages::new(PROCORE, &active_url, &[], PER_PAGE);
-    let mut inactive = Pages::new(PROCORE, &inactive_url, &[], PER_PAGE);
-    // The first page of each list says how long both are (`Total`), so the
-    // output's buffer is sized once, before the rest is written.
-    let first_active = active.next_page::<Listed>()?;
-    let first_inactive = inactive.next_page::<Listed>()?;
-    let (mut out, first_inactive) = Written::sized_for(first_active, first_inactive)?;
-    while let Some(page) = active.next_page::<Listed>()? {
-        out.users(slim(page.items, true), true)?;
-    }
-    out.users(first_inactive, false)?;
-    while let Some(page) = inactive.next_page::<Listed>()? {
-        out.users(slim(page.items, false), false)?;
-    }
-    Ok(JsonText::new(out.finish()?))
+    let inactive_count = read(&mut users, &inactive_url, false)?;
+    users.finish()?;
+    Ok(Output {
+        users,
+        active_count,
+        inactive_count,
+    })
 }
 
-fn slim(page: Vec<Listed>, active: bool) -> Vec<ProcoreUser> {
-    page.into_iter().map(|u| u.slim(active)).collect()
+/// Adds every user of the list at `url` (the `active` one or not) to
+/// `users`; returns how many.
+fn read(users: &mut OutputList<ProcoreUser>, url: &str, active: bool) -> Result<usize, StepError> {
+    let mut pages = Pages::new(PROCORE, url, &[], PER_PAGE);
+    let mut count = 0;
+    while let Some(page) = pages.next_page::<Listed>()? {
+        for user in page.items {
+            users.push(&user.slim(active))?;
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 sluice_guest::step!(run, connections: {
@@ -148,6 +146,24 @@ mod tests {
         assert_eq!(
             (user.login, user.email_address.as_deref(), user.last_name),
             (None, Some("b@x.com"), None)
+        );
+    }
+
+    #[test]
+    fn the_users_are_written_as_a_list_of_procore_users() {
+        let mut users = OutputList::new("users");
+        let user =
+            listed(r#"{"id": 7, "login": "a@x.com", "first_name": "Zoë \"Z\""}"#).slim(false);
+        users.push(&user).unwrap();
+        users.finish().unwrap();
+        let out = Output {
+            users,
+            active_count: 0,
+            inactive_count: 1,
+        };
+        assert_eq!(
+            serde_json::to_value(&out).unwrap(),
+            serde_json::json!({"users": [user], "active_count": 0, "inactive_count": 1})
         );
     }
 }
