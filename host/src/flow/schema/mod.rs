@@ -10,8 +10,11 @@
 //! be (another step's output schema) with the walker in [`shape`]. Both
 //! describe a problem as a [`Mismatch`]: the path of the offending key and
 //! the same one-line message. [`paged_output`] reads the lists a
-//! component's output schema marks as handed over in pages.
+//! component's output schema marks as handed over in pages. The items of
+//! paged lists, in and out, are checked from their text ([`flat`]): made a
+//! `Value` only when they do not plainly fit.
 
+mod flat;
 pub mod paged_output;
 mod parts;
 pub mod shape;
@@ -93,6 +96,15 @@ pub struct Mismatch {
 #[error("{}", .0.iter().map(|m| m.message.as_str()).collect::<Vec<_>>().join("; "))]
 pub struct InputMismatch(pub Vec<Mismatch>);
 
+/// Why an item of a paged list was not served.
+#[derive(Debug, thiserror::Error)]
+pub enum ItemMisfit {
+    #[error("{0}")]
+    NotJson(serde_json::Error),
+    #[error("{0}")]
+    Mismatch(InputMismatch),
+}
+
 /// A component's input schema, compiled.
 pub struct InputSchema {
     component: String,
@@ -119,7 +131,7 @@ struct Split {
     /// The properties marked `"x-sluice-paged": true` (lists the component
     /// reads in pages), each with its `items` schema: their items are
     /// checked one by one as they are served, not before the call.
-    paged: std::collections::BTreeMap<String, jsonschema::Validator>,
+    paged: std::collections::BTreeMap<String, flat::Items>,
 }
 
 /// The top-level keywords a split schema may have.
@@ -163,7 +175,14 @@ fn self_contained(schema: &Value) -> bool {
 }
 
 fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::options()
+    compile_for(schema)
+}
+
+/// [`compile`] for instances in the representation `F`.
+fn compile_for<F: jsonschema::json::Json>(
+    schema: &Value,
+) -> Result<jsonschema::Validator<F>, String> {
+    jsonschema::options_for::<F>()
         .with_draft(jsonschema::Draft::Draft202012)
         .build(schema)
         .map_err(|e| e.to_string())
@@ -216,7 +235,7 @@ impl Split {
         let paged = properties
             .iter()
             .filter(|(_, v)| paged_list(v))
-            .filter_map(|(k, v)| Some((k.clone(), parts::with_defs(v.get("items")?, defs)?)))
+            .filter_map(|(k, v)| Some((k.clone(), parts::items(v.get("items")?, defs)?)))
             .collect();
         Some(Split {
             keys: compile(&keys).ok()?,
@@ -332,17 +351,31 @@ impl InputSchema {
     /// Checks `item`, at `index` in the paged list `key`, against the
     /// list's `items` schema.
     pub fn check_item(&self, key: &str, index: usize, item: &Value) -> Result<(), InputMismatch> {
-        let Some(validator) = self.split.as_ref().and_then(|s| s.paged.get(key)) else {
+        let Some(items) = self.split.as_ref().and_then(|s| s.paged.get(key)) else {
             return Ok(());
         };
         let mut at = InputPath::default().child(key);
         at.0.push(Segment::Index(index));
-        let found = self.found(validator, item, &at, &[]);
+        let found = self.found(&items.value, item, &at, &[]);
         if found.is_empty() {
             Ok(())
         } else {
             Err(InputMismatch(found))
         }
+    }
+
+    /// [`Self::check_item`] of an item given as its JSON text: made a
+    /// `Value` only when it is not plain that it fits (see [`flat`]).
+    pub fn check_item_text(&self, key: &str, index: usize, item: &str) -> Result<(), ItemMisfit> {
+        let Some(items) = self.split.as_ref().and_then(|s| s.paged.get(key)) else {
+            return Ok(());
+        };
+        if items.fits(item) {
+            return Ok(());
+        }
+        let value: Value = serde_json::from_str(item).map_err(ItemMisfit::NotJson)?;
+        self.check_item(key, index, &value)
+            .map_err(ItemMisfit::Mismatch)
     }
 
     /// The mismatches of an input only partly known: the parts at
@@ -661,6 +694,20 @@ mod tests {
         let e = schema.check_item("people", 1, &bad[1]).unwrap_err();
         assert_eq!(e.0[0].path.to_string(), "with.people.1", "{e}");
         assert!(e.to_string().contains("email"), "{e}");
+        // Given as text (as items are served), the same answers.
+        assert!(
+            schema
+                .check_item_text("people", 0, r#"{"email": "a"}"#)
+                .is_ok()
+        );
+        let text = schema.check_item_text("people", 1, "{}").unwrap_err();
+        assert_eq!(text.to_string(), e.to_string());
+        let twice = r#"{"email": 1, "email": 2}"#;
+        assert!(schema.check_item_text("people", 2, twice).is_ok());
+        assert!(matches!(
+            schema.check_item_text("people", 3, "{"),
+            Err(ItemMisfit::NotJson(_))
+        ));
     }
 
     /// A value given as JSON text is checked in parts (lists item by

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::flat::Items;
 use super::{PAGED_KEYWORD, paged_list, parts};
 
 /// The lists a component's output schema marks, each with its items'
 /// schema compiled (with the root's `$defs`).
 pub struct OutputListSchemas {
     component: String,
-    lists: BTreeMap<String, jsonschema::Validator>,
+    lists: BTreeMap<String, Items>,
 }
 
 impl std::fmt::Debug for OutputListSchemas {
@@ -39,7 +40,7 @@ impl OutputListSchemas {
         let lists: BTreeMap<_, _> = properties
             .iter()
             .filter(|(_, v)| paged_list(v))
-            .filter_map(|(k, v)| Some((k.clone(), parts::with_defs(v.get("items")?, defs)?)))
+            .filter_map(|(k, v)| Some((k.clone(), parts::items(v.get("items")?, defs)?)))
             .collect();
         (!lists.is_empty()).then(|| OutputListSchemas {
             component: component.to_string(),
@@ -56,10 +57,11 @@ impl OutputListSchemas {
     /// items' schema; the error names what does not fit, and where in the
     /// item.
     pub fn check(&self, name: &str, index: u64, item: &Value) -> Result<(), String> {
-        let Some(validator) = self.lists.get(name) else {
+        let Some(items) = self.lists.get(name) else {
             return Err(format!("`{name}` is not marked `{PAGED_KEYWORD}`"));
         };
-        let found: Vec<String> = validator
+        let found: Vec<String> = items
+            .value
             .iter_errors(item)
             .take(SHOWN)
             .map(|e| {
@@ -78,6 +80,18 @@ impl OutputListSchemas {
             found.join("; "),
             self.component
         ))
+    }
+}
+
+impl OutputListSchemas {
+    /// [`Self::check`] of an item given as its JSON text: made a `Value`
+    /// only when it is not plain that it fits (see [`super::flat`]).
+    pub fn check_text(&self, name: &str, index: u64, item: &str) -> Result<(), String> {
+        if self.lists.get(name).is_some_and(|items| items.fits(item)) {
+            return Ok(());
+        }
+        let value: Value = serde_json::from_str(item).map_err(|e| e.to_string())?;
+        self.check(name, index, &value)
     }
 }
 
@@ -128,5 +142,11 @@ mod tests {
             "{e}"
         );
         assert!(s.check("plain", 0, &json!("a")).is_err());
+        // Given as text, the same answers.
+        assert_eq!(s.check_text("people", 0, r#"{"n": 1}"#), Ok(()));
+        let text = s.check_text("people", 7, r#"{"n": "x"}"#).unwrap_err();
+        assert_eq!(text, s.check("people", 7, &json!({"n": "x"})).unwrap_err());
+        assert!(s.check_text("plain", 0, r#""a""#).is_err());
+        assert!(s.check_text("people", 0, "{").is_err());
     }
 }

@@ -12,11 +12,13 @@
 //! too short, a key missing), is made a tree and checked whole, so what
 //! is found is always what checking the whole finds.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use super::compile;
+use super::flat::Items;
 use crate::run::output::{Json, Kind};
 
 /// Keywords that only annotate: they never make a value invalid (the last
@@ -200,13 +202,26 @@ fn follow<'s>(schema: &'s Value, defs: Option<&'s Value>) -> &'s Value {
 /// `schema` compiled with the root's `$defs` beside it (a part that has
 /// its own `$defs` does not split).
 pub(super) fn with_defs(schema: &Value, defs: Option<&Value>) -> Option<jsonschema::Validator> {
+    let schema = joined(schema, defs)?;
+    compile(&schema).ok()
+}
+
+/// A list's `items` schema with the root's `defs`, compiled for both
+/// forms of an item ([`Items`]); `None` as for [`with_defs`].
+pub(super) fn items(schema: &Value, defs: Option<&Value>) -> Option<Items> {
+    let schema = joined(schema, defs)?;
+    Some(Items::new(compile(&schema).ok()?, &schema))
+}
+
+/// `schema` with the root's `defs` put in, or `None` when it has its own.
+fn joined<'s>(schema: &'s Value, defs: Option<&Value>) -> Option<Cow<'s, Value>> {
     match (schema, defs) {
         (Value::Object(map), Some(defs)) if !map.contains_key("$defs") => {
             let mut map = map.clone();
             map.insert("$defs".to_string(), defs.clone());
-            compile(&Value::Object(map)).ok()
+            Some(Cow::Owned(Value::Object(map)))
         }
         (Value::Object(_), Some(_)) => None,
-        _ => compile(schema).ok(),
+        _ => Some(Cow::Borrowed(schema)),
     }
 }
