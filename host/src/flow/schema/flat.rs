@@ -206,22 +206,44 @@ impl<'de: 't, 't> Visitor<'de> for NodeSeed<'_, 't> {
     }
 }
 
-/// Whether the object at `at` has a key twice.
+/// Whether the object at `at` has a key twice: each pair compared in
+/// place for a small object (most are), a set for a large one.
 fn has_duplicate(nodes: &[Slot<'_>], at: usize) -> bool {
-    let end = nodes[at].next as usize;
-    let mut keys: Vec<&str> = Vec::new();
-    let mut i = at + 1;
-    while i < end {
-        keys.push(&nodes[i].key);
-        i = nodes[i].next as usize;
+    let members = Members {
+        nodes,
+        at: at + 1,
+        end: nodes[at].next as usize,
+    };
+    if matches!(nodes[at].leaf, Leaf::Object(n) if n > 16) {
+        let mut seen = std::collections::HashSet::new();
+        return !members.clone().all(|i| seen.insert(&*nodes[i].key));
     }
-    if keys.len() <= 16 {
-        keys.iter()
-            .enumerate()
-            .any(|(i, k)| keys[i + 1..].contains(k))
-    } else {
-        let mut seen = std::collections::HashSet::with_capacity(keys.len());
-        !keys.iter().all(|k| seen.insert(*k))
+    let mut rest = members;
+    while let Some(i) = rest.next() {
+        if rest.clone().any(|j| nodes[j].key == nodes[i].key) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The indices of a container's members, in order.
+#[derive(Clone)]
+struct Members<'n, 't> {
+    nodes: &'n [Slot<'t>],
+    at: usize,
+    end: usize,
+}
+
+impl Iterator for Members<'_, '_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let here = self.at;
+        (here < self.end).then(|| {
+            self.at = self.nodes[here].next as usize;
+            here
+        })
     }
 }
 
@@ -558,6 +580,15 @@ mod tests {
         assert!(Doc::parse(twice).is_none());
         assert!(!items.fits(twice));
         assert!(items.value.is_valid(&serde_json::from_str(twice).unwrap()));
+        // A large object is told by a set, a small one pair by pair.
+        let wide = |last: &str| {
+            let fields: Vec<String> = (0..40).map(|i| format!(r#""f{i}": {i}"#)).collect();
+            format!(r#"{{"key": "a", {}, "{last}": 0}}"#, fields.join(", "))
+        };
+        assert!(Doc::parse(&wide("f39")).is_none());
+        assert!(items.fits(&wide("g")));
+        assert!(Doc::parse(r#"{"a": {}, "b": [], "c": {"d": 1, "e": {"d": 2}}}"#).is_some());
+        assert!(Doc::parse(r#"{"a": {}, "b": [], "c": {"d": 1, "e": 2, "d": 3}}"#).is_none());
         for text in [r#"{"key": "a"} x"#, r#"{"key": "a",}"#, ""] {
             assert!(Doc::parse(text).is_none(), "{text}");
             assert!(!items.fits(text), "{text}");
