@@ -5,7 +5,7 @@
 //! are capped too. Nothing here redacts: the host passes text that is
 //! already free of secrets.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use crate::approval::key_norm;
@@ -30,7 +30,7 @@ pub(crate) fn apply(
 }
 
 /// Refuses a write whose fencing number is no longer the flow's lease's.
-pub(crate) fn check_fence(tx: &Transaction<'_>, run: &RunRef) -> Result<(), StoreError> {
+pub(crate) fn check_fence(tx: &Connection, run: &RunRef) -> Result<(), StoreError> {
     let Some(fence) = run.fence else {
         return Ok(());
     };

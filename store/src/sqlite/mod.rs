@@ -10,6 +10,10 @@
 //! - Leases work as on PostgreSQL, by this host's clock: two `sluice serve`
 //!   on one data directory never run a flow twice at once.
 //!
+//! - Flow state batches are group-committed ([`group`]): those that arrive
+//!   while one is written share the next transaction, each in its own
+//!   savepoint, and each caller is answered once its batch is committed.
+//!
 //! Modules: [`schema`] (migrations), [`history`] (run writes), [`query`]
 //! (reads, pruning, recovery), [`state`] (flow state), [`approval`]
 //! (plans and decisions), [`ledger`] (a key's story), [`lease`] (firings
@@ -17,6 +21,7 @@
 
 pub mod approval;
 pub mod browse;
+mod group;
 pub mod history;
 pub mod lease;
 pub mod ledger;
@@ -53,6 +58,8 @@ const WAL_RETRY_PAUSE: Duration = Duration::from_millis(50);
 pub struct SqliteBackend {
     conn: Arc<Mutex<Connection>>,
     location: Location,
+    /// State batches waiting for their (shared) transaction.
+    state_commits: Arc<group::StateCommits>,
 }
 
 impl SqliteBackend {
@@ -85,6 +92,7 @@ impl SqliteBackend {
         Ok(SqliteBackend {
             conn: Arc::new(Mutex::new(conn)),
             location,
+            state_commits: Arc::default(),
         })
     }
 
@@ -275,8 +283,8 @@ impl Backend for SqliteBackend {
     }
 
     async fn state_apply(&self, flow: &str, batch: StateBatch) -> Result<(), StoreError> {
-        let flow = flow.to_string();
-        self.call(move |c| write(c, |tx| state::apply(tx, &flow, &batch)))
+        self.state_commits
+            .apply(&self.conn, flow.to_string(), batch)
             .await
     }
 

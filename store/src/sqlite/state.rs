@@ -1,6 +1,6 @@
 //! The flow state store on SQLite.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use crate::state::{StateEntry, parse_value};
@@ -55,11 +55,9 @@ pub(crate) fn list(
     Ok(StatePage::from_rows(rows, size))
 }
 
-pub(crate) fn apply(
-    tx: &Transaction<'_>,
-    flow: &str,
-    batch: &StateBatch,
-) -> Result<(), StoreError> {
+/// Applies `batch` inside the caller's transaction (or savepoint): see
+/// [`super::group`], which gives each batch its own savepoint.
+pub(crate) fn apply(tx: &Connection, flow: &str, batch: &StateBatch) -> Result<(), StoreError> {
     let texts = batch.texts()?;
     if let Some(fence) = batch.fence {
         let run = RunRef {
