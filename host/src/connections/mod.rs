@@ -314,19 +314,22 @@ impl Connection {
         request: &OutgoingRequest,
         url: &url::Url,
     ) -> IncomingResponse {
-        let (body, mut found) = self.redactor.scrub(&response.body);
+        // One look at the secrets for the whole response.
+        let scrubber = self.redactor.scrubber();
+        let (body, mut found) = scrubber.scrub(&response.body);
         if let std::borrow::Cow::Owned(clean) = body {
             response.body = clean;
         }
         for (name, value) in &mut response.headers {
             for text in [name, value] {
-                let (clean, n) = self.redactor.scrub(text.as_bytes());
+                let (clean, n) = scrubber.scrub(text.as_bytes());
                 if n > 0 {
                     *text = String::from_utf8_lossy(&clean).into_owned();
                     found += n;
                 }
             }
         }
+        drop(scrubber);
         if found > 0 {
             response.scrubbed = Some(format!(
                 "the host removed {found} secret{} from the answer to {} {} before the component saw {}",

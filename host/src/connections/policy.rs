@@ -209,6 +209,14 @@ fn check_segments(requested: &str, path: &str) -> Result<(), Violation> {
     let dot = || Violation::DotSegment(super::shown_url(requested));
     let separator = || Violation::EncodedSeparator(super::shown_url(requested));
     for segment in path.split('/') {
+        // Most segments hold no escape: nothing to decode, and the plain
+        // name is all there is to check.
+        if !segment.contains('%') {
+            if is_dot_segment(segment.split(';').next().unwrap_or("")) {
+                return Err(dot());
+            }
+            continue;
+        }
         let mut text = segment.to_string();
         for round in 0.. {
             // `..;x` is `..` to servers that strip path parameters.

@@ -192,6 +192,12 @@ pub(super) fn readable(d: Duration) -> String {
     }
 }
 
+/// A request's turn: now, with its permit, or not before an instant.
+enum Turn<'a> {
+    Now(Permit<'a>),
+    At(Instant),
+}
+
 /// What [`Throttle::hold_for`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
@@ -249,67 +255,109 @@ impl Throttle {
     }
 
     /// Waits for this request's turn; returns its permit and how long it
-    /// waited, or why the connection is closed for now.
+    /// waited (zero when it went at once), or why the connection is closed
+    /// for now.
     pub async fn acquire(&self) -> Result<(Permit<'_>, Duration), Closed> {
+        // Most requests go at once: only one that must wait listens for
+        // changes.
+        let mut wait_until = match self.turn()? {
+            Turn::Now(permit) => return Ok((permit, Duration::ZERO)),
+            Turn::At(at) => at,
+        };
         let started = Instant::now();
         loop {
-            // Listening before the state is read: a change made after the
-            // read wakes this wait.
-            let changed = self.budget_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let wait_until = {
-                let Ok(mut s) = self.state.lock() else {
-                    // A poisoned lock paces nothing; the permit counts nothing.
-                    let permit = Permit {
-                        throttle: self,
-                        answered: true,
-                    };
-                    return Ok((permit, started.elapsed()));
-                };
-                let now = Instant::now();
-                if let Some(until) = s.closed_until {
-                    if until > now {
-                        return Err(Closed(until - now));
-                    }
-                    s.closed_until = None;
-                }
-                let mut at = s.not_before.max(now);
-                let interval = self.interval(&s);
-                if interval.is_some() {
-                    at = at.max(s.next_slot);
-                }
-                if let Some(b) = s.budget
-                    && b.remaining == 0
-                {
-                    if b.reset_at > now {
-                        at = at.max(b.reset_at);
-                    } else {
-                        // The window has reset; the next response tells the new budget.
-                        s.budget = None;
-                    }
-                }
-                if at <= now {
-                    if let Some(interval) = interval {
-                        s.next_slot = later(s.next_slot.max(now), interval);
-                    }
-                    if let Some(b) = s.budget.as_mut() {
-                        b.remaining = b.remaining.saturating_sub(1);
-                    }
-                    s.in_flight += 1;
-                    let permit = Permit {
-                        throttle: self,
-                        answered: false,
-                    };
-                    return Ok((permit, started.elapsed()));
-                }
-                at
-            };
             tokio::select! {
                 _ = tokio::time::sleep_until(wait_until) => {}
-                _ = &mut changed => {}
+                _ = self.changed_after(wait_until) => {}
             }
+            wait_until = match self.turn()? {
+                Turn::Now(permit) => return Ok((permit, started.elapsed())),
+                Turn::At(at) => at,
+            };
         }
+    }
+
+    /// Resolves when the budget changes after this is called, or at once
+    /// when the turn it was asked for has come (a change made between the
+    /// caller's read and this call is not missed).
+    async fn changed_after(&self, wait_until: Instant) {
+        // Listening before the state is read again: a change made after
+        // the read wakes this wait.
+        let changed = self.budget_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if matches!(self.turn_at(), Some(at) if at < wait_until) {
+            return;
+        }
+        changed.await;
+    }
+
+    /// When a request could go now, without taking a turn; `None` when
+    /// the lock is poisoned or the connection is closed (the next
+    /// [`Throttle::turn`] says so).
+    fn turn_at(&self) -> Option<Instant> {
+        let s = self.state.lock().ok()?;
+        let now = Instant::now();
+        if s.closed_until.is_some_and(|until| until > now) {
+            return None;
+        }
+        Some(self.earliest(&s, now))
+    }
+
+    /// The earliest a request may go, by the state as it is.
+    fn earliest(&self, s: &State, now: Instant) -> Instant {
+        let mut at = s.not_before.max(now);
+        if self.interval(s).is_some() {
+            at = at.max(s.next_slot);
+        }
+        if let Some(b) = s.budget
+            && b.remaining == 0
+            && b.reset_at > now
+        {
+            at = at.max(b.reset_at);
+        }
+        at
+    }
+
+    /// Takes a turn if this request may go now; otherwise says when to
+    /// look again.
+    fn turn(&self) -> Result<Turn<'_>, Closed> {
+        let Ok(mut s) = self.state.lock() else {
+            // A poisoned lock paces nothing; the permit counts nothing.
+            return Ok(Turn::Now(Permit {
+                throttle: self,
+                answered: true,
+            }));
+        };
+        let now = Instant::now();
+        if let Some(until) = s.closed_until {
+            if until > now {
+                return Err(Closed(until - now));
+            }
+            s.closed_until = None;
+        }
+        if let Some(b) = s.budget
+            && b.remaining == 0
+            && b.reset_at <= now
+        {
+            // The window has reset; the next response tells the new budget.
+            s.budget = None;
+        }
+        let at = self.earliest(&s, now);
+        if at > now {
+            return Ok(Turn::At(at));
+        }
+        if let Some(interval) = self.interval(&s) {
+            s.next_slot = later(s.next_slot.max(now), interval);
+        }
+        if let Some(b) = s.budget.as_mut() {
+            b.remaining = b.remaining.saturating_sub(1);
+        }
+        s.in_flight += 1;
+        Ok(Turn::Now(Permit {
+            throttle: self,
+            answered: false,
+        }))
     }
 
     /// Nothing is sent before `delay` from now has passed. A delay longer
@@ -478,6 +526,22 @@ mod tests {
         assert_eq!(t.acquire().await.unwrap().1, Duration::ZERO);
         let waited = t.acquire().await.unwrap().1;
         assert_eq!(waited, Duration::from_secs(30) + RESET_MARGIN);
+    }
+
+    /// On the real clock: a request that finds nothing to wait for says it
+    /// waited not at all (the connection asks for a token again only
+    /// after a wait), and one held back says how long.
+    #[tokio::test]
+    async fn a_request_that_goes_at_once_reports_no_wait() {
+        let t = Throttle::new(None);
+        for _ in 0..3 {
+            let (permit, waited) = t.acquire().await.unwrap();
+            assert_eq!(waited, Duration::ZERO);
+            permit.answered(&[]);
+        }
+        assert_eq!(t.hold_for(Duration::from_millis(30)), Hold::Wait);
+        let (_, waited) = t.acquire().await.unwrap();
+        assert!(waited >= Duration::from_millis(20), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -114,6 +114,9 @@ impl Wire for Http<'_> {
     }
 }
 
+/// The most [`read_capped`] reserves before a body's bytes arrive.
+const MAX_RESERVED: u64 = 16 << 20;
+
 /// Reads a body, refusing it once it passes `cap` bytes (decompressed).
 /// `timeout` is the request's, named when a read times out.
 pub async fn read_capped(
@@ -123,10 +126,15 @@ pub async fn read_capped(
 ) -> Result<Vec<u8>, ReadFailure> {
     // Only trustworthy for an uncompressed body: reqwest drops the header
     // when it decompresses.
-    if response.content_length().is_some_and(|len| len > cap) {
+    let announced = response.content_length();
+    if announced.is_some_and(|len| len > cap) {
         return Err(ReadFailure::TooLarge);
     }
-    let mut body = Vec::new();
+    // Room for the announced length at once, rather than growing (and
+    // copying) as chunks arrive; up to a bound, so a server announcing
+    // more than it sends cannot make the host reserve the whole cap.
+    let room = announced.map_or(0, |len| len.min(MAX_RESERVED));
+    let mut body = Vec::with_capacity(usize::try_from(room).unwrap_or(0));
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {

@@ -91,7 +91,12 @@ impl StepContext {
     /// Adds what one request (or one item) did on a connection.
     pub fn record(&self, connection: &str, stats: &RequestStats) {
         if let Ok(mut all) = self.stats.lock() {
-            all.entry(connection.to_string()).or_default().add(stats);
+            match all.get_mut(connection) {
+                Some(known) => known.add(stats),
+                None => {
+                    all.insert(connection.to_string(), *stats);
+                }
+            }
         }
     }
 

@@ -13,7 +13,7 @@
 mod forms;
 
 use std::borrow::Cow;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
@@ -78,23 +78,15 @@ impl Redactor {
     /// Removes every form of every secret from bytes; returns them and how
     /// many were removed.
     pub fn scrub<'a>(&self, bytes: &'a [u8]) -> (Cow<'a, [u8]>, usize) {
-        let Ok(known) = self.known.read() else {
-            // A poisoned lock: nothing is known to be safe.
-            return (Cow::Owned(REDACTED.as_bytes().to_vec()), 1);
-        };
-        let Some(matcher) = &known.matcher else {
-            return (Cow::Borrowed(bytes), 0);
-        };
-        let found = matcher.find_iter(bytes).count();
-        if found == 0 {
-            return (Cow::Borrowed(bytes), 0);
+        self.scrubber().scrub(bytes)
+    }
+
+    /// The secrets known now, for several scrubs under one lock (a
+    /// response's body and each of its headers).
+    pub fn scrubber(&self) -> Scrubber<'_> {
+        Scrubber {
+            known: self.known.read().ok(),
         }
-        let mut out = Vec::with_capacity(bytes.len());
-        matcher.replace_all_with_bytes(bytes, &mut out, |_, _, dst| {
-            dst.extend_from_slice(REDACTED.as_bytes());
-            true
-        });
-        (Cow::Owned(out), found)
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -125,6 +117,35 @@ impl Redactor {
     }
 }
 
+/// A [`Redactor`]'s secrets as they were when it was made; secrets
+/// learned meanwhile wait for the next one.
+pub struct Scrubber<'r> {
+    /// `None`: the lock was poisoned, and nothing is known to be safe.
+    known: Option<RwLockReadGuard<'r, Known>>,
+}
+
+impl Scrubber<'_> {
+    /// [`Redactor::scrub`].
+    pub fn scrub<'a>(&self, bytes: &'a [u8]) -> (Cow<'a, [u8]>, usize) {
+        let Some(known) = &self.known else {
+            return (Cow::Owned(REDACTED.as_bytes().to_vec()), 1);
+        };
+        let Some(matcher) = &known.matcher else {
+            return (Cow::Borrowed(bytes), 0);
+        };
+        let found = matcher.find_iter(bytes).count();
+        if found == 0 {
+            return (Cow::Borrowed(bytes), 0);
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        matcher.replace_all_with_bytes(bytes, &mut out, |_, _, dst| {
+            dst.extend_from_slice(REDACTED.as_bytes());
+            true
+        });
+        (Cow::Owned(out), found)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +167,26 @@ mod tests {
             r.redact_json(&serde_json::json!({"k": ["token123"]})),
             serde_json::json!({"k": ["[redacted]"]})
         );
+    }
+
+    #[test]
+    fn a_scrubber_removes_what_the_redactor_knew_when_it_was_made() {
+        let r = Redactor::new(["tok-123456".to_string()]);
+        {
+            let scrubber = r.scrubber();
+            let (body, found) = scrubber.scrub(b"{\"echo\":\"tok-123456\"}");
+            assert_eq!(
+                (body.as_ref(), found),
+                (&b"{\"echo\":\"[redacted]\"}"[..], 1)
+            );
+            let (header, found) = scrubber.scrub(b"Bearer tok-123456");
+            assert_eq!((header.as_ref(), found), (&b"Bearer [redacted]"[..], 1));
+            let (clean, none) = scrubber.scrub(b"text/plain");
+            assert!(matches!(clean, Cow::Borrowed(_)) && none == 0);
+        }
+        r.add("later-secret".into());
+        let (clean, found) = r.scrubber().scrub(b"a later-secret");
+        assert_eq!((clean.as_ref(), found), (&b"a [redacted]"[..], 1));
     }
 
     #[test]
