@@ -4,6 +4,7 @@
 
 mod input;
 mod keys;
+mod known;
 pub mod lifecycle;
 pub mod logic;
 mod output;

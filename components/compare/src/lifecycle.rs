@@ -25,7 +25,7 @@
 //!   says when no license group matched, or when the license holders fell
 //!   by more than half since the last complete read.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -41,6 +41,8 @@ use sluice_identity::Key;
 
 use crate::input::PersonRef;
 use crate::keys::IdKey;
+pub use crate::known::Known;
+use crate::known::Record;
 use crate::output::Written;
 use crate::users::{Details, User, Users};
 
@@ -48,15 +50,6 @@ use crate::users::{Details, User, Users};
 /// by which `graph-group-members` tells a deleted user from one who left
 /// the groups.
 pub const ENTRA_ID: &str = "entra_id";
-
-/// What the flow's state says before this run.
-#[derive(Debug, Default)]
-pub struct Known {
-    /// Managed people by identity key.
-    pub managed: BTreeMap<String, Managed>,
-    /// The license holders of the last complete read.
-    pub holders: Option<Holders>,
-}
 
 /// The flow's lifecycle settings and this run's facts besides the match.
 #[derive(Debug, Default)]
@@ -88,8 +81,8 @@ pub enum Write {
 
 /// The lifecycle of one run.
 pub struct Run<'a, 'w> {
-    /// Managed records by Procore id: (key, record).
-    by_id: HashMap<IdKey<'a>, (&'a str, &'a Managed)>,
+    /// Managed records by Procore id.
+    by_id: HashMap<IdKey<'a>, &'a Record>,
     known: &'a Known,
     policy: &'a Policy,
     now: String,
@@ -104,9 +97,8 @@ impl<'a, 'w> Run<'a, 'w> {
         write: &'w mut dyn FnMut(Write) -> Result<(), StepError>,
     ) -> Self {
         let by_id = known
-            .managed
-            .iter()
-            .map(|(k, m)| (IdKey::of(&m.procore_id), (k.as_str(), m)))
+            .records()
+            .map(|r| (IdKey::of(&r.procore_id), r))
             .collect();
         Run {
             by_id,
@@ -154,16 +146,16 @@ impl<'a, 'w> Run<'a, 'w> {
     ) -> Result<(), StepError> {
         Self::hold(users, procore_id);
         let id = IdKey::of(procore_id);
-        if let Some((key, record)) = self.by_id.get(&id) {
+        if let Some(record) = self.by_id.get(&id) {
             if record.leaving_since.is_some() || record.status != Status::Active {
-                let mut record = (*record).clone();
-                record.leaving_since = None;
-                record.status = Status::Active;
-                (self.write)(Write::Managed(key.to_string(), record))?;
+                let mut whole = self.known.full(record)?;
+                whole.leaving_since = None;
+                whole.status = Status::Active;
+                (self.write)(Write::Managed(record.key.to_string(), whole))?;
             }
             return Ok(());
         }
-        if self.known.managed.contains_key(key) {
+        if self.known.contains(key) {
             return Ok(());
         }
         let Some(user) = users.by_id(id) else {
@@ -226,7 +218,7 @@ impl<'a, 'w> Run<'a, 'w> {
             let details = users.by_id(id).and_then(|i| users.details(i));
             let login = details.and_then(|d| d.login.clone());
             match self.by_id.get(&id) {
-                Some((_, record)) if record.status == Status::Deactivated => {
+                Some(record) if record.status == Status::Deactivated => {
                     out.returners.push(Returner {
                         key: found.person.key.clone(),
                         procore_id: found.procore_id.clone(),
@@ -258,14 +250,14 @@ impl<'a, 'w> Run<'a, 'w> {
         out: &mut Written,
     ) -> Result<(), StepError> {
         let known = self.known;
-        let mut managed: Vec<(&str, &Managed, u32)> = Vec::new();
-        for (key, record) in &known.managed {
+        let mut managed: Vec<(&Record, u32)> = Vec::new();
+        for record in known.records() {
             let Some(i) = users.by_id(IdKey::of(&record.procore_id)) else {
                 continue;
             };
             let user = users.get(i);
             if user.active && !user.held {
-                managed.push((key, record, i));
+                managed.push((record, i));
             }
         }
         let mut in_domains = Vec::new();
@@ -283,14 +275,14 @@ impl<'a, 'w> Run<'a, 'w> {
         }
         let wanted = managed
             .iter()
-            .map(|(_, _, i)| *i)
+            .map(|(_, i)| *i)
             .chain(in_domains.iter().copied());
         let wanted: Vec<u32> = wanted.collect();
         users.fetch_details(list, wanted)?;
         let details = |i: u32| users.details(i).cloned().unwrap_or_default();
-        let mut candidates: Vec<(String, Managed, Details)> = managed
+        let mut candidates: Vec<(String, Candidate, Details)> = managed
             .into_iter()
-            .map(|(key, record, i)| (key.to_string(), record.clone(), details(i)))
+            .map(|(record, i)| (record.key.to_string(), Candidate::Known(record), details(i)))
             .collect();
         if !self.policy.domains.is_empty() {
             for i in in_domains {
@@ -302,7 +294,7 @@ impl<'a, 'w> Run<'a, 'w> {
                     continue;
                 };
                 let record = self.record(users.get(i), Origin::Domain, None);
-                candidates.push((key.into_string(), record, found));
+                candidates.push((key.into_string(), Candidate::New(record), found));
             }
             candidates.sort_by(|a, b| a.0.cmp(&b.0));
         }
@@ -316,15 +308,25 @@ impl<'a, 'w> Run<'a, 'w> {
         &mut self,
         out: &mut Written,
         key: String,
-        mut record: Managed,
+        candidate: Candidate<'_>,
         user: &Details,
     ) -> Result<(), StepError> {
         let reason = self.reason(&key, user);
-        let since = match record.leaving_since.as_deref().and_then(parse_time) {
+        let (procore_id, leaving_since) = match &candidate {
+            Candidate::Known(record) => {
+                (record.procore_id.clone(), record.leaving_since.as_deref())
+            }
+            Candidate::New(record) => (record.procore_id.clone(), record.leaving_since.as_deref()),
+        };
+        let since = match leaving_since.and_then(parse_time) {
             Some(since) => since,
             None => {
+                let mut record = match candidate {
+                    Candidate::Known(record) => self.known.full(record)?,
+                    Candidate::New(record) => record,
+                };
                 record.leaving_since = Some(self.now.clone());
-                (self.write)(Write::Managed(key.clone(), record.clone()))?;
+                (self.write)(Write::Managed(key.clone(), record))?;
                 self.policy.now
             }
         };
@@ -332,7 +334,7 @@ impl<'a, 'w> Run<'a, 'w> {
         if waited < self.policy.grace {
             out.leaving.push(Leaving {
                 key,
-                procore_id: record.procore_id,
+                procore_id,
                 since: since.to_rfc3339(),
                 reason,
             });
@@ -340,7 +342,7 @@ impl<'a, 'w> Run<'a, 'w> {
         }
         out.leavers.push(Leaver {
             key,
-            procore_id: record.procore_id,
+            procore_id,
             name: procore_name(user),
             email: user.email_address.clone(),
             login: user.login.clone(),
@@ -409,6 +411,13 @@ impl<'a, 'w> Run<'a, 'w> {
         };
         Ok(())
     }
+}
+
+/// Someone who may be a leaver: a managed record, or an in-domain user
+/// this run would begin to manage.
+enum Candidate<'a> {
+    Known(&'a Record),
+    New(Managed),
 }
 
 fn procore_name(user: &Details) -> Option<String> {
@@ -488,13 +497,8 @@ mod tests {
     }
 
     fn known(records: &[(&str, Managed)]) -> Known {
-        Known {
-            managed: records
-                .iter()
-                .map(|(k, m)| (k.to_string(), m.clone()))
-                .collect(),
-            holders: None,
-        }
+        let records = records.iter().map(|(k, m)| (k.to_string(), m.clone()));
+        Known::held(records.collect(), None)
     }
 
     fn run(
@@ -600,6 +604,31 @@ mod tests {
     }
 
     #[test]
+    fn a_rewritten_record_keeps_every_field_the_run_did_not_change() {
+        // Records are held compactly and read again whole to be rewritten:
+        // what the rules never look at (origin, since, the Entra id) stays.
+        let mut record = managed(1, Status::Active);
+        record.origin = Origin::Created;
+        record.other.insert(ENTRA_ID.into(), "entra-a".into());
+        let mut p = policy();
+        p.grace = Duration::from_secs(3600);
+        let users = [user(1, "a@x.com", true)];
+        let (_, writes) = run(&[], &users, &known(&[("a@x.com", record.clone())]), &p);
+        let marked = managed_writes(&writes)[0].1.clone();
+        assert_eq!(
+            marked,
+            Managed {
+                leaving_since: Some(p.now.to_rfc3339()),
+                ..record.clone()
+            }
+        );
+        // The license comes back before the grace ends: only the mark goes.
+        let people = [person("a@x.com", true)];
+        let (_, writes) = run(&people, &users, &known(&[("a@x.com", marked)]), &p);
+        assert_eq!(managed_writes(&writes), [("a@x.com", &record)]);
+    }
+
+    #[test]
     fn grace_counts_from_the_first_run_without_a_license() {
         let mut p = policy();
         p.grace = Duration::from_secs(24 * 3600);
@@ -611,7 +640,7 @@ mod tests {
         let Write::Managed(_, marked) = &writes[0] else {
             panic!("{writes:?}")
         };
-        let mut later = known(&[("a@x.com", marked.clone())]);
+        let later = known(&[("a@x.com", marked.clone())]);
         p.now = at("2026-03-02T11:00:00Z");
         assert!(
             run(&[], &users, &later, &p).0.leavers.is_empty(),
@@ -622,7 +651,6 @@ mod tests {
         assert_eq!(diff.leavers[0].key, "a@x.com");
         assert!(managed_writes(&writes).is_empty(), "the start is kept");
         // The license comes back: the mark is cleared.
-        later.managed.get_mut("a@x.com").unwrap().leaving_since = marked.leaving_since.clone();
         let (diff, writes) = run(&[person("a@x.com", true)], &users, &later, &p);
         assert!(diff.leavers.is_empty() && diff.leaving.is_empty());
         assert_eq!(managed_writes(&writes)[0].1.leaving_since, None);

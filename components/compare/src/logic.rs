@@ -19,14 +19,13 @@
 //! index makes the match linear in both lists.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use serde::Deserialize;
 use sluice_guest::{Context, JsonSchema, Paged, StepError, state};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Counts, HOLDERS_KEY, Holders, InactivePerson, MANAGED_PREFIX, Managed, Person, Present,
-    ProcoreUser, managed_key,
+    Counts, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser, managed_key,
 };
 use sluice_identity::Key;
 
@@ -75,7 +74,7 @@ pub struct Input {
 
 pub fn compare_input(input: Input, context: &Context) -> Result<Written, StepError> {
     let policy = policy(&input, context)?;
-    let known = read_known()?;
+    let known = Known::read()?;
     // Each write goes to the host as it is made: a first run adopts every
     // match, and a million records held at once would be hundreds of MiB.
     let mut write = |write: Write| match write {
@@ -244,19 +243,6 @@ pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
 }
 
 /// The managed-people records and the holder count, from the flow's state.
-fn read_known() -> Result<Known, StepError> {
-    let mut managed_people = BTreeMap::new();
-    for entry in state::entries::<Managed>(MANAGED_PREFIX) {
-        let (state_key, record) = entry?;
-        if let Some(key) = state_key.strip_prefix(MANAGED_PREFIX) {
-            managed_people.insert(key.to_string(), record);
-        }
-    }
-    Ok(Known {
-        managed: managed_people,
-        holders: state::get::<Holders>(HOLDERS_KEY)?,
-    })
-}
 
 /// A list as the host would hand it inline, for tests.
 #[cfg(test)]

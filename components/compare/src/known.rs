@@ -1,0 +1,203 @@
+//! What the flow's state says before this run: the managed people and the
+//! last holder count, kept compactly.
+//!
+//! A tenant of a million has some 740,000 managed records. Held whole, each
+//! record's `other` fields are a map of their own, about 700 bytes a
+//! record, and a second run at a million members overran the step's
+//! 512 MiB. So each record is kept as the fields the rules decide with
+//! ([`Record`]), sorted by key; the few records a run rewrites (a leaver
+//! marked, a returner made active again) are read again whole
+//! ([`Known::full`]), so the fields this step never looks at are carried
+//! over as they were.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sluice_guest::{StepError, state};
+use sluice_guest_services::procore::Id;
+use sluice_guest_services::sync::{
+    HOLDERS_KEY, Holders, MANAGED_PREFIX, Managed, ManagedStatus as Status, Origin, managed_key,
+};
+
+/// One managed person, as the rules decide with them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The person's identity key (`managed/<key>`).
+    pub key: Box<str>,
+    /// The Procore user.
+    pub procore_id: Id,
+    /// Active or deactivated.
+    pub status: Status,
+    /// Since when they have been a leaver (RFC 3339), while they are one.
+    pub leaving_since: Option<Box<str>>,
+}
+
+impl Record {
+    fn of(key: &str, record: &Managed) -> Record {
+        Record {
+            key: key.into(),
+            procore_id: record.procore_id.clone(),
+            status: record.status,
+            leaving_since: record.leaving_since.as_deref().map(Into::into),
+        }
+    }
+}
+
+/// A stored record as it is read here: the fields of [`Managed`] the rules
+/// need, and those it must have (so a record `Managed` would refuse is
+/// refused here too), without its `other` fields.
+#[derive(Deserialize)]
+struct Stored {
+    procore_id: Id,
+    #[serde(rename = "origin")]
+    _origin: Origin,
+    status: Status,
+    #[serde(rename = "since")]
+    _since: String,
+    #[serde(default)]
+    leaving_since: Option<String>,
+}
+
+/// Where a whole record comes from when the run rewrites it.
+#[derive(Debug)]
+enum Source {
+    /// The flow's state, read again.
+    State,
+    /// Held here whole (records given natively, as tests do).
+    Held(BTreeMap<String, Managed>),
+}
+
+/// The managed people and the last holder count.
+#[derive(Debug)]
+pub struct Known {
+    /// Sorted by key, one a key.
+    managed: Vec<Record>,
+    /// The license holders of the last complete read.
+    pub holders: Option<Holders>,
+    source: Source,
+}
+
+impl Default for Known {
+    fn default() -> Self {
+        Known::held(Vec::new(), None)
+    }
+}
+
+impl Known {
+    /// What the flow's state holds, read a page at a time.
+    pub fn read() -> Result<Known, StepError> {
+        let mut managed = Vec::new();
+        for entry in state::entries::<Stored>(MANAGED_PREFIX) {
+            let (state_key, stored) = entry?;
+            if let Some(key) = state_key.strip_prefix(MANAGED_PREFIX) {
+                managed.push(Record {
+                    key: key.into(),
+                    procore_id: stored.procore_id,
+                    status: stored.status,
+                    leaving_since: stored.leaving_since.map(Into::into),
+                });
+            }
+        }
+        // The store lists keys in order; sorting again costs nothing then
+        // and keeps the search right whatever a store does.
+        managed.sort_by(|a, b| a.key.cmp(&b.key));
+        managed.dedup_by(|a, b| a.key == b.key);
+        managed.shrink_to_fit();
+        Ok(Known {
+            managed,
+            holders: state::get::<Holders>(HOLDERS_KEY)?,
+            source: Source::State,
+        })
+    }
+
+    /// Records given whole (keyed by identity key) and a holder count.
+    pub fn held(records: Vec<(String, Managed)>, holders: Option<Holders>) -> Known {
+        let records: BTreeMap<String, Managed> = records.into_iter().collect();
+        Known {
+            managed: records.iter().map(|(k, m)| Record::of(k, m)).collect(),
+            holders,
+            source: Source::Held(records),
+        }
+    }
+
+    /// Every managed person, by key.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.managed.iter()
+    }
+
+    /// Whether a record names `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.managed
+            .binary_search_by(|r| r.key.as_ref().cmp(key))
+            .is_ok()
+    }
+
+    /// `record` whole, as stored, to be rewritten.
+    pub fn full(&self, record: &Record) -> Result<Managed, StepError> {
+        let found = match &self.source {
+            Source::State => state::get::<Managed>(&managed_key(&record.key))?,
+            Source::Held(records) => records.get(record.key.as_ref()).cloned(),
+        };
+        found.ok_or_else(|| {
+            StepError::internal(format!(
+                "the managed record of `{}` was read at the start of this run and is gone now",
+                record.key
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Map, json};
+
+    fn managed(id: u64, leaving: Option<&str>) -> Managed {
+        let mut other = Map::new();
+        other.insert("entra_id".into(), json!("e-1"));
+        Managed {
+            procore_id: Id::Number(id),
+            origin: Origin::Created,
+            status: Status::Active,
+            since: "2026-01-01T00:00:00Z".into(),
+            leaving_since: leaving.map(str::to_string),
+            other,
+        }
+    }
+
+    #[test]
+    fn a_record_keeps_what_the_rules_decide_with_and_is_found_by_key() {
+        let known = Known::held(
+            vec![
+                ("b@x.com".into(), managed(2, Some("2026-02-01T00:00:00Z"))),
+                ("a@x.com".into(), managed(1, None)),
+            ],
+            None,
+        );
+        let keys: Vec<&str> = known.records().map(|r| r.key.as_ref()).collect();
+        assert_eq!(keys, ["a@x.com", "b@x.com"]);
+        assert!(known.contains("b@x.com"));
+        assert!(!known.contains("c@x.com"));
+        let b = known.records().nth(1).unwrap();
+        assert_eq!(b.procore_id, Id::Number(2));
+        assert_eq!(b.leaving_since.as_deref(), Some("2026-02-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn a_whole_record_comes_back_with_the_fields_the_rules_never_read() {
+        let known = Known::held(vec![("a@x.com".into(), managed(1, None))], None);
+        let record = known.records().next().unwrap();
+        let full = known.full(record).unwrap();
+        assert_eq!(full, managed(1, None));
+        assert_eq!(full.other["entra_id"], "e-1");
+    }
+
+    #[test]
+    fn a_stored_record_missing_a_field_managed_requires_is_refused() {
+        let stored = json!({"procore_id": 1, "status": "active", "since": "x"});
+        assert!(serde_json::from_value::<Stored>(stored).is_err());
+        let stored = json!({"procore_id": 1, "origin": "adopted", "status": "active",
+            "since": "x", "entra_id": "e", "anything": [1]});
+        assert!(serde_json::from_value::<Stored>(stored).is_ok());
+    }
+}
