@@ -117,6 +117,20 @@ pub trait Backend: Send + Sync + 'static {
     /// A page of a flow's keys that start with a prefix, in byte order.
     async fn state_list(&self, flow: &str, query: &StateQuery) -> Result<StatePage, StoreError>;
 
+    /// [`Backend::state_get`], the value as its JSON text.
+    async fn state_get_text(
+        &self,
+        flow: &str,
+        key: &StateKey,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// [`Backend::state_list`], each value as its JSON text.
+    async fn state_list_text(
+        &self,
+        flow: &str,
+        query: &StateQuery,
+    ) -> Result<StatePage<String>, StoreError>;
+
     /// Applies a batch of sets and deletes in one transaction (all or none),
     /// checking its fencing number first when it has one.
     async fn state_apply(&self, flow: &str, batch: StateBatch) -> Result<(), StoreError>;

@@ -251,28 +251,44 @@ impl StateQuery {
     }
 }
 
-/// One stored entry.
+/// One stored entry: its value parsed, or (`StateEntry<String>`) as its
+/// JSON text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StateEntry {
+pub struct StateEntry<V = Value> {
     pub key: String,
-    pub value: Value,
+    pub value: V,
 }
 
 /// A page of a `list`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StatePage {
-    pub entries: Vec<StateEntry>,
+pub struct StatePage<V = Value> {
+    pub entries: Vec<StateEntry<V>>,
     /// Whether more keys follow the last one; ask again with it as
     /// `start_after`.
     pub more: bool,
 }
 
-impl StatePage {
+impl<V> StatePage<V> {
     /// Builds a page from up to `size + 1` rows read.
-    pub(crate) fn from_rows(mut entries: Vec<StateEntry>, size: usize) -> StatePage {
+    pub(crate) fn from_rows(mut entries: Vec<StateEntry<V>>, size: usize) -> StatePage<V> {
         let more = entries.len() > size;
         entries.truncate(size);
         StatePage { entries, more }
+    }
+
+    /// The same page with each value made by `f`.
+    pub(crate) fn map<W>(self, mut f: impl FnMut(V) -> W) -> StatePage<W> {
+        StatePage {
+            entries: self
+                .entries
+                .into_iter()
+                .map(|e| StateEntry {
+                    key: e.key,
+                    value: f(e.value),
+                })
+                .collect(),
+            more: self.more,
+        }
     }
 }
 
@@ -282,9 +298,42 @@ pub(crate) fn parse_value(text: String) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
+/// A stored value read back as JSON text, for whoever parses it itself (a
+/// component's `state.get`: a tree made here would only be printed
+/// again). The same document [`parse_value`] gives: the text when it is
+/// one JSON document (checked without building a tree), else that text as
+/// a JSON string.
+pub(crate) fn json_text(text: String) -> String {
+    if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() {
+        text
+    } else {
+        Value::String(text).to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_read_as_text_is_the_document_parse_value_gives() {
+        for text in [
+            r#"{"a":[1,"x"]}"#,
+            "3",
+            r#""s""#,
+            "not json",
+            r#"{"a":"#,
+            "",
+        ] {
+            let as_text: Value = serde_json::from_str(&json_text(text.to_string())).unwrap();
+            assert_eq!(as_text, parse_value(text.to_string()), "{text}");
+        }
+        // A document is handed on as stored, not printed again.
+        assert_eq!(
+            json_text(r#"{ "b": 1, "a": 2 }"#.into()),
+            r#"{ "b": 1, "a": 2 }"#
+        );
+    }
 
     #[test]
     fn keys_are_checked() {

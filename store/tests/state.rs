@@ -47,7 +47,33 @@ both!(
     a_batch_lands_whole_or_not_at_all,
     a_fenced_batch_is_refused_once_the_lease_moved_on,
     a_large_batch_writing_keys_twice_applies_in_its_order,
+    values_read_as_text_are_the_documents_stored,
 );
+
+async fn values_read_as_text_are_the_documents_stored(db: Db) {
+    let s = &db.store;
+    let doc = json!({"z": 1, "a": [true, null, "é\n"], "m": {"k": 1.5}});
+    let writes = vec![set("p/1", doc.clone()), set("p/2", json!("two"))];
+    s.state_apply("sync", batch(writes)).await.unwrap();
+    let text = s.state_get_text("sync", &key("p/1")).await.unwrap();
+    let text = text.expect("set");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), doc);
+    assert_eq!(s.state_get_text("sync", &key("p/3")).await.unwrap(), None);
+    let page = s
+        .state_list_text("sync", &query("p/", None, 1))
+        .await
+        .unwrap();
+    assert!(page.more);
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].key, "p/1");
+    assert_eq!(page.entries[0].value, text);
+    let page = s
+        .state_list_text("sync", &query("p/", Some("p/1"), 10))
+        .await
+        .unwrap();
+    assert!(!page.more);
+    assert_eq!(page.entries[0].value, "\"two\"");
+}
 
 async fn values_are_set_read_and_deleted_per_flow(db: Db) {
     let s = &db.store;

@@ -131,7 +131,7 @@ impl guest_state::Host for StepState {
             return Ok(Err(refused(r)));
         }
         Ok(match call.state.get(&key).await {
-            Ok(value) => Ok(value.map(|v| v.to_string())),
+            Ok(value) => Ok(value.map(state::Json::into_string)),
             Err(e) => Err(unavailable(e)),
         })
     }
@@ -171,7 +171,7 @@ impl guest_state::Host for StepState {
                         .into_iter()
                         .map(|(key, value)| guest_state::Entry {
                             key,
-                            value: value.to_string(),
+                            value: value.into_string(),
                         })
                         .collect(),
                     next: page.next,

@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
-
 use super::{
     Json, MAX_PAGE, MAX_WRITE_BYTES_PER_CALL, Refused, StateStore, StoreError, Writes, held_bytes,
 };
@@ -30,9 +28,9 @@ impl Overlay {
         all.extend(writes);
     }
 
-    fn get(&self, key: &str) -> Option<Option<Value>> {
+    fn get(&self, key: &str) -> Option<Option<Json>> {
         let all = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-        all.get(key).map(|v| v.as_ref().map(Json::value))
+        all.get(key).cloned()
     }
 
     /// Writes whose keys start with `prefix` and sort after `start_after`.
@@ -45,7 +43,7 @@ impl Overlay {
 /// One page of `list`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
-    pub entries: Vec<(String, Value)>,
+    pub entries: Vec<(String, Json)>,
     /// The last key of this page, when more may follow.
     pub next: Option<String>,
 }
@@ -81,9 +79,10 @@ impl CallState {
         Self { limit, ..self }
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Value>, StoreError> {
+    /// The value under `key` as this call sees it, as text.
+    pub async fn get(&self, key: &str) -> Result<Option<Json>, StoreError> {
         if let Some(value) = self.writes.get(key) {
-            return Ok(value.as_ref().map(Json::value));
+            return Ok(value.clone());
         }
         if let Some(value) = self.overlay.as_ref().and_then(|o| o.get(key)) {
             return Ok(value);
@@ -147,16 +146,16 @@ impl CallState {
         // A full page may have more after it: nothing past its last key is
         // known to come next.
         let horizon = (stored.len() == asked).then(|| stored.last().map(|(k, _)| k.clone()));
-        let mut merged: BTreeMap<String, Value> = stored
+        let mut merged: BTreeMap<String, Json> = stored
             .into_iter()
             .filter(|(k, _)| !upper.contains_key(k))
             .collect();
-        merged.extend(upper.into_iter().filter_map(|(k, v)| Some((k, v?.value()))));
+        merged.extend(upper.into_iter().filter_map(|(k, v)| Some((k, v?))));
         if let Some(Some(last)) = &horizon {
             merged.retain(|k, _| k <= last);
         }
         let more = horizon.is_some() || merged.len() > limit;
-        let entries: Vec<(String, Value)> = merged.into_iter().take(limit).collect();
+        let entries: Vec<(String, Json)> = merged.into_iter().take(limit).collect();
         let next = entries.last().map(|(k, _)| k.clone()).filter(|_| more);
         Ok(Page { entries, next })
     }
@@ -184,7 +183,7 @@ fn in_range(writes: &Writes, prefix: &str, start_after: Option<&str>) -> Writes 
 mod tests {
     use super::super::{MemoryStore, Write, held_bytes};
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     async fn store(entries: &[(&str, Value)]) -> Arc<dyn StateStore> {
         let store = MemoryStore::default();
@@ -205,7 +204,7 @@ mod tests {
         let mut call = CallState::new(store(&[("a", json!(1)), ("b", json!(2))]).await, "f", None);
         call.set("a".into(), Json::of(&json!(10))).unwrap();
         call.delete("b".into()).unwrap();
-        assert_eq!(call.get("a").await.unwrap(), Some(json!(10)));
+        assert_eq!(call.get("a").await.unwrap(), Some(Json::of(&json!(10))));
         assert_eq!(call.get("b").await.unwrap(), None);
         let other_flow = CallState::new(store(&[("a", json!(1))]).await, "g", None);
         assert_eq!(
@@ -234,7 +233,7 @@ mod tests {
         call.set("other".into(), Json::of(&json!(0))).unwrap();
         let page = call.list("k", None, 3).await.unwrap();
         assert_eq!(keys(&page), ["k05", "k3", "k4"]);
-        assert_eq!(page.entries[0].1, json!("mine"));
+        assert_eq!(page.entries[0].1.value(), json!("mine"));
         assert_eq!(page.next.as_deref(), Some("k4"));
         let page = call.list("k", Some("k4"), 10).await.unwrap();
         assert_eq!(keys(&page), ["k5", "k6", "k7", "k8", "k9"]);

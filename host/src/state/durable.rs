@@ -6,10 +6,9 @@
 //! lost its flow cannot write over the next owner's state (the store
 //! refuses the batch and the call that made it fails).
 
-use serde_json::Value;
 use sluice_store::{StateBatch, StateKey, StateQuery, StateWrite, Store};
 
-use super::{StateStore, StoreError, Write};
+use super::{Json, StateStore, StoreError, Write};
 
 /// A run's view of the store's flow state.
 #[derive(Debug, Clone)]
@@ -35,8 +34,9 @@ fn key(key: impl Into<String>) -> Result<StateKey, StoreError> {
 
 #[async_trait::async_trait]
 impl StateStore for DurableStore {
-    async fn get(&self, flow: &str, k: &str) -> Result<Option<Value>, StoreError> {
-        self.store.state_get(flow, &key(k)?).await.map_err(failed)
+    async fn get(&self, flow: &str, k: &str) -> Result<Option<Json>, StoreError> {
+        let text = self.store.state_get_text(flow, &key(k)?).await;
+        Ok(text.map_err(failed)?.map(Json::stored))
     }
 
     async fn list(
@@ -45,14 +45,15 @@ impl StateStore for DurableStore {
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, Value)>, StoreError> {
+    ) -> Result<Vec<(String, Json)>, StoreError> {
         let query = StateQuery {
             prefix: prefix.to_string(),
             start_after: start_after.map(str::to_string),
             limit,
         };
-        let page = self.store.state_list(flow, &query).await.map_err(failed)?;
-        Ok(page.entries.into_iter().map(|e| (e.key, e.value)).collect())
+        let page = self.store.state_list_text(flow, &query).await;
+        let entries = page.map_err(failed)?.entries.into_iter();
+        Ok(entries.map(|e| (e.key, Json::stored(e.value))).collect())
     }
 
     async fn apply(&self, flow: &str, run: &str, writes: Vec<Write>) -> Result<(), StoreError> {
@@ -79,9 +80,8 @@ impl StateStore for DurableStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Json;
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     #[tokio::test]
     async fn writes_land_in_the_store_and_read_back_in_pages() {
@@ -92,10 +92,12 @@ mod tests {
             .chain([Write::Delete("k0".into())])
             .collect();
         state.apply("f", "r1", writes).await.unwrap();
-        assert_eq!(state.get("f", "k1").await.unwrap(), Some(json!(1)));
+        let value = |v: Option<Json>| v.map(|v| v.value());
+        assert_eq!(value(state.get("f", "k1").await.unwrap()), Some(json!(1)));
         assert_eq!(state.get("f", "k0").await.unwrap(), None);
         assert_eq!(state.get("g", "k1").await.unwrap(), None);
         let page = state.list("f", "k", Some("k1"), 2).await.unwrap();
+        let page: Vec<(String, Value)> = page.into_iter().map(|(k, v)| (k, v.value())).collect();
         assert_eq!(page, vec![("k2".into(), json!(2)), ("k3".into(), json!(3))]);
         // Another handle on the same store sees the same state.
         let other = DurableStore::new(store, None);

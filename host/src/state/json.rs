@@ -27,6 +27,12 @@ impl Json {
         Json(value.to_string().into_boxed_str())
     }
 
+    /// A value as a store hands it back: one JSON document (the store
+    /// checks what it reads), kept as it is.
+    pub fn stored(text: String) -> Json {
+        Json(text.into_boxed_str())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

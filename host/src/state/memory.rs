@@ -5,19 +5,17 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use serde_json::Value;
-
-use super::{StateStore, StoreError, Write};
+use super::{Json, StateStore, StoreError, Write};
 
 /// Every flow's state, in one map keyed by (flow, key).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    entries: Mutex<BTreeMap<(String, String), Value>>,
+    entries: Mutex<BTreeMap<(String, String), Json>>,
 }
 
 #[async_trait::async_trait]
 impl StateStore for MemoryStore {
-    async fn get(&self, flow: &str, key: &str) -> Result<Option<Value>, StoreError> {
+    async fn get(&self, flow: &str, key: &str) -> Result<Option<Json>, StoreError> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         Ok(entries.get(&(flow.to_string(), key.to_string())).cloned())
     }
@@ -28,7 +26,7 @@ impl StateStore for MemoryStore {
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, Value)>, StoreError> {
+    ) -> Result<Vec<(String, Json)>, StoreError> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let lower = match start_after {
             Some(after) if after >= prefix => Bound::Excluded((flow.into(), after.into())),
@@ -47,7 +45,7 @@ impl StateStore for MemoryStore {
         for write in writes {
             let id = (flow.to_string(), write.key().to_string());
             match write {
-                Write::Set(_, value) => entries.insert(id, value.value()),
+                Write::Set(_, value) => entries.insert(id, value),
                 Write::Delete(_) => entries.remove(&id),
             };
         }

@@ -14,7 +14,8 @@
 //!   ([`MAX_WRITE_BYTES_PER_CALL`]), not by a count of keys, and are held
 //!   as compact JSON text ([`Json`], checked once without being parsed
 //!   into a tree) all the way to the store, which applies them in one
-//!   transaction.
+//!   transaction. Reads come back the same way, as the store's text, which
+//!   the component parses: the host never makes a stored value a tree.
 //! - [`Overlay`]: a dry run's successful writes, seen by the rest of that
 //!   run and never stored.
 //!
@@ -29,8 +30,6 @@ mod json;
 mod memory;
 
 use std::collections::BTreeMap;
-
-use serde_json::Value;
 
 pub use call::{CallState, Overlay, Page};
 pub use durable::DurableStore;
@@ -82,8 +81,9 @@ pub struct StoreError(pub String);
 /// Where flow state lives. Implementations never block an async worker.
 #[async_trait::async_trait]
 pub trait StateStore: Send + Sync {
-    /// The value under `key` in `flow`'s state.
-    async fn get(&self, flow: &str, key: &str) -> Result<Option<Value>, StoreError>;
+    /// The value under `key` in `flow`'s state, as text: a component
+    /// parses it itself, so the host never makes it a tree.
+    async fn get(&self, flow: &str, key: &str) -> Result<Option<Json>, StoreError>;
 
     /// Up to `limit` entries of `flow` whose keys start with `prefix` and
     /// sort after `start_after` (bytewise), in ascending key order. A store
@@ -95,7 +95,7 @@ pub trait StateStore: Send + Sync {
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, Value)>, StoreError>;
+    ) -> Result<Vec<(String, Json)>, StoreError>;
 
     /// Applies every write, in order, in one transaction; `run` is the run
     /// that made them.

@@ -218,11 +218,31 @@ impl Backend for PgBackend {
     }
 
     async fn state_get(&self, flow: &str, key: &StateKey) -> Result<Option<Value>, StoreError> {
-        state::get(&**self.client().await?, flow, key).await
+        let text = state::get(&**self.client().await?, flow, key).await?;
+        Ok(text.map(crate::state::parse_value))
     }
 
     async fn state_list(&self, flow: &str, query: &StateQuery) -> Result<StatePage, StoreError> {
-        state::list(&**self.client().await?, flow, query).await
+        let page = state::list(&**self.client().await?, flow, query).await?;
+        Ok(page.map(crate::state::parse_value))
+    }
+
+    async fn state_get_text(
+        &self,
+        flow: &str,
+        key: &StateKey,
+    ) -> Result<Option<String>, StoreError> {
+        let text = state::get(&**self.client().await?, flow, key).await?;
+        Ok(text.map(crate::state::json_text))
+    }
+
+    async fn state_list_text(
+        &self,
+        flow: &str,
+        query: &StateQuery,
+    ) -> Result<StatePage<String>, StoreError> {
+        let page = state::list(&**self.client().await?, flow, query).await?;
+        Ok(page.map(crate::state::json_text))
     }
 
     async fn state_apply(&self, flow: &str, batch: StateBatch) -> Result<(), StoreError> {

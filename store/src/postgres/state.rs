@@ -2,10 +2,9 @@
 //! order, as on SQLite).
 
 use chrono::Utc;
-use serde_json::Value;
 use tokio_postgres::{GenericClient, Transaction};
 
-use crate::state::{Run, StateEntry, parse_value, runs};
+use crate::state::{Run, StateEntry, runs};
 use crate::{RunRef, StateBatch, StateKey, StatePage, StateQuery, StoreError};
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -17,17 +16,21 @@ pub(crate) async fn get(
     c: &impl GenericClient,
     flow: &str,
     key: &StateKey,
-) -> Result<Option<Value>> {
+) -> Result<Option<String>> {
     let row = c
         .query_opt(
             "SELECT value FROM flow_state WHERE flow = $1 AND key = $2",
             &[&flow, &key.as_str()],
         )
         .await?;
-    Ok(row.map(|r| r.try_get(0)).transpose()?.map(parse_value))
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
 }
 
-pub(crate) async fn list(c: &impl GenericClient, flow: &str, q: &StateQuery) -> Result<StatePage> {
+pub(crate) async fn list(
+    c: &impl GenericClient,
+    flow: &str,
+    q: &StateQuery,
+) -> Result<StatePage<String>> {
     let size = q.page_size();
     let from = match &q.start_after {
         Some(after) if after.as_str() > q.prefix.as_str() => after.as_str(),
@@ -54,7 +57,7 @@ pub(crate) async fn list(c: &impl GenericClient, flow: &str, q: &StateQuery) -> 
         .map(|r| {
             Ok(StateEntry {
                 key: r.try_get(0)?,
-                value: parse_value(r.try_get(1)?),
+                value: r.try_get(1)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;

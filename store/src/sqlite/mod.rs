@@ -271,15 +271,37 @@ impl Backend for SqliteBackend {
     }
 
     async fn state_get(&self, flow: &str, key: &StateKey) -> Result<Option<Value>, StoreError> {
-        let (flow, key) = (flow.to_string(), key.clone());
-        self.call(move |c| read(c, |tx| state::get(tx, &flow, &key)))
-            .await
+        let text = self.state_get_text(flow, key).await?;
+        Ok(text.map(crate::state::parse_value))
     }
 
     async fn state_list(&self, flow: &str, query: &StateQuery) -> Result<StatePage, StoreError> {
+        let page = self.state_list_text(flow, query).await?;
+        Ok(page.map(crate::state::parse_value))
+    }
+
+    async fn state_get_text(
+        &self,
+        flow: &str,
+        key: &StateKey,
+    ) -> Result<Option<String>, StoreError> {
+        let (flow, key) = (flow.to_string(), key.clone());
+        let text = self
+            .call(move |c| read(c, |tx| state::get(tx, &flow, &key)))
+            .await?;
+        Ok(text.map(crate::state::json_text))
+    }
+
+    async fn state_list_text(
+        &self,
+        flow: &str,
+        query: &StateQuery,
+    ) -> Result<StatePage<String>, StoreError> {
         let (flow, query) = (flow.to_string(), query.clone());
-        self.call(move |c| read(c, |tx| state::list(tx, &flow, &query)))
-            .await
+        let page = self
+            .call(move |c| read(c, |tx| state::list(tx, &flow, &query)))
+            .await?;
+        Ok(page.map(crate::state::json_text))
     }
 
     async fn state_apply(&self, flow: &str, batch: StateBatch) -> Result<(), StoreError> {

@@ -1,28 +1,28 @@
 //! The flow state store on SQLite.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde_json::Value;
 
-use crate::state::{StateEntry, parse_value};
+use crate::state::StateEntry;
 use crate::{RunRef, StateBatch, StateKey, StatePage, StateQuery, StoreError, now_text};
 
+/// The stored text of `key` (see [`crate::state::parse_value`]).
 pub(crate) fn get(
     tx: &Transaction<'_>,
     flow: &str,
     key: &StateKey,
-) -> Result<Option<Value>, StoreError> {
+) -> Result<Option<String>, StoreError> {
     let text: Option<String> = tx
         .prepare_cached("SELECT value FROM flow_state WHERE flow = ?1 AND key = ?2")?
         .query_row(params![flow, key.as_str()], |r| r.get(0))
         .optional()?;
-    Ok(text.map(parse_value))
+    Ok(text)
 }
 
 pub(crate) fn list(
     tx: &Transaction<'_>,
     flow: &str,
     q: &StateQuery,
-) -> Result<StatePage, StoreError> {
+) -> Result<StatePage<String>, StoreError> {
     let size = q.page_size();
     // The larger of the prefix and `start_after` bounds the scan from below
     // (`key > start_after` is applied too, so an equal key is left out).
@@ -47,7 +47,7 @@ pub(crate) fn list(
             |r| {
                 Ok(StateEntry {
                     key: r.get(0)?,
-                    value: parse_value(r.get(1)?),
+                    value: r.get(1)?,
                 })
             },
         )?
