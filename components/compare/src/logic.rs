@@ -242,8 +242,6 @@ pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
     })
 }
 
-/// The managed-people records and the holder count, from the flow's state.
-
 /// A list as the host would hand it inline, for tests.
 #[cfg(test)]
 pub fn paged<T: serde::Serialize>(items: &[T]) -> Paged<T> {
