@@ -112,12 +112,19 @@ pub trait Backend: Send + Sync + 'static {
     // ---- flow state ---------------------------------------------------
 
     /// The value of a flow's key, if set.
-    async fn state_get(&self, flow: &str, key: &StateKey) -> Result<Option<Value>, StoreError>;
+    async fn state_get(&self, flow: &str, key: &StateKey) -> Result<Option<Value>, StoreError> {
+        let text = self.state_get_text(flow, key).await?;
+        Ok(text.map(crate::state::parse_value))
+    }
 
     /// A page of a flow's keys that start with a prefix, in byte order.
-    async fn state_list(&self, flow: &str, query: &StateQuery) -> Result<StatePage, StoreError>;
+    async fn state_list(&self, flow: &str, query: &StateQuery) -> Result<StatePage, StoreError> {
+        let page = self.state_list_text(flow, query).await?;
+        Ok(page.map(crate::state::parse_value))
+    }
 
-    /// [`Backend::state_get`], the value as its JSON text.
+    /// [`Backend::state_get`], the value as its JSON text (a stored text
+    /// that is not JSON comes back as a JSON string).
     async fn state_get_text(
         &self,
         flow: &str,

@@ -34,7 +34,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use serde_json::Value;
 use tokio_postgres::NoTls;
 
 use crate::browse::{
@@ -215,16 +214,6 @@ impl Backend for PgBackend {
         max: usize,
     ) -> Result<Vec<ItemMention>, StoreError> {
         browse::items_mentioning(&**self.client().await?, text, max).await
-    }
-
-    async fn state_get(&self, flow: &str, key: &StateKey) -> Result<Option<Value>, StoreError> {
-        let text = state::get(&**self.client().await?, flow, key).await?;
-        Ok(text.map(crate::state::parse_value))
-    }
-
-    async fn state_list(&self, flow: &str, query: &StateQuery) -> Result<StatePage, StoreError> {
-        let page = state::list(&**self.client().await?, flow, query).await?;
-        Ok(page.map(crate::state::parse_value))
     }
 
     async fn state_get_text(

@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use serde_json::Value;
 
 use crate::browse::{
     FlowLatest, ItemCount, ItemFilter, ItemMention, ItemPage, RunFilter, RunOverview, RunPage,
@@ -268,16 +267,6 @@ impl Backend for SqliteBackend {
         let text = text.to_string();
         self.call(move |c| read(c, |tx| browse::items_mentioning(tx, &text, max)))
             .await
-    }
-
-    async fn state_get(&self, flow: &str, key: &StateKey) -> Result<Option<Value>, StoreError> {
-        let text = self.state_get_text(flow, key).await?;
-        Ok(text.map(crate::state::parse_value))
-    }
-
-    async fn state_list(&self, flow: &str, query: &StateQuery) -> Result<StatePage, StoreError> {
-        let page = self.state_list_text(flow, query).await?;
-        Ok(page.map(crate::state::parse_value))
     }
 
     async fn state_get_text(
