@@ -175,6 +175,11 @@ pub enum Sent {
     WouldSend(WouldSend),
 }
 
+/// The header every request asks for JSON with, unless the component
+/// sets its own.
+const ACCEPT: &str = "Accept";
+const DEFAULT_ACCEPT: &str = "application/json";
+
 /// A request through one connection role.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -194,7 +199,7 @@ impl Call {
                 method: method.to_wit(),
                 url: url.to_string(),
                 query: Vec::new(),
-                headers: vec![("Accept".into(), "application/json".into())],
+                headers: vec![(ACCEPT.into(), DEFAULT_ACCEPT.into())],
                 body: None,
                 idempotent: false,
                 retry_when_not_acted: false,
@@ -243,8 +248,14 @@ impl Call {
         self
     }
 
-    /// Adds a header.
+    /// Adds a header. An `Accept` replaces the default one
+    /// (`application/json`) instead of being sent beside it.
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Call {
+        if name.eq_ignore_ascii_case(ACCEPT) {
+            self.request
+                .headers
+                .retain(|(n, v)| !(n == ACCEPT && v == DEFAULT_ACCEPT));
+        }
         self.request.headers.push((name.to_string(), value.into()));
         self
     }
@@ -356,6 +367,29 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_components_own_accept_replaces_the_default_and_other_headers_add_up() {
+        let call = Call::get("c", "/x");
+        assert_eq!(
+            call.request.headers,
+            [(ACCEPT.into(), DEFAULT_ACCEPT.into())]
+        );
+        let call = call
+            .header("accept", "text/csv")
+            .header("X-A", "1")
+            .header("X-A", "2");
+        let headers: Vec<(&str, &str)> = call
+            .request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            headers,
+            [("accept", "text/csv"), ("X-A", "1"), ("X-A", "2")]
+        );
+    }
 
     #[test]
     fn segments_keep_addresses_readable_and_escape_separators() {
