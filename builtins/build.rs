@@ -41,6 +41,8 @@ fn run() -> Result<(), String> {
         "components",
         "tests/fixtures",
         "Cargo.lock",
+        // The `guest` profile (opt-level per component) is set here.
+        "Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
