@@ -8,7 +8,10 @@
 //! they will have in the output (items joined by commas, no brackets), so
 //! the run can put them in the output's text without building any tree
 //! ([`AppendedLists`]); a component's page is checked and copied, and is
-//! not kept beyond the append.
+//! not kept beyond the append. Each page's items are held in a block of
+//! their own, allocated once at their size: one buffer grown to a list of
+//! tens of MB would be copied again and again as it doubled, each time
+//! onto fresh memory.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,12 +33,38 @@ pub trait ListRules: Send + Sync {
 /// One list's items so far, as the output will hold them.
 #[derive(Debug, Default)]
 pub struct AppendedList {
-    /// The items' JSON texts joined by commas: the list's text without
-    /// its brackets. Bytes of valid UTF-8, so the run can splice them in
-    /// place (see `crate::run::output`).
-    pub items: Vec<u8>,
+    /// The items' JSON texts joined by commas, a block per appended page
+    /// (a block after the first starts with its comma): read in order,
+    /// the list's text without its brackets. Valid UTF-8 where joined, so
+    /// the run can write them into the output as they are (see
+    /// `crate::run::splice`).
+    blocks: Vec<Vec<u8>>,
+    /// The bytes of all blocks.
+    bytes: usize,
     /// How many items.
     pub len: u64,
+}
+
+impl AppendedList {
+    /// A list of `len` items whose joined text is `blocks` read in order.
+    #[cfg(test)]
+    pub(crate) fn of(blocks: Vec<Vec<u8>>, len: u64) -> AppendedList {
+        AppendedList {
+            bytes: blocks.iter().map(Vec::len).sum(),
+            blocks,
+            len,
+        }
+    }
+
+    /// The bytes of the joined text.
+    pub fn text_len(&self) -> usize {
+        self.bytes
+    }
+
+    /// The joined text, a block at a time, in order.
+    pub fn into_blocks(self) -> impl Iterator<Item = Vec<u8>> {
+        self.blocks.into_iter()
+    }
 }
 
 /// The lists of one call by name: every list the rules mark, appended to
@@ -154,14 +183,20 @@ impl OutputLists {
                 key: self.cap.key,
             });
         }
-        list.items.reserve(added);
+        if items.is_empty() {
+            return Ok(Ok(()));
+        }
+        // `added` counts a comma per item; the list's first item has none.
+        let mut block = Vec::with_capacity(added - usize::from(list.len == 0));
         for item in items {
             if list.len > 0 {
-                list.items.push(b',');
+                block.push(b',');
             }
-            list.items.extend_from_slice(item.get().as_bytes());
+            block.extend_from_slice(item.get().as_bytes());
             list.len += 1;
         }
+        list.bytes += block.len();
+        list.blocks.push(block);
         self.bytes = size;
         Ok(Ok(()))
     }
@@ -200,8 +235,11 @@ mod tests {
     }
 
     fn text(lists: OutputLists, name: &str) -> (String, u64) {
-        let list = &lists.into_lists()[name];
-        (String::from_utf8(list.items.clone()).unwrap(), list.len)
+        let list = lists.into_lists().remove(name).unwrap();
+        let (len, bytes) = (list.len, list.text_len());
+        let text: Vec<u8> = list.into_blocks().flatten().collect();
+        assert_eq!(text.len(), bytes);
+        (String::from_utf8(text).unwrap(), len)
     }
 
     #[test]

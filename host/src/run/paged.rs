@@ -40,7 +40,10 @@ impl PagedList for Held {
 
     fn page(&self, start: u64, limit: usize) -> Result<String, BadItem> {
         let start = usize::try_from(start).unwrap_or(usize::MAX);
-        let mut text = String::from("[");
+        // Sized once: a page of people is hundreds of KB.
+        let size: usize = self.items.page(start, limit).map(|i| i.len() + 1).sum();
+        let mut text = String::with_capacity(size + 2);
+        text.push('[');
         for (i, item) in self.items.page(start, limit).enumerate() {
             self.schema
                 .check_item_text(&self.key, start + i, item)

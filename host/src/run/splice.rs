@@ -6,9 +6,9 @@
 //! The component's own text is checked and indexed as any output's; each
 //! list's items were checked as they were appended, so the joined text is
 //! valid JSON without being read again, and the index is shifted rather
-//! than found anew. The largest list's buffer becomes the output's text:
-//! the rest is moved around it in place, so a list of hundreds of MB is
-//! never held twice.
+//! than found anew. The output's text is allocated once at its size and
+//! each list's blocks are copied into it and freed one by one, so a list
+//! of hundreds of MB is held about once, and copied once.
 
 use std::ops::Range;
 
@@ -112,7 +112,7 @@ fn field_places(output: &StepOutput) -> Fields {
 
 /// How many bytes the list takes in the output: its items and brackets.
 fn written(list: &AppendedList) -> usize {
-    list.items.len() + 2
+    list.text_len() + 2
 }
 
 /// `len` bytes of text once `lists` (places inside them) are written in.
@@ -141,56 +141,23 @@ fn shifted(fields: Fields, lists: &[(Range<usize>, AppendedList)]) -> Fields {
         .collect()
 }
 
-/// `text` with each list (its place in `text`, in order) written in.
-/// The largest list's buffer becomes the result: what comes before it is
-/// moved in front of it in place, and the rest is added after it.
-fn joined(text: &str, mut lists: Vec<(Range<usize>, AppendedList)>) -> Vec<u8> {
-    let Some(largest) = (0..lists.len()).max_by_key(|&i| lists[i].1.items.len()) else {
-        return text.as_bytes().to_vec();
-    };
-    let total = grown(text.len(), &lists);
-    let after = lists.split_off(largest + 1);
-    let Some((place, list)) = lists.pop() else {
-        return text.as_bytes().to_vec();
-    };
-    let before = lists;
-    let mut out = list.items;
-    let body = out.len();
-    // The text before the list's place, the lists before it written in,
-    // and its opening bracket.
-    let ahead = grown(place.start, &before) + 1;
-    out.reserve_exact(total - body);
-    out.resize(ahead + body, 0);
-    out.copy_within(0..body, ahead);
-    let mut at = 0;
+/// `text` with each list (its place in `text`, in order) written in, in
+/// one buffer allocated at its size; each block of a list is freed once
+/// it is copied.
+fn joined(text: &str, lists: Vec<(Range<usize>, AppendedList)>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(grown(text.len(), &lists));
     let mut from = 0;
-    for (p, l) in before {
-        put(&mut out, &mut at, &text.as_bytes()[from..p.start]);
-        put(&mut out, &mut at, b"[");
-        put(&mut out, &mut at, &l.items);
-        put(&mut out, &mut at, b"]");
-        from = p.end;
-    }
-    put(&mut out, &mut at, &text.as_bytes()[from..place.start]);
-    put(&mut out, &mut at, b"[");
-    debug_assert_eq!(at, ahead);
-    out.push(b']');
-    let mut from = place.end;
-    for (p, l) in after {
-        out.extend_from_slice(&text.as_bytes()[from..p.start]);
+    for (place, list) in lists {
+        out.extend_from_slice(&text.as_bytes()[from..place.start]);
         out.push(b'[');
-        out.extend_from_slice(&l.items);
+        for block in list.into_blocks() {
+            out.extend_from_slice(&block);
+        }
         out.push(b']');
-        from = p.end;
+        from = place.end;
     }
     out.extend_from_slice(&text.as_bytes()[from..]);
     out
-}
-
-/// Writes `bytes` into `out` at `at`, and moves `at` past them.
-fn put(out: &mut [u8], at: &mut usize, bytes: &[u8]) {
-    out[*at..*at + bytes.len()].copy_from_slice(bytes);
-    *at += bytes.len();
 }
 
 #[cfg(test)]
@@ -198,12 +165,18 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
+    /// `items` as appended in pages of up to 7 items, a block each.
     fn list(items: &[Value]) -> AppendedList {
-        let texts: Vec<String> = items.iter().map(Value::to_string).collect();
-        AppendedList {
-            items: texts.join(",").into_bytes(),
-            len: items.len() as u64,
-        }
+        let blocks = items
+            .chunks(7)
+            .enumerate()
+            .map(|(i, page)| {
+                let texts: Vec<String> = page.iter().map(Value::to_string).collect();
+                let comma = if i > 0 { "," } else { "" };
+                format!("{comma}{}", texts.join(",")).into_bytes()
+            })
+            .collect();
+        AppendedList::of(blocks, items.len() as u64)
     }
 
     fn lists(named: &[(&str, &[Value])]) -> AppendedLists {

@@ -57,20 +57,19 @@ impl StateStore for DurableStore {
     }
 
     async fn apply(&self, flow: &str, run: &str, writes: Vec<Write>) -> Result<(), StoreError> {
-        let writes = writes
-            .into_iter()
-            .map(|w| {
-                Ok(match w {
-                    Write::Set(k, value) => StateWrite::SetText {
-                        key: key(k)?,
-                        text: value.into_string(),
-                    },
-                    Write::Delete(k) => StateWrite::Delete { key: key(k)? },
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        // Sized once: a first run's compare hands over a write per person.
+        let mut batch = Vec::with_capacity(writes.len());
+        for w in writes {
+            batch.push(match w {
+                Write::Set(k, value) => StateWrite::SetText {
+                    key: key(k)?,
+                    text: value.into_string(),
+                },
+                Write::Delete(k) => StateWrite::Delete { key: key(k)? },
+            });
+        }
         let batch = StateBatch {
-            writes,
+            writes: batch,
             run_id: Some(run.to_string()),
             fence: self.fence,
         };
