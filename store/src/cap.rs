@@ -4,6 +4,8 @@
 //! whatever reads the history can always parse what it finds. Error texts
 //! over [`MAX_ERROR_BYTES`] are cut at a character boundary with a note.
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
 use crate::model::{Attempts, FailedAttempt};
@@ -17,12 +19,17 @@ pub const MAX_ERROR_BYTES: usize = 16 * 1024;
 
 /// The JSON text to store for `value`: itself, or the truncation marker.
 pub fn capped(value: &Value) -> String {
-    let text = value.to_string();
+    capped_text(&value.to_string()).into_owned()
+}
+
+/// The JSON text to store for a document held as text: the text itself,
+/// or the truncation marker, as [`capped`] makes them.
+pub fn capped_text(text: &str) -> Cow<'_, str> {
     if text.len() <= MAX_JSON_BYTES {
-        return text;
+        return Cow::Borrowed(text);
     }
     let preview: String = text.chars().take(PREVIEW_CHARS).collect();
-    json!({ "truncated": true, "bytes": text.len(), "preview": preview }).to_string()
+    Cow::Owned(json!({ "truncated": true, "bytes": text.len(), "preview": preview }).to_string())
 }
 
 /// Whether a stored value is the truncation marker; its original size if so.

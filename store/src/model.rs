@@ -286,6 +286,51 @@ pub struct FailedAttempt {
     pub message: String,
 }
 
+/// A JSON document for the run history, held as its text: the host makes
+/// it once (redacted, from the run's own text where it can) and the store
+/// keeps it as it is, without parsing it into a tree and printing it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryJson(String);
+
+impl HistoryJson {
+    /// `value`'s JSON text.
+    pub fn of(value: &Value) -> HistoryJson {
+        HistoryJson(value.to_string())
+    }
+
+    /// `text` when it is one JSON document (whitespace around it allowed).
+    pub fn parse(text: String) -> Option<HistoryJson> {
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).ok()?;
+        Some(HistoryJson(text))
+    }
+
+    /// JSON `null`.
+    pub fn null() -> HistoryJson {
+        HistoryJson("null".to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The document as a tree (`null` if it were ever not JSON).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+impl From<Value> for HistoryJson {
+    fn from(value: Value) -> HistoryJson {
+        HistoryJson::of(&value)
+    }
+}
+
+impl std::fmt::Display for HistoryJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One item of a `for_each` step, recorded as it ends (or as its step's
 /// approval gate holds it back).
 #[derive(Debug, Clone, PartialEq)]
@@ -297,8 +342,8 @@ pub struct ItemEnd {
     /// approvals know it by.
     pub key: Option<String>,
     pub status: ItemStatus,
-    pub input: Value,
-    pub output: Option<Value>,
+    pub input: HistoryJson,
+    pub output: Option<HistoryJson>,
     pub error: Option<String>,
     /// The item's own requests per connection, shaped as for [`StepEnd`].
     pub connections: Value,
@@ -484,5 +529,24 @@ impl RunDetail {
     /// The items of one step.
     pub fn items_of<'a>(&'a self, step_id: &'a str) -> impl Iterator<Item = &'a ItemRecord> + 'a {
         self.items.iter().filter(move |i| i.step_id == step_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A history document is one JSON document, kept as the text given.
+    #[test]
+    fn history_json_is_one_json_document_kept_as_given() {
+        let doc = HistoryJson::parse(r#"{"a": [1, "é"]}"#.to_string()).unwrap();
+        assert_eq!(doc.as_str(), r#"{"a": [1, "é"]}"#);
+        assert_eq!(doc.to_value(), json!({"a": [1, "é"]}));
+        for bad in ["", "{", "1 2", "{\"a\": 1,}", "nope"] {
+            assert_eq!(HistoryJson::parse(bad.to_string()), None, "{bad}");
+        }
+        assert_eq!(HistoryJson::of(&json!([true])).as_str(), "[true]");
+        assert_eq!(HistoryJson::null().to_value(), Value::Null);
     }
 }

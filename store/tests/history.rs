@@ -71,7 +71,7 @@ fn item(step: &str, index: usize, status: ItemStatus, input: Value) -> ItemEnd {
         index,
         key: None,
         status,
-        input,
+        input: input.into(),
         output: None,
         error: None,
         connections: Value::Null,
@@ -173,7 +173,7 @@ async fn write_full_run(s: &Store) {
             items_total: Some(2),
         }),
         HistoryWrite::Item(ItemEnd {
-            output: Some(json!({"status": "created"})),
+            output: Some(json!({"status": "created"}).into()),
             connections: counts(1, 0, 0, 0),
             duration_ms: 5,
             ..item("create", 0, ItemStatus::Succeeded, json!({"user": 1}))
@@ -336,7 +336,7 @@ async fn big_inputs_and_outputs_are_stored_as_valid_markers(db: Db) {
         .await
         .unwrap();
     let it = ItemEnd {
-        output: Some(json!("ok")),
+        output: Some(json!("ok").into()),
         ..item("users", 0, ItemStatus::Succeeded, big)
     };
     h.write_one(&run("r1"), HistoryWrite::Item(it))

@@ -10,11 +10,13 @@
 //! entry is made (parsed and redacted) only as it is written, a bounded
 //! batch at a time.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Serialize;
 use serde::ser::SerializeSeq;
 use serde_json::Value;
+use sluice_store::HistoryJson;
 
 use super::context::RunContext;
 use super::events::RunEvent;
@@ -55,6 +57,18 @@ impl KeyedEntries {
             .page(start, limit)
             .filter_map(|text| entry(text, &self.redactor))
     }
+
+    /// The entries from `start`, at most `limit` of them, as the run
+    /// history stores them: each key and the entry's redacted JSON text.
+    pub fn page_for_history(
+        &self,
+        start: usize,
+        limit: usize,
+    ) -> impl Iterator<Item = (String, HistoryJson)> + '_ {
+        self.items
+            .page(start, limit)
+            .filter_map(|text| stored(text, &self.redactor))
+    }
 }
 
 impl Serialize for KeyedEntries {
@@ -86,6 +100,28 @@ fn entry(text: &str, redactor: &Redactor) -> Option<KeyedEntry> {
         key: key_of(json)?,
         detail: redactor.redact_json(&json.to_value()),
     })
+}
+
+/// An entry's text as the history stores it: its key, and its text
+/// redacted as [`entry`] redacts its tree.
+///
+/// Most entries hold no secret. When the text has no escape sequence,
+/// each of its strings and keys is the very bytes between its quotes, so
+/// a secret in any of them is in the text: a text with neither is kept
+/// as it is (the same document, with no tree made). Any other goes
+/// through the tree, exactly as [`entry`] redacts it.
+fn stored(text: &str, redactor: &Redactor) -> Option<(String, HistoryJson)> {
+    let json = Json::parse(text).ok()?;
+    let key = key_of(json)?;
+    let text = json.text();
+    let clean =
+        !text.contains('\\') && matches!(redactor.scrub(text.as_bytes()).0, Cow::Borrowed(_));
+    let doc = if clean {
+        HistoryJson::parse(text.to_string())?
+    } else {
+        HistoryJson::of(&redactor.redact_json(&json.to_value()))
+    };
+    Some((key, doc))
 }
 
 /// The entries at a step's `ledger` path (`segments`) in `output`: each
@@ -190,5 +226,46 @@ mod tests {
         assert!(warning.unwrap().contains("names a number"));
         let missing = super::entries(&["missing".into()], &output, &redactor);
         assert!(matches!(missing, (None, None)));
+    }
+
+    /// What the history stores of each entry is the document its redacted
+    /// tree is, whether the secret is written plainly, escaped (`\u0073`
+    /// for `s`, which only the tree sees as the secret), in a key, or not
+    /// there at all; and no stored text holds the secret in any spelling.
+    #[test]
+    fn entries_for_the_history_are_their_redacted_trees() {
+        let redactor = Redactor::new(["s3cret-value".to_string()]);
+        let text = r#"{"adopted": [
+            {"key": "a@x", "name": "Ann", "n": 1.5, "tags": ["x", null, true]},
+            {"key": "b@x", "note": "has s3cret-value inside"},
+            {"key": "c@x", "note": "\u00733cret-value", "path": "a\/b"},
+            {"key": "d@x", "s3cret-value": {"deep": ["s3cret-value"]}},
+            {"key": "e@x", "quote": "say \"hi\"", "é": "ü"}
+        ]}"#;
+        let output = StepOutput::parse(text.to_string()).unwrap();
+        let (entries, _) = entries(&["adopted".into()], &output, &redactor);
+        let entries = entries.unwrap();
+        let trees: Vec<KeyedEntry> = entries.page(0, 10).collect();
+        let stored: Vec<(String, HistoryJson)> = entries.page_for_history(0, 10).collect();
+        assert_eq!(stored.len(), 5);
+        for (tree, (key, doc)) in trees.iter().zip(&stored) {
+            assert_eq!(&tree.key, key);
+            assert_eq!(doc.to_value(), tree.detail, "{key}");
+            assert!(!doc.as_str().contains("s3cret"), "{doc}");
+            assert!(!doc.as_str().contains("\\u0073"), "{doc}");
+        }
+        assert_eq!(
+            stored[2].1.to_value(),
+            json!({"key": "c@x", "note": "[redacted]", "path": "a/b"})
+        );
+        assert_eq!(
+            stored[3].1.to_value(),
+            json!({"key": "d@x", "[redacted]": {"deep": ["[redacted]"]}})
+        );
+        // An entry with nothing to redact is stored as the component wrote it.
+        assert_eq!(
+            stored[0].1.as_str(),
+            r#"{"key": "a@x", "name": "Ann", "n": 1.5, "tags": ["x", null, true]}"#
+        );
     }
 }

@@ -12,7 +12,8 @@
 //! - for the run history, [`Payload::capped`] writes at most what the
 //!   history keeps ([`MAX_JSON_BYTES`]) and only counts the
 //!   rest, giving what the store would have made of the whole redacted
-//!   value: the value itself, or its truncation marker.
+//!   value (the value itself, or its truncation marker) as JSON text the
+//!   store keeps as it is.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Value, json};
+use sluice_store::HistoryJson;
 use sluice_store::cap::{MAX_JSON_BYTES, PREVIEW_CHARS};
 
 use super::output::StepOutput;
@@ -100,8 +102,9 @@ impl Payload {
     /// What the run history keeps of the redacted value: the value itself
     /// when its JSON text fits in [`MAX_JSON_BYTES`], else the store's
     /// truncation marker (its size and the start of its text). Only what
-    /// is kept is held in memory while the rest is counted.
-    pub fn capped(&self) -> Value {
+    /// is kept is held in memory while the rest is counted, and text is
+    /// kept as text: the store writes it as it is.
+    pub fn capped(&self) -> HistoryJson {
         let mut out = Capped::default();
         match &self.json {
             Json::Tree(value) => {
@@ -112,7 +115,7 @@ impl Payload {
                 // Writing to memory fails only on a map key that is not a
                 // string, which a `Value` does not have.
                 if serde_json::to_writer(&mut out, &shown).is_err() {
-                    return Value::Null;
+                    return HistoryJson::null();
                 }
             }
             Json::Text(text) => {
@@ -124,7 +127,12 @@ impl Payload {
                 out.push(&bytes);
             }
         }
-        out.into_value()
+        out.into_json()
+    }
+
+    /// [`Self::capped`] as a tree, for a record that holds one.
+    pub fn capped_value(&self) -> Value {
+        self.capped().to_value()
     }
 }
 
@@ -204,17 +212,20 @@ impl Capped {
         self.total += bytes.len();
     }
 
-    /// The value, or the truncation marker (as `sluice_store::cap::capped`
-    /// makes it from the whole text).
-    fn into_value(self) -> Value {
+    /// The text, or the truncation marker (as `sluice_store::cap::capped`
+    /// makes it from the whole text); `null` for a text that is not JSON.
+    fn into_json(self) -> HistoryJson {
         if self.total <= MAX_JSON_BYTES {
-            return serde_json::from_slice(&self.kept).unwrap_or(Value::Null);
+            return String::from_utf8(self.kept)
+                .ok()
+                .and_then(HistoryJson::parse)
+                .unwrap_or_else(HistoryJson::null);
         }
         let preview: String = String::from_utf8_lossy(&self.kept)
             .chars()
             .take(PREVIEW_CHARS)
             .collect();
-        json!({ "truncated": true, "bytes": self.total, "preview": preview })
+        HistoryJson::of(&json!({ "truncated": true, "bytes": self.total, "preview": preview }))
     }
 }
 
@@ -265,11 +276,11 @@ mod tests {
         for value in [small, big] {
             let whole = sluice_store::cap::capped(&r.redact_json(&value));
             let tree = Payload::tree(Arc::new(value.clone()), &r);
-            assert_eq!(tree.capped().to_string(), whole);
+            assert_eq!(tree.capped().as_str(), whole);
             let text = Payload::text(Arc::new(value.to_string()), &r);
-            assert_eq!(text.capped().to_string(), whole);
+            assert_eq!(text.capped().as_str(), whole);
             let output = Payload::output(StepOutput::of(&value), &r);
-            assert_eq!(output.capped().to_string(), whole);
+            assert_eq!(output.capped().as_str(), whole);
         }
     }
 }

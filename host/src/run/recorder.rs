@@ -5,31 +5,46 @@
 //! and may wait (on SQLite's lock, on PostgreSQL's network). So every write
 //! goes, in the order it was made, through a channel to one task of its
 //! own ([`HistoryWriter`]), which applies the writes queued for one run
-//! together in one transaction. Whoever needs the record complete — the
-//! scheduler after a run, `sluice run` before it exits — awaits
-//! [`HistoryWriter::flush`]. A history that cannot be written is reported
-//! once per run, and the run goes on: losing a record must not lose work.
+//! together in one transaction, waiting a moment ([`LINGER`]) for more
+//! when the queue runs dry, so items that end a few at a time share one.
+//! Whoever needs the record complete — the scheduler after a run, `sluice
+//! run` before it exits — awaits [`HistoryWriter::flush`]. A history that
+//! cannot be written is reported once per run, and the run goes on: losing
+//! a record must not lose work.
 //! A run whose replica lost the flow's lease has its writes refused by the
 //! store ([`sluice_store::StoreError::Fenced`]); that is reported once too,
 //! and the run stops before its next step (its lease guard finds out).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_store::{
-    GateRecord, HistoryWrite, ItemEnd, ItemStatus, NewRun, RunRef, RunStatus, StepEnd, StepStart,
-    StepStatus, Store, StoreError, Trigger,
+    GateRecord, HistoryJson, HistoryWrite, ItemEnd, ItemStatus, NewRun, RunRef, RunStatus, StepEnd,
+    StepStart, StepStatus, Store, StoreError, Trigger,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::events::{Observer, RunEvent, Status};
-use super::ledger::{KeyedEntries, KeyedEntry};
+use super::ledger::KeyedEntries;
 use super::payload::Payload;
 
 /// The most writes applied in one transaction: enough to absorb a burst
 /// of `for_each` items, small enough that one transaction stays short.
 const MAX_BATCH: usize = 256;
+
+/// How long the writer waits for more writes when the queue runs dry
+/// before a batch is full. `for_each` items end a few at a time; a
+/// transaction (and a hop to a blocking thread) for each handful cost
+/// about as much as writing their rows, and waiting lets many share one.
+/// The writes are queued, not awaited, so nothing waits on this but
+/// [`HistoryWriter::flush`], which cuts the wait short.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// The most ledger entries written in one transaction: they are all there
+/// at once, so they need no waiting to fill a large batch.
+const KEYED_BATCH: usize = 1024;
 
 enum Job {
     /// Writes for one run (named in the warning if they fail).
@@ -51,14 +66,22 @@ enum Job {
 pub struct HistoryWriter {
     sender: mpsc::UnboundedSender<Job>,
     store: Store,
+    /// Told by [`HistoryWriter::flush`], so the writer stops waiting for
+    /// more writes to batch ([`LINGER`]).
+    flushing: Arc<Notify>,
 }
 
 impl HistoryWriter {
     /// Starts the writer task (on the current tokio runtime).
     pub fn start(store: Store) -> Arc<HistoryWriter> {
         let (sender, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(drain(store.clone(), jobs));
-        Arc::new(HistoryWriter { sender, store })
+        let flushing = Arc::new(Notify::new());
+        tokio::spawn(drain(store.clone(), jobs, flushing.clone()));
+        Arc::new(HistoryWriter {
+            sender,
+            store,
+            flushing,
+        })
     }
 
     /// The store written to.
@@ -84,12 +107,13 @@ impl HistoryWriter {
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         self.send(Job::Flush(done));
+        self.flushing.notify_one();
         let _ = wait.await;
     }
 }
 
 /// Applies the jobs in order; consecutive writes for one run go together.
-async fn drain(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
+async fn drain(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>, flushing: Arc<Notify>) {
     let mut warned = HashSet::new();
     let mut next = None;
     loop {
@@ -111,16 +135,7 @@ async fn drain(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
             }
             Job::Write { run, writes } => (run, writes),
         };
-        while writes.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(Job::Write { run: r, writes: w }) if r == run => writes.extend(w),
-                Ok(other) => {
-                    next = Some(other);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        next = gather(&mut jobs, &flushing, &run, &mut writes).await;
         if let Err(e) = write_batch(&store, &run, writes).await
             && warned.insert(run.id.clone())
         {
@@ -129,9 +144,37 @@ async fn drain(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-/// A step's ledger entries as its items, [`MAX_BATCH`] to a transaction,
+/// Adds to `writes` the writes for `run` queued after them, up to
+/// [`MAX_BATCH`], waiting once ([`LINGER`], or until a flush is asked
+/// for) for more if the queue runs dry first; returns the job that ended
+/// the batch, if one did.
+async fn gather(
+    jobs: &mut mpsc::UnboundedReceiver<Job>,
+    flushing: &Notify,
+    run: &RunRef,
+    writes: &mut Vec<HistoryWrite>,
+) -> Option<Job> {
+    let mut lingered = false;
+    while writes.len() < MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(Job::Write { run: r, writes: w }) if r == *run => writes.extend(w),
+            Ok(other) => return Some(other),
+            Err(mpsc::error::TryRecvError::Empty) if !lingered => {
+                lingered = true;
+                tokio::select! {
+                    _ = tokio::time::sleep(LINGER) => {}
+                    _ = flushing.notified() => {}
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// A step's ledger entries as its items, [`KEYED_BATCH`] to a transaction,
 /// each batch made only as it is written: however many there are, only
-/// one batch of them is ever a tree.
+/// one batch of them is held at once.
 async fn write_keyed(
     store: &Store,
     run: &RunRef,
@@ -139,8 +182,8 @@ async fn write_keyed(
     entries: &KeyedEntries,
     warned: &mut HashSet<String>,
 ) {
-    for first in (0..entries.len()).step_by(MAX_BATCH) {
-        let batch = entries.page(first, MAX_BATCH);
+    for first in (0..entries.len()).step_by(KEYED_BATCH) {
+        let batch = entries.page_for_history(first, KEYED_BATCH);
         let writes = keyed_items(step, batch, first).collect();
         if let Err(e) = write_batch(store, run, writes).await
             && warned.insert(run.id.clone())
@@ -288,17 +331,17 @@ impl Observer for Recorder {
 /// A step's ledger entries as its items, in order, the first at `first`.
 fn keyed_items<'a>(
     step: &'a str,
-    entries: impl Iterator<Item = KeyedEntry> + 'a,
+    entries: impl Iterator<Item = (String, HistoryJson)> + 'a,
     first: usize,
 ) -> impl Iterator<Item = HistoryWrite> + 'a {
-    entries.enumerate().map(move |(n, e)| {
+    entries.enumerate().map(move |(n, (key, detail))| {
         HistoryWrite::Item(ItemEnd {
             step: step.to_string(),
             index: first + n,
-            key: Some(e.key),
+            key: Some(key),
             status: ItemStatus::Succeeded,
-            input: Value::Null,
-            output: Some(e.detail),
+            input: HistoryJson::null(),
+            output: Some(detail),
             error: None,
             connections: json!({}),
             duration_ms: 0,
@@ -332,7 +375,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
         } => HistoryWrite::StartStep(StepStart {
             step: step.clone(),
             component: component.clone(),
-            input: input.capped(),
+            input: input.capped_value(),
             items_total: *items,
         }),
         RunEvent::ItemFinished {
@@ -373,7 +416,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             step: step.clone(),
             component: component.clone(),
             status: step_status(*status),
-            output: output.as_ref().map(Payload::capped),
+            output: output.as_ref().map(Payload::capped_value),
             error: error.clone(),
             connections: json!(connections),
             duration_ms: duration.as_millis() as u64,
@@ -422,6 +465,8 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::output::StepOutput;
+    use serde_json::Value;
 
     fn record_as() -> RecordAs {
         RecordAs {
@@ -474,6 +519,105 @@ mod tests {
         assert_eq!(d.run.status, "succeeded");
         assert_eq!(d.run.replica.as_deref(), Some("here"));
         assert_eq!(d.items.len(), 50);
+    }
+
+    fn started(recorder: &Recorder, dir: &std::path::Path) {
+        recorder.event(&RunEvent::RunStarted {
+            run_id: "r1".into(),
+            flow: "f".into(),
+            dry_run: false,
+            output_dir: dir.join("runs/r1"),
+        });
+    }
+
+    /// Items that end faster than they are written share transactions;
+    /// however many batches that takes, every one is there after a flush,
+    /// in order, with what the run gave.
+    #[tokio::test]
+    async fn items_over_several_batches_are_all_written_before_flush_returns() {
+        let store = Store::in_memory().await.unwrap();
+        let writer = HistoryWriter::start(store.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::new(writer.clone(), record_as());
+        started(&recorder, dir.path());
+        let redactor = crate::redact::Redactor::new(["s3cret-value".to_string()]);
+        let total = MAX_BATCH * 2 + 7;
+        for i in 0..total {
+            let input = json!({"n": i, "note": "s3cret-value"});
+            recorder.event(&RunEvent::ItemFinished {
+                step: "each".into(),
+                index: i,
+                key: Some(format!("k{i}")),
+                status: Status::Succeeded,
+                input: Payload::text(Arc::new(input.to_string()), &redactor),
+                output: Some(Payload::output(
+                    StepOutput::of(&json!({"done": i})),
+                    &redactor,
+                )),
+                error: None,
+                duration: std::time::Duration::from_millis(1),
+                done: i + 1,
+                total,
+                failed: 0,
+                connections: Default::default(),
+                attempts: sluice_store::Attempts {
+                    made: 1,
+                    failed: Vec::new(),
+                },
+            });
+        }
+        writer.flush().await;
+        let d = store.run_detail("r1").await.unwrap().unwrap();
+        assert_eq!(d.items.len(), total);
+        for (i, item) in d.items.iter().enumerate() {
+            assert_eq!(item.index, i as u64);
+            assert_eq!(item.key.as_deref(), Some(format!("k{i}").as_str()));
+            assert_eq!(item.input, Some(json!({"n": i, "note": "[redacted]"})));
+            assert_eq!(item.output, Some(json!({"done": i})));
+        }
+    }
+
+    /// A step's ledger entries, more than one batch of them, are recorded
+    /// as its items in order, keyed, each redacted.
+    #[tokio::test]
+    async fn ledger_entries_are_recorded_in_order_across_batches() {
+        let store = Store::in_memory().await.unwrap();
+        let writer = HistoryWriter::start(store.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::new(writer.clone(), record_as());
+        started(&recorder, dir.path());
+        let redactor = crate::redact::Redactor::new(["s3cret-value".to_string()]);
+        let total = KEYED_BATCH * 2 + 3;
+        let note = |i: usize| {
+            if i.is_multiple_of(100) {
+                "s3cret-value"
+            } else {
+                "ok"
+            }
+        };
+        let list: Vec<Value> = (0..total)
+            .map(|i| json!({"key": format!("u{i}@x"), "note": note(i)}))
+            .collect();
+        let output = StepOutput::of(&json!({ "adopted": list }));
+        let (entries, _) = super::super::ledger::entries(&["adopted".into()], &output, &redactor);
+        recorder.event(&RunEvent::Keyed {
+            step: "diff".into(),
+            entries: entries.unwrap(),
+        });
+        writer.flush().await;
+        let d = store.run_detail("r1").await.unwrap().unwrap();
+        assert_eq!(d.items.len(), total);
+        for (i, item) in d.items.iter().enumerate() {
+            let key = format!("u{i}@x");
+            let shown = if i.is_multiple_of(100) {
+                "[redacted]"
+            } else {
+                "ok"
+            };
+            assert_eq!(item.index, i as u64);
+            assert_eq!(item.key.as_deref(), Some(key.as_str()));
+            assert_eq!(item.output, Some(json!({"key": key, "note": shown})));
+        }
     }
 
     #[tokio::test]

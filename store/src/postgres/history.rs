@@ -9,7 +9,7 @@ use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 
 use crate::approval::key_norm;
-use crate::cap::{attempts_text, capped, capped_error};
+use crate::cap::{attempts_text, capped, capped_error, capped_text};
 use crate::process::this_process;
 use crate::{
     GateRecord, HistoryWrite, ItemEnd, NewRun, RunRef, RunStatus, StepEnd, StepStart, StoreError,
@@ -221,6 +221,8 @@ async fn record_item(
     i: &ItemEnd,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    let input = capped_text(i.input.as_str());
+    let output = i.output.as_ref().map(|o| capped_text(o.as_str()));
     tx.execute(
         "INSERT INTO items (run_id, step_id, idx, status, duration_ms, input, output, error, ended_at, connections, item_key, key_norm, attempts)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
@@ -236,8 +238,8 @@ async fn record_item(
             &i64::try_from(i.index).unwrap_or(i64::MAX),
             &i.status.as_str(),
             &millis(i.duration_ms),
-            &capped(&i.input),
-            &i.output.as_ref().map(capped),
+            &input,
+            &output,
             &i.error.as_deref().map(capped_error),
             &now,
             &counts(&i.connections),

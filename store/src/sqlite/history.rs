@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use crate::approval::key_norm;
-use crate::cap::{attempts_text, capped, capped_error};
+use crate::cap::{attempts_text, capped, capped_error, capped_text};
 use crate::process::this_process;
 use crate::{
     GateRecord, HistoryWrite, ItemEnd, NewRun, RunRef, RunStatus, StepEnd, StepStart, StepStatus,
@@ -209,8 +209,8 @@ fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> rusqlite::Result
             i64::try_from(i.index).unwrap_or(i64::MAX),
             i.status,
             millis(i.duration_ms),
-            capped(&i.input),
-            i.output.as_ref().map(capped),
+            capped_text(i.input.as_str()),
+            i.output.as_ref().map(|o| capped_text(o.as_str())),
             i.error.as_deref().map(capped_error),
             now_text(),
             counts(&i.connections),
