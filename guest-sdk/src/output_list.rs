@@ -80,6 +80,10 @@ struct Writer {
     sink: Option<Sink>,
     /// Whether a page went to the host: the output then names the list.
     handed: bool,
+    /// Where one item's JSON is written before it joins `page`: written
+    /// as bytes and checked as UTF-8 once, rather than a check per
+    /// fragment the serializer writes (a dozen or more an item).
+    item: Vec<u8>,
 }
 
 impl Writer {
@@ -90,6 +94,7 @@ impl Writer {
             len: 0,
             sink,
             handed: false,
+            item: Vec::new(),
         }
     }
 
@@ -181,37 +186,25 @@ impl<T: Serialize> OutputList<T> {
     /// goes to the host.
     pub fn push(&mut self, item: &T) -> Result<(), StepError> {
         let writer = self.writer.get_mut();
-        if writer.in_page > 0 {
-            writer.page.push(',');
-        }
-        serde_json::to_writer(StringWriter(&mut writer.page), item).map_err(|e| {
+        writer.item.clear();
+        let failed = |e: &dyn fmt::Display| {
             StepError::internal(format!(
                 "an item of `{}` could not be written: {e}",
                 self.name
             ))
             .with_code("bad-output")
-        })?;
+        };
+        serde_json::to_writer(&mut writer.item, item).map_err(|e| failed(&e))?;
+        let text = std::str::from_utf8(&writer.item).map_err(|e| failed(&e))?;
+        if writer.in_page > 0 {
+            writer.page.push(',');
+        }
+        writer.page.push_str(text);
         writer.in_page += 1;
         writer.len += 1;
         if writer.in_page >= PAGE_ITEMS || writer.page.len() >= PAGE_BYTES {
             writer.flush(&self.name)?;
         }
-        Ok(())
-    }
-}
-
-/// `serde_json` writes bytes; they are UTF-8 JSON, kept as a `String`.
-struct StringWriter<'a>(&'a mut String);
-
-impl std::io::Write for StringWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        self.0.push_str(text);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -319,6 +312,20 @@ mod tests {
         assert_eq!(people["type"], "array");
         assert_eq!(people[KEYWORD], true);
         assert_eq!(people["items"]["$ref"], "#/$defs/Person");
+    }
+
+    #[test]
+    fn an_item_that_cannot_be_written_leaves_the_list_as_it_was() {
+        // A map keyed by pairs has no JSON form: serde_json fails once it
+        // has begun the object.
+        let mut list: OutputList<std::collections::BTreeMap<(u8, u8), u8>> =
+            OutputList::new("pairs");
+        list.push(&Default::default()).unwrap();
+        let e = list.push(&[((1, 2), 3)].into()).unwrap_err();
+        assert!(e.message.contains("could not be written"), "{}", e.message);
+        list.push(&Default::default()).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(serde_json::to_string(&list).unwrap(), "[{},{}]");
     }
 
     #[test]
