@@ -140,7 +140,7 @@ fn full_read(tracked: &Tracked, transitive: bool) -> Result<Known, StepError> {
     } else {
         "members"
     };
-    let mut known = Known::new();
+    let mut listed = Vec::new();
     for (g, (id, name)) in tracked.ids.iter().zip(&tracked.names).enumerate() {
         let path = format!("groups/{}/{relation}", sluice_guest::http::segment(id));
         let first = Call::get(GRAPH, &path)
@@ -152,15 +152,13 @@ fn full_read(tracked: &Tracked, transitive: bool) -> Result<Known, StepError> {
             let Some(member_id) = member.id() else {
                 return;
             };
-            known
-                .entry(id::Id::new(member_id))
-                .or_insert_with(|| known::Entry::of(&member))
-                .groups
-                .insert(g as u16);
+            let mut entry = known::Entry::of(&member);
+            entry.groups.insert(g as u16);
+            listed.push((id::Id::new(member_id), entry));
         })?;
         sluice_guest::log::info(&format!("{name}: {count} members"));
     }
-    Ok(known)
+    Ok(known::from_listings(listed))
 }
 
 /// How a run read the members.
