@@ -119,7 +119,10 @@ impl Budget {
 /// its rate-limit headers are on every response.
 fn count_budget(s: &Shared, service: Service) -> Option<Budget> {
     let limit = match service {
-        Service::Procore => s.config.procore_rate_limit.unwrap_or(100_000),
+        Service::Procore => s
+            .config
+            .procore_rate_limit
+            .unwrap_or(crate::config::PROCORE_DEFAULT_RATE_LIMIT),
         Service::Graph => s.config.graph_rate_limit?,
     };
     let now = chrono::Utc::now().timestamp().max(0) as u64;

@@ -46,13 +46,19 @@ pub enum PagingHeaders {
 /// Procore's pagination guide gives 10,000 as the highest `per_page`.
 pub const PROCORE_MAX_PER_PAGE: usize = 10_000;
 
+/// The Procore budget when none is configured: a minute's worth that a
+/// flow of tens of thousands of people stays under. A tenant of a million
+/// creates more than this in a minute, and then waits for the next one.
+pub const PROCORE_DEFAULT_RATE_LIMIT: u32 = 100_000;
+
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
     /// 0 picks a free port; always 127.0.0.1.
     pub port: u16,
     pub scenario: Scenario,
     pub faults: Faults,
-    /// Procore requests per minute; `None` is a large budget still announced in headers.
+    /// Procore requests per minute; `None` is [`PROCORE_DEFAULT_RATE_LIMIT`],
+    /// still announced in headers, as Procore always does.
     pub procore_rate_limit: Option<u32>,
     /// Graph requests per minute; `None` is unlimited.
     pub graph_rate_limit: Option<u32>,

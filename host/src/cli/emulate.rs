@@ -80,6 +80,14 @@ pub struct EmulateArgs {
     pub port: u16,
     #[command(flatten)]
     pub faults: FaultArgs,
+    /// Procore requests a minute the emulator allows (and announces in
+    /// `X-Rate-Limit-*`); past it, 429 with `Retry-After` [default: 100000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub procore_rate_limit: Option<u32>,
+    /// Graph requests a minute the emulator allows; past it, 429 with
+    /// `Retry-After` [default: no limit]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub graph_rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -93,16 +101,22 @@ pub struct DemoArgs {
     pub faults: FaultArgs,
 }
 
+impl EmulateArgs {
+    /// The emulators these arguments ask for.
+    fn config(&self) -> anyhow::Result<EmulatorConfig> {
+        Ok(EmulatorConfig {
+            port: self.port,
+            scenario: self.scenario.scenario()?,
+            faults: self.faults.faults()?,
+            procore_rate_limit: self.procore_rate_limit,
+            graph_rate_limit: self.graph_rate_limit,
+            ..EmulatorConfig::default()
+        })
+    }
+}
+
 pub async fn emulate(args: EmulateArgs) -> anyhow::Result<ExitCode> {
-    let scenario = args.scenario.scenario()?;
-    let faults = args.faults.faults()?;
-    let emulator = sluice_emulator::start(EmulatorConfig {
-        port: args.port,
-        scenario,
-        faults,
-        ..EmulatorConfig::default()
-    })
-    .await?;
+    let emulator = sluice_emulator::start(args.config()?).await?;
     println!(
         "Graph and Procore emulators listening on {}",
         emulator.base_url()
@@ -204,4 +218,43 @@ pub async fn demo(
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+
+    fn emulate_args(args: &[&str]) -> Result<super::EmulateArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["sluice", "emulate"].iter().chain(args))?;
+        match cli.command {
+            Command::Emulate(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_budgets_asked_for_are_the_emulators_and_none_keeps_its_defaults() {
+        let asked = emulate_args(&["--procore-rate-limit", "5", "--graph-rate-limit", "7"])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(asked.procore_rate_limit, Some(5));
+        assert_eq!(asked.graph_rate_limit, Some(7));
+
+        let default = emulate_args(&[]).unwrap().config().unwrap();
+        assert_eq!(default.procore_rate_limit, None);
+        assert_eq!(default.graph_rate_limit, None);
+    }
+
+    #[test]
+    fn a_budget_of_nothing_or_not_a_number_is_refused_by_name() {
+        for bad in ["0", "-3", "many"] {
+            let arg = format!("--procore-rate-limit={bad}");
+            let error = emulate_args(&[&arg]).unwrap_err();
+            let text = error.to_string();
+            assert!(text.contains("--procore-rate-limit"), "{bad}: {text}");
+        }
+    }
 }
