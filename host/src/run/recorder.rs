@@ -479,18 +479,9 @@ mod tests {
 
     #[tokio::test]
     async fn writes_in_order_and_flushes() {
-        let store = Store::in_memory().await.unwrap();
-        let writer = HistoryWriter::start(store.clone());
-        let dir = tempfile::tempdir().unwrap();
-        let recorder = Recorder::new(writer.clone(), record_as());
-        recorder.event(&RunEvent::RunStarted {
-            run_id: "r1".into(),
-            flow: "f".into(),
-            dry_run: false,
-            output_dir: dir.path().join("runs/r1"),
-        });
+        let r = started().await;
         for i in 0..50 {
-            recorder.event(&RunEvent::ItemFinished {
+            r.recorder.event(&RunEvent::ItemFinished {
                 step: "each".into(),
                 index: i,
                 key: None,
@@ -509,25 +500,43 @@ mod tests {
                 },
             });
         }
-        recorder.event(&RunEvent::RunFinished {
+        r.recorder.event(&RunEvent::RunFinished {
             status: Status::Succeeded,
             error: None,
             duration: std::time::Duration::from_millis(60),
         });
-        writer.flush().await;
-        let d = store.run_detail("r1").await.unwrap().unwrap();
+        r.writer.flush().await;
+        let d = r.store.run_detail("r1").await.unwrap().unwrap();
         assert_eq!(d.run.status, "succeeded");
         assert_eq!(d.run.replica.as_deref(), Some("here"));
         assert_eq!(d.items.len(), 50);
     }
 
-    fn started(recorder: &Recorder, dir: &std::path::Path) {
+    /// A recorder over an in-memory store whose run `r1` has started.
+    struct Recording {
+        store: Store,
+        writer: Arc<HistoryWriter>,
+        recorder: Recorder,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn started() -> Recording {
+        let store = Store::in_memory().await.unwrap();
+        let writer = HistoryWriter::start(store.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::new(writer.clone(), record_as());
         recorder.event(&RunEvent::RunStarted {
             run_id: "r1".into(),
             flow: "f".into(),
             dry_run: false,
-            output_dir: dir.join("runs/r1"),
+            output_dir: dir.path().join("runs/r1"),
         });
+        Recording {
+            store,
+            writer,
+            recorder,
+            _dir: dir,
+        }
     }
 
     /// Items that end faster than they are written share transactions;
@@ -535,16 +544,12 @@ mod tests {
     /// in order, with what the run gave.
     #[tokio::test]
     async fn items_over_several_batches_are_all_written_before_flush_returns() {
-        let store = Store::in_memory().await.unwrap();
-        let writer = HistoryWriter::start(store.clone());
-        let dir = tempfile::tempdir().unwrap();
-        let recorder = Recorder::new(writer.clone(), record_as());
-        started(&recorder, dir.path());
+        let r = started().await;
         let redactor = crate::redact::Redactor::new(["s3cret-value".to_string()]);
         let total = MAX_BATCH * 2 + 7;
         for i in 0..total {
             let input = json!({"n": i, "note": "s3cret-value"});
-            recorder.event(&RunEvent::ItemFinished {
+            r.recorder.event(&RunEvent::ItemFinished {
                 step: "each".into(),
                 index: i,
                 key: Some(format!("k{i}")),
@@ -566,8 +571,8 @@ mod tests {
                 },
             });
         }
-        writer.flush().await;
-        let d = store.run_detail("r1").await.unwrap().unwrap();
+        r.writer.flush().await;
+        let d = r.store.run_detail("r1").await.unwrap().unwrap();
         assert_eq!(d.items.len(), total);
         for (i, item) in d.items.iter().enumerate() {
             assert_eq!(item.index, i as u64);
@@ -581,11 +586,7 @@ mod tests {
     /// as its items in order, keyed, each redacted.
     #[tokio::test]
     async fn ledger_entries_are_recorded_in_order_across_batches() {
-        let store = Store::in_memory().await.unwrap();
-        let writer = HistoryWriter::start(store.clone());
-        let dir = tempfile::tempdir().unwrap();
-        let recorder = Recorder::new(writer.clone(), record_as());
-        started(&recorder, dir.path());
+        let r = started().await;
         let redactor = crate::redact::Redactor::new(["s3cret-value".to_string()]);
         let total = KEYED_BATCH * 2 + 3;
         let note = |i: usize| {
@@ -600,12 +601,12 @@ mod tests {
             .collect();
         let output = StepOutput::of(&json!({ "adopted": list }));
         let (entries, _) = super::super::ledger::entries(&["adopted".into()], &output, &redactor);
-        recorder.event(&RunEvent::Keyed {
+        r.recorder.event(&RunEvent::Keyed {
             step: "diff".into(),
             entries: entries.unwrap(),
         });
-        writer.flush().await;
-        let d = store.run_detail("r1").await.unwrap().unwrap();
+        r.writer.flush().await;
+        let d = r.store.run_detail("r1").await.unwrap().unwrap();
         assert_eq!(d.items.len(), total);
         for (i, item) in d.items.iter().enumerate() {
             let key = format!("u{i}@x");
