@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
+use sluice_emulator::config::PROCORE_DEFAULT_RATE_LIMIT;
 use sluice_emulator::{EmulatorConfig, Faults, Scenario};
 
 use super::progress::{Mode, Progress};
@@ -81,9 +82,14 @@ pub struct EmulateArgs {
     #[command(flatten)]
     pub faults: FaultArgs,
     /// Procore requests a minute the emulator allows (and announces in
-    /// `X-Rate-Limit-*`); past it, 429 with `Retry-After` [default: 100000]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub procore_rate_limit: Option<u32>,
+    /// `X-Rate-Limit-*`); past it, 429 with `Retry-After`
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = PROCORE_DEFAULT_RATE_LIMIT,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub procore_rate_limit: u32,
     /// Graph requests a minute the emulator allows; past it, 429 with
     /// `Retry-After` [default: no limit]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -108,7 +114,7 @@ impl EmulateArgs {
             port: self.port,
             scenario: self.scenario.scenario()?,
             faults: self.faults.faults()?,
-            procore_rate_limit: self.procore_rate_limit,
+            procore_rate_limit: Some(self.procore_rate_limit),
             graph_rate_limit: self.graph_rate_limit,
             ..EmulatorConfig::default()
         })
@@ -235,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn the_budgets_asked_for_are_the_emulators_and_none_keeps_its_defaults() {
+    fn the_budgets_asked_for_are_the_emulators_and_unasked_ones_are_the_defaults() {
         let asked = emulate_args(&["--procore-rate-limit", "5", "--graph-rate-limit", "7"])
             .unwrap()
             .config()
@@ -244,7 +250,10 @@ mod tests {
         assert_eq!(asked.graph_rate_limit, Some(7));
 
         let default = emulate_args(&[]).unwrap().config().unwrap();
-        assert_eq!(default.procore_rate_limit, None);
+        assert_eq!(
+            default.procore_rate_limit,
+            Some(super::PROCORE_DEFAULT_RATE_LIMIT)
+        );
         assert_eq!(default.graph_rate_limit, None);
     }
 
