@@ -99,6 +99,7 @@ pub fn engine_for(data_dir: &Path) -> anyhow::Result<Arc<Engine>> {
     let engine = Engine::new(EngineConfig {
         cache_dir: data_dir.is_dir().then(|| data_dir.join("cache")),
         memory_budget: memory_budget(defaults.memory_budget)?,
+        perf_map: perf_map(std::env::var(PERF_MAP_VAR).ok().as_deref())?,
         ..defaults
     })?;
     Ok(ENGINE.get_or_init(|| engine).clone())
@@ -121,6 +122,20 @@ fn memory_budget(default: usize) -> anyhow::Result<usize> {
 }
 
 const BUDGET_VAR: &str = "SLUICE_MEMORY_BUDGET";
+
+const PERF_MAP_VAR: &str = "SLUICE_PERF_MAP";
+
+/// `SLUICE_PERF_MAP`: `1` names the guests' functions for `perf` (see
+/// [`EngineConfig::perf_map`]); unset, empty or `0` does not.
+fn perf_map(value: Option<&str>) -> anyhow::Result<bool> {
+    match value.map(str::trim) {
+        None | Some("" | "0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(other) => Err(anyhow::anyhow!(
+            "{PERF_MAP_VAR}={other} is not 1 or 0: set it to 1 to write /tmp/perf-PID.map for `perf report`"
+        )),
+    }
+}
 
 /// A memory size in MiB (`4096`) or with a unit (`4GiB`, `512MiB`).
 fn parse_memory_budget(text: &str) -> anyhow::Result<usize> {
@@ -471,7 +486,7 @@ fn shown(path: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_memory_budget;
+    use super::{parse_memory_budget, perf_map};
 
     #[test]
     fn a_memory_budget_is_mib_or_a_size_with_its_unit() {
@@ -492,6 +507,25 @@ mod tests {
                 e.as_deref()
                     .is_some_and(|e| e.contains("SLUICE_MEMORY_BUDGET") && e.contains("4GiB")),
                 "{text}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_perf_map_is_on_only_when_asked_with_1() {
+        for (value, on) in [
+            (None, false),
+            (Some(""), false),
+            (Some("0"), false),
+            (Some("1"), true),
+        ] {
+            assert_eq!(perf_map(value).ok(), Some(on), "{value:?}");
+        }
+        for value in ["yes", "true", "2"] {
+            let e = perf_map(Some(value)).unwrap_err().to_string();
+            assert!(
+                e.contains("SLUICE_PERF_MAP") && e.contains("1"),
+                "{value}: {e}"
             );
         }
     }

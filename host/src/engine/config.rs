@@ -49,6 +49,12 @@ pub struct EngineConfig {
     /// run` sizes it from the flow's largest `concurrency`;
     /// [`PoolSize::DEFAULT`] otherwise. `instances: 0` turns it off.
     pub pool: PoolSize,
+    /// Name every compiled guest function in `/tmp/perf-PID.map`, so that
+    /// `perf report` shows guest code by function (by its own name when
+    /// the component keeps its name section) instead of bare addresses.
+    /// Off unless asked (`SLUICE_PERF_MAP=1`): the file grows with every
+    /// component loaded.
+    pub perf_map: bool,
 }
 
 impl EngineConfig {
@@ -68,6 +74,7 @@ impl Default for EngineConfig {
             max_wasm_stack: 2 * 1024 * 1024,
             host_stack: 2 * 1024 * 1024,
             pool: PoolSize::DEFAULT,
+            perf_map: false,
         }
     }
 }

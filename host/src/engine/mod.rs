@@ -452,4 +452,36 @@ mod tests {
             "above wasmtime's default"
         );
     }
+
+    /// With `perf_map`, a compiled component's functions are named in
+    /// the process's perf map, where `perf report` looks for them.
+    #[test]
+    fn a_perf_map_names_a_compiled_components_functions() {
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+        let before = std::fs::read_to_string(&map).unwrap_or_default().len();
+        let engine = Engine::new(EngineConfig {
+            perf_map: true,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let hostile = sluice_builtins::fixture("hostile").unwrap();
+        engine.prepare(&std::fs::read(hostile).unwrap()).unwrap();
+        let text = std::fs::read_to_string(&map).unwrap();
+        let added: Vec<&str> = text[before..].lines().collect();
+        assert!(
+            added.iter().any(|l| l.contains("wasm")),
+            "no guest function in {}: {added:?}",
+            map.display()
+        );
+        for line in &added {
+            let mut fields = line.splitn(3, ' ');
+            let (start, size) = (fields.next().unwrap(), fields.next().unwrap());
+            assert!(start.starts_with("0x"), "{line}");
+            assert!(u64::from_str_radix(size, 16).is_ok(), "{line}");
+            assert!(fields.next().is_some_and(|name| !name.is_empty()), "{line}");
+        }
+        if before == 0 {
+            let _ = std::fs::remove_file(&map);
+        }
+    }
 }

@@ -36,6 +36,9 @@ impl Runtime {
             // initial image (wasmtime's default; said here because the pool's
             // speed relies on it).
             .memory_init_cow(true);
+        if config.perf_map {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(size) = pool {
             wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
                 size.wasmtime(config.memory_limit),
