@@ -242,6 +242,46 @@ with = { write = { never = 1 }, fail = { kind = "unavailable" } }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_reads_the_writes_of_every_item_whose_call_ended_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    // One at a time, each item adds one to `tally`: an item gives its place
+    // back before its writes are committed, so the next one's read must
+    // wait for them, or two items would count the same number.
+    let text = flow_with(
+        r#"
+[params]
+items = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25]
+
+[[step]]
+id = "each"
+uses = "FIXTURE"
+for_each = "${params.items}"
+concurrency = 1
+with = { increment = "tally" }
+
+[[step]]
+id = "after"
+uses = "FIXTURE"
+with = { read = ["tally"] }
+"#,
+    );
+    let (outcome, events) = run_text(&runner, dir.path(), &text, false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    let counted: Vec<Value> = outcome.outputs["each"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["output"]["counter"].clone())
+        .collect();
+    let expected: Vec<Value> = (1..=25).map(|n| json!(n)).collect();
+    assert_eq!(counted, expected);
+    let kept = stored(&runner).await;
+    let tally = kept.iter().find(|(k, _)| k == "tally").unwrap();
+    assert_eq!(tally.1, json!(25));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_error_kind_reaches_the_run_and_only_unavailable_and_rate_limited_are_retryable() {
     let dir = tempfile::tempdir().unwrap();
     let runner = runner(EngineConfig::default());

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice_store::{Attempts, FailedAttempt};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::executor::RunGuard;
 use super::output::StepOutput;
@@ -30,7 +31,7 @@ use crate::engine::{
 };
 use crate::flow::model::RetryPolicy;
 use crate::redact::Redactor;
-use crate::state::{self, CallState, Overlay, StateStore, Writes};
+use crate::state::{self, CallState, CommitQueue, Overlay, StateStore, Writes};
 
 /// The longest wait between two checks of whether the run was stopped
 /// while it waits to try again.
@@ -44,6 +45,10 @@ pub struct Caller {
     pub state: Arc<dyn StateStore>,
     /// The dry run's overlay; `None` in a real run.
     pub overlay: Option<Arc<Overlay>>,
+    /// Where a `for_each` item's writes wait for their batch (a real
+    /// run's `for_each` step; see [`CommitQueue`]); `None`: each call's
+    /// writes are applied on their own.
+    pub queue: Option<Arc<CommitQueue>>,
     /// The run context every call of the step shares (no item, attempt 1).
     pub invocation: Invocation,
     pub timeout: Duration,
@@ -152,13 +157,17 @@ impl Caller {
     /// Calls the component with `input` (JSON text, and the lists it reads
     /// in pages), its output (JSON text, with the lists it hands over in
     /// pages) at most `cap`, again while its step's `retry` allows (see the module
-    /// docs), and keeps the state the successful attempt wrote.
+    /// docs), and keeps the state the successful attempt wrote. `place` is
+    /// a `for_each` item's place among the running items: it is given back
+    /// once the call has ended and its writes are queued for their batch,
+    /// before they are committed (see [`CommitQueue`]).
     pub async fn call(
         &self,
         step: Arc<StepContext>,
         input: impl Into<StepInput>,
         item: Option<&ItemId>,
         cap: OutputCap,
+        mut place: Option<OwnedSemaphorePermit>,
     ) -> Result<Called, Failed> {
         let policy = self.retry.unwrap_or(RetryPolicy {
             max_attempts: 1,
@@ -175,7 +184,9 @@ impl Caller {
             } else {
                 std::mem::take(&mut input)
             };
-            let result = self.attempt(step.clone(), text, item, cap, attempt).await;
+            let result = self
+                .attempt(step.clone(), text, item, cap, attempt, &mut place)
+                .await;
             let error = match result {
                 Ok(output) => {
                     let tries = Tries {
@@ -242,6 +253,7 @@ impl Caller {
         item: Option<&ItemId>,
         cap: OutputCap,
         attempt: u32,
+        place: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<StepOutput, CallError> {
         let mut invocation = self.invocation.clone();
         invocation.attempt = attempt;
@@ -251,7 +263,8 @@ impl Caller {
         }
         let call = Call {
             step,
-            state: CallState::new(self.state.clone(), &invocation.flow, self.overlay.clone()),
+            state: CallState::new(self.state.clone(), &invocation.flow, self.overlay.clone())
+                .after(self.queue.clone()),
             invocation,
             paged: input.paged,
             outputs: OutputLists::new(self.lists.clone(), cap),
@@ -269,7 +282,19 @@ impl Caller {
             }
             other => CallError::InvalidOutput(other.to_string()),
         })?;
-        self.keep(done.writes).await?;
+        match (place.take(), &self.queue) {
+            (Some(place), Some(queue)) if self.overlay.is_none() && !done.writes.is_empty() => {
+                let committed = queue.queue(state::batch(done.writes));
+                drop(place);
+                committed
+                    .await
+                    .map_err(|e| CallError::State(e.to_string()))?;
+            }
+            (place, _) => {
+                self.keep(done.writes).await?;
+                drop(place);
+            }
+        }
         Ok(output)
     }
 

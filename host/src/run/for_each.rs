@@ -7,6 +7,10 @@
 //! Items are a bounded stream: an item's input is made when a place among
 //! the `concurrency` running items is free, and its task is started then,
 //! so at most `concurrency` inputs are alive at once however long the list.
+//! An item gives its place back when its component call ends: its state
+//! writes then wait for their batch ([`crate::state::CommitQueue`]) while
+//! later items run, and it finishes once they are committed. At most
+//! `concurrency` + [`crate::state::queue::MAX_BATCH`] items are unfinished at once.
 //! Every item's input is still resolved and checked against the schema
 //! once before the first item starts (and dropped), so a bad reference
 //! fails the step before anything is done; when the item runs its input is
@@ -48,6 +52,7 @@ use crate::flow::model::OnError;
 use crate::flow::resolve::{Found, Scope};
 use crate::flow::template::Template;
 use crate::redact::Redactor;
+use crate::state::queue::MAX_BATCH;
 
 /// An item's index, the item, and its result (`None`: never started).
 type ItemOutcome = (usize, Value, Option<Result<Value, Failed>>);
@@ -251,7 +256,13 @@ async fn stream(
     let mut outcomes: Vec<ItemOutcome> = Vec::with_capacity(items.len());
     let mut tasks = JoinSet::new();
     let mut items = items.into_iter();
+    let most_unfinished = step.concurrency + MAX_BATCH;
     for (index, item, key) in items.by_ref() {
+        while tasks.len() >= most_unfinished
+            && let Some(joined) = tasks.join_next().await
+        {
+            outcomes.push(joined.map_err(ended)?);
+        }
         let permit = shared.permits.clone().acquire_owned().await;
         while let Some(joined) = tasks.try_join_next() {
             outcomes.push(joined.map_err(ended)?);
@@ -336,11 +347,12 @@ fn resolve_items(list: &Template, scope: &Scope<'_>) -> Result<Vec<Value>, StepF
     }
 }
 
-/// One item, holding its place among the running ones until it ends: calls
-/// the component and reports the item's `ItemFinished`.
+/// One item, holding its place among the running ones until its call ends
+/// (see the module docs): calls the component and reports the item's
+/// `ItemFinished` once its writes are committed.
 async fn run_item(
     shared: Arc<Items>,
-    _place: OwnedSemaphorePermit,
+    place: OwnedSemaphorePermit,
     item: ItemToRun,
     input: StepInput,
 ) -> ItemOutcome {
@@ -358,7 +370,7 @@ async fn run_item(
     let text = Arc::new(input.text.clone());
     let called = shared
         .caller
-        .call(own.clone(), input, Some(&id), shared.item_cap)
+        .call(own.clone(), input, Some(&id), shared.item_cap, Some(place))
         .await;
     let input = Payload::text(text, &shared.redactor);
     let tries = match &called {

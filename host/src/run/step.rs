@@ -22,6 +22,7 @@ use crate::flow::model::OnError;
 use crate::flow::model::ValueTemplate;
 use crate::flow::resolve::{Found, ResolveError, Scope};
 use crate::flow::schema::InputMismatch;
+use crate::state::CommitQueue;
 
 /// The longest log line shown or recorded, in characters.
 const MAX_LOG_LINE: usize = 2000;
@@ -146,6 +147,8 @@ fn caller(ctx: &RunContext<'_>, step: &Step, prepared: &Arc<Prepared>) -> Caller
         prepared: prepared.clone(),
         state: ctx.state.clone(),
         overlay: ctx.overlay.clone(),
+        queue: (step.for_each.is_some() && ctx.overlay.is_none())
+            .then(|| CommitQueue::new(ctx.state.clone(), &ctx.fields.flow, &ctx.fields.id)),
         invocation: Invocation {
             run_id: ctx.fields.id.clone(),
             flow: ctx.fields.flow.clone(),
@@ -192,7 +195,7 @@ async fn run_once(
         bytes: step.max_output,
         key: "max_output_bytes",
     };
-    match caller.call(context.clone(), input, None, cap).await {
+    match caller.call(context.clone(), input, None, cap, None).await {
         Ok(called) => (Ok(called.output), Some(called.tries.record(&ctx.redactor))),
         Err(failed) => {
             let tries = Some(failed.tries.record(&ctx.redactor));

@@ -11,7 +11,8 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    Json, MAX_PAGE, MAX_WRITE_BYTES_PER_CALL, Refused, StateStore, StoreError, Writes, held_bytes,
+    CommitQueue, Json, MAX_PAGE, MAX_WRITE_BYTES_PER_CALL, Refused, StateStore, StoreError, Writes,
+    held_bytes,
 };
 
 /// The writes of a dry run's calls that succeeded: what later steps and
@@ -53,6 +54,8 @@ pub struct CallState {
     store: Arc<dyn StateStore>,
     flow: String,
     overlay: Option<Arc<Overlay>>,
+    /// The step's items' writes not yet committed: a read waits for them.
+    queued: Option<Arc<CommitQueue>>,
     writes: Writes,
     /// What `writes` holds, by [`held_bytes`].
     held: usize,
@@ -67,10 +70,28 @@ impl CallState {
             store,
             flow: flow.to_string(),
             overlay,
+            queued: None,
             writes: Writes::new(),
             held: 0,
             limit: MAX_WRITE_BYTES_PER_CALL,
         }
+    }
+
+    /// The same call, whose reads first wait for the writes `queue` holds
+    /// (those of the step's items whose calls ended before the read).
+    pub fn after(self, queue: Option<Arc<CommitQueue>>) -> Self {
+        Self {
+            queued: queue,
+            ..self
+        }
+    }
+
+    /// The store's view, once the writes queued before now are committed.
+    async fn settled(&self) -> &Arc<dyn StateStore> {
+        if let Some(queue) = &self.queued {
+            queue.settled().await;
+        }
+        &self.store
     }
 
     /// The same call with a smaller memory limit for its writes.
@@ -87,7 +108,7 @@ impl CallState {
         if let Some(value) = self.overlay.as_ref().and_then(|o| o.get(key)) {
             return Ok(value);
         }
-        self.store.get(&self.flow, key).await
+        self.settled().await.get(&self.flow, key).await
     }
 
     pub fn set(&mut self, key: String, value: Json) -> Result<(), Refused> {
@@ -140,7 +161,8 @@ impl CallState {
         let deleted = upper.values().filter(|v| v.is_none()).count();
         let asked = (limit + deleted).min(MAX_PAGE);
         let stored = self
-            .store
+            .settled()
+            .await
             .list(&self.flow, prefix, start_after, asked)
             .await?;
         // A full page may have more after it: nothing past its last key is

@@ -18,6 +18,9 @@
 //!   the component parses: the host never makes a stored value a tree.
 //! - [`Overlay`]: a dry run's successful writes, seen by the rest of that
 //!   run and never stored.
+//! - [`CommitQueue`]: a `for_each` step's items' writes, committed in
+//!   batches while the next items run; a read waits for those queued
+//!   before it.
 //!
 //! Invariants: a call's writes reach the store together or not at all, and
 //! only when the call succeeded; a dry run never writes to the store. Two
@@ -28,6 +31,7 @@ mod call;
 mod durable;
 mod json;
 mod memory;
+pub mod queue;
 
 use std::collections::BTreeMap;
 
@@ -35,6 +39,7 @@ pub use call::{CallState, Overlay, Page};
 pub use durable::DurableStore;
 pub use json::{Json, parse_value};
 pub use memory::MemoryStore;
+pub use queue::CommitQueue;
 
 /// Longest key, in bytes (the store's limit). Long enough for a prefix and
 /// an address or a URL-sized id; short enough to index cheaply.

@@ -1,0 +1,339 @@
+//! The state writes of a `for_each` step's items, committed together.
+//!
+//! An item that kept its place among the `concurrency` running items until
+//! its writes were committed made every item wait for a transaction, and
+//! one transaction per item made the commit, not the writes, the cost (a
+//! create step of 8,000 items spent a fifth of its CPU on it). So an item
+//! hands its writes to this queue when its call ends, gives its place to
+//! the next item, and waits here for them to be durable:
+//!
+//! - the writes of items whose calls end close together are applied as
+//!   one batch, in the order the calls ended (the same key is
+//!   last-writer-wins, as before). A batch waits at most [`LINGER`] for
+//!   more, or none once [`MAX_BATCH`] items are queued;
+//! - a read of the state by a call of the same step first waits for every
+//!   write queued before it, and cuts that wait short: a call sees the
+//!   writes of every item whose call ended before its read, as when each
+//!   item held its place until its writes were committed;
+//! - when a batch cannot be applied, each item's writes are applied alone,
+//!   so only an item whose own writes are refused (or cannot be stored)
+//!   fails;
+//! - an item is finished only once its writes are committed (its answer
+//!   comes from here), so nothing is reported durable before it is.
+//!
+//! The committer is a task started by the first writes that find none at
+//! work; it ends when the queue is empty.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot, watch};
+
+use super::{StateStore, StoreError, Write};
+
+/// The longest a batch waits for more items' writes before it is applied.
+pub const LINGER: Duration = Duration::from_millis(3);
+/// The most items' writes applied in one batch.
+pub const MAX_BATCH: usize = 256;
+
+/// One item's writes and where its answer goes.
+struct Queued {
+    writes: Vec<Write>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    queued: Vec<Queued>,
+    /// How many writes were ever queued (the reads' horizon).
+    total: u64,
+    /// Whether a committer task is at work.
+    committing: bool,
+    /// Whether a read waits: the next batch goes without lingering.
+    wanted: bool,
+}
+
+/// The commit queue of one step's items, for one flow and run.
+pub struct CommitQueue {
+    store: Arc<dyn StateStore>,
+    flow: String,
+    run: String,
+    pending: Mutex<Pending>,
+    /// Rung when writes are queued or a read waits.
+    wake: Notify,
+    /// How many queued writes are answered; they are answered in order.
+    answered: watch::Sender<u64>,
+}
+
+impl CommitQueue {
+    pub fn new(store: Arc<dyn StateStore>, flow: &str, run: &str) -> Arc<CommitQueue> {
+        Arc::new(CommitQueue {
+            store,
+            flow: flow.to_string(),
+            run: run.to_string(),
+            pending: Mutex::default(),
+            wake: Notify::new(),
+            answered: watch::Sender::new(0),
+        })
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues one item's writes. The returned future answers once they are
+    /// committed (or could not be); the writes are queued when this
+    /// returns, so a read that starts afterwards sees them.
+    pub fn queue(
+        self: &Arc<Self>,
+        writes: Vec<Write>,
+    ) -> impl Future<Output = Result<(), StoreError>> + use<> {
+        let (done, answer) = oneshot::channel();
+        let start = {
+            let mut pending = self.pending();
+            pending.queued.push(Queued { writes, done });
+            pending.total += 1;
+            !std::mem::replace(&mut pending.committing, true)
+        };
+        if start {
+            tokio::spawn(self.clone().commit_all());
+        } else {
+            self.wake.notify_one();
+        }
+        async move {
+            answer.await.unwrap_or_else(|_| {
+                Err(StoreError(
+                    "the state writer stopped before the writes were committed".into(),
+                ))
+            })
+        }
+    }
+
+    /// Waits until every write queued before this call is answered,
+    /// asking the committer not to linger meanwhile.
+    pub async fn settled(&self) {
+        let mut answered = self.answered.subscribe();
+        let horizon = {
+            let mut pending = self.pending();
+            if *answered.borrow_and_update() >= pending.total {
+                return;
+            }
+            pending.wanted = true;
+            pending.total
+        };
+        self.wake.notify_one();
+        // The sender lives as long as `self`: this cannot end early.
+        let _ = answered.wait_for(|n| *n >= horizon).await;
+    }
+
+    /// Applies batches until the queue is empty.
+    async fn commit_all(self: Arc<Self>) {
+        let mut stopped = Stopped(Some(&self));
+        loop {
+            self.linger().await;
+            let batch: Vec<Queued> = {
+                let mut pending = self.pending();
+                pending.wanted = false;
+                if pending.queued.is_empty() {
+                    pending.committing = false;
+                    stopped.0 = None;
+                    return;
+                }
+                let n = pending.queued.len().min(MAX_BATCH);
+                pending.queued.drain(..n).collect()
+            };
+            let n = batch.len() as u64;
+            self.commit(batch).await;
+            self.answered.send_modify(|answered| *answered += n);
+        }
+    }
+
+    /// Waits until a batch is worth applying: [`MAX_BATCH`] writes queued,
+    /// a read waiting, or [`LINGER`] passed.
+    async fn linger(&self) {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        loop {
+            {
+                let pending = self.pending();
+                if pending.queued.len() >= MAX_BATCH || pending.wanted {
+                    return;
+                }
+            }
+            if tokio::time::timeout_at(deadline, self.wake.notified())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Applies `batch` in one transaction; when that fails, each item's
+    /// writes alone, so each item gets its own answer.
+    async fn commit(&self, batch: Vec<Queued>) {
+        let all: Vec<Write> = batch.iter().flat_map(|q| q.writes.clone()).collect();
+        if batch.len() == 1 || self.store.apply(&self.flow, &self.run, all).await.is_err() {
+            for queued in batch {
+                let result = self.store.apply(&self.flow, &self.run, queued.writes).await;
+                let _ = queued.done.send(result);
+            }
+            return;
+        }
+        for queued in batch {
+            let _ = queued.done.send(Ok(()));
+        }
+    }
+}
+
+/// Should the committer task end before the queue is empty (a panic, a
+/// runtime shutting down), answers every queued item with an error (their
+/// senders are dropped), counts every write as answered so no read waits
+/// for ever, and lets the next writes start a committer.
+struct Stopped<'a>(Option<&'a CommitQueue>);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0 {
+            let mut pending = queue.pending();
+            pending.queued.clear();
+            pending.committing = false;
+            queue.answered.send_replace(pending.total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::state::{Json, MemoryStore};
+
+    /// A memory store that counts its transactions, refuses any that sets
+    /// the key `bad`, and panics on one that sets `boom`.
+    #[derive(Default)]
+    struct Counted {
+        inner: MemoryStore,
+        applied: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl StateStore for Counted {
+        async fn get(&self, flow: &str, key: &str) -> Result<Option<Json>, StoreError> {
+            self.inner.get(flow, key).await
+        }
+
+        async fn list(
+            &self,
+            flow: &str,
+            prefix: &str,
+            start_after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<(String, Json)>, StoreError> {
+            self.inner.list(flow, prefix, start_after, limit).await
+        }
+
+        async fn apply(&self, flow: &str, run: &str, writes: Vec<Write>) -> Result<(), StoreError> {
+            assert!(writes.iter().all(|w| w.key() != "boom"), "the store broke");
+            if writes.iter().any(|w| w.key() == "bad") {
+                return Err(StoreError("the key `bad` is refused".into()));
+            }
+            self.applied.fetch_add(1, Ordering::SeqCst);
+            self.inner.apply(flow, run, writes).await
+        }
+    }
+
+    fn set(key: &str, value: i64) -> Vec<Write> {
+        vec![Write::Set(key.into(), Json::of(&json!(value)))]
+    }
+
+    fn queue_on(store: &Arc<Counted>) -> Arc<CommitQueue> {
+        CommitQueue::new(store.clone(), "f", "r")
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_are_one_transaction_in_the_order_they_came() {
+        let store = Arc::new(Counted::default());
+        let queue = queue_on(&store);
+        let answers: Vec<_> = (0..10).map(|i| queue.queue(set("k", i))).collect();
+        for answer in answers {
+            answer.await.unwrap();
+        }
+        assert_eq!(store.applied.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            store.get("f", "k").await.unwrap(),
+            Some(Json::of(&json!(9))),
+            "the last queued wins"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_item_whose_writes_are_refused_fails() {
+        let store = Arc::new(Counted::default());
+        let queue = queue_on(&store);
+        let good = queue.queue(set("a", 1));
+        let bad = queue.queue(set("bad", 2));
+        let later = queue.queue(set("c", 3));
+        assert!(good.await.is_ok());
+        let refused = bad.await.unwrap_err();
+        assert!(refused.0.contains("`bad` is refused"), "{refused}");
+        assert!(later.await.is_ok());
+        assert_eq!(
+            store.get("f", "a").await.unwrap(),
+            Some(Json::of(&json!(1)))
+        );
+        assert_eq!(
+            store.get("f", "c").await.unwrap(),
+            Some(Json::of(&json!(3)))
+        );
+        assert_eq!(store.get("f", "bad").await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_waits_for_the_writes_queued_before_it_without_lingering() {
+        let store = Arc::new(Counted::default());
+        let queue = queue_on(&store);
+        let answer = queue.queue(set("k", 1));
+        let start = tokio::time::Instant::now();
+        queue.settled().await;
+        assert!(
+            start.elapsed() < LINGER,
+            "the read cut the batch's wait short"
+        );
+        assert_eq!(
+            store.get("f", "k").await.unwrap(),
+            Some(Json::of(&json!(1)))
+        );
+        answer.await.unwrap();
+        // Nothing queued: a read does not wait at all.
+        queue.settled().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_item_waits_at_most_the_linger() {
+        let store = Arc::new(Counted::default());
+        let queue = queue_on(&store);
+        let start = tokio::time::Instant::now();
+        queue.queue(set("k", 1)).await.unwrap();
+        assert!(start.elapsed() >= LINGER);
+        assert!(start.elapsed() < LINGER * 2);
+    }
+
+    #[tokio::test]
+    async fn a_committer_that_stops_answers_every_item_and_read() {
+        let store = Arc::new(Counted::default());
+        let queue = queue_on(&store);
+        let broken = queue.queue(set("boom", 1));
+        let error = broken.await.unwrap_err();
+        assert!(error.0.contains("stopped before"), "{error}");
+        queue.settled().await;
+        // The next writes start a committer again.
+        queue.queue(set("k", 2)).await.unwrap();
+        assert_eq!(
+            store.get("f", "k").await.unwrap(),
+            Some(Json::of(&json!(2)))
+        );
+    }
+}
