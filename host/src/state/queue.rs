@@ -171,8 +171,12 @@ impl CommitQueue {
     /// Applies `batch` in one transaction; when that fails, each item's
     /// writes alone, so each item gets its own answer.
     async fn commit(&self, batch: Vec<Queued>) {
-        let all: Vec<Write> = batch.iter().flat_map(|q| q.writes.clone()).collect();
-        if batch.len() == 1 || self.store.apply(&self.flow, &self.run, all).await.is_err() {
+        let together = batch.len() > 1 && {
+            // Copied: should the batch fail, each item's are applied alone.
+            let all: Vec<Write> = batch.iter().flat_map(|q| q.writes.clone()).collect();
+            self.store.apply(&self.flow, &self.run, all).await.is_ok()
+        };
+        if !together {
             for queued in batch {
                 let result = self.store.apply(&self.flow, &self.run, queued.writes).await;
                 let _ = queued.done.send(result);
