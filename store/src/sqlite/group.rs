@@ -244,16 +244,20 @@ mod tests {
             let _ = released.recv();
         });
         is_locked.await.unwrap();
-        let calls: Vec<_> = batches
-            .into_iter()
-            .map(|b| {
-                let backend = backend.clone();
-                tokio::spawn(async move { backend.state_apply("f", b).await })
-            })
-            .collect();
-        while backend.state_commits.queue().pending.len() < n {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        // One at a time, each queued before the next is sent: spawned
+        // tasks may reach the queue in any order, and the order is what
+        // this checks.
+        let mut calls = Vec::new();
+        for (queued, b) in batches.into_iter().enumerate() {
+            let sender = backend.clone();
+            calls.push(tokio::spawn(
+                async move { sender.state_apply("f", b).await },
+            ));
+            while backend.state_commits.queue().pending.len() <= queued {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
+        assert_eq!(backend.state_commits.queue().pending.len(), n);
         release.send(()).unwrap();
         holder.await.unwrap();
         let mut results = Vec::new();
