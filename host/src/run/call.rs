@@ -46,8 +46,8 @@ pub struct Caller {
     /// The dry run's overlay; `None` in a real run.
     pub overlay: Option<Arc<Overlay>>,
     /// Where a `for_each` item's writes wait for their batch (a real
-    /// run's `for_each` step; see [`CommitQueue`]); `None`: each call's
-    /// writes are applied on their own.
+    /// run's `for_each` step, never a dry run's; see [`CommitQueue`]);
+    /// `None`: each call's writes are kept on their own.
     pub queue: Option<Arc<CommitQueue>>,
     /// The run context every call of the step shares (no item, attempt 1).
     pub invocation: Invocation,
@@ -283,7 +283,7 @@ impl Caller {
             other => CallError::InvalidOutput(other.to_string()),
         })?;
         match (place.take(), &self.queue) {
-            (Some(place), Some(queue)) if self.overlay.is_none() && !done.writes.is_empty() => {
+            (Some(place), Some(queue)) if !done.writes.is_empty() => {
                 let committed = queue.queue(state::batch(done.writes));
                 drop(place);
                 committed
