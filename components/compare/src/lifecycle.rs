@@ -21,9 +21,11 @@
 //! - **Returner**: a license holder matched to an inactive Procore user the
 //!   flow deactivated. Inactive matches the flow did not deactivate are
 //!   `inactive_unmanaged`: reported, never touched.
-//! - **Guard**: deactivations wait for an admin whatever the threshold
-//!   says when no license group matched, or when the license holders fell
-//!   by more than half since the last complete read.
+//! - **Guard**: deactivations are held back whatever the threshold says
+//!   when no license group matched (the shipped flow then skips its
+//!   `deactivate` step: nobody at all), or when the license holders fell
+//!   by more than half since the last complete read (they wait for an
+//!   admin).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -375,7 +377,7 @@ impl<'a, 'w> Run<'a, 'w> {
         let count = out.counts.people;
         let reason = if self.policy.license_groups == Some(0) {
             Some(
-                "no license group matched the group prefixes, so nobody is deactivated in this run (check the prefixes; approve the plan to deactivate anyway)"
+                "no license group matched the group prefixes, so nobody is deactivated in this run (check the prefixes)"
                     .to_string(),
             )
         } else {

@@ -46,7 +46,7 @@ pub struct Input {
     /// time.
     pub procore_users: Paged<ProcoreUser>,
     /// How many license groups matched (`graph-groups`' `count`): none at
-    /// all holds every deactivation for an admin.
+    /// all holds every deactivation back.
     #[serde(default)]
     pub license_groups: Option<usize>,
     /// Keys of license-group members whose Entra account is disabled

@@ -161,7 +161,7 @@ pub fn warnings(input: &Input) -> Result<Vec<String>, StepError> {
     let guard = input.parts()?.guard;
     let held = guard.hold.then(|| {
         format!(
-            "deactivations are held for approval in this run: {}",
+            "deactivations are held back in this run: {}",
             guard.reason.trim()
         )
     });
@@ -586,7 +586,7 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("fell from 100 to 10"))
         );
-        assert!(out.html.contains("held for approval in this run"));
+        assert!(out.html.contains("held back in this run"));
         assert_eq!((out.summary.deactivated, out.summary.failed), (1, 1));
         assert!(out.html.contains("not removed from project 5: HTTP 403"));
     }
@@ -768,7 +768,7 @@ mod tests {
         );
         assert!(
             out.html
-                .contains("held for approval in this run: no license group matched")
+                .contains("held back in this run: no license group matched")
         );
     }
 
