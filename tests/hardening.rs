@@ -836,6 +836,30 @@ async fn outputs_over_their_caps_fail_their_step_or_item() {
     );
 }
 
+/// An item counts its outcome before it gives its place to the next: at
+/// concurrency 1 under `on_error = "fail"`, the item after a failed one is
+/// never started (tried many times: the next item is waiting for the place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_item_under_fail_stops_the_next_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = hostile_steps(&[(
+        "each",
+        "for_each = \"${params.five}\"\nwith = { action = \"unavailable\", message = \"down\" }",
+    )]);
+    let flow = load(&write_flow(dir.path(), "flow.toml", &text), &[]);
+    let runner = runner(EngineConfig::default());
+    for _ in 0..20 {
+        let (outcome, events) = run(&runner, &flow, dir.path(), false).await;
+        assert_eq!(outcome.status, Status::Failed);
+        let started = events
+            .events()
+            .iter()
+            .filter(|e| matches!(e, RunEvent::ItemFinished { step, .. } if step == "each"))
+            .count();
+        assert_eq!(started, 1, "only the first item ran");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_that_exits_is_said_to_have_exited() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,13 +13,14 @@
 //! further attempt, and a call stopped while it waited to try again ends
 //! as interrupted (its step, or item, too), not as having given up.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 use sluice_store::{Attempts, FailedAttempt};
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::executor::RunGuard;
 use super::output::StepOutput;
@@ -31,7 +32,7 @@ use crate::engine::{
 };
 use crate::flow::model::RetryPolicy;
 use crate::redact::Redactor;
-use crate::state::{self, CallState, CommitQueue, Overlay, StateStore, Writes};
+use crate::state::{self, CallState, CommitQueue, Overlay, StateStore, StoreError, Writes};
 
 /// The longest wait between two checks of whether the run was stopped
 /// while it waits to try again.
@@ -67,6 +68,27 @@ pub struct Caller {
 pub struct Called {
     pub output: StepOutput,
     pub tries: Tries,
+    /// Its state writes, waiting in the step's commit queue; `None` when
+    /// they are already kept (or there were none).
+    pub committing: Option<Committing>,
+}
+
+/// A call's writes handed to its step's [`CommitQueue`]: they are durable
+/// once this resolves. The caller decides what happens meanwhile (a
+/// `for_each` item gives its place to the next one).
+pub struct Committing(Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>);
+
+impl Committing {
+    pub async fn committed(self) -> Result<(), CallError> {
+        self.0.await.map_err(|e| CallError::State(e.to_string()))
+    }
+}
+
+/// What one successful attempt left: its output, and its writes when they
+/// wait in the commit queue.
+struct Attempted {
+    output: StepOutput,
+    committing: Option<Committing>,
 }
 
 /// The attempts of one call: how many were made, and the error of each
@@ -157,17 +179,15 @@ impl Caller {
     /// Calls the component with `input` (JSON text, and the lists it reads
     /// in pages), its output (JSON text, with the lists it hands over in
     /// pages) at most `cap`, again while its step's `retry` allows (see the module
-    /// docs), and keeps the state the successful attempt wrote. `place` is
-    /// a `for_each` item's place among the running items: it is given back
-    /// once the call has ended and its writes are queued for their batch,
-    /// before they are committed (see [`CommitQueue`]).
+    /// docs), and keeps the state the successful attempt wrote: at once,
+    /// or, with the step's commit queue, by handing it over to be
+    /// committed with other items' ([`Called::committing`]).
     pub async fn call(
         &self,
         step: Arc<StepContext>,
         input: impl Into<StepInput>,
         item: Option<&ItemId>,
         cap: OutputCap,
-        mut place: Option<OwnedSemaphorePermit>,
     ) -> Result<Called, Failed> {
         let policy = self.retry.unwrap_or(RetryPolicy {
             max_attempts: 1,
@@ -184,16 +204,18 @@ impl Caller {
             } else {
                 std::mem::take(&mut input)
             };
-            let result = self
-                .attempt(step.clone(), text, item, cap, attempt, &mut place)
-                .await;
+            let result = self.attempt(step.clone(), text, item, cap, attempt).await;
             let error = match result {
-                Ok(output) => {
+                Ok(Attempted { output, committing }) => {
                     let tries = Tries {
                         made: attempt,
                         failed,
                     };
-                    return Ok(Called { output, tries });
+                    return Ok(Called {
+                        output,
+                        tries,
+                        committing,
+                    });
                 }
                 Err(e) => e,
             };
@@ -253,8 +275,7 @@ impl Caller {
         item: Option<&ItemId>,
         cap: OutputCap,
         attempt: u32,
-        place: &mut Option<OwnedSemaphorePermit>,
-    ) -> Result<StepOutput, CallError> {
+    ) -> Result<Attempted, CallError> {
         let mut invocation = self.invocation.clone();
         invocation.attempt = attempt;
         if let Some(item) = item {
@@ -282,20 +303,16 @@ impl Caller {
             }
             other => CallError::InvalidOutput(other.to_string()),
         })?;
-        match (place.take(), &self.queue) {
-            (Some(place), Some(queue)) if !done.writes.is_empty() => {
-                let committed = queue.queue(state::batch(done.writes));
-                drop(place);
-                committed
-                    .await
-                    .map_err(|e| CallError::State(e.to_string()))?;
+        let committing = match &self.queue {
+            Some(queue) if !done.writes.is_empty() => {
+                Some(Committing(Box::pin(queue.queue(state::batch(done.writes)))))
             }
-            (place, _) => {
+            _ => {
                 self.keep(done.writes).await?;
-                drop(place);
+                None
             }
-        }
-        Ok(output)
+        };
+        Ok(Attempted { output, committing })
     }
 
     /// Makes a successful call's writes durable, or in a dry run visible to

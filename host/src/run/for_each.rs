@@ -7,9 +7,12 @@
 //! Items are a bounded stream: an item's input is made when a place among
 //! the `concurrency` running items is free, and its task is started then,
 //! so at most `concurrency` inputs are alive at once however long the list.
-//! An item gives its place back when its component call ends: its state
-//! writes then wait for their batch ([`crate::state::CommitQueue`]) while
-//! later items run, and it finishes once they are committed. At most
+//! An item gives its place back when its component call ends and its
+//! output and outcome are counted (so the next item starts only once the
+//! outputs' cap and a failure under `fail` are known): its state writes
+//! then wait for their batch ([`crate::state::CommitQueue`]) while later
+//! items run, and it finishes once they are committed. Writes that cannot
+//! be committed fail their item then; items started meanwhile finish. At most
 //! `concurrency` + [`crate::state::queue::MAX_BATCH`] items are unfinished at once.
 //! Every item's input is still resolved and checked against the schema
 //! once before the first item starts (and dropped), so a bad reference
@@ -39,7 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::approval::{self, Gate};
-use super::call::{Caller, Failed, ItemId};
+use super::call::{Called, Caller, Failed, ItemId};
 use super::context::{RunContext, StepFailure};
 use super::events::{Observer, RunEvent, Status};
 use super::executor::RunGuard;
@@ -230,6 +233,19 @@ fn held_events(
 }
 
 impl Items {
+    /// Counts a failed item (not one the run's stop interrupted); under
+    /// `on_error = "fail"` no further item starts.
+    fn count_failure(&self, called: &Result<Called, Failed>) {
+        if let Err(f) = called
+            && f.stopped.is_none()
+        {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            if self.on_error == OnError::Fail {
+                self.stop.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
     /// When the items' outputs together are over the step's cap: why no
     /// further item starts and the step fails.
     fn over_cap(&self) -> Option<String> {
@@ -348,8 +364,9 @@ fn resolve_items(list: &Template, scope: &Scope<'_>) -> Result<Vec<Value>, StepF
 }
 
 /// One item, holding its place among the running ones until its call ends
-/// (see the module docs): calls the component and reports the item's
-/// `ItemFinished` once its writes are committed.
+/// and its output and outcome are counted (see the module docs): calls the
+/// component, gives its place back, and reports the item's `ItemFinished`
+/// once its writes are committed.
 async fn run_item(
     shared: Arc<Items>,
     place: OwnedSemaphorePermit,
@@ -368,32 +385,47 @@ async fn run_item(
     let own = Arc::new(shared.context.for_item());
     let id = ItemId::of(index, &item);
     let text = Arc::new(input.text.clone());
-    let called = shared
+    let mut called = shared
         .caller
-        .call(own.clone(), input, Some(&id), shared.item_cap, Some(place))
+        .call(own.clone(), input, Some(&id), shared.item_cap)
         .await;
+    let committing = called.as_mut().ok().and_then(|c| c.committing.take());
+    // Counted before the place is given back: the next item starts only
+    // once the outputs' cap and a failure under `fail` are known.
+    let output_bytes = called.as_ref().map_or(0, |c| c.output.text().len());
+    shared
+        .output_bytes
+        .fetch_add(output_bytes, Ordering::SeqCst);
+    shared.count_failure(&called);
+    drop(place);
+    if let Some(committing) = committing
+        && let Err(error) = committing.committed().await
+    {
+        shared
+            .output_bytes
+            .fetch_sub(output_bytes, Ordering::SeqCst);
+        let tries = match called {
+            Ok(c) => c.tries,
+            Err(f) => f.tries,
+        };
+        called = Err(Failed {
+            error,
+            tries,
+            stopped: None,
+        });
+        shared.count_failure(&called);
+    }
     let input = Payload::text(text, &shared.redactor);
     let tries = match &called {
         Ok(c) => c.tries.record(&shared.redactor),
         Err(f) => f.tries.record(&shared.redactor),
     };
-    let result = called.map(|c| {
-        shared
-            .output_bytes
-            .fetch_add(c.output.text().len(), Ordering::SeqCst);
-        c.output
-    });
+    let result = called.map(|c| c.output);
     let item_stats = own.stats();
     for (name, stats) in &item_stats {
         shared.context.record(name, stats);
     }
     let stopped = matches!(&result, Err(f) if f.stopped.is_some());
-    if result.is_err() && !stopped {
-        shared.failed.fetch_add(1, Ordering::SeqCst);
-        if shared.on_error == OnError::Fail {
-            shared.stop.store(true, Ordering::SeqCst);
-        }
-    }
     let done = shared.done.fetch_add(1, Ordering::SeqCst) + 1;
     let redactor = &shared.redactor;
     let (status, output, error) = match &result {

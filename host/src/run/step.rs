@@ -195,8 +195,17 @@ async fn run_once(
         bytes: step.max_output,
         key: "max_output_bytes",
     };
-    match caller.call(context.clone(), input, None, cap, None).await {
-        Ok(called) => (Ok(called.output), Some(called.tries.record(&ctx.redactor))),
+    match caller.call(context.clone(), input, None, cap).await {
+        Ok(called) => {
+            let tries = Some(called.tries.record(&ctx.redactor));
+            // Only `for_each` items queue their writes; wait here all the same.
+            if let Some(committing) = called.committing
+                && let Err(e) = committing.committed().await
+            {
+                return (Err(StepFailure::Failed(e.to_string())), tries);
+            }
+            (Ok(called.output), tries)
+        }
         Err(failed) => {
             let tries = Some(failed.tries.record(&ctx.redactor));
             match failed.stopped {

@@ -5,7 +5,8 @@
 //! one transaction per item made the commit, not the writes, the cost (a
 //! create step of 8,000 items spent a fifth of its CPU on it). So an item
 //! hands its writes to this queue when its call ends, gives its place to
-//! the next item, and waits here for them to be durable:
+//! the next item once its output and outcome are counted, and waits here
+//! for them to be durable:
 //!
 //! - the writes of items whose calls end close together are applied as
 //!   one batch, in the order the calls ended (the same key is
