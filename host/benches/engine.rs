@@ -391,7 +391,7 @@ async fn send_bench() {
             match which {
                 0 | 1 => {
                     for _ in 0..PER_CALL {
-                        let mut request = http.get(native_url);
+                        let mut request = http.get(native_url).header(ACCEPT.0, ACCEPT.1);
                         if which == 1 {
                             request = request.timeout(timeout);
                         }
@@ -466,13 +466,17 @@ fn spread(mut ratios: Vec<f64>) -> (f64, f64, f64) {
     (at(2), at(1), at(3))
 }
 
+/// The header the guest SDK puts on every request (`Call::new`): every
+/// side sends it, so all of them make the same request.
+const ACCEPT: (&str, &str) = ("Accept", "application/json");
+
 /// A plain GET, as a component sends it.
 fn get(url: &str) -> OutgoingRequest {
     OutgoingRequest {
         method: Method::Get,
         url: url.into(),
         query: Vec::new(),
-        headers: Vec::new(),
+        headers: vec![(ACCEPT.0.into(), ACCEPT.1.into())],
         body: None,
         idempotent: false,
         retry_when_not_acted: false,
