@@ -21,6 +21,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sluice_store::HistoryJson;
 use sluice_store::cap::{MAX_JSON_BYTES, PREVIEW_CHARS};
@@ -81,8 +82,7 @@ impl Payload {
     }
 
     fn redacted_text(&self, text: &str) -> Value {
-        serde_json::from_str(&self.redactor.redact(text))
-            .unwrap_or_else(|_| Value::String(self.redactor.redact(text)))
+        parsed_or_string(self.redactor.redact(text))
     }
 
     /// The step output before redaction, when this is one: for a reader
@@ -145,9 +145,33 @@ impl Serialize for Payload {
             }
             .serialize(serializer),
             // Written in full only by a `--json` run or a test.
-            Json::Text(_) | Json::Output(_) => self.redacted().serialize(serializer),
+            Json::Text(text) => self.serialize_text(text, serializer),
+            Json::Output(output) => self.serialize_text(output.text(), serializer),
         }
     }
+}
+
+impl Payload {
+    /// Writes `text` redacted as it is, without parsing it into a tree: at
+    /// 100k members a `--json` run's tree of one output took ten times the
+    /// output's size. Each event is one line, so text with a line break
+    /// (pretty-printed) goes through a tree, as does text that redaction
+    /// left unparsable.
+    fn serialize_text<S: Serializer>(&self, text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        let redacted = self.redactor.redact(text);
+        if !redacted.contains(['\n', '\r'])
+            && let Ok(raw) = serde_json::from_str::<&RawValue>(&redacted)
+        {
+            return raw.serialize(serializer);
+        }
+        parsed_or_string(redacted).serialize(serializer)
+    }
+}
+
+/// Redacted JSON text as a tree, or as one string when redaction left it
+/// unparsable.
+fn parsed_or_string(redacted: String) -> Value {
+    serde_json::from_str(&redacted).unwrap_or(Value::String(redacted))
 }
 
 impl fmt::Debug for Payload {
@@ -264,6 +288,34 @@ mod tests {
         assert_eq!(tree.redacted(), r.redact_json(&value));
         assert_eq!(output.redacted(), r.redact_json(&value));
         assert!(!expected.contains("s3cret"));
+    }
+
+    /// Text is written as it is, inside an event's line; pretty-printed
+    /// text still makes one line, and the value is the same either way.
+    #[test]
+    fn text_is_written_as_it_is_and_always_on_one_line() {
+        let r = redactor();
+        let value = json!({"b": [1, "s3cret-value"], "a": {"é": "\u{1F600}\\\"q"}});
+        let expected = serde_json::to_string(&r.redact_json(&value)).unwrap();
+        for text in [
+            value.to_string(),
+            serde_json::to_string_pretty(&value).unwrap(),
+        ] {
+            let payload = Payload::text(Arc::new(text), &r);
+            let line = serde_json::to_string(&json!({"event": "x"})).unwrap();
+            let event = serde_json::to_string(&(line, &payload)).unwrap();
+            assert!(!event.contains('\n'), "{event}");
+            assert!(!event.contains("s3cret"), "{event}");
+            let back: (String, Value) = serde_json::from_str(&event).unwrap();
+            assert_eq!(back.1, r.redact_json(&value));
+            assert_eq!(serde_json::to_string(&payload).unwrap(), expected);
+        }
+        // A tree built from it (as tests read events) is the value too.
+        let compact = Payload::text(Arc::new(value.to_string()), &r);
+        assert_eq!(
+            serde_json::to_value(&compact).unwrap(),
+            r.redact_json(&value)
+        );
     }
 
     /// What the history keeps is what the store made of the whole
