@@ -20,7 +20,11 @@ use sluice_emulator::config::EmulatorConfig;
 use sluice_emulator::scenario::Scenario;
 
 const ROUNDS: usize = 24;
+/// Pages of each list searched: a few megabytes of each.
 const PAGES: usize = 10;
+
+/// The shipped flow's environment, as the emulator gives it.
+type Env = std::collections::HashMap<String, String>;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -91,33 +95,23 @@ fn show(label: &str, mut rates: Vec<f64>) {
     );
 }
 
-async fn token(http: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> String {
-    let answer: serde_json::Value = http
-        .post(url)
-        .form(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+/// An access token of the emulated API `api` (`GRAPH` or `PROCORE`), read
+/// from its `{api}_TOKEN_URL`, `{api}_CLIENT_ID` and `{api}_CLIENT_SECRET`.
+async fn token(http: &reqwest::Client, env: &Env, api: &str, scope: Option<&str>) -> String {
+    let var = |name: &str| env[&format!("{api}_{name}")].clone();
+    let mut form = vec![
+        ("grant_type", "client_credentials".to_string()),
+        ("client_id", var("CLIENT_ID")),
+        ("client_secret", var("CLIENT_SECRET")),
+    ];
+    form.extend(scope.map(|s| ("scope", s.to_string())));
+    let answer = http.post(var("TOKEN_URL")).form(&form).send().await;
+    let answer: serde_json::Value = answer.unwrap().json().await.unwrap();
     answer["access_token"].as_str().unwrap().to_string()
 }
 
-async fn procore_pages(
-    http: &reqwest::Client,
-    env: &std::collections::HashMap<String, String>,
-) -> String {
-    let token = token(
-        http,
-        &env["PROCORE_TOKEN_URL"],
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", &env["PROCORE_CLIENT_ID"]),
-            ("client_secret", &env["PROCORE_CLIENT_SECRET"]),
-        ],
-    )
-    .await;
+async fn procore_pages(http: &reqwest::Client, env: &Env) -> String {
+    let token = token(http, env, "PROCORE", None).await;
     let company = &env["PROCORE_COMPANY_ID"];
     let mut text = String::new();
     for page in 1..=PAGES {
@@ -138,19 +132,12 @@ async fn procore_pages(
     text
 }
 
-async fn graph_pages(
-    http: &reqwest::Client,
-    env: &std::collections::HashMap<String, String>,
-) -> String {
+async fn graph_pages(http: &reqwest::Client, env: &Env) -> String {
     let token = token(
         http,
-        &env["GRAPH_TOKEN_URL"],
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", &env["GRAPH_CLIENT_ID"]),
-            ("client_secret", &env["GRAPH_CLIENT_SECRET"]),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ],
+        env,
+        "GRAPH",
+        Some("https://graph.microsoft.com/.default"),
     )
     .await;
     let base = &env["GRAPH_BASE_URL"];
