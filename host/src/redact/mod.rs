@@ -61,9 +61,13 @@ impl Matcher {
             .builder()
             .extend(patterns)
             .build();
-        if let Some(searcher) = packed {
-            return Some(Matcher::Packed(searcher));
+        match packed {
+            Some(searcher) => Some(Matcher::Packed(searcher)),
+            None => Matcher::automaton(patterns),
         }
+    }
+
+    fn automaton(patterns: &[String]) -> Option<Matcher> {
         AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .build(patterns)
@@ -243,12 +247,8 @@ mod tests {
         let patterns: Vec<String> = secrets.iter().flat_map(|s| forms(s)).collect();
         let packed = Matcher::new(&patterns).unwrap();
         assert!(matches!(packed, Matcher::Packed(_)));
-        let automaton = Matcher::Automaton(
-            AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(&patterns)
-                .unwrap(),
-        );
+        let automaton = Matcher::automaton(&patterns).unwrap();
+        assert!(matches!(automaton, Matcher::Automaton(_)));
         let text = format!(
             r#"[{{"id":1,"login":"a-2","echo":"{}","form":"{}","both":"{}{}"}},{{"refresh":"{}","tail":"procore-d880d5ebebe39c26-"}}]"#,
             secrets[0], patterns[1], secrets[1], secrets[0], secrets[2],
