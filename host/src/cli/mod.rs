@@ -136,7 +136,9 @@ pub fn main() -> ExitCode {
             Command::Validate { file, env } => validate(&file, &data_dir, env),
             Command::Components(args) => components_cmd::components(args, &data_dir).await,
             Command::Emulate(args) => emulate::emulate(args).await,
-            Command::Demo(args) => emulate::demo(args, &data_dir, &database).await,
+            Command::Demo(args) => {
+                on_worker(async move { emulate::demo(args, &data_dir, &database).await }).await
+            }
             Command::Serve(args) => serve_cmd::serve(args, &data_dir, &database).await,
             Command::Runs(args) => runs_cmd::runs(args, &data_dir, &database).await,
             Command::Approvals(args) => approvals_cmd::approvals(args, &database).await,
