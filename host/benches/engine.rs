@@ -209,6 +209,7 @@ async fn main() {
     // holds `send` (`compile`, `call`, `send`): to profile one of them.
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
+    let machine = CpuTicks::now();
     if wanted("compile") {
         compile_bench();
     }
@@ -218,6 +219,44 @@ async fn main() {
     if wanted("send") {
         send_bench(Placement::MainThread).await;
         tokio::spawn(send_bench(Placement::Worker)).await.unwrap();
+    }
+    if let (Some(start), Some(end)) = (machine, CpuTicks::now()) {
+        println!(
+            "steal: the hypervisor took {:.0}% of this machine's CPU time during the bench \
+             (on a shared VM, figures from a run with much of it vary more)",
+            end.steal_percent_since(&start)
+        );
+    }
+}
+
+/// The machine's CPU time from the `cpu` line of `/proc/stat` (Linux), in
+/// clock ticks: all of it, and the part the hypervisor gave to other
+/// guests (steal).
+struct CpuTicks {
+    all: u64,
+    steal: u64,
+}
+
+impl CpuTicks {
+    fn now() -> Option<CpuTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(CpuTicks {
+            // guest and guest_nice (after steal) are already in user and nice.
+            all: fields.iter().take(8).sum(),
+            steal: *fields.get(7)?,
+        })
+    }
+
+    fn steal_percent_since(&self, start: &CpuTicks) -> f64 {
+        let all = self.all.saturating_sub(start.all).max(1);
+        100.0 * self.steal.saturating_sub(start.steal) as f64 / all as f64
     }
 }
 
