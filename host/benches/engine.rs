@@ -8,11 +8,18 @@
 //! - one request through `connection.send` vs the same request made natively
 //!   with reqwest, against a loopback server, and through the host's
 //!   `Connection::send` alone (without a component), to tell the
-//!   connection's cost from the component boundary's; made once from the
+//!   connection's cost from the component boundary's, and through the
+//!   same component on raw wasmtime whose import calls reqwest directly:
+//!   the boundary's floor, which no host can go below; made once from the
 //!   main thread and once from a worker task, where runs make them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
+
+/// The allocator the `sluice` binary runs with (see its `main.rs`), so
+/// that every side of the benches allocates as a run does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +50,16 @@ mod raw {
     pub struct State {
         wasi: WasiCtx,
         table: ResourceTable,
+        native: Option<Native>,
+    }
+
+    /// What the raw host's `connection.send` sends with: reqwest straight,
+    /// to `base` followed by the request's URL, with none of Sluice's
+    /// connection layer. Without it, `send` answers `unavailable`.
+    #[derive(Clone)]
+    pub struct Native {
+        pub http: reqwest::Client,
+        pub base: String,
     }
 
     impl WasiView for State {
@@ -100,13 +117,35 @@ mod raw {
         async fn send(
             &mut self,
             _: String,
-            _: sluice::flow::connection::Request,
+            request: sluice::flow::connection::Request,
         ) -> wasmtime::Result<
             Result<sluice::flow::connection::Response, sluice::flow::connection::SendError>,
         > {
-            Ok(Err(sluice::flow::connection::SendError::Unavailable(
-                "raw".into(),
-            )))
+            use self::sluice::flow::connection::{Response, SendError};
+            let Some(native) = &self.native else {
+                return Ok(Err(SendError::Unavailable("raw".into())));
+            };
+            // The bench's requests are GETs without a body or a query.
+            let mut outgoing = native.http.get(format!("{}/{}", native.base, request.url));
+            for (name, value) in &request.headers {
+                outgoing = outgoing.header(name, value);
+            }
+            let response = outgoing.send().await?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(name, value)| {
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    (name.as_str().to_string(), value)
+                })
+                .collect();
+            let body = response.bytes().await?.to_vec();
+            Ok(Ok(Response {
+                status,
+                headers,
+                body,
+            }))
         }
     }
 
@@ -142,6 +181,7 @@ mod raw {
     pub struct Raw {
         engine: wasmtime::Engine,
         pre: StepPre<State>,
+        native: Option<Native>,
     }
 
     impl Raw {
@@ -165,7 +205,20 @@ mod raw {
             Step::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).unwrap();
             let component = wasmtime::component::Component::new(&engine, bytes).unwrap();
             let pre = StepPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-            Raw { engine, pre }
+            Raw {
+                engine,
+                pre,
+                native: None,
+            }
+        }
+
+        /// The same, with a `connection.send` that makes its request
+        /// with reqwest (see [`Native`]).
+        pub fn with_native(self, native: Native) -> Raw {
+            Raw {
+                native: Some(native),
+                ..self
+            }
         }
 
         pub async fn call(&self, input: &str) -> String {
@@ -182,6 +235,7 @@ mod raw {
             let state = State {
                 wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
                 table: ResourceTable::new(),
+                native: self.native.clone(),
             };
             let mut store = wasmtime::Store::new(&self.engine, state);
             store.set_epoch_deadline(u64::MAX);
@@ -408,11 +462,12 @@ impl Placement {
 /// The sides of the send bench, each run once a round in a rotating order
 /// so that none always runs first (a warm connection pool, a just-woken
 /// server task).
-const SIDES: [&str; 4] = [
+const SIDES: [&str; 5] = [
     "native reqwest from the host",
     "native reqwest, with the connection's request timeout",
     "Connection::send from the host (no component)",
     "connection.send from a component",
+    "component on raw wasmtime, its import calling reqwest",
 ];
 
 async fn send_bench(placement: Placement) {
@@ -435,6 +490,12 @@ async fn send_bench(placement: Placement) {
     let engine = Engine::new(EngineConfig::default()).unwrap();
     let bytes = std::fs::read(sluice_builtins::fixture("hostile").unwrap()).unwrap();
     let prepared = engine.prepare(&bytes).unwrap();
+    // The floor of the component boundary: wasmtime's own host call
+    // around a bare reqwest request, with Sluice's pool configuration.
+    let raw = raw::Raw::new(&bytes, Some(PoolSize::DEFAULT)).with_native(raw::Native {
+        http: http.clone(),
+        base: format!("{base}/api"),
+    });
     let ctx = context(BTreeMap::from([("api".to_string(), conn.clone())]));
     let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
     // Many requests per call: the instance's creation and the step's own
@@ -448,6 +509,7 @@ async fn send_bench(placement: Placement) {
     let side = |which: usize| {
         let (http, conn, native_url) = (&http, &conn, &native_url);
         let (engine, prepared, ctx, state, input) = (&engine, &prepared, &ctx, &state, &input);
+        let raw = &raw;
         async move {
             let t = Instant::now();
             match which {
@@ -465,6 +527,11 @@ async fn send_bench(placement: Placement) {
                         let (r, _) = conn.send(get("things"), false).await;
                         assert_eq!(r.unwrap().status, 200);
                     }
+                }
+                4 => {
+                    let out: serde_json::Value =
+                        serde_json::from_str(&raw.call(input).await).unwrap();
+                    assert_eq!(out["ok"], PER_CALL, "every request succeeded");
                 }
                 _ => {
                     let out = engine
@@ -495,6 +562,7 @@ async fn send_bench(placement: Placement) {
     // side alike; ratios are taken within each round, then their median.
     let mut samples: [Vec<Duration>; SIDES.len()] = Default::default();
     let (mut to_native, mut to_timed) = (Vec::new(), Vec::new());
+    let (mut floor, mut to_floor) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let mut this = [Duration::ZERO; SIDES.len()];
         for k in 0..SIDES.len() {
@@ -506,6 +574,8 @@ async fn send_bench(placement: Placement) {
         }
         to_native.push(this[3].as_secs_f64() / this[0].as_secs_f64());
         to_timed.push(this[3].as_secs_f64() / this[1].as_secs_f64());
+        floor.push(this[4].as_secs_f64() / this[0].as_secs_f64());
+        to_floor.push(this[3].as_secs_f64() / this[4].as_secs_f64());
     }
     println!(
         "one GET to a loopback server, {} ({ROUNDS} interleaved rounds of {PER_CALL} requests)",
@@ -520,7 +590,15 @@ async fn send_bench(placement: Placement) {
     );
     let (m, q1, q3) = spread(to_timed);
     println!(
-        "  ratio send / native with the same timeout:         {m:.2}   (quartiles {q1:.2}-{q3:.2})\n"
+        "  ratio send / native with the same timeout:         {m:.2}   (quartiles {q1:.2}-{q3:.2})"
+    );
+    let (m, q1, q3) = spread(floor);
+    println!(
+        "  ratio raw wasmtime's send / native (the floor):    {m:.2}   (quartiles {q1:.2}-{q3:.2})"
+    );
+    let (m, q1, q3) = spread(to_floor);
+    println!(
+        "  ratio send / raw wasmtime's send:                  {m:.2}   (quartiles {q1:.2}-{q3:.2})\n"
     );
 }
 
