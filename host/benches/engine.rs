@@ -10,8 +10,10 @@
 //!   `Connection::send` alone (without a component), to tell the
 //!   connection's cost from the component boundary's, and through the
 //!   same component on raw wasmtime whose import calls reqwest directly:
-//!   the boundary's floor, which no host can go below; made once from the
-//!   main thread and once from a worker task, where runs make them.
+//!   the floor of the boundary for this component and this contract
+//!   (wasmtime's host call and the guest's own work, with nothing of
+//!   Sluice's host); made once from the main thread and once from a worker
+//!   task, where runs make them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -584,22 +586,20 @@ async fn send_bench(placement: Placement) {
     for (label, samples) in SIDES.iter().zip(samples) {
         show(&format!("  {label}"), median(samples));
     }
-    let (m, q1, q3) = spread(to_native);
-    println!(
-        "  ratio send / native, median of the rounds' ratios: {m:.2}   (quartiles {q1:.2}-{q3:.2})"
+    show_ratios(
+        "ratio send / native, median of the rounds' ratios:",
+        to_native,
     );
-    let (m, q1, q3) = spread(to_timed);
-    println!(
-        "  ratio send / native with the same timeout:         {m:.2}   (quartiles {q1:.2}-{q3:.2})"
-    );
-    let (m, q1, q3) = spread(floor);
-    println!(
-        "  ratio raw wasmtime's send / native (the floor):    {m:.2}   (quartiles {q1:.2}-{q3:.2})"
-    );
-    let (m, q1, q3) = spread(to_floor);
-    println!(
-        "  ratio send / raw wasmtime's send:                  {m:.2}   (quartiles {q1:.2}-{q3:.2})\n"
-    );
+    show_ratios("ratio send / native with the same timeout:", to_timed);
+    show_ratios("ratio raw wasmtime's send / native (the floor):", floor);
+    show_ratios("ratio send / raw wasmtime's send:", to_floor);
+    println!();
+}
+
+/// One line of ratios: their median and quartiles.
+fn show_ratios(label: &str, ratios: Vec<f64>) {
+    let (m, q1, q3) = spread(ratios);
+    println!("  {label:<51}{m:.2}   (quartiles {q1:.2}-{q3:.2})");
 }
 
 /// The median and quartiles of ratios.
