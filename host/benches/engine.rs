@@ -18,11 +18,6 @@
 
 mod support;
 
-/// The allocator the `sluice` binary runs with (see its `main.rs`), so
-/// that every side of the benches allocates as a run does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +28,11 @@ use sluice::flow::model::ConnectionSpec;
 use sluice::redact::Redactor;
 use sluice::state::{MemoryStore, StateStore};
 use support::{call, context, median, show};
+
+/// The allocator the `sluice` binary runs with (see its `main.rs`), so
+/// that every side of the benches allocates as a run does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod raw {
     //! The same component driven by wasmtime directly, compiled and
