@@ -123,6 +123,17 @@ pub struct MembershipChange {
     pub joined: bool,
 }
 
+/// One change to a user, for users delta.
+#[derive(Debug, Clone)]
+pub struct UserChange {
+    pub user_id: String,
+    /// The property that changed, or `None` when the user was deleted. A
+    /// round whose `$select` leaves the property out does not see the
+    /// change (Graph: "if a change is to a property that was not selected,
+    /// the object does not appear in the next delta").
+    pub property: Option<&'static str>,
+}
+
 pub struct Data {
     pub scenario: Scenario,
     /// Every membership change since the emulator started; a change's
@@ -131,9 +142,9 @@ pub struct Data {
     /// Bumped to expire every delta token issued so far.
     pub delta_epoch: u64,
     pub delta_tokens: crate::graph::delta::DeltaTokens,
-    /// The ids of users changed (enabled, disabled, deleted), in order, for
-    /// users delta; a change's sequence number is its position plus one.
-    pub user_changes: Vec<String>,
+    /// The users changed (enabled, disabled, deleted), in order, for users
+    /// delta; a change's sequence number is its position plus one.
+    pub user_changes: Vec<UserChange>,
     pub user_deltas: crate::graph::user_delta::UserDeltaTokens,
     /// Groups' member lists, kept while no change is recorded above.
     pub member_lists: crate::graph::member_lists::MemberLists,
@@ -194,7 +205,10 @@ impl Data {
         if !self.scenario.set_account_enabled(user_id, enabled) {
             return false;
         }
-        self.user_changes.push(user_id.to_string());
+        self.user_changes.push(UserChange {
+            user_id: user_id.to_string(),
+            property: Some("accountEnabled"),
+        });
         true
     }
 
@@ -202,7 +216,10 @@ impl Data {
         let Some(left) = self.scenario.delete_user(user_id) else {
             return false;
         };
-        self.user_changes.push(user_id.to_string());
+        self.user_changes.push(UserChange {
+            user_id: user_id.to_string(),
+            property: None,
+        });
         for group_id in left {
             self.membership_changes.push(MembershipChange {
                 group_id,
@@ -359,7 +376,8 @@ impl Shared {
         data.token_counter += 1;
         let default = match service {
             Service::Graph => 3599,
-            Service::Procore => 7200,
+            // Procore's client-credentials guide shows `"expires_in": 5400`.
+            Service::Procore => 5400,
         };
         let lifetime = data.faults.token_lifetime_secs.unwrap_or(default);
         let prefix = match service {

@@ -106,6 +106,12 @@ fn license_groups(scenario: &Scenario) -> Vec<String> {
 }
 
 fn filtered_url(env: &Env, groups: &[String]) -> String {
+    delta_url(env, groups, "displayName,members")
+}
+
+/// The first request of a groups delta round over `groups`, selecting
+/// `select`.
+fn delta_url(env: &Env, groups: &[String], select: &str) -> String {
     let filter = groups
         .iter()
         .map(|g| format!("id eq '{g}'"))
@@ -113,7 +119,7 @@ fn filtered_url(env: &Env, groups: &[String]) -> String {
         .join(" or ");
     reqwest::Url::parse_with_params(
         &format!("{}/groups/delta", env.var("GRAPH_BASE_URL")),
-        &[("$select", "displayName,members"), ("$filter", &filter)],
+        &[("$select", select), ("$filter", &filter)],
     )
     .unwrap()
     .to_string()
@@ -427,4 +433,141 @@ async fn users_delta_lists_every_user_then_only_disabled_and_deleted_ones() {
     assert!(restart.contains("accountEnabled"), "{restart}");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "syncStateNotFound");
+}
+
+/// A delta round sees a change only to what it selected (Graph: "if a
+/// change occurs to a property that is not selected, the resource ...
+/// does not appear in the delta response"), always returns `id`, and
+/// takes only `id eq` filters, for at most 50 objects.
+#[tokio::test]
+async fn delta_rounds_see_only_selected_changes_and_take_only_id_filters() {
+    let scenario = Scenario::generate(200, 4);
+    let groups = license_groups(&scenario);
+    let env = start(EmulatorConfig {
+        scenario: scenario.clone(),
+        ..Default::default()
+    })
+    .await;
+    let token = env.graph_token().await;
+    let base = env.var("GRAPH_BASE_URL").to_string();
+    let names_only = format!("{base}/users/delta?$select=displayName");
+    let (users, names_link, _) = read_user_round(&env, &token, &names_only).await;
+    assert!(
+        users.iter().all(|u| u["id"].is_string()),
+        "id always returned"
+    );
+    let enabled = format!("{base}/users/delta?$select=id,accountEnabled");
+    let (_, enabled_link, _) = read_user_round(&env, &token, &enabled).await;
+    let one = &scenario.graph_users[1].id;
+    let filtered = format!("{base}/users/delta?$select=accountEnabled&$filter=id eq '{one}'");
+    let (only, filtered_link, _) = read_user_round(&env, &token, &filtered).await;
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["id"], json!(one));
+    let names_round = read_round(&env, &token, &delta_url(&env, &groups, "displayName")).await;
+
+    let (disabled, deleted) = (&scenario.graph_users[3].id, &scenario.graph_users[5].id);
+    assert!(env.emu.set_account_enabled(disabled, false));
+    assert!(env.emu.delete_user(deleted));
+    let (changed, _, _) = read_user_round(&env, &token, &names_link).await;
+    assert_eq!(
+        changed,
+        vec![json!({"id": deleted, "@removed": {"reason": "changed"}})],
+        "a disable is not seen without accountEnabled selected; a deletion is"
+    );
+    let (changed, _, _) = read_user_round(&env, &token, &enabled_link).await;
+    assert_eq!(changed.len(), 2, "{changed:?}");
+    let (changed, _, _) = read_user_round(&env, &token, &filtered_link).await;
+    assert_eq!(changed, Vec::<Value>::new(), "neither change is user 1's");
+    let g = &groups[0];
+    let member = scenario.group(g).unwrap().members[0].id().to_string();
+    assert!(env.emu.remove_member(g, &member));
+    let later = read_round(&env, &token, &names_round.delta_link).await;
+    assert!(
+        later.groups.is_empty(),
+        "membership changes are not seen without members selected: {:?}",
+        later.groups.keys()
+    );
+
+    for (url, why) in [
+        (
+            format!("{base}/users/delta?$filter=startswith(displayName,'A')"),
+            "only id filters",
+        ),
+        (
+            format!(
+                "{base}/users/delta?$filter={}",
+                (0..51)
+                    .map(|i| format!("id eq '{i}'"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            "at most 50 users",
+        ),
+        (
+            format!(
+                "{base}/groups/delta?$select=members&$filter={}",
+                (0..51)
+                    .map(|i| format!("id eq '{i}'"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            "at most 50 groups",
+        ),
+    ] {
+        let r = env.graph(&token, &url).await;
+        assert_eq!(r.status(), 400, "{why}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "Request_UnsupportedQuery", "{why}");
+    }
+}
+
+/// `in (…)` and `or` join at most 15 clauses outside advanced queries.
+#[tokio::test]
+async fn filters_join_at_most_fifteen_clauses_outside_advanced_queries() {
+    let scenario = Scenario::generate(50, 2);
+    let env = start(EmulatorConfig {
+        scenario: scenario.clone(),
+        ..Default::default()
+    })
+    .await;
+    let token = env.graph_token().await;
+    let base = env.var("GRAPH_BASE_URL").to_string();
+    let ids: Vec<String> = scenario
+        .graph_users
+        .iter()
+        .map(|u| format!("'{}'", u.id))
+        .collect();
+    let within = format!("{base}/users?$filter=id in ({})", ids[..15].join(","));
+    let r = env.graph(&token, &within).await;
+    assert_eq!(r.status(), 200);
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page["value"].as_array().unwrap().len(), 15);
+    let ors = |n: usize| {
+        ids[..n]
+            .iter()
+            .map(|id| format!("id eq {id}"))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    for url in [
+        format!("{base}/users?$filter=id in ({})", ids[..16].join(",")),
+        format!("{base}/users?$filter={}", ors(16)),
+        format!(
+            "{base}/users?$filter=accountEnabled eq true and ({})",
+            ors(16)
+        ),
+    ] {
+        let r = env.graph(&token, &url).await;
+        assert_eq!(r.status(), 400, "{url}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "Request_UnsupportedQuery");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("Max allowed: 15"), "{message}");
+    }
+    assert_eq!(
+        env.graph(&token, &format!("{base}/users?$filter={}", ors(15)))
+            .await
+            .status(),
+        200
+    );
 }

@@ -101,9 +101,27 @@ fn bad_request(message: &str) -> Response {
     )
 }
 
+/// Objects a delta `$filter` may name ("there is a limit of 50 filtered
+/// objects": Graph's group and user delta documentation).
+pub(crate) const MAX_FILTERED_OBJECTS: usize = 50;
+
+/// 400 for a delta `$filter` other than ids.
+pub(crate) fn unsupported_filter(text: &str) -> Response {
+    bad_request(&format!(
+        "Delta query supports $filter only on id, as id eq '…' joined by or; got '{text}'."
+    ))
+}
+
+/// 400 for a delta `$filter` naming more than [`MAX_FILTERED_OBJECTS`].
+pub(crate) fn too_many_filtered(n: usize) -> Response {
+    bad_request(&format!(
+        "Delta query $filter names {n} objects; at most {MAX_FILTERED_OBJECTS} are supported."
+    ))
+}
+
 /// The group ids of `id eq '…' or id eq '…'`, the only filter Graph's
 /// delta takes.
-fn filter_ids(expr: &Expr) -> Option<Vec<String>> {
+pub(crate) fn filter_ids(expr: &Expr) -> Option<Vec<String>> {
     match expr {
         Expr::Or(a, b) => {
             let mut ids = filter_ids(a)?;
@@ -141,17 +159,17 @@ fn delta_query(pairs: Vec<(String, String)>) -> Result<DeltaQuery, Response> {
     };
     let ids = match get(&pairs, "$filter") {
         None => None,
-        Some(text) => Some(
-            filter::parse(text)
+        Some(text) => {
+            let ids = filter::parse(text)
                 .ok()
                 .as_ref()
                 .and_then(filter_ids)
-                .ok_or_else(|| {
-                    bad_request(
-                        "Delta query supports $filter only on id, as id eq '…' joined by or.",
-                    )
-                })?,
-        ),
+                .ok_or_else(|| unsupported_filter(text))?;
+            if ids.len() > MAX_FILTERED_OBJECTS {
+                return Err(too_many_filtered(ids.len()));
+            }
+            Some(ids)
+        }
     };
     Ok(DeltaQuery {
         pairs,
@@ -372,7 +390,12 @@ fn collect(d: &Data, cursor: &Cursor) -> (Vec<Value>, Option<(usize, usize)>) {
         let group = &groups[g];
         let wanted = query.ids.as_ref().is_none_or(|ids| ids.contains(&group.id));
         let changed = changes.as_ref().map(|c| c.get(group.id.as_str()));
-        if !wanted || matches!(changed, Some(None)) {
+        // A later round shows a group for its membership changes only
+        // when it selected `members` (the emulator changes nothing else of
+        // a group): Graph leaves out objects whose changes are all to
+        // properties the round did not select.
+        let unseen = matches!(changed, Some(None)) || (changed.is_some() && !query.members);
+        if !wanted || unseen {
             position = (g + 1, 0);
             continue;
         }

@@ -9,6 +9,11 @@
 
 use serde_json::Value;
 
+/// Clauses an `or` or an `in` may join in a filter that is not an
+/// advanced query ("the request is limited to 15 expressions in the filter
+/// clause by default": Microsoft Graph's `$filter` documentation).
+pub const MAX_OR_CLAUSES: usize = 15;
+
 /// A parsed filter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -283,6 +288,30 @@ impl Expr {
             Expr::Equals { property, .. }
             | Expr::In { property, .. }
             | Expr::Affix { property, .. } => vec![property.as_str()],
+        }
+    }
+
+    /// How many clauses an `or` (or an `in`, which Graph reads as one)
+    /// joins at most in this filter: Graph refuses more than
+    /// [`MAX_OR_CLAUSES`] of them unless it is an advanced query.
+    pub fn widest_or(&self) -> usize {
+        match self {
+            Expr::Or(a, b) => {
+                let here = self.or_clauses();
+                here.max(a.widest_or()).max(b.widest_or())
+            }
+            Expr::And(a, b) => a.widest_or().max(b.widest_or()),
+            Expr::Not(e) => e.widest_or(),
+            Expr::In { values, .. } => values.len(),
+            Expr::Equals { .. } | Expr::Affix { .. } => 1,
+        }
+    }
+
+    /// The clauses of this `or` chain (`a or b or c` is three).
+    fn or_clauses(&self) -> usize {
+        match self {
+            Expr::Or(a, b) => a.or_clauses() + b.or_clauses(),
+            _ => 1,
         }
     }
 

@@ -7,7 +7,7 @@
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::filter::{self, Expr};
+use super::filter::{self, Expr, MAX_OR_CLAUSES};
 use super::schema::{Kind, Object};
 use crate::api::{error, get, query_pairs};
 use crate::state::Service;
@@ -160,6 +160,15 @@ fn checked_filter(listing: Listing, text: &str, advanced: bool) -> Result<Expr, 
     }
     if advanced {
         return Ok(expr);
+    }
+    let widest = expr.widest_or();
+    if widest > MAX_OR_CLAUSES {
+        return Err(bad_request(
+            "Request_UnsupportedQuery",
+            &format!(
+                "Too many child clauses specified in search filter expression containing 'OR' operators: {widest}. Max allowed: {MAX_OR_CLAUSES}."
+            ),
+        ));
     }
     if listing == Listing::Members {
         return Err(bad_request(

@@ -17,11 +17,15 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::delta::{DeltaTokens, TOKEN_LIFETIME_SECS, gone, now};
+use super::delta::{
+    DeltaTokens, MAX_FILTERED_OBJECTS, TOKEN_LIFETIME_SECS, filter_ids, gone, now,
+    too_many_filtered, unsupported_filter,
+};
+use super::filter;
 use super::query::Listing;
 use super::schema;
 use crate::api::{encode_query, get, query_pairs};
-use crate::state::{Data, Shared};
+use crate::state::{Data, Shared, UserChange};
 
 /// At most this many users on one page.
 const PAGE_USERS: usize = 200;
@@ -34,6 +38,8 @@ pub struct UserCursor {
     /// The first request's options (for a 410's `Location`).
     pairs: Arc<Vec<(String, String)>>,
     select: Option<Arc<Vec<&'static str>>>,
+    /// The users the round is limited to (`$filter=id eq '…' or …`).
+    ids: Option<Arc<HashSet<String>>>,
     /// Changes after this sequence number; `None` lists every user.
     since: Option<usize>,
     upto: usize,
@@ -107,9 +113,14 @@ fn first_cursor(d: &Data, pairs: Vec<(String, String)>) -> Result<UserCursor, Re
             Some(Arc::new(names))
         }
     };
+    let ids = match get(&pairs, "$filter") {
+        None => None,
+        Some(text) => Some(Arc::new(filtered_ids(text)?)),
+    };
     Ok(UserCursor {
         pairs: Arc::new(pairs),
         select,
+        ids,
         since: None,
         upto: d.user_changes.len(),
         next: 0,
@@ -128,29 +139,67 @@ fn resume(s: &Shared, d: &Data, token: &str) -> Result<UserCursor, Response> {
     Ok(found.clone())
 }
 
-/// The ids of the users changed in `changes`, each once, in the order they
-/// first changed.
-fn changed_ids(changes: &[String]) -> Vec<&str> {
+/// The ids of `$filter=id eq '…' or id eq '…'`, the only filter users
+/// delta takes, for at most [`MAX_FILTERED_OBJECTS`] users.
+fn filtered_ids(text: &str) -> Result<HashSet<String>, Response> {
+    let ids = filter::parse(text)
+        .ok()
+        .as_ref()
+        .and_then(filter_ids)
+        .ok_or_else(|| unsupported_filter(text))?;
+    if ids.len() > MAX_FILTERED_OBJECTS {
+        return Err(too_many_filtered(ids.len()));
+    }
+    Ok(ids.into_iter().collect())
+}
+
+/// The ids of the users changed in `changes` that the round sees, each
+/// once, in the order they first changed: a deletion always, a change of
+/// a property only when the round selected it (or selected nothing).
+fn changed_ids<'c>(changes: &'c [UserChange], cursor: &UserCursor) -> Vec<&'c str> {
+    let sees = |change: &UserChange| match (change.property, &cursor.select) {
+        (None, _) | (_, None) => true,
+        (Some(property), Some(select)) => select.contains(&property),
+    };
     let mut seen = HashSet::new();
     changes
         .iter()
-        .map(String::as_str)
+        .filter(|c| sees(c) && wanted(cursor, &c.user_id))
+        .map(|c| c.user_id.as_str())
         .filter(|id| seen.insert(*id))
         .collect()
 }
 
+/// Whether the round's filter (if any) names the user `id`.
+fn wanted(cursor: &UserCursor, id: &str) -> bool {
+    cursor.ids.as_ref().is_none_or(|ids| ids.contains(id))
+}
+
 fn page(s: &Shared, d: &mut Data, cursor: UserCursor) -> Response {
     let select = cursor.select.as_deref().map(Vec::as_slice);
-    let render = |u: &crate::scenario::GraphUser| schema::user(u).render(select, false);
+    // "The id property is always returned" (Graph's users delta).
+    let render = |u: &crate::scenario::GraphUser| {
+        let mut object = schema::user(u).render(select, false);
+        if let Value::Object(m) = &mut object {
+            m.insert("id".into(), json!(u.id));
+        }
+        object
+    };
     let (value, total): (Vec<Value>, usize) =
         match cursor.since {
             None => {
-                let users = &d.scenario.graph_users;
+                let users: Vec<_> = d
+                    .scenario
+                    .graph_users
+                    .iter()
+                    .filter(|u| wanted(&cursor, &u.id))
+                    .collect();
                 let shown = users.iter().skip(cursor.next).take(PAGE_USERS);
-                (shown.map(render).collect(), users.len())
+                (shown.map(|u| render(u)).collect(), users.len())
             }
             Some(since) => {
-                let ids = changed_ids(&d.user_changes[since.min(cursor.upto)..cursor.upto]);
+                let changes = &d.user_changes[since.min(cursor.upto)..cursor.upto];
+                let ids = changed_ids(changes, &cursor);
                 let shown = ids.iter().skip(cursor.next).take(PAGE_USERS).map(|id| {
                     match d.scenario.user(id) {
                         Some(u) => render(u),
