@@ -108,7 +108,7 @@ impl TargetedFault {
 pub struct Faults {
     /// A token stops working after this many API calls (401, real shapes).
     pub token_expires_after_calls: Option<u32>,
-    /// `expires_in` the token endpoints return (defaults: Graph 3599, Procore 7200).
+    /// `expires_in` the token endpoints return (defaults: Graph 3599, Procore 5400).
     pub token_lifetime_secs: Option<u64>,
     /// Every Nth API request is answered 429.
     pub rate_429_every: Option<u64>,

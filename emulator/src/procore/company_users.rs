@@ -160,6 +160,12 @@ pub async fn update(
         Ok(u) => u,
         Err(r) => return r,
     };
+    // A field of another type (`"is_active": "false"`) is refused, as on
+    // create, rather than ignored.
+    let problems = user_fields::type_problems(&changes);
+    if !problems.is_empty() {
+        return errors(StatusCode::BAD_REQUEST, Value::Object(problems));
+    }
     let mut d = s.lock();
     let Some(u) = d.procore_user_mut(user_id) else {
         return errors(

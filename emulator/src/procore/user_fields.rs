@@ -69,17 +69,17 @@ pub const FIELDS: &[(&str, Kind)] = &[
 /// The fields Procore requires.
 pub const REQUIRED: &[&str] = &["last_name", "email_address"];
 
-/// What is wrong with `user`, by field (`{"vendor_id": ["must be an
-/// integer"]}`): a documented field of another type, a required field
-/// absent, null or blank. Empty when Procore would take it.
+/// What is wrong with a user to create, by field (`{"vendor_id": ["must
+/// be an integer"]}`): a documented field of another type, a required
+/// field absent, null or blank, an email address that is not one.
+/// Empty when Procore would take it.
 pub fn problems(user: &Value) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (name, kind) in FIELDS {
-        if let Some(value) = user.get(name)
-            && !kind.fits(value)
-        {
-            out.insert((*name).into(), json!([format!("must be {}", kind.name())]));
-        }
+    let mut out = type_problems(user);
+    if let Some(email) = user.get("email_address").and_then(Value::as_str)
+        && !email.trim().is_empty()
+        && !is_email(email.trim())
+    {
+        out.insert("email_address".into(), json!(["is invalid"]));
     }
     for name in REQUIRED {
         let blank = user
@@ -91,6 +91,35 @@ pub fn problems(user: &Value) -> Map<String, Value> {
         }
     }
     out
+}
+
+/// The documented fields of `user` (a create or an update) that hold a
+/// value of another type, by field.
+pub fn type_problems(user: &Value) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (name, kind) in FIELDS {
+        if let Some(value) = user.get(name)
+            && !kind.fits(value)
+        {
+            out.insert((*name).into(), json!([format!("must be {}", kind.name())]));
+        }
+    }
+    out
+}
+
+/// Whether `text` has the shape of an email address (Procore's reference
+/// gives `email_address` the `email` format): one `@` between a local part
+/// and a dotted domain, no spaces.
+fn is_email(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@') else {
+        return false;
+    };
+    let labels_ok = domain.split('.').all(|l| !l.is_empty());
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && labels_ok
+        && !text.chars().any(char::is_whitespace)
 }
 
 #[cfg(test)]
@@ -115,5 +144,41 @@ mod tests {
         );
         assert_eq!(p["vendor_id"], json!(["must be an integer"]));
         assert_eq!(p["last_name"], json!(["can't be blank"]));
+    }
+
+    #[test]
+    fn an_email_address_that_is_not_one_is_invalid() {
+        for good in [
+            "a@x.com",
+            " Ann.Lee@Contoso.co.uk ",
+            "jane_fabrikam.com#EXT#@contoso.onmicrosoft.com",
+        ] {
+            let user = json!({"last_name": "L", "email_address": good});
+            assert!(problems(&user).is_empty(), "{good}");
+        }
+        for bad in [
+            "not-an-email",
+            "a@x",
+            "@x.com",
+            "a@@x.com",
+            "a b@x.com",
+            "a@x..com",
+        ] {
+            let user = json!({"last_name": "L", "email_address": bad});
+            assert_eq!(
+                problems(&user)["email_address"],
+                json!(["is invalid"]),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_update_is_checked_for_types_only() {
+        assert!(type_problems(&json!({"is_active": false})).is_empty());
+        assert_eq!(
+            type_problems(&json!({"is_active": "false"}))["is_active"],
+            json!(["must be a boolean"])
+        );
     }
 }
