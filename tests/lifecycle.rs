@@ -712,3 +712,35 @@ async fn rejecting_what_the_guard_held_makes_the_new_count_the_one_it_trusts() {
     assert_eq!(writes(&requests), Vec::<String>::new());
     assert!(t.active(ANN));
 }
+
+#[tokio::test]
+async fn a_person_the_flow_created_whose_entra_user_is_deleted_leaves_as_user_gone() {
+    const NEW: &str = "new@contoso.com";
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3])],
+        unlicensed: &[],
+        missing: &[NEW],
+    })
+    .await;
+    let (first, _) = t.run_ok(&[]).await;
+    assert_eq!(first.output_of("create")["ok"], 1, "{}", first.stdout);
+    // The record the create wrote keeps the Entra id, as an adopted one does.
+    let graph_id = t
+        .emu
+        .snapshot()
+        .scenario
+        .graph_users
+        .iter()
+        .find(|u| u.mail.as_deref() == Some(NEW))
+        .unwrap()
+        .id
+        .clone();
+    assert!(t.emu.delete_user(&graph_id));
+    assert!(t.emu.delete_user(t.graph_id(ANN)));
+    let (found, _) = t.run_ok(&[]).await;
+    assert_eq!(
+        leavers(&found),
+        map(&[(ANN, "user gone"), (NEW, "user gone")]),
+        "created and adopted alike"
+    );
+}

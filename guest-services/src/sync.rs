@@ -415,6 +415,11 @@ pub enum ManagedStatus {
     Deactivated,
 }
 
+/// The field of a managed record (`other`) that keeps the person's Entra
+/// object id, by which `graph-group-members` tells a user Graph no longer
+/// has (a leaver for "user gone") from one who left the groups.
+pub const ENTRA_ID: &str = "entra_id";
+
 /// The record of a managed person (state `managed/<key>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Managed {
@@ -432,6 +437,31 @@ pub struct Managed {
     /// Fields other components keep in the record, carried over as they are.
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+impl Managed {
+    /// A new record of the active Procore user `procore_id`, managed
+    /// since `since` (RFC 3339), with the person's Entra object id when
+    /// Graph gave one.
+    pub fn new(procore_id: Id, origin: Origin, since: &str, entra_id: Option<&str>) -> Managed {
+        let mut other = Map::new();
+        if let Some(id) = entra_id.filter(|id| !id.trim().is_empty()) {
+            other.insert(ENTRA_ID.into(), id.into());
+        }
+        Managed {
+            procore_id,
+            origin,
+            status: ManagedStatus::Active,
+            since: since.to_string(),
+            leaving_since: None,
+            other,
+        }
+    }
+
+    /// The person's Entra object id, when the record keeps one.
+    pub fn entra_id(&self) -> Option<&str> {
+        self.other.get(ENTRA_ID).and_then(Value::as_str)
+    }
 }
 
 /// A license holder this run began to manage: matched to an active

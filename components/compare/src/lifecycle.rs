@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hashbrown::HashMap;
-use serde_json::Map;
 use sluice_guest::{Paged, StepError};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
@@ -47,11 +46,6 @@ pub use crate::known::Known;
 use crate::known::Record;
 use crate::output::Written;
 use crate::users::{Details, User, Users};
-
-/// The field of a managed record (`other`) that keeps the Entra object id,
-/// by which `graph-group-members` tells a deleted user from one who left
-/// the groups.
-pub const ENTRA_ID: &str = "entra_id";
 
 /// The flow's lifecycle settings and this run's facts besides the match.
 #[derive(Debug, Default)]
@@ -119,19 +113,8 @@ impl<'a, 'w> Run<'a, 'w> {
         }
     }
 
-    fn record(&self, user: &User, origin: Origin, entra_id: Option<String>) -> Managed {
-        let mut other = Map::new();
-        if let Some(id) = entra_id {
-            other.insert(ENTRA_ID.into(), id.into());
-        }
-        Managed {
-            procore_id: user.id.clone(),
-            origin,
-            status: Status::Active,
-            since: self.now.clone(),
-            leaving_since: None,
-            other,
-        }
+    fn record(&self, user: &User, origin: Origin, entra_id: Option<&str>) -> Managed {
+        Managed::new(user.id.clone(), origin, &self.now, entra_id)
     }
 
     /// `person` (key `key`) matches the active Procore user `procore_id`:
@@ -169,8 +152,7 @@ impl<'a, 'w> Run<'a, 'w> {
         } else {
             Origin::Adopted
         };
-        let entra = person.id.as_deref().map(str::to_string);
-        let record = self.record(user, origin, entra);
+        let record = self.record(user, origin, person.id.as_deref());
         (self.write)(Write::Managed(key.to_string(), record))?;
         out.adopted.push(&Adopted {
             key: key.to_string(),
@@ -449,7 +431,8 @@ mod tests {
     use super::*;
     use crate::logic::{paged, sync};
     use crate::output::parsed;
-    use sluice_guest_services::sync::{Diff, Person};
+    use serde_json::Map;
+    use sluice_guest_services::sync::{Diff, ENTRA_ID, Person};
 
     fn person(key: &str, mail: bool) -> Person {
         Person {

@@ -321,8 +321,7 @@ fn gone(people: &people::Roster, disabled: &[String]) -> Result<Vec<String>, Ste
         let Some(key) = state_key.strip_prefix(MANAGED_PREFIX) else {
             continue;
         };
-        let entra_id = record.other.get("entra_id").and_then(Value::as_str);
-        let (Some(entra_id), ManagedStatus::Active) = (entra_id, record.status) else {
+        let (Some(entra_id), ManagedStatus::Active) = (record.entra_id(), record.status) else {
             continue;
         };
         // `disabled` is sorted, as the people are.

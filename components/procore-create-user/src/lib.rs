@@ -48,9 +48,7 @@ use serde_json::{Value, json};
 use sluice_guest::http::segment;
 use sluice_guest::{Call, Context, JsonSchema, Response, Sent, StepError};
 use sluice_guest_services::procore::{self, Id};
-use sluice_guest_services::sync::{
-    CreateStatus, Created, Managed, ManagedStatus, Origin, Person, managed_key,
-};
+use sluice_guest_services::sync::{CreateStatus, Created, Managed, Origin, Person, managed_key};
 use sluice_guest_services::{service_message, status_error};
 use sluice_identity::Key;
 
@@ -257,24 +255,23 @@ fn run(input: Input, context: &Context) -> Result<Created, StepError> {
     if let Some(project) = &target.project {
         out.project = Some(add_to_project(&target, project, out.procore_id.as_ref()));
     }
-    remember(&out, context)?;
+    remember(&out, person, context)?;
     Ok(out)
 }
 
-/// Records a person this run created as managed (origin `created`), so a
-/// later run deactivates them when they leave.
-fn remember(out: &Created, context: &Context) -> Result<(), StepError> {
+/// Records a person this run created as managed (origin `created`), with
+/// their Entra object id, so a later run deactivates them when they leave
+/// and says "user gone" when Graph no longer has them.
+fn remember(out: &Created, person: &Person, context: &Context) -> Result<(), StepError> {
     let Some(id) = out.procore_id.clone() else {
         return Ok(());
     };
-    let record = Managed {
-        procore_id: id,
-        origin: Origin::Created,
-        status: ManagedStatus::Active,
-        since: context.started_at().to_string(),
-        leaving_since: None,
-        other: serde_json::Map::new(),
-    };
+    let record = Managed::new(
+        id,
+        Origin::Created,
+        context.started_at(),
+        person.id.as_deref(),
+    );
     sluice_guest::state::set(&managed_key(&out.key), &record)
 }
 
@@ -314,7 +311,7 @@ fn taken(
             out.project = Some(add_to_project(target, project, id.as_ref()));
         }
         out.procore_id = id;
-        remember(&out, context)?;
+        remember(&out, person, context)?;
         return Ok(out);
     }
     let inactive = existing.get("is_active").and_then(Value::as_bool) == Some(false);
