@@ -744,3 +744,45 @@ async fn a_person_the_flow_created_whose_entra_user_is_deleted_leaves_as_user_go
         "created and adopted alike"
     );
 }
+
+#[tokio::test]
+async fn an_approved_deactivation_procore_refused_through_every_retry_keeps_its_approval() {
+    let t = five_leavers().await;
+    t.run_ok(&[]).await;
+    let (id, _) = t.plans().await[0].clone();
+    t.decide("approve", &id, &[CY, EVE]).await;
+    // Procore is unavailable for Cy's deactivation, retries included.
+    let cy = t.id(CY);
+    t.emu.set_faults(Faults {
+        targeted: vec![TargetedFault {
+            method: "PATCH".into(),
+            path_suffix: format!("/users/{cy}"),
+            body_contains: None,
+            at: Vec::new(),
+            fault: FaultKind::Unavailable,
+        }],
+        ..Faults::default()
+    });
+    let (run, _) = t.run(&[]).await;
+    assert!(t.active(CY), "{}", tail(&run.stdout));
+    assert!(!t.active(EVE));
+    let items = t.items(&id).await;
+    assert_eq!(
+        (items[CY].as_str(), items[EVE].as_str()),
+        ("approved", "done"),
+        "a failure a later run could fix does not use up the approval"
+    );
+    // The next run deactivates Cy as approved, without asking again.
+    t.emu.set_faults(Faults::default());
+    let (_, requests) = t.run_ok(&[]).await;
+    assert!(!t.active(CY));
+    assert!(
+        writes(&requests)
+            .iter()
+            .any(|w| w.starts_with("PATCH /rest/v1.0/companies/")
+                && w.ends_with(&format!("/users/{cy} 200"))),
+        "{:?}",
+        writes(&requests)
+    );
+    assert_eq!(t.items(&id).await[CY], "done");
+}

@@ -334,9 +334,10 @@ impl Gate {
         self.held.get(index).is_some_and(Option::is_none)
     }
 
-    /// Spends the approvals of the plan items that ran: `results` holds
-    /// each item that ran, by index, with whether it succeeded and why not.
-    /// Items never started keep their approval.
+    /// Spends the approvals of the plan items that ran for good: `results`
+    /// holds each such item, by index, with whether it succeeded and why
+    /// not. Items never started, interrupted, or failed in a way a later
+    /// run could fix are left out by the caller and keep their approval.
     pub async fn settle(
         &self,
         ctx: &RunContext<'_>,

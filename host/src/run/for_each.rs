@@ -183,7 +183,8 @@ pub async fn run(
     .map(|output| StepOutput::of(&output))
 }
 
-/// Spends the approvals of the items that ran and says what the gate did.
+/// Spends the approvals of the items that ran for good and says what the
+/// gate did.
 async fn settle(
     ctx: &RunContext<'_>,
     gate: &Gate,
@@ -193,20 +194,27 @@ async fn settle(
 ) {
     let ran: Vec<(usize, Result<(), String>)> = outcomes
         .iter()
-        .filter_map(|(i, _, r)| {
-            let r = r.as_ref()?;
-            Some((
-                *i,
-                r.as_ref()
-                    .map(|_| ())
-                    .map_err(|e| ctx.redactor.redact(&e.to_string())),
-            ))
+        .filter_map(|(i, _, r)| match r.as_ref()? {
+            Ok(_) => Some((*i, Ok(()))),
+            Err(failed) if spends_approval(failed) => {
+                Some((*i, Err(ctx.redactor.redact(&failed.to_string()))))
+            }
+            Err(_) => None,
         })
         .collect();
     gate.settle(ctx, keys, &ran).await;
     ctx.emit(&RunEvent::ApprovalGate {
         summary: summary.clone(),
     });
+}
+
+/// Whether an item that failed this way has used its approval: a failure
+/// a later run could fix (the service unavailable or throttling through
+/// every retry: a retryable error) or an item the run's stop interrupted
+/// keeps it, so the next run does what the admin approved without asking
+/// again. Any other failure is for good.
+fn spends_approval(failed: &Failed) -> bool {
+    failed.stopped.is_none() && !failed.error.retryable()
 }
 
 /// The `ItemHeld` of every item the gate holds back, each with its input.
