@@ -227,6 +227,9 @@ impl<'a, 'w> Run<'a, 'w> {
     }
 
     /// Managed (or in-domain) active users whom no license holder matches.
+    /// A user with a second account of a license holder (their login or
+    /// email address is the holder's key, but the match chose the other
+    /// account) is not one: the key holds a license.
     fn leavers(
         &mut self,
         users: &mut Users,
@@ -240,7 +243,7 @@ impl<'a, 'w> Run<'a, 'w> {
                 continue;
             };
             let user = users.get(i);
-            if user.active && !user.held {
+            if user.active && !user.held && !users.holds_license(&record.key) {
                 managed.push((record, i));
             }
         }
@@ -271,10 +274,14 @@ impl<'a, 'w> Run<'a, 'w> {
         if !self.policy.domains.is_empty() {
             for i in in_domains {
                 let found = details(i);
-                let Some(key) = [&found.login, &found.email_address]
+                let keys: Vec<Key> = [&found.login, &found.email_address]
                     .into_iter()
-                    .find_map(|f| f.as_deref().and_then(Key::of))
-                else {
+                    .filter_map(|f| f.as_deref().and_then(Key::of))
+                    .collect();
+                if keys.iter().any(|k| users.holds_license(k.as_str())) {
+                    continue;
+                }
+                let Some(key) = keys.into_iter().next() else {
                     continue;
                 };
                 let record = self.record(users.get(i), Origin::Domain, None);
@@ -531,6 +538,31 @@ mod tests {
             count: 2,
             at: policy().now.to_rfc3339()
         })));
+    }
+
+    #[test]
+    fn a_second_account_of_a_license_holder_is_not_a_leaver() {
+        // Two active accounts have the key a@x.com: 2 by login (the match
+        // takes it), 1 by email (managed since an earlier run), and 3 is
+        // in a managed domain with its email the key b@x.com.
+        let people = [person("a@x.com", true), person("b@x.com", true)];
+        let mut old = user(1, "a.old", true);
+        old.email_address = Some("A@x.com".into());
+        let mut in_domain = user(3, "b.second@corp.com", true);
+        in_domain.email_address = Some("b@x.com".into());
+        let users = [
+            user(2, "a@x.com", true),
+            old,
+            user(4, "b@x.com", true),
+            in_domain,
+            user(5, "nobody@corp.com", true),
+        ];
+        let k = known(&[("a@x.com", managed(1, Status::Active))]);
+        let mut p = policy();
+        p.domains = vec!["corp.com".into()];
+        let (diff, _) = run(&people, &users, &k, &p);
+        let leavers: Vec<&str> = diff.leavers.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(leavers, ["nobody@corp.com"], "{:?}", diff.leavers);
     }
 
     #[test]

@@ -240,6 +240,16 @@ impl Users {
         Found::User(entry.user)
     }
 
+    /// Whether a license holder of this run has the key `key` (normal), as
+    /// some user's login or email address: a user with that key is the
+    /// license holder's account, whichever of several the match chose.
+    pub fn holds_license(&self, key: &str) -> bool {
+        let hash = self.hasher.hash_one(key);
+        self.keys
+            .find(hash, key)
+            .is_some_and(|entry| self.keys.entries[entry as usize].seen)
+    }
+
     /// The user (by index) with this id: the last one, when several are.
     pub fn by_id(&self, id: IdKey<'_>) -> Option<u32> {
         let hash = self.hasher.hash_one(id);
