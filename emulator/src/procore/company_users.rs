@@ -122,7 +122,7 @@ pub async fn create(
     }
     let id = d.next_procore_id;
     d.next_procore_id += 1;
-    let now = chrono::Utc::now().to_rfc3339();
+    let now = procore_now();
     let flag =
         |name: &str, default: bool| user.get(name).and_then(Value::as_bool).unwrap_or(default);
     let created = ProcoreUser {
@@ -184,7 +184,7 @@ pub async fn update(
             *slot = v;
         }
     }
-    u.updated_at = chrono::Utc::now().to_rfc3339();
+    u.updated_at = procore_now();
     Json(user_json(u)).into_response()
 }
 
@@ -207,6 +207,12 @@ pub async fn reactivate(
         );
     };
     u.is_active = true;
-    u.updated_at = chrono::Utc::now().to_rfc3339();
+    u.updated_at = procore_now();
     Json(user_json(u)).into_response()
+}
+
+/// Now, as Procore writes its timestamps: UTC with a `Z`, to the second
+/// (`2025-06-01T12:00:00Z`), not chrono's default `+00:00` with nanoseconds.
+fn procore_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
