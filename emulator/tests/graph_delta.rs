@@ -488,29 +488,21 @@ async fn delta_rounds_see_only_selected_changes_and_take_only_id_filters() {
         later.groups.keys()
     );
 
+    let fifty_one_ids = (0..51)
+        .map(|i| format!("id eq '{i}'"))
+        .collect::<Vec<_>>()
+        .join(" or ");
     for (url, why) in [
         (
             format!("{base}/users/delta?$filter=startswith(displayName,'A')"),
             "only id filters",
         ),
         (
-            format!(
-                "{base}/users/delta?$filter={}",
-                (0..51)
-                    .map(|i| format!("id eq '{i}'"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ),
+            format!("{base}/users/delta?$filter={fifty_one_ids}"),
             "at most 50 users",
         ),
         (
-            format!(
-                "{base}/groups/delta?$select=members&$filter={}",
-                (0..51)
-                    .map(|i| format!("id eq '{i}'"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ),
+            format!("{base}/groups/delta?$select=members&$filter={fifty_one_ids}"),
             "at most 50 groups",
         ),
     ] {

@@ -103,17 +103,32 @@ fn bad_request(message: &str) -> Response {
 
 /// Objects a delta `$filter` may name ("there is a limit of 50 filtered
 /// objects": Graph's group and user delta documentation).
-pub(crate) const MAX_FILTERED_OBJECTS: usize = 50;
+const MAX_FILTERED_OBJECTS: usize = 50;
+
+/// The ids of a delta `$filter` (`id eq '…' or id eq '…'`, the only
+/// filter delta takes), for at most [`MAX_FILTERED_OBJECTS`] objects; a
+/// 400 for any other.
+pub(crate) fn filtered_ids(text: &str) -> Result<Vec<String>, Response> {
+    let ids = filter::parse(text)
+        .ok()
+        .as_ref()
+        .and_then(filter_ids)
+        .ok_or_else(|| unsupported_filter(text))?;
+    if ids.len() > MAX_FILTERED_OBJECTS {
+        return Err(too_many_filtered(ids.len()));
+    }
+    Ok(ids)
+}
 
 /// 400 for a delta `$filter` other than ids.
-pub(crate) fn unsupported_filter(text: &str) -> Response {
+fn unsupported_filter(text: &str) -> Response {
     bad_request(&format!(
         "Delta query supports $filter only on id, as id eq '…' joined by or; got '{text}'."
     ))
 }
 
 /// 400 for a delta `$filter` naming more than [`MAX_FILTERED_OBJECTS`].
-pub(crate) fn too_many_filtered(n: usize) -> Response {
+fn too_many_filtered(n: usize) -> Response {
     bad_request(&format!(
         "Delta query $filter names {n} objects; at most {MAX_FILTERED_OBJECTS} are supported."
     ))
@@ -121,7 +136,7 @@ pub(crate) fn too_many_filtered(n: usize) -> Response {
 
 /// The group ids of `id eq '…' or id eq '…'`, the only filter Graph's
 /// delta takes.
-pub(crate) fn filter_ids(expr: &Expr) -> Option<Vec<String>> {
+fn filter_ids(expr: &Expr) -> Option<Vec<String>> {
     match expr {
         Expr::Or(a, b) => {
             let mut ids = filter_ids(a)?;
@@ -159,17 +174,7 @@ fn delta_query(pairs: Vec<(String, String)>) -> Result<DeltaQuery, Response> {
     };
     let ids = match get(&pairs, "$filter") {
         None => None,
-        Some(text) => {
-            let ids = filter::parse(text)
-                .ok()
-                .as_ref()
-                .and_then(filter_ids)
-                .ok_or_else(|| unsupported_filter(text))?;
-            if ids.len() > MAX_FILTERED_OBJECTS {
-                return Err(too_many_filtered(ids.len()));
-            }
-            Some(ids)
-        }
+        Some(text) => Some(filtered_ids(text)?),
     };
     Ok(DeltaQuery {
         pairs,
