@@ -348,6 +348,20 @@ async fn the_emulator_reports_its_own_service_time() {
     );
 }
 
+/// A generated tenant of `users` users (from `seed`), its emulators, a
+/// Graph token and Graph's base URL.
+async fn tenant(users: usize, seed: u64) -> (Scenario, Env, String, String) {
+    let scenario = Scenario::generate(users, seed);
+    let env = start(EmulatorConfig {
+        scenario: scenario.clone(),
+        ..Default::default()
+    })
+    .await;
+    let token = env.graph_token().await;
+    let base = env.var("GRAPH_BASE_URL").to_string();
+    (scenario, env, token, base)
+}
+
 /// Every page of a users delta round: the users it listed and its deltaLink.
 async fn read_user_round(env: &Env, token: &str, first: &str) -> (Vec<Value>, String, usize) {
     let (mut users, mut url, mut pages) = (Vec::new(), first.to_string(), 0);
@@ -370,14 +384,7 @@ async fn read_user_round(env: &Env, token: &str, first: &str) -> (Vec<Value>, St
 
 #[tokio::test]
 async fn users_delta_lists_every_user_then_only_disabled_and_deleted_ones() {
-    let scenario = Scenario::generate(1000, 4);
-    let env = start(EmulatorConfig {
-        scenario: scenario.clone(),
-        ..Default::default()
-    })
-    .await;
-    let token = env.graph_token().await;
-    let base = env.var("GRAPH_BASE_URL").to_string();
+    let (scenario, env, token, base) = tenant(1000, 4).await;
     let select = "id,mail,userPrincipalName,accountEnabled";
     let first = format!("{base}/users/delta?$select={select}");
     let (users, link, pages) = read_user_round(&env, &token, &first).await;
@@ -441,15 +448,8 @@ async fn users_delta_lists_every_user_then_only_disabled_and_deleted_ones() {
 /// takes only `id eq` filters, for at most 50 objects.
 #[tokio::test]
 async fn delta_rounds_see_only_selected_changes_and_take_only_id_filters() {
-    let scenario = Scenario::generate(200, 4);
+    let (scenario, env, token, base) = tenant(200, 4).await;
     let groups = license_groups(&scenario);
-    let env = start(EmulatorConfig {
-        scenario: scenario.clone(),
-        ..Default::default()
-    })
-    .await;
-    let token = env.graph_token().await;
-    let base = env.var("GRAPH_BASE_URL").to_string();
     let names_only = format!("{base}/users/delta?$select=displayName");
     let (users, names_link, _) = read_user_round(&env, &token, &names_only).await;
     assert!(
@@ -516,14 +516,7 @@ async fn delta_rounds_see_only_selected_changes_and_take_only_id_filters() {
 /// `in (…)` and `or` join at most 15 clauses outside advanced queries.
 #[tokio::test]
 async fn filters_join_at_most_fifteen_clauses_outside_advanced_queries() {
-    let scenario = Scenario::generate(50, 2);
-    let env = start(EmulatorConfig {
-        scenario: scenario.clone(),
-        ..Default::default()
-    })
-    .await;
-    let token = env.graph_token().await;
-    let base = env.var("GRAPH_BASE_URL").to_string();
+    let (scenario, env, token, base) = tenant(50, 2).await;
     let ids: Vec<String> = scenario
         .graph_users
         .iter()
