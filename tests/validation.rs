@@ -183,10 +183,32 @@ fn validate_env_binds_the_shipped_flow_to_its_environment() {
             "{secret} not reported:\n{stderr}"
         );
     }
+    // A variable the flow uses five times is one problem, with the lines
+    // of its other uses.
+    assert_eq!(
+        stderr
+            .matches("environment variable PROCORE_COMPANY_ID is not set")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(flows.join("procore-license-sync.toml")).unwrap();
+    let uses: Vec<String> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("${env.PROCORE_COMPANY_ID}"))
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
+    assert_eq!(uses.len(), 5);
+    let others = format!("{} and {}", uses[1..4].join(", "), uses[4]);
+    assert!(
+        stderr.contains(&format!("(it is also needed on lines {others})")),
+        "{stderr}"
+    );
     assert!(
         stderr
             .trim_end()
-            .ends_with("10 problems found; nothing was run"),
+            .ends_with("6 problems found; nothing was run"),
         "{stderr}"
     );
 }

@@ -62,21 +62,44 @@ impl Binder<'_> {
         self.diags.push(Diagnostic::new(span, message).hint(hint));
     }
 
-    /// Every variable needed without a default is set.
+    /// Every variable needed without a default is set. An unset variable
+    /// is one problem however often the flow uses it: reported where it is
+    /// first needed, with the lines of the other uses.
     fn check_env_uses(&mut self, flow: &CompiledFlow) {
+        let mut unset: Vec<(&str, Vec<&std::ops::Range<usize>>)> = Vec::new();
         for u in &flow.env_uses {
             let needed = !u.has_default
                 && u.inside_defaults_of
                     .iter()
                     .all(|v| self.env.var(v).is_none());
             if needed && self.env.var(&u.name).is_none() {
-                let name = &u.name;
-                self.error(
-                    u.span.clone(),
-                    format!("environment variable {name} is not set"),
-                    format!("set {name}, or give a default with `${{env.{name}:-value}}`"),
-                );
+                match unset.iter_mut().find(|(name, _)| *name == u.name) {
+                    Some((_, spans)) => spans.push(&u.span),
+                    None => unset.push((&u.name, vec![&u.span])),
+                }
             }
+        }
+        for (name, spans) in unset {
+            let mut hint = format!("set {name}, or give a default with `${{env.{name}:-value}}`");
+            let mut lines: Vec<usize> = spans[1..]
+                .iter()
+                .map(|s| flow.source.line_col(s.start).0)
+                .collect();
+            lines.dedup();
+            if !lines.is_empty() {
+                let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
+                let (s, list) = match lines.split_last() {
+                    Some((last, [])) => ("", last.clone()),
+                    Some((last, rest)) => ("s", format!("{} and {last}", rest.join(", "))),
+                    None => ("", String::new()),
+                };
+                hint.push_str(&format!(" (it is also needed on line{s} {list})"));
+            }
+            self.error(
+                spans[0].clone(),
+                format!("environment variable {name} is not set"),
+                hint,
+            );
         }
     }
 
