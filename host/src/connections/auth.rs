@@ -327,8 +327,7 @@ impl TokenSource {
             }
         };
         if !status.is_success() {
-            let (code, detail) = error_detail(&body);
-            let detail = self.redactor.redact(&detail);
+            let (code, detail) = error_detail(&body, &self.redactor);
             return Err(match status.as_u16() {
                 400 | 401 => Failure::Final(AuthError::Rejected {
                     endpoint,
@@ -383,14 +382,18 @@ fn lifetime(expires_in: Option<&serde_json::Value>) -> Duration {
     }
 }
 
-/// The provider's `error` code, and a one-line description of the failure.
-fn error_detail(body: &[u8]) -> (Option<String>, String) {
+/// The provider's `error` code, and a one-line description of the
+/// failure, redacted. The whole text is redacted before it is cut to a
+/// line: cut first, a secret the endpoint echoed across the cut would no
+/// longer be found, and all of it but its end would be shown.
+fn error_detail(body: &[u8], redactor: &Redactor) -> (Option<String>, String) {
     match serde_json::from_slice::<TokenErrorBody>(body) {
         Ok(TokenErrorBody {
             error: Some(error),
             error_description,
         }) => {
-            let description = error_description.unwrap_or_default();
+            let error = redactor.redact(&error);
+            let description = redactor.redact(&error_description.unwrap_or_default());
             let description = description.lines().next().unwrap_or("").trim().to_string();
             let detail = if description.is_empty() {
                 error.clone()
@@ -401,7 +404,8 @@ fn error_detail(body: &[u8]) -> (Option<String>, String) {
         }
         _ => (
             None,
-            String::from_utf8_lossy(body)
+            redactor
+                .redact(&String::from_utf8_lossy(body))
                 .lines()
                 .next()
                 .unwrap_or("")
@@ -458,8 +462,10 @@ mod tests {
 
     #[test]
     fn rejections_say_what_to_check() {
+        let none = Redactor::default();
         let (code, detail) = error_detail(
             br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret.\r\nTrace ID: 1"}"#,
+            &none,
         );
         assert_eq!(code.as_deref(), Some("invalid_client"));
         assert_eq!(
@@ -468,8 +474,28 @@ mod tests {
         );
         assert!(rejection_hint(code.as_deref()).contains("client id and secret"));
         assert!(rejection_hint(Some("invalid_scope")).contains("scope"));
-        let (code, detail) = error_detail(b"<html>\n<body>Bad Request</body>");
+        let (code, detail) = error_detail(b"<html>\n<body>Bad Request</body>", &none);
         assert_eq!((code, detail.as_str()), (None, "<html>"));
+    }
+
+    /// An endpoint that echoes the request in its error has the secret
+    /// removed before the text is cut to a line: no part of it is shown,
+    /// wherever the cut falls.
+    #[test]
+    fn an_echoed_secret_is_redacted_before_the_detail_is_cut() {
+        let secret = "Q8w8Q~aB3.dE5_fG7-hJ9kL1mN2pR4sT6vX8zY0";
+        let redactor = Redactor::new([secret.to_string()]);
+        for pad in 270..300 {
+            let body = format!("{}client_secret={secret}&grant_type=x", "x".repeat(pad));
+            let (_, detail) = error_detail(body.as_bytes(), &redactor);
+            assert!(!detail.contains(&secret[..12]), "{pad}: {detail}");
+            let json = format!(
+                r#"{{"error":"invalid_client","error_description":"echo {}\nclient_secret={secret}"}}"#,
+                "y".repeat(pad)
+            );
+            let (_, detail) = error_detail(json.as_bytes(), &redactor);
+            assert!(!detail.contains(&secret[..12]), "{pad}: {detail}");
+        }
     }
 
     /// A token endpoint on loopback answering every request with `status`
