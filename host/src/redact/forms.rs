@@ -10,6 +10,11 @@
 //! [`forms`] lists each of these spellings of one secret, so a plain
 //! search for all of them finds it in any.
 //!
+//! Pages and templates escape it for HTML (`&` as `&amp;`), Go's JSON
+//! escapes only `<`, `>` and `&` (as `\u003c`), a URL quoted inside
+//! another URL is percent-encoded twice (`%7E` as `%257E`), and a dump of
+//! bytes writes it in hex: those are forms too.
+//!
 //! Base64 of a secret inside a longer base64 text depends on where the
 //! secret starts within a 3-byte group; the characters that encode only
 //! the secret's own bits are the same whatever comes before and after, so
@@ -62,17 +67,35 @@ pub fn forms(secret: &str) -> Vec<String> {
             all.push(form);
         }
     };
+    let mut percent = Vec::new();
     for set in [STRICT, URI_COMPONENT, PATH, URL_TEXT] {
         let encoded = utf8_percent_encode(secret, set).to_string();
-        push(lower_hex_escapes(&encoded, '%'));
-        push(encoded);
+        percent.push(lower_hex_escapes(&encoded, '%'));
+        percent.push(encoded);
     }
     // Forms (application/x-www-form-urlencoded): space as `+`, `~` as %7E.
     let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-    push(lower_hex_escapes(&form, '%'));
-    push(form);
+    percent.push(lower_hex_escapes(&form, '%'));
+    percent.push(form);
+    // Each percent-encoded once more, as a URL inside a URL is.
+    let twice: Vec<String> = percent
+        .iter()
+        .filter(|f| f.contains('%'))
+        .map(|f| f.replace('%', "%25"))
+        .collect();
+    for encoded in percent.into_iter().chain(twice) {
+        push(encoded);
+    }
     for json in json_forms(secret) {
         push(json);
+    }
+    push(html_escaped(secret, "&#x27;"));
+    push(html_escaped(secret, "&#39;"));
+    push(go_json(secret));
+    if secret.len() >= MIN_HEX_SECRET {
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        push(hex.to_ascii_uppercase());
+        push(hex);
     }
     for b64 in base64_forms(secret.as_bytes()) {
         push(b64);
@@ -92,6 +115,40 @@ pub fn forms(secret: &str) -> Vec<String> {
     }
     all
 }
+
+/// The secret as HTML text or an attribute value, `'` written as
+/// `apostrophe` (escapers differ: `&#x27;`, `&#39;`).
+fn html_escaped(secret: &str, apostrophe: &str) -> String {
+    let mut out = String::with_capacity(secret.len());
+    for c in secret.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str(apostrophe),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The secret inside a JSON string as Go's `encoding/json` writes it:
+/// serde's escapes, and `<`, `>` and `&` as `\u003c`, `\u003e`, `\u0026`.
+fn go_json(secret: &str) -> String {
+    let quoted = serde_json::to_string(secret).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(secret)
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+/// Secrets shorter than this have no hex form: a few hex digits turn up
+/// by chance in any text of ids.
+const MIN_HEX_SECRET: usize = 12;
 
 /// `%2F` as `%2f`: encoders differ in the case of their hex digits.
 fn lower_hex_escapes(encoded: &str, marker: char) -> String {
@@ -215,17 +272,46 @@ mod tests {
     }
 
     #[test]
+    fn html_go_json_twice_percent_encoded_and_hex_spellings_are_forms() {
+        let secret = "Pk7&Lm<Rz'9~Qw/Yx+Vb=Nc!Hd\"Jf";
+        let all = forms(secret);
+        let found = |text: &str| all.iter().any(|f| text.contains(f.as_str()));
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        for encoded in [
+            "<p>Pk7&amp;Lm&lt;Rz&#x27;9~Qw/Yx+Vb=Nc!Hd&quot;Jf</p>",
+            "title=\"Pk7&amp;Lm&lt;Rz&#39;9~Qw/Yx+Vb=Nc!Hd&quot;Jf\"",
+            "{\"m\":\"Pk7\\u0026Lm\\u003cRz'9~Qw/Yx+Vb=Nc!Hd\\\"Jf\"}",
+            "Pk7%2526Lm%253CRz%25279~Qw%252FYx%252BVb%253DNc%2521Hd%2522Jf",
+            hex.as_str(),
+            &hex.to_ascii_uppercase(),
+        ] {
+            assert!(found(encoded), "{encoded} was not recognised");
+        }
+        // An Entra-style secret: `~` percent-encoded twice by a form.
+        let entra = "Q8w8Q~aB3.dE5_fG7-hJ9kL1mN2pR4sT6vX8zY0";
+        let all = forms(entra);
+        assert!(all.iter().any(|f| {
+            "client_secret%3DQ8w8Q%257EaB3.dE5_fG7-hJ9kL1mN2pR4sT6vX8zY0".contains(f.as_str())
+        }));
+        // The shipped flow's secrets and tokens still fit the packed
+        // searcher (see `Matcher`): few forms each.
+        assert!(all.len() <= 20, "{}: {all:?}", all.len());
+    }
+
+    #[test]
     fn forms_of_a_plain_token_are_few_and_distinct() {
         let all = forms("eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.e30.sig-nature_x");
         let unique: std::collections::BTreeSet<&String> = all.iter().collect();
         assert_eq!(unique.len(), all.len());
-        // Plain, the two base64 alphabets whole and at three offsets.
-        assert!(all.len() <= 12, "{all:?}");
+        // Plain, the two base64 alphabets whole and at three offsets, hex.
+        assert!(all.len() <= 14, "{all:?}");
     }
 
     #[test]
     fn short_secrets_have_no_base64_fragments() {
         // Only the whole encodings: five characters would match by chance.
         assert_eq!(base64_forms(b"abcd"), ["YWJjZA==", "YWJjZA=="]);
+        // Nor a hex form.
+        assert!(!forms("abcd").contains(&"61626364".to_string()));
     }
 }

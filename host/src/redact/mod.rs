@@ -263,6 +263,31 @@ mod tests {
         );
     }
 
+    /// The shipped flow's secrets, in all their forms, keep the packed
+    /// search: two client secrets of the vendors' shapes and the two
+    /// access tokens.
+    #[test]
+    fn the_shipped_flows_secrets_fit_the_packed_search() {
+        let jwt = format!(
+            "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.{}.{}",
+            "eyJhdWQiOiJodHRwczovL2dyYXBoLm1pY3Jvc29mdC5jb20ifQ".repeat(20),
+            "Sig-Nature_x".repeat(30)
+        );
+        let secrets = [
+            "Q8w8Q~aB3.dE5_fG7-hJ9kL1mN2pR4sT6vX8zY0".to_string(),
+            "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0".to_string(),
+            jwt,
+            "eyJhbGciOiJFUzUxMiJ9.procore-access-token-0123456789".to_string(),
+        ];
+        let patterns: Vec<String> = secrets.iter().flat_map(|s| forms(s)).collect();
+        let matcher = Matcher::new(&patterns).unwrap();
+        assert!(
+            matches!(matcher, Matcher::Packed(_)),
+            "{} patterns",
+            patterns.len()
+        );
+    }
+
     /// More secrets than the packed search takes are searched by the
     /// automaton, every one of them.
     #[test]
