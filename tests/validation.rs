@@ -213,6 +213,37 @@ fn validate_env_binds_the_shipped_flow_to_its_environment() {
     );
 }
 
+/// A secret pasted into a URL variable by mistake is not printed with the
+/// error that says the URL is invalid.
+#[test]
+fn a_secret_in_the_wrong_variable_is_not_printed_with_its_error() {
+    let secret = "Q8w8Q~aB3.dE5_fG7-hJ9kL1mN2pR4sT6vX8zY0";
+    let mut env: Vec<(&str, &str)> = SHIPPED_ENV
+        .iter()
+        .filter(|(k, _)| *k != "PROCORE_CLIENT_SECRET")
+        .copied()
+        .collect();
+    env.extend([
+        ("PROCORE_CLIENT_SECRET", secret),
+        ("PROCORE_TOKEN_URL", secret),
+        (
+            "PROCORE_BASE_URL",
+            "ftp://x/Q8w8Q~aB3.dE5_fG7-hJ9kL1mN2pR4sT6vX8zY0",
+        ),
+    ]);
+    let (code, stdout, stderr) = sluice(
+        &shipped_flows(),
+        &["validate", "--env", "procore-license-sync.toml"],
+        &env,
+    );
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("[redacted]"), "{stderr}");
+    assert!(
+        !stdout.contains(&secret[..10]) && !stderr.contains(&secret[..10]),
+        "{stdout}{stderr}"
+    );
+}
+
 #[test]
 fn non_ascii_text_inside_references_validates() {
     let dir = tempfile::tempdir().unwrap();

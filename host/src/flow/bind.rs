@@ -19,12 +19,20 @@ use super::resolve::Scope;
 use super::source::Diagnostic;
 use super::template::{Part, Root, Template};
 use crate::http_rules;
+use crate::redact::Redactor;
 
 /// Binds `flow` to `env`; the problems go to `diags`.
 pub fn bind(flow: CompiledFlow, env: &dyn Environment, diags: &mut Vec<Diagnostic>) -> Flow {
-    let mut b = Binder { env, diags };
+    let mut b = Binder {
+        env,
+        diags,
+        redactor: Redactor::default(),
+    };
     b.check_env_uses(&flow);
     let secrets = b.secrets(&flow);
+    for value in secrets.values() {
+        b.redactor.add(value.clone());
+    }
     let scope = Scope {
         params: Some(&flow.params),
         env: Some(env),
@@ -55,10 +63,16 @@ pub fn bind(flow: CompiledFlow, env: &dyn Environment, diags: &mut Vec<Diagnosti
 struct Binder<'a> {
     env: &'a dyn Environment,
     diags: &'a mut Vec<Diagnostic>,
+    /// The secrets' values, once read: a problem quotes a setting's value
+    /// (an invalid URL), and a secret pasted into the wrong variable must
+    /// not be printed with it.
+    redactor: Redactor,
 }
 
 impl Binder<'_> {
     fn error(&mut self, span: std::ops::Range<usize>, message: String, hint: impl Into<String>) {
+        let message = self.redactor.redact(&message);
+        let hint = self.redactor.redact(&hint.into());
         self.diags.push(Diagnostic::new(span, message).hint(hint));
     }
 
