@@ -786,3 +786,26 @@ async fn an_approved_deactivation_procore_refused_through_every_retry_keeps_its_
     );
     assert_eq!(t.items(&id).await[CY], "done");
 }
+
+#[tokio::test]
+async fn a_flow_with_approvals_does_not_run_when_its_history_cannot_be_opened() {
+    const NEW: &str = "new@contoso.com";
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3])],
+        unlicensed: &[],
+        missing: &[NEW],
+    })
+    .await;
+    std::fs::write(t.data.path().join("history.sqlite"), vec![0x5a_u8; 10_000]).unwrap();
+    let (run, requests) = t.run(&[]).await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stderr, tail(&run.stdout));
+    assert!(
+        run.stderr.contains("was not run") && run.stderr.contains("(`create`, `deactivate`)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(requests.len(), 0, "nothing read, nothing created");
+    // A dry run changes nothing, so it may go on unrecorded.
+    let (dry, _) = t.run(&["--dry-run"]).await;
+    assert_eq!(dry.code, 0, "{}\n{}", dry.stderr, tail(&dry.stdout));
+}

@@ -209,6 +209,31 @@ impl Recording {
     }
 }
 
+/// Why `flow` must not run unrecorded (its store could not be opened), if
+/// it must not: its approval gates keep their plans and decisions in the
+/// run history, and without it the gated steps would fail while the run
+/// went on to "finish" (and, under `on_error = "continue"`, exit 0),
+/// having done nothing, with its state gone when it ends. A dry run
+/// changes nothing and may go on.
+fn needs_history(flow: &crate::flow::Flow, recording: &Recording, dry_run: bool) -> Option<String> {
+    if recording.writer.is_some() || dry_run {
+        return None;
+    }
+    let gated: Vec<String> = flow
+        .steps
+        .iter()
+        .filter(|s| s.approval.is_some())
+        .map(|s| format!("`{}`", s.id))
+        .collect();
+    if gated.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "its approval steps ({}) keep their approvals in the run history, which could not be opened (see the warning above); fix the data directory (`--data-dir`, SLUICE_DATA_DIR) and run again",
+        gated.join(", ")
+    ))
+}
+
 /// The flow's lease a command-line run takes, as a `sluice serve` run
 /// does, so it never runs while the flow runs elsewhere (a replica, a
 /// CronJob's second Job).
@@ -330,6 +355,13 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
                 return Ok(ExitCode::from(1));
             }
         };
+    if let Some(why) = needs_history(&flow, &recording, args.dry_run) {
+        eprintln!(
+            "error: {}",
+            super::terminal::line(&format!("flow `{}` was not run: {why}", flow.name))
+        );
+        return Ok(ExitCode::from(1));
+    }
     options.guard = recording.guard.clone();
     options.approvals = recording.approvals(&flow_file, &args.params);
     options.state = recording.state();
