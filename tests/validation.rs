@@ -412,3 +412,21 @@ old.toml: 1 problem found; nothing was run
 ";
     assert_eq!(stderr, expected);
 }
+
+/// A reader that has gone (`sluice validate … | head -0`) is no panic: the
+/// command's output is dropped and it exits as it would have.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(shipped_flows())
+        .env_clear()
+        .args(["validate", "procore-license-sync.toml"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
