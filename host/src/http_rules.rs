@@ -95,6 +95,9 @@ pub enum BaseUrlError {
     /// The query itself is not shown: it is where services put keys.
     #[error("a base URL cannot carry a query (`?…`)")]
     Query,
+    /// Shown up to the `#` only, like a query.
+    #[error("`{0}#…` has a fragment")]
+    Fragment(String),
 }
 
 impl BaseUrlError {
@@ -109,6 +112,9 @@ impl BaseUrlError {
             }
             BaseUrlError::Scheme { .. } => "use https",
             BaseUrlError::UserInfo => "use the connection's `auth` instead",
+            BaseUrlError::Fragment(_) => {
+                "remove the `#…`: it is never sent, and a path joined after it (`${env.X}/rest/v1.0`) would be lost in it"
+            }
             BaseUrlError::Query => {
                 "requests would not carry it, and URLs are shown in errors: put a key in `auth` or `headers` (from `[secrets]`), other values in each request"
             }
@@ -136,6 +142,10 @@ pub fn endpoint_url(text: &str) -> Result<Url, BaseUrlError> {
     }
     if has_userinfo(&url) {
         return Err(BaseUrlError::UserInfo);
+    }
+    if url.fragment().is_some() {
+        let before = text.split('#').next().unwrap_or_default();
+        return Err(BaseUrlError::Fragment(before.to_string()));
     }
     Ok(url)
 }
@@ -293,6 +303,17 @@ mod tests {
     fn a_base_url_with_a_query_is_refused_without_echoing_it() {
         let e = base_url("https://api.example.com/v1?api_key=hunter2").unwrap_err();
         assert_eq!(e, BaseUrlError::Query);
+        // A fragment, as a root with `#` pasted into a variable makes it
+        // (`http://127.0.0.1:8080#x/rest/v1.0`): every request would 404.
+        for text in [
+            "http://127.0.0.1:8080#frag/rest/v1.0",
+            "https://login.example.com/token#",
+        ] {
+            assert!(
+                matches!(base_url(text), Err(BaseUrlError::Fragment(_))),
+                "{text}"
+            );
+        }
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert!(base_url("https://api.example.com/v1").is_ok());
         // A token URL may carry one (Azure AD B2C names its policy so).
