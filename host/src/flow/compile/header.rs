@@ -37,6 +37,16 @@ impl Compiler<'_, '_> {
         let s = s.get_ref();
         let timezone = s.timezone.as_ref();
         let e = match Schedule::parse(s.cron.get_ref(), timezone.map(|t| t.get_ref().as_str())) {
+            // A schedule that never comes (30 February, a year gone by)
+            // would have `serve` wait for ever without a word.
+            Ok(schedule) if schedule.next_after(chrono::Utc::now()).is_none() => {
+                self.error(
+                    s.cron.span(),
+                    format!("the cron expression `{}` never fires", s.cron.get_ref()),
+                    "check the day of the month against the month (30 February never comes) and any year field",
+                );
+                return None;
+            }
             Ok(schedule) => return Some(schedule),
             Err(e) => e,
         };
