@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use toml::Spanned;
 
-use super::super::authored::{Node, OnError, StepFields};
+use super::super::authored::{AuthoredStep, Node, OnError, StepFields};
 use super::super::catalog::Description;
 use super::super::model::Step;
 use super::super::resolve::walk;
@@ -91,6 +91,30 @@ struct Probe {
 }
 
 impl Compiler<'_, '_> {
+    /// The output fields a step's settings read besides `with` (`when`,
+    /// `for_each`, `for_each_key`, `approval`) exist: a misspelt one would
+    /// read as nothing, and a step would be skipped, run no item or wait
+    /// for no approval without a word.
+    pub(super) fn check_setting_paths(&mut self, step: &AuthoredStep, known: &Known<'_>) {
+        let f = &step.fields;
+        let mut texts: Vec<Spanned<String>> = Vec::new();
+        texts.extend(f.for_each.iter().cloned());
+        texts.extend(f.for_each_key.iter().cloned());
+        for node in [&step.when, &step.approval].into_iter().flatten() {
+            strings_of(node, &mut texts);
+        }
+        for text in &texts {
+            let Ok(template) = Template::parse(text.get_ref()) else {
+                continue;
+            };
+            for (r, _) in template.references() {
+                if matches!(r.root, Root::Step(_) | Root::Item) {
+                    self.shape_of(r, text, known);
+                }
+            }
+        }
+    }
+
     pub(super) fn check_inputs(
         &mut self,
         f: &StepFields,
@@ -269,5 +293,15 @@ impl Compiler<'_, '_> {
             }
             None => Shape::Unknown,
         }
+    }
+}
+
+/// Every text in `node` (a `when` list, an `approval` table), with its span.
+fn strings_of(node: &Spanned<Node>, out: &mut Vec<Spanned<String>>) {
+    match node.get_ref() {
+        Node::String(text) => out.push(Spanned::new(node.span(), text.clone())),
+        Node::Array(items) => items.iter().for_each(|i| strings_of(i, out)),
+        Node::Table(entries) => entries.iter().for_each(|(_, v)| strings_of(v, out)),
+        _ => {}
     }
 }

@@ -117,6 +117,10 @@ impl Compiler<'_, '_> {
             let known = Known::new(at.params, at.shapes, for_each.as_ref());
             self.check_inputs(f, step.with.as_ref(), schema, &known);
         }
+        if self.diags.len() == before {
+            let known = Known::new(at.params, at.shapes, for_each.as_ref());
+            self.check_setting_paths(step, &known);
+        }
         let fields = self.step_fields(f);
         if self.diags.len() > before {
             return None;
