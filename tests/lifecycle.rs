@@ -713,15 +713,22 @@ async fn rejecting_what_the_guard_held_makes_the_new_count_the_one_it_trusts() {
     assert!(t.active(ANN));
 }
 
-#[tokio::test]
-async fn a_person_the_flow_created_whose_entra_user_is_deleted_leaves_as_user_gone() {
-    const NEW: &str = "new@contoso.com";
-    let t = Tenant::new(Plan {
+/// A license holder missing from Procore, to be created.
+const NEW: &str = "new@contoso.com";
+
+/// Ann, licensed and in Procore, and [`NEW`], licensed and missing.
+async fn ann_and_a_newcomer() -> Tenant {
+    Tenant::new(Plan {
         licensed: &[(ANN, &[E3])],
         unlicensed: &[],
         missing: &[NEW],
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_person_the_flow_created_whose_entra_user_is_deleted_leaves_as_user_gone() {
+    let t = ann_and_a_newcomer().await;
     let (first, _) = t.run_ok(&[]).await;
     assert_eq!(first.output_of("create")["ok"], 1, "{}", first.stdout);
     // The record the create wrote keeps the Entra id, as an adopted one does.
@@ -789,13 +796,7 @@ async fn an_approved_deactivation_procore_refused_through_every_retry_keeps_its_
 
 #[tokio::test]
 async fn a_flow_with_approvals_does_not_run_when_its_history_cannot_be_opened() {
-    const NEW: &str = "new@contoso.com";
-    let t = Tenant::new(Plan {
-        licensed: &[(ANN, &[E3])],
-        unlicensed: &[],
-        missing: &[NEW],
-    })
-    .await;
+    let t = ann_and_a_newcomer().await;
     std::fs::write(t.data.path().join("history.sqlite"), vec![0x5a_u8; 10_000]).unwrap();
     let (run, requests) = t.run(&[]).await;
     assert_eq!(run.code, 1, "{}\n{}", run.stderr, tail(&run.stdout));
