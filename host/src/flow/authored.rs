@@ -59,7 +59,10 @@ pub struct AuthoredFlow {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like `{ cron = \"0 0 * * * *\", timezone = \"UTC\" }`"
+)]
 pub struct AuthoredSchedule {
     pub cron: Spanned<String>,
     #[serde(default)]
@@ -68,14 +71,20 @@ pub struct AuthoredSchedule {
 
 /// Where a declared secret's value comes from.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like `{ env = \"VARIABLE_NAME\" }`"
+)]
 pub struct AuthoredSecret {
     /// The environment variable that holds it.
     pub env: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a connection table with `base_url` (and optionally `headers`, `auth`, `rate_limit`, `retry`, `max_response_bytes`, `request_timeout`)"
+)]
 pub struct AuthoredConnection {
     pub base_url: Spanned<String>,
     #[serde(default)]
@@ -93,7 +102,10 @@ pub struct AuthoredConnection {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table with `oauth2_client_credentials` or `bearer`"
+)]
 pub struct AuthoredAuth {
     #[serde(default)]
     pub oauth2_client_credentials: Option<Spanned<AuthoredOAuth2>>,
@@ -102,7 +114,10 @@ pub struct AuthoredAuth {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table with `token_url`, `client_id`, `client_secret` (and optionally `scope`)"
+)]
 pub struct AuthoredOAuth2 {
     pub token_url: Spanned<String>,
     pub client_id: Spanned<String>,
@@ -112,13 +127,19 @@ pub struct AuthoredOAuth2 {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like `{ token = \"${secrets.name}\" }`"
+)]
 pub struct AuthoredBearer {
     pub token: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like `{ per_second = 10 }` (`per_second`, `per_minute` or `per_hour`)"
+)]
 pub struct AuthoredRateLimit {
     #[serde(default)]
     pub per_second: Option<Spanned<f64>>,
@@ -129,7 +150,10 @@ pub struct AuthoredRateLimit {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like `{ max_attempts = 3, base_delay = \"1s\", max_delay = \"30s\" }`"
+)]
 pub struct AuthoredRetry {
     #[serde(default)]
     pub max_attempts: Option<Spanned<u32>>,
@@ -139,16 +163,38 @@ pub struct AuthoredRetry {
     pub max_delay: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// What a step's failure does to the run: `"fail"` or `"continue"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnError {
     Fail,
     Continue,
 }
 
+/// By hand, not derived: serde's derived enum reaches `toml`'s enum
+/// reader, whose error for `on_error = 1` is "wanted string or table".
+impl<'de> Deserialize<'de> for OnError {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Choice;
+        impl serde::de::Visitor<'_> for Choice {
+            type Value = OnError;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#""fail" or "continue""#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OnError, E> {
+                match v {
+                    "fail" => Ok(OnError::Fail),
+                    "continue" => Ok(OnError::Continue),
+                    other => Err(E::unknown_variant(other, &["fail", "continue"])),
+                }
+            }
+        }
+        deserializer.deserialize_str(Choice)
+    }
+}
+
 /// The serde-read part of a step; `with` and `when` are [`Node`]s.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a step table")]
 pub struct StepFields {
     pub id: Spanned<String>,
     pub uses: Spanned<String>,
@@ -296,35 +342,94 @@ fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or(message).trim()
 }
 
-/// Deserialises one section with serde, turning its error into a diagnostic.
+/// Deserialises one section with serde, turning its errors into
+/// diagnostics. serde stops at a table's first bad key; so that one
+/// mistake does not hide the next, the key at fault is set aside and the
+/// rest read again, until no key is at fault (a key set aside is not then
+/// reported missing as well).
 fn read<T: for<'de> Deserialize<'de>>(
     value: Spanned<DeValue<'_>>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Spanned<T>> {
     let span = value.span();
-    match Spanned::<T>::deserialize(ValueDeserializer::from(value)) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            diags.push(serde_diagnostic(&e, span));
-            None
+    let mut value = value;
+    let mut set_aside: Vec<String> = Vec::new();
+    loop {
+        let error = match Spanned::<T>::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(v) if set_aside.is_empty() => return Some(v),
+            Ok(_) => return None,
+            Err(e) => e,
+        };
+        let missing_set_aside = first_line(error.message())
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .is_some_and(|(key, _)| set_aside.iter().any(|k| k == key));
+        if !missing_set_aside {
+            diags.push(serde_diagnostic(&error, span.clone()));
+        }
+        match set_aside_key_at(&mut value, error.span()) {
+            Some(key) => set_aside.push(key),
+            None => return None,
         }
     }
 }
 
+/// Removes from `value` (a table) the innermost entry, in it or in a
+/// table within it, whose key or value holds `at`, and names it; `None`
+/// when there is no such entry.
+fn set_aside_key_at(value: &mut Spanned<DeValue<'_>>, at: Option<Range<usize>>) -> Option<String> {
+    let at = at?;
+    let holds = |span: Range<usize>| span.start <= at.start && at.end <= span.end;
+    let DeValue::Table(table) = value.get_mut() else {
+        return None;
+    };
+    let (key, inner) = table
+        .iter_mut()
+        .find(|(k, v)| holds(k.span()) || holds(v.span()))?;
+    if !holds(key.span())
+        && matches!(inner.get_ref(), DeValue::Table(_))
+        && let Some(deeper) = set_aside_key_at(inner, Some(at.clone()))
+    {
+        return Some(deeper);
+    }
+    let key = key.clone();
+    table.remove(&key);
+    Some(key.into_inner().into_owned())
+}
+
 fn serde_diagnostic(e: &toml::de::Error, fallback: Range<usize>) -> Diagnostic {
-    let message = first_line(e.message()).to_string();
+    let message = plain_type_names(first_line(e.message()));
     let span = e.span().unwrap_or(fallback);
     if let Some(d) = unknown_field(&message, span.clone()) {
         return d;
     }
     let hint = if message.starts_with("missing field") {
         "add the missing key"
-    } else if message.starts_with("invalid type") {
+    } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
         "change the value to the expected type"
     } else {
         "see the flow format in the README"
     };
     Diagnostic::new(span, message).hint(hint)
+}
+
+/// serde's Rust type names ("expected u32") in words a flow's author knows.
+fn plain_type_names(message: &str) -> String {
+    const NAMES: &[(&str, &str)] = &[
+        ("expected i64", "expected a whole number"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ];
+    NAMES
+        .iter()
+        .find_map(|(rust, plain)| {
+            message
+                .strip_suffix(rust)
+                .map(|head| format!("{head}{plain}"))
+        })
+        .unwrap_or_else(|| message.to_string())
 }
 
 /// Keys a step takes, including those read by hand rather than by serde.
