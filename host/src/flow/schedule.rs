@@ -53,14 +53,17 @@ impl Schedule {
         // line is the reason.
         let parsed = cron::Schedule::from_str(&normalised).map_err(|e| {
             let text = e.to_string();
-            ScheduleError::Cron(
-                text.lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or(&text)
-                    .trim()
-                    .to_string(),
-            )
+            let reason = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or(&text)
+                .trim();
+            ScheduleError::Cron(match reason {
+                // No reason, only the caret under where parsing stopped.
+                "^" => stopped_at(&text),
+                _ => out_of_range(reason).unwrap_or_else(|| reason.to_string()),
+            })
         })?;
         let timezone = match timezone {
             Some(name) => {
@@ -95,6 +98,42 @@ pub enum ScheduleError {
     NumberedWeekday(String),
     #[error("`{0}` is not an IANA time zone")]
     Timezone(String),
+}
+
+/// The cron crate's "Hours must be less than 23. ('24' specified.)" (it
+/// means at most 23) as "hour 24 is out of range: use 0-23".
+fn out_of_range(reason: &str) -> Option<String> {
+    const UNITS: &[(&str, &str, &str)] = &[
+        ("Seconds", "second", "0-59"),
+        ("Minutes", "minute", "0-59"),
+        ("Hours", "hour", "0-23"),
+        ("Days of Month", "day of month", "1-31"),
+        ("Months", "month", "1-12 or names such as Jan"),
+        ("Years", "year", "1970-2100"),
+    ];
+    let (unit, rest) = reason.split_once(" must be ")?;
+    let (_, value) = rest.split_once("('")?;
+    let (value, _) = value.split_once('\'')?;
+    let (_, name, range) = UNITS.iter().find(|(crate_name, ..)| *crate_name == unit)?;
+    Some(format!("{name} {value} is out of range: use {range}"))
+}
+
+/// For the cron crate's error that is only the expression and a caret:
+/// the part of the expression from the caret on.
+fn stopped_at(text: &str) -> String {
+    let mut lines = text.lines();
+    let (Some(expression), Some(caret)) = (lines.next(), lines.next()) else {
+        return "it is not a valid cron expression".to_string();
+    };
+    let from = caret.find('^').unwrap_or(0);
+    match expression
+        .get(from..)
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
+        Some(rest) => format!("it is not valid from `{rest}` on"),
+        None => "it is not a valid cron expression".to_string(),
+    }
 }
 
 /// Day names in classic cron's order: index 0 (and 7) is Sunday.
@@ -221,6 +260,20 @@ mod tests {
 
     fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, h, min, 0).single().unwrap()
+    }
+
+    #[test]
+    fn a_value_out_of_range_names_the_field_and_its_range() {
+        for (cron, said) in [
+            ("60 0 * * * *", "second 60 is out of range: use 0-59"),
+            ("0 0 24 * * *", "hour 24 is out of range: use 0-23"),
+            ("0 0 0 0 * *", "day of month 0 is out of range: use 1-31"),
+            ("0 0 0 * 13 *", "month 13 is out of range: use 1-12"),
+            ("0 0 0 1 1 * 2200", "it is not valid from `2200` on"),
+        ] {
+            let error = Schedule::parse(cron, None).unwrap_err().to_string();
+            assert!(error.contains(said), "{cron}: {error}");
+        }
     }
 
     #[test]
