@@ -675,9 +675,17 @@ with = {{ action = "echo" }}
     let out = run(&[]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{said}");
+    // It says who holds the lease, and when it lapses should that holder
+    // have died without letting go.
     assert!(
         said.contains(
-            "flow `once` was not run: the previous run is still going on replica job-1 (run first)"
+            "flow `once` was not run: replica job-1 holds the flow's lease (run first) until 20"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "its run is still going, or it stopped without letting go and the lease lapses in"
         ),
         "{said}"
     );

@@ -76,6 +76,9 @@ pub enum Acquired {
     Held {
         replica: String,
         run_id: Option<String>,
+        /// When it lapses unless renewed (RFC 3339, UTC): a holder that
+        /// stopped without letting go holds it until then.
+        expires_at: String,
     },
 }
 

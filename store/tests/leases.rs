@@ -111,8 +111,19 @@ async fn a_lease_is_held_renewed_freed_and_numbered(db: Db) {
         .await
         .unwrap()
     {
-        Acquired::Held { replica, run_id } => {
-            assert_eq!((replica.as_str(), run_id.as_deref()), ("a", Some("r1")))
+        Acquired::Held {
+            replica,
+            run_id,
+            expires_at,
+        } => {
+            assert_eq!((replica.as_str(), run_id.as_deref()), ("a", Some("r1")));
+            // When it lapses unless renewed: a minute from its grant.
+            let lapses = chrono::DateTime::parse_from_rfc3339(&expires_at).unwrap();
+            let left = lapses.signed_duration_since(chrono::Utc::now());
+            assert!(
+                left > chrono::Duration::seconds(30) && left <= chrono::Duration::seconds(60),
+                "{expires_at}"
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -347,10 +347,7 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
             Err(busy) => {
                 eprintln!(
                     "error: {}",
-                    super::terminal::line(&format!(
-                        "flow `{}` was not run: {busy}; try again when it has finished",
-                        flow.name
-                    ))
+                    super::terminal::line(&format!("flow `{}` was not run: {busy}", flow.name))
                 );
                 return Ok(ExitCode::from(1));
             }

@@ -193,12 +193,11 @@ impl Replica {
                 }
                 fence
             }
-            Ok(Acquired::Held { replica, run_id }) => {
-                let run = run_id.map(|r| format!(" (run {r})")).unwrap_or_default();
-                return Err(Busy(format!(
-                    "the previous run is still going on replica {replica}{run}"
-                )));
-            }
+            Ok(Acquired::Held {
+                replica,
+                run_id,
+                expires_at,
+            }) => return Err(Busy(held_text(&replica, run_id.as_deref(), &expires_at))),
             Err(e) => return Err(Busy(format!("the flow's lease could not be taken ({e})"))),
         };
         let hold = Arc::new(Hold {
@@ -272,6 +271,26 @@ impl Replica {
                 }
             }
         })
+    }
+}
+
+/// Why a run cannot start while another holds the flow's lease. The
+/// holder may be a run still going, or one whose process died without
+/// letting go: the lease then lapses at its expiry, and the text says when.
+fn held_text(replica: &str, run_id: Option<&str>, expires_at: &str) -> String {
+    let run = run_id.map(|r| format!(" (run {r})")).unwrap_or_default();
+    let left = chrono::DateTime::parse_from_rfc3339(expires_at)
+        .ok()
+        .map(|at| {
+            at.signed_duration_since(chrono::Utc::now())
+                .num_seconds()
+                .max(1)
+        });
+    match left {
+        Some(secs) => format!(
+            "replica {replica} holds the flow's lease{run} until {expires_at}: its run is still going, or it stopped without letting go and the lease lapses in {secs} s"
+        ),
+        None => format!("replica {replica} holds the flow's lease{run}: its run is still going"),
     }
 }
 

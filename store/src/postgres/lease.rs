@@ -118,6 +118,7 @@ pub(crate) async fn acquire(
             return Ok(Acquired::Held {
                 replica: holder.clone(),
                 run_id: lease.run_id,
+                expires_at: timestamp(lease.expires_at),
             });
         }
         Some(_) => Some(settle_lapsed(tx, &grant.flow, &lease, &grant.replica, fence).await?),

@@ -101,6 +101,7 @@ pub(crate) fn acquire(
             return Ok(Acquired::Held {
                 replica: lease.holder.unwrap_or_default(),
                 run_id: lease.run_id,
+                expires_at: lease.expires_at,
             });
         }
         Some(lease) => {
