@@ -430,3 +430,25 @@ fn a_closed_stdout_is_not_a_panic() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `runs --limit 0` listed nothing and said no runs were recorded, which
+/// was not true of a data directory with runs; it is refused instead.
+#[test]
+fn runs_with_a_limit_of_zero_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["runs", "--limit", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("list at least one run"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

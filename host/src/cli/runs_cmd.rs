@@ -16,7 +16,7 @@ pub struct RunsArgs {
     #[arg(long)]
     pub flow: Option<String>,
     /// How many runs to list, newest first
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     pub limit: usize,
     /// Print JSON instead of a table
     #[arg(long)]
@@ -168,5 +168,15 @@ mod tests {
             assert!(elsewhere.path().exists());
         }
         assert!(!remove_run_folder(&data.path().join("runs/gone"), data.path()).unwrap());
+    }
+}
+
+/// `--limit 0` would list nothing and say "no runs recorded", which is not
+/// true: a limit is one run or more.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("list at least one run (the newest: --limit 1)".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number of runs")),
     }
 }

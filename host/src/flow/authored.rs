@@ -88,7 +88,8 @@ pub struct AuthoredSecret {
 pub struct AuthoredConnection {
     pub base_url: Spanned<String>,
     #[serde(default)]
-    pub headers: BTreeMap<String, Spanned<String>>,
+    /// Name → value; the name keeps its span, for errors about it.
+    pub headers: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     pub auth: Option<Spanned<AuthoredAuth>>,
     #[serde(default)]

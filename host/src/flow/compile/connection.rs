@@ -109,18 +109,21 @@ impl Compiler<'_, '_> {
         params: &BTreeMap<String, Value>,
     ) -> Vec<(String, LocatedTemplate)> {
         let mut headers = Vec::new();
-        for (header, value) in &c.headers {
+        for (name, value) in &c.headers {
+            let header = name.get_ref();
             if !http_rules::valid_header_name(header) {
                 self.error(
-                    value.span(),
-                    format!("`{header}` is not a valid header name"),
+                    name.span(),
+                    // Escaped: a name with a newline or a control
+                    // character would otherwise break the message's lines.
+                    format!("`{}` is not a valid header name", header.escape_debug()),
                     "header names are letters, digits and `-`",
                 );
                 continue;
             }
             if http_rules::is_reserved_header(header) {
                 self.error(
-                    value.span(),
+                    name.span(),
                     format!("header `{header}` is set by the host"),
                     "use `auth` for credentials",
                 );
