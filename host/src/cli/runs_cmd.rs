@@ -135,6 +135,16 @@ fn remove_run_folder(dir: &Path, data_dir: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// `--limit 0` would list nothing and say "no runs recorded", which is not
+/// true: a limit is one run or more.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("list at least one run (the newest: --limit 1)".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number of runs")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,15 +178,5 @@ mod tests {
             assert!(elsewhere.path().exists());
         }
         assert!(!remove_run_folder(&data.path().join("runs/gone"), data.path()).unwrap());
-    }
-}
-
-/// `--limit 0` would list nothing and say "no runs recorded", which is not
-/// true: a limit is one run or more.
-fn at_least_one(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("list at least one run (the newest: --limit 1)".to_string()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("`{text}` is not a whole number of runs")),
     }
 }
