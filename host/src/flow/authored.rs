@@ -98,7 +98,7 @@ pub struct AuthoredConnection {
     pub retry: Option<Spanned<AuthoredRetry>>,
     #[serde(default)]
     pub max_response_bytes: Option<Spanned<u64>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "duration_text")]
     pub request_timeout: Option<Spanned<String>>,
 }
 
@@ -158,9 +158,9 @@ pub struct AuthoredRateLimit {
 pub struct AuthoredRetry {
     #[serde(default)]
     pub max_attempts: Option<Spanned<u32>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "duration_text")]
     pub base_delay: Option<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "duration_text")]
     pub max_delay: Option<Spanned<String>>,
 }
 
@@ -193,6 +193,34 @@ impl<'de> Deserialize<'de> for OnError {
     }
 }
 
+/// A duration as written (`"30s"`, `"5m"`), read as a string by a reader
+/// whose error says so: `timeout = 5` gave "expected a string".
+fn duration_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Spanned<String>>, D::Error> {
+    struct Text(String);
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Duration;
+            impl serde::de::Visitor<'_> for Duration {
+                type Value = Text;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str(r#"a duration in quotes, such as "30s", "5m" or "2h""#)
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+            }
+            deserializer.deserialize_str(Duration)
+        }
+    }
+    let text = Option::<Spanned<Text>>::deserialize(deserializer)?;
+    Ok(text.map(|t| {
+        let span = t.span();
+        Spanned::new(span, t.into_inner().0)
+    }))
+}
+
 /// The serde-read part of a step; `with` and `when` are [`Node`]s.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a step table")]
@@ -211,7 +239,7 @@ pub struct StepFields {
     pub for_each_key: Option<Spanned<String>>,
     #[serde(default)]
     pub concurrency: Option<Spanned<i64>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "duration_text")]
     pub timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub on_error: Option<Spanned<OnError>>,
