@@ -51,6 +51,9 @@ pub struct AuthoredFlow {
     pub params: Vec<(Spanned<String>, Spanned<Node>)>,
     pub secrets: Vec<(Spanned<String>, Spanned<AuthoredSecret>)>,
     pub connections: Vec<(Spanned<String>, Spanned<AuthoredConnection>)>,
+    /// Connections declared but not readable (their problems are
+    /// reported): a step granted one is not also told it is undeclared.
+    pub unreadable_connections: Vec<String>,
     pub steps: Vec<Spanned<AuthoredStep>>,
     /// Span of the whole document, for problems that have no better place.
     pub document: Range<usize>,
@@ -330,8 +333,9 @@ pub fn parse(source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<Authore
             }
             "connections" => {
                 for (name, conn) in table_entries(value, "connections", diags).unwrap_or_default() {
-                    if let Some(conn) = read::<AuthoredConnection>(conn, diags) {
-                        flow.connections.push((name, conn));
+                    match read::<AuthoredConnection>(conn, diags) {
+                        Some(conn) => flow.connections.push((name, conn)),
+                        None => flow.unreadable_connections.push(name.into_inner()),
                     }
                 }
             }

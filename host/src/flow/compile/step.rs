@@ -32,6 +32,7 @@ impl Compiler<'_, '_> {
             .connections
             .iter()
             .map(|(n, _)| n.get_ref().as_str())
+            .chain(authored.unreadable_connections.iter().map(String::as_str))
             .collect();
         let all_ids: Vec<String> = authored
             .steps
