@@ -178,22 +178,34 @@ pub enum OnError {
 /// reader, whose error for `on_error = 1` is "wanted string or table".
 impl<'de> Deserialize<'de> for OnError {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Choice;
-        impl serde::de::Visitor<'_> for Choice {
-            type Value = OnError;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str(r#""fail" or "continue""#)
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OnError, E> {
-                match v {
-                    "fail" => Ok(OnError::Fail),
-                    "continue" => Ok(OnError::Continue),
-                    other => Err(E::unknown_variant(other, &["fail", "continue"])),
-                }
-            }
+        match string_expecting(deserializer, r#""fail" or "continue""#)?.as_str() {
+            "fail" => Ok(OnError::Fail),
+            "continue" => Ok(OnError::Continue),
+            other => Err(serde::de::Error::unknown_variant(
+                other,
+                &["fail", "continue"],
+            )),
         }
-        deserializer.deserialize_str(Choice)
     }
+}
+
+/// Reads a string; anything else is an error that says `expecting`
+/// rather than serde's "expected a string".
+fn string_expecting<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    expecting: &'static str,
+) -> Result<String, D::Error> {
+    struct Expecting(&'static str);
+    impl serde::de::Visitor<'_> for Expecting {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    deserializer.deserialize_str(Expecting(expecting))
 }
 
 /// A duration as written (`"30s"`, `"5m"`), read as a string by a reader
@@ -204,17 +216,11 @@ fn duration_text<'de, D: serde::Deserializer<'de>>(
     struct Text(String);
     impl<'de> Deserialize<'de> for Text {
         fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct Duration;
-            impl serde::de::Visitor<'_> for Duration {
-                type Value = Text;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str(r#"a duration in quotes, such as "30s", "5m" or "2h""#)
-                }
-                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
-                    Ok(Text(v.to_string()))
-                }
-            }
-            deserializer.deserialize_str(Duration)
+            string_expecting(
+                deserializer,
+                r#"a duration in quotes, such as "30s", "5m" or "2h""#,
+            )
+            .map(Text)
         }
     }
     let text = Option::<Spanned<Text>>::deserialize(deserializer)?;
