@@ -279,19 +279,21 @@ impl Replica {
 /// letting go: the lease then lapses at its expiry, and the text says when.
 fn held_text(replica: &str, run_id: Option<&str>, expires_at: &str) -> String {
     let run = run_id.map(|r| format!(" (run {r})")).unwrap_or_default();
-    let left = chrono::DateTime::parse_from_rfc3339(expires_at)
-        .ok()
-        .map(|at| {
-            at.signed_duration_since(chrono::Utc::now())
+    // The stores write RFC 3339; should a row hold something else, the
+    // time is still shown, only the seconds left are not.
+    let lapses = match chrono::DateTime::parse_from_rfc3339(expires_at) {
+        Ok(at) => {
+            let secs = at
+                .signed_duration_since(chrono::Utc::now())
                 .num_seconds()
-                .max(1)
-        });
-    match left {
-        Some(secs) => format!(
-            "replica {replica} holds the flow's lease{run} until {expires_at}: its run is still going, or it stopped without letting go and the lease lapses in {secs} s"
-        ),
-        None => format!("replica {replica} holds the flow's lease{run}: its run is still going"),
-    }
+                .max(1);
+            format!("the lease lapses in {secs} s")
+        }
+        Err(_) => "the lease lapses then".to_string(),
+    };
+    format!(
+        "replica {replica} holds the flow's lease{run} until {expires_at}: its run is still going, or it stopped without letting go and {lapses}"
+    )
 }
 
 fn took_over_text(t: &sluice_store::Takeover, me: &str) -> String {
@@ -331,4 +333,26 @@ fn unreachable_text(e: &StoreError, ttl: Duration) -> String {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_text;
+
+    #[test]
+    fn a_held_lease_never_claims_its_holder_is_alive() {
+        let soon = sluice_store::timestamp(chrono::Utc::now() + chrono::Duration::seconds(20));
+        let said = held_text("job-1", Some("r1"), &soon);
+        assert!(said.contains(&format!("(run r1) until {soon}")), "{said}");
+        assert!(
+            said.contains("or it stopped without letting go and the lease lapses in "),
+            "{said}"
+        );
+        // An expiry the stores did not write is still shown, not dropped.
+        let said = held_text("job-1", None, "someday");
+        assert_eq!(
+            said,
+            "replica job-1 holds the flow's lease until someday: its run is still going, or it stopped without letting go and the lease lapses then"
+        );
+    }
 }
