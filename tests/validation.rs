@@ -244,6 +244,56 @@ fn a_secret_in_the_wrong_variable_is_not_printed_with_its_error() {
     );
 }
 
+/// A secret too short to tell apart from ordinary text could not be kept
+/// out of output, so the flow is refused where the secret is declared,
+/// and the value is not printed.
+#[test]
+fn a_secret_too_short_to_redact_is_refused_where_it_is_declared() {
+    let short = "Zq7";
+    let flows = shipped_flows();
+    let validate_with_secret = |secret: &str| {
+        let mut env: Vec<(&str, &str)> = SHIPPED_ENV
+            .iter()
+            .filter(|(k, _)| *k != "PROCORE_CLIENT_SECRET")
+            .copied()
+            .collect();
+        env.push(("PROCORE_CLIENT_SECRET", secret));
+        sluice(
+            &flows,
+            &["validate", "--env", "procore-license-sync.toml"],
+            &env,
+        )
+    };
+    let (code, stdout, stderr) = validate_with_secret(short);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    let text = std::fs::read_to_string(flows.join("procore-license-sync.toml")).unwrap();
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("procore_client_secret"))
+        .unwrap();
+    assert!(
+        stderr.contains(&format!("procore-license-sync.toml:{line}:")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "secret `procore_client_secret` reads PROCORE_CLIENT_SECRET, whose value is shorter than 4 characters"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("set PROCORE_CLIENT_SECRET to the real credential"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains(short) && !stderr.contains(short),
+        "{stdout}{stderr}"
+    );
+    // Four characters are enough: the flow binds.
+    let (code, stdout, stderr) = validate_with_secret("Zq7w");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
 #[test]
 fn non_ascii_text_inside_references_validates() {
     let dir = tempfile::tempdir().unwrap();

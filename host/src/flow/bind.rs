@@ -19,7 +19,7 @@ use super::resolve::Scope;
 use super::source::Diagnostic;
 use super::template::{Part, Root, Template};
 use crate::http_rules;
-use crate::redact::Redactor;
+use crate::redact::{MIN_SECRET_LEN, Redactor};
 
 /// Binds `flow` to `env`; the problems go to `diags`.
 pub fn bind(flow: CompiledFlow, env: &dyn Environment, diags: &mut Vec<Diagnostic>) -> Flow {
@@ -122,9 +122,22 @@ impl Binder<'_> {
         let mut values = BTreeMap::new();
         for s in &flow.secrets {
             match self.env.var(&s.env) {
-                Some(v) if !v.is_empty() => {
+                Some(v) if v.len() >= MIN_SECRET_LEN => {
                     values.insert(s.name.clone(), v);
                 }
+                // Too short to tell apart from ordinary text, so it could
+                // not be kept out of output: refused rather than shown.
+                Some(v) if !v.is_empty() => self.error(
+                    s.span.clone(),
+                    format!(
+                        "secret `{}` reads {}, whose value is shorter than {MIN_SECRET_LEN} characters: too short to keep out of output and run history",
+                        s.name, s.env
+                    ),
+                    format!(
+                        "set {} to the real credential (a value this short would match ordinary text)",
+                        s.env
+                    ),
+                ),
                 found => self.error(
                     s.span.clone(),
                     format!(

@@ -88,8 +88,10 @@ impl Matcher {
 
 pub const REDACTED: &str = "[redacted]";
 
-/// Shorter values would redact ordinary words; no real credential is this short.
-const MIN_SECRET_LEN: usize = 4;
+/// Shorter values would redact ordinary words; no real credential is this
+/// short. A flow's own secrets are held to it when it is bound
+/// (`flow::bind`), so none of them goes unredacted.
+pub const MIN_SECRET_LEN: usize = 4;
 
 impl Redactor {
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
