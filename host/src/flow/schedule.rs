@@ -11,7 +11,9 @@
 //! cron, so its weekday numbers are read that way (`0 5 * * 1-5` is Monday
 //! to Friday) and handed to the crate as names. A six- or seven-field
 //! expression could be either, so numbers there are refused with a hint to
-//! write names (`Mon-Fri`), which mean the same everywhere.
+//! write names (`Mon-Fri`), which mean the same everywhere. Weeks run
+//! Sunday to Saturday in both, so a range that wraps (`Fri-Mon`, `5-1`) is
+//! refused with the two ranges it may have meant (`Fri-Sat,Sun-Mon`).
 
 use std::str::FromStr;
 
@@ -33,6 +35,7 @@ impl Schedule {
         let normalised = match fields.len() {
             5 => {
                 let mut fields = fields.clone();
+                check_named_ranges(fields[4])?;
                 let weekdays = classic_weekdays(fields[4])?;
                 fields[4] = &weekdays;
                 format!("0 {}", fields.join(" "))
@@ -41,6 +44,7 @@ impl Schedule {
                 if has_numbered_weekday(fields[5]) {
                     return Err(ScheduleError::NumberedWeekday(fields[5].to_string()));
                 }
+                check_named_ranges(fields[5])?;
                 cron_text.to_string()
             }
             n => {
@@ -196,6 +200,59 @@ fn has_numbered_weekday(field: &str) -> bool {
     })
 }
 
+/// Refuses a range of day names that wraps past Saturday (`Fri-Mon`),
+/// which the `cron` crate only calls an "invalid named range", with the
+/// words [`classic_weekdays`] has for a numbered one (`5-1`; `5-7` is
+/// Friday to Sunday there, so numbers are left to it).
+fn check_named_ranges(field: &str) -> Result<(), ScheduleError> {
+    for item in weekday_items(field) {
+        let Some((a, b)) = item.base.split_once('-') else {
+            continue;
+        };
+        if has_numbered_weekday(item.base) {
+            continue;
+        }
+        if let (Ok(from), Ok(to)) = (classic_day(a), classic_day(b))
+            && from > to
+        {
+            return Err(runs_backwards(&item));
+        }
+    }
+    Ok(())
+}
+
+/// A day-of-week range that runs backwards (`Fri-Mon`, `5-1`): weeks run
+/// Sunday to Saturday, so it is refused with the two ranges it may have
+/// meant, written the way the user wrote the days.
+fn runs_backwards(item: &WeekdayItem<'_>) -> ScheduleError {
+    let said = match item.step {
+        Some(step) => format!("{}/{step}", item.base),
+        None => item.base.to_string(),
+    };
+    let mut message =
+        format!("day-of-week range `{said}` runs backwards (weeks run Sunday to Saturday)");
+    if let (Some((a, b)), None) = (item.base.split_once('-'), item.step) {
+        let (saturday, sunday) = (
+            if has_numbered_weekday(a) { "6" } else { "Sat" },
+            if has_numbered_weekday(b) { "0" } else { "Sun" },
+        );
+        // A range that starts on Saturday or ends on Sunday is that one day.
+        let is = |day: &str, n: usize| classic_day(day).ok() == Some(n);
+        let to_saturday = if is(a, 6) {
+            a.to_string()
+        } else {
+            format!("{a}-{saturday}")
+        };
+        let from_sunday = if is(b, 0) {
+            b.to_string()
+        } else {
+            format!("{sunday}-{b}")
+        };
+        message.push_str(&format!(": write `{to_saturday},{from_sunday}`"));
+    }
+    ScheduleError::Cron(message)
+}
+
 /// A five-field (classic) day-of-week field in the `cron` crate's terms:
 /// unchanged when it has no day numbers, otherwise the days it means as a
 /// list of names.
@@ -235,10 +292,7 @@ fn classic_weekdays(field: &str) -> Result<String, ScheduleError> {
             },
         };
         if from > to {
-            return Err(ScheduleError::Cron(format!(
-                "day-of-week range `{}` runs backwards",
-                item.base
-            )));
+            return Err(runs_backwards(&item));
         }
         for day in (from..=to).step_by(step) {
             days[day % 7] = true;
@@ -393,6 +447,48 @@ mod tests {
                 "{ambiguous}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_range_past_saturday_says_how_to_write_it() {
+        for (cron, said) in [
+            (
+                "0 0 5 * * Fri-Mon",
+                "range `Fri-Mon` runs backwards (weeks run Sunday to Saturday): write `Fri-Sat,Sun-Mon`",
+            ),
+            (
+                "0 0 5 * * Mon,Sat-Tue",
+                "range `Sat-Tue` runs backwards (weeks run Sunday to Saturday): write `Sat,Sun-Tue`",
+            ),
+            ("0 0 5 * * friday-sunday 2027", "write `friday-Sat,sunday`"),
+            ("0 5 * * Fri-Mon", "write `Fri-Sat,Sun-Mon`"),
+            (
+                "0 5 * * 5-1",
+                "range `5-1` runs backwards (weeks run Sunday to Saturday): write `5-6,0-1`",
+            ),
+            ("0 5 * * 6-0", "write `6,0`"),
+            ("0 5 * * Fri-1", "write `Fri-Sat,0-1`"),
+        ] {
+            let error = Schedule::parse(cron, None).unwrap_err().to_string();
+            assert!(error.contains(said), "{cron}: {error}");
+        }
+        // With a step the two ranges would step differently: only the
+        // problem is said.
+        let error = Schedule::parse("0 5 * * 5-1/2", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.ends_with("range `5-1/2` runs backwards (weeks run Sunday to Saturday)"),
+            "{error}"
+        );
+        // What the advice says fires on the days meant.
+        assert_eq!(fires_on("0 0 5 * * Fri-Sat,Sun-Mon"), [0, 1, 5, 6]);
+        assert_eq!(fires_on("0 5 * * 5-6,0-1"), [0, 1, 5, 6]);
+        assert_eq!(
+            fires_on("0 5 * * 5-7"),
+            [0, 5, 6],
+            "7 ends a range on Sunday"
+        );
     }
 
     #[test]
