@@ -21,7 +21,7 @@ use crate::{MAX_PAGES, read_ok};
 
 /// A Procore id: a number as Procore sends it, or text as the environment
 /// gives it (`PROCORE_COMPANY_ID`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Id {
     /// A number.
@@ -42,6 +42,42 @@ impl Id {
     /// The id, unless it is empty text (an unset optional variable).
     pub fn present(self) -> Option<Id> {
         self.text().is_some().then_some(self)
+    }
+}
+
+/// Read by kind, not as an untagged enum: that would buffer the value and
+/// build an error for each variant it tries, and a create reads several ids.
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Id, D::Error> {
+        struct IdVisitor;
+
+        impl serde::de::Visitor<'_> for IdVisitor {
+            type Value = Id;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Procore id: a whole number from 0, or text")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Id, E> {
+                Ok(Id::Number(n))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Id, E> {
+                u64::try_from(n)
+                    .map(Id::Number)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Id, E> {
+                Ok(Id::Text(text.to_string()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Id, E> {
+                Ok(Id::Text(text))
+            }
+        }
+
+        deserializer.deserialize_any(IdVisitor)
     }
 }
 
@@ -421,6 +457,33 @@ mod tests {
         let id: Id = serde_json::from_str("\" 42 \"").unwrap();
         assert_eq!(id.text().as_deref(), Some("42"));
         assert_eq!(serde_json::from_str::<Id>("7").unwrap(), Id::Number(7));
+    }
+
+    #[test]
+    fn an_id_reads_from_text_and_from_a_value_and_refuses_other_kinds() {
+        let max = u64::MAX.to_string();
+        assert_eq!(
+            serde_json::from_str::<Id>(&max).unwrap(),
+            Id::Number(u64::MAX)
+        );
+        assert_eq!(
+            serde_json::from_value::<Id>(json!(12)).unwrap(),
+            Id::Number(12)
+        );
+        assert_eq!(
+            serde_json::from_value::<Id>(json!("12")).unwrap(),
+            Id::Text("12".into())
+        );
+        for wrong in ["-1", "1.5", "true", "null", "[1]", "{}"] {
+            let error = serde_json::from_str::<Id>(wrong).unwrap_err().to_string();
+            assert!(error.contains("a Procore id"), "{wrong}: {error}");
+        }
+        #[derive(Deserialize)]
+        struct Record {
+            id: Option<Id>,
+        }
+        let record: Record = serde_json::from_str(r#"{"id": null}"#).unwrap();
+        assert_eq!(record.id, None);
     }
 
     fn response(headers: &[(&str, &str)]) -> Response {
