@@ -232,9 +232,15 @@ async fn retry_after_is_honoured_before_the_next_request() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn budget_headers_slow_the_client_before_it_is_throttled() {
-    // A budget of 5 requests per whole-second window, enforced with 429s.
+/// A service that allows 5 requests per window of `window_secs` whole
+/// seconds, says so in Procore's `X-Rate-Limit-*` headers on every answer,
+/// and refuses the rest with a 429, which carries `Retry-After` only when
+/// `retry_after` (Procore documents none: the client is to read
+/// `X-Rate-Limit-Reset`). Returns the server and its count of 429s.
+async fn budget_server(
+    window_secs: u64,
+    retry_after: bool,
+) -> (TestServer, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let windows: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, usize>>> =
         Default::default();
     let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -247,25 +253,35 @@ async fn budget_headers_slow_the_client_before_it_is_throttled() {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
+        let window = now / window_secs;
+        let reset = (window + 1) * window_secs;
         let mut windows = w.lock().unwrap();
-        let used = windows.entry(now).or_default();
+        let used = windows.entry(window).or_default();
         let headers = |remaining: usize| {
             vec![
                 ("x-rate-limit-limit".to_string(), "5".to_string()),
                 ("x-rate-limit-remaining".to_string(), remaining.to_string()),
-                ("x-rate-limit-reset".to_string(), (now + 1).to_string()),
+                ("x-rate-limit-reset".to_string(), reset.to_string()),
             ]
         };
         if *used >= 5 {
             r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut h = headers(0);
-            h.push(("retry-after".into(), "1".into()));
+            if retry_after {
+                h.push(("retry-after".into(), (reset - now).to_string()));
+            }
             return (429, h, "Too Many Requests".into());
         }
         *used += 1;
         (200, headers(5 - *used), "{}".into())
     })
     .await;
+    (server, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_headers_slow_the_client_before_it_is_throttled() {
+    let (server, refused) = budget_server(1, true).await;
     let (outcome, events) = run_flow(&flow(&server, 12, "get", "", ""), false).await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
     assert_eq!(outcome.outputs["call"]["ok"], json!(12));
@@ -277,6 +293,33 @@ async fn budget_headers_slow_the_client_before_it_is_throttled() {
         "{refused} requests ran into a 429: {}",
         events.text()
     );
+}
+
+/// Procore's 429 need not carry `Retry-After` (its documentation names
+/// none): the budget headers say when the window resets, and every request
+/// waits for that, the refused one too, so that nothing but the first
+/// window's overshoot is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_without_retry_after_waits_for_the_budget_window_to_reset() {
+    let (server, refused) = budget_server(3, false).await;
+    let (outcome, events) = run_flow(&flow(&server, 12, "get", "", ""), false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    assert_eq!(outcome.outputs["call"]["ok"], json!(12));
+    let refused = refused.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        refused <= 1,
+        "{refused} requests ran into a 429: {}",
+        events.text()
+    );
+    // 12 requests at 5 a window span three windows: the client waited for
+    // two resets, not for a backoff.
+    let api: Vec<Seen> = server
+        .requests()
+        .into_iter()
+        .filter(|s| s.path != "/token")
+        .collect();
+    let spread = api.last().unwrap().at - api.first().unwrap().at;
+    assert!(spread >= Duration::from_secs(3), "{spread:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -257,16 +257,18 @@ async fn guarded(
     }
 }
 
-/// The Retry-After of a budget 429. Procore's says how long until its
-/// window resets, in whole seconds; Graph's follows the configured style,
-/// since Graph sends integers, fractions or nothing at all.
+/// The Retry-After of a budget 429. Procore documents none (a client is to
+/// read `X-Rate-Limit-Reset`), so with the `absent` style it sends none;
+/// otherwise it says how long until its window resets, in whole seconds.
+/// Graph's follows the configured style, since Graph sends integers,
+/// fractions or nothing at all.
 fn budget_retry_after(service: Service, style: RetryAfterStyle, wait: u64) -> Option<String> {
     match (service, style) {
+        (_, RetryAfterStyle::Absent) => None,
         (Service::Procore, _) | (Service::Graph, RetryAfterStyle::Integer) => {
             Some(wait.to_string())
         }
         (Service::Graph, RetryAfterStyle::Fractional) => Some(format!("{wait}.128")),
-        (Service::Graph, RetryAfterStyle::Absent) => None,
         (Service::Graph, RetryAfterStyle::HttpDate) => Some(httpdate::fmt_http_date(
             std::time::SystemTime::now() + Duration::from_secs(wait + 1),
         )),

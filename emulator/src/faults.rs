@@ -27,7 +27,7 @@ pub enum RetryAfterStyle {
     Integer,
     /// `Retry-After: 1.5` (Graph sends fractions)
     Fractional,
-    /// No Retry-After header at all.
+    /// No Retry-After header at all (on Graph's 429s and Procore's budget 429s).
     Absent,
     /// An HTTP date.
     HttpDate,

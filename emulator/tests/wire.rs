@@ -590,7 +590,12 @@ async fn procore_budget_is_enforced_with_plain_text_429s() {
             .unwrap()
             .starts_with("text/plain")
     );
-    assert!(r.headers().contains_key("retry-after"));
+    let secs: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&secs), "{secs}");
     assert_eq!(r.headers()["x-rate-limit-remaining"], "0");
     // Procore's rate-limiting guide gives this sentence for every 429.
     assert!(
@@ -599,6 +604,51 @@ async fn procore_budget_is_enforced_with_plain_text_429s() {
             .unwrap()
             .starts_with("You have surpassed the max number of requests for an hour.")
     );
+}
+
+/// Procore's rate-limiting guide names no `Retry-After`: a client is to read
+/// `X-Rate-Limit-Reset`. With the `absent` style its 429 carries only that.
+#[tokio::test]
+async fn a_procore_429_in_the_absent_style_says_when_only_by_its_reset() {
+    let env = start(EmulatorConfig {
+        procore_rate_limit: Some(1),
+        faults: Faults {
+            retry_after: RetryAfterStyle::Absent,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let token = env.procore_token().await;
+    let c = company(&env);
+    let mut throttled = None;
+    for _ in 0..3 {
+        let r = env
+            .procore(
+                &token,
+                reqwest::Method::GET,
+                &format!("companies/{c}/users"),
+                None,
+            )
+            .await;
+        if r.status() == 429 {
+            throttled = Some(r);
+            break;
+        }
+    }
+    let r = throttled.expect("a 429 past the budget");
+    assert!(!r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["x-rate-limit-remaining"], "0");
+    let reset: u64 = r.headers()["x-rate-limit-reset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(reset > now && reset <= now + 60, "{reset} against {now}");
 }
 
 #[tokio::test]
