@@ -3,7 +3,7 @@
 //! uses state across runs, sees the run context (dry run, item index and
 //! key), and returns each error kind; the built-ins describe themselves; a
 //! component built for 0.1 is refused with both versions named. The 0.2
-//! fixture is built against the archived 0.2.0 WIT: it runs on this 0.2.2
+//! fixture is built against the archived 0.2.0 WIT: it runs on this 0.2.3
 //! host unchanged. A list marked paged is read through the host in pages
 //! (tests/fixtures/paged); output lists handed over in pages are in
 //! tests/paged_output.rs.
@@ -361,7 +361,7 @@ async fn a_component_built_for_0_1_is_refused_naming_both_versions() {
     assert!(
         error.contains("step `old` cannot load component")
             && error.contains("built for the step contract sluice:flow@0.1.0")
-            && error.contains("this host speaks sluice:flow@0.2.2"),
+            && error.contains("this host speaks sluice:flow@0.2.3"),
         "{error}"
     );
     assert!(
@@ -1038,9 +1038,9 @@ on_sqlite_and_postgres!(
 
 /// The contract 0.2 fixture is built against `wit/archive/0.2.0`: every
 /// `sluice:flow` interface it imports is a 0.2.0 one, and this host
-/// (0.2.2) links and runs it (the other tests here run it throughout).
+/// (0.2.3) links and runs it (the other tests here run it throughout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_component_built_for_0_2_0_links_to_the_0_2_2_host() {
+async fn a_component_built_for_0_2_0_links_to_the_0_2_3_host() {
     let bytes = std::fs::read(fixture("contract-0-2")).unwrap();
     let engine = wasmtime::Engine::default();
     let component = wasmtime::component::Component::new(&engine, &bytes).unwrap();
@@ -1055,7 +1055,7 @@ async fn a_component_built_for_0_2_0_links_to_the_0_2_2_host() {
         "{ours:?}"
     );
     assert!(ours.iter().all(|n| n.ends_with("@0.2.0")), "{ours:?}");
-    assert_eq!(sluice::engine::contract::SPOKEN, "0.2.2");
+    assert_eq!(sluice::engine::contract::SPOKEN, "0.2.3");
 
     let dir = tempfile::tempdir().unwrap();
     let runner = runner(EngineConfig::default());

@@ -585,7 +585,7 @@ fn direct_call(
             started_at: "2025-01-01T00:00:00+00:00".into(),
             attempt: 1,
         },
-        state: sluice::state::CallState::new(state.clone(), "pool", None),
+        state: sluice::state::CallState::new(state.clone(), "pool", "run", None),
         paged: Default::default(),
         outputs: sluice::engine::OutputLists::none(cap),
     }

@@ -452,12 +452,12 @@ fn a_component_built_for_0_1_is_refused_at_its_uses_naming_both_versions() {
     let (code, stdout, stderr) = validate(dir.path(), "old.toml", &[]);
     assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
     let expected = "\
-error: component `old.wasm` cannot be used: it was built for the step contract sluice:flow@0.1.0, and this host speaks sluice:flow@0.2.2: rebuild it against sluice:flow@0.2.2 (the WIT in Sluice's wit/ folder, or the sluice-guest SDK)
+error: component `old.wasm` cannot be used: it was built for the step contract sluice:flow@0.1.0, and this host speaks sluice:flow@0.2.3: rebuild it against sluice:flow@0.2.3 (the WIT in Sluice's wit/ folder, or the sluice-guest SDK)
   --> old.toml:5:8
   |
 5 | uses = \"old.wasm\"
   |        ^^^^^^^^^^
-  = hint: `uses` takes a component built for the step contract sluice:flow@0.2.2 (wasm32-wasip2)
+  = hint: `uses` takes a component built for the step contract sluice:flow@0.2.3 (wasm32-wasip2)
 old.toml: 1 problem found; nothing was run
 ";
     assert_eq!(stderr, expected);

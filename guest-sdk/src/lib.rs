@@ -1,4 +1,4 @@
-//! The Rust SDK for Sluice step components (contract `sluice:flow@0.2.2`).
+//! The Rust SDK for Sluice step components (contract `sluice:flow@0.2.3`).
 //!
 //! A step is a function from a typed input to a typed output. The SDK
 //! reads the input from JSON, writes the output to JSON, derives both JSON

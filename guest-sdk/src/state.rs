@@ -2,7 +2,8 @@
 //!
 //! Scoped to the flow's name; keys are 1 to 512 bytes, values JSON of at
 //! most 256 KiB. Writes become durable when this call (the step, or this
-//! `for_each` item) succeeds, and never in a dry run, where they are seen
+//! `for_each` item) succeeds, or earlier with [`commit`], and never in a
+//! dry run, where they are seen
 //! by the rest of the run and then discarded. Two items writing different
 //! keys both land; the same key is last-writer-wins. Key per-item state by
 //! [`Context::item_key`](crate::Context::item_key).
@@ -71,6 +72,14 @@ pub fn set_json(key: &str, json: &str) -> Result<(), StepError> {
 /// Removes `key` when this call succeeds.
 pub fn delete(key: &str) -> Result<(), StepError> {
     wit::delete(key).map_err(to_step_error)
+}
+
+/// Makes this call's writes so far durable now, whatever the call does
+/// next (contract 0.2.3): write the record of a change made in another
+/// system and commit it before the next request, so a host that dies in
+/// between still knows. Does nothing durable in a dry run.
+pub fn commit() -> Result<(), StepError> {
+    wit::commit().map_err(to_step_error)
 }
 
 /// One page of entries whose keys start with `prefix`, after `start_after`.

@@ -56,7 +56,7 @@ pub fn call(step: &Arc<StepContext>, state: &Arc<dyn StateStore>) -> Call {
     Call {
         step: step.clone(),
         invocation: invocation(),
-        state: CallState::new(state.clone(), "bench", None),
+        state: CallState::new(state.clone(), "bench", "bench-run", None),
         paged: Default::default(),
         outputs: OutputLists::none(NO_CAP),
     }

@@ -1,7 +1,7 @@
-//! Host-side bindings of the `sluice:flow@0.2.2` step world.
+//! Host-side bindings of the `sluice:flow@0.2.3` step world.
 //!
-//! `connection.send` blocks on the network and `state.get`/`state.list`
-//! on the state store (SQLite): they are async, so a call waiting on them
+//! `connection.send` blocks on the network and `state.get`, `state.list`
+//! and `state.commit` on the state store (SQLite): they are async, so a call waiting on them
 //! never holds a worker thread. `send` is trappable (a sandbox violation
 //! ends the instance); the rest are synchronous and trappable too, so a
 //! host-side breach can end the call. `describe` is not part of the `step`
@@ -14,6 +14,7 @@ wasmtime::component::bindgen!({
         "sluice:flow/connection.send": async | trappable,
         "sluice:flow/state.get": async | trappable,
         "sluice:flow/state.list": async | trappable,
+        "sluice:flow/state.commit": async | trappable,
         default: trappable,
     },
     exports: { default: async },

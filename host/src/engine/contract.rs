@@ -9,7 +9,7 @@ use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
 /// The step contract this host speaks (the `wit/` package's version).
-pub const SPOKEN: &str = "0.2.2";
+pub const SPOKEN: &str = "0.2.3";
 const PACKAGE: &str = "sluice:flow";
 
 /// A component built for a version of the contract the host does not speak.

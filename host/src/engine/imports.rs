@@ -151,6 +151,11 @@ impl guest_state::Host for StepState {
             .map_err(refused))
     }
 
+    async fn commit(&mut self) -> StateResult<()> {
+        let call = self.call("state.commit")?;
+        Ok(call.state.commit().await.map_err(unavailable))
+    }
+
     async fn list(
         &mut self,
         prefix: String,

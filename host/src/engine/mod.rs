@@ -6,7 +6,7 @@
 //! digest. Running a step is `Store::new` + instantiate + call: nothing is
 //! linked or compiled on that path, and no state survives between calls.
 //!
-//! - [`bindings`]: the `sluice:flow@0.2.2` world, host side; [`imports`]
+//! - [`bindings`]: the `sluice:flow@0.2.3` world, host side; [`imports`]
 //!   serves its imports ([`instance`] is what each instance holds;
 //!   [`paged`] the lists a call reads in pages, [`paged_output`] those it
 //!   hands over in pages)

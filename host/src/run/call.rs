@@ -284,8 +284,13 @@ impl Caller {
         }
         let call = Call {
             step,
-            state: CallState::new(self.state.clone(), &invocation.flow, self.overlay.clone())
-                .after(self.queue.clone()),
+            state: CallState::new(
+                self.state.clone(),
+                &invocation.flow,
+                &invocation.run_id,
+                self.overlay.clone(),
+            )
+            .after(self.queue.clone()),
             invocation,
             paged: input.paged,
             outputs: OutputLists::new(self.lists.clone(), cap),

@@ -4,7 +4,8 @@
 //!
 //! Reads look in three layers, top first: the call's own writes, the dry
 //! run's [`Overlay`] (a dry run only), the store. A key deleted in an upper
-//! layer is absent whatever a lower one holds.
+//! layer is absent whatever a lower one holds. A call may commit its writes
+//! before it ends ([`CallState::commit`]); those stay whatever it returns.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -53,6 +54,8 @@ pub struct Page {
 pub struct CallState {
     store: Arc<dyn StateStore>,
     flow: String,
+    /// The run, named with what the call commits itself.
+    run: String,
     overlay: Option<Arc<Overlay>>,
     /// The step's items' writes not yet committed: a read waits for them.
     queued: Option<Arc<CommitQueue>>,
@@ -64,11 +67,17 @@ pub struct CallState {
 }
 
 impl CallState {
-    /// A call of `flow`'s step; `overlay` is the run's in a dry run.
-    pub fn new(store: Arc<dyn StateStore>, flow: &str, overlay: Option<Arc<Overlay>>) -> Self {
+    /// A call of `flow`'s step in `run`; `overlay` is the run's in a dry run.
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        flow: &str,
+        run: &str,
+        overlay: Option<Arc<Overlay>>,
+    ) -> Self {
         Self {
             store,
             flow: flow.to_string(),
+            run: run.to_string(),
             overlay,
             queued: None,
             writes: Writes::new(),
@@ -133,6 +142,27 @@ impl CallState {
         }
         self.held = held;
         self.writes.insert(key, value);
+        Ok(())
+    }
+
+    /// Makes the writes buffered so far durable now, in one transaction,
+    /// whatever the call returns later: the record of a change made in
+    /// another system, kept before the call's next request. In a dry run
+    /// (an overlay) nothing is stored and the writes stay buffered, as
+    /// they would have without the commit. When the store refuses, the
+    /// writes stay buffered too, for the call's end.
+    pub async fn commit(&mut self) -> Result<(), StoreError> {
+        if self.overlay.is_some() || self.writes.is_empty() {
+            return Ok(());
+        }
+        // Writes of the step's items queued before this one land first, so
+        // last-writer-wins still follows the order the writes were made.
+        self.settled().await;
+        // Copied: should the store refuse, they stay the call's.
+        let writes = super::batch(self.writes.clone());
+        self.store.apply(&self.flow, &self.run, writes).await?;
+        self.writes.clear();
+        self.held = 0;
         Ok(())
     }
 
@@ -223,12 +253,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_sees_its_own_writes_over_the_store() {
-        let mut call = CallState::new(store(&[("a", json!(1)), ("b", json!(2))]).await, "f", None);
+        let mut call = CallState::new(
+            store(&[("a", json!(1)), ("b", json!(2))]).await,
+            "f",
+            "r",
+            None,
+        );
         call.set("a".into(), Json::of(&json!(10))).unwrap();
         call.delete("b".into()).unwrap();
         assert_eq!(call.get("a").await.unwrap(), Some(Json::of(&json!(10))));
         assert_eq!(call.get("b").await.unwrap(), None);
-        let other_flow = CallState::new(store(&[("a", json!(1))]).await, "g", None);
+        let other_flow = CallState::new(store(&[("a", json!(1))]).await, "g", "r", None);
         assert_eq!(
             other_flow.get("a").await.unwrap(),
             None,
@@ -248,7 +283,7 @@ mod tests {
             ("k0".to_string(), None),
             ("k05".to_string(), Some(Json::of(&json!("o")))),
         ]));
-        let mut call = CallState::new(store(&stored).await, "f", Some(overlay));
+        let mut call = CallState::new(store(&stored).await, "f", "r", Some(overlay));
         call.delete("k1".into()).unwrap();
         call.delete("k2".into()).unwrap();
         call.set("k05".into(), Json::of(&json!("mine"))).unwrap();
@@ -269,7 +304,7 @@ mod tests {
     async fn a_call_writes_as_much_as_its_memory_limit_and_no_more() {
         let value = Json::of(&json!("0123456789"));
         let one = held_bytes("k00", Some(&value));
-        let mut call = CallState::new(store(&[]).await, "f", None).with_limit(10 * one);
+        let mut call = CallState::new(store(&[]).await, "f", "r", None).with_limit(10 * one);
         for i in 0..10 {
             call.set(format!("k{i:02}"), value.clone()).unwrap();
         }
@@ -290,7 +325,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_may_write_many_more_keys_than_ten_thousand() {
-        let mut call = CallState::new(store(&[]).await, "f", None);
+        let mut call = CallState::new(store(&[]).await, "f", "r", None);
         let record = json!({"procore_id": 123456, "origin": "adopted", "status": "active"});
         for i in 0..50_000 {
             call.set(format!("managed/person{i}@example.com"), Json::of(&record))
@@ -300,5 +335,45 @@ mod tests {
         assert!(call.held < 10 * 1024 * 1024, "{}", call.held);
         assert!(call.held * 20 < MAX_WRITE_BYTES_PER_CALL);
         assert_eq!(call.into_writes().len(), 50_000);
+    }
+
+    #[tokio::test]
+    async fn a_commit_keeps_the_writes_so_far_whatever_the_call_does_next() {
+        let store = store(&[("gone", json!(0))]).await;
+        let mut call = CallState::new(store.clone(), "f", "r", None);
+        call.set("done".into(), Json::of(&json!("deactivated")))
+            .unwrap();
+        call.delete("gone".into()).unwrap();
+        call.commit().await.unwrap();
+        assert_eq!(
+            store.get("f", "done").await.unwrap(),
+            Some(Json::of(&json!("deactivated")))
+        );
+        assert_eq!(store.get("f", "gone").await.unwrap(), None);
+        // Later writes are buffered again; a call that then fails leaves
+        // them out (its writes are dropped), and the committed ones stay.
+        call.set("later".into(), Json::of(&json!(1))).unwrap();
+        assert_eq!(
+            call.get("done").await.unwrap(),
+            Some(Json::of(&json!("deactivated")))
+        );
+        assert_eq!(call.into_writes().len(), 1);
+        assert_eq!(store.get("f", "later").await.unwrap(), None);
+        assert_eq!(
+            store.get("f", "done").await.unwrap(),
+            Some(Json::of(&json!("deactivated")))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_commit_stores_nothing_and_keeps_the_writes_buffered() {
+        let store = store(&[]).await;
+        let overlay = Arc::new(Overlay::default());
+        let mut call = CallState::new(store.clone(), "f", "r", Some(overlay));
+        call.set("done".into(), Json::of(&json!(1))).unwrap();
+        call.commit().await.unwrap();
+        assert_eq!(store.get("f", "done").await.unwrap(), None);
+        assert_eq!(call.get("done").await.unwrap(), Some(Json::of(&json!(1))));
+        assert_eq!(call.into_writes().len(), 1);
     }
 }
