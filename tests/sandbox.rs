@@ -645,7 +645,9 @@ async fn a_full_pool_serves_the_next_call_on_demand() {
     // The first call sleeps (in the host, on WASI's clock) holding the slot.
     let holder = tokio::spawn(call(r#"{"action":"sleep","ms":600000}"#));
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while engine.pool_stats().in_use == 0 {
+    // Counted once its instance is made (holding the slot alone is not
+    // enough: a call aborted while instantiating is never counted).
+    while engine.pool_stats().pooled == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the first call never took the slot"
