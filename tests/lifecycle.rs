@@ -15,7 +15,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::emulated::{Run, sluice, sluice_cmd};
+use common::emulated::{Run, flow_path, sluice, sluice_cmd};
 use serde_json::{Value, json};
 use sluice_emulator::faults::{FaultKind, Faults, TargetedFault};
 use sluice_emulator::scenario::ProjectUser;
@@ -809,4 +809,88 @@ async fn a_flow_with_approvals_does_not_run_when_its_history_cannot_be_opened() 
     // A dry run changes nothing, so it may go on unrecorded.
     let (dry, _) = t.run(&["--dry-run"]).await;
     assert_eq!(dry.code, 0, "{}\n{}", dry.stderr, tail(&dry.stdout));
+}
+
+/// A host killed while a deactivated person's project removal waits (here
+/// on a long `Retry-After`) has already kept that the flow deactivated
+/// them: when they hold a license again, the next run reactivates them.
+/// (Kept only at the item's end, the fact died with the host, and the
+/// returner stayed inactive for good as "inactive, not the flow's doing".)
+#[tokio::test]
+async fn a_deactivation_is_kept_even_when_the_host_dies_before_the_item_ends() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3]), (CY, &[E3])],
+        unlicensed: &[],
+        missing: &[],
+    })
+    .await;
+    t.run_ok(&[]).await;
+    t.leave_group(CY, E3);
+    let cy = t.id(CY);
+    let project = t.emu.snapshot().scenario.project_ids[0];
+    let company = t.emu.snapshot().scenario.company_id;
+    let removal = format!("/projects/{project}/users/{cy}/actions/remove");
+    t.emu.set_faults(Faults {
+        retry_after_secs: 600,
+        targeted: vec![TargetedFault {
+            method: "DELETE".into(),
+            path_suffix: removal.clone(),
+            body_contains: None,
+            at: Vec::new(),
+            fault: FaultKind::TooMany,
+        }],
+        ..Faults::default()
+    });
+    let flow = flow_path();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env_clear()
+        .args([
+            "run",
+            flow.to_str().unwrap(),
+            "--lease",
+            "1s",
+            "--param",
+            "max_unapproved_deactivations=10",
+        ])
+        .env("SLUICE_DATA_DIR", t.data.path())
+        .envs(t.env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    // The removal was refused with a 10-minute wait: the item is waiting.
+    let asked = std::time::Instant::now();
+    while !t
+        .emu
+        .snapshot()
+        .requests
+        .iter()
+        .any(|r| r.method == "DELETE" && r.path.ends_with(&removal))
+    {
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(60),
+            "no removal was sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().await.unwrap();
+    assert!(!t.active(CY), "the deactivation reached Procore");
+    t.emu.set_faults(Faults::default());
+    // The dead run's lease lapses; Cy holds a license again.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(t.emu.add_member(&t.groups[E3], t.graph_id(CY)));
+    let (run, requests) = t.run_ok(&[]).await;
+    assert_eq!(
+        run.output_of("diff")["returners"][0]["key"],
+        json!(CY),
+        "{}",
+        tail(&run.stdout)
+    );
+    assert!(
+        writes(&requests).contains(&format!(
+            "PATCH /rest/v1.0/companies/{company}/users/inactive/{cy} 200"
+        )),
+        "{:?}",
+        writes(&requests)
+    );
+    assert!(t.active(CY) && t.on_project(CY));
 }

@@ -20,9 +20,10 @@
 //!    that cannot be reached, is reported (`removed_from_project: failed`,
 //!    with the `problem`) rather than failing the item: the person *is*
 //!    deactivated, and that must be recorded.
-//! 3. The flow's record of the person (state `managed/<key>`) gets
-//!    `status: "deactivated"`, so a later run knows the flow deactivated
-//!    them (and may reactivate them when they hold a license again).
+//!    Before it, the flow's record of the person (state `managed/<key>`)
+//!    gets `status: "deactivated"` and is committed at once, so a later
+//!    run knows the flow deactivated them (and may reactivate them when
+//!    they hold a license again), even if the host dies during the removal.
 //!
 //! In a dry run nothing is sent or recorded, and the output says what would
 //! have been done. Output: [`Deactivated`] (`procore_id`, `deactivated`,
@@ -144,16 +145,20 @@ fn run(input: Input, context: &Context) -> Result<Deactivated, StepError> {
             out
         }
     };
-    if let Some(project) = &project {
-        remove_from_project(&mut out, project, &user);
-    }
     if out.deactivated {
+        // Kept before the project removal, which may wait long on a busy
+        // connection: a host that dies meanwhile must still know the flow
+        // deactivated them, or a returner would never get access back.
         mark_managed(
             &leaver.key,
             &leaver.procore_id,
             ManagedStatus::Deactivated,
             context.started_at(),
         )?;
+        sluice_guest::state::commit()?;
+    }
+    if let Some(project) = &project {
+        remove_from_project(&mut out, project, &user);
     }
     Ok(out)
 }

@@ -15,9 +15,10 @@
 //!    the same user, active, is `already_active` and counts as done; anyone
 //!    else, or nobody, fails the item as `not-found`. Any other non-2xx
 //!    fails the item with the step error its status means.
-//! 2. With a project: `POST projects/{project_id}/users/{id}/actions/add`,
+//! 2. The flow's record (state `managed/<key>`) gets `status: "active"`,
+//!    committed at once, so it holds even if the host dies after this.
+//! 3. With a project: `POST projects/{project_id}/users/{id}/actions/add`,
 //!    with the permission template when one is set, as for a new user.
-//! 3. The flow's record (state `managed/<key>`) gets `status: "active"`.
 //!
 //! In a dry run nothing is sent or recorded and the output says what would
 //! have been done. Output: [`Reactivated`].
@@ -131,6 +132,17 @@ fn run(input: Input, context: &Context) -> Result<Reactivated, StepError> {
             out
         }
     };
+    if out.reactivated {
+        // Kept before the project add, as the deactivation is kept before
+        // the removal: the record says what the flow last did to them.
+        mark_managed(
+            &returner.key,
+            &returner.procore_id,
+            ManagedStatus::Active,
+            context.started_at(),
+        )?;
+        sluice_guest::state::commit()?;
+    }
     if let Some(project) = &ids.project {
         let id = Id::Text(ids.user.clone());
         out.project = Some(procore::add_to_project(
@@ -139,14 +151,6 @@ fn run(input: Input, context: &Context) -> Result<Reactivated, StepError> {
             Some(&id),
             ids.template.as_deref(),
         ));
-    }
-    if out.reactivated {
-        mark_managed(
-            &returner.key,
-            &returner.procore_id,
-            ManagedStatus::Active,
-            context.started_at(),
-        )?;
     }
     Ok(out)
 }
