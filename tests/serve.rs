@@ -1159,6 +1159,9 @@ fn ctrl_c_stops_sluice_run_gracefully_and_its_history_is_complete() {
         stderr.contains("stopping: the running step finishes"),
         "{stderr}"
     );
+    // The last line says what the history says.
+    assert!(stderr.contains("✗ interrupted after"), "{stderr}");
+    assert!(!stderr.contains("failed after"), "{stderr}");
     let runs = history(data.path()).list_runs(None, 10).unwrap();
     assert_eq!(runs.len(), 1);
     assert_stopped_partway(data.path(), &runs[0]);

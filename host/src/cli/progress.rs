@@ -143,6 +143,10 @@ impl Progress {
                 status, duration, ..
             } => Some(match status {
                 Status::Succeeded => format!("✓ finished in {}", format_duration(*duration)),
+                // As the history records it: a stop asked for is no failure.
+                Status::Interrupted => {
+                    format!("✗ interrupted after {}", format_duration(*duration))
+                }
                 _ => format!("✗ failed after {}", format_duration(*duration)),
             }),
         }
