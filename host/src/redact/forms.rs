@@ -116,6 +116,45 @@ pub fn forms(secret: &str) -> Vec<String> {
     all
 }
 
+/// What a loose spelling of a secret stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The whole secret, changed (case, entities).
+    Whole,
+    /// Its first part: a match goes on over as much more of it as follows.
+    Head,
+    /// Its last part: a match goes back over as much more as precedes.
+    Tail,
+}
+
+/// Secrets shorter than this have no head and tail spellings: a third of
+/// a short secret is too few characters to leave out of a match.
+const MIN_PARTED_SECRET: usize = 18;
+
+/// Spellings of `secret` that are not encodings of it: what a service does
+/// to a value it echoes in its own words (upper or lower case), and what
+/// is left of one cut short or wrapped onto two lines (its first and last
+/// two thirds). Not in [`forms`]: they
+/// are searched separately, on what leaves the host, and a head or tail
+/// match is widened over the rest of the secret that is there.
+pub fn loose_forms(secret: &str) -> Vec<(String, Part)> {
+    let mut all: Vec<(String, Part)> = Vec::new();
+    let mut push = |form: String, part: Part| {
+        if form != secret && !all.iter().any(|(f, _)| *f == form) {
+            all.push((form, part));
+        }
+    };
+    push(secret.to_uppercase(), Part::Whole);
+    push(secret.to_lowercase(), Part::Whole);
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() >= MIN_PARTED_SECRET {
+        let part = chars.len().div_ceil(3) * 2;
+        push(chars[..part].iter().collect(), Part::Head);
+        push(chars[chars.len() - part..].iter().collect(), Part::Tail);
+    }
+    all
+}
+
 /// The secret as HTML text or an attribute value, `'` written as
 /// `apostrophe` (escapers differ: `&#x27;`, `&#39;`).
 fn html_escaped(secret: &str, apostrophe: &str) -> String {
@@ -313,5 +352,31 @@ mod tests {
         assert_eq!(base64_forms(b"abcd"), ["YWJjZA==", "YWJjZA=="]);
         // Nor a hex form.
         assert!(!forms("abcd").contains(&"61626364".to_string()));
+    }
+
+    #[test]
+    fn loose_forms_are_another_case_and_two_thirds_from_either_end() {
+        let loose = loose_forms("Zq8~Hx-4vN.pL2_rT7wK9mB3");
+        let of = |part: Part| -> Vec<&str> {
+            loose
+                .iter()
+                .filter(|(_, p)| *p == part)
+                .map(|(f, _)| f.as_str())
+                .collect()
+        };
+        assert_eq!(
+            of(Part::Whole),
+            ["ZQ8~HX-4VN.PL2_RT7WK9MB3", "zq8~hx-4vn.pl2_rt7wk9mb3"]
+        );
+        assert_eq!(of(Part::Head), ["Zq8~Hx-4vN.pL2_r"]);
+        assert_eq!(of(Part::Tail), ["vN.pL2_rT7wK9mB3"]);
+        // A short secret has no parts; one with nothing to change, no
+        // whole spellings either.
+        assert!(
+            loose_forms("abc-123")
+                .iter()
+                .all(|(_, p)| *p == Part::Whole)
+        );
+        assert!(loose_forms("0123456789").is_empty());
     }
 }

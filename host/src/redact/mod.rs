@@ -4,12 +4,16 @@
 //! values, credential-looking environment values), the connections add
 //! their own credentials and every access token they obtain. One
 //! [`Redactor`] knows them all, in every form listed in [`forms`] (plain,
-//! percent-, form- and JSON-encoded, base64), and is used twice:
+//! percent-, form- and JSON-encoded, base64) and the loose spellings of
+//! [`loose_forms`] (another case, a secret cut short or split over two
+//! lines), also where HTML numeric entities spell some of its characters,
+//! and is used twice:
 //! - on every response before a component sees it ([`Redactor::scrub`]), so
 //!   a service that echoes a credential cannot hand it to a component;
 //! - on every message that leaves the host — progress, logs, errors,
 //!   `--json` output, run history, report files ([`Redactor::redact`]).
 
+mod entities;
 mod forms;
 
 use std::borrow::Cow;
@@ -17,7 +21,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use aho_corasick::{AhoCorasick, MatchKind, packed};
 
-pub use forms::forms;
+pub use forms::{Part, forms, loose_forms};
 
 /// Shared, growing list of values that must never be shown.
 #[derive(Clone, Default)]
@@ -37,6 +41,104 @@ struct Known {
     secrets: Vec<String>,
     /// Every form of every secret; `None` while there are none.
     matcher: Option<Matcher>,
+    /// Every loose spelling of every secret, searched apart (so the forms
+    /// keep the packed search); `None` while there are none.
+    loose: Option<Loose>,
+}
+
+impl Known {
+    /// Where every form and loose spelling of every secret is in `bytes`.
+    fn spans(&self, matcher: &Matcher, bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+        let spans = matcher.spans(bytes);
+        match &self.loose {
+            Some(loose) => union(spans, loose.spans(bytes, &self.secrets)),
+            None => spans,
+        }
+    }
+}
+
+/// The loose spellings' search, and for each pattern, the secret it
+/// belongs to and which part of it it is.
+struct Loose {
+    matcher: Matcher,
+    parts: Vec<(usize, Part)>,
+}
+
+impl Loose {
+    fn new(secrets: &[String]) -> Option<Loose> {
+        let mut patterns = Vec::new();
+        let mut parts = Vec::new();
+        for (index, secret) in secrets.iter().enumerate() {
+            for (form, part) in loose_forms(secret) {
+                patterns.push(form);
+                parts.push((index, part));
+            }
+        }
+        let matcher = Matcher::new(&patterns)?;
+        Some(Loose { matcher, parts })
+    }
+
+    /// Where the loose spellings are found in `bytes`, a head widened over
+    /// the rest of its secret that follows it, a tail over what precedes.
+    fn spans(&self, bytes: &[u8], secrets: &[String]) -> Vec<std::ops::Range<usize>> {
+        let mut spans = Vec::new();
+        for (mut span, pattern) in self.matcher.matches(bytes) {
+            let (index, part) = self.parts[pattern];
+            let secret = secrets[index].as_bytes();
+            match part {
+                Part::Whole => {}
+                Part::Head => {
+                    let mut at = span.len();
+                    while span.end < bytes.len()
+                        && at < secret.len()
+                        && bytes[span.end] == secret[at]
+                    {
+                        span.end += 1;
+                        at += 1;
+                    }
+                    // A character is redacted whole or not at all.
+                    while span.end < bytes.len() && is_continuation(bytes[span.end]) {
+                        span.end -= 1;
+                    }
+                }
+                Part::Tail => {
+                    let mut at = secret.len() - span.len();
+                    while span.start > 0 && at > 0 && bytes[span.start - 1] == secret[at - 1] {
+                        span.start -= 1;
+                        at -= 1;
+                    }
+                    while span.start < span.end && is_continuation(bytes[span.start]) {
+                        span.start += 1;
+                    }
+                }
+            }
+            spans.push(span);
+        }
+        spans
+    }
+}
+
+/// A UTF-8 byte that continues a character.
+fn is_continuation(byte: u8) -> bool {
+    byte & 0xC0 == 0x80
+}
+
+/// `a` and `b` (each sorted, non-overlapping) as one such list, spans that
+/// overlap or touch joined.
+fn union(
+    a: Vec<std::ops::Range<usize>>,
+    b: Vec<std::ops::Range<usize>>,
+) -> Vec<std::ops::Range<usize>> {
+    let mut all: Vec<std::ops::Range<usize>> = a.into_iter().chain(b).collect();
+    all.sort_by_key(|span| (span.start, std::cmp::Reverse(span.end)));
+    let mut joined: Vec<std::ops::Range<usize>> = Vec::with_capacity(all.len());
+    for span in all {
+        match joined.last_mut() {
+            Some(last) if span.start <= last.end => last.end = last.end.max(span.end),
+            _ => joined.push(span),
+        }
+    }
+    joined
 }
 
 /// A search for every form of every secret, leftmost-longest (a secret
@@ -84,6 +186,20 @@ impl Matcher {
             }
         }
     }
+
+    /// [`Matcher::spans`], each with the index of the pattern found.
+    fn matches(&self, bytes: &[u8]) -> Vec<(std::ops::Range<usize>, usize)> {
+        match self {
+            Matcher::Packed(searcher) => searcher
+                .find_iter(bytes)
+                .map(|m| (m.range(), m.pattern().as_usize()))
+                .collect(),
+            Matcher::Automaton(automaton) => automaton
+                .find_iter(bytes)
+                .map(|m| (m.range(), m.pattern().as_usize()))
+                .collect(),
+        }
+    }
 }
 
 pub const REDACTED: &str = "[redacted]";
@@ -118,6 +234,7 @@ impl Redactor {
         known.secrets.push(secret);
         let patterns: Vec<String> = known.secrets.iter().flat_map(|s| forms(s)).collect();
         known.matcher = Matcher::new(&patterns);
+        known.loose = Loose::new(&known.secrets);
     }
 
     /// Removes every form of every secret from bytes; returns them and how
@@ -178,7 +295,14 @@ impl Scrubber<'_> {
         let Some(matcher) = &known.matcher else {
             return (Cow::Borrowed(bytes), 0);
         };
-        let spans = matcher.spans(bytes);
+        let mut spans = known.spans(matcher, bytes);
+        if let Some(decoded) = entities::Decoded::of(bytes) {
+            let found = known.spans(matcher, decoded.text());
+            spans = union(
+                spans,
+                found.into_iter().map(|s| decoded.source(s)).collect(),
+            );
+        }
         if spans.is_empty() {
             return (Cow::Borrowed(bytes), 0);
         }
@@ -327,5 +451,58 @@ mod tests {
         );
         let (same, none) = r.scrub(b"nothing here");
         assert!(matches!(same, Cow::Borrowed(_)) && none == 0);
+    }
+
+    /// What a service does to a value it echoes in its own words: another
+    /// case, symbols as HTML entities, the value cut short or wrapped onto
+    /// a second line. Each is removed, a cut or wrapped one as far as it
+    /// goes.
+    #[test]
+    fn a_secret_echoed_changed_cut_or_wrapped_is_removed() {
+        let secret = "Zq8~Hx-4vN.pL2_rT7wK9mB3Q8w8";
+        let r = Redactor::new([secret.to_string()]);
+        for (echoed, expected) in [
+            (
+                "INVALID TOKEN ZQ8~HX-4VN.PL2_RT7WK9MB3Q8W8",
+                "INVALID TOKEN [redacted]",
+            ),
+            ("token zq8~hx-4vn.pl2_rt7wk9mb3q8w8.", "token [redacted]."),
+            (
+                "<e>Zq8&#126;Hx&#x2D;4vN.pL2_rT7wK9mB3Q8w8</e>",
+                "<e>[redacted]</e>",
+            ),
+            (
+                "<e>ZQ8&#126;HX-4VN.PL2&#95;RT7WK9MB3Q8W8</e>",
+                "<e>[redacted]</e>",
+            ),
+            (
+                "token Zq8~Hx-4vN.pL2_rT7wK9m... truncated",
+                "token [redacted]... truncated",
+            ),
+            (
+                "token Zq8~Hx-4vN.pL2_rT7wK9mB3Q8w\nend",
+                "token [redacted]\nend",
+            ),
+            (
+                "wrapped: Zq8~H\nx-4vN.pL2_rT7wK9mB3Q8w8",
+                "wrapped: Zq8~H\n[redacted]",
+            ),
+            // A cut one next to the secret itself: one span.
+            (
+                "Zq8~Hx-4vN.pL2_rT7wK9mB3Q8w8Zq8~Hx-4vN.pL2_rT7wK9",
+                "[redacted]",
+            ),
+        ] {
+            assert_eq!(r.redact(echoed), expected, "{echoed}");
+        }
+        // Text that shares less than two thirds of it is left alone.
+        assert_eq!(
+            r.redact("Zq8~Hx-4vN.pL2 and rT7wK9mB3Q8w8"),
+            "Zq8~Hx-4vN.pL2 and rT7wK9mB3Q8w8"
+        );
+        // A multi-byte character is never cut.
+        let wide = "Zq8~Hx-4vN.pL2_rT7wK9mB3Q8w8é";
+        let r = Redactor::new([wide.to_string()]);
+        assert_eq!(r.redact("x Zq8~Hx-4vN.pL2_rT7wK9mB3Q8w8è"), "x [redacted]è");
     }
 }
