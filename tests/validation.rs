@@ -319,6 +319,51 @@ with = {{ subject = "${{env.SUBJECT:-License – Microsoft}}", nested = "é ${{e
     assert!(stdout.contains("flow `dash` is valid"), "{stdout}");
 }
 
+/// A flow whose `with.x` nests `levels` `${env.A:-…}` defaults.
+fn nested_defaults_flow(dir: &Path, levels: usize) {
+    let component = sluice_builtins::fixture("contract-0-2").expect("fixture contract-0-2");
+    let x = format!("{}x{}", "${env.A:-".repeat(levels), "}".repeat(levels));
+    std::fs::write(
+        dir.join("nested.toml"),
+        format!("name = \"nested\"\n[[step]]\nid = \"a\"\nuses = \"{component}\"\nwith = {{x=\"{x}\"}}\n"),
+    )
+    .unwrap();
+}
+
+/// Defaults nested thousands deep overflowed the stack and aborted the
+/// process (`sluice serve` with it); past the limit they are an error at
+/// the reference that goes too deep.
+#[test]
+fn defaults_nested_too_deep_are_refused_where_they_go_too_deep() {
+    let dir = tempfile::tempdir().unwrap();
+    nested_defaults_flow(dir.path(), 20_000);
+    let (code, stdout, stderr) = validate(dir.path(), "nested.toml", &[]);
+    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr:.2000}");
+    assert!(
+        !stderr.contains("overflow") && !stderr.contains("panicked"),
+        "{stderr:.2000}"
+    );
+    // `with = {x="` is 11 characters; each `${env.A:-` is 9, and the 33rd
+    // is the first refused.
+    assert!(
+        stderr.starts_with(
+            "error: `${env.A:-…}` nests defaults more than 32 levels deep\n  --> nested.toml:5:300\n"
+        ),
+        "{stderr:.2000}"
+    );
+    assert!(
+        stderr.contains("hint: nest at most 32 `${env.X:-…}` defaults inside one another"),
+        "{stderr:.2000}"
+    );
+    // 32 levels are allowed.
+    nested_defaults_flow(dir.path(), 32);
+    let (code, _, stderr) = validate(dir.path(), "nested.toml", &[]);
+    assert_eq!(code, 0, "{stderr:.2000}");
+    nested_defaults_flow(dir.path(), 33);
+    let (code, _, stderr) = validate(dir.path(), "nested.toml", &[]);
+    assert_eq!(code, 2, "{stderr:.2000}");
+}
+
 #[test]
 fn a_root_with_a_trailing_slash_does_not_double_the_base_path() {
     let builtins = sluice_builtins::names();

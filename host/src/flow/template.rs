@@ -52,6 +52,12 @@ pub const RUN_FIELDS: &[&str] = &[
     "approvals",
 ];
 
+/// How many `env` defaults may nest inside one another. Parsing, checking,
+/// binding and resolving all recurse once per level, so an unbounded depth
+/// would let one flow file overflow the stack of the whole process; real
+/// flows nest two or three.
+pub const MAX_DEFAULT_NESTING: usize = 32;
+
 /// A malformed reference, with its byte range inside the string.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateError {
@@ -62,7 +68,7 @@ pub struct TemplateError {
 
 impl Template {
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
-        parse_at(text, 0)
+        parse_at(text, 0, 0)
     }
 
     /// The reference, when the whole string is exactly one reference.
@@ -95,7 +101,8 @@ impl Template {
     }
 }
 
-fn parse_at(text: &str, base: usize) -> Result<Template, TemplateError> {
+/// `depth` is how many `env` defaults enclose `text`.
+fn parse_at(text: &str, base: usize, depth: usize) -> Result<Template, TemplateError> {
     let mut parts = Vec::new();
     let mut literal = String::new();
     // Positions move over ASCII markers (`$`, `{`, `}`) by bytes and over
@@ -118,7 +125,7 @@ fn parse_at(text: &str, base: usize) -> Result<Template, TemplateError> {
             }
             let inner = text.get(i + 2..close).unwrap_or("");
             let range = base + i..base + close + 1;
-            let reference = parse_reference(inner, base + i + 2, range.clone())?;
+            let reference = parse_reference(inner, base + i + 2, range.clone(), depth)?;
             parts.push(Part::Ref(reference, range));
             i = close + 1;
         } else {
@@ -170,6 +177,7 @@ fn parse_reference(
     inner: &str,
     base: usize,
     range: Range<usize>,
+    depth: usize,
 ) -> Result<Reference, TemplateError> {
     let err = |message: String, hint: &str| TemplateError {
         range: range.clone(),
@@ -262,9 +270,21 @@ fn parse_reference(
                 ));
             }
             let default = match default {
+                Some(_) if depth >= MAX_DEFAULT_NESTING => {
+                    return Err(err(
+                        format!(
+                            "`${{env.{name}:-…}}` nests defaults more than \
+                             {MAX_DEFAULT_NESTING} levels deep"
+                        ),
+                        &format!(
+                            "nest at most {MAX_DEFAULT_NESTING} `${{env.X:-…}}` defaults \
+                             inside one another"
+                        ),
+                    ));
+                }
                 Some(d) => {
                     let offset = base + inner.len() - d.len();
-                    Some(parse_at(d, offset)?)
+                    Some(parse_at(d, offset, depth + 1)?)
                 }
                 None => None,
             };
@@ -390,6 +410,20 @@ mod tests {
             panic!("expected env with default: {r:?}");
         };
         assert_eq!(d.parts, vec![Part::Literal("${x}".into())]);
+    }
+
+    #[test]
+    fn defaults_nest_at_most_the_limit() {
+        let nested =
+            |levels: usize| format!("{}x{}", "${env.A:-".repeat(levels), "}".repeat(levels));
+        let t = Template::parse(&nested(MAX_DEFAULT_NESTING)).unwrap();
+        assert_eq!(t.references().len(), MAX_DEFAULT_NESTING);
+        let e = Template::parse(&nested(MAX_DEFAULT_NESTING + 1)).unwrap_err();
+        assert!(e.message.contains("more than 32 levels"), "{e:?}");
+        assert_eq!(e.range.start, "${env.A:-".len() * MAX_DEFAULT_NESTING);
+        // Far deeper is the same error, not a stack overflow.
+        let e = Template::parse(&nested(100_000)).unwrap_err();
+        assert_eq!(e.range.start, "${env.A:-".len() * MAX_DEFAULT_NESTING);
     }
 
     /// Every string of up to four pieces drawn from awkward fragments
