@@ -294,6 +294,66 @@ fn a_secret_too_short_to_redact_is_refused_where_it_is_declared() {
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
 
+/// A secret read from a file often ends with a newline; as a bearer token
+/// it passed validation, then every request failed with a transport error
+/// naming nothing. It is refused where it is used, with its variable, and
+/// its value is never printed.
+#[test]
+fn a_secret_that_cannot_be_sent_in_its_header_is_refused_where_it_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("f.toml"),
+        r#"name = "echo"
+
+[secrets]
+k = { env = "ECHO_KEY" }
+
+[connections.echo]
+base_url = "https://example.com"
+auth.bearer = { token = "${secrets.k}" }
+headers = { X-Api-Key = "${secrets.k}", X-Other = "a-${env.OTHER}" }
+
+[[step]]
+id = "a"
+uses = "html-report"
+"#,
+    )
+    .unwrap();
+    let key = "Kx9-bearer-value-7Qz";
+    let with_newline = format!("{key}\n");
+    let env = [("ECHO_KEY", with_newline.as_str()), ("OTHER", "plain")];
+    let (code, stdout, stderr) = sluice(dir.path(), &["validate", "--env", "f.toml"], &env);
+    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stderr.contains("error: the bearer token contains a line break\n  --> f.toml:8:25\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: header `X-Api-Key` contains a line break\n  --> f.toml:9:25\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: remove CR/LF from the value; it is read from ECHO_KEY (secret `k`)"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains(key) && !stderr.contains(key), "{stderr}");
+    // A variable spliced into a header is named too.
+    let env = [("ECHO_KEY", key), ("OTHER", "caf\u{e9}")];
+    let (code, _, stderr) = sluice(dir.path(), &["validate", "--env", "f.toml"], &env);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: header `X-Other` has a value HTTP does not allow\n  --> f.toml:9:51\n"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("it is read from OTHER"), "{stderr}");
+    assert!(!stderr.contains(key), "{stderr}");
+    let env = [("ECHO_KEY", key), ("OTHER", "plain")];
+    let (code, _, stderr) = sluice(dir.path(), &["validate", "--env", "f.toml"], &env);
+    assert_eq!(code, 0, "{stderr}");
+}
+
 #[test]
 fn non_ascii_text_inside_references_validates() {
     let dir = tempfile::tempdir().unwrap();

@@ -164,18 +164,24 @@ pub fn base_url(text: &str) -> Result<Url, BaseUrlError> {
 /// Checks a static header value a connection sends: the message and hint
 /// of the problem, if any.
 pub fn header_value(name: &str, value: &str) -> Result<(), (String, &'static str)> {
+    match header_value_problem(value) {
+        Some((problem, hint)) => Err((format!("header `{name}` {problem}"), hint)),
+        None => Ok(()),
+    }
+}
+
+/// Why a text cannot be sent as a header value, and what to do about it;
+/// the text itself is not quoted, since it may be a credential.
+pub fn header_value_problem(value: &str) -> Option<(&'static str, &'static str)> {
     if value.contains(['\r', '\n']) {
-        Err((
-            format!("header `{name}` contains a line break"),
-            "remove CR/LF from the value",
-        ))
+        Some(("contains a line break", "remove CR/LF from the value"))
     } else if !valid_header_value(value) {
-        Err((
-            format!("header `{name}` has a value HTTP does not allow"),
+        Some((
+            "has a value HTTP does not allow",
             "header values are printable ASCII: no accented letters, dashes other than `-`, or control characters",
         ))
     } else {
-        Ok(())
+        None
     }
 }
 

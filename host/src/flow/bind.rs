@@ -3,8 +3,8 @@
 //! Reads only the variables the flow names: each declared secret's source,
 //! and each `${env.…}`. A variable needed without a default and not set is
 //! reported where it is written, as is a secret whose variable is unset or
-//! empty. Connections are resolved (URLs and headers checked again with
-//! their real values), and every `${env.…}` in a step is replaced by its
+//! empty. Connections are resolved (URLs, headers and the bearer token
+//! checked again with their real values), and every `${env.…}` in a step is replaced by its
 //! value, so the bound [`Flow`] keeps no copy of the environment.
 
 use std::collections::BTreeMap;
@@ -27,6 +27,11 @@ pub fn bind(flow: CompiledFlow, env: &dyn Environment, diags: &mut Vec<Diagnosti
         env,
         diags,
         redactor: Redactor::default(),
+        secret_vars: flow
+            .secrets
+            .iter()
+            .map(|s| (s.name.clone(), s.env.clone()))
+            .collect(),
     };
     b.check_env_uses(&flow);
     let secrets = b.secrets(&flow);
@@ -67,6 +72,8 @@ struct Binder<'a> {
     /// (an invalid URL), and a secret pasted into the wrong variable must
     /// not be printed with it.
     redactor: Redactor,
+    /// Each declared secret's variable, to name where a bad value came from.
+    secret_vars: BTreeMap<String, String>,
 }
 
 impl Binder<'_> {
@@ -165,8 +172,7 @@ impl Binder<'_> {
             let Some(text) = self.text(value, scope) else {
                 continue;
             };
-            if let Err((message, hint)) = http_rules::header_value(name, &text) {
-                self.error(value.token.clone(), message, hint);
+            if !self.sendable_in_header(&format!("header `{name}`"), value, &text) {
                 continue;
             }
             if has_secret(&value.template) {
@@ -190,7 +196,13 @@ impl Binder<'_> {
     fn auth(&mut self, auth: &CompiledAuth, scope: &Scope<'_>) -> Option<Auth> {
         Some(match auth {
             CompiledAuth::None => Auth::None,
-            CompiledAuth::Bearer(token) => Auth::Bearer(Secret::new(self.text(token, scope)?)),
+            CompiledAuth::Bearer(at) => {
+                let token = self.text(at, scope)?;
+                if !self.sendable_in_header("the bearer token", at, &format!("Bearer {token}")) {
+                    return None;
+                }
+                Auth::Bearer(Secret::new(token))
+            }
             CompiledAuth::OAuth2ClientCredentials {
                 token_url,
                 client_id,
@@ -228,6 +240,37 @@ impl Binder<'_> {
                 None
             }
         }
+    }
+
+    /// Whether `text`, what `at` reads, can be sent in a header (`what`
+    /// names it). A bad value usually comes from the environment (a
+    /// trailing newline from a file), so its variables are named; the
+    /// value never is, as it may be a credential.
+    fn sendable_in_header(&mut self, what: &str, at: &LocatedTemplate, text: &str) -> bool {
+        let Some((problem, hint)) = http_rules::header_value_problem(text) else {
+            return true;
+        };
+        let mut sources: Vec<String> = at
+            .template
+            .references()
+            .iter()
+            .filter_map(|(r, _)| match &r.root {
+                Root::Secret(name) => Some(match self.secret_vars.get(name) {
+                    Some(var) => format!("{var} (secret `{name}`)"),
+                    None => format!("secret `{name}`"),
+                }),
+                Root::Env { name, .. } if self.env.var(name).is_some() => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        sources.dedup();
+        let hint = if sources.is_empty() {
+            hint.to_string()
+        } else {
+            format!("{hint}; it is read from {}", sources.join(" and "))
+        };
+        self.error(at.token.clone(), format!("{what} {problem}"), hint);
+        false
     }
 
     /// The text of a setting; a missing variable was reported already.
