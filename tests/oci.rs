@@ -376,3 +376,51 @@ async fn a_registry_login_comes_from_the_environment_or_the_docker_config_and_is
     let found = common::secrets::secrets_found(&places, &[PASSWORD.into(), WRONG.into()]);
     assert!(found.is_empty(), "leaked: {found:#?}");
 }
+
+/// A registry whose server error echoes the credentials it was sent (seen
+/// in the wild): the error is shown, the password and the Basic header's
+/// base64 are not. A stub: Distribution never echoes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_error_that_echoes_the_credentials_does_not_show_them() {
+    const USER: &str = "bob";
+    const PASSWORD: &str = "RegPassw0rd-Secret!xyz";
+    let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+        let Some(basic) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+            let challenge = [("www-authenticate", "Basic realm=\"stub\"")];
+            return (StatusCode::UNAUTHORIZED, challenge).into_response();
+        };
+        let message = format!("denied for credentials {USER}:{PASSWORD} ({basic})");
+        let body = serde_json::json!({"errors": [{"code": "DENIED", "message": message}]});
+        (StatusCode::INTERNAL_SERVER_ERROR, body.to_string()).into_response()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let flow = flow_using(dir.path(), &format!("oci://{host}/sluice/compare:1.0"));
+    let env = [
+        ("SLUICE_REGISTRY_USERNAME".to_string(), USER.to_string()),
+        ("SLUICE_REGISTRY_PASSWORD".to_string(), PASSWORD.to_string()),
+    ];
+    let flow_arg = flow.to_str().unwrap();
+    let pull = sluice_cmd(&env, data.path(), &["components", "pull", flow_arg]).await;
+    let validate = sluice_cmd(&env, data.path(), &["validate", flow_arg]).await;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    for run in [&pull, &validate] {
+        assert_ne!(run.code, 0, "{}", run.stderr);
+        assert!(run.stderr.contains("code: 500"), "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("denied for credentials [redacted] (Basic [redacted])"),
+            "{}",
+            run.stderr
+        );
+        for shown in [&run.stdout, &run.stderr] {
+            assert!(!shown.contains(PASSWORD), "{shown}");
+            assert!(!shown.contains(&basic), "{shown}");
+        }
+    }
+}

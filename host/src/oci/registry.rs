@@ -18,6 +18,7 @@ use oci_client::{Client, Reference};
 use super::cache::sha256;
 use super::manifest::{self, ManifestError};
 use super::reference::is_loopback;
+use crate::redact::Redactor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -96,6 +97,9 @@ pub struct Registry {
     auth: RegistryAuth,
     source: CredentialSource,
     registry: String,
+    /// The password, and `user:password` (whose base64 is the Basic
+    /// header): a registry's error text may echo either, and it is shown.
+    redactor: Redactor,
 }
 
 impl Registry {
@@ -112,11 +116,17 @@ impl Registry {
             ..ClientConfig::default()
         });
         let (auth, source) = credentials(registry);
+        let redactor = Redactor::default();
+        if let RegistryAuth::Basic(user, password) = &auth {
+            redactor.add(password.clone());
+            redactor.add(format!("{user}:{password}"));
+        }
         Registry {
             client,
             auth,
             source,
             registry: registry.to_string(),
+            redactor,
         }
     }
 
@@ -129,7 +139,7 @@ impl Registry {
         }
         RegistryError::Request {
             registry: self.registry.clone(),
-            reason: e.to_string(),
+            reason: self.redactor.redact(&e.to_string()),
         }
     }
 
@@ -162,11 +172,17 @@ impl Registry {
                 expected: digest.to_string(),
             });
         }
-        let layer =
-            manifest::wasm_layer(&manifest_bytes).map_err(|source| RegistryError::Manifest {
+        let layer = manifest::wasm_layer(&manifest_bytes).map_err(|source| {
+            // A manifest that does not parse is quoted in part.
+            let source = match source {
+                ManifestError::Invalid(why) => ManifestError::Invalid(self.redactor.redact(&why)),
+                other => other,
+            };
+            RegistryError::Manifest {
                 reference: at.whole(),
                 source,
-            })?;
+            }
+        })?;
         let mut wasm = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0));
         self.client
             .pull_blob(&at, &layer, &mut wasm)
