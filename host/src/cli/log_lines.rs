@@ -4,6 +4,13 @@
 //! `run_id`, `step`, `error`, `message`, and the event's other fields
 //! (`file`, `at`, `next_run`, `status`…) as they were recorded. A field
 //! an event does not have is left out, never written as null.
+//!
+//! A text entry's first line is its message with every line break and
+//! control character escaped: the message quotes step errors, component
+//! logs and flow names, and a raw newline in one would forge a log line.
+//! An event's `detail` (a flow file's diagnostics) follows on lines of
+//! its own, each indented, so that only an entry's first line starts at
+//! the margin.
 
 use std::fmt;
 use std::io::Write;
@@ -25,8 +32,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Writes each event as one line (a text entry may span lines: a flow
-/// file's diagnostics) to its writer.
+/// Writes each event as one line (a text entry's detail adds indented
+/// lines) to its writer.
 pub struct LineLayer {
     format: LogFormat,
     out: Mutex<Box<dyn Write + Send>>,
@@ -75,7 +82,7 @@ impl<S: Subscriber> Layer<S> for LineLayer {
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let level = event.metadata().level().as_str();
         let line = match self.format {
-            LogFormat::Text => text_line(&time, level, &fields.message),
+            LogFormat::Text => text_line(&time, level, &fields.message, fields.detail.as_deref()),
             LogFormat::Json => json_line(time, level, fields),
         };
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
@@ -83,9 +90,17 @@ impl<S: Subscriber> Layer<S> for LineLayer {
     }
 }
 
-fn text_line(time: &str, level: &str, message: &str) -> String {
-    // Diagnostics span lines; everything else in them is escaped.
-    format!("{time} {level:<5} {}", super::terminal::lines(message))
+fn text_line(time: &str, level: &str, message: &str, detail: Option<&str>) -> String {
+    let mut text = format!("{time} {level:<5} {}", super::terminal::line(message));
+    for line in detail
+        .unwrap_or_default()
+        .trim_end_matches('\n')
+        .split_terminator('\n')
+    {
+        text.push_str("\n    ");
+        text.push_str(&super::terminal::line(line));
+    }
+    text
 }
 
 fn json_line(time: String, level: &str, fields: Fields) -> String {
@@ -93,7 +108,12 @@ fn json_line(time: String, level: &str, fields: Fields) -> String {
     object.insert("time".into(), Value::String(time));
     object.insert("level".into(), Value::String(level.to_string()));
     object.extend(fields.named);
-    object.insert("message".into(), Value::String(fields.message));
+    // A JSON line cannot be forged: the detail stays in the message.
+    let message = match fields.detail {
+        Some(detail) => format!("{}\n{detail}", fields.message),
+        None => fields.message,
+    };
+    object.insert("message".into(), Value::String(message));
     let line = Value::Object(object).to_string();
     super::terminal::json(&line).into_owned()
 }
@@ -103,6 +123,7 @@ fn json_line(time: String, level: &str, fields: Fields) -> String {
 #[derive(Default)]
 struct Fields {
     message: String,
+    detail: Option<String>,
     named: Map<String, Value>,
 }
 
@@ -116,6 +137,8 @@ impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.message = value.to_string();
+        } else if field.name() == "detail" {
+            self.detail = Some(value.to_string());
         } else {
             self.put(field, Value::String(value.to_string()));
         }
@@ -213,12 +236,60 @@ mod tests {
     #[test]
     fn text_lines_are_time_level_and_message_made_inert() {
         let lines = written(LogFormat::Text, || {
-            tracing::error!(event = "x", flow = "sync", "first\nsecond \u{1b}[2K");
+            tracing::error!(event = "x", flow = "sync", "first\r\nsecond \u{1b}[2K");
         });
-        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines.len(), 1, "{lines:?}");
         let (time, rest) = lines[0].split_once(' ').unwrap();
         assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{time}");
-        assert_eq!(rest, "ERROR first");
-        assert_eq!(lines[1], "second \\u{1b}[2K");
+        assert_eq!(rest, "ERROR first\\r\\nsecond \\u{1b}[2K");
+    }
+
+    /// A step's error quoting a log line of its own made a standalone,
+    /// forged line in the text log.
+    #[test]
+    fn a_failed_step_cannot_forge_a_text_log_line() {
+        let forged = "2026-12-04T15:00:00.000Z INFO  payroll run r9 finished";
+        let log = super::super::serve_log::RunLog::new("sync", "r1");
+        let entry = log
+            .entry(&crate::run::RunEvent::StepFinished {
+                step: "pay".into(),
+                component: "payroll".into(),
+                status: crate::run::Status::Failed,
+                output: None,
+                error: Some(format!("bad input\n{forged}\rx")),
+                duration: std::time::Duration::from_secs(1),
+                connections: Default::default(),
+                attempts: None,
+                memory: None,
+            })
+            .unwrap();
+        let lines = written(LogFormat::Text, || super::super::serve_log::log(entry));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].ends_with(&format!(": bad input\\n{forged}\\rx")),
+            "{lines:?}"
+        );
+    }
+
+    /// A flow file's diagnostics keep their lines, each indented under
+    /// the entry, with what they quote escaped.
+    #[test]
+    fn detail_lines_are_indented_under_their_entry() {
+        let lines = written(LogFormat::Text, || {
+            tracing::warn!(
+                detail = "error: bad\r\n  --> f.toml:1:1\n",
+                "f.toml is skipped:"
+            );
+        });
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].ends_with("WARN  f.toml is skipped:"), "{lines:?}");
+        assert_eq!(lines[1], "    error: bad\\r");
+        assert_eq!(lines[2], "      --> f.toml:1:1");
+        let lines = written(LogFormat::Json, || {
+            tracing::warn!(detail = "error: bad", "f.toml is skipped:");
+        });
+        let line: Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(line["message"], "f.toml is skipped:\nerror: bad");
+        assert!(line.get("detail").is_none(), "{line}");
     }
 }

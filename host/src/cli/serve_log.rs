@@ -28,6 +28,9 @@ pub struct Entry {
     pub at: Option<String>,
     pub next_run: Option<String>,
     pub status: Option<&'static str>,
+    /// Text Sluice laid out over several lines (a flow file's
+    /// diagnostics), written under the message, which stays one line.
+    pub detail: Option<String>,
 }
 
 impl Entry {
@@ -45,6 +48,7 @@ impl Entry {
             at: None,
             next_run: None,
             status: None,
+            detail: None,
         }
     }
 }
@@ -70,6 +74,7 @@ pub fn log(e: Entry) {
                 at = e.at.as_deref(),
                 next_run = e.next_run.as_deref(),
                 error = e.error.as_deref(),
+                detail = e.detail.as_deref(),
                 "{}",
                 e.message
             )
@@ -213,9 +218,10 @@ fn file_entry(event: &ServeEvent, base: Entry) -> Entry {
         },
         ServeEvent::FlowRejected { file, error } => Entry {
             level: Level::WARN,
-            message: format!("{} is skipped:\n{error}", file.display()),
+            message: format!("{} is skipped:", file.display()),
             file: Some(file.display().to_string()),
             error: Some(error.clone()),
+            detail: Some(error.clone()),
             ..base
         },
         ServeEvent::FlowNotScheduled { file, flow } => Entry {
@@ -244,12 +250,13 @@ fn file_entry(event: &ServeEvent, base: Entry) -> Entry {
         ServeEvent::ReloadRejected { file, flow, error } => Entry {
             level: Level::WARN,
             message: format!(
-                "{} changed but the new version is refused; keeping the previous version:\n{error}",
+                "{} changed but the new version is refused; keeping the previous version:",
                 file.display()
             ),
             flow: Some(flow.clone()),
             file: Some(file.display().to_string()),
             error: Some(error.clone()),
+            detail: Some(error.clone()),
             ..base
         },
         ServeEvent::FlowRetired {
