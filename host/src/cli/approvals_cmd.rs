@@ -279,18 +279,19 @@ pub fn plans_table(plans: &[PlanSummary], all: bool) -> String {
     );
     for p in plans {
         let c = &p.counts;
+        // Each cell escaped: a line break in a flow name would split the row.
         let line = format!(
             "{:<10} {:<24} {:<14} {:<7} {:>7} {:>8} {:>8} {:>5}  {:<19}  {}",
-            p.id,
-            p.flow,
-            p.step,
+            terminal::line(&p.id),
+            terminal::line(&p.flow),
+            terminal::line(&p.step),
             p.status,
             c.pending,
             c.approved,
             c.rejected,
             c.done,
             local_time(&p.updated_at),
-            p.reason
+            terminal::line(&p.reason)
         );
         let _ = writeln!(out, "{}", line.trim_end());
     }
@@ -306,12 +307,25 @@ pub fn plans_table(plans: &[PlanSummary], all: bool) -> String {
 
 /// One plan and its items, for `sluice approvals show`.
 pub fn plan_text(d: &PlanDetail) -> String {
+    use terminal::line as cell;
     let p = &d.plan;
     let mut out = String::new();
-    let _ = writeln!(out, "Plan {}  {}", p.id, p.status.as_str().to_uppercase());
-    let _ = writeln!(out, "  flow      {} ({})", p.flow, p.flow_file);
-    let _ = writeln!(out, "  step      {}", p.step);
-    let _ = writeln!(out, "  why       {}", p.reason);
+    // Every value recorded from a run is escaped, so that each stays on
+    // its line of the text.
+    let _ = writeln!(
+        out,
+        "Plan {}  {}",
+        cell(&p.id),
+        p.status.as_str().to_uppercase()
+    );
+    let _ = writeln!(
+        out,
+        "  flow      {} ({})",
+        cell(&p.flow),
+        cell(&p.flow_file)
+    );
+    let _ = writeln!(out, "  step      {}", cell(&p.step));
+    let _ = writeln!(out, "  why       {}", cell(&p.reason));
     let _ = writeln!(
         out,
         "  found     {} by run {}",
@@ -336,7 +350,7 @@ pub fn plan_text(d: &PlanDetail) -> String {
     let width = d
         .items
         .iter()
-        .map(|i| i.key.chars().count())
+        .map(|i| cell(&i.key).chars().count())
         .max()
         .unwrap_or(3)
         .clamp(3, 48);
@@ -367,9 +381,10 @@ pub fn plan_text(d: &PlanDetail) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<width$}  {:<9} {detail}",
-            item.key,
-            item.state.as_str()
+            "  {:<width$}  {:<9} {}",
+            cell(&item.key),
+            item.state.as_str(),
+            cell(&detail)
         );
     }
     if p.status == sluice_store::PlanStatus::Open && c.pending > 0 {

@@ -93,7 +93,7 @@ pub fn story_text(key: &str, entries: &[LedgerEntry]) -> String {
     }
     let mut out = format!(
         "{} — {} entr{}, oldest first\n",
-        entries[0].key,
+        terminal::line(&entries[0].key),
         entries.len(),
         if entries.len() == 1 { "y" } else { "ies" }
     );
@@ -150,11 +150,13 @@ pub fn story_text(key: &str, entries: &[LedgerEntry]) -> String {
                 ),
             ),
         };
+        // Each cell escaped: a line break in a flow name would split the row.
         let line = format!(
-            "{:<19}  {:<24}  {:<36}  {what}",
+            "{:<19}  {:<24}  {:<36}  {}",
             local_time(&e.at),
-            run,
-            format!("{} / {}", e.flow, e.step)
+            terminal::line(run),
+            terminal::line(&format!("{} / {}", e.flow, e.step)),
+            terminal::line(&what)
         );
         let _ = writeln!(out, "{}", line.trim_end());
     }
@@ -168,7 +170,7 @@ pub fn keys_text(flow: &str, keys: &[LedgerKey]) -> String {
     }
     let width = keys
         .iter()
-        .map(|k| k.key.chars().count())
+        .map(|k| terminal::line(&k.key).chars().count())
         .max()
         .unwrap_or(3)
         .clamp(3, 48);
@@ -192,13 +194,14 @@ pub fn keys_text(flow: &str, keys: &[LedgerKey]) -> String {
             };
             let _ = write!(what, " [{}: {state}{by} in plan {}]", a.step, a.plan_id);
         }
+        // Each cell escaped: a line break in a key would split the row.
         let line = format!(
             "{:<width$}  {:<19}  {:<14}  {:<10}  {}",
-            k.key,
+            terminal::line(&k.key),
             local_time(&k.at),
-            k.step,
+            terminal::line(&k.step),
             k.status,
-            what.trim()
+            terminal::line(what.trim())
         );
         let _ = writeln!(out, "{}", line.trim_end());
     }
