@@ -506,6 +506,70 @@ async fn unmanaged_users_are_never_touched_unless_their_domain_is_managed() {
     assert!(t.active(SUB) && t.active(ANN));
 }
 
+/// `managed_domains` manages an in-domain user only while a run's param
+/// says so: once a run without it comes, the unlicensed users it named are
+/// nobody's leavers again, whatever the threshold allows (a grace clock it
+/// kept for them makes no one managed either).
+#[tokio::test]
+async fn an_in_domain_user_is_managed_only_while_the_run_names_the_domain() {
+    let domain = [
+        "d1@contoso.com",
+        "d2@contoso.com",
+        "d3@contoso.com",
+        "d4@contoso.com",
+    ];
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3])],
+        unlicensed: &[SUB, domain[0], domain[1], domain[2], domain[3]],
+        missing: &[],
+    })
+    .await;
+    let (first, _) = t.run_ok(&[]).await;
+    assert_eq!(first.output_of("diff")["counts"]["adopted"], 1);
+    let managed = ["--param", r#"managed_domains=["contoso.com"]"#];
+    // A grace clock starts for each of them, and a run inside the grace
+    // makes nobody a leaver yet.
+    let (run, requests) = t
+        .run_ok(&[managed[0], managed[1], "--param", r#"leaver_grace="3days""#])
+        .await;
+    assert!(leavers(&run).is_empty());
+    assert_eq!(
+        run.output_of("diff")["leaving"].as_array().unwrap().len(),
+        4
+    );
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    let (run, requests) = t.run_ok(&managed).await;
+    let waiting: Vec<(&str, &str)> = domain.iter().map(|d| (*d, "no license group")).collect();
+    assert_eq!(leavers(&run), map(&waiting));
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    // Without the param they are not managed: no leaver, no change, even
+    // with room for ten deactivations without approval.
+    for _ in 0..2 {
+        let (run, requests) = t
+            .run_ok(&["--param", "max_unapproved_deactivations=10"])
+            .await;
+        assert!(leavers(&run).is_empty(), "{:?}", leavers(&run));
+        assert_eq!(writes(&requests), Vec::<String>::new());
+    }
+    for mail in domain.iter().chain([&SUB, &ANN]) {
+        assert!(t.active(mail), "{mail}");
+    }
+    // Named again, they are leavers again, and deactivated when allowed;
+    // the flow deactivated them, so they stay managed.
+    let (run, requests) = t
+        .run_ok(&[
+            managed[0],
+            managed[1],
+            "--param",
+            "max_unapproved_deactivations=10",
+        ])
+        .await;
+    assert_eq!(leavers(&run), map(&waiting));
+    assert_eq!(writes(&requests).len(), 8, "{:?}", writes(&requests));
+    assert!(domain.iter().all(|d| !t.active(d)));
+    assert!(t.active(SUB) && t.active(ANN));
+}
+
 /// Every request `GET …suffix` fails with a 503, retries included, for
 /// each of `path_suffixes`.
 fn failing(path_suffixes: &[&str]) -> Faults {

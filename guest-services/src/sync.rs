@@ -401,7 +401,11 @@ pub enum Origin {
     /// Matched to a license holder in an earlier run (or first acted on by
     /// the flow without a record).
     Adopted,
-    /// Active with a login in one of the `managed_domains`.
+    /// Matched to a license holder while its login was in one of the
+    /// `managed_domains`. (Versions before `domain-leaving/` also wrote it,
+    /// with a `leaving_since` and no Entra id, for an unlicensed in-domain
+    /// user they did not manage: `compare` reads such a record as that
+    /// user's grace clock only.)
     Domain,
 }
 
@@ -540,6 +544,30 @@ pub const HOLDERS_KEY: &str = "meta/holders";
 
 /// The prefix of every managed person's state key.
 pub const MANAGED_PREFIX: &str = "managed/";
+
+/// The prefix of the state key of an in-domain user's grace clock
+/// ([`DomainLeaving`], `domain-leaving/<key>`).
+pub const DOMAIN_LEAVING_PREFIX: &str = "domain-leaving/";
+
+/// Since when an active Procore user whom only `managed_domains` manages
+/// has held no license (state `domain-leaving/<key>`): the `leaver_grace`
+/// clock, and nothing more. It is kept apart from the `managed/` records on
+/// purpose: whether the domain manages someone is the param of each run,
+/// so this record never makes anyone managed once the param stops naming
+/// their domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DomainLeaving {
+    /// The Procore user (a clock of another user with the same key does
+    /// not count).
+    pub procore_id: Id,
+    /// Since when (RFC 3339).
+    pub since: String,
+}
+
+/// The state key of an in-domain user's grace clock.
+pub fn domain_leaving_key(key: &str) -> String {
+    format!("{DOMAIN_LEAVING_PREFIX}{key}")
+}
 
 /// How many license holders a complete read found, and when (`meta/holders`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -9,14 +9,21 @@
 //! marked, a returner made active again) are read again whole
 //! ([`Known::full`]), so the fields this step never looks at are carried
 //! over as they were.
+//!
+//! The grace clocks of in-domain users whom only `managed_domains` manages
+//! ([`Clock`]) are kept apart: they never make anyone managed. A record an
+//! older version wrote under `managed/` for such a user (origin `domain`,
+//! a `leaving_since`, no Entra id, still active) is read as a clock too.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use sluice_guest::{StepError, state};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    HOLDERS_KEY, Holders, MANAGED_PREFIX, Managed, ManagedStatus as Status, Origin, managed_key,
+    DOMAIN_LEAVING_PREFIX, DomainLeaving, HOLDERS_KEY, Holders, MANAGED_PREFIX, Managed,
+    ManagedStatus as Status, Origin, managed_key,
 };
 
 /// One managed person, as the rules decide with them.
@@ -32,30 +39,51 @@ pub struct Record {
     pub leaving_since: Option<Box<str>>,
 }
 
-impl Record {
-    fn of(key: &str, record: &Managed) -> Record {
-        Record {
-            key: key.into(),
-            procore_id: record.procore_id.clone(),
-            status: record.status,
-            leaving_since: record.leaving_since.as_deref().map(Into::into),
-        }
-    }
+/// Since when an in-domain user whom only `managed_domains` manages holds
+/// no license: the grace clock, which never makes them managed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clock {
+    /// The key it was kept under.
+    pub key: Box<str>,
+    /// The Procore user.
+    pub procore_id: Id,
+    /// Since when (RFC 3339).
+    pub since: Box<str>,
+    /// Kept under `managed/` by a version before `domain-leaving/`.
+    pub legacy: bool,
 }
 
 /// A stored record as it is read here: the fields of [`Managed`] the rules
 /// need, and those it must have (so a record `Managed` would refuse is
-/// refused here too), without its `other` fields.
+/// refused here too), without its `other` fields (but whether it keeps an
+/// Entra id).
 #[derive(Deserialize)]
 struct Stored {
     procore_id: Id,
-    #[serde(rename = "origin")]
-    _origin: Origin,
+    origin: Origin,
     status: Status,
     #[serde(rename = "since")]
     _since: String,
     #[serde(default)]
     leaving_since: Option<String>,
+    #[serde(default)]
+    entra_id: Option<IgnoredAny>,
+}
+
+impl Stored {
+    /// A record a version before `domain-leaving/` wrote for an unlicensed
+    /// in-domain user only to time their grace: origin `domain`, never
+    /// matched to a license holder (no Entra id, and a match clears
+    /// `leaving_since`), never deactivated or reactivated by the flow (the
+    /// status, and a reactivation clears `leaving_since`). Such a user was
+    /// managed by the param alone, so the record is their clock, not a
+    /// reason to manage them.
+    fn is_domain_clock(&self) -> bool {
+        self.origin == Origin::Domain
+            && self.status == Status::Active
+            && self.entra_id.is_none()
+            && self.leaving_since.is_some()
+    }
 }
 
 /// Where a whole record comes from when the run rewrites it.
@@ -72,6 +100,8 @@ enum Source {
 pub struct Known {
     /// Sorted by key, one a key.
     managed: Vec<Record>,
+    /// The in-domain users' grace clocks, sorted by key, one a key.
+    clocks: Vec<Clock>,
     /// The license holders of the last complete read.
     pub holders: Option<Holders>,
     source: Source,
@@ -79,7 +109,7 @@ pub struct Known {
 
 impl Default for Known {
     fn default() -> Self {
-        Known::held(Vec::new(), None)
+        Known::held(Vec::new(), Vec::new(), None)
     }
 }
 
@@ -87,42 +117,101 @@ impl Known {
     /// What the flow's state holds, read a page at a time.
     pub fn read() -> Result<Known, StepError> {
         let mut managed = Vec::new();
+        let mut clocks = Vec::new();
         for entry in state::entries::<Stored>(MANAGED_PREFIX) {
             let (state_key, stored) = entry?;
             if let Some(key) = state_key.strip_prefix(MANAGED_PREFIX) {
-                managed.push(Record {
+                sort_in(key, stored, &mut managed, &mut clocks);
+            }
+        }
+        for entry in state::entries::<DomainLeaving>(DOMAIN_LEAVING_PREFIX) {
+            let (state_key, clock) = entry?;
+            if let Some(key) = state_key.strip_prefix(DOMAIN_LEAVING_PREFIX) {
+                clocks.push(Clock {
                     key: key.into(),
-                    procore_id: stored.procore_id,
-                    status: stored.status,
-                    leaving_since: stored.leaving_since.map(Into::into),
+                    procore_id: clock.procore_id,
+                    since: clock.since.into(),
+                    legacy: false,
                 });
             }
         }
-        // The store lists keys in order; sorting again costs nothing then
-        // and keeps the search right whatever a store does.
+        Ok(Known::sorted(
+            managed,
+            clocks,
+            state::get::<Holders>(HOLDERS_KEY)?,
+            Source::State,
+        ))
+    }
+
+    /// `managed` and `clocks` sorted by key, one a key (a clock of today's
+    /// kind before a legacy one). The store lists keys in order; sorting
+    /// again costs nothing then and keeps the search right whatever a
+    /// store does.
+    fn sorted(
+        mut managed: Vec<Record>,
+        mut clocks: Vec<Clock>,
+        holders: Option<Holders>,
+        source: Source,
+    ) -> Known {
         managed.sort_by(|a, b| a.key.cmp(&b.key));
         managed.dedup_by(|a, b| a.key == b.key);
         managed.shrink_to_fit();
-        Ok(Known {
+        clocks.sort_by(|a, b| a.key.cmp(&b.key).then(a.legacy.cmp(&b.legacy)));
+        clocks.dedup_by(|a, b| a.key == b.key);
+        Known {
             managed,
-            holders: state::get::<Holders>(HOLDERS_KEY)?,
-            source: Source::State,
-        })
+            clocks,
+            holders,
+            source,
+        }
     }
 
-    /// Records given whole (keyed by identity key) and a holder count.
-    pub fn held(records: Vec<(String, Managed)>, holders: Option<Holders>) -> Known {
+    /// Records given whole (keyed by identity key), today's clocks and a
+    /// holder count.
+    pub fn held(
+        records: Vec<(String, Managed)>,
+        clocks: Vec<(String, DomainLeaving)>,
+        holders: Option<Holders>,
+    ) -> Known {
         let records: BTreeMap<String, Managed> = records.into_iter().collect();
-        Known {
-            managed: records.iter().map(|(k, m)| Record::of(k, m)).collect(),
-            holders,
-            source: Source::Held(records),
+        let mut managed = Vec::new();
+        let mut kept = Vec::new();
+        for (key, record) in &records {
+            let stored = Stored {
+                procore_id: record.procore_id.clone(),
+                origin: record.origin,
+                status: record.status,
+                _since: record.since.clone(),
+                leaving_since: record.leaving_since.clone(),
+                entra_id: record.entra_id().map(|_| IgnoredAny),
+            };
+            sort_in(key, stored, &mut managed, &mut kept);
         }
+        kept.extend(clocks.into_iter().map(|(key, clock)| Clock {
+            key: key.into(),
+            procore_id: clock.procore_id,
+            since: clock.since.into(),
+            legacy: false,
+        }));
+        Known::sorted(managed, kept, holders, Source::Held(records))
     }
 
     /// Every managed person, by key.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.managed.iter()
+    }
+
+    /// Every in-domain grace clock, by key.
+    pub fn clocks(&self) -> impl Iterator<Item = &Clock> {
+        self.clocks.iter()
+    }
+
+    /// The grace clock kept under `key`.
+    pub fn clock(&self, key: &str) -> Option<&Clock> {
+        self.clocks
+            .binary_search_by(|c| c.key.as_ref().cmp(key))
+            .ok()
+            .map(|i| &self.clocks[i])
     }
 
     /// Whether a record names `key`.
@@ -144,6 +233,26 @@ impl Known {
                 record.key
             ))
         })
+    }
+}
+
+/// Files the stored `managed/<key>` record as a managed person, or as a
+/// legacy grace clock ([`Stored::is_domain_clock`]).
+fn sort_in(key: &str, stored: Stored, managed: &mut Vec<Record>, clocks: &mut Vec<Clock>) {
+    let clock = stored.is_domain_clock();
+    match stored.leaving_since {
+        Some(since) if clock => clocks.push(Clock {
+            key: key.into(),
+            procore_id: stored.procore_id,
+            since: since.into(),
+            legacy: true,
+        }),
+        leaving_since => managed.push(Record {
+            key: key.into(),
+            procore_id: stored.procore_id,
+            status: stored.status,
+            leaving_since: leaving_since.map(Into::into),
+        }),
     }
 }
 
@@ -172,6 +281,7 @@ mod tests {
                 ("b@x.com".into(), managed(2, Some("2026-02-01T00:00:00Z"))),
                 ("a@x.com".into(), managed(1, None)),
             ],
+            Vec::new(),
             None,
         );
         let keys: Vec<&str> = known.records().map(|r| r.key.as_ref()).collect();
@@ -185,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_whole_record_comes_back_with_the_fields_the_rules_never_read() {
-        let known = Known::held(vec![("a@x.com".into(), managed(1, None))], None);
+        let known = Known::held(vec![("a@x.com".into(), managed(1, None))], Vec::new(), None);
         let record = known.records().next().unwrap();
         let full = known.full(record).unwrap();
         assert_eq!(full, managed(1, None));

@@ -18,6 +18,12 @@
 //!   that saw it so; with `managed_domains`, also every active user whose
 //!   login is in one of them. Someone in another license group still
 //!   matches, so is not a leaver.
+//! - **In-domain users** are managed by this run's `managed_domains` only:
+//!   their grace clock is kept apart (`domain-leaving/<key>`, [`Clock`])
+//!   and never makes them managed, so a run without the param leaves them
+//!   alone. They become managed only as anyone does: matched to a license
+//!   holder, created, or deactivated by the flow. A clock whose user is no
+//!   longer such a candidate is dropped, so the grace starts afresh.
 //! - **Returner**: a license holder matched to an inactive Procore user the
 //!   flow deactivated. Inactive matches the flow did not deactivate are
 //!   `inactive_unmanaged`: reported, never touched.
@@ -35,15 +41,15 @@ use hashbrown::HashMap;
 use sluice_guest::{Paged, StepError};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Adopted, AdoptedStatus, Guard, Holders, InactiveUnmanaged, LeaveReason, Leaver, Leaving,
-    Managed, ManagedStatus as Status, Origin, ProcoreUser, Returner,
+    Adopted, AdoptedStatus, DomainLeaving, Guard, Holders, InactiveUnmanaged, LeaveReason, Leaver,
+    Leaving, Managed, ManagedStatus as Status, Origin, ProcoreUser, Returner,
 };
 use sluice_identity::Key;
 
 use crate::input::PersonRef;
 use crate::keys::IdKey;
 pub use crate::known::Known;
-use crate::known::Record;
+use crate::known::{Clock, Record};
 use crate::output::Written;
 use crate::users::{Details, User, Users};
 
@@ -71,6 +77,11 @@ pub struct Policy {
 pub enum Write {
     /// `managed/<key>`.
     Managed(String, Managed),
+    /// `domain-leaving/<key>`: an in-domain user's grace clock, set or
+    /// (`None`) dropped.
+    Clock(String, Option<DomainLeaving>),
+    /// Drops `managed/<key>`: a grace clock an older version kept there.
+    Forget(String),
     /// `meta/holders`.
     Holders(Holders),
 }
@@ -82,6 +93,9 @@ pub struct Run<'a, 'w> {
     known: &'a Known,
     policy: &'a Policy,
     now: String,
+    /// Keys of legacy clocks (under `managed/`) that this run's adoption
+    /// wrote a record over: theirs now, not a clock to drop.
+    reclaimed: HashSet<Box<str>>,
     /// Where each state write goes, as it is made.
     write: &'w mut dyn FnMut(Write) -> Result<(), StepError>,
 }
@@ -101,6 +115,7 @@ impl<'a, 'w> Run<'a, 'w> {
             known,
             policy,
             now: policy.now.to_rfc3339(),
+            reclaimed: HashSet::new(),
             write,
         }
     }
@@ -154,6 +169,9 @@ impl<'a, 'w> Run<'a, 'w> {
         };
         let record = self.record(user, origin, person.id.as_deref());
         (self.write)(Write::Managed(key.to_string(), record))?;
+        if self.known.clock(key).is_some_and(|c| c.legacy) {
+            self.reclaimed.insert(key.into());
+        }
         out.adopted.push(&Adopted {
             key: key.to_string(),
             status: AdoptedStatus::Adopted,
@@ -284,13 +302,40 @@ impl<'a, 'w> Run<'a, 'w> {
                 let Some(key) = keys.into_iter().next() else {
                     continue;
                 };
-                let record = self.record(users.get(i), Origin::Domain, None);
-                candidates.push((key.into_string(), Candidate::New(record), found));
+                let procore_id = users.get(i).id.clone();
+                let clock = self
+                    .known
+                    .clock(key.as_str())
+                    .filter(|c| IdKey::of(&c.procore_id) == IdKey::of(&procore_id));
+                let candidate = Candidate::Domain { procore_id, clock };
+                candidates.push((key.into_string(), candidate, found));
             }
             candidates.sort_by(|a, b| a.0.cmp(&b.0));
         }
-        for (key, record, user) in candidates {
-            self.leaver(out, key, record, &user)?;
+        let mut timed: HashSet<String> = HashSet::new();
+        for (key, candidate, user) in candidates {
+            if let Candidate::Domain { .. } = candidate {
+                timed.insert(key.clone());
+            }
+            self.leaver(out, key, candidate, &user)?;
+        }
+        self.drop_clocks(&timed)
+    }
+
+    /// Drops the grace clocks of users who are not in-domain candidates in
+    /// this run (`timed` are): they hold a license, are inactive, left the
+    /// domain, or the run names no domain. A clock left behind would count
+    /// a later grace from a stale start.
+    fn drop_clocks(&mut self, timed: &HashSet<String>) -> Result<(), StepError> {
+        for clock in self.known.clocks() {
+            if timed.contains(clock.key.as_ref()) {
+                continue;
+            }
+            if !clock.legacy {
+                (self.write)(Write::Clock(clock.key.to_string(), None))?;
+            } else if !self.reclaimed.contains(&clock.key) {
+                (self.write)(Write::Forget(clock.key.to_string()))?;
+            }
         }
         Ok(())
     }
@@ -307,18 +352,30 @@ impl<'a, 'w> Run<'a, 'w> {
             Candidate::Known(record) => {
                 (record.procore_id.clone(), record.leaving_since.as_deref())
             }
-            Candidate::New(record) => (record.procore_id.clone(), record.leaving_since.as_deref()),
+            Candidate::Domain { procore_id, clock } => {
+                (procore_id.clone(), clock.map(|c| c.since.as_ref()))
+            }
         };
-        let since = match leaving_since.and_then(parse_time) {
-            Some(since) => since,
-            None => {
-                let mut record = match candidate {
-                    Candidate::Known(record) => self.known.full(record)?,
-                    Candidate::New(record) => record,
-                };
+        let since = leaving_since.and_then(parse_time);
+        let since = match (candidate, since) {
+            (Candidate::Known(_), Some(since)) => since,
+            (Candidate::Known(record), None) => {
+                let mut record = self.known.full(record)?;
                 record.leaving_since = Some(self.now.clone());
                 (self.write)(Write::Managed(key.clone(), record))?;
                 self.policy.now
+            }
+            (Candidate::Domain { clock, .. }, since) => {
+                // A legacy clock moves out of `managed/`, keeping its start.
+                let legacy = clock.is_some_and(|c| c.legacy);
+                let start = since.unwrap_or(self.policy.now);
+                if since.is_none() || legacy {
+                    self.start_clock(&key, &procore_id, start.to_rfc3339())?;
+                }
+                if legacy {
+                    (self.write)(Write::Forget(key.clone()))?;
+                }
+                start
             }
         };
         let waited = (self.policy.now - since).to_std().unwrap_or_default();
@@ -340,6 +397,14 @@ impl<'a, 'w> Run<'a, 'w> {
             reason,
         });
         Ok(())
+    }
+
+    fn start_clock(&mut self, key: &str, procore_id: &Id, since: String) -> Result<(), StepError> {
+        let clock = DomainLeaving {
+            procore_id: procore_id.clone(),
+            since,
+        };
+        (self.write)(Write::Clock(key.to_string(), Some(clock)))
     }
 
     fn reason(&self, key: &str, user: &Details) -> LeaveReason {
@@ -405,10 +470,14 @@ impl<'a, 'w> Run<'a, 'w> {
 }
 
 /// Someone who may be a leaver: a managed record, or an in-domain user
-/// this run would begin to manage.
+/// whom only this run's `managed_domains` manages (with the grace clock
+/// kept for the same Procore user, if any).
 enum Candidate<'a> {
     Known(&'a Record),
-    New(Managed),
+    Domain {
+        procore_id: Id,
+        clock: Option<&'a Clock>,
+    },
 }
 
 fn procore_name(user: &Details) -> Option<String> {
@@ -490,7 +559,7 @@ mod tests {
 
     fn known(records: &[(&str, Managed)]) -> Known {
         let records = records.iter().map(|(k, m)| (k.to_string(), m.clone()));
-        Known::held(records.collect(), None)
+        Known::held(records.collect(), Vec::new(), None)
     }
 
     fn run(
@@ -513,7 +582,18 @@ mod tests {
             .iter()
             .filter_map(|w| match w {
                 Write::Managed(k, m) => Some((k.as_str(), m)),
-                Write::Holders(_) => None,
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The grace clocks set (`Some`) or dropped (`None`), by key.
+    fn clock_writes(writes: &[Write]) -> Vec<(&str, Option<&str>)> {
+        writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Clock(k, c) => Some((k.as_str(), c.as_ref().map(|c| c.since.as_str()))),
+                _ => None,
             })
             .collect()
     }
@@ -704,17 +784,76 @@ mod tests {
         let (diff, writes) = run(&[person("a@corp.com", true)], &users, &Known::default(), &p);
         let keys: Vec<&str> = diff.leavers.iter().map(|l| l.key.as_str()).collect();
         assert_eq!(keys, ["old@corp.com"]);
+        // The license holder is adopted; the leaver gets a grace clock,
+        // not a managed record.
         let records = managed_writes(&writes);
-        assert!(
-            records
-                .iter()
-                .any(|(k, m)| *k == "old@corp.com" && m.origin == Origin::Domain)
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].0, "a@corp.com");
+        assert_eq!(records[0].1.origin, Origin::Domain);
+        let now = p.now.to_rfc3339();
+        assert_eq!(
+            clock_writes(&writes),
+            [("old@corp.com", Some(now.as_str()))]
         );
-        assert!(
-            records
-                .iter()
-                .any(|(k, m)| *k == "a@corp.com" && m.origin == Origin::Domain)
+    }
+
+    #[test]
+    fn an_in_domain_leaver_is_managed_only_while_the_run_names_the_domain() {
+        let users = [user(2, "old@corp.com", true)];
+        let clock = DomainLeaving {
+            procore_id: Id::Number(2),
+            since: "2026-02-01T00:00:00Z".into(),
+        };
+        let k = Known::held(Vec::new(), vec![("old@corp.com".into(), clock)], None);
+        let mut p = policy();
+        p.grace = Duration::from_secs(24 * 3600);
+        p.domains = vec!["corp.com".into()];
+        // Named: the clock kept counts, and nothing is written.
+        let (diff, writes) = run(&[], &users, &k, &p);
+        assert_eq!(diff.leavers[0].key, "old@corp.com");
+        assert!(writes.iter().all(|w| matches!(w, Write::Holders(_))));
+        // Not named: no leaver, and the clock goes (a later grace starts
+        // afresh); no record makes them managed.
+        p.domains.clear();
+        let (diff, writes) = run(&[], &users, &k, &p);
+        assert!(diff.leavers.is_empty() && diff.leaving.is_empty());
+        assert_eq!(clock_writes(&writes), [("old@corp.com", None)]);
+        assert!(managed_writes(&writes).is_empty());
+    }
+
+    #[test]
+    fn a_domain_record_an_older_version_kept_for_a_leaver_does_not_manage_them() {
+        // What versions before `domain-leaving/` wrote for an unlicensed
+        // in-domain user: origin domain, a leaving_since, no Entra id.
+        let mut old = managed(2, Status::Active);
+        old.origin = Origin::Domain;
+        old.leaving_since = Some("2026-02-01T00:00:00Z".into());
+        // A license holder adopted in a managed domain keeps being managed.
+        let mut adopted = managed(3, Status::Active);
+        adopted.origin = Origin::Domain;
+        adopted.other.insert(ENTRA_ID.into(), "entra-b".into());
+        let k = known(&[("old@corp.com", old), ("b@corp.com", adopted)]);
+        let users = [user(2, "old@corp.com", true), user(3, "b@corp.com", true)];
+        let (diff, writes) = run(&[], &users, &k, &policy());
+        let keys: Vec<&str> = diff.leavers.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["b@corp.com"], "the old record is no reason");
+        assert!(writes.contains(&Write::Forget("old@corp.com".into())));
+        // Named: still a leaver, its start kept in a clock of today's kind.
+        let mut p = policy();
+        p.grace = Duration::from_secs(24 * 3600);
+        p.domains = vec!["corp.com".into()];
+        let (diff, writes) = run(&[], &users, &k, &p);
+        assert!(diff.leavers.iter().any(|l| l.key == "old@corp.com"));
+        assert_eq!(
+            clock_writes(&writes),
+            [("old@corp.com", Some("2026-02-01T00:00:00+00:00"))]
         );
+        assert!(writes.contains(&Write::Forget("old@corp.com".into())));
+        // Matched to a license holder now: adopted over the old record.
+        let (diff, writes) = run(&[person("old@corp.com", true)], &users, &k, &policy());
+        assert_eq!(diff.counts.adopted, 1);
+        assert_eq!(managed_writes(&writes)[0].0, "old@corp.com");
+        assert!(!writes.contains(&Write::Forget("old@corp.com".into())));
     }
 
     #[test]

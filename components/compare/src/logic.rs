@@ -25,7 +25,8 @@ use serde::Deserialize;
 use sluice_guest::{Context, JsonSchema, Paged, StepError, state};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Counts, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser, managed_key,
+    Counts, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser, domain_leaving_key,
+    managed_key,
 };
 use sluice_identity::Key;
 
@@ -79,6 +80,9 @@ pub fn compare_input(input: Input, context: &Context) -> Result<Written, StepErr
     // match, and a million records held at once would be hundreds of MiB.
     let mut write = |write: Write| match write {
         Write::Managed(key, record) => state::set(&managed_key(&key), &record),
+        Write::Clock(key, Some(clock)) => state::set(&domain_leaving_key(&key), &clock),
+        Write::Clock(key, None) => state::delete(&domain_leaving_key(&key)),
+        Write::Forget(key) => state::delete(&managed_key(&key)),
         Write::Holders(holders) => state::set(HOLDERS_KEY, &holders),
     };
     sync(
