@@ -718,6 +718,63 @@ async fn more_creates_than_max_unapproved_creates_wait_until_approved() {
     assert_eq!(creates, 5, "{:?}", writes(&requests));
 }
 
+/// The report of the run whose id is `run_id`.
+fn report_of(t: &Tenant, run: &Run) -> String {
+    let run_id = run
+        .events()
+        .into_iter()
+        .find_map(|e| e["run_id"].as_str().map(str::to_string))
+        .unwrap();
+    let path = t.data.path().join("runs").join(run_id).join("report.html");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+/// Creates held by `max_unapproved_creates` need someone as held
+/// deactivations do: each waits in the report with the approve command,
+/// they are counted, and the summary is mailed.
+#[tokio::test]
+async fn creates_held_for_approval_are_reported_and_mailed_with_the_approve_command() {
+    let missing = [
+        "m1@contoso.com",
+        "m2@contoso.com",
+        "m3@contoso.com",
+        "m4@contoso.com",
+    ];
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3])],
+        unlicensed: &[],
+        missing: &missing,
+    })
+    .await;
+    let (run, requests) = t.run_ok(&["--param", "max_unapproved_creates=3"]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    let plans = t.plans().await;
+    assert_eq!(plans.len(), 1);
+    let approve = format!("sluice approve {}", plans[0].0);
+    let report = run.output_of("report");
+    assert_eq!(report["summary"]["waiting_for_approval"], 4, "{report}");
+    assert_eq!(report["notable"], true);
+    let page = report_of(&t, &run);
+    for key in missing {
+        assert!(
+            page.contains(&format!(
+                "<td>waiting for approval</td><td>New {}</td><td>{key}</td>",
+                key.split('@').next().unwrap()
+            )),
+            "{key}: {page}"
+        );
+    }
+    assert!(page.contains(&approve), "{page}");
+    let mails = t.emu.snapshot().mails;
+    assert_eq!(mails.len(), 1, "the held creates are mailed");
+    assert!(
+        mails[0].subject.contains("4 waiting for approval"),
+        "{}",
+        mails[0].subject
+    );
+    assert!(mails[0].html.contains(&approve), "{}", mails[0].html);
+}
+
 /// The holders-halved guard keeps the count of the last run it trusted
 /// while any deactivation it held waits for a decision; once an admin has
 /// rejected (or approved) them all, the new count is trusted: later runs

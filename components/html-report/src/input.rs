@@ -3,7 +3,8 @@
 //! The shipped flow gives the compare step's parts one by one, each list a
 //! top-level input read a page at a time (contract 0.2.1, [`Paged`]):
 //! `counts`, `guard`, `present_inactive`, `leavers`, `returners`,
-//! `inactive_unmanaged`, and the create step's items as `created_items`. At
+//! `inactive_unmanaged`, and the create step's items as `created_items`
+//! with its approval gate as `created_approval`. At
 //! a million members the compare output holds some 900,000 people the
 //! report only counts (`present`, `missing`); read whole they would fill
 //! most of an instance's memory.
@@ -15,7 +16,7 @@
 //! unread. Giving a list both ways is refused, naming both.
 
 use serde::Deserialize;
-use sluice_guest::{ForEachOutput, ItemEntry, JsonSchema, Paged, StepError};
+use sluice_guest::{ForEachOutput, GateSummary, ItemEntry, JsonSchema, Paged, StepError};
 use sluice_guest_services::sync::{
     Counts, Created, Deactivated, Guard, InactivePerson, InactiveUnmanaged, Leaver, Reactivated,
     Returner,
@@ -60,6 +61,11 @@ pub struct Input {
     /// The `procore-create-user` step's items (`${steps.create.items}`).
     #[serde(default)]
     pub created_items: Paged<ItemEntry<Created>>,
+    /// The create step's approval gate (`${steps.create.approval}`): who
+    /// waits for approval to be created, and the approve command. Given
+    /// with `created_items` (the whole `created` carries its own).
+    #[serde(default)]
+    pub created_approval: Option<GateSummary>,
     /// The `procore-deactivate-user` step's output, with its approval
     /// gate's decision (null when it did not run).
     #[serde(default)]
@@ -116,6 +122,8 @@ pub struct Parts<'a> {
     pub returners: &'a Paged<Returner>,
     pub inactive_unmanaged: &'a Paged<InactiveUnmanaged>,
     pub created: CreateItems<'a>,
+    /// What the create step's approval gate decided, when it has one.
+    pub created_gate: Option<&'a GateSummary>,
 }
 
 /// The create step's items: its whole output, or its items alone.
@@ -141,6 +149,11 @@ impl Input {
             (None, false) => CreateItems::Items(&self.created_items),
             (None, true) => CreateItems::Whole(None),
         };
+        let created_gate = match (&self.created, &self.created_approval) {
+            (Some(_), Some(_)) => return Err(both("created", "created_approval")),
+            (Some(whole), None) => whole.approval.as_ref(),
+            (None, gate) => gate.as_ref(),
+        };
         let Some(diff) = &self.diff else {
             return Ok(Parts {
                 counts: self.counts.unwrap_or_default(),
@@ -150,6 +163,7 @@ impl Input {
                 returners: &self.returners,
                 inactive_unmanaged: &self.inactive_unmanaged,
                 created,
+                created_gate,
             });
         };
         let given = [
@@ -171,6 +185,7 @@ impl Input {
             returners: &diff.returners,
             inactive_unmanaged: &diff.inactive_unmanaged,
             created,
+            created_gate,
         })
     }
 }

@@ -11,15 +11,18 @@
 //!
 //! Input ([`input`]): the compare step's parts (`counts`, `guard`, and
 //! the lists `present_inactive`, `leavers`, `returners`,
-//! `inactive_unmanaged`), the create step's items (`created_items`), the
+//! `inactive_unmanaged`), the create step's items (`created_items`) and
+//! its approval gate (`created_approval`), the
 //! `for_each` outputs of procore-deactivate-user and
 //! procore-reactivate-user (`deactivated`, `reactivated`, or null),
 //! `skipped_disabled` and `warnings`. The lists are read from the host a
 //! page at a time (contract 0.2.1), so a million members' report holds
 //! one page of them at once. The earlier shape, `diff` (the whole compare
 //! output) and `created` (the whole create output), still works. Who waits
-//! for approval and who was rejected is read from the deactivate step's
-//! own output (`approval`, which the host adds to a gated step's output).
+//! for approval and who was rejected is read from each gated step's own
+//! output (`approval`, which the host adds to a gated step's output): the
+//! deactivate step's whole, the create step's as `created_approval` (or
+//! inside the whole `created`).
 //! The run's id, its flow and whether it is a dry run come from the run
 //! context. Each warning (for example "no group matched the prefixes"),
 //! and the reason when `compare`'s guard holds deactivations back, is
@@ -566,6 +569,40 @@ mod tests {
         assert!(waiting.notable);
         let rejected = report(&nothing_done(gate(json!([]), held)), &about(false));
         assert!(!rejected.notable, "a standing rejection is no news");
+    }
+
+    #[test]
+    fn creates_held_for_approval_wait_with_the_approve_command() {
+        let held = json!([{"key": "new@x.com", "item": {"key": "new@x.com", "displayName": "New",
+            "mail": "new@x.com", "groups": ["License – Microsoft E3"]}}]);
+        let mut gate = gate(held, json!([]));
+        gate["step"] = json!("create");
+        gate["reason"] = json!("more than 3 items (4)");
+        let i = input(json!({
+            "diff": quiet(json!({"people": 1, "missing": 1, "present": 0, "present_inactive": 0, "procore_only": 0})),
+            "created_items": [],
+            "created_approval": gate
+        }));
+        let out = report(&i, &about(false));
+        assert_eq!(out.summary.waiting_for_approval, 1);
+        assert!(out.notable);
+        let all = sections(&i).unwrap();
+        let new = &all[0];
+        assert_eq!(new.title, "New users");
+        assert!(new.note.as_deref().unwrap().contains("sluice approve ap-7"));
+        assert_eq!(
+            (
+                new.rows[0].status,
+                new.rows[0].name.as_str(),
+                new.rows[0].key.as_str()
+            ),
+            (status::WAITING, "New", "new@x.com")
+        );
+        assert!(
+            out.mail_html.contains("sluice approve ap-7"),
+            "{}",
+            out.mail_html
+        );
     }
 
     #[test]

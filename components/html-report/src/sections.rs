@@ -186,21 +186,50 @@ fn item_rows<O>(
     }
 }
 
-/// New users: what the create step did, then license holders whose
-/// Procore user is inactive and who are not returners. Returns the keys
-/// of every license holder whose Procore user is inactive.
+/// The row of one person the create step's gate held back.
+fn held_person_row(entry: &HeldEntry, status: &'static str, detail: &str) -> Row {
+    Row {
+        status,
+        name: text(&entry.item, "displayName"),
+        key: entry.key.clone(),
+        why: person_why(&entry.item),
+        detail: detail.to_string(),
+    }
+}
+
+/// New users: what the create step did, who waits for approval to be
+/// created (with the approve command) or was rejected, then license
+/// holders whose Procore user is inactive and who are not returners.
+/// Returns the keys of every license holder whose Procore user is inactive.
 fn joiners(
     parts: &Parts<'_>,
     returning: &HashSet<String>,
     sink: &mut impl Sink,
 ) -> Result<HashSet<String>, StepError> {
-    sink.section("New users", None);
+    let gate = parts.created_gate;
+    sink.section("New users", gate.and_then(approve_note));
     match parts.created {
         CreateItems::Whole(step) => item_rows(step, "displayName", person_why, created_row, sink),
         CreateItems::Items(items) => {
             for entry in items.iter() {
                 sink.row(item_row(&entry?, "displayName", person_why, created_row));
             }
+        }
+    }
+    if let Some(gate) = gate {
+        for e in &gate.waiting {
+            sink.row(held_person_row(
+                e,
+                status::WAITING,
+                "not created until someone approves",
+            ));
+        }
+        for e in &gate.rejected {
+            sink.row(held_person_row(
+                e,
+                status::REJECTED,
+                "rejected: not created unless approved",
+            ));
         }
     }
     let mut inactive_keys = HashSet::new();
