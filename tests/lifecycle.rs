@@ -660,10 +660,11 @@ async fn no_matching_license_group_deactivates_nobody_not_even_an_approved_key()
         .unwrap();
     assert_eq!(deactivate["status"], "skipped", "{deactivate}");
     // No Graph request per managed person to tell who is gone, and no
-    // delta round with an empty filter (Graph answers that with a 400).
+    // delta round with an empty filter (Graph answers that with a 400);
+    // only the report's mail besides.
     let graph: Vec<String> = t.emu.snapshot().requests[before..]
         .iter()
-        .filter(|r| r.path.starts_with("/v1.0/"))
+        .filter(|r| r.path.starts_with("/v1.0/") && !r.path.ends_with("/sendMail"))
         .map(|r| r.path.split('?').next().unwrap_or_default().to_string())
         .collect();
     assert_eq!(graph, ["/v1.0/groups"], "only the groups are listed");
@@ -773,6 +774,33 @@ async fn creates_held_for_approval_are_reported_and_mailed_with_the_approve_comm
         mails[0].subject
     );
     assert!(mails[0].html.contains(&approve), "{}", mails[0].html);
+}
+
+/// No license group matched: every create and deactivation is stopped,
+/// which needs someone, so the report is mailed saying why, although
+/// nothing was done or waits.
+#[tokio::test]
+async fn no_matching_license_group_is_mailed() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3]), (BOB, &[E3])],
+        unlicensed: &[],
+        missing: &[],
+    })
+    .await;
+    t.run_ok(&[]).await;
+    assert!(t.emu.snapshot().mails.is_empty(), "nothing happened");
+    let (run, requests) = t
+        .run_ok(&["--param", r#"group_prefixes=["License – Nothing"]"#])
+        .await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert_eq!(run.output_of("report")["notable"], true);
+    let mails = t.emu.snapshot().mails;
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].html.contains("no license group matched"),
+        "{}",
+        mails[0].html
+    );
 }
 
 /// The holders-halved guard keeps the count of the last run it trusted

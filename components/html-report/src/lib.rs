@@ -38,8 +38,10 @@
 //! written into the page, counted, and kept for the mail only as far as
 //! it can show them; the page is written into the output text once
 //! ([`Report::into_text`]). `notable` is true when anything was done (created,
-//! deactivated, reactivated), failed, or waits for approval (in a dry run:
-//! would be done), which is when the flow mails it — and only then.
+//! deactivated, reactivated), failed, or waits for approval, or when
+//! `compare`'s guard held deactivations back (in a dry run, also when
+//! anything would be done), which is when the flow mails it — and only
+//! then.
 
 pub mod assemble;
 pub mod input;
@@ -85,8 +87,9 @@ pub struct Rest {
     pub subject: String,
     /// The counts.
     pub summary: Summary,
-    /// Whether anything was done, failed or waits for approval (in a dry
-    /// run: would be done): when the flow mails the report.
+    /// Whether anything was done, failed or waits for approval, or the
+    /// guard held deactivations back (in a dry run, also: would be done):
+    /// when the flow mails the report.
     pub notable: bool,
     /// The warnings shown.
     pub warnings: Vec<String>,
@@ -201,11 +204,13 @@ fn summary(rows: &Assembled, input: &Input) -> Result<Summary, StepError> {
 }
 
 /// Whether the report is worth a mail: anything done, failed or waiting
-/// (in a dry run: anything that would be done).
-pub fn notable(s: &Summary, dry_run: bool) -> bool {
+/// (in a dry run: anything that would be done), or the guard held
+/// deactivations back (no license group matched, or the license holders
+/// more than halved): that needs someone even when nobody waits.
+pub fn notable(s: &Summary, guard_held: bool, dry_run: bool) -> bool {
     let done = s.created + s.deactivated + s.reactivated;
     let would = s.would_create + s.would_deactivate + s.would_reactivate;
-    done + s.failed + s.waiting_for_approval > 0 || (dry_run && would > 0)
+    done + s.failed + s.waiting_for_approval > 0 || guard_held || (dry_run && would > 0)
 }
 
 fn subject(s: &Summary, dry_run: bool) -> String {
@@ -248,7 +253,7 @@ pub fn report(input: &Input, about: &About<'_>) -> Result<Report, StepError> {
             mail_html: mail.html,
             mail_rows_left_out: mail.left_out,
             subject: subject(&summary, about.dry_run),
-            notable: notable(&summary, about.dry_run),
+            notable: notable(&summary, input.parts()?.guard.hold, about.dry_run),
             summary,
             warnings,
         },
@@ -625,6 +630,13 @@ mod tests {
         );
         assert!(out.html.contains("held back in this run"));
         assert_eq!((out.summary.deactivated, out.summary.failed), (1, 1));
+        // Held back with nothing done or waiting: still worth a mail.
+        let i = input(json!({
+            "diff": {"counts": {"people": 0, "missing": 0, "present": 0, "present_inactive": 0, "procore_only": 2},
+                     "guard": {"hold": true, "reason": "no license group matched the group prefixes"}},
+            "created": null
+        }));
+        assert!(report(&i, &about(false)).notable);
         assert!(out.html.contains("not removed from project 5: HTTP 403"));
     }
 
