@@ -134,6 +134,46 @@ async fn the_js_csv_report_writes_one_row_per_person_acted_on() {
     );
 }
 
+/// Creates held above `max_unapproved_creates` are rows of the JS report,
+/// each with the approve command, and make it notable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_csv_report_lists_creates_waiting_for_approval() {
+    let js = &examples().js;
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::generate(30, 21);
+    let expected = scenario.expected_sync();
+    let (emulator, env, data) = emulated_with(scenario).await;
+    let uses = format!("uses = \"{}\"", js.display());
+    let flow = flow_with(
+        dir.path(),
+        &[
+            ("uses = \"html-report\"", &uses),
+            ("max_unapproved_creates = 500", "max_unapproved_creates = 0"),
+        ],
+    );
+    let (csv, report) = csv_of(&env, data.path(), &flow).await;
+    assert!(created_keys(&emulator.snapshot()).is_empty(), "{csv}");
+    let rows = csv_rows(&csv);
+    let waiting: BTreeSet<String> = rows
+        .keys()
+        .filter(|(status, _)| status == "waits for approval")
+        .map(|(_, key)| key.clone())
+        .collect();
+    assert!(!expected.to_create.is_empty());
+    assert_eq!(waiting, expected.to_create);
+    for ((status, key), detail) in &rows {
+        if status == "waits for approval" {
+            assert!(detail.contains("approve with: sluice approve "), "{detail}");
+            assert!(detail.ends_with(&format!("--only {key}")), "{detail}");
+        }
+    }
+    assert_eq!(
+        report["summary"]["waiting_for_approval"],
+        json!(expected.to_create.len())
+    );
+    assert_eq!(report["notable"], Value::Bool(true));
+}
+
 /// The CSV's rows as `(status, key) → detail`.
 fn csv_rows(csv: &str) -> BTreeMap<(String, String), String> {
     csv.lines()

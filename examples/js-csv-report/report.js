@@ -2,7 +2,8 @@
 //
 // A drop-in for the built-in `html-report`: the same input (compare's
 // parts `counts`, `present_inactive`, … or its whole output as `diff`; the
-// create step's items as `created_items`, or its whole output as `created`;
+// create step's items as `created_items` and its approval gate as
+// `created_approval`, or its whole output as `created`;
 // `deactivated` and `reactivated` from the leavers' and returners' steps,
 // `skipped_disabled`, `warnings`) and the fields the flow's mail step reads (`subject`,
 // `mail_html`, `notable`), plus `csv`: one row per person acted on or worth
@@ -31,6 +32,7 @@ const INPUT_SCHEMA = {
     inactive_unmanaged: { type: ["array", "null"] },
     created: { type: ["object", "null"] },
     created_items: { type: ["array", "null"] },
+    created_approval: { type: ["object", "null"] },
     deactivated: { type: ["object", "null"] },
     reactivated: { type: ["object", "null"] },
     skipped_disabled: { type: "integer", minimum: 0 },
@@ -88,6 +90,17 @@ function rowsOf(input) {
     } else {
       rows.push(["failed", person.displayName, person.key, (entry.error && entry.error.message) || ""]);
     }
+  }
+  // People to create above max_unapproved_creates, and those rejected.
+  const creates = input.created_approval || (input.created && input.created.approval) || {};
+  for (const held of creates.waiting || []) {
+    const person = held.item || {};
+    const approve = creates.approve ? `approve with: ${creates.approve} --only ${held.key}` : "";
+    rows.push(["waits for approval", person.displayName, held.key, ["missing from Procore", approve].filter(Boolean).join("; ")]);
+  }
+  for (const held of creates.rejected || []) {
+    const person = held.item || {};
+    rows.push(["rejected", person.displayName, held.key, "missing from Procore"]);
   }
   for (const step of ["deactivated", "reactivated"]) {
     const done = input[step] || {};
@@ -170,7 +183,7 @@ export function run(inputText, context) {
     throw badInput(`the input is not JSON: ${e.message}`);
   }
   if (!input || typeof input !== "object" || Array.isArray(input)) {
-    throw badInput("expected {counts?, present_inactive?, created_items?, deactivated?, reactivated?, skipped_disabled?, warnings?}");
+    throw badInput("expected {counts?, present_inactive?, created_items?, created_approval?, deactivated?, reactivated?, skipped_disabled?, warnings?}");
   }
   const rows = rowsOf(input);
   const csv = [["status", "name", "key", "detail"], ...rows]
@@ -191,7 +204,10 @@ export function run(inputText, context) {
   };
   const acted = summary.created + summary.failed + summary.would_create +
     summary.deactivated + summary.reactivated + count("would deactivate") + count("would reactivate");
-  const notable = acted + summary.waiting_for_approval > 0;
+  // Deactivations the guard held back (no license group matched, or the
+  // holders more than halved) need someone even when nobody waits yet.
+  const guard = compareOutput(input).guard || {};
+  const notable = acted + summary.waiting_for_approval > 0 || guard.hold === true;
   const prefix = context.dryRun ? "[dry run] " : "";
   const waits = summary.waiting_for_approval ? `, ${summary.waiting_for_approval} waiting for approval` : "";
   const subject = `${prefix}Procore license sync: ${summary.created} created, ` +
