@@ -281,18 +281,25 @@ async fn budget_server(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_headers_slow_the_client_before_it_is_throttled() {
-    let (server, refused) = budget_server(1, true).await;
+    twelve_requests_within_the_budget(1, true).await;
+}
+
+/// Twelve GETs at four at a time against [`budget_server`]: all succeed,
+/// and at most one is refused (the first window's budget is unknown until
+/// the first answers arrive, so the four concurrent first requests may
+/// overshoot by one). Returns the server, for its log.
+async fn twelve_requests_within_the_budget(window_secs: u64, retry_after: bool) -> TestServer {
+    let (server, refused) = budget_server(window_secs, retry_after).await;
     let (outcome, events) = run_flow(&flow(&server, 12, "get", "", ""), false).await;
     assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
     assert_eq!(outcome.outputs["call"]["ok"], json!(12));
     let refused = refused.load(std::sync::atomic::Ordering::SeqCst);
-    // The first window's budget is unknown until the first answers arrive,
-    // so the four concurrent first requests may overshoot by one.
     assert!(
         refused <= 1,
         "{refused} requests ran into a 429: {}",
         events.text()
     );
+    server
 }
 
 /// Procore's 429 need not carry `Retry-After` (its documentation names
@@ -301,16 +308,7 @@ async fn budget_headers_slow_the_client_before_it_is_throttled() {
 /// window's overshoot is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_without_retry_after_waits_for_the_budget_window_to_reset() {
-    let (server, refused) = budget_server(3, false).await;
-    let (outcome, events) = run_flow(&flow(&server, 12, "get", "", ""), false).await;
-    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
-    assert_eq!(outcome.outputs["call"]["ok"], json!(12));
-    let refused = refused.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(
-        refused <= 1,
-        "{refused} requests ran into a 429: {}",
-        events.text()
-    );
+    let server = twelve_requests_within_the_budget(3, false).await;
     // 12 requests at 5 a window span three windows: the client waited for
     // two resets, not for a backoff.
     let api: Vec<Seen> = server

@@ -9,7 +9,7 @@ use sluice_emulator::{
 
 mod common;
 
-use common::{company, start};
+use common::{Env, company, start};
 
 #[tokio::test]
 async fn token_endpoints_answer_with_the_real_shapes() {
@@ -558,18 +558,11 @@ async fn procore_create_wants_a_nested_body_and_refuses_duplicates() {
     assert_eq!(nowhere.status(), 404);
 }
 
-#[tokio::test]
-async fn procore_budget_is_enforced_with_plain_text_429s() {
-    let env = start(EmulatorConfig {
-        procore_rate_limit: Some(5),
-        ..Default::default()
-    })
-    .await;
+/// The first 429 among up to `tries` reads of the company's users.
+async fn first_procore_429(env: &Env, tries: usize) -> reqwest::Response {
     let token = env.procore_token().await;
-    let c = company(&env);
-    // Twelve requests: even across a minute boundary one window sees more than five.
-    let mut throttled = None;
-    for _ in 0..12 {
+    let c = company(env);
+    for _ in 0..tries {
         let r = env
             .procore(
                 &token,
@@ -579,11 +572,21 @@ async fn procore_budget_is_enforced_with_plain_text_429s() {
             )
             .await;
         if r.status() == 429 {
-            throttled = Some(r);
-            break;
+            return r;
         }
     }
-    let r = throttled.expect("a 429 past the budget");
+    panic!("no 429 past the budget in {tries} requests");
+}
+
+#[tokio::test]
+async fn procore_budget_is_enforced_with_plain_text_429s() {
+    let env = start(EmulatorConfig {
+        procore_rate_limit: Some(5),
+        ..Default::default()
+    })
+    .await;
+    // Twelve requests: even across a minute boundary one window sees more than five.
+    let r = first_procore_429(&env, 12).await;
     assert!(
         r.headers()["content-type"]
             .to_str()
@@ -619,24 +622,7 @@ async fn a_procore_429_in_the_absent_style_says_when_only_by_its_reset() {
         ..Default::default()
     })
     .await;
-    let token = env.procore_token().await;
-    let c = company(&env);
-    let mut throttled = None;
-    for _ in 0..3 {
-        let r = env
-            .procore(
-                &token,
-                reqwest::Method::GET,
-                &format!("companies/{c}/users"),
-                None,
-            )
-            .await;
-        if r.status() == 429 {
-            throttled = Some(r);
-            break;
-        }
-    }
-    let r = throttled.expect("a 429 past the budget");
+    let r = first_procore_429(&env, 3).await;
     assert!(!r.headers().contains_key("retry-after"));
     assert_eq!(r.headers()["x-rate-limit-remaining"], "0");
     let reset: u64 = r.headers()["x-rate-limit-reset"]

@@ -217,20 +217,15 @@ fn joiners(
         }
     }
     if let Some(gate) = gate {
-        for e in &gate.waiting {
-            sink.row(held_person_row(
-                e,
-                status::WAITING,
+        held_rows(
+            gate,
+            held_person_row,
+            [
                 "not created until someone approves",
-            ));
-        }
-        for e in &gate.rejected {
-            sink.row(held_person_row(
-                e,
-                status::REJECTED,
                 "rejected: not created unless approved",
-            ));
-        }
+            ],
+            sink,
+        );
     }
     let mut inactive_keys = HashSet::new();
     for inactive in parts.present_inactive.iter() {
@@ -309,6 +304,22 @@ fn held_row(entry: &HeldEntry, status: &'static str, detail: &str) -> Row {
     }
 }
 
+/// A row for each item of `gate` that waits for approval and each one
+/// rejected, made by `row` with the detail `[waiting, rejected]` says.
+fn held_rows(
+    gate: &GateSummary,
+    row: fn(&HeldEntry, &'static str, &str) -> Row,
+    [waiting, rejected]: [&str; 2],
+    sink: &mut impl Sink,
+) {
+    for e in &gate.waiting {
+        sink.row(row(e, status::WAITING, waiting));
+    }
+    for e in &gate.rejected {
+        sink.row(row(e, status::REJECTED, rejected));
+    }
+}
+
 /// The line that says how to approve what waits (or that a real run
 /// would wait).
 fn approve_note(gate: &GateSummary) -> Option<String> {
@@ -337,20 +348,15 @@ fn leavers(input: &Input, parts: &Parts<'_>, sink: &mut impl Sink) -> Result<(),
     sink.section("Leavers", gate.and_then(approve_note));
     item_rows(step, "name", leaver_why, deactivated_row, sink);
     if let Some(gate) = gate {
-        for e in &gate.waiting {
-            sink.row(held_row(
-                e,
-                status::WAITING,
+        held_rows(
+            gate,
+            held_row,
+            [
                 "not deactivated until someone approves",
-            ));
-        }
-        for e in &gate.rejected {
-            sink.row(held_row(
-                e,
-                status::REJECTED,
                 "rejected: left active until approved",
-            ));
-        }
+            ],
+            sink,
+        );
     }
     if step.is_none() {
         for l in parts.leavers.iter() {
