@@ -101,6 +101,11 @@ mod raw {
         ) -> wasmtime::Result<Result<(), sluice::flow::state::StateError>> {
             Ok(Ok(()))
         }
+        async fn commit(
+            &mut self,
+        ) -> wasmtime::Result<Result<(), sluice::flow::state::StateError>> {
+            Ok(Ok(()))
+        }
         async fn list(
             &mut self,
             _: String,
