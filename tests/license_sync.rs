@@ -645,6 +645,45 @@ async fn the_project_is_joined_without_a_template_and_skipped_without_a_project(
     }
 }
 
+/// A permission template that is not a number is refused before any
+/// create: nobody is created whom the project add would then fail, and
+/// each item says which variable to fix. (Procore takes only an integer;
+/// the emulator refuses anything else with a 400, as Procore would.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permission_template_that_is_not_a_number_creates_nobody() {
+    let scenario = Scenario::generate(60, 24);
+    let expected = scenario.expected_sync();
+    let emulator = sluice_emulator::start(EmulatorConfig {
+        scenario,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut env = without(&emulator.env_vars(), &["PROCORE_PERMISSION_TEMPLATE_ID"]);
+    env.push(("PROCORE_PERMISSION_TEMPLATE_ID".into(), "tpl-a".into()));
+    let data = tempfile::tempdir().unwrap();
+    let run = sluice(&env, data.path(), &["--json"]).await;
+    let state = emulator.snapshot();
+    assert!(created_keys(&state).is_empty(), "{}", run.stdout);
+    let procore_writes: Vec<_> = api_requests(&state.requests, "POST")
+        .into_iter()
+        .filter(|r| r.path.starts_with("/rest/"))
+        .collect();
+    assert!(procore_writes.is_empty(), "{procore_writes:?}");
+    let outputs = run.create_outputs();
+    assert_eq!(outputs.len(), expected.to_create.len(), "{}", run.stdout);
+    for output in outputs.values() {
+        let message = output["error"].as_str().unwrap();
+        assert!(message.contains("[bad-input]"), "{message}");
+        assert!(message.contains("`tpl-a`"), "{message}");
+        assert!(
+            message.contains("PROCORE_PERMISSION_TEMPLATE_ID"),
+            "{message}"
+        );
+    }
+    emulator.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn procore_lists_are_read_to_the_end_by_every_kind_of_paging_header() {
     for paging in [

@@ -547,6 +547,24 @@ async fn procore_create_wants_a_nested_body_and_refuses_duplicates() {
     assert!(add.status().is_success());
     let members: Value = env.procore_json(&token, "projects/1001/users").await;
     assert_eq!(members[0]["id"], json!(id));
+    // Procore documents the template as an integer: anything else is
+    // refused, never dropped (a numeric string is taken, as Rails does).
+    for (template, status) in [
+        (json!("tpl-a"), 400),
+        (json!(true), 400),
+        (json!(77.5), 400),
+        (json!("77"), 201),
+    ] {
+        let r = env
+            .procore(
+                &token,
+                reqwest::Method::POST,
+                &format!("projects/1001/users/{id}/actions/add"),
+                Some(json!({"user": {"permission_template_id": template}})),
+            )
+            .await;
+        assert_eq!(r.status(), status, "{template}");
+    }
     let nowhere = env
         .procore(
             &token,

@@ -386,16 +386,28 @@ pub fn find_user(
 }
 
 /// The `actions/add` body: the permission template only when one is
-/// configured (Procore documents it as optional); a numeric template id is
-/// sent as a number.
-pub fn project_body(template: Option<&str>) -> Value {
+/// configured (Procore documents it as optional, and as an integer).
+pub fn project_body(template: Option<u64>) -> Value {
     match template {
-        Some(t) => {
-            let value = t.parse::<u64>().map_or_else(|_| json!(t), |n| json!(n));
-            json!({ "user": { "permission_template_id": value } })
-        }
+        Some(t) => json!({ "user": { "permission_template_id": t } }),
         None => json!({}),
     }
+}
+
+/// The permission template a new or returning user gets on the project:
+/// none when `id` is absent or empty, else its number. Procore takes only
+/// an integer; anything else is refused before a request is made, so a
+/// mistyped `PROCORE_PERMISSION_TEMPLATE_ID` stops the item instead of
+/// creating a user whom the project add then fails.
+pub fn permission_template(id: Option<&Id>) -> Result<Option<u64>, StepError> {
+    let Some(text) = id.and_then(Id::text) else {
+        return Ok(None);
+    };
+    text.parse::<u64>().map(Some).map_err(|_| {
+        StepError::bad_input(format!(
+            "`permission_template_id` is `{text}`, not a Procore permission template id (a whole number); in the shipped flow it comes from PROCORE_PERMISSION_TEMPLATE_ID"
+        ))
+    })
 }
 
 /// Adds the company user `user_id` to `project` through `POST
@@ -407,7 +419,7 @@ pub fn add_to_project(
     connection: &str,
     project: &str,
     user_id: Option<&Id>,
-    template: Option<&str>,
+    template: Option<u64>,
 ) -> String {
     let Some(user_id) = user_id.and_then(Id::text) else {
         return "failed: Procore returned no user id".into();
@@ -439,14 +451,25 @@ mod tests {
     #[test]
     fn the_template_is_sent_only_when_set() {
         assert_eq!(
-            project_body(Some("77")),
+            project_body(Some(77)),
             json!({"user": {"permission_template_id": 77}})
         );
-        assert_eq!(
-            project_body(Some("tpl-a")),
-            json!({"user": {"permission_template_id": "tpl-a"}})
-        );
         assert_eq!(project_body(None), json!({}));
+    }
+
+    #[test]
+    fn a_permission_template_is_a_number_or_none() {
+        let text = |t: &str| Id::Text(t.into());
+        assert_eq!(permission_template(None).unwrap(), None);
+        assert_eq!(permission_template(Some(&text(" "))).unwrap(), None);
+        assert_eq!(permission_template(Some(&text(" 77 "))).unwrap(), Some(77));
+        assert_eq!(
+            permission_template(Some(&Id::Number(78))).unwrap(),
+            Some(78)
+        );
+        let error = permission_template(Some(&text("tpl-a"))).unwrap_err();
+        assert!(error.message.contains("`tpl-a`"), "{}", error.message);
+        assert!(error.message.contains("PROCORE_PERMISSION_TEMPLATE_ID"));
     }
 
     #[test]

@@ -185,7 +185,7 @@ fn look_up(company: &str, key: &Key) -> Result<Option<Value>, StepError> {
 struct Target {
     company: String,
     project: Option<String>,
-    template: Option<String>,
+    template: Option<u64>,
 }
 
 impl Target {
@@ -197,7 +197,7 @@ impl Target {
                 .text()
                 .ok_or_else(|| StepError::bad_input("`company_id` is empty"))?,
             project: id(&input.project_id),
-            template: id(&input.permission_template_id),
+            template: procore::permission_template(input.permission_template_id.as_ref())?,
         })
     }
 }
@@ -326,7 +326,7 @@ fn taken(
 }
 
 fn add_to_project(target: &Target, project: &str, user_id: Option<&Id>) -> String {
-    procore::add_to_project(PROCORE, project, user_id, target.template.as_deref())
+    procore::add_to_project(PROCORE, project, user_id, target.template)
 }
 
 sluice_guest::step!(run, connections: {

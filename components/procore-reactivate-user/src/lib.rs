@@ -95,7 +95,7 @@ struct Ids {
     company: String,
     user: String,
     project: Option<String>,
-    template: Option<String>,
+    template: Option<u64>,
 }
 
 impl Ids {
@@ -112,7 +112,7 @@ impl Ids {
                 .text()
                 .ok_or_else(|| StepError::bad_input("the returner has no `procore_id`"))?,
             project: id(&input.project_id),
-            template: id(&input.permission_template_id),
+            template: procore::permission_template(input.permission_template_id.as_ref())?,
         })
     }
 }
@@ -149,7 +149,7 @@ fn run(input: Input, context: &Context) -> Result<Reactivated, StepError> {
             PROCORE,
             project,
             Some(&id),
-            ids.template.as_deref(),
+            ids.template,
         ));
     }
     Ok(out)

@@ -62,7 +62,9 @@ pub async fn list(
 }
 
 /// The permission template of an `actions/add` body, which is optional, as
-/// its `user` is.
+/// its `user` is. Procore documents it as an integer; a numeric string is
+/// taken as Rails takes it, anything else is a 400 (never quietly dropped,
+/// which would hide a mistyped template id).
 fn template_of(body: &str) -> Result<Option<u64>, Response> {
     if body.trim().is_empty() {
         return Ok(None);
@@ -73,13 +75,22 @@ fn template_of(body: &str) -> Result<Option<u64>, Response> {
             json!("body is not valid JSON"),
         ));
     };
-    Ok(parsed
+    let Some(value) = parsed
         .pointer("/user/permission_template_id")
         .filter(|v| !v.is_null())
-        .and_then(|v| {
-            v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        }))
+    else {
+        return Ok(None);
+    };
+    match value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+    {
+        Some(template) => Ok(Some(template)),
+        None => Err(errors(
+            StatusCode::BAD_REQUEST,
+            json!({ "permission_template_id": ["must be an integer"] }),
+        )),
+    }
 }
 
 /// `POST /rest/v1.0/projects/{project_id}/users/{id}/actions/add`: 201
