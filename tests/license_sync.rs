@@ -653,15 +653,13 @@ async fn the_project_is_joined_without_a_template_and_skipped_without_a_project(
 async fn a_permission_template_that_is_not_a_number_creates_nobody() {
     let scenario = Scenario::generate(60, 24);
     let expected = scenario.expected_sync();
-    let emulator = sluice_emulator::start(EmulatorConfig {
+    let (emulator, env, data) = emulated(EmulatorConfig {
         scenario,
         ..Default::default()
     })
-    .await
-    .unwrap();
-    let mut env = without(&emulator.env_vars(), &["PROCORE_PERMISSION_TEMPLATE_ID"]);
+    .await;
+    let mut env = without(&env, &["PROCORE_PERMISSION_TEMPLATE_ID"]);
     env.push(("PROCORE_PERMISSION_TEMPLATE_ID".into(), "tpl-a".into()));
-    let data = tempfile::tempdir().unwrap();
     let run = sluice(&env, data.path(), &["--json"]).await;
     let state = emulator.snapshot();
     assert!(created_keys(&state).is_empty(), "{}", run.stdout);
