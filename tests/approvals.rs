@@ -5,7 +5,7 @@
 //! by key with who and a note; the next run runs exactly the approved keys
 //! still among the items; approvals are spent once; keys that leave are
 //! closed; rejected keys stay held; `{ above = N }` holds the whole batch;
-//! a guard forces approval; `--dry-run` changes no approval; `--only`
+//! a guard forces approval; `--dry-run` and `--replay` change no approval; `--only`
 //! narrows a run to some keys; `sluice ledger` tells a key's story; and a
 //! run without a store to keep approvals in runs nothing. The first test
 //! runs on PostgreSQL too (a throwaway cluster this process starts).
@@ -411,6 +411,59 @@ async fn a_dry_run_says_what_would_run_and_wait_and_changes_no_approval() {
     assert_eq!(
         before["items"], after["items"],
         "a dry run changed the plan"
+    );
+    // The approval is still there for the real run.
+    env.run(&[]).await;
+    assert_eq!(
+        env.items(&id).await,
+        s(&[
+            ("Ann@x.com", "pending"),
+            ("bob@x.com", "done"),
+            ("cy@x.com", "pending")
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_replay_spends_no_approval_and_leaves_no_ledger_entry_of_its_own() {
+    let env = Env::new(r#""always""#);
+    env.run(&[]).await;
+    let id = env.plan_id().await;
+    let r = env
+        .sluice(&["approve", &id, "--only", "bob@x.com", "--by", "alice"])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = env.json(&["approvals", "show", &id, "--json"]).await;
+    // The flow has no connections: an empty recording answers it whole.
+    let cassettes = env.dir.path().join("cassettes");
+    std::fs::create_dir(&cassettes).unwrap();
+    let replay = env.run(&["--replay", cassettes.to_str().unwrap()]).await;
+    assert!(
+        replay.stderr.contains("1 approved item"),
+        "the approved item runs in the replay: {}",
+        replay.stderr
+    );
+    let after = env.json(&["approvals", "show", &id, "--json"]).await;
+    assert_eq!(before["items"], after["items"], "a replay changed the plan");
+    let ledger = env.json(&["ledger", "bob@x.com", "--json"]).await;
+    let replayed: Vec<&Value> = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "item" && e["status"] == "succeeded")
+        .collect();
+    assert_eq!(replayed.len(), 1, "{ledger:#}");
+    assert_eq!(
+        replayed[0]["dry_run"], true,
+        "the replay's item is a rehearsal: {ledger:#}"
+    );
+    let runs = env.json(&["runs", "--json"]).await;
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["trigger"] == "replay"),
+        "{runs:#}"
     );
     // The approval is still there for the real run.
     env.run(&[]).await;

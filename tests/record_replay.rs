@@ -156,6 +156,114 @@ async fn a_recorded_run_replays_with_the_emulators_stopped_to_the_same_report() 
     assert_eq!(offline.output_of("mail"), recorded.output_of("mail"));
 }
 
+/// Every entry of the shipped flow's state in the data directory's store.
+async fn state_in(data_dir: &Path) -> Vec<(String, Value)> {
+    let location = sluice_store::Location::Sqlite(sluice_store::path_in(data_dir));
+    let store = sluice_store::Store::open(&location).await.unwrap();
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let query = sluice_store::StateQuery {
+            prefix: String::new(),
+            start_after: after.clone(),
+            limit: 1000,
+        };
+        let page = store
+            .state_list("procore-license-sync", &query)
+            .await
+            .unwrap();
+        after = page.entries.last().map(|e| e.key.clone());
+        all.extend(page.entries.into_iter().map(|e| (e.key, e.value)));
+        if !page.more {
+            return all;
+        }
+    }
+}
+
+/// A replay in the very data directory of the recorded run (whose state
+/// the run then changed: its delta links, the people it adopted and
+/// created) starts from the state the recorded run started from, so it
+/// asks what that run asked, gives the same report, and keeps nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_where_the_run_was_recorded_repeats_it_and_keeps_nothing() {
+    let cassettes = tempfile::tempdir().unwrap();
+    let (emulator, env, data, recorded) = recorded_run(40, 11, cassettes.path()).await;
+    emulator.shutdown().await;
+    let state = state_in(data.path()).await;
+    assert!(
+        state.iter().any(|(k, _)| k.starts_with("managed/")),
+        "the recorded run kept the people it manages: {state:?}"
+    );
+    let replay = cassettes.path().to_str().unwrap();
+    let replayed = sluice(&env, data.path(), &["--json", "--replay", replay]).await;
+    assert_eq!(replayed.code, 0, "stderr:\n{}", replayed.stderr);
+    assert_eq!(
+        report_of_run(data.path(), &replayed),
+        report_of_run(data.path(), &recorded)
+    );
+    assert_eq!(
+        state_in(data.path()).await,
+        state,
+        "the replay changed the state"
+    );
+}
+
+/// A replayed request with no recorded answer fails its step and the run,
+/// even when the component carries on past the error it got (the
+/// `hostile` fixture's `get` returns the error as its output).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_miss_fails_the_run_though_the_component_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = common::write_flow(
+        dir.path(),
+        "tolerant.toml",
+        &format!(
+            r#"name = "tolerant"
+
+[connections.api]
+base_url = "http://127.0.0.1:9/api"
+
+[[step]]
+id = "look"
+uses = "{}"
+connections = ["api"]
+with = {{ action = "get", connection = "api", url = "things" }}
+"#,
+            common::fixture("hostile").display()
+        ),
+    );
+    let cassettes = dir.path().join("cassettes");
+    std::fs::create_dir(&cassettes).unwrap();
+    std::fs::write(
+        cassettes.join("api.yml"),
+        "http_interactions: []\nrecorded_with: hand\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "run",
+        flow.to_str().unwrap(),
+        "--json",
+        "--replay",
+        cassettes.to_str().unwrap(),
+    ];
+    let replayed = sluice_cmd(&[], &data, &args).await;
+    assert_eq!(replayed.code, 1, "stderr:\n{}", replayed.stderr);
+    let finished = replayed
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "run_finished")
+        .unwrap();
+    assert_eq!(finished["status"], "failed", "{finished}");
+    assert!(
+        finished["error"]
+            .as_str()
+            .unwrap()
+            .contains("no recorded answer"),
+        "{finished}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cassettes_hold_no_secret_or_token_in_any_encoding() {
     let cassettes = tempfile::tempdir().unwrap();
@@ -166,7 +274,19 @@ async fn cassettes_hold_no_secret_or_token_in_any_encoding() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 2, "one cassette per connection: {files:?}");
+    let names: BTreeSet<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "graph.yml".into(),
+            "procore.yml".into(),
+            "state.json".into()
+        ]),
+        "one cassette per connection, and the state the run started from"
+    );
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         for (i, secret) in secrets.iter().enumerate() {

@@ -194,6 +194,9 @@ word_enum! {
         Schedule => "schedule",
         /// `sluice demo` against the emulators.
         Demo => "demo",
+        /// `sluice run --replay`: answered from a recording; a rehearsal
+        /// (recorded as a dry run is: it changed nothing).
+        Replay => "replay",
     }
 }
 

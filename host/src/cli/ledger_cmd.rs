@@ -114,7 +114,7 @@ pub fn story_text(key: &str, entries: &[LedgerEntry]) -> String {
             } => {
                 let mut what = status.to_string();
                 if *dry_run {
-                    what.push_str(" (dry run: nothing changed)");
+                    what.push_str(" (dry run or replay: nothing changed)");
                 }
                 if let Some(details) = output.as_ref().and_then(details) {
                     let _ = write!(what, ": {details}");

@@ -314,7 +314,13 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     };
     let flow_file = args.file.display().to_string();
     let run_id = crate::run::new_run_id();
-    let tapes = match tapes(&args, &flow, &run_id) {
+    let mut options = RunOptions::new(
+        run_id.clone(),
+        sluice_store::run_dir(data_dir, &run_id),
+        args.dry_run,
+    );
+    let run = RunId::new(&run_id).started_at(&options.started_at);
+    let tapes = match tapes(&args, &flow, &run) {
         Ok(tapes) => tapes,
         Err(e) => {
             eprintln!("error: {}", super::terminal::line(&e.to_string()));
@@ -324,11 +330,6 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     let engine = engine_for(data_dir)?;
     engine.size_pool(pool_for(&flow));
     let runner = Runner::new(engine)?;
-    let mut options = RunOptions::new(
-        run_id.clone(),
-        sluice_store::run_dir(data_dir, &run_id),
-        args.dry_run,
-    );
     options.tapes = tapes.clone();
     // Before the lease is taken: nothing may return early while it is held
     // but not yet freed by `Recording::finish`.
@@ -341,17 +342,20 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         cancel: options.cancel.clone(),
     });
     let progress = Progress::new(mode, args.verbose).tracing(!args.only.is_empty());
-    let recording =
-        match watch_and_record(database, progress, &flow_file, Trigger::Manual, lease).await {
-            Ok(recording) => recording,
-            Err(busy) => {
-                eprintln!(
-                    "error: {}",
-                    super::terminal::line(&format!("flow `{}` was not run: {busy}", flow.name))
-                );
-                return Ok(ExitCode::from(1));
-            }
-        };
+    let trigger = match args.replay {
+        Some(_) => Trigger::Replay,
+        None => Trigger::Manual,
+    };
+    let recording = match watch_and_record(database, progress, &flow_file, trigger, lease).await {
+        Ok(recording) => recording,
+        Err(busy) => {
+            eprintln!(
+                "error: {}",
+                super::terminal::line(&format!("flow `{}` was not run: {busy}", flow.name))
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
     if let Some(why) = needs_history(&flow, &recording, args.dry_run) {
         eprintln!(
             "error: {}",
@@ -363,6 +367,16 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     options.approvals = recording.approvals(&flow_file, &args.params);
     options.state = recording.state();
     options.only = args.only.clone();
+    if let Some(tapes) = &tapes
+        && let Err(e) = taped_state(tapes, &mut options, &flow.name, mode).await
+    {
+        recording.finish().await;
+        eprintln!(
+            "error: {}",
+            super::terminal::line(&format!("flow `{}` was not run: {e}", flow.name))
+        );
+        return Ok(ExitCode::from(1));
+    }
     let outcome = runner
         .run(&flow, &options, recording.observer.clone())
         .await;
@@ -385,15 +399,53 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
 fn tapes(
     args: &RunArgs,
     flow: &crate::flow::Flow,
-    run_id: &str,
+    run: &RunId,
 ) -> anyhow::Result<Option<Arc<Tapes>>> {
     let connections = flow.connections.keys();
-    let run = RunId::new(run_id);
     Ok(match (&args.record, &args.replay) {
-        (Some(dir), _) => Some(Arc::new(Tapes::record(dir, connections, &run)?)),
-        (None, Some(dir)) => Some(Arc::new(Tapes::replay(dir, connections, &run)?)),
+        (Some(dir), _) => Some(Arc::new(Tapes::record(dir, connections, run)?)),
+        (None, Some(dir)) => Some(Arc::new(Tapes::replay(dir, connections, run)?)),
         (None, None) => None,
     })
+}
+
+/// The flow's state around a recording or a replay. A recording keeps the
+/// state the run starts from, to write beside its cassettes. A replay runs
+/// against a copy in memory of the state the recorded run started from
+/// (or, for a recording made before Sluice kept it, of the flow's state
+/// now), so it asks what the recorded run asked and stores nothing.
+async fn taped_state(
+    tapes: &Tapes,
+    options: &mut RunOptions,
+    flow: &str,
+    mode: Mode,
+) -> Result<(), crate::state::StoreError> {
+    use crate::state::snapshot;
+    let stored = options.state.clone();
+    let now = async {
+        match &stored {
+            Some(store) => snapshot::read_all(store.as_ref(), flow).await,
+            None => Ok(Vec::new()),
+        }
+    };
+    if !tapes.replaying() {
+        tapes.keep_starting_state(now.await?);
+        return Ok(());
+    }
+    let entries = match tapes.take_starting_state() {
+        Some(entries) => entries,
+        None => {
+            if mode == Mode::Human {
+                eprintln!(
+                    "  note: the recording keeps no state ({} is missing: it was made by an older Sluice); the replay starts from the flow's state now",
+                    crate::connections::tape::starting_state::FILE
+                );
+            }
+            now.await?
+        }
+    };
+    options.state = Some(Arc::new(snapshot::in_memory(flow, entries).await));
+    Ok(())
 }
 
 /// Writes a recording's cassettes, or reports the requests a replay had

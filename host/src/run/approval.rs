@@ -192,6 +192,9 @@ pub struct Gate {
     plan_id: Option<String>,
     pub record: GateRecord,
     dry_run: bool,
+    /// False in a rehearsal (a dry run or a replay): the plan is read,
+    /// never written, and no approval is spent.
+    keeps: bool,
 }
 
 /// The gate's decision as later steps read it (the step's output under
@@ -252,6 +255,7 @@ impl Gate {
                 ..GateRecord::default()
             },
             dry_run: ctx.options.dry_run,
+            keeps: !ctx.options.rehearsal(),
         };
         for key in keys {
             let state = state_of(key);
@@ -277,7 +281,7 @@ impl Gate {
         }
         let gone = gone_keys(plan.as_ref(), all_keys);
         gate.record.closed = gone.len() as u64;
-        if !gate.dry_run {
+        if gate.keeps {
             gate.write(ctx, approvals, step, keys, inputs, gone).await?;
         }
         gate.record.plan_id = gate.plan_id.clone();
@@ -344,8 +348,8 @@ impl Gate {
         keys: &[Option<String>],
         results: &[(usize, Result<(), String>)],
     ) {
-        let (Some(plan), Some(approvals), false) =
-            (&self.plan_id, &ctx.options.approvals, self.dry_run)
+        let (Some(plan), Some(approvals), true) =
+            (&self.plan_id, &ctx.options.approvals, self.keeps)
         else {
             return;
         };

@@ -66,6 +66,8 @@ pub struct RunOptions {
     /// Where this run's flow state lives (the store its history goes to,
     /// with the run's fencing number); `None`: the runner's own, in memory.
     pub state: Option<Arc<dyn StateStore>>,
+    /// When the run started (RFC 3339): the run context's `started-at`.
+    pub started_at: String,
 }
 
 impl RunOptions {
@@ -82,7 +84,15 @@ impl RunOptions {
             state: None,
             tapes: None,
             guard: None,
+            started_at: chrono::Utc::now().to_rfc3339(),
         }
+    }
+
+    /// Whether the run keeps nothing it does: a dry run, or a replay
+    /// (answered from a recording). Neither records nor spends an
+    /// approval, and neither stores state.
+    pub fn rehearsal(&self) -> bool {
+        self.dry_run || self.tapes.as_ref().is_some_and(|t| t.replaying())
     }
 
     pub(super) fn cancelled(&self) -> bool {
@@ -210,7 +220,7 @@ impl Runner {
         let fields = RunFields {
             id: options.run_id.clone(),
             dry_run: options.dry_run,
-            started_at: chrono::Utc::now().to_rfc3339(),
+            started_at: options.started_at.clone(),
             flow: flow.name.clone(),
             output_dir: options.output_dir.display().to_string(),
             approvals: approval::open_keys(options.approvals.as_ref(), flow).await?,

@@ -363,7 +363,9 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             flow: flow.clone(),
             flow_file: record_as.flow_file.clone(),
             trigger: record_as.trigger,
-            dry_run: *dry_run,
+            // A replay changes nothing either: the history keeps it as a
+            // rehearsal, so no ledger or managed-people query counts it.
+            dry_run: *dry_run || record_as.trigger == Trigger::Replay,
             output_dir: output_dir.display().to_string(),
             replica: record_as.replica.clone(),
         }),

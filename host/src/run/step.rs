@@ -55,6 +55,7 @@ pub async fn run(
     let caller = Arc::new(caller(ctx, step, prepared));
     let started = Instant::now();
     let scope = ctx.scope(results);
+    let missed_before = replay_misses(ctx);
     let (result, attempts) = match &step.for_each {
         None => run_once(ctx, step, &caller, &context, &scope).await,
         Some(list) => (
@@ -62,12 +63,37 @@ pub async fn run(
             None,
         ),
     };
+    let result = result.and_then(|output| answered(ctx, &missed_before).map(|()| output));
     let ended = Ended {
         started,
         result,
         attempts,
     };
     finish(ctx, step, &context, ended, results)
+}
+
+/// The requests of a replay that found no recorded answer so far (none
+/// when the run is not a replay).
+fn replay_misses(ctx: &RunContext<'_>) -> Vec<String> {
+    ctx.options
+        .tapes
+        .as_ref()
+        .map(|t| t.misses())
+        .unwrap_or_default()
+}
+
+/// Fails a replayed step one of whose requests found no recorded answer
+/// (those missed before it started are `before`), even when its
+/// component carried on past the `unavailable` it got: the replay did not
+/// do what the recording did.
+fn answered(ctx: &RunContext<'_>, before: &[String]) -> Result<(), StepFailure> {
+    let now = replay_misses(ctx);
+    if now.len() <= before.len() {
+        return Ok(());
+    }
+    // The same request may have missed in an earlier step too.
+    let miss = now.iter().find(|m| !before.contains(m)).or(now.last());
+    Err(StepFailure::Failed(miss.cloned().unwrap_or_default()))
 }
 
 /// Whether the step's `when` holds (all of its values truthy); an error

@@ -32,6 +32,7 @@ mod durable;
 mod json;
 mod memory;
 pub mod queue;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 

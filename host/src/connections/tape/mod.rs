@@ -11,54 +11,97 @@
 //! Both sit behind the connection's wire seam: the send loop, its retries,
 //! pacing and response scrubbing are the same live, recording or replaying.
 //!
-//! Each run has its own id, and a step may send it (the report a mail
-//! carries names its run). As VCR's `filter_sensitive_data` does, the
-//! recorder writes it as [`RUN_ID`] and a replay puts its own id back
-//! ([`RunId`]), so the same request of another run still matches.
+//! Each run has its own id and start time, and a step may send them (the
+//! report a mail carries names its run). As VCR's `filter_sensitive_data`
+//! does, the recorder writes them as [`RUN_ID`] and [`RUN_STARTED_AT`] and
+//! a replay puts its own back ([`RunId`]), so the same request of another
+//! run still matches.
+//!
+//! The flow's state as the recorded run found it is kept beside the
+//! cassettes ([`starting_state`]); a replay starts from it, in memory,
+//! and keeps nothing it writes.
 
 pub mod cassette;
 pub mod record;
 pub mod replay;
+pub mod starting_state;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cassette::{Cassette, CassetteError};
 use record::Recorder;
 use replay::Player;
 
 use crate::redact::Redactor;
+use crate::state::Json;
 
 /// What a cassette holds in place of the recorded run's id.
 pub const RUN_ID: &str = "<RUN_ID>";
+/// What a cassette holds in place of the recorded run's start time (the
+/// run context's `started-at`, as the component got it).
+pub const RUN_STARTED_AT: &str = "<RUN_STARTED_AT>";
 
-/// The id of the run being recorded or replayed, which a cassette keeps as
-/// [`RUN_ID`].
+/// The id and start time of the run being recorded or replayed, which a
+/// cassette keeps as [`RUN_ID`] and [`RUN_STARTED_AT`].
 #[derive(Debug, Clone)]
-pub struct RunId(String);
+pub struct RunId {
+    id: String,
+    started_at: Option<String>,
+}
 
 impl RunId {
     pub fn new(id: &str) -> RunId {
-        RunId(id.to_string())
+        RunId {
+            id: id.to_string(),
+            started_at: None,
+        }
     }
 
-    /// The run's id replaced by the placeholder.
+    /// The same run, started at `started_at` (RFC 3339, as the run
+    /// context gives it).
+    pub fn started_at(self, started_at: &str) -> RunId {
+        RunId {
+            started_at: (!started_at.is_empty()).then(|| started_at.to_string()),
+            ..self
+        }
+    }
+
+    /// Each of the run's values with its placeholder.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once((self.id.as_str(), RUN_ID))
+            .chain(self.started_at.as_deref().map(|at| (at, RUN_STARTED_AT)))
+    }
+
+    /// The run's values replaced by their placeholders.
     pub fn hide(&self, bytes: &[u8]) -> Vec<u8> {
-        replace(bytes, self.0.as_bytes(), RUN_ID.as_bytes())
+        self.pairs()
+            .fold(bytes.to_vec(), |b, (value, placeholder)| {
+                replace(&b, value.as_bytes(), placeholder.as_bytes())
+            })
     }
 
-    /// The placeholder replaced by the run's id.
+    /// The placeholders replaced by the run's values.
     pub fn fill(&self, bytes: &[u8]) -> Vec<u8> {
-        replace(bytes, RUN_ID.as_bytes(), self.0.as_bytes())
+        self.pairs()
+            .fold(bytes.to_vec(), |b, (value, placeholder)| {
+                replace(&b, placeholder.as_bytes(), value.as_bytes())
+            })
     }
 
     pub fn hide_text(&self, text: &str) -> String {
-        text.replace(&self.0, RUN_ID)
+        self.pairs()
+            .fold(text.to_string(), |t, (value, placeholder)| {
+                t.replace(value, placeholder)
+            })
     }
 
     pub fn fill_text(&self, text: &str) -> String {
-        text.replace(RUN_ID, &self.0)
+        self.pairs()
+            .fold(text.to_string(), |t, (value, placeholder)| {
+                t.replace(placeholder, value)
+            })
     }
 }
 
@@ -115,11 +158,16 @@ pub enum TapeError {
     Cassette(#[from] CassetteError),
 }
 
-/// The cassettes of one run, one per connection of the flow.
+/// The cassettes of one run, one per connection of the flow, and the
+/// flow's state as the recorded run found it.
 #[derive(Debug)]
 pub struct Tapes {
     dir: PathBuf,
     tapes: BTreeMap<String, Tape>,
+    /// Recording: the state to keep beside the cassettes, once known.
+    /// Replaying: the recording's, when it has one.
+    starting_state: Mutex<Option<Vec<(String, Json)>>>,
+    replaying: bool,
 }
 
 /// Where a connection's cassette lives.
@@ -151,6 +199,8 @@ impl Tapes {
         Ok(Tapes {
             dir: dir.to_path_buf(),
             tapes,
+            starting_state: Mutex::default(),
+            replaying: false,
         })
     }
 
@@ -178,7 +228,33 @@ impl Tapes {
         Ok(Tapes {
             dir: dir.to_path_buf(),
             tapes,
+            starting_state: Mutex::new(starting_state::read(dir)?),
+            replaying: true,
         })
+    }
+
+    /// Whether these tapes answer from a recording: the run is a rehearsal
+    /// and keeps no state, approval or ledger entry.
+    pub fn replaying(&self) -> bool {
+        self.replaying
+    }
+
+    /// Recording: the flow's state as the run starts, written beside the
+    /// cassettes by [`Tapes::save`].
+    pub fn keep_starting_state(&self, entries: Vec<(String, Json)>) {
+        *self
+            .starting_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(entries);
+    }
+
+    /// Replaying: the flow's state as the recorded run found it; `None`
+    /// for a recording made before Sluice kept it.
+    pub fn take_starting_state(&self) -> Option<Vec<(String, Json)>> {
+        self.starting_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The tape of connection `name`; a connection not known here is live.
@@ -205,6 +281,11 @@ impl Tapes {
                 })?;
             cassette::write_private(&path, &redactor.redact(&yaml))?;
             written.push(path);
+        }
+        if !self.replaying
+            && let Some(entries) = self.take_starting_state()
+        {
+            written.push(starting_state::write(&self.dir, &entries, redactor)?);
         }
         Ok(written)
     }
@@ -236,5 +317,17 @@ mod tests {
             b"run 20270101T000000Z-ffffff, again 20270101T000000Z-ffffff."
         );
         assert_eq!(run.hide(b"nothing"), b"nothing");
+    }
+
+    #[test]
+    fn a_start_time_is_hidden_and_filled_like_the_id() {
+        let run = RunId::new("r1").started_at("2026-12-04T18:13:27.1+00:00");
+        let kept = run.hide_text(r#"{"run":"r1","at":"2026-12-04T18:13:27.1+00:00"}"#);
+        assert_eq!(kept, r#"{"run":"<RUN_ID>","at":"<RUN_STARTED_AT>"}"#);
+        let other = RunId::new("r2").started_at("2026-12-05T09:00:00+00:00");
+        assert_eq!(
+            other.fill(kept.as_bytes()),
+            br#"{"run":"r2","at":"2026-12-05T09:00:00+00:00"}"#
+        );
     }
 }
