@@ -111,7 +111,11 @@ async fn unbounded_allocation_hits_the_memory_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_is_a_trap_with_the_panic_message() {
-    expect_contained(r#"{ action = "trap" }"#, &["it trapped", "panicked"]).await;
+    expect_contained(
+        r#"{ action = "trap" }"#,
+        &["it trapped", "panicked", "hostile component asked to trap"],
+    )
+    .await;
 }
 
 /// The hostile component recurses ever deeper and calls `then` (`log` or

@@ -138,22 +138,56 @@ pub(super) fn classify(
     }
 }
 
-/// The line a Rust guest's panic printed, else the last line it printed.
+/// What a Rust guest's panic printed, else the last line it printed.
 fn printed_panic(stderr: &MemoryOutputPipe) -> Option<String> {
-    let printed = String::from_utf8_lossy(&stderr.contents()).into_owned();
-    let panic = printed
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .find(|l| l.contains("panicked"))
-        .map(str::to_string);
-    let last = printed
+    panic_text(&String::from_utf8_lossy(&stderr.contents()))
+}
+
+/// A panic's "panicked at FILE:LINE:COL:" line with the message Rust
+/// (since 1.73) prints on the lines after it, up to the `note:` line or a
+/// blank one; else the last line printed.
+fn panic_text(printed: &str) -> Option<String> {
+    let mut lines = printed.lines().skip_while(|l| !l.contains("panicked"));
+    if let Some(at) = lines.next() {
+        let message: Vec<&str> = lines
+            .take_while(|l| !l.trim().is_empty() && !l.starts_with("note:"))
+            .map(str::trim)
+            .collect();
+        let at = at.trim();
+        return Some(match message.is_empty() {
+            true => at.to_string(),
+            false => format!("{at} {}", message.join(" ")),
+        });
+    }
+    printed
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty() && !l.starts_with("note:"))
-        .map(str::to_string);
-    panic.or(last).map(|l| l.trim().to_string())
+        .map(|l| l.trim().to_string())
 }
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_keeps_its_message_from_the_lines_after_where_it_happened() {
+        let printed = "thread '<unnamed>' (1) panicked at src/lib.rs:130:19:\nhostile component asked to trap\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            panic_text(printed).unwrap(),
+            "thread '<unnamed>' (1) panicked at src/lib.rs:130:19: hostile component asked to trap"
+        );
+        // Rust before 1.73 printed it on the same line.
+        let old = "thread 'main' panicked at 'boom', src/lib.rs:1:1\nnote: run with …\n";
+        assert_eq!(
+            panic_text(old).unwrap(),
+            "thread 'main' panicked at 'boom', src/lib.rs:1:1"
+        );
+        assert_eq!(panic_text("one\nlast words\n").unwrap(), "last words");
+        assert_eq!(panic_text(""), None);
+    }
 }
