@@ -968,6 +968,107 @@ async fn held_plan(data: &Path) -> String {
 
 const HOSTILE_KEY: &str = "<b>eve</b>\"'&@example.com";
 
+/// The pending keys a plan page showed (its `shown` fields), as text.
+fn shown_keys(body: &str) -> Vec<String> {
+    let field = "name=\"shown\" value=\"";
+    body.match_indices(field)
+        .map(|(at, _)| {
+            let rest = &body[at + field.len()..];
+            unescape(&rest[..rest.find('"').unwrap()])
+        })
+        .collect()
+}
+
+/// HTML text with its numeric character references decoded.
+fn unescape(html: &str) -> String {
+    let mut out = String::new();
+    let mut rest = html;
+    while let Some(at) = rest.find("&#") {
+        out.push_str(&rest[..at]);
+        let end = rest[at..].find(';').unwrap() + at;
+        let code: u32 = rest[at + 2..end].parse().unwrap();
+        out.push(char::from_u32(code).unwrap());
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// "Every pending item" decides what the page showed: a person a run held
+/// after the page was loaded stays pending until someone has seen them.
+#[tokio::test]
+async fn every_pending_item_means_those_the_page_showed() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = held_plan(dir.path()).await;
+    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+    let page = get(c.addr, &format!("/approvals/{plan}"), "").await;
+    assert_page(&page, StatusCode::OK, "plan");
+    let shown = shown_keys(&page.body);
+    assert_eq!(shown.len(), 3, "{}", page.body);
+    assert!(shown.contains(&HOSTILE_KEY.to_string()), "{shown:?}");
+    let jar = set_cookies(&page);
+    let cookies = format!("sluice_csrf={}", cookie_value(&jar["sluice_csrf"]));
+    let csrf = csrf_field(&page.body);
+
+    // Meanwhile a run holds one more person in the same plan.
+    let store = Store::open(&Location::Sqlite(sluice_store::path_in(dir.path())))
+        .await
+        .unwrap();
+    let mut held: Vec<HeldItem> = shown
+        .iter()
+        .map(|k| HeldItem {
+            key: k.clone(),
+            input: json!({"user": {"email": k}, "action": "deactivate"}),
+        })
+        .collect();
+    held.push(HeldItem {
+        key: "dan@example.com".into(),
+        input: json!({"user": {"email": "dan@example.com"}, "action": "deactivate"}),
+    });
+    let update = GateUpdate {
+        flow: "offboard".into(),
+        step: "deactivate".into(),
+        run_id: "20260101T010000Z-bbbbbb".into(),
+        flow_file: "flows/offboard.toml".into(),
+        params: Vec::new(),
+        reason: "4 deactivations exceed the limit of 2".into(),
+        held,
+        gone: Vec::new(),
+        fence: None,
+    };
+    assert_eq!(store.record_gate(&update).await.unwrap().unwrap().id, plan);
+
+    let mut form = vec![
+        ("csrf", csrf.as_str()),
+        ("decision", "approved"),
+        ("all", "1"),
+    ];
+    form.extend(shown.iter().map(|k| ("shown", k.as_str())));
+    let action = format!("/approvals/{plan}/decide");
+    let decided = post(c.addr, &action, &cookies, &form).await;
+    assert_eq!(decided.status, StatusCode::SEE_OTHER, "{}", decided.body);
+    let detail = store.plan_detail(&plan).await.unwrap().unwrap();
+    let state = |key: &str| detail.items.iter().find(|i| i.key == key).unwrap().state;
+    for key in &shown {
+        assert_eq!(state(key), PlanItemState::Approved, "{key}");
+    }
+    assert_eq!(state("dan@example.com"), PlanItemState::Pending);
+
+    // A form that showed nothing decides nothing.
+    let blind = post(
+        c.addr,
+        &action,
+        &cookies,
+        &[("csrf", &csrf), ("decision", "approved"), ("all", "1")],
+    )
+    .await;
+    assert_eq!(blind.status, StatusCode::BAD_REQUEST);
+    let detail = store.plan_detail(&plan).await.unwrap().unwrap();
+    let dan = detail.items.iter().find(|i| i.key == "dan@example.com");
+    assert_eq!(dan.unwrap().state, PlanItemState::Pending);
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn approvals_are_decided_in_part_with_a_note_and_recorded_under_the_viewer() {
     let dir = tempfile::tempdir().unwrap();

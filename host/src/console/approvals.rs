@@ -161,18 +161,24 @@ fn plan_page(seen: &Seen, d: &PlanDetail, notice: Option<String>) -> PlanPage {
 /// What the decision form sent.
 struct DecisionForm {
     decision: Decision,
+    /// The keys decided: those ticked, or with "every pending item" the
+    /// pending ones the page showed. Never every pending item of the plan
+    /// as it is when the form arrives: a run may have added people since,
+    /// whom the viewer never saw.
     keys: Vec<String>,
-    all: bool,
     note: Option<String>,
 }
 
-/// Reads the form: `decision`, the `key`s ticked (repeated), `all`, `note`.
+/// Reads the form: `decision`, the `key`s ticked (repeated), `all`, the
+/// pending keys the page `shown` (repeated), `note`.
 fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
     let (mut decision, mut keys, mut all, mut note) = (None, Vec::new(), false, None);
+    let mut shown = Vec::new();
     for (k, v) in url::form_urlencoded::parse(body) {
         match k.as_ref() {
             "decision" => decision = Some(v.into_owned()),
             "key" => keys.push(v.into_owned()),
+            "shown" => shown.push(v.into_owned()),
             "all" => all = v == "1",
             "note" => note = Some(v.trim().to_string()).filter(|n| !n.is_empty()),
             _ => {}
@@ -188,6 +194,16 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
             "Tick the items to decide, or \"every pending item\"; nothing was decided.".into(),
         ));
     }
+    if all {
+        if shown.is_empty() {
+            return Err(Failure::BadRequest(
+                "The page showed no pending item to decide; reload it and look again. Nothing was decided.".into(),
+            ));
+        }
+        keys.extend(shown);
+        keys.sort();
+        keys.dedup();
+    }
     if note
         .as_ref()
         .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
@@ -199,13 +215,13 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
     Ok(DecisionForm {
         decision,
         keys,
-        all,
         note,
     })
 }
 
 /// `POST /approvals/ID/decide`: approves or rejects the items ticked (or
-/// every pending one), recorded under the viewer's name with the note.
+/// every pending one the page showed), recorded under the viewer's name
+/// with the note.
 pub async fn decide(
     State(console): State<Arc<Console>>,
     seen: Seen,
@@ -221,7 +237,7 @@ pub async fn decide(
     };
     let request = DecisionRequest {
         plan_id: id.clone(),
-        keys: if form.all { Vec::new() } else { form.keys },
+        keys: form.keys,
         decision: form.decision,
         by: viewer.name.clone(),
         note: form.note,
