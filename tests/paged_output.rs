@@ -157,6 +157,43 @@ async fn an_appended_item_that_does_not_fit_fails_the_step_naming_its_index() {
     );
 }
 
+/// An output is checked against the output schema its component
+/// describes: a field of the wrong type, or an item of a list written
+/// whole (not handed over in pages), fails the step naming where.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_does_not_fit_its_schema_fails_naming_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let cases = [
+        (
+            "count = 3, whole = true, bad_at = 1",
+            "`output.people.1.n` must be an integer, not a string (output of `",
+        ),
+        (
+            "count = 2, whole = true, misfit_count = true",
+            "`output.count` must be an integer, not a string (output of `",
+        ),
+    ];
+    for (with, expected) in cases {
+        let text = flow(&format!(
+            "[[step]]\nid = \"emit\"\nuses = \"EMIT\"\nwith = {{ {with} }}\n"
+        ));
+        let (outcome, _) = run_flow(&runner, dir.path(), &text).await;
+        assert_eq!(outcome.status, Status::Failed, "{with}");
+        let error = outcome.error.unwrap();
+        assert!(
+            error.contains("its output does not fit the output schema it describes")
+                && error.contains(expected),
+            "{with}: {error}"
+        );
+    }
+    // The same list whole and fitting passes.
+    let text =
+        flow("[[step]]\nid = \"emit\"\nuses = \"EMIT\"\nwith = { count = 3, whole = true }\n");
+    let (outcome, _) = run_flow(&runner, dir.path(), &text).await;
+    succeeded(&outcome);
+}
+
 /// A component appending to a name its output schema does not mark (as
 /// a component in another language might) is refused with `unknown-list`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,7 +45,10 @@ pub enum CallError {
     Violation(String),
     #[error("it trapped: {0}")]
     Trap(String),
-    #[error("its output is not valid JSON: {0}")]
+    /// Its output cannot be used: not JSON, placeholders that do not
+    /// match the lists handed over, or not what its schema describes
+    /// (the text says which, whole).
+    #[error("{0}")]
     InvalidOutput(String),
     #[error("it could not be instantiated: {0}")]
     Instantiate(String),

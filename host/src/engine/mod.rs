@@ -395,7 +395,9 @@ impl Engine {
         };
         describe::from_wit(wit)
             .map(|d| Some(Arc::new(d)))
-            .map_err(|why| CallError::InvalidOutput(format!("its `describe`: {why}")))
+            .map_err(|why| {
+                CallError::InvalidOutput(format!("its `describe` cannot be used: {why}"))
+            })
     }
 }
 

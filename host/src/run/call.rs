@@ -31,6 +31,7 @@ use crate::engine::{
     StepInput,
 };
 use crate::flow::model::RetryPolicy;
+use crate::flow::schema::InputSchema;
 use crate::redact::Redactor;
 use crate::state::{self, CallState, CommitQueue, Overlay, StateStore, StoreError, Writes};
 
@@ -56,6 +57,10 @@ pub struct Caller {
     /// The lists of its output the component may hand over in pages (see
     /// [`super::paged::output_rules`]); `None`: none.
     pub lists: Option<Arc<dyn ListRules>>,
+    /// The output schema its component describes, which each output is
+    /// checked against (the lists handed over in pages were checked item
+    /// by item as they came); `None`: it describes none.
+    pub output_schema: Option<Arc<InputSchema>>,
     /// The step's `retry`; `None` calls once.
     pub retry: Option<RetryPolicy>,
     /// The run's stop flag and lease guard, asked before each new attempt.
@@ -302,12 +307,25 @@ impl Caller {
         // Checked before its writes are kept: an unreadable output fails
         // the call like any other failure.
         let start: String = done.output.chars().take(40).collect();
+        // Lists with items handed over: those items were checked as they came.
+        let appended: Vec<String> = (done.lists.iter())
+            .filter(|(_, list)| list.len > 0)
+            .map(|(name, _)| name.clone())
+            .collect();
         let output = splice::spliced(done.output, done.lists).map_err(|e| match e {
-            SpliceError::Json(e) => {
-                CallError::InvalidOutput(format!("{e} (output starts with {start:?})"))
-            }
-            other => CallError::InvalidOutput(other.to_string()),
+            SpliceError::Json(e) => CallError::InvalidOutput(format!(
+                "its output is not valid JSON: {e} (output starts with {start:?})"
+            )),
+            other => CallError::InvalidOutput(format!("its output cannot be used: {other}")),
         })?;
+        if let Some(schema) = &self.output_schema {
+            let handed: Vec<&str> = appended.iter().map(String::as_str).collect();
+            schema.check_output(&output, &handed).map_err(|e| {
+                CallError::InvalidOutput(format!(
+                    "its output does not fit the output schema it describes: {e}"
+                ))
+            })?;
+        }
         let committing = match &self.queue {
             Some(queue) if !done.writes.is_empty() => {
                 Some(Committing(Box::pin(queue.queue(state::batch(done.writes)))))

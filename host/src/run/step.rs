@@ -21,7 +21,7 @@ use crate::flow::Step;
 use crate::flow::model::OnError;
 use crate::flow::model::ValueTemplate;
 use crate::flow::resolve::{Found, ResolveError, Scope};
-use crate::flow::schema::InputMismatch;
+use crate::flow::schema::{InputMismatch, InputSchema};
 use crate::state::CommitQueue;
 
 /// The longest log line shown or recorded, in characters.
@@ -187,10 +187,21 @@ fn caller(ctx: &RunContext<'_>, step: &Step, prepared: &Arc<Prepared>) -> Caller
         },
         timeout: step.timeout,
         lists: paged::output_rules(step),
+        output_schema: output_schema(step),
         retry: step.retry,
         cancel: ctx.options.cancel.clone(),
         guard: ctx.options.guard.clone(),
     }
+}
+
+/// The output schema the step's component describes, compiled to check
+/// each output against (a schema that does not compile was refused when
+/// the flow was checked; `None` then, and without a description).
+fn output_schema(step: &Step) -> Option<Arc<InputSchema>> {
+    let d = step.description.as_ref()?;
+    InputSchema::for_output(&d.name, &d.output_schema)
+        .ok()
+        .map(Arc::new)
 }
 
 /// A step without `for_each`: one call with the resolved `with` (more

@@ -105,8 +105,28 @@ pub enum ItemMisfit {
     Mismatch(InputMismatch),
 }
 
-/// A component's input schema, compiled.
+/// What a compiled schema checks, for the words of its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    /// A step's `with`, before its component is called.
+    Input,
+    /// What a component returned, against the output schema it describes.
+    Output,
+}
+
+impl Subject {
+    fn noun(self) -> &'static str {
+        match self {
+            Subject::Input => "input",
+            Subject::Output => "output",
+        }
+    }
+}
+
+/// A component's input schema, compiled (or its output schema: see
+/// [`InputSchema::for_output`]).
 pub struct InputSchema {
+    subject: Subject,
     component: String,
     schema: Value,
     validator: jsonschema::Validator,
@@ -261,11 +281,37 @@ impl InputSchema {
     pub fn new(component: &str, schema: &Value) -> Result<Self, String> {
         let validator = compile(schema)?;
         Ok(Self {
+            subject: Subject::Input,
             component: component.to_string(),
             schema: schema.clone(),
             validator,
             split: Split::of(schema),
         })
+    }
+
+    /// A component's output schema, compiled: [`Self::check_output`]
+    /// checks what it returns, in the same parts as an input, and the
+    /// messages name `output.…` paths.
+    pub fn for_output(component: &str, schema: &Value) -> Result<Self, String> {
+        Ok(Self {
+            subject: Subject::Output,
+            ..Self::new(component, schema)?
+        })
+    }
+
+    /// Checks a component's output; `handed` names the lists it handed
+    /// over in pages, whose items were checked one by one as they came.
+    pub fn check_output(
+        &self,
+        output: &crate::run::output::StepOutput,
+        handed: &[&str],
+    ) -> Result<(), InputMismatch> {
+        if output.json().kind() != crate::run::output::Kind::Object {
+            return self.check(&output.to_value());
+        }
+        let entries: Vec<(&str, Found<'_>)> =
+            output.fields().map(|(k, j)| (k, Found::Json(j))).collect();
+        self.check_entries_paged(&entries, handed)
     }
 
     /// The schema as the component gave it.
@@ -431,6 +477,12 @@ impl InputSchema {
         text: &str,
     ) -> Vec<Mismatch> {
         let c = &self.component;
+        let noun = self.subject.noun();
+        let shown = |path: &InputPath| match self.subject {
+            Subject::Input => path.to_string(),
+            // `with…` shown from its root as the output's.
+            Subject::Output => format!("output{}", &path.to_string()["with".len()..]),
+        };
         let one = |path: InputPath, message: String, hint: String| {
             vec![Mismatch {
                 path,
@@ -438,45 +490,50 @@ impl InputSchema {
                 hint,
             }]
         };
+        let at = shown(path);
         match kind {
             ValidationErrorKind::Type { kind } => one(
                 path.clone(),
-                type_message(path, &expected_types(kind), kind_of(found), c),
-                format!("give `{path}` {}", expected_types(kind)),
+                format!(
+                    "`{at}` must be {}, not {} ({noun} of `{c}`)",
+                    expected_types(kind),
+                    kind_of(found)
+                ),
+                format!("give `{at}` {}", expected_types(kind)),
             ),
             ValidationErrorKind::Required { property } => {
                 let key = property.as_str().unwrap_or_default();
                 one(
                     path.clone(),
-                    format!("`{path}` has no `{key}`, which `{c}` requires"),
-                    format!("add `{key}` to `{path}`"),
+                    format!("`{at}` has no `{key}`, which `{c}` requires"),
+                    format!("add `{key}` to `{at}`"),
                 )
             }
             ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
                 .iter()
                 .map(|key| Mismatch {
                     path: path.child(key),
-                    message: format!("`{}` is not an input of `{c}`", path.child(key)),
+                    message: format!("`{}` is not an {noun} of `{c}`", shown(&path.child(key))),
                     hint: self.known_keys_hint(path),
                 })
                 .collect(),
             ValidationErrorKind::Enum { options } => one(
                 path.clone(),
-                format!("`{path}` must be one of {options} (input of `{c}`)"),
+                format!("`{at}` must be one of {options} ({noun} of `{c}`)"),
                 "use one of the values listed".to_string(),
             ),
             ValidationErrorKind::Constant { expected_value } => one(
                 path.clone(),
-                format!("`{path}` must be {expected_value} (input of `{c}`)"),
+                format!("`{at}` must be {expected_value} ({noun} of `{c}`)"),
                 format!("set it to {expected_value}"),
             ),
             _ => one(
                 path.clone(),
                 format!(
-                    "`{path}` does not fit the input of `{c}`: {}",
+                    "`{at}` does not fit the {noun} of `{c}`: {}",
                     first_line(text)
                 ),
-                "see the component's input schema".to_string(),
+                format!("see the component's {noun} schema"),
             ),
         }
     }
@@ -490,11 +547,6 @@ impl InputSchema {
             format!("remove it; `{}` takes: {}", self.component, keys.join(", "))
         }
     }
-}
-
-/// "`with.x` must be an integer, not a string (input of `c`)".
-pub fn type_message(path: &InputPath, expected: &str, found: &str, component: &str) -> String {
-    format!("`{path}` must be {expected}, not {found} (input of `{component}`)")
 }
 
 fn first_line(text: &str) -> &str {
