@@ -2,7 +2,8 @@
 //! the scheduled times, skips overlapping firings, stops gracefully on
 //! SIGTERM or SIGINT (at once on a second one, or when the grace period
 //! ends), reloads and picks up new files on SIGHUP, settles runs a dead
-//! process left behind, leaves a readable record after a crash, records
+//! process left behind, leaves a readable record after a crash (and the
+//! flow's lease to the next run at once), records
 //! per-item request counts, and never stores a secret — nor writes one into
 //! a report file.
 
@@ -508,6 +509,69 @@ fn a_killed_run_leaves_a_readable_partial_record() {
         text.contains("second") && text.contains("interrupted"),
         "{text}"
     );
+}
+
+/// A `sluice run` killed with SIGKILL lets go of nothing, its flow's lease
+/// included; but it ran on this host and its process is gone, so the next
+/// `sluice run` of the flow takes the lease over at once (not once its 30 s
+/// have lapsed) and records the killed run interrupted, saying why.
+#[test]
+fn the_next_run_takes_over_at_once_the_lease_of_a_killed_run() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let nap = step(
+        "nap",
+        r#"{ action = "sleep", ms = "${params.nap}" }"#,
+        "timeout = \"1m\"",
+    );
+    let file = flows.path().join("crash.toml");
+    write_file(
+        &file,
+        &format!("name = \"crash\"\n[params]\nnap = 30000\n{nap}"),
+    );
+    let file = file.to_str().unwrap();
+    let mut child = sluice(data.path(), &["run", file, "--quiet"])
+        .spawn()
+        .unwrap();
+    wait_for(data.path(), Duration::from_secs(20), |_| {
+        h_step_running(data.path(), "nap")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = history(data.path()).list_runs(None, 1).unwrap()[0].clone();
+    // Refused (exit 1) until the lease lapsed, before.
+    let out = sluice(data.path(), &["run", file, "--quiet", "--param", "nap=0"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "(pid {}, on this host) is gone; its run {} is recorded as interrupted by",
+            child.id(),
+            killed.id
+        )),
+        "{said}"
+    );
+    let runs = history(data.path()).list_runs(None, 10).unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0].status, "succeeded");
+    assert_eq!(runs[0].fence, killed.fence.map(|f| f + 1));
+    // Recorded interrupted, not only read so: it has an end, and the
+    // takeover's reason.
+    let d = history(data.path())
+        .run_detail(&killed.id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.run.status, "interrupted");
+    assert!(d.run.ended_at.is_some(), "{:?}", d.run);
+    let error = d.run.error.unwrap();
+    assert!(
+        error.contains(&format!("(pid {}, on this host) ended", child.id()))
+            && error.contains("which took the lease over at once"),
+        "{error}"
+    );
+    assert_eq!(d.steps[0].status, "interrupted");
 }
 
 /// Whether a running run is in `step` (the newest runs may be skipped

@@ -182,9 +182,10 @@ pub trait Backend: Send + Sync + 'static {
     /// [`Claim::Won`], however many replicas ask at once.
     async fn claim_firing(&self, firing: &Firing) -> Result<Claim, StoreError>;
 
-    /// Takes the flow's lease for a run, for `ttl`, when it is free or has
-    /// expired (the run it covered is then recorded interrupted, in the
-    /// same transaction); the new fencing number is one more than the last.
+    /// Takes the flow's lease for a run, for `ttl`, when it is free, has
+    /// expired, or its holder's process on this host is known to be gone
+    /// (the run it covered is then recorded interrupted, in the same
+    /// transaction); the new fencing number is one more than the last.
     async fn acquire_lease(
         &self,
         grant: &LeaseGrant,

@@ -20,11 +20,19 @@
 //!   or when it acquires the lease), records the run `interrupted` and
 //!   bumps the number, all in one transaction; the next firing runs as
 //!   usual.
+//! - A process that acquires a lease not yet expired takes it over the
+//!   same way, at once, when its holder is known to be gone: the run it
+//!   covers was written on this host by the process the lease names, and
+//!   that process has ended ([`holder_gone`]). So a `sluice run` killed
+//!   with `kill -9` does not keep the next run on its host waiting; another
+//!   host's holder, or one that cannot be judged, holds it until it expires.
 //!
 //! PostgreSQL judges expiry by its own clock (`now()`), so the replicas'
 //! clocks need not agree; SQLite serves one host and uses its clock.
 
 use serde::Serialize;
+
+use crate::process::{Liveness, liveness};
 
 /// How long a claimed firing's row is kept: long enough that no replica
 /// can still be about to fire it (a firing late by more than a minute is
@@ -82,8 +90,8 @@ pub enum Acquired {
     },
 }
 
-/// An expired lease taken over, with the run it covered (now recorded
-/// interrupted).
+/// A lease taken over from a holder that did not let go, with the run it
+/// covered (now recorded interrupted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Takeover {
     pub flow: String,
@@ -91,10 +99,66 @@ pub struct Takeover {
     pub run_id: Option<String>,
     /// The replica that held it.
     pub from_replica: String,
-    /// When it expired (RFC 3339, UTC).
+    /// When it expired (RFC 3339, UTC); for [`Lapse::HolderGone`], when it
+    /// would have.
     pub expired_at: String,
+    /// Why it could be taken.
+    pub cause: Lapse,
     /// The fencing number after the takeover.
     pub fence: i64,
+}
+
+/// Why a lease its holder never let go of may be taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lapse {
+    /// Its holder stopped renewing it and it expired.
+    Expired,
+    /// Before it expired: its holder's process (this pid), on this host,
+    /// is known to be gone.
+    HolderGone { pid: i64 },
+}
+
+impl Lapse {
+    /// The error recorded on the run the lease covered, which replica
+    /// `from` held and replica `by` took over.
+    pub(crate) fn reason(&self, from: &str, expired_at: &str, by: &str) -> String {
+        match self {
+            Lapse::Expired => format!(
+                "replica {from} stopped renewing the flow's lease (it expired at {expired_at}): the replica died or was cut off; recorded as interrupted by replica {by}"
+            ),
+            Lapse::HolderGone { pid } => format!(
+                "the process of replica {from} that ran it (pid {pid}, on this host) ended before the run finished, holding the flow's lease; recorded as interrupted by replica {by}, which took the lease over at once"
+            ),
+        }
+    }
+}
+
+/// The process that wrote a run, as the run's row names it.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    pub host: Option<String>,
+    pub pid: Option<i64>,
+    pub token: Option<String>,
+}
+
+/// Whether the holder of a lease not yet expired is known to be gone, so
+/// the lease can be taken over now rather than when it lapses: the run it
+/// covers was written on this host by the very process the lease names
+/// (the same token), and that process has ended ([`Liveness::Gone`]). A
+/// process on another host, one alive (or a pid some other process now
+/// has), one that cannot be judged, or a run not yet written keeps the
+/// lease until it expires, as before: taking a live run's lease would run
+/// the flow twice.
+pub(crate) fn holder_gone(holder_token: Option<&str>, writer: Option<&Writer>) -> Option<Lapse> {
+    let writer = writer?;
+    let token = writer.token.as_deref()?;
+    if holder_token != Some(token) {
+        return None;
+    }
+    let pid = writer.pid?;
+    (liveness(writer.host.as_deref(), Some(pid), Some(token)) == Liveness::Gone)
+        .then_some(Lapse::HolderGone { pid })
 }
 
 /// What a replica is told once its lease under `fence` was taken over:
@@ -105,9 +169,73 @@ pub fn lost(fence: i64) -> String {
     )
 }
 
-/// The error recorded on a run whose replica stopped renewing its lease.
-pub(crate) fn lapsed(from: &str, expired_at: &str, by: &str) -> String {
-    format!(
-        "replica {from} stopped renewing the flow's lease (it expired at {expired_at}): the replica died or was cut off; recorded as interrupted by replica {by}"
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::this_process;
+
+    /// A run written on this host by an earlier process with our pid (a
+    /// restarted container's pid 1): gone on every platform.
+    fn earlier(token: &str) -> Writer {
+        let me = this_process();
+        Writer {
+            host: Some(me.host.clone()),
+            pid: Some(i64::from(me.pid)),
+            token: Some(token.into()),
+        }
+    }
+
+    #[test]
+    fn only_a_holder_known_gone_on_this_host_gives_up_its_lease_early() {
+        let me = this_process();
+        let pid = i64::from(me.pid);
+        let gone = earlier("earlier");
+        assert_eq!(
+            holder_gone(Some("earlier"), Some(&gone)),
+            Some(Lapse::HolderGone { pid })
+        );
+        // The run's writer is not the process the lease names.
+        assert_eq!(holder_gone(Some("another"), Some(&gone)), None);
+        assert_eq!(holder_gone(None, Some(&gone)), None);
+        // No run row yet: nothing to judge by.
+        assert_eq!(holder_gone(Some("earlier"), None), None);
+        // This very process is alive.
+        let alive = earlier(&me.token);
+        assert_eq!(holder_gone(Some(&me.token), Some(&alive)), None);
+        // Another host's process is judged by its lease, not from here.
+        let elsewhere = Writer {
+            host: Some("another-host".into()),
+            pid: Some(999_999_999),
+            token: Some("t".into()),
+        };
+        assert_eq!(holder_gone(Some("t"), Some(&elsewhere)), None);
+        // A row without a pid, or a token (written before schema 2).
+        let no_pid = Writer {
+            pid: None,
+            ..gone.clone()
+        };
+        assert_eq!(holder_gone(Some("earlier"), Some(&no_pid)), None);
+        let no_token = Writer {
+            token: None,
+            ..gone
+        };
+        assert_eq!(holder_gone(None, Some(&no_token)), None);
+        if cfg!(target_os = "linux") {
+            // Another pid on this host: gone when /proc has none, alive
+            // (even if reused by another process) when it has.
+            let dead = Writer {
+                pid: Some(999_999_999),
+                ..earlier("t")
+            };
+            assert_eq!(
+                holder_gone(Some("t"), Some(&dead)),
+                Some(Lapse::HolderGone { pid: 999_999_999 })
+            );
+            let live = Writer {
+                pid: Some(1),
+                ..earlier("t")
+            };
+            assert_eq!(holder_gone(Some("t"), Some(&live)), None);
+        }
+    }
 }

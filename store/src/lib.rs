@@ -63,7 +63,7 @@ pub use approval::{
 pub use backend::{Backend, Store};
 pub use duration::{DurationError, parse_duration};
 pub use error::StoreError;
-pub use lease::{Acquired, Claim, Firing, LeaseGrant, Takeover};
+pub use lease::{Acquired, Claim, Firing, Lapse, LeaseGrant, Takeover};
 pub use ledger::{
     KeyApproval, LedgerEntry, LedgerEvent, LedgerKey, LedgerKeysPage, LedgerKeysQuery,
 };

@@ -1,7 +1,7 @@
 //! Replica coordination in the store, each test once per backend from one
 //! body: a firing claimed by exactly one of many at once, a lease held,
 //! renewed, freed and taken over when it expires (its run recorded
-//! interrupted), writes fenced by the lease's number, and migrations when
+//! interrupted) or at once when its holder on this host is gone, writes fenced by the lease's number, and migrations when
 //! several stores (each with its own connections, as replicas have) open
 //! an empty database at once. The same with separate processes is
 //! `sqlite_open.rs` (SQLite) and the replicas test of `sluice serve`
@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use common::{Db, Kind};
 use sluice_store::{
-    Acquired, Claim, Firing, HistoryWrite, LeaseGrant, NewRun, RunRef, RunStatus, StepStart,
+    Acquired, Claim, Firing, HistoryWrite, Lapse, LeaseGrant, NewRun, RunRef, RunStatus, StepStart,
     StepStatus, Store, StoreError, Trigger,
 };
 
@@ -54,6 +54,7 @@ both!(
     a_firing_is_claimed_by_exactly_one_of_many_at_once,
     a_lease_is_held_renewed_freed_and_numbered,
     an_expired_lease_is_taken_over_and_its_run_recorded_interrupted,
+    a_lease_whose_holder_on_this_host_is_gone_is_taken_over_at_once,
     writes_of_a_run_whose_lease_moved_on_are_refused,
     stores_opening_an_empty_database_at_once_migrate_it_once,
 );
@@ -214,6 +215,111 @@ async fn an_expired_lease_is_taken_over_and_its_run_recorded_interrupted(db: Db)
     }
     let r3 = s.run_detail("r3").await.unwrap().unwrap();
     assert_eq!(r3.run.status, RunStatus::Interrupted);
+}
+
+/// Takes `flow`'s lease for a minute under `token` and starts its run
+/// `run` with a step; returns the fencing number.
+async fn holding(db: &Db, flow: &str, run: &str, token: &str) -> i64 {
+    let g = LeaseGrant {
+        token: token.into(),
+        ..grant(flow, "a", run)
+    };
+    let fence = granted(&db.store, &g, MINUTE).await;
+    let at = RunRef {
+        id: run.into(),
+        flow: flow.into(),
+        fence: Some(fence),
+    };
+    let start = NewRun {
+        flow: flow.into(),
+        ..new_run(run, "a")
+    };
+    let step = StepStart {
+        step: "long".into(),
+        component: "c".into(),
+        input: serde_json::json!({}),
+        items_total: None,
+    };
+    let writes = vec![HistoryWrite::StartRun(start), HistoryWrite::StartStep(step)];
+    db.store.write(&at, writes).await.unwrap();
+    fence
+}
+
+async fn a_lease_whose_holder_on_this_host_is_gone_is_taken_over_at_once(db: Db) {
+    let s = &db.store;
+    let me = sluice_store::process::this_process();
+    // The run and its lease were written by an earlier process on this host
+    // with this pid (a restarted container's pid 1): known to be gone.
+    let fence = holding(&db, "f", "r1", "earlier").await;
+    db.sql("UPDATE runs SET process_token = 'earlier' WHERE id = 'r1'")
+        .await;
+    match s
+        .acquire_lease(&grant("f", "b", "r2"), MINUTE)
+        .await
+        .unwrap()
+    {
+        Acquired::Granted {
+            fence: next,
+            took_over,
+        } => {
+            assert_eq!(next, fence + 1);
+            let t = took_over.unwrap();
+            assert_eq!(
+                (t.run_id.as_deref(), t.from_replica.as_str(), t.fence),
+                (Some("r1"), "a", fence + 1)
+            );
+            let pid = i64::from(me.pid);
+            assert_eq!(t.cause, Lapse::HolderGone { pid });
+        }
+        other => panic!("{other:?}"),
+    }
+    // Recorded, not only read, as interrupted: the stored row says so.
+    assert_eq!(
+        db.text("SELECT status FROM runs WHERE id = 'r1'").await,
+        "interrupted"
+    );
+    let d = s.run_detail("r1").await.unwrap().unwrap();
+    let error = d.run.error.unwrap();
+    assert!(
+        error.contains(&format!("(pid {}, on this host) ended", me.pid))
+            && error.contains(
+                "recorded as interrupted by replica b, which took the lease over at once"
+            ),
+        "{error}"
+    );
+    assert_eq!(d.steps[0].status, StepStatus::Interrupted);
+
+    // Anything not known to be gone keeps the lease until it expires: a
+    // run of this very process, of another host, a run whose writer is not
+    // the process the lease names, and a lease whose run is not written yet.
+    let held = |flow: &'static str| async move {
+        let asked = s.acquire_lease(&grant(flow, "b", "later"), MINUTE).await;
+        assert!(
+            matches!(asked.as_ref().unwrap(), Acquired::Held { .. }),
+            "{flow}: {asked:?}"
+        );
+    };
+    holding(&db, "alive", "r3", &me.token).await;
+    held("alive").await;
+    holding(&db, "elsewhere", "r4", "earlier").await;
+    db.sql(
+        "UPDATE runs SET process_token = 'earlier', host = 'another-host', pid = 999999999
+         WHERE id = 'r4'",
+    )
+    .await;
+    held("elsewhere").await;
+    holding(&db, "not-its-run", "r5", "another").await;
+    db.sql("UPDATE runs SET process_token = 'earlier' WHERE id = 'r5'")
+        .await;
+    held("not-its-run").await;
+    granted(s, &grant("unwritten", "a", "r6"), MINUTE).await;
+    held("unwritten").await;
+    for run in ["r3", "r4", "r5"] {
+        let status = db
+            .text(&format!("SELECT status FROM runs WHERE id = '{run}'"))
+            .await;
+        assert_eq!(status, "running", "{run}");
+    }
 }
 
 async fn writes_of_a_run_whose_lease_moved_on_are_refused(db: Db) {

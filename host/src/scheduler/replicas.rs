@@ -15,6 +15,9 @@
 //! - A sweep, every third of the lease's time, takes over the expired
 //!   leases of replicas that died or stalled, recording their runs
 //!   interrupted, so the next firing of those flows runs normally.
+//! - A run that asks for a lease whose holder's process on this host is
+//!   known to be gone (killed mid-run) takes it over at once, the same way,
+//!   instead of waiting for it to expire.
 //! - On SQLite the same rows serve the processes of one host.
 
 use std::collections::HashMap;
@@ -25,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sluice_store::{Acquired, Claim, Firing, LeaseGrant, Store, StoreError};
+use sluice_store::{Acquired, Claim, Firing, Lapse, LeaseGrant, Store, StoreError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -297,15 +300,22 @@ fn held_text(replica: &str, run_id: Option<&str>, expires_at: &str) -> String {
 }
 
 fn took_over_text(t: &sluice_store::Takeover, me: &str) -> String {
+    let why = match t.cause {
+        Lapse::Expired => format!(
+            "replica {} stopped renewing its lease (it expired at {})",
+            t.from_replica, t.expired_at
+        ),
+        Lapse::HolderGone { pid } => format!(
+            "the process of replica {} that held its lease (pid {pid}, on this host) is gone",
+            t.from_replica
+        ),
+    };
     match &t.run_id {
         Some(run) => format!(
-            "⚠ {}: replica {} stopped renewing its lease (it expired at {}); its run {run} is recorded as interrupted by {me}",
-            t.flow, t.from_replica, t.expired_at
+            "⚠ {}: {why}; its run {run} is recorded as interrupted by {me}",
+            t.flow
         ),
-        None => format!(
-            "⚠ {}: replica {} stopped renewing its lease (it expired at {}); taken over by {me}",
-            t.flow, t.from_replica, t.expired_at
-        ),
+        None => format!("⚠ {}: {why}; taken over by {me}", t.flow),
     }
 }
 

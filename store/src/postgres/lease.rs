@@ -8,8 +8,10 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, Transaction};
 
 use super::history::end_unfinished;
-use crate::lease::{FIRINGS_KEPT, lapsed};
-use crate::{Acquired, Claim, Firing, LeaseGrant, RunStatus, StoreError, Takeover, timestamp};
+use crate::lease::{FIRINGS_KEPT, Writer, holder_gone};
+use crate::{
+    Acquired, Claim, Firing, Lapse, LeaseGrant, RunStatus, StoreError, Takeover, timestamp,
+};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -47,6 +49,7 @@ pub(crate) async fn claim_firing(c: &impl GenericClient, f: &Firing) -> Result<C
 struct Lease {
     fence: i64,
     holder: Option<String>,
+    holder_token: Option<String>,
     run_id: Option<String>,
     expires_at: DateTime<Utc>,
     live: bool,
@@ -55,7 +58,7 @@ struct Lease {
 async fn lock_lease(tx: &Transaction<'_>, flow: &str) -> Result<Option<Lease>> {
     let row = tx
         .query_opt(
-            "SELECT fence, holder, run_id, expires_at, expires_at > now()
+            "SELECT fence, holder, holder_token, run_id, expires_at, expires_at > now()
              FROM leases WHERE flow = $1 FOR UPDATE",
             &[&flow],
         )
@@ -64,24 +67,57 @@ async fn lock_lease(tx: &Transaction<'_>, flow: &str) -> Result<Option<Lease>> {
     Ok(Some(Lease {
         fence: r.try_get(0)?,
         holder: r.try_get(1)?,
-        run_id: r.try_get(2)?,
-        expires_at: r.try_get(3)?,
-        live: r.try_get(4)?,
+        holder_token: r.try_get(2)?,
+        run_id: r.try_get(3)?,
+        expires_at: r.try_get(4)?,
+        live: r.try_get(5)?,
     }))
 }
 
-/// Records the run an expired lease covered as interrupted.
+/// The process that wrote a run, if its row exists yet. Read apart from
+/// the locked lease row, not joined to it: a lease re-read after another
+/// transaction changed its run must not lose its row to the join.
+async fn writer_of(tx: &Transaction<'_>, run: &str) -> Result<Option<Writer>> {
+    let row = tx
+        .query_opt(
+            "SELECT host, pid, process_token FROM runs WHERE id = $1",
+            &[&run],
+        )
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(Writer {
+        host: r.try_get(0)?,
+        pid: r.try_get(1)?,
+        token: r.try_get(2)?,
+    }))
+}
+
+/// Why a held lease may be taken over now, if it may: it expired, or its
+/// holder is known to be gone ([`holder_gone`]).
+async fn lapse_of(tx: &Transaction<'_>, lease: &Lease) -> Result<Option<Lapse>> {
+    if !lease.live {
+        return Ok(Some(Lapse::Expired));
+    }
+    let writer = match &lease.run_id {
+        Some(run) => writer_of(tx, run).await?,
+        None => None,
+    };
+    Ok(holder_gone(lease.holder_token.as_deref(), writer.as_ref()))
+}
+
+/// Records the run a lapsed lease covered as interrupted.
 async fn settle_lapsed(
     tx: &Transaction<'_>,
     flow: &str,
     lease: &Lease,
+    cause: Lapse,
     by: &str,
     fence: i64,
 ) -> Result<Takeover> {
     let from = lease.holder.clone().unwrap_or_default();
     let expired_at = timestamp(lease.expires_at);
     if let Some(run) = &lease.run_id {
-        let why = lapsed(&from, &expired_at, by);
+        let why = cause.reason(&from, &expired_at, by);
         end_unfinished(tx, run, RunStatus::Interrupted, &why, Utc::now()).await?;
     }
     Ok(Takeover {
@@ -89,6 +125,7 @@ async fn settle_lapsed(
         run_id: lease.run_id.clone(),
         from_replica: from,
         expired_at,
+        cause,
         fence,
     })
 }
@@ -114,14 +151,17 @@ pub(crate) async fn acquire(
     let fence = lease.fence + 1;
     let took_over = match &lease.holder {
         None => None,
-        Some(holder) if lease.live => {
-            return Ok(Acquired::Held {
-                replica: holder.clone(),
-                run_id: lease.run_id,
-                expires_at: timestamp(lease.expires_at),
-            });
+        Some(holder) => {
+            let Some(cause) = lapse_of(tx, &lease).await? else {
+                return Ok(Acquired::Held {
+                    replica: holder.clone(),
+                    run_id: lease.run_id,
+                    expires_at: timestamp(lease.expires_at),
+                });
+            };
+            let by = &grant.replica;
+            Some(settle_lapsed(tx, &grant.flow, &lease, cause, by, fence).await?)
         }
-        Some(_) => Some(settle_lapsed(tx, &grant.flow, &lease, &grant.replica, fence).await?),
     };
     tx.execute(
         "UPDATE leases SET fence = $2, holder = $3, holder_token = $4, run_id = $5,
@@ -187,7 +227,7 @@ pub(crate) async fn take_over_expired(
             continue;
         };
         let fence = lease.fence + 1;
-        taken.push(settle_lapsed(tx, &flow, &lease, replica, fence).await?);
+        taken.push(settle_lapsed(tx, &flow, &lease, Lapse::Expired, replica, fence).await?);
         tx.execute(
             "UPDATE leases SET fence = $2, holder = NULL, holder_token = NULL, run_id = NULL
              WHERE flow = $1",

@@ -8,8 +8,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::history::end_unfinished;
-use crate::lease::{FIRINGS_KEPT, lapsed};
-use crate::{Acquired, Claim, Firing, LeaseGrant, RunStatus, StoreError, Takeover, timestamp};
+use crate::lease::{FIRINGS_KEPT, Writer, holder_gone};
+use crate::{
+    Acquired, Claim, Firing, Lapse, LeaseGrant, RunStatus, StoreError, Takeover, timestamp,
+};
 
 fn after(now: DateTime<Utc>, ttl: Duration) -> String {
     timestamp(now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX))
@@ -42,48 +44,77 @@ pub(crate) fn claim_firing(tx: &Transaction<'_>, f: &Firing) -> Result<Claim, St
 struct Lease {
     fence: i64,
     holder: Option<String>,
+    holder_token: Option<String>,
     run_id: Option<String>,
     expires_at: String,
 }
 
 fn lease_of(tx: &Transaction<'_>, flow: &str) -> rusqlite::Result<Option<Lease>> {
     tx.query_row(
-        "SELECT fence, holder, run_id, expires_at FROM leases WHERE flow = ?1",
+        "SELECT fence, holder, holder_token, run_id, expires_at FROM leases WHERE flow = ?1",
         params![flow],
         |r| {
             Ok(Lease {
                 fence: r.get(0)?,
                 holder: r.get(1)?,
-                run_id: r.get(2)?,
-                expires_at: r.get(3)?,
+                holder_token: r.get(2)?,
+                run_id: r.get(3)?,
+                expires_at: r.get(4)?,
             })
         },
     )
     .optional()
 }
 
-/// Records the run an expired lease covered as interrupted.
+/// The process that wrote a run, if its row exists yet.
+fn writer_of(tx: &Transaction<'_>, run: &str) -> rusqlite::Result<Option<Writer>> {
+    tx.query_row(
+        "SELECT host, pid, process_token FROM runs WHERE id = ?1",
+        params![run],
+        |r| {
+            Ok(Writer {
+                host: r.get(0)?,
+                pid: r.get(1)?,
+                token: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Why a held lease may be taken over now, if it may: it expired, or its
+/// holder is known to be gone ([`holder_gone`]).
+fn lapse_of(tx: &Transaction<'_>, lease: &Lease, now: &str) -> rusqlite::Result<Option<Lapse>> {
+    if lease.expires_at.as_str() <= now {
+        return Ok(Some(Lapse::Expired));
+    }
+    let writer = match &lease.run_id {
+        Some(run) => writer_of(tx, run)?,
+        None => None,
+    };
+    Ok(holder_gone(lease.holder_token.as_deref(), writer.as_ref()))
+}
+
+/// Records the run a lapsed lease covered as interrupted.
 fn settle_lapsed(
     tx: &Transaction<'_>,
     flow: &str,
     lease: &Lease,
+    cause: Lapse,
     by: &str,
     fence: i64,
 ) -> Result<Takeover, StoreError> {
     let from = lease.holder.clone().unwrap_or_default();
     if let Some(run) = &lease.run_id {
-        end_unfinished(
-            tx,
-            run,
-            RunStatus::Interrupted,
-            &lapsed(&from, &lease.expires_at, by),
-        )?;
+        let why = cause.reason(&from, &lease.expires_at, by);
+        end_unfinished(tx, run, RunStatus::Interrupted, &why)?;
     }
     Ok(Takeover {
         flow: flow.to_string(),
         run_id: lease.run_id.clone(),
         from_replica: from,
         expired_at: lease.expires_at.clone(),
+        cause,
         fence,
     })
 }
@@ -97,16 +128,16 @@ pub(crate) fn acquire(
     let (fence, took_over) = match lease_of(tx, &grant.flow)? {
         None => (1, None),
         Some(lease) if lease.holder.is_none() => (lease.fence + 1, None),
-        Some(lease) if lease.expires_at > timestamp(now) => {
-            return Ok(Acquired::Held {
-                replica: lease.holder.unwrap_or_default(),
-                run_id: lease.run_id,
-                expires_at: lease.expires_at,
-            });
-        }
         Some(lease) => {
+            let Some(cause) = lapse_of(tx, &lease, &timestamp(now))? else {
+                return Ok(Acquired::Held {
+                    replica: lease.holder.unwrap_or_default(),
+                    run_id: lease.run_id,
+                    expires_at: lease.expires_at,
+                });
+            };
             let fence = lease.fence + 1;
-            let took = settle_lapsed(tx, &grant.flow, &lease, &grant.replica, fence)?;
+            let took = settle_lapsed(tx, &grant.flow, &lease, cause, &grant.replica, fence)?;
             (fence, Some(took))
         }
     };
@@ -168,7 +199,14 @@ pub(crate) fn take_over_expired(
             continue;
         };
         let fence = lease.fence + 1;
-        taken.push(settle_lapsed(tx, &flow, &lease, replica, fence)?);
+        taken.push(settle_lapsed(
+            tx,
+            &flow,
+            &lease,
+            Lapse::Expired,
+            replica,
+            fence,
+        )?);
         tx.execute(
             "UPDATE leases SET fence = ?2, holder = NULL, holder_token = NULL, run_id = NULL
              WHERE flow = ?1",
