@@ -3,7 +3,8 @@
 //! the flow's state) in a temporary data directory: a first run adopts and
 //! changes nobody; leavers wait in one plan and exactly the approved ones
 //! are deactivated (and taken off the project); rejected ones stay as they
-//! are; a settled run writes nothing; nobody unmanaged is touched (unless
+//! are (once the person returns they are closed, and their ledger keeps it);
+//! a settled run writes nothing; nobody unmanaged is touched (unless
 //! `managed_domains` says so); a failed read or no license group
 //! deactivates nobody; creates above `max_unapproved_creates` wait.
 //!
@@ -1042,4 +1043,81 @@ async fn a_deactivation_is_kept_even_when_the_host_dies_before_the_item_ends() {
         writes(&requests)
     );
     assert!(t.active(CY) && t.on_project(CY));
+}
+
+/// A deactivation an admin rejected is closed as no longer needed once the
+/// person holds a license again, and the ledger says so; when they leave
+/// again the plan's item waits anew, and the ledger still tells the
+/// earlier closing (not only the item's latest state).
+#[tokio::test]
+async fn a_rejected_leaver_who_returns_is_closed_and_the_ledger_keeps_it() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3]), (CY, &[E3]), (DEE, &[E3])],
+        unlicensed: &[],
+        missing: &[],
+    })
+    .await;
+    t.run_ok(&[]).await;
+    // Cy and Dee leave; both wait. Cy's deactivation is rejected; Dee's
+    // still waits, so the plan stays open.
+    t.leave_group(CY, E3);
+    t.leave_group(DEE, E3);
+    t.run_ok(&[]).await;
+    let (id, _) = t.plans().await[0].clone();
+    t.decide("reject", &id, &[CY]).await;
+    // Cy holds a license again: the next run closes the rejected item.
+    assert!(t.emu.add_member(&t.groups[E3], t.graph_id(CY)));
+    let (_, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert_eq!(t.items(&id).await, map(&[(CY, "closed"), (DEE, "pending")]));
+    let closing = (
+        "deactivate".to_string(),
+        "closed".to_string(),
+        "no longer among the items: no longer needed".to_string(),
+    );
+    assert_eq!(story(&t, CY).await.last(), Some(&closing));
+    let text = t.cli(&["ledger", CY]).await;
+    assert!(
+        text.stdout.contains(&format!(
+            "approval closed (plan {id}): no longer among the items"
+        )),
+        "{}",
+        text.stdout
+    );
+    // Cy leaves again: the same plan's item waits anew, and the closing
+    // stays in Cy's story between the rejection and the new wait.
+    t.leave_group(CY, E3);
+    t.run_ok(&[]).await;
+    assert_eq!(
+        t.items(&id).await,
+        map(&[(CY, "pending"), (DEE, "pending")])
+    );
+    let entry = |s: &str, w: &str, d: &str| (s.to_string(), w.to_string(), d.to_string());
+    assert_eq!(
+        story(&t, CY).await,
+        [
+            entry("diff", "succeeded", ""),
+            entry("deactivate", "waiting", ""),
+            entry("deactivate", "rejected", "Dana Admin"),
+            closing,
+            entry("deactivate", "waiting", ""),
+        ]
+    );
+}
+
+/// A key's ledger as `(step, what, who or why)`: an item's status, a
+/// decision and who made it, a closing and its detail.
+async fn story(t: &Tenant, key: &str) -> Vec<(String, String, String)> {
+    let ledger = t.json(&["ledger", key, "--json"]).await;
+    let text = |e: &Value, field: &str| e[field].as_str().unwrap_or("").to_string();
+    ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| match e["kind"].as_str() {
+            Some("decision") => (text(e, "step"), text(e, "decision"), text(e, "by")),
+            Some("closed") => (text(e, "step"), "closed".into(), text(e, "detail")),
+            _ => (text(e, "step"), text(e, "status"), String::new()),
+        })
+        .collect()
 }

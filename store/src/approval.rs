@@ -19,8 +19,10 @@
 //! - Keys compare case-insensitively ([`key_norm`]); the key as first
 //!   written is what is shown.
 //!
-//! Every decision is kept ([`DecisionRecord`]: who, when, a note) and
-//! shown in the ledger beside the runs of its key.
+//! Every decision is kept ([`DecisionRecord`]: who, when, a note), and so
+//! is every closing of a key that left (which run, when): both are shown in
+//! the ledger beside the runs of its key, also once the item is a new
+//! request again and its own latest decision and outcome are cleared.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,6 +34,10 @@ use crate::model::ItemStatus;
 pub fn key_norm(key: &str) -> String {
     key.trim().to_lowercase()
 }
+
+/// Why an item whose key left the step's items is closed, as the item and
+/// its ledger entry say.
+pub(crate) const NO_LONGER_NEEDED: &str = "no longer among the items: no longer needed";
 
 /// A plan's `--param` overrides as stored: a JSON list of `[name, value]`.
 pub(crate) fn params_text(params: &[(String, String)]) -> String {

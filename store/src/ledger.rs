@@ -6,8 +6,9 @@
 //!   its step, status, the output the component returned, its error),
 //!   found through an index on the key;
 //! - the decisions people made about it in approval plans (who, when, a
-//!   note), and the closing of an approved or pending key that left its
-//!   step's items (no longer needed).
+//!   note), and each closing of a pending, approved or rejected key that
+//!   left its step's items (no longer needed), kept even once the key is
+//!   back and its plan item waits again.
 //!
 //! So pruning runs removes their entries and leaves the ledger correct
 //! for what remains; a closed plan is pruned with the runs of its time.

@@ -3,7 +3,7 @@
 //! duplicated (even when two gates race); decisions with who, when and a
 //! note, refused clearly when they cannot be made; a decision made while
 //! a run goes on stands; approvals spent once; keys that leave closed as
-//! no longer needed; the ledger of a key across runs and decisions,
+//! no longer needed (each closing kept in the ledger); the ledger of a key across runs and decisions,
 //! case-insensitive, still right after pruning; what a run's gate did in
 //! `runs show`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -448,6 +448,43 @@ async fn keys_that_leave_are_closed_and_a_key_that_returns_waits_again(db: Db) {
         .unwrap()
         .unwrap();
     assert_eq!(closed.status, PlanStatus::Closed);
+    // The ledger keeps every closing, the approved and the rejected key's
+    // alike, and a's first one although its item was a new request since.
+    assert_eq!(
+        decisions_and_closings(s, "a@x.com").await,
+        ["approved by alice", "closed by r2", "closed by r4"]
+    );
+    assert_eq!(
+        decisions_and_closings(s, "b@x.com").await,
+        ["rejected by alice", "closed by r2"]
+    );
+    let story = s.ledger("b@x.com", None).await.unwrap();
+    let LedgerEvent::Closed {
+        plan_id, detail, ..
+    } = &story[1].event
+    else {
+        panic!("{story:?}")
+    };
+    assert_eq!(plan_id, &plan.id);
+    assert_eq!(story[1].key, "b@x.com", "the key as its item wrote it");
+    assert_eq!(
+        detail.as_deref(),
+        Some("no longer among the items: no longer needed")
+    );
+}
+
+/// A key's decisions and closings in its ledger, oldest first.
+async fn decisions_and_closings(s: &Store, key: &str) -> Vec<String> {
+    s.ledger(key, None)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| match &e.event {
+            LedgerEvent::Decision { decision, by, .. } => Some(format!("{decision} by {by}")),
+            LedgerEvent::Closed { run_id, .. } => Some(format!("closed by {run_id}")),
+            LedgerEvent::Item { .. } => None,
+        })
+        .collect()
 }
 
 async fn racing_gates_open_one_plan(db: Db) {

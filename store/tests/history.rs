@@ -1,8 +1,8 @@
 //! The run history end to end, each test once per backend (SQLite and
 //! PostgreSQL) from one body: migrations, a run written and read back,
 //! capped JSON, runs left behind by a dead process, pruning, listing,
-//! rendering and concurrent writers. SQLite's upgrades from older files
-//! are at the end.
+//! rendering and concurrent writers. Upgrades from older files (and one
+//! older PostgreSQL database) are at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -730,7 +730,7 @@ async fn two_handles_write_concurrently(db: Db) {
     }
 }
 
-// ---- SQLite only: files written by older Sluice versions ------------------
+// ---- Stores written by older Sluice versions --------------------------------
 
 fn sql(path: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
@@ -811,6 +811,83 @@ async fn a_version_8_sqlite_file_keeps_its_flow_state_in_a_rowid_table() {
         .unwrap();
     assert!(!table.contains("WITHOUT ROWID"), "{table}");
     assert!(table.contains("UNIQUE (flow, key)"), "{table}");
+}
+
+/// A plan as a build before closings were kept left it: Ann's item closed
+/// (by run r2), Bob's pending.
+const PLAN_WITH_A_CLOSED_ITEM: &str = "
+    INSERT INTO approval_plans (id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run)
+    VALUES ('ap-000001', 'sync', 'deactivate', 'open', 'always', 'f.toml', '2026-01-01T00:00:00.000Z', 'r1', '2026-01-01T00:00:00.000Z', 'r1');
+    INSERT INTO approval_items (plan_id, key_norm, item_key, position, input, state, first_seen_run, last_seen_run, last_seen_at,
+                                outcome, outcome_run, outcome_at, outcome_detail)
+    VALUES ('ap-000001', 'ann@x.com', 'Ann@x.com', 0, '{}', 'closed', 'r1', 'r1', '2026-01-01T00:00:00.000Z',
+            'closed', 'r2', '2026-01-02T00:00:00.000Z', 'no longer among the items: no longer needed'),
+           ('ap-000001', 'bob@x.com', 'bob@x.com', 1, '{}', 'pending', 'r1', 'r2', '2026-01-02T00:00:00.000Z',
+            NULL, NULL, NULL, NULL);";
+
+/// Ann's closing from [`PLAN_WITH_A_CLOSED_ITEM`] is in her ledger once
+/// the store is migrated; Bob has none.
+async fn the_closing_of_an_older_schema_is_in_the_ledger(h: &Store) {
+    let ann = h.ledger("ann@x.com", None).await.unwrap();
+    assert_eq!(ann.len(), 1, "{ann:?}");
+    assert_eq!(
+        (ann[0].at.as_str(), ann[0].key.as_str()),
+        ("2026-01-02T00:00:00.000Z", "Ann@x.com")
+    );
+    assert!(
+        matches!(&ann[0].event, sluice_store::LedgerEvent::Closed { run_id, .. } if run_id == "r2"),
+        "{ann:?}"
+    );
+    assert!(h.ledger("bob@x.com", None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_version_9_sqlite_file_keeps_its_closed_approval_items_in_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sluice_store::path_in(dir.path());
+    let conn = sqlite_at_version(&path, 9);
+    conn.execute_batch(PLAN_WITH_A_CLOSED_ITEM).unwrap();
+    drop(conn);
+    let h = Store::open(&Location::Sqlite(path)).await.unwrap();
+    the_closing_of_an_older_schema_is_in_the_ledger(&h).await;
+}
+
+/// The same on a PostgreSQL database a build at its schema 4 left.
+#[tokio::test]
+async fn a_version_4_postgres_database_keeps_its_closed_approval_items_in_the_ledger() {
+    let url = sluice_store::testing::TempPostgres::shared()
+        .new_database()
+        .await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "CREATE TABLE sluice_schema (
+                version    bigint PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                applied_by text NOT NULL
+            )",
+        )
+        .await
+        .unwrap();
+    for (i, migration) in sluice_store::postgres::schema::MIGRATIONS[..4]
+        .iter()
+        .enumerate()
+    {
+        client.batch_execute(migration).await.unwrap();
+        client
+            .execute(
+                "INSERT INTO sluice_schema (version, applied_by) VALUES ($1, 'old')",
+                &[&(i as i64 + 1)],
+            )
+            .await
+            .unwrap();
+    }
+    client.batch_execute(PLAN_WITH_A_CLOSED_ITEM).await.unwrap();
+    let h = Store::open(&Location::Postgres(url)).await.unwrap();
+    the_closing_of_an_older_schema_is_in_the_ledger(&h).await;
 }
 
 #[tokio::test]

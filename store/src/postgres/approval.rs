@@ -7,6 +7,7 @@
 //! NOTHING`, then a fresh look) joins it.
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row, Transaction};
 
 use super::query::{time, time_opt, word};
@@ -278,19 +279,42 @@ pub(crate) async fn record_gate(
         )
         .await?;
     }
-    let close = tx
-        .prepare(
-            "UPDATE approval_items SET state = 'closed', outcome = 'closed', outcome_run = $3, outcome_at = $4,
-                outcome_detail = 'no longer among the items: no longer needed'
-             WHERE plan_id = $1 AND key_norm = $2 AND state IN ('pending', 'approved', 'rejected')",
-        )
-        .await?;
-    for key in &u.gone {
-        tx.execute(&close, &[&id, &key_norm(key), &u.run_id, &now])
-            .await?;
-    }
+    close_gone(tx, &id, &u.gone, &u.run_id, now).await?;
     close_if_settled(tx, &id, now).await?;
     summary(tx, &id, false).await
+}
+
+/// Closes the live items of keys that left the step's items, each closing
+/// kept for the ledger first: the item's own outcome is cleared when its
+/// key comes back.
+async fn close_gone(
+    tx: &Transaction<'_>,
+    plan: &str,
+    gone: &[String],
+    run: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let live = "plan_id = $1 AND key_norm = $2 AND state IN ('pending', 'approved', 'rejected')";
+    let keep = tx
+        .prepare(&format!(
+            "INSERT INTO approval_closings (plan_id, key_norm, item_key, run_id, closed_at, detail)
+             SELECT plan_id, key_norm, item_key, $3, $4, $5 FROM approval_items WHERE {live}"
+        ))
+        .await?;
+    let close = tx
+        .prepare(&format!(
+            "UPDATE approval_items SET state = 'closed', outcome = 'closed', outcome_run = $3, outcome_at = $4,
+                outcome_detail = $5
+             WHERE {live}"
+        ))
+        .await?;
+    for key in gone {
+        let norm = key_norm(key);
+        let closing: [&(dyn ToSql + Sync); 5] = [&plan, &norm, &run, &now, &NO_LONGER_NEEDED];
+        tx.execute(&keep, &closing).await?;
+        tx.execute(&close, &closing).await?;
+    }
+    Ok(())
 }
 
 async fn close_if_settled(tx: &Transaction<'_>, id: &str, now: DateTime<Utc>) -> Result<()> {
@@ -388,8 +412,8 @@ pub(crate) async fn decide(tx: &Transaction<'_>, req: &DecisionRequest) -> Resul
     Ok(outcome)
 }
 
-/// Deletes closed plans closed before `cutoff` (their items and
-/// decisions go with them: `ON DELETE CASCADE`).
+/// Deletes closed plans closed before `cutoff` (their items, decisions
+/// and closings go with them: `ON DELETE CASCADE`).
 pub(crate) async fn prune_closed(tx: &Transaction<'_>, cutoff: DateTime<Utc>) -> Result<()> {
     tx.execute(
         "DELETE FROM approval_plans WHERE status = 'closed' AND closed_at < $1",

@@ -68,10 +68,9 @@ pub(crate) async fn ledger(
     }
     let rows = c
         .query(
-            "SELECT a.outcome_at, a.item_key, p.flow, p.step, p.id, a.outcome_run, a.outcome_detail
-             FROM approval_items a JOIN approval_plans p ON p.id = a.plan_id
-             WHERE a.key_norm = $1 AND a.state = 'closed' AND a.outcome_at IS NOT NULL
-               AND ($2::text IS NULL OR p.flow = $2)",
+            "SELECT c.closed_at, c.item_key, p.flow, p.step, p.id, c.run_id, c.detail
+             FROM approval_closings c JOIN approval_plans p ON p.id = c.plan_id
+             WHERE c.key_norm = $1 AND ($2::text IS NULL OR p.flow = $2)",
             &[&norm, &flow],
         )
         .await?;
@@ -83,7 +82,7 @@ pub(crate) async fn ledger(
             step: r.try_get(3)?,
             event: LedgerEvent::Closed {
                 plan_id: r.try_get(4)?,
-                run_id: r.try_get::<_, Option<String>>(5)?.unwrap_or_default(),
+                run_id: r.try_get(5)?,
                 detail: r.try_get(6)?,
             },
         });

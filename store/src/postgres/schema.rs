@@ -186,6 +186,24 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE steps ADD COLUMN attempts text;
     ALTER TABLE items ADD COLUMN attempts text;
     "#,
+    // 5: every closing of an approval item whose key left the step's
+    // items, as SQLite has them at its schema 10.
+    r#"
+    CREATE TABLE approval_closings (
+        seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        plan_id         text NOT NULL REFERENCES approval_plans (id) ON DELETE CASCADE,
+        key_norm        text NOT NULL,
+        item_key        text NOT NULL,
+        run_id          text NOT NULL,
+        closed_at       timestamptz NOT NULL,
+        detail          text
+    );
+    CREATE INDEX approval_closings_by_key ON approval_closings (key_norm);
+    INSERT INTO approval_closings (plan_id, key_norm, item_key, run_id, closed_at, detail)
+        SELECT plan_id, key_norm, item_key, coalesce(outcome_run, ''), outcome_at, outcome_detail
+        FROM approval_items WHERE state = 'closed' AND outcome_at IS NOT NULL
+        ORDER BY outcome_at;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.

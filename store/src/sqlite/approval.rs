@@ -251,16 +251,37 @@ pub(crate) fn record_gate(
             t
         ])?;
     }
-    let mut close = tx.prepare(
-        "UPDATE approval_items SET state = 'closed', outcome = 'closed', outcome_run = ?3, outcome_at = ?4,
-            outcome_detail = 'no longer among the items: no longer needed'
-         WHERE plan_id = ?1 AND key_norm = ?2 AND state IN ('pending', 'approved', 'rejected')",
-    )?;
-    for key in &u.gone {
-        close.execute(params![id, key_norm(key), u.run_id, t])?;
-    }
+    close_gone(tx, &id, &u.gone, &u.run_id, &t)?;
     close_if_settled(tx, &id, &t)?;
     summary(tx, &id)
+}
+
+/// Closes the live items of keys that left the step's items, each closing
+/// kept for the ledger first: the item's own outcome is cleared when its
+/// key comes back.
+fn close_gone(
+    tx: &Transaction<'_>,
+    plan: &str,
+    gone: &[String],
+    run: &str,
+    t: &str,
+) -> Result<(), StoreError> {
+    let live = "plan_id = ?1 AND key_norm = ?2 AND state IN ('pending', 'approved', 'rejected')";
+    let mut keep = tx.prepare(&format!(
+        "INSERT INTO approval_closings (plan_id, key_norm, item_key, run_id, closed_at, detail)
+         SELECT plan_id, key_norm, item_key, ?3, ?4, ?5 FROM approval_items WHERE {live}"
+    ))?;
+    let mut close = tx.prepare(&format!(
+        "UPDATE approval_items SET state = 'closed', outcome = 'closed', outcome_run = ?3, outcome_at = ?4,
+            outcome_detail = ?5
+         WHERE {live}"
+    ))?;
+    for key in gone {
+        let closing = params![plan, key_norm(key), run, t, NO_LONGER_NEEDED];
+        keep.execute(closing)?;
+        close.execute(closing)?;
+    }
+    Ok(())
 }
 
 /// Closes a plan none of whose items is live any more.
@@ -361,11 +382,11 @@ pub(crate) fn decide(
     Ok(outcome)
 }
 
-/// Deletes closed plans (with their items and decisions) closed before
-/// `cutoff`, as pruning runs of that age does.
+/// Deletes closed plans (with their items, decisions and closings)
+/// closed before `cutoff`, as pruning runs of that age does.
 pub(crate) fn prune_closed(tx: &Transaction<'_>, cutoff: &str) -> Result<(), StoreError> {
     let doomed = "SELECT id FROM approval_plans WHERE status = 'closed' AND closed_at < ?1";
-    for table in ["approval_items", "approval_decisions"] {
+    for table in ["approval_items", "approval_decisions", "approval_closings"] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE plan_id IN ({doomed})"),
             params![cutoff],

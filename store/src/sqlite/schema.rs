@@ -6,8 +6,8 @@
 //! Invariants the rest of the crate relies on: timestamps are fixed-width
 //! RFC 3339 UTC text (they compare as text); steps, items and artifacts
 //! belong to a run (`ON DELETE CASCADE`, and pruning deletes them
-//! explicitly too), and so do approval gates; approval items and
-//! decisions belong to their plan.
+//! explicitly too), and so do approval gates; approval items, decisions
+//! and closings belong to their plan.
 
 use std::path::Path;
 
@@ -221,6 +221,27 @@ pub const MIGRATIONS: &[&str] = &[
         SELECT flow, key, value, updated_at, run_id FROM flow_state;
     DROP TABLE flow_state;
     ALTER TABLE flow_state_rows RENAME TO flow_state;
+    "#,
+    // 10: every closing of an approval item whose key left the step's
+    // items, kept apart from the item as its decisions are: when the key
+    // comes back the item is a new request and its outcome is cleared, but
+    // the ledger still tells the closing. The items closed so far are its
+    // first rows.
+    r#"
+    CREATE TABLE approval_closings (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        plan_id         TEXT NOT NULL REFERENCES approval_plans(id) ON DELETE CASCADE,
+        key_norm        TEXT NOT NULL,
+        item_key        TEXT NOT NULL,
+        run_id          TEXT NOT NULL,
+        closed_at       TEXT NOT NULL,
+        detail          TEXT
+    );
+    CREATE INDEX approval_closings_by_key ON approval_closings(key_norm);
+    INSERT INTO approval_closings (plan_id, key_norm, item_key, run_id, closed_at, detail)
+        SELECT plan_id, key_norm, item_key, COALESCE(outcome_run, ''), outcome_at, outcome_detail
+        FROM approval_items WHERE state = 'closed' AND outcome_at IS NOT NULL
+        ORDER BY outcome_at;
     "#,
 ];
 
