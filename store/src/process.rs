@@ -35,18 +35,41 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// The mark of the current process, fixed on first use.
+/// The mark of the current process, fixed on first use. Its token is
+/// `PID@NANOS`, and `/NAMESPACE` after it where the pid namespace is known
+/// (see [`pid_namespace`]).
 pub fn this_process() -> &'static ProcessMark {
     static MARK: OnceLock<ProcessMark> = OnceLock::new();
     MARK.get_or_init(|| {
         let pid = std::process::id();
         let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let namespace = pid_namespace()
+            .map(|ns| format!("/{ns}"))
+            .unwrap_or_default();
         ProcessMark {
             pid,
-            token: format!("{pid}@{nanos}"),
+            token: format!("{pid}@{nanos}{namespace}"),
             host: host_name(),
         }
     })
+}
+
+/// This process's pid namespace (Linux: the inode `/proc/self/ns/pid`
+/// names). Two containers of one Kubernetes pod share a host name but not
+/// their pids: a pid written in another namespace says nothing here.
+fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let text = link.to_string_lossy();
+    let inode = text.strip_prefix("pid:[")?.strip_suffix(']')?;
+    inode
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| inode.to_string())
+}
+
+/// The pid namespace a token names, if it names one.
+fn namespace_of(token: &str) -> Option<&str> {
+    token.split_once('/').map(|(_, ns)| ns)
 }
 
 /// Whether the process that wrote a row still runs.
@@ -76,6 +99,13 @@ pub fn liveness(host: Option<&str>, pid: Option<i64>, token: Option<&str>) -> Li
     };
     if host.is_some_and(|h| h != me.host) {
         return Liveness::OtherHost;
+    }
+    // Same host name, another pid namespace (another container of the
+    // pod): its pids cannot be looked up from here.
+    if let (Some(theirs), Some(ours)) = (token.and_then(namespace_of), namespace_of(&me.token))
+        && theirs != ours
+    {
+        return Liveness::Unknown;
     }
     if pid == i64::from(me.pid) {
         // Rows from before schema 2 have no token: the same pid alone does
@@ -121,5 +151,30 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert_eq!(liveness(here, Some(999_999_999), None), Liveness::Gone);
         }
+    }
+
+    #[test]
+    fn a_writer_in_another_pid_namespace_is_not_judged_by_its_pid() {
+        let me = this_process();
+        let here = Some(me.host.as_str());
+        let Some(ours) = namespace_of(&me.token) else {
+            return; // no pid namespaces here: nothing to tell apart
+        };
+        let other = format!("999999999@1/{}0", ours);
+        assert_eq!(
+            liveness(here, Some(999_999_999), Some(&other)),
+            Liveness::Unknown,
+            "another container's pid"
+        );
+        let same = format!("999999999@1/{ours}");
+        assert_eq!(
+            liveness(here, Some(999_999_999), Some(&same)),
+            Liveness::Gone
+        );
+        // A token written before namespaces were kept is judged as before.
+        assert_eq!(
+            liveness(here, Some(999_999_999), Some("999999999@1")),
+            Liveness::Gone
+        );
     }
 }
