@@ -274,8 +274,20 @@ impl Redactor {
                     .map(|(k, v)| (self.redact(k), self.redact_json(v)))
                     .collect(),
             ),
-            other => other.clone(),
+            // A number or a boolean that spells a secret (a numeric PIN,
+            // say) becomes the redacted text: the document stays JSON.
+            other => match self.redact_scalar(other) {
+                Some(text) => Value::String(text),
+                None => other.clone(),
+            },
         }
+    }
+
+    /// A number's or a boolean's text redacted, when redaction changes it.
+    pub fn redact_scalar(&self, value: &serde_json::Value) -> Option<String> {
+        let text = value.to_string();
+        let redacted = self.redact(&text);
+        (redacted != text).then_some(redacted)
     }
 }
 

@@ -82,7 +82,21 @@ impl Payload {
     }
 
     fn redacted_text(&self, text: &str) -> Value {
-        parsed_or_string(self.redactor.redact(text))
+        self.redacted_value(text, self.redactor.redact(text))
+    }
+
+    /// `redacted` (`text` redacted) as a tree; when redaction left it
+    /// unparsable (a secret that is also a JSON token, `true` or `2026`),
+    /// `text` redacted value by value, so a reader of `--json` still finds
+    /// an object where the component returned one.
+    fn redacted_value(&self, text: &str, redacted: String) -> Value {
+        if let Ok(value) = serde_json::from_str(&redacted) {
+            return value;
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => self.redactor.redact_json(&value),
+            Err(_) => Value::String(redacted),
+        }
     }
 
     /// The step output before redaction, when this is one: for a reader
@@ -118,14 +132,24 @@ impl Payload {
                     return HistoryJson::null();
                 }
             }
-            Json::Text(text) => {
-                let (bytes, _) = self.redactor.scrub(text.as_bytes());
-                out.push(&bytes);
-            }
-            Json::Output(output) => {
-                let (bytes, _) = self.redactor.scrub(output.text().as_bytes());
-                out.push(&bytes);
-            }
+            Json::Text(text) => return self.capped_text(text),
+            Json::Output(output) => return self.capped_text(output.text()),
+        }
+        out.into_json()
+    }
+
+    /// [`Self::capped`] of JSON text: scrubbed as it is, or, when that left
+    /// it unparsable (a secret that is also a JSON token), redacted value
+    /// by value so the history keeps a value, not null.
+    fn capped_text(&self, text: &str) -> HistoryJson {
+        let mut out = Capped::default();
+        let (bytes, _) = self.redactor.scrub(text.as_bytes());
+        out.push(&bytes);
+        let broken = out.total <= MAX_JSON_BYTES
+            && matches!(bytes, Cow::Owned(_))
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&out.kept).is_err();
+        if broken && let Ok(value) = serde_json::from_str::<Value>(text) {
+            return Payload::tree(Arc::new(value), &self.redactor).capped();
         }
         out.into_json()
     }
@@ -164,14 +188,8 @@ impl Payload {
         {
             return raw.serialize(serializer);
         }
-        parsed_or_string(redacted).serialize(serializer)
+        self.redacted_value(text, redacted).serialize(serializer)
     }
-}
-
-/// Redacted JSON text as a tree, or as one string when redaction left it
-/// unparsable.
-fn parsed_or_string(redacted: String) -> Value {
-    serde_json::from_str(&redacted).unwrap_or(Value::String(redacted))
 }
 
 impl fmt::Debug for Payload {
@@ -208,7 +226,10 @@ impl Serialize for Shown<'_> {
                 }
                 map.end()
             }
-            other => other.serialize(serializer),
+            other => match self.redactor.redact_scalar(other) {
+                Some(text) => serializer.serialize_str(&text),
+                None => other.serialize(serializer),
+            },
         }
     }
 }
@@ -270,6 +291,25 @@ mod tests {
 
     fn redactor() -> Redactor {
         Redactor::new(["s3cret-value".to_string()])
+    }
+
+    /// A secret that is also a JSON token (a number, `true`) leaves the
+    /// payload a JSON object, shown and kept, with that token redacted.
+    #[test]
+    fn a_secret_spelled_like_a_json_token_keeps_the_payload_an_object() {
+        for secret in ["2026", "true"] {
+            let r = Redactor::new([secret.to_string()]);
+            let text = format!(r#"{{"action":"echo","flag":{secret},"note":"at {secret}"}}"#);
+            let expected = json!({"action": "echo", "flag": "[redacted]", "note": "at [redacted]"});
+            let payload = Payload::text(Arc::new(text.clone()), &r);
+            assert_eq!(payload.redacted(), expected, "{secret}");
+            let written: Value =
+                serde_json::from_str(&serde_json::to_string(&payload).unwrap()).unwrap();
+            assert_eq!(written, expected, "{secret}");
+            assert_eq!(payload.capped().to_value(), expected, "{secret}");
+            let output = Payload::output(StepOutput::parse(text).unwrap(), &r);
+            assert_eq!(output.capped().to_value(), expected, "{secret}");
+        }
     }
 
     /// Serialised, a payload is the redacted value's JSON, keys included,
