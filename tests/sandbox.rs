@@ -287,6 +287,37 @@ with = {{ action = "counter", item = "${{item}}" }}
     }
 }
 
+/// A failed item stops its step naming the item, counted from 1, and its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_item_is_named_by_its_place_and_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = fixture("hostile");
+    let text = format!(
+        r#"
+name = "items"
+[params]
+items = [{{ key = "ann@x.com", action = "echo" }}, {{ key = "bob@x.com", action = "unavailable" }}]
+
+[[step]]
+id = "each"
+uses = "{}"
+for_each = "${{params.items}}"
+for_each_key = "${{item.key}}"
+with = {{ action = "${{item.action}}", message = "down" }}
+"#,
+        hostile.display()
+    );
+    let path = write_flow(dir.path(), "flow.toml", &text);
+    let runner = runner(EngineConfig::default());
+    let (outcome, events) = run(&runner, &load(&path, &[]), dir.path(), false).await;
+    assert_eq!(outcome.status, Status::Failed, "{}", events.text());
+    let error = outcome.error.unwrap_or_default();
+    assert!(
+        error.contains("item 2 of 2 (key `bob@x.com`) failed"),
+        "{error}"
+    );
+}
+
 /// Each step's end says how much linear memory its instances held beside
 /// their cap: one call's, and under `for_each` the largest item's (not
 /// their sum: each item has its own instance).

@@ -32,8 +32,10 @@ pub(super) fn from_wit(d: types::Description) -> Result<Description, String> {
             return Err(format!("it declares connection role `{}` twice", c.role));
         }
     }
+    let input_schema = schema("input", &d.input_schema)?;
+    object_input(&input_schema)?;
     Ok(Description {
-        input_schema: schema("input", &d.input_schema)?,
+        input_schema,
         output_schema: schema("output", &d.output_schema)?,
         connections: d
             .connections
@@ -49,9 +51,47 @@ pub(super) fn from_wit(d: types::Description) -> Result<Description, String> {
     })
 }
 
+/// A step's `with` is always a table: an input schema whose `type`
+/// leaves objects out could never be met, and is the component's mistake,
+/// not the flow's.
+fn object_input(schema: &Value) -> Result<(), String> {
+    let allows_object = match schema.get("type") {
+        None => true,
+        Some(Value::String(t)) => t == "object",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "object"),
+        Some(_) => false,
+    };
+    match allows_object {
+        true => Ok(()),
+        false => Err(format!(
+            "its input schema says `type` {}, but a step's input is always an object (the flow's `with` table): describe the input as an object",
+            schema["type"]
+        )),
+    }
+}
+
 fn valid_role(role: &str) -> bool {
     !role.is_empty()
         && role
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_input_schema_must_allow_an_object() {
+        assert!(object_input(&json!(true)).is_ok());
+        assert!(object_input(&json!({"properties": {}})).is_ok());
+        assert!(object_input(&json!({"type": "object"})).is_ok());
+        assert!(object_input(&json!({"type": ["object", "null"]})).is_ok());
+        let e = object_input(&json!({"type": "array"})).unwrap_err();
+        assert!(
+            e.contains("`type` \"array\"") && e.contains("always an object"),
+            "{e}"
+        );
+    }
 }

@@ -175,6 +175,7 @@ pub async fn run(
     }
     gather(
         outcomes,
+        &keys,
         step.on_error,
         shared.cancel.load(Ordering::SeqCst),
         &ctx.redactor,
@@ -478,6 +479,7 @@ async fn run_item(
 /// or a failed item under `fail`).
 fn gather(
     outcomes: Vec<ItemOutcome>,
+    keys: &[Option<String>],
     on_error: OnError,
     cancelled: bool,
     redactor: &Redactor,
@@ -521,7 +523,12 @@ fn gather(
             Some(Err(e)) => {
                 output.failed += 1;
                 if first_failure.is_none() {
-                    first_failure = Some(format!("item {} of {total} failed: {e}", index + 1));
+                    // Counted from 1 here; `index` in records counts from 0.
+                    let key = match keys.get(index) {
+                        Some(Some(key)) => format!(" (key `{}`)", redactor.redact(key)),
+                        _ => String::new(),
+                    };
+                    first_failure = Some(format!("item {} of {total}{key} failed: {e}", index + 1));
                 }
                 ItemResult::Failed {
                     error: ItemError {
