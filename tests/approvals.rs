@@ -268,6 +268,14 @@ async fn approval_always_holds_every_item_and_runs_exactly_the_approved_keys(env
         "{}",
         show.stdout
     );
+    // The flow writes no report, so no output folder is named.
+    assert!(!show.stdout.contains("  output "), "{}", show.stdout);
+    let other = env.sluice(&["runs", "--flow", "nosuch"]).await;
+    assert!(
+        other.stdout.contains("No runs of flow `nosuch` recorded"),
+        "{}",
+        other.stdout
+    );
     // Everything came from the store the environment names.
     let sqlite = sluice_store::path_in(&env.data());
     assert_eq!(sqlite.exists(), env.vars.is_empty(), "{}", sqlite.display());

@@ -56,6 +56,14 @@ pub async fn runs(
             let runs = store.list_runs(args.flow.as_deref(), args.limit).await?;
             if args.json {
                 println!("{}", terminal::json(&serde_json::to_string_pretty(&runs)?));
+            } else if let (true, Some(flow)) = (runs.is_empty(), &args.flow) {
+                // Not "no runs yet": there may be runs of other flows.
+                println!(
+                    "{}",
+                    terminal::line(&format!(
+                        "No runs of flow `{flow}` recorded (`sluice runs` lists every flow's)."
+                    ))
+                );
             } else {
                 print!("{}", terminal::lines(&render::render_runs_table(&runs)));
             }
@@ -69,10 +77,17 @@ pub async fn runs(
                 "{}",
                 terminal::json(&serde_json::to_string_pretty(&detail)?)
             ),
-            Ok(Some(detail)) => print!(
+            Ok(Some(mut detail)) => print!(
                 "{}",
                 terminal::lines(&render::render_run_detail_with(
-                    &detail,
+                    {
+                        // A run that wrote no report has no folder: none is named.
+                        let dir = detail.run.output_dir.as_deref().unwrap_or_default();
+                        if !Path::new(dir).is_dir() {
+                            detail.run.output_dir = None;
+                        }
+                        &detail
+                    },
                     DetailOptions { all_items: items }
                 ))
             ),
