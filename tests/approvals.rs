@@ -394,9 +394,9 @@ async fn a_guard_computed_earlier_makes_everything_wait_whatever_the_threshold()
     assert_eq!(plan["items"].as_array().unwrap().len(), 3);
 }
 
-#[tokio::test]
-async fn a_dry_run_says_what_would_run_and_wait_and_changes_no_approval() {
-    let env = Env::new(r#""always""#);
+/// A first run's plan with bob@x.com approved by alice: its id, and the
+/// plan as `approvals show --json` gives it then.
+async fn bob_approved(env: &Env) -> (String, Value) {
     env.run(&[]).await;
     let id = env.plan_id().await;
     let r = env
@@ -404,6 +404,27 @@ async fn a_dry_run_says_what_would_run_and_wait_and_changes_no_approval() {
         .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let before = env.json(&["approvals", "show", &id, "--json"]).await;
+    (id, before)
+}
+
+/// After a rehearsal, bob's approval is still there: the real run runs
+/// him and spends it; the others still wait.
+async fn the_real_run_spends_bobs_approval(env: &Env, id: &str) {
+    env.run(&[]).await;
+    assert_eq!(
+        env.items(id).await,
+        s(&[
+            ("Ann@x.com", "pending"),
+            ("bob@x.com", "done"),
+            ("cy@x.com", "pending")
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_says_what_would_run_and_wait_and_changes_no_approval() {
+    let env = Env::new(r#""always""#);
+    let (id, before) = bob_approved(&env).await;
     let dry = env.run(&["--dry-run"]).await;
     assert!(
         dry.stderr.contains("1 approved item would run"),
@@ -420,28 +441,13 @@ async fn a_dry_run_says_what_would_run_and_wait_and_changes_no_approval() {
         before["items"], after["items"],
         "a dry run changed the plan"
     );
-    // The approval is still there for the real run.
-    env.run(&[]).await;
-    assert_eq!(
-        env.items(&id).await,
-        s(&[
-            ("Ann@x.com", "pending"),
-            ("bob@x.com", "done"),
-            ("cy@x.com", "pending")
-        ])
-    );
+    the_real_run_spends_bobs_approval(&env, &id).await;
 }
 
 #[tokio::test]
 async fn a_replay_spends_no_approval_and_leaves_no_ledger_entry_of_its_own() {
     let env = Env::new(r#""always""#);
-    env.run(&[]).await;
-    let id = env.plan_id().await;
-    let r = env
-        .sluice(&["approve", &id, "--only", "bob@x.com", "--by", "alice"])
-        .await;
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let before = env.json(&["approvals", "show", &id, "--json"]).await;
+    let (id, before) = bob_approved(&env).await;
     // The flow has no connections: an empty recording answers it whole.
     let cassettes = env.dir.path().join("cassettes");
     std::fs::create_dir(&cassettes).unwrap();
@@ -473,16 +479,7 @@ async fn a_replay_spends_no_approval_and_leaves_no_ledger_entry_of_its_own() {
             .any(|r| r["trigger"] == "replay"),
         "{runs:#}"
     );
-    // The approval is still there for the real run.
-    env.run(&[]).await;
-    assert_eq!(
-        env.items(&id).await,
-        s(&[
-            ("Ann@x.com", "pending"),
-            ("bob@x.com", "done"),
-            ("cy@x.com", "pending")
-        ])
-    );
+    the_real_run_spends_bobs_approval(&env, &id).await;
 }
 
 #[tokio::test]
