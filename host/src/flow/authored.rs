@@ -5,7 +5,9 @@
 //! schedule) go through serde with `deny_unknown_fields`; free-form values
 //! (`params`, `with`, `when`) become [`Node`] trees that keep the span of
 //! every string, so a bad reference deep inside `with` is located exactly.
-//! Each section is read on its own, so one mistake does not hide the next.
+//! Each section is read on its own, so one mistake does not hide the next;
+//! a step with a wrong key is kept with the rest of what it says, so that
+//! its other keys are still checked and later steps still know its id.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -234,8 +236,13 @@ fn duration_text<'de, D: serde::Deserializer<'de>>(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a step table")]
 pub struct StepFields {
-    pub id: Spanned<String>,
-    pub uses: Spanned<String>,
+    /// Optional here so that a step whose other keys are wrong is still
+    /// read; a step is kept only with its id ([`AuthoredStep::id`]).
+    #[serde(default)]
+    pub id: Option<Spanned<String>>,
+    /// `None` when missing or unreadable (reported).
+    #[serde(default)]
+    pub uses: Option<Spanned<String>>,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
@@ -279,11 +286,35 @@ pub struct AuthoredGrant {
 
 #[derive(Debug)]
 pub struct AuthoredStep {
+    pub id: Spanned<String>,
     pub fields: StepFields,
     pub with: Option<Spanned<Node>>,
     pub when: Option<Spanned<Node>>,
     /// `"always"` or a table (`{ above = N, when = "…" }`).
     pub approval: Option<Spanned<Node>>,
+    /// Keys whose value could not be read, and keys an unknown key may
+    /// have meant (`for_eachh` → `for_each`); their problems are reported.
+    /// Such a key is neither there nor absent: nothing that depends on it
+    /// is checked, so that one mistake is not reported again as others.
+    pub unreadable: Vec<String>,
+}
+
+impl AuthoredStep {
+    /// Whether `key` was written but could not be read, or may have been
+    /// meant by an unknown key.
+    pub fn unreadable(&self, key: &str) -> bool {
+        self.unreadable.iter().any(|k| k == key)
+    }
+
+    /// Whether the step has `for_each`, as far as is known: `None` when
+    /// `for_each` could not be read.
+    pub fn has_for_each(&self) -> Option<bool> {
+        match self.fields.for_each {
+            Some(_) => Some(true),
+            None if self.unreadable("for_each") => None,
+            None => Some(false),
+        }
+    }
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -390,33 +421,48 @@ fn read<T: for<'de> Deserialize<'de>>(
     value: Spanned<DeValue<'_>>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Spanned<T>> {
+    match read_partly(value, diags) {
+        (Some(v), set_aside) if set_aside.is_empty() => Some(v),
+        _ => None,
+    }
+}
+
+/// As [`read`], but what could be read of a table is returned even when
+/// keys were set aside, with the path of each key set aside (the
+/// table's own key first).
+fn read_partly<T: for<'de> Deserialize<'de>>(
+    value: Spanned<DeValue<'_>>,
+    diags: &mut Vec<Diagnostic>,
+) -> (Option<Spanned<T>>, Vec<Vec<String>>) {
     let span = value.span();
     let mut value = value;
-    let mut set_aside: Vec<String> = Vec::new();
+    let mut set_aside: Vec<Vec<String>> = Vec::new();
     loop {
         let error = match Spanned::<T>::deserialize(ValueDeserializer::from(value.clone())) {
-            Ok(v) if set_aside.is_empty() => return Some(v),
-            Ok(_) => return None,
+            Ok(v) => return (Some(v), set_aside),
             Err(e) => e,
         };
         let missing_set_aside = first_line(error.message())
             .strip_prefix("missing field `")
             .and_then(|rest| rest.split_once('`'))
-            .is_some_and(|(key, _)| set_aside.iter().any(|k| k == key));
+            .is_some_and(|(key, _)| set_aside.iter().any(|k| k.last() == Some(&key.to_string())));
         if !missing_set_aside {
             diags.push(serde_diagnostic(&error, span.clone()));
         }
         match set_aside_key_at(&mut value, error.span()) {
-            Some(key) => set_aside.push(key),
-            None => return None,
+            Some(path) => set_aside.push(path),
+            None => return (None, set_aside),
         }
     }
 }
 
 /// Removes from `value` (a table) the innermost entry, in it or in a
-/// table within it, whose key or value holds `at`, and names it; `None`
-/// when there is no such entry.
-fn set_aside_key_at(value: &mut Spanned<DeValue<'_>>, at: Option<Range<usize>>) -> Option<String> {
+/// table within it, whose key or value holds `at`, and gives its path
+/// from `value`; `None` when there is no such entry.
+fn set_aside_key_at(
+    value: &mut Spanned<DeValue<'_>>,
+    at: Option<Range<usize>>,
+) -> Option<Vec<String>> {
     let at = at?;
     let holds = |span: Range<usize>| span.start <= at.start && at.end <= span.end;
     let DeValue::Table(table) = value.get_mut() else {
@@ -429,11 +475,13 @@ fn set_aside_key_at(value: &mut Spanned<DeValue<'_>>, at: Option<Range<usize>>) 
         && matches!(inner.get_ref(), DeValue::Table(_))
         && let Some(deeper) = set_aside_key_at(inner, Some(at.clone()))
     {
-        return Some(deeper);
+        let mut path = vec![key.get_ref().to_string()];
+        path.extend(deeper);
+        return Some(path);
     }
     let key = key.clone();
     table.remove(&key);
-    Some(key.into_inner().into_owned())
+    Some(vec![key.into_inner().into_owned()])
 }
 
 fn serde_diagnostic(e: &toml::de::Error, fallback: Range<usize>) -> Diagnostic {
@@ -505,13 +553,7 @@ fn unknown_field(message: &str, span: Range<usize>) -> Option<Diagnostic> {
     if expected.first().is_some_and(|k| k == "id") {
         expected = STEP_KEYS.iter().map(|k| k.to_string()).collect();
     }
-    let closest = expected
-        .iter()
-        .map(|k| (strsim::damerau_levenshtein(key, k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k.clone());
-    let hint = match closest {
+    let hint = match closest(key, &expected) {
         Some(k) => format!(
             "did you mean `{k}`? Keys allowed here: {}",
             expected.join(", ")
@@ -519,6 +561,16 @@ fn unknown_field(message: &str, span: Range<usize>) -> Option<Diagnostic> {
         None => format!("keys allowed here: {}", expected.join(", ")),
     };
     Some(Diagnostic::new(span, format!("unknown key `{key}`")).hint(hint))
+}
+
+/// The one of `expected` that `key` is most likely a typo of.
+fn closest<S: AsRef<str>>(key: &str, expected: &[S]) -> Option<String> {
+    expected
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(key, k.as_ref()), k.as_ref()))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.to_string())
 }
 
 fn table_entries<'i>(
@@ -564,8 +616,38 @@ fn read_step(
     let approval = take(&mut table, "approval").map(node);
     let artifacts = take(&mut table, "artifacts");
     let connections = take(&mut table, "connections");
-    let mut step =
-        read::<StepFields>(Spanned::new(span.clone(), DeValue::Table(table)), diags)?.into_inner();
+    // A step with a wrong key is kept, so that its other keys are checked
+    // and later steps may still refer to it by its id.
+    let (step, set_aside) =
+        read_partly::<StepFields>(Spanned::new(span.clone(), DeValue::Table(table)), diags);
+    let mut step = step?.into_inner();
+    let set_aside: Vec<String> = set_aside
+        .into_iter()
+        .filter_map(|path| path.into_iter().next())
+        .collect();
+    for key in ["id", "uses"] {
+        let missing = match key {
+            "id" => step.id.is_none(),
+            _ => step.uses.is_none(),
+        };
+        if missing && !set_aside.iter().any(|k| k == key) {
+            diags.push(
+                Diagnostic::new(span.clone(), format!("missing field `{key}`"))
+                    .hint("add the missing key"),
+            );
+        }
+    }
+    // Nothing can refer to a step without an id: it is not kept.
+    let id = step.id.clone()?;
+    let mut unreadable = Vec::new();
+    for key in set_aside {
+        if !STEP_KEYS.contains(&key.as_str())
+            && let Some(meant) = closest(&key, STEP_KEYS)
+        {
+            unreadable.push(meant);
+        }
+        unreadable.push(key);
+    }
     if let Some(artifacts) = artifacts {
         for (name, value) in table_entries(artifacts, "artifacts", diags).unwrap_or_default() {
             if let Some(path) = read::<String>(value, diags) {
@@ -574,42 +656,62 @@ fn read_step(
         }
     }
     if let Some(connections) = connections {
-        step.connections = read_grants(connections, diags);
+        let (grants, whole) = read_grants(connections, diags);
+        step.connections = grants;
+        if !whole {
+            unreadable.push("connections".to_string());
+        }
     }
     Some(Spanned::new(
         span,
         AuthoredStep {
+            id,
             fields: step,
             with,
             when,
             approval,
+            unreadable,
         },
     ))
 }
 
-/// `connections = ["graph"]` or `connections = { graph = "graph_prod" }`.
-fn read_grants(value: Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<AuthoredGrant> {
+/// `connections = ["graph"]` or `connections = { graph = "graph_prod" }`;
+/// and whether every grant could be read.
+fn read_grants(
+    value: Spanned<DeValue<'_>>,
+    diags: &mut Vec<Diagnostic>,
+) -> (Vec<AuthoredGrant>, bool) {
     let span = value.span();
     match value.into_inner() {
-        DeValue::Array(items) => items
-            .into_iter()
-            .filter_map(|item| read::<String>(item, diags))
-            .map(|connection| AuthoredGrant {
-                role: None,
-                connection,
-            })
-            .collect(),
-        DeValue::Table(table) => table
-            .into_iter()
-            .filter_map(|(role, value)| {
-                let role = Spanned::new(role.span(), role.into_inner().into_owned());
-                let connection = read::<String>(value, diags)?;
-                Some(AuthoredGrant {
-                    role: Some(role),
+        DeValue::Array(items) => {
+            let count = items.len();
+            let grants: Vec<AuthoredGrant> = items
+                .into_iter()
+                .filter_map(|item| read::<String>(item, diags))
+                .map(|connection| AuthoredGrant {
+                    role: None,
                     connection,
                 })
-            })
-            .collect(),
+                .collect();
+            let whole = grants.len() == count;
+            (grants, whole)
+        }
+        DeValue::Table(table) => {
+            let count = table.len();
+            let grants: Vec<AuthoredGrant> = table
+                .into_iter()
+                .filter_map(|(role, value)| {
+                    let role = Spanned::new(role.span(), role.into_inner().into_owned());
+                    let connection = read::<String>(value, diags)?;
+                    Some(AuthoredGrant {
+                        role: Some(role),
+                        connection,
+                    })
+                })
+                .collect();
+            let whole = grants.len() == count;
+            (grants, whole)
+        }
         other => {
             diags.push(
                 Diagnostic::new(
@@ -621,7 +723,7 @@ fn read_grants(value: Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<
                 )
                 .hint("write `connections = [\"graph\"]`, or `connections = { graph = \"graph_prod\" }` to bind a role to a connection"),
             );
-            Vec::new()
+            (Vec::new(), false)
         }
     }
 }
@@ -669,4 +771,73 @@ pub fn node(value: Spanned<DeValue<'_>>) -> Spanned<Node> {
         ),
     };
     Spanned::new(span, node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps(text: &str) -> (Vec<AuthoredStep>, Vec<String>) {
+        let mut diags = Vec::new();
+        let flow = parse(&SourceFile::new("f.toml", text), &mut diags).unwrap();
+        let steps = flow.steps.into_iter().map(Spanned::into_inner).collect();
+        (steps, diags.into_iter().map(|d| d.message).collect())
+    }
+
+    #[test]
+    fn a_step_with_a_wrong_key_is_kept_with_that_key_unreadable() {
+        let (steps, diags) = steps(
+            "[[step]]\nid = \"a\"\nuses = \"x\"\ntimeout = 30\nfor_each = [1]\n\
+             retry = { max_attempts = 0, jitter = true }\nconcurency = 2\nconnections = [\"c\", 5]\n",
+        );
+        assert_eq!(diags.len(), 5, "{diags:?}");
+        let [step] = steps.as_slice() else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(step.id.get_ref(), "a");
+        assert_eq!(step.fields.uses.as_ref().unwrap().get_ref(), "x");
+        // What could be read is there: the rest of `retry` too.
+        assert_eq!(
+            step.fields
+                .retry
+                .as_ref()
+                .unwrap()
+                .get_ref()
+                .max_attempts
+                .as_ref()
+                .map(|n| *n.get_ref()),
+            Some(0)
+        );
+        assert_eq!(step.fields.connections.len(), 1);
+        for key in [
+            "timeout",
+            "for_each",
+            "retry",
+            "concurency",
+            "concurrency",
+            "connections",
+        ] {
+            assert!(step.unreadable(key), "{key}: {:?}", step.unreadable);
+        }
+        assert!(!step.unreadable("uses") && !step.unreadable("with"));
+        assert_eq!(step.has_for_each(), None);
+    }
+
+    #[test]
+    fn a_step_without_an_id_is_not_kept_and_a_missing_key_is_named() {
+        let (steps, diags) =
+            steps("[[step]]\nwith = {}\n[[step]]\nid = 3\nuses = \"x\"\n[[step]]\nid = \"b\"\n");
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].id.get_ref(), "b");
+        assert!(steps[0].fields.uses.is_none());
+        assert_eq!(
+            diags,
+            [
+                "missing field `id`",
+                "missing field `uses`",
+                "invalid type: integer `3`, expected a string",
+                "missing field `uses`",
+            ]
+        );
+    }
 }

@@ -100,8 +100,10 @@ fn compile_into(
     ctx: &Context<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<CompiledFlow> {
-    // A section that failed to parse is left out of the authored flow; the
-    // rest is still checked so that every problem is reported at once.
+    // A section that failed to parse is left out of the authored flow (a
+    // step only when it has no id: otherwise it is kept with what could be
+    // read of it); the rest is still checked so that every problem is
+    // reported at once.
     let authored = authored::parse(source, diags)?;
     Some(compile::compile(source, authored, ctx, diags))
 }

@@ -33,7 +33,7 @@ impl Compiler<'_, '_> {
         refs: &RefRules<'_>,
     ) -> Option<Template> {
         let key = step.fields.for_each_key.as_ref()?;
-        if step.fields.for_each.is_none() {
+        if step.has_for_each() == Some(false) {
             self.error(
                 key.span(),
                 "`for_each_key` only applies to a step with `for_each`",
@@ -67,7 +67,7 @@ impl Compiler<'_, '_> {
     ) -> Option<Approval> {
         let node = step.approval.as_ref()?;
         let approval = self.approval_rule(node, refs)?;
-        if step.fields.for_each.is_none() {
+        if step.has_for_each() == Some(false) {
             self.error(
                 node.span(),
                 "`approval` applies to a step with `for_each`: it holds items back until their keys are approved",
@@ -75,7 +75,7 @@ impl Compiler<'_, '_> {
             );
             return None;
         }
-        if step.fields.for_each_key.is_none() {
+        if step.fields.for_each_key.is_none() && !step.unreadable("for_each_key") {
             self.error(
                 node.span(),
                 "a step with `approval` needs `for_each_key`: approvals are given to each item's key",

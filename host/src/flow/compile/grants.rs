@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use toml::Spanned;
 
-use super::super::authored::{AuthoredGrant, StepFields};
+use super::super::authored::{AuthoredGrant, AuthoredStep};
 use super::super::catalog::Description;
 use super::super::model::ConnectionGrant;
 use super::Compiler;
@@ -20,13 +20,13 @@ use super::Compiler;
 impl Compiler<'_, '_> {
     pub(super) fn grants(
         &mut self,
-        f: &StepFields,
+        step: &AuthoredStep,
         declared: &HashSet<&str>,
         description: Option<&Description>,
     ) -> Vec<ConnectionGrant> {
         let mut grants: Vec<ConnectionGrant> = Vec::new();
-        for g in &f.connections {
-            self.declared_connection(f.id.get_ref(), &g.connection, declared);
+        for g in &step.fields.connections {
+            self.declared_connection(step.id.get_ref(), &g.connection, declared);
             let Some(role) = self.role(g, description) else {
                 continue;
             };
@@ -44,8 +44,12 @@ impl Compiler<'_, '_> {
                 connection: g.connection.get_ref().clone(),
             });
         }
-        if let Some(d) = description {
-            self.unbound_roles(f, d, &grants);
+        // A grant that could not be read may bind any role.
+        if let Some(d) = description
+            && let Some(uses) = &step.fields.uses
+            && !step.unreadable("connections")
+        {
+            self.unbound_roles(step.id.get_ref(), uses, d, &grants);
         }
         grants
     }
@@ -107,21 +111,26 @@ impl Compiler<'_, '_> {
         None
     }
 
-    fn unbound_roles(&mut self, f: &StepFields, d: &Description, grants: &[ConnectionGrant]) {
+    fn unbound_roles(
+        &mut self,
+        step: &str,
+        uses: &Spanned<String>,
+        d: &Description,
+        grants: &[ConnectionGrant],
+    ) {
         for role in &d.connections {
             if grants.iter().any(|g| g.role == role.role) {
                 continue;
             }
             self.error(
-                f.uses.span(),
+                uses.span(),
                 format!(
                     "component `{}` needs a connection for its role `{}` ({})",
                     d.name, role.role, role.summary
                 ),
                 format!(
                     "add `connections = {{ {} = \"CONNECTION\" }}` to step `{}`",
-                    role.role,
-                    f.id.get_ref()
+                    role.role, step
                 ),
             );
         }

@@ -6,6 +6,10 @@
 //! known (another step's output schema, `${item}` from such a list, run
 //! fields, environment variables, which are text) by its JSON type. Values
 //! known only at run time are checked then, by [`InputSchema::check`].
+//!
+//! Every reference a step makes into an earlier step's output is checked
+//! against that step's output schema, whether its component describes its
+//! own input or not ([`Compiler::check_output_path`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -14,9 +18,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use toml::Spanned;
 
-use super::super::authored::{AuthoredStep, Node, OnError, StepFields};
+use super::super::authored::{AuthoredStep, Node, OnError};
 use super::super::catalog::Description;
-use super::super::model::Step;
 use super::super::resolve::walk;
 use super::super::schema::shape::{self, compatible, type_names};
 use super::super::schema::{InputPath, InputSchema, Segment};
@@ -34,11 +37,31 @@ pub(super) struct StepShape {
 }
 
 impl StepShape {
-    pub(super) fn of(step: &Step) -> Self {
+    /// What is known of the output of `step`, whose component describes
+    /// itself as `description`: the same whether the step has problems of
+    /// its own or not. A setting that could not be read counts as set.
+    pub(super) fn of(step: &AuthoredStep, description: Option<Arc<Description>>) -> Self {
+        let when = match &step.when {
+            Some(w) => !matches!(w.get_ref(), Node::Array(items) if items.is_empty()),
+            None => step.unreadable("when"),
+        };
+        let continues = match &step.fields.on_error {
+            Some(o) => *o.get_ref() == OnError::Continue,
+            None => step.unreadable("on_error"),
+        };
         Self {
-            description: step.description.clone(),
-            may_be_null: !step.when.is_empty() || step.on_error == OnError::Continue,
-            for_each: step.for_each.is_some(),
+            description,
+            may_be_null: when || continues,
+            for_each: step.has_for_each() != Some(false),
+        }
+    }
+
+    /// Nothing known: a step whose id is used twice.
+    pub(super) fn unknown() -> Self {
+        Self {
+            description: None,
+            may_be_null: true,
+            for_each: false,
         }
     }
 }
@@ -47,14 +70,20 @@ impl StepShape {
 pub(super) struct Known<'a> {
     params: &'a BTreeMap<String, Value>,
     shapes: &'a BTreeMap<String, StepShape>,
+    /// The step being compiled: a reference to its own output is an
+    /// error, not something to type by another step of that id.
+    own: &'a str,
     /// `${item}` is an element of this step's output at this path.
     item: Option<(String, Vec<String>)>,
 }
 
 impl<'a> Known<'a> {
+    /// `for_each` is the step's list, when it is known to be a reference
+    /// to one; `${item}` is then typed as its element.
     pub(super) fn new(
         params: &'a BTreeMap<String, Value>,
         shapes: &'a BTreeMap<String, StepShape>,
+        own: &'a str,
         for_each: Option<&Template>,
     ) -> Self {
         let item = for_each
@@ -70,7 +99,68 @@ impl<'a> Known<'a> {
         Self {
             params,
             shapes,
+            own,
             item,
+        }
+    }
+
+    /// What a reference is known to be now.
+    fn shape(&self, r: &Reference) -> Shape {
+        let run_field = |t: &str| Shape::Types([t.to_string()].into(), "a run field".into());
+        match &r.root {
+            Root::Param(name) => self
+                .params
+                .get(name)
+                .map_or(Shape::Unknown, |v| Shape::Value(walk(v.clone(), &r.path))),
+            Root::Env { .. } => Shape::Types(
+                ["string".into()].into(),
+                "environment variables are text".into(),
+            ),
+            Root::Run(field) if field == "dry_run" => run_field("boolean"),
+            Root::Run(field) if field == "approvals" => Shape::Unknown,
+            Root::Run(_) => run_field("string"),
+            Root::Step(id) => self.output_shape(id, &r.path),
+            Root::Item => match &self.item {
+                Some((id, path)) => {
+                    let mut full = path.clone();
+                    full.extend(r.path.iter().cloned());
+                    self.output_shape(id, &full)
+                }
+                None => Shape::Unknown,
+            },
+            Root::Secret(_) => Shape::Unknown,
+        }
+    }
+
+    /// The shape at `path` in step `id`'s output, from its output schema.
+    fn output_shape(&self, id: &str, path: &[String]) -> Shape {
+        let Some((d, step)) = self.described(id) else {
+            return Shape::Unknown;
+        };
+        let Ok(Some(schema)) = shape::output_at(&d.output_schema, path) else {
+            return Shape::Unknown;
+        };
+        match shape::types_of(&d.output_schema, schema) {
+            Some(mut types) => {
+                if step.may_be_null {
+                    types.insert("null".into());
+                }
+                Shape::Types(types, format!("output of `{}`", d.name))
+            }
+            None => Shape::Unknown,
+        }
+    }
+
+    /// The description of an earlier step whose output is what its output
+    /// schema says (not a `for_each` step's list of results).
+    fn described(&self, id: &str) -> Option<(&Description, &StepShape)> {
+        if id == self.own {
+            return None;
+        }
+        let step = self.shapes.get(id)?;
+        match (&step.description, step.for_each) {
+            (Some(d), false) => Some((d, step)),
+            _ => None,
         }
     }
 }
@@ -91,33 +181,51 @@ struct Probe {
 }
 
 impl Compiler<'_, '_> {
-    /// The output fields a step's settings read besides `with` (`when`,
-    /// `for_each`, `for_each_key`, `approval`) exist: a misspelt one would
-    /// read as nothing, and a step would be skipped, run no item or wait
-    /// for no approval without a word.
-    pub(super) fn check_setting_paths(&mut self, step: &AuthoredStep, known: &Known<'_>) {
-        let f = &step.fields;
-        let mut texts: Vec<Spanned<String>> = Vec::new();
-        texts.extend(f.for_each.iter().cloned());
-        texts.extend(f.for_each_key.iter().cloned());
-        for node in [&step.when, &step.approval].into_iter().flatten() {
-            strings_of(node, &mut texts);
-        }
-        for text in &texts {
-            let Ok(template) = Template::parse(text.get_ref()) else {
-                continue;
-            };
-            for (r, _) in template.references() {
-                if matches!(r.root, Root::Step(_) | Root::Item) {
-                    self.shape_of(r, text, known);
-                }
+    /// A reference into an earlier step's output (or to `${item}` of
+    /// such a list) names a field its output schema has: a misspelt one
+    /// would read as null, and a step would get nothing, be skipped, run
+    /// no item or wait for no approval without a word.
+    pub(super) fn check_output_path(
+        &mut self,
+        r: &Reference,
+        span: Range<usize>,
+        known: &Known<'_>,
+    ) {
+        let (id, path, list) = match &r.root {
+            Root::Step(id) => (id, r.path.clone(), 0),
+            Root::Item => {
+                let Some((id, list)) = &known.item else {
+                    return;
+                };
+                let mut path = list.clone();
+                path.extend(r.path.iter().cloned());
+                (id, path, list.len())
             }
+            _ => return,
+        };
+        let Some((d, _)) = known.described(id) else {
+            return;
+        };
+        // A list `for_each` misnames is reported there, not at each use of
+        // `${item}`.
+        if shape::output_at(&d.output_schema, &path[..list]).is_err() {
+            return;
+        }
+        if let Err(e) = shape::output_at(&d.output_schema, &path) {
+            self.error(
+                span,
+                format!("step `{id}` has no output field `{}`", e.field),
+                format!("`{}` returns: {}", d.name, e.known.join(", ")),
+            );
         }
     }
 
+    /// The step's `with` (or no `with`, `None`) against its component's
+    /// input schema, as far as it is known now; `uses` is where a problem
+    /// of the whole input is reported when there is no `with`.
     pub(super) fn check_inputs(
         &mut self,
-        f: &StepFields,
+        uses: &Spanned<String>,
         with: Option<&Spanned<Node>>,
         schema: &InputSchema,
         known: &Known<'_>,
@@ -127,7 +235,7 @@ impl Compiler<'_, '_> {
             Some(node) => self.probe(node, InputPath::default(), known, &mut probe),
             None => Value::Object(serde_json::Map::new()),
         };
-        let root = with.map_or(f.uses.span(), Spanned::span);
+        let root = with.map_or(uses.span(), Spanned::span);
         let span_of = |path: &InputPath| {
             let mut path = path.clone();
             loop {
@@ -207,13 +315,15 @@ impl Compiler<'_, '_> {
         probe: &mut Probe,
     ) -> Value {
         let Ok(template) = Template::parse(s.get_ref()) else {
+            // Reported where the template is read; nothing known here.
+            probe.unknown.push(at);
             return Value::Null;
         };
         if template.is_literal() {
             return Value::String(text_of(&template));
         }
         let shape = match template.as_single_ref() {
-            Some(r) => self.shape_of(r, s, known),
+            Some(r) => known.shape(r),
             None => Shape::Types(["string".to_string()].into(), "text".to_string()),
         };
         match shape {
@@ -229,79 +339,5 @@ impl Compiler<'_, '_> {
                 Value::Null
             }
         }
-    }
-
-    fn shape_of(&mut self, r: &Reference, s: &Spanned<String>, known: &Known<'_>) -> Shape {
-        let run_field = |t: &str| Shape::Types([t.to_string()].into(), "a run field".into());
-        match &r.root {
-            Root::Param(name) => known
-                .params
-                .get(name)
-                .map_or(Shape::Unknown, |v| Shape::Value(walk(v.clone(), &r.path))),
-            Root::Env { .. } => Shape::Types(
-                ["string".into()].into(),
-                "environment variables are text".into(),
-            ),
-            Root::Run(field) if field == "dry_run" => run_field("boolean"),
-            Root::Run(field) if field == "approvals" => Shape::Unknown,
-            Root::Run(_) => run_field("string"),
-            Root::Step(id) => self.output_shape(id, &r.path, s, known),
-            Root::Item => match &known.item {
-                Some((id, path)) => {
-                    let mut full = path.clone();
-                    full.extend(r.path.iter().cloned());
-                    self.output_shape(id, &full, s, known)
-                }
-                None => Shape::Unknown,
-            },
-            Root::Secret(_) => Shape::Unknown,
-        }
-    }
-
-    /// The shape at `path` in step `id`'s output, from its output schema.
-    fn output_shape(
-        &mut self,
-        id: &str,
-        path: &[String],
-        s: &Spanned<String>,
-        known: &Known<'_>,
-    ) -> Shape {
-        let Some(step) = known.shapes.get(id) else {
-            return Shape::Unknown;
-        };
-        let (Some(d), false) = (&step.description, step.for_each) else {
-            return Shape::Unknown;
-        };
-        let schema = match shape::output_at(&d.output_schema, path) {
-            Ok(Some(schema)) => schema,
-            Ok(None) => return Shape::Unknown,
-            Err(e) => {
-                self.error(
-                    s.span(),
-                    format!("step `{id}` has no output field `{}`", e.field),
-                    format!("`{}` returns: {}", d.name, e.known.join(", ")),
-                );
-                return Shape::Unknown;
-            }
-        };
-        match shape::types_of(&d.output_schema, schema) {
-            Some(mut types) => {
-                if step.may_be_null {
-                    types.insert("null".into());
-                }
-                Shape::Types(types, format!("output of `{}`", d.name))
-            }
-            None => Shape::Unknown,
-        }
-    }
-}
-
-/// Every text in `node` (a `when` list, an `approval` table), with its span.
-fn strings_of(node: &Spanned<Node>, out: &mut Vec<Spanned<String>>) {
-    match node.get_ref() {
-        Node::String(text) => out.push(Spanned::new(node.span(), text.clone())),
-        Node::Array(items) => items.iter().for_each(|i| strings_of(i, out)),
-        Node::Table(entries) => entries.iter().for_each(|(_, v)| strings_of(v, out)),
-        _ => {}
     }
 }

@@ -142,3 +142,166 @@ pub fn literal_json(node: &Node) -> Value {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::catalog::{CatalogError, Description};
+    use super::super::model::ComponentRef;
+    use super::super::remote::NoRegistry;
+    use super::super::{LoadError, SourceFile, compile_source};
+    use super::*;
+
+    /// Built-ins: `lister`, which describes its output (and takes any
+    /// input), and `plain`, which exports no `describe`.
+    struct Catalog;
+
+    impl ComponentCatalog for Catalog {
+        fn describe(&self, c: &ComponentRef) -> Result<Option<Description>, CatalogError> {
+            Ok(match c {
+                ComponentRef::Builtin(name) if name == "lister" => Some(Description {
+                    name: "lister".into(),
+                    version: "1.0.0".into(),
+                    summary: "lists".into(),
+                    input_schema: json!({"type": "object"}),
+                    output_schema: json!({
+                        "type": "object",
+                        "properties": {
+                            "count": {"type": "integer"},
+                            "names": {"type": "array", "items": {"type": "string"}},
+                            "info": {
+                                "type": "object",
+                                "properties": {"a": {"type": "string"}},
+                                "additionalProperties": false
+                            }
+                        },
+                        "additionalProperties": false
+                    }),
+                    connections: Vec::new(),
+                }),
+                _ => None,
+            })
+        }
+    }
+
+    /// Each problem of `flow` as `LINE:COLUMN message`, in file order.
+    fn problems(flow: &str) -> Vec<String> {
+        let ctx = Context {
+            builtins: &["lister", "plain"],
+            catalog: &Catalog,
+            param_overrides: &[],
+            remote: &NoRegistry,
+        };
+        let source = SourceFile::new("f.toml", flow);
+        match compile_source(source.clone(), &ctx) {
+            Ok(_) => Vec::new(),
+            Err(LoadError::Invalid(d)) => d
+                .items
+                .iter()
+                .map(|d| {
+                    let (line, col) = source.line_col(d.span.start);
+                    format!("{line}:{col} {}", d.message)
+                })
+                .collect(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn flow(steps: &str) -> String {
+        format!("name = \"t\"\n[params]\nlist = [1]\nobj = {{ a = 1 }}\n{steps}")
+    }
+
+    #[test]
+    fn a_step_with_a_wrong_key_is_still_known_to_later_steps() {
+        for wrong in [
+            "timeout = 30",
+            "on_error = \"ignore\"",
+            "retry = 3",
+            "for_each = [1, 2, 3]",
+            "uses = 5",
+            "concurency = 2",
+        ] {
+            let got = problems(&flow(&format!(
+                "[[step]]\nid = \"a\"\nuses = \"plain\"\n{wrong}\n\
+                 [[step]]\nid = \"b\"\nuses = \"plain\"\nwith = {{ x = \"${{steps.a.out}}\" }}\n"
+            )));
+            assert_eq!(got.len(), 1, "{wrong}: {got:?}");
+            assert!(!got[0].contains("no step"), "{wrong}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn a_step_with_a_wrong_key_still_has_its_other_problems_reported() {
+        let got = problems(&flow(
+            "[[step]]\nid = \"a\"\nuses = \"plain\"\non_error = \"ignore\"\n\
+             with = { x = \"${steps.zzz.out}\" }\n\
+             [[step]]\nid = \"a\"\nuses = \"plain\"\n",
+        ));
+        assert_eq!(
+            got,
+            [
+                "8:12 unknown variant `ignore`, expected `fail` or `continue`",
+                "9:15 there is no step `zzz` before step `a`",
+                "11:6 step id `a` is used twice",
+            ]
+        );
+    }
+
+    /// `for_each` that could not be read is neither there nor absent:
+    /// what needs it is not refused, and what refuses it is not said.
+    #[test]
+    fn an_unreadable_for_each_is_not_taken_as_absent() {
+        let got = problems(&flow(
+            "[[step]]\nid = \"a\"\nuses = \"plain\"\nfor_each = [1]\nfor_each_key = \"${item}\"\n\
+             approval = { above = 1 }\nconcurrency = 2\nmax_item_output_bytes = 10\n\
+             with = { x = \"${item}\" }\n",
+        ));
+        assert_eq!(got, ["8:12 invalid type: sequence, expected a string"]);
+        // Nor is a key an unknown key may have meant.
+        let got = problems(&flow(
+            "[[step]]\nid = \"a\"\nuses = \"plain\"\nfor_eachh = \"${params.list}\"\n\
+             with = { x = \"${item}\" }\n",
+        ));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("8:1 unknown key `for_eachh`"), "{got:?}");
+    }
+
+    #[test]
+    fn a_problem_in_a_step_hides_none_of_its_path_typos() {
+        let got = problems(&flow(
+            "[[step]]\nid = \"a\"\nuses = \"lister\"\ntimeout = \"0s\"\n\
+             with = { x = \"${params.nope}\" }\n\
+             [[step]]\nid = \"b\"\nuses = \"lister\"\nwhen = \"${steps.a.cuont}\"\n\
+             with = { x = \"${steps.a.nmes}\", y = \"${params.nope}\" }\n",
+        ));
+        assert_eq!(
+            got,
+            [
+                "8:11 a duration of zero is not allowed",
+                "9:15 `params.nope` is not a param of this flow",
+                "13:8 step `a` has no output field `cuont`",
+                "14:14 step `a` has no output field `nmes`",
+                "14:38 `params.nope` is not a param of this flow",
+            ]
+        );
+    }
+
+    /// A step whose id is used twice, or that refers to its own id, is not
+    /// typed by the other step of that id.
+    #[test]
+    fn a_reference_is_typed_only_by_the_one_earlier_step_it_can_name() {
+        let got = problems(&flow(
+            "[[step]]\nid = \"a\"\nuses = \"lister\"\n\
+             [[step]]\nid = \"a\"\nuses = \"plain\"\nwith = { x = \"${steps.a.nope}\" }\n\
+             [[step]]\nid = \"c\"\nuses = \"plain\"\nwith = { x = \"${steps.a.nope}\" }\n",
+        ));
+        assert_eq!(
+            got,
+            [
+                "9:6 step id `a` is used twice",
+                "11:15 step `a` refers to its own output",
+            ]
+        );
+    }
+}

@@ -17,6 +17,7 @@ use super::super::authored::Node;
 use super::super::compiled::{EnvUse, LocatedTemplate};
 use super::super::model::ValueTemplate;
 use super::super::template::{Part, Reference, Root, Template};
+use super::inputs::Known;
 use super::{Compiler, literal_json};
 
 /// What a step's references may see.
@@ -27,6 +28,9 @@ pub(super) struct RefRules<'a> {
     pub later: &'a [String],
     pub step: &'a str,
     pub item: ItemRule,
+    /// What the references it may make are known to be: a reference into
+    /// an earlier step's output is checked against its output schema.
+    pub known: &'a Known<'a>,
 }
 
 /// Where `${item}` may appear.
@@ -76,9 +80,22 @@ impl Compiler<'_, '_> {
             template,
         };
         self.note_env_uses(&located, &located.template, &[]);
+        let whole = located.template.as_single_ref();
         let mut ok = true;
         for (r, range) in located.template.references() {
-            ok &= self.check_reference(r, located.span(range), place);
+            let span = located.span(range);
+            let allowed = self.check_reference(r, span.clone(), place);
+            // Only a reference allowed here is looked up, so that one
+            // mistake is not reported twice.
+            if allowed && let Place::Step(rules, part) = place {
+                let is_whole = whole.is_some_and(|w| std::ptr::eq(w, r));
+                if is_whole {
+                    self.check_output_path(r, s.span(), rules.known);
+                } else if part != "with" {
+                    self.check_output_path(r, span, rules.known);
+                }
+            }
+            ok &= allowed;
         }
         ok.then_some(located)
     }

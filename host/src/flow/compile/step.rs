@@ -23,6 +23,9 @@ use super::{Compiler, MAX_STEP_TIMEOUT, is_identifier};
 
 impl Compiler<'_, '_> {
     /// Every step, in order; each may read only the steps before it.
+    /// A step with problems is left out of the result, but its id stays
+    /// known and what its component says about its output is still used
+    /// to check the steps after it.
     pub(super) fn steps(
         &mut self,
         authored: &AuthoredFlow,
@@ -37,7 +40,7 @@ impl Compiler<'_, '_> {
         let all_ids: Vec<String> = authored
             .steps
             .iter()
-            .map(|s| s.get_ref().fields.id.get_ref().clone())
+            .map(|s| s.get_ref().id.get_ref().clone())
             .collect();
         let mut steps = Vec::new();
         let mut seen: HashMap<String, Range<usize>> = HashMap::new();
@@ -51,11 +54,9 @@ impl Compiler<'_, '_> {
                 later: &all_ids[index + 1..],
                 shapes: &shapes,
             };
-            if let Some(s) = self.step(step.get_ref(), &context) {
-                shapes.insert(s.id.clone(), StepShape::of(&s));
-                steps.push(s);
-            }
-            let id = &step.get_ref().fields.id;
+            let (compiled, shape) = self.step(step.get_ref(), &context);
+            steps.extend(compiled);
+            let id = &step.get_ref().id;
             if let Some(first) = seen.get(id.get_ref()) {
                 let (line, _) = self.source.line_col(first.start);
                 self.error(
@@ -63,8 +64,11 @@ impl Compiler<'_, '_> {
                     format!("step id `{}` is used twice", id.get_ref()),
                     format!("it is first used on line {line}; give each step its own id"),
                 );
+                // Which of the two a later reference reads is not known.
+                shapes.insert(id.get_ref().clone(), StepShape::unknown());
             } else {
                 seen.insert(id.get_ref().clone(), id.span());
+                shapes.insert(id.get_ref().clone(), shape);
             }
         }
         if authored.steps_written == 0 {
@@ -78,33 +82,52 @@ impl Compiler<'_, '_> {
         steps
     }
 
-    fn step(&mut self, step: &AuthoredStep, at: &StepContext<'_>) -> Option<Step> {
+    /// One step, checked; `None` when it has a problem. Each check stands
+    /// on its own, so that every problem of the step is reported at once:
+    /// a part that another problem leaves unknown is not checked (a value
+    /// with a bad reference, the items of a `for_each` that is wrong), but
+    /// nothing else is skipped for it. Also what the step's component says
+    /// about its output, for the steps after it.
+    fn step(&mut self, step: &AuthoredStep, at: &StepContext<'_>) -> (Option<Step>, StepShape) {
         let f = &step.fields;
-        let id = f.id.get_ref().clone();
+        let id = step.id.get_ref().clone();
         let before = self.diags.len();
         if !is_identifier(&id) {
             self.error(
-                f.id.span(),
+                step.id.span(),
                 format!("step id `{id}` is not valid"),
                 "use letters, digits, `-` and `_`, like `create-users`",
             );
         }
-        let component = self.component(&f.uses);
+        let component = f.uses.as_ref().and_then(|u| self.component(u));
         let description = component.as_ref().and_then(|(_, d, _)| d.clone());
-        let connections = self.grants(f, at.declared, description.as_deref());
-        let refs = RefRules {
+        let shape = StepShape::of(step, description.clone());
+        let connections = self.grants(step, at.declared, description.as_deref());
+        // `for_each` reads what is before the step, not its items.
+        let outer = Known::new(at.params, at.shapes, &id, None);
+        let outer_refs = RefRules {
             params: at.params,
             earlier: at.earlier,
             later: at.later,
             step: &id,
-            item: if f.for_each.is_some() {
-                ItemRule::Allowed
-            } else {
+            item: ItemRule::OutsideForEach,
+            known: &outer,
+        };
+        let for_each = f
+            .for_each
+            .as_ref()
+            .and_then(|fe| self.for_each(fe, &outer_refs));
+        let known = Known::new(at.params, at.shapes, &id, for_each.as_ref());
+        let refs = RefRules {
+            item: if step.has_for_each() == Some(false) {
                 ItemRule::OutsideForEach
+            } else {
+                ItemRule::Allowed
             },
+            known: &known,
+            ..outer_refs
         };
         let with = step.with.as_ref().and_then(|w| self.with(w, &refs));
-        let for_each = f.for_each.as_ref().and_then(|fe| self.for_each(fe, &refs));
         let for_each_key = self.for_each_key(step, &refs);
         let approval = self.approval(step, &refs, for_each_key.is_some());
         let when = step
@@ -112,23 +135,27 @@ impl Compiler<'_, '_> {
             .as_ref()
             .map_or_else(Vec::new, |w| self.when(w, &refs));
         let input_schema = component.as_ref().and_then(|(_, _, s)| s.clone());
-        if let Some(schema) = &input_schema
-            && self.diags.len() == before
+        // A `with` that is not a table is reported as such, and one that
+        // could not be read is not there to check.
+        let with_readable = match &step.with {
+            Some(w) => matches!(w.get_ref(), Node::Table(_)),
+            None => !step.unreadable("with"),
+        };
+        if let (Some(schema), Some(uses)) = (&input_schema, &f.uses)
+            && with_readable
         {
-            let known = Known::new(at.params, at.shapes, for_each.as_ref());
-            self.check_inputs(f, step.with.as_ref(), schema, &known);
+            self.check_inputs(uses, step.with.as_ref(), schema, &known);
         }
-        if self.diags.len() == before {
-            let known = Known::new(at.params, at.shapes, for_each.as_ref());
-            self.check_setting_paths(step, &known);
+        let fields = self.step_fields(step);
+        if self.diags.len() > before || !step.unreadable.is_empty() {
+            return (None, shape);
         }
-        let fields = self.step_fields(f);
-        if self.diags.len() > before {
-            return None;
-        }
-        Some(Step {
+        let Some((uses, _, _)) = component else {
+            return (None, shape);
+        };
+        let step = Step {
             id,
-            uses: component?.0,
+            uses,
             connections,
             description,
             input_schema,
@@ -147,13 +174,15 @@ impl Compiler<'_, '_> {
             ledger: fields.ledger,
             // Set once every step is known (`mark_items_read`).
             items_read: true,
-        })
+        };
+        (Some(step), shape)
     }
 
     /// The step's settings that stand alone.
-    fn step_fields(&mut self, f: &StepFields) -> Fields {
+    fn step_fields(&mut self, step: &AuthoredStep) -> Fields {
+        let f = &step.fields;
         Fields {
-            concurrency: self.concurrency(f),
+            concurrency: self.concurrency(step),
             timeout: f
                 .timeout
                 .as_ref()
@@ -172,7 +201,7 @@ impl Compiler<'_, '_> {
             max_item_output: match &f.max_item_output_bytes {
                 None => DEFAULT_MAX_ITEM_OUTPUT_BYTES,
                 Some(m) => {
-                    if f.for_each.is_none() {
+                    if step.has_for_each() == Some(false) {
                         self.error(
                             m.span(),
                             "`max_item_output_bytes` only applies to a step with `for_each`",
@@ -268,11 +297,11 @@ impl Compiler<'_, '_> {
         }
     }
 
-    fn concurrency(&mut self, f: &StepFields) -> usize {
-        let Some(c) = &f.concurrency else {
+    fn concurrency(&mut self, step: &AuthoredStep) -> usize {
+        let Some(c) = &step.fields.concurrency else {
             return 1;
         };
-        if f.for_each.is_none() {
+        if step.has_for_each() == Some(false) {
             self.error(
                 c.span(),
                 "`concurrency` only applies to a step with `for_each`",
