@@ -304,4 +304,26 @@ mod tests {
             ]
         );
     }
+
+    /// A reference spliced into text is checked like a whole one, at its
+    /// own column, whether or not the step's component describes its
+    /// input; spliced text takes any value, so its type is not checked.
+    #[test]
+    fn a_spliced_reference_is_checked_like_a_whole_one() {
+        let got = problems(&flow(
+            "[[step]]\nid = \"a\"\nuses = \"lister\"\n\
+             [[step]]\nid = \"b\"\nuses = \"plain\"\n\
+             with = { x = \"${steps.a.cont}\", y = \"n=${steps.a.cont}!\", z = [\"${env.E:-${steps.a.info.b}}\"] }\n\
+             [[step]]\nid = \"c\"\nuses = \"lister\"\n\
+             with = { t = \"${steps.a.count} ${steps.a.names} ${steps.a.info} ${steps.a.names.5}\" }\n",
+        ));
+        assert_eq!(
+            got,
+            [
+                "11:14 step `a` has no output field `cont`",
+                "11:40 step `a` has no output field `cont`",
+                "11:74 step `a` has no output field `b`",
+            ]
+        );
+    }
 }

@@ -86,14 +86,11 @@ impl Compiler<'_, '_> {
             let span = located.span(range);
             let allowed = self.check_reference(r, span.clone(), place);
             // Only a reference allowed here is looked up, so that one
-            // mistake is not reported twice.
-            if allowed && let Place::Step(rules, part) = place {
+            // mistake is not reported twice. A reference spliced into
+            // text is checked like a whole one, and pointed at itself.
+            if allowed && let Place::Step(rules, _) = place {
                 let is_whole = whole.is_some_and(|w| std::ptr::eq(w, r));
-                if is_whole {
-                    self.check_output_path(r, s.span(), rules.known);
-                } else if part != "with" {
-                    self.check_output_path(r, span, rules.known);
-                }
+                self.check_output_path(r, if is_whole { s.span() } else { span }, rules.known);
             }
             ok &= allowed;
         }
