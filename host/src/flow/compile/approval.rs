@@ -190,15 +190,25 @@ impl Compiler<'_, '_> {
             );
             return None;
         };
+        // A param is known in full: one that is not a whole number would
+        // stop the step at run time (`for_each` over one that is not a
+        // list is refused the same way).
         if let Root::Param(name) = &reference.root
-            && reference.path.is_empty()
-            && let Some(value) = refs.params.get(name)
-            && whole_number(value).is_none()
+            && let Some(value) = refs.known.value(reference)
+            && whole_number(&value).is_none()
         {
+            let written: Vec<&str> = std::iter::once(name.as_str())
+                .chain(reference.path.iter().map(String::as_str))
+                .collect();
+            let written = written.join(".");
             self.error(
                 text.span(),
-                format!("`params.{name}` is {value}, but `above` needs a whole number from 0 up"),
-                format!("set `{name}` to a number such as 500 (in `[params]` or with --param {name}=500)"),
+                format!("`params.{written}` is {value}, but `above` needs a whole number from 0 up"),
+                if reference.path.is_empty() {
+                    format!("set `{name}` to a number such as 500 (in `[params]` or with --param {name}=500)")
+                } else {
+                    format!("make `params.{written}` a number such as 500 in `[params]`")
+                },
             );
             return None;
         }

@@ -104,6 +104,15 @@ impl<'a> Known<'a> {
         }
     }
 
+    /// The value a reference is known to have already: a param's, which
+    /// the flow (and `--param`) gives in full.
+    pub(super) fn value(&self, r: &Reference) -> Option<Value> {
+        match self.shape(r) {
+            Shape::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// What a reference is known to be now.
     fn shape(&self, r: &Reference) -> Shape {
         let run_field = |t: &str| Shape::Types([t.to_string()].into(), "a run field".into());
@@ -218,6 +227,66 @@ impl Compiler<'_, '_> {
                 format!("`{}` returns: {}", d.name, e.known.join(", ")),
             );
         }
+    }
+
+    /// `for_each` over what is known not to be a list would fail at run
+    /// time ("`for_each` must be a list, but it is an object"): a param
+    /// that holds something else, an environment variable (always text),
+    /// a run field, or a field whose type the step's output schema gives.
+    /// Null is an empty list, so what may be null or a list passes.
+    /// Whether `for_each` may be a list (its items can then be typed).
+    pub(super) fn for_each_list(
+        &mut self,
+        fe: &Spanned<String>,
+        template: &Template,
+        known: &Known<'_>,
+    ) -> bool {
+        let Some(r) = template.as_single_ref() else {
+            return true;
+        };
+        let text = fe.get_ref();
+        let example =
+            "point `for_each` at a list, for example `for_each = \"${steps.diff.missing}\"`";
+        let (message, hint) = match known.shape(r) {
+            Shape::Value(value) => {
+                let kind = shape::json_type(&value);
+                if matches!(kind, "array" | "null") {
+                    return true;
+                }
+                let hint = match &r.root {
+                    Root::Param(name) if r.path.is_empty() => format!(
+                        "make `{name}` a list (in `[params]` or with --param {name}='[...]'), or point `for_each` at one"
+                    ),
+                    _ => example.to_string(),
+                };
+                (format!("`{text}` is {}", type_names([kind])), hint)
+            }
+            Shape::Types(types, source) => {
+                let kinds: Vec<&str> = types
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|t| *t != "null")
+                    .collect();
+                if kinds.is_empty() || kinds.contains(&"array") {
+                    return true;
+                }
+                let hint = match &r.root {
+                    Root::Env { .. } => "an environment variable is always text: put the list in `[params]` or in an earlier step's output, and point `for_each` at it".to_string(),
+                    _ => example.to_string(),
+                };
+                (
+                    format!("`{text}` ({source}) is {}", type_names(kinds)),
+                    hint,
+                )
+            }
+            Shape::Unknown => return true,
+        };
+        self.error(
+            fe.span(),
+            format!("`for_each` must be a list, but {message}"),
+            hint,
+        );
+        false
     }
 
     /// The step's `with` (or no `with`, `None`) against its component's

@@ -3,7 +3,9 @@
 //!
 //! Checks, each reported with its location and a hint: duplicate or
 //! malformed step ids, references to unknown params, secrets, or unknown,
-//! later or the same step, `${item}` outside `for_each` (or in its `when`),
+//! later or the same step, fields an earlier step's output schema does not
+//! have, `${item}` outside `for_each` (or in its `when`), a `for_each`
+//! known not to be a list or an `approval.above` param not a whole number,
 //! secrets anywhere but credentials, unknown connections and connection
 //! roles, components that are neither a built-in, a component file nor a
 //! registry reference that resolves (see [`super::remote`]), a
@@ -324,6 +326,82 @@ mod tests {
                 "11:40 step `a` has no output field `cont`",
                 "11:74 step `a` has no output field `b`",
             ]
+        );
+    }
+
+    /// `for_each` over what is known not to be a list is refused where it
+    /// is written; what may be a list, or null, is not.
+    #[test]
+    fn for_each_over_what_is_known_not_to_be_a_list_is_refused() {
+        let step = |n: usize, list: &str| {
+            format!(
+                "[[step]]\nid = \"s{n}\"\nuses = \"plain\"\nfor_each = \"{list}\"\nwith = {{ x = \"${{item.x}}\" }}\n"
+            )
+        };
+        let refused = [
+            ("${params.obj}", "`${params.obj}` is an object"),
+            ("${params.obj.a}", "`${params.obj.a}` is an integer"),
+            (
+                "${env.LIST}",
+                "`${env.LIST}` (environment variables are text) is a string",
+            ),
+            ("${run.id}", "`${run.id}` (a run field) is a string"),
+            (
+                "${steps.a.count}",
+                "`${steps.a.count}` (output of `lister`) is an integer",
+            ),
+            (
+                "${steps.a}",
+                "`${steps.a}` (output of `lister`) is an object",
+            ),
+            // Null when skipped, and an integer when not.
+            (
+                "${steps.maybe.count}",
+                "`${steps.maybe.count}` (output of `lister`) is an integer",
+            ),
+        ];
+        let fine = [
+            "${params.list}",
+            "${params.obj.nothing}",
+            "${steps.a.names}",
+            "${steps.maybe.names}",
+            "${steps.each}",
+            "${steps.plain.x}",
+            "${run.approvals.x.pending}",
+        ];
+        let mut text = flow(
+            "[[step]]\nid = \"a\"\nuses = \"lister\"\n\
+             [[step]]\nid = \"maybe\"\nuses = \"lister\"\nwhen = \"${steps.a.count}\"\n\
+             [[step]]\nid = \"each\"\nuses = \"lister\"\nfor_each = \"${params.list}\"\n\
+             [[step]]\nid = \"plain\"\nuses = \"plain\"\n",
+        );
+        for (n, list) in refused.iter().map(|(l, _)| *l).chain(fine).enumerate() {
+            text.push_str(&step(n, list));
+        }
+        let got: Vec<String> = problems(&text)
+            .into_iter()
+            .map(|p| p.split_once(' ').unwrap().1.to_string())
+            .collect();
+        let expected: Vec<String> = refused
+            .iter()
+            .map(|(_, what)| format!("`for_each` must be a list, but {what}"))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    /// `approval.above` and `for_each` read a param the same way: in full,
+    /// through its path.
+    #[test]
+    fn an_approval_threshold_param_is_read_through_its_path() {
+        let got = problems(&flow(
+            "[[step]]\nid = \"a\"\nuses = \"plain\"\nfor_each = \"${params.list}\"\n\
+             for_each_key = \"${item}\"\napproval = { above = \"${params.obj.b}\" }\n\
+             [[step]]\nid = \"b\"\nuses = \"plain\"\nfor_each = \"${params.list}\"\n\
+             for_each_key = \"${item}\"\napproval = { above = \"${params.obj.a}\" }\n",
+        ));
+        assert_eq!(
+            got,
+            ["10:22 `params.obj.b` is null, but `above` needs a whole number from 0 up"]
         );
     }
 }

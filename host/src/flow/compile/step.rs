@@ -117,7 +117,12 @@ impl Compiler<'_, '_> {
             .for_each
             .as_ref()
             .and_then(|fe| self.for_each(fe, &outer_refs));
-        let known = Known::new(at.params, at.shapes, &id, for_each.as_ref());
+        // Items of what is not a list are not typed.
+        let list = match (&f.for_each, &for_each) {
+            (Some(fe), Some(t)) => self.for_each_list(fe, t, &outer).then_some(t),
+            _ => None,
+        };
+        let known = Known::new(at.params, at.shapes, &id, list);
         let refs = RefRules {
             item: if step.has_for_each() == Some(false) {
                 ItemRule::OutsideForEach
