@@ -711,6 +711,52 @@ fn a_changed_file_is_reloaded_and_a_broken_change_keeps_the_previous_version() {
     );
 }
 
+/// Deleting a served file stops its flow at its next firing, not at the
+/// next minute's rescan; the run in progress finishes.
+#[test]
+fn a_deleted_file_stops_its_flow_at_its_next_firing_and_its_run_finishes() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    write(
+        flows.path(),
+        "slow.toml",
+        &flow(
+            "slow",
+            "* * * * * *",
+            &step("nap", r#"{ action = "sleep", ms = 2000 }"#, ""),
+        ),
+    );
+    let host = Serving::start(data.path(), flows.path(), "10s");
+    wait_for(data.path(), Duration::from_secs(60), |_| {
+        h_step_running(data.path(), "nap")
+    });
+    std::fs::remove_file(flows.path().join("slow.toml")).unwrap();
+    // The next firing (a second away) finds it gone; the rescan is a
+    // minute away.
+    host.wait_said(
+        "slow.toml is gone: flow `slow` is no longer served (its current run goes on to its end)",
+        Duration::from_secs(10),
+    );
+    let recorded = |data: &Path| history(data).list_runs(None, 100).unwrap();
+    let at_retirement = recorded(data.path()).len();
+    let runs = wait_for(data.path(), Duration::from_secs(20), |r| {
+        r.iter().all(|r| r.status != "running")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        recorded(data.path()).len(),
+        at_retirement,
+        "nothing fired after the file was found gone"
+    );
+    host.signal("TERM");
+    let (code, stderr) = host.exit(Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("keeping the previous version"), "{stderr}");
+    let ran: Vec<_> = runs.iter().filter(|r| r.status != "skipped").collect();
+    assert_eq!(ran.len(), 1, "{runs:?}");
+    assert_eq!(ran[0].status, "succeeded", "the run in progress finished");
+}
+
 fn contains_secret(hay: &[u8]) -> bool {
     hay.windows(SECRET.len()).any(|w| w == SECRET.as_bytes())
 }

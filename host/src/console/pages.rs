@@ -182,6 +182,7 @@ pub async fn run_now(
         Err(RunNowRefused::Unknown(_)) => {
             Failure::NotFound(format!("No served flow is named {name}.")).page(&seen)
         }
+        Err(e @ RunNowRefused::Gone { .. }) => Failure::NotFound(e.to_string()).page(&seen),
         Err(e) => Failure::Conflict(e.to_string()).page(&seen),
     }
 }

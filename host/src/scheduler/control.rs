@@ -29,6 +29,8 @@ pub enum RunNowRefused {
     Unknown(String),
     #[error("flow `{0}` is served from several files; run it with `sluice run FILE`")]
     Ambiguous(String),
+    #[error("flow `{flow}` is no longer served: its file {} is gone", .file.display())]
+    Gone { flow: String, file: PathBuf },
     #[error("flow `{flow}` cannot run now: {why}")]
     Busy { flow: String, why: String },
     #[error("the scheduler is stopping or does not answer")]

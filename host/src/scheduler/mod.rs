@@ -12,7 +12,9 @@
 //!   reloaded at its next firing and at every rescan — each
 //!   [`Scheduler::rescan_every`] (a minute) and at once on SIGHUP. A rescan
 //!   also lists the paths again: a new (or newly fixed) file is served, a
-//!   removed one retired (a run of it in progress finishes). A change that
+//!   removed one retired (a run of it in progress finishes). A file found
+//!   gone at its firing (or at a "run now") is retired there and then,
+//!   and nothing runs. A change that
 //!   does not validate keeps the previous version and says why; a changed
 //!   schedule re-arms the timer at once, and a firing of the old schedule
 //!   that the new one does not have is not run.
@@ -562,7 +564,12 @@ impl<H: Host> Scheduler<H> {
                 return;
             }
         };
-        self.refresh(&entry, false);
+        if self.refresh(&entry, false) == Refreshed::Gone {
+            // Deleting the file is how an operator stops a flow: it does
+            // not run again, not even this once.
+            self.retire(&entry.path);
+            return;
+        }
         let flow = entry.flow();
         let Some(schedule) = flow.schedule.as_ref() else {
             return;
@@ -622,7 +629,14 @@ impl<H: Host> Scheduler<H> {
             }
             Request::RunNow { flow, reply } => match self.served_named(&flow) {
                 Ok(entry) => {
-                    self.refresh(&entry, false);
+                    if self.refresh(&entry, false) == Refreshed::Gone {
+                        self.retire(&entry.path);
+                        let _ = reply.send(Err(RunNowRefused::Gone {
+                            flow,
+                            file: entry.path.clone(),
+                        }));
+                        return;
+                    }
                     self.spawn(entry.flow(), None, Some(reply), live);
                 }
                 Err(refused) => {
@@ -667,25 +681,15 @@ impl<H: Host> Scheduler<H> {
             .cloned()
             .collect();
         for path in gone {
-            if let Some(served) = self.served.remove(&path) {
-                self.publish();
-                if let Some(timer) = served.timer {
-                    timer.abort();
-                }
-                let flow = served.entry.flow().name.clone();
-                let run_goes_on = lock(&self.running).contains(&flow);
-                self.host.event(ServeEvent::FlowRetired {
-                    file: path.clone(),
-                    flow,
-                    run_goes_on,
-                });
-            }
+            self.retire(&path);
         }
         self.unserved.retain(|p, _| found.files.contains(p));
         for path in found.files {
             if let Some(served) = self.served.get(&path) {
                 let entry = served.entry.clone();
-                self.refresh(&entry, force);
+                if self.refresh(&entry, force) == Refreshed::Gone {
+                    self.retire(&path); // removed since it was listed
+                }
                 continue;
             }
             let print = fingerprint(&path);
@@ -699,15 +703,38 @@ impl<H: Host> Scheduler<H> {
         }
     }
 
+    /// Stops serving a file that is gone: its timer stops and it leaves the
+    /// served flows; a run of it in progress goes on to its end.
+    fn retire(&mut self, path: &Path) {
+        let Some(served) = self.served.remove(path) else {
+            return;
+        };
+        self.publish();
+        if let Some(timer) = served.timer {
+            timer.abort();
+        }
+        let flow = served.entry.flow().name.clone();
+        let run_goes_on = lock(&self.running).contains(&flow);
+        self.host.event(ServeEvent::FlowRetired {
+            file: path.to_path_buf(),
+            flow,
+            run_goes_on,
+        });
+    }
+
     /// Reloads a served file if its content changed (or when forced); keeps
     /// the old version when the new one does not validate. A new schedule
-    /// re-arms the timer.
-    fn refresh(&self, entry: &Entry, force: bool) {
+    /// re-arms the timer. A file that is no longer there (what a rescan
+    /// would not list) is [`Refreshed::Gone`], for the caller to retire.
+    fn refresh(&self, entry: &Entry, force: bool) -> Refreshed {
+        if !entry.path.is_file() {
+            return Refreshed::Gone;
+        }
         let now = fingerprint(&entry.path);
         {
             let mut last = lock(&entry.fingerprint);
             if !force && now == *last {
-                return;
+                return Refreshed::Served;
             }
             *last = now;
         }
@@ -732,13 +759,26 @@ impl<H: Host> Scheduler<H> {
                 flow: entry.flow().name.clone(),
                 error: "the new version has no schedule".to_string(),
             }),
+            // Removed while it was being read.
+            Err(_) if !entry.path.is_file() => return Refreshed::Gone,
             Err(report) => self.host.event(ServeEvent::ReloadRejected {
                 file: entry.path.clone(),
                 flow: entry.flow().name.clone(),
                 error: report,
             }),
         }
+        Refreshed::Served
     }
+}
+
+/// What [`Scheduler::refresh`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refreshed {
+    /// The file is there: served as it is now, or as it was if its change
+    /// was refused.
+    Served,
+    /// The file is gone.
+    Gone,
 }
 
 /// Where a run started by hand learns whether it started, and its id.
@@ -1196,6 +1236,46 @@ mod tests {
             control.run_now("a", wait).await,
             Err(RunNowRefused::Unavailable)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_gone_at_its_firing_or_at_run_now_is_retired_and_nothing_runs() {
+        let dir = folder();
+        let (a, b) = (
+            dir.path().join("flows/a.toml"),
+            dir.path().join("flows/b.toml"),
+        );
+        std::fs::write(&a, flow_text("a", "* * * * * *")).unwrap();
+        std::fs::write(&b, flow_text("b", "0 0 0 1 1 *")).unwrap();
+        let s = serve(dir.path());
+        s.clock.until_sleeps(2).await;
+        // Both removed between rescans (the next is a minute away).
+        std::fs::remove_file(&a).unwrap();
+        std::fs::remove_file(&b).unwrap();
+        s.clock.set(at(10, 0, 1));
+        until("a is retired at its firing", || {
+            s.host
+                .saw(|e| matches!(e, ServeEvent::FlowRetired { flow, .. } if flow == "a"))
+        })
+        .await;
+        let wait = Duration::from_secs(5);
+        assert_eq!(
+            s.control.run_now("b", wait).await,
+            Err(RunNowRefused::Gone {
+                flow: "b".into(),
+                file: b.clone()
+            })
+        );
+        assert!(
+            s.host
+                .saw(|e| matches!(e, ServeEvent::FlowRetired { flow, .. } if flow == "b"))
+        );
+        assert!(s.control.flows().is_empty());
+        s.clock.set(at(10, 0, 2));
+        settle().await;
+        let host = s.stop().await;
+        assert_eq!(host.started.load(Ordering::SeqCst), 0);
+        assert!(!host.saw(|e| matches!(e, ServeEvent::ReloadRejected { .. })));
     }
 
     #[test]
