@@ -843,6 +843,40 @@ async fn serve_with_http_runs_a_flow_now_and_reports_its_health() {
     assert!(refused.body.contains("does not run flows"));
 }
 
+/// `sluice console FLOWS…` shows one file per flow `name`, as `serve`
+/// serves one: the first in path order, and says why it left the other out.
+#[tokio::test]
+async fn the_console_shows_one_file_of_a_flow_name_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    let text = format!(
+        "name = \"twice\"\nschedule = {{ cron = \"0 0 5 * * Mon-Fri\" }}\n[connections.idle]\nbase_url = \"https://idle.invalid\"\n[[step]]\nid = \"say\"\nuses = \"{}\"\nconnections = {{ api = \"idle\" }}\nwith = {{ action = \"echo\" }}\n",
+        common::fixture("hostile").display()
+    );
+    let (first, second) = (flows.join("a-twice.toml"), flows.join("b-twice.toml"));
+    std::fs::write(&second, &text).unwrap();
+    std::fs::write(&first, &text).unwrap();
+    let mut alone = Child::spawn(sluice(
+        dir.path(),
+        &["console", "--http", "127.0.0.1:0", flows.to_str().unwrap()],
+    ));
+    let addr = alone.console_addr().await;
+    let said = alone.said();
+    assert!(
+        said.contains(&format!(
+            "warning: {} is left out: flow `twice` is already shown from {}, which keeps the name (it comes first in path order); two files of one flow `name` would share its state, its lease and its approval plans. Give each flow its own `name`",
+            second.display(),
+            first.display()
+        )),
+        "{said}"
+    );
+    let page = get(addr, "/", "").await;
+    assert_page(&page, StatusCode::OK, "flows");
+    assert!(page.body.contains("a-twice.toml"), "{}", page.body);
+    assert!(!page.body.contains("b-twice.toml"), "{}", page.body);
+}
+
 fn flow_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/procore-license-sync.toml")
 }

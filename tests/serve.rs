@@ -1277,38 +1277,76 @@ fn ctrl_c_stops_sluice_run_gracefully_and_its_history_is_complete() {
     assert_stopped_partway(data.path(), &runs[0]);
 }
 
+/// Two files of one flow `name` (a backup copy left in the folder, a copy
+/// pointed at another tenant) would share the flow's state, lease and
+/// approval plans: one is served, the other refused, naming both, until
+/// the name is free.
 #[test]
-fn two_files_of_one_flow_never_run_it_twice_at_once() {
+fn of_two_files_of_one_flow_name_only_the_first_is_served_until_the_name_is_free() {
     let data = tempfile::tempdir().unwrap();
     let flows = tempfile::tempdir().unwrap();
-    // The same flow twice (a backup copy left in the folder), each firing
-    // every second, each run taking longer than a second.
-    let body = flow(
-        "same",
-        "* * * * * *",
-        &step("nap", r#"{ action = "sleep", ms = 1500 }"#, ""),
+    let body = |v: u32| {
+        flow(
+            "same",
+            "* * * * * *",
+            &step("echo", &format!(r#"{{ action = "echo", copy = {v} }}"#), ""),
+        )
+    };
+    write(flows.path(), "same.toml", &body(1));
+    write(flows.path(), "same-backup.toml", &body(2));
+    let (first, second) = (
+        flows.path().join("same-backup.toml"),
+        flows.path().join("same.toml"),
     );
-    write(flows.path(), "same.toml", &body);
-    write(flows.path(), "same-backup.toml", &body);
-    let child = serve(data.path(), flows.path(), "10s");
-    let runs = wait_for(data.path(), Duration::from_secs(60), |r| {
+    let host = Serving::start(data.path(), flows.path(), "10s");
+    let said = host.said();
+    assert!(
+        said.contains(&format!("{} is skipped:", second.display()))
+            && said.contains(&format!(
+                "flow `same` is already served from {}, which keeps the name (it comes first in path order); two files of one flow `name` would share its state, its lease and its approval plans. Give each flow its own `name`",
+                first.display()
+            )),
+        "{said}"
+    );
+    let files_run = |data: &Path| -> Vec<String> {
+        let h = history(data);
+        h.list_runs(None, 1000)
+            .unwrap()
+            .iter()
+            .filter(|r| r.status == "succeeded")
+            .filter_map(|r| h.run_detail(&r.id).ok().flatten())
+            .map(|d| d.run.flow_file)
+            .collect()
+    };
+    wait_for(data.path(), Duration::from_secs(60), |r| {
         r.iter().filter(|r| r.status == "succeeded").count() >= 2
     });
-    signal(&child, "TERM");
-    let (code, stderr) = wait_exit(child, Duration::from_secs(30));
-    assert_eq!(code, 0, "{stderr}");
-    assert!(runs.iter().any(|r| r.status == "skipped"), "{runs:?}");
-    let mut spans: Vec<(String, String)> = history(data.path())
-        .list_runs(None, 100)
-        .unwrap()
+    let ran = files_run(data.path());
+    assert!(
+        ran.iter().all(|f| f.ends_with("same-backup.toml")),
+        "{ran:?}"
+    );
+    // The conflict gone, the other file is served at the rescan.
+    std::fs::remove_file(&first).unwrap();
+    host.signal("HUP");
+    host.wait_said(
+        &format!("flow `same` ({}) runs", second.display()),
+        Duration::from_secs(20),
+    );
+    let start = Instant::now();
+    while !files_run(data.path())
         .iter()
-        .filter(|r| r.status != "skipped")
-        .filter_map(|r| Some((r.started_at.clone(), r.ended_at.clone()?)))
-        .collect();
-    spans.sort();
-    for pair in spans.windows(2) {
-        assert!(pair[0].1 <= pair[1].0, "runs of one flow overlap: {pair:?}");
+        .any(|f| f.ends_with("same.toml"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the other file never ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
+    host.signal("TERM");
+    let (code, stderr) = host.exit(Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]

@@ -70,31 +70,46 @@ pub async fn start(
 }
 
 /// The flows of the files given, for their schedules; a file that does
-/// not load is named and left out.
+/// not load is named and left out, and so is a file whose flow `name` a
+/// file before it in path order has (as `sluice serve` would refuse it).
 fn describe(paths: &[PathBuf], data_dir: &Path) -> Vec<ServedFlow> {
     let found = crate::scheduler::sources::expand(paths);
     for problem in &found.problems {
         eprintln!("warning: {problem}");
     }
-    found
-        .files
-        .iter()
-        .filter_map(|path| match super::try_load_flow(path, data_dir, &[]) {
-            Ok(flow) => Some(ServedFlow {
-                name: flow.name.clone(),
-                description: flow.description.clone(),
-                path: path.clone(),
-                schedule: flow.schedule.clone(),
-            }),
+    let mut files = found.files;
+    files.sort();
+    let mut described: Vec<ServedFlow> = Vec::new();
+    for path in files {
+        let flow = match super::try_load_flow(&path, data_dir, &[]) {
+            Ok(flow) => flow,
             Err(_) => {
                 eprintln!(
                     "warning: {} does not validate here (`sluice validate` says why); its runs are still shown",
                     path.display()
                 );
-                None
+                continue;
             }
-        })
-        .collect()
+        };
+        if let Some(first) = described.iter().find(|d| d.name == flow.name) {
+            let why = format!(
+                "{} is left out: flow `{}` is already shown from {}, which keeps the name (it comes first in path order); {}",
+                path.display(),
+                flow.name,
+                first.path.display(),
+                crate::scheduler::SHARED
+            );
+            eprintln!("warning: {}", super::terminal::line(&why));
+            continue;
+        }
+        described.push(ServedFlow {
+            name: flow.name.clone(),
+            description: flow.description.clone(),
+            path,
+            schedule: flow.schedule.clone(),
+        });
+    }
+    described
 }
 
 pub async fn console(

@@ -14,7 +14,10 @@
 //!   also lists the paths again: a new (or newly fixed) file is served, a
 //!   removed one retired (a run of it in progress finishes). A file found
 //!   gone at its firing (or at a "run now") is retired there and then,
-//!   and nothing runs. A change that
+//!   and nothing runs. Of two files of one flow `name` (whose state, lease
+//!   and approval plans they would share) the one served already keeps
+//!   it, at start the first in path order; the other is refused until the
+//!   name is free. A change that
 //!   does not validate keeps the previous version and says why; a changed
 //!   schedule re-arms the timer at once, and a firing of the old schedule
 //!   that the new one does not have is not run.
@@ -143,15 +146,22 @@ struct Entry {
     fingerprint: Mutex<Option<Fingerprint>>,
     /// The schedule its timer follows; replacing it re-arms the timer.
     schedule: watch::Sender<Option<Schedule>>,
+    /// The rescan that admitted it (0: at start).
+    admitted_in: u64,
+    /// The `name` its last change took from another served file, which
+    /// kept it: that change is tried again once the name is free.
+    name_taken: Mutex<Option<String>>,
 }
 
 impl Entry {
-    fn new(path: &Path, flow: Flow, print: Option<Fingerprint>) -> Entry {
+    fn new(path: &Path, flow: Flow, print: Option<Fingerprint>, admitted_in: u64) -> Entry {
         Entry {
             path: path.to_path_buf(),
             schedule: watch::Sender::new(flow.schedule.clone()),
             flow: Mutex::new(Arc::new(flow)),
             fingerprint: Mutex::new(print),
+            admitted_in,
+            name_taken: Mutex::new(None),
         }
     }
 
@@ -226,9 +236,12 @@ pub struct Scheduler<H: Host> {
     /// The files and directories given, listed again at each rescan.
     paths: Vec<PathBuf>,
     served: BTreeMap<PathBuf, Served>,
-    /// Files found but not served (invalid or unscheduled) with the content
-    /// last tried, so each is reported once per change.
-    unserved: BTreeMap<PathBuf, Option<Fingerprint>>,
+    /// Files found but not served (invalid, unscheduled, or naming a flow
+    /// another file serves) with the content last tried, so each is
+    /// reported once per change.
+    unserved: BTreeMap<PathBuf, Unserved>,
+    /// How many rescans there have been.
+    scans: u64,
     /// What was wrong with the paths at the last rescan.
     path_problems: Vec<String>,
     running: RunningFlows,
@@ -259,6 +272,7 @@ impl<H: Host> Scheduler<H> {
             paths,
             served: BTreeMap::new(),
             unserved: BTreeMap::new(),
+            scans: 0,
             path_problems: Vec::new(),
             running: RunningFlows::default(),
             grace: Duration::from_secs(30),
@@ -267,7 +281,11 @@ impl<H: Host> Scheduler<H> {
             requests: None,
             published: watch::Sender::new(Vec::new()),
         };
-        for path in found.files {
+        // Sorted, so that of two files of one flow name the first in path
+        // order is the one served.
+        let mut files = found.files;
+        files.sort();
+        for path in files {
             let print = fingerprint(&path);
             scheduler.admit(path, print);
         }
@@ -321,9 +339,11 @@ impl<H: Host> Scheduler<H> {
         self.published.send_replace(flows);
     }
 
-    /// Loads a file not served yet: served if it validates and has a
-    /// schedule (its timer starts with [`Scheduler::arm`]), else reported.
+    /// Loads a file not served yet: served if it validates, has a schedule
+    /// and names a flow no other served file has (its timer starts with
+    /// [`Scheduler::arm`]), else reported.
     fn admit(&mut self, path: PathBuf, print: Option<Fingerprint>) -> bool {
+        let mut taken = None;
         match self.host.load(&path) {
             Ok(flow) if flow.schedule.is_none() => {
                 self.host.event(ServeEvent::FlowNotScheduled {
@@ -331,18 +351,40 @@ impl<H: Host> Scheduler<H> {
                     flow: flow.name.clone(),
                 });
             }
-            Ok(flow) => {
-                let entry = Arc::new(Entry::new(&path, flow, print));
-                self.served.insert(path, Served { entry, timer: None });
-                return true;
-            }
+            Ok(flow) => match self.holder_of(&flow.name, &path) {
+                Some(holder) => {
+                    let keeps = if holder.admitted_in == self.scans {
+                        NameKeptBy::PathOrder
+                    } else {
+                        NameKeptBy::ServedAlready
+                    };
+                    self.host.event(ServeEvent::FlowRejected {
+                        file: path.clone(),
+                        error: name_taken(&flow.name, &holder.path, keeps),
+                    });
+                    taken = Some(flow.name.clone());
+                }
+                None => {
+                    let entry = Arc::new(Entry::new(&path, flow, print, self.scans));
+                    self.served.insert(path, Served { entry, timer: None });
+                    return true;
+                }
+            },
             Err(report) => self.host.event(ServeEvent::FlowRejected {
                 file: path.clone(),
                 error: report,
             }),
         }
-        self.unserved.insert(path, print);
+        self.unserved.insert(path, Unserved { print, taken });
         false
+    }
+
+    /// The served file, other than `path`, of the flow named `name`.
+    fn holder_of(&self, name: &str, path: &Path) -> Option<Arc<Entry>> {
+        self.served
+            .values()
+            .find(|s| s.entry.path != path && s.entry.flow().name == name)
+            .map(|s| s.entry.clone())
     }
 
     /// Starts the timer of a served file and says when it fires next.
@@ -684,16 +726,32 @@ impl<H: Host> Scheduler<H> {
             self.retire(&path);
         }
         self.unserved.retain(|p, _| found.files.contains(p));
-        for path in found.files {
-            if let Some(served) = self.served.get(&path) {
+        self.scans += 1;
+        let mut files = found.files;
+        files.sort();
+        // The served files first: a change of `name` there may free a name
+        // a file waiting below asks for.
+        for path in &files {
+            if let Some(served) = self.served.get(path) {
                 let entry = served.entry.clone();
                 if self.refresh(&entry, force) == Refreshed::Gone {
-                    self.retire(&path); // removed since it was listed
+                    self.retire(path); // removed since it was listed
                 }
+            }
+        }
+        for path in files {
+            if self.served.contains_key(&path) {
                 continue;
             }
             let print = fingerprint(&path);
-            if !force && self.unserved.get(&path) == Some(&print) {
+            if !force
+                && let Some(before) = self.unserved.get(&path)
+                && before.print == print
+                && before
+                    .taken
+                    .as_ref()
+                    .is_none_or(|name| self.holder_of(name, &path).is_some())
+            {
                 continue; // reported already, and unchanged
             }
             self.unserved.remove(&path);
@@ -733,13 +791,30 @@ impl<H: Host> Scheduler<H> {
         let now = fingerprint(&entry.path);
         {
             let mut last = lock(&entry.fingerprint);
-            if !force && now == *last {
+            let freed = lock(&entry.name_taken)
+                .as_ref()
+                .is_some_and(|name| self.holder_of(name, &entry.path).is_none());
+            if !force && now == *last && !freed {
                 return Refreshed::Served;
             }
             *last = now;
         }
-        match self.host.load(&entry.path) {
-            Ok(flow) if flow.schedule.is_some() => {
+        *lock(&entry.name_taken) = None;
+        let loaded = self.host.load(&entry.path);
+        let holder = match &loaded {
+            Ok(flow) if flow.schedule.is_some() => self.holder_of(&flow.name, &entry.path),
+            _ => None,
+        };
+        match (loaded, holder) {
+            (Ok(flow), Some(holder)) => {
+                *lock(&entry.name_taken) = Some(flow.name.clone());
+                self.host.event(ServeEvent::ReloadRejected {
+                    file: entry.path.clone(),
+                    flow: entry.flow().name.clone(),
+                    error: name_taken(&flow.name, &holder.path, NameKeptBy::ServedAlready),
+                });
+            }
+            (Ok(flow), None) if flow.schedule.is_some() => {
                 let schedule = flow.schedule.clone();
                 let name = flow.name.clone();
                 *lock(&entry.flow) = Arc::new(flow);
@@ -754,14 +829,14 @@ impl<H: Host> Scheduler<H> {
                     next,
                 });
             }
-            Ok(_) => self.host.event(ServeEvent::ReloadRejected {
+            (Ok(_), None) => self.host.event(ServeEvent::ReloadRejected {
                 file: entry.path.clone(),
                 flow: entry.flow().name.clone(),
                 error: "the new version has no schedule".to_string(),
             }),
             // Removed while it was being read.
-            Err(_) if !entry.path.is_file() => return Refreshed::Gone,
-            Err(report) => self.host.event(ServeEvent::ReloadRejected {
+            (Err(_), _) if !entry.path.is_file() => return Refreshed::Gone,
+            (Err(report), _) => self.host.event(ServeEvent::ReloadRejected {
                 file: entry.path.clone(),
                 flow: entry.flow().name.clone(),
                 error: report,
@@ -770,6 +845,40 @@ impl<H: Host> Scheduler<H> {
         Refreshed::Served
     }
 }
+
+/// A file found but not served, as last tried.
+struct Unserved {
+    print: Option<Fingerprint>,
+    /// The flow `name` it has, which another served file kept: it is tried
+    /// again once that name is free, even unchanged.
+    taken: Option<String>,
+}
+
+/// Why, of two files of one flow `name`, the other one keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKeptBy {
+    /// It was served before this one appeared (or took that name).
+    ServedAlready,
+    /// Both were found at once, and it comes first in path order.
+    PathOrder,
+}
+
+/// Why a file whose flow `name` another file keeps is not served: two
+/// files of one name would share the flow's state, lease and approval
+/// plans.
+pub fn name_taken(name: &str, holder: &Path, keeps: NameKeptBy) -> String {
+    let why = match keeps {
+        NameKeptBy::ServedAlready => "it was served first",
+        NameKeptBy::PathOrder => "it comes first in path order",
+    };
+    format!(
+        "flow `{name}` is already served from {}, which keeps the name ({why}); {SHARED}",
+        holder.display()
+    )
+}
+
+/// What two files of one flow `name` would share, and what to do.
+pub const SHARED: &str = "two files of one flow `name` would share its state, its lease and its approval plans. Give each flow its own `name`";
 
 /// What [`Scheduler::refresh`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1276,6 +1385,118 @@ mod tests {
         let host = s.stop().await;
         assert_eq!(host.started.load(Ordering::SeqCst), 0);
         assert!(!host.saw(|e| matches!(e, ServeEvent::ReloadRejected { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn of_two_files_of_one_flow_name_one_is_served_and_the_other_when_it_is_free() {
+        let dir = folder();
+        let file = |name: &str| dir.path().join("flows").join(name);
+        let yearly = |name: &str| flow_text(name, "0 0 0 1 1 *");
+        std::fs::write(file("b.toml"), yearly("same")).unwrap();
+        std::fs::write(file("a.toml"), yearly("same")).unwrap();
+        std::fs::write(file("d.toml"), yearly("d")).unwrap();
+        let s = serve(dir.path());
+        s.clock.until_sleeps(2).await;
+        let rejected = |host: &FakeHost, name: &str| -> Vec<String> {
+            lock(&host.events)
+                .iter()
+                .filter_map(|e| match e {
+                    ServeEvent::FlowRejected { file, error } if file.ends_with(name) => {
+                        Some(error.clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let served = |s: &Serving| -> Vec<(String, String)> {
+            let mut flows: Vec<_> = s
+                .control
+                .flows()
+                .iter()
+                .map(|f| {
+                    (
+                        f.name.clone(),
+                        f.path.file_name().unwrap().to_string_lossy().into(),
+                    )
+                })
+                .collect();
+            flows.sort();
+            flows
+        };
+        // At start, the first in path order keeps the name.
+        let why = rejected(&s.host, "b.toml");
+        assert_eq!(why.len(), 1);
+        assert!(
+            why[0].contains(&format!(
+                "flow `same` is already served from {}, which keeps the name (it comes first in path order)",
+                file("a.toml").display()
+            )) && why[0].contains("Give each flow its own `name`"),
+            "{why:?}"
+        );
+        assert_eq!(
+            served(&s),
+            [
+                ("d".into(), "d.toml".into()),
+                ("same".into(), "a.toml".into())
+            ]
+        );
+        // A file added later does not take a served flow's name.
+        std::fs::write(file("c.toml"), yearly("same")).unwrap();
+        // Nor does a served file that changes its name to it.
+        std::fs::write(file("d.toml"), yearly("same")).unwrap();
+        s.reload.send_modify(|n| *n += 1);
+        until("c is rejected", || !rejected(&s.host, "c.toml").is_empty()).await;
+        assert!(rejected(&s.host, "c.toml")[0].contains("(it was served first)"));
+        assert!(s.host.saw(
+            |e| matches!(e, ServeEvent::ReloadRejected { flow, error, .. }
+            if flow == "d" && error.contains("(it was served first)"))
+        ));
+        assert_eq!(
+            served(&s),
+            [
+                ("d".into(), "d.toml".into()),
+                ("same".into(), "a.toml".into())
+            ]
+        );
+        // Once the file that kept the name is gone, the first waiting in
+        // path order is served at the next rescan, unchanged; the other
+        // still waits, and is not reported again.
+        std::fs::remove_file(file("a.toml")).unwrap();
+        std::fs::write(file("d.toml"), yearly("d2")).unwrap();
+        let minute = async || tokio::time::sleep(Duration::from_secs(60)).await;
+        minute().await;
+        until("b is served", || {
+            served(&s).contains(&("same".into(), "b.toml".into()))
+        })
+        .await;
+        assert_eq!(
+            served(&s),
+            [
+                ("d2".into(), "d.toml".into()),
+                ("same".into(), "b.toml".into())
+            ]
+        );
+        // Reported at start and on SIGHUP (which reloads every file).
+        assert_eq!(rejected(&s.host, "b.toml").len(), 2);
+        assert_eq!(rejected(&s.host, "c.toml").len(), 1);
+        // A served file's change refused for its name is served, unchanged,
+        // once the name is free (the files served go first).
+        std::fs::write(file("d.toml"), yearly("same")).unwrap();
+        minute().await;
+        until("d's change is refused", || {
+            s.host
+                .saw(|e| matches!(e, ServeEvent::ReloadRejected { flow, .. } if flow == "d2"))
+        })
+        .await;
+        std::fs::remove_file(file("b.toml")).unwrap();
+        minute().await;
+        until("d is served as `same`", || {
+            served(&s) == [("same".to_string(), "d.toml".to_string())]
+        })
+        .await;
+        assert_eq!(rejected(&s.host, "c.toml").len(), 1);
+        let host = s.stop().await;
+        assert_eq!(host.started.load(Ordering::SeqCst), 0);
     }
 
     #[test]
