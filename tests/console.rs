@@ -881,6 +881,51 @@ fn flow_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/procore-license-sync.toml")
 }
 
+/// A console host keeps none of the flows' secrets: `sluice console FLOWS…`
+/// shows the shipped flow's schedule with none of its variables or
+/// secrets set, and says why a file that does not validate is left out.
+#[tokio::test]
+async fn the_console_shows_a_flows_schedule_without_its_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "name = \"broken\"\nschedule = { cron = \"nope\" }\n",
+    )
+    .unwrap();
+    // The environment is empty: no GRAPH_* or PROCORE_* variable, no secret.
+    let mut alone = Child::spawn(sluice(
+        dir.path(),
+        &[
+            "console",
+            "--http",
+            "127.0.0.1:0",
+            flow_path().to_str().unwrap(),
+            broken.to_str().unwrap(),
+        ],
+    ));
+    let addr = alone.console_addr().await;
+    let said = alone.said();
+    assert!(!said.contains("procore-license-sync.toml"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "warning: {} does not validate, so the Flows page leaves it out (its runs are still shown):",
+            broken.display()
+        )) && said.contains("nope"),
+        "the warning says why: {said}"
+    );
+    let page = get(addr, "/", "").await;
+    assert_page(&page, StatusCode::OK, "flows");
+    let body = &page.body;
+    assert!(body.contains("procore-license-sync"), "{body}");
+    assert!(body.contains("0 0 5-17 * * Mon-Fri"), "{body}");
+    assert!(!body.contains("not served here"), "{body}");
+    assert!(
+        body.contains("PST") || body.contains("PDT"),
+        "the next firing"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_after_a_license_sync_have_the_expected_series() {
     let emulator = sluice_emulator::start(sluice_emulator::EmulatorConfig::default())

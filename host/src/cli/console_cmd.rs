@@ -69,9 +69,13 @@ pub async fn start(
     }
 }
 
-/// The flows of the files given, for their schedules; a file that does
-/// not load is named and left out, and so is a file whose flow `name` a
-/// file before it in path order has (as `sluice serve` would refuse it).
+/// The flows of the files given, for their name, description and
+/// schedule. They are compiled, not bound to this process's environment
+/// (as `sluice validate` without `--env` checks them): a console host
+/// needs none of a flow's variables or secrets. A file that does not
+/// validate even so is named, with why, and left out; so is a file whose
+/// flow `name` a file before it in path order has (as `sluice serve`
+/// would refuse it).
 fn describe(paths: &[PathBuf], data_dir: &Path) -> Vec<ServedFlow> {
     let found = crate::scheduler::sources::expand(paths);
     for problem in &found.problems {
@@ -81,12 +85,15 @@ fn describe(paths: &[PathBuf], data_dir: &Path) -> Vec<ServedFlow> {
     files.sort();
     let mut described: Vec<ServedFlow> = Vec::new();
     for path in files {
-        let flow = match super::try_load_flow(&path, data_dir, &[]) {
+        let compiled =
+            super::with_context(data_dir, &[], |ctx| crate::flow::compile_file(&path, ctx));
+        let flow = match compiled {
             Ok(flow) => flow,
-            Err(_) => {
+            Err(e) => {
                 eprintln!(
-                    "warning: {} does not validate here (`sluice validate` says why); its runs are still shown",
-                    path.display()
+                    "warning: {} does not validate, so the Flows page leaves it out (its runs are still shown):\n{}",
+                    super::terminal::line(&path.display().to_string()),
+                    super::terminal::lines(&e.to_string())
                 );
                 continue;
             }
