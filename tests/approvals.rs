@@ -15,7 +15,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::emulated::{Run, sluice_cmd};
+use common::emulated::{Run, sluice_cmd, sluice_cmd_in};
 use serde_json::Value;
 
 /// A flow whose `act` step runs `noop` once per person, under `approval`.
@@ -279,6 +279,122 @@ async fn approval_always_holds_every_item_and_runs_exactly_the_approved_keys(env
     // Everything came from the store the environment names.
     let sqlite = sluice_store::path_in(&env.data());
     assert_eq!(sqlite.exists(), env.vars.is_empty(), "{}", sqlite.display());
+}
+
+/// A run started with a relative path records the file's absolute path,
+/// so `approve --run` from any other directory runs it, and `approvals
+/// show` and `runs show` name a file that works.
+#[tokio::test]
+async fn approve_run_works_from_any_directory_after_a_run_started_with_a_relative_path() {
+    let env = Env::new(r#""always""#);
+    let cwd = env.dir.path();
+    let data = env.data();
+    let first = sluice_cmd_in(Some(cwd), &env.vars, &data, &["run", "people.toml"]).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let id = env.plan_id().await;
+    let absolute = std::fs::canonicalize(cwd).unwrap().join("people.toml");
+    let absolute = absolute.to_str().unwrap();
+    let plan = env.json(&["approvals", "show", &id, "--json"]).await;
+    assert_eq!(plan["plan"]["flow_file"], absolute, "{plan}");
+    let show = env.sluice(&["approvals", "show", &id]).await;
+    assert!(
+        show.stdout.contains(&format!("people ({absolute})")),
+        "{}",
+        show.stdout
+    );
+    // Elsewhere: the approval's run runs the file the plan names.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let approve = sluice_cmd_in(
+        Some(elsewhere.path()),
+        &env.vars,
+        &data,
+        &[
+            "approve",
+            &id,
+            "--only",
+            "bob@x.com",
+            "--by",
+            "alice",
+            "--run",
+        ],
+    )
+    .await;
+    assert_eq!(approve.code, 0, "{}\n{}", approve.stdout, approve.stderr);
+    assert!(
+        approve.stderr.contains(&format!("running {absolute} now")),
+        "{}",
+        approve.stderr
+    );
+    assert!(
+        approve.stderr.contains("1 approved item run"),
+        "{}",
+        approve.stderr
+    );
+    assert_eq!(
+        env.items(&id).await,
+        s(&[
+            ("Ann@x.com", "pending"),
+            ("bob@x.com", "done"),
+            ("cy@x.com", "pending")
+        ])
+    );
+    let runs = env.json(&["runs", "--json"]).await;
+    let last = runs[0]["id"].as_str().unwrap().to_string();
+    let show = env.sluice(&["runs", "show", &last]).await;
+    assert!(show.stdout.contains(absolute), "{}", show.stdout);
+}
+
+/// A plan an older `sluice` recorded with a relative path: `approve --run`
+/// from a directory where it names nothing says so, and how to run it.
+#[tokio::test]
+async fn approve_run_with_an_old_relative_path_says_where_it_was_relative_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let store = sluice_store::Store::open(&sluice_store::Location::Sqlite(sluice_store::path_in(
+        &data,
+    )))
+    .await
+    .unwrap();
+    let update = sluice_store::GateUpdate {
+        flow: "people".into(),
+        step: "act".into(),
+        run_id: "20260101T000000Z-aaaaaa".into(),
+        flow_file: "flows/people.toml".into(),
+        params: vec![("max".into(), "1".into())],
+        reason: "this step always needs approval".into(),
+        held: vec![sluice_store::HeldItem {
+            key: "ann@x.com".into(),
+            input: serde_json::json!({"who": "ann@x.com"}),
+        }],
+        gone: Vec::new(),
+        fence: None,
+    };
+    let id = store.record_gate(&update).await.unwrap().unwrap().id;
+    drop(store);
+    let approve = sluice_cmd_in(
+        Some(dir.path()),
+        &[],
+        &data,
+        &["approve", &id, "--by", "alice", "--run"],
+    )
+    .await;
+    assert_eq!(approve.code, 2, "{}\n{}", approve.stdout, approve.stderr);
+    assert!(
+        approve.stdout.contains("approved 1 item"),
+        "{}",
+        approve.stdout
+    );
+    let said = approve.stderr;
+    for needle in [
+        "the flow was not run",
+        "flows/people.toml, a path relative to the directory its run (20260101T000000Z-aaaaaa) was started in",
+        "Run it from that directory (`sluice run flows/people.toml --param max=1`)",
+        "or pass the file: `sluice run PATH/TO/people.toml --param max=1`",
+    ] {
+        assert!(said.contains(needle), "{needle:?} missing: {said}");
+    }
+    assert!(!said.contains("cannot read flow file"), "{said}");
 }
 
 #[tokio::test]

@@ -757,6 +757,65 @@ fn a_deleted_file_stops_its_flow_at_its_next_firing_and_its_run_finishes() {
     assert_eq!(ran[0].status, "succeeded", "the run in progress finished");
 }
 
+/// `serve` and `run` given relative paths record each run's flow file by
+/// its absolute path, which works from any directory; the log keeps the
+/// path as given.
+#[test]
+fn runs_record_the_absolute_path_of_their_flow_file() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("flows")).unwrap();
+    write(
+        &dir.path().join("flows"),
+        "tick.toml",
+        &flow(
+            "tick",
+            "* * * * * *",
+            &step("s", r#"{ action = "echo" }"#, ""),
+        ),
+    );
+    let by_hand = sluice(data.path(), &["run", "flows/tick.toml", "--quiet"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(by_hand.status.success(), "{by_hand:?}");
+    let mut child = sluice(data.path(), &["serve", "flows"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runs = wait_for(data.path(), Duration::from_secs(60), |r| {
+        r.iter()
+            .any(|r| r.trigger == "schedule" && r.status == "succeeded")
+    });
+    signal(&child, "TERM");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{stderr}");
+    assert!(stderr.contains("(flows/tick.toml) runs on"), "{stderr}");
+    let absolute = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .join("flows/tick.toml");
+    let h = history(data.path());
+    for trigger in ["manual", "schedule"] {
+        let run = runs.iter().find(|r| r.trigger == trigger).unwrap();
+        let detail = h.run_detail(&run.id).unwrap().unwrap();
+        assert_eq!(
+            Path::new(&detail.run.flow_file),
+            absolute,
+            "{trigger}: {detail:?}"
+        );
+    }
+    let id = &runs.iter().find(|r| r.trigger == "schedule").unwrap().id;
+    assert!(show(data.path(), id, &[]).contains(absolute.to_str().unwrap()));
+}
+
 fn contains_secret(hay: &[u8]) -> bool {
     hay.windows(SECRET.len()).any(|w| w == SECRET.as_bytes())
 }

@@ -78,7 +78,20 @@ pub async fn sluice(env: &[(String, String)], data_dir: &Path, extra: &[&str]) -
 
 /// Runs the `sluice` binary with exactly the given environment and arguments.
 pub async fn sluice_cmd(env: &[(String, String)], data_dir: &Path, args: &[&str]) -> Run {
+    sluice_cmd_in(None, env, data_dir, args).await
+}
+
+/// [`sluice_cmd`] in the working directory `cwd` (this process's if `None`).
+pub async fn sluice_cmd_in(
+    cwd: Option<&Path>,
+    env: &[(String, String)],
+    data_dir: &Path,
+    args: &[&str],
+) -> Run {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
     cmd.env_clear().args(args).env("SLUICE_DATA_DIR", data_dir);
     for (k, v) in env {
         cmd.env(k, v);

@@ -118,13 +118,33 @@ pub async fn approve(
         return Ok(ExitCode::SUCCESS);
     }
     let plan = &outcome.plan;
-    let mut run = super::run_cmd::RunArgs::of(std::path::PathBuf::from(&plan.flow_file));
+    let file = std::path::PathBuf::from(&plan.flow_file);
+    let mut run = super::run_cmd::RunArgs::of(file.clone());
     run.params = plan.params.clone();
     let with: Vec<String> = run
         .params
         .iter()
         .map(|(k, v)| format!(" --param {k}={v}"))
         .collect();
+    if file.is_relative() && !file.exists() {
+        // Recorded before runs kept absolute paths: relative to wherever
+        // that run was started, which is not here.
+        let here = std::env::current_dir()
+            .map(|d| format!(" ({})", d.display()))
+            .unwrap_or_default();
+        let why = format!(
+            "the flow was not run: plan {} names its flow file {}, a path relative to the directory its run ({}) was started in, and there is no such file here{here}. Run it from that directory (`sluice run {}{}`), or pass the file: `sluice run PATH/TO/{}{}`",
+            plan.id,
+            plan.flow_file,
+            plan.updated_by_run,
+            plan.flow_file,
+            with.concat(),
+            file.file_name()
+                .map_or(plan.flow_file.clone(), |n| n.to_string_lossy().into_owned()),
+            with.concat(),
+        );
+        return refused(&why);
+    }
     eprintln!(
         "running {}{} now",
         terminal::line(&plan.flow_file),

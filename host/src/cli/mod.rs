@@ -258,6 +258,22 @@ pub fn with_resolver<T>(
     f(&ctx)
 }
 
+/// A flow file's path as the run history records it (a run's and an
+/// approval plan's `flow_file`): absolute, so that `sluice approve --run`,
+/// `approvals show` and `runs show` name a file that works from any
+/// directory. Its directory is canonicalised when it exists (no `..`, no
+/// links in it); the file's own name is kept as given, so a file that is a
+/// link (as a Kubernetes ConfigMap mounts each file, through a folder that
+/// changes at every update) is recorded under the name that stays.
+pub fn recorded_path(file: &Path) -> String {
+    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let canonical = match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir).ok().map(|d| d.join(name)),
+        _ => None,
+    };
+    canonical.unwrap_or(absolute).display().to_string()
+}
+
 /// Loads a flow and binds it to the process environment, printing its
 /// problems; `None` means exit status 2.
 pub fn load_flow(

@@ -312,7 +312,7 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     } else {
         Mode::Human
     };
-    let flow_file = args.file.display().to_string();
+    let flow_file = super::recorded_path(&args.file);
     let run_id = crate::run::new_run_id();
     let mut options = RunOptions::new(
         run_id.clone(),

@@ -82,7 +82,7 @@ impl Host for ServeHost {
         _options: &RunOptions,
     ) -> Arc<dyn Observer> {
         let record_as = RecordAs {
-            flow_file: flow.source.path.display().to_string(),
+            flow_file: super::recorded_path(&flow.source.path),
             trigger: trigger.parse().unwrap_or(Trigger::Schedule),
             replica: Some(self.replica.name.clone()),
             fence: self.replica.fence_of(run_id),
@@ -97,7 +97,7 @@ impl Host for ServeHost {
     fn approvals(&self, flow: &Flow, run_id: &str) -> Option<crate::run::ApprovalStore> {
         Some(crate::run::ApprovalStore {
             store: self.writer.store().clone(),
-            flow_file: flow.source.path.display().to_string(),
+            flow_file: super::recorded_path(&flow.source.path),
             // A scheduled run has no `--param` overrides.
             params: Vec::new(),
             fence: self.replica.fence_of(run_id),
@@ -139,7 +139,7 @@ impl Host for ServeHost {
         let run = NewRun {
             id: id.clone(),
             flow: flow.name.clone(),
-            flow_file: flow.source.path.display().to_string(),
+            flow_file: super::recorded_path(&flow.source.path),
             trigger: Trigger::Schedule,
             dry_run: false,
             output_dir: String::new(),
