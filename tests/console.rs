@@ -837,6 +837,22 @@ async fn serve_with_http_runs_a_flow_now_and_reports_its_health() {
     let addr = alone.console_addr().await;
     let page = get(addr, "/", "").await;
     assert!(page.body.contains("echo") && !page.body.contains("Run now"));
+    // With no $USER (nor $LOGNAME), the viewer is the name of the
+    // process's user id, as `sluice approve` records it.
+    let whoami = Command::new("id").arg("-un").output().unwrap();
+    let me = String::from_utf8_lossy(&whoami.stdout).trim().to_string();
+    let in_passwd = std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(&format!("{me}:")));
+    if whoami.status.success() && in_passwd {
+        assert!(
+            page.body.contains(&format!(">{me}<")),
+            "the viewer is {me}: {}",
+            page.body
+        );
+    }
+    assert!(!page.body.contains(">unknown<"), "{}", page.body);
     assert_eq!(get(addr, "/healthz", "").await.body, "database: ok\n");
     let refused = post(addr, "/flows/echo/run", &jar, &[("csrf", &csrf)]).await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);

@@ -173,7 +173,7 @@ async fn decide(
         plan_id: args.id,
         keys: args.only,
         decision,
-        by: args.by.unwrap_or_else(os_user),
+        by: args.by.unwrap_or_else(crate::console::access::os_user),
         note: args.note,
     };
     match store.decide(&request).await {
@@ -189,35 +189,6 @@ async fn decide(
 fn refused(why: &str) -> anyhow::Result<ExitCode> {
     eprintln!("error: {}", terminal::line(why));
     Ok(ExitCode::from(2))
-}
-
-/// Who runs this command: `$USER` (or `$LOGNAME`), else the name of this
-/// process's user id in `/etc/passwd`, else the id.
-pub fn os_user() -> String {
-    for var in ["USER", "LOGNAME", "USERNAME"] {
-        if let Some(name) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
-            return name;
-        }
-    }
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        });
-    let Some(uid) = uid else {
-        return "unknown user".into();
-    };
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|passwd| {
-            passwd.lines().find_map(|l| {
-                let fields: Vec<&str> = l.split(':').collect();
-                (fields.get(2) == Some(&uid.as_str())).then(|| fields[0].to_string())
-            })
-        })
-        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// What a decision did, and what happens next.

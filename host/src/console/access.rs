@@ -182,14 +182,46 @@ pub fn csrf_matches(cookie: &str, submitted: &str) -> bool {
     !cookie.is_empty() && cookie.as_bytes().ct_eq(submitted.as_bytes()).into()
 }
 
-/// The OS user, as approvals made on an open loopback console name their
-/// approver.
+/// The OS user this process runs as: who approvals made on an open
+/// loopback console, and by `sluice approve`/`reject` without `--by`, are
+/// recorded under. `$USER`, else `$LOGNAME`, else `$USERNAME` (the first
+/// that holds a usable name); else, as under systemd, cron or `docker
+/// exec` where none is set, the name of the process's user id in
+/// `/etc/passwd`; else `uid N`.
 pub fn os_user() -> String {
-    ["USER", "LOGNAME", "USERNAME"]
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    os_user_from(
+        |var| std::env::var(var).ok(),
+        uid,
+        || std::fs::read_to_string("/etc/passwd").ok(),
+    )
+}
+
+/// [`os_user`] from the environment, the user id and the passwd file given.
+fn os_user_from(
+    var: impl Fn(&str) -> Option<String>,
+    uid: u32,
+    passwd: impl FnOnce() -> Option<String>,
+) -> String {
+    let usable = |name: &String| !name.trim().is_empty() && valid_name(name);
+    if let Some(name) = ["USER", "LOGNAME", "USERNAME"]
         .iter()
-        .filter_map(|v| std::env::var(v).ok())
-        .find(|n| valid_name(n))
-        .unwrap_or_else(|| "unknown".to_string())
+        .filter_map(|v| var(v))
+        .find(usable)
+    {
+        return name;
+    }
+    let uid = uid.to_string();
+    passwd()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?.to_string();
+                (fields.nth(1)? == uid && usable(&name)).then_some(name)
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 #[cfg(test)]
@@ -198,6 +230,33 @@ mod tests {
 
     fn token() -> Token {
         Token("0123456789abcdef-token".into())
+    }
+
+    #[test]
+    fn the_os_user_is_the_environments_then_the_passwd_files_then_the_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n# a comment\nbroken\nops:x:1000:1000::/home/ops:/bin/sh\n";
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |var: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == var)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let file = || Some(passwd.to_string());
+        let all = env(&[("USER", "ann"), ("LOGNAME", "bob"), ("USERNAME", "cy")]);
+        assert_eq!(os_user_from(all, 1000, file), "ann");
+        // A blank or unprintable value is passed over.
+        let later = env(&[("USER", " "), ("LOGNAME", "bob\u{1b}"), ("USERNAME", "cy")]);
+        assert_eq!(os_user_from(later, 1000, file), "cy");
+        let logname = env(&[("LOGNAME", "bob")]);
+        assert_eq!(os_user_from(logname, 1000, file), "bob");
+        // None set: the user id's name in /etc/passwd.
+        assert_eq!(os_user_from(env(&[]), 1000, file), "ops");
+        assert_eq!(os_user_from(env(&[("USER", "")]), 0, file), "root");
+        // Not there, or no passwd file: the id.
+        assert_eq!(os_user_from(env(&[]), 4242, file), "uid 4242");
+        assert_eq!(os_user_from(env(&[]), 0, || None), "uid 0");
     }
 
     #[test]
