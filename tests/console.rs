@@ -1018,6 +1018,12 @@ async fn metrics_after_a_license_sync_have_the_expected_series() {
         counter(find("sluice_connection_throttled_total", &labels));
         counter(find("sluice_connection_wait_seconds_total", &labels));
     }
+    // Nothing runs or waits now: the gauges read 0 rather than vanish.
+    assert_eq!(counter(find("sluice_runs_running", &[("flow", flow)])), 0.0);
+    assert_eq!(
+        counter(find("sluice_approvals_pending", &[("flow", flow)])),
+        0.0
+    );
     let last = counter(find(
         "sluice_last_success_timestamp_seconds",
         &[("flow", flow)],

@@ -15,7 +15,7 @@
 //! between processes); runs seen running are asked for by id until they
 //! end, however long they take.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use prometheus::{
@@ -68,6 +68,10 @@ struct Follow {
     counted: HashSet<String>,
     /// Runs seen running, by id, with their flow.
     running: HashMap<String, String>,
+    /// Every flow seen in a run or a plan: its gauges read 0 rather than
+    /// vanish when nothing runs or waits (an alert on `== 0`, or a
+    /// dashboard's line, needs the series).
+    flows: BTreeSet<String>,
     /// Read runs whose id is at least this.
     floor: String,
 }
@@ -277,6 +281,7 @@ impl Metrics {
         seen.extend(still);
         let newest = seen.iter().map(|r| r.started_at.clone()).max();
         for run in seen {
+            follow.flows.insert(run.flow.clone());
             if follow.counted.contains(&run.id) {
                 continue;
             }
@@ -302,15 +307,22 @@ impl Metrics {
         let floor = follow.floor.clone();
         follow.counted.retain(|id| *id >= floor);
         self.series.running.reset();
+        for flow in &follow.flows {
+            self.series.running.with_label_values(&[flow]).set(0);
+        }
         for flow in follow.running.values() {
             self.series.running.with_label_values(&[flow]).inc();
         }
-        drop(follow);
-        self.count_pending(data).await
+        self.count_pending(data, &mut follow.flows).await
     }
 
-    /// Sets the pending approvals from the open plans.
-    async fn count_pending(&self, data: &Data) -> Result<(), DataError> {
+    /// Sets the pending approvals from the open plans (0 for each other
+    /// flow in `flows`, which gains the plans' flows).
+    async fn count_pending(
+        &self,
+        data: &Data,
+        flows: &mut BTreeSet<String>,
+    ) -> Result<(), DataError> {
         let open = PlanQuery {
             flow: None,
             include_closed: false,
@@ -318,6 +330,13 @@ impl Metrics {
         };
         let plans = data.plans(open).await?;
         self.series.approvals_pending.reset();
+        flows.extend(plans.iter().map(|p| p.flow.clone()));
+        for flow in flows.iter() {
+            self.series
+                .approvals_pending
+                .with_label_values(&[flow])
+                .set(0);
+        }
         for plan in plans {
             let pending = i64::try_from(plan.counts.pending).unwrap_or(i64::MAX);
             self.series
