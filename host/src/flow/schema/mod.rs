@@ -69,16 +69,23 @@ impl InputPath {
     }
 }
 
-impl fmt::Display for InputPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("with")?;
+impl InputPath {
+    /// The path written from `root` (`with.user.email`, `output.count`).
+    fn written_from(&self, root: &str) -> String {
+        let mut text = root.to_string();
         for segment in &self.0 {
             match segment {
-                Segment::Key(k) => write!(f, ".{k}")?,
-                Segment::Index(i) => write!(f, ".{i}")?,
+                Segment::Key(k) => text.push_str(&format!(".{k}")),
+                Segment::Index(i) => text.push_str(&format!(".{i}")),
             }
         }
-        Ok(())
+        text
+    }
+}
+
+impl fmt::Display for InputPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.written_from("with"))
     }
 }
 
@@ -115,6 +122,14 @@ enum Subject {
 }
 
 impl Subject {
+    /// What a path into it starts from in messages.
+    fn root(self) -> &'static str {
+        match self {
+            Subject::Input => "with",
+            Subject::Output => "output",
+        }
+    }
+
     fn noun(self) -> &'static str {
         match self {
             Subject::Input => "input",
@@ -478,11 +493,7 @@ impl InputSchema {
     ) -> Vec<Mismatch> {
         let c = &self.component;
         let noun = self.subject.noun();
-        let shown = |path: &InputPath| match self.subject {
-            Subject::Input => path.to_string(),
-            // `with…` shown from its root as the output's.
-            Subject::Output => format!("output{}", &path.to_string()["with".len()..]),
-        };
+        let shown = |path: &InputPath| path.written_from(self.subject.root());
         let one = |path: InputPath, message: String, hint: String| {
             vec![Mismatch {
                 path,
