@@ -591,6 +591,59 @@ async fn one_failing_person_does_not_stop_the_others() {
     emulator.shutdown().await;
 }
 
+/// A create Procore refuses (here a 400: the address is not one) created
+/// nobody, so its item fails, in Procore's words, and is not resent; the
+/// others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_procore_refuses_fails_its_item_in_procores_words() {
+    let mut scenario = Scenario::generate(40, 31);
+    let licensed = scenario
+        .groups
+        .iter()
+        .find(|g| g.display_name.starts_with("License – Microsoft"))
+        .unwrap()
+        .id
+        .clone();
+    let refused = "not-an-address.contoso.com";
+    scenario.add_user("Odd Address", Some(refused), refused, &[licensed.as_str()]);
+    let expected = scenario.expected_sync();
+    assert!(
+        expected.to_create.contains(refused),
+        "the oracle expects a create"
+    );
+    let (emulator, env, data) = emulated(EmulatorConfig {
+        scenario,
+        ..Default::default()
+    })
+    .await;
+    let run = sluice(&env, data.path(), &["--json"]).await;
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let outputs = run.create_outputs();
+    let failed = &outputs[refused];
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = failed["error"].to_string();
+    assert!(
+        error.contains("HTTP 400") && error.contains("is invalid"),
+        "{error}"
+    );
+    let state = emulator.snapshot();
+    let tries = state
+        .requests
+        .iter()
+        .filter(|r| is_create(r) && r.body.as_deref().is_some_and(|b| b.contains(refused)))
+        .count();
+    assert_eq!(tries, 1, "a refusal is not resent");
+    let mut others = expected.to_create.clone();
+    others.remove(refused);
+    assert_eq!(created_keys(&state), others, "everyone else was created");
+    assert!(
+        state.mails[0].subject.contains("1 failed"),
+        "{}",
+        state.mails[0].subject
+    );
+    emulator.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_project_is_joined_without_a_template_and_skipped_without_a_project() {
     // The shipped environment (project and template) is covered above; here

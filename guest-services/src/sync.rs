@@ -586,7 +586,9 @@ pub enum CreateStatus {
     Created,
     /// Already in Procore, or the login is taken: left as it is.
     Conflict,
-    /// Procore refused the create for another reason.
+    /// Procore refused the create for another reason. Outputs recorded
+    /// before such a refusal became a failed item carry it; the step no
+    /// longer writes it.
     Failed,
     /// A dry run: would be created.
     WouldCreate,

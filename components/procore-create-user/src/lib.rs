@@ -37,11 +37,12 @@
 //! them when they leave.
 //!
 //! Output `{"key", "display_name", "status": "created" | "conflict" |
-//! "failed" | "would_create", "procore_id"?, "reason"?, "project"?,
-//! "would_send"?}`. A
-//! service error that a later run could fix (5xx, throttled, unreachable) is
-//! returned as a retryable step error instead, so the item is recorded as
-//! failed by the host.
+//! "would_create", "procore_id"?, "reason"?, "project"?, "would_send"?}`.
+//! A create Procore refused for any other reason creates nobody, so it is
+//! returned as a step error and the host records the item as failed: one a
+//! later run could fix (5xx, throttled, unreachable) retryable, a refusal
+//! (400/422 invalid data, 401/403 forbidden) not. The error carries
+//! Procore's own words.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -239,12 +240,10 @@ fn run(input: Input, context: &Context) -> Result<Created, StepError> {
             let detail = detail(&response);
             return taken(&target, person, &key, &detail, context);
         }
-        s if s == 429 || s >= 500 => return Err(status_error(&call, &response)),
-        s => {
-            let mut out = created(person, &key, CreateStatus::Failed);
-            out.reason = Some(format!("HTTP {s}: {}", detail(&response)));
-            return Ok(out);
-        }
+        // Anything else created nobody: the item fails, retryable or not as
+        // the status says, so the run's counts, `runs show` and the ledger
+        // say so, not only the report.
+        _ => return Err(status_error(&call, &response)),
     }
     let new: Value = response.json()?;
     let mut out = created(person, &key, CreateStatus::Created);
