@@ -396,10 +396,15 @@ impl Throttle {
         // Requests still in flight may not be in the server's count yet.
         let settled = s.in_flight == 0;
         let remaining = announced.saturating_sub(s.in_flight);
-        let reset_at = later(Instant::now(), until_reset + RESET_MARGIN);
+        let now = Instant::now();
+        let reset_at = later(now, until_reset + RESET_MARGIN);
         s.budget = Some(match s.budget {
-            // A late answer from a window that has passed says nothing now.
-            Some(b) if window < b.window => b,
+            // A late answer from a window that has passed, or one from an
+            // earlier window that binds less tightly than the budget in
+            // force, says nothing now.
+            Some(b) if window < b.window && (until_reset.is_zero() || b.remaining <= remaining) => {
+                b
+            }
             // Same window, nothing else in flight: the server's lowest count
             // is exact, and gives back what guessing about requests in
             // flight held back (at a window's end that is the difference
@@ -419,6 +424,12 @@ impl Throttle {
                 lowest_announced: b.lowest_announced.min(announced),
                 ..b
             },
+            // A spent window holds until it resets, whatever window the
+            // answer names: Procore announces either its 10-second or its
+            // hourly window, whichever it expects a client to exceed first,
+            // so a spent 10-second window must not be forgotten when the
+            // next answer names the hour.
+            Some(b) if b.window != window && b.remaining == 0 && b.reset_at > now => b,
             _ => Budget {
                 remaining,
                 lowest_announced: announced,
@@ -671,6 +682,53 @@ mod tests {
         third.answered(&budget("1", "x-rate-limit-reset", reset));
         // Woken at once, not at the window's reset half an hour on.
         assert_eq!(waiter.await.unwrap(), Duration::ZERO);
+    }
+
+    /// Procore announces either its 10-second or its hourly window,
+    /// whichever a client is likelier to exceed first: a spent 10-second
+    /// window is waited out though the hourly one it follows has plenty
+    /// left, and an answer naming the hour again does not undo it.
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_short_window_binds_beside_a_long_one() {
+        let t = at_start();
+        let hour = (START + 3000).to_string();
+        let (p, _) = t.acquire().await.unwrap();
+        p.answered(&budget("3500", "x-rate-limit-reset", hour.clone()));
+        let (first, _) = t.acquire().await.unwrap();
+        let (second, _) = t.acquire().await.unwrap();
+        // The first answer (a 429) names the 10-second window, spent; the
+        // second, sent before it, still names the hour.
+        first.answered(&budget("0", "x-rate-limit-reset", (START + 8).to_string()));
+        second.answered(&budget("3497", "x-rate-limit-reset", hour.clone()));
+        let waited = t.acquire().await.unwrap().1;
+        assert_eq!(waited, Duration::from_secs(8) + RESET_MARGIN);
+        // After its reset the hour's count governs again.
+        let (p, _) = t.acquire().await.unwrap();
+        p.answered(&budget("3490", "x-rate-limit-reset", hour));
+        goes_at_once(&t).await;
+    }
+
+    /// An answer from a window that has passed, arriving after the next
+    /// window's, changes nothing; so does one from an earlier window that
+    /// still runs but has more left than the budget in force.
+    #[tokio::test(start_paused = true)]
+    async fn earlier_windows_bind_only_while_they_run_and_bind_tighter() {
+        let t = at_start();
+        let (late, _) = t.acquire().await.unwrap();
+        let (p, _) = t.acquire().await.unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        p.answered(&budget("5", "x-rate-limit-reset", (START + 70).to_string()));
+        late.answered(&budget("0", "x-rate-limit-reset", (START + 10).to_string()));
+        goes_at_once(&t).await;
+        let (p, _) = t.acquire().await.unwrap();
+        p.answered(&budget("9", "x-rate-limit-reset", (START + 12).to_string()));
+        // 5 were left, 2 requests went since: 3 go at once, the fourth waits
+        // for the minute's window.
+        for _ in 0..2 {
+            goes_at_once(&t).await;
+        }
+        let waited = t.acquire().await.unwrap().1;
+        assert_eq!(waited, Duration::from_secs(60) + RESET_MARGIN);
     }
 
     #[tokio::test(start_paused = true)]
