@@ -76,14 +76,51 @@ impl std::str::FromStr for Location {
     }
 }
 
-/// The URL with any password replaced by `***`.
+/// Query parameters of a PostgreSQL URL that are shown as written: where
+/// the server is and how to reach it. Any other (`password`,
+/// `sslpassword`, whatever libpq adds next) is shown as `NAME=***`.
+const SHOWN_PARAMETERS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "sslmode",
+    "connect_timeout",
+    "application_name",
+    "target_session_attrs",
+    "load_balance_hosts",
+    "channel_binding",
+];
+
+/// The URL with any password replaced by `***`: the one after `user:`
+/// and the value of every query parameter not known to be harmless
+/// (libpq also takes `?password=`).
 fn hide_password(text: &str) -> String {
     match url::Url::parse(text) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            if url.query().is_some() {
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(name, value)| {
+                        let shown = SHOWN_PARAMETERS
+                            .iter()
+                            .any(|safe| name.eq_ignore_ascii_case(safe));
+                        let value = if shown {
+                            value.into_owned()
+                        } else {
+                            "***".into()
+                        };
+                        (name.into_owned(), value)
+                    })
+                    .collect();
+                url.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             url.to_string()
         }
-        Ok(url) => url.to_string(),
         // Not a URL: it cannot be told where a password would be, so only
         // the scheme is shown.
         Err(_) => text
@@ -139,6 +176,29 @@ mod tests {
         let shown = format!("{pg} {pg:?}");
         assert!(!shown.contains("s3cret-pw"), "{shown}");
         assert!(shown.contains("postgres://sluice:***@db:5432/sluice"));
+        // libpq also takes the password, and others, as query parameters.
+        for url in [
+            "postgres://u@db/x?password=hunter2&connect_timeout=2",
+            "postgresql:///x?host=/run/postgresql&user=u&password=hunter2",
+        ] {
+            let pg: Location = url.parse().unwrap();
+            let shown = format!("{pg} {pg:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("password=***"), "{shown}");
+        }
+        let shown = hide_password("postgres://u@db/x?sslmode=require&SSLPassword=hunter2");
+        assert_eq!(shown, "postgres://u@db/x?sslmode=require&SSLPassword=***");
+        let pg: Location = "postgres://u@db/x?password=hunter2&connect_timeout=2"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            pg.to_string(),
+            "postgres://u@db/x?password=***&connect_timeout=2"
+        );
+        let err = "postgres://u@db/x?password=hunter2&port=notanumber"
+            .parse::<Location>()
+            .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
         let err = "mysql://root:hunter2@db/x".parse::<Location>().unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(err.to_string().contains("postgres://USER@HOST"), "{err}");
