@@ -28,7 +28,8 @@ async fn listed(env: &Env, token: &str, path: &str) -> Vec<u64> {
 }
 
 #[tokio::test]
-async fn procore_deactivates_with_a_nested_patch_and_reactivates_from_the_inactive_list() {
+async fn procore_deactivates_active_users_with_a_nested_patch_and_reactivates_from_the_inactive_list()
+ {
     let env = start(EmulatorConfig::default()).await;
     let token = env.procore_token().await;
     let c = company(&env);
@@ -51,6 +52,22 @@ async fn procore_deactivates_with_a_nested_patch_and_reactivates_from_the_inacti
     assert_eq!(r.json::<Value>().await.unwrap()["is_active"], false);
     assert!(!listed(&env, &token, &active).await.contains(&id));
     assert!(listed(&env, &token, &inactive).await.contains(&id));
+    // The update route reaches active users only: a deactivation sent
+    // again, or any update of an inactive user, is a 404 and changes
+    // nothing (Procore reactivates through the inactive list).
+    for body in [
+        json!({"user": {"is_active": false}}),
+        json!({"user": {"is_active": true}}),
+        json!({"user": {"first_name": "Renamed"}}),
+    ] {
+        let again = patch(Some(body.clone()), format!("{active}/{id}")).await;
+        assert_eq!(again.status(), 404, "{body}");
+        assert!(again.json::<Value>().await.unwrap()["errors"].is_string());
+    }
+    assert!(listed(&env, &token, &inactive).await.contains(&id));
+    let user = env.emu.snapshot();
+    let user = user.procore_users().iter().find(|u| u.id == id).unwrap();
+    assert!(!user.is_active && user.first_name != "Renamed");
     // Procore's "Reactivate company user": no body, 200 with the user.
     let r = patch(None, format!("{inactive}/{id}")).await;
     assert_eq!(r.status(), 200);

@@ -146,7 +146,10 @@ pub async fn create(
 /// `PATCH /rest/v1.0/companies/{company_id}/users/{id}` with
 /// `{"user": {…}}`: updates names and `is_active`; `is_active: false`
 /// deactivates (the user moves to the inactive list and keeps its project
-/// memberships, as in Procore). 200 with the user.
+/// memberships, as in Procore). 200 with the user. The route reaches
+/// active users only: Procore keeps inactive ones under `users/inactive`
+/// (listed, and reactivated, there), so an inactive user is a 404 here,
+/// as an unknown one is; a deactivation sent twice gets one on the second.
 pub async fn update(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -167,7 +170,7 @@ pub async fn update(
         return errors(StatusCode::BAD_REQUEST, Value::Object(problems));
     }
     let mut d = s.lock();
-    let Some(u) = d.procore_user_mut(user_id) else {
+    let Some(u) = d.procore_user_mut(user_id).filter(|u| u.is_active) else {
         return errors(
             StatusCode::NOT_FOUND,
             json!(format!("User {user_id} not found")),
