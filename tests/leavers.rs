@@ -5,8 +5,9 @@
 //! `--param` values of the run that found them, and the person is
 //! deactivated and taken off the project, as the request log shows);
 //! `procore-reactivate-user` (reactivated once, back on the project with
-//! its template; a second run changes nothing); and `run --only`, which
-//! tells each person's story through the steps.
+//! its template; a second run changes nothing); `run --only`, which
+//! tells each person's story through the steps; and a deactivation whose
+//! answer was lost and whose look-up failed too, which fails its item.
 //!
 //! The people come from params here, so these tests hold the components,
 //! the report and the CLI to their word whatever decides who leaves; the
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 
 use common::emulated::{Run, sluice_cmd, var};
 use serde_json::{Value, json};
+use sluice_emulator::faults::{FaultKind, Faults, TargetedFault};
 use sluice_emulator::scenario::{ProjectUser, Scenario};
 use sluice_emulator::{EmulatorConfig, RunningEmulator};
 
@@ -392,4 +394,66 @@ async fn run_only_tells_the_persons_story_through_the_steps() {
     );
     assert!(!err.contains("\"status\""), "no raw outputs: {err}");
     assert!(env.active(env.cy) && env.active(env.ann));
+}
+
+/// A deactivation Procore applied but answered 500 (every resend too) is
+/// looked up on the inactive list; when that read fails as well, the item
+/// fails with the PATCH's error and says the look-up failed, and nothing
+/// follows it (no project removal): a read that failed never counts as
+/// "inactive", although Procore did deactivate Ann here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_deactivation_answer_whose_look_up_fails_too_fails_the_item() {
+    let env = Env::start().await;
+    let leavers = param(
+        "leavers",
+        &[leaver("ann@x.com", env.ann, "no license group")],
+    );
+    env.run(&["--param", &leavers]).await;
+    let id = env.plan_id().await;
+    let approved = env.sluice(&["approve", &id, "--by", "alice"]).await;
+    assert_eq!(approved.code, 0, "{}\n{}", approved.stdout, approved.stderr);
+    let company = env.company().to_string();
+    let fault = |method: &str, path_suffix: String, fault| TargetedFault {
+        method: method.into(),
+        path_suffix,
+        body_contains: None,
+        at: Vec::new(),
+        fault,
+    };
+    env.emulator.set_faults(Faults {
+        targeted: vec![
+            fault(
+                "PATCH",
+                format!("/companies/{company}/users/{}", env.ann),
+                FaultKind::ServerErrorAfterApply,
+            ),
+            fault(
+                "GET",
+                format!("/companies/{company}/users/inactive"),
+                FaultKind::ServerError,
+            ),
+        ],
+        ..Faults::default()
+    });
+    let run = env.run(&["--param", &leavers, "--json"]).await;
+    let item = &run.output_of("deactivate")["items"][0];
+    assert_eq!(item["status"], "failed", "{item:#}");
+    let message = item["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("HTTP 500 from PATCH") && message.contains("the look-up of user"),
+        "{item:#}"
+    );
+    assert!(!env.active(env.ann), "Procore applied the change");
+    let looked_up = env.emulator.snapshot().requests.iter().any(|r| {
+        r.method == "GET"
+            && r.path
+                .starts_with(&format!("/rest/v1.0/companies/{company}/users/inactive?"))
+    });
+    assert!(looked_up, "the step looked Ann up");
+    assert!(
+        env.writes().iter().all(|(method, _, _)| method == "PATCH"),
+        "no removal: {:?}",
+        env.writes()
+    );
+    assert_eq!(env.on_project(env.ann).len(), 1, "still on the project");
 }

@@ -6,7 +6,9 @@
 //! are (once the person returns they are closed, and their ledger keeps it);
 //! a settled run writes nothing; nobody unmanaged is touched (unless
 //! `managed_domains` says so); a failed read or no license group
-//! deactivates nobody; creates above `max_unapproved_creates` wait.
+//! deactivates nobody; creates above `max_unapproved_creates` wait; a
+//! deactivation Procore applied but answered with an error (a 500, or a
+//! 404 to the resend) is kept, and the person is reactivated on return.
 //!
 //! Every expected outcome is written by hand from the tenant each test
 //! builds person by person.
@@ -1120,4 +1122,123 @@ async fn story(t: &Tenant, key: &str) -> Vec<(String, String, String)> {
             _ => (text(e, "step"), text(e, "status"), String::new()),
         })
         .collect()
+}
+
+/// Cy, approved for deactivation, whose PATCH Procore applies but answers
+/// with a 500 at the `at`-th attempts (every one when empty): the host
+/// resends the idempotent PATCH, and a resend that reaches Procore once Cy
+/// is inactive is a 404 (the route holds active users only). The step finds
+/// Cy on the inactive list, so the item is done: deactivated, recorded,
+/// off the project; and when Cy holds a license again the next run
+/// reactivates them. (Before, the item failed and nothing was kept: the
+/// approval was closed as no longer needed and Cy stayed inactive for good
+/// as "inactive, not the flow's doing".) Returns the PATCHes' statuses.
+async fn a_deactivation_applied_but_answered_with_an_error(at: Vec<u64>) -> Vec<u16> {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3]), (CY, &[E3])],
+        unlicensed: &[],
+        missing: &[],
+    })
+    .await;
+    t.run_ok(&[]).await;
+    t.leave_group(CY, E3);
+    t.run_ok(&[]).await;
+    let (id, _) = t.plans().await[0].clone();
+    t.decide("approve", &id, &[CY]).await;
+    let cy = t.id(CY);
+    let snapshot = t.emu.snapshot();
+    let (company, project) = (
+        snapshot.scenario.company_id,
+        snapshot.scenario.project_ids[0],
+    );
+    t.emu.set_faults(Faults {
+        targeted: vec![TargetedFault {
+            method: "PATCH".into(),
+            path_suffix: format!("/companies/{company}/users/{cy}"),
+            body_contains: None,
+            at,
+            fault: FaultKind::ServerErrorAfterApply,
+        }],
+        ..Faults::default()
+    });
+    let (run, requests) = t.run_ok(&[]).await;
+    t.emu.set_faults(Faults::default());
+    let patch = format!("/rest/v1.0/companies/{company}/users/{cy}");
+    let statuses: Vec<u16> = requests
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path == patch)
+        .map(|r| r.status)
+        .collect();
+    let first = requests
+        .iter()
+        .position(|r| r.method == "PATCH" && r.path == patch)
+        .unwrap();
+    let look_up = format!(
+        "/rest/v1.0/companies/{company}/users/inactive?page=1&per_page=100&filters[search]=cy%40contoso.com"
+    );
+    assert!(
+        requests[first..]
+            .iter()
+            .any(|r| r.method == "GET" && r.path == look_up),
+        "Cy is looked up on the inactive list by email address"
+    );
+    assert!(
+        writes(&requests).contains(&format!(
+            "DELETE /rest/v1.0/projects/{project}/users/{cy}/actions/remove 204"
+        )),
+        "{:?}",
+        writes(&requests)
+    );
+    assert!(!t.active(CY) && !t.on_project(CY));
+    let item = &run.output_of("deactivate")["items"][0];
+    assert_eq!(
+        (
+            &item["output"]["status"],
+            &item["output"]["removed_from_project"]
+        ),
+        (&json!("deactivated"), &json!("removed")),
+        "{item:#}"
+    );
+    assert_eq!(t.items(&id).await[CY], "done", "the approval is used");
+    assert_eq!(
+        story(&t, CY).await.last(),
+        Some(&(
+            "deactivate".to_string(),
+            "succeeded".to_string(),
+            String::new()
+        ))
+    );
+    // Cy holds a license again: the record says the flow deactivated them.
+    assert!(t.emu.add_member(&t.groups[E3], t.graph_id(CY)));
+    let (back, requests) = t.run_ok(&[]).await;
+    assert_eq!(
+        back.output_of("diff")["returners"][0]["key"],
+        json!(CY),
+        "{}",
+        tail(&back.stdout)
+    );
+    assert!(
+        writes(&requests).contains(&format!(
+            "PATCH /rest/v1.0/companies/{company}/users/inactive/{cy} 200"
+        )),
+        "{:?}",
+        writes(&requests)
+    );
+    assert!(t.active(CY) && t.on_project(CY));
+    statuses
+}
+
+#[tokio::test]
+async fn a_deactivation_answered_500_every_time_after_it_was_applied_is_kept() {
+    let statuses = a_deactivation_applied_but_answered_with_an_error(Vec::new()).await;
+    assert!(
+        statuses.len() > 1 && statuses.iter().all(|s| *s == 500),
+        "resent, and a 500 every time: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deactivation_whose_resend_procore_answers_404_is_kept() {
+    let statuses = a_deactivation_applied_but_answered_with_an_error(vec![1]).await;
+    assert_eq!(statuses, [500, 404], "the resend finds Cy inactive");
 }

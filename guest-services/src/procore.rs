@@ -385,6 +385,45 @@ pub fn find_user(
     Ok(None)
 }
 
+/// Whether the user `found` (as Procore lists it) has the Procore id `id`,
+/// which Procore sends as a number and a caller holds as text.
+pub fn same_id(found: &Value, id: &str) -> bool {
+    match found.get("id") {
+        Some(Value::Number(n)) => n.to_string() == id.trim(),
+        Some(Value::String(s)) => s.trim() == id.trim(),
+        _ => false,
+    }
+}
+
+/// Whether Procore lists the company user `id` as inactive: its inactive
+/// list, searched for `search` (`filters[search]`: names and the email
+/// address), holds a user with that id who is not marked active. Only
+/// such a listing says inactive; a user found nowhere is not, and a read
+/// that fails is an error, never an answer.
+pub fn listed_inactive(
+    connection: &str,
+    company: &str,
+    id: &str,
+    search: &str,
+    per_page: usize,
+) -> Result<bool, StepError> {
+    let url = format!("companies/{}/users/inactive", segment(company));
+    let mut listed = false;
+    each(
+        connection,
+        &url,
+        &[("filters[search]", search.to_string())],
+        per_page,
+        |user: Value| listed |= is_inactive(&user, id),
+    )?;
+    Ok(listed)
+}
+
+/// A user of the inactive list that is `id` and does not say it is active.
+pub fn is_inactive(found: &Value, id: &str) -> bool {
+    same_id(found, id) && found.get("is_active").and_then(Value::as_bool) != Some(true)
+}
+
 /// The `actions/add` body: the permission template only when one is
 /// configured (Procore documents it as optional, and as an integer).
 pub fn project_body(template: Option<u64>) -> Value {
@@ -447,6 +486,18 @@ pub fn add_to_project(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inactive_listing_counts_only_for_the_same_user_not_marked_active() {
+        assert!(same_id(&json!({"id": 42}), "42"));
+        assert!(same_id(&json!({"id": " 42 "}), "42"));
+        assert!(!same_id(&json!({"id": 420}), "42"));
+        assert!(!same_id(&json!({"login": "42"}), "42"));
+        assert!(is_inactive(&json!({"id": 42, "is_active": false}), "42"));
+        assert!(is_inactive(&json!({"id": 42}), "42"), "the list says it");
+        assert!(!is_inactive(&json!({"id": 42, "is_active": true}), "42"));
+        assert!(!is_inactive(&json!({"id": 43, "is_active": false}), "42"));
+    }
 
     #[test]
     fn the_template_is_sent_only_when_set() {

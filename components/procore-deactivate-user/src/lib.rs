@@ -10,10 +10,17 @@
 //! 1. `PATCH companies/{company_id}/users/{id}` with `{"user": {"is_active":
 //!    false}}`: Procore has no DELETE of a company user; deactivation keeps
 //!    the user and their history. Sending it twice leaves the user inactive,
-//!    so the host may resend it after a lost connection or a 5xx. Any other
+//!    so the host may resend it after a lost connection or a 5xx. A 5xx or a
+//!    lost connection may hide a change Procore made anyway, and a resend
+//!    after one is answered 404 (inactive users are not under `users/{id}`
+//!    but `users/inactive`). So after either, the step looks the user up on
+//!    the inactive list (`filters[search]` with their email address, else
+//!    their key; matched on the id): listed there, they are deactivated, as
+//!    after a 2xx. Not listed (still active, or not found), or a look-up
+//!    that fails, and the item fails with the PATCH's own error. Any other
 //!    answer than a 2xx fails the item with the step error its status means
-//!    (404 not-found, 401/403 forbidden, 429 rate-limited, 5xx unavailable …),
-//!    and nothing is recorded.
+//!    (401/403 forbidden, 429 rate-limited, 400/422 bad input …). A failed
+//!    item records nothing.
 //! 2. With a project: `DELETE projects/{project_id}/users/{id}/actions/remove`
 //!    (deactivation does not end project memberships). A 404 means the person
 //!    was not on the project, which is fine. Any other refusal, or a service
@@ -33,8 +40,8 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_guest::http::segment;
-use sluice_guest::{Call, Context, JsonSchema, Response, Sent, StepError};
-use sluice_guest_services::procore::Id;
+use sluice_guest::{Call, Context, ErrorKind, JsonSchema, Response, Sent, StepError};
+use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::sync::{
     DeactivateStatus, Deactivated, Leaver, ManagedStatus, ProjectRemoval, mark_managed,
 };
@@ -42,6 +49,9 @@ use sluice_guest_services::{service_message, status_error};
 
 /// The connection role this component writes through.
 const PROCORE: &str = "procore";
+
+/// Page size of the look-up after an error; a search finds a handful.
+const LOOKUP_PER_PAGE: usize = 100;
 
 /// Who to deactivate, and where.
 #[derive(Deserialize, JsonSchema)]
@@ -134,16 +144,22 @@ fn run(input: Input, context: &Context) -> Result<Deactivated, StepError> {
     let call = Call::patch(PROCORE, &user_url(&company, &user))
         .json(&body())?
         .idempotent();
-    let mut out = match call.send()? {
-        Sent::Response(response) => {
-            deactivated(&call, &response, &user)?;
+    let mut out = match call.send() {
+        Ok(Sent::Response(response)) => {
+            deactivated(&call, &response, &company, &user, leaver)?;
             output(leaver, DeactivateStatus::Deactivated)
         }
-        Sent::WouldSend(w) => {
+        Ok(Sent::WouldSend(w)) => {
             let mut out = output(leaver, DeactivateStatus::WouldDeactivate);
             out.would_send.push(w);
             out
         }
+        // The connection was lost, perhaps after Procore applied the change.
+        Err(error) if error.kind == ErrorKind::Unavailable => {
+            confirm_inactive(error, &company, &user, leaver)?;
+            output(leaver, DeactivateStatus::Deactivated)
+        }
+        Err(error) => return Err(error),
     };
     if out.deactivated {
         // Kept before the project removal, which may wait long on a busy
@@ -163,11 +179,40 @@ fn run(input: Input, context: &Context) -> Result<Deactivated, StepError> {
     Ok(out)
 }
 
+/// Whether an error answer to the PATCH may hide a deactivation that
+/// happened: a 5xx (the change may be applied before the answer fails),
+/// or a 404 (what a resend gets once the user is inactive).
+pub fn may_have_applied(status: u16) -> bool {
+    status == 404 || (500..=599).contains(&status)
+}
+
+/// What to search the inactive list for: the Procore email address
+/// (which `filters[search]` covers; the login it does not), else the key.
+pub fn search_term(leaver: &Leaver) -> &str {
+    leaver
+        .email
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .unwrap_or(&leaver.key)
+}
+
 /// Insists that Procore deactivated the user: a 2xx whose user is not
-/// still active.
-fn deactivated(call: &Call, response: &Response, user: &str) -> Result<(), StepError> {
+/// still active, or an answer that may hide an applied change (see
+/// [`may_have_applied`]) while Procore lists the user as inactive.
+fn deactivated(
+    call: &Call,
+    response: &Response,
+    company: &str,
+    user: &str,
+    leaver: &Leaver,
+) -> Result<(), StepError> {
     if !response.is_success() {
-        return Err(status_error(call, response));
+        let error = status_error(call, response);
+        if !may_have_applied(response.status) {
+            return Err(error);
+        }
+        return confirm_inactive(error, company, user, leaver);
     }
     if still_active(&response.body) {
         return Err(StepError::internal(format!(
@@ -177,6 +222,34 @@ fn deactivated(call: &Call, response: &Response, user: &str) -> Result<(), StepE
         .with_code("still-active"));
     }
     Ok(())
+}
+
+/// After `error` from the PATCH: Ok when Procore lists `user` as inactive
+/// (the change was applied, its answer lost), else `error`, saying what
+/// the look-up found. A look-up that fails never counts as inactive.
+fn confirm_inactive(
+    error: StepError,
+    company: &str,
+    user: &str,
+    leaver: &Leaver,
+) -> Result<(), StepError> {
+    let search = search_term(leaver);
+    let found = procore::listed_inactive(PROCORE, company, user, search, LOOKUP_PER_PAGE);
+    let note = match found {
+        Ok(true) => {
+            sluice_guest::log::info(&format!(
+                "Procore answered the deactivation of user {user} with an error but lists them inactive: deactivated ({})",
+                error.message
+            ));
+            return Ok(());
+        }
+        Ok(false) => format!("Procore does not list user {user} as inactive"),
+        Err(e) => format!("the look-up of user {user} failed too: {}", e.message),
+    };
+    Err(StepError {
+        message: format!("{}; {note}", error.message),
+        ..error
+    })
 }
 
 /// Takes the user off `project` (in a dry run: says it would).
@@ -207,7 +280,7 @@ fn remove_from_project(out: &mut Deactivated, project: &str, user: &str) {
 }
 
 sluice_guest::step!(run, connections: {
-    "procore": "Procore: deactivates company users who left and removes them from a project",
+    "procore": "Procore: deactivates company users who left and removes them from a project, and looks a user up on the inactive list when Procore's answer to a deactivation was an error",
 });
 
 #[cfg(test)]
@@ -251,6 +324,28 @@ mod tests {
         // Procore's answer without the field, or no body: trusted.
         assert!(!still_active(br#"{"id": 42}"#));
         assert!(!still_active(b""));
+    }
+
+    #[test]
+    fn only_a_5xx_or_a_404_may_hide_an_applied_deactivation() {
+        for status in [404, 500, 502, 503, 504] {
+            assert!(may_have_applied(status), "{status}");
+        }
+        for status in [200, 400, 401, 403, 409, 422, 429] {
+            assert!(!may_have_applied(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn the_look_up_searches_for_the_email_address_else_the_key() {
+        assert_eq!(search_term(&leaver()), "ann@x.com");
+        let mut other = leaver();
+        other.email = Some(" ann.lee@x.com ".into());
+        assert_eq!(search_term(&other), "ann.lee@x.com");
+        other.email = Some("  ".into());
+        assert_eq!(search_term(&other), "ann@x.com");
+        other.email = None;
+        assert_eq!(search_term(&other), "ann@x.com");
     }
 
     #[test]

@@ -68,12 +68,7 @@ pub fn reactivate_url(company: &str, user: &str) -> String {
 /// Whether a user found after a 404 is this returner, active again: the
 /// same Procore id, and not inactive.
 pub fn is_active_again(found: &Value, id: &str) -> bool {
-    let same = match found.get("id") {
-        Some(Value::Number(n)) => n.to_string() == id,
-        Some(Value::String(s)) => s.trim() == id,
-        _ => false,
-    };
-    same && found.get("is_active").and_then(Value::as_bool) != Some(false)
+    procore::same_id(found, id) && found.get("is_active").and_then(Value::as_bool) != Some(false)
 }
 
 fn output(returner: &Returner, status: ReactivateStatus) -> Reactivated {
