@@ -162,7 +162,9 @@ impl Cassette {
 
 /// Writes `text` to `path` through a file beside it, so a reader never sees
 /// half a cassette, readable by its owner only: recorded answers hold
-/// people's names and addresses.
+/// people's names and addresses. The file beside it gets a fresh random
+/// name and is created, never opened: a link planted in the directory
+/// under a name Sluice would use cannot point the write elsewhere.
 pub fn write_private(path: &Path, text: &str) -> Result<(), CassetteError> {
     let failed = |e: std::io::Error| CassetteError::Write {
         path: path.to_path_buf(),
@@ -172,15 +174,21 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), CassetteError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let partial = path.with_file_name(format!(".{file_name}.partial"));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&partial).map_err(failed)?;
-    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(failed)?;
-    file.sync_all().map_err(failed)?;
-    std::fs::rename(&partial, path).map_err(failed)
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // tempfile creates with O_EXCL (a link at that name fails) and mode 0600.
+    let mut partial = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(failed)?;
+    std::io::Write::write_all(&mut partial, text.as_bytes()).map_err(failed)?;
+    partial.as_file().sync_all().map_err(failed)?;
+    // Renaming replaces a link at `path` itself, not what it points to.
+    partial.persist(path).map_err(|e| failed(e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -240,6 +248,45 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    /// Links planted in the recording's directory, at the name the
+    /// partial file used to have and at the cassette's own name, point the
+    /// write nowhere: their targets are untouched and the cassette is a
+    /// private file of its own.
+    #[cfg(unix)]
+    #[test]
+    fn planted_links_do_not_redirect_a_cassette() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "ORIGINAL").unwrap();
+        let elsewhere = dir.path().join("absent.txt");
+        symlink(&victim, dir.path().join(".graph.yml.partial")).unwrap();
+        symlink(&elsewhere, dir.path().join("graph.yml")).unwrap();
+        let path = dir.path().join("graph.yml");
+        write_private(&path, "---\nsecret: people\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "ORIGINAL");
+        assert!(
+            !elsewhere.exists(),
+            "the link at the cassette's name was followed"
+        );
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "the link was replaced by the file"
+        );
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "---\nsecret: people\n"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".partial") && n != ".graph.yml.partial")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]

@@ -139,6 +139,34 @@ impl Tape {
     }
 }
 
+/// Refuses a directory another user could write in or owns: a recording
+/// holds people's names and addresses, and whoever controls the directory
+/// could swap the cassettes a later replay reads.
+#[cfg(unix)]
+fn record_dir_is_ours(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if meta.uid() != unsafe { libc::geteuid() } {
+        return Err(format!(
+            "it belongs to another user (uid {}); record into a directory of your own",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o002 != 0 {
+        return Err(
+            "every user can write in it; record into a directory only you can write (chmod 700)"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn record_dir_is_ours(_: &Path) -> Result<(), String> {
+    Ok(())
+}
+
 /// Why a run cannot record or replay.
 #[derive(Debug, thiserror::Error)]
 pub enum TapeError {
@@ -183,10 +211,12 @@ impl Tapes {
         connections: impl IntoIterator<Item = &'a String>,
         run: &RunId,
     ) -> Result<Tapes, TapeError> {
-        std::fs::create_dir_all(dir).map_err(|e| TapeError::RecordDir {
+        let refused = |reason: String| TapeError::RecordDir {
             dir: dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        crate::engine::cache::private_dir(dir).map_err(|e| refused(e.to_string()))?;
+        record_dir_is_ours(dir).map_err(refused)?;
         let tapes = connections
             .into_iter()
             .map(|name| {
@@ -317,6 +347,32 @@ mod tests {
             b"run 20270101T000000Z-ffffff, again 20270101T000000Z-ffffff."
         );
         assert_eq!(run.hide(b"nothing"), b"nothing");
+    }
+
+    /// A recording goes only into a directory its user owns and no other
+    /// user can write in; a new one is made owner-only.
+    #[cfg(unix)]
+    #[test]
+    fn a_recording_refuses_a_directory_every_user_can_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let run = RunId::new("r1");
+        let names = ["graph".to_string()];
+        let fresh = root.path().join("new/rec");
+        assert!(Tapes::record(&fresh, &names, &run).is_ok());
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let shared = root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let Err(e) = Tapes::record(&shared, &names, &run) else {
+            panic!("a directory every user can write was accepted");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("every user can write in it") && e.contains("chmod 700"),
+            "{e}"
+        );
     }
 
     #[test]
