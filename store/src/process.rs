@@ -7,7 +7,7 @@
 //! whether it lives ([`crate::lease`]). The
 //! token tells a restarted process that reuses an old pid — a container's
 //! pid 1 — from the one that wrote the row. Whether another pid is alive is
-//! known only on Linux (via `/proc`); elsewhere the answer is
+//! known only on Unix (the kernel is asked, see [`pid_liveness`]); elsewhere the answer is
 //! [`Liveness::Unknown`] and a `running` row is taken at its word until
 //! [`crate::History::recover_stale_runs`] is asked. A pid reused by an
 //! unrelated process reads as alive: the row stays `running` until
@@ -117,15 +117,38 @@ pub fn liveness(host: Option<&str>, pid: Option<i64>, token: Option<&str>) -> Li
             None => Liveness::Unknown,
         };
     }
-    if cfg!(target_os = "linux") {
-        if pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            Liveness::Alive
-        } else {
-            Liveness::Gone
-        }
-    } else {
-        Liveness::Unknown
+    pid_liveness(pid)
+}
+
+/// Whether a pid of this host and pid namespace names a process: asked of
+/// the kernel (`kill(pid, 0)`), not read from `/proc`, which hides other
+/// users' processes where it is mounted `hidepid=2` or a unit has
+/// `ProtectProc=invisible`. Only "no such process" is gone; a process of
+/// another user (`EPERM`) is alive.
+#[cfg(unix)]
+fn pid_liveness(pid: i64) -> Liveness {
+    // 0 and negative pids name process groups, not a process.
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return Liveness::Unknown;
+    };
+    if pid <= 0 {
+        return Liveness::Unknown;
     }
+    // SAFETY: signal 0 sends nothing; it only checks that the pid exists
+    // and may be signalled.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return Liveness::Alive;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ESRCH) => Liveness::Gone,
+        Some(libc::EPERM) => Liveness::Alive,
+        _ => Liveness::Unknown,
+    }
+}
+
+#[cfg(not(unix))]
+fn pid_liveness(_: i64) -> Liveness {
+    Liveness::Unknown
 }
 
 #[cfg(test)]
@@ -148,9 +171,27 @@ mod tests {
             liveness(Some("elsewhere"), Some(999_999_999), None),
             Liveness::OtherHost
         );
-        if cfg!(target_os = "linux") {
+        if cfg!(unix) {
             assert_eq!(liveness(here, Some(999_999_999), None), Liveness::Gone);
         }
+    }
+
+    /// A process of another user is alive, whether or not `/proc` shows
+    /// it: the kernel answers "not permitted", not "no such process". Pid
+    /// 1 always runs and, for any user but root, belongs to another.
+    #[cfg(unix)]
+    #[test]
+    fn another_users_process_is_alive_and_a_pid_group_is_unknown() {
+        let here = Some(this_process().host.as_str());
+        assert_eq!(liveness(here, Some(1), None), Liveness::Alive);
+        assert_eq!(pid_liveness(0), Liveness::Unknown);
+        assert_eq!(pid_liveness(-5), Liveness::Unknown);
+        assert_eq!(pid_liveness(i64::MAX), Liveness::Unknown);
+        // A process that has ended and been reaped is gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = i64::from(child.id());
+        child.wait().unwrap();
+        assert_eq!(pid_liveness(pid), Liveness::Gone);
     }
 
     #[test]
