@@ -177,7 +177,7 @@ async fn console(data: &Path, addr: &str, token: Option<&str>, metrics_public: b
     let token = load_token(token.map(String::from), None).unwrap();
     sluice::console::start(
         Options {
-            addr: addr.parse().unwrap(),
+            listen: addr.parse::<SocketAddr>().unwrap().into(),
             token,
             metrics_public,
             database: Location::Sqlite(sluice_store::path_in(data)),
@@ -620,6 +620,46 @@ fn a_non_loopback_address_without_a_token_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("too short") && !stderr.contains("short\n"),
+        "{stderr}"
+    );
+}
+
+/// `--http` takes a host name as well as an IP address: `localhost`
+/// resolves to loopback, so it needs no token; a name that does not
+/// resolve is refused at start, naming it.
+#[tokio::test]
+async fn the_console_listens_on_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alone = Child::spawn(sluice(dir.path(), &["console", "--http", "localhost:0"]));
+    let addr = alone.console_addr().await;
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert_eq!(get(addr, "/healthz", "").await.body, "database: ok\n");
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    for args in [
+        vec!["console", "--http", "no-such-host.invalid:0"],
+        vec![
+            "serve",
+            flows.to_str().unwrap(),
+            "--http",
+            "no-such-host.invalid:0",
+        ],
+    ] {
+        let out = sluice(dir.path(), &args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("the host name `no-such-host.invalid` does not resolve"),
+            "{stderr}"
+        );
+    }
+    let out = sluice(dir.path(), &["console", "--http", "localhost"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("has no port") && stderr.contains("HOST:PORT"),
         "{stderr}"
     );
 }

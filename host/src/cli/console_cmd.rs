@@ -1,13 +1,13 @@
 //! `sluice console --http ADDR [FLOWS…]`: the web console alone over a data
 //! directory, and the `--http` options `sluice serve` shares with it.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 use sluice_store::Location;
 
+use crate::console::listen::HttpAddr;
 use crate::console::{self, ConsoleError, Options, Running, access};
 use crate::scheduler::control::{Control, ServedFlow};
 
@@ -25,9 +25,9 @@ pub struct HttpArgs {
 
 #[derive(Debug, Args)]
 pub struct ConsoleArgs {
-    /// Where the console listens
+    /// Where the console listens: HOST:PORT, HOST an IP address or a name
     #[arg(long, value_name = "ADDR", default_value = console::DEFAULT_ADDR)]
-    pub http: SocketAddr,
+    pub http: HttpAddr,
     #[command(flatten)]
     pub access: HttpArgs,
     /// Flow files, or directories of them, whose schedules the Flows page
@@ -35,17 +35,19 @@ pub struct ConsoleArgs {
     pub paths: Vec<PathBuf>,
 }
 
-/// The console's options from the command line and `SLUICE_CONSOLE_TOKEN`.
-pub fn options(
-    addr: SocketAddr,
+/// The console's options from the command line and `SLUICE_CONSOLE_TOKEN`,
+/// with the address resolved and checked against the token rule.
+pub async fn options(
+    addr: &HttpAddr,
     args: &HttpArgs,
     database: &Location,
 ) -> Result<Options, access::AccessError> {
     let env = std::env::var("SLUICE_CONSOLE_TOKEN").ok();
     let token = access::load_token(env, args.token_file.as_deref())?;
-    access::check_address(addr, token.as_ref())?;
+    let listen = addr.resolve().await?;
+    access::check_address(&listen, token.as_ref())?;
     Ok(Options {
-        addr,
+        listen,
         token,
         metrics_public: args.metrics_public,
         database: database.clone(),
@@ -124,7 +126,7 @@ pub async fn console(
     data_dir: &Path,
     database: &Location,
 ) -> anyhow::Result<ExitCode> {
-    let options = match options(args.http, &args.access, database) {
+    let options = match options(&args.http, &args.access, database).await {
         Ok(options) => options,
         Err(e) => {
             eprintln!("error: {e}");

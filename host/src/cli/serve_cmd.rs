@@ -44,9 +44,10 @@ pub struct ServeArgs {
     /// mid-run has its run taken over (recorded interrupted) after about this
     #[arg(long, env = "SLUICE_LEASE", default_value = "30s", value_parser = super::parse_lease)]
     pub lease: Duration,
-    /// Also serve the web console on this address (e.g. 127.0.0.1:8700)
+    /// Also serve the web console on this address (e.g. 127.0.0.1:8700 or
+    /// localhost:8700)
     #[arg(long, value_name = "ADDR")]
-    pub http: Option<std::net::SocketAddr>,
+    pub http: Option<crate::console::listen::HttpAddr>,
     #[command(flatten)]
     pub console: super::console_cmd::HttpArgs,
 }
@@ -232,8 +233,8 @@ pub async fn serve(
     super::log_lines::init(args.log_format)?;
     // A console that may not listen where asked stops everything before
     // a flow is loaded.
-    let console = match args.http {
-        Some(addr) => match super::console_cmd::options(addr, &args.console, database) {
+    let console = match &args.http {
+        Some(addr) => match super::console_cmd::options(addr, &args.console, database).await {
             Ok(options) => Some(options),
             Err(e) => {
                 eprintln!("error: {e}");

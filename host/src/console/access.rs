@@ -21,6 +21,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::listen::Listen;
+
 /// Shorter tokens are refused: the token guards who can approve changes
 /// to people, and a guessable one would be no guard at all.
 pub const MIN_TOKEN_CHARS: usize = 16;
@@ -60,9 +62,22 @@ impl Token {
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
     #[error(
-        "the console would listen on {addr}, which is not a loopback address, without a console token; set SLUICE_CONSOLE_TOKEN or pass --token-file FILE (then every page asks for the token), or listen on 127.0.0.1"
+        "the console would listen on {}, which is not a loopback address, without a console token; set SLUICE_CONSOLE_TOKEN or pass --token-file FILE (then every page asks for the token), or listen on 127.0.0.1",
+        open_address(given, addr)
     )]
-    OpenToNetwork { addr: SocketAddr },
+    OpenToNetwork { given: String, addr: SocketAddr },
+    #[error(
+        "the console cannot listen on {given}: the host name `{host}` does not resolve ({source}); give an IP address such as 127.0.0.1:8700, or a name this machine resolves"
+    )]
+    Unresolved {
+        given: String,
+        host: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the console cannot listen on {given}: the host name resolves to no address; give an IP address such as 127.0.0.1:8700"
+    )]
+    NoAddress { given: String },
     #[error("cannot read the console token file {path}: {source}")]
     TokenFile {
         path: String,
@@ -99,12 +114,28 @@ pub fn load_token(env: Option<String>, file: Option<&Path>) -> Result<Option<Tok
     Ok(Some(Token(token)))
 }
 
-/// Refuses a non-loopback address unless a token is configured.
-pub fn check_address(addr: SocketAddr, token: Option<&Token>) -> Result<(), AccessError> {
-    if addr.ip().is_loopback() || token.is_some() {
-        Ok(())
+/// Refuses to listen where any address the `--http` value resolved to is
+/// not loopback, unless a token is configured: the console binds one of
+/// them, and which one should not decide whether it is open.
+pub fn check_address(listen: &Listen, token: Option<&Token>) -> Result<(), AccessError> {
+    if token.is_some() {
+        return Ok(());
+    }
+    match listen.addrs().iter().find(|a| !a.ip().is_loopback()) {
+        None => Ok(()),
+        Some(addr) => Err(AccessError::OpenToNetwork {
+            given: listen.given.clone(),
+            addr: *addr,
+        }),
+    }
+}
+
+/// `0.0.0.0:8700`, or `console.lan:8700 (10.0.0.5:8700)` for a name.
+fn open_address(given: &str, addr: &SocketAddr) -> String {
+    if given == addr.to_string() {
+        given.to_string()
     } else {
-        Err(AccessError::OpenToNetwork { addr })
+        format!("{given} ({addr})")
     }
 }
 
@@ -288,14 +319,38 @@ mod tests {
 
     #[test]
     fn only_loopback_listens_without_a_token() {
-        let open: SocketAddr = "0.0.0.0:8700".parse().unwrap();
-        let lo: SocketAddr = "127.0.0.1:8700".parse().unwrap();
-        let lo6: SocketAddr = "[::1]:8700".parse().unwrap();
-        assert!(check_address(lo, None).is_ok());
-        assert!(check_address(lo6, None).is_ok());
-        let e = check_address(open, None).unwrap_err().to_string();
-        assert!(e.contains("SLUICE_CONSOLE_TOKEN"), "{e}");
-        assert!(check_address(open, Some(&token())).is_ok());
+        let listen = |a: &str| Listen::from(a.parse::<SocketAddr>().unwrap());
+        let open = listen("0.0.0.0:8700");
+        assert!(check_address(&listen("127.0.0.1:8700"), None).is_ok());
+        assert!(check_address(&listen("[::1]:8700"), None).is_ok());
+        let e = check_address(&open, None).unwrap_err().to_string();
+        assert!(
+            e.contains("listen on 0.0.0.0:8700, which is not a loopback")
+                && e.contains("SLUICE_CONSOLE_TOKEN"),
+            "{e}"
+        );
+        assert!(check_address(&open, Some(&token())).is_ok());
+    }
+
+    #[tokio::test]
+    async fn every_address_a_name_resolves_to_must_be_loopback() {
+        let localhost: super::super::listen::HttpAddr = "localhost:8700".parse().unwrap();
+        assert!(check_address(&localhost.resolve().await.unwrap(), None).is_ok());
+        // A name that also resolves beyond loopback is refused, naming both.
+        let mixed = Listen::resolved(
+            "console.lan:8700",
+            vec![
+                "127.0.0.1:8700".parse().unwrap(),
+                "10.0.0.5:8700".parse().unwrap(),
+            ],
+        )
+        .unwrap();
+        let e = check_address(&mixed, None).unwrap_err().to_string();
+        assert!(
+            e.contains("listen on console.lan:8700 (10.0.0.5:8700), which is not a loopback"),
+            "{e}"
+        );
+        assert!(check_address(&mixed, Some(&token())).is_ok());
     }
 
     #[test]

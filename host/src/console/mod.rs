@@ -8,6 +8,7 @@
 //! fetched from elsewhere, so the console works without a network.
 //!
 //! - [`access`]: who may listen where, tokens, sessions, CSRF values
+//! - [`listen`]: the `--http` value (an IP address or a host name) resolved
 //! - [`guard`]: the middleware every request passes (host check, sign-in,
 //!   CSRF, security headers)
 //! - [`data`]: every read from the storage layer
@@ -19,6 +20,7 @@ pub mod access;
 pub mod approvals;
 pub mod data;
 pub mod guard;
+pub mod listen;
 pub mod metrics;
 pub mod ops;
 pub mod pages;
@@ -39,6 +41,7 @@ use tokio::task::JoinHandle;
 
 use self::access::{AccessError, Token};
 use self::data::Data;
+use self::listen::Listen;
 use self::metrics::Metrics;
 use crate::scheduler::control::{Control, ServedFlow};
 
@@ -52,7 +55,8 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How the console is asked to run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub addr: SocketAddr,
+    /// Where to listen, resolved and checked against the token rule.
+    pub listen: Listen,
     pub token: Option<Token>,
     /// `/metrics`, `/healthz` and `/readyz` without the token on any address.
     pub metrics_public: bool,
@@ -64,9 +68,9 @@ pub struct Options {
 pub enum ConsoleError {
     #[error(transparent)]
     Access(#[from] AccessError),
-    #[error("the console cannot listen on {addr}: {source}")]
+    #[error("the console cannot listen on {given}: {source}")]
     Bind {
-        addr: SocketAddr,
+        given: String,
         source: std::io::Error,
     },
     #[error(transparent)]
@@ -156,25 +160,26 @@ pub async fn start(
     scheduler: Option<Control>,
     described: Vec<ServedFlow>,
 ) -> Result<Running, ConsoleError> {
-    access::check_address(options.addr, options.token.as_ref())?;
+    access::check_address(&options.listen, options.token.as_ref())?;
     let data = Data::open(&options.database).await?;
+    let bind_error = |source| ConsoleError::Bind {
+        given: options.listen.given.clone(),
+        source,
+    };
+    // The first of the resolved addresses that binds.
+    let listener = tokio::net::TcpListener::bind(options.listen.addrs())
+        .await
+        .map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
     let console = Arc::new(Console {
         data,
         token: options.token,
-        operations_open: options.addr.ip().is_loopback() || options.metrics_public,
+        operations_open: addr.ip().is_loopback() || options.metrics_public,
         os_user: access::os_user(),
         metrics: Metrics::new()?,
         scheduler,
         described,
     });
-    let bind_error = |source| ConsoleError::Bind {
-        addr: options.addr,
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(options.addr)
-        .await
-        .map_err(bind_error)?;
-    let addr = listener.local_addr().map_err(bind_error)?;
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(console);
     let task = tokio::spawn(async move {
