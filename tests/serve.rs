@@ -341,6 +341,20 @@ fn a_schedule_every_second_runs_and_records_each_run_and_a_bad_file_is_skipped()
 
 #[test]
 fn an_overlapping_firing_is_skipped_and_recorded() {
+    overlapping_firings_are_skipped("text");
+}
+
+/// The JSON log's `skipped_still_running` gives the run still going as
+/// its `run_id`.
+#[test]
+fn a_skipped_firing_names_the_run_still_going_in_the_json_log() {
+    overlapping_firings_are_skipped("json");
+}
+
+/// Serves a flow whose run outlasts the next firings; the skips are
+/// recorded, and each log line of one names the run still going (the
+/// text in its sentence, JSON in `run_id` too) and the skip's own record.
+fn overlapping_firings_are_skipped(log_format: &str) {
     let data = tempfile::tempdir().unwrap();
     let flows = tempfile::tempdir().unwrap();
     write(
@@ -352,15 +366,21 @@ fn an_overlapping_firing_is_skipped_and_recorded() {
             &step("nap", r#"{ action = "sleep", ms = 2500 }"#, ""),
         ),
     );
-    let child = serve(data.path(), flows.path(), "10s");
+    let child = serve_with(
+        data.path(),
+        flows.path(),
+        &["--grace", "10s", "--log-format", log_format],
+    );
     let runs = wait_for(data.path(), Duration::from_secs(20), |r| {
         r.iter().any(|r| r.status == "skipped") && r.iter().any(|r| r.status == "succeeded")
     });
     signal(&child, "TERM");
     let (code, stderr) = wait_exit(child, Duration::from_secs(30));
     assert_eq!(code, 0, "{stderr}");
+    assert!(runs.iter().any(|r| r.status == "skipped"), "{runs:?}");
+    // Everything recorded, up to the stop.
+    let runs = history(data.path()).list_runs(None, 10_000).unwrap();
     let skipped: Vec<_> = runs.iter().filter(|r| r.status == "skipped").collect();
-    assert!(!skipped.is_empty(), "{runs:?}");
     assert!(
         skipped[0]
             .error
@@ -368,7 +388,48 @@ fn an_overlapping_firing_is_skipped_and_recorded() {
             .unwrap_or("")
             .contains("still going")
     );
-    assert!(stderr.contains("this firing is skipped"), "{stderr}");
+    // Every skip the log reports names a run of the flow that ran, and
+    // the skip's own record.
+    let ran: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.status != "skipped")
+        .map(|r| r.id.as_str())
+        .collect();
+    let skip_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("this firing is skipped"))
+        .collect();
+    assert!(!skip_lines.is_empty(), "{stderr}");
+    for line in &skip_lines {
+        let (message, running) = if log_format == "json" {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["event"], "skipped_still_running", "{line}");
+            let running = v["run_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no run_id: {line}"));
+            (
+                v["message"].as_str().unwrap().to_string(),
+                running.to_string(),
+            )
+        } else {
+            let running = ran
+                .iter()
+                .find(|id| line.contains(&format!("the previous run ({id}) was still going")))
+                .unwrap_or_else(|| panic!("no run that ran is named in: {line}\n{runs:?}"));
+            (line.to_string(), running.to_string())
+        };
+        assert!(ran.contains(&running.as_str()), "{running} ran: {runs:?}");
+        assert!(
+            message.contains(&format!("the previous run ({running}) was still going")),
+            "{message}"
+        );
+        assert!(
+            skipped
+                .iter()
+                .any(|r| message.contains(&format!("recorded as run {})", r.id))),
+            "{message}\n{runs:?}"
+        );
+    }
     // Never two runs of the flow at once: no two non-skipped runs overlap in time.
     let mut spans: Vec<(String, String)> = runs
         .iter()

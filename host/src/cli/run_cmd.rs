@@ -280,7 +280,7 @@ pub async fn watch_and_record(
         let (taken, held_by) = replica
             .begin(l.flow, l.run_id, l.cancel)
             .await
-            .map_err(|busy| busy.0)?;
+            .map_err(|busy| busy.why)?;
         (fence, guard) = (Some(taken), Some(held_by));
         held = Some((replica, l.run_id.to_string()));
     }

@@ -120,12 +120,11 @@ impl Host for ServeHost {
         flow: &Flow,
         run_id: &str,
         cancel: Arc<AtomicBool>,
-    ) -> Result<Option<Arc<dyn RunGuard>>, String> {
+    ) -> Result<Option<Arc<dyn RunGuard>>, crate::scheduler::Busy> {
         self.replica
             .begin(&flow.name, run_id, cancel)
             .await
             .map(|(_, guard)| Some(guard))
-            .map_err(|busy| busy.0)
     }
 
     async fn end(&self, run_id: &str) {

@@ -300,13 +300,22 @@ fn firing_entry(event: &ServeEvent, base: Entry) -> Entry {
             run_id: Some(run_id.clone()),
             ..base
         },
-        ServeEvent::SkippedStillRunning { flow, at, reason } => Entry {
+        // `run_id` is the run still going, which the skip is for; the
+        // skip's own record is named in the message.
+        ServeEvent::SkippedStillRunning {
+            flow,
+            running_run_id,
+            skipped_run_id,
+            at,
+            reason,
+        } => Entry {
             level: Level::WARN,
             message: format!(
-                "{flow}: {reason}; this firing is skipped (the firing at {})",
+                "{flow}: {reason}; this firing is skipped (the firing at {}, recorded as run {skipped_run_id})",
                 readable(at)
             ),
             flow: Some(flow.clone()),
+            run_id: running_run_id.clone(),
             at: Some(at.to_rfc3339()),
             ..base
         },
@@ -531,18 +540,20 @@ mod tests {
         assert_eq!(failed.message, "sync run r1 failed: step `create` failed");
         let skipped = entry(&ServeEvent::SkippedStillRunning {
             flow: "sync".into(),
+            running_run_id: Some("r1".into()),
+            skipped_run_id: "r2".into(),
             at: paris(6, 0),
-            reason: "the previous run was still going".into(),
+            reason: "the previous run (r1) was still going".into(),
         });
         assert_eq!(
             (skipped.level, skipped.event),
             (Level::WARN, "skipped_still_running")
         );
         assert_eq!(skipped.at.as_deref(), Some("2026-06-01T06:00:00+02:00"));
-        assert!(
-            skipped.message.contains("this firing is skipped"),
-            "{}",
-            skipped.message
+        assert_eq!(skipped.run_id.as_deref(), Some("r1"));
+        assert_eq!(
+            skipped.message,
+            "sync: the previous run (r1) was still going; this firing is skipped (the firing at Mon 2026-06-01 06:00:00 CEST, recorded as run r2)"
         );
         let stopping = entry(&ServeEvent::Stopping {
             running: 2,

@@ -75,9 +75,14 @@ pub enum ServeEvent {
     /// A run asked for by hand (the console's "run now") starts.
     RunNow { flow: String, run_id: String },
     /// A firing came while the flow's previous run was still going (here
-    /// or on another replica): `reason` says which.
+    /// or on another replica): `reason` says which. The skip is recorded
+    /// as run `skipped_run_id`.
     SkippedStillRunning {
         flow: String,
+        /// The run still going, when known (another replica's lease may
+        /// name none).
+        running_run_id: Option<String>,
+        skipped_run_id: String,
         at: DateTime<Tz>,
         reason: String,
     },

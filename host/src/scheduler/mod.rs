@@ -36,7 +36,7 @@ pub mod replicas;
 pub mod sources;
 pub mod timer;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +51,7 @@ use tokio::task::{AbortHandle, JoinError, JoinSet};
 use self::clock::{Clock, SystemClock};
 use self::control::{Control, Request, RunNowRefused, ServedFlow};
 pub use self::events::ServeEvent;
+pub use self::replicas::Busy;
 use self::sources::{Fingerprint, fingerprint};
 use self::timer::{Firing, Tick};
 use crate::flow::Flow;
@@ -88,7 +89,7 @@ pub trait Host: Send + Sync + 'static {
         flow: &Flow,
         run_id: &str,
         cancel: Arc<AtomicBool>,
-    ) -> impl Future<Output = Result<Option<Arc<dyn RunGuard>>, String>> + Send;
+    ) -> impl Future<Output = Result<Option<Arc<dyn RunGuard>>, Busy>> + Send;
     /// A run's task is over: once its record is written, what
     /// [`Host::begin`] took is given back.
     fn end(&self, run_id: &str) -> impl Future<Output = ()> + Send;
@@ -170,9 +171,10 @@ impl Entry {
     }
 }
 
-/// The flows with a run going, by name: by name, not by file, so a copy of
-/// a flow file in a served folder cannot run the same flow twice at once.
-type RunningFlows = Arc<Mutex<HashSet<String>>>;
+/// The flows with a run going, by name, with that run's id: by name, not
+/// by file, so a copy of a flow file in a served folder cannot run the
+/// same flow twice at once.
+type RunningFlows = Arc<Mutex<HashMap<String, String>>>;
 
 /// Takes a flow's place among the running ones, if it is free, and gives it
 /// back when its run's task ends: normally, by a panic, or aborted (even
@@ -183,8 +185,15 @@ struct RunningFlag {
 }
 
 impl RunningFlag {
-    fn take(running: &RunningFlows, flow: &str) -> Option<RunningFlag> {
-        lock(running).insert(flow.to_string()).then(|| RunningFlag {
+    /// The flag for run `run_id`; `Err` gives the id of the flow's run
+    /// that holds it.
+    fn take(running: &RunningFlows, flow: &str, run_id: &str) -> Result<RunningFlag, String> {
+        let mut flows = lock(running);
+        if let Some(holder) = flows.get(flow) {
+            return Err(holder.clone());
+        }
+        flows.insert(flow.to_string(), run_id.to_string());
+        Ok(RunningFlag {
             running: running.clone(),
             flow: flow.to_string(),
         })
@@ -772,7 +781,7 @@ impl<H: Host> Scheduler<H> {
             timer.abort();
         }
         let flow = served.entry.flow().name.clone();
-        let run_goes_on = lock(&self.running).contains(&flow);
+        let run_goes_on = lock(&self.running).contains_key(&flow);
         self.host.event(ServeEvent::FlowRetired {
             file: path.to_path_buf(),
             flow,
@@ -926,17 +935,23 @@ impl<H: Host> FiringTask<H> {
             return; // another replica's, to run or to skip
         }
         let at_local = at.map(|at| in_zone(flow.schedule.as_ref(), at));
-        let Some(_flag) = RunningFlag::take(&running, &flow.name) else {
-            let why = "the previous run was still going";
-            return refuse(&*host, &flow, &options.run_id, (reply, at_local), why);
+        let _flag = match RunningFlag::take(&running, &flow.name, &options.run_id) {
+            Ok(flag) => flag,
+            Err(holder) => {
+                let busy = Busy {
+                    why: format!("the previous run ({holder}) was still going"),
+                    run_id: Some(holder),
+                };
+                return refuse(&*host, &flow, &options.run_id, (reply, at_local), busy);
+            }
         };
         match host
             .begin(&flow, &options.run_id, options.cancel.clone())
             .await
         {
             Ok(guard) => options.guard = guard,
-            Err(why) => {
-                return refuse(&*host, &flow, &options.run_id, (reply, at_local), &why);
+            Err(busy) => {
+                return refuse(&*host, &flow, &options.run_id, (reply, at_local), busy);
             }
         }
         started.store(true, Ordering::SeqCst);
@@ -981,23 +996,25 @@ fn refuse<H: Host>(
     flow: &Flow,
     run_id: &str,
     (reply, at): (Option<Reply>, Option<DateTime<Tz>>),
-    why: &str,
+    busy: Busy,
 ) {
     if let Some(reply) = reply {
         let _ = reply.send(Err(RunNowRefused::Busy {
             flow: flow.name.clone(),
-            why: why.to_string(),
+            why: busy.why,
         }));
         return;
     }
     if let Some(at) = at {
         host.event(ServeEvent::SkippedStillRunning {
             flow: flow.name.clone(),
+            running_run_id: busy.run_id.clone(),
+            skipped_run_id: run_id.to_string(),
             at,
-            reason: why.to_string(),
+            reason: busy.why.clone(),
         });
     }
-    host.record_skipped(flow, run_id, why);
+    host.record_skipped(flow, run_id, &busy.why);
 }
 
 /// The next request of a [`Control`] handle; never, without one.
@@ -1095,7 +1112,7 @@ mod tests {
             _: &Flow,
             _: &str,
             _: Arc<AtomicBool>,
-        ) -> Result<Option<Arc<dyn RunGuard>>, String> {
+        ) -> Result<Option<Arc<dyn RunGuard>>, Busy> {
             Ok(None)
         }
         async fn end(&self, _: &str) {}

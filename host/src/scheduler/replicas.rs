@@ -127,7 +127,12 @@ pub struct Replica {
 
 /// Why a run cannot start now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Busy(pub String);
+pub struct Busy {
+    /// Why, in a sentence.
+    pub why: String,
+    /// The run that holds the flow, when it is known.
+    pub run_id: Option<String>,
+}
 
 impl Replica {
     pub fn new(
@@ -200,8 +205,18 @@ impl Replica {
                 replica,
                 run_id,
                 expires_at,
-            }) => return Err(Busy(held_text(&replica, run_id.as_deref(), &expires_at))),
-            Err(e) => return Err(Busy(format!("the flow's lease could not be taken ({e})"))),
+            }) => {
+                return Err(Busy {
+                    why: held_text(&replica, run_id.as_deref(), &expires_at),
+                    run_id,
+                });
+            }
+            Err(e) => {
+                return Err(Busy {
+                    why: format!("the flow's lease could not be taken ({e})"),
+                    run_id: None,
+                });
+            }
         };
         let hold = Arc::new(Hold {
             store: self.store.clone(),
