@@ -794,6 +794,62 @@ async fn the_run_page_shows_the_attempts_of_retried_steps_and_items() {
 
 use common::console_child::ConsoleChild as Child;
 
+/// The run page shows each `for_each` item's key (as text), which its
+/// input need not repeat: here every item's input is the same.
+#[tokio::test]
+async fn the_run_page_shows_each_items_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = dir.path().join("keys.toml");
+    std::fs::write(
+        &flow,
+        format!(
+            "name = \"keys\"\n[params]\npeople = [\"ann@example.com\", {HOSTILE_KEY:?}]\n[connections.idle]\nbase_url = \"https://idle.invalid\"\n[[step]]\nid = \"each\"\nuses = \"{}\"\nconnections = {{ api = \"idle\" }}\nfor_each = \"${{params.people}}\"\nfor_each_key = \"${{item}}\"\nwith = {{ action = \"echo\" }}\n",
+            common::fixture("hostile").display()
+        ),
+    )
+    .unwrap();
+    let out = sluice(dir.path(), &["run", flow.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let runs = Store::open(&Location::Sqlite(sluice_store::path_in(dir.path())))
+        .await
+        .unwrap()
+        .list_runs(None, 10)
+        .await
+        .unwrap();
+    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+    let page = get(c.addr, &sluice::console::view::run_href(&runs[0].id), "").await;
+    assert_page(&page, StatusCode::OK, "run");
+    assert!(page.body.contains("<th>Key</th>"), "{}", page.body);
+    let keys: Vec<String> = page
+        .body
+        .match_indices("<td class=\"mono item-key\">")
+        .map(|(at, tag)| {
+            let rest = &page.body[at + tag.len()..];
+            unescape(&rest[..rest.find("</td>").unwrap()])
+        })
+        .collect();
+    assert_eq!(keys, ["ann@example.com", HOSTILE_KEY], "{}", page.body);
+    assert!(!page.body.contains("<b>eve</b>"), "a key is shown as text");
+    // A search finds an item by its key alone.
+    let searched = get(
+        c.addr,
+        &format!(
+            "{}?step=each&q=ann%40",
+            sluice::console::view::run_href(&runs[0].id)
+        ),
+        "",
+    )
+    .await;
+    assert!(
+        searched.body.contains("1 items match") && searched.body.contains(">ann@example.com<"),
+        "{}",
+        searched.body
+    );
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn serve_with_http_runs_a_flow_now_and_reports_its_health() {
     let dir = tempfile::tempdir().unwrap();

@@ -253,6 +253,7 @@ async fn item_group(
             format!("{} items match", found.matching)
         },
         query: query.clone(),
+        keyed: found.items.iter().any(|i| i.key.is_some()),
         items: found.items.iter().map(item_view).collect(),
         prev_href: (page_no > 0).then(|| link(page_no - 1)),
         next_href: (found.matching > shown_to).then(|| link(page_no + 1)),
@@ -263,6 +264,7 @@ fn item_view(i: &sluice_store::ItemRecord) -> ItemView {
     let input = i.input.clone().unwrap_or(Value::Null);
     ItemView {
         index: i.index,
+        key: i.key.clone(),
         status: i.status.to_string(),
         took: took(Some(i.duration_ms)),
         input_short: short_json(&input, 100),

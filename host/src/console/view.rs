@@ -173,12 +173,18 @@ pub struct ItemGroup {
     pub query: String,
     pub summary: String,
     pub items: Vec<ItemView>,
+    /// Whether any item shown has a key: the Key column is left out of
+    /// steps without `for_each_key` (and of records older than keys).
+    pub keyed: bool,
     pub prev_href: Option<String>,
     pub next_href: Option<String>,
 }
 
 pub struct ItemView {
     pub index: u64,
+    /// Who or what the item is about (its step's `for_each_key`), which
+    /// its input need not repeat.
+    pub key: Option<String>,
     pub status: String,
     pub took: String,
     pub input_short: String,
