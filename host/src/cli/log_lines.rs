@@ -292,4 +292,72 @@ mod tests {
         assert_eq!(line["message"], "f.toml is skipped:\nerror: bad");
         assert!(line.get("detail").is_none(), "{line}");
     }
+
+    /// Firings a stall passed over are one line: how many, from when to
+    /// when, in the text and as `count`, `from` and `to` in JSON.
+    #[test]
+    fn missed_firings_are_counted_in_both_formats() {
+        use chrono::TimeZone;
+
+        use crate::scheduler::ServeEvent;
+        let utc = |m, s| {
+            chrono_tz::UTC
+                .with_ymd_and_hms(2026, 12, 4, 18, m, s)
+                .unwrap()
+        };
+        let missed = ServeEvent::Missed {
+            flow: "xss".into(),
+            first: utc(13, 45),
+            last: utc(14, 45),
+            count: 5,
+            more: false,
+        };
+        let emit = || super::super::serve_log::emit(&missed);
+        let text = written(LogFormat::Text, emit);
+        assert!(
+            text[0].ends_with(
+                "WARN  xss: 5 firings from Fri 2026-12-04 18:13:45 UTC to Fri 2026-12-04 18:14:45 UTC were missed (the host was stalled or the machine asleep); none is run late"
+            ),
+            "{text:?}"
+        );
+        let json = written(LogFormat::Json, emit);
+        let line: Value = serde_json::from_str(&json[0]).unwrap();
+        assert_eq!(line["event"], "missed");
+        assert_eq!(line["count"], 5);
+        assert_eq!(line["from"], "2026-12-04T18:13:45+00:00");
+        assert_eq!(line["to"], "2026-12-04T18:14:45+00:00");
+        assert_eq!(line["at"], line["from"], "`at` is still the first");
+        assert!(line.get("count_incomplete").is_none(), "{line}");
+        // One missed firing reads as before; a count the timer gave up on
+        // says so.
+        let one = ServeEvent::Missed {
+            flow: "xss".into(),
+            first: utc(13, 45),
+            last: utc(13, 45),
+            count: 1,
+            more: false,
+        };
+        let text = written(LogFormat::Text, || super::super::serve_log::emit(&one));
+        assert!(
+            text[0].ends_with("WARN  xss: the firing at Fri 2026-12-04 18:13:45 UTC was missed (the host was stalled or the machine asleep); it is not run late"),
+            "{text:?}"
+        );
+        let lots = ServeEvent::Missed {
+            flow: "xss".into(),
+            first: utc(13, 45),
+            last: utc(14, 45),
+            count: 1_000_000,
+            more: true,
+        };
+        let json = written(LogFormat::Json, || super::super::serve_log::emit(&lots));
+        let line: Value = serde_json::from_str(&json[0]).unwrap();
+        assert_eq!(line["count_incomplete"], true);
+        assert!(
+            line["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than 1000000 firings from"),
+            "{line}"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! `sluice serve`'s log: each [`ServeEvent`] (and with `--verbose`, each
 //! run's steps) as a `tracing` event with a level, a sentence for a person
 //! and the fields a log shipper indexes (`event`, `flow`, `run_id`, `step`,
-//! `error`, and `file`, `at`, `next_run`, `status` where they apply).
+//! `error`, and `file`, `at`, `next_run`, `status`, and for missed firings
+//! `count`, `from`, `to`, where they apply).
 //! [`super::log_lines`] writes them as text or JSON lines.
 
 use std::sync::Arc;
@@ -28,6 +29,12 @@ pub struct Entry {
     pub at: Option<String>,
     pub next_run: Option<String>,
     pub status: Option<&'static str>,
+    /// Missed firings: how many, and the first and last of them.
+    pub count: Option<u64>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// `Some(true)` when the timer stopped counting: more than `count`.
+    pub count_incomplete: Option<bool>,
     /// Text Sluice laid out over several lines (a flow file's
     /// diagnostics), written under the message, which stays one line.
     pub detail: Option<String>,
@@ -48,6 +55,10 @@ impl Entry {
             at: None,
             next_run: None,
             status: None,
+            count: None,
+            from: None,
+            to: None,
+            count_incomplete: None,
             detail: None,
         }
     }
@@ -74,6 +85,10 @@ pub fn log(e: Entry) {
                 at = e.at.as_deref(),
                 next_run = e.next_run.as_deref(),
                 error = e.error.as_deref(),
+                count = e.count,
+                from = e.from.as_deref(),
+                to = e.to.as_deref(),
+                count_incomplete = e.count_incomplete,
                 detail = e.detail.as_deref(),
                 "{}",
                 e.message
@@ -91,6 +106,37 @@ pub fn log(e: Entry) {
 /// A time as a person reads it, in the flow's zone.
 fn readable(at: &DateTime<Tz>) -> String {
     at.format("%a %Y-%m-%d %H:%M:%S %Z").to_string()
+}
+
+/// `sync: 5 firings from … to … were missed (…); none is run late`.
+fn missed_words(
+    flow: &str,
+    first: &DateTime<Tz>,
+    last: &DateTime<Tz>,
+    count: u64,
+    more: bool,
+) -> String {
+    const WHY: &str = "the host was stalled or the machine asleep";
+    if count == 1 && !more {
+        return format!(
+            "{flow}: the firing at {} was missed ({WHY}); it is not run late",
+            readable(first)
+        );
+    }
+    let how_many = if more {
+        format!(
+            "more than {count} firings from {} (the count stops at {})",
+            readable(first),
+            readable(last)
+        )
+    } else {
+        format!(
+            "{count} firings from {} to {}",
+            readable(first),
+            readable(last)
+        )
+    };
+    format!("{flow}: {how_many} were missed ({WHY}); none is run late")
 }
 
 fn next_words(next: &Option<DateTime<Tz>>) -> String {
@@ -319,14 +365,21 @@ fn firing_entry(event: &ServeEvent, base: Entry) -> Entry {
             at: Some(at.to_rfc3339()),
             ..base
         },
-        ServeEvent::Missed { flow, at } => Entry {
+        ServeEvent::Missed {
+            flow,
+            first,
+            last,
+            count,
+            more,
+        } => Entry {
             level: Level::WARN,
-            message: format!(
-                "{flow}: the firing at {} was missed (the host was stalled or the machine asleep); it is not run late",
-                readable(at)
-            ),
+            message: missed_words(flow, first, last, *count, *more),
             flow: Some(flow.clone()),
-            at: Some(at.to_rfc3339()),
+            at: Some(first.to_rfc3339()),
+            count: Some(*count),
+            from: Some(first.to_rfc3339()),
+            to: Some(last.to_rfc3339()),
+            count_incomplete: more.then_some(true),
             ..base
         },
         ServeEvent::NotInSchedule { flow, at, next } => Entry {

@@ -86,9 +86,16 @@ pub enum ServeEvent {
         at: DateTime<Tz>,
         reason: String,
     },
-    /// A firing passed unseen (the host stalled or the machine slept): it
-    /// is not run late.
-    Missed { flow: String, at: DateTime<Tz> },
+    /// Firings passed unseen (the host stalled or the machine slept):
+    /// `count` of them from `first` to `last`, none run late (`more`: the
+    /// timer stopped counting, so more than `count` passed).
+    Missed {
+        flow: String,
+        first: DateTime<Tz>,
+        last: DateTime<Tz>,
+        count: u64,
+        more: bool,
+    },
     /// A firing armed under a schedule the reloaded file no longer has.
     NotInSchedule {
         flow: String,

@@ -606,11 +606,15 @@ impl<H: Host> Scheduler<H> {
         };
         let at = match firing.tick {
             Tick::Fire(at) => at,
-            Tick::Missed(at) => {
+            Tick::Missed(missed) => {
                 let flow = entry.flow();
+                let zone = |t| in_zone(flow.schedule.as_ref(), t);
                 self.host.event(ServeEvent::Missed {
                     flow: flow.name.clone(),
-                    at: in_zone(flow.schedule.as_ref(), at),
+                    first: zone(missed.first),
+                    last: zone(missed.last),
+                    count: missed.count,
+                    more: missed.more,
                 });
                 return;
             }

@@ -6,8 +6,8 @@
 //!   read after each, so a suspend or a clock change is noticed.
 //! - No backlog: times found more than [`MISSED_AFTER`] in the past (the
 //!   machine slept through them, or the host was stalled) are not run late:
-//!   the first is reported as missed (one `Missed`, however many passed),
-//!   the latest one that has come still runs if it is less than
+//!   they are reported together (one `Missed`: how many, the first and
+//!   the last), the latest one that has come still runs if it is less than
 //!   [`MISSED_AFTER`] late, and the next time is counted from now.
 
 use std::sync::Arc;
@@ -26,8 +26,21 @@ pub const MISSED_AFTER: Duration = Duration::from_secs(60);
 pub enum Tick {
     /// Its time has come: run the flow for this scheduled instant.
     Fire(DateTime<Utc>),
-    /// This scheduled instant passed unseen; it is not run.
-    Missed(DateTime<Utc>),
+    /// Scheduled instants passed unseen; none of them is run.
+    Missed(Missed),
+}
+
+/// The scheduled times a stall passed over, reported as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Missed {
+    pub first: DateTime<Utc>,
+    /// The last one counted (`first` when only one was missed).
+    pub last: DateTime<Utc>,
+    /// How many, from `first` to `last`.
+    pub count: u64,
+    /// More passed after `last` than the timer counts
+    /// ([`MAX_MISSED_WALK`]): `count` is a lower bound.
+    pub more: bool,
 }
 
 /// A tick of the timer tagged `tag` (the scheduler uses the flow file).
@@ -78,14 +91,27 @@ pub async fn run<T: Clone + Send + 'static>(
         let now = clock.now();
         let mut ticks = Vec::with_capacity(2);
         let fired = if is_missed(next, now) {
-            // Times passed unseen: report the first, and run the latest one
-            // that has come if it is still recent.
-            ticks.push(Tick::Missed(next));
-            let latest = latest_due(schedule.borrow().as_ref(), next, now);
-            if latest != next && !is_missed(latest, now) {
-                ticks.push(Tick::Fire(latest));
+            // Times passed unseen: report them, and run the latest one that
+            // has come if it is still recent.
+            let due = due_since(schedule.borrow().as_ref(), next, now);
+            match due.before_latest {
+                Some(before) if !is_missed(due.latest, now) => {
+                    ticks.push(Tick::Missed(Missed {
+                        first: next,
+                        last: before,
+                        count: due.count - 1,
+                        more: false,
+                    }));
+                    ticks.push(Tick::Fire(due.latest));
+                }
+                _ => ticks.push(Tick::Missed(Missed {
+                    first: next,
+                    last: due.latest,
+                    count: due.count,
+                    more: due.more,
+                })),
             }
-            latest
+            due.latest
         } else {
             ticks.push(Tick::Fire(next));
             next
@@ -111,25 +137,39 @@ fn is_missed(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
 
 /// Bounds the walk over times missed in a long gap (a week of a schedule
 /// that fires every second is 604 800 of them).
-const MAX_MISSED_WALK: usize = 1_000_000;
+const MAX_MISSED_WALK: u64 = 1_000_000;
 
-/// The latest scheduled time at or before `now`, from `first` (which is).
-fn latest_due(
-    schedule: Option<&Schedule>,
-    first: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> DateTime<Utc> {
-    let Some(schedule) = schedule else {
-        return first;
+/// The scheduled times at or before `now`, from `first` (which is one).
+struct Due {
+    latest: DateTime<Utc>,
+    /// The one before `latest`, if `first` is not the only one.
+    before_latest: Option<DateTime<Utc>>,
+    /// How many, `first` and `latest` included.
+    count: u64,
+    /// The walk stopped at [`MAX_MISSED_WALK`] with more still due.
+    more: bool,
+}
+
+fn due_since(schedule: Option<&Schedule>, first: DateTime<Utc>, now: DateTime<Utc>) -> Due {
+    let mut due = Due {
+        latest: first,
+        before_latest: None,
+        count: 1,
+        more: false,
     };
-    let mut latest = first;
-    for _ in 0..MAX_MISSED_WALK {
-        match schedule.next_after(latest) {
-            Some(t) if t <= now => latest = t,
-            _ => break,
+    let Some(schedule) = schedule else {
+        return due;
+    };
+    while let Some(t) = schedule.next_after(due.latest).filter(|t| *t <= now) {
+        if due.count >= MAX_MISSED_WALK {
+            due.more = true;
+            break;
         }
+        due.before_latest = Some(due.latest);
+        due.latest = t;
+        due.count += 1;
     }
-    latest
+    due
 }
 
 /// Where a re-armed timer counts from: just before now — or before the
@@ -232,10 +272,18 @@ mod tests {
         let mut h = start(at(10, 0, 30), every("0 * * * * *"));
         h.clock.until_sleeps(1).await;
         // The machine sleeps (or the host stalls) from 10:00:30 to 10:05:30:
-        // five firings pass unseen. The first is reported missed; the older
-        // ones are not run; the latest, 30 s ago, still is, once.
+        // five firings pass unseen. The four older ones are reported missed,
+        // together, and not run; the latest, 30 s ago, still is, once.
         h.clock.set(at(10, 5, 30));
-        assert_eq!(h.next().await, Tick::Missed(at(10, 1, 0)));
+        assert_eq!(
+            h.next().await,
+            Tick::Missed(Missed {
+                first: at(10, 1, 0),
+                last: at(10, 4, 0),
+                count: 4,
+                more: false
+            })
+        );
         assert_eq!(h.next().await, Tick::Fire(at(10, 5, 0)));
         h.quiet_after(2).await;
         // The next run is the next time from now, once.
@@ -251,10 +299,53 @@ mod tests {
         // Asleep from 10:00:30 to 10:25:30: 10:10 and 10:20 passed; 10:20 is
         // five minutes late, too late to run.
         h.clock.set(at(10, 25, 30));
-        assert_eq!(h.next().await, Tick::Missed(at(10, 10, 0)));
+        assert_eq!(
+            h.next().await,
+            Tick::Missed(Missed {
+                first: at(10, 10, 0),
+                last: at(10, 20, 0),
+                count: 2,
+                more: false
+            })
+        );
         h.quiet_after(2).await;
         h.clock.set(at(10, 30, 0));
         assert_eq!(h.next().await, Tick::Fire(at(10, 30, 0)));
+    }
+
+    #[tokio::test]
+    async fn a_single_missed_time_is_reported_alone() {
+        let mut h = start(at(10, 0, 30), every("0 0 * * * *"));
+        h.clock.until_sleeps(1).await;
+        // 11:00 passed two minutes ago, the only time that did.
+        h.clock.set(at(11, 2, 0));
+        assert_eq!(
+            h.next().await,
+            Tick::Missed(Missed {
+                first: at(11, 0, 0),
+                last: at(11, 0, 0),
+                count: 1,
+                more: false
+            })
+        );
+        h.quiet_after(2).await;
+    }
+
+    #[test]
+    fn a_walk_too_long_to_count_says_there_were_more() {
+        // Every second for twelve days: more than the walk counts.
+        let schedule = every("* * * * * *");
+        let first = at(0, 0, 1);
+        let now = first + chrono::Duration::days(12);
+        let due = due_since(schedule.as_ref(), first, now);
+        assert_eq!(due.count, MAX_MISSED_WALK);
+        assert!(due.more);
+        assert!(due.latest < now);
+        let few = due_since(schedule.as_ref(), first, at(0, 0, 10));
+        assert_eq!(
+            (few.count, few.latest, few.before_latest, few.more),
+            (10, at(0, 0, 10), Some(at(0, 0, 9)), false)
+        );
     }
 
     #[tokio::test]
