@@ -65,6 +65,7 @@ impl Writer {
             dry_run: false,
             output_dir: output_dir.into(),
             replica: None,
+            started_at: chrono::Utc::now(),
         }))
         .await;
     }
@@ -75,6 +76,7 @@ impl Writer {
             component: component.into(),
             input: json!({}),
             items_total: items,
+            started_at: chrono::Utc::now(),
         }))
         .await;
     }
@@ -89,6 +91,7 @@ impl Writer {
             connections: conns,
             duration_ms: 60,
             attempts: None,
+            ended_at: chrono::Utc::now(),
         }))
         .await;
     }
@@ -97,6 +100,7 @@ impl Writer {
         self.w(HistoryWrite::FinishRun {
             status,
             error: error.map(String::from),
+            ended_at: chrono::Utc::now(),
         })
         .await;
     }
@@ -121,6 +125,7 @@ fn item(
         connections: conns,
         duration_ms: 20,
         attempts: None,
+        ended_at: chrono::Utc::now(),
     })
 }
 
@@ -743,6 +748,7 @@ async fn the_run_page_shows_the_attempts_of_retried_steps_and_items() {
         connections: json!({}),
         duration_ms: 60,
         attempts: Some(attempts(3, "step-busy")),
+        ended_at: chrono::Utc::now(),
     }))
     .await;
     w.step("create", "procore-create-user", Some(2)).await;

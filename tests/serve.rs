@@ -877,6 +877,48 @@ fn runs_record_the_absolute_path_of_their_flow_file() {
     assert!(show(data.path(), id, &[]).contains(absolute.to_str().unwrap()));
 }
 
+/// A run's history keeps when things happened, not when their records
+/// were written (a batch lands all at once): each step lies inside its
+/// run, and the run lasts at least as long as its steps one after another.
+#[test]
+fn a_runs_recorded_times_hold_its_steps() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let steps: String = (1..=6)
+        .map(|n| step(&format!("nap{n}"), r#"{ action = "sleep", ms = 4 }"#, ""))
+        .collect();
+    write(
+        flows.path(),
+        "naps.toml",
+        &flow("naps", "0 0 5 * * *", &steps),
+    );
+    let out = run_flow(data.path(), &flows.path().join("naps.toml"));
+    assert!(out.status.success(), "{out:?}");
+    let h = history(data.path());
+    let run = &h.list_runs(None, 1).unwrap()[0];
+    let detail = h.run_detail(&run.id).unwrap().unwrap();
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap();
+    let (start, end) = (at(&run.started_at), at(run.ended_at.as_deref().unwrap()));
+    let mut sum = 0;
+    for s in &detail.steps {
+        let (s_start, s_end) = (at(&s.started_at), at(s.ended_at.as_deref().unwrap()));
+        assert!(
+            start <= s_start && s_start <= s_end && s_end <= end,
+            "step {} ({s_start} to {s_end}) outside its run ({start} to {end})",
+            s.step_id
+        );
+        let took = s.duration_ms.unwrap();
+        assert!(took >= 4, "{s:?}");
+        sum += took;
+    }
+    assert_eq!(detail.steps.len(), 6);
+    let run_took = run.duration_ms.unwrap();
+    assert!(
+        run_took >= sum,
+        "the run took {run_took} ms, its steps {sum} ms: {detail:?}"
+    );
+}
+
 fn contains_secret(hay: &[u8]) -> bool {
     hay.windows(SECRET.len()).any(|w| w == SECRET.as_bytes())
 }
@@ -1341,6 +1383,7 @@ fn prune_deletes_run_folders_and_an_ambiguous_id_is_a_usage_error() {
             dry_run: false,
             output_dir: outside.path().to_str().unwrap().into(),
             replica: None,
+            started_at: chrono::Utc::now(),
         },
         reason: "a record pointing elsewhere".into(),
     };

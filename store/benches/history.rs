@@ -35,6 +35,7 @@ fn run_writes(id: &str) -> Vec<Vec<HistoryWrite>> {
         dry_run: false,
         output_dir: String::new(),
         replica: Some("bench".into()),
+        started_at: chrono::Utc::now(),
     })]];
     for s in 0..STEPS {
         let step = format!("step{s}");
@@ -44,6 +45,7 @@ fn run_writes(id: &str) -> Vec<Vec<HistoryWrite>> {
             component: "c".into(),
             input: json!({"prefixes": ["License – Microsoft"]}),
             items_total: (items > 0).then_some(items),
+            started_at: chrono::Utc::now(),
         })];
         for i in 0..items {
             writes.push(HistoryWrite::Item(ItemEnd {
@@ -57,6 +59,7 @@ fn run_writes(id: &str) -> Vec<Vec<HistoryWrite>> {
                 connections: json!({"procore": {"requests": 1, "retried": 0, "throttled": 0, "wait_ms": 0}}),
                 duration_ms: 12,
                 attempts: None,
+                ended_at: chrono::Utc::now(),
             }));
         }
         writes.push(HistoryWrite::FinishStep(StepEnd {
@@ -68,12 +71,14 @@ fn run_writes(id: &str) -> Vec<Vec<HistoryWrite>> {
             connections: json!({}),
             duration_ms: 40,
             attempts: None,
+            ended_at: chrono::Utc::now(),
         }));
         steps.push(writes);
     }
     steps.push(vec![HistoryWrite::FinishRun {
         status: RunStatus::Succeeded,
         error: None,
+        ended_at: chrono::Utc::now(),
     }]);
     steps
 }

@@ -11,6 +11,7 @@
 //! text, in SQL and in Rust alike (PostgreSQL keeps `timestamptz` and
 //! reads back the same text).
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -216,6 +217,10 @@ pub struct NewRun {
     pub output_dir: String,
     /// The replica that runs it (`--replica`, or the host name).
     pub replica: Option<String>,
+    /// When it started (a skipped run also ended then). Every time in a
+    /// write is when the thing happened, not when the write lands: writes
+    /// are queued and batched, and a backlog must not shift the history.
+    pub started_at: DateTime<Utc>,
 }
 
 /// Which run a history write is for, and the fencing number of the flow's
@@ -240,7 +245,7 @@ impl RunRef {
     }
 }
 
-/// A step that starts now with this (already resolved and redacted) input.
+/// A step that starts, with this (already resolved and redacted) input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepStart {
     pub step: String,
@@ -248,9 +253,10 @@ pub struct StepStart {
     pub input: Value,
     /// For a `for_each` step, the length of its list.
     pub items_total: Option<usize>,
+    pub started_at: DateTime<Utc>,
 }
 
-/// A step that ends now. A step that never started (skipped) is recorded
+/// A step that ends. A step that never started (skipped) is recorded
 /// whole from this, which is why the component is given again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepEnd {
@@ -266,6 +272,8 @@ pub struct StepEnd {
     pub duration_ms: u64,
     /// Its attempts under the step's `retry`, when there were several.
     pub attempts: Option<Attempts>,
+    /// When it ended (and started, for a step that never started).
+    pub ended_at: DateTime<Utc>,
 }
 
 /// The attempts of a step (or `for_each` item) its `retry` policy called
@@ -353,6 +361,7 @@ pub struct ItemEnd {
     pub duration_ms: u64,
     /// Its attempts under the step's `retry`, when there were several.
     pub attempts: Option<Attempts>,
+    pub ended_at: DateTime<Utc>,
 }
 
 /// One write to the run history. A list of them for one run is applied in
@@ -360,10 +369,10 @@ pub struct ItemEnd {
 /// of the run's fencing number.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HistoryWrite {
-    /// Records a run that starts now, as `running`.
+    /// Records a run that starts, as `running`.
     StartRun(NewRun),
     /// A firing that did not run (the previous run was still going): a
-    /// `skipped` run that starts and ends now, `reason` as its error.
+    /// `skipped` run that starts and ends at once, `reason` as its error.
     Skipped {
         run: NewRun,
         reason: String,
@@ -372,6 +381,7 @@ pub enum HistoryWrite {
     FinishRun {
         status: RunStatus,
         error: Option<String>,
+        ended_at: DateTime<Utc>,
     },
     /// A step starts; starting it again (a retry of the whole step) starts
     /// it afresh.
@@ -394,13 +404,15 @@ pub enum HistoryWrite {
     SkipUnrecorded {
         steps: Vec<(String, String)>,
         why: String,
+        at: DateTime<Utc>,
     },
-    /// A run that will not finish, and its running steps, end now with
+    /// A run that will not finish, and its running steps, end at `at` with
     /// `status` (interrupted, or failed when its task died), `reason` as
     /// the error unless it has one. A run that has ended is left alone.
     EndUnfinished {
         status: RunStatus,
         reason: String,
+        at: DateTime<Utc>,
     },
 }
 

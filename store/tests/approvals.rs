@@ -550,6 +550,7 @@ fn new_run(id: &str, dry_run: bool) -> NewRun {
         dry_run,
         output_dir: String::new(),
         replica: None,
+        started_at: chrono::Utc::now(),
     }
 }
 
@@ -565,6 +566,7 @@ fn keyed(step: &str, index: usize, key: &str, status: ItemStatus, output: Value)
         connections: Value::Null,
         duration_ms: 1,
         attempts: None,
+        ended_at: chrono::Utc::now(),
     })
 }
 
@@ -575,6 +577,7 @@ async fn run_with(s: &Store, id: &str, dry_run: bool, items: Vec<HistoryWrite>) 
     writes.push(HistoryWrite::FinishRun {
         status: RunStatus::Succeeded,
         error: None,
+        ended_at: chrono::Utc::now(),
     });
     s.write(&RunRef::unfenced(id, FLOW), writes).await.unwrap();
 }
@@ -929,6 +932,7 @@ async fn runs_show_what_their_gates_did(db: Db) {
             component: "deactivate".into(),
             input: Value::Null,
             items_total: Some(6),
+            started_at: chrono::Utc::now(),
         }),
         HistoryWrite::Gate(record.clone()),
         HistoryWrite::FinishStep(StepEnd {
@@ -940,6 +944,7 @@ async fn runs_show_what_their_gates_did(db: Db) {
             connections: Value::Null,
             duration_ms: 1,
             attempts: None,
+            ended_at: chrono::Utc::now(),
         }),
     ];
     run_with(s, "r1", false, writes).await;

@@ -31,6 +31,7 @@ async fn start(s: &Store, id: &str, flow: &str) {
         dry_run: false,
         output_dir: String::new(),
         replica: None,
+        started_at: chrono::Utc::now(),
     };
     w(s, id, flow, HistoryWrite::StartRun(new)).await;
 }
@@ -39,6 +40,7 @@ async fn finish(s: &Store, id: &str, flow: &str, status: RunStatus) {
     let write = HistoryWrite::FinishRun {
         status,
         error: None,
+        ended_at: chrono::Utc::now(),
     };
     w(s, id, flow, write).await;
 }
@@ -123,6 +125,7 @@ async fn item(s: &Store, run: &str, index: usize, status: ItemStatus, input: Val
         connections: json!({"procore": {"requests": 1, "retried": 0, "throttled": 0, "wait_ms": 0}}),
         duration_ms: 5,
         attempts: None,
+        ended_at: chrono::Utc::now(),
     };
     w(s, run, "f", HistoryWrite::Item(end)).await;
 }
@@ -133,6 +136,7 @@ async fn start_each(s: &Store, run: &str, total: usize) {
         component: "procore-create-user".into(),
         input: json!({}),
         items_total: Some(total),
+        started_at: chrono::Utc::now(),
     };
     w(s, run, "f", HistoryWrite::StartStep(step)).await;
 }
@@ -269,6 +273,7 @@ async fn flows_latest_runs_since_and_mentions(db: Db) {
         connections: json!({}),
         duration_ms: 5,
         attempts: None,
+        ended_at: chrono::Utc::now(),
     };
     w(s, "r10", "f", HistoryWrite::Item(keyed)).await;
     let found = s.items_mentioning("dave@example.COM", 10).await.unwrap();

@@ -29,6 +29,7 @@ fn new_run(id: &str, flow: &str) -> NewRun {
         dry_run: false,
         output_dir: "/tmp/out".into(),
         replica: Some("replica-a".into()),
+        started_at: Utc::now(),
     }
 }
 
@@ -48,6 +49,7 @@ async fn start_step(s: &Store, id: &str, step: &str, input: Value, items: Option
         component: "c".into(),
         input,
         items_total: items,
+        started_at: Utc::now(),
     });
     s.write_one(&run(id), w).await.unwrap();
 }
@@ -62,6 +64,7 @@ fn end_step(step: &str, component: &str, status: StepStatus) -> StepEnd {
         connections: Value::Null,
         duration_ms: 0,
         attempts: None,
+        ended_at: Utc::now(),
     }
 }
 
@@ -77,6 +80,7 @@ fn item(step: &str, index: usize, status: ItemStatus, input: Value) -> ItemEnd {
         connections: Value::Null,
         duration_ms: 1,
         attempts: None,
+        ended_at: Utc::now(),
     }
 }
 
@@ -84,6 +88,7 @@ async fn finish(s: &Store, id: &str, status: RunStatus) {
     let w = HistoryWrite::FinishRun {
         status,
         error: None,
+        ended_at: Utc::now(),
     };
     s.write_one(&run(id), w).await.unwrap();
 }
@@ -104,7 +109,67 @@ both!(
     unknown_runs_are_refused,
     skipped_firings_are_recorded_as_ended,
     two_handles_write_concurrently,
+    times_are_the_events_not_the_write,
 );
+
+/// Writes that land together (one batch, long after the run) keep the
+/// times they carry: when the run, its step and its item happened.
+async fn times_are_the_events_not_the_write(db: Db) {
+    let s = &db.store;
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.006Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let at = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+    let mut started = new_run("r-times", "sync");
+    started.started_at = at(0);
+    let mut step_end = end_step("nap", "c", StepStatus::Succeeded);
+    step_end.duration_ms = 12;
+    step_end.ended_at = at(17);
+    let mut each = item("nap", 0, ItemStatus::Succeeded, json!({}));
+    each.ended_at = at(9);
+    let writes = vec![
+        HistoryWrite::StartRun(started),
+        HistoryWrite::StartStep(StepStart {
+            step: "nap".into(),
+            component: "c".into(),
+            input: json!({}),
+            items_total: Some(1),
+            started_at: at(4),
+        }),
+        HistoryWrite::Item(each),
+        HistoryWrite::FinishStep(step_end),
+        HistoryWrite::FinishRun {
+            status: RunStatus::Succeeded,
+            error: None,
+            ended_at: at(20),
+        },
+    ];
+    s.write(&run("r-times"), writes).await.unwrap();
+    let d = s.run_detail("r-times").await.unwrap().unwrap();
+    assert_eq!(d.run.started_at, "2026-01-02T03:04:05.006Z");
+    assert_eq!(d.run.ended_at.as_deref(), Some("2026-01-02T03:04:05.026Z"));
+    assert_eq!(d.run.duration_ms, Some(20));
+    assert_eq!(d.steps[0].started_at, "2026-01-02T03:04:05.010Z");
+    assert_eq!(
+        d.steps[0].ended_at.as_deref(),
+        Some("2026-01-02T03:04:05.023Z")
+    );
+    assert_eq!(
+        d.items[0].ended_at.as_deref(),
+        Some("2026-01-02T03:04:05.015Z")
+    );
+    // A skipped firing starts and ends when it was skipped.
+    let mut skipped = new_run("r-skip", "sync");
+    skipped.started_at = at(30);
+    let w = HistoryWrite::Skipped {
+        run: skipped,
+        reason: "the previous run (r-times) was still going".into(),
+    };
+    s.write_one(&run("r-skip"), w).await.unwrap();
+    let d = s.run_detail("r-skip").await.unwrap().unwrap();
+    assert_eq!(d.run.started_at, "2026-01-02T03:04:05.036Z");
+    assert_eq!(d.run.ended_at.as_deref(), Some("2026-01-02T03:04:05.036Z"));
+}
 
 async fn migrations_run_from_empty_and_reopen_idempotently(db: Db) {
     let version = db.store.schema_version().await.unwrap();
@@ -159,6 +224,7 @@ async fn write_full_run(s: &Store) {
             component: "compare".into(),
             input: json!({"people": []}),
             items_total: None,
+            started_at: Utc::now(),
         }),
         HistoryWrite::FinishStep(StepEnd {
             output: Some(json!({"missing": [1, 2]})),
@@ -171,6 +237,7 @@ async fn write_full_run(s: &Store) {
             component: "procore-create-user".into(),
             input: json!({"user": "${item}"}),
             items_total: Some(2),
+            started_at: Utc::now(),
         }),
         HistoryWrite::Item(ItemEnd {
             output: Some(json!({"status": "created"}).into()),
@@ -209,6 +276,7 @@ async fn write_full_run(s: &Store) {
     let end = HistoryWrite::FinishRun {
         status: RunStatus::Failed,
         error: Some("step `create` failed: 1 of 2 items failed".into()),
+        ended_at: Utc::now(),
     };
     s.write_one(&r, end).await.unwrap();
 }
@@ -454,6 +522,7 @@ async fn a_run_whose_process_is_gone_reads_as_interrupted_without_a_write(db: Db
     let stop = HistoryWrite::EndUnfinished {
         status: RunStatus::Interrupted,
         reason: "the host was stopped".into(),
+        at: Utc::now(),
     };
     h.write_one(&run("r2"), stop).await.unwrap();
     let r2 = h.run_detail("r2").await.unwrap().unwrap().run;
@@ -495,6 +564,7 @@ async fn prune_removes_only_runs_that_ended_long_ago_with_their_children(db: Db)
                 component: "c".into(),
                 input: json!({}),
                 items_total: Some(1),
+                started_at: Utc::now(),
             }),
             HistoryWrite::Item(item("s", 0, ItemStatus::Succeeded, json!(1))),
             HistoryWrite::Artifact {
@@ -563,6 +633,7 @@ async fn a_run_whose_task_died_is_marked_failed_with_its_running_steps(db: Db) {
     let died = HistoryWrite::EndUnfinished {
         status: RunStatus::Failed,
         reason: "the run stopped unexpectedly: boom".into(),
+        at: Utc::now(),
     };
     h.write_one(&run("r1"), died).await.unwrap();
     let d = h.run_detail("r1").await.unwrap().unwrap();
@@ -578,6 +649,7 @@ async fn a_run_whose_task_died_is_marked_failed_with_its_running_steps(db: Db) {
     let skip = HistoryWrite::SkipUnrecorded {
         steps: steps.to_vec(),
         why: "the run was interrupted".into(),
+        at: Utc::now(),
     };
     h.write_one(&run("r1"), skip).await.unwrap();
     let d = h.run_detail("r1").await.unwrap().unwrap();
@@ -600,6 +672,7 @@ async fn a_run_whose_task_died_is_marked_failed_with_its_running_steps(db: Db) {
         let late = HistoryWrite::EndUnfinished {
             status,
             reason: "late".into(),
+            at: Utc::now(),
         };
         h.write_one(&run("r1"), late).await.unwrap();
     }
@@ -658,6 +731,7 @@ async fn unknown_runs_are_refused(db: Db) {
     let end = HistoryWrite::FinishRun {
         status: RunStatus::Failed,
         error: None,
+        ended_at: Utc::now(),
     };
     let err = h.write_one(&run("zz"), end).await.unwrap_err();
     assert!(
@@ -669,6 +743,7 @@ async fn unknown_runs_are_refused(db: Db) {
         component: "c".into(),
         input: json!({}),
         items_total: None,
+        started_at: Utc::now(),
     });
     let err = h.write_one(&run("zz"), step).await.unwrap_err();
     assert!(matches!(err, StoreError::UnknownRun(_)), "{err:?}");
@@ -949,9 +1024,9 @@ fn durations_parse_and_run_ids_start_with_the_time() {
         Duration::from_secs(30 * 86_400)
     );
     assert!(sluice_store::parse_duration("soon").is_err());
-    let before = chrono::Utc::now().timestamp();
+    let before = Utc::now().timestamp();
     let id = sluice_store::new_run_id();
-    let after = chrono::Utc::now().timestamp();
+    let after = Utc::now().timestamp();
     let (time, suffix) = id.split_once("Z-").unwrap();
     let started = chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%S")
         .unwrap()

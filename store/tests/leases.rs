@@ -40,6 +40,7 @@ fn new_run(id: &str, replica: &str) -> NewRun {
         dry_run: false,
         output_dir: String::new(),
         replica: Some(replica.into()),
+        started_at: chrono::Utc::now(),
     }
 }
 
@@ -164,6 +165,7 @@ async fn an_expired_lease_is_taken_over_and_its_run_recorded_interrupted(db: Db)
             component: "c".into(),
             input: serde_json::json!({}),
             items_total: None,
+            started_at: chrono::Utc::now(),
         }),
     ];
     s.write(&run, writes).await.unwrap();
@@ -239,6 +241,7 @@ async fn holding(db: &Db, flow: &str, run: &str, token: &str) -> i64 {
         component: "c".into(),
         input: serde_json::json!({}),
         items_total: None,
+        started_at: chrono::Utc::now(),
     };
     let writes = vec![HistoryWrite::StartRun(start), HistoryWrite::StartStep(step)];
     db.store.write(&at, writes).await.unwrap();
@@ -351,6 +354,7 @@ async fn writes_of_a_run_whose_lease_moved_on_are_refused(db: Db) {
             HistoryWrite::FinishRun {
                 status: RunStatus::Succeeded,
                 error: None,
+                ended_at: chrono::Utc::now(),
             },
         ),
         (
@@ -368,6 +372,7 @@ async fn writes_of_a_run_whose_lease_moved_on_are_refused(db: Db) {
             HistoryWrite::FinishRun {
                 status: RunStatus::Failed,
                 error: Some("stale".into()),
+                ended_at: chrono::Utc::now(),
             },
         ),
     ] {
@@ -388,6 +393,7 @@ async fn writes_of_a_run_whose_lease_moved_on_are_refused(db: Db) {
     let end = HistoryWrite::FinishRun {
         status: RunStatus::Succeeded,
         error: None,
+        ended_at: chrono::Utc::now(),
     };
     s.write_one(&owner, end).await.unwrap();
 }

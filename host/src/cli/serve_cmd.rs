@@ -144,6 +144,7 @@ impl Host for ServeHost {
             dry_run: false,
             output_dir: String::new(),
             replica: Some(self.replica.name.clone()),
+            started_at: chrono::Utc::now(),
         };
         self.writer.write(
             &RunRef::unfenced(id, &flow.name),
@@ -192,16 +193,19 @@ impl ServeHost {
             flow: flow.name.clone(),
             fence: self.replica.fence_of(run_id),
         };
+        let at = chrono::Utc::now();
         self.writer.write(
             &run,
             vec![
                 HistoryWrite::EndUnfinished {
                     status,
                     reason: reason.to_string(),
+                    at,
                 },
                 HistoryWrite::SkipUnrecorded {
                     steps: steps_of(flow),
                     why: why.to_string(),
+                    at,
                 },
             ],
         );

@@ -14,11 +14,18 @@
 //! A run whose replica lost the flow's lease has its writes refused by the
 //! store ([`sluice_store::StoreError::Fenced`]); that is reported once too,
 //! and the run stops before its next step (its lease guard finds out).
+//!
+//! Each write carries the time its event happened, taken as the
+//! [`Recorder`] sees it (observers are called as things happen), not when
+//! the write lands: a batch written later, or behind a backlog, keeps the
+//! run's and its steps' real times, so a run never looks shorter than the
+//! steps inside it.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sluice_store::{
     GateRecord, HistoryJson, HistoryWrite, ItemEnd, ItemStatus, NewRun, RunRef, RunStatus, StepEnd,
@@ -57,6 +64,8 @@ enum Job {
         run: RunRef,
         step: String,
         entries: KeyedEntries,
+        /// When they were made (their items' end).
+        at: DateTime<Utc>,
     },
     /// Answered once every job sent before it is done.
     Flush(oneshot::Sender<()>),
@@ -129,8 +138,13 @@ async fn drain(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>, flushing: A
                 let _ = done.send(());
                 continue;
             }
-            Job::Keyed { run, step, entries } => {
-                write_keyed(&store, &run, &step, &entries, &mut warned).await;
+            Job::Keyed {
+                run,
+                step,
+                entries,
+                at,
+            } => {
+                write_keyed(&store, &run, (&step, at), &entries, &mut warned).await;
                 continue;
             }
             Job::Write { run, writes } => (run, writes),
@@ -178,13 +192,13 @@ async fn gather(
 async fn write_keyed(
     store: &Store,
     run: &RunRef,
-    step: &str,
+    (step, at): (&str, DateTime<Utc>),
     entries: &KeyedEntries,
     warned: &mut HashSet<String>,
 ) {
     for first in (0..entries.len()).step_by(KEYED_BATCH) {
         let batch = entries.page_for_history(first, KEYED_BATCH);
-        let writes = keyed_items(step, batch, first).collect();
+        let writes = keyed_items(step, batch, first, at).collect();
         if let Err(e) = write_batch(store, run, writes).await
             && warned.insert(run.id.clone())
         {
@@ -312,6 +326,9 @@ impl Observer for Recorder {
         let Some(run) = run else {
             return;
         };
+        // Now is when the event happened: the run calls its observers as
+        // things happen.
+        let at = Utc::now();
         if let RunEvent::Keyed { step, entries } = event {
             // Many at once (a first run adopts a whole tenant): the writer
             // makes and writes them in batches (see `write_keyed`).
@@ -319,10 +336,11 @@ impl Observer for Recorder {
                 run,
                 step: step.clone(),
                 entries: entries.clone(),
+                at,
             });
             return;
         }
-        if let Some(write) = history_write(&self.record_as, event) {
+        if let Some(write) = history_write(&self.record_as, event, at) {
             self.writer.write(&run, vec![write]);
         }
     }
@@ -333,6 +351,7 @@ fn keyed_items<'a>(
     step: &'a str,
     entries: impl Iterator<Item = (String, HistoryJson)> + 'a,
     first: usize,
+    at: DateTime<Utc>,
 ) -> impl Iterator<Item = HistoryWrite> + 'a {
     entries.enumerate().map(move |(n, (key, detail))| {
         HistoryWrite::Item(ItemEnd {
@@ -346,12 +365,17 @@ fn keyed_items<'a>(
             connections: json!({}),
             duration_ms: 0,
             attempts: None,
+            ended_at: at,
         })
     })
 }
 
-/// One event as a history write.
-fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite> {
+/// One event, which happened `at`, as a history write.
+fn history_write(
+    record_as: &RecordAs,
+    event: &RunEvent,
+    at: DateTime<Utc>,
+) -> Option<HistoryWrite> {
     Some(match event {
         RunEvent::RunStarted {
             run_id,
@@ -368,6 +392,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             dry_run: *dry_run || record_as.trigger == Trigger::Replay,
             output_dir: output_dir.display().to_string(),
             replica: record_as.replica.clone(),
+            started_at: at,
         }),
         RunEvent::StepStarted {
             step,
@@ -379,6 +404,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             component: component.clone(),
             input: input.capped_value(),
             items_total: *items,
+            started_at: at,
         }),
         RunEvent::ItemFinished {
             step,
@@ -403,6 +429,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             connections: json!(connections),
             duration_ms: duration.as_millis() as u64,
             attempts: Some(attempts.clone()),
+            ended_at: at,
         }),
         RunEvent::StepFinished {
             step,
@@ -423,6 +450,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             connections: json!(connections),
             duration_ms: duration.as_millis() as u64,
             attempts: attempts.clone(),
+            ended_at: at,
         }),
         RunEvent::Artifact { name, path, .. } => HistoryWrite::Artifact {
             name: name.clone(),
@@ -431,6 +459,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
         RunEvent::RunFinished { status, error, .. } => HistoryWrite::FinishRun {
             status: run_status(*status),
             error: error.clone(),
+            ended_at: at,
         },
         RunEvent::ItemHeld {
             step,
@@ -449,6 +478,7 @@ fn history_write(record_as: &RecordAs, event: &RunEvent) -> Option<HistoryWrite>
             connections: json!({}),
             duration_ms: 0,
             attempts: None,
+            ended_at: at,
         }),
         RunEvent::ApprovalGate { summary } => HistoryWrite::Gate(GateRecord {
             step: summary.step.clone(),
@@ -623,6 +653,67 @@ mod tests {
         }
     }
 
+    /// Writes that land together (here all in one batch, as behind a
+    /// backlog) keep the times their events happened: the run is as long
+    /// as the step it waited for, and the step lies inside it.
+    #[tokio::test]
+    async fn times_are_when_events_happen_not_when_they_are_written() {
+        // The writer shares this single-threaded runtime, so nothing is
+        // written until the test awaits: every write lands in one batch.
+        let r = started().await;
+        let nap = std::time::Duration::from_millis(30);
+        let step = |started: bool| {
+            if started {
+                RunEvent::StepStarted {
+                    step: "nap".into(),
+                    component: "c".into(),
+                    input: Payload::tree(Arc::new(json!({})), &Default::default()),
+                    items: None,
+                }
+            } else {
+                RunEvent::StepFinished {
+                    step: "nap".into(),
+                    component: "c".into(),
+                    status: Status::Succeeded,
+                    output: None,
+                    error: None,
+                    duration: nap,
+                    connections: Default::default(),
+                    attempts: None,
+                    memory: None,
+                }
+            }
+        };
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        r.recorder.event(&step(true));
+        std::thread::sleep(nap);
+        r.recorder.event(&step(false));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        r.recorder.event(&RunEvent::RunFinished {
+            status: Status::Succeeded,
+            error: None,
+            duration: nap,
+        });
+        r.writer.flush().await;
+        let d = r.store.run_detail("r1").await.unwrap().unwrap();
+        let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap();
+        let s = &d.steps[0];
+        let (run_start, run_end) = (
+            at(&d.run.started_at),
+            at(d.run.ended_at.as_deref().unwrap()),
+        );
+        let (step_start, step_end) = (at(&s.started_at), at(s.ended_at.as_deref().unwrap()));
+        assert!(
+            run_start < step_start && step_start < step_end && step_end < run_end,
+            "{d:?}"
+        );
+        assert!((step_end - step_start).num_milliseconds() >= 30, "{d:?}");
+        assert!(
+            d.run.duration_ms.unwrap() >= s.duration_ms.unwrap() + 10,
+            "{d:?}"
+        );
+    }
+
     #[tokio::test]
     async fn one_bad_write_in_a_batch_does_not_lose_the_others() {
         let store = Store::in_memory().await.unwrap();
@@ -636,6 +727,7 @@ mod tests {
             dry_run: false,
             output_dir: String::new(),
             replica: None,
+            started_at: Utc::now(),
         });
         // Finishing a run that does not exist fails; the start beside it lands.
         let bad = RunRef::unfenced("nope", "f");
@@ -645,6 +737,7 @@ mod tests {
             vec![HistoryWrite::FinishRun {
                 status: RunStatus::Succeeded,
                 error: None,
+                ended_at: Utc::now(),
             }],
         );
         writer.write(
@@ -652,6 +745,7 @@ mod tests {
             vec![HistoryWrite::FinishRun {
                 status: RunStatus::Succeeded,
                 error: None,
+                ended_at: Utc::now(),
             }],
         );
         writer.flush().await;

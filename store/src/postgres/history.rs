@@ -75,13 +75,16 @@ fn counts(connections: &Value) -> Option<String> {
 
 async fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Result<()> {
     let id = run.id.as_str();
-    let now = Utc::now();
     match w {
         HistoryWrite::StartRun(new) => insert_run(tx, new, run.fence, "running", None).await?,
         HistoryWrite::Skipped { run: new, reason } => {
             insert_run(tx, new, None, "skipped", Some(reason)).await?
         }
-        HistoryWrite::FinishRun { status, error } => {
+        HistoryWrite::FinishRun {
+            status,
+            error,
+            ended_at,
+        } => {
             let changed = tx
                 .execute(
                     "UPDATE runs SET status = $2, error = $3, ended_at = $4 WHERE id = $1",
@@ -89,7 +92,7 @@ async fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Resu
                         &id,
                         &status.as_str(),
                         &error.as_deref().map(capped_error),
-                        &now,
+                        ended_at,
                     ],
                 )
                 .await?;
@@ -97,9 +100,9 @@ async fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Resu
                 return Err(StoreError::UnknownRun(id.to_string()));
             }
         }
-        HistoryWrite::StartStep(step) => start_step(tx, id, step, now).await?,
-        HistoryWrite::FinishStep(step) => finish_step(tx, id, step, now).await?,
-        HistoryWrite::Item(item) => record_item(tx, id, item, now).await?,
+        HistoryWrite::StartStep(step) => start_step(tx, id, step).await?,
+        HistoryWrite::FinishStep(step) => finish_step(tx, id, step).await?,
+        HistoryWrite::Item(item) => record_item(tx, id, item).await?,
         HistoryWrite::Gate(gate) => record_gate(tx, id, gate).await?,
         HistoryWrite::Artifact { name, path } => {
             tx.execute(
@@ -109,19 +112,19 @@ async fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Resu
             )
             .await?;
         }
-        HistoryWrite::SkipUnrecorded { steps, why } => {
+        HistoryWrite::SkipUnrecorded { steps, why, at } => {
             for (step, component) in steps {
                 tx.execute(
                     "INSERT INTO steps (run_id, step_id, position, component, status, started_at, ended_at, duration_ms, error)
                      VALUES ($1, $2, (SELECT count(*) FROM steps WHERE run_id = $1), $3, 'skipped', $4, $4, 0, $5)
                      ON CONFLICT (run_id, step_id) DO NOTHING",
-                    &[&id, step, component, &now, &capped_error(why)],
+                    &[&id, step, component, at, &capped_error(why)],
                 )
                 .await?;
             }
         }
-        HistoryWrite::EndUnfinished { status, reason } => {
-            end_unfinished(tx, id, *status, reason, now).await?
+        HistoryWrite::EndUnfinished { status, reason, at } => {
+            end_unfinished(tx, id, *status, reason, *at).await?
         }
     }
     Ok(())
@@ -135,8 +138,8 @@ async fn insert_run(
     reason: Option<&str>,
 ) -> Result<()> {
     let me = this_process();
-    let now = Utc::now();
-    let ended = (status != "running").then_some(now);
+    let started = run.started_at;
+    let ended = (status != "running").then_some(started);
     tx.execute(
         "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at,
                            output_dir, pid, process_token, replica, host, fence)
@@ -149,7 +152,7 @@ async fn insert_run(
             &run.dry_run,
             &status,
             &reason.map(capped_error),
-            &now,
+            &started,
             &ended,
             &run.output_dir,
             &i64::from(me.pid),
@@ -163,12 +166,7 @@ async fn insert_run(
     Ok(())
 }
 
-async fn start_step(
-    tx: &Transaction<'_>,
-    run: &str,
-    s: &StepStart,
-    now: DateTime<Utc>,
-) -> Result<()> {
+async fn start_step(tx: &Transaction<'_>, run: &str, s: &StepStart) -> Result<()> {
     let total = s.items_total.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     tx.execute(
         "INSERT INTO steps (run_id, step_id, position, component, status, started_at, input, items_total)
@@ -178,18 +176,20 @@ async fn start_step(
             started_at = excluded.started_at, ended_at = NULL, duration_ms = NULL,
             input = excluded.input, output = NULL, error = NULL,
             connections = NULL, attempts = NULL, items_total = excluded.items_total",
-        &[&run, &s.step, &s.component, &now, &capped(&s.input), &total],
+        &[
+            &run,
+            &s.step,
+            &s.component,
+            &s.started_at,
+            &capped(&s.input),
+            &total,
+        ],
     )
     .await?;
     Ok(())
 }
 
-async fn finish_step(
-    tx: &Transaction<'_>,
-    run: &str,
-    s: &StepEnd,
-    now: DateTime<Utc>,
-) -> Result<()> {
+async fn finish_step(tx: &Transaction<'_>, run: &str, s: &StepEnd) -> Result<()> {
     tx.execute(
         "INSERT INTO steps (run_id, step_id, position, component, status, started_at, ended_at, duration_ms, output, error, connections, attempts)
          VALUES ($1, $2, (SELECT count(*) FROM steps WHERE run_id = $1), $3, $4, $5, $5, $6, $7, $8, $9, $10)
@@ -203,7 +203,7 @@ async fn finish_step(
             &s.step,
             &s.component,
             &s.status.as_str(),
-            &now,
+            &s.ended_at,
             &millis(s.duration_ms),
             &s.output.as_ref().map(capped),
             &s.error.as_deref().map(capped_error),
@@ -215,12 +215,7 @@ async fn finish_step(
     Ok(())
 }
 
-async fn record_item(
-    tx: &Transaction<'_>,
-    run: &str,
-    i: &ItemEnd,
-    now: DateTime<Utc>,
-) -> Result<()> {
+async fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> Result<()> {
     let input = capped_text(i.input.as_str());
     let output = i.output.as_ref().map(|o| capped_text(o.as_str()));
     tx.execute(
@@ -241,7 +236,7 @@ async fn record_item(
             &input,
             &output,
             &i.error.as_deref().map(capped_error),
-            &now,
+            &i.ended_at,
             &counts(&i.connections),
             &i.key,
             &i.key.as_deref().map(key_norm),

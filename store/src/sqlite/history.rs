@@ -13,7 +13,7 @@ use crate::cap::{attempts_text, capped, capped_error, capped_text};
 use crate::process::this_process;
 use crate::{
     GateRecord, HistoryWrite, ItemEnd, NewRun, RunRef, RunStatus, StepEnd, StepStart, StepStatus,
-    StoreError, now_text,
+    StoreError, timestamp,
 };
 
 /// Applies `writes` for `run`, in order.
@@ -58,10 +58,19 @@ fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Result<(),
         HistoryWrite::Skipped { run: new, reason } => {
             insert_run(tx, new, None, "skipped", Some(reason))?
         }
-        HistoryWrite::FinishRun { status, error } => {
+        HistoryWrite::FinishRun {
+            status,
+            error,
+            ended_at,
+        } => {
             let changed = tx.execute(
                 "UPDATE runs SET status = ?2, error = ?3, ended_at = ?4 WHERE id = ?1",
-                params![id, status, error.as_deref().map(capped_error), now_text()],
+                params![
+                    id,
+                    status,
+                    error.as_deref().map(capped_error),
+                    timestamp(*ended_at)
+                ],
             )?;
             if changed == 0 {
                 return Err(StoreError::UnknownRun(id.to_string()));
@@ -87,10 +96,12 @@ fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Result<(),
             )
             .map_err(for_run(id))?;
         }
-        HistoryWrite::SkipUnrecorded { steps, why } => {
-            skip_unrecorded(tx, id, steps, why).map_err(for_run(id))?
+        HistoryWrite::SkipUnrecorded { steps, why, at } => {
+            skip_unrecorded(tx, id, steps, why, &timestamp(*at)).map_err(for_run(id))?
         }
-        HistoryWrite::EndUnfinished { status, reason } => end_unfinished(tx, id, *status, reason)?,
+        HistoryWrite::EndUnfinished { status, reason, at } => {
+            end_unfinished(tx, id, *status, reason, &timestamp(*at))?
+        }
     }
     Ok(())
 }
@@ -124,7 +135,7 @@ fn insert_run(
     reason: Option<&str>,
 ) -> Result<(), StoreError> {
     let me = this_process();
-    let t = now_text();
+    let t = timestamp(run.started_at);
     let ended = (status != "running").then_some(&t);
     tx.execute(
         "INSERT INTO runs (id, flow, flow_file, trigger, dry_run, status, error, started_at, ended_at,
@@ -161,7 +172,14 @@ fn start_step(tx: &Transaction<'_>, run: &str, s: &StepStart) -> rusqlite::Resul
             started_at = excluded.started_at, ended_at = NULL, duration_ms = NULL,
             input = excluded.input, output = NULL, error = NULL,
             connections = NULL, attempts = NULL, items_total = excluded.items_total",
-        params![run, s.step, s.component, now_text(), capped(&s.input), total],
+        params![
+            run,
+            s.step,
+            s.component,
+            timestamp(s.started_at),
+            capped(&s.input),
+            total
+        ],
     )
 }
 
@@ -179,7 +197,7 @@ fn finish_step(tx: &Transaction<'_>, run: &str, s: &StepEnd) -> rusqlite::Result
             s.step,
             s.component,
             s.status,
-            now_text(),
+            timestamp(s.ended_at),
             millis(s.duration_ms),
             s.output.as_ref().map(capped),
             s.error.as_deref().map(capped_error),
@@ -212,7 +230,7 @@ fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> rusqlite::Result
             capped_text(i.input.as_str()),
             i.output.as_ref().map(|o| capped_text(o.as_str())),
             i.error.as_deref().map(capped_error),
-            now_text(),
+            timestamp(i.ended_at),
             counts(&i.connections),
             i.key,
             i.key.as_deref().map(key_norm),
@@ -249,8 +267,8 @@ fn skip_unrecorded(
     run: &str,
     steps: &[(String, String)],
     why: &str,
+    t: &str,
 ) -> rusqlite::Result<()> {
-    let t = now_text();
     for (step, component) in steps {
         tx.execute(
             "INSERT INTO steps (run_id, step_id, position, component, status, started_at, ended_at, duration_ms, error)
@@ -262,21 +280,21 @@ fn skip_unrecorded(
     Ok(())
 }
 
-/// Ends a run still `running`, and its running steps, with `status`.
+/// Ends a run still `running`, and its running steps, with `status` at `t`.
 pub(crate) fn end_unfinished(
     tx: &Transaction<'_>,
     run: &str,
     status: RunStatus,
     reason: &str,
+    t: &str,
 ) -> Result<(), StoreError> {
-    let t = now_text();
     let changed = tx.execute(
         "UPDATE runs SET status = ?2, error = COALESCE(error, ?3), ended_at = ?4
          WHERE id = ?1 AND status = 'running'",
         params![run, status, capped_error(reason), t],
     )?;
     if changed > 0 {
-        end_steps(tx, run, status.unfinished_steps(), &t)?;
+        end_steps(tx, run, status.unfinished_steps(), t)?;
     }
     Ok(())
 }

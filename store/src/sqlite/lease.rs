@@ -107,7 +107,13 @@ fn settle_lapsed(
     let from = lease.holder.clone().unwrap_or_default();
     if let Some(run) = &lease.run_id {
         let why = cause.reason(&from, &lease.expires_at, by);
-        end_unfinished(tx, run, RunStatus::Interrupted, &why)?;
+        end_unfinished(
+            tx,
+            run,
+            RunStatus::Interrupted,
+            &why,
+            &timestamp(Utc::now()),
+        )?;
     }
     Ok(Takeover {
         flow: flow.to_string(),
