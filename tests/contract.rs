@@ -241,6 +241,91 @@ with = { write = { never = 1 }, fail = { kind = "unavailable" } }
     assert!(stored(&runner).await.iter().all(|(k, _)| k != "never"));
 }
 
+/// An item names itself to its component (`item-key`) by its text or its
+/// `key` field. A blank name would name two items alike (and key their
+/// state alike), so such an item is never called: it fails, named, and the
+/// others run. The list comes from an earlier step, so `validate` cannot
+/// see it (a param list is refused there: tests/flows/invalid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_with_a_blank_key_is_not_called_and_fails_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let steps = |on_error: &str| {
+        flow_with(&format!(
+            r#"
+[[step]]
+id = "seed"
+uses = "FIXTURE"
+with = {{ write = {{ people = ["ann", "", {{ key = "  " }}, {{ key = "bob" }}, {{ mail = "x" }}] }} }}
+
+[[step]]
+id = "read"
+uses = "FIXTURE"
+with = {{ read = ["people"] }}
+
+[[step]]
+id = "each"
+uses = "FIXTURE"
+for_each = "${{steps.read.read.people}}"
+on_error = "{on_error}"
+with = {{ write_own = "${{item}}" }}
+"#
+        ))
+    };
+    let (outcome, events) = run_text(&runner, dir.path(), &steps("continue"), false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    let items = outcome.outputs["each"]["items"].as_array().unwrap().clone();
+    let keys: Vec<Value> = items
+        .iter()
+        .map(|e| e["output"]["context"]["item_key"].clone())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            json!("ann"),
+            json!(null),
+            json!(null),
+            json!("bob"),
+            json!(null)
+        ]
+    );
+    for (index, blank) in [(1, r#"the item is """#), (2, r#"its `key` field is "  ""#)] {
+        let entry = &items[index];
+        assert_eq!(entry["status"], "failed", "{entry}");
+        assert_eq!(entry["error"]["kind"], "bad-input");
+        assert_eq!(entry["error"]["code"], "blank-item-key");
+        assert_eq!(entry["error"]["retryable"], false);
+        let message = entry["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("it was not called: its key is blank ({blank})")),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        outcome.outputs["each"]["ok"].clone(),
+        json!(3),
+        "{}",
+        events.text()
+    );
+    // Only the named items keyed state by their name.
+    let own: Vec<String> = (stored(&runner).await.into_iter())
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("item/"))
+        .collect();
+    assert_eq!(own, ["item/ann", "item/bob"]);
+
+    // Under `fail` the step stops there, naming the item.
+    let (outcome, events) = run_text(&runner, dir.path(), &steps("fail"), false).await;
+    assert_eq!(outcome.status, Status::Failed, "{}", events.text());
+    let error = outcome.error.unwrap();
+    assert!(
+        error.contains(
+            r#"item 2 of 5 failed: it was not called: its key is blank (the item is "")"#
+        ),
+        "{error}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_item_reads_the_writes_of_every_item_whose_call_ended_before_it() {
     let dir = tempfile::tempdir().unwrap();

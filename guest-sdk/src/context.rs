@@ -35,7 +35,8 @@ impl Context {
         self.inner.item_index
     }
 
-    /// Inside `for_each`: a stable name for the item, to key state by.
+    /// Inside `for_each`: a stable name for the item, to key state by;
+    /// never blank (the host does not call for an item named so).
     pub fn item_key(&self) -> Option<&str> {
         self.inner.item_key.as_deref()
     }

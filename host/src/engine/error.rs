@@ -55,6 +55,10 @@ pub enum CallError {
     /// The flow's state could not be made durable after the call succeeded.
     #[error("its state could not be saved: {0}")]
     State(String),
+    /// A `for_each` item whose name (the run context's `item-key`) would
+    /// be blank: the host did not call the component for it.
+    #[error("it was not called: its key is blank ({0}); {why}: {hint}", why = crate::flow::item_key::BLANK_KEY_WHY, hint = crate::flow::item_key::BLANK_KEY_HINT)]
+    BlankItemKey(#[from] crate::flow::item_key::BlankKey),
 }
 
 impl CallError {
@@ -72,14 +76,17 @@ impl CallError {
             CallError::InvalidOutput(_) => "invalid-output",
             CallError::Instantiate(_) => "instantiate",
             CallError::State(_) => "state",
+            CallError::BlankItemKey(_) => "blank-item-key",
         }
     }
 
     /// The component's kind; whatever the host stopped is `internal`
-    /// (a timeout or a trap would happen again: no retry policy applies).
+    /// (a timeout or a trap would happen again: no retry policy applies);
+    /// an item the host would not call for is `bad-input`.
     pub fn kind(&self) -> ErrorKind {
         match self {
             CallError::Reported { kind, .. } => *kind,
+            CallError::BlankItemKey(_) => ErrorKind::BadInput,
             _ => ErrorKind::Internal,
         }
     }

@@ -20,6 +20,7 @@ pub mod compile;
 pub mod compiled;
 pub mod component_file;
 pub mod environment;
+pub mod item_key;
 pub mod model;
 pub mod reads;
 pub mod remote;

@@ -30,6 +30,7 @@ use crate::engine::{
     Call, CallError, Engine, Invocation, ListRules, OutputCap, OutputLists, Prepared, StepContext,
     StepInput,
 };
+use crate::flow::item_key::{BlankKey, item_key};
 use crate::flow::model::RetryPolicy;
 use crate::flow::schema::InputSchema;
 use crate::redact::Redactor;
@@ -164,19 +165,13 @@ pub struct ItemId {
 }
 
 impl ItemId {
-    /// The item at `index`; its key is the item itself when it is a
-    /// string or a number, else its `key` field when that is one.
-    pub fn of(index: usize, item: &Value) -> ItemId {
-        let text = |v: &Value| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        };
-        let key = text(item).or_else(|| item.get("key").and_then(text));
-        ItemId {
+    /// The item at `index`, named by [`item_key`]: refused when that name
+    /// would be blank.
+    pub fn of(index: usize, item: &Value) -> Result<ItemId, BlankKey> {
+        Ok(ItemId {
             index: index as u64,
-            key,
-        }
+            key: item_key(item)?,
+        })
     }
 }
 

@@ -42,7 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::approval::{self, Gate};
-use super::call::{Called, Caller, Failed, ItemId};
+use super::call::{Called, Caller, Failed, ItemId, Tries};
 use super::context::{RunContext, StepFailure};
 use super::events::{Observer, RunEvent, Status};
 use super::executor::RunGuard;
@@ -392,12 +392,24 @@ async fn run_item(
     let started = Instant::now();
     // The item counts its own requests, then adds them to the step's.
     let own = Arc::new(shared.context.for_item());
-    let id = ItemId::of(index, &item);
     let text = Arc::new(input.text.clone());
-    let mut called = shared
-        .caller
-        .call(own.clone(), input, Some(&id), shared.item_cap)
-        .await;
+    let mut called = match ItemId::of(index, &item) {
+        Ok(id) => {
+            shared
+                .caller
+                .call(own.clone(), input, Some(&id), shared.item_cap)
+                .await
+        }
+        // Never called: its name would be blank (see `flow::item_key`).
+        Err(blank) => Err(Failed {
+            error: blank.into(),
+            tries: Tries {
+                made: 0,
+                failed: Vec::new(),
+            },
+            stopped: None,
+        }),
+    };
     let committing = called.as_mut().ok().and_then(|c| c.committing.take());
     // Counted before the place is given back: the next item starts only
     // once the outputs' cap and a failure under `fail` are known.

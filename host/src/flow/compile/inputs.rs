@@ -20,6 +20,7 @@ use toml::Spanned;
 
 use super::super::authored::{AuthoredStep, Node, OnError};
 use super::super::catalog::Description;
+use super::super::item_key::{BLANK_KEY_HINT, BLANK_KEY_WHY, item_key};
 use super::super::resolve::walk;
 use super::super::schema::shape::{self, compatible, type_names};
 use super::super::schema::{InputPath, InputSchema, Segment};
@@ -233,7 +234,8 @@ impl Compiler<'_, '_> {
     /// time ("`for_each` must be a list, but it is an object"): a param
     /// that holds something else, an environment variable (always text),
     /// a run field, or a field whose type the step's output schema gives.
-    /// Null is an empty list, so what may be null or a list passes.
+    /// Null is an empty list, so what may be null or a list passes. A list
+    /// known in full is also checked for items with a blank key.
     /// Whether `for_each` may be a list (its items can then be typed).
     pub(super) fn for_each_list(
         &mut self,
@@ -250,6 +252,9 @@ impl Compiler<'_, '_> {
         let (message, hint) = match known.shape(r) {
             Shape::Value(value) => {
                 let kind = shape::json_type(&value);
+                if let Value::Array(items) = &value {
+                    self.blank_item_keys(fe, items);
+                }
                 if matches!(kind, "array" | "null") {
                     return true;
                 }
@@ -287,6 +292,32 @@ impl Compiler<'_, '_> {
             hint,
         );
         false
+    }
+
+    /// A list known in full (a param) whose items name themselves with a
+    /// blank key would fail those items at run time ([`item_key`]): the
+    /// first is refused at `for_each`, with how many more there are.
+    fn blank_item_keys(&mut self, fe: &Spanned<String>, items: &[Value]) {
+        let mut blank = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| item_key(item).err().map(|why| (i, why)));
+        let Some((first, why)) = blank.next() else {
+            return;
+        };
+        let more = match blank.count() {
+            0 => String::new(),
+            n => format!(" (and {n} more)"),
+        };
+        self.error(
+            fe.span(),
+            format!(
+                "item {} of `{}`{more} has a blank key: {why}; {BLANK_KEY_WHY}",
+                first + 1,
+                fe.get_ref()
+            ),
+            BLANK_KEY_HINT,
+        );
     }
 
     /// The step's `with` (or no `with`, `None`) against its component's

@@ -5,7 +5,9 @@
 //! malformed step ids, references to unknown params, secrets, or unknown,
 //! later or the same step, fields an earlier step's output schema does not
 //! have, `${item}` outside `for_each` (or in its `when`), a `for_each`
-//! known not to be a list or an `approval.above` param not a whole number,
+//! known not to be a list or whose known items name themselves with a
+//! blank key (see [`super::item_key`]), an `approval.above` param not a
+//! whole number,
 //! secrets anywhere but credentials, unknown connections and connection
 //! roles, components that are neither a built-in, a component file nor a
 //! registry reference that resolves (see [`super::remote`]), a
