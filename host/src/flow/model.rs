@@ -155,7 +155,7 @@ pub enum Threshold {
 }
 
 /// A JSON value as a whole number from 0 up: an integer, or text of
-/// digits (an environment variable, a `--param`).
+/// digits (a param written as text, which `validate` has read already).
 pub fn whole_number(value: &Value) -> Option<u64> {
     match value {
         Value::Number(n) => n.as_u64(),

@@ -11,7 +11,10 @@
 //!
 //! `above` and `when` are evaluated once for the whole step, so they
 //! cannot use `${item}`. A param that `above` names must hold a whole
-//! number (after `--param` overrides).
+//! number (after `--param` overrides); a reference known to be no number
+//! (an environment variable, which is always text, a run field, an output
+//! field whose schema says so) is refused, as `for_each` over one known to
+//! be no list is.
 
 use std::ops::Range;
 
@@ -19,6 +22,7 @@ use toml::Spanned;
 
 use super::super::authored::{AuthoredStep, Node};
 use super::super::model::{Approval, Threshold, whole_number};
+use super::super::schema::shape::type_names;
 use super::super::template::{Root, Template};
 use super::Compiler;
 use super::references::{ItemRule, RefRules};
@@ -209,6 +213,30 @@ impl Compiler<'_, '_> {
                 } else {
                     format!("make `params.{written}` a number such as 500 in `[params]`")
                 },
+            );
+            return None;
+        }
+        // Known to be no number (an environment variable is always text,
+        // a run field text or a boolean, an output field as its schema
+        // says): the run would read a number out of text, or stop the step.
+        if let Some((types, source)) = refs.known.types(reference)
+            && !types.is_empty()
+            && !types.iter().any(|t| t == "integer" || t == "number")
+        {
+            let hint = match &reference.root {
+                Root::Env { .. } => {
+                    "an environment variable is always text: put the number in `[params]` (for example `max_unapproved = 500`, or --param max_unapproved=500) and write `above = \"${params.max_unapproved}\"`"
+                }
+                _ => hint,
+            };
+            self.error(
+                text.span(),
+                format!(
+                    "`{}` ({source}) is {}, but `above` needs a whole number from 0 up",
+                    text.get_ref(),
+                    type_names(types.iter().map(String::as_str))
+                ),
+                hint,
             );
             return None;
         }

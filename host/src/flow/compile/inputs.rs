@@ -114,6 +114,19 @@ impl<'a> Known<'a> {
         }
     }
 
+    /// The JSON types (null left out) a reference is known to have, and
+    /// what says so ("environment variables are text"), when its type is
+    /// known but not its value.
+    pub(super) fn types(&self, r: &Reference) -> Option<(Vec<String>, String)> {
+        match self.shape(r) {
+            Shape::Types(types, source) => {
+                let types = types.into_iter().filter(|t| t != "null").collect();
+                Some((types, source))
+            }
+            _ => None,
+        }
+    }
+
     /// What a reference is known to be now.
     fn shape(&self, r: &Reference) -> Shape {
         let run_field = |t: &str| Shape::Types([t.to_string()].into(), "a run field".into());

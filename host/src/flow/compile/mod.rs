@@ -6,10 +6,10 @@
 //! later or the same step, fields an earlier step's output schema does not
 //! have, `${item}` outside `for_each` (or in its `when`), a `for_each`
 //! known not to be a list or whose known items name themselves with a
-//! blank key (see [`super::item_key`]), an `approval.above` param not a
-//! whole number,
-//! secrets anywhere but credentials, unknown connections and connection
-//! roles, components that are neither a built-in, a component file nor a
+//! blank key (see [`super::item_key`]), an `approval.above` known not to
+//! be a whole number (a param's value, an environment variable, which is
+//! text), secrets anywhere but credentials, unknown connections and
+//! connection roles, components that are neither a built-in, a component file nor a
 //! registry reference that resolves (see [`super::remote`]), a
 //! `with` that its component's input schema refuses, bad durations, cron
 //! expressions and time zones, durations and rates beyond their caps, and
