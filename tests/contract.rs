@@ -1057,6 +1057,8 @@ with = { increment = "runs" }
         flow: FLOW.into(),
         replica: replica.into(),
         token: format!("{replica}-process"),
+        host: None,
+        pid: None,
         run_id: run.into(),
     };
     let ttl = std::time::Duration::from_secs(600);

@@ -4,7 +4,7 @@
 //! of a flow at once; a replica killed mid-run has its run recorded
 //! interrupted by another (here, on one host, as soon as the other sees
 //! its process gone; across hosts, once its lease expires), and the flow
-//! goes on; a
+//! goes on (a `sluice run` killed before its run wrote anything, too); a
 //! replica paused past its lease and resumed cannot record anything into
 //! the flow's runs. Each run's steps mark their start and end on a loopback
 //! test server, whose log the test reads.
@@ -677,6 +677,8 @@ with = {{ action = "echo" }}
         flow: "once".into(),
         replica: "job-1".into(),
         token: "job-1".into(),
+        host: None,
+        pid: None,
         run_id: "first".into(),
     };
     let acquired = rt
@@ -723,4 +725,97 @@ with = {{ action = "echo" }}
     assert_eq!(real[0].status, sluice_store::RunStatus::Succeeded);
     assert_eq!(real[0].fence, Some(fence + 1));
     assert_eq!(real[0].replica.as_deref(), Some("job-2"));
+}
+
+/// A `sluice run` killed after it took the flow's lease but before its run
+/// wrote anything (here its first history write waits on a lock the test
+/// holds on `runs`) leaves a lease with no run behind it. Its process is
+/// gone on this host, so the next `sluice run` takes the lease over at
+/// once, as it does after a run killed mid-way, rather than being refused
+/// until the lease lapses (30 s); nothing is recorded for the killed run.
+#[test]
+fn a_run_killed_before_its_first_write_does_not_keep_the_next_one_waiting() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let database = rt.block_on(TempPostgres::shared().new_database());
+    // Migrated now, so the table to lock is there.
+    rt.block_on(sluice_store::Store::open(
+        &sluice_store::Location::Postgres(database.clone()),
+    ))
+    .unwrap();
+    let (data, flows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let file = flows.path().join("early.toml");
+    let text = format!(
+        r#"
+name = "early"
+
+[connections.unused]
+base_url = "http://127.0.0.1:9"
+
+[[step]]
+id = "s"
+uses = "{}"
+connections = ["unused"]
+with = {{ action = "echo" }}
+"#,
+        fixture("hostile").display()
+    );
+    std::fs::write(&file, text).unwrap();
+    let run = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.env_clear()
+            .env("SLUICE_DATA_DIR", data.path())
+            .env("SLUICE_DATABASE_URL", &database)
+            .args(["run", file.to_str().unwrap(), "--quiet"]);
+        cmd
+    };
+    // Taking the lease reads `runs` at most; writing a run waits.
+    let locker = Db::connect(&database);
+    locker
+        .rt
+        .block_on(
+            locker
+                .client
+                .batch_execute("BEGIN; LOCK TABLE runs IN EXCLUSIVE MODE"),
+        )
+        .unwrap();
+    let mut first = run()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = Db::connect(&database);
+    let held = || db.rows("SELECT run_id FROM leases WHERE flow = 'early' AND holder IS NOT NULL");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while held().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never took the lease"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed_run: String = held()[0].get(0);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    locker
+        .rt
+        .block_on(locker.client.batch_execute("ROLLBACK"))
+        .unwrap();
+    assert!(db.runs("early").is_empty(), "the killed run wrote nothing");
+
+    let out = run().output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "(pid {}, on this host) is gone; its run {killed_run} left no unfinished record; taken over by",
+            first.id()
+        )),
+        "{said}"
+    );
+    let runs = db.runs("early");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, "succeeded");
 }

@@ -21,11 +21,15 @@
 //!   bumps the number, all in one transaction; the next firing runs as
 //!   usual.
 //! - A process that acquires a lease not yet expired takes it over the
-//!   same way, at once, when its holder is known to be gone: the run it
-//!   covers was written on this host by the process the lease names, and
-//!   that process has ended ([`holder_gone`]). So a `sluice run` killed
-//!   with `kill -9` does not keep the next run on its host waiting; another
-//!   host's holder, or one that cannot be judged, holds it until it expires.
+//!   same way, at once, when its holder is known to be gone: the lease
+//!   names its holder's process (host, pid and token, as a run row names
+//!   its writer), that process was on this host, and it has ended
+//!   ([`holder_gone`]). So a `sluice run` killed with `kill -9` does not
+//!   keep the next run on its host waiting, whether it was killed mid-run
+//!   or before its run wrote anything; another host's holder, or one that
+//!   cannot be judged, holds it until it expires. (A lease written before
+//!   leases named their process is judged by its run's row, so only once
+//!   that run is written.)
 //!
 //! PostgreSQL judges expiry by its own clock (`now()`), so the replicas'
 //! clocks need not agree; SQLite serves one host and uses its clock.
@@ -68,7 +72,29 @@ pub struct LeaseGrant {
     /// This process instance ([`crate::process::this_process`]): two
     /// processes with one replica name are still told apart.
     pub token: String,
+    /// The host and pid of the process `token` names, kept with the lease
+    /// so a process on that host can see it gone before its run wrote
+    /// anything; `None`: it cannot be judged, and holds the lease until it
+    /// expires.
+    pub host: Option<String>,
+    pub pid: Option<i64>,
     pub run_id: String,
+}
+
+impl LeaseGrant {
+    /// A lease for `run_id` asked by this process, under replica name
+    /// `replica`.
+    pub fn for_this_process(flow: &str, replica: &str, run_id: &str) -> Self {
+        let me = crate::process::this_process();
+        Self {
+            flow: flow.to_string(),
+            replica: replica.to_string(),
+            token: me.token.clone(),
+            host: Some(me.host.clone()),
+            pid: Some(i64::from(me.pid)),
+            run_id: run_id.to_string(),
+        }
+    }
 }
 
 /// The outcome of asking for a lease.
@@ -91,12 +117,16 @@ pub enum Acquired {
 }
 
 /// A lease taken over from a holder that did not let go, with the run it
-/// covered (now recorded interrupted).
+/// covered (now recorded interrupted, if it had written anything).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Takeover {
     pub flow: String,
-    /// The run the lease covered, if it was still running.
+    /// The run the lease covered.
     pub run_id: Option<String>,
+    /// Whether that run's row was found unfinished and is now recorded
+    /// interrupted; false when it has none (its process ended before the
+    /// run wrote anything) or it had ended.
+    pub recorded: bool,
     /// The replica that held it.
     pub from_replica: String,
     /// When it expired (RFC 3339, UTC); for [`Lapse::HolderGone`], when it
@@ -134,7 +164,8 @@ impl Lapse {
     }
 }
 
-/// The process that wrote a run, as the run's row names it.
+/// A process as a row names it: the holder a lease names, or the writer
+/// of a run.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
     pub host: Option<String>,
@@ -142,14 +173,30 @@ pub(crate) struct Writer {
     pub token: Option<String>,
 }
 
+impl Writer {
+    /// The process a lease row names, when it names one (a lease written
+    /// before leases named their process has no pid).
+    pub(crate) fn holding(
+        host: Option<String>,
+        pid: Option<i64>,
+        token: Option<String>,
+    ) -> Option<Writer> {
+        pid.map(|pid| Writer {
+            host,
+            pid: Some(pid),
+            token,
+        })
+    }
+}
+
 /// Whether the holder of a lease not yet expired is known to be gone, so
-/// the lease can be taken over now rather than when it lapses: the run it
-/// covers was written on this host by the very process the lease names
-/// (the same token), and that process has ended ([`Liveness::Gone`]). A
-/// process on another host, one alive (or a pid some other process now
-/// has), one that cannot be judged, or a run not yet written keeps the
-/// lease until it expires, as before: taking a live run's lease would run
-/// the flow twice.
+/// the lease can be taken over now rather than when it lapses: `writer` is
+/// the process the lease names (or, for a lease that names none, the
+/// writer of its run), it is the very process the lease's token names, it
+/// was on this host, and it has ended ([`Liveness::Gone`]). A process on
+/// another host, one alive (or a pid some other process now has), or one
+/// that cannot be judged keeps the lease until it expires, as before:
+/// taking a live run's lease would run the flow twice.
 pub(crate) fn holder_gone(holder_token: Option<&str>, writer: Option<&Writer>) -> Option<Lapse> {
     let writer = writer?;
     let token = writer.token.as_deref()?;

@@ -520,6 +520,8 @@ async fn a_fenced_gate_is_refused(db: Db) {
         flow: FLOW.into(),
         replica: "one".into(),
         token: "t".into(),
+        host: None,
+        pid: None,
         run_id: run.into(),
     };
     let ttl = Duration::from_secs(60);

@@ -1,7 +1,9 @@
 //! Replica coordination in the store, each test once per backend from one
 //! body: a firing claimed by exactly one of many at once, a lease held,
 //! renewed, freed and taken over when it expires (its run recorded
-//! interrupted) or at once when its holder on this host is gone, writes fenced by the lease's number, and migrations when
+//! interrupted) or at once when its holder on this host is gone (before
+//! its run wrote anything, too), writes fenced by the lease's number, and
+//! migrations when
 //! several stores (each with its own connections, as replicas have) open
 //! an empty database at once. The same with separate processes is
 //! `sqlite_open.rs` (SQLite) and the replicas test of `sluice serve`
@@ -27,6 +29,8 @@ fn grant(flow: &str, replica: &str, run: &str) -> LeaseGrant {
         flow: flow.into(),
         replica: replica.into(),
         token: format!("{replica}-token"),
+        host: None,
+        pid: None,
         run_id: run.into(),
     }
 }
@@ -56,6 +60,7 @@ both!(
     a_lease_is_held_renewed_freed_and_numbered,
     an_expired_lease_is_taken_over_and_its_run_recorded_interrupted,
     a_lease_whose_holder_on_this_host_is_gone_is_taken_over_at_once,
+    a_lease_naming_a_gone_process_is_taken_over_even_before_its_run_is_written,
     writes_of_a_run_whose_lease_moved_on_are_refused,
     stores_opening_an_empty_database_at_once_migrate_it_once,
 );
@@ -219,14 +224,22 @@ async fn an_expired_lease_is_taken_over_and_its_run_recorded_interrupted(db: Db)
     assert_eq!(r3.run.status, RunStatus::Interrupted);
 }
 
-/// Takes `flow`'s lease for a minute under `token` and starts its run
-/// `run` with a step; returns the fencing number.
+/// Takes `flow`'s lease for a minute under `token` (naming no process, as
+/// a lease written before leases named theirs) and starts its run `run`
+/// with a step; returns the fencing number.
 async fn holding(db: &Db, flow: &str, run: &str, token: &str) -> i64 {
     let g = LeaseGrant {
         token: token.into(),
         ..grant(flow, "a", run)
     };
-    let fence = granted(&db.store, &g, MINUTE).await;
+    holding_as(db, &g).await
+}
+
+/// Takes the lease `g` asks for, for a minute, and starts its run with a
+/// step; returns the fencing number.
+async fn holding_as(db: &Db, g: &LeaseGrant) -> i64 {
+    let fence = granted(&db.store, g, MINUTE).await;
+    let (flow, run) = (g.flow.as_str(), g.run_id.as_str());
     let at = RunRef {
         id: run.into(),
         flow: flow.into(),
@@ -292,9 +305,10 @@ async fn a_lease_whose_holder_on_this_host_is_gone_is_taken_over_at_once(db: Db)
     );
     assert_eq!(d.steps[0].status, StepStatus::Interrupted);
 
-    // Anything not known to be gone keeps the lease until it expires: a
-    // run of this very process, of another host, a run whose writer is not
-    // the process the lease names, and a lease whose run is not written yet.
+    // A lease that names no process (written before leases did) is judged
+    // by its run's writer: anything not known to be gone keeps it until it
+    // expires: a run of this very process, of another host, a run whose
+    // writer is not the process the lease names, and a run not written yet.
     let held = |flow: &'static str| async move {
         let asked = s.acquire_lease(&grant(flow, "b", "later"), MINUTE).await;
         assert!(
@@ -323,6 +337,75 @@ async fn a_lease_whose_holder_on_this_host_is_gone_is_taken_over_at_once(db: Db)
             .await;
         assert_eq!(status, "running", "{run}");
     }
+}
+
+/// A lease names its holder's process (host, pid, token), so a holder gone
+/// on this host is seen gone whether it died mid-run or after it took the
+/// lease but before its run wrote anything: the next asker takes the lease
+/// over at once either way.
+async fn a_lease_naming_a_gone_process_is_taken_over_even_before_its_run_is_written(db: Db) {
+    let s = &db.store;
+    let me = sluice_store::process::this_process();
+    let pid = i64::from(me.pid);
+    // An earlier process on this host with this pid (a restarted
+    // container's pid 1): known to be gone.
+    let named = |flow: &str, run: &str, token: &str, host: &str| LeaseGrant {
+        token: token.into(),
+        host: Some(host.into()),
+        pid: Some(pid),
+        ..grant(flow, "a", run)
+    };
+    let take = |flow: &'static str| async move {
+        match s
+            .acquire_lease(&grant(flow, "b", "next"), MINUTE)
+            .await
+            .unwrap()
+        {
+            Acquired::Granted { took_over, .. } => took_over.unwrap(),
+            other => panic!("{flow}: {other:?}"),
+        }
+    };
+
+    // Killed before its run wrote anything: taken over at once, with no
+    // record to close (and none made up).
+    let fence = granted(s, &named("early", "r1", "earlier", &me.host), MINUTE).await;
+    let t = take("early").await;
+    assert_eq!(
+        (t.run_id.as_deref(), t.recorded, t.cause, t.fence),
+        (Some("r1"), false, Lapse::HolderGone { pid }, fence + 1)
+    );
+    assert_eq!(db.count("SELECT count(*) FROM runs").await, 0);
+
+    // Killed mid-run: the same, and its run is recorded interrupted.
+    let fence = holding_as(&db, &named("late", "r2", "earlier", &me.host)).await;
+    let t = take("late").await;
+    assert_eq!(
+        (t.run_id.as_deref(), t.recorded, t.cause, t.fence),
+        (Some("r2"), true, Lapse::HolderGone { pid }, fence + 1)
+    );
+    assert_eq!(
+        db.text("SELECT status FROM runs WHERE id = 'r2'").await,
+        "interrupted"
+    );
+
+    // Not known to be gone, written or not: held until it expires. This
+    // very process, and a process of another host.
+    let held = |flow: &'static str| async move {
+        let asked = s.acquire_lease(&grant(flow, "b", "later"), MINUTE).await;
+        assert!(
+            matches!(asked.as_ref().unwrap(), Acquired::Held { .. }),
+            "{flow}: {asked:?}"
+        );
+    };
+    granted(s, &LeaseGrant::for_this_process("alive", "a", "r3"), MINUTE).await;
+    held("alive").await;
+    granted(
+        s,
+        &named("elsewhere", "r4", "earlier", "another-host"),
+        MINUTE,
+    )
+    .await;
+    held("elsewhere").await;
 }
 
 async fn writes_of_a_run_whose_lease_moved_on_are_refused(db: Db) {

@@ -224,6 +224,8 @@ async fn a_fenced_batch_is_refused_once_the_lease_moved_on(db: Db) {
         flow: "f".into(),
         replica: "one".into(),
         token: "t".into(),
+        host: None,
+        pid: None,
         run_id: run.into(),
     };
     let ttl = Duration::from_secs(60);

@@ -16,7 +16,8 @@
 //!   leases of replicas that died or stalled, recording their runs
 //!   interrupted, so the next firing of those flows runs normally.
 //! - A run that asks for a lease whose holder's process on this host is
-//!   known to be gone (killed mid-run) takes it over at once, the same way,
+//!   known to be gone (killed mid-run, or before its run wrote anything:
+//!   the lease names its process) takes it over at once, the same way,
 //!   instead of waiting for it to expire.
 //! - On SQLite the same rows serve the processes of one host.
 
@@ -187,12 +188,7 @@ impl Replica {
         run_id: &str,
         cancel: Arc<AtomicBool>,
     ) -> Result<(i64, Arc<dyn RunGuard>), Busy> {
-        let grant = LeaseGrant {
-            flow: flow.to_string(),
-            replica: self.name.clone(),
-            token: sluice_store::process::this_process().token.clone(),
-            run_id: run_id.to_string(),
-        };
+        let grant = LeaseGrant::for_this_process(flow, &self.name, run_id);
         let asked = Instant::now();
         let fence = match self.store.acquire_lease(&grant, self.ttl).await {
             Ok(Acquired::Granted { fence, took_over }) => {
@@ -326,8 +322,14 @@ fn took_over_text(t: &sluice_store::Takeover, me: &str) -> String {
         ),
     };
     match &t.run_id {
-        Some(run) => format!(
+        Some(run) if t.recorded => format!(
             "⚠ {}: {why}; its run {run} is recorded as interrupted by {me}",
+            t.flow
+        ),
+        // Its process ended before the run wrote anything (or after it
+        // ended): there is no record to close.
+        Some(run) => format!(
+            "⚠ {}: {why}; its run {run} left no unfinished record; taken over by {me}",
             t.flow
         ),
         None => format!("⚠ {}: {why}; taken over by {me}", t.flow),

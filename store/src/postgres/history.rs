@@ -124,7 +124,7 @@ async fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Resu
             }
         }
         HistoryWrite::EndUnfinished { status, reason, at } => {
-            end_unfinished(tx, id, *status, reason, *at).await?
+            end_unfinished(tx, id, *status, reason, *at).await?;
         }
     }
     Ok(())
@@ -272,14 +272,15 @@ async fn record_gate(tx: &Transaction<'_>, run: &str, g: &GateRecord) -> Result<
     Ok(())
 }
 
-/// Ends a run still `running`, and its running steps, with `status`.
+/// Ends a run still `running`, and its running steps, with `status`;
+/// whether there was such a run.
 pub(crate) async fn end_unfinished(
     tx: &Transaction<'_>,
     run: &str,
     status: RunStatus,
     reason: &str,
     at: DateTime<Utc>,
-) -> Result<()> {
+) -> Result<bool> {
     let changed = tx
         .execute(
             "UPDATE runs SET status = $2, error = coalesce(error, $3), ended_at = $4
@@ -290,7 +291,7 @@ pub(crate) async fn end_unfinished(
     if changed > 0 {
         end_steps(tx, run, status.unfinished_steps().as_str(), at).await?;
     }
-    Ok(())
+    Ok(changed > 0)
 }
 
 /// The running steps of a run that ended without them end at `at`.

@@ -50,6 +50,8 @@ struct Lease {
     fence: i64,
     holder: Option<String>,
     holder_token: Option<String>,
+    /// The holder's process, when the lease names it.
+    holding: Option<Writer>,
     run_id: Option<String>,
     expires_at: DateTime<Utc>,
     live: bool,
@@ -58,7 +60,8 @@ struct Lease {
 async fn lock_lease(tx: &Transaction<'_>, flow: &str) -> Result<Option<Lease>> {
     let row = tx
         .query_opt(
-            "SELECT fence, holder, holder_token, run_id, expires_at, expires_at > now()
+            "SELECT fence, holder, holder_token, run_id, expires_at, expires_at > now(),
+                    holder_host, holder_pid
              FROM leases WHERE flow = $1 FOR UPDATE",
             &[&flow],
         )
@@ -68,6 +71,7 @@ async fn lock_lease(tx: &Transaction<'_>, flow: &str) -> Result<Option<Lease>> {
         fence: r.try_get(0)?,
         holder: r.try_get(1)?,
         holder_token: r.try_get(2)?,
+        holding: Writer::holding(r.try_get(6)?, r.try_get(7)?, r.try_get(2)?),
         run_id: r.try_get(3)?,
         expires_at: r.try_get(4)?,
         live: r.try_get(5)?,
@@ -93,14 +97,16 @@ async fn writer_of(tx: &Transaction<'_>, run: &str) -> Result<Option<Writer>> {
 }
 
 /// Why a held lease may be taken over now, if it may: it expired, or its
-/// holder is known to be gone ([`holder_gone`]).
+/// holder is known to be gone ([`holder_gone`]), judged by the process the
+/// lease names (or, for a lease that names none, by its run's writer).
 async fn lapse_of(tx: &Transaction<'_>, lease: &Lease) -> Result<Option<Lapse>> {
     if !lease.live {
         return Ok(Some(Lapse::Expired));
     }
-    let writer = match &lease.run_id {
-        Some(run) => writer_of(tx, run).await?,
-        None => None,
+    let writer = match (&lease.holding, &lease.run_id) {
+        (Some(holding), _) => Some(holding.clone()),
+        (None, Some(run)) => writer_of(tx, run).await?,
+        (None, None) => None,
     };
     Ok(holder_gone(lease.holder_token.as_deref(), writer.as_ref()))
 }
@@ -116,13 +122,15 @@ async fn settle_lapsed(
 ) -> Result<Takeover> {
     let from = lease.holder.clone().unwrap_or_default();
     let expired_at = timestamp(lease.expires_at);
+    let mut recorded = false;
     if let Some(run) = &lease.run_id {
         let why = cause.reason(&from, &expired_at, by);
-        end_unfinished(tx, run, RunStatus::Interrupted, &why, Utc::now()).await?;
+        recorded = end_unfinished(tx, run, RunStatus::Interrupted, &why, Utc::now()).await?;
     }
     Ok(Takeover {
         flow: flow.to_string(),
         run_id: lease.run_id.clone(),
+        recorded,
         from_replica: from,
         expired_at,
         cause,
@@ -165,7 +173,7 @@ pub(crate) async fn acquire(
     };
     tx.execute(
         "UPDATE leases SET fence = $2, holder = $3, holder_token = $4, run_id = $5,
-                expires_at = now() + make_interval(secs => $6)
+                expires_at = now() + make_interval(secs => $6), holder_host = $7, holder_pid = $8
          WHERE flow = $1",
         &[
             &grant.flow,
@@ -174,6 +182,8 @@ pub(crate) async fn acquire(
             &grant.token,
             &grant.run_id,
             &seconds(ttl),
+            &grant.host,
+            &grant.pid,
         ],
     )
     .await?;
@@ -198,7 +208,8 @@ pub(crate) async fn renew(
 
 pub(crate) async fn release(c: &impl GenericClient, flow: &str, fence: i64) -> Result<()> {
     c.execute(
-        "UPDATE leases SET holder = NULL, holder_token = NULL, run_id = NULL, expires_at = now()
+        "UPDATE leases SET holder = NULL, holder_token = NULL, holder_host = NULL,
+                holder_pid = NULL, run_id = NULL, expires_at = now()
          WHERE flow = $1 AND fence = $2",
         &[&flow, &fence],
     )
@@ -229,7 +240,8 @@ pub(crate) async fn take_over_expired(
         let fence = lease.fence + 1;
         taken.push(settle_lapsed(tx, &flow, &lease, Lapse::Expired, replica, fence).await?);
         tx.execute(
-            "UPDATE leases SET fence = $2, holder = NULL, holder_token = NULL, run_id = NULL
+            "UPDATE leases SET fence = $2, holder = NULL, holder_token = NULL, holder_host = NULL,
+                    holder_pid = NULL, run_id = NULL
              WHERE flow = $1",
             &[&flow, &fence],
         )

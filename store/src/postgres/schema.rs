@@ -204,6 +204,12 @@ pub const MIGRATIONS: &[&str] = &[
         FROM approval_items WHERE state = 'closed' AND outcome_at IS NOT NULL
         ORDER BY outcome_at;
     "#,
+    // 6: the process holding a lease (its host and pid), as SQLite has it
+    // at its schema 11.
+    r#"
+    ALTER TABLE leases ADD COLUMN holder_host text;
+    ALTER TABLE leases ADD COLUMN holder_pid bigint;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.

@@ -215,6 +215,8 @@ mod tests {
             flow: "f".into(),
             replica: "one".into(),
             token: "t".into(),
+            host: None,
+            pid: None,
             run_id: "r1".into(),
         };
         let Acquired::Granted { fence, .. } = backend

@@ -100,7 +100,7 @@ fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Result<(),
             skip_unrecorded(tx, id, steps, why, &timestamp(*at)).map_err(for_run(id))?
         }
         HistoryWrite::EndUnfinished { status, reason, at } => {
-            end_unfinished(tx, id, *status, reason, &timestamp(*at))?
+            end_unfinished(tx, id, *status, reason, &timestamp(*at))?;
         }
     }
     Ok(())
@@ -280,14 +280,15 @@ fn skip_unrecorded(
     Ok(())
 }
 
-/// Ends a run still `running`, and its running steps, with `status` at `t`.
+/// Ends a run still `running`, and its running steps, with `status` at
+/// `t`; whether there was such a run.
 pub(crate) fn end_unfinished(
     tx: &Transaction<'_>,
     run: &str,
     status: RunStatus,
     reason: &str,
     t: &str,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let changed = tx.execute(
         "UPDATE runs SET status = ?2, error = COALESCE(error, ?3), ended_at = ?4
          WHERE id = ?1 AND status = 'running'",
@@ -296,7 +297,7 @@ pub(crate) fn end_unfinished(
     if changed > 0 {
         end_steps(tx, run, status.unfinished_steps(), t)?;
     }
-    Ok(())
+    Ok(changed > 0)
 }
 
 /// The running steps of a run that ended without them end at `ended_at`

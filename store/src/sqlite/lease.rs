@@ -45,19 +45,23 @@ struct Lease {
     fence: i64,
     holder: Option<String>,
     holder_token: Option<String>,
+    /// The holder's process, when the lease names it.
+    holding: Option<Writer>,
     run_id: Option<String>,
     expires_at: String,
 }
 
 fn lease_of(tx: &Transaction<'_>, flow: &str) -> rusqlite::Result<Option<Lease>> {
     tx.query_row(
-        "SELECT fence, holder, holder_token, run_id, expires_at FROM leases WHERE flow = ?1",
+        "SELECT fence, holder, holder_token, run_id, expires_at, holder_host, holder_pid
+         FROM leases WHERE flow = ?1",
         params![flow],
         |r| {
             Ok(Lease {
                 fence: r.get(0)?,
                 holder: r.get(1)?,
                 holder_token: r.get(2)?,
+                holding: Writer::holding(r.get(5)?, r.get(6)?, r.get(2)?),
                 run_id: r.get(3)?,
                 expires_at: r.get(4)?,
             })
@@ -83,14 +87,16 @@ fn writer_of(tx: &Transaction<'_>, run: &str) -> rusqlite::Result<Option<Writer>
 }
 
 /// Why a held lease may be taken over now, if it may: it expired, or its
-/// holder is known to be gone ([`holder_gone`]).
+/// holder is known to be gone ([`holder_gone`]), judged by the process the
+/// lease names (or, for a lease that names none, by its run's writer).
 fn lapse_of(tx: &Transaction<'_>, lease: &Lease, now: &str) -> rusqlite::Result<Option<Lapse>> {
     if lease.expires_at.as_str() <= now {
         return Ok(Some(Lapse::Expired));
     }
-    let writer = match &lease.run_id {
-        Some(run) => writer_of(tx, run)?,
-        None => None,
+    let writer = match (&lease.holding, &lease.run_id) {
+        (Some(holding), _) => Some(holding.clone()),
+        (None, Some(run)) => writer_of(tx, run)?,
+        (None, None) => None,
     };
     Ok(holder_gone(lease.holder_token.as_deref(), writer.as_ref()))
 }
@@ -105,9 +111,10 @@ fn settle_lapsed(
     fence: i64,
 ) -> Result<Takeover, StoreError> {
     let from = lease.holder.clone().unwrap_or_default();
+    let mut recorded = false;
     if let Some(run) = &lease.run_id {
         let why = cause.reason(&from, &lease.expires_at, by);
-        end_unfinished(
+        recorded = end_unfinished(
             tx,
             run,
             RunStatus::Interrupted,
@@ -118,6 +125,7 @@ fn settle_lapsed(
     Ok(Takeover {
         flow: flow.to_string(),
         run_id: lease.run_id.clone(),
+        recorded,
         from_replica: from,
         expired_at: lease.expires_at.clone(),
         cause,
@@ -148,18 +156,21 @@ pub(crate) fn acquire(
         }
     };
     tx.execute(
-        "INSERT INTO leases (flow, fence, holder, holder_token, run_id, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO leases (flow, fence, holder, holder_token, run_id, expires_at, holder_host, holder_pid)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (flow) DO UPDATE SET
             fence = excluded.fence, holder = excluded.holder, holder_token = excluded.holder_token,
-            run_id = excluded.run_id, expires_at = excluded.expires_at",
+            run_id = excluded.run_id, expires_at = excluded.expires_at,
+            holder_host = excluded.holder_host, holder_pid = excluded.holder_pid",
         params![
             grant.flow,
             fence,
             grant.replica,
             grant.token,
             grant.run_id,
-            after(now, ttl)
+            after(now, ttl),
+            grant.host,
+            grant.pid
         ],
     )?;
     Ok(Acquired::Granted { fence, took_over })
@@ -180,7 +191,8 @@ pub(crate) fn renew(
 
 pub(crate) fn release(tx: &Transaction<'_>, flow: &str, fence: i64) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE leases SET holder = NULL, holder_token = NULL, run_id = NULL, expires_at = ?3
+        "UPDATE leases SET holder = NULL, holder_token = NULL, holder_host = NULL,
+                holder_pid = NULL, run_id = NULL, expires_at = ?3
          WHERE flow = ?1 AND fence = ?2",
         params![flow, fence, timestamp(Utc::now())],
     )?;
@@ -214,7 +226,8 @@ pub(crate) fn take_over_expired(
             fence,
         )?);
         tx.execute(
-            "UPDATE leases SET fence = ?2, holder = NULL, holder_token = NULL, run_id = NULL
+            "UPDATE leases SET fence = ?2, holder = NULL, holder_token = NULL, holder_host = NULL,
+                    holder_pid = NULL, run_id = NULL
              WHERE flow = ?1",
             params![flow, fence],
         )?;

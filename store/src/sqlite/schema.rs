@@ -243,6 +243,13 @@ pub const MIGRATIONS: &[&str] = &[
         FROM approval_items WHERE state = 'closed' AND outcome_at IS NOT NULL
         ORDER BY outcome_at;
     "#,
+    // 11: the process holding a lease (its host and pid, beside the token
+    // it had), so a process on that host sees it gone, and takes the lease
+    // over at once, even when it died before its run wrote anything.
+    r#"
+    ALTER TABLE leases ADD COLUMN holder_host TEXT;
+    ALTER TABLE leases ADD COLUMN holder_pid INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.
