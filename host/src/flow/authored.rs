@@ -7,7 +7,8 @@
 //! every string, so a bad reference deep inside `with` is located exactly.
 //! Each section is read on its own, so one mistake does not hide the next;
 //! a step with a wrong key is kept with the rest of what it says, so that
-//! its other keys are still checked and later steps still know its id.
+//! its other keys are still checked and later steps still know its id (a
+//! step with no readable id too: only nothing can refer to it).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -237,7 +238,7 @@ fn duration_text<'de, D: serde::Deserializer<'de>>(
 #[serde(deny_unknown_fields, expecting = "a step table")]
 pub struct StepFields {
     /// Optional here so that a step whose other keys are wrong is still
-    /// read; a step is kept only with its id ([`AuthoredStep::id`]).
+    /// read ([`AuthoredStep::id`]).
     #[serde(default)]
     pub id: Option<Spanned<String>>,
     /// `None` when missing or unreadable (reported).
@@ -286,7 +287,9 @@ pub struct AuthoredGrant {
 
 #[derive(Debug)]
 pub struct AuthoredStep {
-    pub id: Spanned<String>,
+    /// `None` when missing or unreadable (reported): the step is still
+    /// checked, but nothing can refer to it and it never runs.
+    pub id: Option<Spanned<String>>,
     pub fields: StepFields,
     pub with: Option<Spanned<Node>>,
     pub when: Option<Spanned<Node>>,
@@ -637,8 +640,9 @@ fn read_step(
             );
         }
     }
-    // Nothing can refer to a step without an id: it is not kept.
-    let id = step.id.clone()?;
+    // A step without a readable id is kept all the same, so that its other
+    // problems are reported; nothing can refer to it.
+    let id = step.id.clone();
     let mut unreadable = Vec::new();
     for key in set_aside {
         if !STEP_KEYS.contains(&key.as_str())
@@ -794,7 +798,7 @@ mod tests {
         let [step] = steps.as_slice() else {
             panic!("{steps:?}")
         };
-        assert_eq!(step.id.get_ref(), "a");
+        assert_eq!(step.id.as_ref().unwrap().get_ref(), "a");
         assert_eq!(step.fields.uses.as_ref().unwrap().get_ref(), "x");
         // What could be read is there: the rest of `retry` too.
         assert_eq!(
@@ -824,12 +828,15 @@ mod tests {
     }
 
     #[test]
-    fn a_step_without_an_id_is_not_kept_and_a_missing_key_is_named() {
+    fn a_step_without_an_id_is_kept_unnamed_and_a_missing_key_is_named() {
         let (steps, diags) =
             steps("[[step]]\nwith = {}\n[[step]]\nid = 3\nuses = \"x\"\n[[step]]\nid = \"b\"\n");
-        assert_eq!(steps.len(), 1);
-        assert_eq!(steps[0].id.get_ref(), "b");
-        assert!(steps[0].fields.uses.is_none());
+        assert_eq!(steps.len(), 3);
+        assert!(steps[0].id.is_none() && steps[0].with.is_some());
+        assert!(steps[1].id.is_none() && steps[1].unreadable("id"));
+        assert_eq!(steps[1].fields.uses.as_ref().unwrap().get_ref(), "x");
+        assert_eq!(steps[2].id.as_ref().unwrap().get_ref(), "b");
+        assert!(steps[2].fields.uses.is_none());
         assert_eq!(
             diags,
             [

@@ -102,9 +102,9 @@ fn compile_into(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<CompiledFlow> {
     // A section that failed to parse is left out of the authored flow (a
-    // step only when it has no id: otherwise it is kept with what could be
-    // read of it); the rest is still checked so that every problem is
-    // reported at once.
+    // step only when it is not a table: otherwise it is kept with what
+    // could be read of it, with or without an id); the rest is still
+    // checked so that every problem is reported at once.
     let authored = authored::parse(source, diags)?;
     Some(compile::compile(source, authored, ctx, diags))
 }

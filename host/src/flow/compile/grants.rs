@@ -16,17 +16,19 @@ use super::super::authored::{AuthoredGrant, AuthoredStep};
 use super::super::catalog::Description;
 use super::super::model::ConnectionGrant;
 use super::Compiler;
+use super::references::StepName;
 
 impl Compiler<'_, '_> {
     pub(super) fn grants(
         &mut self,
         step: &AuthoredStep,
+        name: &StepName,
         declared: &HashSet<&str>,
         description: Option<&Description>,
     ) -> Vec<ConnectionGrant> {
         let mut grants: Vec<ConnectionGrant> = Vec::new();
         for g in &step.fields.connections {
-            self.declared_connection(step.id.get_ref(), &g.connection, declared);
+            self.declared_connection(name, &g.connection, declared);
             let Some(role) = self.role(g, description) else {
                 continue;
             };
@@ -49,12 +51,17 @@ impl Compiler<'_, '_> {
             && let Some(uses) = &step.fields.uses
             && !step.unreadable("connections")
         {
-            self.unbound_roles(step.id.get_ref(), uses, d, &grants);
+            self.unbound_roles(name, uses, d, &grants);
         }
         grants
     }
 
-    fn declared_connection(&mut self, step: &str, c: &Spanned<String>, declared: &HashSet<&str>) {
+    fn declared_connection(
+        &mut self,
+        step: &StepName,
+        c: &Spanned<String>,
+        declared: &HashSet<&str>,
+    ) {
         if declared.contains(c.get_ref().as_str()) {
             return;
         }
@@ -63,7 +70,7 @@ impl Compiler<'_, '_> {
         self.error(
             c.span(),
             format!(
-                "step `{step}` asks for connection `{}`, which the flow does not declare",
+                "{step} asks for connection `{}`, which the flow does not declare",
                 c.get_ref()
             ),
             if known.is_empty() {
@@ -113,7 +120,7 @@ impl Compiler<'_, '_> {
 
     fn unbound_roles(
         &mut self,
-        step: &str,
+        step: &StepName,
         uses: &Spanned<String>,
         d: &Description,
         grants: &[ConnectionGrant],
@@ -129,7 +136,7 @@ impl Compiler<'_, '_> {
                     d.name, role.role, role.summary
                 ),
                 format!(
-                    "add `connections = {{ {} = \"CONNECTION\" }}` to step `{}`",
+                    "add `connections = {{ {} = \"CONNECTION\" }}` to {}",
                     role.role, step
                 ),
             );

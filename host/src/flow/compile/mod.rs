@@ -252,6 +252,32 @@ mod tests {
         );
     }
 
+    /// A step with no readable id (missing, or not a string) has its other
+    /// problems reported too, named by its line; nothing can refer to it,
+    /// and it does not make a later step's id "used twice".
+    #[test]
+    fn a_step_without_an_id_still_has_its_other_problems_reported() {
+        let got = problems(&flow(
+            "[[step]]\nid = 5\nuses = \"plain\"\nconnections = [\"nowhere\"]\ntimeout = \"soon\"\n\
+             with = { x = \"${steps.zzz.out}\", y = \"${steps.b.out}\" }\nwhen = \"${item}\"\n\
+             [[step]]\nuses = \"plain\"\nconcurrency = 2\n\
+             [[step]]\nid = \"b\"\nuses = \"plain\"\n",
+        ));
+        assert_eq!(
+            got,
+            [
+                "6:6 invalid type: integer `5`, expected a string",
+                "8:16 the step on line 5 asks for connection `nowhere`, which the flow does not declare",
+                "9:11 `soon` is not a duration: expected number at 0",
+                "10:15 there is no step `zzz` before the step on line 5",
+                "10:39 the step on line 5 refers to step `b`, which runs later",
+                "11:9 `${item}` is only available in a step with `for_each`",
+                "12:1 missing field `id`",
+                "14:15 `concurrency` only applies to a step with `for_each`",
+            ]
+        );
+    }
+
     /// `for_each` that could not be read is neither there nor absent:
     /// what needs it is not refused, and what refuses it is not said.
     #[test]

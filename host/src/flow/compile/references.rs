@@ -20,13 +20,39 @@ use super::super::template::{Part, Reference, Root, Template};
 use super::inputs::Known;
 use super::{Compiler, literal_json};
 
+/// A step as messages name it: by its id, or, when it has no readable id
+/// (reported), by the line its `[[step]]` starts on.
+pub(super) enum StepName {
+    Id(String),
+    OnLine(usize),
+}
+
+impl StepName {
+    /// Its id; none for a step without one, which nothing can refer to.
+    pub(super) fn id(&self) -> Option<&str> {
+        match self {
+            StepName::Id(id) => Some(id),
+            StepName::OnLine(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StepName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepName::Id(id) => write!(f, "step `{id}`"),
+            StepName::OnLine(line) => write!(f, "the step on line {line}"),
+        }
+    }
+}
+
 /// What a step's references may see.
 #[derive(Clone, Copy)]
 pub(super) struct RefRules<'a> {
     pub params: &'a BTreeMap<String, Value>,
     pub earlier: &'a HashSet<&'a str>,
     pub later: &'a [String],
-    pub step: &'a str,
+    pub step: &'a StepName,
     pub item: ItemRule,
     /// What the references it may make are known to be: a reference into
     /// an earlier step's output is checked against its output schema.
@@ -204,7 +230,7 @@ impl Compiler<'_, '_> {
     /// A step's reference to params, steps, `item` or `run`.
     fn step_reference(&mut self, r: &Reference, span: Range<usize>, rules: &RefRules<'_>) -> bool {
         match &r.root {
-            Root::Step(id) if id == rules.step => self.error(
+            Root::Step(id) if rules.step.id() == Some(id.as_str()) => self.error(
                 span,
                 format!("step `{id}` refers to its own output"),
                 "a step can only read the output of steps before it",
@@ -220,7 +246,7 @@ impl Compiler<'_, '_> {
             Root::Item if rules.item == ItemRule::InWhen => self.error(
                 span,
                 format!(
-                    "step `{}` uses `${{item}}` in `when`, which is checked once for the whole step, before any item runs",
+                    "{} uses `${{item}}` in `when`, which is checked once for the whole step, before any item runs",
                     rules.step
                 ),
                 "filter the list in an earlier step and give `for_each` only the items to handle, or let the component skip an item",
@@ -235,10 +261,7 @@ impl Compiler<'_, '_> {
         if rules.later.iter().any(|l| l == id) {
             self.error(
                 span,
-                format!(
-                    "step `{}` refers to step `{id}`, which runs later",
-                    rules.step
-                ),
+                format!("{} refers to step `{id}`, which runs later", rules.step),
                 "move this step after it, or read an earlier step",
             );
             return;
@@ -247,7 +270,7 @@ impl Compiler<'_, '_> {
         known.sort();
         self.error(
             span,
-            format!("there is no step `{id}` before step `{}`", rules.step),
+            format!("there is no step `{id}` before {}", rules.step),
             if known.is_empty() {
                 "this is the first step; it can only use params and env".to_string()
             } else {

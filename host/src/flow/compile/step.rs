@@ -18,14 +18,15 @@ use super::super::remote::OCI_SCHEME;
 use super::super::schema::InputSchema;
 use super::super::template::Template;
 use super::inputs::{Known, StepShape};
-use super::references::{ItemRule, RefRules};
+use super::references::{ItemRule, RefRules, StepName};
 use super::{Compiler, MAX_STEP_TIMEOUT, is_identifier};
 
 impl Compiler<'_, '_> {
     /// Every step, in order; each may read only the steps before it.
     /// A step with problems is left out of the result, but its id stays
     /// known and what its component says about its output is still used
-    /// to check the steps after it.
+    /// to check the steps after it. A step without a readable id is
+    /// checked all the same (named by its line), and nothing can read it.
     pub(super) fn steps(
         &mut self,
         authored: &AuthoredFlow,
@@ -37,26 +38,33 @@ impl Compiler<'_, '_> {
             .map(|(n, _)| n.get_ref().as_str())
             .chain(authored.unreadable_connections.iter().map(String::as_str))
             .collect();
-        let all_ids: Vec<String> = authored
-            .steps
-            .iter()
-            .map(|s| s.get_ref().id.get_ref().clone())
-            .collect();
+        let ids_after = |index: usize| -> Vec<String> {
+            (authored.steps[index + 1..].iter())
+                .filter_map(|s| s.get_ref().id.as_ref().map(|id| id.get_ref().clone()))
+                .collect()
+        };
         let mut steps = Vec::new();
         let mut seen: HashMap<String, Range<usize>> = HashMap::new();
         let mut shapes: BTreeMap<String, StepShape> = BTreeMap::new();
         for (index, step) in authored.steps.iter().enumerate() {
             let earlier: HashSet<&str> = seen.keys().map(String::as_str).collect();
+            let later = ids_after(index);
+            let name = match &step.get_ref().id {
+                Some(id) => StepName::Id(id.get_ref().clone()),
+                None => StepName::OnLine(self.source.line_col(step.span().start).0),
+            };
             let context = StepContext {
                 params,
                 declared: &declared,
                 earlier: &earlier,
-                later: &all_ids[index + 1..],
+                later: &later,
                 shapes: &shapes,
             };
-            let (compiled, shape) = self.step(step.get_ref(), &context);
+            let (compiled, shape) = self.step(step.get_ref(), &name, &context);
             steps.extend(compiled);
-            let id = &step.get_ref().id;
+            let Some(id) = &step.get_ref().id else {
+                continue;
+            };
             if let Some(first) = seen.get(id.get_ref()) {
                 let (line, _) = self.source.line_col(first.start);
                 self.error(
@@ -88,28 +96,37 @@ impl Compiler<'_, '_> {
     /// with a bad reference, the items of a `for_each` that is wrong), but
     /// nothing else is skipped for it. Also what the step's component says
     /// about its output, for the steps after it.
-    fn step(&mut self, step: &AuthoredStep, at: &StepContext<'_>) -> (Option<Step>, StepShape) {
+    fn step(
+        &mut self,
+        step: &AuthoredStep,
+        name: &StepName,
+        at: &StepContext<'_>,
+    ) -> (Option<Step>, StepShape) {
         let f = &step.fields;
-        let id = step.id.get_ref().clone();
+        // No reference names a step by "": one without an id reads nothing
+        // of its own.
+        let own = name.id().unwrap_or_default();
         let before = self.diags.len();
-        if !is_identifier(&id) {
+        if let Some(id) = &step.id
+            && !is_identifier(id.get_ref())
+        {
             self.error(
-                step.id.span(),
-                format!("step id `{id}` is not valid"),
+                id.span(),
+                format!("step id `{}` is not valid", id.get_ref()),
                 "use letters, digits, `-` and `_`, like `create-users`",
             );
         }
         let component = f.uses.as_ref().and_then(|u| self.component(u));
         let description = component.as_ref().and_then(|(_, d, _)| d.clone());
         let shape = StepShape::of(step, description.clone());
-        let connections = self.grants(step, at.declared, description.as_deref());
+        let connections = self.grants(step, name, at.declared, description.as_deref());
         // `for_each` reads what is before the step, not its items.
-        let outer = Known::new(at.params, at.shapes, &id, None);
+        let outer = Known::new(at.params, at.shapes, own, None);
         let outer_refs = RefRules {
             params: at.params,
             earlier: at.earlier,
             later: at.later,
-            step: &id,
+            step: name,
             item: ItemRule::OutsideForEach,
             known: &outer,
         };
@@ -122,7 +139,7 @@ impl Compiler<'_, '_> {
             (Some(fe), Some(t)) => self.for_each_list(fe, t, &outer).then_some(t),
             _ => None,
         };
-        let known = Known::new(at.params, at.shapes, &id, list);
+        let known = Known::new(at.params, at.shapes, own, list);
         let refs = RefRules {
             item: if step.has_for_each() == Some(false) {
                 ItemRule::OutsideForEach
@@ -155,9 +172,10 @@ impl Compiler<'_, '_> {
         if self.diags.len() > before || !step.unreadable.is_empty() {
             return (None, shape);
         }
-        let Some((uses, _, _)) = component else {
+        let (Some((uses, _, _)), Some(id)) = (component, &step.id) else {
             return (None, shape);
         };
+        let id = id.get_ref().clone();
         let step = Step {
             id,
             uses,
