@@ -112,21 +112,42 @@ pub async fn remove_member(
     done(s.lock().remove_member(&group, &member))
 }
 
-/// What `PATCH /_admin/users/{id}` may change.
+/// What `PATCH /_admin/users/{id}` may change: either or both.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UserChange {
-    pub account_enabled: bool,
+    #[serde(default)]
+    pub account_enabled: Option<bool>,
+    /// The new mail; an empty one clears it.
+    #[serde(default)]
+    pub mail: Option<String>,
 }
 
 /// `PATCH /_admin/users/{id}` with `{"accountEnabled": false}` disables the
-/// Entra account (`true` enables it again).
+/// Entra account (`true` enables it again); with `{"mail": "…"}` sets the
+/// user's mail (`""` clears it).
 pub async fn change_user(
     State(s): State<Shared>,
     Path(id): Path<String>,
     Json(change): Json<UserChange>,
 ) -> Response {
-    done(s.lock().set_account_enabled(&id, change.account_enabled))
+    if change.account_enabled.is_none() && change.mail.is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "give `accountEnabled`, `mail` or both",
+        )
+            .into_response();
+    }
+    let mut data = s.lock();
+    let mut found = true;
+    if let Some(enabled) = change.account_enabled {
+        found &= data.set_account_enabled(&id, enabled);
+    }
+    if let Some(mail) = &change.mail {
+        let mail = Some(mail.trim()).filter(|m| !m.is_empty());
+        found &= data.set_mail(&id, mail);
+    }
+    done(found)
 }
 
 /// `DELETE /_admin/users/{id}`: the Entra user is deleted and leaves every group.

@@ -181,6 +181,12 @@ impl RunningEmulator {
         self.shared.lock().set_account_enabled(user_id, enabled)
     }
 
+    /// Sets (or clears) an Entra user's mail; false when there is no such
+    /// user.
+    pub fn set_mail(&self, user_id: &str, mail: Option<&str>) -> bool {
+        self.shared.lock().set_mail(user_id, mail)
+    }
+
     /// Deletes an Entra user, who leaves every group; false when there is
     /// no such user.
     pub fn delete_user(&self, user_id: &str) -> bool {

@@ -740,6 +740,19 @@ impl Scenario {
         }
     }
 
+    /// Sets (or, with `None`, clears) a user's `mail`, as when Exchange
+    /// provisions a mailbox after the license or an admin changes the
+    /// address; false when there is no such user.
+    pub fn set_mail(&mut self, user_id: &str, mail: Option<&str>) -> bool {
+        match self.graph_users.iter_mut().find(|u| u.id == user_id) {
+            Some(u) => {
+                u.mail = mail.map(str::to_string);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Deletes a user, who leaves every group as in Entra; returns the ids
     /// of the groups it left, or `None` when there is no such user.
     pub fn delete_user(&mut self, user_id: &str) -> Option<Vec<String>> {

@@ -212,6 +212,17 @@ impl Data {
         true
     }
 
+    pub fn set_mail(&mut self, user_id: &str, mail: Option<&str>) -> bool {
+        if !self.scenario.set_mail(user_id, mail) {
+            return false;
+        }
+        self.user_changes.push(UserChange {
+            user_id: user_id.to_string(),
+            property: Some("mail"),
+        });
+        true
+    }
+
     pub fn delete_user(&mut self, user_id: &str) -> bool {
         let Some(left) = self.scenario.delete_user(user_id) else {
             return false;

@@ -261,6 +261,28 @@ async fn entra_changes_between_runs_show_in_graph_by_helper_and_by_admin_endpoin
     );
     let typo = Some(json!({"accountEnabld": true}));
     assert!(send(Method::PATCH, user.clone(), typo).await >= 400);
+    assert_eq!(
+        send(Method::PATCH, user.clone(), Some(json!({}))).await,
+        400
+    );
+    // A mailbox that comes later (or a changed address), and its removal.
+    let mail_of = |id: String| {
+        let url = format!("{}/users/{id}?$select=mail", env.var("GRAPH_BASE_URL"));
+        let token = token.clone();
+        let env = &env;
+        async move {
+            let body: Value = env.graph(&token, &url).await.json().await.unwrap();
+            body["mail"].clone()
+        }
+    };
+    let mail = Some(json!({"mail": "New.Address@contoso.com"}));
+    assert_eq!(send(Method::PATCH, user.clone(), mail).await, 204);
+    assert_eq!(mail_of(users[3].clone()).await, "New.Address@contoso.com");
+    let cleared = Some(json!({"mail": ""}));
+    assert_eq!(send(Method::PATCH, user.clone(), cleared).await, 204);
+    assert_eq!(mail_of(users[3].clone()).await, Value::Null);
+    assert!(env.emu.set_mail(&users[3], Some("again@contoso.com")));
+    assert_eq!(mail_of(users[3].clone()).await, "again@contoso.com");
     assert_eq!(send(Method::DELETE, user.clone(), None).await, 204);
     assert_eq!(send(Method::DELETE, user, None).await, 404);
     assert!(!has(&members(&env, &token, &group).await, &users[3]));
