@@ -126,6 +126,11 @@ impl Tenant {
         );
     }
 
+    /// Takes the Entra user `graph_id` out of the license group `group`.
+    fn leave_group_of(&self, graph_id: &str, group: &str) {
+        assert!(self.emu.remove_member(&self.groups[group], graph_id));
+    }
+
     /// `sluice run` on the shipped flow; returns the run and the Procore
     /// requests it made.
     async fn run(&self, extra: &[&str]) -> (Run, Vec<LoggedRequest>) {
@@ -1241,4 +1246,87 @@ async fn a_deactivation_answered_500_every_time_after_it_was_applied_is_kept() {
 async fn a_deactivation_whose_resend_procore_answers_404_is_kept() {
     let statuses = a_deactivation_applied_but_answered_with_an_error(vec![1]).await;
     assert_eq!(statuses, [500, 404], "the resend finds Cy inactive");
+}
+
+/// Bob is licensed before his mailbox exists, so the flow creates his
+/// Procore user under his UPN; then Exchange gives him a mail, which is his
+/// key from then on. The flow keeps his Entra id, so the next runs know him:
+/// nobody is created, his first account is nobody's leaver, and the report
+/// says Procore still has his old address. When he really leaves, he waits
+/// for approval under the key his ledger and his Procore user have.
+#[tokio::test]
+async fn a_mail_that_appears_after_the_license_creates_nobody_and_makes_no_leaver() {
+    const UPN: &str = "bob@contoso.onmicrosoft.com";
+    const MAIL: &str = "Bob.Smith@contoso.com";
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3])],
+        unlicensed: &[],
+        missing: &[UPN],
+    })
+    .await;
+    let graph_id = t
+        .emu
+        .snapshot()
+        .scenario
+        .graph_users
+        .iter()
+        .find(|u| u.user_principal_name == UPN)
+        .unwrap()
+        .id
+        .clone();
+    assert!(t.emu.set_mail(&graph_id, None), "no mailbox yet");
+    let (first, requests) = t.run_ok(&[]).await;
+    assert_eq!(first.output_of("create")["ok"], 1, "{}", first.stdout);
+    let created = |requests: &[LoggedRequest]| {
+        writes(requests)
+            .iter()
+            .filter(|w| w.starts_with("POST") && w.ends_with("/users 201"))
+            .count()
+    };
+    assert_eq!(created(&requests), 1, "{:?}", writes(&requests));
+    let procore_users = || t.emu.snapshot().procore_users().len();
+    let before = procore_users();
+
+    // The mailbox comes: his key is now his mail.
+    assert!(t.emu.set_mail(&graph_id, Some(MAIL)));
+    for _ in 0..2 {
+        let (run, requests) = t.run_ok(&[]).await;
+        assert_eq!(writes(&requests), Vec::<String>::new(), "nothing created");
+        assert_eq!(procore_users(), before);
+        let diff = run.output_of("diff");
+        assert_eq!(diff["missing"], json!([]), "{diff}");
+        assert!(leavers(&run).is_empty(), "{:?}", leavers(&run));
+        assert_eq!(diff["known_as"][0]["key"], "bob.smith@contoso.com");
+        assert_eq!(diff["known_as"][0]["managed_as"], UPN);
+        assert!(t.plans().await.is_empty(), "nobody waits to be deactivated");
+        let page = report_of(&t, &run);
+        assert!(
+            page.contains(&format!(
+                "<td>in Procore under another address</td><td>New bob</td><td>bob.smith@contoso.com</td>\
+                 <td>the same Entra user as Procore user {}, known in Procore as {UPN}; \
+                 Procore's email was not changed (change it there by hand); not created</td>",
+                diff["known_as"][0]["procore_id"]
+            )),
+            "{page}"
+        );
+    }
+
+    // He leaves: one deactivation waits, under his first key, with the
+    // true reason; his ledger tells the whole story of that Procore user.
+    t.leave_group_of(&graph_id, E3);
+    let (run, _) = t.run_ok(&[]).await;
+    assert_eq!(leavers(&run), map(&[(UPN, "no license group")]));
+    let (plan, _) = t.plans().await[0].clone();
+    assert_eq!(t.items(&plan).await, map(&[(UPN, "pending")]));
+    assert_eq!(
+        story(&t, UPN).await,
+        [
+            ("create".to_string(), "succeeded".to_string(), String::new()),
+            (
+                "deactivate".to_string(),
+                "waiting".to_string(),
+                String::new()
+            ),
+        ]
+    );
 }

@@ -30,6 +30,7 @@ const INPUT_SCHEMA = {
     leavers: { type: ["array", "null"] },
     returners: { type: ["array", "null"] },
     inactive_unmanaged: { type: ["array", "null"] },
+    known_as: { type: ["array", "null"] },
     created: { type: ["object", "null"] },
     created_items: { type: ["array", "null"] },
     created_approval: { type: ["object", "null"] },
@@ -131,6 +132,17 @@ function rowsOf(input) {
       inactive.displayName,
       inactive.key,
       `holds a license but Procore user ${inactive.procore_id} is inactive; not created again`,
+    ]);
+  }
+  // The same Entra user as a managed Procore user whose address is older
+  // than the person's key (their mail appeared or changed): not created.
+  for (const known of compareOutput(input).known_as || []) {
+    const address = known.email || known.login || known.managed_as;
+    rows.push([
+      "in Procore under another address",
+      known.name,
+      known.key,
+      `the same Entra user as Procore user ${known.procore_id}, known in Procore as ${address}; Procore's email was not changed; not created`,
     ]);
   }
   return rows;

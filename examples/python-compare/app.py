@@ -75,6 +75,7 @@ OUTPUT_SCHEMA = {
         "leaving": {"type": "array"},
         "returners": {"type": "array"},
         "inactive_unmanaged": {"type": "array"},
+        "known_as": {"type": "array"},
         "guard": {
             "type": "object",
             "properties": {"hold": {"type": "boolean"}, "reason": {"type": "string"}},
@@ -147,6 +148,7 @@ def compare(people, users):
         "leaving": [],
         "returners": [],
         "inactive_unmanaged": [],
+        "known_as": [],
         "guard": {"hold": False, "reason": ""},
     }
 

@@ -120,6 +120,11 @@ pub struct Diff {
     /// Whether this run's reads look too thin to trust for deactivations.
     #[serde(default)]
     pub guard: Guard,
+    /// License holders whose key matches no Procore user but whose Entra
+    /// user is a managed Procore user's (their mail appeared or changed):
+    /// not created, reported so an admin can change Procore's address.
+    #[serde(default)]
+    pub known_as: Vec<KnownAs>,
 }
 
 /// Why a managed person is a leaver.
@@ -232,6 +237,50 @@ pub struct Returner {
     pub license_group: Option<String>,
     /// Whether the key came from the person's mail or UPN.
     pub matched_by: MatchedBy,
+}
+
+/// A license holder the flow manages under another key: their key (mail,
+/// else UPN) matches no Procore user, but their Entra user is the one a
+/// managed Procore user's record keeps (typically the mailbox came after
+/// the license, so the first key was the UPN). The same person: nobody is
+/// created, Procore's address is not changed, and the record keeps its key
+/// (`managed_as`), under which the ledger and approvals know them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct KnownAs {
+    /// The license holder's key now.
+    pub key: String,
+    /// The managed Procore user who is this person.
+    pub procore_id: Id,
+    /// The key the flow manages them under (`managed/<key>`, the ledger's
+    /// and approvals' key).
+    pub managed_as: String,
+    /// The Procore user's login.
+    #[serde(default)]
+    pub login: Option<String>,
+    /// The Procore user's email address.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The person's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The license group that grants access (the first, by name).
+    #[serde(default)]
+    pub license_group: Option<String>,
+    /// Whether the key came from the person's mail or UPN.
+    pub matched_by: MatchedBy,
+}
+
+impl KnownAs {
+    /// The address Procore knows them by: its email, else its login, else
+    /// the key the flow manages them under.
+    pub fn procore_address(&self) -> &str {
+        [&self.email, &self.login]
+            .into_iter()
+            .flatten()
+            .map(|a| a.trim())
+            .find(|a| !a.is_empty())
+            .unwrap_or(&self.managed_as)
+    }
 }
 
 /// An inactive Procore user the flow did not deactivate.

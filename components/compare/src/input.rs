@@ -97,6 +97,14 @@ impl PersonRef<'_> {
         }
     }
 
+    /// [`Person::name`].
+    pub fn name(&self) -> &str {
+        self.display_name
+            .as_deref()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or(&self.key)
+    }
+
     /// [`Person::matched_by`].
     pub fn matched_by(&self) -> MatchedBy {
         MatchedBy::of(&self.key, self.mail.as_deref())

@@ -10,6 +10,10 @@
 //! ([`Known::full`]), so the fields this step never looks at are carried
 //! over as they were.
 //!
+//! Each record's Entra object id is kept too (as 16 bytes, [`EntraKey`]),
+//! with an index by it ([`Known::by_entra`]): a record whose Entra user
+//! holds a license now is that person's Procore user, whatever its key.
+//!
 //! The grace clocks of in-domain users whom only `managed_domains` manages
 //! ([`Clock`]) are kept apart: they never make anyone managed. A record an
 //! older version wrote under `managed/` for such a user (origin `domain`,
@@ -18,13 +22,15 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde_json::Value;
 use sluice_guest::{StepError, state};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
     DOMAIN_LEAVING_PREFIX, DomainLeaving, HOLDERS_KEY, Holders, MANAGED_PREFIX, Managed,
     ManagedStatus as Status, Origin, managed_key,
 };
+
+use crate::keys::EntraKey;
 
 /// One managed person, as the rules decide with them.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +43,8 @@ pub struct Record {
     pub status: Status,
     /// Since when they have been a leaver (RFC 3339), while they are one.
     pub leaving_since: Option<Box<str>>,
+    /// The person's Entra object id, when the record keeps one.
+    pub entra: Option<EntraKey>,
 }
 
 /// Since when an in-domain user whom only `managed_domains` manages holds
@@ -55,8 +63,7 @@ pub struct Clock {
 
 /// A stored record as it is read here: the fields of [`Managed`] the rules
 /// need, and those it must have (so a record `Managed` would refuse is
-/// refused here too), without its `other` fields (but whether it keeps an
-/// Entra id).
+/// refused here too), without its `other` fields but the Entra id.
 #[derive(Deserialize)]
 struct Stored {
     procore_id: Id,
@@ -67,7 +74,7 @@ struct Stored {
     #[serde(default)]
     leaving_since: Option<String>,
     #[serde(default)]
-    entra_id: Option<IgnoredAny>,
+    entra_id: Option<Value>,
 }
 
 impl Stored {
@@ -100,6 +107,9 @@ enum Source {
 pub struct Known {
     /// Sorted by key, one a key.
     managed: Vec<Record>,
+    /// Positions in `managed` of the records with an Entra id, sorted by
+    /// it (several records may keep one id).
+    by_entra: Vec<u32>,
     /// The in-domain users' grace clocks, sorted by key, one a key.
     clocks: Vec<Clock>,
     /// The license holders of the last complete read.
@@ -156,10 +166,15 @@ impl Known {
         managed.sort_by(|a, b| a.key.cmp(&b.key));
         managed.dedup_by(|a, b| a.key == b.key);
         managed.shrink_to_fit();
+        let mut by_entra: Vec<u32> = (0..managed.len() as u32)
+            .filter(|&i| managed[i as usize].entra.is_some())
+            .collect();
+        by_entra.sort_by(|&a, &b| managed[a as usize].entra.cmp(&managed[b as usize].entra));
         clocks.sort_by(|a, b| a.key.cmp(&b.key).then(a.legacy.cmp(&b.legacy)));
         clocks.dedup_by(|a, b| a.key == b.key);
         Known {
             managed,
+            by_entra,
             clocks,
             holders,
             source,
@@ -183,7 +198,7 @@ impl Known {
                 status: record.status,
                 _since: record.since.clone(),
                 leaving_since: record.leaving_since.clone(),
-                entra_id: record.entra_id().map(|_| IgnoredAny),
+                entra_id: record.entra_id().map(Value::from),
             };
             sort_in(key, stored, &mut managed, &mut kept);
         }
@@ -199,6 +214,26 @@ impl Known {
     /// Every managed person, by key.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.managed.iter()
+    }
+
+    /// How many managed records there are ([`Known::records`] in order are
+    /// `0..count`).
+    pub fn count(&self) -> usize {
+        self.managed.len()
+    }
+
+    /// The record at `index` of [`Known::records`].
+    pub fn record(&self, index: u32) -> &Record {
+        &self.managed[index as usize]
+    }
+
+    /// The positions (in [`Known::records`]) of the records that keep the
+    /// Entra id `id`.
+    pub fn by_entra(&self, id: &EntraKey) -> &[u32] {
+        let entra = |i: &u32| self.managed[*i as usize].entra.as_ref();
+        let start = self.by_entra.partition_point(|i| entra(i) < Some(id));
+        let end = self.by_entra.partition_point(|i| entra(i) <= Some(id));
+        &self.by_entra[start..end]
     }
 
     /// Every in-domain grace clock, by key.
@@ -252,6 +287,11 @@ fn sort_in(key: &str, stored: Stored, managed: &mut Vec<Record>, clocks: &mut Ve
             procore_id: stored.procore_id,
             status: stored.status,
             leaving_since: leaving_since.map(Into::into),
+            entra: stored
+                .entra_id
+                .as_ref()
+                .and_then(Value::as_str)
+                .and_then(EntraKey::of),
         }),
     }
 }
@@ -291,6 +331,38 @@ mod tests {
         let b = known.records().nth(1).unwrap();
         assert_eq!(b.procore_id, Id::Number(2));
         assert_eq!(b.leaving_since.as_deref(), Some("2026-02-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn records_are_found_by_their_entra_id_several_to_an_id() {
+        let with = |id: u64, entra: Option<&str>| {
+            let mut record = managed(id, None);
+            match entra {
+                Some(e) => record.other.insert("entra_id".into(), json!(e)),
+                None => record.other.remove("entra_id"),
+            };
+            record
+        };
+        let guid = "0F4C2A9E-7B1D-4E53-9A64-2C8F1B3D5E70";
+        let known = Known::held(
+            vec![
+                ("d@x.com".into(), with(4, Some("e-2"))),
+                ("c@x.com".into(), with(3, None)),
+                ("b@x.com".into(), with(2, Some(guid))),
+                ("a@x.com".into(), with(1, Some("e-2"))),
+            ],
+            Vec::new(),
+            None,
+        );
+        let ids = |entra: &str| -> Vec<Id> {
+            let key = EntraKey::of(entra).unwrap();
+            let found = known.by_entra(&key).iter();
+            found.map(|&i| known.record(i).procore_id.clone()).collect()
+        };
+        assert_eq!(ids("e-2"), [Id::Number(1), Id::Number(4)]);
+        assert_eq!(ids(&guid.to_lowercase()), [Id::Number(2)]);
+        assert_eq!(ids("e-3"), Vec::<Id>::new());
+        assert_eq!(known.count(), 4);
     }
 
     #[test]

@@ -18,6 +18,20 @@
 //!   that saw it so; with `managed_domains`, also every active user whose
 //!   login is in one of them. Someone in another license group still
 //!   matches, so is not a leaver.
+//! - **The same Entra user under a new key**: a record keeps the person's
+//!   Entra object id, and a record whose Entra user holds a license now is
+//!   never a leaver, whatever its key ([`Run::holder`]). Keys change: the
+//!   key is the mail, else the UPN, and the mailbox usually comes after the
+//!   license, so someone first known by their UPN gets a new key once their
+//!   mail appears (or changes). Such a license holder, whose key matches no
+//!   Procore user, is that record's Procore user ([`Run::same_person`]):
+//!   present (or a returner, or inactive), never created again, and listed
+//!   in `known_as` for the report, since Procore still has the old address
+//!   and the flow does not change it. The record keeps its key: it is the
+//!   address Procore knows them by, and the key their ledger and any open
+//!   approval are under, so `sluice ledger OLD-KEY` stays their whole story
+//!   and a later deactivation waits under the key an admin finds in
+//!   Procore.
 //! - **In-domain users** are managed by this run's `managed_domains` only:
 //!   their grace clock is kept apart (`domain-leaving/<key>`, [`Clock`])
 //!   and never makes them managed, so a run without the param leaves them
@@ -41,13 +55,13 @@ use hashbrown::HashMap;
 use sluice_guest::{Paged, StepError};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Adopted, AdoptedStatus, DomainLeaving, Guard, Holders, InactiveUnmanaged, LeaveReason, Leaver,
-    Leaving, Managed, ManagedStatus as Status, Origin, ProcoreUser, Returner,
+    Adopted, AdoptedStatus, DomainLeaving, Guard, Holders, InactiveUnmanaged, KnownAs, LeaveReason,
+    Leaver, Leaving, Managed, ManagedStatus as Status, Origin, ProcoreUser, Returner,
 };
 use sluice_identity::Key;
 
 use crate::input::PersonRef;
-use crate::keys::IdKey;
+use crate::keys::{EntraKey, IdKey};
 pub use crate::known::Known;
 use crate::known::{Clock, Record};
 use crate::output::Written;
@@ -88,8 +102,15 @@ pub enum Write {
 
 /// The lifecycle of one run.
 pub struct Run<'a, 'w> {
-    /// Managed records by Procore id.
-    by_id: HashMap<IdKey<'a>, &'a Record>,
+    /// Managed records (their positions in `known`) by Procore id.
+    by_id: HashMap<IdKey<'a>, u32>,
+    /// By record: whether its Entra user holds a license in this run.
+    entra_held: Vec<bool>,
+    /// By record: whether this run has made it active and not leaving.
+    settled: Vec<bool>,
+    /// License holders known in Procore under another key, and the index
+    /// of their user (its login and email are read with the leavers').
+    known_as: Vec<(KnownAs, u32)>,
     known: &'a Known,
     policy: &'a Policy,
     now: String,
@@ -108,10 +129,14 @@ impl<'a, 'w> Run<'a, 'w> {
     ) -> Self {
         let by_id = known
             .records()
-            .map(|r| (IdKey::of(&r.procore_id), r))
+            .enumerate()
+            .map(|(i, r)| (IdKey::of(&r.procore_id), i as u32))
             .collect();
         Run {
             by_id,
+            entra_held: vec![false; known.count()],
+            settled: vec![false; known.count()],
+            known_as: Vec::new(),
             known,
             policy,
             now: policy.now.to_rfc3339(),
@@ -132,6 +157,88 @@ impl<'a, 'w> Run<'a, 'w> {
         Managed::new(user.id.clone(), origin, &self.now, entra_id)
     }
 
+    /// The managed record at `index`, whose active Procore user holds a
+    /// license: loses its `leaving_since` and is active again (once a run).
+    fn settle(&mut self, index: u32) -> Result<(), StepError> {
+        if std::mem::replace(&mut self.settled[index as usize], true) {
+            return Ok(());
+        }
+        let record = self.known.record(index);
+        if record.leaving_since.is_some() || record.status != Status::Active {
+            let mut whole = self.known.full(record)?;
+            whole.leaving_since = None;
+            whole.status = Status::Active;
+            (self.write)(Write::Managed(record.key.to_string(), whole))?;
+        }
+        Ok(())
+    }
+
+    /// `person` holds a license now: every record that keeps their Entra
+    /// id is their Procore user, whatever its key, so none is a leaver;
+    /// one whose user is active is settled as a match would settle it.
+    pub fn holder(&mut self, users: &Users, person: &PersonRef<'_>) -> Result<(), StepError> {
+        let Some(entra) = person.id.as_deref().and_then(EntraKey::of) else {
+            return Ok(());
+        };
+        let known = self.known;
+        for &index in known.by_entra(&entra) {
+            if std::mem::replace(&mut self.entra_held[index as usize], true) {
+                continue;
+            }
+            let user = users.by_id(IdKey::of(&known.record(index).procore_id));
+            if user.is_some_and(|u| users.get(u).active) {
+                self.settle(index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `person` (key `key`, the first entry of it) matches no Procore user
+    /// by key: when a record keeps their Entra id and its Procore user is
+    /// in this run's list (an active one before an inactive one), that
+    /// user is theirs. Claims it and returns its id and whether it is
+    /// active; an active one is listed in `known_as` too.
+    pub fn same_person(
+        &mut self,
+        users: &mut Users,
+        key: &str,
+        person: &PersonRef<'_>,
+    ) -> Result<Option<(Id, bool)>, StepError> {
+        let Some(entra) = person.id.as_deref().and_then(EntraKey::of) else {
+            return Ok(None);
+        };
+        let mut best: Option<(u32, u32)> = None;
+        for &index in self.known.by_entra(&entra) {
+            let Some(user) = users.by_id(IdKey::of(&self.known.record(index).procore_id)) else {
+                continue;
+            };
+            let better = best.is_none_or(|(_, b)| users.get(user).active && !users.get(b).active);
+            if better {
+                best = Some((index, user));
+            }
+        }
+        let Some((index, user)) = best else {
+            return Ok(None);
+        };
+        users.claim(user);
+        let found = users.get(user);
+        let (procore_id, active) = (found.id.clone(), found.active);
+        if active {
+            let known_as = KnownAs {
+                key: key.to_string(),
+                procore_id: procore_id.clone(),
+                managed_as: self.known.record(index).key.to_string(),
+                login: None,
+                email: None,
+                name: Some(person.name().to_string()),
+                license_group: person.license_group(),
+                matched_by: person.matched_by(),
+            };
+            self.known_as.push((known_as, user));
+        }
+        Ok(Some((procore_id, active)))
+    }
+
     /// `person` (key `key`) matches the active Procore user `procore_id`:
     /// adopts them unless managed; a managed one holding a license again
     /// loses its `leaving_since`. The person is the first entry of their
@@ -146,14 +253,8 @@ impl<'a, 'w> Run<'a, 'w> {
     ) -> Result<(), StepError> {
         Self::hold(users, procore_id);
         let id = IdKey::of(procore_id);
-        if let Some(record) = self.by_id.get(&id) {
-            if record.leaving_since.is_some() || record.status != Status::Active {
-                let mut whole = self.known.full(record)?;
-                whole.leaving_since = None;
-                whole.status = Status::Active;
-                (self.write)(Write::Managed(record.key.to_string(), whole))?;
-            }
-            return Ok(());
+        if let Some(&index) = self.by_id.get(&id) {
+            return self.settle(index);
         }
         if self.known.contains(key) {
             return Ok(());
@@ -195,6 +296,7 @@ impl<'a, 'w> Run<'a, 'w> {
     ) -> Result<(), StepError> {
         self.returners(users, list, out)?;
         self.leavers(users, list, out)?;
+        self.known_as(users, out);
         self.guard(out)?;
         out.counts.leavers = out.leavers.len();
         out.counts.returners = out.returners.len();
@@ -219,10 +321,12 @@ impl<'a, 'w> Run<'a, 'w> {
             let id = IdKey::of(&found.procore_id);
             let details = users.by_id(id).and_then(|i| users.details(i));
             let login = details.and_then(|d| d.login.clone());
-            match self.by_id.get(&id) {
+            match self.by_id.get(&id).map(|&i| self.known.record(i)) {
+                // The record's key, which the reactivate step marks: the
+                // person's own unless their key changed since.
                 Some(record) if record.status == Status::Deactivated => {
                     out.returners.push(Returner {
-                        key: found.person.key.clone(),
+                        key: record.key.to_string(),
                         procore_id: found.procore_id.clone(),
                         name: Some(found.person.name().to_string()),
                         email: details.and_then(|d| d.email_address.clone()),
@@ -247,7 +351,10 @@ impl<'a, 'w> Run<'a, 'w> {
     /// Managed (or in-domain) active users whom no license holder matches.
     /// A user with a second account of a license holder (their login or
     /// email address is the holder's key, but the match chose the other
-    /// account) is not one: the key holds a license.
+    /// account) is not one: the key holds a license. Nor is a record whose
+    /// Entra user holds a license under another key ([`Run::holder`]).
+    /// The users listed in `known_as` have their details read here too, so
+    /// the list is read again once at most.
     fn leavers(
         &mut self,
         users: &mut Users,
@@ -256,7 +363,10 @@ impl<'a, 'w> Run<'a, 'w> {
     ) -> Result<(), StepError> {
         let known = self.known;
         let mut managed: Vec<(&Record, u32)> = Vec::new();
-        for record in known.records() {
+        for (index, record) in known.records().enumerate() {
+            if self.entra_held[index] {
+                continue;
+            }
             let Some(i) = users.by_id(IdKey::of(&record.procore_id)) else {
                 continue;
             };
@@ -281,7 +391,8 @@ impl<'a, 'w> Run<'a, 'w> {
         let wanted = managed
             .iter()
             .map(|(_, i)| *i)
-            .chain(in_domains.iter().copied());
+            .chain(in_domains.iter().copied())
+            .chain(self.known_as.iter().map(|(_, i)| *i));
         let wanted: Vec<u32> = wanted.collect();
         users.fetch_details(list, wanted)?;
         let details = |i: u32| users.details(i).cloned().unwrap_or_default();
@@ -320,6 +431,19 @@ impl<'a, 'w> Run<'a, 'w> {
             self.leaver(out, key, candidate, &user)?;
         }
         self.drop_clocks(&timed)
+    }
+
+    /// The license holders known in Procore under another key, with the
+    /// login and email address Procore has for them (read by
+    /// [`Run::leavers`]).
+    fn known_as(&mut self, users: &Users, out: &mut Written) {
+        for (mut known_as, i) in std::mem::take(&mut self.known_as) {
+            if let Some(details) = users.details(i) {
+                known_as.login = details.login.clone();
+                known_as.email = details.email_address.clone();
+            }
+            out.known_as.push(known_as);
+        }
     }
 
     /// Drops the grace clocks of users who are not in-domain candidates in
@@ -508,7 +632,7 @@ mod tests {
     use crate::logic::{paged, sync};
     use crate::output::parsed;
     use serde_json::Map;
-    use sluice_guest_services::sync::{Diff, ENTRA_ID, Person};
+    use sluice_guest_services::sync::{Diff, ENTRA_ID, Person, Present};
 
     fn person(key: &str, mail: bool) -> Person {
         Person {
@@ -941,6 +1065,147 @@ mod tests {
         let (diff, writes) = run(&[], &users, &k, &p);
         assert!(diff.guard.hold, "from 1 to 0");
         assert_eq!(holders(&writes), None, "a@x.com is not decided");
+    }
+
+    /// Bob as Entra has him now: his mailbox came after his license, so
+    /// his key was his UPN when the flow first managed him.
+    fn bob_with_mail() -> Person {
+        let mut bob = person("bob.smith@x.com", true);
+        bob.id = Some("entra-bob".into());
+        bob.mail = Some("Bob.Smith@x.com".into());
+        bob.user_principal_name = Some("bob@x.onmicrosoft.com".into());
+        bob.display_name = Some("Bob Smith".into());
+        bob
+    }
+
+    fn with_entra(mut record: Managed, entra: &str) -> Managed {
+        record.other.insert(ENTRA_ID.into(), entra.into());
+        record
+    }
+
+    #[test]
+    fn a_holder_whose_key_changed_is_their_managed_user_and_nobody_is_created() {
+        let upn = "bob@x.onmicrosoft.com";
+        let k = known(&[(upn, with_entra(managed(1, Status::Active), "entra-bob"))]);
+        let users = [user(1, upn, true)];
+        let (diff, writes) = run(&[bob_with_mail()], &users, &k, &policy());
+        assert!(
+            diff.missing.is_empty(),
+            "not created again: {:?}",
+            diff.missing
+        );
+        assert!(diff.leavers.is_empty() && diff.leaving.is_empty());
+        assert_eq!(
+            diff.present,
+            [Present {
+                key: "bob.smith@x.com".into(),
+                procore_id: Id::Number(1)
+            }]
+        );
+        assert_eq!(
+            diff.known_as,
+            [KnownAs {
+                key: "bob.smith@x.com".into(),
+                procore_id: Id::Number(1),
+                managed_as: upn.into(),
+                login: Some(upn.into()),
+                email: Some(upn.into()),
+                name: Some("Bob Smith".into()),
+                license_group: Some("License – Microsoft E3".into()),
+                matched_by: sluice_guest_services::sync::MatchedBy::Mail,
+            }]
+        );
+        assert_eq!(diff.known_as[0].procore_address(), upn);
+        assert_eq!(
+            (
+                diff.counts.people,
+                diff.counts.missing,
+                diff.counts.present,
+                diff.counts.procore_only,
+                diff.counts.adopted
+            ),
+            (1, 0, 1, 0, 0)
+        );
+        assert!(
+            managed_writes(&writes).is_empty(),
+            "the record keeps its key: {writes:?}"
+        );
+        // Without the Entra id to tell, it is the old behaviour: a new key.
+        let mut stranger = bob_with_mail();
+        stranger.id = Some("entra-someone-else".into());
+        let (diff, _) = run(&[stranger], &users, &k, &policy());
+        assert_eq!(diff.missing.len(), 1);
+        assert!(diff.known_as.is_empty());
+    }
+
+    #[test]
+    fn a_record_whose_entra_user_holds_a_license_is_never_a_leaver() {
+        // Bob's first account (under his UPN, marked leaving by an older
+        // version once his key changed) and the one that version then
+        // created under his mail; Cy really left.
+        let upn = "bob@x.onmicrosoft.com";
+        let mut first = with_entra(managed(1, Status::Active), "entra-bob");
+        first.leaving_since = Some("2026-02-27T00:00:00Z".into());
+        let k = known(&[
+            (upn, first.clone()),
+            (
+                "bob.smith@x.com",
+                with_entra(managed(2, Status::Active), "entra-bob"),
+            ),
+            (
+                "cy@x.com",
+                with_entra(managed(3, Status::Active), "entra-cy"),
+            ),
+        ]);
+        let users = [
+            user(1, upn, true),
+            user(2, "bob.smith@x.com", true),
+            user(3, "cy@x.com", true),
+        ];
+        let (diff, writes) = run(&[bob_with_mail()], &users, &k, &policy());
+        let leavers: Vec<(&str, LeaveReason)> = diff
+            .leavers
+            .iter()
+            .map(|l| (l.key.as_str(), l.reason))
+            .collect();
+        assert_eq!(leavers, [("cy@x.com", LeaveReason::NoLicenseGroup)]);
+        assert!(diff.missing.is_empty() && diff.known_as.is_empty());
+        // The old mark goes, as when a license comes back.
+        let marked = managed_writes(&writes);
+        assert_eq!(marked.len(), 2, "{marked:?}");
+        assert_eq!(
+            marked[0],
+            (
+                upn,
+                &Managed {
+                    leaving_since: None,
+                    ..first
+                }
+            )
+        );
+        assert_eq!(marked[1].0, "cy@x.com");
+        // Disabled or gone (no longer a license holder), Bob is a leaver.
+        let (diff, _) = run(&[], &users, &k, &policy());
+        assert_eq!(diff.leavers.len(), 3, "{:?}", diff.leavers);
+    }
+
+    #[test]
+    fn a_holder_whose_key_changed_returns_under_the_key_the_flow_keeps() {
+        let upn = "bob@x.onmicrosoft.com";
+        let k = known(&[(
+            upn,
+            with_entra(managed(1, Status::Deactivated), "entra-bob"),
+        )]);
+        let (diff, _) = run(&[bob_with_mail()], &[user(1, upn, false)], &k, &policy());
+        assert!(diff.missing.is_empty(), "{:?}", diff.missing);
+        let returners: Vec<(&str, &Id)> = diff
+            .returners
+            .iter()
+            .map(|r| (r.key.as_str(), &r.procore_id))
+            .collect();
+        assert_eq!(returners, [(upn, &Id::Number(1))], "the record's key");
+        assert_eq!(diff.returners[0].name.as_deref(), Some("Bob Smith"));
+        assert!(diff.present_inactive.is_empty() && diff.known_as.is_empty());
     }
 
     #[test]

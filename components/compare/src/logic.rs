@@ -4,12 +4,14 @@
 //! email_address, is_active, …}…]}` and the lifecycle settings (below). A
 //! person matches a Procore user when its key equals the user's login or
 //! email address, trimmed and without case, active or not (the identity
-//! rule, `sluice-identity`). Output: `missing` (people to create),
-//! `present` (`{key, procore_id}`), `present_inactive` (the person plus
-//! `procore_id`: reported, never created again), `counts`, and the
-//! lifecycle half [`crate::lifecycle`] computes from the managed-people
+//! rule, `sluice-identity`). A person whose key matches no user but whose
+//! Entra id a managed record keeps is that record's Procore user (their
+//! key changed since: [`crate::lifecycle`]). Output: `missing` (people to
+//! create), `present` (`{key, procore_id}`), `present_inactive` (the
+//! person plus `procore_id`: reported, never created again), `counts`, and
+//! the lifecycle half [`crate::lifecycle`] computes from the managed-people
 //! records in the flow's state: `leavers`, `leaving`, `returners`,
-//! `inactive_unmanaged` and the mass-change `guard`.
+//! `inactive_unmanaged`, `known_as` and the mass-change `guard`.
 //!
 //! Both lists are read a page at a time (`Paged`: a million license
 //! holders and their Procore users are some 600 MB of JSON, more than an
@@ -109,7 +111,9 @@ pub fn sync(
     let mut out = Written::default();
     let mut matcher = Matcher::default();
     each_person(people, |person| {
-        if let Some((key, procore_id)) = matcher.person(&mut users, person, &mut out)? {
+        run.holder(&users, person)?;
+        let mut same = |users: &mut Users, key: &str| run.same_person(users, key, person);
+        if let Some((key, procore_id)) = matcher.person(&mut users, person, &mut out, &mut same)? {
             run.adopt(&mut users, &mut out, &key, &procore_id, person)?;
         }
         Ok(())
@@ -136,12 +140,20 @@ fn each_person(
     Ok(())
 }
 
+/// Finds the Procore user of a license holder (key given) whom no user
+/// matches by key, by their Entra id ([`Run::same_person`](lifecycle::Run::same_person)):
+/// its id and whether it is active.
+type SamePerson<'f> = dyn FnMut(&mut Users, &str) -> Result<Option<(Id, bool)>, StepError> + 'f;
+
 /// The match, person by person.
 #[derive(Default)]
 struct Matcher {
     /// Keys of the people whom no Procore user matches (the matched ones'
     /// keys are marked in the index).
     missing: HashSet<String>,
+    /// Keys of the people whom no Procore user matches by key but one by
+    /// their Entra id.
+    elsewhere: HashSet<String>,
     /// Distinct license holders.
     people: usize,
     /// License holders with an active Procore user.
@@ -151,13 +163,15 @@ struct Matcher {
 impl Matcher {
     /// Matches `person` and writes the match's part of the output: a
     /// person missing from Procore, present, or present but inactive (the
-    /// first entry of a key counts; later ones are the same person).
-    /// Returns the key and the user's id of an active match.
+    /// first entry of a key counts; later ones are the same person). One
+    /// whom no user matches by key is asked of `same` before being missing.
+    /// Returns the key and the user's id of an active match by key.
     fn person(
         &mut self,
         users: &mut Users,
         person: &PersonRef<'_>,
         out: &mut Written,
+        same: &mut SamePerson<'_>,
     ) -> Result<Option<(String, Id)>, StepError> {
         let Some(key) = keys::normal(&person.key) else {
             return Ok(None);
@@ -165,7 +179,12 @@ impl Matcher {
         match users.find_key(&key) {
             Found::Again => Ok(None),
             Found::Nobody => {
-                if self.missing.contains(key.as_ref()) {
+                if self.missing.contains(key.as_ref()) || self.elsewhere.contains(key.as_ref()) {
+                    return Ok(None);
+                }
+                if let Some((procore_id, active)) = same(users, &key)? {
+                    self.elsewhere.insert(key.to_string());
+                    self.found(key, procore_id, active, person, out)?;
                     return Ok(None);
                 }
                 self.missing.insert(key.into_owned());
@@ -174,25 +193,37 @@ impl Matcher {
                 Ok(None)
             }
             Found::User(user) => {
-                self.people += 1;
                 let user = users.get(user);
-                if user.active {
-                    let key = Cow::into_owned(key);
-                    let present = Present {
-                        key,
-                        procore_id: user.id.clone(),
-                    };
-                    out.present.push(&present)?;
-                    self.present += 1;
-                    Ok(Some((present.key, present.procore_id)))
-                } else {
-                    out.present_inactive.push(InactivePerson {
-                        person: person.to_person(),
-                        procore_id: user.id.clone(),
-                    });
-                    Ok(None)
-                }
+                self.found(key, user.id.clone(), user.active, person, out)
             }
+        }
+    }
+
+    /// Writes `person` (key `key`) as present in Procore as the user
+    /// `procore_id`, active or not; returns the key and id when active.
+    fn found(
+        &mut self,
+        key: Cow<'_, str>,
+        procore_id: Id,
+        active: bool,
+        person: &PersonRef<'_>,
+        out: &mut Written,
+    ) -> Result<Option<(String, Id)>, StepError> {
+        self.people += 1;
+        if active {
+            let present = Present {
+                key: key.into_owned(),
+                procore_id,
+            };
+            out.present.push(&present)?;
+            self.present += 1;
+            Ok(Some((present.key, present.procore_id)))
+        } else {
+            out.present_inactive.push(InactivePerson {
+                person: person.to_person(),
+                procore_id,
+            });
+            Ok(None)
         }
     }
 
@@ -260,7 +291,10 @@ pub fn diff(people: &[Person], users: &[ProcoreUser]) -> sluice_guest_services::
     let mut out = Written::default();
     let mut matcher = Matcher::default();
     each_person(&paged(people), |person| {
-        matcher.person(&mut index, person, &mut out).map(drop)
+        let mut nobody = |_: &mut Users, _: &str| Ok(None);
+        matcher
+            .person(&mut index, person, &mut out, &mut nobody)
+            .map(drop)
     })
     .unwrap();
     matcher.count(&index, &mut out);

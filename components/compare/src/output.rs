@@ -8,8 +8,8 @@
 use serde::Serialize;
 use sluice_guest::{JsonSchema, OutputList, StepError};
 use sluice_guest_services::sync::{
-    Adopted, Counts, Guard, InactivePerson, InactiveUnmanaged, Leaver, Leaving, Person, Present,
-    Returner,
+    Adopted, Counts, Guard, InactivePerson, InactiveUnmanaged, KnownAs, Leaver, Leaving, Person,
+    Present, Returner,
 };
 
 /// Who is missing from Procore, who is there, who leaves and who returns:
@@ -46,6 +46,11 @@ pub struct Written {
     /// Whether this run's reads look too thin to trust for deactivations.
     #[serde(default)]
     pub guard: Guard,
+    /// License holders whose key matches no Procore user but whose Entra
+    /// user is a managed Procore user's (their mail appeared or changed):
+    /// not created, reported so an admin can change Procore's address.
+    #[serde(default)]
+    pub known_as: Vec<KnownAs>,
 }
 
 impl Default for Written {
@@ -61,6 +66,7 @@ impl Default for Written {
             returners: Vec::new(),
             inactive_unmanaged: Vec::new(),
             guard: Guard::default(),
+            known_as: Vec::new(),
         }
     }
 }
@@ -110,6 +116,7 @@ mod tests {
             "leaving",
             "returners",
             "guard",
+            "known_as",
         ] {
             assert!(!paged(field), "{field}");
             assert_eq!(written["properties"][field], diff["properties"][field]);
@@ -167,6 +174,16 @@ mod tests {
                 hold: true,
                 reason: "why".into(),
             },
+            known_as: vec![KnownAs {
+                key: "d@x.com".into(),
+                procore_id: Id::Number(10),
+                managed_as: "d@x.onmicrosoft.com".into(),
+                login: Some("d@x.onmicrosoft.com".into()),
+                email: None,
+                name: Some("D".into()),
+                license_group: None,
+                matched_by: MatchedBy::Mail,
+            }],
         };
         let mut written = Written::default();
         for p in &expected.missing {
@@ -182,6 +199,7 @@ mod tests {
         written.counts = expected.counts;
         written.leavers = expected.leavers.clone();
         written.guard = expected.guard.clone();
+        written.known_as = expected.known_as.clone();
         assert_eq!(written.missing.len(), 2);
         let text = serde_json::to_string(&written.finish().unwrap()).unwrap();
         assert_eq!(text, serde_json::to_string(&expected).unwrap());

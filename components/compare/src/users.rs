@@ -268,6 +268,14 @@ impl Users {
         self.list[index as usize].held = true;
     }
 
+    /// Marks the user `index` as a license holder's, found by their Entra
+    /// id rather than their key: matched and held.
+    pub fn claim(&mut self, index: u32) {
+        let user = &mut self.list[index as usize];
+        user.matched = true;
+        user.held = true;
+    }
+
     /// Every user, in list order, with its index.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &User)> {
         self.list.iter().enumerate().map(|(i, u)| (i as u32, u))

@@ -3,7 +3,7 @@
 //! The shipped flow gives the compare step's parts one by one, each list a
 //! top-level input read a page at a time (contract 0.2.1, [`Paged`]):
 //! `counts`, `guard`, `present_inactive`, `leavers`, `returners`,
-//! `inactive_unmanaged`, and the create step's items as `created_items`
+//! `inactive_unmanaged`, `known_as`, and the create step's items as `created_items`
 //! with its approval gate as `created_approval`. At
 //! a million members the compare output holds some 900,000 people the
 //! report only counts (`present`, `missing`); read whole they would fill
@@ -18,8 +18,8 @@
 use serde::Deserialize;
 use sluice_guest::{ForEachOutput, GateSummary, ItemEntry, JsonSchema, Paged, StepError};
 use sluice_guest_services::sync::{
-    Counts, Created, Deactivated, Guard, InactivePerson, InactiveUnmanaged, Leaver, Reactivated,
-    Returner,
+    Counts, Created, Deactivated, Guard, InactivePerson, InactiveUnmanaged, KnownAs, Leaver,
+    Reactivated, Returner,
 };
 
 use crate::mail;
@@ -54,6 +54,10 @@ pub struct Input {
     /// (`${steps.diff.inactive_unmanaged}`).
     #[serde(default)]
     pub inactive_unmanaged: Paged<InactiveUnmanaged>,
+    /// License holders the flow manages under another key: the same Entra
+    /// user, not created (`${steps.diff.known_as}`).
+    #[serde(default)]
+    pub known_as: Paged<KnownAs>,
     /// The `procore-create-user` step's output, whole (`${steps.create}`):
     /// the earlier shape, read inline. Or give `created_items`.
     #[serde(default)]
@@ -111,6 +115,9 @@ pub struct DiffParts {
     /// Inactive Procore users the flow does not manage.
     #[serde(default)]
     pub inactive_unmanaged: Paged<InactiveUnmanaged>,
+    /// License holders the flow manages under another key.
+    #[serde(default)]
+    pub known_as: Paged<KnownAs>,
 }
 
 /// The lists and figures to report, wherever the input gave them.
@@ -121,6 +128,7 @@ pub struct Parts<'a> {
     pub leavers: &'a Paged<Leaver>,
     pub returners: &'a Paged<Returner>,
     pub inactive_unmanaged: &'a Paged<InactiveUnmanaged>,
+    pub known_as: &'a Paged<KnownAs>,
     pub created: CreateItems<'a>,
     /// What the create step's approval gate decided, when it has one.
     pub created_gate: Option<&'a GateSummary>,
@@ -162,6 +170,7 @@ impl Input {
                 leavers: &self.leavers,
                 returners: &self.returners,
                 inactive_unmanaged: &self.inactive_unmanaged,
+                known_as: &self.known_as,
                 created,
                 created_gate,
             });
@@ -173,6 +182,7 @@ impl Input {
             ("leavers", !self.leavers.is_empty()),
             ("returners", !self.returners.is_empty()),
             ("inactive_unmanaged", !self.inactive_unmanaged.is_empty()),
+            ("known_as", !self.known_as.is_empty()),
         ];
         if let Some((part, _)) = given.iter().find(|(_, given)| *given) {
             return Err(both("diff", part));
@@ -184,6 +194,7 @@ impl Input {
             leavers: &diff.leavers,
             returners: &diff.returners,
             inactive_unmanaged: &diff.inactive_unmanaged,
+            known_as: &diff.known_as,
             created,
             created_gate,
         })

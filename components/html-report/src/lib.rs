@@ -11,7 +11,7 @@
 //!
 //! Input ([`input`]): the compare step's parts (`counts`, `guard`, and
 //! the lists `present_inactive`, `leavers`, `returners`,
-//! `inactive_unmanaged`), the create step's items (`created_items`) and
+//! `inactive_unmanaged`, `known_as`), the create step's items (`created_items`) and
 //! its approval gate (`created_approval`), the
 //! `for_each` outputs of procore-deactivate-user and
 //! procore-reactivate-user (`deactivated`, `reactivated`, or null),
@@ -141,6 +141,8 @@ pub struct Summary {
     pub failed: usize,
     pub would_create: usize,
     pub inactive_in_procore: usize,
+    /// License holders known in Procore under another address.
+    pub known_as: usize,
     pub skipped_disabled: usize,
     pub present: usize,
     pub license_holders: usize,
@@ -190,6 +192,7 @@ fn summary(rows: &Assembled, input: &Input) -> Result<Summary, StepError> {
         failed: count(status::FAILED) + count(status::DEACTIVATED_NOT_REMOVED),
         would_create: count(status::WOULD_CREATE),
         inactive_in_procore: count(status::INACTIVE),
+        known_as: count(status::KNOWN_AS),
         skipped_disabled: input.skipped_disabled,
         present: counts.present,
         license_holders: counts.people,
@@ -766,6 +769,7 @@ mod tests {
             "leavers",
             "returners",
             "inactive_unmanaged",
+            "known_as",
         ] {
             if let Some(value) = diff.get(key) {
                 parts_of.insert(key.into(), value.clone());
@@ -819,6 +823,32 @@ mod tests {
             out.html
                 .contains("held back in this run: no license group matched")
         );
+    }
+
+    #[test]
+    fn a_holder_known_in_procore_under_another_address_is_a_row_not_a_creation() {
+        let known = json!({"key": "bob.smith@x.com", "procore_id": 5001,
+            "managed_as": "bob@x.onmicrosoft.com", "login": "bob@x.onmicrosoft.com",
+            "email": "Bob@x.onmicrosoft.com", "name": "Bob Smith",
+            "license_group": "License – Microsoft E3", "matched_by": "mail"});
+        let mut value = json!({
+            "counts": {"people": 1, "missing": 0, "present": 1, "present_inactive": 0, "procore_only": 0},
+            "known_as": [known]
+        });
+        let out = report(&input(value.clone()), &about(false));
+        let row = "<td>in Procore under another address</td><td>Bob Smith</td><td>bob.smith@x.com</td>\
+            <td>the same Entra user as Procore user 5001, known in Procore as Bob@x.onmicrosoft.com; \
+            Procore's email was not changed (change it there by hand); not created</td>\
+            <td>License – Microsoft E3 (matched by mail)</td>";
+        assert!(out.html.contains(row), "{}", out.html);
+        assert!(out.mail_html.contains(row), "{}", out.mail_html);
+        assert_eq!((out.summary.known_as, out.summary.created), (1, 0));
+        assert!(out.html.contains("<th>Under another address</th>"));
+        assert!(!out.notable, "nothing was done or waits");
+        // The same in the whole compare output.
+        let whole = json!({"diff": {"missing": [], "present": [], "present_inactive": [],
+            "counts": value["counts"].take(), "known_as": value["known_as"].take()}});
+        assert_eq!(report(&input(whole), &about(false)).html, out.html);
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub(crate) fn summary_table(s: &Summary, dry_run: bool) -> String {
         ("Already in Procore", s.present),
         ("Skipped (disabled)", s.skipped_disabled),
     ]);
+    // Rare (a mail that appeared or changed), so shown only when there are
+    // some.
+    if s.known_as > 0 {
+        columns.push(("Under another address", s.known_as));
+    }
     let mut table = String::from("<table class=\"summary\"><thead><tr>");
     for (label, _) in &columns {
         table.push_str(&format!("<th>{label}</th>"));

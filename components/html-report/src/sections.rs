@@ -1,5 +1,7 @@
-//! The report's people, one table per section: new users, leavers,
-//! returners, and inactive Procore users the flow does not manage. Each
+//! The report's people, one table per section: new users (and license
+//! holders already in Procore who need someone: inactive there, or known
+//! there under another address), leavers, returners, and inactive Procore
+//! users the flow does not manage. Each
 //! row says what was done (or waits), and why: the license group and
 //! whether the person was matched by mail or UPN, or why they left.
 
@@ -21,6 +23,8 @@ pub mod status {
     pub const FAILED: &str = "failed";
     pub const WOULD_CREATE: &str = "would create";
     pub const INACTIVE: &str = "inactive in Procore";
+    /// The same Entra user as a managed Procore user under another address.
+    pub const KNOWN_AS: &str = "in Procore under another address";
     pub const DEACTIVATED: &str = "deactivated";
     /// Deactivated, but Procore refused the project removal: counts as
     /// deactivated and as failed.
@@ -199,7 +203,9 @@ fn held_person_row(entry: &HeldEntry, status: &'static str, detail: &str) -> Row
 
 /// New users: what the create step did, who waits for approval to be
 /// created (with the approve command) or was rejected, then license
-/// holders whose Procore user is inactive and who are not returners.
+/// holders whose Procore user is inactive and who are not returners, and
+/// those known in Procore under another address (not created: the same
+/// Entra user; Procore's address is for an admin to change).
 /// Returns the keys of every license holder whose Procore user is inactive.
 fn joiners(
     parts: &Parts<'_>,
@@ -244,6 +250,25 @@ fn joiners(
             });
         }
         inactive_keys.insert(person.key);
+    }
+    for known in parts.known_as.iter() {
+        let known = known?;
+        let address = known.procore_address();
+        let mut detail = format!(
+            "the same Entra user as Procore user {}, known in Procore as {address}; Procore's email was not changed (change it there by hand); not created",
+            known.procore_id
+        );
+        if !address.eq_ignore_ascii_case(&known.managed_as) {
+            detail.push_str(&format!("; managed as {}", known.managed_as));
+        }
+        let groups: Vec<String> = known.license_group.iter().cloned().collect();
+        sink.row(Row {
+            status: status::KNOWN_AS,
+            name: known.name.unwrap_or_default(),
+            why: licensed(&groups, known.matched_by.as_str()),
+            detail,
+            key: known.key,
+        });
     }
     Ok(inactive_keys)
 }

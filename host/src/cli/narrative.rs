@@ -158,6 +158,7 @@ fn listed_as(list: Option<&str>) -> String {
         "leaving" => "leaving (inside the grace period)".into(),
         "returners" => "a returner".into(),
         "inactive_unmanaged" => "inactive in Procore, not managed by this flow".into(),
+        "known_as" => "holds a license; in Procore under another address (not created)".into(),
         "users" => "a Procore user".into(),
         "" => "mentioned".into(),
         other => format!("in `{other}`"),
