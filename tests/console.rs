@@ -1,7 +1,8 @@
 //! The web console over HTTP: every page, and every refusal — a wrong or
-//! missing token, a POST without its CSRF token, a non-loopback address
-//! without a token, a foreign `Host` on an open console, unknown paths and
-//! ids — with hostile names shown as text; live updates of a running run;
+//! missing token, a POST without its CSRF token, with a planted cookie or
+//! from another origin, a non-loopback address without a token, a foreign
+//! `Host` on an open console, another account on an open console, unknown
+//! paths and ids — with hostile names shown as text; live updates of a running run;
 //! `sluice serve --http` running a flow now and reporting its health; and
 //! `/metrics` after a real license sync, read by a Prometheus parser.
 
@@ -271,6 +272,12 @@ fn assert_page(p: &Page, status: StatusCode, what: &str) {
     assert_eq!(
         p.headers.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
         "nosniff"
+    );
+    // Not `no-referrer`, under which browsers send the console's own
+    // forms with `Origin: null`, refused as from another site.
+    assert_eq!(
+        p.headers.get(header::REFERRER_POLICY).unwrap(),
+        "same-origin"
     );
 }
 
@@ -956,6 +963,13 @@ async fn serve_with_http_runs_a_flow_now_and_reports_its_health() {
     }
     assert!(!page.body.contains(">unknown<"), "{}", page.body);
     assert_eq!(get(addr, "/healthz", "").await.body, "database: ok\n");
+    // The first console's form is stale here (each open console signs its
+    // forms with a key of its own): take one of this console's forms.
+    let stale = post(addr, "/flows/echo/run", &jar, &[("csrf", &csrf)]).await;
+    assert_eq!(stale.status, StatusCode::FORBIDDEN, "{}", stale.body);
+    let plan = held_plan(dir.path()).await;
+    let plan_page = get(addr, &format!("/approvals/{plan}"), &jar).await;
+    let csrf = csrf_field(&plan_page.body);
     let refused = post(addr, "/flows/echo/run", &jar, &[("csrf", &csrf)]).await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);
     assert!(refused.body.contains("does not run flows"));
@@ -1378,6 +1392,199 @@ async fn approvals_are_decided_in_part_with_a_note_and_recorded_under_the_viewer
 
     let unknown = post(c.addr, "/approvals/ap-000000/decide", &cookies, &two).await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    c.stop().await;
+}
+
+/// Posts `form` with extra request headers, as a browser would send them.
+async fn post_with(
+    addr: SocketAddr,
+    path: &str,
+    cookies: &str,
+    headers: &[(&str, &str)],
+    form: &[(&str, &str)],
+) -> Page {
+    let mut req = client().post(url(addr, path)).form(form);
+    if !cookies.is_empty() {
+        req = req.header(header::COOKIE, cookies);
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    read(req.send().await.unwrap()).await
+}
+
+/// The states of a plan's items, in order.
+async fn plan_states(data: &Path, plan: &str) -> Vec<PlanItemState> {
+    let store = Store::open(&Location::Sqlite(sluice_store::path_in(data)))
+        .await
+        .unwrap();
+    let detail = store.plan_detail(plan).await.unwrap().unwrap();
+    detail.items.iter().map(|i| i.state).collect()
+}
+
+#[tokio::test]
+async fn a_post_from_another_origin_or_with_a_planted_cookie_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = held_plan(dir.path()).await;
+    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+    let page = get(c.addr, &format!("/approvals/{plan}"), "").await;
+    let cookies = format!(
+        "sluice_csrf={}",
+        cookie_value(&set_cookies(&page)["sluice_csrf"])
+    );
+    let csrf = csrf_field(&page.body);
+    let action = format!("/approvals/{plan}/decide");
+    let ann = [
+        ("csrf", csrf.as_str()),
+        ("decision", "approved"),
+        ("key", "ann@example.com"),
+    ];
+    let ours = format!("http://127.0.0.1:{}", c.addr.port());
+
+    // Another page's request, even with this browser's cookie and token.
+    let https = format!("https://127.0.0.1:{}", c.addr.port());
+    let elsewhere: [&[(&str, &str)]; 6] = [
+        &[
+            ("Origin", "http://localhost:9999"),
+            ("Sec-Fetch-Site", "same-site"),
+        ],
+        &[("Origin", "null")],
+        &[("Origin", &https)],
+        &[("Origin", "http://evil.example")],
+        &[("Sec-Fetch-Site", "cross-site")],
+        &[("Sec-Fetch-Site", "same-site")],
+    ];
+    for headers in elsewhere {
+        let p = post_with(c.addr, &action, &cookies, headers, &ann).await;
+        assert_page(&p, StatusCode::FORBIDDEN, &format!("{headers:?}"));
+        assert!(p.body.contains("another site"), "{headers:?}: {}", p.body);
+    }
+    // A cookie planted by a same-site page, with the same value as the
+    // field: not a value the console signed.
+    let planted = "b".repeat(64);
+    let mut forged = ann.to_vec();
+    forged[0] = ("csrf", &planted);
+    let p = post(c.addr, &action, &format!("sluice_csrf={planted}"), &forged).await;
+    assert_page(&p, StatusCode::FORBIDDEN, "planted cookie");
+    assert!(p.body.contains("CSRF"), "{}", p.body);
+    // The cookie's value as the field is no better.
+    let raw = cookie_value(&set_cookies(&page)["sluice_csrf"]).to_string();
+    forged[0] = ("csrf", &raw);
+    let p = post(c.addr, &action, &cookies, &forged).await;
+    assert_page(&p, StatusCode::FORBIDDEN, "the cookie itself as the token");
+    assert_eq!(
+        plan_states(dir.path(), &plan).await,
+        [PlanItemState::Pending; 3],
+        "nothing was decided"
+    );
+
+    // The console's own pages: by Origin, or by Sec-Fetch-Site alone.
+    let mine = post_with(
+        c.addr,
+        &action,
+        &cookies,
+        &[("Origin", &ours), ("Sec-Fetch-Site", "same-origin")],
+        &ann,
+    )
+    .await;
+    assert_page(&mine, StatusCode::SEE_OTHER, "same origin");
+    let bob = [
+        ("csrf", csrf.as_str()),
+        ("decision", "approved"),
+        ("key", "bob@example.com"),
+    ];
+    let mine = post_with(
+        c.addr,
+        &action,
+        &cookies,
+        &[("Sec-Fetch-Site", "same-origin")],
+        &bob,
+    )
+    .await;
+    assert_page(&mine, StatusCode::SEE_OTHER, "Sec-Fetch-Site same-origin");
+    assert_eq!(
+        plan_states(dir.path(), &plan).await,
+        [
+            PlanItemState::Approved,
+            PlanItemState::Approved,
+            PlanItemState::Pending
+        ]
+    );
+    c.stop().await;
+}
+
+/// `curl` run as uid 65534 (`nobody`): the status and body it got.
+async fn curl_as_nobody(args: &[&str]) -> (u16, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[tokio::test]
+async fn an_open_console_serves_only_its_owners_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = held_plan(dir.path()).await;
+    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+    // This process's own account is served.
+    let mine = get(c.addr, "/approvals", "").await;
+    assert_page(&mine, StatusCode::OK, "the owner's own connection");
+    assert!(mine.body.contains(&plan));
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "SKIPPED the other-account half of this test: it needs root to connect as uid 65534"
+        );
+        c.stop().await;
+        return;
+    }
+    // Another account: no page, no decision, even with the finding's
+    // forged cookie and field, and told what to do instead.
+    let (status, body) = curl_as_nobody(&[&url(c.addr, "/approvals")]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.contains(&plan), "{body}");
+    assert!(
+        body.contains("uid 65534") && body.contains("SLUICE_CONSOLE_TOKEN"),
+        "{body}"
+    );
+    let t = "b".repeat(64);
+    let (status, body) = curl_as_nobody(&[
+        "-X",
+        "POST",
+        &url(c.addr, &format!("/approvals/{plan}/decide")),
+        "-H",
+        &format!("Cookie: sluice_csrf={t}"),
+        "--data-urlencode",
+        &format!("csrf={t}"),
+        "--data-urlencode",
+        "decision=approved",
+        "--data-urlencode",
+        "key=ann@example.com",
+    ])
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        plan_states(dir.path(), &plan).await,
+        [PlanItemState::Pending; 3]
+    );
+    // Operations stay open on loopback, for a scraper of another account.
+    let (status, _) = curl_as_nobody(&[&url(c.addr, "/healthz")]).await;
+    assert_eq!(status, 200);
+    c.stop().await;
+
+    // With a token, the token is the gate: another account holding it is served.
+    let c = console(dir.path(), "127.0.0.1:0", Some(TOKEN), false).await;
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let (status, body) = curl_as_nobody(&["-H", &bearer, &url(c.addr, "/approvals")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&plan));
     c.stop().await;
 }
 

@@ -3,13 +3,16 @@
 //! - Without a console token the console listens only on loopback, and
 //!   answers only requests whose `Host` names a loopback address: a page
 //!   of another site that rebinds its own name to 127.0.0.1 cannot read the
-//!   console or post to it. The viewer is the OS user.
+//!   console or post to it. The viewer is the OS user, and only the OS
+//!   user's own connections (and root's) are served: see [`super::peer`].
 //! - With a token, every page needs it: a login form (name and token) sets
 //!   a session cookie (HttpOnly, SameSite=Strict) signed with the token, or
 //!   a request carries `Authorization: Bearer TOKEN`. Tokens are compared in
 //!   constant time, by their SHA-256 digests so their lengths do not show
 //!   either. The token itself is never stored in a cookie, shown or logged;
 //!   changing it ends every session.
+//! - Every form carries its browser's CSRF cookie signed with a
+//!   [`CsrfKey`], so a planted cookie gives an attacker nothing to submit.
 //! - `/metrics` and `/healthz` are open without the token when the console
 //!   listens on loopback, or with `--metrics-public`.
 
@@ -208,9 +211,59 @@ pub fn new_csrf_value() -> String {
     hex::encode(bytes)
 }
 
-/// Whether a submitted CSRF token equals the cookie's, in constant time.
-pub fn csrf_matches(cookie: &str, submitted: &str) -> bool {
-    !cookie.is_empty() && cookie.as_bytes().ct_eq(submitted.as_bytes()).into()
+/// The key a console signs its forms' CSRF values with. A form carries
+/// the MAC of its browser's CSRF cookie, not the cookie itself, so a page
+/// that can plant a cookie (another port of the same host, a sibling
+/// subdomain) still cannot make a value the console accepts. Its `Debug`
+/// never shows it.
+#[derive(Clone)]
+pub struct CsrfKey([u8; 32]);
+
+impl std::fmt::Debug for CsrfKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CsrfKey([redacted])")
+    }
+}
+
+impl CsrfKey {
+    /// A key for this process only (an open console: forms open before a
+    /// restart are refused once, and the next page has new ones).
+    pub fn random() -> Self {
+        CsrfKey(rand::random())
+    }
+
+    /// A key derived from the console token, so that every console
+    /// sharing the token (replicas, or one restarted) accepts the others'
+    /// forms; changing the token changes it.
+    pub fn for_token(token: &Token) -> Self {
+        let mut key = [0u8; 32];
+        if let Some(mut mac) = token.mac() {
+            mac.update(b"sluice console CSRF key");
+            key.copy_from_slice(&mac.finalize().into_bytes());
+        }
+        CsrfKey(key)
+    }
+
+    fn mac(&self, cookie: &str) -> Option<Hmac<Sha256>> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).ok()?;
+        mac.update(cookie.as_bytes());
+        Some(mac)
+    }
+
+    /// The value the forms of the browser holding CSRF cookie `cookie` carry.
+    pub fn sign(&self, cookie: &str) -> String {
+        self.mac(cookie)
+            .map(|mac| hex::encode(mac.finalize().into_bytes()))
+            .unwrap_or_default()
+    }
+
+    /// Whether a submitted value is this key's for `cookie`, in constant time.
+    pub fn verifies(&self, cookie: &str, submitted: &str) -> bool {
+        let (Some(mac), Ok(given)) = (self.mac(cookie), hex::decode(submitted)) else {
+            return false;
+        };
+        !cookie.is_empty() && mac.verify_slice(&given).is_ok()
+    }
 }
 
 /// The OS user this process runs as: who approvals made on an open
@@ -392,11 +445,22 @@ mod tests {
     }
 
     #[test]
-    fn csrf_values_compare_exactly() {
-        let v = new_csrf_value();
-        assert_eq!(v.len(), 64);
-        assert!(csrf_matches(&v, &v));
-        assert!(!csrf_matches(&v, &v[1..]));
-        assert!(!csrf_matches("", ""));
+    fn csrf_values_are_signed_and_a_chosen_cookie_is_not_enough() {
+        let cookie = new_csrf_value();
+        assert_eq!(cookie.len(), 64);
+        let key = CsrfKey::random();
+        let signed = key.sign(&cookie);
+        assert!(key.verifies(&cookie, &signed));
+        // The cookie itself, a cut value, another key's: all refused.
+        assert!(!key.verifies(&cookie, &cookie));
+        assert!(!key.verifies(&cookie, &signed[1..]));
+        assert!(!CsrfKey::random().verifies(&cookie, &signed));
+        assert!(!key.verifies("", &key.sign("")));
+        // A token's key is the same in every process that has the token.
+        let (a, b) = (CsrfKey::for_token(&token()), CsrfKey::for_token(&token()));
+        assert!(b.verifies(&cookie, &a.sign(&cookie)));
+        let other = CsrfKey::for_token(&Token("another-token-of-enough-length".into()));
+        assert!(!other.verifies(&cookie, &a.sign(&cookie)));
+        assert!(!format!("{a:?}").contains(&hex::encode(a.0)));
     }
 }

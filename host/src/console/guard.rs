@@ -1,17 +1,28 @@
 //! The gate every request passes ([`guard`]): the loopback `Host` check,
-//! who is asking (session cookie, bearer token, or the OS user on an open
-//! loopback console), the CSRF check of every POST, and the security
-//! headers of every response.
+//! on an open console whether the connection is its owner's, who is
+//! asking (session cookie, bearer token, or the OS user on an open
+//! loopback console), the origin and CSRF checks of every POST, and the
+//! security headers of every response.
+//!
+//! Account: an open console serves only its own OS account and root (the
+//! connection's account is found as it is accepted, [`super::peer`]);
+//! anyone else is told to use that account or set a token.
+//!
+//! Origin: a POST whose `Origin` is not the console's own (the scheme and
+//! the `Host` it was asked for), or without `Origin` whose `Sec-Fetch-Site`
+//! says another site sent it, is refused. A request with neither is not
+//! from a browser, and goes on to the CSRF check.
 //!
 //! CSRF: each browser gets a random value in an HttpOnly, SameSite=Strict
-//! cookie; every form carries the same value in a hidden `csrf` field (or
-//! a request sends it as `X-CSRF-Token`). A POST whose field does not
-//! equal its cookie is refused before any handler sees it.
+//! cookie; every form carries that value signed with the console's
+//! [`CsrfKey`](super::access::CsrfKey) in a hidden `csrf` field (or a
+//! request sends it as `X-CSRF-Token`). A POST whose field is not its
+//! cookie's signature is refused before any handler sees it.
 
 use std::sync::Arc;
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
@@ -20,7 +31,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use cookie::{Cookie, SameSite};
 
 use super::Console;
-use super::access;
+use super::access::{self, CsrfKey};
+use super::peer::{Owner, Peer};
 use super::view::{Chrome, ErrorPage, href, render};
 
 pub const SESSION_COOKIE: &str = "sluice_session";
@@ -53,7 +65,7 @@ pub enum Via {
     Bearer,
 }
 
-/// This browser's CSRF value.
+/// The CSRF value this browser's forms carry (its cookie, signed).
 #[derive(Debug, Clone)]
 pub struct Csrf(pub String);
 
@@ -197,9 +209,10 @@ pub fn safe_next(next: &str) -> String {
     }
 }
 
-/// Checks the CSRF value of a POST, reading (a bounded) body and handing
-/// it on unchanged.
-async fn check_csrf(request: Request, expected: &str) -> Result<Request, Response> {
+/// Checks the CSRF value of a POST against its browser's `cookie` (empty
+/// when it sent none), reading (a bounded) body and handing it on
+/// unchanged.
+async fn check_csrf(request: Request, key: &CsrfKey, cookie: &str) -> Result<Request, Response> {
     let (parts, body) = request.into_parts();
     let refused = || {
         refusal(
@@ -210,7 +223,7 @@ async fn check_csrf(request: Request, expected: &str) -> Result<Request, Respons
     };
     if let Some(given) = parts.headers.get(CSRF_HEADER) {
         let given = given.to_str().unwrap_or("");
-        return if access::csrf_matches(expected, given) {
+        return if key.verifies(cookie, given) {
             Ok(Request::from_parts(parts, body))
         } else {
             Err(refused())
@@ -227,11 +240,92 @@ async fn check_csrf(request: Request, expected: &str) -> Result<Request, Respons
         .find(|(k, _)| k == CSRF_FIELD)
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    if access::csrf_matches(expected, &given) {
+    if key.verifies(cookie, &given) {
         Ok(Request::from_parts(parts, Body::from(bytes)))
     } else {
         Err(refused())
     }
+}
+
+/// The console's own origin as this request names it: the scheme (`https`
+/// when a proxy in front says so with `X-Forwarded-Proto`) and the `Host`.
+fn own_origin(request: &Request) -> String {
+    let headers = request.headers();
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .or_else(|| request.uri().scheme_str().map(str::to_string))
+        .unwrap_or_else(|| "http".to_string());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    format!("{scheme}://{host}")
+}
+
+/// Refuses a POST a browser sent from another origin: its `Origin` must be
+/// the console's own; without one, its `Sec-Fetch-Site` (if any) must say
+/// the same origin, or the user's own action (`none`).
+fn refuse_other_origin(request: &Request) -> Option<Response> {
+    let headers = request.headers();
+    let from_elsewhere =
+        |message: String| refusal(StatusCode::FORBIDDEN, "Form from another site", &message);
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("(unreadable)");
+        let ours = own_origin(request);
+        if origin.eq_ignore_ascii_case(&ours) {
+            return None;
+        }
+        return Some(from_elsewhere(format!(
+            "This form was sent from {origin}, not from this console ({ours}), so it was refused: a page of another site cannot make changes here. Open the console itself and use its form. Behind a proxy, have the proxy pass the Host header on unchanged and set X-Forwarded-Proto."
+        )));
+    }
+    match headers
+        .get("sec-fetch-site")
+        .map(|v| v.to_str().unwrap_or(""))
+    {
+        None | Some("same-origin") | Some("none") => None,
+        Some(site) => Some(from_elsewhere(format!(
+            "This form was sent from another site (Sec-Fetch-Site: {site}), so it was refused: a page of another site cannot make changes here. Open the console itself and use its form."
+        ))),
+    }
+}
+
+/// On an open console, refuses a connection that is not the console's own
+/// account's (or root's), and one whose account could not be found.
+fn refuse_other_account(console: &Console, request: &Request) -> Option<Response> {
+    let owner = request
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|ConnectInfo(peer)| peer.owner.clone());
+    let advice = format!(
+        "This console has no token, so only the account that started it ({}) and root may use it. Use that account (for example `ssh -L 8700:127.0.0.1:PORT` as that user), or start the console with a token (SLUICE_CONSOLE_TOKEN or --token-file) and sign in.",
+        console.os_user
+    );
+    let why = match owner {
+        Some(Owner::Uid(uid)) if uid == console.os_uid || uid == 0 => return None,
+        Some(Owner::Uid(uid)) => {
+            eprintln!(
+                "console: refused a connection from uid {uid}: not the console's owner and no token is set"
+            );
+            format!("This connection comes from another account (uid {uid}).")
+        }
+        Some(Owner::Unknown(why)) => {
+            eprintln!("console: refused a connection whose account could not be found: {why}");
+            format!("The account this connection comes from could not be found ({why}).")
+        }
+        Some(Owner::NotChecked) | None => {
+            "The account this connection comes from was not looked up.".to_string()
+        }
+    };
+    Some(refusal(
+        StatusCode::FORBIDDEN,
+        "Not your console",
+        &format!("{why} {advice}"),
+    ))
 }
 
 fn secure_headers(response: &mut Response) {
@@ -239,7 +333,10 @@ fn secure_headers(response: &mut Response) {
     let defaults = [
         (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Not `no-referrer`: under it a browser sends `Origin: null` with
+        // the console's own forms, which the origin check must refuse.
+        // `same-origin` still tells other sites nothing.
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::CACHE_CONTROL, "no-store"),
     ];
@@ -273,6 +370,13 @@ async fn pass(console: &Console, mut request: Request, next: Next) -> Response {
         }
     }
     let kind = kind(request.uri().path());
+    if console.token.is_none()
+        && matches!(kind, Kind::Page | Kind::Login)
+        && let Some(refused) = refuse_other_account(console, &request)
+    {
+        return refused;
+    }
+    let headers = request.headers();
     let viewer = match identify(console, headers) {
         Ok(viewer) => viewer,
         Err(()) => {
@@ -298,12 +402,16 @@ async fn pass(console: &Console, mut request: Request, next: Next) -> Response {
         Kind::Page if viewer.is_none() => return sign_in_first(&request),
         Kind::Page | Kind::Login => {}
     }
-    let (csrf, fresh) = match cookie(headers, CSRF_COOKIE) {
+    let (cookie, fresh) = match cookie(headers, CSRF_COOKIE) {
         Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => (v, false),
         _ => (access::new_csrf_value(), true),
     };
     if request.method() == Method::POST {
-        request = match check_csrf(request, if fresh { "" } else { &csrf }).await {
+        if let Some(refused) = refuse_other_origin(&request) {
+            return refused;
+        }
+        let sent = if fresh { "" } else { cookie.as_str() };
+        request = match check_csrf(request, &console.csrf_key, sent).await {
             Ok(request) => request,
             Err(refused) => return refused,
         };
@@ -311,12 +419,14 @@ async fn pass(console: &Console, mut request: Request, next: Next) -> Response {
     if let Some(viewer) = viewer {
         request.extensions_mut().insert(viewer);
     }
-    request.extensions_mut().insert(Csrf(csrf.clone()));
+    request
+        .extensions_mut()
+        .insert(Csrf(console.csrf_key.sign(&cookie)));
     let mut response = next.run(request).await;
     if fresh {
         response
             .headers_mut()
-            .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &csrf, None));
+            .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &cookie, None));
     }
     response
 }

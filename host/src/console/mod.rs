@@ -9,8 +9,9 @@
 //!
 //! - [`access`]: who may listen where, tokens, sessions, CSRF values
 //! - [`listen`]: the `--http` value (an IP address or a host name) resolved
-//! - [`guard`]: the middleware every request passes (host check, sign-in,
-//!   CSRF, security headers)
+//! - [`peer`]: which local account opened a connection to an open console
+//! - [`guard`]: the middleware every request passes (host and account
+//!   checks, sign-in, origin and CSRF, security headers)
 //! - [`data`]: every read from the storage layer
 //! - [`pages`], [`run_page`], [`approvals`], [`session`], [`ops`]: the routes
 //! - [`view`]: templates and formatting; [`words`]: schedules in words
@@ -24,6 +25,7 @@ pub mod listen;
 pub mod metrics;
 pub mod ops;
 pub mod pages;
+pub mod peer;
 pub mod run_page;
 pub mod session;
 pub mod view;
@@ -39,10 +41,11 @@ use sluice_store::Location;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use self::access::{AccessError, Token};
+use self::access::{AccessError, CsrfKey, Token};
 use self::data::Data;
 use self::listen::Listen;
 use self::metrics::Metrics;
+use self::peer::{Peer, PeerListener};
 use crate::scheduler::control::{Control, ServedFlow};
 
 /// The address the console listens on unless told otherwise.
@@ -86,6 +89,11 @@ pub struct Console {
     /// `/metrics` and `/healthz` need no token.
     operations_open: bool,
     os_user: String,
+    /// The uid this process runs as: on an open console, only it and root
+    /// may use the console ([`peer`]).
+    os_uid: u32,
+    /// Signs the CSRF values of this console's forms.
+    csrf_key: CsrfKey,
     metrics: Metrics,
     /// The timer host's handle, under `sluice serve --http`.
     scheduler: Option<Control>,
@@ -171,17 +179,26 @@ pub async fn start(
         .await
         .map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
+    let csrf_key = match &options.token {
+        Some(token) => CsrfKey::for_token(token),
+        None => CsrfKey::random(),
+    };
+    let find_owner = options.token.is_none();
     let console = Arc::new(Console {
         data,
         token: options.token,
         operations_open: addr.ip().is_loopback() || options.metrics_public,
         os_user: access::os_user(),
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        os_uid: unsafe { libc::geteuid() },
+        csrf_key,
         metrics: Metrics::new()?,
         scheduler,
         described,
     });
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = router(console);
+    let listener = PeerListener::new(listener, find_owner);
+    let app = router(console).into_make_service_with_connect_info::<Peer>();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(async {
             let _ = stopped.await;
