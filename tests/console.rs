@@ -220,6 +220,17 @@ async fn get(addr: SocketAddr, path: &str, cookies: &str) -> Page {
     read(req.send().await.unwrap()).await
 }
 
+async fn get_with(addr: SocketAddr, path: &str, cookies: &str, headers: &[(&str, &str)]) -> Page {
+    let mut req = client().get(url(addr, path));
+    if !cookies.is_empty() {
+        req = req.header(header::COOKIE, cookies);
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    read(req.send().await.unwrap()).await
+}
+
 async fn post(addr: SocketAddr, path: &str, cookies: &str, form: &[(&str, &str)]) -> Page {
     let mut req = client().post(url(addr, path)).form(form);
     if !cookies.is_empty() {
@@ -491,6 +502,29 @@ async fn a_console_with_a_token_asks_for_it_on_every_page() {
         "{session}"
     );
     assert!(!session.contains(TOKEN));
+    assert!(!session.contains("Secure"), "over plain http: {session}");
+    // Behind a TLS proxy (X-Forwarded-Proto: https) both cookies are
+    // Secure: the browser never sends them over plain http.
+    let proxied = get_with(c.addr, "/login", "", &[("x-forwarded-proto", "https")]).await;
+    let proxied_csrf = set_cookies(&proxied)["sluice_csrf"].clone();
+    assert!(proxied_csrf.contains("Secure"), "{proxied_csrf}");
+    let proxied_jar = format!("sluice_csrf={}", cookie_value(&proxied_csrf));
+    let proxied_login = post_with(
+        c.addr,
+        "/login",
+        &proxied_jar,
+        &[("x-forwarded-proto", "https")],
+        &[
+            ("csrf", &csrf_field(&proxied.body)),
+            ("name", "Dana"),
+            ("token", TOKEN),
+            ("next", "/runs"),
+        ],
+    )
+    .await;
+    assert_eq!(proxied_login.status, StatusCode::SEE_OTHER);
+    let proxied_session = set_cookies(&proxied_login)["sluice_session"].clone();
+    assert!(proxied_session.contains("Secure"), "{proxied_session}");
     let jar = format!("{jar}; sluice_session={}", cookie_value(&session));
     let runs = get(c.addr, "/runs", &jar).await;
     assert_page(&runs, StatusCode::OK, "runs, signed in");

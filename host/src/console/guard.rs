@@ -139,12 +139,30 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|c| c.value().to_string())
 }
 
+/// Whether the request came through a TLS proxy, as its
+/// `X-Forwarded-Proto` says: the browser then reaches the console over
+/// https, and its cookies must never go over plain http.
+pub fn behind_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
 /// A cookie the console sets: HttpOnly, SameSite=Strict, for the whole
-/// console; `max_age` 0 deletes it.
-pub fn set_cookie(name: &str, value: &str, max_age: Option<std::time::Duration>) -> HeaderValue {
+/// console, and `Secure` when the browser came over https
+/// ([`behind_https`]); `max_age` 0 deletes it.
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    max_age: Option<std::time::Duration>,
+    secure: bool,
+) -> HeaderValue {
     let mut c = Cookie::build((name.to_string(), value.to_string()))
         .http_only(true)
         .same_site(SameSite::Strict)
+        .secure(secure)
         .path("/");
     if let Some(age) = max_age {
         let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
@@ -402,6 +420,7 @@ async fn pass(console: &Console, mut request: Request, next: Next) -> Response {
         Kind::Page if viewer.is_none() => return sign_in_first(&request),
         Kind::Page | Kind::Login => {}
     }
+    let secure = behind_https(headers);
     let (cookie, fresh) = match cookie(headers, CSRF_COOKIE) {
         Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => (v, false),
         _ => (access::new_csrf_value(), true),
@@ -424,9 +443,10 @@ async fn pass(console: &Console, mut request: Request, next: Next) -> Response {
         .insert(Csrf(console.csrf_key.sign(&cookie)));
     let mut response = next.run(request).await;
     if fresh {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &cookie, None));
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(CSRF_COOKIE, &cookie, None, secure),
+        );
     }
     response
 }

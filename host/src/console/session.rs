@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::Console;
 use super::access::{self, SESSION_LIFETIME};
-use super::guard::{SESSION_COOKIE, Seen, safe_next, set_cookie};
+use super::guard::{SESSION_COOKIE, Seen, behind_https, safe_next, set_cookie};
 use super::pages::page;
 use super::view::LoginPage;
 
@@ -66,6 +66,7 @@ pub struct Login {
 pub async fn login(
     State(console): State<Arc<Console>>,
     seen: Seen,
+    headers: HeaderMap,
     Form(form): Form<Login>,
 ) -> Response {
     let next = safe_next(&form.next);
@@ -103,17 +104,27 @@ pub async fn login(
         )
             .into_response();
     };
-    let cookie = set_cookie(SESSION_COOKIE, &session, Some(SESSION_LIFETIME));
+    let cookie = set_cookie(
+        SESSION_COOKIE,
+        &session,
+        Some(SESSION_LIFETIME),
+        behind_https(&headers),
+    );
     let mut response = Redirect::to(&next).into_response();
     response.headers_mut().append(header::SET_COOKIE, cookie);
     response
 }
 
-pub async fn logout() -> Response {
+pub async fn logout(headers: HeaderMap) -> Response {
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, "", Some(std::time::Duration::ZERO)),
+        set_cookie(
+            SESSION_COOKIE,
+            "",
+            Some(std::time::Duration::ZERO),
+            behind_https(&headers),
+        ),
     );
     response
 }
