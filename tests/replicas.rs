@@ -629,6 +629,27 @@ fn snapshot(db: &Db, run: &str) -> String {
     text
 }
 
+/// Writes to `file` a flow named `name` whose one step echoes: it asks
+/// for a connection (the hostile fixture needs one) and sends nothing.
+fn echo_flow(file: &Path, name: &str) {
+    let text = format!(
+        r#"
+name = "{name}"
+
+[connections.unused]
+base_url = "http://127.0.0.1:9"
+
+[[step]]
+id = "s"
+uses = "{}"
+connections = ["unused"]
+with = {{ action = "echo" }}
+"#,
+        fixture("hostile").display()
+    );
+    std::fs::write(file, text).unwrap();
+}
+
 #[test]
 fn sluice_run_takes_the_flows_lease_so_a_second_job_of_a_cronjob_is_refused() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -643,23 +664,7 @@ fn sluice_run_takes_the_flows_lease_so_a_second_job_of_a_cronjob_is_refused() {
         .unwrap();
     let (data, flows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let file = flows.path().join("once.toml");
-    // The hostile fixture asks for a connection; this step sends nothing.
-    let text = format!(
-        r#"
-name = "once"
-
-[connections.unused]
-base_url = "http://127.0.0.1:9"
-
-[[step]]
-id = "s"
-uses = "{}"
-connections = ["unused"]
-with = {{ action = "echo" }}
-"#,
-        fixture("hostile").display()
-    );
-    std::fs::write(&file, text).unwrap();
+    echo_flow(&file, "once");
     let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_sluice"))
             .env_clear()
@@ -747,22 +752,7 @@ fn a_run_killed_before_its_first_write_does_not_keep_the_next_one_waiting() {
     .unwrap();
     let (data, flows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let file = flows.path().join("early.toml");
-    let text = format!(
-        r#"
-name = "early"
-
-[connections.unused]
-base_url = "http://127.0.0.1:9"
-
-[[step]]
-id = "s"
-uses = "{}"
-connections = ["unused"]
-with = {{ action = "echo" }}
-"#,
-        fixture("hostile").display()
-    );
-    std::fs::write(&file, text).unwrap();
+    echo_flow(&file, "early");
     let run = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.env_clear()
