@@ -1322,3 +1322,46 @@ async fn a_mail_that_appears_after_the_license_creates_nobody_and_makes_no_leave
         ]
     );
 }
+
+/// Bob, created under his UPN, whose mail appeared since: while he holds a
+/// license under the new key nobody asks Graph about his old one, and when
+/// his account is disabled his Procore user leaves for that reason, not
+/// "no license group".
+#[tokio::test]
+async fn a_re_keyed_person_whose_account_is_disabled_leaves_as_disabled() {
+    const UPN: &str = "bob@contoso.onmicrosoft.com";
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3])],
+        unlicensed: &[],
+        missing: &[UPN],
+    })
+    .await;
+    let graph_id = t
+        .emu
+        .snapshot()
+        .scenario
+        .graph_users
+        .iter()
+        .find(|u| u.user_principal_name == UPN)
+        .unwrap()
+        .id
+        .clone();
+    assert!(t.emu.set_mail(&graph_id, None), "no mailbox yet");
+    t.run_ok(&[]).await;
+    assert!(t.emu.set_mail(&graph_id, Some("Bob.Smith@contoso.com")));
+    // Every request of the run, Graph's too (run_ok keeps Procore's only).
+    let before = t.emu.snapshot().requests.len();
+    t.run_ok(&[]).await;
+    let requests = t.emu.snapshot().requests;
+    let asked: Vec<&LoggedRequest> = requests[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains(&format!("/users/{graph_id}")))
+        .collect();
+    assert!(
+        asked.is_empty(),
+        "a license holder's user was looked up: {asked:?}"
+    );
+    assert!(t.emu.set_account_enabled(&graph_id, false));
+    let (run, _) = t.run_ok(&[]).await;
+    assert_eq!(leavers(&run), map(&[(UPN, "account disabled")]));
+}

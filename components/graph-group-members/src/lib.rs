@@ -24,8 +24,11 @@
 //! account is disabled, and `gone` the keys of people the flow manages
 //! (its state's `managed/<key>` records, with the Entra id) who are in no
 //! license group and whose Entra user no longer exists (`GET users/{id}`
-//! answers 404). A look-up that fails otherwise fails the step: a read
-//! that did not finish never makes anyone a leaver.
+//! answers 404). Such a record whose Entra user holds a license under
+//! another key (a mail that appeared since) is not asked about; one whose
+//! Entra user is disabled has its key in `disabled` too, since the member
+//! said so under the new key only. A look-up that fails otherwise fails
+//! the step: a read that did not finish never makes anyone a leaver.
 
 mod delta;
 mod id;
@@ -35,7 +38,7 @@ mod people;
 mod plan;
 mod user;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -44,6 +47,7 @@ use sluice_guest::{Call, Context, JsonSchema, OutputList, StepError};
 use sluice_guest_services::graph::Group;
 use sluice_guest_services::sync::{MANAGED_PREFIX, Managed, ManagedStatus, Person};
 
+use id::Id;
 use known::Known;
 use plan::Meta;
 
@@ -91,7 +95,8 @@ pub struct Output {
     pub people: Value,
     /// Members with a disabled account (and enabled nowhere else).
     pub skipped_disabled: usize,
-    /// Their keys, sorted.
+    /// Their keys, sorted, and the keys the flow manages their Procore
+    /// users under where those differ (see the module's notes).
     pub disabled: Vec<String>,
     /// Keys of managed people in no license group whose Entra user is gone.
     pub gone: Vec<String>,
@@ -206,11 +211,15 @@ fn run(input: Input, context: &Context) -> Result<Output, StepError> {
     out.warnings = outcome.warnings;
     // With no license group the flow deactivates nobody, so asking Graph
     // about every managed person would only spend requests.
-    out.gone = if tracked.ids.is_empty() {
-        Vec::new()
-    } else {
-        gone(&roster, &out.disabled)?
-    };
+    if !tracked.ids.is_empty() {
+        let unheld = unheld(&roster, &out.disabled)?;
+        out.gone = unheld.gone;
+        // Their old key goes into `disabled` beside the new one, so compare
+        // gives the record's leaver its true reason.
+        out.disabled.extend(unheld.disabled);
+        out.disabled.sort_unstable();
+        out.disabled.dedup();
+    }
     let mut people = OutputList::new("people");
     for person in roster.persons() {
         people.push(&person)?;
@@ -312,10 +321,25 @@ fn changes_since(
     Ok(Ok(known))
 }
 
+/// What Graph says of the managed people whose key holds no license now.
+#[derive(Debug, Default)]
+struct Unheld {
+    /// Keys whose Entra user Graph no longer has.
+    gone: Vec<String>,
+    /// Keys whose Entra user is disabled though no member under this key
+    /// said so: the user's key changed since the flow recorded them (a
+    /// mail that appeared), and the member with the new key is disabled.
+    disabled: Vec<String>,
+}
+
 /// The managed people (state `managed/<key>`, active, with an Entra id)
-/// who are in no license group and whose Entra user Graph no longer has.
-fn gone(people: &people::Roster, disabled: &[String]) -> Result<Vec<String>, StepError> {
-    let mut gone = Vec::new();
+/// who are in no license group under their key: each whose Entra user is
+/// not a license holder under another key is looked up in Graph, which
+/// says whether the user is gone or disabled.
+fn unheld(people: &people::Roster, disabled: &[String]) -> Result<Unheld, StepError> {
+    let mut out = Unheld::default();
+    // Built on first need: most runs find every record by its key.
+    let mut holders: Option<HashSet<&Id>> = None;
     for entry in state::entries::<Managed>(MANAGED_PREFIX) {
         let (state_key, record) = entry?;
         let Some(key) = state_key.strip_prefix(MANAGED_PREFIX) else {
@@ -328,6 +352,12 @@ fn gone(people: &people::Roster, disabled: &[String]) -> Result<Vec<String>, Ste
         if people.contains(key) || disabled.binary_search_by(|d| d.as_str().cmp(key)).is_ok() {
             continue;
         }
+        // The same Entra user holds a license under a new key: neither
+        // gone nor disabled, and nothing to ask.
+        let holders = holders.get_or_insert_with(|| people.ids().collect());
+        if holders.contains(&Id::new(entra_id)) {
+            continue;
+        }
         let call = Call::get(
             GRAPH,
             &format!("users/{}", sluice_guest::http::segment(entra_id)),
@@ -335,12 +365,17 @@ fn gone(people: &people::Roster, disabled: &[String]) -> Result<Vec<String>, Ste
         .query("$select", "id,accountEnabled");
         let response = call.read()?;
         match response.status {
-            404 => gone.push(key.to_string()),
-            s if (200..300).contains(&s) => {}
+            404 => out.gone.push(key.to_string()),
+            s if (200..300).contains(&s) => {
+                let user: Value = response.json()?;
+                if user.get("accountEnabled") == Some(&Value::Bool(false)) {
+                    out.disabled.push(key.to_string());
+                }
+            }
             _ => return Err(sluice_guest_services::status_error(&call, &response)),
         }
     }
-    Ok(gone)
+    Ok(out)
 }
 
 sluice_guest::step!(run, connections: {

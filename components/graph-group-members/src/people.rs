@@ -194,6 +194,11 @@ impl Roster {
             .is_ok()
     }
 
+    /// The Entra object ids of the people.
+    pub fn ids(&self) -> impl Iterator<Item = &Id> {
+        self.people.iter().map(|held| &held.id)
+    }
+
     /// The people's keys, in order.
     #[cfg(test)]
     pub fn keys(&self) -> impl Iterator<Item = &str> {
