@@ -1240,16 +1240,12 @@ async fn a_deactivation_whose_resend_procore_answers_404_is_kept() {
     assert_eq!(statuses, [500, 404], "the resend finds Cy inactive");
 }
 
-/// Bob is licensed before his mailbox exists, so the flow creates his
-/// Procore user under his UPN; then Exchange gives him a mail, which is his
-/// key from then on. The flow keeps his Entra id, so the next runs know him:
-/// nobody is created, his first account is nobody's leaver, and the report
-/// says Procore still has his old address. When he really leaves, he waits
-/// for approval under the key his ledger and his Procore user have.
-#[tokio::test]
-async fn a_mail_that_appears_after_the_license_creates_nobody_and_makes_no_leaver() {
-    const UPN: &str = "bob@contoso.onmicrosoft.com";
-    const MAIL: &str = "Bob.Smith@contoso.com";
+/// Bob's UPN, his key while he has no mailbox.
+const UPN: &str = "bob@contoso.onmicrosoft.com";
+
+/// A tenant where Bob holds a license, has no Procore user and no mailbox
+/// yet (so his key is his UPN); and his Entra id.
+async fn bob_without_a_mailbox() -> (Tenant, String) {
     let t = Tenant::new(Plan {
         licensed: &[(ANN, &[E3])],
         unlicensed: &[],
@@ -1267,6 +1263,19 @@ async fn a_mail_that_appears_after_the_license_creates_nobody_and_makes_no_leave
         .id
         .clone();
     assert!(t.emu.set_mail(&graph_id, None), "no mailbox yet");
+    (t, graph_id)
+}
+
+/// Bob is licensed before his mailbox exists, so the flow creates his
+/// Procore user under his UPN; then Exchange gives him a mail, which is his
+/// key from then on. The flow keeps his Entra id, so the next runs know him:
+/// nobody is created, his first account is nobody's leaver, and the report
+/// says Procore still has his old address. When he really leaves, he waits
+/// for approval under the key his ledger and his Procore user have.
+#[tokio::test]
+async fn a_mail_that_appears_after_the_license_creates_nobody_and_makes_no_leaver() {
+    const MAIL: &str = "Bob.Smith@contoso.com";
+    let (t, graph_id) = bob_without_a_mailbox().await;
     let (first, requests) = t.run_ok(&[]).await;
     assert_eq!(first.output_of("create")["ok"], 1, "{}", first.stdout);
     let created = |requests: &[LoggedRequest]| {
@@ -1329,24 +1338,7 @@ async fn a_mail_that_appears_after_the_license_creates_nobody_and_makes_no_leave
 /// "no license group".
 #[tokio::test]
 async fn a_re_keyed_person_whose_account_is_disabled_leaves_as_disabled() {
-    const UPN: &str = "bob@contoso.onmicrosoft.com";
-    let t = Tenant::new(Plan {
-        licensed: &[(ANN, &[E3])],
-        unlicensed: &[],
-        missing: &[UPN],
-    })
-    .await;
-    let graph_id = t
-        .emu
-        .snapshot()
-        .scenario
-        .graph_users
-        .iter()
-        .find(|u| u.user_principal_name == UPN)
-        .unwrap()
-        .id
-        .clone();
-    assert!(t.emu.set_mail(&graph_id, None), "no mailbox yet");
+    let (t, graph_id) = bob_without_a_mailbox().await;
     t.run_ok(&[]).await;
     assert!(t.emu.set_mail(&graph_id, Some("Bob.Smith@contoso.com")));
     // Every request of the run, Graph's too (run_ok keeps Procore's only).
