@@ -878,6 +878,16 @@ async fn the_run_page_shows_each_items_key() {
         })
         .collect();
     assert_eq!(keys, ["ann@example.com", HOSTILE_KEY], "{}", page.body);
+    // Items are counted from 1, as `sluice runs show` and run errors count.
+    let numbers: Vec<&str> = page
+        .body
+        .match_indices("<tr class=\"succeeded\">\n<td>")
+        .map(|(at, tag)| {
+            let rest = &page.body[at + tag.len()..];
+            &rest[..rest.find("</td>").unwrap()]
+        })
+        .collect();
+    assert_eq!(numbers, ["1", "2"], "{}", page.body);
     assert!(!page.body.contains("<b>eve</b>"), "a key is shown as text");
     // A search finds an item by its key alone.
     let searched = get(

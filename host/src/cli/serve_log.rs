@@ -503,13 +503,20 @@ impl RunLog {
             RunEvent::ItemFinished {
                 step,
                 index,
+                key,
+                total,
                 status: Status::Failed,
                 error,
                 ..
             } => Some(Entry {
                 level: Level::WARN,
+                // Counted from 1 and named by its key, as the run's own
+                // error and `sluice runs show` name it.
                 message: format!(
-                    "{flow} run {run}: step {step}, item {index} failed: {}",
+                    "{flow} run {run}: step {step}, item {} of {total}{} failed: {}",
+                    index + 1,
+                    key.as_deref()
+                        .map_or(String::new(), |k| format!(" (key `{k}`)")),
                     error.as_deref().unwrap_or("no reason given")
                 ),
                 error: error.clone(),
@@ -551,6 +558,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::run::Payload;
 
     fn paris(h: u32, m: u32) -> DateTime<Tz> {
         chrono_tz::Europe::Paris
@@ -649,6 +657,34 @@ mod tests {
         assert_eq!(
             finished.message,
             "sync run r1: step diff failed after 1.5 s: bad input"
+        );
+        // A failed item is counted from 1 and named by its key, as the
+        // run's error and `sluice runs show` name it.
+        let redactor = crate::redact::Redactor::default();
+        let item = log
+            .entry(&RunEvent::ItemFinished {
+                step: "create".into(),
+                index: 2,
+                key: Some("ann@example.com".into()),
+                status: Status::Failed,
+                input: Payload::text(Arc::new("{}".into()), &redactor),
+                output: None,
+                error: Some("Procore refused it".into()),
+                duration: Duration::from_millis(3),
+                done: 3,
+                total: 10,
+                failed: 1,
+                connections: Default::default(),
+                attempts: sluice_store::Attempts {
+                    made: 1,
+                    failed: Vec::new(),
+                },
+            })
+            .unwrap();
+        assert_eq!((item.level, item.event), (Level::WARN, "item_failed"));
+        assert_eq!(
+            item.message,
+            "sync run r1: step create, item 3 of 10 (key `ann@example.com`) failed: Procore refused it"
         );
         let ended = RunEvent::RunFinished {
             status: Status::Succeeded,

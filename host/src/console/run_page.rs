@@ -263,7 +263,7 @@ async fn item_group(
 fn item_view(i: &sluice_store::ItemRecord) -> ItemView {
     let input = i.input.clone().unwrap_or(Value::Null);
     ItemView {
-        index: i.index,
+        number: i.index + 1,
         key: i.key.clone(),
         status: i.status.to_string(),
         took: took(Some(i.duration_ms)),

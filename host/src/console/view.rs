@@ -181,7 +181,8 @@ pub struct ItemGroup {
 }
 
 pub struct ItemView {
-    pub index: u64,
+    /// Counted from 1, as `sluice runs show` and run errors count items.
+    pub number: u64,
     /// Who or what the item is about (its step's `for_each_key`), which
     /// its input need not repeat.
     pub key: Option<String>,
