@@ -39,6 +39,8 @@ graph_client_secret = { env = "GRAPH_CLIENT_SECRET" }
 [connections.graph]
 base_url = "${env.GRAPH_BASE_URL}"
 auth.oauth2_client_credentials = { token_url = "${env.GRAPH_TOKEN_URL}", client_id = "${env.GRAPH_CLIENT_ID}", client_secret = "${secrets.graph_client_secret}", scope = "https://graph.microsoft.com/.default" }
+# Faults that outlast every retry are part of these tests: give up soon.
+retry = { max_attempts = 2, base_delay = "10ms", max_delay = "50ms" }
 
 [[step]]
 id = "groups"
@@ -143,23 +145,30 @@ impl Members {
 }
 
 impl Tenant {
+    /// A run that must succeed: its members output and Graph paths.
     async fn run(&self, params: &[&str]) -> Members {
+        let (run, paths) = self.attempt(params).await;
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        Members {
+            output: run.output_of("members"),
+            paths,
+        }
+    }
+
+    /// A run, whatever its end, and the Graph paths it asked for.
+    async fn attempt(&self, params: &[&str]) -> (Run, Vec<String>) {
         let before = self.emu.snapshot().requests.len();
         let mut args = vec!["run", self.flow.to_str().unwrap(), "--json"];
         for p in params {
             args.extend(["--param", p]);
         }
         let run: Run = sluice_cmd(&self.env, self.data.path(), &args).await;
-        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
         let paths = self.emu.snapshot().requests[before..]
             .iter()
             .filter(|r| r.path.starts_with("/v1.0/"))
             .map(|r| r.path.clone())
             .collect();
-        Members {
-            output: run.output_of("members"),
-            paths,
-        }
+        (run, paths)
     }
 
     fn mail(&self, user: usize) -> String {
@@ -297,6 +306,43 @@ async fn a_graph_that_refuses_delta_is_read_fully_every_run() {
         let warnings = run.output["warnings"].to_string();
         assert!(warnings.contains("delta is not available"), "{warnings}");
     }
+}
+
+/// Graph throttling a delta round past the connection's retries fails the
+/// run rather than reading every member: a full read would send far more
+/// requests to a Graph that asked for fewer. The kept links stay, so the
+/// next run reads the same changes incrementally.
+#[tokio::test]
+async fn a_throttled_delta_round_fails_the_run_and_the_next_reads_its_changes() {
+    let t = tenant(6).await;
+    t.run(&[]).await;
+    assert!(t.emu.add_member(&t.groups[0], &t.users[3]));
+    t.emu.set_faults(Faults {
+        targeted: vec![TargetedFault {
+            method: "GET".into(),
+            path_suffix: "/users/delta".into(),
+            body_contains: None,
+            at: Vec::new(),
+            fault: FaultKind::TooMany,
+        }],
+        retry_after_secs: 0,
+        ..Default::default()
+    });
+    let (throttled, paths) = t.attempt(&[]).await;
+    assert_ne!(throttled.code, 0, "{}", throttled.stdout);
+    let failed = throttled.stdout + &throttled.stderr;
+    assert!(
+        failed.contains("members") && failed.contains("429"),
+        "{failed}"
+    );
+    assert!(
+        !paths.iter().any(|p| p.ends_with("/members")),
+        "no full read: {paths:?}"
+    );
+    t.emu.set_faults(Faults::default());
+    let after = t.run(&[]).await;
+    assert_eq!(after.read(), "incremental", "{}", after.output);
+    assert!(after.keys().contains(&t.mail(3)), "{:?}", after.keys());
 }
 
 /// One random directory change: a join, a leave, a disable or enable, or

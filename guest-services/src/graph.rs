@@ -54,6 +54,32 @@ impl<T> Page<T> {
     }
 }
 
+/// The pages a paging walk has read, so a nextLink that leads back to one
+/// of them stops the walk at once: a service that loops would otherwise
+/// be asked the same page until [`MAX_PAGES`], tens of thousands of
+/// requests later. Only a hash of each link is kept.
+#[derive(Debug, Default)]
+pub struct Visited(std::collections::HashSet<u64>);
+
+impl Visited {
+    /// Notes that the nextLink `url` is to be read; an error when this
+    /// walk was led to it before.
+    pub fn enter(&mut self, url: &str) -> Result<(), StepError> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        url.hash(&mut hasher);
+        if self.0.insert(hasher.finish()) {
+            Ok(())
+        } else {
+            Err(StepError::internal(format!(
+                "the service's @odata.nextLink leads back to a page already read ({url}): \
+                 it is paging in a loop, so the read stopped"
+            ))
+            .with_code("paging-loop"))
+        }
+    }
+}
+
 /// Hands every page of a Graph collection to `read`, starting with
 /// `first` (a GET through `connection`), until `read` returns no nextLink:
 /// only one page is held at a time. `read` gets the call each page
@@ -64,10 +90,14 @@ pub fn pages(
     mut read: impl FnMut(&Call, &Response) -> Result<Option<String>, StepError>,
 ) -> Result<(), StepError> {
     let mut call = first;
+    let mut visited = Visited::default();
     for _ in 0..MAX_PAGES {
         let response = read_ok(&call)?;
         match read(&call, &response)? {
-            Some(next) => call = Call::get(connection, &next),
+            Some(next) => {
+                visited.enter(&next)?;
+                call = Call::get(connection, &next);
+            }
             None => return Ok(()),
         }
     }
@@ -107,6 +137,18 @@ pub fn error_message(response: &Response) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_next_link_back_to_a_page_already_read_stops_the_walk() {
+        let mut visited = Visited::default();
+        let a = "https://graph.microsoft.com/v1.0/groups/g/members?$skiptoken=a";
+        let b = "https://graph.microsoft.com/v1.0/groups/g/members?$skiptoken=b";
+        visited.enter(a).unwrap();
+        visited.enter(b).unwrap();
+        let looped = visited.enter(a).unwrap_err();
+        assert_eq!(looped.code, "paging-loop");
+        assert!(looped.message.contains("skiptoken=a"), "{looped}");
+    }
 
     #[test]
     fn graph_pages_are_read_as_the_documented_examples_give_them() {

@@ -9,14 +9,24 @@
 //! A round follows `@odata.nextLink` to its `@odata.deltaLink`; a group's
 //! `members@delta` can be split across pages, so entries are applied as
 //! they come. An entry with `@removed` is taken as "left this group" (Graph
-//! does not say whether the member left or was deleted). Anything but a
-//! success (410 Gone for an expired token above all) is a [`Refused`]: the
-//! caller reads fully instead.
+//! does not say whether the member left or was deleted). Graph may list a
+//! user several times in one round (changed more than once) and replay
+//! earlier changes, so a user's last entry in the users round is the one
+//! that counts: deleted then restored is there.
+//!
+//! A link Graph will not take (410 Gone for an expired token above all, or
+//! any other refusal) is a [`Refused`]: the caller reads fully instead.
+//! Throttling, a server error or no answer at all (after the host's own
+//! retries) fails the step instead: a full read would only send many more
+//! requests to a Graph that asked for fewer, and the kept links stay for
+//! the next run. A joined user the look-up does not find yet (Graph's
+//! replication delay) stays pending and is looked up again next run.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use sluice_guest::{Call, StepError};
+use sluice_guest_services::graph::Visited;
 
 use crate::GRAPH;
 use crate::id::Id;
@@ -33,6 +43,35 @@ const LOOKUP_BATCH: usize = 15;
 /// Why delta could not be used; the caller reads fully and says so.
 #[derive(Debug)]
 pub struct Refused(pub String);
+
+/// Why a round stopped before its deltaLink.
+#[derive(Debug)]
+pub enum Stop {
+    /// Graph will not take the link: read fully.
+    Refused(Refused),
+    /// Graph is throttling, failing or unreachable: the step fails and
+    /// the kept links stay.
+    Failed(StepError),
+}
+
+impl From<Refused> for Stop {
+    fn from(refused: Refused) -> Stop {
+        Stop::Refused(refused)
+    }
+}
+
+impl Stop {
+    /// What a failed request means for the round: one the host's retries
+    /// could not get through (throttled, unavailable) fails the step; any
+    /// other error refuses delta.
+    fn of(e: StepError) -> Stop {
+        if e.retryable() {
+            Stop::Failed(e)
+        } else {
+            Stop::Refused(Refused(e.to_string()))
+        }
+    }
+}
 
 /// The two links a later run starts from.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -57,52 +96,59 @@ fn groups_filter(group_ids: &[String]) -> String {
 
 /// Reads one round from `first`, handing every page's items to `each`;
 /// returns the round's deltaLink.
-fn round(first: Call, mut each: impl FnMut(Value)) -> Result<String, Refused> {
+fn round(first: Call, mut each: impl FnMut(Value)) -> Result<String, Stop> {
     let mut call = first;
+    let mut visited = Visited::default();
     for _ in 0..MAX_PAGES {
-        let response = call.read().map_err(|e| Refused(e.to_string()))?;
+        let response = call.read().map_err(Stop::of)?;
         if response.status == 410 {
-            return Err(Refused(format!(
+            return Err(Stop::Refused(Refused(format!(
                 "Graph answered 410 Gone to {} (the delta token expired)",
                 call.url()
-            )));
+            ))));
         }
         if !response.is_success() {
-            let e = sluice_guest_services::status_error(&call, &response);
-            return Err(Refused(e.to_string()));
+            return Err(Stop::of(sluice_guest_services::status_error(
+                &call, &response,
+            )));
         }
         let mut page: serde_json::Map<String, Value> =
             response.json().map_err(|e| Refused(e.to_string()))?;
         if let Some(Value::Array(items)) = page.remove("value") {
             items.into_iter().for_each(&mut each);
         } else {
-            return Err(Refused(format!("{}: no `value` list", call.url())));
+            return Err(Refused(format!("{}: no `value` list", call.url())).into());
         }
         match (
             page.remove("@odata.nextLink"),
             page.remove("@odata.deltaLink"),
         ) {
-            (Some(Value::String(next)), _) => call = Call::get(GRAPH, &next),
+            (Some(Value::String(next)), _) => {
+                visited.enter(&next).map_err(Stop::Failed)?;
+                call = Call::get(GRAPH, &next);
+            }
             (None, Some(Value::String(link))) => return Ok(link),
             _ => {
                 return Err(Refused(format!(
                     "{}: a delta page with neither nextLink nor deltaLink",
                     call.url()
-                )));
+                ))
+                .into());
             }
         }
     }
-    Err(Refused(format!("more than {MAX_PAGES} delta pages")))
+    Err(Refused(format!("more than {MAX_PAGES} delta pages")).into())
 }
 
 /// Links for changes from now on (`$deltatoken=latest`), taken before a
 /// full read.
-pub fn latest(group_ids: &[String]) -> Result<Links, Refused> {
+pub fn latest(group_ids: &[String]) -> Result<Links, Stop> {
     if group_ids.len() > MAX_FILTERED_GROUPS {
         return Err(Refused(format!(
             "{} license groups; Graph's delta filter takes at most {MAX_FILTERED_GROUPS}",
             group_ids.len()
-        )));
+        ))
+        .into());
     }
     let groups = Call::get(GRAPH, "groups/delta")
         .query("$filter", groups_filter(group_ids))
@@ -126,7 +172,7 @@ pub struct Changes {
     pub links: Links,
 }
 
-pub fn read(links: &Links) -> Result<Changes, Refused> {
+pub fn read(links: &Links) -> Result<Changes, Stop> {
     let mut members = Vec::new();
     let groups = round(Call::get(GRAPH, &links.groups), |group| {
         let Some(group_id) = group.get("id").and_then(Value::as_str) else {
@@ -160,15 +206,47 @@ pub fn read(links: &Links) -> Result<Changes, Refused> {
 /// properties are not known yet (by id, with the groups they joined).
 pub type Pending = BTreeMap<String, BTreeSet<u16>>;
 
-/// Applies `changes` to `known` (`groups`: the tracked group ids, sorted);
-/// returns the users still to look up. Every id touched goes in `changed`.
+/// A users round's last word on one user.
+enum LastWord<'r> {
+    /// Deleted, and not restored since.
+    Deleted,
+    /// There: the entries after its last deletion, in order.
+    Changed(Vec<&'r Member<'static>>),
+}
+
+/// Each user's last word in a users round: what follows a user's last
+/// `@removed` counts (restored since), and a `@removed` only when nothing
+/// follows it, so a user listed twice or a replayed deletion is never
+/// taken for gone while Graph has them.
+fn last_words<'r>(users: &'r [Member<'static>]) -> BTreeMap<&'r str, LastWord<'r>> {
+    let mut words = BTreeMap::new();
+    for user in users {
+        let Some(id) = user.id() else {
+            continue;
+        };
+        if user.removed {
+            words.insert(id, LastWord::Deleted);
+            continue;
+        }
+        match words.entry(id).or_insert(LastWord::Changed(Vec::new())) {
+            LastWord::Changed(entries) => entries.push(user),
+            word => *word = LastWord::Changed(vec![user]),
+        }
+    }
+    words
+}
+
+/// Applies `changes` to `known` (`groups`: the tracked group ids, sorted),
+/// starting from the users an earlier round left `pending`; returns the
+/// users still to look up. Every id touched goes in `changed`.
 pub fn apply(
     known: &mut Known,
     groups: &[String],
     changes: &Changes,
+    pending: Pending,
     changed: &mut BTreeSet<String>,
 ) -> Pending {
-    let mut pending = Pending::new();
+    let mut pending = pending;
     for (group_id, id, kind, left) in &changes.members {
         let Ok(g) = groups.binary_search(group_id) else {
             continue;
@@ -197,26 +275,37 @@ pub fn apply(
         }
     }
     pending.retain(|_, joined| !joined.is_empty());
-    for user in &changes.users {
-        let Some(id) = user.id() else {
-            continue;
-        };
+    for (id, word) in last_words(&changes.users) {
         let object = Id::new(id);
-        if user.removed {
-            if known.remove(&object).is_some() {
-                changed.insert(id.to_string());
+        match word {
+            LastWord::Deleted => {
+                if known.remove(&object).is_some() {
+                    changed.insert(id.to_string());
+                }
+                pending.remove(id);
             }
-            pending.remove(id);
-        } else if let Some(entry) = known.get_mut(&object) {
-            entry.merge(user);
-            changed.insert(id.to_string());
-        } else if let Some(joined) = pending.remove(id) {
-            if user.is_complete() {
-                let mut entry = Entry::of(user);
-                entry.groups = joined.into_iter().collect();
-                known.insert(object, entry);
-            } else {
-                pending.insert(id.to_string(), joined);
+            LastWord::Changed(entries) => {
+                if let Some(entry) = known.get_mut(&object) {
+                    entries.iter().for_each(|user| entry.merge(user));
+                    changed.insert(id.to_string());
+                } else if let Some(joined) = pending.remove(id) {
+                    // Known from the round alone when one entry carries
+                    // every property (the later ones then add to it).
+                    match entries.iter().rposition(|user| user.is_complete()) {
+                        Some(whole) => {
+                            let mut entry = Entry::of(entries[whole]);
+                            entries[whole + 1..]
+                                .iter()
+                                .for_each(|user| entry.merge(user));
+                            entry.groups = joined.into_iter().collect();
+                            known.insert(object, entry);
+                            changed.insert(id.to_string());
+                        }
+                        None => {
+                            pending.insert(id.to_string(), joined);
+                        }
+                    }
+                }
             }
         }
     }
@@ -224,9 +313,17 @@ pub fn apply(
 }
 
 /// Reads the properties of the users who joined, a few at a time
-/// (`users?$filter=id in (…)`); a user Graph no longer has is left out.
-pub fn look_up(known: &mut Known, pending: Pending) -> Result<(), StepError> {
-    let ids: Vec<&String> = pending.keys().collect();
+/// (`users?$filter=id in (…)`); returns those Graph did not list. A user
+/// who has just joined may not be there yet (Graph's replication delay):
+/// the caller keeps them pending for the next run, so a new hire is
+/// never dropped for being early.
+pub fn look_up(
+    known: &mut Known,
+    pending: Pending,
+    changed: &mut BTreeSet<String>,
+) -> Result<Pending, StepError> {
+    let mut unfound = pending;
+    let ids: Vec<String> = unfound.keys().cloned().collect();
     for batch in ids.chunks(LOOKUP_BATCH) {
         let list = batch
             .iter()
@@ -240,14 +337,15 @@ pub fn look_up(known: &mut Known, pending: Pending) -> Result<(), StepError> {
             let Some(id) = user.id() else {
                 return;
             };
-            if let Some(joined) = pending.get(id) {
+            if let Some(joined) = unfound.remove(id) {
                 let mut entry = Entry::of(&user);
-                entry.groups = joined.iter().copied().collect();
+                entry.groups = joined.into_iter().collect();
                 known.insert(Id::new(id), entry);
+                changed.insert(id.to_string());
             }
         })?;
     }
-    Ok(())
+    Ok(unfound)
 }
 
 #[cfg(test)]
@@ -296,7 +394,7 @@ mod tests {
             },
         };
         let mut changed = BTreeSet::new();
-        let pending = apply(&mut known, &groups, &changes, &mut changed);
+        let pending = apply(&mut known, &groups, &changes, Pending::new(), &mut changed);
         assert!(!known.contains_key(&Id::new("a")), "left its only group");
         let groups_of = |id: &str| known[&Id::new(id)].groups.iter().collect::<Vec<_>>();
         assert_eq!(groups_of("b"), [0, 1]);
@@ -310,5 +408,101 @@ mod tests {
         );
         assert_eq!(pending.keys().collect::<Vec<_>>(), ["new"]);
         assert!(changed.contains("a") && changed.contains("c") && !changed.contains("x"));
+    }
+
+    fn links() -> Links {
+        Links {
+            groups: String::new(),
+            users: String::new(),
+        }
+    }
+
+    fn known_in_g0(ids: &[&str]) -> Known {
+        let mut known = Known::new();
+        for id in ids {
+            let mut e = Entry::of(&Member::owned(user(id, true)).unwrap());
+            e.groups.insert(0);
+            known.insert(Id::new(id), e);
+        }
+        known
+    }
+
+    fn users(entries: Vec<Value>) -> Vec<Member<'static>> {
+        entries.into_iter().filter_map(Member::owned).collect()
+    }
+
+    #[test]
+    fn a_users_last_entry_in_a_round_is_the_one_that_counts() {
+        let groups = vec!["g0".to_string()];
+        let mut known = known_in_g0(&["restored", "replayed", "rejoined", "gone"]);
+        let removed = |id: &str| json!({"id": id, "@removed": {"reason": "changed"}});
+        let changes = Changes {
+            // Deleted and restored in one window: the group delta gives the
+            // net membership (nothing for `restored`) or both halves.
+            members: vec![
+                ("g0".into(), "rejoined".into(), USER.into(), true),
+                ("g0".into(), "rejoined".into(), USER.into(), false),
+                ("g0".into(), "joined".into(), USER.into(), false),
+            ],
+            users: users(vec![
+                removed("restored"),
+                user("restored", true),
+                // A replay of an earlier deletion, then the user as now.
+                removed("replayed"),
+                json!({"id": "replayed", "displayName": "Now"}),
+                removed("rejoined"),
+                user("rejoined", true),
+                // Joined, then deleted: gone, never looked up.
+                user("joined", true),
+                removed("joined"),
+                user("gone", true),
+                removed("gone"),
+            ]),
+            links: links(),
+        };
+        let mut changed = BTreeSet::new();
+        let pending = apply(&mut known, &groups, &changes, Pending::new(), &mut changed);
+        for id in ["restored", "replayed", "rejoined"] {
+            let entry = known
+                .get(&Id::new(id))
+                .unwrap_or_else(|| panic!("{id} kept"));
+            assert_eq!(entry.groups.iter().collect::<Vec<_>>(), [0], "{id}");
+        }
+        let replayed = known[&Id::new("replayed")].user.as_ref().unwrap();
+        assert_eq!(replayed.texts()[0], Some("Now"), "its later entry merged");
+        assert!(!known.contains_key(&Id::new("gone")), "deleted last");
+        assert!(!known.contains_key(&Id::new("joined")));
+        assert!(pending.is_empty(), "{pending:?}");
+    }
+
+    #[test]
+    fn a_user_the_look_up_did_not_list_stays_pending_until_found_or_gone() {
+        let groups = vec!["g0".to_string(), "g1".to_string()];
+        let mut known = known_in_g0(&[]);
+        let carried: Pending = [
+            ("late".to_string(), BTreeSet::from([0u16, 1])),
+            ("left".to_string(), BTreeSet::from([1u16])),
+            ("deleted".to_string(), BTreeSet::from([0u16])),
+            ("still".to_string(), BTreeSet::from([0u16])),
+        ]
+        .into();
+        let changes = Changes {
+            members: vec![("g1".into(), "left".into(), USER.into(), true)],
+            users: users(vec![
+                user("late", true),
+                json!({"id": "deleted", "@removed": {"reason": "deleted"}}),
+            ]),
+            links: links(),
+        };
+        let mut changed = BTreeSet::new();
+        let pending = apply(&mut known, &groups, &changes, carried, &mut changed);
+        let late = &known[&Id::new("late")];
+        assert_eq!(late.groups.iter().collect::<Vec<_>>(), [0, 1]);
+        assert!(changed.contains("late"), "its chunk is saved");
+        assert_eq!(
+            pending.keys().collect::<Vec<_>>(),
+            ["still"],
+            "left its only group, or deleted: not looked up"
+        );
     }
 }

@@ -17,7 +17,10 @@
 //! Graph refuses the link (410 Gone) or delta altogether, and at least
 //! every `full_sync_every` as a safety net, as Entra's own provisioning
 //! does. `transitive = true` always reads fully (Graph has no delta for
-//! nested membership) and warns so.
+//! nested membership) and warns so. Graph throttling or failing a round
+//! (after the host's retries) fails the step rather than reading fully; a
+//! joined user Graph does not list yet is looked up again next run (see
+//! [`delta`]).
 //!
 //! For the license sync's leavers it also says why someone who held a
 //! license holds none now: `disabled` lists the keys of members whose
@@ -245,7 +248,15 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
     let why = match plan::decide(meta.as_ref(), &tracked.ids, now, every) {
         Err(why) => why,
         Ok((meta, links)) => match changes_since(meta, links, now)? {
-            Ok(known) => {
+            Ok(Incremental { known, unfound }) => {
+                if unfound > 0 {
+                    let warning = format!(
+                        "{unfound} users who joined a license group are not listed by Graph \
+                         yet (Graph's replication delay): the next run looks them up again"
+                    );
+                    sluice_guest::log::warn(&warning);
+                    warnings.push(warning);
+                }
                 return Ok(Outcome {
                     known,
                     read: Read::Incremental,
@@ -265,9 +276,15 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
     sluice_guest::log::info(&format!("full read of the members: {why}"));
     let links = match delta::latest(&tracked.ids) {
         Ok(links) => Some(links),
-        Err(delta::Refused(refused)) => {
+        // The full read follows either way: only the next run's is at
+        // stake, so even throttling here is a warning.
+        Err(stop) => {
+            let why = match stop {
+                delta::Stop::Refused(delta::Refused(why)) => why,
+                delta::Stop::Failed(e) => e.to_string(),
+            };
             let warning = format!(
-                "Graph delta is not available, so the next run reads every member again: {refused}"
+                "Graph delta is not available, so the next run reads every member again: {why}"
             );
             sluice_guest::log::warn(&warning);
             warnings.push(warning);
@@ -288,37 +305,61 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
     })
 }
 
+/// What an incremental read found.
+struct Incremental {
+    known: Known,
+    /// Joined users Graph did not list yet, kept for the next run.
+    unfound: usize,
+}
+
 /// The members now, from the kept ones and the changes since `links`;
 /// keeps them and the new links. `Err(Refused)` when delta cannot be used
-/// (the caller reads fully); a failure of the flow's state fails the step.
+/// (the caller reads fully). Graph throttling or failing (after the host's
+/// retries) fails the step, as a failure of the flow's state does: the
+/// kept links stay, and the next run reads the changes again.
 fn changes_since(
     meta: &Meta,
     links: &delta::Links,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Result<Known, delta::Refused>, StepError> {
+) -> Result<Result<Incremental, delta::Refused>, StepError> {
     let changes = match delta::read(links) {
         Ok(changes) => changes,
-        Err(refused) => return Ok(Err(refused)),
+        Err(delta::Stop::Refused(refused)) => return Ok(Err(refused)),
+        Err(delta::Stop::Failed(e)) => return Err(e),
     };
     let Some(mut known) = known::load(meta.chunks)? else {
         let why = "the members kept by the last run are missing or unreadable";
         return Ok(Err(delta::Refused(why.into())));
     };
     let mut changed = BTreeSet::new();
-    let pending = delta::apply(&mut known, &meta.groups, &changes, &mut changed);
-    let joined = pending.len();
-    if let Err(e) = delta::look_up(&mut known, pending) {
-        let why = format!("looking up the users who joined failed: {e}");
-        return Ok(Err(delta::Refused(why)));
-    }
+    let pending = delta::apply(
+        &mut known,
+        &meta.groups,
+        &changes,
+        meta.unfound.clone(),
+        &mut changed,
+    );
+    let asked = pending.len();
+    let unfound = match delta::look_up(&mut known, pending, &mut changed) {
+        Ok(unfound) => unfound,
+        Err(e) if e.retryable() => return Err(e),
+        Err(e) => {
+            let why = format!("looking up the users who joined failed: {e}");
+            return Ok(Err(delta::Refused(why)));
+        }
+    };
     let chunks = known::save(&known, meta.chunks, Some(&changed))?;
-    plan::save_meta(&meta.relinked(changes.links, now, chunks))?;
+    let unfound_count = unfound.len();
+    plan::save_meta(&meta.relinked(changes.links, now, chunks, unfound))?;
     sluice_guest::log::info(&format!(
-        "Graph delta: {} membership changes, {} user changes, {joined} users looked up",
+        "Graph delta: {} membership changes, {} user changes, {asked} users looked up",
         changes.members.len(),
         changes.users.len()
     ));
-    Ok(Ok(known))
+    Ok(Ok(Incremental {
+        known,
+        unfound: unfound_count,
+    }))
 }
 
 /// What Graph says of the managed people whose key holds no license now.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_guest::{StepError, state};
 
-use crate::delta::Links;
+use crate::delta::{Links, Pending};
 
 const META: &str = "members-delta/meta";
 const VERSION: u32 = 1;
@@ -30,6 +30,11 @@ pub struct Meta {
     pub linked_at: String,
     /// How many chunks of members are kept.
     pub chunks: u32,
+    /// Users who joined a group but whom Graph's look-up did not list yet
+    /// (replication delay), with the groups they joined: looked up again
+    /// by the next incremental run; a full read starts without them.
+    #[serde(default, skip_serializing_if = "Pending::is_empty")]
+    pub unfound: Pending,
 }
 
 impl Meta {
@@ -41,14 +46,22 @@ impl Meta {
             full_at: now.to_rfc3339(),
             linked_at: now.to_rfc3339(),
             chunks,
+            unfound: Pending::new(),
         }
     }
 
-    pub fn relinked(&self, links: Links, now: DateTime<Utc>, chunks: u32) -> Meta {
+    pub fn relinked(
+        &self,
+        links: Links,
+        now: DateTime<Utc>,
+        chunks: u32,
+        unfound: Pending,
+    ) -> Meta {
         Meta {
             links: Some(links),
             linked_at: now.to_rfc3339(),
             chunks,
+            unfound,
             ..self.clone()
         }
     }
@@ -134,6 +147,7 @@ mod tests {
             full_at: full_at.into(),
             linked_at: linked_at.into(),
             chunks: 1,
+            unfound: Pending::new(),
         }
     }
 
