@@ -1240,6 +1240,101 @@ async fn a_deactivation_whose_resend_procore_answers_404_is_kept() {
     assert_eq!(statuses, [500, 404], "the resend finds Cy inactive");
 }
 
+/// Cy's approved deactivation, which Procore applies but answers with a
+/// 500 every time, while every look-up on the inactive list fails too: the
+/// item fails, but the record says the flow was deactivating Cy (kept
+/// before the PATCH). The next run lists Cy again, as a leaver Procore has
+/// inactive already; the step confirms it on the inactive list without a
+/// second PATCH, records it, takes Cy off the project and uses the
+/// approval; and once Cy holds a license again they are reactivated.
+/// (Before, the next run closed the approval as "no longer needed" and Cy
+/// stayed inactive for good.)
+#[tokio::test]
+async fn a_deactivation_neither_answered_nor_confirmed_is_finished_by_the_next_run() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3]), (CY, &[E3])],
+        unlicensed: &[],
+        missing: &[],
+    })
+    .await;
+    t.run_ok(&[]).await;
+    t.leave_group(CY, E3);
+    t.run_ok(&[]).await;
+    let (id, _) = t.plans().await[0].clone();
+    t.decide("approve", &id, &[CY]).await;
+    let cy = t.id(CY);
+    let snapshot = t.emu.snapshot();
+    let (company, project) = (
+        snapshot.scenario.company_id,
+        snapshot.scenario.project_ids[0],
+    );
+    let fault = |method: &str, path_suffix: String, at: Vec<u64>, fault| TargetedFault {
+        method: method.into(),
+        path_suffix,
+        body_contains: None,
+        at,
+        fault,
+    };
+    t.emu.set_faults(Faults {
+        targeted: vec![
+            fault(
+                "PATCH",
+                format!("/companies/{company}/users/{cy}"),
+                Vec::new(),
+                FaultKind::ServerErrorAfterApply,
+            ),
+            // The first is the run's own read of the inactive list.
+            fault(
+                "GET",
+                format!("/companies/{company}/users/inactive"),
+                (2..=100).collect(),
+                FaultKind::ServerError,
+            ),
+        ],
+        ..Faults::default()
+    });
+    let (run, _) = t.run(&[]).await;
+    t.emu.set_faults(Faults::default());
+    let item = &run.output_of("deactivate")["items"][0];
+    assert_eq!(item["status"], "failed", "{item:#}");
+    assert!(!t.active(CY), "Procore applied it");
+    let (run, requests) = t.run_ok(&[]).await;
+    let leaver = &run.output_of("diff")["leavers"][0];
+    assert_eq!(
+        (&leaver["key"], &leaver["inactive"]),
+        (&json!(CY), &json!(true)),
+        "{leaver:#}"
+    );
+    let patch = format!("/rest/v1.0/companies/{company}/users/{cy}");
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path == patch),
+        "not sent again: {:?}",
+        writes(&requests)
+    );
+    assert!(
+        writes(&requests).contains(&format!(
+            "DELETE /rest/v1.0/projects/{project}/users/{cy}/actions/remove 204"
+        )),
+        "{:?}",
+        writes(&requests)
+    );
+    let item = &run.output_of("deactivate")["items"][0];
+    assert_eq!(item["output"]["status"], "deactivated", "{item:#}");
+    assert_eq!(t.items(&id).await[CY], "done", "the approval is used");
+    assert_eq!(
+        story(&t, CY).await.last(),
+        Some(&(
+            "deactivate".to_string(),
+            "succeeded".to_string(),
+            String::new()
+        ))
+    );
+    assert!(!t.active(CY) && !t.on_project(CY));
+    cy_is_licensed_again_and_reactivated(&t).await;
+}
+
 /// Bob's UPN, his key while he has no mailbox.
 const UPN: &str = "bob@contoso.onmicrosoft.com";
 

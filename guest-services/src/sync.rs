@@ -201,6 +201,12 @@ pub struct Leaver {
     pub login: Option<String>,
     /// Why the person is a leaver.
     pub reason: LeaveReason,
+    /// Procore lists the user inactive already: a deactivation the flow
+    /// sent in an earlier run (its record says `deactivating`) whose
+    /// answer that run never saw. The deactivate step confirms it on the
+    /// inactive list instead of sending it again, then records it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inactive: bool,
 }
 
 /// A managed person without a license, not yet past `leaver_grace`.
@@ -435,7 +441,7 @@ pub fn mark_managed(
             leaving_since: None,
             ..record
         },
-        ManagedStatus::Deactivated => record,
+        ManagedStatus::Deactivating | ManagedStatus::Deactivated => record,
     };
     sluice_guest::state::set(&state_key, &record)?;
     Ok(record)
@@ -464,6 +470,13 @@ pub enum Origin {
 pub enum ManagedStatus {
     /// Active.
     Active,
+    /// The flow is deactivating them: kept (and committed) before the
+    /// deactivation is sent, so a change Procore applied but whose answer
+    /// the run never saw (a host killed mid-request, an error answer that
+    /// could not be checked) is still known as the flow's. A later run
+    /// finishes it when Procore has them inactive, and reads the record
+    /// as active while Procore does.
+    Deactivating,
     /// Deactivated by the flow.
     Deactivated,
 }

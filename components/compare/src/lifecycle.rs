@@ -323,8 +323,12 @@ impl<'a, 'w> Run<'a, 'w> {
             let login = details.and_then(|d| d.login.clone());
             match self.by_id.get(&id).map(|&i| self.known.record(i)) {
                 // The record's key, which the reactivate step marks: the
-                // person's own unless their key changed since.
-                Some(record) if record.status == Status::Deactivated => {
+                // person's own unless their key changed since. A
+                // deactivation the flow sent but never saw answered is
+                // the flow's too, now that Procore has them inactive.
+                Some(record)
+                    if matches!(record.status, Status::Deactivated | Status::Deactivating) =>
+                {
                     out.returners.push(Returner {
                         key: record.key.to_string(),
                         procore_id: found.procore_id.clone(),
@@ -371,7 +375,11 @@ impl<'a, 'w> Run<'a, 'w> {
                 continue;
             };
             let user = users.get(i);
-            if user.active && !user.held && !users.holds_license(&record.key) {
+            // An inactive user whose record says `deactivating` is the
+            // flow's own deactivation, never seen answered: listed again
+            // (as `inactive`) for the deactivate step to confirm.
+            let ours = user.active || record.status == Status::Deactivating;
+            if ours && !user.held && !users.holds_license(&record.key) {
                 managed.push((record, i));
             }
         }
@@ -398,7 +406,13 @@ impl<'a, 'w> Run<'a, 'w> {
         let details = |i: u32| users.details(i).cloned().unwrap_or_default();
         let mut candidates: Vec<(String, Candidate, Details)> = managed
             .into_iter()
-            .map(|(record, i)| (record.key.to_string(), Candidate::Known(record), details(i)))
+            .map(|(record, i)| {
+                let candidate = Candidate::Known {
+                    record,
+                    inactive: !users.get(i).active,
+                };
+                (record.key.to_string(), candidate, details(i))
+            })
             .collect();
         if !self.policy.domains.is_empty() {
             for i in in_domains {
@@ -472,8 +486,9 @@ impl<'a, 'w> Run<'a, 'w> {
         user: &Details,
     ) -> Result<(), StepError> {
         let reason = self.reason(&key, user);
+        let inactive = matches!(candidate, Candidate::Known { inactive: true, .. });
         let (procore_id, leaving_since) = match &candidate {
-            Candidate::Known(record) => {
+            Candidate::Known { record, .. } => {
                 (record.procore_id.clone(), record.leaving_since.as_deref())
             }
             Candidate::Domain { procore_id, clock } => {
@@ -482,8 +497,8 @@ impl<'a, 'w> Run<'a, 'w> {
         };
         let since = leaving_since.and_then(parse_time);
         let since = match (candidate, since) {
-            (Candidate::Known(_), Some(since)) => since,
-            (Candidate::Known(record), None) => {
+            (Candidate::Known { .. }, Some(since)) => since,
+            (Candidate::Known { record, .. }, None) => {
                 let mut record = self.known.full(record)?;
                 record.leaving_since = Some(self.now.clone());
                 (self.write)(Write::Managed(key.clone(), record))?;
@@ -519,6 +534,7 @@ impl<'a, 'w> Run<'a, 'w> {
             email: user.email_address.clone(),
             login: user.login.clone(),
             reason,
+            inactive,
         });
         Ok(())
     }
@@ -597,7 +613,11 @@ impl<'a, 'w> Run<'a, 'w> {
 /// whom only this run's `managed_domains` manages (with the grace clock
 /// kept for the same Procore user, if any).
 enum Candidate<'a> {
-    Known(&'a Record),
+    Known {
+        record: &'a Record,
+        /// Procore has the user inactive (the record says `deactivating`).
+        inactive: bool,
+    },
     Domain {
         procore_id: Id,
         clock: Option<&'a Clock>,
@@ -875,6 +895,55 @@ mod tests {
         let (diff, writes) = run(&[person("a@x.com", true)], &users, &later, &p);
         assert!(diff.leavers.is_empty() && diff.leaving.is_empty());
         assert_eq!(managed_writes(&writes)[0].1.leaving_since, None);
+    }
+
+    #[test]
+    fn a_deactivation_never_seen_answered_is_finished_or_undone_as_the_flows() {
+        // a: Procore applied it (inactive), no license: listed again, to confirm.
+        // b: Procore did not (active), no license: a leaver as before.
+        // c: Procore applied it and the person holds a license again: a returner.
+        // d: not applied and licensed again: present, and active again.
+        let people = [person("c@x.com", true), person("d@x.com", true)];
+        let users = [
+            user(1, "a@x.com", false),
+            user(2, "b@x.com", true),
+            user(3, "c@x.com", false),
+            user(4, "d@x.com", true),
+        ];
+        let mut leaving = managed(1, Status::Deactivating);
+        leaving.leaving_since = Some("2026-03-01T00:00:00Z".into());
+        let k = known(&[
+            ("a@x.com", leaving.clone()),
+            (
+                "b@x.com",
+                Managed {
+                    procore_id: Id::Number(2),
+                    ..leaving
+                },
+            ),
+            ("c@x.com", managed(3, Status::Deactivating)),
+            ("d@x.com", managed(4, Status::Deactivating)),
+        ]);
+        let (diff, writes) = run(&people, &users, &k, &policy());
+        let leavers: Vec<(&str, bool)> = diff
+            .leavers
+            .iter()
+            .map(|l| (l.key.as_str(), l.inactive))
+            .collect();
+        assert_eq!(leavers, [("a@x.com", true), ("b@x.com", false)]);
+        let returners: Vec<&str> = diff.returners.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(returners, ["c@x.com"]);
+        assert!(
+            diff.inactive_unmanaged.is_empty(),
+            "{:?}",
+            diff.inactive_unmanaged
+        );
+        let settled = managed_writes(&writes);
+        assert_eq!(settled.len(), 1, "{settled:?}");
+        assert_eq!(
+            (settled[0].0, settled[0].1.status),
+            ("d@x.com", Status::Active)
+        );
     }
 
     #[test]

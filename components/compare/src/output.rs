@@ -166,6 +166,7 @@ mod tests {
                 email: Some("c@x.com".into()),
                 login: None,
                 reason: LeaveReason::UserGone,
+                inactive: false,
             }],
             leaving: Vec::new(),
             returners: Vec::new(),

@@ -386,7 +386,11 @@ fn unheld(people: &people::Roster, disabled: &[String]) -> Result<Unheld, StepEr
         let Some(key) = state_key.strip_prefix(MANAGED_PREFIX) else {
             continue;
         };
-        let (Some(entra_id), ManagedStatus::Active) = (record.entra_id(), record.status) else {
+        // A deactivation never seen answered may not have been applied:
+        // such a person is still a leaver to tell the reason of.
+        let (Some(entra_id), ManagedStatus::Active | ManagedStatus::Deactivating) =
+            (record.entra_id(), record.status)
+        else {
             continue;
         };
         // `disabled` is sorted, as the people are.

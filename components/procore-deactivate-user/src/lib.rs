@@ -19,8 +19,15 @@
 //!    after a 2xx. Not listed (still active, or not found), or a look-up
 //!    that fails, and the item fails with the PATCH's own error. Any other
 //!    answer than a 2xx fails the item with the step error its status means
-//!    (401/403 forbidden, 429 rate-limited, 400/422 bad input …). A failed
-//!    item records nothing.
+//!    (401/403 forbidden, 429 rate-limited, 400/422 bad input …).
+//!    Before the PATCH, the flow's record of the person (state
+//!    `managed/<key>`) gets `status: "deactivating"` and is committed: a
+//!    host killed while Procore applies the change, or an error answer
+//!    whose look-up fails too, would otherwise leave a deactivation nobody
+//!    knows is the flow's (never reactivated, its approval closed as no
+//!    longer needed). `compare` then lists the person again, as a leaver
+//!    whose Procore user is `inactive` already, and this step confirms it
+//!    on the inactive list instead of sending the PATCH again.
 //! 2. With a project: `DELETE projects/{project_id}/users/{id}/actions/remove`
 //!    (deactivation does not end project memberships). A 404 means the person
 //!    was not on the project, which is fine. Any other refusal, or a service
@@ -141,25 +148,10 @@ fn output(leaver: &Leaver, status: DeactivateStatus) -> Deactivated {
 fn run(input: Input, context: &Context) -> Result<Deactivated, StepError> {
     let (company, user, project) = ids(&input)?;
     let leaver = &input.user;
-    let call = Call::patch(PROCORE, &user_url(&company, &user))
-        .json(&body())?
-        .idempotent();
-    let mut out = match call.send() {
-        Ok(Sent::Response(response)) => {
-            deactivated(&call, &response, &company, &user, leaver)?;
-            output(leaver, DeactivateStatus::Deactivated)
-        }
-        Ok(Sent::WouldSend(w)) => {
-            let mut out = output(leaver, DeactivateStatus::WouldDeactivate);
-            out.would_send.push(w);
-            out
-        }
-        // The connection was lost, perhaps after Procore applied the change.
-        Err(error) if error.kind == ErrorKind::Unavailable => {
-            confirm_inactive(error, &company, &user, leaver)?;
-            output(leaver, DeactivateStatus::Deactivated)
-        }
-        Err(error) => return Err(error),
+    let mut out = if leaver.inactive {
+        finish(context, &company, &user, leaver)?
+    } else {
+        deactivate(context, &company, &user, leaver)?
     };
     if out.deactivated {
         // Kept before the project removal, which may wait long on a busy
@@ -177,6 +169,66 @@ fn run(input: Input, context: &Context) -> Result<Deactivated, StepError> {
         remove_from_project(&mut out, project, &user);
     }
     Ok(out)
+}
+
+/// Sends the deactivation, its intent recorded first (see the module
+/// docs), and insists it took.
+fn deactivate(
+    context: &Context,
+    company: &str,
+    user: &str,
+    leaver: &Leaver,
+) -> Result<Deactivated, StepError> {
+    if !context.dry_run() {
+        mark_managed(
+            &leaver.key,
+            &leaver.procore_id,
+            ManagedStatus::Deactivating,
+            context.started_at(),
+        )?;
+        sluice_guest::state::commit()?;
+    }
+    let call = Call::patch(PROCORE, &user_url(company, user))
+        .json(&body())?
+        .idempotent();
+    let out = match call.send() {
+        Ok(Sent::Response(response)) => {
+            deactivated(&call, &response, company, user, leaver)?;
+            output(leaver, DeactivateStatus::Deactivated)
+        }
+        Ok(Sent::WouldSend(w)) => {
+            let mut out = output(leaver, DeactivateStatus::WouldDeactivate);
+            out.would_send.push(w);
+            out
+        }
+        // The connection was lost, perhaps after Procore applied the change.
+        Err(error) if error.kind == ErrorKind::Unavailable => {
+            confirm_inactive(error, company, user, leaver)?;
+            output(leaver, DeactivateStatus::Deactivated)
+        }
+        Err(error) => return Err(error),
+    };
+    Ok(out)
+}
+
+/// A deactivation an earlier run sent but never saw answered, which
+/// Procore shows applied (the user is inactive): confirmed on the
+/// inactive list, not sent again. In a dry run it is only said.
+fn finish(
+    context: &Context,
+    company: &str,
+    user: &str,
+    leaver: &Leaver,
+) -> Result<Deactivated, StepError> {
+    if context.dry_run() {
+        return Ok(output(leaver, DeactivateStatus::WouldDeactivate));
+    }
+    let unconfirmed = StepError::unavailable(format!(
+        "an earlier run's deactivation of Procore user {user} was never answered"
+    ))
+    .with_code("deactivation-unconfirmed");
+    confirm_inactive(unconfirmed, company, user, leaver)?;
+    Ok(output(leaver, DeactivateStatus::Deactivated))
 }
 
 /// Whether an error answer to the PATCH may hide a deactivation that
