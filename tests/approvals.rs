@@ -475,7 +475,12 @@ async fn above_a_threshold_the_whole_batch_waits_and_approved_keys_do_not_count(
     let env = Env::new(r#"{ above = "${params.max}" }"#);
     // Three unapproved items, more than 2: none runs.
     let run = env.run(&[]).await;
-    assert!(run.stderr.contains("more than the 2"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("3 items without approval are more than the 2"),
+        "{}",
+        run.stderr
+    );
     let id = env.plan_id().await;
     assert_eq!(env.ledger("cy@x.com").await, [entry("item", "waiting", "")]);
     // One approved: two unapproved are left, within the threshold, so all run.

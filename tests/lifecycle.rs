@@ -1261,6 +1261,14 @@ async fn a_deactivation_neither_answered_nor_confirmed_is_finished_by_the_next_r
     t.leave_group(CY, E3);
     t.run_ok(&[]).await;
     let (id, _) = t.plans().await[0].clone();
+    let plan = t.json(&["approvals", "show", &id, "--json"]).await;
+    assert_eq!(
+        plan["plan"]["reason"],
+        json!(
+            "1 item without approval is more than the 0 this step may run unapproved (approval above 0)"
+        ),
+        "{plan:#}"
+    );
     t.decide("approve", &id, &[CY]).await;
     let cy = t.id(CY);
     let snapshot = t.emu.snapshot();

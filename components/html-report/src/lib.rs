@@ -187,9 +187,12 @@ fn summary(rows: &Assembled, input: &Input) -> Result<Summary, StepError> {
     let count = |s: &str| rows.count(s);
     let counts = input.parts()?.counts;
     Ok(Summary {
-        created: count(status::CREATED),
+        created: count(status::CREATED) + count(status::CREATED_NOT_ADDED),
         conflicts: count(status::CONFLICT),
-        failed: count(status::FAILED) + count(status::DEACTIVATED_NOT_REMOVED),
+        failed: count(status::FAILED)
+            + count(status::DEACTIVATED_NOT_REMOVED)
+            + count(status::CREATED_NOT_ADDED)
+            + count(status::REACTIVATED_NOT_ADDED),
         would_create: count(status::WOULD_CREATE),
         inactive_in_procore: count(status::INACTIVE),
         known_as: count(status::KNOWN_AS),
@@ -200,7 +203,9 @@ fn summary(rows: &Assembled, input: &Input) -> Result<Summary, StepError> {
         would_deactivate: count(status::WOULD_DEACTIVATE),
         waiting_for_approval: count(status::WAITING),
         rejected: count(status::REJECTED),
-        reactivated: count(status::REACTIVATED) + count(status::ALREADY_ACTIVE),
+        reactivated: count(status::REACTIVATED)
+            + count(status::ALREADY_ACTIVE)
+            + count(status::REACTIVATED_NOT_ADDED),
         would_reactivate: count(status::WOULD_REACTIVATE),
         inactive_not_managed: count(status::NOT_MANAGED),
     })
@@ -641,6 +646,28 @@ mod tests {
         }));
         assert!(report(&i, &about(false)).notable);
         assert!(out.html.contains("not removed from project 5: HTTP 403"));
+    }
+
+    #[test]
+    fn a_project_add_procore_refused_counts_as_failed_and_comes_first() {
+        let mut v = leavers_value(gate(json!([]), json!([])));
+        v["created"]["items"][0]["output"]["project"] = json!("failed: HTTP 503: busy");
+        v["reactivated"]["items"][0]["output"]["project"] = json!("failed: HTTP 403: no");
+        let out = report(&input(v), &about(false));
+        let s = &out.summary;
+        assert_eq!(
+            (s.created, s.reactivated, s.deactivated, s.failed),
+            (1, 1, 1, 2),
+            "both done, and both failed"
+        );
+        assert!(out.notable);
+        for status in [status::CREATED_NOT_ADDED, status::REACTIVATED_NOT_ADDED] {
+            assert!(out.html.contains(status), "{status}: {}", out.html);
+        }
+        assert!(out.html.contains("project: failed: HTTP 503: busy"));
+        let first = out.mail_html.find(status::CREATED_NOT_ADDED);
+        let done = out.mail_html.find(&format!(">{}<", status::DEACTIVATED));
+        assert!(first.is_some() && first < done, "{}", out.mail_html);
     }
 
     /// A first run at scale: `n` people created, three failed, and two

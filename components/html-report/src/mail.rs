@@ -138,7 +138,10 @@ fn cell(text: &str) -> String {
 /// approval, then conflicts, then everyone else (in the page's order).
 fn urgency(row: &Row) -> u8 {
     match row.status {
-        status::FAILED | status::DEACTIVATED_NOT_REMOVED => 0,
+        status::FAILED
+        | status::DEACTIVATED_NOT_REMOVED
+        | status::CREATED_NOT_ADDED
+        | status::REACTIVATED_NOT_ADDED => 0,
         status::WAITING => 1,
         status::CONFLICT => 2,
         _ => 3,

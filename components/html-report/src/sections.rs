@@ -25,6 +25,9 @@ pub mod status {
     pub const INACTIVE: &str = "inactive in Procore";
     /// The same Entra user as a managed Procore user under another address.
     pub const KNOWN_AS: &str = "in Procore under another address";
+    /// Created, but Procore refused the project add: counts as created
+    /// and as failed.
+    pub const CREATED_NOT_ADDED: &str = "created, not added to project";
     pub const DEACTIVATED: &str = "deactivated";
     /// Deactivated, but Procore refused the project removal: counts as
     /// deactivated and as failed.
@@ -34,6 +37,9 @@ pub mod status {
     pub const REJECTED: &str = "rejected";
     pub const NOT_ACTED_ON: &str = "leaver (not acted on)";
     pub const REACTIVATED: &str = "reactivated";
+    /// Reactivated, but Procore refused the project add: counts as
+    /// reactivated and as failed.
+    pub const REACTIVATED_NOT_ADDED: &str = "reactivated, not added to project";
     pub const ALREADY_ACTIVE: &str = "already active";
     pub const WOULD_REACTIVATE: &str = "would reactivate";
     pub const NOT_MANAGED: &str = "inactive, not managed";
@@ -129,9 +135,19 @@ fn person_why(item: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// Whether a project add was refused (the step says `failed: …`): the
+/// person has a Procore account but not the project, which someone must
+/// fix, so the row counts as failed too.
+fn project_failed(project: Option<&str>) -> bool {
+    project.is_some_and(|p| p.starts_with("failed"))
+}
+
 /// The row of one person the create step handled.
 fn created_row(item: &Value, output: &Created) -> Row {
     let status = match output.status {
+        CreateStatus::Created if project_failed(output.project.as_deref()) => {
+            status::CREATED_NOT_ADDED
+        }
         CreateStatus::Created => status::CREATED,
         CreateStatus::Conflict => status::CONFLICT,
         CreateStatus::WouldCreate => status::WOULD_CREATE,
@@ -418,6 +434,11 @@ fn returner_why(item: &Value) -> String {
 
 fn reactivated_row(_item: &Value, out: &Reactivated) -> Row {
     let status = match out.status {
+        ReactivateStatus::Reactivated | ReactivateStatus::AlreadyActive
+            if project_failed(out.project.as_deref()) =>
+        {
+            status::REACTIVATED_NOT_ADDED
+        }
         ReactivateStatus::Reactivated => status::REACTIVATED,
         ReactivateStatus::AlreadyActive => status::ALREADY_ACTIVE,
         ReactivateStatus::WouldReactivate => status::WOULD_REACTIVATE,

@@ -569,11 +569,15 @@ fn gave_up(what: &Named<'_>, why: GiveUp, cause: Cause<'_>, tally: Tally) -> Str
         "after {attempts} attempt{}",
         if attempts == 1 { "" } else { "s" }
     );
-    let note = |unsafe_write: bool| {
-        if unsafe_write {
+    // An earlier attempt may have been resent (it provably did not reach
+    // the service); this last one may have, so it is not resent again.
+    let note = |unsafe_write: bool| match (unsafe_write, attempts) {
+        (false, _) => "",
+        (true, 1) => {
             "; it was not retried because the write may have reached the service and is not marked idempotent"
-        } else {
-            ""
+        }
+        (true, _) => {
+            "; the last attempt was not retried because the write may have reached the service and is not marked idempotent"
         }
     };
     let reason = match cause {

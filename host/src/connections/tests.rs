@@ -323,3 +323,31 @@ fn echoed_credentials_are_removed_from_headers_and_body() {
         "{note}"
     );
 }
+
+/// A write resent once (its first attempt provably never reached the
+/// service) and then lost is named with both attempts, and only the last
+/// is said not to be resent.
+#[test]
+fn a_lost_write_after_a_resend_says_only_the_last_was_not_resent() {
+    let url = url::Url::parse("https://graph.microsoft.com/v1.0/users/a/sendMail").unwrap();
+    let what = super::Named {
+        method: Method::Post,
+        url: &url,
+    };
+    let lost = super::decide::GiveUp::NoAnswer { unsafe_write: true };
+    let cause = super::Cause::NoAnswer("connection reset");
+    let once = super::gave_up(&what, lost, cause, super::decide::Tally::default());
+    assert!(
+        once.ends_with("after 1 attempt: connection reset; it was not retried because the write may have reached the service and is not marked idempotent"),
+        "{once}"
+    );
+    let tally = super::decide::Tally {
+        failures: 1,
+        ..Default::default()
+    };
+    let twice = super::gave_up(&what, lost, cause, tally);
+    assert!(
+        twice.ends_with("after 2 attempts: connection reset; the last attempt was not retried because the write may have reached the service and is not marked idempotent"),
+        "{twice}"
+    );
+}

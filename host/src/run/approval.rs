@@ -484,6 +484,13 @@ fn needs_approval(
         }
     };
     Ok((unapproved as u64 > limit).then(|| {
-        format!("{unapproved} items without approval is more than the {limit} this step may run unapproved (approval above {limit})")
+        let items = if unapproved == 1 {
+            "1 item without approval is"
+        } else {
+            &format!("{unapproved} items without approval are")
+        };
+        format!(
+            "{items} more than the {limit} this step may run unapproved (approval above {limit})"
+        )
     }))
 }
