@@ -88,7 +88,8 @@ async fn all_keys(store: &Store, flow: &str) -> anyhow::Result<Vec<LedgerKey>> {
 pub fn story_text(key: &str, entries: &[LedgerEntry]) -> String {
     if entries.is_empty() {
         return format!(
-            "Nothing is recorded for `{key}` (keys are compared without case; runs pruned with `sluice runs prune` are gone from the ledger).\n"
+            "Nothing is recorded for `{key}` (keys are compared without case; runs pruned with `sluice runs prune` are gone from the ledger).\n\
+             A flow keeps someone under the key it first knew them by: the license sync keeps a person whose mail appeared or changed under their old address (its report lists them as \"in Procore under another address\"); `sluice ledger --flow NAME` lists every key.\n"
         );
     }
     let mut out = format!(
@@ -245,4 +246,20 @@ fn details(output: &Value) -> Option<String> {
 
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_key_points_to_the_key_a_flow_may_keep_instead() {
+        let text = story_text("sara.silva@contoso.com", &[]);
+        assert!(text.starts_with("Nothing is recorded for `sara.silva@contoso.com`"));
+        assert!(
+            text.contains("under their old address")
+                && text.contains("`sluice ledger --flow NAME` lists every key"),
+            "{text}"
+        );
+    }
 }
