@@ -1,6 +1,7 @@
 //! The admin view: the state as JSON for tests, a readable page for people,
 //! faults set at run time, and changes to the Entra tenant between runs (a
-//! member leaves or joins a group, an account is disabled, a user deleted).
+//! member leaves or joins a group, an account is disabled, a user deleted,
+//! restored or created; see [`crate::tenant_changes`]).
 //! No auth: it listens on loopback only, and
 //! answers only requests addressed to it (see [`crate::addressing`]).
 
@@ -13,6 +14,7 @@ use serde::Deserialize;
 
 use crate::faults::Faults;
 use crate::state::Shared;
+use crate::tenant_changes::{NewUser, UserError};
 
 pub async fn state(State(s): State<Shared>) -> Response {
     Json(crate::snapshot_of(&s)).into_response()
@@ -150,9 +152,41 @@ pub async fn change_user(
     done(found)
 }
 
-/// `DELETE /_admin/users/{id}`: the Entra user is deleted and leaves every group.
+/// `DELETE /_admin/users/{id}`: the Entra user is deleted, leaves every
+/// group and waits 30 days in deleted items.
 pub async fn delete_user(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     done(s.lock().delete_user(&id))
+}
+
+/// The status and plain-text reason of a refused create or restore.
+fn refused(e: &UserError) -> Response {
+    let status = match e {
+        UserError::NotDeleted(_) | UserError::Purged(_) => StatusCode::NOT_FOUND,
+        UserError::IdTaken(_) | UserError::UpnTaken(..) => StatusCode::CONFLICT,
+        UserError::NoSuchGroup(_) | UserError::Invalid(_) => StatusCode::BAD_REQUEST,
+    };
+    (status, e.to_string()).into_response()
+}
+
+/// `POST /_admin/users/{id}/restore`: a deleted user comes back from
+/// deleted items with its group memberships; 200 with
+/// `{"id": …, "groups": [the groups it is a member of again]}`.
+pub async fn restore_user(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    match s.lock().restore_user(&id) {
+        Ok(groups) => Json(serde_json::json!({ "id": id, "groups": groups })).into_response(),
+        Err(e) => refused(&e),
+    }
+}
+
+/// `POST /_admin/users` with a [`NewUser`] (`displayName` and
+/// `userPrincipalName` required; `id`, `givenName`, `surname`, `mail`,
+/// `jobTitle`, `accountEnabled` (default true) and `groups` optional): a new
+/// hire; 201 with `{"id": …}`.
+pub async fn create_user(State(s): State<Shared>, Json(user): Json<NewUser>) -> Response {
+    match s.lock().create_user(user) {
+        Ok(id) => (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response(),
+        Err(e) => refused(&e),
+    }
 }
 
 /// The emulator's own work so far: requests answered and the time spent

@@ -241,8 +241,19 @@ async fn guarded(
         let wait = budget_retry_after(service, style, b.wait_secs());
         return too_many(service, wait.as_deref());
     }
+    let served_url = request
+        .extensions()
+        .get::<OriginalUri>()
+        .and_then(|o| o.path_and_query().map(|p| p.to_string()));
     let response = next.run(request).await;
     match fault {
+        Some(FaultKind::RepeatNextLink) if service == Service::Graph => {
+            let url = format!("{}{}", s.base_url, served_url.unwrap_or_default());
+            mark(
+                repeat_next_link(response, &url).await,
+                FaultKind::RepeatNextLink,
+            )
+        }
         Some(FaultKind::DropAfterApply) => mark(dropped_connection(), FaultKind::DropAfterApply),
         Some(FaultKind::ServerErrorAfterApply) => mark(
             error(
@@ -255,6 +266,28 @@ async fn guarded(
         ),
         _ => response,
     }
+}
+
+/// A Graph page whose `@odata.nextLink` is `url`, the page's own address,
+/// and which has no `@odata.deltaLink`: following it serves the same page
+/// again. Answers that are not a page (no `value` list) are left alone.
+async fn repeat_next_link(response: Response, url: &str) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_INSPECTED_BODY)
+        .await
+        .unwrap_or_default();
+    let mut page: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    let Some(fields) = page.as_object_mut().filter(|m| m.get("value").is_some()) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    fields.remove("@odata.deltaLink");
+    fields.insert("@odata.nextLink".into(), json!(url));
+    let text = page.to_string();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(text))
 }
 
 /// The Retry-After of a budget 429. Procore documents none (a client is to

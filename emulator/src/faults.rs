@@ -16,6 +16,18 @@
 //! is handled: its write is never applied. The "after apply" kinds handle
 //! the request first (the user is created, the mail is sent) and then lose
 //! the answer, which is what makes a blind retry of a write dangerous.
+//! `repeat_next_link` (targeted only, Graph only) handles the request and
+//! then points the page's `@odata.nextLink` at the page itself, so a
+//! client that does not notice loops.
+//!
+//! Graph delta has knobs of its own, for what Microsoft documents delta
+//! may do and a kind emulator would otherwise never do (all off unless
+//! set): `delta_repeats` (an entity listed once per change, in order),
+//! `delta_replays` (a round starts with the previous round's last page
+//! again), `delta_shuffle` (a large group's `members@delta` parts
+//! interleave with other groups'), `delta_page_members` (smaller pages, so
+//! small tenants split too) and `lookup_lag` (id look-ups miss recently
+//! changed users for a while; see [`crate::graph::lookup_lag`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +61,9 @@ pub enum FaultKind {
     DropAfterApply,
     /// The write is applied, then the answer is a 500.
     ServerErrorAfterApply,
+    /// Graph only: the page is served with `@odata.nextLink` set to its own
+    /// URL (and no `@odata.deltaLink`), so following it serves it again.
+    RepeatNextLink,
 }
 
 impl FaultKind {
@@ -56,7 +71,9 @@ impl FaultKind {
     pub fn after_apply(self) -> bool {
         matches!(
             self,
-            FaultKind::DropAfterApply | FaultKind::ServerErrorAfterApply
+            FaultKind::DropAfterApply
+                | FaultKind::ServerErrorAfterApply
+                | FaultKind::RepeatNextLink
         )
     }
 
@@ -69,6 +86,7 @@ impl FaultKind {
             FaultKind::Drop => "drop",
             FaultKind::DropAfterApply => "drop_after_apply",
             FaultKind::ServerErrorAfterApply => "500_after_apply",
+            FaultKind::RepeatNextLink => "repeat_next_link",
         }
     }
 }
@@ -142,7 +160,33 @@ pub struct Faults {
     pub slow_ms: Option<u64>,
     /// Graph collections start with an empty page that still has a nextLink.
     pub empty_graph_pages: bool,
-    /// Seed of the rate-based faults.
+    /// Graph delta lists every change of an entity, in the order it
+    /// happened, instead of one net entry: users delta a user deleted and
+    /// restored as `@removed` then the object (each object as that change
+    /// left it), group delta a member who left and came back as the
+    /// `@removed` entry then the join ("a single entity will be contained
+    /// multiple times in the response, if that entity was changed multiple
+    /// times").
+    pub delta_repeats: bool,
+    /// A Graph delta round that follows a deltaLink starts with a page
+    /// holding the previous round's last page again ("replays, which occur
+    /// when the same change appears in subsequent responses").
+    pub delta_replays: bool,
+    /// Group delta cuts each group's `members@delta` into parts of at most
+    /// half a page and serves the parts of different groups in turns
+    /// (seeded by `seed`), never two parts of one group in a row while
+    /// another group has parts left ("the same group could show up
+    /// anywhere in the nextLink sequence").
+    pub delta_shuffle: bool,
+    /// At most this many `members@delta` entries on one group delta page
+    /// (Graph's usual 1000 when unset).
+    pub delta_page_members: Option<usize>,
+    /// Replication delay: a user whose latest change (join, leave, account,
+    /// mail, deletion, restore, creation) is among the last N changes is
+    /// left out of the next N `GET /users?$filter=…` answers that filter on
+    /// `id` and would hold them.
+    pub lookup_lag: Option<u32>,
+    /// Seed of the rate-based faults and of `delta_shuffle`.
     pub seed: u64,
 }
 
@@ -156,7 +200,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// A uniform draw in [0, 1) for one request and one kind of fault.
-fn draw(seed: u64, ordinal: u64, stream: u64) -> f64 {
+pub(crate) fn draw(seed: u64, ordinal: u64, stream: u64) -> f64 {
     let h = mix(mix(seed ^ mix(ordinal)) ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93));
     (h >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -3,8 +3,11 @@
 //! axum server on loopback. They behave as the vendors document: paging,
 //! error envelopes, token expiry, 429s with Retry-After, Procore's nested
 //! bodies and rate-limit headers, so a client bug the real services would
-//! expose is exposed here too. Used by `sluice emulate`, `sluice demo` and
-//! the end-to-end tests.
+//! expose is exposed here too; Graph delta's documented untidiness (the
+//! same entity more than once, replays, a group's parts anywhere in the
+//! page sequence, look-ups behind by replication delay) is there on demand
+//! through [`Faults`]. Used by `sluice emulate`, `sluice demo` and the
+//! end-to-end tests.
 
 // Handlers return `Result<_, Response>` so an early error is the response
 // itself; the size of axum's Response does not matter on this path.
@@ -19,6 +22,7 @@ pub mod graph;
 pub mod procore;
 pub mod scenario;
 pub mod state;
+pub mod tenant_changes;
 
 use axum::Router;
 use axum::routing::{get, patch, post, put};
@@ -29,6 +33,7 @@ pub use config::{Credentials, EmulatorConfig};
 pub use faults::{FaultKind, Faults, RetryAfterStyle, TargetedFault};
 pub use scenario::{ExpectedSync, Scenario};
 pub use state::{SentMail, StateSnapshot};
+pub use tenant_changes::{NewUser, UserError};
 
 use state::Shared;
 
@@ -56,10 +61,12 @@ pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
         )
         .route("/_admin/stats", get(admin::stats))
         .route("/_admin/delta/expire", post(admin::expire_delta_tokens))
+        .route("/_admin/users", post(admin::create_user))
         .route(
             "/_admin/users/{id}",
             patch(admin::change_user).delete(admin::delete_user),
         )
+        .route("/_admin/users/{id}/restore", post(admin::restore_user))
         .nest("/v1.0", graph::router(shared.clone()))
         .nest("/rest/v1.0", procore::router(shared.clone()))
         .layer(axum::middleware::from_fn_with_state(
@@ -187,10 +194,22 @@ impl RunningEmulator {
         self.shared.lock().set_mail(user_id, mail)
     }
 
-    /// Deletes an Entra user, who leaves every group; false when there is
-    /// no such user.
+    /// Deletes an Entra user, who leaves every group and waits 30 days in
+    /// deleted items; false when there is no such user.
     pub fn delete_user(&self, user_id: &str) -> bool {
         self.shared.lock().delete_user(user_id)
+    }
+
+    /// Restores a deleted user with the group memberships it had; returns
+    /// the ids of those groups.
+    pub fn restore_user(&self, user_id: &str) -> Result<Vec<String>, UserError> {
+        self.shared.lock().restore_user(user_id)
+    }
+
+    /// Creates an Entra user (a new hire), a direct member of the groups it
+    /// names; returns its id.
+    pub fn create_user(&self, user: NewUser) -> Result<String, UserError> {
+        self.shared.lock().create_user(user)
     }
 
     /// Expires every Graph delta token issued so far: following one is

@@ -753,11 +753,12 @@ impl Scenario {
         }
     }
 
-    /// Deletes a user, who leaves every group as in Entra; returns the ids
-    /// of the groups it left, or `None` when there is no such user.
-    pub fn delete_user(&mut self, user_id: &str) -> Option<Vec<String>> {
+    /// Deletes a user, who leaves every group as in Entra; returns the user
+    /// and the ids of the groups it left, or `None` when there is no such
+    /// user.
+    pub fn delete_user(&mut self, user_id: &str) -> Option<(GraphUser, Vec<String>)> {
         let position = self.graph_users.iter().position(|u| u.id == user_id)?;
-        self.graph_users.remove(position);
+        let user = self.graph_users.remove(position);
         // Positions after it moved: look-ups must not fall back to scans.
         self.index = OnceLock::new();
         let mut left = Vec::new();
@@ -768,7 +769,28 @@ impl Scenario {
                 left.push(group.id.clone());
             }
         }
-        Some(left)
+        Some((user, left))
+    }
+
+    /// Puts a user (new, or restored from deleted items) into the
+    /// directory, a direct member of those of `group_ids` that exist;
+    /// returns the ids of the groups it joined. The caller makes sure the
+    /// id is free.
+    pub fn insert_user(&mut self, user: GraphUser, group_ids: &[String]) -> Vec<String> {
+        let mut joined = Vec::new();
+        for group in &mut self.groups {
+            if group_ids.contains(&group.id) && !group.members.iter().any(|m| m.id() == user.id) {
+                group.members.push(Member::User {
+                    id: user.id.clone(),
+                });
+                joined.push(group.id.clone());
+            }
+        }
+        self.graph_users.push(user);
+        // Built again on the next look-up, so the new user is found
+        // without a scan.
+        self.index = OnceLock::new();
+        joined
     }
 }
 

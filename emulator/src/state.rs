@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use crate::config::EmulatorConfig;
 use crate::faults::Faults;
-use crate::scenario::{Member, ProcoreUser, ProjectUser, Scenario};
+use crate::scenario::{ProcoreUser, ProjectUser, Scenario};
+
+pub use crate::tenant_changes::{DeletedUser, MembershipChange, UserChange};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SentMail {
@@ -114,26 +116,6 @@ impl ProcoreIndex {
     }
 }
 
-/// A change to a group's direct members, kept in order for Graph delta.
-#[derive(Debug, Clone)]
-pub struct MembershipChange {
-    pub group_id: String,
-    pub member: Member,
-    /// Joined, or left (removed, or the object deleted).
-    pub joined: bool,
-}
-
-/// One change to a user, for users delta.
-#[derive(Debug, Clone)]
-pub struct UserChange {
-    pub user_id: String,
-    /// The property that changed, or `None` when the user was deleted. A
-    /// round whose `$select` leaves the property out does not see the
-    /// change (Graph: "if a change is to a property that was not selected,
-    /// the object does not appear in the next delta").
-    pub property: Option<&'static str>,
-}
-
 pub struct Data {
     pub scenario: Scenario,
     /// Every membership change since the emulator started; a change's
@@ -142,9 +124,21 @@ pub struct Data {
     /// Bumped to expire every delta token issued so far.
     pub delta_epoch: u64,
     pub delta_tokens: crate::graph::delta::DeltaTokens,
-    /// The users changed (enabled, disabled, deleted), in order, for users
-    /// delta; a change's sequence number is its position plus one.
+    /// The users changed (enabled, disabled, mail, deleted, restored,
+    /// created), in order, for users delta; a change's sequence number is
+    /// its position plus one.
     pub user_changes: Vec<UserChange>,
+    /// Deleted users, restorable for 30 days as from Entra's deleted items.
+    pub deleted_users: Vec<DeletedUser>,
+    /// The properties of each user (by id) that were set once and cleared
+    /// since: users delta shows them as `null`, and leaves out properties
+    /// never set.
+    pub cleared: HashMap<String, Vec<&'static str>>,
+    /// Which users' recent changes id look-ups do not see yet (the
+    /// `lookup_lag` fault).
+    pub lookup_lag: crate::graph::lookup_lag::LookupLag,
+    /// Users created through the admin API, for their made-up ids.
+    pub created_graph_users: u64,
     pub user_deltas: crate::graph::user_delta::UserDeltaTokens,
     /// Groups' member lists, kept while no change is recorded above.
     pub member_lists: crate::graph::member_lists::MemberLists,
@@ -164,84 +158,6 @@ pub struct Data {
     pub procore_window: (u64, u32),
     pub graph_window: (u64, u32),
     pub token_counter: u64,
-}
-
-/// Directory changes between runs, recorded for delta.
-impl Data {
-    pub fn remove_member(&mut self, group_id: &str, member_id: &str) -> bool {
-        let member = self
-            .scenario
-            .group(group_id)
-            .and_then(|g| g.members.iter().find(|m| m.id() == member_id))
-            .cloned();
-        let Some(member) = member else {
-            return false;
-        };
-        self.scenario.remove_member(group_id, member_id);
-        self.membership_changes.push(MembershipChange {
-            group_id: group_id.to_string(),
-            member,
-            joined: false,
-        });
-        true
-    }
-
-    pub fn add_member(&mut self, group_id: &str, user_id: &str) -> bool {
-        if !self.scenario.add_member(group_id, user_id) {
-            return false;
-        }
-        self.membership_changes.push(MembershipChange {
-            group_id: group_id.to_string(),
-            member: Member::User {
-                id: user_id.to_string(),
-            },
-            joined: true,
-        });
-        true
-    }
-
-    /// Enables or disables an account; false when there is no such user.
-    pub fn set_account_enabled(&mut self, user_id: &str, enabled: bool) -> bool {
-        if !self.scenario.set_account_enabled(user_id, enabled) {
-            return false;
-        }
-        self.user_changes.push(UserChange {
-            user_id: user_id.to_string(),
-            property: Some("accountEnabled"),
-        });
-        true
-    }
-
-    pub fn set_mail(&mut self, user_id: &str, mail: Option<&str>) -> bool {
-        if !self.scenario.set_mail(user_id, mail) {
-            return false;
-        }
-        self.user_changes.push(UserChange {
-            user_id: user_id.to_string(),
-            property: Some("mail"),
-        });
-        true
-    }
-
-    pub fn delete_user(&mut self, user_id: &str) -> bool {
-        let Some(left) = self.scenario.delete_user(user_id) else {
-            return false;
-        };
-        self.user_changes.push(UserChange {
-            user_id: user_id.to_string(),
-            property: None,
-        });
-        for group_id in left {
-            self.membership_changes.push(MembershipChange {
-                group_id,
-                member: Member::User {
-                    id: user_id.to_string(),
-                },
-                joined: false,
-            });
-        }
-        true
-    }
 }
 
 impl Data {
@@ -336,6 +252,10 @@ impl Shared {
             delta_epoch: 0,
             delta_tokens: Default::default(),
             user_changes: Vec::new(),
+            deleted_users: Vec::new(),
+            cleared: HashMap::new(),
+            lookup_lag: Default::default(),
+            created_graph_users: 0,
             user_deltas: Default::default(),
             member_lists: Default::default(),
             served: 0,
@@ -374,12 +294,14 @@ impl Shared {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Replaces the faults; request ordinals and target counts start again.
+    /// Replaces the faults; request ordinals, target counts and the
+    /// look-ups a lagging user missed start again.
     pub fn set_faults(&self, faults: Faults) {
         let mut d = self.lock();
         d.faults = faults;
         d.api_requests = 0;
         d.targeted_seen.clear();
+        d.lookup_lag.restart();
     }
 
     pub fn issue_token(&self, service: Service) -> (String, u64) {

@@ -254,7 +254,22 @@ async fn graph_user_delta_pages_are_as_documented() {
     let mut doc = example("graph_users_delta").body;
     // The tenant's users have no phone numbers: an empty list of them.
     doc["value"][0]["businessPhones"] = json!([]);
+    // Nor a mobile phone, an office or a language, which delta leaves out:
+    // "If the property has never been set before it will not be included
+    // in the response at all" (the same page).
+    let never_set = ["mobilePhone", "officeLocation", "preferredLanguage"];
+    for property in never_set {
+        doc["value"][0].as_object_mut().unwrap().remove(property);
+    }
     assert_shape("graph_users_delta", &doc, &first);
+    assert!(
+        first["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| never_set.iter().all(|p| u.get(p).is_none())),
+        "never-set properties are left out, not null"
+    );
     let next = first["@odata.nextLink"].as_str().unwrap();
     assert!(next.contains("/users/delta?$skiptoken="), "{next}");
 }

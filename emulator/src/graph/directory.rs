@@ -12,6 +12,7 @@ use super::paging::page;
 use super::query::{Listing, Query};
 use super::schema::{self, Object};
 use crate::api::error;
+use crate::scenario::GraphUser;
 use crate::state::{Service, Shared};
 
 /// Graph's 404 for an object that does not exist.
@@ -122,15 +123,37 @@ pub async fn users(
         Err(r) => return r,
     };
     let (total, shown) = {
-        let d = s.lock();
-        select_page(
-            &query,
-            &d.scenario.graph_users,
-            |u| Some(schema::user(u)),
-            false,
-        )
+        let mut d = s.lock();
+        let d = &mut *d;
+        match lagging(&query, d.faults.lookup_lag) {
+            // Replication delay: recently changed users are not seen yet.
+            Some(n) => {
+                let lag = &mut d.lookup_lag;
+                let mut hidden =
+                    |u: &GraphUser| query.keeps(&schema::user(u)) && lag.hides(&u.id, n);
+                let users = d.scenario.graph_users.iter();
+                let seen: Vec<&GraphUser> = users.filter(|u| !hidden(u)).collect();
+                select_page(&query, &seen, |u| Some(schema::user(u)), false)
+            }
+            None => select_page(
+                &query,
+                &d.scenario.graph_users,
+                |u| Some(schema::user(u)),
+                false,
+            ),
+        }
     };
     page(&s, "/v1.0/users", &query, total, shown, "users")
+}
+
+/// The `lookup_lag` that applies to a users list: only to one filtered on
+/// `id` (a look-up of users by id), and only when set.
+fn lagging(query: &Query, lag: Option<u32>) -> Option<u32> {
+    let by_id = query
+        .filter
+        .as_ref()
+        .is_some_and(|f| f.properties().iter().any(|p| p.eq_ignore_ascii_case("id")));
+    lag.filter(|n| *n > 0 && by_id)
 }
 
 /// `GET /v1.0/users/{id or userPrincipalName}`

@@ -13,6 +13,7 @@
 pub(crate) mod delta;
 mod directory;
 mod filter;
+pub(crate) mod lookup_lag;
 mod mail;
 pub(crate) mod member_lists;
 mod paging;

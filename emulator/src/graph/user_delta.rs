@@ -4,10 +4,19 @@
 //! link later lists only the users changed since (with their selected
 //! properties; Graph promises at least the changed ones), a deleted user
 //! as `{"id", "@removed": {"reason": "changed"}}` (deleted users stay
-//! restorable for 30 days, which Graph reports as `changed`).
-//! `$deltatoken=latest` gives a deltaLink for now without reading. Tokens
-//! expire as the groups' do (see [`super::delta`]): 410 Gone with
-//! `syncStateNotFound`.
+//! restorable for 30 days, which Graph reports as `changed`); a restored
+//! or new user is listed like a changed one. A property never set (`null`
+//! in the emulator's data) is left out of an entry ("if the property has
+//! never been set before it will not be included in the response at
+//! all"); one set and cleared since is `null`. `$deltatoken=latest` gives a
+//! deltaLink for now without reading. Tokens expire as the groups' do (see
+//! [`super::delta`]): 410 Gone with `syncStateNotFound`.
+//!
+//! By default each changed user is listed once, as it is now. With the
+//! `delta_repeats` fault a round lists every change it sees, in order, each
+//! as that change left the user (a user deleted and restored: `@removed`,
+//! then the object); with `delta_replays` a round that follows a deltaLink
+//! starts with a page holding the previous round's last page again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,6 +30,7 @@ use super::delta::{DeltaTokens, TOKEN_LIFETIME_SECS, filtered_ids, gone, now};
 use super::query::Listing;
 use super::schema;
 use crate::api::{encode_query, get, query_pairs};
+use crate::scenario::GraphUser;
 use crate::state::{Data, Shared, UserChange};
 
 /// At most this many users on one page.
@@ -43,6 +53,9 @@ pub struct UserCursor {
     next: usize,
     issued: u64,
     epoch: u64,
+    /// On a deltaLink: the last page of the round it ends, for
+    /// `delta_replays`; on a round's first page: the page to replay first.
+    replay: Option<Arc<Vec<Value>>>,
 }
 
 /// The users delta tokens issued.
@@ -87,6 +100,7 @@ pub async fn users_delta(State(s): State<Shared>, RawQuery(raw): RawQuery) -> Re
             since: Some(c.upto),
             upto,
             next: 0,
+            replay: c.replay.filter(|_| d.faults.delta_replays),
             ..c
         }),
         (None, None) => first_cursor(&d, pairs).map(|c| UserCursor { since: None, ..c }),
@@ -122,6 +136,7 @@ fn first_cursor(d: &Data, pairs: Vec<(String, String)>) -> Result<UserCursor, Re
         next: 0,
         issued: now(),
         epoch: d.delta_epoch,
+        replay: None,
     })
 }
 
@@ -135,20 +150,59 @@ fn resume(s: &Shared, d: &Data, token: &str) -> Result<UserCursor, Response> {
     Ok(found.clone())
 }
 
-/// The ids of the users changed in `changes` that the round sees, each
-/// once, in the order they first changed: a deletion always, a change of
-/// a property only when the round selected it (or selected nothing).
-fn changed_ids<'c>(changes: &'c [UserChange], cursor: &UserCursor) -> Vec<&'c str> {
-    let sees = |change: &UserChange| match (change.property, &cursor.select) {
+/// Whether a round sees a change: a deletion, restore or creation always,
+/// a change of a property only when the round selected it (or selected
+/// nothing) and filtered on nothing or on this user.
+fn sees(cursor: &UserCursor, change: &UserChange) -> bool {
+    let selected = match (change.property, &cursor.select) {
         (None, _) | (_, None) => true,
         (Some(property), Some(select)) => select.contains(&property),
     };
+    selected && wanted(cursor, &change.user_id)
+}
+
+/// The ids of the users changed in `changes` that the round sees, each
+/// once, in the order they first changed.
+fn changed_ids<'c>(changes: &'c [UserChange], cursor: &UserCursor) -> Vec<&'c str> {
     let mut seen = HashSet::new();
     changes
         .iter()
-        .filter(|c| sees(c) && wanted(cursor, &c.user_id))
+        .filter(|c| sees(cursor, c))
         .map(|c| c.user_id.as_str())
         .filter(|id| seen.insert(*id))
+        .collect()
+}
+
+/// One entry of a later round: a user as shown, or a deletion.
+enum Entry<'a> {
+    User(&'a GraphUser),
+    Removed(&'a str),
+}
+
+/// What a later round over `changes` lists: each changed user once, as
+/// it is now; or, with `repeats`, each change seen, as it left the user.
+fn entries<'a>(
+    d: &'a Data,
+    changes: &'a [UserChange],
+    cursor: &UserCursor,
+    repeats: bool,
+) -> Vec<Entry<'a>> {
+    if repeats {
+        return changes
+            .iter()
+            .filter(|c| sees(cursor, c))
+            .map(|c| match &c.after {
+                Some(u) => Entry::User(u),
+                None => Entry::Removed(&c.user_id),
+            })
+            .collect();
+    }
+    changed_ids(changes, cursor)
+        .into_iter()
+        .map(|id| match d.scenario.user(id) {
+            Some(u) => Entry::User(u),
+            None => Entry::Removed(id),
+        })
         .collect()
 }
 
@@ -157,40 +211,57 @@ fn wanted(cursor: &UserCursor, id: &str) -> bool {
     cursor.ids.as_ref().is_none_or(|ids| ids.contains(id))
 }
 
+/// A user as a delta entry shows it: the selected (or default) properties
+/// less those never set, and `id` ("the id property is always returned").
+fn render(d: &Data, u: &GraphUser, select: Option<&[&'static str]>) -> Value {
+    let mut object = schema::user(u).render(select, false);
+    if let Value::Object(m) = &mut object {
+        let cleared = d.cleared.get(&u.id);
+        m.retain(|k, v| !v.is_null() || cleared.is_some_and(|c| c.contains(&k.as_str())));
+        m.insert("id".into(), json!(u.id));
+    }
+    object
+}
+
 fn page(s: &Shared, d: &mut Data, cursor: UserCursor) -> Response {
+    if let Some(replayed) = cursor.replay.clone().filter(|r| !r.is_empty()) {
+        let token = d.user_deltas.issue(UserCursor {
+            replay: None,
+            ..cursor
+        });
+        return Json(json!({
+            "@odata.context": CONTEXT,
+            "@odata.nextLink": link(s, "$skiptoken", &token),
+            "value": *replayed,
+        }))
+        .into_response();
+    }
     let select = cursor.select.as_deref().map(Vec::as_slice);
-    // "The id property is always returned" (Graph's users delta).
-    let render = |u: &crate::scenario::GraphUser| {
-        let mut object = schema::user(u).render(select, false);
-        if let Value::Object(m) = &mut object {
-            m.insert("id".into(), json!(u.id));
+    let (value, total): (Vec<Value>, usize) = match cursor.since {
+        None => {
+            let users: Vec<_> = d
+                .scenario
+                .graph_users
+                .iter()
+                .filter(|u| wanted(&cursor, &u.id))
+                .collect();
+            let shown = users.iter().skip(cursor.next).take(PAGE_USERS);
+            (shown.map(|u| render(d, u, select)).collect(), users.len())
         }
-        object
-    };
-    let (value, total): (Vec<Value>, usize) =
-        match cursor.since {
-            None => {
-                let users: Vec<_> = d
-                    .scenario
-                    .graph_users
-                    .iter()
-                    .filter(|u| wanted(&cursor, &u.id))
-                    .collect();
-                let shown = users.iter().skip(cursor.next).take(PAGE_USERS);
-                (shown.map(|u| render(u)).collect(), users.len())
-            }
-            Some(since) => {
-                let changes = &d.user_changes[since.min(cursor.upto)..cursor.upto];
-                let ids = changed_ids(changes, &cursor);
-                let shown = ids.iter().skip(cursor.next).take(PAGE_USERS).map(|id| {
-                    match d.scenario.user(id) {
-                        Some(u) => render(u),
-                        None => json!({ "id": id, "@removed": { "reason": "changed" } }),
-                    }
+        Some(since) => {
+            let changes = &d.user_changes[since.min(cursor.upto)..cursor.upto];
+            let listed = entries(d, changes, &cursor, d.faults.delta_repeats);
+            let shown = listed
+                .iter()
+                .skip(cursor.next)
+                .take(PAGE_USERS)
+                .map(|e| match e {
+                    Entry::User(u) => render(d, u, select),
+                    Entry::Removed(id) => json!({ "id": id, "@removed": { "reason": "changed" } }),
                 });
-                (shown.collect(), ids.len())
-            }
-        };
+            (shown.collect(), listed.len())
+        }
+    };
     let end = cursor.next + value.len();
     let mut body = Map::new();
     body.insert("@odata.context".into(), json!(CONTEXT));
@@ -207,6 +278,7 @@ fn page(s: &Shared, d: &mut Data, cursor: UserCursor) -> Response {
         let token = d.user_deltas.issue(UserCursor {
             next: 0,
             issued: now(),
+            replay: Some(Arc::new(value.clone())),
             ..cursor
         });
         body.insert(
