@@ -1343,6 +1343,54 @@ async fn a_deactivation_neither_answered_nor_confirmed_is_finished_by_the_next_r
     cy_is_licensed_again_and_reactivated(&t).await;
 }
 
+/// A deactivation Procore refuses for sure (a 429 past every retry) puts
+/// Cy's record back as it was (`deactivating` is kept only while the
+/// outcome cannot be told): the flow never takes a later deactivation by
+/// someone else for its own, nor reactivates someone it did not deactivate.
+#[tokio::test]
+async fn a_deactivation_refused_for_sure_leaves_the_record_as_it_was() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3]), (CY, &[E3])],
+        unlicensed: &[],
+        missing: &[],
+    })
+    .await;
+    t.run_ok(&[]).await;
+    t.leave_group(CY, E3);
+    t.run_ok(&[]).await;
+    let (id, _) = t.plans().await[0].clone();
+    t.decide("approve", &id, &[CY]).await;
+    let (cy, company) = (t.id(CY), t.emu.snapshot().scenario.company_id);
+    t.emu.set_faults(Faults {
+        targeted: vec![TargetedFault {
+            method: "PATCH".into(),
+            path_suffix: format!("/companies/{company}/users/{cy}"),
+            body_contains: None,
+            at: Vec::new(),
+            fault: FaultKind::TooMany,
+        }],
+        retry_after_secs: 0,
+        ..Faults::default()
+    });
+    let (run, _) = t.run(&[]).await;
+    t.emu.set_faults(Faults::default());
+    let item = &run.output_of("deactivate")["items"][0];
+    assert_eq!(item["status"], "failed", "{item:#}");
+    assert!(t.active(CY), "Procore refused it");
+    let store = sluice_store::Store::open(&sluice_store::Location::Sqlite(sluice_store::path_in(
+        t.data.path(),
+    )))
+    .await
+    .unwrap();
+    let key = sluice_store::StateKey::try_from(format!("managed/{CY}").as_str()).unwrap();
+    let record = store
+        .state_get("procore-license-sync", &key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record["status"], "active", "{record:#}");
+}
+
 /// Bob's UPN, his key while he has no mailbox.
 const UPN: &str = "bob@contoso.onmicrosoft.com";
 

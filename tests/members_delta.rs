@@ -411,7 +411,7 @@ async fn a_joiner_graph_does_not_list_yet_is_looked_up_again_next_run() {
     );
     let warnings = early.output["warnings"].to_string();
     assert!(
-        warnings.contains("1 users who joined a license group are not listed by Graph yet"),
+        warnings.contains("1 user who joined a license group is not listed by Graph yet"),
         "{warnings}"
     );
     let later = t.run(&[]).await;

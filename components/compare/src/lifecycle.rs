@@ -495,6 +495,21 @@ impl<'a, 'w> Run<'a, 'w> {
                 (procore_id.clone(), clock.map(|c| c.since.as_ref()))
             }
         };
+        // Its deactivation was sent already (approved, past any grace):
+        // the grace is not counted again, even from a record the step
+        // started for an in-domain user.
+        if inactive {
+            out.leavers.push(Leaver {
+                key,
+                procore_id,
+                name: procore_name(user),
+                email: user.email_address.clone(),
+                login: user.login.clone(),
+                reason,
+                inactive,
+            });
+            return Ok(());
+        }
         let since = leaving_since.and_then(parse_time);
         let since = match (candidate, since) {
             (Candidate::Known { .. }, Some(since)) => since,
@@ -910,21 +925,19 @@ mod tests {
             user(3, "c@x.com", false),
             user(4, "d@x.com", true),
         ];
-        let mut leaving = managed(1, Status::Deactivating);
-        leaving.leaving_since = Some("2026-03-01T00:00:00Z".into());
+        // a's record is one the step started (an in-domain user): no
+        // `leaving_since`, yet the grace is not counted again.
+        let mut leaving = managed(2, Status::Deactivating);
+        leaving.leaving_since = Some("2026-01-01T00:00:00Z".into());
         let k = known(&[
-            ("a@x.com", leaving.clone()),
-            (
-                "b@x.com",
-                Managed {
-                    procore_id: Id::Number(2),
-                    ..leaving
-                },
-            ),
+            ("a@x.com", managed(1, Status::Deactivating)),
+            ("b@x.com", leaving),
             ("c@x.com", managed(3, Status::Deactivating)),
             ("d@x.com", managed(4, Status::Deactivating)),
         ]);
-        let (diff, writes) = run(&people, &users, &k, &policy());
+        let mut p = policy();
+        p.grace = std::time::Duration::from_secs(7 * 24 * 3600);
+        let (diff, writes) = run(&people, &users, &k, &p);
         let leavers: Vec<(&str, bool)> = diff
             .leavers
             .iter()

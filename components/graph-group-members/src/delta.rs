@@ -124,7 +124,11 @@ fn round(first: Call, mut each: impl FnMut(Value)) -> Result<String, Stop> {
             page.remove("@odata.deltaLink"),
         ) {
             (Some(Value::String(next)), _) => {
-                visited.enter(&next).map_err(Stop::Failed)?;
+                // A round that loops is refused, as one that never ends
+                // is: a full read goes on without the link.
+                visited
+                    .enter(&next)
+                    .map_err(|e| Stop::Refused(Refused(e.message)))?;
                 call = Call::get(GRAPH, &next);
             }
             (None, Some(Value::String(link))) => return Ok(link),
@@ -210,30 +214,37 @@ pub type Pending = BTreeMap<String, BTreeSet<u16>>;
 enum LastWord<'r> {
     /// Deleted, and not restored since.
     Deleted,
-    /// There: the entries after its last deletion, in order.
+    /// There: its entries in order (a deletion among them was undone by
+    /// what followed it, or is a replay; each entry still says how the
+    /// user was changed, and the later ones win).
     Changed(Vec<&'r Member<'static>>),
 }
 
-/// Each user's last word in a users round: what follows a user's last
-/// `@removed` counts (restored since), and a `@removed` only when nothing
-/// follows it, so a user listed twice or a replayed deletion is never
-/// taken for gone while Graph has them.
+/// Each user's last word in a users round: a `@removed` counts only when
+/// nothing follows it, so a user listed twice, restored, or a replayed
+/// deletion is never taken for gone while Graph has them.
 fn last_words<'r>(users: &'r [Member<'static>]) -> BTreeMap<&'r str, LastWord<'r>> {
-    let mut words = BTreeMap::new();
+    let mut entries: BTreeMap<&str, (Vec<&Member<'static>>, bool)> = BTreeMap::new();
     for user in users {
         let Some(id) = user.id() else {
             continue;
         };
-        if user.removed {
-            words.insert(id, LastWord::Deleted);
-            continue;
-        }
-        match words.entry(id).or_insert(LastWord::Changed(Vec::new())) {
-            LastWord::Changed(entries) => entries.push(user),
-            word => *word = LastWord::Changed(vec![user]),
+        let (changes, deleted) = entries.entry(id).or_default();
+        *deleted = user.removed;
+        if !user.removed {
+            changes.push(user);
         }
     }
-    words
+    entries
+        .into_iter()
+        .map(|(id, (changes, deleted))| {
+            let word = match deleted {
+                true => LastWord::Deleted,
+                false => LastWord::Changed(changes),
+            };
+            (id, word)
+        })
+        .collect()
 }
 
 /// Applies `changes` to `known` (`groups`: the tracked group ids, sorted),
@@ -247,6 +258,10 @@ pub fn apply(
     changed: &mut BTreeSet<String>,
 ) -> Pending {
     let mut pending = pending;
+    // Members who left their last group in this round, kept for the round:
+    // one who joins again (left and came back, or deleted and restored)
+    // keeps what the step knew of them instead of waiting on a look-up.
+    let mut left_all: BTreeMap<Id, Entry> = BTreeMap::new();
     for (group_id, id, kind, left) in &changes.members {
         let Ok(g) = groups.binary_search(group_id) else {
             continue;
@@ -257,8 +272,10 @@ pub fn apply(
         if *left {
             if let Some(entry) = known.get_mut(&object) {
                 entry.groups.remove(g);
-                if entry.groups.is_empty() {
-                    known.remove(&object);
+                if entry.groups.is_empty()
+                    && let Some(entry) = known.remove(&object)
+                {
+                    left_all.insert(object.clone(), entry);
                 }
             }
             if let Some(joined) = pending.get_mut(id) {
@@ -266,6 +283,9 @@ pub fn apply(
             }
         } else if let Some(entry) = known.get_mut(&object) {
             entry.groups.insert(g);
+        } else if let Some(mut entry) = left_all.remove(&object) {
+            entry.groups.insert(g);
+            known.insert(object, entry);
         } else if kind == USER {
             pending.entry(id.clone()).or_default().insert(g);
         } else {
@@ -278,11 +298,15 @@ pub fn apply(
     for (id, word) in last_words(&changes.users) {
         let object = Id::new(id);
         match word {
+            // A join this round's group delta reported stays pending: the
+            // users round may be behind the group round (a user deleted
+            // and restored since), and the look-up tells; a user Graph
+            // no longer has is not found and stays pending only until the
+            // group round reports them gone (or the next full read).
             LastWord::Deleted => {
                 if known.remove(&object).is_some() {
                     changed.insert(id.to_string());
                 }
-                pending.remove(id);
             }
             LastWord::Changed(entries) => {
                 if let Some(entry) = known.get_mut(&object) {
@@ -452,7 +476,8 @@ mod tests {
                 json!({"id": "replayed", "displayName": "Now"}),
                 removed("rejoined"),
                 user("rejoined", true),
-                // Joined, then deleted: gone, never looked up.
+                // Joined, then deleted, while the group round still says
+                // joined: the look-up tells.
                 user("joined", true),
                 removed("joined"),
                 user("gone", true),
@@ -472,7 +497,53 @@ mod tests {
         assert_eq!(replayed.texts()[0], Some("Now"), "its later entry merged");
         assert!(!known.contains_key(&Id::new("gone")), "deleted last");
         assert!(!known.contains_key(&Id::new("joined")));
-        assert!(pending.is_empty(), "{pending:?}");
+        assert_eq!(pending.keys().collect::<Vec<_>>(), ["joined"]);
+    }
+
+    #[test]
+    fn every_change_of_a_user_counts_and_a_deletion_only_when_last() {
+        let groups = vec!["g0".to_string()];
+        let mut known = known_in_g0(&["a"]);
+        let changes = Changes {
+            members: Vec::new(),
+            users: users(vec![
+                json!({"id": "a", "accountEnabled": false}),
+                // A replayed deletion in the middle of the round.
+                json!({"id": "a", "@removed": {"reason": "changed"}}),
+                json!({"id": "a", "displayName": "New"}),
+            ]),
+            links: links(),
+        };
+        let mut changed = BTreeSet::new();
+        apply(&mut known, &groups, &changes, Pending::new(), &mut changed);
+        let a = known[&Id::new("a")].user.as_ref().unwrap();
+        assert_eq!(a.texts()[0], Some("New"));
+        assert_eq!(
+            a.account_enabled(),
+            Some(false),
+            "the disable before it holds"
+        );
+    }
+
+    #[test]
+    fn a_member_who_leaves_and_joins_again_in_a_round_keeps_what_was_known() {
+        let groups = vec!["g0".to_string(), "g1".to_string()];
+        let mut known = known_in_g0(&["a"]);
+        let changes = Changes {
+            members: vec![
+                ("g0".into(), "a".into(), USER.into(), true),
+                ("g1".into(), "a".into(), USER.into(), false),
+            ],
+            users: Vec::new(),
+            links: links(),
+        };
+        let mut changed = BTreeSet::new();
+        let pending = apply(&mut known, &groups, &changes, Pending::new(), &mut changed);
+        assert!(pending.is_empty(), "no look-up: {pending:?}");
+        let a = &known[&Id::new("a")];
+        assert_eq!(a.groups.iter().collect::<Vec<_>>(), [1]);
+        assert_eq!(a.user.as_ref().unwrap().texts()[0], Some("a"));
+        assert!(changed.contains("a"));
     }
 
     #[test]
@@ -487,7 +558,11 @@ mod tests {
         ]
         .into();
         let changes = Changes {
-            members: vec![("g1".into(), "left".into(), USER.into(), true)],
+            // A deleted user leaves their groups too.
+            members: vec![
+                ("g1".into(), "left".into(), USER.into(), true),
+                ("g0".into(), "deleted".into(), USER.into(), true),
+            ],
             users: users(vec![
                 user("late", true),
                 json!({"id": "deleted", "@removed": {"reason": "deleted"}}),

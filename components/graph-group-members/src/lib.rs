@@ -250,9 +250,13 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
         Ok((meta, links)) => match changes_since(meta, links, now)? {
             Ok(Incremental { known, unfound }) => {
                 if unfound > 0 {
+                    let who = match unfound {
+                        1 => "1 user who joined a license group is".to_string(),
+                        n => format!("{n} users who joined a license group are"),
+                    };
                     let warning = format!(
-                        "{unfound} users who joined a license group are not listed by Graph \
-                         yet (Graph's replication delay): the next run looks them up again"
+                        "{who} not listed by Graph yet (Graph's replication delay): \
+                         the next run looks them up again"
                     );
                     sluice_guest::log::warn(&warning);
                     warnings.push(warning);
@@ -305,6 +309,10 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
     })
 }
 
+/// The most joined users Graph did not list yet that a run keeps for the
+/// next one.
+const MAX_UNFOUND: usize = 10_000;
+
 /// What an incremental read found.
 struct Incremental {
     known: Known,
@@ -348,6 +356,15 @@ fn changes_since(
             return Ok(Err(delta::Refused(why)));
         }
     };
+    // So many that something else is wrong: kept, they could outgrow a
+    // state value; a full read lists members from the groups themselves.
+    if unfound.len() > MAX_UNFOUND {
+        let why = format!(
+            "{} users who joined are not listed by Graph's look-up",
+            unfound.len()
+        );
+        return Ok(Err(delta::Refused(why)));
+    }
     let chunks = known::save(&known, meta.chunks, Some(&changed))?;
     let unfound_count = unfound.len();
     plan::save_meta(&meta.relinked(changes.links, now, chunks, unfound))?;

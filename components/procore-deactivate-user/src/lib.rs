@@ -27,7 +27,11 @@
 //!    knows is the flow's (never reactivated, its approval closed as no
 //!    longer needed). `compare` then lists the person again, as a leaver
 //!    whose Procore user is `inactive` already, and this step confirms it
-//!    on the inactive list instead of sending the PATCH again.
+//!    on the inactive list instead of sending the PATCH again. A PATCH
+//!    refused for sure (any answer but a 2xx, 404 or 5xx; a 404 or 5xx
+//!    whose look-up finds the user active) puts the record back as it
+//!    was, so a later deactivation by someone else is never taken for the
+//!    flow's.
 //! 2. With a project: `DELETE projects/{project_id}/users/{id}/actions/remove`
 //!    (deactivation does not end project memberships). A 404 means the person
 //!    was not on the project, which is fine. Any other refusal, or a service
@@ -50,7 +54,8 @@ use sluice_guest::http::segment;
 use sluice_guest::{Call, Context, ErrorKind, JsonSchema, Response, Sent, StepError};
 use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::sync::{
-    DeactivateStatus, Deactivated, Leaver, ManagedStatus, ProjectRemoval, mark_managed,
+    DeactivateStatus, Deactivated, Leaver, Managed, ManagedStatus, ProjectRemoval, managed_key,
+    mark_managed,
 };
 use sluice_guest_services::{service_message, status_error};
 
@@ -171,44 +176,91 @@ fn run(input: Input, context: &Context) -> Result<Deactivated, StepError> {
     Ok(out)
 }
 
+/// Why a deactivation did not go through: refused for sure (nothing was
+/// applied), or with an outcome nobody can tell (Procore may have applied
+/// it, and the look-up that would say failed too).
+struct Failure {
+    error: StepError,
+    unknown: bool,
+}
+
+impl Failure {
+    fn refused(error: StepError) -> Failure {
+        Failure {
+            error,
+            unknown: false,
+        }
+    }
+}
+
 /// Sends the deactivation, its intent recorded first (see the module
-/// docs), and insists it took.
+/// docs), and insists it took. A deactivation refused for sure puts the
+/// record back as it was (none, for an in-domain user the flow kept no
+/// record of), so the flow never takes a later hand deactivation for its
+/// own; only an unknown outcome keeps `deactivating`.
 fn deactivate(
     context: &Context,
     company: &str,
     user: &str,
     leaver: &Leaver,
 ) -> Result<Deactivated, StepError> {
-    if !context.dry_run() {
-        mark_managed(
-            &leaver.key,
-            &leaver.procore_id,
-            ManagedStatus::Deactivating,
-            context.started_at(),
-        )?;
-        sluice_guest::state::commit()?;
+    let state_key = managed_key(&leaver.key);
+    let before = match context.dry_run() {
+        true => None,
+        false => {
+            let before = sluice_guest::state::get::<Managed>(&state_key)?;
+            mark_managed(
+                &leaver.key,
+                &leaver.procore_id,
+                ManagedStatus::Deactivating,
+                context.started_at(),
+            )?;
+            sluice_guest::state::commit()?;
+            Some(before)
+        }
+    };
+    match send_deactivation(company, user, leaver) {
+        Ok(out) => Ok(out),
+        Err(Failure {
+            error,
+            unknown: true,
+        }) => Err(error),
+        Err(Failure { error, .. }) => {
+            if let Some(before) = before {
+                match before {
+                    Some(record) => sluice_guest::state::set(&state_key, &record)?,
+                    None => sluice_guest::state::delete(&state_key)?,
+                }
+                sluice_guest::state::commit()?;
+            }
+            Err(error)
+        }
     }
+}
+
+/// The PATCH and what its answer means.
+fn send_deactivation(company: &str, user: &str, leaver: &Leaver) -> Result<Deactivated, Failure> {
     let call = Call::patch(PROCORE, &user_url(company, user))
-        .json(&body())?
+        .json(&body())
+        .map_err(Failure::refused)?
         .idempotent();
-    let out = match call.send() {
+    match call.send() {
         Ok(Sent::Response(response)) => {
             deactivated(&call, &response, company, user, leaver)?;
-            output(leaver, DeactivateStatus::Deactivated)
+            Ok(output(leaver, DeactivateStatus::Deactivated))
         }
         Ok(Sent::WouldSend(w)) => {
             let mut out = output(leaver, DeactivateStatus::WouldDeactivate);
             out.would_send.push(w);
-            out
+            Ok(out)
         }
         // The connection was lost, perhaps after Procore applied the change.
         Err(error) if error.kind == ErrorKind::Unavailable => {
             confirm_inactive(error, company, user, leaver)?;
-            output(leaver, DeactivateStatus::Deactivated)
+            Ok(output(leaver, DeactivateStatus::Deactivated))
         }
-        Err(error) => return Err(error),
-    };
-    Ok(out)
+        Err(error) => Err(Failure::refused(error)),
+    }
 }
 
 /// A deactivation an earlier run sent but never saw answered, which
@@ -227,7 +279,7 @@ fn finish(
         "an earlier run's deactivation of Procore user {user} was never answered"
     ))
     .with_code("deactivation-unconfirmed");
-    confirm_inactive(unconfirmed, company, user, leaver)?;
+    confirm_inactive(unconfirmed, company, user, leaver).map_err(|f| f.error)?;
     Ok(output(leaver, DeactivateStatus::Deactivated))
 }
 
@@ -258,36 +310,39 @@ fn deactivated(
     company: &str,
     user: &str,
     leaver: &Leaver,
-) -> Result<(), StepError> {
+) -> Result<(), Failure> {
     if !response.is_success() {
         let error = status_error(call, response);
         if !may_have_applied(response.status) {
-            return Err(error);
+            return Err(Failure::refused(error));
         }
         return confirm_inactive(error, company, user, leaver);
     }
     if still_active(&response.body) {
-        return Err(StepError::internal(format!(
-            "Procore answered HTTP {} to the deactivation of user {user} but still has them active",
-            response.status
-        ))
-        .with_code("still-active"));
+        return Err(Failure::refused(
+            StepError::internal(format!(
+                "Procore answered HTTP {} to the deactivation of user {user} but still has them active",
+                response.status
+            ))
+            .with_code("still-active"),
+        ));
     }
     Ok(())
 }
 
 /// After `error` from the PATCH: Ok when Procore lists `user` as inactive
 /// (the change was applied, its answer lost), else `error`, saying what
-/// the look-up found. A look-up that fails never counts as inactive.
+/// the look-up found: not applied when the user is not listed, unknown
+/// when the look-up fails (which never counts as inactive).
 fn confirm_inactive(
     error: StepError,
     company: &str,
     user: &str,
     leaver: &Leaver,
-) -> Result<(), StepError> {
+) -> Result<(), Failure> {
     let search = search_term(leaver);
     let found = procore::listed_inactive(PROCORE, company, user, search, LOOKUP_PER_PAGE);
-    let note = match found {
+    let (note, unknown) = match found {
         Ok(true) => {
             sluice_guest::log::info(&format!(
                 "Procore answered the deactivation of user {user} with an error but lists them inactive: deactivated ({})",
@@ -295,12 +350,21 @@ fn confirm_inactive(
             ));
             return Ok(());
         }
-        Ok(false) => format!("Procore does not list user {user} as inactive"),
-        Err(e) => format!("the look-up of user {user} failed too: {}", e.message),
+        Ok(false) => (
+            format!("Procore does not list user {user} as inactive"),
+            false,
+        ),
+        Err(e) => (
+            format!("the look-up of user {user} failed too: {}", e.message),
+            true,
+        ),
     };
-    Err(StepError {
-        message: format!("{}; {note}", error.message),
-        ..error
+    Err(Failure {
+        error: StepError {
+            message: format!("{}; {note}", error.message),
+            ..error
+        },
+        unknown,
     })
 }
 

@@ -186,8 +186,13 @@ pub fn decide(attempt: Attempt, tally: Tally, rules: &Rules, jitter: f64) -> Dec
                 why: Resend::Failed,
             });
         }
-        Attempt::NoAnswer { .. } => {
-            return Decision::next(Next::GiveUp(GiveUp::NoAnswer { unsafe_write }));
+        // A write that never connected cannot have reached the service:
+        // it is given up because its attempts ran out, not for fear of a
+        // double write, and its message must not say otherwise.
+        Attempt::NoAnswer { connected, .. } => {
+            return Decision::next(Next::GiveUp(GiveUp::NoAnswer {
+                unsafe_write: unsafe_write && connected,
+            }));
         }
         Attempt::BodyBroken if may_repeat => {
             return Decision::next(Next::Resend {
@@ -366,12 +371,13 @@ mod tests {
             ("no answer, write", no_answer, fresh, write, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: true }))),
             ("not built", unbuilt, fresh, read, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: false }))),
             ("not built, write", unbuilt, fresh, write, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: false }))),
-            ("no connection, write", no_connection, fresh, write, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: true }))),
+            // Never connected: nothing can have reached the service.
+            ("no connection, write", no_connection, fresh, write, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: false }))),
             ("no connection, read", no_connection, fresh, read, plain(resend(S, Resend::Failed))),
             // A write that may go again when the service did not act: only
             // after a 503 or a connection that never opened.
             ("no connection, unacted write", no_connection, fresh, unacted_write, plain(resend(S, Resend::Failed))),
-            ("no connection, unacted write, spent", no_connection, failed_out, unacted_write, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: true }))),
+            ("no connection, unacted write, spent", no_connection, failed_out, unacted_write, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: false }))),
             ("no answer, unacted write", no_answer, fresh, unacted_write, plain(Next::GiveUp(GiveUp::NoAnswer { unsafe_write: true }))),
             ("broken body, unacted write", Attempt::BodyBroken, fresh, unacted_write, plain(Next::GiveUp(GiveUp::BodyBroken { unsafe_write: true }))),
             ("503, unacted write", answered(503, None), fresh, unacted_write, plain(resend(S, Resend::Failed))),
