@@ -1136,16 +1136,9 @@ async fn story(t: &Tenant, key: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// Cy, approved for deactivation, whose PATCH Procore applies but answers
-/// with a 500 at the `at`-th attempts (every one when empty): the host
-/// resends the idempotent PATCH, and a resend that reaches Procore once Cy
-/// is inactive is a 404 (the route holds active users only). The step finds
-/// Cy on the inactive list, so the item is done: deactivated, recorded,
-/// off the project; and when Cy holds a license again the next run
-/// reactivates them. (Before, the item failed and nothing was kept: the
-/// approval was closed as no longer needed and Cy stayed inactive for good
-/// as "inactive, not the flow's doing".) Returns the PATCHes' statuses.
-async fn a_deactivation_applied_but_answered_with_an_error(at: Vec<u64>) -> Vec<u16> {
+/// Ann and Cy hold a license and are adopted; Cy leaves, and the next run
+/// has Cy's deactivation wait for approval: the tenant and the plan's id.
+async fn cy_leaves_and_waits() -> (Tenant, String) {
     let t = Tenant::new(Plan {
         licensed: &[(ANN, &[E3]), (CY, &[E3])],
         unlicensed: &[],
@@ -1156,6 +1149,20 @@ async fn a_deactivation_applied_but_answered_with_an_error(at: Vec<u64>) -> Vec<
     t.leave_group(CY, E3);
     t.run_ok(&[]).await;
     let (id, _) = t.plans().await[0].clone();
+    (t, id)
+}
+
+/// Cy, approved for deactivation, whose PATCH Procore applies but answers
+/// with a 500 at the `at`-th attempts (every one when empty): the host
+/// resends the idempotent PATCH, and a resend that reaches Procore once Cy
+/// is inactive is a 404 (the route holds active users only). The step finds
+/// Cy on the inactive list, so the item is done: deactivated, recorded,
+/// off the project; and when Cy holds a license again the next run
+/// reactivates them. (Before, the item failed and nothing was kept: the
+/// approval was closed as no longer needed and Cy stayed inactive for good
+/// as "inactive, not the flow's doing".) Returns the PATCHes' statuses.
+async fn a_deactivation_applied_but_answered_with_an_error(at: Vec<u64>) -> Vec<u16> {
+    let (t, id) = cy_leaves_and_waits().await;
     t.decide("approve", &id, &[CY]).await;
     let cy = t.id(CY);
     let snapshot = t.emu.snapshot();
@@ -1251,16 +1258,7 @@ async fn a_deactivation_whose_resend_procore_answers_404_is_kept() {
 /// stayed inactive for good.)
 #[tokio::test]
 async fn a_deactivation_neither_answered_nor_confirmed_is_finished_by_the_next_run() {
-    let t = Tenant::new(Plan {
-        licensed: &[(ANN, &[E3]), (CY, &[E3])],
-        unlicensed: &[],
-        missing: &[],
-    })
-    .await;
-    t.run_ok(&[]).await;
-    t.leave_group(CY, E3);
-    t.run_ok(&[]).await;
-    let (id, _) = t.plans().await[0].clone();
+    let (t, id) = cy_leaves_and_waits().await;
     let plan = t.json(&["approvals", "show", &id, "--json"]).await;
     assert_eq!(
         plan["plan"]["reason"],
@@ -1349,16 +1347,7 @@ async fn a_deactivation_neither_answered_nor_confirmed_is_finished_by_the_next_r
 /// someone else for its own, nor reactivates someone it did not deactivate.
 #[tokio::test]
 async fn a_deactivation_refused_for_sure_leaves_the_record_as_it_was() {
-    let t = Tenant::new(Plan {
-        licensed: &[(ANN, &[E3]), (CY, &[E3])],
-        unlicensed: &[],
-        missing: &[],
-    })
-    .await;
-    t.run_ok(&[]).await;
-    t.leave_group(CY, E3);
-    t.run_ok(&[]).await;
-    let (id, _) = t.plans().await[0].clone();
+    let (t, id) = cy_leaves_and_waits().await;
     t.decide("approve", &id, &[CY]).await;
     let (cy, company) = (t.id(CY), t.emu.snapshot().scenario.company_id);
     t.emu.set_faults(Faults {
