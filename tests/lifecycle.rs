@@ -975,12 +975,7 @@ async fn a_flow_with_approvals_does_not_run_when_its_history_cannot_be_opened() 
 /// returner stayed inactive for good as "inactive, not the flow's doing".)
 #[tokio::test]
 async fn a_deactivation_is_kept_even_when_the_host_dies_before_the_item_ends() {
-    let t = Tenant::new(Plan {
-        licensed: &[(ANN, &[E3]), (CY, &[E3])],
-        unlicensed: &[],
-        missing: &[],
-    })
-    .await;
+    let t = ann_and_cy().await;
     t.run_ok(&[]).await;
     t.leave_group(CY, E3);
     let cy = t.id(CY);
@@ -1136,15 +1131,20 @@ async fn story(t: &Tenant, key: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// Ann and Cy hold a license and are adopted; Cy leaves, and the next run
-/// has Cy's deactivation wait for approval: the tenant and the plan's id.
-async fn cy_leaves_and_waits() -> (Tenant, String) {
-    let t = Tenant::new(Plan {
+/// Ann and Cy, both in E3 and both in Procore.
+async fn ann_and_cy() -> Tenant {
+    Tenant::new(Plan {
         licensed: &[(ANN, &[E3]), (CY, &[E3])],
         unlicensed: &[],
         missing: &[],
     })
-    .await;
+    .await
+}
+
+/// Ann and Cy hold a license and are adopted; Cy leaves, and the next run
+/// has Cy's deactivation wait for approval: the tenant and the plan's id.
+async fn cy_leaves_and_waits() -> (Tenant, String) {
+    let t = ann_and_cy().await;
     t.run_ok(&[]).await;
     t.leave_group(CY, E3);
     t.run_ok(&[]).await;

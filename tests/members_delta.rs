@@ -110,6 +110,17 @@ async fn tenant(n: usize) -> Tenant {
     }
 }
 
+/// `fault` on every GET whose path ends with `path_suffix`.
+fn every_get(path_suffix: &str, fault: FaultKind) -> TargetedFault {
+    TargetedFault {
+        method: "GET".into(),
+        path_suffix: path_suffix.into(),
+        body_contains: None,
+        at: Vec::new(),
+        fault,
+    }
+}
+
 /// One run's members output and the Graph paths it asked for.
 struct Members {
     output: Value,
@@ -290,13 +301,7 @@ async fn transitive_reads_fully_and_says_so() {
 async fn a_graph_that_refuses_delta_is_read_fully_every_run() {
     let t = tenant(6).await;
     t.emu.set_faults(Faults {
-        targeted: vec![TargetedFault {
-            method: "GET".into(),
-            path_suffix: "/users/delta".into(),
-            body_contains: None,
-            at: Vec::new(),
-            fault: FaultKind::ServerError,
-        }],
+        targeted: vec![every_get("/users/delta", FaultKind::ServerError)],
         ..Default::default()
     });
     for _ in 0..2 {
@@ -318,13 +323,7 @@ async fn a_throttled_delta_round_fails_the_run_and_the_next_reads_its_changes() 
     t.run(&[]).await;
     assert!(t.emu.add_member(&t.groups[0], &t.users[3]));
     t.emu.set_faults(Faults {
-        targeted: vec![TargetedFault {
-            method: "GET".into(),
-            path_suffix: "/users/delta".into(),
-            body_contains: None,
-            at: Vec::new(),
-            fault: FaultKind::TooMany,
-        }],
+        targeted: vec![every_get("/users/delta", FaultKind::TooMany)],
         retry_after_secs: 0,
         ..Default::default()
     });
@@ -432,13 +431,7 @@ async fn a_joiner_graph_does_not_list_yet_is_looked_up_again_next_run() {
 async fn a_next_link_back_to_the_same_page_stops_the_read() {
     let t = tenant(6).await;
     t.emu.set_faults(Faults {
-        targeted: vec![TargetedFault {
-            method: "GET".into(),
-            path_suffix: "/members".into(),
-            body_contains: None,
-            at: Vec::new(),
-            fault: FaultKind::RepeatNextLink,
-        }],
+        targeted: vec![every_get("/members", FaultKind::RepeatNextLink)],
         ..Default::default()
     });
     let (run, paths) = t.attempt(&["incremental=false"]).await;
