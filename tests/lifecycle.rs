@@ -1031,6 +1031,22 @@ async fn a_deactivation_is_kept_even_when_the_host_dies_before_the_item_ends() {
     cy_is_licensed_again_and_reactivated(&t).await;
 }
 
+/// Cy's deactivation is done: inactive and off the project in Procore,
+/// the approval `id` used, and the ledger's last word a deactivate item
+/// that succeeded.
+async fn cy_is_deactivated_with_the_approval(t: &Tenant, id: &str) {
+    assert!(!t.active(CY) && !t.on_project(CY));
+    assert_eq!(t.items(id).await[CY], "done", "the approval is used");
+    assert_eq!(
+        story(t, CY).await.last(),
+        Some(&(
+            "deactivate".to_string(),
+            "succeeded".to_string(),
+            String::new()
+        ))
+    );
+}
+
 /// Cy, whom the flow deactivated, holds a license again: the next run
 /// finds them a returner, reactivates them through the inactive route and
 /// puts them back on the project.
@@ -1218,15 +1234,7 @@ async fn a_deactivation_applied_but_answered_with_an_error(at: Vec<u64>) -> Vec<
         (&json!("deactivated"), &json!("removed")),
         "{item:#}"
     );
-    assert_eq!(t.items(&id).await[CY], "done", "the approval is used");
-    assert_eq!(
-        story(&t, CY).await.last(),
-        Some(&(
-            "deactivate".to_string(),
-            "succeeded".to_string(),
-            String::new()
-        ))
-    );
+    cy_is_deactivated_with_the_approval(&t, &id).await;
     // Cy holds a license again: the record says the flow deactivated them.
     cy_is_licensed_again_and_reactivated(&t).await;
     statuses
@@ -1328,16 +1336,7 @@ async fn a_deactivation_neither_answered_nor_confirmed_is_finished_by_the_next_r
     );
     let item = &run.output_of("deactivate")["items"][0];
     assert_eq!(item["output"]["status"], "deactivated", "{item:#}");
-    assert_eq!(t.items(&id).await[CY], "done", "the approval is used");
-    assert_eq!(
-        story(&t, CY).await.last(),
-        Some(&(
-            "deactivate".to_string(),
-            "succeeded".to_string(),
-            String::new()
-        ))
-    );
-    assert!(!t.active(CY) && !t.on_project(CY));
+    cy_is_deactivated_with_the_approval(&t, &id).await;
     cy_is_licensed_again_and_reactivated(&t).await;
 }
 
