@@ -465,7 +465,8 @@ async fn every_built_in_describes_itself_once_with_schemas_and_roles() {
             "procore-users"
             | "procore-create-user"
             | "procore-deactivate-user"
-            | "procore-reactivate-user" => vec!["procore"],
+            | "procore-reactivate-user"
+            | "procore-project-owed" => vec!["procore"],
             _ => vec![],
         }
     };

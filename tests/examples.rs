@@ -356,7 +356,7 @@ async fn validate_checks_each_examples_with_against_its_describe() {
     // An input the Python compare does not take, and a count below the JS
     // report's minimum of 0.
     let dir = tempfile::tempdir().unwrap();
-    let rejected = "rejected = \"${run.approvals.deactivate.rejected}\" }";
+    let last_input = "rejected = \"${run.approvals.deactivate.rejected}\", project_id = \"${env.PROCORE_PROJECT_ID:-}\" }";
     let skipped = "skipped_disabled = \"${steps.members.skipped_disabled}\"";
     let flow = flow_with(
         dir.path(),
@@ -364,8 +364,8 @@ async fn validate_checks_each_examples_with_against_its_describe() {
             swaps[0],
             swaps[1],
             (
-                rejected,
-                "rejected = \"${run.approvals.deactivate.rejected}\", colour = \"blue\" }",
+                last_input,
+                "rejected = \"${run.approvals.deactivate.rejected}\", project_id = \"${env.PROCORE_PROJECT_ID:-}\", colour = \"blue\" }",
             ),
             (skipped, "skipped_disabled = -1"),
         ],

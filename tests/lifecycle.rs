@@ -975,6 +975,36 @@ async fn a_flow_with_approvals_does_not_run_when_its_history_cannot_be_opened() 
 /// returner stayed inactive for good as "inactive, not the flow's doing".)
 #[tokio::test]
 async fn a_deactivation_is_kept_even_when_the_host_dies_before_the_item_ends() {
+    let t = cy_deactivated_by_a_host_killed_during_the_removal().await;
+    cy_is_licensed_again_and_reactivated(&t).await;
+}
+
+/// The project removal a killed host never saw answered is owed: the next
+/// run takes Cy off the project, without deactivating them again.
+#[tokio::test]
+async fn a_removal_a_killed_host_never_finished_is_made_by_the_next_run() {
+    let t = cy_deactivated_by_a_host_killed_during_the_removal().await;
+    assert!(t.on_project(CY));
+    let (run, requests) = t
+        .run_ok(&["--param", "max_unapproved_deactivations=10"])
+        .await;
+    assert_eq!(owed(&run), [(CY.to_string(), "remove".to_string())]);
+    let project = t.emu.snapshot().scenario.project_ids[0];
+    assert_eq!(
+        writes(&requests),
+        [format!(
+            "DELETE /rest/v1.0/projects/{project}/users/{}/actions/remove 204",
+            t.id(CY)
+        )]
+    );
+    assert!(!t.active(CY) && !t.on_project(CY));
+}
+
+/// Ann and Cy are adopted; Cy leaves, and a run allowed to deactivate
+/// them is killed while Cy's project removal waits on a long
+/// `Retry-After`, after the deactivation reached Procore. The faults are
+/// off again and the dead run's lease has lapsed.
+async fn cy_deactivated_by_a_host_killed_during_the_removal() -> Tenant {
     let t = ann_and_cy().await;
     t.run_ok(&[]).await;
     t.leave_group(CY, E3);
@@ -1026,9 +1056,9 @@ async fn a_deactivation_is_kept_even_when_the_host_dies_before_the_item_ends() {
     child.kill().await.unwrap();
     assert!(!t.active(CY), "the deactivation reached Procore");
     t.emu.set_faults(Faults::default());
-    // The dead run's lease lapses; Cy holds a license again.
+    // The dead run's lease lapses.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    cy_is_licensed_again_and_reactivated(&t).await;
+    t
 }
 
 /// Cy's deactivation is done: inactive and off the project in Procore,
@@ -1495,4 +1525,123 @@ async fn a_re_keyed_person_whose_account_is_disabled_leaves_as_disabled() {
     assert!(t.emu.set_account_enabled(&graph_id, false));
     let (run, _) = t.run_ok(&[]).await;
     assert_eq!(leavers(&run), map(&[(UPN, "account disabled")]));
+}
+
+/// Every `method` request whose path ends with `suffix` fails with a 500
+/// before it is applied, retries included.
+fn refusing(method: &str, suffix: String) -> Faults {
+    Faults {
+        targeted: vec![TargetedFault {
+            method: method.into(),
+            path_suffix: suffix,
+            body_contains: None,
+            at: Vec::new(),
+            fault: FaultKind::ServerError,
+        }],
+        ..Faults::default()
+    }
+}
+
+/// The keys and actions of the project calls a run's compare step found owed.
+fn owed(run: &Run) -> Vec<(String, String)> {
+    run.output_of("diff")["project_owed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no project_owed: {}", tail(&run.stdout)))
+        .iter()
+        .map(|o| {
+            let text = |f: &str| o[f].as_str().unwrap_or_default().to_string();
+            (text("key"), text("action"))
+        })
+        .collect()
+}
+
+/// A new user's project add that Procore refuses through every retry is
+/// reported as failed, and owed: the next run adds them (once), and the
+/// run after owes nothing. (Before, the person was "present" from then on
+/// and never joined the project.)
+#[tokio::test]
+async fn a_project_add_procore_refused_is_made_by_the_next_run() {
+    let t = ann_and_a_newcomer().await;
+    let project = t.emu.snapshot().scenario.project_ids[0];
+    t.emu.set_faults(refusing("POST", "/actions/add".into()));
+    let (first, _) = t.run_ok(&[]).await;
+    let created = &first.output_of("create")["items"][0]["output"];
+    assert_eq!(created["status"], "created", "{}", tail(&first.stdout));
+    assert!(
+        created["project"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("failed")),
+        "{created}"
+    );
+    let new_id = t
+        .emu
+        .snapshot()
+        .procore_users()
+        .iter()
+        .find(|u| u.email_address == NEW)
+        .expect("the newcomer was created")
+        .id;
+    let on_project = || {
+        t.emu
+            .snapshot()
+            .project_users()
+            .iter()
+            .any(|m| m.project_id == project && m.user_id == new_id)
+    };
+    assert!(!on_project());
+
+    t.emu.set_faults(Faults::default());
+    let (second, requests) = t.run_ok(&[]).await;
+    assert_eq!(owed(&second), [(NEW.to_string(), "add".to_string())]);
+    assert_eq!(
+        writes(&requests),
+        [format!(
+            "POST /rest/v1.0/projects/{project}/users/{new_id}/actions/add 201"
+        )],
+        "only the owed add; nobody created again"
+    );
+    let made = &second.output_of("project")["items"][0]["output"];
+    assert_eq!(made["status"], "added", "{made}");
+    assert!(on_project());
+    let report = report_of(&t, &second);
+    assert!(
+        report.contains("Project calls owed by earlier runs"),
+        "{report}"
+    );
+
+    let (third, requests) = t.run_ok(&[]).await;
+    assert_eq!(owed(&third), []);
+    assert_eq!(writes(&requests), Vec::<String>::new());
+}
+
+/// A deactivated leaver's project removal that Procore refuses through
+/// every retry is owed: the next run takes them off the project without
+/// deactivating them again.
+#[tokio::test]
+async fn a_project_removal_procore_refused_is_made_by_the_next_run() {
+    let t = ann_and_cy().await;
+    t.run_ok(&[]).await;
+    t.leave_group(CY, E3);
+    let (cy, project) = (t.id(CY), t.emu.snapshot().scenario.project_ids[0]);
+    let removal = format!("/projects/{project}/users/{cy}/actions/remove");
+    t.emu.set_faults(refusing("DELETE", removal.clone()));
+    let allow = ["--param", "max_unapproved_deactivations=10"];
+    let (first, _) = t.run_ok(&allow).await;
+    let done = &first.output_of("deactivate")["items"][0]["output"];
+    assert_eq!(done["removed_from_project"], "failed", "{done}");
+    assert!(!t.active(CY) && t.on_project(CY));
+
+    t.emu.set_faults(Faults::default());
+    let (second, requests) = t.run_ok(&allow).await;
+    assert_eq!(owed(&second), [(CY.to_string(), "remove".to_string())]);
+    assert_eq!(
+        writes(&requests),
+        [format!("DELETE /rest/v1.0{removal} 204")],
+        "only the owed removal; no second deactivation"
+    );
+    assert!(!t.active(CY) && !t.on_project(CY));
+
+    let (third, requests) = t.run_ok(&allow).await;
+    assert_eq!(owed(&third), []);
+    assert_eq!(writes(&requests), Vec::<String>::new());
 }

@@ -129,7 +129,7 @@ fn the_shipped_flow_validates_with_no_environment_variables_set() {
     let (code, stdout, stderr) = validate(&shipped_flows(), "procore-license-sync.toml", &[]);
     assert_eq!(code, 0, "stderr: {stderr}");
     assert!(
-        stdout.contains("flow `procore-license-sync` is valid (9 steps"),
+        stdout.contains("flow `procore-license-sync` is valid (10 steps"),
         "{stdout}"
     );
     assert!(stdout.contains("America/Los_Angeles"), "{stdout}");

@@ -5,6 +5,7 @@
 // create step's items as `created_items` and its approval gate as
 // `created_approval`, or its whole output as `created`;
 // `deactivated` and `reactivated` from the leavers' and returners' steps,
+// `project` from the step that makes project calls earlier runs owed,
 // `skipped_disabled`, `warnings`) and the fields the flow's mail step reads (`subject`,
 // `mail_html`, `notable`), plus `csv`: one row per person acted on or worth
 // a look, `status,name,key,detail`, quoted as RFC 4180 says, and `html`, the
@@ -36,6 +37,7 @@ const INPUT_SCHEMA = {
     created_approval: { type: ["object", "null"] },
     deactivated: { type: ["object", "null"] },
     reactivated: { type: ["object", "null"] },
+    project: { type: ["object", "null"] },
     skipped_disabled: { type: "integer", minimum: 0 },
     warnings: { type: "array", items: { type: "string" } },
   },
@@ -126,6 +128,19 @@ function rowsOf(input) {
       rows.push(["rejected", person.name, held.key, person.reason || ""]);
     }
   }
+  // Project calls earlier runs owed (Procore refused them or never
+  // answered), made in this run.
+  for (const entry of (input.project || {}).items || []) {
+    const owed = entry.item || {};
+    const detail = `Procore id ${owed.procore_id}; project ${owed.project_id}`;
+    if (entry.status === "ok") {
+      const done = { added: "added to project", removed: "removed from project", not_on_project: "not on project" };
+      const status = (entry.output || {}).status;
+      rows.push([done[status] || String(status).replace(/_/g, " "), owed.name, owed.key, detail]);
+    } else {
+      rows.push(["failed", owed.name, owed.key, (entry.error && entry.error.message) || detail]);
+    }
+  }
   for (const inactive of compareOutput(input).present_inactive || []) {
     rows.push([
       "inactive in Procore",
@@ -195,7 +210,7 @@ export function run(inputText, context) {
     throw badInput(`the input is not JSON: ${e.message}`);
   }
   if (!input || typeof input !== "object" || Array.isArray(input)) {
-    throw badInput("expected {counts?, present_inactive?, created_items?, created_approval?, deactivated?, reactivated?, skipped_disabled?, warnings?}");
+    throw badInput("expected {counts?, present_inactive?, created_items?, created_approval?, deactivated?, reactivated?, project?, skipped_disabled?, warnings?}");
   }
   const rows = rowsOf(input);
   const csv = [["status", "name", "key", "detail"], ...rows]
@@ -215,7 +230,9 @@ export function run(inputText, context) {
     present: presentCount(compareOutput(input)),
   };
   const acted = summary.created + summary.failed + summary.would_create +
-    summary.deactivated + summary.reactivated + count("would deactivate") + count("would reactivate");
+    summary.deactivated + summary.reactivated + count("would deactivate") + count("would reactivate") +
+    count("added to project") + count("removed from project") + count("not on project") +
+    count("would add") + count("would remove");
   // Deactivations the guard held back (no license group matched, or the
   // holders more than halved) need someone even when nobody waits yet.
   const guard = compareOutput(input).guard || {};

@@ -9,9 +9,9 @@ counts), plus `matched_by_upn`: the keys found only through the UPN.
 
 It keeps no managed people, so it finds no leavers and no returners: it
 takes the built-in's lifecycle inputs (license_groups, disabled, gone,
-managed_domains, leaver_grace, rejected) and answers empty lists and an
-open guard, so the shipped flow's deactivate and reactivate steps have
-nothing to do.
+managed_domains, leaver_grace, rejected, project_id) and answers empty
+lists and an open guard, so the shipped flow's deactivate, reactivate and
+project steps have nothing to do.
 """
 
 import json
@@ -46,6 +46,8 @@ INPUT_SCHEMA = {
         "leaver_grace": {"type": ["string", "null"]},
         # Keys whose deactivation an admin rejected.
         "rejected": {"type": "array", "items": {"type": "string"}},
+        # The flow's Procore project ("" when it has none).
+        "project_id": {"type": ["integer", "string", "null"]},
         "procore_users": {
             "type": "array",
             "items": {
@@ -76,6 +78,7 @@ OUTPUT_SCHEMA = {
         "returners": {"type": "array"},
         "inactive_unmanaged": {"type": "array"},
         "known_as": {"type": "array"},
+        "project_owed": {"type": "array"},
         "guard": {
             "type": "object",
             "properties": {"hold": {"type": "boolean"}, "reason": {"type": "string"}},
@@ -149,6 +152,7 @@ def compare(people, users):
         "returners": [],
         "inactive_unmanaged": [],
         "known_as": [],
+        "project_owed": [],
         "guard": {"hold": False, "reason": ""},
     }
 

@@ -125,6 +125,10 @@ pub struct Diff {
     /// not created, reported so an admin can change Procore's address.
     #[serde(default)]
     pub known_as: Vec<KnownAs>,
+    /// Project calls earlier runs owe managed people on the flow's project
+    /// (Procore refused them or never answered): to be made now.
+    #[serde(default)]
+    pub project_owed: Vec<ProjectOwed>,
 }
 
 /// Why a managed person is a leaver.
@@ -421,7 +425,7 @@ pub fn mark_managed(
     now: &str,
 ) -> Result<Managed, sluice_guest::StepError> {
     let state_key = managed_key(key);
-    let record = match sluice_guest::state::get::<Managed>(&state_key)? {
+    let mut record = match sluice_guest::state::get::<Managed>(&state_key)? {
         Some(mut record) => {
             record.procore_id = procore_id.clone();
             record.status = status;
@@ -433,18 +437,123 @@ pub fn mark_managed(
             status,
             since: now.to_string(),
             leaving_since: None,
+            owed_project: None,
             other: Map::new(),
         },
     };
+    let owed_project = still_owed(record.owed_project.take(), status);
     let record = match status {
         ManagedStatus::Active => Managed {
             leaving_since: None,
+            owed_project,
             ..record
         },
-        ManagedStatus::Deactivating | ManagedStatus::Deactivated => record,
+        ManagedStatus::Deactivating | ManagedStatus::Deactivated => Managed {
+            owed_project,
+            ..record
+        },
     };
     sluice_guest::state::set(&state_key, &record)?;
     Ok(record)
+}
+
+/// What a managed person is still owed once the flow leaves them
+/// `status`: a project add is moot for someone leaving, and a removal
+/// for someone active again (their reactivation adds them back).
+pub fn still_owed(owed: Option<OwedProject>, status: ManagedStatus) -> Option<OwedProject> {
+    owed.filter(|o| match o.action {
+        ProjectAction::Add => status == ManagedStatus::Active,
+        ProjectAction::Remove => status != ManagedStatus::Active,
+    })
+}
+
+/// Records in `key`'s managed record that the flow owes them `owed` (or,
+/// with `None`, nothing any more): kept when a project call fails so a
+/// later run makes it. A person without a record is left alone (only
+/// the flow's own people are owed anything).
+pub fn owe_project(key: &str, owed: Option<OwedProject>) -> Result<(), sluice_guest::StepError> {
+    let state_key = managed_key(key);
+    let Some(mut record) = sluice_guest::state::get::<Managed>(&state_key)? else {
+        return Ok(());
+    };
+    if record.owed_project == owed {
+        return Ok(());
+    }
+    record.owed_project = owed;
+    sluice_guest::state::set(&state_key, &record)
+}
+
+/// A project call the flow owes a managed person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OwedProject {
+    /// The project.
+    pub project_id: String,
+    /// Add them to it, or remove them from it.
+    pub action: ProjectAction,
+}
+
+/// What is owed on a project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectAction {
+    /// `POST projects/{id}/users/{user}/actions/add`.
+    Add,
+    /// `DELETE projects/{id}/users/{user}/actions/remove`.
+    Remove,
+}
+
+/// One owed project call, as `compare` lists them for the flow's project
+/// (`project_owed`): the managed person, their Procore user and the call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProjectOwed {
+    /// The person's key (`managed/<key>`).
+    pub key: String,
+    /// The Procore user.
+    pub procore_id: Id,
+    /// The person's name in Procore, when known.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The project.
+    pub project_id: String,
+    /// Add or remove.
+    pub action: ProjectAction,
+}
+
+/// What `procore-project-owed` made of one owed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectOwedStatus {
+    /// Added to the project.
+    Added,
+    /// Removed from the project.
+    Removed,
+    /// Not on the project any more (Procore answered 404): nothing to remove.
+    NotOnProject,
+    /// A dry run: would be added.
+    WouldAdd,
+    /// A dry run: would be removed.
+    WouldRemove,
+}
+
+/// `procore-project-owed`'s output for one owed call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProjectDone {
+    /// The person's key.
+    pub key: String,
+    /// The person's name in Procore, when known.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The Procore user.
+    pub procore_id: Id,
+    /// The project.
+    pub project_id: String,
+    /// What was owed.
+    pub action: ProjectAction,
+    /// What came of it.
+    pub status: ProjectOwedStatus,
+    /// In a dry run: the write that was not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_send: Option<sluice_guest::WouldSend>,
 }
 
 /// How the flow came to manage a Procore user.
@@ -500,6 +609,11 @@ pub struct Managed {
     /// Since when they have been a leaver (RFC 3339), while they are one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaving_since: Option<String>,
+    /// A project call the flow owes them: one Procore refused or never
+    /// answered after the user was created, reactivated or deactivated.
+    /// A later run lists it (`compare`'s `project_owed`) and makes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owed_project: Option<OwedProject>,
     /// Fields other components keep in the record, carried over as they are.
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -520,6 +634,7 @@ impl Managed {
             status: ManagedStatus::Active,
             since: since.to_string(),
             leaving_since: None,
+            owed_project: None,
             other,
         }
     }
@@ -598,6 +713,9 @@ pub struct Counts {
     /// Returners.
     #[serde(default)]
     pub returners: usize,
+    /// Project calls earlier runs owe on the flow's project.
+    #[serde(default)]
+    pub project_owed: usize,
 }
 
 /// The state key of the license-holder count of the last complete read
@@ -677,4 +795,47 @@ pub struct Created {
     /// In a dry run: the create that was not sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub would_send: Option<sluice_guest::WouldSend>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owed(action: ProjectAction) -> Option<OwedProject> {
+        Some(OwedProject {
+            project_id: "5".into(),
+            action,
+        })
+    }
+
+    #[test]
+    fn an_owed_call_outlives_only_the_status_it_is_for() {
+        use ManagedStatus::{Active, Deactivated, Deactivating};
+        use ProjectAction::{Add, Remove};
+        assert_eq!(still_owed(owed(Add), Active), owed(Add));
+        assert_eq!(still_owed(owed(Add), Deactivating), None, "leaving");
+        assert_eq!(still_owed(owed(Add), Deactivated), None);
+        assert_eq!(still_owed(owed(Remove), Deactivated), owed(Remove));
+        assert_eq!(still_owed(owed(Remove), Deactivating), owed(Remove));
+        assert_eq!(still_owed(owed(Remove), Active), None, "back again");
+        assert_eq!(still_owed(None, Active), None);
+    }
+
+    #[test]
+    fn a_record_without_an_owed_call_reads_and_writes_as_before() {
+        let text = r#"{"procore_id":7,"origin":"created","status":"active","since":"2026-01-01T00:00:00Z","entra_id":"e-1"}"#;
+        let record: Managed = serde_json::from_str(text).unwrap();
+        assert_eq!(record.owed_project, None);
+        assert_eq!(record.entra_id(), Some("e-1"));
+        assert_eq!(serde_json::to_string(&record).unwrap(), text);
+        let mut owing = record.clone();
+        owing.owed_project = owed(ProjectAction::Remove);
+        let text = serde_json::to_string(&owing).unwrap();
+        assert!(
+            text.contains(r#""owed_project":{"project_id":"5","action":"remove"}"#),
+            "{text}"
+        );
+        let read: Managed = serde_json::from_str(&text).unwrap();
+        assert_eq!(read, owing);
+    }
 }

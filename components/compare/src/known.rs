@@ -27,7 +27,7 @@ use sluice_guest::{StepError, state};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
     DOMAIN_LEAVING_PREFIX, DomainLeaving, HOLDERS_KEY, Holders, MANAGED_PREFIX, Managed,
-    ManagedStatus as Status, Origin, managed_key,
+    ManagedStatus as Status, Origin, OwedProject, managed_key,
 };
 
 use crate::keys::EntraKey;
@@ -45,6 +45,8 @@ pub struct Record {
     pub leaving_since: Option<Box<str>>,
     /// The person's Entra object id, when the record keeps one.
     pub entra: Option<EntraKey>,
+    /// A project call an earlier run owes them (boxed: it is rare).
+    pub owed_project: Option<Box<OwedProject>>,
 }
 
 /// Since when an in-domain user whom only `managed_domains` manages holds
@@ -75,6 +77,8 @@ struct Stored {
     leaving_since: Option<String>,
     #[serde(default)]
     entra_id: Option<Value>,
+    #[serde(default)]
+    owed_project: Option<OwedProject>,
 }
 
 impl Stored {
@@ -199,6 +203,7 @@ impl Known {
                 _since: record.since.clone(),
                 leaving_since: record.leaving_since.clone(),
                 entra_id: record.entra_id().map(Value::from),
+                owed_project: record.owed_project.clone(),
             };
             sort_in(key, stored, &mut managed, &mut kept);
         }
@@ -292,6 +297,7 @@ fn sort_in(key: &str, stored: Stored, managed: &mut Vec<Record>, clocks: &mut Ve
                 .as_ref()
                 .and_then(Value::as_str)
                 .and_then(EntraKey::of),
+            owed_project: stored.owed_project.map(Box::new),
         }),
     }
 }
@@ -310,6 +316,7 @@ mod tests {
             status: Status::Active,
             since: "2026-01-01T00:00:00Z".into(),
             leaving_since: leaving.map(str::to_string),
+            owed_project: None,
             other,
         }
     }

@@ -56,7 +56,8 @@ use sluice_guest::{Paged, StepError};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
     Adopted, AdoptedStatus, DomainLeaving, Guard, Holders, InactiveUnmanaged, KnownAs, LeaveReason,
-    Leaver, Leaving, Managed, ManagedStatus as Status, Origin, ProcoreUser, Returner,
+    Leaver, Leaving, Managed, ManagedStatus as Status, Origin, ProcoreUser, ProjectAction,
+    ProjectOwed, Returner,
 };
 use sluice_identity::Key;
 
@@ -82,6 +83,8 @@ pub struct Policy {
     pub gone: HashSet<Key>,
     /// Keys whose deactivation an admin rejected.
     pub rejected: HashSet<Key>,
+    /// The flow's Procore project, when it has one.
+    pub project: Option<String>,
     /// When this run started.
     pub now: DateTime<Utc>,
 }
@@ -119,6 +122,9 @@ pub struct Run<'a, 'w> {
     reclaimed: HashSet<Box<str>>,
     /// Where each state write goes, as it is made.
     write: &'w mut dyn FnMut(Write) -> Result<(), StepError>,
+    /// Records (by index) owed a project call on the flow's project that
+    /// this run can make, with their user's index ([`Run::owed_projects`]).
+    owed: Vec<(u32, u32)>,
 }
 
 impl<'a, 'w> Run<'a, 'w> {
@@ -142,6 +148,7 @@ impl<'a, 'w> Run<'a, 'w> {
             now: policy.now.to_rfc3339(),
             reclaimed: HashSet::new(),
             write,
+            owed: Vec::new(),
         }
     }
 
@@ -295,7 +302,9 @@ impl<'a, 'w> Run<'a, 'w> {
         out: &mut Written,
     ) -> Result<(), StepError> {
         self.returners(users, list, out)?;
+        self.owed = self.owed_now(users);
         self.leavers(users, list, out)?;
+        self.owed_projects(users, out);
         self.known_as(users, out);
         self.guard(out)?;
         out.counts.leavers = out.leavers.len();
@@ -400,7 +409,8 @@ impl<'a, 'w> Run<'a, 'w> {
             .iter()
             .map(|(_, i)| *i)
             .chain(in_domains.iter().copied())
-            .chain(self.known_as.iter().map(|(_, i)| *i));
+            .chain(self.known_as.iter().map(|(_, i)| *i))
+            .chain(self.owed.iter().map(|(_, i)| *i));
         let wanted: Vec<u32> = wanted.collect();
         users.fetch_details(list, wanted)?;
         let details = |i: u32| users.details(i).cloned().unwrap_or_default();
@@ -458,6 +468,72 @@ impl<'a, 'w> Run<'a, 'w> {
             }
             out.known_as.push(known_as);
         }
+    }
+
+    /// The records owed a project call on the flow's project that this run
+    /// can make, each with its user: an add for an active user who holds a
+    /// license now (never one who is leaving), a removal for a user the
+    /// flow deactivated who is still inactive and holds no license (never
+    /// a returner, whom the reactivate step puts back). A call owed on another
+    /// project (the flow's changed since) or by someone Procore no longer
+    /// lists waits.
+    fn owed_now(&self, users: &Users) -> Vec<(u32, u32)> {
+        let Some(project) = self.policy.project.as_deref() else {
+            return Vec::new();
+        };
+        let mut owed = Vec::new();
+        for (index, record) in self.known.records().enumerate() {
+            let Some(call) = record
+                .owed_project
+                .as_deref()
+                .filter(|o| o.project_id == project)
+            else {
+                continue;
+            };
+            let Some(i) = users.by_id(IdKey::of(&record.procore_id)) else {
+                continue;
+            };
+            let user = users.get(i);
+            let due = match call.action {
+                ProjectAction::Add => {
+                    record.status == Status::Active
+                        && user.active
+                        && (user.held || self.entra_held[index])
+                }
+                // A returner (licensed again) is put back on the project
+                // by the reactivate step, never taken off it.
+                ProjectAction::Remove => {
+                    record.status == Status::Deactivated
+                        && !user.active
+                        && !user.matched
+                        && !self.entra_held[index]
+                        && !users.holds_license(&record.key)
+                }
+            };
+            if due {
+                owed.push((index as u32, i));
+            }
+        }
+        owed
+    }
+
+    /// Lists the project calls [`Run::owed_now`] found, with the names
+    /// Procore has for the people (read with the leavers').
+    fn owed_projects(&mut self, users: &Users, out: &mut Written) {
+        for (index, i) in std::mem::take(&mut self.owed) {
+            let record = self.known.record(index);
+            let Some(call) = record.owed_project.as_deref() else {
+                continue;
+            };
+            out.project_owed.push(ProjectOwed {
+                key: record.key.to_string(),
+                procore_id: record.procore_id.clone(),
+                name: users.details(i).and_then(procore_name),
+                project_id: call.project_id.clone(),
+                action: call.action,
+            });
+        }
+        out.counts.project_owed = out.project_owed.len();
     }
 
     /// Drops the grace clocks of users who are not in-domain candidates in
@@ -667,7 +743,7 @@ mod tests {
     use crate::logic::{paged, sync};
     use crate::output::parsed;
     use serde_json::Map;
-    use sluice_guest_services::sync::{Diff, ENTRA_ID, Person, Present};
+    use sluice_guest_services::sync::{Diff, ENTRA_ID, OwedProject, Person, Present};
 
     fn person(key: &str, mail: bool) -> Person {
         Person {
@@ -712,6 +788,7 @@ mod tests {
             status,
             since: "2026-01-01T00:00:00Z".into(),
             leaving_since: None,
+            owed_project: None,
             other: Map::new(),
         }
     }
@@ -755,6 +832,79 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn project_calls_owed_on_the_flows_project_are_listed_when_they_can_be_made() {
+        let owed = |id: u64, status: Status, project: &str, action: ProjectAction| Managed {
+            owed_project: Some(OwedProject {
+                project_id: project.into(),
+                action,
+            }),
+            ..managed(id, status)
+        };
+        let k = known(&[
+            // Licensed and active: the add is made.
+            ("a@x.com", owed(1, Status::Active, "5", ProjectAction::Add)),
+            // Owed on a project the flow no longer names: waits.
+            ("b@x.com", owed(2, Status::Active, "6", ProjectAction::Add)),
+            // Holds no license now: a leaver, never added.
+            ("c@x.com", owed(3, Status::Active, "5", ProjectAction::Add)),
+            // Deactivated by the flow and still inactive: removed.
+            (
+                "d@x.com",
+                owed(4, Status::Deactivated, "5", ProjectAction::Remove),
+            ),
+            // Active again in Procore (someone else reactivated them): the
+            // removal is not made behind their back.
+            (
+                "e@x.com",
+                owed(5, Status::Deactivated, "5", ProjectAction::Remove),
+            ),
+            // Procore no longer lists them: waits.
+            ("f@x.com", owed(6, Status::Active, "5", ProjectAction::Add)),
+            // Licensed again: a returner, put back on the project by the
+            // reactivate step, never taken off it.
+            (
+                "g@x.com",
+                owed(7, Status::Deactivated, "5", ProjectAction::Remove),
+            ),
+        ]);
+        let people = [
+            person("a@x.com", true),
+            person("b@x.com", true),
+            person("f@x.com", true),
+            person("g@x.com", true),
+        ];
+        let users = [
+            user(1, "a@x.com", true),
+            user(2, "b@x.com", true),
+            user(3, "c@x.com", true),
+            user(4, "d@x.com", false),
+            user(5, "e@x.com", true),
+            user(7, "g@x.com", false),
+        ];
+        let mut p = policy();
+        p.project = Some("5".into());
+        let (diff, _) = run(&people, &users, &k, &p);
+        assert_eq!(diff.returners.len(), 1, "{:?}", diff.returners);
+        let listed: Vec<(&str, ProjectAction, Option<&str>)> = diff
+            .project_owed
+            .iter()
+            .map(|o| (o.key.as_str(), o.action, o.name.as_deref()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("a@x.com", ProjectAction::Add, Some("First L1")),
+                ("d@x.com", ProjectAction::Remove, Some("First L4")),
+            ]
+        );
+        assert_eq!(diff.counts.project_owed, 2);
+        assert!(diff.project_owed.iter().all(|o| o.project_id == "5"));
+        // Without a project the flow owes nothing it can make.
+        let (diff, _) = run(&people, &users, &k, &policy());
+        assert!(diff.project_owed.is_empty());
     }
 
     #[test]

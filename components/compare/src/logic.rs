@@ -73,6 +73,11 @@ pub struct Input {
     /// do not keep the guard's old holder count.
     #[serde(default)]
     pub rejected: Vec<String>,
+    /// The flow's Procore project (`PROCORE_PROJECT_ID`; empty or absent:
+    /// none): project calls earlier runs owe on it are listed in
+    /// `project_owed`.
+    #[serde(default)]
+    pub project_id: Option<Id>,
 }
 
 pub fn compare_input(input: Input, context: &Context) -> Result<Written, StepError> {
@@ -273,6 +278,7 @@ pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
         disabled: keys(&input.disabled),
         gone: keys(&input.gone),
         rejected: keys(&input.rejected),
+        project: input.project_id.as_ref().and_then(Id::text),
         now,
     })
 }

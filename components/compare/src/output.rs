@@ -9,7 +9,7 @@ use serde::Serialize;
 use sluice_guest::{JsonSchema, OutputList, StepError};
 use sluice_guest_services::sync::{
     Adopted, Counts, Guard, InactivePerson, InactiveUnmanaged, KnownAs, Leaver, Leaving, Person,
-    Present, Returner,
+    Present, ProjectOwed, Returner,
 };
 
 /// Who is missing from Procore, who is there, who leaves and who returns:
@@ -51,6 +51,10 @@ pub struct Written {
     /// not created, reported so an admin can change Procore's address.
     #[serde(default)]
     pub known_as: Vec<KnownAs>,
+    /// Project calls earlier runs owe managed people on the flow's project
+    /// (Procore refused them or never answered): to be made now.
+    #[serde(default)]
+    pub project_owed: Vec<ProjectOwed>,
 }
 
 impl Default for Written {
@@ -67,6 +71,7 @@ impl Default for Written {
             inactive_unmanaged: Vec::new(),
             guard: Guard::default(),
             known_as: Vec::new(),
+            project_owed: Vec::new(),
         }
     }
 }
@@ -185,6 +190,13 @@ mod tests {
                 license_group: None,
                 matched_by: MatchedBy::Mail,
             }],
+            project_owed: vec![ProjectOwed {
+                key: "e@x.com".into(),
+                procore_id: Id::Number(11),
+                name: Some("E".into()),
+                project_id: "5".into(),
+                action: sluice_guest_services::sync::ProjectAction::Add,
+            }],
         };
         let mut written = Written::default();
         for p in &expected.missing {
@@ -201,6 +213,7 @@ mod tests {
         written.leavers = expected.leavers.clone();
         written.guard = expected.guard.clone();
         written.known_as = expected.known_as.clone();
+        written.project_owed = expected.project_owed.clone();
         assert_eq!(written.missing.len(), 2);
         let text = serde_json::to_string(&written.finish().unwrap()).unwrap();
         assert_eq!(text, serde_json::to_string(&expected).unwrap());

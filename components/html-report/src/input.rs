@@ -19,7 +19,7 @@ use serde::Deserialize;
 use sluice_guest::{ForEachOutput, GateSummary, ItemEntry, JsonSchema, Paged, StepError};
 use sluice_guest_services::sync::{
     Counts, Created, Deactivated, Guard, InactivePerson, InactiveUnmanaged, KnownAs, Leaver,
-    Reactivated, Returner,
+    ProjectDone, Reactivated, Returner,
 };
 
 use crate::mail;
@@ -77,6 +77,10 @@ pub struct Input {
     /// The `procore-reactivate-user` step's output (null when it did not run).
     #[serde(default)]
     pub reactivated: Option<ForEachOutput<Reactivated>>,
+    /// The `procore-project-owed` step's output: project calls earlier
+    /// runs owed (null when it did not run).
+    #[serde(default)]
+    pub project: Option<ForEachOutput<ProjectDone>>,
     /// How many license group members were skipped as disabled.
     #[serde(default)]
     pub skipped_disabled: usize,

@@ -14,7 +14,9 @@
 //! `inactive_unmanaged`, `known_as`), the create step's items (`created_items`) and
 //! its approval gate (`created_approval`), the
 //! `for_each` outputs of procore-deactivate-user and
-//! procore-reactivate-user (`deactivated`, `reactivated`, or null),
+//! procore-reactivate-user (`deactivated`, `reactivated`, or null), that
+//! of procore-project-owed (`project`: project calls earlier runs owed,
+//! shown in a section of their own only when there were some),
 //! `skipped_disabled` and `warnings`. The lists are read from the host a
 //! page at a time (contract 0.2.1), so a million members' report holds
 //! one page of them at once. The earlier shape, `diff` (the whole compare
@@ -153,6 +155,9 @@ pub struct Summary {
     pub reactivated: usize,
     pub would_reactivate: usize,
     pub inactive_not_managed: usize,
+    /// Project calls earlier runs owed, made in this run.
+    pub project_calls: usize,
+    pub would_project_calls: usize,
 }
 
 /// Every section, in the order shown, with every row: for a caller that
@@ -208,6 +213,11 @@ fn summary(rows: &Assembled, input: &Input) -> Result<Summary, StepError> {
             + count(status::REACTIVATED_NOT_ADDED),
         would_reactivate: count(status::WOULD_REACTIVATE),
         inactive_not_managed: count(status::NOT_MANAGED),
+        project_calls: count(status::ADDED_TO_PROJECT)
+            + count(status::REMOVED_FROM_PROJECT)
+            + count(status::NOT_ON_PROJECT),
+        would_project_calls: count(status::WOULD_ADD_TO_PROJECT)
+            + count(status::WOULD_REMOVE_FROM_PROJECT),
     })
 }
 
@@ -216,8 +226,8 @@ fn summary(rows: &Assembled, input: &Input) -> Result<Summary, StepError> {
 /// deactivations back (no license group matched, or the license holders
 /// more than halved): that needs someone even when nobody waits.
 pub fn notable(s: &Summary, guard_held: bool, dry_run: bool) -> bool {
-    let done = s.created + s.deactivated + s.reactivated;
-    let would = s.would_create + s.would_deactivate + s.would_reactivate;
+    let done = s.created + s.deactivated + s.reactivated + s.project_calls;
+    let would = s.would_create + s.would_deactivate + s.would_reactivate + s.would_project_calls;
     done + s.failed + s.waiting_for_approval > 0 || guard_held || (dry_run && would > 0)
 }
 
@@ -235,6 +245,7 @@ fn subject(s: &Summary, dry_run: bool) -> String {
     for (n, what) in [
         (s.deactivated, "deactivated"),
         (s.reactivated, "reactivated"),
+        (s.project_calls, "owed project calls made"),
         (s.waiting_for_approval, "waiting for approval"),
     ] {
         if n > 0 {
@@ -668,6 +679,44 @@ mod tests {
         let first = out.mail_html.find(status::CREATED_NOT_ADDED);
         let done = out.mail_html.find(&format!(">{}<", status::DEACTIVATED));
         assert!(first.is_some() && first < done, "{}", out.mail_html);
+    }
+
+    #[test]
+    fn owed_project_calls_made_are_shown_and_a_failed_one_counts_as_failed() {
+        let mut v = leavers_value(gate(json!([]), json!([])));
+        let quiet = report(&input(v.clone()), &about(false));
+        assert!(
+            !quiet.html.contains("owed by earlier runs"),
+            "no section without calls"
+        );
+        v["project"] = json!({"ok": 2, "failed": 1, "items": [
+            {"item": {"key": "al@x.com", "procore_id": 7, "name": "Al", "project_id": "5", "action": "add"},
+             "status": "ok", "output": {"key": "al@x.com", "name": "Al", "procore_id": 7, "project_id": "5", "action": "add", "status": "added"}},
+            {"item": {"key": "bo@x.com", "procore_id": 8, "name": "Bo", "project_id": "5", "action": "remove"},
+             "status": "ok", "output": {"key": "bo@x.com", "name": "Bo", "procore_id": 8, "project_id": "5", "action": "remove", "status": "not_on_project"}},
+            {"item": {"key": "cy@x.com", "procore_id": 9, "name": "Cy", "project_id": "5", "action": "add"},
+             "status": "failed", "error": error("HTTP 503: busy")}
+        ]});
+        let out = report(&input(v), &about(false));
+        let s = &out.summary;
+        assert_eq!((s.project_calls, s.failed), (2, 1));
+        assert!(out.notable);
+        assert!(out.html.contains("Project calls owed by earlier runs"));
+        for text in [
+            status::ADDED_TO_PROJECT,
+            status::NOT_ON_PROJECT,
+            "an earlier run owed the add to project 5",
+            "an earlier run owed the removal from project 5",
+            "HTTP 503: busy",
+            "Owed project calls made",
+        ] {
+            assert!(out.html.contains(text), "{text}: {}", out.html);
+        }
+        assert!(
+            out.subject.contains("2 owed project calls made"),
+            "{}",
+            out.subject
+        );
     }
 
     /// A first run at scale: `n` people created, three failed, and two

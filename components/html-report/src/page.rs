@@ -51,6 +51,15 @@ pub(crate) fn summary_table(s: &Summary, dry_run: bool) -> String {
     if s.known_as > 0 {
         columns.push(("Under another address", s.known_as));
     }
+    // Rare too (a project call Procore refused in an earlier run).
+    let project_calls = if dry_run {
+        ("Would make owed project calls", s.would_project_calls)
+    } else {
+        ("Owed project calls made", s.project_calls)
+    };
+    if project_calls.1 > 0 {
+        columns.push(project_calls);
+    }
     let mut table = String::from("<table class=\"summary\"><thead><tr>");
     for (label, _) in &columns {
         table.push_str(&format!("<th>{label}</th>"));

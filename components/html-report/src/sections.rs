@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use serde_json::Value;
 use sluice_guest::{ForEachOutput, GateSummary, HeldEntry, ItemEntry, ItemResult, StepError};
 use sluice_guest_services::sync::{
-    CreateStatus, Created, DeactivateStatus, Deactivated, Leaver, Person, ProjectRemoval,
-    ReactivateStatus, Reactivated,
+    CreateStatus, Created, DeactivateStatus, Deactivated, Leaver, Person, ProjectDone,
+    ProjectOwedStatus, ProjectRemoval, ReactivateStatus, Reactivated,
 };
 
 use crate::input::{CreateItems, Input, Parts};
@@ -43,6 +43,12 @@ pub mod status {
     pub const ALREADY_ACTIVE: &str = "already active";
     pub const WOULD_REACTIVATE: &str = "would reactivate";
     pub const NOT_MANAGED: &str = "inactive, not managed";
+    /// A project call an earlier run owed, made now.
+    pub const ADDED_TO_PROJECT: &str = "added to project";
+    pub const REMOVED_FROM_PROJECT: &str = "removed from project";
+    pub const NOT_ON_PROJECT: &str = "not on project";
+    pub const WOULD_ADD_TO_PROJECT: &str = "would add to project";
+    pub const WOULD_REMOVE_FROM_PROJECT: &str = "would remove from project";
 }
 
 /// One person in one section.
@@ -111,6 +117,7 @@ pub fn write(input: &Input, sink: &mut impl Sink) -> Result<(), StepError> {
     let inactive_keys = joiners(&parts, &returning, sink)?;
     leavers(input, &parts, sink)?;
     returners(input, sink);
+    owed_projects(input, sink);
     not_managed(&parts, &inactive_keys, sink)
 }
 
@@ -467,6 +474,45 @@ fn returners(input: &Input, sink: &mut impl Sink) {
         reactivated_row,
         sink,
     );
+}
+
+fn owed_why(item: &Value) -> String {
+    let action = match text(item, "action").as_str() {
+        "remove" => "removal from",
+        _ => "add to",
+    };
+    format!(
+        "an earlier run owed the {action} project {}: Procore refused it or never answered",
+        text(item, "project_id")
+    )
+}
+
+fn owed_row(item: &Value, out: &ProjectDone) -> Row {
+    let status = match out.status {
+        ProjectOwedStatus::Added => status::ADDED_TO_PROJECT,
+        ProjectOwedStatus::Removed => status::REMOVED_FROM_PROJECT,
+        ProjectOwedStatus::NotOnProject => status::NOT_ON_PROJECT,
+        ProjectOwedStatus::WouldAdd => status::WOULD_ADD_TO_PROJECT,
+        ProjectOwedStatus::WouldRemove => status::WOULD_REMOVE_FROM_PROJECT,
+    };
+    Row {
+        status,
+        name: out.name.clone().unwrap_or_default(),
+        key: out.key.clone(),
+        why: owed_why(item),
+        detail: format!("Procore id {}; project {}", out.procore_id, out.project_id),
+    }
+}
+
+/// Project calls earlier runs owed (a project add or removal Procore
+/// refused or never answered), made in this run; shown only when there
+/// were some.
+fn owed_projects(input: &Input, sink: &mut impl Sink) {
+    let Some(step) = input.project.as_ref().filter(|s| !s.items.is_empty()) else {
+        return;
+    };
+    sink.section("Project calls owed by earlier runs", None);
+    item_rows(Some(step), "name", owed_why, owed_row, sink);
 }
 
 /// Inactive Procore users this flow did not deactivate: reported, never

@@ -34,7 +34,11 @@
 //!
 //! A person created (or confirmed created) is recorded in the flow's state
 //! as managed (`managed/<key>`, origin `created`): the flow may deactivate
-//! them when they leave.
+//! them when they leave. With a project, the record says the flow owes the
+//! project add (`owed_project`), committed before the add is sent and
+//! cleared once Procore took it: an add refused (even after the host's
+//! retries) or never answered is made by a later run (`compare` lists it
+//! in `project_owed`, and `procore-project-owed` makes it).
 //!
 //! Output `{"key", "display_name", "status": "created" | "conflict" |
 //! "would_create", "procore_id"?, "reason"?, "project"?, "would_send"?}`.
@@ -49,7 +53,9 @@ use serde_json::{Value, json};
 use sluice_guest::http::segment;
 use sluice_guest::{Call, Context, JsonSchema, Response, Sent, StepError};
 use sluice_guest_services::procore::{self, Id};
-use sluice_guest_services::sync::{CreateStatus, Created, Managed, Origin, Person, managed_key};
+use sluice_guest_services::sync::{
+    CreateStatus, Created, Managed, Origin, OwedProject, Person, ProjectAction, managed_key,
+};
 use sluice_guest_services::{service_message, status_error};
 use sluice_identity::Key;
 
@@ -251,27 +257,51 @@ fn run(input: Input, context: &Context) -> Result<Created, StepError> {
         .get("id")
         .cloned()
         .and_then(|id| serde_json::from_value(id).ok());
-    if let Some(project) = &target.project {
-        out.project = Some(add_to_project(&target, project, out.procore_id.as_ref()));
-    }
-    remember(&out, person, context)?;
+    remember_and_add(&mut out, &target, person, context)?;
     Ok(out)
 }
 
 /// Records a person this run created as managed (origin `created`), with
 /// their Entra object id, so a later run deactivates them when they leave
-/// and says "user gone" when Graph no longer has them.
-fn remember(out: &Created, person: &Person, context: &Context) -> Result<(), StepError> {
-    let Some(id) = out.procore_id.clone() else {
-        return Ok(());
-    };
-    let record = Managed::new(
-        id,
-        Origin::Created,
-        context.started_at(),
-        person.id.as_deref(),
-    );
-    sluice_guest::state::set(&managed_key(&out.key), &record)
+/// and says "user gone" when Graph no longer has them; then, with a
+/// project, adds them to it. The record says the add is owed, committed
+/// before it is sent, until Procore has taken it: a refused add, or a host
+/// that died meanwhile, leaves it owed for a later run to make.
+fn remember_and_add(
+    out: &mut Created,
+    target: &Target,
+    person: &Person,
+    context: &Context,
+) -> Result<(), StepError> {
+    let owed = target.project.as_ref().map(|project| OwedProject {
+        project_id: project.clone(),
+        action: ProjectAction::Add,
+    });
+    let state_key = managed_key(&out.key);
+    let mut record = out.procore_id.clone().map(|id| {
+        Managed::new(
+            id,
+            Origin::Created,
+            context.started_at(),
+            person.id.as_deref(),
+        )
+    });
+    if let Some(record) = &mut record {
+        record.owed_project = owed.clone();
+        sluice_guest::state::set(&state_key, record)?;
+        if owed.is_some() {
+            sluice_guest::state::commit()?;
+        }
+    }
+    if let Some(project) = &target.project {
+        let added = add_to_project(target, project, out.procore_id.as_ref());
+        if let Some(record) = record.as_mut().filter(|_| added == "added") {
+            record.owed_project = None;
+            sluice_guest::state::set(&state_key, record)?;
+        }
+        out.project = Some(added);
+    }
+    Ok(())
 }
 
 /// What the service said about a refusal, in its own words if it has them.
@@ -306,11 +336,8 @@ fn taken(
             "confirmed after a retry: the first attempt was applied (Procore created the user at {})",
             created_at.unwrap_or("?")
         ));
-        if let Some(project) = &target.project {
-            out.project = Some(add_to_project(target, project, id.as_ref()));
-        }
         out.procore_id = id;
-        remember(&out, person, context)?;
+        remember_and_add(&mut out, target, person, context)?;
         return Ok(out);
     }
     let inactive = existing.get("is_active").and_then(Value::as_bool) == Some(false);

@@ -42,6 +42,10 @@
 //!    gets `status: "deactivated"` and is committed at once, so a later
 //!    run knows the flow deactivated them (and may reactivate them when
 //!    they hold a license again), even if the host dies during the removal.
+//!    With a project, the record also says the removal is owed
+//!    (`owed_project`) until Procore has taken it (removed, or not on the
+//!    project): a removal refused or never answered is made by a later run
+//!    (`compare`'s `project_owed`, `procore-project-owed`).
 //!
 //! In a dry run nothing is sent or recorded, and the output says what would
 //! have been done. Output: [`Deactivated`] (`procore_id`, `deactivated`,
@@ -54,8 +58,8 @@ use sluice_guest::http::segment;
 use sluice_guest::{Call, Context, ErrorKind, JsonSchema, Response, Sent, StepError};
 use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::sync::{
-    DeactivateStatus, Deactivated, Leaver, Managed, ManagedStatus, ProjectRemoval, managed_key,
-    mark_managed,
+    DeactivateStatus, Deactivated, Leaver, Managed, ManagedStatus, OwedProject, ProjectAction,
+    ProjectRemoval, managed_key, mark_managed, owe_project,
 };
 use sluice_guest_services::{service_message, status_error};
 
@@ -168,10 +172,22 @@ fn run(input: Input, context: &Context) -> Result<Deactivated, StepError> {
             ManagedStatus::Deactivated,
             context.started_at(),
         )?;
+        // The removal is owed until Procore has taken it (see the module
+        // docs).
+        if let Some(project) = &project {
+            owe_project(&leaver.key, Some(removal_owed(project)))?;
+        }
         sluice_guest::state::commit()?;
     }
     if let Some(project) = &project {
         remove_from_project(&mut out, project, &user);
+        let done = matches!(
+            out.removed_from_project,
+            Some(ProjectRemoval::Removed | ProjectRemoval::NotOnProject)
+        );
+        if out.deactivated && done {
+            owe_project(&leaver.key, None)?;
+        }
     }
     Ok(out)
 }
@@ -366,6 +382,14 @@ fn confirm_inactive(
         },
         unknown,
     })
+}
+
+/// The removal from `project` the flow owes a person it deactivated.
+fn removal_owed(project: &str) -> OwedProject {
+    OwedProject {
+        project_id: project.to_string(),
+        action: ProjectAction::Remove,
+    }
 }
 
 /// Takes the user off `project` (in a dry run: says it would).

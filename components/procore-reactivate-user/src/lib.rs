@@ -19,6 +19,9 @@
 //!    committed at once, so it holds even if the host dies after this.
 //! 3. With a project: `POST projects/{project_id}/users/{id}/actions/add`,
 //!    with the permission template when one is set, as for a new user.
+//!    The record written in 2 says the add is owed (`owed_project`) until
+//!    Procore has taken it: an add refused or never answered is made by a
+//!    later run (`compare`'s `project_owed`, `procore-project-owed`).
 //!
 //! In a dry run nothing is sent or recorded and the output says what would
 //! have been done. Output: [`Reactivated`].
@@ -30,7 +33,8 @@ use sluice_guest::{Call, Context, JsonSchema, Response, Sent, StepError};
 use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::status_error;
 use sluice_guest_services::sync::{
-    ManagedStatus, ReactivateStatus, Reactivated, Returner, mark_managed,
+    ManagedStatus, OwedProject, ProjectAction, ReactivateStatus, Reactivated, Returner,
+    mark_managed, owe_project,
 };
 use sluice_identity::Key;
 
@@ -136,16 +140,23 @@ fn run(input: Input, context: &Context) -> Result<Reactivated, StepError> {
             ManagedStatus::Active,
             context.started_at(),
         )?;
+        // The add is owed until Procore has taken it (see the module docs).
+        if let Some(project) = &ids.project {
+            let owed = OwedProject {
+                project_id: project.clone(),
+                action: ProjectAction::Add,
+            };
+            owe_project(&returner.key, Some(owed))?;
+        }
         sluice_guest::state::commit()?;
     }
     if let Some(project) = &ids.project {
         let id = Id::Text(ids.user.clone());
-        out.project = Some(procore::add_to_project(
-            PROCORE,
-            project,
-            Some(&id),
-            ids.template,
-        ));
+        let added = procore::add_to_project(PROCORE, project, Some(&id), ids.template);
+        if out.reactivated && added == "added" {
+            owe_project(&returner.key, None)?;
+        }
+        out.project = Some(added);
     }
     Ok(out)
 }
