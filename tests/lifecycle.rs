@@ -1645,3 +1645,54 @@ async fn a_project_removal_procore_refused_is_made_by_the_next_run() {
     assert_eq!(owed(&third), []);
     assert_eq!(writes(&requests), Vec::<String>::new());
 }
+
+/// A returner whose reactivation Procore took but never answered (every
+/// attempt's connection lost after it was applied) fails the item, and
+/// the record still says deactivated. The next run finds Cy active and
+/// licensed, a plain match: the record becomes active and owes the project
+/// add a returner gets, which the run after makes. (Before, Cy stayed off
+/// the project for good.)
+#[tokio::test]
+async fn a_reactivation_never_seen_answered_still_puts_them_back_on_the_project() {
+    let t = ann_and_cy().await;
+    t.run_ok(&[]).await;
+    t.leave_group(CY, E3);
+    let allow = ["--param", "max_unapproved_deactivations=10"];
+    t.run_ok(&allow).await;
+    assert!(!t.active(CY) && !t.on_project(CY));
+    assert!(t.emu.add_member(&t.groups[E3], t.graph_id(CY)));
+    let cy = t.id(CY);
+    t.emu.set_faults(Faults {
+        targeted: vec![TargetedFault {
+            method: "PATCH".into(),
+            path_suffix: format!("/users/inactive/{cy}"),
+            body_contains: None,
+            at: Vec::new(),
+            fault: FaultKind::DropAfterApply,
+        }],
+        ..Faults::default()
+    });
+    let (lost, _) = t.run(&allow).await;
+    assert_eq!(
+        lost.output_of("reactivate")["failed"],
+        1,
+        "{}",
+        tail(&lost.stdout)
+    );
+    assert!(t.active(CY) && !t.on_project(CY));
+
+    t.emu.set_faults(Faults::default());
+    let (matched, requests) = t.run_ok(&allow).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert_eq!(owed(&matched), [], "owed from this run on");
+    let (second, requests) = t.run_ok(&allow).await;
+    assert_eq!(owed(&second), [(CY.to_string(), "add".to_string())]);
+    let project = t.emu.snapshot().scenario.project_ids[0];
+    assert_eq!(
+        writes(&requests),
+        [format!(
+            "POST /rest/v1.0/projects/{project}/users/{cy}/actions/add 201"
+        )]
+    );
+    assert!(t.active(CY) && t.on_project(CY));
+}

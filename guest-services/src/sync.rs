@@ -458,11 +458,13 @@ pub fn mark_managed(
 }
 
 /// What a managed person is still owed once the flow leaves them
-/// `status`: a project add is moot for someone leaving, and a removal
-/// for someone active again (their reactivation adds them back).
+/// `status`: a project add is moot for someone deactivated, and a removal
+/// for someone active again (their reactivation adds them back). An add
+/// outlives `deactivating`: a deactivation that never took leaves them
+/// active, still owed it.
 pub fn still_owed(owed: Option<OwedProject>, status: ManagedStatus) -> Option<OwedProject> {
     owed.filter(|o| match o.action {
-        ProjectAction::Add => status == ManagedStatus::Active,
+        ProjectAction::Add => status != ManagedStatus::Deactivated,
         ProjectAction::Remove => status != ManagedStatus::Active,
     })
 }
@@ -813,7 +815,11 @@ mod tests {
         use ManagedStatus::{Active, Deactivated, Deactivating};
         use ProjectAction::{Add, Remove};
         assert_eq!(still_owed(owed(Add), Active), owed(Add));
-        assert_eq!(still_owed(owed(Add), Deactivating), None, "leaving");
+        assert_eq!(
+            still_owed(owed(Add), Deactivating),
+            owed(Add),
+            "a deactivation that never took leaves them owed it"
+        );
         assert_eq!(still_owed(owed(Add), Deactivated), None);
         assert_eq!(still_owed(owed(Remove), Deactivated), owed(Remove));
         assert_eq!(still_owed(owed(Remove), Deactivating), owed(Remove));

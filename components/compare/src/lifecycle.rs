@@ -56,8 +56,8 @@ use sluice_guest::{Paged, StepError};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
     Adopted, AdoptedStatus, DomainLeaving, Guard, Holders, InactiveUnmanaged, KnownAs, LeaveReason,
-    Leaver, Leaving, Managed, ManagedStatus as Status, Origin, ProcoreUser, ProjectAction,
-    ProjectOwed, Returner,
+    Leaver, Leaving, Managed, ManagedStatus as Status, Origin, OwedProject, ProcoreUser,
+    ProjectAction, ProjectOwed, Returner, still_owed,
 };
 use sluice_identity::Key;
 
@@ -166,6 +166,10 @@ impl<'a, 'w> Run<'a, 'w> {
 
     /// The managed record at `index`, whose active Procore user holds a
     /// license: loses its `leaving_since` and is active again (once a run).
+    /// Someone the flow deactivated who is active again without the run
+    /// that reactivated them seeing it through (a host that died after
+    /// Procore took the reactivation, or an admin's hand) is owed the
+    /// project add a returner gets; an owed removal is moot.
     fn settle(&mut self, index: u32) -> Result<(), StepError> {
         if std::mem::replace(&mut self.settled[index as usize], true) {
             return Ok(());
@@ -173,8 +177,16 @@ impl<'a, 'w> Run<'a, 'w> {
         let record = self.known.record(index);
         if record.leaving_since.is_some() || record.status != Status::Active {
             let mut whole = self.known.full(record)?;
+            let returned = whole.status == Status::Deactivated;
             whole.leaving_since = None;
             whole.status = Status::Active;
+            whole.owed_project = still_owed(whole.owed_project.take(), Status::Active);
+            if let Some(project) = self.policy.project.as_ref().filter(|_| returned) {
+                whole.owed_project = Some(OwedProject {
+                    project_id: project.clone(),
+                    action: ProjectAction::Add,
+                });
+            }
             (self.write)(Write::Managed(record.key.to_string(), whole))?;
         }
         Ok(())
@@ -905,6 +917,41 @@ mod tests {
         // Without a project the flow owes nothing it can make.
         let (diff, _) = run(&people, &users, &k, &policy());
         assert!(diff.project_owed.is_empty());
+    }
+
+    #[test]
+    fn someone_the_flow_deactivated_found_active_again_is_owed_the_project_add() {
+        let record = Managed {
+            owed_project: Some(OwedProject {
+                project_id: "5".into(),
+                action: ProjectAction::Remove,
+            }),
+            ..managed(1, Status::Deactivated)
+        };
+        let k = known(&[("a@x.com", record.clone())]);
+        let people = [person("a@x.com", true)];
+        let users = [user(1, "a@x.com", true)];
+        let mut p = policy();
+        p.project = Some("5".into());
+        let (_, writes) = run(&people, &users, &k, &p);
+        let written = managed_writes(&writes);
+        assert_eq!(written.len(), 1, "{written:?}");
+        assert_eq!(written[0].1.status, Status::Active);
+        assert_eq!(
+            written[0].1.owed_project,
+            Some(OwedProject {
+                project_id: "5".into(),
+                action: ProjectAction::Add,
+            }),
+            "the removal is moot; the add a returner gets is owed"
+        );
+        // Without a project, nothing is owed; a `deactivating` record found
+        // active is not one the flow took off the project.
+        let (_, writes) = run(&people, &users, &k, &policy());
+        assert_eq!(managed_writes(&writes)[0].1.owed_project, None);
+        let k = known(&[("a@x.com", managed(1, Status::Deactivating))]);
+        let (_, writes) = run(&people, &users, &k, &p);
+        assert_eq!(managed_writes(&writes)[0].1.owed_project, None);
     }
 
     #[test]

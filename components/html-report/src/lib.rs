@@ -233,8 +233,12 @@ pub fn notable(s: &Summary, guard_held: bool, dry_run: bool) -> bool {
 
 fn subject(s: &Summary, dry_run: bool) -> String {
     if dry_run {
+        let project = match s.would_project_calls {
+            0 => String::new(),
+            n => format!(", {n} owed project calls"),
+        };
         return format!(
-            "[Rehearsal] Procore license sync: {} would be created, {} deactivated, {} reactivated, {} failed",
+            "[Rehearsal] Procore license sync: {} would be created, {} deactivated, {} reactivated{project}, {} failed",
             s.would_create, s.would_deactivate, s.would_reactivate, s.failed
         );
     }
