@@ -35,10 +35,11 @@
 //! A person created (or confirmed created) is recorded in the flow's state
 //! as managed (`managed/<key>`, origin `created`): the flow may deactivate
 //! them when they leave. With a project, the record says the flow owes the
-//! project add (`owed_project`), committed before the add is sent and
-//! cleared once Procore took it: an add refused (even after the host's
-//! retries) or never answered is made by a later run (`compare` lists it
-//! in `project_owed`, and `procore-project-owed` makes it).
+//! project add (`owed_project`) until Procore took it: an add refused or
+//! never answered (even after the host's retries) is made by a later run
+//! (`compare` lists it in `project_owed`, and `procore-project-owed` makes
+//! it). The record is committed with the item, as before: a host that dies
+//! before the item ends loses it, and the next run adopts the user.
 //!
 //! Output `{"key", "display_name", "status": "created" | "conflict" |
 //! "would_create", "procore_id"?, "reason"?, "project"?, "would_send"?}`.
@@ -261,47 +262,42 @@ fn run(input: Input, context: &Context) -> Result<Created, StepError> {
     Ok(out)
 }
 
-/// Records a person this run created as managed (origin `created`), with
-/// their Entra object id, so a later run deactivates them when they leave
-/// and says "user gone" when Graph no longer has them; then, with a
-/// project, adds them to it. The record says the add is owed, committed
-/// before it is sent, until Procore has taken it: a refused add, or a host
-/// that died meanwhile, leaves it owed for a later run to make.
+/// With a project, adds the person this run created to it; then records
+/// them as managed (origin `created`), with their Entra object id, so a
+/// later run deactivates them when they leave and says "user gone" when
+/// Graph no longer has them, and, when Procore did not take the add, that
+/// the flow owes it, so a later run makes it. The record is written once,
+/// with the item's other writes (a commit of its own before the add would
+/// cost the create step a third of its time at 100k members, and would
+/// save only an add whose host died while it waited).
 fn remember_and_add(
     out: &mut Created,
     target: &Target,
     person: &Person,
     context: &Context,
 ) -> Result<(), StepError> {
-    let owed = target.project.as_ref().map(|project| OwedProject {
-        project_id: project.clone(),
-        action: ProjectAction::Add,
-    });
-    let state_key = managed_key(&out.key);
-    let mut record = out.procore_id.clone().map(|id| {
-        Managed::new(
-            id,
-            Origin::Created,
-            context.started_at(),
-            person.id.as_deref(),
-        )
-    });
-    if let Some(record) = &mut record {
-        record.owed_project = owed.clone();
-        sluice_guest::state::set(&state_key, record)?;
-        if owed.is_some() {
-            sluice_guest::state::commit()?;
-        }
-    }
+    let mut owed = None;
     if let Some(project) = &target.project {
         let added = add_to_project(target, project, out.procore_id.as_ref());
-        if let Some(record) = record.as_mut().filter(|_| added == "added") {
-            record.owed_project = None;
-            sluice_guest::state::set(&state_key, record)?;
+        if added != "added" {
+            owed = Some(OwedProject {
+                project_id: project.clone(),
+                action: ProjectAction::Add,
+            });
         }
         out.project = Some(added);
     }
-    Ok(())
+    let Some(id) = out.procore_id.clone() else {
+        return Ok(());
+    };
+    let mut record = Managed::new(
+        id,
+        Origin::Created,
+        context.started_at(),
+        person.id.as_deref(),
+    );
+    record.owed_project = owed;
+    sluice_guest::state::set(&managed_key(&out.key), &record)
 }
 
 /// What the service said about a refusal, in its own words if it has them.
