@@ -917,16 +917,11 @@ async fn an_approved_deactivation_procore_refused_through_every_retry_keeps_its_
     t.decide("approve", &id, &[CY, EVE]).await;
     // Procore is unavailable for Cy's deactivation, retries included.
     let cy = t.id(CY);
-    t.emu.set_faults(Faults {
-        targeted: vec![TargetedFault {
-            method: "PATCH".into(),
-            path_suffix: format!("/users/{cy}"),
-            body_contains: None,
-            at: Vec::new(),
-            fault: FaultKind::Unavailable,
-        }],
-        ..Faults::default()
-    });
+    t.emu.set_faults(every(
+        "PATCH",
+        format!("/users/{cy}"),
+        FaultKind::Unavailable,
+    ));
     let (run, _) = t.run(&[]).await;
     assert!(t.active(CY), "{}", tail(&run.stdout));
     assert!(!t.active(EVE));
@@ -1527,19 +1522,25 @@ async fn a_re_keyed_person_whose_account_is_disabled_leaves_as_disabled() {
     assert_eq!(leavers(&run), map(&[(UPN, "account disabled")]));
 }
 
-/// Every `method` request whose path ends with `suffix` fails with a 500
-/// before it is applied, retries included.
-fn refusing(method: &str, suffix: String) -> Faults {
+/// Every `method` request whose path ends with `suffix` gets `fault`,
+/// retries included.
+fn every(method: &str, suffix: String, fault: FaultKind) -> Faults {
     Faults {
         targeted: vec![TargetedFault {
             method: method.into(),
             path_suffix: suffix,
             body_contains: None,
             at: Vec::new(),
-            fault: FaultKind::ServerError,
+            fault,
         }],
         ..Faults::default()
     }
+}
+
+/// Every `method` request whose path ends with `suffix` fails with a 500
+/// before it is applied, retries included.
+fn refusing(method: &str, suffix: String) -> Faults {
+    every(method, suffix, FaultKind::ServerError)
 }
 
 /// The keys and actions of the project calls a run's compare step found owed.
@@ -1609,9 +1610,7 @@ async fn a_project_add_procore_refused_is_made_by_the_next_run() {
         "{report}"
     );
 
-    let (third, requests) = t.run_ok(&[]).await;
-    assert_eq!(owed(&third), []);
-    assert_eq!(writes(&requests), Vec::<String>::new());
+    owes_nothing_more(&t, &[]).await;
 }
 
 /// A deactivated leaver's project removal that Procore refuses through
@@ -1641,8 +1640,13 @@ async fn a_project_removal_procore_refused_is_made_by_the_next_run() {
     );
     assert!(!t.active(CY) && !t.on_project(CY));
 
-    let (third, requests) = t.run_ok(&allow).await;
-    assert_eq!(owed(&third), []);
+    owes_nothing_more(&t, &allow).await;
+}
+
+/// The next run finds no project call owed, and changes nothing.
+async fn owes_nothing_more(t: &Tenant, extra: &[&str]) {
+    let (run, requests) = t.run_ok(extra).await;
+    assert_eq!(owed(&run), []);
     assert_eq!(writes(&requests), Vec::<String>::new());
 }
 
@@ -1662,16 +1666,11 @@ async fn a_reactivation_never_seen_answered_still_puts_them_back_on_the_project(
     assert!(!t.active(CY) && !t.on_project(CY));
     assert!(t.emu.add_member(&t.groups[E3], t.graph_id(CY)));
     let cy = t.id(CY);
-    t.emu.set_faults(Faults {
-        targeted: vec![TargetedFault {
-            method: "PATCH".into(),
-            path_suffix: format!("/users/inactive/{cy}"),
-            body_contains: None,
-            at: Vec::new(),
-            fault: FaultKind::DropAfterApply,
-        }],
-        ..Faults::default()
-    });
+    t.emu.set_faults(every(
+        "PATCH",
+        format!("/users/inactive/{cy}"),
+        FaultKind::DropAfterApply,
+    ));
     let (lost, _) = t.run(&allow).await;
     assert_eq!(
         lost.output_of("reactivate")["failed"],
