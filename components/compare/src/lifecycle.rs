@@ -586,49 +586,39 @@ impl<'a, 'w> Run<'a, 'w> {
         // Its deactivation was sent already (approved, past any grace):
         // the grace is not counted again, even from a record the step
         // started for an in-domain user.
-        if inactive {
-            out.leavers.push(Leaver {
-                key,
-                procore_id,
-                name: procore_name(user),
-                email: user.email_address.clone(),
-                login: user.login.clone(),
-                reason,
-                inactive,
-            });
-            return Ok(());
-        }
-        let since = leaving_since.and_then(parse_time);
-        let since = match (candidate, since) {
-            (Candidate::Known { .. }, Some(since)) => since,
-            (Candidate::Known { record, .. }, None) => {
-                let mut record = self.known.full(record)?;
-                record.leaving_since = Some(self.now.clone());
-                (self.write)(Write::Managed(key.clone(), record))?;
-                self.policy.now
-            }
-            (Candidate::Domain { clock, .. }, since) => {
-                // A legacy clock moves out of `managed/`, keeping its start.
-                let legacy = clock.is_some_and(|c| c.legacy);
-                let start = since.unwrap_or(self.policy.now);
-                if since.is_none() || legacy {
-                    self.start_clock(&key, &procore_id, start.to_rfc3339())?;
+        if !inactive {
+            let since = leaving_since.and_then(parse_time);
+            let since = match (candidate, since) {
+                (Candidate::Known { .. }, Some(since)) => since,
+                (Candidate::Known { record, .. }, None) => {
+                    let mut record = self.known.full(record)?;
+                    record.leaving_since = Some(self.now.clone());
+                    (self.write)(Write::Managed(key.clone(), record))?;
+                    self.policy.now
                 }
-                if legacy {
-                    (self.write)(Write::Forget(key.clone()))?;
+                (Candidate::Domain { clock, .. }, since) => {
+                    // A legacy clock moves out of `managed/`, keeping its start.
+                    let legacy = clock.is_some_and(|c| c.legacy);
+                    let start = since.unwrap_or(self.policy.now);
+                    if since.is_none() || legacy {
+                        self.start_clock(&key, &procore_id, start.to_rfc3339())?;
+                    }
+                    if legacy {
+                        (self.write)(Write::Forget(key.clone()))?;
+                    }
+                    start
                 }
-                start
+            };
+            let waited = (self.policy.now - since).to_std().unwrap_or_default();
+            if waited < self.policy.grace {
+                out.leaving.push(Leaving {
+                    key,
+                    procore_id,
+                    since: since.to_rfc3339(),
+                    reason,
+                });
+                return Ok(());
             }
-        };
-        let waited = (self.policy.now - since).to_std().unwrap_or_default();
-        if waited < self.policy.grace {
-            out.leaving.push(Leaving {
-                key,
-                procore_id,
-                since: since.to_rfc3339(),
-                reason,
-            });
-            return Ok(());
         }
         out.leavers.push(Leaver {
             key,
