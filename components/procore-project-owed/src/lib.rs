@@ -2,8 +2,9 @@
 //!
 //! The create, reactivate and deactivate steps record in a managed
 //! person's record (state `managed/<key>`) that the flow owes them a
-//! project add or removal (`owed_project`) before they send it, and clear
-//! it once Procore has taken it. A call Procore refused even after the
+//! project add or removal (`owed_project`) until Procore has taken it
+//! (the deactivate and reactivate steps before they send it, the create
+//! step with the new user). A call Procore refused even after the
 //! host's retries, or one a host that died never saw answered, stays
 //! owed: `compare` lists it (`project_owed`) in a later run, when it can
 //! be made (an add for an active user who holds a license, a removal for
@@ -33,7 +34,6 @@ use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::status_error;
 use sluice_guest_services::sync::{
     Managed, OwedProject, ProjectAction, ProjectDone, ProjectOwed, ProjectOwedStatus, managed_key,
-    owe_project,
 };
 
 /// The connection role this component writes through.
@@ -127,11 +127,15 @@ fn settle(owed: &ProjectOwed) -> Result<(), StepError> {
         project_id: owed.project_id.clone(),
         action: owed.action,
     };
-    let record = sluice_guest::state::get::<Managed>(&managed_key(&owed.key))?;
-    if record.and_then(|r| r.owed_project) == Some(made) {
-        owe_project(&owed.key, None)?;
+    let state_key = managed_key(&owed.key);
+    let Some(mut record) = sluice_guest::state::get::<Managed>(&state_key)? else {
+        return Ok(());
+    };
+    if record.owed_project != Some(made) {
+        return Ok(());
     }
-    Ok(())
+    record.owed_project = None;
+    sluice_guest::state::set(&state_key, &record)
 }
 
 sluice_guest::step!(run, connections: {
