@@ -75,21 +75,24 @@ impl EntraKey {
     }
 }
 
-/// The bytes of a GUID written `8-4-4-4-12` in hex digits.
+/// The bytes of a GUID written `8-4-4-4-12` in hex digits, read in place
+/// (once per license holder and per record: no allocation).
 fn guid(text: &str) -> Option<[u8; 16]> {
-    let groups: Vec<&str> = text.split('-').collect();
-    let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
-    if lengths != [8, 4, 4, 4, 12] {
+    const DASHES: [usize; 4] = [8, 13, 18, 23];
+    let text = text.as_bytes();
+    if text.len() != 36 || DASHES.iter().any(|&at| text[at] != b'-') {
         return None;
     }
-    let digits: Vec<u8> = groups.concat().into_bytes();
+    let mut digits = text
+        .iter()
+        .enumerate()
+        .filter(|(at, _)| !DASHES.contains(at))
+        .map(|(_, &b)| char::from(b).to_digit(16));
     let mut bytes = [0u8; 16];
-    for (byte, pair) in bytes.iter_mut().zip(digits.chunks(2)) {
-        let hex = std::str::from_utf8(pair).ok()?;
-        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        *byte = u8::from_str_radix(hex, 16).ok()?;
+    for byte in &mut bytes {
+        let high = digits.next()??;
+        let low = digits.next()??;
+        *byte = u8::try_from(high * 16 + low).ok()?;
     }
     Some(bytes)
 }
@@ -106,6 +109,12 @@ mod tests {
             EntraKey::of(&format!(" {} ", id.to_uppercase()))
         );
         assert!(matches!(EntraKey::of(id), Some(EntraKey::Guid(_))));
+        assert_eq!(
+            EntraKey::of("01234567-89ab-CDEF-0000-00000000ff10"),
+            Some(EntraKey::Guid([
+                0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0, 0, 0, 0, 0, 0, 0xff, 0x10
+            ]))
+        );
         assert_ne!(
             EntraKey::of(id),
             EntraKey::of("0f4c2a9e-7b1d-4e53-9a64-2c8f1b3d5e71")
@@ -114,6 +123,12 @@ mod tests {
             "entra-a@x.com",
             "0f4c2a9e7b1d4e539a642c8f1b3d5e70",
             "0f4c2a9e-7b1d-4e53-9a64-2c8f1b3d5e7g",
+            "0f4c2a9e-7b1d-4e53-9a642-c8f1b3d5e70",
+            "0f4c2a9e-7b1d-4e53-9a64-2c8f1b3d5e7",
+            "0f4c2a9e-7b1d-4e53-9a64-2c8f1b3d5e700",
+            "+f4c2a9e-7b1d-4e53-9a64-2c8f1b3d5e70",
+            "0f4c2a9e-7b1d-4e53-9a64-2c8f1b3d5é",
+            "0f4c2a9e07b1d04e5309a6402c8f1b3d5e70",
         ] {
             assert_eq!(
                 EntraKey::of(text),
