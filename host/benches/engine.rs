@@ -8,7 +8,9 @@
 //! - one request through `connection.send` vs the same request made natively
 //!   with reqwest, against a loopback server, and through the host's
 //!   `Connection::send` alone (without a component), to tell the
-//!   connection's cost from the component boundary's, and through the
+//!   connection's cost from the component boundary's, and through its
+//!   wire alone (the reqwest call and body read `Connection::send` makes,
+//!   without its retries, throttle and scrub), and through the
 //!   same component on raw wasmtime whose import calls reqwest directly:
 //!   the floor of the boundary for this component and this contract
 //!   (wasmtime's host call and the guest's own work, with nothing of
@@ -22,6 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice::connections::wire::{self, Wire};
 use sluice::connections::{Connection, Method, OutgoingRequest};
 use sluice::engine::{Engine, EngineConfig, PoolSize};
 use sluice::flow::model::ConnectionSpec;
@@ -469,12 +472,13 @@ impl Placement {
 /// The sides of the send bench, each run once a round in a rotating order
 /// so that none always runs first (a warm connection pool, a just-woken
 /// server task).
-const SIDES: [&str; 5] = [
+const SIDES: [&str; 6] = [
     "native reqwest from the host",
     "native reqwest, with the connection's request timeout",
     "Connection::send from the host (no component)",
     "connection.send from a component",
     "component on raw wasmtime, its import calling reqwest",
+    "the connection's wire alone (its request and body read)",
 ];
 
 async fn send_bench(placement: Placement) {
@@ -493,6 +497,7 @@ async fn send_bench(placement: Placement) {
         url::Url::parse(&format!("{base}/api")).unwrap(),
     ));
     let timeout = spec.request_timeout;
+    let cap = spec.max_response_bytes;
     let conn = Arc::new(Connection::new(spec, http.clone(), Redactor::default()));
     let engine = Engine::new(EngineConfig::default()).unwrap();
     let bytes = std::fs::read(sluice_builtins::fixture("hostile").unwrap()).unwrap();
@@ -512,9 +517,10 @@ async fn send_bench(placement: Placement) {
     let input =
         format!(r#"{{"action":"get-many","connection":"api","url":"things","count":{PER_CALL}}}"#);
     let native_url = format!("{base}/api/things");
+    let parsed_url = url::Url::parse(&native_url).unwrap();
     // Each side makes PER_CALL requests and returns the time per request.
     let side = |which: usize| {
-        let (http, conn, native_url) = (&http, &conn, &native_url);
+        let (http, conn, native_url, parsed_url) = (&http, &conn, &native_url, &parsed_url);
         let (engine, prepared, ctx, state, input) = (&engine, &prepared, &ctx, &state, &input);
         let raw = &raw;
         async move {
@@ -533,6 +539,27 @@ async fn send_bench(placement: Placement) {
                     for _ in 0..PER_CALL {
                         let (r, _) = conn.send(get("things"), false).await;
                         assert_eq!(r.unwrap().status, 200);
+                    }
+                }
+                5 => {
+                    // What `Connection::send` does on the wire for this
+                    // request, without its retries, throttle and scrub.
+                    for _ in 0..PER_CALL {
+                        let head = wire::Http(http)
+                            .send(wire::Outgoing {
+                                method: Method::Get,
+                                url: parsed_url,
+                                headers: vec![ACCEPT],
+                                body: None,
+                                timeout,
+                            })
+                            .await
+                            .unwrap();
+                        assert_eq!(head.status, 200);
+                        wire::Http(http)
+                            .read(head.body, cap, timeout)
+                            .await
+                            .unwrap();
                     }
                 }
                 4 => {
@@ -570,6 +597,7 @@ async fn send_bench(placement: Placement) {
     let mut samples: [Vec<Duration>; SIDES.len()] = Default::default();
     let (mut to_native, mut to_timed) = (Vec::new(), Vec::new());
     let (mut floor, mut to_floor) = (Vec::new(), Vec::new());
+    let (mut wire_to_timed, mut conn_to_wire) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let mut this = [Duration::ZERO; SIDES.len()];
         for k in 0..SIDES.len() {
@@ -583,6 +611,8 @@ async fn send_bench(placement: Placement) {
         to_timed.push(this[3].as_secs_f64() / this[1].as_secs_f64());
         floor.push(this[4].as_secs_f64() / this[0].as_secs_f64());
         to_floor.push(this[3].as_secs_f64() / this[4].as_secs_f64());
+        wire_to_timed.push(this[5].as_secs_f64() / this[1].as_secs_f64());
+        conn_to_wire.push(this[2].as_secs_f64() / this[5].as_secs_f64());
     }
     println!(
         "one GET to a loopback server, {} ({ROUNDS} interleaved rounds of {PER_CALL} requests)",
@@ -598,6 +628,11 @@ async fn send_bench(placement: Placement) {
     show_ratios("ratio send / native with the same timeout:", to_timed);
     show_ratios("ratio raw wasmtime's send / native (the floor):", floor);
     show_ratios("ratio send / raw wasmtime's send:", to_floor);
+    show_ratios(
+        "ratio wire alone / native with the same timeout:",
+        wire_to_timed,
+    );
+    show_ratios("ratio Connection::send / its wire alone:", conn_to_wire);
     println!();
 }
 
