@@ -541,6 +541,11 @@ async fn send_bench(placement: Placement) {
                         assert_eq!(r.unwrap().status, 200);
                     }
                 }
+                4 => {
+                    let out: serde_json::Value =
+                        serde_json::from_str(&raw.call(input).await).unwrap();
+                    assert_eq!(out["ok"], PER_CALL, "every request succeeded");
+                }
                 5 => {
                     // What `Connection::send` does on the wire for this
                     // request, without its retries, throttle and scrub.
@@ -561,11 +566,6 @@ async fn send_bench(placement: Placement) {
                             .await
                             .unwrap();
                     }
-                }
-                4 => {
-                    let out: serde_json::Value =
-                        serde_json::from_str(&raw.call(input).await).unwrap();
-                    assert_eq!(out["ok"], PER_CALL, "every request succeeded");
                 }
                 _ => {
                     let out = engine
