@@ -17,6 +17,7 @@ use sluice_guest::http::segment;
 use sluice_guest::{Call, JsonSchema, Response, Sent, StepError};
 use sluice_identity::Key;
 
+use crate::sync::ProjectAction;
 use crate::{MAX_PAGES, read_ok};
 
 /// A Procore id: a number as Procore sends it, or text as the environment
@@ -449,6 +450,21 @@ pub fn permission_template(id: Option<&Id>) -> Result<Option<u64>, StepError> {
     })
 }
 
+/// The documented route of `action` for the company user `user` on
+/// `project`: `projects/{project}/users/{user}/actions/add` (a `POST`) or
+/// `…/actions/remove` (a `DELETE`). Each id stays inside its path segment.
+pub fn project_action_url(action: ProjectAction, project: &str, user: &str) -> String {
+    let verb = match action {
+        ProjectAction::Add => "add",
+        ProjectAction::Remove => "remove",
+    };
+    format!(
+        "projects/{}/users/{}/actions/{verb}",
+        segment(project),
+        segment(user)
+    )
+}
+
 /// Adds the company user `user_id` to `project` through `POST
 /// projects/{project}/users/{id}/actions/add`, with the permission
 /// `template` when there is one. What came of it, as the sync's outputs
@@ -463,11 +479,7 @@ pub fn add_to_project(
     let Some(user_id) = user_id.and_then(Id::text) else {
         return "failed: Procore returned no user id".into();
     };
-    let url = format!(
-        "projects/{}/users/{}/actions/add",
-        segment(project),
-        segment(&user_id)
-    );
+    let url = project_action_url(ProjectAction::Add, project, &user_id);
     let sent = Call::post(connection, &url)
         .json(&project_body(template))
         .and_then(|call| call.idempotent().send());
@@ -486,6 +498,24 @@ pub fn add_to_project(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_project_action_has_its_documented_route() {
+        let url = project_action_url;
+        assert_eq!(
+            url(ProjectAction::Add, "5", "42"),
+            "projects/5/users/42/actions/add"
+        );
+        assert_eq!(
+            url(ProjectAction::Remove, "5", "42"),
+            "projects/5/users/42/actions/remove"
+        );
+        // An id from the environment cannot leave its path segment.
+        assert_eq!(
+            url(ProjectAction::Add, "5/../x", "42"),
+            "projects/5%2F..%2Fx/users/42/actions/add"
+        );
+    }
 
     #[test]
     fn an_inactive_listing_counts_only_for_the_same_user_not_marked_active() {

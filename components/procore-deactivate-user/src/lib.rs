@@ -92,15 +92,6 @@ pub fn user_url(company: &str, user: &str) -> String {
     format!("companies/{}/users/{}", segment(company), segment(user))
 }
 
-/// The documented route that takes a user off a project.
-pub fn removal_url(project: &str, user: &str) -> String {
-    format!(
-        "projects/{}/users/{}/actions/remove",
-        segment(project),
-        segment(user)
-    )
-}
-
 /// What a project removal's answer means: removed, not on the project
 /// (404), or refused with the service's words.
 pub fn removal(status: u16, detail: impl FnOnce() -> String) -> Result<ProjectRemoval, String> {
@@ -397,7 +388,11 @@ fn remove_from_project(out: &mut Deactivated, project: &str, user: &str) {
     // Removing someone who is gone already is a 404, which counts as done.
     // A removal that fails, even after the host's retries, is reported, not
     // raised: the deactivation happened and must be recorded.
-    let call = Call::delete(PROCORE, &removal_url(project, user)).idempotent();
+    let call = Call::delete(
+        PROCORE,
+        &procore::project_action_url(ProjectAction::Remove, project, user),
+    )
+    .idempotent();
     let problem = match call.send() {
         Ok(Sent::Response(r)) => match removal(r.status, || detail(&r)) {
             Ok(done) => {
@@ -440,7 +435,6 @@ mod tests {
     fn the_patch_is_procores_nested_deactivation() {
         assert_eq!(body(), json!({"user": {"is_active": false}}));
         assert_eq!(user_url("9", "42"), "companies/9/users/42");
-        assert_eq!(removal_url("7", "42"), "projects/7/users/42/actions/remove");
         // An id from the environment cannot leave its path segment.
         assert_eq!(user_url("9/../x", "42"), "companies/9%2F..%2Fx/users/42");
     }

@@ -28,7 +28,6 @@
 //! output says what would have been done. Output: [`ProjectDone`].
 
 use serde::Deserialize;
-use sluice_guest::http::segment;
 use sluice_guest::{Call, Context, JsonSchema, Sent, StepError};
 use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::status_error;
@@ -48,19 +47,6 @@ struct Input {
     /// The project permission template of an add; empty or absent: none.
     #[serde(default)]
     permission_template_id: Option<Id>,
-}
-
-/// The address of `action` on `project` for the user `user`.
-pub fn action_url(action: ProjectAction, project: &str, user: &str) -> String {
-    let verb = match action {
-        ProjectAction::Add => "add",
-        ProjectAction::Remove => "remove",
-    };
-    format!(
-        "projects/{}/users/{}/actions/{verb}",
-        segment(project),
-        segment(user)
-    )
 }
 
 /// What Procore's answer `status` to `action` means: done (and how), or
@@ -83,7 +69,7 @@ fn run(input: Input, _context: &Context) -> Result<ProjectDone, StepError> {
     if owed.project_id.trim().is_empty() {
         return Err(StepError::bad_input("the owed call has no `project_id`"));
     }
-    let url = action_url(owed.action, &owed.project_id, &user);
+    let url = procore::project_action_url(owed.action, &owed.project_id, &user);
     // Adding twice leaves one membership; removing twice is a 404, done.
     let call = match owed.action {
         ProjectAction::Add => {
@@ -146,22 +132,6 @@ sluice_guest::step!(run, connections: {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn each_action_has_its_documented_route() {
-        assert_eq!(
-            action_url(ProjectAction::Add, "5", "42"),
-            "projects/5/users/42/actions/add"
-        );
-        assert_eq!(
-            action_url(ProjectAction::Remove, "5", "42"),
-            "projects/5/users/42/actions/remove"
-        );
-        assert_eq!(
-            action_url(ProjectAction::Add, "5/x", "42"),
-            "projects/5%2Fx/users/42/actions/add"
-        );
-    }
 
     #[test]
     fn only_what_procore_took_is_done() {
