@@ -123,8 +123,13 @@ pub struct Run<'a, 'w> {
     /// Where each state write goes, as it is made.
     write: &'w mut dyn FnMut(Write) -> Result<(), StepError>,
     /// Records (by index) owed a project call on the flow's project that
-    /// this run can make, with their user's index ([`Run::owed_projects`]).
-    owed: Vec<(u32, u32)>,
+    /// this run can make, with their user's index and the call
+    /// ([`Run::owed_projects`]).
+    owed: Vec<(u32, u32, ProjectAction)>,
+    /// Records (by index) that [`Run::settle`] found active again after
+    /// the flow deactivated them: owed the project add from this run on,
+    /// though their stored record (in `known`) does not say so yet.
+    owed_add_now: HashSet<u32>,
 }
 
 impl<'a, 'w> Run<'a, 'w> {
@@ -149,6 +154,7 @@ impl<'a, 'w> Run<'a, 'w> {
             reclaimed: HashSet::new(),
             write,
             owed: Vec::new(),
+            owed_add_now: HashSet::new(),
         }
     }
 
@@ -186,6 +192,9 @@ impl<'a, 'w> Run<'a, 'w> {
                     project_id: project.clone(),
                     action: ProjectAction::Add,
                 });
+                // Made in this run, not the next: its user is active and
+                // holds a license, so nothing waits for it.
+                self.owed_add_now.insert(index);
             }
             (self.write)(Write::Managed(record.key.to_string(), whole))?;
         }
@@ -422,7 +431,7 @@ impl<'a, 'w> Run<'a, 'w> {
             .map(|(_, i)| *i)
             .chain(in_domains.iter().copied())
             .chain(self.known_as.iter().map(|(_, i)| *i))
-            .chain(self.owed.iter().map(|(_, i)| *i));
+            .chain(self.owed.iter().map(|(_, i, _)| *i));
         let wanted: Vec<u32> = wanted.collect();
         users.fetch_details(list, wanted)?;
         let details = |i: u32| users.details(i).cloned().unwrap_or_default();
@@ -488,34 +497,38 @@ impl<'a, 'w> Run<'a, 'w> {
     /// flow deactivated who is still inactive and holds no license (never
     /// a returner, whom the reactivate step puts back). A call owed on another
     /// project (the flow's changed since) or by someone Procore no longer
-    /// lists waits.
-    fn owed_now(&self, users: &Users) -> Vec<(u32, u32)> {
+    /// lists waits. A record this run settled as active again is owed the
+    /// add already (see [`Run::settle`]).
+    fn owed_now(&self, users: &Users) -> Vec<(u32, u32, ProjectAction)> {
         let Some(project) = self.policy.project.as_deref() else {
             return Vec::new();
         };
         let mut owed = Vec::new();
         for (index, record) in self.known.records().enumerate() {
-            let Some(call) = record
-                .owed_project
-                .as_deref()
-                .filter(|o| o.project_id == project)
-            else {
-                continue;
+            let (action, status) = if self.owed_add_now.contains(&(index as u32)) {
+                (ProjectAction::Add, Status::Active)
+            } else {
+                match record
+                    .owed_project
+                    .as_deref()
+                    .filter(|o| o.project_id == project)
+                {
+                    Some(call) => (call.action, record.status),
+                    None => continue,
+                }
             };
             let Some(i) = users.by_id(IdKey::of(&record.procore_id)) else {
                 continue;
             };
             let user = users.get(i);
-            let due = match call.action {
+            let due = match action {
                 ProjectAction::Add => {
-                    record.status == Status::Active
-                        && user.active
-                        && (user.held || self.entra_held[index])
+                    status == Status::Active && user.active && (user.held || self.entra_held[index])
                 }
                 // A returner (licensed again) is put back on the project
                 // by the reactivate step, never taken off it.
                 ProjectAction::Remove => {
-                    record.status == Status::Deactivated
+                    status == Status::Deactivated
                         && !user.active
                         && !user.matched
                         && !self.entra_held[index]
@@ -523,7 +536,7 @@ impl<'a, 'w> Run<'a, 'w> {
                 }
             };
             if due {
-                owed.push((index as u32, i));
+                owed.push((index as u32, i, action));
             }
         }
         owed
@@ -532,17 +545,16 @@ impl<'a, 'w> Run<'a, 'w> {
     /// Lists the project calls [`Run::owed_now`] found, with the names
     /// Procore has for the people (read with the leavers').
     fn owed_projects(&mut self, users: &Users, out: &mut Written) {
-        for (index, i) in std::mem::take(&mut self.owed) {
+        // Only calls on the flow's project are ever listed.
+        let project = self.policy.project.as_deref().unwrap_or_default();
+        for (index, i, action) in std::mem::take(&mut self.owed) {
             let record = self.known.record(index);
-            let Some(call) = record.owed_project.as_deref() else {
-                continue;
-            };
             out.project_owed.push(ProjectOwed {
                 key: record.key.to_string(),
                 procore_id: record.procore_id.clone(),
                 name: users.details(i).and_then(procore_name),
-                project_id: call.project_id.clone(),
-                action: call.action,
+                project_id: project.to_string(),
+                action,
             });
         }
         out.counts.project_owed = out.project_owed.len();
@@ -923,10 +935,28 @@ mod tests {
         let users = [user(1, "a@x.com", true)];
         let mut p = policy();
         p.project = Some("5".into());
-        let (_, writes) = run(&people, &users, &k, &p);
+        let (diff, writes) = run(&people, &users, &k, &p);
         let written = managed_writes(&writes);
         assert_eq!(written.len(), 1, "{written:?}");
         assert_eq!(written[0].1.status, Status::Active);
+        // Listed in this run, not only kept for the next one.
+        let listed: Vec<_> = diff
+            .project_owed
+            .iter()
+            .map(|o| {
+                (
+                    o.key.as_str(),
+                    &o.procore_id,
+                    o.project_id.as_str(),
+                    o.action,
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            [("a@x.com", &Id::Number(1), "5", ProjectAction::Add)]
+        );
+        assert_eq!(diff.counts.project_owed, 1);
         assert_eq!(
             written[0].1.owed_project,
             Some(OwedProject {
@@ -937,11 +967,13 @@ mod tests {
         );
         // Without a project, nothing is owed; a `deactivating` record found
         // active is not one the flow took off the project.
-        let (_, writes) = run(&people, &users, &k, &policy());
+        let (diff, writes) = run(&people, &users, &k, &policy());
         assert_eq!(managed_writes(&writes)[0].1.owed_project, None);
+        assert!(diff.project_owed.is_empty());
         let k = known(&[("a@x.com", managed(1, Status::Deactivating))]);
-        let (_, writes) = run(&people, &users, &k, &p);
+        let (diff, writes) = run(&people, &users, &k, &p);
         assert_eq!(managed_writes(&writes)[0].1.owed_project, None);
+        assert!(diff.project_owed.is_empty());
     }
 
     #[test]
