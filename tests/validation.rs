@@ -277,7 +277,7 @@ fn a_secret_too_short_to_redact_is_refused_where_it_is_declared() {
     );
     assert!(
         stderr.contains(
-            "secret `procore_client_secret` reads PROCORE_CLIENT_SECRET, whose value is shorter than 4 characters"
+            "secret `procore_client_secret` reads PROCORE_CLIENT_SECRET, whose value is shorter than 8 characters"
         ),
         "{stderr}"
     );

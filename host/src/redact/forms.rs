@@ -131,21 +131,35 @@ pub enum Part {
 /// a short secret is too few characters to leave out of a match.
 const MIN_PARTED_SECRET: usize = 18;
 
-/// Spellings of `secret` that are not encodings of it: what a service does
-/// to a value it echoes in its own words (upper or lower case), and what
-/// is left of one cut short or wrapped onto two lines (its first and last
-/// two thirds). Not in [`forms`]: they
-/// are searched separately, on what leaves the host, and a head or tail
-/// match is widened over the rest of the secret that is there.
+/// Spellings of `secret` that are not among its [`forms`]: what a service
+/// does to a value it echoes in its own words (upper or lower case, its
+/// encodings too), every character of it escaped, and what is left of one
+/// cut short or wrapped onto two lines (its first and last two thirds).
+/// They are searched with a matcher of their own (so the forms keep the
+/// packed search), and a head or tail match is widened over the rest of
+/// the secret that is there.
 pub fn loose_forms(secret: &str) -> Vec<(String, Part)> {
+    let encoded = forms(secret);
     let mut all: Vec<(String, Part)> = Vec::new();
     let mut push = |form: String, part: Part| {
-        if form != secret && !all.iter().any(|(f, _)| *f == form) {
+        if !form.is_empty() && !encoded.contains(&form) && !all.iter().any(|(f, _)| *f == form) {
             all.push((form, part));
         }
     };
     push(secret.to_uppercase(), Part::Whole);
     push(secret.to_lowercase(), Part::Whole);
+    // Each encoding in another case too: a service that upper-cases the
+    // form body it echoes writes `~` as `%7E` and the letters in capitals.
+    let base64 = base64_forms(secret.as_bytes());
+    for form in encoded.iter().skip(1).filter(|f| !base64.contains(f)) {
+        push(form.to_uppercase(), Part::Whole);
+        push(form.to_lowercase(), Part::Whole);
+    }
+    if secret.len() <= MAX_ESCAPED_SECRET {
+        for form in every_character_escaped(secret) {
+            push(form, Part::Whole);
+        }
+    }
     let chars: Vec<char> = secret.chars().collect();
     if chars.len() >= MIN_PARTED_SECRET {
         let part = chars.len().div_ceil(3) * 2;
@@ -186,8 +200,31 @@ fn go_json(secret: &str) -> String {
 }
 
 /// Secrets shorter than this have no hex form: a few hex digits turn up
-/// by chance in any text of ids.
-const MIN_HEX_SECRET: usize = 12;
+/// by chance in any text of ids. A flow's own secrets are never shorter
+/// ([`super::MIN_SECRET_LEN`]); sixteen hex digits do not turn up by chance.
+const MIN_HEX_SECRET: usize = 8;
+
+/// Secrets longer than this (access tokens) have no every-character
+/// escapes: services echo a token as it is, and a token's escapes would
+/// make the search several times larger.
+const MAX_ESCAPED_SECRET: usize = 256;
+
+/// The secret with every character escaped, letters and digits too, as a
+/// hand-rolled dump writes it: each UTF-8 byte as `%XX` and each UTF-16
+/// unit as `\uXXXX`, with upper- and lower-case hex digits.
+fn every_character_escaped(secret: &str) -> Vec<String> {
+    let percent: String = secret.bytes().map(|b| format!("%{b:02X}")).collect();
+    let mut json = String::new();
+    for unit in secret.encode_utf16() {
+        json.push_str(&format!("\\u{unit:04X}"));
+    }
+    vec![
+        lower_hex_escapes(&percent, '%'),
+        percent,
+        json.to_ascii_lowercase(),
+        json,
+    ]
+}
 
 /// `%2F` as `%2f`: encoders differ in the case of their hex digits.
 fn lower_hex_escapes(encoded: &str, marker: char) -> String {
@@ -364,19 +401,38 @@ mod tests {
                 .map(|(f, _)| f.as_str())
                 .collect()
         };
+        let whole = of(Part::Whole);
         assert_eq!(
-            of(Part::Whole),
+            whole[..2],
             ["ZQ8~HX-4VN.PL2_RT7WK9MB3", "zq8~hx-4vn.pl2_rt7wk9mb3"]
         );
+        // Its encodings in another case, and every character escaped.
+        for form in [
+            "ZQ8%7EHX-4VN.PL2_RT7WK9MB3",
+            "zq8%7ehx-4vn.pl2_rt7wk9mb3",
+            "%5A%71%38%7E",
+            "%5a%71%38%7e",
+            "\\u005A\\u0071\\u0038\\u007E",
+            "\\u005a\\u0071\\u0038\\u007e",
+        ] {
+            assert!(
+                whole.iter().any(|w| w.starts_with(form)),
+                "{form}: {whole:?}"
+            );
+        }
+        // None of them is already one of its forms.
+        let encoded = forms("Zq8~Hx-4vN.pL2_rT7wK9mB3");
+        assert!(whole.iter().all(|w| !encoded.iter().any(|f| f == w)));
         assert_eq!(of(Part::Head), ["Zq8~Hx-4vN.pL2_r"]);
         assert_eq!(of(Part::Tail), ["vN.pL2_rT7wK9mB3"]);
-        // A short secret has no parts; one with nothing to change, no
-        // whole spellings either.
+        // A short secret has no parts.
         assert!(
-            loose_forms("abc-123")
+            loose_forms("abc-1234")
                 .iter()
                 .all(|(_, p)| *p == Part::Whole)
         );
-        assert!(loose_forms("0123456789").is_empty());
+        // A long token has no every-character escapes.
+        let token = "x".repeat(300);
+        assert!(loose_forms(&token).iter().all(|(f, _)| !f.contains('%')));
     }
 }

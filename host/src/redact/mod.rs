@@ -204,10 +204,16 @@ impl Matcher {
 
 pub const REDACTED: &str = "[redacted]";
 
-/// Shorter values would redact ordinary words; no real credential is this
-/// short. A flow's own secrets are held to it when it is bound
-/// (`flow::bind`), so none of them goes unredacted.
-pub const MIN_SECRET_LEN: usize = 4;
+/// A flow's own secrets are held to this length when it is bound
+/// (`flow::bind`): every one is then long enough that each of its
+/// [`forms`] (hex and base64 among them) is searched for without matching
+/// ordinary text by chance. No real credential is shorter.
+pub const MIN_SECRET_LEN: usize = 8;
+
+/// Shorter values would redact ordinary words: values learned on the way
+/// (an access token, a credential-looking environment value) are searched
+/// for from this length, in the forms that length allows.
+const MIN_LEARNED_LEN: usize = 4;
 
 impl Redactor {
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
@@ -222,7 +228,7 @@ impl Redactor {
     /// (a flow's at the start, a token an hour), so the matcher is rebuilt
     /// on each.
     pub fn add(&self, secret: String) {
-        if secret.len() < MIN_SECRET_LEN {
+        if secret.len() < MIN_LEARNED_LEN {
             return;
         }
         let Ok(mut known) = self.known.write() else {
@@ -334,6 +340,7 @@ impl Scrubber<'_> {
 mod tests {
     use super::*;
     use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
 
     #[test]
     fn removes_every_occurrence_longest_first() {
@@ -516,5 +523,57 @@ mod tests {
         let wide = "Zq8~Hx-4vN.pL2_rT7wK9mB3Q8w8é";
         let r = Redactor::new([wide.to_string()]);
         assert_eq!(r.redact("x Zq8~Hx-4vN.pL2_rT7wK9mB3Q8w8è"), "x [redacted]è");
+    }
+
+    /// What an outside test found echoed by a token endpoint and not
+    /// removed: an encoding in capitals, every character escaped, and a
+    /// secret of the shortest length a flow accepts in hex or inside base64
+    /// (at each offset).
+    #[test]
+    fn a_secret_echoed_encoded_and_changed_or_short_is_removed() {
+        let b64 = |text: &str| STANDARD.encode(text);
+        let hex = |text: &str| -> String { text.bytes().map(|b| format!("{b:02X}")).collect() };
+        for (secret, echoed) in [
+            (
+                "Abc8Q~xYz.Secret-Entra_LikeValue0123",
+                "CLIENT_SECRET=ABC8Q%7EXYZ.SECRET-ENTRA_LIKEVALUE0123&X=1".to_string(),
+            ),
+            ("a b c d e", "CLIENT_SECRET=A+B+C+D+E&X=1".to_string()),
+            (
+                "Zq7wK9pL",
+                format!("body {}.", hex("client_secret=Zq7wK9pL")),
+            ),
+            ("Zq7wK9pL", format!("body {}.", b64("secret=Zq7wK9pL&"))),
+            ("Zq7wK9pL", format!("body {}.", b64("secret=xZq7wK9pL&"))),
+            ("Zq7wK9pL", format!("body {}.", b64("secret=xyZq7wK9pL&"))),
+            (
+                "Q8w8Q~aB3.dE5_fG7-hJ9kL1mN2pR4sT6v",
+                format!(
+                    "\"{}\"",
+                    "Q8w8Q~aB3.dE5_fG7-hJ9kL1mN2pR4sT6v"
+                        .chars()
+                        .map(|c| format!("\\u{:04x}", c as u32))
+                        .collect::<String>()
+                ),
+            ),
+            (
+                "Q8w8Q~aB3.dE5_fG7-hJ9kL1mN2pR4sT6v",
+                "Q8w8Q~aB3.dE5_fG7-hJ9kL1mN2pR4sT6v"
+                    .bytes()
+                    .map(|b| format!("%{b:02x}"))
+                    .collect(),
+            ),
+        ] {
+            let r = Redactor::new([secret.to_string()]);
+            let shown = r.redact(&echoed);
+            assert!(shown.contains(REDACTED), "{secret}: {echoed} -> {shown}");
+            // What is left does not spell it in the same encoding.
+            for form in forms(secret)
+                .iter()
+                .chain(loose_forms(secret).iter().map(|(f, _)| f))
+            {
+                assert!(!shown.contains(form.as_str()), "{secret}: {shown}");
+            }
+        }
     }
 }
