@@ -42,20 +42,59 @@ pub use source::{Diagnostic, Diagnostics, SourceFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read flow file {path}: {source}")]
+    #[error("error: cannot read flow file {path}: {source}")]
     Read {
         path: String,
         source: std::io::Error,
+    },
+    #[error(
+        "error: flow file {path} is larger than {} MiB: a flow file is TOML text; check that the path names the flow",
+        MAX_FLOW_BYTES >> 20
+    )]
+    TooLarge { path: String },
+    #[error(
+        "error: {path}:{line}:{column}: the flow file is not UTF-8 text here: save it as UTF-8 (TOML files must be)"
+    )]
+    NotUtf8 {
+        path: String,
+        line: usize,
+        column: usize,
     },
     #[error("{0}")]
     Invalid(Box<Diagnostics>),
 }
 
+/// Flow files larger than this are refused before they are read whole: a
+/// flow is a page or two of TOML, and a path that names a device or a
+/// runaway file must not take the host's memory.
+pub const MAX_FLOW_BYTES: u64 = 4 << 20;
+
 /// Reads a flow file's text.
 pub fn read(path: &Path) -> Result<SourceFile, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.display().to_string(),
+    use std::io::Read;
+    let shown = || path.display().to_string();
+    let failed = |source| LoadError::Read {
+        path: shown(),
         source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FLOW_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(failed)?;
+    if bytes.len() as u64 > MAX_FLOW_BYTES {
+        return Err(LoadError::TooLarge { path: shown() });
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        // Valid up to there, so the prefix is text.
+        let before = String::from_utf8_lossy(valid);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        LoadError::NotUtf8 {
+            path: shown(),
+            line,
+            column,
+        }
     })?;
     Ok(SourceFile::new(path, text))
 }
@@ -125,4 +164,38 @@ fn finish<T>(
         source,
         items: diags,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flow_file_too_large_or_not_utf8_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_FLOW_BYTES as usize + 1]).unwrap();
+        let e = read(&big).unwrap_err().to_string();
+        assert!(
+            e.starts_with("error: flow file ") && e.contains("larger than 4 MiB"),
+            "{e}"
+        );
+        // A device is cut off at the cap, not read for ever.
+        let e = read(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, b"name = \"x\"\n# caf\xe9 \xff\n").unwrap();
+        let e = read(&bad).unwrap_err().to_string();
+        assert!(e.contains(&format!("{}:2:6:", bad.display())), "{e}");
+        assert!(e.contains("save it as UTF-8"), "{e}");
+
+        let e = read(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("error: cannot read flow file "), "{e}");
+        // Just under the cap is read.
+        std::fs::write(&big, vec![b'#'; MAX_FLOW_BYTES as usize]).unwrap();
+        assert!(read(&big).is_ok());
+    }
 }
