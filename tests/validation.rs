@@ -145,6 +145,54 @@ fn the_shipped_flow_validates_with_no_environment_variables_set() {
     );
 }
 
+/// The shipped flow's duration params are checked by `validate` against
+/// the built-ins' input schemas, before any run reads a tenant: a value
+/// that is not a duration is named with the line that uses it and what the
+/// component says it takes.
+#[test]
+fn the_shipped_flows_durations_are_checked_before_anything_runs() {
+    let text = std::fs::read_to_string(shipped_flows().join("procore-license-sync.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Validates the flow with its two duration params' defaults replaced.
+    let check = |grace: &str, every: &str| {
+        let mut changed = text.clone();
+        for (param, value) in [("leaver_grace", grace), ("full_sync_every", every)] {
+            let default = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{param} = ")))
+                .unwrap();
+            changed = changed.replace(default, &format!("{param} = {value:?}"));
+        }
+        std::fs::write(dir.path().join("f.toml"), changed).unwrap();
+        validate(dir.path(), "f.toml", &[])
+    };
+    let refused = |param: &str, step: &str, value: &str, stderr: &str| {
+        assert!(
+            stderr.contains(&format!(
+                "`with.{param}` = {value:?} is not in the form `{step}` takes"
+            )),
+            "{stderr}"
+        );
+    };
+    for (grace, every) in [("abc", "-1s"), ("99999999999999999999d", "12 parsecs")] {
+        let (code, _, stderr) = check(grace, every);
+        assert_eq!(code, 2, "{stderr}");
+        refused("leaver_grace", "compare", grace, &stderr);
+        refused("full_sync_every", "graph-group-members", every, &stderr);
+        assert!(stderr.contains("f.toml: 2 problems found"), "{stderr}");
+        // The hint is the component's own description of the param.
+        assert!(stderr.contains("hint: `compare` says of `with.leaver_grace`: How long"));
+    }
+    for (grace, every) in [("1h 30min", "1.5h"), ("", "90 minutes")] {
+        let (code, _, stderr) = check(grace, every);
+        assert_eq!(code, 0, "{grace:?} {every:?}: {stderr}");
+    }
+    // Blank keeps the grace at none; a full read's interval needs a value.
+    let (code, _, stderr) = check("3days", "");
+    assert_eq!(code, 2, "{stderr}");
+    refused("full_sync_every", "graph-group-members", "", &stderr);
+}
+
 #[test]
 fn validate_env_binds_the_shipped_flow_to_its_environment() {
     let flows = shipped_flows();
@@ -289,8 +337,11 @@ fn a_secret_too_short_to_redact_is_refused_where_it_is_declared() {
         !stdout.contains(short) && !stderr.contains(short),
         "{stdout}{stderr}"
     );
-    // Four characters are enough: the flow binds.
-    let (code, stdout, stderr) = validate_with_secret("Zq7w");
+    // Seven characters are still too few (its hex and base64 would match
+    // ids by chance); eight are enough: the flow binds.
+    let (code, stdout, stderr) = validate_with_secret("Zq7wK9p");
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    let (code, stdout, stderr) = validate_with_secret("Zq7wK9pL");
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
 

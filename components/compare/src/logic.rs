@@ -27,8 +27,8 @@ use serde::Deserialize;
 use sluice_guest::{Context, JsonSchema, Paged, StepError, state};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Counts, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser, domain_leaving_key,
-    managed_key,
+    Counts, DURATION_OR_BLANK_PATTERN, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser,
+    domain_leaving_key, managed_key,
 };
 use sluice_identity::Key;
 
@@ -67,6 +67,7 @@ pub struct Input {
     /// How long someone holds no license before being a leaver, such as
     /// `0s`, `12h` or `3days`.
     #[serde(default)]
+    #[schemars(regex(pattern = DURATION_OR_BLANK_PATTERN))]
     pub leaver_grace: Option<String>,
     /// Keys whose deactivation an admin rejected (the deactivate step's
     /// open plan, `${run.approvals.deactivate.rejected}`): decided, so they

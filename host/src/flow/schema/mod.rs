@@ -533,6 +533,25 @@ impl InputSchema {
                 format!("`{at}` must be one of {options} ({noun} of `{c}`)"),
                 "use one of the values listed".to_string(),
             ),
+            ValidationErrorKind::Pattern { .. } => {
+                // The field's own words say what it takes; the regex would not.
+                let said = shape::subschema_at(&self.schema, &path.0)
+                    .and_then(|s| s.get("description"))
+                    .and_then(Value::as_str)
+                    .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "));
+                let mut value = found.to_string();
+                if value.chars().count() > 60 {
+                    value = value.chars().take(57).collect::<String>() + "...";
+                }
+                one(
+                    path.clone(),
+                    format!("`{at}` = {value} is not in the form `{c}` takes ({noun} of `{c}`)"),
+                    match said {
+                        Some(said) => format!("`{c}` says of `{at}`: {said}"),
+                        None => format!("see the component's {noun} schema"),
+                    },
+                )
+            }
             ValidationErrorKind::Constant { expected_value } => one(
                 path.clone(),
                 format!("`{at}` must be {expected_value} ({noun} of `{c}`)"),
