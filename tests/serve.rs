@@ -1440,6 +1440,41 @@ fn ctrl_c_stops_sluice_run_gracefully_and_its_history_is_complete() {
     assert_stopped_partway(data.path(), &runs[0]);
 }
 
+/// A second Ctrl-C stops `sluice run` at once, and says so in a paragraph
+/// that names what was cut off and what the next run does about it.
+#[test]
+fn a_second_ctrl_c_stops_sluice_run_at_once_and_says_what_was_cut_off() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let steps = step(
+        "each",
+        r#"{ action = "sleep", ms = 5000, value = "${item}" }"#,
+        "for_each = \"${params.items}\"\nconcurrency = 1",
+    );
+    let file = flows.path().join("long.toml");
+    write_file(
+        &file,
+        &format!("name = \"long\"\n[params]\nitems = [1, 2, 3]\n{steps}"),
+    );
+    let child = sluice(data.path(), &["run", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_an_item(data.path());
+    signal(&child, "INT");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "INT");
+    let (code, stderr) = wait_exit(child, Duration::from_secs(4));
+    assert_eq!(code, 130, "{stderr}");
+    assert!(
+        stderr.contains("error: the run was stopped at once by a second stop signal")
+            && stderr.contains("cut off without being recorded")
+            && stderr.contains("nobody is created twice"),
+        "{stderr}"
+    );
+}
+
 /// Two files of one flow `name` (a backup copy left in the folder, a copy
 /// pointed at another tenant) would share the flow's state, lease and
 /// approval plans: one is served, the other refused, naming both, until

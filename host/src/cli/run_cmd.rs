@@ -474,6 +474,9 @@ fn after_tape(tapes: &Tapes, recorded: bool, redactor: &Redactor, mode: Mode) ->
     misses.is_empty()
 }
 
+/// What a second stop signal leaves behind, said before the process ends.
+const STOPPED_AT_ONCE: &str = "error: the run was stopped at once by a second stop signal (Ctrl-C or SIGTERM): the step and items that were running were cut off without being recorded. The run history shows the run as ended before it finished; the next run reads Graph and Procore afresh, so nobody is created twice (a user Procore created in that moment is adopted, not reported as created). Stop once to let the running step finish.";
+
 /// Ctrl-C or SIGTERM stops a run the way `serve` does: the running step
 /// (and `for_each` items already started) finish, nothing new starts, the
 /// run is recorded as interrupted and its history written; a second signal
@@ -497,7 +500,7 @@ fn stop_gracefully_on_signal(
                     }
                 }
                 Shutdown::Now => {
-                    eprintln!("stopping without waiting: a second stop signal");
+                    eprintln!("{}", STOPPED_AT_ONCE);
                     std::process::exit(130);
                 }
             }
