@@ -557,6 +557,16 @@ async fn a_dry_run_says_what_would_run_and_wait_and_changes_no_approval() {
         "{}",
         dry.stderr
     );
+    // Its last words say so too, with no command to approve what it did
+    // not store.
+    assert!(
+        dry.stderr
+            .contains("would wait for approval: 2 items of step")
+            && dry.stderr.contains("a dry run opens no plan")
+            && !dry.stderr.contains("sluice approve "),
+        "{}",
+        dry.stderr
+    );
     let after = env.json(&["approvals", "show", &id, "--json"]).await;
     assert_eq!(
         before["items"], after["items"],

@@ -549,6 +549,15 @@ fn waiting_lines(outcome: &RunOutcome) {
         else {
             continue;
         };
+        if gate.dry_run && !gate.waiting.is_empty() {
+            eprintln!(
+                "  would wait for approval: {} item{} of step {} (a dry run opens no plan and changes no approval)",
+                gate.waiting.len(),
+                if gate.waiting.len() == 1 { "" } else { "s" },
+                super::terminal::line(step),
+            );
+            continue;
+        }
         let (Some(plan), Some(cmd)) = (&gate.plan, &gate.approve) else {
             continue;
         };
