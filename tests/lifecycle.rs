@@ -958,9 +958,12 @@ async fn a_flow_with_approvals_does_not_run_when_its_history_cannot_be_opened() 
         run.stderr
     );
     assert_eq!(requests.len(), 0, "nothing read, nothing created");
-    // A dry run changes nothing, so it may go on unrecorded.
-    let (dry, _) = t.run(&["--dry-run"]).await;
-    assert_eq!(dry.code, 0, "{}\n{}", dry.stderr, tail(&dry.stdout));
+    // Nor does a dry run: without the approvals it could not say what
+    // would run, and its gated steps would fail while it "finished".
+    let (dry, requests) = t.run(&["--dry-run"]).await;
+    assert_eq!(dry.code, 1, "{}\n{}", dry.stderr, tail(&dry.stdout));
+    assert!(dry.stderr.contains("was not run"), "{}", dry.stderr);
+    assert_eq!(requests.len(), 0);
 }
 
 /// A host killed while a deactivated person's project removal waits (here

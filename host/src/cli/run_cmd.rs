@@ -213,10 +213,11 @@ impl Recording {
 /// it must not: its approval gates keep their plans and decisions in the
 /// run history, and without it the gated steps would fail while the run
 /// went on to "finish" (and, under `on_error = "continue"`, exit 0),
-/// having done nothing, with its state gone when it ends. A dry run
-/// changes nothing and may go on.
-fn needs_history(flow: &crate::flow::Flow, recording: &Recording, dry_run: bool) -> Option<String> {
-    if recording.writer.is_some() || dry_run {
+/// having done nothing, with its state gone when it ends. A dry run too:
+/// it reads the approvals to say what would run and what would wait, and
+/// without them its gated steps fail and its rehearsal says nothing.
+fn needs_history(flow: &crate::flow::Flow, recording: &Recording) -> Option<String> {
+    if recording.writer.is_some() {
         return None;
     }
     let gated: Vec<String> = flow
@@ -356,7 +357,7 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
             return Ok(ExitCode::from(1));
         }
     };
-    if let Some(why) = needs_history(&flow, &recording, args.dry_run) {
+    if let Some(why) = needs_history(&flow, &recording) {
         eprintln!(
             "error: {}",
             super::terminal::line(&format!("flow `{}` was not run: {why}", flow.name))
