@@ -65,9 +65,10 @@ pub enum LoadError {
 }
 
 /// Flow files larger than this are refused before they are read whole: a
-/// flow is a page or two of TOML, and a path that names a device or a
-/// runaway file must not take the host's memory.
-pub const MAX_FLOW_BYTES: u64 = 4 << 20;
+/// flow is a page or two of TOML (a large literal, a mail body, can make
+/// it megabytes), and a path that names a device or a runaway file must
+/// not take the host's memory. The same cap as a component file's.
+pub const MAX_FLOW_BYTES: u64 = 64 << 20;
 
 /// Reads a flow file's text.
 pub fn read(path: &Path) -> Result<SourceFile, LoadError> {
@@ -177,7 +178,7 @@ mod tests {
         std::fs::write(&big, vec![b'#'; MAX_FLOW_BYTES as usize + 1]).unwrap();
         let e = read(&big).unwrap_err().to_string();
         assert!(
-            e.starts_with("error: flow file ") && e.contains("larger than 4 MiB"),
+            e.starts_with("error: flow file ") && e.contains("larger than 64 MiB"),
             "{e}"
         );
         // A device is cut off at the cap, not read for ever.

@@ -7,8 +7,10 @@ use super::events::RunEvent;
 use super::output::{Kind, StepOutput};
 use crate::flow::Step;
 
-/// Writes each of the step's artifacts that its output has (a missing or
-/// null field writes nothing).
+/// Writes each of the step's artifacts that its output has. A null field
+/// writes nothing (the component made no file this time); a missing one
+/// writes nothing and says so in the run's log (a component that does not
+/// describe its output cannot be checked before the run).
 pub fn write(
     ctx: &RunContext<'_>,
     step: &Step,
@@ -18,7 +20,17 @@ pub fn write(
     let dir = &ctx.options.output_dir;
     for (name, path) in &step.artifacts {
         let content = match output.walk(path) {
-            None => continue,
+            None => {
+                ctx.emit(&RunEvent::Log {
+                    step: step.id.clone(),
+                    level: crate::engine::LogLevel::Warn,
+                    message: format!(
+                        "artifact {name} was not written: the step's output has no field `{}`",
+                        path.join(".")
+                    ),
+                });
+                continue;
+            }
             Some(field) => match field.kind() {
                 Kind::Null => continue,
                 Kind::String => field.as_string().unwrap_or_default(),

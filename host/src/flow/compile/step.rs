@@ -16,6 +16,7 @@ use super::super::component_file;
 use super::super::model::*;
 use super::super::remote::OCI_SCHEME;
 use super::super::schema::InputSchema;
+use super::super::schema::shape;
 use super::super::template::Template;
 use super::inputs::{Known, StepShape};
 use super::references::{ItemRule, RefRules, StepName};
@@ -169,6 +170,11 @@ impl Compiler<'_, '_> {
             self.check_inputs(uses, step.with.as_ref(), schema, &known);
         }
         let fields = self.step_fields(step);
+        if step.has_for_each() == Some(false)
+            && let Some(d) = &description
+        {
+            self.check_artifact_paths(f, d);
+        }
         if self.diags.len() > before || !step.unreadable.is_empty() {
             return (None, shape);
         }
@@ -340,6 +346,30 @@ impl Compiler<'_, '_> {
                     "use a number from 1 to 256",
                 );
                 1
+            }
+        }
+    }
+
+    /// Each artifact's path names a field its component's output has: a
+    /// misspelt one would write no file and say nothing.
+    fn check_artifact_paths(&mut self, f: &StepFields, d: &Description) {
+        for (file, path) in &f.artifacts {
+            let text = path.get_ref();
+            if text.is_empty() || text.contains("${") || file.get_ref().contains("${") {
+                continue;
+            }
+            let segments: Vec<String> = text.split('.').map(str::to_string).collect();
+            if let Err(e) = shape::output_at(&d.output_schema, &segments) {
+                self.error(
+                    path.span(),
+                    format!(
+                        "artifact `{}` reads output field `{}`, which `{}` does not return",
+                        file.get_ref(),
+                        e.field,
+                        d.name
+                    ),
+                    format!("`{}` returns: {}", d.name, e.known.join(", ")),
+                );
             }
         }
     }
