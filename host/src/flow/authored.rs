@@ -49,6 +49,9 @@ impl Node {
 #[derive(Debug, Default)]
 pub struct AuthoredFlow {
     pub name: Option<Spanned<String>>,
+    /// Whether a `name` was written (one that could not be read is
+    /// reported as such, not as missing).
+    pub name_written: bool,
     pub description: Option<String>,
     pub schedule: Option<Spanned<AuthoredSchedule>>,
     pub params: Vec<(Spanned<String>, Spanned<Node>)>,
@@ -354,7 +357,10 @@ pub fn parse(source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<Authore
     for (key, value) in root.into_inner() {
         let key_span = key.span();
         match key.get_ref().as_ref() {
-            "name" => flow.name = read::<String>(value, diags),
+            "name" => {
+                flow.name_written = true;
+                flow.name = read::<String>(value, diags);
+            }
             "description" => {
                 flow.description = read::<String>(value, diags).map(Spanned::into_inner)
             }

@@ -26,6 +26,8 @@ pub enum RefError {
     NoRegistry(String),
     #[error("`{0}` names neither a tag nor a digest")]
     NoTag(String),
+    #[error("`{0}`: `{1}` is not a registry host name or address ({2})")]
+    BadHost(String, String, String),
 }
 
 impl OciRef {
@@ -45,6 +47,15 @@ impl OciRef {
         }
         let reference = Reference::from_str(rest)
             .map_err(|e| RefError::Malformed(text.to_string(), e.to_string()))?;
+        // The client would fail on it later with words of its own
+        // ("could not clone request builder" for `256.1.1.1`).
+        url::Url::parse(&format!("https://{}/", reference.registry())).map_err(|e| {
+            RefError::BadHost(
+                text.to_string(),
+                reference.registry().to_string(),
+                e.to_string(),
+            )
+        })?;
         Ok(OciRef {
             text: text.to_string(),
             reference,
@@ -107,6 +118,12 @@ mod tests {
             OciRef::parse("https://ghcr.io/acme/compare:1"),
             Err(RefError::Scheme(_))
         ));
+        let e = OciRef::parse("oci://256.1.1.1/x:1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`oci://256.1.1.1/x:1`: `256.1.1.1` is not a registry host name or address (invalid IPv4 address)"
+        );
+        assert!(OciRef::parse("oci://10.1.1.1:5000/x:1").is_ok());
     }
 
     #[test]

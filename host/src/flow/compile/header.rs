@@ -22,6 +22,8 @@ impl Compiler<'_, '_> {
                 );
                 String::new()
             }
+            // Written but not readable: reported where it is written.
+            None if authored.name_written => String::new(),
             None => {
                 self.error(
                     0..0,
