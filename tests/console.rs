@@ -354,6 +354,16 @@ async fn every_page_shows_the_history_with_hostile_names_as_text() {
         .await
         .body;
     assert!(searched.contains("1 items match") && !searched.contains("ann@example.com"));
+    // A page number that is not one gets the console's own page.
+    let odd = get(c.addr, &format!("{run}?step=create&page=-1"), "").await;
+    assert_eq!(odd.status, StatusCode::BAD_REQUEST);
+    assert!(
+        odd.body.contains("<html") && odd.body.contains("must be a whole number"),
+        "{}",
+        odd.body
+    );
+    let second = get(c.addr, &format!("{run}?step=create&page=1"), "").await;
+    assert_eq!(second.status, StatusCode::OK);
     let ledger = get(c.addr, "/ledger?email=ANN@example.com", "").await.body;
     assert!(
         ledger.contains("created") && ledger.contains(&s.run),

@@ -42,8 +42,26 @@ pub struct RunQuery {
     step: String,
     #[serde(default)]
     q: String,
+    /// Text, read by [`RunQuery::page`]: a number that does not parse
+    /// gets the console's own page, not axum's plain-text rejection.
     #[serde(default)]
-    page: usize,
+    page: String,
+}
+
+impl RunQuery {
+    /// The items page asked for (0, the first, when none is).
+    fn page(&self) -> Result<usize, Failure> {
+        let text = self.page.trim();
+        if text.is_empty() {
+            return Ok(0);
+        }
+        text.parse().map_err(|_| {
+            Failure::BadRequest(format!(
+                "`page` must be a whole number (0 is the first page), not `{}`.",
+                text.chars().take(40).collect::<String>()
+            ))
+        })
+    }
 }
 
 pub async fn run(
@@ -212,7 +230,7 @@ async fn item_group(
 ) -> Result<ItemGroup, Failure> {
     let mine = q.step == step.step_id;
     let query = if mine { q.q.clone() } else { String::new() };
-    let page_no = if mine { q.page } else { 0 };
+    let page_no = if mine { q.page()? } else { 0 };
     let filter = ItemFilter {
         search: Some(query.clone()).filter(|s| !s.trim().is_empty()),
         offset: page_no.saturating_mul(ITEMS_PER_PAGE),
