@@ -18,7 +18,7 @@ use super::super::template::Root;
 use super::references::Place;
 use super::{
     Compiler, MAX_ATTEMPTS, MAX_REQUEST_TIMEOUT, MAX_RETRY_DELAY, MIN_RATE_PER_SECOND,
-    is_identifier,
+    MIN_REQUEST_TIMEOUT, is_identifier,
 };
 use crate::http_rules;
 
@@ -62,12 +62,31 @@ impl Compiler<'_, '_> {
         let request_timeout = c
             .request_timeout
             .as_ref()
-            .and_then(|d| self.duration(d, "request_timeout", MAX_REQUEST_TIMEOUT))
+            .and_then(|d| {
+                self.duration(
+                    d,
+                    "request_timeout",
+                    MIN_REQUEST_TIMEOUT,
+                    MAX_REQUEST_TIMEOUT,
+                )
+            })
             .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-        let max_response_bytes = c
-            .max_response_bytes
-            .as_ref()
-            .map_or(DEFAULT_MAX_RESPONSE_BYTES, |m| *m.get_ref());
+        let max_response_bytes = match &c.max_response_bytes {
+            None => DEFAULT_MAX_RESPONSE_BYTES,
+            // No answer fits in nothing: every request would fail.
+            Some(m) if *m.get_ref() == 0 => {
+                self.error(
+                    m.span(),
+                    "`max_response_bytes = 0` would refuse every answer",
+                    format!(
+                        "leave it out for the default ({} MiB), or give a number of bytes",
+                        DEFAULT_MAX_RESPONSE_BYTES >> 20
+                    ),
+                );
+                DEFAULT_MAX_RESPONSE_BYTES
+            }
+            Some(m) => *m.get_ref(),
+        };
         Some(CompiledConnection {
             name: name.get_ref().clone(),
             base_url: base_url?,
@@ -272,12 +291,22 @@ impl Compiler<'_, '_> {
         }
         if let Some(d) = &r.base_delay {
             retry.base_delay = self
-                .duration(d, "base_delay", MAX_RETRY_DELAY)
+                .duration(
+                    d,
+                    "base_delay",
+                    std::time::Duration::from_nanos(1),
+                    MAX_RETRY_DELAY,
+                )
                 .unwrap_or(retry.base_delay);
         }
         if let Some(d) = &r.max_delay {
             retry.max_delay = self
-                .duration(d, "max_delay", MAX_RETRY_DELAY)
+                .duration(
+                    d,
+                    "max_delay",
+                    std::time::Duration::from_nanos(1),
+                    MAX_RETRY_DELAY,
+                )
                 .unwrap_or(retry.max_delay);
         }
         retry

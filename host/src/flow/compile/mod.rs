@@ -95,6 +95,10 @@ pub fn compile(
 const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The longest `request_timeout`: an HTTP request an hour long is a hang.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+/// A step has an instance to make and a component to run in its time.
+const MIN_STEP_TIMEOUT: Duration = Duration::from_secs(1);
+/// Even a loopback service takes some milliseconds to answer.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
 /// The longest retry `base_delay`/`max_delay`, the same hour the host
 /// waits at most for a service's `Retry-After` or rate-limit window.
 const MAX_RETRY_DELAY: Duration = crate::http_rules::MAX_WAIT;

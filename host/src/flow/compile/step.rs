@@ -20,7 +20,7 @@ use super::super::schema::shape;
 use super::super::template::Template;
 use super::inputs::{Known, StepShape};
 use super::references::{ItemRule, RefRules, StepName};
-use super::{Compiler, MAX_STEP_TIMEOUT, is_identifier};
+use super::{Compiler, MAX_STEP_TIMEOUT, MIN_STEP_TIMEOUT, is_identifier};
 
 impl Compiler<'_, '_> {
     /// Every step, in order; each may read only the steps before it.
@@ -215,7 +215,7 @@ impl Compiler<'_, '_> {
             timeout: f
                 .timeout
                 .as_ref()
-                .and_then(|t| self.duration(t, "timeout", MAX_STEP_TIMEOUT))
+                .and_then(|t| self.duration(t, "timeout", MIN_STEP_TIMEOUT, MAX_STEP_TIMEOUT))
                 .unwrap_or(DEFAULT_STEP_TIMEOUT),
             on_error: f.on_error.as_ref().map_or(OnError::Fail, |o| *o.get_ref()),
             retry: f.retry.as_ref().map(|r| self.retry(r)),

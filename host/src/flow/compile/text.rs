@@ -63,12 +63,14 @@ impl Compiler<'_, '_> {
         scope.resolve_string(&located.template).ok()
     }
 
-    /// A positive duration no longer than `max`, a whole number of hours
-    /// (`what` names the setting).
+    /// A duration from `min` to `max` (`max` a whole number of hours;
+    /// `what` names the setting). Below `min` nothing could be done in
+    /// time, and every run would fail.
     pub(super) fn duration(
         &mut self,
         d: &Spanned<String>,
         what: &str,
+        min: Duration,
         max: Duration,
     ) -> Option<Duration> {
         let text = d.get_ref();
@@ -80,11 +82,18 @@ impl Compiler<'_, '_> {
                     format!("use at most \"{hours}h\""),
                 )
             }
-            Ok(duration) if !duration.is_zero() => return Some(duration),
-            Ok(_) => (
+            Ok(duration) if duration.is_zero() => (
                 "a duration of zero is not allowed".to_string(),
                 "for example \"30s\", \"5m\" or \"1h\"".to_string(),
             ),
+            Ok(duration) if duration < min => {
+                let least = humantime::format_duration(min);
+                (
+                    format!("{what} `{text}` is shorter than the {least} it must be at least"),
+                    format!("use at least \"{least}\""),
+                )
+            }
+            Ok(duration) => return Some(duration),
             Err(e) => (
                 format!("`{text}` is not a duration: {e}"),
                 "for example \"30s\", \"5m\" or \"1h\"".to_string(),
