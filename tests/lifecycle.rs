@@ -946,6 +946,24 @@ async fn an_approved_deactivation_procore_refused_through_every_retry_keeps_its_
     assert_eq!(t.items(&id).await[CY], "done");
 }
 
+/// A data directory where the run's folder cannot be made (`runs` is a
+/// file) used to fail the run at its report, after every create; now the
+/// run is refused before anything is read.
+#[tokio::test]
+async fn a_flow_whose_report_cannot_be_written_does_not_run() {
+    let t = ann_and_a_newcomer().await;
+    std::fs::write(t.data.path().join("runs"), "not a folder").unwrap();
+    let (run, requests) = t.run(&[]).await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stderr, tail(&run.stdout));
+    assert!(
+        run.stderr.contains("was not run: its report files go to")
+            && run.stderr.contains("which cannot be made"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(requests.len(), 0, "nothing read, nothing created");
+}
+
 #[tokio::test]
 async fn a_flow_with_approvals_does_not_run_when_its_history_cannot_be_opened() {
     let t = ann_and_a_newcomer().await;

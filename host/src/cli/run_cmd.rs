@@ -235,6 +235,22 @@ fn needs_history(flow: &crate::flow::Flow, recording: &Recording) -> Option<Stri
     ))
 }
 
+/// Makes the run's folder before anything runs when the flow writes
+/// files there (`artifacts`): a data directory where it cannot be made
+/// (`runs` a file, no permission) would otherwise fail the run at its
+/// report, after every change it made.
+fn artifacts_dir(flow: &crate::flow::Flow, dir: &Path) -> Result<(), String> {
+    if flow.steps.iter().all(|s| s.artifacts.is_empty()) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "its report files go to {}, which cannot be made ({e}); fix the data directory (`--data-dir`, SLUICE_DATA_DIR) and run again",
+            dir.display()
+        )
+    })
+}
+
 /// The flow's lease a command-line run takes, as a `sluice serve` run
 /// does, so it never runs while the flow runs elsewhere (a replica, a
 /// CronJob's second Job).
@@ -320,6 +336,13 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         sluice_store::run_dir(data_dir, &run_id),
         args.dry_run,
     );
+    if let Err(why) = artifacts_dir(&flow, &options.output_dir) {
+        eprintln!(
+            "error: {}",
+            super::terminal::line(&format!("flow `{}` was not run: {why}", flow.name))
+        );
+        return Ok(ExitCode::from(1));
+    }
     let run = RunId::new(&run_id).started_at(&options.started_at);
     let tapes = match tapes(&args, &flow, &run) {
         Ok(tapes) => tapes,
