@@ -431,6 +431,13 @@ mod tests {
             "{} patterns",
             patterns.len()
         );
+        // Their loose spellings too, searched apart.
+        let loose = Loose::new(&secrets).unwrap();
+        assert!(
+            matches!(loose.matcher, Matcher::Packed(_)),
+            "{} loose spellings",
+            loose.parts.len()
+        );
     }
 
     /// More secrets than the packed search takes are searched by the
