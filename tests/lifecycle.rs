@@ -514,6 +514,43 @@ async fn unmanaged_users_are_never_touched_unless_their_domain_is_managed() {
     assert!(t.active(SUB) && t.active(ANN));
 }
 
+/// A first run changes nobody without an admin: `managed_domains` makes
+/// an unlicensed in-domain user a leaver from it, but they wait for
+/// approval even where the threshold would let them go.
+#[tokio::test]
+async fn a_first_run_deactivates_nobody_without_an_admin_whatever_the_params() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3])],
+        unlicensed: &[SUB, "old@contoso.com"],
+        missing: &[],
+    })
+    .await;
+    let params = [
+        "--param",
+        r#"managed_domains=["contoso.com"]"#,
+        "--param",
+        "max_unapproved_deactivations=10",
+    ];
+    let (run, requests) = t.run_ok(&params).await;
+    assert_eq!(
+        leavers(&run),
+        map(&[("old@contoso.com", "no license group")])
+    );
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    let guard = &run.output_of("diff")["guard"];
+    assert_eq!(guard["hold"], true, "{guard}");
+    assert!(
+        guard["reason"].as_str().unwrap().contains("first run"),
+        "{guard}"
+    );
+    // Approved, the next run deactivates them.
+    let (id, _) = t.plans().await[0].clone();
+    t.decide("approve", &id, &["old@contoso.com"]).await;
+    let (_, requests) = t.run_ok(&params).await;
+    assert_eq!(writes(&requests).len(), 2, "{:?}", writes(&requests));
+    assert!(!t.active("old@contoso.com") && t.active(SUB) && t.active(ANN));
+}
+
 /// `managed_domains` manages an in-domain user only while a run's param
 /// says so: once a run without it comes, the unlicensed users it named are
 /// nobody's leavers again, whatever the threshold allows (a grace clock it

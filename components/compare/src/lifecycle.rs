@@ -680,16 +680,22 @@ impl<'a, 'w> Run<'a, 'w> {
                     .to_string(),
             )
         } else {
-            self.known
-                .holders
-                .as_ref()
-                .filter(|h| count * 2 < h.count)
-                .map(|h| {
+            match &self.known.holders {
+                // Only `managed_domains` makes leavers in a first run: a
+                // first run changes nobody without an admin, whatever the
+                // params say.
+                None if !out.leavers.is_empty() => Some(
+                    "this is the flow's first run (no count of license holders is kept yet), so nobody is deactivated without approval"
+                        .to_string(),
+                ),
+                None => None,
+                Some(h) => (count * 2 < h.count).then(|| {
                     format!(
                         "license holders fell from {} to {count} (more than half) since the run of {}, so nobody is deactivated without approval",
                         h.count, h.at
                     )
-                })
+                }),
+            }
         };
         // A held run keeps the old count, so the guard keeps holding until
         // every deactivation it held is decided: approved ones leave the
@@ -1316,6 +1322,38 @@ mod tests {
                 .iter()
                 .any(|w| matches!(w, Write::Holders(h) if h.count == 4))
         );
+    }
+
+    /// `managed_domains` can make leavers in a flow's first run; they all
+    /// wait for an admin, whatever `max_unapproved_deactivations` says,
+    /// and the count is kept only once they are decided.
+    #[test]
+    fn a_first_runs_leavers_all_wait_for_an_admin() {
+        let people = [person("a@x.com", true)];
+        let users = [user(1, "a@x.com", true), user(2, "old@corp.com", true)];
+        let mut p = policy();
+        p.domains = vec!["corp.com".into()];
+        let (diff, writes) = run(&people, &users, &Known::default(), &p);
+        assert_eq!(diff.leavers.len(), 1, "{:?}", diff.leavers);
+        assert!(diff.guard.hold);
+        assert!(
+            diff.guard.reason.contains("first run"),
+            "{}",
+            diff.guard.reason
+        );
+        assert!(!writes.iter().any(|w| matches!(w, Write::Holders(_))));
+        // Rejected, the leaver is decided: the count is kept from then on.
+        p.rejected = [Key::of("old@corp.com").unwrap()].into();
+        let (_, writes) = run(&people, &users, &Known::default(), &p);
+        assert!(
+            writes
+                .iter()
+                .any(|w| matches!(w, Write::Holders(h) if h.count == 1))
+        );
+        // A first run without leavers holds nothing, and keeps the count.
+        let (diff, writes) = run(&people, &users, &Known::default(), &policy());
+        assert!(!diff.guard.hold);
+        assert!(writes.iter().any(|w| matches!(w, Write::Holders(_))));
     }
 
     #[test]
