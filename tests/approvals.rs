@@ -542,6 +542,23 @@ async fn the_real_run_spends_bobs_approval(env: &Env, id: &str) {
     );
 }
 
+/// A first dry run opens no plan, and its last words name no command to
+/// approve one.
+#[tokio::test]
+async fn a_first_dry_run_names_no_plan_to_approve() {
+    let env = Env::new(r#""always""#);
+    let dry = env.run(&["--dry-run"]).await;
+    assert!(
+        dry.stderr
+            .contains("would wait for approval: 3 items of step act (a dry run opens no plan")
+            && !dry.stderr.contains("sluice approve "),
+        "{}",
+        dry.stderr
+    );
+    let plans = env.json(&["approvals", "--json"]).await;
+    assert_eq!(plans.as_array().map(Vec::len), Some(0), "{plans}");
+}
+
 #[tokio::test]
 async fn a_dry_run_says_what_would_run_and_wait_and_changes_no_approval() {
     let env = Env::new(r#""always""#);
@@ -557,13 +574,15 @@ async fn a_dry_run_says_what_would_run_and_wait_and_changes_no_approval() {
         "{}",
         dry.stderr
     );
-    // Its last words say so too, with no command to approve what it did
-    // not store.
+    // Its last words say so too: the plan an earlier run left open, and
+    // that the dry run added nothing to it.
     assert!(
         dry.stderr
             .contains("would wait for approval: 2 items of step")
-            && dry.stderr.contains("a dry run opens no plan")
-            && !dry.stderr.contains("sluice approve "),
+            && dry
+                .stderr
+                .contains(&format!("plan {id} is open from an earlier run"))
+            && dry.stderr.contains("a dry run adds nothing to it"),
         "{}",
         dry.stderr
     );

@@ -355,13 +355,19 @@ async fn every_page_shows_the_history_with_hostile_names_as_text() {
         .body;
     assert!(searched.contains("1 items match") && !searched.contains("ann@example.com"));
     // A page number that is not one gets the console's own page.
-    let odd = get(c.addr, &format!("{run}?step=create&page=-1"), "").await;
-    assert_eq!(odd.status, StatusCode::BAD_REQUEST);
-    assert!(
-        odd.body.contains("<html") && odd.body.contains("must be a whole number"),
-        "{}",
-        odd.body
-    );
+    for query in [
+        "?step=create&page=-1",
+        "?page=x",
+        "?page=99999999999999999999999",
+    ] {
+        let odd = get(c.addr, &format!("{run}{query}"), "").await;
+        assert_eq!(odd.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(
+            odd.body.contains("<html") && odd.body.contains("must be a whole number"),
+            "{query}: {}",
+            odd.body
+        );
+    }
     let second = get(c.addr, &format!("{run}?step=create&page=1"), "").await;
     assert_eq!(second.status, StatusCode::OK);
     let ledger = get(c.addr, "/ledger?email=ANN@example.com", "").await.body;

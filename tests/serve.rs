@@ -1470,7 +1470,7 @@ fn a_second_ctrl_c_stops_sluice_run_at_once_and_says_what_was_cut_off() {
     assert!(
         stderr.contains("error: the run was stopped at once by a second stop signal")
             && stderr.contains("cut off without being recorded")
-            && stderr.contains("nobody is created twice"),
+            && stderr.contains("Stop once to let the running step finish"),
         "{stderr}"
     );
 }

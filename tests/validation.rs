@@ -183,7 +183,7 @@ fn the_shipped_flows_durations_are_checked_before_anything_runs() {
         // The hint is the component's own description of the param.
         assert!(stderr.contains("hint: `compare` says of `with.leaver_grace`: How long"));
     }
-    for (grace, every) in [("1h 30min", "1.5h"), ("", "90 minutes")] {
+    for (grace, every) in [("1h 30min", "1.5h"), ("", "90 minutes"), ("0", "1h30m")] {
         let (code, _, stderr) = check(grace, every);
         assert_eq!(code, 0, "{grace:?} {every:?}: {stderr}");
     }

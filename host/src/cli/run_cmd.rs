@@ -336,13 +336,6 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         sluice_store::run_dir(data_dir, &run_id),
         args.dry_run,
     );
-    if let Err(why) = artifacts_dir(&flow, &options.output_dir) {
-        eprintln!(
-            "error: {}",
-            super::terminal::line(&format!("flow `{}` was not run: {why}", flow.name))
-        );
-        return Ok(ExitCode::from(1));
-    }
     let run = RunId::new(&run_id).started_at(&options.started_at);
     let tapes = match tapes(&args, &flow, &run) {
         Ok(tapes) => tapes,
@@ -380,7 +373,9 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
             return Ok(ExitCode::from(1));
         }
     };
-    if let Some(why) = needs_history(&flow, &recording) {
+    if let Some(why) =
+        needs_history(&flow, &recording).or_else(|| artifacts_dir(&flow, &options.output_dir).err())
+    {
         eprintln!(
             "error: {}",
             super::terminal::line(&format!("flow `{}` was not run: {why}", flow.name))
@@ -499,7 +494,7 @@ fn after_tape(tapes: &Tapes, recorded: bool, redactor: &Redactor, mode: Mode) ->
 }
 
 /// What a second stop signal leaves behind, said before the process ends.
-const STOPPED_AT_ONCE: &str = "error: the run was stopped at once by a second stop signal (Ctrl-C or SIGTERM): the step and items that were running were cut off without being recorded. The run history shows the run as ended before it finished; the next run reads Graph and Procore afresh, so nobody is created twice (a user Procore created in that moment is adopted, not reported as created). Stop once to let the running step finish.";
+const STOPPED_AT_ONCE: &str = "error: the run was stopped at once by a second stop signal (Ctrl-C or SIGTERM): the step and items that were running were cut off without being recorded, though a request they had sent may have been acted on. The run history shows the run as interrupted once the flow runs again; the shipped license sync reads Procore afresh then, so it creates nobody twice. Stop once to let the running step finish.";
 
 /// Ctrl-C or SIGTERM stops a run the way `serve` does: the running step
 /// (and `for_each` items already started) finish, nothing new starts, the
@@ -573,13 +568,26 @@ fn waiting_lines(outcome: &RunOutcome) {
         else {
             continue;
         };
+        // A dry run writes no plan: it names the open plan an earlier run
+        // left, if any, and says it added nothing to it.
         if gate.dry_run && !gate.waiting.is_empty() {
-            eprintln!(
-                "  would wait for approval: {} item{} of step {} (a dry run opens no plan and changes no approval)",
+            let items = format!(
+                "{} item{} of step {}",
                 gate.waiting.len(),
                 if gate.waiting.len() == 1 { "" } else { "s" },
                 super::terminal::line(step),
             );
+            match (&gate.plan, &gate.approve) {
+                (Some(plan), Some(cmd)) => eprintln!(
+                    "  would wait for approval: {items}; plan {} is open from an earlier run (`sluice approvals show {}`, `{}`), and a dry run adds nothing to it",
+                    super::terminal::line(plan),
+                    super::terminal::line(plan),
+                    super::terminal::line(cmd),
+                ),
+                _ => eprintln!(
+                    "  would wait for approval: {items} (a dry run opens no plan and changes no approval)"
+                ),
+            }
             continue;
         }
         let (Some(plan), Some(cmd)) = (&gate.plan, &gate.approve) else {

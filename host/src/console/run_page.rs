@@ -57,7 +57,7 @@ impl RunQuery {
         }
         text.parse().map_err(|_| {
             Failure::BadRequest(format!(
-                "`page` must be a whole number (0 is the first page), not `{}`.",
+                "`page` must be a whole number of a page that can exist (0 is the first page), not `{}`.",
                 text.chars().take(40).collect::<String>()
             ))
         })
@@ -91,6 +91,8 @@ async fn run_page(
     id: &str,
     q: RunQuery,
 ) -> Result<RunPage, Failure> {
+    // A bad page number is refused whichever step it is for.
+    q.page()?;
     let o = overview(console, id).await?;
     let steps_html = steps_fragment(&o)?;
     let mut item_groups = Vec::new();

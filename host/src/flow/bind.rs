@@ -129,7 +129,7 @@ impl Binder<'_> {
         let mut values = BTreeMap::new();
         for s in &flow.secrets {
             match self.env.var(&s.env) {
-                Some(v) if v.len() >= MIN_SECRET_LEN => {
+                Some(v) if v.chars().count() >= MIN_SECRET_LEN => {
                     values.insert(s.name.clone(), v);
                 }
                 // Too short to tell apart from ordinary text, so it could

@@ -67,23 +67,7 @@ pub fn forms(secret: &str) -> Vec<String> {
             all.push(form);
         }
     };
-    let mut percent = Vec::new();
-    for set in [STRICT, URI_COMPONENT, PATH, URL_TEXT] {
-        let encoded = utf8_percent_encode(secret, set).to_string();
-        percent.push(lower_hex_escapes(&encoded, '%'));
-        percent.push(encoded);
-    }
-    // Forms (application/x-www-form-urlencoded): space as `+`, `~` as %7E.
-    let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-    percent.push(lower_hex_escapes(&form, '%'));
-    percent.push(form);
-    // Each percent-encoded once more, as a URL inside a URL is.
-    let twice: Vec<String> = percent
-        .iter()
-        .filter(|f| f.contains('%'))
-        .map(|f| f.replace('%', "%25"))
-        .collect();
-    for encoded in percent.into_iter().chain(twice) {
+    for encoded in url_encodings(secret) {
         push(encoded);
     }
     for json in json_forms(secret) {
@@ -114,6 +98,29 @@ pub fn forms(secret: &str) -> Vec<String> {
         }
     }
     all
+}
+
+/// The secret percent-encoded as URLs, forms and JavaScript encode it
+/// (hex digits upper and lower), and each of those encoded once more.
+fn url_encodings(secret: &str) -> Vec<String> {
+    let mut percent = Vec::new();
+    for set in [STRICT, URI_COMPONENT, PATH, URL_TEXT] {
+        let encoded = utf8_percent_encode(secret, set).to_string();
+        percent.push(lower_hex_escapes(&encoded, '%'));
+        percent.push(encoded);
+    }
+    // Forms (application/x-www-form-urlencoded): space as `+`, `~` as %7E.
+    let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    percent.push(lower_hex_escapes(&form, '%'));
+    percent.push(form);
+    // Each percent-encoded once more, as a URL inside a URL is.
+    let twice: Vec<String> = percent
+        .iter()
+        .filter(|f| f.contains('%'))
+        .map(|f| f.replace('%', "%25"))
+        .collect();
+    percent.extend(twice);
+    percent
 }
 
 /// What a loose spelling of a secret stands for.
@@ -152,8 +159,7 @@ pub fn loose_forms(secret: &str) -> Vec<(String, Part)> {
     // upper-cases the form body it echoes writes `~` as `%7E` and the
     // letters in capitals. (Only those: the search stays packed, which
     // takes at most 64 spellings for all the secrets a run knows.)
-    let url_encoded = |f: &&String| f.contains('%') || (f.contains('+') && !secret.contains('+'));
-    for form in encoded.iter().skip(1).filter(url_encoded) {
+    for form in url_encodings(secret) {
         push(form.to_uppercase(), Part::Whole);
         push(form.to_lowercase(), Part::Whole);
     }

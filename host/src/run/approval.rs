@@ -404,9 +404,8 @@ impl Gate {
             step: self.record.step.clone(),
             plan: self.plan_id.clone(),
             reason: self.record.reason.clone(),
-            // A dry run writes no plan: there is nothing to approve.
-            approve: match (&self.plan_id, waiting.is_empty(), self.dry_run) {
-                (Some(id), false, false) => Some(format!("sluice approve {id}")),
+            approve: match (&self.plan_id, waiting.is_empty()) {
+                (Some(id), false) => Some(format!("sluice approve {id}")),
                 _ => None,
             },
             approved: self.record.approved,

@@ -18,7 +18,7 @@ use super::super::template::Root;
 use super::references::Place;
 use super::{
     Compiler, MAX_ATTEMPTS, MAX_REQUEST_TIMEOUT, MAX_RETRY_DELAY, MIN_RATE_PER_SECOND,
-    MIN_REQUEST_TIMEOUT, is_identifier,
+    MIN_REQUEST_TIMEOUT, MIN_RESPONSE_BYTES, is_identifier,
 };
 use crate::http_rules;
 
@@ -73,11 +73,14 @@ impl Compiler<'_, '_> {
             .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
         let max_response_bytes = match &c.max_response_bytes {
             None => DEFAULT_MAX_RESPONSE_BYTES,
-            // No answer fits in nothing: every request would fail.
-            Some(m) if *m.get_ref() == 0 => {
+            // Not even an error body fits in less: every request would fail.
+            Some(m) if *m.get_ref() < MIN_RESPONSE_BYTES => {
                 self.error(
                     m.span(),
-                    "`max_response_bytes = 0` would refuse every answer",
+                    format!(
+                        "`max_response_bytes = {}` would refuse nearly every answer (it must be at least {MIN_RESPONSE_BYTES})",
+                        m.get_ref()
+                    ),
                     format!(
                         "leave it out for the default ({} MiB), or give a number of bytes",
                         DEFAULT_MAX_RESPONSE_BYTES >> 20

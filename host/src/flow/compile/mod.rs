@@ -99,6 +99,8 @@ const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 const MIN_STEP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Even a loopback service takes some milliseconds to answer.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
+/// A service's shortest error body and headers fit in a kibibyte.
+const MIN_RESPONSE_BYTES: u64 = 1024;
 /// The longest retry `base_delay`/`max_delay`, the same hour the host
 /// waits at most for a service's `Retry-After` or rate-limit window.
 const MAX_RETRY_DELAY: Duration = crate::http_rules::MAX_WAIT;
