@@ -1404,27 +1404,38 @@ fn prune_deletes_run_folders_and_an_ambiguous_id_is_a_usage_error() {
     assert!(history(data.path()).list_runs(None, 10).unwrap().is_empty());
 }
 
-#[test]
-fn ctrl_c_stops_sluice_run_gracefully_and_its_history_is_complete() {
+/// `sluice run` of a flow whose `items` each sleep `ms`, one at a time,
+/// once its first item is recorded; with the data and flow directories.
+fn a_run_under_way(items: usize, ms: u64) -> (tempfile::TempDir, tempfile::TempDir, Child) {
     let data = tempfile::tempdir().unwrap();
     let flows = tempfile::tempdir().unwrap();
     let steps = step(
         "each",
-        r#"{ action = "sleep", ms = 600, value = "${item}" }"#,
+        &format!(r#"{{ action = "sleep", ms = {ms}, value = "${{item}}" }}"#),
         "for_each = \"${params.items}\"\nconcurrency = 1",
     );
     let file = flows.path().join("long.toml");
+    let list: Vec<String> = (1..=items).map(|i| i.to_string()).collect();
     write_file(
         &file,
-        &format!("name = \"long\"\n[params]\nitems = [1, 2, 3, 4, 5, 6, 7, 8]\n{steps}"),
+        &format!(
+            "name = \"long\"\n[params]\nitems = [{}]\n{steps}",
+            list.join(", ")
+        ),
     );
     let child = sluice(data.path(), &["run", file.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Once the run is under way, press Ctrl-C.
     wait_for_an_item(data.path());
+    (data, flows, child)
+}
+
+#[test]
+fn ctrl_c_stops_sluice_run_gracefully_and_its_history_is_complete() {
+    // Once the run is under way, press Ctrl-C.
+    let (data, _flows, child) = a_run_under_way(8, 600);
     signal(&child, "INT");
     let (code, stderr) = wait_exit(child, Duration::from_secs(30));
     assert_eq!(code, 1, "an interrupted run is not a success: {stderr}");
@@ -1441,27 +1452,10 @@ fn ctrl_c_stops_sluice_run_gracefully_and_its_history_is_complete() {
 }
 
 /// A second Ctrl-C stops `sluice run` at once, and says so in a paragraph
-/// that names what was cut off and what the next run does about it.
+/// that names what was cut off.
 #[test]
 fn a_second_ctrl_c_stops_sluice_run_at_once_and_says_what_was_cut_off() {
-    let data = tempfile::tempdir().unwrap();
-    let flows = tempfile::tempdir().unwrap();
-    let steps = step(
-        "each",
-        r#"{ action = "sleep", ms = 5000, value = "${item}" }"#,
-        "for_each = \"${params.items}\"\nconcurrency = 1",
-    );
-    let file = flows.path().join("long.toml");
-    write_file(
-        &file,
-        &format!("name = \"long\"\n[params]\nitems = [1, 2, 3]\n{steps}"),
-    );
-    let child = sluice(data.path(), &["run", file.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_an_item(data.path());
+    let (_data, _flows, child) = a_run_under_way(3, 5000);
     signal(&child, "INT");
     std::thread::sleep(Duration::from_millis(300));
     signal(&child, "INT");
