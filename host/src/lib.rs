@@ -12,6 +12,7 @@
 //! - [`console`]: the web console, `/metrics` and `/healthz`
 //! - [`cli`]: the `sluice` command
 
+pub mod capped_read;
 pub mod cli;
 pub mod connections;
 pub mod console;

@@ -105,11 +105,8 @@ pub fn check_bytes(bytes: &[u8], shown: &str) -> Result<(), ComponentFileError> 
 pub fn read(path: &Path) -> Result<Vec<u8>, ComponentFileError> {
     check(path)?;
     let shown = path.display().to_string();
-    let file = File::open(path).map_err(|e| unreadable(&shown, &e))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_COMPONENT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| unreadable(&shown, &e))?;
+    let bytes =
+        crate::capped_read::read(path, MAX_COMPONENT_BYTES).map_err(|e| unreadable(&shown, &e))?;
     if bytes.len() as u64 > MAX_COMPONENT_BYTES {
         return Err(ComponentFileError::TooLarge {
             path: shown,

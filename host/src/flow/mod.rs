@@ -72,16 +72,12 @@ pub const MAX_FLOW_BYTES: u64 = 64 << 20;
 
 /// Reads a flow file's text.
 pub fn read(path: &Path) -> Result<SourceFile, LoadError> {
-    use std::io::Read;
     let shown = || path.display().to_string();
-    let failed = |source| LoadError::Read {
-        path: shown(),
-        source,
-    };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_FLOW_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(failed)?;
+    let bytes =
+        crate::capped_read::read(path, MAX_FLOW_BYTES).map_err(|source| LoadError::Read {
+            path: shown(),
+            source,
+        })?;
     if bytes.len() as u64 > MAX_FLOW_BYTES {
         return Err(LoadError::TooLarge { path: shown() });
     }

@@ -53,8 +53,10 @@ pub fn expand(paths: &[PathBuf]) -> Found {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint([u8; 32]);
 
+/// Reads no more than a flow file may hold (and one byte): a file over
+/// that is refused when loaded, so what lies past it changes nothing.
 pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = crate::capped_read::read(path, crate::flow::MAX_FLOW_BYTES).ok()?;
     Some(Fingerprint(Sha256::digest(&bytes).into()))
 }
 
