@@ -92,12 +92,12 @@ async fn run_page(
     q: RunQuery,
 ) -> Result<RunPage, Failure> {
     // A bad page number is refused whichever step it is for.
-    q.page()?;
+    let page = q.page()?;
     let o = overview(console, id).await?;
     let steps_html = steps_fragment(&o)?;
     let mut item_groups = Vec::new();
     for step in o.steps.iter().filter(|s| s.items_total.is_some()) {
-        item_groups.push(item_group(console, &o, step, &q).await?);
+        item_groups.push(item_group(console, &o, step, &q, page).await?);
     }
     let r = &o.run;
     let mut row = view::run_row(r);
@@ -229,10 +229,11 @@ async fn item_group(
     o: &RunOverview,
     step: &StepRecord,
     q: &RunQuery,
+    page: usize,
 ) -> Result<ItemGroup, Failure> {
     let mine = q.step == step.step_id;
     let query = if mine { q.q.clone() } else { String::new() };
-    let page_no = if mine { q.page()? } else { 0 };
+    let page_no = if mine { page } else { 0 };
     let filter = ItemFilter {
         search: Some(query.clone()).filter(|s| !s.trim().is_empty()),
         offset: page_no.saturating_mul(ITEMS_PER_PAGE),
