@@ -1697,3 +1697,55 @@ fn a_served_flow_keeps_its_state_from_one_firing_to_the_next() {
         vec![("runs".to_string(), serde_json::json!(outputs.len()))]
     );
 }
+
+/// A data directory where a run's folder cannot be made (`runs` is a
+/// file): a served run of a flow that writes a report fails before its
+/// first step, saying why, instead of after every change, at the report.
+#[test]
+fn a_served_run_whose_report_cannot_be_written_runs_no_step() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("runs"), "not a folder").unwrap();
+    let steps = format!(
+        "{}{}",
+        step("first", r#"{ action = "echo" }"#, ""),
+        step(
+            "report",
+            r#"{ action = "echo", html = "<p>done</p>" }"#,
+            "artifacts = { \"report.html\" = \"html\" }"
+        ),
+    );
+    write(
+        flows.path(),
+        "tick.toml",
+        &flow("tick", "* * * * * *", &steps),
+    );
+    let child = serve(data.path(), flows.path(), "5s");
+    let runs = wait_for(data.path(), Duration::from_secs(30), |r| {
+        r.iter().any(|r| r.status == "failed")
+    });
+    signal(&child, "TERM");
+    let (code, stderr) = wait_exit(child, Duration::from_secs(20));
+    assert_eq!(code, 0, "{stderr}");
+    let failed = runs
+        .iter()
+        .find(|r| r.status == "failed")
+        .unwrap_or_else(|| panic!("no run failed: {runs:?}\n{stderr}"));
+    let error = failed.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("its report files go to") && error.contains("which cannot be made"),
+        "{error}"
+    );
+    let detail = history(data.path())
+        .run_detail(&failed.id)
+        .unwrap()
+        .unwrap();
+    assert!(
+        detail
+            .steps
+            .iter()
+            .all(|s| s.status == "skipped" && s.duration_ms == Some(0)),
+        "{:?}",
+        detail.steps
+    );
+}

@@ -235,22 +235,6 @@ fn needs_history(flow: &crate::flow::Flow, recording: &Recording) -> Option<Stri
     ))
 }
 
-/// Makes the run's folder before anything runs when the flow writes
-/// files there (`artifacts`): a data directory where it cannot be made
-/// (`runs` a file, no permission) would otherwise fail the run at its
-/// report, after every change it made.
-fn artifacts_dir(flow: &crate::flow::Flow, dir: &Path) -> Result<(), String> {
-    if flow.steps.iter().all(|s| s.artifacts.is_empty()) {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir).map_err(|e| {
-        format!(
-            "its report files go to {}, which cannot be made ({e}); fix the data directory (`--data-dir`, SLUICE_DATA_DIR) and run again",
-            dir.display()
-        )
-    })
-}
-
 /// The flow's lease a command-line run takes, as a `sluice serve` run
 /// does, so it never runs while the flow runs elsewhere (a replica, a
 /// CronJob's second Job).
@@ -373,8 +357,8 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
             return Ok(ExitCode::from(1));
         }
     };
-    if let Some(why) =
-        needs_history(&flow, &recording).or_else(|| artifacts_dir(&flow, &options.output_dir).err())
+    if let Some(why) = needs_history(&flow, &recording)
+        .or_else(|| crate::run::prepare::output_folder(&flow, &options.output_dir).err())
     {
         eprintln!(
             "error: {}",

@@ -213,6 +213,11 @@ impl Runner {
         redactor: &Redactor,
         results: &mut Results,
     ) -> Result<(), StepFailure> {
+        // `sluice run` checked this before it took the flow's lease; a
+        // `sluice serve` run checks it here.
+        prepare::output_folder(flow, &options.output_dir).map_err(|why| {
+            StepFailure::Failed(format!("flow `{}`: {why}; no step was run", flow.name))
+        })?;
         let prepared = prepare::components(&self.engine, flow)?;
         let tapes = options.tapes.as_deref();
         let connections = connections::for_flow(flow, &self.services, redactor, tapes);

@@ -1,14 +1,34 @@
-//! Everything a run checks before its first step: every component loads,
-//! and every OAuth2 connection a step uses gets a token. A wrong path or a
-//! rejected secret then fails the run before anything is changed.
+//! Everything a run checks before its first step: the run's folder can be
+//! made when a step writes files there, every component loads, and every
+//! OAuth2 connection a step uses gets a token. A bad data directory, a
+//! wrong path or a rejected secret then fails the run before anything is
+//! changed.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::context::StepFailure;
 use crate::connections::Connections;
 use crate::engine::{Engine, Prepared, catalog};
 use crate::flow::Flow;
+
+/// Makes the run's folder `dir` when the flow writes files there
+/// (`artifacts`). A data directory where it cannot be made (`runs` a
+/// file, no permission) would otherwise fail the run at its report, after
+/// every change it made. `Err` says why, for a sentence that starts with
+/// the flow.
+pub fn output_folder(flow: &Flow, dir: &Path) -> Result<(), String> {
+    if flow.steps.iter().all(|s| s.artifacts.is_empty()) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "its report files go to {}, which cannot be made ({e}); fix the data directory (`--data-dir`, SLUICE_DATA_DIR) and run again",
+            dir.display()
+        )
+    })
+}
 
 /// Loads (compiling or from the cache) and pre-instantiates every step's
 /// component, in step order, as validation did ([`catalog::prepare`]).
