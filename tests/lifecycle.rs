@@ -1752,3 +1752,17 @@ async fn a_reactivation_never_seen_answered_still_puts_them_back_on_the_project(
     assert!(t.active(CY) && t.on_project(CY));
     owes_nothing_more(&t, &allow).await;
 }
+
+/// Duration params of the form `validate` checks are all read by the
+/// steps: humantime refused `1.333h` (its fractions overflow), and
+/// `999999999y` was past chrono's range, each failing its step after both
+/// tenants were read.
+#[tokio::test]
+async fn every_duration_validate_lets_through_runs() {
+    let t = ann_and_a_newcomer().await;
+    for (grace, every) in [("1.333h", "999999999y"), ("999999999y 1.7M", "1.333h")] {
+        let grace = format!("leaver_grace={grace}");
+        let every = format!("full_sync_every={every}");
+        t.run_ok(&["--param", &grace, "--param", &every]).await;
+    }
+}

@@ -6,8 +6,10 @@
 //! - [`procore`]: `page`/`per_page` paging by `Link`, `Total` and
 //!   `Per-Page`; `{"errors": …}`; company and user ids
 //! - [`sync`]: the shapes the license sync's built-ins pass each other
+//! - [`duration`]: the form and the reading of their duration params
 #![deny(missing_docs)]
 
+pub mod duration;
 pub mod graph;
 pub mod procore;
 pub mod sync;

@@ -592,19 +592,6 @@ pub enum ManagedStatus {
     Deactivated,
 }
 
-/// The form of a duration param (`leaver_grace`, `full_sync_every`), as
-/// the built-ins read it (`humantime`): `0`, or one or more of a number and
-/// a unit, such as `0s`, `12h`, `3days` or `1h 30min`. In their input
-/// schemas, so `sluice validate` refuses `abc` or `-1s` at the flow's line
-/// before any run reads a tenant. A filter of the form only: numbers of
-/// up to 9 digits (3 after the point) pass it, and the few values of that
-/// form humantime cannot hold (`999999999y`, `1.333h`) fail the step at
-/// run time with their own message.
-pub const DURATION_PATTERN: &str = r"^\s*0\s*$|^\s*(?:[0-9]{1,9}(?:\.[0-9]{1,3})?\s*(?:nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\s*)+$";
-
-/// [`DURATION_PATTERN`], or nothing (blank means the default).
-pub const DURATION_OR_BLANK_PATTERN: &str = r"^\s*0?\s*$|^\s*(?:[0-9]{1,9}(?:\.[0-9]{1,3})?\s*(?:nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\s*)+$";
-
 /// The field of a managed record (`other`) that keeps the person's Entra
 /// object id, by which `graph-group-members` tells a user Graph no longer
 /// has (a leaver for "user gone") from one who left the groups.

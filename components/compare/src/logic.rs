@@ -25,10 +25,11 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 use sluice_guest::{Context, JsonSchema, Paged, StepError, state};
+use sluice_guest_services::duration;
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Counts, DURATION_OR_BLANK_PATTERN, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser,
-    domain_leaving_key, managed_key,
+    Counts, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser, domain_leaving_key,
+    managed_key,
 };
 use sluice_identity::Key;
 
@@ -67,7 +68,7 @@ pub struct Input {
     /// How long someone holds no license before being a leaver, such as
     /// `0s`, `12h` or `3days`.
     #[serde(default)]
-    #[schemars(regex(pattern = DURATION_OR_BLANK_PATTERN))]
+    #[schemars(regex(pattern = duration::OR_BLANK_PATTERN))]
     pub leaver_grace: Option<String>,
     /// Keys whose deactivation an admin rejected (the deactivate step's
     /// open plan, `${run.approvals.deactivate.rejected}`): decided, so they
@@ -256,7 +257,7 @@ pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
     })?;
     let grace = match input.leaver_grace.as_deref().map(str::trim) {
         None | Some("") => std::time::Duration::ZERO,
-        Some(text) => humantime::parse_duration(text).map_err(|e| {
+        Some(text) => duration::parse(text).map_err(|e| {
             StepError::bad_input(format!(
                 "`leaver_grace = \"{text}\"` is not a duration ({e}); write for example `0s`, `12h` or `3days`"
             ))

@@ -47,10 +47,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_guest::state;
 use sluice_guest::{Call, Context, JsonSchema, OutputList, StepError};
+use sluice_guest_services::duration;
 use sluice_guest_services::graph::Group;
-use sluice_guest_services::sync::{
-    DURATION_PATTERN, MANAGED_PREFIX, Managed, ManagedStatus, Person,
-};
+use sluice_guest_services::sync::{MANAGED_PREFIX, Managed, ManagedStatus, Person};
 
 use id::Id;
 use known::Known;
@@ -71,7 +70,7 @@ struct Input {
     incremental: bool,
     /// A full read at least this often (default "24h"), e.g. "12h", "7days".
     #[serde(default)]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = duration::PATTERN))]
     full_sync_every: Option<String>,
 }
 

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_guest::{StepError, state};
+use sluice_guest_services::duration;
 
 use crate::delta::{Links, Pending};
 
@@ -76,7 +77,7 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 /// The `full_sync_every` param (default 24h).
 pub fn full_sync_every(text: Option<&str>) -> Result<chrono::Duration, StepError> {
     let text = text.unwrap_or(DEFAULT_FULL_SYNC_EVERY);
-    humantime::parse_duration(text)
+    duration::parse(text)
         .ok()
         .and_then(|d| chrono::Duration::from_std(d).ok())
         .ok_or_else(|| {
