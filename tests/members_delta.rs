@@ -515,3 +515,27 @@ async fn same_people_after_random_changes(faults: Faults) {
         }
     }
 }
+
+/// The links a run keeps are Graph's absolute URLs. A later run whose
+/// Graph base URL names the same service another way (here `localhost`
+/// for `127.0.0.1`; a restarted emulator on another port, a proxy) used to
+/// fail its members step on them as a sandbox violation, run after run,
+/// until `full_sync_every` forced a full read. They are followed under the
+/// current base URL instead.
+#[tokio::test]
+async fn kept_links_are_followed_under_the_current_base_url() {
+    let mut t = tenant(8).await;
+    t.run(&[]).await;
+    let moved = t
+        .env
+        .iter_mut()
+        .find(|(name, _)| name == "GRAPH_BASE_URL")
+        .unwrap();
+    assert!(moved.1.contains("127.0.0.1"), "{}", moved.1);
+    moved.1 = moved.1.replace("127.0.0.1", "localhost");
+    assert!(t.emu.add_member(&t.groups[0], &t.users[3]));
+    let after = t.run(&[]).await;
+    assert_eq!(after.read(), "incremental", "{}", after.output);
+    assert!(after.keys().contains(&t.mail(3)));
+    assert_eq!(t.run(&[]).await.read(), "incremental");
+}

@@ -176,9 +176,34 @@ pub struct Changes {
     pub links: Links,
 }
 
+/// `link`, a kept delta link of `collection` (`groups`, `users`), as a
+/// path under the connection's base URL: from the collection's segment on
+/// (`groups/delta?$deltatoken=…`), path and query as Graph wrote them. A
+/// link names the base it was issued under; a later run's base may name
+/// the same service another way (`localhost`, another port behind a
+/// proxy, a restarted emulator), and an absolute link outside the current
+/// base is a sandbox violation that would fail every run until a full
+/// read. Under a base that is another service, Graph refuses the token and
+/// the run reads fully. A link without that segment is left as it is.
+pub fn under_current_base(link: &str, collection: &str) -> String {
+    let Some((_, after_scheme)) = link.split_once("://") else {
+        return link.to_string();
+    };
+    let Some(path_start) = after_scheme.find('/') else {
+        return link.to_string();
+    };
+    let path_and_query = &after_scheme[path_start..];
+    let path = path_and_query.split(['?', '#']).next().unwrap_or("");
+    match path.rfind(&format!("/{collection}/")) {
+        Some(at) => path_and_query[at + 1..].to_string(),
+        None => link.to_string(),
+    }
+}
+
 pub fn read(links: &Links) -> Result<Changes, Stop> {
     let mut members = Vec::new();
-    let groups = round(Call::get(GRAPH, &links.groups), |group| {
+    let groups_link = under_current_base(&links.groups, "groups");
+    let groups = round(Call::get(GRAPH, &groups_link), |group| {
         let Some(group_id) = group.get("id").and_then(Value::as_str) else {
             return;
         };
@@ -193,7 +218,8 @@ pub fn read(links: &Links) -> Result<Changes, Stop> {
         }
     })?;
     let mut users = Vec::new();
-    let users_link = round(Call::get(GRAPH, &links.users), |u| {
+    let users_link = under_current_base(&links.users, "users");
+    let users_link = round(Call::get(GRAPH, &users_link), |u| {
         users.extend(Member::owned(u));
     })?;
     Ok(Changes {
@@ -376,6 +402,35 @@ pub fn look_up(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_kept_link_is_followed_from_its_collection_on() {
+        let link = "https://graph.microsoft.com/v1.0/groups/delta?$deltatoken=a%2Bb/c";
+        assert_eq!(
+            under_current_base(link, "groups"),
+            "groups/delta?$deltatoken=a%2Bb/c"
+        );
+        // The last `groups` segment of the path is the collection's, even
+        // under a base whose path names groups too; the query may hold one.
+        assert_eq!(
+            under_current_base(
+                "http://127.0.0.1:8080/groups/graph/v1.0/groups/microsoft.graph.delta()?$skiptoken=x/groups/y",
+                "groups"
+            ),
+            "groups/microsoft.graph.delta()?$skiptoken=x/groups/y"
+        );
+        assert_eq!(
+            under_current_base("http://localhost/v1.0/users/delta?$deltatoken=1", "users"),
+            "users/delta?$deltatoken=1"
+        );
+        for odd in [
+            "groups/delta?$deltatoken=1",
+            "https://graph.microsoft.com/v1.0/delta?x",
+            "https://h",
+        ] {
+            assert_eq!(under_current_base(odd, "groups"), odd);
+        }
+    }
 
     fn user(id: &str, enabled: bool) -> Value {
         json!({"@odata.type": USER, "id": id, "mail": format!("{id}@x.com"),
