@@ -758,3 +758,146 @@ async fn line_breaks_in_names_and_keys_stay_inside_their_table_cells() {
         assert!(!out.contains(['\r', '\u{1b}']), "{args:?}: {out}");
     }
 }
+
+/// A flow whose `act` step takes `ms` per person, one at a time, under
+/// `approval = "always"`: the `hostile` fixture's sleep.
+fn slow_flow(dir: &Path, ms: u64) -> PathBuf {
+    let hostile = common::fixture("hostile");
+    let text = format!(
+        r#"name = "slow-people"
+
+[params]
+people = [{{ key = "Ann@x.com" }}, {{ key = "bob@x.com" }}, {{ key = "cy@x.com" }}]
+
+[connections.idle]
+base_url = "https://idle.invalid"
+
+[[step]]
+id = "act"
+uses = "{}"
+connections = {{ api = "idle" }}
+for_each = "${{params.people}}"
+for_each_key = "${{item.key}}"
+approval = "always"
+concurrency = 1
+with = {{ action = "sleep", ms = {ms} }}
+"#,
+        hostile.display()
+    );
+    common::write_flow(dir, "slow-people.toml", &text)
+}
+
+/// A rejection made while a run works through the approved items: the
+/// items it has not started are not run (held as rejected, and still
+/// rejected in the plan); the one it had started is not called back, is
+/// recorded as done, and `sluice reject` says a run is under way.
+#[tokio::test]
+async fn a_rejection_made_during_a_run_stops_the_items_not_yet_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = slow_flow(dir.path(), 1500);
+    let data = dir.path().join("data");
+    let sluice = |args: Vec<String>| {
+        let data = data.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            sluice_cmd(&[], &data, &args).await
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let run_args = args(&["run", file.to_str().unwrap(), "--json"]);
+    assert_eq!(sluice(run_args.clone()).await.code, 0);
+    let plans: Value =
+        serde_json::from_str(&sluice(args(&["approvals", "--json"])).await.stdout).unwrap();
+    let id = plans[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        sluice(args(&["approve", &id, "--by", "alice"])).await.code,
+        0
+    );
+    let running = tokio::spawn(sluice(run_args));
+    // The step is under way: its first item sleeps, the other two wait.
+    let started = std::time::Instant::now();
+    loop {
+        let runs: Value =
+            serde_json::from_str(&sluice(args(&["runs", "--json"])).await.stdout).unwrap();
+        let run = &runs[0];
+        if run["status"] == "running" {
+            let show = sluice(args(&[
+                "runs",
+                "show",
+                run["id"].as_str().unwrap(),
+                "--json",
+            ]))
+            .await;
+            let detail: Value = serde_json::from_str(&show.stdout).unwrap();
+            let steps = detail["steps"].as_array().unwrap();
+            if steps
+                .iter()
+                .any(|s| s["step_id"] == "act" && s["status"] == "running")
+            {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the run never reached its step"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let reject = sluice(args(&[
+        "reject",
+        &id,
+        "--only",
+        "ann@x.com",
+        "--only",
+        "bob@x.com",
+        "--only",
+        "cy@x.com",
+        "--by",
+        "bob",
+        "--note",
+        "stop",
+    ]))
+    .await;
+    assert_eq!(reject.code, 0, "{}", reject.stderr);
+    assert!(
+        reject.stdout.contains("rejected 3 items") && reject.stdout.contains("is under way"),
+        "{}",
+        reject.stdout
+    );
+    let run = running.await.unwrap();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let act = run.output_of("act");
+    assert_eq!(act["ok"], 1, "{act}");
+    let rejected: Vec<&str> = act["approval"]["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(rejected, ["bob@x.com", "cy@x.com"], "{act}");
+    assert!(
+        run.stdout.contains("was rejected after the step started"),
+        "{}",
+        run.stdout
+    );
+    let plan: Value = serde_json::from_str(
+        &sluice(args(&["approvals", "show", &id, "--json"]))
+            .await
+            .stdout,
+    )
+    .unwrap();
+    let states: Vec<(&str, &str)> = plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["key"].as_str().unwrap(), i["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("Ann@x.com", "done"),
+            ("bob@x.com", "rejected"),
+            ("cy@x.com", "rejected")
+        ]
+    );
+}

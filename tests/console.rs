@@ -23,8 +23,8 @@ use serde_json::json;
 use sluice::console::access::load_token;
 use sluice::console::{Options, Running};
 use sluice_store::{
-    GateUpdate, HeldItem, HistoryWrite, ItemEnd, ItemStatus, Location, NewRun, PlanItemState,
-    RunRef, RunStatus, StepEnd, StepStart, StepStatus, Store, Trigger,
+    Decision, DecisionRequest, GateUpdate, HeldItem, HistoryWrite, ItemEnd, ItemStatus, Location,
+    NewRun, PlanItemState, RunRef, RunStatus, StepEnd, StepStart, StepStatus, Store, Trigger,
 };
 
 const HOSTILE: &str = "<script>alert(\"x\")</script> & 'co'";
@@ -1343,6 +1343,65 @@ async fn every_pending_item_means_those_the_page_showed() {
     let detail = store.plan_detail(&plan).await.unwrap().unwrap();
     let dan = detail.items.iter().find(|i| i.key == "dan@example.com");
     assert_eq!(dan.unwrap().state, PlanItemState::Pending);
+    c.stop().await;
+}
+
+/// "Every pending item" from a page loaded before someone rejected one of
+/// them: that rejection stands, and the page says so at once.
+#[tokio::test]
+async fn every_pending_item_leaves_a_decision_made_since_the_page_was_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = held_plan(dir.path()).await;
+    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+    let page = get(c.addr, &format!("/approvals/{plan}"), "").await;
+    let shown = shown_keys(&page.body);
+    assert_eq!(shown.len(), 3, "{}", page.body);
+    let jar = set_cookies(&page);
+    let cookies = format!("sluice_csrf={}", cookie_value(&jar["sluice_csrf"]));
+    let csrf = csrf_field(&page.body);
+
+    // Meanwhile Alice rejects Bob from the command line.
+    let store = Store::open(&Location::Sqlite(sluice_store::path_in(dir.path())))
+        .await
+        .unwrap();
+    store
+        .decide(&DecisionRequest {
+            plan_id: plan.clone(),
+            keys: vec!["bob@example.com".into()],
+            if_pending: Vec::new(),
+            decision: Decision::Rejected,
+            by: "alice".into(),
+            note: Some("on leave, keep her".into()),
+        })
+        .await
+        .unwrap();
+
+    let mut form = vec![
+        ("csrf", csrf.as_str()),
+        ("decision", "approved"),
+        ("all", "1"),
+    ];
+    form.extend(shown.iter().map(|k| ("shown", k.as_str())));
+    let decided = post(
+        c.addr,
+        &format!("/approvals/{plan}/decide"),
+        &cookies,
+        &form,
+    )
+    .await;
+    assert_page(&decided, StatusCode::OK, "plan");
+    assert!(
+        decided
+            .body
+            .contains("decided by someone else since, and is left as it is: bob@example.com"),
+        "{}",
+        decided.body
+    );
+    let detail = store.plan_detail(&plan).await.unwrap().unwrap();
+    let state = |key: &str| detail.items.iter().find(|i| i.key == key).unwrap().state;
+    assert_eq!(state("bob@example.com"), PlanItemState::Rejected);
+    assert_eq!(state("ann@example.com"), PlanItemState::Approved);
+    assert_eq!(state(HOSTILE_KEY), PlanItemState::Approved);
     c.stop().await;
 }
 

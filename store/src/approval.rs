@@ -293,12 +293,18 @@ pub struct PlanQuery {
     pub limit: usize,
 }
 
-/// A person's decision about a plan: every pending item (`keys` empty),
-/// or exactly the items with these keys.
+/// A person's decision about a plan: every pending item (`keys` and
+/// `if_pending` empty), or exactly the items with these keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionRequest {
     pub plan_id: String,
     pub keys: Vec<String>,
+    /// Keys decided only if they are still pending: what a page showed as
+    /// pending when the person chose "every pending item shown". One that
+    /// someone decided since is left as it is ([`DecisionOutcome::left`]):
+    /// a bulk choice made on a stale page must not undo another person's
+    /// decision about one item.
+    pub if_pending: Vec<String>,
     pub decision: Decision,
     pub by: String,
     pub note: Option<String>,
@@ -313,6 +319,9 @@ pub struct DecisionOutcome {
     pub changed: Vec<String>,
     /// Keys that were in that state already (nothing recorded for them).
     pub unchanged: Vec<String>,
+    /// Keys of `if_pending` someone decided otherwise since (or that ran,
+    /// or left the step's items): left as they were.
+    pub left: Vec<String>,
 }
 
 /// A decision the store refuses, phrased for the person who asked.
@@ -376,12 +385,13 @@ pub(crate) struct DecisionTarget {
     pub outcome: Option<String>,
 }
 
-/// The items a decision is about, or why it is refused.
+/// The items a decision is about, and the keys of `if_pending` it leaves
+/// as they are; or why it is refused.
 pub(crate) fn choose<'a>(
     plan: &PlanSummary,
     items: &'a [DecisionTarget],
     req: &DecisionRequest,
-) -> Result<Vec<&'a DecisionTarget>, ApprovalError> {
+) -> Result<(Vec<&'a DecisionTarget>, Vec<String>), ApprovalError> {
     if req.by.trim().is_empty() {
         return Err(ApprovalError::NoAuthor);
     }
@@ -394,7 +404,7 @@ pub(crate) fn choose<'a>(
             verb: req.decision.verb(),
         });
     }
-    if req.keys.is_empty() {
+    if req.keys.is_empty() && req.if_pending.is_empty() {
         let pending: Vec<&DecisionTarget> = items
             .iter()
             .filter(|i| i.state == PlanItemState::Pending)
@@ -406,9 +416,10 @@ pub(crate) fn choose<'a>(
                 rejected: plan.counts.rejected,
             });
         }
-        return Ok(pending);
+        return Ok((pending, Vec::new()));
     }
     let mut chosen: Vec<&DecisionTarget> = Vec::new();
+    let mut left = Vec::new();
     for key in &req.keys {
         let norm = key_norm(key);
         let Some(item) = items.iter().find(|i| i.norm == norm) else {
@@ -444,7 +455,23 @@ pub(crate) fn choose<'a>(
             _ => chosen.push(item),
         }
     }
-    Ok(chosen)
+    for key in &req.if_pending {
+        let norm = key_norm(key);
+        if chosen.iter().any(|c| c.norm == norm) {
+            continue;
+        }
+        match items.iter().find(|i| i.norm == norm) {
+            // Pending, or decided so already (then reported unchanged).
+            Some(item)
+                if item.state == PlanItemState::Pending || item.state == req.decision.state() =>
+            {
+                chosen.push(item)
+            }
+            Some(item) if !left.contains(&item.key) => left.push(item.key.clone()),
+            _ => {}
+        }
+    }
+    Ok((chosen, left))
 }
 
 /// The message's list of keys: the first few, and how many more.

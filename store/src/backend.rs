@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::approval::{
-    DecisionOutcome, DecisionRequest, GateUpdate, PlanDetail, PlanQuery, PlanSummary, Settled,
+    DecisionOutcome, DecisionRequest, GateUpdate, PlanDetail, PlanItemState, PlanQuery,
+    PlanSummary, Settled,
 };
 use crate::browse::{
     FlowLatest, ItemCount, ItemFilter, ItemMention, ItemPage, RunFilter, RunOverview, RunPage,
@@ -151,6 +152,15 @@ pub trait Backend: Send + Sync + 'static {
     /// the step's items ([`GateUpdate`]), in one transaction; the plan
     /// after it, or `None` when there was none and nothing was held.
     async fn record_gate(&self, update: &GateUpdate) -> Result<Option<PlanSummary>, StoreError>;
+
+    /// Where one item of a plan stands now (`None`: the plan has no such
+    /// key): a run asks again just before it runs an item on the plan's
+    /// word, since an admin may have rejected it after the run read the plan.
+    async fn plan_item_state(
+        &self,
+        plan_id: &str,
+        key: &str,
+    ) -> Result<Option<PlanItemState>, StoreError>;
 
     /// Marks items of a plan that ran as done (their approval is spent),
     /// and closes the plan if nothing in it is left.

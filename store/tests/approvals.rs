@@ -26,6 +26,7 @@ both!(
     a_gate_opens_one_plan_and_every_run_updates_it,
     decisions_record_who_when_and_why_and_refuse_what_cannot_be,
     a_decision_made_while_a_run_goes_on_stands,
+    a_bulk_decision_leaves_what_someone_decided_since,
     an_approval_is_spent_once_and_a_spent_plan_takes_no_decision,
     keys_that_leave_are_closed_and_a_key_that_returns_waits_again,
     racing_gates_open_one_plan,
@@ -63,6 +64,7 @@ fn gate(run: &str, keys: &[&str], gone: &[&str]) -> GateUpdate {
 
 fn decide(plan: &str, keys: &[&str], decision: Decision, by: &str) -> DecisionRequest {
     DecisionRequest {
+        if_pending: Vec::new(),
         plan_id: plan.into(),
         keys: keys.iter().map(|k| k.to_string()).collect(),
         decision,
@@ -313,6 +315,54 @@ async fn a_decision_made_while_a_run_goes_on_stands(db: Db) {
         state_of(s, &plan.id, "b@x.com").await,
         PlanItemState::Rejected
     );
+    // What a run asks again just before it runs an item, by any case of
+    // its key.
+    let now = |key: &'static str| s.plan_item_state(&plan.id, key);
+    assert_eq!(now("A@X.com").await.unwrap(), Some(PlanItemState::Approved));
+    assert_eq!(now("b@x.com").await.unwrap(), Some(PlanItemState::Rejected));
+    assert_eq!(now("nobody@x.com").await.unwrap(), None);
+}
+
+/// "Every pending item shown" from a page loaded before Alice rejected
+/// one: that item stays rejected, and the outcome names it.
+async fn a_bulk_decision_leaves_what_someone_decided_since(db: Db) {
+    let s = &db.store;
+    let plan = s
+        .record_gate(&gate("r1", &["a@x.com", "b@x.com", "c@x.com"], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    s.decide(&decide(&plan.id, &["b@x.com"], Decision::Rejected, "alice"))
+        .await
+        .unwrap();
+    let bulk = DecisionRequest {
+        if_pending: vec!["a@x.com".into(), "B@x.com".into(), "c@x.com".into()],
+        ..decide(&plan.id, &[], Decision::Approved, "root")
+    };
+    let outcome = s.decide(&bulk).await.unwrap();
+    assert_eq!(outcome.changed, ["a@x.com", "c@x.com"]);
+    assert_eq!(outcome.left, ["b@x.com"]);
+    assert_eq!(
+        state_of(s, &plan.id, "b@x.com").await,
+        PlanItemState::Rejected
+    );
+    // Keys named outright are decided whatever their state: that is how
+    // a person changes a decision.
+    let outcome = s
+        .decide(&DecisionRequest {
+            if_pending: vec!["b@x.com".into()],
+            ..decide(&plan.id, &["b@x.com"], Decision::Approved, "root")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.changed, outcome.left),
+        (vec!["b@x.com".to_string()], vec![])
+    );
+    // Nothing still pending: nothing decided, nothing refused.
+    let outcome = s.decide(&bulk).await.unwrap();
+    assert!(outcome.changed.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.unchanged, ["a@x.com", "b@x.com", "c@x.com"]);
 }
 
 async fn an_approval_is_spent_once_and_a_spent_plan_takes_no_decision(db: Db) {

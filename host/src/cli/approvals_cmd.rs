@@ -172,13 +172,23 @@ async fn decide(
     let request = DecisionRequest {
         plan_id: args.id,
         keys: args.only,
+        if_pending: Vec::new(),
         decision,
         by: args.by.unwrap_or_else(crate::console::access::os_user),
         note: args.note,
     };
     match store.decide(&request).await {
         Ok(outcome) => {
-            print!("{}", terminal::lines(&decided_text(&request, &outcome)));
+            let running = match decision {
+                Decision::Rejected if !outcome.changed.is_empty() => {
+                    run_under_way(store, &outcome.plan.flow).await
+                }
+                _ => None,
+            };
+            print!(
+                "{}",
+                terminal::lines(&decided_text(&request, &outcome, running.as_deref()))
+            );
             Ok(Ok(outcome))
         }
         Err(StoreError::Approval(e)) => Ok(Err(refused(&e.to_string())?)),
@@ -191,8 +201,22 @@ fn refused(why: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(2))
 }
 
-/// What a decision did, and what happens next.
-fn decided_text(request: &DecisionRequest, outcome: &DecisionOutcome) -> String {
+/// The id of a run of `flow` under way now, if the history knows of one
+/// (a history that cannot be read says nothing: the decision is made).
+async fn run_under_way(store: &Store, flow: &str) -> Option<String> {
+    let runs = store.list_runs(Some(flow), 20).await.ok()?;
+    runs.into_iter()
+        .find(|r| r.status == sluice_store::RunStatus::Running)
+        .map(|r| r.id)
+}
+
+/// What a decision did, and what happens next. `running`: a run of the
+/// plan's flow under way as a rejection was made.
+fn decided_text(
+    request: &DecisionRequest,
+    outcome: &DecisionOutcome,
+    running: Option<&str>,
+) -> String {
     let plan = &outcome.plan;
     let mut out = String::new();
     let verb = match request.decision {
@@ -238,6 +262,13 @@ fn decided_text(request: &DecisionRequest, outcome: &DecisionOutcome) -> String 
             out,
             "Rejected items are left alone at every run until someone approves them or they leave the step's items."
         );
+        if let Some(run) = running {
+            let _ = writeln!(
+                out,
+                "Run {run} of flow {} is under way: it does not start a rejected item, but an item it had already started when you rejected it is not called back (`sluice runs show {run}` says which ran).",
+                plan.flow
+            );
+        }
     }
     out
 }

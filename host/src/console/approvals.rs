@@ -12,8 +12,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use sluice_store::{
-    ApprovalError, Decision, DecisionRequest, PlanDetail, PlanItemState, PlanQuery, PlanStatus,
-    PlanSummary, StoreError,
+    ApprovalError, Decision, DecisionOutcome, DecisionRequest, PlanDetail, PlanItemState,
+    PlanQuery, PlanStatus, PlanSummary, StoreError,
 };
 
 use super::Console;
@@ -161,11 +161,14 @@ fn plan_page(seen: &Seen, d: &PlanDetail, notice: Option<String>) -> PlanPage {
 /// What the decision form sent.
 struct DecisionForm {
     decision: Decision,
-    /// The keys decided: those ticked, or with "every pending item" the
-    /// pending ones the page showed. Never every pending item of the plan
-    /// as it is when the form arrives: a run may have added people since,
-    /// whom the viewer never saw.
+    /// The keys ticked.
     keys: Vec<String>,
+    /// With "every pending item", the pending ones the page showed: each
+    /// decided only if it is still pending. Never every pending item of
+    /// the plan as it is when the form arrives (a run may have added
+    /// people since, whom the viewer never saw), and never one another
+    /// person decided since the page was shown.
+    if_pending: Vec<String>,
     note: Option<String>,
 }
 
@@ -194,15 +197,16 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
             "Tick the items to decide, or \"every pending item\"; nothing was decided.".into(),
         ));
     }
+    let mut if_pending = Vec::new();
     if all {
         if shown.is_empty() {
             return Err(Failure::BadRequest(
                 "The page showed no pending item to decide; reload it and look again. Nothing was decided.".into(),
             ));
         }
-        keys.extend(shown);
-        keys.sort();
-        keys.dedup();
+        if_pending = shown;
+        if_pending.sort();
+        if_pending.dedup();
     }
     if note
         .as_ref()
@@ -215,6 +219,7 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
     Ok(DecisionForm {
         decision,
         keys,
+        if_pending,
         note,
     })
 }
@@ -238,11 +243,21 @@ pub async fn decide(
     let request = DecisionRequest {
         plan_id: id.clone(),
         keys: form.keys,
+        if_pending: form.if_pending,
         decision: form.decision,
         by: viewer.name.clone(),
         note: form.note,
     };
     match console.data.decide(request).await {
+        Ok(outcome) if !outcome.left.is_empty() => {
+            // Shown at once, on the plan as it is now: a redirect would
+            // lose the notice.
+            let notice = left_notice(&outcome);
+            match detail(&console, &id).await {
+                Ok(d) => page(StatusCode::OK, &plan_page(&seen, &d, Some(notice))),
+                Err(f) => f.page(&seen),
+            }
+        }
         Ok(_) => Redirect::to(&plan_href(&id)).into_response(),
         Err(StoreError::Approval(ApprovalError::UnknownPlan(_))) => {
             Failure::NotFound(format!("There is no approval plan {id}.")).page(&seen)
@@ -250,4 +265,19 @@ pub async fn decide(
         Err(StoreError::Approval(refused)) => Failure::Conflict(refused.to_string()).page(&seen),
         Err(e) => Failure::from(e).page(&seen),
     }
+}
+
+/// What a bulk decision left alone, and why.
+fn left_notice(outcome: &DecisionOutcome) -> String {
+    let n = outcome.left.len();
+    format!(
+        "{} item{} decided. {n} item{} the page showed as pending {} decided by someone else since, and {} left as {}: {}.",
+        outcome.changed.len(),
+        if outcome.changed.len() == 1 { "" } else { "s" },
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "was" } else { "were" },
+        if n == 1 { "is" } else { "are" },
+        if n == 1 { "it is" } else { "they are" },
+        outcome.left.join(", ")
+    )
 }

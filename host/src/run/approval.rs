@@ -338,6 +338,56 @@ impl Gate {
         self.held.get(index).is_some_and(Option::is_none)
     }
 
+    /// Whether the item of `key`, which the gate let run on its plan's
+    /// word (approved, or pending in a run that needed no approval), may
+    /// still start: asked just before it does, because an admin may have
+    /// rejected it since the gate read the plan (`sluice reject` while the
+    /// step works through its items). Items the plan does not hold, and a
+    /// rehearsal's, are not asked about. `Err`: the plan could not be read.
+    pub async fn still_runs(&self, ctx: &RunContext<'_>, key: &str) -> Result<bool, String> {
+        let (Some(plan), Some(approvals), true) =
+            (&self.plan_id, &ctx.options.approvals, self.keeps)
+        else {
+            return Ok(true);
+        };
+        if !self.in_plan.contains_key(&key_norm(key)) {
+            return Ok(true);
+        }
+        match approvals.store.plan_item_state(plan, key).await {
+            Ok(Some(PlanItemState::Approved | PlanItemState::Pending)) => Ok(true),
+            Ok(_) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Holds the item at `index` (of `key`, `item`) as rejected, in the
+    /// gate and in its `summary`: its key was rejected after the gate let
+    /// it run, before it started ([`Self::still_runs`]).
+    pub fn rejected_since(
+        &mut self,
+        index: usize,
+        key: &str,
+        item: Value,
+        summary: &mut GateSummary,
+    ) {
+        let Some(slot @ None) = self.held.get_mut(index) else {
+            return;
+        };
+        *slot = Some(Held::Rejected);
+        self.record.rejected += 1;
+        let counted = match self.in_plan.remove(&key_norm(key)) {
+            Some(PlanItemState::Approved) => &mut self.record.approved,
+            _ => &mut self.record.unapproved,
+        };
+        *counted = counted.saturating_sub(1);
+        summary.approved = self.record.approved;
+        summary.unapproved = self.record.unapproved;
+        summary.rejected.push(HeldEntry {
+            key: key.to_string(),
+            item,
+        });
+    }
+
     /// Spends the approvals of the plan items that ran for good: `results`
     /// holds each such item, by index, with whether it succeeded and why
     /// not. Items never started, interrupted, or failed in a way a later

@@ -114,7 +114,7 @@ pub async fn run(
         input_of(step, scope, item, Check::Schema)?;
     }
     let input = |i: usize| value_of(step, scope, &items[i]);
-    let gate = Gate::decide(ctx, step, &keys, &input, &all_keys, scope).await?;
+    let mut gate = Gate::decide(ctx, step, &keys, &input, &all_keys, scope).await?;
     ctx.emit(&RunEvent::StepStarted {
         step: step.id.clone(),
         component: context.component.clone(),
@@ -130,7 +130,7 @@ pub async fn run(
     }
     // What the gate held is known before any item runs; the items then go
     // to the stream (and come back in the outcomes).
-    let summary = gate.as_ref().map(|g| g.summary(&keys, &items));
+    let mut summary = gate.as_ref().map(|g| g.summary(&keys, &items));
     let total = (0..items.len()).filter(|&i| runs(i)).count();
     let shared = Arc::new(Items {
         caller: caller.clone(),
@@ -163,8 +163,22 @@ pub async fn run(
         .filter(|(i, _)| runs(*i))
         .map(|(i, (item, key))| (i, item, key))
         .collect();
-    let mut outcomes = stream(&shared, step, scope, to_run).await?;
+    let recheck = gate.as_ref().map(|g| (ctx, g));
+    let (mut outcomes, rejected_since) = stream(&shared, step, scope, to_run, recheck).await?;
     outcomes.sort_by_key(|(i, _, _)| *i);
+    if let (Some(gate), Some(summary)) = (&mut gate, &mut summary) {
+        for (index, key, item) in rejected_since {
+            let held_input = value_of(step, scope, &item)?;
+            ctx.emit(&RunEvent::ItemHeld {
+                step: step.id.clone(),
+                index,
+                key: key.clone(),
+                held: approval::Held::Rejected,
+                input: Payload::tree(Arc::new(held_input), &ctx.redactor),
+            });
+            gate.rejected_since(index, &key, item, summary);
+        }
+    }
     if let (Some(gate), Some(summary)) = (&gate, &summary) {
         settle(ctx, gate, &keys, &outcomes, summary).await;
     }
@@ -272,13 +286,20 @@ impl Items {
 /// made only then, and gathers every item's outcome (in any order). Once
 /// the step is stopped (a failure under `fail`, the run's cancel, the
 /// outputs' cap) the items left are never started.
+///
+/// With `recheck`, an item its approval gate let run on the plan's word
+/// is asked about again just before it starts: one an admin rejected
+/// since is not started, and comes back (index, key and item) beside the
+/// outcomes.
 async fn stream(
     shared: &Arc<Items>,
     step: &Step,
     scope: &Scope<'_>,
     items: Vec<ItemToRun>,
-) -> Result<Vec<ItemOutcome>, StepFailure> {
+    recheck: Option<(&RunContext<'_>, &Gate)>,
+) -> Result<(Vec<ItemOutcome>, Vec<(usize, String, Value)>), StepFailure> {
     let mut outcomes: Vec<ItemOutcome> = Vec::with_capacity(items.len());
+    let mut rejected_since = Vec::new();
     let mut tasks = JoinSet::new();
     let mut items = items.into_iter();
     let most_unfinished = step.concurrency + MAX_BATCH;
@@ -299,6 +320,33 @@ async fn stream(
             outcomes.push((index, item, None));
             break;
         };
+        if let (Some((ctx, gate)), Some(k)) = (recheck, &key) {
+            match gate.still_runs(ctx, k).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    ctx.emit(&RunEvent::Log {
+                        step: step.id.clone(),
+                        level: crate::engine::LogLevel::Warn,
+                        message: ctx.redactor.redact(&format!(
+                            "item `{k}` was rejected after the step started; it was not run"
+                        )),
+                    });
+                    rejected_since.push((index, k.clone(), item));
+                    continue;
+                }
+                Err(e) => {
+                    // Not run, and not settled: it keeps its approval.
+                    ctx.emit(&RunEvent::Log {
+                        step: step.id.clone(),
+                        level: crate::engine::LogLevel::Warn,
+                        message: ctx.redactor.redact(&format!(
+                            "item `{k}` was not run: its approval could not be checked again before it started ({e}); it keeps its approval for the next run"
+                        )),
+                    });
+                    continue;
+                }
+            }
+        }
         // Checked with every item's before the first started.
         let input = input_of(step, scope, &item, Check::Done)?;
         tasks.spawn(run_item(shared.clone(), permit, (index, item, key), input));
@@ -307,7 +355,7 @@ async fn stream(
     while let Some(joined) = tasks.join_next().await {
         outcomes.push(joined.map_err(ended)?);
     }
-    Ok(outcomes)
+    Ok((outcomes, rejected_since))
 }
 
 fn ended(e: tokio::task::JoinError) -> StepFailure {

@@ -163,6 +163,20 @@ pub(crate) async fn open_plan(
     }
 }
 
+pub(crate) async fn item_state(
+    c: &impl GenericClient,
+    plan: &str,
+    key: &str,
+) -> Result<Option<PlanItemState>> {
+    let row = c
+        .query_opt(
+            "SELECT state FROM approval_items WHERE plan_id = $1 AND key_norm = $2",
+            &[&plan, &key_norm(key)],
+        )
+        .await?;
+    row.map(|r| word(&r, 0)).transpose()
+}
+
 pub(crate) async fn list_plans(c: &impl GenericClient, q: &PlanQuery) -> Result<Vec<PlanSummary>> {
     let limit = if q.limit == 0 {
         i64::MAX
@@ -381,13 +395,14 @@ pub(crate) async fn decide(tx: &Transaction<'_>, req: &DecisionRequest) -> Resul
         return Err(ApprovalError::UnknownPlan(req.plan_id.clone()).into());
     };
     let items = targets(tx, &plan.id).await?;
-    let chosen = choose(&plan, &items, req)?;
+    let (chosen, left) = choose(&plan, &items, req)?;
     let now = Utc::now();
     let state = req.decision.state().as_str();
     let mut outcome = DecisionOutcome {
         plan: plan.clone(),
         changed: Vec::new(),
         unchanged: Vec::new(),
+        left,
     };
     for item in chosen {
         if item.state == req.decision.state() {

@@ -41,9 +41,9 @@ use crate::browse::{
 };
 use crate::{
     Acquired, Backend, Claim, DecisionOutcome, DecisionRequest, Firing, GateUpdate, HistoryWrite,
-    LeaseGrant, LedgerEntry, LedgerKeysPage, LedgerKeysQuery, Location, PlanDetail, PlanQuery,
-    PlanSummary, PrunedRun, RunDetail, RunRef, RunSummary, Settled, StateBatch, StateKey,
-    StatePage, StateQuery, StoreError, Takeover,
+    LeaseGrant, LedgerEntry, LedgerKeysPage, LedgerKeysQuery, Location, PlanDetail, PlanItemState,
+    PlanQuery, PlanSummary, PrunedRun, RunDetail, RunRef, RunSummary, Settled, StateBatch,
+    StateKey, StatePage, StateQuery, StoreError, Takeover,
 };
 
 /// Connections per process: the history writer, a lease renewal per
@@ -251,6 +251,14 @@ impl Backend for PgBackend {
         let plan = approval::record_gate(&tx, update).await?;
         tx.commit().await?;
         Ok(plan)
+    }
+
+    async fn plan_item_state(
+        &self,
+        plan_id: &str,
+        key: &str,
+    ) -> Result<Option<PlanItemState>, StoreError> {
+        approval::item_state(&**self.client().await?, plan_id, key).await
     }
 
     async fn settle_items(&self, plan_id: &str, settled: &[Settled]) -> Result<(), StoreError> {

@@ -296,6 +296,17 @@ fn close_if_settled(tx: &Transaction<'_>, id: &str, t: &str) -> Result<(), Store
 }
 
 /// Marks items that ran as done: their approval is spent.
+pub(crate) fn item_state(
+    tx: &Transaction<'_>,
+    plan: &str,
+    key: &str,
+) -> Result<Option<PlanItemState>, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT state FROM approval_items WHERE plan_id = ?1 AND key_norm = ?2")?
+        .query_row(params![plan, key_norm(key)], |r| r.get(0))
+        .optional()?)
+}
+
 pub(crate) fn settle(
     tx: &Transaction<'_>,
     plan: &str,
@@ -347,12 +358,13 @@ pub(crate) fn decide(
         return Err(ApprovalError::UnknownPlan(req.plan_id.clone()).into());
     };
     let items = targets(tx, &plan.id)?;
-    let chosen = choose(&plan, &items, req)?;
+    let (chosen, left) = choose(&plan, &items, req)?;
     let t = now_text();
     let mut outcome = DecisionOutcome {
         plan: plan.clone(),
         changed: Vec::new(),
         unchanged: Vec::new(),
+        left,
     };
     for item in chosen {
         if item.state == req.decision.state() {

@@ -42,9 +42,9 @@ use crate::browse::{
 };
 use crate::{
     Acquired, Backend, Claim, DecisionOutcome, DecisionRequest, Firing, GateUpdate, HistoryWrite,
-    LeaseGrant, LedgerEntry, LedgerKeysPage, LedgerKeysQuery, Location, PlanDetail, PlanQuery,
-    PlanSummary, PrunedRun, RunDetail, RunRef, RunSummary, Settled, StateBatch, StateKey,
-    StatePage, StateQuery, StoreError, Takeover,
+    LeaseGrant, LedgerEntry, LedgerKeysPage, LedgerKeysQuery, Location, PlanDetail, PlanItemState,
+    PlanQuery, PlanSummary, PrunedRun, RunDetail, RunRef, RunSummary, Settled, StateBatch,
+    StateKey, StatePage, StateQuery, StoreError, Takeover,
 };
 
 /// Waiting this long for another process's write lock lets `serve`, `run`
@@ -308,6 +308,16 @@ impl Backend for SqliteBackend {
     async fn record_gate(&self, update: &GateUpdate) -> Result<Option<PlanSummary>, StoreError> {
         let update = update.clone();
         self.call(move |c| write(c, |tx| approval::record_gate(tx, &update)))
+            .await
+    }
+
+    async fn plan_item_state(
+        &self,
+        plan_id: &str,
+        key: &str,
+    ) -> Result<Option<PlanItemState>, StoreError> {
+        let (plan, key) = (plan_id.to_string(), key.to_string());
+        self.call(move |c| read(c, |tx| approval::item_state(tx, &plan, &key)))
             .await
     }
 
