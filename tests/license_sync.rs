@@ -633,6 +633,18 @@ async fn a_create_procore_refuses_fails_its_item_in_procores_words() {
         .filter(|r| is_create(r) && r.body.as_deref().is_some_and(|b| b.contains(refused)))
         .count();
     assert_eq!(tries, 1, "a refusal is not resent");
+    // The run went to the end, and its end counts the failed item.
+    let finished: serde_json::Value = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "run_finished")
+        .unwrap();
+    assert_eq!(
+        (&finished["status"], &finished["failed_items"]),
+        (&serde_json::json!("succeeded"), &serde_json::json!(1)),
+        "{finished}"
+    );
     let mut others = expected.to_create.clone();
     others.remove(refused);
     assert_eq!(created_keys(&state), others, "everyone else was created");

@@ -140,8 +140,16 @@ impl Progress {
                 Some(format!("  ↳ wrote {name}: {}", path.display()))
             }
             RunEvent::RunFinished {
-                status, duration, ..
+                status,
+                duration,
+                failed_items,
+                ..
             } => Some(match status {
+                Status::Succeeded if *failed_items > 0 => format!(
+                    "✓ finished in {}, but {failed_items} item{} failed (their steps went on without them: see above, or `sluice runs show`)",
+                    format_duration(*duration),
+                    plural(*failed_items as usize)
+                ),
                 Status::Succeeded => format!("✓ finished in {}", format_duration(*duration)),
                 // As the history records it: a stop asked for is no failure.
                 Status::Interrupted => {
@@ -375,6 +383,30 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// A run that went to the end with failed items says so in its last
+    /// line; one without says only that it finished.
+    #[test]
+    fn the_last_line_counts_the_items_that_failed() {
+        let progress = Progress::new(Mode::Human, false);
+        let last = |failed_items| {
+            progress
+                .human_line(&RunEvent::RunFinished {
+                    status: Status::Succeeded,
+                    error: None,
+                    duration: Duration::from_millis(7_000),
+                    failed_items,
+                })
+                .unwrap()
+        };
+        assert_eq!(last(0), "✓ finished in 7.0 s");
+        assert!(
+            last(1).starts_with("✓ finished in 7.0 s, but 1 item failed (their steps went on"),
+            "{}",
+            last(1)
+        );
+        assert!(last(3).contains("but 3 items failed"), "{}", last(3));
+    }
 
     /// A step its `retry` called three times says so; one called once
     /// says nothing of attempts.

@@ -35,6 +35,8 @@ pub struct Entry {
     pub to: Option<String>,
     /// `Some(true)` when the timer stopped counting: more than `count`.
     pub count_incomplete: Option<bool>,
+    /// A run that ended with items that failed in steps that went on.
+    pub failed_items: Option<u64>,
     /// Text Sluice laid out over several lines (a flow file's
     /// diagnostics), written under the message, which stays one line.
     pub detail: Option<String>,
@@ -59,6 +61,7 @@ impl Entry {
             from: None,
             to: None,
             count_incomplete: None,
+            failed_items: None,
             detail: None,
         }
     }
@@ -89,6 +92,7 @@ pub fn log(e: Entry) {
                 from = e.from.as_deref(),
                 to = e.to.as_deref(),
                 count_incomplete = e.count_incomplete,
+                failed_items = e.failed_items,
                 detail = e.detail.as_deref(),
                 "{}",
                 e.message
@@ -399,7 +403,8 @@ fn firing_entry(event: &ServeEvent, base: Entry) -> Entry {
             run_id,
             status,
             error,
-        } => run_finished(base, flow, run_id, *status, error.as_deref()),
+            failed_items,
+        } => run_finished(base, flow, run_id, *status, error.as_deref(), *failed_items),
         _ => base,
     }
 }
@@ -410,8 +415,18 @@ fn run_finished(
     run_id: &str,
     status: Status,
     error: Option<&str>,
+    failed_items: u64,
 ) -> Entry {
+    let with_failures;
     let (level, words) = match status {
+        // Succeeded, with items that failed: one to look at.
+        Status::Succeeded if failed_items > 0 => {
+            with_failures = format!(
+                "finished, but {failed_items} item{} failed (`sluice runs show {run_id}`)",
+                if failed_items == 1 { "" } else { "s" }
+            );
+            (Level::WARN, with_failures.as_str())
+        }
         Status::Succeeded => (Level::INFO, "finished"),
         Status::Failed => (Level::ERROR, "failed"),
         Status::Interrupted => (Level::WARN, "was interrupted"),
@@ -427,6 +442,7 @@ fn run_finished(
         run_id: Some(run_id.to_string()),
         status: Some(status_name(status)),
         error: error.map(str::to_string),
+        failed_items: (failed_items > 0).then_some(failed_items),
         ..base
     }
 }
@@ -488,6 +504,7 @@ impl RunLog {
                     run,
                     *status,
                     error.as_deref(),
+                    0,
                 );
                 if *status == Status::Skipped {
                     e.level = Level::INFO;
@@ -591,6 +608,7 @@ mod tests {
             run_id: "r1".into(),
             status: Status::Failed,
             error: Some("step `create` failed".into()),
+            failed_items: 0,
         });
         assert_eq!(
             (failed.level, failed.status),
@@ -599,6 +617,23 @@ mod tests {
         assert_eq!(failed.run_id.as_deref(), Some("r1"));
         assert_eq!(failed.error.as_deref(), Some("step `create` failed"));
         assert_eq!(failed.message, "sync run r1 failed: step `create` failed");
+        assert_eq!(failed.failed_items, None);
+        // Succeeded, with items that failed under `on_error = "continue"`.
+        let partly = entry(&ServeEvent::RunFinished {
+            flow: "sync".into(),
+            run_id: "r1".into(),
+            status: Status::Succeeded,
+            error: None,
+            failed_items: 2,
+        });
+        assert_eq!(
+            (partly.level, partly.status, partly.failed_items),
+            (Level::WARN, Some("succeeded"), Some(2))
+        );
+        assert_eq!(
+            partly.message,
+            "sync run r1 finished, but 2 items failed (`sluice runs show r1`)"
+        );
         let skipped = entry(&ServeEvent::SkippedStillRunning {
             flow: "sync".into(),
             running_run_id: Some("r1".into()),
@@ -688,6 +723,7 @@ mod tests {
         );
         let ended = RunEvent::RunFinished {
             status: Status::Succeeded,
+            failed_items: 0,
             error: None,
             duration: Duration::ZERO,
         };

@@ -115,6 +115,8 @@ pub enum RunEvent {
         error: Option<String>,
         #[serde(serialize_with = "millis")]
         duration: Duration,
+        /// Items that failed in steps that went on without them.
+        failed_items: u64,
     },
 }
 

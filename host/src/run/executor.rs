@@ -118,6 +118,8 @@ pub struct RunOutcome {
     pub status: Status,
     /// One paragraph naming the step and the cause; already redacted.
     pub error: Option<String>,
+    /// See [`failed_items`].
+    pub failed_items: u64,
     pub output_dir: PathBuf,
     pub artifacts: Vec<PathBuf>,
     /// Each step's output, made a tree only when read.
@@ -183,15 +185,18 @@ impl Runner {
             }
         };
         let duration = started.elapsed();
+        let failed_items = failed_items(flow, &results);
         observer.event(&RunEvent::RunFinished {
             status,
             error: error.clone(),
             duration,
+            failed_items,
         });
         RunOutcome {
             run_id: options.run_id.clone(),
             status,
             error,
+            failed_items,
             output_dir: options.output_dir.clone(),
             artifacts: results.artifacts,
             outputs: results.outputs.into_iter().fold(
@@ -253,6 +258,20 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+/// How many `for_each` items failed in steps that went on without them
+/// (`on_error = "continue"`): a run that succeeded with some says so where
+/// its end is shown (`sluice run`'s last line, `serve`'s log), or they go
+/// unseen run after run.
+fn failed_items(flow: &Flow, results: &Results) -> u64 {
+    let failed = ["failed".to_string()];
+    flow.steps
+        .iter()
+        .filter(|s| s.for_each.is_some())
+        .filter_map(|s| results.outputs.get(&s.id)?.walk(&failed))
+        .filter_map(|count| count.to_value().as_u64())
+        .sum()
 }
 
 /// Records the steps a run that stopped early never reached as skipped,

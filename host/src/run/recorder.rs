@@ -534,6 +534,7 @@ mod tests {
         }
         r.recorder.event(&RunEvent::RunFinished {
             status: Status::Succeeded,
+            failed_items: 0,
             error: None,
             duration: std::time::Duration::from_millis(60),
         });
@@ -691,6 +692,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(5));
         r.recorder.event(&RunEvent::RunFinished {
             status: Status::Succeeded,
+            failed_items: 0,
             error: None,
             duration: nap,
         });

@@ -108,6 +108,8 @@ pub enum ServeEvent {
         run_id: String,
         status: Status,
         error: Option<String>,
+        /// Items that failed in steps that went on without them.
+        failed_items: u64,
     },
     /// A stop signal: no new runs; the running ones get the grace period.
     Stopping { running: usize, grace: Duration },
