@@ -901,3 +901,33 @@ async fn a_rejection_made_during_a_run_stops_the_items_not_yet_started() {
         ]
     );
 }
+
+/// The commands that read the history refuse one that is not there (a
+/// mistyped `--data-dir`) instead of making an empty one and answering
+/// "no runs", "no pending approvals", as if nothing waited for anyone.
+#[tokio::test]
+async fn reading_commands_refuse_a_history_that_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("tpyo");
+    let database = format!("sqlite:{}", dir.path().join("nowhere/x.sqlite").display());
+    for args in [
+        vec!["runs"],
+        vec!["runs", "show", "20260101T000000Z-aaaaaa"],
+        vec!["approvals"],
+        vec!["approvals", "show", "ap-123456"],
+        vec!["approve", "ap-123456"],
+        vec!["reject", "ap-123456", "--only", "ann@x.com"],
+        vec!["ledger", "ann@x.com"],
+        vec!["--database", &database, "approvals"],
+    ] {
+        let run = sluice_cmd(&[], &typo, &args).await;
+        assert_eq!(run.code, 2, "{args:?}: {}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("there is no run history at") && run.stderr.contains("--data-dir"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert!(!typo.exists(), "the mistyped data directory was made");
+    assert!(!dir.path().join("nowhere").exists());
+}

@@ -133,6 +133,31 @@ pub fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(sluice_store::default_data_dir);
     data_dir::restrict_new_files();
+    // Parsed here rather than by clap, whose error would echo the URL and
+    // its password; this error hides it.
+    let database = match Location::from_option(cli.database.as_deref(), &data_dir) {
+        Ok(database) => database,
+        Err(e) => {
+            eprintln!("error: --database: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(why) = missing_history(&database) {
+        match cli.command {
+            Command::Runs(_)
+            | Command::Approvals(_)
+            | Command::Approve(_)
+            | Command::Reject(_)
+            | Command::Ledger(_) => {
+                eprintln!("error: {}", terminal::line(&why));
+                return ExitCode::from(2);
+            }
+            // A service, perhaps started before the first run: it goes on,
+            // and its pages fill once a run has made the history.
+            Command::Console(_) => eprintln!("warning: {}", terminal::line(&why)),
+            _ => {}
+        }
+    }
     if matches!(
         cli.command,
         Command::Run(_)
@@ -144,15 +169,6 @@ pub fn main() -> ExitCode {
     ) {
         data_dir::prepare(&data_dir);
     }
-    // Parsed here rather than by clap, whose error would echo the URL and
-    // its password; this error hides it.
-    let database = match Location::from_option(cli.database.as_deref(), &data_dir) {
-        Ok(database) => database,
-        Err(e) => {
-            eprintln!("error: --database: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => {
@@ -180,6 +196,23 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Why a command that reads the run history (`runs`, `approvals`,
+/// `approve`, `reject`, `ledger`; `console` only warns) must not open
+/// `database`: an SQLite file that is not there. Opening it would create
+/// an empty history, and a mistyped `--data-dir` would then answer "no
+/// runs", "no pending approvals", as if nothing waited for anyone.
+fn missing_history(database: &Location) -> Option<String> {
+    let Location::Sqlite(path) = database else {
+        return None;
+    };
+    (!path.exists()).then(|| {
+        format!(
+            "there is no run history at {}: nothing has run with this data directory yet, or `--data-dir` (SLUICE_DATA_DIR) or `--database` (SLUICE_DATABASE_URL) names the wrong place",
+            path.display()
+        )
+    })
 }
 
 /// Runs `work` as a task on one of the runtime's worker threads rather
