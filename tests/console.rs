@@ -616,6 +616,13 @@ async fn metrics_and_health_need_the_token_off_loopback_unless_public() {
     let s = seeded().await;
     // Listening on every address (reached here through loopback).
     let closed = console(s.dir.path(), "0.0.0.0:0", Some(TOKEN), false).await;
+    // Where it says to open it: not 0.0.0.0, which is no address to open.
+    let port = closed.addr.port();
+    let note = closed.where_to_open().unwrap();
+    assert!(
+        note.contains(&format!("open http://localhost:{port}/ here")),
+        "{note}"
+    );
     for path in ["/metrics", "/healthz", "/readyz"] {
         let p = get(closed.addr, path, "").await;
         assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{path}");
@@ -630,6 +637,9 @@ async fn metrics_and_health_need_the_token_off_loopback_unless_public() {
     closed.stop().await;
     let public = console(s.dir.path(), "0.0.0.0:0", Some(TOKEN), true).await;
     let health = get(public.addr, "/healthz", "").await;
+    let loopback = console(s.dir.path(), "127.0.0.1:0", Some(TOKEN), false).await;
+    assert_eq!(loopback.where_to_open(), None);
+    loopback.stop().await;
     assert_eq!(
         (health.status, health.body.as_str()),
         (StatusCode::OK, "database: ok\n")
@@ -1787,4 +1797,23 @@ async fn the_runs_list_pages_newest_first_through_every_run() {
     written.sort();
     assert_eq!(all, written);
     c.stop().await;
+}
+
+/// An address already taken is refused once, in one sentence: the cause
+/// is not said twice.
+#[test]
+fn an_address_in_use_is_refused_saying_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = sluice(dir.path(), &["console", "--http", &addr])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the console cannot listen on {addr}: ")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("in use").count(), 1, "{stderr}");
 }

@@ -1749,3 +1749,26 @@ fn a_served_run_whose_report_cannot_be_written_runs_no_step() {
         detail.steps
     );
 }
+
+/// A blank replica name (an empty `--replica`, or a Kubernetes variable
+/// that resolved to nothing) is refused: runs and leases are kept under it.
+#[test]
+fn a_blank_replica_name_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let path = flows.path().to_str().unwrap();
+    for (args, env) in [
+        (vec!["serve", path, "--replica", ""], None),
+        (vec!["serve", path, "--replica", "  "], None),
+        (vec!["serve", path], Some(" ")),
+    ] {
+        let mut cmd = sluice(data.path(), &args);
+        if let Some(value) = env {
+            cmd.env("SLUICE_REPLICA", value);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("a replica needs a name"), "{stderr}");
+    }
+}

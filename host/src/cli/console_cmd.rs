@@ -137,7 +137,10 @@ pub async fn console(
         Ok(running) => running,
         Err(code) => return Ok(code),
     };
-    eprintln!("console at http://{}/", running.addr);
+    match running.where_to_open() {
+        Some(note) => eprintln!("console at {} ({note})", running.url()),
+        None => eprintln!("console at {}", running.url()),
+    }
     let mut signals = super::signals::watch(false)?;
     let _ = signals.stop.changed().await;
     running.stop().await;

@@ -238,6 +238,24 @@ pub fn replica_name() -> String {
         .unwrap_or_else(sluice_store::process::host_name)
 }
 
+/// A replica's name (`serve --replica`, SLUICE_REPLICA), trimmed: runs
+/// are recorded and leases held under it, so it may not be blank (a
+/// Kubernetes variable that resolved to nothing would otherwise make every
+/// pod the same nameless replica).
+pub fn parse_replica(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.is_empty() {
+        return Err(
+            "a replica needs a name; give one, or leave --replica and SLUICE_REPLICA unset for the host name"
+                .to_string(),
+        );
+    }
+    if name.chars().any(char::is_control) {
+        return Err("a replica's name may not hold control characters".to_string());
+    }
+    Ok(name.to_string())
+}
+
 /// A lease of at least a second (`--lease`): renewals every third of it
 /// must be able to reach the store in time.
 pub fn parse_lease(text: &str) -> Result<std::time::Duration, String> {

@@ -33,7 +33,7 @@ pub struct ServeArgs {
     #[arg(long, short)]
     pub verbose: bool,
     /// The name this replica records its runs under [default: the host name]
-    #[arg(long, env = "SLUICE_REPLICA", default_value_t = sluice_store::process::host_name())]
+    #[arg(long, env = "SLUICE_REPLICA", default_value_t = sluice_store::process::host_name(), value_parser = super::parse_replica)]
     pub replica: String,
     /// How the log on stderr reads: `text` for a person, `json` (one
     /// object per line: time, level, event, flow, run_id, step, error,
@@ -287,7 +287,8 @@ pub async fn serve(
             match super::console_cmd::start(options, Some(control), Vec::new()).await? {
                 Ok(running) => {
                     serve_log::emit(&ServeEvent::ConsoleListening {
-                        url: format!("http://{}/", running.addr),
+                        url: running.url(),
+                        note: running.where_to_open(),
                     });
                     Some(running)
                 }

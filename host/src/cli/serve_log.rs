@@ -191,8 +191,11 @@ fn host_entry(event: &ServeEvent, base: Entry) -> Entry {
             ),
             ..base
         },
-        ServeEvent::ConsoleListening { url } => Entry {
-            message: format!("console at {url}"),
+        ServeEvent::ConsoleListening { url, note } => Entry {
+            message: match note {
+                Some(note) => format!("console at {url} ({note})"),
+                None => format!("console at {url}"),
+            },
             ..base
         },
         ServeEvent::Replica { message } => Entry {

@@ -71,10 +71,12 @@ pub struct Options {
 pub enum ConsoleError {
     #[error(transparent)]
     Access(#[from] AccessError),
-    #[error("the console cannot listen on {given}: {source}")]
+    // Not `source`: the message says the cause once, and a chain would
+    // say it again ("Address already in use: Address already in use").
+    #[error("the console cannot listen on {given}: {cause}")]
     Bind {
         given: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Store(#[from] sluice_store::StoreError),
@@ -120,6 +122,23 @@ pub struct Running {
 }
 
 impl Running {
+    /// The console's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// What to open, when the URL is not it: listening on every address of
+    /// the host (`0.0.0.0`, `[::]`), the console is not at that address.
+    pub fn where_to_open(&self) -> Option<String> {
+        self.addr.ip().is_unspecified().then(|| {
+            format!(
+                "every address of this host: open http://localhost:{}/ here, or this host's name or address and port {} from elsewhere",
+                self.addr.port(),
+                self.addr.port()
+            )
+        })
+    }
+
     /// Stops listening; open connections get a moment to close.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -170,9 +189,9 @@ pub async fn start(
 ) -> Result<Running, ConsoleError> {
     access::check_address(&options.listen, options.token.as_ref())?;
     let data = Data::open(&options.database).await?;
-    let bind_error = |source| ConsoleError::Bind {
+    let bind_error = |cause| ConsoleError::Bind {
         given: options.listen.given.clone(),
-        source,
+        cause,
     };
     // The first of the resolved addresses that binds.
     let listener = tokio::net::TcpListener::bind(options.listen.addrs())

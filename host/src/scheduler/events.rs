@@ -21,8 +21,9 @@ pub enum ServeEvent {
         lease: Duration,
         history: String,
     },
-    /// The web console (`--http`) listens at `url`.
-    ConsoleListening { url: String },
+    /// The web console (`--http`) listens at `url`; `note` says what to
+    /// open when that address is every address of the host.
+    ConsoleListening { url: String, note: Option<String> },
     /// What the replicas' coordination says: a lease taken over from a
     /// replica gone quiet, or lost, with what follows for the run.
     Replica { message: String },
