@@ -311,6 +311,10 @@ fn a_schedule_every_second_runs_and_records_each_run_and_a_bad_file_is_skipped()
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("broken.toml is skipped"), "{stderr}");
     assert!(
+        stderr.contains("loading the flows of ") && stderr.contains("compiled first"),
+        "{stderr}"
+    );
+    assert!(
         stderr.contains("tick") && stderr.contains("next run"),
         "{stderr}"
     );

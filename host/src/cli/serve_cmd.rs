@@ -264,6 +264,9 @@ pub async fn serve(
     });
     let engine = engine_for(data_dir)?;
     let runner = Runner::new(engine.clone())?;
+    serve_log::emit(&ServeEvent::Loading {
+        paths: args.paths.iter().map(|p| p.display().to_string()).collect(),
+    });
     let mut scheduler = match Scheduler::new(host, runner, args.paths) {
         Ok(scheduler) => scheduler,
         Err(problems) => {

@@ -155,7 +155,8 @@ fn plural(n: usize) -> &'static str {
 pub fn entry(event: &ServeEvent) -> Entry {
     let base = Entry::new(event.name());
     match event {
-        ServeEvent::Serving { .. }
+        ServeEvent::Loading { .. }
+        | ServeEvent::Serving { .. }
         | ServeEvent::ConsoleListening { .. }
         | ServeEvent::Replica { .. }
         | ServeEvent::Recovered { .. }
@@ -178,6 +179,13 @@ pub fn entry(event: &ServeEvent) -> Entry {
 /// The host's own life: starting, recovering, rescanning, stopping.
 fn host_entry(event: &ServeEvent, base: Entry) -> Entry {
     match event {
+        ServeEvent::Loading { paths } => Entry {
+            message: format!(
+                "loading the flows of {}; components not in the cache yet are compiled first (a minute or so on a first start)",
+                paths.join(", ")
+            ),
+            ..base
+        },
         ServeEvent::Serving {
             flows,
             replica,

@@ -14,6 +14,10 @@ use crate::run::Status;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServeEvent {
+    /// The host starts loading its flow files: compiling the components
+    /// its cache does not hold yet takes a minute or so on a first start,
+    /// which must not look like a hang.
+    Loading { paths: Vec<String> },
     /// The host is up: its flows are armed and its signal handlers ready.
     Serving {
         flows: usize,
@@ -125,6 +129,7 @@ impl ServeEvent {
     /// The event's stable name (the `event` field of a JSON line).
     pub fn name(&self) -> &'static str {
         match self {
+            ServeEvent::Loading { .. } => "loading",
             ServeEvent::Serving { .. } => "serving",
             ServeEvent::ConsoleListening { .. } => "console_listening",
             ServeEvent::Recovered { .. } => "recovered",
