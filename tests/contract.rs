@@ -1312,3 +1312,99 @@ async fn an_item_input_that_does_not_fit_fails_the_step_before_any_item_runs() {
         .count();
     assert_eq!(started, 0, "no item ran: {}", events.text());
 }
+
+/// A state store whose writes another replica's newer lease fences off.
+struct Fenced;
+
+#[async_trait::async_trait]
+impl sluice::state::StateStore for Fenced {
+    async fn get(
+        &self,
+        _flow: &str,
+        _key: &str,
+    ) -> Result<Option<sluice::state::Json>, sluice::state::StoreError> {
+        Ok(None)
+    }
+
+    async fn list(
+        &self,
+        _flow: &str,
+        _prefix: &str,
+        _start_after: Option<&str>,
+        _limit: usize,
+    ) -> Result<Vec<(String, sluice::state::Json)>, sluice::state::StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn apply(
+        &self,
+        _flow: &str,
+        _run: &str,
+        _writes: Vec<sluice::state::Write>,
+    ) -> Result<(), sluice::state::StoreError> {
+        Err(sluice::state::StoreError {
+            message: "this replica no longer holds the flow's lease".into(),
+            fenced: true,
+        })
+    }
+}
+
+/// A run whose state writes are fenced off (its replica was paused past
+/// its lease and another took the flow over) is interrupted, as the
+/// history the other replica wrote says, not failed; so are a `for_each`
+/// step's items, whatever its `on_error`, and no item starts once one
+/// has found out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_state_writes_stop_the_run_rather_than_fail_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default()).with_state(Arc::new(Fenced));
+    let single = flow_with(
+        r#"
+[[step]]
+id = "write"
+uses = "FIXTURE"
+with = { write = { note = "x" } }
+
+[[step]]
+id = "after"
+uses = "FIXTURE"
+with = {}
+"#,
+    );
+    let (outcome, events) = run_text(&runner, dir.path(), &single, false).await;
+    assert_eq!(outcome.status, Status::Interrupted, "{}", events.text());
+    let error = outcome.error.unwrap_or_default();
+    assert!(error.contains("lease"), "{error}");
+    let items = flow_with(
+        r#"
+[params]
+people = ["a", "b", "c", "d", "e", "f"]
+
+[[step]]
+id = "each"
+uses = "FIXTURE"
+for_each = "${params.people}"
+concurrency = 1
+on_error = "continue"
+with = { write = { seen = "${item}" } }
+
+[[step]]
+id = "after"
+uses = "FIXTURE"
+with = {}
+"#,
+    );
+    let (outcome, events) = run_text(&runner, dir.path(), &items, false).await;
+    assert_eq!(outcome.status, Status::Interrupted, "{}", events.text());
+    // Items whose writes were refused were stopped, not failed.
+    for event in events.events() {
+        if let RunEvent::ItemFinished { status, index, .. } = event {
+            assert_eq!(
+                status,
+                Status::Interrupted,
+                "item {index}: {}",
+                events.text()
+            );
+        }
+    }
+}

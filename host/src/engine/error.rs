@@ -55,6 +55,11 @@ pub enum CallError {
     /// The flow's state could not be made durable after the call succeeded.
     #[error("its state could not be saved: {0}")]
     State(String),
+    /// The state was refused because the flow's lease is another
+    /// replica's now: the run was taken over, so it stops (interrupted,
+    /// as the history the other replica wrote says), it has not failed.
+    #[error("its state was not saved: {0}")]
+    Fenced(String),
     /// A `for_each` item whose name (the run context's `item-key`) would
     /// be blank: the host did not call the component for it.
     #[error("it was not called: its key is blank ({0}); {why}: {hint}", why = crate::flow::item_key::BLANK_KEY_WHY, hint = crate::flow::item_key::BLANK_KEY_HINT)]
@@ -76,6 +81,7 @@ impl CallError {
             CallError::InvalidOutput(_) => "invalid-output",
             CallError::Instantiate(_) => "instantiate",
             CallError::State(_) => "state",
+            CallError::Fenced(_) => "fenced",
             CallError::BlankItemKey(_) => "blank-item-key",
         }
     }

@@ -86,7 +86,34 @@ pub struct Committing(Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send
 
 impl Committing {
     pub async fn committed(self) -> Result<(), CallError> {
-        self.0.await.map_err(|e| CallError::State(e.to_string()))
+        self.0.await.map_err(state_error)
+    }
+}
+
+/// Why a call's writes were not kept: refused by the fencing of a lease
+/// another replica took over ([`CallError::Fenced`]), or lost otherwise.
+fn state_error(e: StoreError) -> CallError {
+    match e.fenced {
+        true => CallError::Fenced(e.message),
+        false => CallError::State(e.to_string()),
+    }
+}
+
+impl Failed {
+    /// A call that failed on `error` after `tries`; stopped, not failed,
+    /// when the error is the lost lease's ([`CallError::Fenced`]).
+    pub fn after(error: CallError, tries: Tries) -> Failed {
+        let stopped = match &error {
+            CallError::Fenced(_) => {
+                Some("the flow's lease was taken over by another replica".to_string())
+            }
+            _ => None,
+        };
+        Failed {
+            error,
+            tries,
+            stopped,
+        }
     }
 }
 
@@ -234,10 +261,13 @@ impl Caller {
                 made: attempt,
                 failed,
             };
-            return Err(Failed {
-                error,
-                tries,
-                stopped,
+            return Err(match stopped {
+                Some(why) => Failed {
+                    error,
+                    tries,
+                    stopped: Some(why),
+                },
+                None => Failed::after(error, tries),
             });
         }
     }
@@ -347,6 +377,6 @@ impl Caller {
         self.state
             .apply(&invocation.flow, &invocation.run_id, state::batch(writes))
             .await
-            .map_err(|e| CallError::State(e.to_string()))
+            .map_err(state_error)
     }
 }

@@ -477,12 +477,13 @@ async fn run_item(
             Ok(c) => c.tries,
             Err(f) => f.tries,
         };
-        called = Err(Failed {
-            error,
-            tries,
-            stopped: None,
-        });
+        called = Err(Failed::after(error, tries));
         shared.count_failure(&called);
+    }
+    // A write refused because another replica took the flow over: the
+    // run is that replica's now, and no further item starts here.
+    if matches!(&called, Err(f) if matches!(f.error, crate::engine::CallError::Fenced(_))) {
+        shared.cancel.store(true, Ordering::SeqCst);
     }
     let input = Payload::text(text, &shared.redactor);
     let tries = match &called {

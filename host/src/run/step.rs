@@ -239,7 +239,11 @@ async fn run_once(
             if let Some(committing) = called.committing
                 && let Err(e) = committing.committed().await
             {
-                return (Err(StepFailure::Failed(e.to_string())), tries);
+                let failed = super::call::Failed::after(e, called.tries);
+                return match failed.stopped {
+                    Some(_) => (Err(StepFailure::Interrupted(failed.to_string())), tries),
+                    None => (Err(StepFailure::Failed(failed.to_string())), tries),
+                };
             }
             (Ok(called.output), tries)
         }

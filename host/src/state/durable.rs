@@ -25,7 +25,7 @@ impl DurableStore {
 }
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::new(e.to_string())
 }
 
 fn key(key: impl Into<String>) -> Result<StateKey, StoreError> {
@@ -73,7 +73,13 @@ impl StateStore for DurableStore {
             run_id: Some(run.to_string()),
             fence: self.fence,
         };
-        self.store.state_apply(flow, batch).await.map_err(failed)
+        self.store
+            .state_apply(flow, batch)
+            .await
+            .map_err(|e| StoreError {
+                fenced: matches!(e, sluice_store::StoreError::Fenced { .. }),
+                message: e.to_string(),
+            })
     }
 }
 

@@ -81,8 +81,22 @@ pub type Writes = BTreeMap<String, Option<Json>>;
 
 /// The store could not be read or written.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the flow state store failed: {0}")]
-pub struct StoreError(pub String);
+#[error("the flow state store failed: {message}")]
+pub struct StoreError {
+    pub message: String,
+    /// Refused because the flow's lease is another replica's now (its
+    /// fencing number moved on): the run was taken over, it did not fail.
+    pub fenced: bool,
+}
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            fenced: false,
+        }
+    }
+}
 
 /// Where flow state lives. Implementations never block an async worker.
 #[async_trait::async_trait]

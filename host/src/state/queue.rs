@@ -103,8 +103,8 @@ impl CommitQueue {
         }
         async move {
             answer.await.unwrap_or_else(|_| {
-                Err(StoreError(
-                    "the state writer stopped before the writes were committed".into(),
+                Err(StoreError::new(
+                    "the state writer stopped before the writes were committed",
                 ))
             })
         }
@@ -243,7 +243,7 @@ mod tests {
         async fn apply(&self, flow: &str, run: &str, writes: Vec<Write>) -> Result<(), StoreError> {
             assert!(writes.iter().all(|w| w.key() != "boom"), "the store broke");
             if writes.iter().any(|w| w.key() == "bad") {
-                return Err(StoreError("the key `bad` is refused".into()));
+                return Err(StoreError::new("the key `bad` is refused"));
             }
             self.applied.fetch_add(1, Ordering::SeqCst);
             self.inner.apply(flow, run, writes).await
@@ -283,7 +283,7 @@ mod tests {
         let later = queue.queue(set("c", 3));
         assert!(good.await.is_ok());
         let refused = bad.await.unwrap_err();
-        assert!(refused.0.contains("`bad` is refused"), "{refused}");
+        assert!(refused.message.contains("`bad` is refused"), "{refused}");
         assert!(later.await.is_ok());
         assert_eq!(
             store.get("f", "a").await.unwrap(),
@@ -332,7 +332,7 @@ mod tests {
         let queue = queue_on(&store);
         let broken = queue.queue(set("boom", 1));
         let error = broken.await.unwrap_err();
-        assert!(error.0.contains("stopped before"), "{error}");
+        assert!(error.message.contains("stopped before"), "{error}");
         queue.settled().await;
         // The next writes start a committer again.
         queue.queue(set("k", 2)).await.unwrap();
