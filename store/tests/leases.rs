@@ -163,14 +163,18 @@ async fn an_expired_lease_is_taken_over_and_its_run_recorded_interrupted(db: Db)
         flow: "f".into(),
         fence: Some(fence),
     };
+    // Last heard of two minutes ago, when its step started.
+    let heard = chrono::Utc::now() - chrono::Duration::seconds(120);
+    let mut started = new_run("r1", "a");
+    started.started_at = heard - chrono::Duration::seconds(5);
     let writes = vec![
-        HistoryWrite::StartRun(new_run("r1", "a")),
+        HistoryWrite::StartRun(started),
         HistoryWrite::StartStep(StepStart {
             step: "long".into(),
             component: "c".into(),
             input: serde_json::json!({}),
             items_total: None,
-            started_at: chrono::Utc::now(),
+            started_at: heard,
         }),
     ];
     s.write(&run, writes).await.unwrap();
@@ -190,6 +194,14 @@ async fn an_expired_lease_is_taken_over_and_its_run_recorded_interrupted(db: Db)
         "{error}"
     );
     assert_eq!(d.steps[0].status, StepStatus::Interrupted);
+    // Ended when it was last heard of, not when the lease was taken over.
+    let ended = |t: Option<&String>| {
+        chrono::DateTime::parse_from_rfc3339(t.unwrap())
+            .unwrap()
+            .timestamp()
+    };
+    assert_eq!(ended(d.run.ended_at.as_ref()), heard.timestamp());
+    assert_eq!(ended(d.steps[0].ended_at.as_ref()), heard.timestamp());
     // Taken once: the lease is free now, and the next run takes it.
     assert!(s.take_over_expired("c").await.unwrap().is_empty());
     assert_eq!(granted(s, &grant("f", "c", "r2"), MINUTE).await, fence + 2);

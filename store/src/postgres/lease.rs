@@ -125,7 +125,12 @@ async fn settle_lapsed(
     let mut recorded = false;
     if let Some(run) = &lease.run_id {
         let why = cause.reason(&from, &expired_at, by);
-        recorded = end_unfinished(tx, run, RunStatus::Interrupted, &why, Utc::now()).await?;
+        // Ended when it was last heard of, not when the lease was found
+        // lapsed: that is the takeover's time, later by up to a lease.
+        let ended = super::query::last_sign_of_life(tx, run)
+            .await?
+            .unwrap_or_else(Utc::now);
+        recorded = end_unfinished(tx, run, RunStatus::Interrupted, &why, ended).await?;
     }
     Ok(Takeover {
         flow: flow.to_string(),

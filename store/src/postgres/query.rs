@@ -280,21 +280,30 @@ async fn running_before(tx: &Transaction<'_>, cutoff: DateTime<Utc>) -> Result<V
 
 /// Records runs whose process stopped as interrupted, ending at their last
 /// sign of life, with their running steps.
+/// The latest time the history holds of run `id`: its start, a step's
+/// start or end, an item's end. What a run whose process died is recorded
+/// as ended at, rather than when someone found out.
+pub(crate) async fn last_sign_of_life(
+    tx: &Transaction<'_>,
+    id: &str,
+) -> Result<Option<DateTime<Utc>>> {
+    Ok(tx
+        .query_one(
+            "SELECT max(t) FROM (
+                SELECT started_at AS t FROM runs WHERE id = $1
+                UNION ALL SELECT started_at FROM steps WHERE run_id = $1
+                UNION ALL SELECT ended_at FROM steps WHERE run_id = $1
+                UNION ALL SELECT ended_at FROM items WHERE run_id = $1) AS signs",
+            &[&id],
+        )
+        .await?
+        .try_get(0)?)
+}
+
 async fn mark_stale(tx: &Transaction<'_>, stale: &[RunningRow]) -> Result<()> {
     let now = Utc::now();
     for RunningRow { id, pid, .. } in stale {
-        let last: Option<DateTime<Utc>> = tx
-            .query_one(
-                "SELECT max(t) FROM (
-                    SELECT started_at AS t FROM runs WHERE id = $1
-                    UNION ALL SELECT started_at FROM steps WHERE run_id = $1
-                    UNION ALL SELECT ended_at FROM steps WHERE run_id = $1
-                    UNION ALL SELECT ended_at FROM items WHERE run_id = $1) AS signs",
-                &[id],
-            )
-            .await?
-            .try_get(0)?;
-        let last = last.unwrap_or(now);
+        let last = last_sign_of_life(tx, id).await?.unwrap_or(now);
         let why = format!(
             "{}; recorded as interrupted at {}",
             died(*pid),

@@ -114,13 +114,11 @@ fn settle_lapsed(
     let mut recorded = false;
     if let Some(run) = &lease.run_id {
         let why = cause.reason(&from, &lease.expires_at, by);
-        recorded = end_unfinished(
-            tx,
-            run,
-            RunStatus::Interrupted,
-            &why,
-            &timestamp(Utc::now()),
-        )?;
+        // Ended when it was last heard of, not when the lease was found
+        // lapsed: that is the takeover's time, later by up to a lease.
+        let ended =
+            super::query::last_sign_of_life(tx, run)?.unwrap_or_else(|| timestamp(Utc::now()));
+        recorded = end_unfinished(tx, run, RunStatus::Interrupted, &why, &ended)?;
     }
     Ok(Takeover {
         flow: flow.to_string(),

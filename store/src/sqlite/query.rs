@@ -193,19 +193,28 @@ fn running_before(tx: &Transaction<'_>, cutoff: &str) -> rusqlite::Result<Vec<Ru
 /// Records runs whose process stopped as interrupted, ending at their last
 /// sign of life (the latest time any step or item recorded), with their
 /// running steps.
+/// The latest time the history holds of run `id`: its start, a step's
+/// start or end, an item's end. What a run whose process died is recorded
+/// as ended at, rather than when someone found out.
+pub(crate) fn last_sign_of_life(
+    tx: &Transaction<'_>,
+    id: &str,
+) -> rusqlite::Result<Option<String>> {
+    tx.query_row(
+        "SELECT MAX(t) FROM (
+            SELECT started_at AS t FROM runs WHERE id = ?1
+            UNION ALL SELECT started_at FROM steps WHERE run_id = ?1
+            UNION ALL SELECT ended_at FROM steps WHERE run_id = ?1
+            UNION ALL SELECT ended_at FROM items WHERE run_id = ?1)",
+        params![id],
+        |r| r.get(0),
+    )
+}
+
 fn mark_stale(tx: &Transaction<'_>, stale: &[RunningRow]) -> rusqlite::Result<()> {
     let now = now_text();
     for RunningRow { id, pid, .. } in stale {
-        let last: Option<String> = tx.query_row(
-            "SELECT MAX(t) FROM (
-                SELECT started_at AS t FROM runs WHERE id = ?1
-                UNION ALL SELECT started_at FROM steps WHERE run_id = ?1
-                UNION ALL SELECT ended_at FROM steps WHERE run_id = ?1
-                UNION ALL SELECT ended_at FROM items WHERE run_id = ?1)",
-            params![id],
-            |r| r.get(0),
-        )?;
-        let last = last.unwrap_or_else(|| now.clone());
+        let last = last_sign_of_life(tx, id)?.unwrap_or_else(|| now.clone());
         tx.execute(
             "UPDATE runs SET status = 'interrupted', ended_at = ?2, error = COALESCE(error, ?3)
              WHERE id = ?1 AND status = 'running'",
