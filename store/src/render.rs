@@ -58,15 +58,31 @@ fn cut(text: &str, chars: usize) -> String {
 }
 
 /// The run list as a table, or a sentence when there is nothing to list.
-pub fn render_runs_table(runs: &[RunSummary]) -> String {
+/// The runs as a table; `items` holds each run's item counts (as
+/// `item_counts` gives them, in the same order), shown
+/// as how many items ran and how many failed: a run that succeeded with
+/// failed items must not read as all well.
+pub fn render_runs_table(runs: &[RunSummary], items: &[Vec<crate::browse::ItemCount>]) -> String {
     if runs.is_empty() {
         return "No runs recorded yet.\n".into();
     }
     let mut out = format!(
-        "{:<24} {:<24} {:<9} {:<16} {:<17} {:<19} {:>8}  {}\n",
-        "RUN", "FLOW", "TRIGGER", "REPLICA", "STATUS", "STARTED", "TOOK", "ERROR"
+        "{:<24} {:<24} {:<9} {:<16} {:<17} {:<19} {:>8}  {:<14} {}\n",
+        "RUN", "FLOW", "TRIGGER", "REPLICA", "STATUS", "STARTED", "TOOK", "ITEMS", "ERROR"
     );
-    for r in runs {
+    for (i, r) in runs.iter().enumerate() {
+        let counts = items.get(i).map(Vec::as_slice).unwrap_or_default();
+        let total: u64 = counts.iter().map(|c| c.count).sum();
+        let failed: u64 = counts
+            .iter()
+            .filter(|c| c.status == crate::ItemStatus::Failed)
+            .map(|c| c.count)
+            .sum();
+        let items = match (total, failed) {
+            (0, _) => "—".to_string(),
+            (t, 0) => t.to_string(),
+            (t, f) => format!("{t} ({f} failed)"),
+        };
         let status = if r.dry_run {
             format!("{} (dry run)", r.status)
         } else {
@@ -77,7 +93,7 @@ pub fn render_runs_table(runs: &[RunSummary]) -> String {
             _ => took(r.duration_ms),
         };
         let line = format!(
-            "{:<24} {:<24} {:<9} {:<16} {:<17} {:<19} {:>8}  {}",
+            "{:<24} {:<24} {:<9} {:<16} {:<17} {:<19} {:>8}  {:<14} {}",
             r.id,
             cut(&r.flow, 24),
             r.trigger,
@@ -85,6 +101,7 @@ pub fn render_runs_table(runs: &[RunSummary]) -> String {
             status,
             local_time(&r.started_at),
             took,
+            items,
             r.error
                 .as_deref()
                 .map(|e| cut(e, TABLE_ERROR_CHARS))

@@ -371,7 +371,9 @@ async fn render_shows_the_key_facts(db: Db) {
         "{all}"
     );
     assert!(!all.contains("--items"), "{all}");
-    let table = render_runs_table(&h.list_runs(None, 10).await.unwrap());
+    let runs = h.list_runs(None, 10).await.unwrap();
+    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+    let table = render_runs_table(&runs, &h.item_counts(&ids).await.unwrap());
     assert!(table.starts_with("RUN"), "{table}");
     for needle in [
         "REPLICA",
@@ -381,10 +383,12 @@ async fn render_shows_the_key_facts(db: Db) {
         "replica-a",
         "failed",
         "step `create` failed",
+        "ITEMS",
+        "2 (1 failed)",
     ] {
         assert!(table.contains(needle), "{needle:?} missing:\n{table}");
     }
-    assert_eq!(render_runs_table(&[]), "No runs recorded yet.\n");
+    assert_eq!(render_runs_table(&[], &[]), "No runs recorded yet.\n");
 }
 
 async fn big_inputs_and_outputs_are_stored_as_valid_markers(db: Db) {

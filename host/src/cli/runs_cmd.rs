@@ -65,7 +65,12 @@ pub async fn runs(
                     ))
                 );
             } else {
-                print!("{}", terminal::lines(&render::render_runs_table(&runs)));
+                let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+                let items = store.item_counts(&ids).await?;
+                print!(
+                    "{}",
+                    terminal::lines(&render::render_runs_table(&runs, &items))
+                );
             }
         }
         Some(RunsAction::Show {
