@@ -1351,9 +1351,9 @@ impl sluice::state::StateStore for Fenced {
 
 /// A run whose state writes are fenced off (its replica was paused past
 /// its lease and another took the flow over) is interrupted, as the
-/// history the other replica wrote says, not failed; so are a `for_each`
-/// step's items, whatever its `on_error`, and no item starts once one
-/// has found out.
+/// history the other replica wrote says, not failed; so is a call whose
+/// component committed itself and failed on the refusal, and so are a
+/// `for_each` step's items, whatever its `on_error`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fenced_state_writes_stop_the_run_rather_than_fail_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -1375,6 +1375,15 @@ with = {}
     assert_eq!(outcome.status, Status::Interrupted, "{}", events.text());
     let error = outcome.error.unwrap_or_default();
     assert!(error.contains("lease"), "{error}");
+    // The same when the component commits itself mid-call (as a step that
+    // changes another system does before its request) and fails on the
+    // refusal (`hostile`'s `commit`).
+    let committing = format!(
+        "name = \"{FLOW}\"\n[connections.idle]\nbase_url = \"https://idle.invalid\"\n\n[[step]]\nid = \"commit\"\nuses = \"{}\"\nconnections = {{ api = \"idle\" }}\nwith = {{ action = \"commit\" }}\n",
+        fixture("hostile").display()
+    );
+    let (outcome, events) = run_text(&runner, dir.path(), &committing, false).await;
+    assert_eq!(outcome.status, Status::Interrupted, "{}", events.text());
     let items = flow_with(
         r#"
 [params]

@@ -207,7 +207,9 @@ fn missing_history(database: &Location) -> Option<String> {
     let Location::Sqlite(path) = database else {
         return None;
     };
-    (!path.exists()).then(|| {
+    // Only a file that is surely not there: one that cannot be looked at
+    // (a private data directory) is opened, and says why it cannot be.
+    matches!(path.try_exists(), Ok(false)).then(|| {
         format!(
             "there is no run history at {}: nothing has run with this data directory yet, or `--data-dir` (SLUICE_DATA_DIR) or `--database` (SLUICE_DATABASE_URL) names the wrong place",
             path.display()

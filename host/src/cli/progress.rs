@@ -59,6 +59,15 @@ impl Progress {
 
     /// The line an event shows as, if any.
     fn human_line(&self, event: &RunEvent) -> Option<String> {
+        if let RunEvent::StepStarted { .. } = event {
+            // Each loop counts its own progress lines: one that ended
+            // short of its total (items held after it started, a stop)
+            // must not mute the next one's.
+            *self
+                .last_item_line
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = 0;
+        }
         match event {
             RunEvent::RunStarted {
                 run_id,

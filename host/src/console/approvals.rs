@@ -271,7 +271,7 @@ pub async fn decide(
 fn left_notice(outcome: &DecisionOutcome) -> String {
     let n = outcome.left.len();
     format!(
-        "{} item{} decided. {n} item{} the page showed as pending {} decided by someone else since, and {} left as {}: {}.",
+        "{} item{} decided. {n} item{} the page showed as pending {} not pending any more (someone decided, or a run settled, since the page was shown), and {} left as {}: {}.",
         outcome.changed.len(),
         if outcome.changed.len() == 1 { "" } else { "s" },
         if n == 1 { "" } else { "s" },

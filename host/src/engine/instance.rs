@@ -238,6 +238,12 @@ impl StepState {
     pub fn into_call(self) -> Option<Call> {
         self.call
     }
+
+    /// Why a commit the component asked for was fenced off, if one was
+    /// ([`crate::state::CallState::fenced`]).
+    pub fn fenced(&self) -> Option<String> {
+        self.call.as_ref()?.state.fenced().map(str::to_string)
+    }
 }
 
 impl WasiView for StepState {

@@ -321,6 +321,12 @@ impl Engine {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(CallError::Timeout(timeout)),
         };
+        // A commit the component asked for was refused because another
+        // replica holds the flow now: the call was stopped, whatever the
+        // component returned after the refusal.
+        if let Some(why) = live.store.data().fenced() {
+            return Err(CallError::Fenced(why));
+        }
         let output = match output {
             Ok(output) => output,
             Err(reported) => return Err(reported_error(reported)),

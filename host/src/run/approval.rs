@@ -343,19 +343,28 @@ impl Gate {
     /// still start: asked just before it does, because an admin may have
     /// rejected it since the gate read the plan (`sluice reject` while the
     /// step works through its items). Items the plan does not hold, and a
-    /// rehearsal's, are not asked about. `Err`: the plan could not be read.
-    pub async fn still_runs(&self, ctx: &RunContext<'_>, key: &str) -> Result<bool, String> {
+    /// rehearsal's, are not asked about. `Ok(Some(why))`: it may not, as
+    /// the plan says now (rejected above all). `Err`: the plan could not
+    /// be read.
+    pub async fn still_runs(
+        &self,
+        ctx: &RunContext<'_>,
+        key: &str,
+    ) -> Result<Option<&'static str>, String> {
         let (Some(plan), Some(approvals), true) =
             (&self.plan_id, &ctx.options.approvals, self.keeps)
         else {
-            return Ok(true);
+            return Ok(None);
         };
         if !self.in_plan.contains_key(&key_norm(key)) {
-            return Ok(true);
+            return Ok(None);
         }
         match approvals.store.plan_item_state(plan, key).await {
-            Ok(Some(PlanItemState::Approved | PlanItemState::Pending)) => Ok(true),
-            Ok(_) => Ok(false),
+            Ok(Some(PlanItemState::Approved | PlanItemState::Pending)) => Ok(None),
+            Ok(Some(PlanItemState::Rejected)) => Ok(Some("was rejected")),
+            // Not while this run holds the flow's lease; said as it is.
+            Ok(Some(PlanItemState::Done)) => Ok(Some("was run already")),
+            Ok(Some(PlanItemState::Closed)) | Ok(None) => Ok(Some("left its plan")),
             Err(e) => Err(e.to_string()),
         }
     }

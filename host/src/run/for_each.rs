@@ -164,7 +164,11 @@ pub async fn run(
         .map(|(i, (item, key))| (i, item, key))
         .collect();
     let recheck = gate.as_ref().map(|g| (ctx, g));
-    let (mut outcomes, rejected_since) = stream(&shared, step, scope, to_run, recheck).await?;
+    let Streamed {
+        mut outcomes,
+        rejected_since,
+        unchecked,
+    } = stream(&shared, step, scope, to_run, recheck).await?;
     outcomes.sort_by_key(|(i, _, _)| *i);
     if let (Some(gate), Some(summary)) = (&mut gate, &mut summary) {
         for (index, key, item) in rejected_since {
@@ -181,6 +185,9 @@ pub async fn run(
     }
     if let (Some(gate), Some(summary)) = (&gate, &summary) {
         settle(ctx, gate, &keys, &outcomes, summary).await;
+    }
+    if let Some(why) = unchecked {
+        return Err(StepFailure::Failed(why));
     }
     // Over the cap, the items' outputs are not kept as the step's output
     // (each is in its item's record); the step fails whatever `on_error`.
@@ -290,16 +297,18 @@ impl Items {
 /// With `recheck`, an item its approval gate let run on the plan's word
 /// is asked about again just before it starts: one an admin rejected
 /// since is not started, and comes back (index, key and item) beside the
-/// outcomes.
+/// outcomes ([`Streamed`]); a plan that cannot be read then stops the
+/// items, and says why.
 async fn stream(
     shared: &Arc<Items>,
     step: &Step,
     scope: &Scope<'_>,
     items: Vec<ItemToRun>,
     recheck: Option<(&RunContext<'_>, &Gate)>,
-) -> Result<(Vec<ItemOutcome>, Vec<(usize, String, Value)>), StepFailure> {
+) -> Result<Streamed, StepFailure> {
     let mut outcomes: Vec<ItemOutcome> = Vec::with_capacity(items.len());
     let mut rejected_since = Vec::new();
+    let mut unchecked = None;
     let mut tasks = JoinSet::new();
     let mut items = items.into_iter();
     let most_unfinished = step.concurrency + MAX_BATCH;
@@ -322,28 +331,28 @@ async fn stream(
         };
         if let (Some((ctx, gate)), Some(k)) = (recheck, &key) {
             match gate.still_runs(ctx, k).await {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(None) => {}
+                Ok(Some(why)) => {
                     ctx.emit(&RunEvent::Log {
                         step: step.id.clone(),
                         level: crate::engine::LogLevel::Warn,
                         message: ctx.redactor.redact(&format!(
-                            "item `{k}` was rejected after the step started; it was not run"
+                            "item `{k}` {why} after the step started; it was not run"
                         )),
                     });
                     rejected_since.push((index, k.clone(), item));
                     continue;
                 }
                 Err(e) => {
-                    // Not run, and not settled: it keeps its approval.
-                    ctx.emit(&RunEvent::Log {
-                        step: step.id.clone(),
-                        level: crate::engine::LogLevel::Warn,
-                        message: ctx.redactor.redact(&format!(
-                            "item `{k}` was not run: its approval could not be checked again before it started ({e}); it keeps its approval for the next run"
-                        )),
-                    });
-                    continue;
+                    // Neither it nor any later item starts, and the step
+                    // fails once the items under way have ended (their
+                    // approvals settled): nothing approved runs unasked.
+                    shared.stop.store(true, Ordering::SeqCst);
+                    unchecked = Some(format!(
+                        "the approval of item `{k}` could not be checked again before it started ({e}); it and the items after it were not started, and keep their place in the plan"
+                    ));
+                    outcomes.push((index, item, None));
+                    break;
                 }
             }
         }
@@ -355,7 +364,20 @@ async fn stream(
     while let Some(joined) = tasks.join_next().await {
         outcomes.push(joined.map_err(ended)?);
     }
-    Ok((outcomes, rejected_since))
+    Ok(Streamed {
+        outcomes,
+        rejected_since,
+        unchecked,
+    })
+}
+
+/// What [`stream`] gives back.
+struct Streamed {
+    outcomes: Vec<ItemOutcome>,
+    /// Items rejected after the gate let them run: index, key, item.
+    rejected_since: Vec<(usize, String, Value)>,
+    /// Why items stopped unstarted: their approval could not be checked.
+    unchecked: Option<String>,
 }
 
 fn ended(e: tokio::task::JoinError) -> StepFailure {

@@ -64,6 +64,10 @@ pub struct CallState {
     held: usize,
     /// The most `writes` may hold.
     limit: usize,
+    /// Why a commit the component asked for was fenced off: the flow's
+    /// lease is another replica's, so the call ends stopped whatever the
+    /// component makes of the refusal ([`Self::fenced`]).
+    fenced: Option<String>,
 }
 
 impl CallState {
@@ -83,7 +87,13 @@ impl CallState {
             writes: Writes::new(),
             held: 0,
             limit: MAX_WRITE_BYTES_PER_CALL,
+            fenced: None,
         }
+    }
+
+    /// Why a commit the component asked for was fenced off, if one was.
+    pub fn fenced(&self) -> Option<&str> {
+        self.fenced.as_deref()
     }
 
     /// The same call, whose reads first wait for the writes `queue` holds
@@ -160,7 +170,12 @@ impl CallState {
         self.settled().await;
         // Copied: should the store refuse, they stay the call's.
         let writes = super::batch(self.writes.clone());
-        self.store.apply(&self.flow, &self.run, writes).await?;
+        if let Err(e) = self.store.apply(&self.flow, &self.run, writes).await {
+            if e.fenced {
+                self.fenced = Some(e.message.clone());
+            }
+            return Err(e);
+        }
         self.writes.clear();
         self.held = 0;
         Ok(())

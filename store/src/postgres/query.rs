@@ -278,8 +278,6 @@ async fn running_before(tx: &Transaction<'_>, cutoff: DateTime<Utc>) -> Result<V
         .collect()
 }
 
-/// Records runs whose process stopped as interrupted, ending at their last
-/// sign of life, with their running steps.
 /// The latest time the history holds of run `id`: its start, a step's
 /// start or end, an item's end. What a run whose process died is recorded
 /// as ended at, rather than when someone found out.
@@ -300,6 +298,8 @@ pub(crate) async fn last_sign_of_life(
         .try_get(0)?)
 }
 
+/// Records runs whose process stopped as interrupted, ending at their last
+/// sign of life, with their running steps.
 async fn mark_stale(tx: &Transaction<'_>, stale: &[RunningRow]) -> Result<()> {
     let now = Utc::now();
     for RunningRow { id, pid, .. } in stale {

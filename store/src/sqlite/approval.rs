@@ -295,7 +295,7 @@ fn close_if_settled(tx: &Transaction<'_>, id: &str, t: &str) -> Result<(), Store
     Ok(())
 }
 
-/// Marks items that ran as done: their approval is spent.
+/// Where one item of a plan stands now (`None`: no such key).
 pub(crate) fn item_state(
     tx: &Transaction<'_>,
     plan: &str,
@@ -307,6 +307,7 @@ pub(crate) fn item_state(
         .optional()?)
 }
 
+/// Marks items that ran as done: their approval is spent.
 pub(crate) fn settle(
     tx: &Transaction<'_>,
     plan: &str,

@@ -190,9 +190,6 @@ fn running_before(tx: &Transaction<'_>, cutoff: &str) -> rusqlite::Result<Vec<Ru
     .collect()
 }
 
-/// Records runs whose process stopped as interrupted, ending at their last
-/// sign of life (the latest time any step or item recorded), with their
-/// running steps.
 /// The latest time the history holds of run `id`: its start, a step's
 /// start or end, an item's end. What a run whose process died is recorded
 /// as ended at, rather than when someone found out.
@@ -211,6 +208,9 @@ pub(crate) fn last_sign_of_life(
     )
 }
 
+/// Records runs whose process stopped as interrupted, ending at their last
+/// sign of life (the latest time any step or item recorded), with their
+/// running steps.
 fn mark_stale(tx: &Transaction<'_>, stale: &[RunningRow]) -> rusqlite::Result<()> {
     let now = now_text();
     for RunningRow { id, pid, .. } in stale {
