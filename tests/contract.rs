@@ -1033,8 +1033,9 @@ on_sqlite_and_postgres!(
 
 /// A run whose replica lost the flow's lease cannot write the flow's
 /// state: its batch carries the stale fencing number, the store refuses
-/// it, the step fails saying so (not retried: the refusal is final) and
-/// the state is left as the lease's new owner sees it.
+/// it, the step and the run stop saying so (interrupted, as the new owner
+/// records the run; not retried: the refusal is final) and the state is
+/// left as the lease's new owner sees it.
 async fn a_replica_that_lost_its_lease_cannot_write_state(database: &str) {
     use sluice_store::{Acquired, LeaseGrant, Store};
     let dir = tempfile::tempdir().unwrap();
@@ -1095,10 +1096,10 @@ with = { increment = "runs" }
     assert!(new > old);
 
     let (stale, events) = run_under(old).await;
-    assert_eq!(stale.status, Status::Failed, "{}", events.text());
+    assert_eq!(stale.status, Status::Interrupted, "{}", events.text());
     let error = stale.error.unwrap();
     assert!(
-        error.contains("its state could not be saved")
+        error.contains("its state was not saved")
             && error.contains(&sluice_store::lease::lost(old)),
         "{error}"
     );
@@ -1416,4 +1417,32 @@ with = {}
             );
         }
     }
+}
+
+/// A run that goes on past a failed step (`on_error = "continue"`) ends
+/// `succeeded`, and says which step failed: a green run must not hide it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_went_on_past_a_failed_step_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let text = flow_with(
+        r#"
+[[step]]
+id = "bad"
+uses = "FIXTURE"
+on_error = "continue"
+with = { fail = { kind = "internal" } }
+
+[[step]]
+id = "good"
+uses = "FIXTURE"
+with = {}
+"#,
+    );
+    let (outcome, events) = run_text(&runner, dir.path(), &text, false).await;
+    assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+    assert_eq!(outcome.setbacks.failed_steps, ["bad"]);
+    assert_eq!(outcome.setbacks.failed_items, 0);
+    let said = outcome.setbacks.said().unwrap();
+    assert_eq!(said, "step `bad` failed");
 }

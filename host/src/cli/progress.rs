@@ -151,17 +151,18 @@ impl Progress {
             RunEvent::RunFinished {
                 status,
                 duration,
-                failed_items,
+                setbacks,
                 ..
-            } => Some(match status {
-                Status::Succeeded if *failed_items > 0 => format!(
-                    "✓ finished in {}, but {failed_items} item{} failed (their steps went on without them: see above, or `sluice runs show`)",
+            } => Some(match (status, setbacks.said()) {
+                (Status::Succeeded, Some(failed)) => format!(
+                    "✓ finished in {}, but {failed} (the run went on past them: see above, or `sluice runs show`)",
                     format_duration(*duration),
-                    plural(*failed_items as usize)
                 ),
-                Status::Succeeded => format!("✓ finished in {}", format_duration(*duration)),
+                (Status::Succeeded, None) => {
+                    format!("✓ finished in {}", format_duration(*duration))
+                }
                 // As the history records it: a stop asked for is no failure.
-                Status::Interrupted => {
+                (Status::Interrupted, _) => {
                     format!("✗ interrupted after {}", format_duration(*duration))
                 }
                 _ => format!("✗ failed after {}", format_duration(*duration)),
@@ -398,23 +399,35 @@ mod tests {
     #[test]
     fn the_last_line_counts_the_items_that_failed() {
         let progress = Progress::new(Mode::Human, false);
-        let last = |failed_items| {
+        let last = |failed_steps: &[&str], failed_items| {
             progress
                 .human_line(&RunEvent::RunFinished {
                     status: Status::Succeeded,
                     error: None,
                     duration: Duration::from_millis(7_000),
-                    failed_items,
+                    setbacks: crate::run::Setbacks {
+                        failed_steps: failed_steps.iter().map(|s| s.to_string()).collect(),
+                        failed_items,
+                    },
                 })
                 .unwrap()
         };
-        assert_eq!(last(0), "✓ finished in 7.0 s");
+        assert_eq!(last(&[], 0), "✓ finished in 7.0 s");
         assert!(
-            last(1).starts_with("✓ finished in 7.0 s, but 1 item failed (their steps went on"),
+            last(&[], 1).starts_with("✓ finished in 7.0 s, but 1 item failed (the run went on"),
             "{}",
-            last(1)
+            last(&[], 1)
         );
-        assert!(last(3).contains("but 3 items failed"), "{}", last(3));
+        assert!(
+            last(&[], 3).contains("but 3 items failed"),
+            "{}",
+            last(&[], 3)
+        );
+        assert!(
+            last(&["mail"], 0).contains("but step `mail` failed (the run went on"),
+            "{}",
+            last(&["mail"], 0)
+        );
     }
 
     /// A step its `retry` called three times says so; one called once

@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 use tracing::Level;
 
 use crate::engine::LogLevel;
-use crate::run::{Observer, RunEvent, Status};
+use crate::run::{Observer, RunEvent, Setbacks, Status};
 use crate::scheduler::ServeEvent;
 
 /// One log entry, ready for `tracing`.
@@ -35,7 +35,9 @@ pub struct Entry {
     pub to: Option<String>,
     /// `Some(true)` when the timer stopped counting: more than `count`.
     pub count_incomplete: Option<bool>,
-    /// A run that ended with items that failed in steps that went on.
+    /// A run that went to the end past failures: its failed steps (by id,
+    /// comma-separated) and `for_each` items.
+    pub failed_steps: Option<String>,
     pub failed_items: Option<u64>,
     /// Text Sluice laid out over several lines (a flow file's
     /// diagnostics), written under the message, which stays one line.
@@ -61,6 +63,7 @@ impl Entry {
             from: None,
             to: None,
             count_incomplete: None,
+            failed_steps: None,
             failed_items: None,
             detail: None,
         }
@@ -92,6 +95,7 @@ pub fn log(e: Entry) {
                 from = e.from.as_deref(),
                 to = e.to.as_deref(),
                 count_incomplete = e.count_incomplete,
+                failed_steps = e.failed_steps.as_deref(),
                 failed_items = e.failed_items,
                 detail = e.detail.as_deref(),
                 "{}",
@@ -414,8 +418,8 @@ fn firing_entry(event: &ServeEvent, base: Entry) -> Entry {
             run_id,
             status,
             error,
-            failed_items,
-        } => run_finished(base, flow, run_id, *status, error.as_deref(), *failed_items),
+            setbacks,
+        } => run_finished(base, flow, run_id, *status, error.as_deref(), setbacks),
         _ => base,
     }
 }
@@ -426,22 +430,21 @@ fn run_finished(
     run_id: &str,
     status: Status,
     error: Option<&str>,
-    failed_items: u64,
+    setbacks: &Setbacks,
 ) -> Entry {
     let with_failures;
-    let (level, words) = match status {
-        // Succeeded, with items that failed: one to look at.
-        Status::Succeeded if failed_items > 0 => {
-            with_failures = format!(
-                "finished, but {failed_items} item{} failed (`sluice runs show {run_id}`)",
-                if failed_items == 1 { "" } else { "s" }
-            );
+    let (level, words) = match (status, setbacks.said()) {
+        // Succeeded past failures: one to look at.
+        (Status::Succeeded, Some(failed)) => {
+            with_failures = format!("finished, but {failed} (`sluice runs show {run_id}`)");
             (Level::WARN, with_failures.as_str())
         }
-        Status::Succeeded => (Level::INFO, "finished"),
-        Status::Failed => (Level::ERROR, "failed"),
-        Status::Interrupted => (Level::WARN, "was interrupted"),
-        Status::Skipped => (Level::WARN, "was skipped"),
+        (status, _) => match status {
+            Status::Succeeded => (Level::INFO, "finished"),
+            Status::Failed => (Level::ERROR, "failed"),
+            Status::Interrupted => (Level::WARN, "was interrupted"),
+            Status::Skipped => (Level::WARN, "was skipped"),
+        },
     };
     Entry {
         level,
@@ -453,7 +456,8 @@ fn run_finished(
         run_id: Some(run_id.to_string()),
         status: Some(status_name(status)),
         error: error.map(str::to_string),
-        failed_items: (failed_items > 0).then_some(failed_items),
+        failed_steps: (!setbacks.failed_steps.is_empty()).then(|| setbacks.failed_steps.join(",")),
+        failed_items: (setbacks.failed_items > 0).then_some(setbacks.failed_items),
         ..base
     }
 }
@@ -515,7 +519,7 @@ impl RunLog {
                     run,
                     *status,
                     error.as_deref(),
-                    0,
+                    &Setbacks::default(),
                 );
                 if *status == Status::Skipped {
                     e.level = Level::INFO;
@@ -619,7 +623,7 @@ mod tests {
             run_id: "r1".into(),
             status: Status::Failed,
             error: Some("step `create` failed".into()),
-            failed_items: 0,
+            setbacks: Setbacks::default(),
         });
         assert_eq!(
             (failed.level, failed.status),
@@ -628,22 +632,26 @@ mod tests {
         assert_eq!(failed.run_id.as_deref(), Some("r1"));
         assert_eq!(failed.error.as_deref(), Some("step `create` failed"));
         assert_eq!(failed.message, "sync run r1 failed: step `create` failed");
-        assert_eq!(failed.failed_items, None);
-        // Succeeded, with items that failed under `on_error = "continue"`.
+        assert_eq!((failed.failed_items, failed.failed_steps), (None, None));
+        // Succeeded past failures under `on_error = "continue"`.
         let partly = entry(&ServeEvent::RunFinished {
             flow: "sync".into(),
             run_id: "r1".into(),
             status: Status::Succeeded,
             error: None,
-            failed_items: 2,
+            setbacks: Setbacks {
+                failed_steps: vec!["mail".into()],
+                failed_items: 2,
+            },
         });
         assert_eq!(
             (partly.level, partly.status, partly.failed_items),
             (Level::WARN, Some("succeeded"), Some(2))
         );
+        assert_eq!(partly.failed_steps.as_deref(), Some("mail"));
         assert_eq!(
             partly.message,
-            "sync run r1 finished, but 2 items failed (`sluice runs show r1`)"
+            "sync run r1 finished, but step `mail` failed, 2 items failed (`sluice runs show r1`)"
         );
         let skipped = entry(&ServeEvent::SkippedStillRunning {
             flow: "sync".into(),
@@ -734,7 +742,7 @@ mod tests {
         );
         let ended = RunEvent::RunFinished {
             status: Status::Succeeded,
-            failed_items: 0,
+            setbacks: Setbacks::default(),
             error: None,
             duration: Duration::ZERO,
         };

@@ -129,4 +129,6 @@ pub struct Results {
     pub artifacts: Vec<PathBuf>,
     /// Steps that have had their `StepFinished`.
     pub finished: HashSet<String>,
+    /// Steps that failed and the run went on past (`on_error = "continue"`).
+    pub failed_and_continued: Vec<String>,
 }

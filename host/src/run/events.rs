@@ -115,9 +115,40 @@ pub enum RunEvent {
         error: Option<String>,
         #[serde(serialize_with = "millis")]
         duration: Duration,
-        /// Items that failed in steps that went on without them.
-        failed_items: u64,
+        /// What failed that the run went on past.
+        #[serde(flatten)]
+        setbacks: Setbacks,
     },
+}
+
+/// What failed in a run that went on past it (`on_error = "continue"`):
+/// steps, and items of steps that went on without them. A run that ends
+/// `succeeded` with some says so where its end is shown (`sluice run`'s
+/// last line, `serve`'s log), or they go unseen run after run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Setbacks {
+    /// Steps that failed, by id.
+    pub failed_steps: Vec<String>,
+    /// `for_each` items that failed.
+    pub failed_items: u64,
+}
+
+impl Setbacks {
+    /// What failed, as words ("step `mail` failed, 2 items failed"), or
+    /// `None` when nothing did.
+    pub fn said(&self) -> Option<String> {
+        let mut parts: Vec<String> = self
+            .failed_steps
+            .iter()
+            .map(|s| format!("step `{s}` failed"))
+            .collect();
+        match self.failed_items {
+            0 => {}
+            1 => parts.push("1 item failed".to_string()),
+            n => parts.push(format!("{n} items failed")),
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::context::{Results, RunContext, RunFields, RunServices, StepFailure};
-use super::events::{Observer, RunEvent, Status};
+use super::events::{Observer, RunEvent, Setbacks, Status};
 use super::output::Outputs;
 use super::{approval, prepare, step};
 use crate::connections::tape::Tapes;
@@ -118,8 +118,8 @@ pub struct RunOutcome {
     pub status: Status,
     /// One paragraph naming the step and the cause; already redacted.
     pub error: Option<String>,
-    /// See [`failed_items`].
-    pub failed_items: u64,
+    /// What failed that the run went on past.
+    pub setbacks: Setbacks,
     pub output_dir: PathBuf,
     pub artifacts: Vec<PathBuf>,
     /// Each step's output, made a tree only when read.
@@ -185,18 +185,21 @@ impl Runner {
             }
         };
         let duration = started.elapsed();
-        let failed_items = failed_items(flow, &results);
+        let setbacks = Setbacks {
+            failed_steps: results.failed_and_continued.clone(),
+            failed_items: failed_items(flow, &results),
+        };
         observer.event(&RunEvent::RunFinished {
             status,
             error: error.clone(),
             duration,
-            failed_items,
+            setbacks: setbacks.clone(),
         });
         RunOutcome {
             run_id: options.run_id.clone(),
             status,
             error,
-            failed_items,
+            setbacks,
             output_dir: options.output_dir.clone(),
             artifacts: results.artifacts,
             outputs: results.outputs.into_iter().fold(
@@ -261,9 +264,7 @@ impl Runner {
 }
 
 /// How many `for_each` items failed in steps that went on without them
-/// (`on_error = "continue"`): a run that succeeded with some says so where
-/// its end is shown (`sluice run`'s last line, `serve`'s log), or they go
-/// unseen run after run.
+/// (`on_error = "continue"`), for [`Setbacks`].
 fn failed_items(flow: &Flow, results: &Results) -> u64 {
     let failed = ["failed".to_string()];
     flow.steps

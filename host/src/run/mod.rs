@@ -35,7 +35,7 @@ pub mod step;
 
 pub use approval::{ApprovalStore, GateSummary};
 pub use context::RunFields;
-pub use events::{Fanout, Observer, RunEvent, Status};
+pub use events::{Fanout, Observer, RunEvent, Setbacks, Status};
 pub use executor::{RunGuard, RunOptions, RunOutcome, Runner};
 pub use output::{Json, ListItems, Outputs, StepOutput};
 pub use payload::Payload;

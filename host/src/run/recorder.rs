@@ -534,7 +534,7 @@ mod tests {
         }
         r.recorder.event(&RunEvent::RunFinished {
             status: Status::Succeeded,
-            failed_items: 0,
+            setbacks: Default::default(),
             error: None,
             duration: std::time::Duration::from_millis(60),
         });
@@ -692,7 +692,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(5));
         r.recorder.event(&RunEvent::RunFinished {
             status: Status::Succeeded,
-            failed_items: 0,
+            setbacks: Default::default(),
             error: None,
             duration: nap,
         });

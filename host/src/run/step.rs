@@ -314,6 +314,9 @@ fn finish(
         }
         (None, _) if step.on_error == OnError::Continue => {
             results.outputs.insert(step.id.clone(), StepOutput::null());
+            if status == Status::Failed {
+                results.failed_and_continued.push(step.id.clone());
+            }
             Ok(())
         }
         (None, error) => Err(StepFailure::Failed(

@@ -113,8 +113,8 @@ pub enum ServeEvent {
         run_id: String,
         status: Status,
         error: Option<String>,
-        /// Items that failed in steps that went on without them.
-        failed_items: u64,
+        /// What failed that the run went on past.
+        setbacks: crate::run::Setbacks,
     },
     /// A stop signal: no new runs; the running ones get the grace period.
     Stopping { running: usize, grace: Duration },

@@ -537,7 +537,7 @@ impl<H: Host> Scheduler<H> {
                         run_id: run.run_id.clone(),
                         status: Status::Interrupted,
                         error: Some(why.to_string()),
-                        failed_items: 0,
+                        setbacks: Default::default(),
                     });
                 }
             }
@@ -583,7 +583,7 @@ impl<H: Host> Scheduler<H> {
                 run_id: run.run_id.clone(),
                 status: Status::Failed,
                 error: Some(why),
-                failed_items: 0,
+                setbacks: Default::default(),
             });
         } else {
             self.host
@@ -593,7 +593,7 @@ impl<H: Host> Scheduler<H> {
                 run_id: run.run_id.clone(),
                 status: Status::Interrupted,
                 error: Some(aborted_why.to_string()),
-                failed_items: 0,
+                setbacks: Default::default(),
             });
         }
         // The task ended without giving back what its run held.
@@ -991,7 +991,7 @@ impl<H: Host> FiringTask<H> {
             run_id: outcome.run_id,
             status: outcome.status,
             error: outcome.error,
-            failed_items: outcome.failed_items,
+            setbacks: outcome.setbacks,
         });
         host.end(&options.run_id).await;
     }
