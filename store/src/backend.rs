@@ -211,7 +211,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Takes over every expired lease that still covers a run, recording
     /// each run interrupted on behalf of `replica`; returns what was done.
-    async fn take_over_expired(&self, replica: &str) -> Result<Vec<Takeover>, StoreError>;
+    /// `ttl` is the sweeping replica's lease length: the run a lapsed
+    /// lease covered ends no earlier than that before the lease expired
+    /// (its holder's last renewal, as the replicas share one length).
+    async fn take_over_expired(
+        &self,
+        replica: &str,
+        ttl: Duration,
+    ) -> Result<Vec<Takeover>, StoreError>;
 }
 
 /// The store the host holds: a cheap, shareable handle on one backend.

@@ -48,6 +48,8 @@ fn new_run(id: &str, replica: &str) -> NewRun {
     }
 }
 
+const TEN_MINUTES: Duration = Duration::from_secs(600);
+
 async fn granted(s: &Store, g: &LeaseGrant, ttl: Duration) -> i64 {
     match s.acquire_lease(g, ttl).await.unwrap() {
         Acquired::Granted { fence, .. } => fence,
@@ -151,7 +153,7 @@ async fn a_lease_is_held_renewed_freed_and_numbered(db: Db) {
     let second = granted(s, &grant("f", "b", "r2"), MINUTE).await;
     assert_eq!(second, first + 1);
     // Nothing had expired: the sweep takes nothing.
-    assert!(s.take_over_expired("c").await.unwrap().is_empty());
+    assert!(s.take_over_expired("c", MINUTE).await.unwrap().is_empty());
 }
 
 async fn an_expired_lease_is_taken_over_and_its_run_recorded_interrupted(db: Db) {
@@ -178,7 +180,7 @@ async fn an_expired_lease_is_taken_over_and_its_run_recorded_interrupted(db: Db)
         }),
     ];
     s.write(&run, writes).await.unwrap();
-    let taken = s.take_over_expired("b").await.unwrap();
+    let taken = s.take_over_expired("b", TEN_MINUTES).await.unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(
         (taken[0].run_id.as_deref(), taken[0].from_replica.as_str()),
@@ -194,7 +196,9 @@ async fn an_expired_lease_is_taken_over_and_its_run_recorded_interrupted(db: Db)
         "{error}"
     );
     assert_eq!(d.steps[0].status, StepStatus::Interrupted);
-    // Ended when it was last heard of, not when the lease was taken over.
+    // Ended when it was last heard of, not when the lease was taken over:
+    // its step started after the holder's last renewal (the replicas'
+    // leases last ten minutes).
     let ended = |t: Option<&String>| {
         chrono::DateTime::parse_from_rfc3339(t.unwrap())
             .unwrap()
@@ -203,7 +207,7 @@ async fn an_expired_lease_is_taken_over_and_its_run_recorded_interrupted(db: Db)
     assert_eq!(ended(d.run.ended_at.as_ref()), heard.timestamp());
     assert_eq!(ended(d.steps[0].ended_at.as_ref()), heard.timestamp());
     // Taken once: the lease is free now, and the next run takes it.
-    assert!(s.take_over_expired("c").await.unwrap().is_empty());
+    assert!(s.take_over_expired("c", MINUTE).await.unwrap().is_empty());
     assert_eq!(granted(s, &grant("f", "c", "r2"), MINUTE).await, fence + 2);
     // An expired lease found by the next taker is settled the same way.
     let h = granted(s, &grant("h", "a", "r3"), Duration::ZERO).await;
@@ -234,6 +238,31 @@ async fn an_expired_lease_is_taken_over_and_its_run_recorded_interrupted(db: Db)
     }
     let r3 = s.run_detail("r3").await.unwrap().unwrap();
     assert_eq!(r3.run.status, RunStatus::Interrupted);
+    // A long step records nothing until it ends; its holder renewing the
+    // lease is what says it was alive: the run ends at the last renewal
+    // (with leases of no time here, when the lease expired), not at the
+    // step's start five minutes earlier.
+    let k = granted(s, &grant("k", "a", "r5"), Duration::ZERO).await;
+    let mut r5 = new_run("r5", "a");
+    r5.flow = "k".into();
+    r5.started_at = chrono::Utc::now() - chrono::Duration::seconds(300);
+    let r5_ref = RunRef {
+        id: "r5".into(),
+        flow: "k".into(),
+        fence: Some(k),
+    };
+    s.write_one(&r5_ref, HistoryWrite::StartRun(r5))
+        .await
+        .unwrap();
+    let before = chrono::Utc::now().timestamp();
+    s.take_over_expired("b", Duration::ZERO).await.unwrap();
+    let r5 = s.run_detail("r5").await.unwrap().unwrap();
+    assert_eq!(r5.run.status, RunStatus::Interrupted);
+    assert!(
+        ended(r5.run.ended_at.as_ref()) >= before - 5,
+        "{:?}",
+        r5.run
+    );
 }
 
 /// Takes `flow`'s lease for a minute under `token` (naming no process, as
@@ -431,7 +460,7 @@ async fn writes_of_a_run_whose_lease_moved_on_are_refused(db: Db) {
     s.write_one(&stale, HistoryWrite::StartRun(new_run("r1", "a")))
         .await
         .unwrap();
-    s.take_over_expired("b").await.unwrap();
+    s.take_over_expired("b", MINUTE).await.unwrap();
     let next = granted(s, &grant("f", "b", "r2"), MINUTE).await;
     let owner = RunRef {
         id: "r2".into(),

@@ -172,7 +172,9 @@ pub async fn run(
     outcomes.sort_by_key(|(i, _, _)| *i);
     if let (Some(gate), Some(summary)) = (&mut gate, &mut summary) {
         for (index, key, item) in rejected_since {
-            let held_input = value_of(step, scope, &item)?;
+            // Resolved once before any item ran, so it resolves now; the
+            // item itself stands in rather than skip the settling below.
+            let held_input = value_of(step, scope, &item).unwrap_or_else(|_| item.clone());
             ctx.emit(&RunEvent::ItemHeld {
                 step: step.id.clone(),
                 index,

@@ -273,7 +273,7 @@ impl Replica {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                match me.store.take_over_expired(&me.name).await {
+                match me.store.take_over_expired(&me.name, me.ttl).await {
                     Ok(taken) => {
                         for t in &taken {
                             (me.say)(took_over_text(t, &me.name));

@@ -119,6 +119,7 @@ async fn settle_lapsed(
     cause: Lapse,
     by: &str,
     fence: i64,
+    ttl: Duration,
 ) -> Result<Takeover> {
     let from = lease.holder.clone().unwrap_or_default();
     let expired_at = timestamp(lease.expires_at);
@@ -127,9 +128,13 @@ async fn settle_lapsed(
         let why = cause.reason(&from, &expired_at, by);
         // Ended when it was last heard of, not when the lease was found
         // lapsed: that is the takeover's time, later by up to a lease.
-        let ended = super::query::last_sign_of_life(tx, run)
-            .await?
-            .unwrap_or_else(Utc::now);
+        // Its last record, or its holder's last renewal, whichever came
+        // later.
+        let renewed = chrono::Duration::from_std(ttl)
+            .ok()
+            .map(|ttl| lease.expires_at - ttl);
+        let heard = super::query::last_sign_of_life(tx, run).await?;
+        let ended = renewed.max(heard).unwrap_or_else(Utc::now).min(Utc::now());
         recorded = end_unfinished(tx, run, RunStatus::Interrupted, &why, ended).await?;
     }
     Ok(Takeover {
@@ -173,7 +178,7 @@ pub(crate) async fn acquire(
                 });
             };
             let by = &grant.replica;
-            Some(settle_lapsed(tx, &grant.flow, &lease, cause, by, fence).await?)
+            Some(settle_lapsed(tx, &grant.flow, &lease, cause, by, fence, ttl).await?)
         }
     };
     tx.execute(
@@ -225,6 +230,7 @@ pub(crate) async fn release(c: &impl GenericClient, flow: &str, fence: i64) -> R
 pub(crate) async fn take_over_expired(
     tx: &Transaction<'_>,
     replica: &str,
+    ttl: Duration,
 ) -> Result<Vec<Takeover>> {
     // Expired at its instant (`acquire` counts a lease live only before
     // it). SKIP LOCKED: replicas sweeping at once split the expired leases
@@ -243,7 +249,7 @@ pub(crate) async fn take_over_expired(
             continue;
         };
         let fence = lease.fence + 1;
-        taken.push(settle_lapsed(tx, &flow, &lease, Lapse::Expired, replica, fence).await?);
+        taken.push(settle_lapsed(tx, &flow, &lease, Lapse::Expired, replica, fence, ttl).await?);
         tx.execute(
             "UPDATE leases SET fence = $2, holder = NULL, holder_token = NULL, holder_host = NULL,
                     holder_pid = NULL, run_id = NULL

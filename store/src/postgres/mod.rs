@@ -322,10 +322,14 @@ impl Backend for PgBackend {
         lease::release(&**self.client().await?, flow, fence).await
     }
 
-    async fn take_over_expired(&self, replica: &str) -> Result<Vec<Takeover>, StoreError> {
+    async fn take_over_expired(
+        &self,
+        replica: &str,
+        ttl: Duration,
+    ) -> Result<Vec<Takeover>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let taken = lease::take_over_expired(&tx, replica).await?;
+        let taken = lease::take_over_expired(&tx, replica, ttl).await?;
         tx.commit().await?;
         Ok(taken)
     }

@@ -109,15 +109,26 @@ fn settle_lapsed(
     cause: Lapse,
     by: &str,
     fence: i64,
+    ttl: Duration,
 ) -> Result<Takeover, StoreError> {
     let from = lease.holder.clone().unwrap_or_default();
     let mut recorded = false;
     if let Some(run) = &lease.run_id {
         let why = cause.reason(&from, &lease.expires_at, by);
         // Ended when it was last heard of, not when the lease was found
-        // lapsed: that is the takeover's time, later by up to a lease.
-        let ended =
-            super::query::last_sign_of_life(tx, run)?.unwrap_or_else(|| timestamp(Utc::now()));
+        // lapsed (later by up to a lease): its last record, or its
+        // holder's last renewal, whichever came later.
+        let parse = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let renewed = parse(&lease.expires_at)
+            .and_then(|t| chrono::Duration::from_std(ttl).ok().map(|ttl| t - ttl));
+        let heard = super::query::last_sign_of_life(tx, run)?
+            .as_deref()
+            .and_then(parse);
+        let ended = timestamp(renewed.max(heard).unwrap_or_else(Utc::now).min(Utc::now()));
         recorded = end_unfinished(tx, run, RunStatus::Interrupted, &why, &ended)?;
     }
     Ok(Takeover {
@@ -149,7 +160,7 @@ pub(crate) fn acquire(
                 });
             };
             let fence = lease.fence + 1;
-            let took = settle_lapsed(tx, &grant.flow, &lease, cause, &grant.replica, fence)?;
+            let took = settle_lapsed(tx, &grant.flow, &lease, cause, &grant.replica, fence, ttl)?;
             (fence, Some(took))
         }
     };
@@ -200,6 +211,7 @@ pub(crate) fn release(tx: &Transaction<'_>, flow: &str, fence: i64) -> Result<()
 pub(crate) fn take_over_expired(
     tx: &Transaction<'_>,
     replica: &str,
+    ttl: Duration,
 ) -> Result<Vec<Takeover>, StoreError> {
     let now = timestamp(Utc::now());
     let flows: Vec<String> = {
@@ -222,6 +234,7 @@ pub(crate) fn take_over_expired(
             Lapse::Expired,
             replica,
             fence,
+            ttl,
         )?);
         tx.execute(
             "UPDATE leases SET fence = ?2, holder = NULL, holder_token = NULL, holder_host = NULL,

@@ -385,9 +385,13 @@ impl Backend for SqliteBackend {
             .await
     }
 
-    async fn take_over_expired(&self, replica: &str) -> Result<Vec<Takeover>, StoreError> {
+    async fn take_over_expired(
+        &self,
+        replica: &str,
+        ttl: Duration,
+    ) -> Result<Vec<Takeover>, StoreError> {
         let replica = replica.to_string();
-        self.call(move |c| write(c, |tx| lease::take_over_expired(tx, &replica)))
+        self.call(move |c| write(c, |tx| lease::take_over_expired(tx, &replica, ttl)))
             .await
     }
 }
