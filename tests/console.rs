@@ -1281,13 +1281,21 @@ fn unescape(html: &str) -> String {
     out
 }
 
-/// "Every pending item" decides what the page showed: a person a run held
-/// after the page was loaded stays pending until someone has seen them.
-#[tokio::test]
-async fn every_pending_item_means_those_the_page_showed() {
-    let dir = tempfile::tempdir().unwrap();
-    let plan = held_plan(dir.path()).await;
-    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+/// A held plan's page as a viewer loaded it: the console, the plan, the
+/// pending keys it showed, the viewer's CSRF cookie and field, and the
+/// store beside it (for what happens meanwhile).
+struct PlanShown {
+    c: Running,
+    plan: String,
+    shown: Vec<String>,
+    cookies: String,
+    csrf: String,
+    store: Store,
+}
+
+async fn plan_shown(data: &Path) -> PlanShown {
+    let plan = held_plan(data).await;
+    let c = console(data, "127.0.0.1:0", None, false).await;
     let page = get(c.addr, &format!("/approvals/{plan}"), "").await;
     assert_page(&page, StatusCode::OK, "plan");
     let shown = shown_keys(&page.body);
@@ -1296,11 +1304,34 @@ async fn every_pending_item_means_those_the_page_showed() {
     let jar = set_cookies(&page);
     let cookies = format!("sluice_csrf={}", cookie_value(&jar["sluice_csrf"]));
     let csrf = csrf_field(&page.body);
-
-    // Meanwhile a run holds one more person in the same plan.
-    let store = Store::open(&Location::Sqlite(sluice_store::path_in(dir.path())))
+    let store = Store::open(&Location::Sqlite(sluice_store::path_in(data)))
         .await
         .unwrap();
+    PlanShown {
+        c,
+        plan,
+        shown,
+        cookies,
+        csrf,
+        store,
+    }
+}
+
+/// "Every pending item" decides what the page showed: a person a run held
+/// after the page was loaded stays pending until someone has seen them.
+#[tokio::test]
+async fn every_pending_item_means_those_the_page_showed() {
+    let dir = tempfile::tempdir().unwrap();
+    let PlanShown {
+        c,
+        plan,
+        shown,
+        cookies,
+        csrf,
+        store,
+    } = plan_shown(dir.path()).await;
+
+    // Meanwhile a run holds one more person in the same plan.
     let mut held: Vec<HeldItem> = shown
         .iter()
         .map(|k| HeldItem {
@@ -1361,19 +1392,16 @@ async fn every_pending_item_means_those_the_page_showed() {
 #[tokio::test]
 async fn every_pending_item_leaves_a_decision_made_since_the_page_was_shown() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = held_plan(dir.path()).await;
-    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
-    let page = get(c.addr, &format!("/approvals/{plan}"), "").await;
-    let shown = shown_keys(&page.body);
-    assert_eq!(shown.len(), 3, "{}", page.body);
-    let jar = set_cookies(&page);
-    let cookies = format!("sluice_csrf={}", cookie_value(&jar["sluice_csrf"]));
-    let csrf = csrf_field(&page.body);
+    let PlanShown {
+        c,
+        plan,
+        shown,
+        cookies,
+        csrf,
+        store,
+    } = plan_shown(dir.path()).await;
 
     // Meanwhile Alice rejects Bob from the command line.
-    let store = Store::open(&Location::Sqlite(sluice_store::path_in(dir.path())))
-        .await
-        .unwrap();
     store
         .decide(&DecisionRequest {
             plan_id: plan.clone(),
