@@ -137,10 +137,10 @@ pub async fn console(
         Ok(running) => running,
         Err(code) => return Ok(code),
     };
-    match running.where_to_open() {
-        Some(note) => eprintln!("console at {} ({note})", running.url()),
-        None => eprintln!("console at {}", running.url()),
-    }
+    eprintln!(
+        "{}",
+        console::listening_line(&running.url(), running.where_to_open().as_deref())
+    );
     let mut signals = super::signals::watch(false)?;
     let _ = signals.stop.changed().await;
     running.stop().await;

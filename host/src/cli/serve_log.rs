@@ -204,10 +204,7 @@ fn host_entry(event: &ServeEvent, base: Entry) -> Entry {
             ..base
         },
         ServeEvent::ConsoleListening { url, note } => Entry {
-            message: match note {
-                Some(note) => format!("console at {url} ({note})"),
-                None => format!("console at {url}"),
-            },
+            message: crate::console::listening_line(url, note.as_deref()),
             ..base
         },
         ServeEvent::Replica { message } => Entry {
@@ -439,12 +436,10 @@ fn run_finished(
             with_failures = format!("finished, but {failed} (`sluice runs show {run_id}`)");
             (Level::WARN, with_failures.as_str())
         }
-        (status, _) => match status {
-            Status::Succeeded => (Level::INFO, "finished"),
-            Status::Failed => (Level::ERROR, "failed"),
-            Status::Interrupted => (Level::WARN, "was interrupted"),
-            Status::Skipped => (Level::WARN, "was skipped"),
-        },
+        (Status::Succeeded, None) => (Level::INFO, "finished"),
+        (Status::Failed, _) => (Level::ERROR, "failed"),
+        (Status::Interrupted, _) => (Level::WARN, "was interrupted"),
+        (Status::Skipped, _) => (Level::WARN, "was skipped"),
     };
     Entry {
         level,

@@ -121,6 +121,15 @@ pub struct Running {
     task: JoinHandle<()>,
 }
 
+/// The line that says where a console listens: its URL, and `note`
+/// ([`Running::where_to_open`]) when that is not what to open.
+pub fn listening_line(url: &str, note: Option<&str>) -> String {
+    match note {
+        Some(note) => format!("console at {url} ({note})"),
+        None => format!("console at {url}"),
+    }
+}
+
 impl Running {
     /// The console's URL.
     pub fn url(&self) -> String {

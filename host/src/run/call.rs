@@ -261,14 +261,9 @@ impl Caller {
                 made: attempt,
                 failed,
             };
-            return Err(match stopped {
-                Some(why) => Failed {
-                    error,
-                    tries,
-                    stopped: Some(why),
-                },
-                None => Failed::after(error, tries),
-            });
+            let mut failed = Failed::after(error, tries);
+            failed.stopped = stopped.or(failed.stopped);
+            return Err(failed);
         }
     }
 

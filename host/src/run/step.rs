@@ -240,20 +240,23 @@ async fn run_once(
                 && let Err(e) = committing.committed().await
             {
                 let failed = super::call::Failed::after(e, called.tries);
-                return match failed.stopped {
-                    Some(_) => (Err(StepFailure::Interrupted(failed.to_string())), tries),
-                    None => (Err(StepFailure::Failed(failed.to_string())), tries),
-                };
+                return (Err(step_failure(&failed)), tries);
             }
             (Ok(called.output), tries)
         }
         Err(failed) => {
             let tries = Some(failed.tries.record(&ctx.redactor));
-            match failed.stopped {
-                Some(_) => (Err(StepFailure::Interrupted(failed.to_string())), tries),
-                None => (Err(StepFailure::Failed(failed.to_string())), tries),
-            }
+            (Err(step_failure(&failed)), tries)
         }
+    }
+}
+
+/// How a failed call ends its step: interrupted when the run's stop (or a
+/// lost lease) cut it short, failed otherwise.
+fn step_failure(failed: &super::call::Failed) -> StepFailure {
+    match failed.stopped {
+        Some(_) => StepFailure::Interrupted(failed.to_string()),
+        None => StepFailure::Failed(failed.to_string()),
     }
 }
 
