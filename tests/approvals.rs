@@ -787,6 +787,33 @@ with = {{ action = "sleep", ms = {ms} }}
     common::write_flow(dir, "slow-people.toml", &text)
 }
 
+/// Waits until the latest run in `data` is working on `step`.
+async fn wait_for_step(data: &Path, step: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let runs = sluice_cmd(&[], data, &["runs", "--json"]).await;
+        let runs: Value = serde_json::from_str(&runs.stdout).unwrap();
+        let run = &runs[0];
+        if run["status"] == "running" {
+            let id = run["id"].as_str().unwrap();
+            let show = sluice_cmd(&[], data, &["runs", "show", id, "--json"]).await;
+            let detail: Value = serde_json::from_str(&show.stdout).unwrap();
+            let steps = detail["steps"].as_array().unwrap();
+            if steps
+                .iter()
+                .any(|s| s["step_id"] == step && s["status"] == "running")
+            {
+                return;
+            }
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the run never reached its step"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A rejection made while a run works through the approved items: the
 /// items it has not started are not run (held as rejected, and still
 /// rejected in the plan); the one it had started is not called back, is
@@ -815,34 +842,7 @@ async fn a_rejection_made_during_a_run_stops_the_items_not_yet_started() {
     );
     let running = tokio::spawn(sluice(run_args));
     // The step is under way: its first item sleeps, the other two wait.
-    let started = std::time::Instant::now();
-    loop {
-        let runs: Value =
-            serde_json::from_str(&sluice(args(&["runs", "--json"])).await.stdout).unwrap();
-        let run = &runs[0];
-        if run["status"] == "running" {
-            let show = sluice(args(&[
-                "runs",
-                "show",
-                run["id"].as_str().unwrap(),
-                "--json",
-            ]))
-            .await;
-            let detail: Value = serde_json::from_str(&show.stdout).unwrap();
-            let steps = detail["steps"].as_array().unwrap();
-            if steps
-                .iter()
-                .any(|s| s["step_id"] == "act" && s["status"] == "running")
-            {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed().as_secs() < 30,
-            "the run never reached its step"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_step(&data, "act").await;
     let reject = sluice(args(&[
         "reject",
         &id,
@@ -899,6 +899,82 @@ async fn a_rejection_made_during_a_run_stops_the_items_not_yet_started() {
             ("bob@x.com", "rejected"),
             ("cy@x.com", "rejected")
         ]
+    );
+}
+
+/// The plan cannot be read when an approved item is about to start (here:
+/// its table is renamed away under the run): that item and the ones after
+/// it do not start, the step fails and says why, and, once the plan can
+/// be read again, they are still approved for the next run.
+#[tokio::test]
+async fn a_plan_unreadable_before_an_item_starts_stops_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = slow_flow(dir.path(), 1500);
+    let data = dir.path().join("data");
+    let run_args = ["run", file.to_str().unwrap(), "--json"];
+    assert_eq!(sluice_cmd(&[], &data, &run_args).await.code, 0);
+    let plans = sluice_cmd(&[], &data, &["approvals", "--json"]).await;
+    let plans: Value = serde_json::from_str(&plans.stdout).unwrap();
+    let id = plans[0]["id"].as_str().unwrap().to_string();
+    let approve = sluice_cmd(&[], &data, &["approve", &id, "--by", "alice"]).await;
+    assert_eq!(approve.code, 0, "{}", approve.stderr);
+    let running = tokio::spawn({
+        let (data, file) = (data.clone(), file.clone());
+        async move { sluice_cmd(&[], &data, &["run", file.to_str().unwrap(), "--json"]).await }
+    });
+    wait_for_step(&data, "act").await;
+    let history = data.join("history.sqlite");
+    let rename = |from: &str, to: &str| {
+        let db = rusqlite::Connection::open(&history).unwrap();
+        db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+        db.execute_batch(&format!("ALTER TABLE {from} RENAME TO {to}"))
+            .unwrap();
+    };
+    rename("approval_items", "approval_items_away");
+    let run = running.await.unwrap();
+    rename("approval_items_away", "approval_items");
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let events = run.events();
+    let ran: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "item_finished")
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(ran, ["Ann@x.com"], "{}", run.stdout);
+    let finished = events
+        .iter()
+        .find(|e| e["event"] == "run_finished")
+        .unwrap();
+    let error = finished["error"].as_str().unwrap();
+    assert_eq!(finished["status"], "failed", "{finished}");
+    assert!(
+        error.contains("step `act`")
+            && error.contains(
+                "the approval of item `bob@x.com` could not be checked again before it started"
+            )
+            && error
+                .contains("the items after it were not started, and keep their place in the plan"),
+        "{error}"
+    );
+    let show = sluice_cmd(&[], &data, &["approvals", "show", &id, "--json"]).await;
+    let plan: Value = serde_json::from_str(&show.stdout).unwrap();
+    let states: Vec<(&str, &str)> = plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["key"].as_str().unwrap(), i["state"].as_str().unwrap()))
+        .collect();
+    // Ann's item ran, but its approval could not be spent while the plan
+    // was away either (the run warned so): it stays approved, as do the
+    // two that never started.
+    assert_eq!(
+        states,
+        [
+            ("Ann@x.com", "approved"),
+            ("bob@x.com", "approved"),
+            ("cy@x.com", "approved")
+        ],
+        "{plan}"
     );
 }
 
