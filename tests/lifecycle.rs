@@ -1053,6 +1053,37 @@ async fn a_removal_a_killed_host_never_finished_is_made_by_the_next_run() {
     assert!(!t.active(CY) && !t.on_project(CY));
 }
 
+/// Runs the shipped flow (with `extra` arguments and a one-second lease)
+/// and kills its host once it has sent a `method` request whose path ends
+/// with `suffix`, which the faults set make it wait on.
+async fn run_killed_at(t: &Tenant, method: &str, suffix: &str, extra: &[&str]) {
+    let flow = flow_path();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env_clear()
+        .args(["run", flow.to_str().unwrap(), "--lease", "1s"])
+        .args(extra)
+        .env("SLUICE_DATA_DIR", t.data.path())
+        .envs(t.env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let asked = std::time::Instant::now();
+    while !t
+        .emu
+        .snapshot()
+        .requests
+        .iter()
+        .any(|r| r.method == method && r.path.ends_with(suffix))
+    {
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(60),
+            "no {method} …{suffix} was sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().await.unwrap();
+}
+
 /// Ann and Cy are adopted; Cy leaves, and a run allowed to deactivate
 /// them is killed while Cy's project removal waits on a long
 /// `Retry-After`, after the deactivation reached Procore. The faults are
@@ -1075,38 +1106,13 @@ async fn cy_deactivated_by_a_host_killed_during_the_removal() -> Tenant {
         }],
         ..Faults::default()
     });
-    let flow = flow_path();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.env_clear()
-        .args([
-            "run",
-            flow.to_str().unwrap(),
-            "--lease",
-            "1s",
-            "--param",
-            "max_unapproved_deactivations=10",
-        ])
-        .env("SLUICE_DATA_DIR", t.data.path())
-        .envs(t.env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    // The removal was refused with a 10-minute wait: the item is waiting.
-    let asked = std::time::Instant::now();
-    while !t
-        .emu
-        .snapshot()
-        .requests
-        .iter()
-        .any(|r| r.method == "DELETE" && r.path.ends_with(&removal))
-    {
-        assert!(
-            asked.elapsed() < std::time::Duration::from_secs(60),
-            "no removal was sent"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    child.kill().await.unwrap();
+    run_killed_at(
+        &t,
+        "DELETE",
+        &removal,
+        &["--param", "max_unapproved_deactivations=10"],
+    )
+    .await;
     assert!(!t.active(CY), "the deactivation reached Procore");
     t.emu.set_faults(Faults::default());
     // The dead run's lease lapses.
@@ -1668,6 +1674,63 @@ async fn a_project_add_procore_refused_is_made_by_the_next_run() {
         "{report}"
     );
 
+    owes_nothing_more(&t, &[]).await;
+}
+
+/// The host dies after Procore created a newcomer and before the
+/// create's item ended (here: while the project add waits out a
+/// ten-minute `Retry-After`), so no record says the flow made them. The
+/// next run finds them created since the run that listed them missing
+/// began: the flow's own (origin `created`), owed the project add, which
+/// it makes once; nobody is created again. (Before, they were adopted
+/// and never joined the project.)
+#[tokio::test]
+async fn a_newcomer_a_killed_run_created_still_joins_the_project() {
+    let t = ann_and_a_newcomer().await;
+    let project = t.emu.snapshot().scenario.project_ids[0];
+    t.emu.set_faults(Faults {
+        retry_after_secs: 600,
+        ..every("POST", "/actions/add".into(), FaultKind::TooMany)
+    });
+    run_killed_at(&t, "POST", "/actions/add", &[]).await;
+    let new_id = t
+        .emu
+        .snapshot()
+        .procore_users()
+        .iter()
+        .find(|u| u.email_address == NEW)
+        .expect("the killed run created the newcomer")
+        .id;
+    let on_project = || {
+        t.emu
+            .snapshot()
+            .project_users()
+            .iter()
+            .any(|m| m.project_id == project && m.user_id == new_id)
+    };
+    assert!(!on_project());
+    t.emu.set_faults(Faults::default());
+    // The dead run's lease lapses.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
+    let (second, requests) = t.run_ok(&[]).await;
+    let adopted = &second.output_of("diff")["adopted"];
+    let origin = adopted
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["key"] == NEW)
+        .map(|a| a["origin"].clone());
+    assert_eq!(origin, Some(json!("created")), "{adopted}");
+    assert_eq!(owed(&second), [(NEW.to_string(), "add".to_string())]);
+    assert_eq!(
+        writes(&requests),
+        [format!(
+            "POST /rest/v1.0/projects/{project}/users/{new_id}/actions/add 201"
+        )],
+        "only the owed add; nobody created again"
+    );
+    assert!(on_project());
     owes_nothing_more(&t, &[]).await;
 }
 

@@ -114,6 +114,28 @@ impl std::fmt::Display for Id {
 
 /// The link-values of an RFC 8288 `Link` header: each target URI with its
 /// parameters (names lower-cased, quotes removed). Commas inside `<…>` or a
+/// How far Procore's clock may trail ours before a user the flow created
+/// looks older than the run that created it. A run reads Procore after it
+/// starts, so a user created minutes before the start would have been seen
+/// and never sent for creation.
+pub const CLOCK_SKEW_SECS: i64 = 300;
+
+/// Seconds since the Unix epoch of an RFC 3339 time, if it is one.
+pub fn epoch(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+/// Whether Procore says it created a user (its `created_at`, RFC 3339) at
+/// or after `since` (seconds since the epoch), less [`CLOCK_SKEW_SECS`].
+/// An unknown or unreadable creation time says no.
+pub fn created_since(created_at: Option<&str>, since: i64) -> bool {
+    created_at
+        .and_then(epoch)
+        .is_some_and(|created| created >= since - CLOCK_SKEW_SECS)
+}
+
 /// quoted string do not split values.
 pub fn link_values(header: &str) -> Vec<(String, Vec<(String, String)>)> {
     let mut out = Vec::new();

@@ -80,6 +80,9 @@ pub struct ProcoreUser {
     /// Whether the account is active.
     #[serde(default = "active")]
     pub is_active: bool,
+    /// When Procore created the user (RFC 3339), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
 }
 
 fn active() -> bool {
@@ -723,6 +726,12 @@ pub struct Counts {
 /// The state key of the license-holder count of the last complete read
 /// ([`Holders`]), for the mass-change guard.
 pub const HOLDERS_KEY: &str = "meta/holders";
+
+/// The state key of when the last run that found license holders missing
+/// from Procore started (RFC 3339): the next run takes a matching user
+/// Procore created since then as one the flow created, whose record a
+/// host that died mid-create never wrote (`compare`'s lifecycle).
+pub const CREATES_SINCE_KEY: &str = "meta/creates-since";
 
 /// The prefix of every managed person's state key.
 pub const MANAGED_PREFIX: &str = "managed/";

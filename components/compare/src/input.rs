@@ -130,6 +130,8 @@ pub struct UserRef<'a> {
     pub last_name: Option<Text<'a>>,
     #[serde(default = "active")]
     pub is_active: bool,
+    #[serde(default, borrow)]
+    pub created_at: Option<Text<'a>>,
 }
 
 fn active() -> bool {

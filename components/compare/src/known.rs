@@ -1,5 +1,6 @@
-//! What the flow's state says before this run: the managed people and the
-//! last holder count, kept compactly.
+//! What the flow's state says before this run: the managed people, the
+//! last holder count and when the last run with people to create started,
+//! kept compactly.
 //!
 //! A tenant of a million has some 740,000 managed records. Held whole, each
 //! record's `other` fields are a map of their own, about 700 bytes a
@@ -24,10 +25,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_guest::{StepError, state};
-use sluice_guest_services::procore::Id;
+use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::sync::{
-    DOMAIN_LEAVING_PREFIX, DomainLeaving, HOLDERS_KEY, Holders, MANAGED_PREFIX, Managed,
-    ManagedStatus as Status, Origin, OwedProject, managed_key,
+    CREATES_SINCE_KEY, DOMAIN_LEAVING_PREFIX, DomainLeaving, HOLDERS_KEY, Holders, MANAGED_PREFIX,
+    Managed, ManagedStatus as Status, Origin, OwedProject, managed_key,
 };
 
 use crate::keys::EntraKey;
@@ -118,6 +119,10 @@ pub struct Known {
     clocks: Vec<Clock>,
     /// The license holders of the last complete read.
     pub holders: Option<Holders>,
+    /// When the last run that found people to create started (RFC 3339),
+    /// if that was not this run's last word: a matching user Procore
+    /// created since is one that run may have made and not recorded.
+    pub creates_since: Option<String>,
     source: Source,
 }
 
@@ -149,12 +154,20 @@ impl Known {
                 });
             }
         }
-        Ok(Known::sorted(
+        let mut known = Known::sorted(
             managed,
             clocks,
             state::get::<Holders>(HOLDERS_KEY)?,
             Source::State,
-        ))
+        );
+        known.creates_since = state::get::<String>(CREATES_SINCE_KEY)?;
+        Ok(known)
+    }
+
+    /// [`Known::creates_since`] in seconds since the epoch, when it is a
+    /// time.
+    pub fn creates_since_epoch(&self) -> Option<i64> {
+        self.creates_since.as_deref().and_then(procore::epoch)
     }
 
     /// `managed` and `clocks` sorted by key, one a key (a clock of today's
@@ -181,6 +194,7 @@ impl Known {
             by_entra,
             clocks,
             holders,
+            creates_since: None,
             source,
         }
     }

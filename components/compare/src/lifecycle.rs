@@ -101,6 +101,9 @@ pub enum Write {
     Forget(String),
     /// `meta/holders`.
     Holders(Holders),
+    /// `meta/creates-since`: this run's start when it found people to
+    /// create, else (`None`) dropped.
+    CreatesSince(Option<String>),
 }
 
 /// The lifecycle of one run.
@@ -130,6 +133,9 @@ pub struct Run<'a, 'w> {
     /// the flow deactivated them: owed the project add from this run on,
     /// though their stored record (in `known`) does not say so yet.
     owed_add_now: HashSet<u32>,
+    /// People this run took as created by the flow ([`Run::adopt`]) and
+    /// owed the project add: key, Procore id and user index.
+    owed_created: Vec<(String, Id, u32)>,
 }
 
 impl<'a, 'w> Run<'a, 'w> {
@@ -155,6 +161,7 @@ impl<'a, 'w> Run<'a, 'w> {
             write,
             owed: Vec::new(),
             owed_add_now: HashSet::new(),
+            owed_created: Vec::new(),
         }
     }
 
@@ -290,13 +297,30 @@ impl<'a, 'w> Run<'a, 'w> {
         let Some(user) = users.by_id(id) else {
             return Ok(());
         };
+        let index = user;
         let user = users.get(user);
-        let origin = if user.in_domain {
+        // Created since the last run with people to create started: that
+        // run's, whose host died before the item ended (the record and the
+        // project add are written then). Taken as the flow's own, and owed
+        // the add a new user gets. Someone an admin created in Procore
+        // between the two runs is taken the same way: a license holder the
+        // flow would have created and added itself.
+        let origin = if user.created_lately {
+            Origin::Created
+        } else if user.in_domain {
             Origin::Domain
         } else {
             Origin::Adopted
         };
-        let record = self.record(user, origin, person.id.as_deref());
+        let mut record = self.record(user, origin, person.id.as_deref());
+        if let Some(project) = self.policy.project.as_ref().filter(|_| user.created_lately) {
+            record.owed_project = Some(OwedProject {
+                project_id: project.clone(),
+                action: ProjectAction::Add,
+            });
+            self.owed_created
+                .push((key.to_string(), procore_id.clone(), index));
+        }
         (self.write)(Write::Managed(key.to_string(), record))?;
         if self.known.clock(key).is_some_and(|c| c.legacy) {
             self.reclaimed.insert(key.into());
@@ -431,7 +455,8 @@ impl<'a, 'w> Run<'a, 'w> {
             .map(|(_, i)| *i)
             .chain(in_domains.iter().copied())
             .chain(self.known_as.iter().map(|(_, i)| *i))
-            .chain(self.owed.iter().map(|(_, i, _)| *i));
+            .chain(self.owed.iter().map(|(_, i, _)| *i))
+            .chain(self.owed_created.iter().map(|(_, _, i)| *i));
         let wanted: Vec<u32> = wanted.collect();
         users.fetch_details(list, wanted)?;
         let details = |i: u32| users.details(i).cloned().unwrap_or_default();
@@ -555,6 +580,15 @@ impl<'a, 'w> Run<'a, 'w> {
                 name: users.details(i).and_then(procore_name),
                 project_id: project.to_string(),
                 action,
+            });
+        }
+        for (key, procore_id, i) in std::mem::take(&mut self.owed_created) {
+            out.project_owed.push(ProjectOwed {
+                key,
+                procore_id,
+                name: users.details(i).and_then(procore_name),
+                project_id: project.to_string(),
+                action: ProjectAction::Add,
             });
         }
         out.counts.project_owed = out.project_owed.len();
@@ -786,6 +820,7 @@ mod tests {
             first_name: Some("First".into()),
             last_name: Some(format!("L{id}")),
             is_active: active,
+            created_at: None,
         }
     }
 
@@ -1002,6 +1037,83 @@ mod tests {
             count: 2,
             at: policy().now.to_rfc3339()
         })));
+    }
+
+    /// The last run with people to create started at 11:00 and left no
+    /// record of Bob (its host died mid-create): Procore created Bob at
+    /// 11:01, so he is the flow's creation, owed the project add. Ann,
+    /// created long before, and Cy, whose creation time Procore did not
+    /// give, are adopted as ever.
+    #[test]
+    fn a_user_created_since_the_last_run_with_creates_began_is_the_flows() {
+        let people = [
+            person("ann@x.com", true),
+            person("bob@x.com", true),
+            person("cy@x.com", true),
+        ];
+        let created = |id: u64, login: &str, at: Option<&str>| ProcoreUser {
+            created_at: at.map(str::to_string),
+            ..user(id, login, true)
+        };
+        let users = [
+            created(1, "ann@x.com", Some("2025-06-01T12:00:00Z")),
+            created(2, "bob@x.com", Some("2026-03-01T11:01:00Z")),
+            created(3, "cy@x.com", None),
+        ];
+        let mut known = Known::default();
+        known.creates_since = Some("2026-03-01T11:00:00.250Z".into());
+        let p = Policy {
+            project: Some("77".into()),
+            ..policy()
+        };
+        let (diff, writes) = run(&people, &users, &known, &p);
+        let origins: Vec<(&str, Origin, Option<&OwedProject>)> = managed_writes(&writes)
+            .into_iter()
+            .map(|(k, m)| (k, m.origin, m.owed_project.as_ref()))
+            .collect();
+        let add = OwedProject {
+            project_id: "77".into(),
+            action: ProjectAction::Add,
+        };
+        assert_eq!(
+            origins,
+            [
+                ("ann@x.com", Origin::Adopted, None),
+                ("bob@x.com", Origin::Created, Some(&add)),
+                ("cy@x.com", Origin::Adopted, None),
+            ]
+        );
+        let owed: Vec<(&str, ProjectAction)> = diff
+            .project_owed
+            .iter()
+            .map(|o| (o.key.as_str(), o.action))
+            .collect();
+        assert_eq!(owed, [("bob@x.com", ProjectAction::Add)]);
+        assert_eq!(diff.adopted[1].origin, Origin::Created);
+        // Nobody is missing now: the mark is dropped.
+        assert!(writes.contains(&Write::CreatesSince(None)));
+
+        // Without a project the record says created, and nothing is owed.
+        let (diff, writes) = run(&people, &users, &known, &policy());
+        assert_eq!(managed_writes(&writes)[1].1.origin, Origin::Created);
+        assert_eq!(managed_writes(&writes)[1].1.owed_project, None);
+        assert!(diff.project_owed.is_empty());
+
+        // Without the mark (no earlier run had people to create), Bob is
+        // adopted.
+        let (_, writes) = run(&people, &users, &Known::default(), &p);
+        assert_eq!(managed_writes(&writes)[1].1.origin, Origin::Adopted);
+        assert!(!writes.iter().any(|w| matches!(w, Write::CreatesSince(_))));
+    }
+
+    /// A run that finds people to create marks its start for the next run.
+    #[test]
+    fn a_run_with_people_to_create_marks_its_start() {
+        let people = [person("ann@x.com", true), person("new@x.com", true)];
+        let users = [user(1, "ann@x.com", true)];
+        let (diff, writes) = run(&people, &users, &Known::default(), &policy());
+        assert_eq!(diff.counts.missing, 1);
+        assert!(writes.contains(&Write::CreatesSince(Some(policy().now.to_rfc3339()))));
     }
 
     #[test]

@@ -28,8 +28,8 @@ use sluice_guest::{Context, JsonSchema, Paged, StepError, state};
 use sluice_guest_services::duration;
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Counts, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser, domain_leaving_key,
-    managed_key,
+    CREATES_SINCE_KEY, Counts, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser,
+    domain_leaving_key, managed_key,
 };
 use sluice_identity::Key;
 
@@ -93,6 +93,8 @@ pub fn compare_input(input: Input, context: &Context) -> Result<Written, StepErr
         Write::Clock(key, None) => state::delete(&domain_leaving_key(&key)),
         Write::Forget(key) => state::delete(&managed_key(&key)),
         Write::Holders(holders) => state::set(HOLDERS_KEY, &holders),
+        Write::CreatesSince(Some(since)) => state::set(CREATES_SINCE_KEY, &since),
+        Write::CreatesSince(None) => state::delete(CREATES_SINCE_KEY),
     };
     sync(
         &input.people,
@@ -113,7 +115,7 @@ pub fn sync(
     policy: &Policy,
     write: &mut dyn FnMut(Write) -> Result<(), StepError>,
 ) -> Result<Written, StepError> {
-    let mut users = Users::read(list, &policy.domains)?;
+    let mut users = Users::read(list, &policy.domains, known.creates_since_epoch())?;
     let mut run = Run::new(known, policy, write);
     let mut out = Written::default();
     let mut matcher = Matcher::default();
@@ -127,6 +129,11 @@ pub fn sync(
     })?;
     matcher.count(&users, &mut out);
     run.finish(&mut users, list, &mut out)?;
+    // Whom the next run may find created by this one without a record.
+    let creates = (out.counts.missing > 0).then(|| policy.now.to_rfc3339());
+    if creates.is_some() || known.creates_since.is_some() {
+        write(Write::CreatesSince(creates))?;
+    }
     Ok(out)
 }
 
@@ -295,7 +302,7 @@ pub fn paged<T: serde::Serialize>(items: &[T]) -> Paged<T> {
 /// tests.
 #[cfg(test)]
 pub fn diff(people: &[Person], users: &[ProcoreUser]) -> sluice_guest_services::sync::Diff {
-    let mut index = Users::read(&paged(users), &[]).unwrap();
+    let mut index = Users::read(&paged(users), &[], None).unwrap();
     let mut out = Written::default();
     let mut matcher = Matcher::default();
     each_person(&paged(people), |person| {
@@ -334,6 +341,7 @@ mod tests {
             first_name: None,
             last_name: None,
             is_active: active,
+            created_at: None,
         }
     }
 

@@ -15,7 +15,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use sluice_guest::{Paged, StepError};
-use sluice_guest_services::procore::Id;
+use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::sync::ProcoreUser;
 
 use crate::input::{self, UserRef};
@@ -36,6 +36,10 @@ pub struct User {
     /// Whether some license holder matches its id now (kept on the user
     /// [`Users::by_id`] finds for the id).
     pub held: bool,
+    /// Whether Procore created it since the last run that had people to
+    /// create started ([`crate::known::Known::creates_since`]): a user that
+    /// run may have made without living to record it.
+    pub created_lately: bool,
 }
 
 /// What the output says of a user besides its id.
@@ -129,15 +133,20 @@ pub fn bad_page(list: &str, e: serde_json::Error) -> StepError {
 
 impl Users {
     /// Reads every user of `list`, a page at a time; `domains` are the
-    /// managed domains (lower case, no `@`).
-    pub fn read(list: &Paged<ProcoreUser>, domains: &[String]) -> Result<Users, StepError> {
+    /// managed domains (lower case, no `@`), and a user created at or after
+    /// `creates_since` (seconds since the epoch) is `created_lately`.
+    pub fn read(
+        list: &Paged<ProcoreUser>,
+        domains: &[String],
+        creates_since: Option<i64>,
+    ) -> Result<Users, StepError> {
         let mut users = Users::with_capacity(usize::try_from(list.len()).unwrap_or(0));
         for page in list.pages(PAGE) {
             let page = page?;
             let batch: Vec<UserRef> =
                 serde_json::from_str(&page).map_err(|e| bad_page("procore_users", e))?;
             for user in &batch {
-                users.push(user, domains);
+                users.push(user, domains, creates_since);
             }
         }
         Ok(users)
@@ -159,7 +168,7 @@ impl Users {
 
     /// Adds `user`: its keys lead to it unless an earlier user has them,
     /// and an active account wins a key over an inactive one.
-    pub fn push(&mut self, user: &UserRef<'_>, domains: &[String]) {
+    pub fn push(&mut self, user: &UserRef<'_>, domains: &[String], creates_since: Option<i64>) {
         let index = self.list.len() as u32;
         let id = IdKey::of(&user.id);
         let hash = self.hasher.hash_one(id);
@@ -183,6 +192,8 @@ impl Users {
             in_domain: in_domain(user, domains),
             matched: false,
             held: false,
+            created_lately: creates_since
+                .is_some_and(|since| procore::created_since(user.created_at.as_deref(), since)),
         });
         for field in [&user.login, &user.email_address] {
             if let Some(key) = field.as_deref().and_then(keys::normal) {
@@ -347,6 +358,7 @@ mod tests {
             first_name: Some(format!("F{login}")),
             last_name: None,
             is_active: active,
+            created_at: None,
         }
     }
 
@@ -357,7 +369,7 @@ mod tests {
             user(Id::Number(2), "B@x.com", "SHARED@x.com", true),
             user(Id::Number(3), "b@X.com", "c@x.com", true),
         ]);
-        let mut users = Users::read(&list, &[]).unwrap();
+        let mut users = Users::read(&list, &[], None).unwrap();
         assert_eq!(
             users.find_key("shared@x.com"),
             Found::User(1),
@@ -382,7 +394,7 @@ mod tests {
             user(Id::Text(" 42 ".into()), "b@x.com", "b@x.com", true),
             user(Id::Text("abc".into()), "c@x.com", "c@x.com", true),
         ]);
-        let users = Users::read(&list, &[]).unwrap();
+        let users = Users::read(&list, &[], None).unwrap();
         assert_eq!(users.by_id(IdKey::of(&Id::Text("42".into()))), Some(1));
         assert_eq!(users.by_id(IdKey::of(&Id::Text("abc".into()))), Some(2));
         assert_eq!(users.by_id(IdKey::of(&Id::Number(7))), None);
@@ -398,7 +410,7 @@ mod tests {
             })
             .collect();
         let list = paged(&all);
-        let mut users = Users::read(&list, &["corp.com".to_string()]).unwrap();
+        let mut users = Users::read(&list, &["corp.com".to_string()], None).unwrap();
         assert!(users.iter().all(|(_, u)| u.in_domain));
         assert_eq!(
             users.details(1007).unwrap().login.as_deref(),

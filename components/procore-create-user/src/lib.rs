@@ -79,11 +79,7 @@ struct Input {
     permission_template_id: Option<Id>,
 }
 
-/// How far Procore's clock may trail ours before a user this run created
-/// looks older than the run. The run reads Procore after it starts, so a
-/// user created minutes before the start would have been seen and never
-/// sent for creation.
-pub const CLOCK_SKEW_SECS: i64 = 300;
+pub use sluice_guest_services::procore::CLOCK_SKEW_SECS;
 
 /// Page size of the look-up after a "taken"; a search finds a handful.
 const LOOKUP_PER_PAGE: usize = 100;
@@ -168,20 +164,12 @@ pub fn is_taken(status: u16, body: &[u8]) -> bool {
     }
 }
 
-/// Seconds since the Unix epoch of an RFC 3339 time, if it is one.
-fn epoch(text: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .ok()
-        .map(|t| t.timestamp())
-}
-
 /// Whether a user Procore created at `created_at` was made by this run,
 /// which started at `run_started_at` (see the module's rule).
 pub fn created_by_this_run(created_at: Option<&str>, run_started_at: Option<&str>) -> bool {
-    match (created_at.and_then(epoch), run_started_at.and_then(epoch)) {
-        (Some(created), Some(started)) => created >= started - CLOCK_SKEW_SECS,
-        _ => false,
-    }
+    run_started_at
+        .and_then(procore::epoch)
+        .is_some_and(|started| procore::created_since(created_at, started))
 }
 
 /// Finds the company user whose login or email is `key`, active or not.

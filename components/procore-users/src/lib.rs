@@ -5,10 +5,10 @@
 //! page (by the `Link` header, then `Total`, else until an empty page).
 //! Input `{"company_id"}`; reads through the `procore` connection role.
 //! Output `{"users": [{id, login, email_address, first_name, last_name,
-//! is_active}], "active_count", "inactive_count"}`.
+//! is_active, created_at?}], "active_count", "inactive_count"}`.
 //!
 //! Memory: a Procore user record has some thirty fields, of which the sync
-//! needs six. Each page is read typed into those six and handed to the
+//! needs seven. Each page is read typed into those seven and handed to the
 //! host at once as part of the `users` list (an [`OutputList`], paged
 //! output), so the step holds one page of records, never every user, and
 //! never the output's text.
@@ -61,6 +61,8 @@ pub struct Listed {
     last_name: Option<String>,
     #[serde(default)]
     is_active: Option<bool>,
+    #[serde(default)]
+    created_at: Option<String>,
 }
 
 impl Listed {
@@ -74,6 +76,7 @@ impl Listed {
             first_name: self.first_name,
             last_name: self.last_name,
             is_active: self.is_active.unwrap_or(active),
+            created_at: self.created_at,
         }
     }
 }
@@ -136,7 +139,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_record_is_read_into_the_six_fields_and_nulls_are_absent() {
+    fn a_full_record_is_read_into_the_seven_fields_and_nulls_are_absent() {
         let full = r#"{"id": 9, "login": null, "email_address": "b@x.com", "name": "B",
             "first_name": "B", "last_name": null, "is_employee": true, "job_title": "Super",
             "business_phone": null, "vendor": {"id": 1, "name": "V"}, "origin_data": null,
@@ -147,6 +150,7 @@ mod tests {
             (user.login, user.email_address.as_deref(), user.last_name),
             (None, Some("b@x.com"), None)
         );
+        assert_eq!(user.created_at.as_deref(), Some("2025-06-01T12:00:00Z"));
     }
 
     #[test]
