@@ -543,12 +543,65 @@ async fn a_first_run_deactivates_nobody_without_an_admin_whatever_the_params() {
         guard["reason"].as_str().unwrap().contains("first run"),
         "{guard}"
     );
-    // Approved, the next run deactivates them.
+    // Ann leaves: while the first run's leaver waits, she waits too, and
+    // the run says why.
+    t.leave_group(ANN, E3);
+    let (run, requests) = t.run_ok(&params).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    let guard = &run.output_of("diff")["guard"];
+    assert!(
+        guard["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the first run's deactivations are not all approved or rejected"),
+        "{guard}"
+    );
+    // Approved, the next run deactivates them; Ann was held with them,
+    // so she waits for her own decision.
     let (id, _) = t.plans().await[0].clone();
     t.decide("approve", &id, &["old@contoso.com"]).await;
     let (_, requests) = t.run_ok(&params).await;
     assert_eq!(writes(&requests).len(), 2, "{:?}", writes(&requests));
     assert!(!t.active("old@contoso.com") && t.active(SUB) && t.active(ANN));
+    t.decide("approve", &id, &[ANN]).await;
+    let (_, requests) = t.run_ok(&params).await;
+    assert_eq!(writes(&requests).len(), 2, "{:?}", writes(&requests));
+    assert!(!t.active(ANN));
+}
+
+/// Once the first run's leavers are decided, someone who leaves later is
+/// deactivated under `max_unapproved_deactivations`, as in any run: the
+/// first run's hold does not go on (it did, saying "this is the flow's
+/// first run" at every run, while any leaver waited).
+#[tokio::test]
+async fn the_first_runs_hold_ends_once_its_leavers_are_decided() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3]), (CY, &[E3]), (DEE, &[E3])],
+        unlicensed: &["old@contoso.com"],
+        missing: &[],
+    })
+    .await;
+    let params = [
+        "--param",
+        r#"managed_domains=["contoso.com"]"#,
+        "--param",
+        "max_unapproved_deactivations=10",
+    ];
+    t.run_ok(&params).await;
+    let (id, _) = t.plans().await[0].clone();
+    t.decide("approve", &id, &["old@contoso.com"]).await;
+    t.leave_group(ANN, E3);
+    let (run, requests) = t.run_ok(&params).await;
+    let guard = &run.output_of("diff")["guard"];
+    assert_eq!(guard["hold"], false, "{guard}");
+    assert_eq!(writes(&requests).len(), 4, "{:?}", writes(&requests));
+    assert!(!t.active("old@contoso.com") && !t.active(ANN) && t.active(CY));
+    // Cy leaves later (two holders to one: not more than half): no hold
+    // either.
+    t.leave_group(CY, E3);
+    let (run, _) = t.run_ok(&params).await;
+    assert_eq!(run.output_of("diff")["guard"]["hold"], false);
+    assert!(!t.active(CY));
 }
 
 /// `managed_domains` manages an in-domain user only while a run's param

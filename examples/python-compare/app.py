@@ -9,9 +9,9 @@ counts), plus `matched_by_upn`: the keys found only through the UPN.
 
 It keeps no managed people, so it finds no leavers and no returners: it
 takes the built-in's lifecycle inputs (license_groups, disabled, gone,
-managed_domains, leaver_grace, rejected, project_id) and answers empty
-lists and an open guard, so the shipped flow's deactivate, reactivate and
-project steps have nothing to do.
+managed_domains, leaver_grace, rejected, approved, pending, project_id)
+and answers empty lists and an open guard, so the shipped flow's
+deactivate, reactivate and project steps have nothing to do.
 """
 
 import json
@@ -44,8 +44,11 @@ INPUT_SCHEMA = {
         "gone": {"type": "array", "items": {"type": "string"}},
         "managed_domains": {"type": "array", "items": {"type": "string"}},
         "leaver_grace": {"type": ["string", "null"]},
-        # Keys whose deactivation an admin rejected.
+        # Keys whose deactivation an admin rejected, approved, or has not
+        # decided yet.
         "rejected": {"type": "array", "items": {"type": "string"}},
+        "approved": {"type": "array", "items": {"type": "string"}},
+        "pending": {"type": "array", "items": {"type": "string"}},
         # The flow's Procore project ("" when it has none).
         "project_id": {"type": ["integer", "string", "null"]},
         "procore_users": {

@@ -83,6 +83,10 @@ pub struct Policy {
     pub gone: HashSet<Key>,
     /// Keys whose deactivation an admin rejected.
     pub rejected: HashSet<Key>,
+    /// Keys whose deactivation an admin approved.
+    pub approved: HashSet<Key>,
+    /// Keys whose deactivation waits for an admin since an earlier run.
+    pub pending: HashSet<Key>,
     /// The flow's Procore project, when it has one.
     pub project: Option<String>,
     /// When this run started.
@@ -708,7 +712,15 @@ impl<'a, 'w> Run<'a, 'w> {
     /// The mass-change guard, and the holder count kept for the next run.
     fn guard(&mut self, out: &mut Written) -> Result<(), StepError> {
         let count = out.counts.people;
-        let reason = if self.policy.license_groups == Some(0) {
+        let policy = self.policy;
+        // No plan has held anyone yet: a first run (or runs that never
+        // held a deactivation).
+        let first = self.known.holders.is_none()
+            && policy.pending.is_empty()
+            && policy.approved.is_empty()
+            && policy.rejected.is_empty();
+        let pending = |key: &str| Key::of(key).is_some_and(|k| policy.pending.contains(&k));
+        let reason = if policy.license_groups == Some(0) {
             Some(
                 "no license group matched the group prefixes, so nobody is deactivated in this run (check the prefixes)"
                     .to_string(),
@@ -718,8 +730,14 @@ impl<'a, 'w> Run<'a, 'w> {
                 // Only `managed_domains` makes leavers in a first run: a
                 // first run changes nobody without an admin, whatever the
                 // params say.
-                None if !out.leavers.is_empty() => Some(
+                None if !out.leavers.is_empty() && first => Some(
                     "this is the flow's first run (no count of license holders is kept yet), so nobody is deactivated without approval"
+                        .to_string(),
+                ),
+                // The first run held its leavers and kept no count: until
+                // an admin has decided them, everyone waits with them.
+                None if out.leavers.iter().any(|l| pending(&l.key)) => Some(
+                    "the first run's deactivations are not all approved or rejected yet (no count of license holders is kept until they are), so nobody is deactivated without approval"
                         .to_string(),
                 ),
                 None => None,
@@ -732,14 +750,17 @@ impl<'a, 'w> Run<'a, 'w> {
             }
         };
         // A held run keeps the old count, so the guard keeps holding until
-        // every deactivation it held is decided: approved ones leave the
-        // leavers once done, rejected ones stay leavers but count as
-        // decided. Then the new count is the one an admin has seen, and a
-        // later drop is measured from it.
-        let undecided = out
-            .leavers
-            .iter()
-            .any(|l| Key::of(&l.key).is_none_or(|k| !self.policy.rejected.contains(&k)));
+        // every deactivation it held is decided: approved or rejected (an
+        // approved one leaves the leavers once done). Then the new count
+        // is the one an admin has seen, and a later drop is measured from
+        // it. Without a count (after a first run that held), the ones held
+        // are those still pending in the plan: someone who left since waits
+        // with them, but does not keep the count from being kept.
+        let undecided = out.leavers.iter().any(|l| {
+            let held = self.known.holders.is_some() || first || pending(&l.key);
+            held && Key::of(&l.key)
+                .is_none_or(|k| !policy.rejected.contains(&k) && !policy.approved.contains(&k))
+        });
         if reason.is_none() || !undecided {
             (self.write)(Write::Holders(Holders {
                 count,
@@ -1462,10 +1483,53 @@ mod tests {
                 .iter()
                 .any(|w| matches!(w, Write::Holders(h) if h.count == 1))
         );
+        // Approved, likewise.
+        p.rejected.clear();
+        p.approved = [Key::of("old@corp.com").unwrap()].into();
+        let (_, writes) = run(&people, &users, &Known::default(), &p);
+        assert!(writes.iter().any(|w| matches!(w, Write::Holders(_))));
         // A first run without leavers holds nothing, and keeps the count.
         let (diff, writes) = run(&people, &users, &Known::default(), &policy());
         assert!(!diff.guard.hold);
         assert!(writes.iter().any(|w| matches!(w, Write::Holders(_))));
+    }
+
+    /// After a first run that held `old@corp.com`, someone else leaves:
+    /// while the first run's leaver waits, every deactivation waits (and
+    /// the run says why, not that it is the first); once it is decided,
+    /// nobody is held for that, and the count is kept.
+    #[test]
+    fn the_first_runs_hold_ends_when_its_leavers_are_decided() {
+        let people = [person("a@x.com", true)];
+        let users = [
+            user(1, "a@x.com", true),
+            user(2, "old@corp.com", true),
+            user(3, "b@x.com", true),
+        ];
+        let k = known(&[
+            ("a@x.com", managed(1, Status::Active)),
+            ("b@x.com", managed(3, Status::Active)),
+        ]);
+        let mut p = policy();
+        p.domains = vec!["corp.com".into()];
+        p.pending = [Key::of("old@corp.com").unwrap()].into();
+        let kept = |writes: &[Write]| writes.iter().any(|w| matches!(w, Write::Holders(_)));
+        let (diff, writes) = run(&people, &users, &k, &p);
+        assert_eq!(diff.leavers.len(), 2, "{:?}", diff.leavers);
+        assert!(diff.guard.hold);
+        assert!(
+            diff.guard
+                .reason
+                .contains("first run's deactivations are not all"),
+            "{}",
+            diff.guard.reason
+        );
+        assert!(!kept(&writes), "the first run's leaver is undecided");
+        p.pending.clear();
+        p.approved = [Key::of("old@corp.com").unwrap()].into();
+        let (diff, writes) = run(&people, &users, &k, &p);
+        assert!(!diff.guard.hold, "{}", diff.guard.reason);
+        assert!(kept(&writes));
     }
 
     #[test]

@@ -75,6 +75,14 @@ pub struct Input {
     /// do not keep the guard's old holder count.
     #[serde(default)]
     pub rejected: Vec<String>,
+    /// Keys whose deactivation an admin approved
+    /// (`${run.approvals.deactivate.approved}`): decided too.
+    #[serde(default)]
+    pub approved: Vec<String>,
+    /// Keys whose deactivation waits for an admin since an earlier run
+    /// (`${run.approvals.deactivate.pending}`): held before, undecided.
+    #[serde(default)]
+    pub pending: Vec<String>,
     /// The flow's Procore project (`PROCORE_PROJECT_ID`; empty or absent:
     /// none): project calls earlier runs owe on it are listed in
     /// `project_owed`.
@@ -287,6 +295,8 @@ pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
         disabled: keys(&input.disabled),
         gone: keys(&input.gone),
         rejected: keys(&input.rejected),
+        approved: keys(&input.approved),
+        pending: keys(&input.pending),
         project: input.project_id.as_ref().and_then(Id::text),
         now,
     })
