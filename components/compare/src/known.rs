@@ -31,7 +31,7 @@ use sluice_guest_services::sync::{
     Managed, ManagedStatus as Status, Origin, OwedProject, managed_key,
 };
 
-use crate::keys::EntraKey;
+use crate::keys::{EntraKey, IdKey};
 
 /// One managed person, as the rules decide with them.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +162,16 @@ impl Known {
         );
         known.creates_since = state::get::<String>(CREATES_SINCE_KEY)?;
         Ok(known)
+    }
+
+    /// The Procore ids of the records the flow deactivated, or was
+    /// deactivating.
+    pub fn deactivated_ids(&self) -> hashbrown::HashSet<IdKey<'_>> {
+        self.managed
+            .iter()
+            .filter(|r| matches!(r.status, Status::Deactivated | Status::Deactivating))
+            .map(|r| IdKey::of(&r.procore_id))
+            .collect()
     }
 
     /// [`Known::creates_since`] in seconds since the epoch, when it is a

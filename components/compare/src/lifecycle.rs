@@ -1317,6 +1317,36 @@ mod tests {
         );
     }
 
+    /// Two inactive users have Max's key: one the flow deactivated (listed
+    /// second, by its login) and an older account (listed first, by its
+    /// email address). Max holds a license again: the flow's user is his
+    /// returner, whatever order Procore lists them in.
+    #[test]
+    fn a_returner_is_found_beside_another_inactive_account_with_the_key() {
+        let people = [person("max@x.com", true)];
+        let old = ProcoreUser {
+            login: Some("max.old@x.com".into()),
+            email_address: Some("MAX@x.com".into()),
+            ..user(61, "max.old@x.com", false)
+        };
+        let users = [old.clone(), user(60, "max@x.com", false)];
+        let k = known(&[("max@x.com", managed(60, Status::Deactivated))]);
+        for users in [users.clone(), [users[1].clone(), users[0].clone()]] {
+            let (diff, _) = run(&people, &users, &k, &policy());
+            let returners: Vec<(&str, &Id)> = diff
+                .returners
+                .iter()
+                .map(|r| (r.key.as_str(), &r.procore_id))
+                .collect();
+            assert_eq!(returners, [("max@x.com", &Id::Number(60))]);
+            assert!(
+                diff.inactive_unmanaged.is_empty(),
+                "{:?}",
+                diff.inactive_unmanaged
+            );
+        }
+    }
+
     #[test]
     fn returners_are_those_the_flow_deactivated_and_the_rest_is_reported() {
         let people = [person("a@x.com", true), person("b@x.com", false)];

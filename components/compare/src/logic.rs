@@ -37,7 +37,7 @@ use crate::input::PersonRef;
 use crate::keys;
 use crate::lifecycle::{self, Known, Policy, Run, Write};
 use crate::output::Written;
-use crate::users::{self, Found, Users};
+use crate::users::{self, Found, Rules, Users};
 
 /// The people and the Procore users to match, and the lifecycle settings.
 #[derive(Deserialize, JsonSchema)]
@@ -123,7 +123,12 @@ pub fn sync(
     policy: &Policy,
     write: &mut dyn FnMut(Write) -> Result<(), StepError>,
 ) -> Result<Written, StepError> {
-    let mut users = Users::read(list, &policy.domains, known.creates_since_epoch())?;
+    let rules = Rules {
+        domains: policy.domains.clone(),
+        creates_since: known.creates_since_epoch(),
+        deactivated: known.deactivated_ids(),
+    };
+    let mut users = Users::read(list, &rules)?;
     let mut run = Run::new(known, policy, write);
     let mut out = Written::default();
     let mut matcher = Matcher::default();
@@ -312,7 +317,7 @@ pub fn paged<T: serde::Serialize>(items: &[T]) -> Paged<T> {
 /// tests.
 #[cfg(test)]
 pub fn diff(people: &[Person], users: &[ProcoreUser]) -> sluice_guest_services::sync::Diff {
-    let mut index = Users::read(&paged(users), &[], None).unwrap();
+    let mut index = Users::read(&paged(users), &Rules::default()).unwrap();
     let mut out = Written::default();
     let mut matcher = Matcher::default();
     each_person(&paged(people), |person| {

@@ -13,7 +13,7 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 use sluice_guest::{Paged, StepError};
 use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::sync::ProcoreUser;
@@ -40,6 +40,9 @@ pub struct User {
     /// create started ([`crate::known::Known::creates_since`]): a user that
     /// run may have made without living to record it.
     pub created_lately: bool,
+    /// Whether the flow's record says it deactivated the user (or was
+    /// deactivating them).
+    pub deactivated_by_flow: bool,
 }
 
 /// What the output says of a user besides its id.
@@ -60,6 +63,20 @@ impl Details {
             last_name: input::owned(&user.last_name),
         }
     }
+}
+
+/// What reading the users goes by, besides their list.
+#[derive(Default)]
+pub struct Rules<'a> {
+    /// The managed domains (lower case, no `@`).
+    pub domains: Vec<String>,
+    /// A user Procore created at or after this (seconds since the epoch)
+    /// is `created_lately`.
+    pub creates_since: Option<i64>,
+    /// The ids of the users the flow's records say it deactivated (or was
+    /// deactivating): of two inactive users with one key, such a user
+    /// keeps it.
+    pub deactivated: HashSet<IdKey<'a>>,
 }
 
 /// A login or email key and the user it leads to.
@@ -132,21 +149,15 @@ pub fn bad_page(list: &str, e: serde_json::Error) -> StepError {
 }
 
 impl Users {
-    /// Reads every user of `list`, a page at a time; `domains` are the
-    /// managed domains (lower case, no `@`), and a user created at or after
-    /// `creates_since` (seconds since the epoch) is `created_lately`.
-    pub fn read(
-        list: &Paged<ProcoreUser>,
-        domains: &[String],
-        creates_since: Option<i64>,
-    ) -> Result<Users, StepError> {
+    /// Reads every user of `list`, a page at a time, by `rules`.
+    pub fn read(list: &Paged<ProcoreUser>, rules: &Rules<'_>) -> Result<Users, StepError> {
         let mut users = Users::with_capacity(usize::try_from(list.len()).unwrap_or(0));
         for page in list.pages(PAGE) {
             let page = page?;
             let batch: Vec<UserRef> =
                 serde_json::from_str(&page).map_err(|e| bad_page("procore_users", e))?;
             for user in &batch {
-                users.push(user, domains, creates_since);
+                users.push(user, rules);
             }
         }
         Ok(users)
@@ -168,7 +179,7 @@ impl Users {
 
     /// Adds `user`: its keys lead to it unless an earlier user has them,
     /// and an active account wins a key over an inactive one.
-    pub fn push(&mut self, user: &UserRef<'_>, domains: &[String], creates_since: Option<i64>) {
+    pub fn push(&mut self, user: &UserRef<'_>, rules: &Rules<'_>) {
         let index = self.list.len() as u32;
         let id = IdKey::of(&user.id);
         let hash = self.hasher.hash_one(id);
@@ -189,11 +200,13 @@ impl Users {
         self.list.push(User {
             id: user.id.clone(),
             active: user.is_active,
-            in_domain: in_domain(user, domains),
+            in_domain: in_domain(user, &rules.domains),
             matched: false,
             held: false,
-            created_lately: creates_since
+            created_lately: rules
+                .creates_since
                 .is_some_and(|since| procore::created_since(user.created_at.as_deref(), since)),
+            deactivated_by_flow: rules.deactivated.contains(&id),
         });
         for field in [&user.login, &user.email_address] {
             if let Some(key) = field.as_deref().and_then(keys::normal) {
@@ -206,7 +219,15 @@ impl Users {
         let hash = self.hasher.hash_one(key);
         if let Some(entry) = self.keys.find(hash, key) {
             let entry = &mut self.keys.entries[entry as usize];
-            if self.list[index as usize].active && !self.list[entry.user as usize].active {
+            let (new, old) = (&self.list[index as usize], &self.list[entry.user as usize]);
+            let wins = if new.active == old.active {
+                // Of two inactive users, the one the flow deactivated: the
+                // person is its returner.
+                !new.active && new.deactivated_by_flow && !old.deactivated_by_flow
+            } else {
+                new.active
+            };
+            if wins {
                 entry.user = index;
             }
             return;
@@ -369,7 +390,7 @@ mod tests {
             user(Id::Number(2), "B@x.com", "SHARED@x.com", true),
             user(Id::Number(3), "b@X.com", "c@x.com", true),
         ]);
-        let mut users = Users::read(&list, &[], None).unwrap();
+        let mut users = Users::read(&list, &Rules::default()).unwrap();
         assert_eq!(
             users.find_key("shared@x.com"),
             Found::User(1),
@@ -394,7 +415,7 @@ mod tests {
             user(Id::Text(" 42 ".into()), "b@x.com", "b@x.com", true),
             user(Id::Text("abc".into()), "c@x.com", "c@x.com", true),
         ]);
-        let users = Users::read(&list, &[], None).unwrap();
+        let users = Users::read(&list, &Rules::default()).unwrap();
         assert_eq!(users.by_id(IdKey::of(&Id::Text("42".into()))), Some(1));
         assert_eq!(users.by_id(IdKey::of(&Id::Text("abc".into()))), Some(2));
         assert_eq!(users.by_id(IdKey::of(&Id::Number(7))), None);
@@ -410,7 +431,14 @@ mod tests {
             })
             .collect();
         let list = paged(&all);
-        let mut users = Users::read(&list, &["corp.com".to_string()], None).unwrap();
+        let mut users = Users::read(
+            &list,
+            &Rules {
+                domains: vec!["corp.com".to_string()],
+                ..Rules::default()
+            },
+        )
+        .unwrap();
         assert!(users.iter().all(|(_, u)| u.in_domain));
         assert_eq!(
             users.details(1007).unwrap().login.as_deref(),
