@@ -1521,6 +1521,49 @@ async fn a_deactivation_refused_for_sure_leaves_the_record_as_it_was() {
     assert_eq!(record["status"], "active", "{record:#}");
 }
 
+/// A host killed while Cy's approved deactivation waits out a ten-minute
+/// `Retry-After` (never applied) leaves the record `deactivating`. An
+/// admin then rejects it: the next run sees Cy still active, so the record
+/// is active again, and nothing is sent. (Before, it stayed `deactivating`,
+/// and a deactivation an admin later made by hand was taken for the
+/// flow's: Cy, licensed again, was reactivated.)
+#[tokio::test]
+async fn a_deactivation_a_killed_host_never_sent_through_is_undone_in_the_record() {
+    let (t, id) = cy_leaves_and_waits().await;
+    t.decide("approve", &id, &[CY]).await;
+    let (cy, company) = (t.id(CY), t.emu.snapshot().scenario.company_id);
+    let patch = format!("/companies/{company}/users/{cy}");
+    t.emu.set_faults(Faults {
+        retry_after_secs: 600,
+        ..every("PATCH", patch.clone(), FaultKind::TooMany)
+    });
+    run_killed_at(&t, "PATCH", &patch, &[]).await;
+    t.emu.set_faults(Faults::default());
+    assert!(t.active(CY));
+    let record = || async {
+        let store = sluice_store::Store::open(&sluice_store::Location::Sqlite(
+            sluice_store::path_in(t.data.path()),
+        ))
+        .await
+        .unwrap();
+        let key = sluice_store::StateKey::try_from(format!("managed/{CY}").as_str()).unwrap();
+        store
+            .state_get("procore-license-sync", &key)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(record().await["status"], "deactivating");
+    // The dead run's lease lapses.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    t.decide("reject", &id, &[CY]).await;
+    let (_, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    let kept = record().await;
+    assert_eq!(kept["status"], "active", "{kept:#}");
+    assert!(kept["leaving_since"].is_string(), "{kept:#}");
+}
+
 /// Bob's UPN, his key while he has no mailbox.
 const UPN: &str = "bob@contoso.onmicrosoft.com";
 

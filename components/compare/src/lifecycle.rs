@@ -639,12 +639,33 @@ impl<'a, 'w> Run<'a, 'w> {
         if !inactive {
             let since = leaving_since.and_then(parse_time);
             let since = match (candidate, since) {
-                (Candidate::Known { .. }, Some(since)) => since,
-                (Candidate::Known { record, .. }, None) => {
-                    let mut record = self.known.full(record)?;
-                    record.leaving_since = Some(self.now.clone());
-                    (self.write)(Write::Managed(key.clone(), record))?;
-                    self.policy.now
+                (Candidate::Known { record, .. }, Some(since))
+                    if record.status != Status::Deactivating =>
+                {
+                    since
+                }
+                (Candidate::Known { record, .. }, since) => {
+                    let mut whole = self.known.full(record)?;
+                    // Still active although the record says `deactivating`:
+                    // Procore never applied the deactivation a run sent (its
+                    // host died before the answer). The record is active
+                    // again, so an admin's later deactivation is never
+                    // taken for the flow's; the step marks it anew when it
+                    // sends one. Its grace had run out already.
+                    let since = match since {
+                        Some(since) => since,
+                        None if whole.status == Status::Deactivating => {
+                            parse_time(&whole.since).unwrap_or(self.policy.now)
+                        }
+                        None => self.policy.now,
+                    };
+                    whole.status = Status::Active;
+                    whole.owed_project = still_owed(whole.owed_project.take(), Status::Active);
+                    if whole.leaving_since.is_none() {
+                        whole.leaving_since = Some(since.to_rfc3339());
+                    }
+                    (self.write)(Write::Managed(key.clone(), whole))?;
+                    since
                 }
                 (Candidate::Domain { clock, .. }, since) => {
                     // A legacy clock moves out of `managed/`, keeping its start.
@@ -1309,12 +1330,42 @@ mod tests {
             "{:?}",
             diff.inactive_unmanaged
         );
-        let settled = managed_writes(&writes);
-        assert_eq!(settled.len(), 1, "{settled:?}");
+        // d holds a license and is active: settled. b, a leaver still
+        // active, was never deactivated: active again in the record (its
+        // grace kept), so an admin's later deactivation is not the flow's.
+        let settled: Vec<(&str, Status, Option<&str>)> = managed_writes(&writes)
+            .into_iter()
+            .map(|(k, m)| (k, m.status, m.leaving_since.as_deref()))
+            .collect();
         assert_eq!(
-            (settled[0].0, settled[0].1.status),
-            ("d@x.com", Status::Active)
+            settled,
+            [
+                ("d@x.com", Status::Active, None),
+                ("b@x.com", Status::Active, Some("2026-01-01T00:00:00Z")),
+            ]
         );
+        // A record the step started (no `leaving_since`) whose user is
+        // still active: its grace counts from the record's start, so it is
+        // a leaver at once again.
+        let k = known(&[("e@x.com", managed(5, Status::Deactivating))]);
+        let (diff, writes) = run(&[], &[user(5, "e@x.com", true)], &k, &p);
+        assert_eq!(diff.leavers.len(), 1, "{:?}", diff.leaving);
+        let rewritten = managed_writes(&writes);
+        assert_eq!(
+            (
+                rewritten[0].1.status,
+                rewritten[0].1.leaving_since.as_deref()
+            ),
+            (Status::Active, Some("2026-01-01T00:00:00+00:00"))
+        );
+        // b, deactivated by hand since and licensed again, is no returner.
+        let users = [user(2, "b@x.com", false)];
+        let mut back = managed(2, Status::Active);
+        back.leaving_since = Some("2026-01-01T00:00:00Z".into());
+        let k = known(&[("b@x.com", back)]);
+        let (diff, _) = run(&[person("b@x.com", true)], &users, &k, &p);
+        assert!(diff.returners.is_empty(), "{:?}", diff.returners);
+        assert_eq!(diff.inactive_unmanaged.len(), 1);
     }
 
     /// Two inactive users have Max's key: one the flow deactivated (listed
