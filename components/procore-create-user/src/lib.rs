@@ -118,7 +118,30 @@ pub fn names(person: &Person) -> (String, String) {
 /// sent; `tests/license_sync.rs` checks every body sent against the table).
 pub fn body(person: &Person, key: &str) -> Value {
     let (first, last) = names(person);
-    json!({ "user": { "first_name": first, "last_name": last, "email_address": key, "is_employee": true } })
+    let email = email_address(person, key);
+    json!({ "user": { "first_name": first, "last_name": last, "email_address": email, "is_employee": true } })
+}
+
+/// The address the key came from (the mail, else the UPN), trimmed, with
+/// only its ASCII letters lower-cased: the key itself for an ASCII
+/// address, and the person's own mailbox for one whose letters Unicode
+/// lower-casing changes into others (`İ` becomes `i` and a dot above).
+fn email_address<'a>(person: &'a Person, key: &'a str) -> std::borrow::Cow<'a, str> {
+    let source = [&person.mail, &person.user_principal_name]
+        .into_iter()
+        .flatten()
+        .map(|a| a.trim())
+        .find(|a| !a.is_empty());
+    match source {
+        Some(address) if !address.is_ascii() => {
+            let address = address.to_ascii_lowercase();
+            if Key::of(&address).is_some_and(|k| k.as_str() == key) {
+                return address.into();
+            }
+            key.into()
+        }
+        _ => key.into(),
+    }
 }
 
 /// Words services use to say a value must be unique and already is in use.
@@ -373,6 +396,41 @@ mod tests {
         assert_eq!(
             body(&p, "a@x.com"),
             json!({"user": {"first_name": "Ada", "last_name": "L", "email_address": "a@x.com", "is_employee": true}})
+        );
+    }
+
+    /// An ASCII address is sent as the key; one whose letters Unicode
+    /// lower-casing would change into others keeps them (only its ASCII
+    /// letters are lower-cased), so Procore gets the person's mailbox.
+    #[test]
+    fn the_email_address_is_the_persons_own() {
+        let sent = |p: Value, key: &str| {
+            body(&person(p), key)["user"]["email_address"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let key = |text: &str| Key::of(text).unwrap().as_str().to_string();
+        assert_eq!(
+            sent(
+                json!({"key": "ann@x.com", "mail": " Ann@X.com "}),
+                "ann@x.com"
+            ),
+            "ann@x.com"
+        );
+        let ipek = key("İPEK@Contoso.com");
+        assert_eq!(
+            sent(json!({"key": ipek, "mail": "İPEK@Contoso.com"}), &ipek),
+            "İpek@contoso.com"
+        );
+        assert_eq!(key("İpek@contoso.com"), ipek, "the next run matches it");
+        let upn = key("Zoë@x.onmicrosoft.com");
+        assert_eq!(
+            sent(
+                json!({"key": upn, "mail": "", "userPrincipalName": "Zoë@x.onmicrosoft.com"}),
+                &upn
+            ),
+            "zoë@x.onmicrosoft.com"
         );
     }
 
