@@ -9,9 +9,9 @@ counts), plus `matched_by_upn`: the keys found only through the UPN.
 
 It keeps no managed people, so it finds no leavers and no returners: it
 takes the built-in's lifecycle inputs (license_groups, disabled, gone,
-managed_domains, leaver_grace, rejected, approved, pending, project_id)
-and answers empty lists and an open guard, so the shipped flow's
-deactivate, reactivate and project steps have nothing to do.
+managed_domains, leaver_grace, create_plan, rejected, approved, pending,
+project_id) and answers empty lists and an open guard, so the shipped
+flow's deactivate, reactivate and project steps have nothing to do.
 """
 
 import json
@@ -49,6 +49,8 @@ INPUT_SCHEMA = {
         "rejected": {"type": "array", "items": {"type": "string"}},
         "approved": {"type": "array", "items": {"type": "string"}},
         "pending": {"type": "array", "items": {"type": "string"}},
+        # The create step's open plan: its keys by state.
+        "create_plan": {"type": ["object", "null"]},
         # The flow's Procore project ("" when it has none).
         "project_id": {"type": ["integer", "string", "null"]},
         "procore_users": {

@@ -12,7 +12,10 @@
 //!   no record names yet, all in the run that first sees them (one record
 //!   each: the host bounds a call's writes by memory, about 0.25 KiB a
 //!   record, so a tenant of a million fits). A first run therefore changes
-//!   nobody.
+//!   nobody. A user Procore created since the last run with people to
+//!   create started (`meta/creates-since`), whose creation no gate held,
+//!   is that run's creation, which its host did not live to record: its
+//!   record says `created`, and it is owed the project add.
 //! - **Leaver**: a managed Procore user who is active and whom no license
 //!   holder matches now, once `leaver_grace` has passed since the first run
 //!   that saw it so; with `managed_domains`, also every active user whose
@@ -45,7 +48,12 @@
 //!   when no license group matched (the shipped flow then skips its
 //!   `deactivate` step: nobody at all), or when the license holders fell
 //!   by more than half since the last complete read (they wait for an
-//!   admin).
+//!   admin), or in a first run with leavers. The count it measures from is
+//!   kept only once every deactivation it held is approved or rejected.
+//! - **A deactivation never applied**: a record left `deactivating` (a
+//!   host that died while Procore had not applied it) whose user is still
+//!   active is active again; one whose user is inactive is listed for the
+//!   deactivate step to confirm.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -69,7 +77,7 @@ use crate::output::Written;
 use crate::users::{Details, User, Users};
 
 /// The flow's lifecycle settings and this run's facts besides the match.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Policy {
     /// Logins in these domains (lower case, no `@`) are managed.
     pub domains: Vec<String>,
@@ -87,6 +95,8 @@ pub struct Policy {
     pub approved: HashSet<Key>,
     /// Keys whose deactivation waits for an admin since an earlier run.
     pub pending: HashSet<Key>,
+    /// Keys whose creation the create step's gate held: never sent.
+    pub creates_held: HashSet<Key>,
     /// The flow's Procore project, when it has one.
     pub project: Option<String>,
     /// When this run started.
@@ -307,9 +317,12 @@ impl<'a, 'w> Run<'a, 'w> {
         // run's, whose host died before the item ended (the record and the
         // project add are written then). Taken as the flow's own, and owed
         // the add a new user gets. Someone an admin created in Procore
-        // between the two runs is taken the same way: a license holder the
-        // flow would have created and added itself.
-        let origin = if user.created_lately {
+        // between the two runs is taken the same way (a license holder the
+        // flow would have created and added itself), unless the create
+        // step's gate held their creation: then it was never sent.
+        let ours = user.created_lately
+            && Key::of(key).is_some_and(|k| !self.policy.creates_held.contains(&k));
+        let origin = if ours {
             Origin::Created
         } else if user.in_domain {
             Origin::Domain
@@ -317,7 +330,7 @@ impl<'a, 'w> Run<'a, 'w> {
             Origin::Adopted
         };
         let mut record = self.record(user, origin, person.id.as_deref());
-        if let Some(project) = self.policy.project.as_ref().filter(|_| user.created_lately) {
+        if let Some(project) = self.policy.project.as_ref().filter(|_| ours) {
             record.owed_project = Some(OwedProject {
                 project_id: project.clone(),
                 action: ProjectAction::Add,
@@ -1139,6 +1152,14 @@ mod tests {
         let (diff, writes) = run(&people, &users, &known, &policy());
         assert_eq!(managed_writes(&writes)[1].1.origin, Origin::Created);
         assert_eq!(managed_writes(&writes)[1].1.owed_project, None);
+        assert!(diff.project_owed.is_empty());
+
+        // Bob's creation was held for approval (in the create step's
+        // plan): never sent, so his user is someone else's doing.
+        let mut held = p.clone();
+        held.creates_held = [Key::of("bob@x.com").unwrap()].into();
+        let (diff, writes) = run(&people, &users, &known, &held);
+        assert_eq!(managed_writes(&writes)[1].1.origin, Origin::Adopted);
         assert!(diff.project_owed.is_empty());
 
         // Without the mark (no earlier run had people to create), Bob is

@@ -83,6 +83,11 @@ pub struct Input {
     /// (`${run.approvals.deactivate.pending}`): held before, undecided.
     #[serde(default)]
     pub pending: Vec<String>,
+    /// The create step's open plan (`${run.approvals.create}`): people
+    /// whose creation the gate held (pending, approved or rejected) were
+    /// never sent, so a Procore user of theirs is not the flow's.
+    #[serde(default)]
+    pub create_plan: Option<PlanKeys>,
     /// The flow's Procore project (`PROCORE_PROJECT_ID`; empty or absent:
     /// none): project calls earlier runs owe on it are listed in
     /// `project_owed`.
@@ -267,6 +272,17 @@ impl Matcher {
     }
 }
 
+/// An approval plan's keys by state.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct PlanKeys {
+    #[serde(default)]
+    pub pending: Vec<String>,
+    #[serde(default)]
+    pub approved: Vec<String>,
+    #[serde(default)]
+    pub rejected: Vec<String>,
+}
+
 /// The lifecycle settings of `input`, checked.
 pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
     let now = lifecycle::parse_time(context.started_at()).ok_or_else(|| {
@@ -302,6 +318,12 @@ pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
         rejected: keys(&input.rejected),
         approved: keys(&input.approved),
         pending: keys(&input.pending),
+        creates_held: input
+            .create_plan
+            .iter()
+            .flat_map(|p| [&p.pending, &p.approved, &p.rejected])
+            .flat_map(|list| keys(list))
+            .collect(),
         project: input.project_id.as_ref().and_then(Id::text),
         now,
     })
