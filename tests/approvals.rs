@@ -923,6 +923,8 @@ async fn a_plan_unreadable_before_an_item_starts_stops_the_step() {
         async move { sluice_cmd(&[], &data, &["run", file.to_str().unwrap(), "--json"]).await }
     });
     wait_for_step(&data, "act").await;
+    // Ann's item is under way (it sleeps 1.5 s): its re-check is done.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let history = data.join("history.sqlite");
     let rename = |from: &str, to: &str| {
         let db = rusqlite::Connection::open(&history).unwrap();

@@ -356,7 +356,7 @@ async fn validate_checks_each_examples_with_against_its_describe() {
     // An input the Python compare does not take, and a count below the JS
     // report's minimum of 0.
     let dir = tempfile::tempdir().unwrap();
-    let last_input = "pending = \"${run.approvals.deactivate.pending}\", project_id = \"${env.PROCORE_PROJECT_ID:-}\" }";
+    let last_input = "approved = \"${run.approvals.deactivate.approved}\", project_id = \"${env.PROCORE_PROJECT_ID:-}\" }";
     let skipped = "skipped_disabled = \"${steps.members.skipped_disabled}\"";
     let flow = flow_with(
         dir.path(),
@@ -365,7 +365,7 @@ async fn validate_checks_each_examples_with_against_its_describe() {
             swaps[1],
             (
                 last_input,
-                "pending = \"${run.approvals.deactivate.pending}\", project_id = \"${env.PROCORE_PROJECT_ID:-}\", colour = \"blue\" }",
+                "approved = \"${run.approvals.deactivate.approved}\", project_id = \"${env.PROCORE_PROJECT_ID:-}\", colour = \"blue\" }",
             ),
             (skipped, "skipped_disabled = -1"),
         ],

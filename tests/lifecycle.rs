@@ -520,7 +520,7 @@ async fn unmanaged_users_are_never_touched_unless_their_domain_is_managed() {
 #[tokio::test]
 async fn a_first_run_deactivates_nobody_without_an_admin_whatever_the_params() {
     let t = Tenant::new(Plan {
-        licensed: &[(ANN, &[E3])],
+        licensed: &[(ANN, &[E3]), (CY, &[E3]), (DEE, &[E3])],
         unlicensed: &[SUB, "old@contoso.com"],
         missing: &[],
     })
@@ -556,17 +556,15 @@ async fn a_first_run_deactivates_nobody_without_an_admin_whatever_the_params() {
             .contains("the first run's deactivations are not all approved or rejected"),
         "{guard}"
     );
-    // Approved, the next run deactivates them; Ann was held with them,
-    // so she waits for her own decision.
+    // Approved, the next run deactivates them, and Ann (one leaver, under
+    // the threshold) with them.
     let (id, _) = t.plans().await[0].clone();
     t.decide("approve", &id, &["old@contoso.com"]).await;
-    let (_, requests) = t.run_ok(&params).await;
-    assert_eq!(writes(&requests).len(), 2, "{:?}", writes(&requests));
-    assert!(!t.active("old@contoso.com") && t.active(SUB) && t.active(ANN));
-    t.decide("approve", &id, &[ANN]).await;
-    let (_, requests) = t.run_ok(&params).await;
-    assert_eq!(writes(&requests).len(), 2, "{:?}", writes(&requests));
-    assert!(!t.active(ANN));
+    let (run, requests) = t.run_ok(&params).await;
+    assert_eq!(run.output_of("diff")["guard"]["hold"], false);
+    assert_eq!(writes(&requests).len(), 4, "{:?}", writes(&requests));
+    assert!(!t.active("old@contoso.com") && !t.active(ANN));
+    assert!(t.active(SUB) && t.active(CY));
 }
 
 /// Once the first run's leavers are decided, someone who leaves later is
@@ -1776,19 +1774,44 @@ async fn a_project_add_procore_refused_is_made_by_the_next_run() {
 /// The host dies after Procore created a newcomer and before the
 /// create's item ended (here: while the project add waits out a
 /// ten-minute `Retry-After`), so no record says the flow made them. The
-/// next run finds them created since the run that listed them missing
-/// began: the flow's own (origin `created`), owed the project add, which
-/// it makes once; nobody is created again. (Before, they were adopted
-/// and never joined the project.)
+/// next run finds them created since a run found them missing: the
+/// flow's own (origin `created`), owed the project add, which it makes
+/// once; nobody is created again. (Before, they were adopted and never
+/// joined the project.)
 #[tokio::test]
 async fn a_newcomer_a_killed_run_created_still_joins_the_project() {
     let t = ann_and_a_newcomer().await;
+    newcomer_created_by_a_killed_run_joins_the_project(&t, &[]).await;
+}
+
+/// The same when the creation waited for an admin first: the run that
+/// found the newcomer missing held them, the admin approved, and the run
+/// that created them was killed.
+#[tokio::test]
+async fn a_newcomer_approved_then_created_by_a_killed_run_still_joins_the_project() {
+    let t = ann_and_a_newcomer().await;
+    let held = ["--param", "max_unapproved_creates=0"];
+    let (first, requests) = t.run_ok(&held).await;
+    assert_eq!(
+        writes(&requests),
+        Vec::<String>::new(),
+        "{}",
+        tail(&first.stdout)
+    );
+    let (id, _) = t.plans().await[0].clone();
+    t.decide("approve", &id, &[NEW]).await;
+    newcomer_created_by_a_killed_run_joins_the_project(&t, &held).await;
+}
+
+/// A run (with `extra`) killed while the newcomer's project add waits,
+/// then a run that makes the add the killed one owed.
+async fn newcomer_created_by_a_killed_run_joins_the_project(t: &Tenant, extra: &[&str]) {
     let project = t.emu.snapshot().scenario.project_ids[0];
     t.emu.set_faults(Faults {
         retry_after_secs: 600,
         ..every("POST", "/actions/add".into(), FaultKind::TooMany)
     });
-    run_killed_at(&t, "POST", "/actions/add", &[]).await;
+    run_killed_at(t, "POST", "/actions/add", extra).await;
     let new_id = t
         .emu
         .snapshot()
@@ -1809,7 +1832,7 @@ async fn a_newcomer_a_killed_run_created_still_joins_the_project() {
     // The dead run's lease lapses.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
 
-    let (second, requests) = t.run_ok(&[]).await;
+    let (second, requests) = t.run_ok(extra).await;
     let adopted = &second.output_of("diff")["adopted"];
     let origin = adopted
         .as_array()
@@ -1827,7 +1850,7 @@ async fn a_newcomer_a_killed_run_created_still_joins_the_project() {
         "only the owed add; nobody created again"
     );
     assert!(on_project());
-    owes_nothing_more(&t, &[]).await;
+    owes_nothing_more(t, extra).await;
 }
 
 /// A deactivated leaver's project removal that Procore refuses through

@@ -9,7 +9,7 @@ counts), plus `matched_by_upn`: the keys found only through the UPN.
 
 It keeps no managed people, so it finds no leavers and no returners: it
 takes the built-in's lifecycle inputs (license_groups, disabled, gone,
-managed_domains, leaver_grace, create_plan, rejected, approved, pending,
+managed_domains, leaver_grace, creates_rejected, rejected, approved,
 project_id) and answers empty lists and an open guard, so the shipped
 flow's deactivate, reactivate and project steps have nothing to do.
 """
@@ -44,13 +44,11 @@ INPUT_SCHEMA = {
         "gone": {"type": "array", "items": {"type": "string"}},
         "managed_domains": {"type": "array", "items": {"type": "string"}},
         "leaver_grace": {"type": ["string", "null"]},
-        # Keys whose deactivation an admin rejected, approved, or has not
-        # decided yet.
+        # Keys whose deactivation an admin rejected or approved.
         "rejected": {"type": "array", "items": {"type": "string"}},
         "approved": {"type": "array", "items": {"type": "string"}},
-        "pending": {"type": "array", "items": {"type": "string"}},
-        # The create step's open plan: its keys by state.
-        "create_plan": {"type": ["object", "null"]},
+        # Keys whose creation an admin rejected.
+        "creates_rejected": {"type": "array", "items": {"type": "string"}},
         # The flow's Procore project ("" when it has none).
         "project_id": {"type": ["integer", "string", "null"]},
         "procore_users": {

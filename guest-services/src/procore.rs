@@ -112,8 +112,6 @@ impl std::fmt::Display for Id {
     }
 }
 
-/// The link-values of an RFC 8288 `Link` header: each target URI with its
-/// parameters (names lower-cased, quotes removed). Commas inside `<…>` or a
 /// How far Procore's clock may trail ours before a user the flow created
 /// looks older than the run that created it. A run reads Procore after it
 /// starts, so a user created minutes before the start would have been seen
@@ -133,9 +131,11 @@ pub fn epoch(text: &str) -> Option<i64> {
 pub fn created_since(created_at: Option<&str>, since: i64) -> bool {
     created_at
         .and_then(epoch)
-        .is_some_and(|created| created >= since - CLOCK_SKEW_SECS)
+        .is_some_and(|created| created >= since.saturating_sub(CLOCK_SKEW_SECS))
 }
 
+/// The link-values of an RFC 8288 `Link` header: each target URI with its
+/// parameters (names lower-cased, quotes removed). Commas inside `<…>` or a
 /// quoted string do not split values.
 pub fn link_values(header: &str) -> Vec<(String, Vec<(String, String)>)> {
     let mut out = Vec::new();

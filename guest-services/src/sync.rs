@@ -727,11 +727,12 @@ pub struct Counts {
 /// ([`Holders`]), for the mass-change guard.
 pub const HOLDERS_KEY: &str = "meta/holders";
 
-/// The state key of when the last run that found license holders missing
-/// from Procore started (RFC 3339): the next run takes a matching user
-/// Procore created since then as one the flow created, whose record a
-/// host that died mid-create never wrote (`compare`'s lifecycle).
-pub const CREATES_SINCE_KEY: &str = "meta/creates-since";
+/// The prefix of the state key of a license holder missing from Procore
+/// (`creating/<key>`): when the first run that found them missing started
+/// (RFC 3339), kept while they are. A later run that matches them to a
+/// user Procore created since takes it for one the flow created, whose
+/// record a host that died mid-create never wrote (`compare`'s lifecycle).
+pub const CREATING_PREFIX: &str = "creating/";
 
 /// The prefix of every managed person's state key.
 pub const MANAGED_PREFIX: &str = "managed/";
@@ -755,6 +756,12 @@ pub struct DomainLeaving {
     pub since: String,
 }
 
+/// The state key of a license holder missing from Procore
+/// ([`CREATING_PREFIX`]).
+pub fn creating_key(key: &str) -> String {
+    format!("{CREATING_PREFIX}{key}")
+}
+
 /// The state key of an in-domain user's grace clock.
 pub fn domain_leaving_key(key: &str) -> String {
     format!("{DOMAIN_LEAVING_PREFIX}{key}")
@@ -767,6 +774,10 @@ pub struct Holders {
     pub count: usize,
     /// When (the run's start, RFC 3339).
     pub at: String,
+    /// The first run's start, while deactivations it held may still wait
+    /// for an admin: they hold every deactivation back until decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_held: Option<String>,
 }
 
 /// What creating one person came to.

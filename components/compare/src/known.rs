@@ -1,5 +1,5 @@
 //! What the flow's state says before this run: the managed people, the
-//! last holder count and when the last run with people to create started,
+//! last holder count and the license holders earlier runs found missing,
 //! kept compactly.
 //!
 //! A tenant of a million has some 740,000 managed records. Held whole, each
@@ -22,12 +22,14 @@
 
 use std::collections::BTreeMap;
 
+use hashbrown::HashMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_guest::{StepError, state};
 use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::sync::{
-    CREATES_SINCE_KEY, DOMAIN_LEAVING_PREFIX, DomainLeaving, HOLDERS_KEY, Holders, MANAGED_PREFIX,
+    CREATING_PREFIX, DOMAIN_LEAVING_PREFIX, DomainLeaving, HOLDERS_KEY, Holders, MANAGED_PREFIX,
     Managed, ManagedStatus as Status, Origin, OwedProject, managed_key,
 };
 
@@ -119,10 +121,11 @@ pub struct Known {
     clocks: Vec<Clock>,
     /// The license holders of the last complete read.
     pub holders: Option<Holders>,
-    /// When the last run that found people to create started (RFC 3339),
-    /// if that was not this run's last word: a matching user Procore
-    /// created since is one that run may have made and not recorded.
-    pub creates_since: Option<String>,
+    /// License holders found missing from Procore by an earlier run
+    /// (`creating/<key>`), with when (seconds since the epoch) the first
+    /// run that found them so started: a user of theirs Procore created
+    /// since is one such a run may have made and not recorded.
+    pub creating: HashMap<Box<str>, i64>,
     source: Source,
 }
 
@@ -160,7 +163,15 @@ impl Known {
             state::get::<Holders>(HOLDERS_KEY)?,
             Source::State,
         );
-        known.creates_since = state::get::<String>(CREATES_SINCE_KEY)?;
+        for entry in state::entries::<Value>(CREATING_PREFIX) {
+            let (state_key, since) = entry?;
+            // One that is not a time (written by hand, say) takes no user
+            // for the flow's, and is rewritten or dropped by this run.
+            let since = since.as_str().and_then(procore::epoch).unwrap_or(i64::MAX);
+            if let Some(key) = state_key.strip_prefix(CREATING_PREFIX) {
+                known.creating.insert(key.into(), since);
+            }
+        }
         Ok(known)
     }
 
@@ -172,12 +183,6 @@ impl Known {
             .filter(|r| matches!(r.status, Status::Deactivated | Status::Deactivating))
             .map(|r| IdKey::of(&r.procore_id))
             .collect()
-    }
-
-    /// [`Known::creates_since`] in seconds since the epoch, when it is a
-    /// time.
-    pub fn creates_since_epoch(&self) -> Option<i64> {
-        self.creates_since.as_deref().and_then(procore::epoch)
     }
 
     /// `managed` and `clocks` sorted by key, one a key (a clock of today's
@@ -204,7 +209,7 @@ impl Known {
             by_entra,
             clocks,
             holders,
-            creates_since: None,
+            creating: HashMap::new(),
             source,
         }
     }

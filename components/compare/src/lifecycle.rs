@@ -12,10 +12,10 @@
 //!   no record names yet, all in the run that first sees them (one record
 //!   each: the host bounds a call's writes by memory, about 0.25 KiB a
 //!   record, so a tenant of a million fits). A first run therefore changes
-//!   nobody. A user Procore created since the last run with people to
-//!   create started (`meta/creates-since`), whose creation no gate held,
-//!   is that run's creation, which its host did not live to record: its
-//!   record says `created`, and it is owed the project add.
+//!   nobody. A user Procore created since a run found its person missing
+//!   (`creating/<key>`, kept while they are), whose creation no admin
+//!   rejected, is such a run's creation, which its host did not live to
+//!   record: its record says `created`, and it is owed the project add.
 //! - **Leaver**: a managed Procore user who is active and whom no license
 //!   holder matches now, once `leaver_grace` has passed since the first run
 //!   that saw it so; with `managed_domains`, also every active user whose
@@ -48,8 +48,9 @@
 //!   when no license group matched (the shipped flow then skips its
 //!   `deactivate` step: nobody at all), or when the license holders fell
 //!   by more than half since the last complete read (they wait for an
-//!   admin), or in a first run with leavers. The count it measures from is
-//!   kept only once every deactivation it held is approved or rejected.
+//!   admin), or in a first run with leavers, and after it until an admin
+//!   has decided those. After a drop, the count it measures from is kept
+//!   only once every deactivation it held is approved or rejected.
 //! - **A deactivation never applied**: a record left `deactivating` (a
 //!   host that died while Procore had not applied it) whose user is still
 //!   active is active again; one whose user is inactive is listed for the
@@ -93,10 +94,8 @@ pub struct Policy {
     pub rejected: HashSet<Key>,
     /// Keys whose deactivation an admin approved.
     pub approved: HashSet<Key>,
-    /// Keys whose deactivation waits for an admin since an earlier run.
-    pub pending: HashSet<Key>,
-    /// Keys whose creation the create step's gate held: never sent.
-    pub creates_held: HashSet<Key>,
+    /// Keys whose creation an admin rejected: never sent.
+    pub creates_rejected: HashSet<Key>,
     /// The flow's Procore project, when it has one.
     pub project: Option<String>,
     /// When this run started.
@@ -115,9 +114,9 @@ pub enum Write {
     Forget(String),
     /// `meta/holders`.
     Holders(Holders),
-    /// `meta/creates-since`: this run's start when it found people to
-    /// create, else (`None`) dropped.
-    CreatesSince(Option<String>),
+    /// `creating/<key>`: since when a license holder has been missing
+    /// from Procore, set or (`None`) dropped.
+    Creating(String, Option<String>),
 }
 
 /// The lifecycle of one run.
@@ -150,6 +149,8 @@ pub struct Run<'a, 'w> {
     /// People this run took as created by the flow ([`Run::adopt`]) and
     /// owed the project add: key, Procore id and user index.
     owed_created: Vec<(String, Id, u32)>,
+    /// Whether a leaver the first run held waits for an admin still.
+    first_run_undecided: bool,
 }
 
 impl<'a, 'w> Run<'a, 'w> {
@@ -176,6 +177,7 @@ impl<'a, 'w> Run<'a, 'w> {
             owed: Vec::new(),
             owed_add_now: HashSet::new(),
             owed_created: Vec::new(),
+            first_run_undecided: false,
         }
     }
 
@@ -313,15 +315,15 @@ impl<'a, 'w> Run<'a, 'w> {
         };
         let index = user;
         let user = users.get(user);
-        // Created since the last run with people to create started: that
-        // run's, whose host died before the item ended (the record and the
-        // project add are written then). Taken as the flow's own, and owed
-        // the add a new user gets. Someone an admin created in Procore
-        // between the two runs is taken the same way (a license holder the
-        // flow would have created and added itself), unless the create
-        // step's gate held their creation: then it was never sent.
+        // Found missing by an earlier run, and created since: that run's
+        // creation, whose host died before the item ended (the record and
+        // the project add are written then). Taken as the flow's own, and
+        // owed the add a new user gets. Someone an admin created by hand
+        // meanwhile is taken the same way (a license holder the flow was
+        // creating and adding itself), unless an admin rejected their
+        // creation: then it was never sent.
         let ours = user.created_lately
-            && Key::of(key).is_some_and(|k| !self.policy.creates_held.contains(&k));
+            && Key::of(key).is_some_and(|k| !self.policy.creates_rejected.contains(&k));
         let origin = if ours {
             Origin::Created
         } else if user.in_domain {
@@ -652,10 +654,18 @@ impl<'a, 'w> Run<'a, 'w> {
         if !inactive {
             let since = leaving_since.and_then(parse_time);
             let since = match (candidate, since) {
-                (Candidate::Known { record, .. }, Some(since))
+                (Candidate::Known { record, .. }, since)
                     if record.status != Status::Deactivating =>
                 {
-                    since
+                    match since {
+                        Some(since) => since,
+                        None => {
+                            let mut record = self.known.full(record)?;
+                            record.leaving_since = Some(self.now.clone());
+                            (self.write)(Write::Managed(key.clone(), record))?;
+                            self.policy.now
+                        }
+                    }
                 }
                 (Candidate::Known { record, .. }, since) => {
                     let mut whole = self.known.full(record)?;
@@ -665,13 +675,9 @@ impl<'a, 'w> Run<'a, 'w> {
                     // again, so an admin's later deactivation is never
                     // taken for the flow's; the step marks it anew when it
                     // sends one. Its grace had run out already.
-                    let since = match since {
-                        Some(since) => since,
-                        None if whole.status == Status::Deactivating => {
-                            parse_time(&whole.since).unwrap_or(self.policy.now)
-                        }
-                        None => self.policy.now,
-                    };
+                    let since = since
+                        .or_else(|| parse_time(&whole.since))
+                        .unwrap_or(self.policy.now);
                     whole.status = Status::Active;
                     whole.owed_project = still_owed(whole.owed_project.take(), Status::Active);
                     if whole.leaving_since.is_none() {
@@ -694,6 +700,9 @@ impl<'a, 'w> Run<'a, 'w> {
                 }
             };
             let waited = (self.policy.now - since).to_std().unwrap_or_default();
+            if waited >= self.policy.grace && self.held_by_first_run(since) && !self.decided(&key) {
+                self.first_run_undecided = true;
+            }
             if waited < self.policy.grace {
                 out.leaving.push(Leaving {
                     key,
@@ -714,6 +723,25 @@ impl<'a, 'w> Run<'a, 'w> {
             inactive,
         });
         Ok(())
+    }
+
+    /// Whether a leaver since `since` was one of the first run's, which it
+    /// held (while the holder count says some may wait still).
+    fn held_by_first_run(&self, since: DateTime<Utc>) -> bool {
+        let first = self
+            .known
+            .holders
+            .as_ref()
+            .and_then(|h| h.first_held.as_deref());
+        first
+            .and_then(parse_time)
+            .is_some_and(|first| since <= first)
+    }
+
+    /// Whether an admin approved or rejected the deactivation of `key`.
+    fn decided(&self, key: &str) -> bool {
+        Key::of(key)
+            .is_some_and(|k| self.policy.rejected.contains(&k) || self.policy.approved.contains(&k))
     }
 
     fn start_clock(&mut self, key: &str, procore_id: &Id, since: String) -> Result<(), StepError> {
@@ -746,15 +774,10 @@ impl<'a, 'w> Run<'a, 'w> {
     /// The mass-change guard, and the holder count kept for the next run.
     fn guard(&mut self, out: &mut Written) -> Result<(), StepError> {
         let count = out.counts.people;
-        let policy = self.policy;
-        // No plan has held anyone yet: a first run (or runs that never
-        // held a deactivation).
-        let first = self.known.holders.is_none()
-            && policy.pending.is_empty()
-            && policy.approved.is_empty()
-            && policy.rejected.is_empty();
-        let pending = |key: &str| Key::of(key).is_some_and(|k| policy.pending.contains(&k));
-        let reason = if policy.license_groups == Some(0) {
+        // A run that matched no license group counts nobody: never kept.
+        let counted = self.policy.license_groups != Some(0);
+        let fell = |h: &Holders| count * 2 < h.count;
+        let reason = if !counted {
             Some(
                 "no license group matched the group prefixes, so nobody is deactivated in this run (check the prefixes)"
                     .to_string(),
@@ -764,41 +787,44 @@ impl<'a, 'w> Run<'a, 'w> {
                 // Only `managed_domains` makes leavers in a first run: a
                 // first run changes nobody without an admin, whatever the
                 // params say.
-                None if !out.leavers.is_empty() && first => Some(
+                None if !out.leavers.is_empty() => Some(
                     "this is the flow's first run (no count of license holders is kept yet), so nobody is deactivated without approval"
                         .to_string(),
                 ),
-                // The first run held its leavers and kept no count: until
-                // an admin has decided them, everyone waits with them.
-                None if out.leavers.iter().any(|l| pending(&l.key)) => Some(
-                    "the first run's deactivations are not all approved or rejected yet (no count of license holders is kept until they are), so nobody is deactivated without approval"
+                None => None,
+                Some(h) if fell(h) => Some(format!(
+                    "license holders fell from {} to {count} (more than half) since the run of {}, so nobody is deactivated without approval",
+                    h.count, h.at
+                )),
+                // …and until an admin has decided those, nobody else is.
+                Some(_) if self.first_run_undecided => Some(
+                    "the first run's deactivations are not all approved or rejected yet, so nobody is deactivated without approval"
                         .to_string(),
                 ),
-                None => None,
-                Some(h) => (count * 2 < h.count).then(|| {
-                    format!(
-                        "license holders fell from {} to {count} (more than half) since the run of {}, so nobody is deactivated without approval",
-                        h.count, h.at
-                    )
-                }),
+                Some(_) => None,
             }
         };
-        // A held run keeps the old count, so the guard keeps holding until
-        // every deactivation it held is decided: approved or rejected (an
-        // approved one leaves the leavers once done). Then the new count
-        // is the one an admin has seen, and a later drop is measured from
-        // it. Without a count (after a first run that held), the ones held
-        // are those still pending in the plan: someone who left since waits
-        // with them, but does not keep the count from being kept.
-        let undecided = out.leavers.iter().any(|l| {
-            let held = self.known.holders.is_some() || first || pending(&l.key);
-            held && Key::of(&l.key)
-                .is_none_or(|k| !policy.rejected.contains(&k) && !policy.approved.contains(&k))
-        });
-        if reason.is_none() || !undecided {
+        // After a drop, the old count is kept until every deactivation the
+        // guard held is decided (approved ones leave the leavers once
+        // done): then the new count is the one an admin has seen, and a
+        // later drop is measured from it. A first run's count is kept at
+        // once (it is no drop), with when it held its leavers, which hold
+        // every deactivation back until they are decided.
+        let undecided = out.leavers.iter().any(|l| !self.decided(&l.key));
+        let keep = match &self.known.holders {
+            Some(h) if fell(h) => !undecided,
+            _ => true,
+        };
+        if counted && keep {
+            let first_held = match &self.known.holders {
+                None => (!out.leavers.is_empty()).then(|| self.now.clone()),
+                Some(h) if self.first_run_undecided => h.first_held.clone(),
+                Some(_) => None,
+            };
             (self.write)(Write::Holders(Holders {
                 count,
                 at: self.now.clone(),
+                first_held,
             }))?;
         }
         out.guard = match reason {
@@ -1090,17 +1116,18 @@ mod tests {
         assert_eq!(adopted[0].1.other[ENTRA_ID], "entra-a@x.com");
         assert!(writes.contains(&Write::Holders(Holders {
             count: 2,
-            at: policy().now.to_rfc3339()
+            at: policy().now.to_rfc3339(),
+            first_held: None,
         })));
     }
 
-    /// The last run with people to create started at 11:00 and left no
-    /// record of Bob (its host died mid-create): Procore created Bob at
+    /// A run that started at 11:00 found Bob and Cy missing and left no
+    /// record of them (its host died mid-create): Procore created Bob at
     /// 11:01, so he is the flow's creation, owed the project add. Ann,
-    /// created long before, and Cy, whose creation time Procore did not
-    /// give, are adopted as ever.
+    /// created long before and never missing, and Cy, whose creation time
+    /// Procore did not give, are adopted as ever. Their marks go.
     #[test]
-    fn a_user_created_since_the_last_run_with_creates_began_is_the_flows() {
+    fn a_user_created_since_a_run_found_them_missing_is_the_flows() {
         let people = [
             person("ann@x.com", true),
             person("bob@x.com", true),
@@ -1111,12 +1138,13 @@ mod tests {
             ..user(id, login, true)
         };
         let users = [
-            created(1, "ann@x.com", Some("2025-06-01T12:00:00Z")),
+            created(1, "ann@x.com", Some("2026-03-01T11:01:00Z")),
             created(2, "bob@x.com", Some("2026-03-01T11:01:00Z")),
             created(3, "cy@x.com", None),
         ];
         let mut known = Known::default();
-        known.creates_since = Some("2026-03-01T11:00:00.250Z".into());
+        let eleven = at("2026-03-01T11:00:00Z").timestamp();
+        known.creating = [("bob@x.com".into(), eleven), ("cy@x.com".into(), eleven)].into();
         let p = Policy {
             project: Some("77".into()),
             ..policy()
@@ -1145,8 +1173,22 @@ mod tests {
             .collect();
         assert_eq!(owed, [("bob@x.com", ProjectAction::Add)]);
         assert_eq!(diff.adopted[1].origin, Origin::Created);
-        // Nobody is missing now: the mark is dropped.
-        assert!(writes.contains(&Write::CreatesSince(None)));
+        let marks = |writes: &[Write]| -> Vec<(String, Option<String>)> {
+            let mut marks: Vec<_> = writes
+                .iter()
+                .filter_map(|w| match w {
+                    Write::Creating(k, since) => Some((k.clone(), since.clone())),
+                    _ => None,
+                })
+                .collect();
+            marks.sort();
+            marks
+        };
+        assert_eq!(
+            marks(&writes),
+            [("bob@x.com".into(), None), ("cy@x.com".into(), None)],
+            "present now: their marks go"
+        );
 
         // Without a project the record says created, and nothing is owed.
         let (diff, writes) = run(&people, &users, &known, &policy());
@@ -1154,29 +1196,28 @@ mod tests {
         assert_eq!(managed_writes(&writes)[1].1.owed_project, None);
         assert!(diff.project_owed.is_empty());
 
-        // Bob's creation was held for approval (in the create step's
-        // plan): never sent, so his user is someone else's doing.
-        let mut held = p.clone();
-        held.creates_held = [Key::of("bob@x.com").unwrap()].into();
-        let (diff, writes) = run(&people, &users, &known, &held);
+        // An admin rejected Bob's creation: never sent, so his user is
+        // someone else's doing.
+        let mut rejected = p.clone();
+        rejected.creates_rejected = [Key::of("bob@x.com").unwrap()].into();
+        let (diff, writes) = run(&people, &users, &known, &rejected);
         assert_eq!(managed_writes(&writes)[1].1.origin, Origin::Adopted);
         assert!(diff.project_owed.is_empty());
 
-        // Without the mark (no earlier run had people to create), Bob is
-        // adopted.
+        // Never found missing, Bob is adopted.
         let (_, writes) = run(&people, &users, &Known::default(), &p);
         assert_eq!(managed_writes(&writes)[1].1.origin, Origin::Adopted);
-        assert!(!writes.iter().any(|w| matches!(w, Write::CreatesSince(_))));
-    }
+        assert!(marks(&writes).is_empty());
 
-    /// A run that finds people to create marks its start for the next run.
-    #[test]
-    fn a_run_with_people_to_create_marks_its_start() {
-        let people = [person("ann@x.com", true), person("new@x.com", true)];
-        let users = [user(1, "ann@x.com", true)];
-        let (diff, writes) = run(&people, &users, &Known::default(), &policy());
-        assert_eq!(diff.counts.missing, 1);
-        assert!(writes.contains(&Write::CreatesSince(Some(policy().now.to_rfc3339()))));
+        // Still missing: marked once, when first found so.
+        let (_, writes) = run(&people, &users[..1], &Known::default(), &p);
+        let now = Some(p.now.to_rfc3339());
+        assert_eq!(
+            marks(&writes),
+            [("bob@x.com".into(), now.clone()), ("cy@x.com".into(), now)]
+        );
+        let (_, writes) = run(&people, &users[..1], &known, &p);
+        assert!(marks(&writes).is_empty(), "marked already");
     }
 
     #[test]
@@ -1365,6 +1406,7 @@ mod tests {
                 ("b@x.com", Status::Active, Some("2026-01-01T00:00:00Z")),
             ]
         );
+        let b_now = managed_writes(&writes)[1].1.clone();
         // A record the step started (no `leaving_since`) whose user is
         // still active: its grace counts from the record's start, so it is
         // a leaver at once again.
@@ -1379,11 +1421,11 @@ mod tests {
             ),
             (Status::Active, Some("2026-01-01T00:00:00+00:00"))
         );
-        // b, deactivated by hand since and licensed again, is no returner.
+        // b, deactivated by hand since and licensed again, is no returner
+        // with the record this run wrote (with the old one, still
+        // `deactivating`, b was reactivated).
         let users = [user(2, "b@x.com", false)];
-        let mut back = managed(2, Status::Active);
-        back.leaving_since = Some("2026-01-01T00:00:00Z".into());
-        let k = known(&[("b@x.com", back)]);
+        let k = known(&[("b@x.com", b_now)]);
         let (diff, _) = run(&[person("b@x.com", true)], &users, &k, &p);
         assert!(diff.returners.is_empty(), "{:?}", diff.returners);
         assert_eq!(diff.inactive_unmanaged.len(), 1);
@@ -1541,6 +1583,7 @@ mod tests {
         k.holders = Some(Holders {
             count: 9,
             at: "2026-02-28T12:00:00Z".into(),
+            first_held: None,
         });
         let (diff, _) = run(&people, &users, &k, &policy());
         assert!(diff.guard.hold, "4 of 9");
@@ -1560,8 +1603,9 @@ mod tests {
     }
 
     /// `managed_domains` can make leavers in a flow's first run; they all
-    /// wait for an admin, whatever `max_unapproved_deactivations` says,
-    /// and the count is kept only once they are decided.
+    /// wait for an admin, whatever `max_unapproved_deactivations` says.
+    /// The count is kept at once (it is no drop), with when the first run
+    /// held its leavers.
     #[test]
     fn a_first_runs_leavers_all_wait_for_an_admin() {
         let people = [person("a@x.com", true)];
@@ -1576,46 +1620,64 @@ mod tests {
             "{}",
             diff.guard.reason
         );
-        assert!(!writes.iter().any(|w| matches!(w, Write::Holders(_))));
-        // Rejected, the leaver is decided: the count is kept from then on.
-        p.rejected = [Key::of("old@corp.com").unwrap()].into();
-        let (_, writes) = run(&people, &users, &Known::default(), &p);
-        assert!(
-            writes
-                .iter()
-                .any(|w| matches!(w, Write::Holders(h) if h.count == 1))
-        );
-        // Approved, likewise.
-        p.rejected.clear();
-        p.approved = [Key::of("old@corp.com").unwrap()].into();
-        let (_, writes) = run(&people, &users, &Known::default(), &p);
-        assert!(writes.iter().any(|w| matches!(w, Write::Holders(_))));
+        let now = p.now.to_rfc3339();
+        assert!(writes.contains(&Write::Holders(Holders {
+            count: 1,
+            at: now.clone(),
+            first_held: Some(now),
+        })));
         // A first run without leavers holds nothing, and keeps the count.
         let (diff, writes) = run(&people, &users, &Known::default(), &policy());
         assert!(!diff.guard.hold);
-        assert!(writes.iter().any(|w| matches!(w, Write::Holders(_))));
+        assert!(writes.contains(&Write::Holders(Holders {
+            count: 1,
+            at: policy().now.to_rfc3339(),
+            first_held: None,
+        })));
     }
 
-    /// After a first run that held `old@corp.com`, someone else leaves:
+    /// After a first run (at `T0`) that held `old@corp.com`, Ann leaves:
     /// while the first run's leaver waits, every deactivation waits (and
     /// the run says why, not that it is the first); once it is decided,
-    /// nobody is held for that, and the count is kept.
+    /// nobody is held for it, though Ann, held meanwhile, still waits in
+    /// the plan.
     #[test]
     fn the_first_runs_hold_ends_when_its_leavers_are_decided() {
-        let people = [person("a@x.com", true)];
+        const T0: &str = "2026-02-28T12:00:00+00:00";
+        let people = [person("b@x.com", true)];
         let users = [
             user(1, "a@x.com", true),
             user(2, "old@corp.com", true),
             user(3, "b@x.com", true),
         ];
-        let k = known(&[
+        let clock = DomainLeaving {
+            procore_id: Id::Number(2),
+            since: T0.into(),
+        };
+        let records = [
             ("a@x.com", managed(1, Status::Active)),
             ("b@x.com", managed(3, Status::Active)),
-        ]);
+        ];
+        let mut k = Known::held(
+            records
+                .iter()
+                .map(|(k, m)| (k.to_string(), m.clone()))
+                .collect(),
+            vec![("old@corp.com".to_string(), clock)],
+            Some(Holders {
+                count: 2,
+                at: T0.into(),
+                first_held: Some(T0.into()),
+            }),
+        );
         let mut p = policy();
         p.domains = vec!["corp.com".into()];
-        p.pending = [Key::of("old@corp.com").unwrap()].into();
-        let kept = |writes: &[Write]| writes.iter().any(|w| matches!(w, Write::Holders(_)));
+        let holders = |writes: &[Write]| {
+            writes.iter().find_map(|w| match w {
+                Write::Holders(h) => Some(h.clone()),
+                _ => None,
+            })
+        };
         let (diff, writes) = run(&people, &users, &k, &p);
         assert_eq!(diff.leavers.len(), 2, "{:?}", diff.leavers);
         assert!(diff.guard.hold);
@@ -1626,12 +1688,33 @@ mod tests {
             "{}",
             diff.guard.reason
         );
-        assert!(!kept(&writes), "the first run's leaver is undecided");
-        p.pending.clear();
+        let kept = holders(&writes).unwrap();
+        assert_eq!((kept.count, kept.first_held.as_deref()), (1, Some(T0)));
+        // Ann's clock started in this run: the record says so now.
+        k = Known::held(
+            vec![
+                (
+                    "a@x.com".to_string(),
+                    Managed {
+                        leaving_since: Some(p.now.to_rfc3339()),
+                        ..managed(1, Status::Active)
+                    },
+                ),
+                ("b@x.com".to_string(), managed(3, Status::Active)),
+            ],
+            vec![(
+                "old@corp.com".to_string(),
+                DomainLeaving {
+                    procore_id: Id::Number(2),
+                    since: T0.into(),
+                },
+            )],
+            Some(kept),
+        );
         p.approved = [Key::of("old@corp.com").unwrap()].into();
         let (diff, writes) = run(&people, &users, &k, &p);
         assert!(!diff.guard.hold, "{}", diff.guard.reason);
-        assert!(kept(&writes));
+        assert_eq!(holders(&writes).unwrap().first_held, None);
     }
 
     #[test]
@@ -1650,6 +1733,7 @@ mod tests {
         k.holders = Some(Holders {
             count: 9,
             at: "2026-02-28T12:00:00Z".into(),
+            first_held: None,
         });
         let people = [person("a@x.com", true)];
         let holders = |writes: &[Write]| {

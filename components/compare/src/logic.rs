@@ -28,7 +28,7 @@ use sluice_guest::{Context, JsonSchema, Paged, StepError, state};
 use sluice_guest_services::duration;
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    CREATES_SINCE_KEY, Counts, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser,
+    Counts, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser, creating_key,
     domain_leaving_key, managed_key,
 };
 use sluice_identity::Key;
@@ -79,15 +79,11 @@ pub struct Input {
     /// (`${run.approvals.deactivate.approved}`): decided too.
     #[serde(default)]
     pub approved: Vec<String>,
-    /// Keys whose deactivation waits for an admin since an earlier run
-    /// (`${run.approvals.deactivate.pending}`): held before, undecided.
+    /// Keys whose creation an admin rejected
+    /// (`${run.approvals.create.rejected}`): never sent, so a Procore user
+    /// of theirs is not the flow's.
     #[serde(default)]
-    pub pending: Vec<String>,
-    /// The create step's open plan (`${run.approvals.create}`): people
-    /// whose creation the gate held (pending, approved or rejected) were
-    /// never sent, so a Procore user of theirs is not the flow's.
-    #[serde(default)]
-    pub create_plan: Option<PlanKeys>,
+    pub creates_rejected: Vec<String>,
     /// The flow's Procore project (`PROCORE_PROJECT_ID`; empty or absent:
     /// none): project calls earlier runs owe on it are listed in
     /// `project_owed`.
@@ -106,8 +102,8 @@ pub fn compare_input(input: Input, context: &Context) -> Result<Written, StepErr
         Write::Clock(key, None) => state::delete(&domain_leaving_key(&key)),
         Write::Forget(key) => state::delete(&managed_key(&key)),
         Write::Holders(holders) => state::set(HOLDERS_KEY, &holders),
-        Write::CreatesSince(Some(since)) => state::set(CREATES_SINCE_KEY, &since),
-        Write::CreatesSince(None) => state::delete(CREATES_SINCE_KEY),
+        Write::Creating(key, Some(since)) => state::set(&creating_key(&key), &since),
+        Write::Creating(key, None) => state::delete(&creating_key(&key)),
     };
     sync(
         &input.people,
@@ -130,7 +126,7 @@ pub fn sync(
 ) -> Result<Written, StepError> {
     let rules = Rules {
         domains: policy.domains.clone(),
-        creates_since: known.creates_since_epoch(),
+        creating: Some(&known.creating),
         deactivated: known.deactivated_ids(),
     };
     let mut users = Users::read(list, &rules)?;
@@ -147,10 +143,17 @@ pub fn sync(
     })?;
     matcher.count(&users, &mut out);
     run.finish(&mut users, list, &mut out)?;
-    // Whom the next run may find created by this one without a record.
-    let creates = (out.counts.missing > 0).then(|| policy.now.to_rfc3339());
-    if creates.is_some() || known.creates_since.is_some() {
-        write(Write::CreatesSince(creates))?;
+    // Whom a later run may find created without a record: those missing
+    // now, marked when first found so; the others' marks go.
+    for key in &matcher.missing {
+        if !known.creating.contains_key(key.as_str()) {
+            write(Write::Creating(key.clone(), Some(policy.now.to_rfc3339())))?;
+        }
+    }
+    for key in known.creating.keys() {
+        if !matcher.missing.contains(key.as_ref()) {
+            write(Write::Creating(key.to_string(), None))?;
+        }
     }
     Ok(out)
 }
@@ -272,17 +275,6 @@ impl Matcher {
     }
 }
 
-/// An approval plan's keys by state.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-pub struct PlanKeys {
-    #[serde(default)]
-    pub pending: Vec<String>,
-    #[serde(default)]
-    pub approved: Vec<String>,
-    #[serde(default)]
-    pub rejected: Vec<String>,
-}
-
 /// The lifecycle settings of `input`, checked.
 pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
     let now = lifecycle::parse_time(context.started_at()).ok_or_else(|| {
@@ -317,13 +309,7 @@ pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
         gone: keys(&input.gone),
         rejected: keys(&input.rejected),
         approved: keys(&input.approved),
-        pending: keys(&input.pending),
-        creates_held: input
-            .create_plan
-            .iter()
-            .flat_map(|p| [&p.pending, &p.approved, &p.rejected])
-            .flat_map(|list| keys(list))
-            .collect(),
+        creates_rejected: keys(&input.creates_rejected),
         project: input.project_id.as_ref().and_then(Id::text),
         now,
     })

@@ -36,9 +36,9 @@ pub struct User {
     /// Whether some license holder matches its id now (kept on the user
     /// [`Users::by_id`] finds for the id).
     pub held: bool,
-    /// Whether Procore created it since the last run that had people to
-    /// create started ([`crate::known::Known::creates_since`]): a user that
-    /// run may have made without living to record it.
+    /// Whether it is active and Procore created it since an earlier run
+    /// found its person missing ([`Rules::creating`]): a user such a run
+    /// may have made without living to record it.
     pub created_lately: bool,
     /// Whether the flow's record says it deactivated the user (or was
     /// deactivating them).
@@ -70,9 +70,10 @@ impl Details {
 pub struct Rules<'a> {
     /// The managed domains (lower case, no `@`).
     pub domains: Vec<String>,
-    /// A user Procore created at or after this (seconds since the epoch)
-    /// is `created_lately`.
-    pub creates_since: Option<i64>,
+    /// License holders earlier runs found missing, with since when
+    /// (seconds since the epoch): an active user with one of their keys
+    /// whom Procore created since is `created_lately`.
+    pub creating: Option<&'a HashMap<Box<str>, i64>>,
     /// The ids of the users the flow's records say it deactivated (or was
     /// deactivating): of two inactive users with one key, such a user
     /// keeps it.
@@ -203,10 +204,8 @@ impl Users {
             in_domain: in_domain(user, &rules.domains),
             matched: false,
             held: false,
-            created_lately: rules
-                .creates_since
-                .is_some_and(|since| procore::created_since(user.created_at.as_deref(), since)),
-            deactivated_by_flow: rules.deactivated.contains(&id),
+            created_lately: user.is_active && created_lately(user, rules),
+            deactivated_by_flow: !user.is_active && rules.deactivated.contains(&id),
         });
         for field in [&user.login, &user.email_address] {
             if let Some(key) = field.as_deref().and_then(keys::normal) {
@@ -352,6 +351,19 @@ impl Users {
         }
         Ok(())
     }
+}
+
+/// Whether Procore created `user` since an earlier run found someone with
+/// its login or email address missing (see [`Rules::creating`]).
+fn created_lately(user: &UserRef<'_>, rules: &Rules<'_>) -> bool {
+    let Some(creating) = rules.creating.filter(|c| !c.is_empty()) else {
+        return false;
+    };
+    [&user.login, &user.email_address]
+        .into_iter()
+        .filter_map(|field| field.as_deref().and_then(keys::normal))
+        .filter_map(|key| creating.get(key.as_ref()))
+        .any(|&since| procore::created_since(user.created_at.as_deref(), since))
 }
 
 /// Whether the login (else the email address) of `user` is in one of

@@ -38,8 +38,10 @@
 //! project add (`owed_project`) until Procore took it: an add refused or
 //! never answered (even after the host's retries) is made by a later run
 //! (`compare` lists it in `project_owed`, and `procore-project-owed` makes
-//! it). The record is committed with the item, as before: a host that dies
-//! before the item ends loses it, and the next run adopts the user.
+//! it). The record is committed with the item: a host that dies before
+//! the item ends loses it, and the next run's `compare` finds the user
+//! created since a run found them missing, so takes them as the flow's
+//! (origin `created`, owed the add).
 //!
 //! Output `{"key", "display_name", "status": "created" | "conflict" |
 //! "would_create", "procore_id"?, "reason"?, "project"?, "would_send"?}`.
