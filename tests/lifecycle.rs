@@ -553,7 +553,7 @@ async fn a_first_run_deactivates_nobody_without_an_admin_whatever_the_params() {
         guard["reason"]
             .as_str()
             .unwrap()
-            .contains("the first run's deactivations are not all approved or rejected"),
+            .contains("people the first run found leaving are not all approved or rejected"),
         "{guard}"
     );
     // Approved, the next run deactivates them, and Ann (one leaver, under

@@ -166,7 +166,7 @@ impl Known {
         for entry in state::entries::<Value>(CREATING_PREFIX) {
             let (state_key, since) = entry?;
             // One that is not a time (written by hand, say) takes no user
-            // for the flow's, and is rewritten or dropped by this run.
+            // for the flow's; this run marks the person again, or drops it.
             let since = since.as_str().and_then(procore::epoch).unwrap_or(i64::MAX);
             if let Some(key) = state_key.strip_prefix(CREATING_PREFIX) {
                 known.creating.insert(key.into(), since);

@@ -49,7 +49,8 @@
 //!   `deactivate` step: nobody at all), or when the license holders fell
 //!   by more than half since the last complete read (they wait for an
 //!   admin), or in a first run with leavers, and after it until an admin
-//!   has decided those. After a drop, the count it measures from is kept
+//!   has decided everyone the first run found leaving (once their grace
+//!   is over). After a drop, the count it measures from is kept
 //!   only once every deactivation it held is approved or rejected.
 //! - **A deactivation never applied**: a record left `deactivating` (a
 //!   host that died while Procore had not applied it) whose user is still
@@ -149,8 +150,12 @@ pub struct Run<'a, 'w> {
     /// People this run took as created by the flow ([`Run::adopt`]) and
     /// owed the project add: key, Procore id and user index.
     owed_created: Vec<(String, Id, u32)>,
-    /// Whether a leaver the first run held waits for an admin still.
+    /// Whether someone the first run found leaving is a leaver now whom
+    /// no admin has approved or rejected yet: everyone waits.
     first_run_undecided: bool,
+    /// Whether someone the first run found leaving is undecided still, a
+    /// leaver or still in their grace: the first run's mark is kept.
+    first_run_pending: bool,
 }
 
 impl<'a, 'w> Run<'a, 'w> {
@@ -178,6 +183,7 @@ impl<'a, 'w> Run<'a, 'w> {
             owed_add_now: HashSet::new(),
             owed_created: Vec::new(),
             first_run_undecided: false,
+            first_run_pending: false,
         }
     }
 
@@ -700,8 +706,9 @@ impl<'a, 'w> Run<'a, 'w> {
                 }
             };
             let waited = (self.policy.now - since).to_std().unwrap_or_default();
-            if waited >= self.policy.grace && self.held_by_first_run(since) && !self.decided(&key) {
-                self.first_run_undecided = true;
+            if self.held_by_first_run(since) && !self.decided(&key) {
+                self.first_run_pending = true;
+                self.first_run_undecided |= waited >= self.policy.grace;
             }
             if waited < self.policy.grace {
                 out.leaving.push(Leaving {
@@ -725,8 +732,8 @@ impl<'a, 'w> Run<'a, 'w> {
         Ok(())
     }
 
-    /// Whether a leaver since `since` was one of the first run's, which it
-    /// held (while the holder count says some may wait still).
+    /// Whether someone leaving since `since` was found so by the first run
+    /// (while the holder count says some may be undecided still).
     fn held_by_first_run(&self, since: DateTime<Utc>) -> bool {
         let first = self
             .known
@@ -798,7 +805,7 @@ impl<'a, 'w> Run<'a, 'w> {
                 )),
                 // …and until an admin has decided those, nobody else is.
                 Some(_) if self.first_run_undecided => Some(
-                    "the first run's deactivations are not all approved or rejected yet, so nobody is deactivated without approval"
+                    "the deactivations of people the first run found leaving are not all approved or rejected yet, so nobody is deactivated without approval"
                         .to_string(),
                 ),
                 Some(_) => None,
@@ -816,9 +823,12 @@ impl<'a, 'w> Run<'a, 'w> {
             _ => true,
         };
         if counted && keep {
+            // Those in their grace too: they were found leaving by a run
+            // that changes nobody without an admin.
+            let found_leaving = !out.leavers.is_empty() || !out.leaving.is_empty();
             let first_held = match &self.known.holders {
-                None => (!out.leavers.is_empty()).then(|| self.now.clone()),
-                Some(h) if self.first_run_undecided => h.first_held.clone(),
+                None => found_leaving.then(|| self.now.clone()),
+                Some(h) if self.first_run_pending => h.first_held.clone(),
                 Some(_) => None,
             };
             (self.write)(Write::Holders(Holders {
@@ -1124,8 +1134,9 @@ mod tests {
     /// A run that started at 11:00 found Bob and Cy missing and left no
     /// record of them (its host died mid-create): Procore created Bob at
     /// 11:01, so he is the flow's creation, owed the project add. Ann,
-    /// created long before and never missing, and Cy, whose creation time
-    /// Procore did not give, are adopted as ever. Their marks go.
+    /// created at the same time but never found missing, and Cy, whose
+    /// creation time Procore did not give, are adopted as ever. Their
+    /// marks go.
     #[test]
     fn a_user_created_since_a_run_found_them_missing_is_the_flows() {
         let people = [
@@ -1218,6 +1229,31 @@ mod tests {
         );
         let (_, writes) = run(&people, &users[..1], &known, &p);
         assert!(marks(&writes).is_empty(), "marked already");
+        // A run that matched no license group found nobody: it drops no
+        // mark.
+        let none = Policy {
+            license_groups: Some(0),
+            ..p.clone()
+        };
+        let (_, writes) = run(&[], &users, &known, &none);
+        assert!(marks(&writes).is_empty(), "{:?}", marks(&writes));
+
+        // Bob's user is older than the run that found him missing (less
+        // the clocks' leeway): someone else's, adopted.
+        let older = [
+            users[0].clone(),
+            created(2, "bob@x.com", Some("2026-03-01T10:54:59Z")),
+            users[2].clone(),
+        ];
+        let (_, writes) = run(&people, &older, &known, &p);
+        assert_eq!(managed_writes(&writes)[1].1.origin, Origin::Adopted);
+        let within = [
+            users[0].clone(),
+            created(2, "bob@x.com", Some("2026-03-01T10:55:00Z")),
+            users[2].clone(),
+        ];
+        let (_, writes) = run(&people, &within, &known, &p);
+        assert_eq!(managed_writes(&writes)[1].1.origin, Origin::Created);
     }
 
     #[test]
@@ -1639,8 +1675,7 @@ mod tests {
     /// After a first run (at `T0`) that held `old@corp.com`, Ann leaves:
     /// while the first run's leaver waits, every deactivation waits (and
     /// the run says why, not that it is the first); once it is decided,
-    /// nobody is held for it, though Ann, held meanwhile, still waits in
-    /// the plan.
+    /// nobody is held for it, and the first run's mark goes.
     #[test]
     fn the_first_runs_hold_ends_when_its_leavers_are_decided() {
         const T0: &str = "2026-02-28T12:00:00+00:00";
@@ -1684,7 +1719,7 @@ mod tests {
         assert!(
             diff.guard
                 .reason
-                .contains("first run's deactivations are not all"),
+                .contains("people the first run found leaving are not all"),
             "{}",
             diff.guard.reason
         );
@@ -1713,6 +1748,72 @@ mod tests {
         );
         p.approved = [Key::of("old@corp.com").unwrap()].into();
         let (diff, writes) = run(&people, &users, &k, &p);
+        assert!(!diff.guard.hold, "{}", diff.guard.reason);
+        assert_eq!(holders(&writes).unwrap().first_held, None);
+    }
+
+    /// With a grace, the first run finds `old@corp.com` leaving but holds
+    /// nobody yet: its mark is kept, and once the grace is over the
+    /// deactivation waits for an admin (and every other with it), whatever
+    /// the threshold says, until decided.
+    #[test]
+    fn the_first_runs_leavers_wait_for_an_admin_after_their_grace_too() {
+        let people = [person("a@x.com", true), person("b@x.com", true)];
+        let users = [
+            user(1, "a@x.com", true),
+            user(2, "old@corp.com", true),
+            user(3, "b@x.com", true),
+        ];
+        let mut p = policy();
+        p.domains = vec!["corp.com".into()];
+        p.grace = std::time::Duration::from_secs(3 * 24 * 3600);
+        let holders = |writes: &[Write]| {
+            writes.iter().find_map(|w| match w {
+                Write::Holders(h) => Some(h.clone()),
+                _ => None,
+            })
+        };
+        let (diff, writes) = run(&people, &users, &Known::default(), &p);
+        assert!(diff.leavers.is_empty() && diff.leaving.len() == 1);
+        assert!(!diff.guard.hold);
+        let first = holders(&writes).unwrap();
+        let t0 = p.now.to_rfc3339();
+        assert_eq!(first.first_held.as_deref(), Some(t0.as_str()));
+        let clock = |writes: &[Write]| {
+            writes.iter().find_map(|w| match w {
+                Write::Clock(k, Some(c)) => Some((k.clone(), c.clone())),
+                _ => None,
+            })
+        };
+        let clocks = vec![clock(&writes).unwrap()];
+        let records = |writes: &[Write]| -> Vec<(String, Managed)> {
+            managed_writes(writes)
+                .into_iter()
+                .map(|(k, m)| (k.to_string(), m.clone()))
+                .collect()
+        };
+        let k = Known::held(records(&writes), clocks.clone(), Some(first));
+        // A day later: still in the grace; the mark stays.
+        let mut later = Policy {
+            now: p.now + chrono::Duration::days(1),
+            ..p.clone()
+        };
+        let (diff, writes) = run(&people, &users, &k, &later);
+        assert!(!diff.guard.hold);
+        let kept = holders(&writes).unwrap();
+        assert_eq!(kept.first_held.as_deref(), Some(t0.as_str()));
+        // Four days later: a leaver, and everyone waits with them.
+        later.now = p.now + chrono::Duration::days(4);
+        let k = Known::held(records(&writes), clocks.clone(), Some(kept));
+        let (diff, writes) = run(&people, &users, &k, &later);
+        assert_eq!(diff.leavers.len(), 1, "{:?}", diff.leavers);
+        assert!(diff.guard.hold, "the first run found them leaving");
+        let kept = holders(&writes).unwrap();
+        assert_eq!(kept.first_held.as_deref(), Some(t0.as_str()));
+        // Rejected: decided; the hold and the mark go.
+        later.rejected = [Key::of("old@corp.com").unwrap()].into();
+        let k = Known::held(records(&writes), clocks, Some(kept));
+        let (diff, writes) = run(&people, &users, &k, &later);
         assert!(!diff.guard.hold, "{}", diff.guard.reason);
         assert_eq!(holders(&writes).unwrap().first_held, None);
     }

@@ -144,15 +144,23 @@ pub fn sync(
     matcher.count(&users, &mut out);
     run.finish(&mut users, list, &mut out)?;
     // Whom a later run may find created without a record: those missing
-    // now, marked when first found so; the others' marks go.
+    // now, marked when first found so (a mark that is not a time, again);
+    // the others' marks go, but not in a run that matched no license
+    // group, which found nobody.
     for key in &matcher.missing {
-        if !known.creating.contains_key(key.as_str()) {
+        if known
+            .creating
+            .get(key.as_str())
+            .is_none_or(|&since| since == i64::MAX)
+        {
             write(Write::Creating(key.clone(), Some(policy.now.to_rfc3339())))?;
         }
     }
-    for key in known.creating.keys() {
-        if !matcher.missing.contains(key.as_ref()) {
-            write(Write::Creating(key.to_string(), None))?;
+    if policy.license_groups != Some(0) {
+        for key in known.creating.keys() {
+            if !matcher.missing.contains(key.as_ref()) {
+                write(Write::Creating(key.to_string(), None))?;
+            }
         }
     }
     Ok(out)
