@@ -880,26 +880,16 @@ async fn a_rejection_made_during_a_run_stops_the_items_not_yet_started() {
         "{}",
         run.stdout
     );
-    let plan: Value = serde_json::from_str(
-        &sluice(args(&["approvals", "show", &id, "--json"]))
-            .await
-            .stdout,
-    )
-    .unwrap();
-    let states: Vec<(&str, &str)> = plan["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| (i["key"].as_str().unwrap(), i["state"].as_str().unwrap()))
-        .collect();
-    assert_eq!(
-        states,
-        [
+    plan_says(
+        &data,
+        &id,
+        &[
             ("Ann@x.com", "done"),
             ("bob@x.com", "rejected"),
-            ("cy@x.com", "rejected")
-        ]
-    );
+            ("cy@x.com", "rejected"),
+        ],
+    )
+    .await;
 }
 
 /// The plan cannot be read when an approved item is about to start (here:
@@ -958,7 +948,25 @@ async fn a_plan_unreadable_before_an_item_starts_stops_the_step() {
                 .contains("the items after it were not started, and keep their place in the plan"),
         "{error}"
     );
-    let show = sluice_cmd(&[], &data, &["approvals", "show", &id, "--json"]).await;
+    // Ann's item ran, but its approval could not be spent while the plan
+    // was away either (the run warned so): it stays approved, as do the
+    // two that never started.
+    plan_says(
+        &data,
+        &id,
+        &[
+            ("Ann@x.com", "approved"),
+            ("bob@x.com", "approved"),
+            ("cy@x.com", "approved"),
+        ],
+    )
+    .await;
+}
+
+/// Asserts that plan `id` in `data`'s history holds exactly `items`, each
+/// a key and its state.
+async fn plan_says(data: &Path, id: &str, items: &[(&str, &str)]) {
+    let show = sluice_cmd(&[], data, &["approvals", "show", id, "--json"]).await;
     let plan: Value = serde_json::from_str(&show.stdout).unwrap();
     let states: Vec<(&str, &str)> = plan["items"]
         .as_array()
@@ -966,18 +974,7 @@ async fn a_plan_unreadable_before_an_item_starts_stops_the_step() {
         .iter()
         .map(|i| (i["key"].as_str().unwrap(), i["state"].as_str().unwrap()))
         .collect();
-    // Ann's item ran, but its approval could not be spent while the plan
-    // was away either (the run warned so): it stays approved, as do the
-    // two that never started.
-    assert_eq!(
-        states,
-        [
-            ("Ann@x.com", "approved"),
-            ("bob@x.com", "approved"),
-            ("cy@x.com", "approved")
-        ],
-        "{plan}"
-    );
+    assert_eq!(states, items, "{plan}");
 }
 
 /// The commands that read the history refuse one that is not there (a

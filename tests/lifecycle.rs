@@ -1721,7 +1721,6 @@ fn owed(run: &Run) -> Vec<(String, String)> {
 #[tokio::test]
 async fn a_project_add_procore_refused_is_made_by_the_next_run() {
     let t = ann_and_a_newcomer().await;
-    let project = t.emu.snapshot().scenario.project_ids[0];
     t.emu.set_faults(refusing("POST", "/actions/add".into()));
     let (first, _) = t.run_ok(&[]).await;
     let created = &first.output_of("create")["items"][0]["output"];
@@ -1732,36 +1731,14 @@ async fn a_project_add_procore_refused_is_made_by_the_next_run() {
             .is_some_and(|p| p.starts_with("failed")),
         "{created}"
     );
-    let new_id = t
-        .emu
-        .snapshot()
-        .procore_users()
-        .iter()
-        .find(|u| u.email_address == NEW)
-        .expect("the newcomer was created")
-        .id;
-    let on_project = || {
-        t.emu
-            .snapshot()
-            .project_users()
-            .iter()
-            .any(|m| m.project_id == project && m.user_id == new_id)
-    };
-    assert!(!on_project());
+    let newcomer = Newcomer::of(&t);
+    assert!(!newcomer.on_project(&t));
 
     t.emu.set_faults(Faults::default());
     let (second, requests) = t.run_ok(&[]).await;
-    assert_eq!(owed(&second), [(NEW.to_string(), "add".to_string())]);
-    assert_eq!(
-        writes(&requests),
-        [format!(
-            "POST /rest/v1.0/projects/{project}/users/{new_id}/actions/add 201"
-        )],
-        "only the owed add; nobody created again"
-    );
+    newcomer.gets_only_the_owed_add(&t, &second, &requests);
     let made = &second.output_of("project")["items"][0]["output"];
     assert_eq!(made["status"], "added", "{made}");
-    assert!(on_project());
     let report = report_of(&t, &second);
     assert!(
         report.contains("Project calls owed by earlier runs"),
@@ -1806,28 +1783,13 @@ async fn a_newcomer_approved_then_created_by_a_killed_run_still_joins_the_projec
 /// A run (with `extra`) killed while the newcomer's project add waits,
 /// then a run that makes the add the killed one owed.
 async fn newcomer_created_by_a_killed_run_joins_the_project(t: &Tenant, extra: &[&str]) {
-    let project = t.emu.snapshot().scenario.project_ids[0];
     t.emu.set_faults(Faults {
         retry_after_secs: 600,
         ..every("POST", "/actions/add".into(), FaultKind::TooMany)
     });
     run_killed_at(t, "POST", "/actions/add", extra).await;
-    let new_id = t
-        .emu
-        .snapshot()
-        .procore_users()
-        .iter()
-        .find(|u| u.email_address == NEW)
-        .expect("the killed run created the newcomer")
-        .id;
-    let on_project = || {
-        t.emu
-            .snapshot()
-            .project_users()
-            .iter()
-            .any(|m| m.project_id == project && m.user_id == new_id)
-    };
-    assert!(!on_project());
+    let newcomer = Newcomer::of(t);
+    assert!(!newcomer.on_project(t));
     t.emu.set_faults(Faults::default());
     // The dead run's lease lapses.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -1841,16 +1803,52 @@ async fn newcomer_created_by_a_killed_run_joins_the_project(t: &Tenant, extra: &
         .find(|a| a["key"] == NEW)
         .map(|a| a["origin"].clone());
     assert_eq!(origin, Some(json!("created")), "{adopted}");
-    assert_eq!(owed(&second), [(NEW.to_string(), "add".to_string())]);
-    assert_eq!(
-        writes(&requests),
-        [format!(
-            "POST /rest/v1.0/projects/{project}/users/{new_id}/actions/add 201"
-        )],
-        "only the owed add; nobody created again"
-    );
-    assert!(on_project());
+    newcomer.gets_only_the_owed_add(t, &second, &requests);
     owes_nothing_more(t, extra).await;
+}
+
+/// [`NEW`] once a run created them: their Procore id, and the flow's
+/// project.
+struct Newcomer {
+    id: u64,
+    project: u64,
+}
+
+impl Newcomer {
+    fn of(t: &Tenant) -> Newcomer {
+        let snapshot = t.emu.snapshot();
+        let user = snapshot
+            .procore_users()
+            .iter()
+            .find(|u| u.email_address == NEW);
+        Newcomer {
+            id: user.expect("a run created the newcomer").id,
+            project: snapshot.scenario.project_ids[0],
+        }
+    }
+
+    fn on_project(&self, t: &Tenant) -> bool {
+        let snapshot = t.emu.snapshot();
+        let members = snapshot.project_users();
+        members
+            .iter()
+            .any(|m| m.project_id == self.project && m.user_id == self.id)
+    }
+
+    /// `run` (which sent `requests`) found the newcomer's project add
+    /// owed and made it, and nothing else: nobody was created again.
+    fn gets_only_the_owed_add(&self, t: &Tenant, run: &Run, requests: &[LoggedRequest]) {
+        assert_eq!(owed(run), [(NEW.to_string(), "add".to_string())]);
+        let (project, id) = (self.project, self.id);
+        assert_eq!(
+            writes(requests),
+            [format!(
+                "POST /rest/v1.0/projects/{project}/users/{id}/actions/add 201"
+            )],
+            "only the owed add; nobody created again"
+        );
+        assert!(self.on_project(t));
+    }
 }
 
 /// A deactivated leaver's project removal that Procore refuses through
