@@ -514,6 +514,15 @@ async fn unmanaged_users_are_never_touched_unless_their_domain_is_managed() {
     assert!(t.active(SUB) && t.active(ANN));
 }
 
+/// `contoso.com` managed, and up to ten deactivations a run without an
+/// admin.
+const IN_DOMAIN_WITH_TEN_UNAPPROVED: [&str; 4] = [
+    "--param",
+    r#"managed_domains=["contoso.com"]"#,
+    "--param",
+    "max_unapproved_deactivations=10",
+];
+
 /// A first run changes nobody without an admin: `managed_domains` makes
 /// an unlicensed in-domain user a leaver from it, but they wait for
 /// approval even where the threshold would let them go.
@@ -525,12 +534,7 @@ async fn a_first_run_deactivates_nobody_without_an_admin_whatever_the_params() {
         missing: &[],
     })
     .await;
-    let params = [
-        "--param",
-        r#"managed_domains=["contoso.com"]"#,
-        "--param",
-        "max_unapproved_deactivations=10",
-    ];
+    let params = IN_DOMAIN_WITH_TEN_UNAPPROVED;
     let (run, requests) = t.run_ok(&params).await;
     assert_eq!(
         leavers(&run),
@@ -579,12 +583,7 @@ async fn the_first_runs_hold_ends_once_its_leavers_are_decided() {
         missing: &[],
     })
     .await;
-    let params = [
-        "--param",
-        r#"managed_domains=["contoso.com"]"#,
-        "--param",
-        "max_unapproved_deactivations=10",
-    ];
+    let params = IN_DOMAIN_WITH_TEN_UNAPPROVED;
     t.run_ok(&params).await;
     let (id, _) = t.plans().await[0].clone();
     t.decide("approve", &id, &["old@contoso.com"]).await;

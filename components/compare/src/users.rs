@@ -179,7 +179,8 @@ impl Users {
     }
 
     /// Adds `user`: its keys lead to it unless an earlier user has them,
-    /// and an active account wins a key over an inactive one.
+    /// and an active account wins a key over an inactive one (of two
+    /// inactive ones, the one the flow deactivated).
     pub fn push(&mut self, user: &UserRef<'_>, rules: &Rules<'_>) {
         let index = self.list.len() as u32;
         let id = IdKey::of(&user.id);
