@@ -156,6 +156,9 @@ pub struct Run<'a, 'w> {
     /// Whether someone the first run found leaving is undecided still, a
     /// leaver or still in their grace: the first run's mark is kept.
     first_run_pending: bool,
+    /// When the first run found people leaving, while some may be
+    /// undecided (the holder count's `first_held`), read once.
+    first_held: Option<DateTime<Utc>>,
 }
 
 impl<'a, 'w> Run<'a, 'w> {
@@ -184,6 +187,11 @@ impl<'a, 'w> Run<'a, 'w> {
             owed_created: Vec::new(),
             first_run_undecided: false,
             first_run_pending: false,
+            first_held: known
+                .holders
+                .as_ref()
+                .and_then(|h| h.first_held.as_deref())
+                .and_then(parse_time),
         }
     }
 
@@ -735,14 +743,7 @@ impl<'a, 'w> Run<'a, 'w> {
     /// Whether someone leaving since `since` was found so by the first run
     /// (while the holder count says some may be undecided still).
     fn held_by_first_run(&self, since: DateTime<Utc>) -> bool {
-        let first = self
-            .known
-            .holders
-            .as_ref()
-            .and_then(|h| h.first_held.as_deref());
-        first
-            .and_then(parse_time)
-            .is_some_and(|first| since <= first)
+        self.first_held.is_some_and(|first| since <= first)
     }
 
     /// Whether an admin approved or rejected the deactivation of `key`.
