@@ -1945,3 +1945,102 @@ async fn every_duration_validate_lets_through_runs() {
         t.run_ok(&["--param", &grace, "--param", &every]).await;
     }
 }
+
+/// A host killed in the middle of a busy create step: every person it
+/// recorded as created has the create step's item in the run history
+/// (state and record are committed together), so the ledger tells of each,
+/// and the next run makes the rest, nobody twice.
+#[tokio::test]
+async fn a_host_killed_among_many_creates_leaves_every_kept_create_in_the_history() {
+    const NEWCOMERS: usize = 60;
+    let missing: Vec<String> = (0..NEWCOMERS)
+        .map(|i| format!("new{i:02}@contoso.com"))
+        .collect();
+    let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3])],
+        unlicensed: &[],
+        missing: &missing,
+    })
+    .await;
+    run_killed_after(&t, "POST", "/users", NEWCOMERS / 2).await;
+    let store = sluice_store::Store::open(&sluice_store::Location::Sqlite(
+        sluice_store::path_in(t.data.path()),
+    ))
+    .await
+    .unwrap();
+    let query = sluice_store::StateQuery {
+        prefix: "managed/".into(),
+        start_after: None,
+        limit: 1000,
+    };
+    let records = store
+        .state_list_text("procore-license-sync", &query)
+        .await
+        .unwrap()
+        .entries;
+    let created: Vec<String> = records
+        .iter()
+        .filter(|e| serde_json::from_str::<Value>(&e.value).unwrap()["origin"] == "created")
+        .map(|e| e.key.trim_start_matches("managed/").to_string())
+        .collect();
+    assert!(
+        !created.is_empty() && created.len() < NEWCOMERS,
+        "the host was killed in the middle of the creates: {} kept",
+        created.len()
+    );
+    let runs = store.list_runs(None, 10).await.unwrap();
+    let detail = store.run_detail(&runs[0].id).await.unwrap().unwrap();
+    let recorded: Vec<String> = (detail.items.iter())
+        .filter(|i| i.step_id == "create" && i.status == sluice_store::ItemStatus::Succeeded)
+        .filter_map(|i| i.key.clone())
+        .collect();
+    for key in &created {
+        assert!(
+            recorded.contains(key),
+            "{key} is recorded as created but its item is not in the history: {recorded:?}"
+        );
+    }
+    for key in &recorded {
+        assert!(created.contains(key), "{key} has an item but no record");
+    }
+    drop(store);
+    // The dead run's lease lapses; the next run creates the rest, once.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    t.run_ok(&[]).await;
+    let snapshot = t.emu.snapshot();
+    for mail in &missing {
+        let users = (snapshot.scenario.procore_users.iter())
+            .filter(|u| u.email_address == *mail)
+            .count();
+        assert_eq!(users, 1, "{mail} is in Procore once");
+    }
+}
+
+/// Like [`run_killed_at`], once `count` `method` requests whose path ends
+/// with `suffix` were sent.
+async fn run_killed_after(t: &Tenant, method: &str, suffix: &str, count: usize) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .args(["run", flow_path().to_str().unwrap(), "--lease", "1s"])
+        .env("SLUICE_DATA_DIR", t.data.path())
+        .envs(t.env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let sent = || {
+        (t.emu.snapshot().requests.iter())
+            .filter(|r| r.method == method && r.path.ends_with(suffix))
+            .count()
+    };
+    while sent() < count {
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(60),
+            "fewer than {count} {method} …{suffix} were sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    child.kill().await.unwrap();
+}

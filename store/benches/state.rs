@@ -32,6 +32,7 @@ fn adoptions(round: usize) -> StateBatch {
         writes,
         run_id: Some(format!("run-{round}")),
         fence: None,
+        history: Vec::new(),
     }
 }
 

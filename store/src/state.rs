@@ -135,9 +135,33 @@ pub struct StateBatch {
     pub run_id: Option<String>,
     /// The lease's fencing number when the run holds one.
     pub fence: Option<i64>,
+    /// Writes to the history of the run `run_id`, kept in the same
+    /// transaction: a `for_each` item's record goes with its state, so a
+    /// crash between two commits never leaves work done and unrecorded.
+    pub history: Vec<crate::HistoryWrite>,
 }
 
 impl StateBatch {
+    /// The run whose history `history` goes to, when there is any.
+    pub(crate) fn history_run(
+        &self,
+        flow: &str,
+    ) -> Result<Option<crate::RunRef>, crate::StoreError> {
+        if self.history.is_empty() {
+            return Ok(None);
+        }
+        let Some(id) = &self.run_id else {
+            return Err(crate::StoreError::Task(
+                "a state batch with history writes must name its run".into(),
+            ));
+        };
+        Ok(Some(crate::RunRef {
+            id: id.clone(),
+            flow: flow.to_string(),
+            fence: self.fence,
+        }))
+    }
+
     /// Each value as the JSON text to store, checked for size.
     pub(crate) fn texts(&self) -> Result<Vec<KeyText<'_>>, StateError> {
         self.writes

@@ -16,8 +16,8 @@ use common::{Db, Kind};
 use serde_json::{Value, json};
 use sluice_store::{
     DetailOptions, HistoryWrite, ItemEnd, ItemStatus, Location, NewRun, RunRef, RunStatus, StepEnd,
-    StepStart, StepStatus, Store, StoreError, Trigger, render_run_detail, render_run_detail_with,
-    render_runs_table,
+    StateBatch, StateKey, StateWrite, StepStart, StepStatus, Store, StoreError, Trigger,
+    render_run_detail, render_run_detail_with, render_runs_table,
 };
 
 fn new_run(id: &str, flow: &str) -> NewRun {
@@ -94,6 +94,7 @@ async fn finish(s: &Store, id: &str, status: RunStatus) {
 }
 
 both!(
+    an_items_record_commits_with_its_state_or_neither_does,
     migrations_run_from_empty_and_reopen_idempotently,
     a_database_from_a_newer_sluice_is_refused_clearly,
     a_run_with_steps_items_and_artifacts_reads_back,
@@ -1041,4 +1042,47 @@ fn durations_parse_and_run_ids_start_with_the_time() {
         suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_hexdigit()),
         "{id}"
     );
+}
+
+/// A state batch carrying an item's record keeps both in one transaction:
+/// both land, or (its run unknown, a value over the limit) neither does.
+async fn an_items_record_commits_with_its_state_or_neither_does(db: Db) {
+    let s = &db.store;
+    start(s, "r-rec").await;
+    let batch = |run: &str, k: &str, value: Value, index: usize| StateBatch {
+        writes: vec![StateWrite::Set {
+            key: StateKey::try_from(k).unwrap(),
+            value,
+        }],
+        run_id: Some(run.into()),
+        fence: None,
+        history: vec![HistoryWrite::Item(item(
+            "each",
+            index,
+            ItemStatus::Succeeded,
+            json!({"n": index}),
+        ))],
+    };
+    s.state_apply("sync", batch("r-rec", "a", json!(1), 0))
+        .await
+        .unwrap();
+    let err = s
+        .state_apply("sync", batch("r-none", "b", json!(2), 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownRun(_)), "{err:?}");
+    let big = Value::String("x".repeat(sluice_store::state::MAX_VALUE_BYTES));
+    let err = s
+        .state_apply("sync", batch("r-rec", "c", big, 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::State(_)), "{err:?}");
+    for (k, kept) in [("a", Some(json!(1))), ("b", None), ("c", None)] {
+        let key = StateKey::try_from(k).unwrap();
+        assert_eq!(s.state_get("sync", &key).await.unwrap(), kept, "{k}");
+    }
+    let d = s.run_detail("r-rec").await.unwrap().unwrap();
+    let recorded: Vec<(u64, Option<Value>)> =
+        d.items.iter().map(|i| (i.index, i.input.clone())).collect();
+    assert_eq!(recorded, vec![(0, Some(json!({"n": 0})))]);
 }

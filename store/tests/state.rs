@@ -30,6 +30,7 @@ fn batch(writes: Vec<StateWrite>) -> StateBatch {
         writes,
         run_id: Some("r1".into()),
         fence: None,
+        history: Vec::new(),
     }
 }
 

@@ -728,6 +728,7 @@ mod tests {
                     made: 1,
                     failed: Vec::new(),
                 },
+                recorded: false,
             })
             .unwrap();
         assert_eq!((item.level, item.event), (Level::WARN, "item_failed"));

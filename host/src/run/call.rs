@@ -14,13 +14,12 @@
 //! as interrupted (its step, or item, too), not as having given up.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_store::{Attempts, FailedAttempt};
+use sluice_store::{Attempts, FailedAttempt, HistoryWrite};
 
 use super::executor::RunGuard;
 use super::output::StepOutput;
@@ -34,7 +33,9 @@ use crate::flow::item_key::{BlankKey, item_key};
 use crate::flow::model::RetryPolicy;
 use crate::flow::schema::InputSchema;
 use crate::redact::Redactor;
-use crate::state::{self, CallState, CommitQueue, Overlay, StateStore, StoreError, Writes};
+use crate::state::{
+    self, CallState, CommitQueue, Overlay, Recorded, StateStore, StoreError, Write, Writes,
+};
 
 /// The longest wait between two checks of whether the run was stopped
 /// while it waits to try again.
@@ -74,19 +75,36 @@ pub struct Caller {
 pub struct Called {
     pub output: StepOutput,
     pub tries: Tries,
-    /// Its state writes, waiting in the step's commit queue; `None` when
-    /// they are already kept (or there were none).
+    /// Its state writes, for the step's commit queue; `None` when they
+    /// are already kept (or there were none).
     pub committing: Option<Committing>,
 }
 
-/// A call's writes handed to its step's [`CommitQueue`]: they are durable
-/// once this resolves. The caller decides what happens meanwhile (a
-/// `for_each` item gives its place to the next one).
-pub struct Committing(Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>);
+/// A call's writes, for its step's [`CommitQueue`]. The caller hands them
+/// over ([`Committing::queue`]) with the item's record, and decides what
+/// happens while they are committed (a `for_each` item gives its place to
+/// the next one).
+pub struct Committing {
+    queue: Arc<CommitQueue>,
+    writes: Vec<Write>,
+}
 
 impl Committing {
+    /// Queues the writes, with `record` (the item's history) to keep in
+    /// the same transaction when the store can. They are queued when this
+    /// returns: queue them before the next item may start, so its reads
+    /// see them. The future resolves once they are durable.
+    pub fn queue(
+        self,
+        record: Option<HistoryWrite>,
+    ) -> impl Future<Output = Result<Recorded, CallError>> + use<> {
+        let answer = self.queue.queue(self.writes, record);
+        async move { answer.await.map_err(state_error) }
+    }
+
+    /// Queues the writes without a record and waits until they are durable.
     pub async fn committed(self) -> Result<(), CallError> {
-        self.0.await.map_err(state_error)
+        self.queue(None).await.map(|_| ())
     }
 }
 
@@ -347,9 +365,10 @@ impl Caller {
             })?;
         }
         let committing = match &self.queue {
-            Some(queue) if !done.writes.is_empty() => {
-                Some(Committing(Box::pin(queue.queue(state::batch(done.writes)))))
-            }
+            Some(queue) if !done.writes.is_empty() => Some(Committing {
+                queue: queue.clone(),
+                writes: state::batch(done.writes),
+            }),
             _ => {
                 self.keep(done.writes).await?;
                 None

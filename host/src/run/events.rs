@@ -60,6 +60,11 @@ pub enum RunEvent {
         connections: BTreeMap<String, RequestStats>,
         /// How many attempts it took, and why each earlier one failed.
         attempts: Attempts,
+        /// Whether its record is already in the run history, committed
+        /// with its state writes (see [`crate::state::CommitQueue`]): the
+        /// recorder then leaves it be.
+        #[serde(skip)]
+        recorded: bool,
     },
     /// An item its step's approval gate holds back: it does not run in
     /// this run (it waits for a decision, or its key was rejected).

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use chrono::Utc;
 use serde_json::Value;
 use sluice_contract::{ForEachOutput, ItemEntry, ItemError, ItemResult};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -48,6 +49,7 @@ use super::events::{Observer, RunEvent, Status};
 use super::executor::RunGuard;
 use super::output::{Kind, StepOutput};
 use super::payload::Payload;
+use super::recorder::item_record;
 use super::step::{Check, input_text, resolve_input};
 use crate::engine::{OutputCap, StepContext, StepInput};
 use crate::flow::Step;
@@ -55,6 +57,7 @@ use crate::flow::model::OnError;
 use crate::flow::resolve::{Found, Scope};
 use crate::flow::template::Template;
 use crate::redact::Redactor;
+use crate::state::Recorded;
 use crate::state::queue::MAX_BATCH;
 
 /// An item's index, the item, and its result (`None`: never started).
@@ -446,8 +449,9 @@ fn resolve_items(list: &Template, scope: &Scope<'_>) -> Result<Vec<Value>, StepF
 
 /// One item, holding its place among the running ones until its call ends
 /// and its output and outcome are counted (see the module docs): calls the
-/// component, gives its place back, and reports the item's `ItemFinished`
-/// once its writes are committed.
+/// component, queues its writes with the record it has if they are kept,
+/// gives its place back, and reports the item's `ItemFinished` once its
+/// writes are committed.
 async fn run_item(
     shared: Arc<Items>,
     place: OwnedSemaphorePermit,
@@ -482,6 +486,13 @@ async fn run_item(
             stopped: None,
         }),
     };
+    let ended = Ending {
+        index,
+        key,
+        input: Payload::text(text, &shared.redactor),
+        duration: started.elapsed(),
+        connections: own.stats(),
+    };
     let committing = called.as_mut().ok().and_then(|c| c.committing.take());
     // Counted before the place is given back: the next item starts only
     // once the outputs' cap and a failure under `fail` are known.
@@ -490,66 +501,51 @@ async fn run_item(
         .output_bytes
         .fetch_add(output_bytes, Ordering::SeqCst);
     shared.count_failure(&called);
+    // Queued before the place is given back, so the next item's reads see
+    // them; with the record the item has if they are kept, to go in the
+    // same transaction.
+    let mut finished = ended.event(&shared, &called);
+    let commit = committing.map(|c| c.queue(item_record(&finished, Utc::now())));
     drop(place);
-    if let Some(committing) = committing
-        && let Err(error) = committing.committed().await
-    {
-        shared
-            .output_bytes
-            .fetch_sub(output_bytes, Ordering::SeqCst);
-        let tries = match called {
-            Ok(c) => c.tries,
-            Err(f) => f.tries,
-        };
-        called = Err(Failed::after(error, tries));
-        shared.count_failure(&called);
+    let mut recorded = Recorded::Not;
+    if let Some(commit) = commit {
+        match commit.await {
+            Ok(r) => recorded = r,
+            Err(error) => {
+                shared
+                    .output_bytes
+                    .fetch_sub(output_bytes, Ordering::SeqCst);
+                let tries = match called {
+                    Ok(c) => c.tries,
+                    Err(f) => f.tries,
+                };
+                called = Err(Failed::after(error, tries));
+                shared.count_failure(&called);
+                finished = ended.event(&shared, &called);
+            }
+        }
     }
     // A write refused because another replica took the flow over: the
     // run is that replica's now, and no further item starts here.
     if matches!(&called, Err(f) if matches!(f.error, crate::engine::CallError::Fenced(_))) {
         shared.cancel.store(true, Ordering::SeqCst);
     }
-    let input = Payload::text(text, &shared.redactor);
-    let tries = match &called {
-        Ok(c) => c.tries.record(&shared.redactor),
-        Err(f) => f.tries.record(&shared.redactor),
-    };
-    let result = called.map(|c| c.output);
-    let item_stats = own.stats();
-    for (name, stats) in &item_stats {
+    for (name, stats) in &ended.connections {
         shared.context.record(name, stats);
     }
-    let stopped = matches!(&result, Err(f) if f.stopped.is_some());
-    let done = shared.done.fetch_add(1, Ordering::SeqCst) + 1;
-    let redactor = &shared.redactor;
-    let (status, output, error) = match &result {
-        Ok(v) => (
-            Status::Succeeded,
-            Some(Payload::output(v.clone(), redactor)),
-            None,
-        ),
-        Err(e) if stopped => (
-            Status::Interrupted,
-            None,
-            Some(redactor.redact(&e.to_string())),
-        ),
-        Err(e) => (Status::Failed, None, Some(redactor.redact(&e.to_string()))),
-    };
-    shared.observer.event(&RunEvent::ItemFinished {
-        step: shared.step_id.clone(),
-        index,
-        key,
-        status,
-        input,
-        output,
-        error,
-        duration: started.elapsed(),
+    if let RunEvent::ItemFinished {
         done,
-        total: shared.total,
-        failed: shared.failed.load(Ordering::SeqCst),
-        connections: item_stats,
-        attempts: tries,
-    });
+        failed,
+        recorded: in_history,
+        ..
+    } = &mut finished
+    {
+        *done = shared.done.fetch_add(1, Ordering::SeqCst) + 1;
+        *failed = shared.failed.load(Ordering::SeqCst);
+        *in_history = recorded == Recorded::WithWrites;
+    }
+    shared.observer.event(&finished);
+    let result = called.map(|c| c.output);
     // Its record has the output; the step's keeps it only when read
     // (watchers have written what they show: the output is the step's).
     let result = match result {
@@ -557,6 +553,55 @@ async fn run_item(
         other => other.map(|output| output.to_value()),
     };
     (index, item, Some(result))
+}
+
+/// What an item's `ItemFinished` says whichever way it ends.
+struct Ending {
+    index: usize,
+    key: Option<String>,
+    input: Payload,
+    /// Its call's, up to its end (not its writes' commit).
+    duration: std::time::Duration,
+    connections: std::collections::BTreeMap<String, crate::connections::RequestStats>,
+}
+
+impl Ending {
+    /// The item's `ItemFinished` as `called` ends it; its counts of the
+    /// step's items are filled in when it is sent.
+    fn event(&self, shared: &Items, called: &Result<Called, Failed>) -> RunEvent {
+        let redactor = &shared.redactor;
+        let (status, output, error, tries) = match called {
+            Ok(c) => (
+                Status::Succeeded,
+                Some(Payload::output(c.output.clone(), redactor)),
+                None,
+                &c.tries,
+            ),
+            Err(f) => {
+                let status = match f.stopped {
+                    Some(_) => Status::Interrupted,
+                    None => Status::Failed,
+                };
+                (status, None, Some(redactor.redact(&f.to_string())), &f.tries)
+            }
+        };
+        RunEvent::ItemFinished {
+            step: shared.step_id.clone(),
+            index: self.index,
+            key: self.key.clone(),
+            status,
+            input: self.input.clone(),
+            output,
+            error,
+            duration: self.duration,
+            done: 0,
+            total: shared.total,
+            failed: 0,
+            connections: self.connections.clone(),
+            attempts: tries.record(redactor),
+            recorded: false,
+        }
+    }
 }
 
 /// The step's output from its items' outcomes, in item order, with what

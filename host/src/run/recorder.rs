@@ -15,6 +15,10 @@
 //! store ([`sluice_store::StoreError::Fenced`]); that is reported once too,
 //! and the run stops before its next step (its lease guard finds out).
 //!
+//! A `for_each` item whose state writes were committed with its record
+//! ([`crate::state::CommitQueue`]) says so in its event
+//! (`recorded: true`), and is not written again here.
+//!
 //! Each write carries the time its event happened, taken as the
 //! [`Recorder`] sees it (observers are called as things happen), not when
 //! the write lands: a batch written later, or behind a backlog, keeps the
@@ -340,6 +344,10 @@ impl Observer for Recorder {
             });
             return;
         }
+        // Committed with its state writes already.
+        if let RunEvent::ItemFinished { recorded: true, .. } = event {
+            return;
+        }
         if let Some(write) = history_write(&self.record_as, event, at) {
             self.writer.write(&run, vec![write]);
         }
@@ -368,6 +376,40 @@ fn keyed_items<'a>(
             ended_at: at,
         })
     })
+}
+
+/// An item's end, which happened `at`, as its record in the run history
+/// (`None` for any other event): what the recorder would write for it.
+pub fn item_record(event: &RunEvent, at: DateTime<Utc>) -> Option<HistoryWrite> {
+    let RunEvent::ItemFinished {
+        step,
+        index,
+        key,
+        status,
+        input,
+        output,
+        error,
+        duration,
+        connections,
+        attempts,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    Some(HistoryWrite::Item(ItemEnd {
+        step: step.clone(),
+        index: *index,
+        key: key.clone(),
+        status: item_status(*status),
+        input: input.capped(),
+        output: output.as_ref().map(Payload::capped),
+        error: error.clone(),
+        connections: json!(connections),
+        duration_ms: duration.as_millis() as u64,
+        attempts: Some(attempts.clone()),
+        ended_at: at,
+    }))
 }
 
 /// One event, which happened `at`, as a history write.
@@ -406,31 +448,7 @@ fn history_write(
             items_total: *items,
             started_at: at,
         }),
-        RunEvent::ItemFinished {
-            step,
-            index,
-            key,
-            status,
-            input,
-            output,
-            error,
-            duration,
-            connections,
-            attempts,
-            ..
-        } => HistoryWrite::Item(ItemEnd {
-            step: step.clone(),
-            index: *index,
-            key: key.clone(),
-            status: item_status(*status),
-            input: input.capped(),
-            output: output.as_ref().map(Payload::capped),
-            error: error.clone(),
-            connections: json!(connections),
-            duration_ms: duration.as_millis() as u64,
-            attempts: Some(attempts.clone()),
-            ended_at: at,
-        }),
+        RunEvent::ItemFinished { .. } => return item_record(event, at),
         RunEvent::StepFinished {
             step,
             component,
@@ -530,6 +548,7 @@ mod tests {
                     made: 1,
                     failed: Vec::new(),
                 },
+                recorded: false,
             });
         }
         r.recorder.event(&RunEvent::RunFinished {
@@ -602,6 +621,7 @@ mod tests {
                     made: 1,
                     failed: Vec::new(),
                 },
+                recorded: false,
             });
         }
         r.writer.flush().await;

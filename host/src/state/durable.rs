@@ -6,9 +6,9 @@
 //! lost its flow cannot write over the next owner's state (the store
 //! refuses the batch and the call that made it fails).
 
-use sluice_store::{StateBatch, StateKey, StateQuery, StateWrite, Store};
+use sluice_store::{HistoryWrite, StateBatch, StateKey, StateQuery, StateWrite, Store};
 
-use super::{Json, StateStore, StoreError, Write};
+use super::{Json, Recorded, StateStore, StoreError, Write};
 
 /// A run's view of the store's flow state.
 #[derive(Debug, Clone)]
@@ -57,6 +57,42 @@ impl StateStore for DurableStore {
     }
 
     async fn apply(&self, flow: &str, run: &str, writes: Vec<Write>) -> Result<(), StoreError> {
+        let batch = self.batch(run, writes, Vec::new())?;
+        self.store.state_apply(flow, batch).await.map_err(state_error)
+    }
+
+    /// The record goes with the writes. Should it be refused (its run was
+    /// never recorded, say) the writes are applied alone: losing a record
+    /// must not lose work.
+    async fn apply_recorded(
+        &self,
+        flow: &str,
+        run: &str,
+        writes: Vec<Write>,
+        record: Vec<HistoryWrite>,
+    ) -> Result<Recorded, StoreError> {
+        if record.is_empty() {
+            return self.apply(flow, run, writes).await.map(|()| Recorded::Not);
+        }
+        // Copied only so the writes can go alone should the record fail:
+        // an item writes a few keys.
+        let batch = self.batch(run, writes.clone(), record)?;
+        match self.store.state_apply(flow, batch).await {
+            Ok(()) => Ok(Recorded::WithWrites),
+            Err(e @ sluice_store::StoreError::Fenced { .. }) => Err(state_error(e)),
+            Err(_) => self.apply(flow, run, writes).await.map(|()| Recorded::Not),
+        }
+    }
+}
+
+impl DurableStore {
+    /// `writes` as the store applies them, with `history` for `run`.
+    fn batch(
+        &self,
+        run: &str,
+        writes: Vec<Write>,
+        history: Vec<HistoryWrite>,
+    ) -> Result<StateBatch, StoreError> {
         // Sized once: a first run's compare hands over a write per person.
         let mut batch = Vec::with_capacity(writes.len());
         for w in writes {
@@ -68,18 +104,20 @@ impl StateStore for DurableStore {
                 Write::Delete(k) => StateWrite::Delete { key: key(k)? },
             });
         }
-        let batch = StateBatch {
+        Ok(StateBatch {
             writes: batch,
             run_id: Some(run.to_string()),
             fence: self.fence,
-        };
-        self.store
-            .state_apply(flow, batch)
-            .await
-            .map_err(|e| StoreError {
-                fenced: matches!(e, sluice_store::StoreError::Fenced { .. }),
-                message: e.to_string(),
-            })
+            history,
+        })
+    }
+}
+
+/// A store error as the run sees it: fenced when the lease moved on.
+fn state_error(e: sluice_store::StoreError) -> StoreError {
+    StoreError {
+        fenced: matches!(e, sluice_store::StoreError::Fenced { .. }),
+        message: e.to_string(),
     }
 }
 
@@ -107,5 +145,56 @@ mod tests {
         // Another handle on the same store sees the same state.
         let other = DurableStore::new(store, None);
         assert_eq!(other.list("f", "", None, 1000).await.unwrap().len(), 4);
+    }
+
+    /// An item's record is committed with its writes; when it cannot be
+    /// (its run was never recorded) the writes are kept all the same and
+    /// the record is left to the recorder.
+    #[tokio::test]
+    async fn a_record_goes_with_its_writes_or_the_writes_go_alone() {
+        use chrono::Utc;
+        use sluice_store::{ItemEnd, ItemStatus, NewRun, RunRef, Trigger};
+        let store = Store::in_memory().await.unwrap();
+        let new_run = NewRun {
+            id: "r1".into(),
+            flow: "f".into(),
+            flow_file: "f.toml".into(),
+            trigger: Trigger::Manual,
+            dry_run: false,
+            output_dir: String::new(),
+            replica: None,
+            started_at: Utc::now(),
+        };
+        let r1 = RunRef::unfenced("r1", "f");
+        store
+            .write_one(&r1, HistoryWrite::StartRun(new_run))
+            .await
+            .unwrap();
+        let record = |index| {
+            vec![HistoryWrite::Item(ItemEnd {
+                step: "each".into(),
+                index,
+                key: Some(format!("k{index}")),
+                status: ItemStatus::Succeeded,
+                input: json!({}).into(),
+                output: None,
+                error: None,
+                connections: Value::Null,
+                duration_ms: 1,
+                attempts: None,
+                ended_at: Utc::now(),
+            })]
+        };
+        let set = |k: &str| vec![Write::Set(k.into(), Json::of(&json!(1)))];
+        let state = DurableStore::new(store.clone(), None);
+        let kept = state.apply_recorded("f", "r1", set("a"), record(0));
+        assert_eq!(kept.await.unwrap(), Recorded::WithWrites);
+        let alone = state.apply_recorded("f", "r-unknown", set("b"), record(1));
+        assert_eq!(alone.await.unwrap(), Recorded::Not);
+        assert!(state.get("f", "b").await.unwrap().is_some(), "kept alone");
+        let detail = store.run_detail("r1").await.unwrap().unwrap();
+        let keys: Vec<_> = detail.items.iter().map(|i| i.key.clone()).collect();
+        assert_eq!(keys, vec![Some("k0".to_string())]);
+        assert!(state.get("f", "a").await.unwrap().is_some());
     }
 }

@@ -36,6 +36,8 @@ pub mod snapshot;
 
 use std::collections::BTreeMap;
 
+use sluice_store::HistoryWrite;
+
 pub use call::{CallState, Overlay, Page};
 pub use durable::DurableStore;
 pub use json::{Json, parse_value};
@@ -120,6 +122,32 @@ pub trait StateStore: Send + Sync {
     /// Applies every write, in order, in one transaction; `run` is the run
     /// that made them.
     async fn apply(&self, flow: &str, run: &str, writes: Vec<Write>) -> Result<(), StoreError>;
+
+    /// Applies `writes` as [`StateStore::apply`] does and, in the same
+    /// transaction, `record` (items' records) to the history of `run`, when
+    /// that history lives in this store: then a crash never leaves an
+    /// item's state kept and its record lost, or the other way round. A
+    /// store that keeps no history (the default) applies the writes alone
+    /// and leaves the record to the run's recorder.
+    async fn apply_recorded(
+        &self,
+        flow: &str,
+        run: &str,
+        writes: Vec<Write>,
+        record: Vec<HistoryWrite>,
+    ) -> Result<Recorded, StoreError> {
+        let _ = record;
+        self.apply(flow, run, writes).await.map(|()| Recorded::Not)
+    }
+}
+
+/// Where items' records went when their writes were applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Into the run history, in the same transaction as the writes.
+    WithWrites,
+    /// Nowhere: the run's recorder writes them, as every other record.
+    Not,
 }
 
 /// Why a key or a value is refused, in the words the component gets.

@@ -20,7 +20,12 @@
 //!   so only an item whose own writes are refused (or cannot be stored)
 //!   fails;
 //! - an item is finished only once its writes are committed (its answer
-//!   comes from here), so nothing is reported durable before it is.
+//!   comes from here), so nothing is reported durable before it is;
+//! - an item's record (its row in the run history) is committed in the
+//!   same transaction as its writes where the store keeps both
+//!   ([`StateStore::apply_recorded`]): a crash between two commits would
+//!   leave a person changed and recorded as managed, but no ledger line
+//!   saying so, and the item shown as never started.
 //!
 //! The committer is a task started by the first writes that find none at
 //! work; it ends when the queue is empty.
@@ -30,17 +35,20 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot, watch};
 
-use super::{StateStore, StoreError, Write};
+use sluice_store::HistoryWrite;
+
+use super::{Recorded, StateStore, StoreError, Write};
 
 /// The longest a batch waits for more items' writes before it is applied.
 pub const LINGER: Duration = Duration::from_millis(3);
 /// The most items' writes applied in one batch.
 pub const MAX_BATCH: usize = 256;
 
-/// One item's writes and where its answer goes.
+/// One item's writes, its record, and where its answer goes.
 struct Queued {
     writes: Vec<Write>,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    record: Option<HistoryWrite>,
+    done: oneshot::Sender<Result<Recorded, StoreError>>,
 }
 
 #[derive(Default)]
@@ -82,17 +90,24 @@ impl CommitQueue {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues one item's writes. The returned future answers once they are
-    /// committed (or could not be); the writes are queued when this
-    /// returns, so a read that starts afterwards sees them.
+    /// Queues one item's writes, and the record it has if they are kept.
+    /// The returned future answers once they are committed (or could not
+    /// be), saying whether the record went with them; the writes are
+    /// queued when this returns, so a read that starts afterwards sees
+    /// them.
     pub fn queue(
         self: &Arc<Self>,
         writes: Vec<Write>,
-    ) -> impl Future<Output = Result<(), StoreError>> + use<> {
+        record: Option<HistoryWrite>,
+    ) -> impl Future<Output = Result<Recorded, StoreError>> + use<> {
         let (done, answer) = oneshot::channel();
         let start = {
             let mut pending = self.pending();
-            pending.queued.push(Queued { writes, done });
+            pending.queued.push(Queued {
+                writes,
+                record,
+                done,
+            });
             pending.total += 1;
             !std::mem::replace(&mut pending.committing, true)
         };
@@ -169,23 +184,31 @@ impl CommitQueue {
         }
     }
 
-    /// Applies `batch` in one transaction; when that fails, each item's
-    /// writes alone, so each item gets its own answer.
+    /// Applies `batch` (with its records) in one transaction; when that
+    /// fails, each item's alone, so each item gets its own answer.
     async fn commit(&self, batch: Vec<Queued>) {
-        let together = batch.len() > 1 && {
-            // Copied: should the batch fail, each item's are applied alone.
-            let all: Vec<Write> = batch.iter().flat_map(|q| q.writes.clone()).collect();
-            self.store.apply(&self.flow, &self.run, all).await.is_ok()
-        };
-        if !together {
-            for queued in batch {
-                let result = self.store.apply(&self.flow, &self.run, queued.writes).await;
-                let _ = queued.done.send(result);
+        let together = match batch.len() > 1 {
+            true => {
+                // Copied: should the batch fail, each item's are applied alone.
+                let all: Vec<Write> = batch.iter().flat_map(|q| q.writes.clone()).collect();
+                let records = batch.iter().filter_map(|q| q.record.clone()).collect();
+                let applied = self.store.apply_recorded(&self.flow, &self.run, all, records);
+                applied.await.ok()
             }
-            return;
-        }
+            false => None,
+        };
         for queued in batch {
-            let _ = queued.done.send(Ok(()));
+            let result = match together {
+                Some(recorded) => Ok(recorded),
+                None => {
+                    let record = queued.record.into_iter().collect();
+                    let applied =
+                        self.store
+                            .apply_recorded(&self.flow, &self.run, queued.writes, record);
+                    applied.await
+                }
+            };
+            let _ = queued.done.send(result);
         }
     }
 }
@@ -262,7 +285,7 @@ mod tests {
     async fn writes_queued_together_are_one_transaction_in_the_order_they_came() {
         let store = Arc::new(Counted::default());
         let queue = queue_on(&store);
-        let answers: Vec<_> = (0..10).map(|i| queue.queue(set("k", i))).collect();
+        let answers: Vec<_> = (0..10).map(|i| queue.queue(set("k", i), None)).collect();
         for answer in answers {
             answer.await.unwrap();
         }
@@ -278,9 +301,9 @@ mod tests {
     async fn only_the_item_whose_writes_are_refused_fails() {
         let store = Arc::new(Counted::default());
         let queue = queue_on(&store);
-        let good = queue.queue(set("a", 1));
-        let bad = queue.queue(set("bad", 2));
-        let later = queue.queue(set("c", 3));
+        let good = queue.queue(set("a", 1), None);
+        let bad = queue.queue(set("bad", 2), None);
+        let later = queue.queue(set("c", 3), None);
         assert!(good.await.is_ok());
         let refused = bad.await.unwrap_err();
         assert!(refused.message.contains("`bad` is refused"), "{refused}");
@@ -300,7 +323,7 @@ mod tests {
     async fn a_read_waits_for_the_writes_queued_before_it_without_lingering() {
         let store = Arc::new(Counted::default());
         let queue = queue_on(&store);
-        let answer = queue.queue(set("k", 1));
+        let answer = queue.queue(set("k", 1), None);
         let start = tokio::time::Instant::now();
         queue.settled().await;
         assert!(
@@ -321,7 +344,7 @@ mod tests {
         let store = Arc::new(Counted::default());
         let queue = queue_on(&store);
         let start = tokio::time::Instant::now();
-        queue.queue(set("k", 1)).await.unwrap();
+        queue.queue(set("k", 1), None).await.unwrap();
         assert!(start.elapsed() >= LINGER);
         assert!(start.elapsed() < LINGER * 2);
     }
@@ -330,12 +353,12 @@ mod tests {
     async fn a_committer_that_stops_answers_every_item_and_read() {
         let store = Arc::new(Counted::default());
         let queue = queue_on(&store);
-        let broken = queue.queue(set("boom", 1));
+        let broken = queue.queue(set("boom", 1), None);
         let error = broken.await.unwrap_err();
         assert!(error.message.contains("stopped before"), "{error}");
         queue.settled().await;
         // The next writes start a committer again.
-        queue.queue(set("k", 2)).await.unwrap();
+        queue.queue(set("k", 2), None).await.unwrap();
         assert_eq!(
             store.get("f", "k").await.unwrap(),
             Some(Json::of(&json!(2)))

@@ -238,6 +238,9 @@ impl Backend for PgBackend {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         state::apply(&tx, flow, &batch).await?;
+        if let Some(run) = batch.history_run(flow)? {
+            history::apply(&tx, &run, &batch.history).await?;
+        }
         Ok(tx.commit().await?)
     }
 

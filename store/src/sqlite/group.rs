@@ -171,8 +171,8 @@ fn not_committed(why: &str) -> StoreError {
     ))
 }
 
-/// One batch in a savepoint: kept when it applies whole, rolled back alone
-/// when it does not.
+/// One batch (its state writes, then its history writes) in a savepoint:
+/// kept when it applies whole, rolled back alone when it does not.
 fn apply_alone(
     tx: &mut rusqlite::Transaction<'_>,
     flow: &str,
@@ -180,6 +180,9 @@ fn apply_alone(
 ) -> Result<(), StoreError> {
     let savepoint = tx.savepoint()?;
     super::state::apply(&savepoint, flow, batch)?;
+    if let Some(run) = batch.history_run(flow)? {
+        super::history::apply(&savepoint, &run, &batch.history)?;
+    }
     savepoint.commit()?;
     Ok(())
 }
@@ -201,6 +204,7 @@ mod tests {
             }],
             run_id: Some("r1".into()),
             fence,
+            history: Vec::new(),
         }
     }
 

@@ -5,7 +5,7 @@
 //! are capped too. Nothing here redacts: the host passes text that is
 //! already free of secrets.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use crate::approval::key_norm;
@@ -18,7 +18,7 @@ use crate::{
 
 /// Applies `writes` for `run`, in order.
 pub(crate) fn apply(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     run: &RunRef,
     writes: &[HistoryWrite],
 ) -> Result<(), StoreError> {
@@ -51,7 +51,7 @@ pub(crate) fn check_fence(tx: &Connection, run: &RunRef) -> Result<(), StoreErro
     }
 }
 
-fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Result<(), StoreError> {
+fn apply_one(tx: &Connection, run: &RunRef, w: &HistoryWrite) -> Result<(), StoreError> {
     let id = run.id.as_str();
     match w {
         HistoryWrite::StartRun(new) => insert_run(tx, new, run.fence, "running", None)?,
@@ -128,7 +128,7 @@ pub(crate) fn counts(connections: &Value) -> Option<String> {
 }
 
 fn insert_run(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     run: &NewRun,
     fence: Option<i64>,
     status: &str,
@@ -162,7 +162,7 @@ fn insert_run(
     Ok(())
 }
 
-fn start_step(tx: &Transaction<'_>, run: &str, s: &StepStart) -> rusqlite::Result<usize> {
+fn start_step(tx: &Connection, run: &str, s: &StepStart) -> rusqlite::Result<usize> {
     let total = s.items_total.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     tx.execute(
         "INSERT INTO steps (run_id, step_id, position, component, status, started_at, input, items_total)
@@ -183,7 +183,7 @@ fn start_step(tx: &Transaction<'_>, run: &str, s: &StepStart) -> rusqlite::Resul
     )
 }
 
-fn finish_step(tx: &Transaction<'_>, run: &str, s: &StepEnd) -> rusqlite::Result<usize> {
+fn finish_step(tx: &Connection, run: &str, s: &StepEnd) -> rusqlite::Result<usize> {
     tx.execute(
         "INSERT INTO steps (run_id, step_id, position, component, status, started_at, ended_at, duration_ms, output, error, connections, attempts)
          VALUES (?1, ?2, (SELECT COUNT(*) FROM steps WHERE run_id = ?1), ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -207,7 +207,7 @@ fn finish_step(tx: &Transaction<'_>, run: &str, s: &StepEnd) -> rusqlite::Result
     )
 }
 
-fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> rusqlite::Result<usize> {
+fn record_item(tx: &Connection, run: &str, i: &ItemEnd) -> rusqlite::Result<usize> {
     // Cached: a run writes a row per item (and per ledger entry: a first
     // run adopts a whole tenant), and parsing this statement afresh each
     // time cost more than running it.
@@ -239,7 +239,7 @@ fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> rusqlite::Result
     )
 }
 
-fn record_gate(tx: &Transaction<'_>, run: &str, g: &GateRecord) -> rusqlite::Result<usize> {
+fn record_gate(tx: &Connection, run: &str, g: &GateRecord) -> rusqlite::Result<usize> {
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     tx.execute(
         "INSERT INTO approval_gates (run_id, step_id, position, plan_id, reason, approved, unapproved, waiting, rejected, closed)
@@ -263,7 +263,7 @@ fn record_gate(tx: &Transaction<'_>, run: &str, g: &GateRecord) -> rusqlite::Res
 }
 
 fn skip_unrecorded(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     run: &str,
     steps: &[(String, String)],
     why: &str,
@@ -283,7 +283,7 @@ fn skip_unrecorded(
 /// Ends a run still `running`, and its running steps, with `status` at
 /// `t`; whether there was such a run.
 pub(crate) fn end_unfinished(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     run: &str,
     status: RunStatus,
     reason: &str,
@@ -303,7 +303,7 @@ pub(crate) fn end_unfinished(
 /// The running steps of a run that ended without them end at `ended_at`
 /// with `status`.
 pub(crate) fn end_steps(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     run: &str,
     status: StepStatus,
     ended_at: &str,
