@@ -1181,3 +1181,40 @@ async fn a_wrong_secret_fails_early_with_the_providers_words() {
     );
     emulator.shutdown().await;
 }
+
+/// A create refused as taken is followed by a look-up searching for the
+/// address Procore was sent, not the lower-cased key: for a mailbox with
+/// a non-ASCII capital the two differ (`İpek` and `i̇pek`), and Procore's
+/// search need not fold them alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_non_ascii_mailbox_is_looked_up_by_the_address_sent() {
+    let mut scenario = Scenario::hand_written();
+    let group = scenario.add_group("License – Microsoft E3");
+    scenario.add_user(
+        "İpek Yılmaz",
+        Some("İPEK@contoso.com"),
+        "ipek.yilmaz@contoso.com",
+        &[group.as_str()],
+    );
+    scenario.taken_elsewhere.push("İpek@contoso.com".into());
+    let (emulator, env, data) = emulated(EmulatorConfig {
+        scenario,
+        ..Default::default()
+    })
+    .await;
+    let run = sluice(&env, data.path(), &["--json"]).await;
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let state = emulator.snapshot();
+    let searches: Vec<&str> = (state.requests.iter())
+        .filter(|r| r.method == "GET" && r.path.contains("search"))
+        .map(|r| r.path.as_str())
+        .collect();
+    assert_eq!(searches.len(), 2, "the active and the inactive list");
+    for path in searches {
+        assert!(path.contains("%C4%B0pek"), "searched for İpek: {path}");
+    }
+    let outputs = run.create_outputs();
+    let (_, output) = outputs.iter().next().unwrap();
+    assert_eq!(output["status"], "conflict", "{output}");
+    emulator.shutdown().await;
+}

@@ -385,12 +385,14 @@ pub fn exact_match<'a>(candidates: &'a [Value], key: &Key) -> Option<&'a Value> 
 }
 
 /// Finds the company user whose login or email is `key`, in the active
-/// list and then the inactive one (`filters[search]`, matched exactly with
-/// [`exact_match`]), `per_page` at a time.
+/// list and then the inactive one (`filters[search]` for `search`, matched
+/// exactly with [`exact_match`]), `per_page` at a time. `search` is the
+/// address as Procore was sent it: a key is lower-cased, and a search may
+/// not fold a non-ASCII capital the same way.
 pub fn find_user(
     connection: &str,
     company: &str,
-    key: &Key,
+    (key, search): (&Key, &str),
     per_page: usize,
 ) -> Result<Option<Value>, StepError> {
     for list in ["users", "users/inactive"] {
@@ -398,7 +400,7 @@ pub fn find_user(
         let found = all(
             connection,
             &url,
-            &[("filters[search]", key.to_string())],
+            &[("filters[search]", search.to_string())],
             per_page,
         )?;
         if let Some(user) = exact_match(&found, key) {

@@ -13,8 +13,9 @@
 //! connection or a 5xx: Procore refuses a second user with the same login,
 //! so a resend can never make two. The price is that a resend whose first
 //! attempt *was* applied comes back 409/422 "taken". So every "taken" is
-//! followed by a look-up of the user (`filters[search]` on the active and the
-//! inactive list, matched exactly on login or email, without case), and the
+//! followed by a look-up of the user (`filters[search]` for the address sent,
+//! on the active and the inactive list, matched exactly on login or email,
+//! without case), and the
 //! rule is:
 //!
 //! - Found, and Procore says it was created at or after this run started
@@ -197,9 +198,10 @@ pub fn created_by_this_run(created_at: Option<&str>, run_started_at: Option<&str
         .is_some_and(|started| procore::created_since(created_at, started))
 }
 
-/// Finds the company user whose login or email is `key`, active or not.
-fn look_up(company: &str, key: &Key) -> Result<Option<Value>, StepError> {
-    procore::find_user(PROCORE, company, key, LOOKUP_PER_PAGE)
+/// Finds the company user whose login or email is `key`, active or not,
+/// searching for the address this run sent (`sent`).
+fn look_up(company: &str, key: &Key, sent: &str) -> Result<Option<Value>, StepError> {
+    procore::find_user(PROCORE, company, (key, sent), LOOKUP_PER_PAGE)
 }
 
 /// Where the user goes.
@@ -327,7 +329,8 @@ fn taken(
     detail: &str,
     context: &Context,
 ) -> Result<Created, StepError> {
-    let Some(existing) = look_up(&target.company, key)? else {
+    let sent = email_address(person, key.as_str());
+    let Some(existing) = look_up(&target.company, key, &sent)? else {
         let mut out = created(person, key, CreateStatus::Conflict);
         out.reason = Some(format!(
             "Procore refused the login as taken ({detail}), and no user of this company has it: it may belong to another Procore company"

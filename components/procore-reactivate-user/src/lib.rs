@@ -176,7 +176,7 @@ fn reactivated(
     }
     let key =
         Key::of(&returner.key).ok_or_else(|| StepError::bad_input("the returner has no `key`"))?;
-    match procore::find_user(PROCORE, &ids.company, &key, LOOKUP_PER_PAGE)? {
+    match procore::find_user(PROCORE, &ids.company, (&key, key.as_str()), LOOKUP_PER_PAGE)? {
         Some(found) if is_active_again(&found, &ids.user) => Ok(ReactivateStatus::AlreadyActive),
         _ => Err(status_error(call, response)),
     }
