@@ -1964,9 +1964,9 @@ async fn a_host_killed_among_many_creates_leaves_every_kept_create_in_the_histor
     })
     .await;
     run_killed_after(&t, "POST", "/users", NEWCOMERS / 2).await;
-    let store = sluice_store::Store::open(&sluice_store::Location::Sqlite(
-        sluice_store::path_in(t.data.path()),
-    ))
+    let store = sluice_store::Store::open(&sluice_store::Location::Sqlite(sluice_store::path_in(
+        t.data.path(),
+    )))
     .await
     .unwrap();
     let query = sluice_store::StateQuery {

@@ -15,8 +15,8 @@ use chrono::Utc;
 use common::{Db, Kind};
 use serde_json::{Value, json};
 use sluice_store::{
-    DetailOptions, HistoryWrite, ItemEnd, ItemStatus, Location, NewRun, RunRef, RunStatus, StepEnd,
-    StateBatch, StateKey, StateWrite, StepStart, StepStatus, Store, StoreError, Trigger,
+    DetailOptions, HistoryWrite, ItemEnd, ItemStatus, Location, NewRun, RunRef, RunStatus,
+    StateBatch, StateKey, StateWrite, StepEnd, StepStart, StepStatus, Store, StoreError, Trigger,
     render_run_detail, render_run_detail_with, render_runs_table,
 };
 

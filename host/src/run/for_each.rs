@@ -582,7 +582,12 @@ impl Ending {
                     Some(_) => Status::Interrupted,
                     None => Status::Failed,
                 };
-                (status, None, Some(redactor.redact(&f.to_string())), &f.tries)
+                (
+                    status,
+                    None,
+                    Some(redactor.redact(&f.to_string())),
+                    &f.tries,
+                )
             }
         };
         RunEvent::ItemFinished {

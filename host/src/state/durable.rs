@@ -58,7 +58,10 @@ impl StateStore for DurableStore {
 
     async fn apply(&self, flow: &str, run: &str, writes: Vec<Write>) -> Result<(), StoreError> {
         let batch = self.batch(run, writes, Vec::new())?;
-        self.store.state_apply(flow, batch).await.map_err(state_error)
+        self.store
+            .state_apply(flow, batch)
+            .await
+            .map_err(state_error)
     }
 
     /// The record goes with the writes. Should it be refused (its run was

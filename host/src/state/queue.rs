@@ -192,7 +192,9 @@ impl CommitQueue {
                 // Copied: should the batch fail, each item's are applied alone.
                 let all: Vec<Write> = batch.iter().flat_map(|q| q.writes.clone()).collect();
                 let records = batch.iter().filter_map(|q| q.record.clone()).collect();
-                let applied = self.store.apply_recorded(&self.flow, &self.run, all, records);
+                let applied = self
+                    .store
+                    .apply_recorded(&self.flow, &self.run, all, records);
                 applied.await.ok()
             }
             false => None,
