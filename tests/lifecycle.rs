@@ -2004,6 +2004,11 @@ async fn a_host_killed_among_many_creates_leaves_every_kept_create_in_the_histor
     for key in &recorded {
         assert!(created.contains(key), "{key} has an item but no record");
     }
+    assert!(
+        detail.steps.iter().any(|s| s.step_id == "create"),
+        "a record is never ahead of its step: {:?}",
+        detail.steps
+    );
     drop(store);
     // The dead run's lease lapses; the next run creates the rest, once.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;

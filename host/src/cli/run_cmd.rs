@@ -193,7 +193,8 @@ impl Recording {
     /// memory and is gone when it ends).
     pub fn state(&self) -> Option<Arc<dyn crate::state::StateStore>> {
         self.writer.as_ref().map(|w| {
-            let store = crate::state::DurableStore::new(w.store().clone(), self.fence);
+            let store = crate::state::DurableStore::new(w.store().clone(), self.fence)
+                .recorded_by(w.clone());
             Arc::new(store) as Arc<dyn crate::state::StateStore>
         })
     }

@@ -108,7 +108,8 @@ impl Host for ServeHost {
     fn state(&self, _flow: &Flow, run_id: &str) -> Option<Arc<dyn crate::state::StateStore>> {
         let store = self.writer.store().clone();
         let fence = self.replica.fence_of(run_id);
-        Some(Arc::new(crate::state::DurableStore::new(store, fence)))
+        let state = crate::state::DurableStore::new(store, fence).recorded_by(self.writer.clone());
+        Some(Arc::new(state))
     }
 
     async fn claim(&self, flow: &Flow, at: chrono::DateTime<chrono::Utc>, run_id: &str) -> bool {

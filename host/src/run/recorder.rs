@@ -8,7 +8,11 @@
 //! together in one transaction, waiting a moment ([`LINGER`]) for more
 //! when the queue runs dry, so items that end a few at a time share one.
 //! Whoever needs the record complete — the scheduler after a run, `sluice
-//! run` before it exits — awaits [`HistoryWriter::flush`]. A history that
+//! run` before it exits — awaits [`HistoryWriter::flush`].
+//! A step's ledger entries (a first run adopts a whole tenant: tens of
+//! thousands of rows) go in a lane of their own, written once every write
+//! queued before them is, so they never hold up what comes after them:
+//! [`HistoryWriter::flush_events`] waits for the other lane only. A history that
 //! cannot be written is reported once per run, and the run goes on: losing
 //! a record must not lose work.
 //! A run whose replica lost the flow's lease has its writes refused by the
@@ -63,35 +67,49 @@ enum Job {
         run: RunRef,
         writes: Vec<HistoryWrite>,
     },
-    /// A step's ledger entries, made and written a batch at a time.
+    /// Answered once every job sent before it is done.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A job of the ledger lane.
+enum LedgerJob {
+    /// A step's ledger entries, made and written a batch at a time once
+    /// `after` answers (every event written before them is).
     Keyed {
         run: RunRef,
         step: String,
         entries: KeyedEntries,
         /// When they were made (their items' end).
         at: DateTime<Utc>,
+        after: oneshot::Receiver<()>,
     },
     /// Answered once every job sent before it is done.
     Flush(oneshot::Sender<()>),
 }
 
-/// The one task that writes to the history, fed in order by a channel.
+/// The tasks that write to the history, each fed in order by a channel:
+/// one for events, one for ledger entries.
 pub struct HistoryWriter {
     sender: mpsc::UnboundedSender<Job>,
+    ledger: mpsc::UnboundedSender<LedgerJob>,
     store: Store,
-    /// Told by [`HistoryWriter::flush`], so the writer stops waiting for
-    /// more writes to batch ([`LINGER`]).
+    /// Told by [`HistoryWriter::flush_events`], so the writer stops waiting
+    /// for more writes to batch ([`LINGER`]).
     flushing: Arc<Notify>,
 }
 
 impl HistoryWriter {
-    /// Starts the writer task (on the current tokio runtime).
+    /// Starts the writer tasks (on the current tokio runtime).
     pub fn start(store: Store) -> Arc<HistoryWriter> {
         let (sender, jobs) = mpsc::unbounded_channel();
+        let (ledger, keyed) = mpsc::unbounded_channel();
         let flushing = Arc::new(Notify::new());
-        tokio::spawn(drain(store.clone(), jobs, flushing.clone()));
+        let warned = Arc::new(Mutex::new(HashSet::new()));
+        tokio::spawn(drain(store.clone(), jobs, flushing.clone(), warned.clone()));
+        tokio::spawn(drain_ledger(store.clone(), keyed, warned));
         Arc::new(HistoryWriter {
             sender,
+            ledger,
             store,
             flushing,
         })
@@ -116,8 +134,31 @@ impl HistoryWriter {
         });
     }
 
-    /// Waits until every write queued so far is made.
+    /// Queues a step's ledger entries, to be written after every write
+    /// queued so far.
+    fn send_keyed(&self, run: RunRef, step: String, entries: KeyedEntries, at: DateTime<Utc>) {
+        let (done, after) = oneshot::channel();
+        self.send(Job::Flush(done));
+        let _ = self.ledger.send(LedgerJob::Keyed {
+            run,
+            step,
+            entries,
+            at,
+            after,
+        });
+    }
+
+    /// Waits until every write queued so far is made, ledger entries too.
     pub async fn flush(&self) {
+        self.flush_events().await;
+        let (done, wait) = oneshot::channel();
+        let _ = self.ledger.send(LedgerJob::Flush(done));
+        let _ = wait.await;
+    }
+
+    /// Waits until every write queued so far is made, but for ledger
+    /// entries (which may take a while, and nothing waits on).
+    pub async fn flush_events(&self) {
         let (done, wait) = oneshot::channel();
         self.send(Job::Flush(done));
         self.flushing.notify_one();
@@ -125,9 +166,46 @@ impl HistoryWriter {
     }
 }
 
+/// Who was warned that their run's history could not be written: once
+/// per run, whichever lane found out.
+type Warned = Arc<Mutex<HashSet<String>>>;
+
+fn warn_once(warned: &Warned, run: &RunRef, e: &StoreError) {
+    let first = (warned.lock().unwrap_or_else(|e| e.into_inner())).insert(run.id.clone());
+    if first {
+        eprintln!("warning: {}", not_written(run, e));
+    }
+}
+
+/// Writes the ledger lane's jobs in order, each once the events before it
+/// are written (its run's row among them).
+async fn drain_ledger(store: Store, mut jobs: mpsc::UnboundedReceiver<LedgerJob>, warned: Warned) {
+    while let Some(job) = jobs.recv().await {
+        match job {
+            LedgerJob::Flush(done) => {
+                let _ = done.send(());
+            }
+            LedgerJob::Keyed {
+                run,
+                step,
+                entries,
+                at,
+                after,
+            } => {
+                let _ = after.await;
+                write_keyed(&store, &run, (&step, at), &entries, &warned).await;
+            }
+        }
+    }
+}
+
 /// Applies the jobs in order; consecutive writes for one run go together.
-async fn drain(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>, flushing: Arc<Notify>) {
-    let mut warned = HashSet::new();
+async fn drain(
+    store: Store,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    flushing: Arc<Notify>,
+    warned: Warned,
+) {
     let mut next = None;
     loop {
         let job = match next.take() {
@@ -142,22 +220,11 @@ async fn drain(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>, flushing: A
                 let _ = done.send(());
                 continue;
             }
-            Job::Keyed {
-                run,
-                step,
-                entries,
-                at,
-            } => {
-                write_keyed(&store, &run, (&step, at), &entries, &mut warned).await;
-                continue;
-            }
             Job::Write { run, writes } => (run, writes),
         };
         next = gather(&mut jobs, &flushing, &run, &mut writes).await;
-        if let Err(e) = write_batch(&store, &run, writes).await
-            && warned.insert(run.id.clone())
-        {
-            eprintln!("warning: {}", not_written(&run, &e));
+        if let Err(e) = write_batch(&store, &run, writes).await {
+            warn_once(&warned, &run, &e);
         }
     }
 }
@@ -198,15 +265,13 @@ async fn write_keyed(
     run: &RunRef,
     (step, at): (&str, DateTime<Utc>),
     entries: &KeyedEntries,
-    warned: &mut HashSet<String>,
+    warned: &Warned,
 ) {
     for first in (0..entries.len()).step_by(KEYED_BATCH) {
         let batch = entries.page_for_history(first, KEYED_BATCH);
         let writes = keyed_items(step, batch, first, at).collect();
-        if let Err(e) = write_batch(store, run, writes).await
-            && warned.insert(run.id.clone())
-        {
-            eprintln!("warning: {}", not_written(run, &e));
+        if let Err(e) = write_batch(store, run, writes).await {
+            warn_once(warned, run, &e);
         }
     }
 }
@@ -336,12 +401,7 @@ impl Observer for Recorder {
         if let RunEvent::Keyed { step, entries } = event {
             // Many at once (a first run adopts a whole tenant): the writer
             // makes and writes them in batches (see `write_keyed`).
-            self.writer.send(Job::Keyed {
-                run,
-                step: step.clone(),
-                entries: entries.clone(),
-                at,
-            });
+            (self.writer).send_keyed(run, step.clone(), entries.clone(), at);
             return;
         }
         // Committed with its state writes already.

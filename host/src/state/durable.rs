@@ -6,21 +6,38 @@
 //! lost its flow cannot write over the next owner's state (the store
 //! refuses the batch and the call that made it fails).
 
+use std::sync::Arc;
+
 use sluice_store::{HistoryWrite, StateBatch, StateKey, StateQuery, StateWrite, Store};
+
+use crate::run::recorder::HistoryWriter;
 
 use super::{Json, Recorded, StateStore, StoreError, Write};
 
 /// A run's view of the store's flow state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DurableStore {
     store: Store,
     /// The run's fencing number when it holds its flow's lease.
     fence: Option<i64>,
+    /// What writes the run's history to the same store, when the run is
+    /// recorded there: items' records then go with their writes.
+    history: Option<Arc<HistoryWriter>>,
 }
 
 impl DurableStore {
     pub fn new(store: Store, fence: Option<i64>) -> Self {
-        Self { store, fence }
+        Self {
+            store,
+            fence,
+            history: None,
+        }
+    }
+
+    /// The store of a run whose history `writer` writes to the same store.
+    pub fn recorded_by(mut self, writer: Arc<HistoryWriter>) -> Self {
+        self.history = Some(writer);
+        self
     }
 }
 
@@ -64,9 +81,11 @@ impl StateStore for DurableStore {
             .map_err(state_error)
     }
 
-    /// The record goes with the writes. Should it be refused (its run was
-    /// never recorded, say) the writes are applied alone: losing a record
-    /// must not lose work.
+    /// The record goes with the writes, once every event the run's
+    /// recorder was given before is written (the run's and the step's
+    /// start among them, so a record is never ahead of its step). Should
+    /// it be refused (its run was never recorded, say) the writes are
+    /// applied alone: losing a record must not lose work.
     async fn apply_recorded(
         &self,
         flow: &str,
@@ -74,9 +93,10 @@ impl StateStore for DurableStore {
         writes: Vec<Write>,
         record: Vec<HistoryWrite>,
     ) -> Result<Recorded, StoreError> {
-        if record.is_empty() {
+        let Some(history) = self.history.as_ref().filter(|_| !record.is_empty()) else {
             return self.apply(flow, run, writes).await.map(|()| Recorded::Not);
-        }
+        };
+        history.flush_events().await;
         // Copied only so the writes can go alone should the record fail:
         // an item writes a few keys.
         let batch = self.batch(run, writes.clone(), record)?;
@@ -189,7 +209,8 @@ mod tests {
             })]
         };
         let set = |k: &str| vec![Write::Set(k.into(), Json::of(&json!(1)))];
-        let state = DurableStore::new(store.clone(), None);
+        let writer = HistoryWriter::start(store.clone());
+        let state = DurableStore::new(store.clone(), None).recorded_by(writer);
         let kept = state.apply_recorded("f", "r1", set("a"), record(0));
         assert_eq!(kept.await.unwrap(), Recorded::WithWrites);
         let alone = state.apply_recorded("f", "r-unknown", set("b"), record(1));
