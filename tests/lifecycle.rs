@@ -1679,6 +1679,57 @@ async fn a_re_keyed_person_whose_account_is_disabled_leaves_as_disabled() {
     assert_eq!(leavers(&run), map(&[(UPN, "account disabled")]));
 }
 
+/// Bob, licensed before his mailbox exists, is created under his UPN by
+/// a run whose host dies before the create's item ends (while the project
+/// add waits out a ten-minute `Retry-After`), so no record says the flow
+/// made him; then his mail appears, and it is his key. The mark the
+/// killed run left keeps his Entra id: the next run takes the user made
+/// under his UPN as the flow's (kept under the UPN, origin `created`),
+/// makes the project add it owes, and reports him in Procore under
+/// another address; nobody is created again. (Before, a second user was
+/// created under his mail, and the first stayed unmanaged.)
+#[tokio::test]
+async fn a_newcomer_a_killed_run_created_whose_mail_appeared_is_not_created_again() {
+    let (t, graph_id) = bob_without_a_mailbox().await;
+    t.emu.set_faults(Faults {
+        retry_after_secs: 600,
+        ..every("POST", "/actions/add".into(), FaultKind::TooMany)
+    });
+    run_killed_at(&t, "POST", "/actions/add", &[]).await;
+    t.emu.set_faults(Faults::default());
+    let snapshot = t.emu.snapshot();
+    let (users, project) = (
+        snapshot.procore_users().len(),
+        snapshot.scenario.project_ids[0],
+    );
+    let bob = snapshot
+        .procore_users()
+        .iter()
+        .find(|u| u.email_address == UPN)
+        .expect("the killed run created Bob")
+        .id;
+    assert!(t.emu.set_mail(&graph_id, Some("Bob.Smith@contoso.com")));
+    // The dead run's lease lapses.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
+    let (run, requests) = t.run_ok(&[]).await;
+    let diff = run.output_of("diff");
+    assert_eq!(diff["missing"], json!([]), "{diff}");
+    let adopted = (&diff["adopted"][0]["key"], &diff["adopted"][0]["origin"]);
+    assert_eq!(adopted, (&json!(UPN), &json!("created")), "{diff}");
+    assert_eq!(diff["known_as"][0]["managed_as"], UPN);
+    assert_eq!(owed(&run), [(UPN.to_string(), "add".to_string())]);
+    assert_eq!(
+        writes(&requests),
+        [format!(
+            "POST /rest/v1.0/projects/{project}/users/{bob}/actions/add 201"
+        )],
+        "only the owed add; nobody created again"
+    );
+    assert_eq!(t.emu.snapshot().procore_users().len(), users);
+    owes_nothing_more(&t, &[]).await;
+}
+
 /// Every `method` request whose path ends with `suffix` gets `fault`,
 /// retries included.
 fn every(method: &str, suffix: String, fault: FaultKind) -> Faults {

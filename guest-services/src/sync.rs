@@ -728,11 +728,25 @@ pub struct Counts {
 pub const HOLDERS_KEY: &str = "meta/holders";
 
 /// The prefix of the state key of a license holder missing from Procore
-/// (`creating/<key>`): when the first run that found them missing started
-/// (RFC 3339), kept while they are. A later run that matches them to a
-/// user Procore created since takes it for one the flow created, whose
-/// record a host that died mid-create never wrote (`compare`'s lifecycle).
+/// (`creating/<key>`, a [`Creating`]), kept while they are. A later run
+/// that matches them to a user Procore created since takes it for one the
+/// flow created, whose record a host that died mid-create never wrote
+/// (`compare`'s lifecycle).
 pub const CREATING_PREFIX: &str = "creating/";
+
+/// A license holder missing from Procore (state `creating/<key>`): since
+/// when, and who. The Entra id finds the user a killed run created under
+/// this key once the person's key has changed (their mail appeared).
+/// Versions before it kept the time alone, as a bare RFC 3339 text;
+/// `compare` reads both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Creating {
+    /// When the first run that found them missing started (RFC 3339).
+    pub since: String,
+    /// The person's Entra object id, when Graph gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra_id: Option<String>,
+}
 
 /// The prefix of every managed person's state key.
 pub const MANAGED_PREFIX: &str = "managed/";

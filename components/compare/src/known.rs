@@ -22,15 +22,13 @@
 
 use std::collections::BTreeMap;
 
-use hashbrown::HashMap;
-
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_guest::{StepError, state};
 use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::sync::{
-    CREATING_PREFIX, DOMAIN_LEAVING_PREFIX, DomainLeaving, HOLDERS_KEY, Holders, MANAGED_PREFIX,
-    Managed, ManagedStatus as Status, Origin, OwedProject, managed_key,
+    CREATING_PREFIX, Creating, DOMAIN_LEAVING_PREFIX, DomainLeaving, HOLDERS_KEY, Holders,
+    MANAGED_PREFIX, Managed, ManagedStatus as Status, Origin, OwedProject, managed_key,
 };
 
 use crate::keys::{EntraKey, IdKey};
@@ -122,10 +120,9 @@ pub struct Known {
     /// The license holders of the last complete read.
     pub holders: Option<Holders>,
     /// License holders found missing from Procore by an earlier run
-    /// (`creating/<key>`), with when (seconds since the epoch) the first
-    /// run that found them so started: a user of theirs Procore created
-    /// since is one such a run may have made and not recorded.
-    pub creating: HashMap<Box<str>, i64>,
+    /// (`creating/<key>`): a user of theirs Procore created since is one
+    /// such a run may have made and not recorded.
+    pub creating: Marks,
     source: Source,
 }
 
@@ -163,15 +160,14 @@ impl Known {
             state::get::<Holders>(HOLDERS_KEY)?,
             Source::State,
         );
+        let mut marks = Vec::new();
         for entry in state::entries::<Value>(CREATING_PREFIX) {
-            let (state_key, since) = entry?;
-            // One that is not a time (written by hand, say) takes no user
-            // for the flow's; this run marks the person again, or drops it.
-            let since = since.as_str().and_then(procore::epoch).unwrap_or(i64::MAX);
+            let (state_key, value) = entry?;
             if let Some(key) = state_key.strip_prefix(CREATING_PREFIX) {
-                known.creating.insert(key.into(), since);
+                marks.push(Mark::stored(key, &value));
             }
         }
+        known.creating = Marks::new(marks);
         Ok(known)
     }
 
@@ -209,7 +205,7 @@ impl Known {
             by_entra,
             clocks,
             holders,
-            creating: HashMap::new(),
+            creating: Marks::default(),
             source,
         }
     }
@@ -302,6 +298,89 @@ impl Known {
                 record.key
             ))
         })
+    }
+}
+
+/// A license holder an earlier run found missing (`creating/<key>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    /// The person's key then.
+    pub key: Box<str>,
+    /// When (seconds since the epoch) the first run that found them
+    /// missing started; [`Mark::UNREAD`] for one that is not a time.
+    pub since: i64,
+    /// The person's Entra object id, when the mark keeps one (marks of
+    /// versions before [`Creating`] do not).
+    pub entra: Option<EntraKey>,
+}
+
+impl Mark {
+    /// The time of a mark that is not one (written by hand, say): it
+    /// takes no user for the flow's, and the run marks the person again.
+    pub const UNREAD: i64 = i64::MAX;
+
+    /// The mark stored under `key`: a [`Creating`], or the bare RFC 3339
+    /// time older versions wrote.
+    pub fn stored(key: &str, value: &Value) -> Mark {
+        let (since, entra) = match value {
+            Value::String(since) => (procore::epoch(since), None),
+            other => match Creating::deserialize(other) {
+                Ok(mark) => (procore::epoch(&mark.since), mark.entra_id),
+                Err(_) => (None, None),
+            },
+        };
+        Mark {
+            key: key.into(),
+            since: since.unwrap_or(Mark::UNREAD),
+            entra: entra.as_deref().and_then(EntraKey::of),
+        }
+    }
+}
+
+/// The marks, sorted by key (one a key), with an index by Entra id.
+#[derive(Debug, Default)]
+pub struct Marks {
+    marks: Vec<Mark>,
+    /// Positions in `marks` of those with an Entra id, sorted by it.
+    by_entra: Vec<u32>,
+}
+
+impl Marks {
+    pub fn new(mut marks: Vec<Mark>) -> Marks {
+        marks.sort_by(|a, b| a.key.cmp(&b.key));
+        marks.dedup_by(|a, b| a.key == b.key);
+        let mut by_entra: Vec<u32> = (0..marks.len() as u32)
+            .filter(|&i| marks[i as usize].entra.is_some())
+            .collect();
+        by_entra.sort_by(|&a, &b| marks[a as usize].entra.cmp(&marks[b as usize].entra));
+        Marks { marks, by_entra }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.marks.is_empty()
+    }
+
+    /// Every mark, by key.
+    pub fn iter(&self) -> impl Iterator<Item = &Mark> {
+        self.marks.iter()
+    }
+
+    /// The mark of `key`.
+    pub fn get(&self, key: &str) -> Option<&Mark> {
+        self.marks
+            .binary_search_by(|m| m.key.as_ref().cmp(key))
+            .ok()
+            .map(|i| &self.marks[i])
+    }
+
+    /// The marks that keep the Entra id `id`.
+    pub fn of_entra<'m>(&'m self, id: &EntraKey) -> impl Iterator<Item = &'m Mark> {
+        let entra = |i: &u32| self.marks[*i as usize].entra.as_ref();
+        let start = self.by_entra.partition_point(|i| entra(i) < Some(id));
+        let end = self.by_entra.partition_point(|i| entra(i) <= Some(id));
+        self.by_entra[start..end]
+            .iter()
+            .map(|&i| &self.marks[i as usize])
     }
 }
 
@@ -408,6 +487,31 @@ mod tests {
         let full = known.full(record).unwrap();
         assert_eq!(full, managed(1, None));
         assert_eq!(full.other["entra_id"], "e-1");
+    }
+
+    #[test]
+    fn a_mark_is_read_in_todays_form_and_in_the_bare_time_older_versions_wrote() {
+        let guid = "0F4C2A9E-7B1D-4E53-9A64-2C8F1B3D5E70";
+        let eleven = 1_772_362_800;
+        let today = json!({"since": "2026-03-01T11:00:00Z", "entra_id": guid});
+        let read = Mark::stored("a@x.com", &today);
+        assert_eq!(
+            (read.since, read.entra.clone()),
+            (eleven, EntraKey::of(guid))
+        );
+        let older = Mark::stored("a@x.com", &json!("2026-03-01T11:00:00+00:00"));
+        assert_eq!((older.since, older.entra.clone()), (eleven, None));
+        for unread in [json!("soon"), json!({"entra_id": guid}), json!(7)] {
+            assert_eq!(Mark::stored("a@x.com", &unread).since, Mark::UNREAD);
+        }
+        let marks = Marks::new(vec![read, Mark::stored("b@x.com", &today), older]);
+        let keys = |id: &str| -> Vec<&str> {
+            let id = EntraKey::of(id).unwrap();
+            marks.of_entra(&id).map(|m| m.key.as_ref()).collect()
+        };
+        assert_eq!(keys(&guid.to_lowercase()), ["a@x.com", "b@x.com"]);
+        assert!(keys("e-2").is_empty());
+        assert_eq!(marks.get("a@x.com").map(|m| m.since), Some(eleven));
     }
 
     #[test]

@@ -35,6 +35,16 @@
 //!   approval are under, so `sluice ledger OLD-KEY` stays their whole story
 //!   and a later deactivation waits under the key an admin finds in
 //!   Procore.
+//! - **Created under the old key**: a `creating/<key>` mark keeps the
+//!   person's Entra id too, so a user a killed run created for them under
+//!   the old key (active, created since the mark, no record names it, no
+//!   license holder of the run has its key, and no admin rejected that
+//!   create) is found when their key changed before the next run
+//!   ([`Run::created_under_old_key`]): taken as the flow's creation, as a
+//!   record of theirs would say (kept under the old key, origin `created`,
+//!   owed the project add, listed in `known_as`), never created again. A
+//!   mark without an Entra id (an older version's) cannot tell: the next
+//!   run that finds the person missing adds it.
 //! - **In-domain users** are managed by this run's `managed_domains` only:
 //!   their grace clock is kept apart (`domain-leaving/<key>`, [`Clock`])
 //!   and never makes them managed, so a run without the param leaves them
@@ -65,9 +75,9 @@ use hashbrown::HashMap;
 use sluice_guest::{Paged, StepError};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Adopted, AdoptedStatus, DomainLeaving, Guard, Holders, InactiveUnmanaged, KnownAs, LeaveReason,
-    Leaver, Leaving, Managed, ManagedStatus as Status, Origin, OwedProject, ProcoreUser,
-    ProjectAction, ProjectOwed, Returner, still_owed,
+    Adopted, AdoptedStatus, Creating, DomainLeaving, Guard, Holders, InactiveUnmanaged, KnownAs,
+    LeaveReason, Leaver, Leaving, Managed, ManagedStatus as Status, MatchedBy, Origin, OwedProject,
+    ProcoreUser, ProjectAction, ProjectOwed, Returner, still_owed,
 };
 use sluice_identity::Key;
 
@@ -115,9 +125,9 @@ pub enum Write {
     Forget(String),
     /// `meta/holders`.
     Holders(Holders),
-    /// `creating/<key>`: since when a license holder has been missing
-    /// from Procore, set or (`None`) dropped.
-    Creating(String, Option<String>),
+    /// `creating/<key>`: since when a license holder (and which Entra
+    /// user) has been missing from Procore, set or (`None`) dropped.
+    Creating(String, Option<Creating>),
 }
 
 /// The lifecycle of one run.
@@ -150,6 +160,10 @@ pub struct Run<'a, 'w> {
     /// People this run took as created by the flow ([`Run::adopt`]) and
     /// owed the project add: key, Procore id and user index.
     owed_created: Vec<(String, Id, u32)>,
+    /// Users this run took as the flow's creation under a license holder's
+    /// old key ([`Run::same_person`]): their ledger entries, written out
+    /// by [`Run::finish`] (the match holds the output meanwhile).
+    created_under_old_key: Vec<Adopted>,
     /// Whether someone the first run found leaving is a leaver now whom
     /// no admin has approved or rejected yet: everyone waits.
     first_run_undecided: bool,
@@ -185,6 +199,7 @@ impl<'a, 'w> Run<'a, 'w> {
             owed: Vec::new(),
             owed_add_now: HashSet::new(),
             owed_created: Vec::new(),
+            created_under_old_key: Vec::new(),
             first_run_undecided: false,
             first_run_pending: false,
             first_held: known
@@ -261,8 +276,10 @@ impl<'a, 'w> Run<'a, 'w> {
     /// `person` (key `key`, the first entry of it) matches no Procore user
     /// by key: when a record keeps their Entra id and its Procore user is
     /// in this run's list (an active one before an inactive one), that
-    /// user is theirs. Claims it and returns its id and whether it is
-    /// active; an active one is listed in `known_as` too.
+    /// user is theirs; else one a killed run created for them under an
+    /// old key ([`Run::created_under_old_key`]) is. Claims it and returns
+    /// its id and whether it is active; an active one is listed in
+    /// `known_as` too.
     pub fn same_person(
         &mut self,
         users: &mut Users,
@@ -283,25 +300,69 @@ impl<'a, 'w> Run<'a, 'w> {
             }
         }
         let Some((index, user)) = best else {
-            return Ok(None);
+            return self.take_created_under_old_key(users, key, person, &entra);
         };
         users.claim(user);
         let found = users.get(user);
         let (procore_id, active) = (found.id.clone(), found.active);
         if active {
-            let known_as = KnownAs {
-                key: key.to_string(),
-                procore_id: procore_id.clone(),
-                managed_as: self.known.record(index).key.to_string(),
-                login: None,
-                email: None,
-                name: Some(person.name().to_string()),
-                license_group: person.license_group(),
-                matched_by: person.matched_by(),
-            };
+            let managed_as = self.known.record(index).key.to_string();
+            let known_as = known_as_entry(key, &procore_id, managed_as, person);
             self.known_as.push((known_as, user));
         }
         Ok(Some((procore_id, active)))
+    }
+
+    /// The active user, unmanaged and matched by nobody yet, that Procore
+    /// created since a run found the Entra user `entra` missing under
+    /// another key (`creating/<old key>` keeps their id), and whose
+    /// creation no admin rejected: that run's creation, whose host died
+    /// before recording it, and whose person's key changed since (their
+    /// mail appeared). Returns the old key and the user's index.
+    fn created_under_old_key(
+        &self,
+        users: &Users,
+        key: &str,
+        entra: &EntraKey,
+    ) -> Option<(&'a str, u32)> {
+        let known = self.known;
+        known.creating.of_entra(entra).find_map(|mark| {
+            let old = mark.key.as_ref();
+            let rejected = Key::of(old).is_some_and(|k| self.policy.creates_rejected.contains(&k));
+            if old == key || rejected || known.contains(old) {
+                return None;
+            }
+            let index = users.unseen_key(old)?;
+            let user = users.get(index);
+            let unmanaged = !self.by_id.contains_key(&IdKey::of(&user.id));
+            let ours = user.active && user.created_lately && !user.matched && !user.held;
+            (ours && unmanaged).then_some((old, index))
+        })
+    }
+
+    /// Takes the user [`Run::created_under_old_key`] finds as the flow's
+    /// creation, under the old key (the address Procore has, and the key
+    /// of its create's ledger), as a record an earlier run would have
+    /// kept, listed in `known_as` like one: nobody is created again.
+    fn take_created_under_old_key(
+        &mut self,
+        users: &mut Users,
+        key: &str,
+        person: &PersonRef<'_>,
+        entra: &EntraKey,
+    ) -> Result<Option<(Id, bool)>, StepError> {
+        let Some((old, index)) = self.created_under_old_key(users, key, entra) else {
+            return Ok(None);
+        };
+        // A later license holder with the old key is the same user again.
+        users.find_key(old);
+        users.claim(index);
+        let adopted = self.manage(users, old, index, Origin::Created, person)?;
+        let known_as = known_as_entry(key, &adopted.procore_id, old.to_string(), person);
+        self.known_as.push((known_as, index));
+        let procore_id = adopted.procore_id.clone();
+        self.created_under_old_key.push(adopted);
+        Ok(Some((procore_id, true)))
     }
 
     /// `person` (key `key`) matches the active Procore user `procore_id`:
@@ -324,11 +385,10 @@ impl<'a, 'w> Run<'a, 'w> {
         if self.known.contains(key) {
             return Ok(());
         }
-        let Some(user) = users.by_id(id) else {
+        let Some(index) = users.by_id(id) else {
             return Ok(());
         };
-        let index = user;
-        let user = users.get(user);
+        let user = users.get(index);
         // Found missing by an earlier run, and created since: that run's
         // creation, whose host died before the item ended (the record and
         // the project add are written then). Taken as the flow's own, and
@@ -345,29 +405,46 @@ impl<'a, 'w> Run<'a, 'w> {
         } else {
             Origin::Adopted
         };
+        let adopted = self.manage(users, key, index, origin, person)?;
+        out.adopted.push(&adopted)?;
+        out.counts.adopted += 1;
+        Ok(())
+    }
+
+    /// Writes the record of the user at `index`, now managed under `key`
+    /// as `person`'s, with the project add owed to one the flow created;
+    /// returns its ledger entry.
+    fn manage(
+        &mut self,
+        users: &Users,
+        key: &str,
+        index: u32,
+        origin: Origin,
+        person: &PersonRef<'_>,
+    ) -> Result<Adopted, StepError> {
+        let user = users.get(index);
         let mut record = self.record(user, origin, person.id.as_deref());
-        if let Some(project) = self.policy.project.as_ref().filter(|_| ours) {
+        let created = origin == Origin::Created;
+        if let Some(project) = self.policy.project.as_ref().filter(|_| created) {
             record.owed_project = Some(OwedProject {
                 project_id: project.clone(),
                 action: ProjectAction::Add,
             });
             self.owed_created
-                .push((key.to_string(), procore_id.clone(), index));
+                .push((key.to_string(), user.id.clone(), index));
         }
         (self.write)(Write::Managed(key.to_string(), record))?;
         if self.known.clock(key).is_some_and(|c| c.legacy) {
             self.reclaimed.insert(key.into());
         }
-        out.adopted.push(&Adopted {
+        Ok(Adopted {
             key: key.to_string(),
             status: AdoptedStatus::Adopted,
-            procore_id: procore_id.clone(),
-            matched_by: person.matched_by(),
+            procore_id: user.id.clone(),
+            matched_by: MatchedBy::of(key, person.mail.as_deref()),
             license_group: person.license_group(),
             origin,
-        })?;
-        out.counts.adopted += 1;
-        Ok(())
+        })
     }
 
     /// Once every license holder is matched (and adopted): returners,
@@ -379,6 +456,10 @@ impl<'a, 'w> Run<'a, 'w> {
         list: &Paged<ProcoreUser>,
         out: &mut Written,
     ) -> Result<(), StepError> {
+        for adopted in std::mem::take(&mut self.created_under_old_key) {
+            out.adopted.push(&adopted)?;
+            out.counts.adopted += 1;
+        }
         self.returners(users, list, out)?;
         self.owed = self.owed_now(users);
         self.leavers(users, list, out)?;
@@ -861,6 +942,26 @@ enum Candidate<'a> {
     },
 }
 
+/// The `known_as` entry of `person` (key `key`), whose Procore user
+/// `procore_id` is managed under `managed_as`.
+fn known_as_entry(
+    key: &str,
+    procore_id: &Id,
+    managed_as: String,
+    person: &PersonRef<'_>,
+) -> KnownAs {
+    KnownAs {
+        key: key.to_string(),
+        procore_id: procore_id.clone(),
+        managed_as,
+        login: None,
+        email: None,
+        name: Some(person.name().to_string()),
+        license_group: person.license_group(),
+        matched_by: person.matched_by(),
+    }
+}
+
 fn procore_name(user: &Details) -> Option<String> {
     let name = [&user.first_name, &user.last_name]
         .into_iter()
@@ -886,6 +987,7 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::known::{Mark, Marks};
     use crate::logic::{paged, sync};
     use crate::output::parsed;
     use serde_json::Map;
@@ -968,6 +1070,28 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A `creating/<key>` mark since `since` (seconds since the epoch).
+    fn mark(key: &str, since: i64, entra: Option<&str>) -> Mark {
+        Mark {
+            key: key.into(),
+            since,
+            entra: entra.and_then(EntraKey::of),
+        }
+    }
+
+    /// The `creating/` marks set (`Some`) or dropped (`None`), by key.
+    fn mark_writes(writes: &[Write]) -> Vec<(String, Option<Creating>)> {
+        let mut marks: Vec<_> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Creating(k, mark) => Some((k.clone(), mark.clone())),
+                _ => None,
+            })
+            .collect();
+        marks.sort_by(|a, b| a.0.cmp(&b.0));
+        marks
     }
 
     /// The grace clocks set (`Some`) or dropped (`None`), by key.
@@ -1156,7 +1280,10 @@ mod tests {
         ];
         let mut known = Known::default();
         let eleven = at("2026-03-01T11:00:00Z").timestamp();
-        known.creating = [("bob@x.com".into(), eleven), ("cy@x.com".into(), eleven)].into();
+        known.creating = Marks::new(vec![
+            mark("bob@x.com", eleven, Some("entra-bob@x.com")),
+            mark("cy@x.com", eleven, Some("entra-cy@x.com")),
+        ]);
         let p = Policy {
             project: Some("77".into()),
             ..policy()
@@ -1186,15 +1313,8 @@ mod tests {
         assert_eq!(owed, [("bob@x.com", ProjectAction::Add)]);
         assert_eq!(diff.adopted[1].origin, Origin::Created);
         let marks = |writes: &[Write]| -> Vec<(String, Option<String>)> {
-            let mut marks: Vec<_> = writes
-                .iter()
-                .filter_map(|w| match w {
-                    Write::Creating(k, since) => Some((k.clone(), since.clone())),
-                    _ => None,
-                })
-                .collect();
-            marks.sort();
-            marks
+            let since = |(k, m): (String, Option<Creating>)| (k, m.map(|m| m.since));
+            mark_writes(writes).into_iter().map(since).collect()
         };
         assert_eq!(
             marks(&writes),
@@ -1230,6 +1350,19 @@ mod tests {
         );
         let (_, writes) = run(&people, &users[..1], &known, &p);
         assert!(marks(&writes).is_empty(), "marked already");
+        // A mark an older version wrote (the time alone) is marked again
+        // with the person's Entra id, keeping its time.
+        let mut old_form = Known::default();
+        old_form.creating = Marks::new(vec![
+            mark("bob@x.com", eleven, None),
+            mark("cy@x.com", eleven, Some("entra-cy@x.com")),
+        ]);
+        let (_, writes) = run(&people, &users[..1], &old_form, &p);
+        let bob = Creating {
+            since: "2026-03-01T11:00:00+00:00".into(),
+            entra_id: Some("entra-bob@x.com".into()),
+        };
+        assert_eq!(mark_writes(&writes), [("bob@x.com".into(), Some(bob))]);
         // A run that matched no license group found nobody: it drops no
         // mark.
         let none = Policy {
@@ -1939,6 +2072,99 @@ mod tests {
         let (diff, _) = run(&[stranger], &users, &k, &policy());
         assert_eq!(diff.missing.len(), 1);
         assert!(diff.known_as.is_empty());
+    }
+
+    /// A run that started at 11:00 found Bob missing under his UPN (no
+    /// mailbox yet) and created him at 11:01, but its host died before
+    /// recording it; his mail has appeared since, so his key is his mail
+    /// now. The mark keeps his Entra id: the user created under the UPN is
+    /// the flow's creation, kept under the UPN (the address Procore has),
+    /// owed the project add and reported as known under another address;
+    /// nobody is created again, and the UPN's mark goes.
+    #[test]
+    fn a_user_a_killed_run_created_before_the_key_changed_is_the_flows() {
+        let upn = "bob@x.onmicrosoft.com";
+        let created = |at: &str| ProcoreUser {
+            created_at: Some(at.into()),
+            ..user(1, upn, true)
+        };
+        let users = [created("2026-03-01T11:01:00Z")];
+        let eleven = at("2026-03-01T11:00:00Z").timestamp();
+        let marked = |entra: Option<&str>| {
+            let mut known = Known::default();
+            known.creating = Marks::new(vec![mark(upn, eleven, entra)]);
+            known
+        };
+        let known = marked(Some("entra-bob"));
+        let p = Policy {
+            project: Some("77".into()),
+            ..policy()
+        };
+        let (diff, writes) = run(&[bob_with_mail()], &users, &known, &p);
+        assert!(diff.missing.is_empty(), "created again: {:?}", diff.missing);
+        assert_eq!(
+            diff.present,
+            [Present {
+                key: "bob.smith@x.com".into(),
+                procore_id: Id::Number(1)
+            }]
+        );
+        let add = OwedProject {
+            project_id: "77".into(),
+            action: ProjectAction::Add,
+        };
+        let written: Vec<_> = managed_writes(&writes)
+            .into_iter()
+            .map(|(k, m)| (k, m.origin, m.entra_id(), m.owed_project.as_ref()))
+            .collect();
+        assert_eq!(
+            written,
+            [(upn, Origin::Created, Some("entra-bob"), Some(&add))]
+        );
+        assert_eq!(
+            diff.adopted,
+            [Adopted {
+                key: upn.into(),
+                status: AdoptedStatus::Adopted,
+                procore_id: Id::Number(1),
+                matched_by: MatchedBy::Upn,
+                license_group: Some("License – Microsoft E3".into()),
+                origin: Origin::Created,
+            }]
+        );
+        assert_eq!((diff.counts.adopted, diff.counts.missing), (1, 0));
+        let known_as: Vec<(&str, &str, Option<&str>)> = diff
+            .known_as
+            .iter()
+            .map(|k| (k.key.as_str(), k.managed_as.as_str(), k.login.as_deref()))
+            .collect();
+        assert_eq!(known_as, [("bob.smith@x.com", upn, Some(upn))]);
+        let owed: Vec<(&str, ProjectAction)> = diff
+            .project_owed
+            .iter()
+            .map(|o| (o.key.as_str(), o.action))
+            .collect();
+        assert_eq!(owed, [(upn, ProjectAction::Add)]);
+        assert!(diff.leavers.is_empty() && diff.leaving.is_empty());
+        assert_eq!(mark_writes(&writes), [(upn.to_string(), None)]);
+
+        // Not taken, so Bob is missing under his mail: a mark that keeps
+        // no Entra id (an older version's: nobody can tell whose), a
+        // creation an admin rejected (never sent), or a user older than
+        // the mark (less the clocks' leeway).
+        let mut rejected = p.clone();
+        rejected.creates_rejected = [Key::of(upn).unwrap()].into();
+        let older = [created("2026-03-01T10:54:59Z")];
+        for (known, users, p) in [
+            (marked(None), &users, &p),
+            (marked(Some("entra-bob")), &users, &rejected),
+            (marked(Some("entra-bob")), &older, &p),
+        ] {
+            let (diff, writes) = run(&[bob_with_mail()], users, &known, p);
+            assert_eq!(diff.missing.len(), 1, "{:?}", diff.adopted);
+            assert!(managed_writes(&writes).is_empty(), "{writes:?}");
+            assert!(diff.known_as.is_empty());
+        }
     }
 
     #[test]

@@ -21,20 +21,22 @@
 //! index makes the match linear in both lists.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use chrono::DateTime;
 use serde::Deserialize;
 use sluice_guest::{Context, JsonSchema, Paged, StepError, state};
 use sluice_guest_services::duration;
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Counts, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser, creating_key,
+    Counts, Creating, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser, creating_key,
     domain_leaving_key, managed_key,
 };
 use sluice_identity::Key;
 
 use crate::input::PersonRef;
 use crate::keys;
+use crate::known::Mark;
 use crate::lifecycle::{self, Known, Policy, Run, Write};
 use crate::output::Written;
 use crate::users::{self, Found, Rules, Users};
@@ -143,27 +145,42 @@ pub fn sync(
     })?;
     matcher.count(&users, &mut out);
     run.finish(&mut users, list, &mut out)?;
-    // Whom a later run may find created without a record: those missing
-    // now, marked when first found so (a mark that is not a time, again);
-    // the others' marks go, but not in a run that matched no license
-    // group, which found nobody.
-    for key in &matcher.missing {
-        if known
-            .creating
-            .get(key.as_str())
-            .is_none_or(|&since| since == i64::MAX)
-        {
-            write(Write::Creating(key.clone(), Some(policy.now.to_rfc3339())))?;
-        }
+    mark_missing(&matcher.missing, known, policy, write)?;
+    Ok(out)
+}
+
+/// Whom a later run may find created without a record: those `missing`
+/// now (key, Entra id), marked when first found so (a mark that is not a
+/// time, again), and marked again, keeping its time, when the mark does
+/// not keep their Entra id (an older version's). The others' marks go,
+/// but not in a run that matched no license group, which found nobody.
+fn mark_missing(
+    missing: &HashMap<String, Option<Box<str>>>,
+    known: &Known,
+    policy: &Policy,
+    write: &mut dyn FnMut(Write) -> Result<(), StepError>,
+) -> Result<(), StepError> {
+    for (key, entra_id) in missing {
+        let entra = entra_id.as_deref().and_then(keys::EntraKey::of);
+        let since = match known.creating.get(key) {
+            Some(mark) if mark.since != Mark::UNREAD && mark.entra == entra => continue,
+            Some(mark) if mark.since != Mark::UNREAD => DateTime::from_timestamp(mark.since, 0),
+            _ => None,
+        };
+        let mark = Creating {
+            since: since.unwrap_or(policy.now).to_rfc3339(),
+            entra_id: entra_id.as_deref().map(str::to_string),
+        };
+        write(Write::Creating(key.clone(), Some(mark)))?;
     }
     if policy.license_groups != Some(0) {
-        for key in known.creating.keys() {
-            if !matcher.missing.contains(key.as_ref()) {
-                write(Write::Creating(key.to_string(), None))?;
+        for mark in known.creating.iter() {
+            if !missing.contains_key(mark.key.as_ref()) {
+                write(Write::Creating(mark.key.to_string(), None))?;
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Calls `f` with each person of `people`, read a page at a time and
@@ -192,8 +209,8 @@ type SamePerson<'f> = dyn FnMut(&mut Users, &str) -> Result<Option<(Id, bool)>, 
 #[derive(Default)]
 struct Matcher {
     /// Keys of the people whom no Procore user matches (the matched ones'
-    /// keys are marked in the index).
-    missing: HashSet<String>,
+    /// keys are marked in the index), with their Entra ids.
+    missing: HashMap<String, Option<Box<str>>>,
     /// Keys of the people whom no Procore user matches by key but one by
     /// their Entra id.
     elsewhere: HashSet<String>,
@@ -222,7 +239,8 @@ impl Matcher {
         match users.find_key(&key) {
             Found::Again => Ok(None),
             Found::Nobody => {
-                if self.missing.contains(key.as_ref()) || self.elsewhere.contains(key.as_ref()) {
+                if self.missing.contains_key(key.as_ref()) || self.elsewhere.contains(key.as_ref())
+                {
                     return Ok(None);
                 }
                 if let Some((procore_id, active)) = same(users, &key)? {
@@ -230,7 +248,8 @@ impl Matcher {
                     self.found(key, procore_id, active, person, out)?;
                     return Ok(None);
                 }
-                self.missing.insert(key.into_owned());
+                let entra_id = person.id.as_deref().map(Box::from);
+                self.missing.insert(key.into_owned(), entra_id);
                 self.people += 1;
                 out.missing.push(&person.to_person())?;
                 Ok(None)

@@ -20,6 +20,7 @@ use sluice_guest_services::sync::ProcoreUser;
 
 use crate::input::{self, UserRef};
 use crate::keys::{self, IdKey};
+use crate::known::Marks;
 
 /// A Procore user, as the match and the lifecycle need it.
 #[derive(Debug)]
@@ -70,10 +71,10 @@ impl Details {
 pub struct Rules<'a> {
     /// The managed domains (lower case, no `@`).
     pub domains: Vec<String>,
-    /// License holders earlier runs found missing, with since when
-    /// (seconds since the epoch): an active user with one of their keys
-    /// whom Procore created since is `created_lately`.
-    pub creating: Option<&'a HashMap<Box<str>, i64>>,
+    /// License holders earlier runs found missing, with since when: an
+    /// active user with one of their keys whom Procore created since is
+    /// `created_lately`.
+    pub creating: Option<&'a Marks>,
     /// The ids of the users the flow's records say it deactivated (or was
     /// deactivating): of two inactive users with one key, such a user
     /// keeps it.
@@ -272,6 +273,14 @@ impl Users {
         Found::User(entry.user)
     }
 
+    /// The user the key `key` (normal) leads to, while no license holder
+    /// has had it; nothing is marked.
+    pub fn unseen_key(&self, key: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        let entry = &self.keys.entries[self.keys.find(hash, key)? as usize];
+        (!entry.seen).then_some(entry.user)
+    }
+
     /// Whether a license holder of this run has the key `key` (normal), as
     /// some user's login or email address: a user with that key is the
     /// license holder's account, whichever of several the match chose.
@@ -364,7 +373,7 @@ fn created_lately(user: &UserRef<'_>, rules: &Rules<'_>) -> bool {
         .into_iter()
         .filter_map(|field| field.as_deref().and_then(keys::normal))
         .filter_map(|key| creating.get(key.as_ref()))
-        .any(|&since| procore::created_since(user.created_at.as_deref(), since))
+        .any(|mark| procore::created_since(user.created_at.as_deref(), mark.since))
 }
 
 /// Whether the login (else the email address) of `user` is in one of
