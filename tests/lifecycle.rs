@@ -1561,6 +1561,84 @@ async fn a_deactivation_a_killed_host_never_sent_through_is_undone_in_the_record
     assert!(kept["leaving_since"].is_string(), "{kept:#}");
 }
 
+/// Cy's approved deactivation reaches Procore (applied, answered 500),
+/// and the host is killed while the resend waits out a ten-minute
+/// `Retry-After`: the record says `deactivating`, and the approval is
+/// still open. An admin then rejects it. The next run records Cy as
+/// deactivated without a request to Procore (not even the project
+/// removal, which nobody approves now), the ledger says so and the
+/// rejected item is closed; the run after has nothing to do, and once Cy
+/// holds a license again they are reactivated. (Before, every run listed
+/// Cy for the deactivate step to confirm, its gate held the confirmation
+/// as rejected, "1 rejected (left alone)", and the record stayed
+/// `deactivating` for ever.)
+#[tokio::test]
+async fn a_rejection_after_a_killed_host_applied_the_deactivation_is_recorded_as_too_late() {
+    let (t, id) = cy_leaves_and_waits().await;
+    t.decide("approve", &id, &[CY]).await;
+    let (cy, company) = (t.id(CY), t.emu.snapshot().scenario.company_id);
+    let patch = format!("/companies/{company}/users/{cy}");
+    // The first PATCH is applied and answered 500; every resend waits.
+    let mut faults = every("PATCH", patch.clone(), FaultKind::TooMany);
+    let applied = TargetedFault {
+        at: vec![1],
+        fault: FaultKind::ServerErrorAfterApply,
+        ..faults.targeted[0].clone()
+    };
+    faults.targeted.insert(0, applied);
+    t.emu.set_faults(Faults {
+        retry_after_secs: 600,
+        ..faults
+    });
+    run_killed_at(&t, "PATCH", &patch, &[]).await;
+    t.emu.set_faults(Faults::default());
+    assert!(!t.active(CY), "Procore applied it");
+    assert_eq!(record_of(&t, CY).await["status"], "deactivating");
+    // The dead run's lease lapses.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    t.decide("reject", &id, &[CY]).await;
+
+    let (run, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert!(leavers(&run).is_empty(), "{:?}", leavers(&run));
+    assert_eq!(record_of(&t, CY).await["status"], "deactivated");
+    assert_eq!(t.items(&id).await[CY], "closed");
+    assert!(t.on_project(CY), "not taken off the project unapproved");
+    let ledger = t.json(&["ledger", CY, "--json"]).await;
+    let told = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["step"] == "diff" && e["output"]["status"] == "deactivated");
+    assert!(
+        told.is_some_and(|e| e["output"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("rejected"))),
+        "{ledger:#}"
+    );
+
+    let (run, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert!(leavers(&run).is_empty(), "{:?}", leavers(&run));
+    assert_eq!(t.items(&id).await[CY], "closed");
+    cy_is_licensed_again_and_reactivated(&t).await;
+}
+
+/// The flow's record of `key` (`managed/<key>` in its state).
+async fn record_of(t: &Tenant, key: &str) -> Value {
+    let store = sluice_store::Store::open(&sluice_store::Location::Sqlite(sluice_store::path_in(
+        t.data.path(),
+    )))
+    .await
+    .unwrap();
+    let key = sluice_store::StateKey::try_from(format!("managed/{key}").as_str()).unwrap();
+    store
+        .state_get("procore-license-sync", &key)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// Bob's UPN, his key while he has no mailbox.
 const UPN: &str = "bob@contoso.onmicrosoft.com";
 

@@ -650,23 +650,29 @@ impl Managed {
     }
 }
 
-/// A license holder this run began to manage: matched to an active
-/// Procore user no record named yet.
+/// A ledger entry of `compare`: mostly a license holder this run began
+/// to manage (matched to an active Procore user no record named yet).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Adopted {
     /// The person's key.
     pub key: String,
-    /// `adopted`: how a ledger line names what happened.
+    /// How a ledger line names what happened.
     pub status: AdoptedStatus,
     /// The Procore user now managed.
     pub procore_id: Id,
-    /// Whether the key came from the person's mail or UPN.
-    pub matched_by: MatchedBy,
+    /// Whether the key came from the person's mail or UPN (none for a
+    /// deactivation: nobody holds a license).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_by: Option<MatchedBy>,
     /// The license group that grants access (the first, by name).
     #[serde(default)]
     pub license_group: Option<String>,
-    /// `adopted`, or `domain` when the login is in `managed_domains`.
+    /// `adopted`, `created` (a run created them), or `domain` when the
+    /// login is in `managed_domains`.
     pub origin: Origin,
+    /// Why, when the status needs explaining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// What [`Adopted`] records.
@@ -675,6 +681,10 @@ pub struct Adopted {
 pub enum AdoptedStatus {
     /// The flow manages them from this run on.
     Adopted,
+    /// A deactivation an earlier run sent, which Procore shows applied
+    /// although an admin rejected it after (the run died before recording
+    /// it): recorded as the flow's, never sent again.
+    Deactivated,
 }
 
 /// A license holder matched to an active Procore user.

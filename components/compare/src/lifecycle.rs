@@ -65,7 +65,9 @@
 //! - **A deactivation never applied**: a record left `deactivating` (a
 //!   host that died while Procore had not applied it) whose user is still
 //!   active is active again; one whose user is inactive is listed for the
-//!   deactivate step to confirm.
+//!   deactivate step to confirm, unless an admin rejected it since: then
+//!   it is recorded `deactivated` here, with a ledger entry saying so, and
+//!   nothing more is done ([`Run::applied_before_rejection`]).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -441,9 +443,10 @@ impl<'a, 'w> Run<'a, 'w> {
             key: key.to_string(),
             status: AdoptedStatus::Adopted,
             procore_id: user.id.clone(),
-            matched_by: MatchedBy::of(key, person.mail.as_deref()),
+            matched_by: Some(MatchedBy::of(key, person.mail.as_deref())),
             license_group: person.license_group(),
             origin,
+            detail: None,
         })
     }
 
@@ -545,10 +548,15 @@ impl<'a, 'w> Run<'a, 'w> {
             let user = users.get(i);
             // An inactive user whose record says `deactivating` is the
             // flow's own deactivation, never seen answered: listed again
-            // (as `inactive`) for the deactivate step to confirm.
+            // (as `inactive`) for the deactivate step to confirm, unless
+            // an admin rejected it since: then it is finished here.
             let ours = user.active || record.status == Status::Deactivating;
             if ours && !user.held && !users.holds_license(&record.key) {
-                managed.push((record, i));
+                if !user.active && self.rejected(&record.key) {
+                    self.applied_before_rejection(out, record)?;
+                } else {
+                    managed.push((record, i));
+                }
             }
         }
         let mut in_domains = Vec::new();
@@ -827,6 +835,41 @@ impl<'a, 'w> Run<'a, 'w> {
         self.first_held.is_some_and(|first| since <= first)
     }
 
+    /// Whether an admin rejected the deactivation of `key`.
+    fn rejected(&self, key: &str) -> bool {
+        Key::of(key).is_some_and(|k| self.policy.rejected.contains(&k))
+    }
+
+    /// `record` says `deactivating` and Procore has its user inactive: the
+    /// deactivation a run sent (approved then) was applied, and its host
+    /// died before recording it; an admin rejected it only after. Listed
+    /// for the deactivate step, it would be held as rejected run after
+    /// run, and never recorded. Too late to refuse, and undoing it would
+    /// change Procore without approval: the record says `deactivated` (a
+    /// later license makes them a returner), the ledger says so, and
+    /// nothing else is done (no project removal is made or owed).
+    fn applied_before_rejection(
+        &mut self,
+        out: &mut Written,
+        record: &Record,
+    ) -> Result<(), StepError> {
+        let mut whole = self.known.full(record)?;
+        whole.status = Status::Deactivated;
+        whole.owed_project = still_owed(whole.owed_project.take(), Status::Deactivated);
+        let origin = whole.origin;
+        (self.write)(Write::Managed(record.key.to_string(), whole))?;
+        out.adopted.push(&Adopted {
+            key: record.key.to_string(),
+            status: AdoptedStatus::Deactivated,
+            procore_id: record.procore_id.clone(),
+            matched_by: None,
+            license_group: None,
+            origin,
+            detail: Some(APPLIED_BEFORE_REJECTION.to_string()),
+        })?;
+        Ok(())
+    }
+
     /// Whether an admin approved or rejected the deactivation of `key`.
     fn decided(&self, key: &str) -> bool {
         Key::of(key)
@@ -926,6 +969,10 @@ impl<'a, 'w> Run<'a, 'w> {
         Ok(())
     }
 }
+
+/// What the ledger says of a deactivation [`Run::applied_before_rejection`]
+/// finished.
+const APPLIED_BEFORE_REJECTION: &str = "Procore shows the deactivation an earlier run sent (approved then) applied, though an admin rejected it since: recorded as deactivated; nothing more is done (not taken off the project)";
 
 /// Someone who may be a leaver: a managed record, or an in-domain user
 /// whom only this run's `managed_domains` manages (with the grace clock
@@ -1601,6 +1648,64 @@ mod tests {
         assert_eq!(diff.inactive_unmanaged.len(), 1);
     }
 
+    /// Cy's approved deactivation reached Procore (inactive), but the run
+    /// that sent it died before recording it (`deactivating`), and an
+    /// admin rejected it since. Listed again, the deactivate step's gate
+    /// would hold it as rejected run after run, never recorded: it is
+    /// finished in the record and told in the ledger, no removal from the
+    /// project is owed, and Cy is no leaver; licensed again, Cy returns.
+    #[test]
+    fn a_deactivation_applied_before_an_admin_rejected_it_is_recorded() {
+        let users = [user(3, "cy@x.com", false)];
+        let k = known(&[("cy@x.com", managed(3, Status::Deactivating))]);
+        let rejected = Policy {
+            rejected: [Key::of("cy@x.com").unwrap()].into(),
+            project: Some("5".into()),
+            ..policy()
+        };
+        let (diff, writes) = run(&[], &users, &k, &rejected);
+        assert!(diff.leavers.is_empty(), "{:?}", diff.leavers);
+        let written = managed_writes(&writes);
+        let done: Vec<(&str, Status, Option<&OwedProject>)> = written
+            .iter()
+            .map(|(k, m)| (*k, m.status, m.owed_project.as_ref()))
+            .collect();
+        assert_eq!(done, [("cy@x.com", Status::Deactivated, None)]);
+        let told: Vec<(&str, AdoptedStatus, Origin)> = diff
+            .adopted
+            .iter()
+            .map(|a| (a.key.as_str(), a.status, a.origin))
+            .collect();
+        assert_eq!(
+            told,
+            [("cy@x.com", AdoptedStatus::Deactivated, Origin::Adopted)]
+        );
+        assert_eq!(
+            diff.adopted[0].detail.as_deref(),
+            Some(APPLIED_BEFORE_REJECTION)
+        );
+        assert_eq!(diff.counts.adopted, 0);
+        assert!(diff.project_owed.is_empty(), "{:?}", diff.project_owed);
+
+        // The runs after: nothing more to do; licensed again, a returner.
+        let finished = known(&[("cy@x.com", written[0].1.clone())]);
+        let (diff, writes) = run(&[], &users, &finished, &policy());
+        assert!(diff.leavers.is_empty() && diff.adopted.is_empty());
+        assert!(managed_writes(&writes).is_empty(), "{writes:?}");
+        let (diff, _) = run(&[person("cy@x.com", true)], &users, &finished, &policy());
+        assert_eq!(diff.returners.len(), 1, "{:?}", diff.inactive_unmanaged);
+
+        // Approved or pending still: listed for the step to confirm.
+        let (diff, writes) = run(&[], &users, &k, &policy());
+        let leavers: Vec<(&str, bool)> = diff
+            .leavers
+            .iter()
+            .map(|l| (l.key.as_str(), l.inactive))
+            .collect();
+        assert_eq!(leavers, [("cy@x.com", true)]);
+        assert!(managed_writes(&writes).is_empty(), "{writes:?}");
+    }
+
     /// Two inactive users have Max's key: one the flow deactivated (listed
     /// second, by its login) and an older account (listed first, by its
     /// email address). Max holds a license again: the flow's user is his
@@ -2127,9 +2232,10 @@ mod tests {
                 key: upn.into(),
                 status: AdoptedStatus::Adopted,
                 procore_id: Id::Number(1),
-                matched_by: MatchedBy::Upn,
+                matched_by: Some(MatchedBy::Upn),
                 license_group: Some("License – Microsoft E3".into()),
                 origin: Origin::Created,
+                detail: None,
             }]
         );
         assert_eq!((diff.counts.adopted, diff.counts.missing), (1, 0));

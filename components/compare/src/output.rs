@@ -160,9 +160,10 @@ mod tests {
                 key: "b@x.com".into(),
                 status: AdoptedStatus::Adopted,
                 procore_id: Id::Number(7),
-                matched_by: MatchedBy::Upn,
+                matched_by: Some(MatchedBy::Upn),
                 license_group: None,
                 origin: Origin::Domain,
+                detail: None,
             }],
             leavers: vec![Leaver {
                 key: "c@x.com".into(),

@@ -27,7 +27,8 @@
 //!    knows is the flow's (never reactivated, its approval closed as no
 //!    longer needed). `compare` then lists the person again, as a leaver
 //!    whose Procore user is `inactive` already, and this step confirms it
-//!    on the inactive list instead of sending the PATCH again. A PATCH
+//!    on the inactive list instead of sending the PATCH again (or, when an
+//!    admin rejected it meanwhile, `compare` records it itself). A PATCH
 //!    refused for sure (any answer but a 2xx, 404 or 5xx; a 404 or 5xx
 //!    whose look-up finds the user active) puts the record back as it
 //!    was, so a later deactivation by someone else is never taken for the
