@@ -1317,6 +1317,12 @@ async fn cy_leaves_and_waits() -> (Tenant, String) {
 /// approval was closed as no longer needed and Cy stayed inactive for good
 /// as "inactive, not the flow's doing".) Returns the PATCHes' statuses.
 async fn a_deactivation_applied_but_answered_with_an_error(at: Vec<u64>) -> Vec<u16> {
+    a_deactivation_applied_then(at, None).await
+}
+
+/// As [`a_deactivation_applied_but_answered_with_an_error`]; every PATCH
+/// of Cy after those `at` gets `then`, when given.
+async fn a_deactivation_applied_then(at: Vec<u64>, then: Option<FaultKind>) -> Vec<u16> {
     let (t, id) = cy_leaves_and_waits().await;
     t.decide("approve", &id, &[CY]).await;
     let cy = t.id(CY);
@@ -1325,14 +1331,17 @@ async fn a_deactivation_applied_but_answered_with_an_error(at: Vec<u64>) -> Vec<
         snapshot.scenario.company_id,
         snapshot.scenario.project_ids[0],
     );
+    let patch_of_cy = |at: Vec<u64>, fault: FaultKind| TargetedFault {
+        method: "PATCH".into(),
+        path_suffix: format!("/companies/{company}/users/{cy}"),
+        body_contains: None,
+        at,
+        fault,
+    };
+    let mut targeted = vec![patch_of_cy(at, FaultKind::ServerErrorAfterApply)];
+    targeted.extend(then.map(|fault| patch_of_cy(Vec::new(), fault)));
     t.emu.set_faults(Faults {
-        targeted: vec![TargetedFault {
-            method: "PATCH".into(),
-            path_suffix: format!("/companies/{company}/users/{cy}"),
-            body_contains: None,
-            at,
-            fault: FaultKind::ServerErrorAfterApply,
-        }],
+        targeted,
         ..Faults::default()
     });
     let (run, requests) = t.run_ok(&[]).await;
@@ -1385,6 +1394,20 @@ async fn a_deactivation_answered_500_every_time_after_it_was_applied_is_kept() {
     assert!(
         statuses.len() > 1 && statuses.iter().all(|s| *s == 500),
         "resent, and a 500 every time: {statuses:?}"
+    );
+}
+
+/// The resends of a deactivation Procore applied are throttled until
+/// the host gives up: a 429 says nothing of Cy, so the step looks Cy up
+/// and finds them inactive. (Before, the 429 counted as a refusal, and
+/// the record went back to active while Procore had Cy inactive: never
+/// reactivated once licensed again.)
+#[tokio::test]
+async fn a_deactivation_applied_then_throttled_until_the_host_gives_up_is_kept() {
+    let statuses = a_deactivation_applied_then(vec![1], Some(FaultKind::TooMany)).await;
+    assert!(
+        statuses.len() > 2 && statuses[0] == 500 && statuses[1..].iter().all(|s| *s == 429),
+        "applied, then throttled every time: {statuses:?}"
     );
 }
 

@@ -16,10 +16,12 @@
 //!    but `users/inactive`). So after either, the step looks the user up on
 //!    the inactive list (`filters[search]` with their email address, else
 //!    their key; matched on the id): listed there, they are deactivated, as
-//!    after a 2xx. Not listed (still active, or not found), or a look-up
+//!    after a 2xx. The same goes for a 429 the host gave up on: it says
+//!    nothing of the user, and an attempt the host resent may have been
+//!    applied. Not listed (still active, or not found), or a look-up
 //!    that fails, and the item fails with the PATCH's own error. Any other
 //!    answer than a 2xx fails the item with the step error its status means
-//!    (401/403 forbidden, 429 rate-limited, 400/422 bad input …).
+//!    (401/403 forbidden, 400/422 bad input …).
 //!    Before the PATCH, the flow's record of the person (state
 //!    `managed/<key>`) gets `status: "deactivating"` and is committed: a
 //!    host killed while Procore applies the change, or an error answer
@@ -29,7 +31,7 @@
 //!    whose Procore user is `inactive` already, and this step confirms it
 //!    on the inactive list instead of sending the PATCH again (or, when an
 //!    admin rejected it meanwhile, `compare` records it itself). A PATCH
-//!    refused for sure (any answer but a 2xx, 404 or 5xx; a 404 or 5xx
+//!    refused for sure (any answer but a 2xx, 404, 429 or 5xx; one of those
 //!    whose look-up finds the user active) puts the record back as it
 //!    was, so a later deactivation by someone else is never taken for the
 //!    flow's.
@@ -262,8 +264,9 @@ fn send_deactivation(company: &str, user: &str, leaver: &Leaver) -> Result<Deact
             out.would_send.push(w);
             Ok(out)
         }
-        // The connection was lost, perhaps after Procore applied the change.
-        Err(error) if error.kind == ErrorKind::Unavailable => {
+        // The connection was lost, perhaps after Procore applied the
+        // change; or throttled, perhaps after an attempt it applied.
+        Err(error) if matches!(error.kind, ErrorKind::Unavailable | ErrorKind::RateLimited) => {
             confirm_inactive(error, company, user, leaver)?;
             Ok(output(leaver, DeactivateStatus::Deactivated))
         }
@@ -293,9 +296,11 @@ fn finish(
 
 /// Whether an error answer to the PATCH may hide a deactivation that
 /// happened: a 5xx (the change may be applied before the answer fails),
-/// or a 404 (what a resend gets once the user is inactive).
+/// a 404 (what a resend gets once the user is inactive), or a 429 (it
+/// says nothing of the user, and the host resends after a 5xx: the
+/// attempt before it may have been applied).
 pub fn may_have_applied(status: u16) -> bool {
-    status == 404 || (500..=599).contains(&status)
+    matches!(status, 404 | 429) || (500..=599).contains(&status)
 }
 
 /// What to search the inactive list for: the Procore email address
@@ -462,11 +467,11 @@ mod tests {
     }
 
     #[test]
-    fn only_a_5xx_or_a_404_may_hide_an_applied_deactivation() {
-        for status in [404, 500, 502, 503, 504] {
+    fn only_a_5xx_a_404_or_a_429_may_hide_an_applied_deactivation() {
+        for status in [404, 429, 500, 502, 503, 504] {
             assert!(may_have_applied(status), "{status}");
         }
-        for status in [200, 400, 401, 403, 409, 422, 429] {
+        for status in [200, 400, 401, 403, 409, 422] {
             assert!(!may_have_applied(status), "{status}");
         }
     }
