@@ -11,8 +11,9 @@
 //! run` before it exits — awaits [`HistoryWriter::flush`].
 //! A step's ledger entries (a first run adopts a whole tenant: tens of
 //! thousands of rows) go in a lane of their own, written once every write
-//! queued before them is, so they never hold up what comes after them:
-//! [`HistoryWriter::flush_events`] waits for the other lane only. A history that
+//! queued before them is, so they never hold up what comes after them
+//! ([`HistoryWriter::flush_events`] waits for the other lane only), but
+//! for the run's end, written once its ledger is. A history that
 //! cannot be written is reported once per run, and the run goes on: losing
 //! a record must not lose work.
 //! A run whose replica lost the flow's lease has its writes refused by the
@@ -66,6 +67,14 @@ enum Job {
     Write {
         run: RunRef,
         writes: Vec<HistoryWrite>,
+    },
+    /// Writes made once `ledger` answers: every ledger entry queued before
+    /// them is written (a run is never recorded as ended with its ledger
+    /// still to come).
+    AfterLedger {
+        run: RunRef,
+        writes: Vec<HistoryWrite>,
+        ledger: oneshot::Receiver<()>,
     },
     /// Answered once every job sent before it is done.
     Flush(oneshot::Sender<()>),
@@ -131,6 +140,18 @@ impl HistoryWriter {
         self.send(Job::Write {
             run: run.clone(),
             writes,
+        });
+    }
+
+    /// Queues writes for `run` to be made once every ledger entry queued so
+    /// far is written, and after every write queued so far.
+    fn write_after_ledger(&self, run: &RunRef, writes: Vec<HistoryWrite>) {
+        let (done, ledger) = oneshot::channel();
+        let _ = self.ledger.send(LedgerJob::Flush(done));
+        self.send(Job::AfterLedger {
+            run: run.clone(),
+            writes,
+            ledger,
         });
     }
 
@@ -218,6 +239,17 @@ async fn drain(
         let (run, mut writes) = match job {
             Job::Flush(done) => {
                 let _ = done.send(());
+                continue;
+            }
+            Job::AfterLedger {
+                run,
+                writes,
+                ledger,
+            } => {
+                let _ = ledger.await;
+                if let Err(e) = write_batch(&store, &run, writes).await {
+                    warn_once(&warned, &run, &e);
+                }
                 continue;
             }
             Job::Write { run, writes } => (run, writes),
@@ -406,6 +438,13 @@ impl Observer for Recorder {
         }
         // Committed with its state writes already.
         if let RunEvent::ItemFinished { recorded: true, .. } = event {
+            return;
+        }
+        // Its end waits for its ledger: a run recorded as ended has it all.
+        if let RunEvent::RunFinished { .. } = event
+            && let Some(write) = history_write(&self.record_as, event, at)
+        {
+            self.writer.write_after_ledger(&run, vec![write]);
             return;
         }
         if let Some(write) = history_write(&self.record_as, event, at) {
@@ -732,6 +771,35 @@ mod tests {
             assert_eq!(item.key.as_deref(), Some(key.as_str()));
             assert_eq!(item.output, Some(json!({"key": key, "note": shown})));
         }
+    }
+
+    /// Ledger entries go in a lane of their own, but a run is recorded as
+    /// ended only once its whole ledger is written: once the events are
+    /// (`flush_events`, not `flush`), so is every entry.
+    #[tokio::test]
+    async fn a_run_is_recorded_as_ended_only_with_its_whole_ledger() {
+        let r = started().await;
+        let total = KEYED_BATCH * 3 + 1;
+        let list: Vec<Value> = (0..total)
+            .map(|i| json!({"key": format!("u{i}@x")}))
+            .collect();
+        let output = StepOutput::of(&json!({ "adopted": list }));
+        let (entries, _) =
+            super::super::ledger::entries(&["adopted".into()], &output, &Default::default());
+        r.recorder.event(&RunEvent::Keyed {
+            step: "diff".into(),
+            entries: entries.unwrap(),
+        });
+        r.recorder.event(&RunEvent::RunFinished {
+            status: Status::Succeeded,
+            setbacks: Default::default(),
+            error: None,
+            duration: std::time::Duration::from_millis(1),
+        });
+        r.writer.flush_events().await;
+        let d = r.store.run_detail("r1").await.unwrap().unwrap();
+        assert_eq!(d.run.status, "succeeded");
+        assert_eq!(d.items.len(), total);
     }
 
     /// Writes that land together (here all in one batch, as behind a

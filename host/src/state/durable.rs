@@ -81,11 +81,9 @@ impl StateStore for DurableStore {
             .map_err(state_error)
     }
 
-    /// The record goes with the writes, once every event the run's
-    /// recorder was given before is written (the run's and the step's
-    /// start among them, so a record is never ahead of its step). Should
-    /// it be refused (its run was never recorded, say) the writes are
-    /// applied alone: losing a record must not lose work.
+    /// The record goes with the writes when the run is recorded here.
+    /// Should it be refused (its run was never recorded, say) the writes
+    /// are applied alone: losing a record must not lose work.
     async fn apply_recorded(
         &self,
         flow: &str,
@@ -93,10 +91,9 @@ impl StateStore for DurableStore {
         writes: Vec<Write>,
         record: Vec<HistoryWrite>,
     ) -> Result<Recorded, StoreError> {
-        let Some(history) = self.history.as_ref().filter(|_| !record.is_empty()) else {
+        if self.history.is_none() || record.is_empty() {
             return self.apply(flow, run, writes).await.map(|()| Recorded::Not);
-        };
-        history.flush_events().await;
+        }
         // Copied only so the writes can go alone should the record fail:
         // an item writes a few keys.
         let batch = self.batch(run, writes.clone(), record)?;
@@ -104,6 +101,12 @@ impl StateStore for DurableStore {
             Ok(()) => Ok(Recorded::WithWrites),
             Err(e @ sluice_store::StoreError::Fenced { .. }) => Err(state_error(e)),
             Err(_) => self.apply(flow, run, writes).await.map(|()| Recorded::Not),
+        }
+    }
+
+    async fn settle_history(&self) {
+        if let Some(history) = &self.history {
+            history.flush_events().await;
         }
     }
 }

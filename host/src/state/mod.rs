@@ -128,7 +128,8 @@ pub trait StateStore: Send + Sync {
     /// that history lives in this store: then a crash never leaves an
     /// item's state kept and its record lost, or the other way round. A
     /// store that keeps no history (the default) applies the writes alone
-    /// and leaves the record to the run's recorder.
+    /// and leaves the record to the run's recorder. Call
+    /// [`StateStore::settle_history`] before a step's first records.
     async fn apply_recorded(
         &self,
         flow: &str,
@@ -139,6 +140,12 @@ pub trait StateStore: Send + Sync {
         let _ = record;
         self.apply(flow, run, writes).await.map(|()| Recorded::Not)
     }
+
+    /// Waits until every event the run's recorder was given so far is
+    /// written (the run's and the step's start among them), so records
+    /// applied after ([`StateStore::apply_recorded`]) are never ahead of
+    /// their step. Nothing to wait for by default.
+    async fn settle_history(&self) {}
 }
 
 /// Where items' records went when their writes were applied.

@@ -25,11 +25,14 @@
 //!   same transaction as its writes where the store keeps both
 //!   ([`StateStore::apply_recorded`]): a crash between two commits would
 //!   leave a person changed and recorded as managed, but no ledger line
-//!   saying so, and the item shown as never started.
+//!   saying so, and the item shown as never started. The step's first
+//!   records wait until the run's history so far is written, so none is
+//!   ahead of its step.
 //!
 //! The committer is a task started by the first writes that find none at
 //! work; it ends when the queue is empty.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -72,6 +75,9 @@ pub struct CommitQueue {
     wake: Notify,
     /// How many queued writes are answered; they are answered in order.
     answered: watch::Sender<u64>,
+    /// Whether the run's history was settled before the step's first
+    /// records ([`StateStore::settle_history`]).
+    history_settled: AtomicBool,
 }
 
 impl CommitQueue {
@@ -83,6 +89,7 @@ impl CommitQueue {
             pending: Mutex::default(),
             wake: Notify::new(),
             answered: watch::Sender::new(0),
+            history_settled: AtomicBool::new(false),
         })
     }
 
@@ -185,8 +192,14 @@ impl CommitQueue {
     }
 
     /// Applies `batch` (with its records) in one transaction; when that
-    /// fails, each item's alone, so each item gets its own answer.
+    /// fails, each item's alone, so each item gets its own answer. The
+    /// step's first records wait for the run's history to be settled.
     async fn commit(&self, batch: Vec<Queued>) {
+        if batch.iter().any(|q| q.record.is_some())
+            && !self.history_settled.swap(true, Ordering::SeqCst)
+        {
+            self.store.settle_history().await;
+        }
         let together = match batch.len() > 1 {
             true => {
                 // Copied: should the batch fail, each item's are applied alone.
