@@ -611,6 +611,21 @@ fn history_write(
     })
 }
 
+/// A run of `flow` started by hand now, as tests record one.
+#[cfg(test)]
+pub(crate) fn started_by_hand(id: &str, flow: &str) -> NewRun {
+    NewRun {
+        id: id.into(),
+        flow: flow.into(),
+        flow_file: format!("{flow}.toml"),
+        trigger: Trigger::Manual,
+        dry_run: false,
+        output_dir: String::new(),
+        replica: None,
+        started_at: Utc::now(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -869,16 +884,7 @@ mod tests {
         let store = Store::in_memory().await.unwrap();
         let writer = HistoryWriter::start(store.clone());
         let run = RunRef::unfenced("r2", "f");
-        let start = HistoryWrite::StartRun(NewRun {
-            id: "r2".into(),
-            flow: "f".into(),
-            flow_file: "f.toml".into(),
-            trigger: Trigger::Manual,
-            dry_run: false,
-            output_dir: String::new(),
-            replica: None,
-            started_at: Utc::now(),
-        });
+        let start = HistoryWrite::StartRun(started_by_hand("r2", "f"));
         // Finishing a run that does not exist fails; the start beside it lands.
         let bad = RunRef::unfenced("nope", "f");
         writer.write(&run, vec![start]);

@@ -179,18 +179,9 @@ mod tests {
     #[tokio::test]
     async fn a_record_goes_with_its_writes_or_the_writes_go_alone() {
         use chrono::Utc;
-        use sluice_store::{ItemEnd, ItemStatus, NewRun, RunRef, Trigger};
+        use sluice_store::{ItemEnd, ItemStatus, RunRef};
         let store = Store::in_memory().await.unwrap();
-        let new_run = NewRun {
-            id: "r1".into(),
-            flow: "f".into(),
-            flow_file: "f.toml".into(),
-            trigger: Trigger::Manual,
-            dry_run: false,
-            output_dir: String::new(),
-            replica: None,
-            started_at: Utc::now(),
-        };
+        let new_run = crate::run::recorder::started_by_hand("r1", "f");
         let r1 = RunRef::unfenced("r1", "f");
         store
             .write_one(&r1, HistoryWrite::StartRun(new_run))
