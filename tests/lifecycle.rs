@@ -1072,26 +1072,37 @@ async fn a_flow_with_approvals_does_not_run_when_its_history_cannot_be_opened() 
 }
 
 /// A host killed while a deactivated person's project removal waits (here
-/// on a long `Retry-After`) has already kept that the flow deactivated
-/// them: when they hold a license again, the next run reactivates them.
-/// (Kept only at the item's end, the fact died with the host, and the
-/// returner stayed inactive for good as "inactive, not the flow's doing".)
+/// on a long `Retry-After`) has already kept that the flow was
+/// deactivating them (before the PATCH): when they hold a license again,
+/// the next run reactivates them. (Once, with nothing kept before the
+/// item's end, the fact died with the host, and the returner stayed
+/// inactive for good as "inactive, not the flow's doing".)
 #[tokio::test]
 async fn a_deactivation_is_kept_even_when_the_host_dies_before_the_item_ends() {
     let t = cy_deactivated_by_a_host_killed_during_the_removal().await;
     cy_is_licensed_again_and_reactivated(&t).await;
 }
 
-/// The project removal a killed host never saw answered is owed: the next
-/// run takes Cy off the project, without deactivating them again.
+/// The project removal a killed host never saw answered: the record
+/// still says `deactivating`, so the next run confirms Cy's deactivation
+/// on the inactive list (no second PATCH), takes Cy off the project, and
+/// the item that does it puts the deactivation in Cy's ledger, which the
+/// killed run's item never did.
 #[tokio::test]
 async fn a_removal_a_killed_host_never_finished_is_made_by_the_next_run() {
     let t = cy_deactivated_by_a_host_killed_during_the_removal().await;
     assert!(t.on_project(CY));
+    assert!(
+        !story(&t, CY)
+            .await
+            .iter()
+            .any(|(step, ..)| step == "deactivate"),
+        "the killed run's item never ended"
+    );
     let (run, requests) = t
         .run_ok(&["--param", "max_unapproved_deactivations=10"])
         .await;
-    assert_eq!(owed(&run), [(CY.to_string(), "remove".to_string())]);
+    assert_eq!(run.output_of("diff")["leavers"][0]["inactive"], json!(true));
     let project = t.emu.snapshot().scenario.project_ids[0];
     assert_eq!(
         writes(&requests),
@@ -1101,6 +1112,15 @@ async fn a_removal_a_killed_host_never_finished_is_made_by_the_next_run() {
         )]
     );
     assert!(!t.active(CY) && !t.on_project(CY));
+    assert_eq!(
+        story(&t, CY).await.last(),
+        Some(&(
+            "deactivate".to_string(),
+            "succeeded".to_string(),
+            String::new()
+        ))
+    );
+    owes_nothing_more(&t, &["--param", "max_unapproved_deactivations=10"]).await;
 }
 
 /// Runs the shipped flow (with `extra` arguments and a one-second lease)

@@ -41,10 +41,12 @@
 //!    that cannot be reached, is reported (`removed_from_project: failed`,
 //!    with the `problem`) rather than failing the item: the person *is*
 //!    deactivated, and that must be recorded.
-//!    Before it, the flow's record of the person (state `managed/<key>`)
-//!    gets `status: "deactivated"` and is committed at once, so a later
-//!    run knows the flow deactivated them (and may reactivate them when
-//!    they hold a license again), even if the host dies during the removal.
+//!    The flow's record of the person (state `managed/<key>`) then gets
+//!    `status: "deactivated"`, kept when the item ends, in one transaction
+//!    with the item's record (its ledger line). A host that dies during
+//!    the removal leaves the record `deactivating`, which already tells a
+//!    later run the deactivation is the flow's: it confirms it and makes
+//!    the removal, or reactivates a returner.
 //!    With a project, the record also says the removal is owed
 //!    (`owed_project`) until Procore has taken it (removed, or not on the
 //!    project): a removal refused or never answered is made by a later run
@@ -157,9 +159,11 @@ fn run(input: Input, context: &Context) -> Result<Deactivated, StepError> {
         deactivate(context, &company, &user, leaver)?
     };
     if out.deactivated {
-        // Kept before the project removal, which may wait long on a busy
-        // connection: a host that dies meanwhile must still know the flow
-        // deactivated them, or a returner would never get access back.
+        // Kept with the item's record when it ends, not before the project
+        // removal: a host that dies during the removal leaves the record
+        // `deactivating`, and the next run confirms the deactivation and
+        // makes the removal in an item of its own, which the ledger shows
+        // (or, with a license again, reactivates them as a returner).
         mark_managed(
             &leaver.key,
             &leaver.procore_id,
@@ -171,7 +175,6 @@ fn run(input: Input, context: &Context) -> Result<Deactivated, StepError> {
         if let Some(project) = &project {
             owe_project(&leaver.key, Some(removal_owed(project)))?;
         }
-        sluice_guest::state::commit()?;
     }
     if let Some(project) = &project {
         remove_from_project(&mut out, project, &user);
