@@ -99,7 +99,11 @@ impl StateStore for DurableStore {
         let batch = self.batch(run, writes.clone(), record)?;
         match self.store.state_apply(flow, batch).await {
             Ok(()) => Ok(Recorded::WithWrites),
-            Err(e @ sluice_store::StoreError::Fenced { .. }) => Err(state_error(e)),
+            // Refused for the writes themselves (the lease moved on, a
+            // value over the limit): alone they would be refused again.
+            Err(
+                e @ (sluice_store::StoreError::Fenced { .. } | sluice_store::StoreError::State(_)),
+            ) => Err(state_error(e)),
             Err(_) => self.apply(flow, run, writes).await.map(|()| Recorded::Not),
         }
     }
