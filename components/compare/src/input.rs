@@ -82,7 +82,26 @@ pub struct PersonRef<'a> {
     pub groups: Vec<Text<'a>>,
 }
 
-impl PersonRef<'_> {
+impl<'a> PersonRef<'a> {
+    /// `person`, borrowed.
+    pub fn of(person: &'a Person) -> PersonRef<'a> {
+        let text = |t: &'a Option<String>| t.as_deref().map(|t| Text(Cow::Borrowed(t)));
+        PersonRef {
+            key: Text(Cow::Borrowed(&person.key)),
+            id: text(&person.id),
+            mail: text(&person.mail),
+            user_principal_name: text(&person.user_principal_name),
+            display_name: text(&person.display_name),
+            given_name: text(&person.given_name),
+            surname: text(&person.surname),
+            groups: person
+                .groups
+                .iter()
+                .map(|g| Text(Cow::Borrowed(g)))
+                .collect(),
+        }
+    }
+
     /// The person as the output carries them.
     pub fn to_person(&self) -> Person {
         Person {

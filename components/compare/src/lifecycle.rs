@@ -38,7 +38,8 @@
 //! - **Created under the old key**: a `creating/<key>` mark keeps the
 //!   person's Entra id too, so a user a killed run created for them under
 //!   the old key (active, created since the mark, no record names it, no
-//!   license holder of the run has its key, and no admin rejected that
+//!   license holder of the run has its key, wherever in the list: it is
+//!   decided once every holder is matched, and no admin rejected that
 //!   create) is found when their key changed before the next run
 //!   ([`Run::created_under_old_key`]): taken as the flow's creation, as a
 //!   record of theirs would say (kept under the old key, origin `created`,
@@ -130,6 +131,19 @@ pub enum Write {
     /// `creating/<key>`: since when a license holder (and which Entra
     /// user) has been missing from Procore, set or (`None`) dropped.
     Creating(String, Option<Creating>),
+}
+
+/// Whose Procore user a license holder whom no user matches by key is
+/// ([`Run::same_person`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Same {
+    /// This user (its id, and whether it is active), claimed for them.
+    User(Id, bool),
+    /// Nobody's: they are missing from Procore.
+    Nobody,
+    /// Maybe one a killed run created under their old key: decided once
+    /// every license holder is matched.
+    Later,
 }
 
 /// The lifecycle of one run.
@@ -279,17 +293,24 @@ impl<'a, 'w> Run<'a, 'w> {
     /// by key: when a record keeps their Entra id and its Procore user is
     /// in this run's list (an active one before an inactive one), that
     /// user is theirs; else one a killed run created for them under an
-    /// old key ([`Run::created_under_old_key`]) is. Claims it and returns
+    /// old key ([`Run::created_under_old_key`]) is. Claims it and answers
     /// its id and whether it is active; an active one is listed in
     /// `known_as` too.
+    ///
+    /// A user under an old key is not decided while `holders_left`: a
+    /// license holder later in the list may have that old key, and then
+    /// the user is theirs (a holder matched by key wins, whatever the
+    /// list's order). The person is asked again once every holder is
+    /// matched.
     pub fn same_person(
         &mut self,
         users: &mut Users,
         key: &str,
         person: &PersonRef<'_>,
-    ) -> Result<Option<(Id, bool)>, StepError> {
+        holders_left: bool,
+    ) -> Result<Same, StepError> {
         let Some(entra) = person.id.as_deref().and_then(EntraKey::of) else {
-            return Ok(None);
+            return Ok(Same::Nobody);
         };
         let mut best: Option<(u32, u32)> = None;
         for &index in self.known.by_entra(&entra) {
@@ -302,6 +323,10 @@ impl<'a, 'w> Run<'a, 'w> {
             }
         }
         let Some((index, user)) = best else {
+            if holders_left {
+                let maybe = self.created_under_old_key(users, key, &entra).is_some();
+                return Ok(if maybe { Same::Later } else { Same::Nobody });
+            }
             return self.take_created_under_old_key(users, key, person, &entra);
         };
         users.claim(user);
@@ -312,7 +337,7 @@ impl<'a, 'w> Run<'a, 'w> {
             let known_as = known_as_entry(key, &procore_id, managed_as, person);
             self.known_as.push((known_as, user));
         }
-        Ok(Some((procore_id, active)))
+        Ok(Same::User(procore_id, active))
     }
 
     /// The active user, unmanaged and matched by nobody yet, that Procore
@@ -352,9 +377,9 @@ impl<'a, 'w> Run<'a, 'w> {
         key: &str,
         person: &PersonRef<'_>,
         entra: &EntraKey,
-    ) -> Result<Option<(Id, bool)>, StepError> {
+    ) -> Result<Same, StepError> {
         let Some((old, index)) = self.created_under_old_key(users, key, entra) else {
-            return Ok(None);
+            return Ok(Same::Nobody);
         };
         // A later license holder with the old key is the same user again.
         users.find_key(old);
@@ -364,7 +389,7 @@ impl<'a, 'w> Run<'a, 'w> {
         self.known_as.push((known_as, index));
         let procore_id = adopted.procore_id.clone();
         self.created_under_old_key.push(adopted);
-        Ok(Some((procore_id, true)))
+        Ok(Same::User(procore_id, true))
     }
 
     /// `person` (key `key`) matches the active Procore user `procore_id`:
@@ -2271,6 +2296,70 @@ mod tests {
             assert!(managed_writes(&writes).is_empty(), "{writes:?}");
             assert!(diff.known_as.is_empty());
         }
+    }
+
+    /// The address a killed run created Bob's user under is now another
+    /// license holder's key (Eve's). The holder matched by key wins, so
+    /// Eve has the user and Bob is missing, wherever either is in the
+    /// list: before, Bob took the user when he came first, and Eve was
+    /// then neither created nor listed.
+    #[test]
+    fn a_user_under_an_old_key_is_the_holder_with_that_key_in_either_order() {
+        let upn = "bob@x.onmicrosoft.com";
+        let users = [ProcoreUser {
+            created_at: Some("2026-03-01T11:01:00Z".into()),
+            ..user(1, upn, true)
+        }];
+        let mut known = Known::default();
+        let eleven = at("2026-03-01T11:00:00Z").timestamp();
+        known.creating = Marks::new(vec![mark(upn, eleven, Some("entra-bob"))]);
+        let eve = person(upn, true);
+        let seen = |people: &[Person]| {
+            let (diff, writes) = run(people, &users, &known, &policy());
+            let missing: Vec<String> = diff.missing.iter().map(|p| p.key.clone()).collect();
+            let present: Vec<(String, Id)> = diff
+                .present
+                .iter()
+                .map(|p| (p.key.clone(), p.procore_id.clone()))
+                .collect();
+            let managed: Vec<String> = managed_writes(&writes)
+                .into_iter()
+                .map(|(k, m)| format!("{k} {:?}", m.entra_id()))
+                .collect();
+            (missing, present, managed, diff.known_as.len())
+        };
+        let bob_first = seen(&[bob_with_mail(), eve.clone()]);
+        let eve_first = seen(&[eve, bob_with_mail()]);
+        assert_eq!(bob_first, eve_first);
+        assert_eq!(bob_first.0, ["bob.smith@x.com"]);
+        assert_eq!(bob_first.1, [(upn.to_string(), Id::Number(1))]);
+        assert_eq!(bob_first.3, 0, "Bob is not known under Eve's user");
+    }
+
+    /// Bob, taken under his old key when he comes first, is taken the same
+    /// when later entries of his key follow: he is one person, listed once.
+    #[test]
+    fn a_holder_waiting_for_the_old_key_decision_is_listed_once() {
+        let upn = "bob@x.onmicrosoft.com";
+        let users = [ProcoreUser {
+            created_at: Some("2026-03-01T11:01:00Z".into()),
+            ..user(1, upn, true)
+        }];
+        let mut known = Known::default();
+        let eleven = at("2026-03-01T11:00:00Z").timestamp();
+        known.creating = Marks::new(vec![mark(upn, eleven, Some("entra-bob"))]);
+        let (diff, _) = run(
+            &[bob_with_mail(), person("ann@x.com", true), bob_with_mail()],
+            &users,
+            &known,
+            &policy(),
+        );
+        let present: Vec<&str> = diff.present.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(present, ["bob.smith@x.com"]);
+        let missing: Vec<&str> = diff.missing.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(missing, ["ann@x.com"]);
+        assert_eq!((diff.counts.people, diff.counts.present), (2, 1));
+        assert_eq!(diff.known_as.len(), 1);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use sluice_identity::Key;
 use crate::input::PersonRef;
 use crate::keys;
 use crate::known::Mark;
-use crate::lifecycle::{self, Known, Policy, Run, Write};
+use crate::lifecycle::{self, Known, Policy, Run, Same, Write};
 use crate::output::Written;
 use crate::users::{self, Found, Rules, Users};
 
@@ -137,12 +137,19 @@ pub fn sync(
     let mut matcher = Matcher::default();
     each_person(people, |person| {
         run.holder(&users, person)?;
-        let mut same = |users: &mut Users, key: &str| run.same_person(users, key, person);
+        let mut same = |users: &mut Users, key: &str| run.same_person(users, key, person, true);
         if let Some((key, procore_id)) = matcher.person(&mut users, person, &mut out, &mut same)? {
             run.adopt(&mut users, &mut out, &key, &procore_id, person)?;
         }
         Ok(())
     })?;
+    // Those a user under an old key may be, now that every holder matched.
+    matcher.later_keys.clear();
+    for person in std::mem::take(&mut matcher.later) {
+        let person = PersonRef::of(&person);
+        let mut same = |users: &mut Users, key: &str| run.same_person(users, key, &person, false);
+        matcher.person(&mut users, &person, &mut out, &mut same)?;
+    }
     matcher.count(&users, &mut out);
     run.finish(&mut users, list, &mut out)?;
     mark_missing(&matcher.missing, known, policy, write)?;
@@ -203,7 +210,7 @@ fn each_person(
 /// Finds the Procore user of a license holder (key given) whom no user
 /// matches by key, by their Entra id ([`Run::same_person`](lifecycle::Run::same_person)):
 /// its id and whether it is active.
-type SamePerson<'f> = dyn FnMut(&mut Users, &str) -> Result<Option<(Id, bool)>, StepError> + 'f;
+type SamePerson<'f> = dyn FnMut(&mut Users, &str) -> Result<Same, StepError> + 'f;
 
 /// The match, person by person.
 #[derive(Default)]
@@ -214,6 +221,11 @@ struct Matcher {
     /// Keys of the people whom no Procore user matches by key but one by
     /// their Entra id.
     elsewhere: HashSet<String>,
+    /// The people whose user may be one created under their old key
+    /// ([`Same::Later`]), asked again once every holder is matched, and
+    /// their keys.
+    later: Vec<Person>,
+    later_keys: HashSet<String>,
     /// Distinct license holders.
     people: usize,
     /// License holders with an active Procore user.
@@ -239,14 +251,24 @@ impl Matcher {
         match users.find_key(&key) {
             Found::Again => Ok(None),
             Found::Nobody => {
-                if self.missing.contains_key(key.as_ref()) || self.elsewhere.contains(key.as_ref())
+                if self.missing.contains_key(key.as_ref())
+                    || self.elsewhere.contains(key.as_ref())
+                    || self.later_keys.contains(key.as_ref())
                 {
                     return Ok(None);
                 }
-                if let Some((procore_id, active)) = same(users, &key)? {
-                    self.elsewhere.insert(key.to_string());
-                    self.found(key, procore_id, active, person, out)?;
-                    return Ok(None);
+                match same(users, &key)? {
+                    Same::User(procore_id, active) => {
+                        self.elsewhere.insert(key.to_string());
+                        self.found(key, procore_id, active, person, out)?;
+                        return Ok(None);
+                    }
+                    Same::Later => {
+                        self.later_keys.insert(key.into_owned());
+                        self.later.push(person.to_person());
+                        return Ok(None);
+                    }
+                    Same::Nobody => {}
                 }
                 let entra_id = person.id.as_deref().map(Box::from);
                 self.missing.insert(key.into_owned(), entra_id);
@@ -356,7 +378,7 @@ pub fn diff(people: &[Person], users: &[ProcoreUser]) -> sluice_guest_services::
     let mut out = Written::default();
     let mut matcher = Matcher::default();
     each_person(&paged(people), |person| {
-        let mut nobody = |_: &mut Users, _: &str| Ok(None);
+        let mut nobody = |_: &mut Users, _: &str| Ok(Same::Nobody);
         matcher
             .person(&mut index, person, &mut out, &mut nobody)
             .map(drop)
