@@ -1265,6 +1265,48 @@ async fn a_paged_list_given_null_is_served_as_no_items() {
     );
 }
 
+/// The shipped compare reads 100k people and 90k Procore users in pages.
+/// Each list was checked item by item against its producer's output
+/// schema, which says of an item what compare's input schema says, so
+/// the host does not check them again as it serves them (an eighth of
+/// the compare step's time at 100k). Should a component's schema change
+/// so they differ, this fails, and the lists are checked twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_compare_reads_lists_checked_the_way_it_would_check_them() {
+    let runner = runner(EngineConfig::default());
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/procore-license-sync.toml");
+    let env = [
+        "GRAPH_TENANT_ID",
+        "GRAPH_CLIENT_ID",
+        "GRAPH_CLIENT_SECRET",
+        "PROCORE_CLIENT_ID",
+        "PROCORE_CLIENT_SECRET",
+        "PROCORE_COMPANY_ID",
+    ]
+    .map(|name| (name, "a-long-enough-value"));
+    let flow = load_described(&shipped, &env, &runner);
+    let step = |id: &str| flow.steps.iter().find(|s| s.id == id).unwrap();
+    let compare = step("diff").input_schema.clone().unwrap();
+    for (producer, list, input) in [
+        ("members", "people", "people"),
+        ("procore", "users", "procore_users"),
+    ] {
+        let described = step(producer).description.clone().unwrap();
+        let output = sluice::flow::schema::InputSchema::for_output(
+            &described.name,
+            &described.output_schema,
+        )
+        .unwrap();
+        let checked = output.paged_items(list).unwrap();
+        let wanted = compare.paged_items(input).unwrap();
+        assert!(
+            checked.says_the_same(wanted),
+            "`{producer}.{list}` is checked against a schema other than compare's `{input}`"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paged_item_that_does_not_fit_fails_the_step_when_it_is_served() {
     let dir = tempfile::tempdir().unwrap();

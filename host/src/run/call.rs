@@ -363,6 +363,7 @@ impl Caller {
                     "its output does not fit the output schema it describes: {e}"
                 ))
             })?;
+            output.fits(schema);
         }
         let committing = match &self.queue {
             Some(queue) if !done.writes.is_empty() => Some(Committing {

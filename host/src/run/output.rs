@@ -23,6 +23,9 @@ use serde::de::{DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAc
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::flow::schema::InputSchema;
+use crate::flow::schema::flat::Items;
+
 /// Valid JSON text: a whole output, or a part of one (no surrounding
 /// whitespace).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -324,9 +327,29 @@ struct Inner {
     text: String,
     /// The top-level object's fields, in order; empty for anything else.
     fields: Vec<(String, Range<usize>)>,
+    /// The output schema the whole text was found to fit, once it was
+    /// ([`StepOutput::fits`]).
+    fits: OnceLock<Arc<InputSchema>>,
+}
+
+impl Inner {
+    fn new(text: String, fields: Fields) -> Inner {
+        Inner {
+            text,
+            fields,
+            fits: OnceLock::new(),
+        }
+    }
 }
 
 impl StepOutput {
+    /// Says that the whole output fits `schema` (its component's output
+    /// schema), as the call found: the lists it holds need not be checked
+    /// again against a schema that says the same ([`ListItems::fits`]).
+    pub fn fits(&self, schema: &Arc<InputSchema>) {
+        let _ = self.0.fits.set(schema.clone());
+    }
+
     /// `text` when it is one valid JSON value; the error says why not.
     pub fn parse(text: String) -> Result<StepOutput, serde_json::Error> {
         let len = Json::parse(&text)?.text().len();
@@ -342,7 +365,7 @@ impl StepOutput {
             .into_iter()
             .filter_map(|(key, value)| Some((key, value.range_in(&text)?)))
             .collect();
-        Ok(StepOutput(Arc::new(Inner { text, fields })))
+        Ok(StepOutput(Arc::new(Inner::new(text, fields))))
     }
 
     /// An output from its parts, which the caller vouches for: `text` is
@@ -350,14 +373,14 @@ impl StepOutput {
     /// are its top-level fields' places, as [`Self::parse`] finds them
     /// (see [`super::splice`], which builds a text from checked parts).
     pub(super) fn from_parts(text: String, fields: Fields) -> StepOutput {
-        StepOutput(Arc::new(Inner { text, fields }))
+        StepOutput(Arc::new(Inner::new(text, fields)))
     }
 
     /// The text and its fields' places, taken apart when nothing else
     /// holds this output (else the output itself, unchanged).
     pub(super) fn into_parts(self) -> Result<(String, Fields), StepOutput> {
         match Arc::try_unwrap(self.0) {
-            Ok(inner) => Ok((inner.text, inner.fields)),
+            Ok(Inner { text, fields, .. }) => Ok((text, fields)),
             Err(shared) => Err(StepOutput(shared)),
         }
     }
@@ -371,10 +394,7 @@ impl StepOutput {
     /// `null`: the output of a step that was skipped or failed under
     /// `on_error = "continue"`.
     pub fn null() -> StepOutput {
-        StepOutput(Arc::new(Inner {
-            text: "null".to_string(),
-            fields: Vec::new(),
-        }))
+        StepOutput(Arc::new(Inner::new("null".to_string(), Vec::new())))
     }
 
     /// The whole output.
@@ -436,6 +456,10 @@ impl StepOutput {
         Some(ListItems {
             output: self.clone(),
             items: items.into(),
+            field: match path {
+                [field] => Some(field.clone()),
+                _ => None,
+            },
         })
     }
 }
@@ -458,6 +482,8 @@ impl PartialEq<Value> for StepOutput {
 pub struct ListItems {
     output: StepOutput,
     items: Arc<[Range<usize>]>,
+    /// The output's top-level field the list is, when it is one.
+    field: Option<String>,
 }
 
 impl ListItems {
@@ -467,6 +493,18 @@ impl ListItems {
 
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// Whether every item is known to fit `items`: the list is a
+    /// top-level field of an output found to fit an output schema whose
+    /// list there has items said the same way.
+    pub fn fits(&self, items: &Items) -> bool {
+        let (Some(field), Some(schema)) = (&self.field, self.output.0.fits.get()) else {
+            return false;
+        };
+        schema
+            .paged_items(field)
+            .is_some_and(|checked| checked.says_the_same(items))
     }
 
     /// The JSON text of the item at `index`.
@@ -495,6 +533,7 @@ impl ListItems {
         ListItems {
             output: self.output.clone(),
             items: items.into(),
+            field: self.field.clone(),
         }
     }
 }
@@ -581,6 +620,53 @@ mod tests {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect()
+    }
+
+    /// A list is known to fit an input's items only when it is a top-level
+    /// field of an output found to fit an output schema whose list there
+    /// says the same of its items (whatever else the two roots define).
+    #[test]
+    fn a_list_fits_an_input_only_as_its_checked_output_schema_says() {
+        let person = json!({"type": "object", "properties": {"key": {"type": "string"}},
+                            "required": ["key"]});
+        let paged = |items: Value, defs: Value| {
+            json!({"type": "object", "properties": {"people": {"type": "array",
+                "items": items, "x-sluice-paged": true}}, "$defs": defs})
+        };
+        let output_schema = Arc::new(
+            InputSchema::for_output(
+                "members",
+                &paged(
+                    json!({"$ref": "#/$defs/Person"}),
+                    json!({"Person": person, "Other": {"type": "integer"}}),
+                ),
+            )
+            .unwrap(),
+        );
+        let input = |schema: Value| InputSchema::new("compare", &schema).unwrap();
+        let same = input(paged(
+            json!({"$ref": "#/$defs/Person"}),
+            json!({"Person": person, "Group": {"type": "string"}}),
+        ));
+        let stricter = input(paged(
+            json!({"$ref": "#/$defs/Person"}),
+            json!({"Person": {"type": "object", "required": ["key", "id"]}}),
+        ));
+        let (same, stricter) = (
+            same.paged_items("people").unwrap(),
+            stricter.paged_items("people").unwrap(),
+        );
+        let output =
+            StepOutput::parse(r#"{"people": [{"key": "a"}], "more": {"people": []}}"#.into())
+                .unwrap();
+        let list = output.list_at(&path("people")).unwrap();
+        assert!(!list.fits(same), "not yet found to fit");
+        output.fits(&output_schema);
+        assert!(list.fits(same));
+        assert!(list.filter(|_| true).fits(same));
+        assert!(!list.fits(stricter));
+        let nested = output.list_at(&path("more.people")).unwrap();
+        assert!(!nested.fits(same), "only top-level lists");
     }
 
     /// A path followed on the text reaches what it reaches on the tree,

@@ -9,7 +9,10 @@
 //! (`people = "${steps.members.people}"`) is served from that output's
 //! text, shared ([`ListItems`]): nothing is copied. Any other list (a
 //! literal, a param) is written once and held by the call. Null (a
-//! skipped step's list) is an empty list.
+//! skipped step's list) is an empty list. A list from an output that was
+//! found to fit its component's output schema, whose items that schema
+//! says the same of as this input schema, is not checked again
+//! ([`ListItems::fits`]): `compare`'s 190k people and users at 100k.
 
 use std::sync::Arc;
 
@@ -31,6 +34,9 @@ struct Held {
     items: ListItems,
     key: String,
     schema: Arc<InputSchema>,
+    /// Whether its items are known to fit already: the producer's output
+    /// schema, which they were checked against, says the same of them.
+    fit: bool,
 }
 
 impl PagedList for Held {
@@ -45,9 +51,11 @@ impl PagedList for Held {
         let mut text = String::with_capacity(size + 2);
         text.push('[');
         for (i, item) in self.items.page(start, limit).enumerate() {
-            self.schema
-                .check_item_text(&self.key, start + i, item)
-                .map_err(|e| BadItem(e.to_string()))?;
+            if !self.fit {
+                self.schema
+                    .check_item_text(&self.key, start + i, item)
+                    .map_err(|e| BadItem(e.to_string()))?;
+            }
             if i > 0 {
                 text.push(',');
             }
@@ -84,10 +92,12 @@ pub fn split(
             continue;
         };
         placeholders.push((key.to_string(), placeholder(key, items.len() as u64)));
+        let fit = schema.paged_items(key).is_some_and(|ours| items.fits(ours));
         let held = Held {
             items,
             key: key.to_string(),
             schema: schema.clone(),
+            fit,
         };
         lists.insert(key, Arc::new(held));
     }

@@ -14,7 +14,7 @@
 //! paged lists, in and out, are checked from their text ([`flat`]): made a
 //! `Value` only when they do not plainly fit.
 
-mod flat;
+pub mod flat;
 pub mod paged_output;
 mod parts;
 pub mod shape;
@@ -358,6 +358,11 @@ impl InputSchema {
         self.split
             .iter()
             .flat_map(|s| s.paged.keys().map(String::as_str))
+    }
+
+    /// The items' schema of the list `key` among [`Self::paged`].
+    pub fn paged_items(&self, key: &str) -> Option<&flat::Items> {
+        self.split.as_ref()?.paged.get(key)
     }
 
     /// [`Self::check_entries`], except that the entries named in `paged`

@@ -209,8 +209,52 @@ pub(super) fn with_defs(schema: &Value, defs: Option<&Value>) -> Option<jsonsche
 /// A list's `items` schema with the root's `defs`, compiled for both
 /// forms of an item ([`Items`]); `None` as for [`with_defs`].
 pub(super) fn items(schema: &Value, defs: Option<&Value>) -> Option<Items> {
+    let said = with_reached_defs(schema, defs);
     let schema = joined(schema, defs)?;
-    Some(Items::new(compile(&schema).ok()?, &schema))
+    Some(Items::new(compile(&schema).ok()?, &schema, said))
+}
+
+/// `schema` with only the root's `defs` it reaches (through `#/$defs/…`
+/// references, one def leading to another): all that it says about a
+/// value, whatever else its root defines, so two components' schemas of
+/// the same list compare equal.
+fn with_reached_defs(schema: &Value, defs: Option<&Value>) -> Value {
+    let Some(defs) = defs.and_then(Value::as_object) else {
+        return schema.clone();
+    };
+    let mut reached = serde_json::Map::new();
+    let mut todo = vec![schema];
+    while let Some(part) = todo.pop() {
+        let mut refs = Vec::new();
+        references(part, &mut refs);
+        for name in refs {
+            if let (false, Some(def)) = (reached.contains_key(name), defs.get(name)) {
+                reached.insert(name.to_string(), def.clone());
+                todo.push(def);
+            }
+        }
+    }
+    let mut said = schema.clone();
+    if let (Value::Object(map), false) = (&mut said, reached.is_empty()) {
+        map.insert("$defs".to_string(), Value::Object(reached));
+    }
+    said
+}
+
+/// The names of the `$defs` that `schema` refers to (`#/$defs/NAME`).
+fn references<'s>(schema: &'s Value, found: &mut Vec<&'s str>) {
+    match schema {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value.as_str()) {
+                    ("$ref", Some(r)) => found.extend(r.strip_prefix("#/$defs/")),
+                    _ => references(value, found),
+                }
+            }
+        }
+        Value::Array(list) => list.iter().for_each(|v| references(v, found)),
+        _ => {}
+    }
 }
 
 /// `schema` with the root's `defs` put in, or `None` when it has its own.
