@@ -127,6 +127,7 @@ fn item(
         duration_ms: 20,
         attempts: None,
         ended_at: chrono::Utc::now(),
+        spends_approval: None,
     })
 }
 

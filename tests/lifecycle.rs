@@ -1123,6 +1123,93 @@ async fn a_removal_a_killed_host_never_finished_is_made_by_the_next_run() {
     owes_nothing_more(&t, &["--param", "max_unapproved_deactivations=10"]).await;
 }
 
+/// Cy and Eve leave and both deactivations are approved; the run that
+/// makes them is killed while Cy's PATCH waits on a long `Retry-After`,
+/// once Eve's item has ended. Eve's item spent her approval with its own
+/// record, so the next run finds it done; before, approvals were spent
+/// only when the step ended, which the dead host never reached, and the
+/// next run closed Eve's as "no longer needed", as if she had never been
+/// deactivated. The next run makes Cy's and spends it.
+#[tokio::test]
+async fn an_approval_an_item_used_before_its_host_died_stays_used() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3]), (CY, &[E3]), (EVE, &[E3])],
+        unlicensed: &[],
+        missing: &[],
+    })
+    .await;
+    t.run_ok(&[]).await;
+    t.leave_group(CY, E3);
+    t.leave_group(EVE, E3);
+    t.run_ok(&[]).await;
+    let (id, _) = t.plans().await[0].clone();
+    t.decide("approve", &id, &[CY, EVE]).await;
+    let company = t.emu.snapshot().scenario.company_id;
+    t.emu.set_faults(Faults {
+        targeted: vec![TargetedFault {
+            method: "PATCH".into(),
+            path_suffix: format!("/companies/{company}/users/{}", t.id(CY)),
+            body_contains: None,
+            at: Vec::new(),
+            fault: FaultKind::Unavailable,
+        }],
+        ..Faults::default()
+    });
+    let mut child = sluice_cmd_killable(&t, &[]);
+    let asked = std::time::Instant::now();
+    let eve_done = |story: Vec<(String, String, String)>| {
+        story
+            .iter()
+            .any(|(step, status, _)| step == "deactivate" && status == "succeeded")
+    };
+    while !eve_done(story(&t, EVE).await) {
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(60),
+            "Eve's deactivation never ended: {:?} {:?}",
+            story(&t, EVE).await,
+            writes(&t.emu.snapshot().requests)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().await.unwrap();
+    assert!(t.active(CY) && !t.active(EVE));
+    assert_eq!(t.items(&id).await[EVE], "done", "spent by the killed run");
+    t.emu.set_faults(Faults::default());
+    // The dead run's lease lapses.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    t.run_ok(&[]).await;
+    assert!(!t.active(CY) && !t.active(EVE));
+    assert_eq!(
+        t.items(&id).await,
+        [(CY, "done"), (EVE, "done")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into()
+    );
+    assert!(
+        !story(&t, EVE)
+            .await
+            .iter()
+            .any(|(_, status, _)| status == "closed"),
+        "Eve's approval was not closed as no longer needed"
+    );
+}
+
+/// The shipped flow's host (with `extra` arguments and a one-second
+/// lease), started to be killed.
+fn sluice_cmd_killable(t: &Tenant, extra: &[&str]) -> tokio::process::Child {
+    let flow = flow_path();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .args(["run", flow.to_str().unwrap(), "--lease", "1s"])
+        .args(extra)
+        .env("SLUICE_DATA_DIR", t.data.path())
+        .envs(t.env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Runs the shipped flow (with `extra` arguments and a one-second lease)
 /// and kills its host once it has sent a `method` request whose path ends
 /// with `suffix`, which the faults set make it wait on.

@@ -60,6 +60,7 @@ fn run_writes(id: &str) -> Vec<Vec<HistoryWrite>> {
                 duration_ms: 12,
                 attempts: None,
                 ended_at: chrono::Utc::now(),
+                spends_approval: None,
             }));
         }
         writes.push(HistoryWrite::FinishStep(StepEnd {

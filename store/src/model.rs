@@ -362,6 +362,27 @@ pub struct ItemEnd {
     /// Its attempts under the step's `retry`, when there were several.
     pub attempts: Option<Attempts>,
     pub ended_at: DateTime<Utc>,
+    /// The approval plan whose item for this key it used up (it ran under
+    /// an approval, for good): the approval is spent with this record, in
+    /// its transaction, so a host that dies before the step ends never
+    /// leaves an item that ran still approved (the next run would close
+    /// it as no longer needed, as if it had never run).
+    pub spends_approval: Option<String>,
+}
+
+impl ItemEnd {
+    /// The approval this item spends ([`ItemEnd::spends_approval`]), as
+    /// `run` settles it: its plan, and the item as settled there.
+    pub fn spent_approval(&self, run: &str) -> Option<(String, crate::approval::Settled)> {
+        let (plan, key) = (self.spends_approval.as_ref()?, self.key.as_ref()?);
+        let settled = crate::approval::Settled {
+            key: key.clone(),
+            status: self.status,
+            run_id: run.to_string(),
+            error: self.error.clone(),
+        };
+        Some((plan.clone(), settled))
+    }
 }
 
 /// One write to the run history. A list of them for one run is applied in

@@ -28,6 +28,7 @@ both!(
     a_decision_made_while_a_run_goes_on_stands,
     a_bulk_decision_leaves_what_someone_decided_since,
     an_approval_is_spent_once_and_a_spent_plan_takes_no_decision,
+    an_items_record_spends_its_approval_in_the_same_write,
     keys_that_leave_are_closed_and_a_key_that_returns_waits_again,
     racing_gates_open_one_plan,
     a_fenced_gate_is_refused,
@@ -593,6 +594,67 @@ async fn a_fenced_gate_is_refused(db: Db) {
     assert!(plan.item("b@x.com").is_none());
 }
 
+/// An item that ran under an approval spends it with its own record, in
+/// the same write (a host that dies before its step ends has then left
+/// nothing approved that ran); an item that spends nothing, or a key the
+/// plan does not hold, changes nothing; the last one spent closes the plan.
+async fn an_items_record_spends_its_approval_in_the_same_write(db: Db) {
+    let s = &db.store;
+    let plan = s
+        .record_gate(&gate("r1", &["a@x.com", "b@x.com"], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    s.decide(&decide(&plan.id, &[], Decision::Approved, "alice"))
+        .await
+        .unwrap();
+    let spending = |index, key: &str, status, spends: bool| {
+        let HistoryWrite::Item(mut item) = keyed(STEP, index, key, status, json!({})) else {
+            unreachable!()
+        };
+        item.error = (status == ItemStatus::Failed).then(|| "403 forbidden".into());
+        item.spends_approval = spends.then(|| plan.id.clone());
+        HistoryWrite::Item(item)
+    };
+    s.write(
+        &RunRef::unfenced("r2", FLOW),
+        vec![
+            HistoryWrite::StartRun(new_run("r2", false)),
+            spending(0, "A@x.com", ItemStatus::Succeeded, true),
+            spending(1, "b@x.com", ItemStatus::Succeeded, false),
+            spending(2, "z@x.com", ItemStatus::Succeeded, true),
+        ],
+    )
+    .await
+    .unwrap();
+    let detail = s.plan_detail(&plan.id).await.unwrap().unwrap();
+    let a = detail.item("a@x.com").unwrap();
+    assert_eq!(a.state, PlanItemState::Done);
+    let outcome = a.outcome.as_ref().unwrap();
+    assert_eq!(
+        (outcome.outcome.as_str(), outcome.run_id.as_str()),
+        ("succeeded", "r2")
+    );
+    assert_eq!(
+        state_of(s, &plan.id, "b@x.com").await,
+        PlanItemState::Approved
+    );
+    assert_eq!(detail.plan.status, PlanStatus::Open);
+    s.write(
+        &RunRef::unfenced("r2", FLOW),
+        vec![spending(1, "b@x.com", ItemStatus::Failed, true)],
+    )
+    .await
+    .unwrap();
+    let detail = s.plan_detail(&plan.id).await.unwrap().unwrap();
+    let b = detail.item("b@x.com").unwrap().outcome.clone().unwrap();
+    assert_eq!(
+        (b.outcome.as_str(), b.detail.as_deref()),
+        ("failed", Some("403 forbidden"))
+    );
+    assert_eq!(detail.plan.status, PlanStatus::Closed);
+}
+
 fn new_run(id: &str, dry_run: bool) -> NewRun {
     NewRun {
         id: id.into(),
@@ -619,6 +681,7 @@ fn keyed(step: &str, index: usize, key: &str, status: ItemStatus, output: Value)
         duration_ms: 1,
         attempts: None,
         ended_at: chrono::Utc::now(),
+        spends_approval: None,
     })
 }
 

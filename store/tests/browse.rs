@@ -126,6 +126,7 @@ async fn item(s: &Store, run: &str, index: usize, status: ItemStatus, input: Val
         duration_ms: 5,
         attempts: None,
         ended_at: chrono::Utc::now(),
+        spends_approval: None,
     };
     w(s, run, "f", HistoryWrite::Item(end)).await;
 }
@@ -274,6 +275,7 @@ async fn flows_latest_runs_since_and_mentions(db: Db) {
         duration_ms: 5,
         attempts: None,
         ended_at: chrono::Utc::now(),
+        spends_approval: None,
     };
     w(s, "r10", "f", HistoryWrite::Item(keyed)).await;
     let found = s.items_mentioning("dave@example.COM", 10).await.unwrap();

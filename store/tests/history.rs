@@ -81,6 +81,7 @@ fn item(step: &str, index: usize, status: ItemStatus, input: Value) -> ItemEnd {
         duration_ms: 1,
         attempts: None,
         ended_at: Utc::now(),
+        spends_approval: None,
     }
 }
 

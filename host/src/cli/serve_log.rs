@@ -729,6 +729,7 @@ mod tests {
                     failed: Vec::new(),
                 },
                 recorded: false,
+                spends_approval: None,
             })
             .unwrap();
         assert_eq!((item.level, item.event), (Level::WARN, "item_failed"));

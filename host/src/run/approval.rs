@@ -197,6 +197,25 @@ pub struct Gate {
     keeps: bool,
 }
 
+/// The plan items a step's items spend: each item that ran for good
+/// spends its key's approval with its own record, in the transaction that
+/// writes it, so a host that dies before the step ends (when
+/// [`Gate::settle`] spends the rest) leaves no item that ran still
+/// approved.
+#[derive(Debug, Clone)]
+pub struct Spends {
+    plan: String,
+    /// The keys (normalised) in the plan that run now.
+    keys: std::collections::HashSet<String>,
+}
+
+impl Spends {
+    /// The plan whose item an item with `key` spends, if it ran for good.
+    pub fn plan_of(&self, key: Option<&str>, for_good: bool) -> Option<String> {
+        (for_good && self.keys.contains(&key_norm(key?))).then(|| self.plan.clone())
+    }
+}
+
 /// The gate's decision as later steps read it (the step's output under
 /// `approval`) and as the run's outcome lists it: shared with components
 /// through `sluice-contract`.
@@ -395,6 +414,19 @@ impl Gate {
             key: key.to_string(),
             item,
         });
+    }
+
+    /// What the items that run spend as each is recorded ([`Spends`]):
+    /// `None` when nothing is (no plan, or a rehearsal).
+    pub fn spends(&self, ctx: &RunContext<'_>) -> Option<Spends> {
+        let (Some(plan), Some(_), true) = (&self.plan_id, &ctx.options.approvals, self.keeps)
+        else {
+            return None;
+        };
+        Some(Spends {
+            plan: plan.clone(),
+            keys: self.in_plan.keys().cloned().collect(),
+        })
     }
 
     /// Spends the approvals of the plan items that ran for good: `results`

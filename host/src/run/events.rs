@@ -65,6 +65,10 @@ pub enum RunEvent {
         /// recorder then leaves it be.
         #[serde(skip)]
         recorded: bool,
+        /// The approval plan whose item for this key it used up, spent
+        /// with its record ([`sluice_store::ItemEnd::spends_approval`]).
+        #[serde(skip)]
+        spends_approval: Option<String>,
     },
     /// An item its step's approval gate holds back: it does not run in
     /// this run (it waits for a decision, or its key was rejected).

@@ -91,6 +91,8 @@ struct Items {
     guard: Option<Arc<dyn RunGuard>>,
     done: AtomicUsize,
     failed: AtomicUsize,
+    /// The approvals the items spend with their records.
+    spends: Option<approval::Spends>,
 }
 
 /// Runs the step once per item of `list` and gathers the results. With
@@ -158,6 +160,7 @@ pub async fn run(
         guard: ctx.options.guard.clone(),
         done: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
+        spends: gate.as_ref().and_then(|g| g.spends(ctx)),
     });
     let to_run: Vec<ItemToRun> = items
         .into_iter()
@@ -570,6 +573,12 @@ impl Ending {
     /// step's items are filled in when it is sent.
     fn event(&self, shared: &Items, called: &Result<Called, Failed>) -> RunEvent {
         let redactor = &shared.redactor;
+        let for_good = match called {
+            Ok(_) => true,
+            Err(failed) => spends_approval(failed),
+        };
+        let spends =
+            (shared.spends.as_ref()).and_then(|s| s.plan_of(self.key.as_deref(), for_good));
         let (status, output, error, tries) = match called {
             Ok(c) => (
                 Status::Succeeded,
@@ -605,6 +614,7 @@ impl Ending {
             connections: self.connections.clone(),
             attempts: tries.record(redactor),
             recorded: false,
+            spends_approval: spends,
         }
     }
 }

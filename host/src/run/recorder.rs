@@ -473,6 +473,7 @@ fn keyed_items<'a>(
             duration_ms: 0,
             attempts: None,
             ended_at: at,
+            spends_approval: None,
         })
     })
 }
@@ -491,6 +492,7 @@ pub fn item_record(event: &RunEvent, at: DateTime<Utc>) -> Option<HistoryWrite> 
         duration,
         connections,
         attempts,
+        spends_approval,
         ..
     } = event
     else {
@@ -508,6 +510,7 @@ pub fn item_record(event: &RunEvent, at: DateTime<Utc>) -> Option<HistoryWrite> 
         duration_ms: duration.as_millis() as u64,
         attempts: Some(attempts.clone()),
         ended_at: at,
+        spends_approval: spends_approval.clone(),
     }))
 }
 
@@ -596,6 +599,7 @@ fn history_write(
             duration_ms: 0,
             attempts: None,
             ended_at: at,
+            spends_approval: None,
         }),
         RunEvent::ApprovalGate { summary } => HistoryWrite::Gate(GateRecord {
             step: summary.step.clone(),
@@ -663,6 +667,7 @@ mod tests {
                     failed: Vec::new(),
                 },
                 recorded: false,
+                spends_approval: None,
             });
         }
         r.recorder.event(&RunEvent::RunFinished {
@@ -736,6 +741,7 @@ mod tests {
                     failed: Vec::new(),
                 },
                 recorded: false,
+                spends_approval: None,
             });
         }
         r.writer.flush().await;

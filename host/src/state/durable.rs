@@ -204,6 +204,7 @@ mod tests {
                 duration_ms: 1,
                 attempts: None,
                 ended_at: Utc::now(),
+                spends_approval: None,
             })]
         };
         let set = |k: &str| vec![Write::Set(k.into(), Json::of(&json!(1)))];

@@ -102,7 +102,12 @@ async fn apply_one(tx: &Transaction<'_>, run: &RunRef, w: &HistoryWrite) -> Resu
         }
         HistoryWrite::StartStep(step) => start_step(tx, id, step).await?,
         HistoryWrite::FinishStep(step) => finish_step(tx, id, step).await?,
-        HistoryWrite::Item(item) => record_item(tx, id, item).await?,
+        HistoryWrite::Item(item) => {
+            record_item(tx, id, item).await?;
+            if let Some((plan, settled)) = item.spent_approval(id) {
+                super::approval::settle(tx, &plan, &[settled]).await?;
+            }
+        }
         HistoryWrite::Gate(gate) => record_gate(tx, id, gate).await?,
         HistoryWrite::Artifact { name, path } => {
             tx.execute(

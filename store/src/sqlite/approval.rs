@@ -3,7 +3,7 @@
 //! open plan and the write that follows it cannot interleave with another
 //! writer's.
 
-use rusqlite::{OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use crate::approval::*;
 use crate::approval::{params_from, params_text};
@@ -285,7 +285,7 @@ fn close_gone(
 }
 
 /// Closes a plan none of whose items is live any more.
-fn close_if_settled(tx: &Transaction<'_>, id: &str, t: &str) -> Result<(), StoreError> {
+fn close_if_settled(tx: &Connection, id: &str, t: &str) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE approval_plans SET status = 'closed', closed_at = ?2
          WHERE id = ?1 AND status = 'open' AND NOT EXISTS (
@@ -308,11 +308,7 @@ pub(crate) fn item_state(
 }
 
 /// Marks items that ran as done: their approval is spent.
-pub(crate) fn settle(
-    tx: &Transaction<'_>,
-    plan: &str,
-    settled: &[Settled],
-) -> Result<(), StoreError> {
+pub(crate) fn settle(tx: &Connection, plan: &str, settled: &[Settled]) -> Result<(), StoreError> {
     let t = now_text();
     let mut stmt = tx.prepare(
         "UPDATE approval_items SET state = 'done', outcome = ?3, outcome_run = ?4, outcome_at = ?5, outcome_detail = ?6

@@ -84,6 +84,9 @@ fn apply_one(tx: &Connection, run: &RunRef, w: &HistoryWrite) -> Result<(), Stor
         }
         HistoryWrite::Item(item) => {
             record_item(tx, id, item).map_err(for_run(id))?;
+            if let Some(spent) = item.spent_approval(id) {
+                super::approval::settle(tx, &spent.0, &[spent.1])?;
+            }
         }
         HistoryWrite::Gate(gate) => {
             record_gate(tx, id, gate).map_err(for_run(id))?;
