@@ -919,7 +919,7 @@ mod tests {
         let row = "<td>in Procore under another address</td><td>Bob Smith</td><td>bob.smith@x.com</td>\
             <td>the same Entra user as Procore user 5001, known in Procore as Bob@x.onmicrosoft.com; \
             Procore's email was not changed (change it there by hand); not created</td>\
-            <td>License – Microsoft E3 (matched by mail)</td>";
+            <td>License – Microsoft E3 (matched by Entra id)</td>";
         assert!(out.html.contains(row), "{}", out.html);
         assert!(out.mail_html.contains(row), "{}", out.mail_html);
         assert_eq!((out.summary.known_as, out.summary.created), (1, 0));

@@ -288,7 +288,9 @@ fn joiners(
         sink.row(Row {
             status: status::KNOWN_AS,
             name: known.name.unwrap_or_default(),
-            why: licensed(&groups, known.matched_by.as_str()),
+            // Their key matches no Procore user: the flow's record of their
+            // Entra user does.
+            why: licensed(&groups, "Entra id"),
             detail,
             key: known.key,
         });
