@@ -1732,6 +1732,16 @@ async fn a_rejection_after_a_killed_host_applied_the_deactivation_is_recorded_as
     assert_eq!(writes(&requests), Vec::<String>::new());
     assert!(leavers(&run).is_empty(), "{:?}", leavers(&run));
     assert_eq!(record_of(&t, CY).await["status"], "deactivated");
+    // The admin who rejected it is told it stands: in the report, and
+    // in the mail the report makes worth sending.
+    let page = report_of(&t, &run);
+    assert!(
+        page.contains(&format!(
+            "<td>deactivated before the rejection</td><td></td><td>{CY}</td><td>Procore id {cy}; Procore had applied it"
+        )),
+        "{page}"
+    );
+    assert_eq!(run.output_of("report")["notable"], true, "worth a mail");
     assert_eq!(t.items(&id).await[CY], "closed");
     assert!(t.on_project(CY), "not taken off the project unapproved");
     let ledger = t.json(&["ledger", CY, "--json"]).await;

@@ -132,6 +132,12 @@ pub struct Diff {
     /// (Procore refused them or never answered): to be made now.
     #[serde(default)]
     pub project_owed: Vec<ProjectOwed>,
+    /// Deactivations a run sent and Procore applied, whose host died
+    /// before recording them, and which an admin rejected only after:
+    /// recorded as deactivated (too late to refuse; also in `adopted`, for
+    /// the ledger), and listed so the report tells the admin.
+    #[serde(default)]
+    pub rejected_too_late: Vec<Adopted>,
 }
 
 /// Why a managed person is a leaver.

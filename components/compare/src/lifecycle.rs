@@ -883,7 +883,7 @@ impl<'a, 'w> Run<'a, 'w> {
         whole.owed_project = still_owed(whole.owed_project.take(), Status::Deactivated);
         let origin = whole.origin;
         (self.write)(Write::Managed(record.key.to_string(), whole))?;
-        out.adopted.push(&Adopted {
+        let told = Adopted {
             key: record.key.to_string(),
             status: AdoptedStatus::Deactivated,
             procore_id: record.procore_id.clone(),
@@ -891,7 +891,9 @@ impl<'a, 'w> Run<'a, 'w> {
             license_group: None,
             origin,
             detail: Some(APPLIED_BEFORE_REJECTION.to_string()),
-        })?;
+        };
+        out.adopted.push(&told)?;
+        out.rejected_too_late.push(told);
         Ok(())
     }
 
@@ -1709,6 +1711,7 @@ mod tests {
             diff.adopted[0].detail.as_deref(),
             Some(APPLIED_BEFORE_REJECTION)
         );
+        assert_eq!(diff.rejected_too_late, diff.adopted, "told the report too");
         assert_eq!(diff.counts.adopted, 0);
         assert!(diff.project_owed.is_empty(), "{:?}", diff.project_owed);
 
@@ -1716,6 +1719,7 @@ mod tests {
         let finished = known(&[("cy@x.com", written[0].1.clone())]);
         let (diff, writes) = run(&[], &users, &finished, &policy());
         assert!(diff.leavers.is_empty() && diff.adopted.is_empty());
+        assert!(diff.rejected_too_late.is_empty());
         assert!(managed_writes(&writes).is_empty(), "{writes:?}");
         let (diff, _) = run(&[person("cy@x.com", true)], &users, &finished, &policy());
         assert_eq!(diff.returners.len(), 1, "{:?}", diff.inactive_unmanaged);

@@ -55,6 +55,12 @@ pub struct Written {
     /// (Procore refused them or never answered): to be made now.
     #[serde(default)]
     pub project_owed: Vec<ProjectOwed>,
+    /// Deactivations a run sent and Procore applied, whose host died
+    /// before recording them, and which an admin rejected only after:
+    /// recorded as deactivated (too late to refuse; also in `adopted`, for
+    /// the ledger), and listed so the report tells the admin.
+    #[serde(default)]
+    pub rejected_too_late: Vec<Adopted>,
 }
 
 impl Default for Written {
@@ -72,6 +78,7 @@ impl Default for Written {
             guard: Guard::default(),
             known_as: Vec::new(),
             project_owed: Vec::new(),
+            rejected_too_late: Vec::new(),
         }
     }
 }
@@ -122,6 +129,8 @@ mod tests {
             "returners",
             "guard",
             "known_as",
+            "project_owed",
+            "rejected_too_late",
         ] {
             assert!(!paged(field), "{field}");
             assert_eq!(written["properties"][field], diff["properties"][field]);
@@ -198,6 +207,15 @@ mod tests {
                 project_id: "5".into(),
                 action: sluice_guest_services::sync::ProjectAction::Add,
             }],
+            rejected_too_late: vec![Adopted {
+                key: "f@x.com".into(),
+                status: AdoptedStatus::Deactivated,
+                procore_id: Id::Number(12),
+                matched_by: None,
+                license_group: None,
+                origin: Origin::Adopted,
+                detail: Some("too late".into()),
+            }],
         };
         let mut written = Written::default();
         for p in &expected.missing {
@@ -215,6 +233,7 @@ mod tests {
         written.guard = expected.guard.clone();
         written.known_as = expected.known_as.clone();
         written.project_owed = expected.project_owed.clone();
+        written.rejected_too_late = expected.rejected_too_late.clone();
         assert_eq!(written.missing.len(), 2);
         let text = serde_json::to_string(&written.finish().unwrap()).unwrap();
         assert_eq!(text, serde_json::to_string(&expected).unwrap());

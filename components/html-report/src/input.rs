@@ -18,8 +18,8 @@
 use serde::Deserialize;
 use sluice_guest::{ForEachOutput, GateSummary, ItemEntry, JsonSchema, Paged, StepError};
 use sluice_guest_services::sync::{
-    Counts, Created, Deactivated, Guard, InactivePerson, InactiveUnmanaged, KnownAs, Leaver,
-    ProjectDone, Reactivated, Returner,
+    Adopted, Counts, Created, Deactivated, Guard, InactivePerson, InactiveUnmanaged, KnownAs,
+    Leaver, ProjectDone, Reactivated, Returner,
 };
 
 use crate::mail;
@@ -58,6 +58,10 @@ pub struct Input {
     /// user, not created (`${steps.diff.known_as}`).
     #[serde(default)]
     pub known_as: Paged<KnownAs>,
+    /// Deactivations an admin rejected after Procore had applied them
+    /// (a run that died sent them): `${steps.diff.rejected_too_late}`.
+    #[serde(default)]
+    pub rejected_too_late: Vec<Adopted>,
     /// The `procore-create-user` step's output, whole (`${steps.create}`):
     /// the earlier shape, read inline. Or give `created_items`.
     #[serde(default)]
@@ -122,6 +126,9 @@ pub struct DiffParts {
     /// License holders the flow manages under another key.
     #[serde(default)]
     pub known_as: Paged<KnownAs>,
+    /// Deactivations an admin rejected too late.
+    #[serde(default)]
+    pub rejected_too_late: Vec<Adopted>,
 }
 
 /// The lists and figures to report, wherever the input gave them.
@@ -133,6 +140,7 @@ pub struct Parts<'a> {
     pub returners: &'a Paged<Returner>,
     pub inactive_unmanaged: &'a Paged<InactiveUnmanaged>,
     pub known_as: &'a Paged<KnownAs>,
+    pub rejected_too_late: &'a [Adopted],
     pub created: CreateItems<'a>,
     /// What the create step's approval gate decided, when it has one.
     pub created_gate: Option<&'a GateSummary>,
@@ -175,6 +183,7 @@ impl Input {
                 returners: &self.returners,
                 inactive_unmanaged: &self.inactive_unmanaged,
                 known_as: &self.known_as,
+                rejected_too_late: &self.rejected_too_late,
                 created,
                 created_gate,
             });
@@ -187,6 +196,7 @@ impl Input {
             ("returners", !self.returners.is_empty()),
             ("inactive_unmanaged", !self.inactive_unmanaged.is_empty()),
             ("known_as", !self.known_as.is_empty()),
+            ("rejected_too_late", !self.rejected_too_late.is_empty()),
         ];
         if let Some((part, _)) = given.iter().find(|(_, given)| *given) {
             return Err(both("diff", part));
@@ -199,6 +209,7 @@ impl Input {
             returners: &diff.returners,
             inactive_unmanaged: &diff.inactive_unmanaged,
             known_as: &diff.known_as,
+            rejected_too_late: &diff.rejected_too_late,
             created,
             created_gate,
         })

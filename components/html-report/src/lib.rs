@@ -204,7 +204,9 @@ fn summary(rows: &Assembled, input: &Input) -> Result<Summary, StepError> {
         skipped_disabled: input.skipped_disabled,
         present: counts.present,
         license_holders: counts.people,
-        deactivated: count(status::DEACTIVATED) + count(status::DEACTIVATED_NOT_REMOVED),
+        deactivated: count(status::DEACTIVATED)
+            + count(status::DEACTIVATED_NOT_REMOVED)
+            + count(status::DEACTIVATED_BEFORE_REJECTION),
         would_deactivate: count(status::WOULD_DEACTIVATE),
         waiting_for_approval: count(status::WAITING),
         rejected: count(status::REJECTED),
@@ -499,6 +501,36 @@ mod tests {
             .flat_map(|s| s.rows.iter())
             .find(|r| r.key == key)
             .unwrap()
+    }
+
+    /// A deactivation Procore had applied before an admin rejected it is a
+    /// row among the leavers, counted as deactivated, near the top of the
+    /// mail: the admin who rejected it learns it stands.
+    #[test]
+    fn a_deactivation_rejected_too_late_is_told_and_counted() {
+        let mut value = leavers_value(Value::Null);
+        value["diff"]["rejected_too_late"] = json!([{"key": "cy@x.com", "status": "deactivated",
+            "procore_id": 43, "origin": "adopted", "detail": "too late"}]);
+        let out = report(&input(value.clone()), &about(false));
+        let cy = row(&sections(&input(value.clone())).unwrap(), "cy@x.com").clone();
+        assert_eq!(cy.status, status::DEACTIVATED_BEFORE_REJECTION);
+        assert!(
+            cy.detail
+                .starts_with("Procore id 43; Procore had applied it"),
+            "{}",
+            cy.detail
+        );
+        assert_eq!(out.summary.deactivated, 2, "Ann, and Cy");
+        assert!(out.notable);
+        let (cy_at, ann_at) = (
+            out.mail_html.find("cy@x.com").unwrap(),
+            out.mail_html.find("ann@x.com").unwrap(),
+        );
+        assert!(cy_at < ann_at, "{}", out.mail_html);
+        // Given as a part beside the other parts, the same.
+        let parts = json!({"counts": value["diff"]["counts"], "rejected_too_late": value["diff"]["rejected_too_late"]});
+        let cy = row(&sections(&input(parts)).unwrap(), "cy@x.com").clone();
+        assert_eq!(cy.status, status::DEACTIVATED_BEFORE_REJECTION);
     }
 
     #[test]

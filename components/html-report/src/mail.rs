@@ -135,14 +135,15 @@ fn cell(text: &str) -> String {
 }
 
 /// Who needs someone comes first: failures, then people waiting for
-/// approval, then conflicts, then everyone else (in the page's order).
+/// approval (and deactivations rejected too late), then conflicts, then
+/// everyone else (in the page's order).
 fn urgency(row: &Row) -> u8 {
     match row.status {
         status::FAILED
         | status::DEACTIVATED_NOT_REMOVED
         | status::CREATED_NOT_ADDED
         | status::REACTIVATED_NOT_ADDED => 0,
-        status::WAITING => 1,
+        status::WAITING | status::DEACTIVATED_BEFORE_REJECTION => 1,
         status::CONFLICT => 2,
         _ => 3,
     }

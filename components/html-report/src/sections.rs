@@ -32,6 +32,10 @@ pub mod status {
     /// Deactivated, but Procore refused the project removal: counts as
     /// deactivated and as failed.
     pub const DEACTIVATED_NOT_REMOVED: &str = "deactivated, not removed from project";
+    /// Deactivated by an earlier run whose host died, which Procore had
+    /// applied before an admin rejected it: recorded now, counts as
+    /// deactivated.
+    pub const DEACTIVATED_BEFORE_REJECTION: &str = "deactivated before the rejection";
     pub const WOULD_DEACTIVATE: &str = "would deactivate";
     pub const WAITING: &str = "waiting for approval";
     pub const REJECTED: &str = "rejected";
@@ -397,6 +401,18 @@ fn leavers(input: &Input, parts: &Parts<'_>, sink: &mut impl Sink) -> Result<(),
     let gate = step.and_then(|s| s.approval.as_ref());
     sink.section("Leavers", gate.and_then(approve_note));
     item_rows(step, "name", leaver_why, deactivated_row, sink);
+    for told in parts.rejected_too_late {
+        sink.row(Row {
+            status: status::DEACTIVATED_BEFORE_REJECTION,
+            name: String::new(),
+            why: "the deactivation was rejected after a run that died had sent it".into(),
+            detail: format!(
+                "Procore id {}; Procore had applied it, so it stands (nothing more was done; reactivate them in Procore by hand, or license them again and the flow reactivates them)",
+                told.procore_id
+            ),
+            key: told.key.clone(),
+        });
+    }
     if let Some(gate) = gate {
         held_rows(
             gate,
