@@ -1298,7 +1298,7 @@ async fn the_shipped_compare_reads_lists_checked_the_way_it_would_check_them() {
             &described.output_schema,
         )
         .unwrap();
-        let checked = output.paged_items(list).unwrap();
+        let checked = output.items_of_a_fitting_list(list).unwrap();
         let wanted = compare.paged_items(input).unwrap();
         assert!(
             checked.says_the_same(wanted),

@@ -364,9 +364,9 @@ pub struct ItemEnd {
     pub ended_at: DateTime<Utc>,
     /// The approval plan whose item for this key it used up (it ran under
     /// an approval, for good): the approval is spent with this record, in
-    /// its transaction, so a host that dies before the step ends never
-    /// leaves an item that ran still approved (the next run would close
-    /// it as no longer needed, as if it had never run).
+    /// its transaction, so an item whose record is kept is not left
+    /// approved by a host that dies before the step ends (the next run
+    /// would close it as no longer needed, as if it had never run).
     pub spends_approval: Option<String>,
 }
 

@@ -292,8 +292,9 @@ fn joiners(
         sink.row(Row {
             status: status::KNOWN_AS,
             name: known.name.unwrap_or_default(),
-            // Their key matches no Procore user: the flow's record of their
-            // Entra user does.
+            // Their key matches no Procore user: what the flow kept of their
+            // Entra user (its record of them, or the mark of a create a
+            // killed run made for them) does.
             why: licensed(&groups, "Entra id"),
             detail,
             key: known.key,

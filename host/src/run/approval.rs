@@ -199,9 +199,9 @@ pub struct Gate {
 
 /// The plan items a step's items spend: each item that ran for good
 /// spends its key's approval with its own record, in the transaction that
-/// writes it, so a host that dies before the step ends (when
-/// [`Gate::settle`] spends the rest) leaves no item that ran still
-/// approved.
+/// writes it, so an item whose record is kept is not left approved by a
+/// host that dies before the step ends (when [`Gate::settle`] spends
+/// what is left).
 #[derive(Debug, Clone)]
 pub struct Spends {
     plan: String,
@@ -463,13 +463,14 @@ impl Gate {
             return;
         }
         if let Err(e) = approvals.store.settle_items(plan, &settled).await {
-            // The items ran; their approvals stay open, so the next run
-            // would run them again only if they are still items then.
+            // The items ran; those their records did not spend stay open,
+            // so the next run would run them again only if they are still
+            // items then.
             ctx.emit(&RunEvent::Log {
                 step: self.record.step.clone(),
                 level: crate::engine::LogLevel::Warn,
                 message: ctx.redactor.redact(&format!(
-                    "the approvals of the items that ran could not be marked as used: {e}"
+                    "the approvals of the items that ran could not all be marked as used: {e}"
                 )),
             });
         }

@@ -457,7 +457,7 @@ impl StepOutput {
             output: self.clone(),
             items: items.into(),
             field: match path {
-                [field] => Some(field.clone()),
+                [field] if self.json().kind() == Kind::Object => Some(field.clone()),
                 _ => None,
             },
         })
@@ -503,7 +503,7 @@ impl ListItems {
             return false;
         };
         schema
-            .paged_items(field)
+            .items_of_a_fitting_list(field)
             .is_some_and(|checked| checked.says_the_same(items))
     }
 
@@ -667,6 +667,36 @@ mod tests {
         assert!(!list.fits(stricter));
         let nested = output.list_at(&path("more.people")).unwrap();
         assert!(!nested.fits(same), "only top-level lists");
+
+        // Not when the producer's list could fit without each item
+        // fitting its `items` (its first items checked by `prefixItems`).
+        let mut loose = paged(json!({"$ref": "#/$defs/Person"}), json!({"Person": person}));
+        loose["properties"]["people"]["prefixItems"] = json!([true]);
+        let loose = Arc::new(InputSchema::for_output("members", &loose).unwrap());
+        let output = StepOutput::parse(r#"{"people": [42]}"#.into()).unwrap();
+        output.fits(&loose);
+        assert!(!output.list_at(&path("people")).unwrap().fits(same));
+
+        // Nor when what a reference reaches cannot be told: a pointer
+        // into a definition.
+        let into = |required: Value| {
+            paged(
+                json!({"$ref": "#/$defs/Page/properties/person"}),
+                json!({"Page": {"properties": {"person": {"type": "object", "required": required}}}}),
+            )
+        };
+        let producer = Arc::new(InputSchema::for_output("members", &into(json!([]))).unwrap());
+        let consumer = input(into(json!(["key", "id"])));
+        let output = StepOutput::parse(r#"{"people": [{}]}"#.into()).unwrap();
+        output.fits(&producer);
+        let list = output.list_at(&path("people")).unwrap();
+        assert!(!list.fits(consumer.paged_items("people").unwrap()));
+
+        // Nor from an output that is not an object.
+        let output = StepOutput::parse(r#"[[{"key": 1}]]"#.into()).unwrap();
+        output.fits(&output_schema);
+        let list = output.list_at(&path("0")).unwrap();
+        assert!(!list.fits(same));
     }
 
     /// A path followed on the text reaches what it reaches on the tree,

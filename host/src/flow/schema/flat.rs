@@ -488,7 +488,7 @@ pub struct Items {
     /// (then every item is made a `Value`).
     flat: Option<jsonschema::Validator<Flat>>,
     /// What the schema says, with only the definitions it uses
-    /// ([`Items::says_the_same`]).
+    /// ([`Items::says_the_same`]); null when that cannot be told.
     said: Value,
 }
 
@@ -507,7 +507,7 @@ impl Items {
     /// schema need not be checked again for that input (100k people read
     /// by `compare` from `members`).
     pub fn says_the_same(&self, other: &Items) -> bool {
-        self.said == other.said
+        !self.said.is_null() && self.said == other.said
     }
 
     /// Whether the item `text` is known to fit, without making it a

@@ -165,9 +165,30 @@ struct Split {
     properties: std::collections::BTreeMap<String, parts::Part>,
     /// The properties marked `"x-sluice-paged": true` (lists the component
     /// reads in pages), each with its `items` schema: their items are
-    /// checked one by one as they are served, not before the call.
+    /// checked one by one as they are served, not before the call (unless
+    /// another schema that says the same checked them: see
+    /// [`crate::run::output::ListItems::fits`]).
     paged: std::collections::BTreeMap<String, flat::Items>,
+    /// Those of `paged` whose property says nothing of its items but
+    /// `items` (no `prefixItems`, say): a list found to fit the property
+    /// has every item fitting `items`.
+    items_alone: std::collections::BTreeSet<String>,
 }
+
+/// What a paged list's property may say besides its `items` for a list
+/// that fits it to have every item fitting them.
+const ITEMS_ALONE: [&str; 10] = [
+    "type",
+    "items",
+    "minItems",
+    "maxItems",
+    PAGED_KEYWORD,
+    "title",
+    "description",
+    "default",
+    "examples",
+    "$comment",
+];
 
 /// The top-level keywords a split schema may have.
 const SPLIT_KEYWORDS: [&str; 12] = [
@@ -267,10 +288,18 @@ impl Split {
             p.values_mut().for_each(|v| *v = Value::Bool(true));
         }
         let defs = root.get("$defs");
-        let paged = properties
+        let paged: std::collections::BTreeMap<_, _> = properties
             .iter()
             .filter(|(_, v)| paged_list(v))
             .filter_map(|(k, v)| Some((k.clone(), parts::items(v.get("items")?, defs)?)))
+            .collect();
+        let items_alone = paged
+            .keys()
+            .filter(|k| {
+                let list = properties.get(k.as_str()).and_then(Value::as_object);
+                list.is_some_and(|l| l.keys().all(|w| ITEMS_ALONE.contains(&w.as_str())))
+            })
+            .cloned()
             .collect();
         Some(Split {
             keys: compile(&keys).ok()?,
@@ -279,6 +308,7 @@ impl Split {
                 .map(|(k, v)| Some((k.clone(), parts::Part::of(v, defs)?)))
                 .collect::<Option<_>>()?,
             paged,
+            items_alone,
         })
     }
 }
@@ -365,9 +395,21 @@ impl InputSchema {
         self.split.as_ref()?.paged.get(key)
     }
 
+    /// The items' schema of the list `key` among [`Self::paged`] when a
+    /// value that fits this schema has every item of that list fitting it
+    /// (its property says nothing else of its items).
+    pub fn items_of_a_fitting_list(&self, key: &str) -> Option<&flat::Items> {
+        let split = self.split.as_ref()?;
+        split
+            .items_alone
+            .contains(key)
+            .then(|| split.paged.get(key))?
+    }
+
     /// [`Self::check_entries`], except that the entries named in `paged`
     /// (lists, among [`Self::paged`]) are left to [`Self::check_item`]:
-    /// their items are checked as they are served.
+    /// their items are checked as they are served (unless the producer's
+    /// schema already checked them the same way: see `run::paged`).
     pub fn check_entries_paged(
         &self,
         entries: &[(&str, Found<'_>)],

@@ -209,7 +209,7 @@ pub(super) fn with_defs(schema: &Value, defs: Option<&Value>) -> Option<jsonsche
 /// A list's `items` schema with the root's `defs`, compiled for both
 /// forms of an item ([`Items`]); `None` as for [`with_defs`].
 pub(super) fn items(schema: &Value, defs: Option<&Value>) -> Option<Items> {
-    let said = with_reached_defs(schema, defs);
+    let said = with_reached_defs(schema, defs).unwrap_or(Value::Null);
     let schema = joined(schema, defs)?;
     Some(Items::new(compile(&schema).ok()?, &schema, said))
 }
@@ -217,18 +217,21 @@ pub(super) fn items(schema: &Value, defs: Option<&Value>) -> Option<Items> {
 /// `schema` with only the root's `defs` it reaches (through `#/$defs/…`
 /// references, one def leading to another): all that it says about a
 /// value, whatever else its root defines, so two components' schemas of
-/// the same list compare equal.
-fn with_reached_defs(schema: &Value, defs: Option<&Value>) -> Value {
-    let Some(defs) = defs.and_then(Value::as_object) else {
-        return schema.clone();
-    };
+/// the same list compare equal. `None` when a reference is not a def's
+/// name itself (a pointer into one, an escaped name): what it reaches is
+/// not followed, so nothing is said to be the same.
+fn with_reached_defs(schema: &Value, defs: Option<&Value>) -> Option<Value> {
+    let empty = serde_json::Map::new();
+    let defs = defs.and_then(Value::as_object).unwrap_or(&empty);
     let mut reached = serde_json::Map::new();
     let mut todo = vec![schema];
     while let Some(part) = todo.pop() {
         let mut refs = Vec::new();
         references(part, &mut refs);
-        for name in refs {
-            if let (false, Some(def)) = (reached.contains_key(name), defs.get(name)) {
+        for reference in refs {
+            let name = reference.strip_prefix("#/$defs/")?;
+            let def = defs.get(name)?;
+            if !reached.contains_key(name) {
                 reached.insert(name.to_string(), def.clone());
                 todo.push(def);
             }
@@ -238,16 +241,16 @@ fn with_reached_defs(schema: &Value, defs: Option<&Value>) -> Value {
     if let (Value::Object(map), false) = (&mut said, reached.is_empty()) {
         map.insert("$defs".to_string(), Value::Object(reached));
     }
-    said
+    Some(said)
 }
 
-/// The names of the `$defs` that `schema` refers to (`#/$defs/NAME`).
+/// The references (`$ref`s) in `schema`.
 fn references<'s>(schema: &'s Value, found: &mut Vec<&'s str>) {
     match schema {
         Value::Object(map) => {
             for (key, value) in map {
                 match (key.as_str(), value.as_str()) {
-                    ("$ref", Some(r)) => found.extend(r.strip_prefix("#/$defs/")),
+                    ("$ref", Some(r)) => found.push(r),
                     _ => references(value, found),
                 }
             }
