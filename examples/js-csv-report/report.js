@@ -1,7 +1,8 @@
 // `csv-report` in JavaScript: the license sync's report as CSV.
 //
 // A drop-in for the built-in `html-report`: the same input (compare's
-// parts `counts`, `present_inactive`, … or its whole output as `diff`; the
+// parts `counts`, `present_inactive`, `known_as`, `rejected_too_late`, …
+// or its whole output as `diff`; the
 // create step's items as `created_items` and its approval gate as
 // `created_approval`, or its whole output as `created`;
 // `deactivated` and `reactivated` from the leavers' and returners' steps,
@@ -32,6 +33,7 @@ const INPUT_SCHEMA = {
     returners: { type: ["array", "null"] },
     inactive_unmanaged: { type: ["array", "null"] },
     known_as: { type: ["array", "null"] },
+    rejected_too_late: { type: ["array", "null"] },
     created: { type: ["object", "null"] },
     created_items: { type: ["array", "null"] },
     created_approval: { type: ["object", "null"] },
@@ -158,6 +160,16 @@ function rowsOf(input) {
       known.name,
       known.key,
       `the same Entra user as Procore user ${known.procore_id}, known in Procore as ${address}; Procore's email was not changed; not created`,
+    ]);
+  }
+  // Deactivations Procore had applied before an admin rejected them (a
+  // run that died sent them): recorded, and they stand.
+  for (const told of compareOutput(input).rejected_too_late || []) {
+    rows.push([
+      "deactivated before the rejection",
+      "",
+      told.key,
+      `Procore id ${told.procore_id}; Procore had applied it, so it stands`,
     ]);
   }
   return rows;

@@ -82,6 +82,7 @@ OUTPUT_SCHEMA = {
         "inactive_unmanaged": {"type": "array"},
         "known_as": {"type": "array"},
         "project_owed": {"type": "array"},
+        "rejected_too_late": {"type": "array"},
         "guard": {
             "type": "object",
             "properties": {"hold": {"type": "boolean"}, "reason": {"type": "string"}},
@@ -156,6 +157,7 @@ def compare(people, users):
         "inactive_unmanaged": [],
         "known_as": [],
         "project_owed": [],
+        "rejected_too_late": [],
         "guard": {"hold": False, "reason": ""},
     }
 

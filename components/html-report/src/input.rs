@@ -3,7 +3,8 @@
 //! The shipped flow gives the compare step's parts one by one, each list a
 //! top-level input read a page at a time (contract 0.2.1, [`Paged`]):
 //! `counts`, `guard`, `present_inactive`, `leavers`, `returners`,
-//! `inactive_unmanaged`, `known_as`, and the create step's items as `created_items`
+//! `inactive_unmanaged`, `known_as`, `rejected_too_late` (small: read
+//! whole, null for none), and the create step's items as `created_items`
 //! with its approval gate as `created_approval`. At
 //! a million members the compare output holds some 900,000 people the
 //! report only counts (`present`, `missing`); read whole they would fill
@@ -59,9 +60,10 @@ pub struct Input {
     #[serde(default)]
     pub known_as: Paged<KnownAs>,
     /// Deactivations an admin rejected after Procore had applied them
-    /// (a run that died sent them): `${steps.diff.rejected_too_late}`.
+    /// (a run that died sent them): `${steps.diff.rejected_too_late}`;
+    /// null (a compare step that did not run) is none.
     #[serde(default)]
-    pub rejected_too_late: Vec<Adopted>,
+    pub rejected_too_late: Option<Vec<Adopted>>,
     /// The `procore-create-user` step's output, whole (`${steps.create}`):
     /// the earlier shape, read inline. Or give `created_items`.
     #[serde(default)]
@@ -128,7 +130,7 @@ pub struct DiffParts {
     pub known_as: Paged<KnownAs>,
     /// Deactivations an admin rejected too late.
     #[serde(default)]
-    pub rejected_too_late: Vec<Adopted>,
+    pub rejected_too_late: Option<Vec<Adopted>>,
 }
 
 /// The lists and figures to report, wherever the input gave them.
@@ -183,7 +185,7 @@ impl Input {
                 returners: &self.returners,
                 inactive_unmanaged: &self.inactive_unmanaged,
                 known_as: &self.known_as,
-                rejected_too_late: &self.rejected_too_late,
+                rejected_too_late: self.rejected_too_late.as_deref().unwrap_or_default(),
                 created,
                 created_gate,
             });
@@ -196,7 +198,12 @@ impl Input {
             ("returners", !self.returners.is_empty()),
             ("inactive_unmanaged", !self.inactive_unmanaged.is_empty()),
             ("known_as", !self.known_as.is_empty()),
-            ("rejected_too_late", !self.rejected_too_late.is_empty()),
+            (
+                "rejected_too_late",
+                self.rejected_too_late
+                    .as_ref()
+                    .is_some_and(|l| !l.is_empty()),
+            ),
         ];
         if let Some((part, _)) = given.iter().find(|(_, given)| *given) {
             return Err(both("diff", part));
@@ -209,7 +216,7 @@ impl Input {
             returners: &diff.returners,
             inactive_unmanaged: &diff.inactive_unmanaged,
             known_as: &diff.known_as,
-            rejected_too_late: &diff.rejected_too_late,
+            rejected_too_late: diff.rejected_too_late.as_deref().unwrap_or_default(),
             created,
             created_gate,
         })

@@ -11,7 +11,9 @@
 //!
 //! Input ([`input`]): the compare step's parts (`counts`, `guard`, and
 //! the lists `present_inactive`, `leavers`, `returners`,
-//! `inactive_unmanaged`, `known_as`), the create step's items (`created_items`) and
+//! `inactive_unmanaged`, `known_as`; and `rejected_too_late`, deactivations
+//! an admin rejected after Procore had applied them, shown among the
+//! leavers), the create step's items (`created_items`) and
 //! its approval gate (`created_approval`), the
 //! `for_each` outputs of procore-deactivate-user and
 //! procore-reactivate-user (`deactivated`, `reactivated`, or null), that
@@ -527,10 +529,12 @@ mod tests {
             out.mail_html.find("ann@x.com").unwrap(),
         );
         assert!(cy_at < ann_at, "{}", out.mail_html);
-        // Given as a part beside the other parts, the same.
+        // Given as a part beside the other parts, the same; null is none.
         let parts = json!({"counts": value["diff"]["counts"], "rejected_too_late": value["diff"]["rejected_too_late"]});
         let cy = row(&sections(&input(parts)).unwrap(), "cy@x.com").clone();
         assert_eq!(cy.status, status::DEACTIVATED_BEFORE_REJECTION);
+        let null = json!({"counts": value["diff"]["counts"], "rejected_too_late": null});
+        assert_eq!(report(&input(null), &about(false)).summary.deactivated, 0);
     }
 
     #[test]

@@ -692,6 +692,20 @@ mod tests {
         let list = output.list_at(&path("people")).unwrap();
         assert!(!list.fits(consumer.paged_items("people").unwrap()));
 
+        // Nor through a name the resolver decodes (`A~1B` is `A/B`).
+        let escaped = |b: Value| {
+            paged(
+                json!({"$ref": "#/$defs/A~1B"}),
+                json!({"A~1B": person, "A/B": b}),
+            )
+        };
+        let producer = Arc::new(InputSchema::for_output("m", &escaped(json!({}))).unwrap());
+        let consumer = input(escaped(json!({"required": ["id"]})));
+        let output = StepOutput::parse(r#"{"people": [{}]}"#.into()).unwrap();
+        output.fits(&producer);
+        let list = output.list_at(&path("people")).unwrap();
+        assert!(!list.fits(consumer.paged_items("people").unwrap()));
+
         // Nor from an output that is not an object.
         let output = StepOutput::parse(r#"[[{"key": 1}]]"#.into()).unwrap();
         output.fits(&output_schema);

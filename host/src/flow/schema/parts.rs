@@ -230,6 +230,11 @@ fn with_reached_defs(schema: &Value, defs: Option<&Value>) -> Option<Value> {
         references(part, &mut refs);
         for reference in refs {
             let name = reference.strip_prefix("#/$defs/")?;
+            // A name the resolver would decode (`~1` is `/`) is not looked
+            // up as written: not followed.
+            if name.contains(['~', '/', '%']) {
+                return None;
+            }
             let def = defs.get(name)?;
             if !reached.contains_key(name) {
                 reached.insert(name.to_string(), def.clone());
