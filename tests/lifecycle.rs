@@ -1124,8 +1124,8 @@ async fn a_removal_a_killed_host_never_finished_is_made_by_the_next_run() {
 }
 
 /// Cy and Eve leave and both deactivations are approved; the run that
-/// makes them is killed while Cy's PATCH waits on a long `Retry-After`,
-/// once Eve's item has ended. Eve's item spent her approval with its own
+/// makes them is killed while Cy's PATCH is tried again and again
+/// (Procore unavailable), once Eve's item has ended. Eve's item spent her approval with its own
 /// record, so the next run finds it done; before, approvals were spent
 /// only when the step ended, which the dead host never reached, and the
 /// next run closed Eve's as "no longer needed", as if she had never been
@@ -1214,16 +1214,7 @@ fn sluice_cmd_killable(t: &Tenant, extra: &[&str]) -> tokio::process::Child {
 /// and kills its host once it has sent a `method` request whose path ends
 /// with `suffix`, which the faults set make it wait on.
 async fn run_killed_at(t: &Tenant, method: &str, suffix: &str, extra: &[&str]) {
-    let flow = flow_path();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.env_clear()
-        .args(["run", flow.to_str().unwrap(), "--lease", "1s"])
-        .args(extra)
-        .env("SLUICE_DATA_DIR", t.data.path())
-        .envs(t.env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
+    let mut child = sluice_cmd_killable(t, extra);
     let asked = std::time::Instant::now();
     while !t
         .emu

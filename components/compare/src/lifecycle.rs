@@ -2302,13 +2302,10 @@ mod tests {
         }
     }
 
-    /// The address a killed run created Bob's user under is now another
-    /// license holder's key (Eve's). The holder matched by key wins, so
-    /// Eve has the user and Bob is missing, wherever either is in the
-    /// list: before, Bob took the user when he came first, and Eve was
-    /// then neither created nor listed.
-    #[test]
-    fn a_user_under_an_old_key_is_the_holder_with_that_key_in_either_order() {
+    /// Bob's user, which a killed run created under his UPN after a run
+    /// marked him missing (with his Entra id) at 11:00: the UPN, the
+    /// user, and what the flow kept.
+    fn bobs_user_created_under_his_upn() -> (&'static str, [ProcoreUser; 1], Known) {
         let upn = "bob@x.onmicrosoft.com";
         let users = [ProcoreUser {
             created_at: Some("2026-03-01T11:01:00Z".into()),
@@ -2317,6 +2314,17 @@ mod tests {
         let mut known = Known::default();
         let eleven = at("2026-03-01T11:00:00Z").timestamp();
         known.creating = Marks::new(vec![mark(upn, eleven, Some("entra-bob"))]);
+        (upn, users, known)
+    }
+
+    /// The address a killed run created Bob's user under is now another
+    /// license holder's key (Eve's). The holder matched by key wins, so
+    /// Eve has the user and Bob is missing, wherever either is in the
+    /// list: before, Bob took the user when he came first, and Eve was
+    /// then neither created nor listed.
+    #[test]
+    fn a_user_under_an_old_key_is_the_holder_with_that_key_in_either_order() {
+        let (upn, users, known) = bobs_user_created_under_his_upn();
         let eve = person(upn, true);
         let seen = |people: &[Person]| {
             let (diff, writes) = run(people, &users, &known, &policy());
@@ -2344,14 +2352,7 @@ mod tests {
     /// when later entries of his key follow: he is one person, listed once.
     #[test]
     fn a_holder_waiting_for_the_old_key_decision_is_listed_once() {
-        let upn = "bob@x.onmicrosoft.com";
-        let users = [ProcoreUser {
-            created_at: Some("2026-03-01T11:01:00Z".into()),
-            ..user(1, upn, true)
-        }];
-        let mut known = Known::default();
-        let eleven = at("2026-03-01T11:00:00Z").timestamp();
-        known.creating = Marks::new(vec![mark(upn, eleven, Some("entra-bob"))]);
+        let (_, users, known) = bobs_user_created_under_his_upn();
         let (diff, _) = run(
             &[bob_with_mail(), person("ann@x.com", true), bob_with_mail()],
             &users,
