@@ -1125,11 +1125,12 @@ async fn a_removal_a_killed_host_never_finished_is_made_by_the_next_run() {
 
 /// Cy and Eve leave and both deactivations are approved; the run that
 /// makes them is killed while Cy's PATCH is tried again and again
-/// (Procore unavailable), once Eve's item has ended. Eve's item spent her approval with its own
-/// record, so the next run finds it done; before, approvals were spent
-/// only when the step ended, which the dead host never reached, and the
-/// next run closed Eve's as "no longer needed", as if she had never been
-/// deactivated. The next run makes Cy's and spends it.
+/// (Procore unavailable), once Eve's item has ended. Eve's item spent
+/// her approval with its own record, so the next run finds it done;
+/// before, approvals were spent only when the step ended, which the dead
+/// host never reached, and the next run closed Eve's as "no longer
+/// needed", as if she had never been deactivated. The next run makes
+/// Cy's and spends it.
 #[tokio::test]
 async fn an_approval_an_item_used_before_its_host_died_stays_used() {
     let t = Tenant::new(Plan {

@@ -366,8 +366,8 @@ async fn a_bulk_decision_leaves_what_someone_decided_since(db: Db) {
     assert_eq!(outcome.unchanged, ["a@x.com", "b@x.com", "c@x.com"]);
 }
 
-async fn an_approval_is_spent_once_and_a_spent_plan_takes_no_decision(db: Db) {
-    let s = &db.store;
+/// A plan holding a@x.com and b@x.com, both approved by alice.
+async fn a_and_b_approved(s: &Store) -> sluice_store::PlanSummary {
     let plan = s
         .record_gate(&gate("r1", &["a@x.com", "b@x.com"], &[]))
         .await
@@ -376,6 +376,12 @@ async fn an_approval_is_spent_once_and_a_spent_plan_takes_no_decision(db: Db) {
     s.decide(&decide(&plan.id, &[], Decision::Approved, "alice"))
         .await
         .unwrap();
+    plan
+}
+
+async fn an_approval_is_spent_once_and_a_spent_plan_takes_no_decision(db: Db) {
+    let s = &db.store;
+    let plan = a_and_b_approved(s).await;
     let ran = |key: &str, status: ItemStatus| Settled {
         key: key.into(),
         status,
@@ -600,14 +606,7 @@ async fn a_fenced_gate_is_refused(db: Db) {
 /// plan does not hold, changes nothing; the last one spent closes the plan.
 async fn an_items_record_spends_its_approval_in_the_same_write(db: Db) {
     let s = &db.store;
-    let plan = s
-        .record_gate(&gate("r1", &["a@x.com", "b@x.com"], &[]))
-        .await
-        .unwrap()
-        .unwrap();
-    s.decide(&decide(&plan.id, &[], Decision::Approved, "alice"))
-        .await
-        .unwrap();
+    let plan = a_and_b_approved(s).await;
     let spending = |index, key: &str, status, spends: bool| {
         let HistoryWrite::Item(mut item) = keyed(STEP, index, key, status, json!({})) else {
             unreachable!()
