@@ -1724,12 +1724,13 @@ async fn a_rejection_after_a_killed_host_applied_the_deactivation_is_recorded_as
     assert_eq!(writes(&requests), Vec::<String>::new());
     assert!(leavers(&run).is_empty(), "{:?}", leavers(&run));
     assert_eq!(record_of(&t, CY).await["status"], "deactivated");
-    // The admin who rejected it is told it stands: in the report, and
-    // in the mail the report makes worth sending.
+    // The admin who rejected it is told it stands: in the report (named
+    // as Procore names them), and in the mail the report makes worth
+    // sending.
     let page = report_of(&t, &run);
     assert!(
         page.contains(&format!(
-            "<td>deactivated before the rejection</td><td></td><td>{CY}</td><td>Procore id {cy}; Procore had applied it"
+            "<td>deactivated before the rejection</td><td>Existing User {cy}</td><td>{CY}</td><td>Procore id {cy}; Procore had applied it"
         )),
         "{page}"
     );

@@ -167,7 +167,7 @@ function rowsOf(input) {
   for (const told of compareOutput(input).rejected_too_late || []) {
     rows.push([
       "deactivated before the rejection",
-      "",
+      told.name || "",
       told.key,
       `Procore id ${told.procore_id}; Procore had applied it, so it stands`,
     ]);

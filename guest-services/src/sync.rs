@@ -679,6 +679,10 @@ pub struct Adopted {
     /// Why, when the status needs explaining.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The Procore user's name, where no license holder names them (a
+    /// deactivation applied before its rejection): the report's row has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// What [`Adopted`] records.

@@ -472,6 +472,7 @@ impl<'a, 'w> Run<'a, 'w> {
             license_group: person.license_group(),
             origin,
             detail: None,
+            name: None,
         })
     }
 
@@ -563,6 +564,7 @@ impl<'a, 'w> Run<'a, 'w> {
     ) -> Result<(), StepError> {
         let known = self.known;
         let mut managed: Vec<(&Record, u32)> = Vec::new();
+        let mut too_late: Vec<(&Record, u32)> = Vec::new();
         for (index, record) in known.records().enumerate() {
             if self.entra_held[index] {
                 continue;
@@ -578,7 +580,7 @@ impl<'a, 'w> Run<'a, 'w> {
             let ours = user.active || record.status == Status::Deactivating;
             if ours && !user.held && !users.holds_license(&record.key) {
                 if !user.active && self.rejected(&record.key) {
-                    self.applied_before_rejection(out, record)?;
+                    too_late.push((record, i));
                 } else {
                     managed.push((record, i));
                 }
@@ -603,10 +605,14 @@ impl<'a, 'w> Run<'a, 'w> {
             .chain(in_domains.iter().copied())
             .chain(self.known_as.iter().map(|(_, i)| *i))
             .chain(self.owed.iter().map(|(_, i, _)| *i))
-            .chain(self.owed_created.iter().map(|(_, _, i)| *i));
+            .chain(self.owed_created.iter().map(|(_, _, i)| *i))
+            .chain(too_late.iter().map(|(_, i)| *i));
         let wanted: Vec<u32> = wanted.collect();
         users.fetch_details(list, wanted)?;
         let details = |i: u32| users.details(i).cloned().unwrap_or_default();
+        for (record, i) in too_late {
+            self.applied_before_rejection(out, record, procore_name(&details(i)))?;
+        }
         let mut candidates: Vec<(String, Candidate, Details)> = managed
             .into_iter()
             .map(|(record, i)| {
@@ -877,6 +883,7 @@ impl<'a, 'w> Run<'a, 'w> {
         &mut self,
         out: &mut Written,
         record: &Record,
+        name: Option<String>,
     ) -> Result<(), StepError> {
         let mut whole = self.known.full(record)?;
         whole.status = Status::Deactivated;
@@ -891,6 +898,7 @@ impl<'a, 'w> Run<'a, 'w> {
             license_group: None,
             origin,
             detail: Some(APPLIED_BEFORE_REJECTION.to_string()),
+            name,
         };
         out.adopted.push(&told)?;
         out.rejected_too_late.push(told);
@@ -1711,6 +1719,11 @@ mod tests {
             diff.adopted[0].detail.as_deref(),
             Some(APPLIED_BEFORE_REJECTION)
         );
+        assert_eq!(
+            diff.adopted[0].name.as_deref(),
+            Some("First L3"),
+            "named from Procore: no license holder names them"
+        );
         assert_eq!(diff.rejected_too_late, diff.adopted, "told the report too");
         assert_eq!(diff.counts.adopted, 0);
         assert!(diff.project_owed.is_empty(), "{:?}", diff.project_owed);
@@ -2265,6 +2278,7 @@ mod tests {
                 license_group: Some("License – Microsoft E3".into()),
                 origin: Origin::Created,
                 detail: None,
+                name: None,
             }]
         );
         assert_eq!((diff.counts.adopted, diff.counts.missing), (1, 0));

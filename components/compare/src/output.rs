@@ -173,6 +173,7 @@ mod tests {
                 license_group: None,
                 origin: Origin::Domain,
                 detail: None,
+                name: None,
             }],
             leavers: vec![Leaver {
                 key: "c@x.com".into(),
@@ -215,6 +216,7 @@ mod tests {
                 license_group: None,
                 origin: Origin::Adopted,
                 detail: Some("too late".into()),
+                name: Some("F".into()),
             }],
         };
         let mut written = Written::default();

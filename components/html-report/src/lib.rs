@@ -512,10 +512,11 @@ mod tests {
     fn a_deactivation_rejected_too_late_is_told_and_counted() {
         let mut value = leavers_value(Value::Null);
         value["diff"]["rejected_too_late"] = json!([{"key": "cy@x.com", "status": "deactivated",
-            "procore_id": 43, "origin": "adopted", "detail": "too late"}]);
+            "procore_id": 43, "origin": "adopted", "detail": "too late", "name": "Cy Young"}]);
         let out = report(&input(value.clone()), &about(false));
         let cy = row(&sections(&input(value.clone())).unwrap(), "cy@x.com").clone();
         assert_eq!(cy.status, status::DEACTIVATED_BEFORE_REJECTION);
+        assert_eq!(cy.name, "Cy Young", "named as Procore names them");
         assert!(
             cy.detail
                 .starts_with("Procore id 43; Procore had applied it"),

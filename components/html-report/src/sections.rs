@@ -405,7 +405,7 @@ fn leavers(input: &Input, parts: &Parts<'_>, sink: &mut impl Sink) -> Result<(),
     for told in parts.rejected_too_late {
         sink.row(Row {
             status: status::DEACTIVATED_BEFORE_REJECTION,
-            name: String::new(),
+            name: told.name.clone().unwrap_or_default(),
             why: "the deactivation was rejected after a run that died had sent it".into(),
             detail: format!(
                 "Procore id {}; Procore had applied it, so it stands (nothing more was done; reactivate them in Procore by hand, or license them again and the flow reactivates them)",
