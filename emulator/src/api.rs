@@ -33,7 +33,13 @@ pub async fn log_requests(State(s): State<Shared>, request: Request, next: Next)
         .uri()
         .path_and_query()
         .map_or_else(|| request.uri().path().to_string(), |p| p.to_string());
-    let (request, body) = json_body(request).await;
+    // A token request carries a client secret, form-encoded or (Procore
+    // accepts it) JSON: never logged.
+    let (request, body) = if request.uri().path().ends_with("/token") {
+        (request, None)
+    } else {
+        json_body(request).await
+    };
     let started = Instant::now();
     let response = next.run(request).await;
     let spent = started.elapsed();

@@ -31,8 +31,8 @@ pub struct LoggedRequest {
     pub fault: Option<&'static str>,
     /// The request's body as sent, when it is JSON (`Content-Type:
     /// application/json`) of at most [`MAX_LOGGED_BODY`] bytes: what a
-    /// test checks a write sent. Token requests are form-encoded (they
-    /// carry client secrets) and are never logged.
+    /// test checks a write sent. Token requests (they carry client
+    /// secrets, in a form or in JSON) never have their body logged.
     pub body: Option<String>,
 }
 

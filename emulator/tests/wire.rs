@@ -81,6 +81,17 @@ async fn token_endpoints_answer_with_the_real_shapes() {
         bad.json::<Value>().await.unwrap()["error"],
         "invalid_client"
     );
+    // A token request's body holds a client secret: not logged, even as
+    // JSON (which the log keeps of other requests).
+    let tokens: Vec<_> = env
+        .emu
+        .snapshot()
+        .requests
+        .into_iter()
+        .filter(|r| r.path.ends_with("/token"))
+        .collect();
+    assert!(tokens.len() >= 5, "{tokens:?}");
+    assert!(tokens.iter().all(|r| r.body.is_none()), "{tokens:?}");
 }
 
 #[tokio::test]

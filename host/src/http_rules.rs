@@ -75,13 +75,56 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// Whether a header's name says it carries a credential (`X-Api-Key`,
+/// `Ocp-Apim-Subscription-Key`, `X-Auth-Token`, `X-Signature`…): a flow
+/// must then take its value from `[secrets]`, so that it is kept out of
+/// everything the host shows. Only a secret is known to be one.
+pub fn names_a_credential(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let credential = [
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "auth",
+        "credential",
+        "signature",
+    ]
+    .iter()
+    .any(|word| name.contains(word));
+    credential || (name.ends_with("key") && name != "idempotency-key")
+}
+
 /// Whether a URL carries a user name or password, which reqwest would turn
 /// into an `Authorization` header.
 pub fn has_userinfo(url: &Url) -> bool {
     !url.username().is_empty() || url.password().is_some()
 }
 
-/// Why a text cannot be a connection's base URL (or token URL).
+/// `text`, a URL or what was meant as one, as errors show it: a user name
+/// and password (a credential) become `…@`, a query (where services put
+/// keys) `?…`, and a fragment is dropped. Works on text that does not
+/// parse, which is when it is shown most.
+pub fn shown_endpoint(text: &str) -> String {
+    let text = text.split('#').next().unwrap_or_default();
+    let (text, query) = match text.split_once('?') {
+        Some((before, _)) => (before, "?…"),
+        None => (text, ""),
+    };
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), text),
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("…@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    format!("{scheme}{authority}{path}{query}")
+}
+
+/// Why a text cannot be a connection's base URL (or token URL). The URL is
+/// shown as [`shown_endpoint`] shows it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BaseUrlError {
     #[error("`{text}` is not a valid URL: {reason}")]
@@ -126,16 +169,16 @@ impl BaseUrlError {
 /// or http to loopback only, and no credentials in it.
 pub fn endpoint_url(text: &str) -> Result<Url, BaseUrlError> {
     let url = Url::parse(text).map_err(|e| BaseUrlError::Invalid {
-        text: text.to_string(),
+        text: shown_endpoint(text),
         reason: e.to_string(),
     })?;
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(&url) => {}
-        "http" => return Err(BaseUrlError::PlainHttp(text.to_string())),
+        "http" => return Err(BaseUrlError::PlainHttp(shown_endpoint(text))),
         other => {
             return Err(BaseUrlError::Scheme {
-                text: text.to_string(),
+                text: shown_endpoint(text),
                 scheme: other.to_string(),
             });
         }
@@ -144,8 +187,7 @@ pub fn endpoint_url(text: &str) -> Result<Url, BaseUrlError> {
         return Err(BaseUrlError::UserInfo);
     }
     if url.fragment().is_some() {
-        let before = text.split('#').next().unwrap_or_default();
-        return Err(BaseUrlError::Fragment(before.to_string()));
+        return Err(BaseUrlError::Fragment(shown_endpoint(text)));
     }
     Ok(url)
 }
@@ -324,5 +366,59 @@ mod tests {
         assert!(base_url("https://api.example.com/v1").is_ok());
         // A token URL may carry one (Azure AD B2C names its policy so).
         assert!(endpoint_url("https://login.example/token?p=b2c_1_signin").is_ok());
+    }
+
+    #[test]
+    fn credential_headers_are_told_by_their_names() {
+        for name in [
+            "X-Api-Key",
+            "apikey",
+            "Ocp-Apim-Subscription-Key",
+            "X-Auth-Token",
+            "X-Client-Secret",
+            "X-Signature",
+        ] {
+            assert!(names_a_credential(name), "{name}");
+        }
+        for name in [
+            "Procore-Company-Id",
+            "Idempotency-Key",
+            "Accept-Language",
+            "X-Tenant",
+        ] {
+            assert!(!names_a_credential(name), "{name}");
+        }
+    }
+
+    /// Whatever else is wrong with it, an error never quotes a URL's
+    /// password or query: the rules that refuse them come after the ones
+    /// that quote the text.
+    #[test]
+    fn a_refused_url_is_shown_without_its_credentials_or_query() {
+        for text in [
+            "https://admin:hunter2@host:99999/v1.0",
+            "http://admin:hunter2@graph.example/v1.0?key=hunter2",
+            "ftp://admin:hunter2@graph.example/",
+            "admin:hunter2@graph.example/v1.0",
+            "https://host:99999/v1.0?api_key=hunter2",
+            "https://graph.example/v1.0?key=hunter2#frag",
+        ] {
+            let e = endpoint_url(text).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{text}: {e}");
+        }
+        assert_eq!(
+            shown_endpoint("http://admin:pw@graph.example/v1.0?key=k#f"),
+            "http://…@graph.example/v1.0?…"
+        );
+        assert_eq!(
+            shown_endpoint("https://graph.example/v1.0"),
+            "https://graph.example/v1.0"
+        );
+        assert_eq!(
+            endpoint_url("http://graph.example/v1.0?key=k")
+                .unwrap_err()
+                .to_string(),
+            "`http://graph.example/v1.0?…` uses plain http to a host that is not loopback"
+        );
     }
 }

@@ -269,7 +269,8 @@ impl TokenSource {
             client_secret,
             scope,
         } = *credentials;
-        let endpoint = token_url.to_string();
+        // Shown in errors, so without its query (where keys go).
+        let endpoint = crate::http_rules::shown_endpoint(token_url.as_str());
         let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", client_id),
@@ -522,7 +523,11 @@ mod tests {
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        // With a key in its query, as an Azure Function's URL has one.
+        let url = format!(
+            "http://{}/token?code=the-function-key",
+            listener.local_addr().unwrap()
+        );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Url::parse(&url).unwrap()
     }
@@ -583,6 +588,8 @@ mod tests {
         let e = source.authorization(&http).await.unwrap_err();
         assert!(matches!(e, AuthError::Rejected { status: 401, .. }), "{e}");
         assert!(!e.to_string().contains("the-client-secret"), "{e}");
+        assert!(!e.to_string().contains("the-function-key"), "{e}");
+        assert!(e.to_string().contains("/token?… rejected"), "{e}");
 
         // An expired token is never used: every attempt, then the error.
         status.store(503, Ordering::SeqCst);
@@ -593,6 +600,7 @@ mod tests {
             matches!(&e, AuthError::Unavailable { detail, .. } if detail.contains("HTTP 503") && detail.contains("after 3 attempts")),
             "{e}"
         );
+        assert!(!e.to_string().contains("the-function-key"), "{e}");
         assert_eq!(hits.load(Ordering::SeqCst) - before, 3);
     }
 }

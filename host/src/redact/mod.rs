@@ -1,7 +1,8 @@
 //! Removing secrets from anything a component, a person or a file might see.
 //!
-//! The flow knows its secrets (client secrets, bearer tokens, secret header
-//! values, credential-looking environment values), the connections add
+//! The flow knows its secrets (client secrets, bearer tokens, header
+//! values built from a secret; a header named for a credential must be one,
+//! see [`crate::http_rules::names_a_credential`]), the connections add
 //! their own credentials and every access token they obtain. One
 //! [`Redactor`] knows them all, in every form listed in [`forms`] (plain,
 //! percent-, form- and JSON-encoded, base64) and the loose spellings of
@@ -211,8 +212,8 @@ pub const REDACTED: &str = "[redacted]";
 pub const MIN_SECRET_LEN: usize = 8;
 
 /// Shorter values would redact ordinary words: values learned on the way
-/// (an access token, a credential-looking environment value) are searched
-/// for from this length, in the forms that length allows.
+/// (an access token) are searched for from this length, in the forms that
+/// length allows.
 const MIN_LEARNED_LEN: usize = 4;
 
 impl Redactor {

@@ -155,6 +155,24 @@ impl Compiler<'_, '_> {
             let Some(located) = self.located_template(value, place) else {
                 continue;
             };
+            // Written in the file or read from a variable, a credential
+            // would be shown wherever the host shows the header's value:
+            // only a declared secret is kept out of output, logs and history.
+            let from_a_secret = located
+                .template
+                .references()
+                .iter()
+                .any(|(r, _)| matches!(r.root, Root::Secret(_)));
+            if http_rules::names_a_credential(header) && !from_a_secret {
+                self.error(
+                    value.span(),
+                    format!("header `{header}` carries a credential, so its value must come from `[secrets]`"),
+                    format!(
+                        "declare it (`[secrets]` `api_key = {{ env = \"API_KEY\" }}`) and write `\"{header}\" = \"${{secrets.api_key}}\"`: a secret is kept out of every output, log and error, other values are not"
+                    ),
+                );
+                continue;
+            }
             if let Some(text) = self.static_text(&located, params)
                 && let Err((message, hint)) = http_rules::header_value(header, &text)
             {
