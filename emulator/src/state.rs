@@ -304,6 +304,8 @@ impl Shared {
         d.lookup_lag.restart();
     }
 
+    /// Issues a token of `service`; its lifetime in seconds, as
+    /// `expires_in` says it.
     pub fn issue_token(&self, service: Service) -> (String, u64) {
         let mut data = self.lock();
         data.token_counter += 1;
@@ -326,7 +328,10 @@ impl Shared {
             token.clone(),
             Token {
                 service,
-                expires_at: Instant::now() + Duration::from_secs(lifetime),
+                // A lifetime past the clock's range never ends.
+                expires_at: Instant::now()
+                    .checked_add(Duration::from_secs(lifetime))
+                    .unwrap_or_else(far_future),
                 calls: 0,
             },
         );
@@ -394,4 +399,11 @@ mod tests {
         let last = d.scenario.procore_users.len() - 1;
         assert_eq!(indexed(&mut d, false).last(), Some(&last), "added in order");
     }
+}
+
+/// A moment no token lifetime reaches: a century from now.
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
+        .unwrap_or(now)
 }

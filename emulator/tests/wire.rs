@@ -94,6 +94,34 @@ async fn token_endpoints_answer_with_the_real_shapes() {
     assert!(tokens.iter().all(|r| r.body.is_none()), "{tokens:?}");
 }
 
+/// A token lifetime past the clock's range is a token that never ends,
+/// not a panic in the token endpoint.
+#[tokio::test]
+async fn a_token_lifetime_past_the_clock_never_ends() {
+    let env = start(EmulatorConfig {
+        faults: Faults {
+            token_lifetime_secs: Some(u64::MAX),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let token = env.procore_token().await;
+    let c = company(&env);
+    let users = env
+        .http
+        .get(format!(
+            "{}/rest/v1.0/companies/{c}/users",
+            env.var("PROCORE_BASE_URL")
+        ))
+        .bearer_auth(&token)
+        .header("Procore-Company-Id", &c)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(users.status(), 200);
+}
+
 #[tokio::test]
 async fn graph_pages_with_absolute_next_links_and_checks_top() {
     let env = start(EmulatorConfig {

@@ -24,11 +24,30 @@ pub struct ScenarioArgs {
     #[arg(long, default_value = "demo", conflicts_with = "users")]
     pub scenario: String,
     /// A generated tenant of this many users instead of a named scenario
-    #[arg(long)]
+    /// (at most 5,000,000: the emulator holds them all in memory)
+    #[arg(long, value_parser = parse_users)]
     pub users: Option<usize>,
     /// Seed of the generated tenant
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+/// The most users `--users` generates: the emulator holds each in memory
+/// (with its Procore user), and far more than this fails to allocate.
+const MAX_USERS: usize = 5_000_000;
+
+/// `--users N`: a whole number up to [`MAX_USERS`].
+fn parse_users(text: &str) -> Result<usize, String> {
+    let users: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number of users"))?;
+    if users > MAX_USERS {
+        return Err(format!(
+            "{users} users is more than the emulator holds (at most {MAX_USERS}, all in memory)"
+        ));
+    }
+    Ok(users)
 }
 
 /// `--faults`: what the emulators should get wrong, to rehearse bad days.
@@ -238,6 +257,20 @@ mod tests {
             Command::Emulate(args) => Ok(args),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    /// A tenant too large to hold is refused with the limit, not an
+    /// allocation failure that aborts the process.
+    #[test]
+    fn a_tenant_too_large_to_hold_is_refused() {
+        let ok = emulate_args(&["--users", "1000000"]).unwrap();
+        assert_eq!(ok.scenario.users, Some(1_000_000));
+        for huge in ["99999999999999", "18446744073709551615"] {
+            let e = emulate_args(&["--users", huge]).unwrap_err().to_string();
+            assert!(e.contains("at most 5000000"), "{e}");
+        }
+        let e = emulate_args(&["--users", "many"]).unwrap_err().to_string();
+        assert!(e.contains("not a whole number"), "{e}");
     }
 
     #[test]

@@ -258,12 +258,20 @@ pub fn parse_replica(text: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
+/// The longest `--lease`: a crashed host's flows wait out its lease.
+const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
 /// A lease of at least a second (`--lease`): renewals every third of it
-/// must be able to reach the store in time.
+/// must be able to reach the store in time. At most [`MAX_LEASE`].
 pub fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
     let lease = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if lease < std::time::Duration::from_secs(1) {
         return Err(format!("`{text}` is too short; a lease lasts at least 1s"));
+    }
+    if lease > MAX_LEASE {
+        return Err(format!(
+            "`{text}` is too long; a lease lasts at most 1d (it is renewed while its run goes on, and a host that dies keeps its flows from running elsewhere until it lapses)"
+        ));
     }
     Ok(lease)
 }
@@ -398,4 +406,25 @@ fn validate(file: &Path, data_dir: &Path, bind: bool) -> anyhow::Result<ExitCode
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease is between a second and a day: shorter cannot be renewed
+    /// in time, longer would keep a dead host's flows from running (and
+    /// one of centuries overflowed the clock).
+    #[test]
+    fn a_lease_is_between_a_second_and_a_day() {
+        assert_eq!(parse_lease("30s"), Ok(std::time::Duration::from_secs(30)));
+        assert_eq!(parse_lease("1d"), Ok(MAX_LEASE));
+        let short = parse_lease("500ms").unwrap_err();
+        assert!(short.contains("at least 1s"), "{short}");
+        for text in ["25h", "300000y"] {
+            let long = parse_lease(text).unwrap_err();
+            assert!(long.contains("at most 1d"), "{long}");
+        }
+        assert!(parse_lease("99999999999999999999999y").is_err());
+    }
 }

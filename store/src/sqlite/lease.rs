@@ -13,8 +13,13 @@ use crate::{
     Acquired, Claim, Firing, Lapse, LeaseGrant, RunStatus, StoreError, Takeover, timestamp,
 };
 
+/// `now` + `ttl`, or the latest time there is (a lease too long to end).
 fn after(now: DateTime<Utc>, ttl: Duration) -> String {
-    timestamp(now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX))
+    let end = chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    timestamp(end)
 }
 
 pub(crate) fn claim_firing(tx: &Transaction<'_>, f: &Firing) -> Result<Claim, StoreError> {
@@ -244,4 +249,28 @@ pub(crate) fn take_over_expired(
         )?;
     }
     Ok(taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease too long for the calendar ends at its last moment rather
+    /// than overflowing it.
+    #[test]
+    fn a_lease_past_the_calendar_ends_at_its_last_moment() {
+        let now = Utc::now();
+        assert_eq!(
+            after(now, Duration::from_secs(3600 * 24 * 365 * 300_000)),
+            timestamp(DateTime::<Utc>::MAX_UTC)
+        );
+        assert_eq!(
+            after(now, Duration::MAX),
+            timestamp(DateTime::<Utc>::MAX_UTC)
+        );
+        assert_eq!(
+            after(now, Duration::from_secs(30)),
+            timestamp(now + chrono::Duration::seconds(30))
+        );
+    }
 }
