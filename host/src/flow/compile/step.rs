@@ -174,6 +174,7 @@ impl Compiler<'_, '_> {
             && let Some(d) = &description
         {
             self.check_artifact_paths(f, d);
+            self.check_ledger_path(f, d);
         }
         if self.diags.len() > before || !step.unreadable.is_empty() {
             return (None, shape);
@@ -371,6 +372,48 @@ impl Compiler<'_, '_> {
                     format!("`{}` returns: {}", d.name, e.known.join(", ")),
                 );
             }
+        }
+    }
+
+    /// `ledger` names a list its component's output has: a misspelt path
+    /// would record nobody in the ledger, run after run, and say nothing.
+    fn check_ledger_path(&mut self, f: &StepFields, d: &Description) {
+        let Some(path) = &f.ledger else {
+            return;
+        };
+        let segments: Vec<String> = path.get_ref().split('.').map(str::to_string).collect();
+        if segments.iter().any(|s| !is_identifier(s)) {
+            return;
+        }
+        let hint = || {
+            format!(
+                "name a list in the output whose entries have a `key`; `{}` returns: {}",
+                d.name,
+                shape::property_names(&d.output_schema, &[]).join(", ")
+            )
+        };
+        match shape::output_at(&d.output_schema, &segments) {
+            Err(e) => {
+                let message = format!(
+                    "`ledger = \"{}\"` names output field `{}`, which `{}` does not return",
+                    path.get_ref(),
+                    e.field,
+                    d.name
+                );
+                self.error(path.span(), message, hint());
+            }
+            Ok(Some(schema)) => {
+                let types = shape::types_of(&d.output_schema, schema);
+                if types.is_some_and(|t| !t.contains("array")) {
+                    let message = format!(
+                        "`ledger = \"{}\"` names a field of `{}` that is never a list",
+                        path.get_ref(),
+                        d.name
+                    );
+                    self.error(path.span(), message, hint());
+                }
+            }
+            Ok(None) => {}
         }
     }
 
