@@ -261,6 +261,50 @@ fn validate_env_binds_the_shipped_flow_to_its_environment() {
     );
 }
 
+/// A variable the flow needs, set to nothing (`X=` in a file of
+/// variables), is refused like an unset one: before, validate passed and
+/// the run failed in a step ("`company_id` is empty") without saying which
+/// variable, or built `…microsoftonline.com//oauth2…`.
+#[test]
+fn a_needed_variable_set_to_nothing_is_refused() {
+    let flows = shipped_flows();
+    let mut env: Vec<(&str, &str)> = SHIPPED_ENV
+        .iter()
+        .filter(|(k, _)| !matches!(*k, "PROCORE_COMPANY_ID" | "GRAPH_TENANT_ID"))
+        .copied()
+        .collect();
+    env.extend([("PROCORE_COMPANY_ID", ""), ("GRAPH_TENANT_ID", "  ")]);
+    let (code, _, stderr) = sluice(
+        &flows,
+        &["validate", "--env", "procore-license-sync.toml"],
+        &env,
+    );
+    assert_eq!(code, 2, "{stderr}");
+    for var in ["PROCORE_COMPANY_ID", "GRAPH_TENANT_ID"] {
+        assert!(
+            stderr.contains(&format!("environment variable {var} is empty")),
+            "{var} not reported:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("write `${{env.{var}:-}}` where nothing is meant")),
+            "{stderr}"
+        );
+    }
+    // A variable with a default may be empty (PROCORE_PROJECT_ID:-).
+    env.retain(|(k, _)| !matches!(*k, "PROCORE_COMPANY_ID" | "GRAPH_TENANT_ID"));
+    env.extend([
+        ("PROCORE_COMPANY_ID", "42"),
+        ("GRAPH_TENANT_ID", "contoso"),
+        ("PROCORE_PROJECT_ID", ""),
+    ]);
+    let (code, _, stderr) = sluice(
+        &flows,
+        &["validate", "--env", "procore-license-sync.toml"],
+        &env,
+    );
+    assert_eq!(code, 0, "{stderr}");
+}
+
 /// A secret pasted into a URL variable by mistake is not printed with the
 /// error that says the URL is invalid.
 #[test]

@@ -93,7 +93,10 @@ impl Binder<'_> {
                 && u.inside_defaults_of
                     .iter()
                     .all(|v| self.env.var(v).is_none());
-            if needed && self.env.var(&u.name).is_none() {
+            // Set to nothing (`X=` in a file of variables, say) is a
+            // mistake too: `${env.X:-}` says when nothing is meant.
+            let blank = |v: String| v.trim().is_empty();
+            if needed && self.env.var(&u.name).is_none_or(blank) {
                 match unset.iter_mut().find(|(name, _)| *name == u.name) {
                     Some((_, spans)) => spans.push(&u.span),
                     None => unset.push((&u.name, vec![&u.span])),
@@ -101,7 +104,12 @@ impl Binder<'_> {
             }
         }
         for (name, spans) in unset {
-            let mut hint = format!("set {name}, or give a default with `${{env.{name}:-value}}`");
+            let set = self.env.var(name).is_some();
+            let mut hint = if set {
+                format!("give {name} a value, or write `${{env.{name}:-}}` where nothing is meant")
+            } else {
+                format!("set {name}, or give a default with `${{env.{name}:-value}}`")
+            };
             let mut lines: Vec<usize> = spans[1..]
                 .iter()
                 .map(|s| flow.source.line_col(s.start).0)
@@ -116,9 +124,10 @@ impl Binder<'_> {
                 };
                 hint.push_str(&format!(" (it is also needed on line{s} {list})"));
             }
+            let what = if set { "is empty" } else { "is not set" };
             self.error(
                 spans[0].clone(),
-                format!("environment variable {name} is not set"),
+                format!("environment variable {name} {what}"),
                 hint,
             );
         }
