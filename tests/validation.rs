@@ -264,16 +264,27 @@ fn validate_env_binds_the_shipped_flow_to_its_environment() {
 /// A variable the flow needs, set to nothing (`X=` in a file of
 /// variables), is refused like an unset one: before, validate passed and
 /// the run failed in a step ("`company_id` is empty") without saying which
-/// variable, or built `…microsoftonline.com//oauth2…`.
+/// variable, or built `…microsoftonline.com//oauth2…`. A secret of blanks
+/// only is empty too.
 #[test]
 fn a_needed_variable_set_to_nothing_is_refused() {
     let flows = shipped_flows();
     let mut env: Vec<(&str, &str)> = SHIPPED_ENV
         .iter()
-        .filter(|(k, _)| !matches!(*k, "PROCORE_COMPANY_ID" | "GRAPH_TENANT_ID"))
+        .filter(|(k, _)| {
+            !matches!(
+                *k,
+                "PROCORE_COMPANY_ID" | "GRAPH_TENANT_ID" | "GRAPH_CLIENT_SECRET"
+            )
+        })
         .copied()
         .collect();
-    env.extend([("PROCORE_COMPANY_ID", ""), ("GRAPH_TENANT_ID", "  ")]);
+    env.extend([
+        ("PROCORE_COMPANY_ID", ""),
+        ("GRAPH_TENANT_ID", "  "),
+        // Blanks only would redact every run of blanks in output.
+        ("GRAPH_CLIENT_SECRET", "          "),
+    ]);
     let (code, _, stderr) = sluice(
         &flows,
         &["validate", "--env", "procore-license-sync.toml"],
@@ -290,13 +301,13 @@ fn a_needed_variable_set_to_nothing_is_refused() {
             "{stderr}"
         );
     }
+    assert!(
+        stderr.contains("secret `graph_client_secret` reads GRAPH_CLIENT_SECRET, which is empty"),
+        "{stderr}"
+    );
     // A variable with a default may be empty (PROCORE_PROJECT_ID:-).
-    env.retain(|(k, _)| !matches!(*k, "PROCORE_COMPANY_ID" | "GRAPH_TENANT_ID"));
-    env.extend([
-        ("PROCORE_COMPANY_ID", "42"),
-        ("GRAPH_TENANT_ID", "contoso"),
-        ("PROCORE_PROJECT_ID", ""),
-    ]);
+    let mut env: Vec<(&str, &str)> = SHIPPED_ENV.to_vec();
+    env.push(("PROCORE_PROJECT_ID", ""));
     let (code, _, stderr) = sluice(
         &flows,
         &["validate", "--env", "procore-license-sync.toml"],

@@ -138,12 +138,13 @@ impl Binder<'_> {
         let mut values = BTreeMap::new();
         for s in &flow.secrets {
             match self.env.var(&s.env) {
-                Some(v) if v.chars().count() >= MIN_SECRET_LEN => {
+                // Blanks only would redact every run of blanks in output.
+                Some(v) if v.trim().chars().count() >= MIN_SECRET_LEN => {
                     values.insert(s.name.clone(), v);
                 }
                 // Too short to tell apart from ordinary text, so it could
                 // not be kept out of output: refused rather than shown.
-                Some(v) if !v.is_empty() => self.error(
+                Some(v) if !v.trim().is_empty() => self.error(
                     s.span.clone(),
                     format!(
                         "secret `{}` reads {}, whose value is shorter than {MIN_SECRET_LEN} characters: too short to keep out of output and run history",
