@@ -361,6 +361,13 @@ impl StateSnapshot {
     }
 }
 
+/// A moment no token lifetime reaches: a century from now.
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
+        .unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,11 +406,4 @@ mod tests {
         let last = d.scenario.procore_users.len() - 1;
         assert_eq!(indexed(&mut d, false).last(), Some(&last), "added in order");
     }
-}
-
-/// A moment no token lifetime reaches: a century from now.
-fn far_future() -> Instant {
-    let now = Instant::now();
-    now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
-        .unwrap_or(now)
 }

@@ -174,7 +174,9 @@ impl Compiler<'_, '_> {
             && let Some(d) = &description
         {
             self.check_artifact_paths(f, d);
-            self.check_ledger_path(f, d);
+            if let (Some(path), Some(segments)) = (&f.ledger, &fields.ledger) {
+                self.check_ledger_path(path, segments, d);
+            }
         }
         if self.diags.len() > before || !step.unreadable.is_empty() {
             return (None, shape);
@@ -377,14 +379,7 @@ impl Compiler<'_, '_> {
 
     /// `ledger` names a list its component's output has: a misspelt path
     /// would record nobody in the ledger, run after run, and say nothing.
-    fn check_ledger_path(&mut self, f: &StepFields, d: &Description) {
-        let Some(path) = &f.ledger else {
-            return;
-        };
-        let segments: Vec<String> = path.get_ref().split('.').map(str::to_string).collect();
-        if segments.iter().any(|s| !is_identifier(s)) {
-            return;
-        }
+    fn check_ledger_path(&mut self, path: &Spanned<String>, segments: &[String], d: &Description) {
         let hint = || {
             format!(
                 "name a list in the output whose entries have a `key`; `{}` returns: {}",
@@ -392,7 +387,7 @@ impl Compiler<'_, '_> {
                 shape::property_names(&d.output_schema, &[]).join(", ")
             )
         };
-        match shape::output_at(&d.output_schema, &segments) {
+        match shape::output_at(&d.output_schema, segments) {
             Err(e) => {
                 let message = format!(
                     "`ledger = \"{}\"` names output field `{}`, which `{}` does not return",
