@@ -76,6 +76,7 @@ OUTPUT_SCHEMA = {
         "present_inactive": {"type": "array"},
         "counts": {"type": "object"},
         "matched_by_upn": {"type": "array", "items": {"type": "string"}},
+        "adopted": {"type": "array"},
         "leavers": {"type": "array"},
         "leaving": {"type": "array"},
         "returners": {"type": "array"},
@@ -150,7 +151,9 @@ def compare(people, users):
             "procore_only": len(users) - len(matched),
         },
         "matched_by_upn": by_upn,
-        # No managed people: nobody leaves or returns through this compare.
+        # No managed people: nobody is adopted (the shipped flow's ledger
+        # reads this list), leaves or returns through this compare.
+        "adopted": [],
         "leavers": [],
         "leaving": [],
         "returners": [],
