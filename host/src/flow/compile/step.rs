@@ -486,35 +486,51 @@ impl Compiler<'_, '_> {
         true
     }
 
-    /// The step's component, what it says about itself and its input schema.
+    /// The step's component, what it says about itself and its input schema
+    /// (asked once per component, and reported at each step using it).
     fn component(&mut self, uses: &Spanned<String>) -> Option<Component> {
         let component = self.uses(uses)?;
-        let description = match self.ctx.catalog.describe(&component) {
+        let described = match self.described.iter().find(|(c, _)| *c == component) {
+            Some((_, described)) => described.clone(),
+            None => {
+                let described = self.describe(&component);
+                self.described.push((component.clone(), described.clone()));
+                described
+            }
+        };
+        match described {
+            Ok((description, schema)) => Some((component, description, schema)),
+            Err((message, hint)) => {
+                self.error(uses.span(), message, hint);
+                None
+            }
+        }
+    }
+
+    /// What `component` says about itself, and its input schema compiled.
+    fn describe(&self, component: &ComponentRef) -> Described {
+        let description = match self.ctx.catalog.describe(component) {
             Ok(d) => d.map(Arc::new),
             Err(e) => {
-                self.error(
-                    uses.span(),
+                return Err((
                     format!("component `{component}` cannot be used: {}", e.message),
                     e.hint,
-                );
-                return None;
+                ));
             }
         };
         let schema = match &description {
             Some(d) => match InputSchema::new(&d.name, &d.input_schema) {
                 Ok(schema) => Some(Arc::new(schema)),
                 Err(e) => {
-                    self.error(
-                        uses.span(),
+                    return Err((
                         format!("component `{component}` describes its input with a schema that is not valid: {e}"),
-                        "fix the component's `describe`: its input schema must be JSON Schema draft 2020-12",
-                    );
-                    return None;
+                        "fix the component's `describe`: its input schema must be JSON Schema draft 2020-12".into(),
+                    ));
                 }
             },
             None => None,
         };
-        Some((component, description, schema))
+        Ok((description, schema))
     }
 
     fn uses(&mut self, uses: &Spanned<String>) -> Option<ComponentRef> {
@@ -564,6 +580,11 @@ type Component = (
     Option<Arc<Description>>,
     Option<Arc<InputSchema>>,
 );
+
+/// A component's description and compiled input schema, or why it cannot
+/// be used (the message and hint of the error each step using it gets).
+pub(super) type Described =
+    Result<(Option<Arc<Description>>, Option<Arc<InputSchema>>), (String, String)>;
 
 /// A step's settings that need nothing but themselves.
 struct Fields {
