@@ -273,6 +273,16 @@ mod tests {
         assert_eq!(*catalog.asked.lock().unwrap(), ["lister", "broken"]);
     }
 
+    /// `when = []` would always hold (all of no conditions), though `[]`
+    /// as a condition's value is false: refused, not guessed.
+    #[test]
+    fn a_when_listing_no_condition_is_refused() {
+        let got = problems(&flow("[[step]]\nid = \"a\"\nuses = \"plain\"\nwhen = []\n"));
+        assert_eq!(got, ["8:8 `when = []` lists no condition"]);
+        let one = "[[step]]\nid = \"a\"\nuses = \"plain\"\nwhen = [\"${params.list}\"]\n";
+        assert_eq!(problems(&flow(one)), Vec::<String>::new());
+    }
+
     #[test]
     fn a_step_with_a_wrong_key_is_still_known_to_later_steps() {
         for wrong in [

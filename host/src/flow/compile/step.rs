@@ -304,6 +304,16 @@ impl Compiler<'_, '_> {
                 .checked_template(&Spanned::new(node.span(), s.clone()), &rules, "when")
                 .into_iter()
                 .collect(),
+            // An empty list of conditions would always hold, though `[]`
+            // as a condition's value is false: say which was meant.
+            Node::Array(items) if items.is_empty() => {
+                self.error(
+                    node.span(),
+                    "`when = []` lists no condition",
+                    "remove `when` to run the step always, or list the conditions that must all hold",
+                );
+                Vec::new()
+            }
             Node::Array(items) => items
                 .iter()
                 .filter_map(|i| match i.get_ref() {
