@@ -81,6 +81,20 @@ fn approval_error(e: StoreError) -> ApprovalError {
     }
 }
 
+/// `key`'s approval in `detail` is spent: done, with `outcome` in `run`.
+fn assert_spent(detail: &sluice_store::PlanDetail, key: &str, outcome: &str, run: &str) {
+    let item = detail
+        .item(key)
+        .unwrap_or_else(|| panic!("{key} not in the plan"));
+    assert_eq!(item.state, PlanItemState::Done, "{key}");
+    let ran = item.outcome.as_ref().unwrap();
+    assert_eq!(
+        (ran.outcome.as_str(), ran.run_id.as_str()),
+        (outcome, run),
+        "{key}"
+    );
+}
+
 async fn state_of(s: &Store, plan: &str, key: &str) -> PlanItemState {
     s.plan_detail(plan)
         .await
@@ -392,13 +406,7 @@ async fn an_approval_is_spent_once_and_a_spent_plan_takes_no_decision(db: Db) {
         .await
         .unwrap();
     let detail = s.plan_detail(&plan.id).await.unwrap().unwrap();
-    let a = detail.item("a@x.com").unwrap();
-    assert_eq!(a.state, PlanItemState::Done);
-    let outcome = a.outcome.as_ref().unwrap();
-    assert_eq!(
-        (outcome.outcome.as_str(), outcome.run_id.as_str()),
-        ("succeeded", "r2")
-    );
+    assert_spent(&detail, "a@x.com", "succeeded", "r2");
     assert_eq!(detail.plan.status, PlanStatus::Open);
     // A spent key cannot be approved again.
     let e = s
@@ -627,13 +635,7 @@ async fn an_items_record_spends_its_approval_in_the_same_write(db: Db) {
     .await
     .unwrap();
     let detail = s.plan_detail(&plan.id).await.unwrap().unwrap();
-    let a = detail.item("a@x.com").unwrap();
-    assert_eq!(a.state, PlanItemState::Done);
-    let outcome = a.outcome.as_ref().unwrap();
-    assert_eq!(
-        (outcome.outcome.as_str(), outcome.run_id.as_str()),
-        ("succeeded", "r2")
-    );
+    assert_spent(&detail, "a@x.com", "succeeded", "r2");
     assert_eq!(
         state_of(s, &plan.id, "b@x.com").await,
         PlanItemState::Approved
