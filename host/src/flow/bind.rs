@@ -185,7 +185,7 @@ impl Binder<'_> {
             if !self.sendable_in_header(&format!("header `{name}`"), value, &text) {
                 continue;
             }
-            if has_secret(&value.template) {
+            if value.template.reads_a_secret() {
                 redacted.push(Secret::new(text.clone()));
             }
             headers.push((name.clone(), text));
@@ -287,12 +287,6 @@ impl Binder<'_> {
     fn text(&mut self, at: &LocatedTemplate, scope: &Scope<'_>) -> Option<String> {
         scope.resolve_string(&at.template).ok()
     }
-}
-
-fn has_secret(t: &Template) -> bool {
-    t.references()
-        .iter()
-        .any(|(r, _)| matches!(r.root, Root::Secret(_)))
 }
 
 /// The step with every `${env.…}` replaced by its value.

@@ -79,6 +79,13 @@ impl Template {
         }
     }
 
+    /// Whether any reference (also in an `env` default) reads a secret.
+    pub fn reads_a_secret(&self) -> bool {
+        self.references()
+            .iter()
+            .any(|(r, _)| matches!(r.root, Root::Secret(_)))
+    }
+
     /// Every reference, including those nested in `env` defaults.
     pub fn references(&self) -> Vec<(&Reference, Range<usize>)> {
         let mut out = Vec::new();

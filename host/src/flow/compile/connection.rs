@@ -158,12 +158,7 @@ impl Compiler<'_, '_> {
             // Written in the file or read from a variable, a credential
             // would be shown wherever the host shows the header's value:
             // only a declared secret is kept out of output, logs and history.
-            let from_a_secret = located
-                .template
-                .references()
-                .iter()
-                .any(|(r, _)| matches!(r.root, Root::Secret(_)));
-            if http_rules::names_a_credential(header) && !from_a_secret {
+            if http_rules::names_a_credential(header) && !located.template.reads_a_secret() {
                 self.error(
                     value.span(),
                     format!("header `{header}` carries a credential, so its value must come from `[secrets]`"),
