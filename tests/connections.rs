@@ -580,6 +580,57 @@ retry = { max_attempts = 2, base_delay = "50ms", max_delay = "100ms" }"#,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_timed_out_by_a_silent_service_names_the_request_it_waited_on() {
+    let tokens = TestServer::start(|seen, _| match seen.path.as_str() {
+        "/token" => token_reply("tok", 3600),
+        _ => json_reply(404, json!({})),
+    })
+    .await;
+    let silent = silent_server().await;
+    let text = format!(
+        r#"
+name = "silent"
+[secrets]
+api_secret = {{ env = "API_SECRET" }}
+[connections.api]
+base_url = "{silent}/api"
+auth.oauth2_client_credentials = {{ token_url = "{}/token", client_id = "app", client_secret = "${{secrets.api_secret}}" }}
+
+[[step]]
+id = "call"
+uses = "{}"
+connections = ["api"]
+timeout = "2s"
+with = {{ action = "get", connection = "api", url = "things/2" }}
+"#,
+        tokens.url,
+        fixture("hostile").display()
+    );
+    let (outcome, _) = tokio::time::timeout(Duration::from_secs(60), run_flow(&text, false))
+        .await
+        .expect("the step's timeout did not end it");
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.unwrap();
+    // The default request timeout (60 s, five attempts) outlasts the
+    // step's: the step's timeout is what ends it, and says what it waited on.
+    assert!(
+        error.contains("ran longer than its timeout of 2s"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!(
+            "for an answer to GET {silent}/api/things/2 on connection `api`"
+        )),
+        "{error}"
+    );
+    assert!(
+        error.contains("waits up to 1m for each answer (`request_timeout`)")
+            && error.contains("up to 5 times"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_token_response_is_refused() {
     let server = TestServer::start(|seen, _| match seen.path.as_str() {
         "/token" => (

@@ -623,6 +623,7 @@ fn direct_call(
         state: sluice::state::CallState::new(state.clone(), "pool", "run", None),
         paged: Default::default(),
         outputs: sluice::engine::OutputLists::none(cap),
+        waiting: Default::default(),
     }
 }
 

@@ -59,5 +59,6 @@ pub fn call(step: &Arc<StepContext>, state: &Arc<dyn StateStore>) -> Call {
         state: CallState::new(state.clone(), "bench", "bench-run", None),
         paged: Default::default(),
         outputs: OutputLists::none(NO_CAP),
+        waiting: Default::default(),
     }
 }

@@ -247,6 +247,17 @@ impl Connection {
         self.authorization().await.map(|_| ())
     }
 
+    /// A request as this connection would send it, for an error: resolved
+    /// against the base URL (the path as given when it does not resolve),
+    /// shortened and redacted.
+    pub fn shown_request(&self, url: &str, query: &[(String, String)]) -> String {
+        let resolved = match self.base.resolve(url, query) {
+            Ok(resolved) => shown_url(resolved.as_str()),
+            Err(_) => shown_url(url),
+        };
+        self.redactor.redact(&resolved)
+    }
+
     pub fn needs_token(&self) -> bool {
         self.tokens.needs_token()
     }

@@ -21,8 +21,13 @@ pub enum CallError {
         code: String,
         message: String,
     },
-    #[error("it ran longer than its timeout of {}", humantime::format_duration(*.0))]
-    Timeout(Duration),
+    /// Past the step's `timeout`; `waiting` says which request it waited
+    /// on then, if any (a service that never answered).
+    #[error("it ran longer than its timeout of {}{}", humantime::format_duration(*limit), waiting.as_ref().map(|w| format!("; {w}")).unwrap_or_default())]
+    Timeout {
+        limit: Duration,
+        waiting: Option<String>,
+    },
     #[error("it exceeded its memory limit ({desired} bytes requested, limit {limit} bytes)")]
     MemoryLimit { desired: usize, limit: usize },
     /// The process's shared memory budget could not hold a growth.
@@ -71,7 +76,7 @@ impl CallError {
     pub fn code(&self) -> &str {
         match self {
             CallError::Reported { code, .. } => code,
-            CallError::Timeout(_) => "timeout",
+            CallError::Timeout { .. } => "timeout",
             CallError::MemoryLimit { .. } => "memory-limit",
             CallError::MemoryBudget(_) => "memory-budget",
             CallError::Exited(_) => "exited",
@@ -112,7 +117,10 @@ pub(super) fn classify(
     max_wasm_stack: usize,
 ) -> CallError {
     if let Some(d) = error.downcast_ref::<DeadlineExceeded>() {
-        return CallError::Timeout(d.0);
+        return CallError::Timeout {
+            limit: d.0,
+            waiting: None,
+        };
     }
     if let Some(m) = error.downcast_ref::<MemoryLimitExceeded>() {
         return CallError::MemoryLimit {

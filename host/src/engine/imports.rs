@@ -63,12 +63,14 @@ impl connection::Host for StepState {
         name: String,
         request: connection::Request,
     ) -> wasmtime::Result<Result<connection::Response, connection::SendError>> {
-        let step = self.call("connection.send")?.step.clone();
+        let call = self.call("connection.send")?;
+        let (step, waiting) = (call.step.clone(), call.waiting.clone());
         let Some(conn) = step.granted.get(&name).cloned() else {
             return Err(wasmtime::Error::new(SandboxViolation::from(
                 connections::policy::Violation::NotGranted(name),
             )));
         };
+        waiting.on(&conn, method(request.method), &request.url, &request.query);
         let outgoing = connections::OutgoingRequest {
             method: method(request.method),
             url: request.url,
@@ -79,6 +81,7 @@ impl connection::Host for StepState {
             retry_when_not_acted: request.retry_when_not_acted,
         };
         let (result, stats) = conn.send(outgoing, step.dry_run).await;
+        waiting.answered();
         step.record(&name, &stats);
         if let Ok(r) = &result
             && let Some(note) = &r.scrubbed

@@ -19,6 +19,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::limits::MemoryCap;
 use super::paged::PagedInputs;
 use super::paged_output::OutputLists;
+use super::waiting::Waiting;
 use crate::connections::{self, Connection, RequestStats};
 use crate::state::CallState;
 
@@ -139,6 +140,8 @@ pub struct Call {
     pub state: CallState,
     pub paged: PagedInputs,
     pub outputs: OutputLists,
+    /// The request it waits on, told when it times out.
+    pub waiting: Waiting,
 }
 
 /// Why a component's call was ended by the host rather than by itself.

@@ -36,6 +36,7 @@ pub mod paged;
 pub mod paged_output;
 pub mod pool;
 mod runtime;
+pub mod waiting;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -60,6 +61,7 @@ pub use paged::{PagedInputs, PagedList, StepInput};
 pub use paged_output::{AppendedList, AppendedLists, ListRules, OutputLists};
 pub use pool::{PoolSize, PoolStats};
 use runtime::{Ready, Runtime};
+pub use waiting::Waiting;
 
 /// A component ready to instantiate.
 pub struct Prepared {
@@ -294,6 +296,7 @@ impl Engine {
     ) -> Result<CallOutput, CallError> {
         let cap = call.outputs.cap();
         let context = run_context(&call.invocation);
+        let waiting = call.waiting.clone();
         let max_stack = self.config.max_wasm_stack;
         // Epochs do not interrupt a guest waiting in a host call (a slow
         // request); the outer timeout covers that case.
@@ -319,7 +322,12 @@ impl Engine {
         let (live, output) = match ended {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(CallError::Timeout(timeout)),
+            Err(_) => {
+                return Err(CallError::Timeout {
+                    limit: timeout,
+                    waiting: waiting.describe(),
+                });
+            }
         };
         // A commit the component asked for was refused because another
         // replica holds the flow now: the call was stopped, whatever the
@@ -397,7 +405,12 @@ impl Engine {
         };
         let (wit,) = match tokio::time::timeout(DESCRIBE_TIMEOUT, run).await {
             Ok(result) => result?,
-            Err(_) => return Err(CallError::Timeout(DESCRIBE_TIMEOUT)),
+            Err(_) => {
+                return Err(CallError::Timeout {
+                    limit: DESCRIBE_TIMEOUT,
+                    waiting: None,
+                });
+            }
         };
         describe::from_wit(wit)
             .map(|d| Some(Arc::new(d)))

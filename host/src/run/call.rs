@@ -27,7 +27,7 @@ use super::splice::{self, SpliceError};
 use crate::connections::decide::backoff;
 use crate::engine::{
     Call, CallError, Engine, Invocation, ListRules, OutputCap, OutputLists, Prepared, StepContext,
-    StepInput,
+    StepInput, Waiting,
 };
 use crate::flow::item_key::{BlankKey, item_key};
 use crate::flow::model::RetryPolicy;
@@ -337,6 +337,7 @@ impl Caller {
             invocation,
             paged: input.paged,
             outputs: OutputLists::new(self.lists.clone(), cap),
+            waiting: Waiting::default(),
         };
         let done = self
             .engine
