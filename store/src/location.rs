@@ -12,6 +12,16 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// Why the folder `dir` could not be made, in words an operator acts on:
+/// `create_dir_all` through a file says only "File exists" (or "Not a
+/// directory"), without naming the file in the way.
+pub fn folder_not_made(dir: &Path, error: &std::io::Error) -> String {
+    match dir.ancestors().find(|a| a.is_file()) {
+        Some(file) => format!("{} is a file, not a folder", file.display()),
+        None => error.to_string(),
+    }
+}
+
 /// A database location that is not one of the accepted forms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -149,6 +159,24 @@ impl fmt::Debug for Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_that_a_file_stands_in_the_way_of_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data");
+        std::fs::write(&file, "").unwrap();
+        for wanted in [file.clone(), file.join("runs/r1")] {
+            let error = std::fs::create_dir_all(&wanted).unwrap_err();
+            assert_eq!(
+                folder_not_made(&wanted, &error),
+                format!("{} is a file, not a folder", file.display())
+            );
+        }
+        // Any other reason is the system's own words.
+        let other = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let free = dir.path().join("free");
+        assert_eq!(folder_not_made(&free, &other), other.to_string());
+    }
 
     #[test]
     fn reads_each_form_and_never_shows_the_password() {

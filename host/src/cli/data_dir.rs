@@ -21,8 +21,9 @@ pub fn restrict_new_files() {
 pub fn prepare(dir: &Path) {
     if let Err(e) = crate::engine::cache::private_dir(dir) {
         eprintln!(
-            "warning: cannot create the data directory {}: {e}",
-            super::terminal::line(&dir.display().to_string())
+            "warning: cannot create the data directory {}: {}",
+            super::terminal::line(&dir.display().to_string()),
+            super::terminal::line(&sluice_store::location::folder_not_made(dir, &e))
         );
         return;
     }

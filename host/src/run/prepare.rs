@@ -24,8 +24,9 @@ pub fn output_folder(flow: &Flow, dir: &Path) -> Result<(), String> {
     }
     std::fs::create_dir_all(dir).map_err(|e| {
         format!(
-            "its report files go to {}, which cannot be made ({e}); fix the data directory (`--data-dir`, SLUICE_DATA_DIR) and run again",
-            dir.display()
+            "its report files go to {}, which cannot be made ({}); fix the data directory (`--data-dir`, SLUICE_DATA_DIR) and run again",
+            dir.display(),
+            sluice_store::location::folder_not_made(dir, &e)
         )
     })
 }

@@ -77,7 +77,11 @@ impl SqliteBackend {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
                         location: location.to_string(),
-                        why: format!("cannot create the folder {}: {e}", dir.display()),
+                        why: format!(
+                            "cannot create the folder {}: {}",
+                            dir.display(),
+                            crate::location::folder_not_made(dir, &e)
+                        ),
                     })?;
                 }
                 (Connection::open(path), path.as_path())
