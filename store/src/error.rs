@@ -53,12 +53,31 @@ pub enum StoreError {
     Approval(#[from] ApprovalError),
     #[error("the SQLite store failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("the PostgreSQL store failed: {0}")]
+    /// tokio-postgres keeps the cause (the server's message, the refused
+    /// connection) apart from its one-word description: both are shown.
+    #[error("the PostgreSQL store failed: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("no connection to PostgreSQL could be had: {0}")]
     Pool(String),
     #[error("a store call stopped unexpectedly: {0}")]
     Task(String),
+}
+
+/// An error and each of its causes, joined by ": " ("error connecting to
+/// server: Connection refused (os error 111)").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        // Some errors repeat their cause in their own words.
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
@@ -73,5 +92,21 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 impl From<tokio::task::JoinError> for StoreError {
     fn from(e: tokio::task::JoinError) -> Self {
         StoreError::Task(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error connecting to server")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_kept_apart_is_shown_after_the_error() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let shown = with_causes(&Outer(refused));
+        assert_eq!(shown, "error connecting to server: connection refused");
     }
 }
