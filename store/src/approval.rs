@@ -293,6 +293,12 @@ pub struct PlanQuery {
     pub limit: usize,
 }
 
+/// The longest note a decision may carry: a reason, not a document (every
+/// listing of the plan shows it).
+pub const MAX_NOTE_CHARS: usize = 2000;
+/// The longest name of who decides.
+pub const MAX_AUTHOR_CHARS: usize = 200;
+
 /// A person's decision about a plan: every pending item (`keys` and
 /// `if_pending` empty), or exactly the items with these keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,6 +380,14 @@ pub enum ApprovalError {
     },
     #[error("a decision needs the name of who makes it (--by NAME)")]
     NoAuthor,
+    #[error(
+        "the name of who decides is {chars} characters long; it may be at most {MAX_AUTHOR_CHARS}"
+    )]
+    LongAuthor { chars: usize },
+    #[error(
+        "the note is {chars} characters long; it may be at most {MAX_NOTE_CHARS} (a reason, not a document: link to a ticket for more)"
+    )]
+    LongNote { chars: usize },
 }
 
 /// One item's state as a decision needs it.
@@ -394,6 +408,14 @@ pub(crate) fn choose<'a>(
 ) -> Result<(Vec<&'a DecisionTarget>, Vec<String>), ApprovalError> {
     if req.by.trim().is_empty() {
         return Err(ApprovalError::NoAuthor);
+    }
+    let chars = req.by.chars().count();
+    if chars > MAX_AUTHOR_CHARS {
+        return Err(ApprovalError::LongAuthor { chars });
+    }
+    let chars = req.note.as_deref().map_or(0, |n| n.chars().count());
+    if chars > MAX_NOTE_CHARS {
+        return Err(ApprovalError::LongNote { chars });
     }
     if plan.status == PlanStatus::Closed {
         return Err(ApprovalError::PlanClosed {

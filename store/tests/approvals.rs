@@ -263,6 +263,21 @@ async fn decisions_record_who_when_and_why_and_refuse_what_cannot_be(db: Db) {
         .await
         .unwrap_err();
     assert_eq!(approval_error(e), ApprovalError::NoAuthor);
+    // A note is a reason, not a document; a name is a name.
+    let mut long = decide(&plan.id, &[], Decision::Approved, "eve");
+    long.note = Some("n".repeat(sluice_store::approval::MAX_NOTE_CHARS + 1));
+    let e = s.decide(&long).await.unwrap_err();
+    assert_eq!(approval_error(e), ApprovalError::LongNote { chars: 2001 });
+    let e = s
+        .decide(&decide(&plan.id, &[], Decision::Approved, &"e".repeat(201)))
+        .await
+        .unwrap_err();
+    assert_eq!(approval_error(e), ApprovalError::LongAuthor { chars: 201 });
+    assert_eq!(
+        state_of(s, &plan.id, "d@x.com").await,
+        PlanItemState::Pending,
+        "nothing was decided"
+    );
 
     // No keys: every pending item; then nothing is pending any more.
     let all = s

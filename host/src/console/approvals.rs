@@ -11,6 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use sluice_store::approval::MAX_NOTE_CHARS;
 use sluice_store::{
     ApprovalError, Decision, DecisionOutcome, DecisionRequest, PlanDetail, PlanItemState,
     PlanQuery, PlanStatus, PlanSummary, StoreError,
@@ -26,8 +27,6 @@ use super::view::{
 
 /// Plans the list shows (open ones first, then the latest closed).
 const PLANS_SHOWN: usize = 100;
-/// The longest note a decision may carry.
-const MAX_NOTE_CHARS: usize = 2000;
 
 fn plan_href(id: &str) -> String {
     format!("/approvals/{}", segment(id))
