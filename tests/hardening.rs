@@ -1010,3 +1010,61 @@ async fn for_each_outputs_no_later_step_reads_are_not_kept_in_the_step_output() 
     assert_eq!(outcome.outputs["reader"]["whole"]["ok"], 5);
     assert_eq!(outcome.outputs["reader"]["ok"], 5);
 }
+
+/// A history damaged under a run (here the pages of its `steps` table)
+/// loses part of the run's record: the run goes to its end, but says so
+/// and exits 1 rather than 0, so a monitor that reads the exit status
+/// sees it.
+#[test]
+fn a_run_whose_history_could_not_all_be_written_exits_1() {
+    let data = tempfile::tempdir().unwrap();
+    let flow = write_flow(
+        data.path(),
+        "flow.toml",
+        "name = \"kept\"\n[[step]]\nid = \"a\"\nuses = \"compare\"\nwith = { people = [], procore_users = [] }\n",
+    );
+    let flow = flow.to_str().unwrap();
+    let (code, _, err) = sluice(data.path(), &["run", flow]);
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    let history = data.path().join("history.sqlite");
+    let (page_size, pages): (i64, Vec<i64>) = {
+        let db = rusqlite::Connection::open(&history).unwrap();
+        let size = db.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        let mut roots = db
+            .prepare("SELECT rootpage FROM sqlite_master WHERE tbl_name = 'steps'")
+            .unwrap();
+        let pages = roots
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (size, pages)
+    };
+    assert!(!pages.is_empty());
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&history)
+            .unwrap();
+        for page in pages {
+            let at = u64::try_from((page - 1) * page_size).unwrap();
+            file.seek(SeekFrom::Start(at)).unwrap();
+            file.write_all(&vec![0xAB; usize::try_from(page_size).unwrap()])
+                .unwrap();
+        }
+    }
+    let (code, out, err) = sluice(data.path(), &["run", flow]);
+    let err = String::from_utf8_lossy(&err);
+    assert_eq!(code, 1, "{}{err}", String::from_utf8_lossy(&out));
+    assert!(
+        err.contains("the run history could not be written") && err.contains("malformed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ran to its end, but part of its history")
+            && err.contains("`sluice runs` and `sluice ledger` do not show all it did"),
+        "{err}"
+    );
+    assert!(err.contains("finished"), "{err}");
+}

@@ -199,6 +199,12 @@ impl Recording {
         })
     }
 
+    /// Whether some of run `run_id`'s history could not be written (after
+    /// [`Recording::finish`]).
+    pub fn lost_history(&self, run_id: &str) -> bool {
+        self.writer.as_ref().is_some_and(|w| w.lost_writes(run_id))
+    }
+
     /// Waits until the run's history is written; frees the flow's lease.
     pub async fn finish(&self) {
         if let Some(writer) = &self.writer {
@@ -392,8 +398,20 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         Some(tapes) => after_tape(tapes, args.record.is_some(), &options.redactor, mode),
         None => true,
     };
+    // The run did its work, but its record or the ledger of whom it
+    // changed is incomplete: not a success an operator may overlook.
+    let lost = recording.lost_history(&outcome.run_id);
+    if lost {
+        eprintln!(
+            "error: {}",
+            super::terminal::line(&format!(
+                "run {} ran to its end, but part of its history (its record, or ledger entries of whom it changed) could not be written (see the warning above), so `sluice runs` and `sluice ledger` do not show all it did; repair or move the run history (`--data-dir`, `--database`) before the next run",
+                outcome.run_id
+            ))
+        );
+    }
     Ok(match finish(&outcome, mode) {
-        code if code == ExitCode::SUCCESS && !taped => ExitCode::from(1),
+        code if code == ExitCode::SUCCESS && (!taped || lost) => ExitCode::from(1),
         code => code,
     })
 }

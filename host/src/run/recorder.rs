@@ -105,6 +105,8 @@ pub struct HistoryWriter {
     /// Told by [`HistoryWriter::flush_events`], so the writer stops waiting
     /// for more writes to batch ([`LINGER`]).
     flushing: Arc<Notify>,
+    /// The runs some of whose writes failed.
+    warned: Warned,
 }
 
 impl HistoryWriter {
@@ -115,13 +117,21 @@ impl HistoryWriter {
         let flushing = Arc::new(Notify::new());
         let warned = Arc::new(Mutex::new(HashSet::new()));
         tokio::spawn(drain(store.clone(), jobs, flushing.clone(), warned.clone()));
-        tokio::spawn(drain_ledger(store.clone(), keyed, warned));
+        tokio::spawn(drain_ledger(store.clone(), keyed, warned.clone()));
         Arc::new(HistoryWriter {
             sender,
             ledger,
             store,
             flushing,
+            warned,
         })
+    }
+
+    /// Whether some of run `run_id`'s history (its record, its ledger
+    /// entries) could not be written: what `sluice runs` and `sluice
+    /// ledger` show of it is incomplete. Known once the writes are flushed.
+    pub fn lost_writes(&self, run_id: &str) -> bool {
+        (self.warned.lock().unwrap_or_else(|e| e.into_inner())).contains(run_id)
     }
 
     /// The store written to.
