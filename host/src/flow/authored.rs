@@ -65,6 +65,10 @@ pub struct AuthoredFlow {
     pub document: Range<usize>,
     /// How many `[[step]]` sections were written, parsed or not.
     pub steps_written: usize,
+    /// Whole numbers too large to hold, each reported where it is written
+    /// ([`oversized_integers`]); what serde says at the same place would
+    /// only repeat it.
+    pub oversized: Vec<Diagnostic>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,6 +358,9 @@ pub fn parse(source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<Authore
         document,
         ..Default::default()
     };
+    for (_, value) in root.get_ref().iter() {
+        oversized_integers(value, &source.text, &mut flow.oversized);
+    }
     for (key, value) in root.into_inner() {
         let key_span = key.span();
         match key.get_ref().as_ref() {
@@ -415,6 +422,48 @@ pub fn parse(source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<Authore
         }
     }
     Some(flow)
+}
+
+/// TOML allows whole numbers of any size, a flow's values hold 64 bits:
+/// each one beyond that is found here, with its place and its text.
+fn oversized_integers(value: &Spanned<DeValue<'_>>, text: &str, found: &mut Vec<Diagnostic>) {
+    match value.get_ref() {
+        DeValue::Integer(i) if whole_number(i).is_none() => {
+            let span = value.span();
+            let written = text.get(span.clone()).unwrap_or(i.as_str());
+            found.push(
+                Diagnostic::new(
+                    span,
+                    format!(
+                        "`{written}` is too large for a whole number (at most {})",
+                        i64::MAX
+                    ),
+                )
+                .hint("write a smaller number, or text in quotes if it is an id"),
+            );
+        }
+        DeValue::Array(items) => {
+            for item in items {
+                oversized_integers(item, text, found);
+            }
+        }
+        DeValue::Table(table) => {
+            for (_, item) in table.iter() {
+                oversized_integers(item, text, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A TOML integer as a 64-bit whole number, whatever its base.
+fn whole_number(i: &toml::de::DeInteger<'_>) -> Option<i64> {
+    let digits = i.as_str().replace('_', "");
+    let digits = digits
+        .trim_start_matches("0x")
+        .trim_start_matches("0o")
+        .trim_start_matches("0b");
+    i64::from_str_radix(digits, i.radix()).ok()
 }
 
 fn first_line(message: &str) -> &str {
@@ -494,7 +543,7 @@ fn set_aside_key_at(
 }
 
 fn serde_diagnostic(e: &toml::de::Error, fallback: Range<usize>) -> Diagnostic {
-    let message = plain_type_names(first_line(e.message()));
+    let message = plain_type_names(&plain_float(first_line(e.message())));
     let span = e.span().unwrap_or(fallback);
     if let Some(d) = unknown_field(&message, span.clone()) {
         return d;
@@ -507,6 +556,19 @@ fn serde_diagnostic(e: &toml::de::Error, fallback: Range<usize>) -> Diagnostic {
         "see the flow format in the README"
     };
     Diagnostic::new(span, message).hint(hint)
+}
+
+/// serde's "invalid type: floating point `1000…0.0`" (the float printed in
+/// full: 300 digits for `1e300`) as words; the caret shows what was written.
+fn plain_float(message: &str) -> String {
+    const FLOAT: &str = "floating point `";
+    match message.split_once(FLOAT) {
+        Some((head, rest)) => match rest.split_once('`') {
+            Some((_, tail)) => format!("{head}a number with a fraction or an exponent{tail}"),
+            None => message.to_string(),
+        },
+        None => message.to_string(),
+    }
 }
 
 /// serde's Rust type names ("expected u32") in words a flow's author knows.
@@ -751,14 +813,15 @@ pub fn node(value: Spanned<DeValue<'_>>) -> Spanned<Node> {
     let span = value.span();
     let node = match value.into_inner() {
         DeValue::String(s) => Node::String(s.into_owned()),
+        // One too large to hold is reported by `parse`, and read on as the
+        // nearest that fits, so no later check reports it again as
+        // something else.
         DeValue::Integer(i) => {
-            let digits = i.as_str().replace('_', "");
-            let digits = digits
-                .trim_start_matches("0x")
-                .trim_start_matches("0o")
-                .trim_start_matches("0b");
-            i64::from_str_radix(digits, i.radix())
-                .map_or_else(|_| Node::String(i.as_str().to_string()), Node::Integer)
+            Node::Integer(whole_number(&i).unwrap_or(if i.as_str().starts_with('-') {
+                i64::MIN
+            } else {
+                i64::MAX
+            }))
         }
         DeValue::Float(f) => {
             let text = f.as_str().replace('_', "");

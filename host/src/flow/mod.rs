@@ -20,6 +20,7 @@ pub mod compile;
 pub mod compiled;
 pub mod component_file;
 pub mod environment;
+pub mod for_each_key;
 pub mod item_key;
 pub mod model;
 pub mod reads;
@@ -141,8 +142,14 @@ fn compile_into(
     // step only when it is not a table: otherwise it is kept with what
     // could be read of it, with or without an id); the rest is still
     // checked so that every problem is reported at once.
-    let authored = authored::parse(source, diags)?;
-    Some(compile::compile(source, authored, ctx, diags))
+    let mut authored = authored::parse(source, diags)?;
+    let oversized = std::mem::take(&mut authored.oversized);
+    let compiled = compile::compile(source, authored, ctx, diags);
+    // A number too large to hold is told once, where it is written, not
+    // again in serde's words for the field it was given to.
+    diags.retain(|d| !oversized.iter().any(|o| o.span == d.span));
+    diags.extend(oversized);
+    Some(compiled)
 }
 
 fn finish<T>(

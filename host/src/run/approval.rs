@@ -32,9 +32,9 @@ use sluice_store::{
 
 use super::context::{RunContext, StepFailure};
 use super::events::RunEvent;
-use crate::flow::Step;
 use crate::flow::model::{Threshold, whole_number};
 use crate::flow::resolve::{Scope, truthy};
+use crate::flow::{Step, for_each_key};
 
 /// The keys of a step's open plan by state (`${run.approvals.STEP.…}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -89,9 +89,8 @@ pub struct ApprovalStore {
     pub fence: Option<i64>,
 }
 
-/// Each item's key, from the step's `for_each_key` (`None` without one).
-/// A key must be a non-empty text or a number, and with `approval` two
-/// items may not share one: an approval names exactly one item.
+/// Each item's key, from the step's `for_each_key` (`None` without one):
+/// see [`for_each_key::keys`].
 pub fn keys(
     step: &Step,
     items: &[Value],
@@ -100,46 +99,9 @@ pub fn keys(
     let Some(template) = &step.for_each_key else {
         return Ok(vec![None; items.len()]);
     };
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut keys = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let scope = Scope {
-            item: Some(item),
-            ..*scope
-        };
-        let value = scope.resolve(template).map_err(|e| {
-            StepFailure::Failed(format!(
-                "item {}: `for_each_key` could not be resolved: {e}",
-                index + 1
-            ))
-        })?;
-        let key = match value {
-            Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
-            Value::Number(n) => n.to_string(),
-            other => {
-                return Err(StepFailure::Failed(format!(
-                    "item {}: `for_each_key` gave {}, not a key; each item needs a non-empty text or number",
-                    index + 1,
-                    if other.is_null() {
-                        "nothing".to_string()
-                    } else {
-                        other.to_string()
-                    }
-                )));
-            }
-        };
-        if step.approval.is_some()
-            && let Some(first) = seen.insert(key_norm(&key), index)
-        {
-            return Err(StepFailure::Failed(format!(
-                "items {} and {} have the same key `{key}`; with `approval` each item needs its own key (check `for_each_key`)",
-                first + 1,
-                index + 1
-            )));
-        }
-        keys.push(Some(key));
-    }
-    Ok(keys)
+    for_each_key::keys(template, items, scope, step.approval.is_some())
+        .map(|keys| keys.into_iter().map(Some).collect())
+        .map_err(|e| StepFailure::Failed(e.to_string()))
 }
 
 /// `--only KEY`: the indexes of the items to keep. A step without

@@ -16,12 +16,16 @@
 //! field whose schema says so) is refused, as `for_each` over one known to
 //! be no list is.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 
+use serde_json::Value;
 use toml::Spanned;
 
 use super::super::authored::{AuthoredStep, Node};
+use super::super::for_each_key::{self, KeyError};
 use super::super::model::{Approval, Threshold, whole_number};
+use super::super::resolve::Scope;
 use super::super::schema::shape::type_names;
 use super::super::template::{Root, Template};
 use super::Compiler;
@@ -59,6 +63,43 @@ impl Compiler<'_, '_> {
             return None;
         }
         Some(template)
+    }
+
+    /// A `for_each` list known in full (a param) whose items the step's
+    /// `for_each_key` gives no key (a field they lack) or, with
+    /// `approval`, one key twice: refused now, as a run would refuse it.
+    /// A key that reads what only a run has (an earlier step's output, an
+    /// environment variable) is left to the run.
+    pub(super) fn known_item_keys(
+        &mut self,
+        key: &Spanned<String>,
+        template: &Template,
+        list: &str,
+        items: &[Value],
+        params: &BTreeMap<String, Value>,
+        unique: bool,
+    ) {
+        let scope = Scope {
+            params: Some(params),
+            env: None,
+            secrets: None,
+            steps: None,
+            item: None,
+            run: None,
+        };
+        let hint = match for_each_key::keys(template, items, &scope, unique) {
+            Ok(_) | Err(KeyError::Unresolved { .. }) => return,
+            Err(e @ KeyError::NotAKey { .. }) => (
+                e,
+                "name a field every item has, for example `for_each_key = \"${item.key}\"`",
+            ),
+            Err(e @ KeyError::Shared { .. }) => (
+                e,
+                "name a field that differs between items, or leave the repeated item out of the list",
+            ),
+        };
+        let (why, hint) = hint;
+        self.error(key.span(), format!("`{list}`, {why}"), hint);
     }
 
     /// The step's `approval`, checked; `has_key` says whether the step has

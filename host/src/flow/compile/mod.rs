@@ -303,6 +303,21 @@ mod tests {
     }
 
     #[test]
+    fn a_param_name_a_reference_could_not_name_is_refused() {
+        let got = problems(
+            "name = \"t\"\n[params]\n\"a.b\" = 1\n\"\" = 2\nok-name_2 = 3\n\
+             [[step]]\nid = \"a\"\nuses = \"plain\"\n",
+        );
+        assert_eq!(
+            got,
+            [
+                "3:1 param name `a.b` is not valid",
+                "4:1 param name `` is not valid"
+            ]
+        );
+    }
+
+    #[test]
     fn a_step_with_a_wrong_key_still_has_its_other_problems_reported() {
         let got = problems(&flow(
             "[[step]]\nid = \"a\"\nuses = \"plain\"\non_error = \"ignore\"\n\

@@ -153,6 +153,16 @@ impl Compiler<'_, '_> {
         let with = step.with.as_ref().and_then(|w| self.with(w, &refs));
         let for_each_key = self.for_each_key(step, &refs);
         let approval = self.approval(step, &refs, for_each_key.is_some());
+        if let (Some(key), Some(template), Some(fe), Some(Value::Array(items))) = (
+            &f.for_each_key,
+            &for_each_key,
+            &f.for_each,
+            list.and_then(Template::as_single_ref)
+                .and_then(|r| outer.value(r)),
+        ) {
+            let unique = approval.is_some();
+            self.known_item_keys(key, template, fe.get_ref(), &items, at.params, unique);
+        }
         let when = step
             .when
             .as_ref()
@@ -429,11 +439,18 @@ impl Compiler<'_, '_> {
             if self.reference_in_artifact(file) || self.reference_in_artifact(path) {
                 continue;
             }
-            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            if name.is_empty()
+                || name.contains(['/', '\\'])
+                || name.starts_with('.')
+                || name.chars().any(char::is_control)
+            {
                 self.error(
                     file.span(),
-                    format!("artifact name `{name}` must be a plain file name"),
-                    "for example `report.html`",
+                    format!(
+                        "artifact name `{}` must be a plain file name",
+                        name.escape_debug()
+                    ),
+                    "for example `report.html`: no folder, no leading `.`, no control characters",
                 );
                 continue;
             }
