@@ -51,7 +51,7 @@ pub enum StoreError {
     /// A decision about an approval plan that cannot be made.
     #[error(transparent)]
     Approval(#[from] ApprovalError),
-    #[error("the SQLite store failed: {0}")]
+    #[error("the SQLite store failed: {}", sqlite_why(.0))]
     Sqlite(#[from] rusqlite::Error),
     /// tokio-postgres keeps the cause (the server's message, the refused
     /// connection) apart from its one-word description: both are shown.
@@ -61,6 +61,23 @@ pub enum StoreError {
     Pool(String),
     #[error("a store call stopped unexpectedly: {0}")]
     Task(String),
+}
+
+/// An SQLite error in words, with what to do when the file is damaged.
+pub(crate) fn sqlite_why(error: &rusqlite::Error) -> String {
+    format!("{error}{}", damaged_hint(error))
+}
+
+/// What to do about an SQLite file that is damaged or not a database:
+/// nothing Sluice can repair, and not something to retry.
+fn damaged_hint(error: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match error.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => {
+            " (the file is damaged: restore it from a backup, or move it aside, with its -wal file, to start a new history; the runs, approvals and flow state in it go with it)"
+        }
+        _ => "",
+    }
 }
 
 /// An error and each of its causes, joined by ": " ("error connecting to
@@ -102,6 +119,24 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("error connecting to server")]
     struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_damaged_sqlite_file_says_what_to_do() {
+        let corrupt = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some("database disk image is malformed".into()),
+        );
+        let shown = StoreError::from(corrupt).to_string();
+        assert!(
+            shown.starts_with("the SQLite store failed: database disk image is malformed (the file is damaged: restore it from a backup, or move it aside"),
+            "{shown}"
+        );
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert!(!StoreError::from(busy).to_string().contains("damaged"));
+    }
 
     #[test]
     fn a_cause_kept_apart_is_shown_after_the_error() {

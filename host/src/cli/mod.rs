@@ -33,6 +33,7 @@ pub mod components_cmd;
 pub mod console_cmd;
 pub mod data_dir;
 pub mod emulate;
+pub mod error_text;
 pub mod ledger_cmd;
 pub mod log_lines;
 pub mod narrative;
@@ -192,7 +193,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", terminal::line(&format!("{e:#}")));
+            eprintln!("error: {}", terminal::line(&error_text::paragraph(&e)));
             ExitCode::from(1)
         }
     }
@@ -295,7 +296,7 @@ pub fn with_context<T>(
         Err(e) => {
             eprintln!(
                 "warning: components cannot be loaded ({}); their inputs and connection roles are not checked",
-                terminal::line(&format!("{e:#}"))
+                terminal::line(&error_text::paragraph(&e))
             );
             with_resolver(&remote, &crate::flow::Undescribed, overrides, f)
         }

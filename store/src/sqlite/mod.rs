@@ -89,8 +89,8 @@ impl SqliteBackend {
             Location::SqliteMemory => (Connection::open_in_memory(), Path::new(":memory:")),
             Location::Postgres(_) => return Err(open_error(&"not an SQLite location")),
         };
-        let conn = conn.map_err(|e| open_error(&e))?;
-        configure(&conn).map_err(|e| open_error(&e))?;
+        let conn = conn.map_err(|e| open_error(&crate::error::sqlite_why(&e)))?;
+        configure(&conn).map_err(|e| open_error(&crate::error::sqlite_why(&e)))?;
         schema::migrate(&conn, path)?;
         Ok(SqliteBackend {
             conn: Arc::new(Mutex::new(conn)),

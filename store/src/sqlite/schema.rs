@@ -261,7 +261,7 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let shown = || path.display().to_string();
     let found = version(conn).map_err(|e| StoreError::Open {
         location: shown(),
-        why: e.to_string(),
+        why: crate::error::sqlite_why(&e),
     })?;
     if found == SCHEMA_VERSION {
         return Ok(());
@@ -273,7 +273,7 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         move |e: rusqlite::Error| StoreError::Migrate {
             location: shown(),
             version,
-            why: e.to_string(),
+            why: crate::error::sqlite_why(&e),
         }
     };
     conn.execute_batch("BEGIN IMMEDIATE")
