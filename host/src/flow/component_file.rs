@@ -38,6 +38,8 @@ pub enum ComponentFileError {
     NotAComponent(String),
     #[error("component file `{path}` cannot be read: {reason}")]
     Unreadable { path: String, reason: String },
+    #[error("`{0}` is a symbolic link that leads back to itself (or through too many links)")]
+    SymlinkLoop(String),
 }
 
 impl ComponentFileError {
@@ -57,6 +59,9 @@ impl ComponentFileError {
                 "build for `wasm32-wasip2` (or wrap the module with `wasm-tools component new`)"
             }
             ComponentFileError::Unreadable { .. } => "check the file's permissions",
+            ComponentFileError::SymlinkLoop(_) => {
+                "point `uses` at the .wasm file itself, or mend the link"
+            }
         }
     }
 }
@@ -129,6 +134,10 @@ fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 fn unreadable(path: &str, e: &std::io::Error) -> ComponentFileError {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return ComponentFileError::SymlinkLoop(path.to_string());
+    }
     ComponentFileError::Unreadable {
         path: path.to_string(),
         reason: e.kind().to_string(),
@@ -138,6 +147,19 @@ fn unreadable(path: &str, e: &std::io::Error) -> ComponentFileError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_loop_is_named_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.wasm");
+        let b = dir.path().join("b.wasm");
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        let e = check(&a).unwrap_err();
+        assert_eq!(e, ComponentFileError::SymlinkLoop(a.display().to_string()));
+        assert!(e.hint().contains("mend the link"));
+    }
 
     #[test]
     fn each_kind_of_wrong_file_is_named_without_its_content() {

@@ -292,6 +292,14 @@ impl<H: Host> Scheduler<H> {
         };
         // Sorted, so that of two files of one flow name the first in path
         // order is the one served.
+        // A flow file in a served folder that cannot be read is told, and
+        // again at a rescan only if what is wrong changes.
+        for problem in &found.unreadable {
+            scheduler.host.event(ServeEvent::PathUnreadable {
+                error: problem.clone(),
+            });
+        }
+        scheduler.path_problems = found.unreadable;
         let mut files = found.files;
         files.sort();
         for path in files {
@@ -724,13 +732,19 @@ impl<H: Host> Scheduler<H> {
     /// retired. `force` (SIGHUP) reloads every file, changed or not.
     fn rescan(&mut self, force: bool, live: &Live) {
         let found = sources::expand(&self.paths);
-        if found.problems != self.path_problems {
-            for problem in &found.problems {
+        let problems: Vec<String> = found
+            .problems
+            .iter()
+            .chain(&found.unreadable)
+            .cloned()
+            .collect();
+        if problems != self.path_problems {
+            for problem in &problems {
                 self.host.event(ServeEvent::PathUnreadable {
                     error: problem.clone(),
                 });
             }
-            self.path_problems = found.problems;
+            self.path_problems = problems;
         }
         let gone: Vec<PathBuf> = self
             .served

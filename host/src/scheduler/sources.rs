@@ -7,12 +7,15 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// The flow files found under the paths given, and what was wrong with
-/// the paths that are neither a file nor a readable directory.
+/// The flow files found under the paths given, what was wrong with the
+/// paths that are neither a file nor a readable directory, and the
+/// `*.toml` entries of a directory that cannot be read (a link to nothing
+/// or to itself).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Found {
     pub files: Vec<PathBuf>,
     pub problems: Vec<String>,
+    pub unreadable: Vec<String>,
 }
 
 /// Lists the flow files the paths name, sorted within each directory.
@@ -22,10 +25,23 @@ pub fn expand(paths: &[PathBuf]) -> Found {
         if path.is_dir() {
             match std::fs::read_dir(path) {
                 Ok(entries) => {
-                    let mut files: Vec<PathBuf> = entries
+                    let mut files = Vec::new();
+                    let named: Vec<PathBuf> = entries
                         .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+                        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
                         .collect();
+                    for p in named {
+                        // A folder named `*.toml` is not a flow; a link
+                        // that leads nowhere (or back to itself) was meant
+                        // to be one, so it is named, not skipped silently.
+                        match std::fs::metadata(&p) {
+                            Ok(meta) if meta.is_file() => files.push(p),
+                            Ok(_) => {}
+                            Err(e) => found
+                                .unreadable
+                                .push(format!("cannot read {}: {e}", p.display())),
+                        }
+                    }
                     files.sort();
                     found.files.extend(files);
                 }
@@ -96,6 +112,8 @@ mod tests {
         std::fs::write(dir.path().join("a.toml"), "").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "").unwrap();
         std::fs::create_dir(dir.path().join("sub.toml")).unwrap();
+        let looped = dir.path().join("loop.toml");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
         let missing = dir.path().join("missing");
         let found = expand(&[dir.path().to_path_buf(), missing.clone()]);
         assert_eq!(
@@ -108,6 +126,12 @@ mod tests {
                 "{} is neither a flow file nor a directory",
                 missing.display()
             )]
+        );
+        assert_eq!(found.unreadable.len(), 1, "{:?}", found.unreadable);
+        assert!(
+            found.unreadable[0].starts_with(&format!("cannot read {}: ", looped.display())),
+            "{:?}",
+            found.unreadable
         );
     }
 }
