@@ -91,22 +91,11 @@ mod tests {
         Template::parse(text).unwrap()
     }
 
-    fn scope() -> Scope<'static> {
-        Scope {
-            params: None,
-            env: None,
-            secrets: None,
-            steps: None,
-            item: None,
-            run: None,
-        }
-    }
-
     #[test]
     fn each_item_gets_its_key_trimmed_or_its_number() {
         let items = [json!({"k": " a@x "}), json!({"k": 7})];
         assert_eq!(
-            keys(&key_of("${item.k}"), &items, &scope(), true),
+            keys(&key_of("${item.k}"), &items, &Scope::default(), true),
             Ok(vec!["a@x".to_string(), "7".to_string()])
         );
     }
@@ -120,7 +109,7 @@ mod tests {
         ] {
             let items = [json!({"k": "fine"}), item];
             assert_eq!(
-                keys(&key_of("${item.k}"), &items, &scope(), false),
+                keys(&key_of("${item.k}"), &items, &Scope::default(), false),
                 Err(KeyError::NotAKey {
                     item: 2,
                     got: got.into()
@@ -133,13 +122,13 @@ mod tests {
     fn two_items_with_one_key_are_refused_only_where_approval_needs_each() {
         let items = [json!("A@x.com"), json!("b@x.com"), json!("a@X.com")];
         assert_eq!(
-            keys(&key_of("${item}"), &items, &scope(), true),
+            keys(&key_of("${item}"), &items, &Scope::default(), true),
             Err(KeyError::Shared {
                 first: 1,
                 second: 3,
                 key: "a@X.com".into()
             })
         );
-        assert!(keys(&key_of("${item}"), &items, &scope(), false).is_ok());
+        assert!(keys(&key_of("${item}"), &items, &Scope::default(), false).is_ok());
     }
 }

@@ -81,13 +81,9 @@ impl Compiler<'_, '_> {
     ) {
         let scope = Scope {
             params: Some(params),
-            env: None,
-            secrets: None,
-            steps: None,
-            item: None,
-            run: None,
+            ..Default::default()
         };
-        let hint = match for_each_key::keys(template, items, &scope, unique) {
+        let (why, hint) = match for_each_key::keys(template, items, &scope, unique) {
             Ok(_) | Err(KeyError::Unresolved { .. }) => return,
             Err(e @ KeyError::NotAKey { .. }) => (
                 e,
@@ -98,7 +94,6 @@ impl Compiler<'_, '_> {
                 "name a field that differs between items, or leave the repeated item out of the list",
             ),
         };
-        let (why, hint) = hint;
         self.error(key.span(), format!("`{list}`, {why}"), hint);
     }
 
