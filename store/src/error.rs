@@ -80,15 +80,19 @@ fn damaged_hint(error: &rusqlite::Error) -> &'static str {
     }
 }
 
-/// An error and each of its causes, joined by ": " ("error connecting to
-/// server: Connection refused (os error 111)").
-fn with_causes(error: &dyn std::error::Error) -> String {
+/// An error and each cause it does not already say, joined by ": "
+/// ("error connecting to server: Connection refused (os error 111)").
+/// Libraries often repeat their cause in their own message (rusqlite:
+/// "malformed", then "Error code 11: malformed"): a cause whose text, or
+/// whose detail after its last ": ", the paragraph says already is left
+/// out. The CLI prints every error this way.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(c) = cause {
         let more = c.to_string();
-        // Some errors repeat their cause in their own words.
-        if !text.ends_with(&more) {
+        let detail = more.rsplit_once(": ").map(|(_, tail)| tail);
+        if !text.contains(&more) && !detail.is_some_and(|d| text.contains(d)) {
             text.push_str(": ");
             text.push_str(&more);
         }
@@ -119,6 +123,33 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("error connecting to server")]
     struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Plain(String, #[source] Option<Box<Plain>>);
+
+    fn chain(parts: &[&str]) -> Plain {
+        let mut error: Option<Box<Plain>> = None;
+        for part in parts.iter().rev() {
+            error = Some(Box::new(Plain((*part).to_string(), error)));
+        }
+        *error.unwrap()
+    }
+
+    #[test]
+    fn a_cause_already_said_is_left_out() {
+        let e = chain(&[
+            "the SQLite store failed: disk image is malformed (the file is damaged: restore it)",
+            "disk image is malformed",
+            "Error code 11: disk image is malformed",
+        ]);
+        assert_eq!(
+            with_causes(&e),
+            "the SQLite store failed: disk image is malformed (the file is damaged: restore it)"
+        );
+        let e = chain(&["cannot open the store", "permission denied"]);
+        assert_eq!(with_causes(&e), "cannot open the store: permission denied");
+    }
 
     #[test]
     fn a_damaged_sqlite_file_says_what_to_do() {

@@ -33,7 +33,6 @@ pub mod components_cmd;
 pub mod console_cmd;
 pub mod data_dir;
 pub mod emulate;
-pub mod error_text;
 pub mod ledger_cmd;
 pub mod log_lines;
 pub mod narrative;
@@ -193,7 +192,10 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", terminal::line(&error_text::paragraph(&e)));
+            eprintln!(
+                "error: {}",
+                terminal::line(&sluice_store::error::with_causes(e.as_ref()))
+            );
             ExitCode::from(1)
         }
     }
@@ -296,7 +298,7 @@ pub fn with_context<T>(
         Err(e) => {
             eprintln!(
                 "warning: components cannot be loaded ({}); their inputs and connection roles are not checked",
-                terminal::line(&error_text::paragraph(&e))
+                terminal::line(&sluice_store::error::with_causes(e.as_ref()))
             );
             with_resolver(&remote, &crate::flow::Undescribed, overrides, f)
         }
