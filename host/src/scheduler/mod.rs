@@ -290,8 +290,6 @@ impl<H: Host> Scheduler<H> {
             requests: None,
             published: watch::Sender::new(Vec::new()),
         };
-        // Sorted, so that of two files of one flow name the first in path
-        // order is the one served.
         // A flow file in a served folder that cannot be read is told, and
         // again at a rescan only if what is wrong changes.
         for problem in &found.unreadable {
@@ -300,6 +298,8 @@ impl<H: Host> Scheduler<H> {
             });
         }
         scheduler.path_problems = found.unreadable;
+        // Sorted, so that of two files of one flow name the first in path
+        // order is the one served.
         let mut files = found.files;
         files.sort();
         for path in files {
