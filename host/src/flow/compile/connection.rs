@@ -18,7 +18,7 @@ use super::super::template::Root;
 use super::references::Place;
 use super::{
     Compiler, MAX_ATTEMPTS, MAX_REQUEST_TIMEOUT, MAX_RETRY_DELAY, MIN_RATE_PER_SECOND,
-    MIN_REQUEST_TIMEOUT, MIN_RESPONSE_BYTES, is_identifier,
+    MIN_REQUEST_TIMEOUT, MIN_RESPONSE_BYTES,
 };
 use crate::http_rules;
 
@@ -41,13 +41,7 @@ impl Compiler<'_, '_> {
         c: &AuthoredConnection,
         params: &BTreeMap<String, Value>,
     ) -> Option<CompiledConnection> {
-        if !is_identifier(name.get_ref()) {
-            self.error(
-                name.span(),
-                format!("connection name `{}` is not valid", name.get_ref()),
-                "use letters, digits, `-` and `_`",
-            );
-        }
+        self.valid_name(name, "connection name", "use letters, digits, `-` and `_`");
         let base_url = self.url(&c.base_url, params, true);
         let headers = self.headers(c, params);
         let auth = match &c.auth {

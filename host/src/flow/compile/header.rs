@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::super::authored::{AuthoredFlow, AuthoredSchedule, Node};
 use super::super::schedule::{Schedule, ScheduleError};
-use super::{Compiler, is_identifier, literal_json};
+use super::{Compiler, literal_json};
 
 impl Compiler<'_, '_> {
     pub(super) fn name(&mut self, authored: &AuthoredFlow) -> String {
@@ -77,13 +77,11 @@ impl Compiler<'_, '_> {
         for (name, _) in authored {
             // `${params.a.b}` reads field `b` of param `a`: a param named
             // `a.b` (a quoted TOML key) could never be referred to.
-            if !is_identifier(name.get_ref()) {
-                self.error(
-                    name.span(),
-                    format!("param name `{}` is not valid", name.get_ref()),
-                    "use letters, digits, `-` and `_`, like `group_prefixes`: `${params.NAME}` refers to it, and a `.` there reads a field of a param",
-                );
-            }
+            self.valid_name(
+                name,
+                "param name",
+                "use letters, digits, `-` and `_`, like `group_prefixes`: `${params.NAME}` refers to it, and a `.` there reads a field of a param",
+            );
         }
         let mut params: BTreeMap<String, Value> = authored
             .iter()

@@ -36,6 +36,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use serde_json::Value;
+use toml::Spanned;
 
 use super::authored::{AuthoredFlow, Node};
 use super::catalog::ComponentCatalog;
@@ -129,6 +130,21 @@ struct Compiler<'a, 'b> {
 impl Compiler<'_, '_> {
     fn error(&mut self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
         self.diags.push(Diagnostic::new(span, message).hint(hint));
+    }
+
+    /// Whether `name` (`what`: "param name", "step id", …) is letters,
+    /// digits, `-` and `_`; a name that is not is refused at it, with
+    /// `hint`. Returns whether it was valid.
+    fn valid_name(&mut self, name: &Spanned<String>, what: &str, hint: &str) -> bool {
+        let valid = is_identifier(name.get_ref());
+        if !valid {
+            self.error(
+                name.span(),
+                format!("{what} `{}` is not valid", name.get_ref()),
+                hint,
+            );
+        }
+        valid
     }
 }
 

@@ -5,7 +5,7 @@ use toml::Spanned;
 
 use super::super::authored::AuthoredSecret;
 use super::super::compiled::SecretDecl;
-use super::{Compiler, is_identifier};
+use super::Compiler;
 
 impl Compiler<'_, '_> {
     pub(super) fn secret_decls(
@@ -14,12 +14,7 @@ impl Compiler<'_, '_> {
     ) -> Vec<SecretDecl> {
         let mut decls = Vec::new();
         for (name, secret) in authored {
-            if !is_identifier(name.get_ref()) {
-                self.error(
-                    name.span(),
-                    format!("secret name `{}` is not valid", name.get_ref()),
-                    "use letters, digits, `-` and `_`",
-                );
+            if !self.valid_name(name, "secret name", "use letters, digits, `-` and `_`") {
                 continue;
             }
             let env = &secret.get_ref().env;

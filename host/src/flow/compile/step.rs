@@ -108,12 +108,10 @@ impl Compiler<'_, '_> {
         // of its own.
         let own = name.id().unwrap_or_default();
         let before = self.diags.len();
-        if let Some(id) = &step.id
-            && !is_identifier(id.get_ref())
-        {
-            self.error(
-                id.span(),
-                format!("step id `{}` is not valid", id.get_ref()),
+        if let Some(id) = &step.id {
+            self.valid_name(
+                id,
+                "step id",
                 "use letters, digits, `-` and `_`, like `create-users`",
             );
         }
