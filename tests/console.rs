@@ -420,6 +420,31 @@ async fn unknown_paths_and_ids_get_a_404_page() {
         StatusCode::BAD_REQUEST,
         "a status that does not exist",
     );
+    // What axum's own extractors would refuse with plain text: a query
+    // field given twice, a path that is not UTF-8.
+    for path in [
+        "/runs?status=failed&status=succeeded",
+        "/ledger?email=a@example.com&email=b@example.com",
+        &*format!("{run}?page=1&page=2"),
+        "/login?next=/runs&next=/flows",
+    ] {
+        let p = get(c.addr, path, "").await;
+        assert_page(&p, StatusCode::BAD_REQUEST, path);
+        assert!(
+            p.body.contains("<html") && p.body.contains("duplicate field"),
+            "{path}: {}",
+            p.body
+        );
+    }
+    for path in ["/runs/%FF", &*format!("{run}/files/%C3%28")] {
+        let p = get(c.addr, path, "").await;
+        assert_page(&p, StatusCode::NOT_FOUND, path);
+        assert!(
+            p.body.contains("There is no such page."),
+            "{path}: {}",
+            p.body
+        );
+    }
     c.stop().await;
 }
 
@@ -498,6 +523,26 @@ async fn a_console_with_a_token_asks_for_it_on_every_page() {
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert!(!set_cookies(&wrong).contains_key("sluice_session"));
     assert!(wrong.body.contains("not the console token"));
+    // A form the login cannot read gets the console's page, not axum's text.
+    let twice = post(
+        c.addr,
+        "/login",
+        &jar,
+        &[
+            ("csrf", &csrf),
+            ("name", "Dana"),
+            ("name", "Eve"),
+            ("token", TOKEN),
+        ],
+    )
+    .await;
+    assert_page(&twice, StatusCode::BAD_REQUEST, "a form field given twice");
+    assert!(
+        twice.body.contains("<html") && twice.body.contains("duplicate field `name`"),
+        "{}",
+        twice.body
+    );
+    assert!(!set_cookies(&twice).contains_key("sluice_session"));
     // The right one: a session cookie, HttpOnly and SameSite=Strict, and back to `next`.
     let ok = post(
         c.addr,

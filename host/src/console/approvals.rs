@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use sluice_store::approval::MAX_NOTE_CHARS;
@@ -18,6 +18,7 @@ use sluice_store::{
 };
 
 use super::Console;
+use super::extract::PagePath;
 use super::guard::Seen;
 use super::pages::{Failure, page, plausible};
 use super::view::{
@@ -86,7 +87,7 @@ async fn detail(console: &Console, id: &str) -> Result<PlanDetail, Failure> {
 pub async fn plan(
     State(console): State<Arc<Console>>,
     seen: Seen,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
 ) -> Response {
     match detail(&console, &id).await {
         Ok(d) => page(StatusCode::OK, &plan_page(&seen, &d, None)),
@@ -229,7 +230,7 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
 pub async fn decide(
     State(console): State<Arc<Console>>,
     seen: Seen,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     body: Bytes,
 ) -> Response {
     let Some(viewer) = &seen.viewer else {

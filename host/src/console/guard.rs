@@ -89,20 +89,25 @@ impl Seen {
             notice: None,
         }
     }
-}
 
-impl<S: Send + Sync> FromRequestParts<S> for Seen {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Seen {
+    /// What the guard left on the request.
+    pub fn of(parts: &Parts) -> Seen {
+        Seen {
             viewer: parts.extensions.get::<Viewer>().cloned(),
             csrf: parts
                 .extensions
                 .get::<Csrf>()
                 .map(|c| c.0.clone())
                 .unwrap_or_default(),
-        })
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Seen {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Seen::of(parts))
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`guard`]: the middleware every request passes (host and account
 //!   checks, sign-in, origin and CSRF, security headers)
 //! - [`data`]: every read from the storage layer
+//! - [`extract`]: paths, queries and forms, refused with the console's own page
 //! - [`pages`], [`run_page`], [`approvals`], [`session`], [`ops`]: the routes
 //! - [`view`]: templates and formatting; [`words`]: schedules in words
 //! - [`metrics`]: the Prometheus metrics, following the history
@@ -20,6 +21,7 @@
 pub mod access;
 pub mod approvals;
 pub mod data;
+pub mod extract;
 pub mod guard;
 pub mod listen;
 pub mod metrics;

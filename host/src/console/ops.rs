@@ -7,11 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Console;
+use super::extract::PagePath;
 use super::metrics::CONTENT_TYPE;
 
 /// How long a health check waits for the database or the scheduler.
@@ -131,7 +132,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-pub async fn asset(Path(name): Path<String>) -> Response {
+pub async fn asset(PagePath(name): PagePath<String>) -> Response {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, kind, body)) => {
             let mut response = (StatusCode::OK, *body).into_response();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -13,6 +13,7 @@ use sluice_store::browse::RunFilter;
 use sluice_store::{RunStatus, RunSummary};
 
 use super::data::DataError;
+use super::extract::{PagePath, PageQuery};
 use super::guard::Seen;
 use super::view::{
     self, Choice, ErrorPage, FlowRow, FlowsPage, LedgerEntry, LedgerPage, RunLink, RunsPage, href,
@@ -165,7 +166,7 @@ fn flow_row(name: &str, latest: Option<&sluice_store::browse::FlowLatest>) -> Fl
 pub async fn run_now(
     State(console): State<Arc<Console>>,
     seen: Seen,
-    Path(name): Path<String>,
+    PagePath(name): PagePath<String>,
 ) -> Response {
     let Some(control) = &console.scheduler else {
         return Failure::NotFound(
@@ -214,7 +215,7 @@ pub struct RunsQuery {
 pub async fn runs(
     State(console): State<Arc<Console>>,
     seen: Seen,
-    Query(q): Query<RunsQuery>,
+    PageQuery(q): PageQuery<RunsQuery>,
 ) -> Response {
     match runs_page(&console, &seen, q).await {
         Ok(p) => page(StatusCode::OK, &p),
@@ -306,7 +307,7 @@ pub struct LedgerQuery {
 pub async fn ledger(
     State(console): State<Arc<Console>>,
     seen: Seen,
-    Query(q): Query<LedgerQuery>,
+    PageQuery(q): PageQuery<LedgerQuery>,
 ) -> Response {
     let email = q.email.trim().to_string();
     if email.chars().count() > MAX_ID_CHARS {

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +18,7 @@ use sluice_store::browse::{ItemFilter, RunOverview};
 use sluice_store::{ItemStatus, RunStatus, StepRecord};
 
 use super::Console;
+use super::extract::{PagePath, PageQuery};
 use super::guard::Seen;
 use super::pages::{Failure, page, plausible};
 use super::view::{
@@ -67,8 +68,8 @@ impl RunQuery {
 pub async fn run(
     State(console): State<Arc<Console>>,
     seen: Seen,
-    Path(id): Path<String>,
-    Query(q): Query<RunQuery>,
+    PagePath(id): PagePath<String>,
+    PageQuery(q): PageQuery<RunQuery>,
 ) -> Response {
     match run_page(&console, &seen, &id, q).await {
         Ok(p) => page(StatusCode::OK, &p),
@@ -306,7 +307,7 @@ fn item_view(i: &sluice_store::ItemRecord) -> ItemView {
 pub async fn live(
     State(console): State<Arc<Console>>,
     seen: Seen,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
 ) -> Response {
     if let Err(f) = overview(&console, &id).await {
         return f.page(&seen);
@@ -369,7 +370,7 @@ fn updates(console: Arc<Console>, id: String) -> impl Stream<Item = Result<Event
 pub async fn file(
     State(console): State<Arc<Console>>,
     seen: Seen,
-    Path((id, name)): Path<(String, String)>,
+    PagePath((id, name)): PagePath<(String, String)>,
 ) -> Response {
     match read_file(&console, &id, &name).await {
         Ok(bytes) => {

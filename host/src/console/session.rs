@@ -5,14 +5,14 @@
 
 use std::sync::Arc;
 
-use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::Console;
 use super::access::{self, SESSION_LIFETIME};
+use super::extract::{PageForm, PageQuery};
 use super::guard::{SESSION_COOKIE, Seen, behind_https, safe_next, set_cookie};
 use super::pages::page;
 use super::view::LoginPage;
@@ -26,7 +26,7 @@ pub struct NextQuery {
 pub async fn form(
     State(console): State<Arc<Console>>,
     seen: Seen,
-    Query(q): Query<NextQuery>,
+    PageQuery(q): PageQuery<NextQuery>,
 ) -> Response {
     let next = safe_next(&q.next);
     if console.token.is_none() || seen.viewer.is_some() {
@@ -67,7 +67,7 @@ pub async fn login(
     State(console): State<Arc<Console>>,
     seen: Seen,
     headers: HeaderMap,
-    Form(form): Form<Login>,
+    PageForm(form): PageForm<Login>,
 ) -> Response {
     let next = safe_next(&form.next);
     let Some(token) = &console.token else {
