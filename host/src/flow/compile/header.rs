@@ -103,8 +103,28 @@ impl Compiler<'_, '_> {
             }
             // A JSON value (`["a","b"]`, `3`, `true`) keeps its type; anything else is a string.
             let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone()));
+            if oversized_whole_number(raw, &value) {
+                self.error(
+                    0..0,
+                    format!(
+                        "--param {key}: `{raw}` is too large for a whole number (at most {})",
+                        i64::MAX
+                    ),
+                    format!(
+                        "give a smaller number, or quote it (`--param '{key}=\"{raw}\"'`) if it is an id"
+                    ),
+                );
+                continue;
+            }
             params.insert(key.clone(), value);
         }
         params
     }
+}
+
+/// Whether `raw`, written as a whole number, was read as a float because
+/// it does not fit 64 bits: it would be used as 1e20, not as written.
+fn oversized_whole_number(raw: &str, value: &Value) -> bool {
+    let digits = raw.trim().strip_prefix('-').unwrap_or(raw.trim());
+    value.is_f64() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }

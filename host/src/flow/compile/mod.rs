@@ -239,10 +239,19 @@ mod tests {
     }
 
     fn problems_with(flow: &str, catalog: &dyn ComponentCatalog) -> Vec<String> {
+        problems_given(flow, catalog, &[])
+    }
+
+    /// Each problem of `flow` run with `--param` `overrides`.
+    fn problems_given(
+        flow: &str,
+        catalog: &dyn ComponentCatalog,
+        overrides: &[(String, String)],
+    ) -> Vec<String> {
         let ctx = Context {
             builtins: &["lister", "plain", "broken"],
             catalog,
-            param_overrides: &[],
+            param_overrides: overrides,
             remote: &NoRegistry,
         };
         let source = SourceFile::new("f.toml", flow);
@@ -331,6 +340,32 @@ mod tests {
                 "4:1 param name `` is not valid"
             ]
         );
+    }
+
+    #[test]
+    fn a_param_override_too_large_for_a_whole_number_is_refused() {
+        let flow = "name = \"t\"\n[params]\nmax = 1\n[[step]]\nid = \"a\"\nuses = \"plain\"\n";
+        let given = |raw: &str| problems_given(flow, &Catalog, &[("max".into(), raw.into())]);
+        let too_large = "--param max: `99999999999999999999` is too large for a whole number \
+                         (at most 9223372036854775807)";
+        assert_eq!(given("99999999999999999999"), [format!("1:1 {too_large}")]);
+        assert_eq!(
+            given("-99999999999999999999"),
+            [
+                "1:1 --param max: `-99999999999999999999` is too large for a whole number \
+              (at most 9223372036854775807)"
+            ]
+        );
+        // What fits is kept as written; a float written as one stays one.
+        for fits in [
+            "18446744073709551615",
+            "-9223372036854775808",
+            "2.5",
+            "1e3",
+            "\"99999999999999999999\"",
+        ] {
+            assert_eq!(given(fits), Vec::<String>::new(), "{fits}");
+        }
     }
 
     #[test]
