@@ -284,6 +284,26 @@ async fn a_closed_connection_refuses_the_next_request_at_once() {
     assert!(none.sent_at.lock().unwrap().is_empty(), "nothing was sent");
 }
 
+#[tokio::test]
+async fn a_url_too_long_to_send_is_said_in_words_and_not_retried() {
+    let conn = connection();
+    let mut request = request(Method::Get);
+    request.url = format!("companies/{}/users", "4".repeat(100_000));
+    let url = policy::resolve_url(&conn.spec.base_url, &request.url, &[]).unwrap();
+    let mut stats = RequestStats::default();
+    let e = conn
+        .exchange(&wire::Http(&conn.http), &request, &url, &mut stats)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("its URL is 100039 bytes long, more than an HTTP request can carry (65534)"),
+        "{e}"
+    );
+    assert!(e.contains("after 1 attempt"), "{e}");
+    assert!(!e.contains("Uri"), "{e}");
+}
+
 #[test]
 fn long_urls_are_cut_in_the_middle() {
     let long = format!("https://graph.example/v1.0/{}/end", "x".repeat(5000));

@@ -72,6 +72,13 @@ impl Wire for Http<'_> {
     type Body = reqwest::Response;
 
     async fn send(&self, request: Outgoing<'_>) -> Result<Head<reqwest::Response>, NoAnswer> {
+        if let Some(reason) = url_too_long(request.url) {
+            return Err(NoAnswer {
+                built: false,
+                connected: false,
+                reason,
+            });
+        }
         let mut builder = self
             .0
             .request(request.method.as_reqwest(), request.url.clone())
@@ -112,6 +119,22 @@ impl Wire for Http<'_> {
     ) -> Result<Vec<u8>, ReadFailure> {
         read_capped(body, cap, timeout).await
     }
+}
+
+/// The longest URL an HTTP request can carry here (the `http` crate's
+/// limit); servers refuse far shorter ones, most above 8 KiB, with 414.
+const MAX_URL_BYTES: usize = u16::MAX as usize - 1;
+
+/// Why `url` cannot be sent, when it is too long to be: said in words,
+/// where the HTTP stack would say "Parsed Url is not a valid Uri".
+fn url_too_long(url: &url::Url) -> Option<String> {
+    let len = url.as_str().len();
+    (len > MAX_URL_BYTES).then(|| {
+        format!(
+            "the request was not sent: its URL is {len} bytes long, more than an HTTP request \
+             can carry ({MAX_URL_BYTES}); a value put into its path or query is far too long"
+        )
+    })
 }
 
 /// The most [`read_capped`] reserves before a body's bytes arrive.
