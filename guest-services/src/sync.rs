@@ -165,14 +165,19 @@ impl LeaveReason {
     }
 }
 
-/// Which Graph field gave a person's key.
+/// How a person was matched to their Procore user: by the Graph field
+/// that gave their key, or by the Entra user id a record of the flow kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum MatchedBy {
     /// `mail`.
     Mail,
     /// `userPrincipalName` (the person has no mail).
     Upn,
+    /// The Entra user id the flow's record of the Procore user keeps: the
+    /// person's key has changed since (a new mail or UPN), so no key
+    /// matches the user.
+    EntraId,
 }
 
 impl MatchedBy {
@@ -187,11 +192,12 @@ impl MatchedBy {
         }
     }
 
-    /// How people read it: `mail` or `UPN`.
+    /// How people read it: `mail`, `UPN` or `Entra id`.
     pub fn as_str(self) -> &'static str {
         match self {
             MatchedBy::Mail => "mail",
             MatchedBy::Upn => "UPN",
+            MatchedBy::EntraId => "Entra id",
         }
     }
 }
@@ -714,6 +720,18 @@ pub struct InactivePerson {
     pub person: Person,
     /// The inactive Procore user's id.
     pub procore_id: Id,
+    /// Set only when the match was not by the person's key
+    /// ([`MatchedBy::EntraId`]); a compare of a user's own that leaves it
+    /// out is read as matched by key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_by: Option<MatchedBy>,
+}
+
+impl InactivePerson {
+    /// How the person was matched to the inactive user.
+    pub fn matched_by(&self) -> MatchedBy {
+        self.matched_by.unwrap_or_else(|| self.person.matched_by())
+    }
 }
 
 /// How many of each.

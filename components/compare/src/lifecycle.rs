@@ -533,7 +533,7 @@ impl<'a, 'w> Run<'a, 'w> {
                         email: details.and_then(|d| d.email_address.clone()),
                         login,
                         license_group: found.person.groups.first().cloned(),
-                        matched_by: found.person.matched_by(),
+                        matched_by: found.matched_by(),
                     });
                 }
                 _ => {
@@ -2448,7 +2448,18 @@ mod tests {
             .collect();
         assert_eq!(returners, [(upn, &Id::Number(1))], "the record's key");
         assert_eq!(diff.returners[0].name.as_deref(), Some("Bob Smith"));
+        // Not by key: no key of Bob's names the user.
+        assert_eq!(diff.returners[0].matched_by, MatchedBy::EntraId);
         assert!(diff.present_inactive.is_empty() && diff.known_as.is_empty());
+        // Inactive, but not by the flow: reported as such, matched the same way.
+        let k = known(&[(upn, with_entra(managed(1, Status::Active), "entra-bob"))]);
+        let (diff, _) = run(&[bob_with_mail()], &[user(1, upn, false)], &k, &policy());
+        assert!(diff.returners.is_empty(), "{:?}", diff.returners);
+        let inactive = &diff.present_inactive[0];
+        assert_eq!(inactive.procore_id, Id::Number(1));
+        assert_eq!(inactive.matched_by(), MatchedBy::EntraId);
+        let text = serde_json::to_value(inactive).unwrap();
+        assert_eq!(text["matched_by"], "entra_id");
     }
 
     #[test]

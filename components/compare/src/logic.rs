@@ -29,8 +29,8 @@ use sluice_guest::{Context, JsonSchema, Paged, StepError, state};
 use sluice_guest_services::duration;
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Counts, Creating, HOLDERS_KEY, InactivePerson, Person, Present, ProcoreUser, creating_key,
-    domain_leaving_key, managed_key,
+    Counts, Creating, HOLDERS_KEY, InactivePerson, MatchedBy, Person, Present, ProcoreUser,
+    creating_key, domain_leaving_key, managed_key,
 };
 use sluice_identity::Key;
 
@@ -260,7 +260,8 @@ impl Matcher {
                 match same(users, &key)? {
                     Same::User(procore_id, active) => {
                         self.elsewhere.insert(key.to_string());
-                        self.found(key, procore_id, active, person, out)?;
+                        let by = Some(MatchedBy::EntraId);
+                        self.found(key, procore_id, active, by, person, out)?;
                         return Ok(None);
                     }
                     Same::Later => {
@@ -278,18 +279,20 @@ impl Matcher {
             }
             Found::User(user) => {
                 let user = users.get(user);
-                self.found(key, user.id.clone(), user.active, person, out)
+                self.found(key, user.id.clone(), user.active, None, person, out)
             }
         }
     }
 
     /// Writes `person` (key `key`) as present in Procore as the user
     /// `procore_id`, active or not; returns the key and id when active.
+    /// `matched_by` is set when the match was not by key.
     fn found(
         &mut self,
         key: Cow<'_, str>,
         procore_id: Id,
         active: bool,
+        matched_by: Option<MatchedBy>,
         person: &PersonRef<'_>,
         out: &mut Written,
     ) -> Result<Option<(String, Id)>, StepError> {
@@ -306,6 +309,7 @@ impl Matcher {
             out.present_inactive.push(InactivePerson {
                 person: person.to_person(),
                 procore_id,
+                matched_by,
             });
             Ok(None)
         }

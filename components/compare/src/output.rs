@@ -159,6 +159,7 @@ mod tests {
             present_inactive: vec![InactivePerson {
                 person,
                 procore_id: Id::Number(8),
+                matched_by: Some(MatchedBy::EntraId),
             }],
             counts: Counts {
                 people: 4,

@@ -594,6 +594,20 @@ mod tests {
         );
         assert_eq!(bo.why, "License – Office (matched by UPN)");
         assert_eq!(bo.detail, "Procore id 7; project: added");
+        // A returner whose key changed while away: matched by Entra id,
+        // before and after the reactivation.
+        let mut by_entra = leavers_value(gate(json!([]), json!([])));
+        by_entra["diff"]["returners"][0]["matched_by"] = json!("entra_id");
+        by_entra["reactivated"]["items"][0]["output"]["matched_by"] = json!("entra_id");
+        let bo = row(&sections(&input(by_entra.clone())).unwrap(), "bo@x.com").clone();
+        assert_eq!(bo.why, "License – Office (matched by Entra id)");
+        by_entra["reactivated"] = json!({"ok": 0, "failed": 1, "items": [
+            {"item": {"key": "bo@x.com", "procore_id": 7, "name": "Bo",
+                      "license_group": "License – Office", "matched_by": "entra_id"},
+             "status": "failed", "error": error("HTTP 500 from companies/1/users/7")}
+        ]});
+        let failed = row(&sections(&input(by_entra)).unwrap(), "bo@x.com").clone();
+        assert_eq!(failed.why, "License – Office (matched by Entra id)");
         let ext = row(&all, "ext@sub.com");
         assert_eq!(ext.status, "inactive, not managed");
         assert!(ext.detail.contains("left alone"), "{}", ext.detail);

@@ -7,10 +7,11 @@
 
 use std::collections::HashSet;
 
+use serde::Deserialize;
 use serde_json::Value;
 use sluice_guest::{ForEachOutput, GateSummary, HeldEntry, ItemEntry, ItemResult, StepError};
 use sluice_guest_services::sync::{
-    CreateStatus, Created, DeactivateStatus, Deactivated, Leaver, Person, ProjectDone,
+    CreateStatus, Created, DeactivateStatus, Deactivated, Leaver, MatchedBy, Person, ProjectDone,
     ProjectOwedStatus, ProjectRemoval, ReactivateStatus, Reactivated,
 };
 
@@ -263,11 +264,12 @@ fn joiners(
     let mut inactive_keys = HashSet::new();
     for inactive in parts.present_inactive.iter() {
         let inactive = inactive?;
+        let matched_by = inactive.matched_by();
         let person = inactive.person;
         if !returning.contains(&person.key) {
             sink.row(Row {
                 status: status::INACTIVE,
-                why: licensed(&person.groups, person.matched_by().as_str()),
+                why: licensed(&person.groups, matched_by.as_str()),
                 name: person.display_name.unwrap_or_default(),
                 key: person.key.clone(),
                 detail: format!(
@@ -295,7 +297,7 @@ fn joiners(
             // Their key matches no Procore user: what the flow kept of their
             // Entra user (its record of them, or the mark of a create a
             // killed run made for them) does.
-            why: licensed(&groups, "Entra id"),
+            why: licensed(&groups, MatchedBy::EntraId.as_str()),
             detail,
             key: known.key,
         });
@@ -445,10 +447,11 @@ fn leavers(input: &Input, parts: &Parts<'_>, sink: &mut impl Sink) -> Result<(),
 
 fn returner_why(item: &Value) -> String {
     let group = text(item, "license_group");
-    let by = match text(item, "matched_by").as_str() {
-        "upn" => "UPN",
-        _ => "mail",
-    };
+    let by = item
+        .get("matched_by")
+        .and_then(|by| MatchedBy::deserialize(by).ok())
+        .unwrap_or(MatchedBy::Mail)
+        .as_str();
     licensed(
         &[group]
             .into_iter()

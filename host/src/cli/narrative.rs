@@ -210,11 +210,12 @@ fn facts(norm: &str, v: &Value) -> String {
     facts.join(", ")
 }
 
-/// `mail` or `UPN`: said outright, or seen from which Graph field the
-/// key equals.
+/// `mail`, `UPN` or `Entra id`: said outright, or seen from which
+/// Graph field the key equals.
 fn matched_by(norm: &str, v: &Value) -> Option<&'static str> {
     match text(v, "matched_by") {
         Some("mail") => return Some("mail"),
+        Some("entra_id") => return Some("Entra id"),
         Some(_) => return Some("UPN"),
         None => {}
     }
@@ -281,6 +282,17 @@ mod tests {
         let steps = run();
         let refs: Vec<(&str, &Value)> = steps.iter().map(|(s, v)| (*s, v)).collect();
         story(key, &refs)
+    }
+
+    #[test]
+    fn how_a_person_was_matched_is_said_in_words() {
+        let said = |v: Value| matched_by("bo@x.com", &v);
+        assert_eq!(said(json!({"matched_by": "entra_id"})), Some("Entra id"));
+        assert_eq!(said(json!({"matched_by": "upn"})), Some("UPN"));
+        assert_eq!(said(json!({"matched_by": "mail"})), Some("mail"));
+        assert_eq!(said(json!({"mail": "Bo@x.com"})), Some("mail"));
+        assert_eq!(said(json!({"userPrincipalName": "bo@x.com"})), Some("UPN"));
+        assert_eq!(said(json!({"mail": "other@x.com"})), None);
     }
 
     #[test]
