@@ -31,13 +31,10 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        match Path::<T>::from_request_parts(parts, state).await {
-            Ok(Path(value)) => Ok(PagePath(value)),
-            Err(_) => {
-                let failure = Failure::NotFound("There is no such page.".to_string());
-                Err(failure.page(&Seen::of(parts)))
-            }
-        }
+        let path = Path::<T>::from_request_parts(parts, state).await;
+        path.map(|Path(value)| PagePath(value)).map_err(|_| {
+            Failure::NotFound("There is no such page.".to_string()).page(&Seen::of(parts))
+        })
     }
 }
 
@@ -49,16 +46,14 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(value)) => Ok(PageQuery(value)),
-            Err(e) => {
-                let failure = Failure::BadRequest(format!(
-                    "This page cannot read the address's query ({}).",
-                    serde_detail(&e.body_text())
-                ));
-                Err(failure.page(&Seen::of(parts)))
-            }
-        }
+        let query = Query::<T>::from_request_parts(parts, state).await;
+        query.map(|Query(value)| PageQuery(value)).map_err(|e| {
+            let why = serde_detail(&e.body_text()).to_string();
+            Failure::BadRequest(format!(
+                "This page cannot read the address's query ({why})."
+            ))
+            .page(&Seen::of(parts))
+        })
     }
 }
 
@@ -72,16 +67,14 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
         let (parts, body) = req.into_parts();
         let seen = Seen::of(&parts);
-        match Form::<T>::from_request(Request::from_parts(parts, body), state).await {
-            Ok(Form(value)) => Ok(PageForm(value)),
-            Err(e) => {
-                let failure = Failure::BadRequest(format!(
-                    "This form could not be read ({}); send it again from the console's page.",
-                    serde_detail(&e.body_text())
-                ));
-                Err(failure.page(&seen))
-            }
-        }
+        let form = Form::<T>::from_request(Request::from_parts(parts, body), state).await;
+        form.map(|Form(value)| PageForm(value)).map_err(|e| {
+            let why = serde_detail(&e.body_text()).to_string();
+            Failure::BadRequest(format!(
+                "This form could not be read ({why}); send it again from the console's page."
+            ))
+            .page(&seen)
+        })
     }
 }
 
