@@ -1864,6 +1864,55 @@ async fn a_mail_that_appears_after_the_license_creates_nobody_and_makes_no_leave
     );
 }
 
+/// Bob, created under his UPN before his mailbox existed, leaves and is
+/// deactivated; his mail appears while he is away. When he holds a license
+/// again no key of his names his Procore user: the flow's record of his
+/// Entra id does. He returns under the key the flow keeps, and the report
+/// says he was matched by Entra id (it said "mail", a key that matches no
+/// Procore user).
+#[tokio::test]
+async fn a_returner_whose_mail_appeared_while_away_is_matched_by_entra_id() {
+    let (t, graph_id) = bob_without_a_mailbox().await;
+    t.run_ok(&[]).await;
+    let bob = |t: &Tenant| {
+        let snapshot = t.emu.snapshot();
+        let user = snapshot
+            .procore_users()
+            .iter()
+            .find(|u| u.email_address == UPN)
+            .cloned();
+        user.expect("the first run created Bob under his UPN")
+    };
+    t.leave_group_of(&graph_id, E3);
+    t.run_ok(&[]).await;
+    let (plan, _) = t.plans().await[0].clone();
+    t.decide("approve", &plan, &[UPN]).await;
+    t.run_ok(&[]).await;
+    assert!(!bob(&t).is_active, "deactivated once approved");
+
+    assert!(t.emu.set_mail(&graph_id, Some("Bob.Smith@contoso.com")));
+    assert!(t.emu.add_member(&t.groups[E3], &graph_id));
+    let (run, _) = t.run_ok(&[]).await;
+    let diff = run.output_of("diff");
+    let returner = &diff["returners"][0];
+    assert_eq!(
+        (&returner["key"], &returner["matched_by"]),
+        (&json!(UPN), &json!("entra_id")),
+        "{diff}"
+    );
+    assert_eq!(diff["missing"], json!([]), "nobody created: {diff}");
+    assert!(bob(&t).is_active, "reactivated");
+    let reactivated = &run.output_of("reactivate")["items"][0]["output"];
+    assert_eq!(reactivated["matched_by"], "entra_id", "{reactivated}");
+    let page = report_of(&t, &run);
+    let row = page
+        .split("<tr>")
+        .find(|row| row.contains(UPN))
+        .unwrap_or_else(|| panic!("no row of Bob: {page}"));
+    assert!(row.contains("reactivated"), "{row}");
+    assert!(row.contains("(matched by Entra id)</td>"), "{row}");
+}
+
 /// Bob, created under his UPN, whose mail appeared since: while he holds a
 /// license under the new key nobody asks Graph about his old one, and when
 /// his account is disabled his Procore user leaves for that reason, not
