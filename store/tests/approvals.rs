@@ -441,6 +441,16 @@ async fn an_approval_is_spent_once_and_a_spent_plan_takes_no_decision(db: Db) {
     let detail = s.plan_detail(&plan.id).await.unwrap().unwrap();
     assert_eq!(detail.plan.status, PlanStatus::Closed);
     assert!(detail.plan.closed_at.is_some());
+    // Closing changed the plan, by the run whose item closed it; the items
+    // were last seen by the run that ran them.
+    assert_eq!(
+        Some(&detail.plan.updated_at),
+        detail.plan.closed_at.as_ref()
+    );
+    assert_eq!(detail.plan.updated_by_run, "r2");
+    for key in ["a@x.com", "b@x.com"] {
+        assert_eq!(detail.item(key).unwrap().last_seen_run, "r2", "{key}");
+    }
     let b = detail.item("b@x.com").unwrap().outcome.clone().unwrap();
     assert_eq!(b.detail.as_deref(), Some("403 forbidden"));
     assert!(s.open_plan(FLOW, STEP).await.unwrap().is_none());

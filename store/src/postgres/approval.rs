@@ -294,7 +294,7 @@ pub(crate) async fn record_gate(
         .await?;
     }
     close_gone(tx, &id, &u.gone, &u.run_id, now).await?;
-    close_if_settled(tx, &id, now).await?;
+    close_if_settled(tx, &id, now, Some(&u.run_id)).await?;
     summary(tx, &id, false).await
 }
 
@@ -331,12 +331,20 @@ async fn close_gone(
     Ok(())
 }
 
-async fn close_if_settled(tx: &Transaction<'_>, id: &str, now: DateTime<Utc>) -> Result<()> {
+/// Closes a plan none of whose items is live any more, as changed by
+/// `run` (the one whose items settled it) at `now`.
+async fn close_if_settled(
+    tx: &Transaction<'_>,
+    id: &str,
+    now: DateTime<Utc>,
+    run: Option<&str>,
+) -> Result<()> {
     tx.execute(
-        "UPDATE approval_plans SET status = 'closed', closed_at = $2
+        "UPDATE approval_plans SET status = 'closed', closed_at = $2,
+            updated_at = $2, updated_by_run = COALESCE($3, updated_by_run)
          WHERE id = $1 AND status = 'open' AND NOT EXISTS (
             SELECT 1 FROM approval_items WHERE plan_id = $1 AND state IN ('pending', 'approved', 'rejected'))",
-        &[&id, &now],
+        &[&id, &now, &run],
     )
     .await?;
     Ok(())
@@ -349,7 +357,8 @@ pub(crate) async fn settle(tx: &Transaction<'_>, plan: &str, settled: &[Settled]
     }
     let stmt = tx
         .prepare(
-            "UPDATE approval_items SET state = 'done', outcome = $3, outcome_run = $4, outcome_at = $5, outcome_detail = $6
+            "UPDATE approval_items SET state = 'done', outcome = $3, outcome_run = $4, outcome_at = $5, outcome_detail = $6,
+                last_seen_run = $4, last_seen_at = $5
              WHERE plan_id = $1 AND key_norm = $2 AND state IN ('pending', 'approved', 'rejected')",
         )
         .await?;
@@ -367,7 +376,8 @@ pub(crate) async fn settle(tx: &Transaction<'_>, plan: &str, settled: &[Settled]
         )
         .await?;
     }
-    close_if_settled(tx, plan, now).await
+    let run = settled.last().map(|s| s.run_id.as_str());
+    close_if_settled(tx, plan, now, run).await
 }
 
 async fn targets(tx: &Transaction<'_>, plan: &str) -> Result<Vec<DecisionTarget>> {

@@ -252,7 +252,7 @@ pub(crate) fn record_gate(
         ])?;
     }
     close_gone(tx, &id, &u.gone, &u.run_id, &t)?;
-    close_if_settled(tx, &id, &t)?;
+    close_if_settled(tx, &id, &t, Some(&u.run_id))?;
     summary(tx, &id)
 }
 
@@ -284,13 +284,20 @@ fn close_gone(
     Ok(())
 }
 
-/// Closes a plan none of whose items is live any more.
-fn close_if_settled(tx: &Connection, id: &str, t: &str) -> Result<(), StoreError> {
+/// Closes a plan none of whose items is live any more, as changed by
+/// `run` (the one whose items settled it) at `t`.
+fn close_if_settled(
+    tx: &Connection,
+    id: &str,
+    t: &str,
+    run: Option<&str>,
+) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE approval_plans SET status = 'closed', closed_at = ?2
+        "UPDATE approval_plans SET status = 'closed', closed_at = ?2,
+            updated_at = ?2, updated_by_run = COALESCE(?3, updated_by_run)
          WHERE id = ?1 AND status = 'open' AND NOT EXISTS (
             SELECT 1 FROM approval_items WHERE plan_id = ?1 AND state IN ('pending', 'approved', 'rejected'))",
-        params![id, t],
+        params![id, t, run],
     )?;
     Ok(())
 }
@@ -311,7 +318,8 @@ pub(crate) fn item_state(
 pub(crate) fn settle(tx: &Connection, plan: &str, settled: &[Settled]) -> Result<(), StoreError> {
     let t = now_text();
     let mut stmt = tx.prepare(
-        "UPDATE approval_items SET state = 'done', outcome = ?3, outcome_run = ?4, outcome_at = ?5, outcome_detail = ?6
+        "UPDATE approval_items SET state = 'done', outcome = ?3, outcome_run = ?4, outcome_at = ?5, outcome_detail = ?6,
+            last_seen_run = ?4, last_seen_at = ?5
          WHERE plan_id = ?1 AND key_norm = ?2 AND state IN ('pending', 'approved', 'rejected')",
     )?;
     for s in settled {
@@ -324,7 +332,8 @@ pub(crate) fn settle(tx: &Connection, plan: &str, settled: &[Settled]) -> Result
             s.error.as_deref().map(capped_error)
         ])?;
     }
-    close_if_settled(tx, plan, &t)
+    let run = settled.last().map(|s| s.run_id.as_str());
+    close_if_settled(tx, plan, &t, run)
 }
 
 fn targets(tx: &Transaction<'_>, plan: &str) -> Result<Vec<DecisionTarget>, StoreError> {
