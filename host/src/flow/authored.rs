@@ -424,6 +424,15 @@ pub fn parse(source: &SourceFile, diags: &mut Vec<Diagnostic>) -> Option<Authore
     Some(flow)
 }
 
+/// What is said of a whole number, written as `written`, beyond the 64
+/// bits a flow's values hold (in the flow file or a `--param`).
+pub(crate) fn too_large_for_a_whole_number(written: &str) -> String {
+    format!(
+        "`{written}` is too large for a whole number (at most {})",
+        i64::MAX
+    )
+}
+
 /// TOML allows whole numbers of any size, a flow's values hold 64 bits:
 /// each one beyond that is found here, with its place and its text.
 fn oversized_integers(value: &Spanned<DeValue<'_>>, text: &str, found: &mut Vec<Diagnostic>) {
@@ -432,14 +441,8 @@ fn oversized_integers(value: &Spanned<DeValue<'_>>, text: &str, found: &mut Vec<
             let span = value.span();
             let written = text.get(span.clone()).unwrap_or(i.as_str());
             found.push(
-                Diagnostic::new(
-                    span,
-                    format!(
-                        "`{written}` is too large for a whole number (at most {})",
-                        i64::MAX
-                    ),
-                )
-                .hint("write a smaller number, or text in quotes if it is an id"),
+                Diagnostic::new(span, too_large_for_a_whole_number(written))
+                    .hint("write a smaller number, or text in quotes if it is an id"),
             );
         }
         DeValue::Array(items) => {

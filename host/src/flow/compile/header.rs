@@ -107,8 +107,8 @@ impl Compiler<'_, '_> {
                 self.error(
                     0..0,
                     format!(
-                        "--param {key}: `{raw}` is too large for a whole number (at most {})",
-                        i64::MAX
+                        "--param {key}: {}",
+                        crate::flow::authored::too_large_for_a_whole_number(raw)
                     ),
                     format!(
                         "give a smaller number, or quote it (`--param '{key}=\"{raw}\"'`) if it is an id"
