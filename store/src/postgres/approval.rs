@@ -352,7 +352,15 @@ async fn close_if_settled(
 
 pub(crate) async fn settle(tx: &Transaction<'_>, plan: &str, settled: &[Settled]) -> Result<()> {
     let now = Utc::now();
-    if summary(tx, plan, true).await?.is_none() {
+    // Only the lock: each approved item that runs settles its own key, and
+    // counting the plan's items each time made a large plan quadratic.
+    let locked = tx
+        .query_opt(
+            "SELECT 1 FROM approval_plans WHERE id = $1 FOR UPDATE",
+            &[&plan],
+        )
+        .await?;
+    if locked.is_none() {
         return Ok(());
     }
     let stmt = tx

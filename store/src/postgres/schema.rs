@@ -210,6 +210,12 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE leases ADD COLUMN holder_host text;
     ALTER TABLE leases ADD COLUMN holder_pid bigint;
     "#,
+    // 7: a plan's items still open, as SQLite has them at its schema 12:
+    // whether a plan is settled is one look-up, not a scan of its items.
+    r#"
+    CREATE INDEX approval_items_open ON approval_items (plan_id)
+        WHERE state IN ('pending', 'approved', 'rejected');
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.
