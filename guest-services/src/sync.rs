@@ -743,7 +743,7 @@ pub struct Counts {
     pub missing: usize,
     /// Present and active.
     pub present: usize,
-    /// Present but inactive.
+    /// Present but inactive, returners apart (`present_inactive`'s length).
     pub present_inactive: usize,
     /// Procore users who hold no license (left alone unless managed).
     pub procore_only: usize,

@@ -497,6 +497,9 @@ impl<'a, 'w> Run<'a, 'w> {
         self.guard(out)?;
         out.counts.leavers = out.leavers.len();
         out.counts.returners = out.returners.len();
+        // Returners left the inactive list: the count says what it lists,
+        // as the report does.
+        out.counts.present_inactive = out.present_inactive.len();
         Ok(())
     }
 
@@ -1794,6 +1797,10 @@ mod tests {
         assert_eq!(diff.inactive_unmanaged.len(), 1);
         assert_eq!(diff.inactive_unmanaged[0].key, "b@x.com");
         assert_eq!(diff.present_inactive.len(), 1, "only the unmanaged one");
+        assert_eq!(
+            (diff.counts.present_inactive, diff.counts.returners),
+            (1, 1)
+        );
         assert!(diff.leavers.is_empty());
     }
 
