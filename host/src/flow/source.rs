@@ -49,6 +49,57 @@ fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
     offset
 }
 
+/// The part of a source line shown under a diagnostic, and where its
+/// caret goes. A line longer than [`Excerpt::WHOLE`] (a long value in a
+/// flow file) is cut to [`Excerpt::WINDOW`] characters around the column,
+/// marked with `…` where it was cut: the whole line says nothing more, and
+/// a caret padded by tens of thousands of spaces says less.
+#[derive(Debug, PartialEq, Eq)]
+struct Excerpt {
+    text: String,
+    /// Characters before the caret.
+    pad: usize,
+    /// Carets: the span's first line, within what is shown (at least one).
+    width: usize,
+}
+
+impl Excerpt {
+    /// The longest line shown whole (a long inline table of `with` is).
+    const WHOLE: usize = 1_000;
+    /// Characters shown of a longer line…
+    const WINDOW: usize = 240;
+    /// …of them before the column.
+    const BEFORE: usize = 80;
+
+    /// `line` with a caret at 1-based character column `col`, `span`
+    /// characters wide.
+    fn of(line: &str, col: usize, span: usize) -> Self {
+        let at = col.saturating_sub(1);
+        let len = line.chars().count();
+        let (start, end) = if len <= Self::WHOLE {
+            (0, len)
+        } else {
+            let start = at.saturating_sub(Self::BEFORE).min(len - Self::WINDOW);
+            (start, start + Self::WINDOW)
+        };
+        let mut text: String = line.chars().skip(start).take(end - start).collect();
+        let mut pad = at.saturating_sub(start);
+        if start > 0 {
+            text.insert(0, '…');
+            pad += 1;
+        }
+        if end < len {
+            text.push('…');
+        }
+        let room = end.saturating_sub(at.max(start)).max(1);
+        Self {
+            text,
+            pad,
+            width: span.min(room).max(1),
+        }
+    }
+}
+
 /// One problem in a flow file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -102,23 +153,21 @@ impl fmt::Display for Diagnostics {
             let (line, col) = self.source.line_col(d.span.start);
             writeln!(f, "error: {}", d.message)?;
             writeln!(f, "  --> {path}:{line}:{col}")?;
-            let text = self.source.line_text(line);
             let gutter = line.to_string().len();
-            writeln!(f, "{:gutter$} |", "")?;
-            writeln!(f, "{line} | {text}")?;
             let span_chars = self.source.text[floor_char_boundary(&self.source.text, d.span.start)
                 ..floor_char_boundary(&self.source.text, d.span.end.max(d.span.start))]
                 .lines()
                 .next()
                 .map_or(1, |s| s.chars().count().max(1));
-            let width = span_chars.min(text.chars().count().saturating_sub(col - 1).max(1));
+            let shown = Excerpt::of(self.source.line_text(line), col, span_chars);
+            writeln!(f, "{:gutter$} |", "")?;
+            writeln!(f, "{line} | {}", shown.text)?;
             write!(
                 f,
-                "{:gutter$} | {:pad$}{}",
+                "{:gutter$} | {}{}",
                 "",
-                "",
-                "^".repeat(width),
-                pad = col - 1
+                " ".repeat(shown.pad),
+                "^".repeat(shown.width)
             )?;
             if let Some(hint) = &d.hint {
                 write!(f, "\n{:gutter$} = hint: {hint}", "")?;
@@ -163,5 +212,51 @@ mod tests {
         assert!(text.contains("  | ^^^"), "{text}");
         assert!(text.contains("hint: remove it"), "{text}");
         assert!(text.ends_with("1 problem found; nothing was run"), "{text}");
+    }
+
+    #[test]
+    fn a_problem_far_along_a_long_line_shows_a_window_of_it() {
+        // A value of 70,000 characters, then the problem: the caret once
+        // needed padding past what `format!` takes, and panicked.
+        let line = format!("x = \"{}\" junk", "a".repeat(70_000));
+        let src = SourceFile::new("long.toml", format!("name = \"x\"\n{line}\n"));
+        let start = src.text.find("junk").unwrap_or(0);
+        let diags = Diagnostics {
+            source: src,
+            items: vec![Diagnostic::new(start..start + 4, "expected a newline")],
+        };
+        let text = diags.to_string();
+        assert!(text.contains("long.toml:2:70008"), "{text}");
+        let shown: Vec<&str> = text.lines().filter(|l| l.starts_with("2 | ")).collect();
+        assert_eq!(shown.len(), 1, "{text}");
+        let shown = shown[0].trim_start_matches("2 | ");
+        assert!(
+            shown.starts_with('…') && shown.ends_with("\" junk"),
+            "{shown}"
+        );
+        assert!(shown.chars().count() <= Excerpt::WINDOW + 1, "{shown}");
+        // The caret sits under `junk`, character for character.
+        let caret = text.lines().find(|l| l.contains('^')).unwrap_or_default();
+        let caret = caret.trim_start_matches("  | ");
+        let under: String = shown.chars().skip(caret.find('^').unwrap_or(0)).collect();
+        assert_eq!((under.as_str(), caret.trim()), ("junk", "^^^^"), "{text}");
+    }
+
+    #[test]
+    fn a_long_line_is_cut_around_the_column_on_both_sides() {
+        let line = "b".repeat(Excerpt::WHOLE + 1);
+        assert_eq!(Excerpt::of(&line[1..], 900, 1).text, line[1..]);
+        let middle = Excerpt::of(&line, 500, 3);
+        assert_eq!(middle.text.chars().count(), Excerpt::WINDOW + 2);
+        assert!(middle.text.starts_with('…') && middle.text.ends_with('…'));
+        assert_eq!((middle.pad, middle.width), (Excerpt::BEFORE + 1, 3));
+        let early = Excerpt::of(&line, 3, 5);
+        assert!(!early.text.starts_with('…') && early.text.ends_with('…'));
+        assert_eq!((early.pad, early.width), (2, 5));
+        let short = Excerpt::of("a = 1", 5, 9);
+        assert_eq!(
+            (short.text.as_str(), short.pad, short.width),
+            ("a = 1", 4, 1)
+        );
     }
 }
