@@ -711,15 +711,15 @@ async fn without_a_store_for_approvals_the_step_runs_nothing() {
     );
 }
 
-/// A raw line break in a flow's name or an item's key split the rows of
-/// `approvals`, `approvals show` and `ledger --flow`, and could forge a
-/// row; each cell shows it escaped instead.
+/// A raw line break in an item's key split the rows of `approvals show`
+/// and `ledger --flow`, and could forge a row; each cell shows it escaped
+/// instead. (A flow's name with one is refused where it is written: see
+/// the `name_unprintable` flow in `tests/flows/invalid`.)
 #[tokio::test]
-async fn line_breaks_in_names_and_keys_stay_inside_their_table_cells() {
+async fn line_breaks_in_keys_stay_inside_their_table_cells() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(flow(dir.path(), r#""always""#))
         .unwrap()
-        .replace(r#"name = "people""#, r#"name = "pay\nroll""#)
         .replace(
             r#"key = "bob@x.com""#,
             r#"key = "bob@x.com\r\nforged\u001b[2K""#,
@@ -732,28 +732,18 @@ async fn line_breaks_in_names_and_keys_stay_inside_their_table_cells() {
     let plans: Value = serde_json::from_str(&plans.stdout).unwrap();
     let id = plans[0]["id"].as_str().unwrap();
     for args in [
-        &["approvals"][..],
-        &["approvals", "show", id],
-        &["ledger", "--flow", "pay\nroll"],
+        &["approvals", "show", id][..],
+        &["ledger", "--flow", "people"],
     ] {
         let shown = sluice_cmd(&[], &data, args).await;
         assert_eq!(shown.code, 0, "{args:?}: {}", shown.stderr);
         let out = &shown.stdout;
         assert!(
-            out.contains(r"pay\nroll") || args[0] == "ledger",
+            out.contains(r"bob@x.com\r\nforged\u{1b}[2K"),
             "{args:?}: {out}"
         );
-        if args[0] != "approvals" || args.len() > 1 {
-            assert!(
-                out.contains(r"bob@x.com\r\nforged\u{1b}[2K"),
-                "{args:?}: {out}"
-            );
-        }
         for line in out.lines() {
-            assert!(
-                !line.starts_with("roll") && !line.starts_with("forged"),
-                "{args:?}: {out}"
-            );
+            assert!(!line.starts_with("forged"), "{args:?}: {out}");
         }
         assert!(!out.contains(['\r', '\u{1b}']), "{args:?}: {out}");
     }

@@ -415,13 +415,13 @@ fn active_bytes(out: &[u8]) -> Vec<String> {
 fn what_components_and_flows_write_reaches_the_terminal_escaped() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // The flow's name, an output key and the component's error all try to
-    // rewrite the line, set the clipboard (OSC 52), plant a link (OSC 8),
-    // use a C1 CSI and reverse the text.
+    // An output key and the component's error try to rewrite the line,
+    // set the clipboard (OSC 52), plant a link (OSC 8), use a C1 CSI and
+    // reverse the text. (A flow name that tries is refused: below.)
     let attack = r"\u001b[2K\r\u001b]52;c;aGk=\u0007\u009b32m\u001b]8;;http://evil\u0007\u202e";
     let text = format!(
         r#"
-name = "plain{attack}✓ all good"
+name = "plain"
 
 # The hostile component declares the role `api`; these steps send nothing.
 [connections.api]
@@ -441,9 +441,25 @@ with = {{ action = "{attack}✓ fail done\nsecond paragraph" }}
 "#,
         hostile = fixture("hostile").display(),
     );
+    let named = write_flow(
+        dir.path(),
+        "named.toml",
+        &text.replace(
+            r#"name = "plain""#,
+            &format!(r#"name = "plain{attack}✓ all good""#),
+        ),
+    );
+    let (status, out, err) = sluice(&data, &["run", named.to_str().unwrap()]);
+    assert_eq!(status, 2, "{}", String::from_utf8_lossy(&err));
+    assert!(
+        String::from_utf8_lossy(&err)
+            .contains("the flow's `name` holds a control character (U+001B)"),
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+    let mut seen = vec![("run of a hostile name", out, err)];
     let flow = write_flow(dir.path(), "flow.toml", &text);
     let flow = flow.to_str().unwrap();
-    let mut seen = Vec::new();
     let (status, out, err) = sluice(&data, &["run", flow]);
     assert_eq!(status, 1, "{}", String::from_utf8_lossy(&err));
     let err_text = String::from_utf8_lossy(&err).into_owned();

@@ -10,9 +10,41 @@ use super::super::authored::{AuthoredFlow, AuthoredSchedule, Node};
 use super::super::schedule::{Schedule, ScheduleError};
 use super::{Compiler, literal_json};
 
+/// The most characters a flow's `name` may have.
+const MAX_NAME_CHARS: usize = 200;
+
+/// Why `name` cannot name a flow, if it cannot: a control character (a NUL,
+/// a terminal escape) or a bidirectional formatting one (which makes text
+/// read otherwise than it is stored) would be written as it is into
+/// terminals, pages, log lines and metric labels; a name of megabytes into
+/// every one of them.
+fn unfit_name(name: &str) -> Option<String> {
+    let bidi = |c: char| matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if let Some(c) = name.chars().find(|&c| c.is_control() || bidi(c)) {
+        let kind = if c.is_control() {
+            "a control"
+        } else {
+            "a bidirectional formatting"
+        };
+        return Some(format!("holds {kind} character (U+{:04X})", u32::from(c)));
+    }
+    let chars = name.chars().count();
+    (chars > MAX_NAME_CHARS)
+        .then(|| format!("is {chars} characters long; at most {MAX_NAME_CHARS}"))
+}
+
 impl Compiler<'_, '_> {
     pub(super) fn name(&mut self, authored: &AuthoredFlow) -> String {
+        let unfit = authored.name.as_ref().and_then(|n| unfit_name(n.get_ref()));
         match &authored.name {
+            Some(n) if let Some(why) = unfit => {
+                self.error(
+                    n.span(),
+                    format!("the flow's `name` {why}"),
+                    "give the flow a short name of printable characters, like `procore-license-sync`: it names the flow's state, lease and approvals, and shows in the console, logs and metrics",
+                );
+                String::new()
+            }
             Some(n) if !n.get_ref().trim().is_empty() => n.get_ref().clone(),
             Some(n) => {
                 self.error(
