@@ -1530,6 +1530,28 @@ async fn approvals_are_decided_in_part_with_a_note_and_recorded_under_the_viewer
     )
     .await;
     assert_eq!(nothing.status, StatusCode::BAD_REQUEST);
+    // A form saying both approve and reject decides nothing (not the last).
+    let both = post(
+        c.addr,
+        &action,
+        &cookies,
+        &[
+            ("csrf", csrf.as_str()),
+            ("decision", "rejected"),
+            ("decision", "approved"),
+            ("key", "ann@example.com"),
+        ],
+    )
+    .await;
+    assert_page(&both, StatusCode::BAD_REQUEST, "error");
+    assert!(
+        both.body
+            .contains("The form sent `decision` more than once; nothing was decided"),
+        "{}",
+        both.body
+    );
+    let untouched = get(c.addr, &format!("/approvals/{plan}"), &cookies).await;
+    assert!(!untouched.body.contains("1 approved"), "{}", untouched.body);
 
     let two = [
         ("csrf", csrf.as_str()),

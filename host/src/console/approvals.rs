@@ -173,20 +173,36 @@ struct DecisionForm {
 }
 
 /// Reads the form: `decision`, the `key`s ticked (repeated), `all`, the
-/// pending keys the page `shown` (repeated), `note`.
+/// pending keys the page `shown` (repeated), `note`. A field the page
+/// sends once (`decision`, `all`, `note`) that comes twice is refused: a
+/// form saying both "approved" and "rejected" decides nothing, rather
+/// than whichever came last.
 fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
-    let (mut decision, mut keys, mut all, mut note) = (None, Vec::new(), false, None);
+    let (mut decision, mut keys, mut all, mut note) = (None, Vec::new(), None, None);
     let mut shown = Vec::new();
     for (k, v) in url::form_urlencoded::parse(body) {
-        match k.as_ref() {
-            "decision" => decision = Some(v.into_owned()),
-            "key" => keys.push(v.into_owned()),
-            "shown" => shown.push(v.into_owned()),
-            "all" => all = v == "1",
-            "note" => note = Some(v.trim().to_string()).filter(|n| !n.is_empty()),
-            _ => {}
+        let once = match k.as_ref() {
+            "decision" => decision.replace(v.into_owned()).is_none(),
+            "key" => {
+                keys.push(v.into_owned());
+                true
+            }
+            "shown" => {
+                shown.push(v.into_owned());
+                true
+            }
+            "all" => all.replace(v == "1").is_none(),
+            "note" => note.replace(v.trim().to_string()).is_none(),
+            _ => true,
+        };
+        if !once {
+            return Err(Failure::BadRequest(format!(
+                "The form sent `{k}` more than once; nothing was decided. Reload the page and decide again."
+            )));
         }
     }
+    let all = all.unwrap_or(false);
+    let note = note.filter(|n| !n.is_empty());
     let decision = match decision.as_deref() {
         Some("approved") => Decision::Approved,
         Some("rejected") => Decision::Rejected,
