@@ -12,7 +12,8 @@ use clap::Args;
 use serde_json::Value;
 use sluice_store::render::local_time;
 use sluice_store::{
-    LedgerEntry, LedgerEvent, LedgerKey, LedgerKeysQuery, Location, PlanItemState, Store,
+    KeyApproval, LedgerEntry, LedgerEvent, LedgerKey, LedgerKeysQuery, Location, PlanItemState,
+    Store,
 };
 
 use super::terminal;
@@ -185,15 +186,7 @@ pub fn keys_text(flow: &str, keys: &[LedgerKey]) -> String {
             what = first_line(error).to_string();
         }
         for a in &k.approvals {
-            let by =
-                a.by.as_deref()
-                    .map(|b| format!(" by {b}"))
-                    .unwrap_or_default();
-            let state = match a.state {
-                PlanItemState::Pending => "waiting for approval",
-                other => other.as_str(),
-            };
-            let _ = write!(what, " [{}: {state}{by} in plan {}]", a.step, a.plan_id);
+            let _ = write!(what, " [{}: {} in plan {}]", a.step, standing(a), a.plan_id);
         }
         // Each cell escaped: a line break in a key would split the row.
         let line = format!(
@@ -213,6 +206,23 @@ pub fn keys_text(flow: &str, keys: &[LedgerKey]) -> String {
         if keys.len() == 1 { "" } else { "s" }
     );
     out
+}
+
+/// Where a key stands in a plan, in words. `by` is who made the latest
+/// decision, so it goes with the decision: an item closed because its key
+/// left the step's items was closed by a run, not by its approver.
+fn standing(a: &KeyApproval) -> String {
+    let by =
+        a.by.as_deref()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default();
+    match a.state {
+        PlanItemState::Pending => "waiting for approval".to_string(),
+        PlanItemState::Approved => format!("approved{by}, runs at the next run"),
+        PlanItemState::Rejected => format!("rejected{by}"),
+        PlanItemState::Done => format!("approved{by}, done"),
+        PlanItemState::Closed => "no longer needed (closed by a run)".to_string(),
+    }
 }
 
 /// The details a component returned, on one line: its output's plain
@@ -251,6 +261,43 @@ fn first_line(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_in_a_plan_says_who_decided_only_of_a_decision() {
+        let key = |state: PlanItemState| LedgerKey {
+            key: "yuki@x.com".into(),
+            step: "deactivate".into(),
+            at: "2026-12-06T08:00:00Z".into(),
+            run_id: "r1".into(),
+            status: sluice_store::ItemStatus::Waiting,
+            output: None,
+            error: None,
+            approvals: vec![KeyApproval {
+                plan_id: "ap-1".into(),
+                step: "deactivate".into(),
+                state,
+                by: Some("Dana Admin".into()),
+            }],
+        };
+        let said = |state| keys_text("f", &[key(state)]);
+        assert!(
+            said(PlanItemState::Closed)
+                .contains("[deactivate: no longer needed (closed by a run) in plan ap-1]")
+        );
+        assert!(!said(PlanItemState::Closed).contains("Dana"));
+        assert!(
+            said(PlanItemState::Rejected)
+                .contains("[deactivate: rejected by Dana Admin in plan ap-1]")
+        );
+        assert!(said(PlanItemState::Done).contains("approved by Dana Admin, done"));
+        assert!(
+            said(PlanItemState::Approved).contains("approved by Dana Admin, runs at the next run")
+        );
+        assert!(
+            said(PlanItemState::Pending)
+                .contains("[deactivate: waiting for approval in plan ap-1]")
+        );
+    }
 
     #[test]
     fn an_unknown_key_points_to_the_key_a_flow_may_keep_instead() {
