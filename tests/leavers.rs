@@ -244,6 +244,25 @@ async fn leavers_wait_with_the_approve_command_and_approve_run_keeps_the_params(
         "{}",
         first.stderr
     );
+    // `approvals show` says why each waits, before the input it cuts.
+    let show = env.sluice(&["approvals", "show", &id]).await;
+    let line = |key: &str| {
+        show.stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no line for {key}:\n{}", show.stdout))
+            .to_string()
+    };
+    assert!(
+        line("ann@x.com").contains("pending   no license group; input {"),
+        "{}",
+        show.stdout
+    );
+    assert!(
+        line("cy@x.com").contains("pending   account disabled; input {"),
+        "{}",
+        show.stdout
+    );
 
     // Approving Ann and running at once: the run gets the same leavers
     // param (without it, `leavers` would be empty and nobody deactivated).

@@ -208,6 +208,22 @@ pub struct PlanItem {
     pub outcome: Option<PlanItemOutcome>,
 }
 
+impl PlanItem {
+    /// Why the item is in the plan, when its input says so: a `reason` of
+    /// the item itself or of one of its objects (a leaver's
+    /// `leaver.reason`, as the license sync's compare writes it). Shown
+    /// beside the item by `approvals show` and the console.
+    pub fn reason(&self) -> Option<&str> {
+        let own = self.input.get("reason").and_then(Value::as_str);
+        own.or_else(|| {
+            self.input
+                .as_object()?
+                .values()
+                .find_map(|v| v.get("reason").and_then(Value::as_str))
+        })
+    }
+}
+
 /// A decision as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DecisionRecord {

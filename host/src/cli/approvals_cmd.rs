@@ -401,6 +401,12 @@ pub fn plan_text(d: &PlanDetail) -> String {
             ),
             _ => format!("input {}", cut(&item.input.to_string(), 100)),
         };
+        // Why it waits first: the input after it is cut, and may not get
+        // as far as its reason.
+        let detail = match item.reason() {
+            Some(why) => format!("{why}; {detail}"),
+            None => detail,
+        };
         let _ = writeln!(
             out,
             "  {:<width$}  {:<9} {}",

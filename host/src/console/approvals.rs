@@ -95,24 +95,6 @@ pub async fn plan(
     }
 }
 
-/// Why an item is in the plan, when its input says so: a `reason` of the
-/// item itself or of one of its objects (a leaver's `user.reason`, as the
-/// license sync's compare writes it).
-fn why(input: &serde_json::Value) -> String {
-    let own = input.get("reason");
-    let nested = || {
-        input
-            .as_object()?
-            .values()
-            .find_map(|v| v.get("reason").filter(|r| r.is_string()))
-    };
-    own.filter(|r| r.is_string())
-        .or_else(nested)
-        .and_then(|r| r.as_str())
-        .unwrap_or("")
-        .to_string()
-}
-
 fn plan_page(seen: &Seen, d: &PlanDetail, notice: Option<String>) -> PlanPage {
     let mut chrome = seen.chrome();
     chrome.notice = notice;
@@ -124,7 +106,7 @@ fn plan_page(seen: &Seen, d: &PlanDetail, notice: Option<String>) -> PlanPage {
             state: i.state.to_string(),
             decidable: i.state.is_live(),
             pending: i.state == PlanItemState::Pending,
-            why: why(&i.input),
+            why: i.reason().unwrap_or_default().to_string(),
             what_short: short_json(&i.input, 120),
             what: pretty_json(&i.input),
             decided: match (&i.decided_by, &i.decided_at) {
