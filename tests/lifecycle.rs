@@ -1913,6 +1913,47 @@ async fn a_returner_whose_mail_appeared_while_away_is_matched_by_entra_id() {
     assert!(row.contains("(matched by Entra id)</td>"), "{row}");
 }
 
+/// Dee is managed only for her domain: her Entra account is disabled while
+/// she is still in a license group, so the first run with
+/// `managed_domains` finds her leaving for that, and she is deactivated
+/// once approved. When her account comes back under a new mail, no key of
+/// hers names her Procore user; the Entra id of the disabled account,
+/// which the deactivation recorded, does. She is reactivated, not created
+/// again. (Before, her record kept no Entra id, and a second Procore user
+/// was created while the first stayed inactive.)
+#[tokio::test]
+async fn a_domain_leaver_disabled_then_back_under_a_new_mail_is_reactivated() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3]), (DEE, &[E3])],
+        unlicensed: &[],
+        missing: &[],
+    })
+    .await;
+    let domain = ["--param", r#"managed_domains=["contoso.com"]"#];
+    assert!(t.emu.set_account_enabled(t.graph_id(DEE), false));
+    let (run, _) = t.run_ok(&domain).await;
+    assert_eq!(leavers(&run), map(&[(DEE, "account disabled")]));
+    let (plan, _) = t.plans().await[0].clone();
+    t.decide("approve", &plan, &[DEE]).await;
+    t.run_ok(&domain).await;
+    assert!(!t.active(DEE), "deactivated once approved");
+    let users = t.emu.snapshot().procore_users().len();
+
+    assert!(t.emu.set_account_enabled(t.graph_id(DEE), true));
+    assert!(t.emu.set_mail(t.graph_id(DEE), Some("Dee.New@contoso.com")));
+    let (run, requests) = t.run_ok(&[]).await;
+    let diff = run.output_of("diff");
+    assert_eq!(diff["missing"], json!([]), "nobody created: {diff}");
+    let returner = &diff["returners"][0];
+    assert_eq!(
+        (&returner["key"], &returner["matched_by"]),
+        (&json!(DEE), &json!("entra_id")),
+        "{diff}"
+    );
+    assert!(t.active(DEE), "reactivated: {:?}", writes(&requests));
+    assert_eq!(t.emu.snapshot().procore_users().len(), users);
+}
+
 /// Bob, created under his UPN, whose mail appeared since: while he holds a
 /// license under the new key nobody asks Graph about his old one, and when
 /// his account is disabled his Procore user leaves for that reason, not

@@ -8,8 +8,8 @@ Its output has the built-in's shape (missing, present, present_inactive,
 counts), plus `matched_by_upn`: the keys found only through the UPN.
 
 It keeps no managed people, so it finds no leavers and no returners: it
-takes the built-in's lifecycle inputs (license_groups, disabled, gone,
-managed_domains, leaver_grace, creates_rejected, rejected, approved,
+takes the built-in's lifecycle inputs (license_groups, disabled,
+disabled_ids, gone, managed_domains, leaver_grace, creates_rejected, rejected, approved,
 project_id) and answers empty lists and an open guard, so the shipped
 flow's deactivate, reactivate and project steps have nothing to do.
 """
@@ -41,6 +41,7 @@ INPUT_SCHEMA = {
         # The built-in's lifecycle inputs: taken, not used.
         "license_groups": {"type": ["integer", "null"]},
         "disabled": {"type": "array", "items": {"type": "string"}},
+        "disabled_ids": {"type": "object", "additionalProperties": {"type": "string"}},
         "gone": {"type": "array", "items": {"type": "string"}},
         "managed_domains": {"type": "array", "items": {"type": "string"}},
         "leaver_grace": {"type": ["string", "null"]},

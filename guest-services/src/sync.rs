@@ -226,6 +226,12 @@ pub struct Leaver {
     /// inactive list instead of sending it again, then records it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inactive: bool,
+    /// The person's Entra object id, when the flow's record may not keep
+    /// it (someone managed for their domain whose account is disabled):
+    /// the deactivate step keeps it in the record, by which a later run
+    /// knows them when they come back under another mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra_id: Option<String>,
 }
 
 /// A managed person without a license, not yet past `leaver_grace`.
@@ -430,14 +436,16 @@ pub fn managed_key(key: &str) -> String {
 
 /// Records that the flow left the managed person `key` (Procore user
 /// `procore_id`) `status`, keeping the rest of the record; `now` (RFC
-/// 3339) starts a record the flow had not kept yet. A person who is no
-/// longer a leaver loses `leaving_since`. Written when the step (or its
-/// item) succeeds; never in a dry run.
+/// 3339) starts a record the flow had not kept yet; `entra_id` is kept in
+/// a record that has none. A person who is no longer a leaver loses
+/// `leaving_since`. Written when the step (or its item) succeeds; never in
+/// a dry run.
 pub fn mark_managed(
     key: &str,
     procore_id: &Id,
     status: ManagedStatus,
     now: &str,
+    entra_id: Option<&str>,
 ) -> Result<Managed, sluice_guest::StepError> {
     let state_key = managed_key(key);
     let mut record = match sluice_guest::state::get::<Managed>(&state_key)? {
@@ -456,6 +464,13 @@ pub fn mark_managed(
             other: Map::new(),
         },
     };
+    // The Entra id a record lacks is learnt; one it keeps is never changed
+    // here (it is the person's, by which the record was found).
+    if let Some(id) = entra_id.filter(|id| !id.trim().is_empty())
+        && record.entra_id().is_none()
+    {
+        record.other.insert(ENTRA_ID.into(), id.into());
+    }
     let owed_project = still_owed(record.owed_project.take(), status);
     let record = match status {
         ManagedStatus::Active => Managed {

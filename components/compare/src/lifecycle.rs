@@ -102,6 +102,8 @@ pub struct Policy {
     pub license_groups: Option<usize>,
     /// Keys of license-group members whose Entra account is disabled.
     pub disabled: HashSet<Key>,
+    /// Their Entra object ids, where Graph gave them.
+    pub disabled_ids: HashMap<Key, String>,
     /// Keys of managed people whose Entra user no longer exists.
     pub gone: HashSet<Key>,
     /// Keys whose deactivation an admin rejected.
@@ -851,6 +853,10 @@ impl<'a, 'w> Run<'a, 'w> {
                 return Ok(());
             }
         }
+        let entra_id = match reason {
+            LeaveReason::AccountDisabled => self.disabled_entra_id(&key, user),
+            _ => None,
+        };
         out.leavers.push(Leaver {
             key,
             procore_id,
@@ -859,6 +865,7 @@ impl<'a, 'w> Run<'a, 'w> {
             login: user.login.clone(),
             reason,
             inactive,
+            entra_id,
         });
         Ok(())
     }
@@ -922,16 +929,13 @@ impl<'a, 'w> Run<'a, 'w> {
         (self.write)(Write::Clock(key.to_string(), Some(clock)))
     }
 
+    /// The Entra id of the disabled member `key` or `user` is.
+    fn disabled_entra_id(&self, key: &str, user: &Details) -> Option<String> {
+        leaver_keys(key, user).find_map(|k| self.policy.disabled_ids.get(&k).cloned())
+    }
+
     fn reason(&self, key: &str, user: &Details) -> LeaveReason {
-        let keys: Vec<Key> = [
-            Some(key),
-            user.login.as_deref(),
-            user.email_address.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(Key::of)
-        .collect();
+        let keys: Vec<Key> = leaver_keys(key, user).collect();
         if keys.iter().any(|k| self.policy.gone.contains(k)) {
             LeaveReason::UserGone
         } else if keys.iter().any(|k| self.policy.disabled.contains(k)) {
@@ -1045,6 +1049,19 @@ fn known_as_entry(
         license_group: person.license_group(),
         matched_by: person.matched_by(),
     }
+}
+
+/// The keys a leaver may be listed under in `disabled` and `gone`: the
+/// record's key, then the Procore user's login and email address.
+fn leaver_keys<'a>(key: &'a str, user: &'a Details) -> impl Iterator<Item = Key> + 'a {
+    [
+        Some(key),
+        user.login.as_deref(),
+        user.email_address.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(Key::of)
 }
 
 fn procore_name(user: &Details) -> Option<String> {
@@ -1520,19 +1537,21 @@ mod tests {
         ]);
         let mut p = policy();
         p.disabled = HashSet::from([Key::of("c@x.com").unwrap()]);
+        p.disabled_ids = HashMap::from([(Key::of("C@x.com").unwrap(), "entra-c".to_string())]);
         p.gone = HashSet::from([Key::of("D@x.com").unwrap()]);
         let (diff, writes) = run(&people, &users, &k, &p);
-        let got: Vec<(&str, LeaveReason)> = diff
+        let got: Vec<(&str, LeaveReason, Option<&str>)> = diff
             .leavers
             .iter()
-            .map(|l| (l.key.as_str(), l.reason))
+            .map(|l| (l.key.as_str(), l.reason, l.entra_id.as_deref()))
             .collect();
         assert_eq!(
             got,
             [
-                ("b@x.com", LeaveReason::NoLicenseGroup),
-                ("c@x.com", LeaveReason::AccountDisabled),
-                ("d@x.com", LeaveReason::UserGone),
+                ("b@x.com", LeaveReason::NoLicenseGroup, None),
+                // The disabled member's Entra id, for the record.
+                ("c@x.com", LeaveReason::AccountDisabled, Some("entra-c")),
+                ("d@x.com", LeaveReason::UserGone, None),
             ],
             "the stranger is not managed; the deactivated one is inactive"
         );

@@ -21,7 +21,7 @@
 //! index makes the match linear in both lists.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::DateTime;
 use serde::Deserialize;
@@ -59,6 +59,12 @@ pub struct Input {
     /// (`graph-group-members`' `disabled`).
     #[serde(default)]
     pub disabled: Vec<String>,
+    /// The Entra object ids of those disabled members, by key
+    /// (`graph-group-members`' `disabled_ids`): a leaver for a disabled
+    /// account keeps theirs, by which a later run knows them when they
+    /// come back under another mail.
+    #[serde(default)]
+    pub disabled_ids: BTreeMap<String, String>,
     /// Keys of managed people whose Entra user is gone
     /// (`graph-group-members`' `gone`).
     #[serde(default)]
@@ -359,6 +365,12 @@ pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
         grace,
         license_groups: input.license_groups,
         disabled: keys(&input.disabled),
+        disabled_ids: input
+            .disabled_ids
+            .iter()
+            .filter_map(|(k, id)| Some((Key::of(k)?, id.clone())))
+            .filter(|(_, id)| !id.trim().is_empty())
+            .collect(),
         gone: keys(&input.gone),
         rejected: keys(&input.rejected),
         approved: keys(&input.approved),

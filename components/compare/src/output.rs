@@ -184,6 +184,7 @@ mod tests {
                 login: None,
                 reason: LeaveReason::UserGone,
                 inactive: false,
+                entra_id: None,
             }],
             leaving: Vec::new(),
             returners: Vec::new(),

@@ -41,7 +41,7 @@ mod people;
 mod plan;
 mod user;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -103,6 +103,12 @@ pub struct Output {
     /// Their keys, sorted, and the keys the flow manages their Procore
     /// users under where those differ (see the module's notes).
     pub disabled: Vec<String>,
+    /// The Entra object id of each disabled member, by key (those
+    /// `disabled` names by the key a record keeps are left out: the record
+    /// has the id). The flow's leaver keeps it, so someone deactivated for
+    /// a disabled account who comes back under another mail is known.
+    #[serde(default)]
+    pub disabled_ids: BTreeMap<String, String>,
     /// Keys of managed people in no license group whose Entra user is gone.
     pub gone: Vec<String>,
     /// Members that are not users (devices, groups, service principals).

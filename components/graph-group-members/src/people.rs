@@ -4,7 +4,7 @@
 //! person in several groups is one entry listing every group.
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use serde::{Serialize, Serializer};
 use sluice_identity::Key;
@@ -27,7 +27,8 @@ pub struct People {
     /// and merged per person at the end (a million inserts into a tree by
     /// key would read a key's text at every step down the tree).
     held: Vec<Held>,
-    disabled: BTreeSet<Key>,
+    /// Members whose account is disabled, with the first of their ids.
+    disabled: BTreeMap<Key, Id>,
     non_users: usize,
 }
 
@@ -100,7 +101,7 @@ impl People {
         People {
             names,
             held: Vec::with_capacity(objects),
-            disabled: BTreeSet::new(),
+            disabled: BTreeMap::new(),
             non_users: 0,
         }
     }
@@ -125,7 +126,10 @@ impl People {
         let Some(user) = entry.user else { return };
         let Some(key) = key(&user) else { return };
         if user.account_enabled() != Some(true) {
-            self.disabled.insert(key);
+            let first = self.disabled.entry(key).or_insert_with(|| id.clone());
+            if id < *first {
+                *first = id;
+            }
             return;
         }
         self.held.push(Held::new(key, id, user, groups));
@@ -149,17 +153,19 @@ impl People {
             people: self.held,
         };
         // Someone disabled in one place but enabled elsewhere is still enabled.
-        let disabled: Vec<String> = self
+        let disabled_ids: BTreeMap<String, String> = self
             .disabled
             .into_iter()
-            .filter(|k| !people.contains(k.as_str()))
-            .map(Key::into_string)
+            .filter(|(k, _)| !people.contains(k.as_str()))
+            .map(|(k, id)| (k.into_string(), id.with_text(str::to_string)))
             .collect();
+        let disabled: Vec<String> = disabled_ids.keys().cloned().collect();
         let out = Output {
             count: people.len(),
             people: serde_json::Value::Null,
             skipped_disabled: disabled.len(),
             disabled,
+            disabled_ids,
             gone: Vec::new(),
             skipped_non_user: self.non_users,
             read: crate::Read::Full,
@@ -295,6 +301,7 @@ mod tests {
         let mut p = People::new(vec![E1.into(), E3.into()]);
         p.add("a1".into(), user(Some("a@x.com"), "a", true, &[1]));
         p.add("a2".into(), user(Some("A@X.com"), "a", true, &[0]));
+        p.add("d2".into(), user(Some("d@x.com"), "d", false, &[1]));
         p.add("d".into(), user(Some("d@x.com"), "d", false, &[0]));
         p.add("e1".into(), user(Some("e@x.com"), "e", false, &[0]));
         p.add("e2".into(), user(Some("e@x.com"), "e", true, &[1]));
@@ -325,6 +332,13 @@ mod tests {
         assert_eq!(people[1].key, "e@x.com");
         assert_eq!(roster.keys().collect::<Vec<_>>(), ["a@x.com", "e@x.com"]);
         assert_eq!(out.disabled, ["d@x.com", "f@x.com"]);
+        // Each with the first of its ids (e is enabled elsewhere: not there).
+        let ids: Vec<(&str, &str)> = out
+            .disabled_ids
+            .iter()
+            .map(|(k, id)| (k.as_str(), id.as_str()))
+            .collect();
+        assert_eq!(ids, [("d@x.com", "d"), ("f@x.com", "f")]);
         assert_eq!(
             out.skipped_disabled, 2,
             "d, and f whose accountEnabled is missing"

@@ -169,6 +169,7 @@ fn run(input: Input, context: &Context) -> Result<Deactivated, StepError> {
             &leaver.procore_id,
             ManagedStatus::Deactivated,
             context.started_at(),
+            leaver.entra_id.as_deref(),
         )?;
         // The removal is owed until Procore has taken it (see the module
         // docs).
@@ -227,6 +228,7 @@ fn deactivate(
                 &leaver.procore_id,
                 ManagedStatus::Deactivating,
                 context.started_at(),
+                leaver.entra_id.as_deref(),
             )?;
             sluice_guest::state::commit()?;
             Some(before)

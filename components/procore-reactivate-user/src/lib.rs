@@ -139,6 +139,7 @@ fn run(input: Input, context: &Context) -> Result<Reactivated, StepError> {
             &returner.procore_id,
             ManagedStatus::Active,
             context.started_at(),
+            None,
         )?;
         // The add is owed until Procore has taken it (see the module docs).
         if let Some(project) = &ids.project {
