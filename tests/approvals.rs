@@ -344,6 +344,44 @@ async fn approve_run_works_from_any_directory_after_a_run_started_with_a_relativ
     assert!(show.stdout.contains(absolute), "{}", show.stdout);
 }
 
+/// `approve --run` whose flow file is gone approves nothing: it said
+/// "approved", then failed to run, and the same command was then refused
+/// (nothing pending). Once the file is back, the same command does both.
+#[tokio::test]
+async fn approve_run_with_the_flow_file_gone_approves_nothing() {
+    let env = Env::new(r#""always""#);
+    env.run(&[]).await;
+    let id = env.plan_id().await;
+    let file = &env.file;
+    let moved = file.with_extension("away");
+    std::fs::rename(file, &moved).unwrap();
+    let args = ["approve", id.as_str(), "--only", "bob@x.com", "--run"];
+    let refused = env.sluice(&args).await;
+    assert_eq!(refused.code, 2, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("nothing was approved: `--run` would run plan")
+            && refused.stderr.contains("which cannot be read"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        env.items(&id)
+            .await
+            .iter()
+            .all(|(_, state)| state == "pending")
+    );
+    std::fs::rename(&moved, file).unwrap();
+    let approved = env.sluice(&args).await;
+    assert_eq!(approved.code, 0, "{}\n{}", approved.stdout, approved.stderr);
+    assert!(
+        env.items(&id)
+            .await
+            .contains(&("bob@x.com".to_string(), "done".to_string()))
+    );
+}
+
 /// A plan an older `sluice` recorded with a relative path: `approve --run`
 /// from a directory where it names nothing says so, and how to run it.
 #[tokio::test]

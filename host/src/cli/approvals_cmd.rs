@@ -110,6 +110,14 @@ pub async fn approve(
     database: &Location,
 ) -> anyhow::Result<ExitCode> {
     let store = Store::open(database).await?;
+    // `--run` asks for both: a flow file it could not run refuses the
+    // approval too, so the same command works once the file is there.
+    if args.run
+        && let Some(before) = store.plan_detail(args.decide.id.trim()).await?
+        && let Some(why) = unrunnable(&before.plan)
+    {
+        return refused(&format!("nothing was approved: {why}"));
+    }
     let outcome = match decide(&store, args.decide, Decision::Approved).await? {
         Ok(outcome) => outcome,
         Err(code) => return Ok(code),
@@ -152,6 +160,27 @@ pub async fn approve(
     );
     drop(store);
     super::run_cmd::run(run, data_dir, database).await
+}
+
+/// Why `approve --run` could not run `plan`'s flow file, when it could
+/// not: missing, or not a file (a relative path recorded by an older
+/// version is said where the run is started, with what to do).
+fn unrunnable(plan: &sluice_store::PlanSummary) -> Option<String> {
+    let file = Path::new(&plan.flow_file);
+    if file.is_relative() {
+        return None;
+    }
+    match std::fs::metadata(file) {
+        Ok(meta) if meta.is_file() => None,
+        Ok(_) => Some(format!(
+            "`--run` would run plan {}'s flow file {}, which is not a file; approve without `--run`, or put the flow back there",
+            plan.id, plan.flow_file
+        )),
+        Err(e) => Some(format!(
+            "`--run` would run plan {}'s flow file {}, which cannot be read ({e}); approve without `--run` and run the flow from where it is now (`sluice run PATH`), or put it back there",
+            plan.id, plan.flow_file
+        )),
+    }
 }
 
 pub async fn reject(args: DecideArgs, database: &Location) -> anyhow::Result<ExitCode> {
