@@ -35,6 +35,7 @@ pub use scenario::{ExpectedSync, Scenario};
 pub use state::{SentMail, StateSnapshot};
 pub use tenant_changes::{NewUser, UserError};
 
+use anyhow::Context as _;
 use state::Shared;
 
 pub struct RunningEmulator {
@@ -45,7 +46,14 @@ pub struct RunningEmulator {
 
 /// Starts the emulators on 127.0.0.1 (`port` 0 picks one).
 pub async fn start(config: EmulatorConfig) -> anyhow::Result<RunningEmulator> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port)).await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on 127.0.0.1:{} (`--port 0` picks a free port)",
+                config.port
+            )
+        })?;
     let bound = listener.local_addr()?;
     let base_url = format!("http://{bound}");
     let shared = Shared::new(config, base_url);

@@ -1568,3 +1568,25 @@ async fn requests_addressed_to_another_host_are_refused_against_dns_rebinding() 
         assert_eq!(r.status(), 200, "{host}");
     }
 }
+
+/// A port already taken is said with the address, and how to pick a free
+/// one (it was the bare "Address already in use (os error 98)").
+#[tokio::test]
+async fn a_port_in_use_is_named_with_what_to_do() {
+    let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let refused = sluice_emulator::start(EmulatorConfig {
+        port,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .err()
+    .expect("the port is taken");
+    let said = format!("{refused:#}");
+    assert!(
+        said.starts_with(&format!(
+            "cannot listen on 127.0.0.1:{port} (`--port 0` picks a free port): "
+        )),
+        "{said}"
+    );
+}
