@@ -28,6 +28,11 @@ impl FromStr for HttpAddr {
     type Err = AddrSyntaxError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some((scheme, _)) = s.split_once("://") {
+            return Err(AddrSyntaxError(format!(
+                "`{s}` is a URL; give the address to listen on, without `{scheme}://` or a path"
+            )));
+        }
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (ip, after) = rest
                 .split_once(']')
@@ -180,6 +185,10 @@ mod tests {
             ("[::1:8700", "does not close"),
             ("[nope]:8700", "not an IPv6 address"),
             ("[::1]8700", "has no port"),
+            (
+                "http://127.0.0.1:8700/",
+                "is a URL; give the address to listen on, without `http://`",
+            ),
         ] {
             let e = parsed(given).unwrap_err();
             assert!(e.contains(says) && e.contains("HOST:PORT"), "{given}: {e}");
