@@ -133,11 +133,35 @@ impl Compiler<'_, '_> {
                 );
                 continue;
             }
+            // Said at the param's declaration, which the override replaces.
+            let declared = authored
+                .iter()
+                .find(|(name, _)| name.get_ref() == key)
+                .map_or(0..0, |(name, _)| name.span());
             // A JSON value (`["a","b"]`, `3`, `true`) keeps its type; anything else is a string.
-            let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.clone()));
+            let parsed = serde_json::from_str(raw);
+            // …but a list or table param given a broken list or table is a
+            // typo, not a string that starts with `[`.
+            if let Err(e) = &parsed
+                && params[key].is_array() | params[key].is_object()
+                && raw.trim_start().starts_with(['[', '{'])
+            {
+                let example = if params[key].is_array() {
+                    r#"["a", "b"]"#
+                } else {
+                    r#"{"a": 1}"#
+                };
+                self.error(
+                    declared,
+                    format!("--param {key}: `{raw}` is not valid JSON ({e})"),
+                    format!("write the whole value as JSON, e.g. --param '{key}={example}'"),
+                );
+                continue;
+            }
+            let value = parsed.unwrap_or_else(|_| Value::String(raw.clone()));
             if oversized_whole_number(raw, &value) {
                 self.error(
-                    0..0,
+                    declared,
                     format!(
                         "--param {key}: {}",
                         crate::flow::authored::too_large_for_a_whole_number(raw)

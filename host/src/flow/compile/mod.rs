@@ -348,11 +348,12 @@ mod tests {
         let given = |raw: &str| problems_given(flow, &Catalog, &[("max".into(), raw.into())]);
         let too_large = "--param max: `99999999999999999999` is too large for a whole number \
                          (at most 9223372036854775807)";
-        assert_eq!(given("99999999999999999999"), [format!("1:1 {too_large}")]);
+        // Said where the param is declared.
+        assert_eq!(given("99999999999999999999"), [format!("3:1 {too_large}")]);
         assert_eq!(
             given("-99999999999999999999"),
             [
-                "1:1 --param max: `-99999999999999999999` is too large for a whole number \
+                "3:1 --param max: `-99999999999999999999` is too large for a whole number \
               (at most 9223372036854775807)"
             ]
         );
@@ -366,6 +367,24 @@ mod tests {
         ] {
             assert_eq!(given(fits), Vec::<String>::new(), "{fits}");
         }
+    }
+
+    #[test]
+    fn a_broken_list_for_a_list_param_is_refused_not_taken_as_text() {
+        let flow = "name = \"t\"\n[params]\nmax = 1\nprefixes = [\"L\"]\nnames = { a = 1 }\n\
+                    [[step]]\nid = \"a\"\nuses = \"plain\"\n";
+        let given =
+            |key: &str, raw: &str| problems_given(flow, &Catalog, &[(key.into(), raw.into())]);
+        let broken = given("prefixes", "[");
+        assert_eq!(broken.len(), 1, "{broken:?}");
+        assert!(
+            broken[0].starts_with("4:1 --param prefixes: `[` is not valid JSON (EOF while parsing"),
+            "{broken:?}"
+        );
+        assert_eq!(given("names", "{a: 1}").len(), 1);
+        // Text for a number param, or a list param's JSON, is as before.
+        assert_eq!(given("prefixes", r#"["A", "B"]"#), Vec::<String>::new());
+        assert_eq!(given("max", "[draft"), Vec::<String>::new());
     }
 
     #[test]
