@@ -211,7 +211,7 @@ pub struct PlanItem {
 impl PlanItem {
     /// Why the item is in the plan, when its input says so: a `reason` of
     /// the item itself or of one of its objects (a leaver's
-    /// `leaver.reason`, as the license sync's compare writes it). Shown
+    /// `user.reason`, as the license sync's compare writes it). Shown
     /// beside the item by `approvals show` and the console.
     pub fn reason(&self) -> Option<&str> {
         let own = self.input.get("reason").and_then(Value::as_str);
