@@ -22,6 +22,7 @@ use super::terminal;
 pub struct LedgerArgs {
     /// The key (for the license sync: the person's mail or UPN); without
     /// it, `--flow` lists every key's latest state
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub key: Option<String>,
     /// Only this flow (its `name`)
     #[arg(long)]
@@ -297,6 +298,31 @@ mod tests {
             said(PlanItemState::Pending)
                 .contains("[deactivate: waiting for approval in plan ap-1]")
         );
+    }
+
+    /// An empty key (`sluice ledger ''`, `run --only ''`, a shell variable
+    /// that was not set) is refused, not taken as a key nobody has.
+    #[test]
+    fn an_empty_key_is_refused_where_it_is_given() {
+        use clap::Parser;
+        for args in [
+            &["sluice", "ledger", ""][..],
+            &["sluice", "run", "f.toml", "--only", ""],
+        ] {
+            let e = super::super::Cli::try_parse_from(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} parsed"));
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::InvalidValue,
+                "{args:?}: {e}"
+            );
+            assert!(
+                e.to_string().contains("a value is required"),
+                "{args:?}: {e}"
+            );
+        }
+        assert!(super::super::Cli::try_parse_from(["sluice", "ledger", "ann@x.com"]).is_ok());
     }
 
     #[test]

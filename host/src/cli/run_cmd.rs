@@ -50,7 +50,7 @@ pub struct RunArgs {
     pub replay: Option<PathBuf>,
     /// Only the items with this key in each `for_each` step (repeatable):
     /// every read as usual, and each of these items shown step by step
-    #[arg(long = "only", value_name = "KEY")]
+    #[arg(long = "only", value_name = "KEY", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub only: Vec<String>,
     /// How long the flow's lease lasts unless renewed (as for `serve`)
     #[arg(long, env = "SLUICE_LEASE", default_value = DEFAULT_LEASE, value_parser = super::parse_lease)]
