@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::budget::Budget;
 use crate::faults::{FaultKind, RetryAfterStyle};
 use crate::state::{LoggedRequest, MAX_LOGGED_BODY, Service, Shared};
 
@@ -91,68 +92,8 @@ pub async fn procore_gate(State(s): State<Shared>, request: Request, next: Next)
     gate(s, Service::Procore, request, next).await
 }
 
-/// Where this request stands in its service's per-minute budget.
-struct Budget {
-    limit: u32,
-    used: u32,
-    now: u64,
-    reset: u64,
-}
-
-impl Budget {
-    fn exceeded(&self) -> bool {
-        self.used > self.limit
-    }
-
-    fn wait_secs(&self) -> u64 {
-        (self.reset - self.now).max(1)
-    }
-
-    fn headers(&self) -> [(&'static str, String); 3] {
-        [
-            ("x-rate-limit-limit", self.limit.to_string()),
-            (
-                "x-rate-limit-remaining",
-                self.limit.saturating_sub(self.used).to_string(),
-            ),
-            ("x-rate-limit-reset", self.reset.to_string()),
-        ]
-    }
-}
-
-/// Counts the request against its service's budget, if the service has one.
-/// Procore always has one (a large one when none is configured), because
-/// its rate-limit headers are on every response.
-fn count_budget(s: &Shared, service: Service) -> Option<Budget> {
-    let limit = match service {
-        Service::Procore => s
-            .config
-            .procore_rate_limit
-            .unwrap_or(crate::config::PROCORE_DEFAULT_RATE_LIMIT),
-        Service::Graph => s.config.graph_rate_limit?,
-    };
-    let now = chrono::Utc::now().timestamp().max(0) as u64;
-    let length = s.config.rate_window_secs.max(1);
-    let window = now / length;
-    let mut d = s.lock();
-    let slot = match service {
-        Service::Procore => &mut d.procore_window,
-        Service::Graph => &mut d.graph_window,
-    };
-    if slot.0 != window {
-        *slot = (window, 0);
-    }
-    slot.1 += 1;
-    Some(Budget {
-        limit,
-        used: slot.1,
-        now,
-        reset: (window + 1) * length,
-    })
-}
-
 async fn gate(s: Shared, service: Service, request: Request, next: Next) -> Response {
-    let budget = count_budget(&s, service);
+    let budget = crate::budget::count(&s, service);
     let mut response = guarded(&s, service, budget.as_ref(), request, next).await;
     if service == Service::Procore
         && let Some(b) = &budget

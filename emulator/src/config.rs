@@ -51,20 +51,32 @@ pub const PROCORE_MAX_PER_PAGE: usize = 10_000;
 /// creates more than this in a minute, and then waits for the next one.
 pub const PROCORE_DEFAULT_RATE_LIMIT: u32 = 100_000;
 
+/// The length of Procore's spike window: 10 seconds, by its rate-limiting
+/// guide.
+pub const PROCORE_SPIKE_WINDOW_SECS: u64 = 10;
+
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
     /// 0 picks a free port; always 127.0.0.1.
     pub port: u16,
     pub scenario: Scenario,
     pub faults: Faults,
-    /// Procore requests per minute; `None` is [`PROCORE_DEFAULT_RATE_LIMIT`],
-    /// still announced in headers, as Procore always does.
+    /// Procore requests per window of `rate_window_secs` (Procore's hourly
+    /// limit, counted over a minute unless set); `None` is
+    /// [`PROCORE_DEFAULT_RATE_LIMIT`], still announced in headers, as
+    /// Procore always does.
     pub procore_rate_limit: Option<u32>,
+    /// Procore's spike limit: requests per `spike_window_secs`, a window
+    /// that rolls; `None` is no spike limit. See [`crate::budget`].
+    pub procore_spike_limit: Option<u32>,
+    /// The length of the spike window in seconds: 10, as Procore documents.
+    pub spike_window_secs: u64,
     /// Graph requests per minute; `None` is unlimited.
     pub graph_rate_limit: Option<u32>,
-    /// The length of a rate-limit window in seconds: 60, as Procore counts
-    /// (and "per minute" above means); tests shorten it to see several
-    /// windows in a few seconds.
+    /// The length of the long rate-limit window (Procore's hourly one, and
+    /// Graph's) in seconds: 60 unless set, since an hour is too long to
+    /// rehearse with; tests shorten it to see several windows in a few
+    /// seconds.
     pub rate_window_secs: u64,
     /// 409 or 422 for a duplicate Procore user.
     pub conflict_status: u16,
@@ -86,6 +98,8 @@ impl Default for EmulatorConfig {
             procore_rate_limit: None,
             graph_rate_limit: None,
             rate_window_secs: 60,
+            procore_spike_limit: None,
+            spike_window_secs: PROCORE_SPIKE_WINDOW_SECS,
             conflict_status: 422,
             procore_paging: PagingHeaders::All,
             procore_max_per_page: PROCORE_MAX_PER_PAGE,

@@ -16,6 +16,7 @@
 pub mod addressing;
 pub mod admin;
 pub mod api;
+pub mod budget;
 pub mod config;
 pub mod faults;
 pub mod graph;

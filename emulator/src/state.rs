@@ -154,9 +154,9 @@ pub struct Data {
     /// Requests seen so far by each targeted fault, in `faults.targeted` order.
     pub targeted_seen: Vec<u64>,
     pub next_procore_id: u64,
-    /// Procore budget: window start (unix minute) and requests used in it.
-    pub procore_window: (u64, u32),
-    pub graph_window: (u64, u32),
+    /// What each service's rate limits have counted.
+    pub procore_budget: crate::budget::Counters,
+    pub graph_budget: crate::budget::Counters,
     pub token_counter: u64,
 }
 
@@ -269,8 +269,8 @@ impl Shared {
             api_requests: 0,
             targeted_seen: Vec::new(),
             next_procore_id,
-            procore_window: (0, 0),
-            graph_window: (0, 0),
+            procore_budget: Default::default(),
+            graph_budget: Default::default(),
             token_counter: 0,
         };
         Self {

@@ -666,6 +666,44 @@ async fn procore_budget_is_enforced_with_plain_text_429s() {
     );
 }
 
+/// Procore's spike limit, beside its long one: the headers report the spike
+/// window (fewer remain in it), whose reset is within its 10 seconds, and a
+/// request past it is refused though the long budget has plenty left.
+#[tokio::test]
+async fn procore_spike_limit_is_reported_and_enforced_beside_the_long_one() {
+    let env = start(EmulatorConfig {
+        procore_spike_limit: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let token = env.procore_token().await;
+    let users = format!("companies/{}/users", company(&env));
+    let now = chrono::Utc::now().timestamp() as u64;
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(
+            env.procore(&token, reqwest::Method::GET, &users, None)
+                .await,
+        );
+    }
+    let header = |r: &reqwest::Response, name: &str| -> u64 {
+        r.headers()[name].to_str().unwrap().parse().unwrap()
+    };
+    assert_eq!(answers[0].status(), 200);
+    assert_eq!(header(&answers[0], "x-rate-limit-limit"), 2);
+    assert_eq!(header(&answers[0], "x-rate-limit-remaining"), 1);
+    let reset = header(&answers[0], "x-rate-limit-reset");
+    assert!(
+        (now + 10..=now + 12).contains(&reset),
+        "{reset} against {now}"
+    );
+    assert_eq!(answers[1].status(), 200);
+    assert_eq!(header(&answers[1], "x-rate-limit-remaining"), 0);
+    assert_eq!(answers[2].status(), 429);
+    assert_eq!(header(&answers[2], "x-rate-limit-limit"), 2);
+    assert_eq!(header(&answers[2], "x-rate-limit-reset"), reset);
+}
+
 /// Procore's rate-limiting guide names no `Retry-After`: a client is to read
 /// `X-Rate-Limit-Reset`. With the `absent` style its 429 carries only that.
 #[tokio::test]

@@ -109,6 +109,11 @@ pub struct EmulateArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub procore_rate_limit: u32,
+    /// Procore's spike limit: requests the emulator allows in any 10
+    /// seconds, a window that rolls; the headers report it until the
+    /// minute's budget is nearly spent, as Procore's do [default: none]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub procore_spike_limit: Option<u32>,
     /// Graph requests a minute the emulator allows; past it, 429 with
     /// `Retry-After` [default: no limit]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -134,6 +139,7 @@ impl EmulateArgs {
             scenario: self.scenario.scenario()?,
             faults: self.faults.faults()?,
             procore_rate_limit: Some(self.procore_rate_limit),
+            procore_spike_limit: self.procore_spike_limit,
             graph_rate_limit: self.graph_rate_limit,
             ..EmulatorConfig::default()
         })
@@ -275,11 +281,19 @@ mod tests {
 
     #[test]
     fn the_budgets_asked_for_are_the_emulators_and_unasked_ones_are_the_defaults() {
-        let asked = emulate_args(&["--procore-rate-limit", "5", "--graph-rate-limit", "7"])
-            .unwrap()
-            .config()
-            .unwrap();
+        let asked = emulate_args(&[
+            "--procore-rate-limit",
+            "5",
+            "--procore-spike-limit",
+            "3",
+            "--graph-rate-limit",
+            "7",
+        ])
+        .unwrap()
+        .config()
+        .unwrap();
         assert_eq!(asked.procore_rate_limit, Some(5));
+        assert_eq!(asked.procore_spike_limit, Some(3));
         assert_eq!(asked.graph_rate_limit, Some(7));
 
         let default = emulate_args(&[]).unwrap().config().unwrap();
@@ -288,15 +302,18 @@ mod tests {
             Some(super::PROCORE_DEFAULT_RATE_LIMIT)
         );
         assert_eq!(default.graph_rate_limit, None);
+        assert_eq!(default.procore_spike_limit, None);
     }
 
     #[test]
     fn a_budget_of_nothing_or_not_a_number_is_refused_by_name() {
-        for bad in ["0", "-3", "many"] {
-            let arg = format!("--procore-rate-limit={bad}");
-            let error = emulate_args(&[&arg]).unwrap_err();
-            let text = error.to_string();
-            assert!(text.contains("--procore-rate-limit"), "{bad}: {text}");
+        for flag in ["--procore-rate-limit", "--procore-spike-limit"] {
+            for bad in ["0", "-3", "many"] {
+                let arg = format!("{flag}={bad}");
+                let error = emulate_args(&[&arg]).unwrap_err();
+                let text = error.to_string();
+                assert!(text.contains(flag), "{bad}: {text}");
+            }
         }
     }
 }

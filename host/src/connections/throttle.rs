@@ -9,7 +9,13 @@
 //!   Procore sends them, `RateLimit-Remaining`/`-Reset` from the IETF draft):
 //!   once the budget is spent, requests wait for the window to reset instead
 //!   of running into 429s. Requests in flight are counted against the budget
-//!   before the server reports them.
+//!   before the server reports them. While the budget is not known (the
+//!   first request on the connection, and the first after a spent window
+//!   resets) one request goes alone, and its answer says what the window
+//!   allows: a budget smaller than a step's concurrency is never overrun,
+//!   and a window that rolls (Procore's spike limit) gives back at its
+//!   reset only what has left it by then, which a burst of every waiting
+//!   request would overrun.
 //!
 //! Every wait comes from a remote header, so none is trusted blindly: no
 //! wait is longer than [`MAX_WAIT`]. A budget window said to reset later
@@ -64,6 +70,10 @@ impl WallClock {
 /// Waiting a little past the announced reset absorbs whole-second rounding.
 const RESET_MARGIN: Duration = Duration::from_millis(250);
 
+/// How long requests waiting behind a probe go without looking again, if
+/// nothing wakes them.
+const PROBE_SAFEGUARD: Duration = Duration::from_secs(1);
+
 /// The longest a request waits for its turn. Rate-limit windows are
 /// seconds to an hour long (Procore's is a minute, Graph's seconds); a
 /// longer wait is a garbled header or a service that wants us gone for
@@ -109,6 +119,9 @@ struct State {
     in_flight: u64,
     /// The `rate_limit` of each connection using the throttle now.
     paces: Vec<(u64, Duration)>,
+    /// No answer has said what the budget is yet, or a spent budget's
+    /// window has reset since: one request at a time until one does.
+    probing: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -145,6 +158,12 @@ impl Drop for Permit<'_> {
             && let Ok(mut s) = self.throttle.state.lock()
         {
             s.in_flight = s.in_flight.saturating_sub(1);
+            let was_probe = s.probing;
+            drop(s);
+            // A probe that got no answer: the next request probes instead.
+            if was_probe {
+                self.throttle.budget_changed.notify_waiters();
+            }
         }
     }
 }
@@ -228,6 +247,7 @@ impl Throttle {
                 budget: None,
                 in_flight: 0,
                 paces: Vec::new(),
+                probing: true,
             }),
         }
     }
@@ -316,6 +336,12 @@ impl Throttle {
         {
             at = at.max(b.reset_at);
         }
+        if s.probing && s.in_flight > 0 {
+            // Woken by the probe's answer ([`Throttle::observe`]) or its
+            // end without one ([`Permit`]'s drop); looking again after a
+            // while is only a safeguard.
+            at = at.max(later(now, PROBE_SAFEGUARD));
+        }
         at
     }
 
@@ -342,6 +368,7 @@ impl Throttle {
         {
             // The window has reset; the next response tells the new budget.
             s.budget = None;
+            s.probing = true;
         }
         let at = self.earliest(&s, now);
         if at > now {
@@ -389,7 +416,14 @@ impl Throttle {
             return;
         };
         s.in_flight = s.in_flight.saturating_sub(1);
+        // Any answer ends a probe: it announced the new budget, or the
+        // service announces none.
+        let probed = std::mem::take(&mut s.probing);
         let Some((remaining, until_reset, window)) = announced else {
+            drop(s);
+            if probed {
+                self.budget_changed.notify_waiters();
+            }
             return;
         };
         let announced = remaining;
@@ -662,6 +696,8 @@ mod tests {
     async fn budget_held_back_for_requests_in_flight_is_given_back_to_waiters() {
         let t = std::sync::Arc::new(at_start());
         let reset = (START + 1800).to_string();
+        let (p, _) = t.acquire().await.unwrap();
+        p.answered(&budget("5", "x-rate-limit-reset", reset.clone()));
         // Three requests in flight; the first answer says 2 remain, which
         // (two others in flight, maybe not yet counted) leaves none to use.
         let (first, _) = t.acquire().await.unwrap();
@@ -708,12 +744,96 @@ mod tests {
         goes_at_once(&t).await;
     }
 
+    /// A window that rolls (Procore's spike limit) gives back at its reset
+    /// only what has left it by then: after a spent window resets, one
+    /// request goes alone, and its answer says how many may follow.
+    #[tokio::test(start_paused = true)]
+    async fn after_a_spent_window_resets_one_request_learns_the_new_budget() {
+        let t = std::sync::Arc::new(at_start());
+        let (p, _) = t.acquire().await.unwrap();
+        p.answered(&budget("0", "x-rate-limit-reset", (START + 10).to_string()));
+        let (probe, waited) = t.acquire().await.unwrap();
+        assert_eq!(waited, Duration::from_secs(10) + RESET_MARGIN);
+        let other = t.clone();
+        let follower = tokio::spawn(async move {
+            let started = Instant::now();
+            let _ = other.acquire().await.unwrap();
+            started.elapsed()
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            !follower.is_finished(),
+            "a second request went before the first was answered"
+        );
+        // Two let through, until the window's next request leaves it.
+        probe.answered(&budget("2", "x-rate-limit-reset", (START + 20).to_string()));
+        assert_eq!(
+            follower.await.unwrap(),
+            Duration::from_secs(5),
+            "woken by the answer"
+        );
+        goes_at_once(&t).await;
+        let waited = t.acquire().await.unwrap().1;
+        assert_eq!(waited, Duration::from_secs(5));
+    }
+
+    /// Before any answer the budget is unknown, and may be smaller than a
+    /// step's concurrency: the first request goes alone. A service that
+    /// announces no budget is not paced at all after it.
+    #[tokio::test(start_paused = true)]
+    async fn the_first_request_goes_alone_until_answered() {
+        let t = std::sync::Arc::new(at_start());
+        let (first, _) = t.acquire().await.unwrap();
+        let other = t.clone();
+        let second = tokio::spawn(async move {
+            let started = Instant::now();
+            let (p, _) = other.acquire().await.unwrap();
+            p.answered(&[]);
+            started.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "the second went before the first was answered"
+        );
+        first.answered(&[]);
+        assert_eq!(second.await.unwrap(), Duration::from_millis(300));
+        let (a, _) = t.acquire().await.unwrap();
+        let (b, _) = t.acquire().await.unwrap();
+        drop((a, b));
+    }
+
+    /// A probe that ends without an answer (its step timed out) hands the
+    /// probing to the next request at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_gets_no_answer_lets_the_next_request_probe() {
+        let t = std::sync::Arc::new(at_start());
+        let (p, _) = t.acquire().await.unwrap();
+        p.answered(&budget("0", "x-rate-limit-reset", (START + 10).to_string()));
+        let (probe, _) = t.acquire().await.unwrap();
+        let other = t.clone();
+        let follower = tokio::spawn(async move {
+            let started = Instant::now();
+            let (next, _) = other.acquire().await.unwrap();
+            next.answered(&[]);
+            started.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        drop(probe);
+        assert_eq!(follower.await.unwrap(), Duration::from_millis(2500));
+        // Its answer announced no budget: nothing holds requests back.
+        goes_at_once(&t).await;
+        goes_at_once(&t).await;
+    }
+
     /// An answer from a window that has passed, arriving after the next
     /// window's, changes nothing; so does one from an earlier window that
     /// still runs but has more left than the budget in force.
     #[tokio::test(start_paused = true)]
     async fn earlier_windows_bind_only_while_they_run_and_bind_tighter() {
         let t = at_start();
+        let (p, _) = t.acquire().await.unwrap();
+        p.answered(&[]);
         let (late, _) = t.acquire().await.unwrap();
         let (p, _) = t.acquire().await.unwrap();
         tokio::time::advance(Duration::from_secs(10)).await;
