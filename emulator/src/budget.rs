@@ -131,10 +131,7 @@ pub fn count(s: &Shared, service: Service) -> Option<Budget> {
             now_ms,
         )
     });
-    Some(budget(
-        [Some(fixed), spike].into_iter().flatten(),
-        now_ms / 1000,
-    ))
+    Some(budget(fixed, spike, now_ms / 1000))
 }
 
 fn counters(d: &mut Data, service: Service) -> &mut Counters {
@@ -174,22 +171,17 @@ fn count_rolling(log: &mut VecDeque<u64>, limit: u32, length: u64, now_ms: u64) 
     }
 }
 
-/// The budget of a request counted in `windows` (at least one).
-fn budget(windows: impl Iterator<Item = Window>, now: u64) -> Budget {
-    let windows: Vec<Window> = windows.collect();
-    let exceeded = windows.iter().any(Window::exceeded);
-    let reported = windows
-        .iter()
-        .copied()
-        .min_by_key(|w| (w.remaining(), std::cmp::Reverse(w.reset)))
-        .unwrap_or(Window {
-            limit: 0,
-            used: 1,
-            reset: now,
-        });
+/// The budget of a request counted in the long window and, if there is
+/// one, the spike window.
+fn budget(fixed: Window, spike: Option<Window>, now: u64) -> Budget {
+    let key = |w: &Window| (w.remaining(), std::cmp::Reverse(w.reset));
+    let reported = match spike {
+        Some(spike) if key(&spike) < key(&fixed) => spike,
+        _ => fixed,
+    };
     Budget {
         reported,
-        exceeded,
+        exceeded: fixed.exceeded() || spike.is_some_and(|w| w.exceeded()),
         now,
     }
 }
@@ -258,24 +250,24 @@ mod tests {
             used: 5,
             reset: 1010,
         };
-        let b = budget([hour, spike].into_iter(), 1000);
+        let b = budget(hour, Some(spike), 1000);
         assert_eq!(b.reported(), spike, "the spike limit, most of the time");
         assert!(!b.exceeded());
         assert_eq!(b.wait_secs(), 10);
 
         let nearly_spent = Window { used: 3590, ..hour };
-        let b = budget([nearly_spent, spike].into_iter(), 1000);
+        let b = budget(nearly_spent, Some(spike), 1000);
         assert_eq!(b.reported(), nearly_spent, "the hour, once nearly spent");
         assert_eq!(b.headers()[1], ("x-rate-limit-remaining", "10".into()));
 
         let spiked = Window { used: 26, ..spike };
-        let b = budget([hour, spiked].into_iter(), 1000);
+        let b = budget(hour, Some(spiked), 1000);
         assert!(b.exceeded());
         assert_eq!(b.reported(), spiked);
 
         // Both spent: the one that lets a request through last.
         let spent = Window { used: 3601, ..hour };
-        let b = budget([spent, spiked].into_iter(), 1000);
+        let b = budget(spent, Some(spiked), 1000);
         assert_eq!(b.reported(), spent);
         assert_eq!(b.wait_secs(), 4000);
     }
