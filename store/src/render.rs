@@ -350,8 +350,10 @@ fn preview(v: &Value) -> String {
     cut(&v.to_string(), VALUE_PREVIEW_CHARS)
 }
 
-/// `graph: 3 requests (1 retried, 2 throttled, waited 1.2 s)`, from the
-/// per-connection counts; other shapes print as JSON; none prints nothing.
+/// `graph: 3 requests (1 retried, 2 throttled, waited 1.2 s in all)`, from
+/// the per-connection counts; other shapes print as JSON; none prints
+/// nothing. The wait is added up over the requests: requests that wait at
+/// once count each, so it may be longer than the step.
 fn requests(v: &Value) -> Option<String> {
     let map = v.as_object()?;
     if map.is_empty() {
@@ -371,7 +373,7 @@ fn requests(v: &Value) -> Option<String> {
                 }
             }
             if let Some(ms) = n("wait_ms").filter(|ms| *ms > 0) {
-                extras.push(format!("waited {}", format_ms(ms)));
+                extras.push(format!("waited {} in all", format_ms(ms)));
             }
             let plural = if requests == 1 { "" } else { "s" };
             if extras.is_empty() {
@@ -407,7 +409,7 @@ mod tests {
         let v = serde_json::json!({"graph": {"requests": 3, "retried": 1, "throttled": 0, "wait_ms": 1200}, "procore": {"requests": 1}});
         assert_eq!(
             requests(&v).unwrap(),
-            "graph: 3 requests (1 retried, waited 1.2 s); procore: 1 request"
+            "graph: 3 requests (1 retried, waited 1.2 s in all); procore: 1 request"
         );
         assert_eq!(requests(&serde_json::json!({})), None);
     }

@@ -356,7 +356,7 @@ async fn render_shows_the_key_facts(db: Db) {
         "12 ms",
         "items: 2 of 2 done, 1 failed",
         "#2 failed after 7 ms: HTTP 503 from procore",
-        "requests: procore: 2 requests (1 retried, 1 throttled, waited 1.5 s)",
+        "requests: procore: 2 requests (1 retried, 1 throttled, waited 1.5 s in all)",
         "requests: procore: 3 requests (1 retried)",
         "3. mail",
         "skipped",

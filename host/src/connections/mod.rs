@@ -380,12 +380,14 @@ impl Connection {
             let head = match wire.send(outgoing).await {
                 Ok(head) => head,
                 Err(failure) => {
-                    drop(permit);
                     let attempt = Attempt::NoAnswer {
                         built: failure.built,
                         connected: failure.connected,
                     };
                     let decision = decide(attempt, tally, &rules, jitter());
+                    // In force before the permit's end wakes anyone.
+                    self.hold(decision.hold);
+                    drop(permit);
                     let cause = Cause::NoAnswer(&failure.reason);
                     tally = self
                         .carry_out(decision, tally, stats, &what, cause, None)
@@ -393,7 +395,6 @@ impl Connection {
                     continue;
                 }
             };
-            permit.answered(&head.headers);
             let attempt = Attempt::Answered {
                 status: head.status,
                 retry_after: head
@@ -403,6 +404,7 @@ impl Connection {
                     .and_then(|(_, v)| self.throttle.retry_after(v)),
             };
             let decision = decide(attempt, tally, &rules, jitter());
+            permit.answered(&head.headers, decision.hold);
             let cause = Cause::Status(head.status);
             if decision.next != Next::Deliver {
                 let token = authorization.as_ref();
@@ -411,7 +413,6 @@ impl Connection {
                     .await?;
                 continue;
             }
-            self.hold(decision.hold);
             let cap = self.spec.max_response_bytes;
             match wire.read(head.body, cap, self.spec.request_timeout).await {
                 Ok(body) if !body.is_empty() && undecoded(&head.headers).is_some() => {

@@ -371,3 +371,27 @@ fn a_lost_write_after_a_resend_says_only_the_last_was_not_resent() {
         "{twice}"
     );
 }
+
+/// The first request on a connection goes alone (its budget is not known
+/// yet). Its answer, a 503 asking for 7 s, wakes the request waiting
+/// behind it only once the hold is in force: both go 7 s later, not one
+/// of them at once.
+#[tokio::test(start_paused = true)]
+async fn a_probes_retry_after_holds_the_requests_waiting_behind_it() {
+    let conn = connection();
+    let url = policy::resolve_url(&conn.spec.base_url, "things", &[]).unwrap();
+    let wire = Scripted::new(&[
+        Answer::Status(503, RA_7),
+        Answer::Status(200, &[]),
+        Answer::Status(200, &[]),
+    ]);
+    let (mut first_stats, mut second_stats) = (RequestStats::default(), RequestStats::default());
+    let get = request(Method::Get);
+    let (first, second) = tokio::join!(
+        conn.exchange(&wire, &get, &url, &mut first_stats),
+        conn.exchange(&wire, &get, &url, &mut second_stats)
+    );
+    assert_eq!(first.unwrap().status, 200);
+    assert_eq!(second.unwrap().status, 200);
+    assert_eq!(wire.gaps(), vec![0.0, 7.0, 7.0]);
+}

@@ -120,8 +120,13 @@ struct State {
     /// The `rate_limit` of each connection using the throttle now.
     paces: Vec<(u64, Duration)>,
     /// No answer has said what the budget is yet, or a spent budget's
-    /// window has reset since: one request at a time until one does.
+    /// window has reset since: one request (the probe) goes, and the rest
+    /// wait for its answer.
     probing: bool,
+    /// The probe is in flight. Only it holds the others back: requests
+    /// sent before a reset may still be in flight, and need not be waited
+    /// for.
+    probe_out: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -142,13 +147,23 @@ struct Budget {
 pub struct Permit<'a> {
     throttle: &'a Throttle,
     answered: bool,
+    /// This request is the probe: its answer ends the probing.
+    probe: bool,
 }
 
 impl Permit<'_> {
-    /// The request was answered: reads its budget headers (names lower-case).
-    pub fn answered(mut self, headers: &[(String, String)]) {
+    /// The request was answered: puts the `hold` its answer asks for (a
+    /// Retry-After) in force, then reads its budget headers (names
+    /// lower-case). In that order: the answer wakes the requests waiting
+    /// behind a probe, and they must find the hold.
+    pub fn answered(mut self, headers: &[(String, String)], hold: Option<Duration>) {
         self.answered = true;
-        self.throttle.observe(headers);
+        if let Some(delay) = hold {
+            // A delay past the longest wait closes the connection; the
+            // caller's decision already gives its request up.
+            let _ = self.throttle.hold_for(delay);
+        }
+        self.throttle.observe(headers, self.probe);
     }
 }
 
@@ -158,10 +173,10 @@ impl Drop for Permit<'_> {
             && let Ok(mut s) = self.throttle.state.lock()
         {
             s.in_flight = s.in_flight.saturating_sub(1);
-            let was_probe = s.probing;
-            drop(s);
-            // A probe that got no answer: the next request probes instead.
-            if was_probe {
+            if self.probe {
+                // A probe that got no answer: the next request probes.
+                s.probe_out = false;
+                drop(s);
                 self.throttle.budget_changed.notify_waiters();
             }
         }
@@ -248,6 +263,7 @@ impl Throttle {
                 in_flight: 0,
                 paces: Vec::new(),
                 probing: true,
+                probe_out: false,
             }),
         }
     }
@@ -336,7 +352,7 @@ impl Throttle {
         {
             at = at.max(b.reset_at);
         }
-        if s.probing && s.in_flight > 0 {
+        if s.probing && s.probe_out {
             // Woken by the probe's answer ([`Throttle::observe`]) or its
             // end without one ([`Permit`]'s drop); looking again after a
             // while is only a safeguard.
@@ -353,6 +369,7 @@ impl Throttle {
             return Ok(Turn::Now(Permit {
                 throttle: self,
                 answered: true,
+                probe: false,
             }));
         };
         let now = Instant::now();
@@ -381,9 +398,12 @@ impl Throttle {
             b.remaining = b.remaining.saturating_sub(1);
         }
         s.in_flight += 1;
+        let probe = s.probing;
+        s.probe_out |= probe;
         Ok(Turn::Now(Permit {
             throttle: self,
             answered: false,
+            probe,
         }))
     }
 
@@ -408,17 +428,21 @@ impl Throttle {
         parse_retry_after_at(value, self.wall.now())
     }
 
-    /// Reads a response's budget headers; its request is no longer in flight.
-    fn observe(&self, headers: &[(String, String)]) {
+    /// Reads a response's budget headers; its request is no longer in
+    /// flight. The answer to the probe (`probe`) ends the probing.
+    fn observe(&self, headers: &[(String, String)], probe: bool) {
         let announced = budget_from(headers, self.wall.now());
         // One critical section: what is in flight and the budget must agree.
         let Ok(mut s) = self.state.lock() else {
             return;
         };
         s.in_flight = s.in_flight.saturating_sub(1);
-        // Any answer ends a probe: it announced the new budget, or the
-        // service announces none.
-        let probed = std::mem::take(&mut s.probing);
+        // The probe's answer announced the budget, or that the service
+        // announces none. Other answers may be from before a reset.
+        let probed = probe && std::mem::take(&mut s.probing);
+        if probe {
+            s.probe_out = false;
+        }
         let Some((remaining, until_reset, window)) = announced else {
             drop(s);
             if probed {
@@ -567,7 +591,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_spent_budget_waits_for_the_reset() {
         let t = Throttle::new(None);
-        t.observe(&budget("1", "ratelimit-reset", "30".into()));
+        t.observe(&budget("1", "ratelimit-reset", "30".into()), true);
         assert_eq!(t.acquire().await.unwrap().1, Duration::ZERO);
         let waited = t.acquire().await.unwrap().1;
         assert_eq!(waited, Duration::from_secs(30) + RESET_MARGIN);
@@ -582,7 +606,7 @@ mod tests {
         for _ in 0..3 {
             let (permit, waited) = t.acquire().await.unwrap();
             assert_eq!(waited, Duration::ZERO);
-            permit.answered(&[]);
+            permit.answered(&[], None);
         }
         assert_eq!(t.hold_for(Duration::from_millis(30)), Hold::Wait);
         let (_, waited) = t.acquire().await.unwrap();
@@ -650,7 +674,10 @@ mod tests {
     async fn a_unix_reset_is_read_on_the_clock_tests_pause() {
         let t = at_start();
         let (p, _) = t.acquire().await.unwrap();
-        p.answered(&budget("0", "x-rate-limit-reset", (START + 60).to_string()));
+        p.answered(
+            &budget("0", "x-rate-limit-reset", (START + 60).to_string()),
+            None,
+        );
         tokio::time::advance(Duration::from_secs(40)).await;
         assert_eq!(t.wall.now(), Duration::from_secs(START + 40));
         let waited = t.acquire().await.unwrap().1;
@@ -684,11 +711,10 @@ mod tests {
         let (answered, _) = t.acquire().await.unwrap();
         // One request left in a window that resets in half an hour: were the
         // abandoned request still counted in flight, that one would be spent.
-        answered.answered(&budget(
-            "1",
-            "x-rate-limit-reset",
-            (START + 1800).to_string(),
-        ));
+        answered.answered(
+            &budget("1", "x-rate-limit-reset", (START + 1800).to_string()),
+            None,
+        );
         goes_at_once(&t).await;
     }
 
@@ -697,13 +723,13 @@ mod tests {
         let t = std::sync::Arc::new(at_start());
         let reset = (START + 1800).to_string();
         let (p, _) = t.acquire().await.unwrap();
-        p.answered(&budget("5", "x-rate-limit-reset", reset.clone()));
+        p.answered(&budget("5", "x-rate-limit-reset", reset.clone()), None);
         // Three requests in flight; the first answer says 2 remain, which
         // (two others in flight, maybe not yet counted) leaves none to use.
         let (first, _) = t.acquire().await.unwrap();
         let (second, _) = t.acquire().await.unwrap();
         let (third, _) = t.acquire().await.unwrap();
-        first.answered(&budget("2", "x-rate-limit-reset", reset.clone()));
+        first.answered(&budget("2", "x-rate-limit-reset", reset.clone()), None);
         // A fourth waits, for half an hour at worst…
         let other = t.clone();
         let waiter = tokio::spawn(async move {
@@ -714,8 +740,8 @@ mod tests {
         tokio::task::yield_now().await;
         // …until the others are answered and the server's count, exact now
         // that nothing is in flight, says 1 remains.
-        second.answered(&budget("1", "x-rate-limit-reset", reset.clone()));
-        third.answered(&budget("1", "x-rate-limit-reset", reset));
+        second.answered(&budget("1", "x-rate-limit-reset", reset.clone()), None);
+        third.answered(&budget("1", "x-rate-limit-reset", reset), None);
         // Woken at once, not at the window's reset half an hour on.
         assert_eq!(waiter.await.unwrap(), Duration::ZERO);
     }
@@ -729,18 +755,21 @@ mod tests {
         let t = at_start();
         let hour = (START + 3000).to_string();
         let (p, _) = t.acquire().await.unwrap();
-        p.answered(&budget("3500", "x-rate-limit-reset", hour.clone()));
+        p.answered(&budget("3500", "x-rate-limit-reset", hour.clone()), None);
         let (first, _) = t.acquire().await.unwrap();
         let (second, _) = t.acquire().await.unwrap();
         // The first answer (a 429) names the 10-second window, spent; the
         // second, sent before it, still names the hour.
-        first.answered(&budget("0", "x-rate-limit-reset", (START + 8).to_string()));
-        second.answered(&budget("3497", "x-rate-limit-reset", hour.clone()));
+        first.answered(
+            &budget("0", "x-rate-limit-reset", (START + 8).to_string()),
+            None,
+        );
+        second.answered(&budget("3497", "x-rate-limit-reset", hour.clone()), None);
         let waited = t.acquire().await.unwrap().1;
         assert_eq!(waited, Duration::from_secs(8) + RESET_MARGIN);
         // After its reset the hour's count governs again.
         let (p, _) = t.acquire().await.unwrap();
-        p.answered(&budget("3490", "x-rate-limit-reset", hour));
+        p.answered(&budget("3490", "x-rate-limit-reset", hour), None);
         goes_at_once(&t).await;
     }
 
@@ -751,7 +780,10 @@ mod tests {
     async fn after_a_spent_window_resets_one_request_learns_the_new_budget() {
         let t = std::sync::Arc::new(at_start());
         let (p, _) = t.acquire().await.unwrap();
-        p.answered(&budget("0", "x-rate-limit-reset", (START + 10).to_string()));
+        p.answered(
+            &budget("0", "x-rate-limit-reset", (START + 10).to_string()),
+            None,
+        );
         let (probe, waited) = t.acquire().await.unwrap();
         assert_eq!(waited, Duration::from_secs(10) + RESET_MARGIN);
         let other = t.clone();
@@ -766,7 +798,10 @@ mod tests {
             "a second request went before the first was answered"
         );
         // Two let through, until the window's next request leaves it.
-        probe.answered(&budget("2", "x-rate-limit-reset", (START + 20).to_string()));
+        probe.answered(
+            &budget("2", "x-rate-limit-reset", (START + 20).to_string()),
+            None,
+        );
         assert_eq!(
             follower.await.unwrap(),
             Duration::from_secs(5),
@@ -788,7 +823,7 @@ mod tests {
         let second = tokio::spawn(async move {
             let started = Instant::now();
             let (p, _) = other.acquire().await.unwrap();
-            p.answered(&[]);
+            p.answered(&[], None);
             started.elapsed()
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -796,11 +831,45 @@ mod tests {
             !second.is_finished(),
             "the second went before the first was answered"
         );
-        first.answered(&[]);
+        first.answered(&[], None);
         assert_eq!(second.await.unwrap(), Duration::from_millis(300));
         let (a, _) = t.acquire().await.unwrap();
         let (b, _) = t.acquire().await.unwrap();
         drop((a, b));
+    }
+
+    /// A probe's answer that asks for a wait (a 503's Retry-After) wakes
+    /// the requests behind it with the hold already in force.
+    #[tokio::test(start_paused = true)]
+    async fn a_probes_hold_is_in_force_when_its_answer_wakes_the_others() {
+        let t = std::sync::Arc::new(at_start());
+        let (probe, _) = t.acquire().await.unwrap();
+        let other = t.clone();
+        let follower = tokio::spawn(async move {
+            let started = Instant::now();
+            let _ = other.acquire().await.unwrap();
+            started.elapsed()
+        });
+        tokio::task::yield_now().await;
+        probe.answered(&[], Some(Duration::from_secs(7)));
+        assert_eq!(follower.await.unwrap(), Duration::from_secs(7));
+    }
+
+    /// After a reset only the probe holds the others back: a request sent
+    /// before the window was spent and still unanswered (a slow one) does
+    /// not keep the probe from going.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_does_not_wait_for_requests_sent_before_the_reset() {
+        let t = at_start();
+        let reset = (START + 10).to_string();
+        let (p, _) = t.acquire().await.unwrap();
+        p.answered(&budget("2", "x-rate-limit-reset", reset.clone()), None);
+        let (slow, _) = t.acquire().await.unwrap();
+        let (spent, _) = t.acquire().await.unwrap();
+        spent.answered(&budget("0", "x-rate-limit-reset", reset), None);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        goes_at_once(&t).await;
+        drop(slow);
     }
 
     /// A probe that ends without an answer (its step timed out) hands the
@@ -809,13 +878,16 @@ mod tests {
     async fn a_probe_that_gets_no_answer_lets_the_next_request_probe() {
         let t = std::sync::Arc::new(at_start());
         let (p, _) = t.acquire().await.unwrap();
-        p.answered(&budget("0", "x-rate-limit-reset", (START + 10).to_string()));
+        p.answered(
+            &budget("0", "x-rate-limit-reset", (START + 10).to_string()),
+            None,
+        );
         let (probe, _) = t.acquire().await.unwrap();
         let other = t.clone();
         let follower = tokio::spawn(async move {
             let started = Instant::now();
             let (next, _) = other.acquire().await.unwrap();
-            next.answered(&[]);
+            next.answered(&[], None);
             started.elapsed()
         });
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -833,15 +905,24 @@ mod tests {
     async fn earlier_windows_bind_only_while_they_run_and_bind_tighter() {
         let t = at_start();
         let (p, _) = t.acquire().await.unwrap();
-        p.answered(&[]);
+        p.answered(&[], None);
         let (late, _) = t.acquire().await.unwrap();
         let (p, _) = t.acquire().await.unwrap();
         tokio::time::advance(Duration::from_secs(10)).await;
-        p.answered(&budget("5", "x-rate-limit-reset", (START + 70).to_string()));
-        late.answered(&budget("0", "x-rate-limit-reset", (START + 10).to_string()));
+        p.answered(
+            &budget("5", "x-rate-limit-reset", (START + 70).to_string()),
+            None,
+        );
+        late.answered(
+            &budget("0", "x-rate-limit-reset", (START + 10).to_string()),
+            None,
+        );
         goes_at_once(&t).await;
         let (p, _) = t.acquire().await.unwrap();
-        p.answered(&budget("9", "x-rate-limit-reset", (START + 12).to_string()));
+        p.answered(
+            &budget("9", "x-rate-limit-reset", (START + 12).to_string()),
+            None,
+        );
         // 5 were left, 2 requests went since: 3 go at once, the fourth waits
         // for the minute's window.
         for _ in 0..2 {
@@ -867,7 +948,7 @@ mod tests {
         for (name, reset) in cases {
             let t = at_start();
             let (p, _) = t.acquire().await.unwrap();
-            p.answered(&budget("0", name, reset.clone()));
+            p.answered(&budget("0", name, reset.clone()), None);
             assert!(budget_from(&budget("0", name, reset.clone()), now).is_none());
             goes_at_once(&t).await;
         }
