@@ -276,6 +276,7 @@ fn step_line(
     let requests: u64 = connections.values().map(|c| c.requests).sum();
     let throttled: u64 = connections.values().map(|c| c.throttled).sum();
     let retried: u64 = connections.values().map(|c| c.retried).sum();
+    let waited_ms: u64 = connections.values().map(|c| c.wait_ms).sum();
     let mut facts = Vec::new();
     // Numbers and sizes from the output as the run holds it (no redacted
     // copy of a large list), the line itself redacted.
@@ -290,6 +291,12 @@ fn step_line(
         }
         if throttled > 0 {
             r.push_str(&format!(", {throttled} throttled"));
+        }
+        // Rate limits and Retry-After, added up over the requests (those
+        // waiting at once count each): how much of the step they cost.
+        if waited_ms > 0 {
+            let waited = format_duration(std::time::Duration::from_millis(waited_ms));
+            r.push_str(&format!(", waited {waited} in all"));
         }
         facts.push(r);
     }
@@ -450,6 +457,41 @@ mod tests {
         };
         assert_eq!(line(3), "  ✓ fetch  3 attempts · 5 ms");
         assert_eq!(line(1), "  ✓ fetch  5 ms");
+    }
+
+    /// A step whose requests waited for a rate limit says how long, added
+    /// up over its requests; one that never waited says nothing of it.
+    #[test]
+    fn a_step_line_says_how_long_its_requests_waited() {
+        let line = |wait_ms| {
+            let mut connections = BTreeMap::new();
+            connections.insert(
+                "procore".to_string(),
+                crate::connections::RequestStats {
+                    requests: 12,
+                    retried: 0,
+                    throttled: 1,
+                    wait_ms,
+                },
+            );
+            step_line(
+                "create",
+                Status::Succeeded,
+                None,
+                None,
+                &Measured {
+                    duration: Duration::from_secs(11),
+                    connections: &connections,
+                    attempts: 1,
+                    memory: None,
+                },
+            )
+        };
+        assert_eq!(
+            line(42_000),
+            "  ✓ create  12 requests, 1 throttled, waited 42.0 s in all · 11.0 s"
+        );
+        assert_eq!(line(0), "  ✓ create  12 requests, 1 throttled · 11.0 s");
     }
 
     /// The step's peak linear memory is shown beside its cap, rounded up
