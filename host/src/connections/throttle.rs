@@ -693,6 +693,18 @@ mod tests {
         ]
     }
 
+    /// A request that waits for its turn in a task of its own, is answered
+    /// without a budget, and says how long it waited.
+    fn waiter(t: &std::sync::Arc<Throttle>) -> tokio::task::JoinHandle<Duration> {
+        let t = t.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let (p, _) = t.acquire().await.unwrap();
+            p.answered(&[], None);
+            started.elapsed()
+        })
+    }
+
     /// Goes at once (well within half a second), or the test fails.
     async fn goes_at_once(t: &Throttle) {
         let _permit = tokio::time::timeout(Duration::from_millis(500), t.acquire())
@@ -731,12 +743,7 @@ mod tests {
         let (third, _) = t.acquire().await.unwrap();
         first.answered(&budget("2", "x-rate-limit-reset", reset.clone()), None);
         // A fourth waits, for half an hour at worst…
-        let other = t.clone();
-        let waiter = tokio::spawn(async move {
-            let started = Instant::now();
-            let _ = other.acquire().await.unwrap();
-            started.elapsed()
-        });
+        let waiter = waiter(&t);
         tokio::task::yield_now().await;
         // …until the others are answered and the server's count, exact now
         // that nothing is in flight, says 1 remains.
@@ -786,12 +793,7 @@ mod tests {
         );
         let (probe, waited) = t.acquire().await.unwrap();
         assert_eq!(waited, Duration::from_secs(10) + RESET_MARGIN);
-        let other = t.clone();
-        let follower = tokio::spawn(async move {
-            let started = Instant::now();
-            let _ = other.acquire().await.unwrap();
-            started.elapsed()
-        });
+        let follower = waiter(&t);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(
             !follower.is_finished(),
@@ -819,13 +821,7 @@ mod tests {
     async fn the_first_request_goes_alone_until_answered() {
         let t = std::sync::Arc::new(at_start());
         let (first, _) = t.acquire().await.unwrap();
-        let other = t.clone();
-        let second = tokio::spawn(async move {
-            let started = Instant::now();
-            let (p, _) = other.acquire().await.unwrap();
-            p.answered(&[], None);
-            started.elapsed()
-        });
+        let second = waiter(&t);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
             !second.is_finished(),
@@ -844,12 +840,7 @@ mod tests {
     async fn a_probes_hold_is_in_force_when_its_answer_wakes_the_others() {
         let t = std::sync::Arc::new(at_start());
         let (probe, _) = t.acquire().await.unwrap();
-        let other = t.clone();
-        let follower = tokio::spawn(async move {
-            let started = Instant::now();
-            let _ = other.acquire().await.unwrap();
-            started.elapsed()
-        });
+        let follower = waiter(&t);
         tokio::task::yield_now().await;
         probe.answered(&[], Some(Duration::from_secs(7)));
         assert_eq!(follower.await.unwrap(), Duration::from_secs(7));
@@ -883,13 +874,7 @@ mod tests {
             None,
         );
         let (probe, _) = t.acquire().await.unwrap();
-        let other = t.clone();
-        let follower = tokio::spawn(async move {
-            let started = Instant::now();
-            let (next, _) = other.acquire().await.unwrap();
-            next.answered(&[], None);
-            started.elapsed()
-        });
+        let follower = waiter(&t);
         tokio::time::sleep(Duration::from_millis(2500)).await;
         drop(probe);
         assert_eq!(follower.await.unwrap(), Duration::from_millis(2500));
