@@ -119,14 +119,23 @@ struct State {
     in_flight: u64,
     /// The `rate_limit` of each connection using the throttle now.
     paces: Vec<(u64, Duration)>,
-    /// No answer has said what the budget is yet, or a spent budget's
-    /// window has reset since: one request (the probe) goes, and the rest
-    /// wait for its answer.
-    probing: bool,
-    /// The probe is in flight. Only it holds the others back: requests
-    /// sent before a reset may still be in flight, and need not be waited
-    /// for.
-    probe_out: bool,
+    /// Whether the budget is known, or one request must find it out.
+    probe: Probe,
+}
+
+/// Whether an answer has said what the budget is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// It has (or has said the service announces none): requests go by
+    /// the budget.
+    Known,
+    /// No answer has said yet, or a spent budget's window has reset since:
+    /// the next request goes alone (the probe).
+    Wanted,
+    /// The probe is in flight, and the others wait for its answer. Only
+    /// it holds them back: requests sent before a reset may still be in
+    /// flight, and need not be waited for.
+    Out,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -175,7 +184,7 @@ impl Drop for Permit<'_> {
             s.in_flight = s.in_flight.saturating_sub(1);
             if self.probe {
                 // A probe that got no answer: the next request probes.
-                s.probe_out = false;
+                s.probe = Probe::Wanted;
                 drop(s);
                 self.throttle.budget_changed.notify_waiters();
             }
@@ -262,8 +271,7 @@ impl Throttle {
                 budget: None,
                 in_flight: 0,
                 paces: Vec::new(),
-                probing: true,
-                probe_out: false,
+                probe: Probe::Wanted,
             }),
         }
     }
@@ -352,7 +360,7 @@ impl Throttle {
         {
             at = at.max(b.reset_at);
         }
-        if s.probing && s.probe_out {
+        if s.probe == Probe::Out {
             // Woken by the probe's answer ([`Throttle::observe`]) or its
             // end without one ([`Permit`]'s drop); looking again after a
             // while is only a safeguard.
@@ -385,7 +393,9 @@ impl Throttle {
         {
             // The window has reset; the next response tells the new budget.
             s.budget = None;
-            s.probing = true;
+            if s.probe == Probe::Known {
+                s.probe = Probe::Wanted;
+            }
         }
         let at = self.earliest(&s, now);
         if at > now {
@@ -398,8 +408,10 @@ impl Throttle {
             b.remaining = b.remaining.saturating_sub(1);
         }
         s.in_flight += 1;
-        let probe = s.probing;
-        s.probe_out |= probe;
+        let probe = s.probe == Probe::Wanted;
+        if probe {
+            s.probe = Probe::Out;
+        }
         Ok(Turn::Now(Permit {
             throttle: self,
             answered: false,
@@ -439,9 +451,9 @@ impl Throttle {
         s.in_flight = s.in_flight.saturating_sub(1);
         // The probe's answer announced the budget, or that the service
         // announces none. Other answers may be from before a reset.
-        let probed = probe && std::mem::take(&mut s.probing);
+        let probed = probe && s.probe != Probe::Known;
         if probe {
-            s.probe_out = false;
+            s.probe = Probe::Known;
         }
         let Some((remaining, until_reset, window)) = announced else {
             drop(s);
