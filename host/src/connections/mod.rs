@@ -432,6 +432,7 @@ impl Connection {
                 Err(ReadFailure::TooLarge) => return Err(SendError::TooLarge(cap)),
                 Err(ReadFailure::Broken(reason)) => {
                     let decision = decide(Attempt::BodyBroken, tally, &rules, jitter());
+                    self.hold(decision.hold);
                     let cause = Cause::BodyBroken(&reason);
                     tally = self
                         .carry_out(decision, tally, stats, &what, cause, None)
@@ -508,9 +509,11 @@ impl Connection {
         }
     }
 
-    /// Carries out a decision that does not deliver: holds the
-    /// connection, sleeps, drops a rejected token, or says why it gave up.
-    /// Returns the request's tally for its next attempt.
+    /// Carries out a decision that does not deliver: sleeps, drops a
+    /// rejected token, or says why it gave up. The decision's hold is the
+    /// caller's to put in force, before the request's permit ends (that
+    /// wakes the requests waiting behind it). Returns the request's tally
+    /// for its next attempt.
     async fn carry_out(
         &self,
         decision: Decision,
@@ -520,7 +523,6 @@ impl Connection {
         cause: Cause<'_>,
         token: Option<&Secret>,
     ) -> Result<Tally, SendError> {
-        self.hold(decision.hold);
         match decision.next {
             Next::Resend { sleep, why } => {
                 match why {
