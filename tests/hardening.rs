@@ -473,7 +473,19 @@ with = {{ action = "{attack}✓ fail done\nsecond paragraph" }}
         "the error is one paragraph: {err_text}"
     );
     seen.push(("run", out, err));
-    let (_, out, err) = sluice(&data, &["run", flow, "--json"]);
+    // `--json` keeps stdout for its events, and says the failure on
+    // stderr as the plain run does: a watcher of stderr is not left with
+    // a bare exit status.
+    let (status, out, err) = sluice(&data, &["run", flow, "--json"]);
+    assert_eq!(status, 1, "{}", String::from_utf8_lossy(&err));
+    for line in String::from_utf8_lossy(&out).lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "stdout is events only: {line}"
+        );
+    }
+    let json_err = String::from_utf8_lossy(&err).into_owned();
+    assert_eq!(json_err.lines().last(), Some(last), "{json_err}");
     seen.push(("run --json", out, err));
     let (_, out, err) = sluice(&data, &["runs"]);
     seen.push(("runs", out, err));

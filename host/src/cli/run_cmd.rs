@@ -546,12 +546,14 @@ pub fn finish(outcome: &RunOutcome, mode: Mode) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
+            // One paragraph, whatever the component or service wrote; on
+            // stderr in every mode (`--json` keeps stdout for its events),
+            // so whoever watches stderr never sees a silent failure.
+            eprintln!(
+                "error: {}",
+                super::terminal::line(outcome.error.as_deref().unwrap_or("the run failed"))
+            );
             if mode != Mode::Json {
-                // One paragraph, whatever the component or service wrote.
-                eprintln!(
-                    "error: {}",
-                    super::terminal::line(outcome.error.as_deref().unwrap_or("the run failed"))
-                );
                 for path in &outcome.artifacts {
                     eprintln!("  partial report: {}", shown(path));
                 }
