@@ -1907,10 +1907,28 @@ async fn a_returner_whose_mail_appeared_while_away_is_matched_by_entra_id() {
     let page = report_of(&t, &run);
     let row = page
         .split("<tr>")
-        .find(|row| row.contains(UPN))
+        .find(|row| row.contains(&format!("<td>{UPN}</td>")))
         .unwrap_or_else(|| panic!("no row of Bob: {page}"));
     assert!(row.contains("reactivated"), "{row}");
     assert!(row.contains("(matched by Entra id)</td>"), "{row}");
+    // The run that brings him back says Procore has his old address (it
+    // was said only by the next run, once he was active).
+    let known_as: Vec<(&Value, &Value)> = diff["known_as"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (&k["key"], &k["procore_id"]))
+        .collect();
+    assert_eq!(
+        known_as,
+        [(&json!("bob.smith@contoso.com"), &returner["procore_id"])],
+        "{diff}"
+    );
+    let row = page
+        .split("<tr>")
+        .find(|row| row.contains("bob.smith@contoso.com"))
+        .unwrap_or_else(|| panic!("no row of Bob's new address: {page}"));
+    assert!(row.contains(&format!("known in Procore as {UPN}")), "{row}");
 }
 
 /// Dee is managed only for her domain: her Entra account is disabled while

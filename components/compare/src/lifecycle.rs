@@ -295,9 +295,9 @@ impl<'a, 'w> Run<'a, 'w> {
     /// by key: when a record keeps their Entra id and its Procore user is
     /// in this run's list (an active one before an inactive one), that
     /// user is theirs; else one a killed run created for them under an
-    /// old key ([`Run::created_under_old_key`]) is. Claims it and answers
-    /// its id and whether it is active; an active one is listed in
-    /// `known_as` too.
+    /// old key ([`Run::created_under_old_key`]) is. Claims it, lists it in
+    /// `known_as` (Procore has the old address, active or not) and
+    /// answers its id and whether it is active.
     ///
     /// A user under an old key is not decided while `holders_left`: a
     /// license holder later in the list may have that old key, and then
@@ -334,11 +334,11 @@ impl<'a, 'w> Run<'a, 'w> {
         users.claim(user);
         let found = users.get(user);
         let (procore_id, active) = (found.id.clone(), found.active);
-        if active {
-            let managed_as = self.known.record(index).key.to_string();
-            let known_as = known_as_entry(key, &procore_id, managed_as, person);
-            self.known_as.push((known_as, user));
-        }
+        // Inactive too: a returner reactivated under the old address is
+        // told of in the run that brings them back, not only the next.
+        let managed_as = self.known.record(index).key.to_string();
+        let known_as = known_as_entry(key, &procore_id, managed_as, person);
+        self.known_as.push((known_as, user));
         Ok(Same::User(procore_id, active))
     }
 
@@ -2476,7 +2476,14 @@ mod tests {
         assert_eq!(diff.returners[0].name.as_deref(), Some("Bob Smith"));
         // Not by key: no key of Bob's names the user.
         assert_eq!(diff.returners[0].matched_by, MatchedBy::EntraId);
-        assert!(diff.present_inactive.is_empty() && diff.known_as.is_empty());
+        assert!(diff.present_inactive.is_empty());
+        // Procore has his old address: said in the run that brings him back.
+        let known_as: Vec<(&str, &Id, &str)> = diff
+            .known_as
+            .iter()
+            .map(|k| (k.key.as_str(), &k.procore_id, k.managed_as.as_str()))
+            .collect();
+        assert_eq!(known_as, [("bob.smith@x.com", &Id::Number(1), upn)]);
         // Inactive, but not by the flow: reported as such, matched the same way.
         let k = known(&[(upn, with_entra(managed(1, Status::Active), "entra-bob"))]);
         let (diff, _) = run(&[bob_with_mail()], &[user(1, upn, false)], &k, &policy());
