@@ -710,40 +710,51 @@ async fn the_project_is_joined_without_a_template_and_skipped_without_a_project(
     }
 }
 
-/// A permission template that is not a number is refused before any
-/// create: nobody is created whom the project add would then fail, and
-/// each item says which variable to fix. (Procore takes only an integer;
-/// the emulator refuses anything else with a 400, as Procore would.)
+/// A permission template or project that is not a number is refused when
+/// the flow is bound to its environment, before anything runs: one error
+/// where the flow reads the variable (file:line:column), exit 2, and not a
+/// request sent. (It was a failure of every create item in a run that
+/// still exited 0.) Procore takes only integers; the emulator refuses
+/// anything else with a 400, as Procore would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_permission_template_that_is_not_a_number_creates_nobody() {
-    let scenario = Scenario::generate(60, 24);
-    let expected = scenario.expected_sync();
+async fn a_permission_template_or_project_that_is_not_a_number_is_refused_before_the_run() {
     let (emulator, env, data) = emulated(EmulatorConfig {
-        scenario,
+        scenario: Scenario::generate(60, 24),
         ..Default::default()
     })
     .await;
-    let mut env = without(&env, &["PROCORE_PERMISSION_TEMPLATE_ID"]);
-    env.push(("PROCORE_PERMISSION_TEMPLATE_ID".into(), "tpl-a".into()));
-    let run = sluice(&env, data.path(), &["--json"]).await;
-    let state = emulator.snapshot();
-    assert!(created_keys(&state).is_empty(), "{}", run.stdout);
-    let procore_writes: Vec<_> = api_requests(&state.requests, "POST")
-        .into_iter()
-        .filter(|r| r.path.starts_with("/rest/"))
-        .collect();
-    assert!(procore_writes.is_empty(), "{procore_writes:?}");
-    let outputs = run.create_outputs();
-    assert_eq!(outputs.len(), expected.to_create.len(), "{}", run.stdout);
-    for output in outputs.values() {
-        let message = output["error"].as_str().unwrap();
-        assert!(message.contains("[bad-input]"), "{message}");
-        assert!(message.contains("`tpl-a`"), "{message}");
+    for var in ["PROCORE_PERMISSION_TEMPLATE_ID", "PROCORE_PROJECT_ID"] {
+        let mut env = without(&env, &[var]);
+        env.push((var.into(), "tpl-a".into()));
+        let run = sluice(&env, data.path(), &["--json"]).await;
+        assert_eq!(run.code, 2, "{}", run.stderr);
         assert!(
-            message.contains("PROCORE_PERMISSION_TEMPLATE_ID"),
-            "{message}"
+            run.stderr.contains(&format!(
+                "environment variable {var} is `tpl-a`, which steps "
+            )),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("procore-license-sync.toml:"),
+            "says where the flow reads it: {}",
+            run.stderr
+        );
+        // The same check when asked beforehand.
+        let flow = flow_path();
+        let validate = ["validate", "--env", flow.to_str().unwrap()];
+        let checked = sluice_cmd(&env, data.path(), &validate).await;
+        assert_eq!(checked.code, 2, "{}", checked.stderr);
+        assert!(
+            checked
+                .stderr
+                .contains(&format!("environment variable {var}")),
+            "{}",
+            checked.stderr
         );
     }
+    let state = emulator.snapshot();
+    assert!(state.requests.is_empty(), "{:?}", state.requests);
     emulator.shutdown().await;
 }
 

@@ -98,6 +98,7 @@ impl JsonSchema for Id {
         schemars::json_schema!({
             "type": ["integer", "string"],
             "minimum": 0,
+            "pattern": "^\\s*[0-9]*\\s*$",
             "description": "A Procore id: a number, or its digits as text (an environment variable); empty text means none."
         })
     }

@@ -92,9 +92,9 @@ pub struct Input {
     /// of theirs is not the flow's.
     #[serde(default)]
     pub creates_rejected: Vec<String>,
-    /// The flow's Procore project (`PROCORE_PROJECT_ID`; empty or absent:
-    /// none): project calls earlier runs owe on it are listed in
-    /// `project_owed`.
+    /// The flow's Procore project (`PROCORE_PROJECT_ID`, its id, a whole
+    /// number; empty or absent: none): project calls earlier runs owe on
+    /// it are listed in `project_owed`.
     #[serde(default)]
     pub project_id: Option<Id>,
 }

@@ -72,12 +72,14 @@ const PROCORE: &str = "procore";
 struct Input {
     /// The person (as `compare` lists the missing ones).
     user: Person,
-    /// The Procore company id.
+    /// The Procore company id (a whole number).
     company_id: Id,
-    /// Also add the new user to this project; empty or absent: no project.
+    /// Also add the new user to this project (its id, a whole number);
+    /// empty or absent: no project.
     #[serde(default)]
     project_id: Option<Id>,
-    /// The project permission template; empty or absent: none.
+    /// The project permission template (its id, a whole number); empty
+    /// or absent: none.
     #[serde(default)]
     permission_template_id: Option<Id>,
 }

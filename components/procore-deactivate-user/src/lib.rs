@@ -80,9 +80,10 @@ const LOOKUP_PER_PAGE: usize = 100;
 struct Input {
     /// The leaver (as `compare` lists them).
     user: Leaver,
-    /// The Procore company id.
+    /// The Procore company id (a whole number).
     company_id: Id,
-    /// Also remove the user from this project; empty or absent: no project.
+    /// Also remove the user from this project (its id, a whole number);
+    /// empty or absent: no project.
     #[serde(default)]
     project_id: Option<Id>,
 }

@@ -44,7 +44,8 @@ const PROCORE: &str = "procore";
 struct Input {
     /// The owed call (as `compare` lists them in `project_owed`).
     owed: ProjectOwed,
-    /// The project permission template of an add; empty or absent: none.
+    /// The project permission template of an add (its id, a whole
+    /// number); empty or absent: none.
     #[serde(default)]
     permission_template_id: Option<Id>,
 }

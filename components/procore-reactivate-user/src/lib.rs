@@ -50,12 +50,14 @@ const LOOKUP_PER_PAGE: usize = 100;
 struct Input {
     /// The returner (as `compare` lists them).
     user: Returner,
-    /// The Procore company id.
+    /// The Procore company id (a whole number).
     company_id: Id,
-    /// Also add the user to this project again; empty or absent: no project.
+    /// Also add the user to this project again (its id, a whole number);
+    /// empty or absent: no project.
     #[serde(default)]
     project_id: Option<Id>,
-    /// The project permission template; empty or absent: none.
+    /// The project permission template (its id, a whole number); empty
+    /// or absent: none.
     #[serde(default)]
     permission_template_id: Option<Id>,
 }

@@ -31,7 +31,7 @@ const PROCORE: &str = "procore";
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Input {
-    /// The Procore company id.
+    /// The Procore company id (a whole number).
     company_id: Id,
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use url::Url;
 
-use super::compiled::{CompiledAuth, CompiledConnection, CompiledFlow, LocatedTemplate};
+use super::compiled::{CompiledAuth, CompiledConnection, CompiledFlow, EnvUse, LocatedTemplate};
 use super::environment::Environment;
 use super::model::{Auth, ConnectionSpec, Flow, Secret, Step, Threshold, ValueTemplate};
 use super::resolve::Scope;
@@ -60,7 +60,16 @@ pub fn bind(flow: CompiledFlow, env: &dyn Environment, diags: &mut Vec<Diagnosti
         schedule: flow.schedule,
         params: flow.params,
         connections,
-        steps: flow.steps.into_iter().map(|s| bind_step(s, env)).collect(),
+        steps: {
+            let bound: Vec<Step> = flow
+                .steps
+                .iter()
+                .map(|s| bind_step(s.clone(), env))
+                .collect();
+            let pairs: Vec<(&Step, &Step)> = flow.steps.iter().zip(&bound).collect();
+            b.check_bound_inputs(&pairs, &flow.env_uses);
+            bound
+        },
         secrets: redacted,
     }
 }
@@ -129,6 +138,56 @@ impl Binder<'_> {
                 spans[0].clone(),
                 format!("environment variable {name} {what}"),
                 hint,
+            );
+        }
+    }
+
+    /// A `with` value made only of variables and text is known once they
+    /// are read: checked here against the component's input schema, so a
+    /// variable the component cannot take (a Procore id that is not a
+    /// number) is one error where the variable is first used, before
+    /// anything runs, not a failure of every item. Each refused variable
+    /// is one problem, naming every step that refuses it.
+    fn check_bound_inputs(&mut self, steps: &[(&Step, &Step)], uses: &[EnvUse]) {
+        let mut refused: Vec<Refusal> = Vec::new();
+        for (before, bound) in steps {
+            for (key, var, value, why) in refused_values(before, bound) {
+                match refused.iter_mut().find(|r| r.var == var) {
+                    Some(r) => r.steps.push(bound.id.clone()),
+                    None => refused.push(Refusal {
+                        var,
+                        value,
+                        key,
+                        why,
+                        steps: vec![bound.id.clone()],
+                    }),
+                }
+            }
+        }
+        for r in refused {
+            let Some(used) = uses.iter().find(|u| u.name == r.var) else {
+                continue;
+            };
+            let shown = match &r.value {
+                serde_json::Value::String(text) => format!("`{text}`"),
+                other => other.to_string(),
+            };
+            let steps: Vec<String> = r.steps.iter().map(|s| format!("`{s}`")).collect();
+            let (s, steps) = match steps.split_last() {
+                Some((last, [])) => ("", last.clone()),
+                Some((last, rest)) => ("s", format!("{} and {last}", rest.join(", "))),
+                None => ("", String::new()),
+            };
+            self.error(
+                used.span.clone(),
+                format!(
+                    "environment variable {} is {shown}, which step{s} {steps} cannot take as `{}`",
+                    r.var, r.key
+                ),
+                match &r.why {
+                    Some(said) => format!("set {} to a value `{}` takes ({said})", r.var, r.key),
+                    None => format!("set {} to a value `{}` takes", r.var, r.key),
+                },
             );
         }
     }
@@ -287,6 +346,52 @@ impl Binder<'_> {
     fn text(&mut self, at: &LocatedTemplate, scope: &Scope<'_>) -> Option<String> {
         scope.resolve_string(&at.template).ok()
     }
+}
+
+/// A variable a step's input refuses (see [`Binder::check_bound_inputs`]).
+struct Refusal {
+    var: String,
+    value: serde_json::Value,
+    /// The input's property.
+    key: String,
+    /// What the schema check said of it (what the property takes).
+    why: Option<String>,
+    steps: Vec<String>,
+}
+
+/// The `with` values of `bound` made only of variables and text (in
+/// `before`) that its component's input schema refuses: property, first
+/// variable, value, and what the check said of it.
+fn refused_values(
+    before: &Step,
+    bound: &Step,
+) -> Vec<(String, String, serde_json::Value, Option<String>)> {
+    let (Some(schema), Some(ValueTemplate::Object(was)), Some(ValueTemplate::Object(now))) =
+        (&bound.input_schema, &before.with, &bound.with)
+    else {
+        return Vec::new();
+    };
+    let mut refused = Vec::new();
+    for ((key, was), (_, now)) in was.iter().zip(now) {
+        let (ValueTemplate::Text(template), ValueTemplate::Literal(value)) = (was, now) else {
+            continue;
+        };
+        let var = template.parts.iter().find_map(|p| match p {
+            Part::Ref(r, _) => match &r.root {
+                Root::Env { name, .. } => Some(name.clone()),
+                _ => None,
+            },
+            Part::Literal(_) => None,
+        });
+        let Some(var) = var else {
+            continue;
+        };
+        if let Err(mismatch) = schema.check_property(key, value) {
+            let why = mismatch.0.first().map(|m| m.hint.clone());
+            refused.push((key.clone(), var, value.clone(), why));
+        }
+    }
+    refused
 }
 
 /// The step with every `${env.…}` replaced by its value.

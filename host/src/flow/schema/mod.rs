@@ -382,6 +382,21 @@ impl InputSchema {
         self.check_entries_paged(entries, &[])
     }
 
+    /// The check of one property's value alone (a `with` value known once
+    /// the flow is bound to its environment); nothing is checked when the
+    /// schema cannot be checked in parts, or does not name the property.
+    pub fn check_property(&self, key: &str, value: &Value) -> Result<(), InputMismatch> {
+        let Some(part) = self.split.as_ref().and_then(|s| s.properties.get(key)) else {
+            return Ok(());
+        };
+        let found = self.found(part.whole(), value, &InputPath::default().child(key), &[]);
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(InputMismatch(found))
+        }
+    }
+
     /// The properties whose lists the component reads in pages (see the
     /// WIT's `paged`); none when the schema cannot be checked in parts.
     pub fn paged(&self) -> impl Iterator<Item = &str> {
