@@ -539,3 +539,36 @@ async fn kept_links_are_followed_under_the_current_base_url() {
     assert!(after.keys().contains(&t.mail(3)));
     assert_eq!(t.run(&[]).await.read(), "incremental");
 }
+
+/// Delta state the last run kept that this version cannot read (damaged,
+/// or written by another version) is read past with a full read that says
+/// so, with a warning, not as if no run had kept any; the run after it is
+/// incremental again.
+#[tokio::test]
+async fn unreadable_kept_delta_state_reads_fully_and_says_why() {
+    let t = tenant(8).await;
+    t.run(&[]).await;
+    assert_eq!(t.run(&[]).await.read(), "incremental");
+    let history = sluice_store::path_in(t.data.path());
+    for damage in [
+        "UPDATE flow_state SET value = '{\"version\": 999}' WHERE key = 'members-delta/meta'",
+        "UPDATE flow_state SET value = '[1, 2]' WHERE key = 'members-delta/meta'",
+    ] {
+        let db = rusqlite::Connection::open(&history).unwrap();
+        assert_eq!(db.execute(damage, []).unwrap(), 1, "{damage}");
+        drop(db);
+        let (run, _) = t.attempt(&[]).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let members = run.output_of("members");
+        assert_eq!(members["read"], "full", "{members}");
+        let why = members["full_because"].as_str().unwrap();
+        assert!(why.contains("unreadable or of another version"), "{why}");
+        assert!(
+            members["warnings"]
+                .to_string()
+                .contains("unreadable or of another version"),
+            "{members}"
+        );
+        assert_eq!(t.run(&[]).await.read(), "incremental");
+    }
+}

@@ -251,9 +251,21 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
         ))
     })?;
     let every = plan::full_sync_every(input.full_sync_every.as_deref())?;
-    let meta = plan::load_meta()?;
     let mut warnings = Vec::new();
-    let why = match plan::decide(meta.as_ref(), &tracked.ids, now, every) {
+    let (meta, unusable) = match plan::load_meta()? {
+        plan::Kept::Meta(meta) => (Some(meta), false),
+        plan::Kept::Nothing => (None, false),
+        plan::Kept::Unusable => (None, true),
+    };
+    let decided = if unusable {
+        let warning = format!("{}, so every member was read", plan::UNUSABLE);
+        sluice_guest::log::warn(&warning);
+        warnings.push(warning);
+        Err(plan::UNUSABLE.to_string())
+    } else {
+        plan::decide(meta.as_ref(), &tracked.ids, now, every)
+    };
+    let why = match decided {
         Err(why) => why,
         Ok((meta, links)) => match changes_since(meta, links, now)? {
             Ok(Incremental { known, unfound }) => {

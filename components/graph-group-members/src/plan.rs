@@ -88,15 +88,30 @@ pub fn full_sync_every(text: Option<&str>) -> Result<chrono::Duration, StepError
         })
 }
 
-/// What the last run kept; `None` when nothing or another shape (then the
-/// run reads fully and keeps its own).
-pub fn load_meta() -> Result<Option<Meta>, StepError> {
+/// What the last run kept of its delta read.
+pub enum Kept {
+    /// Nothing: no run kept any yet.
+    Nothing,
+    /// Something this version cannot read (another shape or version):
+    /// the run reads fully, keeps its own, and says why.
+    Unusable,
+    Meta(Meta),
+}
+
+/// What the last run kept.
+pub fn load_meta() -> Result<Kept, StepError> {
     match state::get::<Meta>(META) {
-        Ok(meta) => Ok(meta.filter(|m| m.version == VERSION)),
-        Err(e) if e.code == "state-shape" => Ok(None),
+        Ok(None) => Ok(Kept::Nothing),
+        Ok(Some(meta)) if meta.version == VERSION => Ok(Kept::Meta(meta)),
+        Ok(Some(_)) => Ok(Kept::Unusable),
+        Err(e) if e.code == "state-shape" => Ok(Kept::Unusable),
         Err(e) => Err(e),
     }
 }
+
+/// Why a run reads fully when what the last run kept is [`Kept::Unusable`].
+pub const UNUSABLE: &str =
+    "the delta state kept by the last run is unreadable or of another version";
 
 pub fn save_meta(meta: &Meta) -> Result<(), StepError> {
     state::set(META, meta)
