@@ -1229,3 +1229,45 @@ async fn a_taken_non_ascii_mailbox_is_looked_up_by_the_address_sent() {
     assert_eq!(output["status"], "conflict", "{output}");
     emulator.shutdown().await;
 }
+
+/// A run that could not use Graph delta (its link expired: 410 Gone) reads
+/// every member, and says so in the report and the mail, where an admin
+/// of `sluice serve` looks; it was said only in the run's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_for_an_expired_delta_link_is_told_in_the_report_and_mail() {
+    let scenario = Scenario::generate(40, 10);
+    let (emulator, env, data) = emulated(EmulatorConfig {
+        scenario,
+        ..Default::default()
+    })
+    .await;
+    let first = sluice(&env, data.path(), &["--quiet"]).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    emulator.expire_delta_tokens();
+    let run = sluice(&env, data.path(), &["--json"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let members = run.output_of("members");
+    assert_eq!(members["read"], "full", "{members}");
+    let report = run.output_of("report");
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("Graph delta could not be used") && warnings.contains("410"),
+        "{warnings}"
+    );
+    let run_id = run
+        .events()
+        .into_iter()
+        .find_map(|e| e["run_id"].as_str().map(str::to_string))
+        .unwrap();
+    let page =
+        std::fs::read_to_string(data.path().join("runs").join(run_id).join("report.html")).unwrap();
+    assert!(page.contains("Graph delta could not be used"), "{page}");
+    assert!(
+        report["mail_html"]
+            .as_str()
+            .unwrap()
+            .contains("Graph delta could not be used"),
+        "the mail's body says so too"
+    );
+    emulator.shutdown().await;
+}

@@ -93,6 +93,11 @@ pub struct Input {
     /// Lines to show above the tables; empty ones are left out.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The members step's own warnings (`${steps.members.warnings}`): why
+    /// it read every member instead of the changes, joiners Graph did not
+    /// list yet. Shown after `warnings`, the same way.
+    #[serde(default)]
+    pub members_warnings: Vec<String>,
     /// How many rows of each section the mail body shows (the page shows
     /// them all).
     #[serde(default = "default_mail_rows")]

@@ -19,7 +19,7 @@
 //! procore-reactivate-user (`deactivated`, `reactivated`, or null), that
 //! of procore-project-owed (`project`: project calls earlier runs owed,
 //! shown in a section of their own only when there were some),
-//! `skipped_disabled` and `warnings`. The lists are read from the host a
+//! `skipped_disabled`, `warnings` and `members_warnings`. The lists are read from the host a
 //! page at a time (contract 0.2.1), so a million members' report holds
 //! one page of them at once. The earlier shape, `diff` (the whole compare
 //! output) and `created` (the whole create output), still works. Who waits
@@ -183,6 +183,7 @@ pub fn warnings(input: &Input) -> Result<Vec<String>, StepError> {
     Ok(input
         .warnings
         .iter()
+        .chain(&input.members_warnings)
         .map(|w| w.trim())
         .filter(|w| !w.is_empty())
         .map(str::to_string)
@@ -440,6 +441,31 @@ mod tests {
         assert!(html.contains("<strong>Warning:</strong> no Graph group's name starts with \"License - &lt;Microsoft&gt;\""));
         assert!(!html.contains("every license holder is already in Procore"));
         assert_eq!(out.warnings.len(), 1);
+    }
+
+    #[test]
+    fn the_members_steps_warnings_follow_the_others() {
+        let i = input(json!({
+            "diff": quiet(json!({"people": 0, "missing": 0, "present": 0, "present_inactive": 0, "procore_only": 0})),
+            "created": null,
+            "warnings": ["a group warning"],
+            "members_warnings": [" ", "Graph delta could not be used, so every member was read: 410 Gone"]
+        }));
+        let out = report(&i, &about(false));
+        assert_eq!(
+            out.warnings,
+            [
+                "a group warning",
+                "Graph delta could not be used, so every member was read: 410 Gone"
+            ]
+        );
+        assert!(
+            out.html
+                .contains("<strong>Warning:</strong> Graph delta could not be used"),
+            "{}",
+            out.html
+        );
+        assert!(!out.notable, "a warning alone is not mailed");
     }
 
     #[test]
