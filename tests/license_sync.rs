@@ -710,49 +710,47 @@ async fn the_project_is_joined_without_a_template_and_skipped_without_a_project(
     }
 }
 
-/// A permission template or project that is not a number is refused when
-/// the flow is bound to its environment, before anything runs: one error
-/// where the flow reads the variable (file:line:column), exit 2, and not a
-/// request sent. (It was a failure of every create item in a run that
-/// still exited 0.) Procore takes only integers; the emulator refuses
-/// anything else with a 400, as Procore would.
+/// A permission template that is not a number is refused when the flow
+/// is bound to its environment, before anything runs: one error where the
+/// flow reads the variable (file:line:column), exit 2, and not a request
+/// sent. (It was a failure of every create item in a run that still
+/// exited 0.) Procore takes only an integer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_permission_template_or_project_that_is_not_a_number_is_refused_before_the_run() {
+async fn a_permission_template_that_is_not_a_number_is_refused_before_the_run() {
     let (emulator, env, data) = emulated(EmulatorConfig {
         scenario: Scenario::generate(60, 24),
         ..Default::default()
     })
     .await;
-    for var in ["PROCORE_PERMISSION_TEMPLATE_ID", "PROCORE_PROJECT_ID"] {
-        let mut env = without(&env, &[var]);
-        env.push((var.into(), "tpl-a".into()));
-        let run = sluice(&env, data.path(), &["--json"]).await;
-        assert_eq!(run.code, 2, "{}", run.stderr);
-        assert!(
-            run.stderr.contains(&format!(
-                "environment variable {var} is `tpl-a`, which steps "
-            )),
-            "{}",
-            run.stderr
-        );
-        assert!(
-            run.stderr.contains("procore-license-sync.toml:"),
-            "says where the flow reads it: {}",
-            run.stderr
-        );
-        // The same check when asked beforehand.
-        let flow = flow_path();
-        let validate = ["validate", "--env", flow.to_str().unwrap()];
-        let checked = sluice_cmd(&env, data.path(), &validate).await;
-        assert_eq!(checked.code, 2, "{}", checked.stderr);
-        assert!(
-            checked
-                .stderr
-                .contains(&format!("environment variable {var}")),
-            "{}",
-            checked.stderr
-        );
-    }
+    let var = "PROCORE_PERMISSION_TEMPLATE_ID";
+    let mut env = without(&env, &[var]);
+    env.push((var.into(), "tpl-a".into()));
+    let run = sluice(&env, data.path(), &["--json"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "environment variable {var} is `tpl-a`, which steps "
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("procore-license-sync.toml:"),
+        "says where the flow reads it: {}",
+        run.stderr
+    );
+    // The same check when asked beforehand.
+    let flow = flow_path();
+    let validate = ["validate", "--env", flow.to_str().unwrap()];
+    let checked = sluice_cmd(&env, data.path(), &validate).await;
+    assert_eq!(checked.code, 2, "{}", checked.stderr);
+    assert!(
+        checked
+            .stderr
+            .contains(&format!("environment variable {var}")),
+        "{}",
+        checked.stderr
+    );
     let state = emulator.snapshot();
     assert!(state.requests.is_empty(), "{:?}", state.requests);
     emulator.shutdown().await;
@@ -902,11 +900,11 @@ async fn a_mail_that_cannot_be_sent_fails_the_run_clearly_after_retries() {
 /// The shipped flow with the report's mail showing `rows` rows a section.
 fn flow_mailing_rows(dir: &Path, rows: usize) -> std::path::PathBuf {
     let shipped = std::fs::read_to_string(flow_path()).unwrap();
-    let report_with = "warnings = \"${steps.groups.warnings}\" }";
+    let report_with = "members_warnings = \"${steps.members.warnings}\" }";
     assert_eq!(shipped.matches(report_with).count(), 1);
     let text = shipped.replace(
         report_with,
-        &format!("warnings = \"${{steps.groups.warnings}}\", mail_rows = {rows} }}"),
+        &format!("members_warnings = \"${{steps.members.warnings}}\", mail_rows = {rows} }}"),
     );
     let path = dir.join("sync.toml");
     std::fs::write(&path, text).unwrap();
@@ -1254,13 +1252,7 @@ async fn a_full_read_for_an_expired_delta_link_is_told_in_the_report_and_mail() 
         warnings.contains("Graph delta could not be used") && warnings.contains("410"),
         "{warnings}"
     );
-    let run_id = run
-        .events()
-        .into_iter()
-        .find_map(|e| e["run_id"].as_str().map(str::to_string))
-        .unwrap();
-    let page =
-        std::fs::read_to_string(data.path().join("runs").join(run_id).join("report.html")).unwrap();
+    let page = run.report(data.path());
     assert!(page.contains("Graph delta could not be used"), "{page}");
     assert!(
         report["mail_html"]

@@ -816,13 +816,7 @@ async fn more_creates_than_max_unapproved_creates_wait_until_approved() {
 
 /// The report of the run whose id is `run_id`.
 fn report_of(t: &Tenant, run: &Run) -> String {
-    let run_id = run
-        .events()
-        .into_iter()
-        .find_map(|e| e["run_id"].as_str().map(str::to_string))
-        .unwrap();
-    let path = t.data.path().join("runs").join(run_id).join("report.html");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+    run.report(t.data.path())
 }
 
 /// Creates held by `max_unapproved_creates` need someone as held

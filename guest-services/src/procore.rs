@@ -98,7 +98,6 @@ impl JsonSchema for Id {
         schemars::json_schema!({
             "type": ["integer", "string"],
             "minimum": 0,
-            "pattern": "^\\s*[0-9]*\\s*$",
             "description": "A Procore id: a number, or its digits as text (an environment variable); empty text means none."
         })
     }
@@ -457,6 +456,20 @@ pub fn project_body(template: Option<u64>) -> Value {
         Some(t) => json!({ "user": { "permission_template_id": t } }),
         None => json!({}),
     }
+}
+
+/// The input schema of a permission template id (an `Option<Id>` field):
+/// a whole number, or its digits as text, or empty or absent for none.
+/// Procore takes only an integer, and [`permission_template`] refuses
+/// anything else; saying so in the schema lets the host refuse a flow whose
+/// variable is not one before anything runs, not each item after.
+pub fn template_id_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["integer", "string", "null"],
+        "minimum": 0,
+        "pattern": "^\\s*[0-9]*\\s*$",
+        "description": "A Procore permission template id: a whole number, or its digits as text (an environment variable); empty or absent means none."
+    })
 }
 
 /// The permission template a new or returning user gets on the project:

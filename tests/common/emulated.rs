@@ -58,6 +58,23 @@ impl Run {
             .collect()
     }
 
+    /// The id of a `--json` run, from its first event that names it.
+    pub fn run_id(&self) -> String {
+        self.events()
+            .into_iter()
+            .find_map(|e| e["run_id"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no event names the run:\n{}", self.stdout))
+    }
+
+    /// The report a `--json` run wrote in `data_dir`.
+    pub fn report(&self, data_dir: &Path) -> String {
+        let path = data_dir
+            .join("runs")
+            .join(self.run_id())
+            .join("report.html");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+    }
+
     /// The output of step `step` of a `--json` run.
     pub fn output_of(&self, step: &str) -> Value {
         self.events()

@@ -81,6 +81,7 @@ struct Input {
     /// The project permission template (its id, a whole number); empty
     /// or absent: none.
     #[serde(default)]
+    #[schemars(schema_with = "sluice_guest_services::procore::template_id_schema")]
     permission_template_id: Option<Id>,
 }
 
