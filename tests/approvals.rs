@@ -1034,3 +1034,77 @@ async fn reading_commands_refuse_a_history_that_is_not_there() {
     assert!(!typo.exists(), "the mistyped data directory was made");
     assert!(!dir.path().join("nowhere").exists());
 }
+
+/// A param given a secret's value is kept out of the approval plan (it
+/// was stored and printed whole, where the same value in an item's input
+/// was redacted), and `approve --run`, which would run the flow with
+/// the plan's params, asks for them instead and approves nothing.
+#[tokio::test]
+async fn a_param_holding_a_secret_is_not_kept_in_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let noop = common::fixture("noop");
+    let text = format!(
+        r#"name = "people"
+
+[params]
+people = [{{ key = "ann@x.com" }}]
+note = "n"
+
+[secrets]
+token = {{ env = "PEOPLE_TOKEN" }}
+
+[connections.api]
+base_url = "https://api.example.com"
+auth.bearer = {{ token = "${{secrets.token}}" }}
+
+[[step]]
+id = "act"
+uses = "{}"
+for_each = "${{params.people}}"
+for_each_key = "${{item.key}}"
+approval = "always"
+with = {{ who = "${{item.key}}", note = "${{params.note}}" }}
+"#,
+        noop.display()
+    );
+    let file = common::write_flow(dir.path(), "people.toml", &text);
+    let secret = "a-secret-value-of-some-length";
+    let vars = vec![("PEOPLE_TOKEN".to_string(), secret.to_string())];
+    let data = dir.path().join("data");
+    let note = format!("note={secret}");
+    let run = sluice_cmd(
+        &vars,
+        &data,
+        &["run", file.to_str().unwrap(), "--param", &note],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let listed = sluice_cmd(&vars, &data, &["approvals", "--json"]).await;
+    let plans: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let id = plans[0]["id"].as_str().unwrap().to_string();
+    let shown = sluice_cmd(&vars, &data, &["approvals", "show", &id, "--json"]).await;
+    for printed in [&listed.stdout, &shown.stdout, &shown.stderr] {
+        assert!(!printed.contains(secret), "{printed}");
+    }
+    assert!(shown.stdout.contains("[redacted]"), "{}", shown.stdout);
+    let history = sluice_store::path_in(&data);
+    for file in [history.clone(), history.with_extension("sqlite-wal")] {
+        let kept = std::fs::read(&file).unwrap_or_default();
+        let kept = String::from_utf8_lossy(&kept);
+        assert!(!kept.contains(secret), "{file:?} keeps the secret");
+    }
+    let refused = sluice_cmd(&vars, &data, &["approve", &id, "--run"]).await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("`note` held a secret's value"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains(secret), "{}", refused.stderr);
+    let still = sluice_cmd(&vars, &data, &["approvals", "show", &id, "--json"]).await;
+    assert!(
+        still.stdout.contains("\"pending\""),
+        "nothing was approved: {}",
+        still.stdout
+    );
+}

@@ -164,8 +164,19 @@ pub async fn approve(
 
 /// Why `approve --run` could not run `plan`'s flow file, when it could
 /// not: missing, or not a file (a relative path recorded by an older
-/// version is said where the run is started, with what to do).
+/// version is said where the run is started, with what to do), or a param
+/// its run was given held a secret, which the plan keeps redacted.
 fn unrunnable(plan: &sluice_store::PlanSummary) -> Option<String> {
+    if let Some((name, _)) = plan
+        .params
+        .iter()
+        .find(|(_, v)| v.contains(crate::redact::REDACTED))
+    {
+        return Some(format!(
+            "`--run` would run plan {}'s flow with the params its run was given, but `{name}` held a secret's value, which the history does not keep; approve without `--run` and run the flow with its params yourself (`sluice run {} --param {name}=…`)",
+            plan.id, plan.flow_file
+        ));
+    }
     let file = Path::new(&plan.flow_file);
     if file.is_relative() {
         return None;

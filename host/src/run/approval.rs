@@ -293,7 +293,13 @@ impl Gate {
             step: step.id.clone(),
             run_id: ctx.fields.id.clone(),
             flow_file: approvals.flow_file.clone(),
-            params: approvals.params.clone(),
+            // A param given a secret's value keeps it out of the history;
+            // `approve --run` then asks for the params again.
+            params: approvals
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), ctx.redactor.redact(v)))
+                .collect(),
             reason: self
                 .record
                 .reason
