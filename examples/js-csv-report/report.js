@@ -7,7 +7,7 @@
 // `created_approval`, or its whole output as `created`;
 // `deactivated` and `reactivated` from the leavers' and returners' steps,
 // `project` from the step that makes project calls earlier runs owed,
-// `skipped_disabled`, `warnings`) and the fields the flow's mail step reads (`subject`,
+// `skipped_disabled`, `warnings`, `members_warnings`) and the fields the flow's mail step reads (`subject`,
 // `mail_html`, `notable`), plus `csv`: one row per person acted on or worth
 // a look, `status,name,key,detail`, quoted as RFC 4180 says, and `html`, the
 // whole CSV in a page. `mail_html` is bounded whatever the tenant's size:
@@ -42,6 +42,7 @@ const INPUT_SCHEMA = {
     project: { type: ["object", "null"] },
     skipped_disabled: { type: "integer", minimum: 0 },
     warnings: { type: "array", items: { type: "string" } },
+    members_warnings: { type: "array", items: { type: "string" } },
   },
 };
 
@@ -222,7 +223,7 @@ export function run(inputText, context) {
     throw badInput(`the input is not JSON: ${e.message}`);
   }
   if (!input || typeof input !== "object" || Array.isArray(input)) {
-    throw badInput("expected {counts?, present_inactive?, created_items?, created_approval?, deactivated?, reactivated?, project?, skipped_disabled?, warnings?}");
+    throw badInput("expected {counts?, present_inactive?, created_items?, created_approval?, deactivated?, reactivated?, project?, skipped_disabled?, warnings?, members_warnings?}");
   }
   const rows = rowsOf(input);
   const csv = [["status", "name", "key", "detail"], ...rows]
