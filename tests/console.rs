@@ -1489,6 +1489,67 @@ async fn every_pending_item_leaves_a_decision_made_since_the_page_was_shown() {
     c.stop().await;
 }
 
+/// A ticked item from a page loaded before someone rejected it: that
+/// rejection stands, as with "every pending item", and the page says so.
+/// (The ticked item was approved, and the next run deactivated them.)
+#[tokio::test]
+async fn a_ticked_item_rejected_since_the_page_was_shown_stays_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let PlanShown {
+        c,
+        plan,
+        shown,
+        cookies,
+        csrf,
+        store,
+    } = plan_shown(dir.path()).await;
+    let reject = |key: &str| DecisionRequest {
+        plan_id: plan.clone(),
+        keys: vec![key.into()],
+        if_pending: Vec::new(),
+        decision: Decision::Rejected,
+        by: "alice".into(),
+        note: None,
+    };
+    store.decide(&reject("bob@example.com")).await.unwrap();
+
+    let mut form = vec![
+        ("csrf", csrf.as_str()),
+        ("decision", "approved"),
+        ("key", "bob@example.com"),
+        ("key", "ann@example.com"),
+    ];
+    form.extend(shown.iter().map(|k| ("shown", k.as_str())));
+    let action = format!("/approvals/{plan}/decide");
+    let decided = post(c.addr, &action, &cookies, &form).await;
+    assert_page(&decided, StatusCode::OK, "plan");
+    assert!(
+        decided
+            .body
+            .contains("and is left as it is: bob@example.com"),
+        "{}",
+        decided.body
+    );
+    let detail = store.plan_detail(&plan).await.unwrap().unwrap();
+    let state = |key: &str| detail.items.iter().find(|i| i.key == key).unwrap().state;
+    assert_eq!(state("bob@example.com"), PlanItemState::Rejected);
+    assert_eq!(state("ann@example.com"), PlanItemState::Approved);
+
+    // A page that showed Bob rejected (no `shown` for him) approves him
+    // when ticked: deciding again is the admin's to do.
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("decision", "approved"),
+        ("key", "bob@example.com"),
+    ];
+    let decided = post(c.addr, &action, &cookies, &form).await;
+    assert_eq!(decided.status, StatusCode::SEE_OTHER, "{}", decided.body);
+    let detail = store.plan_detail(&plan).await.unwrap().unwrap();
+    let bob = detail.items.iter().find(|i| i.key == "bob@example.com");
+    assert_eq!(bob.unwrap().state, PlanItemState::Approved);
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn approvals_are_decided_in_part_with_a_note_and_recorded_under_the_viewer() {
     let dir = tempfile::tempdir().unwrap();

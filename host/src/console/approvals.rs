@@ -143,13 +143,14 @@ fn plan_page(seen: &Seen, d: &PlanDetail, notice: Option<String>) -> PlanPage {
 /// What the decision form sent.
 struct DecisionForm {
     decision: Decision,
-    /// The keys ticked.
+    /// The keys ticked that the page did not show as pending.
     keys: Vec<String>,
-    /// With "every pending item", the pending ones the page showed: each
-    /// decided only if it is still pending. Never every pending item of
-    /// the plan as it is when the form arrives (a run may have added
-    /// people since, whom the viewer never saw), and never one another
-    /// person decided since the page was shown.
+    /// The pending keys the page showed that were ticked, or all of them
+    /// with "every pending item": each decided only if it is still
+    /// pending. Never every pending item of the plan as it is when the
+    /// form arrives (a run may have added people since, whom the viewer
+    /// never saw), and never one another person decided since the page
+    /// was shown.
     if_pending: Vec<String>,
     note: Option<String>,
 }
@@ -195,17 +196,22 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
             "Tick the items to decide, or \"every pending item\"; nothing was decided.".into(),
         ));
     }
-    let mut if_pending = Vec::new();
-    if all {
-        if shown.is_empty() {
-            return Err(Failure::BadRequest(
-                "The page showed no pending item to decide; reload it and look again. Nothing was decided.".into(),
-            ));
-        }
-        if_pending = shown;
-        if_pending.sort();
-        if_pending.dedup();
+    if all && shown.is_empty() {
+        return Err(Failure::BadRequest(
+            "The page showed no pending item to decide; reload it and look again. Nothing was decided.".into(),
+        ));
     }
+    // A ticked item the page showed as pending is decided only if it
+    // still is: a decision someone made since the page was shown stands
+    // (the page then says so). One it showed decided (rejected, say) is
+    // decided again as asked.
+    let (mut if_pending, keys): (Vec<String>, Vec<String>) =
+        keys.into_iter().partition(|k| shown.contains(k));
+    if all {
+        if_pending.extend(shown);
+    }
+    if_pending.sort();
+    if_pending.dedup();
     if note
         .as_ref()
         .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
