@@ -1108,3 +1108,31 @@ with = {{ who = "${{item.key}}", note = "${{params.note}}" }}
         still.stdout
     );
 }
+
+/// A name that holds a line break printed a line of its own ("FAKE:
+/// approved everything") wherever the decision is told: refused, and
+/// nothing is decided.
+#[tokio::test]
+async fn a_decider_name_with_a_control_character_is_refused() {
+    let env = Env::new(r#""always""#);
+    env.run(&[]).await;
+    let id = env.plan_id().await;
+    for name in ["Eve\nFAKE: approved everything by Dana", "Eve\u{1b}[2K"] {
+        let refused = env
+            .sluice(&["approve", id.as_str(), "--only", "bob@x.com", "--by", name])
+            .await;
+        assert_eq!(refused.code, 2, "{}\n{}", refused.stdout, refused.stderr);
+        assert!(
+            refused.stderr.contains("holds a control character"),
+            "{}",
+            refused.stderr
+        );
+        assert!(!refused.stderr.contains("\nFAKE"), "{}", refused.stderr);
+    }
+    assert!(
+        env.items(&id)
+            .await
+            .iter()
+            .all(|(_, state)| state == "pending")
+    );
+}

@@ -401,6 +401,10 @@ pub enum ApprovalError {
     )]
     LongAuthor { chars: usize },
     #[error(
+        "the name of who decides holds a control character ({found}); give a name on one line, without control characters"
+    )]
+    AuthorControl { found: String },
+    #[error(
         "the note is {chars} characters long; it may be at most {MAX_NOTE_CHARS} (a reason, not a document: link to a ticket for more)"
     )]
     LongNote { chars: usize },
@@ -428,6 +432,13 @@ pub(crate) fn choose<'a>(
     let chars = req.by.chars().count();
     if chars > MAX_AUTHOR_CHARS {
         return Err(ApprovalError::LongAuthor { chars });
+    }
+    // A line break in it printed a line of its own ("FAKE: approved …")
+    // wherever the decision is told.
+    if let Some(c) = req.by.chars().find(|c| c.is_control()) {
+        return Err(ApprovalError::AuthorControl {
+            found: format!("{:?}", c.to_string()).trim_matches('"').to_string(),
+        });
     }
     let chars = req.note.as_deref().map_or(0, |n| n.chars().count());
     if chars > MAX_NOTE_CHARS {
