@@ -434,7 +434,8 @@ pub(crate) fn too_large_for_a_whole_number(written: &str) -> String {
 }
 
 /// TOML allows whole numbers of any size, a flow's values hold 64 bits:
-/// each one beyond that is found here, with its place and its text.
+/// each one beyond that is found here, with its place and its text; so is
+/// each float JSON cannot hold (`nan`, `inf`, `1e400`).
 fn oversized_integers(value: &Spanned<DeValue<'_>>, text: &str, found: &mut Vec<Diagnostic>) {
     match value.get_ref() {
         DeValue::Integer(i) if whole_number(i).is_none() => {
@@ -443,6 +444,19 @@ fn oversized_integers(value: &Spanned<DeValue<'_>>, text: &str, found: &mut Vec<
             found.push(
                 Diagnostic::new(span, too_large_for_a_whole_number(written))
                     .hint("write a smaller number, or text in quotes if it is an id"),
+            );
+        }
+        // JSON, which a flow's values become, has no NaN or infinity: it
+        // was read on as null, silently.
+        DeValue::Float(f) if !float(f).is_some_and(f64::is_finite) => {
+            let span = value.span();
+            let written = text.get(span.clone()).unwrap_or(f.as_str());
+            found.push(
+                Diagnostic::new(
+                    span,
+                    format!("`{written}` is not a number a flow can hold (its values are JSON, which has no NaN or infinity)"),
+                )
+                .hint("write a finite number, or text in quotes"),
             );
         }
         DeValue::Array(items) => {
@@ -456,6 +470,17 @@ fn oversized_integers(value: &Spanned<DeValue<'_>>, text: &str, found: &mut Vec<
             }
         }
         _ => {}
+    }
+}
+
+/// A TOML float as a number (`nan` and the infinities included).
+fn float(f: &toml::de::DeFloat<'_>) -> Option<f64> {
+    let text = f.as_str().replace('_', "");
+    match text.trim_start_matches('+') {
+        "inf" => Some(f64::INFINITY),
+        "-inf" => Some(f64::NEG_INFINITY),
+        "nan" | "-nan" => Some(f64::NAN),
+        t => t.parse().ok(),
     }
 }
 
@@ -827,14 +852,7 @@ pub fn node(value: Spanned<DeValue<'_>>) -> Spanned<Node> {
             }))
         }
         DeValue::Float(f) => {
-            let text = f.as_str().replace('_', "");
-            let parsed = match text.trim_start_matches('+') {
-                "inf" => Some(f64::INFINITY),
-                "-inf" => Some(f64::NEG_INFINITY),
-                "nan" | "-nan" => Some(f64::NAN),
-                t => t.parse().ok(),
-            };
-            parsed.map_or_else(|| Node::String(text.clone()), Node::Float)
+            float(&f).map_or_else(|| Node::String(f.as_str().replace('_', "")), Node::Float)
         }
         DeValue::Boolean(b) => Node::Bool(b),
         DeValue::Datetime(d) => Node::Datetime(d.to_string()),

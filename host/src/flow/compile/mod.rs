@@ -308,6 +308,30 @@ mod tests {
         assert_eq!(problems(&flow(one)), Vec::<String>::new());
     }
 
+    /// An artifact must be a file name the run can write: a folder or a
+    /// leading dot is refused, and so is a name longer than file systems
+    /// take (it passed, and its run failed after the step had run).
+    #[test]
+    fn an_artifact_name_must_be_a_file_name_the_run_can_write() {
+        let long = "a".repeat(256);
+        for (name, said) in [
+            ("../report.html", "must be a plain file name"),
+            (".hidden", "must be a plain file name"),
+            (long.as_str(), "artifact name is 256 bytes long"),
+        ] {
+            let got = problems(&flow(&format!(
+                "[[step]]\nid = \"a\"\nuses = \"plain\"\nartifacts = {{ \"{name}\" = \"out\" }}\n"
+            )));
+            assert_eq!(got.len(), 1, "{name}: {got:?}");
+            assert!(got[0].contains(said), "{name}: {got:?}");
+        }
+        let fits = "a".repeat(255);
+        let got = problems(&flow(&format!(
+            "[[step]]\nid = \"a\"\nuses = \"plain\"\nartifacts = {{ \"{fits}\" = \"out\" }}\n"
+        )));
+        assert!(!got.iter().any(|p| p.contains("bytes long")), "{got:?}");
+    }
+
     #[test]
     fn a_step_with_a_wrong_key_is_still_known_to_later_steps() {
         for wrong in [
@@ -338,6 +362,29 @@ mod tests {
             [
                 "3:1 param name `a.b` is not valid",
                 "4:1 param name `` is not valid"
+            ]
+        );
+    }
+
+    /// JSON has no NaN or infinity: such a param was read as null, so
+    /// `validate` passed and the step got nothing.
+    #[test]
+    fn a_float_json_cannot_hold_is_refused_where_it_is_written() {
+        let got = problems(
+            "name = \"t\"\n[params]\nn = nan\ni = -inf\nbig = 1e400\nok = 2.5\n\
+             [[step]]\nid = \"a\"\nuses = \"plain\"\n",
+        );
+        let said = |at: &str, written: &str| {
+            format!(
+                "{at} `{written}` is not a number a flow can hold (its values are JSON, which has no NaN or infinity)"
+            )
+        };
+        assert_eq!(
+            got,
+            [
+                said("3:5", "nan"),
+                said("4:5", "-inf"),
+                said("5:7", "1e400")
             ]
         );
     }

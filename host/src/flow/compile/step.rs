@@ -22,6 +22,10 @@ use super::inputs::{Known, StepShape};
 use super::references::{ItemRule, RefRules, StepName};
 use super::{Compiler, MAX_STEP_TIMEOUT, MIN_STEP_TIMEOUT, is_identifier};
 
+/// The longest file name Linux's file systems take (ext4, xfs, btrfs): an
+/// artifact named longer failed its run after the step had run.
+const MAX_ARTIFACT_NAME_BYTES: usize = 255;
+
 impl Compiler<'_, '_> {
     /// Every step, in order; each may read only the steps before it.
     /// A step with problems is left out of the result, but its id stays
@@ -449,6 +453,17 @@ impl Compiler<'_, '_> {
                         name.escape_debug()
                     ),
                     "for example `report.html`: no folder, no leading `.`, no control characters",
+                );
+                continue;
+            }
+            if name.len() > MAX_ARTIFACT_NAME_BYTES {
+                self.error(
+                    file.span(),
+                    format!(
+                        "artifact name is {} bytes long, more than a file name may be ({MAX_ARTIFACT_NAME_BYTES})",
+                        name.len()
+                    ),
+                    "give it a shorter name: the file is written under it once the step has run",
                 );
                 continue;
             }
