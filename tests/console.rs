@@ -543,6 +543,18 @@ async fn a_console_with_a_token_asks_for_it_on_every_page() {
         twice.body
     );
     assert!(!set_cookies(&twice).contains_key("sluice_session"));
+    // A name as long as `sluice approve --by` takes (200) signs in; a longer
+    // one is refused, saying how long a name may be.
+    for (length, status) in [(200, StatusCode::SEE_OTHER), (201, StatusCode::BAD_REQUEST)] {
+        let name = "n".repeat(length);
+        let login = [
+            ("csrf", csrf.as_str()),
+            ("name", name.as_str()),
+            ("token", TOKEN),
+        ];
+        let answered = post(c.addr, "/login", &jar, &login).await;
+        assert_eq!(answered.status, status, "{length}: {}", answered.body);
+    }
     // The right one: a session cookie, HttpOnly and SameSite=Strict, and back to `next`.
     let ok = post(
         c.addr,

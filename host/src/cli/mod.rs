@@ -267,7 +267,7 @@ const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 
 /// A lease of at least a second (`--lease`): renewals every third of it
 /// must be able to reach the store in time. At most [`MAX_LEASE`].
 pub fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
-    let lease = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let lease = parse_span(text)?;
     if lease < std::time::Duration::from_secs(1) {
         return Err(format!("`{text}` is too short; a lease lasts at least 1s"));
     }
@@ -277,6 +277,13 @@ pub fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
         ));
     }
     Ok(lease)
+}
+
+/// A span of time written as `30s`, `2m` or `1h`; the error says so, not
+/// only where the parser stopped ("expected number at 0").
+pub fn parse_span(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a span of time like `30s`, `2m` or `1h` ({e})"))
 }
 
 /// What compiling a flow is told about the components: the built-ins by
@@ -429,5 +436,16 @@ mod tests {
             assert!(long.contains("at most 1d"), "{long}");
         }
         assert!(parse_lease("99999999999999999999999y").is_err());
+    }
+
+    /// `--grace abc` said only "expected number at 0".
+    #[test]
+    fn a_span_that_is_not_one_says_what_one_looks_like() {
+        assert_eq!(parse_span(" 2m "), Ok(std::time::Duration::from_secs(120)));
+        for text in ["abc", "", "5 parsecs"] {
+            let said = parse_span(text).unwrap_err();
+            assert!(said.contains("like `30s`, `2m` or `1h`"), "{said}");
+            assert_eq!(parse_lease(text).unwrap_err(), said);
+        }
     }
 }

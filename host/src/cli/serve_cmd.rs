@@ -27,7 +27,7 @@ pub struct ServeArgs {
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// How long running steps may take to finish after SIGINT/SIGTERM
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = super::parse_span)]
     pub grace: Duration,
     /// Also log each run's steps, failed items and component log lines
     #[arg(long, short)]

@@ -33,8 +33,9 @@ pub const MIN_TOKEN_CHARS: usize = 16;
 /// How long a login lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
-/// The longest approver name a login may give.
-pub const MAX_NAME_CHARS: usize = 64;
+/// The longest approver name a login may give: what `sluice approve --by`
+/// takes, as the README says (it was 64, and a longer name got a 400).
+pub const MAX_NAME_CHARS: usize = sluice_store::approval::MAX_AUTHOR_CHARS;
 
 /// The console token. Its `Debug` never shows it.
 #[derive(Clone)]
