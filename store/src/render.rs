@@ -274,13 +274,18 @@ fn attempts(out: &mut String, a: &Attempts, by: usize) {
     }
 }
 
-/// What a step's approval gate did: the plan, how many items it ran,
-/// held and closed, why, and the command that approves what waits.
+/// What a step's approval gate did: the plan, how many items it let
+/// through, held and closed, why, and the command that approves what
+/// waits. "Let through", not "ran": the gate decides before the items run,
+/// and a step stopped part-way ran fewer (its items line says how many).
 fn gate(out: &mut String, g: &GateRecord) {
     let mut parts = Vec::new();
     for (n, word) in [
-        (g.approved, "approved item(s) ran"),
-        (g.unapproved, "ran without approval (within the threshold)"),
+        (g.approved, "approved item(s) let through"),
+        (
+            g.unapproved,
+            "let through without approval (within the threshold)",
+        ),
         (g.waiting, "waiting for approval"),
         (g.rejected, "held: rejected"),
         (g.closed, "closed: no longer needed"),
@@ -402,6 +407,30 @@ mod tests {
         assert_eq!(format_ms(12_340), "12.3 s");
         assert_eq!(format_ms(245_000), "4m 05s");
         assert_eq!(format_ms(7_380_000), "2h 03m");
+    }
+
+    /// It said "5 ran without approval" beside "items: 1 of 5 done" for a
+    /// step stopped part-way.
+    #[test]
+    fn a_gate_says_what_it_let_through_not_what_ran() {
+        let mut out = String::new();
+        gate(
+            &mut out,
+            &GateRecord {
+                step: "create".into(),
+                plan_id: Some("ap-1".into()),
+                reason: None,
+                approved: 2,
+                unapproved: 5,
+                waiting: 0,
+                rejected: 1,
+                closed: 0,
+            },
+        );
+        assert_eq!(
+            out,
+            "       approval: plan ap-1: 2 approved item(s) let through, 5 let through without approval (within the threshold), 1 held: rejected\n"
+        );
     }
 
     #[test]
