@@ -126,11 +126,7 @@ impl Binder<'_> {
             lines.dedup();
             if !lines.is_empty() {
                 let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
-                let (s, list) = match lines.split_last() {
-                    Some((last, [])) => ("", last.clone()),
-                    Some((last, rest)) => ("s", format!("{} and {last}", rest.join(", "))),
-                    None => ("", String::new()),
-                };
+                let (s, list) = listed(&lines);
                 hint.push_str(&format!(" (it is also needed on line{s} {list})"));
             }
             let what = if set { "is empty" } else { "is not set" };
@@ -151,16 +147,10 @@ impl Binder<'_> {
     fn check_bound_inputs(&mut self, steps: &[(&Step, &Step)], uses: &[EnvUse]) {
         let mut refused: Vec<Refusal> = Vec::new();
         for (before, bound) in steps {
-            for (key, var, value, why) in refused_values(before, bound) {
-                match refused.iter_mut().find(|r| r.var == var) {
-                    Some(r) => r.steps.push(bound.id.clone()),
-                    None => refused.push(Refusal {
-                        var,
-                        value,
-                        key,
-                        why,
-                        steps: vec![bound.id.clone()],
-                    }),
+            for refusal in refused_values(before, bound) {
+                match refused.iter_mut().find(|r| r.var == refusal.var) {
+                    Some(r) => r.steps.extend(refusal.steps),
+                    None => refused.push(refusal),
                 }
             }
         }
@@ -173,11 +163,7 @@ impl Binder<'_> {
                 other => other.to_string(),
             };
             let steps: Vec<String> = r.steps.iter().map(|s| format!("`{s}`")).collect();
-            let (s, steps) = match steps.split_last() {
-                Some((last, [])) => ("", last.clone()),
-                Some((last, rest)) => ("s", format!("{} and {last}", rest.join(", "))),
-                None => ("", String::new()),
-            };
+            let (s, steps) = listed(&steps);
             self.error(
                 used.span.clone(),
                 format!(
@@ -360,12 +346,9 @@ struct Refusal {
 }
 
 /// The `with` values of `bound` made only of variables and text (in
-/// `before`) that its component's input schema refuses: property, first
-/// variable, value, and what the check said of it.
-fn refused_values(
-    before: &Step,
-    bound: &Step,
-) -> Vec<(String, String, serde_json::Value, Option<String>)> {
+/// `before`) that its component's input schema refuses, each with the
+/// first variable it reads and what the check said of it.
+fn refused_values(before: &Step, bound: &Step) -> Vec<Refusal> {
     let (Some(schema), Some(ValueTemplate::Object(was)), Some(ValueTemplate::Object(now))) =
         (&bound.input_schema, &before.with, &bound.with)
     else {
@@ -387,11 +370,26 @@ fn refused_values(
             continue;
         };
         if let Err(mismatch) = schema.check_property(key, value) {
-            let why = mismatch.0.first().map(|m| m.hint.clone());
-            refused.push((key.clone(), var, value.clone(), why));
+            refused.push(Refusal {
+                var,
+                value: value.clone(),
+                key: key.clone(),
+                why: mismatch.0.first().map(|m| m.hint.clone()),
+                steps: vec![bound.id.clone()],
+            });
         }
     }
     refused
+}
+
+/// `items` as words: "a", "a and b", "a, b and c"; and "s" when there is
+/// more than one.
+fn listed(items: &[String]) -> (&'static str, String) {
+    match items.split_last() {
+        Some((last, [])) => ("", last.clone()),
+        Some((last, rest)) => ("s", format!("{} and {last}", rest.join(", "))),
+        None => ("", String::new()),
+    }
 }
 
 /// The step with every `${env.…}` replaced by its value.
