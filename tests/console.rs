@@ -1445,11 +1445,14 @@ async fn every_pending_item_means_those_the_page_showed() {
     c.stop().await;
 }
 
-/// "Every pending item" from a page loaded before someone rejected one of
-/// them: that rejection stands, and the page says so at once.
-#[tokio::test]
-async fn every_pending_item_leaves_a_decision_made_since_the_page_was_shown() {
-    let dir = tempfile::tempdir().unwrap();
+/// Alice rejects Bob from the command line after the page was shown; the
+/// page's form (`fields` and every key it showed pending) then approves.
+/// Her rejection stands and the page says so at once; Ann is approved.
+async fn approve_on_a_page_shown_before_bob_was_rejected(
+    data: &Path,
+    fields: &[(&str, &str)],
+) -> PlanShown {
+    let shown_plan = plan_shown(data).await;
     let PlanShown {
         c,
         plan,
@@ -1457,9 +1460,7 @@ async fn every_pending_item_leaves_a_decision_made_since_the_page_was_shown() {
         cookies,
         csrf,
         store,
-    } = plan_shown(dir.path()).await;
-
-    // Meanwhile Alice rejects Bob from the command line.
+    } = &shown_plan;
     store
         .decide(&DecisionRequest {
             plan_id: plan.clone(),
@@ -1471,20 +1472,10 @@ async fn every_pending_item_leaves_a_decision_made_since_the_page_was_shown() {
         })
         .await
         .unwrap();
-
-    let mut form = vec![
-        ("csrf", csrf.as_str()),
-        ("decision", "approved"),
-        ("all", "1"),
-    ];
+    let mut form = vec![("csrf", csrf.as_str()), ("decision", "approved")];
+    form.extend_from_slice(fields);
     form.extend(shown.iter().map(|k| ("shown", k.as_str())));
-    let decided = post(
-        c.addr,
-        &format!("/approvals/{plan}/decide"),
-        &cookies,
-        &form,
-    )
-    .await;
+    let decided = post(c.addr, &format!("/approvals/{plan}/decide"), cookies, &form).await;
     assert_page(&decided, StatusCode::OK, "plan");
     assert!(
         decided
@@ -1493,11 +1484,23 @@ async fn every_pending_item_leaves_a_decision_made_since_the_page_was_shown() {
         "{}",
         decided.body
     );
-    let detail = store.plan_detail(&plan).await.unwrap().unwrap();
+    let detail = store.plan_detail(plan).await.unwrap().unwrap();
     let state = |key: &str| detail.items.iter().find(|i| i.key == key).unwrap().state;
     assert_eq!(state("bob@example.com"), PlanItemState::Rejected);
     assert_eq!(state("ann@example.com"), PlanItemState::Approved);
-    assert_eq!(state(HOSTILE_KEY), PlanItemState::Approved);
+    shown_plan
+}
+
+/// "Every pending item" from a page loaded before someone rejected one of
+/// them: that rejection stands, and the page says so at once.
+#[tokio::test]
+async fn every_pending_item_leaves_a_decision_made_since_the_page_was_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let PlanShown { c, plan, store, .. } =
+        approve_on_a_page_shown_before_bob_was_rejected(dir.path(), &[("all", "1")]).await;
+    let detail = store.plan_detail(&plan).await.unwrap().unwrap();
+    let hostile = detail.items.iter().find(|i| i.key == HOSTILE_KEY);
+    assert_eq!(hostile.unwrap().state, PlanItemState::Approved);
     c.stop().await;
 }
 
@@ -1507,45 +1510,15 @@ async fn every_pending_item_leaves_a_decision_made_since_the_page_was_shown() {
 #[tokio::test]
 async fn a_ticked_item_rejected_since_the_page_was_shown_stays_rejected() {
     let dir = tempfile::tempdir().unwrap();
+    let ticked = [("key", "bob@example.com"), ("key", "ann@example.com")];
     let PlanShown {
         c,
         plan,
-        shown,
         cookies,
         csrf,
         store,
-    } = plan_shown(dir.path()).await;
-    let reject = |key: &str| DecisionRequest {
-        plan_id: plan.clone(),
-        keys: vec![key.into()],
-        if_pending: Vec::new(),
-        decision: Decision::Rejected,
-        by: "alice".into(),
-        note: None,
-    };
-    store.decide(&reject("bob@example.com")).await.unwrap();
-
-    let mut form = vec![
-        ("csrf", csrf.as_str()),
-        ("decision", "approved"),
-        ("key", "bob@example.com"),
-        ("key", "ann@example.com"),
-    ];
-    form.extend(shown.iter().map(|k| ("shown", k.as_str())));
-    let action = format!("/approvals/{plan}/decide");
-    let decided = post(c.addr, &action, &cookies, &form).await;
-    assert_page(&decided, StatusCode::OK, "plan");
-    assert!(
-        decided
-            .body
-            .contains("and is left as it is: bob@example.com"),
-        "{}",
-        decided.body
-    );
-    let detail = store.plan_detail(&plan).await.unwrap().unwrap();
-    let state = |key: &str| detail.items.iter().find(|i| i.key == key).unwrap().state;
-    assert_eq!(state("bob@example.com"), PlanItemState::Rejected);
-    assert_eq!(state("ann@example.com"), PlanItemState::Approved);
+        ..
+    } = approve_on_a_page_shown_before_bob_was_rejected(dir.path(), &ticked).await;
 
     // A page that showed Bob rejected (no `shown` for him) approves him
     // when ticked: deciding again is the admin's to do.
@@ -1554,7 +1527,13 @@ async fn a_ticked_item_rejected_since_the_page_was_shown_stays_rejected() {
         ("decision", "approved"),
         ("key", "bob@example.com"),
     ];
-    let decided = post(c.addr, &action, &cookies, &form).await;
+    let decided = post(
+        c.addr,
+        &format!("/approvals/{plan}/decide"),
+        &cookies,
+        &form,
+    )
+    .await;
     assert_eq!(decided.status, StatusCode::SEE_OTHER, "{}", decided.body);
     let detail = store.plan_detail(&plan).await.unwrap().unwrap();
     let bob = detail.items.iter().find(|i| i.key == "bob@example.com");
