@@ -374,6 +374,16 @@ fn validate(file: &Path, data_dir: &Path, bind: bool) -> anyhow::Result<ExitCode
     let compiled = match compiled {
         Ok(compiled) => compiled,
         Err(e) => {
+            // With `--env`, what binding finds is told with what compiling
+            // found: every problem at once, as `run` tells them.
+            let e = match bind {
+                true => with_context(data_dir, &[], |ctx| {
+                    crate::flow::load(file, ctx, &crate::flow::ProcessEnv)
+                })
+                .err()
+                .unwrap_or(e),
+                false => e,
+            };
             eprintln!("{}", terminal::lines(&e.to_string()));
             return Ok(ExitCode::from(2));
         }
