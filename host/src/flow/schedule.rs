@@ -69,12 +69,7 @@ impl Schedule {
                 _ => out_of_range(reason).unwrap_or_else(|| reason.to_string()),
             })
         })?;
-        let timezone = match timezone {
-            Some(name) => {
-                Tz::from_str(name).map_err(|_| ScheduleError::Timezone(name.to_string()))?
-            }
-            None => Tz::UTC,
-        };
+        let timezone = zone(timezone)?;
         Ok(Schedule {
             cron: cron_text.to_string(),
             timezone,
@@ -89,6 +84,14 @@ impl Schedule {
             .after(&local)
             .next()
             .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+/// The schedule's time zone: an IANA name, or UTC when none is given.
+pub fn zone(name: Option<&str>) -> Result<Tz, ScheduleError> {
+    match name {
+        Some(name) => Tz::from_str(name).map_err(|_| ScheduleError::Timezone(name.to_string())),
+        None => Ok(Tz::UTC),
     }
 }
 

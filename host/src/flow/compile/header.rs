@@ -7,8 +7,11 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::super::authored::{AuthoredFlow, AuthoredSchedule, Node};
-use super::super::schedule::{Schedule, ScheduleError};
+use super::super::schedule::{Schedule, ScheduleError, zone};
 use super::{Compiler, literal_json};
+
+/// What a schedule's `timezone` takes.
+const ZONE_HINT: &str = "use an IANA name such as `America/Los_Angeles` or `Europe/Paris`";
 
 /// The most characters a flow's `name` may have.
 const MAX_NAME_CHARS: usize = 200;
@@ -85,10 +88,7 @@ impl Compiler<'_, '_> {
             Err(e) => e,
         };
         let (span, hint) = match &e {
-            ScheduleError::Timezone(_) => (
-                timezone.map_or(s.cron.span(), |t| t.span()),
-                "use an IANA name such as `America/Los_Angeles` or `Europe/Paris`",
-            ),
+            ScheduleError::Timezone(_) => (timezone.map_or(s.cron.span(), |t| t.span()), ZONE_HINT),
             ScheduleError::NumberedWeekday(_) => (
                 s.cron.span(),
                 "write the days as names, like `Mon-Fri` or `Sat,Sun`",
@@ -99,6 +99,14 @@ impl Compiler<'_, '_> {
             ),
         };
         self.error(span, e.to_string(), hint);
+        // A bad time zone beside a bad cron is a problem of its own: told
+        // with it, not after the cron is mended.
+        if !matches!(e, ScheduleError::Timezone(_))
+            && let Some(t) = timezone
+            && let Err(bad) = zone(Some(t.get_ref()))
+        {
+            self.error(t.span(), bad.to_string(), ZONE_HINT);
+        }
         None
     }
 
