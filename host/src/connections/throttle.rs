@@ -15,7 +15,9 @@
 //!   allows: a budget smaller than a step's concurrency is never overrun,
 //!   and a window that rolls (Procore's spike limit) gives back at its
 //!   reset only what has left it by then, which a burst of every waiting
-//!   request would overrun.
+//!   request would overrun. A `Retry-After` hold ends the same way: the
+//!   service that refused a burst learns from one request that it takes
+//!   requests again before the rest follow.
 //!
 //! Every wait comes from a remote header, so none is trusted blindly: no
 //! wait is longer than [`MAX_WAIT`]. A budget window said to reset later
@@ -121,6 +123,9 @@ struct State {
     paces: Vec<(u64, Duration)>,
     /// Whether the budget is known, or one request must find it out.
     probe: Probe,
+    /// A `Retry-After` hold was put in force and has not been followed by
+    /// a probe yet: the first request after it goes alone.
+    held: bool,
 }
 
 /// Whether an answer has said what the budget is.
@@ -272,6 +277,7 @@ impl Throttle {
                 in_flight: 0,
                 paces: Vec::new(),
                 probe: Probe::Wanted,
+                held: false,
             }),
         }
     }
@@ -397,6 +403,14 @@ impl Throttle {
                 s.probe = Probe::Wanted;
             }
         }
+        if s.held && s.not_before <= now && s.probe != Probe::Out {
+            // The hold has passed: one request finds out whether the
+            // service takes requests again, and the others follow its
+            // answer rather than all going at once. (A probe still out
+            // ends its probing first; its answer lets this happen.)
+            s.held = false;
+            s.probe = Probe::Wanted;
+        }
         let at = self.earliest(&s, now);
         if at > now {
             return Ok(Turn::At(at));
@@ -427,6 +441,7 @@ impl Throttle {
         };
         let now = Instant::now();
         let until = later(now, delay);
+        s.held = true;
         if delay > MAX_WAIT {
             s.closed_until = Some(s.closed_until.map_or(until, |c| c.max(until)));
             return Hold::Closed(Closed(delay));
@@ -856,6 +871,51 @@ mod tests {
         tokio::task::yield_now().await;
         probe.answered(&[], Some(Duration::from_secs(7)));
         assert_eq!(follower.await.unwrap(), Duration::from_secs(7));
+    }
+
+    /// A `Retry-After` hold passes with one request alone: a service that
+    /// refused a burst (Graph, which announces no budget) is asked once
+    /// whether it takes requests again before the others follow, instead
+    /// of refusing every waiting request at once.
+    #[tokio::test(start_paused = true)]
+    async fn after_a_hold_one_request_goes_alone_until_answered() {
+        let t = std::sync::Arc::new(at_start());
+        let (first, _) = t.acquire().await.unwrap();
+        first.answered(&[], None);
+        let (refused, _) = t.acquire().await.unwrap();
+        let (also_refused, _) = t.acquire().await.unwrap();
+        refused.answered(&[], Some(Duration::from_secs(3)));
+        also_refused.answered(&[], Some(Duration::from_secs(3)));
+        // Three requests wait out the hold; each says when it got through,
+        // and is answered when the test says so.
+        let (through_tx, mut through) = tokio::sync::mpsc::unbounded_channel();
+        let mut answer = Vec::new();
+        for _ in 0..3 {
+            let (t, through_tx) = (t.clone(), through_tx.clone());
+            let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<()>();
+            answer.push(answer_tx);
+            tokio::spawn(async move {
+                let (p, waited) = t.acquire().await.unwrap();
+                through_tx.send(waited).unwrap();
+                let _ = answer_rx.await;
+                p.answered(&[], None);
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(3400)).await;
+        assert_eq!(through.recv().await, Some(Duration::from_secs(3)));
+        assert!(
+            through.try_recv().is_err(),
+            "a request went beside the one asking after the hold"
+        );
+        for a in answer {
+            let _ = a.send(());
+        }
+        for _ in 0..2 {
+            assert_eq!(through.recv().await, Some(Duration::from_millis(3400)));
+        }
+        // Answered: nothing holds requests back any more.
+        goes_at_once(&t).await;
+        goes_at_once(&t).await;
     }
 
     /// After a reset only the probe holds the others back: a request sent
