@@ -149,6 +149,14 @@ fn parse_memory_budget(text: &str) -> anyhow::Result<usize> {
         "gib" | "g" => 1 << 30,
         _ => 0,
     };
+    let a_unit = !unit.trim().is_empty() && unit.trim().chars().all(|c| c.is_ascii_alphabetic());
+    if scale == 0 && a_unit && number.parse::<usize>().is_ok_and(|n| n > 0) {
+        // A size in another unit (`1KiB`, `4TB`): say which units it takes.
+        return Err(anyhow::anyhow!(
+            "{BUDGET_VAR}={text}: `{}` is not a unit it takes; write MiB as a number (`4096`) or with MiB or GiB (`512MiB`, `4GiB`)",
+            unit.trim()
+        ));
+    }
     match number.parse::<usize>() {
         Ok(n) if n > 0 && scale > 0 => n
             .checked_mul(scale)
@@ -631,7 +639,7 @@ mod tests {
         ] {
             assert_eq!(parse_memory_budget(text).ok(), Some(bytes), "{text}");
         }
-        for text in ["", "0", "-1", "4TB", "GiB", "1.5GiB"] {
+        for text in ["", "0", "-1", "4TB", "1KiB", "GiB", "1.5GiB"] {
             let e = parse_memory_budget(text).err().map(|e| e.to_string());
             assert!(
                 e.as_deref()
@@ -639,6 +647,11 @@ mod tests {
                 "{text}: {e:?}"
             );
         }
+        let e = parse_memory_budget("1KiB").unwrap_err().to_string();
+        assert!(
+            e.contains("`KiB` is not a unit it takes") && !e.contains("not a size"),
+            "{e}"
+        );
     }
 
     #[test]
