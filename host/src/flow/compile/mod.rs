@@ -556,6 +556,53 @@ mod tests {
         );
     }
 
+    /// `${run.approvals.ID.STATE}` names a step with `approval` (before or
+    /// after the one reading it) and one of its plan's lists: a misspelt
+    /// or renamed step read as null, and quietly took the admins'
+    /// decisions out of the step reading them.
+    #[test]
+    fn run_approvals_names_a_step_with_approval_and_a_list_of_its_plan() {
+        let read = |refs: &[&str]| {
+            let with: Vec<String> = (refs.iter().enumerate())
+                .map(|(n, r)| format!("r{n} = \"{r}\""))
+                .collect();
+            let with = with.join(", ");
+            problems(&flow(&format!(
+                "[[step]]\nid = \"diff\"\nuses = \"plain\"\nwith = {{ {with} }}\n\
+                 [[step]]\nid = \"deactivate\"\nuses = \"lister\"\nfor_each = \"${{params.list}}\"\n\
+                 for_each_key = \"${{item}}\"\napproval = \"always\"\n"
+            )))
+        };
+        assert_eq!(
+            read(&[
+                "${run.approvals.deactivate.rejected}",
+                "${run.approvals.deactivate.approved.0}",
+                "${run.approvals.deactivate}",
+                "${run.approvals}",
+            ]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            read(&[
+                "${run.approvals.deactivat.rejected}",
+                "${run.approvals.diff.pending}",
+                "${run.approvals.deactivate.rejectd}",
+            ]),
+            [
+                "8:16 `${run.approvals.deactivat}` names no step with `approval`",
+                "8:60 `${run.approvals.diff}` names no step with `approval`",
+                "8:98 `${run.approvals.deactivate.rejectd}` is not a list of the plan",
+            ]
+        );
+        let none = problems(&flow(
+            "[[step]]\nid = \"diff\"\nuses = \"plain\"\nwith = { r = \"${run.approvals.deactivate.rejected}\" }\n",
+        ));
+        assert_eq!(
+            none,
+            ["8:15 `${run.approvals.deactivate}` names no step with `approval`"]
+        );
+    }
+
     /// `for_each` over what is known not to be a list is refused where it
     /// is written; what may be a list, or null, is not.
     #[test]
@@ -594,10 +641,12 @@ mod tests {
             "${steps.maybe.names}",
             "${steps.each}",
             "${steps.plain.x}",
-            "${run.approvals.x.pending}",
+            "${run.approvals.gate.pending}",
         ];
         let mut text = flow(
-            "[[step]]\nid = \"a\"\nuses = \"lister\"\n\
+            "[[step]]\nid = \"gate\"\nuses = \"lister\"\nfor_each = \"${params.list}\"\n\
+             for_each_key = \"${item}\"\napproval = \"always\"\n\
+             [[step]]\nid = \"a\"\nuses = \"lister\"\n\
              [[step]]\nid = \"maybe\"\nuses = \"lister\"\nwhen = \"${steps.a.count}\"\n\
              [[step]]\nid = \"each\"\nuses = \"lister\"\nfor_each = \"${params.list}\"\n\
              [[step]]\nid = \"plain\"\nuses = \"plain\"\n",

@@ -52,12 +52,17 @@ pub(super) struct RefRules<'a> {
     pub params: &'a BTreeMap<String, Value>,
     pub earlier: &'a HashSet<&'a str>,
     pub later: &'a [String],
+    /// The steps with `approval`, whose plans `${run.approvals.ID}` reads.
+    pub gated: &'a HashSet<&'a str>,
     pub step: &'a StepName,
     pub item: ItemRule,
     /// What the references it may make are known to be: a reference into
     /// an earlier step's output is checked against its output schema.
     pub known: &'a Known<'a>,
 }
+
+/// The lists of keys `${run.approvals.ID}` holds, by their state in the plan.
+const APPROVAL_LISTS: &[&str] = &["pending", "approved", "rejected"];
 
 /// Where `${item}` may appear.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -251,9 +256,51 @@ impl Compiler<'_, '_> {
                 ),
                 "filter the list in an earlier step and give `for_each` only the items to handle, or let the component skip an item",
             ),
+            Root::Run(field) if field == "approvals" => {
+                return self.approvals_reference(&r.path, span, rules);
+            }
             _ => return true,
         }
         false
+    }
+
+    /// `${run.approvals.ID.STATE…}`: ID is a step with `approval` and
+    /// STATE one of its plan's lists. A misspelt or renamed step would
+    /// otherwise read as null, and quietly take the admins' decisions out
+    /// of the step reading them.
+    fn approvals_reference(
+        &mut self,
+        path: &[String],
+        span: Range<usize>,
+        rules: &RefRules<'_>,
+    ) -> bool {
+        let mut gated: Vec<&str> = rules.gated.iter().copied().collect();
+        gated.sort();
+        if let Some(id) = path.first()
+            && !rules.gated.contains(id.as_str())
+        {
+            self.error(
+                span,
+                format!("`${{run.approvals.{id}}}` names no step with `approval`"),
+                match gated.as_slice() {
+                    [] => "no step of this flow has `approval`, so there are no approvals to read"
+                        .to_string(),
+                    _ => format!("steps with `approval`: {}", gated.join(", ")),
+                },
+            );
+            return false;
+        }
+        if let (Some(id), Some(list)) = (path.first(), path.get(1))
+            && !APPROVAL_LISTS.contains(&list.as_str())
+        {
+            self.error(
+                span,
+                format!("`${{run.approvals.{id}.{list}}}` is not a list of the plan"),
+                "a plan's keys are in `pending`, `approved` and `rejected`",
+            );
+            return false;
+        }
+        true
     }
 
     /// A reference to a step that is not before this one: later, or none.

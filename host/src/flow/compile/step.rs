@@ -48,6 +48,16 @@ impl Compiler<'_, '_> {
                 .filter_map(|s| s.get_ref().id.as_ref().map(|id| id.get_ref().clone()))
                 .collect()
         };
+        // `${run.approvals.ID…}` may name any step with `approval`, before
+        // or after the one reading it: the plans are read as the run starts.
+        let gated: HashSet<&str> = (authored.steps.iter())
+            .filter(|s| {
+                let s = s.get_ref();
+                // An unreadable `approval` (reported) may have been meant.
+                s.approval.is_some() || s.unreadable.iter().any(|k| k == "approval")
+            })
+            .filter_map(|s| s.get_ref().id.as_ref().map(|id| id.get_ref().as_str()))
+            .collect();
         let mut steps = Vec::new();
         let mut seen: HashMap<String, Range<usize>> = HashMap::new();
         let mut shapes: BTreeMap<String, StepShape> = BTreeMap::new();
@@ -63,6 +73,7 @@ impl Compiler<'_, '_> {
                 declared: &declared,
                 earlier: &earlier,
                 later: &later,
+                gated: &gated,
                 shapes: &shapes,
             };
             let (compiled, shape) = self.step(step.get_ref(), &name, &context);
@@ -129,6 +140,7 @@ impl Compiler<'_, '_> {
             params: at.params,
             earlier: at.earlier,
             later: at.later,
+            gated: at.gated,
             step: name,
             item: ItemRule::OutsideForEach,
             known: &outer,
@@ -644,6 +656,8 @@ struct StepContext<'a> {
     declared: &'a HashSet<&'a str>,
     earlier: &'a HashSet<&'a str>,
     later: &'a [String],
+    /// The steps with `approval`, wherever they are.
+    gated: &'a HashSet<&'a str>,
     /// What is known of the earlier steps' outputs.
     shapes: &'a BTreeMap<String, StepShape>,
 }
