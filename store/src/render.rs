@@ -311,7 +311,10 @@ fn gate(out: &mut String, g: &GateRecord) {
 
 /// `items: 7 of 10 done, 1 failed; 3 not started` — counted from the
 /// items recorded, so an interrupted or failed step says how many never
-/// ran; `… so far` while the step runs.
+/// ran; `… so far` while the step runs. A step its own process did not
+/// end (it was killed, or another replica took its lease over: the step
+/// is interrupted with no error of its own) says its items without a
+/// record may have been under way: their work may be done.
 fn items_line(s: &StepRecord, items: &[&ItemRecord]) -> String {
     let count = |st: ItemStatus| items.iter().filter(|i| i.status == st).count();
     let recorded = items.len();
@@ -338,7 +341,18 @@ fn items_line(s: &StepRecord, items: &[&ItemRecord]) -> String {
         && s.status != StepStatus::Running
         && u64::try_from(recorded).is_ok_and(|d| d < total)
     {
-        let _ = write!(line, "; {} not started", total - recorded as u64);
+        let missing = total - recorded as u64;
+        match s.status == StepStatus::Interrupted && s.error.is_none() {
+            true => {
+                let _ = write!(
+                    line,
+                    "; {missing} not recorded (not started, or under way when the run's process stopped)"
+                );
+            }
+            false => {
+                let _ = write!(line, "; {missing} not started");
+            }
+        }
     }
     line
 }
@@ -430,6 +444,37 @@ mod tests {
         assert_eq!(
             out,
             "       approval: plan ap-1: 2 approved item(s) let through, 5 let through without approval (within the threshold), 1 held: rejected\n"
+        );
+    }
+
+    /// A takeover's record said "3 not started" of items that had been
+    /// sent and applied before the replica was paused.
+    #[test]
+    fn items_a_killed_step_did_not_record_may_have_been_under_way() {
+        let step = |error: Option<&str>| StepRecord {
+            step_id: "create".into(),
+            component: "procore-create-user".into(),
+            status: StepStatus::Interrupted,
+            started_at: "2026-12-06T16:05:50Z".into(),
+            ended_at: None,
+            duration_ms: None,
+            input: None,
+            output: None,
+            error: error.map(str::to_string),
+            connections: None,
+            items_total: Some(3),
+            attempts: None,
+        };
+        let stopped = step(Some(
+            "stopped after 0 of 3 items; the rest were not started or not finished",
+        ));
+        assert_eq!(
+            items_line(&stopped, &[]),
+            "items: 0 of 3 done, 0 failed; 3 not started"
+        );
+        assert_eq!(
+            items_line(&step(None), &[]),
+            "items: 0 of 3 done, 0 failed; 3 not recorded (not started, or under way when the run's process stopped)"
         );
     }
 
