@@ -1039,6 +1039,31 @@ async fn for_each_outputs_no_later_step_reads_are_not_kept_in_the_step_output() 
     assert_eq!(outcome.outputs["reader"]["ok"], 5);
 }
 
+/// A history that cannot be opened at all when the run starts: the run
+/// goes on without it (losing a record must not stop the work), and
+/// exits 1 saying it is not recorded. It exited 0 with only a warning.
+#[test]
+fn a_run_whose_history_cannot_be_opened_exits_1() {
+    let data = tempfile::tempdir().unwrap();
+    let flow = write_flow(
+        data.path(),
+        "flow.toml",
+        "name = \"kept\"\n[[step]]\nid = \"a\"\nuses = \"compare\"\nwith = { people = [], procore_users = [] }\n",
+    );
+    std::fs::write(data.path().join("history.sqlite"), vec![0xAB; 8192]).unwrap();
+    let (code, out, err) = sluice(data.path(), &["run", flow.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&err);
+    assert_eq!(code, 1, "{}{err}", String::from_utf8_lossy(&out));
+    assert!(err.contains("this run is not recorded"), "{err}");
+    assert!(
+        err.contains(
+            "ran to its end, but is not recorded at all: the run history could not be opened"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("finished"), "{err}");
+}
+
 /// A history damaged under a run (here the pages of its `steps` table)
 /// loses part of the run's record: the run goes to its end, but says so
 /// and exits 1 rather than 0, so a monitor that reads the exit status

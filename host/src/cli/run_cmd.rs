@@ -207,10 +207,17 @@ impl Recording {
         })
     }
 
-    /// Whether some of run `run_id`'s history could not be written (after
-    /// [`Recording::finish`]).
-    pub fn lost_history(&self, run_id: &str) -> bool {
-        self.writer.as_ref().is_some_and(|w| w.lost_writes(run_id))
+    /// What of run `run_id`'s history is missing, in words (after
+    /// [`Recording::finish`]): all of it when the store could not be
+    /// opened, or the writes that failed; `None` when nothing is.
+    pub fn lost_history(&self, run_id: &str) -> Option<&'static str> {
+        match &self.writer {
+            None => Some("is not recorded at all: the run history could not be opened"),
+            Some(w) if w.lost_writes(run_id) => Some(
+                "part of its history (its record, or ledger entries of whom it changed) could not be written",
+            ),
+            Some(_) => None,
+        }
     }
 
     /// Waits until the run's history is written; frees the flow's lease.
@@ -409,15 +416,16 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     // The run did its work, but its record or the ledger of whom it
     // changed is incomplete: not a success an operator may overlook.
     let lost = recording.lost_history(&outcome.run_id);
-    if lost {
+    if let Some(what) = lost {
         eprintln!(
             "error: {}",
             super::terminal::line(&format!(
-                "run {} ran to its end, but part of its history (its record, or ledger entries of whom it changed) could not be written (see the warning above), so `sluice runs` and `sluice ledger` do not show all it did; repair or move the run history (`--data-dir`, `--database`) before the next run",
+                "run {} ran to its end, but {what} (see the warning above), so `sluice runs` and `sluice ledger` do not show all it did; repair or move the run history (`--data-dir`, `--database`) before the next run",
                 outcome.run_id
             ))
         );
     }
+    let lost = lost.is_some();
     Ok(match finish(&outcome, mode) {
         code if code == ExitCode::SUCCESS && (!taped || lost) => ExitCode::from(1),
         code => code,
