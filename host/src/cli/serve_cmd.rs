@@ -254,11 +254,12 @@ pub async fn serve(
         store.clone(),
         args.replica.clone(),
         args.lease,
-        say,
+        say.clone(),
     ));
     let sweep = replica.sweep();
     let host = Arc::new(ServeHost {
-        writer: HistoryWriter::start(store),
+        // A run's lost history writes are told in the log, in its format.
+        writer: HistoryWriter::start_telling(store, say),
         replica,
         data_dir: data_dir.to_path_buf(),
         verbose: args.verbose,

@@ -112,10 +112,19 @@ pub struct HistoryWriter {
 impl HistoryWriter {
     /// Starts the writer tasks (on the current tokio runtime).
     pub fn start(store: Store) -> Arc<HistoryWriter> {
+        Self::start_telling(store, Arc::new(|warning: String| eprintln!("{warning}")))
+    }
+
+    /// Starts the writer tasks, telling a run's lost writes with `tell`
+    /// (`sluice serve`: in its log, in the log's format).
+    pub fn start_telling(store: Store, tell: Tell) -> Arc<HistoryWriter> {
         let (sender, jobs) = mpsc::unbounded_channel();
         let (ledger, keyed) = mpsc::unbounded_channel();
         let flushing = Arc::new(Notify::new());
-        let warned = Arc::new(Mutex::new(HashSet::new()));
+        let warned = Arc::new(WarnedRuns {
+            runs: Mutex::new(HashSet::new()),
+            tell,
+        });
         tokio::spawn(drain(store.clone(), jobs, flushing.clone(), warned.clone()));
         tokio::spawn(drain_ledger(store.clone(), keyed, warned.clone()));
         Arc::new(HistoryWriter {
@@ -131,7 +140,7 @@ impl HistoryWriter {
     /// entries) could not be written: what `sluice runs` and `sluice
     /// ledger` show of it is incomplete. Known once the writes are flushed.
     pub fn lost_writes(&self, run_id: &str) -> bool {
-        (self.warned.lock().unwrap_or_else(|e| e.into_inner())).contains(run_id)
+        (self.warned.runs.lock().unwrap_or_else(|e| e.into_inner())).contains(run_id)
     }
 
     /// The store written to.
@@ -197,14 +206,22 @@ impl HistoryWriter {
     }
 }
 
+/// Where a warning goes: one line, already phrased.
+pub type Tell = Arc<dyn Fn(String) + Send + Sync>;
+
 /// Who was warned that their run's history could not be written: once
 /// per run, whichever lane found out.
-type Warned = Arc<Mutex<HashSet<String>>>;
+type Warned = Arc<WarnedRuns>;
+
+pub struct WarnedRuns {
+    runs: Mutex<HashSet<String>>,
+    tell: Tell,
+}
 
 fn warn_once(warned: &Warned, run: &RunRef, e: &StoreError) {
-    let first = (warned.lock().unwrap_or_else(|e| e.into_inner())).insert(run.id.clone());
+    let first = (warned.runs.lock().unwrap_or_else(|e| e.into_inner())).insert(run.id.clone());
     if first {
-        eprintln!("warning: {}", not_written(run, e));
+        (warned.tell)(format!("warning: {}", not_written(run, e)));
     }
 }
 
@@ -691,6 +708,45 @@ mod tests {
         assert_eq!(d.run.status, "succeeded");
         assert_eq!(d.run.replica.as_deref(), Some("here"));
         assert_eq!(d.items.len(), 50);
+    }
+
+    /// A run whose history cannot be written is told once, where the
+    /// writer was told to tell it (`sluice serve`: its log, as JSON when
+    /// asked), not always on stderr as plain text.
+    #[tokio::test]
+    async fn lost_writes_are_told_where_the_writer_was_told_to() {
+        let store = Store::in_memory().await.unwrap();
+        let told: Arc<Mutex<Vec<String>>> = Arc::default();
+        let tell: Tell = {
+            let told = told.clone();
+            Arc::new(move |line: String| told.lock().unwrap().push(line))
+        };
+        let writer = HistoryWriter::start_telling(store.clone(), tell);
+        let dir = tempfile::tempdir().unwrap();
+        // Fenced writes for a flow whose lease the store never gave out.
+        let recorder = Recorder::new(
+            writer.clone(),
+            RecordAs {
+                fence: Some(7),
+                ..record_as()
+            },
+        );
+        for _ in 0..2 {
+            recorder.event(&RunEvent::RunStarted {
+                run_id: "r1".into(),
+                flow: "f".into(),
+                dry_run: false,
+                output_dir: dir.path().join("runs/r1"),
+            });
+        }
+        writer.flush().await;
+        assert!(writer.lost_writes("r1"));
+        let told = told.lock().unwrap().clone();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(
+            told[0].starts_with("warning: ") && told[0].contains("r1"),
+            "{told:?}"
+        );
     }
 
     /// A recorder over an in-memory store whose run `r1` has started.
