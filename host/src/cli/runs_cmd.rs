@@ -129,12 +129,26 @@ pub async fn runs(
                 "removed {} run{} that ended more than {} ago, and {folders} run folder{}",
                 pruned.len(),
                 if pruned.len() == 1 { "" } else { "s" },
-                humantime::format_duration(older_than),
+                age_in_words(older_than),
                 if folders == 1 { "" } else { "s" },
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A cutoff as people write it: `30 days`, `1 year 2 months`, `12h`
+/// (humantime writes `30days`).
+fn age_in_words(age: std::time::Duration) -> String {
+    humantime::format_duration(age)
+        .to_string()
+        .split(' ')
+        .map(|part| match part.find(|c: char| !c.is_ascii_digit()) {
+            Some(at) if part.len() - at > 2 => format!("{} {}", &part[..at], &part[at..]),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Deletes a pruned run's folder when it lies inside `data_dir/runs` once
@@ -168,6 +182,19 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prune_cutoff_reads_as_people_write_it() {
+        let day = 24 * 3600;
+        for (secs, words) in [
+            (30 * day, "30 days"),
+            (day, "1 day"),
+            (12 * 3600, "12h"),
+            (day + 90 * 60, "1 day 1h 30m"),
+        ] {
+            assert_eq!(age_in_words(std::time::Duration::from_secs(secs)), words);
+        }
+    }
 
     #[test]
     fn only_folders_inside_the_data_directory_runs_are_deleted() {
