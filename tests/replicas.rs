@@ -809,3 +809,121 @@ fn a_run_killed_before_its_first_write_does_not_keep_the_next_one_waiting() {
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].status, "succeeded");
 }
+
+/// PostgreSQL stopping for a few seconds in the middle of a run (a
+/// restart, a fail-over) loses none of the run's history: the writes made
+/// meanwhile are kept and written once it answers again, so the run is
+/// recorded whole, `succeeded`, by the process that ran it, and exits 0.
+/// They were dropped: the run exited 1 and its record lacked the items
+/// that ended during the outage (and under `serve` another replica then
+/// recorded a live replica's run as interrupted).
+#[test]
+fn a_short_store_outage_loses_none_of_a_runs_history() {
+    // A cluster of its own, as this test stops it; durable, as a crash of
+    // one that commits asynchronously loses its last commits (here the
+    // store's tables).
+    let pg = TempPostgres::start(true);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let database = rt.block_on(pg.new_database());
+    let server = rt.block_on(marker_server());
+    let (data, flows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let file = flows.path().join("outage.toml");
+    let text = format!(
+        r#"
+name = "outage"
+
+[params]
+items = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+
+[connections.marks]
+base_url = "{server}"
+
+[[step]]
+id = "begin"
+uses = "{hostile}"
+connections = ["marks"]
+with = {{ action = "get", connection = "api", url = "/start" }}
+
+[[step]]
+id = "work"
+uses = "{hostile}"
+connections = ["marks"]
+for_each = "${{params.items}}"
+with = {{ action = "sleep", ms = 400 }}
+
+[[step]]
+id = "end"
+uses = "{hostile}"
+connections = ["marks"]
+with = {{ action = "get", connection = "api", url = "/end" }}
+"#,
+        server = server.url,
+        hostile = fixture("hostile").display()
+    );
+    std::fs::write(&file, text).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .env_clear()
+        .env("SLUICE_DATA_DIR", data.path())
+        .env("SLUICE_DATABASE_URL", &database)
+        .arg("run")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.path == "/start")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never began"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Down for about a third of the 4.8 s the items take.
+    std::thread::sleep(Duration::from_millis(300));
+    pg.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    pg.start_again();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("the run history cannot be written at the moment")
+            && said.contains("the run history is written again"),
+        "the outage was not met, or not told: {said}"
+    );
+    let store = rt
+        .block_on(sluice_store::Store::open(
+            &sluice_store::Location::Postgres(database.clone()),
+        ))
+        .unwrap();
+    let runs = rt.block_on(store.list_runs(Some("outage"), 10)).unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0].status,
+        sluice_store::RunStatus::Succeeded,
+        "{runs:?}"
+    );
+    let detail = rt.block_on(store.run_detail(&runs[0].id)).unwrap().unwrap();
+    let steps: Vec<(&str, sluice_store::StepStatus)> = (detail.steps.iter())
+        .map(|s| (s.step_id.as_str(), s.status))
+        .collect();
+    let ok = sluice_store::StepStatus::Succeeded;
+    assert_eq!(steps, [("begin", ok), ("work", ok), ("end", ok)]);
+    assert_eq!(detail.items.len(), 12, "every item's record is there");
+    assert!(
+        (detail.items.iter()).all(|i| i.status == sluice_store::ItemStatus::Succeeded),
+        "{:?}",
+        detail.items
+    );
+}

@@ -63,6 +63,48 @@ pub enum StoreError {
     Task(String),
 }
 
+impl StoreError {
+    /// Whether the store failed for now rather than for good: it could not
+    /// be reached, its connection was lost, it was shutting down, or it was
+    /// busy. The same write may succeed once it answers again; a write it
+    /// refused (a fenced one, a damaged file, a constraint) will not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Postgres(e) => match e.code() {
+                // No answer from the server at all: a refused or lost
+                // connection (not a value the client could not read).
+                None => e.is_closed() || caused_by_io(e),
+                Some(code) => {
+                    let code = code.code();
+                    // Connection exceptions, the server shutting down or
+                    // starting, a serialization failure or a deadlock.
+                    code.starts_with("08")
+                        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+                }
+            },
+            StoreError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error (a refused, reset or timed-out connection) is
+/// among `error`'s causes.
+fn caused_by_io(error: &dyn std::error::Error) -> bool {
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// An SQLite error in words, with what to do when the file is damaged.
 pub(crate) fn sqlite_why(error: &rusqlite::Error) -> String {
     format!("{error}{}", damaged_hint(error))

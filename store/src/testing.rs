@@ -33,6 +33,8 @@ pub struct TempPostgres {
     bin: PathBuf,
     /// Who runs the server: `Some((uid, gid))` of `postgres` when we are root.
     user: Option<(u32, u32)>,
+    /// The server's options, to start it again as it was.
+    options: String,
 }
 
 /// The superuser of test clusters; the server trusts loopback connections.
@@ -59,11 +61,12 @@ impl TempPostgres {
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the cluster folder");
         }
-        let pg = TempPostgres {
+        let mut pg = TempPostgres {
             port: free_port(),
             dir,
             bin,
             user,
+            options: String::new(),
         };
         pg.run(
             "initdb",
@@ -86,13 +89,40 @@ impl TempPostgres {
         if !durable {
             options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
-        let log = pg.dir.join("server.log").display().to_string();
-        pg.run(
-            "pg_ctl",
-            &["-D", &pg.data(), "-o", &options, "-l", &log, "-w", "start"],
-        );
+        pg.options = options;
+        pg.start_again();
         pg.watch_over();
         pg
+    }
+
+    /// Starts the server (again, after [`TempPostgres::stop`]), on the
+    /// same port, with the same data.
+    pub fn start_again(&self) {
+        let log = self.dir.join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &self.options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server at once, as a crash or a fail-over would: open
+    /// connections are cut, and new ones refused until it starts again.
+    /// Only for a cluster of its own ([`TempPostgres::start`]), never the
+    /// shared one other tests use.
+    pub fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
     }
 
     fn data(&self) -> String {

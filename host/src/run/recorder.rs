@@ -13,9 +13,11 @@
 //! thousands of rows) go in a lane of their own, written once every write
 //! queued before them is, so they never hold up what comes after them
 //! ([`HistoryWriter::flush_events`] waits for the other lane only), but
-//! for the run's end, written once its ledger is. A history that
-//! cannot be written is reported once per run, and the run goes on: losing
-//! a record must not lose work.
+//! for the run's end, written once its ledger is. While the store cannot
+//! be reached, writes are kept and tried again for a while ([`PATIENCE`]):
+//! a database restart loses no record. A history that cannot be written
+//! even so is reported once per run, and the run goes on: losing a record
+//! must not lose work.
 //! A run whose replica lost the flow's lease has its writes refused by the
 //! store ([`sluice_store::StoreError::Fenced`]); that is reported once too,
 //! and the run stops before its next step (its lease guard finds out).
@@ -124,6 +126,7 @@ impl HistoryWriter {
         let warned = Arc::new(WarnedRuns {
             runs: Mutex::new(HashSet::new()),
             tell,
+            down_since: Mutex::new(None),
         });
         tokio::spawn(drain(store.clone(), jobs, flushing.clone(), warned.clone()));
         tokio::spawn(drain_ledger(store.clone(), keyed, warned.clone()));
@@ -216,6 +219,51 @@ type Warned = Arc<WarnedRuns>;
 pub struct WarnedRuns {
     runs: Mutex<HashSet<String>>,
     tell: Tell,
+    /// Since when the store has failed to answer, if it has.
+    down_since: Mutex<Option<std::time::Instant>>,
+}
+
+/// How long the history's writes are kept and tried again while the store
+/// cannot be reached, counted from its first failure: longer than a
+/// database restart or fail-over, short enough that `sluice run` does not
+/// hang on a store that is gone.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// The pause between two tries while the store cannot be reached.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+impl WarnedRuns {
+    /// A write failed for now: whether to try it again, telling the first
+    /// failure of an outage. Once the store has failed for [`PATIENCE`],
+    /// no write waits (each is tried once, and lost).
+    fn may_wait(&self, e: &StoreError) -> bool {
+        let mut down = self.down_since.lock().unwrap_or_else(|e| e.into_inner());
+        let since = match *down {
+            Some(since) => since,
+            None => {
+                let now = std::time::Instant::now();
+                *down = Some(now);
+                (self.tell)(format!(
+                    "warning: the run history cannot be written at the moment ({e}); its writes are kept and tried again every {} for up to {}",
+                    humantime::format_duration(RETRY_PAUSE),
+                    humantime::format_duration(PATIENCE)
+                ));
+                now
+            }
+        };
+        since.elapsed() < PATIENCE
+    }
+
+    /// A write succeeded: an outage is over, and is told so.
+    fn store_answered(&self) {
+        let mut down = self.down_since.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(since) = down.take() {
+            (self.tell)(format!(
+                "the run history is written again: the store answered after {}",
+                humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
+            ));
+        }
+    }
 }
 
 fn warn_once(warned: &Warned, run: &RunRef, e: &StoreError) {
@@ -274,7 +322,7 @@ async fn drain(
                 ledger,
             } => {
                 let _ = ledger.await;
-                if let Err(e) = write_batch(&store, &run, writes).await {
+                if let Err(e) = write_batch(&store, &run, writes, &warned).await {
                     warn_once(&warned, &run, &e);
                 }
                 continue;
@@ -282,7 +330,7 @@ async fn drain(
             Job::Write { run, writes } => (run, writes),
         };
         next = gather(&mut jobs, &flushing, &run, &mut writes).await;
-        if let Err(e) = write_batch(&store, &run, writes).await {
+        if let Err(e) = write_batch(&store, &run, writes, &warned).await {
             warn_once(&warned, &run, &e);
         }
     }
@@ -329,7 +377,7 @@ async fn write_keyed(
     for first in (0..entries.len()).step_by(KEYED_BATCH) {
         let batch = entries.page_for_history(first, KEYED_BATCH);
         let writes = keyed_items(step, batch, first, at).collect();
-        if let Err(e) = write_batch(store, run, writes).await {
+        if let Err(e) = write_batch(store, run, writes, warned).await {
             warn_once(warned, run, &e);
         }
     }
@@ -345,27 +393,43 @@ fn not_written(run: &RunRef, e: &StoreError) -> String {
             run.id
         ),
         _ => format!(
-            "the run history could not be written for run {} ({e}); the run goes on",
+            "the run history could not be written for run {} ({e}); its record is incomplete (the run is not stopped for it)",
             run.id
         ),
     }
 }
 
-/// Writes a batch in one transaction; if that fails for another reason
-/// than the lease, each write is tried on its own, so one bad write does
-/// not take the others with it.
+/// Writes a batch in one transaction. While the store cannot be reached
+/// (a database restarting, a lost connection) the batch is kept and tried
+/// again, for up to [`PATIENCE`] from the first failure: a short outage
+/// loses no record, and the run's own outcome is written by the replica
+/// that knows it, rather than guessed by another that finds its lease
+/// lapsed. If the batch fails for another reason than the lease, each
+/// write is tried on its own, so one bad write does not take the others
+/// with it.
 async fn write_batch(
     store: &Store,
     run: &RunRef,
     writes: Vec<HistoryWrite>,
+    warned: &Warned,
 ) -> Result<(), StoreError> {
-    if writes.len() == 1 {
-        return store.write(run, writes).await;
-    }
-    match store.write(run, writes.clone()).await {
-        Ok(()) => Ok(()),
-        Err(e @ StoreError::Fenced { .. }) => Err(e),
-        Err(_) => {
+    let failed = loop {
+        match store.write(run, writes.clone()).await {
+            Ok(()) => {
+                warned.store_answered();
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => match warned.may_wait(&e) {
+                true => tokio::time::sleep(RETRY_PAUSE).await,
+                false => return Err(e),
+            },
+            Err(e) => break e,
+        }
+    };
+    match failed {
+        e @ StoreError::Fenced { .. } => Err(e),
+        e if writes.len() == 1 => Err(e),
+        _ => {
             let mut first = Ok(());
             for w in writes {
                 if let Err(e) = store.write_one(run, w).await
