@@ -2413,3 +2413,96 @@ async fn run_killed_after(t: &Tenant, method: &str, suffix: &str, count: usize) 
     }
     child.kill().await.unwrap();
 }
+
+/// A run stopped (SIGTERM, as a deploy does) after it created the
+/// newcomer never reaches its report or mail. The next run, which has
+/// nothing to do itself, tells what the stopped run did, in its report
+/// and by mail; the run after that, with nothing new, mails nothing.
+/// Before, the newcomer's creation was told to nobody.
+#[tokio::test]
+async fn what_a_stopped_run_did_is_told_by_the_next_runs_report_and_mail() {
+    let t = ann_and_a_newcomer().await;
+    // The newcomer's project add waits a second on a 429, long enough to
+    // stop the run while the create item is under way.
+    t.emu.set_faults(Faults {
+        retry_after_secs: 1,
+        targeted: vec![TargetedFault {
+            method: "POST".into(),
+            path_suffix: "/actions/add".into(),
+            body_contains: None,
+            at: vec![1],
+            fault: FaultKind::TooMany,
+        }],
+        ..Faults::default()
+    });
+    let child = sluice_cmd_killable(&t, &[]);
+    let asked = std::time::Instant::now();
+    while !t
+        .emu
+        .snapshot()
+        .requests
+        .iter()
+        .any(|r| r.method == "POST" && r.path.ends_with("/actions/add"))
+    {
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(60),
+            "no add was sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let stopped = child.wait_with_output().await.unwrap();
+    assert_eq!(stopped.status.code(), Some(1), "a stopped run exits 1");
+    assert!(
+        Newcomer::of(&t).on_project(&t),
+        "the item under way finished"
+    );
+    assert!(
+        t.emu.snapshot().mails.is_empty(),
+        "the stopped run mailed nothing"
+    );
+    t.emu.set_faults(Faults::default());
+
+    let (second, _) = t.run_ok(&[]).await;
+    let report = second.output_of("report");
+    let warnings: Vec<&str> = (report["warnings"].as_array().unwrap().iter())
+        .filter_map(Value::as_str)
+        .collect();
+    let told: Vec<&&str> = warnings
+        .iter()
+        .filter(|w| w.contains("did not finish; its work may be unreported: create 1"))
+        .collect();
+    assert_eq!(told.len(), 1, "{warnings:?}");
+    assert!(told[0].contains("(interrupted, started "), "{}", told[0]);
+    assert_eq!(report["summary"]["created"], 0, "this run created nobody");
+    assert_eq!(report["notable"], true);
+    let mails = t.emu.snapshot().mails;
+    assert_eq!(
+        mails.len(),
+        1,
+        "the next run mails what the stopped one did"
+    );
+    assert!(
+        mails[0]
+            .subject
+            .ends_with(", and what 1 earlier stopped run did"),
+        "{}",
+        mails[0].subject
+    );
+    assert!(
+        mails[0]
+            .html
+            .contains("its work may be unreported: create 1"),
+        "{}",
+        mails[0].html
+    );
+
+    let (third, _) = t.run_ok(&[]).await;
+    assert_eq!(third.output_of("report")["notable"], false);
+    assert_eq!(t.emu.snapshot().mails.len(), 1, "told once");
+}

@@ -7,7 +7,7 @@
 // `created_approval`, or its whole output as `created`;
 // `deactivated` and `reactivated` from the leavers' and returners' steps,
 // `project` from the step that makes project calls earlier runs owed,
-// `skipped_disabled`, `warnings`, `members_warnings`) and the fields the flow's mail step reads (`subject`,
+// `skipped_disabled`, `warnings`, `members_warnings`, `earlier_unfinished`) and the fields the flow's mail step reads (`subject`,
 // `mail_html`, `notable`), plus `csv`: one row per person acted on or worth
 // a look, `status,name,key,detail`, quoted as RFC 4180 says, and `html`, the
 // whole CSV in a page. `mail_html` is bounded whatever the tenant's size:
@@ -43,6 +43,7 @@ const INPUT_SCHEMA = {
     skipped_disabled: { type: "integer", minimum: 0 },
     warnings: { type: "array", items: { type: "string" } },
     members_warnings: { type: "array", items: { type: "string" } },
+    earlier_unfinished: { type: "array", items: { type: "object" } },
   },
 };
 
@@ -223,7 +224,7 @@ export function run(inputText, context) {
     throw badInput(`the input is not JSON: ${e.message}`);
   }
   if (!input || typeof input !== "object" || Array.isArray(input)) {
-    throw badInput("expected {counts?, present_inactive?, created_items?, created_approval?, deactivated?, reactivated?, project?, skipped_disabled?, warnings?, members_warnings?}");
+    throw badInput("expected {counts?, present_inactive?, created_items?, created_approval?, deactivated?, reactivated?, project?, skipped_disabled?, warnings?, members_warnings?, earlier_unfinished?}");
   }
   const rows = rowsOf(input);
   const csv = [["status", "name", "key", "detail"], ...rows]
@@ -249,7 +250,9 @@ export function run(inputText, context) {
   // Deactivations the guard held back (no license group matched, or the
   // holders more than halved) need someone even when nobody waits yet.
   const guard = compareOutput(input).guard || {};
-  const notable = acted + summary.waiting_for_approval > 0 || guard.hold === true;
+  // Earlier runs stopped before their report: what they did is news.
+  const earlier = Array.isArray(input.earlier_unfinished) ? input.earlier_unfinished : [];
+  const notable = acted + summary.waiting_for_approval > 0 || guard.hold === true || earlier.length > 0;
   const prefix = context.dryRun ? "[dry run] " : "";
   const waits = summary.waiting_for_approval ? `, ${summary.waiting_for_approval} waiting for approval` : "";
   const subject = `${prefix}Procore license sync: ${summary.created} created, ` +

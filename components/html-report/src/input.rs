@@ -98,10 +98,52 @@ pub struct Input {
     /// list yet. Shown after `warnings`, the same way.
     #[serde(default)]
     pub members_warnings: Vec<String>,
+    /// Earlier runs of the flow, since its last success, that were
+    /// stopped or failed after doing something (`${run.earlier_unfinished}`):
+    /// no report told their work, so this one does, each as a warning line,
+    /// and mails it.
+    #[serde(default)]
+    pub earlier_unfinished: Vec<EarlierRun>,
     /// How many rows of each section the mail body shows (the page shows
     /// them all).
     #[serde(default = "default_mail_rows")]
     pub mail_rows: usize,
+}
+
+/// An earlier run that ended without succeeding, as the host tells it.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct EarlierRun {
+    /// The run's id.
+    pub id: String,
+    /// How it ended: `interrupted` or `failed`.
+    pub status: String,
+    /// When it started.
+    #[serde(default)]
+    pub started_at: String,
+    /// Why it ended, as its record says (not shown: its record has it).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// How many items of each step it did.
+    #[serde(default)]
+    pub done: std::collections::BTreeMap<String, u64>,
+}
+
+impl EarlierRun {
+    /// The line the report shows for it: what it did first, as the mail
+    /// cuts a warning at 200 characters; why it ended is in its record.
+    pub fn line(&self) -> String {
+        let done: Vec<String> = (self.done.iter())
+            .map(|(step, n)| format!("{step} {n}"))
+            .collect();
+        format!(
+            "run {} ({}, started {}) did not finish; its work may be unreported: {} (`sluice runs show {}`)",
+            self.id,
+            self.status,
+            self.started_at,
+            done.join(", "),
+            self.id
+        )
+    }
 }
 
 fn default_mail_rows() -> usize {

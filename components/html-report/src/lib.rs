@@ -19,7 +19,9 @@
 //! procore-reactivate-user (`deactivated`, `reactivated`, or null), that
 //! of procore-project-owed (`project`: project calls earlier runs owed,
 //! shown in a section of their own only when there were some),
-//! `skipped_disabled`, `warnings` and `members_warnings`. The lists are read from the host a
+//! `skipped_disabled`, `warnings` and `members_warnings`, and
+//! `earlier_unfinished` (earlier runs stopped before their report, each
+//! told as a warning, and mailed). The lists are read from the host a
 //! page at a time (contract 0.2.1), so a million members' report holds
 //! one page of them at once. The earlier shape, `diff` (the whole compare
 //! output) and `created` (the whole create output), still works. Who waits
@@ -187,6 +189,7 @@ pub fn warnings(input: &Input) -> Result<Vec<String>, StepError> {
         .map(|w| w.trim())
         .filter(|w| !w.is_empty())
         .map(str::to_string)
+        .chain(input.earlier_unfinished.iter().map(input::EarlierRun::line))
         .chain(held)
         .collect())
 }
@@ -236,7 +239,16 @@ pub fn notable(s: &Summary, guard_held: bool, dry_run: bool) -> bool {
     done + s.failed + s.waiting_for_approval > 0 || guard_held || (dry_run && would > 0)
 }
 
-fn subject(s: &Summary, dry_run: bool) -> String {
+fn subject(s: &Summary, dry_run: bool, earlier_unfinished: usize) -> String {
+    let earlier = match earlier_unfinished {
+        0 => String::new(),
+        1 => ", and what 1 earlier stopped run did".to_string(),
+        n => format!(", and what {n} earlier stopped runs did"),
+    };
+    format!("{}{earlier}", subject_of_this_run(s, dry_run))
+}
+
+fn subject_of_this_run(s: &Summary, dry_run: bool) -> String {
     if dry_run {
         let project = match s.would_project_calls {
             0 => String::new(),
@@ -280,8 +292,10 @@ pub fn report(input: &Input, about: &About<'_>) -> Result<Report, StepError> {
         rest: Rest {
             mail_html: mail.html,
             mail_rows_left_out: mail.left_out,
-            subject: subject(&summary, about.dry_run),
-            notable: notable(&summary, input.parts()?.guard.hold, about.dry_run),
+            subject: subject(&summary, about.dry_run, input.earlier_unfinished.len()),
+            // An earlier run's work that no report told is news.
+            notable: notable(&summary, input.parts()?.guard.hold, about.dry_run)
+                || !input.earlier_unfinished.is_empty(),
             summary,
             warnings,
         },
@@ -466,6 +480,41 @@ mod tests {
             out.html
         );
         assert!(!out.notable, "a warning alone is not mailed");
+    }
+
+    /// A run stopped part-way never reached its report: the next run's
+    /// report tells what it did, at the top of the page and the mail, and
+    /// is mailed though this run did nothing.
+    #[test]
+    fn what_an_earlier_stopped_run_did_is_told_and_mailed() {
+        let i = input(json!({
+            "diff": quiet(json!({"people": 3, "missing": 0, "present": 3, "present_inactive": 0, "procore_only": 0})),
+            "created": null,
+            "earlier_unfinished": [{
+                "id": "20261206T160934Z-470543",
+                "status": "interrupted",
+                "started_at": "2026-12-06T16:09:34Z",
+                "error": "the run was stopped before step `report`: SIGTERM",
+                "done": {"create": 1269, "deactivate": 3}
+            }]
+        }));
+        let out = report(&i, &about(false));
+        let line = "run 20261206T160934Z-470543 (interrupted, started 2026-12-06T16:09:34Z) did not finish; its work may be unreported: create 1269, deactivate 3 (`sluice runs show 20261206T160934Z-470543`)";
+        assert_eq!(out.warnings, [line]);
+        assert!(out.notable, "told by mail though this run did nothing");
+        assert!(
+            out.subject
+                .ends_with(", and what 1 earlier stopped run did"),
+            "{}",
+            out.subject
+        );
+        assert!(out.html.contains(line), "{}", out.html);
+        assert!(
+            out.mail_html
+                .contains("create 1269, deactivate 3 (`sluice runs show 20261206T160934Z-470543`)"),
+            "{}",
+            out.mail_html
+        );
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub const RUN_FIELDS: &[&str] = &[
     "flow",
     "output_dir",
     "approvals",
+    "earlier_unfinished",
 ];
 
 /// How many `env` defaults may nest inside one another. Parsing, checking,

@@ -40,6 +40,9 @@ pub struct RunFields {
     /// as the run starts: what an earlier step may take into account (the
     /// license sync's compare: which leavers an admin rejected).
     pub approvals: BTreeMap<String, super::approval::KeysByState>,
+    /// The flow's runs since its last success that were stopped or failed
+    /// after doing something: what no report has told yet.
+    pub earlier_unfinished: Vec<super::earlier::EarlierRun>,
 }
 
 /// Why a run stopped early, already phrased for people.

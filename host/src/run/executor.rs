@@ -237,6 +237,12 @@ impl Runner {
             flow: flow.name.clone(),
             output_dir: options.output_dir.display().to_string(),
             approvals: approval::open_keys(options.approvals.as_ref(), flow).await?,
+            earlier_unfinished: super::earlier::unfinished(
+                options.approvals.as_ref().map(|a| &a.store),
+                &flow.name,
+                &options.run_id,
+            )
+            .await?,
         };
         let services = RunServices {
             observer: observer.clone(),

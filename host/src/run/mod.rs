@@ -9,6 +9,7 @@
 //!   [`paged`]: the lists of its input it reads in pages
 //! - [`for_each`]: one call per item, and the typed output that lists them
 //! - [`approval`]: the approval gate of a `for_each` step with `approval`
+//! - [`earlier`]: what earlier runs stopped part-way did (`${run.earlier_unfinished}`)
 //! - [`output`]: a step's output as the run holds it (its JSON text) and
 //!   the references that read it; [`splice`]: the lists a component
 //!   handed over in pages, put in its output
@@ -21,6 +22,7 @@ pub mod approval;
 pub mod artifacts;
 pub mod call;
 pub mod context;
+pub mod earlier;
 pub mod events;
 pub mod executor;
 pub mod for_each;
