@@ -503,7 +503,9 @@ async fn a_run_left_running_is_readable_and_recovered_as_interrupted(db: Db) {
     let text = render_run_detail(&d);
     assert!(text.contains("INTERRUPTED"), "{text}");
     assert!(
-        text.contains("items: 1 of 3 done, 0 failed; 2 not started"),
+        text.contains(
+            "items: 1 of 3 done, 0 failed; 2 not recorded (not started, or under way when the run's process stopped)"
+        ),
         "{text}"
     );
     let r2 = h.run_detail("r2").await.unwrap().unwrap();
