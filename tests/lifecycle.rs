@@ -1210,6 +1210,13 @@ fn sluice_cmd_killable(t: &Tenant, extra: &[&str]) -> tokio::process::Child {
 /// with `suffix`, which the faults set make it wait on.
 async fn run_killed_at(t: &Tenant, method: &str, suffix: &str, extra: &[&str]) {
     let mut child = sluice_cmd_killable(t, extra);
+    sent(t, method, suffix).await;
+    child.kill().await.unwrap();
+}
+
+/// Waits (up to a minute) until the emulator has been sent a `method`
+/// request whose path ends with `suffix`.
+async fn sent(t: &Tenant, method: &str, suffix: &str) {
     let asked = std::time::Instant::now();
     while !t
         .emu
@@ -1224,7 +1231,6 @@ async fn run_killed_at(t: &Tenant, method: &str, suffix: &str, extra: &[&str]) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    child.kill().await.unwrap();
 }
 
 /// Ann and Cy are adopted; Cy leaves, and a run allowed to deactivate
@@ -2436,20 +2442,7 @@ async fn what_a_stopped_run_did_is_told_by_the_next_runs_report_and_mail() {
         ..Faults::default()
     });
     let child = sluice_cmd_killable(&t, &[]);
-    let asked = std::time::Instant::now();
-    while !t
-        .emu
-        .snapshot()
-        .requests
-        .iter()
-        .any(|r| r.method == "POST" && r.path.ends_with("/actions/add"))
-    {
-        assert!(
-            asked.elapsed() < std::time::Duration::from_secs(60),
-            "no add was sent"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    sent(&t, "POST", "/actions/add").await;
     let pid = child.id().unwrap().to_string();
     let term = std::process::Command::new("kill")
         .args(["-TERM", &pid])
