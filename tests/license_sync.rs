@@ -900,11 +900,11 @@ async fn a_mail_that_cannot_be_sent_fails_the_run_clearly_after_retries() {
 /// The shipped flow with the report's mail showing `rows` rows a section.
 fn flow_mailing_rows(dir: &Path, rows: usize) -> std::path::PathBuf {
     let shipped = std::fs::read_to_string(flow_path()).unwrap();
-    let report_with = "members_warnings = \"${steps.members.warnings}\" }";
+    let report_with = "earlier_unfinished = \"${run.earlier_unfinished}\" }";
     assert_eq!(shipped.matches(report_with).count(), 1);
     let text = shipped.replace(
         report_with,
-        &format!("members_warnings = \"${{steps.members.warnings}}\", mail_rows = {rows} }}"),
+        &format!("earlier_unfinished = \"${{run.earlier_unfinished}}\", mail_rows = {rows} }}"),
     );
     let path = dir.join("sync.toml");
     std::fs::write(&path, text).unwrap();
