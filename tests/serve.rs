@@ -1778,3 +1778,61 @@ fn a_blank_replica_name_is_refused() {
         assert!(stderr.contains("a replica needs a name"), "{stderr}");
     }
 }
+
+/// A served flow runs the component it was checked with: a `.wasm`
+/// replaced under it (half-copied, rebuilt, or one the flow would refuse)
+/// is not run at the next firing, only once SIGHUP has loaded and checked
+/// it, and a refused one never. It was read again at every firing.
+#[test]
+fn a_replaced_component_runs_only_once_reloaded_and_checked() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let component = flows.path().join("comp.wasm");
+    std::fs::copy(fixture("hostile"), &component).unwrap();
+    let shipped = step("echo", r#"{ action = "echo", version = 1 }"#, "")
+        .replace(&fixture("hostile").display().to_string(), "comp.wasm");
+    write(
+        flows.path(),
+        "pinned.toml",
+        &flow("pinned", "* * * * * *", &shipped),
+    );
+    let host = Serving::start(data.path(), flows.path(), "5s");
+    let succeeded = |data: &Path| -> Vec<String> {
+        let h = history(data);
+        (h.list_runs(None, 100).unwrap().iter())
+            .filter(|r| r.status == "succeeded")
+            .filter_map(|r| h.run_detail(&r.id).ok().flatten())
+            .filter_map(|d| d.steps.first().and_then(|s| s.output.clone()))
+            .map(|o| o.to_string())
+            .collect()
+    };
+    let wait_runs = |n: usize| {
+        let start = Instant::now();
+        while succeeded(data.path()).len() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the flow stopped running: {}",
+                host.said()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_runs(1);
+    // A component this flow would refuse: it has no `api` role to bind.
+    std::fs::copy(fixture("noop"), &component).unwrap();
+    let before = succeeded(data.path()).len();
+    wait_runs(before + 2);
+    host.signal("HUP");
+    host.wait_said("the new version is refused", Duration::from_secs(20));
+    let reloaded = succeeded(data.path()).len();
+    wait_runs(reloaded + 2);
+    host.signal("TERM");
+    let (code, stderr) = host.exit(Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("has no connection role `api`"), "{stderr}");
+    let outputs = succeeded(data.path());
+    assert!(
+        outputs.iter().all(|o| o.contains("\"version\":1")),
+        "every run ran the component the flow was checked with: {outputs:?}"
+    );
+}

@@ -26,8 +26,9 @@ pub fn bytes(component: &ComponentRef) -> Result<Cow<'static, [u8]>, CatalogErro
                 "give a built-in's name or a path to a .wasm file",
             )),
         },
-        ComponentRef::File(path) => component_file::read(path)
-            .map(Cow::Owned)
+        ComponentRef::File(file) => file
+            .content(component_file::read)
+            .map(|content| Cow::Owned(content.to_vec()))
             .map_err(|e| CatalogError::new(e.to_string(), e.hint())),
     }
 }
@@ -110,7 +111,7 @@ mod tests {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let again = runtime.block_on(async { catalog.describe(&users) });
         assert_eq!(again.unwrap().unwrap(), d);
-        let missing = ComponentRef::File("/nonexistent/x.wasm".into());
+        let missing = ComponentRef::file("/nonexistent/x.wasm");
         let e = catalog.describe(&missing).unwrap_err();
         assert!(e.message.contains("does not exist"), "{e}");
     }

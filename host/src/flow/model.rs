@@ -42,15 +42,73 @@ pub struct Flow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ComponentRef {
     Builtin(String),
-    File(PathBuf),
+    File(ComponentFile),
+}
+
+impl ComponentRef {
+    /// A component file, not read yet.
+    pub fn file(path: impl Into<PathBuf>) -> ComponentRef {
+        ComponentRef::File(ComponentFile::new(path.into()))
+    }
 }
 
 impl fmt::Display for ComponentRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ComponentRef::Builtin(name) => write!(f, "{name}"),
-            ComponentRef::File(path) => write!(f, "{}", path.display()),
+            ComponentRef::File(file) => write!(f, "{}", file.path.display()),
         }
+    }
+}
+
+/// A component file, and its content as first read: the flow checked
+/// against a component runs that component, not whatever the file holds
+/// at a later firing. A rebuilt `.wasm` is picked up when the flow is
+/// loaded again (`sluice serve`'s SIGHUP), and checked then; a half-copied
+/// or refused one never runs. Copies of a step share what was read.
+#[derive(Clone)]
+pub struct ComponentFile {
+    pub path: PathBuf,
+    content: Arc<std::sync::OnceLock<Arc<[u8]>>>,
+}
+
+impl ComponentFile {
+    pub fn new(path: PathBuf) -> ComponentFile {
+        ComponentFile {
+            path,
+            content: Arc::default(),
+        }
+    }
+
+    /// The file's content: read the first time it is asked for (when the
+    /// flow is checked), the same bytes every time after.
+    pub fn content<E>(
+        &self,
+        read: impl FnOnce(&std::path::Path) -> Result<Vec<u8>, E>,
+    ) -> Result<Arc<[u8]>, E> {
+        if let Some(content) = self.content.get() {
+            return Ok(content.clone());
+        }
+        let read: Arc<[u8]> = read(&self.path)?.into();
+        // Two first readers at once: the first to finish is kept.
+        Ok(self.content.get_or_init(|| read).clone())
+    }
+}
+
+impl PartialEq for ComponentFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for ComponentFile {}
+
+impl fmt::Debug for ComponentFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComponentFile")
+            .field("path", &self.path)
+            .field("read", &self.content.get().map(|c| c.len()))
+            .finish()
     }
 }
 

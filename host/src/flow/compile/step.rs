@@ -542,12 +542,14 @@ impl Compiler<'_, '_> {
     /// (asked once per component, and reported at each step using it).
     fn component(&mut self, uses: &Spanned<String>) -> Option<Component> {
         let component = self.uses(uses)?;
-        let described = match self.described.iter().find(|(c, _)| *c == component) {
-            Some((_, described)) => described.clone(),
+        // A component used by several steps is described once, and each
+        // step keeps the one read of its file.
+        let (component, described) = match self.described.iter().find(|(c, _)| *c == component) {
+            Some((first, described)) => (first.clone(), described.clone()),
             None => {
                 let described = self.describe(&component);
                 self.described.push((component.clone(), described.clone()));
-                described
+                (component, described)
             }
         };
         match described {
@@ -589,7 +591,7 @@ impl Compiler<'_, '_> {
         let text = uses.get_ref();
         if text.starts_with(OCI_SCHEME) {
             return match self.ctx.remote.resolve(text, &self.source.path) {
-                Ok(path) => Some(ComponentRef::File(path)),
+                Ok(path) => Some(ComponentRef::file(path)),
                 Err(e) => {
                     self.error(uses.span(), e.message, e.hint);
                     None
@@ -605,7 +607,7 @@ impl Compiler<'_, '_> {
                 self.source.dir().join(path)
             };
             return match component_file::check(&path) {
-                Ok(()) => Some(ComponentRef::File(path)),
+                Ok(()) => Some(ComponentRef::file(path)),
                 Err(e) => {
                     self.error(uses.span(), e.to_string(), e.hint());
                     None
