@@ -1836,3 +1836,42 @@ fn a_replaced_component_runs_only_once_reloaded_and_checked() {
         "every run ran the component the flow was checked with: {outputs:?}"
     );
 }
+
+/// A served folder with no valid scheduled flow yet (a fresh mount, a
+/// file being fixed) is waited on, with a warning, and a flow written
+/// into it is served once found. `serve` exited with status 2, which a
+/// service manager turns into a crash loop.
+#[test]
+fn an_empty_folder_is_served_until_a_flow_arrives() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let host = Serving::start(data.path(), flows.path(), "5s");
+    assert!(
+        host.said().contains("serving 0 flows")
+            && host
+                .said()
+                .contains("no served folder has a valid scheduled flow yet"),
+        "{}",
+        host.said()
+    );
+    write(
+        flows.path(),
+        "late.toml",
+        &flow(
+            "late",
+            "* * * * * *",
+            &step("s", r#"{ action = "echo" }"#, ""),
+        ),
+    );
+    host.signal("HUP");
+    let runs = wait_for(data.path(), Duration::from_secs(20), |r| {
+        r.iter().any(|r| r.status == "succeeded")
+    });
+    host.signal("TERM");
+    let (code, stderr) = host.exit(Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        runs.iter().any(|r| r.status == "succeeded"),
+        "the flow written later never ran: {runs:?}\n{stderr}"
+    );
+}

@@ -196,10 +196,17 @@ fn host_entry(event: &ServeEvent, base: Entry) -> Entry {
             lease,
             history,
         } => Entry {
+            // Nothing to run yet is worth a look, though not an error.
+            level: if *flows == 0 { Level::WARN } else { base.level },
             message: format!(
-                "serving {flows} flow{} as replica {replica} (leases of {}); history in {history}; Ctrl-C or SIGTERM stops, SIGHUP rescans the flow files",
+                "serving {flows} flow{} as replica {replica} (leases of {}); history in {history}; Ctrl-C or SIGTERM stops, SIGHUP rescans the flow files{}",
                 plural(*flows),
                 humantime::format_duration(*lease),
+                if *flows == 0 {
+                    "; no served folder has a valid scheduled flow yet: a new or fixed file is served once the minute's rescan or a SIGHUP finds it"
+                } else {
+                    ""
+                },
             ),
             ..base
         },
