@@ -2468,7 +2468,7 @@ async fn what_a_stopped_run_did_is_told_by_the_next_runs_report_and_mail() {
         .collect();
     let told: Vec<&&str> = warnings
         .iter()
-        .filter(|w| w.contains("did not finish; its work may be unreported: create 1"))
+        .filter(|w| w.contains("did not finish; its work may be unreported: create 1 done"))
         .collect();
     assert_eq!(told.len(), 1, "{warnings:?}");
     assert!(told[0].contains("(interrupted, started "), "{}", told[0]);
@@ -2490,7 +2490,7 @@ async fn what_a_stopped_run_did_is_told_by_the_next_runs_report_and_mail() {
     assert!(
         mails[0]
             .html
-            .contains("its work may be unreported: create 1"),
+            .contains("its work may be unreported: create 1 done"),
         "{}",
         mails[0].html
     );

@@ -126,21 +126,45 @@ pub struct EarlierRun {
     /// How many items of each step it did.
     #[serde(default)]
     pub done: std::collections::BTreeMap<String, u64>,
+    /// How many items of each step failed.
+    #[serde(default)]
+    pub failed: std::collections::BTreeMap<String, u64>,
+    /// How many items of each step have no record (its process was
+    /// killed): not started, or under way and maybe done.
+    #[serde(default)]
+    pub unrecorded: std::collections::BTreeMap<String, u64>,
 }
 
 impl EarlierRun {
     /// The line the report shows for it: what it did first, as the mail
     /// cuts a warning at 200 characters; why it ended is in its record.
     pub fn line(&self) -> String {
-        let done: Vec<String> = (self.done.iter())
-            .map(|(step, n)| format!("{step} {n}"))
+        let steps: std::collections::BTreeSet<&String> = (self.done.keys())
+            .chain(self.failed.keys())
+            .chain(self.unrecorded.keys())
+            .collect();
+        let told: Vec<String> = steps
+            .into_iter()
+            .map(|step| {
+                let mut parts = Vec::new();
+                for (counts, what) in [
+                    (&self.done, "done"),
+                    (&self.failed, "failed"),
+                    (&self.unrecorded, "not recorded, maybe done"),
+                ] {
+                    if let Some(n) = counts.get(step).filter(|n| **n > 0) {
+                        parts.push(format!("{n} {what}"));
+                    }
+                }
+                format!("{step} {}", parts.join(", "))
+            })
             .collect();
         format!(
             "run {} ({}, started {}) did not finish; its work may be unreported: {} (`sluice runs show {}`)",
             self.id,
             self.status,
             self.started_at,
-            done.join(", "),
+            told.join("; "),
             self.id
         )
     }

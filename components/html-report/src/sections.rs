@@ -504,7 +504,7 @@ fn owed_why(item: &Value) -> String {
         _ => "add to",
     };
     format!(
-        "an earlier run owed the {action} project {}: Procore refused it or never answered",
+        "an earlier run owed the {action} project {}: Procore refused it or never answered, or the run was stopped before it recorded the call",
         text(item, "project_id")
     )
 }

@@ -417,10 +417,16 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     // changed is incomplete: not a success an operator may overlook.
     let lost = recording.lost_history(&outcome.run_id);
     if let Some(what) = lost {
+        // Only a run that succeeded ran to its end; another has said why
+        // it ended already.
+        let ended = match outcome.status {
+            Status::Succeeded => "ran to its end, but",
+            _ => "ended, and",
+        };
         eprintln!(
             "error: {}",
             super::terminal::line(&format!(
-                "run {} ran to its end, but {what} (see the warning above), so `sluice runs` and `sluice ledger` do not show all it did; repair or move the run history (`--data-dir`, `--database`) before the next run",
+                "run {} {ended} {what} (see the warning above), so `sluice runs` and `sluice ledger` do not show all it did; repair or move the run history (`--data-dir`, `--database`) before the next run",
                 outcome.run_id
             ))
         );

@@ -6,13 +6,14 @@
 //! itself: people created or deactivated by the stopped run were told to
 //! nobody. So a run is given, from the run history, every run of its flow
 //! since the last one that succeeded that ended interrupted or failed
-//! having done something, with how many items of each step it did; the
-//! license sync's report tells them.
+//! with `for_each` items done, failed or left without a record, with how
+//! many of each step's; the license sync's report tells them.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sluice_store::{ItemStatus, RunStatus, Store};
+use sluice_store::browse::RunOverview;
+use sluice_store::{ItemStatus, RunStatus, StepStatus, Store};
 
 use super::context::StepFailure;
 
@@ -21,7 +22,7 @@ use super::context::StepFailure;
 const LOOK_BACK: usize = 50;
 
 /// An earlier run of the flow that ended without succeeding, and what its
-/// items did.
+/// `for_each` steps' items did.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct EarlierRun {
     pub id: String,
@@ -32,13 +33,20 @@ pub struct EarlierRun {
     pub error: Option<String>,
     /// For each `for_each` step, how many of its items succeeded.
     pub done: BTreeMap<String, u64>,
+    /// For each `for_each` step, how many of its items failed.
+    pub failed: BTreeMap<String, u64>,
+    /// For each `for_each` step its process did not end (killed, or its
+    /// lease taken over), how many of its items have no record: not
+    /// started, or under way, and maybe done.
+    pub unrecorded: BTreeMap<String, u64>,
 }
 
 /// The runs of `flow` since its last run that succeeded (dry runs aside,
-/// and not `current`), newest first, that ended interrupted or failed with
-/// at least one item done. Empty without a history. A history that cannot
-/// be read fails the run before it does anything, as the approvals do:
-/// its report would otherwise say nothing of what stopped runs did.
+/// and not `current`), newest first, that ended interrupted or failed
+/// with a `for_each` item done, failed, or left without a record. Empty
+/// without a history. A history that cannot be read fails the run before
+/// it does anything, as the approvals do: its report would otherwise say
+/// nothing of what stopped runs did.
 pub async fn unfinished(
     store: Option<&Store>,
     flow: &str,
@@ -59,36 +67,71 @@ async fn read(
     flow: &str,
     current: &str,
 ) -> Result<Vec<EarlierRun>, sluice_store::StoreError> {
-    let mut runs = Vec::new();
+    let mut earlier = Vec::new();
     for run in store.list_runs(Some(flow), LOOK_BACK).await? {
         if run.dry_run || run.id == current {
             continue;
         }
         match run.status {
             RunStatus::Succeeded => break,
-            RunStatus::Interrupted | RunStatus::Failed => runs.push(run),
-            RunStatus::Running | RunStatus::Skipped => {}
+            RunStatus::Interrupted | RunStatus::Failed => {}
+            RunStatus::Running | RunStatus::Skipped => continue,
+        }
+        let Some(overview) = store.run_overview(&run.id).await? else {
+            continue;
+        };
+        let told = told(&overview);
+        if told.done.is_empty() && told.failed.is_empty() && told.unrecorded.is_empty() {
+            continue;
+        }
+        earlier.push(EarlierRun {
+            id: run.id,
+            status: run.status.as_str().to_string(),
+            started_at: run.started_at,
+            error: run.error,
+            ..told
+        });
+    }
+    Ok(earlier)
+}
+
+/// What a run's `for_each` steps (the steps with a count of items; a
+/// step's `ledger` entries are recorded as items too, and are not work
+/// done) did, by item status; the other fields are left empty.
+fn told(overview: &RunOverview) -> EarlierRun {
+    let mut told = EarlierRun {
+        id: String::new(),
+        status: String::new(),
+        started_at: String::new(),
+        error: None,
+        done: BTreeMap::new(),
+        failed: BTreeMap::new(),
+        unrecorded: BTreeMap::new(),
+    };
+    for step in &overview.steps {
+        let Some(total) = step.items_total else {
+            continue;
+        };
+        let counts = (overview.item_counts.iter()).filter(|c| c.step_id == step.step_id);
+        let mut recorded = 0;
+        for c in counts {
+            recorded += c.count;
+            let into = match c.status {
+                ItemStatus::Succeeded => &mut told.done,
+                ItemStatus::Failed => &mut told.failed,
+                _ => continue,
+            };
+            *into.entry(step.step_id.clone()).or_insert(0) += c.count;
+        }
+        // Ended by its own process, a step's missing items never started;
+        // ended by another (no error of its own), they may have run.
+        let ended_by_another = step.status == StepStatus::Interrupted && step.error.is_none();
+        if ended_by_another && recorded < total {
+            told.unrecorded
+                .insert(step.step_id.clone(), total - recorded);
         }
     }
-    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
-    let counts = store.item_counts(&ids).await?;
-    Ok(runs
-        .into_iter()
-        .zip(counts)
-        .filter_map(|(run, counts)| {
-            let mut done = BTreeMap::new();
-            for c in counts.iter().filter(|c| c.status == ItemStatus::Succeeded) {
-                *done.entry(c.step_id.clone()).or_insert(0) += c.count;
-            }
-            (!done.is_empty()).then(|| EarlierRun {
-                id: run.id,
-                status: run.status.as_str().to_string(),
-                started_at: run.started_at,
-                error: run.error,
-                done,
-            })
-        })
-        .collect())
+    told
 }
 
 #[cfg(test)]
@@ -129,9 +172,9 @@ mod tests {
                 started_at: at,
             }),
         ];
-        for index in 0..done {
-            writes.push(HistoryWrite::Item(ItemEnd {
-                step: "create".into(),
+        let item = |step: &str, index: usize| {
+            HistoryWrite::Item(ItemEnd {
+                step: step.into(),
                 index,
                 key: Some(format!("k{index}")),
                 status: ItemStatus::Succeeded,
@@ -143,8 +186,18 @@ mod tests {
                 attempts: None,
                 ended_at: at,
                 spends_approval: None,
-            }));
-        }
+            })
+        };
+        writes.extend((0..done).map(|index| item("create", index)));
+        // A step's ledger entries are recorded as its items, and are no work.
+        writes.push(HistoryWrite::StartStep(StepStart {
+            step: "diff".into(),
+            component: "c".into(),
+            input: Value::Null,
+            items_total: None,
+            started_at: at,
+        }));
+        writes.push(item("diff", 0));
         writes.push(HistoryWrite::FinishRun {
             status,
             error: Some(format!("{status:?}")),
@@ -173,6 +226,10 @@ mod tests {
             .map(|r| (r.id.as_str(), r.status.as_str(), r.done["create"]))
             .collect();
         assert_eq!(seen, [("r6", "failed", 3), ("r3", "interrupted", 2)]);
+        assert!(got.iter().all(|r| !r.done.contains_key("diff")), "{got:?}");
+        // r3's create step was ended by recovery, not its process: its
+        // item without a record may have been under way.
+        assert_eq!(got[1].unrecorded.get("create"), Some(&1), "{got:?}");
         // The run asking is not among them, nor anything without a history.
         let got = unfinished(Some(&store), "f", "r6").await.unwrap();
         assert_eq!(got.len(), 1);

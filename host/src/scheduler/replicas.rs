@@ -86,7 +86,7 @@ impl Hold {
         }
         self.cancel.store(true, Ordering::SeqCst);
         (self.say)(format!(
-            "✗ {}: {why}; the run stops here (nothing new starts) and its record is left to the flow's new owner",
+            "✗ {}: {why}; the run stops here (nothing new starts), as another process may hold the flow now, and its record is left to whichever process takes the flow's lease next",
             self.flow
         ));
         *lost = Some(why.clone());

@@ -4,11 +4,12 @@
 //!   re-arms the timer at once, so the new times apply from then on.
 //! - Sleeps are short ([`super::clock::MAX_SLEEP`]) and the wall clock is
 //!   read after each, so a suspend or a clock change is noticed.
-//! - No backlog: times found more than [`MISSED_AFTER`] in the past (the
-//!   machine slept through them, or the host was stalled) are not run late:
-//!   they are reported together (one `Missed`: how many, the first and
-//!   the last), the latest one that has come still runs if it is less than
-//!   [`MISSED_AFTER`] late, and the next time is counted from now.
+//! - No backlog: when several times have come at once (the machine slept
+//!   through them, or the host was stalled, for any length of time), only
+//!   the latest still runs, if it is less than [`MISSED_AFTER`] late; the
+//!   others are reported together (one `Missed`: how many, the first and
+//!   the last), and the next time is counted from now. A single time
+//!   found more than [`MISSED_AFTER`] late is reported, not run.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,33 +90,34 @@ pub async fn run<T: Clone + Send + 'static>(
             Wait::Closed => return,
         }
         let now = clock.now();
+        // Every time due by now, from `next`: one, unless the host was
+        // stalled or asleep across several (any stall, not only one of
+        // more than a minute: a schedule that fires every few seconds
+        // passes several in a short one).
+        let due = due_since(schedule.borrow().as_ref(), next, now);
         let mut ticks = Vec::with_capacity(2);
-        let fired = if is_missed(next, now) {
-            // Times passed unseen: report them, and run the latest one that
-            // has come if it is still recent.
-            let due = due_since(schedule.borrow().as_ref(), next, now);
-            match due.before_latest {
-                Some(before) if !is_missed(due.latest, now) => {
-                    ticks.push(Tick::Missed(Missed {
-                        first: next,
-                        last: before,
-                        count: due.count - 1,
-                        more: false,
-                    }));
-                    ticks.push(Tick::Fire(due.latest));
-                }
-                _ => ticks.push(Tick::Missed(Missed {
+        match due.before_latest {
+            // The time that has come, a little late at most.
+            None if !is_missed(next, now) => ticks.push(Tick::Fire(next)),
+            // Several came: the latest runs if it is still recent, and
+            // the ones before it are reported, not run.
+            Some(before) if !is_missed(due.latest, now) => {
+                ticks.push(Tick::Missed(Missed {
                     first: next,
-                    last: due.latest,
-                    count: due.count,
-                    more: due.more,
-                })),
+                    last: before,
+                    count: due.count - 1,
+                    more: false,
+                }));
+                ticks.push(Tick::Fire(due.latest));
             }
-            due.latest
-        } else {
-            ticks.push(Tick::Fire(next));
-            next
-        };
+            _ => ticks.push(Tick::Missed(Missed {
+                first: next,
+                last: due.latest,
+                count: due.count,
+                more: due.more,
+            })),
+        }
+        let fired = due.latest;
         for tick in ticks {
             let firing = Firing {
                 tag: tag.clone(),
@@ -311,6 +313,30 @@ mod tests {
         h.quiet_after(2).await;
         h.clock.set(at(10, 30, 0));
         assert_eq!(h.next().await, Tick::Fire(at(10, 30, 0)));
+    }
+
+    /// A stall shorter than a minute across several times of a schedule
+    /// that fires every few seconds: the latest runs and the ones before
+    /// it are reported. The earliest ran (late) and the rest were dropped
+    /// without a word.
+    #[tokio::test]
+    async fn a_short_stall_across_several_times_runs_the_latest_and_reports_the_rest() {
+        let mut h = start(at(10, 0, 31), every("*/5 * * * * *"));
+        h.clock.until_sleeps(1).await;
+        h.clock.set(at(10, 0, 56));
+        assert_eq!(
+            h.next().await,
+            Tick::Missed(Missed {
+                first: at(10, 0, 35),
+                last: at(10, 0, 50),
+                count: 4,
+                more: false
+            })
+        );
+        assert_eq!(h.next().await, Tick::Fire(at(10, 0, 55)));
+        h.quiet_after(2).await;
+        h.clock.set(at(10, 1, 0));
+        assert_eq!(h.next().await, Tick::Fire(at(10, 1, 0)));
     }
 
     #[tokio::test]
