@@ -224,13 +224,11 @@ pub struct WarnedRuns {
 }
 
 /// How long the history's writes are kept and tried again while the store
-/// cannot be reached, counted from its first failure: longer than a
-/// database restart or fail-over, short enough that `sluice run` does not
-/// hang on a store that is gone.
-const PATIENCE: Duration = Duration::from_secs(120);
+/// cannot be reached.
+const PATIENCE: Duration = crate::state::STORE_PATIENCE;
 
 /// The pause between two tries while the store cannot be reached.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+const RETRY_PAUSE: Duration = crate::state::STORE_RETRY_PAUSE;
 
 impl WarnedRuns {
     /// A write failed for now: whether to try it again, telling the first

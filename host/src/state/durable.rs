@@ -75,8 +75,7 @@ impl StateStore for DurableStore {
 
     async fn apply(&self, flow: &str, run: &str, writes: Vec<Write>) -> Result<(), StoreError> {
         let batch = self.batch(run, writes, Vec::new())?;
-        self.store
-            .state_apply(flow, batch)
+        apply_patiently(&self.store, flow, batch)
             .await
             .map_err(state_error)
     }
@@ -97,7 +96,7 @@ impl StateStore for DurableStore {
         // Copied only so the writes can go alone should the record fail:
         // an item writes a few keys.
         let batch = self.batch(run, writes.clone(), record)?;
-        match self.store.state_apply(flow, batch).await {
+        match apply_patiently(&self.store, flow, batch).await {
             Ok(()) => Ok(Recorded::WithWrites),
             // Refused for the writes themselves (the lease moved on, a
             // value over the limit): alone they would be refused again.
@@ -140,6 +139,27 @@ impl DurableStore {
             fence: self.fence,
             history,
         })
+    }
+}
+
+/// Applies `batch`, trying it again while the store cannot be reached (a
+/// database restarting, a file locked by another process) for up to
+/// [`super::STORE_PATIENCE`] from the first failure: writes that record a
+/// change already made in a remote system (a user created) must not be
+/// lost to a blip, or the item is reported failed though it was done.
+async fn apply_patiently(
+    store: &sluice_store::Store,
+    flow: &str,
+    batch: StateBatch,
+) -> Result<(), sluice_store::StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match store.state_apply(flow, batch.clone()).await {
+            Err(e) if e.is_transient() && started.elapsed() < super::STORE_PATIENCE => {
+                tokio::time::sleep(super::STORE_RETRY_PAUSE).await;
+            }
+            done => return done,
+        }
     }
 }
 

@@ -63,6 +63,15 @@ const WRITE_OVERHEAD: usize = 64;
 /// Most entries one `list` returns.
 pub const MAX_PAGE: usize = 1000;
 
+/// How long a write to the store (flow state or run history) is kept and
+/// tried again while the store cannot be reached, counted from the first
+/// failure: longer than a database restart or fail-over, short enough
+/// that a run does not hang on a store that is gone.
+pub const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The pause between two tries while the store cannot be reached.
+pub const STORE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A change to one key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
