@@ -257,7 +257,7 @@ impl WarnedRuns {
         let mut down = self.down_since.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(since) = down.take() {
             (self.tell)(format!(
-                "the run history is written again: the store answered after {}",
+                "the run history is written again: the store answered {} after the first write it refused",
                 humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
             ));
         }
