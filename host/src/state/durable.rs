@@ -103,6 +103,9 @@ impl StateStore for DurableStore {
             Err(
                 e @ (sluice_store::StoreError::Fenced { .. } | sluice_store::StoreError::State(_)),
             ) => Err(state_error(e)),
+            // The store stayed out of reach for the whole patience: alone
+            // they would only wait as long again.
+            Err(e) if e.is_transient() => Err(state_error(e)),
             Err(_) => self.apply(flow, run, writes).await.map(|()| Recorded::Not),
         }
     }
