@@ -1052,20 +1052,7 @@ fn sighup_serves_a_flow_file_added_to_the_directory() {
         ),
     );
     let host = Serving::start(data.path(), flows.path(), "5s");
-    write(
-        flows.path(),
-        "added.toml",
-        &flow(
-            "added",
-            "* * * * * *",
-            &step("s", r#"{ action = "echo" }"#, ""),
-        ),
-    );
-    host.signal("HUP");
-    let runs = wait_for(data.path(), Duration::from_secs(20), |r| {
-        r.iter()
-            .any(|r| r.flow == "added" && r.status == "succeeded")
-    });
+    let runs = add_and_reload(&host, data.path(), flows.path(), "added");
     host.signal("TERM");
     let (code, stderr) = host.exit(Duration::from_secs(30));
     assert_eq!(code, 0, "{stderr}");
@@ -1075,6 +1062,30 @@ fn sighup_serves_a_flow_file_added_to_the_directory() {
         "the added flow never ran: {runs:?}\n{stderr}"
     );
     assert!(stderr.contains("flow `added`"), "{stderr}");
+}
+
+/// Writes flow `name` (every second, one echo step) into the served
+/// folder, sends SIGHUP, and waits (up to 20 s) until a run of it has
+/// succeeded; the runs recorded by then.
+fn add_and_reload(
+    host: &Serving,
+    data: &Path,
+    flows: &Path,
+    name: &str,
+) -> Vec<sluice_store::RunSummary> {
+    write(
+        flows,
+        &format!("{name}.toml"),
+        &flow(
+            name,
+            "* * * * * *",
+            &step("s", r#"{ action = "echo" }"#, ""),
+        ),
+    );
+    host.signal("HUP");
+    wait_for(data, Duration::from_secs(20), |r| {
+        r.iter().any(|r| r.flow == name && r.status == "succeeded")
+    })
 }
 
 /// A flow whose first step outlasts any grace period, and a step after it.
@@ -1854,19 +1865,7 @@ fn an_empty_folder_is_served_until_a_flow_arrives() {
         "{}",
         host.said()
     );
-    write(
-        flows.path(),
-        "late.toml",
-        &flow(
-            "late",
-            "* * * * * *",
-            &step("s", r#"{ action = "echo" }"#, ""),
-        ),
-    );
-    host.signal("HUP");
-    let runs = wait_for(data.path(), Duration::from_secs(20), |r| {
-        r.iter().any(|r| r.status == "succeeded")
-    });
+    let runs = add_and_reload(&host, data.path(), flows.path(), "late");
     host.signal("TERM");
     let (code, stderr) = host.exit(Duration::from_secs(30));
     assert_eq!(code, 0, "{stderr}");
