@@ -242,19 +242,69 @@ fn check_private(_: &Path) -> Result<(), Unusable> {
     Ok(())
 }
 
+impl Unusable {
+    /// What makes it usable: owner-only, as a directory or as the key file.
+    fn fix(&self) -> String {
+        match self {
+            Unusable::Shared(path) | Unusable::NotOurs(path) => {
+                let mode = if path.is_dir() { "700" } else { "600" };
+                format!(
+                    "make it owner-only (chmod {mode} {}) or remove it",
+                    path.display()
+                )
+            }
+            Unusable::Io { .. } => "fix it or remove it".to_string(),
+        }
+    }
+}
+
 /// One warning per process: every component would say the same.
 fn warn_once(why: &Unusable) {
     static WARNED: Once = Once::new();
     WARNED.call_once(|| {
         eprintln!(
-            "warning: the compiled-component cache is not used ({why}); components are compiled on every run. Make it owner-only (chmod 700) or remove it."
+            "warning: the compiled-component cache is not used ({why}); components are compiled on every run. {}.",
+            capitalised(&why.fix())
         );
     });
+}
+
+/// `text` with its first letter in capitals.
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key file is a file: its fix is 600, not the directory's 700.
+    #[test]
+    fn a_shared_cache_says_the_mode_that_fits_what_is_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("cache.key");
+        std::fs::write(&key, [0u8; 32]).unwrap();
+        let fix = |p: &Path| Unusable::Shared(p.to_path_buf()).fix();
+        assert_eq!(
+            fix(dir.path()),
+            format!(
+                "make it owner-only (chmod 700 {}) or remove it",
+                dir.path().display()
+            )
+        );
+        assert_eq!(
+            fix(&key),
+            format!(
+                "make it owner-only (chmod 600 {}) or remove it",
+                key.display()
+            )
+        );
+        assert_eq!(capitalised("make it"), "Make it");
+    }
 
     #[test]
     fn an_entry_verifies_only_under_its_own_key_and_label() {
