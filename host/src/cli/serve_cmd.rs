@@ -269,7 +269,11 @@ pub async fn serve(
     serve_log::emit(&ServeEvent::Loading {
         paths: args.paths.iter().map(|p| p.display().to_string()).collect(),
     });
-    let paths = args.paths.clone();
+    // Served folders are rescanned, so one with no valid scheduled flow
+    // yet (a fresh mount, files being fixed) is waited on, not a reason
+    // to exit: under a service manager that would be a crash loop. Files
+    // named alone that are all refused have nothing to wait for.
+    let folders = args.paths.iter().any(|p| p.is_dir());
     let mut scheduler = match Scheduler::new(host, runner, args.paths) {
         Ok(scheduler) => scheduler,
         Err(problems) => {
@@ -283,11 +287,6 @@ pub async fn serve(
         scheduler.concurrency(),
     ));
     scheduler.grace = args.grace;
-    // Served folders are rescanned, so one with no valid scheduled flow
-    // yet (a fresh mount, files being fixed) is waited on, not a reason
-    // to exit: under a service manager that would be a crash loop. Files
-    // named alone that are all refused have nothing to wait for.
-    let folders = paths.iter().any(|p| p.is_dir());
     if scheduler.flow_count() == 0 && !folders {
         eprintln!("error: no valid scheduled flow to serve");
         return Ok(ExitCode::from(2));

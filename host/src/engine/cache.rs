@@ -249,11 +249,11 @@ impl Unusable {
             Unusable::Shared(path) | Unusable::NotOurs(path) => {
                 let mode = if path.is_dir() { "700" } else { "600" };
                 format!(
-                    "make it owner-only (chmod {mode} {}) or remove it",
+                    "Make it owner-only (chmod {mode} {}) or remove it",
                     path.display()
                 )
             }
-            Unusable::Io { .. } => "fix it or remove it".to_string(),
+            Unusable::Io { .. } => "Fix it or remove it".to_string(),
         }
     }
 }
@@ -264,18 +264,9 @@ fn warn_once(why: &Unusable) {
     WARNED.call_once(|| {
         eprintln!(
             "warning: the compiled-component cache is not used ({why}); components are compiled on every run. {}.",
-            capitalised(&why.fix())
+            why.fix()
         );
     });
-}
-
-/// `text` with its first letter in capitals.
-fn capitalised(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 #[cfg(test)]
@@ -292,18 +283,17 @@ mod tests {
         assert_eq!(
             fix(dir.path()),
             format!(
-                "make it owner-only (chmod 700 {}) or remove it",
+                "Make it owner-only (chmod 700 {}) or remove it",
                 dir.path().display()
             )
         );
         assert_eq!(
             fix(&key),
             format!(
-                "make it owner-only (chmod 600 {}) or remove it",
+                "Make it owner-only (chmod 600 {}) or remove it",
                 key.display()
             )
         );
-        assert_eq!(capitalised("make it"), "Make it");
     }
 
     #[test]

@@ -8,7 +8,6 @@
 //! [`prepare`] is also how a run loads its components: what validation
 //! accepted is exactly what runs.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::{Engine, Prepared, contract};
@@ -16,11 +15,30 @@ use crate::flow::component_file;
 use crate::flow::model::ComponentRef;
 use crate::flow::{CatalogError, ComponentCatalog, Description};
 
+/// A component's bytes, held where they already are: a built-in's
+/// embedded ones, or the file's as the flow first read them (shared with
+/// the flow, not copied for each run).
+pub enum Wasm {
+    Builtin(&'static [u8]),
+    File(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Wasm {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Wasm::Builtin(bytes) => bytes,
+            Wasm::File(bytes) => bytes,
+        }
+    }
+}
+
 /// A component's bytes: a built-in's, or the file's, read through its checks.
-pub fn bytes(component: &ComponentRef) -> Result<Cow<'static, [u8]>, CatalogError> {
+pub fn bytes(component: &ComponentRef) -> Result<Wasm, CatalogError> {
     match component {
         ComponentRef::Builtin(name) => match sluice_builtins::find(name) {
-            Some(b) => Ok(b.wasm.into()),
+            Some(b) => Ok(Wasm::Builtin(b.wasm)),
             None => Err(CatalogError::new(
                 format!("`{name}` is not a built-in component"),
                 "give a built-in's name or a path to a .wasm file",
@@ -28,7 +46,7 @@ pub fn bytes(component: &ComponentRef) -> Result<Cow<'static, [u8]>, CatalogErro
         },
         ComponentRef::File(file) => file
             .content(component_file::read)
-            .map(|content| Cow::Owned(content.to_vec()))
+            .map(Wasm::File)
             .map_err(|e| CatalogError::new(e.to_string(), e.hint())),
     }
 }
