@@ -221,6 +221,38 @@ impl RunningEmulator {
         self.shared.lock().create_user(user)
     }
 
+    /// Creates an active Procore company user now, as another integration
+    /// does through the API while a run is under way; returns its id, or
+    /// `None` when the address is already a user's login or email.
+    pub fn create_procore_user(
+        &self,
+        email: &str,
+        first_name: &str,
+        last_name: &str,
+    ) -> Option<u64> {
+        let mut d = self.shared.lock();
+        if d.procore_index.is_taken(email) {
+            return None;
+        }
+        let id = d.next_procore_id;
+        d.next_procore_id += 1;
+        let now = procore::procore_now();
+        d.add_procore_user(scenario::ProcoreUser {
+            id,
+            login: email.to_string(),
+            email_address: email.to_string(),
+            first_name: first_name.to_string(),
+            last_name: last_name.to_string(),
+            is_active: true,
+            is_employee: true,
+            job_title: None,
+            created_by_api: true,
+            created_at: now.clone(),
+            updated_at: now,
+        });
+        Some(id)
+    }
+
     /// Expires every Graph delta token issued so far: following one is
     /// answered 410 Gone, as after Graph's seven days.
     pub fn expire_delta_tokens(&self) {

@@ -9,27 +9,37 @@
 //! template when one is configured (Procore documents it as optional). In a
 //! dry run nothing is sent and the result says what would have been done.
 //!
-//! The create is marked idempotent so the host may resend it after a lost
-//! connection or a 5xx: Procore refuses a second user with the same login,
-//! so a resend can never make two. The price is that a resend whose first
-//! attempt *was* applied comes back 409/422 "taken". So every "taken" is
-//! followed by a look-up of the user (`filters[search]` for the address sent,
-//! on the active and the inactive list, matched exactly on login or email,
-//! without case), and the
-//! rule is:
+//! A resend must never make a second user, and a user someone else made
+//! must never be taken for one this run made. So the first create is sent
+//! as a write the host resends only when the answer proves Procore did not
+//! act (a 503, a connection that could not be opened). When its answer is
+//! lost or ambiguous (a timeout, a connection lost after sending, a 500,
+//! 502 or 504), the component looks the user up (`filters[search]` for the
+//! address sent, on the active and the inactive list, matched exactly on
+//! login or email, without case):
 //!
 //! - Found, and Procore says it was created at or after this run started
 //!   (the run context's `started_at`, less [`CLOCK_SKEW_SECS`] for clocks
-//!   that disagree):
-//!   the person was missing when this run read Procore moments earlier, so
-//!   this run's own first attempt made it. Reported `created` with its id
-//!   (the reason says it was confirmed after a retry) and added to the
-//!   project like any new user. A person someone else created in the same
-//!   seconds would be reported the same way; nothing on the wire tells the
-//!   two apart.
-//! - Found, but older than the run (or its creation time is unknown): a real
-//!   conflict. Reported `conflict` with the existing `procore_id`; the
-//!   project is left alone, because the flow only changes users it creates.
+//!   that disagree): that create made it. Reported `created` with its id
+//!   (the reason says the look-up confirmed it) and added to the project
+//!   like any new user. A user someone else created in the same seconds
+//!   would be taken the same way; nothing on the wire tells the two apart.
+//! - Not found: the create is sent again, now marked idempotent so the host
+//!   resends it after any 5xx or lost connection: Procore refuses a second
+//!   user with the same login, so a resend can never make two.
+//! - The look-up failed too: the item fails, retryable; the next run reads
+//!   Procore and finds out.
+//!
+//! A 409/422 "taken" is followed by the same look-up, and the rule is:
+//!
+//! - Found, created at or after this run started, and this item sent a
+//!   create before (the resend above, or an earlier call of the item under
+//!   the step's `retry` policy): that earlier create was applied. Reported
+//!   `created`, confirmed after a retry, and added to the project.
+//! - Found, in any other case: a real conflict. Reported `conflict` with the
+//!   existing `procore_id`; the project is left alone, because the flow only
+//!   changes users it creates. A user created during the run by someone
+//!   else is such a conflict, and the reason says so.
 //! - Not found in this company (Procore logins are global, so another
 //!   company's user can hold it): `conflict` without an id.
 //!
@@ -55,7 +65,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_guest::http::segment;
-use sluice_guest::{Call, Context, JsonSchema, Response, Sent, StepError};
+use sluice_guest::{Call, Context, ErrorKind, JsonSchema, Response, Sent, StepError};
 use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::sync::{
     CreateStatus, Created, Managed, Origin, OwedProject, Person, ProjectAction, managed_key,
@@ -246,24 +256,45 @@ fn run(input: Input, context: &Context) -> Result<Created, StepError> {
     let person = &input.user;
     let key = Key::of(&person.key)
         .ok_or_else(|| StepError::bad_input("the user has no `key` (mail or userPrincipalName)"))?;
-    let url = format!("companies/{}/users", segment(&target.company));
-    let call = Call::post(PROCORE, &url)
-        .json(&body(person, key.as_str()))?
-        .idempotent();
-    let response = match call.send()? {
-        Sent::Response(r) => r,
-        Sent::WouldSend(w) => {
+    // An earlier call of this item (the step's `retry` policy) may have
+    // created the user.
+    let mut sent_before = context.attempt() > 1;
+    let first = create_call(&target, person, &key)?.retry_when_not_acted();
+    let (call, response) = match first.send() {
+        Ok(Sent::WouldSend(w)) => {
             let mut out = created(person, &key, CreateStatus::WouldCreate);
             out.project = target.project.as_ref().map(|_| "would_add".to_string());
             out.would_send = Some(w);
             return Ok(out);
+        }
+        Ok(Sent::Response(r)) if !may_have_acted(r.status) => (first, r),
+        outcome => {
+            let lost = match outcome {
+                Ok(Sent::Response(r)) => format!("answered {}: {}", r.status, detail(&r)),
+                Err(e) if e.kind == ErrorKind::Unavailable => e.message,
+                Err(e) => return Err(e),
+                Ok(Sent::WouldSend(_)) => unreachable!("matched above"),
+            };
+            if let Some(out) = confirm_lost_answer(&target, person, &key, &lost, context)? {
+                return Ok(out);
+            }
+            sent_before = true;
+            let again = create_call(&target, person, &key)?.idempotent();
+            match again.send()? {
+                Sent::Response(r) => (again, r),
+                Sent::WouldSend(_) => {
+                    return Err(StepError::internal(
+                        "a resent create was taken for a dry run",
+                    ));
+                }
+            }
         }
     };
     match response.status {
         200 | 201 => {}
         s if is_taken(s, &response.body) => {
             let detail = detail(&response);
-            return taken(&target, person, &key, &detail, context);
+            return taken(&target, person, &key, &detail, sent_before, context);
         }
         // Anything else created nobody: the item fails, retryable or not as
         // the status says, so the run's counts, `runs show` and the ledger
@@ -278,6 +309,62 @@ fn run(input: Input, context: &Context) -> Result<Created, StepError> {
         .and_then(|id| serde_json::from_value(id).ok());
     remember_and_add(&mut out, &target, person, context)?;
     Ok(out)
+}
+
+/// The create request for `person`.
+fn create_call(target: &Target, person: &Person, key: &Key) -> Result<Call, StepError> {
+    let url = format!("companies/{}/users", segment(&target.company));
+    Call::post(PROCORE, &url).json(&body(person, key.as_str()))
+}
+
+/// Whether a create answered `status` may have been applied all the same:
+/// a 500, 502 or 504 (the server may have failed after acting). A 503 and
+/// a 501 say it did not act; any other status is a clear answer.
+pub fn may_have_acted(status: u16) -> bool {
+    (500..=599).contains(&status) && status != 501 && status != 503
+}
+
+/// A create whose answer was lost (`lost` says how): looks the user up.
+/// `Some` when Procore has them, created since this run started (that
+/// create made them) or before (a conflict); `None` when it does not, so
+/// the create is sent again.
+fn confirm_lost_answer(
+    target: &Target,
+    person: &Person,
+    key: &Key,
+    lost: &str,
+    context: &Context,
+) -> Result<Option<Created>, StepError> {
+    let sent = email_address(person, key.as_str());
+    let existing = look_up(&target.company, key, &sent).map_err(|e| {
+        StepError::new(
+            e.kind,
+            format!(
+                "the create's answer was lost ({lost}), and looking the user up failed too ({}); the next run reads Procore and finds out whether the user was created",
+                e.message
+            ),
+        )
+        .with_code(e.code)
+    })?;
+    let Some(existing) = existing else {
+        return Ok(None);
+    };
+    let id: Option<Id> = existing
+        .get("id")
+        .cloned()
+        .and_then(|id| serde_json::from_value(id).ok());
+    let created_at = existing.get("created_at").and_then(Value::as_str);
+    if created_by_this_run(created_at, Some(context.started_at())) {
+        let mut out = created(person, key, CreateStatus::Created);
+        out.reason = Some(format!(
+            "confirmed by a look-up: the create's answer was lost ({lost}), and Procore created the user at {}",
+            created_at.unwrap_or("?")
+        ));
+        out.procore_id = id;
+        remember_and_add(&mut out, target, person, context)?;
+        return Ok(Some(out));
+    }
+    Ok(Some(conflict(person, key, &existing, id, created_at, lost)))
 }
 
 /// With a project, adds the person this run created to it; then records
@@ -324,12 +411,14 @@ fn detail(response: &Response) -> String {
 }
 
 /// A create refused as a duplicate: find out whose login it is (see the
-/// module's rule).
+/// module's rule). `sent_before`: this item sent a create earlier, which
+/// may have been applied.
 fn taken(
     target: &Target,
     person: &Person,
     key: &Key,
     detail: &str,
+    sent_before: bool,
     context: &Context,
 ) -> Result<Created, StepError> {
     let sent = email_address(person, key.as_str());
@@ -345,7 +434,8 @@ fn taken(
         .cloned()
         .and_then(|id| serde_json::from_value(id).ok());
     let created_at = existing.get("created_at").and_then(Value::as_str);
-    if created_by_this_run(created_at, Some(context.started_at())) {
+    let since_start = created_by_this_run(created_at, Some(context.started_at()));
+    if since_start && sent_before {
         let mut out = created(person, key, CreateStatus::Created);
         out.reason = Some(format!(
             "confirmed after a retry: the first attempt was applied (Procore created the user at {})",
@@ -355,6 +445,25 @@ fn taken(
         remember_and_add(&mut out, target, person, context)?;
         return Ok(out);
     }
+    let detail = if since_start {
+        format!(
+            "{detail}; it was created during this run, by someone else: this run's first create was refused"
+        )
+    } else {
+        detail.to_string()
+    };
+    Ok(conflict(person, key, &existing, id, created_at, &detail))
+}
+
+/// A user Procore already has, reported and left as it is.
+fn conflict(
+    person: &Person,
+    key: &Key,
+    existing: &Value,
+    id: Option<Id>,
+    created_at: Option<&str>,
+    detail: &str,
+) -> Created {
     let inactive = existing.get("is_active").and_then(Value::as_bool) == Some(false);
     let mut out = created(person, key, CreateStatus::Conflict);
     out.procore_id = id;
@@ -363,7 +472,7 @@ fn taken(
         if inactive { " (inactive)" } else { "" },
         created_at.unwrap_or("at an unknown time")
     ));
-    Ok(out)
+    out
 }
 
 fn add_to_project(target: &Target, project: &str, user_id: Option<&Id>) -> String {
@@ -371,7 +480,7 @@ fn add_to_project(target: &Target, project: &str, user_id: Option<&Id>) -> Strin
 }
 
 sluice_guest::step!(run, connections: {
-    "procore": "Procore: creates company users, adds them to a project, and looks a user up when a create is refused as taken",
+    "procore": "Procore: creates company users, adds them to a project, and looks a user up when a create's answer is lost or it is refused as taken",
 });
 
 #[cfg(test)]

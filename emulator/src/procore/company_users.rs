@@ -216,6 +216,6 @@ pub async fn reactivate(
 
 /// Now, as Procore writes its timestamps: UTC with a `Z`, to the second
 /// (`2025-06-01T12:00:00Z`), not chrono's default `+00:00` with nanoseconds.
-fn procore_now() -> String {
+pub(crate) fn procore_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -7,6 +7,7 @@
 //! `Procore-Company-Id`; errors are `{"errors": …}`.
 
 mod company_users;
+pub(crate) use company_users::procore_now;
 mod paging;
 mod project_users;
 mod token;
