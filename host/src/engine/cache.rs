@@ -170,6 +170,7 @@ fn open_cache(dir: &Path) -> Result<[u8; KEY_LEN], Unusable> {
     };
     private_dir(dir).map_err(io)?;
     check_private(dir)?;
+    tighten(dir).map_err(io)?;
     let key_file = key_path(dir);
     let key_io = |e| Unusable::Io {
         path: key_file.clone(),
@@ -183,6 +184,7 @@ fn open_cache(dir: &Path) -> Result<[u8; KEY_LEN], Unusable> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             check_private(&key_file)?;
+            tighten(&key_file).map_err(key_io)?;
             let read = std::fs::read(&key_file).map_err(key_io)?;
             key = read.try_into().map_err(|_| {
                 key_io(std::io::Error::other(
@@ -239,6 +241,24 @@ fn check_private(path: &Path) -> Result<(), Unusable> {
 
 #[cfg(not(unix))]
 fn check_private(_: &Path) -> Result<(), Unusable> {
+    Ok(())
+}
+
+/// Takes away what others may read of a path [`check_private`] let
+/// through (others could read it, not change it): 0700 for the
+/// directory, 0600 for the key, as Sluice creates them.
+#[cfg(unix)]
+fn tighten(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn tighten(_: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
@@ -331,5 +351,23 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::set_permissions(key_path(&dir), std::fs::Permissions::from_mode(0o622)).unwrap();
         assert!(matches!(open_cache(&dir), Err(Unusable::Shared(_))));
+    }
+
+    /// A cache others can read but not change (an older one, or one a
+    /// copy left readable) is used, and made owner-only: the key signs
+    /// the compiled code it holds.
+    #[cfg(unix)]
+    #[test]
+    fn a_cache_others_can_only_read_is_made_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("cache");
+        let key = open_cache(&dir).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(key_path(&dir), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(open_cache(&dir).unwrap(), key, "the key is kept");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&key_path(&dir)), 0o600);
     }
 }
