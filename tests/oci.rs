@@ -424,3 +424,33 @@ async fn a_registry_error_that_echoes_the_credentials_does_not_show_them() {
         }
     }
 }
+
+/// A registry that cannot be reached is refused with the reason (here,
+/// nothing listens on the port), not only the URL that was asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_registry_says_why() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let flow = flow_using(
+        dir.path(),
+        &format!("oci://127.0.0.1:{port}/sluice/compare:custom"),
+    );
+    let pull = sluice_cmd(
+        &[],
+        data.path(),
+        &["components", "pull", flow.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(pull.code, 2, "{}", pull.stderr);
+    assert!(
+        pull.stderr.to_lowercase().contains("connection refused"),
+        "{}",
+        pull.stderr
+    );
+}
