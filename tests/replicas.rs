@@ -811,7 +811,7 @@ fn a_run_killed_before_its_first_write_does_not_keep_the_next_one_waiting() {
     assert!(out.status.success(), "{said}");
     assert!(
         said.contains(&format!(
-            "(pid {}, on this host) is gone; its run {killed_run} left no unfinished record; taken over by",
+            "(pid {}, on this host) is gone; its run {killed_run} has no open record to close (it ended, was recovered, or never began); taken over by",
             first.id()
         )),
         "{said}"

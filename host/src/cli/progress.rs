@@ -209,6 +209,14 @@ fn traced_item(step: &str, key: &str, status: Status, error: Option<&str>) -> St
 fn gate_lines(g: &GateSummary) -> String {
     let mut facts = Vec::new();
     let would = if g.dry_run { "would " } else { "" };
+    // Beside approved or held items, say what ran without approval too,
+    // or the line reads as if only the approved ones ran.
+    if g.unapproved > 0 && (g.approved > 0 || !g.waiting.is_empty() || !g.rejected.is_empty()) {
+        facts.push(format!(
+            "{} {would}run without needing approval",
+            g.unapproved
+        ));
+    }
     if g.approved > 0 {
         facts.push(format!(
             "{} approved item{} {would}run",
@@ -230,7 +238,8 @@ fn gate_lines(g: &GateSummary) -> String {
     }
     let plan = match &g.plan {
         Some(id) => format!("plan {id}"),
-        None if g.dry_run => "a new plan".into(),
+        // A dry run would open a plan only for items that would wait.
+        None if g.dry_run && !g.waiting.is_empty() => "a new plan".into(),
         None => "no plan".into(),
     };
     let mut text = format!(
@@ -400,6 +409,35 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    fn gate(approved: u64, unapproved: u64, dry_run: bool) -> GateSummary {
+        GateSummary {
+            step: "deactivate".into(),
+            plan: None,
+            reason: None,
+            approve: None,
+            approved,
+            unapproved,
+            waiting: Vec::new(),
+            rejected: Vec::new(),
+            closed: 0,
+            dry_run,
+        }
+    }
+
+    /// A gate's line counts what ran without approval beside the approved
+    /// items, and a dry run where nothing would wait opens no plan.
+    #[test]
+    fn a_gate_line_says_what_ran_and_which_plan() {
+        assert_eq!(
+            gate_lines(&gate(2, 3, false)),
+            "  ⏸ deactivate: approval (no plan): 3 run without needing approval, 2 approved items run"
+        );
+        assert_eq!(
+            gate_lines(&gate(0, 3, true)),
+            "  ⏸ deactivate: approval (no plan): nothing waits"
+        );
+    }
 
     /// A run that went to the end with failed items says so in its last
     /// line; one without says only that it finished.

@@ -326,10 +326,10 @@ fn took_over_text(t: &sluice_store::Takeover, me: &str) -> String {
             "⚠ {}: {why}; its run {run} is recorded as interrupted by {me}",
             t.flow
         ),
-        // Its process ended before the run wrote anything (or after it
-        // ended): there is no record to close.
+        // Its process ended before the run wrote anything, or its record
+        // was already closed (ended, or recovered as interrupted).
         Some(run) => format!(
-            "⚠ {}: {why}; its run {run} left no unfinished record; taken over by {me}",
+            "⚠ {}: {why}; its run {run} has no open record to close (it ended, was recovered, or never began); taken over by {me}",
             t.flow
         ),
         None => format!("⚠ {}: {why}; taken over by {me}", t.flow),

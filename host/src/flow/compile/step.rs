@@ -598,7 +598,11 @@ impl Compiler<'_, '_> {
                 }
             };
         }
-        let looks_like_path = text.ends_with(".wasm") || text.contains('/') || text.contains('\\');
+        let looks_like_path = text.ends_with(".wasm")
+            || text.contains('/')
+            || text.contains('\\')
+            || text == "."
+            || text == "..";
         if looks_like_path {
             let path = PathBuf::from(text);
             let path = if path.is_absolute() {
