@@ -892,8 +892,8 @@ fn a_short_store_outage_loses_none_of_a_runs_history() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert!(
-        said.contains("the run history cannot be written at the moment")
-            && said.contains("the run history is written again"),
+        said.contains("the run history and the flow's state cannot be written at the moment")
+            && said.contains("the run history and the flow's state are written again"),
         "the outage was not met, or not told: {said}"
     );
     let store = rt

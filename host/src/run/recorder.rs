@@ -146,6 +146,18 @@ impl HistoryWriter {
         (self.warned.runs.lock().unwrap_or_else(|e| e.into_inner())).contains(run_id)
     }
 
+    /// A write to the same store (the flow's state) failed for now and
+    /// is to be tried again: the outage is told, as for the history's
+    /// own writes, once.
+    pub fn store_unanswered(&self, e: &StoreError) {
+        self.warned.may_wait(e);
+    }
+
+    /// A write to the same store succeeded: an outage told is over.
+    pub fn store_answered(&self) {
+        self.warned.store_answered();
+    }
+
     /// The store written to.
     pub fn store(&self) -> &Store {
         &self.store
@@ -242,7 +254,7 @@ impl WarnedRuns {
                 let now = std::time::Instant::now();
                 *down = Some(now);
                 (self.tell)(format!(
-                    "warning: the run history cannot be written at the moment ({e}); its writes are kept and tried again every {} for up to {}",
+                    "warning: the run history and the flow's state cannot be written at the moment ({e}); the run waits, its writes are kept and tried again every {} for up to {}",
                     humantime::format_duration(RETRY_PAUSE),
                     humantime::format_duration(PATIENCE)
                 ));
@@ -257,7 +269,7 @@ impl WarnedRuns {
         let mut down = self.down_since.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(since) = down.take() {
             (self.tell)(format!(
-                "the run history is written again: the store answered {} after the first write it refused",
+                "the run history and the flow's state are written again: the store answered {} after the first write it refused",
                 humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
             ));
         }

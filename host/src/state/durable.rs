@@ -75,7 +75,7 @@ impl StateStore for DurableStore {
 
     async fn apply(&self, flow: &str, run: &str, writes: Vec<Write>) -> Result<(), StoreError> {
         let batch = self.batch(run, writes, Vec::new())?;
-        apply_patiently(&self.store, flow, batch)
+        apply_patiently(&self.store, flow, batch, self.history.as_deref())
             .await
             .map_err(state_error)
     }
@@ -96,7 +96,7 @@ impl StateStore for DurableStore {
         // Copied only so the writes can go alone should the record fail:
         // an item writes a few keys.
         let batch = self.batch(run, writes.clone(), record)?;
-        match apply_patiently(&self.store, flow, batch).await {
+        match apply_patiently(&self.store, flow, batch, self.history.as_deref()).await {
             Ok(()) => Ok(Recorded::WithWrites),
             // Refused for the writes themselves (the lease moved on, a
             // value over the limit): alone they would be refused again.
@@ -154,14 +154,27 @@ async fn apply_patiently(
     store: &sluice_store::Store,
     flow: &str,
     batch: StateBatch,
+    history: Option<&HistoryWriter>,
 ) -> Result<(), sluice_store::StoreError> {
     let started = std::time::Instant::now();
+    let mut waited = false;
     loop {
         match store.state_apply(flow, batch.clone()).await {
             Err(e) if e.is_transient() && started.elapsed() < super::STORE_PATIENCE => {
+                // Told where the history's own waits are: a run that
+                // stalls on its state says why.
+                if let Some(history) = history {
+                    history.store_unanswered(&e);
+                }
+                waited = true;
                 tokio::time::sleep(super::STORE_RETRY_PAUSE).await;
             }
-            done => return done,
+            done => {
+                if let (true, Ok(()), Some(history)) = (waited, &done, history) {
+                    history.store_answered();
+                }
+                return done;
+            }
         }
     }
 }
