@@ -5,8 +5,9 @@
 //! command) and may carry a note. Decisions the store refuses (an unknown
 //! plan or key, a plan whose approvals are spent) exit with status 2 and
 //! one paragraph saying why and what to do. `approve --run` then runs the
-//! flow file that found the plan, as `sluice run FILE` would, with the
-//! `--param` overrides that run was given (kept with the plan).
+//! flow file of the run that last updated the plan, as `sluice run FILE`
+//! would, with the `--param` overrides that run was given (kept with the
+//! plan).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -69,7 +70,7 @@ pub struct DecideArgs {
 pub struct ApproveArgs {
     #[command(flatten)]
     pub decide: DecideArgs,
-    /// Then run the flow now (the file of the run that found the plan)
+    /// Then run the flow now (the file of the run that last updated the plan)
     #[arg(long)]
     pub run: bool,
 }

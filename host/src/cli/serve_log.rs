@@ -239,9 +239,10 @@ fn host_entry(event: &ServeEvent, base: Entry) -> Entry {
         },
         ServeEvent::Stopping { running, grace } => Entry {
             message: format!(
-                "stopping: waiting up to {} for {running} running flow{} to finish their current step; a second Ctrl-C or SIGTERM stops at once",
+                "stopping: waiting up to {} for {running} running flow{} to finish {} current step; a second Ctrl-C or SIGTERM stops at once",
                 humantime::format_duration(*grace),
-                plural(*running)
+                plural(*running),
+                if *running == 1 { "its" } else { "their" }
             ),
             ..base
         },
@@ -679,6 +680,16 @@ mod tests {
         assert_eq!(
             stopping.message,
             "stopping: waiting up to 30s for 2 running flows to finish their current step; a second Ctrl-C or SIGTERM stops at once"
+        );
+        let one = entry(&ServeEvent::Stopping {
+            running: 1,
+            grace: Duration::from_secs(30),
+        });
+        assert!(
+            one.message
+                .contains("for 1 running flow to finish its current step"),
+            "{}",
+            one.message
         );
     }
 
