@@ -1874,3 +1874,55 @@ fn an_empty_folder_is_served_until_a_flow_arrives() {
         "the flow written later never ran: {runs:?}\n{stderr}"
     );
 }
+
+/// With `--log-format json`, what stops `serve` before it serves is a
+/// JSON line too (`fatal`), and so is the compiled-component cache's
+/// warning: a log shipper reads every line of it.
+#[test]
+fn a_refusal_at_start_is_a_json_line_in_a_json_log() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    // A flow whose component is compiled, then refused for its `with`.
+    let refused = flows.path().join("refused.toml");
+    std::fs::write(
+        &refused,
+        "name = \"refused\"\n\n[[step]]\nid = \"g\"\nuses = \"graph-groups\"\n",
+    )
+    .unwrap();
+    // A cache others can write is not used, with a warning.
+    let cache = data.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = sluice(
+        data.path(),
+        &["serve", refused.to_str().unwrap(), "--log-format", "json"],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{stderr}")))
+        .collect();
+    let event = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} line: {stderr}"))
+    };
+    let fatal = event("fatal");
+    assert_eq!(fatal["level"], "ERROR");
+    assert_eq!(fatal["error"], "no valid scheduled flow to serve");
+    assert_eq!(event("flow_rejected")["file"], refused.to_str().unwrap());
+    let warning = event("warning");
+    assert_eq!(warning["level"], "WARN");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("the compiled-component cache is not used"),
+        "{warning}"
+    );
+}

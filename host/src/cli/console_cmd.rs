@@ -61,12 +61,24 @@ pub async fn start(
     scheduler: Option<Control>,
     described: Vec<ServedFlow>,
 ) -> anyhow::Result<Result<Running, ExitCode>> {
+    Ok(start_quietly(options, scheduler, described)
+        .await?
+        .map_err(|refused| {
+            eprintln!("error: {refused}");
+            ExitCode::from(2)
+        }))
+}
+
+/// Starts the console; a refusal (address, token) is returned in words
+/// for the caller to tell (`sluice serve`: in its log).
+pub async fn start_quietly(
+    options: Options,
+    scheduler: Option<Control>,
+    described: Vec<ServedFlow>,
+) -> anyhow::Result<Result<Running, String>> {
     match console::start(options, scheduler, described).await {
         Ok(running) => Ok(Ok(running)),
-        Err(ConsoleError::Access(e)) => {
-            eprintln!("error: {e}");
-            Ok(Err(ExitCode::from(2)))
-        }
+        Err(ConsoleError::Access(e)) => Ok(Err(e.to_string())),
         Err(e) => Err(e.into()),
     }
 }

@@ -235,13 +235,37 @@ pub async fn serve(
     database: &Location,
 ) -> anyhow::Result<ExitCode> {
     super::log_lines::init(args.log_format)?;
+    // From here on, every word goes to the log, in its format: a log
+    // shipper reads JSON lines only.
+    crate::engine::cache::tell_warnings_with(|message| {
+        serve_log::emit(&ServeEvent::Warning { message })
+    });
+    match serve_logged(args, data_dir, database).await {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            fatal(sluice_store::error::with_causes(e.as_ref()), None);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Logs why the host cannot start or go on.
+fn fatal(error: String, detail: Option<String>) {
+    serve_log::emit(&ServeEvent::Fatal { error, detail });
+}
+
+async fn serve_logged(
+    args: ServeArgs,
+    data_dir: &Path,
+    database: &Location,
+) -> anyhow::Result<ExitCode> {
     // A console that may not listen where asked stops everything before
     // a flow is loaded.
     let console = match &args.http {
         Some(addr) => match super::console_cmd::options(addr, &args.console, database).await {
             Ok(options) => Some(options),
             Err(e) => {
-                eprintln!("error: {e}");
+                fatal(e.to_string(), None);
                 return Ok(ExitCode::from(2));
             }
         },
@@ -277,7 +301,10 @@ pub async fn serve(
     let mut scheduler = match Scheduler::new(host, runner, args.paths) {
         Ok(scheduler) => scheduler,
         Err(problems) => {
-            eprintln!("error: {}", super::terminal::lines(&problems.to_string()));
+            fatal(
+                "none of the flow files given can be served".into(),
+                Some(problems.to_string()),
+            );
             return Ok(ExitCode::from(2));
         }
     };
@@ -288,13 +315,13 @@ pub async fn serve(
     ));
     scheduler.grace = args.grace;
     if scheduler.flow_count() == 0 && !folders {
-        eprintln!("error: no valid scheduled flow to serve");
+        fatal("no valid scheduled flow to serve".into(), None);
         return Ok(ExitCode::from(2));
     }
     let console = match console {
         Some(options) => {
             let control = scheduler.control();
-            match super::console_cmd::start(options, Some(control), Vec::new()).await? {
+            match super::console_cmd::start_quietly(options, Some(control), Vec::new()).await? {
                 Ok(running) => {
                     serve_log::emit(&ServeEvent::ConsoleListening {
                         url: running.url(),
@@ -302,7 +329,10 @@ pub async fn serve(
                     });
                     Some(running)
                 }
-                Err(code) => return Ok(code),
+                Err(refused) => {
+                    fatal(refused, None);
+                    return Ok(ExitCode::from(2));
+                }
             }
         }
         None => None,

@@ -168,7 +168,9 @@ pub fn entry(event: &ServeEvent) -> Entry {
         | ServeEvent::Rescanning
         | ServeEvent::Stopping { .. }
         | ServeEvent::StoppingNow { .. }
-        | ServeEvent::Stopped => host_entry(event, base),
+        | ServeEvent::Stopped
+        | ServeEvent::Fatal { .. }
+        | ServeEvent::Warning { .. } => host_entry(event, base),
         ServeEvent::FlowLoaded { .. }
         | ServeEvent::FlowRejected { .. }
         | ServeEvent::FlowNotScheduled { .. }
@@ -256,6 +258,18 @@ fn host_entry(event: &ServeEvent, base: Entry) -> Entry {
                 plural(*interrupted)
             ),
             error: Some(reason.clone()),
+            ..base
+        },
+        ServeEvent::Fatal { error, detail } => Entry {
+            level: Level::ERROR,
+            message: format!("cannot serve: {error}"),
+            error: Some(error.clone()),
+            detail: detail.clone(),
+            ..base
+        },
+        ServeEvent::Warning { message } => Entry {
+            level: Level::WARN,
+            message: message.clone(),
             ..base
         },
         _ => Entry {

@@ -282,11 +282,24 @@ impl Unusable {
 fn warn_once(why: &Unusable) {
     static WARNED: Once = Once::new();
     WARNED.call_once(|| {
-        eprintln!(
-            "warning: the compiled-component cache is not used ({why}); components are compiled on every run. {}.",
+        let warning = format!(
+            "the compiled-component cache is not used ({why}); components are compiled on every run. {}.",
             why.fix()
         );
+        match TELL.get() {
+            Some(tell) => tell(warning),
+            None => eprintln!("warning: {warning}"),
+        }
     });
+}
+
+/// Where the cache's warning goes instead of stderr, once set.
+static TELL: std::sync::OnceLock<fn(String)> = std::sync::OnceLock::new();
+
+/// Sends the cache's warning to `tell` (`sluice serve`: its log, in the
+/// log's format) instead of stderr.
+pub fn tell_warnings_with(tell: fn(String)) {
+    let _ = TELL.set(tell);
 }
 
 #[cfg(test)]

@@ -123,6 +123,15 @@ pub enum ServeEvent {
     StoppingNow { reason: String, interrupted: usize },
     /// The host has stopped.
     Stopped,
+    /// The host cannot start, or cannot go on: it exits after this. `error`
+    /// is one line; `detail` holds a flow file's diagnostics, if any.
+    Fatal {
+        error: String,
+        detail: Option<String>,
+    },
+    /// A warning about the host itself that is no event of its own (the
+    /// compiled-component cache cannot be used).
+    Warning { message: String },
 }
 
 impl ServeEvent {
@@ -152,6 +161,8 @@ impl ServeEvent {
             ServeEvent::Stopping { .. } => "stopping",
             ServeEvent::StoppingNow { .. } => "stopping_now",
             ServeEvent::Stopped => "stopped",
+            ServeEvent::Fatal { .. } => "fatal",
+            ServeEvent::Warning { .. } => "warning",
         }
     }
 }
