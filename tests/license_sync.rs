@@ -543,6 +543,27 @@ async fn a_user_someone_else_creates_during_the_run_is_a_conflict() {
     // Everyone else was created and added as usual.
     assert_eq!(created_keys(&state), expected.to_create);
     assert_eq!(state.created_users().len(), expected.to_create.len());
+    // The next run adopts that user like anyone already in Procore: not as
+    // one the flow created, owed the project add.
+    let again = sluice(&env, data.path(), &["--json"]).await;
+    assert_eq!(again.code, 0, "stderr:\n{}", again.stderr);
+    let state = emulator.snapshot();
+    assert!(
+        !state.project_users().iter().any(|m| m.user_id == id),
+        "the next run added a user the flow did not create to its project"
+    );
+    let ledger = sluice_cmd(&env, data.path(), &["ledger", &key, "--json"]).await;
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&ledger.stdout).unwrap();
+    let adopted = entries
+        .iter()
+        .find(|e| e["step"] == "diff")
+        .unwrap_or_else(|| panic!("{}", ledger.stdout));
+    assert_eq!(
+        (&adopted["output"]["status"], &adopted["output"]["origin"]),
+        (&serde_json::json!("adopted"), &serde_json::json!("adopted")),
+        "{}",
+        ledger.stdout
+    );
     emulator.shutdown().await;
 }
 

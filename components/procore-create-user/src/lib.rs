@@ -18,12 +18,13 @@
 //! address sent, on the active and the inactive list, matched exactly on
 //! login or email, without case):
 //!
-//! - Found, and Procore says it was created at or after this run started
-//!   (the run context's `started_at`, less [`CLOCK_SKEW_SECS`] for clocks
-//!   that disagree): that create made it. Reported `created` with its id
-//!   (the reason says the look-up confirmed it) and added to the project
-//!   like any new user. A user someone else created in the same seconds
-//!   would be taken the same way; nothing on the wire tells the two apart.
+//! - Found, created at or after this run started (the run context's
+//!   `started_at`, less [`CLOCK_SKEW_SECS`] for clocks that disagree),
+//!   with the names this item sent: that create made it. Reported
+//!   `created` with its id (the reason says the look-up confirmed it) and
+//!   added to the project like any new user. A user someone else created
+//!   in the same seconds with the same names would be taken the same way;
+//!   nothing on the wire tells the two apart.
 //! - Not found: the create is sent again, now marked idempotent so the host
 //!   resends it after any 5xx or lost connection: Procore refuses a second
 //!   user with the same login, so a resend can never make two.
@@ -32,16 +33,25 @@
 //!
 //! A 409/422 "taken" is followed by the same look-up, and the rule is:
 //!
-//! - Found, created at or after this run started, and this item sent a
-//!   create before (the resend above, or an earlier call of the item under
-//!   the step's `retry` policy): that earlier create was applied. Reported
-//!   `created`, confirmed after a retry, and added to the project.
+//! - Found, created at or after this run started, with the names sent,
+//!   and this item sent a create before (the resend above, or an earlier
+//!   call of the item under the step's `retry` policy): that earlier
+//!   create was applied. Reported `created`, confirmed after a retry, and
+//!   added to the project.
+//! - This item sent a create before, and the look-up fails or finds
+//!   nobody: that create was most likely applied, but nothing confirms it.
+//!   The item fails, retryable; the next run reads Procore and finds out.
 //! - Found, in any other case: a real conflict. Reported `conflict` with the
 //!   existing `procore_id`; the project is left alone, because the flow only
 //!   changes users it creates. A user created during the run by someone
 //!   else is such a conflict, and the reason says so.
 //! - Not found in this company (Procore logins are global, so another
 //!   company's user can hold it): `conflict` without an id.
+//!
+//! A conflict drops the `creating/<key>` mark `compare` left for the
+//! person: it would make the next run take the user Procore has for one
+//! this flow created (owed the project add). The next run matches and
+//! adopts them instead, as it does anyone already in Procore.
 //!
 //! A person created (or confirmed created) is recorded in the flow's state
 //! as managed (`managed/<key>`, origin `created`): the flow may deactivate
@@ -68,7 +78,8 @@ use sluice_guest::http::segment;
 use sluice_guest::{Call, Context, ErrorKind, JsonSchema, Response, Sent, StepError};
 use sluice_guest_services::procore::{self, Id};
 use sluice_guest_services::sync::{
-    CreateStatus, Created, Managed, Origin, OwedProject, Person, ProjectAction, managed_key,
+    CreateStatus, Created, Managed, Origin, OwedProject, Person, ProjectAction, creating_key,
+    managed_key,
 };
 use sluice_guest_services::{service_message, status_error};
 use sluice_identity::Key;
@@ -354,7 +365,8 @@ fn confirm_lost_answer(
         .cloned()
         .and_then(|id| serde_json::from_value(id).ok());
     let created_at = existing.get("created_at").and_then(Value::as_str);
-    if created_by_this_run(created_at, Some(context.started_at())) {
+    let since_start = created_by_this_run(created_at, Some(context.started_at()));
+    if since_start && made_as_sent(&existing, person) {
         let mut out = created(person, key, CreateStatus::Created);
         out.reason = Some(format!(
             "confirmed by a look-up: the create's answer was lost ({lost}), and Procore created the user at {}",
@@ -364,7 +376,27 @@ fn confirm_lost_answer(
         remember_and_add(&mut out, target, person, context)?;
         return Ok(Some(out));
     }
-    Ok(Some(conflict(person, key, &existing, id, created_at, lost)))
+    let detail = if since_start {
+        format!("{lost}; the user was created during this run under other names, by someone else")
+    } else {
+        lost.to_string()
+    };
+    conflict(person, key, &existing, id, created_at, &detail).map(Some)
+}
+
+/// Whether the user Procore has carries the names this item sent: a user
+/// someone else made in the same seconds usually does not (their own
+/// spelling, a suffix). Compared trimmed and without case; a name Procore
+/// does not give is no evidence either way.
+pub fn made_as_sent(existing: &Value, person: &Person) -> bool {
+    let (first, last) = names(person);
+    let same = |field: &str, sent: &str| {
+        existing
+            .get(field)
+            .and_then(Value::as_str)
+            .is_none_or(|had| had.trim().to_lowercase() == sent.trim().to_lowercase())
+    };
+    same("first_name", &first) && same("last_name", &last)
 }
 
 /// With a project, adds the person this run created to it; then records
@@ -422,11 +454,34 @@ fn taken(
     context: &Context,
 ) -> Result<Created, StepError> {
     let sent = email_address(person, key.as_str());
-    let Some(existing) = look_up(&target.company, key, &sent)? else {
+    // After this item's own create may have been applied, a look-up that
+    // fails or finds nobody proves nothing: the item fails, and the next
+    // run reads Procore and finds out (its `creating/` mark is kept).
+    let unsure = |why: String| {
+        StepError::unavailable(format!(
+            "Procore refused the resent create as taken ({detail}), so this item's earlier create was most likely applied, but {why}; the next run reads Procore and finds out"
+        ))
+        .with_code("created-unconfirmed")
+    };
+    let found = match look_up(&target.company, key, &sent) {
+        Ok(found) => found,
+        Err(e) if sent_before => {
+            return Err(unsure(format!(
+                "looking the user up failed ({})",
+                e.message
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(existing) = found else {
+        if sent_before {
+            return Err(unsure("looking the user up found nobody yet".to_string()));
+        }
         let mut out = created(person, key, CreateStatus::Conflict);
         out.reason = Some(format!(
             "Procore refused the login as taken ({detail}), and no user of this company has it: it may belong to another Procore company"
         ));
+        forget_missing(key)?;
         return Ok(out);
     };
     let id: Option<Id> = existing
@@ -435,24 +490,35 @@ fn taken(
         .and_then(|id| serde_json::from_value(id).ok());
     let created_at = existing.get("created_at").and_then(Value::as_str);
     let since_start = created_by_this_run(created_at, Some(context.started_at()));
-    if since_start && sent_before {
+    if since_start && sent_before && made_as_sent(&existing, person) {
         let mut out = created(person, key, CreateStatus::Created);
         out.reason = Some(format!(
-            "confirmed after a retry: the first attempt was applied (Procore created the user at {})",
+            "confirmed after a retry: an earlier attempt was applied (Procore created the user at {})",
             created_at.unwrap_or("?")
         ));
         out.procore_id = id;
         remember_and_add(&mut out, target, person, context)?;
         return Ok(out);
     }
-    let detail = if since_start {
-        format!(
+    let detail = match (since_start, sent_before) {
+        (true, false) => format!(
             "{detail}; it was created during this run, by someone else: this run's first create was refused"
-        )
-    } else {
-        detail.to_string()
+        ),
+        (true, true) => {
+            format!("{detail}; it was created during this run under other names, by someone else")
+        }
+        _ => detail.to_string(),
     };
-    Ok(conflict(person, key, &existing, id, created_at, &detail))
+    conflict(person, key, &existing, id, created_at, &detail)
+}
+
+/// Drops the mark `compare` left for a person it found missing
+/// (`creating/<key>`): it tells a later run that a user Procore created
+/// since is the flow's own, which a conflict's user is not. That user is
+/// then matched and adopted like any other, never taken as created (owed
+/// the project add) by the flow.
+fn forget_missing(key: &Key) -> Result<(), StepError> {
+    sluice_guest::state::delete(&creating_key(key.as_str()))
 }
 
 /// A user Procore already has, reported and left as it is.
@@ -463,7 +529,7 @@ fn conflict(
     id: Option<Id>,
     created_at: Option<&str>,
     detail: &str,
-) -> Created {
+) -> Result<Created, StepError> {
     let inactive = existing.get("is_active").and_then(Value::as_bool) == Some(false);
     let mut out = created(person, key, CreateStatus::Conflict);
     out.procore_id = id;
@@ -472,7 +538,8 @@ fn conflict(
         if inactive { " (inactive)" } else { "" },
         created_at.unwrap_or("at an unknown time")
     ));
-    out
+    forget_missing(key)?;
+    Ok(out)
 }
 
 fn add_to_project(target: &Target, project: &str, user_id: Option<&Id>) -> String {
@@ -549,6 +616,27 @@ mod tests {
             ),
             "zoë@x.onmicrosoft.com"
         );
+    }
+
+    /// A user found after a lost answer is this item's only when Procore
+    /// has the names it sent (trimmed, any case); a name Procore leaves
+    /// out is no evidence.
+    #[test]
+    fn the_users_names_tell_whose_create_it_was() {
+        let p = person(json!({"key": "e@x.com", "givenName": "Emma", "surname": "Silva"}));
+        assert!(made_as_sent(
+            &json!({"first_name": "emma ", "last_name": "SILVA"}),
+            &p
+        ));
+        assert!(made_as_sent(&json!({"id": 3}), &p));
+        assert!(!made_as_sent(
+            &json!({"first_name": "Emma", "last_name": "Silva (HR)"}),
+            &p
+        ));
+        assert!(!made_as_sent(
+            &json!({"first_name": "E.", "last_name": "Silva"}),
+            &p
+        ));
     }
 
     #[test]
