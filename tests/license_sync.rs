@@ -479,53 +479,46 @@ async fn a_resent_create_that_meets_its_own_resend_is_reported_created() {
 async fn a_user_someone_else_creates_during_the_run_is_a_conflict() {
     let scenario = Scenario::generate(80, 21);
     let expected = scenario.expected_sync();
+    let key = expected.to_create.last().unwrap().clone();
+    // The person's first create is answered 429 (not acted on) with a
+    // Retry-After of 2 s; while the host waits, someone else creates them.
     let (emulator, env, data) = emulated(EmulatorConfig {
         scenario,
         faults: Faults {
-            slow_ms: Some(100),
+            targeted: vec![TargetedFault {
+                body_contains: Some(key.clone()),
+                ..targeted("POST", "/users", &[1], FaultKind::TooMany)
+            }],
+            retry_after: RetryAfterStyle::Integer,
+            retry_after_secs: 2,
             ..Faults::default()
         },
         ..Default::default()
     })
     .await;
-    // Once the creates have begun, someone creates one of the people
-    // whose create has not reached Procore yet.
+    let is_theirs = |r: &sluice_emulator::state::LoggedRequest| {
+        is_create(r) && r.body.as_deref().is_some_and(|b| b.contains(key.as_str()))
+    };
     let someone_else = async {
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            let state = emulator.snapshot();
-            let posted: Vec<String> = state
-                .requests
-                .iter()
-                .filter(|r| is_create(r))
-                .filter_map(|r| r.body.clone())
-                .collect();
-            if posted.is_empty() {
-                continue;
+            if emulator.snapshot().requests.iter().any(&is_theirs) {
+                break emulator
+                    .create_procore_user(&key, "Someone", "Else")
+                    .expect("not created yet: the create was refused 429");
             }
-            let made = expected
-                .to_create
-                .iter()
-                .rev()
-                .filter(|key| !posted.iter().any(|b| b.contains(key.as_str())))
-                .find_map(|key| {
-                    emulator
-                        .create_procore_user(key, "Someone", "Else")
-                        .map(|id| (key.clone(), id))
-                });
-            break made.expect("a person not created yet");
         }
     };
-    let (run, (key, id)) = tokio::join!(sluice(&env, data.path(), &["--json"]), someone_else);
+    let (run, id) = tokio::join!(sluice(&env, data.path(), &["--json"]), someone_else);
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let state = emulator.snapshot();
-    let sent: Vec<_> = state
+    let sent: Vec<u16> = state
         .requests
         .iter()
-        .filter(|r| is_create(r) && r.body.as_deref().is_some_and(|b| b.contains(key.as_str())))
+        .filter(|r| is_theirs(r))
+        .map(|r| r.status)
         .collect();
-    assert_eq!(sent.len(), 1, "one create for {key}: {sent:?}");
-    assert_eq!(sent[0].status, 422);
+    assert_eq!(sent, vec![429, 422], "the create, then its resend");
     let output = &run.create_outputs()[&key];
     assert_eq!(output["status"], "conflict", "{output}");
     assert_eq!(output["procore_id"], id, "{output}");
