@@ -360,28 +360,71 @@ fn confirm_lost_answer(
     let Some(existing) = existing else {
         return Ok(None);
     };
-    let id: Option<Id> = existing
-        .get("id")
-        .cloned()
-        .and_then(|id| serde_json::from_value(id).ok());
-    let created_at = existing.get("created_at").and_then(Value::as_str);
-    let since_start = created_by_this_run(created_at, Some(context.started_at()));
-    if since_start && made_as_sent(&existing, person) {
-        let mut out = created(person, key, CreateStatus::Created);
-        out.reason = Some(format!(
+    let found = Found::of(&existing, person, context);
+    if found.since_start && found.as_sent {
+        let reason = format!(
             "confirmed by a look-up: the create's answer was lost ({lost}), and Procore created the user at {}",
-            created_at.unwrap_or("?")
-        ));
-        out.procore_id = id;
-        remember_and_add(&mut out, target, person, context)?;
-        return Ok(Some(out));
+            found.created_at.unwrap_or("?")
+        );
+        return found
+            .confirmed(target, person, key, reason, context)
+            .map(Some);
     }
-    let detail = if since_start {
+    let detail = if found.since_start {
         format!("{lost}; the user was created during this run under other names, by someone else")
     } else {
         lost.to_string()
     };
-    conflict(person, key, &existing, id, created_at, &detail).map(Some)
+    found.conflict(person, key, &detail).map(Some)
+}
+
+/// The user a look-up found, and what it says of whose create made them.
+struct Found<'a> {
+    existing: &'a Value,
+    id: Option<Id>,
+    created_at: Option<&'a str>,
+    /// Procore created them at or after this run started.
+    since_start: bool,
+    /// They carry the names this item sent ([`made_as_sent`]).
+    as_sent: bool,
+}
+
+impl<'a> Found<'a> {
+    fn of(existing: &'a Value, person: &Person, context: &Context) -> Found<'a> {
+        let created_at = existing.get("created_at").and_then(Value::as_str);
+        Found {
+            existing,
+            id: existing
+                .get("id")
+                .cloned()
+                .and_then(|id| serde_json::from_value(id).ok()),
+            created_at,
+            since_start: created_by_this_run(created_at, Some(context.started_at())),
+            as_sent: made_as_sent(existing, person),
+        }
+    }
+
+    /// This item's own create, confirmed (`reason` says how): reported
+    /// `created`, recorded as the flow's and added to the project.
+    fn confirmed(
+        self,
+        target: &Target,
+        person: &Person,
+        key: &Key,
+        reason: String,
+        context: &Context,
+    ) -> Result<Created, StepError> {
+        let mut out = created(person, key, CreateStatus::Created);
+        out.reason = Some(reason);
+        out.procore_id = self.id;
+        remember_and_add(&mut out, target, person, context)?;
+        Ok(out)
+    }
+
+    /// Someone else's user: see [`conflict`].
+    fn conflict(self, person: &Person, key: &Key, detail: &str) -> Result<Created, StepError> {
+        conflict(person, key, self.existing, self.id, self.created_at, detail)
+    }
 }
 
 /// Whether the user Procore has carries the names this item sent: a user
@@ -484,23 +527,15 @@ fn taken(
         forget_missing(key)?;
         return Ok(out);
     };
-    let id: Option<Id> = existing
-        .get("id")
-        .cloned()
-        .and_then(|id| serde_json::from_value(id).ok());
-    let created_at = existing.get("created_at").and_then(Value::as_str);
-    let since_start = created_by_this_run(created_at, Some(context.started_at()));
-    if since_start && sent_before && made_as_sent(&existing, person) {
-        let mut out = created(person, key, CreateStatus::Created);
-        out.reason = Some(format!(
+    let found = Found::of(&existing, person, context);
+    if found.since_start && sent_before && found.as_sent {
+        let reason = format!(
             "confirmed after a retry: an earlier attempt was applied (Procore created the user at {})",
-            created_at.unwrap_or("?")
-        ));
-        out.procore_id = id;
-        remember_and_add(&mut out, target, person, context)?;
-        return Ok(out);
+            found.created_at.unwrap_or("?")
+        );
+        return found.confirmed(target, person, key, reason, context);
     }
-    let detail = match (since_start, sent_before) {
+    let detail = match (found.since_start, sent_before) {
         (true, false) => format!(
             "{detail}; it was created during this run, by someone else: this run's first create was refused"
         ),
@@ -509,7 +544,7 @@ fn taken(
         }
         _ => detail.to_string(),
     };
-    conflict(person, key, &existing, id, created_at, &detail)
+    found.conflict(person, key, &detail)
 }
 
 /// Drops the mark `compare` left for a person it found missing
