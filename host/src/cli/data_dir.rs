@@ -35,33 +35,11 @@ pub fn prepare(dir: &Path) {
         owned.push(name.into());
     }
     for path in owned {
-        if let Err(e) = make_private(&path) {
+        if let Err(e) = crate::engine::cache::make_private(&path) {
             eprintln!(
                 "warning: {} should be readable by its owner only, and cannot be made so: {e}",
                 super::terminal::line(&path.display().to_string())
             );
         }
     }
-}
-
-/// 0700 for a directory, 0600 for a file; nothing for a path that does not
-/// exist. SQLite gives a new WAL the permissions of its database.
-#[cfg(unix)]
-fn make_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let mode = if meta.is_dir() { 0o700 } else { 0o600 };
-    if meta.permissions().mode() & 0o777 != mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn make_private(_: &Path) -> std::io::Result<()> {
-    Ok(())
 }

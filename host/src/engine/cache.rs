@@ -170,7 +170,7 @@ fn open_cache(dir: &Path) -> Result<[u8; KEY_LEN], Unusable> {
     };
     private_dir(dir).map_err(io)?;
     check_private(dir)?;
-    tighten(dir).map_err(io)?;
+    make_private(dir).map_err(io)?;
     let key_file = key_path(dir);
     let key_io = |e| Unusable::Io {
         path: key_file.clone(),
@@ -184,7 +184,7 @@ fn open_cache(dir: &Path) -> Result<[u8; KEY_LEN], Unusable> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             check_private(&key_file)?;
-            tighten(&key_file).map_err(key_io)?;
+            make_private(&key_file).map_err(key_io)?;
             let read = std::fs::read(&key_file).map_err(key_io)?;
             key = read.try_into().map_err(|_| {
                 key_io(std::io::Error::other(
@@ -244,21 +244,28 @@ fn check_private(_: &Path) -> Result<(), Unusable> {
     Ok(())
 }
 
-/// Takes away what others may read of a path [`check_private`] let
-/// through (others could read it, not change it): 0700 for the
-/// directory, 0600 for the key, as Sluice creates them.
+/// Makes a path owner-only: 0700 for a directory, 0600 for a file;
+/// nothing for a path that does not exist. (The data directory's history
+/// files: SQLite gives a new WAL the permissions of its database; the
+/// cache and its key, once [`check_private`] found nobody else can write
+/// them.)
 #[cfg(unix)]
-fn tighten(path: &Path) -> std::io::Result<()> {
+pub fn make_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+    if meta.permissions().mode() & 0o777 != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn tighten(_: &Path) -> std::io::Result<()> {
+pub fn make_private(_: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
