@@ -139,7 +139,7 @@ impl Registry {
         }
         RegistryError::Request {
             registry: self.registry.clone(),
-            reason: self.redactor.redact(&with_root_cause(&e)),
+            reason: self.redactor.redact(&sluice_store::error::with_causes(&e)),
         }
     }
 
@@ -287,21 +287,4 @@ fn docker_config_exists() -> bool {
         .map(std::path::PathBuf::from)
         .or_else(home)
         .is_some_and(|dir| dir.join("config.json").exists())
-}
-
-/// An error and the deepest cause under it ("error sending request for
-/// url (…): Connection refused (os error 111)"): the client's own words
-/// name the request, not why it failed.
-fn with_root_cause(e: &dyn std::error::Error) -> String {
-    let mut root = None;
-    let mut source = e.source();
-    while let Some(s) = source {
-        root = Some(s);
-        source = s.source();
-    }
-    let text = e.to_string();
-    match root.map(|r| r.to_string()) {
-        Some(cause) if !text.contains(&cause) => format!("{text}: {cause}"),
-        _ => text,
-    }
 }
