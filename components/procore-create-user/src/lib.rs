@@ -674,6 +674,19 @@ mod tests {
         ));
     }
 
+    /// Which answers to a create may hide a user made: the server errors
+    /// that can come after the work (500, 502, 504), not those that say
+    /// nothing was done (501, 503) nor any other status.
+    #[test]
+    fn only_server_errors_after_the_work_may_hide_a_user() {
+        for status in [500, 502, 504, 505, 599] {
+            assert!(may_have_acted(status), "{status}");
+        }
+        for status in [200, 201, 400, 404, 409, 422, 429, 501, 503] {
+            assert!(!may_have_acted(status), "{status}");
+        }
+    }
+
     #[test]
     fn taken_in_every_wording() {
         let taken = |status: u16, body: &str| is_taken(status, body.as_bytes());
