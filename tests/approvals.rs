@@ -920,6 +920,98 @@ async fn a_rejection_made_during_a_run_stops_the_items_not_yet_started() {
     .await;
 }
 
+/// A flow whose `act` step (as in [`flow`], `approval = "always"`) comes
+/// after a `wait` step that sleeps `ms`: a run that is in `wait` has
+/// started, and its gate has not read the plan yet.
+fn late_gate_flow(dir: &Path, ms: u64) -> PathBuf {
+    let (noop, hostile) = (common::fixture("noop"), common::fixture("hostile"));
+    let text = format!(
+        r#"name = "late-gate"
+
+[params]
+people = [{{ key = "Ann@x.com" }}, {{ key = "bob@x.com" }}]
+
+[connections.idle]
+base_url = "https://idle.invalid"
+
+[[step]]
+id = "wait"
+uses = "{}"
+connections = {{ api = "idle" }}
+with = {{ action = "sleep", ms = {ms} }}
+
+[[step]]
+id = "act"
+uses = "{}"
+for_each = "${{params.people}}"
+for_each_key = "${{item.key}}"
+approval = "always"
+with = {{ who = "${{item.key}}" }}
+"#,
+        hostile.display(),
+        noop.display()
+    );
+    common::write_flow(dir, "late-gate.toml", &text)
+}
+
+/// An approval made after a run started is not used by that run: its
+/// earlier steps read the plan as the run started (`${run.approvals}`),
+/// so its gate holds the key as still waiting, and the approval stands
+/// for the next run, as `sluice approve` says.
+#[tokio::test]
+async fn an_approval_made_after_a_run_started_waits_for_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = late_gate_flow(dir.path(), 1500);
+    let data = dir.path().join("data");
+    let file = file.to_str().unwrap().to_string();
+    let run = |data: PathBuf, file: String| async move {
+        sluice_cmd(&[], &data, &["run", &file, "--json"]).await
+    };
+    let first = run(data.clone(), file.clone()).await;
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    let plans = sluice_cmd(&[], &data, &["approvals", "--json"]).await;
+    let plans: Value = serde_json::from_str(&plans.stdout).unwrap();
+    let id = plans[0]["id"].as_str().unwrap().to_string();
+
+    let running = tokio::spawn(run(data.clone(), file.clone()));
+    wait_for_step(&data, "wait").await;
+    let approve = sluice_cmd(&[], &data, &["approve", &id, "--by", "alice"]).await;
+    assert_eq!(approve.code, 0, "{}", approve.stderr);
+    let second = running.await.unwrap();
+    assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
+    let act = second.output_of("act");
+    assert_eq!(act["ok"], 0, "{act}");
+    assert_eq!(act["approval"]["approved"], 0, "{act}");
+    assert_eq!(
+        act["approval"]["waiting"].as_array().unwrap().len(),
+        2,
+        "{act}"
+    );
+    assert!(
+        second.stdout.contains(
+            "2 of its items were approved after this run started: they run at the next run"
+        ),
+        "{}",
+        second.stdout
+    );
+    plan_says(
+        &data,
+        &id,
+        &[("Ann@x.com", "approved"), ("bob@x.com", "approved")],
+    )
+    .await;
+
+    let third = run(data.clone(), file).await;
+    assert_eq!(third.code, 0, "{}\n{}", third.stdout, third.stderr);
+    let act = third.output_of("act");
+    assert_eq!(
+        (act["ok"].clone(), act["approval"]["approved"].clone()),
+        (2.into(), 2.into()),
+        "{act}"
+    );
+    plan_says(&data, &id, &[("Ann@x.com", "done"), ("bob@x.com", "done")]).await;
+}
+
 /// The plan cannot be read when an approved item is about to start (here:
 /// its table is renamed away under the run): that item and the ones after
 /// it do not start, the step fails and says why, and, once the plan can

@@ -4,8 +4,10 @@
 //! Before any item runs, the gate reads the step's open approval plan and
 //! sorts the items by their key (`for_each_key`):
 //!
-//! - an **approved** key runs (with its current input), and its approval
-//!   is spent once it has run (succeeded, or failed for good);
+//! - a key **approved** as the run started runs (with its current input),
+//!   and its approval is spent once it has run (succeeded, or failed for
+//!   good); one approved later stands for the next run, as earlier steps
+//!   of this one (`${run.approvals}`) saw it still pending;
 //! - a **rejected** key never runs; it is held and reported until someone
 //!   approves it or it leaves the list;
 //! - every other key runs only when the step does not need approval in
@@ -74,6 +76,17 @@ pub async fn open_keys(
         all.insert(step.id.clone(), keys);
     }
     Ok(all)
+}
+
+/// The keys (normalised) of `step`'s plan that were approved as the run
+/// started: the approvals `${run.approvals}` gave earlier steps, and the
+/// only ones the gate may act on in this run.
+fn approved_at_start(ctx: &RunContext<'_>, step: &Step) -> std::collections::HashSet<String> {
+    ctx.fields
+        .approvals
+        .get(&step.id)
+        .map(|keys| keys.approved.iter().map(|k| key_norm(k)).collect())
+        .unwrap_or_default()
 }
 
 /// Where a run keeps approval plans: the run history's store, the flow
@@ -214,8 +227,19 @@ impl Gate {
                 ))
             })?;
         let states = plan_states(plan.as_ref());
-        let state_of =
-            |k: &Option<String>| k.as_ref().and_then(|k| states.get(&key_norm(k)).copied());
+        let approved_at_start = approved_at_start(ctx, step);
+        let state_of = |k: &Option<String>| {
+            let k = key_norm(k.as_ref()?);
+            match states.get(&k).copied() {
+                // Approved after the run started: earlier steps (compare)
+                // saw it pending, so this run treats it as pending too and
+                // the approval stands for the next run, as `approve` says.
+                Some(PlanItemState::Approved) if !approved_at_start.contains(&k) => {
+                    Some(PlanItemState::Pending)
+                }
+                state => state,
+            }
+        };
         let unapproved = keys
             .iter()
             .filter(|k| {
@@ -259,6 +283,26 @@ impl Gate {
                 gate.in_plan.insert(key_norm(k), s);
             }
             gate.held.push(held);
+        }
+        let approved_late = keys
+            .iter()
+            .flatten()
+            .map(|k| key_norm(k))
+            .filter(|k| {
+                states.get(k) == Some(&PlanItemState::Approved) && !approved_at_start.contains(k)
+            })
+            .count();
+        if approved_late > 0 {
+            ctx.emit(&RunEvent::Log {
+                step: step.id.clone(),
+                level: crate::engine::LogLevel::Info,
+                message: format!(
+                    "{approved_late} of its items {} approved after this run started: {} at the next run, as this run's earlier steps saw {} still waiting",
+                    if approved_late == 1 { "was" } else { "were" },
+                    if approved_late == 1 { "it runs" } else { "they run" },
+                    if approved_late == 1 { "it" } else { "them" },
+                ),
+            });
         }
         let gone = gone_keys(plan.as_ref(), all_keys);
         gate.record.closed = gone.len() as u64;
