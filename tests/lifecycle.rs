@@ -1456,7 +1456,7 @@ async fn a_deactivation_applied_then(at: Vec<u64>, then: Option<FaultKind>) -> V
         .position(|r| r.method == "PATCH" && r.path == patch)
         .unwrap();
     let look_up = format!(
-        "/rest/v1.0/companies/{company}/users/inactive?page=1&per_page=100&filters[search]=cy%40contoso.com"
+        "/rest/v1.0/companies/{company}/users/inactive?page=1&per_page=1000&filters[search]=cy%40contoso.com"
     );
     assert!(
         requests[first..]

@@ -384,9 +384,16 @@ pub fn exact_match<'a>(candidates: &'a [Value], key: &Key) -> Option<&'a Value> 
     })
 }
 
+/// Page size of a look-up on the inactive list. Procore documents
+/// `filters[search]` only on the active list: the inactive one may answer
+/// with every inactive user, so it is read in pages as large as a full
+/// read's (the search is still sent, and narrows the list where honoured).
+pub const INACTIVE_LOOKUP_PER_PAGE: usize = 1000;
+
 /// Finds the company user whose login or email is `key`, in the active
 /// list and then the inactive one (`filters[search]` for `search`, matched
-/// exactly with [`exact_match`]), `per_page` at a time. `search` is the
+/// exactly with [`exact_match`]), `per_page` at a time on the active list
+/// and [`INACTIVE_LOOKUP_PER_PAGE`] on the inactive one. `search` is the
 /// address as Procore was sent it: a key is lower-cased, and a search may
 /// not fold a non-ASCII capital the same way.
 pub fn find_user(
@@ -395,7 +402,10 @@ pub fn find_user(
     (key, search): (&Key, &str),
     per_page: usize,
 ) -> Result<Option<Value>, StepError> {
-    for list in ["users", "users/inactive"] {
+    for (list, per_page) in [
+        ("users", per_page),
+        ("users/inactive", INACTIVE_LOOKUP_PER_PAGE),
+    ] {
         let url = format!("companies/{}/{list}", segment(company));
         let found = all(
             connection,
@@ -422,7 +432,8 @@ pub fn same_id(found: &Value, id: &str) -> bool {
 
 /// Whether Procore lists the company user `id` as inactive: its inactive
 /// list, searched for `search` (`filters[search]`: names and the email
-/// address), holds a user with that id who is not marked active. Only
+/// address, where Procore honours it) and read [`INACTIVE_LOOKUP_PER_PAGE`]
+/// at a time, holds a user with that id who is not marked active. Only
 /// such a listing says inactive; a user found nowhere is not, and a read
 /// that fails is an error, never an answer.
 pub fn listed_inactive(
@@ -430,8 +441,8 @@ pub fn listed_inactive(
     company: &str,
     id: &str,
     search: &str,
-    per_page: usize,
 ) -> Result<bool, StepError> {
+    let per_page = INACTIVE_LOOKUP_PER_PAGE;
     let url = format!("companies/{}/users/inactive", segment(company));
     let mut listed = false;
     each(

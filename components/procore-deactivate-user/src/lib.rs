@@ -15,10 +15,11 @@
 //!    after one is answered 404 (inactive users are not under `users/{id}`
 //!    but `users/inactive`). So after either, the step looks the user up on
 //!    the inactive list (`filters[search]` with their email address, else
-//!    their key; matched on the id): listed there, they are deactivated, as
-//!    after a 2xx. The same goes for a 429 the host gave up on: it says
-//!    nothing of the user, and an attempt the host resent may have been
-//!    applied. Not listed (still active, or not found), or a look-up
+//!    their key, which Procore documents on the active list only, so the
+//!    list may come whole; matched on the id): listed there, they are
+//!    deactivated, as after a 2xx. The same goes for a 429 the host gave
+//!    up on: it says nothing of the user, and an attempt the host resent
+//!    may have been applied. Not listed (still active, or not found), or a look-up
 //!    that fails, and the item fails with the PATCH's own error. Any other
 //!    answer than a 2xx fails the item with the step error its status means
 //!    (401/403 forbidden, 400/422 bad input …).
@@ -70,9 +71,6 @@ use sluice_guest_services::{service_message, status_error};
 
 /// The connection role this component writes through.
 const PROCORE: &str = "procore";
-
-/// Page size of the look-up after an error; a search finds a handful.
-const LOOKUP_PER_PAGE: usize = 100;
 
 /// Who to deactivate, and where.
 #[derive(Deserialize, JsonSchema)]
@@ -360,7 +358,7 @@ fn confirm_inactive(
     leaver: &Leaver,
 ) -> Result<(), Failure> {
     let search = search_term(leaver);
-    let found = procore::listed_inactive(PROCORE, company, user, search, LOOKUP_PER_PAGE);
+    let found = procore::listed_inactive(PROCORE, company, user, search);
     let (note, unknown) = match found {
         Ok(true) => {
             sluice_guest::log::info(&format!(

@@ -26,7 +26,11 @@ fn list(
         return r;
     }
     let pairs = query_pairs(query.as_deref());
+    // Procore documents `filters[search]` on the active list only; the
+    // inactive list takes paging and sort, so a search there is ignored
+    // and a client that counts on it reads the whole list, as it would.
     let search = get(&pairs, "filters[search]")
+        .filter(|_| active)
         .map(str::to_lowercase)
         .filter(|q| !q.is_empty());
     let mut d = s.lock();
