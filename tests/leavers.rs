@@ -459,7 +459,9 @@ async fn a_lost_deactivation_answer_whose_look_up_fails_too_fails_the_item() {
     assert_eq!(item["status"], "failed", "{item:#}");
     let message = item["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("HTTP 500 from PATCH") && message.contains("the look-up of user"),
+        message.contains("HTTP 500 from PATCH")
+            && message.contains("the look-up of user")
+            && message.contains("may have been applied; the next run reads Procore"),
         "{item:#}"
     );
     assert!(!env.active(env.ann), "Procore applied the change");

@@ -372,7 +372,10 @@ fn confirm_inactive(
             false,
         ),
         Err(e) => (
-            format!("the look-up of user {user} failed too: {}", e.message),
+            format!(
+                "the look-up of user {user} failed too ({}), so the deactivation may have been applied; the next run reads Procore and finds out",
+                e.message
+            ),
             true,
         ),
     };
