@@ -631,6 +631,46 @@ async fn a_step_timed_out_by_a_silent_service_names_the_request_it_waited_on() {
     );
 }
 
+/// A step cut off by its timeout while it reads what an earlier write
+/// did (the write's answer never came) names that write too: the change
+/// may have been made, and the component can no longer say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_timed_out_after_a_write_without_answer_says_it_may_have_been_made() {
+    let silent = silent_server().await;
+    let text = format!(
+        r#"
+name = "unsettled"
+[connections.api]
+base_url = "{silent}/api"
+request_timeout = "1s"
+retry = {{ max_attempts = 5, base_delay = "50ms", max_delay = "100ms" }}
+
+[[step]]
+id = "call"
+uses = "{}"
+connections = ["api"]
+timeout = "3s"
+with = {{ action = "post-then-get", connection = "api", url = "things" }}
+"#,
+        fixture("hostile").display()
+    );
+    let (outcome, _) = tokio::time::timeout(Duration::from_secs(60), run_flow(&text, false))
+        .await
+        .expect("the step's timeout did not end it");
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.unwrap();
+    assert!(
+        error.contains(&format!("for an answer to GET {silent}/api/things")),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!(
+            "; earlier, POST {silent}/api/things failed after 1 attempt: "
+        )) && error.contains("so that change may have been made although the step did not finish"),
+        "{error}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_token_response_is_refused() {
     let server = TestServer::start(|seen, _| match seen.path.as_str() {

@@ -576,6 +576,11 @@ enum Cause<'a> {
     Status(u16),
 }
 
+/// What a write given up without an answer says when the service may
+/// have acted on it (what [`crate::engine::Waiting`] looks for).
+pub const MAY_HAVE_REACHED: &str =
+    "the write may have reached the service and is not marked idempotent";
+
 /// Why a request was given up, in one line naming it and its attempts.
 fn gave_up(what: &Named<'_>, why: GiveUp, cause: Cause<'_>, tally: Tally) -> String {
     let attempts = tally.attempts();
@@ -586,13 +591,9 @@ fn gave_up(what: &Named<'_>, why: GiveUp, cause: Cause<'_>, tally: Tally) -> Str
     // An earlier attempt may have been resent (it provably did not reach
     // the service); this last one may have, so it is not resent again.
     let note = |unsafe_write: bool| match (unsafe_write, attempts) {
-        (false, _) => "",
-        (true, 1) => {
-            "; it was not retried because the write may have reached the service and is not marked idempotent"
-        }
-        (true, _) => {
-            "; the last attempt was not retried because the write may have reached the service and is not marked idempotent"
-        }
+        (false, _) => String::new(),
+        (true, 1) => format!("; it was not retried because {MAY_HAVE_REACHED}"),
+        (true, _) => format!("; the last attempt was not retried because {MAY_HAVE_REACHED}"),
     };
     let reason = match cause {
         Cause::NoAnswer(r) | Cause::BodyBroken(r) => r.to_string(),

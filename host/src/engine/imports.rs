@@ -81,7 +81,12 @@ impl connection::Host for StepState {
             retry_when_not_acted: request.retry_when_not_acted,
         };
         let (result, stats) = conn.send(outgoing, step.dry_run).await;
-        waiting.answered();
+        waiting.answered(match &result {
+            Ok(r) => Some(Ok(r.status)),
+            Err(SendError::Unavailable(why)) => Some(Err(why.as_str())),
+            // Not sent (a dry run, no token, refused), or too large to read.
+            Err(_) => None,
+        });
         step.record(&name, &stats);
         if let Ok(r) = &result
             && let Some(note) = &r.scrubbed
