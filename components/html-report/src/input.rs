@@ -130,7 +130,8 @@ pub struct EarlierRun {
     #[serde(default)]
     pub failed: std::collections::BTreeMap<String, u64>,
     /// How many items of each step have no record (its process was
-    /// killed): not started, or under way and maybe done.
+    /// killed): not started, or cut off under way (maybe done: the next
+    /// run reads the services again and acts on what is still left).
     #[serde(default)]
     pub unrecorded: std::collections::BTreeMap<String, u64>,
 }
@@ -150,7 +151,7 @@ impl EarlierRun {
                 for (counts, what) in [
                     (&self.done, "done"),
                     (&self.failed, "failed"),
-                    (&self.unrecorded, "not recorded, maybe done"),
+                    (&self.unrecorded, "not started or cut off"),
                 ] {
                     if let Some(n) = counts.get(step).filter(|n| **n > 0) {
                         parts.push(format!("{n} {what}"));

@@ -501,7 +501,7 @@ mod tests {
             }]
         }));
         let out = report(&i, &about(false));
-        let line = "run 20261206T160934Z-470543 (interrupted, started 2026-12-06T16:09:34Z) did not finish; its work may be unreported: create 1269 done, 2 failed, 4 not recorded, maybe done; deactivate 3 done (`sluice runs show 20261206T160934Z-470543`)";
+        let line = "run 20261206T160934Z-470543 (interrupted, started 2026-12-06T16:09:34Z) did not finish; its work may be unreported: create 1269 done, 2 failed, 4 not started or cut off; deactivate 3 done (`sluice runs show 20261206T160934Z-470543`)";
         assert_eq!(out.warnings, [line]);
         assert!(out.notable, "told by mail though this run did nothing");
         assert!(
@@ -513,7 +513,7 @@ mod tests {
         assert!(out.html.contains(line), "{}", out.html);
         assert!(
             out.mail_html.contains(
-                "create 1269 done, 2 failed, 4 not recorded, maybe done; deactivate 3 done"
+                "create 1269 done, 2 failed, 4 not started or cut off; deactivate 3 done"
             ),
             "{}",
             out.mail_html
