@@ -631,6 +631,76 @@ async fn a_step_timed_out_by_a_silent_service_names_the_request_it_waited_on() {
     );
 }
 
+/// A step that runs a while says so, with what holds its connection:
+/// first a wait the service asked for (a 429's `Retry-After`), then a
+/// request that gets no answer. The run's events carry it, as its
+/// terminal line and `serve -v`'s `still_working` show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_quiet_step_says_it_still_works_and_what_it_waits_on() {
+    let silent = silent_server().await;
+    let throttled = TestServer::start(|_, earlier| match earlier.len() {
+        0 => (429, vec![("retry-after".into(), "2".into())], "{}".into()),
+        _ => json_reply(200, json!({"ok": true})),
+    })
+    .await;
+    let text = format!(
+        r#"
+name = "quiet"
+[connections.slow]
+base_url = "{}/api"
+[connections.silent]
+base_url = "{silent}/api"
+request_timeout = "2s"
+retry = {{ max_attempts = 1 }}
+
+[[step]]
+id = "held"
+uses = "{hostile}"
+connections = ["slow"]
+with = {{ action = "get", connection = "slow", url = "things" }}
+
+[[step]]
+id = "hung"
+uses = "{hostile}"
+connections = ["silent"]
+on_error = "continue"
+with = {{ action = "get", connection = "silent", url = "things" }}
+"#,
+        throttled.url,
+        hostile = fixture("hostile").display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let flow = load(&write_flow(dir.path(), "quiet.toml", &text), &[]);
+    let collector = std::sync::Arc::new(Collector::default());
+    let run_id = sluice::run::new_run_id();
+    let mut options = sluice::run::RunOptions::new(run_id.clone(), dir.path().join(&run_id), false);
+    options.still_working_every = Duration::from_millis(700);
+    let outcome = runner(EngineConfig::default())
+        .run(&flow, &options, collector.clone())
+        .await;
+    assert_eq!(outcome.status, Status::Succeeded, "{:?}", outcome.error);
+    let said: Vec<(String, String)> = collector
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            sluice::run::RunEvent::StillWorking {
+                step, connections, ..
+            } => Some((step.clone(), connections.values().cloned().collect())),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        said.iter().any(|(step, busy)| step == "held"
+            && busy.contains("more, as the service asked (Retry-After)")),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|(step, busy)| step == "hung" && busy == "1 request waiting for an answer"),
+        "{said:?}"
+    );
+}
+
 /// A step cut off by its timeout while it reads what an earlier write
 /// did (the write's answer never came) names that write too: the change
 /// may have been made, and the component can no longer say so.

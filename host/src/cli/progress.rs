@@ -135,6 +135,11 @@ impl Progress {
                     memory: *memory,
                 },
             )),
+            RunEvent::StillWorking {
+                step,
+                elapsed,
+                connections,
+            } => Some(still_working_line(step, *elapsed, connections)),
             RunEvent::Log {
                 step,
                 level,
@@ -188,6 +193,23 @@ impl Progress {
         };
         Some(format!("      {step}: {done}/{total} done{failed}"))
     }
+}
+
+/// A step that runs on with nothing else to show: how long, and what
+/// holds each busy connection.
+pub(super) fn still_working_line(
+    step: &str,
+    elapsed: std::time::Duration,
+    connections: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let mut line = format!(
+        "      {step}: still working after {}",
+        humantime::format_duration(std::time::Duration::from_secs(elapsed.as_secs()))
+    );
+    for (name, busy) in connections {
+        line.push_str(&format!("; connection `{name}`: {busy}"));
+    }
+    line
 }
 
 /// One keyed item and whether it ran well, for `run --only` (the person's
@@ -423,6 +445,34 @@ mod tests {
             closed: 0,
             dry_run,
         }
+    }
+
+    /// A quiet step's line: its time to the second, then each busy
+    /// connection by name.
+    #[test]
+    fn a_still_working_line_names_what_holds_each_connection() {
+        let busy = std::collections::BTreeMap::from([
+            (
+                "graph".to_string(),
+                "1 request waiting for an answer".to_string(),
+            ),
+            (
+                "procore".to_string(),
+                "nothing sent for 40s more, as the service asked (Retry-After)".to_string(),
+            ),
+        ]);
+        assert_eq!(
+            still_working_line("create", std::time::Duration::from_millis(90_400), &busy),
+            "      create: still working after 1m 30s; connection `graph`: 1 request waiting for an answer; connection `procore`: nothing sent for 40s more, as the service asked (Retry-After)"
+        );
+        assert_eq!(
+            still_working_line(
+                "diff",
+                std::time::Duration::from_secs(30),
+                &Default::default()
+            ),
+            "      diff: still working after 30s"
+        );
     }
 
     /// A gate's line counts what ran without approval beside the approved

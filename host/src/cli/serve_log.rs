@@ -572,6 +572,17 @@ impl RunLog {
                 status: Some("failed"),
                 ..self.base("item_failed", step)
             }),
+            RunEvent::StillWorking {
+                step,
+                elapsed,
+                connections,
+            } => Some(Entry {
+                message: format!(
+                    "{flow} run {run}: {}",
+                    super::progress::still_working_line(step, *elapsed, connections).trim_start()
+                ),
+                ..self.base("still_working", step)
+            }),
             RunEvent::Log {
                 step,
                 level,
@@ -768,6 +779,22 @@ mod tests {
         assert_eq!(
             item.message,
             "sync run r1: step create, item 3 of 10 (key `ann@example.com`) failed: Procore refused it"
+        );
+        let quiet = log
+            .entry(&RunEvent::StillWorking {
+                step: "create".into(),
+                elapsed: Duration::from_secs(60),
+                connections: [(
+                    "procore".to_string(),
+                    "1 request waiting for an answer".to_string(),
+                )]
+                .into(),
+            })
+            .unwrap();
+        assert_eq!((quiet.level, quiet.event), (Level::INFO, "still_working"));
+        assert_eq!(
+            quiet.message,
+            "sync run r1: create: still working after 1m; connection `procore`: 1 request waiting for an answer"
         );
         let ended = RunEvent::RunFinished {
             status: Status::Succeeded,

@@ -258,6 +258,12 @@ impl Connection {
         self.redactor.redact(&resolved)
     }
 
+    /// What holds this connection's requests back now (its throttle is
+    /// shared by every connection to the same API in the process).
+    pub fn busy(&self) -> throttle::Busy {
+        self.throttle.busy()
+    }
+
     pub fn needs_token(&self) -> bool {
         self.tokens.needs_token()
     }

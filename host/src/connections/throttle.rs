@@ -154,6 +154,49 @@ struct Budget {
     window: u64,
 }
 
+/// What a throttle holds back now: requests sent and not answered yet
+/// (by every connection sharing it), and whether nothing may go out for a
+/// while, and why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Busy {
+    pub in_flight: u64,
+    pub held: Option<(Duration, Held)>,
+}
+
+/// Why nothing goes out for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// A `Retry-After` the service sent.
+    AsAsked,
+    /// The budget the service announced is spent until its window resets.
+    BudgetSpent,
+    /// A `Retry-After` past [`MAX_WAIT`]: requests fail at once until then.
+    Closed,
+}
+
+impl Busy {
+    /// In words, or `None` when nothing is in flight or held.
+    pub fn words(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.in_flight > 0 {
+            parts.push(format!(
+                "{} request{} waiting for an answer",
+                self.in_flight,
+                if self.in_flight == 1 { "" } else { "s" }
+            ));
+        }
+        if let Some((left, why)) = self.held {
+            let left = humantime::format_duration(Duration::from_secs(left.as_secs().max(1)));
+            parts.push(match why {
+                Held::AsAsked => format!("nothing sent for {left} more, as the service asked (Retry-After)"),
+                Held::BudgetSpent => format!("its rate budget is spent until it resets in {left}"),
+                Held::Closed => format!("requests refused for {left} more: the service asked for a longer wait than Sluice makes"),
+            });
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+}
+
 /// A request's place among those in flight; dropping it without
 /// [`Permit::answered`] means the request ended without a response.
 #[derive(Debug)]
@@ -433,6 +476,28 @@ impl Throttle {
         }))
     }
 
+    /// What holds requests back now, for a run that has been quiet a
+    /// while (see [`Busy`]).
+    pub fn busy(&self) -> Busy {
+        let Ok(s) = self.state.lock() else {
+            return Busy::default();
+        };
+        let now = Instant::now();
+        let held = if let Some(until) = s.closed_until.filter(|u| *u > now) {
+            Some((until - now, Held::Closed))
+        } else if s.not_before > now {
+            Some((s.not_before - now, Held::AsAsked))
+        } else {
+            s.budget
+                .filter(|b| b.remaining == 0 && b.reset_at > now)
+                .map(|b| (b.reset_at - now, Held::BudgetSpent))
+        };
+        Busy {
+            in_flight: s.in_flight,
+            held,
+        }
+    }
+
     /// Nothing is sent before `delay` from now has passed. A delay longer
     /// than [`MAX_WAIT`] closes the connection until then instead.
     pub fn hold_for(&self, delay: Duration) -> Hold {
@@ -582,6 +647,34 @@ fn parse_retry_after_at(value: &str, now_unix: Duration) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a quiet run's line says of a throttle: its requests in flight
+    /// and the wait in force, and nothing when idle.
+    #[tokio::test(start_paused = true)]
+    async fn busy_says_what_is_in_flight_and_held() {
+        let throttle = Throttle::new(None);
+        assert_eq!(throttle.busy().words(), None);
+        let (permit, _) = throttle.acquire().await.unwrap();
+        let _ = throttle.hold_for(Duration::from_secs(40));
+        assert_eq!(
+            throttle.busy().words().as_deref(),
+            Some(
+                "1 request waiting for an answer, nothing sent for 40s more, as the service asked (Retry-After)"
+            )
+        );
+        permit.answered(&[], None);
+        tokio::time::advance(Duration::from_secs(41)).await;
+        assert_eq!(throttle.busy().words(), None);
+        let _ = throttle.hold_for(MAX_WAIT + Duration::from_secs(60));
+        assert!(
+            throttle
+                .busy()
+                .words()
+                .is_some_and(|w| w.starts_with("requests refused for ")),
+            "{:?}",
+            throttle.busy()
+        );
+    }
 
     #[test]
     fn retry_after_forms() {

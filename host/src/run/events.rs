@@ -109,6 +109,17 @@ pub enum RunEvent {
         /// never called its component.
         memory: Option<MemoryUse>,
     },
+    /// A step has run a while with nothing else to show: how long, and
+    /// what holds each of its connections now (requests waiting for an
+    /// answer, a wait the service asked for), so a long quiet stretch is
+    /// never mistaken for a hang (or a hang for work).
+    StillWorking {
+        step: String,
+        #[serde(serialize_with = "millis")]
+        elapsed: Duration,
+        /// By connection name, what holds it, in words; only the busy ones.
+        connections: BTreeMap<String, String>,
+    },
     Log {
         step: String,
         level: LogLevel,

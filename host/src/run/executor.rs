@@ -6,7 +6,8 @@
 //! changed. Then steps run in file order ([`super::step`]). A step's failure
 //! fails the run unless the step says `on_error = "continue"`; inside
 //! `for_each` ([`super::for_each`]), `continue` records the failed item and
-//! goes on with the others, `fail` stops starting new items.
+//! goes on with the others, `fail` stops starting new items. A step that
+//! runs a while says so every 30 s, with what holds its connections.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -23,7 +24,7 @@ use super::{approval, prepare, step};
 use crate::connections::tape::Tapes;
 use crate::connections::{self, Services};
 use crate::engine::Engine;
-use crate::flow::Flow;
+use crate::flow::{Flow, Step};
 use crate::redact::Redactor;
 use crate::state::{MemoryStore, StateStore};
 
@@ -68,7 +69,14 @@ pub struct RunOptions {
     pub state: Option<Arc<dyn StateStore>>,
     /// When the run started (RFC 3339): the run context's `started-at`.
     pub started_at: String,
+    /// How often a running step says it still works, and what holds its
+    /// connections ([`RunEvent::StillWorking`]).
+    pub still_working_every: Duration,
 }
+
+/// How often a step says it still works, unless the options say otherwise:
+/// often enough that a quiet terminal never looks hung for long.
+pub const STILL_WORKING_EVERY: Duration = Duration::from_secs(30);
 
 impl RunOptions {
     pub fn new(run_id: String, output_dir: PathBuf, dry_run: bool) -> Self {
@@ -85,6 +93,7 @@ impl RunOptions {
             tapes: None,
             guard: None,
             started_at: chrono::Utc::now().to_rfc3339(),
+            still_working_every: STILL_WORKING_EVERY,
         }
     }
 
@@ -263,10 +272,42 @@ impl Runner {
                     step.id
                 )));
             }
-            step::run(&ctx, step, &prepared, results).await?;
+            with_news(&ctx, step, step::run(&ctx, step, &prepared, results)).await?;
         }
         Ok(())
     }
+}
+
+/// Runs a step's `work`, saying every [`RunOptions::still_working_every`]
+/// that it still works and what holds its connections now.
+async fn with_news<T>(ctx: &RunContext<'_>, step: &Step, work: impl Future<Output = T>) -> T {
+    let every = ctx.options.still_working_every;
+    let started = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval_at(started + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => ctx.emit(&RunEvent::StillWorking {
+                step: step.id.clone(),
+                elapsed: started.elapsed(),
+                connections: busy_connections(ctx, step),
+            }),
+        }
+    }
+}
+
+/// Each of `step`'s connections that has requests in flight or held, with
+/// what holds it, in words.
+fn busy_connections(ctx: &RunContext<'_>, step: &Step) -> BTreeMap<String, String> {
+    step.connections
+        .iter()
+        .filter_map(|grant| {
+            let connection = ctx.connections.get(&grant.connection)?;
+            Some((grant.connection.clone(), connection.busy().words()?))
+        })
+        .collect()
 }
 
 /// How many `for_each` items failed in steps that went on without them

@@ -510,7 +510,7 @@ fn run_status(s: Status) -> RunStatus {
 
 impl Observer for Recorder {
     fn event(&self, event: &RunEvent) {
-        if matches!(event, RunEvent::Log { .. }) {
+        if matches!(event, RunEvent::Log { .. } | RunEvent::StillWorking { .. }) {
             return;
         }
         let run = {
@@ -712,7 +712,9 @@ fn history_write(
             rejected: summary.rejected.len() as u64,
             closed: summary.closed,
         }),
-        RunEvent::Log { .. } | RunEvent::Keyed { .. } => return None,
+        RunEvent::Log { .. } | RunEvent::Keyed { .. } | RunEvent::StillWorking { .. } => {
+            return None;
+        }
     })
 }
 
