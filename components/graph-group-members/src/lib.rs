@@ -177,6 +177,29 @@ fn full_read(tracked: &Tracked, transitive: bool) -> Result<Known, StepError> {
     Ok(known::from_listings(listed))
 }
 
+/// License holders keyed by a guest's sign-in name (no mail in Entra, a
+/// UPN with `#EXT#`): the identity rule keys them so, and Procore then
+/// invites an address no mailbox receives. Said, not changed: the key
+/// is the flow's contract.
+fn guest_sign_in_warning(roster: &people::Roster) -> Option<String> {
+    let mut keys = roster.guest_sign_in_keys();
+    let first = keys.next()?;
+    let more = keys.count();
+    let (who, more) = match more {
+        0 => (
+            "1 license holder has no mail in Entra and is".to_string(),
+            String::new(),
+        ),
+        n => (
+            format!("{} license holders have no mail in Entra and are", n + 1),
+            format!(" and {n} more"),
+        ),
+    };
+    Some(format!(
+        "{who} keyed by their guest sign-in name (`{first}`{more}), which no mailbox receives: Procore's invitation will not reach them; give them a mail in Entra"
+    ))
+}
+
 /// How a run read the members.
 struct Outcome {
     known: Known,
@@ -220,6 +243,10 @@ fn run(input: Input, context: &Context) -> Result<Output, StepError> {
     out.read = outcome.read;
     out.full_because = outcome.full_because;
     out.warnings = outcome.warnings;
+    if let Some(warning) = guest_sign_in_warning(&roster) {
+        sluice_guest::log::warn(&warning);
+        out.warnings.push(warning);
+    }
     // With no license group the flow deactivates nobody, so asking Graph
     // about every managed person would only spend requests.
     if !tracked.ids.is_empty() {
@@ -463,3 +490,55 @@ fn unheld(people: &people::Roster, disabled: &[String]) -> Result<Unheld, StepEr
 sluice_guest::step!(run, connections: {
     "graph": "Microsoft Graph: reads the members of the license groups (GroupMember.Read.All, User.Read.All)",
 });
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::known::Entry;
+    use crate::member::Member;
+
+    fn holder(mail: Option<&str>, upn: &str) -> Entry {
+        let mut entry = Entry::of(
+            &Member::owned(json!({"@odata.type": "#microsoft.graph.user", "id": upn, "mail": mail, "userPrincipalName": upn, "accountEnabled": true})).unwrap(),
+        );
+        entry.groups.insert(0);
+        entry
+    }
+
+    /// Guests without mail are keyed by their `#EXT#` sign-in name, as the
+    /// identity rule says; the run says that no mailbox gets their invite.
+    #[test]
+    fn guests_keyed_by_their_sign_in_name_are_warned_of() {
+        let roster = |holders: Vec<Entry>| {
+            let mut people = people::People::new(vec!["License – Microsoft E3".into()]);
+            for (i, h) in holders.into_iter().enumerate() {
+                people.add(id::Id::new(&format!("id{i}")), h);
+            }
+            people.finish().0
+        };
+        let guest = "ann_partner.example#EXT#@contoso.onmicrosoft.com";
+        assert_eq!(
+            guest_sign_in_warning(&roster(vec![
+                holder(Some("bob@contoso.com"), "bob@contoso.com"),
+                holder(Some("cy_x.com#EXT#@contoso.onmicrosoft.com"), "cy_x.com#EXT#@contoso.onmicrosoft.com"),
+            ])),
+            Some("1 license holder has no mail in Entra and is keyed by their guest sign-in name (`cy_x.com#ext#@contoso.onmicrosoft.com`), which no mailbox receives: Procore's invitation will not reach them; give them a mail in Entra".into()),
+        );
+        let two = guest_sign_in_warning(&roster(vec![
+            holder(None, guest),
+            holder(None, "dee_y.org#EXT#@contoso.onmicrosoft.com"),
+        ]))
+        .unwrap();
+        assert!(
+            two.starts_with("2 license holders have no mail in Entra and are keyed by their guest sign-in name (`ann_partner.example#ext#@contoso.onmicrosoft.com` and 1 more)"),
+            "{two}"
+        );
+        assert_eq!(
+            guest_sign_in_warning(&roster(vec![holder(Some("ann@partner.example"), guest)])),
+            None,
+            "a guest with a mail is keyed by it"
+        );
+    }
+}

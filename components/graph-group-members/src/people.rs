@@ -192,6 +192,16 @@ impl Roster {
         self.people.len()
     }
 
+    /// The keys that are a guest's sign-in name (a UPN with `#ext#`, as
+    /// Entra makes for an invited guest with no mail): no mailbox gets
+    /// what is sent there.
+    pub fn guest_sign_in_keys(&self) -> impl Iterator<Item = &str> {
+        self.people
+            .iter()
+            .map(Held::key)
+            .filter(|key| key.contains("#ext#"))
+    }
+
     /// Whether someone has this key.
     pub fn contains(&self, key: &str) -> bool {
         let head = head_of(key);
