@@ -456,6 +456,27 @@ async fn a_component_built_for_0_1_is_refused_naming_both_versions() {
     );
 }
 
+/// A component of another package whose `run` also takes one argument is
+/// no step of any version: it is refused naming the step world's `run`,
+/// not sent looking for a 0.1 build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_of_another_world_is_not_taken_for_a_0_1_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let text = format!(
+        "name = \"foreign\"\n[[step]]\nid = \"foreign\"\nuses = \"{}\"\n",
+        fixture("foreign-world").display()
+    );
+    let (outcome, _) = run_text(&runner, dir.path(), &text, false).await;
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.unwrap();
+    assert!(!error.contains("0.1.0"), "{error}");
+    assert!(
+        error.contains("does not export the step world's `run` function (`run: func(input: json, context: run-context) -> result<json, step-error>`, sluice:flow@0.2.3)"),
+        "{error}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_built_in_describes_itself_once_with_schemas_and_roles() {
     let runner = runner(EngineConfig::default());

@@ -37,16 +37,29 @@ pub fn check(component: &Component, engine: &wasmtime::Engine) -> Result<(), Wro
         });
     }
     // 0.1's `run` took the input alone; nothing else tells a 0.1
-    // component that imports nothing of ours from a 0.2 one.
+    // component that imports nothing of ours from a 0.2 one. A `run` of
+    // another shape is no step of any version: linking names what is
+    // missing or wrong.
     if let Some(run) = ty.get_export(engine, "run")
         && let ComponentItem::ComponentFunc(f) = run.ty
-        && f.params().len() == 1
+        && is_run_of_0_1(&f)
     {
         return Err(WrongVersion {
             found: "0.1.0".into(),
         });
     }
     Ok(())
+}
+
+/// `run: func(input: json) -> result<json, step-error>`, as 0.1 had it
+/// (`json` is a string, `step-error` a record).
+fn is_run_of_0_1(f: &wasmtime::component::types::ComponentFunc) -> bool {
+    use wasmtime::component::types::Type;
+    let params: Vec<Type> = f.params().map(|(_, t)| t).collect();
+    let results: Vec<Type> = f.results().collect();
+    matches!(params.as_slice(), [Type::String])
+        && matches!(results.as_slice(), [Type::Result(r)]
+            if matches!(r.ok(), Some(Type::String)) && matches!(r.err(), Some(Type::Record(_))))
 }
 
 /// The version in an import name such as `sluice:flow/log@0.1.0`.

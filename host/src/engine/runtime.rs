@@ -83,7 +83,10 @@ impl Ready {
             anyhow::anyhow!("it does not implement the sluice:flow@{} step world, or imports something the host does not grant: {e}", contract::SPOKEN)
         })?;
         let indices = bindings::StepIndices::new(&pre).map_err(|e| {
-            anyhow::anyhow!("it does not export the step world's `run` function: {e}")
+            anyhow::anyhow!(
+                "it does not export the step world's `run` function (`run: func(input: json, context: run-context) -> result<json, step-error>`, sluice:flow@{}): {e:#}",
+                contract::SPOKEN
+            )
         })?;
         Ok(Ready {
             pre,
