@@ -456,6 +456,38 @@ async fn a_component_built_for_0_1_is_refused_naming_both_versions() {
     );
 }
 
+/// A component's error message of any length is cut, after redaction, to
+/// the size the history keeps: the run's events and its error never carry
+/// megabytes (a terminal, a `--json` reader and `serve`'s log see them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_error_message_is_cut_everywhere_it_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let text = format!(
+        "name = \"loud\"\n[[step]]\nid = \"loud\"\nuses = \"{}\"\nwith = {{ action = \"unavailable\", code = \"loud\", message = \"{}\" }}\n",
+        fixture("hostile").display(),
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let (outcome, events) = run_text(&runner, dir.path(), &text, false).await;
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.unwrap();
+    assert!(
+        error.len() < 17 * 1024 && error.contains("… (cut; ") && error.contains("[loud]"),
+        "{} bytes: {}",
+        error.len(),
+        &error[..200]
+    );
+    let finished = events
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            sluice::run::RunEvent::StepFinished { error, .. } => error,
+            _ => None,
+        })
+        .unwrap();
+    assert!(finished.len() < 17 * 1024, "{} bytes", finished.len());
+}
+
 /// A component of another package whose `run` also takes one argument is
 /// no step of any version: it is refused naming the step world's `run`,
 /// not sent looking for a 0.1 build.

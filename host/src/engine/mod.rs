@@ -450,7 +450,20 @@ fn reported_error(e: bindings::types::StepError) -> CallError {
     CallError::Reported {
         kind,
         code: e.code,
-        message: e.message,
+        message: cut_before_redaction(e.message),
+    }
+}
+
+/// How much of a component's error message the host keeps, in characters:
+/// far more than is shown, so the cut after redaction
+/// ([`crate::redact::Redactor::redact_error`]) decides, and a message of
+/// megabytes is not copied into every event that tells it.
+const MAX_MESSAGE_BEFORE_REDACTION: usize = 64 * 1024;
+
+fn cut_before_redaction(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_BEFORE_REDACTION) {
+        Some((end, _)) => message[..end].to_string(),
+        None => message,
     }
 }
 

@@ -258,6 +258,13 @@ impl Redactor {
         }
     }
 
+    /// An error's text as it may be shown or kept: redacted, then cut to
+    /// the history's size for an error (a component can report a message
+    /// of any length; cutting after redacting never leaves half a secret).
+    pub fn redact_error(&self, text: &str) -> String {
+        sluice_store::cap::capped_error(&self.redact(text))
+    }
+
     pub fn redact(&self, text: &str) -> String {
         match self.scrub(text.as_bytes()) {
             (Cow::Borrowed(_), _) => text.to_string(),

@@ -188,9 +188,9 @@ impl Runner {
         }
         let (status, error) = match result {
             Ok(()) => (Status::Succeeded, None),
-            Err(StepFailure::Failed(why)) => (Status::Failed, Some(redactor.redact(&why))),
+            Err(StepFailure::Failed(why)) => (Status::Failed, Some(redactor.redact_error(&why))),
             Err(StepFailure::Interrupted(why)) => {
-                (Status::Interrupted, Some(redactor.redact(&why)))
+                (Status::Interrupted, Some(redactor.redact_error(&why)))
             }
         };
         let duration = started.elapsed();

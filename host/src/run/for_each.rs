@@ -227,7 +227,7 @@ async fn settle(
         .filter_map(|(i, _, r)| match r.as_ref()? {
             Ok(_) => Some((*i, Ok(()))),
             Err(failed) if spends_approval(failed) => {
-                Some((*i, Err(ctx.redactor.redact(&failed.to_string()))))
+                Some((*i, Err(ctx.redactor.redact_error(&failed.to_string()))))
             }
             Err(_) => None,
         })
@@ -594,7 +594,7 @@ impl Ending {
                 (
                     status,
                     None,
-                    Some(redactor.redact(&f.to_string())),
+                    Some(redactor.redact_error(&f.to_string())),
                     &f.tries,
                 )
             }
@@ -679,7 +679,7 @@ fn gather(
                     error: ItemError {
                         kind: e.error.kind(),
                         code: e.error.code().to_string(),
-                        message: redactor.redact(&e.to_string()),
+                        message: redactor.redact_error(&e.to_string()),
                         retryable: e.error.retryable(),
                     },
                 }

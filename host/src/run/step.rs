@@ -45,7 +45,7 @@ pub async fn run(
             return Ok(());
         }
         Err(why) => {
-            let why = ctx.redactor.redact(&why);
+            let why = ctx.redactor.redact_error(&why);
             finish_early(ctx, step, Status::Failed, why.clone());
             results.finished.insert(step.id.clone());
             return Err(StepFailure::Failed(why));
@@ -283,12 +283,12 @@ fn finish(
         Err(StepFailure::Failed(why)) => (
             Status::Failed,
             None,
-            Some(ctx.redactor.redact(&format!("{label} failed: {why}"))),
+            Some(ctx.redactor.redact_error(&format!("{label} failed: {why}"))),
         ),
         Err(StepFailure::Interrupted(why)) => (
             Status::Interrupted,
             None,
-            Some(ctx.redactor.redact(&format!("{label}: {why}"))),
+            Some(ctx.redactor.redact_error(&format!("{label}: {why}"))),
         ),
     };
     ctx.emit(&RunEvent::StepFinished {
