@@ -26,6 +26,9 @@ pub struct Progress {
     /// asked about; their stories follow the run).
     trace: bool,
     last_item_line: Mutex<usize>,
+    /// The run's id, from its start: the last line names the command that
+    /// shows what failed.
+    run_id: Mutex<String>,
 }
 
 impl Progress {
@@ -35,6 +38,7 @@ impl Progress {
             verbose,
             trace: false,
             last_item_line: Mutex::new(0),
+            run_id: Mutex::new(String::new()),
         }
     }
 
@@ -67,6 +71,9 @@ impl Progress {
                 .last_item_line
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = 0;
+        }
+        if let RunEvent::RunStarted { run_id, .. } = event {
+            *self.run_id.lock().unwrap_or_else(|e| e.into_inner()) = run_id.clone();
         }
         match event {
             RunEvent::RunStarted {
@@ -160,8 +167,9 @@ impl Progress {
                 ..
             } => Some(match (status, setbacks.said()) {
                 (Status::Succeeded, Some(failed)) => format!(
-                    "✓ finished in {}, but {failed} (the run went on past them: see above, or `sluice runs show`)",
+                    "✓ finished in {}, but {failed} (the run went on past them: `sluice runs show {}` says why)",
                     format_duration(*duration),
+                    self.run_id.lock().unwrap_or_else(|e| e.into_inner()),
                 ),
                 (Status::Succeeded, None) => {
                     format!("✓ finished in {}", format_duration(*duration))
@@ -445,6 +453,34 @@ mod tests {
             closed: 0,
             dry_run,
         }
+    }
+
+    /// A run that went on past failed items ends naming the command that
+    /// says why, with its own id (nothing above lists them by default).
+    #[test]
+    fn a_run_past_failures_ends_naming_its_runs_show() {
+        let p = Progress::new(Mode::Human, false);
+        p.human_line(&RunEvent::RunStarted {
+            run_id: "20261206T1200Z-abc123".into(),
+            flow: "sync".into(),
+            dry_run: false,
+            output_dir: Default::default(),
+        });
+        let end = p.human_line(&RunEvent::RunFinished {
+            status: Status::Succeeded,
+            error: None,
+            duration: std::time::Duration::from_millis(2500),
+            setbacks: crate::run::Setbacks {
+                failed_steps: Vec::new(),
+                failed_items: 4,
+            },
+        });
+        assert_eq!(
+            end.as_deref(),
+            Some(
+                "✓ finished in 2.5 s, but 4 items failed (the run went on past them: `sluice runs show 20261206T1200Z-abc123` says why)"
+            )
+        );
     }
 
     /// A quiet step's line: its time to the second, then each busy
