@@ -713,3 +713,50 @@ fn runs_with_a_limit_of_zero_is_refused() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `components show` says what a component takes and returns: a built-in
+/// by name (its roles, and its input and output schemas, also as JSON),
+/// a file by path; a file that is not there is an error with a hint, and
+/// a component without `describe` says nothing is known of it.
+#[test]
+fn components_show_says_what_a_component_takes_and_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = sluice(dir.path(), &["components", "show", "procore-users"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("procore-users ")
+            && out.contains("  procore  Procore: lists the company's users")
+            && out.contains("input (the step's `with`), JSON Schema:")
+            && out.contains("\"company_id\"")
+            && out.contains("output (what later steps read as `${steps.ID.…}`), JSON Schema:")
+            && out.contains("\"users\""),
+        "{out}"
+    );
+    let (code, out, err) = sluice(
+        dir.path(),
+        &["components", "show", "html-report", "--json"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let described: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(described["name"], "html-report");
+    assert!(
+        described["output_schema"]["properties"]["mail_html"].is_object(),
+        "{out}"
+    );
+    let (code, _, err) = sluice(dir.path(), &["components", "show", "nope.wasm"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("nope.wasm: component file `nope.wasm` does not exist")
+            && err.contains("hint:"),
+        "{err}"
+    );
+    // Built from the WIT's `step` world: no `describe`.
+    let bare = sluice_builtins::fixture("contract-0-2").expect("fixture contract-0-2 was built");
+    let (code, out, err) = sluice(dir.path(), &["components", "show", bare], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("exports no `describe`, so what it takes and returns is not known"),
+        "{err}"
+    );
+}
