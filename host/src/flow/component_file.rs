@@ -47,7 +47,7 @@ impl ComponentFileError {
     pub fn hint(&self) -> &'static str {
         match self {
             ComponentFileError::Missing(_) | ComponentFileError::Directory(_) => {
-                "paths in `uses` are relative to the flow file and name a .wasm file; build the component with `cargo build --target wasm32-wasip2`"
+                "paths in `uses` are relative to the flow file and name a .wasm file; build it first (a Rust component: `cargo build --release --target wasm32-wasip2`)"
             }
             ComponentFileError::NotAFile(_) | ComponentFileError::NotAComponent(_) => {
                 "`uses` takes a built-in's name or a WebAssembly component (.wasm) built for wasm32-wasip2"
