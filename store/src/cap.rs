@@ -42,6 +42,9 @@ pub fn truncated_bytes(value: &Value) -> Option<u64> {
 }
 
 /// The error text to store: itself, or its start and a note of its size.
+/// A text with a cut in it already (a component's message inside a step's
+/// error) is said to be at least as large as that cut's note gives, so
+/// cutting again never understates what was there.
 pub fn capped_error(text: &str) -> String {
     if text.len() <= MAX_ERROR_BYTES {
         return text.to_string();
@@ -50,7 +53,20 @@ pub fn capped_error(text: &str) -> String {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… (cut; {} bytes in all)", &text[..end], text.len())
+    let total = earlier_cut(text).map_or(text.len(), |n| n.max(text.len()));
+    cut_note(&text[..end], total)
+}
+
+/// `start`, cut from a text of `total` bytes, with the note saying so.
+pub fn cut_note(start: &str, total: usize) -> String {
+    format!("{start}… (cut; {total} bytes in all)")
+}
+
+/// The size the last cut note in a text gives, if it has one.
+fn earlier_cut(text: &str) -> Option<usize> {
+    let (_, note) = text.rsplit_once("… (cut; ")?;
+    let (size, _) = note.split_once(" bytes in all)")?;
+    size.parse().ok()
 }
 
 /// A stored JSON text read back. Text that does not parse (written by hand
@@ -112,6 +128,19 @@ mod tests {
 
     #[test]
     fn multibyte_text_is_cut_on_a_boundary() {
+        let first = capped_error(&"x".repeat(3 * MAX_ERROR_BYTES));
+        let again = capped_error(&format!("step `a` failed: {first} and more"));
+        assert!(
+            again.ends_with("… (cut; 49152 bytes in all)"),
+            "a second cut keeps the first one's size: {}",
+            &again[again.len() - 60..]
+        );
+        let once = capped_error(&format!("{first}; and then"));
+        assert!(
+            once.ends_with("… (cut; 49152 bytes in all)"),
+            "{}",
+            &once[once.len() - 60..]
+        );
         let long = "é".repeat(MAX_ERROR_BYTES);
         let cut = capped_error(&long);
         assert!(cut.len() < MAX_ERROR_BYTES + 64);

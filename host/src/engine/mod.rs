@@ -462,7 +462,7 @@ const MAX_MESSAGE_BEFORE_REDACTION: usize = 64 * 1024;
 
 fn cut_before_redaction(message: String) -> String {
     match message.char_indices().nth(MAX_MESSAGE_BEFORE_REDACTION) {
-        Some((end, _)) => message[..end].to_string(),
+        Some((end, _)) => sluice_store::cap::cut_note(&message[..end], message.len()),
         None => message,
     }
 }
