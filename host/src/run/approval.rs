@@ -293,9 +293,11 @@ impl Gate {
             })
             .count();
         if approved_late > 0 {
+            // A warning, so it is shown by default: the gate's line counts
+            // these keys among those that wait, though they are approved.
             ctx.emit(&RunEvent::Log {
                 step: step.id.clone(),
-                level: crate::engine::LogLevel::Info,
+                level: crate::engine::LogLevel::Warn,
                 message: format!(
                     "{approved_late} of its items {} approved after this run started: {} at the next run, as this run's earlier steps saw {} still waiting",
                     if approved_late == 1 { "was" } else { "were" },
