@@ -751,6 +751,13 @@ fn components_show_says_what_a_component_takes_and_returns() {
             && err.contains("hint:"),
         "{err}"
     );
+    let (code, _, err) = sluice(dir.path(), &["components", "show", "compar"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`compar` is neither a built-in component nor a file")
+            && err.contains("`sluice components` lists the built-ins"),
+        "{err}"
+    );
     // Built from the WIT's `step` world: no `describe`.
     let bare = sluice_builtins::fixture("contract-0-2").expect("fixture contract-0-2 was built");
     let (code, out, err) = sluice(dir.path(), &["components", "show", bare], &[]);

@@ -83,6 +83,16 @@ fn list() -> ExitCode {
 fn show(component: &str, json: bool, data_dir: &Path) -> ExitCode {
     let reference = match sluice_builtins::find(component) {
         Some(_) => ComponentRef::Builtin(component.to_string()),
+        None if !component.ends_with(".wasm") && !Path::new(component).exists() => {
+            eprintln!(
+                "error: `{}` is neither a built-in component nor a file",
+                terminal::line(component)
+            );
+            eprintln!(
+                "  hint: `sluice components` lists the built-ins; a component of your own is a path to its .wasm file"
+            );
+            return ExitCode::from(2);
+        }
         None => ComponentRef::file(component),
     };
     let engine = match super::run_cmd::engine_for(data_dir) {
