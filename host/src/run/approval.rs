@@ -228,16 +228,18 @@ impl Gate {
             })?;
         let states = plan_states(plan.as_ref());
         let approved_at_start = approved_at_start(ctx, step);
+        // Approved after the run started: earlier steps (compare) saw it
+        // pending, so this run treats it as pending too and the approval
+        // stands for the next run, as `approve` says.
+        let approved_late = |k: &str| {
+            states.get(k) == Some(&PlanItemState::Approved) && !approved_at_start.contains(k)
+        };
         let state_of = |k: &Option<String>| {
             let k = key_norm(k.as_ref()?);
-            match states.get(&k).copied() {
-                // Approved after the run started: earlier steps (compare)
-                // saw it pending, so this run treats it as pending too and
-                // the approval stands for the next run, as `approve` says.
-                Some(PlanItemState::Approved) if !approved_at_start.contains(&k) => {
-                    Some(PlanItemState::Pending)
-                }
-                state => state,
+            if approved_late(&k) {
+                Some(PlanItemState::Pending)
+            } else {
+                states.get(&k).copied()
             }
         };
         let unapproved = keys
@@ -287,10 +289,7 @@ impl Gate {
         let approved_late = keys
             .iter()
             .flatten()
-            .map(|k| key_norm(k))
-            .filter(|k| {
-                states.get(k) == Some(&PlanItemState::Approved) && !approved_at_start.contains(k)
-            })
+            .filter(|k| approved_late(&key_norm(k)))
             .count();
         if approved_late > 0 {
             // A warning, so it is shown by default: the gate's line counts
