@@ -137,11 +137,7 @@ fn show(component: &str, json: bool, data_dir: &Path) -> ExitCode {
 /// A description for a person: name, version and summary, the roles, and
 /// each schema as indented JSON.
 fn described_text(d: &Description) -> String {
-    let mut text = format!(
-        "{} {}: {}
-",
-        d.name, d.version, d.summary
-    );
+    let mut text = format!("{} {}: {}\n", d.name, d.version, d.summary);
     if d.connections.is_empty() {
         text.push_str("\nconnection roles: none (it sends no requests)\n");
     } else {

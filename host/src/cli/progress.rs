@@ -146,7 +146,10 @@ impl Progress {
                 step,
                 elapsed,
                 connections,
-            } => Some(still_working_line(step, *elapsed, connections)),
+            } => Some(format!(
+                "      {}",
+                still_working_line(step, *elapsed, connections)
+            )),
             RunEvent::Log {
                 step,
                 level,
@@ -211,7 +214,7 @@ pub(super) fn still_working_line(
     connections: &std::collections::BTreeMap<String, String>,
 ) -> String {
     let mut line = format!(
-        "      {step}: still working after {}",
+        "{step}: still working after {}",
         humantime::format_duration(std::time::Duration::from_secs(elapsed.as_secs()))
     );
     for (name, busy) in connections {
@@ -499,7 +502,7 @@ mod tests {
         ]);
         assert_eq!(
             still_working_line("create", std::time::Duration::from_millis(90_400), &busy),
-            "      create: still working after 1m 30s; connection `graph`: 1 request waiting for an answer; connection `procore`: nothing sent for 40s more, as the service asked (Retry-After)"
+            "create: still working after 1m 30s; connection `graph`: 1 request waiting for an answer; connection `procore`: nothing sent for 40s more, as the service asked (Retry-After)"
         );
         assert_eq!(
             still_working_line(
@@ -507,7 +510,7 @@ mod tests {
                 std::time::Duration::from_secs(30),
                 &Default::default()
             ),
-            "      diff: still working after 30s"
+            "diff: still working after 30s"
         );
     }
 

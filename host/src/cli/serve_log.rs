@@ -579,7 +579,7 @@ impl RunLog {
             } => Some(Entry {
                 message: format!(
                     "{flow} run {run}: {}",
-                    super::progress::still_working_line(step, *elapsed, connections).trim_start()
+                    super::progress::still_working_line(step, *elapsed, connections)
                 ),
                 ..self.base("still_working", step)
             }),

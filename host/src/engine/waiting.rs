@@ -104,6 +104,7 @@ impl Waiting {
     /// What the call waits on now, in words: the request as the connection
     /// resolves it, how long it has waited, and the connection's settings
     /// that bound one answer.
+    ///
     /// A write the call sent before that got no answer that settles it is
     /// named too: its change may have been made.
     pub fn describe(&self) -> Option<String> {
