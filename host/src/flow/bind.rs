@@ -403,7 +403,9 @@ fn bind_step(mut step: Step, env: &dyn Environment) -> Step {
             approval.above = Some(Threshold::Reference(bind_template(t, env)));
         }
     }
-    step.when = step.when.iter().map(|t| bind_template(t, env)).collect();
+    for condition in &mut step.when {
+        condition.template = bind_template(&condition.template, env);
+    }
     step
 }
 

@@ -142,7 +142,7 @@ pub struct Step {
     pub approval: Option<Approval>,
     pub concurrency: usize,
     /// All must be truthy for the step to run.
-    pub when: Vec<Template>,
+    pub when: Vec<Condition>,
     pub timeout: Duration,
     pub on_error: OnError,
     /// File name in the run's output folder → path into the step's output.
@@ -161,6 +161,15 @@ pub struct Step {
     /// (see [`super::reads`]); when not, a `for_each` step's output keeps
     /// no item's output: each is in its item's record only.
     pub items_read: bool,
+}
+
+/// One `when` condition: its template, and its text as the flow file
+/// wrote it, which a skipped step's reason quotes (the template itself has
+/// the environment's values in it by then).
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub template: Template,
+    pub text: String,
 }
 
 impl Step {

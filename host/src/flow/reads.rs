@@ -43,7 +43,7 @@ fn names_items(template: &Template, id: &str) -> bool {
 
 /// Every template a step resolves at run time.
 fn templates(step: &Step) -> Vec<&Template> {
-    let mut out: Vec<&Template> = step.when.iter().collect();
+    let mut out: Vec<&Template> = step.when.iter().map(|c| &c.template).collect();
     out.extend(step.for_each.iter());
     out.extend(step.for_each_key.iter());
     if let Some(with) = &step.with {

@@ -66,6 +66,34 @@ impl<'a> Found<'a> {
         }
     }
 
+    /// What a false value is, in words (see [`truthy`]): what a skipped
+    /// step's reason says of the `when` condition that did not hold.
+    pub fn falsy_words(&self) -> &'static str {
+        use crate::run::output::Kind;
+        let kind = match self {
+            Found::Value(v) => match v.as_ref() {
+                Value::Null => Kind::Null,
+                Value::Bool(_) => Kind::Bool,
+                Value::Number(_) => Kind::Number,
+                Value::String(s) => return string_words(s),
+                Value::Array(_) => Kind::Array,
+                Value::Object(_) => Kind::Object,
+            },
+            Found::Json(j) => match j.kind() {
+                Kind::String => return string_words(&j.as_string().unwrap_or_default()),
+                other => other,
+            },
+        };
+        match kind {
+            Kind::Null => "null or absent",
+            Kind::Bool => "false",
+            Kind::Number => "0",
+            Kind::String => "empty",
+            Kind::Array => "an empty list",
+            Kind::Object => "an empty table",
+        }
+    }
+
     /// Appends its JSON text to `out`: a step's output as it was written.
     pub fn write_json(&self, out: &mut String) {
         match self {
@@ -248,6 +276,15 @@ pub fn walk(mut value: Value, path: &[String]) -> Value {
         };
     }
     value
+}
+
+/// A false string in words: empty, or the text "false".
+fn string_words(s: &str) -> &'static str {
+    if s.is_empty() {
+        "empty"
+    } else {
+        "the text \"false\""
+    }
 }
 
 /// JSON truthiness for `when`: null, false, 0, "" and empty collections are false.

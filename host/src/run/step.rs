@@ -36,10 +36,10 @@ pub async fn run(
     results: &mut Results,
 ) -> Result<(), StepFailure> {
     let component = step.uses.to_string();
-    match should_run(ctx, step, results) {
-        Ok(true) => {}
-        Ok(false) => {
-            finish_early(ctx, step, Status::Skipped, "its `when` is false".into());
+    match skip_reason(ctx, step, results) {
+        Ok(None) => {}
+        Ok(Some(why)) => {
+            finish_early(ctx, step, Status::Skipped, why);
             results.finished.insert(step.id.clone());
             results.outputs.insert(step.id.clone(), StepOutput::null());
             return Ok(());
@@ -96,15 +96,24 @@ fn answered(ctx: &RunContext<'_>, before: &[String]) -> Result<(), StepFailure> 
     Err(StepFailure::Failed(miss.cloned().unwrap_or_default()))
 }
 
-/// Whether the step's `when` holds (all of its values truthy); an error
-/// names the step and why `when` could not be evaluated.
-fn should_run(ctx: &RunContext<'_>, step: &Step, results: &Results) -> Result<bool, String> {
+/// Why `step` is skipped: `None` when every `when` condition holds, else
+/// the first that does not, quoted as the flow file wrote it and with what
+/// it read as, so that "mail skipped" says which setting or output to look
+/// at (`${env.REPORT_MAIL_FROM:-}` is empty; a component of one's own whose
+/// output lacks the field read is null or absent). Every condition is
+/// evaluated first: one that cannot be is an error, naming the step,
+/// whatever the others say.
+fn skip_reason(
+    ctx: &RunContext<'_>,
+    step: &Step,
+    results: &Results,
+) -> Result<Option<String>, String> {
     let scope = ctx.scope(results);
     // Read in place: `when = "${steps.diff.missing}"` copies no list.
     let values = step
         .when
         .iter()
-        .map(|w| scope.resolve_in_place(w))
+        .map(|c| scope.resolve_in_place(&c.template))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
             format!(
@@ -112,7 +121,18 @@ fn should_run(ctx: &RunContext<'_>, step: &Step, results: &Results) -> Result<bo
                 step.id, step.uses
             )
         })?;
-    Ok(values.iter().all(Found::truthy))
+    Ok(step
+        .when
+        .iter()
+        .zip(&values)
+        .find(|(_, value)| !value.truthy())
+        .map(|(condition, value)| {
+            format!(
+                "its `when` is false: `{}` is {}",
+                condition.text,
+                value.falsy_words()
+            )
+        }))
 }
 
 /// The `StepFinished` of a step that never called its component.

@@ -314,7 +314,7 @@ impl Compiler<'_, '_> {
     }
 
     /// `when` decides once whether the whole step runs, before any item.
-    fn when(&mut self, node: &Spanned<Node>, refs: &RefRules<'_>) -> Vec<Template> {
+    fn when(&mut self, node: &Spanned<Node>, refs: &RefRules<'_>) -> Vec<Condition> {
         let rules = RefRules {
             item: match refs.item {
                 ItemRule::Allowed => ItemRule::InWhen,
@@ -326,6 +326,10 @@ impl Compiler<'_, '_> {
         match node.get_ref() {
             Node::String(s) => self
                 .checked_template(&Spanned::new(node.span(), s.clone()), &rules, "when")
+                .map(|template| Condition {
+                    template,
+                    text: s.clone(),
+                })
                 .into_iter()
                 .collect(),
             // An empty list of conditions would always hold, though `[]`
@@ -341,9 +345,12 @@ impl Compiler<'_, '_> {
             Node::Array(items) => items
                 .iter()
                 .filter_map(|i| match i.get_ref() {
-                    Node::String(s) => {
-                        self.checked_template(&Spanned::new(i.span(), s.clone()), &rules, "when")
-                    }
+                    Node::String(s) => self
+                        .checked_template(&Spanned::new(i.span(), s.clone()), &rules, "when")
+                        .map(|template| Condition {
+                            template,
+                            text: s.clone(),
+                        }),
                     other => {
                         let message =
                             format!("a `when` condition must be a string, not {}", other.kind());
