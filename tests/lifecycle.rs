@@ -754,6 +754,19 @@ async fn no_matching_license_group_deactivates_nobody_not_even_an_approved_key()
         .find(|e| e["event"] == "step_finished" && e["step"] == "deactivate")
         .unwrap();
     assert_eq!(deactivate["status"], "skipped", "{deactivate}");
+    assert_eq!(
+        deactivate["error"], "its `when` is false: `${steps.groups.count}` is 0",
+        "the skip names the condition: {deactivate}"
+    );
+    // Nobody was checked for leaving: the report lists nobody as a
+    // leaver (compare's leavers are every managed person, unchecked), and
+    // the mail's subject says why it came.
+    assert_eq!(guard["kind"], "no_license_group", "{guard}");
+    let report = run.output_of("report");
+    let subject = report["subject"].as_str().unwrap();
+    assert!(subject.ends_with(", no license group matched"), "{subject}");
+    let html = report["html"].as_str().unwrap();
+    assert!(!html.contains("not acted on"), "{html}");
     // No Graph request per managed person to tell who is gone, and no
     // delta round with an empty filter (Graph answers that with a 400);
     // only the report's mail besides.

@@ -334,6 +334,24 @@ pub struct Guard {
     /// Why (empty when not holding).
     #[serde(default)]
     pub reason: String,
+    /// Which of the guard's rules holds them (absent when not holding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<GuardKind>,
+}
+
+/// Why the guard holds deactivations back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardKind {
+    /// No license group matched the prefixes: nothing is known of who holds
+    /// a license, so the leavers are every managed person, unchecked.
+    NoLicenseGroup,
+    /// The flow's first run found leavers (through `managed_domains`).
+    FirstRun,
+    /// The license holders fell by more than half since the last run.
+    HoldersFell,
+    /// Those the first run found leaving are not all decided yet.
+    FirstRunUndecided,
 }
 
 /// What deactivating one leaver came to.

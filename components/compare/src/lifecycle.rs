@@ -78,9 +78,9 @@ use hashbrown::HashMap;
 use sluice_guest::{Paged, StepError};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Adopted, AdoptedStatus, Creating, DomainLeaving, Guard, Holders, InactiveUnmanaged, KnownAs,
-    LeaveReason, Leaver, Leaving, Managed, ManagedStatus as Status, MatchedBy, Origin, OwedProject,
-    ProcoreUser, ProjectAction, ProjectOwed, Returner, still_owed,
+    Adopted, AdoptedStatus, Creating, DomainLeaving, Guard, GuardKind, Holders, InactiveUnmanaged,
+    KnownAs, LeaveReason, Leaver, Leaving, Managed, ManagedStatus as Status, MatchedBy, Origin,
+    OwedProject, ProcoreUser, ProjectAction, ProjectOwed, Returner, still_owed,
 };
 use sluice_identity::Key;
 
@@ -952,29 +952,35 @@ impl<'a, 'w> Run<'a, 'w> {
         let counted = self.policy.license_groups != Some(0);
         let fell = |h: &Holders| count * 2 < h.count;
         let reason = if !counted {
-            Some(
-                "no license group matched the group prefixes, so nobody is deactivated in this run (check the prefixes)"
+            Some((
+                GuardKind::NoLicenseGroup,
+                "no license group matched the group prefixes, so nobody was checked for leaving and nobody is deactivated in this run (check the prefixes)"
                     .to_string(),
-            )
+            ))
         } else {
             match &self.known.holders {
                 // Only `managed_domains` makes leavers in a first run: a
                 // first run changes nobody without an admin, whatever the
                 // params say.
-                None if !out.leavers.is_empty() => Some(
+                None if !out.leavers.is_empty() => Some((
+                    GuardKind::FirstRun,
                     "this is the flow's first run (no count of license holders is kept yet), so nobody is deactivated without approval"
                         .to_string(),
-                ),
+                )),
                 None => None,
-                Some(h) if fell(h) => Some(format!(
-                    "license holders fell from {} to {count} (more than half) since the run of {}, so nobody is deactivated without approval",
-                    h.count, h.at
+                Some(h) if fell(h) => Some((
+                    GuardKind::HoldersFell,
+                    format!(
+                        "license holders fell from {} to {count} (more than half) since the run of {}, so nobody is deactivated without approval",
+                        h.count, h.at
+                    ),
                 )),
                 // …and until an admin has decided those, nobody else is.
-                Some(_) if self.first_run_undecided => Some(
+                Some(_) if self.first_run_undecided => Some((
+                    GuardKind::FirstRunUndecided,
                     "the deactivations of people the first run found leaving are not all approved or rejected yet, so nobody is deactivated without approval"
                         .to_string(),
-                ),
+                )),
                 Some(_) => None,
             }
         };
@@ -1005,7 +1011,11 @@ impl<'a, 'w> Run<'a, 'w> {
             }))?;
         }
         out.guard = match reason {
-            Some(reason) => Guard { hold: true, reason },
+            Some((kind, reason)) => Guard {
+                hold: true,
+                reason,
+                kind: Some(kind),
+            },
             None => Guard::default(),
         };
         Ok(())
@@ -1916,6 +1926,7 @@ mod tests {
         let (diff, writes) = run(&[], &users, &k, &p);
         assert!(diff.guard.hold);
         assert!(diff.guard.reason.contains("no license group"));
+        assert_eq!(diff.guard.kind, Some(GuardKind::NoLicenseGroup));
         assert_eq!(diff.leavers.len(), 1, "listed, to wait for an admin");
         assert!(!writes.iter().any(|w| matches!(w, Write::Holders(_))));
 
@@ -1935,6 +1946,7 @@ mod tests {
             "{}",
             diff.guard.reason
         );
+        assert_eq!(diff.guard.kind, Some(GuardKind::HoldersFell));
         k.holders.as_mut().unwrap().count = 8;
         let (diff, writes) = run(&people, &users, &k, &policy());
         assert!(!diff.guard.hold, "4 of 8 is half, not more");

@@ -105,7 +105,9 @@ pub fn parsed(written: Written) -> sluice_guest_services::sync::Diff {
 mod tests {
     use super::*;
     use sluice_guest_services::procore::Id;
-    use sluice_guest_services::sync::{AdoptedStatus, Diff, LeaveReason, MatchedBy, Origin};
+    use sluice_guest_services::sync::{
+        AdoptedStatus, Diff, GuardKind, LeaveReason, MatchedBy, Origin,
+    };
 
     #[test]
     fn the_schema_is_the_diffs_with_its_three_large_lists_paged() {
@@ -192,6 +194,7 @@ mod tests {
             guard: Guard {
                 hold: true,
                 reason: "why".into(),
+                kind: Some(GuardKind::HoldersFell),
             },
             known_as: vec![KnownAs {
                 key: "d@x.com".into(),

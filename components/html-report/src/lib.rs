@@ -58,6 +58,7 @@ pub mod sections;
 
 use serde::Serialize;
 use sluice_guest::{Context, JsonSchema, JsonText, StepError};
+use sluice_guest_services::sync::{Guard, GuardKind};
 
 use assemble::{Assembled, Assembler};
 pub use input::Input;
@@ -239,13 +240,20 @@ pub fn notable(s: &Summary, guard_held: bool, dry_run: bool) -> bool {
     done + s.failed + s.waiting_for_approval > 0 || guard_held || (dry_run && would > 0)
 }
 
-fn subject(s: &Summary, dry_run: bool, earlier_unfinished: usize) -> String {
+fn subject(s: &Summary, guard: &Guard, dry_run: bool, earlier_unfinished: usize) -> String {
     let earlier = match earlier_unfinished {
         0 => String::new(),
         1 => ", and what 1 earlier stopped run did".to_string(),
         n => format!(", and what {n} earlier stopped runs did"),
     };
-    format!("{}{earlier}", subject_of_this_run(s, dry_run))
+    // A guard that held is why the mail went: the subject says so, not
+    // only the body ("0 created, 0 failed" reads as a quiet run).
+    let held = match (guard.hold, guard.kind) {
+        (false, _) => "",
+        (true, Some(GuardKind::NoLicenseGroup)) => ", no license group matched",
+        (true, _) => ", deactivations held back",
+    };
+    format!("{}{held}{earlier}", subject_of_this_run(s, dry_run))
 }
 
 fn subject_of_this_run(s: &Summary, dry_run: bool) -> String {
@@ -292,7 +300,12 @@ pub fn report(input: &Input, about: &About<'_>) -> Result<Report, StepError> {
         rest: Rest {
             mail_html: mail.html,
             mail_rows_left_out: mail.left_out,
-            subject: subject(&summary, about.dry_run, input.earlier_unfinished.len()),
+            subject: subject(
+                &summary,
+                &input.parts()?.guard,
+                about.dry_run,
+                input.earlier_unfinished.len(),
+            ),
             // An earlier run's work that no report told is news.
             notable: notable(&summary, input.parts()?.guard.hold, about.dry_run)
                 || !input.earlier_unfinished.is_empty(),
@@ -790,6 +803,54 @@ mod tests {
         }));
         assert!(report(&i, &about(false)).notable);
         assert!(out.html.contains("not removed from project 5: HTTP 403"));
+    }
+
+    /// No license group matched: the deactivate step did not run, and
+    /// compare's leavers are every managed person, unchecked. None is
+    /// listed as a leaver, and the subject says why the mail came. Held
+    /// back for another reason, the leavers are listed as not acted on.
+    #[test]
+    fn a_run_that_matched_no_license_group_lists_no_leavers() {
+        let held = |kind: &str| {
+            let mut v = leavers_value(Value::Null);
+            v["deactivated"] = Value::Null;
+            v["diff"]["leavers"] = json!([
+                {"key": "cy@x.com", "procore_id": 43, "name": "Cy", "reason": "no license group"},
+                {"key": "di@x.com", "procore_id": 44, "name": "Di", "reason": "no license group"}
+            ]);
+            v["diff"]["guard"] = json!({"hold": true, "reason": "because", "kind": kind});
+            input(v)
+        };
+        let i = held("no_license_group");
+        let out = report(&i, &about(false));
+        let all = sections(&i).unwrap();
+        assert!(
+            all.iter()
+                .flat_map(|s| s.rows.iter())
+                .all(|r| r.status != status::NOT_ACTED_ON && r.key != "cy@x.com"),
+            "nobody listed as leaving"
+        );
+        assert!(!out.html.contains("cy@x.com") && !out.mail_html.contains("di@x.com"));
+        assert!(
+            out.subject.ends_with(", no license group matched"),
+            "{}",
+            out.subject
+        );
+        assert!(out.notable);
+
+        let i = held("holders_fell");
+        let out = report(&i, &about(false));
+        assert_eq!(
+            row(&sections(&i).unwrap(), "cy@x.com").status,
+            status::NOT_ACTED_ON
+        );
+        assert!(
+            out.subject.ends_with(", deactivations held back"),
+            "{}",
+            out.subject
+        );
+        let quiet = report(&leavers_input(Value::Null), &about(false));
+        assert!(!quiet.subject.contains("held back"), "{}", quiet.subject);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use sluice_guest::{ForEachOutput, GateSummary, HeldEntry, ItemEntry, ItemResult, StepError};
 use sluice_guest_services::sync::{
-    CreateStatus, Created, DeactivateStatus, Deactivated, Leaver, MatchedBy, Person, ProjectDone,
-    ProjectOwedStatus, ProjectRemoval, ReactivateStatus, Reactivated,
+    CreateStatus, Created, DeactivateStatus, Deactivated, GuardKind, Leaver, MatchedBy, Person,
+    ProjectDone, ProjectOwedStatus, ProjectRemoval, ReactivateStatus, Reactivated,
 };
 
 use crate::input::{CreateItems, Input, Parts};
@@ -403,6 +403,10 @@ fn leavers(input: &Input, parts: &Parts<'_>, sink: &mut impl Sink) -> Result<(),
     let step = input.deactivated.as_ref();
     let gate = step.and_then(|s| s.approval.as_ref());
     sink.section("Leavers", gate.and_then(approve_note));
+    // No license group matched: nothing says who holds a license, so the
+    // managed people compare found leaving (every one of them) are not
+    // listed; the guard's warning says why.
+    let unchecked = step.is_none() && parts.guard.kind == Some(GuardKind::NoLicenseGroup);
     item_rows(step, "name", leaver_why, deactivated_row, sink);
     for told in parts.rejected_too_late {
         sink.row(Row {
@@ -427,7 +431,7 @@ fn leavers(input: &Input, parts: &Parts<'_>, sink: &mut impl Sink) -> Result<(),
             sink,
         );
     }
-    if step.is_none() {
+    if step.is_none() && !unchecked {
         for l in parts.leavers.iter() {
             let l = l?;
             sink.row(Row {
