@@ -345,6 +345,39 @@ fn a_secret_in_the_wrong_variable_is_not_printed_with_its_error() {
         !stdout.contains(&secret[..10]) && !stderr.contains(&secret[..10]),
         "{stdout}{stderr}"
     );
+
+    // Nor one given as a `--param` that a component's input refuses
+    // (an audit's: the refusal quoted the value).
+    let mut env: Vec<(&str, &str)> = SHIPPED_ENV
+        .iter()
+        .filter(|(k, _)| *k != "GRAPH_CLIENT_SECRET")
+        .copied()
+        .collect();
+    env.push(("GRAPH_CLIENT_SECRET", secret));
+    let grace = format!("leaver_grace={secret}");
+    let data = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = sluice(
+        &shipped_flows(),
+        &[
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "run",
+            "procore-license-sync.toml",
+            "--dry-run",
+            "--param",
+            &grace,
+        ],
+        &env,
+    );
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("`with.leaver_grace` = \"[redacted]\" is not in the form"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains(&secret[..10]) && !stderr.contains(&secret[..10]),
+        "{stdout}{stderr}"
+    );
 }
 
 /// A secret too short to tell apart from ordinary text could not be kept

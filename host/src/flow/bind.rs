@@ -38,6 +38,12 @@ pub fn bind(flow: CompiledFlow, env: &dyn Environment, diags: &mut Vec<Diagnosti
     for value in secrets.values() {
         b.redactor.add(value.clone());
     }
+    // What compiling found may quote a value given with `--param`, which
+    // may be a secret's: told redacted too, as binding's own problems are.
+    for d in b.diags.iter_mut() {
+        d.message = b.redactor.redact(&d.message);
+        d.hint = d.hint.as_deref().map(|h| b.redactor.redact(h));
+    }
     let scope = Scope {
         params: Some(&flow.params),
         env: Some(env),
