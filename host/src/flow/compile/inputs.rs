@@ -25,7 +25,7 @@ use super::super::resolve::walk;
 use super::super::schema::shape::{self, compatible, type_names};
 use super::super::schema::{InputPath, InputSchema, Segment};
 use super::super::template::{Reference, Root, Template};
-use super::references::text_of;
+use super::references::{param_path_problem, text_of};
 use super::{Compiler, literal_json};
 
 /// What a later step can know of an earlier one's output.
@@ -131,10 +131,14 @@ impl<'a> Known<'a> {
     fn shape(&self, r: &Reference) -> Shape {
         let run_field = |t: &str| Shape::Types([t.to_string()].into(), "a run field".into());
         match &r.root {
-            Root::Param(name) => self
-                .params
-                .get(name)
-                .map_or(Shape::Unknown, |v| Shape::Value(walk(v.clone(), &r.path))),
+            // A path that can hold nothing is told once, as such (see
+            // `param_path_problem`), not again as a null of the wrong type.
+            Root::Param(name) => match self.params.get(name) {
+                Some(v) if param_path_problem(name, v, &r.path).is_none() => {
+                    Shape::Value(walk(v.clone(), &r.path))
+                }
+                _ => Shape::Unknown,
+            },
             Root::Env { .. } => Shape::Types(
                 ["string".into()].into(),
                 "environment variables are text".into(),

@@ -165,6 +165,18 @@ impl Compiler<'_, '_> {
             (Root::Param(name), _) if !place.params().contains_key(name) => {
                 self.unknown_param(name, span, place.params())
             }
+            (Root::Param(name), _)
+                if let Some(why) = place
+                    .params()
+                    .get(name)
+                    .and_then(|v| param_path_problem(name, v, &r.path)) =>
+            {
+                self.error(
+                    span,
+                    why,
+                    "a path into a param names a field of a table or a place (0, 1, …) in a list",
+                )
+            }
             (Root::Secret(name), _) => return self.secret_use(name, span, place),
             (Root::Env { name, .. }, _) if self.secret_reading(name).is_some() => {
                 let secret = self.secret_reading(name).map(|s| s.name.clone());
@@ -371,4 +383,39 @@ pub(super) fn text_of(t: &Template) -> String {
             Part::Ref(..) => "",
         })
         .collect()
+}
+
+/// Why a path into a param's value can hold nothing whatever the run's
+/// `--param`s: a field of a text, number or boolean, or a word as a place
+/// in a list. (A place past a list's end, or a field a table lacks, is
+/// left alone: `--param` may give a longer list or another table.) Such a
+/// reference would read as nothing at every run.
+pub(super) fn param_path_problem(name: &str, value: &Value, path: &[String]) -> Option<String> {
+    let mut at = format!("params.{name}");
+    let mut value = value;
+    for segment in path {
+        value = match value {
+            Value::Object(fields) => fields.get(segment)?,
+            Value::Array(items) => match segment.parse::<usize>() {
+                Ok(place) => items.get(place)?,
+                Err(_) => {
+                    return Some(format!(
+                        "`{at}` is a list: `{segment}` is not a place in it (0, 1, …)"
+                    ));
+                }
+            },
+            scalar => {
+                let kind = match scalar {
+                    Value::String(_) => "a text",
+                    Value::Number(_) => "a number",
+                    Value::Bool(_) => "a boolean",
+                    _ => "null",
+                };
+                return Some(format!("`{at}` is {kind}, which has no field `{segment}`"));
+            }
+        };
+        at.push('.');
+        at.push_str(segment);
+    }
+    None
 }
