@@ -855,47 +855,56 @@ async fn the_project_is_joined_without_a_template_and_skipped_without_a_project(
     }
 }
 
-/// A permission template that is not a number is refused when the flow
-/// is bound to its environment, before anything runs: one error where the
-/// flow reads the variable (file:line:column), exit 2, and not a request
-/// sent. (It was a failure of every create item in a run that still
-/// exited 0.) Procore takes only an integer.
+/// A permission template, company or project id that is not a number is
+/// refused when the flow is bound to its environment, before anything
+/// runs: one error where the flow reads the variable (file:line:column),
+/// exit 2, and not a request sent. (It was a failure of every create item
+/// in a run that still exited 0.) Procore takes only an integer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_permission_template_that_is_not_a_number_is_refused_before_the_run() {
+async fn a_procore_id_that_is_not_a_number_is_refused_before_the_run() {
     let (emulator, env, data) = emulated(EmulatorConfig {
         scenario: Scenario::generate(60, 24),
         ..Default::default()
     })
     .await;
-    let var = "PROCORE_PERMISSION_TEMPLATE_ID";
-    let mut env = without(&env, &[var]);
-    env.push((var.into(), "tpl-a".into()));
-    let run = sluice(&env, data.path(), &["--json"]).await;
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!(
-            "environment variable {var} is `tpl-a`, which steps "
-        )),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("procore-license-sync.toml:"),
-        "says where the flow reads it: {}",
-        run.stderr
-    );
-    // The same check when asked beforehand.
-    let flow = flow_path();
-    let validate = ["validate", "--env", flow.to_str().unwrap()];
-    let checked = sluice_cmd(&env, data.path(), &validate).await;
-    assert_eq!(checked.code, 2, "{}", checked.stderr);
-    assert!(
-        checked
-            .stderr
-            .contains(&format!("environment variable {var}")),
-        "{}",
-        checked.stderr
-    );
+    // The company and the project too (an audit's: `abc` for either
+    // passed `validate --env`, and the run read all of Graph before
+    // Procore refused the company, or created every user whose project
+    // add then failed).
+    for (var, value) in [
+        ("PROCORE_PERMISSION_TEMPLATE_ID", "tpl-a"),
+        ("PROCORE_COMPANY_ID", "abc"),
+        ("PROCORE_PROJECT_ID", "p-7"),
+    ] {
+        let mut env = without(&env, &[var]);
+        env.push((var.into(), value.into()));
+        let run = sluice(&env, data.path(), &["--json"]).await;
+        assert_eq!(run.code, 2, "{var}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "environment variable {var} is `{value}`, which steps "
+            )),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("procore-license-sync.toml:"),
+            "says where the flow reads it: {}",
+            run.stderr
+        );
+        // The same check when asked beforehand.
+        let flow = flow_path();
+        let validate = ["validate", "--env", flow.to_str().unwrap()];
+        let checked = sluice_cmd(&env, data.path(), &validate).await;
+        assert_eq!(checked.code, 2, "{}", checked.stderr);
+        assert!(
+            checked
+                .stderr
+                .contains(&format!("environment variable {var}")),
+            "{}",
+            checked.stderr
+        );
+    }
     let state = emulator.snapshot();
     assert!(state.requests.is_empty(), "{:?}", state.requests);
     emulator.shutdown().await;

@@ -483,6 +483,31 @@ pub fn template_id_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema
     })
 }
 
+/// The input schema of a company id (an [`Id`] field): a whole number, or
+/// its digits as text. Said in the schema so that a mistyped
+/// `PROCORE_COMPANY_ID` is refused by `sluice validate --env` and before a
+/// run reads anything, not by Procore after Graph was read.
+pub fn company_id_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["integer", "string"],
+        "minimum": 0,
+        "pattern": "^\\s*[0-9]+\\s*$",
+        "description": "The Procore company id: a whole number, or its digits as text (an environment variable)."
+    })
+}
+
+/// The input schema of a project id (an `Option<Id>` field): a whole
+/// number, or its digits as text, or empty or absent for none; refused
+/// before anything runs otherwise, as [`company_id_schema`] says why.
+pub fn project_id_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["integer", "string", "null"],
+        "minimum": 0,
+        "pattern": "^\\s*[0-9]*\\s*$",
+        "description": "A Procore project id: a whole number, or its digits as text (an environment variable); empty or absent means none."
+    })
+}
+
 /// The permission template a new or returning user gets on the project:
 /// none when `id` is absent or empty, else its number. Procore takes only
 /// an integer; anything else is refused before a request is made, so a

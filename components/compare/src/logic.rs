@@ -96,6 +96,7 @@ pub struct Input {
     /// number; empty or absent: none): project calls earlier runs owe on
     /// it are listed in `project_owed`.
     #[serde(default)]
+    #[schemars(schema_with = "sluice_guest_services::procore::project_id_schema")]
     pub project_id: Option<Id>,
 }
 

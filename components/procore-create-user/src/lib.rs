@@ -94,10 +94,12 @@ struct Input {
     /// The person (as `compare` lists the missing ones).
     user: Person,
     /// The Procore company id (a whole number).
+    #[schemars(schema_with = "sluice_guest_services::procore::company_id_schema")]
     company_id: Id,
     /// Also add the new user to this project (its id, a whole number);
     /// empty or absent: no project.
     #[serde(default)]
+    #[schemars(schema_with = "sluice_guest_services::procore::project_id_schema")]
     project_id: Option<Id>,
     /// The project permission template (its id, a whole number); empty
     /// or absent: none.

@@ -79,10 +79,12 @@ struct Input {
     /// The leaver (as `compare` lists them).
     user: Leaver,
     /// The Procore company id (a whole number).
+    #[schemars(schema_with = "sluice_guest_services::procore::company_id_schema")]
     company_id: Id,
     /// Also remove the user from this project (its id, a whole number);
     /// empty or absent: no project.
     #[serde(default)]
+    #[schemars(schema_with = "sluice_guest_services::procore::project_id_schema")]
     project_id: Option<Id>,
 }
 

@@ -51,10 +51,12 @@ struct Input {
     /// The returner (as `compare` lists them).
     user: Returner,
     /// The Procore company id (a whole number).
+    #[schemars(schema_with = "sluice_guest_services::procore::company_id_schema")]
     company_id: Id,
     /// Also add the user to this project again (its id, a whole number);
     /// empty or absent: no project.
     #[serde(default)]
+    #[schemars(schema_with = "sluice_guest_services::procore::project_id_schema")]
     project_id: Option<Id>,
     /// The project permission template (its id, a whole number); empty
     /// or absent: none.

@@ -32,6 +32,7 @@ const PROCORE: &str = "procore";
 #[serde(deny_unknown_fields)]
 struct Input {
     /// The Procore company id (a whole number).
+    #[schemars(schema_with = "sluice_guest_services::procore::company_id_schema")]
     company_id: Id,
 }
 
