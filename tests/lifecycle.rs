@@ -1069,6 +1069,12 @@ async fn a_flow_with_approvals_does_not_run_when_its_history_cannot_be_opened() 
         "{}",
         run.stderr
     );
+    // Either setting may be what is wrong: both are named.
+    assert!(
+        run.stderr.contains("`--data-dir`") && run.stderr.contains("`--database`"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(requests.len(), 0, "nothing read, nothing created");
     // Nor does a dry run: without the approvals it could not say what
     // would run, and its gated steps would fail while it "finished".

@@ -249,6 +249,24 @@ async fn components_pull_fetches_ahead_and_changed_cached_bytes_are_refused() {
     );
     assert_eq!(run_custom(&env, data.path(), &flow).await, Some(true));
 
+    // A flow with no oci:// component: said, not a silent success.
+    let other = tempfile::tempdir().unwrap();
+    let builtins = flow_using(other.path(), "compare");
+    let nothing = sluice_cmd(
+        &[],
+        data.path(),
+        &["components", "pull", builtins.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(nothing.code, 0, "{}", nothing.stderr);
+    assert!(
+        nothing
+            .stdout
+            .contains("uses no oci:// component: nothing to pull or pin"),
+        "{}",
+        nothing.stdout
+    );
+
     // The cached component is changed behind sluice's back: refused.
     let hex = digest.strip_prefix("sha256:").unwrap();
     let cached = data

@@ -171,7 +171,15 @@ fn pin(file: &Path, data_dir: &Path, mode: Mode) -> ExitCode {
     let compiled = super::with_resolver(&resolver, &catalog, &[], |ctx| {
         crate::flow::compile_file(file, ctx)
     });
-    for r in resolver.resolved() {
+    let resolved = resolver.resolved();
+    if resolved.is_empty() && compiled.is_ok() {
+        // Said, not left silent: the command did its whole job.
+        println!(
+            "{} uses no oci:// component: nothing to pull or pin",
+            terminal::line(&file.display().to_string())
+        );
+    }
+    for r in resolved {
         let how = match (&r.replaced, r.pulled) {
             (Some(old), _) => format!("pinned {} (was {old})", r.digest),
             (None, true) => format!("pulled {}", r.digest),

@@ -252,7 +252,7 @@ fn needs_history(flow: &crate::flow::Flow, recording: &Recording) -> Option<Stri
         return None;
     }
     Some(format!(
-        "its approval steps ({}) keep their approvals in the run history, which could not be opened (see the warning above); fix the data directory (`--data-dir`, SLUICE_DATA_DIR) and run again",
+        "its approval steps ({}) keep their approvals in the run history, which could not be opened (see the warning above); fix what it names (the data directory: `--data-dir`, SLUICE_DATA_DIR; or the database: `--database`, SLUICE_DATABASE_URL) and run again",
         gated.join(", ")
     ))
 }

@@ -45,6 +45,14 @@ impl Node {
     }
 }
 
+/// A TOML type's name (`integer`) with its article (`an integer`).
+fn a(type_name: &str) -> String {
+    match type_name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        true => format!("an {type_name}"),
+        false => format!("a {type_name}"),
+    }
+}
+
 /// The whole flow file as written, before any cross-checks.
 #[derive(Debug, Default)]
 pub struct AuthoredFlow {
@@ -689,7 +697,7 @@ fn table_entries<'i>(
             diags.push(
                 Diagnostic::new(
                     span,
-                    format!("`{what}` must be a table, not {}", other.type_str()),
+                    format!("`{what}` must be a table, not {}", a(other.type_str())),
                 )
                 .hint(format!("write `[{what}]` followed by `key = value` lines")),
             );
@@ -817,8 +825,8 @@ fn read_grants(
                 Diagnostic::new(
                     span,
                     format!(
-                        "`connections` must be a list or a table, not a {}",
-                        other.type_str()
+                        "`connections` must be a list or a table, not {}",
+                        a(other.type_str())
                     ),
                 )
                 .hint("write `connections = [\"graph\"]`, or `connections = { graph = \"graph_prod\" }` to bind a role to a connection"),
@@ -876,6 +884,27 @@ mod tests {
         let flow = parse(&SourceFile::new("f.toml", text), &mut diags).unwrap();
         let steps = flow.steps.into_iter().map(Spanned::into_inner).collect();
         (steps, diags.into_iter().map(|d| d.message).collect())
+    }
+
+    /// An audit read "not a integer" and "not string".
+    #[test]
+    fn a_section_of_the_wrong_type_is_named_with_its_article() {
+        let (_, diags) = steps(
+            "name = \"f\"\nparams = 3\n[[step]]\nid = \"a\"\nuses = \"x\"\nconnections = 4\n",
+        );
+        assert!(
+            diags.contains(&"`params` must be a table, not an integer".to_string()),
+            "{diags:?}"
+        );
+        assert!(
+            diags.contains(&"`connections` must be a list or a table, not an integer".to_string()),
+            "{diags:?}"
+        );
+        let (_, diags) = steps("secrets = \"x\"\n");
+        assert!(
+            diags.contains(&"`secrets` must be a table, not a string".to_string()),
+            "{diags:?}"
+        );
     }
 
     #[test]
