@@ -292,6 +292,7 @@ pub fn report(input: &Input, about: &About<'_>) -> Result<Report, StepError> {
     let rows = assembler.finish();
     let summary = summary(&rows, input)?;
     let warnings = warnings(input)?;
+    let guard = input.parts()?.guard;
     let mail = mail::body(&rows.sections, &summary, &warnings, about, input.mail_rows);
     let anyone = rows.anyone();
     let page = Page::new(rows.tables, anyone, &summary, &warnings, about);
@@ -302,12 +303,12 @@ pub fn report(input: &Input, about: &About<'_>) -> Result<Report, StepError> {
             mail_rows_left_out: mail.left_out,
             subject: subject(
                 &summary,
-                &input.parts()?.guard,
+                &guard,
                 about.dry_run,
                 input.earlier_unfinished.len(),
             ),
             // An earlier run's work that no report told is news.
-            notable: notable(&summary, input.parts()?.guard.hold, about.dry_run)
+            notable: notable(&summary, guard.hold, about.dry_run)
                 || !input.earlier_unfinished.is_empty(),
             summary,
             warnings,

@@ -324,14 +324,7 @@ impl Compiler<'_, '_> {
         };
         let hint = "write `when = \"${steps.x.ok}\"`";
         match node.get_ref() {
-            Node::String(s) => self
-                .checked_template(&Spanned::new(node.span(), s.clone()), &rules, "when")
-                .map(|template| Condition {
-                    template,
-                    text: s.clone(),
-                })
-                .into_iter()
-                .collect(),
+            Node::String(s) => self.condition(node.span(), s, &rules).into_iter().collect(),
             // An empty list of conditions would always hold, though `[]`
             // as a condition's value is false: say which was meant.
             Node::Array(items) if items.is_empty() => {
@@ -345,12 +338,7 @@ impl Compiler<'_, '_> {
             Node::Array(items) => items
                 .iter()
                 .filter_map(|i| match i.get_ref() {
-                    Node::String(s) => self
-                        .checked_template(&Spanned::new(i.span(), s.clone()), &rules, "when")
-                        .map(|template| Condition {
-                            template,
-                            text: s.clone(),
-                        }),
+                    Node::String(s) => self.condition(i.span(), s, &rules),
                     other => {
                         let message =
                             format!("a `when` condition must be a string, not {}", other.kind());
@@ -368,6 +356,21 @@ impl Compiler<'_, '_> {
                 Vec::new()
             }
         }
+    }
+
+    /// One `when` condition, checked, with its text as written.
+    fn condition(
+        &mut self,
+        span: Range<usize>,
+        text: &str,
+        rules: &RefRules<'_>,
+    ) -> Option<Condition> {
+        let template =
+            self.checked_template(&Spanned::new(span, text.to_string()), rules, "when")?;
+        Some(Condition {
+            template,
+            text: text.to_string(),
+        })
     }
 
     fn concurrency(&mut self, step: &AuthoredStep) -> usize {
