@@ -1344,7 +1344,11 @@ async fn the_shipped_compare_reads_lists_checked_the_way_it_would_check_them() {
         "PROCORE_CLIENT_SECRET",
         "PROCORE_COMPANY_ID",
     ]
-    .map(|name| (name, "a-long-enough-value"));
+    // A company id is a number (the steps that take it say so).
+    .map(|name| match name {
+        "PROCORE_COMPANY_ID" => (name, "4242"),
+        _ => (name, "a-long-enough-value"),
+    });
     let flow = load_described(&shipped, &env, &runner);
     let step = |id: &str| flow.steps.iter().find(|s| s.id == id).unwrap();
     let compare = step("diff").input_schema.clone().unwrap();
