@@ -508,6 +508,140 @@ async fn keys_that_leave_are_closed_and_rejected_keys_stay_held() {
     );
 }
 
+/// A decision made from what a run printed covers what it printed: the
+/// command names the plan's revision, and an item a later run added to
+/// the same plan stays pending until someone looks at it. (A plain
+/// `sluice approve ID` approved the items added since too.)
+#[tokio::test]
+async fn approving_a_revision_leaves_what_a_later_run_added_pending() {
+    let env = Env::new(r#""always""#);
+    let two = r#"[{"key": "Ann@x.com"}, {"key": "bob@x.com"}]"#;
+    let first = env.run(&["--param", &format!("people={two}")]).await;
+    let id = env.plan_id().await;
+    assert!(
+        first
+            .stderr
+            .contains(&format!("to approve: `sluice approve {id} --revision 1`")),
+        "{}",
+        first.stderr
+    );
+    // The same people again: nothing joined, the revision stays.
+    let again = env.run(&["--param", &format!("people={two}")]).await;
+    assert!(
+        again
+            .stderr
+            .contains(&format!("sluice approve {id} --revision 1`")),
+        "{}",
+        again.stderr
+    );
+    // cy joins the plan at a later run: revision 2.
+    let grown = env.run(&[]).await;
+    assert!(
+        grown
+            .stderr
+            .contains(&format!("sluice approve {id} --revision 2`")),
+        "{}",
+        grown.stderr
+    );
+    let plan = env.json(&["approvals", "show", &id, "--json"]).await;
+    assert_eq!(plan["plan"]["revision"], 2);
+    let joined: Vec<(&str, u64)> = plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["key"].as_str().unwrap(), i["revision"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        joined,
+        [("Ann@x.com", 1), ("bob@x.com", 1), ("cy@x.com", 2)]
+    );
+    let show = env.sluice(&["approvals", "show", &id]).await;
+    for needle in [
+        "  revision  2 (REV: the revision each item joined at)",
+        &format!("Approve: sluice approve {id} --revision 2 [--only KEY]"),
+    ] {
+        assert!(show.stdout.contains(needle), "{needle:?}: {}", show.stdout);
+    }
+    assert!(
+        show.stdout
+            .lines()
+            .any(|l| l.starts_with("  cy@x.com") && l.contains("pending     2  ")),
+        "{}",
+        show.stdout
+    );
+
+    // Approving what the first run showed leaves cy pending, and says so.
+    let approve = env
+        .sluice(&["approve", &id, "--revision", "1", "--by", "alice"])
+        .await;
+    assert_eq!(approve.code, 0, "{}", approve.stderr);
+    for needle in [
+        "approved 2 items of plan",
+        "Left pending: 1 item that joined the plan after revision 1, after what you looked at: cy@x.com.",
+    ] {
+        assert!(
+            approve.stdout.contains(needle),
+            "{needle:?}: {}",
+            approve.stdout
+        );
+    }
+    assert_eq!(
+        env.items(&id).await,
+        s(&[
+            ("Ann@x.com", "approved"),
+            ("bob@x.com", "approved"),
+            ("cy@x.com", "pending")
+        ])
+    );
+    // Nothing of revision 1 is left to approve; cy cannot be approved as
+    // part of it; a revision the plan never had is named.
+    for (args, needle) in [
+        (
+            vec!["--revision", "1"],
+            "no pending item from revision 1 or before; 1 pending joined later",
+        ),
+        (
+            vec!["--revision", "1", "--only", "cy@x.com"],
+            "`cy@x.com` joined plan",
+        ),
+        (
+            vec!["--revision", "3"],
+            "has no revision 3: it is at revision 2",
+        ),
+    ] {
+        let mut full = vec!["approve", id.as_str()];
+        full.extend(args);
+        let refused = env.sluice(&full).await;
+        assert_eq!(refused.code, 2, "{full:?}: {}", refused.stdout);
+        assert!(
+            refused.stderr.contains(needle),
+            "{needle:?}: {}",
+            refused.stderr
+        );
+    }
+    let zero = env.sluice(&["approve", &id, "--revision", "0"]).await;
+    assert_eq!(zero.code, 2, "{}", zero.stderr);
+    assert_eq!(env.items(&id).await[2].1, "pending");
+
+    // The next run runs the two approved; cy still waits, and `runs show`
+    // names the revision that run left the plan at.
+    let applied = env.run(&[]).await;
+    assert!(
+        applied.stderr.contains("2 approved items run"),
+        "{}",
+        applied.stderr
+    );
+    let runs = env.json(&["runs", "--json"]).await;
+    let last = runs[0]["id"].as_str().unwrap().to_string();
+    let show = env.sluice(&["runs", "show", &last]).await;
+    assert!(
+        show.stdout
+            .contains(&format!("approve with `sluice approve {id} --revision 2`")),
+        "{}",
+        show.stdout
+    );
+}
+
 #[tokio::test]
 async fn above_a_threshold_the_whole_batch_waits_and_approved_keys_do_not_count() {
     let env = Env::new(r#"{ above = "${params.max}" }"#);

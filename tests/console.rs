@@ -1469,6 +1469,7 @@ async fn approve_on_a_page_shown_before_bob_was_rejected(
             decision: Decision::Rejected,
             by: "alice".into(),
             note: Some("on leave, keep her".into()),
+            revision: None,
         })
         .await
         .unwrap();

@@ -237,7 +237,7 @@ async fn the_js_csv_report_lists_leavers_and_returners() {
     let waits = |mail: &str, why: &str| {
         (
             ("waits for approval".to_string(), mail.to_string()),
-            format!("{why}; approve with: sluice approve {plan} --only {mail}"),
+            format!("{why}; approve with: sluice approve {plan} --revision 1 --only {mail}"),
         )
     };
     assert_eq!(

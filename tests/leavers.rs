@@ -235,7 +235,7 @@ async fn leavers_wait_with_the_approve_command_and_approve_run_keeps_the_params(
     assert!(ann.ends_with("<td>no license group</td></tr>"), "{ann}");
     assert!(
         report.contains(&format!(
-            "Approve with: sluice approve {id} (one person: sluice approve {id} --only KEY"
+            "Approve with: sluice approve {id} --revision 1 (one person: sluice approve {id} --revision 1 --only KEY"
         )),
         "{report}"
     );
@@ -254,12 +254,12 @@ async fn leavers_wait_with_the_approve_command_and_approve_run_keeps_the_params(
             .to_string()
     };
     assert!(
-        line("ann@x.com").contains("pending   no license group; input {"),
+        line("ann@x.com").contains("pending     1  no license group; input {"),
         "{}",
         show.stdout
     );
     assert!(
-        line("cy@x.com").contains("pending   account disabled; input {"),
+        line("cy@x.com").contains("pending     1  account disabled; input {"),
         "{}",
         show.stdout
     );
@@ -396,7 +396,7 @@ async fn run_only_tells_the_persons_story_through_the_steps() {
     assert!(err.contains("  Ann@X.com:"), "{err}");
     assert!(
         err.contains(&format!(
-            "deactivate  waits for approval; approve with `sluice approve {id} --only ann@x.com`"
+            "deactivate  waits for approval; approve with `sluice approve {id} --revision 1 --only ann@x.com`"
         )),
         "{err}"
     );

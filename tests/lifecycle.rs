@@ -327,7 +327,7 @@ async fn five_leavers_wait_in_one_plan_and_exactly_the_approved_ones_are_deactiv
     );
     assert_eq!(
         found.output_of("deactivate")["approval"]["approve"],
-        format!("sluice approve {id}")
+        format!("sluice approve {id} --revision 1")
     );
 
     // Approve two: exactly those two are deactivated and leave the project.
@@ -402,6 +402,54 @@ async fn five_leavers_wait_in_one_plan_and_exactly_the_approved_ones_are_deactiv
     assert_eq!(leavers(&settled), map(&[(DEE, "no license group")]));
     assert!(t.active(DEE));
     assert_eq!(t.items(&id).await[DEE], "rejected");
+}
+
+/// The command a run printed approves what that run showed: a leaver a
+/// later run found joins the same plan at a new revision and is not
+/// deactivated by it (a plain `sluice approve ID` approved them too).
+#[tokio::test]
+async fn the_command_a_report_printed_does_not_approve_a_leaver_found_later() {
+    let t = five_leavers().await;
+    let (found, _) = t.run_ok(&[]).await;
+    let shown = found.output_of("deactivate")["approval"]["approve"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (id, _) = t.plans().await[0].clone();
+    assert_eq!(shown, format!("sluice approve {id} --revision 1"));
+    // Ann leaves before the admin reads the report: the next run adds her.
+    t.leave_group(ANN, E3);
+    let (later, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert_eq!(
+        later.output_of("deactivate")["approval"]["approve"],
+        format!("sluice approve {id} --revision 2")
+    );
+    assert_eq!(t.plans().await[0].0, id, "the same plan");
+    // The admin runs the command the first report gave.
+    let mut args: Vec<&str> = shown.split(' ').skip(1).collect();
+    args.extend(["--by", "Dana Admin"]);
+    let approved = t.cli(&args).await;
+    assert_eq!(approved.code, 0, "{}", approved.stderr);
+    assert!(
+        approved.stdout.contains("approved 5 items")
+            && approved.stdout.contains(&format!(
+                "Left pending: 1 item that joined the plan after revision 1, after what you looked at: {ANN}."
+            )),
+        "{}",
+        approved.stdout
+    );
+    let (_, requests) = t.run_ok(&[]).await;
+    let patched = writes(&requests)
+        .iter()
+        .filter(|w| w.starts_with("PATCH"))
+        .count();
+    assert_eq!(patched, 5, "{:?}", writes(&requests));
+    for mail in [CY, DEE, EVE, FAY, GIL] {
+        assert!(!t.active(mail), "{mail}");
+    }
+    assert!(t.active(ANN) && t.on_project(ANN), "Ann waits for a look");
+    assert_eq!(t.items(&id).await[ANN], "pending");
 }
 
 #[tokio::test]
@@ -853,7 +901,7 @@ async fn creates_held_for_approval_are_reported_and_mailed_with_the_approve_comm
     assert_eq!(writes(&requests), Vec::<String>::new());
     let plans = t.plans().await;
     assert_eq!(plans.len(), 1);
-    let approve = format!("sluice approve {}", plans[0].0);
+    let approve = format!("sluice approve {} --revision 1", plans[0].0);
     let report = run.output_of("report");
     assert_eq!(report["summary"]["waiting_for_approval"], 4, "{report}");
     assert_eq!(report["notable"], true);

@@ -124,7 +124,8 @@ pub struct GateSummary {
     pub plan: Option<String>,
     /// Why the step needed approval in this run, when it did.
     pub reason: Option<String>,
-    /// The command that approves what waits (`sluice approve ap-…`), when
+    /// The command that approves what waits (`sluice approve ap-… --revision
+    /// N`: the plan as this run left it, nothing a later run adds), when
     /// something waits in a plan.
     pub approve: Option<String>,
     /// How many approved items ran (or would run, in a dry run).

@@ -18,6 +18,12 @@
 //!   while a run is going is never lost; that run simply does not see it.
 //! - Keys compare case-insensitively ([`key_norm`]); the key as first
 //!   written is what is shown.
+//! - A plan has a **revision**: 1 when it opens, one more at each run that
+//!   adds a request (a new key, or one that had run or left and is back).
+//!   Each item keeps the revision it joined at. A report names the
+//!   revision it showed (`sluice approve ID --revision N`), so a decision
+//!   made from it covers what it showed and nothing a later run added
+//!   ([`DecisionRequest::revision`]).
 //!
 //! Every decision is kept ([`DecisionRecord`]: who, when, a note), and so
 //! is every closing of a key that left (which run, when): both are shown in
@@ -174,6 +180,8 @@ pub struct PlanSummary {
     pub updated_at: String,
     pub updated_by_run: String,
     pub closed_at: Option<String>,
+    /// 1 when opened, one more at each run that added a request.
+    pub revision: u64,
     pub counts: PlanCounts,
 }
 
@@ -206,6 +214,9 @@ pub struct PlanItem {
     pub decided_at: Option<String>,
     pub note: Option<String>,
     pub outcome: Option<PlanItemOutcome>,
+    /// The plan's revision when this request joined it (again, for a key
+    /// that had run or left and came back).
+    pub revision: u64,
 }
 
 impl PlanItem {
@@ -330,6 +341,11 @@ pub struct DecisionRequest {
     pub decision: Decision,
     pub by: String,
     pub note: Option<String>,
+    /// Only items that had joined the plan by this revision: what a report
+    /// of that revision showed. Pending items that joined later are left
+    /// pending ([`DecisionOutcome::later`]); a key named with `keys` that
+    /// joined later is refused.
+    pub revision: Option<u64>,
 }
 
 /// What a decision changed.
@@ -344,6 +360,9 @@ pub struct DecisionOutcome {
     /// Keys of `if_pending` someone decided otherwise since (or that ran,
     /// or left the step's items): left as they were.
     pub left: Vec<String>,
+    /// Pending keys that joined the plan after the revision the decision
+    /// named: left pending, for someone to look at first.
+    pub later: Vec<String>,
 }
 
 /// A decision the store refuses, phrased for the person who asked.
@@ -394,6 +413,31 @@ pub enum ApprovalError {
         approved: u64,
         rejected: u64,
     },
+    #[error(
+        "plan {plan} has no revision {revision}: it is at revision {current}; `sluice approvals show {plan}` lists its items with the revision each joined at"
+    )]
+    NoSuchRevision {
+        plan: String,
+        revision: u64,
+        current: u64,
+    },
+    #[error(
+        "`{key}` joined plan {plan} at revision {joined}, after the revision {revision} you named, so it was not among what you looked at; nothing was decided. Look at it with `sluice approvals show {plan}`, then name revision {joined} or leave --revision out"
+    )]
+    KeyAfterRevision {
+        plan: String,
+        key: String,
+        joined: u64,
+        revision: u64,
+    },
+    #[error(
+        "plan {plan} has no pending item from revision {revision} or before; {later} pending joined later, after what you looked at: `sluice approvals show {plan}` lists them"
+    )]
+    NothingPendingBy {
+        plan: String,
+        revision: u64,
+        later: usize,
+    },
     #[error("a decision needs the name of who makes it (--by NAME)")]
     NoAuthor,
     #[error(
@@ -417,15 +461,24 @@ pub(crate) struct DecisionTarget {
     pub state: PlanItemState,
     pub outcome_run: Option<String>,
     pub outcome: Option<String>,
+    pub revision: u64,
 }
 
-/// The items a decision is about, and the keys of `if_pending` it leaves
-/// as they are; or why it is refused.
+/// What a decision is about: the items it decides, the keys of
+/// `if_pending` it leaves as they are, and the pending keys that joined
+/// after the revision it named.
+pub(crate) struct Chosen<'a> {
+    pub items: Vec<&'a DecisionTarget>,
+    pub left: Vec<String>,
+    pub later: Vec<String>,
+}
+
+/// The items a decision is about ([`Chosen`]), or why it is refused.
 pub(crate) fn choose<'a>(
     plan: &PlanSummary,
     items: &'a [DecisionTarget],
     req: &DecisionRequest,
-) -> Result<(Vec<&'a DecisionTarget>, Vec<String>), ApprovalError> {
+) -> Result<Chosen<'a>, ApprovalError> {
     if req.by.trim().is_empty() {
         return Err(ApprovalError::NoAuthor);
     }
@@ -453,19 +506,41 @@ pub(crate) fn choose<'a>(
             verb: req.decision.verb(),
         });
     }
+    if let Some(revision) = req.revision
+        && revision > plan.revision
+    {
+        return Err(ApprovalError::NoSuchRevision {
+            plan: plan.id.clone(),
+            revision,
+            current: plan.revision,
+        });
+    }
+    let by_revision = req.revision.unwrap_or(u64::MAX);
     if req.keys.is_empty() && req.if_pending.is_empty() {
-        let pending: Vec<&DecisionTarget> = items
+        let (pending, later): (Vec<&DecisionTarget>, Vec<&DecisionTarget>) = items
             .iter()
             .filter(|i| i.state == PlanItemState::Pending)
-            .collect();
+            .partition(|i| i.revision <= by_revision);
+        let later: Vec<String> = later.iter().map(|i| i.key.clone()).collect();
         if pending.is_empty() {
-            return Err(ApprovalError::NothingPending {
-                plan: plan.id.clone(),
-                approved: plan.counts.approved,
-                rejected: plan.counts.rejected,
+            return Err(match req.revision {
+                Some(revision) if !later.is_empty() => ApprovalError::NothingPendingBy {
+                    plan: plan.id.clone(),
+                    revision,
+                    later: later.len(),
+                },
+                _ => ApprovalError::NothingPending {
+                    plan: plan.id.clone(),
+                    approved: plan.counts.approved,
+                    rejected: plan.counts.rejected,
+                },
             });
         }
-        return Ok((pending, Vec::new()));
+        return Ok(Chosen {
+            items: pending,
+            left: Vec::new(),
+            later,
+        });
     }
     let mut chosen: Vec<&DecisionTarget> = Vec::new();
     let mut left = Vec::new();
@@ -500,16 +575,26 @@ pub(crate) fn choose<'a>(
                     verb: req.decision.verb(),
                 });
             }
+            _ if item.revision > by_revision => {
+                return Err(ApprovalError::KeyAfterRevision {
+                    plan: plan.id.clone(),
+                    key: item.key.clone(),
+                    joined: item.revision,
+                    revision: by_revision,
+                });
+            }
             _ if chosen.iter().any(|c| c.norm == item.norm) => {}
             _ => chosen.push(item),
         }
     }
+    let mut later = Vec::new();
     for key in &req.if_pending {
         let norm = key_norm(key);
         if chosen.iter().any(|c| c.norm == norm) {
             continue;
         }
         match items.iter().find(|i| i.norm == norm) {
+            Some(item) if item.revision > by_revision => later.push(item.key.clone()),
             // Pending, or decided so already (then reported unchanged).
             Some(item)
                 if item.state == PlanItemState::Pending || item.state == req.decision.state() =>
@@ -520,11 +605,18 @@ pub(crate) fn choose<'a>(
             _ => {}
         }
     }
-    Ok((chosen, left))
+    // A key named twice is told once.
+    let mut told = std::collections::HashSet::new();
+    later.retain(|key| told.insert(key.clone()));
+    Ok(Chosen {
+        items: chosen,
+        left,
+        later,
+    })
 }
 
 /// The message's list of keys: the first few, and how many more.
-pub(crate) fn some_keys(keys: &[String]) -> String {
+pub fn some_keys(keys: &[String]) -> String {
     const SHOWN: usize = 8;
     let mut text = keys
         .iter()

@@ -58,7 +58,7 @@ use std::path::{Path, PathBuf};
 pub use approval::{
     ApprovalError, Decision, DecisionOutcome, DecisionRecord, DecisionRequest, GateUpdate,
     HeldItem, PlanCounts, PlanDetail, PlanItem, PlanItemOutcome, PlanItemState, PlanQuery,
-    PlanStatus, PlanSummary, Settled, key_norm,
+    PlanStatus, PlanSummary, Settled, key_norm, some_keys,
 };
 pub use backend::{Backend, Store};
 pub use duration::{DurationError, parse_duration};

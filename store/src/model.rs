@@ -507,6 +507,9 @@ pub struct GateRecord {
     pub rejected: u64,
     /// Approved or pending keys closed: no longer among the items.
     pub closed: u64,
+    /// The plan's revision after this run (schema 13): what
+    /// `sluice approve ID --revision N` names to decide what it showed.
+    pub revision: Option<u64>,
 }
 
 /// One item of a `for_each` step.

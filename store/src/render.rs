@@ -302,9 +302,15 @@ fn gate(out: &mut String, g: &GateRecord) {
     if g.waiting > 0
         && let Some(id) = &g.plan_id
     {
+        // The revision this run left the plan at: a later run's additions
+        // are not approved by a command read here.
+        let revision = g
+            .revision
+            .map(|r| format!(" --revision {r}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "         approve with `sluice approve {id}` (or `sluice approvals show {id}` first)"
+            "         approve with `sluice approve {id}{revision}` (or `sluice approvals show {id}` first)"
         );
     }
 }
@@ -439,6 +445,7 @@ mod tests {
                 waiting: 0,
                 rejected: 1,
                 closed: 0,
+                revision: Some(1),
             },
         );
         assert_eq!(

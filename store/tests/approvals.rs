@@ -27,6 +27,7 @@ both!(
     decisions_record_who_when_and_why_and_refuse_what_cannot_be,
     a_decision_made_while_a_run_goes_on_stands,
     a_bulk_decision_leaves_what_someone_decided_since,
+    a_decision_naming_a_revision_leaves_what_later_runs_added,
     an_approval_is_spent_once_and_a_spent_plan_takes_no_decision,
     an_items_record_spends_its_approval_in_the_same_write,
     keys_that_leave_are_closed_and_a_key_that_returns_waits_again,
@@ -71,6 +72,7 @@ fn decide(plan: &str, keys: &[&str], decision: Decision, by: &str) -> DecisionRe
         decision,
         by: by.into(),
         note: Some(format!("{by} checked")),
+        revision: None,
     }
 }
 
@@ -393,6 +395,144 @@ async fn a_bulk_decision_leaves_what_someone_decided_since(db: Db) {
     let outcome = s.decide(&bulk).await.unwrap();
     assert!(outcome.changed.is_empty(), "{outcome:?}");
     assert_eq!(outcome.unchanged, ["a@x.com", "b@x.com", "c@x.com"]);
+}
+
+/// The plan's revision grows only when a run adds a request; a decision
+/// that names a revision covers what the plan held then, and leaves
+/// pending what later runs added (the audit's case: 7 items reviewed, 5
+/// more added by a later run, all 12 approved by a plain `approve`).
+async fn a_decision_naming_a_revision_leaves_what_later_runs_added(db: Db) {
+    let s = &db.store;
+    let first = s
+        .record_gate(&gate("r1", &["a@x.com", "b@x.com"], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.revision, 1);
+    let same = s
+        .record_gate(&gate("r2", &["A@x.com", "b@x.com"], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(same.revision, 1, "nothing new joined");
+    let grown = s
+        .record_gate(&gate(
+            "r3",
+            &["a@x.com", "b@x.com", "c@x.com", "d@x.com"],
+            &[],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((grown.id.as_str(), grown.revision), (first.id.as_str(), 2));
+    let revisions = |d: &sluice_store::PlanDetail| -> Vec<(String, u64)> {
+        d.items
+            .iter()
+            .map(|i| (i.key.clone(), i.revision))
+            .collect()
+    };
+    let detail = s.plan_detail(&first.id).await.unwrap().unwrap();
+    assert_eq!(
+        revisions(&detail),
+        [
+            ("a@x.com".to_string(), 1),
+            ("b@x.com".to_string(), 1),
+            ("c@x.com".to_string(), 2),
+            ("d@x.com".to_string(), 2)
+        ]
+    );
+    let at = |revision: u64, keys: &[&str]| DecisionRequest {
+        revision: Some(revision),
+        ..decide(&first.id, keys, Decision::Approved, "alice")
+    };
+    // A revision the plan never had, and a key that joined after the
+    // revision named, are refused, and nothing is decided.
+    let e = approval_error(s.decide(&at(3, &[])).await.unwrap_err());
+    assert!(
+        matches!(
+            e,
+            ApprovalError::NoSuchRevision {
+                revision: 3,
+                current: 2,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = approval_error(s.decide(&at(1, &["a@x.com", "C@x.com"])).await.unwrap_err());
+    assert!(
+        matches!(&e, ApprovalError::KeyAfterRevision { key, joined: 2, revision: 1, .. } if key == "c@x.com"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("nothing was decided"), "{e}");
+    assert_eq!(
+        state_of(s, &first.id, "a@x.com").await,
+        PlanItemState::Pending
+    );
+    // Every pending item of revision 1; c and d stay pending.
+    let outcome = s.decide(&at(1, &[])).await.unwrap();
+    assert_eq!(outcome.changed, ["a@x.com", "b@x.com"]);
+    assert_eq!(outcome.later, ["c@x.com", "d@x.com"]);
+    assert_eq!(
+        state_of(s, &first.id, "c@x.com").await,
+        PlanItemState::Pending
+    );
+    let e = approval_error(s.decide(&at(1, &[])).await.unwrap_err());
+    assert!(
+        matches!(
+            e,
+            ApprovalError::NothingPendingBy {
+                revision: 1,
+                later: 2,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // a ran; back among the held items it is a new request, of a new
+    // revision. b, approved and not yet run, keeps its revision.
+    s.settle_items(
+        &first.id,
+        &[Settled {
+            key: "a@x.com".into(),
+            status: ItemStatus::Succeeded,
+            run_id: "r4".into(),
+            error: None,
+        }],
+    )
+    .await
+    .unwrap();
+    let back = s
+        .record_gate(&gate("r5", &["a@x.com", "c@x.com", "d@x.com"], &[]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.revision, 3);
+    let detail = s.plan_detail(&first.id).await.unwrap().unwrap();
+    assert_eq!(
+        revisions(&detail),
+        [
+            ("a@x.com".to_string(), 3),
+            ("b@x.com".to_string(), 1),
+            ("c@x.com".to_string(), 2),
+            ("d@x.com".to_string(), 2)
+        ]
+    );
+    let outcome = s.decide(&at(2, &[])).await.unwrap();
+    assert_eq!(
+        (outcome.changed, outcome.later),
+        (
+            vec!["c@x.com".to_string(), "d@x.com".to_string()],
+            vec!["a@x.com".to_string()]
+        )
+    );
+    // Without a revision: every pending item, as before.
+    let outcome = s
+        .decide(&decide(&first.id, &[], Decision::Approved, "alice"))
+        .await
+        .unwrap();
+    assert_eq!(outcome.changed, ["a@x.com"]);
+    assert!(outcome.later.is_empty());
 }
 
 /// A plan holding a@x.com and b@x.com, both approved by alice.
@@ -1066,6 +1206,7 @@ async fn runs_show_what_their_gates_did(db: Db) {
         waiting: 3,
         rejected: 1,
         closed: 1,
+        revision: Some(2),
     };
     let writes = vec![
         HistoryWrite::StartStep(StepStart {
@@ -1093,5 +1234,8 @@ async fn runs_show_what_their_gates_did(db: Db) {
     assert_eq!(detail.gates, [record]);
     let text = sluice_store::render_run_detail(&detail);
     assert!(text.contains("ap-123abc"), "{text}");
-    assert!(text.contains("sluice approve ap-123abc"), "{text}");
+    assert!(
+        text.contains("sluice approve ap-123abc --revision 2"),
+        "{text}"
+    );
 }

@@ -20,6 +20,7 @@ use sluice_store::{
 };
 
 use sluice_store::render::local_time;
+use sluice_store::some_keys;
 
 use super::terminal;
 
@@ -58,6 +59,10 @@ pub struct DecideArgs {
     /// Only the item with this key (repeatable); without it, every pending item
     #[arg(long = "only", value_name = "KEY")]
     pub only: Vec<String>,
+    /// Only what the plan held at this revision, as the run's report or
+    /// `approvals show` printed it; items a later run added stay pending
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub revision: Option<u64>,
     /// Why, kept with the decision
     #[arg(long)]
     pub note: Option<String>,
@@ -217,6 +222,7 @@ async fn decide(
         decision,
         by: args.by.unwrap_or_else(crate::console::access::os_user),
         note: args.note,
+        revision: args.revision,
     };
     match store.decide(&request).await {
         Ok(outcome) => {
@@ -285,6 +291,17 @@ fn decided_text(
     }
     for key in &outcome.unchanged {
         let _ = writeln!(out, "  {key} (already {verb})");
+    }
+    if let (Some(revision), false) = (request.revision, outcome.later.is_empty()) {
+        let n = outcome.later.len();
+        let _ = writeln!(
+            out,
+            "Left pending: {n} item{} that joined the plan after revision {revision}, after what you looked at: {}. Look at {} with `sluice approvals show {}`.",
+            plural(n),
+            some_keys(&outcome.later),
+            if n == 1 { "it" } else { "them" },
+            plan.id
+        );
     }
     let c = &plan.counts;
     let _ = writeln!(
@@ -361,8 +378,9 @@ pub fn plans_table(plans: &[PlanSummary], all: bool) -> String {
     if let Some(p) = plans.iter().find(|p| p.counts.pending > 0) {
         let _ = writeln!(
             out,
-            "\n`sluice approvals show {}` lists its items; `sluice approve {}` approves them (`--only KEY` for some), `sluice reject {}` rejects them.",
-            p.id, p.id, p.id
+            "\n`sluice approvals show {id}` lists its items; `sluice approve {id} --revision {rev}` approves them (`--only KEY` for some), `sluice reject {id} --revision {rev}` rejects them.",
+            id = p.id,
+            rev = p.revision
         );
     }
     out
@@ -401,6 +419,16 @@ pub fn plan_text(d: &PlanDetail) -> String {
         local_time(&p.updated_at),
         p.updated_by_run
     );
+    let _ = writeln!(
+        out,
+        "  revision  {}{}",
+        p.revision,
+        if p.revision > 1 {
+            " (REV: the revision each item joined at)"
+        } else {
+            ""
+        }
+    );
     if let Some(closed) = &p.closed_at {
         let _ = writeln!(out, "  closed    {}", local_time(closed));
     }
@@ -417,7 +445,11 @@ pub fn plan_text(d: &PlanDetail) -> String {
         .max()
         .unwrap_or(3)
         .clamp(3, 48);
-    let _ = writeln!(out, "\n  {:<width$}  {:<9} DETAIL", "KEY", "STATE");
+    let _ = writeln!(
+        out,
+        "\n  {:<width$}  {:<9} {:>3}  DETAIL",
+        "KEY", "STATE", "REV"
+    );
     for item in &d.items {
         let detail = match (item.state, &item.decided_by, &item.outcome) {
             (PlanItemState::Done | PlanItemState::Closed, _, Some(o)) => format!(
@@ -450,17 +482,19 @@ pub fn plan_text(d: &PlanDetail) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<width$}  {:<9} {}",
+            "  {:<width$}  {:<9} {:>3}  {}",
             cell(&item.key),
             item.state.as_str(),
+            item.revision,
             cell(&detail)
         );
     }
     if p.status == sluice_store::PlanStatus::Open && c.pending > 0 {
         let _ = writeln!(
             out,
-            "\nApprove: sluice approve {id} [--only KEY]... [--note TEXT]\nReject:  sluice reject {id} [--only KEY]... [--note TEXT]",
-            id = p.id
+            "\nApprove: sluice approve {id} --revision {rev} [--only KEY]... [--note TEXT]\nReject:  sluice reject {id} --revision {rev} [--only KEY]... [--note TEXT]\n(--revision {rev}: what this lists; anything a later run adds stays pending)",
+            id = p.id,
+            rev = p.revision
         );
     }
     out

@@ -48,7 +48,7 @@ impl Progress {
     }
 
     fn human(&self, event: &RunEvent) {
-        if let RunEvent::ApprovalGate { summary } = event {
+        if let RunEvent::ApprovalGate { summary, .. } = event {
             // Laid out over lines here; what came from elsewhere (the
             // reason, keys) is escaped inside.
             let _ = writeln!(std::io::stderr().lock(), "{}", gate_lines(summary));
@@ -284,9 +284,9 @@ fn gate_lines(g: &GateSummary) -> String {
         text.push_str(&format!("\n      why: {}", terminal::line(why)));
     }
     if let Some(cmd) = &g.approve {
+        let plan = g.plan.as_deref().unwrap_or_default();
         text.push_str(&format!(
-            "\n      to approve: `{cmd}` (or `{cmd} --only KEY`); to look first: `sluice approvals show {}`",
-            g.plan.as_deref().unwrap_or_default()
+            "\n      to approve: `{cmd}` (or `sluice approve {plan} --only KEY`); to look first: `sluice approvals show {plan}`"
         ));
     }
     text

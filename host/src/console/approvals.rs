@@ -251,6 +251,8 @@ pub async fn decide(
         decision: form.decision,
         by: viewer.name.clone(),
         note: form.note,
+        // The page names exactly the keys it showed.
+        revision: None,
     };
     match console.data.decide(request).await {
         Ok(outcome) if !outcome.left.is_empty() => {

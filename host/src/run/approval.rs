@@ -165,6 +165,9 @@ pub struct Gate {
     /// and run now: their plan item is settled once they have run.
     in_plan: HashMap<String, PlanItemState>,
     plan_id: Option<String>,
+    /// The plan's revision after this gate: what its approve command names,
+    /// so that a decision made from this run's report covers what it showed.
+    revision: Option<u64>,
     pub record: GateRecord,
     dry_run: bool,
     /// False in a rehearsal (a dry run or a replay): the plan is read,
@@ -256,6 +259,7 @@ impl Gate {
             held: Vec::with_capacity(keys.len()),
             in_plan: HashMap::new(),
             plan_id: plan.as_ref().map(|p| p.plan.id.clone()),
+            revision: plan.as_ref().map(|p| p.plan.revision),
             record: GateRecord {
                 step: step.id.clone(),
                 reason: reason.clone(),
@@ -311,6 +315,7 @@ impl Gate {
             gate.write(ctx, approvals, step, keys, inputs, gone).await?;
         }
         gate.record.plan_id = gate.plan_id.clone();
+        gate.record.revision = gate.revision;
         Ok(Some(gate))
     }
 
@@ -361,6 +366,7 @@ impl Gate {
         })?;
         if let Some(plan) = plan {
             self.plan_id = Some(plan.id);
+            self.revision = Some(plan.revision);
         }
         Ok(())
     }
@@ -510,7 +516,7 @@ impl Gate {
             plan: self.plan_id.clone(),
             reason: self.record.reason.clone(),
             approve: match (&self.plan_id, waiting.is_empty()) {
-                (Some(id), false) => Some(format!("sluice approve {id}")),
+                (Some(id), false) => Some(approve_command(id, self.revision)),
                 _ => None,
             },
             approved: self.record.approved,
@@ -520,6 +526,15 @@ impl Gate {
             closed: self.record.closed,
             dry_run: self.dry_run,
         }
+    }
+}
+
+/// The command that approves what waits in plan `id` as this run left it:
+/// with its revision, so that it approves nothing a later run adds.
+pub fn approve_command(id: &str, revision: Option<u64>) -> String {
+    match revision {
+        Some(revision) => format!("sluice approve {id} --revision {revision}"),
+        None => format!("sluice approve {id}"),
     }
 }
 

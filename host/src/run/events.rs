@@ -87,8 +87,12 @@ pub enum RunEvent {
         entries: super::ledger::KeyedEntries,
     },
     /// What a step's approval gate decided: the plan, why, what ran and
-    /// what waits, and the command that approves it.
-    ApprovalGate { summary: GateSummary },
+    /// what waits, and the command that approves it; the plan's revision
+    /// after it, which `runs show` names in that command.
+    ApprovalGate {
+        summary: GateSummary,
+        revision: Option<u64>,
+    },
     /// A step ended, or will never run (`Skipped`: then `error` says why —
     /// its `when` is false, an earlier step failed, or the run was
     /// interrupted first).

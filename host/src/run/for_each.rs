@@ -235,6 +235,7 @@ async fn settle(
     gate.settle(ctx, keys, &ran).await;
     ctx.emit(&RunEvent::ApprovalGate {
         summary: summary.clone(),
+        revision: gate.record.revision,
     });
 }
 

@@ -702,7 +702,7 @@ fn history_write(
             ended_at: at,
             spends_approval: None,
         }),
-        RunEvent::ApprovalGate { summary } => HistoryWrite::Gate(GateRecord {
+        RunEvent::ApprovalGate { summary, revision } => HistoryWrite::Gate(GateRecord {
             step: summary.step.clone(),
             plan_id: summary.plan.clone(),
             reason: summary.reason.clone(),
@@ -711,6 +711,7 @@ fn history_write(
             waiting: summary.waiting.len() as u64,
             rejected: summary.rejected.len() as u64,
             closed: summary.closed,
+            revision: *revision,
         }),
         RunEvent::Log { .. } | RunEvent::Keyed { .. } | RunEvent::StillWorking { .. } => {
             return None;

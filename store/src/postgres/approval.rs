@@ -18,7 +18,7 @@ use crate::{RunRef, StoreError};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-const PLAN_COLUMNS: &str = "id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run, closed_at, params";
+const PLAN_COLUMNS: &str = "id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run, closed_at, params, revision";
 
 fn plan_row(r: &Row) -> Result<PlanSummary> {
     Ok(PlanSummary {
@@ -34,6 +34,7 @@ fn plan_row(r: &Row) -> Result<PlanSummary> {
         updated_by_run: r.try_get(9)?,
         closed_at: time_opt(r, 10)?,
         params: params_from(r.try_get(11)?),
+        revision: revision(r.try_get(12)?),
         counts: PlanCounts::default(),
     })
 }
@@ -59,7 +60,13 @@ fn item_row(r: &Row) -> Result<PlanItem> {
             }),
             None => None,
         },
+        revision: revision(r.try_get(13)?),
     })
+}
+
+/// A revision as stored (at least 1).
+fn revision(stored: i64) -> u64 {
+    u64::try_from(stored).unwrap_or(1).max(1)
 }
 
 async fn counts(c: &impl GenericClient, plan: &str) -> Result<PlanCounts> {
@@ -116,7 +123,7 @@ pub(crate) async fn plan_detail(c: &impl GenericClient, id: &str) -> Result<Opti
     let items = c
         .query(
             "SELECT item_key, input, state, first_seen_run, last_seen_run, last_seen_at,
-                    decided_by, decided_at, note, outcome, outcome_run, outcome_at, outcome_detail
+                    decided_by, decided_at, note, outcome, outcome_run, outcome_at, outcome_detail, revision
              FROM approval_items WHERE plan_id = $1 ORDER BY position, key_norm",
             &[&plan.id],
         )
@@ -247,6 +254,24 @@ pub(crate) async fn record_gate(
         None if u.held.is_empty() => return Ok(None),
         None => open_or_create(tx, u, now).await?,
     };
+    // The revision a request joining now gets: the plan's next one, which
+    // it takes if some request did join; 1 in a plan this gate opened (or
+    // joined as another gate opened it), which has no item yet.
+    let (current, empty): (i64, bool) = {
+        let row = tx
+            .query_one(
+                "SELECT revision, NOT EXISTS (SELECT 1 FROM approval_items WHERE plan_id = $1)
+                 FROM approval_plans WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        (row.try_get(0)?, row.try_get(1)?)
+    };
+    let joining: i64 = if empty {
+        current
+    } else {
+        current.saturating_add(1)
+    };
     if !u.held.is_empty() {
         tx.execute(
             "UPDATE approval_plans SET reason = $2, flow_file = $3, updated_at = $4, updated_by_run = $5, params = $6 WHERE id = $1",
@@ -263,9 +288,10 @@ pub(crate) async fn record_gate(
         .try_get(0)?;
     let hold = tx
         .prepare(
-            "INSERT INTO approval_items AS a (plan_id, key_norm, item_key, position, input, state, first_seen_run, last_seen_run, last_seen_at)
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $7)
+            "INSERT INTO approval_items AS a (plan_id, key_norm, item_key, position, input, state, first_seen_run, last_seen_run, last_seen_at, revision)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $7, $8)
              ON CONFLICT (plan_id, key_norm) DO UPDATE SET
+                revision = CASE WHEN a.state IN ('done', 'closed') THEN excluded.revision ELSE a.revision END,
                 input = excluded.input, last_seen_run = excluded.last_seen_run, last_seen_at = excluded.last_seen_at,
                 decided_by = CASE WHEN a.state IN ('done', 'closed') THEN NULL ELSE a.decided_by END,
                 decided_at = CASE WHEN a.state IN ('done', 'closed') THEN NULL ELSE a.decided_at END,
@@ -289,10 +315,17 @@ pub(crate) async fn record_gate(
                 &capped(&item.input),
                 &u.run_id,
                 &now,
+                &joining,
             ],
         )
         .await?;
     }
+    tx.execute(
+        "UPDATE approval_plans SET revision = $2 WHERE id = $1 AND revision < $2
+            AND EXISTS (SELECT 1 FROM approval_items WHERE plan_id = $1 AND revision = $2)",
+        &[&id, &joining],
+    )
+    .await?;
     close_gone(tx, &id, &u.gone, &u.run_id, now).await?;
     close_if_settled(tx, &id, now, Some(&u.run_id)).await?;
     summary(tx, &id, false).await
@@ -390,7 +423,7 @@ pub(crate) async fn settle(tx: &Transaction<'_>, plan: &str, settled: &[Settled]
 
 async fn targets(tx: &Transaction<'_>, plan: &str) -> Result<Vec<DecisionTarget>> {
     tx.query(
-        "SELECT key_norm, item_key, state, outcome_run, outcome FROM approval_items
+        "SELECT key_norm, item_key, state, outcome_run, outcome, revision FROM approval_items
          WHERE plan_id = $1 ORDER BY position, key_norm",
         &[&plan],
     )
@@ -403,6 +436,7 @@ async fn targets(tx: &Transaction<'_>, plan: &str) -> Result<Vec<DecisionTarget>
             state: word(r, 2)?,
             outcome_run: r.try_get(3)?,
             outcome: r.try_get(4)?,
+            revision: revision(r.try_get(5)?),
         })
     })
     .collect()
@@ -413,16 +447,17 @@ pub(crate) async fn decide(tx: &Transaction<'_>, req: &DecisionRequest) -> Resul
         return Err(ApprovalError::UnknownPlan(req.plan_id.clone()).into());
     };
     let items = targets(tx, &plan.id).await?;
-    let (chosen, left) = choose(&plan, &items, req)?;
+    let chosen = choose(&plan, &items, req)?;
     let now = Utc::now();
     let state = req.decision.state().as_str();
     let mut outcome = DecisionOutcome {
         plan: plan.clone(),
         changed: Vec::new(),
         unchanged: Vec::new(),
-        left,
+        left: chosen.left,
+        later: chosen.later,
     };
-    for item in chosen {
+    for item in chosen.items {
         if item.state == req.decision.state() {
             outcome.unchanged.push(item.key.clone());
             continue;

@@ -117,6 +117,9 @@ fn gate(r: &Row) -> Result<GateRecord> {
         waiting: n(5)?,
         rejected: n(6)?,
         closed: n(7)?,
+        revision: r
+            .try_get::<_, Option<i64>>(8)?
+            .and_then(|v| u64::try_from(v).ok()),
     })
 }
 
@@ -234,7 +237,7 @@ pub(crate) async fn run_detail(c: &impl GenericClient, id: &str) -> Result<Optio
         .collect::<Result<Vec<_>>>()?;
     let gates = c
         .query(
-            "SELECT step_id, plan_id, reason, approved, unapproved, waiting, rejected, closed
+            "SELECT step_id, plan_id, reason, approved, unapproved, waiting, rejected, closed, revision
              FROM approval_gates WHERE run_id = $1 ORDER BY position",
             &[&run.id],
         )

@@ -216,6 +216,13 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX approval_items_open ON approval_items (plan_id)
         WHERE state IN ('pending', 'approved', 'rejected');
     "#,
+    // 8: a plan's revision, the revision each item joined at and the one
+    // a run's gate left its plan at, as SQLite has them at its schema 13.
+    r#"
+    ALTER TABLE approval_plans ADD COLUMN revision bigint NOT NULL DEFAULT 1;
+    ALTER TABLE approval_items ADD COLUMN revision bigint NOT NULL DEFAULT 1;
+    ALTER TABLE approval_gates ADD COLUMN revision bigint;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.

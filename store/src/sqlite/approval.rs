@@ -10,7 +10,7 @@ use crate::approval::{params_from, params_text};
 use crate::cap::{capped, capped_error, parse_stored};
 use crate::{RunRef, StoreError, now_text};
 
-const PLAN_COLUMNS: &str = "id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run, closed_at, params";
+const PLAN_COLUMNS: &str = "id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run, closed_at, params, revision";
 
 fn plan_row(r: &Row<'_>) -> rusqlite::Result<PlanSummary> {
     Ok(PlanSummary {
@@ -26,6 +26,7 @@ fn plan_row(r: &Row<'_>) -> rusqlite::Result<PlanSummary> {
         updated_by_run: r.get(9)?,
         closed_at: r.get(10)?,
         params: params_from(r.get(11)?),
+        revision: revision(r.get(12)?),
         counts: PlanCounts::default(),
     })
 }
@@ -51,7 +52,13 @@ fn item_row(r: &Row<'_>) -> rusqlite::Result<PlanItem> {
             }),
             None => None,
         },
+        revision: revision(r.get(13)?),
     })
+}
+
+/// A revision as stored (at least 1).
+fn revision(stored: i64) -> u64 {
+    u64::try_from(stored).unwrap_or(1).max(1)
 }
 
 fn counts(tx: &Transaction<'_>, plan: &str) -> Result<PlanCounts, StoreError> {
@@ -107,7 +114,7 @@ pub(crate) fn plan_detail(
     };
     let mut stmt = tx.prepare(
         "SELECT item_key, input, state, first_seen_run, last_seen_run, last_seen_at,
-                decided_by, decided_at, note, outcome, outcome_run, outcome_at, outcome_detail
+                decided_by, decided_at, note, outcome, outcome_run, outcome_at, outcome_detail, revision
          FROM approval_items WHERE plan_id = ?1 ORDER BY position, key_norm",
     )?;
     let items = stmt
@@ -207,10 +214,19 @@ pub(crate) fn record_gate(
         super::history::check_fence(tx, &run)?;
     }
     let t = now_text();
-    let id = match open_plan_id(tx, &u.flow, &u.step)? {
-        Some(id) => id,
+    // The revision a request joining now gets: 1 in a new plan, else the
+    // next one, which the plan takes if some request did join.
+    let (id, joining) = match open_plan_id(tx, &u.flow, &u.step)? {
+        Some(id) => {
+            let current: i64 = tx.query_row(
+                "SELECT revision FROM approval_plans WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )?;
+            (id, current.saturating_add(1))
+        }
         None if u.held.is_empty() => return Ok(None),
-        None => create_plan(tx, u, &t)?,
+        None => (create_plan(tx, u, &t)?, 1),
     };
     if !u.held.is_empty() {
         tx.execute(
@@ -226,9 +242,10 @@ pub(crate) fn record_gate(
     // A key already in the plan keeps its state (a decision stands), unless
     // it had run or left: then it is a new request and waits again.
     let mut hold = tx.prepare(
-        "INSERT INTO approval_items (plan_id, key_norm, item_key, position, input, state, first_seen_run, last_seen_run, last_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7)
+        "INSERT INTO approval_items (plan_id, key_norm, item_key, position, input, state, first_seen_run, last_seen_run, last_seen_at, revision)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?7, ?8)
          ON CONFLICT (plan_id, key_norm) DO UPDATE SET
+            revision = CASE WHEN state IN ('done', 'closed') THEN excluded.revision ELSE revision END,
             input = excluded.input, last_seen_run = excluded.last_seen_run, last_seen_at = excluded.last_seen_at,
             decided_by = CASE WHEN state IN ('done', 'closed') THEN NULL ELSE decided_by END,
             decided_at = CASE WHEN state IN ('done', 'closed') THEN NULL ELSE decided_at END,
@@ -248,9 +265,16 @@ pub(crate) fn record_gate(
             position,
             capped(&item.input),
             u.run_id,
-            t
+            t,
+            joining
         ])?;
     }
+    drop(hold);
+    tx.execute(
+        "UPDATE approval_plans SET revision = ?2 WHERE id = ?1 AND revision < ?2
+            AND EXISTS (SELECT 1 FROM approval_items WHERE plan_id = ?1 AND revision = ?2)",
+        params![id, joining],
+    )?;
     close_gone(tx, &id, &u.gone, &u.run_id, &t)?;
     close_if_settled(tx, &id, &t, Some(&u.run_id))?;
     summary(tx, &id)
@@ -343,7 +367,7 @@ pub(crate) fn settle(tx: &Connection, plan: &str, settled: &[Settled]) -> Result
 
 fn targets(tx: &Transaction<'_>, plan: &str) -> Result<Vec<DecisionTarget>, StoreError> {
     let mut stmt = tx.prepare(
-        "SELECT key_norm, item_key, state, outcome_run, outcome FROM approval_items
+        "SELECT key_norm, item_key, state, outcome_run, outcome, revision FROM approval_items
          WHERE plan_id = ?1 ORDER BY position, key_norm",
     )?;
     let rows = stmt
@@ -354,6 +378,7 @@ fn targets(tx: &Transaction<'_>, plan: &str) -> Result<Vec<DecisionTarget>, Stor
                 state: r.get(2)?,
                 outcome_run: r.get(3)?,
                 outcome: r.get(4)?,
+                revision: revision(r.get(5)?),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -369,15 +394,16 @@ pub(crate) fn decide(
         return Err(ApprovalError::UnknownPlan(req.plan_id.clone()).into());
     };
     let items = targets(tx, &plan.id)?;
-    let (chosen, left) = choose(&plan, &items, req)?;
+    let chosen = choose(&plan, &items, req)?;
     let t = now_text();
     let mut outcome = DecisionOutcome {
         plan: plan.clone(),
         changed: Vec::new(),
         unchanged: Vec::new(),
-        left,
+        left: chosen.left,
+        later: chosen.later,
     };
-    for item in chosen {
+    for item in chosen.items {
         if item.state == req.decision.state() {
             outcome.unchanged.push(item.key.clone());
             continue;

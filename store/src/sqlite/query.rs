@@ -111,6 +111,9 @@ fn gate(r: &Row<'_>) -> rusqlite::Result<GateRecord> {
         waiting: n(5)?,
         rejected: n(6)?,
         closed: n(7)?,
+        revision: r
+            .get::<_, Option<i64>>(8)?
+            .and_then(|v| u64::try_from(v).ok()),
     })
 }
 
@@ -288,7 +291,7 @@ pub(crate) fn run_detail(tx: &Transaction<'_>, id: &str) -> Result<Option<RunDet
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut stmt = tx.prepare(
-            "SELECT step_id, plan_id, reason, approved, unapproved, waiting, rejected, closed
+            "SELECT step_id, plan_id, reason, approved, unapproved, waiting, rejected, closed, revision
              FROM approval_gates WHERE run_id = ?1 ORDER BY position",
         )?;
         let gates = stmt

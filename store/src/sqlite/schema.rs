@@ -259,6 +259,16 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX approval_items_open ON approval_items(plan_id)
         WHERE state IN ('pending', 'approved', 'rejected');
     "#,
+    // 13: a plan's revision (1 when opened, one more at each run that adds
+    // a request), the revision each item joined at, and the revision a
+    // run's gate left its plan at: `sluice approve ID --revision N`
+    // decides only what a report of revision N showed. Plans and items
+    // from before count as revision 1.
+    r#"
+    ALTER TABLE approval_plans ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE approval_items ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE approval_gates ADD COLUMN revision INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.
