@@ -1259,6 +1259,16 @@ async fn reading_commands_refuse_a_history_that_is_not_there() {
     }
     assert!(!typo.exists(), "the mistyped data directory was made");
     assert!(!dir.path().join("nowhere").exists());
+    // `SLUICE_DATA_DIR` set to nothing is named as the cause.
+    let empty = sluice_cmd(&[], Path::new(""), &["approvals"]).await;
+    assert_eq!(empty.code, 2, "{}", empty.stdout);
+    assert!(
+        empty.stderr.contains(
+            "an empty path names no directory; give one, or unset SLUICE_DATA_DIR (set but empty)"
+        ),
+        "{}",
+        empty.stderr
+    );
 }
 
 /// A param given a secret's value is kept out of the approval plan (it

@@ -366,7 +366,22 @@ impl Compiler<'_, '_> {
         rules: &RefRules<'_>,
     ) -> Option<Condition> {
         let template =
-            self.checked_template(&Spanned::new(span, text.to_string()), rules, "when")?;
+            self.checked_template(&Spanned::new(span.clone(), text.to_string()), rules, "when")?;
+        // A condition that reads nothing never changes: an empty one never
+        // lets the step run, and any other text ("no", "off") always does.
+        // Only `true` and `false` say so on purpose.
+        if template.is_literal() && !matches!(text, "true" | "false") {
+            let never = text.trim().is_empty();
+            self.error(
+                span,
+                format!(
+                    "`when = {text:?}` reads no value, so the step would {}",
+                    if never { "never run" } else { "always run" }
+                ),
+                "a condition reads a value, such as `when = \"${params.send_mail}\"` (false when empty, 0, false, null or an empty list); to turn the step off for now, write `when = \"false\"`",
+            );
+            return None;
+        }
         Some(Condition {
             template,
             text: text.to_string(),
@@ -607,6 +622,15 @@ impl Compiler<'_, '_> {
                     None
                 }
             };
+        }
+        // `https://…/step.wasm` would be looked for as a file named so.
+        if let Some((scheme, _)) = text.split_once("://") {
+            self.error(
+                uses.span(),
+                format!("`uses` cannot fetch a component over `{scheme}://`"),
+                "publish it to an OCI registry and write `uses = \"oci://REGISTRY/REPO:TAG\"`, or download the .wasm file and give its path",
+            );
+            return None;
         }
         let looks_like_path = text.ends_with(".wasm")
             || text.contains('/')
