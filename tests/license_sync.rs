@@ -256,9 +256,14 @@ async fn faults_do_not_change_the_result() {
             targeted("POST", "/users", &[2], FaultKind::Drop),
             // …one that Procore handles and whose answer is then lost…
             targeted("POST", "/users", &[5], FaultKind::DropAfterApply),
+            // …one the gateway times out on once Procore created the user
+            // (an HTML 504, not Procore's JSON)…
+            targeted("POST", "/users", &[8], FaultKind::GatewayTimeoutAfterApply),
             // …and the report mail, refused once.
             targeted("POST", "/sendMail", &[1], FaultKind::Unavailable),
         ],
+        // A read the gateway answers with its HTML 502 page.
+        fail_502_at: vec![9],
         ..Faults::default()
     };
     let (emulator, env, data) = emulated(EmulatorConfig {
@@ -284,7 +289,7 @@ async fn faults_do_not_change_the_result() {
         "nobody was created twice"
     );
     let statuses: BTreeSet<u16> = state.requests.iter().map(|r| r.status).collect();
-    for s in [401, 429, 500, 503] {
+    for s in [401, 429, 500, 502, 503, 504] {
         assert!(
             statuses.contains(&s),
             "fault {s} was never exercised: {statuses:?}"
@@ -306,6 +311,7 @@ async fn faults_do_not_change_the_result() {
         "a read's connection was dropped"
     );
     assert_eq!(fault_on("drop_after_apply", &is_create), 1);
+    assert_eq!(fault_on("504_after_apply", &is_create), 1);
     assert_eq!(
         fault_on("503", &|r| r.path.ends_with("/sendMail")),
         1,
@@ -314,14 +320,19 @@ async fn faults_do_not_change_the_result() {
     // The create whose answer was lost was looked up, found, and not sent
     // again; the one dropped before Procore acted was looked up, not
     // found, and sent again: no create met a user of its own.
-    assert_eq!(
-        state
-            .requests
-            .iter()
-            .filter(|r| is_create(r) && r.status == 409)
-            .count(),
-        0
-    );
+    // A create that meets its own user is a resend after an attempt that
+    // was applied (the 504, when it strikes a resend): that item is
+    // confirmed after the retry, below.
+    let met_their_own: Vec<String> = state
+        .requests
+        .iter()
+        .filter(|r| is_create(r) && r.status == 409)
+        .filter_map(|r| {
+            let body: serde_json::Value = serde_json::from_str(r.body.as_deref()?).ok()?;
+            Some(body["user"]["email_address"].as_str()?.to_lowercase())
+        })
+        .collect();
+    assert!(met_their_own.len() <= 1, "{met_their_own:?}");
     let project: u64 = var(&env, "PROCORE_PROJECT_ID").parse().unwrap();
     let template: u64 = var(&env, "PROCORE_PERMISSION_TEMPLATE_ID").parse().unwrap();
     assert_in_project(&state, project, Some(template));
@@ -337,11 +348,33 @@ async fn faults_do_not_change_the_result() {
     for (key, output) in &outputs {
         assert_eq!(output["status"], "created", "{key}: {output}");
     }
-    let confirmed = outputs
-        .values()
-        .filter(|o| o["reason"].to_string().contains("confirmed by a look-up"))
-        .count();
-    assert_eq!(confirmed, 1, "{outputs:?}");
+    // The create whose connection dropped after Procore acted, and the
+    // one the gateway timed out on: each confirmed by a look-up, or, when
+    // the fault struck a resend, by the 409 the next resend met.
+    let confirmed: BTreeSet<&String> = outputs
+        .iter()
+        .filter(|(_, o)| {
+            let reason = o["reason"].as_str().unwrap_or_default();
+            reason.starts_with("confirmed by a look-up")
+                || reason.starts_with("confirmed after a retry")
+        })
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(confirmed.len(), 2, "{outputs:?}");
+    for key in &met_their_own {
+        assert!(
+            outputs[key]["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("confirmed after a retry")),
+            "{key}: {}",
+            outputs[key]
+        );
+    }
+    // The gateway's HTML page is named by its title, not quoted whole.
+    assert!(
+        !outputs.values().any(|o| o.to_string().contains("<html>")),
+        "{outputs:?}"
+    );
     // And it counted the throttling and the retries.
     let total = |field: &str| -> u64 {
         run.events()
@@ -1277,6 +1310,15 @@ async fn sluice_demo_runs_the_sync_and_says_what_it_did() {
     let bad = sluice_cmd(&[], data.path(), &["demo", "--faults", "{\"rate_503\": "]).await;
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("--faults"), "{}", bad.stderr);
+    // So is a rate that is no share of requests (a typo for 0.2).
+    let rate = sluice_cmd(&[], data.path(), &["demo", "--faults", "{\"rate_503\": 2}"]).await;
+    assert_ne!(rate.code, 0);
+    assert!(
+        rate.stderr
+            .contains("--faults: `rate_503` is 2; a rate is a share of requests from 0 to 1"),
+        "{}",
+        rate.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

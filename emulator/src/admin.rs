@@ -21,6 +21,9 @@ pub async fn state(State(s): State<Shared>) -> Response {
 }
 
 pub async fn set_faults(State(s): State<Shared>, Json(faults): Json<Faults>) -> Response {
+    if let Some(problem) = faults.problem() {
+        return (StatusCode::UNPROCESSABLE_ENTITY, problem).into_response();
+    }
     s.set_faults(faults);
     StatusCode::NO_CONTENT.into_response()
 }

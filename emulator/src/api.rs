@@ -133,17 +133,12 @@ async fn guarded(
         .get::<OriginalUri>()
         .map_or_else(|| request.uri().path(), |o| o.path())
         .to_string();
-    let (fault, slow, retry_after, expire_after) = {
+    let (ordinal_fault, slow, retry_after, expire_after) = {
         let mut d = s.lock();
         d.api_requests += 1;
         let n = d.api_requests;
-        let mut seen = std::mem::take(&mut d.targeted_seen);
-        let targeted = d
-            .faults
-            .targeted_fault(&mut seen, &method, &path, &body_text);
-        d.targeted_seen = seen;
         (
-            targeted.or_else(|| d.faults.decide(n)),
+            d.faults.decide(n),
             d.faults.slow_ms,
             d.faults.retry_after_value(),
             d.faults.token_expires_after_calls,
@@ -152,33 +147,8 @@ async fn guarded(
     if let Some(ms) = slow {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let mark = |mut r: Response, kind: FaultKind| {
-        r.extensions_mut().insert(InjectedFault(kind));
-        r
-    };
-    if let Some(kind) = fault.filter(|k| !k.after_apply()) {
-        let r = match kind {
-            FaultKind::Drop => dropped_connection(),
-            FaultKind::Unavailable => {
-                let mut r = error(
-                    service,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
-                    "The service is temporarily unavailable.",
-                );
-                r.headers_mut()
-                    .insert("retry-after", HeaderValue::from_static("1"));
-                r
-            }
-            FaultKind::TooMany => too_many(service, retry_after.as_deref()),
-            _ => error(
-                service,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                "An internal server error occurred.",
-            ),
-        };
-        return mark(r, kind);
+    if let Some(kind) = ordinal_fault.filter(|k| !k.after_apply()) {
+        return marked(before_apply(service, kind, retry_after.as_deref()), kind);
     }
     if let Err(r) = check_token(s, service, request.headers(), expire_after) {
         return r;
@@ -188,6 +158,22 @@ async fn guarded(
         let wait = budget_retry_after(service, style, b.wait_secs());
         return too_many(service, wait.as_deref());
     }
+    // A targeted fault strikes the Nth matching request that reaches the
+    // service: one refused for its token or its budget is not counted, so
+    // a fault aimed at the fifth create is not lost to a 401.
+    let targeted = {
+        let mut d = s.lock();
+        let mut seen = std::mem::take(&mut d.targeted_seen);
+        let targeted = d
+            .faults
+            .targeted_fault(&mut seen, &method, &path, &body_text);
+        d.targeted_seen = seen;
+        targeted
+    };
+    if let Some(kind) = targeted.filter(|k| !k.after_apply()) {
+        return marked(before_apply(service, kind, retry_after.as_deref()), kind);
+    }
+    let fault = targeted.or(ordinal_fault);
     let served_url = request
         .extensions()
         .get::<OriginalUri>()
@@ -196,13 +182,13 @@ async fn guarded(
     match fault {
         Some(FaultKind::RepeatNextLink) if service == Service::Graph => {
             let url = format!("{}{}", s.base_url, served_url.unwrap_or_default());
-            mark(
+            marked(
                 repeat_next_link(response, &url).await,
                 FaultKind::RepeatNextLink,
             )
         }
-        Some(FaultKind::DropAfterApply) => mark(dropped_connection(), FaultKind::DropAfterApply),
-        Some(FaultKind::ServerErrorAfterApply) => mark(
+        Some(FaultKind::DropAfterApply) => marked(dropped_connection(), FaultKind::DropAfterApply),
+        Some(FaultKind::ServerErrorAfterApply) => marked(
             error(
                 service,
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -211,8 +197,65 @@ async fn guarded(
             ),
             FaultKind::ServerErrorAfterApply,
         ),
+        Some(FaultKind::GatewayTimeoutAfterApply) => marked(
+            gateway_page(StatusCode::GATEWAY_TIMEOUT),
+            FaultKind::GatewayTimeoutAfterApply,
+        ),
         _ => response,
     }
+}
+
+/// `r`, marked as carrying the injected fault `kind` (the request log
+/// names it).
+fn marked(mut r: Response, kind: FaultKind) -> Response {
+    r.extensions_mut().insert(InjectedFault(kind));
+    r
+}
+
+/// The answer of a fault that strikes before the service acts.
+fn before_apply(service: Service, kind: FaultKind, retry_after: Option<&str>) -> Response {
+    match kind {
+        FaultKind::Drop => dropped_connection(),
+        FaultKind::Unavailable => {
+            let mut r = error(
+                service,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The service is temporarily unavailable.",
+            );
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+            r
+        }
+        FaultKind::TooMany => too_many(service, retry_after),
+        FaultKind::BadGateway => gateway_page(StatusCode::BAD_GATEWAY),
+        _ => error(
+            service,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "An internal server error occurred.",
+        ),
+    }
+}
+
+/// What a gateway in front of a service answers when it could not reach
+/// it, or gave up waiting: its own HTML page, not the service's JSON
+/// error, so a client that reads every error body as JSON fails here.
+fn gateway_page(status: StatusCode) -> Response {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let code = status.as_u16();
+    let page = format!(
+        "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n</body>\r\n</html>\r\n"
+    );
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html"),
+        )],
+        page,
+    )
+        .into_response()
 }
 
 /// A Graph page whose `@odata.nextLink` is `url`, the page's own address,

@@ -64,6 +64,12 @@ pub enum FaultKind {
     /// Graph only: the page is served with `@odata.nextLink` set to its own
     /// URL (and no `@odata.deltaLink`), so following it serves it again.
     RepeatNextLink,
+    /// 502 from the gateway in front of the service, as an HTML page (not
+    /// the service's JSON error); the request never reached the service.
+    BadGateway,
+    /// The write is applied, then the gateway gives up waiting for it: a
+    /// 504 HTML page.
+    GatewayTimeoutAfterApply,
 }
 
 impl FaultKind {
@@ -74,6 +80,7 @@ impl FaultKind {
             FaultKind::DropAfterApply
                 | FaultKind::ServerErrorAfterApply
                 | FaultKind::RepeatNextLink
+                | FaultKind::GatewayTimeoutAfterApply
         )
     }
 
@@ -87,6 +94,8 @@ impl FaultKind {
             FaultKind::DropAfterApply => "drop_after_apply",
             FaultKind::ServerErrorAfterApply => "500_after_apply",
             FaultKind::RepeatNextLink => "repeat_next_link",
+            FaultKind::BadGateway => "502",
+            FaultKind::GatewayTimeoutAfterApply => "504_after_apply",
         }
     }
 }
@@ -103,8 +112,9 @@ pub struct TargetedFault {
     /// Only requests whose body contains this text (e.g. one email address).
     #[serde(default)]
     pub body_contains: Option<String>,
-    /// Which matching requests, counted from 1 since the faults were set;
-    /// empty means every matching request.
+    /// Which matching requests, counted from 1 since the faults were set
+    /// among those that reach the service (a request refused for its token
+    /// or its budget is not counted); empty means every matching request.
     #[serde(default)]
     pub at: Vec<u64>,
     pub fault: FaultKind,
@@ -144,6 +154,12 @@ pub struct Faults {
     pub drop_after_apply_at: Vec<u64>,
     /// API request ordinals that are applied, then answered 500.
     pub fail_500_after_apply_at: Vec<u64>,
+    /// API request ordinals answered 502 by the gateway (an HTML page),
+    /// write not applied.
+    pub fail_502_at: Vec<u64>,
+    /// API request ordinals that are applied, then answered 504 by the
+    /// gateway (an HTML page).
+    pub fail_504_after_apply_at: Vec<u64>,
     /// Share (0.0–1.0) of API requests answered 429, drawn from `seed`.
     pub rate_429: f64,
     /// Share answered 503 (write not applied), drawn from `seed`.
@@ -154,6 +170,10 @@ pub struct Faults {
     pub rate_drop: f64,
     /// Share applied and then dropped, drawn from `seed`.
     pub rate_drop_after_apply: f64,
+    /// Share answered 502 by the gateway (write not applied), drawn from `seed`.
+    pub rate_502: f64,
+    /// Share applied and then answered 504 by the gateway, drawn from `seed`.
+    pub rate_504_after_apply: f64,
     /// Faults aimed at particular requests.
     pub targeted: Vec<TargetedFault>,
     /// Delay before every API response.
@@ -206,6 +226,28 @@ pub(crate) fn draw(seed: u64, ordinal: u64, stream: u64) -> f64 {
 }
 
 impl Faults {
+    /// Why these faults cannot be meant: a rate outside 0–1 (`2` read as
+    /// "every request" would hide a typo for `0.2`).
+    pub fn problem(&self) -> Option<String> {
+        let rates = [
+            ("rate_429", self.rate_429),
+            ("rate_503", self.rate_503),
+            ("rate_500", self.rate_500),
+            ("rate_drop", self.rate_drop),
+            ("rate_drop_after_apply", self.rate_drop_after_apply),
+            ("rate_502", self.rate_502),
+            ("rate_504_after_apply", self.rate_504_after_apply),
+        ];
+        rates
+            .iter()
+            .find(|(_, rate)| !(0.0..=1.0).contains(rate))
+            .map(|(name, rate)| {
+                format!(
+                    "`{name}` is {rate}; a rate is a share of requests from 0 to 1 (0.05 for one in twenty)"
+                )
+            })
+    }
+
     /// The fault for API request number `ordinal` (from 1), if any, leaving
     /// targeted faults aside (see [`Faults::targeted_fault`]).
     pub fn decide(&self, ordinal: u64) -> Option<FaultKind> {
@@ -217,6 +259,11 @@ impl Faults {
             (
                 &self.fail_500_after_apply_at,
                 FaultKind::ServerErrorAfterApply,
+            ),
+            (&self.fail_502_at, FaultKind::BadGateway),
+            (
+                &self.fail_504_after_apply_at,
+                FaultKind::GatewayTimeoutAfterApply,
             ),
         ];
         if let Some((_, kind)) = fixed.iter().find(|(at, _)| at.contains(&ordinal)) {
@@ -234,6 +281,12 @@ impl Faults {
             (self.rate_503, FaultKind::Unavailable),
             (self.rate_500, FaultKind::ServerError),
             (self.rate_429, FaultKind::TooMany),
+            // Later kinds draw from later streams: earlier seeds keep their faults.
+            (self.rate_502, FaultKind::BadGateway),
+            (
+                self.rate_504_after_apply,
+                FaultKind::GatewayTimeoutAfterApply,
+            ),
         ];
         rates
             .iter()

@@ -794,6 +794,36 @@ async fn faults_happen_at_their_ordinals_and_writes_are_not_applied() {
         )
         .await;
     assert_eq!(fourth.status(), 201);
+    // The gateway's faults: a 502 page before the service, a 504 page
+    // after it applied the write. Neither body is the service's JSON.
+    env.emu.set_faults(Faults {
+        fail_502_at: vec![1],
+        fail_504_after_apply_at: vec![2],
+        ..Default::default()
+    });
+    let gateway = json!({"user": {"last_name": "G", "email_address": "gateway@x.com"}});
+    for (status, applied) in [(502, 1), (504, 2)] {
+        let r = env
+            .procore(
+                &token,
+                reqwest::Method::POST,
+                &format!("companies/{c}/users"),
+                Some(gateway.clone()),
+            )
+            .await;
+        assert_eq!(r.status(), status);
+        assert_eq!(r.headers()["content-type"], "text/html");
+        let page = r.text().await.unwrap();
+        assert!(page.contains(&format!("<h1>{status} ")), "{page}");
+        assert_eq!(
+            env.emu.snapshot().created_users().len(),
+            applied,
+            "{status}"
+        );
+    }
+    let log = env.emu.snapshot().requests;
+    let faults: Vec<&str> = log.iter().rev().take(2).filter_map(|r| r.fault).collect();
+    assert_eq!(faults, ["504_after_apply", "502"]);
     // 429s in each Retry-After style.
     for (style, check) in [
         (RetryAfterStyle::Integer, Some("2")),
@@ -1115,8 +1145,10 @@ async fn admin_endpoints_show_the_state_and_take_faults() {
     let created = env.emu.snapshot().created_users().len();
     assert_eq!(created, 1);
     assert_eq!(stats["created_users"], json!(created));
-    // Faults set over HTTP take effect at once and can be read back.
-    let faults = json!({"fail_503_at": [1], "targeted": [{"method": "GET", "path_suffix": "/groups", "at": [2], "fault": "server_error"}]});
+    // Faults set over HTTP take effect at once and can be read back. The
+    // targeted fault counts the requests that reach the service: the
+    // first, refused by the ordinal 503, is not one.
+    let faults = json!({"fail_503_at": [1], "targeted": [{"method": "GET", "path_suffix": "/groups", "at": [1], "fault": "server_error"}]});
     let put = env
         .http
         .put(format!("{base}/_admin/faults"))
@@ -1157,6 +1189,26 @@ async fn admin_endpoints_show_the_state_and_take_faults() {
         .await
         .unwrap();
     assert!(typo.status().is_client_error(), "{}", typo.status());
+    // So is a rate that is no share of requests, and the faults stay.
+    let rate = env
+        .http
+        .put(format!("{base}/_admin/faults"))
+        .json(&json!({"rate_429": 1.5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rate.status(), 422);
+    assert!(rate.text().await.unwrap().contains("`rate_429` is 1.5"));
+    let kept: Value = env
+        .http
+        .get(format!("{base}/_admin/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kept["fail_503_at"], json!([1]));
 }
 
 #[tokio::test]

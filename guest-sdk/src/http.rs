@@ -144,13 +144,37 @@ impl Response {
         })
     }
 
-    /// The first 300 characters of the body, for messages.
+    /// The body for messages: its first 300 characters on one line, or,
+    /// for an HTML page (a gateway's or proxy's answer, not the
+    /// service's), the page's title.
     pub fn text_preview(&self) -> String {
-        String::from_utf8_lossy(&self.body)
-            .chars()
-            .take(300)
-            .collect()
+        let text = String::from_utf8_lossy(&self.body);
+        if let Some(title) = html_title(&text) {
+            return format!("an HTML page, \"{title}\", not the service's own answer");
+        }
+        let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        one_line.chars().take(300).collect()
     }
+}
+
+/// The `<title>` of `text` when it is an HTML page, its blanks collapsed.
+fn html_title(text: &str) -> Option<String> {
+    let start = text.trim_start();
+    let head: String = start
+        .chars()
+        .take(15)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if !(head.starts_with("<html") || head.starts_with("<!doctype html")) {
+        return None;
+    }
+    let lower = text.to_ascii_lowercase();
+    let open = lower.find("<title")?;
+    let from = open + lower[open..].find('>')? + 1;
+    let to = from + lower[from..].find("</title")?;
+    let title = text.get(from..to)?.split_whitespace().collect::<Vec<_>>();
+    let title: String = title.join(" ").chars().take(120).collect();
+    (!title.is_empty()).then_some(title)
 }
 
 /// A write a dry run did not send: what it would have been. Serialises
@@ -389,6 +413,38 @@ mod tests {
             headers,
             [("accept", "text/csv"), ("X-A", "1"), ("X-A", "2")]
         );
+    }
+
+    fn response(body: &str) -> Response {
+        Response {
+            status: 504,
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// A gateway's HTML page was quoted whole, line breaks and all, in
+    /// reports and the ledger.
+    #[test]
+    fn a_preview_names_an_html_page_by_its_title_and_keeps_text_on_one_line() {
+        let page = "<html>\r\n<head><title>504 Gateway\r\n Time-out</title></head>\r\n<body><h1>504</h1></body></html>";
+        assert_eq!(
+            response(page).text_preview(),
+            "an HTML page, \"504 Gateway Time-out\", not the service's own answer"
+        );
+        assert_eq!(
+            response("<!DOCTYPE html><html><head><TITLE>Bad gateway</TITLE>").text_preview(),
+            "an HTML page, \"Bad gateway\", not the service's own answer"
+        );
+        assert_eq!(
+            response("upstream\n  timed out").text_preview(),
+            "upstream timed out"
+        );
+        assert_eq!(
+            response("<html><body>no title").text_preview(),
+            "<html><body>no title"
+        );
+        assert_eq!(response(&"x".repeat(400)).text_preview().len(), 300);
     }
 
     #[test]

@@ -69,11 +69,15 @@ impl FaultArgs {
                 .map_err(|e| anyhow::anyhow!("--faults: cannot read {path}: {e}"))?,
             None => spec.to_string(),
         };
-        serde_json::from_str(&text).map_err(|e| {
+        let faults: Faults = serde_json::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "--faults is not a valid fault description ({e}); for example '{{\"rate_503\": 0.05, \"seed\": 3}}'"
             )
-        })
+        })?;
+        match faults.problem() {
+            Some(problem) => Err(anyhow::anyhow!("--faults: {problem}")),
+            None => Ok(faults),
+        }
     }
 }
 
