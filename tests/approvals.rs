@@ -1264,7 +1264,7 @@ async fn reading_commands_refuse_a_history_that_is_not_there() {
     assert_eq!(empty.code, 2, "{}", empty.stdout);
     assert!(
         empty.stderr.contains(
-            "an empty path names no directory; give one, or unset SLUICE_DATA_DIR (set but empty)"
+            "an empty path names no directory; give one (a SLUICE_DATA_DIR that is set but empty counts as one: unset it to use the default)"
         ),
         "{}",
         empty.stderr

@@ -1157,15 +1157,7 @@ async fn admin_endpoints_show_the_state_and_take_faults() {
         .await
         .unwrap();
     assert_eq!(put.status(), 204);
-    let read: Value = env
-        .http
-        .get(format!("{base}/_admin/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = faults_in_force(&env.http, &base).await;
     assert_eq!(read["fail_503_at"], json!([1]));
     assert_eq!(read["targeted"][0]["fault"], "server_error");
     let g = env.graph_token().await;
@@ -1199,16 +1191,19 @@ async fn admin_endpoints_show_the_state_and_take_faults() {
         .unwrap();
     assert_eq!(rate.status(), 422);
     assert!(rate.text().await.unwrap().contains("`rate_429` is 1.5"));
-    let kept: Value = env
-        .http
-        .get(format!("{base}/_admin/faults"))
+    let kept = faults_in_force(&env.http, &base).await;
+    assert_eq!(kept["fail_503_at"], json!([1]));
+}
+
+/// The faults in force, as `GET /_admin/faults` reads them back.
+async fn faults_in_force(http: &reqwest::Client, base: &str) -> Value {
+    http.get(format!("{base}/_admin/faults"))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    assert_eq!(kept["fail_503_at"], json!([1]));
+        .unwrap()
 }
 
 #[tokio::test]

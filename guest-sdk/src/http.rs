@@ -148,7 +148,9 @@ impl Response {
     /// for an HTML page (a gateway's or proxy's answer, not the
     /// service's), the page's title.
     pub fn text_preview(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
+        // The start of a large body is enough for either.
+        let start = &self.body[..self.body.len().min(PREVIEW_READS)];
+        let text = String::from_utf8_lossy(start);
         if let Some(title) = html_title(&text) {
             return format!("an HTML page, \"{title}\", not the service's own answer");
         }
@@ -156,6 +158,9 @@ impl Response {
         one_line.chars().take(300).collect()
     }
 }
+
+/// How much of a body a preview reads: a page's `<title>` is in its head.
+const PREVIEW_READS: usize = 8 * 1024;
 
 /// The `<title>` of `text` when it is an HTML page, its blanks collapsed.
 fn html_title(text: &str) -> Option<String> {

@@ -594,7 +594,9 @@ pub(crate) fn choose<'a>(
             continue;
         }
         match items.iter().find(|i| i.norm == norm) {
-            Some(item) if item.revision > by_revision => later.push(item.key.clone()),
+            Some(item) if item.state == PlanItemState::Pending && item.revision > by_revision => {
+                later.push(item.key.clone())
+            }
             // Pending, or decided so already (then reported unchanged).
             Some(item)
                 if item.state == PlanItemState::Pending || item.state == req.decision.state() =>

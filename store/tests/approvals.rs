@@ -526,13 +526,35 @@ async fn a_decision_naming_a_revision_leaves_what_later_runs_added(db: Db) {
             vec!["a@x.com".to_string()]
         )
     );
-    // Without a revision: every pending item, as before.
-    let outcome = s
-        .decide(&decide(&first.id, &[], Decision::Approved, "alice"))
+    // A page's bulk choice names a revision too: a later item already
+    // decided is not said to be left pending.
+    s.decide(&decide(&first.id, &["a@x.com"], Decision::Rejected, "bob"))
         .await
         .unwrap();
-    assert_eq!(outcome.changed, ["a@x.com"]);
-    assert!(outcome.later.is_empty());
+    let outcome = s
+        .decide(&DecisionRequest {
+            if_pending: vec!["a@x.com".into(), "c@x.com".into()],
+            ..at(1, &[])
+        })
+        .await
+        .unwrap();
+    assert!(outcome.later.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.left, ["a@x.com"]);
+    s.decide(&decide(
+        &first.id,
+        &["a@x.com"],
+        Decision::Approved,
+        "alice",
+    ))
+    .await
+    .unwrap();
+    // Without a revision: every pending item, as before.
+    let e = approval_error(
+        s.decide(&decide(&first.id, &[], Decision::Approved, "alice"))
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(e, ApprovalError::NothingPending { .. }), "{e:?}");
 }
 
 /// A plan holding a@x.com and b@x.com, both approved by alice.

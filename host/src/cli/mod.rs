@@ -60,7 +60,7 @@ use sluice_store::Location;
 pub struct Cli {
     /// Where run history, reports and the compile cache live
     /// [default: $SLUICE_DATA_DIR, else $XDG_DATA_HOME/sluice, else ~/.local/share/sluice]
-    #[arg(long, global = true, env = "SLUICE_DATA_DIR", value_parser = data_dir_path)]
+    #[arg(long, global = true, env = "SLUICE_DATA_DIR", value_parser = data_dir_path())]
     pub data_dir: Option<PathBuf>,
     /// The database of run history and flow state: postgres://USER@HOST:PORT/DB
     /// for one shared by several hosts, sqlite:PATH for a file
@@ -78,15 +78,18 @@ pub struct Cli {
 
 /// `--data-dir`: clap's own refusal of an empty one ("a value is required
 /// … but none was supplied") did not say that `SLUICE_DATA_DIR=` set to
-/// nothing was the cause.
-fn data_dir_path(text: &str) -> Result<PathBuf, String> {
-    if text.is_empty() {
-        return Err(
-            "an empty path names no directory; give one, or unset SLUICE_DATA_DIR (set but empty) to use the default"
-                .into(),
-        );
-    }
-    Ok(PathBuf::from(text))
+/// nothing can be the cause. Any other path is taken as it is, in any
+/// encoding.
+fn data_dir_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::OsStringValueParser::new().try_map(|text| {
+        if text.is_empty() {
+            return Err(
+                "an empty path names no directory; give one (a SLUICE_DATA_DIR that is set but empty counts as one: unset it to use the default)",
+            );
+        }
+        Ok(PathBuf::from(text))
+    })
 }
 
 #[derive(Debug, Subcommand)]

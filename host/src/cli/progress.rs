@@ -284,9 +284,9 @@ fn gate_lines(g: &GateSummary) -> String {
         text.push_str(&format!("\n      why: {}", terminal::line(why)));
     }
     if let Some(cmd) = &g.approve {
-        let plan = g.plan.as_deref().unwrap_or_default();
         text.push_str(&format!(
-            "\n      to approve: `{cmd}` (or `sluice approve {plan} --only KEY`); to look first: `sluice approvals show {plan}`"
+            "\n      to approve: `{cmd}` (or `{cmd} --only KEY`); to look first: `sluice approvals show {}`",
+            g.plan.as_deref().unwrap_or_default()
         ));
     }
     text

@@ -371,7 +371,8 @@ impl Compiler<'_, '_> {
         // lets the step run, and any other text ("no", "off") always does.
         // Only `true` and `false` say so on purpose.
         if template.is_literal() && !matches!(text, "true" | "false") {
-            let never = text.trim().is_empty();
+            // Only the empty text is false: blanks are a text, so true.
+            let never = text.is_empty();
             self.error(
                 span,
                 format!(
