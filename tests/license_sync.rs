@@ -321,8 +321,8 @@ async fn faults_do_not_change_the_result() {
     // again; the one dropped before Procore acted was looked up, not
     // found, and sent again: no create met a user of its own.
     // A create that meets its own user is a resend after an attempt that
-    // was applied (the 504, when it strikes a resend): that item is
-    // confirmed after the retry, below.
+    // was applied (a fault after the apply that struck a resend): that
+    // item is confirmed after the retry, below.
     let met_their_own: Vec<String> = state
         .requests
         .iter()
@@ -332,7 +332,7 @@ async fn faults_do_not_change_the_result() {
             Some(body["user"]["email_address"].as_str()?.to_lowercase())
         })
         .collect();
-    assert!(met_their_own.len() <= 1, "{met_their_own:?}");
+    assert!(met_their_own.len() <= 2, "{met_their_own:?}");
     let project: u64 = var(&env, "PROCORE_PROJECT_ID").parse().unwrap();
     let template: u64 = var(&env, "PROCORE_PERMISSION_TEMPLATE_ID").parse().unwrap();
     assert_in_project(&state, project, Some(template));
@@ -350,7 +350,9 @@ async fn faults_do_not_change_the_result() {
     }
     // The create whose connection dropped after Procore acted, and the
     // one the gateway timed out on: each confirmed by a look-up, or, when
-    // the fault struck a resend, by the 409 the next resend met.
+    // the fault struck a resend, by the 409 the next resend met. Both may
+    // strike the resends of one item (the 504 then replaces the 409 its
+    // resend met), which is then confirmed once.
     let confirmed: BTreeSet<&String> = outputs
         .iter()
         .filter(|(_, o)| {
@@ -360,7 +362,7 @@ async fn faults_do_not_change_the_result() {
         })
         .map(|(key, _)| key)
         .collect();
-    assert_eq!(confirmed.len(), 2, "{outputs:?}");
+    assert!((1..=2).contains(&confirmed.len()), "{outputs:?}");
     for key in &met_their_own {
         assert!(
             outputs[key]["reason"]
