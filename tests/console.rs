@@ -1445,6 +1445,117 @@ async fn every_pending_item_means_those_the_page_showed() {
     c.stop().await;
 }
 
+/// Ann is approved, deactivated and comes back as a new request after
+/// the page was shown: its form, which showed her pending, does not
+/// approve the new request; it says why and leaves her pending.
+#[tokio::test]
+async fn a_page_does_not_decide_a_request_a_later_run_added_under_a_key_it_showed() {
+    let dir = tempfile::tempdir().unwrap();
+    let PlanShown {
+        c,
+        plan,
+        shown,
+        cookies,
+        csrf,
+        store,
+    } = plan_shown(dir.path()).await;
+    let page = get(c.addr, &format!("/approvals/{plan}"), "").await;
+    assert!(
+        page.body.contains("name=\"revision\" value=\"1\""),
+        "{}",
+        page.body
+    );
+    let ann = "ann@example.com";
+    store
+        .decide(&DecisionRequest {
+            plan_id: plan.clone(),
+            keys: vec![ann.into()],
+            if_pending: Vec::new(),
+            decision: Decision::Approved,
+            by: "alice".into(),
+            note: None,
+            revision: None,
+        })
+        .await
+        .unwrap();
+    store
+        .settle_items(
+            &plan,
+            &[sluice_store::Settled {
+                key: ann.into(),
+                status: ItemStatus::Succeeded,
+                run_id: "20260101T010000Z-bbbbbb".into(),
+                error: None,
+            }],
+        )
+        .await
+        .unwrap();
+    let held = shown
+        .iter()
+        .map(|k| HeldItem {
+            key: k.clone(),
+            input: json!({"user": {"email": k}, "action": "deactivate"}),
+        })
+        .collect();
+    let again = GateUpdate {
+        flow: "offboard".into(),
+        step: "deactivate".into(),
+        run_id: "20260102T000000Z-cccccc".into(),
+        flow_file: "flows/offboard.toml".into(),
+        params: Vec::new(),
+        reason: "3 deactivations exceed the limit of 2".into(),
+        held,
+        gone: Vec::new(),
+        fence: None,
+    };
+    assert_eq!(
+        store.record_gate(&again).await.unwrap().unwrap().revision,
+        2
+    );
+
+    let mut form = vec![
+        ("csrf", csrf.as_str()),
+        ("decision", "approved"),
+        ("all", "1"),
+        ("revision", "1"),
+    ];
+    form.extend(shown.iter().map(|k| ("shown", k.as_str())));
+    let decided = post(
+        c.addr,
+        &format!("/approvals/{plan}/decide"),
+        &cookies,
+        &form,
+    )
+    .await;
+    assert_page(&decided, StatusCode::OK, "plan");
+    assert!(
+        decided.body.contains(
+            "2 items decided. 1 item a run added to the plan again after the page was shown, as a new request, is left pending for you to look at: ann@example.com."
+        ),
+        "{}",
+        decided.body
+    );
+    let detail = store.plan_detail(&plan).await.unwrap().unwrap();
+    let state = |key: &str| detail.items.iter().find(|i| i.key == key).unwrap().state;
+    assert_eq!(state(ann), PlanItemState::Pending);
+    assert_eq!(state("bob@example.com"), PlanItemState::Approved);
+    // A revision that is not a number decides nothing.
+    let bad = post(
+        c.addr,
+        &format!("/approvals/{plan}/decide"),
+        &cookies,
+        &[
+            ("csrf", &csrf),
+            ("decision", "approved"),
+            ("key", ann),
+            ("revision", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    c.stop().await;
+}
+
 /// Alice rejects Bob from the command line after the page was shown; the
 /// page's form (`fields` and every key it showed pending) then approves.
 /// Her rejection stands and the page says so at once; Ann is approved.

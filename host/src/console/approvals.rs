@@ -41,6 +41,7 @@ fn row(p: &PlanSummary) -> PlanRow {
         step: p.step.clone(),
         reason: p.reason.clone(),
         open: p.status == PlanStatus::Open,
+        revision: p.revision,
         pending: p.counts.pending,
         approved: p.counts.approved,
         rejected: p.counts.rejected,
@@ -153,6 +154,9 @@ struct DecisionForm {
     /// was shown.
     if_pending: Vec<String>,
     note: Option<String>,
+    /// The plan's revision the page showed: a key that joined since (a
+    /// new request, even under a key the page showed) is not decided.
+    revision: Option<u64>,
 }
 
 /// Reads the form: `decision`, the `key`s ticked (repeated), `all`, the
@@ -162,6 +166,7 @@ struct DecisionForm {
 /// than whichever came last.
 fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
     let (mut decision, mut keys, mut all, mut note) = (None, Vec::new(), None, None);
+    let mut revision = None;
     let mut shown = Vec::new();
     for (k, v) in url::form_urlencoded::parse(body) {
         let once = match k.as_ref() {
@@ -176,6 +181,7 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
             }
             "all" => all.replace(v == "1").is_none(),
             "note" => note.replace(v.trim().to_string()).is_none(),
+            "revision" => revision.replace(v.into_owned()).is_none(),
             _ => true,
         };
         if !once {
@@ -186,6 +192,15 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
     }
     let all = all.unwrap_or(false);
     let note = note.filter(|n| !n.is_empty());
+    let revision = match revision.map(|r| r.parse::<u64>()) {
+        None => None,
+        Some(Ok(r)) if r > 0 => Some(r),
+        Some(_) => {
+            return Err(Failure::BadRequest(
+                "The form's plan revision is not a number; reload the page and decide again. Nothing was decided.".into(),
+            ));
+        }
+    };
     let decision = match decision.as_deref() {
         Some("approved") => Decision::Approved,
         Some("rejected") => Decision::Rejected,
@@ -225,6 +240,7 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
         keys,
         if_pending,
         note,
+        revision,
     })
 }
 
@@ -251,11 +267,10 @@ pub async fn decide(
         decision: form.decision,
         by: viewer.name.clone(),
         note: form.note,
-        // The page names exactly the keys it showed.
-        revision: None,
+        revision: form.revision,
     };
     match console.data.decide(request).await {
-        Ok(outcome) if !outcome.left.is_empty() => {
+        Ok(outcome) if !outcome.left.is_empty() || !outcome.later.is_empty() => {
             // Shown at once, on the plan as it is now: a redirect would
             // lose the notice.
             let notice = left_notice(&outcome);
@@ -275,15 +290,30 @@ pub async fn decide(
 
 /// What a bulk decision left alone, and why.
 fn left_notice(outcome: &DecisionOutcome) -> String {
-    let n = outcome.left.len();
-    format!(
-        "{} item{} decided. {n} item{} the page showed as pending {} not pending any more (someone decided, or a run settled, since the page was shown), and {} left as {}: {}.",
+    let mut notice = format!(
+        "{} item{} decided.",
         outcome.changed.len(),
         if outcome.changed.len() == 1 { "" } else { "s" },
-        if n == 1 { "" } else { "s" },
-        if n == 1 { "was" } else { "were" },
-        if n == 1 { "is" } else { "are" },
-        if n == 1 { "it is" } else { "they are" },
-        outcome.left.join(", ")
-    )
+    );
+    let n = outcome.left.len();
+    if n > 0 {
+        notice.push_str(&format!(
+            " {n} item{} the page showed as pending {} not pending any more (someone decided, or a run settled, since the page was shown), and {} left as {}: {}.",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "was" } else { "were" },
+            if n == 1 { "is" } else { "are" },
+            if n == 1 { "it is" } else { "they are" },
+            outcome.left.join(", ")
+        ));
+    }
+    let n = outcome.later.len();
+    if n > 0 {
+        notice.push_str(&format!(
+            " {n} item{} a run added to the plan again after the page was shown, as a new request, {} left pending for you to look at: {}.",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "is" } else { "are" },
+            outcome.later.join(", ")
+        ));
+    }
+    notice
 }

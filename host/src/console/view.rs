@@ -332,6 +332,9 @@ pub struct PlanRow {
     pub step: String,
     pub reason: String,
     pub open: bool,
+    /// The plan's revision: the decision form sends it back, so a request
+    /// a later run added is not decided from this page.
+    pub revision: u64,
     pub pending: u64,
     pub approved: u64,
     pub rejected: u64,
