@@ -1375,6 +1375,30 @@ async fn plan_shown(data: &Path) -> PlanShown {
     }
 }
 
+/// Run `run_id` of the `offboard` flow holds `keys` for deactivation in
+/// the step's plan, beyond its limit of 2: the plan after it.
+async fn a_run_holds(store: &Store, run_id: &str, keys: &[String]) -> sluice_store::PlanSummary {
+    let held = keys
+        .iter()
+        .map(|k| HeldItem {
+            key: k.clone(),
+            input: json!({"user": {"email": k}, "action": "deactivate"}),
+        })
+        .collect();
+    let update = GateUpdate {
+        flow: "offboard".into(),
+        step: "deactivate".into(),
+        run_id: run_id.into(),
+        flow_file: "flows/offboard.toml".into(),
+        params: Vec::new(),
+        reason: format!("{} deactivations exceed the limit of 2", keys.len()),
+        held,
+        gone: Vec::new(),
+        fence: None,
+    };
+    store.record_gate(&update).await.unwrap().unwrap()
+}
+
 /// "Every pending item" decides what the page showed: a person a run held
 /// after the page was loaded stays pending until someone has seen them.
 #[tokio::test]
@@ -1390,29 +1414,10 @@ async fn every_pending_item_means_those_the_page_showed() {
     } = plan_shown(dir.path()).await;
 
     // Meanwhile a run holds one more person in the same plan.
-    let mut held: Vec<HeldItem> = shown
-        .iter()
-        .map(|k| HeldItem {
-            key: k.clone(),
-            input: json!({"user": {"email": k}, "action": "deactivate"}),
-        })
-        .collect();
-    held.push(HeldItem {
-        key: "dan@example.com".into(),
-        input: json!({"user": {"email": "dan@example.com"}, "action": "deactivate"}),
-    });
-    let update = GateUpdate {
-        flow: "offboard".into(),
-        step: "deactivate".into(),
-        run_id: "20260101T010000Z-bbbbbb".into(),
-        flow_file: "flows/offboard.toml".into(),
-        params: Vec::new(),
-        reason: "4 deactivations exceed the limit of 2".into(),
-        held,
-        gone: Vec::new(),
-        fence: None,
-    };
-    assert_eq!(store.record_gate(&update).await.unwrap().unwrap().id, plan);
+    let mut keys = shown.clone();
+    keys.push("dan@example.com".into());
+    let held = a_run_holds(&store, "20260101T010000Z-bbbbbb", &keys).await;
+    assert_eq!(held.id, plan);
 
     let mut form = vec![
         ("csrf", csrf.as_str()),
@@ -1490,26 +1495,10 @@ async fn a_page_does_not_decide_a_request_a_later_run_added_under_a_key_it_showe
         )
         .await
         .unwrap();
-    let held = shown
-        .iter()
-        .map(|k| HeldItem {
-            key: k.clone(),
-            input: json!({"user": {"email": k}, "action": "deactivate"}),
-        })
-        .collect();
-    let again = GateUpdate {
-        flow: "offboard".into(),
-        step: "deactivate".into(),
-        run_id: "20260102T000000Z-cccccc".into(),
-        flow_file: "flows/offboard.toml".into(),
-        params: Vec::new(),
-        reason: "3 deactivations exceed the limit of 2".into(),
-        held,
-        gone: Vec::new(),
-        fence: None,
-    };
     assert_eq!(
-        store.record_gate(&again).await.unwrap().unwrap().revision,
+        a_run_holds(&store, "20260102T000000Z-cccccc", &shown)
+            .await
+            .revision,
         2
     );
 
