@@ -380,6 +380,35 @@ async fn a_user_deleted_and_restored_between_runs_stays_among_the_people() {
     assert_eq!(again.people(), after.people());
 }
 
+/// A license holder deleted before one run and restored before the next
+/// is a license holder again in the second: Graph's group delta says
+/// nothing of either (a user in deleted items keeps its memberships), so
+/// the step keeps the groups of a deleted member until the users delta
+/// lists them again. (Before, the restored user was missing from
+/// incremental runs until the next full read, and was a leaver.)
+#[tokio::test]
+async fn a_user_restored_a_run_after_their_deletion_is_among_the_people_again() {
+    let t = tenant(8).await;
+    let first = t.run(&[]).await;
+    assert!(first.keys().contains(&t.mail(2)), "{:?}", first.keys());
+    assert!(t.emu.delete_user(&t.users[2]));
+    let deleted = t.run(&[]).await;
+    assert_eq!(deleted.read(), "incremental", "{}", deleted.output);
+    assert!(!deleted.keys().contains(&t.mail(2)), "{:?}", deleted.keys());
+    assert_eq!(
+        deleted.people(),
+        t.run(&["incremental=false"]).await.people()
+    );
+    t.emu.restore_user(&t.users[2]).unwrap();
+    let restored = t.run(&[]).await;
+    assert_eq!(restored.read(), "incremental", "{}", restored.output);
+    assert_eq!(restored.people(), first.people(), "in both groups again");
+    assert_eq!(
+        restored.people(),
+        t.run(&["incremental=false"]).await.people()
+    );
+}
+
 /// A joiner whom Graph's look-up does not list yet (replication delay) is
 /// not dropped: the run warns, and the next run looks them up again and
 /// finds them. (Before, the join was consumed and the person was missing

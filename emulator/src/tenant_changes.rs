@@ -188,19 +188,17 @@ impl Data {
         true
     }
 
-    /// Deletes a user, who leaves every group and waits in deleted items;
-    /// false when there is no such user.
+    /// Deletes a user, who waits in deleted items, no longer listed among
+    /// its groups' members; false when there is no such user. Only the
+    /// users delta tells (`@removed`, reason `changed`): Graph's group
+    /// delta documentation says "Users that have been temporary deleted
+    /// keep their group memberships and won't appear in the delta result
+    /// until they're permanently deleted."
     pub fn delete_user(&mut self, user_id: &str) -> bool {
         let Some((user, left)) = self.scenario.delete_user(user_id) else {
             return false;
         };
         self.record_user(user_id, None);
-        for group_id in &left {
-            let member = Member::User {
-                id: user_id.to_string(),
-            };
-            self.record_membership(group_id.clone(), member, false);
-        }
         self.deleted_users.push(DeletedUser {
             user,
             groups: left,
@@ -210,8 +208,10 @@ impl Data {
     }
 
     /// Restores a deleted user from deleted items, a member again of the
-    /// groups it left when deleted (those that still exist), as Entra
-    /// restores it; returns the ids of those groups.
+    /// groups it was in when deleted (those that still exist), as Entra
+    /// restores it; returns the ids of those groups. The users delta lists
+    /// the user again; the group delta says nothing (the memberships were
+    /// kept all along).
     pub fn restore_user(&mut self, user_id: &str) -> Result<Vec<String>, UserError> {
         let position = self
             .deleted_users
@@ -224,7 +224,10 @@ impl Data {
         }
         self.upn_free(&deleted.user.user_principal_name)?;
         let deleted = self.deleted_users.remove(position);
-        Ok(self.insert(deleted.user, &deleted.groups))
+        let id = deleted.user.id.clone();
+        let back = self.scenario.insert_user(deleted.user, &deleted.groups);
+        self.record_user(&id, None);
+        Ok(back)
     }
 
     /// Creates a user, a direct member of the groups it names; returns
@@ -352,8 +355,13 @@ mod tests {
         assert!(d.scenario.user(&ann).is_none() && !member_of(&d, &g, &ann));
         assert_eq!(d.restore_user(&ann), Ok(vec![g.clone()]));
         assert!(d.scenario.user(&ann).is_some() && member_of(&d, &g, &ann));
-        let joins: Vec<bool> = d.membership_changes.iter().map(|c| c.joined).collect();
-        assert_eq!(joins, [false, true], "left on deletion, joined on restore");
+        // Graph's group delta says nothing of either: the memberships are
+        // kept while the user is in deleted items.
+        assert!(
+            d.membership_changes.is_empty(),
+            "{:?}",
+            d.membership_changes
+        );
         let users: Vec<bool> = d.user_changes.iter().map(|c| c.after.is_some()).collect();
         assert_eq!(users, [false, true], "deleted, then restored");
         assert_eq!(

@@ -31,7 +31,8 @@ use sluice_guest_services::graph::Visited;
 use crate::GRAPH;
 use crate::id::Id;
 use crate::known::{Entry, FIELDS, Known, USER};
-use crate::member::{self, Member};
+use crate::member::{self, Member, Removed};
+use crate::restorable::{Kept, Restorable};
 
 /// Graph's delta `$filter` names at most 50 objects.
 pub const MAX_FILTERED_GROUPS: usize = 50;
@@ -238,8 +239,8 @@ pub type Pending = BTreeMap<String, BTreeSet<u16>>;
 
 /// A users round's last word on one user.
 enum LastWord<'r> {
-    /// Deleted, and not restored since.
-    Deleted,
+    /// Deleted (restorable, or for good), and not restored since.
+    Deleted(Removed),
     /// There: its entries in order (a deletion among them was undone by
     /// what followed it, or is a replay; each entry still says how the
     /// user was changed, and the later ones win).
@@ -250,23 +251,23 @@ enum LastWord<'r> {
 /// nothing follows it, so a user listed twice, restored, or a replayed
 /// deletion is never taken for gone while Graph has them.
 fn last_words<'r>(users: &'r [Member<'static>]) -> BTreeMap<&'r str, LastWord<'r>> {
-    let mut entries: BTreeMap<&str, (Vec<&Member<'static>>, bool)> = BTreeMap::new();
+    let mut entries: BTreeMap<&str, (Vec<&Member<'static>>, Removed)> = BTreeMap::new();
     for user in users {
         let Some(id) = user.id() else {
             continue;
         };
-        let (changes, deleted) = entries.entry(id).or_default();
-        *deleted = user.removed;
-        if !user.removed {
+        let (changes, removed) = entries.entry(id).or_default();
+        *removed = user.removed;
+        if !user.removed.is_gone() {
             changes.push(user);
         }
     }
     entries
         .into_iter()
-        .map(|(id, (changes, deleted))| {
-            let word = match deleted {
-                true => LastWord::Deleted,
-                false => LastWord::Changed(changes),
+        .map(|(id, (changes, removed))| {
+            let word = match removed {
+                Removed::No => LastWord::Changed(changes),
+                gone => LastWord::Deleted(gone),
             };
             (id, word)
         })
@@ -274,13 +275,17 @@ fn last_words<'r>(users: &'r [Member<'static>]) -> BTreeMap<&'r str, LastWord<'r
 }
 
 /// Applies `changes` to `known` (`groups`: the tracked group ids, sorted),
-/// starting from the users an earlier round left `pending`; returns the
+/// starting from the users an earlier round left `pending` and the
+/// deleted members kept `restorable` (see [`crate::restorable`]; `now`,
+/// in Unix seconds, dates a deletion read in this round); returns the
 /// users still to look up. Every id touched goes in `changed`.
 pub fn apply(
     known: &mut Known,
     groups: &[String],
     changes: &Changes,
     pending: Pending,
+    restorable: &mut Restorable,
+    now: i64,
     changed: &mut BTreeSet<String>,
 ) -> Pending {
     let mut pending = pending;
@@ -296,6 +301,10 @@ pub fn apply(
         changed.insert(id.clone());
         let object = Id::new(id);
         if *left {
+            // Left while deleted: not a member when restored either.
+            if let Some(kept) = restorable.get_mut(id.as_str()) {
+                kept.groups.retain(|kept| kept != group_id);
+            }
             if let Some(entry) = known.get_mut(&object) {
                 entry.groups.remove(g);
                 if entry.groups.is_empty()
@@ -329,32 +338,67 @@ pub fn apply(
             // and restored since), and the look-up tells; a user Graph
             // no longer has is not found and stays pending only until the
             // group round reports them gone (or the next full read).
-            LastWord::Deleted => {
-                if known.remove(&object).is_some() {
+            LastWord::Deleted(removed) => {
+                let was = known.remove(&object);
+                if was.is_some() {
                     changed.insert(id.to_string());
+                }
+                match (removed, was) {
+                    // A user in deleted items keeps its groups (see
+                    // `crate::restorable`), kept for when it comes back.
+                    (Removed::Restorable, Some(mut entry)) if entry.kind.is_none() => {
+                        let in_groups = entry
+                            .groups
+                            .iter()
+                            .filter_map(|g| groups.get(usize::from(g)).cloned())
+                            .collect();
+                        entry.groups = Default::default();
+                        let kept = Kept {
+                            entry,
+                            groups: in_groups,
+                            since: now,
+                        };
+                        restorable.insert(id.to_string(), kept);
+                    }
+                    (Removed::ForGood, _) => {
+                        restorable.remove(id);
+                    }
+                    _ => {}
                 }
             }
             LastWord::Changed(entries) => {
+                // Listed again: restored, if it was deleted.
+                let kept = restorable.remove(id);
                 if let Some(entry) = known.get_mut(&object) {
                     entries.iter().for_each(|user| entry.merge(user));
                     changed.insert(id.to_string());
-                } else if let Some(joined) = pending.remove(id) {
-                    // Known from the round alone when one entry carries
-                    // every property (the later ones then add to it).
-                    match entries.iter().rposition(|user| user.is_complete()) {
-                        Some(whole) => {
-                            let mut entry = Entry::of(entries[whole]);
-                            entries[whole + 1..]
-                                .iter()
-                                .for_each(|user| entry.merge(user));
-                            entry.groups = joined.into_iter().collect();
-                            known.insert(object, entry);
-                            changed.insert(id.to_string());
-                        }
-                        None => {
-                            pending.insert(id.to_string(), joined);
-                        }
+                    continue;
+                }
+                if kept.is_none() && !pending.contains_key(id) {
+                    continue;
+                }
+                let joined = pending.remove(id).unwrap_or_default();
+                // Known from the round alone when one entry carries every
+                // property (the later ones then add to it), else from what
+                // was kept of a restored user.
+                let whole = entries.iter().rposition(|user| user.is_complete());
+                let (mut entry, later) = match (whole, &kept) {
+                    (Some(whole), _) => (Entry::of(entries[whole]), &entries[whole + 1..]),
+                    (None, Some(kept)) => (kept.entry.clone(), &entries[..]),
+                    (None, None) => {
+                        pending.insert(id.to_string(), joined);
+                        continue;
                     }
+                };
+                later.iter().for_each(|user| entry.merge(user));
+                entry.groups = joined.into_iter().collect();
+                let rejoined = kept.iter().flat_map(|k| &k.groups);
+                for g in rejoined.filter_map(|g| groups.binary_search(g).ok()) {
+                    entry.groups.insert(g as u16);
+                }
+                if !entry.groups.is_empty() {
+                    known.insert(object, entry);
+                    changed.insert(id.to_string());
                 }
             }
         }
@@ -473,7 +517,15 @@ mod tests {
             },
         };
         let mut changed = BTreeSet::new();
-        let pending = apply(&mut known, &groups, &changes, Pending::new(), &mut changed);
+        let pending = apply(
+            &mut known,
+            &groups,
+            &changes,
+            Pending::new(),
+            &mut Restorable::new(),
+            0,
+            &mut changed,
+        );
         assert!(!known.contains_key(&Id::new("a")), "left its only group");
         let groups_of = |id: &str| known[&Id::new(id)].groups.iter().collect::<Vec<_>>();
         assert_eq!(groups_of("b"), [0, 1]);
@@ -541,7 +593,15 @@ mod tests {
             links: links(),
         };
         let mut changed = BTreeSet::new();
-        let pending = apply(&mut known, &groups, &changes, Pending::new(), &mut changed);
+        let pending = apply(
+            &mut known,
+            &groups,
+            &changes,
+            Pending::new(),
+            &mut Restorable::new(),
+            0,
+            &mut changed,
+        );
         for id in ["restored", "replayed", "rejoined"] {
             let entry = known
                 .get(&Id::new(id))
@@ -570,7 +630,15 @@ mod tests {
             links: links(),
         };
         let mut changed = BTreeSet::new();
-        apply(&mut known, &groups, &changes, Pending::new(), &mut changed);
+        apply(
+            &mut known,
+            &groups,
+            &changes,
+            Pending::new(),
+            &mut Restorable::new(),
+            0,
+            &mut changed,
+        );
         let a = known[&Id::new("a")].user.as_ref().unwrap();
         assert_eq!(a.texts()[0], Some("New"));
         assert_eq!(
@@ -593,12 +661,115 @@ mod tests {
             links: links(),
         };
         let mut changed = BTreeSet::new();
-        let pending = apply(&mut known, &groups, &changes, Pending::new(), &mut changed);
+        let pending = apply(
+            &mut known,
+            &groups,
+            &changes,
+            Pending::new(),
+            &mut Restorable::new(),
+            0,
+            &mut changed,
+        );
         assert!(pending.is_empty(), "no look-up: {pending:?}");
         let a = &known[&Id::new("a")];
         assert_eq!(a.groups.iter().collect::<Vec<_>>(), [1]);
         assert_eq!(a.user.as_ref().unwrap().texts()[0], Some("a"));
         assert!(changed.contains("a"));
+    }
+
+    /// Graph: a user in deleted items keeps its group memberships, and
+    /// neither the deletion nor the restore is in the group delta; only
+    /// the users delta says either.
+    #[test]
+    fn a_member_deleted_in_one_round_and_restored_in_a_later_one_is_a_member_again() {
+        let groups = vec!["g0".to_string(), "g1".to_string()];
+        let mut known = known_in_g0(&["ann", "bo", "cy"]);
+        known.get_mut(&Id::new("ann")).unwrap().groups.insert(1);
+        let mut restorable = Restorable::new();
+        let round = |members: Vec<(&str, &str, bool)>, users_delta: Vec<Value>| Changes {
+            members: members
+                .into_iter()
+                .map(|(g, id, left)| (g.to_string(), id.to_string(), USER.to_string(), left))
+                .collect(),
+            users: users(users_delta),
+            links: links(),
+        };
+        let removed = |id: &str, reason: &str| json!({"id": id, "@removed": {"reason": reason}});
+
+        // Round 1: all three deleted; only the users delta says so.
+        let deleted = round(
+            Vec::new(),
+            vec![
+                removed("ann", "changed"),
+                removed("bo", "changed"),
+                removed("cy", "changed"),
+            ],
+        );
+        let mut changed = BTreeSet::new();
+        apply(
+            &mut known,
+            &groups,
+            &deleted,
+            Pending::new(),
+            &mut restorable,
+            100,
+            &mut changed,
+        );
+        assert!(known.is_empty(), "nobody deleted is a member: {known:?}");
+        assert_eq!(restorable["ann"].groups, ["g0", "g1"]);
+        assert_eq!(restorable["ann"].since, 100);
+
+        // Round 2: an admin takes Bo out of g0 while deleted; Cy is purged
+        // (the group delta reports the leave, the users delta the reason).
+        let meanwhile = round(
+            vec![("g0", "bo", true), ("g0", "cy", true)],
+            vec![removed("cy", "deleted")],
+        );
+        let pending = apply(
+            &mut known,
+            &groups,
+            &meanwhile,
+            Pending::new(),
+            &mut restorable,
+            200,
+            &mut changed,
+        );
+        assert!(pending.is_empty());
+        assert!(!restorable.contains_key("cy"), "purged: nothing to restore");
+        assert!(restorable["bo"].groups.is_empty());
+
+        // Round 3: Ann and Bo restored, listed again with only a property
+        // or two (a users delta entry may carry only what changed).
+        let restored = round(
+            Vec::new(),
+            vec![
+                json!({"id": "ann", "displayName": "Ann again"}),
+                user("bo", true),
+            ],
+        );
+        let mut changed = BTreeSet::new();
+        let pending = apply(
+            &mut known,
+            &groups,
+            &restored,
+            Pending::new(),
+            &mut restorable,
+            300,
+            &mut changed,
+        );
+        assert!(pending.is_empty(), "no look-up needed: {pending:?}");
+        let ann = &known[&Id::new("ann")];
+        assert_eq!(ann.groups.iter().collect::<Vec<_>>(), [0, 1]);
+        let ann = ann.user.as_ref().unwrap();
+        assert_eq!(ann.texts()[0], Some("Ann again"));
+        assert_eq!(
+            ann.mail(),
+            Some("ann@x.com"),
+            "kept from before the deletion"
+        );
+        assert!(changed.contains("ann"));
+        assert!(!known.contains_key(&Id::new("bo")), "left g0 while deleted");
+        assert!(restorable.is_empty(), "both restored: {restorable:?}");
     }
 
     #[test]
@@ -625,7 +796,15 @@ mod tests {
             links: links(),
         };
         let mut changed = BTreeSet::new();
-        let pending = apply(&mut known, &groups, &changes, carried, &mut changed);
+        let pending = apply(
+            &mut known,
+            &groups,
+            &changes,
+            carried,
+            &mut Restorable::new(),
+            0,
+            &mut changed,
+        );
         let late = &known[&Id::new("late")];
         assert_eq!(late.groups.iter().collect::<Vec<_>>(), [0, 1]);
         assert!(changed.contains("late"), "its chunk is saved");

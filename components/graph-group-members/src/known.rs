@@ -385,7 +385,7 @@ mod tests {
             json!({"t": "#microsoft.graph.device", "g": []})
         );
         let removed = member(json!({"id": "u2", "@removed": {"reason": "changed"}}));
-        assert!(removed.removed && !member(json!({"id": "u3"})).removed);
+        assert!(removed.removed.is_gone() && !member(json!({"id": "u3"})).removed.is_gone());
     }
 
     #[test]

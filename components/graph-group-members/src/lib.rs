@@ -39,6 +39,7 @@ mod known;
 mod member;
 mod people;
 mod plan;
+mod restorable;
 mod user;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -346,6 +347,11 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
     if let Some(links) = links {
         let before = meta.as_ref().map_or(0, |m| m.chunks);
         let chunks = known::save(&known, before, None)?;
+        // A deleted member the full read lists was restored meanwhile:
+        // what was kept of it is out of date.
+        let mut kept = restorable::load()?;
+        kept.retain(|id, _| !known.contains_key(&Id::new(id)));
+        restorable::save(kept, now.timestamp())?;
         plan::save_meta(&Meta::after_full(tracked.ids.clone(), links, now, chunks))?;
     }
     Ok(Outcome {
@@ -387,11 +393,14 @@ fn changes_since(
         return Ok(Err(delta::Refused(why.into())));
     };
     let mut changed = BTreeSet::new();
+    let mut restorable = restorable::load()?;
     let pending = delta::apply(
         &mut known,
         &meta.groups,
         &changes,
         meta.unfound.clone(),
+        &mut restorable,
+        now.timestamp(),
         &mut changed,
     );
     let asked = pending.len();
@@ -413,6 +422,7 @@ fn changes_since(
         return Ok(Err(delta::Refused(why)));
     }
     let chunks = known::save(&known, meta.chunks, Some(&changed))?;
+    restorable::save(restorable, now.timestamp())?;
     let unfound_count = unfound.len();
     plan::save_meta(&meta.relinked(changes.links, now, chunks, unfound))?;
     sluice_guest::log::info(&format!(

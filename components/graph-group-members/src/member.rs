@@ -27,9 +27,9 @@ pub struct Member<'a> {
     pub kind: Property<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "text")]
     pub id: Property<Cow<'a, str>>,
-    /// A users delta entry for a deleted user.
-    #[serde(rename = "@removed", default, deserialize_with = "present")]
-    pub removed: bool,
+    /// A users delta entry for a deleted user: how it is gone.
+    #[serde(rename = "@removed", default, deserialize_with = "removal")]
+    pub removed: Removed,
     #[serde(rename = "displayName", default, borrow, deserialize_with = "text")]
     display_name: Property<Cow<'a, str>>,
     #[serde(rename = "givenName", default, borrow, deserialize_with = "text")]
@@ -186,9 +186,43 @@ fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Property<bool>, D::Error> {
     Ok(Some(d.deserialize_any(Flag)?))
 }
 
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    IgnoredAny::deserialize(d)?;
-    Ok(true)
+/// How a users delta entry says its user is gone (its `@removed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Removed {
+    /// Not gone: no `@removed`.
+    #[default]
+    No,
+    /// `"reason": "changed"`: in Entra's deleted items, restorable for 30
+    /// days, and (Graph's group delta documentation) keeping its group
+    /// memberships meanwhile, without a word in the group delta. Also any
+    /// reason Graph does not document.
+    Restorable,
+    /// `"reason": "deleted"`: deleted for good; the group delta reports
+    /// it leaving its groups.
+    ForGood,
+}
+
+impl Removed {
+    pub fn is_gone(self) -> bool {
+        self != Removed::No
+    }
+}
+
+fn removal<'de, D: Deserializer<'de>>(d: D) -> Result<Removed, D::Error> {
+    #[derive(Deserialize)]
+    struct Annotation {
+        #[serde(default)]
+        reason: Option<Value>,
+    }
+    // Whatever its shape, `@removed` says the user is gone.
+    let annotation = Value::deserialize(d)?;
+    let reason = Annotation::deserialize(annotation)
+        .ok()
+        .and_then(|a| a.reason);
+    Ok(match reason.as_ref().and_then(Value::as_str) {
+        Some(reason) if reason.trim().eq_ignore_ascii_case("deleted") => Removed::ForGood,
+        _ => Removed::Restorable,
+    })
 }
 
 #[cfg(test)]
@@ -223,9 +257,20 @@ mod tests {
         let sparse = Member::owned(json!({"id": "u2", "accountEnabled": false})).unwrap();
         assert_eq!(sparse.texts(), [None; TEXTS]);
         assert_eq!(sparse.account_enabled(), Some(Some(false)));
-        assert!(!sparse.is_complete() && !sparse.removed);
+        assert!(!sparse.is_complete() && !sparse.removed.is_gone());
         let owned = Member::owned(json!({"id": "u3", "@removed": {"reason": "deleted"}})).unwrap();
-        assert!(owned.removed);
+        assert_eq!(owned.removed, Removed::ForGood);
         assert_eq!(owned.id(), Some("u3"));
+        let removed = |annotation: Value| {
+            Member::owned(json!({"id": "u4", "@removed": annotation}))
+                .unwrap()
+                .removed
+        };
+        assert_eq!(removed(json!({"reason": "changed"})), Removed::Restorable);
+        assert_eq!(removed(json!({"reason": "Deleted"})), Removed::ForGood);
+        // Any other shape still says gone; only "deleted" says for good.
+        assert_eq!(removed(json!({})), Removed::Restorable);
+        assert_eq!(removed(json!({"reason": 3})), Removed::Restorable);
+        assert_eq!(removed(json!(true)), Removed::Restorable);
     }
 }

@@ -1,0 +1,118 @@
+//! License holders in Entra's deleted items: deleted, but restorable for
+//! 30 days. Graph's group delta documentation: "Users that have been
+//! temporary deleted keep their group memberships and won't appear in the
+//! delta result until they're permanently deleted." A restore says nothing
+//! in the group delta either; only the users delta lists the user again.
+//! So when the users delta says a member was deleted (`@removed` with
+//! reason `changed`), the member leaves the people but the groups it was
+//! in are kept here, by group id; when the users delta lists it again, it
+//! is a member of those groups again, as Entra restores it.
+//!
+//! Kept in the flow's state (`members-delta/restorable`), small: at most
+//! [`MAX_KEPT`] members, each for at most [`KEPT_FOR_DAYS`] days (Entra
+//! purges a deleted user after 30 days; the group delta then reports the
+//! leaves).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sluice_guest::{StepError, state};
+
+use crate::known::Entry;
+
+const KEY: &str = "members-delta/restorable";
+/// Entra keeps a deleted user 30 days.
+pub const KEPT_FOR_DAYS: i64 = 30;
+/// Enough for a wave of leavers; far more is a mass deletion, whose
+/// restores the next full read finds (the oldest go first).
+pub const MAX_KEPT: usize = 500;
+
+/// A deleted member: what the step knew of it, and the tracked groups it
+/// was in (ids, not positions: the tracked groups may change meanwhile).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Kept {
+    /// The entry, its groups left empty.
+    #[serde(rename = "e")]
+    pub entry: Entry,
+    #[serde(rename = "g")]
+    pub groups: Vec<String>,
+    /// When the deletion was read (Unix seconds).
+    #[serde(rename = "at")]
+    pub since: i64,
+}
+
+/// The deleted members, by id.
+pub type Restorable = BTreeMap<String, Kept>;
+
+/// Reads what the last run kept; nothing when there is none or it is not
+/// this shape (the next full read finds the restored).
+pub fn load() -> Result<Restorable, StepError> {
+    match state::get::<Restorable>(KEY) {
+        Ok(kept) => Ok(kept.unwrap_or_default()),
+        Err(e) if e.code == "state-shape" => Ok(Restorable::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `kept`, without those deleted longer than Entra keeps them and
+/// past [`MAX_KEPT`] (the oldest first); deletes the key when none is left.
+pub fn save(mut kept: Restorable, now: i64) -> Result<(), StepError> {
+    prune(&mut kept, now);
+    if kept.is_empty() {
+        return state::delete(KEY);
+    }
+    state::set(KEY, &kept)
+}
+
+fn prune(kept: &mut Restorable, now: i64) {
+    kept.retain(|_, k| now.saturating_sub(k.since) <= KEPT_FOR_DAYS * 24 * 3600);
+    if kept.len() > MAX_KEPT {
+        let mut since: Vec<i64> = kept.values().map(|k| k.since).collect();
+        since.sort_unstable();
+        let cut = since[kept.len() - MAX_KEPT];
+        kept.retain(|_, k| k.since >= cut);
+        // Ties at the cut: the largest ids go, so that the count holds.
+        while kept.len() > MAX_KEPT {
+            kept.pop_last();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::known::Groups;
+
+    fn kept(since: i64) -> Kept {
+        Kept {
+            entry: Entry {
+                kind: None,
+                groups: Groups::default(),
+                user: None,
+            },
+            groups: vec!["g1".into()],
+            since,
+        }
+    }
+
+    #[test]
+    fn a_deletion_is_kept_as_long_as_entra_keeps_the_user_and_the_newest_first() {
+        let day = 24 * 3600;
+        let now = 100 * day;
+        let mut all: Restorable = [
+            ("old".to_string(), kept(now - 31 * day)),
+            ("month".to_string(), kept(now - 30 * day)),
+            ("new".to_string(), kept(now)),
+        ]
+        .into();
+        prune(&mut all, now);
+        assert_eq!(all.keys().collect::<Vec<_>>(), ["month", "new"]);
+
+        let mut many: Restorable = (0..MAX_KEPT as i64 + 3)
+            .map(|n| (format!("u{n:04}"), kept(now - n)))
+            .collect();
+        prune(&mut many, now);
+        assert_eq!(many.len(), MAX_KEPT);
+        assert!(many.contains_key("u0000") && !many.contains_key(&format!("u{MAX_KEPT:04}")));
+    }
+}
