@@ -330,6 +330,12 @@ impl TokenSource {
         if !status.is_success() {
             let (code, detail) = error_detail(&body, &self.redactor);
             return Err(match status.as_u16() {
+                // OAuth's own words for "try again" (RFC 6749 §4.1.2.1),
+                // which Entra documents for a busy token service: not a
+                // rejection of the credentials.
+                400 | 401 if code.as_deref().is_some_and(says_try_again) => {
+                    transient(format!("HTTP {status}: {detail}"), retry_after)
+                }
                 400 | 401 => Failure::Final(AuthError::Rejected {
                     endpoint,
                     status: status.as_u16(),
@@ -361,6 +367,13 @@ impl TokenSource {
             expires_at: requested_at + lifetime,
         })
     }
+}
+
+/// Whether a token endpoint's `error` code says the service, not the
+/// request, failed: `temporarily_unavailable` ("the server is temporarily
+/// too busy… retry the request after a short delay") or `server_error`.
+fn says_try_again(code: &str) -> bool {
+    matches!(code.trim(), "temporarily_unavailable" | "server_error")
 }
 
 /// A token's lifetime from `expires_in` (a number, or a string as some
@@ -602,5 +615,32 @@ mod tests {
         );
         assert!(!e.to_string().contains("the-function-key"), "{e}");
         assert_eq!(hits.load(Ordering::SeqCst) - before, 3);
+
+        // A 400 whose `error` says "try again" is the service's trouble,
+        // not a rejection of the credentials: retried like a 503.
+        status.store(400, Ordering::SeqCst);
+        *source.cached.lock().await = Some(in_refresh_window(Duration::ZERO));
+        let before = hits.load(Ordering::SeqCst);
+        let e = source.authorization(&http).await.unwrap_err();
+        assert!(
+            matches!(&e, AuthError::Unavailable { detail, .. } if detail.contains("HTTP 400") && detail.contains("temporarily_unavailable")),
+            "{e}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst) - before, 3);
+    }
+
+    #[test]
+    fn only_the_codes_that_say_try_again_are_retried() {
+        assert!(says_try_again("temporarily_unavailable"));
+        assert!(says_try_again("server_error"));
+        for code in [
+            "invalid_client",
+            "invalid_grant",
+            "invalid_scope",
+            "unauthorized_client",
+            "",
+        ] {
+            assert!(!says_try_again(code), "{code}");
+        }
     }
 }
