@@ -2369,6 +2369,81 @@ async fn a_reactivation_never_seen_answered_still_puts_them_back_on_the_project(
     owes_nothing_more(&t, &allow).await;
 }
 
+/// Procore documents no answer to a write repeated once applied. Against a
+/// server that refuses each repeat with a 422 (`refuse_repeats`), the
+/// resends that answers lost after Procore applied the write cause are
+/// settled by asking Procore how things stand: Cy's deactivation (resent
+/// once Cy is inactive), Cy's reactivation (resent once Cy is active) and
+/// the project add after it (resent once Cy is on the project) are each
+/// done, nothing is owed, and the run after changes nothing. (Before, the
+/// deactivation was undone in the flow's records, and the reactivation
+/// and the add failed, the add owed to every later run.)
+#[tokio::test]
+async fn writes_resent_after_a_lost_answer_to_a_server_refusing_repeats_are_done() {
+    let t = ann_and_cy().await;
+    t.run_ok(&[]).await;
+    t.leave_group(CY, E3);
+    let (cy, company) = (t.id(CY), t.emu.snapshot().scenario.company_id);
+    let lost_once = |method: &str, path_suffix: String| TargetedFault {
+        method: method.into(),
+        path_suffix,
+        body_contains: None,
+        at: vec![1],
+        fault: FaultKind::DropAfterApply,
+    };
+    let strict = |targeted| Faults {
+        refuse_repeats: true,
+        targeted,
+        ..Faults::default()
+    };
+    t.emu.set_faults(strict(vec![lost_once(
+        "PATCH",
+        format!("/companies/{company}/users/{cy}"),
+    )]));
+    let allow = ["--param", "max_unapproved_deactivations=10"];
+    let (run, requests) = t.run_ok(&allow).await;
+    let item = &run.output_of("deactivate")["items"][0];
+    assert_eq!(item["output"]["status"], "deactivated", "{item:#}");
+    assert!(
+        writes(&requests).contains(&format!(
+            "PATCH /rest/v1.0/companies/{company}/users/{cy} 422"
+        )),
+        "{:?}",
+        writes(&requests)
+    );
+    assert!(!t.active(CY) && !t.on_project(CY));
+
+    assert!(t.emu.add_member(&t.groups[E3], t.graph_id(CY)));
+    let project = t.emu.snapshot().scenario.project_ids[0];
+    t.emu.set_faults(strict(vec![
+        lost_once("PATCH", format!("/users/inactive/{cy}")),
+        lost_once(
+            "POST",
+            format!("/projects/{project}/users/{cy}/actions/add"),
+        ),
+    ]));
+    let (run, requests) = t.run_ok(&allow).await;
+    let item = &run.output_of("reactivate")["items"][0];
+    assert_eq!(item["status"], "ok", "{item:#}");
+    // The resend found Cy active: the first attempt had reactivated them.
+    assert_eq!(item["output"]["status"], "already_active", "{item:#}");
+    assert_eq!(item["output"]["project"], "added", "{item:#}");
+    let refused: Vec<String> = writes(&requests)
+        .into_iter()
+        .filter(|w| w.ends_with(" 422"))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            format!("PATCH /rest/v1.0/companies/{company}/users/inactive/{cy} 422"),
+            format!("POST /rest/v1.0/projects/{project}/users/{cy}/actions/add 422"),
+        ]
+    );
+    assert!(t.active(CY) && t.on_project(CY));
+    t.emu.set_faults(Faults::default());
+    owes_nothing_more(&t, &allow).await;
+}
+
 /// Duration params of the form `validate` checks are all read by the
 /// steps: humantime refused `1.333h` (its fractions overflow), and
 /// `999999999y` was past chrono's range, each failing its step after both

@@ -206,6 +206,12 @@ pub struct Faults {
     /// left out of the next N `GET /users?$filter=…` answers that filter on
     /// `id` and would hold them.
     pub lookup_lag: Option<u32>,
+    /// Procore refuses a write that repeats one it already applied, with a
+    /// 422: adding a project member again, deactivating an inactive user
+    /// (instead of the 404 of a user it does not know) and reactivating an
+    /// active one. Its documentation gives no answer to these, so a strict
+    /// server may refuse the resend that a lost answer causes.
+    pub refuse_repeats: bool,
     /// Seed of the rate-based faults and of `delta_shuffle`.
     pub seed: u64,
 }

@@ -539,11 +539,40 @@ pub fn project_action_url(action: ProjectAction, project: &str, user: &str) -> S
     )
 }
 
+/// Whether a refusal of a write may be what the resend of one Procore had
+/// already applied met: a 4xx other than 401 and 403 (the token, the app's
+/// permissions) and 429 (which says nothing of the write). Procore
+/// documents no answer to repeating these writes (adding a project member
+/// again, deactivating an inactive user, reactivating an active one), so
+/// after an answer lost on the way back a strict server may refuse the
+/// host's resend; the step then asks Procore how things stand instead of
+/// taking the refusal as the truth.
+pub fn may_refuse_a_repeat(status: u16) -> bool {
+    (400..=499).contains(&status) && !matches!(status, 401 | 403 | 429)
+}
+
+/// Whether the company user `user` is on `project`: Procore's "Show
+/// project user" (`GET projects/{project}/users/{id}`) answers 200 for a
+/// member and 404 for anyone else. Any other answer, or none, is an
+/// error, never "not a member".
+pub fn on_project(connection: &str, project: &str, user: &str) -> Result<bool, StepError> {
+    let url = format!("projects/{}/users/{}", segment(project), segment(user));
+    let call = Call::get(connection, &url);
+    let response = call.read()?;
+    match response.status {
+        200..=299 => Ok(true),
+        404 => Ok(false),
+        _ => Err(crate::status_error(&call, &response)),
+    }
+}
+
 /// Adds the company user `user_id` to `project` through `POST
 /// projects/{project}/users/{id}/actions/add`, with the permission
 /// `template` when there is one. What came of it, as the sync's outputs
 /// report it: `added`, `would_add` (a dry run) or `failed: …`. Adding a
-/// member twice leaves one membership, so the host may resend it.
+/// member twice leaves one membership, so the host may resend it; a
+/// refusal that may be the resend's ([`may_refuse_a_repeat`]) is `added`
+/// when Procore has the user on the project.
 pub fn add_to_project(
     connection: &str,
     project: &str,
@@ -559,11 +588,29 @@ pub fn add_to_project(
         .and_then(|call| call.idempotent().send());
     match sent {
         Ok(Sent::Response(r)) if r.is_success() => "added".into(),
-        Ok(Sent::Response(r)) => format!(
-            "failed: HTTP {}: {}",
-            r.status,
-            crate::service_message(&r).unwrap_or_else(|| r.text_preview())
-        ),
+        Ok(Sent::Response(r)) => {
+            let refused = format!(
+                "HTTP {}: {}",
+                r.status,
+                crate::service_message(&r).unwrap_or_else(|| r.text_preview())
+            );
+            if !may_refuse_a_repeat(r.status) {
+                return format!("failed: {refused}");
+            }
+            match on_project(connection, project, &user_id) {
+                Ok(true) => {
+                    sluice_guest::log::info(&format!(
+                        "Procore answered {refused} to adding user {user_id} to project {project}, but has them on it: added"
+                    ));
+                    "added".into()
+                }
+                Ok(false) => format!("failed: {refused}"),
+                Err(e) => format!(
+                    "failed: {refused}; whether they are on the project could not be read either ({})",
+                    e.message
+                ),
+            }
+        }
         Ok(Sent::WouldSend(_)) => "would_add".into(),
         Err(e) => format!("failed: {}", e.message),
     }
@@ -601,6 +648,16 @@ mod tests {
         assert!(is_inactive(&json!({"id": 42}), "42"), "the list says it");
         assert!(!is_inactive(&json!({"id": 42, "is_active": true}), "42"));
         assert!(!is_inactive(&json!({"id": 43, "is_active": false}), "42"));
+    }
+
+    #[test]
+    fn only_a_refusal_a_resend_could_meet_is_checked_again() {
+        for status in [400, 404, 409, 410, 422] {
+            assert!(may_refuse_a_repeat(status), "{status}");
+        }
+        for status in [200, 201, 204, 401, 403, 429, 500, 503] {
+            assert!(!may_refuse_a_repeat(status), "{status}");
+        }
     }
 
     #[test]

@@ -184,17 +184,19 @@ const UNIQUENESS_WORDS: &[&str] = &[
     "registered",
 ];
 
-/// Whether a 409/422 says the login or email is already in use. A 409 is a
-/// conflict by definition. A 422 is one when its `errors` name the login or
-/// the email with uniqueness wording ("has already been taken", "already
-/// exists", "is not unique", …), or, when the body names no field, when its
-/// message has such wording; a 422 about another field (a blank last name)
-/// is not.
+/// Whether a 409/422 (or a 400) says the login or email is already in
+/// use. A 409 is a conflict by definition. A 422 or 400 is one when its
+/// `errors` name the login or the email with uniqueness wording ("has
+/// already been taken", "already exists", "is not unique", …), or, when
+/// the body names no field, when its message has such wording; one about
+/// another field (a blank last name) is not. Procore documents 409 and
+/// 422; a 400 is taken the same way, since Rails validation errors reach
+/// some APIs as one.
 pub fn is_taken(status: u16, body: &[u8]) -> bool {
     if status == 409 {
         return true;
     }
-    if status != 422 {
+    if !matches!(status, 400 | 422) {
         return false;
     }
     let unique = |text: &str| {
@@ -721,9 +723,14 @@ mod tests {
         ] {
             assert!(!taken(422, body), "{body}");
         }
-        assert!(!taken(
+        // A 400 in the same words, as some Rails APIs answer.
+        assert!(taken(
             400,
             r#"{"errors":{"login":["has already been taken"]}}"#
+        ));
+        assert!(!taken(
+            400,
+            r#"{"errors":{"last_name":["can't be blank"]}}"#
         ));
         assert!(!taken(500, "already"));
     }

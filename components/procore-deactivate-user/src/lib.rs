@@ -302,11 +302,13 @@ fn finish(
 
 /// Whether an error answer to the PATCH may hide a deactivation that
 /// happened: a 5xx (the change may be applied before the answer fails),
-/// a 404 (what a resend gets once the user is inactive), or a 429 (it
-/// says nothing of the user, and the host resends after a 5xx: the
-/// attempt before it may have been applied).
+/// a refusal a resend meets once the user is inactive (a 404 as the
+/// route no longer finds them, or a strict server's 400/409/422: see
+/// [`procore::may_refuse_a_repeat`]), or a 429 (it says nothing of the
+/// user, and the host resends after a 5xx: the attempt before it may have
+/// been applied). Not a 401 or 403: the app may not make the change.
 pub fn may_have_applied(status: u16) -> bool {
-    matches!(status, 404 | 429) || (500..=599).contains(&status)
+    status == 429 || procore::may_refuse_a_repeat(status) || (500..=599).contains(&status)
 }
 
 /// What to search the inactive list for: the Procore email address
@@ -414,6 +416,20 @@ fn remove_from_project(out: &mut Deactivated, project: &str, user: &str) {
                 out.removed_from_project = Some(done);
                 return;
             }
+            Err(problem) if procore::may_refuse_a_repeat(r.status) => {
+                // What a resend may meet once the first removal went through.
+                match procore::on_project(PROCORE, project, user) {
+                    Ok(false) => {
+                        out.removed_from_project = Some(ProjectRemoval::NotOnProject);
+                        return;
+                    }
+                    Ok(true) => problem,
+                    Err(e) => format!(
+                        "{problem}; whether they are still on the project could not be read either ({})",
+                        e.message
+                    ),
+                }
+            }
             Err(problem) => problem,
         },
         Ok(Sent::WouldSend(w)) => {
@@ -430,7 +446,7 @@ fn remove_from_project(out: &mut Deactivated, project: &str, user: &str) {
 }
 
 sluice_guest::step!(run, connections: {
-    "procore": "Procore: deactivates company users who left and removes them from a project, and looks a user up on the inactive list when Procore's answer to a deactivation was an error",
+    "procore": "Procore: deactivates company users who left and removes them from a project, and looks a user up on the inactive list (or on the project) when Procore's answer to a deactivation (or a removal) was an error",
 });
 
 #[cfg(test)]
@@ -476,11 +492,11 @@ mod tests {
     }
 
     #[test]
-    fn only_a_5xx_a_404_or_a_429_may_hide_an_applied_deactivation() {
-        for status in [404, 429, 500, 502, 503, 504] {
+    fn only_a_5xx_a_429_or_a_refusal_a_resend_could_meet_may_hide_an_applied_deactivation() {
+        for status in [400, 404, 409, 422, 429, 500, 502, 503, 504] {
             assert!(may_have_applied(status), "{status}");
         }
-        for status in [200, 400, 401, 403, 409, 422] {
+        for status in [200, 401, 403] {
             assert!(!may_have_applied(status), "{status}");
         }
     }

@@ -100,11 +100,38 @@ fn run(input: Input, _context: &Context) -> Result<ProjectDone, StepError> {
             return Ok(done(status, Some(w)));
         }
     };
-    let Some(status) = outcome(owed.action, response.status) else {
-        return Err(status_error(&call, &response));
+    let status = match outcome(owed.action, response.status) {
+        Some(status) => status,
+        None if procore::may_refuse_a_repeat(response.status) => {
+            let refused = status_error(&call, &response);
+            membership_after(owed, &user, refused)?
+        }
+        None => return Err(status_error(&call, &response)),
     };
     settle(owed)?;
     Ok(done(status, None))
+}
+
+/// What a refusal that may be a resend's (see
+/// [`procore::may_refuse_a_repeat`]) leaves: done when Procore shows the
+/// membership as the call would have left it, else the refusal.
+fn membership_after(
+    owed: &ProjectOwed,
+    user: &str,
+    refused: StepError,
+) -> Result<ProjectOwedStatus, StepError> {
+    let on = procore::on_project(PROCORE, &owed.project_id, user).map_err(|e| StepError {
+        message: format!(
+            "{}; whether they are on the project could not be read either ({})",
+            refused.message, e.message
+        ),
+        ..refused.clone()
+    })?;
+    match (owed.action, on) {
+        (ProjectAction::Add, true) => Ok(ProjectOwedStatus::Added),
+        (ProjectAction::Remove, false) => Ok(ProjectOwedStatus::NotOnProject),
+        _ => Err(refused),
+    }
 }
 
 /// Clears the record's owed call, when it is still the one this item made
@@ -127,7 +154,7 @@ fn settle(owed: &ProjectOwed) -> Result<(), StepError> {
 }
 
 sluice_guest::step!(run, connections: {
-    "procore": "Procore: adds a managed user to the flow's project, or removes one, when an earlier run owes it",
+    "procore": "Procore: adds a managed user to the flow's project, or removes one, when an earlier run owes it, and looks the membership up when Procore refuses the call",
 });
 
 #[cfg(test)]

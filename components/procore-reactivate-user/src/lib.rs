@@ -177,7 +177,9 @@ fn reactivated(
     if response.is_success() {
         return Ok(ReactivateStatus::Reactivated);
     }
-    if response.status != 404 {
+    // A 404 (the user is not on the inactive list), or a strict server's
+    // refusal of a resend once the first reactivation went through.
+    if !procore::may_refuse_a_repeat(response.status) {
         return Err(status_error(call, response));
     }
     let key =
@@ -189,7 +191,7 @@ fn reactivated(
 }
 
 sluice_guest::step!(run, connections: {
-    "procore": "Procore: reactivates company users the flow deactivated, adds them to a project again, and looks a user up when Procore says they are not inactive",
+    "procore": "Procore: reactivates company users the flow deactivated, adds them to a project again, and looks a user up when Procore says they are not inactive (or a membership up when it refuses the add)",
 });
 
 #[cfg(test)]

@@ -153,7 +153,8 @@ pub async fn create(
 /// memberships, as in Procore). 200 with the user. The route reaches
 /// active users only: Procore keeps inactive ones under `users/inactive`
 /// (listed, and reactivated, there), so an inactive user is a 404 here,
-/// as an unknown one is; a deactivation sent twice gets one on the second.
+/// as an unknown one is; a deactivation sent twice gets one on the second
+/// (a 422 with `refuse_repeats`).
 pub async fn update(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -174,7 +175,14 @@ pub async fn update(
         return errors(StatusCode::BAD_REQUEST, Value::Object(problems));
     }
     let mut d = s.lock();
+    let refuse_repeats = d.faults.refuse_repeats;
     let Some(u) = d.procore_user_mut(user_id).filter(|u| u.is_active) else {
+        if refuse_repeats && d.procore_user(user_id).is_some() {
+            return errors(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "is_active": [format!("user {user_id} is already inactive")] }),
+            );
+        }
         return errors(
             StatusCode::NOT_FOUND,
             json!(format!("User {user_id} not found")),
@@ -197,7 +205,8 @@ pub async fn update(
 
 /// `PATCH /rest/v1.0/companies/{company_id}/users/inactive/{id}` (no
 /// body): Procore's "Reactivate company user". 200 with the user; a user
-/// who is not on the inactive list (unknown, or active) is a 404.
+/// who is not on the inactive list (unknown, or active) is a 404, or a 422
+/// for an active user with `refuse_repeats`.
 pub async fn reactivate(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -207,7 +216,14 @@ pub async fn reactivate(
         return r;
     }
     let mut d = s.lock();
+    let refuse_repeats = d.faults.refuse_repeats;
     let Some(u) = d.procore_user_mut(user_id).filter(|u| !u.is_active) else {
+        if refuse_repeats && d.procore_user(user_id).is_some() {
+            return errors(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "is_active": [format!("user {user_id} is already active")] }),
+            );
+        }
         return errors(
             StatusCode::NOT_FOUND,
             json!(format!("Inactive user {user_id} not found")),

@@ -47,6 +47,7 @@ pub fn router(shared: Shared) -> Router<Shared> {
             patch(company_users::update),
         )
         .route("/projects/{project}/users", get(project_users::list))
+        .route("/projects/{project}/users/{id}", get(project_users::show))
         .route(
             "/projects/{project}/users/{id}/actions/add",
             post(project_users::add),

@@ -93,9 +93,43 @@ fn template_of(body: &str) -> Result<Option<u64>, Response> {
     }
 }
 
+/// `GET /rest/v1.0/projects/{project_id}/users/{id}` (Procore's "Show
+/// project user"): 200 with the project user, 404 for someone not on the
+/// project.
+pub async fn show(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((project, user_id)): Path<(u64, u64)>,
+) -> Response {
+    if let Err(r) = company_check(&s, &headers, None) {
+        return r;
+    }
+    let d = s.lock();
+    if let Some(r) = unknown_project(&d, project) {
+        return r;
+    }
+    let member = d
+        .scenario
+        .project_users
+        .iter()
+        .find(|p| p.project_id == project && p.user_id == user_id)
+        .and_then(|p| project_user_json(&d, p));
+    match member {
+        Some(user) => Json(user).into_response(),
+        None => not_on_project(project, user_id),
+    }
+}
+
+fn not_on_project(project: u64, user_id: u64) -> Response {
+    errors(
+        StatusCode::NOT_FOUND,
+        json!(format!("User {user_id} is not on project {project}")),
+    )
+}
+
 /// `POST /rest/v1.0/projects/{project_id}/users/{id}/actions/add`: 201
 /// with the project user (Procore's documented status); adding someone
-/// already on the project changes nothing.
+/// already on the project changes nothing (a 422 with `refuse_repeats`).
 pub async fn add(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -127,6 +161,13 @@ pub async fn add(
             json!({ "permission_template_id": ["is invalid"] }),
         );
     }
+    let on_project = |p: &ProjectUser| p.project_id == project && p.user_id == user_id;
+    if d.faults.refuse_repeats && d.scenario.project_users.iter().any(on_project) {
+        return errors(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "base": [format!("user {user_id} is already in the project directory")] }),
+        );
+    }
     let membership = ProjectUser {
         project_id: project,
         user_id,
@@ -153,10 +194,7 @@ pub async fn remove(
         return r;
     }
     if !d.remove_from_project(project, user_id) {
-        return errors(
-            StatusCode::NOT_FOUND,
-            json!(format!("User {user_id} is not on project {project}")),
-        );
+        return not_on_project(project, user_id);
     }
     StatusCode::NO_CONTENT.into_response()
 }
