@@ -2444,6 +2444,51 @@ async fn writes_resent_after_a_lost_answer_to_a_server_refusing_repeats_are_done
     owes_nothing_more(&t, &allow).await;
 }
 
+/// A project add owed since a run where Procore refused it, made by the
+/// next run against a server that refuses repeats: the answer to the add
+/// is lost after Procore applied it, the resend is refused with a 422, and
+/// "Show project user" says Cy is on the project, so the add is done and
+/// owed no more.
+#[tokio::test]
+async fn an_owed_add_resent_to_a_server_refusing_repeats_is_done() {
+    let t = ann_and_cy().await;
+    t.run_ok(&[]).await;
+    t.leave_group(CY, E3);
+    let allow = ["--param", "max_unapproved_deactivations=10"];
+    t.run_ok(&allow).await;
+    assert!(t.emu.add_member(&t.groups[E3], t.graph_id(CY)));
+    let (cy, project) = (t.id(CY), t.emu.snapshot().scenario.project_ids[0]);
+    let add = format!("/projects/{project}/users/{cy}/actions/add");
+    t.emu
+        .set_faults(every("POST", add.clone(), FaultKind::ServerError));
+    t.run(&allow).await;
+    assert!(t.active(CY) && !t.on_project(CY));
+    t.emu.set_faults(Faults {
+        refuse_repeats: true,
+        targeted: vec![TargetedFault {
+            method: "POST".into(),
+            path_suffix: add,
+            body_contains: None,
+            at: vec![1],
+            fault: FaultKind::DropAfterApply,
+        }],
+        ..Faults::default()
+    });
+    let (run, requests) = t.run_ok(&allow).await;
+    let item = &run.output_of("project")["items"][0];
+    assert_eq!(item["output"]["status"], "added", "{item:#}");
+    assert!(
+        writes(&requests).contains(&format!(
+            "POST /rest/v1.0/projects/{project}/users/{cy}/actions/add 422"
+        )),
+        "{:?}",
+        writes(&requests)
+    );
+    assert!(t.on_project(CY));
+    t.emu.set_faults(Faults::default());
+    owes_nothing_more(&t, &allow).await;
+}
+
 /// Duration params of the form `validate` checks are all read by the
 /// steps: humantime refused `1.333h` (its fractions overflow), and
 /// `999999999y` was past chrono's range, each failing its step after both

@@ -203,8 +203,9 @@ impl RunningEmulator {
         self.shared.lock().set_mail(user_id, mail)
     }
 
-    /// Deletes an Entra user, who leaves every group and waits 30 days in
-    /// deleted items; false when there is no such user.
+    /// Deletes an Entra user, who waits 30 days in deleted items, no longer
+    /// listed among its groups' members (only the users delta tells);
+    /// false when there is no such user.
     pub fn delete_user(&self, user_id: &str) -> bool {
         self.shared.lock().delete_user(user_id)
     }

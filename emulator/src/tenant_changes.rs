@@ -19,7 +19,9 @@ pub const RESTORABLE_SECS: u64 = 30 * 24 * 3600;
 pub struct MembershipChange {
     pub group_id: String,
     pub member: Member,
-    /// Joined (added, restored, created), or left (removed, or deleted).
+    /// Joined (added, or created a member), or left (removed). Deleting
+    /// and restoring a user are not membership changes: Graph's group
+    /// delta says nothing of a user in deleted items.
     pub joined: bool,
 }
 

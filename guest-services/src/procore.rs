@@ -551,19 +551,29 @@ pub fn may_refuse_a_repeat(status: u16) -> bool {
     (400..=499).contains(&status) && !matches!(status, 401 | 403 | 429)
 }
 
-/// Whether the company user `user` is on `project`: Procore's "Show
-/// project user" (`GET projects/{project}/users/{id}`) answers 200 for a
-/// member and 404 for anyone else. Any other answer, or none, is an
-/// error, never "not a member".
+/// Whether the company user `user` is an active member of `project`:
+/// Procore's "Show project user" (`GET projects/{project}/users/{id}`)
+/// answers 200 with the project user for a member and 404 for anyone
+/// else; a member it marks inactive does not count. Any other answer, or
+/// none, is an error, never "not a member".
 pub fn on_project(connection: &str, project: &str, user: &str) -> Result<bool, StepError> {
     let url = format!("projects/{}/users/{}", segment(project), segment(user));
     let call = Call::get(connection, &url);
     let response = call.read()?;
     match response.status {
-        200..=299 => Ok(true),
+        200..=299 => Ok(active_member(&response.body)),
         404 => Ok(false),
         _ => Err(crate::status_error(&call, &response)),
     }
+}
+
+/// A "Show project user" body that does not say the user is inactive.
+pub fn active_member(body: &[u8]) -> bool {
+    let user: Option<Value> = serde_json::from_slice(body).ok();
+    user.as_ref()
+        .and_then(|u| u.get("is_active"))
+        .and_then(Value::as_bool)
+        != Some(false)
 }
 
 /// Adds the company user `user_id` to `project` through `POST
@@ -648,6 +658,13 @@ mod tests {
         assert!(is_inactive(&json!({"id": 42}), "42"), "the list says it");
         assert!(!is_inactive(&json!({"id": 42, "is_active": true}), "42"));
         assert!(!is_inactive(&json!({"id": 43, "is_active": false}), "42"));
+    }
+
+    #[test]
+    fn a_project_user_marked_inactive_is_no_member() {
+        assert!(active_member(br#"{"id": 42, "is_active": true}"#));
+        assert!(active_member(br#"{"id": 42}"#));
+        assert!(!active_member(br#"{"id": 42, "is_active": false}"#));
     }
 
     #[test]

@@ -239,8 +239,8 @@ pub type Pending = BTreeMap<String, BTreeSet<u16>>;
 
 /// A users round's last word on one user.
 enum LastWord<'r> {
-    /// Deleted (restorable, or for good), and not restored since.
-    Deleted(Removed),
+    /// Deleted, and not restored since: in deleted items, or for good.
+    Deleted { for_good: bool },
     /// There: its entries in order (a deletion among them was undone by
     /// what followed it, or is a replay; each entry still says how the
     /// user was changed, and the later ones win).
@@ -267,7 +267,8 @@ fn last_words<'r>(users: &'r [Member<'static>]) -> BTreeMap<&'r str, LastWord<'r
         .map(|(id, (changes, removed))| {
             let word = match removed {
                 Removed::No => LastWord::Changed(changes),
-                gone => LastWord::Deleted(gone),
+                Removed::Restorable => LastWord::Deleted { for_good: false },
+                Removed::ForGood => LastWord::Deleted { for_good: true },
             };
             (id, word)
         })
@@ -301,7 +302,9 @@ pub fn apply(
         changed.insert(id.clone());
         let object = Id::new(id);
         if *left {
-            // Left while deleted: not a member when restored either.
+            // A leave the group delta reports after the users delta
+            // reported the deletion (a leave just before it, or the
+            // deletion made final): not a member when restored either.
             if let Some(kept) = restorable.get_mut(id.as_str()) {
                 kept.groups.retain(|kept| kept != group_id);
             }
@@ -333,37 +336,52 @@ pub fn apply(
     for (id, word) in last_words(&changes.users) {
         let object = Id::new(id);
         match word {
-            // A join this round's group delta reported stays pending: the
-            // users round may be behind the group round (a user deleted
-            // and restored since), and the look-up tells; a user Graph
-            // no longer has is not found and stays pending only until the
-            // group round reports them gone (or the next full read).
-            LastWord::Deleted(removed) => {
-                let was = known.remove(&object);
-                if was.is_some() {
+            // A join this round's group delta reported, of a user the
+            // users round says is deleted, waits with the deleted (below):
+            // the users round may be behind the group round, so a user
+            // deleted and restored since is listed again, and then looked
+            // up.
+            LastWord::Deleted { for_good: true } => {
+                if known.remove(&object).is_some() {
                     changed.insert(id.to_string());
                 }
-                match (removed, was) {
-                    // A user in deleted items keeps its groups (see
-                    // `crate::restorable`), kept for when it comes back.
-                    (Removed::Restorable, Some(mut entry)) if entry.kind.is_none() => {
-                        let in_groups = entry
-                            .groups
-                            .iter()
-                            .filter_map(|g| groups.get(usize::from(g)).cloned())
-                            .collect();
-                        entry.groups = Default::default();
+                restorable.remove(id);
+            }
+            // A user in deleted items keeps its groups (see
+            // `crate::restorable`): kept for when it comes back, with what
+            // was known of it, or (a joiner not looked up yet) without.
+            LastWord::Deleted { for_good: false } => {
+                let (entry, mut in_groups) = match known.remove(&object) {
+                    Some(entry) if entry.kind.is_some() => continue,
+                    Some(mut entry) => {
+                        changed.insert(id.to_string());
+                        let positions = std::mem::take(&mut entry.groups);
+                        (entry, positions.iter().collect::<BTreeSet<u16>>())
+                    }
+                    None => (Entry::unknown_user(), BTreeSet::new()),
+                };
+                in_groups.extend(pending.remove(id).unwrap_or_default());
+                let mut ids: Vec<String> = in_groups
+                    .into_iter()
+                    .filter_map(|g| groups.get(usize::from(g)).cloned())
+                    .collect();
+                match restorable.get_mut(id) {
+                    // Deleted again (or a replay): the 30 days start now.
+                    Some(kept) => {
+                        kept.groups.append(&mut ids);
+                        kept.groups.sort();
+                        kept.groups.dedup();
+                        kept.since = now;
+                    }
+                    None if !ids.is_empty() => {
                         let kept = Kept {
                             entry,
-                            groups: in_groups,
+                            groups: ids,
                             since: now,
                         };
                         restorable.insert(id.to_string(), kept);
                     }
-                    (Removed::ForGood, _) => {
-                        restorable.remove(id);
-                    }
-                    _ => {}
+                    None => {}
                 }
             }
             LastWord::Changed(entries) => {
@@ -377,14 +395,24 @@ pub fn apply(
                 if kept.is_none() && !pending.contains_key(id) {
                     continue;
                 }
-                let joined = pending.remove(id).unwrap_or_default();
+                // The groups it joined this round and those it is restored to.
+                let mut joined = pending.remove(id).unwrap_or_default();
+                let rejoined = kept.iter().flat_map(|k| &k.groups);
+                joined.extend(
+                    rejoined.filter_map(|g| groups.binary_search(g).ok().map(|g| g as u16)),
+                );
+                if joined.is_empty() {
+                    continue;
+                }
                 // Known from the round alone when one entry carries every
                 // property (the later ones then add to it), else from what
                 // was kept of a restored user.
                 let whole = entries.iter().rposition(|user| user.is_complete());
-                let (mut entry, later) = match (whole, &kept) {
+                let kept = kept.map(|k| k.entry).filter(|e| e.user.is_some());
+                let (mut entry, later) = match (whole, kept) {
                     (Some(whole), _) => (Entry::of(entries[whole]), &entries[whole + 1..]),
-                    (None, Some(kept)) => (kept.entry.clone(), &entries[..]),
+                    (None, Some(kept)) => (kept, &entries[..]),
+                    // Nothing whole to start from: looked up.
                     (None, None) => {
                         pending.insert(id.to_string(), joined);
                         continue;
@@ -392,14 +420,8 @@ pub fn apply(
                 };
                 later.iter().for_each(|user| entry.merge(user));
                 entry.groups = joined.into_iter().collect();
-                let rejoined = kept.iter().flat_map(|k| &k.groups);
-                for g in rejoined.filter_map(|g| groups.binary_search(g).ok()) {
-                    entry.groups.insert(g as u16);
-                }
-                if !entry.groups.is_empty() {
-                    known.insert(object, entry);
-                    changed.insert(id.to_string());
-                }
+                known.insert(object, entry);
+                changed.insert(id.to_string());
             }
         }
     }
@@ -418,6 +440,23 @@ pub fn look_up(
 ) -> Result<Pending, StepError> {
     let mut unfound = pending;
     let ids: Vec<String> = unfound.keys().cloned().collect();
+    each_listed(&ids, |user, id| {
+        if let Some(joined) = unfound.remove(id) {
+            let mut entry = Entry::of(user);
+            entry.groups = joined.into_iter().collect();
+            known.insert(Id::new(id), entry);
+            changed.insert(id.to_string());
+        }
+    })?;
+    Ok(unfound)
+}
+
+/// Hands `each` every user of `ids` that Graph lists now, with its id,
+/// asking a few at a time (`users?$filter=id in (…)`).
+pub fn each_listed(
+    ids: &[String],
+    mut each: impl FnMut(&Member<'_>, &str),
+) -> Result<(), StepError> {
     for batch in ids.chunks(LOOKUP_BATCH) {
         let list = batch
             .iter()
@@ -428,18 +467,12 @@ pub fn look_up(
             .query("$filter", format!("id in ({list})"))
             .query("$select", select_users());
         member::each(first, |user| {
-            let Some(id) = user.id() else {
-                return;
-            };
-            if let Some(joined) = unfound.remove(id) {
-                let mut entry = Entry::of(&user);
-                entry.groups = joined.into_iter().collect();
-                known.insert(Id::new(id), entry);
-                changed.insert(id.to_string());
+            if let Some(id) = user.id() {
+                each(&user, id);
             }
         })?;
     }
-    Ok(unfound)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -474,6 +507,25 @@ mod tests {
         ] {
             assert_eq!(under_current_base(odd, "groups"), odd);
         }
+    }
+
+    /// [`apply`] with nothing deleted before the round.
+    fn apply_alone(
+        known: &mut Known,
+        groups: &[String],
+        changes: &Changes,
+        pending: Pending,
+        changed: &mut BTreeSet<String>,
+    ) -> Pending {
+        apply(
+            known,
+            groups,
+            changes,
+            pending,
+            &mut Restorable::new(),
+            0,
+            changed,
+        )
     }
 
     fn user(id: &str, enabled: bool) -> Value {
@@ -517,15 +569,7 @@ mod tests {
             },
         };
         let mut changed = BTreeSet::new();
-        let pending = apply(
-            &mut known,
-            &groups,
-            &changes,
-            Pending::new(),
-            &mut Restorable::new(),
-            0,
-            &mut changed,
-        );
+        let pending = apply_alone(&mut known, &groups, &changes, Pending::new(), &mut changed);
         assert!(!known.contains_key(&Id::new("a")), "left its only group");
         let groups_of = |id: &str| known[&Id::new(id)].groups.iter().collect::<Vec<_>>();
         assert_eq!(groups_of("b"), [0, 1]);
@@ -583,8 +627,9 @@ mod tests {
                 json!({"id": "replayed", "displayName": "Now"}),
                 removed("rejoined"),
                 user("rejoined", true),
-                // Joined, then deleted, while the group round still says
-                // joined: the look-up tells.
+                // Joined, then deleted (the group round says joined: a
+                // user in deleted items keeps its memberships): waits with
+                // the deleted, and is looked up once listed again.
                 user("joined", true),
                 removed("joined"),
                 user("gone", true),
@@ -593,13 +638,14 @@ mod tests {
             links: links(),
         };
         let mut changed = BTreeSet::new();
+        let mut deleted = Restorable::new();
         let pending = apply(
             &mut known,
             &groups,
             &changes,
             Pending::new(),
-            &mut Restorable::new(),
-            0,
+            &mut deleted,
+            9,
             &mut changed,
         );
         for id in ["restored", "replayed", "rejoined"] {
@@ -612,7 +658,28 @@ mod tests {
         assert_eq!(replayed.texts()[0], Some("Now"), "its later entry merged");
         assert!(!known.contains_key(&Id::new("gone")), "deleted last");
         assert!(!known.contains_key(&Id::new("joined")));
+        assert!(pending.is_empty(), "{pending:?}");
+        assert_eq!(deleted.keys().collect::<Vec<_>>(), ["gone", "joined"]);
+        assert_eq!(deleted["joined"].groups, ["g0"]);
+        assert!(deleted["joined"].entry.user.is_none(), "never looked up");
+
+        // Listed again with only a property: looked up, in g0.
+        let restored = Changes {
+            members: Vec::new(),
+            users: users(vec![json!({"id": "joined", "displayName": "J"})]),
+            links: links(),
+        };
+        let pending = apply(
+            &mut known,
+            &groups,
+            &restored,
+            Pending::new(),
+            &mut deleted,
+            10,
+            &mut changed,
+        );
         assert_eq!(pending.keys().collect::<Vec<_>>(), ["joined"]);
+        assert_eq!(pending["joined"], BTreeSet::from([0]));
     }
 
     #[test]
@@ -630,15 +697,7 @@ mod tests {
             links: links(),
         };
         let mut changed = BTreeSet::new();
-        apply(
-            &mut known,
-            &groups,
-            &changes,
-            Pending::new(),
-            &mut Restorable::new(),
-            0,
-            &mut changed,
-        );
+        apply_alone(&mut known, &groups, &changes, Pending::new(), &mut changed);
         let a = known[&Id::new("a")].user.as_ref().unwrap();
         assert_eq!(a.texts()[0], Some("New"));
         assert_eq!(
@@ -661,15 +720,7 @@ mod tests {
             links: links(),
         };
         let mut changed = BTreeSet::new();
-        let pending = apply(
-            &mut known,
-            &groups,
-            &changes,
-            Pending::new(),
-            &mut Restorable::new(),
-            0,
-            &mut changed,
-        );
+        let pending = apply_alone(&mut known, &groups, &changes, Pending::new(), &mut changed);
         assert!(pending.is_empty(), "no look-up: {pending:?}");
         let a = &known[&Id::new("a")];
         assert_eq!(a.groups.iter().collect::<Vec<_>>(), [1]);
@@ -719,8 +770,9 @@ mod tests {
         assert_eq!(restorable["ann"].groups, ["g0", "g1"]);
         assert_eq!(restorable["ann"].since, 100);
 
-        // Round 2: an admin takes Bo out of g0 while deleted; Cy is purged
-        // (the group delta reports the leave, the users delta the reason).
+        // Round 2: the group delta reports that Bo left g0 (just before
+        // the deletion); Cy is purged (the group delta reports the leave,
+        // the users delta the reason).
         let meanwhile = round(
             vec![("g0", "bo", true), ("g0", "cy", true)],
             vec![removed("cy", "deleted")],
@@ -796,15 +848,7 @@ mod tests {
             links: links(),
         };
         let mut changed = BTreeSet::new();
-        let pending = apply(
-            &mut known,
-            &groups,
-            &changes,
-            carried,
-            &mut Restorable::new(),
-            0,
-            &mut changed,
-        );
+        let pending = apply_alone(&mut known, &groups, &changes, carried, &mut changed);
         let late = &known[&Id::new("late")];
         assert_eq!(late.groups.iter().collect::<Vec<_>>(), [0, 1]);
         assert!(changed.contains("late"), "its chunk is saved");

@@ -139,6 +139,15 @@ impl Entry {
         }
     }
 
+    /// A user whose properties are not known yet (a joiner not looked up).
+    pub fn unknown_user() -> Entry {
+        Entry {
+            kind: None,
+            groups: Groups::default(),
+            user: None,
+        }
+    }
+
     /// An object that is not a user (a device, a group…).
     pub fn other(kind: &str) -> Entry {
         Entry {

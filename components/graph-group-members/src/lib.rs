@@ -347,10 +347,19 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
     if let Some(links) = links {
         let before = meta.as_ref().map_or(0, |m| m.chunks);
         let chunks = known::save(&known, before, None)?;
-        // A deleted member the full read lists was restored meanwhile:
-        // what was kept of it is out of date.
+        // The round that would tell of a restore before now is skipped:
+        // keep only those Graph still does not list (in deleted items).
         let mut kept = restorable::load()?;
-        kept.retain(|id, _| !known.contains_key(&Id::new(id)));
+        let ids: Vec<String> = kept.keys().cloned().collect();
+        if delta::each_listed(&ids, |_, id| {
+            kept.remove(id);
+        })
+        .is_err()
+        {
+            // Not knowing, forget them: the next full read finds the
+            // restored, where a stale entry could add someone back.
+            kept.clear();
+        }
         restorable::save(kept, now.timestamp())?;
         plan::save_meta(&Meta::after_full(tracked.ids.clone(), links, now, chunks))?;
     }

@@ -9,9 +9,11 @@
 //! is a member of those groups again, as Entra restores it.
 //!
 //! Kept in the flow's state (`members-delta/restorable`), small: at most
-//! [`MAX_KEPT`] members, each for at most [`KEPT_FOR_DAYS`] days (Entra
-//! purges a deleted user after 30 days; the group delta then reports the
-//! leaves).
+//! [`MAX_KEPT`] members in 200 KiB, each for at most [`KEPT_FOR_DAYS`]
+//! days (Entra purges a deleted user after 30 days; the group delta then
+//! reports the leaves). A full read skips the changes before it, so it
+//! keeps only the members Graph still does not list (a look-up of their
+//! ids), or none when that look-up fails.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +28,8 @@ pub const KEPT_FOR_DAYS: i64 = 30;
 /// Enough for a wave of leavers; far more is a mass deletion, whose
 /// restores the next full read finds (the oldest go first).
 pub const MAX_KEPT: usize = 500;
+/// Well under the state's 256 KiB a value.
+const MAX_BYTES: usize = 200 * 1024;
 
 /// A deleted member: what the step knew of it, and the tracked groups it
 /// was in (ids, not positions: the tracked groups may change meanwhile).
@@ -55,26 +59,42 @@ pub fn load() -> Result<Restorable, StepError> {
 }
 
 /// Writes `kept`, without those deleted longer than Entra keeps them and
-/// past [`MAX_KEPT`] (the oldest first); deletes the key when none is left.
+/// past [`MAX_KEPT`] or [`MAX_BYTES`] (the oldest first); deletes the key
+/// when none is left.
 pub fn save(mut kept: Restorable, now: i64) -> Result<(), StepError> {
     prune(&mut kept, now);
-    if kept.is_empty() {
-        return state::delete(KEY);
+    loop {
+        if kept.is_empty() {
+            return state::delete(KEY);
+        }
+        let text = serde_json::to_string(&kept).map_err(|e| {
+            StepError::internal(format!("the deleted members could not be serialised: {e}"))
+        })?;
+        if text.len() <= MAX_BYTES {
+            return state::set_json(KEY, &text);
+        }
+        // Long names or many groups: an eighth fewer, the oldest first.
+        let fewer = kept.len() - kept.len().div_ceil(8);
+        keep_newest(&mut kept, fewer);
     }
-    state::set(KEY, &kept)
 }
 
 fn prune(kept: &mut Restorable, now: i64) {
     kept.retain(|_, k| now.saturating_sub(k.since) <= KEPT_FOR_DAYS * 24 * 3600);
-    if kept.len() > MAX_KEPT {
-        let mut since: Vec<i64> = kept.values().map(|k| k.since).collect();
-        since.sort_unstable();
-        let cut = since[kept.len() - MAX_KEPT];
-        kept.retain(|_, k| k.since >= cut);
-        // Ties at the cut: the largest ids go, so that the count holds.
-        while kept.len() > MAX_KEPT {
-            kept.pop_last();
-        }
+    keep_newest(kept, MAX_KEPT);
+}
+
+/// Keeps the `most` deleted last (of those deleted in the same second,
+/// the smallest ids).
+fn keep_newest(kept: &mut Restorable, most: usize) {
+    if kept.len() <= most {
+        return;
+    }
+    let mut by_age: Vec<(i64, String)> =
+        kept.iter().map(|(id, k)| (-k.since, id.clone())).collect();
+    by_age.sort();
+    for (_, id) in &by_age[most..] {
+        kept.remove(id);
     }
 }
 
@@ -114,5 +134,10 @@ mod tests {
         prune(&mut many, now);
         assert_eq!(many.len(), MAX_KEPT);
         assert!(many.contains_key("u0000") && !many.contains_key(&format!("u{MAX_KEPT:04}")));
+
+        // Deleted in the same second: the smallest ids stay.
+        let mut same: Restorable = ["c", "a", "b"].map(|id| (id.to_string(), kept(now))).into();
+        keep_newest(&mut same, 2);
+        assert_eq!(same.keys().collect::<Vec<_>>(), ["a", "b"]);
     }
 }

@@ -31,7 +31,8 @@
 //! - The look-up failed too: the item fails, retryable; the next run reads
 //!   Procore and finds out.
 //!
-//! A 409/422 "taken" is followed by the same look-up, and the rule is:
+//! A 409/422 "taken" (or a 400 naming the login or email as taken) is
+//! followed by the same look-up, and the rule is:
 //!
 //! - Found, created at or after this run started, with the names sent,
 //!   and this item sent a create before (the resend above, or an earlier
@@ -199,9 +200,12 @@ pub fn is_taken(status: u16, body: &[u8]) -> bool {
     if !matches!(status, 400 | 422) {
         return false;
     }
+    // A 400 counts only when it names the login or the email address: a
+    // bare "does not exist" about another field is no duplicate.
+    let names_identity = |t: &str| t.contains("login") || t.contains("email");
     let unique = |text: &str| {
         let t = text.to_lowercase();
-        UNIQUENESS_WORDS.iter().any(|w| t.contains(w))
+        UNIQUENESS_WORDS.iter().any(|w| t.contains(w)) && (status == 422 || names_identity(&t))
     };
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let errors = parsed.as_ref().and_then(|b| b.get("errors"));
@@ -209,8 +213,7 @@ pub fn is_taken(status: u16, body: &[u8]) -> bool {
         Some(Value::Object(fields)) => fields.iter().any(|(field, problems)| {
             // The field, or a general (`base`) message, names the login or email.
             let text = format!("{field} {problems}").to_lowercase();
-            let identity = text.contains("login") || text.contains("email");
-            identity && unique(&text)
+            names_identity(&text) && unique(&text)
         }),
         Some(Value::Array(list)) => list.iter().any(|p| unique(&p.to_string())),
         Some(other) => unique(&other.to_string()),
@@ -732,6 +735,15 @@ mod tests {
             400,
             r#"{"errors":{"last_name":["can't be blank"]}}"#
         ));
+        assert!(taken(400, r#"{"errors":"Login has already been taken"}"#));
+        for body in [
+            r#"{"errors":"Vendor does not exist"}"#,
+            r#"{"errors":["Project already archived"]}"#,
+            "Company already exists",
+        ] {
+            assert!(!taken(400, body), "{body}");
+            assert!(taken(422, body), "{body}: a 422's wording is enough");
+        }
         assert!(!taken(500, "already"));
     }
 

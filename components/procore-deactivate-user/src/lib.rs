@@ -13,16 +13,17 @@
 //!    so the host may resend it after a lost connection or a 5xx. A 5xx or a
 //!    lost connection may hide a change Procore made anyway, and a resend
 //!    after one is answered 404 (inactive users are not under `users/{id}`
-//!    but `users/inactive`). So after either, the step looks the user up on
+//!    but `users/inactive`), or by a server strict about repeats with
+//!    another 4xx (Procore documents no answer to it). So after any of
+//!    these (a 4xx but 401 and 403), the step looks the user up on
 //!    the inactive list (`filters[search]` with their email address, else
 //!    their key, which Procore documents on the active list only, so the
 //!    list may come whole; matched on the id): listed there, they are
 //!    deactivated, as after a 2xx. The same goes for a 429 the host gave
 //!    up on: it says nothing of the user, and an attempt the host resent
 //!    may have been applied. Not listed (still active, or not found), or a look-up
-//!    that fails, and the item fails with the PATCH's own error. Any other
-//!    answer than a 2xx fails the item with the step error its status means
-//!    (401/403 forbidden, 400/422 bad input …).
+//!    that fails, and the item fails with the PATCH's own error and the
+//!    step error its status means (401/403 forbidden, 400/422 bad input …).
 //!    Before the PATCH, the flow's record of the person (state
 //!    `managed/<key>`) gets `status: "deactivating"` and is committed: a
 //!    host killed while Procore applies the change, or an error answer
@@ -32,8 +33,8 @@
 //!    whose Procore user is `inactive` already, and this step confirms it
 //!    on the inactive list instead of sending the PATCH again (or, when an
 //!    admin rejected it meanwhile, `compare` records it itself). A PATCH
-//!    refused for sure (any answer but a 2xx, 404, 429 or 5xx; one of those
-//!    whose look-up finds the user active) puts the record back as it
+//!    refused for sure (a 401 or 403; any other error whose look-up finds
+//!    the user active) puts the record back as it
 //!    was, so a later deactivation by someone else is never taken for the
 //!    flow's.
 //! 2. With a project: `DELETE projects/{project_id}/users/{id}/actions/remove`
@@ -416,20 +417,6 @@ fn remove_from_project(out: &mut Deactivated, project: &str, user: &str) {
                 out.removed_from_project = Some(done);
                 return;
             }
-            Err(problem) if procore::may_refuse_a_repeat(r.status) => {
-                // What a resend may meet once the first removal went through.
-                match procore::on_project(PROCORE, project, user) {
-                    Ok(false) => {
-                        out.removed_from_project = Some(ProjectRemoval::NotOnProject);
-                        return;
-                    }
-                    Ok(true) => problem,
-                    Err(e) => format!(
-                        "{problem}; whether they are still on the project could not be read either ({})",
-                        e.message
-                    ),
-                }
-            }
             Err(problem) => problem,
         },
         Ok(Sent::WouldSend(w)) => {
@@ -446,7 +433,7 @@ fn remove_from_project(out: &mut Deactivated, project: &str, user: &str) {
 }
 
 sluice_guest::step!(run, connections: {
-    "procore": "Procore: deactivates company users who left and removes them from a project, and looks a user up on the inactive list (or on the project) when Procore's answer to a deactivation (or a removal) was an error",
+    "procore": "Procore: deactivates company users who left and removes them from a project, and looks a user up on the inactive list when Procore's answer to a deactivation was an error",
 });
 
 #[cfg(test)]

@@ -17,7 +17,10 @@
 //!
 //! - Add: `POST projects/{project_id}/users/{id}/actions/add`, with the
 //!   permission template when one is set, as for a new user. Adding
-//!   someone already on the project changes nothing, so a resend is safe.
+//!   someone already on the project changes nothing, so a resend is safe;
+//!   a server that refuses the resend (a 4xx but 401, 403 and 429) is
+//!   asked whether the user is on the project ("Show project user"), and
+//!   an active member counts as added.
 //! - Remove: `DELETE projects/{project_id}/users/{id}/actions/remove`; a
 //!   404 means they are not on the project, which is what was wanted.
 //!
@@ -102,9 +105,10 @@ fn run(input: Input, _context: &Context) -> Result<ProjectDone, StepError> {
     };
     let status = match outcome(owed.action, response.status) {
         Some(status) => status,
-        None if procore::may_refuse_a_repeat(response.status) => {
-            let refused = status_error(&call, &response);
-            membership_after(owed, &user, refused)?
+        None if owed.action == ProjectAction::Add
+            && procore::may_refuse_a_repeat(response.status) =>
+        {
+            added_after_all(owed, &user, status_error(&call, &response))?
         }
         None => return Err(status_error(&call, &response)),
     };
@@ -112,25 +116,26 @@ fn run(input: Input, _context: &Context) -> Result<ProjectDone, StepError> {
     Ok(done(status, None))
 }
 
-/// What a refusal that may be a resend's (see
-/// [`procore::may_refuse_a_repeat`]) leaves: done when Procore shows the
-/// membership as the call would have left it, else the refusal.
-fn membership_after(
+/// An add refused in a way a resend may be (see
+/// [`procore::may_refuse_a_repeat`]): done when Procore has the user on
+/// the project, else the refusal. (A removal has no such check: Procore
+/// may keep a deactivated user's membership where "Show project user"
+/// does not find it, and a removal taken for done would be owed no more.)
+fn added_after_all(
     owed: &ProjectOwed,
     user: &str,
     refused: StepError,
 ) -> Result<ProjectOwedStatus, StepError> {
-    let on = procore::on_project(PROCORE, &owed.project_id, user).map_err(|e| StepError {
-        message: format!(
-            "{}; whether they are on the project could not be read either ({})",
-            refused.message, e.message
-        ),
-        ..refused.clone()
-    })?;
-    match (owed.action, on) {
-        (ProjectAction::Add, true) => Ok(ProjectOwedStatus::Added),
-        (ProjectAction::Remove, false) => Ok(ProjectOwedStatus::NotOnProject),
-        _ => Err(refused),
+    match procore::on_project(PROCORE, &owed.project_id, user) {
+        Ok(true) => Ok(ProjectOwedStatus::Added),
+        Ok(false) => Err(refused),
+        Err(e) => Err(StepError {
+            message: format!(
+                "{}; whether they are on the project could not be read either ({})",
+                refused.message, e.message
+            ),
+            ..refused
+        }),
     }
 }
 
@@ -154,7 +159,7 @@ fn settle(owed: &ProjectOwed) -> Result<(), StepError> {
 }
 
 sluice_guest::step!(run, connections: {
-    "procore": "Procore: adds a managed user to the flow's project, or removes one, when an earlier run owes it, and looks the membership up when Procore refuses the call",
+    "procore": "Procore: adds a managed user to the flow's project, or removes one, when an earlier run owes it, and looks the membership up when Procore refuses an add",
 });
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 //! 1. `PATCH companies/{company_id}/users/inactive/{id}` with no body:
 //!    Procore's "Reactivate company user". Procore answers 404 for a user
 //!    who is not inactive, which is also what a resend after a lost answer
-//!    gets (the first attempt was applied). So a 404 is followed by a look-up
+//!    gets (the first attempt was applied); a server strict about repeats
+//!    may answer it with another 4xx. So a 4xx but 401, 403 and 429 is
+//!    followed by a look-up
 //!    of the person (`filters[search]`, matched exactly on login or email):
 //!    the same user, active, is `already_active` and counts as done; anyone
 //!    else, or nobody, fails the item as `not-found`. Any other non-2xx
@@ -19,7 +21,8 @@
 //!    committed at once, so it holds even if the host dies after this.
 //! 3. With a project: `POST projects/{project_id}/users/{id}/actions/add`,
 //!    with the permission template when one is set, as for a new user.
-//!    The record written in 2 says the add is owed (`owed_project`) until
+//!    An add refused as a resend may be is checked as `procore-project-owed`
+//!    checks it. The record written in 2 says the add is owed (`owed_project`) until
 //!    Procore has taken it: an add refused or never answered is made by a
 //!    later run (`compare`'s `project_owed`, `procore-project-owed`).
 //!
@@ -41,7 +44,7 @@ use sluice_identity::Key;
 /// The connection role this component writes through.
 const PROCORE: &str = "procore";
 
-/// Page size of the look-up after a 404; a search finds a handful.
+/// Page size of the look-up after a refusal; a search finds a handful.
 const LOOKUP_PER_PAGE: usize = 100;
 
 /// Who to reactivate, and where.

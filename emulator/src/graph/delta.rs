@@ -4,8 +4,8 @@
 //! page after page through `@odata.nextLink`, and ends with an
 //! `@odata.deltaLink`; following that link later lists only the groups
 //! whose membership changed, each change a `members@delta` entry, a member
-//! who left (removed, or deleted) carrying `"@removed": {"reason":
-//! "deleted"}`. A large group is split across pages, the same group object
+//! who left carrying `"@removed": {"reason": "deleted"}` (a user in
+//! deleted items keeps its memberships, and is not listed). A large group is split across pages, the same group object
 //! coming back with the next part of its `members@delta`, so a client
 //! merges per group. `$select` picks the group's properties; `members`
 //! among them (or no `$select`, or `$expand=members`) asks for members.

@@ -330,9 +330,10 @@ impl TokenSource {
         if !status.is_success() {
             let (code, detail) = error_detail(&body, &self.redactor);
             return Err(match status.as_u16() {
-                // OAuth's own words for "try again" (RFC 6749 §4.1.2.1),
-                // which Entra documents for a busy token service: not a
-                // rejection of the credentials.
+                // Entra's error codes for "try again" (its error-code
+                // reference: "the server is temporarily too busy… retry
+                // the request after a short delay"): not a rejection of
+                // the credentials.
                 400 | 401 if code.as_deref().is_some_and(says_try_again) => {
                     transient(format!("HTTP {status}: {detail}"), retry_after)
                 }
