@@ -307,6 +307,9 @@ pub fn apply(
             // deletion made final): not a member when restored either.
             if let Some(kept) = restorable.get_mut(id.as_str()) {
                 kept.groups.retain(|kept| kept != group_id);
+                if kept.groups.is_empty() {
+                    restorable.remove(id.as_str());
+                }
             }
             if let Some(entry) = known.get_mut(&object) {
                 entry.groups.remove(g);
@@ -336,52 +339,59 @@ pub fn apply(
     for (id, word) in last_words(&changes.users) {
         let object = Id::new(id);
         match word {
-            // A join this round's group delta reported, of a user the
-            // users round says is deleted, waits with the deleted (below):
-            // the users round may be behind the group round, so a user
-            // deleted and restored since is listed again, and then looked
-            // up.
             LastWord::Deleted { for_good: true } => {
                 if known.remove(&object).is_some() {
                     changed.insert(id.to_string());
                 }
                 restorable.remove(id);
+                pending.remove(id);
             }
             // A user in deleted items keeps its groups (see
             // `crate::restorable`): kept for when it comes back, with what
-            // was known of it, or (a joiner not looked up yet) without.
+            // was known of it. A join this round's group delta reported
+            // waits there too, to be looked up once the user is listed
+            // again (the users round may be behind the group round).
             LastWord::Deleted { for_good: false } => {
-                let (entry, mut in_groups) = match known.remove(&object) {
-                    Some(entry) if entry.kind.is_some() => continue,
+                if known.get(&object).is_some_and(|e| e.kind.is_some()) {
+                    continue;
+                }
+                let joined = pending.remove(id).unwrap_or_default();
+                let ids = |positions: &mut dyn Iterator<Item = u16>| -> Vec<String> {
+                    positions
+                        .filter_map(|g| groups.get(usize::from(g)).cloned())
+                        .collect()
+                };
+                let kept = match known.remove(&object) {
+                    // What is known now replaces anything kept before.
                     Some(mut entry) => {
                         changed.insert(id.to_string());
-                        let positions = std::mem::take(&mut entry.groups);
-                        (entry, positions.iter().collect::<BTreeSet<u16>>())
-                    }
-                    None => (Entry::unknown_user(), BTreeSet::new()),
-                };
-                in_groups.extend(pending.remove(id).unwrap_or_default());
-                let mut ids: Vec<String> = in_groups
-                    .into_iter()
-                    .filter_map(|g| groups.get(usize::from(g)).cloned())
-                    .collect();
-                match restorable.get_mut(id) {
-                    // Deleted again (or a replay): the 30 days start now.
-                    Some(kept) => {
-                        kept.groups.append(&mut ids);
-                        kept.groups.sort();
-                        kept.groups.dedup();
-                        kept.since = now;
-                    }
-                    None if !ids.is_empty() => {
-                        let kept = Kept {
+                        let was_in = std::mem::take(&mut entry.groups);
+                        let mut in_groups = was_in.iter().chain(joined);
+                        Kept {
                             entry,
-                            groups: ids,
+                            groups: ids(&mut in_groups),
                             since: now,
-                        };
-                        restorable.insert(id.to_string(), kept);
+                        }
                     }
-                    None => {}
+                    None => {
+                        let mut kept = restorable.remove(id).unwrap_or(Kept {
+                            entry: Entry::unknown_user(),
+                            groups: Vec::new(),
+                            since: now,
+                        });
+                        kept.groups.extend(ids(&mut joined.into_iter()));
+                        // Deleted again, or a replay: the 30 days start now.
+                        kept.since = now;
+                        kept
+                    }
+                };
+                let mut kept = kept;
+                kept.groups.sort();
+                kept.groups.dedup();
+                if kept.groups.is_empty() {
+                    restorable.remove(id);
+                } else {
+                    restorable.insert(id.to_string(), kept);
                 }
             }
             LastWord::Changed(entries) => {
@@ -788,7 +798,10 @@ mod tests {
         );
         assert!(pending.is_empty());
         assert!(!restorable.contains_key("cy"), "purged: nothing to restore");
-        assert!(restorable["bo"].groups.is_empty());
+        assert!(
+            !restorable.contains_key("bo"),
+            "in no group: nothing to restore"
+        );
 
         // Round 3: Ann and Bo restored, listed again with only a property
         // or two (a users delta entry may carry only what changed).
@@ -822,6 +835,29 @@ mod tests {
         assert!(changed.contains("ann"));
         assert!(!known.contains_key(&Id::new("bo")), "left g0 while deleted");
         assert!(restorable.is_empty(), "both restored: {restorable:?}");
+
+        // An entry kept from before (a look-up that lagged after a full
+        // read) gives way to what is known when Ann is deleted again.
+        let stale = Kept {
+            entry: Entry::unknown_user(),
+            groups: vec!["g0".into(), "g1".into()],
+            since: 1,
+        };
+        restorable.insert("ann".into(), stale);
+        known.get_mut(&Id::new("ann")).unwrap().groups.remove(1);
+        let again = round(Vec::new(), vec![removed("ann", "changed")]);
+        apply(
+            &mut known,
+            &groups,
+            &again,
+            Pending::new(),
+            &mut restorable,
+            400,
+            &mut changed,
+        );
+        assert_eq!(restorable["ann"].groups, ["g0"]);
+        assert_eq!(restorable["ann"].since, 400);
+        assert!(restorable["ann"].entry.user.is_some());
     }
 
     #[test]

@@ -343,23 +343,19 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
             None
         }
     };
+    // The changes before the links just taken are skipped, a restore among
+    // them too: of the deleted members kept, only those Graph still does
+    // not list are kept, asked before the read, so that one restored while
+    // it reads is among the members it lists or in the next round.
+    let kept = match &links {
+        Some(_) => Some(still_deleted(&mut warnings)?),
+        None => None,
+    };
     let known = full_read(tracked, false)?;
-    if let Some(links) = links {
+    if let (Some(links), Some(mut kept)) = (links, kept) {
         let before = meta.as_ref().map_or(0, |m| m.chunks);
         let chunks = known::save(&known, before, None)?;
-        // The round that would tell of a restore before now is skipped:
-        // keep only those Graph still does not list (in deleted items).
-        let mut kept = restorable::load()?;
-        let ids: Vec<String> = kept.keys().cloned().collect();
-        if delta::each_listed(&ids, |_, id| {
-            kept.remove(id);
-        })
-        .is_err()
-        {
-            // Not knowing, forget them: the next full read finds the
-            // restored, where a stale entry could add someone back.
-            kept.clear();
-        }
+        kept.retain(|id, _| !known.contains_key(&Id::new(id)));
         restorable::save(kept, now.timestamp())?;
         plan::save_meta(&Meta::after_full(tracked.ids.clone(), links, now, chunks))?;
     }
@@ -369,6 +365,31 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
         full_because: Some(why),
         warnings,
     })
+}
+
+/// The deleted members kept that Graph does not list now (see
+/// [`restorable`]); no request when none is kept. A look-up that fails
+/// (throttled too: as for the links, only the next run's read is at
+/// stake) forgets them all, with a warning: the next full read finds the
+/// restored, where a stale entry could put someone back into groups they
+/// left.
+fn still_deleted(warnings: &mut Vec<String>) -> Result<restorable::Restorable, StepError> {
+    let mut kept = restorable::load()?;
+    let ids: Vec<String> = kept.keys().cloned().collect();
+    match delta::each_listed(&ids, |_, id| {
+        kept.remove(id);
+    }) {
+        Ok(()) => Ok(kept),
+        Err(e) => {
+            let warning = format!(
+                "the look-up of {} deleted license holders failed ({e}), so one restored before this run counts only from the next full read",
+                ids.len()
+            );
+            sluice_guest::log::warn(&warning);
+            warnings.push(warning);
+            Ok(restorable::Restorable::new())
+        }
+    }
 }
 
 /// The most joined users Graph did not list yet that a run keeps for the
