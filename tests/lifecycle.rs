@@ -2369,6 +2369,18 @@ async fn a_reactivation_never_seen_answered_still_puts_them_back_on_the_project(
     owes_nothing_more(&t, &allow).await;
 }
 
+/// The first request of `method` to a path ending in `path_suffix` is
+/// applied, and its answer lost.
+fn lost_once(method: &str, path_suffix: String) -> TargetedFault {
+    TargetedFault {
+        method: method.into(),
+        path_suffix,
+        body_contains: None,
+        at: vec![1],
+        fault: FaultKind::DropAfterApply,
+    }
+}
+
 /// Procore documents no answer to a write repeated once applied. Against a
 /// server that refuses each repeat with a 422 (`refuse_repeats`), the
 /// resends that answers lost after Procore applied the write cause are
@@ -2384,13 +2396,6 @@ async fn writes_resent_after_a_lost_answer_to_a_server_refusing_repeats_are_done
     t.run_ok(&[]).await;
     t.leave_group(CY, E3);
     let (cy, company) = (t.id(CY), t.emu.snapshot().scenario.company_id);
-    let lost_once = |method: &str, path_suffix: String| TargetedFault {
-        method: method.into(),
-        path_suffix,
-        body_contains: None,
-        at: vec![1],
-        fault: FaultKind::DropAfterApply,
-    };
     let strict = |targeted| Faults {
         refuse_repeats: true,
         targeted,
@@ -2465,13 +2470,7 @@ async fn an_owed_add_resent_to_a_server_refusing_repeats_is_done() {
     assert!(t.active(CY) && !t.on_project(CY));
     t.emu.set_faults(Faults {
         refuse_repeats: true,
-        targeted: vec![TargetedFault {
-            method: "POST".into(),
-            path_suffix: add,
-            body_contains: None,
-            at: vec![1],
-            fault: FaultKind::DropAfterApply,
-        }],
+        targeted: vec![lost_once("POST", add)],
         ..Faults::default()
     });
     let (run, requests) = t.run_ok(&allow).await;
