@@ -101,15 +101,10 @@ fn keep_newest(kept: &mut Restorable, most: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::known::Groups;
 
     fn kept(since: i64) -> Kept {
         Kept {
-            entry: Entry {
-                kind: None,
-                groups: Groups::default(),
-                user: None,
-            },
+            entry: Entry::unknown_user(),
             groups: vec!["g1".into()],
             since,
         }
