@@ -186,13 +186,16 @@ const UNIQUENESS_WORDS: &[&str] = &[
 ];
 
 /// Whether a 409/422 (or a 400) says the login or email is already in
-/// use. A 409 is a conflict by definition. A 422 or 400 is one when its
-/// `errors` (a field with its problems, or a message), or its body when
-/// it has none, name the login or the email with uniqueness wording ("has
-/// already been taken", "already exists", "is not unique", …); one about
-/// another field (a blank last name, a vendor that does not exist) is
-/// not. Procore documents 409 and 422; a 400 is taken the same way, since
-/// Rails validation errors reach some APIs as one.
+/// use. A 409 is a conflict by definition. A 422 is one when its `errors`
+/// name the login or the email with uniqueness wording ("has already been
+/// taken", "already exists", "is not unique", …), or, when they name no
+/// field (a message, a list, or a body without `errors`), when that has
+/// such wording ("User already exists": a duplicate the look-up then
+/// confirms or not); a 422 about another field (a blank last name) is
+/// not. Procore documents 409 and 422. A 400 counts only when it names
+/// the login or email address too, whatever its shape: some Rails APIs
+/// answer validation errors with one, but a 400 is mostly a malformed
+/// request ("Vendor does not exist").
 pub fn is_taken(status: u16, body: &[u8]) -> bool {
     if status == 409 {
         return true;
@@ -200,12 +203,10 @@ pub fn is_taken(status: u16, body: &[u8]) -> bool {
     if !matches!(status, 400 | 422) {
         return false;
     }
-    // Only about the login or the email address: "Vendor does not exist"
-    // is no duplicate.
     let names_identity = |t: &str| t.contains("login") || t.contains("email");
     let unique = |text: &str| {
         let t = text.to_lowercase();
-        UNIQUENESS_WORDS.iter().any(|w| t.contains(w)) && names_identity(&t)
+        UNIQUENESS_WORDS.iter().any(|w| t.contains(w)) && (status == 422 || names_identity(&t))
     };
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let errors = parsed.as_ref().and_then(|b| b.get("errors"));
@@ -742,7 +743,13 @@ mod tests {
             "Company already exists",
         ] {
             assert!(!taken(400, body), "{body}");
-            assert!(!taken(422, body), "{body}");
+            // A 422 message naming no field: taken, as before (the
+            // look-up that follows tells).
+            assert!(taken(422, body), "{body}");
+        }
+        for body in [r#"{"errors":["User already exists"]}"#, "Duplicate user"] {
+            assert!(taken(422, body), "{body}");
+            assert!(!taken(400, body), "{body}: a 400 names the login or email");
         }
         assert!(!taken(500, "already"));
     }
