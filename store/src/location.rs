@@ -82,6 +82,14 @@ impl std::str::FromStr for Location {
             }
             return Ok(Location::Sqlite(PathBuf::from(path)));
         }
+        // A bare path (no scheme, nowhere a password could be) is shown
+        // as written, with the form that would have read it.
+        if !text.contains("://") && !text.contains('@') && !text.contains(':') {
+            return Err(LocationError {
+                shown: text.to_string(),
+                why: format!("no scheme; for an SQLite file write sqlite:{text}"),
+            });
+        }
         Err(refuse("unknown scheme"))
     }
 }
@@ -108,6 +116,9 @@ const SHOWN_PARAMETERS: &[&str] = &[
 /// (libpq also takes `?password=`).
 fn hide_password(text: &str) -> String {
     match url::Url::parse(text) {
+        // `user:pw@host` reads as a URL of scheme `user` whose path is
+        // the rest: only the scheme is shown.
+        Ok(url) if url.cannot_be_a_base() => format!("{}:…", url.scheme()),
         Ok(mut url) => {
             if url.password().is_some() {
                 let _ = url.set_password(Some("***"));
@@ -133,9 +144,10 @@ fn hide_password(text: &str) -> String {
         }
         // Not a URL: it cannot be told where a password would be, so only
         // the scheme is shown.
-        Err(_) => text
-            .split_once("://")
-            .map_or("(unreadable)".to_string(), |(s, _)| format!("{s}://…")),
+        Err(_) => text.split_once("://").map_or(
+            "(not shown: it may hold a password)".to_string(),
+            |(s, _)| format!("{s}://…"),
+        ),
     }
 }
 
@@ -231,5 +243,22 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(err.to_string().contains("postgres://USER@HOST"), "{err}");
         assert!("sqlite:".parse::<Location>().is_err());
+    }
+
+    #[test]
+    fn a_bare_path_is_shown_with_the_form_that_reads_it() {
+        let err = "/var/lib/sluice/h.db".parse::<Location>().unwrap_err();
+        assert_eq!(err.shown, "/var/lib/sluice/h.db");
+        assert!(
+            err.to_string()
+                .contains("no scheme; for an SQLite file write sqlite:/var/lib/sluice/h.db"),
+            "{err}"
+        );
+        // Text that could hold a password is still not shown.
+        for hidden in ["root:hunter2@db/x", "u:hunter2"] {
+            let err = hidden.parse::<Location>().unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+            assert!(err.to_string().contains("unknown scheme"), "{err}");
+        }
     }
 }
