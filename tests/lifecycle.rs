@@ -1750,6 +1750,39 @@ async fn a_deactivation_a_killed_host_never_sent_through_is_undone_in_the_record
     assert!(kept["leaving_since"].is_string(), "{kept:#}");
 }
 
+/// The flow deactivates Cy; an admin reactivates Cy by hand while Cy
+/// holds no license, then deactivates Cy by hand again. Licensed again,
+/// Cy is reported as inactive and left alone: the last deactivation was
+/// the admin's. (Before, the record still said the flow had deactivated
+/// Cy, and the flow reactivated Cy and put them back on the project.)
+#[tokio::test]
+async fn a_deactivation_an_admin_undid_and_redid_by_hand_is_not_the_flows() {
+    let (t, id) = cy_leaves_and_waits().await;
+    t.decide("approve", &id, &[CY]).await;
+    t.run_ok(&[]).await;
+    assert!(!t.active(CY));
+    let cy = t.id(CY);
+    assert!(t.emu.set_procore_active(cy, true));
+    let (run, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert_eq!(leavers(&run), map(&[(CY, "no license group")]));
+    assert!(t.emu.set_procore_active(cy, false));
+    t.run_ok(&[]).await;
+    assert!(t.emu.add_member(&t.groups[E3], t.graph_id(CY)));
+    let (run, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    let diff = run.output_of("diff");
+    assert_eq!(diff["returners"], json!([]), "{diff:#}");
+    let reported: Vec<&str> = diff["inactive_unmanaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(reported, [CY]);
+    assert!(!t.active(CY));
+}
+
 /// Cy's approved deactivation reaches Procore (applied, answered 500),
 /// and the host is killed while the resend waits out a ten-minute
 /// `Retry-After`: the record says `deactivating`, and the approval is

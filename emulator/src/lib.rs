@@ -254,6 +254,18 @@ impl RunningEmulator {
         Some(id)
     }
 
+    /// Activates or deactivates a Procore company user, as an admin does
+    /// by hand in Procore between runs; false when there is no such user.
+    pub fn set_procore_active(&self, id: u64, active: bool) -> bool {
+        let mut d = self.shared.lock();
+        let Some(user) = d.procore_user_mut(id) else {
+            return false;
+        };
+        user.is_active = active;
+        user.updated_at = procore::procore_now();
+        true
+    }
+
     /// Expires every Graph delta token issued so far: following one is
     /// answered 410 Gone, as after Graph's seven days.
     pub fn expire_delta_tokens(&self) {

@@ -796,13 +796,25 @@ impl<'a, 'w> Run<'a, 'w> {
                 (Candidate::Known { record, .. }, since)
                     if record.status != Status::Deactivating =>
                 {
+                    // Deactivated by the flow, active again (an admin's
+                    // hand) and still without a license: the record is
+                    // active again, so an admin's later deactivation is
+                    // never taken for the flow's (and undone for a
+                    // returner). Its grace is kept.
+                    let reactivated = record.status == Status::Deactivated;
                     match since {
-                        Some(since) => since,
-                        None => {
-                            let mut record = self.known.full(record)?;
-                            record.leaving_since = Some(self.now.clone());
-                            (self.write)(Write::Managed(key.clone(), record))?;
-                            self.policy.now
+                        Some(since) if !reactivated => since,
+                        since => {
+                            let mut whole = self.known.full(record)?;
+                            let since = since.unwrap_or(self.policy.now);
+                            if reactivated {
+                                whole.status = Status::Active;
+                                whole.owed_project =
+                                    still_owed(whole.owed_project.take(), Status::Active);
+                            }
+                            whole.leaving_since = Some(since.to_rfc3339());
+                            (self.write)(Write::Managed(key.clone(), whole))?;
+                            since
                         }
                     }
                 }
@@ -1808,6 +1820,47 @@ mod tests {
                 diff.inactive_unmanaged
             );
         }
+    }
+
+    /// The flow deactivated Ann; an admin reactivated her by hand while
+    /// she held no license, then deactivated her by hand. Her license
+    /// back, she is no returner: the last deactivation was the admin's.
+    #[test]
+    fn a_deactivation_undone_by_hand_is_no_longer_the_flows() {
+        let mut deactivated = managed(1, Status::Deactivated);
+        deactivated.leaving_since = Some("2026-02-01T00:00:00Z".into());
+        deactivated.owed_project = Some(OwedProject {
+            project_id: "5".into(),
+            action: ProjectAction::Remove,
+        });
+        let k = known(&[("ann@x.com", deactivated)]);
+        // Active again without a license: a leaver, her record active
+        // again (no removal owed any more), her grace kept.
+        let (diff, writes) = run(&[], &[user(1, "ann@x.com", true)], &k, &policy());
+        let leavers: Vec<(&str, bool)> = diff
+            .leavers
+            .iter()
+            .map(|l| (l.key.as_str(), l.inactive))
+            .collect();
+        assert_eq!(leavers, [("ann@x.com", false)]);
+        let rewritten = managed_writes(&writes);
+        assert_eq!(rewritten.len(), 1);
+        let now = rewritten[0].1.clone();
+        assert_eq!(
+            (now.status, now.leaving_since.as_deref(), &now.owed_project),
+            (Status::Active, Some("2026-02-01T00:00:00+00:00"), &None)
+        );
+        // Deactivated by hand since, her license back: reported, untouched.
+        let k = known(&[("ann@x.com", now)]);
+        let people = [person("ann@x.com", true)];
+        let (diff, _) = run(&people, &[user(1, "ann@x.com", false)], &k, &policy());
+        assert!(diff.returners.is_empty(), "{:?}", diff.returners);
+        let reported: Vec<&str> = diff
+            .inactive_unmanaged
+            .iter()
+            .map(|u| u.key.as_str())
+            .collect();
+        assert_eq!(reported, ["ann@x.com"]);
     }
 
     #[test]
