@@ -250,6 +250,14 @@ async fn approval_always_holds_every_item_and_runs_exactly_the_approved_keys(env
         "{}",
         again.stderr
     );
+    // Too late to reject it, too.
+    let reject = env.sluice(&["reject", &id, "--only", "ann@x.com"]).await;
+    assert_eq!(reject.code, 2);
+    assert!(
+        reject.stderr.contains("so there is nothing left to reject"),
+        "{}",
+        reject.stderr
+    );
     // And a later run does not run it again.
     env.run(&[]).await;
     let ann = env.ledger("ann@x.com").await;
@@ -330,6 +338,15 @@ async fn approve_run_works_from_any_directory_after_a_run_started_with_a_relativ
         "{}",
         approve.stderr
     );
+    // It says the items run now, not to run the flow or use `--run`.
+    assert!(
+        approve
+            .stdout
+            .contains("The approved items run now, if they are still among the step's items."),
+        "{}",
+        approve.stdout
+    );
+    assert!(!approve.stdout.contains("--run"), "{}", approve.stdout);
     assert_eq!(
         env.items(&id).await,
         s(&[

@@ -371,7 +371,7 @@ pub enum ApprovalError {
     #[error("there is no approval plan `{0}`; `sluice approvals` lists the pending ones")]
     UnknownPlan(String),
     #[error(
-        "plan {id} is closed (since {closed_at}): {done} of its items ran and {closed} are no longer needed, so there is nothing left to {verb}; `sluice approvals` lists the pending plans"
+        "plan {id} is closed (since {closed_at}): {done} of its items ran and {closed} were no longer needed, so there is nothing left to {verb}; `sluice approvals` lists the pending plans"
     )]
     PlanClosed {
         id: String,
@@ -388,13 +388,14 @@ pub enum ApprovalError {
         keys: String,
     },
     #[error(
-        "`{key}` in plan {plan} was already approved and run (run {run}, {outcome}); an approval is used once"
+        "`{key}` in plan {plan} was already approved and run (run {run}, {outcome}), so there is nothing left to {verb}: an approval is used once"
     )]
     KeySpent {
         plan: String,
         key: String,
         run: String,
         outcome: String,
+        verb: &'static str,
     },
     #[error(
         "`{key}` in plan {plan} is no longer among the step's items (closed by run {run}), so there is nothing to {verb}"
@@ -565,6 +566,7 @@ pub(crate) fn choose<'a>(
                     key: item.key.clone(),
                     run: item.outcome_run.clone().unwrap_or_default(),
                     outcome: item.outcome.clone().unwrap_or_default(),
+                    verb: req.decision.verb(),
                 });
             }
             PlanItemState::Closed => {

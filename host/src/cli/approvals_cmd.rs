@@ -124,7 +124,7 @@ pub async fn approve(
     {
         return refused(&format!("nothing was approved: {why}"));
     }
-    let outcome = match decide(&store, args.decide, Decision::Approved).await? {
+    let outcome = match decide(&store, args.decide, Decision::Approved, args.run).await? {
         Ok(outcome) => outcome,
         Err(code) => return Ok(code),
     };
@@ -202,18 +202,22 @@ fn unrunnable(plan: &sluice_store::PlanSummary) -> Option<String> {
 
 pub async fn reject(args: DecideArgs, database: &Location) -> anyhow::Result<ExitCode> {
     let store = Store::open(database).await?;
-    Ok(match decide(&store, args, Decision::Rejected).await? {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(code) => code,
-    })
+    Ok(
+        match decide(&store, args, Decision::Rejected, false).await? {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(code) => code,
+        },
+    )
 }
 
-/// Records the decision and says what it changed; a refusal is printed
-/// and becomes exit status 2.
+/// Records the decision and says what it changed (`run_now`: the flow is
+/// run next, by `approve --run`); a refusal is printed and becomes exit
+/// status 2.
 async fn decide(
     store: &Store,
     args: DecideArgs,
     decision: Decision,
+    run_now: bool,
 ) -> anyhow::Result<Result<DecisionOutcome, ExitCode>> {
     let request = DecisionRequest {
         plan_id: args.id,
@@ -234,7 +238,12 @@ async fn decide(
             };
             print!(
                 "{}",
-                terminal::lines(&decided_text(&request, &outcome, running.as_deref()))
+                terminal::lines(&decided_text(
+                    &request,
+                    &outcome,
+                    running.as_deref(),
+                    run_now
+                ))
             );
             Ok(Ok(outcome))
         }
@@ -258,11 +267,13 @@ async fn run_under_way(store: &Store, flow: &str) -> Option<String> {
 }
 
 /// What a decision did, and what happens next. `running`: a run of the
-/// plan's flow under way as a rejection was made.
+/// plan's flow under way as a rejection was made; `run_now`: the flow is
+/// run next (`approve --run`).
 fn decided_text(
     request: &DecisionRequest,
     outcome: &DecisionOutcome,
     running: Option<&str>,
+    run_now: bool,
 ) -> String {
     let plan = &outcome.plan;
     let mut out = String::new();
@@ -309,7 +320,12 @@ fn decided_text(
         "The plan now has {} approved, {} pending and {} rejected.",
         c.approved, c.pending, c.rejected
     );
-    if request.decision == Decision::Approved {
+    if request.decision == Decision::Approved && run_now {
+        let _ = writeln!(
+            out,
+            "The approved items run now, if they are still among the step's items."
+        );
+    } else if request.decision == Decision::Approved {
         let _ = writeln!(
             out,
             "The approved items run at the flow's next run, if they are still among the step's items: `sluice run {}` (or `sluice approve {} --run`).",

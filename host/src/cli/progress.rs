@@ -264,7 +264,12 @@ fn gate_lines(g: &GateSummary) -> String {
         facts.push(format!("{} rejected (left alone)", g.rejected.len()));
     }
     if g.closed > 0 {
-        facts.push(format!("{} no longer needed (closed)", g.closed));
+        let closed = if g.dry_run {
+            "would be closed"
+        } else {
+            "closed"
+        };
+        facts.push(format!("{} no longer needed ({closed})", g.closed));
     }
     if facts.is_empty() {
         facts.push("nothing waits".into());
@@ -526,6 +531,17 @@ mod tests {
             gate_lines(&gate(0, 3, true)),
             "  ⏸ deactivate: approval (no plan): nothing waits"
         );
+        // Items no longer needed are closed, or would be in a dry run.
+        for (dry_run, closed) in [(false, "closed"), (true, "would be closed")] {
+            let g = GateSummary {
+                closed: 2,
+                ..gate(0, 0, dry_run)
+            };
+            assert_eq!(
+                gate_lines(&g),
+                format!("  ⏸ deactivate: approval (no plan): 2 no longer needed ({closed})")
+            );
+        }
     }
 
     /// A run that went to the end with failed items says so in its last
