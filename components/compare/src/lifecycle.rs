@@ -984,7 +984,8 @@ impl<'a, 'w> Run<'a, 'w> {
                     GuardKind::HoldersFell,
                     format!(
                         "license holders fell from {} to {count} (more than half) since the run of {}, so nobody is deactivated without approval",
-                        h.count, h.at
+                        h.count,
+                        shown_time(&h.at)
                     ),
                 )),
                 // …and until an admin has decided those, nobody else is.
@@ -1099,6 +1100,15 @@ fn procore_name(user: &Details) -> Option<String> {
     } else {
         Some(name)
     }
+}
+
+/// An RFC 3339 time as people read it (`2026-12-07 10:26 UTC`); text
+/// that is no such time as it is.
+fn shown_time(text: &str) -> String {
+    parse_time(text).map_or_else(
+        || text.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+    )
 }
 
 /// An RFC 3339 time, in UTC.
@@ -1995,7 +2005,9 @@ mod tests {
         let (diff, _) = run(&people, &users, &k, &policy());
         assert!(diff.guard.hold, "4 of 9");
         assert!(
-            diff.guard.reason.contains("from 9 to 4"),
+            diff.guard
+                .reason
+                .contains("from 9 to 4 (more than half) since the run of 2026-02-28 12:00 UTC,"),
             "{}",
             diff.guard.reason
         );
