@@ -147,6 +147,12 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(e),
+            deadpool_postgres::PoolError::Timeout(
+                deadpool_postgres::TimeoutType::Create | deadpool_postgres::TimeoutType::Recycle,
+            ) => StoreError::Pool(
+                "the server took the connection but did not answer within the connect timeout (the URL's `connect_timeout`, 10 s when it names none)"
+                    .into(),
+            ),
             other => StoreError::Pool(other.to_string()),
         }
     }

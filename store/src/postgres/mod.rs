@@ -77,6 +77,11 @@ impl PgBackend {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // tokio-postgres bounds only the TCP connect with it; a server (or
+        // a pooler, a load balancer) that takes the connection and never
+        // answers would hang every command. As libpq does, the timeout
+        // bounds the whole connection, startup and authentication too.
+        let connect_timeout = config.get_connect_timeout().copied();
         if config.get_application_name().is_none() {
             config.application_name("sluice");
         }
@@ -91,6 +96,8 @@ impl PgBackend {
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(connect_timeout)
+            .recycle_timeout(connect_timeout)
             .build()
             .map_err(|e| open_error(e.to_string()))?;
         let backend = PgBackend { pool, location };
@@ -335,5 +342,39 @@ impl Backend for PgBackend {
         let taken = lease::take_over_expired(&tx, replica, ttl).await?;
         tx.commit().await?;
         Ok(taken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that takes the connection and never answers (a wedged
+    /// server, a pooler without a backend) fails the open within the
+    /// connect timeout, saying so, rather than hanging.
+    #[tokio::test]
+    async fn a_server_that_never_answers_fails_within_the_connect_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let url = format!("postgres://u:pw@127.0.0.1:{port}/db?connect_timeout=1");
+        let opened = tokio::time::timeout(Duration::from_secs(20), PgBackend::open(&url))
+            .await
+            .expect("the open must not hang");
+        let Err(error) = opened else {
+            panic!("nothing answers there");
+        };
+        let text = crate::error::with_causes(&error);
+        assert!(
+            text.contains("did not answer within the connect timeout"),
+            "{text}"
+        );
+        assert!(!text.contains("pw@"), "{text}");
+        held.abort();
     }
 }
