@@ -33,6 +33,8 @@ pub mod template;
 
 use std::path::Path;
 
+use crate::redact::Redactor;
+
 pub use catalog::{CatalogError, ComponentCatalog, ConnectionRole, Description, Undescribed};
 pub use compile::Context;
 pub use compiled::CompiledFlow;
@@ -105,7 +107,7 @@ pub fn compile_file(path: &Path, ctx: &Context<'_>) -> Result<CompiledFlow, Load
 pub fn compile_source(source: SourceFile, ctx: &Context<'_>) -> Result<CompiledFlow, LoadError> {
     let mut diags = Vec::new();
     let compiled = compile_into(&source, ctx, &mut diags);
-    finish(source, diags, compiled)
+    finish(source, diags, compiled, Redactor::default())
 }
 
 /// Binds a compiled flow to an environment.
@@ -113,7 +115,8 @@ pub fn bind_flow(compiled: CompiledFlow, env: &dyn Environment) -> Result<Flow, 
     let mut diags = Vec::new();
     let source = compiled.source.clone();
     let flow = bind::bind(compiled, env, &mut diags);
-    finish(source, diags, Some(flow))
+    let redactor = secrets_of(&flow);
+    finish(source, diags, Some(flow), redactor)
 }
 
 /// Reads, compiles and binds a flow file, reporting every problem at once.
@@ -130,7 +133,15 @@ pub fn load_source(
     // A flow that did not compile is still bound, so that the problems of
     // both stages are reported together.
     let flow = compile_into(&source, ctx, &mut diags).map(|c| bind::bind(c, env, &mut diags));
-    finish(source, diags, flow)
+    let redactor = flow.as_ref().map(secrets_of).unwrap_or_default();
+    finish(source, diags, flow, redactor)
+}
+
+/// The bound flow's secrets: a problem's message is redacted as it is
+/// made, and the line it quotes (a secret pasted into the flow file) as
+/// it is shown.
+fn secrets_of(flow: &Flow) -> Redactor {
+    Redactor::new(flow.secrets.iter().map(|s| s.expose().to_string()))
 }
 
 fn compile_into(
@@ -156,6 +167,7 @@ fn finish<T>(
     source: SourceFile,
     mut diags: Vec<Diagnostic>,
     done: Option<T>,
+    redactor: Redactor,
 ) -> Result<T, LoadError> {
     if diags.is_empty()
         && let Some(done) = done
@@ -167,6 +179,7 @@ fn finish<T>(
     Err(LoadError::Invalid(Box::new(Diagnostics {
         source,
         items: diags,
+        redactor,
     })))
 }
 

@@ -8,6 +8,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use crate::redact::Redactor;
+
 /// The text of one flow file and where it came from.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
@@ -100,6 +102,20 @@ impl Excerpt {
     }
 }
 
+impl Excerpt {
+    /// Redacts the secrets the shown text holds; the caret moves with
+    /// the text before it.
+    fn redact(&mut self, redactor: &Redactor) {
+        let redacted = redactor.redact(&self.text);
+        if redacted == self.text {
+            return;
+        }
+        let before: String = self.text.chars().take(self.pad).collect();
+        self.pad = redactor.redact(&before).chars().count();
+        self.text = redacted;
+    }
+}
+
 /// One problem in a flow file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -128,6 +144,9 @@ impl Diagnostic {
 pub struct Diagnostics {
     pub source: SourceFile,
     pub items: Vec<Diagnostic>,
+    /// The flow's secrets, once bound: a line shown under a problem may
+    /// hold one (pasted into the flow file), and is shown redacted.
+    pub redactor: Redactor,
 }
 
 impl Diagnostics {
@@ -159,7 +178,8 @@ impl fmt::Display for Diagnostics {
                 .lines()
                 .next()
                 .map_or(1, |s| s.chars().count().max(1));
-            let shown = Excerpt::of(self.source.line_text(line), col, span_chars);
+            let mut shown = Excerpt::of(self.source.line_text(line), col, span_chars);
+            shown.redact(&self.redactor);
             writeln!(f, "{:gutter$} |", "")?;
             writeln!(f, "{line} | {}", shown.text)?;
             write!(
@@ -205,6 +225,7 @@ mod tests {
         let diags = Diagnostics {
             source: src,
             items: vec![Diagnostic::new(11..14, "unknown key `bad`").hint("remove it")],
+            redactor: Redactor::default(),
         };
         let text = diags.to_string();
         assert!(text.contains("flow.toml:2:1"), "{text}");
@@ -212,6 +233,34 @@ mod tests {
         assert!(text.contains("  | ^^^"), "{text}");
         assert!(text.contains("hint: remove it"), "{text}");
         assert!(text.ends_with("1 problem found; nothing was run"), "{text}");
+    }
+
+    /// A secret pasted into the flow file is not shown with the line a
+    /// problem quotes; the caret still sits under what it points at.
+    #[test]
+    fn a_secret_on_the_quoted_line_is_redacted() {
+        let src = SourceFile::new(
+            "flow.toml",
+            "name = \"x\"\nwith = { id = \"hunter2-secret\", bogus = 1 }\n",
+        );
+        let start = src.text.find("bogus").unwrap_or(0);
+        let diags = Diagnostics {
+            source: src,
+            items: vec![Diagnostic::new(start..start + 5, "unknown key `bogus`")],
+            redactor: Redactor::new(["hunter2-secret".to_string()]),
+        };
+        let text = diags.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("2 | with = { id = \"[redacted]\", bogus = 1 }"),
+            "{text}"
+        );
+        let shown = text
+            .lines()
+            .find(|l| l.starts_with("2 | "))
+            .unwrap_or_default();
+        let caret = text.lines().find(|l| l.contains('^')).unwrap_or_default();
+        assert_eq!(caret.find('^'), shown.find("bogus"), "{text}");
     }
 
     #[test]
@@ -224,6 +273,7 @@ mod tests {
         let diags = Diagnostics {
             source: src,
             items: vec![Diagnostic::new(start..start + 4, "expected a newline")],
+            redactor: Redactor::default(),
         };
         let text = diags.to_string();
         assert!(text.contains("long.toml:2:70008"), "{text}");
