@@ -90,28 +90,34 @@ pub fn run_dir(data_dir: &Path, run_id: &str) -> PathBuf {
 }
 
 /// Where Sluice keeps its data: `$SLUICE_DATA_DIR` if set, else
-/// `$XDG_DATA_HOME/sluice`, else `~/.local/share/sluice`, else `.sluice`
-/// in the current folder when there is no home.
-pub fn default_data_dir() -> PathBuf {
-    data_dir_from(|name| std::env::var_os(name))
+/// `$XDG_DATA_HOME/sluice`, else `~/.local/share/sluice`, the home being
+/// `$HOME` or, when that is unset (a service, a container), the user's
+/// home in the system's user database. `None` when there is no home at
+/// all: the caller says so and picks a folder.
+pub fn default_data_dir() -> Option<PathBuf> {
+    data_dir_from(|name| std::env::var_os(name), std::env::home_dir)
 }
 
-/// [`default_data_dir`] with the environment given as a look-up, so its
-/// order of precedence is tested without changing the process's
-/// environment (shared by every thread of a test binary). An empty
-/// variable counts as unset.
-pub fn data_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+/// [`default_data_dir`] with the environment and the user database given
+/// as look-ups, so its order of precedence is tested without changing the
+/// process's environment (shared by every thread of a test binary). An
+/// empty variable counts as unset.
+pub fn data_dir_from(
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    home: impl FnOnce() -> Option<PathBuf>,
+) -> Option<PathBuf> {
     let var = |name| env(name).filter(|v| !v.is_empty());
     if let Some(dir) = var("SLUICE_DATA_DIR") {
-        return PathBuf::from(dir);
+        return Some(PathBuf::from(dir));
     }
     if let Some(dir) = var("XDG_DATA_HOME") {
-        return PathBuf::from(dir).join("sluice");
+        return Some(PathBuf::from(dir).join("sluice"));
     }
-    match var("HOME") {
-        Some(home) => PathBuf::from(home).join(".local/share/sluice"),
-        None => PathBuf::from(".sluice"),
-    }
+    let home = var("HOME")
+        .map(PathBuf::from)
+        .or_else(home)
+        .filter(|h| !h.as_os_str().is_empty())?;
+    Some(home.join(".local/share/sluice"))
 }
 
 /// A new run id: the start time in UTC to the second, then 6 random hex

@@ -1006,11 +1006,14 @@ async fn a_version_2_sqlite_file_gains_item_request_counts() {
 
 #[test]
 fn the_data_dir_comes_from_the_environment_in_order() {
-    let dir = |vars: &[(&str, &str)]| {
-        sluice_store::data_dir_from(|name| {
-            vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.into())
-        })
+    let looked_up = |vars: &[(&str, &str)], home: Option<&str>| {
+        let home = home.map(std::path::PathBuf::from);
+        sluice_store::data_dir_from(
+            |name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.into()),
+            || home,
+        )
     };
+    let dir = |vars: &[(&str, &str)]| looked_up(vars, None).unwrap();
     let all = [
         ("SLUICE_DATA_DIR", "/srv/sluice"),
         ("XDG_DATA_HOME", "/home/ops/.data"),
@@ -1019,7 +1022,13 @@ fn the_data_dir_comes_from_the_environment_in_order() {
     assert_eq!(dir(&all), Path::new("/srv/sluice"));
     assert_eq!(dir(&all[1..]), Path::new("/home/ops/.data/sluice"));
     assert_eq!(dir(&all[2..]), Path::new("/home/ops/.local/share/sluice"));
-    assert_eq!(dir(&[]), Path::new(".sluice"));
+    // Without HOME, the user database's home; without either, none.
+    assert_eq!(
+        looked_up(&[], Some("/var/lib/svc")).unwrap(),
+        Path::new("/var/lib/svc/.local/share/sluice")
+    );
+    assert_eq!(looked_up(&[("HOME", "")], None), None);
+    assert_eq!(looked_up(&[], Some("")), None);
     // An empty variable counts as unset.
     let empty = [("SLUICE_DATA_DIR", ""), ("XDG_DATA_HOME", ""), all[2]];
     assert_eq!(dir(&empty), Path::new("/home/ops/.local/share/sluice"));

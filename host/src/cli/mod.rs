@@ -144,10 +144,15 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let data_dir = cli
-        .data_dir
-        .clone()
-        .unwrap_or_else(sluice_store::default_data_dir);
+    let data_dir = cli.data_dir.clone().or_else(sluice_store::default_data_dir);
+    let data_dir = data_dir.unwrap_or_else(|| {
+        if !matches!(cli.command, Command::Emulate(_)) {
+            eprintln!(
+                "warning: no data directory is set and this user has no home (HOME is unset, and the system names none), so the data directory is .sluice in the current folder: runs started elsewhere will not share its history, state and approvals; give --data-dir DIR or set SLUICE_DATA_DIR"
+            );
+        }
+        PathBuf::from(".sluice")
+    });
     data_dir::restrict_new_files();
     // Parsed here rather than by clap, whose error would echo the URL and
     // its password; this error hides it.
