@@ -242,12 +242,43 @@ impl Compiler<'_, '_> {
         if shape::output_at(&d.output_schema, &path[..list]).is_err() {
             return;
         }
-        if let Err(e) = shape::output_at(&d.output_schema, &path) {
-            self.error(
+        match shape::output_at(&d.output_schema, &path) {
+            Err(shape::NoField {
+                field,
+                holds: Some((what, depth)),
+                ..
+            }) => {
+                // `${item}`'s path starts with its list's, which is fine.
+                let at = match &r.root {
+                    Root::Item => ["item"]
+                        .into_iter()
+                        .chain(path[list.min(depth)..depth].iter().map(String::as_str))
+                        .collect::<Vec<_>>(),
+                    _ => ["steps", id.as_str()]
+                        .into_iter()
+                        .chain(path[..depth].iter().map(String::as_str))
+                        .collect(),
+                }
+                .join(".");
+                let (message, hint) = if what == "a list" {
+                    (
+                        format!("`{at}` is a list: `{field}` is not a place in it (0, 1, …)"),
+                        "a path into a list names a place (0, 1, …); to handle each item, point a step's `for_each` at the list",
+                    )
+                } else {
+                    (
+                        format!("`{at}` is {what}, which has no field `{field}`"),
+                        "end the reference at the value itself",
+                    )
+                };
+                self.error(span, message, hint);
+            }
+            Err(e) => self.error(
                 span,
                 format!("step `{id}` has no output field `{}`", e.field),
                 format!("`{}` returns: {}", d.name, e.known.join(", ")),
-            );
+            ),
+            Ok(_) => {}
         }
     }
 

@@ -658,10 +658,15 @@ mod tests {
             .into_iter()
             .map(|p| p.split_once(' ').unwrap().1.to_string())
             .collect();
-        let expected: Vec<String> = refused
+        let mut expected: Vec<String> = refused
             .iter()
             .map(|(_, what)| format!("`for_each` must be a list, but {what}"))
             .collect();
+        // `names` is a list of texts: `${item.x}` reads nothing from them.
+        expected.extend(vec![
+            "`item` is a text, which has no field `x`".to_string();
+            2
+        ]);
         assert_eq!(got, expected);
     }
 

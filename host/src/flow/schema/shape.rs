@@ -64,6 +64,11 @@ pub struct NoField {
     pub field: String,
     /// The fields the schema does declare there.
     pub known: Vec<String>,
+    /// Where the value there can hold no such field at all (a list
+    /// indexed by a word, a text or number given a field): what it is,
+    /// in words (`a list`, `an integer`), and how many segments of the
+    /// path lead to it.
+    pub holds: Option<(String, usize)>,
 }
 
 /// The subschema at a reference's path into an output: `Ok(None)` when
@@ -71,7 +76,7 @@ pub struct NoField {
 /// (it lists its properties and allows no others).
 pub fn output_at<'a>(root: &'a Value, path: &[String]) -> Result<Option<&'a Value>, NoField> {
     let mut schema = resolve(root, root);
-    for segment in path {
+    for (depth, segment) in path.iter().enumerate() {
         let as_segment = match segment.parse::<usize>() {
             Ok(i) if schema.get("properties").is_none() => Segment::Index(i),
             _ => Segment::Key(segment.clone()),
@@ -82,12 +87,55 @@ pub fn output_at<'a>(root: &'a Value, path: &[String]) -> Result<Option<&'a Valu
                 return Err(NoField {
                     field: segment.clone(),
                     known: keys(schema),
+                    holds: None,
                 });
             }
-            None => return Ok(None),
+            None => {
+                return match holds_no(root, schema, &as_segment) {
+                    Some(what) => Err(NoField {
+                        field: segment.clone(),
+                        known: Vec::new(),
+                        holds: Some((what, depth)),
+                    }),
+                    None => Ok(None),
+                };
+            }
         }
     }
     Ok(Some(schema))
+}
+
+/// What a value of `schema` is, in words, when the schema says it can
+/// have nothing at `segment`: a text, number or boolean has no fields, a
+/// list has places (0, 1, …) and no words. `None` when it may (an object,
+/// types the schema leaves open).
+fn holds_no(root: &Value, schema: &Value, segment: &Segment) -> Option<String> {
+    let types = types_of(root, schema)?;
+    let types: Vec<&str> = types
+        .iter()
+        .map(String::as_str)
+        .filter(|t| *t != "null")
+        .collect();
+    let may = |t: &str| match t {
+        "object" => true,
+        "array" => matches!(segment, Segment::Index(_)),
+        _ => false,
+    };
+    if types.is_empty() || types.iter().any(|t| may(t)) {
+        return None;
+    }
+    let words: Vec<&str> = types
+        .iter()
+        .map(|t| match *t {
+            "array" => "a list",
+            "string" => "a text",
+            "integer" => "an integer",
+            "number" => "a number",
+            "boolean" => "a boolean",
+            other => other,
+        })
+        .collect();
+    Some(words.join(" or "))
 }
 
 /// An object schema that lists its properties and allows no others (no
