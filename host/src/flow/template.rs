@@ -68,8 +68,22 @@ pub struct TemplateError {
 }
 
 impl Template {
+    /// The template, or its first malformed reference.
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
-        parse_at(text, 0, 0)
+        let (template, errors) = Template::parse_all(text);
+        match errors.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(template),
+        }
+    }
+
+    /// The template of the well-formed references, and every malformed
+    /// one: one mistake in a string does not hide the others. A template
+    /// with errors is only for checking, never for running.
+    pub fn parse_all(text: &str) -> (Template, Vec<TemplateError>) {
+        let mut errors = Vec::new();
+        let template = parse_at(text, 0, 0, &mut errors);
+        (template, errors)
     }
 
     /// The reference, when the whole string is exactly one reference.
@@ -109,8 +123,9 @@ impl Template {
     }
 }
 
-/// `depth` is how many `env` defaults enclose `text`.
-fn parse_at(text: &str, base: usize, depth: usize) -> Result<Template, TemplateError> {
+/// `depth` is how many `env` defaults enclose `text`; a malformed
+/// reference goes to `errors` and is left out.
+fn parse_at(text: &str, base: usize, depth: usize, errors: &mut Vec<TemplateError>) -> Template {
     let mut parts = Vec::new();
     let mut literal = String::new();
     // Positions move over ASCII markers (`$`, `{`, `}`) by bytes and over
@@ -123,18 +138,23 @@ fn parse_at(text: &str, base: usize, depth: usize) -> Result<Template, TemplateE
             literal.push_str("${");
             i += 3;
         } else if bytes[i..].starts_with(b"${") {
-            let close = matching_brace(bytes, i + 2).ok_or_else(|| TemplateError {
-                range: base + i..base + text.len(),
-                message: "a `${` is never closed".into(),
-                hint: "close the reference with `}`, or write `$${` for a literal `${`".into(),
-            })?;
+            let Some(close) = matching_brace(bytes, i + 2) else {
+                errors.push(TemplateError {
+                    range: base + i..base + text.len(),
+                    message: "a `${` is never closed".into(),
+                    hint: "close the reference with `}`, or write `$${` for a literal `${`".into(),
+                });
+                break;
+            };
             if !literal.is_empty() {
                 parts.push(Part::Literal(std::mem::take(&mut literal)));
             }
             let inner = text.get(i + 2..close).unwrap_or("");
             let range = base + i..base + close + 1;
-            let reference = parse_reference(inner, base + i + 2, range.clone(), depth)?;
-            parts.push(Part::Ref(reference, range));
+            match parse_reference(inner, base + i + 2, range.clone(), depth) {
+                Ok(reference) => parts.push(Part::Ref(reference, range)),
+                Err(e) => errors.push(e),
+            }
             i = close + 1;
         } else {
             let ch = text.get(i..).and_then(|rest| rest.chars().next());
@@ -148,7 +168,7 @@ fn parse_at(text: &str, base: usize, depth: usize) -> Result<Template, TemplateE
     if !literal.is_empty() {
         parts.push(Part::Literal(literal));
     }
-    Ok(Template { parts })
+    Template { parts }
 }
 
 /// Byte index of the `}` closing a reference whose body starts at `from`.
@@ -292,7 +312,12 @@ fn parse_reference(
                 }
                 Some(d) => {
                     let offset = base + inner.len() - d.len();
-                    Some(parse_at(d, offset, depth + 1)?)
+                    let mut inner = Vec::new();
+                    let default = parse_at(d, offset, depth + 1, &mut inner);
+                    if let Some(first) = inner.into_iter().next() {
+                        return Err(first);
+                    }
+                    Some(default)
                 }
                 None => None,
             };

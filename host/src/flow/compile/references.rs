@@ -104,7 +104,9 @@ impl Compiler<'_, '_> {
         s: &Spanned<String>,
         place: Place<'_>,
     ) -> Option<LocatedTemplate> {
-        let template = self.template(s)?;
+        // The well-formed references are checked even beside a malformed
+        // one, so that every problem of the string is reported at once.
+        let (template, well_formed) = self.template_checking_all(s);
         let located = LocatedTemplate {
             body_start: self.body_start(s),
             token: s.span(),
@@ -125,7 +127,7 @@ impl Compiler<'_, '_> {
             }
             ok &= allowed;
         }
-        ok.then_some(located)
+        (ok && well_formed).then_some(located)
     }
 
     /// A step's string as a template, when every reference is allowed.

@@ -16,14 +16,20 @@ use super::Compiler;
 
 impl Compiler<'_, '_> {
     pub(super) fn template(&mut self, s: &Spanned<String>) -> Option<Template> {
-        match Template::parse(s.get_ref()) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let span = self.inner_span(s, e.range.clone());
-                self.error(span, e.message, e.hint);
-                None
-            }
+        let (template, well_formed) = self.template_checking_all(s);
+        well_formed.then_some(template)
+    }
+
+    /// The template of the string's well-formed references, and whether
+    /// it had none malformed; every malformed one is reported.
+    pub(super) fn template_checking_all(&mut self, s: &Spanned<String>) -> (Template, bool) {
+        let (template, errors) = Template::parse_all(s.get_ref());
+        let well_formed = errors.is_empty();
+        for e in errors {
+            let span = self.inner_span(s, e.range.clone());
+            self.error(span, e.message, e.hint);
         }
+        (template, well_formed)
     }
 
     /// Where the text of the string token at `s` starts in the file, when
