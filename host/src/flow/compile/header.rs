@@ -166,6 +166,22 @@ impl Compiler<'_, '_> {
                 );
                 continue;
             }
+            // Bare text for a list param is one item written without the
+            // list around it: said here, not as a step's input of the
+            // wrong type, far from the `--param` that made it.
+            if parsed.is_err() && params[key].is_array() | params[key].is_object() {
+                let (kind, example) = if params[key].is_array() {
+                    ("a list", serde_json::json!([raw]).to_string())
+                } else {
+                    ("a table", r#"{"a": 1}"#.to_string())
+                };
+                self.error(
+                    declared,
+                    format!("--param {key}: the flow's `{key}` is {kind}, and `{raw}` is text"),
+                    format!("write the value as JSON, e.g. --param '{key}={example}'"),
+                );
+                continue;
+            }
             let value = parsed.unwrap_or_else(|_| Value::String(raw.clone()));
             if oversized_whole_number(raw, &value) {
                 self.error(

@@ -429,8 +429,17 @@ mod tests {
             "{broken:?}"
         );
         assert_eq!(given("names", "{a: 1}").len(), 1);
+        // Bare text for a list or table param: the JSON to write instead.
+        assert_eq!(
+            given("prefixes", "License – Microsoft"),
+            [
+                "4:1 --param prefixes: the flow's `prefixes` is a list, and `License – Microsoft` is text"
+            ]
+        );
+        assert_eq!(given("names", "a").len(), 1);
         // Text for a number param, or a list param's JSON, is as before.
         assert_eq!(given("prefixes", r#"["A", "B"]"#), Vec::<String>::new());
+        assert_eq!(given("prefixes", r#""A""#), Vec::<String>::new());
         assert_eq!(given("max", "[draft"), Vec::<String>::new());
     }
 
