@@ -210,12 +210,25 @@ async fn approval_always_holds_every_item_and_runs_exactly_the_approved_keys(env
             "--by",
             "alice",
             "--note",
-            "left in May",
+            "left in May\nrejected 2 items",
         ])
         .await;
     assert_eq!(approve.code, 0, "{}", approve.stderr);
     assert!(
         approve.stdout.contains("approved 1 item"),
+        "{}",
+        approve.stdout
+    );
+    // The note's line break is shown, not obeyed: it fakes no line.
+    assert!(
+        approve
+            .stdout
+            .contains(": \"left in May\\nrejected 2 items\""),
+        "{}",
+        approve.stdout
+    );
+    assert!(
+        !approve.stdout.lines().any(|l| l.starts_with("rejected")),
         "{}",
         approve.stdout
     );

@@ -281,8 +281,9 @@ fn decided_text(
         Decision::Approved => "approved",
         Decision::Rejected => "rejected",
     };
-    let _ = writeln!(
-        out,
+    // One line, whatever the names and the note hold: the text is printed
+    // with its own line breaks kept, and a note's would fake lines.
+    let decided = format!(
         "{} {} item{} of plan {} (flow {}, step {}) as {}{}",
         verb,
         outcome.changed.len(),
@@ -297,11 +298,12 @@ fn decided_text(
             .map(|n| format!(": \"{n}\""))
             .unwrap_or_default()
     );
+    let _ = writeln!(out, "{}", terminal::line(&decided));
     for key in &outcome.changed {
-        let _ = writeln!(out, "  {key}");
+        let _ = writeln!(out, "  {}", terminal::line(key));
     }
     for key in &outcome.unchanged {
-        let _ = writeln!(out, "  {key} (already {verb})");
+        let _ = writeln!(out, "  {} (already {verb})", terminal::line(key));
     }
     if let (Some(revision), false) = (request.revision, outcome.later.is_empty()) {
         let n = outcome.later.len();

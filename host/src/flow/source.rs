@@ -170,7 +170,7 @@ impl fmt::Display for Diagnostics {
                 writeln!(f)?;
             }
             let (line, col) = self.source.line_col(d.span.start);
-            writeln!(f, "error: {}", d.message)?;
+            writeln!(f, "error: {}", one_line(&d.message))?;
             writeln!(f, "  --> {path}:{line}:{col}")?;
             let gutter = line.to_string().len();
             let span_chars = self.source.text[floor_char_boundary(&self.source.text, d.span.start)
@@ -190,7 +190,7 @@ impl fmt::Display for Diagnostics {
                 "^".repeat(shown.width)
             )?;
             if let Some(hint) = &d.hint {
-                write!(f, "\n{:gutter$} = hint: {hint}", "")?;
+                write!(f, "\n{:gutter$} = hint: {}", "", one_line(hint))?;
             }
             if i + 1 == self.items.len() {
                 writeln!(f)?;
@@ -206,6 +206,26 @@ impl fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
+
+/// A message or hint on one line: it may quote a value (an environment
+/// variable's, a `--param`) whose line break would fake a line of the
+/// report; control characters are written out (`\n`).
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect::<String>()
+        .into()
+}
 
 #[cfg(test)]
 mod tests {
@@ -237,6 +257,22 @@ mod tests {
 
     /// A secret pasted into the flow file is not shown with the line a
     /// problem quotes; the caret still sits under what it points at.
+    #[test]
+    fn a_line_break_in_a_message_is_written_out() {
+        let src = SourceFile::new("flow.toml", "name = \"x\"\n");
+        let diags = Diagnostics {
+            source: src,
+            items: vec![
+                Diagnostic::new(0..4, "`A` is \"x\nerror: fake\"").hint("set `A`\r\u{1b}[2K"),
+            ],
+            redactor: Redactor::default(),
+        };
+        let text = diags.to_string();
+        assert!(text.contains("error: `A` is \"x\\nerror: fake\""), "{text}");
+        assert!(text.contains("hint: set `A`\\r\\u{1b}[2K"), "{text}");
+        assert_eq!(text.lines().filter(|l| l.starts_with("error:")).count(), 1);
+    }
+
     #[test]
     fn a_secret_on_the_quoted_line_is_redacted() {
         let src = SourceFile::new(
