@@ -115,8 +115,12 @@ pub(crate) fn sqlite_why(error: &rusqlite::Error) -> String {
 fn damaged_hint(error: &rusqlite::Error) -> &'static str {
     use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
     match error.sqlite_error_code() {
-        Some(DatabaseCorrupt | NotADatabase) => {
+        Some(DatabaseCorrupt) => {
             " (the file is damaged: restore it from a backup, or move it aside, with its -wal file, to start a new history; the runs, approvals and flow state in it go with it)"
+        }
+        // Also what any other file (a typo in `--database`) gets.
+        Some(NotADatabase) => {
+            " (the file is not an SQLite database: if `--database` or the data directory names another file than Sluice's history, name the right one; if it is the history, it is damaged: restore it from a backup, or move it aside, with its -wal file, to start a new history)"
         }
         _ => "",
     }
@@ -215,6 +219,17 @@ mod tests {
             None,
         );
         assert!(!StoreError::from(busy).to_string().contains("damaged"));
+        // Any other file (`--database sqlite:/etc/passwd`) is named as
+        // perhaps the wrong one before it is called damaged.
+        let other = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_NOTADB),
+            Some("file is not a database".into()),
+        );
+        let shown = StoreError::from(other).to_string();
+        assert!(
+            shown.contains("(the file is not an SQLite database: if `--database` or the data directory names another file"),
+            "{shown}"
+        );
     }
 
     #[test]
