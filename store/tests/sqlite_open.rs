@@ -106,3 +106,16 @@ fn opening_a_fresh_history_waits_for_another_connections_write_lock() {
     assert_eq!(opened, Ok(SCHEMA_VERSION));
     drop(holder);
 }
+
+/// `sqlite:DIR` names a folder: said so, with a file to name instead, not
+/// SQLite's "unable to open database file".
+#[test]
+fn a_folder_named_as_the_history_is_said_to_be_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let why = open(dir.path()).unwrap_err();
+    assert!(
+        why.contains("it is a folder, not a file: name a file in it, e.g. sqlite:"),
+        "{why}"
+    );
+    assert!(why.contains("history.sqlite"), "{why}");
+}

@@ -74,6 +74,12 @@ impl SqliteBackend {
         };
         let (conn, path) = match &location {
             Location::Sqlite(path) => {
+                if path.is_dir() {
+                    return Err(open_error(&format_args!(
+                        "it is a folder, not a file: name a file in it, e.g. sqlite:{}",
+                        path.join("history.sqlite").display()
+                    )));
+                }
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
                         location: location.to_string(),
