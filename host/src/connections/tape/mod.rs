@@ -215,7 +215,8 @@ impl Tapes {
             dir: dir.to_path_buf(),
             reason,
         };
-        crate::engine::cache::private_dir(dir).map_err(|e| refused(e.to_string()))?;
+        crate::engine::cache::private_dir(dir)
+            .map_err(|e| refused(sluice_store::location::folder_not_made(dir, &e)))?;
         record_dir_is_ours(dir).map_err(refused)?;
         let tapes = connections
             .into_iter()
@@ -371,6 +372,22 @@ mod tests {
         let e = e.to_string();
         assert!(
             e.contains("every user can write in it") && e.contains("chmod 700"),
+            "{e}"
+        );
+    }
+
+    /// `--record FILE` names the file in the way, not "File exists".
+    #[test]
+    fn a_recording_into_a_file_names_it() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("notes.txt");
+        std::fs::write(&file, "").unwrap();
+        let Err(e) = Tapes::record(&file, &["graph".to_string()], &RunId::new("r1")) else {
+            panic!("a file was taken for a folder");
+        };
+        assert!(
+            e.to_string()
+                .ends_with(&format!("{} is a file, not a folder", file.display())),
             "{e}"
         );
     }
