@@ -111,6 +111,53 @@ fn all_problems_of_a_file_are_reported_at_once() {
     );
 }
 
+/// `run --json` on a flow that is not run says so on stdout too: one
+/// `run_not_started` event with every problem where it is, so a script
+/// reading the stream never reads nothing.
+#[test]
+fn run_json_on_a_broken_flow_says_on_stdout_that_it_did_not_start() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_string_lossy().into_owned();
+    let args = [
+        "--data-dir",
+        &data_dir,
+        "run",
+        "--json",
+        "many_problems.toml",
+    ];
+    let (code, stdout, stderr) = sluice(&invalid_dir(), &args, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("7 problems found"), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let event: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(event["event"], "run_not_started");
+    assert_eq!(
+        event["error"],
+        "many_problems.toml: 7 problems found; nothing was run"
+    );
+    let problems = event["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 7, "{event:#}");
+    assert_eq!(
+        (&problems[0]["line"], &problems[0]["column"]),
+        (&serde_json::json!(2), &serde_json::json!(21)),
+        "{event:#}"
+    );
+    // A file that cannot be read: no problems to place, the reason.
+    let args = ["--data-dir", &data_dir, "run", "--json", "no-such.toml"];
+    let (code, stdout, _) = sluice(&invalid_dir(), &args, &[]);
+    assert_eq!(code, 2);
+    let event: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        event["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot read flow file no-such.toml"),
+        "{event:#}"
+    );
+    assert_eq!(event["problems"], serde_json::json!([]));
+}
+
 const SHIPPED_ENV: [(&str, &str); 6] = [
     ("GRAPH_TENANT_ID", "contoso"),
     ("GRAPH_CLIENT_ID", "graph-app"),

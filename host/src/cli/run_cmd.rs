@@ -324,16 +324,57 @@ pub async fn watch_and_record(
     })
 }
 
-pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow::Result<ExitCode> {
-    let Some(flow) = super::load_flow(&args.file, data_dir, &args.params) else {
-        return Ok(ExitCode::from(2));
+/// Says on stderr why the flow was not run, and with `--json` as the
+/// stream's one event (`run_not_started`), so a script reading stdout
+/// never reads nothing: `problems` lists a flow file's, each where it is.
+fn not_started(mode: Mode, why: &str, problems: serde_json::Value) {
+    eprintln!("{}", super::terminal::lines(why));
+    if mode == Mode::Json {
+        let first = why.lines().last().unwrap_or(why);
+        let event = serde_json::json!({
+            "event": "run_not_started",
+            "error": first.strip_prefix("error: ").unwrap_or(first),
+            "problems": problems,
+        });
+        println!("{}", super::terminal::json(&event.to_string()));
+    }
+}
+
+/// A flow file's problems for `run_not_started`.
+fn problems_of(error: &crate::flow::LoadError) -> serde_json::Value {
+    let crate::flow::LoadError::Invalid(diags) = error else {
+        return serde_json::json!([]);
     };
+    diags
+        .items
+        .iter()
+        .map(|d| {
+            let (line, column) = diags.source.line_col(d.span.start);
+            serde_json::json!({
+                "file": diags.source.path.display().to_string(),
+                "line": line,
+                "column": column,
+                "message": d.message,
+                "hint": d.hint,
+            })
+        })
+        .collect()
+}
+
+pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow::Result<ExitCode> {
     let mode = if args.json {
         Mode::Json
     } else if args.quiet {
         Mode::Quiet
     } else {
         Mode::Human
+    };
+    let flow = match super::try_load_flow(&args.file, data_dir, &args.params) {
+        Ok(flow) => flow,
+        Err(e) => {
+            not_started(mode, &e.to_string(), problems_of(&e));
+            return Ok(ExitCode::from(2));
+        }
     };
     let flow_file = super::recorded_path(&args.file);
     let run_id = crate::run::new_run_id();
@@ -346,7 +387,8 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     let tapes = match tapes(&args, &flow, &run) {
         Ok(tapes) => tapes,
         Err(e) => {
-            eprintln!("error: {}", super::terminal::line(&e.to_string()));
+            let why = format!("error: {}", super::terminal::line(&e.to_string()));
+            not_started(mode, &why, serde_json::json!([]));
             return Ok(ExitCode::from(2));
         }
     };
@@ -372,9 +414,11 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     let recording = match watch_and_record(database, progress, &flow_file, trigger, lease).await {
         Ok(recording) => recording,
         Err(busy) => {
-            eprintln!(
-                "error: {}",
-                super::terminal::line(&format!("flow `{}` was not run: {busy}", flow.name))
+            let why = format!("flow `{}` was not run: {busy}", flow.name);
+            not_started(
+                mode,
+                &format!("error: {}", super::terminal::line(&why)),
+                serde_json::json!([]),
             );
             return Ok(ExitCode::from(1));
         }
@@ -382,9 +426,11 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     if let Some(why) = needs_history(&flow, &recording)
         .or_else(|| crate::run::prepare::output_folder(&flow, &options.output_dir).err())
     {
-        eprintln!(
-            "error: {}",
-            super::terminal::line(&format!("flow `{}` was not run: {why}", flow.name))
+        let why = format!("flow `{}` was not run: {why}", flow.name);
+        not_started(
+            mode,
+            &format!("error: {}", super::terminal::line(&why)),
+            serde_json::json!([]),
         );
         return Ok(ExitCode::from(1));
     }
@@ -396,9 +442,11 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         && let Err(e) = taped_state(tapes, &mut options, &flow.name, mode).await
     {
         recording.finish().await;
-        eprintln!(
-            "error: {}",
-            super::terminal::line(&format!("flow `{}` was not run: {e}", flow.name))
+        let why = format!("flow `{}` was not run: {e}", flow.name);
+        not_started(
+            mode,
+            &format!("error: {}", super::terminal::line(&why)),
+            serde_json::json!([]),
         );
         return Ok(ExitCode::from(1));
     }
