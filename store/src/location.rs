@@ -83,8 +83,10 @@ impl std::str::FromStr for Location {
             return Ok(Location::Sqlite(PathBuf::from(path)));
         }
         // A bare path (no scheme, nowhere a password could be) is shown
-        // as written, with the form that would have read it.
-        if !text.contains("://") && !text.contains('@') && !text.contains(':') {
+        // as written, with the form that would have read it. libpq's
+        // keyword form (`host=db password=…`) is no path.
+        let path_like = !text.contains(['@', ':', '=']) && !text.chars().any(char::is_whitespace);
+        if path_like {
             return Err(LocationError {
                 shown: text.to_string(),
                 why: format!("no scheme; for an SQLite file write sqlite:{text}"),
@@ -255,7 +257,12 @@ mod tests {
             "{err}"
         );
         // Text that could hold a password is still not shown.
-        for hidden in ["root:hunter2@db/x", "u:hunter2"] {
+        for hidden in [
+            "root:hunter2@db/x",
+            "u:hunter2",
+            "host=db user=sluice password=hunter2",
+            "password=hunter2",
+        ] {
             let err = hidden.parse::<Location>().unwrap_err();
             assert!(!err.to_string().contains("hunter2"), "{err}");
             assert!(err.to_string().contains("unknown scheme"), "{err}");
