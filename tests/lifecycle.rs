@@ -1783,6 +1783,33 @@ async fn a_deactivation_an_admin_undid_and_redid_by_hand_is_not_the_flows() {
     assert!(!t.active(CY));
 }
 
+/// The flow deactivates Cy and takes Cy off the project; an admin
+/// reactivates Cy by hand before Cy holds a license again. Once Cy does,
+/// Cy is put back on the project, as a returner would be. (The record
+/// active again must still owe the add.)
+#[tokio::test]
+async fn someone_reactivated_by_hand_before_their_license_returns_rejoins_the_project() {
+    let (t, id) = cy_leaves_and_waits().await;
+    t.decide("approve", &id, &[CY]).await;
+    t.run_ok(&[]).await;
+    assert!(!t.active(CY) && !t.on_project(CY));
+    assert!(t.emu.set_procore_active(t.id(CY), true));
+    let (_, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new(), "not while leaving");
+    assert!(t.emu.add_member(&t.groups[E3], t.graph_id(CY)));
+    let (_, requests) = t.run_ok(&[]).await;
+    let made = writes(&requests);
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(
+        made[0].starts_with("POST /rest/v1.0/projects/")
+            && made[0].ends_with(&format!("/users/{}/actions/add 201", t.id(CY))),
+        "{made:?}"
+    );
+    assert!(t.active(CY) && t.on_project(CY));
+    let (_, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+}
+
 /// Cy's approved deactivation reaches Procore (applied, answered 500),
 /// and the host is killed while the resend waits out a ten-minute
 /// `Retry-After`: the record says `deactivating`, and the approval is

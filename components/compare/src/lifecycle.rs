@@ -800,17 +800,27 @@ impl<'a, 'w> Run<'a, 'w> {
                     // hand) and still without a license: the record is
                     // active again, so an admin's later deactivation is
                     // never taken for the flow's (and undone for a
-                    // returner). Its grace is kept.
+                    // returner). The admin's act starts a new leaving, so
+                    // its grace counts from now; and, as for a returner,
+                    // the project add is owed (made once they hold a
+                    // license, never while they are leaving).
                     let reactivated = record.status == Status::Deactivated;
                     match since {
                         Some(since) if !reactivated => since,
                         since => {
                             let mut whole = self.known.full(record)?;
-                            let since = since.unwrap_or(self.policy.now);
+                            let since = if reactivated {
+                                self.policy.now
+                            } else {
+                                since.unwrap_or(self.policy.now)
+                            };
                             if reactivated {
                                 whole.status = Status::Active;
                                 whole.owed_project =
-                                    still_owed(whole.owed_project.take(), Status::Active);
+                                    self.policy.project.as_ref().map(|project| OwedProject {
+                                        project_id: project.clone(),
+                                        action: ProjectAction::Add,
+                                    });
                             }
                             whole.leaving_since = Some(since.to_rfc3339());
                             (self.write)(Write::Managed(key.clone(), whole))?;
@@ -1845,8 +1855,11 @@ mod tests {
         });
         let k = known(&[("ann@x.com", deactivated)]);
         // Active again without a license: a leaver, her record active
-        // again (no removal owed any more), her grace kept.
-        let (diff, writes) = run(&[], &[user(1, "ann@x.com", true)], &k, &policy());
+        // again (no removal owed any more: the project add is, for when
+        // she holds a license), her grace counted from now.
+        let mut p = policy();
+        p.project = Some("5".into());
+        let (diff, writes) = run(&[], &[user(1, "ann@x.com", true)], &k, &p);
         let leavers: Vec<(&str, bool)> = diff
             .leavers
             .iter()
@@ -1856,14 +1869,32 @@ mod tests {
         let rewritten = managed_writes(&writes);
         assert_eq!(rewritten.len(), 1);
         let now = rewritten[0].1.clone();
+        let add = OwedProject {
+            project_id: "5".into(),
+            action: ProjectAction::Add,
+        };
         assert_eq!(
             (now.status, now.leaving_since.as_deref(), &now.owed_project),
-            (Status::Active, Some("2026-02-01T00:00:00+00:00"), &None)
+            (
+                Status::Active,
+                Some("2026-03-01T12:00:00+00:00"),
+                &Some(add)
+            )
         );
+        assert!(diff.project_owed.is_empty(), "not while she is leaving");
+        // Her license back while active: the add is made.
+        let k = known(&[("ann@x.com", now.clone())]);
+        let people = [person("ann@x.com", true)];
+        let (diff, _) = run(&people, &[user(1, "ann@x.com", true)], &k, &p);
+        let owed: Vec<(&str, ProjectAction)> = diff
+            .project_owed
+            .iter()
+            .map(|o| (o.key.as_str(), o.action))
+            .collect();
+        assert_eq!(owed, [("ann@x.com", ProjectAction::Add)]);
         // Deactivated by hand since, her license back: reported, untouched.
         let k = known(&[("ann@x.com", now)]);
-        let people = [person("ann@x.com", true)];
-        let (diff, _) = run(&people, &[user(1, "ann@x.com", false)], &k, &policy());
+        let (diff, _) = run(&people, &[user(1, "ann@x.com", false)], &k, &p);
         assert!(diff.returners.is_empty(), "{:?}", diff.returners);
         let reported: Vec<&str> = diff
             .inactive_unmanaged
