@@ -154,7 +154,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
             deadpool_postgres::PoolError::Timeout(
                 deadpool_postgres::TimeoutType::Create | deadpool_postgres::TimeoutType::Recycle,
             ) => StoreError::Pool(
-                "the server took the connection but did not answer within the connect timeout (the URL's `connect_timeout`, 10 s when it names none)"
+                "the server did not finish starting a session in time (each host's `connect_timeout` from the URL, 10 s when it names none, and one more for startup and login): it may take connections without answering"
                     .into(),
             ),
             other => StoreError::Pool(other.to_string()),

@@ -77,11 +77,13 @@ impl PgBackend {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        // tokio-postgres bounds only the TCP connect with it; a server (or
-        // a pooler, a load balancer) that takes the connection and never
-        // answers would hang every command. As libpq does, the timeout
-        // bounds the whole connection, startup and authentication too.
-        let connect_timeout = config.get_connect_timeout().copied();
+        // tokio-postgres bounds each host's TCP connect with it (trying
+        // the next host after), but not the session's startup and login:
+        // a server (or a pooler, a load balancer) that takes the
+        // connection and never answers would hang every command. So a new
+        // connection gets each host's timeout, and one more for startup.
+        let hosts = config.get_hosts().len().max(1) as u32;
+        let connect_timeout = config.get_connect_timeout().map(|t| *t * (hosts + 1));
         if config.get_application_name().is_none() {
             config.application_name("sluice");
         }
@@ -371,7 +373,7 @@ mod tests {
         };
         let text = crate::error::with_causes(&error);
         assert!(
-            text.contains("did not answer within the connect timeout"),
+            text.contains("the server did not finish starting a session in time"),
             "{text}"
         );
         assert!(!text.contains("pw@"), "{text}");
