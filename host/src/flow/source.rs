@@ -102,17 +102,32 @@ impl Excerpt {
     }
 }
 
-impl Excerpt {
-    /// Redacts the secrets the shown text holds; the caret moves with
-    /// the text before it.
-    fn redact(&mut self, redactor: &Redactor) {
-        let redacted = redactor.redact(&self.text);
-        if redacted == self.text {
-            return;
+/// A source line as a problem quotes it: its secrets redacted before it
+/// is cut to a window (a cut never leaves part of one), the column and
+/// the span's width moved with the text before and under them.
+struct Quoted {
+    line: String,
+    col: usize,
+    span_chars: usize,
+}
+
+impl Quoted {
+    fn of(line: &str, col: usize, spanned: &str, redactor: &Redactor) -> Self {
+        let redacted = redactor.redact(line);
+        let width = |text: &str| text.chars().count().max(1);
+        if redacted == line {
+            return Self {
+                line: redacted,
+                col,
+                span_chars: width(spanned),
+            };
         }
-        let before: String = self.text.chars().take(self.pad).collect();
-        self.pad = redactor.redact(&before).chars().count();
-        self.text = redacted;
+        let before: String = line.chars().take(col.saturating_sub(1)).collect();
+        Self {
+            col: redactor.redact(&before).chars().count() + 1,
+            span_chars: width(&redactor.redact(spanned)),
+            line: redacted,
+        }
     }
 }
 
@@ -173,13 +188,13 @@ impl fmt::Display for Diagnostics {
             writeln!(f, "error: {}", one_line(&d.message))?;
             writeln!(f, "  --> {path}:{line}:{col}")?;
             let gutter = line.to_string().len();
-            let span_chars = self.source.text[floor_char_boundary(&self.source.text, d.span.start)
+            let spanned = self.source.text[floor_char_boundary(&self.source.text, d.span.start)
                 ..floor_char_boundary(&self.source.text, d.span.end.max(d.span.start))]
                 .lines()
                 .next()
-                .map_or(1, |s| s.chars().count().max(1));
-            let mut shown = Excerpt::of(self.source.line_text(line), col, span_chars);
-            shown.redact(&self.redactor);
+                .unwrap_or("");
+            let quoted = Quoted::of(self.source.line_text(line), col, spanned, &self.redactor);
+            let shown = Excerpt::of(&quoted.line, quoted.col, quoted.span_chars);
             writeln!(f, "{:gutter$} |", "")?;
             writeln!(f, "{line} | {}", shown.text)?;
             write!(
@@ -297,6 +312,55 @@ mod tests {
             .unwrap_or_default();
         let caret = text.lines().find(|l| l.contains('^')).unwrap_or_default();
         assert_eq!(caret.find('^'), shown.find("bogus"), "{text}");
+    }
+
+    /// A secret on a line long enough to be cut is redacted before the
+    /// cut, so no part of it is left at the `…`; a span over it is as
+    /// wide as `[redacted]`, not as the secret.
+    #[test]
+    fn a_secret_on_a_long_line_is_redacted_before_the_cut() {
+        let secret = "s3cr3t-".repeat(30);
+        let line = format!("x = \"{}{secret}\", bad = 1", "a".repeat(1_100));
+        let src = SourceFile::new("f.toml", format!("name = \"x\"\n{line}\n"));
+        let start = src.text.find(&secret).unwrap_or(0);
+        let redactor = Redactor::new([secret.clone()]);
+        let diags = Diagnostics {
+            source: src.clone(),
+            items: vec![Diagnostic::new(
+                start..start + secret.len(),
+                "a secret here",
+            )],
+            redactor: redactor.clone(),
+        };
+        // In characters: the cut line starts with a `…`.
+        let column = |line: &str, what: &str| line.find(what).map(|at| line[..at].chars().count());
+        let text = diags.to_string();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        let shown = text
+            .lines()
+            .find(|l| l.starts_with("2 | "))
+            .unwrap_or_default();
+        let caret = text.lines().find(|l| l.contains('^')).unwrap_or_default();
+        assert_eq!(column(caret, "^"), column(shown, "[redacted]"), "{text}");
+        assert_eq!(
+            caret.trim_start_matches([' ', '|']).len(),
+            "[redacted]".len()
+        );
+        // Past the secret, the caret still sits under its word.
+        let bad = src.text.find("bad").unwrap_or(0);
+        let diags = Diagnostics {
+            source: src,
+            items: vec![Diagnostic::new(bad..bad + 3, "unknown key `bad`")],
+            redactor,
+        };
+        let text = diags.to_string();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        let shown = text
+            .lines()
+            .find(|l| l.starts_with("2 | "))
+            .unwrap_or_default();
+        let caret = text.lines().find(|l| l.contains('^')).unwrap_or_default();
+        assert_eq!(column(caret, "^"), column(shown, "bad"), "{text}");
     }
 
     #[test]
