@@ -92,10 +92,17 @@ pub fn run_dir(data_dir: &Path, run_id: &str) -> PathBuf {
 /// Where Sluice keeps its data: `$SLUICE_DATA_DIR` if set, else
 /// `$XDG_DATA_HOME/sluice`, else `~/.local/share/sluice`, the home being
 /// `$HOME` or, when that is unset (a service, a container), the user's
-/// home in the system's user database. `None` when there is no home at
-/// all: the caller says so and picks a folder.
+/// home in the system's user database (when it is a folder, and not
+/// `/`). `None` when there is no such home: the caller says so and picks
+/// a folder.
 pub fn default_data_dir() -> Option<PathBuf> {
-    data_dir_from(|name| std::env::var_os(name), std::env::home_dir)
+    // A system user's home may be `/nonexistent` or `/`: no place for
+    // data, as no home is.
+    let usable = |home: &PathBuf| home.is_dir() && home.as_path() != Path::new("/");
+    data_dir_from(
+        |name| std::env::var_os(name),
+        || std::env::home_dir().filter(usable),
+    )
 }
 
 /// [`default_data_dir`] with the environment and the user database given

@@ -148,7 +148,7 @@ pub fn main() -> ExitCode {
     let data_dir = data_dir.unwrap_or_else(|| {
         if !matches!(cli.command, Command::Emulate(_)) {
             eprintln!(
-                "warning: no data directory is set and this user has no home (HOME is unset, and the system names none), so the data directory is .sluice in the current folder: runs started elsewhere will not share its history, state and approvals; give --data-dir DIR or set SLUICE_DATA_DIR"
+                "warning: no data directory is set and this user has no home (HOME is unset or empty, and the system names no usable one), so the data directory is .sluice in the current folder: runs started elsewhere will not share its history, state and approvals; give --data-dir DIR or set SLUICE_DATA_DIR"
             );
         }
         PathBuf::from(".sluice")
