@@ -242,43 +242,37 @@ impl Compiler<'_, '_> {
         if shape::output_at(&d.output_schema, &path[..list]).is_err() {
             return;
         }
-        match shape::output_at(&d.output_schema, &path) {
-            Err(shape::NoField {
-                field,
-                holds: Some((what, depth)),
-                ..
-            }) => {
-                // `${item}`'s path starts with its list's, which is fine.
-                let at = match &r.root {
-                    Root::Item => ["item"]
-                        .into_iter()
-                        .chain(path[list.min(depth)..depth].iter().map(String::as_str))
-                        .collect::<Vec<_>>(),
-                    _ => ["steps", id.as_str()]
-                        .into_iter()
-                        .chain(path[..depth].iter().map(String::as_str))
-                        .collect(),
-                }
-                .join(".");
-                let (message, hint) = if what == "a list" {
-                    (
-                        format!("`{at}` is a list: `{field}` is not a place in it (0, 1, …)"),
-                        "a path into a list names a place (0, 1, …); to handle each item, point a step's `for_each` at the list",
-                    )
-                } else {
-                    (
-                        format!("`{at}` is {what}, which has no field `{field}`"),
-                        "end the reference at the value itself",
-                    )
+        let Err(e) = shape::output_at(&d.output_schema, &path) else {
+            return;
+        };
+        // `${item}`'s path starts with its list's, which is fine.
+        let at = |depth: usize| match &r.root {
+            Root::Item => ["item"]
+                .into_iter()
+                .chain(path[list.min(depth)..depth].iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join("."),
+            _ => ["steps", id.as_str()]
+                .into_iter()
+                .chain(path[..depth].iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join("."),
+        };
+        match e.holds_nothing_there(at) {
+            Some(why) => {
+                let hint = match e.holds.as_ref().map(|(what, _)| what.as_str()) {
+                    Some("a list") => {
+                        "a path into a list names a place (0, 1, …); to handle each item, point a step's `for_each` at the list"
+                    }
+                    _ => "end the reference at the value itself",
                 };
-                self.error(span, message, hint);
+                self.error(span, why, hint);
             }
-            Err(e) => self.error(
+            None => self.error(
                 span,
                 format!("step `{id}` has no output field `{}`", e.field),
                 format!("`{}` returns: {}", d.name, e.known.join(", ")),
             ),
-            Ok(_) => {}
         }
     }
 

@@ -423,15 +423,26 @@ impl Compiler<'_, '_> {
             }
             let segments: Vec<String> = text.split('.').map(str::to_string).collect();
             if let Err(e) = shape::output_at(&d.output_schema, &segments) {
-                self.error(
-                    path.span(),
-                    format!(
+                let message = match e.holds_nothing_there(|depth| segments[..depth].join(".")) {
+                    Some(why) => format!("artifact `{}` reads nothing: {why}", file.get_ref()),
+                    None => format!(
                         "artifact `{}` reads output field `{}`, which `{}` does not return",
                         file.get_ref(),
                         e.field,
                         d.name
                     ),
-                    format!("`{}` returns: {}", d.name, e.known.join(", ")),
+                };
+                // The fields where the path went astray, or, past a
+                // list or a value, the output's own.
+                let fields = if e.known.is_empty() {
+                    shape::property_names(&d.output_schema, &[])
+                } else {
+                    e.known
+                };
+                self.error(
+                    path.span(),
+                    message,
+                    format!("`{}` returns: {}", d.name, fields.join(", ")),
                 );
             }
         }
@@ -449,12 +460,15 @@ impl Compiler<'_, '_> {
         };
         match shape::output_at(&d.output_schema, segments) {
             Err(e) => {
-                let message = format!(
-                    "`ledger = \"{}\"` names output field `{}`, which `{}` does not return",
-                    path.get_ref(),
-                    e.field,
-                    d.name
-                );
+                let message = match e.holds_nothing_there(|depth| segments[..depth].join(".")) {
+                    Some(why) => format!("`ledger = \"{}\"` names nothing: {why}", path.get_ref()),
+                    None => format!(
+                        "`ledger = \"{}\"` names output field `{}`, which `{}` does not return",
+                        path.get_ref(),
+                        e.field,
+                        d.name
+                    ),
+                };
                 self.error(path.span(), message, hint());
             }
             Ok(Some(schema)) => {

@@ -71,6 +71,20 @@ pub struct NoField {
     pub holds: Option<(String, usize)>,
 }
 
+impl NoField {
+    /// Where the value holds no such field: why, in words, naming the
+    /// value `at` its path (of `path`'s segments) is shown as.
+    pub fn holds_nothing_there(&self, at: impl Fn(usize) -> String) -> Option<String> {
+        let (what, depth) = self.holds.as_ref()?;
+        let (at, field) = (at(*depth), &self.field);
+        Some(if what == "a list" {
+            format!("`{at}` is a list: `{field}` is not a place in it (0, 1, …)")
+        } else {
+            format!("`{at}` is {what}, which has no field `{field}`")
+        })
+    }
+}
+
 /// The subschema at a reference's path into an output: `Ok(None)` when
 /// the schema does not say, `Err` when it says the field does not exist
 /// (it lists its properties and allows no others).
