@@ -453,6 +453,14 @@ async fn approve_run_with_an_old_relative_path_says_where_it_was_relative_to() {
         "{}",
         approve.stdout
     );
+    // Not run, so not said to run now: run later, as without `--run`.
+    assert!(
+        approve
+            .stdout
+            .contains("The approved items run at the flow's next run"),
+        "{}",
+        approve.stdout
+    );
     let said = approve.stderr;
     for needle in [
         "the flow was not run",

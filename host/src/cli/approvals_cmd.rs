@@ -118,13 +118,19 @@ pub async fn approve(
     let store = Store::open(database).await?;
     // `--run` asks for both: a flow file it could not run refuses the
     // approval too, so the same command works once the file is there.
+    let mut run_now = args.run;
     if args.run
         && let Some(before) = store.plan_detail(args.decide.id.trim()).await?
-        && let Some(why) = unrunnable(&before.plan)
     {
-        return refused(&format!("nothing was approved: {why}"));
+        if let Some(why) = unrunnable(&before.plan) {
+            return refused(&format!("nothing was approved: {why}"));
+        }
+        // A path relative to another folder is approved, then refused
+        // below: the decision's text must not say the items run now.
+        let file = std::path::Path::new(&before.plan.flow_file);
+        run_now = !file.is_relative() || file.exists();
     }
-    let outcome = match decide(&store, args.decide, Decision::Approved, args.run).await? {
+    let outcome = match decide(&store, args.decide, Decision::Approved, run_now).await? {
         Ok(outcome) => outcome,
         Err(code) => return Ok(code),
     };
