@@ -332,16 +332,22 @@ mod tests {
             )],
             redactor: redactor.clone(),
         };
-        // In characters: the cut line starts with a `…`.
+        // Where `what` is in `line`, in characters (a cut line starts
+        // with a `…`), and the quoted line and the caret line of `diags`.
         let column = |line: &str, what: &str| line.find(what).map(|at| line[..at].chars().count());
-        let text = diags.to_string();
-        assert!(!text.contains("s3cr3t"), "{text}");
-        let shown = text
-            .lines()
-            .find(|l| l.starts_with("2 | "))
-            .unwrap_or_default();
-        let caret = text.lines().find(|l| l.contains('^')).unwrap_or_default();
-        assert_eq!(column(caret, "^"), column(shown, "[redacted]"), "{text}");
+        let quoted = |diags: &Diagnostics| {
+            let text = diags.to_string();
+            assert!(!text.contains("s3cr3t"), "{text}");
+            let line = |starts: &dyn Fn(&str) -> bool| {
+                text.lines()
+                    .find(|l| starts(l))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (line(&|l| l.starts_with("2 | ")), line(&|l| l.contains('^')))
+        };
+        let (shown, caret) = quoted(&diags);
+        assert_eq!(column(&caret, "^"), column(&shown, "[redacted]"), "{shown}");
         assert_eq!(
             caret.trim_start_matches([' ', '|']).len(),
             "[redacted]".len()
@@ -353,14 +359,8 @@ mod tests {
             items: vec![Diagnostic::new(bad..bad + 3, "unknown key `bad`")],
             redactor,
         };
-        let text = diags.to_string();
-        assert!(!text.contains("s3cr3t"), "{text}");
-        let shown = text
-            .lines()
-            .find(|l| l.starts_with("2 | "))
-            .unwrap_or_default();
-        let caret = text.lines().find(|l| l.contains('^')).unwrap_or_default();
-        assert_eq!(column(caret, "^"), column(shown, "bad"), "{text}");
+        let (shown, caret) = quoted(&diags);
+        assert_eq!(column(&caret, "^"), column(&shown, "bad"), "{shown}");
     }
 
     #[test]
