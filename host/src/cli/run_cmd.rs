@@ -340,6 +340,12 @@ fn not_started(mode: Mode, why: &str, problems: serde_json::Value) {
     }
 }
 
+/// [`not_started`] for a one-paragraph reason, with no flow-file problems.
+fn refused(mode: Mode, why: &str) {
+    let why = format!("error: {}", super::terminal::line(why));
+    not_started(mode, &why, serde_json::json!([]));
+}
+
 /// A flow file's problems for `run_not_started`.
 fn problems_of(error: &crate::flow::LoadError) -> serde_json::Value {
     let crate::flow::LoadError::Invalid(diags) = error else {
@@ -387,8 +393,7 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     let tapes = match tapes(&args, &flow, &run) {
         Ok(tapes) => tapes,
         Err(e) => {
-            let why = format!("error: {}", super::terminal::line(&e.to_string()));
-            not_started(mode, &why, serde_json::json!([]));
+            refused(mode, &e.to_string());
             return Ok(ExitCode::from(2));
         }
     };
@@ -414,24 +419,14 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     let recording = match watch_and_record(database, progress, &flow_file, trigger, lease).await {
         Ok(recording) => recording,
         Err(busy) => {
-            let why = format!("flow `{}` was not run: {busy}", flow.name);
-            not_started(
-                mode,
-                &format!("error: {}", super::terminal::line(&why)),
-                serde_json::json!([]),
-            );
+            refused(mode, &format!("flow `{}` was not run: {busy}", flow.name));
             return Ok(ExitCode::from(1));
         }
     };
     if let Some(why) = needs_history(&flow, &recording)
         .or_else(|| crate::run::prepare::output_folder(&flow, &options.output_dir).err())
     {
-        let why = format!("flow `{}` was not run: {why}", flow.name);
-        not_started(
-            mode,
-            &format!("error: {}", super::terminal::line(&why)),
-            serde_json::json!([]),
-        );
+        refused(mode, &format!("flow `{}` was not run: {why}", flow.name));
         return Ok(ExitCode::from(1));
     }
     options.guard = recording.guard.clone();
@@ -442,12 +437,7 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         && let Err(e) = taped_state(tapes, &mut options, &flow.name, mode).await
     {
         recording.finish().await;
-        let why = format!("flow `{}` was not run: {e}", flow.name);
-        not_started(
-            mode,
-            &format!("error: {}", super::terminal::line(&why)),
-            serde_json::json!([]),
-        );
+        refused(mode, &format!("flow `{}` was not run: {e}", flow.name));
         return Ok(ExitCode::from(1));
     }
     let outcome = runner

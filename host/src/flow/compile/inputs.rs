@@ -260,8 +260,8 @@ impl Compiler<'_, '_> {
         };
         match e.holds_nothing_there(at) {
             Some(why) => {
-                let hint = match e.holds.as_ref().map(|(what, _)| what.as_str()) {
-                    Some("a list") => {
+                let hint = match e.holds {
+                    Some((shape::Holds::List, _)) => {
                         "a path into a list names a place (0, 1, …); to handle each item, point a step's `for_each` at the list"
                     }
                     _ => "end the reference at the value itself",

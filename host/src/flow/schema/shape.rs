@@ -66,21 +66,29 @@ pub struct NoField {
     pub known: Vec<String>,
     /// Where the value there can hold no such field at all (a list
     /// indexed by a word, a text or number given a field): what it is,
-    /// in words (`a list`, `an integer`), and how many segments of the
-    /// path lead to it.
-    pub holds: Option<(String, usize)>,
+    /// and how many segments of the path lead to it.
+    pub holds: Option<(Holds, usize)>,
+}
+
+/// A value that can hold nothing at a path's next segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holds {
+    /// A list, given a word (its places are 0, 1, …).
+    List,
+    /// A value without fields (or some of those, or a list), in words:
+    /// `an integer`, `a text or a boolean`.
+    Value(String),
 }
 
 impl NoField {
     /// Where the value holds no such field: why, in words, naming the
     /// value `at` its path (of `path`'s segments) is shown as.
     pub fn holds_nothing_there(&self, at: impl Fn(usize) -> String) -> Option<String> {
-        let (what, depth) = self.holds.as_ref()?;
+        let (holds, depth) = self.holds.as_ref()?;
         let (at, field) = (at(*depth), &self.field);
-        Some(if what == "a list" {
-            format!("`{at}` is a list: `{field}` is not a place in it (0, 1, …)")
-        } else {
-            format!("`{at}` is {what}, which has no field `{field}`")
+        Some(match holds {
+            Holds::List => format!("`{at}` is a list: `{field}` is not a place in it (0, 1, …)"),
+            Holds::Value(what) => format!("`{at}` is {what}, which has no field `{field}`"),
         })
     }
 }
@@ -119,11 +127,11 @@ pub fn output_at<'a>(root: &'a Value, path: &[String]) -> Result<Option<&'a Valu
     Ok(Some(schema))
 }
 
-/// What a value of `schema` is, in words, when the schema says it can
-/// have nothing at `segment`: a text, number or boolean has no fields, a
-/// list has places (0, 1, …) and no words. `None` when it may (an object,
-/// types the schema leaves open).
-fn holds_no(root: &Value, schema: &Value, segment: &Segment) -> Option<String> {
+/// What a value of `schema` is when the schema says it can have nothing
+/// at `segment`: a text, number or boolean has no fields, a list has
+/// places (0, 1, …) and no words. `None` when it may (an object, types
+/// the schema leaves open).
+fn holds_no(root: &Value, schema: &Value, segment: &Segment) -> Option<Holds> {
     let types = types_of(root, schema)?;
     let types: Vec<&str> = types
         .iter()
@@ -138,6 +146,9 @@ fn holds_no(root: &Value, schema: &Value, segment: &Segment) -> Option<String> {
     if types.is_empty() || types.iter().any(|t| may(t)) {
         return None;
     }
+    if types == ["array"] {
+        return Some(Holds::List);
+    }
     let words: Vec<&str> = types
         .iter()
         .map(|t| match *t {
@@ -149,7 +160,7 @@ fn holds_no(root: &Value, schema: &Value, segment: &Segment) -> Option<String> {
             other => other,
         })
         .collect();
-    Some(words.join(" or "))
+    Some(Holds::Value(words.join(" or ")))
 }
 
 /// An object schema that lists its properties and allows no others (no
