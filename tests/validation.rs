@@ -156,6 +156,26 @@ fn run_json_on_a_broken_flow_says_on_stdout_that_it_did_not_start() {
         "{event:#}"
     );
     assert_eq!(event["problems"], serde_json::json!([]));
+    // A valid flow the host cannot run (a memory budget that is no size).
+    let flow = data.path().join("ok.toml");
+    std::fs::write(
+        &flow,
+        "name = \"ok\"\n[[step]]\nid = \"diff\"\nuses = \"compare\"\nwith = { people = [], procore_users = [] }\n",
+    )
+    .unwrap();
+    let flow = flow.to_string_lossy().into_owned();
+    let args = ["--data-dir", &data_dir, "run", "--json", &flow];
+    let (code, stdout, _) = sluice(data.path(), &args, &[("SLUICE_MEMORY_BUDGET", "lots")]);
+    assert_eq!(code, 1);
+    let event: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(event["event"], "run_not_started");
+    assert!(
+        event["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("flow `ok` was not run: SLUICE_MEMORY_BUDGET=lots is not a size"),
+        "{event:#}"
+    );
 }
 
 const SHIPPED_ENV: [(&str, &str); 6] = [

@@ -324,16 +324,17 @@ pub async fn watch_and_record(
     })
 }
 
-/// Says on stderr why the flow was not run, and with `--json` as the
-/// stream's one event (`run_not_started`), so a script reading stdout
-/// never reads nothing: `problems` lists a flow file's, each where it is.
-fn not_started(mode: Mode, why: &str, problems: serde_json::Value) {
-    eprintln!("{}", super::terminal::lines(why));
+/// Says on stderr why the flow was not run (`shown`, laid out for the
+/// terminal), and with `--json` as the stream's one event
+/// (`run_not_started`: `error`, the reason in one line, and `problems`,
+/// a flow file's, each where it is), so that a script reading stdout
+/// learns why rather than reading nothing.
+fn not_started(mode: Mode, shown: &str, error: &str, problems: serde_json::Value) {
+    eprintln!("{}", super::terminal::lines(shown));
     if mode == Mode::Json {
-        let first = why.lines().last().unwrap_or(why);
         let event = serde_json::json!({
             "event": "run_not_started",
-            "error": first.strip_prefix("error: ").unwrap_or(first),
+            "error": error,
             "problems": problems,
         });
         println!("{}", super::terminal::json(&event.to_string()));
@@ -342,14 +343,34 @@ fn not_started(mode: Mode, why: &str, problems: serde_json::Value) {
 
 /// [`not_started`] for a one-paragraph reason, with no flow-file problems.
 fn refused(mode: Mode, why: &str) {
-    let why = format!("error: {}", super::terminal::line(why));
-    not_started(mode, &why, serde_json::json!([]));
+    let shown = format!("error: {}", super::terminal::line(why));
+    not_started(mode, &shown, why, serde_json::json!([]));
+}
+
+/// [`not_started`] for a flow file that could not be loaded.
+fn unloadable(mode: Mode, error: &crate::flow::LoadError) {
+    let shown = error.to_string();
+    // The summary line of a file's problems, or the one error.
+    let last = shown.lines().last().unwrap_or_default();
+    let why = last.strip_prefix("error: ").unwrap_or(last);
+    not_started(mode, &shown, why, problems_of(error));
 }
 
 /// A flow file's problems for `run_not_started`.
 fn problems_of(error: &crate::flow::LoadError) -> serde_json::Value {
-    let crate::flow::LoadError::Invalid(diags) = error else {
-        return serde_json::json!([]);
+    use crate::flow::LoadError;
+    let diags = match error {
+        LoadError::Invalid(diags) => diags,
+        LoadError::NotUtf8 { path, line, column } => {
+            return serde_json::json!([{
+                "file": path,
+                "line": line,
+                "column": column,
+                "message": "the flow file is not UTF-8 text here",
+                "hint": "save it as UTF-8 (TOML files must be)",
+            }]);
+        }
+        LoadError::Read { .. } | LoadError::TooLarge { .. } => return serde_json::json!([]),
     };
     diags
         .items
@@ -378,7 +399,7 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     let flow = match super::try_load_flow(&args.file, data_dir, &args.params) {
         Ok(flow) => flow,
         Err(e) => {
-            not_started(mode, &e.to_string(), problems_of(&e));
+            unloadable(mode, &e);
             return Ok(ExitCode::from(2));
         }
     };
@@ -397,13 +418,24 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
             return Ok(ExitCode::from(2));
         }
     };
-    let engine = engine_for(data_dir)?;
-    engine.size_pool(pool_for(&flow));
-    let runner = Runner::new(engine)?;
-    options.tapes = tapes.clone();
+    let runner = engine_for(data_dir).and_then(|engine| {
+        engine.size_pool(pool_for(&flow));
+        Runner::new(engine)
+    });
     // Before the lease is taken: nothing may return early while it is held
     // but not yet freed by `Recording::finish`.
-    stop_gracefully_on_signal(options.cancel.clone(), mode)?;
+    let runner = runner.and_then(|runner| {
+        stop_gracefully_on_signal(options.cancel.clone(), mode).map(|()| runner)
+    });
+    let runner = match runner {
+        Ok(runner) => runner,
+        Err(e) => {
+            let why = sluice_store::error::with_causes(e.as_ref());
+            refused(mode, &format!("flow `{}` was not run: {why}", flow.name));
+            return Ok(ExitCode::from(1));
+        }
+    };
+    options.tapes = tapes.clone();
     // A dry run or a replay changes nothing, so it needs no lease.
     let lease = (!args.dry_run && args.replay.is_none()).then(|| Lease {
         flow: &flow.name,
@@ -426,6 +458,8 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     if let Some(why) = needs_history(&flow, &recording)
         .or_else(|| crate::run::prepare::output_folder(&flow, &options.output_dir).err())
     {
+        // The lease, when taken, is freed now, not when it lapses.
+        recording.finish().await;
         refused(mode, &format!("flow `{}` was not run: {why}", flow.name));
         return Ok(ExitCode::from(1));
     }
