@@ -82,8 +82,11 @@ impl PgBackend {
         // a server (or a pooler, a load balancer) that takes the
         // connection and never answers would hang every command. So a new
         // connection gets each host's timeout, and one more for startup.
-        let hosts = config.get_hosts().len().max(1) as u32;
-        let connect_timeout = config.get_connect_timeout().map(|t| *t * (hosts + 1));
+        let hosts = config.get_hosts().len().max(config.get_hostaddrs().len());
+        let tries = u32::try_from(hosts.max(1)).unwrap_or(u32::MAX);
+        let connect_timeout = config
+            .get_connect_timeout()
+            .map(|t| t.saturating_mul(tries.saturating_add(1)));
         if config.get_application_name().is_none() {
             config.application_name("sluice");
         }
