@@ -229,17 +229,15 @@ fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return text.into();
     }
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect::<String>()
-        .into()
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 #[cfg(test)]
@@ -270,8 +268,7 @@ mod tests {
         assert!(text.ends_with("1 problem found; nothing was run"), "{text}");
     }
 
-    /// A secret pasted into the flow file is not shown with the line a
-    /// problem quotes; the caret still sits under what it points at.
+    /// A value quoted in a message cannot fake a line of the report.
     #[test]
     fn a_line_break_in_a_message_is_written_out() {
         let src = SourceFile::new("flow.toml", "name = \"x\"\n");
@@ -288,6 +285,8 @@ mod tests {
         assert_eq!(text.lines().filter(|l| l.starts_with("error:")).count(), 1);
     }
 
+    /// A secret pasted into the flow file is not shown with the line a
+    /// problem quotes; the caret still sits under what it points at.
     #[test]
     fn a_secret_on_the_quoted_line_is_redacted() {
         let src = SourceFile::new(
