@@ -1473,6 +1473,47 @@ async fn cy_leaves_and_waits() -> (Tenant, String) {
     (t, id)
 }
 
+/// Cy, approved for deactivation, joins a license group again, and Graph's
+/// look-up does not list Cy yet (its replication delay): the read does not
+/// say whether Cy holds a license, so the run deactivates nobody, not even
+/// Cy, and says why. (Before, Cy was deactivated and taken off the project
+/// while back in the group.) The next run finds Cy and closes the approval
+/// as no longer needed.
+#[tokio::test]
+async fn an_approved_leaver_back_in_a_group_graph_does_not_list_yet_is_not_deactivated() {
+    let (t, id) = cy_leaves_and_waits().await;
+    t.decide("approve", &id, &[CY]).await;
+    assert!(t.emu.add_member(&t.groups[E3], t.graph_id(CY)));
+    t.emu.set_faults(Faults {
+        lookup_lag: Some(1),
+        ..Faults::default()
+    });
+    let (run, requests) = t
+        .run_ok(&["--param", "max_unapproved_deactivations=100"])
+        .await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert!(t.active(CY) && t.on_project(CY));
+    let guard = &run.output_of("diff")["guard"];
+    assert_eq!(guard["kind"], "unlisted_joiners", "{guard}");
+    assert_eq!(guard["deactivate"], false, "{guard}");
+    let deactivate = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "step_finished" && e["step"] == "deactivate")
+        .unwrap();
+    assert_eq!(deactivate["status"], "skipped", "{deactivate}");
+    let report = run.output_of("report");
+    let html = report["html"].as_str().unwrap();
+    assert!(html.contains("not listed by Graph yet"), "{html}");
+    assert_eq!(t.items(&id).await[CY], "approved", "kept for the next run");
+
+    let (run, requests) = t.run_ok(&[]).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert!(t.active(CY));
+    assert_eq!(run.output_of("diff")["guard"]["hold"], false);
+    assert_eq!(t.items(&id).await[CY], "closed");
+}
+
 /// Cy, approved for deactivation, whose PATCH Procore applies but answers
 /// with a 500 at the `at`-th attempts (every one when empty): the host
 /// resends the idempotent PATCH, and a resend that reaches Procore once Cy

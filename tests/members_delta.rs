@@ -409,6 +409,62 @@ async fn a_user_restored_a_run_after_their_deletion_is_among_the_people_again() 
     );
 }
 
+/// A member Entra deleted before a full read (the daily one, or one after
+/// Graph expired the delta links) is not listed by it, and no users round
+/// tells of the deletion: the full read finds the member the last run knew
+/// deleted, and keeps their groups, so a restore after it makes them a
+/// member again in the next incremental run. (Before, they counted as
+/// holding no license until the next full read: a leaver.) One who left
+/// their groups and was not deleted is not kept.
+#[tokio::test]
+async fn a_member_deleted_before_a_full_read_and_restored_after_it_is_a_member_again() {
+    let t = tenant(8).await;
+    let first = t.run(&[]).await;
+    assert!(t.emu.delete_user(&t.users[2]));
+    for group in &t.groups {
+        t.emu.remove_member(group, &t.users[5]);
+    }
+    let full = t.run(&["full_sync_every=0s"]).await;
+    assert_eq!(full.read(), "full", "{}", full.output);
+    assert!(!full.keys().contains(&t.mail(2)), "{:?}", full.keys());
+    t.emu.restore_user(&t.users[2]).unwrap();
+    assert!(t.emu.set_mail(&t.users[5], Some("five@contoso.com")));
+    let restored = t.run(&[]).await;
+    assert_eq!(restored.read(), "incremental", "{}", restored.output);
+    let keys = restored.keys();
+    assert!(keys.contains(&t.mail(2)), "{keys:?}");
+    assert!(
+        !keys.contains(&t.mail(5)) && !keys.contains(&"five@contoso.com".to_string()),
+        "{keys:?}"
+    );
+    assert_eq!(
+        restored.people(),
+        t.run(&["incremental=false"]).await.people()
+    );
+    assert_eq!(
+        restored.keys().len() + 1,
+        first.keys().len(),
+        "all but person 5"
+    );
+
+    // The same after Graph expired the links: its 410 makes a full read.
+    assert!(t.emu.delete_user(&t.users[6]));
+    t.emu.expire_delta_tokens();
+    let full = t.run(&[]).await;
+    assert_eq!(full.read(), "full", "{}", full.output);
+    t.emu.restore_user(&t.users[6]).unwrap();
+    let restored = t.run(&[]).await;
+    assert!(
+        restored.keys().contains(&t.mail(6)),
+        "{:?}",
+        restored.keys()
+    );
+    assert_eq!(
+        restored.people(),
+        t.run(&["incremental=false"]).await.people()
+    );
+}
+
 /// A full read skips the users round that would tell of a restore, so it
 /// keeps only the deleted members Graph still does not list. One still in
 /// deleted items is a member again when restored after the full read;

@@ -327,7 +327,7 @@ pub struct InactiveUnmanaged {
 }
 
 /// Holds deactivations back for a person to look at, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Guard {
     /// Whether every deactivation must wait for approval in this run.
     pub hold: bool,
@@ -337,6 +337,28 @@ pub struct Guard {
     /// Which of the guard's rules holds them (absent when not holding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<GuardKind>,
+    /// Whether the flow's deactivate step may run at all: false when the
+    /// reads did not say who holds a license (no license group matched)
+    /// or not of everyone (a joiner Graph does not list yet). Then nobody
+    /// is deactivated, not even someone approved earlier, and the plan
+    /// waits as it is for the next run.
+    #[serde(default = "yes")]
+    pub deactivate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            hold: false,
+            reason: String::new(),
+            kind: None,
+            deactivate: true,
+        }
+    }
 }
 
 /// Why the guard holds deactivations back.
@@ -352,6 +374,9 @@ pub enum GuardKind {
     HoldersFell,
     /// Those the first run found leaving are not all decided yet.
     FirstRunUndecided,
+    /// Users joined a license group whom Graph does not list yet: one of
+    /// them may be a leaver who holds a license again.
+    UnlistedJoiners,
 }
 
 /// What deactivating one leaver came to.

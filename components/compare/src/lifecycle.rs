@@ -100,6 +100,8 @@ pub struct Policy {
     pub grace: Duration,
     /// How many license groups matched, when the flow says.
     pub license_groups: Option<usize>,
+    /// Users who joined a license group whom Graph does not list yet.
+    pub unlisted_joiners: usize,
     /// Keys of license-group members whose Entra account is disabled.
     pub disabled: HashSet<Key>,
     /// Their Entra object ids, where Graph gave them.
@@ -116,6 +118,14 @@ pub struct Policy {
     pub project: Option<String>,
     /// When this run started.
     pub now: DateTime<Utc>,
+}
+
+impl Policy {
+    /// Whether the reads said of everyone whether they hold a license: a
+    /// license group matched, and Graph listed every user who joined one.
+    pub fn says_who_holds_a_license(&self) -> bool {
+        self.license_groups != Some(0) && self.unlisted_joiners == 0
+    }
 }
 
 /// A state write the run makes when the step succeeds.
@@ -970,14 +980,26 @@ impl<'a, 'w> Run<'a, 'w> {
     /// The mass-change guard, and the holder count kept for the next run.
     fn guard(&mut self, out: &mut Written) -> Result<(), StepError> {
         let count = out.counts.people;
-        // A run that matched no license group counts nobody: never kept.
-        let counted = self.policy.license_groups != Some(0);
+        // A run that matched no license group counts nobody, and one that
+        // missed joiners counts too few: neither count is kept.
+        let counted = self.policy.says_who_holds_a_license();
         let fell = |h: &Holders| count * 2 < h.count;
-        let reason = if !counted {
+        let reason = if self.policy.license_groups == Some(0) {
             Some((
                 GuardKind::NoLicenseGroup,
                 "no license group matched the group prefixes, so nobody was checked for leaving and nobody is deactivated in this run (check the prefixes)"
                     .to_string(),
+            ))
+        } else if self.policy.unlisted_joiners > 0 {
+            let who = match self.policy.unlisted_joiners {
+                1 => "1 user who joined a license group is".to_string(),
+                n => format!("{n} users who joined a license group are"),
+            };
+            Some((
+                GuardKind::UnlistedJoiners,
+                format!(
+                    "{who} not listed by Graph yet (Graph's replication delay) and may be a leaver who holds a license again, so nobody is deactivated in this run, not even someone approved; the next run looks them up again"
+                ),
             ))
         } else {
             match &self.known.holders {
@@ -1038,6 +1060,7 @@ impl<'a, 'w> Run<'a, 'w> {
                 hold: true,
                 reason,
                 kind: Some(kind),
+                deactivate: counted,
             },
             None => Guard::default(),
         };
@@ -2011,6 +2034,44 @@ mod tests {
         assert!(!writes.contains(&Write::Forget("old@corp.com".into())));
     }
 
+    /// A joiner Graph does not list yet may be a leaver back in a license
+    /// group: the run deactivates nobody, not even someone approved, and
+    /// keeps no holder count (it counted too few).
+    #[test]
+    fn a_joiner_graph_does_not_list_yet_stops_every_deactivation() {
+        let users = [user(1, "a@x.com", true), user(2, "b@x.com", true)];
+        let mut k = known(&[
+            ("a@x.com", managed(1, Status::Active)),
+            ("b@x.com", managed(2, Status::Active)),
+        ]);
+        k.holders = Some(Holders {
+            count: 2,
+            at: "2026-02-28T12:00:00Z".into(),
+            first_held: None,
+        });
+        let mut p = policy();
+        p.approved = [Key::of("a@x.com").unwrap()].into();
+        p.unlisted_joiners = 1;
+        let (diff, writes) = run(&[person("b@x.com", true)], &users, &k, &p);
+        assert!(diff.guard.hold);
+        assert_eq!(diff.guard.kind, Some(GuardKind::UnlistedJoiners));
+        assert!(!diff.guard.deactivate);
+        assert!(
+            diff.guard.reason.starts_with(
+                "1 user who joined a license group is not listed by Graph yet (Graph's replication delay) and may be a leaver who holds a license again, so nobody is deactivated in this run, not even someone approved"
+            ),
+            "{}",
+            diff.guard.reason
+        );
+        assert_eq!(diff.leavers.len(), 1, "listed, so its approval waits");
+        assert!(!writes.iter().any(|w| matches!(w, Write::Holders(_))));
+        // Everyone listed: the deactivation may run.
+        p.unlisted_joiners = 0;
+        let (diff, _) = run(&[person("b@x.com", true)], &users, &k, &p);
+        assert!(!diff.guard.hold, "{}", diff.guard.reason);
+        assert!(diff.guard.deactivate);
+    }
+
     #[test]
     fn no_license_group_or_a_halved_count_holds_deactivations() {
         let users = [user(1, "a@x.com", true)];
@@ -2021,6 +2082,7 @@ mod tests {
         assert!(diff.guard.hold);
         assert!(diff.guard.reason.contains("no license group"));
         assert_eq!(diff.guard.kind, Some(GuardKind::NoLicenseGroup));
+        assert!(!diff.guard.deactivate, "the deactivate step does not run");
         assert_eq!(diff.leavers.len(), 1, "listed, to wait for an admin");
         assert!(!writes.iter().any(|w| matches!(w, Write::Holders(_))));
 

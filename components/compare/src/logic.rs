@@ -55,6 +55,12 @@ pub struct Input {
     /// all holds every deactivation back.
     #[serde(default)]
     pub license_groups: Option<usize>,
+    /// How many users joined a license group whom Graph does not list yet
+    /// (`graph-group-members`' `unlisted_joiners`): any at all, and the
+    /// read does not say of everyone whether they hold a license, so
+    /// nobody is deactivated in this run (the guard says so).
+    #[serde(default)]
+    pub unlisted_joiners: usize,
     /// Keys of license-group members whose Entra account is disabled
     /// (`graph-group-members`' `disabled`).
     #[serde(default)]
@@ -187,7 +193,9 @@ fn mark_missing(
         };
         write(Write::Creating(key.clone(), Some(mark)))?;
     }
-    if policy.license_groups != Some(0) {
+    // A read that did not list everyone drops no mark: someone it missed
+    // may still be missing from Procore.
+    if policy.says_who_holds_a_license() {
         for mark in known.creating.iter() {
             if !missing.contains_key(mark.key.as_ref()) {
                 write(Write::Creating(mark.key.to_string(), None))?;
@@ -365,6 +373,7 @@ pub fn policy(input: &Input, context: &Context) -> Result<Policy, StepError> {
             .collect(),
         grace,
         license_groups: input.license_groups,
+        unlisted_joiners: input.unlisted_joiners,
         disabled: keys(&input.disabled),
         disabled_ids: input
             .disabled_ids

@@ -195,6 +195,7 @@ mod tests {
                 hold: true,
                 reason: "why".into(),
                 kind: Some(GuardKind::HoldersFell),
+                deactivate: true,
             },
             known_as: vec![KnownAs {
                 key: "d@x.com".into(),

@@ -277,6 +277,22 @@ pub fn load(chunks: u32) -> Result<Option<Known>, StepError> {
     Ok(Some(known))
 }
 
+/// Hands `each` every object of the `chunks` chunks kept, a chunk at a
+/// time (a full read holds the members it read; a second million would not
+/// fit beside them); false when one is missing or not this shape.
+pub fn each_kept(chunks: u32, mut each: impl FnMut(Id, Entry)) -> Result<bool, StepError> {
+    for n in 0..chunks {
+        let key = format!("{CHUNK_PREFIX}{n}");
+        match state::get::<Known>(&key) {
+            Ok(Some(part)) => part.into_iter().for_each(|(id, entry)| each(id, entry)),
+            Ok(None) => return Ok(false),
+            Err(e) if e.code == "state-shape" => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
 /// Writes `known`: every chunk, or (`changed`, with the same number of
 /// chunks as before) only the chunks of the objects that changed; each
 /// chunk is serialised once. Deletes chunks past the new count. Returns

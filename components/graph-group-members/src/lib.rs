@@ -119,6 +119,11 @@ pub struct Output {
     /// Why the read was full, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub full_because: Option<String>,
+    /// Users who joined a license group whom Graph does not list yet (its
+    /// replication delay), looked up again next run: until they are, the
+    /// read does not say whether they hold a license (one may be a leaver
+    /// back in a group), so the license sync deactivates nobody.
+    pub unlisted_joiners: usize,
     /// What an admin should know (delta refused, transitive reads fully).
     pub warnings: Vec<String>,
 }
@@ -206,6 +211,8 @@ struct Outcome {
     known: Known,
     read: Read,
     full_because: Option<String>,
+    /// Joined users Graph does not list yet (an incremental read only).
+    unlisted_joiners: usize,
     warnings: Vec<String>,
 }
 
@@ -218,6 +225,7 @@ fn run(input: Input, context: &Context) -> Result<Output, StepError> {
             known: full_read(&tracked, false)?,
             read: Read::Full,
             full_because: Some("no license group".into()),
+            unlisted_joiners: 0,
             warnings: Vec::new(),
         }
     } else if input.transitive {
@@ -228,6 +236,7 @@ fn run(input: Input, context: &Context) -> Result<Output, StepError> {
             known: full_read(&tracked, true)?,
             read: Read::Full,
             full_because: Some("transitive membership".into()),
+            unlisted_joiners: 0,
             warnings: vec![warning.into()],
         }
     } else if !input.incremental {
@@ -235,6 +244,7 @@ fn run(input: Input, context: &Context) -> Result<Output, StepError> {
             known: full_read(&tracked, false)?,
             read: Read::Full,
             full_because: Some("incremental = false".into()),
+            unlisted_joiners: 0,
             warnings: Vec::new(),
         }
     } else {
@@ -243,6 +253,7 @@ fn run(input: Input, context: &Context) -> Result<Output, StepError> {
     let (roster, mut out) = known::people(outcome.known, &tracked.names).finish();
     out.read = outcome.read;
     out.full_because = outcome.full_because;
+    out.unlisted_joiners = outcome.unlisted_joiners;
     out.warnings = outcome.warnings;
     if let Some(warning) = guest_sign_in_warning(&roster) {
         sluice_guest::log::warn(&warning);
@@ -304,7 +315,8 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
                     };
                     let warning = format!(
                         "{who} not listed by Graph yet (Graph's replication delay): \
-                         the next run looks them up again"
+                         the next run looks them up again, and this run's people \
+                         may lack them"
                     );
                     sluice_guest::log::warn(&warning);
                     warnings.push(warning);
@@ -313,6 +325,7 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
                     known,
                     read: Read::Incremental,
                     full_because: None,
+                    unlisted_joiners: unfound,
                     warnings,
                 });
             }
@@ -353,6 +366,9 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
     };
     let known = full_read(tracked, false)?;
     if let (Some(links), Some(mut kept)) = (links, kept) {
+        if let Some(meta) = &meta {
+            deleted_since(meta, &known, now.timestamp(), &mut kept, &mut warnings)?;
+        }
         let before = meta.as_ref().map_or(0, |m| m.chunks);
         let chunks = known::save(&known, before, None)?;
         kept.retain(|id, _| !known.contains_key(&Id::new(id)));
@@ -363,6 +379,7 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
         known,
         read: Read::Full,
         full_because: Some(why),
+        unlisted_joiners: 0,
         warnings,
     })
 }
@@ -390,6 +407,73 @@ fn still_deleted(warnings: &mut Vec<String>) -> Result<restorable::Restorable, S
             Ok(restorable::Restorable::new())
         }
     }
+}
+
+/// Keeps in `kept` the members the last run knew that this full read did
+/// not list because Entra deleted them since (Graph does not list them
+/// among the members, yet they keep their groups): the changes before
+/// the read are skipped, so no users delta round tells of the deletion,
+/// and only the users delta will tell of a restore. Each is kept with the
+/// groups the last run knew, as an incremental run keeps a deletion it
+/// reads; a member who left a group and was deleted in the same run's
+/// interval is kept with that group too (a restore then counts them in it
+/// until the next full read: the safe side, as no one is deactivated for
+/// it). At most [`restorable::MAX_KEPT`] are asked about; a look-up that
+/// fails keeps none, with a warning, as [`still_deleted`] does.
+fn deleted_since(
+    meta: &Meta,
+    known: &Known,
+    now: i64,
+    kept: &mut restorable::Restorable,
+    warnings: &mut Vec<String>,
+) -> Result<(), StepError> {
+    let mut vanished: BTreeMap<String, known::Entry> = BTreeMap::new();
+    let mut more = 0usize;
+    let whole = known::each_kept(meta.chunks, |id, entry| {
+        if entry.kind.is_some() || entry.groups.is_empty() || known.contains_key(&id) {
+            return;
+        }
+        if vanished.len() < restorable::MAX_KEPT {
+            vanished.insert(id.to_string(), entry);
+        } else {
+            more += 1;
+        }
+    })?;
+    if !whole || vanished.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = vanished.keys().cloned().collect();
+    if let Err(e) = delta::each_listed(&ids, |_, id| {
+        vanished.remove(id);
+    }) {
+        let warning = format!(
+            "the look-up of {} license holders this full read did not list failed ({e}), so one Entra deleted and restores later counts only from the next full read",
+            ids.len()
+        );
+        sluice_guest::log::warn(&warning);
+        warnings.push(warning);
+        return Ok(());
+    }
+    if more > 0 {
+        let warning = format!(
+            "{more} more license holders than the {} asked about are not listed since the last run; one of them Entra deleted and restores later counts only from the next full read",
+            restorable::MAX_KEPT
+        );
+        sluice_guest::log::warn(&warning);
+        warnings.push(warning);
+    }
+    for (id, mut entry) in vanished {
+        let groups = std::mem::take(&mut entry.groups)
+            .iter()
+            .filter_map(|g| meta.groups.get(usize::from(g)).cloned())
+            .collect();
+        kept.entry(id).or_insert(restorable::Kept {
+            entry,
+            groups,
+            since: now,
+        });
+    }
+    Ok(())
 }
 
 /// The most joined users Graph did not list yet that a run keeps for the

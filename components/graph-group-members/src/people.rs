@@ -170,6 +170,7 @@ impl People {
             skipped_non_user: self.non_users,
             read: crate::Read::Full,
             full_because: None,
+            unlisted_joiners: 0,
             warnings: Vec::new(),
         };
         (people, out)
