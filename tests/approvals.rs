@@ -852,6 +852,33 @@ async fn only_runs_the_named_keys_and_closes_nothing_it_left_out() {
         [entry("item", "succeeded", "")]
     );
     assert!(env.ledger("ann@x.com").await.is_empty());
+    // Under a threshold the whole list is over, --only holds its key too:
+    // naming keys does not let through what the held batch keeps waiting.
+    let held = Env::new(r#"{ above = 1 }"#);
+    held.run(&[]).await;
+    let id = held.plan_id().await;
+    let only = held.run(&["--only", "bob@x.com"]).await;
+    assert!(
+        only.stderr.contains("act: bob@x.com waits for approval")
+            && only.stderr.contains(&format!(
+                "to approve: `sluice approve {id} --revision 1 --only bob@x.com`; to look"
+            )),
+        "{}",
+        only.stderr
+    );
+    let pending = [
+        ("Ann@x.com", "pending"),
+        ("bob@x.com", "pending"),
+        ("cy@x.com", "pending"),
+    ];
+    assert_eq!(held.items(&id).await, s(&pending));
+    // Approved, it runs, with or without --only.
+    let r = held
+        .sluice(&["approve", &id, "--only", "bob@x.com", "--by", "al"])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let only = held.run(&["--only", "bob@x.com"]).await;
+    assert!(only.stderr.contains("act: bob@x.com"), "{}", only.stderr);
     // Under `always`, --only holds just that key, and leaves the rest alone.
     let always = Env::new(r#""always""#);
     always.run(&[]).await;
@@ -860,7 +887,16 @@ async fn only_runs_the_named_keys_and_closes_nothing_it_left_out() {
         .sluice(&["approve", &id, "--only", "cy@x.com", "--by", "al"])
         .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
-    always.run(&["--only", "ann@x.com"]).await;
+    let only = always.run(&["--only", "ann@x.com"]).await;
+    // Its approve command names the key it showed waiting, not the plan's
+    // other pending keys.
+    assert!(
+        only.stderr.contains(&format!(
+            "`sluice approve {id} --revision 1 --only Ann@x.com`"
+        )),
+        "{}",
+        only.stderr
+    );
     assert_eq!(
         always.items(&id).await,
         s(&[

@@ -109,7 +109,10 @@ fn item_mentions(norm: &str, step: &ForEachOutput) -> Vec<String> {
     };
     if gate.waiting.iter().any(|h| key_norm(&h.key) == norm) {
         said.push(match &gate.approve {
-            Some(cmd) => format!("waits for approval; approve with `{cmd} --only {norm}`"),
+            Some(cmd) => format!(
+                "waits for approval; approve with `{}`",
+                crate::run::approval::approve_alone(cmd, norm)
+            ),
             None => "would wait for approval".into(),
         });
     }

@@ -289,8 +289,14 @@ fn gate_lines(g: &GateSummary) -> String {
         text.push_str(&format!("\n      why: {}", terminal::line(why)));
     }
     if let Some(cmd) = &g.approve {
+        // A command that names keys already (a run given `--only`) is the
+        // one for some keys.
+        let some = match cmd.contains(" --only ") {
+            true => String::new(),
+            false => format!(" (or `{cmd} --only KEY`)"),
+        };
         text.push_str(&format!(
-            "\n      to approve: `{cmd}` (or `{cmd} --only KEY`); to look first: `sluice approvals show {}`",
+            "\n      to approve: `{cmd}`{some}; to look first: `sluice approvals show {}`",
             g.plan.as_deref().unwrap_or_default()
         ));
     }

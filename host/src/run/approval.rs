@@ -13,7 +13,8 @@
 //! - every other key runs only when the step does not need approval in
 //!   this run: `approval = "always"` always does; `{ above = N }` does
 //!   when more than N such keys are left (then **none** of them runs: the
-//!   whole batch waits, as a mass-change threshold holds it); `when = …`
+//!   whole batch waits, as a mass-change threshold holds it; counted over
+//!   every item, also those `--only` leaves out); `when = …`
 //!   does whenever that guard is truthy. Approved keys never count
 //!   against `above`.
 //!
@@ -170,6 +171,8 @@ pub struct Gate {
     revision: Option<u64>,
     pub record: GateRecord,
     dry_run: bool,
+    /// The run was given `--only`: it shows only some of the plan's keys.
+    only: bool,
     /// False in a rehearsal (a dry run or a replay): the plan is read,
     /// never written, and no approval is spent.
     keeps: bool,
@@ -245,7 +248,10 @@ impl Gate {
                 states.get(&k).copied()
             }
         };
-        let unapproved = keys
+        // Counted over every item, those `--only` leaves out too: a run
+        // for some keys holds them when a whole run would, so naming keys
+        // never lets through what a held batch keeps waiting.
+        let unapproved = all_keys
             .iter()
             .filter(|k| {
                 !matches!(
@@ -266,6 +272,7 @@ impl Gate {
                 ..GateRecord::default()
             },
             dry_run: ctx.options.dry_run,
+            only: !ctx.options.only.is_empty(),
             keeps: !ctx.options.rehearsal(),
         };
         for key in keys {
@@ -511,12 +518,17 @@ impl Gate {
                 .collect()
         };
         let waiting = held(Held::Waiting);
+        // A run given `--only` shows some of the plan's pending keys: its
+        // command names them, and approves none of the others.
+        let shown: Option<Vec<&str>> = self
+            .only
+            .then(|| waiting.iter().map(|h| h.key.as_str()).collect());
         GateSummary {
             step: self.record.step.clone(),
             plan: self.plan_id.clone(),
             reason: self.record.reason.clone(),
             approve: match (&self.plan_id, waiting.is_empty()) {
-                (Some(id), false) => Some(approve_command(id, self.revision)),
+                (Some(id), false) => Some(approve_command(id, self.revision, shown.as_deref())),
                 _ => None,
             },
             approved: self.record.approved,
@@ -530,12 +542,32 @@ impl Gate {
 }
 
 /// The command that approves what waits in plan `id` as this run left it:
-/// with its revision, so that it approves nothing a later run adds.
-pub fn approve_command(id: &str, revision: Option<u64>) -> String {
-    match revision {
+/// with its revision, so that it approves nothing a later run adds, and
+/// with `--only` for each of `keys` when given (what a run given `--only`
+/// showed waiting).
+pub fn approve_command(id: &str, revision: Option<u64>, keys: Option<&[&str]>) -> String {
+    let mut command = match revision {
         Some(revision) => format!("sluice approve {id} --revision {revision}"),
         None => format!("sluice approve {id}"),
+    };
+    for key in keys.unwrap_or_default() {
+        command.push_str(" --only ");
+        command.push_str(&shell_word(key));
     }
+    command
+}
+
+/// `approve_command` for `key` alone, from the `command` a gate gave
+/// (which may name other keys with `--only`).
+pub fn approve_alone(command: &str, key: &str) -> String {
+    let plan = command.split(" --only ").next().unwrap_or(command);
+    format!("{plan} --only {}", shell_word(key))
+}
+
+/// `word` as one word of a shell command line, quoted when it must be.
+fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
+    // A key with a NUL byte cannot be a shell word at all: shown as is.
+    shlex::try_quote(word).unwrap_or(std::borrow::Cow::Borrowed(word))
 }
 
 /// Each key's state in the open plan, by normalised key.
@@ -613,4 +645,32 @@ fn needs_approval(
             "{items} more than the {limit} this step may run unapproved (approval above {limit})"
         )
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run given `--only` prints a command that approves what it showed
+    /// and nothing else of the plan; each person's own names them alone.
+    #[test]
+    fn the_approve_command_names_the_keys_a_run_given_only_showed() {
+        assert_eq!(
+            approve_command("ap-1", Some(4), None),
+            "sluice approve ap-1 --revision 4"
+        );
+        let shown = approve_command("ap-1", Some(4), Some(&["c17@x.com", "Dee Lee"]));
+        assert_eq!(
+            shown,
+            "sluice approve ap-1 --revision 4 --only c17@x.com --only 'Dee Lee'"
+        );
+        assert_eq!(
+            approve_alone(&shown, "dee lee"),
+            "sluice approve ap-1 --revision 4 --only 'dee lee'"
+        );
+        assert_eq!(
+            approve_alone("sluice approve ap-1", "cy@x.com"),
+            "sluice approve ap-1 --only cy@x.com"
+        );
+    }
 }
