@@ -802,7 +802,8 @@ async fn concurrent_items_share_one_memory_budget() {
     assert_eq!(outcome.status, Status::Failed);
     let error = step_error(&events, "greedy");
     assert!(
-        error.contains("memory budget of 160 MiB") && error.contains("SLUICE_MEMORY_BUDGET"),
+        error.contains("memory budget of 160 MiB")
+            && error.contains("more than the whole budget; raise SLUICE_MEMORY_BUDGET above it"),
         "{error}"
     );
 }

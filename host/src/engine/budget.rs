@@ -16,16 +16,44 @@ use tokio::sync::Notify;
 
 /// A growth the budget can never grant.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error(
-    "the host's memory budget of {} MiB, shared by every step running at once, cannot hold it: it would hold {} MiB, and {} MiB are in use by other steps that are themselves waiting for memory",
-    .budget / MIB, .holding / MIB, .others / MIB
-)]
+#[error("the host's memory budget of {} MiB, shared by every step running at once, cannot hold it: {}", .budget / MIB, self.why())]
 pub struct BudgetExhausted {
     /// What this instance would hold after the growth.
     pub holding: usize,
     pub budget: usize,
     /// Held by every other instance when the growth was refused.
     pub others: usize,
+}
+
+impl BudgetExhausted {
+    /// Whether no other step could ever make room: it alone is too large.
+    pub fn alone(&self) -> bool {
+        self.holding > self.budget
+    }
+
+    /// What to change so the step fits.
+    pub fn hint(&self) -> &'static str {
+        if self.alone() {
+            "raise SLUICE_MEMORY_BUDGET above it"
+        } else {
+            "run fewer items at once (a lower `concurrency`) or raise SLUICE_MEMORY_BUDGET"
+        }
+    }
+
+    fn why(&self) -> String {
+        if self.alone() {
+            format!(
+                "it alone would hold {} MiB, more than the whole budget",
+                self.holding / MIB
+            )
+        } else {
+            format!(
+                "it would hold {} MiB, and {} MiB are in use by other steps that are themselves waiting for memory",
+                self.holding / MIB,
+                self.others / MIB
+            )
+        }
+    }
 }
 
 const MIB: usize = 1024 * 1024;
@@ -172,7 +200,10 @@ mod tests {
         let budget = MemoryBudget::new(100 * MIB);
         let e = budget.reserve(0, 101 * MIB).await.unwrap_err();
         assert_eq!((e.holding, e.budget, e.others), (101 * MIB, 100 * MIB, 0));
-        assert!(e.to_string().contains("memory budget of 100 MiB"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "the host's memory budget of 100 MiB, shared by every step running at once, cannot hold it: it alone would hold 101 MiB, more than the whole budget"
+        );
         // Two holders, each waiting for the other: the second fails.
         let budget = Arc::new(MemoryBudget::new(100 * MIB));
         budget.reserve(0, 50 * MIB).await.unwrap();
@@ -185,6 +216,12 @@ mod tests {
         assert!(!first.is_finished(), "the first waits: the second runs");
         let e = budget.reserve(40 * MIB, 30 * MIB).await.unwrap_err();
         assert_eq!(e.others, 50 * MIB);
+        assert!(
+            e.to_string().ends_with(
+                "it would hold 70 MiB, and 50 MiB are in use by other steps that are themselves waiting for memory"
+            ),
+            "{e}"
+        );
         budget.release(40 * MIB);
         first.await.unwrap().unwrap();
         assert_eq!(budget.peak(), 90 * MIB);

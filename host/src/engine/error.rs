@@ -31,7 +31,7 @@ pub enum CallError {
     #[error("it exceeded its memory limit ({desired} bytes requested, limit {limit} bytes)")]
     MemoryLimit { desired: usize, limit: usize },
     /// The process's shared memory budget could not hold a growth.
-    #[error("{0}; run fewer items at once (a lower `concurrency`) or raise SLUICE_MEMORY_BUDGET")]
+    #[error("{exhausted}; {hint}", exhausted = .0, hint = .0.hint())]
     MemoryBudget(BudgetExhausted),
     /// The component called WASI's `exit` instead of returning.
     #[error(

@@ -415,7 +415,7 @@ impl Engine {
         describe::from_wit(wit)
             .map(|d| Some(Arc::new(d)))
             .map_err(|why| {
-                CallError::InvalidOutput(format!("its `describe` cannot be used: {why}"))
+                CallError::InvalidOutput(format!("what it returned cannot be used: {why}"))
             })
     }
 }
