@@ -1963,6 +1963,39 @@ async fn an_open_console_serves_only_its_owners_account() {
     let (status, body) = curl_as_nobody(&["-H", &bearer, &url(c.addr, "/approvals")]).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(&plan));
+    // It reads; it does not decide, even with a valid CSRF pair.
+    let page = get_with(
+        c.addr,
+        &format!("/approvals/{plan}"),
+        "",
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+    )
+    .await;
+    let csrf = set_cookies(&page)["sluice_csrf"].clone();
+    let decided = post_with(
+        c.addr,
+        &format!("/approvals/{plan}/decide"),
+        &format!("sluice_csrf={}", cookie_value(&csrf)),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        &[
+            ("csrf", &csrf_field(&page.body)),
+            ("decision", "approved"),
+            ("key", "ann@example.com"),
+        ],
+    )
+    .await;
+    assert_eq!(decided.status, StatusCode::FORBIDDEN, "{}", decided.body);
+    assert!(
+        decided
+            .body
+            .contains("The bearer token reads pages and metrics only"),
+        "{}",
+        decided.body
+    );
+    assert_eq!(
+        plan_states(dir.path(), &plan).await,
+        [PlanItemState::Pending; 3]
+    );
     c.stop().await;
 }
 

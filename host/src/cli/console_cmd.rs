@@ -18,7 +18,7 @@ pub struct HttpArgs {
     /// with a token every page asks for it, and the console may listen beyond loopback
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Serve /metrics and /healthz without the token on any address
+    /// Serve /metrics, /healthz and /readyz without the token on any address
     #[arg(long)]
     pub metrics_public: bool,
 }

@@ -331,13 +331,15 @@ fn refuse_other_account(console: &Console, request: &Request) -> Option<Response
     let why = match owner {
         Some(Owner::Uid(uid)) if uid == console.os_uid || uid == 0 => return None,
         Some(Owner::Uid(uid)) => {
-            eprintln!(
+            super::notice(&format!(
                 "console: refused a connection from uid {uid}: not the console's owner and no token is set"
-            );
+            ));
             format!("This connection comes from another account (uid {uid}).")
         }
         Some(Owner::Unknown(why)) => {
-            eprintln!("console: refused a connection whose account could not be found: {why}");
+            super::notice(&format!(
+                "console: refused a connection whose account could not be found: {why}"
+            ));
             format!("The account this connection comes from could not be found ({why}).")
         }
         Some(Owner::NotChecked) | None => {
@@ -424,6 +426,15 @@ async fn pass(console: &Console, mut request: Request, next: Next) -> Response {
         }
         Kind::Page if viewer.is_none() => return sign_in_first(&request),
         Kind::Page | Kind::Login => {}
+    }
+    // The bearer token is for scripts that read; a change (a decision, a
+    // run) is a person's, from a signed-in page or the command line.
+    if request.method() == Method::POST && viewer.as_ref().is_some_and(|v| v.how == Via::Bearer) {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "Changes need a person",
+            "The bearer token reads pages and metrics only: a decision or a run is made from the console's own pages once signed in at /login (approvals are recorded under your name), or with `sluice approve` and `sluice reject`.",
+        );
     }
     let secure = behind_https(headers);
     let (cookie, fresh) = match cookie(headers, CSRF_COOKIE) {

@@ -86,6 +86,17 @@ pub enum ConsoleError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// Tells the operator something about the console: as a `console_notice`
+/// event of `sluice serve`'s log (in its format, text or JSON) when the
+/// console runs inside it, else as a line on stderr.
+pub(crate) fn notice(message: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!(event = "console_notice", "{message}");
+    } else {
+        eprintln!("{message}");
+    }
+}
+
 /// What the routes share.
 pub struct Console {
     data: Data,
@@ -234,7 +245,7 @@ pub async fn start(
             let _ = stopped.await;
         });
         if let Err(e) = served.await {
-            eprintln!("console: stopped serving: {e}");
+            notice(&format!("console: stopped serving: {e}"));
         }
     });
     Ok(Running {

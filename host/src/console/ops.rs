@@ -20,7 +20,9 @@ const HEALTH_WAIT: Duration = Duration::from_secs(2);
 
 pub async fn metrics(State(console): State<Arc<Console>>) -> Response {
     if let Err(e) = console.metrics.refresh(&console.data).await {
-        eprintln!("console: metrics could not read the run history: {e}");
+        super::notice(&format!(
+            "console: metrics could not read the run history: {e}"
+        ));
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "the run history could not be read\n",
@@ -30,7 +32,7 @@ pub async fn metrics(State(console): State<Arc<Console>>) -> Response {
     match console.metrics.render() {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(e) => {
-            eprintln!("console: metrics could not be encoded: {e}");
+            super::notice(&format!("console: metrics could not be encoded: {e}"));
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }

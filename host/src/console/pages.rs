@@ -44,7 +44,7 @@ pub enum Failure {
 
 impl From<DataError> for Failure {
     fn from(e: DataError) -> Self {
-        eprintln!("console: {e}");
+        super::notice(&format!("console: {e}"));
         Failure::Internal(
             "The run history could not be read; the console's log says why.".to_string(),
         )
@@ -56,7 +56,7 @@ pub fn page(status: StatusCode, template: &impl askama::Template) -> Response {
     match render(template) {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
-            eprintln!("console: a page could not be rendered: {e}");
+            super::notice(&format!("console: a page could not be rendered: {e}"));
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the page could not be rendered",

@@ -88,7 +88,7 @@ pub async fn login(
         );
     }
     if !token.matches(&form.token) {
-        eprintln!("console: a sign-in was refused (wrong token)");
+        super::notice("console: a sign-in was refused (wrong token)");
         return login_page(
             &seen,
             next,
