@@ -125,8 +125,9 @@ pub struct GateSummary {
     /// Why the step needed approval in this run, when it did.
     pub reason: Option<String>,
     /// The command that approves what waits (`sluice approve ap-… --revision
-    /// N`: the plan as this run left it, nothing a later run adds), when
-    /// something waits in a plan.
+    /// N`: the plan as this run left it, nothing a later run adds; in a run
+    /// given `--only`, followed by `--only KEY` for each key it showed
+    /// waiting), when something waits in a plan.
     pub approve: Option<String>,
     /// How many approved items ran (or would run, in a dry run).
     pub approved: u64,
@@ -140,6 +141,15 @@ pub struct GateSummary {
     pub closed: u64,
     /// Whether this was a dry run (nothing was recorded in the plan).
     pub dry_run: bool,
+}
+
+impl GateSummary {
+    /// [`approve`](Self::approve) without the keys a run given `--only`
+    /// named: the plan's command, to which `--only KEY` adds one person.
+    pub fn approve_plan(&self) -> Option<&str> {
+        let command = self.approve.as_deref()?;
+        command.split(" --only ").next()
+    }
 }
 
 /// An item an approval gate held back, with its key.

@@ -102,7 +102,7 @@ function rowsOf(input) {
   const creates = input.created_approval || (input.created && input.created.approval) || {};
   for (const held of creates.waiting || []) {
     const person = held.item || {};
-    const approve = creates.approve ? `approve with: ${creates.approve} --only ${held.key}` : "";
+    const approve = creates.approve ? `approve with: ${creates.approve.split(" --only ")[0]} --only ${held.key}` : "";
     rows.push(["waits for approval", person.displayName, held.key, ["missing from Procore", approve].filter(Boolean).join("; ")]);
   }
   for (const held of creates.rejected || []) {
@@ -124,7 +124,7 @@ function rowsOf(input) {
     const gate = done.approval || {};
     for (const held of gate.waiting || []) {
       const person = held.item || {};
-      const approve = gate.approve ? `approve with: ${gate.approve} --only ${held.key}` : "";
+      const approve = gate.approve ? `approve with: ${gate.approve.split(" --only ")[0]} --only ${held.key}` : "";
       rows.push(["waits for approval", person.name, held.key, [person.reason, approve].filter(Boolean).join("; ")]);
     }
     for (const held of gate.rejected || []) {

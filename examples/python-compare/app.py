@@ -8,9 +8,10 @@ Its output has the built-in's shape (missing, present, present_inactive,
 counts), plus `matched_by_upn`: the keys found only through the UPN.
 
 It keeps no managed people, so it finds no leavers and no returners: it
-takes the built-in's lifecycle inputs (license_groups, disabled,
-disabled_ids, gone, managed_domains, leaver_grace, creates_rejected, rejected, approved,
-project_id) and answers empty lists and an open guard, so the shipped
+takes the built-in's lifecycle inputs (license_groups, unlisted_joiners,
+disabled, disabled_ids, gone, managed_domains, leaver_grace,
+creates_rejected, rejected, approved, project_id) and answers empty lists
+and an open guard, so the shipped
 flow's deactivate, reactivate and project steps have nothing to do.
 """
 
@@ -40,6 +41,7 @@ INPUT_SCHEMA = {
         "people": {"type": "array", "items": PERSON},
         # The built-in's lifecycle inputs: taken, not used.
         "license_groups": {"type": ["integer", "null"]},
+        "unlisted_joiners": {"type": "integer"},
         "disabled": {"type": "array", "items": {"type": "string"}},
         "disabled_ids": {"type": "object", "additionalProperties": {"type": "string"}},
         "gone": {"type": "array", "items": {"type": "string"}},
@@ -87,7 +89,11 @@ OUTPUT_SCHEMA = {
         "rejected_too_late": {"type": "array"},
         "guard": {
             "type": "object",
-            "properties": {"hold": {"type": "boolean"}, "reason": {"type": "string"}},
+            "properties": {
+                "hold": {"type": "boolean"},
+                "reason": {"type": "string"},
+                "deactivate": {"type": "boolean"},
+            },
         },
     },
 }
@@ -162,7 +168,7 @@ def compare(people, users):
         "known_as": [],
         "project_owed": [],
         "rejected_too_late": [],
-        "guard": {"hold": False, "reason": ""},
+        "guard": {"hold": False, "reason": "", "deactivate": True},
     }
 
 
@@ -189,4 +195,10 @@ class WitWorld(wit_world.WitWorld):
             raise bad_input(f"expected {{people, procore_users}}: {e}")
         if not isinstance(people, list) or not isinstance(users, list):
             raise bad_input("people and procore_users must be lists")
-        return json.dumps(compare(people, users))
+        out = compare(people, users)
+        # As the built-in: a read that did not say who holds a license
+        # (no license group matched, a joiner not listed yet) lets the
+        # deactivate step run for nobody, not even someone approved.
+        if data.get("license_groups") == 0 or data.get("unlisted_joiners", 0) > 0:
+            out["guard"]["deactivate"] = False
+        return json.dumps(out)

@@ -990,7 +990,7 @@ impl<'a, 'w> Run<'a, 'w> {
                 "no license group matched the group prefixes, so nobody was checked for leaving and nobody is deactivated in this run (check the prefixes)"
                     .to_string(),
             ))
-        } else if self.policy.unlisted_joiners > 0 {
+        } else if self.policy.unlisted_joiners > 0 && !out.leavers.is_empty() {
             let who = match self.policy.unlisted_joiners {
                 1 => "1 user who joined a license group is".to_string(),
                 n => format!("{n} users who joined a license group are"),
@@ -1001,6 +1001,10 @@ impl<'a, 'w> Run<'a, 'w> {
                     "{who} not listed by Graph yet (Graph's replication delay) and may be a leaver who holds a license again, so nobody is deactivated in this run, not even someone approved; the next run looks them up again"
                 ),
             ))
+        } else if self.policy.unlisted_joiners > 0 {
+            // Nobody to hold: the step is skipped all the same (the plan
+            // waits as it is), with nothing to tell.
+            None
         } else {
             match &self.known.holders {
                 // Only `managed_domains` makes leavers in a first run: a
@@ -1062,7 +1066,10 @@ impl<'a, 'w> Run<'a, 'w> {
                 kind: Some(kind),
                 deactivate: counted,
             },
-            None => Guard::default(),
+            None => Guard {
+                deactivate: counted,
+                ..Guard::default()
+            },
         };
         Ok(())
     }
@@ -2065,6 +2072,16 @@ mod tests {
         );
         assert_eq!(diff.leavers.len(), 1, "listed, so its approval waits");
         assert!(!writes.iter().any(|w| matches!(w, Write::Holders(_))));
+        // No leaver: nothing held or told, but the step is skipped all
+        // the same.
+        let (diff, _) = run(
+            &[person("a@x.com", true), person("b@x.com", true)],
+            &users,
+            &k,
+            &p,
+        );
+        assert!(!diff.guard.hold, "{}", diff.guard.reason);
+        assert!(!diff.guard.deactivate);
         // Everyone listed: the deactivation may run.
         p.unlisted_joiners = 0;
         let (diff, _) = run(&[person("b@x.com", true)], &users, &k, &p);

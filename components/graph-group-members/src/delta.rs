@@ -275,6 +275,14 @@ fn last_words<'r>(users: &'r [Member<'static>]) -> BTreeMap<&'r str, LastWord<'r
         .collect()
 }
 
+/// Whether `changes` list again (restore) a deleted member that a full
+/// read kept unverified (see [`Kept::unverified`]).
+pub fn restores_unverified(changes: &Changes, restorable: &Restorable) -> bool {
+    last_words(&changes.users).into_iter().any(|(id, word)| {
+        matches!(word, LastWord::Changed(_)) && restorable.get(id).is_some_and(|k| k.unverified)
+    })
+}
+
 /// Applies `changes` to `known` (`groups`: the tracked group ids, sorted),
 /// starting from the users an earlier round left `pending` and the
 /// deleted members kept `restorable` (see [`crate::restorable`]; `now`,
@@ -371,6 +379,7 @@ pub fn apply(
                             entry,
                             groups: ids(&mut in_groups),
                             since: now,
+                            unverified: false,
                         }
                     }
                     None => {
@@ -378,6 +387,7 @@ pub fn apply(
                             entry: Entry::unknown_user(),
                             groups: Vec::new(),
                             since: now,
+                            unverified: false,
                         });
                         kept.groups.extend(ids(&mut joined.into_iter()));
                         // Deleted again, or a replay: the 30 days start now.
@@ -842,6 +852,7 @@ mod tests {
             entry: Entry::unknown_user(),
             groups: vec!["g0".into(), "g1".into()],
             since: 1,
+            unverified: false,
         };
         restorable.insert("ann".into(), stale);
         known.get_mut(&Id::new("ann")).unwrap().groups.remove(1);

@@ -367,7 +367,14 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
     let known = full_read(tracked, false)?;
     if let (Some(links), Some(mut kept)) = (links, kept) {
         if let Some(meta) = &meta {
-            deleted_since(meta, &known, now.timestamp(), &mut kept, &mut warnings)?;
+            deleted_since(
+                meta,
+                tracked,
+                &known,
+                now.timestamp(),
+                &mut kept,
+                &mut warnings,
+            )?;
         }
         let before = meta.as_ref().map_or(0, |m| m.chunks);
         let chunks = known::save(&known, before, None)?;
@@ -412,29 +419,42 @@ fn still_deleted(warnings: &mut Vec<String>) -> Result<restorable::Restorable, S
 /// Keeps in `kept` the members the last run knew that this full read did
 /// not list because Entra deleted them since (Graph does not list them
 /// among the members, yet they keep their groups): the changes before
-/// the read are skipped, so no users delta round tells of the deletion,
-/// and only the users delta will tell of a restore. Each is kept with the
-/// groups the last run knew, as an incremental run keeps a deletion it
-/// reads; a member who left a group and was deleted in the same run's
-/// interval is kept with that group too (a restore then counts them in it
-/// until the next full read: the safe side, as no one is deactivated for
-/// it). At most [`restorable::MAX_KEPT`] are asked about; a look-up that
-/// fails keeps none, with a warning, as [`still_deleted`] does.
+/// the read are skipped, so no users round tells of the deletion, and only
+/// the users delta will tell of a restore. Each is kept unverified
+/// ([`restorable::Kept::unverified`]): someone who left a group just
+/// before the deletion would be kept in it, so a restore makes the run
+/// that reads it read every member rather than trust the groups. Only
+/// members of groups still tracked count; at most
+/// [`restorable::MAX_KEPT`] are asked about, and a look-up that fails
+/// keeps none, with a warning, as [`still_deleted`] does. One restored
+/// while the read ran, after their group's pages, is listed by the
+/// look-up and not kept: the next full read finds them.
 fn deleted_since(
     meta: &Meta,
+    tracked: &Tracked,
     known: &Known,
     now: i64,
     kept: &mut restorable::Restorable,
     warnings: &mut Vec<String>,
 ) -> Result<(), StepError> {
-    let mut vanished: BTreeMap<String, known::Entry> = BTreeMap::new();
+    let mut vanished: BTreeMap<String, (known::Entry, Vec<String>)> = BTreeMap::new();
     let mut more = 0usize;
-    let whole = known::each_kept(meta.chunks, |id, entry| {
-        if entry.kind.is_some() || entry.groups.is_empty() || known.contains_key(&id) {
+    let whole = known::each_kept(meta.chunks, |id, mut entry| {
+        if entry.kind.is_some() || known.contains_key(&id) {
+            return;
+        }
+        // Positions in the groups the state was written for, kept by id.
+        let groups: Vec<String> = std::mem::take(&mut entry.groups)
+            .iter()
+            .filter_map(|g| meta.groups.get(usize::from(g)))
+            .filter(|g| tracked.ids.binary_search(*g).is_ok())
+            .cloned()
+            .collect();
+        if groups.is_empty() {
             return;
         }
         if vanished.len() < restorable::MAX_KEPT {
-            vanished.insert(id.to_string(), entry);
+            vanished.insert(id.to_string(), (entry, groups));
         } else {
             more += 1;
         }
@@ -462,15 +482,12 @@ fn deleted_since(
         sluice_guest::log::warn(&warning);
         warnings.push(warning);
     }
-    for (id, mut entry) in vanished {
-        let groups = std::mem::take(&mut entry.groups)
-            .iter()
-            .filter_map(|g| meta.groups.get(usize::from(g)).cloned())
-            .collect();
+    for (id, (entry, groups)) in vanished {
         kept.entry(id).or_insert(restorable::Kept {
             entry,
             groups,
             since: now,
+            unverified: true,
         });
     }
     Ok(())
@@ -508,6 +525,11 @@ fn changes_since(
     };
     let mut changed = BTreeSet::new();
     let mut restorable = restorable::load()?;
+    if delta::restores_unverified(&changes, &restorable) {
+        let why = "a license holder Entra deleted before the last full read was restored, \
+                   and the groups they were in then were not seen";
+        return Ok(Err(delta::Refused(why.into())));
+    }
     let pending = delta::apply(
         &mut known,
         &meta.groups,

@@ -43,6 +43,12 @@ pub struct Kept {
     /// When the deletion was read (Unix seconds).
     #[serde(rename = "at")]
     pub since: i64,
+    /// Kept by a full read from what the run before it knew, not read in
+    /// a users round: a leave just before the deletion was not seen, so
+    /// the groups may be stale. A restore of such a member is not trusted
+    /// to them: the run that reads it reads every member instead.
+    #[serde(rename = "u", default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
 }
 
 /// The deleted members, by id.
@@ -107,6 +113,7 @@ mod tests {
             entry: Entry::unknown_user(),
             groups: vec!["g1".into()],
             since,
+            unverified: false,
         }
     }
 

@@ -389,9 +389,9 @@ fn approve_note(gate: &GateSummary) -> Option<String> {
         .as_deref()
         .map(|r| format!(" ({r})"))
         .unwrap_or_default();
-    Some(match (&gate.approve, &gate.plan) {
-        (Some(cmd), Some(plan)) => format!(
-            "{n} waiting for approval{why}. Approve with: {cmd} (one person: {cmd} --only KEY; look first: sluice approvals show {plan})"
+    Some(match (&gate.approve, gate.approve_plan(), &gate.plan) {
+        (Some(cmd), Some(whole), Some(plan)) => format!(
+            "{n} waiting for approval{why}. Approve with: {cmd} (one person: {whole} --only KEY; look first: sluice approvals show {plan})"
         ),
         _ => format!("{n} would wait for approval{why}."),
     })

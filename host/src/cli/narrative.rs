@@ -108,10 +108,10 @@ fn item_mentions(norm: &str, step: &ForEachOutput) -> Vec<String> {
         return said;
     };
     if gate.waiting.iter().any(|h| key_norm(&h.key) == norm) {
-        said.push(match &gate.approve {
-            Some(cmd) => format!(
+        said.push(match gate.approve_plan() {
+            Some(plan) => format!(
                 "waits for approval; approve with `{}`",
-                crate::run::approval::approve_alone(cmd, norm)
+                crate::run::approval::approve_alone(plan, norm)
             ),
             None => "would wait for approval".into(),
         });

@@ -289,6 +289,8 @@ fn gate_lines(g: &GateSummary) -> String {
         text.push_str(&format!("\n      why: {}", terminal::line(why)));
     }
     if let Some(cmd) = &g.approve {
+        // Keys come from data: shown, never obeyed.
+        let cmd = terminal::line(cmd);
         // A command that names keys already (a run given `--only`) is the
         // one for some keys.
         let some = match cmd.contains(" --only ") {

@@ -557,10 +557,9 @@ pub fn approve_command(id: &str, revision: Option<u64>, keys: Option<&[&str]>) -
     command
 }
 
-/// `approve_command` for `key` alone, from the `command` a gate gave
-/// (which may name other keys with `--only`).
-pub fn approve_alone(command: &str, key: &str) -> String {
-    let plan = command.split(" --only ").next().unwrap_or(command);
+/// The command that approves `key` alone, from `plan`, the plan's command
+/// ([`GateSummary::approve_plan`]).
+pub fn approve_alone(plan: &str, key: &str) -> String {
     format!("{plan} --only {}", shell_word(key))
 }
 
@@ -664,13 +663,23 @@ mod tests {
             shown,
             "sluice approve ap-1 --revision 4 --only c17@x.com --only 'Dee Lee'"
         );
+        let gate = GateSummary {
+            step: "deactivate".into(),
+            plan: Some("ap-1".into()),
+            reason: None,
+            approve: Some(shown),
+            approved: 0,
+            unapproved: 0,
+            waiting: Vec::new(),
+            rejected: Vec::new(),
+            closed: 0,
+            dry_run: false,
+        };
+        let plan = gate.approve_plan().unwrap();
+        assert_eq!(plan, "sluice approve ap-1 --revision 4");
         assert_eq!(
-            approve_alone(&shown, "dee lee"),
+            approve_alone(plan, "dee lee"),
             "sluice approve ap-1 --revision 4 --only 'dee lee'"
-        );
-        assert_eq!(
-            approve_alone("sluice approve ap-1", "cy@x.com"),
-            "sluice approve ap-1 --only cy@x.com"
         );
     }
 }
