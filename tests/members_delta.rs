@@ -434,13 +434,22 @@ async fn a_member_deleted_before_a_full_read_and_restored_after_it_is_a_member_a
         !keys.contains(&t.mail(2)) && !keys.contains(&t.mail(6)),
         "{keys:?}"
     );
+    // Person 5 left and was not deleted: not kept, so a change to them
+    // reads no member again and makes them no member.
+    assert!(t.emu.set_mail(&t.users[5], Some("five@contoso.com")));
+    let changed = t.run(&[]).await;
+    assert_eq!(changed.read(), "incremental", "{}", changed.output);
+    let keys = changed.keys();
+    assert!(
+        !keys.contains(&t.mail(5)) && !keys.contains(&"five@contoso.com".to_string()),
+        "{keys:?}"
+    );
     t.emu.restore_user(&t.users[2]).unwrap();
     t.emu.restore_user(&t.users[6]).unwrap();
-    assert!(t.emu.set_mail(&t.users[5], Some("five@contoso.com")));
     let restored = t.run(&[]).await;
     assert_eq!(restored.read(), "full", "{}", restored.output);
     let why = restored.output["full_because"].as_str().unwrap();
-    assert!(why.contains("was restored"), "{why}");
+    assert!(why.contains("is listed again"), "{why}");
     let keys = restored.keys();
     assert!(
         keys.contains(&t.mail(2)) && keys.contains(&t.mail(6)),
@@ -472,6 +481,42 @@ async fn a_member_deleted_before_a_full_read_and_restored_after_it_is_a_member_a
     let restored = t.run(&[]).await;
     assert!(
         restored.keys().contains(&t.mail(0)),
+        "{:?}",
+        restored.keys()
+    );
+    assert_eq!(
+        restored.people(),
+        t.run(&["incremental=false"]).await.people()
+    );
+}
+
+/// A full read whose look-up of the members it did not list fails keeps
+/// them all as possibly deleted: a restore after it still makes the
+/// restored a member (the run that reads it reads every member), never a
+/// leaver. (Before, it kept none, and the restored held no license until
+/// the next full read.)
+#[tokio::test]
+async fn a_full_read_whose_look_up_fails_keeps_every_member_it_did_not_list() {
+    let t = tenant(8).await;
+    t.run(&[]).await;
+    assert!(t.emu.delete_user(&t.users[2]));
+    t.emu.set_faults(Faults {
+        targeted: vec![every_get("/v1.0/users", FaultKind::Unavailable)],
+        ..Default::default()
+    });
+    let full = t.run(&["full_sync_every=0s"]).await;
+    assert_eq!(full.read(), "full", "{}", full.output);
+    let warnings = full.output["warnings"].to_string();
+    assert!(
+        warnings.contains("each is kept as possibly deleted"),
+        "{warnings}"
+    );
+    t.emu.set_faults(Faults::default());
+    t.emu.restore_user(&t.users[2]).unwrap();
+    let restored = t.run(&[]).await;
+    assert_eq!(restored.read(), "full", "{}", restored.output);
+    assert!(
+        restored.keys().contains(&t.mail(2)),
         "{:?}",
         restored.keys()
     );

@@ -199,6 +199,12 @@ class WitWorld(wit_world.WitWorld):
         # As the built-in: a read that did not say who holds a license
         # (no license group matched, a joiner not listed yet) lets the
         # deactivate step run for nobody, not even someone approved.
-        if data.get("license_groups") == 0 or data.get("unlisted_joiners", 0) > 0:
+        if data.get("license_groups") == 0:
+            out["guard"] = {
+                "hold": True,
+                "reason": "no license group matched the group prefixes, so nobody is deactivated in this run (check the prefixes)",
+                "deactivate": False,
+            }
+        elif data.get("unlisted_joiners", 0) > 0:
             out["guard"]["deactivate"] = False
         return json.dumps(out)

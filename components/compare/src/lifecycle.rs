@@ -998,7 +998,7 @@ impl<'a, 'w> Run<'a, 'w> {
             Some((
                 GuardKind::UnlistedJoiners,
                 format!(
-                    "{who} not listed by Graph yet (Graph's replication delay) and may be a leaver who holds a license again, so nobody is deactivated in this run, not even someone approved; the next run looks them up again"
+                    "nobody is deactivated in this run, not even someone approved: {who} not listed by Graph yet (Graph's replication delay) and may be a leaver who holds a license again; the next run looks them up again"
                 ),
             ))
         } else if self.policy.unlisted_joiners > 0 {
@@ -2065,7 +2065,7 @@ mod tests {
         assert!(!diff.guard.deactivate);
         assert!(
             diff.guard.reason.starts_with(
-                "1 user who joined a license group is not listed by Graph yet (Graph's replication delay) and may be a leaver who holds a license again, so nobody is deactivated in this run, not even someone approved"
+                "nobody is deactivated in this run, not even someone approved: 1 user who joined a license group is not listed by Graph yet (Graph's replication delay) and may be a leaver who holds a license again"
             ),
             "{}",
             diff.guard.reason

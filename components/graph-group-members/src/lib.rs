@@ -329,13 +329,14 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
                     warnings,
                 });
             }
-            Err(delta::Refused(why)) => {
+            Err(Instead::Refused(delta::Refused(why))) => {
                 let warning =
                     format!("Graph delta could not be used, so every member was read: {why}");
                 sluice_guest::log::warn(&warning);
                 warnings.push(warning);
                 why
             }
+            Err(Instead::Restore) => RESTORED.to_string(),
         },
     };
     sluice_guest::log::info(&format!("full read of the members: {why}"));
@@ -394,24 +395,30 @@ fn synced(tracked: &Tracked, input: &Input, context: &Context) -> Result<Outcome
 /// The deleted members kept that Graph does not list now (see
 /// [`restorable`]); no request when none is kept. A look-up that fails
 /// (throttled too: as for the links, only the next run's read is at
-/// stake) forgets them all, with a warning: the next full read finds the
-/// restored, where a stale entry could put someone back into groups they
-/// left.
+/// stake) keeps them all, unverified, with a warning: one restored before
+/// this run is then read by the full read itself, and a change to one
+/// listed since makes the run that reads it read every member, where a
+/// stale entry could put someone back into groups they left.
 fn still_deleted(warnings: &mut Vec<String>) -> Result<restorable::Restorable, StepError> {
     let mut kept = restorable::load()?;
     let ids: Vec<String> = kept.keys().cloned().collect();
-    match delta::each_listed(&ids, |_, id| {
-        kept.remove(id);
-    }) {
-        Ok(()) => Ok(kept),
+    let mut listed = Vec::new();
+    match delta::each_listed(&ids, |_, id| listed.push(id.to_string())) {
+        Ok(()) => {
+            listed.iter().for_each(|id| {
+                kept.remove(id);
+            });
+            Ok(kept)
+        }
         Err(e) => {
             let warning = format!(
-                "the look-up of {} deleted license holders failed ({e}), so one restored before this run counts only from the next full read",
+                "the look-up of the deleted license holders kept ({}) failed ({e}): each is kept as possibly restored, and a change to one of them makes the run that reads it read every member",
                 ids.len()
             );
             sluice_guest::log::warn(&warning);
             warnings.push(warning);
-            Ok(restorable::Restorable::new())
+            kept.values_mut().for_each(|k| k.unverified = true);
+            Ok(kept)
         }
     }
 }
@@ -463,16 +470,21 @@ fn deleted_since(
         return Ok(());
     }
     let ids: Vec<String> = vanished.keys().cloned().collect();
-    if let Err(e) = delta::each_listed(&ids, |_, id| {
-        vanished.remove(id);
-    }) {
+    let mut listed = Vec::new();
+    if let Err(e) = delta::each_listed(&ids, |_, id| listed.push(id.to_string())) {
+        // Every one is kept: a listed one whose account changes later
+        // costs a full read, where one dropped and restored would count
+        // as holding no license until the next.
         let warning = format!(
-            "the look-up of {} license holders this full read did not list failed ({e}), so one Entra deleted and restores later counts only from the next full read",
+            "the look-up of the license holders this full read did not list ({}) failed ({e}): each is kept as possibly deleted, and a change to one of them makes the run that reads it read every member",
             ids.len()
         );
         sluice_guest::log::warn(&warning);
         warnings.push(warning);
-        return Ok(());
+    } else {
+        listed.iter().for_each(|id| {
+            vanished.remove(id);
+        });
     }
     if more > 0 {
         let warning = format!(
@@ -493,6 +505,25 @@ fn deleted_since(
     Ok(())
 }
 
+/// Why an incremental read gave way to a full one.
+enum Instead {
+    /// Delta could not be used (an expired link, a refusal): warned of.
+    Refused(delta::Refused),
+    /// A restore of a member a full read kept unverified: said, not
+    /// warned of (nothing is wrong).
+    Restore,
+}
+
+impl From<delta::Refused> for Instead {
+    fn from(refused: delta::Refused) -> Instead {
+        Instead::Refused(refused)
+    }
+}
+
+/// `full_because` when a restore of an unverified member is read.
+const RESTORED: &str = "a license holder a full read did not find listed (deleted, or not \
+                        listed yet) is listed again, and the groups they were in then were not seen";
+
 /// The most joined users Graph did not list yet that a run keeps for the
 /// next one.
 const MAX_UNFOUND: usize = 10_000;
@@ -505,30 +536,28 @@ struct Incremental {
 }
 
 /// The members now, from the kept ones and the changes since `links`;
-/// keeps them and the new links. `Err(Refused)` when delta cannot be used
-/// (the caller reads fully). Graph throttling or failing (after the host's
+/// keeps them and the new links. `Err(Instead)` when delta cannot be used
+/// or a restore needs every member read (the caller reads fully). Graph throttling or failing (after the host's
 /// retries) fails the step, as a failure of the flow's state does: the
 /// kept links stay, and the next run reads the changes again.
 fn changes_since(
     meta: &Meta,
     links: &delta::Links,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Result<Incremental, delta::Refused>, StepError> {
+) -> Result<Result<Incremental, Instead>, StepError> {
     let changes = match delta::read(links) {
         Ok(changes) => changes,
-        Err(delta::Stop::Refused(refused)) => return Ok(Err(refused)),
+        Err(delta::Stop::Refused(refused)) => return Ok(Err(refused.into())),
         Err(delta::Stop::Failed(e)) => return Err(e),
     };
     let Some(mut known) = known::load(meta.chunks)? else {
         let why = "the members kept by the last run are missing or unreadable";
-        return Ok(Err(delta::Refused(why.into())));
+        return Ok(Err(delta::Refused(why.into()).into()));
     };
     let mut changed = BTreeSet::new();
     let mut restorable = restorable::load()?;
     if delta::restores_unverified(&changes, &restorable) {
-        let why = "a license holder Entra deleted before the last full read was restored, \
-                   and the groups they were in then were not seen";
-        return Ok(Err(delta::Refused(why.into())));
+        return Ok(Err(Instead::Restore));
     }
     let pending = delta::apply(
         &mut known,
@@ -545,7 +574,7 @@ fn changes_since(
         Err(e) if e.retryable() => return Err(e),
         Err(e) => {
             let why = format!("looking up the users who joined failed: {e}");
-            return Ok(Err(delta::Refused(why)));
+            return Ok(Err(delta::Refused(why).into()));
         }
     };
     // So many that something else is wrong: kept, they could outgrow a
@@ -555,7 +584,7 @@ fn changes_since(
             "{} users who joined are not listed by Graph's look-up",
             unfound.len()
         );
-        return Ok(Err(delta::Refused(why)));
+        return Ok(Err(delta::Refused(why).into()));
     }
     let chunks = known::save(&known, meta.chunks, Some(&changed))?;
     restorable::save(restorable, now.timestamp())?;

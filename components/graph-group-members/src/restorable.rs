@@ -13,7 +13,9 @@
 //! days (Entra purges a deleted user after 30 days; the group delta then
 //! reports the leaves). A full read skips the changes before it, so it
 //! keeps only the members Graph still does not list (a look-up of their
-//! ids), or none when that look-up fails.
+//! ids), and adds the members the run before knew that it did not list
+//! and Graph does not list either, unverified; when a look-up fails, it
+//! keeps every one it asked about, unverified.
 
 use std::collections::BTreeMap;
 
@@ -96,10 +98,13 @@ fn keep_newest(kept: &mut Restorable, most: usize) {
     if kept.len() <= most {
         return;
     }
-    let mut by_age: Vec<(i64, String)> =
-        kept.iter().map(|(id, k)| (-k.since, id.clone())).collect();
+    // Those read in a users round first: they restore without a full read.
+    let mut by_age: Vec<(bool, i64, String)> = kept
+        .iter()
+        .map(|(id, k)| (k.unverified, -k.since, id.clone()))
+        .collect();
     by_age.sort();
-    for (_, id) in &by_age[most..] {
+    for (_, _, id) in &by_age[most..] {
         kept.remove(id);
     }
 }
@@ -141,5 +146,21 @@ mod tests {
         let mut same: Restorable = ["c", "a", "b"].map(|id| (id.to_string(), kept(now))).into();
         keep_newest(&mut same, 2);
         assert_eq!(same.keys().collect::<Vec<_>>(), ["a", "b"]);
+
+        // Those read in a users round go before a full read's unverified
+        // ones, however new: they restore without reading every member.
+        let mut mixed: Restorable = [
+            ("read".to_string(), kept(now - day)),
+            (
+                "guessed".to_string(),
+                Kept {
+                    unverified: true,
+                    ..kept(now)
+                },
+            ),
+        ]
+        .into();
+        keep_newest(&mut mixed, 1);
+        assert_eq!(mixed.keys().collect::<Vec<_>>(), ["read"]);
     }
 }

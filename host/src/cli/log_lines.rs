@@ -48,12 +48,23 @@ impl LineLayer {
     }
 }
 
+/// Set once the line layer is the process's subscriber.
+static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Makes the line layer on stderr the process's `tracing` subscriber.
 pub fn init(format: LogFormat) -> anyhow::Result<()> {
     let layer = LineLayer::new(format, Box::new(std::io::stderr()));
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::set_global_default(subscriber)
-        .map_err(|e| anyhow::anyhow!("cannot start the log: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot start the log: {e}"))?;
+    STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+/// Whether `sluice serve`'s log is started: what the process says goes
+/// there, in its format, rather than to stderr as plain lines.
+pub fn started() -> bool {
+    STARTED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Only Sluice's own events, at INFO and above: the crates underneath

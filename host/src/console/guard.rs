@@ -185,6 +185,16 @@ fn identify(console: &Console, headers: &HeaderMap) -> Result<Option<Viewer>, ()
             how: Via::Loopback,
         }));
     };
+    // A signed-in browser is its person, even behind a proxy that adds
+    // the token to every request.
+    if let Some(name) =
+        cookie(headers, SESSION_COOKIE).and_then(|v| access::verify_session(token, &v))
+    {
+        return Ok(Some(Viewer {
+            name,
+            how: Via::Session,
+        }));
+    }
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let given = auth.to_str().ok().and_then(|a| {
             a.strip_prefix("Bearer ")
@@ -198,12 +208,7 @@ fn identify(console: &Console, headers: &HeaderMap) -> Result<Option<Viewer>, ()
             _ => Err(()),
         };
     }
-    Ok(cookie(headers, SESSION_COOKIE)
-        .and_then(|v| access::verify_session(token, &v))
-        .map(|name| Viewer {
-            name,
-            how: Via::Session,
-        }))
+    Ok(None)
 }
 
 /// A short refusal page for a request that cannot be shown the console.
@@ -429,7 +434,10 @@ async fn pass(console: &Console, mut request: Request, next: Next) -> Response {
     }
     // The bearer token is for scripts that read; a change (a decision, a
     // run) is a person's, from a signed-in page or the command line.
-    if request.method() == Method::POST && viewer.as_ref().is_some_and(|v| v.how == Via::Bearer) {
+    if request.method() == Method::POST
+        && kind == Kind::Page
+        && viewer.as_ref().is_some_and(|v| v.how == Via::Bearer)
+    {
         return refusal(
             StatusCode::FORBIDDEN,
             "Changes need a person",

@@ -90,7 +90,7 @@ pub enum ConsoleError {
 /// event of `sluice serve`'s log (in its format, text or JSON) when the
 /// console runs inside it, else as a line on stderr.
 pub(crate) fn notice(message: &str) {
-    if tracing::dispatcher::has_been_set() {
+    if crate::cli::log_lines::started() {
         tracing::warn!(event = "console_notice", "{message}");
     } else {
         eprintln!("{message}");
