@@ -232,6 +232,14 @@ fn writes(requests: &[LoggedRequest]) -> Vec<String> {
         .collect()
 }
 
+/// The `step_finished` event of `step` in `run`.
+fn step_finished(run: &Run, step: &str) -> Value {
+    run.events()
+        .into_iter()
+        .find(|e| e["event"] == "step_finished" && e["step"] == step)
+        .unwrap_or_else(|| panic!("no step_finished for {step}"))
+}
+
 /// Each leaver `compare` found, by key: its reason.
 fn leavers(run: &Run) -> BTreeMap<String, String> {
     run.output_of("diff")["leavers"]
@@ -796,11 +804,7 @@ async fn no_matching_license_group_deactivates_nobody_not_even_an_approved_key()
         reason.contains("no license group") && reason.contains("nobody is deactivated"),
         "{guard}"
     );
-    let deactivate = run
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "step_finished" && e["step"] == "deactivate")
-        .unwrap();
+    let deactivate = step_finished(&run, "deactivate");
     assert_eq!(deactivate["status"], "skipped", "{deactivate}");
     assert_eq!(
         deactivate["error"], "its `when` is false: `${steps.groups.count}` is 0",
@@ -1496,11 +1500,7 @@ async fn an_approved_leaver_back_in_a_group_graph_does_not_list_yet_is_not_deact
     let guard = &run.output_of("diff")["guard"];
     assert_eq!(guard["kind"], "unlisted_joiners", "{guard}");
     assert_eq!(guard["deactivate"], false, "{guard}");
-    let deactivate = run
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "step_finished" && e["step"] == "deactivate")
-        .unwrap();
+    let deactivate = step_finished(&run, "deactivate");
     assert_eq!(deactivate["status"], "skipped", "{deactivate}");
     let report = run.output_of("report");
     let html = report["html"].as_str().unwrap();

@@ -156,6 +156,19 @@ impl Members {
 }
 
 impl Tenant {
+    /// Restores user `i`, kept as possibly deleted by a full read: the
+    /// next run reads every member, and `i` is among them, as a full read
+    /// from scratch has them.
+    async fn restored_is_a_member(&self, i: usize) {
+        self.emu.restore_user(&self.users[i]).unwrap();
+        let restored = self.run(&[]).await;
+        assert_eq!(restored.read(), "full", "{}", restored.output);
+        let keys = restored.keys();
+        assert!(keys.contains(&self.mail(i)), "{keys:?}");
+        let full = self.run(&["incremental=false"]).await;
+        assert_eq!(restored.people(), full.people());
+    }
+
     /// A run that must succeed: its members output and Graph paths.
     async fn run(&self, params: &[&str]) -> Members {
         let (run, paths) = self.attempt(params).await;
@@ -477,17 +490,7 @@ async fn a_member_deleted_before_a_full_read_and_restored_after_it_is_a_member_a
     t.emu.expire_delta_tokens();
     let full = t.run(&[]).await;
     assert_eq!(full.read(), "full", "{}", full.output);
-    t.emu.restore_user(&t.users[0]).unwrap();
-    let restored = t.run(&[]).await;
-    assert!(
-        restored.keys().contains(&t.mail(0)),
-        "{:?}",
-        restored.keys()
-    );
-    assert_eq!(
-        restored.people(),
-        t.run(&["incremental=false"]).await.people()
-    );
+    t.restored_is_a_member(0).await;
 }
 
 /// A full read whose look-up of the members it did not list fails keeps
@@ -512,18 +515,31 @@ async fn a_full_read_whose_look_up_fails_keeps_every_member_it_did_not_list() {
         "{warnings}"
     );
     t.emu.set_faults(Faults::default());
-    t.emu.restore_user(&t.users[2]).unwrap();
-    let restored = t.run(&[]).await;
-    assert_eq!(restored.read(), "full", "{}", restored.output);
+    t.restored_is_a_member(2).await;
+}
+
+/// A member whose deletion an incremental run read is kept; when the full
+/// read's look-up of the kept members fails, it keeps them all, and the
+/// restore after it still makes the member a member again.
+#[tokio::test]
+async fn a_full_read_whose_look_up_of_the_kept_fails_keeps_them_all() {
+    let t = tenant(8).await;
+    t.run(&[]).await;
+    assert!(t.emu.delete_user(&t.users[2]));
+    assert_eq!(t.run(&[]).await.read(), "incremental");
+    t.emu.set_faults(Faults {
+        targeted: vec![every_get("/v1.0/users", FaultKind::Unavailable)],
+        ..Default::default()
+    });
+    let full = t.run(&["full_sync_every=0s"]).await;
+    assert_eq!(full.read(), "full", "{}", full.output);
+    let warnings = full.output["warnings"].to_string();
     assert!(
-        restored.keys().contains(&t.mail(2)),
-        "{:?}",
-        restored.keys()
+        warnings.contains("each is kept as possibly restored"),
+        "{warnings}"
     );
-    assert_eq!(
-        restored.people(),
-        t.run(&["incremental=false"]).await.people()
-    );
+    t.emu.set_faults(Faults::default());
+    t.restored_is_a_member(2).await;
 }
 
 /// A full read skips the users round that would tell of a restore, so it

@@ -433,7 +433,7 @@ fn still_deleted(warnings: &mut Vec<String>) -> Result<restorable::Restorable, S
 /// that reads it read every member rather than trust the groups. Only
 /// members of groups still tracked count; at most
 /// [`restorable::MAX_KEPT`] are asked about, and a look-up that fails
-/// keeps none, with a warning, as [`still_deleted`] does. One restored
+/// keeps every one, with a warning, as [`still_deleted`] does. One restored
 /// while the read ran, after their group's pages, is listed by the
 /// look-up and not kept: the next full read finds them.
 fn deleted_since(

@@ -28,7 +28,8 @@ const KEY: &str = "members-delta/restorable";
 /// Entra keeps a deleted user 30 days.
 pub const KEPT_FOR_DAYS: i64 = 30;
 /// Enough for a wave of leavers; far more is a mass deletion, whose
-/// restores the next full read finds (the oldest go first).
+/// restores the next full read finds (unverified ones first, then the
+/// oldest).
 pub const MAX_KEPT: usize = 500;
 /// Well under the state's 256 KiB a value.
 const MAX_BYTES: usize = 200 * 1024;
@@ -67,7 +68,8 @@ pub fn load() -> Result<Restorable, StepError> {
 }
 
 /// Writes `kept`, without those deleted longer than Entra keeps them and
-/// past [`MAX_KEPT`] or [`MAX_BYTES`] (the oldest first); deletes the key
+/// past [`MAX_KEPT`] or [`MAX_BYTES`] (unverified ones first, then the
+/// oldest); deletes the key
 /// when none is left.
 pub fn save(mut kept: Restorable, now: i64) -> Result<(), StepError> {
     prune(&mut kept, now);
@@ -81,7 +83,7 @@ pub fn save(mut kept: Restorable, now: i64) -> Result<(), StepError> {
         if text.len() <= MAX_BYTES {
             return state::set_json(KEY, &text);
         }
-        // Long names or many groups: an eighth fewer, the oldest first.
+        // Long names or many groups: an eighth fewer, as `keep_newest` picks.
         let fewer = kept.len() - kept.len().div_ceil(8);
         keep_newest(&mut kept, fewer);
     }
