@@ -289,11 +289,12 @@ fn gate_lines(g: &GateSummary) -> String {
         text.push_str(&format!("\n      why: {}", terminal::line(why)));
     }
     if let Some(cmd) = &g.approve {
-        // Keys come from data: shown, never obeyed.
-        let cmd = terminal::line(cmd);
         // A command that names keys already (a run given `--only`) is the
         // one for some keys.
-        let some = match cmd.contains(" --only ") {
+        let names_keys = g.approve_plan() != Some(cmd.as_str());
+        // Keys come from data: shown, never obeyed.
+        let cmd = terminal::line(cmd);
+        let some = match names_keys {
             true => String::new(),
             false => format!(" (or `{cmd} --only KEY`)"),
         };
