@@ -889,13 +889,16 @@ async fn only_runs_the_named_keys_and_closes_nothing_it_left_out() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let only = always.run(&["--only", "ann@x.com"]).await;
     // Its approve command names the key it showed waiting, not the plan's
-    // other pending keys.
+    // other pending keys: in its progress line, and in `runs show` later.
+    let shown = format!("`sluice approve {id} --revision 1 --only Ann@x.com`");
+    assert!(only.stderr.contains(&shown), "{}", only.stderr);
+    let runs = always.json(&["runs", "--json"]).await;
+    let last = runs[0]["id"].as_str().unwrap().to_string();
+    let show = always.sluice(&["runs", "show", &last]).await;
     assert!(
-        only.stderr.contains(&format!(
-            "`sluice approve {id} --revision 1 --only Ann@x.com`"
-        )),
+        show.stdout.contains(&format!("approve with {shown}")),
         "{}",
-        only.stderr
+        show.stdout
     );
     assert_eq!(
         always.items(&id).await,

@@ -510,6 +510,10 @@ pub struct GateRecord {
     /// The plan's revision after this run (schema 13): what
     /// `sluice approve ID --revision N` names to decide what it showed.
     pub revision: Option<u64>,
+    /// The command that approves what this run showed waiting, as the run
+    /// printed it (schema 14): with `--only KEY` for each key when the run
+    /// was given `--only`, so it approves nobody the run did not show.
+    pub approve: Option<String>,
 }
 
 /// One item of a `for_each` step.

@@ -302,15 +302,17 @@ fn gate(out: &mut String, g: &GateRecord) {
     if g.waiting > 0
         && let Some(id) = &g.plan_id
     {
-        // The revision this run left the plan at: a later run's additions
-        // are not approved by a command read here.
-        let revision = g
-            .revision
-            .map(|r| format!(" --revision {r}"))
-            .unwrap_or_default();
+        // The command the run printed: at the revision it left the plan
+        // at, and naming the keys a run given `--only` showed, so that it
+        // approves nothing the run did not show. Runs recorded before
+        // schema 14 kept only the revision.
+        let command = g.approve.clone().unwrap_or_else(|| match g.revision {
+            Some(r) => format!("sluice approve {id} --revision {r}"),
+            None => format!("sluice approve {id}"),
+        });
         let _ = writeln!(
             out,
-            "         approve with `sluice approve {id}{revision}` (or `sluice approvals show {id}` first)"
+            "         approve with `{command}` (or `sluice approvals show {id}` first)"
         );
     }
 }
@@ -446,11 +448,48 @@ mod tests {
                 rejected: 1,
                 closed: 0,
                 revision: Some(1),
+                approve: None,
             },
         );
         assert_eq!(
             out,
             "       approval: plan ap-1: 2 approved item(s) let through, 5 let through without approval (within the threshold), 1 held: rejected\n"
+        );
+    }
+
+    /// `runs show` of a run given `--only` printed the whole plan's
+    /// command, which approved people the run never showed.
+    #[test]
+    fn a_gate_gives_the_approve_command_its_run_printed() {
+        let held = |approve: Option<&str>| {
+            let mut out = String::new();
+            gate(
+                &mut out,
+                &GateRecord {
+                    step: "deactivate".into(),
+                    plan_id: Some("ap-1".into()),
+                    waiting: 1,
+                    revision: Some(3),
+                    approve: approve.map(str::to_owned),
+                    ..GateRecord::default()
+                },
+            );
+            out
+        };
+        let shown = held(Some(
+            "sluice approve ap-1 --revision 3 --only 'o'\''neil@x.com'",
+        ));
+        assert!(
+            shown.contains(
+                "approve with `sluice approve ap-1 --revision 3 --only 'o'\''neil@x.com'`"
+            ),
+            "{shown}"
+        );
+        // A run recorded before the command was kept.
+        let older = held(None);
+        assert!(
+            older.contains("approve with `sluice approve ap-1 --revision 3` (or"),
+            "{older}"
         );
     }
 

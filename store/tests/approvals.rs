@@ -1229,6 +1229,9 @@ async fn runs_show_what_their_gates_did(db: Db) {
         rejected: 1,
         closed: 1,
         revision: Some(2),
+        // What a run given `--only` printed: kept, so that `runs show`
+        // gives the command that approves only what the run showed.
+        approve: Some("sluice approve ap-123abc --revision 2 --only 'a b@x.com'".into()),
     };
     let writes = vec![
         HistoryWrite::StartStep(StepStart {
@@ -1257,7 +1260,7 @@ async fn runs_show_what_their_gates_did(db: Db) {
     let text = sluice_store::render_run_detail(&detail);
     assert!(text.contains("ap-123abc"), "{text}");
     assert!(
-        text.contains("sluice approve ap-123abc --revision 2"),
+        text.contains("`sluice approve ap-123abc --revision 2 --only 'a b@x.com'`"),
         "{text}"
     );
 }

@@ -712,6 +712,7 @@ fn history_write(
             rejected: summary.rejected.len() as u64,
             closed: summary.closed,
             revision: *revision,
+            approve: summary.approve.clone(),
         }),
         RunEvent::Log { .. } | RunEvent::Keyed { .. } | RunEvent::StillWorking { .. } => {
             return None;

@@ -255,13 +255,13 @@ async fn record_item(tx: &Transaction<'_>, run: &str, i: &ItemEnd) -> Result<()>
 async fn record_gate(tx: &Transaction<'_>, run: &str, g: &GateRecord) -> Result<()> {
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     tx.execute(
-        "INSERT INTO approval_gates (run_id, step_id, position, plan_id, reason, approved, unapproved, waiting, rejected, closed, revision)
-         VALUES ($1, $2, (SELECT count(*) FROM approval_gates WHERE run_id = $1), $3, $4, $5, $6, $7, $8, $9, $10)
+        "INSERT INTO approval_gates (run_id, step_id, position, plan_id, reason, approved, unapproved, waiting, rejected, closed, revision, approve_command)
+         VALUES ($1, $2, (SELECT count(*) FROM approval_gates WHERE run_id = $1), $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (run_id, step_id) DO UPDATE SET
             plan_id = excluded.plan_id, reason = excluded.reason,
             approved = excluded.approved, unapproved = excluded.unapproved,
             waiting = excluded.waiting, rejected = excluded.rejected, closed = excluded.closed,
-            revision = excluded.revision",
+            revision = excluded.revision, approve_command = excluded.approve_command",
         &[
             &run,
             &g.step,
@@ -273,6 +273,7 @@ async fn record_gate(tx: &Transaction<'_>, run: &str, g: &GateRecord) -> Result<
             &n(g.rejected),
             &n(g.closed),
             &g.revision.map(n),
+            &g.approve,
         ],
     )
     .await?;

@@ -120,6 +120,7 @@ fn gate(r: &Row) -> Result<GateRecord> {
         revision: r
             .try_get::<_, Option<i64>>(8)?
             .and_then(|v| u64::try_from(v).ok()),
+        approve: r.try_get(9)?,
     })
 }
 
@@ -237,7 +238,7 @@ pub(crate) async fn run_detail(c: &impl GenericClient, id: &str) -> Result<Optio
         .collect::<Result<Vec<_>>>()?;
     let gates = c
         .query(
-            "SELECT step_id, plan_id, reason, approved, unapproved, waiting, rejected, closed, revision
+            "SELECT step_id, plan_id, reason, approved, unapproved, waiting, rejected, closed, revision, approve_command
              FROM approval_gates WHERE run_id = $1 ORDER BY position",
             &[&run.id],
         )

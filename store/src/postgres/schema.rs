@@ -223,6 +223,11 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE approval_items ADD COLUMN revision bigint NOT NULL DEFAULT 1;
     ALTER TABLE approval_gates ADD COLUMN revision bigint;
     "#,
+    // 9: the approve command a run's gate printed, as SQLite has it at its
+    // schema 14.
+    r#"
+    ALTER TABLE approval_gates ADD COLUMN approve_command text;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.

@@ -245,13 +245,13 @@ fn record_item(tx: &Connection, run: &str, i: &ItemEnd) -> rusqlite::Result<usiz
 fn record_gate(tx: &Connection, run: &str, g: &GateRecord) -> rusqlite::Result<usize> {
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     tx.execute(
-        "INSERT INTO approval_gates (run_id, step_id, position, plan_id, reason, approved, unapproved, waiting, rejected, closed, revision)
-         VALUES (?1, ?2, (SELECT COUNT(*) FROM approval_gates WHERE run_id = ?1), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO approval_gates (run_id, step_id, position, plan_id, reason, approved, unapproved, waiting, rejected, closed, revision, approve_command)
+         VALUES (?1, ?2, (SELECT COUNT(*) FROM approval_gates WHERE run_id = ?1), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (run_id, step_id) DO UPDATE SET
             plan_id = excluded.plan_id, reason = excluded.reason,
             approved = excluded.approved, unapproved = excluded.unapproved,
             waiting = excluded.waiting, rejected = excluded.rejected, closed = excluded.closed,
-            revision = excluded.revision",
+            revision = excluded.revision, approve_command = excluded.approve_command",
         params![
             run,
             g.step,
@@ -262,7 +262,8 @@ fn record_gate(tx: &Connection, run: &str, g: &GateRecord) -> rusqlite::Result<u
             n(g.waiting),
             n(g.rejected),
             n(g.closed),
-            g.revision.map(n)
+            g.revision.map(n),
+            g.approve
         ],
     )
 }

@@ -114,6 +114,7 @@ fn gate(r: &Row<'_>) -> rusqlite::Result<GateRecord> {
         revision: r
             .get::<_, Option<i64>>(8)?
             .and_then(|v| u64::try_from(v).ok()),
+        approve: r.get(9)?,
     })
 }
 
@@ -291,7 +292,7 @@ pub(crate) fn run_detail(tx: &Transaction<'_>, id: &str) -> Result<Option<RunDet
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut stmt = tx.prepare(
-            "SELECT step_id, plan_id, reason, approved, unapproved, waiting, rejected, closed, revision
+            "SELECT step_id, plan_id, reason, approved, unapproved, waiting, rejected, closed, revision, approve_command
              FROM approval_gates WHERE run_id = ?1 ORDER BY position",
         )?;
         let gates = stmt

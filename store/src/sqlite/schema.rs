@@ -269,6 +269,11 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE approval_items ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE approval_gates ADD COLUMN revision INTEGER;
     "#,
+    // 14: the approve command a run's gate printed. A run given `--only`
+    // names its keys in it, which the plan and revision alone cannot say.
+    r#"
+    ALTER TABLE approval_gates ADD COLUMN approve_command TEXT;
+    "#,
 ];
 
 /// The schema version this build writes: the number of migrations.
