@@ -1450,7 +1450,7 @@ impl sluice::state::StateStore for Fenced {
         _writes: Vec<sluice::state::Write>,
     ) -> Result<(), sluice::state::StoreError> {
         Err(sluice::state::StoreError {
-            message: "this replica no longer holds the flow's lease".into(),
+            message: "the flow's lease held under fence 3 was taken over".into(),
             fenced: true,
         })
     }

@@ -556,7 +556,7 @@ fn a_replica_paused_past_its_lease_cannot_record_into_the_flows_runs_when_resume
     // stops there, and what it tries to record is refused.
     paused.signal("CONT");
     let lost = format!(
-        "this replica no longer holds the flow's lease (fence {}; another replica took it over)",
+        "the flow's lease held under fence {} was taken over (by another replica, or by this one once it had lapsed)",
         stale.fence.unwrap()
     );
     let within = Duration::from_secs(60);
@@ -570,7 +570,7 @@ fn a_replica_paused_past_its_lease_cannot_record_into_the_flows_runs_when_resume
     );
     paused.wait_said(
         &format!(
-            "warning: run {} is no longer recorded here (flow `paused`: {lost}, so the write for run {} was refused)",
+            "run {} is no longer recorded here (flow `paused`: {lost}, so the write for run {} was refused)",
             stale.id, stale.id
         ),
         within,

@@ -209,10 +209,12 @@ pub(crate) fn holder_gone(holder_token: Option<&str>, writer: Option<&Writer>) -
 }
 
 /// What a replica is told once its lease under `fence` was taken over:
-/// the same words whether a refused write or a renewal finds it out.
+/// the same words whether a refused write or a renewal finds it out. The
+/// new holder may be this very replica, once the lease lapsed while it
+/// could not renew it (a database outage), so the words name neither.
 pub fn lost(fence: i64) -> String {
     format!(
-        "this replica no longer holds the flow's lease (fence {fence}; another replica took it over)"
+        "the flow's lease held under fence {fence} was taken over (by another replica, or by this one once it had lapsed)"
     )
 }
 

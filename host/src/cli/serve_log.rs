@@ -155,6 +155,15 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// `message` without the `warning: ` a terminal line starts with: the
+/// log's level already says it (`WARN  warning: …` said it twice).
+fn without_warning_word(message: &str) -> String {
+    message
+        .strip_prefix("warning: ")
+        .unwrap_or(message)
+        .to_owned()
+}
+
 /// The entry for a serve event: its level, sentence and fields.
 pub fn entry(event: &ServeEvent) -> Entry {
     let base = Entry::new(event.name());
@@ -218,7 +227,7 @@ fn host_entry(event: &ServeEvent, base: Entry) -> Entry {
         },
         ServeEvent::Replica { message } => Entry {
             level: Level::WARN,
-            message: message.clone(),
+            message: without_warning_word(message),
             ..base
         },
         ServeEvent::Recovered { runs } => Entry {
@@ -269,7 +278,7 @@ fn host_entry(event: &ServeEvent, base: Entry) -> Entry {
         },
         ServeEvent::Warning { message } => Entry {
             level: Level::WARN,
-            message: message.clone(),
+            message: without_warning_word(message),
             ..base
         },
         _ => Entry {
@@ -625,6 +634,28 @@ mod tests {
             .with_ymd_and_hms(2026, 6, 1, h, m, 0)
             .single()
             .unwrap()
+    }
+
+    /// The operations tester read `WARN  warning: the lease could not be
+    /// freed …` in serve's log.
+    #[test]
+    fn a_warning_is_said_once_by_its_level() {
+        for event in [
+            ServeEvent::Replica {
+                message: "warning: sync: the lease could not be freed".into(),
+            },
+            ServeEvent::Warning {
+                message: "warning: sync: the lease could not be freed".into(),
+            },
+        ] {
+            let said = entry(&event);
+            assert_eq!(said.level, Level::WARN);
+            assert_eq!(said.message, "sync: the lease could not be freed");
+        }
+        let plain = entry(&ServeEvent::Replica {
+            message: "took over sync".into(),
+        });
+        assert_eq!(plain.message, "took over sync");
     }
 
     #[test]
