@@ -8,7 +8,7 @@
 //! weekday names there, which read the same in every tradition). An
 //! expression it cannot describe is shown as written.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 
 use crate::flow::schedule::Schedule;
@@ -40,11 +40,23 @@ pub fn describe(schedule: &Schedule) -> String {
     )
 }
 
-/// The next firing after `now`, in the schedule's zone.
+/// The next firing after `now`, in the schedule's zone: to the minute,
+/// or to the second for a schedule that fires within a minute.
 pub fn next_firing(schedule: &Schedule, now: DateTime<Utc>) -> String {
     schedule.next_after(now).map_or("never".to_string(), |t| {
+        // One firing on the minute of a schedule that fires every 30 s
+        // reads with its seconds too, as the others do.
+        let within_a_minute = t.second() != 0
+            || schedule
+                .next_after(t)
+                .is_some_and(|after| after - t < chrono::TimeDelta::minutes(1));
+        let format = if !within_a_minute {
+            "%a %Y-%m-%d %H:%M %Z"
+        } else {
+            "%a %Y-%m-%d %H:%M:%S %Z"
+        };
         t.with_timezone(&schedule.timezone)
-            .format("%a %Y-%m-%d %H:%M %Z")
+            .format(format)
             .to_string()
     })
 }
@@ -77,5 +89,18 @@ mod tests {
         let s = Schedule::parse("0 0 5 * * *", Some("America/Los_Angeles")).unwrap();
         let now = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
         assert_eq!(next_firing(&s, now), "Mon 2026-06-01 05:00 PDT");
+    }
+
+    /// The Flows page showed a schedule firing every 20 s to the minute.
+    #[test]
+    fn a_schedule_firing_within_a_minute_shows_its_seconds() {
+        let now = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 5).unwrap();
+        let every_20s = Schedule::parse("*/20 * * * * *", None).unwrap();
+        assert_eq!(next_firing(&every_20s, now), "Mon 2026-06-01 00:00:20 UTC");
+        // Its firing on the minute too.
+        let at = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 45).unwrap();
+        assert_eq!(next_firing(&every_20s, at), "Mon 2026-06-01 00:01:00 UTC");
+        let every_minute = Schedule::parse("* * * * *", None).unwrap();
+        assert_eq!(next_firing(&every_minute, now), "Mon 2026-06-01 00:01 UTC");
     }
 }
