@@ -595,8 +595,9 @@ impl InputSchema {
                 format!("`{at}` must be one of {options} ({noun} of `{c}`)"),
                 "use one of the values listed".to_string(),
             ),
-            ValidationErrorKind::Pattern { .. } => {
-                // The field's own words say what it takes; the regex would not.
+            ValidationErrorKind::Pattern { pattern } => {
+                // The field's own words say what it takes better than a
+                // regex; without them, the regex is all there is to go by.
                 let said = shape::subschema_at(&self.schema, &path.0)
                     .and_then(|s| s.get("description"))
                     .and_then(Value::as_str)
@@ -610,7 +611,7 @@ impl InputSchema {
                     format!("`{at}` = {value} is not in the form `{c}` takes ({noun} of `{c}`)"),
                     match said {
                         Some(said) => format!("`{c}` says of `{at}`: {said}"),
-                        None => format!("see the component's {noun} schema"),
+                        None => format!("`{at}` must match the pattern `{pattern}`"),
                     },
                 )
             }
@@ -721,6 +722,39 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "`with` has no `company_id`, which `procore-users` requires"
+        );
+    }
+
+    /// The author tester's own component said only "see the component's
+    /// input schema" of a value its `pattern` refused.
+    #[test]
+    fn a_pattern_without_words_is_named() {
+        let schema = |field: serde_json::Value| {
+            InputSchema::new(
+                "tagger",
+                &json!({"type": "object", "properties": { "tag": field }}),
+            )
+            .unwrap()
+        };
+        let bare = schema(json!({"type": "string", "pattern": "^[a-z]+-[0-9]+$"}));
+        let e = bare.check(&json!({"tag": "ABC"})).unwrap_err();
+        assert_eq!(
+            e.0[0].message,
+            "`with.tag` = \"ABC\" is not in the form `tagger` takes (input of `tagger`)"
+        );
+        assert_eq!(
+            e.0[0].hint,
+            "`with.tag` must match the pattern `^[a-z]+-[0-9]+$`"
+        );
+        // A field that says what it takes is described in its own words.
+        let said = schema(json!({
+            "type": "string", "pattern": "^[a-z]+-[0-9]+$",
+            "description": "A team and a number, like `ops-7`."
+        }));
+        let e = said.check(&json!({"tag": "ABC"})).unwrap_err();
+        assert_eq!(
+            e.0[0].hint,
+            "`tagger` says of `with.tag`: A team and a number, like `ops-7`."
         );
     }
 
