@@ -210,6 +210,14 @@ async fn a_pushed_component_is_pinned_on_first_use_and_a_moved_tag_waits_for_upd
     // With the registry gone, the pinned component runs from the cache.
     registry.stop();
     assert_eq!(run_custom(&env, data.path(), &flow).await, Some(true));
+    // Its progress line names it as the flow does, not by its cache path.
+    let plain = sluice_cmd(&env, data.path(), &["run", flow.to_str().unwrap()]).await;
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    assert!(
+        plain.stderr.contains(&format!("· diff ({reference})")),
+        "{}",
+        plain.stderr
+    );
     // A pin that was never pulled cannot be: the error says what to do.
     let offline = tempfile::tempdir().unwrap();
     let run = sluice_cmd(&env, offline.path(), &["run", flow.to_str().unwrap()]).await;

@@ -50,13 +50,24 @@ impl ComponentRef {
     pub fn file(path: impl Into<PathBuf>) -> ComponentRef {
         ComponentRef::File(ComponentFile::new(path.into()))
     }
+
+    /// A component pulled from an OCI registry into `path` (the cache),
+    /// shown by its `reference` (`oci://…`) as the flow names it.
+    pub fn pulled(path: impl Into<PathBuf>, reference: &str) -> ComponentRef {
+        let mut file = ComponentFile::new(path.into());
+        file.reference = Some(reference.to_owned());
+        ComponentRef::File(file)
+    }
 }
 
 impl fmt::Display for ComponentRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ComponentRef::Builtin(name) => write!(f, "{name}"),
-            ComponentRef::File(file) => write!(f, "{}", file.path.display()),
+            ComponentRef::File(file) => match &file.reference {
+                Some(reference) => write!(f, "{reference}"),
+                None => write!(f, "{}", file.path.display()),
+            },
         }
     }
 }
@@ -69,6 +80,9 @@ impl fmt::Display for ComponentRef {
 #[derive(Clone)]
 pub struct ComponentFile {
     pub path: PathBuf,
+    /// The `oci://` reference a pulled component is named by: its cache
+    /// path means nothing to the flow's author.
+    pub reference: Option<String>,
     content: Arc<std::sync::OnceLock<Arc<[u8]>>>,
 }
 
@@ -76,6 +90,7 @@ impl ComponentFile {
     pub fn new(path: PathBuf) -> ComponentFile {
         ComponentFile {
             path,
+            reference: None,
             content: Arc::default(),
         }
     }

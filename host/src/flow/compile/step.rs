@@ -631,7 +631,7 @@ impl Compiler<'_, '_> {
         let text = uses.get_ref();
         if text.starts_with(OCI_SCHEME) {
             return match self.ctx.remote.resolve(text, &self.source.path) {
-                Ok(path) => Some(ComponentRef::file(path)),
+                Ok(path) => Some(ComponentRef::pulled(path, text)),
                 Err(e) => {
                     self.error(uses.span(), e.message, e.hint);
                     None
