@@ -959,12 +959,22 @@ async fn no_matching_license_group_is_mailed() {
 
 /// The holders-halved guard keeps the count of the last run it trusted
 /// while any deactivation it held waits for a decision; once an admin has
-/// rejected (or approved) them all, the new count is trusted: later runs
-/// do not fire it again for the same drop, and a new drop fires it again.
+/// rejected (or approved) them all, the count of the last run that held
+/// them is trusted: someone who leaves after that is not held for the old
+/// drop (a tester's run said "fell from 33 to 8" after every held
+/// deactivation was decided), and a new drop fires it again.
 #[tokio::test]
 async fn rejecting_what_the_guard_held_makes_the_new_count_the_one_it_trusts() {
     let t = Tenant::new(Plan {
-        licensed: &[(ANN, &[E3]), (BOB, &[E3]), (CY, &[E3]), (DEE, &[E3])],
+        licensed: &[
+            (ANN, &[E3]),
+            (BOB, &[E3]),
+            (CY, &[E3]),
+            (DEE, &[E3]),
+            (EVE, &[E3]),
+            (FAY, &[E3]),
+            (GIL, &[E3]),
+        ],
         unlicensed: &[],
         missing: &[],
     })
@@ -973,33 +983,46 @@ async fn rejecting_what_the_guard_held_makes_the_new_count_the_one_it_trusts() {
     let params = ["--param", "max_unapproved_deactivations=10"];
     let guard = |run: &Run| run.output_of("diff")["guard"]["hold"] == json!(true);
     let (first, _) = t.run_ok(&params).await;
-    assert_eq!(first.output_of("diff")["counts"]["adopted"], 4);
-    // Three of four leave their group at once: more than half.
-    for mail in [BOB, CY, DEE] {
+    assert_eq!(first.output_of("diff")["counts"]["adopted"], 7);
+    // Five of seven leave their group at once: more than half.
+    for mail in [BOB, CY, DEE, EVE, FAY] {
         t.leave_group(mail, E3);
     }
     let (held, requests) = t.run_ok(&params).await;
     assert!(guard(&held), "{}", held.output_of("diff")["guard"]);
     assert_eq!(writes(&requests), Vec::<String>::new());
     let (id, _) = t.plans().await[0].clone();
-    // Two rejected, one still waiting: the guard still holds.
+    // Two rejected, three still waiting: the guard still holds.
     t.decide("reject", &id, &[BOB, CY]).await;
     let (run, requests) = t.run_ok(&params).await;
     assert!(guard(&run));
     assert_eq!(writes(&requests), Vec::<String>::new());
-    // All three rejected: this run still says why it held them…
-    t.decide("reject", &id, &[DEE]).await;
-    let (run, requests) = t.run_ok(&params).await;
-    assert!(guard(&run));
-    assert_eq!(writes(&requests), Vec::<String>::new());
-    // …and from the next run on, one holder is the count it trusts: no
-    // guard, and the rejected three are left as they are.
+    // All five rejected, and Gil leaves since: two holders to one is no
+    // drop of more than half from the count the admin saw, so Gil is
+    // deactivated under the threshold, and the rejected five are left as
+    // they are.
+    t.decide("reject", &id, &[DEE, EVE, FAY]).await;
+    t.leave_group(GIL, E3);
     let (run, requests) = t.run_ok(&params).await;
     assert!(!guard(&run), "{}", run.output_of("diff")["guard"]);
-    assert_eq!(writes(&requests), Vec::<String>::new());
-    for mail in [ANN, BOB, CY, DEE] {
+    let company = t.emu.snapshot().scenario.company_id;
+    let gil = t.id(GIL);
+    let patches: Vec<String> = writes(&requests)
+        .into_iter()
+        .filter(|w| w.starts_with("PATCH"))
+        .collect();
+    assert_eq!(
+        patches,
+        [format!(
+            "PATCH /rest/v1.0/companies/{company}/users/{gil} 200"
+        )],
+        "{}",
+        run.stderr
+    );
+    for mail in [ANN, BOB, CY, DEE, EVE, FAY] {
         assert!(t.active(mail), "{mail}");
     }
+    assert!(!t.active(GIL));
     // A new drop from that count fires it again.
     t.leave_group(ANN, E3);
     let (run, requests) = t.run_ok(&params).await;

@@ -888,6 +888,23 @@ pub struct Holders {
     /// for an admin: they hold every deactivation back until decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_held: Option<String>,
+    /// While the count above is kept through a drop of more than half:
+    /// the last run that held every deactivation for it, and its count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_drop: Option<HeldDrop>,
+}
+
+/// The last run that held every deactivation because license holders fell
+/// by more than half. Those found leaving by then are the ones it held:
+/// once an admin has decided each, the drop's count is let go, and the
+/// next run is measured from this run's count, not the one before the
+/// drop (a leaver found after it no longer keeps the hold on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HeldDrop {
+    /// When (the run's start, RFC 3339).
+    pub at: String,
+    /// The license holders that run counted.
+    pub count: usize,
 }
 
 /// What creating one person came to.

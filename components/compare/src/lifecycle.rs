@@ -78,9 +78,9 @@ use hashbrown::HashMap;
 use sluice_guest::{Paged, StepError};
 use sluice_guest_services::procore::Id;
 use sluice_guest_services::sync::{
-    Adopted, AdoptedStatus, Creating, DomainLeaving, Guard, GuardKind, Holders, InactiveUnmanaged,
-    KnownAs, LeaveReason, Leaver, Leaving, Managed, ManagedStatus as Status, MatchedBy, Origin,
-    OwedProject, ProcoreUser, ProjectAction, ProjectOwed, Returner, still_owed,
+    Adopted, AdoptedStatus, Creating, DomainLeaving, Guard, GuardKind, HeldDrop, Holders,
+    InactiveUnmanaged, KnownAs, LeaveReason, Leaver, Leaving, Managed, ManagedStatus as Status,
+    MatchedBy, Origin, OwedProject, ProcoreUser, ProjectAction, ProjectOwed, Returner, still_owed,
 };
 use sluice_identity::Key;
 
@@ -201,6 +201,12 @@ pub struct Run<'a, 'w> {
     /// When the first run found people leaving, while some may be
     /// undecided (the holder count's `first_held`), read once.
     first_held: Option<DateTime<Utc>>,
+    /// Whether someone found leaving by the last run a drop of the count
+    /// held ([`HeldDrop`]) is a leaver still undecided: the drop's count
+    /// is kept.
+    drop_pending: bool,
+    /// When that run was (the holder count's `held_drop`), read once.
+    drop_held: Option<DateTime<Utc>>,
 }
 
 impl<'a, 'w> Run<'a, 'w> {
@@ -235,6 +241,12 @@ impl<'a, 'w> Run<'a, 'w> {
                 .as_ref()
                 .and_then(|h| h.first_held.as_deref())
                 .and_then(parse_time),
+            drop_pending: false,
+            drop_held: known
+                .holders
+                .as_ref()
+                .and_then(|h| h.held_drop.as_ref())
+                .and_then(|d| parse_time(&d.at)),
         }
     }
 
@@ -875,6 +887,7 @@ impl<'a, 'w> Run<'a, 'w> {
                 self.first_run_pending = true;
                 self.first_run_undecided |= waited >= self.policy.grace;
             }
+
             if waited < self.policy.grace {
                 out.leaving.push(Leaving {
                     key,
@@ -883,6 +896,11 @@ impl<'a, 'w> Run<'a, 'w> {
                     reason,
                 });
                 return Ok(());
+            }
+            // A leaver the last run held for a drop (found leaving by
+            // then), not decided yet: the drop's count is kept.
+            if self.drop_held.is_some_and(|held| since <= held) && !self.decided(&key) {
+                self.drop_pending = true;
             }
         }
         let entra_id = match reason {
@@ -983,7 +1001,15 @@ impl<'a, 'w> Run<'a, 'w> {
         // A run that matched no license group counts nobody, and one that
         // missed joiners counts too few: neither count is kept.
         let counted = self.policy.says_who_holds_a_license();
-        let fell = |h: &Holders| count * 2 < h.count;
+        // The count this run is measured from: the one kept, or, once an
+        // admin has decided everyone a drop held, the count of the last
+        // run that held them (a new drop since is held again).
+        let known: &'a Known = self.known;
+        let baseline = known.holders.as_ref().map(|h| match &h.held_drop {
+            Some(drop) if !self.drop_pending => (drop.count, drop.at.as_str()),
+            _ => (h.count, h.at.as_str()),
+        });
+        let fell = |(was, _): (usize, &str)| count * 2 < was;
         let reason = if self.policy.license_groups == Some(0) {
             Some((
                 GuardKind::NoLicenseGroup,
@@ -1006,7 +1032,7 @@ impl<'a, 'w> Run<'a, 'w> {
             // waits as it is), with nothing to tell.
             None
         } else {
-            match &self.known.holders {
+            match baseline {
                 // Only `managed_domains` makes leavers in a first run: a
                 // first run changes nobody without an admin, whatever the
                 // params say.
@@ -1016,12 +1042,11 @@ impl<'a, 'w> Run<'a, 'w> {
                         .to_string(),
                 )),
                 None => None,
-                Some(h) if fell(h) => Some((
+                Some((was, at)) if fell((was, at)) => Some((
                     GuardKind::HoldersFell,
                     format!(
-                        "license holders fell from {} to {count} (more than half) since the run of {}, so nobody is deactivated without approval",
-                        h.count,
-                        shown_time(&h.at)
+                        "license holders fell from {was} to {count} (more than half) since the run of {}, so nobody is deactivated without approval",
+                        shown_time(at)
                     ),
                 )),
                 // …and until an admin has decided those, nobody else is.
@@ -1035,16 +1060,14 @@ impl<'a, 'w> Run<'a, 'w> {
         };
         // After a drop, the old count is kept until every deactivation the
         // guard held is decided (approved ones leave the leavers once
-        // done): then the new count is the one an admin has seen, and a
-        // later drop is measured from it. A first run's count is kept at
+        // done), with the last run that held them: then that run's count
+        // is the one an admin has seen, and a later drop is measured from
+        // it. A first run's count is kept at
         // once (it is no drop), with when it held its leavers, which hold
         // every deactivation back until they are decided.
         let undecided = out.leavers.iter().any(|l| !self.decided(&l.key));
-        let keep = match &self.known.holders {
-            Some(h) if fell(h) => !undecided,
-            _ => true,
-        };
-        if counted && keep {
+        let held_by_drop = baseline.is_some_and(fell) && undecided;
+        if counted {
             // Those in their grace too: they were found leaving by a run
             // that changes nobody without an admin.
             let found_leaving = !out.leavers.is_empty() || !out.leaving.is_empty();
@@ -1053,11 +1076,24 @@ impl<'a, 'w> Run<'a, 'w> {
                 Some(h) if self.first_run_pending => h.first_held.clone(),
                 Some(_) => None,
             };
-            (self.write)(Write::Holders(Holders {
-                count,
-                at: self.now.clone(),
-                first_held,
-            }))?;
+            let holders = match baseline {
+                Some((was, at)) if held_by_drop => Holders {
+                    count: was,
+                    at: at.to_owned(),
+                    first_held,
+                    held_drop: Some(HeldDrop {
+                        at: self.now.clone(),
+                        count,
+                    }),
+                },
+                _ => Holders {
+                    count,
+                    at: self.now.clone(),
+                    first_held,
+                    held_drop: None,
+                },
+            };
+            (self.write)(Write::Holders(holders))?;
         }
         out.guard = match reason {
             Some((kind, reason)) => Guard {
@@ -1427,6 +1463,7 @@ mod tests {
             count: 2,
             at: policy().now.to_rfc3339(),
             first_held: None,
+            held_drop: None,
         })));
     }
 
@@ -2055,6 +2092,7 @@ mod tests {
             count: 2,
             at: "2026-02-28T12:00:00Z".into(),
             first_held: None,
+            held_drop: None,
         });
         let mut p = policy();
         p.approved = [Key::of("a@x.com").unwrap()].into();
@@ -2111,6 +2149,7 @@ mod tests {
             count: 9,
             at: "2026-02-28T12:00:00Z".into(),
             first_held: None,
+            held_drop: None,
         });
         let (diff, _) = run(&people, &users, &k, &policy());
         assert!(diff.guard.hold, "4 of 9");
@@ -2155,6 +2194,7 @@ mod tests {
             count: 1,
             at: now.clone(),
             first_held: Some(now),
+            held_drop: None,
         })));
         // A first run without leavers holds nothing, and keeps the count.
         let (diff, writes) = run(&people, &users, &Known::default(), &policy());
@@ -2163,6 +2203,7 @@ mod tests {
             count: 1,
             at: policy().now.to_rfc3339(),
             first_held: None,
+            held_drop: None,
         })));
     }
 
@@ -2197,6 +2238,7 @@ mod tests {
                 count: 2,
                 at: T0.into(),
                 first_held: Some(T0.into()),
+                held_drop: None,
             }),
         );
         let mut p = policy();
@@ -2320,47 +2362,138 @@ mod tests {
             user(2, "b@x.com", true),
             user(3, "c@x.com", true),
         ];
+        let before = Holders {
+            count: 9,
+            at: "2026-02-28T12:00:00Z".into(),
+            first_held: None,
+            held_drop: None,
+        };
+        // The run that found the drop (policy's now) found b and c leaving.
+        let found = policy().now.to_rfc3339();
+        let leaving = |id| Managed {
+            leaving_since: Some(found.clone()),
+            ..managed(id, Status::Active)
+        };
+        let records = |holders: &Holders| {
+            let mut k = known(&[
+                ("a@x.com", managed(1, Status::Active)),
+                ("b@x.com", leaving(2)),
+                ("c@x.com", leaving(3)),
+            ]);
+            k.holders = Some(holders.clone());
+            k
+        };
+        let people = [person("a@x.com", true)];
+        let holders = |writes: &[Write]| {
+            writes.iter().find_map(|w| match w {
+                Write::Holders(h) => Some(h.clone()),
+                _ => None,
+            })
+        };
+        // Nothing decided yet: the guard holds, keeps the old count, and
+        // remembers this run held them.
+        let (diff, writes) = run(&people, &users, &records(&before), &policy());
+        assert!(diff.guard.hold);
+        let held = holders(&writes).unwrap();
+        assert_eq!(
+            held,
+            Holders {
+                held_drop: Some(HeldDrop {
+                    at: found.clone(),
+                    count: 1
+                }),
+                ..before.clone()
+            }
+        );
+        // An hour later, one rejected, one still waiting: the count is kept.
+        let mut p = policy();
+        p.now += chrono::TimeDelta::hours(1);
+        let later = p.now.to_rfc3339();
+        p.rejected = [Key::of("B@x.com").unwrap()].into();
+        let (diff, writes) = run(&people, &users, &records(&held), &p);
+        assert!(diff.guard.hold);
+        assert!(
+            diff.guard.reason.contains("from 9 to 1"),
+            "{}",
+            diff.guard.reason
+        );
+        let held = holders(&writes).unwrap();
+        assert_eq!((held.count, held.at.as_str()), (9, before.at.as_str()));
+        assert_eq!(
+            held.held_drop.as_ref().unwrap().at,
+            later,
+            "c@x.com is not decided"
+        );
+        // Both rejected: nothing holds any more, and the count the admin
+        // has seen is the one kept; rejected leavers are still listed.
+        p.rejected.insert(Key::of("c@x.com").unwrap());
+        let (diff, writes) = run(&people, &users, &records(&held), &p);
+        assert!(!diff.guard.hold, "{}", diff.guard.reason);
+        assert_eq!(diff.leavers.len(), 2);
+        let settled = holders(&writes).unwrap();
+        assert_eq!((settled.count, &settled.held_drop), (1, &None));
+        // A new drop from that count fires it again.
+        let (diff, writes) = run(&[], &users, &records(&settled), &p);
+        assert!(diff.guard.hold, "from 1 to 0");
+        let again = holders(&writes).unwrap();
+        assert_eq!((again.count, again.held_drop.unwrap().count), (1, 0));
+    }
+
+    /// Everyone a drop held was decided, and then one more person left:
+    /// the tester's run held them for the old drop ("fell from 33 to 8")
+    /// and it took one more approval by hand to let the guard go.
+    #[test]
+    fn a_leaver_found_after_a_drop_was_decided_is_not_held_for_it() {
+        let users = [
+            user(1, "a@x.com", true),
+            user(2, "b@x.com", true),
+            user(3, "c@x.com", true),
+            user(4, "d@x.com", true),
+        ];
+        let found = policy().now.to_rfc3339();
         let mut k = known(&[
             ("a@x.com", managed(1, Status::Active)),
             ("b@x.com", managed(2, Status::Active)),
-            ("c@x.com", managed(3, Status::Active)),
+            (
+                "c@x.com",
+                Managed {
+                    leaving_since: Some(found.clone()),
+                    ..managed(3, Status::Active)
+                },
+            ),
+            ("d@x.com", managed(4, Status::Active)),
         ]);
+        // 9 before the drop; the run that held c counted 3.
         k.holders = Some(Holders {
             count: 9,
             at: "2026-02-28T12:00:00Z".into(),
             first_held: None,
+            held_drop: Some(HeldDrop {
+                at: found,
+                count: 3,
+            }),
         });
-        let people = [person("a@x.com", true)];
-        let holders = |writes: &[Write]| {
-            writes.iter().find_map(|w| match w {
-                Write::Holders(h) => Some(h.count),
-                _ => None,
-            })
-        };
-        // Nothing decided yet: the guard holds and keeps the old count.
-        let (diff, writes) = run(&people, &users, &k, &policy());
-        assert!(diff.guard.hold);
-        assert_eq!(holders(&writes), None);
-        // One rejected, one still waiting: the count is kept.
         let mut p = policy();
-        p.rejected = [Key::of("B@x.com").unwrap()].into();
+        p.now += chrono::TimeDelta::hours(1);
+        p.rejected = [Key::of("c@x.com").unwrap()].into();
+        // d leaves now: 3 to 2 is no drop of more than half.
+        let people = [person("a@x.com", true), person("b@x.com", true)];
         let (diff, writes) = run(&people, &users, &k, &p);
-        assert!(diff.guard.hold);
-        assert_eq!(holders(&writes), None, "c@x.com is not decided");
-        // Both rejected: this run still says why it held, but the count an
-        // admin has now seen is kept, so the next run does not fire again…
-        p.rejected.insert(Key::of("c@x.com").unwrap());
-        let (diff, writes) = run(&people, &users, &k, &p);
-        assert!(diff.guard.hold);
-        assert_eq!(holders(&writes), Some(1));
-        k.holders.as_mut().unwrap().count = 1;
-        let (diff, _) = run(&people, &users, &k, &p);
         assert!(!diff.guard.hold, "{}", diff.guard.reason);
-        assert_eq!(diff.leavers.len(), 2, "rejected leavers are still listed");
-        // …and a new drop from that count fires it again.
-        let (diff, writes) = run(&[], &users, &k, &p);
-        assert!(diff.guard.hold, "from 1 to 0");
-        assert_eq!(holders(&writes), None, "a@x.com is not decided");
+        assert!(diff.leavers.iter().any(|l| l.key == "d@x.com"));
+        assert!(writes.iter().any(|w| matches!(
+            w,
+            Write::Holders(h) if h.count == 2 && h.held_drop.is_none()
+        )));
+        // Had the count fallen by more than half since that run, it holds
+        // again, from that run's count.
+        let (diff, _) = run(&people[..1], &users, &k, &p);
+        assert!(diff.guard.hold);
+        assert!(
+            diff.guard.reason.contains("from 3 to 1"),
+            "{}",
+            diff.guard.reason
+        );
     }
 
     /// Bob as Entra has him now: his mailbox came after his license, so
