@@ -1348,6 +1348,32 @@ async fn reading_commands_refuse_a_history_that_is_not_there() {
     );
 }
 
+/// A bad value from the environment is named by its variable, not by a
+/// flag nobody typed (`SLUICE_LEASE=abc` was "invalid value for
+/// '--lease'"); a typed flag keeps its own name.
+#[tokio::test]
+async fn a_bad_value_from_the_environment_is_named_by_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let lease = [("SLUICE_LEASE".to_string(), "abc".to_string())];
+    let from_env = sluice_cmd(&lease, dir.path(), &["run", "flow.toml"]).await;
+    assert_eq!(from_env.code, 2, "{}", from_env.stdout);
+    assert!(
+        from_env
+            .stderr
+            .contains("invalid value 'abc' for SLUICE_LEASE (the environment's --lease):"),
+        "{}",
+        from_env.stderr
+    );
+    let typed = sluice_cmd(&lease, dir.path(), &["run", "flow.toml", "--lease", "xyz"]).await;
+    assert!(
+        typed
+            .stderr
+            .contains("invalid value 'xyz' for '--lease <LEASE>'"),
+        "{}",
+        typed.stderr
+    );
+}
+
 /// A param given a secret's value is kept out of the approval plan (it
 /// was stored and printed whole, where the same value in an item's input
 /// was redacted), and `approve --run`, which would run the flow with

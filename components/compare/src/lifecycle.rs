@@ -887,7 +887,6 @@ impl<'a, 'w> Run<'a, 'w> {
                 self.first_run_pending = true;
                 self.first_run_undecided |= waited >= self.policy.grace;
             }
-
             if waited < self.policy.grace {
                 out.leaving.push(Leaving {
                     key,
@@ -1062,9 +1061,9 @@ impl<'a, 'w> Run<'a, 'w> {
         // guard held is decided (approved ones leave the leavers once
         // done), with the last run that held them: then that run's count
         // is the one an admin has seen, and a later drop is measured from
-        // it. A first run's count is kept at
-        // once (it is no drop), with when it held its leavers, which hold
-        // every deactivation back until they are decided.
+        // it. A first run's count is kept at once (it is no drop), with
+        // when it held its leavers, which hold every deactivation back
+        // until they are decided.
         let undecided = out.leavers.iter().any(|l| !self.decided(&l.key));
         let held_by_drop = baseline.is_some_and(fell) && undecided;
         if counted {

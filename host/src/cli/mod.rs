@@ -133,7 +133,13 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| match from_the_environment(&e) {
+        Some(said) => {
+            eprint!("{said}");
+            std::process::exit(2)
+        }
+        None => e.exit(),
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -287,6 +293,51 @@ const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 
 
 /// A lease of at least a second (`--lease`): renewals every third of it
 /// must be able to reach the store in time. At most [`MAX_LEASE`].
+/// Clap's error for a bad value that came from an environment variable,
+/// naming the variable: clap names the flag (`--lease`), which the
+/// operator never typed when `SLUICE_LEASE=abc` gave it.
+fn from_the_environment(error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = shown.split_whitespace().next()?;
+    let typed = std::env::args_os().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    if typed {
+        return None;
+    }
+    let variable = env_of(
+        &<Cli as clap::CommandFactory>::command(),
+        flag.strip_prefix("--")?,
+    )?;
+    std::env::var_os(&variable)?;
+    Some(error.render().to_string().replacen(
+        &format!("'{shown}'"),
+        &format!("{variable} (the environment's {flag})"),
+        1,
+    ))
+}
+
+/// The environment variable of the option `--long` in `command` or any
+/// of its subcommands.
+fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+        .or_else(|| command.get_subcommands().find_map(|c| env_of(c, long)))
+}
+
 pub fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
     let lease = parse_span(text)?;
     if lease < std::time::Duration::from_secs(1) {
