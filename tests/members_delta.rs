@@ -624,6 +624,25 @@ async fn a_next_link_back_to_the_same_page_stops_the_read() {
     );
 }
 
+/// A members page whose users come without the `accountEnabled` the read
+/// selected fails the read: taken for disabled, a security tester's page
+/// made leavers of 12 license holders, deactivated under a threshold.
+#[tokio::test]
+async fn a_page_of_users_without_their_account_state_fails_the_read() {
+    let t = tenant(6).await;
+    t.emu.set_faults(Faults {
+        targeted: vec![every_get("/members", FaultKind::NoAccountEnabled)],
+        ..Default::default()
+    });
+    let (run, _) = t.attempt(&["incremental=false"]).await;
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let said = run.stdout + &run.stderr;
+    assert!(
+        said.contains("is listed without `accountEnabled` true or false"),
+        "{said}"
+    );
+}
+
 /// One random directory change: a join, a leave, a disable or enable, a
 /// deletion, or (for a user deleted before) their restore.
 fn change(t: &Tenant, rng: &mut StdRng, deleted: &mut Vec<usize>) -> String {

@@ -187,6 +187,10 @@ async fn guarded(
                 FaultKind::RepeatNextLink,
             )
         }
+        Some(FaultKind::NoAccountEnabled) if service == Service::Graph => marked(
+            without_account_enabled(response).await,
+            FaultKind::NoAccountEnabled,
+        ),
         Some(FaultKind::DropAfterApply) => marked(dropped_connection(), FaultKind::DropAfterApply),
         Some(FaultKind::ServerErrorAfterApply) => marked(
             error(
@@ -275,6 +279,27 @@ async fn repeat_next_link(response: Response, url: &str) -> Response {
     };
     fields.remove("@odata.deltaLink");
     fields.insert("@odata.nextLink".into(), json!(url));
+    let text = page.to_string();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(text))
+}
+
+/// `response`, a Graph page, with `accountEnabled` taken off its users.
+async fn without_account_enabled(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_INSPECTED_BODY)
+        .await
+        .unwrap_or_default();
+    let mut page: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    let Some(items) = page.get_mut("value").and_then(|v| v.as_array_mut()) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    for item in items.iter_mut().filter_map(|i| i.as_object_mut()) {
+        item.remove("accountEnabled");
+    }
     let text = page.to_string();
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(text))

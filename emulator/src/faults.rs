@@ -18,7 +18,8 @@
 //! the answer, which is what makes a blind retry of a write dangerous.
 //! `repeat_next_link` (targeted only, Graph only) handles the request and
 //! then points the page's `@odata.nextLink` at the page itself, so a
-//! client that does not notice loops.
+//! client that does not notice loops; `no_account_enabled` (the same)
+//! takes `accountEnabled` off the page's users.
 //!
 //! Graph delta has knobs of its own, for what Microsoft documents delta
 //! may do and a kind emulator would otherwise never do (all off unless
@@ -70,6 +71,11 @@ pub enum FaultKind {
     /// The write is applied, then the gateway gives up waiting for it: a
     /// 504 HTML page.
     GatewayTimeoutAfterApply,
+    /// Graph only: the page's users come without `accountEnabled`, though
+    /// the request selected it (a malformed answer: Graph returns every
+    /// selected property). A client must not take a user whose account
+    /// state it was not told for a disabled one.
+    NoAccountEnabled,
 }
 
 impl FaultKind {
@@ -81,6 +87,7 @@ impl FaultKind {
                 | FaultKind::ServerErrorAfterApply
                 | FaultKind::RepeatNextLink
                 | FaultKind::GatewayTimeoutAfterApply
+                | FaultKind::NoAccountEnabled
         )
     }
 
@@ -96,6 +103,7 @@ impl FaultKind {
             FaultKind::RepeatNextLink => "repeat_next_link",
             FaultKind::BadGateway => "502",
             FaultKind::GatewayTimeoutAfterApply => "504_after_apply",
+            FaultKind::NoAccountEnabled => "no_account_enabled",
         }
     }
 }

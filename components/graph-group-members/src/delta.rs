@@ -218,11 +218,18 @@ pub fn read(links: &Links) -> Result<Changes, Stop> {
             members.push((group_id.into(), id.into(), kind.into(), left));
         }
     })?;
-    let mut users = Vec::new();
+    let mut users: Vec<Member<'static>> = Vec::new();
     let users_link = under_current_base(&links.users, "users");
+    let round_link = users_link.clone();
     let users_link = round(Call::get(GRAPH, &users_link), |u| {
         users.extend(Member::owned(u));
     })?;
+    if let Some(user) = users.iter().find(|u| u.lacks_account_state(false)) {
+        return Err(Stop::Failed(member::no_account_state(
+            &round_link,
+            user.id(),
+        )));
+    }
     Ok(Changes {
         members,
         users,

@@ -88,6 +88,21 @@ impl<'a> Member<'a> {
         self.account_enabled
     }
 
+    /// Whether it is a user without `accountEnabled` true or false where
+    /// it must have one: `listed`, in a listing that selected it (Graph
+    /// then returns it), or given as null or another type in a users
+    /// delta entry (which carries only what changed). Its account state
+    /// is then unknown, and taking it for disabled would make a leaver of
+    /// a license holder.
+    pub fn lacks_account_state(&self, listed: bool) -> bool {
+        let user = matches!(self.kind(), None | Some(crate::known::USER));
+        user && match self.account_enabled {
+            Some(Some(_)) => false,
+            Some(None) => true,
+            None => listed,
+        }
+    }
+
     /// Its properties; an absent one is null.
     pub fn user(&self) -> User {
         User::new(
@@ -99,14 +114,29 @@ impl<'a> Member<'a> {
 
 /// Every member of a Graph collection (members pages, users look-ups),
 /// page after page, each borrowing from its page.
+///
+/// A user listed without `accountEnabled` fails the read: the listings
+/// select it, so its absence is a malformed answer, not a disabled account.
 pub fn each(first: Call, mut each: impl FnMut(Member<'_>)) -> Result<(), StepError> {
     graph::pages(crate::GRAPH, first, |call, response| {
         let (members, next) = response
             .json::<graph::Page<Member<'_>>>()?
             .into_parts(call)?;
+        if let Some(member) = members.iter().find(|m| m.lacks_account_state(true)) {
+            return Err(no_account_state(call.url(), member.id()));
+        }
         members.into_iter().for_each(&mut each);
         Ok(next)
     })
+}
+
+/// The error of a read that lists user `id` without its account state.
+pub fn no_account_state(url: &str, id: Option<&str>) -> StepError {
+    StepError::internal(format!(
+        "{url}: user {} is listed without `accountEnabled` true or false, which the request asks for; the read stops rather than take them for disabled (and a leaver)",
+        id.unwrap_or("without an id")
+    ))
+    .with_code("bad-response")
 }
 
 /// The rest of a lenient visitor: numbers, null, lists and objects read as
@@ -229,6 +259,36 @@ fn removal<'de, D: Deserializer<'de>>(d: D) -> Result<Removed, D::Error> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A security tester's page without `accountEnabled` made 12 license
+    /// holders leavers ("account disabled"), deactivated under a threshold.
+    #[test]
+    fn a_user_without_its_account_state_is_told_apart() {
+        let lacks =
+            |value: Value, listed: bool| Member::owned(value).unwrap().lacks_account_state(listed);
+        let user = "#microsoft.graph.user";
+        for enabled in [json!(true), json!(false)] {
+            assert!(!lacks(json!({"id": "u", "accountEnabled": enabled}), true));
+        }
+        for odd in [json!(null), json!("true"), json!(1)] {
+            assert!(lacks(json!({"id": "u", "accountEnabled": odd}), true));
+            assert!(lacks(json!({"id": "u", "accountEnabled": odd}), false));
+        }
+        // Absent: malformed in a listing that selected it; in a users
+        // delta entry, not changed.
+        assert!(lacks(json!({"@odata.type": user, "id": "u"}), true));
+        assert!(!lacks(json!({"@odata.type": user, "id": "u"}), false));
+        // Only a user has an account to be told of.
+        let device = json!({"@odata.type": "#microsoft.graph.device", "id": "d"});
+        assert!(!lacks(device, true));
+        let error = no_account_state("https://graph/v1.0/groups/g/members", Some("u7"));
+        assert_eq!(error.code, "bad-response");
+        assert!(
+            error
+                .message
+                .contains("user u7 is listed without `accountEnabled`")
+        );
+    }
 
     #[test]
     fn properties_are_absent_null_or_of_their_type() {
