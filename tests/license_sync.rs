@@ -1006,6 +1006,41 @@ async fn procore_lists_are_read_to_the_end_by_every_kind_of_paging_header() {
     }
 }
 
+/// A Procore list page that comes back empty while its `Total` says
+/// more (a security tester's proxy) ended the list short: 31 people
+/// already in Procore were sent for creation, and inactive ones whom the
+/// contract says are never created again. The read now fails first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_procore_list_that_ends_short_of_its_total_fails_before_any_create() {
+    for (path_suffix, at) in [("/users", 2), ("/users/inactive", 1)] {
+        let (emulator, env, data) = emulated(EmulatorConfig {
+            scenario: Scenario::generate(150, 25),
+            procore_max_per_page: 7,
+            ..Default::default()
+        })
+        .await;
+        emulator.set_faults(Faults {
+            targeted: vec![targeted("GET", path_suffix, &[at], FaultKind::EmptyPage)],
+            ..Default::default()
+        });
+        let run = sluice(&env, data.path(), &[]).await;
+        assert_ne!(run.code, 0, "{path_suffix}: {}", run.stdout);
+        assert!(
+            run.stderr
+                .contains("Procore's Total header says the list holds"),
+            "{path_suffix}: {}",
+            run.stderr
+        );
+        let state = emulator.snapshot();
+        assert_eq!(
+            state.requests.iter().filter(|r| is_create(r)).count(),
+            0,
+            "{path_suffix}: nobody is sent for creation"
+        );
+        emulator.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_matching_group_is_a_visible_warning_not_a_silent_success() {
     let (emulator, env, data) = emulated(EmulatorConfig {

@@ -191,6 +191,14 @@ async fn guarded(
             without_account_enabled(response).await,
             FaultKind::NoAccountEnabled,
         ),
+        Some(FaultKind::EmptyPage) if service == Service::Procore => {
+            let (mut parts, _) = response.into_parts();
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            marked(
+                Response::from_parts(parts, Body::from("[]")),
+                FaultKind::EmptyPage,
+            )
+        }
         Some(FaultKind::DropAfterApply) => marked(dropped_connection(), FaultKind::DropAfterApply),
         Some(FaultKind::ServerErrorAfterApply) => marked(
             error(

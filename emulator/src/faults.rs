@@ -19,7 +19,8 @@
 //! `repeat_next_link` (targeted only, Graph only) handles the request and
 //! then points the page's `@odata.nextLink` at the page itself, so a
 //! client that does not notice loops; `no_account_enabled` (the same)
-//! takes `accountEnabled` off the page's users.
+//! takes `accountEnabled` off the page's users; `empty_page` (Procore
+//! only) serves a list page empty with its paging headers as they were.
 //!
 //! Graph delta has knobs of its own, for what Microsoft documents delta
 //! may do and a kind emulator would otherwise never do (all off unless
@@ -76,6 +77,11 @@ pub enum FaultKind {
     /// selected property). A client must not take a user whose account
     /// state it was not told for a disabled one.
     NoAccountEnabled,
+    /// Procore only: a list page comes back empty, its `Total`, `Per-Page`
+    /// and `Link` headers as they were (a gateway cache or a replica that
+    /// lost rows). A client must not take the users it did not get for
+    /// absent.
+    EmptyPage,
 }
 
 impl FaultKind {
@@ -88,6 +94,7 @@ impl FaultKind {
                 | FaultKind::RepeatNextLink
                 | FaultKind::GatewayTimeoutAfterApply
                 | FaultKind::NoAccountEnabled
+                | FaultKind::EmptyPage
         )
     }
 
@@ -104,6 +111,7 @@ impl FaultKind {
             FaultKind::BadGateway => "502",
             FaultKind::GatewayTimeoutAfterApply => "504_after_apply",
             FaultKind::NoAccountEnabled => "no_account_enabled",
+            FaultKind::EmptyPage => "empty_page",
         }
     }
 }

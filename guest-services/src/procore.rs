@@ -8,7 +8,9 @@
 //! hand out fewer per page than asked), else — no paging headers at all —
 //! keep asking until a page comes back empty. A short page alone never ends
 //! the list; an empty one always does, so a server whose `Total` overstates
-//! cannot keep the flow asking for ever.
+//! cannot keep the flow asking for ever. A list that ends with fewer items
+//! than the last page's `Total` fails the read (`short-read`): the missing
+//! users would be taken for absent.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -285,11 +287,24 @@ impl<'a> Pages<'a> {
         let items: Vec<T> = page_items(&self.url, &response.body)?;
         self.so_far += items.len();
         self.done = !has_next(&response, self.page, items.len(), self.so_far);
-        Ok(Some(Page {
-            items,
-            total: number_header(&response, "total"),
-        }))
+        let total = number_header(&response, "total");
+        if let Some(total) = total.filter(|&t| self.done && self.so_far < t) {
+            return Err(short_read(&self.url, total, self.so_far));
+        }
+        Ok(Some(Page { items, total }))
     }
+}
+
+/// The error of a list whose pages ended short of the `Total` its last
+/// page gave: users a page left out would be taken for absent (created
+/// again, or never matched), so the read stops instead. Retryable: a
+/// list that shrank while it was paged gives its new Total on the last
+/// page, so only a page that came back short or empty gets here.
+fn short_read(url: &str, total: usize, read: usize) -> StepError {
+    StepError::unavailable(format!(
+        "{url}: Procore's Total header says the list holds {total}, but its pages held {read} when it ended; the list was not read whole, so the step stops rather than take the rest for absent"
+    ))
+    .with_code("short-read")
 }
 
 /// A page's body: a bare JSON array of `T`. Read typed, so a page of
