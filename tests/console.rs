@@ -1399,6 +1399,70 @@ async fn a_run_holds(store: &Store, run_id: &str, keys: &[String]) -> sluice_sto
     store.record_gate(&update).await.unwrap().unwrap()
 }
 
+/// A plan of thousands waiting (a mass leave) is decided from its page:
+/// its form, which names every pending key the page showed, was refused
+/// over 64 KiB, so past some 1,700 keys nothing could be decided there.
+#[tokio::test]
+async fn a_plan_of_thousands_is_decided_from_its_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&Location::Sqlite(sluice_store::path_in(dir.path())))
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..3000)
+        .map(|i| format!("someone.with.a.long.name{i:04}@example.com"))
+        .collect();
+    let plan = a_run_holds(&store, "20260101T000000Z-aaaaaa", &keys)
+        .await
+        .id;
+    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+    let page = get(c.addr, &format!("/approvals/{plan}"), "").await;
+    assert_page(&page, StatusCode::OK, "plan");
+    let shown = shown_keys(&page.body);
+    assert_eq!(shown.len(), keys.len());
+    let jar = set_cookies(&page);
+    let cookies = format!("sluice_csrf={}", cookie_value(&jar["sluice_csrf"]));
+    let csrf = csrf_field(&page.body);
+    let mut form = vec![
+        ("csrf", csrf.as_str()),
+        ("decision", "rejected"),
+        ("all", "1"),
+        ("revision", "1"),
+    ];
+    form.extend(shown.iter().map(|k| ("shown", k.as_str())));
+    let decided = post(
+        c.addr,
+        &format!("/approvals/{plan}/decide"),
+        &cookies,
+        &form,
+    )
+    .await;
+    assert_eq!(decided.status, StatusCode::SEE_OTHER, "{}", decided.body);
+    let detail = store.plan_detail(&plan).await.unwrap().unwrap();
+    assert_eq!(detail.items.len(), keys.len());
+    assert!(
+        detail
+            .items
+            .iter()
+            .all(|i| i.state == PlanItemState::Rejected)
+    );
+    // A form larger still is refused, pointing to the commands.
+    let padding = "x".repeat(5 * 1024 * 1024);
+    let huge = post(
+        c.addr,
+        &format!("/approvals/{plan}/decide"),
+        &cookies,
+        &[("csrf", &csrf), ("decision", "approved"), ("pad", &padding)],
+    )
+    .await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        huge.body.contains("sluice approve ID --revision N"),
+        "{}",
+        huge.body
+    );
+    c.stop().await;
+}
+
 /// "Every pending item" decides what the page showed: a person a run held
 /// after the page was loaded stays pending until someone has seen them.
 #[tokio::test]

@@ -39,8 +39,11 @@ pub const SESSION_COOKIE: &str = "sluice_session";
 pub const CSRF_COOKIE: &str = "sluice_csrf";
 const CSRF_FIELD: &str = "csrf";
 const CSRF_HEADER: &str = "x-csrf-token";
-/// Forms are small; a bigger body is refused before it is read.
-const MAX_FORM_BYTES: usize = 64 * 1024;
+/// The largest form read; a bigger body is refused before it is read
+/// whole. A plan's decision form names every pending key its page showed:
+/// a mass leave of thousands (about 40 bytes a key) must fit, which 64 KiB
+/// did not, past some 1,700 keys.
+const MAX_FORM_BYTES: usize = 4 * 1024 * 1024;
 
 /// The policy of every page: nothing from elsewhere, scripts and styles
 /// only from the console's own files, no inline script or style, frames
@@ -261,7 +264,7 @@ async fn check_csrf(request: Request, key: &CsrfKey, cookie: &str) -> Result<Req
         refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Form too large",
-            "The form sent more than the console accepts.",
+            "The form sent more than the console accepts (4 MiB). A plan this large is decided with `sluice approve ID --revision N` or `sluice reject ID --revision N` (see `sluice approvals show ID`).",
         )
     })?;
     let given = url::form_urlencoded::parse(&bytes)
