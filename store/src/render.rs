@@ -17,7 +17,8 @@ use crate::{
 
 /// How much of an input or output the detail view shows.
 const VALUE_PREVIEW_CHARS: usize = 160;
-/// Failed items listed per step before "… and N more".
+/// Failed items listed per step before "… and N more" (`--items` lists
+/// every item, uncut).
 const ITEMS_LISTED: usize = 20;
 /// Width of the error column of the table.
 const TABLE_ERROR_CHARS: usize = 60;
@@ -231,7 +232,13 @@ fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail, options: Deta
             options.all_items || matches!(i.status, ItemStatus::Failed | ItemStatus::Interrupted)
         })
         .collect();
-    for i in listed.iter().take(ITEMS_LISTED) {
+    // `--items` asked for every item: none is cut.
+    let cut = if options.all_items {
+        listed.len()
+    } else {
+        ITEMS_LISTED
+    };
+    for i in listed.iter().take(cut) {
         let mut line = match &i.key {
             Some(key) => format!("         #{} {key} {}", i.index + 1, i.status),
             None => format!("         #{} {}", i.index + 1, i.status),
@@ -252,8 +259,8 @@ fn step(out: &mut String, n: usize, s: &StepRecord, d: &RunDetail, options: Deta
             attempts(out, a, 11);
         }
     }
-    if listed.len() > ITEMS_LISTED {
-        let _ = writeln!(out, "         … and {} more", listed.len() - ITEMS_LISTED);
+    if listed.len() > cut {
+        let _ = writeln!(out, "         … and {} more", listed.len() - cut);
     }
     if !options.all_items && listed.len() < items.len() {
         let _ = writeln!(
@@ -294,8 +301,17 @@ fn gate(out: &mut String, g: &GateRecord) {
             parts.push(format!("{n} {word}"));
         }
     }
-    let plan = g.plan_id.as_deref().unwrap_or("—");
-    let _ = writeln!(out, "       approval: plan {plan}: {}", parts.join(", "));
+    let plan = match &g.plan_id {
+        Some(id) => format!("plan {id}"),
+        None => "no plan".to_string(),
+    };
+    // A gate that held nothing and let nothing through printed a blank.
+    let said = if parts.is_empty() {
+        "nothing waited for a decision".to_string()
+    } else {
+        parts.join(", ")
+    };
+    let _ = writeln!(out, "       approval: {plan}: {said}");
     if let Some(why) = &g.reason {
         let _ = writeln!(out, "         why: {}", indent(why, 14));
     }
@@ -484,6 +500,13 @@ mod tests {
                 "approve with `sluice approve ap-1 --revision 3 --only 'o'\''neil@x.com'`"
             ),
             "{shown}"
+        );
+        // A gate that held nothing says so.
+        let mut quiet = String::new();
+        gate(&mut quiet, &GateRecord::default());
+        assert_eq!(
+            quiet,
+            "       approval: no plan: nothing waited for a decision\n"
         );
         // A run recorded before the command was kept.
         let older = held(None);

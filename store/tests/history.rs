@@ -373,6 +373,18 @@ async fn render_shows_the_key_facts(db: Db) {
         "{all}"
     );
     assert!(!all.contains("--items"), "{all}");
+    // `--items` lists every item: it cut them at 20 ("… and 73907 more").
+    let mut many = detail.clone();
+    let first = many.items[0].clone();
+    many.items = (0..25)
+        .map(|index| sluice_store::ItemRecord {
+            index,
+            ..first.clone()
+        })
+        .collect();
+    let every = render_run_detail_with(&many, DetailOptions { all_items: true });
+    assert!(every.contains("#25 succeeded"), "{every}");
+    assert!(!every.contains("more"), "{every}");
     let runs = h.list_runs(None, 10).await.unwrap();
     let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
     let table = render_runs_table(&runs, &h.item_counts(&ids).await.unwrap());

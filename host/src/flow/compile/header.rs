@@ -127,7 +127,9 @@ impl Compiler<'_, '_> {
             .iter()
             .map(|(k, v)| (k.get_ref().clone(), literal_json(v.get_ref())))
             .collect();
-        for (key, raw) in self.ctx.param_overrides {
+        for (key, written) in self.ctx.param_overrides {
+            // What messages show of the value: a huge one was printed whole.
+            let raw = &shown_value(written);
             if !params.contains_key(key) {
                 let known: Vec<&str> = params.keys().map(String::as_str).collect();
                 self.error(
@@ -147,12 +149,12 @@ impl Compiler<'_, '_> {
                 .find(|(name, _)| name.get_ref() == key)
                 .map_or(0..0, |(name, _)| name.span());
             // A JSON value (`["a","b"]`, `3`, `true`) keeps its type; anything else is a string.
-            let parsed = serde_json::from_str(raw);
+            let parsed = serde_json::from_str(written);
             // …but a list or table param given a broken list or table is a
             // typo, not a string that starts with `[`.
             if let Err(e) = &parsed
                 && params[key].is_array() | params[key].is_object()
-                && raw.trim_start().starts_with(['[', '{'])
+                && written.trim_start().starts_with(['[', '{'])
             {
                 let example = if params[key].is_array() {
                     r#"["a", "b"]"#
@@ -171,7 +173,7 @@ impl Compiler<'_, '_> {
             // wrong type, far from the `--param` that made it.
             if parsed.is_err() && params[key].is_array() | params[key].is_object() {
                 let (kind, example) = if params[key].is_array() {
-                    ("a list", serde_json::json!([raw]).to_string())
+                    ("a list", serde_json::json!([raw.as_ref()]).to_string())
                 } else {
                     ("a table", r#"{"a": 1}"#.to_string())
                 };
@@ -182,8 +184,8 @@ impl Compiler<'_, '_> {
                 );
                 continue;
             }
-            let value = parsed.unwrap_or_else(|_| Value::String(raw.clone()));
-            if oversized_whole_number(raw, &value) {
+            let value = parsed.unwrap_or_else(|_| Value::String(written.clone()));
+            if oversized_whole_number(written, &value) {
                 self.error(
                     declared,
                     format!(
@@ -191,7 +193,8 @@ impl Compiler<'_, '_> {
                         crate::flow::authored::too_large_for_a_whole_number(raw)
                     ),
                     format!(
-                        "give a smaller number, or quote it (`--param '{key}=\"{raw}\"'`) if it is an id"
+                        "give a smaller number, or quote it (`--param '{key}=\"{}\"'`) if it is an id",
+                        if raw.len() == written.len() { raw.as_ref() } else { "…" }
                     ),
                 );
                 continue;
@@ -206,5 +209,19 @@ impl Compiler<'_, '_> {
 /// it does not fit 64 bits: it would be used as 1e20, not as written.
 fn oversized_whole_number(raw: &str, value: &Value) -> bool {
     let digits = raw.trim().strip_prefix('-').unwrap_or(raw.trim());
-    value.is_f64() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    // Beyond f64 too, JSON refuses it and it would be taken as text.
+    let fits = value.is_i64() || value.is_u64();
+    !fits && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A `--param` value as messages show it: whole when short, else its
+/// first 60 characters and how long it was.
+fn shown_value(written: &str) -> std::borrow::Cow<'_, str> {
+    const SHOWN: usize = 60;
+    let chars = written.chars().count();
+    if chars <= SHOWN + 20 {
+        return std::borrow::Cow::Borrowed(written);
+    }
+    let start: String = written.chars().take(SHOWN).collect();
+    std::borrow::Cow::Owned(format!("{start}… ({chars} characters)"))
 }

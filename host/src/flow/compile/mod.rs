@@ -414,6 +414,16 @@ mod tests {
         ] {
             assert_eq!(given(fits), Vec::<String>::new(), "{fits}");
         }
+        // A huge one is cut in the message (it was printed whole).
+        let huge = "9".repeat(100_000);
+        assert_eq!(
+            given(&huge),
+            [format!(
+                "3:1 --param max: `{}… (100000 characters)` is too large for a whole number \
+                 (at most 9223372036854775807)",
+                "9".repeat(60)
+            )]
+        );
     }
 
     #[test]
