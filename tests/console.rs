@@ -629,10 +629,17 @@ async fn a_console_with_a_token_asks_for_it_on_every_page() {
     )
     .await;
     assert_eq!(away.headers[header::LOCATION], "/");
-    // Signing out ends the session in the browser.
+    // Signing out ends the session in the browser…
+    assert_page(&get(c.addr, "/runs", &jar).await, StatusCode::OK, "before");
     let out = post(c.addr, "/logout", &jar, &[("csrf", &csrf)]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert!(set_cookies(&out)["sluice_session"].contains("Max-Age=0"));
+    // …and here: a copy of its cookie kept from before is refused (it
+    // read pages and decided, as Dana, until it expired).
+    assert_eq!(
+        get(c.addr, "/runs", &jar).await.status,
+        StatusCode::SEE_OTHER
+    );
     c.stop().await;
 }
 

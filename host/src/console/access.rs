@@ -205,6 +205,37 @@ pub fn verify_session(token: &Token, value: &str) -> Option<String> {
         .filter(|n| valid_name(n))
 }
 
+/// Sessions signed out before they expired. A session cookie carries all
+/// it needs (name, expiry, MAC), so a copy kept from before the sign-out
+/// would go on working until it expires; this console refuses it instead.
+/// Kept in this process: another console process serving the same token
+/// does not know of the sign-out.
+#[derive(Debug, Default)]
+pub struct SignedOut(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl SignedOut {
+    /// Ends the session cookie `value` (a valid one, verified first).
+    pub fn end(&self, value: &str) {
+        let Some(expires) = value
+            .split_once('.')
+            .and_then(|(e, _)| e.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let now = now_secs();
+        let mut ended = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Expired ones are refused by their expiry: forgotten here.
+        ended.retain(|_, expiry| *expiry > now);
+        ended.insert(value.to_string(), expires);
+    }
+
+    /// Whether the session cookie `value` was signed out.
+    pub fn ended(&self, value: &str) -> bool {
+        let ended = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        ended.contains_key(value)
+    }
+}
+
 /// A new random value for a CSRF cookie: 32 bytes from the OS's
 /// generator, in hex.
 pub fn new_csrf_value() -> String {

@@ -136,7 +136,7 @@ fn kind(path: &str) -> Kind {
     }
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -190,8 +190,9 @@ fn identify(console: &Console, headers: &HeaderMap) -> Result<Option<Viewer>, ()
     };
     // A signed-in browser is its person, even behind a proxy that adds
     // the token to every request.
-    if let Some(name) =
-        cookie(headers, SESSION_COOKIE).and_then(|v| access::verify_session(token, &v))
+    if let Some(name) = cookie(headers, SESSION_COOKIE)
+        .filter(|v| !console.signed_out.ended(v))
+        .and_then(|v| access::verify_session(token, &v))
     {
         return Ok(Some(Viewer {
             name,

@@ -114,6 +114,8 @@ pub struct Console {
     scheduler: Option<Control>,
     /// Flow files given to `sluice console` to describe their schedules.
     described: Vec<ServedFlow>,
+    /// Sessions signed out here before they expired.
+    signed_out: access::SignedOut,
 }
 
 impl Console {
@@ -236,6 +238,7 @@ pub async fn start(
         metrics: Metrics::new()?,
         scheduler,
         described,
+        signed_out: access::SignedOut::default(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let listener = PeerListener::new(listener, find_owner);

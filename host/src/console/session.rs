@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::Console;
 use super::access::{self, SESSION_LIFETIME};
 use super::extract::{PageForm, PageQuery};
-use super::guard::{SESSION_COOKIE, Seen, behind_https, safe_next, set_cookie};
+use super::guard::{SESSION_COOKIE, Seen, behind_https, cookie, safe_next, set_cookie};
 use super::pages::page;
 use super::view::LoginPage;
 
@@ -115,7 +115,14 @@ pub async fn login(
     response
 }
 
-pub async fn logout(headers: HeaderMap) -> Response {
+/// Signs out: the browser forgets its session cookie, and this console
+/// refuses that cookie from now on, should a copy of it come back.
+pub async fn logout(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    if let (Some(token), Some(session)) = (&console.token, cookie(&headers, SESSION_COOKIE))
+        && access::verify_session(token, &session).is_some()
+    {
+        console.signed_out.end(&session);
+    }
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
