@@ -1406,11 +1406,12 @@ async fn a_run_holds(store: &Store, run_id: &str, keys: &[String]) -> sluice_sto
     store.record_gate(&update).await.unwrap().unwrap()
 }
 
-/// A plan of thousands waiting (a mass leave) is decided from its page:
-/// its form, which names every pending key the page showed, was refused
-/// over 64 KiB, so past some 1,700 keys nothing could be decided there.
+/// A plan of thousands waiting (a mass leave) is paged, and decided from
+/// its page: its page was megabytes (every item with its whole input),
+/// and its form, which named every pending key, was refused over 64 KiB,
+/// so past some 1,700 keys nothing could be decided there.
 #[tokio::test]
-async fn a_plan_of_thousands_is_decided_from_its_page() {
+async fn a_plan_of_thousands_is_paged_and_decided_from_its_page() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&Location::Sqlite(sluice_store::path_in(dir.path())))
         .await
@@ -1424,39 +1425,76 @@ async fn a_plan_of_thousands_is_decided_from_its_page() {
     let c = console(dir.path(), "127.0.0.1:0", None, false).await;
     let page = get(c.addr, &format!("/approvals/{plan}"), "").await;
     assert_page(&page, StatusCode::OK, "plan");
+    assert!(page.body.len() < 1_000_000, "{} bytes", page.body.len());
     let shown = shown_keys(&page.body);
-    assert_eq!(shown.len(), keys.len());
+    assert_eq!(shown.len(), 200);
+    assert!(
+        page.body.contains("items 1–200 of 3000, pending first"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("name=\"all_plan\""), "{}", page.body);
+    let second = get(c.addr, &format!("/approvals/{plan}?page=1"), "").await;
+    assert_page(&second, StatusCode::OK, "plan, page 2");
+    let next = shown_keys(&second.body);
+    assert_eq!(next.len(), 200);
+    assert!(next.iter().all(|k| !shown.contains(k)), "{next:?}");
+    let bad = get(c.addr, &format!("/approvals/{plan}?page=x"), "").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // Every pending item shown here: the 200 of this page.
     let jar = set_cookies(&page);
     let cookies = format!("sluice_csrf={}", cookie_value(&jar["sluice_csrf"]));
     let csrf = csrf_field(&page.body);
     let mut form = vec![
         ("csrf", csrf.as_str()),
-        ("decision", "rejected"),
+        ("decision", "approved"),
         ("all", "1"),
         ("revision", "1"),
     ];
     form.extend(shown.iter().map(|k| ("shown", k.as_str())));
-    let decided = post(
-        c.addr,
-        &format!("/approvals/{plan}/decide"),
-        &cookies,
-        &form,
-    )
-    .await;
+    let action = format!("/approvals/{plan}/decide");
+    let decided = post(c.addr, &action, &cookies, &form).await;
+    assert_eq!(decided.status, StatusCode::SEE_OTHER, "{}", decided.body);
+    let counts =
+        |d: &sluice_store::PlanDetail, state| d.items.iter().filter(|i| i.state == state).count();
+    let detail = store.plan_detail(&plan).await.unwrap().unwrap();
+    assert_eq!(counts(&detail, PlanItemState::Approved), 200);
+    // Meanwhile a run holds one more person: every pending item of the
+    // plan is what the page's revision held, on every page, not them.
+    let mut more = keys.clone();
+    more.push("new.leaver@example.com".into());
+    a_run_holds(&store, "20260101T010000Z-bbbbbb", &more).await;
+    let all_plan = [
+        ("csrf", csrf.as_str()),
+        ("decision", "rejected"),
+        ("all_plan", "1"),
+        ("revision", "1"),
+    ];
+    let decided = post(c.addr, &action, &cookies, &all_plan).await;
     assert_eq!(decided.status, StatusCode::SEE_OTHER, "{}", decided.body);
     let detail = store.plan_detail(&plan).await.unwrap().unwrap();
-    assert_eq!(detail.items.len(), keys.len());
-    assert!(
-        detail
-            .items
-            .iter()
-            .all(|i| i.state == PlanItemState::Rejected)
-    );
-    // A form larger still is refused, pointing to the commands.
+    assert_eq!(counts(&detail, PlanItemState::Approved), 200);
+    assert_eq!(counts(&detail, PlanItemState::Rejected), 2800);
+    let new = detail
+        .items
+        .iter()
+        .find(|i| i.key == "new.leaver@example.com");
+    assert_eq!(new.unwrap().state, PlanItemState::Pending);
+    // Without the revision its page showed, it decides nothing.
+    let blind = post(
+        c.addr,
+        &action,
+        &cookies,
+        &[("csrf", &csrf), ("decision", "approved"), ("all_plan", "1")],
+    )
+    .await;
+    assert_eq!(blind.status, StatusCode::BAD_REQUEST);
+    // A form larger than the console reads is refused, pointing to the
+    // commands.
     let padding = "x".repeat(5 * 1024 * 1024);
     let huge = post(
         c.addr,
-        &format!("/approvals/{plan}/decide"),
+        &action,
         &cookies,
         &[("csrf", &csrf), ("decision", "approved"), ("pad", &padding)],
     )

@@ -18,16 +18,45 @@ use sluice_store::{
 };
 
 use super::Console;
-use super::extract::PagePath;
+use super::extract::{PagePath, PageQuery};
 use super::guard::Seen;
 use super::pages::{Failure, page, plausible};
 use super::view::{
-    ApprovalsPage, DecisionView, PlanItemView, PlanPage, PlanRow, pretty_json, run_href, segment,
-    short_json, utc,
+    ApprovalsPage, DecisionView, PlanItemView, PlanPage, PlanRow, href, pretty_json, run_href,
+    segment, short_json, utc,
 };
 
 /// Plans the list shows (open ones first, then the latest closed).
 const PLANS_SHOWN: usize = 100;
+/// A plan's items per page: a mass leave of thousands was one page of
+/// megabytes, each row with its whole input.
+const PLAN_ITEMS_PER_PAGE: usize = 200;
+/// The latest decisions a plan's page lists.
+pub const DECISIONS_SHOWN: usize = 200;
+
+/// `?page=N` of a plan's page (0, the first, when none is given).
+#[derive(Debug, serde::Deserialize, Default)]
+pub struct PlanPageQuery {
+    /// Text, read by [`PlanPageQuery::page`], so that a bad number gets the
+    /// console's own page.
+    #[serde(default)]
+    page: String,
+}
+
+impl PlanPageQuery {
+    fn page(&self) -> Result<usize, Failure> {
+        let text = self.page.trim();
+        if text.is_empty() {
+            return Ok(0);
+        }
+        text.parse().map_err(|_| {
+            Failure::BadRequest(format!(
+                "`page` must be a whole number (0 is the first page), not `{}`.",
+                text.chars().take(40).collect::<String>()
+            ))
+        })
+    }
+}
 
 fn plan_href(id: &str) -> String {
     format!("/approvals/{}", segment(id))
@@ -89,18 +118,39 @@ pub async fn plan(
     State(console): State<Arc<Console>>,
     seen: Seen,
     PagePath(id): PagePath<String>,
+    PageQuery(q): PageQuery<PlanPageQuery>,
 ) -> Response {
-    match detail(&console, &id).await {
-        Ok(d) => page(StatusCode::OK, &plan_page(&seen, &d, None)),
+    let shown = match q.page() {
+        Ok(page_no) => detail(&console, &id)
+            .await
+            .map(|d| plan_page(&seen, &d, None, page_no)),
+        Err(f) => Err(f),
+    };
+    match shown {
+        Ok(p) => page(StatusCode::OK, &p),
         Err(f) => f.page(&seen),
     }
 }
 
-fn plan_page(seen: &Seen, d: &PlanDetail, notice: Option<String>) -> PlanPage {
+/// Page `page_no` of plan `d`'s items, pending ones first.
+fn plan_page(seen: &Seen, d: &PlanDetail, notice: Option<String>, page_no: usize) -> PlanPage {
     let mut chrome = seen.chrome();
     chrome.notice = notice;
-    let mut items: Vec<PlanItemView> = d
-        .items
+    // Pending ones first: they are what the page is for. Stable, so each
+    // part keeps the store's order from page to page.
+    let mut order: Vec<&sluice_store::PlanItem> = d.items.iter().collect();
+    order.sort_by_key(|i| i.state != PlanItemState::Pending);
+    let total = order.len();
+    let from = page_no.saturating_mul(PLAN_ITEMS_PER_PAGE).min(total);
+    let to = from.saturating_add(PLAN_ITEMS_PER_PAGE).min(total);
+    let on_page = &order[from..to];
+    let pending_here = on_page
+        .iter()
+        .filter(|i| i.state == PlanItemState::Pending)
+        .count() as u64;
+    let base = plan_href(&d.plan.id);
+    let link = |p: usize| href(&base, &[("page", &p.to_string())]);
+    let items: Vec<PlanItemView> = on_page
         .iter()
         .map(|i| PlanItemView {
             key: i.key.clone(),
@@ -119,17 +169,22 @@ fn plan_page(seen: &Seen, d: &PlanDetail, notice: Option<String>) -> PlanPage {
             last_seen_run: i.last_seen_run.clone(),
         })
         .collect();
-    // Pending ones first: they are what the page is for.
-    items.sort_by_key(|i| !i.pending);
     PlanPage {
         chrome,
         plan: row(&d.plan),
-        action: format!("{}/decide", plan_href(&d.plan.id)),
+        action: format!("{base}/decide"),
         items,
+        items_range: (total > PLAN_ITEMS_PER_PAGE)
+            .then(|| format!("items {}–{to} of {total}, pending first", from + 1)),
+        prev_href: (page_no > 0 && from > 0).then(|| link(page_no - 1)),
+        next_href: (to < total).then(|| link(page_no + 1)),
+        pending_elsewhere: d.plan.counts.pending.saturating_sub(pending_here),
+        decisions_more: d.decisions.len().saturating_sub(DECISIONS_SHOWN),
         decisions: d
             .decisions
             .iter()
             .rev()
+            .take(DECISIONS_SHOWN)
             .map(|r| DecisionView {
                 key: r.key.clone(),
                 decision: r.decision.to_string(),
@@ -153,6 +208,10 @@ struct DecisionForm {
     /// never saw), and never one another person decided since the page
     /// was shown.
     if_pending: Vec<String>,
+    /// "Every pending item of the plan": each item pending now that had
+    /// joined by the revision the page showed, its other pages too (none
+    /// someone decided since, none a run added since).
+    all_plan: bool,
     note: Option<String>,
     /// The plan's revision the page showed: a key that joined since (a
     /// new request, even under a key the page showed) is not decided.
@@ -166,6 +225,7 @@ struct DecisionForm {
 /// than whichever came last.
 fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
     let (mut decision, mut keys, mut all, mut note) = (None, Vec::new(), None, None);
+    let mut all_plan = None;
     let mut revision = None;
     let mut shown = Vec::new();
     for (k, v) in url::form_urlencoded::parse(body) {
@@ -180,6 +240,7 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
                 true
             }
             "all" => all.replace(v == "1").is_none(),
+            "all_plan" => all_plan.replace(v == "1").is_none(),
             "note" => note.replace(v.trim().to_string()).is_none(),
             "revision" => revision.replace(v.into_owned()).is_none(),
             _ => true,
@@ -191,6 +252,7 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
         }
     }
     let all = all.unwrap_or(false);
+    let all_plan = all_plan.unwrap_or(false);
     let note = note.filter(|n| !n.is_empty());
     let revision = match revision.map(|r| r.parse::<u64>()) {
         None => None,
@@ -206,12 +268,17 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
         Some("rejected") => Decision::Rejected,
         _ => return Err(Failure::BadRequest("Choose approve or reject.".into())),
     };
-    if keys.is_empty() && !all {
+    if all_plan && revision.is_none() {
+        return Err(Failure::BadRequest(
+            "The form did not say which revision of the plan its page showed; reload the page and decide again. Nothing was decided.".into(),
+        ));
+    }
+    if keys.is_empty() && !all && !all_plan {
         return Err(Failure::BadRequest(
             "Tick the items to decide, or \"every pending item\"; nothing was decided.".into(),
         ));
     }
-    if all && shown.is_empty() {
+    if all && !all_plan && shown.is_empty() {
         return Err(Failure::BadRequest(
             "The page showed no pending item to decide; reload it and look again. Nothing was decided.".into(),
         ));
@@ -239,6 +306,7 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
         decision,
         keys,
         if_pending,
+        all_plan,
         note,
         revision,
     })
@@ -256,10 +324,28 @@ pub async fn decide(
     let Some(viewer) = &seen.viewer else {
         return Failure::BadRequest("Sign in first.".into()).page(&seen);
     };
-    let form = match plausible(&id).and_then(|()| read_form(&body)) {
+    let mut form = match plausible(&id).and_then(|()| read_form(&body)) {
         Ok(form) => form,
         Err(f) => return f.page(&seen),
     };
+    if form.all_plan {
+        let by = form.revision.unwrap_or_default();
+        match detail(&console, &id).await {
+            Ok(d) => form.if_pending.extend(
+                d.items
+                    .into_iter()
+                    .filter(|i| i.state == PlanItemState::Pending && i.revision <= by)
+                    .map(|i| i.key),
+            ),
+            Err(f) => return f.page(&seen),
+        }
+        if form.if_pending.is_empty() && form.keys.is_empty() {
+            return Failure::Conflict(
+                "Nothing of the plan as its page showed it is pending any more; nothing was decided.".into(),
+            )
+            .page(&seen);
+        }
+    }
     let request = DecisionRequest {
         plan_id: id.clone(),
         keys: form.keys,
@@ -275,7 +361,7 @@ pub async fn decide(
             // lose the notice.
             let notice = left_notice(&outcome);
             match detail(&console, &id).await {
-                Ok(d) => page(StatusCode::OK, &plan_page(&seen, &d, Some(notice))),
+                Ok(d) => page(StatusCode::OK, &plan_page(&seen, &d, Some(notice), 0)),
                 Err(f) => f.page(&seen),
             }
         }

@@ -351,9 +351,19 @@ pub struct PlanPage {
     pub plan: PlanRow,
     /// Where the decision form posts.
     pub action: String,
+    /// This page's items (pending first), of the plan's `items_total`.
     pub items: Vec<PlanItemView>,
-    /// Newest first.
+    /// "items 1–200 of 4808", when the plan has more than one page.
+    pub items_range: Option<String>,
+    pub prev_href: Option<String>,
+    pub next_href: Option<String>,
+    /// Pending items of the plan this page does not show: the form then
+    /// offers every pending item of the plan, not only those shown.
+    pub pending_elsewhere: u64,
+    /// Newest first, the latest [`super::approvals::DECISIONS_SHOWN`].
     pub decisions: Vec<DecisionView>,
+    /// Decisions older than those shown.
+    pub decisions_more: usize,
 }
 
 pub struct PlanItemView {
