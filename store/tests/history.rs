@@ -631,6 +631,11 @@ async fn prune_removes_only_runs_that_ended_long_ago_with_their_children(db: Db)
     left.sort();
     // Started long ago but ended just now: not pruned. Still running: never.
     assert_eq!(left, vec!["new", "old-running", "old-start-new-end"]);
+    // SQLite's write-ahead log, grown by the deletions, is cut back.
+    if let Location::Sqlite(path) = &db.location {
+        let log = std::path::PathBuf::from(format!("{}-wal", path.display()));
+        assert_eq!(std::fs::metadata(&log).map_or(0, |m| m.len()), 0);
+    }
     for table in ["steps", "items", "artifacts"] {
         for (id, n) in [("old", 0), ("old-dead", 0), ("new", 1)] {
             let q = format!("SELECT count(*) FROM {table} WHERE run_id = '{id}'");

@@ -215,8 +215,18 @@ impl Backend for SqliteBackend {
     }
 
     async fn prune_older_than(&self, age: Duration) -> Result<Vec<PrunedRun>, StoreError> {
-        self.call(move |c| write(c, |tx| query::prune_older_than(tx, age)))
-            .await
+        self.call(move |c| {
+            let pruned = write(c, |tx| query::prune_older_than(tx, age))?;
+            // The deletions went through the write-ahead log, which grew
+            // by what they freed (an operator saw it triple): folded back
+            // into the file and cut to nothing now. Best effort: a reader
+            // that holds the log (`sluice serve`) only delays it.
+            if !pruned.is_empty() {
+                let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            }
+            Ok(pruned)
+        })
+        .await
     }
 
     async fn recover_stale_runs(&self, since: DateTime<Utc>) -> Result<usize, StoreError> {
