@@ -66,6 +66,7 @@ pub use error::StoreError;
 pub use lease::{Acquired, Claim, Firing, Lapse, LeaseGrant, Takeover};
 pub use ledger::{
     KeyApproval, LedgerEntry, LedgerEvent, LedgerKey, LedgerKeysPage, LedgerKeysQuery,
+    MAX_KEYS_PAGE,
 };
 pub use location::{Location, LocationError};
 pub use model::*;

@@ -32,8 +32,11 @@ pub struct LedgerArgs {
     pub json: bool,
 }
 
-/// Keys read per page when listing a flow's keys.
-const PAGE: usize = 1000;
+/// Keys read per page when listing a flow's keys: the most a page holds.
+/// Each page ranks the latest entry of every key after the last one, so
+/// pages of 1,000 made 82 passes over a 100k-member flow's items, and
+/// listing its keys took 12 to 35 seconds.
+const PAGE: usize = sluice_store::MAX_KEYS_PAGE;
 
 pub async fn ledger(args: LedgerArgs, database: &Location) -> anyhow::Result<ExitCode> {
     let store = Store::open(database).await?;
