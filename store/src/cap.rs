@@ -17,10 +17,35 @@ pub const PREVIEW_CHARS: usize = 2000;
 /// 16 KiB per error: a message with a response body's start, not a dump.
 pub const MAX_ERROR_BYTES: usize = 16 * 1024;
 
-/// The JSON text to store for `value`: itself, or the truncation marker.
+/// The JSON text to store for `value`: itself, or the truncation marker,
+/// which keeps the value's `reason` (its own, or one of its objects', as
+/// [`crate::PlanItem::reason`] finds it): a held leaver whose Entra name
+/// was huge lost the reason an approver reads beside them.
 pub fn capped(value: &Value) -> String {
-    capped_text(&value.to_string()).into_owned()
+    let text = value.to_string();
+    if text.len() <= MAX_JSON_BYTES {
+        return text;
+    }
+    let mut marker = json!({
+        "truncated": true,
+        "bytes": text.len(),
+        "preview": text.chars().take(PREVIEW_CHARS).collect::<String>(),
+    });
+    let own = value.get("reason").and_then(Value::as_str);
+    let reason = own.or_else(|| {
+        value
+            .as_object()?
+            .values()
+            .find_map(|v| v.get("reason").and_then(Value::as_str))
+    });
+    if let Some(reason) = reason.filter(|r| r.len() <= REASON_BYTES) {
+        marker["reason"] = Value::from(reason);
+    }
+    marker.to_string()
 }
+
+/// The longest `reason` a truncation marker keeps.
+const REASON_BYTES: usize = 1024;
 
 /// The JSON text to store for a document held as text: the text itself,
 /// or the truncation marker, as [`capped`] makes them.
@@ -124,6 +149,13 @@ mod tests {
         let small = json!({"a": 1});
         assert_eq!(capped(&small), small.to_string());
         assert_eq!(truncated_bytes(&small), None);
+        // A held leaver with a huge name keeps the reason beside the cut.
+        let leaver = json!({"user": {"name": "B".repeat(100_000), "reason": "no license group"}});
+        let stored: Value = serde_json::from_str(&capped(&leaver)).unwrap();
+        assert_eq!(stored["truncated"], json!(true));
+        assert_eq!(stored["reason"], json!("no license group"));
+        let without: Value = serde_json::from_str(&capped(&big)).unwrap();
+        assert_eq!(without.get("reason"), None);
     }
 
     #[test]
