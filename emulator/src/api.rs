@@ -272,8 +272,37 @@ fn gateway_page(status: StatusCode) -> Response {
 
 /// A Graph page whose `@odata.nextLink` is `url`, the page's own address,
 /// and which has no `@odata.deltaLink`: following it serves the same page
-/// again. Answers that are not a page (no `value` list) are left alone.
+/// again.
 async fn repeat_next_link(response: Response, url: &str) -> Response {
+    let url = url.to_string();
+    rewrite_page(response, move |fields| {
+        fields.remove("@odata.deltaLink");
+        fields.insert("@odata.nextLink".into(), json!(url));
+    })
+    .await
+}
+
+/// `response`, a Graph page, with `accountEnabled` taken off its users.
+async fn without_account_enabled(response: Response) -> Response {
+    rewrite_page(response, |fields| {
+        let items = fields.get_mut("value").and_then(|v| v.as_array_mut());
+        for item in items
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.as_object_mut())
+        {
+            item.remove("accountEnabled");
+        }
+    })
+    .await
+}
+
+/// `response`, a Graph page, with its fields changed by `change`. Answers
+/// that are not a page (no `value` list) are left alone.
+async fn rewrite_page(
+    response: Response,
+    change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> Response {
     let (mut parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_INSPECTED_BODY)
         .await
@@ -285,29 +314,7 @@ async fn repeat_next_link(response: Response, url: &str) -> Response {
     let Some(fields) = page.as_object_mut().filter(|m| m.get("value").is_some()) else {
         return Response::from_parts(parts, Body::from(bytes));
     };
-    fields.remove("@odata.deltaLink");
-    fields.insert("@odata.nextLink".into(), json!(url));
-    let text = page.to_string();
-    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(text))
-}
-
-/// `response`, a Graph page, with `accountEnabled` taken off its users.
-async fn without_account_enabled(response: Response) -> Response {
-    let (mut parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_INSPECTED_BODY)
-        .await
-        .unwrap_or_default();
-    let mut page: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(_) => return Response::from_parts(parts, Body::from(bytes)),
-    };
-    let Some(items) = page.get_mut("value").and_then(|v| v.as_array_mut()) else {
-        return Response::from_parts(parts, Body::from(bytes));
-    };
-    for item in items.iter_mut().filter_map(|i| i.as_object_mut()) {
-        item.remove("accountEnabled");
-    }
+    change(fields);
     let text = page.to_string();
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(text))

@@ -45,16 +45,7 @@ pub struct PlanPageQuery {
 
 impl PlanPageQuery {
     fn page(&self) -> Result<usize, Failure> {
-        let text = self.page.trim();
-        if text.is_empty() {
-            return Ok(0);
-        }
-        text.parse().map_err(|_| {
-            Failure::BadRequest(format!(
-                "`page` must be a whole number (0 is the first page), not `{}`.",
-                text.chars().take(40).collect::<String>()
-            ))
-        })
+        super::pages::page_number(&self.page)
     }
 }
 

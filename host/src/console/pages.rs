@@ -86,6 +86,21 @@ impl Failure {
 }
 
 /// Refuses ids that cannot be ours before asking the history.
+/// A `?page=N` as given (text, so that a bad number gets the console's
+/// own page, not axum's plain-text rejection): 0, the first, when none is.
+pub fn page_number(given: &str) -> Result<usize, Failure> {
+    let text = given.trim();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    text.parse().map_err(|_| {
+        Failure::BadRequest(format!(
+            "`page` must be a whole number of a page that can exist (0 is the first page), not `{}`.",
+            text.chars().take(40).collect::<String>()
+        ))
+    })
+}
+
 pub fn plausible(id: &str) -> Result<(), Failure> {
     if id.is_empty() || id.chars().count() > MAX_ID_CHARS || id.chars().any(char::is_control) {
         return Err(Failure::NotFound("There is no such page.".to_string()));

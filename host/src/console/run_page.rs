@@ -52,16 +52,7 @@ pub struct RunQuery {
 impl RunQuery {
     /// The items page asked for (0, the first, when none is).
     fn page(&self) -> Result<usize, Failure> {
-        let text = self.page.trim();
-        if text.is_empty() {
-            return Ok(0);
-        }
-        text.parse().map_err(|_| {
-            Failure::BadRequest(format!(
-                "`page` must be a whole number of a page that can exist (0 is the first page), not `{}`.",
-                text.chars().take(40).collect::<String>()
-            ))
-        })
+        super::pages::page_number(&self.page)
     }
 }
 
