@@ -1348,6 +1348,23 @@ async fn reading_commands_refuse_a_history_that_is_not_there() {
     );
 }
 
+/// A huge bad value on the command line is cut in its error: a
+/// 100,000-character `--param` was printed whole, twice.
+#[tokio::test]
+async fn a_huge_bad_value_is_cut_in_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "N".repeat(100_000);
+    let run = sluice_cmd(&[], dir.path(), &["run", "flow.toml", "--param", &huge]).await;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stderr.len() < 1000, "{} bytes", run.stderr.len());
+    assert!(
+        run.stderr
+            .contains("… (100000 characters)` is not NAME=VALUE"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// A bad value from the environment is named by its variable, not by a
 /// flag nobody typed (`SLUICE_LEASE=abc` was "invalid value for
 /// '--lease'"); a typed flag keeps its own name.

@@ -640,6 +640,13 @@ async fn a_console_with_a_token_asks_for_it_on_every_page() {
         get(c.addr, "/runs", &jar).await.status,
         StatusCode::SEE_OTHER
     );
+    // Nor the same cookie with its MAC in upper-case hex, which verifies.
+    let (body, mac) = jar.rsplit_once('.').unwrap();
+    let shouted = format!("{body}.{}", mac.to_ascii_uppercase());
+    assert_eq!(
+        get(c.addr, "/runs", &shouted).await.status,
+        StatusCode::SEE_OTHER
+    );
     c.stop().await;
 }
 
@@ -1459,27 +1466,66 @@ async fn a_plan_of_thousands_is_paged_and_decided_from_its_page() {
         |d: &sluice_store::PlanDetail, state| d.items.iter().filter(|i| i.state == state).count();
     let detail = store.plan_detail(&plan).await.unwrap().unwrap();
     assert_eq!(counts(&detail, PlanItemState::Approved), 200);
-    // Meanwhile a run holds one more person: every pending item of the
-    // plan is what the page's revision held, on every page, not them.
+    // The page again. Meanwhile a run holds one more person, and another
+    // admin approves three: every pending item of the plan is what the
+    // page's revision held, on every page, not the newcomer, and the
+    // three approvals stand, named as left as they are.
+    let again = get(c.addr, &format!("/approvals/{plan}"), "").await;
+    let shown_at = again
+        .body
+        .split_once("name=\"shown_at\" value=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(at, _)| at.to_string())
+        .unwrap_or_else(|| panic!("no shown_at: {}", again.body));
     let mut more = keys.clone();
     more.push("new.leaver@example.com".into());
     a_run_holds(&store, "20260101T010000Z-bbbbbb", &more).await;
+    let others: Vec<String> = keys[2990..2993].to_vec();
+    store
+        .decide(&DecisionRequest {
+            plan_id: plan.clone(),
+            keys: others.clone(),
+            if_pending: Vec::new(),
+            decision: Decision::Approved,
+            by: "Other Admin".into(),
+            note: None,
+            revision: None,
+        })
+        .await
+        .unwrap();
     let all_plan = [
         ("csrf", csrf.as_str()),
         ("decision", "rejected"),
         ("all_plan", "1"),
         ("revision", "1"),
+        ("shown_at", shown_at.as_str()),
     ];
     let decided = post(c.addr, &action, &cookies, &all_plan).await;
-    assert_eq!(decided.status, StatusCode::SEE_OTHER, "{}", decided.body);
+    assert_page(&decided, StatusCode::OK, "plan, with what it left");
+    assert!(
+        decided.body.contains(&format!(
+            "2797 items decided. 3 items the page showed as pending were not pending any more (someone decided, or a run settled, since the page was shown), and are left as they are: {}.",
+            others.join(", ")
+        )),
+        "{}",
+        decided.body
+    );
     let detail = store.plan_detail(&plan).await.unwrap().unwrap();
-    assert_eq!(counts(&detail, PlanItemState::Approved), 200);
-    assert_eq!(counts(&detail, PlanItemState::Rejected), 2800);
+    assert_eq!(counts(&detail, PlanItemState::Approved), 203);
+    assert_eq!(counts(&detail, PlanItemState::Rejected), 2797);
     let new = detail
         .items
         .iter()
         .find(|i| i.key == "new.leaver@example.com");
     assert_eq!(new.unwrap().state, PlanItemState::Pending);
+    // A page past the plan's last item says so.
+    let past = get(c.addr, &format!("/approvals/{plan}?page=99"), "").await;
+    assert!(
+        past.body
+            .contains("page 99 is past the plan&#39;s last item (3001 items; pages count from 0)"),
+        "{}",
+        past.body
+    );
     // Without the revision its page showed, it decides nothing.
     let blind = post(
         c.addr,
@@ -1489,8 +1535,19 @@ async fn a_plan_of_thousands_is_paged_and_decided_from_its_page() {
     )
     .await;
     assert_eq!(blind.status, StatusCode::BAD_REQUEST);
-    // A form larger than the console reads is refused, pointing to the
-    // commands.
+    // A form of 3 MiB is read (axum's own 2 MiB limit refused it with a
+    // plain-text 413); one larger than the console reads is refused,
+    // pointing to the commands.
+    let padding = "x".repeat(3 * 1024 * 1024);
+    let big = post(
+        c.addr,
+        &action,
+        &cookies,
+        &[("csrf", &csrf), ("decision", "approved"), ("pad", &padding)],
+    )
+    .await;
+    assert_page(&big, StatusCode::BAD_REQUEST, "nothing ticked");
+    assert!(big.body.contains("Tick the items"), "{}", big.body);
     let padding = "x".repeat(5 * 1024 * 1024);
     let huge = post(
         c.addr,

@@ -133,7 +133,7 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::try_parse().unwrap_or_else(|e| match from_the_environment(&e) {
+    let cli = Cli::try_parse().unwrap_or_else(|e| match readable(&e) {
         Some(said) => {
             eprint!("{said}");
             std::process::exit(2)
@@ -293,6 +293,24 @@ const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 
 
 /// A lease of at least a second (`--lease`): renewals every third of it
 /// must be able to reach the store in time. At most [`MAX_LEASE`].
+/// Clap's error for a bad value, where clap's own words would mislead or
+/// flood: named by its environment variable when it came from one
+/// ([`from_the_environment`]), and a huge value cut (a 100,000-character
+/// `--param` was printed whole, twice). `None`: clap's words as they are.
+fn readable(error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let said = from_the_environment(error);
+    let text = said.clone().unwrap_or_else(|| error.render().to_string());
+    match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) if value.chars().count() > 80 => {
+            let start: String = value.chars().take(60).collect();
+            let cut = format!("{start}… ({} characters)", value.chars().count());
+            Some(text.replace(value.as_str(), &cut))
+        }
+        _ => said,
+    }
+}
+
 /// Clap's error for a bad value that came from an environment variable,
 /// naming the variable: clap names the flag (`--lease`), which the
 /// operator never typed when `SLUICE_LEASE=abc` gave it.

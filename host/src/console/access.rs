@@ -215,6 +215,8 @@ pub struct SignedOut(std::sync::Mutex<std::collections::HashMap<String, u64>>);
 
 impl SignedOut {
     /// Ends the session cookie `value` (a valid one, verified first).
+    /// Kept lower-cased: the MAC's hex verifies in either case, and a
+    /// tester's upper-cased copy of a signed-out cookie got back in.
     pub fn end(&self, value: &str) {
         let Some(expires) = value
             .split_once('.')
@@ -226,13 +228,15 @@ impl SignedOut {
         let mut ended = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // Expired ones are refused by their expiry: forgotten here.
         ended.retain(|_, expiry| *expiry > now);
-        ended.insert(value.to_string(), expires);
+        ended.insert(value.to_ascii_lowercase(), expires);
     }
 
-    /// Whether the session cookie `value` was signed out.
+    /// Whether the session cookie `value` was signed out. A signed value
+    /// is digits and lower-case hex, so lower-casing a copy only undoes
+    /// a change of case that the MAC's check would let through.
     pub fn ended(&self, value: &str) -> bool {
         let ended = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        ended.contains_key(value)
+        ended.contains_key(&value.to_ascii_lowercase())
     }
 }
 

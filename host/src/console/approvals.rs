@@ -165,11 +165,17 @@ fn plan_page(seen: &Seen, d: &PlanDetail, notice: Option<String>, page_no: usize
         plan: row(&d.plan),
         action: format!("{base}/decide"),
         items,
-        items_range: (total > PLAN_ITEMS_PER_PAGE)
-            .then(|| format!("items {}–{to} of {total}, pending first", from + 1)),
+        items_range: match (from < total, total > PLAN_ITEMS_PER_PAGE) {
+            (true, true) => Some(format!("items {}–{to} of {total}, pending first", from + 1)),
+            (false, _) if page_no > 0 => Some(format!(
+                "page {page_no} is past the plan's last item ({total} items; pages count from 0)"
+            )),
+            _ => None,
+        },
         prev_href: (page_no > 0 && from > 0).then(|| link(page_no - 1)),
         next_href: (to < total).then(|| link(page_no + 1)),
         pending_elsewhere: d.plan.counts.pending.saturating_sub(pending_here),
+        shown_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         decisions_more: d.decisions.len().saturating_sub(DECISIONS_SHOWN),
         decisions: d
             .decisions
@@ -203,6 +209,9 @@ struct DecisionForm {
     /// joined by the revision the page showed, its other pages too (none
     /// someone decided since, none a run added since).
     all_plan: bool,
+    /// When the page was made: with `all_plan`, the items of its revision
+    /// someone decided after it are named as left as they are.
+    shown_at: Option<chrono::DateTime<chrono::FixedOffset>>,
     note: Option<String>,
     /// The plan's revision the page showed: a key that joined since (a
     /// new request, even under a key the page showed) is not decided.
@@ -217,6 +226,7 @@ struct DecisionForm {
 fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
     let (mut decision, mut keys, mut all, mut note) = (None, Vec::new(), None, None);
     let mut all_plan = None;
+    let mut shown_at = None;
     let mut revision = None;
     let mut shown = Vec::new();
     for (k, v) in url::form_urlencoded::parse(body) {
@@ -232,6 +242,7 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
             }
             "all" => all.replace(v == "1").is_none(),
             "all_plan" => all_plan.replace(v == "1").is_none(),
+            "shown_at" => shown_at.replace(v.into_owned()).is_none(),
             "note" => note.replace(v.trim().to_string()).is_none(),
             "revision" => revision.replace(v.into_owned()).is_none(),
             _ => true,
@@ -293,11 +304,14 @@ fn read_form(body: &[u8]) -> Result<DecisionForm, Failure> {
             "The note is longer than {MAX_NOTE_CHARS} characters."
         )));
     }
+    // Unreadable, it tells nothing: nobody is named as decided since.
+    let shown_at = shown_at.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok());
     Ok(DecisionForm {
         decision,
         keys,
         if_pending,
         all_plan,
+        shown_at,
         note,
         revision,
     })
@@ -322,12 +336,24 @@ pub async fn decide(
     if form.all_plan {
         let by = form.revision.unwrap_or_default();
         match detail(&console, &id).await {
-            Ok(d) => form.if_pending.extend(
-                d.items
-                    .into_iter()
-                    .filter(|i| i.state == PlanItemState::Pending && i.revision <= by)
-                    .map(|i| i.key),
-            ),
+            Ok(d) => {
+                // Pending now, or decided after the page was made (so
+                // possibly pending on it): the store decides the first and
+                // names the others as left as they are, as it does for
+                // the pending keys a page showed.
+                let decided_since = |i: &sluice_store::PlanItem| {
+                    let at = i.decided_at.as_deref();
+                    let at = at.and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok());
+                    matches!((at, form.shown_at), (Some(at), Some(shown)) if at > shown)
+                };
+                form.if_pending.extend(
+                    d.items
+                        .into_iter()
+                        .filter(|i| i.revision <= by)
+                        .filter(|i| i.state == PlanItemState::Pending || decided_since(i))
+                        .map(|i| i.key),
+                )
+            }
             Err(f) => return f.page(&seen),
         }
         if form.if_pending.is_empty() && form.keys.is_empty() {

@@ -43,7 +43,7 @@ const CSRF_HEADER: &str = "x-csrf-token";
 /// whole. A plan's decision form names every pending key its page showed:
 /// a mass leave of thousands (about 40 bytes a key) must fit, which 64 KiB
 /// did not, past some 1,700 keys.
-const MAX_FORM_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_FORM_BYTES: usize = 4 * 1024 * 1024;
 
 /// The policy of every page: nothing from elsewhere, scripts and styles
 /// only from the console's own files, no inline script or style, frames

@@ -360,6 +360,9 @@ pub struct PlanPage {
     /// Pending items of the plan this page does not show: the form then
     /// offers every pending item of the plan, not only those shown.
     pub pending_elsewhere: u64,
+    /// When the page was made (RFC 3339): "every pending item of the
+    /// plan" tells which items someone decided after it.
+    pub shown_at: String,
     /// Newest first, the latest [`super::approvals::DECISIONS_SHOWN`].
     pub decisions: Vec<DecisionView>,
     /// Decisions older than those shown.

@@ -132,6 +132,7 @@ impl Compiler<'_, '_> {
             let raw = &shown_value(written);
             if !params.contains_key(key) {
                 let known: Vec<&str> = params.keys().map(String::as_str).collect();
+                let key = shown_value(key);
                 self.error(
                     0..0,
                     format!("--param {key}: the flow has no param `{key}`"),

@@ -414,6 +414,11 @@ mod tests {
         ] {
             assert_eq!(given(fits), Vec::<String>::new(), "{fits}");
         }
+        // A huge name of no param is cut too.
+        let name = "N".repeat(100_000);
+        let unknown = problems_given(flow, &Catalog, &[(name, "1".into())]);
+        assert!(unknown[0].len() < 400, "{}", unknown[0].len());
+        assert!(unknown[0].contains("… (100000 characters): the flow has no param"));
         // A huge one is cut in the message (it was printed whole).
         let huge = "9".repeat(100_000);
         assert_eq!(
