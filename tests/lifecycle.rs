@@ -1078,6 +1078,50 @@ async fn a_person_the_flow_created_whose_entra_user_is_deleted_leaves_as_user_go
     );
 }
 
+/// A members page that labels the flow's people devices (a security
+/// tester's proxy) made leavers of them ("no license group"), deactivated
+/// under a threshold. Object ids are unique across the directory, so
+/// the read contradicts itself: it fails, and nobody is changed.
+#[tokio::test]
+async fn a_page_that_labels_known_users_devices_fails_and_changes_nobody() {
+    // Two of seven in E3: too few to trip the mass-change guard.
+    let t = Tenant::new(Plan {
+        licensed: &[
+            (ANN, &[E3]),
+            (BOB, &[E3]),
+            (CY, &[O1]),
+            (DEE, &[O1]),
+            (EVE, &[O1]),
+            (FAY, &[O1]),
+            (GIL, &[O1]),
+        ],
+        unlicensed: &[],
+        missing: &[],
+    })
+    .await;
+    let params = [
+        "--param",
+        "max_unapproved_deactivations=10",
+        "--param",
+        "incremental=false",
+    ];
+    let (first, _) = t.run_ok(&params).await;
+    assert_eq!(first.output_of("diff")["counts"]["adopted"], 7);
+    t.emu.set_faults(every(
+        "GET",
+        format!("/groups/{}/members", t.groups[E3]),
+        FaultKind::UsersAsDevices,
+    ));
+    let (run, requests) = t.run(&params).await;
+    assert_ne!(run.code, 0, "{}", tail(&run.stdout));
+    assert!(
+        run.stderr.contains("as a member that is not a user"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(writes(&requests), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn an_approved_deactivation_procore_refused_through_every_retry_keeps_its_approval() {
     let t = five_leavers().await;

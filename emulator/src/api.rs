@@ -191,6 +191,9 @@ async fn guarded(
             without_account_enabled(response).await,
             FaultKind::NoAccountEnabled,
         ),
+        Some(FaultKind::UsersAsDevices) if service == Service::Graph => {
+            marked(users_as_devices(response).await, FaultKind::UsersAsDevices)
+        }
         Some(FaultKind::EmptyPage) if service == Service::Procore => {
             let (mut parts, _) = response.into_parts();
             parts.headers.remove(axum::http::header::CONTENT_LENGTH);
@@ -292,6 +295,23 @@ async fn without_account_enabled(response: Response) -> Response {
             .filter_map(|i| i.as_object_mut())
         {
             item.remove("accountEnabled");
+        }
+    })
+    .await
+}
+
+/// `response`, a Graph page, with its users labelled devices.
+async fn users_as_devices(response: Response) -> Response {
+    rewrite_page(response, |fields| {
+        let items = fields.get_mut("value").and_then(|v| v.as_array_mut());
+        for item in items
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.as_object_mut())
+        {
+            if item.get("@odata.type") == Some(&json!("#microsoft.graph.user")) {
+                item.insert("@odata.type".into(), json!("#microsoft.graph.device"));
+            }
         }
     })
     .await

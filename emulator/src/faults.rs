@@ -19,7 +19,8 @@
 //! `repeat_next_link` (targeted only, Graph only) handles the request and
 //! then points the page's `@odata.nextLink` at the page itself, so a
 //! client that does not notice loops; `no_account_enabled` (the same)
-//! takes `accountEnabled` off the page's users; `empty_page` (Procore
+//! takes `accountEnabled` off the page's users, `users_as_devices`
+//! labels them devices; `empty_page` (Procore
 //! only) serves a list page empty with its paging headers as they were.
 //!
 //! Graph delta has knobs of its own, for what Microsoft documents delta
@@ -77,6 +78,11 @@ pub enum FaultKind {
     /// selected property). A client must not take a user whose account
     /// state it was not told for a disabled one.
     NoAccountEnabled,
+    /// Graph only: the page's users are labelled devices
+    /// (`"@odata.type": "#microsoft.graph.device"`), a malformed answer:
+    /// object ids are unique across the directory, so a client that knows
+    /// one of them as a user must not take them for someone who left.
+    UsersAsDevices,
     /// Procore only: a list page comes back empty, its `Total`, `Per-Page`
     /// and `Link` headers as they were (a gateway cache or a replica that
     /// lost rows). A client must not take the users it did not get for
@@ -94,6 +100,7 @@ impl FaultKind {
                 | FaultKind::RepeatNextLink
                 | FaultKind::GatewayTimeoutAfterApply
                 | FaultKind::NoAccountEnabled
+                | FaultKind::UsersAsDevices
                 | FaultKind::EmptyPage
         )
     }
@@ -111,6 +118,7 @@ impl FaultKind {
             FaultKind::BadGateway => "502",
             FaultKind::GatewayTimeoutAfterApply => "504_after_apply",
             FaultKind::NoAccountEnabled => "no_account_enabled",
+            FaultKind::UsersAsDevices => "users_as_devices",
             FaultKind::EmptyPage => "empty_page",
         }
     }

@@ -642,6 +642,16 @@ fn unheld(people: &people::Roster, disabled: &[String]) -> Result<Unheld, StepEr
         if holders.contains(&Id::new(entra_id)) {
             continue;
         }
+        // Object ids are unique across the directory: a user the flow
+        // knows, listed as a device (or any other kind) in a license
+        // group, is a read that contradicts itself, and taking them for
+        // someone in no license group would make a leaver of them.
+        if people.lists_as_other(&Id::new(entra_id)) {
+            return Err(StepError::internal(format!(
+                "Graph listed {entra_id}, the Entra user of {key}, as a member that is not a user (its `@odata.type`) in a license group; the read contradicts itself, so the step stops rather than take {key} for a leaver"
+            ))
+            .with_code("bad-response"));
+        }
         let call = Call::get(
             GRAPH,
             &format!("users/{}", sluice_guest::http::segment(entra_id)),

@@ -30,6 +30,8 @@ pub struct People {
     /// Members whose account is disabled, with the first of their ids.
     disabled: BTreeMap<Key, Id>,
     non_users: usize,
+    /// The ids of the members that are not users (devices, groups…).
+    others: Vec<Id>,
 }
 
 /// A person as held until the output is written: the first object's id
@@ -103,6 +105,7 @@ impl People {
             held: Vec::with_capacity(objects),
             disabled: BTreeMap::new(),
             non_users: 0,
+            others: Vec::new(),
         }
     }
 
@@ -121,6 +124,7 @@ impl People {
         if entry.kind.is_some() {
             // Counted once per group it is in, as a members list shows it.
             self.non_users += groups.iter().count();
+            self.others.push(id);
             return;
         }
         let Some(user) = entry.user else { return };
@@ -148,9 +152,11 @@ impl People {
             same
         });
         self.held.shrink_to_fit();
+        self.others.sort_unstable();
         let people = Roster {
             names: self.names,
             people: self.held,
+            others: self.others,
         };
         // Someone disabled in one place but enabled elsewhere is still enabled.
         let disabled_ids: BTreeMap<String, String> = self
@@ -186,6 +192,8 @@ pub struct Roster {
     names: Vec<String>,
     /// Sorted by key, one per key.
     people: Vec<Held>,
+    /// The ids of the members that are not users, sorted.
+    others: Vec<Id>,
 }
 
 impl Roster {
@@ -212,6 +220,11 @@ impl Roster {
     }
 
     /// The Entra object ids of the people.
+    /// Whether the read listed `id` as a member that is not a user.
+    pub fn lists_as_other(&self, id: &Id) -> bool {
+        self.others.binary_search(id).is_ok()
+    }
+
     pub fn ids(&self) -> impl Iterator<Item = &Id> {
         self.people.iter().map(|held| &held.id)
     }
