@@ -287,21 +287,28 @@ async fn repeat_next_link(response: Response, url: &str) -> Response {
 
 /// `response`, a Graph page, with `accountEnabled` taken off its users.
 async fn without_account_enabled(response: Response) -> Response {
-    rewrite_page(response, |fields| {
-        let items = fields.get_mut("value").and_then(|v| v.as_array_mut());
-        for item in items
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.as_object_mut())
-        {
-            item.remove("accountEnabled");
-        }
+    rewrite_items(response, |item| {
+        item.remove("accountEnabled");
     })
     .await
 }
 
 /// `response`, a Graph page, with its users labelled devices.
 async fn users_as_devices(response: Response) -> Response {
+    rewrite_items(response, |item| {
+        if item.get("@odata.type") == Some(&json!("#microsoft.graph.user")) {
+            item.insert("@odata.type".into(), json!("#microsoft.graph.device"));
+        }
+    })
+    .await
+}
+
+/// `response`, a Graph page, with each object of its `value` list changed
+/// by `change`.
+async fn rewrite_items(
+    response: Response,
+    change: impl Fn(&mut serde_json::Map<String, serde_json::Value>),
+) -> Response {
     rewrite_page(response, |fields| {
         let items = fields.get_mut("value").and_then(|v| v.as_array_mut());
         for item in items
@@ -309,9 +316,7 @@ async fn users_as_devices(response: Response) -> Response {
             .flatten()
             .filter_map(|i| i.as_object_mut())
         {
-            if item.get("@odata.type") == Some(&json!("#microsoft.graph.user")) {
-                item.insert("@odata.type".into(), json!("#microsoft.graph.device"));
-            }
+            change(item);
         }
     })
     .await
