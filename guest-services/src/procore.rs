@@ -297,9 +297,11 @@ impl<'a> Pages<'a> {
 
 /// The error of a list whose pages ended short of the `Total` its last
 /// page gave: users a page left out would be taken for absent (created
-/// again, or never matched), so the read stops instead. Retryable: a
-/// list that shrank while it was paged gives its new Total on the last
-/// page, so only a page that came back short or empty gets here.
+/// again, or never matched), so the read stops instead. Retryable. A list
+/// that shrank while it was paged gives its new Total on its last page,
+/// so that alone does not get here; nor does the user such a shift can
+/// skip, which page numbers cannot tell (at worst a create that Procore
+/// refuses as taken, never a deactivation).
 fn short_read(url: &str, total: usize, read: usize) -> StepError {
     StepError::unavailable(format!(
         "{url}: Procore's Total header says the list holds {total}, but its pages held {read} when it ended; the list was not read whole, so the step stops rather than take the rest for absent"

@@ -207,6 +207,10 @@ pub struct Run<'a, 'w> {
     drop_pending: bool,
     /// When that run was (the holder count's `held_drop`), read once.
     drop_held: Option<DateTime<Utc>>,
+    /// The latest time a leaver of this run was found leaving: a run that
+    /// holds for a drop is marked no earlier, so that a replica whose
+    /// clock is behind the one that found them still counts them held.
+    latest_leaving: Option<DateTime<Utc>>,
 }
 
 impl<'a, 'w> Run<'a, 'w> {
@@ -242,6 +246,7 @@ impl<'a, 'w> Run<'a, 'w> {
                 .and_then(|h| h.first_held.as_deref())
                 .and_then(parse_time),
             drop_pending: false,
+            latest_leaving: None,
             drop_held: known
                 .holders
                 .as_ref()
@@ -901,6 +906,7 @@ impl<'a, 'w> Run<'a, 'w> {
             if self.drop_held.is_some_and(|held| since <= held) && !self.decided(&key) {
                 self.drop_pending = true;
             }
+            self.latest_leaving = self.latest_leaving.max(Some(since));
         }
         let entra_id = match reason {
             LeaveReason::AccountDisabled => self.disabled_entra_id(&key, user),
@@ -1004,8 +1010,11 @@ impl<'a, 'w> Run<'a, 'w> {
         // admin has decided everyone a drop held, the count of the last
         // run that held them (a new drop since is held again).
         let known: &'a Known = self.known;
+        // A mark whose time does not read holds on: nobody can be told
+        // apart as found after it.
+        let released = !self.drop_pending && self.drop_held.is_some();
         let baseline = known.holders.as_ref().map(|h| match &h.held_drop {
-            Some(drop) if !self.drop_pending => (drop.count, drop.at.as_str()),
+            Some(drop) if released => (drop.count, drop.at.as_str()),
             _ => (h.count, h.at.as_str()),
         });
         let fell = |(was, _): (usize, &str)| count * 2 < was;
@@ -1081,7 +1090,10 @@ impl<'a, 'w> Run<'a, 'w> {
                     at: at.to_owned(),
                     first_held,
                     held_drop: Some(HeldDrop {
-                        at: self.now.clone(),
+                        at: match self.latest_leaving {
+                            Some(latest) if latest > self.policy.now => latest.to_rfc3339(),
+                            _ => self.now.clone(),
+                        },
                         count,
                     }),
                 },
@@ -2436,6 +2448,56 @@ mod tests {
         assert!(diff.guard.hold, "from 1 to 0");
         let again = holders(&writes).unwrap();
         assert_eq!((again.count, again.held_drop.unwrap().count), (1, 0));
+    }
+
+    /// Two edges of the drop's mark: one whose time does not read keeps
+    /// the hold (nobody can be told apart as found after it), and one made
+    /// by a replica whose clock is behind the replica that found a leaver
+    /// is no earlier than that leaver's start, so they count as held.
+    #[test]
+    fn a_drop_mark_holds_on_when_unreadable_and_covers_a_leaver_from_a_clock_ahead() {
+        let users = [
+            user(1, "a@x.com", true),
+            user(2, "b@x.com", true),
+            user(3, "c@x.com", true),
+        ];
+        let later = (policy().now + chrono::TimeDelta::minutes(10)).to_rfc3339();
+        let mut k = known(&[
+            ("a@x.com", managed(1, Status::Active)),
+            ("b@x.com", managed(2, Status::Active)),
+            (
+                "c@x.com",
+                Managed {
+                    leaving_since: Some(later.clone()),
+                    ..managed(3, Status::Active)
+                },
+            ),
+        ]);
+        k.holders = Some(Holders {
+            count: 9,
+            at: "2026-02-28T12:00:00Z".into(),
+            first_held: None,
+            held_drop: Some(HeldDrop {
+                at: "not a time".into(),
+                count: 3,
+            }),
+        });
+        let people = [person("a@x.com", true), person("b@x.com", true)];
+        let (diff, writes) = run(&people, &users, &k, &policy());
+        assert!(diff.guard.hold, "{}", diff.guard.reason);
+        assert!(
+            diff.guard.reason.contains("from 9 to 2"),
+            "{}",
+            diff.guard.reason
+        );
+        let mark = writes
+            .iter()
+            .find_map(|w| match w {
+                Write::Holders(h) => h.held_drop.clone(),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(mark.at, later, "no earlier than c's start");
     }
 
     /// Everyone a drop held was decided, and then one more person left:

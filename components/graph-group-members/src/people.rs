@@ -219,12 +219,12 @@ impl Roster {
             .is_ok()
     }
 
-    /// The Entra object ids of the people.
     /// Whether the read listed `id` as a member that is not a user.
     pub fn lists_as_other(&self, id: &Id) -> bool {
         self.others.binary_search(id).is_ok()
     }
 
+    /// The Entra object ids of the people.
     pub fn ids(&self) -> impl Iterator<Item = &Id> {
         self.people.iter().map(|held| &held.id)
     }

@@ -291,8 +291,6 @@ pub fn parse_replica(text: &str) -> Result<String, String> {
 /// The longest `--lease`: a crashed host's flows wait out its lease.
 const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
-/// A lease of at least a second (`--lease`): renewals every third of it
-/// must be able to reach the store in time. At most [`MAX_LEASE`].
 /// Clap's error for a bad value, where clap's own words would mislead or
 /// flood: named by its environment variable when it came from one
 /// ([`from_the_environment`]), and a huge value cut (a 100,000-character
@@ -356,6 +354,8 @@ fn env_of(command: &clap::Command, long: &str) -> Option<String> {
         .or_else(|| command.get_subcommands().find_map(|c| env_of(c, long)))
 }
 
+/// A lease of at least a second (`--lease`): renewals every third of it
+/// must be able to reach the store in time. At most [`MAX_LEASE`].
 pub fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
     let lease = parse_span(text)?;
     if lease < std::time::Duration::from_secs(1) {

@@ -172,7 +172,9 @@ fn plan_page(seen: &Seen, d: &PlanDetail, notice: Option<String>, page_no: usize
             )),
             _ => None,
         },
-        prev_href: (page_no > 0 && from > 0).then(|| link(page_no - 1)),
+        // Past the end, "previous" is the last page there is.
+        prev_href: (page_no > 0 && total > 0)
+            .then(|| link((page_no - 1).min((total - 1) / PLAN_ITEMS_PER_PAGE))),
         next_href: (to < total).then(|| link(page_no + 1)),
         pending_elsewhere: d.plan.counts.pending.saturating_sub(pending_here),
         shown_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -401,7 +403,7 @@ fn left_notice(outcome: &DecisionOutcome) -> String {
     let n = outcome.left.len();
     if n > 0 {
         notice.push_str(&format!(
-            " {n} item{} the page showed as pending {} not pending any more (someone decided, or a run settled, since the page was shown), and {} left as {}: {}.",
+            " {n} item{} of the plan {} not pending any more (someone decided, or a run settled, since the page was shown), and {} left as {}: {}.",
             if n == 1 { "" } else { "s" },
             if n == 1 { "was" } else { "were" },
             if n == 1 { "is" } else { "are" },

@@ -39,11 +39,12 @@ pub const SESSION_COOKIE: &str = "sluice_session";
 pub const CSRF_COOKIE: &str = "sluice_csrf";
 const CSRF_FIELD: &str = "csrf";
 const CSRF_HEADER: &str = "x-csrf-token";
-/// The largest form read; a bigger body is refused before it is read
-/// whole. A plan's decision form names every pending key its page showed:
-/// a mass leave of thousands (about 40 bytes a key) must fit, which 64 KiB
-/// did not, past some 1,700 keys.
-pub const MAX_FORM_BYTES: usize = 4 * 1024 * 1024;
+/// The largest form read, before anyone is known to have signed in; a
+/// bigger body is refused before it is read whole. A plan's decision form
+/// names the pending keys its page showed, at most a page of 200 (about
+/// 40 bytes each), and ticks as many: well within. (Unpaged, a plan of
+/// 1,700 pending did not fit in 64 KiB.)
+pub const MAX_FORM_BYTES: usize = 256 * 1024;
 
 /// The policy of every page: nothing from elsewhere, scripts and styles
 /// only from the console's own files, no inline script or style, frames
@@ -265,7 +266,7 @@ async fn check_csrf(request: Request, key: &CsrfKey, cookie: &str) -> Result<Req
         refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Form too large",
-            "The form sent more than the console accepts (4 MiB). A plan this large is decided with `sluice approve ID --revision N` or `sluice reject ID --revision N` (see `sluice approvals show ID`).",
+            "The form sent more than the console accepts (256 KiB); its own pages' forms are far smaller. Reload the page and try again.",
         )
     })?;
     let given = url::form_urlencoded::parse(&bytes)

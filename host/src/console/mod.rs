@@ -201,8 +201,8 @@ pub fn router(console: Arc<Console>) -> Router {
             console.clone(),
             guard::guard,
         ))
-        // The handlers read what the guard let through: axum's own 2 MiB
-        // default refused forms the guard took, with a plain-text 413.
+        // The handlers read what the guard let through, within the same
+        // bound (axum's own default differs, and answers in plain text).
         .layer(axum::extract::DefaultBodyLimit::max(guard::MAX_FORM_BYTES))
         .with_state(console)
 }

@@ -85,7 +85,6 @@ impl Failure {
     }
 }
 
-/// Refuses ids that cannot be ours before asking the history.
 /// A `?page=N` as given (text, so that a bad number gets the console's
 /// own page, not axum's plain-text rejection): 0, the first, when none is.
 pub fn page_number(given: &str) -> Result<usize, Failure> {
@@ -101,6 +100,7 @@ pub fn page_number(given: &str) -> Result<usize, Failure> {
     })
 }
 
+/// Refuses ids that cannot be ours before asking the history.
 pub fn plausible(id: &str) -> Result<(), Failure> {
     if id.is_empty() || id.chars().count() > MAX_ID_CHARS || id.chars().any(char::is_control) {
         return Err(Failure::NotFound("There is no such page.".to_string()));

@@ -219,10 +219,13 @@ impl Backend for SqliteBackend {
             let pruned = write(c, |tx| query::prune_older_than(tx, age))?;
             // The deletions went through the write-ahead log, which grew
             // by what they freed (an operator saw it triple): folded back
-            // into the file and cut to nothing now. Best effort: a reader
-            // that holds the log (`sluice serve`) only delays it.
+            // into the file and cut to nothing now. Best effort, and
+            // without waiting: a truncating checkpoint that waited on a
+            // reader (`sluice serve`) would hold its writes back meanwhile.
             if !pruned.is_empty() {
+                let _ = c.busy_timeout(Duration::ZERO);
                 let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                let _ = c.busy_timeout(BUSY_TIMEOUT);
             }
             Ok(pruned)
         })
