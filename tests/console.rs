@@ -267,10 +267,16 @@ fn cookie_value(line: &str) -> &str {
 
 /// The CSRF value of the hidden field of a page's forms.
 fn csrf_field(body: &str) -> String {
+    field_value(body, "csrf")
+}
+
+/// The value of the form field `name` on a page.
+fn field_value(body: &str, name: &str) -> String {
+    let field = format!("name=\"{name}\" value=\"");
     let at = body
-        .find("name=\"csrf\" value=\"")
-        .expect("a form with a CSRF field");
-    let rest = &body[at + "name=\"csrf\" value=\"".len()..];
+        .find(&field)
+        .unwrap_or_else(|| panic!("a form with a `{name}` field: {body}"));
+    let rest = &body[at + field.len()..];
     rest[..rest.find('"').unwrap()].to_string()
 }
 
@@ -1471,12 +1477,7 @@ async fn a_plan_of_thousands_is_paged_and_decided_from_its_page() {
     // page's revision held, on every page, not the newcomer, and the
     // three approvals stand, named as left as they are.
     let again = get(c.addr, &format!("/approvals/{plan}"), "").await;
-    let shown_at = again
-        .body
-        .split_once("name=\"shown_at\" value=\"")
-        .and_then(|(_, rest)| rest.split_once('"'))
-        .map(|(at, _)| at.to_string())
-        .unwrap_or_else(|| panic!("no shown_at: {}", again.body));
+    let shown_at = field_value(&again.body, "shown_at");
     let mut more = keys.clone();
     more.push("new.leaver@example.com".into());
     a_run_holds(&store, "20260101T010000Z-bbbbbb", &more).await;
