@@ -197,29 +197,64 @@ pub fn link_next(header: &str) -> Option<String> {
         })
 }
 
-fn number_header(response: &Response, name: &str) -> Option<usize> {
-    response
-        .header(name)
-        .and_then(|v| v.trim().parse::<usize>().ok())
+/// Why a page cannot say whether the list goes on.
+#[derive(Debug, PartialEq)]
+pub enum Unpageable {
+    /// A paging header that is there but is not a whole number (`abc`,
+    /// `-1`, `0x27`): the page cannot be measured against it.
+    Unreadable {
+        /// The header, lower-cased.
+        header: &'static str,
+        /// Its text, cut to 40 characters.
+        value: String,
+    },
+    /// An empty page whose `Link` names a next one: the list says both
+    /// that it is over and that it goes on.
+    EmptyWithNext,
+}
+
+/// A paging header's whole number, if the page sends the header.
+fn number_header(response: &Response, name: &'static str) -> Result<Option<usize>, Unpageable> {
+    let Some(text) = response.header(name) else {
+        return Ok(None);
+    };
+    text.trim()
+        .parse::<usize>()
+        .map(Some)
+        .map_err(|_| Unpageable::Unreadable {
+            header: name,
+            value: text.chars().take(40).collect(),
+        })
 }
 
 /// Whether Procore has another page after `page` (1-based), given how many
 /// items this page held and how many all pages so far held together.
-pub fn has_next(response: &Response, page: usize, on_this_page: usize, so_far: usize) -> bool {
+pub fn has_next(
+    response: &Response,
+    page: usize,
+    on_this_page: usize,
+    so_far: usize,
+) -> Result<bool, Unpageable> {
+    let next_link = response
+        .header_joined("link")
+        .map(|link| link_next(&link).is_some());
+    let total = number_header(response, "total")?;
+    let per_page = number_header(response, "per-page")?.filter(|n| *n > 0);
     if on_this_page == 0 {
-        return false;
-    }
-    if let Some(link) = response.header_joined("link") {
-        return link_next(&link).is_some();
-    }
-    if let Some(total) = number_header(response, "total") {
-        return match number_header(response, "per-page").filter(|n| *n > 0) {
-            Some(per_page) => page.saturating_mul(per_page) < total,
-            None => so_far < total,
+        return match next_link {
+            Some(true) => Err(Unpageable::EmptyWithNext),
+            _ => Ok(false),
         };
     }
-    // No paging headers at all: only an empty page says the list is over.
-    true
+    if let Some(next) = next_link {
+        return Ok(next);
+    }
+    Ok(match (total, per_page) {
+        (Some(total), Some(per_page)) => page.saturating_mul(per_page) < total,
+        (Some(total), None) => so_far < total,
+        // No paging headers at all: only an empty page says the list is over.
+        (None, _) => true,
+    })
 }
 
 /// One page of a Procore list, read as `T`.
@@ -286,8 +321,9 @@ impl<'a> Pages<'a> {
         let response = read_ok(&call)?;
         let items: Vec<T> = page_items(&self.url, &response.body)?;
         self.so_far += items.len();
-        self.done = !has_next(&response, self.page, items.len(), self.so_far);
-        let total = number_header(&response, "total");
+        self.done = !has_next(&response, self.page, items.len(), self.so_far)
+            .map_err(|why| unpageable(&self.url, self.page, why))?;
+        let total = number_header(&response, "total").ok().flatten();
         if let Some(total) = total.filter(|&t| self.done && self.so_far < t) {
             return Err(short_read(&self.url, total, self.so_far));
         }
@@ -307,6 +343,23 @@ fn short_read(url: &str, total: usize, read: usize) -> StepError {
         "{url}: Procore's Total header says the list holds {total}, but its pages held {read} when it ended; the list was not read whole, so the step stops rather than take the rest for absent"
     ))
     .with_code("short-read")
+}
+
+/// The error of a page that cannot say whether the list goes on. Taking
+/// it for the end would take every user after it for absent, so the read
+/// stops instead: retryable for an empty page that links a next one (a
+/// list that changed under the read), not for a header that is no number.
+fn unpageable(url: &str, page: usize, why: Unpageable) -> StepError {
+    match why {
+        Unpageable::Unreadable { header, value } => StepError::internal(format!(
+            "{url}: page {page}'s {header} header is `{value}`, not a whole number, so the step cannot tell whether the list goes on"
+        ))
+        .with_code("bad-response"),
+        Unpageable::EmptyWithNext => StepError::unavailable(format!(
+            "{url}: page {page} came back empty while its Link header names a next page; the list was not read whole, so the step stops rather than take the rest for absent"
+        ))
+        .with_code("short-read"),
+    }
 }
 
 /// A page's body: a bare JSON array of `T`. Read typed, so a page of
@@ -755,6 +808,11 @@ mod tests {
         assert_eq!(record.id, None);
     }
 
+    /// Whether the list goes on, for a page whose headers can say it.
+    fn has_next(response: &Response, page: usize, on_this_page: usize, so_far: usize) -> bool {
+        super::has_next(response, page, on_this_page, so_far).unwrap()
+    }
+
     fn response(headers: &[(&str, &str)]) -> Response {
         Response {
             status: 200,
@@ -953,5 +1011,49 @@ mod tests {
         assert!(!has_next(&response(&[]), 3, 0, 107));
         // An empty page ends the list even when Total overstates.
         assert!(!has_next(&response(&[("total", "500")]), 2, 0, 100));
+    }
+
+    #[test]
+    fn a_page_that_cannot_say_whether_the_list_goes_on_stops_the_read() {
+        for value in ["abc", "-1", "0x27", ""] {
+            for header in ["total", "per-page"] {
+                let page = response(&[(header, value), ("total", "10")]);
+                assert_eq!(
+                    super::has_next(&page, 1, 5, 5),
+                    Err(Unpageable::Unreadable {
+                        header,
+                        value: value.into()
+                    }),
+                    "{header}: {value}"
+                );
+            }
+        }
+        let empty_with_next = response(&[("link", r#"<https://x/?page=3>; rel="next""#)]);
+        assert_eq!(
+            super::has_next(&empty_with_next, 2, 0, 100),
+            Err(Unpageable::EmptyWithNext)
+        );
+        let error = unpageable("companies/1/users", 2, Unpageable::EmptyWithNext);
+        assert_eq!(
+            (error.code.as_str(), error.kind),
+            ("short-read", sluice_guest::ErrorKind::Unavailable)
+        );
+        let long = "9".repeat(100);
+        let error = unpageable(
+            "companies/1/users",
+            4,
+            super::has_next(&response(&[("total", &long)]), 4, 5, 20).unwrap_err(),
+        );
+        assert_eq!(error.code, "bad-response");
+        assert!(
+            error
+                .message
+                .contains(&format!("page 4's total header is `{}`", &long[..40])),
+            "{}",
+            error.message
+        );
+        // An empty last page without a next link still ends the list.
+        let last = response(&[("link", r#"<https://x/?page=1>; rel="first""#)]);
+        assert_eq!(super::has_next(&last, 3, 0, 100), Ok(false));
     }
 }
