@@ -1039,6 +1039,56 @@ async fn rejecting_what_the_guard_held_makes_the_new_count_the_one_it_trusts() {
     assert!(t.active(ANN));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_found_in_the_leavers_grace_holds_them_when_it_ends() {
+    let t = Tenant::new(Plan {
+        licensed: &[
+            (ANN, &[E3]),
+            (BOB, &[E3]),
+            (CY, &[E3]),
+            (DEE, &[E3]),
+            (EVE, &[E3]),
+            (FAY, &[E3]),
+            (GIL, &[E3]),
+        ],
+        unlicensed: &[],
+        missing: &[],
+    })
+    .await;
+    let params = [
+        "--param",
+        "max_unapproved_deactivations=10",
+        "--param",
+        r#"leaver_grace="2s""#,
+    ];
+    t.run_ok(&params).await;
+    // Five of seven leave at once; the run that finds them is inside their
+    // grace, so it has nobody to deactivate or hold yet.
+    for mail in [BOB, CY, DEE, EVE, FAY] {
+        t.leave_group(mail, E3);
+    }
+    let (found, requests) = t.run_ok(&params).await;
+    assert_eq!(
+        found.output_of("diff")["leaving"].as_array().unwrap().len(),
+        5
+    );
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // Their grace is over: the drop holds them all, under the threshold.
+    let (run, requests) = t.run_ok(&params).await;
+    let guard = &run.output_of("diff")["guard"];
+    assert_eq!(guard["hold"], json!(true), "{guard}");
+    assert!(
+        guard["reason"].as_str().unwrap().contains("from 7 to 2"),
+        "{guard}"
+    );
+    assert_eq!(writes(&requests), Vec::<String>::new(), "{}", run.stderr);
+    for mail in [BOB, CY, DEE, EVE, FAY] {
+        assert!(t.active(mail), "{mail}");
+    }
+    assert_eq!(t.plans().await.len(), 1);
+}
+
 /// A license holder missing from Procore, to be created.
 const NEW: &str = "new@contoso.com";
 

@@ -62,7 +62,8 @@
 //!   admin), or in a first run with leavers, and after it until an admin
 //!   has decided everyone the first run found leaving (once their grace
 //!   is over). After a drop, the count it measures from is kept
-//!   only once every deactivation it held is approved or rejected.
+//!   only once every deactivation it held is approved or rejected; those
+//!   the drop found still in their grace hold it on until they are too.
 //! - **A deactivation never applied**: a record left `deactivating` (a
 //!   host that died while Procore had not applied it) whose user is still
 //!   active is active again; one whose user is inactive is listed for the
@@ -892,6 +893,13 @@ impl<'a, 'w> Run<'a, 'w> {
                 self.first_run_pending = true;
                 self.first_run_undecided |= waited >= self.policy.grace;
             }
+            // A leaver the last run held for a drop (found leaving by
+            // then), not decided yet, in their grace or past it: the
+            // drop's count is kept.
+            if self.drop_held.is_some_and(|held| since <= held) && !self.decided(&key) {
+                self.drop_pending = true;
+            }
+            self.latest_leaving = self.latest_leaving.max(Some(since));
             if waited < self.policy.grace {
                 out.leaving.push(Leaving {
                     key,
@@ -901,12 +909,6 @@ impl<'a, 'w> Run<'a, 'w> {
                 });
                 return Ok(());
             }
-            // A leaver the last run held for a drop (found leaving by
-            // then), not decided yet: the drop's count is kept.
-            if self.drop_held.is_some_and(|held| since <= held) && !self.decided(&key) {
-                self.drop_pending = true;
-            }
-            self.latest_leaving = self.latest_leaving.max(Some(since));
         }
         let entra_id = match reason {
             LeaveReason::AccountDisabled => self.disabled_entra_id(&key, user),
@@ -1073,7 +1075,10 @@ impl<'a, 'w> Run<'a, 'w> {
         // it. A first run's count is kept at once (it is no drop), with
         // when it held its leavers, which hold every deactivation back
         // until they are decided.
-        let undecided = out.leavers.iter().any(|l| !self.decided(&l.key));
+        // Those in their grace cannot be decided yet: when it ends, they
+        // are measured from the count before the drop.
+        let undecided =
+            !out.leaving.is_empty() || out.leavers.iter().any(|l| !self.decided(&l.key));
         let held_by_drop = baseline.is_some_and(fell) && undecided;
         if counted {
             // Those in their grace too: they were found leaving by a run
@@ -2555,6 +2560,77 @@ mod tests {
             "{}",
             diff.guard.reason
         );
+    }
+
+    #[test]
+    fn a_drop_whose_leavers_are_all_in_their_grace_is_held_when_it_ends() {
+        let keys = ["a", "b", "c", "d", "e", "f"].map(|k| format!("{k}@x.com"));
+        let users: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| user(i as u64 + 1, k, true))
+            .collect();
+        let records: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), managed(i as u64 + 1, Status::Active)))
+            .collect();
+        let mut k = known(&records);
+        k.holders = Some(Holders {
+            count: 6,
+            at: "2026-02-28T12:00:00Z".into(),
+            first_held: None,
+            held_drop: None,
+        });
+        let mut p = policy();
+        p.grace = Duration::from_secs(24 * 3600);
+        // Four of six leave at once: all in their grace, nobody to hold yet.
+        let people = [person("a@x.com", true), person("b@x.com", true)];
+        let (diff, writes) = run(&people, &users, &k, &p);
+        assert_eq!((diff.leavers.len(), diff.leaving.len()), (0, 4));
+        let held = |writes: &[Write]| {
+            writes.iter().find_map(|w| match w {
+                Write::Holders(h) => Some(h.clone()),
+                _ => None,
+            })
+        };
+        let holders = held(&writes).unwrap();
+        assert_eq!(holders.count, 6, "the count before the drop is kept");
+        assert_eq!(holders.held_drop.as_ref().map(|d| d.count), Some(2));
+        // A day later their grace is over: they are held for the drop
+        // (whatever the flow's threshold would let through).
+        let marked = managed_writes(&writes);
+        assert_eq!(marked.len(), 4, "their grace clocks start");
+        let records: Vec<_> = records
+            .into_iter()
+            .map(|(key, record)| {
+                let now = marked.iter().find(|(k, _)| *k == key).map(|(_, m)| *m);
+                (key, now.unwrap_or(&record).clone())
+            })
+            .collect();
+        let mut later = known(&records);
+        later.holders = Some(holders);
+        // A run while they are still in their grace keeps the count too.
+        p.now += chrono::TimeDelta::hours(12);
+        let (diff, writes) = run(&people, &users, &later, &p);
+        assert_eq!(diff.leaving.len(), 4);
+        assert_eq!(held(&writes).unwrap().count, 6);
+        p.now += chrono::TimeDelta::hours(13);
+        let (diff, writes) = run(&people, &users, &later, &p);
+        assert_eq!(diff.leavers.len(), 4);
+        assert!(diff.guard.hold);
+        assert!(
+            diff.guard.reason.contains("from 6 to 2"),
+            "{}",
+            diff.guard.reason
+        );
+        assert_eq!(held(&writes).unwrap().count, 6);
+        // Once an admin has decided them, the drop's count is the one
+        // trusted, and the hold lets go.
+        p.rejected = keys[2..].iter().map(|k| Key::of(k).unwrap()).collect();
+        let (diff, writes) = run(&people, &users, &later, &p);
+        assert!(!diff.guard.hold, "{}", diff.guard.reason);
+        assert_eq!(held(&writes).unwrap().count, 2);
     }
 
     /// Bob as Entra has him now: his mailbox came after his license, so
