@@ -374,7 +374,7 @@ async fn a_dry_run_read_cannot_be_turned_into_a_write() {
     }
     for request in refused {
         let what = format!("{:?} {:?}", request.headers, request.body);
-        let (result, _) = conn.send(request, true).await;
+        let (result, _) = conn.send(request, true, None).await;
         assert!(
             matches!(result, Err(SendError::Violation(_))),
             "{what}: {result:?}"
@@ -383,7 +383,7 @@ async fn a_dry_run_read_cannot_be_turned_into_a_write() {
     assert!(server.requests().is_empty(), "nothing was sent");
     // A plain read still goes out in a dry run.
     let (result, _) = conn
-        .send(get(vec![("Accept", "application/json")], None), true)
+        .send(get(vec![("Accept", "application/json")], None), true, None)
         .await;
     assert_eq!(result.unwrap().status, 200);
 }

@@ -611,6 +611,70 @@ fn a_replica_paused_past_its_lease_cannot_record_into_the_flows_runs_when_resume
     stop_all(vec![owner, paused]);
 }
 
+#[test]
+fn a_replica_paused_while_its_write_waited_sends_nothing_once_resumed() {
+    let (database, server, data, flows) = setup("writes", "*/2 * * * * *", 0);
+    // The work step waits, then writes: the replica is paused inside the
+    // wait, so its write is due the moment it resumes.
+    let work = r#"with = { action = "post", connection = "api", url = "/write/${run.id}", body = "{}", sleep_ms = 5000 }"#;
+    let text = marked_flow(
+        "writes",
+        "schedule = { cron = \"*/2 * * * * *\" }\n",
+        &server.url,
+        work,
+    );
+    std::fs::write(flows.path().join("writes.toml"), text).unwrap();
+    let mut replicas: Vec<Replica> = ["a", "b"]
+        .iter()
+        .map(|r| Replica::start(r, data.path(), flows.path(), &database, "4s"))
+        .collect();
+    for r in &replicas {
+        r.wait_said(
+            &format!("serving 1 flow as replica {}", r.name),
+            Duration::from_secs(60),
+        );
+    }
+    let db = Db::connect(&database);
+    let stale = working(&db, "writes", Duration::from_secs(60));
+    let name = stale.replica.clone().unwrap();
+    let at = replicas.iter().position(|r| r.name == name).unwrap();
+    let paused = replicas.remove(at);
+    let owner = replicas.pop().unwrap();
+    paused.signal("STOP");
+    // The other replica takes the flow over, and its own run writes.
+    db.wait_runs("writes", Duration::from_secs(60), |runs| {
+        runs.iter()
+            .any(|r| r.id == stale.id && r.status == "interrupted")
+            && runs.iter().any(|r| {
+                r.replica.as_deref() == Some(owner.name.as_str())
+                    && r.fence > stale.fence
+                    && r.status == "succeeded"
+            })
+    });
+    // Resumed, its write is due at once, and the renewal finds the lease
+    // gone at about the same moment: whichever comes first, the write is
+    // not sent, and the run ends once its step has.
+    paused.signal("CONT");
+    paused.wait_said(
+        &format!("writes run {} was interrupted", stale.id),
+        Duration::from_secs(60),
+    );
+    let writes: Vec<String> = server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == "POST")
+        .map(|s| s.path.clone())
+        .collect();
+    assert!(
+        !writes.contains(&format!("/write/{}", stale.id)),
+        "the paused replica's write went out after the takeover: {writes:?}"
+    );
+    assert!(!writes.is_empty(), "the owner's runs wrote");
+    stop_all(vec![owner, paused]);
+}
+
 /// Everything recorded about one run, as text, to compare before and after.
 fn snapshot(db: &Db, run: &str) -> String {
     let run_row = db.rows(&format!(

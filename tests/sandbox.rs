@@ -604,6 +604,7 @@ fn direct_call(
         component: "hostile".into(),
         granted: Default::default(),
         dry_run: false,
+        lease: None,
         log: Arc::new(|_: sluice::engine::LogLevel, _: &str| {}),
         stats: Default::default(),
         memory: Default::default(),

@@ -537,7 +537,7 @@ async fn send_bench(placement: Placement) {
                 }
                 2 => {
                     for _ in 0..PER_CALL {
-                        let (r, _) = conn.send(get("things"), false).await;
+                        let (r, _) = conn.send(get("things"), false, None).await;
                         assert_eq!(r.unwrap().status, 200);
                     }
                 }

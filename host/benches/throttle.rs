@@ -118,7 +118,7 @@ async fn run(setup: Setup, announce: bool) {
                     idempotent: false,
                     retry_when_not_acted: false,
                 };
-                let (result, _) = conn.send(request, false).await;
+                let (result, _) = conn.send(request, false, None).await;
                 assert_eq!(result.unwrap().status, 200);
             }
         });

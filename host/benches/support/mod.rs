@@ -31,6 +31,7 @@ pub fn context(granted: BTreeMap<String, Arc<Connection>>) -> Arc<StepContext> {
         component: "bench".into(),
         granted,
         dry_run: false,
+        lease: None,
         log: Arc::new(|_: LogLevel, _: &str| {}),
         stats: Mutex::new(BTreeMap::new()),
         memory: Default::default(),

@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use crate::flow::model::{Auth, ConnectionSpec, Flow, Secret};
 use crate::redact::Redactor;
+use crate::run::RunGuard;
 use auth::{AuthError, TokenSource};
 use decide::{Attempt, Decision, GiveUp, Next, Resend, Rules, Tally, decide};
 use policy::Violation;
@@ -269,13 +270,18 @@ impl Connection {
     }
 
     /// Sends a component's request. Returns the outcome and what it cost.
+    /// `lease`, the run's hold on its flow when it has one, is asked again
+    /// right before each write goes out: a process paused while the write
+    /// waited for its turn may have lost the flow to another replica,
+    /// which has done the same work since.
     pub async fn send(
         &self,
         request: OutgoingRequest,
         dry_run: bool,
+        lease: Option<&dyn RunGuard>,
     ) -> (Result<IncomingResponse, SendError>, RequestStats) {
         let mut stats = RequestStats::default();
-        let result = self.send_inner(request, dry_run, &mut stats).await;
+        let result = self.send_inner(request, dry_run, lease, &mut stats).await;
         let result = result.map_err(|e| match e {
             SendError::Unavailable(m) => SendError::Unavailable(self.redactor.redact(&m)),
             other => other,
@@ -287,6 +293,7 @@ impl Connection {
         &self,
         request: OutgoingRequest,
         dry_run: bool,
+        lease: Option<&dyn RunGuard>,
         stats: &mut RequestStats,
     ) -> Result<IncomingResponse, SendError> {
         policy::check_headers(&request.headers, &self.spec.headers)?;
@@ -301,7 +308,7 @@ impl Connection {
         }
         let http = wire::Http(&self.http);
         let response = match &self.tape {
-            Tape::Live => self.exchange(&http, &request, &url, stats).await?,
+            Tape::Live => self.exchange(&http, &request, &url, lease, stats).await?,
             Tape::Record(recorder) => {
                 let wire = tape::record::Recording {
                     http,
@@ -309,14 +316,14 @@ impl Connection {
                     redactor: &self.redactor,
                     cap: self.spec.max_response_bytes,
                 };
-                self.exchange(&wire, &request, &url, stats).await?
+                self.exchange(&wire, &request, &url, lease, stats).await?
             }
             Tape::Replay(player) => {
                 let wire = tape::replay::Replaying {
                     player,
                     redactor: &self.redactor,
                 };
-                self.exchange(&wire, &request, &url, stats).await?
+                self.exchange(&wire, &request, &url, lease, stats).await?
             }
         };
         Ok(self.scrub(response, &request, &url))
@@ -365,6 +372,7 @@ impl Connection {
         wire: &W,
         request: &OutgoingRequest,
         url: &url::Url,
+        lease: Option<&dyn RunGuard>,
         stats: &mut RequestStats,
     ) -> Result<IncomingResponse, SendError> {
         let rules = Rules {
@@ -381,6 +389,13 @@ impl Connection {
         let mut tally = Tally::default();
         loop {
             let (authorization, permit) = self.turn(&what, stats).await?;
+            if let Some(lease) = lease.filter(|_| !request.method.is_read())
+                && let Err(why) = lease.may_go_on().await
+            {
+                return Err(SendError::Unavailable(format!(
+                    "{what} was not sent: {why}"
+                )));
+            }
             stats.requests += 1;
             let outgoing = self.outgoing(request, url, authorization.as_ref());
             let head = match wire.send(outgoing).await {

@@ -231,7 +231,7 @@ async fn the_send_loop_carries_out_each_decision_in_virtual_time() {
         let url = policy::resolve_url(&conn.spec.base_url, "things", &[]).unwrap();
         let mut stats = RequestStats::default();
         let result = conn
-            .exchange(&wire, &request(case.method), &url, &mut stats)
+            .exchange(&wire, &request(case.method), &url, None, &mut stats)
             .await;
         let name = case.name;
         match (&case.ends, &result) {
@@ -269,19 +269,68 @@ async fn a_closed_connection_refuses_the_next_request_at_once() {
     let first = Scripted::new(&[Answer::Status(429, RA_2H)]);
     let mut stats = RequestStats::default();
     let e = conn
-        .exchange(&first, &request(Method::Get), &url, &mut stats)
+        .exchange(&first, &request(Method::Get), &url, None, &mut stats)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("answered 429"), "{e}");
     let none = Scripted::new(&[]);
     let started = Instant::now();
     let e = conn
-        .exchange(&none, &request(Method::Get), &url, &mut stats)
+        .exchange(&none, &request(Method::Get), &url, None, &mut stats)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("try again later"), "{e}");
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert!(none.sent_at.lock().unwrap().is_empty(), "nothing was sent");
+}
+
+/// A run's lease that another replica took over while it was paused.
+struct TakenOver;
+
+impl RunGuard for TakenOver {
+    fn may_go_on(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async { Err("the flow's lease held under fence 4 was taken over".into()) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_that_lost_its_lease_sends_no_write_but_may_read() {
+    let conn = connection();
+    let url = policy::resolve_url(&conn.spec.base_url, "things", &[]).unwrap();
+    let mut stats = RequestStats::default();
+    for method in [Method::Post, Method::Patch, Method::Put, Method::Delete] {
+        let none = Scripted::new(&[]);
+        let e = conn
+            .exchange(&none, &request(method), &url, Some(&TakenOver), &mut stats)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(
+                "/api/things was not sent: the flow's lease held under fence 4 was taken over"
+            ),
+            "{e}"
+        );
+        assert!(
+            none.sent_at.lock().unwrap().is_empty(),
+            "{method}: not sent"
+        );
+    }
+    assert_eq!(stats.requests, 0);
+    let read = Scripted::new(&[Answer::Status(200, &[])]);
+    let r = conn
+        .exchange(
+            &read,
+            &request(Method::Get),
+            &url,
+            Some(&TakenOver),
+            &mut stats,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
 }
 
 #[tokio::test]
@@ -292,7 +341,7 @@ async fn a_url_too_long_to_send_is_said_in_words_and_not_retried() {
     let url = policy::resolve_url(&conn.spec.base_url, &request.url, &[]).unwrap();
     let mut stats = RequestStats::default();
     let e = conn
-        .exchange(&wire::Http(&conn.http), &request, &url, &mut stats)
+        .exchange(&wire::Http(&conn.http), &request, &url, None, &mut stats)
         .await
         .unwrap_err()
         .to_string();
@@ -388,8 +437,8 @@ async fn a_probes_retry_after_holds_the_requests_waiting_behind_it() {
     let (mut first_stats, mut second_stats) = (RequestStats::default(), RequestStats::default());
     let get = request(Method::Get);
     let (first, second) = tokio::join!(
-        conn.exchange(&wire, &get, &url, &mut first_stats),
-        conn.exchange(&wire, &get, &url, &mut second_stats)
+        conn.exchange(&wire, &get, &url, None, &mut first_stats),
+        conn.exchange(&wire, &get, &url, None, &mut second_stats)
     );
     assert_eq!(first.unwrap().status, 200);
     assert_eq!(second.unwrap().status, 200);

@@ -80,7 +80,9 @@ impl connection::Host for StepState {
             idempotent: request.idempotent,
             retry_when_not_acted: request.retry_when_not_acted,
         };
-        let (result, stats) = conn.send(outgoing, step.dry_run).await;
+        let (result, stats) = conn
+            .send(outgoing, step.dry_run, step.lease.as_deref())
+            .await;
         waiting.answered(match &result {
             Ok(r) => Some(Ok(r.status)),
             Err(SendError::Unavailable(why)) => Some(Err(why.as_str())),

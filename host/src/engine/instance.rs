@@ -21,6 +21,7 @@ use super::paged::PagedInputs;
 use super::paged_output::OutputLists;
 use super::waiting::Waiting;
 use crate::connections::{self, Connection, RequestStats};
+use crate::run::RunGuard;
 use crate::state::CallState;
 
 /// Log levels a component can use.
@@ -44,6 +45,9 @@ pub struct StepContext {
     /// roles, or for a component without `describe`, the granted names.
     pub granted: BTreeMap<String, Arc<Connection>>,
     pub dry_run: bool,
+    /// The run's hold on its flow's lease (`sluice serve`), asked again
+    /// before each write a connection sends.
+    pub lease: Option<Arc<dyn RunGuard>>,
     pub log: LogSink,
     pub stats: Mutex<BTreeMap<String, RequestStats>>,
     /// The most linear memory any of the step's instances held (every
@@ -109,6 +113,7 @@ impl StepContext {
             component: self.component.clone(),
             granted: self.granted.clone(),
             dry_run: self.dry_run,
+            lease: self.lease.clone(),
             log: self.log.clone(),
             stats: Mutex::new(BTreeMap::new()),
             memory: self.memory.clone(),

@@ -169,6 +169,7 @@ fn step_context(ctx: &RunContext<'_>, step: &Step, component: &str) -> Arc<StepC
         component: component.to_string(),
         granted,
         dry_run: ctx.options.dry_run,
+        lease: ctx.options.guard.clone(),
         log: Arc::new(move |level: LogLevel, message: &str| {
             observer.event(&RunEvent::Log {
                 step: step_id.clone(),

@@ -8,10 +8,11 @@
 //!   or none succeeds for a whole lease time (the store unreachable), the
 //!   run is cancelled — no new step or item starts — since another replica
 //!   may own the flow by then, and the store refuses its writes anyway.
-//! - Before each step or item starts, the run asks its [`RunGuard`]: if the
-//!   lease has not been renewed for its whole time (the process was paused,
-//!   say), the store is asked again first, so a replica resumed after
-//!   another took its flow over stops before it acts, not a renewal later.
+//! - Before each step or item starts, and before each write request its
+//!   connections send, the run asks its [`RunGuard`]: if the lease has not
+//!   been renewed for its whole time (the process was paused, say), the
+//!   store is asked again first, so a replica resumed after another took
+//!   its flow over stops before it acts, not a renewal later.
 //! - A sweep, every third of the lease's time, takes over the expired
 //!   leases of replicas that died or stalled, recording their runs
 //!   interrupted, so the next firing of those flows runs normally.
