@@ -1510,3 +1510,59 @@ async fn a_full_read_for_an_expired_delta_link_is_told_in_the_report_and_mail() 
     );
     emulator.shutdown().await;
 }
+
+/// Ctrl-C while `sluice run` loads the flow (compiling its components:
+/// seconds on a first run) starts nothing, even in a process that was
+/// started with SIGINT ignored (in the background by a script, which is
+/// how a signal sent before the handler is in place goes unnoticed): the
+/// stop is watched before the load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_the_flow_loads_starts_nothing() {
+    let (emulator, env, data) = emulated(EmulatorConfig {
+        scenario: Scenario::generate(40, 27),
+        ..Default::default()
+    })
+    .await;
+    let flow = flow_path();
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"trap '' INT; exec "$0" "$@""#,
+        env!("CARGO_BIN_EXE_sluice"),
+        "run",
+        flow.to_str().unwrap(),
+    ])
+    .env_clear()
+    .env("SLUICE_DATA_DIR", data.path())
+    .envs(env.iter().map(|(k, v)| (k, v)))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let started = std::time::Instant::now();
+    let child = cmd.spawn().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!(
+        "FIGURES the run ended {:?} after its start",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stopping: the running step finishes and nothing new starts"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("✗ interrupted after"), "{stderr}");
+    let state = emulator.snapshot();
+    let api: Vec<String> = state
+        .requests
+        .iter()
+        .filter(|r| r.path.starts_with("/v1.0/") || r.path.starts_with("/rest/"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(api, Vec::<String>::new(), "no step ran:\n{stderr}");
+}

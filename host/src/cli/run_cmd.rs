@@ -396,6 +396,10 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     } else {
         Mode::Human
     };
+    // Watched first: loading the flow compiles its components (seconds on
+    // a first run), and a stop asked for then must start nothing.
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watching = stop_gracefully_on_signal(cancel.clone(), mode);
     let flow = match super::try_load_flow(&args.file, data_dir, &args.params) {
         Ok(flow) => flow,
         Err(e) => {
@@ -410,6 +414,7 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
         sluice_store::run_dir(data_dir, &run_id),
         args.dry_run,
     );
+    options.cancel = cancel;
     let run = RunId::new(&run_id).started_at(&options.started_at);
     let tapes = match tapes(&args, &flow, &run) {
         Ok(tapes) => tapes,
@@ -424,9 +429,7 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     });
     // Before the lease is taken: nothing may return early while it is held
     // but not yet freed by `Recording::finish`.
-    let runner = runner.and_then(|runner| {
-        stop_gracefully_on_signal(options.cancel.clone(), mode).map(|()| runner)
-    });
+    let runner = runner.and_then(|runner| watching.map(|()| runner));
     let runner = match runner {
         Ok(runner) => runner,
         Err(e) => {
