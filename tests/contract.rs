@@ -1552,3 +1552,130 @@ with = {}
     let said = outcome.setbacks.said().unwrap();
     assert_eq!(said, "step `bad` failed");
 }
+
+/// A state store that keeps its first `room` commits, then refuses every
+/// later one as a full disk does.
+struct FillsUp {
+    kept: sluice::state::MemoryStore,
+    room: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl sluice::state::StateStore for FillsUp {
+    async fn get(
+        &self,
+        flow: &str,
+        key: &str,
+    ) -> Result<Option<sluice::state::Json>, sluice::state::StoreError> {
+        self.kept.get(flow, key).await
+    }
+
+    async fn list(
+        &self,
+        flow: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, sluice::state::Json)>, sluice::state::StoreError> {
+        self.kept.list(flow, prefix, start_after, limit).await
+    }
+
+    async fn apply(
+        &self,
+        flow: &str,
+        run: &str,
+        writes: Vec<sluice::state::Write>,
+    ) -> Result<(), sluice::state::StoreError> {
+        use std::sync::atomic::Ordering;
+        let room = self.room.load(Ordering::SeqCst);
+        if room == 0 {
+            return Err(sluice::state::StoreError::new("database or disk is full"));
+        }
+        self.room.store(room - 1, Ordering::SeqCst);
+        self.kept.apply(flow, run, writes).await
+    }
+}
+
+/// Once an item's state cannot be saved (a full disk), no later item
+/// starts: each would act on the services just the same and go
+/// unrecorded too. The item says it ran, and the step fails saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_item_starts_after_one_whose_state_could_not_be_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    // The next item starts while the one before is committed, so a few
+    // may start before the first refusal is known; never all of them.
+    let items: Vec<String> = (1..=200).map(|i| format!("k{i}")).collect();
+    let runner = runner(EngineConfig::default());
+    let path = write_flow(
+        dir.path(),
+        "flow.toml",
+        &flow_with(
+            r#"
+[params]
+items = ITEMS
+
+[[step]]
+id = "each"
+uses = "FIXTURE"
+for_each = "${params.items}"
+concurrency = 1
+on_error = "continue"
+with = { write_own = "${item}" }
+
+[[step]]
+id = "after"
+uses = "FIXTURE"
+with = { increment = "runs" }
+"#,
+        )
+        .replace("ITEMS", &format!("{items:?}")),
+    );
+    let flow = load(&path, &[]);
+    let run_id = sluice::run::new_run_id();
+    let mut options =
+        sluice::run::RunOptions::new(run_id.clone(), dir.path().join("runs").join(&run_id), false);
+    options.state = Some(Arc::new(FillsUp {
+        kept: Default::default(),
+        room: 0.into(),
+    }));
+    let events = Arc::new(Collector::default());
+    let outcome = runner.run(&flow, &options, events.clone()).await;
+    assert_eq!(outcome.status, Status::Failed, "{}", events.text());
+    // The run stops there, though the step goes on past failures.
+    let error = outcome.error.unwrap();
+    assert!(
+        error.contains("an item's state could not be saved (the flow state store failed: database or disk is full), so no item was started after it"),
+        "{error}"
+    );
+    let skipped = events.events().into_iter().any(|e| {
+        matches!(e, RunEvent::StepFinished { step, status: Status::Skipped, .. } if step == "after")
+    });
+    assert!(skipped, "{}", events.text());
+    let finished: Vec<(usize, Status, Option<String>)> = events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            RunEvent::ItemFinished {
+                index,
+                status,
+                error,
+                ..
+            } => Some((index, status, error)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !finished.is_empty() && finished.len() <= 50,
+        "{} of 200 items ran",
+        finished.len()
+    );
+    for (index, status, error) in &finished {
+        assert_eq!(*status, Status::Failed, "item {index}");
+        assert!(
+            error.as_deref().unwrap().contains(
+                "it ran to the end, but its state could not be saved: the flow state store failed: database or disk is full; what its requests did stands, unrecorded"
+            ),
+            "{error:?}"
+        );
+    }
+}

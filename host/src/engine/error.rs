@@ -58,7 +58,9 @@ pub enum CallError {
     #[error("it could not be instantiated: {0}")]
     Instantiate(String),
     /// The flow's state could not be made durable after the call succeeded.
-    #[error("its state could not be saved: {0}")]
+    #[error(
+        "it ran to the end, but its state could not be saved: {0}; what its requests did stands, unrecorded"
+    )]
     State(String),
     /// The state was refused because the flow's lease is another
     /// replica's now: the run was taken over, so it stops (interrupted,

@@ -50,6 +50,10 @@ pub struct RunFields {
 pub enum StepFailure {
     Failed(String),
     Interrupted(String),
+    /// A step failure that fails the run whatever its `on_error` says:
+    /// the flow's state could not be saved, so going on would act on the
+    /// services without recording it.
+    Halted(String),
 }
 
 /// What does not change while a run goes on.

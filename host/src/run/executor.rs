@@ -188,7 +188,9 @@ impl Runner {
         }
         let (status, error) = match result {
             Ok(()) => (Status::Succeeded, None),
-            Err(StepFailure::Failed(why)) => (Status::Failed, Some(redactor.redact_error(&why))),
+            Err(StepFailure::Failed(why) | StepFailure::Halted(why)) => {
+                (Status::Failed, Some(redactor.redact_error(&why)))
+            }
             Err(StepFailure::Interrupted(why)) => {
                 (Status::Interrupted, Some(redactor.redact_error(&why)))
             }
@@ -327,10 +329,10 @@ fn failed_items(flow: &Flow, results: &Results) -> u64 {
 fn skip_the_rest(flow: &Flow, failure: &StepFailure, results: &Results, observer: &dyn Observer) {
     let why = match failure {
         StepFailure::Interrupted(_) => "the run was interrupted",
-        StepFailure::Failed(_) if results.finished.is_empty() => {
+        StepFailure::Failed(_) | StepFailure::Halted(_) if results.finished.is_empty() => {
             "the run failed before its first step"
         }
-        StepFailure::Failed(_) => "an earlier step failed",
+        StepFailure::Failed(_) | StepFailure::Halted(_) => "an earlier step failed",
     };
     for step in flow
         .steps

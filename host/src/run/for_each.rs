@@ -84,8 +84,13 @@ struct Items {
     keep_outputs: bool,
     total: usize,
     permits: Arc<Semaphore>,
-    /// Set by the first failure under `on_error = "fail"`.
+    /// Set by the first failure under `on_error = "fail"`, and by the
+    /// first item whose state could not be saved.
     stop: AtomicBool,
+    /// Why an item's state could not be saved, once one's could not:
+    /// every later item would act on the services just the same and go
+    /// unrecorded too, so none starts and the step fails.
+    unsaved: std::sync::Mutex<Option<String>>,
     cancel: Arc<AtomicBool>,
     /// The run's guard, asked before each item starts.
     guard: Option<Arc<dyn RunGuard>>,
@@ -156,6 +161,7 @@ pub async fn run(
         total,
         permits: Arc::new(Semaphore::new(step.concurrency)),
         stop: AtomicBool::new(false),
+        unsaved: Default::default(),
         cancel: ctx.options.cancel.clone(),
         guard: ctx.options.guard.clone(),
         done: AtomicUsize::new(0),
@@ -196,6 +202,9 @@ pub async fn run(
     }
     if let Some(why) = unchecked {
         return Err(StepFailure::Failed(why));
+    }
+    if let Some(why) = shared.unsaved() {
+        return Err(StepFailure::Halted(why));
     }
     // Over the cap, the items' outputs are not kept as the step's output
     // (each is in its item's record); the step fails whatever `on_error`.
@@ -283,6 +292,27 @@ impl Items {
                 self.stop.store(true, Ordering::SeqCst);
             }
         }
+    }
+
+    /// Notes an item whose state could not be saved: no item starts
+    /// after it.
+    fn not_saved(&self, error: &crate::engine::CallError) {
+        if let crate::engine::CallError::State(why) = error {
+            let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+            unsaved.get_or_insert_with(|| why.clone());
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// When an item's state could not be saved: why no item started after
+    /// it, and the step fails.
+    fn unsaved(&self) -> Option<String> {
+        let unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        unsaved.as_ref().map(|why| {
+            format!(
+                "an item's state could not be saved ({why}), so no item was started after it: what later items did to the services would have gone unrecorded too"
+            )
+        })
     }
 
     /// When the items' outputs together are over the step's cap: why no
@@ -516,6 +546,7 @@ async fn run_item(
         match commit.await {
             Ok(r) => recorded = r,
             Err(error) => {
+                shared.not_saved(&error);
                 shared
                     .output_bytes
                     .fetch_sub(output_bytes, Ordering::SeqCst);

@@ -273,11 +273,13 @@ async fn run_once(
 }
 
 /// How a failed call ends its step: interrupted when the run's stop (or a
-/// lost lease) cut it short, failed otherwise.
+/// lost lease) cut it short, halting the run when its state could not be
+/// saved, failed otherwise.
 fn step_failure(failed: &super::call::Failed) -> StepFailure {
-    match failed.stopped {
-        Some(_) => StepFailure::Interrupted(failed.to_string()),
-        None => StepFailure::Failed(failed.to_string()),
+    match (&failed.stopped, &failed.error) {
+        (Some(_), _) => StepFailure::Interrupted(failed.to_string()),
+        (None, crate::engine::CallError::State(_)) => StepFailure::Halted(failed.to_string()),
+        (None, _) => StepFailure::Failed(failed.to_string()),
     }
 }
 
@@ -299,9 +301,10 @@ fn finish(
     results: &mut Results,
 ) -> Result<(), StepFailure> {
     let label = format!("step `{}` ({})", step.id, context.component);
+    let halts = matches!(ended.result, Err(StepFailure::Halted(_)));
     let (status, output, error) = match ended.result {
         Ok(output) => (Status::Succeeded, Some(output), None),
-        Err(StepFailure::Failed(why)) => (
+        Err(StepFailure::Failed(why) | StepFailure::Halted(why)) => (
             Status::Failed,
             None,
             Some(ctx.redactor.redact_error(&format!("{label} failed: {why}"))),
@@ -336,7 +339,7 @@ fn finish(
         (None, error) if status == Status::Interrupted => {
             Err(StepFailure::Interrupted(error.unwrap_or_default()))
         }
-        (None, _) if step.on_error == OnError::Continue => {
+        (None, _) if step.on_error == OnError::Continue && !halts => {
             results.outputs.insert(step.id.clone(), StepOutput::null());
             if status == Status::Failed {
                 results.failed_and_continued.push(step.id.clone());
