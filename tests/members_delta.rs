@@ -738,6 +738,55 @@ async fn kept_links_are_followed_under_the_current_base_url() {
     assert_eq!(t.run(&[]).await.read(), "incremental");
 }
 
+/// Graph writes its nextLinks on its own host, whatever URL it was reached
+/// through: under a base URL that names it another way (a gateway in front
+/// of Graph; here `localhost` for `127.0.0.1`), a group of more than one
+/// page, and a delta round of several, failed as a sandbox violation. Each
+/// nextLink is followed under the current base URL instead.
+#[tokio::test]
+async fn next_links_are_followed_under_the_current_base_url() {
+    let mut t = tenant(2200).await;
+    t.emu.set_faults(Faults {
+        delta_page_members: Some(50),
+        ..Default::default()
+    });
+    let base = t
+        .env
+        .iter_mut()
+        .find(|(name, _)| name == "GRAPH_BASE_URL")
+        .unwrap();
+    base.1 = base.1.replace("127.0.0.1", "localhost");
+    let full = t.run(&[]).await;
+    assert_eq!(full.read(), "full", "{}", full.output);
+    // E3 holds 1,100 people: two pages of members.
+    assert!(
+        full.paths
+            .iter()
+            .any(|p| p.contains("/members") && p.contains("skiptoken")),
+        "{:?}",
+        full.paths
+    );
+    // Sixty join (people in no group): a delta round of two pages.
+    let joiners: Vec<usize> = (0..60).map(|i| 4 * i + 3).collect();
+    for &i in &joiners {
+        assert!(t.emu.add_member(&t.groups[0], &t.users[i]));
+    }
+    let after = t.run(&[]).await;
+    assert_eq!(after.read(), "incremental", "{}", after.output);
+    assert!(
+        after
+            .paths
+            .iter()
+            .any(|p| p.contains("groups/delta") && p.contains("skiptoken")),
+        "{:?}",
+        after.paths
+    );
+    let keys = after.keys();
+    for &i in &joiners {
+        assert!(keys.contains(&t.mail(i)), "{}", t.mail(i));
+    }
+}
+
 /// Delta state the last run kept that this version cannot read (damaged,
 /// or written by another version) is read past with a full read that says
 /// so, with a warning, not as if no run had kept any; the run after it is

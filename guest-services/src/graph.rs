@@ -1,8 +1,9 @@
 //! Microsoft Graph: collections paged by `@odata.nextLink`, and its error
 //! body `{"error": {"code", "message", "innerError"}}`.
 //!
-//! A collection is read by following `@odata.nextLink` verbatim until it is
-//! absent; a page may be empty and still have one.
+//! A collection is read by following `@odata.nextLink` until it is absent
+//! (a page may be empty and still have one), under the connection's base
+//! URL ([`follow`]).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,50 @@ impl Visited {
     }
 }
 
+/// `link`, a link Graph wrote (an `@odata.nextLink`, a delta link), as a
+/// path under the connection's base URL: from the last path segment named
+/// `segment` on (`groups/{id}/members?$skiptoken=…`), path and query as
+/// Graph wrote them. Graph writes its links on its own host whatever URL
+/// it was reached through, so under a base URL that names it another way
+/// (a gateway or proxy in front of it, `localhost`, another port) the link
+/// as written would leave the base: a sandbox violation. A link without
+/// that segment, or not absolute, is left as it is.
+pub fn under_current_base(link: &str, segment: &str) -> String {
+    let Some((_, after_scheme)) = link.split_once("://") else {
+        return link.to_string();
+    };
+    let Some(path_start) = after_scheme.find('/') else {
+        return link.to_string();
+    };
+    let path_and_query = &after_scheme[path_start..];
+    let path = path_and_query.split(['?', '#']).next().unwrap_or("");
+    let named = format!("/{segment}");
+    let at = path
+        .rmatch_indices(&named)
+        .map(|(at, _)| at)
+        .find(|&at| matches!(path.as_bytes().get(at + named.len()), None | Some(b'/')));
+    match at {
+        Some(at) => path_and_query[at + 1..].to_string(),
+        None => link.to_string(),
+    }
+}
+
+/// The call that reads `link`, a link Graph gave while reading the
+/// collection that `first` (a relative URL: `groups/{id}/members?…`)
+/// began: under the connection's base URL from that collection's first
+/// segment on ([`under_current_base`]).
+pub fn follow(connection: &str, first: &str, link: &str) -> Call {
+    let segment = first
+        .trim_start_matches('/')
+        .split(['/', '?'])
+        .next()
+        .filter(|s| !s.is_empty() && !first.contains("://"));
+    match segment {
+        Some(segment) => Call::get(connection, &under_current_base(link, segment)),
+        None => Call::get(connection, link),
+    }
+}
+
 /// Hands every page of a Graph collection to `read`, starting with
 /// `first` (a GET through `connection`), until `read` returns no nextLink:
 /// only one page is held at a time. `read` gets the call each page
@@ -89,6 +134,7 @@ pub fn pages(
     first: Call,
     mut read: impl FnMut(&Call, &Response) -> Result<Option<String>, StepError>,
 ) -> Result<(), StepError> {
+    let first_url = first.url().to_string();
     let mut call = first;
     let mut visited = Visited::default();
     for _ in 0..MAX_PAGES {
@@ -96,7 +142,7 @@ pub fn pages(
         match read(&call, &response)? {
             Some(next) => {
                 visited.enter(&next)?;
-                call = Call::get(connection, &next);
+                call = follow(connection, &first_url, &next);
             }
             None => return Ok(()),
         }
@@ -137,6 +183,64 @@ pub fn error_message(response: &Response) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_graph_wrote_is_followed_under_the_current_base() {
+        let link = "https://graph.microsoft.com/v1.0/groups/delta?$deltatoken=a%2Bb/c";
+        assert_eq!(
+            under_current_base(link, "groups"),
+            "groups/delta?$deltatoken=a%2Bb/c"
+        );
+        // The last `groups` segment of the path is the collection's, even
+        // under a base whose path names groups too; the query may hold one.
+        assert_eq!(
+            under_current_base(
+                "http://127.0.0.1:8080/groups/graph/v1.0/groups/microsoft.graph.delta()?$skiptoken=x/groups/y",
+                "groups"
+            ),
+            "groups/microsoft.graph.delta()?$skiptoken=x/groups/y"
+        );
+        assert_eq!(
+            under_current_base("http://localhost/v1.0/users/delta?$deltatoken=1", "users"),
+            "users/delta?$deltatoken=1"
+        );
+        // A collection read at its root: the segment ends the path.
+        assert_eq!(
+            under_current_base(
+                "https://graph.microsoft.com/v1.0/users?$filter=id%20in%20(%27a%27)&$skiptoken=Z",
+                "users"
+            ),
+            "users?$filter=id%20in%20(%27a%27)&$skiptoken=Z"
+        );
+        // A segment that only starts with the name is not it.
+        assert_eq!(
+            under_current_base("https://h/v1.0/groupsx/1?$skiptoken=z", "groups"),
+            "https://h/v1.0/groupsx/1?$skiptoken=z"
+        );
+        for odd in [
+            "groups/delta?$deltatoken=1",
+            "https://graph.microsoft.com/v1.0/delta?x",
+            "https://h",
+        ] {
+            assert_eq!(under_current_base(odd, "groups"), odd);
+        }
+    }
+
+    #[test]
+    fn a_next_link_is_followed_from_the_first_calls_collection() {
+        let next = "https://graph.microsoft.com/v1.0/groups/g1/members?$top=999&$skiptoken=X";
+        let first = "groups/g1/members?$select=id&$top=999";
+        assert_eq!(
+            follow("graph", first, next).url(),
+            "groups/g1/members?$top=999&$skiptoken=X"
+        );
+        assert_eq!(
+            follow("graph", "/groups/g1/members", next).url(),
+            "groups/g1/members?$top=999&$skiptoken=X"
+        );
+        // A first call that is itself absolute: the link as written.
+        assert_eq!(follow("graph", "https://x/v1.0/groups", next).url(), next);
+    }
 
     #[test]
     fn a_next_link_back_to_a_page_already_read_stops_the_walk() {

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use sluice_guest::{Call, StepError};
-use sluice_guest_services::graph::Visited;
+use sluice_guest_services::graph::{Visited, follow, under_current_base};
 
 use crate::GRAPH;
 use crate::id::Id;
@@ -98,6 +98,7 @@ fn groups_filter(group_ids: &[String]) -> String {
 /// Reads one round from `first`, handing every page's items to `each`;
 /// returns the round's deltaLink.
 fn round(first: Call, mut each: impl FnMut(Value)) -> Result<String, Stop> {
+    let first_url = first.url().to_string();
     let mut call = first;
     let mut visited = Visited::default();
     for _ in 0..MAX_PAGES {
@@ -130,7 +131,7 @@ fn round(first: Call, mut each: impl FnMut(Value)) -> Result<String, Stop> {
                 visited
                     .enter(&next)
                     .map_err(|e| Stop::Refused(Refused(e.message)))?;
-                call = Call::get(GRAPH, &next);
+                call = follow(GRAPH, &first_url, &next);
             }
             (None, Some(Value::String(link))) => return Ok(link),
             _ => {
@@ -175,30 +176,6 @@ pub struct Changes {
     /// Users changed (with the properties Graph sent) or deleted.
     pub users: Vec<Member<'static>>,
     pub links: Links,
-}
-
-/// `link`, a kept delta link of `collection` (`groups`, `users`), as a
-/// path under the connection's base URL: from the collection's segment on
-/// (`groups/delta?$deltatoken=…`), path and query as Graph wrote them. A
-/// link names the base it was issued under; a later run's base may name
-/// the same service another way (`localhost`, another port behind a
-/// proxy, a restarted emulator), and an absolute link outside the current
-/// base is a sandbox violation that would fail every run until a full
-/// read. Under a base that is another service, Graph refuses the token and
-/// the run reads fully. A link without that segment is left as it is.
-pub fn under_current_base(link: &str, collection: &str) -> String {
-    let Some((_, after_scheme)) = link.split_once("://") else {
-        return link.to_string();
-    };
-    let Some(path_start) = after_scheme.find('/') else {
-        return link.to_string();
-    };
-    let path_and_query = &after_scheme[path_start..];
-    let path = path_and_query.split(['?', '#']).next().unwrap_or("");
-    match path.rfind(&format!("/{collection}/")) {
-        Some(at) => path_and_query[at + 1..].to_string(),
-        None => link.to_string(),
-    }
 }
 
 pub fn read(links: &Links) -> Result<Changes, Stop> {
@@ -506,35 +483,6 @@ pub fn each_listed(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn a_kept_link_is_followed_from_its_collection_on() {
-        let link = "https://graph.microsoft.com/v1.0/groups/delta?$deltatoken=a%2Bb/c";
-        assert_eq!(
-            under_current_base(link, "groups"),
-            "groups/delta?$deltatoken=a%2Bb/c"
-        );
-        // The last `groups` segment of the path is the collection's, even
-        // under a base whose path names groups too; the query may hold one.
-        assert_eq!(
-            under_current_base(
-                "http://127.0.0.1:8080/groups/graph/v1.0/groups/microsoft.graph.delta()?$skiptoken=x/groups/y",
-                "groups"
-            ),
-            "groups/microsoft.graph.delta()?$skiptoken=x/groups/y"
-        );
-        assert_eq!(
-            under_current_base("http://localhost/v1.0/users/delta?$deltatoken=1", "users"),
-            "users/delta?$deltatoken=1"
-        );
-        for odd in [
-            "groups/delta?$deltatoken=1",
-            "https://graph.microsoft.com/v1.0/delta?x",
-            "https://h",
-        ] {
-            assert_eq!(under_current_base(odd, "groups"), odd);
-        }
-    }
 
     /// [`apply`] with nothing deleted before the round.
     fn apply_alone(
