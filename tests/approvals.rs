@@ -271,6 +271,21 @@ async fn approval_always_holds_every_item_and_runs_exactly_the_approved_keys(env
         "{}",
         reject.stderr
     );
+    // A rejection naming it and one that has not run (as a run under way
+    // spends them) rejects the one and tells the other.
+    let stop = env
+        .sluice(&["reject", &id, "--only", "ann@x.com", "--only", "bob@x.com"])
+        .await;
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    assert!(
+        stop.stdout.contains("rejected 1 item of plan")
+            && stop.stdout.contains("\n  bob@x.com\n")
+            && stop.stdout.contains(
+                "Left as it was: 1 item that already ran or is no longer among the step's items: Ann@x.com."
+            ),
+        "{}",
+        stop.stdout
+    );
     // And a later run does not run it again.
     env.run(&[]).await;
     let ann = env.ledger("ann@x.com").await;

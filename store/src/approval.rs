@@ -358,7 +358,8 @@ pub struct DecisionOutcome {
     /// Keys that were in that state already (nothing recorded for them).
     pub unchanged: Vec<String>,
     /// Keys of `if_pending` someone decided otherwise since (or that ran,
-    /// or left the step's items): left as they were.
+    /// or left the step's items), and keys a rejection named that ran or
+    /// left the step's items: left as they were.
     pub left: Vec<String>,
     /// Pending keys that joined the plan after the revision the decision
     /// named: left pending, for someone to look at first.
@@ -518,9 +519,18 @@ pub(crate) fn choose<'a>(
     }
     let by_revision = req.revision.unwrap_or(u64::MAX);
     if req.keys.is_empty() && req.if_pending.is_empty() {
+        // A rejection of the plan stops what has not run yet: the items
+        // approved and not run too (a mass change an admin approved and
+        // then thought better of, mid-run).
+        let open = |i: &&DecisionTarget| match req.decision {
+            Decision::Approved => i.state == PlanItemState::Pending,
+            Decision::Rejected => {
+                matches!(i.state, PlanItemState::Pending | PlanItemState::Approved)
+            }
+        };
         let (pending, later): (Vec<&DecisionTarget>, Vec<&DecisionTarget>) = items
             .iter()
-            .filter(|i| i.state == PlanItemState::Pending)
+            .filter(open)
             .partition(|i| i.revision <= by_revision);
         let later: Vec<String> = later.iter().map(|i| i.key.clone()).collect();
         if pending.is_empty() {
@@ -545,6 +555,10 @@ pub(crate) fn choose<'a>(
     }
     let mut chosen: Vec<&DecisionTarget> = Vec::new();
     let mut left = Vec::new();
+    // A rejection naming keys of which some ran already (a run under way
+    // spends them as it goes) rejects the rest and tells those: the
+    // first is the error when none is left to reject.
+    let mut spent: Option<ApprovalError> = None;
     for key in &req.keys {
         let norm = key_norm(key);
         let Some(item) = items.iter().find(|i| i.norm == norm) else {
@@ -559,24 +573,33 @@ pub(crate) fn choose<'a>(
                 keys: some_keys(&keys),
             });
         };
+        let over = match item.state {
+            PlanItemState::Done => Some(ApprovalError::KeySpent {
+                plan: plan.id.clone(),
+                key: item.key.clone(),
+                run: item.outcome_run.clone().unwrap_or_default(),
+                outcome: item.outcome.clone().unwrap_or_default(),
+                verb: req.decision.verb(),
+            }),
+            PlanItemState::Closed => Some(ApprovalError::KeyClosed {
+                plan: plan.id.clone(),
+                key: item.key.clone(),
+                run: item.outcome_run.clone().unwrap_or_default(),
+                verb: req.decision.verb(),
+            }),
+            _ => None,
+        };
+        if let Some(over) = over {
+            if req.decision == Decision::Approved {
+                return Err(over);
+            }
+            if !left.contains(&item.key) {
+                left.push(item.key.clone());
+            }
+            spent.get_or_insert(over);
+            continue;
+        }
         match item.state {
-            PlanItemState::Done => {
-                return Err(ApprovalError::KeySpent {
-                    plan: plan.id.clone(),
-                    key: item.key.clone(),
-                    run: item.outcome_run.clone().unwrap_or_default(),
-                    outcome: item.outcome.clone().unwrap_or_default(),
-                    verb: req.decision.verb(),
-                });
-            }
-            PlanItemState::Closed => {
-                return Err(ApprovalError::KeyClosed {
-                    plan: plan.id.clone(),
-                    key: item.key.clone(),
-                    run: item.outcome_run.clone().unwrap_or_default(),
-                    verb: req.decision.verb(),
-                });
-            }
             _ if item.revision > by_revision => {
                 return Err(ApprovalError::KeyAfterRevision {
                     plan: plan.id.clone(),
@@ -608,6 +631,9 @@ pub(crate) fn choose<'a>(
             Some(item) if !left.contains(&item.key) => left.push(item.key.clone()),
             _ => {}
         }
+    }
+    if let (true, Some(spent)) = (chosen.is_empty(), spent) {
+        return Err(spent);
     }
     // A key named twice is told once.
     let mut told = std::collections::HashSet::new();

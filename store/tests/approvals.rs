@@ -288,7 +288,7 @@ async fn decisions_record_who_when_and_why_and_refuse_what_cannot_be(db: Db) {
         .unwrap();
     assert_eq!(all.changed, ["d@x.com"]);
     let e = s
-        .decide(&decide(&plan.id, &[], Decision::Rejected, "dave"))
+        .decide(&decide(&plan.id, &[], Decision::Approved, "dave"))
         .await
         .unwrap_err();
     assert!(matches!(
@@ -596,6 +596,41 @@ async fn an_approval_is_spent_once_and_a_spent_plan_takes_no_decision(db: Db) {
         "{msg}"
     );
     assert!(msg.contains("used once"), "{msg}");
+    // A rejection naming both stops b, which has not run, and leaves a,
+    // which has, as it is; naming only a is refused as before.
+    let e = s
+        .decide(&decide(&plan.id, &["a@x.com"], Decision::Rejected, "carol"))
+        .await
+        .unwrap_err();
+    assert!(matches!(approval_error(e), ApprovalError::KeySpent { .. }));
+    let stopped = s
+        .decide(&decide(
+            &plan.id,
+            &["a@x.com", "b@x.com"],
+            Decision::Rejected,
+            "carol",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(stopped.changed, ["b@x.com"]);
+    assert_eq!(stopped.left, ["a@x.com"]);
+    // Approved again; then a rejection of the whole plan stops it too, as
+    // it would a pending item.
+    s.decide(&decide(&plan.id, &["b@x.com"], Decision::Approved, "alice"))
+        .await
+        .unwrap();
+    let stopped = s
+        .decide(&decide(&plan.id, &[], Decision::Rejected, "carol"))
+        .await
+        .unwrap();
+    assert_eq!(stopped.changed, ["b@x.com"]);
+    assert_eq!(
+        state_of(s, &plan.id, "b@x.com").await,
+        PlanItemState::Rejected
+    );
+    s.decide(&decide(&plan.id, &["b@x.com"], Decision::Approved, "alice"))
+        .await
+        .unwrap();
     // The last one fails for good: spent too, and the plan closes.
     s.settle_items(&plan.id, &[ran("b@x.com", ItemStatus::Failed)])
         .await

@@ -311,6 +311,17 @@ fn decided_text(
     for key in &outcome.unchanged {
         let _ = writeln!(out, "  {} (already {verb})", terminal::line(key));
     }
+    if !outcome.left.is_empty() {
+        let n = outcome.left.len();
+        let _ = writeln!(
+            out,
+            "Left as {}: {n} item{} that already ran or {} no longer among the step's items: {}.",
+            if n == 1 { "it was" } else { "they were" },
+            plural(n),
+            if n == 1 { "is" } else { "are" },
+            some_keys(&outcome.left)
+        );
+    }
     if let (Some(revision), false) = (request.revision, outcome.later.is_empty()) {
         let n = outcome.later.len();
         let _ = writeln!(

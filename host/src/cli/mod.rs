@@ -125,7 +125,7 @@ pub enum Command {
     /// Approve a plan's items (all pending ones, or `--only KEY`); they run
     /// at the flow's next run
     Approve(approvals_cmd::ApproveArgs),
-    /// Reject a plan's items; they are left alone until approved
+    /// Reject a plan's items (all that have not run yet, approved ones too, or `--only KEY`); they are left alone until approved
     Reject(approvals_cmd::DecideArgs),
     /// Everything that happened to one key (person) across runs, or each
     /// key's latest state with `--flow`
