@@ -1679,3 +1679,88 @@ with = { increment = "runs" }
         );
     }
 }
+
+/// Stops the run (as Ctrl-C does) once `after` items have finished.
+struct StopAfter {
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+    after: usize,
+    seen: std::sync::atomic::AtomicUsize,
+    events: Arc<Collector>,
+}
+
+impl sluice::run::Observer for StopAfter {
+    fn event(&self, event: &RunEvent) {
+        use std::sync::atomic::Ordering;
+        if matches!(event, RunEvent::ItemFinished { .. })
+            && self.seen.fetch_add(1, Ordering::SeqCst) + 1 >= self.after
+        {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+        self.events.event(event);
+    }
+}
+
+/// A run stopped part-way says how many of the items that ran failed:
+/// its last line is all a monitor of `--json` or of stderr reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_step_counts_the_items_that_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = runner(EngineConfig::default());
+    let items: Vec<String> = (1..=40)
+        .map(|i| match i % 2 {
+            0 => format!(r#"{{ key = "k{i}", fail = {{ kind = "internal" }} }}"#),
+            _ => format!(r#"{{ key = "k{i}" }}"#),
+        })
+        .collect();
+    let path = write_flow(
+        dir.path(),
+        "flow.toml",
+        &flow_with(&format!(
+            r#"
+[params]
+items = [{}]
+
+[[step]]
+id = "each"
+uses = "FIXTURE"
+for_each = "${{params.items}}"
+concurrency = 1
+on_error = "continue"
+with = {{ write_own = "${{item.key}}", fail = "${{item.fail}}" }}
+"#,
+            items.join(", ")
+        )),
+    );
+    let flow = load(&path, &[]);
+    let run_id = sluice::run::new_run_id();
+    let options =
+        sluice::run::RunOptions::new(run_id.clone(), dir.path().join("runs").join(&run_id), false);
+    let events = Arc::new(Collector::default());
+    let observer = Arc::new(StopAfter {
+        cancel: options.cancel.clone(),
+        after: 6,
+        seen: 0.into(),
+        events: events.clone(),
+    });
+    let outcome = runner.run(&flow, &options, observer).await;
+    assert_eq!(outcome.status, Status::Interrupted, "{}", events.text());
+    let failed = events
+        .events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                RunEvent::ItemFinished {
+                    status: Status::Failed,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(failed > 0, "{}", events.text());
+    let error = outcome.error.unwrap();
+    assert!(
+        error.contains(&format!(" of 40 items ({failed} of them failed); the rest")),
+        "{error}"
+    );
+}

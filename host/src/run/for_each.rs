@@ -671,8 +671,16 @@ fn gather(
     };
     if cancelled && outcomes.iter().any(|(_, _, r)| unfinished(r)) {
         let finished = outcomes.iter().filter(|(_, _, r)| !unfinished(r)).count();
+        let failed = outcomes
+            .iter()
+            .filter(|(_, _, r)| matches!(r, Some(Err(f)) if f.stopped.is_none()))
+            .count();
+        let failed = match failed {
+            0 => String::new(),
+            n => format!(" ({n} of them failed)"),
+        };
         return Err(StepFailure::Interrupted(format!(
-            "stopped after {finished} of {total} items; the rest were not started or not finished"
+            "stopped after {finished} of {total} items{failed}; the rest were not started or not finished"
         )));
     }
     let mut first_failure = None;
