@@ -1926,3 +1926,50 @@ fn a_refusal_at_start_is_a_json_line_in_a_json_log() {
         "{warning}"
     );
 }
+
+/// Ctrl-C while `sluice serve` loads its flows (compiling components: a
+/// minute or so on a first start) stops it before it serves anything,
+/// even a process started with SIGINT ignored (in the background by a
+/// script), which used to keep the signal from the handler installed
+/// only once the flows had loaded, and serve on.
+#[test]
+fn ctrl_c_while_serve_loads_its_flows_serves_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    // Built-ins take seconds to compile into a fresh data directory.
+    let mut steps = String::from("\n[connections.idle]\nbase_url = \"https://idle.invalid\"\n");
+    for uses in ["graph-groups", "graph-group-members", "graph-send-mail"] {
+        steps.push_str(&format!(
+            "\n[[step]]\nid = \"{uses}\"\nuses = \"{uses}\"\nconnections = {{ graph = \"idle\" }}\nwhen = false\n"
+        ));
+    }
+    write(
+        flows.path(),
+        "slow.toml",
+        &flow("slow", "* * * * * *", &steps),
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"trap '' INT; exec "$0" "$@""#,
+        env!("CARGO_BIN_EXE_sluice"),
+        "serve",
+        flows.path().to_str().unwrap(),
+    ])
+    .env_clear()
+    .env("SLUICE_DATA_DIR", data.path())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "INT");
+    let (code, stderr) = wait_exit(child, Duration::from_secs(120));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("loading the flows of"), "{stderr}");
+    assert!(!stderr.contains("serving 1 flow"), "{stderr}");
+    assert!(
+        stderr.lines().last().unwrap().ends_with("stopped"),
+        "{stderr}"
+    );
+    assert!(history(data.path()).list_runs(None, 10).unwrap().is_empty());
+}

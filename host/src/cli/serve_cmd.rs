@@ -271,6 +271,10 @@ async fn serve_logged(
         },
         None => None,
     };
+    // Watched before the flows load (compiling their components takes a
+    // minute or so on a first start): a stop asked for then is kept, and
+    // nothing is served.
+    let signals = super::signals::watch(true)?;
     let store = open_store(database).await?;
     let say: Arc<dyn Fn(String) + Send + Sync> =
         Arc::new(|message: String| serve_log::emit(&ServeEvent::Replica { message }));
@@ -337,7 +341,14 @@ async fn serve_logged(
         }
         None => None,
     };
-    let signals = super::signals::watch(true)?;
+    if *signals.stop.borrow() != crate::scheduler::Shutdown::No {
+        sweep.abort();
+        if let Some(console) = console {
+            console.stop().await;
+        }
+        serve_log::emit(&ServeEvent::Stopped);
+        return Ok(ExitCode::SUCCESS);
+    }
     serve_log::emit(&ServeEvent::Serving {
         flows: scheduler.flow_count(),
         replica: args.replica.clone(),
