@@ -56,6 +56,31 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 /// (`connect_timeout`): an unreachable server fails clearly, not never.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What each session sets first, unless the URL's `options` sets it:
+/// - `idle_in_transaction_session_timeout`: a replica stalled inside a
+///   transaction (a paused process, a node gone with its connection left
+///   half-open) holds that transaction's row locks, the flow's lease row
+///   among them, and every other replica's lease query waited behind it
+///   for as long as the server kept the session: the flow stopped
+///   everywhere. The server now ends such a session after this long
+///   (Sluice's own transactions never wait on their client for seconds).
+/// - `lock_timeout`: a statement waits at most this long for a row lock,
+///   then fails (and is retried, or said), rather than hang a command.
+const SESSION_SETTINGS: [(&str, &str); 2] = [
+    ("idle_in_transaction_session_timeout", "30s"),
+    ("lock_timeout", "60s"),
+];
+
+/// The `SET` statements of `settings` a session runs when it opens: each
+/// one the URL's `options` (`-c name=value`) does not set already.
+fn session_sets(settings: &[(&str, &str)], url_options: Option<&str>) -> String {
+    settings
+        .iter()
+        .filter(|(name, _)| !url_options.is_some_and(|o| o.contains(name)))
+        .map(|(name, value)| format!("SET {name} = '{value}';"))
+        .collect()
+}
+
 /// The PostgreSQL backend.
 pub struct PgBackend {
     pool: Pool,
@@ -65,6 +90,11 @@ pub struct PgBackend {
 impl PgBackend {
     /// Connects, then migrates the database if it needs it.
     pub async fn open(url: &str) -> Result<PgBackend, StoreError> {
+        Self::open_with(url, &SESSION_SETTINGS).await
+    }
+
+    /// [`PgBackend::open`], each session setting `settings` first.
+    async fn open_with(url: &str, settings: &[(&str, &str)]) -> Result<PgBackend, StoreError> {
         let location = Location::Postgres(url.to_string());
         let shown = location.to_string();
         let open_error = |why: String| StoreError::Open {
@@ -90,6 +120,7 @@ impl PgBackend {
         if config.get_application_name().is_none() {
             config.application_name("sluice");
         }
+        let sets = session_sets(settings, config.get_options());
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -103,6 +134,15 @@ impl PgBackend {
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(connect_timeout)
             .recycle_timeout(connect_timeout)
+            .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+                let sets = sets.clone();
+                Box::pin(async move {
+                    client
+                        .batch_execute(&sets)
+                        .await
+                        .map_err(deadpool_postgres::HookError::Backend)
+                })
+            }))
             .build()
             .map_err(|e| open_error(e.to_string()))?;
         let backend = PgBackend { pool, location };
@@ -353,6 +393,73 @@ impl Backend for PgBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_sets_what_the_url_does_not() {
+        assert_eq!(
+            session_sets(&SESSION_SETTINGS, None),
+            "SET idle_in_transaction_session_timeout = '30s';SET lock_timeout = '60s';"
+        );
+        assert_eq!(
+            session_sets(&SESSION_SETTINGS, Some("-c lock_timeout=5s")),
+            "SET idle_in_transaction_session_timeout = '30s';"
+        );
+    }
+
+    /// A replica stalled inside a transaction that holds its flow's lease
+    /// row (here: a session of the store, left idle with the row locked,
+    /// as a paused process leaves it) used to keep every other replica's
+    /// lease query waiting for as long as the server kept the session.
+    /// The server now ends the stalled session, and the others go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_session_stalled_in_a_transaction_does_not_hold_the_lease_row_for_ever() {
+        let url = crate::testing::TempPostgres::shared().new_database().await;
+        let quick = [
+            ("idle_in_transaction_session_timeout", "1s"),
+            ("lock_timeout", "60s"),
+        ];
+        let stalled = PgBackend::open_with(&url, &quick).await.unwrap();
+        let other = PgBackend::open(&url).await.unwrap();
+        let grant = |replica: &str| LeaseGrant {
+            flow: "f".into(),
+            replica: replica.into(),
+            token: format!("{replica}-token"),
+            host: None,
+            pid: None,
+            run_id: format!("run-of-{replica}"),
+        };
+        let ttl = Duration::from_secs(600);
+        stalled.acquire_lease(&grant("a"), ttl).await.unwrap();
+        let mut client = stalled.client().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        tx.execute("SELECT fence FROM leases WHERE flow = 'f' FOR UPDATE", &[])
+            .await
+            .unwrap();
+        // The transaction stays open, its client doing nothing.
+        let started = std::time::Instant::now();
+        let asked = tokio::time::timeout(
+            Duration::from_secs(30),
+            other.acquire_lease(&grant("b"), ttl),
+        )
+        .await
+        .expect("the lease query must not wait on the stalled session for ever");
+        assert!(
+            matches!(asked, Ok(Acquired::Held { .. })),
+            "the lease is still a's: {asked:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+        // The stalled session was ended by the server.
+        assert!(tx.commit().await.is_err());
+        let shown: String = other
+            .client()
+            .await
+            .unwrap()
+            .query_one("SHOW idle_in_transaction_session_timeout", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(shown, "30s");
+    }
 
     /// A server that takes the connection and never answers (a wedged
     /// server, a pooler without a backend) fails the open within the
