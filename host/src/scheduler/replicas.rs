@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sluice_store::{Acquired, Claim, Firing, Lapse, LeaseGrant, Store, StoreError};
+use sluice_store::{Acquired, Claim, Firing, Lapse, LeaseGrant, Store};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -60,13 +60,25 @@ struct Hold {
 }
 
 impl Hold {
-    /// Renews the lease; `false` when another replica took it over.
-    async fn renew(&self) -> Result<bool, StoreError> {
+    /// Renews the lease; `false` when another replica took it over. A
+    /// store that does not answer within a third of the lease's time (a
+    /// connection left hanging, not refused) counts as failing: waiting
+    /// on it would outlast the lease unnoticed.
+    async fn renew(&self) -> Result<bool, String> {
         let asked = Instant::now();
-        let renewed = self
-            .store
-            .renew_lease(&self.flow, self.fence, self.ttl)
-            .await?;
+        let within = (self.ttl / 3).max(Duration::from_millis(100));
+        let renewed = tokio::time::timeout(
+            within,
+            self.store.renew_lease(&self.flow, self.fence, self.ttl),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "the store did not answer within {}",
+                humantime::format_duration(within)
+            )
+        })?
+        .map_err(|e| e.to_string())?;
         if renewed {
             let mut until = lock(&self.until);
             *until = (*until).max(asked + self.ttl);
@@ -352,7 +364,7 @@ async fn renew(hold: Arc<Hold>, every: Duration) {
     }
 }
 
-fn unreachable_text(e: &StoreError, ttl: Duration) -> String {
+fn unreachable_text(e: &str, ttl: Duration) -> String {
     format!(
         "its lease could not be renewed for {} ({e})",
         humantime::format_duration(ttl)
@@ -365,7 +377,101 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use super::held_text;
+    use super::*;
+
+    /// A TCP relay to `to` that stops passing bytes once `frozen` is set,
+    /// holding every connection open: a database connection left hanging
+    /// (a network partition), not refused. Its port.
+    async fn freezable_relay(to: u16, frozen: Arc<AtomicBool>) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", to))
+                    .await
+                    .unwrap();
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pass(cr, sw, frozen.clone()));
+                tokio::spawn(pass(sr, cw, frozen.clone()));
+            }
+        });
+        port
+    }
+
+    async fn pass(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        frozen: Arc<AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let Ok(n) = from.read(&mut buf).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            while frozen.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A replica whose database connection hangs (not refused) used to
+    /// wait on its renewal for as long as the connection stayed open, and
+    /// found its lease lost a minute after another replica could have
+    /// taken it. A renewal that gets no answer within a third of the
+    /// lease's time counts as failed: the run stops once the lease lapses.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hanging_store_connection_stops_the_run_when_its_lease_lapses() {
+        let url = sluice_store::testing::TempPostgres::shared()
+            .new_database()
+            .await;
+        let parsed = url::Url::parse(&url).unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let relay = freezable_relay(parsed.port().unwrap(), frozen.clone()).await;
+        let mut through = parsed.clone();
+        through.set_port(Some(relay)).unwrap();
+        let store = Store::open(&through.as_str().parse().unwrap())
+            .await
+            .unwrap();
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let told = said.clone();
+        let ttl = Duration::from_secs(3);
+        let replica = Replica::new(
+            store,
+            "r1".into(),
+            ttl,
+            Arc::new(move |line: String| lock(&told).push(line)),
+        );
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (_, guard) = replica.begin("f", "run-1", cancel.clone()).await.unwrap();
+        guard.may_go_on().await.unwrap();
+        frozen.store(true, Ordering::SeqCst);
+        let hung = Instant::now();
+        while !cancel.load(Ordering::SeqCst) {
+            assert!(
+                hung.elapsed() < Duration::from_secs(20),
+                "the run was not stopped: {:?}",
+                lock(&said)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let why = tokio::time::timeout(Duration::from_secs(5), guard.may_go_on())
+            .await
+            .expect("the guard answers")
+            .unwrap_err();
+        assert!(
+            why.contains("its lease could not be renewed for 3s"),
+            "{why}"
+        );
+        assert!(why.contains("the store did not answer within 1s"), "{why}");
+    }
 
     #[test]
     fn a_held_lease_never_claims_its_holder_is_alive() {
