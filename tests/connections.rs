@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use sluice::engine::EngineConfig;
-use sluice::run::Status;
+use sluice::run::{RunEvent, Status};
 
 const SECRET: &str = "client-secret-do-not-print";
 
@@ -314,6 +314,43 @@ async fn twelve_requests_within_the_budget(
         events.text()
     );
     server
+}
+
+/// A call that runs out of time while its connection waits for a spent
+/// rate budget to reset says so, not that it waited for an answer: its
+/// `request_timeout` and `retry` have nothing to do with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_timed_out_waiting_for_a_spent_budget_says_so() {
+    let (server, _) = budget_server(600, false, false).await;
+    let text = flow(&server, 8, "get", "", "").replace(
+        "on_error = \"continue\"",
+        "on_error = \"continue\"\ntimeout = \"2s\"",
+    );
+    assert!(text.contains("timeout = \"2s\""));
+    let (outcome, events) = tokio::time::timeout(Duration::from_secs(60), run_flow(&text, false))
+        .await
+        .expect("the calls' timeout did not end them");
+    assert_eq!(outcome.outputs["call"]["ok"], json!(5), "{}", events.text());
+    let failed: Vec<String> = events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            RunEvent::ItemFinished {
+                error: Some(error), ..
+            } => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    for error in &failed {
+        assert!(
+            error.contains("ran longer than its timeout of 2s")
+                && error
+                    .contains("on connection `api`: its rate budget is spent until it resets in"),
+            "{error}"
+        );
+        assert!(!error.contains("request_timeout"), "{error}");
+    }
 }
 
 /// Procore's 429 need not carry `Retry-After` (its documentation names

@@ -185,15 +185,23 @@ impl Busy {
                 if self.in_flight == 1 { "" } else { "s" }
             ));
         }
-        if let Some((left, why)) = self.held {
-            let left = humantime::format_duration(Duration::from_secs(left.as_secs().max(1)));
-            parts.push(match why {
-                Held::AsAsked => format!("nothing sent for {left} more, as the service asked (Retry-After)"),
-                Held::BudgetSpent => format!("its rate budget is spent until it resets in {left}"),
-                Held::Closed => format!("requests refused for {left} more: the service asked for a longer wait than Sluice makes"),
-            });
-        }
+        parts.extend(self.held_words());
         (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
+    /// What holds requests back, in words, or `None` when nothing does.
+    pub fn held_words(&self) -> Option<String> {
+        let (left, why) = self.held?;
+        let left = humantime::format_duration(Duration::from_secs(left.as_secs().max(1)));
+        Some(match why {
+            Held::AsAsked => {
+                format!("nothing sent for {left} more, as the service asked (Retry-After)")
+            }
+            Held::BudgetSpent => format!("its rate budget is spent until it resets in {left}"),
+            Held::Closed => format!(
+                "requests refused for {left} more: the service asked for a longer wait than Sluice makes"
+            ),
+        })
     }
 }
 

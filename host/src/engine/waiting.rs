@@ -111,6 +111,18 @@ impl Waiting {
         let slot = self.0.lock().ok()?;
         let waiting = slot.wait.as_ref().map(|wait| {
             let spec = &wait.connection.spec;
+            // Held back by the service's own word (a spent rate budget, a
+            // Retry-After): that, not an answer it is slow to give, is
+            // what the time went on.
+            if let Some(held) = wait.connection.busy().held_words() {
+                return format!(
+                    "it was waiting {} to send {} {} on connection `{}`: {held}",
+                    shown(wait.since.elapsed()),
+                    wait.method,
+                    wait.connection.shown_request(&wait.url, &wait.query),
+                    spec.name,
+                );
+            }
             format!(
                 "it was waiting {} for an answer to {} {} on connection `{}`, which waits up to {} for each answer (`request_timeout`) and sends a request up to {} times (`retry.max_attempts`)",
                 shown(wait.since.elapsed()),
