@@ -1973,3 +1973,47 @@ fn ctrl_c_while_serve_loads_its_flows_serves_nothing() {
     );
     assert!(history(data.path()).list_runs(None, 10).unwrap().is_empty());
 }
+
+/// `sluice run` paused past its lease, whose flow another run took over
+/// meanwhile, says on resuming that its history stops where the other
+/// took over, and that the history is sound: not that it must be
+/// repaired, which it need not.
+#[test]
+fn a_run_whose_lease_was_taken_over_does_not_ask_to_repair_the_history() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    let steps = step(
+        "each",
+        r#"{ action = "sleep", ms = 400, value = "${item}" }"#,
+        "for_each = \"${params.items}\"\nconcurrency = 1",
+    );
+    let file = flows.path().join("long.toml");
+    write_file(
+        &file,
+        &format!("name = \"long\"\n[params]\nitems = [1, 2, 3, 4, 5, 6, 7, 8]\n{steps}"),
+    );
+    let file = file.to_str().unwrap();
+    let first = sluice(data.path(), &["run", file, "--lease", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_an_item(data.path());
+    signal(&first, "STOP");
+    std::thread::sleep(Duration::from_millis(2500));
+    // Its lease lapsed: another run takes the flow over and runs it.
+    let second = sluice(data.path(), &["run", file, "--lease", "30s"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(0), "{said}");
+    signal(&first, "CONT");
+    let (code, stderr) = wait_exit(first, Duration::from_secs(60));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("its history stops where another process took the flow's lease over")
+            && stderr.contains("the history itself is sound"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("repair or move"), "{stderr}");
+}

@@ -210,13 +210,13 @@ impl Recording {
     /// What of run `run_id`'s history is missing, in words (after
     /// [`Recording::finish`]): all of it when the store could not be
     /// opened, or the writes that failed; `None` when nothing is.
-    pub fn lost_history(&self, run_id: &str) -> Option<&'static str> {
+    pub fn lost_history(&self, run_id: &str) -> Option<LostHistory> {
         match &self.writer {
-            None => Some("is not recorded at all: the run history could not be opened"),
-            Some(w) if w.lost_writes(run_id) => Some(
-                "part of its history (its record, or ledger entries of whom it changed) could not be written",
-            ),
-            Some(_) => None,
+            None => Some(LostHistory::Unopened),
+            Some(w) => w.lost_writes(run_id).map(|lost| match lost {
+                crate::run::recorder::Lost::Failed => LostHistory::Unwritten,
+                crate::run::recorder::Lost::TakenOver => LostHistory::TakenOver,
+            }),
         }
     }
 
@@ -229,6 +229,17 @@ impl Recording {
             replica.end(run_id).await;
         }
     }
+}
+
+/// Why what `sluice runs` shows of a run is not all it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostHistory {
+    /// The run history could not be opened: nothing is recorded.
+    Unopened,
+    /// Some of its history could not be written.
+    Unwritten,
+    /// Its lease was taken over: its record is the new owner's from there.
+    TakenOver,
 }
 
 /// Why `flow` must not run unrecorded (its store could not be opened), if
@@ -491,17 +502,31 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
     // The run did its work, but its record or the ledger of whom it
     // changed is incomplete: not a success an operator may overlook.
     let lost = recording.lost_history(&outcome.run_id);
-    if let Some(what) = lost {
+    if let Some(lost) = lost {
         // Only a run that succeeded ran to its end; another has said why
         // it ended already.
         let ended = match outcome.status {
             Status::Succeeded => "ran to its end, but",
             _ => "ended, and",
         };
+        let (what, advice) = match lost {
+            LostHistory::Unopened => (
+                "is not recorded at all: the run history could not be opened",
+                "repair or move the run history (`--data-dir`, `--database`) before the next run",
+            ),
+            LostHistory::Unwritten => (
+                "part of its history (its record, or ledger entries of whom it changed) could not be written",
+                "repair or move the run history (`--data-dir`, `--database`) before the next run",
+            ),
+            LostHistory::TakenOver => (
+                "its history stops where another process took the flow's lease over",
+                "the history itself is sound: the process that took the flow over recorded the run as interrupted, and the flow's next run reads the services afresh",
+            ),
+        };
         eprintln!(
             "error: {}",
             super::terminal::line(&format!(
-                "run {} {ended} {what} (see the warning above), so `sluice runs` and `sluice ledger` do not show all it did; repair or move the run history (`--data-dir`, `--database`) before the next run",
+                "run {} {ended} {what} (see the warning above), so `sluice runs` and `sluice ledger` do not show all it did; {advice}",
                 outcome.run_id
             ))
         );

@@ -32,7 +32,7 @@
 //! run's and its steps' real times, so a run never looks shorter than the
 //! steps inside it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -124,7 +124,7 @@ impl HistoryWriter {
         let (ledger, keyed) = mpsc::unbounded_channel();
         let flushing = Arc::new(Notify::new());
         let warned = Arc::new(WarnedRuns {
-            runs: Mutex::new(HashSet::new()),
+            runs: Mutex::new(HashMap::new()),
             tell,
             down_since: Mutex::new(None),
         });
@@ -142,8 +142,10 @@ impl HistoryWriter {
     /// Whether some of run `run_id`'s history (its record, its ledger
     /// entries) could not be written: what `sluice runs` and `sluice
     /// ledger` show of it is incomplete. Known once the writes are flushed.
-    pub fn lost_writes(&self, run_id: &str) -> bool {
-        (self.warned.runs.lock().unwrap_or_else(|e| e.into_inner())).contains(run_id)
+    pub fn lost_writes(&self, run_id: &str) -> Option<Lost> {
+        (self.warned.runs.lock().unwrap_or_else(|e| e.into_inner()))
+            .get(run_id)
+            .copied()
     }
 
     /// A write to the same store (the flow's state) failed for now and
@@ -229,7 +231,8 @@ pub type Tell = Arc<dyn Fn(String) + Send + Sync>;
 type Warned = Arc<WarnedRuns>;
 
 pub struct WarnedRuns {
-    runs: Mutex<HashSet<String>>,
+    /// The runs some of whose history was not written, and why.
+    runs: Mutex<HashMap<String, Lost>>,
     tell: Tell,
     /// Since when the store has failed to answer, if it has.
     down_since: Mutex<Option<std::time::Instant>>,
@@ -276,8 +279,24 @@ impl WarnedRuns {
     }
 }
 
+/// Why some of a run's history was not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// The store refused or failed the writes: the history is incomplete.
+    Failed,
+    /// The flow's lease was taken over: the new owner records the run
+    /// from there on, and the history is as it should be.
+    TakenOver,
+}
+
 fn warn_once(warned: &Warned, run: &RunRef, e: &StoreError) {
-    let first = (warned.runs.lock().unwrap_or_else(|e| e.into_inner())).insert(run.id.clone());
+    let why = match e {
+        StoreError::Fenced { .. } => Lost::TakenOver,
+        _ => Lost::Failed,
+    };
+    let first = (warned.runs.lock().unwrap_or_else(|e| e.into_inner()))
+        .insert(run.id.clone(), why)
+        .is_none();
     if first {
         (warned.tell)(format!("warning: {}", not_written(run, e)));
     }
@@ -818,7 +837,7 @@ mod tests {
             });
         }
         writer.flush().await;
-        assert!(writer.lost_writes("r1"));
+        assert_eq!(writer.lost_writes("r1"), Some(Lost::TakenOver));
         let told = told.lock().unwrap().clone();
         assert_eq!(told.len(), 1, "{told:?}");
         assert!(
