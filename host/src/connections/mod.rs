@@ -103,6 +103,10 @@ pub enum SendError {
     TooLarge(u64),
     #[error("sandbox violation: {0}")]
     Violation(#[from] Violation),
+    /// A write not sent: the run's lease on its flow is lost (another
+    /// replica owns the flow now). The call ends there, as interrupted.
+    #[error("{0}")]
+    LeaseLost(String),
 }
 
 /// What one step did on one connection, for progress and history.
@@ -392,9 +396,7 @@ impl Connection {
             if let Some(lease) = lease.filter(|_| !request.method.is_read())
                 && let Err(why) = lease.may_go_on().await
             {
-                return Err(SendError::Unavailable(format!(
-                    "{what} was not sent: {why}"
-                )));
+                return Err(SendError::LeaseLost(format!("{what} was not sent: {why}")));
             }
             stats.requests += 1;
             let outgoing = self.outgoing(request, url, authorization.as_ref());

@@ -67,6 +67,10 @@ pub enum CallError {
     /// as the history the other replica wrote says), it has not failed.
     #[error("its state was not saved: {0}")]
     Fenced(String),
+    /// A write the call asked for was not sent: the flow's lease is
+    /// another replica's now. Stopped, as [`CallError::Fenced`] is.
+    #[error("it was stopped: {0}")]
+    LeaseLost(String),
     /// A `for_each` item whose name (the run context's `item-key`) would
     /// be blank: the host did not call the component for it.
     #[error("it was not called: its key is blank ({0}); {why}: {hint}", why = crate::flow::item_key::BLANK_KEY_WHY, hint = crate::flow::item_key::BLANK_KEY_HINT)]
@@ -88,7 +92,7 @@ impl CallError {
             CallError::InvalidOutput(_) => "invalid-output",
             CallError::Instantiate(_) => "instantiate",
             CallError::State(_) => "state",
-            CallError::Fenced(_) => "fenced",
+            CallError::Fenced(_) | CallError::LeaseLost(_) => "fenced",
             CallError::BlankItemKey(_) => "blank-item-key",
         }
     }
@@ -142,6 +146,9 @@ pub(super) fn classify(
     }
     if let Some(v) = error.downcast_ref::<SandboxViolation>() {
         return CallError::Violation(v.0.clone());
+    }
+    if let Some(lost) = error.downcast_ref::<super::instance::LeaseLost>() {
+        return CallError::LeaseLost(lost.0.clone());
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return CallError::Exited(exit.0);

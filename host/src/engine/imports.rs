@@ -105,6 +105,9 @@ impl connection::Host for StepState {
             Err(SendError::Violation(v)) => {
                 return Err(wasmtime::Error::new(SandboxViolation::from(v)));
             }
+            Err(SendError::LeaseLost(why)) => {
+                return Err(wasmtime::Error::new(super::instance::LeaseLost(why)));
+            }
             Err(SendError::DryRun(what)) => Err(connection::SendError::DryRun(what)),
             Err(SendError::Unavailable(why)) => Err(connection::SendError::Unavailable(why)),
             Err(SendError::AuthFailed(e)) => Err(connection::SendError::AuthFailed(e.to_string())),

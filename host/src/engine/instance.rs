@@ -154,6 +154,12 @@ pub struct Call {
 #[error("{0}")]
 pub struct SandboxViolation(pub String);
 
+/// The run's lease on its flow is lost: the call is ended before a write
+/// it asked for went out (it is the new owner's flow now).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct LeaseLost(pub String);
+
 impl From<connections::policy::Violation> for SandboxViolation {
     fn from(v: connections::policy::Violation) -> Self {
         SandboxViolation(v.to_string())

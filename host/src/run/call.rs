@@ -122,7 +122,7 @@ impl Failed {
     /// when the error is the lost lease's ([`CallError::Fenced`]).
     pub fn after(error: CallError, tries: Tries) -> Failed {
         let stopped = match &error {
-            CallError::Fenced(_) => {
+            CallError::Fenced(_) | CallError::LeaseLost(_) => {
                 Some("the flow's lease was taken over by another replica".to_string())
             }
             _ => None,

@@ -51,7 +51,7 @@ use super::output::{Kind, StepOutput};
 use super::payload::Payload;
 use super::recorder::item_record;
 use super::step::{Check, input_text, resolve_input};
-use crate::engine::{OutputCap, StepContext, StepInput};
+use crate::engine::{CallError, OutputCap, StepContext, StepInput};
 use crate::flow::Step;
 use crate::flow::model::OnError;
 use crate::flow::resolve::{Found, Scope};
@@ -562,7 +562,8 @@ async fn run_item(
     }
     // A write refused because another replica took the flow over: the
     // run is that replica's now, and no further item starts here.
-    if matches!(&called, Err(f) if matches!(f.error, crate::engine::CallError::Fenced(_))) {
+    if matches!(&called, Err(f) if matches!(f.error, CallError::Fenced(_) | CallError::LeaseLost(_)))
+    {
         shared.cancel.store(true, Ordering::SeqCst);
     }
     for (name, stats) in &ended.connections {
