@@ -49,6 +49,9 @@ struct Hold {
     flow: String,
     fence: i64,
     ttl: Duration,
+    /// How often it is renewed ([`Replica::renew_every`]), and how long
+    /// one renewal may take.
+    every: Duration,
     /// Until when the lease is known to be ours: the last grant or
     /// renewal, counted from when it was asked, plus its time. No other
     /// replica can take it before then.
@@ -61,12 +64,12 @@ struct Hold {
 
 impl Hold {
     /// Renews the lease; `false` when another replica took it over. A
-    /// store that does not answer within a third of the lease's time (a
-    /// connection left hanging, not refused) counts as failing: waiting
-    /// on it would outlast the lease unnoticed.
+    /// store that does not answer within a renewal period (a connection
+    /// left hanging, not refused) counts as failing: waiting on it would
+    /// outlast the lease unnoticed.
     async fn renew(&self) -> Result<bool, String> {
         let asked = Instant::now();
-        let within = (self.ttl / 3).max(Duration::from_millis(100));
+        let within = self.every;
         let renewed = tokio::time::timeout(
             within,
             self.store.renew_lease(&self.flow, self.fence, self.ttl),
@@ -232,12 +235,13 @@ impl Replica {
             flow: flow.to_string(),
             fence,
             ttl: self.ttl,
+            every: self.renew_every(),
             until: Mutex::new(asked + self.ttl),
             lost: Mutex::new(None),
             cancel,
             say: self.say.clone(),
         });
-        let renewal = tokio::spawn(renew(hold.clone(), self.renew_every()));
+        let renewal = tokio::spawn(renew(hold.clone()));
         lock(&self.held).insert(
             run_id.to_string(),
             Held {
@@ -350,10 +354,13 @@ fn took_over_text(t: &sluice_store::Takeover, me: &str) -> String {
 }
 
 /// Renews a lease until aborted; cancels the run when the lease is lost,
-/// or when no renewal has succeeded for a whole lease time.
-async fn renew(hold: Arc<Hold>, every: Duration) {
+/// or when no renewal has succeeded for a whole lease time. Renewals
+/// start on a fixed beat, so one that waits its whole period for a store
+/// that does not answer leaves room for the next before the lease lapses.
+async fn renew(hold: Arc<Hold>) {
+    let mut beat = tokio::time::interval_at(Instant::now() + hold.every, hold.every);
     loop {
-        tokio::time::sleep(every).await;
+        beat.tick().await;
         match hold.renew().await {
             Ok(true) => continue,
             Ok(false) => hold.lose(sluice_store::lease::lost(hold.fence)),
