@@ -78,9 +78,13 @@ impl StoreError {
                 Some(code) => {
                     let code = code.code();
                     // Connection exceptions, the server shutting down or
-                    // starting, a serialization failure or a deadlock.
+                    // starting, a serialization failure, a deadlock, or
+                    // a row lock not had within `lock_timeout`.
                     code.starts_with("08")
-                        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+                        || matches!(
+                            code,
+                            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03"
+                        )
                 }
             },
             StoreError::Sqlite(e) => matches!(

@@ -56,7 +56,9 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 /// (`connect_timeout`): an unreachable server fails clearly, not never.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What each session sets first, unless the URL's `options` sets it:
+/// What each session sets when it opens, unless it has a value already
+/// (from the server's, the role's or the database's settings, or the
+/// URL's `options`):
 /// - `idle_in_transaction_session_timeout`: a replica stalled inside a
 ///   transaction (a paused process, a node gone with its connection left
 ///   half-open) holds that transaction's row locks, the flow's lease row
@@ -65,20 +67,31 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 ///   everywhere. The server now ends such a session after this long
 ///   (Sluice's own transactions never wait on their client for seconds).
 /// - `lock_timeout`: a statement waits at most this long for a row lock,
-///   then fails (and is retried, or said), rather than hang a command.
+///   then fails (a transient failure: written again later), rather than
+///   hang a command.
 const SESSION_SETTINGS: [(&str, &str); 2] = [
     ("idle_in_transaction_session_timeout", "30s"),
     ("lock_timeout", "60s"),
 ];
 
-/// The `SET` statements of `settings` a session runs when it opens: each
-/// one the URL's `options` (`-c name=value`) does not set already.
-fn session_sets(settings: &[(&str, &str)], url_options: Option<&str>) -> String {
-    settings
-        .iter()
-        .filter(|(name, _)| !url_options.is_some_and(|o| o.contains(name)))
-        .map(|(name, value)| format!("SET {name} = '{value}';"))
-        .collect()
+/// Sets each of `settings` that the session has no value for (`0`, off).
+/// The names and values are this module's constants, never input.
+async fn set_unless_set(
+    client: &tokio_postgres::Client,
+    settings: &[(&'static str, &'static str)],
+) -> Result<(), tokio_postgres::Error> {
+    for (name, value) in settings {
+        let current: String = client
+            .query_one("SELECT current_setting($1)", &[name])
+            .await?
+            .get(0);
+        if current == "0" {
+            client
+                .batch_execute(&format!("SET {name} = '{value}'"))
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The PostgreSQL backend.
@@ -94,7 +107,10 @@ impl PgBackend {
     }
 
     /// [`PgBackend::open`], each session setting `settings` first.
-    async fn open_with(url: &str, settings: &[(&str, &str)]) -> Result<PgBackend, StoreError> {
+    async fn open_with(
+        url: &str,
+        settings: &'static [(&'static str, &'static str)],
+    ) -> Result<PgBackend, StoreError> {
         let location = Location::Postgres(url.to_string());
         let shown = location.to_string();
         let open_error = |why: String| StoreError::Open {
@@ -120,7 +136,6 @@ impl PgBackend {
         if config.get_application_name().is_none() {
             config.application_name("sluice");
         }
-        let sets = session_sets(settings, config.get_options());
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -135,10 +150,8 @@ impl PgBackend {
             .create_timeout(connect_timeout)
             .recycle_timeout(connect_timeout)
             .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
-                let sets = sets.clone();
                 Box::pin(async move {
-                    client
-                        .batch_execute(&sets)
+                    set_unless_set(client, settings)
                         .await
                         .map_err(deadpool_postgres::HookError::Backend)
                 })
@@ -394,16 +407,24 @@ impl Backend for PgBackend {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_session_sets_what_the_url_does_not() {
-        assert_eq!(
-            session_sets(&SESSION_SETTINGS, None),
-            "SET idle_in_transaction_session_timeout = '30s';SET lock_timeout = '60s';"
-        );
-        assert_eq!(
-            session_sets(&SESSION_SETTINGS, Some("-c lock_timeout=5s")),
-            "SET idle_in_transaction_session_timeout = '30s';"
-        );
+    /// A value the session has already (here from the URL's `options`;
+    /// a role's or a database's setting comes the same way) is kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_setting_the_session_has_already_is_kept() {
+        let url = crate::testing::TempPostgres::shared().new_database().await;
+        let shown = |backend: PgBackend, name: &'static str| async move {
+            let client = backend.client().await.unwrap();
+            let row = client
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .unwrap();
+            row.get::<_, String>(0)
+        };
+        let plain = PgBackend::open(&url).await.unwrap();
+        assert_eq!(shown(plain, "lock_timeout").await, "1min");
+        let own = format!("{url}?options=-c%20lock_timeout%3D5s%20-c%20deadlock_timeout%3D2s");
+        let own = PgBackend::open(&own).await.unwrap();
+        assert_eq!(shown(own, "lock_timeout").await, "5s");
     }
 
     /// A replica stalled inside a transaction that holds its flow's lease
@@ -414,11 +435,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_session_stalled_in_a_transaction_does_not_hold_the_lease_row_for_ever() {
         let url = crate::testing::TempPostgres::shared().new_database().await;
-        let quick = [
+        const QUICK: [(&str, &str); 2] = [
             ("idle_in_transaction_session_timeout", "1s"),
             ("lock_timeout", "60s"),
         ];
-        let stalled = PgBackend::open_with(&url, &quick).await.unwrap();
+        let stalled = PgBackend::open_with(&url, &QUICK).await.unwrap();
         let other = PgBackend::open(&url).await.unwrap();
         let grant = |replica: &str| LeaseGrant {
             flow: "f".into(),
