@@ -112,9 +112,15 @@ impl Waiting {
         let waiting = slot.wait.as_ref().map(|wait| {
             let spec = &wait.connection.spec;
             // Held back by the service's own word (a spent rate budget, a
-            // Retry-After): that, not an answer it is slow to give, is
+            // Retry-After), with nothing of the API in flight, so not this
+            // request either: that, not an answer it is slow to give, is
             // what the time went on.
-            if let Some(held) = wait.connection.busy().held_words() {
+            let busy = wait.connection.busy();
+            let queued = busy.in_flight == 0
+                && busy
+                    .held
+                    .is_some_and(|(_, why)| why != crate::connections::throttle::Held::Closed);
+            if let Some(held) = busy.held_words().filter(|_| queued) {
                 return format!(
                     "it was waiting {} to send {} {} on connection `{}`: {held}",
                     shown(wait.since.elapsed()),
