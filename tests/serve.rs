@@ -1966,6 +1966,10 @@ fn ctrl_c_while_serve_loads_its_flows_serves_nothing() {
     let (code, stderr) = wait_exit(child, Duration::from_secs(120));
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("loading the flows of"), "{stderr}");
+    assert!(
+        stderr.contains("stopping: nothing is served once the flows have loaded"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("serving 1 flow"), "{stderr}");
     assert!(
         stderr.lines().last().unwrap().ends_with("stopped"),

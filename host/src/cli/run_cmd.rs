@@ -449,6 +449,18 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
             return Ok(ExitCode::from(1));
         }
     };
+    // Stopped while the flow loaded: nothing was started, nothing is
+    // recorded, no token is fetched.
+    if options.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+        refused(
+            mode,
+            &format!(
+                "flow `{}` was not run: it was stopped (Ctrl-C or SIGTERM) while it loaded, before anything started",
+                flow.name
+            ),
+        );
+        return Ok(ExitCode::from(1));
+    }
     options.tapes = tapes.clone();
     // A dry run or a replay changes nothing, so it needs no lease.
     let lease = (!args.dry_run && args.replay.is_none()).then(|| Lease {

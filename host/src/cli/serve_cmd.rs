@@ -249,6 +249,24 @@ pub async fn serve(
     }
 }
 
+/// Says what a stop signal does while the flows load (nothing is served
+/// once they have), and leaves at once on a second.
+async fn stop_while_loading(mut stop: tokio::sync::watch::Receiver<crate::scheduler::Shutdown>) {
+    use crate::scheduler::Shutdown;
+    while stop.changed().await.is_ok() {
+        match *stop.borrow_and_update() {
+            Shutdown::No => {}
+            Shutdown::Graceful => serve_log::emit(&ServeEvent::Warning {
+                message: "stopping: nothing is served once the flows have loaded; a second Ctrl-C or SIGTERM stops at once".into(),
+            }),
+            Shutdown::Now => {
+                serve_log::emit(&ServeEvent::Stopped);
+                std::process::exit(130);
+            }
+        }
+    }
+}
+
 /// Logs why the host cannot start or go on.
 fn fatal(error: String, detail: Option<String>) {
     serve_log::emit(&ServeEvent::Fatal { error, detail });
@@ -275,6 +293,7 @@ async fn serve_logged(
     // minute or so on a first start): a stop asked for then is kept, and
     // nothing is served.
     let signals = super::signals::watch(true)?;
+    let loading = tokio::spawn(stop_while_loading(signals.stop.clone()));
     let store = open_store(database).await?;
     let say: Arc<dyn Fn(String) + Send + Sync> =
         Arc::new(|message: String| serve_log::emit(&ServeEvent::Replica { message }));
@@ -341,6 +360,7 @@ async fn serve_logged(
         }
         None => None,
     };
+    loading.abort();
     if *signals.stop.borrow() != crate::scheduler::Shutdown::No {
         sweep.abort();
         if let Some(console) = console {

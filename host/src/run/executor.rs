@@ -238,6 +238,14 @@ impl Runner {
             StepFailure::Failed(format!("flow `{}`: {why}; no step was run", flow.name))
         })?;
         let prepared = prepare::components(&self.engine, flow)?;
+        // Compiling may take seconds: a stop asked for meanwhile sends
+        // nothing, not even for a token.
+        if options.cancelled() {
+            return Err(StepFailure::Interrupted(
+                "the run was stopped before its first step, while its components were prepared"
+                    .into(),
+            ));
+        }
         let tapes = options.tapes.as_deref();
         let connections = connections::for_flow(flow, &self.services, redactor, tapes);
         prepare::check_credentials(flow, &connections).await?;
