@@ -1644,7 +1644,7 @@ with = { increment = "runs" }
     // The run stops there, though the step goes on past failures.
     let error = outcome.error.unwrap();
     assert!(
-        error.contains("an item's state could not be saved (the flow state store failed: database or disk is full), so no item was started after it"),
+        error.contains("an item's state could not be saved (the flow state store failed: database or disk is full), so no item was started once that was known"),
         "{error}"
     );
     let skipped = events.events().into_iter().any(|e| {

@@ -141,8 +141,10 @@ pub fn pages(
         let response = read_ok(&call)?;
         match read(&call, &response)? {
             Some(next) => {
-                visited.enter(&next)?;
+                // The link as it is followed: two that differ only in
+                // the host Graph wrote are the same page.
                 call = follow(connection, &first_url, &next);
+                visited.enter(call.url())?;
             }
             None => return Ok(()),
         }

@@ -528,10 +528,12 @@ pub(crate) fn choose<'a>(
                 matches!(i.state, PlanItemState::Pending | PlanItemState::Approved)
             }
         };
+        // Approved items were seen by whoever approved them: a revision
+        // bounds only the pending ones.
         let (pending, later): (Vec<&DecisionTarget>, Vec<&DecisionTarget>) = items
             .iter()
             .filter(open)
-            .partition(|i| i.revision <= by_revision);
+            .partition(|i| i.revision <= by_revision || i.state == PlanItemState::Approved);
         let later: Vec<String> = later.iter().map(|i| i.key.clone()).collect();
         if pending.is_empty() {
             return Err(match req.revision {

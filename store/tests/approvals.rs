@@ -628,6 +628,18 @@ async fn an_approval_is_spent_once_and_a_spent_plan_takes_no_decision(db: Db) {
         state_of(s, &plan.id, "b@x.com").await,
         PlanItemState::Rejected
     );
+    // Nothing left that has not run: nothing to reject.
+    let e = s
+        .decide(&decide(&plan.id, &[], Decision::Rejected, "carol"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            approval_error(e),
+            ApprovalError::NothingPending { approved: 0, .. }
+        ),
+        "nothing pending or approved is left"
+    );
     s.decide(&decide(&plan.id, &["b@x.com"], Decision::Approved, "alice"))
         .await
         .unwrap();

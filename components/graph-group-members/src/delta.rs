@@ -128,10 +128,10 @@ fn round(first: Call, mut each: impl FnMut(Value)) -> Result<String, Stop> {
             (Some(Value::String(next)), _) => {
                 // A round that loops is refused, as one that never ends
                 // is: a full read goes on without the link.
-                visited
-                    .enter(&next)
-                    .map_err(|e| Stop::Refused(Refused(e.message)))?;
                 call = follow(GRAPH, &first_url, &next);
+                visited
+                    .enter(call.url())
+                    .map_err(|e| Stop::Refused(Refused(e.message)))?;
             }
             (None, Some(Value::String(link))) => return Ok(link),
             _ => {

@@ -313,14 +313,14 @@ fn decided_text(
     }
     if !outcome.left.is_empty() {
         let n = outcome.left.len();
-        let _ = writeln!(
-            out,
+        let left = format!(
             "Left as {}: {n} item{} that already ran or {} no longer among the step's items: {}.",
             if n == 1 { "it was" } else { "they were" },
             plural(n),
             if n == 1 { "is" } else { "are" },
             some_keys(&outcome.left)
         );
+        let _ = writeln!(out, "{}", terminal::line(&left));
     }
     if let (Some(revision), false) = (request.revision, outcome.later.is_empty()) {
         let n = outcome.later.len();

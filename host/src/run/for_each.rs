@@ -310,7 +310,7 @@ impl Items {
         let unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
         unsaved.as_ref().map(|why| {
             format!(
-                "an item's state could not be saved ({why}), so no item was started after it: what later items did to the services would have gone unrecorded too"
+                "an item's state could not be saved ({why}), so no item was started once that was known: what later items did to the services would have gone unrecorded too"
             )
         })
     }
