@@ -965,20 +965,7 @@ async fn no_matching_license_group_is_mailed() {
 /// deactivation was decided), and a new drop fires it again.
 #[tokio::test]
 async fn rejecting_what_the_guard_held_makes_the_new_count_the_one_it_trusts() {
-    let t = Tenant::new(Plan {
-        licensed: &[
-            (ANN, &[E3]),
-            (BOB, &[E3]),
-            (CY, &[E3]),
-            (DEE, &[E3]),
-            (EVE, &[E3]),
-            (FAY, &[E3]),
-            (GIL, &[E3]),
-        ],
-        unlicensed: &[],
-        missing: &[],
-    })
-    .await;
+    let t = seven_in_e3().await;
     // Deactivations would run without approval but for the guard.
     let params = ["--param", "max_unapproved_deactivations=10"];
     let guard = |run: &Run| run.output_of("diff")["guard"]["hold"] == json!(true);
@@ -1039,9 +1026,9 @@ async fn rejecting_what_the_guard_held_makes_the_new_count_the_one_it_trusts() {
     assert!(t.active(ANN));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drop_found_in_the_leavers_grace_holds_them_when_it_ends() {
-    let t = Tenant::new(Plan {
+/// Seven license holders, all in E3, all in Procore.
+async fn seven_in_e3() -> Tenant {
+    Tenant::new(Plan {
         licensed: &[
             (ANN, &[E3]),
             (BOB, &[E3]),
@@ -1054,7 +1041,12 @@ async fn a_drop_found_in_the_leavers_grace_holds_them_when_it_ends() {
         unlicensed: &[],
         missing: &[],
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_found_in_the_leavers_grace_holds_them_when_it_ends() {
+    let t = seven_in_e3().await;
     let params = [
         "--param",
         "max_unapproved_deactivations=10",

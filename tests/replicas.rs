@@ -518,23 +518,7 @@ fn a_replica_killed_mid_run_is_recorded_interrupted_by_another_and_the_flow_goes
 #[test]
 fn a_replica_paused_past_its_lease_cannot_record_into_the_flows_runs_when_resumed() {
     let (database, server, data, flows) = setup("paused", "*/2 * * * * *", 5000);
-    let mut replicas: Vec<Replica> = ["a", "b"]
-        .iter()
-        .map(|r| Replica::start(r, data.path(), flows.path(), &database, "4s"))
-        .collect();
-    for r in &replicas {
-        r.wait_said(
-            &format!("serving 1 flow as replica {}", r.name),
-            Duration::from_secs(60),
-        );
-    }
-    let db = Db::connect(&database);
-    let stale = working(&db, "paused", Duration::from_secs(60));
-    let name = stale.replica.clone().unwrap();
-    let at = replicas.iter().position(|r| r.name == name).unwrap();
-    let paused = replicas.remove(at);
-    let owner = replicas.pop().unwrap();
-    paused.signal("STOP");
+    let (db, stale, paused, owner) = pause_the_working_replica(&database, &data, &flows, "paused");
     // The other replica takes the flow over and starts a run of its own.
     let runs = db.wait_runs("paused", Duration::from_secs(60), |runs| {
         runs.iter()
@@ -624,23 +608,7 @@ fn a_replica_paused_while_its_write_waited_sends_nothing_once_resumed() {
         work,
     );
     std::fs::write(flows.path().join("writes.toml"), text).unwrap();
-    let mut replicas: Vec<Replica> = ["a", "b"]
-        .iter()
-        .map(|r| Replica::start(r, data.path(), flows.path(), &database, "4s"))
-        .collect();
-    for r in &replicas {
-        r.wait_said(
-            &format!("serving 1 flow as replica {}", r.name),
-            Duration::from_secs(60),
-        );
-    }
-    let db = Db::connect(&database);
-    let stale = working(&db, "writes", Duration::from_secs(60));
-    let name = stale.replica.clone().unwrap();
-    let at = replicas.iter().position(|r| r.name == name).unwrap();
-    let paused = replicas.remove(at);
-    let owner = replicas.pop().unwrap();
-    paused.signal("STOP");
+    let (db, stale, paused, owner) = pause_the_working_replica(&database, &data, &flows, "writes");
     // The other replica takes the flow over, and its own run writes.
     db.wait_runs("writes", Duration::from_secs(60), |runs| {
         runs.iter()
@@ -673,6 +641,35 @@ fn a_replica_paused_while_its_write_waited_sends_nothing_once_resumed() {
     );
     assert!(!writes.is_empty(), "the owner's runs wrote");
     stop_all(vec![owner, paused]);
+}
+
+/// Replicas `a` and `b` (leases of 4 s) serving `flows`; the one that runs
+/// `flow` is paused (SIGSTOP) in its step `work`. The database, that run,
+/// the paused replica and the other.
+fn pause_the_working_replica(
+    database: &str,
+    data: &tempfile::TempDir,
+    flows: &tempfile::TempDir,
+    flow: &str,
+) -> (Db, RunRow, Replica, Replica) {
+    let mut replicas: Vec<Replica> = ["a", "b"]
+        .iter()
+        .map(|r| Replica::start(r, data.path(), flows.path(), database, "4s"))
+        .collect();
+    for r in &replicas {
+        r.wait_said(
+            &format!("serving 1 flow as replica {}", r.name),
+            Duration::from_secs(60),
+        );
+    }
+    let db = Db::connect(database);
+    let stale = working(&db, flow, Duration::from_secs(60));
+    let name = stale.replica.clone().unwrap();
+    let at = replicas.iter().position(|r| r.name == name).unwrap();
+    let paused = replicas.remove(at);
+    let owner = replicas.pop().unwrap();
+    paused.signal("STOP");
+    (db, stale, paused, owner)
 }
 
 /// Everything recorded about one run, as text, to compare before and after.
