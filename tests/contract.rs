@@ -1700,8 +1700,9 @@ impl sluice::run::Observer for StopAfter {
     }
 }
 
-/// A run stopped part-way says how many of the items that ran failed:
-/// its last line is all a monitor of `--json` or of stderr reads.
+/// A run stopped part-way says how many of the items that ran failed, in
+/// its error and in its end's count: that is all a monitor of `--json` or
+/// of stderr reads (it said `failed_items: 0`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_step_counts_the_items_that_failed() {
     let dir = tempfile::tempdir().unwrap();
@@ -1758,6 +1759,8 @@ with = {{ write_own = "${{item.key}}", fail = "${{item.fail}}" }}
         })
         .count();
     assert!(failed > 0, "{}", events.text());
+    // …and so does its end (`run_finished`'s `failed_items`).
+    assert_eq!(outcome.setbacks.failed_items, failed as u64);
     let error = outcome.error.unwrap();
     assert!(
         error.contains(&format!(" of 40 items ({failed} of them failed); the rest")),

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::context::{Results, RunContext, RunFields, RunServices, StepFailure};
@@ -169,6 +169,11 @@ impl Runner {
         observer: Arc<dyn Observer>,
     ) -> RunOutcome {
         let started = Instant::now();
+        let counted = Arc::new(FailedItems {
+            inner: observer,
+            failed: AtomicU64::new(0),
+        });
+        let observer: Arc<dyn Observer> = counted.clone();
         let redactor = options.redactor.clone();
         for secret in &flow.secrets {
             redactor.add(secret.expose().to_string());
@@ -198,7 +203,7 @@ impl Runner {
         let duration = started.elapsed();
         let setbacks = Setbacks {
             failed_steps: results.failed_and_continued.clone(),
-            failed_items: failed_items(flow, &results),
+            failed_items: counted.failed.load(Ordering::SeqCst),
         };
         observer.event(&RunEvent::RunFinished {
             status,
@@ -320,16 +325,25 @@ fn busy_connections(ctx: &RunContext<'_>, step: &Step) -> BTreeMap<String, Strin
         .collect()
 }
 
-/// How many `for_each` items failed in steps that went on without them
-/// (`on_error = "continue"`), for [`Setbacks`].
-fn failed_items(flow: &Flow, results: &Results) -> u64 {
-    let failed = ["failed".to_string()];
-    flow.steps
-        .iter()
-        .filter(|s| s.for_each.is_some())
-        .filter_map(|s| results.outputs.get(&s.id)?.walk(&failed))
-        .filter_map(|count| count.to_value().as_u64())
-        .sum()
+/// Passes a run's events on, counting the `for_each` items that failed:
+/// those of a step that went on without them, and of one that failed or
+/// was stopped, which has no output to count them in.
+struct FailedItems {
+    inner: Arc<dyn Observer>,
+    failed: AtomicU64,
+}
+
+impl Observer for FailedItems {
+    fn event(&self, event: &RunEvent) {
+        if let RunEvent::ItemFinished {
+            status: Status::Failed,
+            ..
+        } = event
+        {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.event(event);
+    }
 }
 
 /// Records the steps a run that stopped early never reached as skipped,
