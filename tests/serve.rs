@@ -1484,6 +1484,26 @@ fn a_second_ctrl_c_stops_sluice_run_at_once_and_says_what_was_cut_off() {
     );
 }
 
+/// A closed terminal or a dropped SSH session sends SIGHUP. Its default
+/// action ended `sluice run` as `kill -9` does, its running items cut off
+/// unrecorded: it stops the run as Ctrl-C does, and a run whose output
+/// goes to a file still says so there.
+#[test]
+fn a_hang_up_stops_sluice_run_gracefully() {
+    let (data, _flows, child) = a_run_under_way(8, 600);
+    signal(&child, "HUP");
+    let (code, stderr) = wait_exit(child, Duration::from_secs(30));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("stopping: the running step finishes"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("✗ interrupted after"), "{stderr}");
+    let runs = history(data.path()).list_runs(None, 10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_stopped_partway(data.path(), &runs[0]);
+}
+
 /// Two files of one flow `name` (a backup copy left in the folder, a copy
 /// pointed at another tenant) would share the flow's state, lease and
 /// approval plans: one is served, the other refused, naming both, until

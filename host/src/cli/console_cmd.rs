@@ -153,7 +153,7 @@ pub async fn console(
         "{}",
         console::listening_line(&running.url(), running.where_to_open().as_deref())
     );
-    let mut signals = super::signals::watch(false)?;
+    let mut signals = super::signals::watch(super::signals::OnHangup::Stop)?;
     let _ = signals.stop.changed().await;
     running.stop().await;
     Ok(ExitCode::SUCCESS)

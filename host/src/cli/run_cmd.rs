@@ -641,7 +641,7 @@ fn stop_gracefully_on_signal(
     cancel: Arc<std::sync::atomic::AtomicBool>,
     mode: Mode,
 ) -> anyhow::Result<()> {
-    let mut stop = super::signals::watch(false)?.stop;
+    let mut stop = super::signals::watch(super::signals::OnHangup::Stop)?.stop;
     tokio::spawn(async move {
         while stop.changed().await.is_ok() {
             let level = *stop.borrow_and_update();

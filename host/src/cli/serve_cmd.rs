@@ -292,7 +292,7 @@ async fn serve_logged(
     // Watched before the flows load (compiling their components takes a
     // minute or so on a first start): a stop asked for then is kept, and
     // nothing is served.
-    let signals = super::signals::watch(true)?;
+    let signals = super::signals::watch(super::signals::OnHangup::Reload)?;
     let loading = tokio::spawn(stop_while_loading(signals.stop.clone()));
     let store = open_store(database).await?;
     let say: Arc<dyn Fn(String) + Send + Sync> =

@@ -3,7 +3,9 @@
 //! SIGINT/SIGTERM (Ctrl-C elsewhere) escalate a [`Shutdown`]: the first
 //! asks for a graceful stop, the second for a stop at once; a third leaves
 //! the process without waiting for anything. SIGHUP (Unix only) counts up a
-//! reload number.
+//! reload number in `serve`; elsewhere it is the terminal or SSH session
+//! going away, and stops the process as SIGTERM does (its default action
+//! would end a run the way `kill -9` does, its running items unrecorded).
 
 use tokio::sync::watch;
 
@@ -16,13 +18,24 @@ pub struct Signals {
     pub reload: watch::Receiver<u64>,
 }
 
-/// Starts watching stop signals, and SIGHUP when `reload` (`serve`); the
-/// handlers replace the default action of those signals, so a command
-/// that does not reload leaves SIGHUP alone (a closed terminal ends it).
-pub fn watch(reload: bool) -> anyhow::Result<Signals> {
+/// What SIGHUP means to a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnHangup {
+    /// Read the flow files again (`serve`).
+    Reload,
+    /// The terminal is gone: stop as for SIGTERM. (What the commands
+    /// print to a terminal that is gone is dropped, not a panic: see the
+    /// print macros in `cli`.)
+    Stop,
+}
+
+/// Starts watching stop signals and SIGHUP; the handlers replace the
+/// default action of those signals.
+pub fn watch(on_hangup: OnHangup) -> anyhow::Result<Signals> {
     let (stop_tx, stop) = watch::channel(Shutdown::No);
     let (reload_tx, reload_rx) = watch::channel(0u64);
-    spawn_handlers(stop_tx, reload.then_some(reload_tx))?;
+    let reload = (on_hangup == OnHangup::Reload).then_some(reload_tx);
+    spawn_handlers(stop_tx, reload)?;
     Ok(Signals {
         stop,
         reload: reload_rx,
@@ -48,26 +61,16 @@ fn spawn_handlers(
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = match reload {
-        Some(reload) => Some((signal(SignalKind::hangup())?, reload)),
-        None => None,
-    };
+    let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         loop {
-            let hangup = async {
-                match hup.as_mut() {
-                    Some((hup, _)) => hup.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = term.recv() => escalate(&stop),
                 _ = int.recv() => escalate(&stop),
-                Some(()) = hangup => {
-                    if let Some((_, reload)) = &hup {
-                        reload.send_modify(|n| *n += 1);
-                    }
-                }
+                Some(()) = hup.recv() => match &reload {
+                    Some(reload) => reload.send_modify(|n| *n += 1),
+                    None => escalate(&stop),
+                },
             }
         }
     });
