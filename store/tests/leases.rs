@@ -65,7 +65,61 @@ both!(
     a_lease_naming_a_gone_process_is_taken_over_even_before_its_run_is_written,
     writes_of_a_run_whose_lease_moved_on_are_refused,
     stores_opening_an_empty_database_at_once_migrate_it_once,
+    a_store_a_newer_sluice_migrated_since_gives_no_firing_or_lease,
 );
+
+/// A replica left on the old version in a rolling upgrade kept claiming
+/// firings and running them with the old rules, while its `/readyz` said
+/// the schema was newer: it now takes neither a firing nor a lease.
+async fn a_store_a_newer_sluice_migrated_since_gives_no_firing_or_lease(db: Db) {
+    let at = Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).unwrap();
+    let firing = |run: &str| Firing {
+        flow: "f".into(),
+        scheduled_at: at,
+        replica: "old".into(),
+        run_id: run.into(),
+    };
+    // Before the upgrade, both are had.
+    assert!(matches!(
+        db.store.claim_firing(&firing("r1")).await.unwrap(),
+        Claim::Won
+    ));
+    let fence = granted(&db.store, &grant("f", "old", "r1"), MINUTE).await;
+    db.store.release_lease("f", fence).await.unwrap();
+    // A newer Sluice migrates the database while this store stays open.
+    match db.kind {
+        Kind::Sqlite => db.sql("PRAGMA user_version = 999").await,
+        Kind::Postgres => {
+            db.sql("INSERT INTO sluice_schema (version, applied_by) VALUES (999, 'newer')")
+                .await
+        }
+    }
+    let later = Firing {
+        scheduled_at: at + chrono::Duration::minutes(1),
+        ..firing("r2")
+    };
+    let refused = db.store.claim_firing(&later).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::TooNew { found: 999, .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("upgrade Sluice"), "{refused}");
+    let refused = db
+        .store
+        .acquire_lease(&grant("f", "old", "r2"), MINUTE)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::TooNew { found: 999, .. }),
+        "{refused}"
+    );
+    // The firing is left for the upgraded replicas to claim.
+    assert_eq!(
+        db.count("SELECT count(*) FROM firings WHERE run_id = 'r2'")
+            .await,
+        0
+    );
+}
 
 async fn a_firing_is_claimed_by_exactly_one_of_many_at_once(db: Db) {
     let at = Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).unwrap();

@@ -367,7 +367,9 @@ impl Backend for PgBackend {
     }
 
     async fn claim_firing(&self, firing: &Firing) -> Result<Claim, StoreError> {
-        lease::claim_firing(&**self.client().await?, firing).await
+        let client = self.client().await?;
+        schema::not_newer(&**client, &self.location).await?;
+        lease::claim_firing(&**client, firing).await
     }
 
     async fn acquire_lease(
@@ -377,6 +379,7 @@ impl Backend for PgBackend {
     ) -> Result<Acquired, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        schema::not_newer(&*tx, &self.location).await?;
         let acquired = lease::acquire(&tx, grant, ttl).await?;
         tx.commit().await?;
         Ok(acquired)

@@ -303,6 +303,21 @@ async fn create_schema_table(client: &Client) -> Result<(), tokio_postgres::Erro
     if exists { Ok(()) } else { Err(e) }
 }
 
+/// Refuses a database a newer Sluice has migrated since this process
+/// opened it: a replica left on the old version during a rolling upgrade
+/// must not claim firings or leases and run them with the old rules.
+pub async fn not_newer(c: &impl GenericClient, location: &Location) -> Result<(), StoreError> {
+    let found = version(c).await?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            location: location.to_string(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
 /// How many migrations the database has had.
 pub async fn version(c: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
     let row = c

@@ -382,8 +382,14 @@ impl Backend for SqliteBackend {
 
     async fn claim_firing(&self, firing: &Firing) -> Result<Claim, StoreError> {
         let firing = firing.clone();
-        self.call(move |c| write(c, |tx| lease::claim_firing(tx, &firing)))
-            .await
+        let shown = self.location.to_string();
+        self.call(move |c| {
+            write(c, |tx| {
+                schema::not_newer(tx, &shown)?;
+                lease::claim_firing(tx, &firing)
+            })
+        })
+        .await
     }
 
     async fn acquire_lease(
@@ -392,8 +398,14 @@ impl Backend for SqliteBackend {
         ttl: Duration,
     ) -> Result<Acquired, StoreError> {
         let grant = grant.clone();
-        self.call(move |c| write(c, |tx| lease::acquire(tx, &grant, ttl)))
-            .await
+        let shown = self.location.to_string();
+        self.call(move |c| {
+            write(c, |tx| {
+                schema::not_newer(tx, &shown)?;
+                lease::acquire(tx, &grant, ttl)
+            })
+        })
+        .await
     }
 
     async fn renew_lease(&self, flow: &str, fence: i64, ttl: Duration) -> Result<bool, StoreError> {
