@@ -2195,6 +2195,69 @@ async fn readiness_needs_the_store_at_this_binarys_schema() {
     c.stop().await;
 }
 
+/// With PostgreSQL's connection limit reached, the console's kept session
+/// still answered, so `/readyz` said ok while every run that needed a new
+/// session failed. Readiness asks for a new session and names the limit;
+/// liveness, which a restart would not mend, stays ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_needs_a_new_database_session() {
+    let url = sluice_store::testing::TempPostgres::shared()
+        .new_database()
+        .await;
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let role = format!("r_{name}");
+    let (admin, session) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(session);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; ALTER DATABASE {name} OWNER TO {role}"
+        ))
+        .await
+        .unwrap();
+    let user = sluice_store::testing::USER;
+    let as_role = url.replacen(&format!("//{user}@"), &format!("//{role}@"), 1);
+    let c = sluice::console::start(
+        Options {
+            listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap().into(),
+            token: load_token(None, None).unwrap(),
+            metrics_public: false,
+            database: Location::Postgres(as_role),
+        },
+        None,
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let ready = get(c.addr, "/readyz", "").await;
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (StatusCode::OK, "store: ok\n")
+    );
+    // Every session the role may have is the console's own now.
+    admin
+        .batch_execute(&format!("ALTER ROLE {role} CONNECTION LIMIT 1"))
+        .await
+        .unwrap();
+    // One check stands for a few seconds, so probes are not sessions.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let ready = get(c.addr, "/readyz", "").await;
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store: refuses new sessions: its connection limit is reached\n"
+        )
+    );
+    let health = get(c.addr, "/healthz", "").await;
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (StatusCode::OK, "database: ok\n")
+    );
+    c.stop().await;
+}
+
 /// The run ids a runs page lists, in its order.
 fn listed_runs(body: &str) -> Vec<String> {
     body.split("<td class=\"mono\"><a href=\"/runs/")

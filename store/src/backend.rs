@@ -36,6 +36,14 @@ pub trait Backend: Send + Sync + 'static {
     /// How many migrations the database has had.
     async fn schema_version(&self) -> Result<i64, StoreError>;
 
+    /// Whether a new session with the database can be had now, beside the
+    /// ones this store holds: a server whose connection limit is reached,
+    /// or that refuses the login since, still answers on a kept one while
+    /// every run that needs another fails. Asked by readiness probes.
+    async fn new_session_answers(&self) -> Result<(), StoreError> {
+        self.schema_version().await.map(|_| ())
+    }
+
     // ---- run history -------------------------------------------------
 
     /// Applies `writes` for one run, in order, in one transaction, after

@@ -96,6 +96,31 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// What is wrong with the database, in words a health probe may show
+    /// to anyone (no address, no user, no server message): the class of
+    /// the server's answer, so that an operator reading `/healthz` looks
+    /// in the right place. The full error goes to the log.
+    pub fn health_word(&self) -> &'static str {
+        let code = match self {
+            StoreError::Postgres(e) => e.code().map(|c| c.code()),
+            StoreError::TooNew { .. } => return "written by a newer Sluice",
+            _ => None,
+        };
+        match code {
+            // Invalid authorization, invalid password.
+            Some(c) if c.starts_with("28") => {
+                "refuses the login (the password, or the role's right to log in)"
+            }
+            // Too many connections (the server's or the role's limit).
+            Some("53300") => "refuses new sessions: its connection limit is reached",
+            Some("57P03") => "starting up or shutting down",
+            Some("3D000") => "has no such database",
+            _ => "not answering",
+        }
+    }
+}
+
 /// Whether an I/O error (a refused, reset or timed-out connection) is
 /// among `error`'s causes.
 fn caused_by_io(error: &dyn std::error::Error) -> bool {

@@ -8,6 +8,7 @@
 //! PostgreSQL store is a pool already.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use sluice_store::browse::{
     FlowLatest, ItemFilter, ItemMention, ItemPage, RunFilter, RunOverview, RunPage,
@@ -20,6 +21,15 @@ use sluice_store::{
 /// SQLite connections kept open for the console's reads.
 const SQLITE_CONNECTIONS: usize = 4;
 
+/// How long one new-session check answers readiness probes: they are open
+/// without the token on loopback (or with `--metrics-public`), and each
+/// check opens a database session, so a flood of probes must not be a
+/// flood of sessions.
+const SESSION_CHECK_KEPT: Duration = Duration::from_secs(5);
+
+/// The last new-session check: when, and what was wrong (`None`: ok).
+type SessionCheck = Option<(Instant, Option<&'static str>)>;
+
 /// A storage read failed.
 pub type DataError = StoreError;
 
@@ -29,6 +39,7 @@ pub struct Data {
     next: AtomicUsize,
     /// The schema version this binary migrates its backend to.
     schema: i64,
+    session_check: tokio::sync::Mutex<SessionCheck>,
 }
 
 impl Data {
@@ -49,6 +60,7 @@ impl Data {
             stores,
             next: AtomicUsize::new(0),
             schema,
+            session_check: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -60,6 +72,29 @@ impl Data {
     /// Proves the database answers.
     pub async fn ping(&self) -> Result<(), DataError> {
         self.schema().await.map(|_| ())
+    }
+
+    /// Whether a new database session can be had now (what is wrong, in
+    /// a health probe's words, when not), checked at most once every
+    /// [`SESSION_CHECK_KEPT`]; the full error goes to the log.
+    pub async fn new_session(&self) -> Option<&'static str> {
+        let mut last = self.session_check.lock().await;
+        if let Some((at, problem)) = *last
+            && at.elapsed() < SESSION_CHECK_KEPT
+        {
+            return problem;
+        }
+        let problem = match self.store().new_session_answers().await {
+            Ok(()) => None,
+            Err(e) => {
+                super::notice(&format!(
+                    "console: a new session with the store could not be had: {e}"
+                ));
+                Some(e.health_word())
+            }
+        };
+        *last = Some((Instant::now(), problem));
+        problem
     }
 
     /// The schema version the database is at, and the one this binary

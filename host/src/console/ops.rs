@@ -81,13 +81,14 @@ fn answer(checks: Vec<Check>) -> Response {
 /// `GET /healthz`, liveness: the database answers and, under `sluice
 /// serve`, so does the scheduler's loop.
 pub async fn healthz(State(console): State<Arc<Console>>) -> Response {
-    let database = matches!(
-        tokio::time::timeout(HEALTH_WAIT, console.data.ping()).await,
-        Ok(Ok(()))
-    );
+    let database = match tokio::time::timeout(HEALTH_WAIT, console.data.ping()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.health_word().to_string()),
+        Err(_) => Some(NOT_ANSWERING.to_string()),
+    };
     let mut checks = vec![Check {
         what: "database",
-        problem: (!database).then(|| NOT_ANSWERING.to_string()),
+        problem: database,
     }];
     checks.extend(scheduler_check(&console).await);
     answer(checks)
@@ -97,15 +98,23 @@ pub async fn healthz(State(console): State<Arc<Console>>) -> Response {
 /// liveness, the store must be at the schema version this binary works
 /// with: once a newer `sluice` has migrated a shared database, this one
 /// stays alive (its history still reads) but is no longer ready, so a load
-/// balancer or an orchestrator sends work to the upgraded replicas.
+/// balancer or an orchestrator sends work to the upgraded replicas. And a
+/// new session must be had: with the server's connection limit reached,
+/// a kept session still answers while every run that needs one fails.
 pub async fn readyz(State(console): State<Arc<Console>>) -> Response {
     let store = match tokio::time::timeout(HEALTH_WAIT, console.data.schema()).await {
-        Ok(Ok((found, known))) if found == known => None,
+        Ok(Ok((found, known))) if found == known => {
+            match tokio::time::timeout(HEALTH_WAIT, console.data.new_session()).await {
+                Ok(problem) => problem.map(str::to_string),
+                Err(_) => Some(NOT_ANSWERING.to_string()),
+            }
+        }
         Ok(Ok((found, known))) => Some(format!(
             "at schema version {found}, this sluice works with version {known}"
         )),
-        // The error is not shown: it may name the database's address.
-        Ok(Err(_)) | Err(_) => Some(NOT_ANSWERING.to_string()),
+        // The error's words only: it may name the database's address.
+        Ok(Err(e)) => Some(e.health_word().to_string()),
+        Err(_) => Some(NOT_ANSWERING.to_string()),
     };
     let mut checks = vec![Check {
         what: "store",

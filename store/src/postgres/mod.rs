@@ -98,6 +98,11 @@ async fn set_unless_set(
 pub struct PgBackend {
     pool: Pool,
     location: Location,
+    /// How the pool's sessions are made, for a session made apart
+    /// ([`Backend::new_session_answers`]).
+    config: tokio_postgres::Config,
+    /// The longest a new session takes to start (the pool's own bound).
+    connect_timeout: Option<Duration>,
 }
 
 impl PgBackend {
@@ -137,7 +142,7 @@ impl PgBackend {
             config.application_name("sluice");
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -158,7 +163,12 @@ impl PgBackend {
             }))
             .build()
             .map_err(|e| open_error(e.to_string()))?;
-        let backend = PgBackend { pool, location };
+        let backend = PgBackend {
+            pool,
+            location,
+            config,
+            connect_timeout,
+        };
         let mut client = backend
             .client()
             .await
@@ -366,6 +376,24 @@ impl Backend for PgBackend {
         ledger::ledger_keys(&**self.client().await?, query).await
     }
 
+    async fn new_session_answers(&self) -> Result<(), StoreError> {
+        let connect = async {
+            let (client, connection) = self.config.connect(NoTls).await?;
+            let session = tokio::spawn(connection);
+            let answered = client.simple_query("SELECT 1").await.map(|_| ());
+            drop(client);
+            let _ = session.await;
+            answered
+        };
+        match self.connect_timeout {
+            Some(limit) => tokio::time::timeout(limit, connect)
+                .await
+                .map_err(|_| StoreError::Pool("a new session did not start in time".into()))?
+                .map_err(StoreError::from),
+            None => connect.await.map_err(StoreError::from),
+        }
+    }
+
     async fn claim_firing(&self, firing: &Firing) -> Result<Claim, StoreError> {
         let client = self.client().await?;
         schema::not_newer(&**client, &self.location).await?;
@@ -409,6 +437,52 @@ impl Backend for PgBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A replica's kept session answered while the server refused every
+    /// new one (its connection limit reached, the login refused since), so
+    /// its health said ok while every run failed. A session made apart is
+    /// refused, and says why in words a probe may show.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_new_session_is_told_apart_from_one_not_answering() {
+        let url = crate::testing::TempPostgres::shared().new_database().await;
+        let name = url.rsplit('/').next().unwrap().to_string();
+        let role = format!("r_{name}");
+        let (admin, session) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(session);
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN CONNECTION LIMIT 1; ALTER DATABASE {name} OWNER TO {role}"
+            ))
+            .await
+            .unwrap();
+        let user = crate::testing::USER;
+        let as_role = url.replacen(&format!("//{user}@"), &format!("//{role}@"), 1);
+        let backend = PgBackend::open(&as_role).await.unwrap();
+        // Its one session, kept by the pool, answers; a second is refused.
+        backend.schema_version().await.unwrap();
+        let refused = backend.new_session_answers().await.unwrap_err();
+        assert_eq!(
+            refused.health_word(),
+            "refuses new sessions: its connection limit is reached",
+            "{refused}"
+        );
+        admin
+            .batch_execute(&format!("ALTER ROLE {role} NOLOGIN CONNECTION LIMIT -1"))
+            .await
+            .unwrap();
+        backend.schema_version().await.unwrap();
+        let refused = backend.new_session_answers().await.unwrap_err();
+        assert_eq!(
+            refused.health_word(),
+            "refuses the login (the password, or the role's right to log in)",
+            "{refused}"
+        );
+        admin
+            .batch_execute(&format!("ALTER ROLE {role} LOGIN"))
+            .await
+            .unwrap();
+        backend.new_session_answers().await.unwrap();
+    }
 
     /// A value the session has already (here from the URL's `options`;
     /// a role's or a database's setting comes the same way) is kept.
