@@ -146,13 +146,17 @@ impl Response {
 
     /// The body for messages: its first 300 characters on one line, or,
     /// for an HTML page (a gateway's or proxy's answer, not the
-    /// service's), the page's title.
+    /// service's), the page's title or first heading.
     pub fn text_preview(&self) -> String {
         // The start of a large body is enough for either.
         let start = &self.body[..self.body.len().min(PREVIEW_READS)];
         let text = String::from_utf8_lossy(start);
-        if let Some(title) = html_title(&text) {
-            return format!("an HTML page, \"{title}\", not the service's own answer");
+        match html_name(&text) {
+            Some(Some(name)) => {
+                return format!("an HTML page, \"{name}\", not the service's own answer");
+            }
+            Some(None) => return "an HTML page, not the service's own answer".to_string(),
+            None => {}
         }
         let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
         one_line.chars().take(300).collect()
@@ -162,8 +166,11 @@ impl Response {
 /// How much of a body a preview reads: a page's `<title>` is in its head.
 const PREVIEW_READS: usize = 8 * 1024;
 
-/// The `<title>` of `text` when it is an HTML page, its blanks collapsed.
-fn html_title(text: &str) -> Option<String> {
+/// What names `text` when it is an HTML page (`None` when it is not):
+/// its `<title>`, else its first `<h1>` (a gateway's bare error page has
+/// only that), blanks and tags collapsed; `Some(None)` for a page with
+/// neither.
+fn html_name(text: &str) -> Option<Option<String>> {
     let start = text.trim_start();
     let head: String = start
         .chars()
@@ -173,13 +180,29 @@ fn html_title(text: &str) -> Option<String> {
     if !(head.starts_with("<html") || head.starts_with("<!doctype html")) {
         return None;
     }
+    Some(element_text(text, "title").or_else(|| element_text(text, "h1")))
+}
+
+/// The text of the first `<tag>` element of `text`, inner tags dropped and
+/// blanks collapsed, at most 120 characters; `None` when it has none.
+fn element_text(text: &str, tag: &str) -> Option<String> {
     let lower = text.to_ascii_lowercase();
-    let open = lower.find("<title")?;
+    let open = lower.find(&format!("<{tag}"))?;
     let from = open + lower[open..].find('>')? + 1;
-    let to = from + lower[from..].find("</title")?;
-    let title = text.get(from..to)?.split_whitespace().collect::<Vec<_>>();
-    let title: String = title.join(" ").chars().take(120).collect();
-    (!title.is_empty()).then_some(title)
+    let to = from + lower[from..].find(&format!("</{tag}"))?;
+    let mut inner = String::new();
+    let mut in_tag = false;
+    for c in text.get(from..to)?.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => inner.push(c),
+            _ => {}
+        }
+    }
+    let words = inner.split_whitespace().collect::<Vec<_>>();
+    let name: String = words.join(" ").chars().take(120).collect();
+    (!name.is_empty()).then_some(name)
 }
 
 /// A write a dry run did not send: what it would have been. Serialises
@@ -445,9 +468,15 @@ mod tests {
             response("upstream\n  timed out").text_preview(),
             "upstream timed out"
         );
+        // A gateway's bare page, with a heading and no title (stop 65's
+        // tester saw it quoted whole).
+        assert_eq!(
+            response("<html><body><h1>504 Gateway <b>Time-out</b></h1>The server didn't respond in time.</body></html>").text_preview(),
+            "an HTML page, \"504 Gateway Time-out\", not the service's own answer"
+        );
         assert_eq!(
             response("<html><body>no title").text_preview(),
-            "<html><body>no title"
+            "an HTML page, not the service's own answer"
         );
         assert_eq!(response(&"x".repeat(400)).text_preview().len(), 300);
     }
