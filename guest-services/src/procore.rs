@@ -238,8 +238,6 @@ pub fn has_next(
     let next_link = response
         .header_joined("link")
         .map(|link| link_next(&link).is_some());
-    let total = number_header(response, "total")?;
-    let per_page = number_header(response, "per-page")?.filter(|n| *n > 0);
     if on_this_page == 0 {
         return match next_link {
             Some(true) => Err(Unpageable::EmptyWithNext),
@@ -249,6 +247,10 @@ pub fn has_next(
     if let Some(next) = next_link {
         return Ok(next);
     }
+    // Read only when no Link decides: a header the answer does not need
+    // does not stop the read, however it is written.
+    let total = number_header(response, "total")?;
+    let per_page = number_header(response, "per-page")?.filter(|n| *n > 0);
     Ok(match (total, per_page) {
         (Some(total), Some(per_page)) => page.saturating_mul(per_page) < total,
         (Some(total), None) => so_far < total,
@@ -1028,6 +1030,16 @@ mod tests {
                 );
             }
         }
+        // A Link decides alone: the numbers are not read.
+        let linked = |rel: &str| {
+            response(&[
+                ("total", "abc"),
+                ("per-page", "-1"),
+                ("link", &format!(r#"<https://x/?page=3>; rel="{rel}""#)),
+            ])
+        };
+        assert_eq!(super::has_next(&linked("next"), 1, 5, 5), Ok(true));
+        assert_eq!(super::has_next(&linked("last"), 1, 5, 5), Ok(false));
         let empty_with_next = response(&[("link", r#"<https://x/?page=3>; rel="next""#)]);
         assert_eq!(
             super::has_next(&empty_with_next, 2, 0, 100),
