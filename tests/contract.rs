@@ -1618,6 +1618,7 @@ items = ITEMS
 id = "each"
 uses = "FIXTURE"
 for_each = "${params.items}"
+for_each_key = "${item}"
 concurrency = 1
 on_error = "continue"
 with = { write_own = "${item}" }
@@ -1643,10 +1644,17 @@ with = { increment = "runs" }
     assert_eq!(outcome.status, Status::Failed, "{}", events.text());
     // The run stops there, though the step goes on past failures.
     let error = outcome.error.unwrap();
-    assert!(
-        error.contains("an item's state could not be saved (the flow state store failed: database or disk is full), so no item was started once that was known"),
-        "{error}"
-    );
+    // Which item, by its place and key (the first few may have been
+    // committed together with it).
+    let which = error
+        .split_once("the state of item ")
+        .and_then(|(_, rest)| rest.split_once(" could not be saved (the flow state store failed: database or disk is full), so no item was started once that was known"))
+        .map(|(which, _)| which.to_string());
+    let which = which.unwrap_or_else(|| panic!("{error}"));
+    let (place, key) = which
+        .split_once(" of 200 (key `")
+        .unwrap_or_else(|| panic!("{error}"));
+    assert_eq!(format!("k{place}`)"), key, "{error}");
     let skipped = events.events().into_iter().any(|e| {
         matches!(e, RunEvent::StepFinished { step, status: Status::Skipped, .. } if step == "after")
     });

@@ -87,10 +87,10 @@ struct Items {
     /// Set by the first failure under `on_error = "fail"`, and by the
     /// first item whose state could not be saved.
     stop: AtomicBool,
-    /// Why an item's state could not be saved, once one's could not:
-    /// every later item would act on the services just the same and go
-    /// unrecorded too, so none starts and the step fails.
-    unsaved: std::sync::Mutex<Option<String>>,
+    /// Which item's state could not be saved first (its index and key)
+    /// and why: every later item would act on the services just the
+    /// same and go unrecorded too, so none starts and the step fails.
+    unsaved: std::sync::Mutex<Option<(usize, Option<String>, String)>>,
     cancel: Arc<AtomicBool>,
     /// The run's guard, asked before each item starts.
     guard: Option<Arc<dyn RunGuard>>,
@@ -296,10 +296,10 @@ impl Items {
 
     /// Notes an item whose state could not be saved: no item starts
     /// after it.
-    fn not_saved(&self, error: &crate::engine::CallError) {
+    fn not_saved(&self, index: usize, key: Option<&str>, error: &crate::engine::CallError) {
         if let crate::engine::CallError::State(why) = error {
             let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
-            unsaved.get_or_insert_with(|| why.clone());
+            unsaved.get_or_insert_with(|| (index, key.map(str::to_string), why.clone()));
             self.stop.store(true, Ordering::SeqCst);
         }
     }
@@ -308,9 +308,16 @@ impl Items {
     /// it, and the step fails.
     fn unsaved(&self) -> Option<String> {
         let unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
-        unsaved.as_ref().map(|why| {
+        unsaved.as_ref().map(|(index, key, why)| {
+            // Counted from 1, as the first failure is.
+            let key = match key {
+                Some(key) => format!(" (key `{}`)", self.redactor.redact(key)),
+                None => String::new(),
+            };
             format!(
-                "an item's state could not be saved ({why}), so no item was started once that was known: what later items did to the services would have gone unrecorded too"
+                "the state of item {} of {}{key} could not be saved ({why}), so no item was started once that was known: what later items did to the services would have gone unrecorded too",
+                index + 1,
+                self.total
             )
         })
     }
@@ -546,7 +553,7 @@ async fn run_item(
         match commit.await {
             Ok(r) => recorded = r,
             Err(error) => {
-                shared.not_saved(&error);
+                shared.not_saved(ended.index, ended.key.as_deref(), &error);
                 shared
                     .output_bytes
                     .fetch_sub(output_bytes, Ordering::SeqCst);
