@@ -1422,6 +1422,15 @@ fn prune_deletes_run_folders_and_an_ambiguous_id_is_a_usage_error() {
 /// `sluice run` of a flow whose `items` each sleep `ms`, one at a time,
 /// once its first item is recorded; with the data and flow directories.
 fn a_run_under_way(items: usize, ms: u64) -> (tempfile::TempDir, tempfile::TempDir, Child) {
+    a_run_under_way_with(items, ms, |_| {})
+}
+
+/// [`a_run_under_way`], its command set up by `setup` first.
+fn a_run_under_way_with(
+    items: usize,
+    ms: u64,
+    setup: impl FnOnce(&mut Command),
+) -> (tempfile::TempDir, tempfile::TempDir, Child) {
     let data = tempfile::tempdir().unwrap();
     let flows = tempfile::tempdir().unwrap();
     let steps = step(
@@ -1438,11 +1447,10 @@ fn a_run_under_way(items: usize, ms: u64) -> (tempfile::TempDir, tempfile::TempD
             list.join(", ")
         ),
     );
-    let child = sluice(data.path(), &["run", file.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut command = sluice(data.path(), &["run", file.to_str().unwrap()]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    setup(&mut command);
+    let child = command.spawn().unwrap();
     wait_for_an_item(data.path());
     (data, flows, child)
 }
@@ -1502,6 +1510,49 @@ fn a_hang_up_stops_sluice_run_gracefully() {
     let runs = history(data.path()).list_runs(None, 10).unwrap();
     assert_eq!(runs.len(), 1);
     assert_stopped_partway(data.path(), &runs[0]);
+}
+
+/// Closing a terminal often sends SIGHUP twice; the second must not cut
+/// the running item off as a second Ctrl-C does.
+#[test]
+fn a_second_hang_up_is_still_a_graceful_stop() {
+    let (data, _flows, child) = a_run_under_way(8, 1500);
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "HUP");
+    let (code, stderr) = wait_exit(child, Duration::from_secs(30));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(!stderr.contains("stopped at once"), "{stderr}");
+    let runs = history(data.path()).list_runs(None, 10).unwrap();
+    assert_stopped_partway(data.path(), &runs[0]);
+}
+
+/// A run started under `nohup` (SIGHUP ignored) was asked to outlive its
+/// terminal: a hang-up leaves it running.
+#[test]
+fn a_run_started_with_hang_ups_ignored_goes_on_after_one() {
+    use std::os::unix::process::CommandExt;
+    let (data, _flows, mut child) = a_run_under_way_with(3, 300, |command| {
+        // SAFETY: `signal` is async-signal-safe, as `pre_exec` requires.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    });
+    signal(&child, "HUP");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "it did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let runs = history(data.path()).list_runs(None, 10).unwrap();
+    assert_eq!(runs[0].status, "succeeded", "{:?}", runs[0]);
 }
 
 /// Two files of one flow `name` (a backup copy left in the folder, a copy

@@ -12,6 +12,38 @@
 //! - [`console`]: the web console, `/metrics` and `/healthz`
 //! - [`cli`]: the `sluice` command
 
+// The crate prints with these instead of std's macros, which panic when
+// the reader has gone (`sluice runs show ID --json | head -1`: "failed
+// printing to stdout: Broken pipe", exit 101) or the terminal has (EIO
+// after a hang-up). A write that cannot be made is dropped; the command
+// goes on and exits as it would have (a run still finishes and is
+// recorded). Declared before the modules, so every module sees them in
+// place of std's.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod capped_read;
 pub mod cli;
 pub mod connections;

@@ -3,31 +3,6 @@
 //! Exit status: 0 when the command (or the flow) ran to the end, 1 when a
 //! run failed, 2 when the input was wrong (a bad flow file, a bad argument).
 
-// The commands print with these instead of std's macros, which panic when
-// the reader has gone (`sluice runs show ID --json | head -1`: "failed
-// printing to stdout: Broken pipe", exit 101). A write that cannot be made
-// is dropped; the command goes on and exits as it would have (a run still
-// finishes and is recorded). Declared before the modules, so every command
-// module sees them in place of std's.
-macro_rules! println {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-macro_rules! print {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stdout(), $($arg)*);
-    }};
-}
-macro_rules! eprintln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 pub mod approvals_cmd;
 pub mod components_cmd;
 pub mod console_cmd;

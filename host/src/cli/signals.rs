@@ -4,8 +4,8 @@
 //! asks for a graceful stop, the second for a stop at once; a third leaves
 //! the process without waiting for anything. SIGHUP (Unix only) counts up a
 //! reload number in `serve`; elsewhere it is the terminal or SSH session
-//! going away, and stops the process as SIGTERM does (its default action
-//! would end a run the way `kill -9` does, its running items unrecorded).
+//! going away, and stops the process gracefully (its default action would
+//! end a run the way `kill -9` does, its running items unrecorded).
 
 use tokio::sync::watch;
 
@@ -23,9 +23,9 @@ pub struct Signals {
 pub enum OnHangup {
     /// Read the flow files again (`serve`).
     Reload,
-    /// The terminal is gone: stop as for SIGTERM. (What the commands
-    /// print to a terminal that is gone is dropped, not a panic: see the
-    /// print macros in `cli`.)
+    /// The terminal is gone: stop gracefully, as for a first SIGTERM (a
+    /// second SIGHUP adds nothing). A process started with SIGHUP ignored
+    /// (`nohup`) keeps it ignored.
     Stop,
 }
 
@@ -61,20 +61,58 @@ fn spawn_handlers(
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    // A process started under `nohup` (or `trap '' HUP`) was asked to
+    // outlive its terminal: watching SIGHUP would replace that, so a
+    // command that would stop on it leaves it ignored.
+    let mut hup = match reload.is_some() || !hangup_ignored() {
+        true => Some(signal(SignalKind::hangup())?),
+        false => None,
+    };
     tokio::spawn(async move {
         loop {
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(hup) => hup.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = term.recv() => escalate(&stop),
                 _ = int.recv() => escalate(&stop),
-                Some(()) = hup.recv() => match &reload {
+                Some(()) = hangup => match &reload {
                     Some(reload) => reload.send_modify(|n| *n += 1),
-                    None => escalate(&stop),
+                    None => hung_up(&stop),
                 },
             }
         }
     });
     Ok(())
+}
+
+/// A hang-up asks for a graceful stop, never more: closing a terminal
+/// often sends SIGHUP twice (the shell's to its jobs, the kernel's as the
+/// session ends), and the second must not cut the running items off.
+#[cfg(unix)]
+fn hung_up(stop: &watch::Sender<Shutdown>) {
+    stop.send_if_modified(|level| {
+        let first = *level == Shutdown::No;
+        if first {
+            *level = Shutdown::Graceful;
+        }
+        first
+    });
+}
+
+/// Whether SIGHUP is ignored (the process was started under `nohup`).
+#[cfg(unix)]
+fn hangup_ignored() -> bool {
+    // SAFETY: with a null new action, `sigaction` only reads the current
+    // one into `current`, which is a plain C struct.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 #[cfg(not(unix))]
