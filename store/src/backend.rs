@@ -39,7 +39,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether a new session with the database can be had now, beside the
     /// ones this store holds: a server whose connection limit is reached,
     /// or that refuses the login since, still answers on a kept one while
-    /// every run that needs another fails. Asked by readiness probes.
+    /// every run that needs another fails. Asked by readiness probes,
+    /// which bound the wait: a session is not left open when they stop.
     async fn new_session_answers(&self) -> Result<(), StoreError> {
         self.schema_version().await.map(|_| ())
     }

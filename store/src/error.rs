@@ -96,6 +96,9 @@ impl StoreError {
     }
 }
 
+/// A health probe's words for a database that does not answer at all.
+pub const NOT_ANSWERING: &str = "not answering";
+
 impl StoreError {
     /// What is wrong with the database, in words a health probe may show
     /// to anyone (no address, no user, no server message): the class of
@@ -116,7 +119,7 @@ impl StoreError {
             Some("53300") => "refuses new sessions: its connection limit is reached",
             Some("57P03") => "starting up or shutting down",
             Some("3D000") => "has no such database",
-            _ => "not answering",
+            _ => NOT_ANSWERING,
         }
     }
 }

@@ -27,8 +27,16 @@ const SQLITE_CONNECTIONS: usize = 4;
 /// flood of sessions.
 const SESSION_CHECK_KEPT: Duration = Duration::from_secs(5);
 
-/// The last new-session check: when, and what was wrong (`None`: ok).
-type SessionCheck = Option<(Instant, Option<&'static str>)>;
+/// The longest a new-session check waits: under the probes' own wait, so
+/// a server that does not answer is answered, and kept, as such.
+const SESSION_WAIT: Duration = Duration::from_millis(1500);
+
+/// The last new-session check.
+struct SessionCheck {
+    at: Instant,
+    /// What was wrong, in a probe's words.
+    outcome: Result<(), &'static str>,
+}
 
 /// A storage read failed.
 pub type DataError = StoreError;
@@ -39,7 +47,7 @@ pub struct Data {
     next: AtomicUsize,
     /// The schema version this binary migrates its backend to.
     schema: i64,
-    session_check: tokio::sync::Mutex<SessionCheck>,
+    session_check: tokio::sync::Mutex<Option<SessionCheck>>,
 }
 
 impl Data {
@@ -75,26 +83,32 @@ impl Data {
     }
 
     /// Whether a new database session can be had now (what is wrong, in
-    /// a health probe's words, when not), checked at most once every
-    /// [`SESSION_CHECK_KEPT`]; the full error goes to the log.
-    pub async fn new_session(&self) -> Option<&'static str> {
+    /// a probe's words, when not), checked at most once every
+    /// [`SESSION_CHECK_KEPT`] and waited for at most [`SESSION_WAIT`];
+    /// the full error goes to the log.
+    pub async fn new_session(&self) -> Result<(), &'static str> {
         let mut last = self.session_check.lock().await;
-        if let Some((at, problem)) = *last
-            && at.elapsed() < SESSION_CHECK_KEPT
+        if let Some(check) = last.as_ref()
+            && check.at.elapsed() < SESSION_CHECK_KEPT
         {
-            return problem;
+            return check.outcome;
         }
-        let problem = match self.store().new_session_answers().await {
-            Ok(()) => None,
-            Err(e) => {
+        let answered = tokio::time::timeout(SESSION_WAIT, self.store().new_session_answers()).await;
+        let outcome = match answered {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
                 super::notice(&format!(
                     "console: a new session with the store could not be had: {e}"
                 ));
-                Some(e.health_word())
+                Err(e.health_word())
             }
+            Err(_) => Err(sluice_store::error::NOT_ANSWERING),
         };
-        *last = Some((Instant::now(), problem));
-        problem
+        *last = Some(SessionCheck {
+            at: Instant::now(),
+            outcome,
+        });
+        outcome
     }
 
     /// The schema version the database is at, and the one this binary

@@ -11,6 +11,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use sluice_store::error::NOT_ANSWERING;
+
 use super::Console;
 use super::extract::PagePath;
 use super::metrics::CONTENT_TYPE;
@@ -55,8 +57,6 @@ async fn scheduler_check(console: &Console) -> Option<Check> {
         problem: (!ok).then(|| NOT_ANSWERING.to_string()),
     })
 }
-
-const NOT_ANSWERING: &str = "not answering";
 
 /// 200 with a line per check when every one is ok, else 503.
 fn answer(checks: Vec<Check>) -> Response {
@@ -105,7 +105,7 @@ pub async fn readyz(State(console): State<Arc<Console>>) -> Response {
     let store = match tokio::time::timeout(HEALTH_WAIT, console.data.schema()).await {
         Ok(Ok((found, known))) if found == known => {
             match tokio::time::timeout(HEALTH_WAIT, console.data.new_session()).await {
-                Ok(problem) => problem.map(str::to_string),
+                Ok(outcome) => outcome.err().map(str::to_string),
                 Err(_) => Some(NOT_ANSWERING.to_string()),
             }
         }

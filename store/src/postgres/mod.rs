@@ -99,10 +99,8 @@ pub struct PgBackend {
     pool: Pool,
     location: Location,
     /// How the pool's sessions are made, for a session made apart
-    /// ([`Backend::new_session_answers`]).
+    /// ([`Backend::new_session_answers`]; its caller bounds its wait).
     config: tokio_postgres::Config,
-    /// The longest a new session takes to start (the pool's own bound).
-    connect_timeout: Option<Duration>,
 }
 
 impl PgBackend {
@@ -167,7 +165,6 @@ impl PgBackend {
             pool,
             location,
             config,
-            connect_timeout,
         };
         let mut client = backend
             .client()
@@ -179,6 +176,15 @@ impl PgBackend {
 
     async fn client(&self) -> Result<Object, StoreError> {
         Ok(self.pool.get().await?)
+    }
+}
+
+/// A spawned task that is stopped when this is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -377,21 +383,14 @@ impl Backend for PgBackend {
     }
 
     async fn new_session_answers(&self) -> Result<(), StoreError> {
-        let connect = async {
-            let (client, connection) = self.config.connect(NoTls).await?;
-            let session = tokio::spawn(connection);
-            let answered = client.simple_query("SELECT 1").await.map(|_| ());
-            drop(client);
-            let _ = session.await;
-            answered
-        };
-        match self.connect_timeout {
-            Some(limit) => tokio::time::timeout(limit, connect)
-                .await
-                .map_err(|_| StoreError::Pool("a new session did not start in time".into()))?
-                .map_err(StoreError::from),
-            None => connect.await.map_err(StoreError::from),
-        }
+        let (client, connection) = self.config.connect(NoTls).await?;
+        // Ended with this call, however it ends: a caller that stops
+        // waiting must not leave the session open on the server.
+        let session = AbortOnDrop(tokio::spawn(connection));
+        client.simple_query("SELECT 1").await?;
+        drop(client);
+        drop(session);
+        Ok(())
     }
 
     async fn claim_firing(&self, firing: &Firing) -> Result<Claim, StoreError> {

@@ -329,7 +329,6 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// `PRAGMA user_version`: how many migrations the file has had.
 /// Refuses a database a newer Sluice has migrated since this process
 /// opened it: a replica left on the old version during a rolling upgrade
 /// must not claim firings or leases and run them with the old rules.
@@ -345,6 +344,7 @@ pub fn not_newer(conn: &Connection, location: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// `PRAGMA user_version`: how many migrations the file has had.
 pub fn version(conn: &Connection) -> Result<i64, rusqlite::Error> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
