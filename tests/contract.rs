@@ -1652,7 +1652,7 @@ with = { increment = "runs" }
         .map(|(which, _)| which.to_string());
     let which = which.unwrap_or_else(|| panic!("{error}"));
     let (place, key) = which
-        .split_once(" of 200 (key `")
+        .split_once(" (key `")
         .unwrap_or_else(|| panic!("{error}"));
     assert_eq!(format!("k{place}`)"), key, "{error}");
     let skipped = events.events().into_iter().any(|e| {

@@ -155,7 +155,10 @@ impl Response {
             Some(Some(name)) => {
                 return format!("an HTML page, \"{name}\", not the service's own answer");
             }
-            Some(None) => return "an HTML page, not the service's own answer".to_string(),
+            Some(None) => {
+                let words = page_words(&text);
+                return format!("an HTML page, \"{words}\", not the service's own answer");
+            }
             None => {}
         }
         let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -183,26 +186,35 @@ fn html_name(text: &str) -> Option<Option<String>> {
     Some(element_text(text, "title").or_else(|| element_text(text, "h1")))
 }
 
-/// The text of the first `<tag>` element of `text`, inner tags dropped and
-/// blanks collapsed, at most 120 characters; `None` when it has none.
+/// The text of the first `<tag>` element of `text`, as [`page_words`]
+/// gives it; `None` when it has none, or none with words.
 fn element_text(text: &str, tag: &str) -> Option<String> {
     let lower = text.to_ascii_lowercase();
     let open = lower.find(&format!("<{tag}"))?;
     let from = open + lower[open..].find('>')? + 1;
     let to = from + lower[from..].find(&format!("</{tag}"))?;
-    let mut inner = String::new();
+    let name = page_words(text.get(from..to)?);
+    (!name.is_empty()).then_some(name)
+}
+
+/// The words of an HTML fragment: tags dropped, blanks collapsed, at most
+/// 120 characters.
+fn page_words(html: &str) -> String {
+    let mut text = String::new();
     let mut in_tag = false;
-    for c in text.get(from..to)?.chars() {
+    for c in html.chars() {
         match c {
-            '<' => in_tag = true,
+            '<' => {
+                in_tag = true;
+                text.push(' ');
+            }
             '>' => in_tag = false,
-            c if !in_tag => inner.push(c),
+            c if !in_tag => text.push(c),
             _ => {}
         }
     }
-    let words = inner.split_whitespace().collect::<Vec<_>>();
-    let name: String = words.join(" ").chars().take(120).collect();
-    (!name.is_empty()).then_some(name)
+    let words = text.split_whitespace().collect::<Vec<_>>();
+    words.join(" ").chars().take(120).collect()
 }
 
 /// A write a dry run did not send: what it would have been. Serialises
@@ -468,15 +480,15 @@ mod tests {
             response("upstream\n  timed out").text_preview(),
             "upstream timed out"
         );
-        // A gateway's bare page, with a heading and no title (stop 65's
-        // tester saw it quoted whole).
+        // A gateway's bare page, with a heading and no title, was quoted
+        // whole.
         assert_eq!(
             response("<html><body><h1>504 Gateway <b>Time-out</b></h1>The server didn't respond in time.</body></html>").text_preview(),
             "an HTML page, \"504 Gateway Time-out\", not the service's own answer"
         );
         assert_eq!(
-            response("<html><body>no title").text_preview(),
-            "an HTML page, not the service's own answer"
+            response("<html><body>Service <i>Unavailable</i></body></html>").text_preview(),
+            "an HTML page, \"Service Unavailable\", not the service's own answer"
         );
         assert_eq!(response(&"x".repeat(400)).text_preview().len(), 300);
     }

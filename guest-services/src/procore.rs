@@ -241,7 +241,10 @@ pub fn has_next(
     if on_this_page == 0 {
         return match next_link {
             Some(true) => Err(Unpageable::EmptyWithNext),
-            _ => Ok(false),
+            Some(false) => Ok(false),
+            // The caller checks the list's length against `Total`: one it
+            // cannot read would let a short read pass for the end.
+            None => number_header(response, "total").map(|_| false),
         };
     }
     if let Some(next) = next_link {
@@ -1039,6 +1042,15 @@ mod tests {
             ])
         };
         assert_eq!(super::has_next(&linked("next"), 1, 5, 5), Ok(true));
+        // An empty page without a Link ends the list only by a Total that
+        // can be checked against what was read.
+        assert_eq!(
+            super::has_next(&response(&[("total", "abc")]), 3, 0, 200),
+            Err(Unpageable::Unreadable {
+                header: "total",
+                value: "abc".into()
+            })
+        );
         assert_eq!(super::has_next(&linked("last"), 1, 5, 5), Ok(false));
         let empty_with_next = response(&[("link", r#"<https://x/?page=3>; rel="next""#)]);
         assert_eq!(

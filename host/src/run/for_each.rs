@@ -315,9 +315,8 @@ impl Items {
                 None => String::new(),
             };
             format!(
-                "the state of item {} of {}{key} could not be saved ({why}), so no item was started once that was known: what later items did to the services would have gone unrecorded too",
+                "the state of item {}{key} could not be saved ({why}), so no item was started once that was known: what later items did to the services would have gone unrecorded too",
                 index + 1,
-                self.total
             )
         })
     }
