@@ -96,6 +96,19 @@ impl StoreError {
     }
 }
 
+/// Refuses a database at schema `found` when this Sluice knows up to
+/// `known`: what a newer Sluice wrote, this one must not act on.
+pub(crate) fn refuse_newer(location: String, found: i64, known: i64) -> Result<(), StoreError> {
+    match found > known {
+        true => Err(StoreError::TooNew {
+            location,
+            found,
+            known,
+        }),
+        false => Ok(()),
+    }
+}
+
 /// A health probe's words for a database that does not answer at all.
 pub const NOT_ANSWERING: &str = "not answering";
 
