@@ -1512,6 +1512,28 @@ fn a_hang_up_stops_sluice_run_gracefully() {
     assert_stopped_partway(data.path(), &runs[0]);
 }
 
+/// A run history file deleted while a run wrote to it took the run's
+/// record with it, and the run said nothing: it says so, and fails.
+#[test]
+fn a_run_whose_history_file_was_deleted_meanwhile_says_it_is_not_recorded() {
+    let (data, _flows, child) = a_run_under_way(3, 400);
+    let file = sluice_store::path_in(data.path());
+    for end in ["", "-wal", "-shm"] {
+        let mut name = file.clone().into_os_string();
+        name.push(end);
+        let _ = std::fs::remove_file(name);
+    }
+    let (code, stderr) = wait_exit(child, Duration::from_secs(30));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "is not recorded: the run history's file was deleted or replaced while it ran"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("see the warning above"), "{stderr}");
+}
+
 /// Closing a terminal often sends SIGHUP twice; the second must not cut
 /// the running item off as a second Ctrl-C does.
 #[test]

@@ -36,6 +36,14 @@ pub trait Backend: Send + Sync + 'static {
     /// How many migrations the database has had.
     async fn schema_version(&self) -> Result<i64, StoreError>;
 
+    /// Whether the database this store writes is still the one its
+    /// location names: an SQLite file deleted (or replaced) while it is
+    /// open takes every later write with it, unseen, into a file no one
+    /// can open again. Always so for a server.
+    fn still_in_place(&self) -> bool {
+        true
+    }
+
     /// Whether a new session with the database can be had now, beside the
     /// ones this store holds: a server whose connection limit is reached,
     /// or that refuses the login since, still answers on a kept one while

@@ -213,6 +213,7 @@ impl Recording {
     pub fn lost_history(&self, run_id: &str) -> Option<LostHistory> {
         match &self.writer {
             None => Some(LostHistory::Unopened),
+            Some(w) if !w.store().still_in_place() => Some(LostHistory::Unlinked),
             Some(w) => w.lost_writes(run_id).map(|lost| match lost {
                 crate::run::recorder::Lost::Failed => LostHistory::Unwritten,
                 crate::run::recorder::Lost::TakenOver => LostHistory::TakenOver,
@@ -240,6 +241,9 @@ pub enum LostHistory {
     Unwritten,
     /// Its lease was taken over: its record is the new owner's from there.
     TakenOver,
+    /// The run history's file was deleted or replaced while it ran: its
+    /// record went into a file no one can open again.
+    Unlinked,
 }
 
 /// Why `flow` must not run unrecorded (its store could not be opened), if
@@ -534,12 +538,21 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
                 "its history stops where another process took the flow's lease over",
                 "the history itself is sound: the process that took the flow over recorded the run as interrupted, and the flow's next run reads the services afresh",
             ),
+            LostHistory::Unlinked => (
+                "is not recorded: the run history's file was deleted or replaced while it ran, and its record (with the flow's state and ledger entries) went with the old file",
+                "the flow's next run starts from whatever history file is there now, and reads the services afresh",
+            ),
         };
         eprintln!(
             "error: {}",
             super::terminal::line(&format!(
-                "run {} {ended} {what} (see the warning above), so `sluice runs` and `sluice ledger` do not show all it did; {advice}",
-                outcome.run_id
+                "run {} {ended} {what}{}, so `sluice runs` and `sluice ledger` do not show all it did; {advice}",
+                outcome.run_id,
+                if lost == LostHistory::Unlinked {
+                    ""
+                } else {
+                    " (see the warning above)"
+                }
             ))
         );
     }

@@ -59,6 +59,29 @@ pub struct SqliteBackend {
     location: Location,
     /// State batches waiting for their (shared) transaction.
     state_commits: Arc<group::StateCommits>,
+    /// The file opened, to tell when its path names another
+    /// ([`Backend::still_in_place`]); `None` in memory.
+    file: Option<FileId>,
+}
+
+/// A file's identity on its device, which a path does not keep: a file
+/// deleted and made again under the same name is another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    device: u64,
+    inode: u64,
+}
+
+impl FileId {
+    /// The file `path` names now, if any.
+    fn of(path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileId {
+            device: meta.dev(),
+            inode: meta.ino(),
+        })
+    }
 }
 
 impl SqliteBackend {
@@ -98,10 +121,12 @@ impl SqliteBackend {
         let conn = conn.map_err(|e| open_error(&crate::error::sqlite_why(&e)))?;
         configure(&conn).map_err(|e| open_error(&crate::error::sqlite_why(&e)))?;
         schema::migrate(&conn, path)?;
+        let file = FileId::of(path);
         Ok(SqliteBackend {
             conn: Arc::new(Mutex::new(conn)),
             location,
             state_commits: Arc::default(),
+            file,
         })
     }
 
@@ -186,6 +211,13 @@ pub(crate) fn read<T>(
 impl Backend for SqliteBackend {
     fn location(&self) -> &Location {
         &self.location
+    }
+
+    fn still_in_place(&self) -> bool {
+        match (&self.location, self.file) {
+            (Location::Sqlite(path), Some(opened)) => FileId::of(path) == Some(opened),
+            _ => true,
+        }
     }
 
     async fn schema_version(&self) -> Result<i64, StoreError> {
