@@ -2195,6 +2195,28 @@ async fn readiness_needs_the_store_at_this_binarys_schema() {
     c.stop().await;
 }
 
+/// A `history.sqlite` deleted (or replaced) under a running process was
+/// written on unseen, its runs recorded nowhere anyone reads: the process
+/// is no longer alive, so an orchestrator restarts it onto the file there.
+#[tokio::test]
+async fn liveness_fails_once_the_history_file_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = console(dir.path(), "127.0.0.1:0", None, false).await;
+    let health = get(c.addr, "/healthz", "").await;
+    assert_eq!(health.body, "database: ok\n");
+    let file = sluice_store::path_in(dir.path());
+    std::fs::remove_file(&file).unwrap();
+    let health = get(c.addr, "/healthz", "").await;
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database: its file was deleted or replaced since this process opened it: restart to use the one there now\n"
+        )
+    );
+    c.stop().await;
+}
+
 /// With PostgreSQL's connection limit reached, the console's kept session
 /// still answered, so `/readyz` said ok while every run that needed a new
 /// session failed. Readiness asks for a new session and names the limit;

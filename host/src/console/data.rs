@@ -111,6 +111,13 @@ impl Data {
         outcome
     }
 
+    /// Whether the database read is still the one its location names (an
+    /// SQLite file deleted or replaced meanwhile is read and written on,
+    /// unseen by anyone else).
+    pub fn still_in_place(&self) -> bool {
+        self.stores.iter().all(|s| s.still_in_place())
+    }
+
     /// The schema version the database is at, and the one this binary
     /// works with (they differ once a newer `sluice` migrated it).
     pub async fn schema(&self) -> Result<(i64, i64), DataError> {

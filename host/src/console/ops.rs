@@ -78,10 +78,16 @@ fn answer(checks: Vec<Check>) -> Response {
         .into_response()
 }
 
-/// `GET /healthz`, liveness: the database answers and, under `sluice
-/// serve`, so does the scheduler's loop.
+/// Why a process whose SQLite file was deleted or replaced is not alive.
+const REPLACED: &str = "its file was deleted or replaced since this process opened it: restart to use the one there now";
+
+/// `GET /healthz`, liveness: the database answers (and is the one its
+/// location names) and, under `sluice serve`, so does the scheduler's loop.
 pub async fn healthz(State(console): State<Arc<Console>>) -> Response {
     let database = match tokio::time::timeout(HEALTH_WAIT, console.data.ping()).await {
+        // What this process writes goes where no one reads it: a restart
+        // opens the file there now.
+        _ if !console.data.still_in_place() => Some(REPLACED.to_string()),
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.health_word().to_string()),
         Err(_) => Some(NOT_ANSWERING.to_string()),
