@@ -1498,7 +1498,7 @@ fn a_second_ctrl_c_stops_sluice_run_at_once_and_says_what_was_cut_off() {
 /// goes to a file still says so there.
 #[test]
 fn a_hang_up_stops_sluice_run_gracefully() {
-    let (data, _flows, child) = a_run_under_way(8, 600);
+    let (data, _flows, child) = a_run_under_way_with(8, 600, hang_ups_as_default);
     signal(&child, "HUP");
     let (code, stderr) = wait_exit(child, Duration::from_secs(30));
     assert_eq!(code, 1, "{stderr}");
@@ -1538,7 +1538,7 @@ fn a_run_whose_history_file_was_deleted_meanwhile_says_it_is_not_recorded() {
 /// the running item off as a second Ctrl-C does.
 #[test]
 fn a_second_hang_up_is_still_a_graceful_stop() {
-    let (data, _flows, child) = a_run_under_way(8, 1500);
+    let (data, _flows, child) = a_run_under_way_with(8, 1500, hang_ups_as_default);
     signal(&child, "HUP");
     std::thread::sleep(Duration::from_millis(300));
     signal(&child, "HUP");
@@ -1549,20 +1549,29 @@ fn a_second_hang_up_is_still_a_graceful_stop() {
     assert_stopped_partway(data.path(), &runs[0]);
 }
 
+/// Sets the child's SIGHUP to `action` (the tests themselves may run
+/// under `nohup`, and a child inherits an ignored signal).
+fn hang_ups(command: &mut Command, action: libc::sighandler_t) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: `signal` is async-signal-safe, as `pre_exec` requires.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGHUP, action);
+            Ok(())
+        });
+    }
+}
+
+fn hang_ups_as_default(command: &mut Command) {
+    hang_ups(command, libc::SIG_DFL);
+}
+
 /// A run started under `nohup` (SIGHUP ignored) was asked to outlive its
 /// terminal: a hang-up leaves it running.
 #[test]
 fn a_run_started_with_hang_ups_ignored_goes_on_after_one() {
-    use std::os::unix::process::CommandExt;
-    let (data, _flows, mut child) = a_run_under_way_with(3, 300, |command| {
-        // SAFETY: `signal` is async-signal-safe, as `pre_exec` requires.
-        unsafe {
-            command.pre_exec(|| {
-                libc::signal(libc::SIGHUP, libc::SIG_IGN);
-                Ok(())
-            });
-        }
-    });
+    let (data, _flows, mut child) =
+        a_run_under_way_with(3, 300, |command| hang_ups(command, libc::SIG_IGN));
     signal(&child, "HUP");
     let start = Instant::now();
     let status = loop {
