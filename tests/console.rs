@@ -2211,7 +2211,7 @@ async fn liveness_fails_once_the_history_file_is_deleted() {
         (health.status, health.body.as_str()),
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "database: its file was deleted or replaced since this process opened it: restart to use the one there now\n"
+            "database: its file was deleted, moved or replaced since this process opened it: restart to use the one there now\n"
         )
     );
     c.stop().await;

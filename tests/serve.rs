@@ -1498,7 +1498,8 @@ fn a_second_ctrl_c_stops_sluice_run_at_once_and_says_what_was_cut_off() {
 /// goes to a file still says so there.
 #[test]
 fn a_hang_up_stops_sluice_run_gracefully() {
-    let (data, _flows, child) = a_run_under_way_with(8, 600, hang_ups_as_default);
+    let (data, _flows, mut child) = a_run_under_way_with(8, 600, hang_ups_as_default);
+    assert!(child.try_wait().unwrap().is_none(), "it ended too soon");
     signal(&child, "HUP");
     let (code, stderr) = wait_exit(child, Duration::from_secs(30));
     assert_eq!(code, 1, "{stderr}");
@@ -1516,19 +1517,18 @@ fn a_hang_up_stops_sluice_run_gracefully() {
 /// record with it, and the run said nothing: it says so, and fails.
 #[test]
 fn a_run_whose_history_file_was_deleted_meanwhile_says_it_is_not_recorded() {
-    let (data, _flows, child) = a_run_under_way(3, 400);
+    let (data, _flows, mut child) = a_run_under_way(8, 600);
     let file = sluice_store::path_in(data.path());
     for end in ["", "-wal", "-shm"] {
         let mut name = file.clone().into_os_string();
         name.push(end);
         let _ = std::fs::remove_file(name);
     }
+    assert!(child.try_wait().unwrap().is_none(), "it ended too soon");
     let (code, stderr) = wait_exit(child, Duration::from_secs(30));
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains(
-            "is not recorded: the run history's file was deleted or replaced while it ran"
-        ),
+        stderr.contains("is not recorded where the next run reads: the run history's file was deleted, moved or replaced while it ran"),
         "{stderr}"
     );
     assert!(!stderr.contains("see the warning above"), "{stderr}");
@@ -1538,7 +1538,8 @@ fn a_run_whose_history_file_was_deleted_meanwhile_says_it_is_not_recorded() {
 /// the running item off as a second Ctrl-C does.
 #[test]
 fn a_second_hang_up_is_still_a_graceful_stop() {
-    let (data, _flows, child) = a_run_under_way_with(8, 1500, hang_ups_as_default);
+    let (data, _flows, mut child) = a_run_under_way_with(8, 1500, hang_ups_as_default);
+    assert!(child.try_wait().unwrap().is_none(), "it ended too soon");
     signal(&child, "HUP");
     std::thread::sleep(Duration::from_millis(300));
     signal(&child, "HUP");
@@ -1571,7 +1572,8 @@ fn hang_ups_as_default(command: &mut Command) {
 #[test]
 fn a_run_started_with_hang_ups_ignored_goes_on_after_one() {
     let (data, _flows, mut child) =
-        a_run_under_way_with(3, 300, |command| hang_ups(command, libc::SIG_IGN));
+        a_run_under_way_with(3, 600, |command| hang_ups(command, libc::SIG_IGN));
+    assert!(child.try_wait().unwrap().is_none(), "it ended too soon");
     signal(&child, "HUP");
     let start = Instant::now();
     let status = loop {

@@ -146,7 +146,7 @@ impl Response {
 
     /// The body for messages: its first 300 characters on one line, or,
     /// for an HTML page (a gateway's or proxy's answer, not the
-    /// service's), the page's title or first heading.
+    /// service's), what names it: its title, first heading or first words.
     pub fn text_preview(&self) -> String {
         // The start of a large body is enough for either.
         let start = &self.body[..self.body.len().min(PREVIEW_READS)];
@@ -156,7 +156,13 @@ impl Response {
                 return format!("an HTML page, \"{name}\", not the service's own answer");
             }
             Some(None) => {
-                let words = page_words(&text);
+                // The body's words: the head's are a script's or a style's.
+                let lower = text.to_ascii_lowercase();
+                let body = lower.find("<body").map_or(&text[..], |at| &text[at..]);
+                let words = page_words(body);
+                if words.is_empty() {
+                    return "an HTML page, not the service's own answer".to_string();
+                }
                 return format!("an HTML page, \"{words}\", not the service's own answer");
             }
             None => {}
@@ -169,7 +175,7 @@ impl Response {
 /// How much of a body a preview reads: a page's `<title>` is in its head.
 const PREVIEW_READS: usize = 8 * 1024;
 
-/// What names `text` when it is an HTML page (`None` when it is not):
+/// The title of `text` when it is an HTML page (`None` when it is not):
 /// its `<title>`, else its first `<h1>` (a gateway's bare error page has
 /// only that), blanks and tags collapsed; `Some(None)` for a page with
 /// neither.
@@ -487,8 +493,12 @@ mod tests {
             "an HTML page, \"504 Gateway Time-out\", not the service's own answer"
         );
         assert_eq!(
-            response("<html><body>Service <i>Unavailable</i></body></html>").text_preview(),
+            response("<html><head><style>p {}</style></head><body>Service <i>Unavailable</i></body></html>").text_preview(),
             "an HTML page, \"Service Unavailable\", not the service's own answer"
+        );
+        assert_eq!(
+            response("<html><body></body></html>").text_preview(),
+            "an HTML page, not the service's own answer"
         );
         assert_eq!(response(&"x".repeat(400)).text_preview().len(), 300);
     }

@@ -18,25 +18,30 @@
 // after a hang-up). A write that cannot be made is dropped; the command
 // goes on and exits as it would have (a run still finishes and is
 // recorded). Declared before the modules, so every module sees them in
-// place of std's.
+// place of std's; not in unit tests, whose output the harness captures
+// only through std's.
+#[cfg(not(test))]
 macro_rules! println {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
+#[cfg(not(test))]
 macro_rules! print {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let _ = write!(std::io::stdout(), $($arg)*);
     }};
 }
+#[cfg(not(test))]
 macro_rules! eprintln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
+#[cfg(not(test))]
 macro_rules! eprint {
     ($($arg:tt)*) => {{
         use std::io::Write as _;

@@ -37,9 +37,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn schema_version(&self) -> Result<i64, StoreError>;
 
     /// Whether the database this store writes is still the one its
-    /// location names: an SQLite file deleted (or replaced) while it is
-    /// open takes every later write with it, unseen, into a file no one
-    /// can open again. Always so for a server.
+    /// location names: an SQLite file deleted, moved or replaced while it
+    /// is open takes every later write with it, unseen by every process
+    /// that opens the path. Always so for a server. It looks at the file
+    /// system: call it off the async workers.
     fn still_in_place(&self) -> bool {
         true
     }

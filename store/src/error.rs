@@ -98,15 +98,19 @@ impl StoreError {
 
 /// Refuses a database at schema `found` when this Sluice knows up to
 /// `known`: what a newer Sluice wrote, this one must not act on.
-pub(crate) fn refuse_newer(location: String, found: i64, known: i64) -> Result<(), StoreError> {
-    match found > known {
-        true => Err(StoreError::TooNew {
-            location,
+pub(crate) fn refuse_newer(
+    location: &dyn std::fmt::Display,
+    found: i64,
+    known: i64,
+) -> Result<(), StoreError> {
+    if found > known {
+        return Err(StoreError::TooNew {
+            location: location.to_string(),
             found,
             known,
-        }),
-        false => Ok(()),
+        });
     }
+    Ok(())
 }
 
 /// A health probe's words for a database that does not answer at all.

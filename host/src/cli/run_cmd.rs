@@ -241,8 +241,8 @@ pub enum LostHistory {
     Unwritten,
     /// Its lease was taken over: its record is the new owner's from there.
     TakenOver,
-    /// The run history's file was deleted or replaced while it ran: its
-    /// record went into a file no one can open again.
+    /// The run history's file was deleted, moved or replaced while it
+    /// ran: its record went with the file it had opened.
     Unlinked,
 }
 
@@ -539,7 +539,7 @@ pub async fn run(args: RunArgs, data_dir: &Path, database: &Location) -> anyhow:
                 "the history itself is sound: the process that took the flow over recorded the run as interrupted, and the flow's next run reads the services afresh",
             ),
             LostHistory::Unlinked => (
-                "is not recorded: the run history's file was deleted or replaced while it ran, and its record (with the flow's state and ledger entries) went with the old file",
+                "is not recorded where the next run reads: the run history's file was deleted, moved or replaced while it ran, and its record (with the flow's state and ledger entries) went with the old file",
                 "the flow's next run starts from whatever history file is there now, and reads the services afresh",
             ),
         };

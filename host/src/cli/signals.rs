@@ -64,9 +64,11 @@ fn spawn_handlers(
     // A process started under `nohup` (or `trap '' HUP`) was asked to
     // outlive its terminal: watching SIGHUP would replace that, so a
     // command that would stop on it leaves it ignored.
-    let mut hup = match reload.is_some() || !hangup_ignored() {
-        true => Some(signal(SignalKind::hangup())?),
-        false => None,
+    let watch_hangup = reload.is_some() || !hangup_ignored();
+    let mut hup = if watch_hangup {
+        Some(signal(SignalKind::hangup())?)
+    } else {
+        None
     };
     tokio::spawn(async move {
         loop {

@@ -78,19 +78,23 @@ fn answer(checks: Vec<Check>) -> Response {
         .into_response()
 }
 
-/// Why a process whose SQLite file was deleted or replaced is not alive.
-const REPLACED: &str = "its file was deleted or replaced since this process opened it: restart to use the one there now";
+/// Why a process whose SQLite file was deleted, moved or replaced is not
+/// alive.
+const REPLACED: &str = "its file was deleted, moved or replaced since this process opened it: restart to use the one there now";
 
 /// `GET /healthz`, liveness: the database answers (and is the one its
 /// location names) and, under `sluice serve`, so does the scheduler's loop.
 pub async fn healthz(State(console): State<Arc<Console>>) -> Response {
     let database = match tokio::time::timeout(HEALTH_WAIT, console.data.ping()).await {
-        // What this process writes goes where no one reads it: a restart
-        // opens the file there now.
-        _ if !console.data.still_in_place() => Some(REPLACED.to_string()),
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.health_word().to_string()),
         Err(_) => Some(NOT_ANSWERING.to_string()),
+    };
+    // What this process writes goes where no other process reads it: a
+    // restart opens the file there now.
+    let database = match database {
+        None if !still_in_place(&console).await => Some(REPLACED.to_string()),
+        other => other,
     };
     let mut checks = vec![Check {
         what: "database",
@@ -98,6 +102,18 @@ pub async fn healthz(State(console): State<Arc<Console>>) -> Response {
     }];
     checks.extend(scheduler_check(&console).await);
     answer(checks)
+}
+
+/// Whether the console's database is still the one its location names,
+/// asked off the async workers (it looks at the file system) and taken as
+/// so when the file system does not answer in time.
+async fn still_in_place(console: &Arc<Console>) -> bool {
+    let console = console.clone();
+    let looked = tokio::task::spawn_blocking(move || console.data.still_in_place());
+    !matches!(
+        tokio::time::timeout(HEALTH_WAIT, looked).await,
+        Ok(Ok(false))
+    )
 }
 
 /// `GET /readyz`, readiness: this process can do its work now. Beyond

@@ -386,10 +386,12 @@ impl Backend for PgBackend {
         let (client, connection) = self.config.connect(NoTls).await?;
         // Ended with this call, however it ends: a caller that stops
         // waiting must not leave the session open on the server.
-        let session = AbortOnDrop(tokio::spawn(connection));
+        let mut session = AbortOnDrop(tokio::spawn(connection));
         client.simple_query("SELECT 1").await?;
+        // Dropping the client ends the session politely (Terminate); the
+        // task then ends by itself.
         drop(client);
-        drop(session);
+        let _ = (&mut session.0).await;
         Ok(())
     }
 

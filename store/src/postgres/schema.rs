@@ -308,7 +308,7 @@ async fn create_schema_table(client: &Client) -> Result<(), tokio_postgres::Erro
 /// must not claim firings or leases and run them with the old rules.
 pub async fn not_newer(c: &impl GenericClient, location: &Location) -> Result<(), StoreError> {
     let found = version(c).await?;
-    crate::error::refuse_newer(location.to_string(), found, SCHEMA_VERSION)
+    crate::error::refuse_newer(location, found, SCHEMA_VERSION)
 }
 
 /// How many migrations the database has had.

@@ -73,14 +73,17 @@ struct FileId {
 }
 
 impl FileId {
-    /// The file `path` names now, if any.
-    fn of(path: &Path) -> Option<FileId> {
+    /// The file `path` names now: `Ok(None)` when there is none.
+    fn of(path: &Path) -> std::io::Result<Option<FileId>> {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path).ok()?;
-        Some(FileId {
-            device: meta.dev(),
-            inode: meta.ino(),
-        })
+        match std::fs::metadata(path) {
+            Ok(meta) => Ok(Some(FileId {
+                device: meta.dev(),
+                inode: meta.ino(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -121,7 +124,7 @@ impl SqliteBackend {
         let conn = conn.map_err(|e| open_error(&crate::error::sqlite_why(&e)))?;
         configure(&conn).map_err(|e| open_error(&crate::error::sqlite_why(&e)))?;
         schema::migrate(&conn, path)?;
-        let file = FileId::of(path);
+        let file = FileId::of(path).ok().flatten();
         Ok(SqliteBackend {
             conn: Arc::new(Mutex::new(conn)),
             location,
@@ -215,7 +218,12 @@ impl Backend for SqliteBackend {
 
     fn still_in_place(&self) -> bool {
         match (&self.location, self.file) {
-            (Location::Sqlite(path), Some(opened)) => FileId::of(path) == Some(opened),
+            // Only a file that is gone or another says so: a path that
+            // cannot be looked at now (a passing I/O error) is no proof.
+            (Location::Sqlite(path), Some(opened)) => match FileId::of(path) {
+                Ok(now) => now == Some(opened),
+                Err(_) => true,
+            },
             _ => true,
         }
     }

@@ -333,7 +333,7 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 /// opened it: a replica left on the old version during a rolling upgrade
 /// must not claim firings or leases and run them with the old rules.
 pub fn not_newer(conn: &Connection, location: &str) -> Result<(), StoreError> {
-    crate::error::refuse_newer(location.to_string(), version(conn)?, SCHEMA_VERSION)
+    crate::error::refuse_newer(&location, version(conn)?, SCHEMA_VERSION)
 }
 
 /// `PRAGMA user_version`: how many migrations the file has had.
