@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -2192,6 +2193,95 @@ async fn readiness_needs_the_store_at_this_binarys_schema() {
     );
     let health = get(c.addr, "/healthz", "").await;
     assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    c.stop().await;
+}
+
+/// A TCP relay to `target` that stops passing anything on while `frozen`
+/// is set: a server that keeps its connections and answers nothing (a
+/// stopped PostgreSQL, a dead network path). Its address.
+async fn freezable_relay(
+    target: SocketAddr,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) -> SocketAddr {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            for (mut from, mut to) in [(client_read, server_write), (server_read, client_write)] {
+                let frozen = frozen.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    loop {
+                        let Ok(n) = from.read(&mut buffer).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        while frozen.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        if to.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    addr
+}
+
+/// A PostgreSQL that stopped answering held every page and every metrics
+/// scrape for as long as it did (100 s and more): a page gives up after
+/// 10 s and says the history could not be read, and answers again once
+/// the server does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_give_up_on_a_store_that_does_not_answer() {
+    let url = sluice_store::testing::TempPostgres::shared()
+        .new_database()
+        .await;
+    let parsed = url::Url::parse(&url).unwrap();
+    let target: SocketAddr = format!("127.0.0.1:{}", parsed.port().unwrap())
+        .parse()
+        .unwrap();
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relay = freezable_relay(target, frozen.clone()).await;
+    let mut through = parsed.clone();
+    through.set_port(Some(relay.port())).unwrap();
+    let c = sluice::console::start(
+        Options {
+            listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap().into(),
+            token: load_token(None, None).unwrap(),
+            metrics_public: false,
+            database: Location::Postgres(through.to_string()),
+        },
+        None,
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(get(c.addr, "/runs", "").await.status, StatusCode::OK);
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    let within =
+        |path: &'static str| tokio::time::timeout(Duration::from_secs(20), get(c.addr, path, ""));
+    let page = within("/runs").await.expect("the page still waits");
+    assert!(
+        page.body.contains("The run history could not be read"),
+        "{}",
+        page.body
+    );
+    let metrics = within("/metrics").await.expect("the scrape still waits");
+    assert_eq!(metrics.status, StatusCode::SERVICE_UNAVAILABLE);
+    frozen.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(get(c.addr, "/runs", "").await.status, StatusCode::OK);
     c.stop().await;
 }
 

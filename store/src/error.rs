@@ -61,6 +61,10 @@ pub enum StoreError {
     Pool(String),
     #[error("a store call stopped unexpectedly: {0}")]
     Task(String),
+    /// A read its caller stopped waiting for: a server that takes
+    /// connections and then answers nothing would hold it for ever.
+    #[error("the store did not answer within {} s", .0.as_secs())]
+    NoAnswer(std::time::Duration),
 }
 
 impl StoreError {
@@ -70,7 +74,7 @@ impl StoreError {
     /// refused (a fenced one, a damaged file, a constraint) will not.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Pool(_) => true,
+            StoreError::Pool(_) | StoreError::NoAnswer(_) => true,
             StoreError::Postgres(e) => match e.code() {
                 // No answer from the server at all: a refused or lost
                 // connection (not a value the client could not read).

@@ -31,6 +31,18 @@ const SESSION_CHECK_KEPT: Duration = Duration::from_secs(5);
 /// a server that does not answer is answered, and kept, as such.
 const SESSION_WAIT: Duration = Duration::from_millis(1500);
 
+/// The longest a page's read waits for the store: a PostgreSQL that
+/// stopped answering held every page (and every metrics scrape) for as long
+/// as it did. The page then says the history could not be read.
+const READ_WAIT: Duration = Duration::from_secs(10);
+
+/// `read`, given up after [`READ_WAIT`].
+async fn bounded<T>(read: impl Future<Output = Result<T, StoreError>>) -> Result<T, DataError> {
+    tokio::time::timeout(READ_WAIT, read)
+        .await
+        .unwrap_or(Err(StoreError::NoAnswer(READ_WAIT)))
+}
+
 /// The last new-session check.
 struct SessionCheck {
     at: Instant,
@@ -121,17 +133,17 @@ impl Data {
     /// The schema version the database is at, and the one this binary
     /// works with (they differ once a newer `sluice` migrated it).
     pub async fn schema(&self) -> Result<(i64, i64), DataError> {
-        let found = self.store().schema_version().await?;
+        let found = bounded(self.store().schema_version()).await?;
         Ok((found, self.schema))
     }
 
     pub async fn runs_page(&self, filter: RunFilter) -> Result<RunPage, DataError> {
-        self.store().runs_page(&filter).await
+        bounded(self.store().runs_page(&filter)).await
     }
 
     /// How many items each run of `runs` has, and how many of them failed.
     pub async fn item_totals(&self, runs: Vec<String>) -> Result<Vec<(u64, u64)>, DataError> {
-        let counts = self.store().item_counts(&runs).await?;
+        let counts = bounded(self.store().item_counts(&runs)).await?;
         Ok(counts
             .iter()
             .map(|run| {
@@ -147,7 +159,7 @@ impl Data {
     }
 
     pub async fn overview(&self, id: String) -> Result<Option<RunOverview>, DataError> {
-        self.store().run_overview(&id).await
+        bounded(self.store().run_overview(&id)).await
     }
 
     pub async fn items_page(
@@ -156,15 +168,15 @@ impl Data {
         step: String,
         filter: ItemFilter,
     ) -> Result<ItemPage, DataError> {
-        self.store().items_page(&run, &step, &filter).await
+        bounded(self.store().items_page(&run, &step, &filter)).await
     }
 
     pub async fn flows_latest(&self) -> Result<Vec<FlowLatest>, DataError> {
-        self.store().flows_latest().await
+        bounded(self.store().flows_latest()).await
     }
 
     pub async fn mentions(&self, text: String, max: usize) -> Result<Vec<ItemMention>, DataError> {
-        self.store().items_mentioning(&text, max).await
+        bounded(self.store().items_mentioning(&text, max)).await
     }
 
     /// What people decided about a key (any case) in approval plans, and
@@ -173,7 +185,7 @@ impl Data {
         &self,
         key: String,
     ) -> Result<Vec<sluice_store::LedgerEntry>, DataError> {
-        let entries = self.store().ledger(&key, None).await?;
+        let entries = bounded(self.store().ledger(&key, None)).await?;
         Ok(entries
             .into_iter()
             .filter(|e| !matches!(e.event, sluice_store::LedgerEvent::Item { .. }))
@@ -181,20 +193,20 @@ impl Data {
     }
 
     pub async fn runs_from(&self, floor: String) -> Result<Vec<RunSummary>, DataError> {
-        self.store().runs_from(&floor).await
+        bounded(self.store().runs_from(&floor)).await
     }
 
     pub async fn runs_by_id(&self, ids: Vec<String>) -> Result<Vec<RunSummary>, DataError> {
-        self.store().runs_by_id(&ids).await
+        bounded(self.store().runs_by_id(&ids)).await
     }
 
     /// Approval plans, open ones first, then newest first.
     pub async fn plans(&self, query: PlanQuery) -> Result<Vec<PlanSummary>, DataError> {
-        self.store().list_plans(&query).await
+        bounded(self.store().list_plans(&query)).await
     }
 
     pub async fn plan(&self, id: String) -> Result<Option<PlanDetail>, DataError> {
-        self.store().plan_detail(&id).await
+        bounded(self.store().plan_detail(&id)).await
     }
 
     /// Records a decision (the store refuses one that cannot apply).
