@@ -1534,6 +1534,39 @@ fn a_run_whose_history_file_was_deleted_meanwhile_says_it_is_not_recorded() {
     assert!(!stderr.contains("see the warning above"), "{stderr}");
 }
 
+/// `sluice serve` whose `history.sqlite` is deleted goes on recording
+/// its runs in the deleted file, where no other process reads them: each
+/// run's end says so, and what to do.
+#[test]
+fn serve_says_when_its_runs_go_to_a_deleted_history_file() {
+    let data = tempfile::tempdir().unwrap();
+    let flows = tempfile::tempdir().unwrap();
+    write(
+        flows.path(),
+        "tick.toml",
+        &flow(
+            "tick",
+            "* * * * * *",
+            &step("echo", r#"{ action = "echo" }"#, ""),
+        ),
+    );
+    let host = Serving::start(data.path(), flows.path(), "10s");
+    wait_for(data.path(), Duration::from_secs(60), |r| !r.is_empty());
+    std::fs::remove_file(sluice_store::path_in(data.path())).unwrap();
+    host.wait_said(
+        "was recorded in a history file that is no longer at",
+        Duration::from_secs(30),
+    );
+    assert!(
+        host.said()
+            .contains("restart sluice serve to use the one there now"),
+        "{}",
+        host.said()
+    );
+    host.signal("TERM");
+    host.exit(Duration::from_secs(30));
+}
+
 /// Closing a terminal often sends SIGHUP twice; the second must not cut
 /// the running item off as a second Ctrl-C does.
 #[test]

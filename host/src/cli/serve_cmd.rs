@@ -132,6 +132,14 @@ impl Host for ServeHost {
         // The run's record first: once the lease is free, another replica
         // may take it, and a write still queued would then be refused.
         self.writer.flush().await;
+        if !self.writer.store().still_in_place() {
+            serve_log::emit(&ServeEvent::Warning {
+                message: format!(
+                    "run {run_id} was recorded in a history file that is no longer at {} (deleted, moved or replaced since this process opened it): no other process reads it; restart sluice serve to use the one there now",
+                    self.writer.store().location()
+                ),
+            });
+        }
         self.replica.end(run_id).await;
     }
 
