@@ -2196,49 +2196,6 @@ async fn readiness_needs_the_store_at_this_binarys_schema() {
     c.stop().await;
 }
 
-/// A TCP relay to `target` that stops passing anything on while `frozen`
-/// is set: a server that keeps its connections and answers nothing (a
-/// stopped PostgreSQL, a dead network path). Its address.
-async fn freezable_relay(
-    target: SocketAddr,
-    frozen: Arc<std::sync::atomic::AtomicBool>,
-) -> SocketAddr {
-    use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
-                continue;
-            };
-            let (client_read, client_write) = client.into_split();
-            let (server_read, server_write) = server.into_split();
-            for (mut from, mut to) in [(client_read, server_write), (server_read, client_write)] {
-                let frozen = frozen.clone();
-                tokio::spawn(async move {
-                    let mut buffer = vec![0u8; 16 * 1024];
-                    loop {
-                        let Ok(n) = from.read(&mut buffer).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        while frozen.load(Ordering::SeqCst) {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        if to.write_all(&buffer[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        }
-    });
-    addr
-}
-
 /// A PostgreSQL that stopped answering held every page and every metrics
 /// scrape for as long as it did (100 s and more): a page gives up after
 /// 10 s and says the history could not be read, and answers again once
@@ -2249,13 +2206,11 @@ async fn pages_give_up_on_a_store_that_does_not_answer() {
         .new_database()
         .await;
     let parsed = url::Url::parse(&url).unwrap();
-    let target: SocketAddr = format!("127.0.0.1:{}", parsed.port().unwrap())
-        .parse()
-        .unwrap();
     let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let relay = freezable_relay(target, frozen.clone()).await;
+    let relay =
+        sluice_store::testing::freezable_relay(parsed.port().unwrap(), frozen.clone()).await;
     let mut through = parsed.clone();
-    through.set_port(Some(relay.port())).unwrap();
+    through.set_port(Some(relay)).unwrap();
     let c = sluice::console::start(
         Options {
             listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap().into(),

@@ -386,49 +386,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    /// A TCP relay to `to` that stops passing bytes once `frozen` is set,
-    /// holding every connection open: a database connection left hanging
-    /// (a network partition), not refused. Its port.
-    async fn freezable_relay(to: u16, frozen: Arc<AtomicBool>) -> u16 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let server = tokio::net::TcpStream::connect(("127.0.0.1", to))
-                    .await
-                    .unwrap();
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                tokio::spawn(pass(cr, sw, frozen.clone()));
-                tokio::spawn(pass(sr, cw, frozen.clone()));
-            }
-        });
-        port
-    }
-
-    async fn pass(
-        mut from: tokio::net::tcp::OwnedReadHalf,
-        mut to: tokio::net::tcp::OwnedWriteHalf,
-        frozen: Arc<AtomicBool>,
-    ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let Ok(n) = from.read(&mut buf).await else {
-                return;
-            };
-            if n == 0 {
-                return;
-            }
-            while frozen.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            if to.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    }
-
     /// A replica whose database connection hangs (not refused) used to
     /// wait on its renewal for as long as the connection stayed open, and
     /// found its lease lost a minute after another replica could have
@@ -441,7 +398,8 @@ mod tests {
             .await;
         let parsed = url::Url::parse(&url).unwrap();
         let frozen = Arc::new(AtomicBool::new(false));
-        let relay = freezable_relay(parsed.port().unwrap(), frozen.clone()).await;
+        let relay =
+            sluice_store::testing::freezable_relay(parsed.port().unwrap(), frozen.clone()).await;
         let mut through = parsed.clone();
         through.set_port(Some(relay)).unwrap();
         let store = Store::open(&through.as_str().parse().unwrap())
