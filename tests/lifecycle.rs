@@ -1548,6 +1548,58 @@ async fn a_rejected_leaver_who_returns_is_closed_and_the_ledger_keeps_it() {
     );
 }
 
+/// A rejection stands while the person is a leaver, also through a run
+/// that does not count them as one: a run without the `managed_domains`
+/// that made them leavers, or with a longer `leaver_grace`. Such a run
+/// used to close the rejected item as no longer needed, and the next run
+/// took the person for a new leaver: deactivated without approval under
+/// `max_unapproved_deactivations`, though an admin had said to keep them.
+#[tokio::test]
+async fn a_rejection_stands_through_runs_that_do_not_count_the_leaver() {
+    const D1: &str = "d1@contoso.com";
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3]), (CY, &[E3])],
+        unlicensed: &[D1],
+        missing: &[],
+    })
+    .await;
+    let domain = ["--param", r#"managed_domains=["contoso.com"]"#];
+    let room = ["--param", "max_unapproved_deactivations=5"];
+    let both = [domain[0], domain[1], room[0], room[1]];
+    // The first run finds D1 leaving and holds her; an admin keeps her.
+    t.run_ok(&both).await;
+    let (id, _) = t.plans().await[0].clone();
+    t.decide("reject", &id, &[D1]).await;
+    // A run without the domains, then one with them and room to spare.
+    let (run, requests) = t.run_ok(&[]).await;
+    assert_eq!(leavers(&run), map(&[(D1, "no license group")]));
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert_eq!(t.items(&id).await, map(&[(D1, "rejected")]));
+    let (_, requests) = t.run_ok(&both).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert_eq!(t.items(&id).await, map(&[(D1, "rejected")]));
+    assert!(t.active(D1));
+    // Cy leaves and waits (every deactivation waits by default); kept too.
+    t.leave_group(CY, E3);
+    t.run_ok(&[]).await;
+    assert_eq!(
+        t.items(&id).await,
+        map(&[(CY, "pending"), (D1, "rejected")])
+    );
+    t.decide("reject", &id, &[CY]).await;
+    // A run whose grace would put Cy back in it, then one with room.
+    let (run, requests) = t.run_ok(&["--param", r#"leaver_grace="1h""#]).await;
+    assert!(leavers(&run).contains_key(CY), "{:?}", leavers(&run));
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    let (_, requests) = t.run_ok(&room).await;
+    assert_eq!(writes(&requests), Vec::<String>::new());
+    assert_eq!(
+        t.items(&id).await,
+        map(&[(CY, "rejected"), (D1, "rejected")])
+    );
+    assert!(t.active(CY) && t.active(D1));
+}
+
 /// A key's ledger as `(step, what, who or why)`: an item's status, a
 /// decision and who made it, a closing and its detail.
 async fn story(t: &Tenant, key: &str) -> Vec<(String, String, String)> {

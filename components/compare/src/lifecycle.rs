@@ -521,7 +521,12 @@ impl<'a, 'w> Run<'a, 'w> {
         }
         self.returners(users, list, out)?;
         self.owed = self.owed_now(users);
-        self.leavers(users, list, out)?;
+        // A run that matched no license group checked nobody: it lists no
+        // leaver and starts or drops no grace clock (its deactivate step
+        // does not run either).
+        if self.policy.license_groups != Some(0) {
+            self.leavers(users, list, out)?;
+        }
         self.owed_projects(users, out);
         self.known_as(users, out);
         self.guard(out)?;
@@ -632,10 +637,12 @@ impl<'a, 'w> Run<'a, 'w> {
                 }
             }
         }
+        let still_rejected = self.still_rejected(users, &managed, &in_domains);
         let wanted = managed
             .iter()
             .map(|(_, i)| *i)
             .chain(in_domains.iter().copied())
+            .chain(still_rejected.iter().map(|(_, i)| *i))
             .chain(self.known_as.iter().map(|(_, i)| *i))
             .chain(self.owed.iter().map(|(_, i, _)| *i))
             .chain(self.owed_created.iter().map(|(_, _, i)| *i))
@@ -677,8 +684,12 @@ impl<'a, 'w> Run<'a, 'w> {
                 let candidate = Candidate::Domain { procore_id, clock };
                 candidates.push((key.into_string(), candidate, found));
             }
-            candidates.sort_by(|a, b| a.0.cmp(&b.0));
         }
+        for (key, i) in still_rejected {
+            let procore_id = users.get(i).id.clone();
+            candidates.push((key, Candidate::Rejected { procore_id }, details(i)));
+        }
+        candidates.sort_by(|a, b| a.0.cmp(&b.0));
         let mut timed: HashSet<String> = HashSet::new();
         for (key, candidate, user) in candidates {
             if let Candidate::Domain { .. } = candidate {
@@ -687,6 +698,45 @@ impl<'a, 'w> Run<'a, 'w> {
             self.leaver(out, key, candidate, &user)?;
         }
         self.drop_clocks(&timed)
+    }
+
+    /// The users of keys an admin rejected whom this run would not list
+    /// as leavers though they still are: active, holding no license, and
+    /// not managed by this run (a run without the `managed_domains` that
+    /// made them leavers). Listed all the same, the deactivate step's gate
+    /// holds them as rejected: a rejection stands until the person holds
+    /// a license again or is inactive or gone in Procore, not until one
+    /// run happens to leave them out, after which a later run would take
+    /// them for a new leaver, under `max_unapproved_deactivations`.
+    fn still_rejected(
+        &self,
+        users: &Users,
+        managed: &[(&Record, u32)],
+        in_domains: &[u32],
+    ) -> Vec<(String, u32)> {
+        let listed: HashSet<u32> = managed
+            .iter()
+            .map(|(_, i)| *i)
+            .chain(in_domains.iter().copied())
+            .collect();
+        let mut keys: Vec<&Key> = self.policy.rejected.iter().collect();
+        keys.sort();
+        let mut found: Vec<(String, u32)> = Vec::new();
+        for key in keys {
+            let Some(i) = users.unseen_key(key.as_str()) else {
+                continue;
+            };
+            let user = users.get(i);
+            // A repeated id counts once, as its last user.
+            let last = users.by_id(IdKey::of(&user.id)) == Some(i);
+            // `matched`: a license holder has its other key (login or
+            // email address): that holder's account, no leaver.
+            let leaving = user.active && !user.held && !user.matched;
+            if leaving && last && !listed.contains(&i) && found.iter().all(|(_, j)| *j != i) {
+                found.push((key.as_str().to_string(), i));
+            }
+        }
+        found
     }
 
     /// The license holders known in Procore under another key, with the
@@ -814,6 +864,20 @@ impl<'a, 'w> Run<'a, 'w> {
             Candidate::Domain { procore_id, clock } => {
                 (procore_id.clone(), clock.map(|c| c.since.as_ref()))
             }
+            // Held as rejected whatever its grace: nothing to count or keep.
+            Candidate::Rejected { procore_id } => {
+                out.leavers.push(Leaver {
+                    key,
+                    procore_id: procore_id.clone(),
+                    name: procore_name(user),
+                    email: user.email_address.clone(),
+                    login: user.login.clone(),
+                    reason,
+                    inactive: false,
+                    entra_id: None,
+                });
+                return Ok(());
+            }
         };
         // Its deactivation was sent already (approved, past any grace):
         // the grace is not counted again, even from a record the step
@@ -875,6 +939,7 @@ impl<'a, 'w> Run<'a, 'w> {
                     (self.write)(Write::Managed(key.clone(), whole))?;
                     since
                 }
+                (Candidate::Rejected { .. }, _) => unreachable!("listed above"),
                 (Candidate::Domain { clock, .. }, since) => {
                     // A legacy clock moves out of `managed/`, keeping its start.
                     let legacy = clock.is_some_and(|c| c.legacy);
@@ -900,7 +965,11 @@ impl<'a, 'w> Run<'a, 'w> {
                 self.drop_pending = true;
             }
             self.latest_leaving = self.latest_leaving.max(Some(since));
-            if waited < self.policy.grace {
+            // In their grace (a run with a longer `leaver_grace` than the
+            // one that found them): listed all the same when an admin
+            // rejected their deactivation, so the gate holds the rejection
+            // rather than close it as no longer needed.
+            if waited < self.policy.grace && !self.rejected(&key) {
                 out.leaving.push(Leaving {
                     key,
                     procore_id,
@@ -1144,6 +1213,9 @@ enum Candidate<'a> {
         procore_id: Id,
         clock: Option<&'a Clock>,
     },
+    /// A user whose deactivation an admin rejected, whom this run does
+    /// not manage ([`Run::still_rejected`]).
+    Rejected { procore_id: Id },
 }
 
 /// The `known_as` entry of `person` (key `key`), whose Procore user
@@ -2059,6 +2131,85 @@ mod tests {
         assert!(managed_writes(&writes).is_empty());
     }
 
+    /// A rejection stands while the person is a leaver: a run that would
+    /// not list them (without the `managed_domains` that made them one, or
+    /// with a longer grace) lists them all the same, for the gate to hold
+    /// as rejected rather than close, after which a later run would take
+    /// them for a new leaver (and deactivate them under
+    /// `max_unapproved_deactivations`). It ends when they hold a license
+    /// again, or are inactive in Procore.
+    #[test]
+    fn a_rejected_leaver_stays_listed_while_still_a_leaver() {
+        let users = [user(2, "old@corp.com", true), user(3, "b@x.com", true)];
+        let k = known(&[("b@x.com", managed(3, Status::Active))]);
+        let mut p = policy();
+        p.rejected = [Key::of("old@corp.com").unwrap()].into();
+        // No `managed_domains`: listed, nothing written for them.
+        let (diff, writes) = run(&[person("b@x.com", true)], &users, &k, &p);
+        let keys: Vec<&str> = diff.leavers.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["old@corp.com"]);
+        assert_eq!(diff.leavers[0].procore_id, Id::Number(2));
+        assert_eq!(diff.counts.leavers, 1);
+        assert!(clock_writes(&writes).is_empty() && managed_writes(&writes).is_empty());
+        // Named by the domains too: listed once.
+        p.domains = vec!["corp.com".into()];
+        let (diff, _) = run(&[person("b@x.com", true)], &users, &k, &p);
+        assert_eq!(diff.leavers.len(), 1);
+        p.domains.clear();
+        // Not a leaver any more: holding a license (under either key),
+        // or inactive.
+        let (diff, _) = run(
+            &[person("b@x.com", true), person("old@corp.com", true)],
+            &users,
+            &k,
+            &p,
+        );
+        assert!(diff.leavers.is_empty(), "holds a license");
+        let mut two_keys = user(2, "old@corp.com", true);
+        two_keys.email_address = Some("new@x.com".into());
+        let (diff, _) = run(
+            &[person("b@x.com", true), person("new@x.com", true)],
+            &[two_keys, users[1].clone()],
+            &k,
+            &p,
+        );
+        assert!(
+            diff.leavers.is_empty(),
+            "holds a license under its email address"
+        );
+        let inactive = [user(2, "old@corp.com", false), users[1].clone()];
+        let (diff, _) = run(&[person("b@x.com", true)], &inactive, &k, &p);
+        assert!(diff.leavers.is_empty(), "inactive");
+        // Someone no admin rejected, and whom the flow does not manage,
+        // is never listed.
+        p.rejected.clear();
+        let (diff, _) = run(&[person("b@x.com", true)], &users, &k, &p);
+        assert!(diff.leavers.is_empty());
+    }
+
+    /// A managed leaver an admin rejected stays listed (as rejected) in a
+    /// run whose longer grace would put them back in their grace.
+    #[test]
+    fn a_rejected_leaver_in_a_longer_grace_stays_listed() {
+        let mut record = managed(1, Status::Active);
+        record.leaving_since = Some("2026-03-01T11:00:00Z".into());
+        let k = known(&[("a@x.com", record)]);
+        let users = [user(1, "a@x.com", true)];
+        let mut p = policy();
+        p.grace = Duration::from_secs(24 * 3600);
+        let (diff, _) = run(&[], &users, &k, &p);
+        assert_eq!(diff.leaving.len(), 1, "in their grace, nobody rejected");
+        assert!(diff.leavers.is_empty());
+        p.rejected = [Key::of("a@x.com").unwrap()].into();
+        let (diff, writes) = run(&[], &users, &k, &p);
+        assert!(diff.leaving.is_empty());
+        assert_eq!(diff.leavers.len(), 1, "held as rejected by the gate");
+        assert!(
+            managed_writes(&writes).is_empty(),
+            "the record's start is kept"
+        );
+    }
+
     #[test]
     fn a_domain_record_an_older_version_kept_for_a_leaver_does_not_manage_them() {
         // What versions before `domain-leaving/` wrote for an unlicensed
@@ -2154,8 +2305,14 @@ mod tests {
         assert!(diff.guard.reason.contains("no license group"));
         assert_eq!(diff.guard.kind, Some(GuardKind::NoLicenseGroup));
         assert!(!diff.guard.deactivate, "the deactivate step does not run");
-        assert_eq!(diff.leavers.len(), 1, "listed, to wait for an admin");
-        assert!(!writes.iter().any(|w| matches!(w, Write::Holders(_))));
+        // Nobody was checked: nobody is a leaver, and no grace starts.
+        assert!(diff.leavers.is_empty() && diff.leaving.is_empty());
+        assert!(writes.is_empty(), "{writes:?}");
+        let mut domains = p.clone();
+        domains.domains = vec!["x.com".into()];
+        let (diff, writes) = run(&[], &[user(2, "d@x.com", true)], &k, &domains);
+        assert!(diff.leavers.is_empty() && diff.leaving.is_empty());
+        assert!(writes.is_empty(), "no clock started or dropped: {writes:?}");
 
         let people: Vec<Person> = (0..4)
             .map(|i| person(&format!("p{i}@x.com"), true))
