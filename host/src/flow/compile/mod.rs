@@ -332,6 +332,25 @@ mod tests {
         assert!(!got.iter().any(|p| p.contains("bytes long")), "{got:?}");
     }
 
+    /// Two steps writing one artifact file: the later file replaced the
+    /// earlier without a word, and the run reported the same path twice.
+    #[test]
+    fn two_steps_may_not_write_the_same_artifact() {
+        let step = |id: &str, file: &str| {
+            format!(
+                "[[step]]\nid = \"{id}\"\nuses = \"plain\"\nartifacts = {{ \"{file}\" = \"out\" }}\n"
+            )
+        };
+        let got = problems(&flow(&(step("a", "r.html") + &step("b", "r.html"))));
+        assert_eq!(
+            got,
+            ["12:15 artifact `r.html` is written by an earlier step too"],
+            "{got:?}"
+        );
+        let apart = step("a", "r.html") + &step("b", "s.html");
+        assert_eq!(problems(&flow(&apart)), Vec::<String>::new());
+    }
+
     #[test]
     fn a_step_with_a_wrong_key_is_still_known_to_later_steps() {
         for wrong in [

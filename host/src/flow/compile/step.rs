@@ -60,6 +60,9 @@ impl Compiler<'_, '_> {
             .collect();
         let mut steps = Vec::new();
         let mut seen: HashMap<String, Range<usize>> = HashMap::new();
+        // Each artifact's file name, where a step first writes it: a
+        // second step writing the same file would replace the first's.
+        let mut artifact_files: HashMap<String, Range<usize>> = HashMap::new();
         let mut shapes: BTreeMap<String, StepShape> = BTreeMap::new();
         for (index, step) in authored.steps.iter().enumerate() {
             let earlier: HashSet<&str> = seen.keys().map(String::as_str).collect();
@@ -78,6 +81,7 @@ impl Compiler<'_, '_> {
             };
             let (compiled, shape) = self.step(step.get_ref(), &name, &context);
             steps.extend(compiled);
+            self.one_writer_per_artifact(&step.get_ref().fields, &mut artifact_files);
             let Some(id) = &step.get_ref().id else {
                 continue;
             };
@@ -483,6 +487,37 @@ impl Compiler<'_, '_> {
                 }
             }
             Ok(None) => {}
+        }
+    }
+
+    /// Refuses an artifact file an earlier step writes too (`first`: each
+    /// name's first writer): the run would keep only the later one's file
+    /// and report the same path twice.
+    fn one_writer_per_artifact(
+        &mut self,
+        f: &StepFields,
+        first: &mut HashMap<String, Range<usize>>,
+    ) {
+        for (file, _) in &f.artifacts {
+            let name = file.get_ref();
+            if name.contains("${") {
+                continue;
+            }
+            match first.get(name) {
+                Some(earlier) => {
+                    let (line, _) = self.source.line_col(earlier.start);
+                    self.error(
+                        file.span(),
+                        format!("artifact `{name}` is written by an earlier step too"),
+                        format!(
+                            "it is first written on line {line}, and one step's file would replace the other's; give each artifact its own file name"
+                        ),
+                    );
+                }
+                None => {
+                    first.insert(name.clone(), file.span());
+                }
+            }
         }
     }
 
