@@ -98,8 +98,8 @@ fn ok_api(seen: &Seen) -> Reply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_token_serves_many_requests_and_never_reaches_the_component() {
     let server = TestServer::start(|seen, _| match seen.path.as_str() {
-        "/token" => token_reply("tok-1", 3600),
-        _ if seen.header("authorization") == Some("Bearer tok-1") => ok_api(seen),
+        "/token" => token_reply("access-tok-1", 3600),
+        _ if seen.header("authorization") == Some("Bearer access-tok-1") => ok_api(seen),
         _ => json_reply(401, json!({"error": "no token"})),
     })
     .await;
@@ -117,7 +117,7 @@ async fn one_token_serves_many_requests_and_never_reaches_the_component() {
     let text = events.text();
     assert_eq!(outcome.outputs["call"]["ok"], json!(20), "{text}");
     assert!(
-        !text.contains("tok-1") && !text.contains(SECRET),
+        !text.contains("access-tok-1") && !text.contains(SECRET),
         "a secret leaked into the events"
     );
 }
@@ -128,8 +128,8 @@ async fn a_401_gets_exactly_one_fresh_token_for_the_requests_it_refused() {
     let server = TestServer::start(|seen, earlier| {
         let tokens = earlier.iter().filter(|s| s.path == "/token").count();
         match seen.path.as_str() {
-            "/token" => token_reply(&format!("tok-{}", tokens + 1), 3600),
-            _ if seen.header("authorization") == Some("Bearer tok-1") => {
+            "/token" => token_reply(&format!("access-tok-{}", tokens + 1), 3600),
+            _ if seen.header("authorization") == Some("Bearer access-tok-1") => {
                 json_reply(401, json!({"error": "expired"}))
             }
             _ => ok_api(seen),
@@ -151,10 +151,13 @@ async fn a_401_gets_exactly_one_fresh_token_for_the_requests_it_refused() {
     // Each request that carried the first token was refused and sent again
     // with the second (how many went out before the first 401 came back
     // is up to the scheduler); every item ended with the second.
-    let refused = api.iter().filter(|a| *a == "Bearer tok-1").count();
+    let refused = api.iter().filter(|a| *a == "Bearer access-tok-1").count();
     assert!(refused >= 1, "{api:?}");
     assert_eq!(api.len(), 3 + refused, "{api:?}");
-    assert_eq!(api.iter().filter(|a| *a == "Bearer tok-2").count(), 3);
+    assert_eq!(
+        api.iter().filter(|a| *a == "Bearer access-tok-2").count(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +195,7 @@ async fn retry_after_is_honoured_before_the_next_request() {
     let server = TestServer::start(|seen, earlier| {
         let api_calls = earlier.iter().filter(|s| s.path != "/token").count();
         match seen.path.as_str() {
-            "/token" => token_reply("t", 3600),
+            "/token" => token_reply("token-t1", 3600),
             _ if api_calls == 0 => (
                 429,
                 vec![("retry-after".into(), "1.5".into())],
@@ -250,7 +253,7 @@ async fn budget_server(
     let (w, r) = (windows.clone(), refused.clone());
     let server = TestServer::start(move |seen, _| {
         if seen.path == "/token" {
-            return token_reply("t", 3600);
+            return token_reply("token-t1", 3600);
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -379,7 +382,7 @@ async fn a_failing_get_is_retried_but_a_post_is_not_unless_idempotent() {
             .filter(|s| s.path == seen.path && s.method == seen.method)
             .count();
         match seen.path.as_str() {
-            "/token" => token_reply("t", 3600),
+            "/token" => token_reply("token-t1", 3600),
             _ if same == 0 => (503, vec![], "unavailable".into()),
             _ => ok_api(seen),
         }
@@ -396,7 +399,7 @@ async fn a_failing_get_is_retried_but_a_post_is_not_unless_idempotent() {
     let server = TestServer::start(|seen, earlier| {
         let same = earlier.iter().filter(|s| s.path == seen.path).count();
         match seen.path.as_str() {
-            "/token" => token_reply("t", 3600),
+            "/token" => token_reply("token-t1", 3600),
             _ if same == 0 => (500, vec![], "boom".into()),
             _ => json_reply(201, json!({"created": true})),
         }
@@ -445,7 +448,7 @@ async fn a_write_marked_retry_when_not_acted_goes_again_only_when_the_service_di
         let first = !earlier.iter().any(|s| s.path == seen.path);
         let status = seen.path.rsplit('/').nth(1).and_then(|s| s.parse().ok());
         match (seen.path.as_str(), status) {
-            ("/token", _) => token_reply("t", 3600),
+            ("/token", _) => token_reply("token-t1", 3600),
             (_, Some(status)) if first => (status, vec![], "no".into()),
             _ => json_reply(202, json!({})),
         }
@@ -502,7 +505,7 @@ with = {{ action = "post", connection = "api", url = "things" {extra} }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_reads_but_never_writes() {
     let server = TestServer::start(|seen, _| match seen.path.as_str() {
-        "/token" => token_reply("t", 3600),
+        "/token" => token_reply("token-t1", 3600),
         _ => ok_api(seen),
     })
     .await;
@@ -535,7 +538,7 @@ async fn a_dry_run_reads_but_never_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_over_the_size_cap_is_refused() {
     let server = TestServer::start(|seen, _| match seen.path.as_str() {
-        "/token" => token_reply("t", 3600),
+        "/token" => token_reply("token-t1", 3600),
         _ => (200, vec![], "x".repeat(4096)),
     })
     .await;
@@ -633,7 +636,7 @@ retry = { max_attempts = 2, base_delay = "50ms", max_delay = "100ms" }"#,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_timed_out_by_a_silent_service_names_the_request_it_waited_on() {
     let tokens = TestServer::start(|seen, _| match seen.path.as_str() {
-        "/token" => token_reply("tok", 3600),
+        "/token" => token_reply("token-tok", 3600),
         _ => json_reply(404, json!({})),
     })
     .await;
@@ -812,7 +815,7 @@ async fn a_token_endpoint_that_fails_briefly_is_retried_honouring_retry_after() 
                 "down for maintenance".into(),
             ),
             ("/token", 1) => json_reply(429, json!({"error": "too_many_requests"})),
-            ("/token", _) => token_reply("tok", 3600),
+            ("/token", _) => token_reply("token-tok", 3600),
             _ => ok_api(seen),
         }
     })
@@ -872,7 +875,7 @@ async fn a_token_endpoint_that_stays_unavailable_is_not_called_a_rejection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_on_a_write_that_is_not_retried_still_holds_the_connection() {
     let server = TestServer::start(|seen, _| match (seen.method.as_str(), seen.path.as_str()) {
-        ("POST", "/token") => token_reply("t", 3600),
+        ("POST", "/token") => token_reply("token-t1", 3600),
         ("POST", _) => (503, vec![("retry-after".into(), "1".into())], "busy".into()),
         _ => ok_api(seen),
     })
@@ -957,7 +960,7 @@ async fn an_expired_token_is_refreshed_within_the_run() {
                 use axum::response::IntoResponse;
                 if uri.path() == "/token" {
                     let n = tokens.fetch_add(1, Ordering::SeqCst) + 1;
-                    let token = json!({"access_token": format!("tok-{n}"), "token_type": "bearer", "expires_in": 30});
+                    let token = json!({"access_token": format!("access-tok-{n}"), "token_type": "bearer", "expires_in": 30});
                     return axum::Json(token).into_response();
                 }
                 let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
@@ -987,7 +990,11 @@ async fn an_expired_token_is_refreshed_within_the_run() {
     assert_eq!(tokens.load(Ordering::SeqCst), 3, "{}", events.text());
     assert_eq!(
         *used.lock().unwrap(),
-        ["Bearer tok-1", "Bearer tok-2", "Bearer tok-3"]
+        [
+            "Bearer access-tok-1",
+            "Bearer access-tok-2",
+            "Bearer access-tok-3"
+        ]
     );
 }
 
@@ -1008,10 +1015,10 @@ async fn a_burst_of_401s_triggers_exactly_one_new_token() {
             use axum::response::IntoResponse;
             if uri.path() == "/token" {
                 let n = tokens.fetch_add(1, Ordering::SeqCst) + 1;
-                return axum::Json(json!({"access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": 3600})).into_response();
+                return axum::Json(json!({"access_token": format!("access-tok-{n}"), "token_type": "Bearer", "expires_in": 3600})).into_response();
             }
             let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-            if auth == "Bearer tok-1" {
+            if auth == "Bearer access-tok-1" {
                 let all_there = tokio::time::timeout(Duration::from_secs(30), barrier.wait()).await.is_ok();
                 refused.fetch_add(1, Ordering::SeqCst);
                 let status = if all_there { 401 } else { 500 };
@@ -1055,7 +1062,7 @@ async fn retries_throttling_and_time_waited_are_counted() {
     let server = TestServer::start(|seen, earlier| {
         let api = earlier.iter().filter(|s| s.path != "/token").count();
         match (seen.path.as_str(), api) {
-            ("/token", _) => token_reply("t", 3600),
+            ("/token", _) => token_reply("token-t1", 3600),
             (_, 0) => (503, vec![], "unavailable".into()),
             (_, 1) => (
                 429,

@@ -358,6 +358,16 @@ impl TokenSource {
                 "token type `{kind}` is not supported; expected bearer"
             )));
         }
+        // A token this short would match ordinary text, so it is not
+        // searched for in what a component receives: a service echoing it
+        // would hand it over.
+        let length = parsed.access_token.chars().count();
+        if length < crate::redact::MIN_SECRET_LEN {
+            return Err(bad(format!(
+                "the access token is {length} characters long, too short to be kept out of what components receive and of every output (at least {}); it is not used; check the connection's token_url",
+                crate::redact::MIN_SECRET_LEN
+            )));
+        }
         self.redactor.add(parsed.access_token.clone());
         let lifetime = lifetime(parsed.expires_in.as_ref());
         // Refresh a minute early, or at 90% of a short lifetime.
@@ -628,6 +638,39 @@ mod tests {
             "{e}"
         );
         assert_eq!(hits.load(Ordering::SeqCst) - before, 3);
+    }
+
+    /// A token too short to search for in responses is refused, never
+    /// sent: a service that echoed it would hand it to the component.
+    #[tokio::test]
+    async fn an_access_token_too_short_to_redact_is_not_used() {
+        let app = axum::Router::new().fallback(|| async {
+            axum::Json(json!({"access_token": "abc", "token_type": "bearer", "expires_in": 3600}))
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let token_url =
+            Url::parse(&format!("http://{}/token", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let source = TokenSource::new(
+            Auth::OAuth2ClientCredentials {
+                token_url,
+                client_id: "app".into(),
+                client_secret: Secret::new("the-client-secret".into()),
+                scope: None,
+            },
+            Redactor::default(),
+            Duration::from_secs(10),
+            RetryPolicy::default(),
+        );
+        let http = crate::connections::http_client().unwrap();
+        let e = source.authorization(&http).await.unwrap_err();
+        assert!(matches!(e, AuthError::BadResponse { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("the access token is 3 characters long"),
+            "{text}"
+        );
+        assert!(!text.contains("abc"), "{text}");
     }
 
     #[test]
