@@ -194,6 +194,24 @@ async fn invalid_json_output_is_refused() {
     expect_contained(r#"{ action = "bad-json" }"#, &["output is not valid JSON"]).await;
 }
 
+/// JSON that a `Value` cannot hold (a number out of range, a lone
+/// surrogate) fails its own step: accepted, it was read as `null`, `0` or
+/// empty by every later reader, a `when` skipped steps on it and the run
+/// succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_a_value_cannot_hold_is_refused() {
+    expect_contained(
+        r#"{ action = "raw", raw = '{"n": 1e400}' }"#,
+        &["output is not valid JSON", "number out of range"],
+    )
+    .await;
+    expect_contained(
+        r#"{ action = "raw", raw = '{"s": "caf\ud800e"}' }"#,
+        &["output is not valid JSON", "hex escape"],
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_not_granted_is_a_sandbox_violation() {
     expect_contained(

@@ -350,8 +350,18 @@ impl StepOutput {
         let _ = self.0.fits.set(schema.clone());
     }
 
-    /// `text` when it is one valid JSON value; the error says why not.
+    /// `text` when it is one valid JSON value, as a `Value` reads it: a
+    /// number out of range or a lone surrogate is refused here, where its
+    /// step fails naming it, rather than read as `null` by every later
+    /// reader (a `when` skipping a step on it, a later step blamed for
+    /// it). The error says why not.
     pub fn parse(text: String) -> Result<StepOutput, serde_json::Error> {
+        crate::state::json::check(&text)?;
+        Self::indexed(text)
+    }
+
+    /// `text`, known to be valid JSON, with its top-level fields found.
+    fn indexed(text: String) -> Result<StepOutput, serde_json::Error> {
         let len = Json::parse(&text)?.text().len();
         // Whitespace around the value (JSON's is ASCII) is not kept.
         let text = if len == text.len() {
@@ -388,7 +398,7 @@ impl StepOutput {
     /// The output of a value the host made (a `for_each` step's).
     pub fn of(value: &Value) -> StepOutput {
         // A `Value` always serialises, and its text always parses.
-        StepOutput::parse(value.to_string()).unwrap_or_else(|_| StepOutput::null())
+        StepOutput::indexed(value.to_string()).unwrap_or_else(|_| StepOutput::null())
     }
 
     /// `null`: the output of a step that was skipped or failed under

@@ -53,8 +53,15 @@ pub fn parse_value(text: &str) -> Result<Json, Refused> {
     if text.len() > MAX_VALUE_BYTES {
         return Err(Refused::LargeValue(text.len()));
     }
-    serde_json::from_str::<Checked>(text).map_err(|e| Refused::NotJson(e.to_string()))?;
+    check(text).map_err(|e| Refused::NotJson(e.to_string()))?;
     Ok(Json(compact(text).into_boxed_str()))
+}
+
+/// Whether `text` is one JSON document as parsing it into a `Value` reads
+/// it (escapes and surrogates, number ranges, nesting depth), without
+/// building the tree.
+pub fn check(text: &str) -> Result<(), serde_json::Error> {
+    serde_json::from_str::<Checked>(text).map(|_| ())
 }
 
 /// `text`, a JSON document, without the whitespace between its tokens.

@@ -29,7 +29,7 @@
 
 mod call;
 mod durable;
-mod json;
+pub(crate) mod json;
 mod memory;
 pub mod queue;
 pub mod snapshot;
