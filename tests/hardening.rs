@@ -103,6 +103,54 @@ async fn a_service_that_echoes_credentials_never_hands_them_to_the_component() {
     assert!(said, "the run's log says so: {}", events.text());
 }
 
+/// A service answering in UTF-16 (`charset=utf-16le`, or big-endian)
+/// echoes the token with a NUL byte beside each character: removed all the
+/// same before the component sees the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_echoes_credentials_in_utf16_never_hands_them_over() {
+    let server = TestServer::start(|seen, _| match seen.path.as_str() {
+        "/token" => token_reply(TOKEN, 3600),
+        path => {
+            let auth = seen.header("authorization").unwrap_or("").to_string();
+            let text = json!({ "echo": auth, "token": TOKEN }).to_string();
+            let big = path.ends_with("be");
+            let units = text.encode_utf16().flat_map(|u| {
+                if big {
+                    u.to_be_bytes()
+                } else {
+                    u.to_le_bytes()
+                }
+            });
+            // ASCII in UTF-16 is ASCII bytes and NULs: valid UTF-8 too.
+            let body = String::from_utf8(units.collect()).unwrap();
+            let charset = if big { "utf-16be" } else { "utf-16le" };
+            (
+                200,
+                vec![(
+                    "content-type".into(),
+                    format!("application/json; charset={charset}"),
+                )],
+                body,
+            )
+        }
+    })
+    .await;
+    for path in ["echo16le", "echo16be"] {
+        let dir = tempfile::tempdir().unwrap();
+        let flow_file = write_flow(dir.path(), "flow.toml", &one_get(&server, path));
+        let flow = load(&flow_file, &[("API_SECRET", CLIENT_SECRET)]);
+        let runner = runner(EngineConfig::default());
+        let (outcome, events) = run(&runner, &flow, dir.path(), false).await;
+        assert_eq!(outcome.status, Status::Succeeded, "{}", events.text());
+        let body = outcome.outputs["call"]["body"]
+            .as_str()
+            .unwrap()
+            .replace('\0', "");
+        assert!(!body.contains(TOKEN), "{path}: the component saw {body}");
+        assert!(body.contains("[redacted]"), "{path}: {body}");
+    }
+}
+
 /// A path, the headers and the bytes a [`fixed_server`] answers it with.
 type Route = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
 

@@ -13,7 +13,8 @@
 //! Pages and templates escape it for HTML (`&` as `&amp;`), Go's JSON
 //! escapes only `<`, `>` and `&` (as `\u003c`), a URL quoted inside
 //! another URL is percent-encoded twice (`%7E` as `%257E`), and a dump of
-//! bytes writes it in hex: those are forms too.
+//! bytes writes it in hex, and a service answering in UTF-16 puts a NUL
+//! byte beside each of its characters: those are forms too.
 //!
 //! Base64 of a secret inside a longer base64 text depends on where the
 //! secret starts within a 3-byte group; the characters that encode only
@@ -83,6 +84,14 @@ pub fn forms(secret: &str) -> Vec<String> {
     }
     for b64 in base64_forms(secret.as_bytes()) {
         push(b64);
+    }
+    // UTF-16, little- and big-endian, as a service answering in it (its
+    // `charset=utf-16`, a Windows tool's dump) quotes an ASCII secret:
+    // each character beside a NUL byte. (The replacement is ten bytes, so
+    // the text's 2-byte units stay aligned.)
+    if secret.is_ascii() {
+        push(secret.chars().flat_map(|c| [c, '\0']).collect());
+        push(secret.chars().flat_map(|c| ['\0', c]).collect());
     }
     // Each spelling with a `\` or `"` in it, as it stands inside a JSON
     // string: a JSON service that echoes `tok\/en` writes `"tok\\/en"`,
@@ -380,6 +389,28 @@ mod tests {
         // The shipped flow's secrets and tokens still fit the packed
         // searcher (see `Matcher`): few forms each.
         assert!(all.len() <= 20, "{}: {all:?}", all.len());
+    }
+
+    /// A service that answers in UTF-16 (`charset=utf-16`) echoes a
+    /// secret with a NUL byte beside each character: found in either byte
+    /// order, with or without a byte order mark.
+    #[test]
+    fn a_secret_in_utf16_is_a_form() {
+        let secret = "Bearer SuperSecretTok3n99";
+        let all = forms(secret);
+        let body = format!("{{\"a\":\"{secret}\"}}");
+        let little: Vec<u8> = body.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let big: Vec<u8> = body.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        for encoded in [little, big] {
+            let found = all
+                .iter()
+                .any(|f| encoded.windows(f.len()).any(|w| w == f.as_bytes()));
+            assert!(found, "{encoded:?}");
+        }
+        assert!(
+            forms("Zoë-secret-1").iter().all(|f| !f.contains('\0')),
+            "ASCII only"
+        );
     }
 
     #[test]
