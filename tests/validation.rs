@@ -260,6 +260,44 @@ fn the_shipped_flows_durations_are_checked_before_anything_runs() {
     refused("full_sync_every", "graph-group-members", "", &stderr);
 }
 
+/// A `managed_domains` entry that can match nobody (blank, a wildcard, a
+/// suffix) is refused before anything runs: it used to turn the domain's
+/// management off without a word.
+#[test]
+fn the_shipped_flows_managed_domains_are_whole_domains() {
+    let text = std::fs::read_to_string(shipped_flows().join("procore-license-sync.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let check = |domains: &str| {
+        let changed = text.replace(
+            "\nmanaged_domains = []\n",
+            &format!("\nmanaged_domains = {domains}\n"),
+        );
+        assert_ne!(changed, text);
+        std::fs::write(dir.path().join("f.toml"), changed).unwrap();
+        validate(dir.path(), "f.toml", &[])
+    };
+    for (domains, bad) in [
+        (r#"["*"]"#, "*"),
+        (r#"["contoso.com", ""]"#, ""),
+        (r#"[".com"]"#, ".com"),
+    ] {
+        let (code, _, stderr) = check(domains);
+        assert_eq!(code, 2, "{domains}: {stderr}");
+        let at = if bad.is_empty() { 1 } else { 0 };
+        assert!(
+            stderr.contains(&format!(
+                "`with.managed_domains.{at}` = {bad:?} is not in the form `compare` takes"
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains("no wildcard, no leading dot"), "{stderr}");
+    }
+    for domains in [r#"["contoso.com"]"#, r#"["@Contoso.COM", "bücher.de"]"#] {
+        let (code, _, stderr) = check(domains);
+        assert_eq!(code, 0, "{domains}: {stderr}");
+    }
+}
+
 #[test]
 fn validate_env_binds_the_shipped_flow_to_its_environment() {
     let flows = shipped_flows();

@@ -41,6 +41,12 @@ use crate::lifecycle::{self, Known, Policy, Run, Same, Write};
 use crate::output::Written;
 use crate::users::{self, Found, Rules, Users};
 
+/// A `managed_domains` entry: a whole domain of two labels or more,
+/// optionally after `@`. An entry that is blank, a wildcard (`*`) or a
+/// suffix (`.com`) matched nobody without a word, and quietly turned the
+/// domain's management off.
+pub const DOMAIN_PATTERN: &str = r"^\s*@?[^\s@*./\\]+(\.[^\s@*./\\]+)+\s*$";
+
 /// The people and the Procore users to match, and the lifecycle settings.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -76,8 +82,11 @@ pub struct Input {
     #[serde(default)]
     pub gone: Vec<String>,
     /// Every active Procore user whose login is in one of these domains is
-    /// managed (deactivated when it holds no license).
+    /// managed (deactivated when it holds no license): whole domains such
+    /// as `contoso.com` (or `@contoso.com`), matched exactly and ignoring
+    /// case; no wildcard, no leading dot, no blank entry.
     #[serde(default)]
+    #[schemars(inner(regex(pattern = DOMAIN_PATTERN)))]
     pub managed_domains: Vec<String>,
     /// How long someone holds no license before being a leaver, such as
     /// `0s`, `12h` or `3days`.

@@ -597,10 +597,15 @@ impl InputSchema {
             ),
             ValidationErrorKind::Pattern { pattern } => {
                 // The field's own words say what it takes better than a
-                // regex; without them, the regex is all there is to go by.
-                let said = shape::subschema_at(&self.schema, &path.0)
-                    .and_then(|s| s.get("description"))
-                    .and_then(Value::as_str)
+                // regex (a list item's are its list's); without them, the
+                // regex is all there is to go by.
+                let said = (1..=path.0.len())
+                    .rev()
+                    .find_map(|depth| {
+                        shape::subschema_at(&self.schema, &path.0[..depth])
+                            .and_then(|s| s.get("description"))
+                            .and_then(Value::as_str)
+                    })
                     .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "));
                 let mut value = found.to_string();
                 if value.chars().count() > 60 {
@@ -755,6 +760,17 @@ mod tests {
         assert_eq!(
             e.0[0].hint,
             "`tagger` says of `with.tag`: A team and a number, like `ops-7`."
+        );
+        // A list's item is described by its list's words.
+        let listed = schema(json!({
+            "type": "array",
+            "items": {"type": "string", "pattern": "^[a-z]+-[0-9]+$"},
+            "description": "Teams and numbers, like `ops-7`."
+        }));
+        let e = listed.check(&json!({"tag": ["ops-7", "ABC"]})).unwrap_err();
+        assert_eq!(
+            e.0[0].hint,
+            "`tagger` says of `with.tag.1`: Teams and numbers, like `ops-7`."
         );
     }
 
