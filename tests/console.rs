@@ -1324,7 +1324,7 @@ async fn held_plan(data: &Path) -> String {
         run_id: "20260101T000000Z-aaaaaa".into(),
         flow_file: "flows/offboard.toml".into(),
         params: Vec::new(),
-        reason: "3 deactivations exceed the limit of 2".into(),
+        reason: Some("3 deactivations exceed the limit of 2".into()),
         held,
         gone: Vec::new(),
         fence: None,
@@ -1412,7 +1412,10 @@ async fn a_run_holds(store: &Store, run_id: &str, keys: &[String]) -> sluice_sto
         run_id: run_id.into(),
         flow_file: "flows/offboard.toml".into(),
         params: Vec::new(),
-        reason: format!("{} deactivations exceed the limit of 2", keys.len()),
+        reason: Some(format!(
+            "{} deactivations exceed the limit of 2",
+            keys.len()
+        )),
         held,
         gone: Vec::new(),
         fence: None,
@@ -2233,6 +2236,8 @@ async fn pages_give_up_on_a_store_that_does_not_answer() {
         "{}",
         page.body
     );
+    // A dependency that does not answer, as `/metrics` says: not a 500.
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
     let metrics = within("/metrics").await.expect("the scrape still waits");
     assert_eq!(metrics.status, StatusCode::SERVICE_UNAVAILABLE);
     frozen.store(false, std::sync::atomic::Ordering::SeqCst);

@@ -39,15 +39,21 @@ pub enum Failure {
     NotFound(String),
     BadRequest(String),
     Conflict(String),
+    /// The history's store does not answer, or not now: a 503, as
+    /// `/metrics` and the health checks answer, not a fault of the console.
+    Unavailable(String),
     Internal(String),
 }
 
 impl From<DataError> for Failure {
     fn from(e: DataError) -> Self {
         super::notice(&format!("console: {e}"));
-        Failure::Internal(
-            "The run history could not be read; the console's log says why.".to_string(),
-        )
+        let message = "The run history could not be read; the console's log says why.".to_string();
+        if e.is_transient() {
+            Failure::Unavailable(message)
+        } else {
+            Failure::Internal(message)
+        }
     }
 }
 
@@ -72,6 +78,7 @@ impl Failure {
             Failure::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m),
             Failure::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m),
             Failure::Conflict(m) => (StatusCode::CONFLICT, "Not done", m),
+            Failure::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "History unavailable", m),
             Failure::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "Something failed", m),
         };
         page(
