@@ -445,7 +445,7 @@ async fn approve_run_with_an_old_relative_path_says_where_it_was_relative_to() {
         run_id: "20260101T000000Z-aaaaaa".into(),
         flow_file: "flows/people.toml".into(),
         params: vec![("max".into(), "1".into())],
-        reason: "this step always needs approval".into(),
+        reason: Some("this step always needs approval".into()),
         held: vec![sluice_store::HeldItem {
             key: "ann@x.com".into(),
             input: serde_json::json!({"who": "ann@x.com"}),

@@ -292,11 +292,30 @@ pub struct GateUpdate {
     pub flow_file: String,
     /// The run's `--param` overrides, kept with the plan for `approve --run`.
     pub params: Vec<(String, String)>,
-    /// Why the step needs approval in this run.
-    pub reason: String,
+    /// Why the step needs approval in this run; `None` when it does not
+    /// and holds only rejected keys: the plan keeps the reason it has (a
+    /// stand-in replaced it, and a closed plan went on saying rejected
+    /// items were held after none was).
+    pub reason: Option<String>,
     pub held: Vec<HeldItem>,
     pub gone: Vec<String>,
     pub fence: Option<i64>,
+}
+
+impl GateUpdate {
+    /// The reason a plan opened by this update starts with.
+    pub(crate) fn opening_reason(&self) -> String {
+        crate::cap::capped_error(
+            self.reason
+                .as_deref()
+                .unwrap_or("rejected items stay held until approved"),
+        )
+    }
+
+    /// The reason to keep in the plan, when this update says one.
+    pub(crate) fn new_reason(&self) -> Option<String> {
+        self.reason.as_deref().map(crate::cap::capped_error)
+    }
 }
 
 /// An approved item that ran: its approval is spent.

@@ -57,7 +57,7 @@ fn gate(run: &str, keys: &[&str], gone: &[&str]) -> GateUpdate {
         run_id: run.into(),
         flow_file: "flows/sync.toml".into(),
         params: vec![("region".into(), "\"west\"".into())],
-        reason: "approval is always required".into(),
+        reason: Some("approval is always required".into()),
         held: held(keys),
         gone: gone.iter().map(|k| k.to_string()).collect(),
         fence: None,
@@ -132,13 +132,13 @@ async fn a_gate_opens_one_plan_and_every_run_updates_it(db: Db) {
     // The next run holds one more, with a changed input for b: the same plan.
     let mut next = gate("r2", &["a@x.com", "B@X.com", "c@x.com", "d@x.com"], &[]);
     next.held[1].input = json!({"user": "b", "changed": true});
-    next.reason = "4 items, more than the 3 allowed without approval".into();
+    next.reason = Some("4 items, more than the 3 allowed without approval".into());
     next.params = vec![("region".into(), "east".into())];
     let second = s.record_gate(&next).await.unwrap().unwrap();
     assert_eq!(second.id, first.id);
     assert_eq!(second.counts.pending, 4);
     assert_eq!(second.updated_by_run, "r2");
-    assert_eq!(second.reason, next.reason);
+    assert_eq!(Some(second.reason.clone()), next.reason);
     assert_eq!(
         second.params, next.params,
         "`approve --run` runs as the latest run was run"
@@ -166,6 +166,13 @@ async fn a_gate_opens_one_plan_and_every_run_updates_it(db: Db) {
     };
     assert!(s.list_plans(&only_sync).await.unwrap().is_empty());
     assert_eq!(s.list_plans(&PlanQuery::default()).await.unwrap().len(), 2);
+    // A run that needs no approval says no reason (it holds only rejected
+    // keys): the plan keeps its own rather than a stand-in's.
+    let mut quiet = next.clone();
+    quiet.run_id = "r3".into();
+    quiet.reason = None;
+    let third = s.record_gate(&quiet).await.unwrap().unwrap();
+    assert_eq!(third.reason, second.reason);
 }
 
 async fn decisions_record_who_when_and_why_and_refuse_what_cannot_be(db: Db) {

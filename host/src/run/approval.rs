@@ -357,11 +357,7 @@ impl Gate {
                 .iter()
                 .map(|(k, v)| (k.clone(), ctx.redactor.redact(v)))
                 .collect(),
-            reason: self
-                .record
-                .reason
-                .clone()
-                .unwrap_or_else(|| "rejected items stay held until approved".into()),
+            reason: self.record.reason.clone(),
             held,
             gone,
             fence: approvals.fence,

@@ -224,7 +224,7 @@ async fn open_or_create(
             .execute(
                 "INSERT INTO approval_plans (id, flow, step, status, reason, flow_file, created_at, created_by_run, updated_at, updated_by_run, params)
                  VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $6, $7, $8) ON CONFLICT DO NOTHING",
-                &[&id, &u.flow, &u.step, &capped_error(&u.reason), &u.flow_file, &now, &u.run_id, &params_text(&u.params)],
+                &[&id, &u.flow, &u.step, &u.opening_reason(), &u.flow_file, &now, &u.run_id, &params_text(&u.params)],
             )
             .await?;
         if inserted == 1 {
@@ -274,8 +274,8 @@ pub(crate) async fn record_gate(
     };
     if !u.held.is_empty() {
         tx.execute(
-            "UPDATE approval_plans SET reason = $2, flow_file = $3, updated_at = $4, updated_by_run = $5, params = $6 WHERE id = $1",
-            &[&id, &capped_error(&u.reason), &u.flow_file, &now, &u.run_id, &params_text(&u.params)],
+            "UPDATE approval_plans SET reason = COALESCE($2, reason), flow_file = $3, updated_at = $4, updated_by_run = $5, params = $6 WHERE id = $1",
+            &[&id, &u.new_reason(), &u.flow_file, &now, &u.run_id, &params_text(&u.params)],
         )
         .await?;
     }
