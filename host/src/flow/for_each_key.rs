@@ -22,13 +22,26 @@ pub enum KeyError {
     )]
     NotAKey { item: usize, got: String },
     #[error(
-        "items {first} and {second} have the same key `{key}`; with `approval` each item needs its own key (check `for_each_key`)"
+        "items {first} and {second} have the same key {}; with `approval` each item needs its own key (check `for_each_key`)",
+        same_key(first_key, key)
     )]
     Shared {
         first: usize,
         second: usize,
+        /// The first item's key, as written.
+        first_key: String,
         key: String,
     },
+}
+
+/// The key two items share, each as written when they differ: keys are
+/// compared trimmed and ignoring case, as the store compares them.
+fn same_key(first: &str, second: &str) -> String {
+    if first == second {
+        format!("`{second}`")
+    } else {
+        format!("(`{first}` and `{second}`: keys are compared trimmed and ignoring case)")
+    }
 }
 
 /// Each item's key from `template`, resolved in `scope` with the item
@@ -41,7 +54,7 @@ pub fn keys(
     unique: bool,
 ) -> Result<Vec<String>, KeyError> {
     let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut keys = Vec::with_capacity(items.len());
+    let mut keys: Vec<String> = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let scope = Scope {
             item: Some(item),
@@ -73,6 +86,7 @@ pub fn keys(
             return Err(KeyError::Shared {
                 first: first + 1,
                 second: index + 1,
+                first_key: keys[first].clone(),
                 key,
             });
         }
@@ -126,8 +140,14 @@ mod tests {
             Err(KeyError::Shared {
                 first: 1,
                 second: 3,
+                first_key: "A@x.com".into(),
                 key: "a@X.com".into()
             })
+        );
+        let e = keys(&key_of("${item}"), &items, &Scope::default(), true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "items 1 and 3 have the same key (`A@x.com` and `a@X.com`: keys are compared trimmed and ignoring case); with `approval` each item needs its own key (check `for_each_key`)"
         );
         assert!(keys(&key_of("${item}"), &items, &Scope::default(), false).is_ok());
     }
