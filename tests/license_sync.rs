@@ -1133,11 +1133,11 @@ async fn a_mail_that_cannot_be_sent_fails_the_run_clearly_after_retries() {
 /// The shipped flow with the report's mail showing `rows` rows a section.
 fn flow_mailing_rows(dir: &Path, rows: usize) -> std::path::PathBuf {
     let shipped = std::fs::read_to_string(flow_path()).unwrap();
-    let report_with = "earlier_unfinished = \"${run.earlier_unfinished}\" }";
+    let report_with = "only = \"${run.only}\" }";
     assert_eq!(shipped.matches(report_with).count(), 1);
     let text = shipped.replace(
         report_with,
-        &format!("earlier_unfinished = \"${{run.earlier_unfinished}}\", mail_rows = {rows} }}"),
+        &format!("only = \"${{run.only}}\", mail_rows = {rows} }}"),
     );
     let path = dir.join("sync.toml");
     std::fs::write(&path, text).unwrap();

@@ -1600,6 +1600,39 @@ async fn a_rejection_stands_through_runs_that_do_not_count_the_leaver() {
     assert!(t.active(CY) && t.active(D1));
 }
 
+/// A `--only` run's report says first that it handled only the people
+/// named, and its subject (the mail's) says so: a tester's `--only` run
+/// mailed "1 created, 0 failed" with no word of the person still missing.
+#[tokio::test]
+async fn a_report_of_a_run_with_only_says_whom_it_handled() {
+    let t = Tenant::new(Plan {
+        licensed: &[(ANN, &[E3])],
+        unlicensed: &[],
+        missing: &[BOB, GIL],
+    })
+    .await;
+    let (run, requests) = t.run_ok(&["--only", BOB]).await;
+    let report = run.output_of("report");
+    let subject = report["subject"].as_str().unwrap();
+    assert!(subject.ends_with(" (only 1 person, --only)"), "{subject}");
+    let first = report["warnings"][0].as_str().unwrap();
+    assert!(
+        first.starts_with(&format!(
+            "this run handled only the people named with --only ({BOB}): everyone else was left as they were"
+        )),
+        "{first}"
+    );
+    let created: Vec<String> = writes(&requests)
+        .into_iter()
+        .filter(|w| w.starts_with("POST") && w.ends_with("/users 201"))
+        .collect();
+    assert_eq!(created.len(), 1, "only Bob: {:?}", writes(&requests));
+    // A run without it says nothing of the kind.
+    let (run, _) = t.run_ok(&[]).await;
+    let report = run.output_of("report");
+    assert!(!report["subject"].as_str().unwrap().contains("--only"));
+}
+
 /// A key's ledger as `(step, what, who or why)`: an item's status, a
 /// decision and who made it, a closing and its detail.
 async fn story(t: &Tenant, key: &str) -> Vec<(String, String, String)> {

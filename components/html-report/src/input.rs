@@ -104,6 +104,11 @@ pub struct Input {
     /// and mails it.
     #[serde(default)]
     pub earlier_unfinished: Vec<EarlierRun>,
+    /// The keys a `--only KEY` run was limited to (`${run.only}`): the
+    /// report says so, and that everyone else was left as they were, since
+    /// its counts and tables tell only of them.
+    #[serde(default)]
+    pub only: Vec<String>,
     /// How many rows of each section the mail body shows (the page shows
     /// them all).
     #[serde(default = "default_mail_rows")]

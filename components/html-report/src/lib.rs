@@ -183,16 +183,38 @@ pub fn warnings(input: &Input) -> Result<Vec<String>, StepError> {
             guard.reason.trim()
         )
     });
-    Ok(input
-        .warnings
-        .iter()
-        .chain(&input.members_warnings)
+    let given = (input.warnings.iter().chain(&input.members_warnings))
         .map(|w| w.trim())
         .filter(|w| !w.is_empty())
-        .map(str::to_string)
+        .map(str::to_string);
+    // A `--only` run says so first: every count below is only of them.
+    Ok(only_line(&input.only)
+        .into_iter()
+        .chain(given)
         .chain(input.earlier_unfinished.iter().map(input::EarlierRun::line))
         .chain(held)
         .collect())
+}
+
+/// What a `--only` run says first: that it handled only the people it
+/// names, and left everyone else for the next full run.
+fn only_line(only: &[String]) -> Option<String> {
+    let keys: Vec<&str> = only
+        .iter()
+        .map(|k| k.trim())
+        .filter(|k| !k.is_empty())
+        .collect();
+    if keys.is_empty() {
+        return None;
+    }
+    const SHOWN: usize = 10;
+    let mut named = keys[..keys.len().min(SHOWN)].join(", ");
+    if keys.len() > SHOWN {
+        named.push_str(&format!(" and {} more", keys.len() - SHOWN));
+    }
+    Some(format!(
+        "this run handled only the people named with --only ({named}): everyone else was left as they were, and is not counted here; the next run without --only handles them"
+    ))
 }
 
 fn summary(rows: &Assembled, input: &Input) -> Result<Summary, StepError> {
@@ -256,6 +278,15 @@ fn subject(s: &Summary, guard: &Guard, dry_run: bool, earlier_unfinished: usize)
     format!("{}{held}{earlier}", subject_of_this_run(s, dry_run))
 }
 
+/// The subject's end in a `--only` run: its counts are only of them.
+fn only_subject(only: &[String]) -> String {
+    match only.iter().filter(|k| !k.trim().is_empty()).count() {
+        0 => String::new(),
+        1 => " (only 1 person, --only)".to_string(),
+        n => format!(" (only {n} people, --only)"),
+    }
+}
+
 fn subject_of_this_run(s: &Summary, dry_run: bool) -> String {
     if dry_run {
         let project = match s.would_project_calls {
@@ -306,7 +337,7 @@ pub fn report(input: &Input, about: &About<'_>) -> Result<Report, StepError> {
                 &guard,
                 about.dry_run,
                 input.earlier_unfinished.len(),
-            ),
+            ) + only_subject(&input.only).as_str(),
             // An earlier run's work that no report told is news.
             notable: notable(&summary, guard.hold, about.dry_run)
                 || !input.earlier_unfinished.is_empty(),
@@ -494,6 +525,42 @@ mod tests {
             out.html
         );
         assert!(!out.notable, "a warning alone is not mailed");
+    }
+
+    /// A `--only` run's report says first that it handled only the people
+    /// named, and its subject says so: its counts are only of them (a
+    /// tester's `--only` run mailed "1 created" with no word of the one
+    /// still missing).
+    #[test]
+    fn a_run_with_only_says_so_first_and_in_its_subject() {
+        let i = input(json!({
+            "diff": quiet(json!({"people": 2, "missing": 1, "present": 1, "present_inactive": 0, "procore_only": 0})),
+            "created": null,
+            "warnings": ["a group warning"],
+            "only": ["zed@contoso.com"]
+        }));
+        let out = report(&i, &about(false));
+        assert_eq!(out.warnings.len(), 2);
+        assert!(
+            out.warnings[0].starts_with(
+                "this run handled only the people named with --only (zed@contoso.com): everyone else was left as they were"
+            ),
+            "{:?}",
+            out.warnings
+        );
+        assert!(
+            out.subject.ends_with(" (only 1 person, --only)"),
+            "{}",
+            out.subject
+        );
+        assert!(
+            out.html
+                .contains("handled only the people named with --only")
+        );
+        let many: Vec<String> = (0..12).map(|n| format!("p{n}@x.com")).collect();
+        assert!(only_line(&many).unwrap().contains("p9@x.com and 2 more"));
+        assert_eq!(only_subject(&many), " (only 12 people, --only)");
+        assert!(only_line(&[]).is_none() && only_subject(&[]).is_empty());
     }
 
     /// A run stopped part-way never reached its report: the next run's

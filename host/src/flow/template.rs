@@ -51,6 +51,7 @@ pub const RUN_FIELDS: &[&str] = &[
     "output_dir",
     "approvals",
     "earlier_unfinished",
+    "only",
 ];
 
 /// How many `env` defaults may nest inside one another. Parsing, checking,

@@ -43,6 +43,9 @@ pub struct RunFields {
     /// The flow's runs since its last success that were stopped or failed
     /// after doing something: what no report has told yet.
     pub earlier_unfinished: Vec<super::earlier::EarlierRun>,
+    /// `--only KEY`: the keys this run's `for_each` steps were limited to
+    /// (empty: every item), so a report can say whom it left out.
+    pub only: Vec<String>,
 }
 
 /// Why a run stopped early, already phrased for people.

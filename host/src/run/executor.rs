@@ -267,6 +267,7 @@ impl Runner {
                 &options.run_id,
             )
             .await?,
+            only: options.only.clone(),
         };
         let services = RunServices {
             observer: observer.clone(),

@@ -145,10 +145,12 @@ impl<'a> Known<'a> {
             ),
             Root::Run(field) if field == "dry_run" => run_field("boolean"),
             Root::Run(field) if field == "approvals" => Shape::Unknown,
-            Root::Run(field) if field == "earlier_unfinished" => match r.path.is_empty() {
-                true => run_field("array"),
-                false => Shape::Unknown,
-            },
+            Root::Run(field) if field == "earlier_unfinished" || field == "only" => {
+                match r.path.is_empty() {
+                    true => run_field("array"),
+                    false => Shape::Unknown,
+                }
+            }
             Root::Run(_) => run_field("string"),
             Root::Step(id) => self.output_shape(id, &r.path),
             Root::Item => match &self.item {
