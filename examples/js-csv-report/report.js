@@ -7,7 +7,8 @@
 // `created_approval`, or its whole output as `created`;
 // `deactivated` and `reactivated` from the leavers' and returners' steps,
 // `project` from the step that makes project calls earlier runs owed,
-// `skipped_disabled`, `warnings`, `members_warnings`, `earlier_unfinished`) and the fields the flow's mail step reads (`subject`,
+// `skipped_disabled`, `warnings`, `members_warnings`, `earlier_unfinished`,
+// `only`: the keys a `--only` run was limited to) and the fields the flow's mail step reads (`subject`,
 // `mail_html`, `notable`), plus `csv`: one row per person acted on or worth
 // a look, `status,name,key,detail`, quoted as RFC 4180 says, and `html`, the
 // whole CSV in a page. `mail_html` is bounded whatever the tenant's size:
@@ -44,6 +45,7 @@ const INPUT_SCHEMA = {
     warnings: { type: "array", items: { type: "string" } },
     members_warnings: { type: "array", items: { type: "string" } },
     earlier_unfinished: { type: "array", items: { type: "object" } },
+    only: { type: "array", items: { type: "string" } },
   },
 };
 
@@ -224,7 +226,7 @@ export function run(inputText, context) {
     throw badInput(`the input is not JSON: ${e.message}`);
   }
   if (!input || typeof input !== "object" || Array.isArray(input)) {
-    throw badInput("expected {counts?, present_inactive?, created_items?, created_approval?, deactivated?, reactivated?, project?, skipped_disabled?, warnings?, members_warnings?, earlier_unfinished?}");
+    throw badInput("expected {counts?, present_inactive?, created_items?, created_approval?, deactivated?, reactivated?, project?, skipped_disabled?, warnings?, members_warnings?, earlier_unfinished?, only?}");
   }
   const rows = rowsOf(input);
   const csv = [["status", "name", "key", "detail"], ...rows]
@@ -255,10 +257,17 @@ export function run(inputText, context) {
   const notable = acted + summary.waiting_for_approval > 0 || guard.hold === true || earlier.length > 0;
   const prefix = context.dryRun ? "[dry run] " : "";
   const waits = summary.waiting_for_approval ? `, ${summary.waiting_for_approval} waiting for approval` : "";
+  // A `--only` run's counts are only of the people it names.
+  const only = Array.isArray(input.only) ? input.only.filter((k) => String(k).trim() !== "") : [];
+  const onlySuffix = only.length === 0 ? ""
+    : ` (only ${only.length} ${only.length === 1 ? "person" : "people"}, --only)`;
   const subject = `${prefix}Procore license sync: ${summary.created} created, ` +
-    `${summary.deactivated} deactivated, ${summary.reactivated} reactivated, ${summary.failed} failed${waits}`;
+    `${summary.deactivated} deactivated, ${summary.reactivated} reactivated, ${summary.failed} failed${waits}${onlySuffix}`;
+  const onlyLine = only.length === 0 ? ""
+    : `<p>This run handled only the people named with --only (${escapeHtml(only.join(", "))}): ` +
+      `everyone else was left as they were.</p>`;
   const head = `<!doctype html><meta charset="utf-8"><title>${escapeHtml(subject)}</title>` +
-    `<p>Run ${escapeHtml(context.runId)}</p>`;
+    `<p>Run ${escapeHtml(context.runId)}</p>${onlyLine}`;
   const html = `${head}<pre>${escapeHtml(csv)}</pre>`;
   const mail_html = mailBody(head, rows, context.runId);
   return JSON.stringify({ csv, rows: rows.length, subject, html, mail_html, notable, summary });
