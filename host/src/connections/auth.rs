@@ -556,14 +556,9 @@ mod tests {
         Url::parse(&url).unwrap()
     }
 
-    #[tokio::test]
-    async fn a_failed_early_refresh_keeps_the_current_token_while_it_lasts() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-        let status = Arc::new(AtomicU16::new(503));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let token_url = endpoint(status.clone(), hits.clone()).await;
-        let source = TokenSource::new(
+    /// Client credentials for app `app` at `token_url`, retried as `retry`.
+    fn client_credentials(token_url: Url, retry: RetryPolicy) -> TokenSource {
+        TokenSource::new(
             Auth::OAuth2ClientCredentials {
                 token_url,
                 client_id: "app".into(),
@@ -572,6 +567,19 @@ mod tests {
             },
             Redactor::default(),
             Duration::from_secs(10),
+            retry,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_failed_early_refresh_keeps_the_current_token_while_it_lasts() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+        let status = Arc::new(AtomicU16::new(503));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let token_url = endpoint(status.clone(), hits.clone()).await;
+        let source = client_credentials(
+            token_url,
             RetryPolicy {
                 max_attempts: 3,
                 base_delay: Duration::from_millis(10),
@@ -651,17 +659,7 @@ mod tests {
         let token_url =
             Url::parse(&format!("http://{}/token", listener.local_addr().unwrap())).unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let source = TokenSource::new(
-            Auth::OAuth2ClientCredentials {
-                token_url,
-                client_id: "app".into(),
-                client_secret: Secret::new("the-client-secret".into()),
-                scope: None,
-            },
-            Redactor::default(),
-            Duration::from_secs(10),
-            RetryPolicy::default(),
-        );
+        let source = client_credentials(token_url, RetryPolicy::default());
         let http = crate::connections::http_client().unwrap();
         let e = source.authorization(&http).await.unwrap_err();
         assert!(matches!(e, AuthError::BadResponse { .. }), "{e}");
