@@ -684,18 +684,28 @@ impl<'a, 'w> Run<'a, 'w> {
                 let candidate = Candidate::Domain { procore_id, clock };
                 candidates.push((key.into_string(), candidate, found));
             }
+            candidates.sort_by(|a, b| a.0.cmp(&b.0));
         }
-        for (key, i) in still_rejected {
-            let procore_id = users.get(i).id.clone();
-            candidates.push((key, Candidate::Rejected { procore_id }, details(i)));
-        }
-        candidates.sort_by(|a, b| a.0.cmp(&b.0));
         let mut timed: HashSet<String> = HashSet::new();
         for (key, candidate, user) in candidates {
             if let Candidate::Domain { .. } = candidate {
                 timed.insert(key.clone());
             }
             self.leaver(out, key, candidate, &user)?;
+        }
+        // Held as rejected whatever a grace says: nothing to count or keep.
+        for (key, i) in still_rejected {
+            let user = details(i);
+            out.leavers.push(Leaver {
+                reason: self.reason(&key, &user),
+                key,
+                procore_id: users.get(i).id.clone(),
+                name: procore_name(&user),
+                email: user.email_address.clone(),
+                login: user.login.clone(),
+                inactive: false,
+                entra_id: None,
+            });
         }
         self.drop_clocks(&timed)
     }
@@ -864,20 +874,6 @@ impl<'a, 'w> Run<'a, 'w> {
             Candidate::Domain { procore_id, clock } => {
                 (procore_id.clone(), clock.map(|c| c.since.as_ref()))
             }
-            // Held as rejected whatever its grace: nothing to count or keep.
-            Candidate::Rejected { procore_id } => {
-                out.leavers.push(Leaver {
-                    key,
-                    procore_id: procore_id.clone(),
-                    name: procore_name(user),
-                    email: user.email_address.clone(),
-                    login: user.login.clone(),
-                    reason,
-                    inactive: false,
-                    entra_id: None,
-                });
-                return Ok(());
-            }
         };
         // Its deactivation was sent already (approved, past any grace):
         // the grace is not counted again, even from a record the step
@@ -939,7 +935,6 @@ impl<'a, 'w> Run<'a, 'w> {
                     (self.write)(Write::Managed(key.clone(), whole))?;
                     since
                 }
-                (Candidate::Rejected { .. }, _) => unreachable!("listed above"),
                 (Candidate::Domain { clock, .. }, since) => {
                     // A legacy clock moves out of `managed/`, keeping its start.
                     let legacy = clock.is_some_and(|c| c.legacy);
@@ -1213,9 +1208,6 @@ enum Candidate<'a> {
         procore_id: Id,
         clock: Option<&'a Clock>,
     },
-    /// A user whose deactivation an admin rejected, whom this run does
-    /// not manage ([`Run::still_rejected`]).
-    Rejected { procore_id: Id },
 }
 
 /// The `known_as` entry of `person` (key `key`), whose Procore user
