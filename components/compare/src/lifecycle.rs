@@ -521,12 +521,7 @@ impl<'a, 'w> Run<'a, 'w> {
         }
         self.returners(users, list, out)?;
         self.owed = self.owed_now(users);
-        // A run that matched no license group checked nobody: it lists no
-        // leaver and starts or drops no grace clock (its deactivate step
-        // does not run either).
-        if self.policy.license_groups != Some(0) {
-            self.leavers(users, list, out)?;
-        }
+        self.leavers(users, list, out)?;
         self.owed_projects(users, out);
         self.known_as(users, out);
         self.guard(out)?;
@@ -601,10 +596,14 @@ impl<'a, 'w> Run<'a, 'w> {
         out: &mut Written,
     ) -> Result<(), StepError> {
         let known = self.known;
+        // A run that matched no license group checked nobody: it lists no
+        // leaver and starts or drops no grace clock (its deactivate step
+        // does not run either). The details of the rest are still read.
+        let checked = self.policy.license_groups != Some(0);
         let mut managed: Vec<(&Record, u32)> = Vec::new();
         let mut too_late: Vec<(&Record, u32)> = Vec::new();
         for (index, record) in known.records().enumerate() {
-            if self.entra_held[index] {
+            if !checked || self.entra_held[index] {
                 continue;
             }
             let Some(i) = users.by_id(IdKey::of(&record.procore_id)) else {
@@ -625,7 +624,7 @@ impl<'a, 'w> Run<'a, 'w> {
             }
         }
         let mut in_domains = Vec::new();
-        if !self.policy.domains.is_empty() {
+        if checked && !self.policy.domains.is_empty() {
             for (i, user) in users.iter() {
                 let id = IdKey::of(&user.id);
                 // A repeated id counts once, as its last user.
@@ -637,7 +636,10 @@ impl<'a, 'w> Run<'a, 'w> {
                 }
             }
         }
-        let still_rejected = self.still_rejected(users, &managed, &in_domains);
+        let mut still_rejected = match checked {
+            true => self.still_rejected(users),
+            false => Vec::new(),
+        };
         let wanted = managed
             .iter()
             .map(|(_, i)| *i)
@@ -686,6 +688,12 @@ impl<'a, 'w> Run<'a, 'w> {
             }
             candidates.sort_by(|a, b| a.0.cmp(&b.0));
         }
+        // A key a candidate has is listed once, as the candidate.
+        let taken: HashSet<Key> = candidates
+            .iter()
+            .filter_map(|(k, _, _)| Key::of(k))
+            .collect();
+        still_rejected.retain(|(key, _)| Key::of(key).is_none_or(|k| !taken.contains(&k)));
         let mut timed: HashSet<String> = HashSet::new();
         for (key, candidate, user) in candidates {
             if let Candidate::Domain { .. } = candidate {
@@ -707,7 +715,10 @@ impl<'a, 'w> Run<'a, 'w> {
                 entra_id: None,
             });
         }
-        self.drop_clocks(&timed)
+        match checked {
+            true => self.drop_clocks(&timed),
+            false => Ok(()),
+        }
     }
 
     /// The users of keys an admin rejected whom this run would not list
@@ -718,31 +729,29 @@ impl<'a, 'w> Run<'a, 'w> {
     /// a license again or is inactive or gone in Procore, not until one
     /// run happens to leave them out, after which a later run would take
     /// them for a new leaver, under `max_unapproved_deactivations`.
-    fn still_rejected(
-        &self,
-        users: &Users,
-        managed: &[(&Record, u32)],
-        in_domains: &[u32],
-    ) -> Vec<(String, u32)> {
-        let listed: HashSet<u32> = managed
-            .iter()
-            .map(|(_, i)| *i)
-            .chain(in_domains.iter().copied())
-            .collect();
+    ///
+    /// Only users without a record: a record's user was judged by the
+    /// record (a leaver or not, also when its Entra user holds a license
+    /// under a new key). A key a candidate also has is dropped by the
+    /// caller, so no key is listed twice.
+    fn still_rejected(&self, users: &Users) -> Vec<(String, u32)> {
         let mut keys: Vec<&Key> = self.policy.rejected.iter().collect();
         keys.sort();
+        let mut seen: HashSet<u32> = HashSet::new();
         let mut found: Vec<(String, u32)> = Vec::new();
         for key in keys {
             let Some(i) = users.unseen_key(key.as_str()) else {
                 continue;
             };
             let user = users.get(i);
+            let id = IdKey::of(&user.id);
             // A repeated id counts once, as its last user.
-            let last = users.by_id(IdKey::of(&user.id)) == Some(i);
+            let last = users.by_id(id) == Some(i);
             // `matched`: a license holder has its other key (login or
             // email address): that holder's account, no leaver.
             let leaving = user.active && !user.held && !user.matched;
-            if leaving && last && !listed.contains(&i) && found.iter().all(|(_, j)| *j != i) {
+            let unrecorded = !self.by_id.contains_key(&id);
+            if leaving && last && unrecorded && seen.insert(i) {
                 found.push((key.as_str().to_string(), i));
             }
         }
@@ -2172,6 +2181,22 @@ mod tests {
         let inactive = [user(2, "old@corp.com", false), users[1].clone()];
         let (diff, _) = run(&[person("b@x.com", true)], &inactive, &k, &p);
         assert!(diff.leavers.is_empty(), "inactive");
+        // A rejected key now the login of a managed leaver's user is
+        // listed once, as that leaver (two items of one key would fail the
+        // deactivate step).
+        let record = known(&[("old@corp.com", managed(3, Status::Active))]);
+        let renamed = [user(3, "new@corp.com", true), user(2, "old@corp.com", true)];
+        let (diff, _) = run(&[], &renamed, &record, &p);
+        let listed: Vec<(&str, &Id)> = diff
+            .leavers
+            .iter()
+            .map(|l| (l.key.as_str(), &l.procore_id))
+            .collect();
+        assert_eq!(
+            listed,
+            [("old@corp.com", &Id::Number(3))],
+            "the record's leaver only"
+        );
         // Someone no admin rejected, and whom the flow does not manage,
         // is never listed.
         p.rejected.clear();
@@ -3045,6 +3070,12 @@ mod tests {
             .collect();
         assert_eq!(leavers, [("cy@x.com", LeaveReason::NoLicenseGroup)]);
         assert!(diff.missing.is_empty() && diff.known_as.is_empty());
+        // A rejection of the old key does not make the old account a
+        // leaver either: its record was judged (a reviewer's case).
+        let mut rejected = policy();
+        rejected.rejected = [Key::of(upn).unwrap()].into();
+        let (kept, _) = run(&[bob_with_mail()], &users, &k, &rejected);
+        assert_eq!(kept.leavers.len(), 1, "{:?}", kept.leavers);
         // The old mark goes, as when a license comes back.
         let marked = managed_writes(&writes);
         assert_eq!(marked.len(), 2, "{marked:?}");
