@@ -185,7 +185,7 @@ impl Compiler<'_, '_> {
                 );
                 continue;
             }
-            let value = parsed.map_or_else(|_| Value::String(written.clone()), super::wholes);
+            let value = parsed.unwrap_or_else(|_| Value::String(written.clone()));
             if oversized_whole_number(written, &value) {
                 self.error(
                     declared,

@@ -159,7 +159,7 @@ pub fn literal_json(node: &Node) -> Value {
     match node {
         Node::String(s) | Node::Datetime(s) => Value::String(s.clone()),
         Node::Integer(i) => Value::from(*i),
-        Node::Float(f) => whole_if_integral(*f),
+        Node::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
         Node::Bool(b) => Value::Bool(*b),
         Node::Array(items) => {
             Value::Array(items.iter().map(|i| literal_json(i.get_ref())).collect())
@@ -170,32 +170,6 @@ pub fn literal_json(node: &Node) -> Value {
                 .map(|(k, v)| (k.get_ref().clone(), literal_json(v.get_ref())))
                 .collect(),
         ),
-    }
-}
-
-/// A float with nothing after its point (`3.0`, `2e3`) as the whole
-/// number it is. JSON Schema counts `3.0` an integer, so `validate` let it
-/// through to a component's integer input, whose own reading (serde's
-/// `u64`) then refused it at run time, far from the file. Beyond 2^53 a
-/// float is not exact, and stays one.
-pub fn whole_if_integral(f: f64) -> Value {
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    if f.fract() == 0.0 && f.abs() <= EXACT {
-        // Exact in an i64 (the bound), so the cast loses nothing.
-        #[allow(clippy::cast_possible_truncation)]
-        return Value::from(f as i64);
-    }
-    serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
-}
-
-/// [`whole_if_integral`] of every float inside `value` (a `--param`
-/// written as JSON).
-fn wholes(value: Value) -> Value {
-    match value {
-        Value::Number(n) if n.is_f64() => n.as_f64().map_or(Value::Number(n), whole_if_integral),
-        Value::Array(items) => Value::Array(items.into_iter().map(wholes).collect()),
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, wholes(v))).collect()),
-        other => other,
     }
 }
 
@@ -356,25 +330,6 @@ mod tests {
             "[[step]]\nid = \"a\"\nuses = \"plain\"\nartifacts = {{ \"{fits}\" = \"out\" }}\n"
         )));
         assert!(!got.iter().any(|p| p.contains("bytes long")), "{got:?}");
-    }
-
-    /// A float with nothing after its point is the whole number it is,
-    /// written in the file or in a `--param`: JSON Schema took `3.0` for an
-    /// integer, and the component refused it at run time.
-    #[test]
-    fn a_whole_float_is_given_as_a_whole_number() {
-        use super::super::authored::Node;
-        assert_eq!(literal_json(&Node::Float(3.0)), json!(3));
-        assert_eq!(literal_json(&Node::Float(-2e3)), json!(-2000));
-        assert_eq!(literal_json(&Node::Float(2.5)), json!(2.5));
-        assert!(
-            literal_json(&Node::Float(1e300)).is_f64(),
-            "not exact: kept"
-        );
-        assert_eq!(
-            wholes(json!({"a": [1.0, 1.5], "b": 7.0, "c": "2.0"})),
-            json!({"a": [1, 1.5], "b": 7, "c": "2.0"})
-        );
     }
 
     /// Two steps writing one artifact file: the later file replaced the
