@@ -358,8 +358,9 @@ impl TokenSource {
                 "token type `{kind}` is not supported; expected bearer"
             )));
         }
-        // A token this short would match ordinary text, so it is not
-        // searched for in what a component receives: a service echoing it
+        // A token this short would match ordinary text: under 4 characters
+        // it is not searched for at all, and under 8 not in every form (the
+        // floor a flow's own secrets are held to). A service echoing it
         // would hand it over.
         let length = parsed.access_token.chars().count();
         if length < crate::redact::MIN_SECRET_LEN {

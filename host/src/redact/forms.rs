@@ -98,7 +98,7 @@ pub fn forms(secret: &str) -> Vec<String> {
     // which a component parses back to `tok\/en`.
     let in_json: Vec<String> = all
         .iter()
-        .filter(|f| f.contains(['\\', '"']))
+        .filter(|f| f.contains(['\\', '"']) && !f.contains('\0'))
         .map(|f| f.replace('\\', "\\\\").replace('"', "\\\""))
         .collect();
     for form in in_json {

@@ -349,6 +349,14 @@ mod tests {
         );
         let apart = step("a", "r.html") + &step("b", "s.html");
         assert_eq!(problems(&flow(&apart)), Vec::<String>::new());
+        // Ignoring case, as some file systems do.
+        let cased = step("a", "r.html") + &step("b", "R.html");
+        assert_eq!(problems(&flow(&cased)).len(), 1);
+        // Steps with a `when` may write it in turn (a skipped step, or a
+        // null field, writes no file).
+        let turns = step("a", "r.html")
+            + &step("b", "r.html").replace("uses", "when = \"${params.list}\"\nuses");
+        assert_eq!(problems(&flow(&turns)), Vec::<String>::new());
     }
 
     #[test]

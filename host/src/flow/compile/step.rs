@@ -60,8 +60,9 @@ impl Compiler<'_, '_> {
             .collect();
         let mut steps = Vec::new();
         let mut seen: HashMap<String, Range<usize>> = HashMap::new();
-        // Each artifact's file name, where a step first writes it: a
-        // second step writing the same file would replace the first's.
+        // Each artifact's file name (ignoring case, as some file systems
+        // do), where a step that always runs first writes it: a second
+        // such step would replace the first's file.
         let mut artifact_files: HashMap<String, Range<usize>> = HashMap::new();
         let mut shapes: BTreeMap<String, StepShape> = BTreeMap::new();
         for (index, step) in authored.steps.iter().enumerate() {
@@ -81,7 +82,10 @@ impl Compiler<'_, '_> {
             };
             let (compiled, shape) = self.step(step.get_ref(), &name, &context);
             steps.extend(compiled);
-            self.one_writer_per_artifact(&step.get_ref().fields, &mut artifact_files);
+            // Steps with a `when` may be meant to write it in turn.
+            if step.get_ref().when.is_none() {
+                self.one_writer_per_artifact(&step.get_ref().fields, &mut artifact_files);
+            }
             let Some(id) = &step.get_ref().id else {
                 continue;
             };
@@ -490,9 +494,9 @@ impl Compiler<'_, '_> {
         }
     }
 
-    /// Refuses an artifact file an earlier step writes too (`first`: each
-    /// name's first writer): the run would keep only the later one's file
-    /// and report the same path twice.
+    /// Refuses an artifact file an earlier step that always runs writes
+    /// too (`first`: each name's first such writer): the run would keep
+    /// only the later one's file and report the same path twice.
     fn one_writer_per_artifact(
         &mut self,
         f: &StepFields,
@@ -503,7 +507,7 @@ impl Compiler<'_, '_> {
             if name.contains("${") {
                 continue;
             }
-            match first.get(name) {
+            match first.get(&name.to_lowercase()) {
                 Some(earlier) => {
                     let (line, _) = self.source.line_col(earlier.start);
                     self.error(
@@ -515,7 +519,7 @@ impl Compiler<'_, '_> {
                     );
                 }
                 None => {
-                    first.insert(name.clone(), file.span());
+                    first.insert(name.to_lowercase(), file.span());
                 }
             }
         }

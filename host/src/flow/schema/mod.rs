@@ -597,9 +597,16 @@ impl InputSchema {
             ),
             ValidationErrorKind::Pattern { pattern } => {
                 // The field's own words say what it takes better than a
-                // regex (a list item's are its list's); without them, the
-                // regex is all there is to go by.
-                let said = (1..=path.0.len())
+                // regex (a list item's are its list's: only list indexes
+                // are stepped over); without them, the regex is all there
+                // is to go by.
+                let listed = path
+                    .0
+                    .iter()
+                    .rev()
+                    .take_while(|s| matches!(s, Segment::Index(_)))
+                    .count();
+                let said = (path.0.len() - listed..=path.0.len())
                     .rev()
                     .find_map(|depth| {
                         shape::subschema_at(&self.schema, &path.0[..depth])
@@ -771,6 +778,17 @@ mod tests {
         assert_eq!(
             e.0[0].hint,
             "`tagger` says of `with.tag.1`: Teams and numbers, like `ops-7`."
+        );
+        // …but a field is not described by the object that holds it.
+        let held = schema(json!({
+            "type": "object",
+            "properties": {"code": {"type": "string", "pattern": "^[a-z]+-[0-9]+$"}},
+            "description": "Where the team sits."
+        }));
+        let e = held.check(&json!({"tag": {"code": "ABC"}})).unwrap_err();
+        assert_eq!(
+            e.0[0].hint,
+            "`with.tag.code` must match the pattern `^[a-z]+-[0-9]+$`"
         );
     }
 
